@@ -1,0 +1,35 @@
+# Single entry point for contributors and CI.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo install system-deps lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages for the real servers the tests start (redis-server, memcached).
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: system-deps install
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/llm-cache demo
+
+lint: install
+	$(BIN)/ruff check middleware router tests benchmarks
+	$(BIN)/mypy middleware router
+
+bench: install
+	$(BIN)/python benchmarks/hit_path.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

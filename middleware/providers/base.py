@@ -1,0 +1,131 @@
+"""What every API family adapter provides to the engine.
+
+An `Endpoint` is one operation of one API family (OpenAI chat completions,
+Anthropic messages, Gemini generateContent, ...). It knows which paths it owns,
+how a request asks for a stream, which body fields do not change the answer,
+how to assemble a stream into the final response, how to replay a final
+response as its own SSE stream, and how to read token usage.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage normalised across providers.
+
+    `input_tokens` always *includes* cache reads and cache writes (OpenAI's
+    convention and OpenTelemetry's); Anthropic and Bedrock report them apart,
+    so their adapters add them up.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The result of matching a request path to an endpoint."""
+
+    endpoint: Endpoint
+    model: str | None = None
+    """The model named by the path (Gemini `models/{m}:...`, Azure deployment), if any."""
+    stream_by_path: bool = False
+    """True when the path itself asks for a stream (Gemini `:streamGenerateContent`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """The parts of a request a provider needs to render or assemble a response."""
+
+    body: dict[str, Any]
+    query: str
+    route: Route
+    stream: bool
+
+
+class StreamAssembler(Protocol):
+    """Collects a streamed response; `result()` is the final JSON only if the stream completed."""
+
+    @property
+    def complete(self) -> bool:
+        """True once the provider's terminal event was seen (`[DONE]`, `message_stop`, ...)."""
+        ...
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def result(self) -> bytes | None:
+        """The assembled final response as JSON bytes, or None when incomplete or broken."""
+        ...
+
+
+class Endpoint(ABC):
+    family: ClassVar[str]
+    """API family: `openai`, `anthropic`, `gemini`."""
+    name: ClassVar[str]
+    """Stable endpoint name used in keys, e.g. `chat.completions`."""
+    operation: ClassVar[str]
+    """OpenTelemetry `gen_ai.operation.name`: `chat`, `text_completion`, `embeddings`, ..."""
+    volatile_fields: ClassVar[frozenset[str]] = frozenset()
+    """Body fields, beyond the engine's defaults, that never change the answer."""
+    streams: ClassVar[bool] = True
+
+    @abstractmethod
+    def match(self, path: str) -> Route | None:
+        """The route if this endpoint owns `path` (no query string), else None."""
+
+    def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
+        return route.stream_by_path or body.get("stream") is True
+
+    def model(self, route: Route, body: dict[str, Any]) -> str | None:
+        model = body.get("model")
+        if isinstance(model, str):
+            return model
+        return route.model
+
+    @abstractmethod
+    def assembler(self, request: RequestView) -> StreamAssembler: ...
+
+    @abstractmethod
+    def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        """Replay a stored final response as this provider's SSE stream (or stream format)."""
+
+    @abstractmethod
+    def usage(self, response: dict[str, Any]) -> Usage: ...
+
+    def response_model(self, response: dict[str, Any]) -> str | None:
+        model = response.get("model")
+        return model if isinstance(model, str) else None
+
+    def response_id(self, response: dict[str, Any]) -> str | None:
+        rid = response.get("id")
+        return rid if isinstance(rid, str) else None
+
+    def stream_media_type(self, request: RequestView) -> str:
+        return "text/event-stream"
+
+
+def suffix_pattern(suffix: str) -> re.Pattern[str]:
+    """Matches paths ending in `suffix` under any base path (OpenAI-compatible servers, proxies)."""
+    return re.compile(r"^(?:/.*)?" + re.escape(suffix) + r"/?$")
+
+
+def loads_object(data: bytes | str) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

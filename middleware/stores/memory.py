@@ -1,0 +1,87 @@
+"""In-process LRU store bounded by entry count and by bytes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+
+class MemoryStore:
+    """An O(1) LRU map with per-key expiry checked lazily on read (no timer per key).
+
+    Thread-safe, so one instance can serve the async transport and the sync
+    transport's background loop at once.
+    """
+
+    name = "memory"
+
+    def __init__(self, max_entries: int = 10_000, max_bytes: int | None = 256 * 1024 * 1024) -> None:
+        if max_entries <= 0:
+            raise ValueError("max_entries must be positive")
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError("max_bytes must be positive or None")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get_now(self, key: str) -> bytes | None:
+        """Synchronous read: the memory store never blocks."""
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            value, expires_at = item
+            if expires_at is not None and expires_at <= time.monotonic():
+                self._remove(key)
+                return None
+            self._data.move_to_end(key)
+            return value
+
+    async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        if self.max_bytes is not None and len(value) > self.max_bytes:
+            return
+        expires_at = None if ttl is None else time.monotonic() + ttl
+        with self._lock:
+            if key in self._data:
+                self._remove(key)
+            self._data[key] = (value, expires_at)
+            self._bytes += len(value)
+            while len(self._data) > self.max_entries or (
+                self.max_bytes is not None and self._bytes > self.max_bytes
+            ):
+                oldest = next(iter(self._data))
+                self._remove(oldest)
+
+    async def delete(self, key: str) -> None:
+        with self._lock:
+            if key in self._data:
+                self._remove(key)
+
+    async def clear(self, prefix: str | None = None) -> None:
+        with self._lock:
+            if prefix is None:
+                self._data.clear()
+                self._bytes = 0
+                return
+            for key in [k for k in self._data if k.startswith(prefix)]:
+                self._remove(key)
+
+    async def close(self) -> None:
+        return None
+
+    def _remove(self, key: str) -> None:
+        value, _ = self._data.pop(key)
+        self._bytes -= len(value)

@@ -1,0 +1,1 @@
+"""Routing of LLM requests across deployments: retries, fallbacks, cooldowns."""
