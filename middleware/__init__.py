@@ -1,0 +1,16 @@
+"""llm-cache-middleware: exact, semantic and provider-native caching for LLM traffic."""
+
+from .engine import Cache, CacheSettings, CacheStats, Outcome
+from .keys import KeyRequest, default_digest
+from .transport import AsyncCachingTransport, CachingTransport
+
+__all__ = [
+    "AsyncCachingTransport",
+    "Cache",
+    "CacheSettings",
+    "CacheStats",
+    "CachingTransport",
+    "KeyRequest",
+    "Outcome",
+    "default_digest",
+]

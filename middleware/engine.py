@@ -1,0 +1,600 @@
+"""The cache engine: every caching decision lives here.
+
+The ASGI middleware and the httpx transports are thin adapters around one
+`Cache`. Each intercepted call goes through the same four steps:
+
+1. `prepare()` turns method, path, query, headers and body into a `CacheRequest`
+   (or None for traffic that is not an LLM call, which passes through untouched);
+2. `lookup()` answers HIT, MISS, REFRESH, BYPASS or "only-if-cached and missing",
+   coalescing concurrent identical misses onto one upstream call;
+3. on a hit, `hit_response()` gives the status, headers and body to send;
+4. on a miss, a `Recorder` watches the upstream response as it streams through
+   and stores it only if it was a complete 2xx JSON response or a stream that
+   reached the provider's terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .entry import Entry, EntryError, pack, unpack
+from .keys import (
+    DEFAULT_NAMESPACE,
+    KeyBuilder,
+    KeyRequest,
+    compose_key,
+    default_digest,
+    key_query,
+    namespace_prefix,
+    resolve_key_builder,
+    scope_of,
+    validate_scope,
+    volatile_set,
+)
+from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
+from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
+from .stores.base import Store
+from .stores.memory import MemoryStore
+
+logger = logging.getLogger("middleware")
+
+CACHE_HEADER = "x-cache"
+KEY_HEADER = "x-cache-key"
+
+
+class Outcome(str, Enum):
+    """The `x-cache` answer to a call (and the telemetry result label, lower-cased)."""
+
+    HIT = "HIT"
+    MISS = "MISS"
+    REFRESH = "REFRESH"
+    BYPASS = "BYPASS"
+
+
+class CacheSettings(BaseModel):
+    """Engine settings; `Cache(**kwargs)` validates through this model."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    ttl: float | None = Field(600.0, description="Seconds an entry lives; None keeps it until evicted.")
+    key_prefix: str = Field("", description="Prepended to every key; change it to invalidate everything.")
+    scope: str = Field("credential", description="'credential', 'shared' or 'header:<name>'.")
+    ignored_fields: tuple[str, ...] = Field((), description="Extra body fields that never change the key.")
+    key_builder: Any = Field(None, description="Callable or dotted path `pkg.mod:func`.")
+    mode: Literal["default", "opt_in"] = "default"
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_response_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    coalesce: bool = True
+    coalesce_timeout: float = Field(120.0, gt=0)
+    cacheable_statuses: frozenset[int] = frozenset({200})
+
+    @field_validator("ttl")
+    @classmethod
+    def _positive_ttl(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("ttl must be a positive number of seconds, or null for no expiry")
+        return value
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        return validate_scope(value)
+
+    @field_validator("key_builder")
+    @classmethod
+    def _key_builder(cls, value: Any) -> KeyBuilder | None:
+        if value is not None and not (callable(value) or isinstance(value, str)):
+            raise ValueError("key_builder must be a callable or a dotted path 'package.module:function'")
+        return resolve_key_builder(value)
+
+
+@dataclass
+class CacheStats:
+    """Counters of one Cache instance (telemetry exports richer views of the same events)."""
+
+    hits: int = 0
+    misses: int = 0
+    refreshes: int = 0
+    bypasses: int = 0
+    stored: int = 0
+    not_stored: int = 0
+    store_errors: int = 0
+    coalesced: int = 0
+    invalid_entries: int = 0
+    oversized: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(slots=True)
+class CacheRequest:
+    """An intercepted LLM call, as the engine sees it."""
+
+    route: Route
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+    forward_body: bytes
+    """The body to send upstream: the original bytes, or re-encoded without the `cache` field."""
+    stream: bool
+    policy: Policy
+    key: str
+    bypass: str | None = None
+    """Why this call is not cached (opt-in mode, ...), or None."""
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.route.endpoint
+
+    @property
+    def model(self) -> str | None:
+        return self.route.endpoint.model(self.route, self.body)
+
+    def view(self) -> RequestView:
+        return RequestView(self.body, self.query, self.route, self.stream)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A call the engine answers itself with a client error (a cache control it cannot honour)."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Passthrough:
+    """An LLM path whose body the engine cannot use (malformed JSON, too large): forward as is."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class Lookup:
+    outcome: Outcome
+    entry: Entry | None = None
+    only_if_cached_miss: bool = False
+    coalesced: bool = False
+    store_error: bool = False
+    flight: _Flight | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseParts:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Flight:
+    key: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Entry | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.future = self.loop.create_future()
+
+
+class Cache:
+    """Exact-match LLM response cache over any `Store`.
+
+    >>> cache = Cache(store=MemoryStore(max_entries=10_000), ttl=900)
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS,
+        **settings: Any,
+    ) -> None:
+        self.settings = CacheSettings(**settings)
+        self.store: Store = store if store is not None else MemoryStore()
+        self.endpoints = endpoints
+        self.stats = CacheStats()
+        self._key_builder: KeyBuilder | None = self.settings.key_builder
+        self._flights: dict[str, _Flight] = {}
+
+    # -- 1. prepare ---------------------------------------------------------------------------
+
+    def route(self, method: str, path: str) -> Route | None:
+        """The provider route of an LLM call, or None for traffic the cache leaves alone."""
+        if method != "POST":
+            return None
+        return resolve(path, self.endpoints)
+
+    def prepare(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> CacheRequest | Passthrough | Rejection | None:
+        """Classify a request. `headers` must answer `.get()` for lower-case names."""
+        route = self.route(method, path)
+        if route is None:
+            return None
+        return self.prepare_route(route, method, path, query, headers, body)
+
+    def prepare_route(
+        self, route: Route, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> CacheRequest | Passthrough | Rejection:
+        if len(body) > self.settings.max_body_bytes:
+            self.stats.oversized += 1
+            self.stats.bypasses += 1
+            return Passthrough("body over max_body_bytes")
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self.stats.bypasses += 1
+            return Passthrough("malformed JSON body")
+        if not isinstance(parsed, dict):
+            self.stats.bypasses += 1
+            return Passthrough("JSON body is not an object")
+
+        cache_field = parsed.pop("cache", None)
+        forward_body = body if cache_field is None else orjson.dumps(parsed)
+        try:
+            policy = parse_policy(headers, cache_field)
+        except PolicyError as error:
+            return Rejection(400, _error_body(error.message, error.param))
+
+        endpoint = route.endpoint
+        namespace = policy.namespace or DEFAULT_NAMESPACE
+        key = self._key(route, query, headers, parsed, namespace)
+        stream = endpoint.is_stream(route, query, parsed)
+        bypass = None
+        if self.settings.mode == "opt_in" and policy.use_cache is not True:
+            bypass = "opt-in mode and the request did not ask for the cache"
+        elif policy.use_cache is False:
+            bypass = "the request asked not to use the cache"
+        return CacheRequest(route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass)
+
+    def _key(
+        self, route: Route, query: str, headers: Mapping[str, str], body: dict[str, Any], namespace: str
+    ) -> str:
+        endpoint = route.endpoint
+        key_request = KeyRequest(
+            family=endpoint.family,
+            endpoint=endpoint.name,
+            model=endpoint.model(route, body),
+            body=body,
+            query=key_query(query),
+            headers=headers,
+            volatile_fields=volatile_set(self.settings.ignored_fields, endpoint.volatile_fields),
+        )
+        if self._key_builder is None:
+            digest = default_digest(key_request)
+        else:
+            digest = str(self._key_builder(key_request, default_digest))
+        scope = scope_of(self.settings.scope, headers, query)
+        return compose_key(self.settings.key_prefix, namespace, scope, digest)
+
+    def key_for(
+        self,
+        path: str,
+        body: bytes | Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        query: str = "",
+        method: str = "POST",
+    ) -> str:
+        """The key a request would be stored under, computed ahead of time (for targeted deletes)."""
+        raw = body if isinstance(body, bytes) else orjson.dumps(dict(body))
+        prepared = self.prepare(method, path, query, _LowerHeaders(headers or {}), raw)
+        if not isinstance(prepared, CacheRequest):
+            raise ValueError(f"not a cacheable LLM request: {path!r}")
+        return prepared.key
+
+    # -- 2. lookup ----------------------------------------------------------------------------
+
+    async def lookup(self, request: CacheRequest) -> Lookup:
+        if request.bypass is not None:
+            self.stats.bypasses += 1
+            return Lookup(Outcome.BYPASS)
+        policy = request.policy
+        if policy.no_cache:
+            self.stats.refreshes += 1
+            return Lookup(Outcome.REFRESH)
+
+        lookup = await self._read(request)
+        if lookup.entry is not None or not self.settings.coalesce:
+            return self._count(lookup, request)
+
+        flight = self._flights.get(request.key)
+        loop = asyncio.get_running_loop()
+        if flight is not None and flight.loop is loop:
+            try:
+                entry = await asyncio.wait_for(asyncio.shield(flight.future), self.settings.coalesce_timeout)
+            except asyncio.TimeoutError:
+                entry = None
+            if entry is not None and self._fresh_enough(entry, policy):
+                self.stats.coalesced += 1
+                return self._count(Lookup(Outcome.HIT, entry, coalesced=True), request)
+            return self._count(lookup, request)
+        if flight is None and not policy.no_store:
+            lookup.flight = _Flight(request.key, loop)
+            self._flights[request.key] = lookup.flight
+        return self._count(lookup, request)
+
+    async def _read(self, request: CacheRequest) -> Lookup:
+        key = request.key
+        try:
+            data = await self.store.get(key)
+        except Exception as error:  # fail open: a broken store is a miss
+            self._store_failed("get", error)
+            return Lookup(Outcome.MISS, store_error=True)
+        if data is None:
+            return Lookup(Outcome.MISS)
+        try:
+            entry = unpack(data)
+            if entry.fingerprint != key:
+                raise EntryError("fingerprint does not match the request")
+        except EntryError as error:
+            self.stats.invalid_entries += 1
+            logger.warning("discarding invalid cache entry %s: %s", key[-16:], error)
+            await self._delete_quietly(key)
+            return Lookup(Outcome.MISS)
+        if not self._fresh_enough(entry, request.policy):
+            return Lookup(Outcome.MISS)
+        return Lookup(Outcome.HIT, entry)
+
+    def _count(self, lookup: Lookup, request: CacheRequest) -> Lookup:
+        if lookup.entry is not None:
+            self.stats.hits += 1
+            return lookup
+        self.stats.misses += 1
+        if request.policy.only_if_cached:
+            lookup.only_if_cached_miss = True
+            self._land(lookup.flight, None)
+            lookup.flight = None
+        return lookup
+
+    @staticmethod
+    def _fresh_enough(entry: Entry, policy: Policy) -> bool:
+        return policy.max_age is None or time.time() - entry.created_at <= policy.max_age
+
+    # -- 3. answering -------------------------------------------------------------------------
+
+    def hit_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
+        """Status, headers and body of a hit, in the form the caller asked for."""
+        age = max(0, int(time.time() - entry.created_at))
+        if request.stream:
+            view = request.view()
+            body = request.endpoint.render_stream(entry.body, view)
+            media_type = request.endpoint.stream_media_type(view)
+        else:
+            body = entry.body
+            media_type = "application/json"
+        headers = [
+            ("content-type", media_type),
+            (CACHE_HEADER, Outcome.HIT.value),
+            (KEY_HEADER, request.key),
+            ("age", str(age)),
+        ]
+        return ResponseParts(entry.status, headers, body)
+
+    @staticmethod
+    def only_if_cached_response(request: CacheRequest) -> ResponseParts:
+        body = _error_body("no cached response and the request said only-if-cached", "Cache-Control")
+        headers = [("content-type", "application/json"), (CACHE_HEADER, Outcome.MISS.value),
+                   (KEY_HEADER, request.key)]
+        return ResponseParts(504, headers, body)
+
+    @staticmethod
+    def miss_headers(request: CacheRequest, lookup: Lookup) -> list[tuple[str, str]]:
+        if lookup.outcome is Outcome.BYPASS:
+            return [(CACHE_HEADER, Outcome.BYPASS.value)]
+        return [(CACHE_HEADER, lookup.outcome.value), (KEY_HEADER, request.key)]
+
+    # -- 4. recording -------------------------------------------------------------------------
+
+    def recorder(self, request: CacheRequest, lookup: Lookup) -> Recorder:
+        """Watches the upstream answer to a miss; always call `finish()` or `abort()` on it."""
+        return Recorder(self, request, lookup)
+
+    async def _store(self, request: CacheRequest, entry: Entry) -> bool:
+        ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+        try:
+            await self.store.set(request.key, pack(entry), ttl)
+        except Exception as error:
+            self._store_failed("set", error)
+            return False
+        self.stats.stored += 1
+        return True
+
+    def _land(self, flight: _Flight | None, entry: Entry | None) -> None:
+        if flight is None:
+            return
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        if not flight.future.done():
+            flight.future.set_result(entry)
+
+    # -- management -----------------------------------------------------------------------------
+
+    async def delete(self, key: str) -> None:
+        await self.store.delete(key)
+
+    async def delete_request(
+        self, path: str, body: bytes | Mapping[str, Any], headers: Mapping[str, str] | None = None, query: str = ""
+    ) -> str:
+        """Delete the entry a request would hit; returns its key."""
+        key = self.key_for(path, body, headers, query)
+        await self.store.delete(key)
+        return key
+
+    async def clear(self, namespace: str | None = None) -> None:
+        """Remove one namespace's entries, or every entry under this cache's key prefix."""
+        prefix = self.settings.key_prefix
+        if namespace is not None:
+            await self.store.clear(namespace_prefix(prefix, namespace))
+        else:
+            await self.store.clear(prefix or None)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def _delete_quietly(self, key: str) -> None:
+        try:
+            await self.store.delete(key)
+        except Exception as error:
+            self._store_failed("delete", error)
+
+    def _store_failed(self, operation: str, error: Exception) -> None:
+        self.stats.store_errors += 1
+        logger.warning("cache store %s %s failed (%s); serving from upstream", self.store.name, operation,
+                       type(error).__name__)
+
+
+class Recorder:
+    """Captures one upstream response as it streams to the caller, then stores it or not.
+
+    `feed()` is synchronous and cheap (it runs on every chunk); `finish()` and
+    `abort()` are idempotent and release any coalesced waiters.
+    """
+
+    __slots__ = ("_assembler", "_body", "_cache", "_decoder", "_done", "_lookup", "_request", "_size",
+                 "_status", "_storable")
+
+    def __init__(self, cache: Cache, request: CacheRequest, lookup: Lookup) -> None:
+        self._cache = cache
+        self._request = request
+        self._lookup = lookup
+        self._storable = lookup.outcome in (Outcome.MISS, Outcome.REFRESH) and not request.policy.no_store
+        self._assembler: StreamAssembler | None = None
+        self._decoder: Any = None
+        self._body: list[bytes] = []
+        self._size = 0
+        self._status = 0
+        self._done = False
+
+    def start(self, status: int, headers: Mapping[str, str]) -> None:
+        """Called with the upstream status and headers, before any body chunk."""
+        if not self._storable:
+            return
+        self._status = status
+        if status not in self._cache.settings.cacheable_statuses:
+            self._storable = False
+            return
+        content_type = (headers.get("content-type") or "").lower()
+        if self._request.stream:
+            view = self._request.view()
+            expected = self._request.endpoint.stream_media_type(view)
+            if not content_type.startswith(expected):
+                self._storable = False
+                return
+            self._assembler = self._request.endpoint.assembler(view)
+        elif not content_type.startswith("application/json"):
+            self._storable = False
+            return
+        encoding = (headers.get("content-encoding") or "identity").lower().strip()
+        if encoding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._decoder = zlib.decompressobj()
+        elif encoding != "identity":
+            self._storable = False
+
+    def feed(self, chunk: bytes) -> None:
+        if not self._storable or self._done:
+            return
+        if self._decoder is not None:
+            try:
+                chunk = self._decoder.decompress(chunk)
+            except zlib.error:
+                self._storable = False
+                return
+        self._size += len(chunk)
+        if self._size > self._cache.settings.max_response_bytes:
+            self._storable = False
+            self._body.clear()
+            return
+        if self._assembler is not None:
+            self._assembler.feed(chunk)
+        else:
+            self._body.append(chunk)
+
+    async def finish(self, exhausted: bool = True) -> bool:
+        """The caller has read the response (`exhausted`) or closed it. Stores it if complete."""
+        if self._done:
+            return False
+        self._done = True
+        entry = self._entry(exhausted) if self._storable else None
+        stored = False
+        if entry is not None:
+            stored = await self._cache._store(self._request, entry)
+        elif self._lookup.outcome is not Outcome.BYPASS:
+            self._cache.stats.not_stored += 1
+        self._cache._land(self._lookup.flight, entry if stored else None)
+        return stored
+
+    async def abort(self) -> None:
+        """The upstream call or the stream failed: store nothing."""
+        if self._done:
+            return
+        self._done = True
+        if self._lookup.outcome is not Outcome.BYPASS:
+            self._cache.stats.not_stored += 1
+        self._cache._land(self._lookup.flight, None)
+
+    def _entry(self, exhausted: bool) -> Entry | None:
+        if self._assembler is not None:
+            body = self._assembler.result()
+            from_stream = True
+        else:
+            if not exhausted:
+                return None
+            body = b"".join(self._body)
+            from_stream = False
+            try:
+                if not isinstance(orjson.loads(body), dict):
+                    return None
+            except orjson.JSONDecodeError:
+                return None
+        if body is None:
+            return None
+        return Entry(self._request.key, time.time(), self._status, body, from_stream)
+
+
+class _LowerHeaders(dict[str, str]):
+    """A plain mapping made case-insensitive for `.get()`, for callers passing dicts."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        super().__init__((k.lower(), v) for k, v in headers.items())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
+def lower_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    return _LowerHeaders(headers)
+
+
+def _error_body(message: str, param: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": "cache_control_invalid"}})
+
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Cache",
+    "CacheRequest",
+    "CacheSettings",
+    "CacheStats",
+    "Lookup",
+    "Outcome",
+    "Passthrough",
+    "Recorder",
+    "Rejection",
+    "ResponseParts",
+]

@@ -1,0 +1,46 @@
+"""The stored form of a cached response: msgpack, versioned, fingerprinted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+SCHEMA_VERSION = 1
+
+
+class EntryError(ValueError):
+    """Bytes from a store that are not a valid entry of this schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    fingerprint: str
+    """The full key the entry was written under; a mismatch means a store-level collision."""
+    created_at: float
+    """Wall-clock seconds (time.time()) when the response was stored; gives `age`."""
+    status: int
+    body: bytes
+    """The final JSON response, exactly as the provider sent it (or as assembled from a stream)."""
+    from_stream: bool
+
+
+def pack(entry: Entry) -> bytes:
+    return msgpack.packb(
+        [SCHEMA_VERSION, entry.fingerprint, entry.created_at, entry.status, entry.body, entry.from_stream],
+        use_bin_type=True,
+    )
+
+
+def unpack(data: bytes) -> Entry:
+    try:
+        fields = msgpack.unpackb(data, raw=False, use_list=True)
+    except Exception as error:  # msgpack raises several unrelated types
+        raise EntryError(f"undecodable entry: {error}") from error
+    if not isinstance(fields, list) or len(fields) != 6 or fields[0] != SCHEMA_VERSION:
+        raise EntryError("entry of another schema version")
+    _, fingerprint, created_at, status, body, from_stream = fields
+    if not (isinstance(fingerprint, str) and isinstance(created_at, (int, float))
+            and isinstance(status, int) and isinstance(body, bytes)):
+        raise EntryError("entry with fields of the wrong types")
+    return Entry(fingerprint, float(created_at), status, body, bool(from_stream))

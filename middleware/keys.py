@@ -1,0 +1,147 @@
+"""Canonical request form, hashing, scopes and pluggable key builders.
+
+A key is `{key_prefix}{namespace}:{scope}:{digest}`:
+
+- `key_prefix` is the operator's version tag; bumping it invalidates everything at once;
+- `namespace` comes from the request (`x-cache-namespace`, body `cache.namespace`) or is `default`;
+- `scope` isolates callers: a hash of the credential by default, never the credential itself;
+- `digest` is SHA-256 over the canonical form of the request.
+
+The canonical form covers the API family, the endpoint, the model, the query
+string (minus credentials and the stream form) and the JSON body with keys
+sorted recursively and compact separators, minus a deny-list of volatile
+fields. It is a deny-list on purpose: an unknown provider parameter changes
+the key, so a new knob can never be served an answer computed without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+DEFAULT_VOLATILE_FIELDS = frozenset(
+    {"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"}
+)
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+QUERY_IGNORED = frozenset({"key", "alt", "$alt"})  # Gemini's API key and stream form
+DEFAULT_NAMESPACE = "default"
+NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    """What a key builder sees: the parsed request, before volatile fields are dropped."""
+
+    family: str
+    endpoint: str
+    model: str | None
+    body: Mapping[str, Any]
+    query: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]
+    volatile_fields: frozenset[str]
+
+
+DefaultDigest = Callable[[KeyRequest], str]
+KeyBuilder = Callable[[KeyRequest, DefaultDigest], str]
+"""A custom key builder: `(request, default_digest) -> str`. It may call `default_digest(request)`."""
+
+
+def canonical_form(request: KeyRequest) -> bytes:
+    volatile = request.volatile_fields
+    body = {k: v for k, v in request.body.items() if k not in volatile}
+    return orjson.dumps(
+        {"api": request.family, "endpoint": request.endpoint, "model": request.model,
+         "query": request.query, "body": body},
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def default_digest(request: KeyRequest) -> str:
+    return hashlib.sha256(canonical_form(request)).hexdigest()
+
+
+def key_query(query: str) -> tuple[tuple[str, str], ...]:
+    if not query:
+        return ()
+    return tuple(sorted((k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in QUERY_IGNORED))
+
+
+def credential_of(headers: Mapping[str, str], query: str) -> str | None:
+    for name in CREDENTIAL_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value[7:] if value[:7].lower() == "bearer " else value
+    if "key=" in query:
+        for name, value in parse_qsl(query):
+            if name == "key" and value:
+                return value
+    return None
+
+
+def _hash_scope(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def scope_of(scope: str, headers: Mapping[str, str], query: str) -> str:
+    """The isolation scope of a request: `credential` (default), `shared` or `header:<name>`."""
+    if scope == "shared":
+        return "shared"
+    if scope == "credential":
+        credential = credential_of(headers, query)
+        return "anon" if credential is None else "c" + _hash_scope(credential)
+    header = headers.get(scope[len("header:") :])
+    return "anon" if not header else "h" + _hash_scope(header)
+
+
+def validate_scope(scope: str) -> str:
+    if scope in ("credential", "shared") or (scope.startswith("header:") and len(scope) > len("header:")):
+        return scope
+    raise ValueError(f"scope must be 'credential', 'shared' or 'header:<name>', not {scope!r}")
+
+
+def compose_key(key_prefix: str, namespace: str, scope: str, digest: str) -> str:
+    return f"{key_prefix}{namespace}:{scope}:{digest}"
+
+
+def namespace_prefix(key_prefix: str, namespace: str) -> str:
+    return f"{key_prefix}{namespace}:"
+
+
+def load_callable(path: str) -> Callable[..., Any]:
+    """Import `package.module:function` or `package.module.function`."""
+    if ":" in path:
+        module_name, _, attribute = path.partition(":")
+    else:
+        module_name, _, attribute = path.rpartition(".")
+    if not module_name or not attribute:
+        raise ValueError(f"expected 'package.module:function' or 'package.module.function', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"cannot import module {module_name!r} for {path!r}: {error}") from error
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as error:
+            raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from error
+    if not callable(target):
+        raise ValueError(f"{path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def resolve_key_builder(builder: KeyBuilder | str | None) -> KeyBuilder | None:
+    if builder is None or callable(builder):
+        return builder
+    return load_callable(builder)
+
+
+def volatile_set(extra: Iterable[str], endpoint_fields: frozenset[str]) -> frozenset[str]:
+    return DEFAULT_VOLATILE_FIELDS | endpoint_fields | frozenset(extra)

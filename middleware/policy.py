@@ -1,0 +1,113 @@
+"""Per-request cache controls from headers and from the body's `cache` field.
+
+Headers: `Cache-Control: no-cache | no-store | max-age=N | only-if-cached`,
+`x-cache-ttl: N`, `x-cache-namespace: NAME`. Body (as LiteLLM clients send it):
+`"cache": {"no-cache": bool, "no-store": bool, "ttl": N, "s-maxage": N,
+"namespace": str, "use-cache": bool}`. The body field is always stripped
+before the request is forwarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .keys import NAMESPACE_PATTERN
+
+
+class PolicyError(ValueError):
+    """A cache control the client sent cannot be honoured; answered with a 400 naming it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    no_cache: bool = False
+    no_store: bool = False
+    max_age: float | None = None
+    only_if_cached: bool = False
+    ttl: float | None = None
+    namespace: str | None = None
+    use_cache: bool | None = None
+
+
+DEFAULT_POLICY = Policy()
+_BODY_FIELDS = {"no-cache", "no-store", "ttl", "s-maxage", "namespace", "use-cache"}
+
+
+def _seconds(param: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise PolicyError(param, "expected a number of seconds")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise PolicyError(param, f"expected a number of seconds, got {value!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise PolicyError(param, f"expected a finite number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _namespace(param: str, value: Any) -> str:
+    if not isinstance(value, str) or not NAMESPACE_PATTERN.match(value):
+        raise PolicyError(param, "expected 1-64 characters of letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _flag(param: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise PolicyError(param, f"expected true or false, got {value!r}")
+
+
+def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
+    """Combine header and body controls; the body wins where both set a value."""
+    cache_control = headers.get("cache-control")
+    header_ttl = headers.get("x-cache-ttl")
+    header_namespace = headers.get("x-cache-namespace")
+    if cache_control is None and header_ttl is None and header_namespace is None and cache_field is None:
+        return DEFAULT_POLICY
+
+    values: dict[str, Any] = {}
+    if cache_control:
+        for directive in cache_control.split(","):
+            name, _, argument = directive.strip().partition("=")
+            name = name.strip().lower()
+            if name == "no-cache":
+                values["no_cache"] = True
+            elif name == "no-store":
+                values["no_store"] = True
+            elif name == "only-if-cached":
+                values["only_if_cached"] = True
+            elif name == "max-age":
+                values["max_age"] = _seconds("Cache-Control max-age", argument.strip().strip('"'))
+    if header_ttl is not None:
+        values["ttl"] = _seconds("x-cache-ttl", header_ttl)
+    if header_namespace is not None:
+        values["namespace"] = _namespace("x-cache-namespace", header_namespace)
+
+    if cache_field is not None:
+        if not isinstance(cache_field, dict):
+            raise PolicyError("cache", "expected an object such as {\"no-cache\": true}")
+        unknown = set(cache_field) - _BODY_FIELDS
+        if unknown:
+            raise PolicyError("cache", f"unknown control(s) {sorted(unknown)}; allowed: {sorted(_BODY_FIELDS)}")
+        if "no-cache" in cache_field:
+            values["no_cache"] = _flag("cache.no-cache", cache_field["no-cache"]) or values.get("no_cache", False)
+        if "no-store" in cache_field:
+            values["no_store"] = _flag("cache.no-store", cache_field["no-store"]) or values.get("no_store", False)
+        if "ttl" in cache_field:
+            values["ttl"] = _seconds("cache.ttl", cache_field["ttl"])
+        if "s-maxage" in cache_field:
+            body_age = _seconds("cache.s-maxage", cache_field["s-maxage"])
+            header_age = values.get("max_age")
+            values["max_age"] = body_age if header_age is None else min(body_age, header_age)
+        if "namespace" in cache_field:
+            values["namespace"] = _namespace("cache.namespace", cache_field["namespace"])
+        if "use-cache" in cache_field:
+            values["use_cache"] = _flag("cache.use-cache", cache_field["use-cache"])
+    return Policy(**values)

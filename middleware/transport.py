@@ -1,0 +1,249 @@
+"""httpx transports that put the cache in front of any SDK that accepts an HTTPX client.
+
+The same classes work inside `httpx2` clients (the openai and anthropic SDKs)
+and legacy `httpx` clients: each request is answered with the request and
+response types of the library that sent it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType, TracebackType
+from typing import Any
+
+import httpx
+import httpx2
+
+from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts
+from .loop_thread import LoopThread
+
+_HEADER = "x-cache"
+
+
+def _library(request: Any) -> ModuleType:
+    """`httpx2` or `httpx`, whichever built this request."""
+    return sys.modules[type(request).__module__.partition(".")[0]]
+
+
+def _query(request: Any) -> str:
+    query = request.url.query
+    return query.decode("ascii", "replace") if isinstance(query, bytes) else query
+
+
+def _with_body(lib: Any, request: Any, body: bytes) -> Any:
+    """A copy of `request` with another body (the `cache` control field removed)."""
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+    return lib.Request(request.method, request.url, headers=headers, content=body, extensions=request.extensions)
+
+
+def _answer(lib: Any, parts: ResponseParts) -> Any:
+    return lib.Response(parts.status, headers=parts.headers, content=parts.body)
+
+
+def _bypass(lib: Any, response: Any) -> Any:
+    response.headers[_HEADER] = "BYPASS"
+    return response
+
+
+class _RecordingAsyncStream:
+    def __init__(self, stream: Any, recorder: Recorder) -> None:
+        self._stream = stream
+        self._recorder = recorder
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                self._recorder.feed(chunk)
+                yield chunk
+        except BaseException:
+            await self._recorder.abort()
+            raise
+        await self._recorder.finish(exhausted=True)
+
+    async def aclose(self) -> None:
+        try:
+            await self._recorder.finish(exhausted=False)
+        finally:
+            await self._stream.aclose()
+
+
+class _RecordingSyncStream:
+    def __init__(self, stream: Any, recorder: Recorder, loop: LoopThread) -> None:
+        self._stream = stream
+        self._recorder = recorder
+        self._loop = loop
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._stream:
+                self._recorder.feed(chunk)
+                yield chunk
+        except BaseException:
+            self._loop.run(self._recorder.abort())
+            raise
+        self._loop.run(self._recorder.finish(exhausted=True))
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self._recorder.finish(exhausted=False))
+        finally:
+            self._stream.close()
+
+
+# The stream wrappers must be instances of the calling library's stream base classes.
+_ASYNC_STREAMS = {
+    lib.__name__: type("RecordingAsyncStream", (_RecordingAsyncStream, lib.AsyncByteStream), {})
+    for lib in (httpx, httpx2)
+}
+_SYNC_STREAMS = {
+    lib.__name__: type("RecordingSyncStream", (_RecordingSyncStream, lib.SyncByteStream), {})
+    for lib in (httpx, httpx2)
+}
+
+
+class AsyncCachingTransport:
+    """`httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))`; also inside `httpx.AsyncClient`.
+
+    `inner` is where misses go (default: the calling library's `AsyncHTTPTransport`).
+    """
+
+    def __init__(self, cache: Cache, inner: Any = None) -> None:
+        self.cache = cache
+        self._inner = inner
+        self._defaults: dict[str, Any] = {}
+
+    def _inner_for(self, lib: ModuleType) -> Any:
+        if self._inner is not None:
+            return self._inner
+        transport = self._defaults.get(lib.__name__)
+        if transport is None:
+            transport = self._defaults[lib.__name__] = lib.AsyncHTTPTransport()
+        return transport
+
+    async def handle_async_request(self, request: Any) -> Any:
+        lib = _library(request)
+        inner = self._inner_for(lib)
+        cache = self.cache
+        url = request.url
+        route = cache.route(request.method, url.path)
+        if route is None:
+            return await inner.handle_async_request(request)
+        body = await request.aread()
+        prepared = cache.prepare_route(route, request.method, url.path, _query(request), request.headers, body)
+        if isinstance(prepared, Passthrough):
+            return _bypass(lib, await inner.handle_async_request(request))
+        if isinstance(prepared, Rejection):
+            return lib.Response(prepared.status, headers={"content-type": "application/json"},
+                                content=prepared.body)
+        return await self._cached(lib, inner, request, body, prepared)
+
+    async def _cached(self, lib: Any, inner: Any, request: Any, body: bytes, prepared: CacheRequest) -> Any:
+        cache = self.cache
+        lookup = await cache.lookup(prepared)
+        if lookup.entry is not None:
+            return _answer(lib, cache.hit_response(prepared, lookup.entry))
+        if lookup.only_if_cached_miss:
+            return _answer(lib, cache.only_if_cached_response(prepared))
+        outgoing = request if prepared.forward_body is body else _with_body(lib, request, prepared.forward_body)
+        recorder = cache.recorder(prepared, lookup)
+        try:
+            response = await inner.handle_async_request(outgoing)
+        except BaseException:
+            await recorder.abort()
+            raise
+        recorder.start(response.status_code, response.headers)
+        headers = response.headers.multi_items() + cache.miss_headers(prepared, lookup)
+        stream = _ASYNC_STREAMS[lib.__name__](response.stream, recorder)
+        return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+        for transport in self._defaults.values():
+            await transport.aclose()
+
+    async def __aenter__(self) -> AsyncCachingTransport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+
+class CachingTransport:
+    """`httpx2.Client(transport=CachingTransport(cache=cache))`; also inside `httpx.Client`.
+
+    The engine is async; this transport drives it on a private background loop,
+    so sync and async clients share one cache, one store and one set of rules.
+    """
+
+    def __init__(self, cache: Cache, inner: Any = None) -> None:
+        self.cache = cache
+        self._inner = inner
+        self._defaults: dict[str, Any] = {}
+        self._loop = LoopThread()
+
+    def _inner_for(self, lib: ModuleType) -> Any:
+        if self._inner is not None:
+            return self._inner
+        transport = self._defaults.get(lib.__name__)
+        if transport is None:
+            transport = self._defaults[lib.__name__] = lib.HTTPTransport()
+        return transport
+
+    def handle_request(self, request: Any) -> Any:
+        lib = _library(request)
+        inner = self._inner_for(lib)
+        cache = self.cache
+        url = request.url
+        route = cache.route(request.method, url.path)
+        if route is None:
+            return inner.handle_request(request)
+        body = request.read()
+        prepared = cache.prepare_route(route, request.method, url.path, _query(request), request.headers, body)
+        if isinstance(prepared, Passthrough):
+            return _bypass(lib, inner.handle_request(request))
+        if isinstance(prepared, Rejection):
+            return lib.Response(prepared.status, headers={"content-type": "application/json"},
+                                content=prepared.body)
+        lookup = self._loop.run(cache.lookup(prepared))
+        if lookup.entry is not None:
+            return _answer(lib, cache.hit_response(prepared, lookup.entry))
+        if lookup.only_if_cached_miss:
+            return _answer(lib, cache.only_if_cached_response(prepared))
+        outgoing = request if prepared.forward_body is body else _with_body(lib, request, prepared.forward_body)
+        recorder = cache.recorder(prepared, lookup)
+        try:
+            response = inner.handle_request(outgoing)
+        except BaseException:
+            self._loop.run(recorder.abort())
+            raise
+        recorder.start(response.status_code, response.headers)
+        headers = response.headers.multi_items() + cache.miss_headers(prepared, lookup)
+        stream = _SYNC_STREAMS[lib.__name__](response.stream, recorder, self._loop)
+        return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
+
+    def close(self) -> None:
+        try:
+            if self._inner is not None:
+                self._inner.close()
+            for transport in self._defaults.values():
+                transport.close()
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> CachingTransport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.close()
