@@ -208,6 +208,9 @@ class Cache:
         self.stats = CacheStats()
         self._key_builder: KeyBuilder | None = self.settings.key_builder
         self._flights: dict[str, _Flight] = {}
+        self._volatile = {
+            endpoint.name: volatile_set(self.settings.ignored_fields, endpoint.volatile_fields) for endpoint in endpoints
+        }
 
     # -- 1. prepare ---------------------------------------------------------------------------
 
@@ -271,7 +274,7 @@ class Cache:
             body=body,
             query=key_query(query),
             headers=headers,
-            volatile_fields=volatile_set(self.settings.ignored_fields, endpoint.volatile_fields),
+            volatile_fields=self._volatile[endpoint.name],
         )
         if self._key_builder is None:
             digest = default_digest(key_request)

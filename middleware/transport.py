@@ -31,6 +31,11 @@ def _query(request: Any) -> str:
     return query.decode("ascii", "replace") if isinstance(query, bytes) else query
 
 
+def _plain_headers(request: Any) -> dict[str, str]:
+    """Lower-cased header dict: the engine reads several headers, and httpx lookups are costly."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.raw}
+
+
 def _with_body(lib: Any, request: Any, body: bytes) -> Any:
     """A copy of `request` with another body (the `cache` control field removed)."""
     headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
@@ -130,7 +135,7 @@ class AsyncCachingTransport:
         if route is None:
             return await inner.handle_async_request(request)
         body = await request.aread()
-        prepared = cache.prepare_route(route, request.method, url.path, _query(request), request.headers, body)
+        prepared = cache.prepare_route(route, request.method, url.path, _query(request), _plain_headers(request), body)
         if isinstance(prepared, Passthrough):
             return _bypass(lib, await inner.handle_async_request(request))
         if isinstance(prepared, Rejection):
@@ -205,7 +210,7 @@ class CachingTransport:
         if route is None:
             return inner.handle_request(request)
         body = request.read()
-        prepared = cache.prepare_route(route, request.method, url.path, _query(request), request.headers, body)
+        prepared = cache.prepare_route(route, request.method, url.path, _query(request), _plain_headers(request), body)
         if isinstance(prepared, Passthrough):
             return _bypass(lib, inner.handle_request(request))
         if isinstance(prepared, Rejection):
