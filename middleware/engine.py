@@ -271,6 +271,7 @@ class Cache:
             family=endpoint.family,
             endpoint=endpoint.name,
             model=endpoint.model(route, body),
+            target=route.model,
             body=body,
             query=key_query(query),
             headers=headers,

@@ -42,6 +42,8 @@ class KeyRequest:
     family: str
     endpoint: str
     model: str | None
+    target: str | None
+    """The model or deployment named by the path (Gemini, Azure), which the body may not repeat."""
     body: Mapping[str, Any]
     query: tuple[tuple[str, str], ...]
     headers: Mapping[str, str]
@@ -57,7 +59,7 @@ def canonical_form(request: KeyRequest) -> bytes:
     volatile = request.volatile_fields
     body = {k: v for k, v in request.body.items() if k not in volatile}
     return orjson.dumps(
-        {"api": request.family, "endpoint": request.endpoint, "model": request.model,
+        {"api": request.family, "endpoint": request.endpoint, "model": request.model, "target": request.target,
          "query": request.query, "body": body},
         option=orjson.OPT_SORT_KEYS,
     )

@@ -1,0 +1,370 @@
+"""Engine rules, driven through the async transport with an in-memory upstream.
+
+The upstream here is `httpx2.MockTransport`: it stands in for the provider only.
+The SDK-level behaviour against a real HTTP server is in test_transport.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+
+from middleware import AsyncCachingTransport, Cache
+from middleware.entry import SCHEMA_VERSION, unpack
+from middleware.stores import MemoryStore
+
+URL = "http://provider.test/v1/chat/completions"
+AUTH = {"authorization": "Bearer sk-test"}
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is 2+2?"}]}
+
+
+def completion(n: int) -> dict[str, Any]:
+    return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}
+
+
+class Upstream:
+    """Counts calls and answers with a fresh completion id each time, unless told otherwise."""
+
+    def __init__(self, respond: Callable[[httpx2.Request, int], httpx2.Response] | None = None) -> None:
+        self.requests: list[httpx2.Request] = []
+        self.respond = respond
+
+    async def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        await request.aread()
+        self.requests.append(request)
+        if self.respond is not None:
+            return self.respond(request, len(self.requests))
+        return httpx2.Response(200, json=completion(len(self.requests)))
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+
+class RecordingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ttls: list[float | None] = []
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self.ttls.append(ttl)
+        await super().set(key, value, ttl)
+
+
+class CountingStore(MemoryStore):
+    """Counts reads: once a request has read the store it is either leading or waiting on the leader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get(self, key: str) -> bytes | None:
+        self.reads += 1
+        return await super().get(key)
+
+
+class BrokenStore:
+    name = "broken"
+
+    async def get(self, key: str) -> bytes | None:
+        raise ConnectionError("store down")
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        raise ConnectionError("store down")
+
+    async def delete(self, key: str) -> None:
+        raise ConnectionError("store down")
+
+    async def clear(self, prefix: str | None = None) -> None:
+        raise ConnectionError("store down")
+
+    async def close(self) -> None:
+        return None
+
+
+def client(cache: Cache, upstream: Upstream) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(upstream)))
+
+
+async def post(http: httpx2.AsyncClient, body: dict[str, Any] = BODY, **headers: str) -> httpx2.Response:
+    return await http.post(URL, json=body, headers={**AUTH, **headers})
+
+
+async def test_second_identical_call_is_a_hit_with_key_and_age() -> None:
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        miss = await post(http)
+        hit = await post(http)
+    assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("MISS", "HIT")
+    assert hit.headers["x-cache-key"] == miss.headers["x-cache-key"]
+    assert int(hit.headers["age"]) >= 0
+    assert hit.json() == miss.json() and hit.json()["id"] == "chatcmpl-1"
+    assert upstream.calls == 1
+
+
+async def test_entries_are_versioned_msgpack_with_the_request_fingerprint() -> None:
+    store = MemoryStore()
+    async with client(Cache(store=store), Upstream()) as http:
+        key = (await post(http)).headers["x-cache-key"]
+    entry = unpack(await store.get(key) or b"")
+    assert entry.fingerprint == key
+    assert orjson.loads(entry.body)["id"] == "chatcmpl-1"
+    assert SCHEMA_VERSION == 1
+
+
+@pytest.mark.parametrize("corrupt", [b"not msgpack at all \xff", None])
+async def test_undecodable_or_mismatched_entries_are_misses_and_deleted(corrupt: bytes | None) -> None:
+    store = MemoryStore()
+    cache = Cache(store=store)
+    upstream = Upstream()
+    async with client(cache, upstream) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        if corrupt is None:  # a valid entry written under another key: a store-level collision
+            other = (await post(http, {**BODY, "temperature": 1})).headers["x-cache-key"]
+            corrupt = await store.get(other)
+        await store.set(key, corrupt or b"", None)
+        again = await post(http)
+    assert again.headers["x-cache"] == "MISS"
+    assert cache.stats.invalid_entries == 1
+    assert unpack(await store.get(key) or b"").fingerprint == key  # replaced by the fresh answer
+
+
+async def test_a_dead_store_never_fails_a_request() -> None:
+    cache = Cache(store=BrokenStore())
+    upstream = Upstream()
+    async with client(cache, upstream) as http:
+        first = await post(http)
+        second = await post(http)
+    assert first.status_code == second.status_code == 200
+    assert upstream.calls == 2
+    assert cache.stats.store_errors == 4  # two failed reads, two failed writes
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda r, n: httpx2.Response(500, json={"error": {"message": "boom"}}),
+        lambda r, n: httpx2.Response(429, json={"error": {"message": "slow down"}}),
+        lambda r, n: httpx2.Response(200, text="<html>proxy error</html>", headers={"content-type": "text/html"}),
+        lambda r, n: httpx2.Response(200, content=b"{truncated", headers={"content-type": "application/json"}),
+        lambda r, n: httpx2.Response(200, content=b"[1, 2]", headers={"content-type": "application/json"}),
+    ],
+    ids=["500", "429", "html", "truncated-json", "json-array"],
+)
+async def test_errors_and_non_json_answers_are_never_stored(answer: Any) -> None:
+    upstream = Upstream(answer)
+    async with client(Cache(), upstream) as http:
+        await post(http)
+        second = await post(http)
+    assert second.headers["x-cache"] == "MISS"
+    assert upstream.calls == 2
+
+
+async def test_gzip_encoded_answers_are_stored_decoded() -> None:
+    def gzipped(request: httpx2.Request, n: int) -> httpx2.Response:
+        return httpx2.Response(200, content=gzip.compress(orjson.dumps(completion(n))),
+                               headers={"content-type": "application/json", "content-encoding": "gzip"})
+
+    upstream = Upstream(gzipped)
+    async with client(Cache(), upstream) as http:
+        miss = await post(http)
+        hit = await post(http)
+    assert hit.headers["x-cache"] == "HIT" and "content-encoding" not in hit.headers
+    assert hit.json() == miss.json()
+
+
+async def test_no_cache_skips_lookup_but_stores_the_fresh_answer() -> None:
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        await post(http)
+        refreshed = await post(http, **{"cache-control": "no-cache"})
+        after = await post(http)
+    assert refreshed.headers["x-cache"] == "REFRESH"
+    assert after.json()["id"] == refreshed.json()["id"] == "chatcmpl-2"
+
+
+async def test_no_store_answers_are_not_kept() -> None:
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        await post(http, **{"cache-control": "no-store"})
+        second = await post(http)
+    assert second.headers["x-cache"] == "MISS"
+
+
+async def test_max_age_refuses_older_entries() -> None:
+    store = MemoryStore()
+    upstream = Upstream()
+    async with client(Cache(store=store), upstream) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        entry = unpack(await store.get(key) or b"")
+        # Age the stored entry by rewriting its timestamp, instead of waiting.
+        from middleware.entry import Entry, pack
+        await store.set(key, pack(Entry(key, entry.created_at - 120, 200, entry.body, False)), None)
+        fresh_enough = await post(http, **{"cache-control": "max-age=600"})
+        too_old = await post(http, **{"cache-control": "max-age=60"})
+    assert fresh_enough.headers["x-cache"] == "HIT" and int(fresh_enough.headers["age"]) >= 120
+    assert too_old.headers["x-cache"] == "MISS"
+
+
+async def test_only_if_cached_answers_504_on_a_miss_without_calling_upstream() -> None:
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        response = await post(http, **{"cache-control": "only-if-cached"})
+        await post(http)
+        cached = await post(http, **{"cache-control": "only-if-cached"})
+    assert response.status_code == 504 and upstream.calls == 1
+    assert cached.headers["x-cache"] == "HIT"
+
+
+async def test_ttl_comes_from_settings_header_or_body() -> None:
+    store = RecordingStore()
+    async with client(Cache(store=store, ttl=900), Upstream()) as http:
+        await post(http)
+        await post(http, {**BODY, "temperature": 0.1}, **{"x-cache-ttl": "30"})
+        await post(http, {**BODY, "temperature": 0.2, "cache": {"ttl": 5}})
+    assert store.ttls == [900.0, 30.0, 5.0]
+
+
+async def test_body_cache_field_is_stripped_before_forwarding() -> None:
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        await post(http, {**BODY, "cache": {"no-store": True}})
+    forwarded = orjson.loads(upstream.requests[0].content)
+    assert "cache" not in forwarded and forwarded == BODY
+    assert upstream.requests[0].headers["content-length"] == str(len(upstream.requests[0].content))
+
+
+async def test_malformed_cache_controls_get_a_400_naming_the_field() -> None:
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        response = await post(http, {**BODY, "cache": {"ttl": "forever"}})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "cache.ttl"
+    assert upstream.calls == 0
+
+
+async def test_opt_in_mode_caches_only_requests_that_ask() -> None:
+    upstream = Upstream()
+    async with client(Cache(mode="opt_in"), upstream) as http:
+        plain = [await post(http) for _ in range(2)]
+        asked = [await post(http, {**BODY, "cache": {"use-cache": True}}) for _ in range(2)]
+    assert [r.headers["x-cache"] for r in plain] == ["BYPASS", "BYPASS"]
+    assert [r.headers["x-cache"] for r in asked] == ["MISS", "HIT"]
+
+
+async def test_malformed_json_and_oversized_bodies_pass_through_uncached() -> None:
+    upstream = Upstream(lambda r, n: httpx2.Response(400, json={"error": {"message": "bad json"}}))
+    async with client(Cache(max_body_bytes=64), upstream) as http:
+        malformed = await http.post(URL, content=b"{not json", headers=AUTH)
+        oversized = await post(http, {**BODY, "padding": "x" * 100})
+    assert malformed.status_code == 400 and malformed.headers["x-cache"] == "BYPASS"
+    assert upstream.requests[0].content == b"{not json"
+    assert oversized.headers["x-cache"] == "BYPASS"
+    assert upstream.calls == 2
+
+
+async def test_non_llm_requests_pass_through_untouched() -> None:
+    upstream = Upstream(lambda r, n: httpx2.Response(200, json={"data": []}))
+    async with client(Cache(), upstream) as http:
+        models = await http.get("http://provider.test/v1/models", headers=AUTH)
+        files = await http.post("http://provider.test/v1/files", content=b"...", headers=AUTH)
+    assert "x-cache" not in models.headers and "x-cache" not in files.headers
+    assert upstream.calls == 2
+
+
+async def test_fifty_concurrent_identical_misses_make_one_upstream_call() -> None:
+    release = asyncio.Event()
+    upstream_calls = 0
+
+    async def slow_upstream(request: httpx2.Request) -> httpx2.Response:
+        nonlocal upstream_calls
+        upstream_calls += 1
+        await asyncio.wait_for(release.wait(), timeout=10)
+        return httpx2.Response(200, json=completion(upstream_calls))
+
+    store = CountingStore()
+    cache = Cache(store=store)
+    async with httpx2.AsyncClient(
+        transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(slow_upstream))
+    ) as http:
+        tasks = [asyncio.create_task(post(http)) for _ in range(50)]
+        async with asyncio.timeout(10):
+            while upstream_calls == 0 or store.reads < 50:
+                await asyncio.sleep(0)  # yield until every request has looked up
+        release.set()
+        responses = await asyncio.gather(*tasks)
+    assert upstream_calls == 1
+    assert {r.json()["id"] for r in responses} == {"chatcmpl-1"}
+    assert cache.stats.coalesced == 49
+
+
+async def test_a_failed_leader_releases_its_waiters_to_go_upstream() -> None:
+    release = asyncio.Event()
+    calls = 0
+
+    async def first_fails(request: httpx2.Request) -> httpx2.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.wait_for(release.wait(), timeout=10)
+            return httpx2.Response(500, json={"error": {"message": "boom"}})
+        return httpx2.Response(200, json=completion(calls))
+
+    store = CountingStore()
+    cache = Cache(store=store)
+    async with httpx2.AsyncClient(
+        transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(first_fails))
+    ) as http:
+        tasks = [asyncio.create_task(post(http)) for _ in range(3)]
+        async with asyncio.timeout(10):
+            while store.reads < 3 or calls < 1:
+                await asyncio.sleep(0)
+        release.set()
+        statuses = sorted(r.status_code for r in await asyncio.gather(*tasks))
+    assert statuses == [200, 200, 500]
+
+
+async def test_targeted_and_bulk_invalidation() -> None:
+    upstream = Upstream()
+    cache = Cache(key_prefix="v1:")
+    async with client(cache, upstream) as http:
+        await post(http)
+        await post(http, **{"x-cache-namespace": "faq"})
+        await cache.delete_request("/v1/chat/completions", BODY, AUTH)
+        assert (await post(http)).headers["x-cache"] == "MISS"
+        assert (await post(http, **{"x-cache-namespace": "faq"})).headers["x-cache"] == "HIT"
+        await cache.clear(namespace="faq")
+        assert (await post(http, **{"x-cache-namespace": "faq"})).headers["x-cache"] == "MISS"
+        key = (await post(http)).headers["x-cache-key"]
+        assert key == cache.key_for("/v1/chat/completions", BODY, AUTH)
+        await cache.delete(key)
+        assert (await post(http)).headers["x-cache"] == "MISS"
+        await cache.clear()
+        assert (await post(http)).headers["x-cache"] == "MISS"
+
+
+async def test_a_prefix_bump_invalidates_everything() -> None:
+    store = MemoryStore()
+    upstream = Upstream()
+    async with client(Cache(store=store, key_prefix="v1:"), upstream) as http:
+        await post(http)
+    async with client(Cache(store=store, key_prefix="v2:"), upstream) as http:
+        assert (await post(http)).headers["x-cache"] == "MISS"
+    assert upstream.calls == 2
+
+
+def test_settings_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="scope"):
+        Cache(scope="per-user")
+    with pytest.raises(ValueError, match="ttl"):
+        Cache(ttl=-5)
+    with pytest.raises(ValueError, match="no_such_setting"):
+        Cache(no_such_setting=True)

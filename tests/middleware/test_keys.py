@@ -1,0 +1,154 @@
+"""Keys: what changes a key, what does not, and how scopes isolate callers."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from middleware import Cache
+from middleware.keys import load_callable
+
+CHAT = "/v1/chat/completions"
+ALICE = {"authorization": "Bearer sk-alice"}
+BOB = {"authorization": "Bearer sk-bob"}
+
+
+def body(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}],
+                               "temperature": 0.2}
+    base.update(overrides)
+    return base
+
+
+def key(cache: Cache, payload: dict[str, object] | bytes, headers: dict[str, str] = ALICE,
+        path: str = CHAT, query: str = "") -> str:
+    return cache.key_for(path, payload, headers, query)
+
+
+def test_key_has_prefix_namespace_scope_and_sha256_digest() -> None:
+    cache = Cache(key_prefix="v7:")
+    prefix, namespace, scope, digest = key(cache, body()).split(":")
+    assert prefix == "v7"
+    assert namespace == "default"
+    assert scope.startswith("c") and len(scope) == 33
+    assert len(digest) == 64 and int(digest, 16) >= 0
+
+
+def test_key_never_contains_the_credential() -> None:
+    assert "sk-alice" not in key(Cache(), body())
+
+
+def test_reordered_json_keys_give_the_same_key() -> None:
+    cache = Cache()
+    forward = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_p": 1})
+    backward = b'{"top_p":1, "messages":[{"content":"x","role":"user"}],   "model":"m"}'
+    assert key(cache, forward) == key(cache, backward)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "gpt-4o"},
+        {"temperature": 0.3},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"a_param_no_one_has_heard_of": 1},
+        {"messages": [{"role": "user", "content": "Hi!"}]},
+    ],
+)
+def test_anything_that_can_change_the_answer_changes_the_key(change: dict[str, object]) -> None:
+    cache = Cache()
+    assert key(cache, body()) != key(cache, body(**change))
+
+
+@pytest.mark.parametrize(
+    "volatile",
+    [{"stream": True}, {"stream_options": {"include_usage": True}}, {"user": "u-1"},
+     {"metadata": {"trace": "t"}}, {"store": True}, {"service_tier": "flex"},
+     {"cache": {"ttl": 5}}],
+)
+def test_volatile_fields_do_not_change_the_key(volatile: dict[str, object]) -> None:
+    cache = Cache()
+    assert key(cache, body()) == key(cache, body(**volatile))
+
+
+def test_extra_ignored_fields_are_configurable() -> None:
+    cache = Cache(ignored_fields=("seed",))
+    assert key(cache, body(seed=1)) == key(cache, body(seed=2))
+    assert key(Cache(), body(seed=1)) != key(Cache(), body(seed=2))
+
+
+def test_credentials_are_isolated_by_default_and_shared_on_request() -> None:
+    assert key(Cache(), body(), ALICE) != key(Cache(), body(), BOB)
+    shared = Cache(scope="shared")
+    assert key(shared, body(), ALICE) == key(shared, body(), BOB)
+
+
+@pytest.mark.parametrize("header", ["authorization", "x-api-key", "api-key", "x-goog-api-key"])
+def test_every_provider_credential_header_scopes_entries(header: str) -> None:
+    cache = Cache()
+    assert key(cache, body(), {header: "k1"}) != key(cache, body(), {header: "k2"})
+
+
+def test_gemini_key_query_parameter_scopes_but_is_not_in_the_digest() -> None:
+    cache = Cache()
+    path = "/v1beta/models/gemini-2.0-flash:generateContent"
+    payload = {"contents": [{"parts": [{"text": "hi"}]}]}
+    first = key(cache, payload, {}, path, "key=k1")
+    second = key(cache, payload, {}, path, "key=k2")
+    assert first.split(":")[2] != second.split(":")[2]
+    assert first.split(":")[3] == second.split(":")[3]
+
+
+def test_header_scope_isolates_tenants() -> None:
+    cache = Cache(scope="header:x-tenant")
+    assert key(cache, body(), {"x-tenant": "acme"}) != key(cache, body(), {"x-tenant": "globex"})
+    assert key(cache, body(), {"x-tenant": "acme", **ALICE}) == key(cache, body(), {"x-tenant": "acme", **BOB})
+
+
+def test_namespace_from_header_or_body_is_part_of_the_key() -> None:
+    cache = Cache()
+    assert key(cache, body(), {**ALICE, "x-cache-namespace": "faq"}).split(":")[0] == "faq"
+    assert key(cache, body(cache={"namespace": "faq"})).split(":")[0] == "faq"
+
+
+def test_azure_api_version_query_changes_the_key() -> None:
+    cache = Cache()
+    path = "/openai/deployments/prod-4o/chat/completions"
+    assert key(cache, body(), path=path, query="api-version=2024-10-21") != key(
+        cache, body(), path=path, query="api-version=2025-01-01"
+    )
+
+
+def test_endpoint_is_part_of_the_key() -> None:
+    cache = Cache()
+    assert key(cache, body()) != key(cache, body(), path="/openai/deployments/d/chat/completions")
+
+
+def test_custom_key_builder_can_wrap_the_default() -> None:
+    calls = []
+
+    def by_model_and_last_message(request, default):  # type: ignore[no-untyped-def]
+        calls.append(default(request))
+        return f"custom-{request.model}-{request.body['messages'][-1]['content']}"
+
+    cache = Cache(key_builder=by_model_and_last_message)
+    assert key(cache, body()).endswith(":custom-gpt-4o-mini-Hi")
+    assert len(calls[0]) == 64
+
+
+def test_custom_key_builder_by_dotted_path() -> None:
+    for path in ("tests.middleware.key_builders:model_only", "tests.middleware.key_builders.model_only"):
+        cache = Cache(key_builder=path)
+        assert key(cache, body(temperature=0)) == key(cache, body(temperature=1))
+
+
+def test_bad_key_builder_paths_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="cannot import module"):
+        load_callable("no_such_module_xyz:f")
+    with pytest.raises(ValueError, match="has no attribute"):
+        load_callable("tests.middleware.key_builders:missing")
+
+
+def test_key_for_refuses_requests_that_are_not_llm_calls() -> None:
+    with pytest.raises(ValueError, match="not a cacheable"):
+        Cache().key_for("/v1/models", {})
