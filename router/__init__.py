@@ -1,1 +1,38 @@
-"""Routing of LLM requests across deployments: retries, fallbacks, cooldowns."""
+"""Routing of LLM requests across deployments: retries, fallbacks, cooldowns.
+
+Independent of the caching layer (this package never imports ``middleware``); it composes under it:
+``AsyncCachingTransport(cache=..., inner=RouterTransport(router))``.
+"""
+
+from __future__ import annotations
+
+from .config import (
+    ConfigError,
+    Deployment,
+    ModelGroup,
+    RouterConfig,
+    RouterSettings,
+    from_litellm,
+    from_portkey,
+    load_config,
+)
+from .core import Router
+from .errors import AllDeploymentsCooling, Kind
+from .transport import STREAM_FAILED, RouterTransport, SyncRouterTransport
+
+__all__ = [
+    "AllDeploymentsCooling",
+    "ConfigError",
+    "Deployment",
+    "Kind",
+    "ModelGroup",
+    "Router",
+    "RouterConfig",
+    "RouterSettings",
+    "RouterTransport",
+    "STREAM_FAILED",
+    "SyncRouterTransport",
+    "from_litellm",
+    "from_portkey",
+    "load_config",
+]

@@ -1,0 +1,433 @@
+"""Router configuration: pydantic models and loaders for three config forms.
+
+* native:   ``groups: {name: {deployments: [...]}}`` plus ``settings:``
+* LiteLLM:  ``model_list:`` with ``litellm_params`` plus ``router_settings:``
+* Portkey:  nested ``strategy: {mode: fallback|loadbalance}`` / ``targets: [...]``
+
+``load_config`` detects the form. Validation errors name the field and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Family = Literal["openai", "anthropic", "gemini", "azure"]
+
+#: LiteLLM provider prefixes and the API family each speaks. Anything else that
+#: is OpenAI-compatible (vllm, groq, together_ai, ...) maps to "openai".
+PREFIX_FAMILIES: dict[str, Family] = {
+    "openai": "openai",
+    "text-completion-openai": "openai",
+    "azure": "azure",
+    "azure_ai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+    "vertex_ai": "gemini",
+    "hosted_vllm": "openai",
+    "vllm": "openai",
+    "groq": "openai",
+    "together_ai": "openai",
+    "deepseek": "openai",
+    "mistral": "openai",
+    "fireworks_ai": "openai",
+    "openrouter": "openai",
+    "xai": "openai",
+    "ollama_chat": "openai",
+    "lm_studio": "openai",
+}
+
+DEFAULT_BASES: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+
+#: LiteLLM routing_strategy names → ours.
+STRATEGY_ALIASES: dict[str, str] = {
+    "simple-shuffle": "weighted",
+    "weighted": "weighted",
+    "least-busy": "least-busy",
+    "latency-based-routing": "latency",
+    "latency": "latency",
+    "usage-based-routing": "usage",
+    "usage-based-routing-v2": "usage",
+    "usage": "usage",
+}
+
+ENV_PREFIX = "os.environ/"
+
+
+class ConfigError(ValueError):
+    """A config could not be loaded; the message names the field and the fix."""
+
+
+def resolve_secret(value: str | None, field: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Resolve ``os.environ/NAME`` references (LiteLLM's syntax)."""
+    if value is None or not isinstance(value, str) or not value.startswith(ENV_PREFIX):
+        return value
+    name = value[len(ENV_PREFIX) :]
+    env = os.environ if environ is None else environ
+    if name not in env:
+        raise ConfigError(f"{field}: environment variable {name!r} is not set (referenced as {value!r})")
+    return env[name]
+
+
+class Deployment(BaseModel):
+    """One concrete place a model group's request can be sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = ""
+    family: Family = "openai"
+    model: str = Field(min_length=1, description="the real model name sent to the provider")
+    api_base: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None
+    weight: float = Field(default=1.0, ge=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_parallel_requests: int | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    order: int = 0
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Deployment:
+        if self.api_base is None:
+            if self.family == "azure":
+                raise ValueError("api_base is required for azure deployments (https://NAME.openai.azure.com)")
+            self.api_base = DEFAULT_BASES[self.family]
+        self.api_base = self.api_base.rstrip("/")
+        if self.family == "azure" and not self.api_version:
+            self.api_version = "2024-10-21"
+        if not self.id:
+            self.id = f"{self.family}:{self.model}@{self.api_base}"
+        return self
+
+
+class ModelGroup(BaseModel):
+    """A public model name (what clients send, and what cache keys use) and its deployments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    deployments: list[Deployment] = Field(min_length=1)
+    routing_strategy: str | None = None
+
+    @field_validator("routing_strategy")
+    @classmethod
+    def _strategy(cls, v: str | None) -> str | None:
+        return None if v is None else _check_strategy(v)
+
+
+def _check_strategy(v: str) -> str:
+    if v not in STRATEGY_ALIASES:
+        raise ValueError(f"unknown routing strategy {v!r}; use one of {sorted(STRATEGY_ALIASES)}")
+    return STRATEGY_ALIASES[v]
+
+
+def _fallback_map(v: Any) -> dict[str, list[str]]:
+    """Accept LiteLLM's ``[{group: [fallbacks]}]`` list form and a plain mapping."""
+    if v is None:
+        return {}
+    if isinstance(v, Mapping):
+        items = [v]
+    elif isinstance(v, list):
+        items = v
+    else:
+        raise ValueError("expected a list like [{gpt-4o: [gpt-4o-mini]}] or a mapping")
+    out: dict[str, list[str]] = {}
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise ValueError(f"each entry must be a mapping {{group: [fallback, ...]}}, got {item!r}")
+        for k, targets in item.items():
+            if isinstance(targets, str):
+                targets = [targets]
+            out.setdefault(str(k), []).extend(str(t) for t in targets)
+    return out
+
+
+class RouterSettings(BaseModel):
+    """Behaviour shared by all groups. Field names follow LiteLLM's ``router_settings`` where they overlap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    routing_strategy: str = "weighted"
+    num_retries: int = Field(default=2, ge=0)
+    timeout: float | None = Field(default=None, gt=0, description="per-attempt timeout, seconds")
+    deadline: float | None = Field(default=None, gt=0, description="total time budget per request, seconds")
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    context_window_fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    content_policy_fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    default_fallbacks: list[str] = Field(default_factory=list)
+    allowed_fails: int = Field(default=3, ge=1)
+    allowed_fails_window: float = Field(default=60.0, gt=0)
+    cooldown_time: float = Field(default=60.0, ge=0)
+    retry_on_status: list[int] = Field(default_factory=lambda: [408, 409, 429, 500, 502, 503, 504, 529])
+    retry_after_max: float = Field(default=60.0, ge=0)
+    backoff_initial: float = Field(default=0.5, ge=0)
+    backoff_max: float = Field(default=8.0, ge=0)
+    backoff_jitter: float = Field(default=0.5, ge=0)
+    affinity: bool = True
+    affinity_ttl: float = Field(default=300.0, gt=0)
+    latency_tolerance: float = Field(default=0.2, ge=0)
+    latency_alpha: float = Field(default=0.3, gt=0, le=1)
+
+    @field_validator("routing_strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        return _check_strategy(v)
+
+    @field_validator("fallbacks", "context_window_fallbacks", "content_policy_fallbacks", mode="before")
+    @classmethod
+    def _fallbacks(cls, v: Any) -> dict[str, list[str]]:
+        return _fallback_map(v)
+
+    @field_validator("default_fallbacks", mode="before")
+    @classmethod
+    def _default_fallbacks(cls, v: Any) -> list[str]:
+        return [v] if isinstance(v, str) else (v or [])
+
+
+class RouterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    groups: dict[str, ModelGroup]
+    settings: RouterSettings = Field(default_factory=RouterSettings)
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> RouterConfig:
+        s = self.settings
+        for field in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+            for src, targets in getattr(s, field).items():
+                for t in targets:
+                    if t not in self.groups:
+                        raise ValueError(
+                            f"settings.{field}[{src!r}] names group {t!r}, which is not defined; "
+                            f"defined groups: {sorted(self.groups)}"
+                        )
+        for t in s.default_fallbacks:
+            if t not in self.groups:
+                raise ValueError(f"settings.default_fallbacks names undefined group {t!r}")
+        return self
+
+    def group_for(self, model: str | None) -> ModelGroup | None:
+        if model is not None and model in self.groups:
+            return self.groups[model]
+        return self.groups.get("*")
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> RouterConfig:
+    """Load a config from a YAML path, YAML text or a mapping, in any of the three forms."""
+    data: Any
+    if isinstance(source, Mapping):
+        data = source
+    else:
+        text = source
+        if isinstance(source, Path) or (
+            isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
+        ):
+            text = Path(source).read_text()
+        data = yaml.safe_load(text)
+    if not isinstance(data, Mapping):
+        raise ConfigError("router config must be a mapping at the top level")
+    try:
+        if "model_list" in data:
+            return from_litellm(data, environ)
+        if "targets" in data or "strategy" in data:
+            return from_portkey(data, environ)
+        if "groups" in data:
+            return _native(data, environ)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    raise ConfigError("router config needs one of: model_list (LiteLLM), targets (Portkey-like), groups (native)")
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{loc}: {err['msg']}")
+    return "invalid router config:\n  " + "\n  ".join(lines)
+
+
+def _deployment(raw: Mapping[str, Any], where: str, environ: Mapping[str, str] | None) -> Deployment:
+    raw = dict(raw)
+    if "api_key" in raw:
+        raw["api_key"] = resolve_secret(raw["api_key"], f"{where}.api_key", environ)
+    if "api_base" in raw:
+        raw["api_base"] = resolve_secret(raw["api_base"], f"{where}.api_base", environ)
+    try:
+        return Deployment(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc).replace("\n  ", f"\n  {where}.")) from None
+
+
+def _native(data: Mapping[str, Any], environ: Mapping[str, str] | None) -> RouterConfig:
+    groups: dict[str, ModelGroup] = {}
+    for name, g in (data.get("groups") or {}).items():
+        if not isinstance(g, Mapping):
+            raise ConfigError(f"groups.{name}: expected a mapping with 'deployments'")
+        deps = [
+            _deployment(d, f"groups.{name}.deployments[{i}]", environ)
+            for i, d in enumerate(g.get("deployments") or [])
+        ]
+        groups[name] = ModelGroup(name=name, deployments=deps, routing_strategy=g.get("routing_strategy"))
+    return RouterConfig(groups=groups, settings=RouterSettings(**(data.get("settings") or {})))
+
+
+def split_litellm_model(model: str) -> tuple[Family, str]:
+    """``openai/gpt-4o-mini`` → ("openai", "gpt-4o-mini"); a bare name is OpenAI's."""
+    prefix, sep, rest = model.partition("/")
+    if sep and prefix in PREFIX_FAMILIES:
+        return PREFIX_FAMILIES[prefix], rest
+    if model.startswith("claude"):
+        return "anthropic", model
+    if model.startswith("gemini"):
+        return "gemini", model
+    return "openai", model
+
+
+#: litellm_params keys we use; others (temperature, drop_params, ...) are accepted and ignored.
+_LITELLM_KEYS = ("api_base", "api_key", "api_version", "rpm", "tpm", "weight", "order", "timeout",
+                 "max_parallel_requests")
+
+#: router_settings keys that do not apply here (redis_host, ...); accepted and ignored.
+_LITELLM_IGNORED = {
+    "redis_host", "redis_port", "redis_password", "redis_url", "enable_pre_call_checks",
+    "routing_strategy_args", "model_group_alias", "retry_policy", "allowed_fails_policy",
+    "provider_budget_config", "disable_cooldowns", "cache_responses", "enable_tag_filtering",
+    "retry_after", "optional_pre_call_checks", "stream_timeout", "max_fallbacks",
+}
+
+
+def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RouterConfig:
+    groups: dict[str, list[Deployment]] = {}
+    for i, entry in enumerate(data.get("model_list") or []):
+        where = f"model_list[{i}]"
+        if not isinstance(entry, Mapping) or "model_name" not in entry:
+            raise ConfigError(f"{where}: each entry needs model_name and litellm_params")
+        params = entry.get("litellm_params")
+        if not isinstance(params, Mapping) or not params.get("model"):
+            raise ConfigError(f"{where}.litellm_params.model: required (e.g. openai/gpt-4o-mini)")
+        family, model = split_litellm_model(str(params["model"]))
+        raw: dict[str, Any] = {"family": family, "model": model}
+        for key in _LITELLM_KEYS:
+            # LiteLLM accepts rpm/tpm both inside litellm_params and beside it.
+            if key in params:
+                raw[key] = params[key]
+            elif key in entry:
+                raw[key] = entry[key]
+        info = entry.get("model_info") or {}
+        if isinstance(info, Mapping) and info.get("id"):
+            raw["id"] = str(info["id"])
+        groups.setdefault(str(entry["model_name"]), []).append(
+            _deployment(raw, f"{where}.litellm_params", environ)
+        )
+    rs = dict(data.get("router_settings") or {})
+    # LiteLLM also accepts retries/fallbacks under litellm_settings; router_settings wins.
+    ls = data.get("litellm_settings") or {}
+    for key in ("num_retries", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
+                "default_fallbacks", "allowed_fails", "cooldown_time"):
+        if key in ls and key not in rs:
+            rs[key] = ls[key]
+    if "request_timeout" in ls and "timeout" not in rs:
+        rs["timeout"] = ls["request_timeout"]
+    for key in list(rs):
+        if key in _LITELLM_IGNORED:
+            rs.pop(key)
+    try:
+        settings = RouterSettings(**rs)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc).replace("\n  ", "\n  router_settings.")) from None
+    return RouterConfig(
+        groups={n: ModelGroup(name=n, deployments=d) for n, d in groups.items()}, settings=settings
+    )
+
+
+def from_portkey(
+    data: Mapping[str, Any], environ: Mapping[str, str] | None = None, name: str = "*"
+) -> RouterConfig:
+    """A Portkey-like config: ``strategy.mode`` is ``loadbalance`` or ``fallback``; targets nest.
+
+    The top level becomes group ``name`` (default ``*``: every model). A ``loadbalance`` node becomes one
+    group whose deployments are its leaf targets (weighted); a ``fallback`` node becomes its first
+    target's group with the later targets as ordered fallbacks.
+    """
+    groups: dict[str, ModelGroup] = {}
+    fallbacks: dict[str, list[str]] = {}
+    settings_raw = dict(data.get("settings") or {})
+
+    def leaf(t: Mapping[str, Any], where: str) -> Deployment:
+        params = dict(t.get("override_params") or {})
+        provider = str(t.get("provider", "openai"))
+        model = str(params.get("model") or t.get("model") or "")
+        family, model = split_litellm_model(f"{provider}/{model}" if provider in PREFIX_FAMILIES else model)
+        raw: dict[str, Any] = {"family": family, "model": model}
+        if t.get("custom_host") or t.get("api_base"):
+            raw["api_base"] = t.get("custom_host") or t.get("api_base")
+        for key in ("api_key", "weight", "rpm", "tpm", "timeout", "api_version", "id"):
+            if key in t:
+                raw[key] = t[key]
+        return _deployment(raw, where, environ)
+
+    def node(t: Mapping[str, Any], gname: str, where: str) -> str:
+        """Build the group(s) for node ``t``; return the group that requests enter."""
+        if "targets" not in t:
+            groups[gname] = ModelGroup(name=gname, deployments=[leaf(t, where)])
+            return gname
+        mode = (t.get("strategy") or {}).get("mode", "loadbalance")
+        targets = t.get("targets") or []
+        if not targets:
+            raise ConfigError(f"{where}.targets: must list at least one target")
+        if mode == "loadbalance":
+            deps: list[Deployment] = []
+            for i, sub in enumerate(targets):
+                if "targets" in sub:
+                    raise ConfigError(f"{where}.targets[{i}]: nesting under loadbalance is not supported; "
+                                      "nest loadbalance under fallback instead")
+                deps.append(leaf(sub, f"{where}.targets[{i}]"))
+            groups[gname] = ModelGroup(name=gname, deployments=deps)
+            return gname
+        if mode != "fallback":
+            raise ConfigError(f"{where}.strategy.mode: {mode!r} is not supported; use loadbalance or fallback")
+        entries = [node(sub, f"{gname}#{i}" if i else gname, f"{where}.targets[{i}]")
+                   for i, sub in enumerate(targets)]
+        fallbacks.setdefault(entries[0], []).extend(entries[1:])
+        return entries[0]
+
+    node(data, name, "(top)")
+    codes = (data.get("strategy") or {}).get("on_status_codes")
+    if codes:
+        settings_raw.setdefault("retry_on_status", list(codes))
+    settings_raw["fallbacks"] = {**fallbacks, **_fallback_map(settings_raw.get("fallbacks"))}
+    if "retry" in data and isinstance(data["retry"], Mapping):
+        settings_raw.setdefault("num_retries", data["retry"].get("attempts", 2))
+        if data["retry"].get("on_status_codes"):
+            settings_raw["retry_on_status"] = list(data["retry"]["on_status_codes"])
+    return RouterConfig(groups=groups, settings=RouterSettings(**settings_raw))
+
+
+__all__ = [
+    "ConfigError",
+    "Deployment",
+    "Family",
+    "ModelGroup",
+    "RouterConfig",
+    "RouterSettings",
+    "from_litellm",
+    "from_portkey",
+    "load_config",
+    "resolve_secret",
+    "split_litellm_model",
+]

@@ -1,0 +1,429 @@
+"""``Router``: picks a deployment, retries, fails over, cools down.
+
+The decision logic is one sans-I/O generator (``Router._plan``) that yields two kinds of actions,
+``Send`` and ``Sleep``; ``router.transport`` runs it with sync or async I/O. So the sync and async
+paths cannot drift apart, and tests can drive time and randomness.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import retry as retry_mod
+from . import rewrite
+from .config import ModelGroup, RouterConfig, load_config
+from .cooldown import Breaker
+from .errors import (
+    Failure,
+    Kind,
+    classify_exception,
+    classify_status,
+    parse_retry_after,
+)
+from .retry import AttemptResult
+from .state import DeploymentState
+from .strategies import AffinityMap, PickContext, Step, affinity_key, build
+from .telemetry import Telemetry
+
+log = logging.getLogger("router")
+
+#: Request headers that reveal an SDK retrying on top of the router.
+STACKING_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt")
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+@dataclass
+class Send:
+    """Send ``request``; reply with a ``Sent``. ``stream``: peek the first chunk, else read the body."""
+
+    request: Any
+    stream: bool
+
+
+@dataclass
+class Sleep:
+    seconds: float
+
+
+@dataclass
+class Passthrough:
+    """No group matched: send the original request unchanged and return what comes back."""
+
+    request: Any
+
+
+@dataclass
+class Sent:
+    response: Any = None
+    exception: BaseException | None = None
+    body: bytes | None = None  # the read, decoded body (non-stream or error); None for streams
+
+
+@dataclass
+class Final:
+    """What the router answers with: a response (maybe synthesized) or an exception to raise."""
+
+    response: Any = None
+    exception: BaseException | None = None
+    release: Callable[[bool], None] | None = None  # streams: call once on close, with "failed"
+
+
+@dataclass
+class Prepared:
+    lib: ModuleType
+    request: Any
+    body: bytes
+    doc: dict[str, Any] | None
+    model: str | None
+    stream: bool
+    est_tokens: int
+    stacking: bool = False
+    attempts: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Router:
+    """Routes LLM requests across model groups and deployments.
+
+    ``clock``, ``rng`` and the sleep functions are injectable so tests are deterministic;
+    ``strategies`` maps a group name to a custom selection step (see ``router.strategies``).
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig | Mapping[str, Any] | str | Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Any] | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        strategies: Mapping[str, Step] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, RouterConfig) else load_config(config, environ)
+        self.settings = self.config.settings
+        self.clock = clock
+        self.rng = rng if rng is not None else random.Random()
+        self.sleep = sleep
+        if async_sleep is None:
+            import asyncio
+
+            async_sleep = asyncio.sleep
+        self.async_sleep = async_sleep
+        self.telemetry = Telemetry(tracer_provider, meter_provider)
+        self.affinity = AffinityMap(self.settings.affinity_ttl, clock)
+        self.stacking_warned = False
+        s = self.settings
+        self.states: dict[str, list[DeploymentState]] = {}
+        self.steps: dict[str, Step] = {}
+        by_id: dict[str, DeploymentState] = {}
+        for name, group in self.config.groups.items():
+            states = []
+            for dep in group.deployments:
+                st = by_id.get(dep.id)
+                if st is None:
+                    breaker = Breaker(s.allowed_fails, s.allowed_fails_window, s.cooldown_time, clock)
+                    breaker.on_open = self._on_cooldown(dep.id)
+                    st = by_id[dep.id] = DeploymentState(dep, breaker, clock)
+                states.append(st)
+            self.states[name] = states
+            custom = (strategies or {}).get(name)
+            self.steps[name] = custom or build(
+                group.routing_strategy or s.routing_strategy,
+                tolerance=s.latency_tolerance,
+                affinity=s.affinity,
+            )
+        self._default_transports: dict[tuple[str, bool], Any] = {}
+
+    def _on_cooldown(self, dep_id: str) -> Callable[[float], None]:
+        def opened(seconds: float) -> None:
+            log.info("router: deployment %s cooling down for %.1fs", dep_id, seconds)
+            self.telemetry.cooldown(dep_id)
+
+        return opened
+
+    # ------------------------------------------------------------------ public API
+
+    async def send(self, request: Any, transport: Any = None) -> Any:
+        """Route an ``httpx2.Request`` or ``httpx.Request``; returns that library's ``Response``."""
+        from .transport import run_async
+
+        return await run_async(self, request, transport)
+
+    def send_sync(self, request: Any, transport: Any = None) -> Any:
+        from .transport import run_sync
+
+        return run_sync(self, request, transport)
+
+    def group(self, name: str) -> ModelGroup:
+        return self.config.groups[name]
+
+    def deployment_state(self, dep_id: str) -> DeploymentState:
+        for states in self.states.values():
+            for st in states:
+                if st.id == dep_id:
+                    return st
+        raise KeyError(dep_id)
+
+    # ------------------------------------------------------------------ preparation
+
+    def prepare(self, lib: ModuleType, request: Any, body: bytes) -> Prepared:
+        doc: dict[str, Any] | None = None
+        ctype = request.headers.get("content-type", "")
+        if body and ("json" in ctype or body[:1] == b"{"):
+            try:
+                parsed = json.loads(body)
+                doc = parsed if isinstance(parsed, dict) else None
+            except ValueError:
+                doc = None
+        path = request.url.path
+        model = doc.get("model") if doc else None
+        if model is None and "/models/" in path:  # Gemini: /v1beta/models/{model}:generateContent
+            model = path.split("/models/", 1)[1].split(":", 1)[0] or None
+        if model is None:
+            m = rewrite._AZURE_PATH.match(path)
+            if m:
+                model = path.split("/openai/deployments/", 1)[1].split("/", 1)[0]
+        stream = bool(doc and doc.get("stream") is True) or ":streamGenerateContent" in path
+        est = len(body) // 4
+        if doc:
+            est += int(doc.get("max_tokens") or doc.get("max_completion_tokens") or 0)
+        stacking = any(request.headers.get(h, "0").strip() not in ("", "0") for h in STACKING_HEADERS)
+        return Prepared(lib, request, body, doc, str(model) if model else None, stream, est, stacking)
+
+    def _warn_stacking(self, p: Prepared) -> None:
+        if p.stacking and not self.stacking_warned:
+            self.stacking_warned = True
+            log.warning(
+                "router: the client is retrying on its own (x-stainless-retry-count > 0) on top of the "
+                "router's retries; construct SDK clients with max_retries=0 when they use RouterTransport"
+            )
+
+    # ------------------------------------------------------------------ the plan
+
+    def plan(self, p: Prepared) -> Generator[Send | Sleep | Passthrough, Any, Final]:
+        self._warn_stacking(p)
+        group = self.config.group_for(p.model)
+        if group is None:
+            sent = yield Passthrough(p.request)
+            return Final(response=sent.response, exception=sent.exception)
+        s = self.settings
+        deadline = self.clock() + s.deadline if s.deadline else None
+        origin = group.name
+        current: str | None = origin
+        tried: list[str] = []
+        last: AttemptResult | None = None
+        cooling: list[float] = []
+        while current is not None:
+            tried.append(current)
+            result = yield from self._run_group(current, p, deadline)
+            if result.ok:
+                return self._final_ok(p, result)
+            last = result
+            if result.failure is not None and result.failure.kind is Kind.COOLING:
+                cooling.append(result.failure.retry_after or 0.0)
+            nxt, reason = self._next_group(origin, current, result, tried, deadline)
+            if nxt is not None:
+                log.info("router: falling back from %s to %s (%s)", current, nxt, reason)
+                self.telemetry.fallback(current, nxt, reason)
+            current = nxt
+        assert last is not None
+        if last.response is not None:
+            self._stamp(last.response, last.deployment, p.attempts)
+            return Final(response=last.response)
+        if last.exception is not None:
+            return Final(exception=last.exception)
+        retry_in = min(cooling) if cooling else s.cooldown_time
+        return Final(response=self._all_cooling(p, tried, retry_in))
+
+    def _run_group(
+        self, name: str, p: Prepared, deadline: float | None
+    ) -> Generator[Send | Sleep, Any, AttemptResult]:
+        retrying = retry_mod.policy(self.settings, rng=self.rng, clock=self.clock, deadline=deadline)
+        decisions = retry_mod.steps(retrying)
+        failed: set[str] = set()
+        wait = 0.0
+        try:
+            do = next(decisions)
+            while True:
+                if isinstance(do, retry_mod.DoAttempt):
+                    result = yield from self._attempt(name, p, failed, wait, deadline)
+                    if result.deployment and not result.ok:
+                        failed.add(result.deployment)
+                    do = decisions.send(result)
+                else:
+                    wait = float(do)
+                    if wait > 0:
+                        yield Sleep(wait)
+                    do = decisions.send(None)
+        except StopIteration as stop:
+            return stop.value
+
+    def _candidates(self, name: str, exclude: set[str]) -> list[DeploymentState]:
+        healthy = [st for st in self.states[name] if st.breaker.available()]
+        fresh = [st for st in healthy if st.id not in exclude]
+        return fresh or healthy
+
+    def _attempt(
+        self, name: str, p: Prepared, failed: set[str], wait: float, deadline: float | None
+    ) -> Generator[Send, Any, AttemptResult]:
+        cands = self._candidates(name, failed)
+        if not cands:
+            retry_in = min(st.breaker.retry_in() for st in self.states[name])
+            return AttemptResult(None, Failure(Kind.COOLING, 503, retry_in), fail_over=True)
+        ctx = PickContext(
+            group=name,
+            rng=self.rng,
+            affinity_key=affinity_key(name, p.doc) if (self.settings.affinity and p.doc) else None,
+            est_tokens=p.est_tokens,
+            affinity=self.affinity,
+        )
+        st = self.steps[name](cands, ctx)[0]
+        dep = st.deployment
+        request = self._outgoing(p, dep, deadline)
+        p.attempts += 1
+        attempt_no = p.attempts
+        span = self.telemetry.start_attempt(name, dep.id, attempt_no, wait)
+        st.breaker.acquire()
+        st.in_flight += 1
+        st.record_usage(p.est_tokens)
+        started = self.clock()
+        sent: Sent = yield Send(request, p.stream)
+        elapsed = self.clock() - started
+        result = self._judge(st, sent)
+        others = [c for c in self._candidates(name, failed | {st.id}) if c.id != st.id]
+        result.alternatives = bool(others)
+        outcome = "ok" if result.ok else result.failure.kind.value  # type: ignore[union-attr]
+        status = sent.response.status_code if sent.response is not None else None
+        self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)
+        if result.ok:
+            st.observe_latency(elapsed, self.settings.latency_alpha)
+            if ctx.affinity_key is not None:
+                self.affinity.put(ctx.affinity_key, st.id)
+        if not (result.ok and p.stream):
+            st.in_flight -= 1
+        return result
+
+    def _judge(self, st: DeploymentState, sent: Sent) -> AttemptResult:
+        s = self.settings
+        if sent.exception is not None:
+            kind = classify_exception(sent.exception)
+            if kind is Kind.CLIENT:
+                st.breaker.release_without_outcome()
+            else:
+                st.breaker.record_failure()
+            return AttemptResult(st.id, Failure(kind, None, None, str(sent.exception)), exception=sent.exception)
+        resp = sent.response
+        kind = classify_status(resp.status_code, sent.body or b"", s.retry_on_status)
+        if kind is Kind.OK:
+            st.breaker.record_success()
+            return AttemptResult(st.id, None, response=resp)
+        if kind in (Kind.RATE_LIMIT, Kind.SERVER):
+            retry_after = parse_retry_after(resp.headers)
+            fail_over = retry_after is not None and retry_after > s.retry_after_max
+            # 429 + Retry-After: cool down at once for exactly that long.
+            if (resp.status_code == 429 and retry_after is not None) or fail_over:
+                st.breaker.record_failure(retry_after)
+            else:
+                st.breaker.record_failure()
+            wait = None if fail_over else retry_after
+            return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
+        st.breaker.release_without_outcome()
+        return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp)
+
+    def _next_group(
+        self, origin: str, current: str, result: AttemptResult, tried: list[str], deadline: float | None
+    ) -> tuple[str | None, str]:
+        if deadline is not None and self.clock() >= deadline:
+            return None, "deadline"
+        s = self.settings
+        kind = result.failure.kind if result.failure else Kind.OK
+        if kind is Kind.CONTEXT_WINDOW:
+            tables, reason = [s.context_window_fallbacks], "context_window"
+        elif kind is Kind.CONTENT_POLICY:
+            tables, reason = [s.content_policy_fallbacks], "content_policy"
+        elif kind is Kind.CLIENT:
+            return None, "client_error"
+        else:
+            tables, reason = [s.fallbacks], kind.value
+        for table in tables:
+            for key in (origin, current, "*"):
+                for candidate in table.get(key, []):
+                    if candidate not in tried:
+                        return candidate, reason
+        if reason not in ("context_window", "content_policy"):
+            for candidate in s.default_fallbacks:
+                if candidate not in tried:
+                    return candidate, "default"
+        return None, reason
+
+    # ------------------------------------------------------------------ building requests and responses
+
+    def _outgoing(self, p: Prepared, dep: Any, deadline: float | None) -> Any:
+        req = p.request
+        url = rewrite.target_url(dep, req.url.path, req.url.query.decode() if isinstance(
+            req.url.query, bytes) else str(req.url.query))
+        headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
+        body = rewrite.rewrite_body(p.body, p.doc, dep)
+        extensions = dict(req.extensions)
+        timeout = dep.timeout or self.settings.timeout
+        if deadline is not None:
+            remaining = max(0.001, deadline - self.clock())
+            timeout = min(timeout, remaining) if timeout else remaining
+        if timeout:
+            extensions["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions)
+
+    def _final_ok(self, p: Prepared, result: AttemptResult) -> Final:
+        resp = result.response
+        self._stamp(resp, result.deployment, p.attempts)
+        release = None
+        if p.stream:
+            st = self.deployment_state(result.deployment or "")
+
+            def release(failed: bool, st: DeploymentState = st) -> None:
+                st.in_flight -= 1
+                if failed:
+                    log.warning("router: stream from %s failed after its first byte; ended with the "
+                                "provider's error, no fallback", st.id)
+
+        return Final(response=resp, release=release)
+
+    @staticmethod
+    def _stamp(resp: Any, dep_id: str | None, attempts: int) -> None:
+        if dep_id:
+            resp.headers["x-router-deployment"] = dep_id
+        resp.headers["x-router-attempts"] = str(attempts)
+
+    def _all_cooling(self, p: Prepared, groups: list[str], retry_in: float) -> Any:
+        seconds = max(1, math.ceil(retry_in))
+        body = {
+            "error": {
+                "type": "router_all_deployments_cooling",
+                "code": "all_deployments_cooling",
+                "message": f"All deployments for {groups} are cooling down after failures; "
+                f"retry in {seconds}s.",
+                "retry_after_s": seconds,
+            }
+        }
+        return p.lib.Response(
+            503,
+            headers={"retry-after": str(seconds), "x-router-attempts": str(p.attempts)},
+            json=body,
+        )
+
+
+__all__ = ["Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]

@@ -1,0 +1,76 @@
+"""Point a request at a deployment: URL, auth header, body ``model``. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from .config import Deployment
+
+_AZURE_PATH = re.compile(r"^.*?/openai/deployments/[^/]+/(.*)$")
+_VERSION = re.compile(r"/(v\d+(?:alpha|beta)?\d*)(?:/|$)")
+_DEFAULT_VERSION = {"anthropic": "v1", "gemini": "v1beta"}
+AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+_DROP = {"host", "content-length", "transfer-encoding"}
+
+
+def split_endpoint(path: str) -> tuple[str | None, str]:
+    """``/v1/chat/completions`` → ("v1", "chat/completions"); Azure's deployment paths too."""
+    m = _AZURE_PATH.match(path)
+    if m:
+        return None, m.group(1)
+    m = _VERSION.search(path)
+    if m:
+        return m.group(1), path[m.end() :]
+    return None, path.lstrip("/")
+
+
+def target_url(dep: Deployment, path: str, query: str) -> str:
+    version, suffix = split_endpoint(path)
+    base = dep.api_base or ""
+    params = parse_qsl(query, keep_blank_values=True)
+    if dep.family == "azure":
+        url = f"{base}/openai/deployments/{dep.model}/{suffix}"
+        params = [(k, v) for k, v in params if k != "api-version"] + [("api-version", dep.api_version or "")]
+    else:
+        if dep.family == "gemini":
+            suffix = re.sub(r"^models/[^/:]+", f"models/{dep.model}", suffix)
+            if dep.api_key:
+                params = [(k, v) for k, v in params if k != "key"]
+        if dep.family in _DEFAULT_VERSION and not _VERSION.search(urlsplit(base).path + "/"):
+            base = f"{base}/{version or _DEFAULT_VERSION[dep.family]}"
+        url = f"{base}/{suffix}"
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def auth_header(dep: Deployment) -> tuple[str, str] | None:
+    if not dep.api_key:
+        return None
+    return {
+        "openai": ("authorization", f"Bearer {dep.api_key}"),
+        "anthropic": ("x-api-key", dep.api_key),
+        "gemini": ("x-goog-api-key", dep.api_key),
+        "azure": ("api-key", dep.api_key),
+    }[dep.family]
+
+
+def rewrite_headers(headers: list[tuple[str, str]], dep: Deployment) -> list[tuple[str, str]]:
+    auth = auth_header(dep)
+    out = [
+        (k, v) for k, v in headers
+        if k.lower() not in _DROP and (auth is None or k.lower() not in AUTH_HEADERS)
+    ]
+    if auth is not None:
+        out.append(auth)
+    return out
+
+
+def rewrite_body(body: bytes, doc: dict[str, Any] | None, dep: Deployment) -> bytes:
+    if doc is None or "model" not in doc or doc["model"] == dep.model:
+        return body
+    return json.dumps({**doc, "model": dep.model}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+__all__ = ["AUTH_HEADERS", "auth_header", "rewrite_body", "rewrite_headers", "split_endpoint", "target_url"]

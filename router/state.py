@@ -1,0 +1,45 @@
+"""Runtime state per deployment (in-flight count, latency EWMA, usage window, breaker).
+
+All of it lives on the ``Router`` instance that owns it: no module-level mutable state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config import Deployment
+from .cooldown import Breaker
+
+USAGE_WINDOW = 60.0
+
+
+@dataclass
+class DeploymentState:
+    deployment: Deployment
+    breaker: Breaker
+    clock: Callable[[], float]
+    in_flight: int = 0
+    latency: float | None = None  # EWMA of seconds to first byte
+    usage: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens), last 60 s
+
+    @property
+    def id(self) -> str:
+        return self.deployment.id
+
+    def observe_latency(self, seconds: float, alpha: float) -> None:
+        self.latency = seconds if self.latency is None else alpha * seconds + (1 - alpha) * self.latency
+
+    def record_usage(self, tokens: int) -> None:
+        self.usage.append((self.clock(), tokens))
+
+    def window_usage(self) -> tuple[int, int]:
+        """(requests, tokens) in the last minute."""
+        cutoff = self.clock() - USAGE_WINDOW
+        while self.usage and self.usage[0][0] <= cutoff:
+            self.usage.popleft()
+        return len(self.usage), sum(t for _, t in self.usage)
+
+
+__all__ = ["DeploymentState", "USAGE_WINDOW"]

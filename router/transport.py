@@ -1,0 +1,264 @@
+"""``RouterTransport``: the router as an httpx2/httpx transport, sync and async in one class.
+
+It works inside both ``httpx2`` and legacy ``httpx`` clients: the library is read off the request's
+type, and responses are built with that library's ``Response``. This module is also the I/O driver
+for ``Router.plan``: it performs the ``Send`` and ``Sleep`` actions the plan yields.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import httpx
+import httpx2
+
+from .core import Final, Passthrough, Router, Send, Sent, Sleep
+
+STREAM_FAILED = "router.stream_failed"  # response.extensions flag: the stream broke after its first byte
+
+
+def library_of(request: Any) -> ModuleType:
+    """``httpx2`` or ``httpx`` (or any API-compatible library), from the request's type."""
+    root = type(request).__module__.split(".", 1)[0]
+    return importlib.import_module(root)
+
+
+def default_transport(router: Router, lib: ModuleType, is_async: bool) -> Any:
+    """The router's own HTTP transport for ``lib``, created on first use (closed by ``close_router``)."""
+    key = (lib.__name__, is_async)
+    transport = router._default_transports.get(key)
+    if transport is None:
+        transport = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
+        router._default_transports[key] = transport
+    return transport
+
+
+def _decoded(lib: ModuleType, resp: Any, raw: bytes) -> bytes:
+    try:
+        return lib.Response(resp.status_code, headers=resp.headers, content=raw).content
+    except Exception:  # undecodable error bodies are still classified on their raw bytes
+        return raw
+
+
+def _rebuilt(lib: ModuleType, resp: Any, raw: bytes) -> Any:
+    """The same response with its body already read (so it can be inspected and still returned)."""
+    return lib.Response(
+        resp.status_code, headers=resp.headers, stream=lib.ByteStream(raw), extensions=resp.extensions
+    )
+
+
+class _Peeked:
+    """A response stream whose first chunk was read by the router before it committed to this attempt."""
+
+    def __init__(self, response: Any, first: bytes, rest: Any, original: Any) -> None:
+        self.response, self.first, self.rest, self.original = response, first, rest, original
+        self.on_close: Callable[[bool], None] | None = None
+        self._closed = False
+
+    def _done(self, failed: bool) -> None:
+        if failed:
+            self.response.extensions[STREAM_FAILED] = True
+        if not self._closed:
+            self._closed = True
+            if self.on_close is not None:
+                self.on_close(failed)
+
+
+class _AsyncPeeked(_Peeked, httpx2.AsyncByteStream, httpx.AsyncByteStream):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            if self.first:
+                yield self.first
+            while True:
+                try:
+                    chunk = await self.rest.__anext__()
+                except StopAsyncIteration:
+                    break
+                yield chunk
+        except Exception:
+            self._done(True)
+            raise
+        self._done(False)
+
+    async def aclose(self) -> None:
+        self._done(False)
+        await self.original.aclose()
+
+
+class _SyncPeeked(_Peeked, httpx2.SyncByteStream, httpx.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            if self.first:
+                yield self.first
+            yield from self.rest
+        except Exception:
+            self._done(True)
+            raise
+        self._done(False)
+
+    def close(self) -> None:
+        self._done(False)
+        self.original.close()
+
+
+# ----------------------------------------------------------------------------- async driver
+
+
+async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough) -> Sent:
+    try:
+        resp = await inner.handle_async_request(action.request)
+    except Exception as exc:
+        return Sent(exception=exc)
+    if isinstance(action, Passthrough):
+        return Sent(response=resp)
+    if resp.status_code < 400 and action.stream:
+        original = resp.stream
+        it = original.__aiter__()
+        first = b""
+        try:
+            while not first:
+                first = await it.__anext__()
+        except StopAsyncIteration:
+            pass
+        except Exception as exc:
+            await original.aclose()
+            return Sent(exception=exc)
+        resp.stream = _AsyncPeeked(resp, first, it, original)
+        return Sent(response=resp)
+    try:
+        raw = b"".join([chunk async for chunk in resp.stream])
+    except Exception as exc:
+        return Sent(exception=exc)
+    finally:
+        await resp.stream.aclose()
+    return Sent(response=_rebuilt(lib, resp, raw), body=_decoded(lib, resp, raw))
+
+
+async def run_async(router: Router, request: Any, inner: Any = None) -> Any:
+    lib = library_of(request)
+    inner = inner if inner is not None else default_transport(router, lib, True)
+    body = await request.aread()
+    plan = router.plan(router.prepare(lib, request, body))
+    reply: Sent | None = None
+    try:
+        while True:
+            action = plan.send(reply)
+            if isinstance(action, Sleep):
+                await router.async_sleep(action.seconds)
+                reply = None
+            else:
+                reply = await _send_async(lib, inner, action)
+    except StopIteration as stop:
+        return _finish(stop.value)
+
+
+# ----------------------------------------------------------------------------- sync driver
+
+
+def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough) -> Sent:
+    try:
+        resp = inner.handle_request(action.request)
+    except Exception as exc:
+        return Sent(exception=exc)
+    if isinstance(action, Passthrough):
+        return Sent(response=resp)
+    if resp.status_code < 400 and action.stream:
+        original = resp.stream
+        it = iter(original)
+        first = b""
+        try:
+            while not first:
+                first = next(it)
+        except StopIteration:
+            pass
+        except Exception as exc:
+            original.close()
+            return Sent(exception=exc)
+        resp.stream = _SyncPeeked(resp, first, it, original)
+        return Sent(response=resp)
+    try:
+        raw = b"".join(list(resp.stream))
+    except Exception as exc:
+        return Sent(exception=exc)
+    finally:
+        resp.stream.close()
+    return Sent(response=_rebuilt(lib, resp, raw), body=_decoded(lib, resp, raw))
+
+
+def run_sync(router: Router, request: Any, inner: Any = None) -> Any:
+    lib = library_of(request)
+    inner = inner if inner is not None else default_transport(router, lib, False)
+    body = request.read()
+    plan = router.plan(router.prepare(lib, request, body))
+    reply: Sent | None = None
+    try:
+        while True:
+            action = plan.send(reply)
+            if isinstance(action, Sleep):
+                router.sleep(action.seconds)
+                reply = None
+            else:
+                reply = _send_sync(lib, inner, action)
+    except StopIteration as stop:
+        return _finish(stop.value)
+
+
+def _finish(final: Final) -> Any:
+    if final.exception is not None:
+        raise final.exception
+    resp = final.response
+    if final.release is not None:
+        if isinstance(resp.stream, _Peeked):
+            resp.stream.on_close = final.release
+        else:
+            final.release(False)
+    return resp
+
+
+# ----------------------------------------------------------------------------- the transport
+
+
+class RouterTransport(httpx2.AsyncBaseTransport, httpx2.BaseTransport, httpx.AsyncBaseTransport,
+                      httpx.BaseTransport):
+    """Mount a ``Router`` in an httpx2 or httpx client, sync or async.
+
+    ``inner`` is the transport attempts go through (async, and sync too if it has ``handle_request``);
+    ``sync_inner`` overrides it for sync clients. Without them the router uses the request library's
+    own HTTP transport.
+    """
+
+    def __init__(self, router: Router, inner: Any = None, sync_inner: Any = None) -> None:
+        self.router = router
+        self.inner = inner
+        self.sync_inner = sync_inner if sync_inner is not None else (
+            inner if inner is not None and hasattr(inner, "handle_request") else None
+        )
+
+    async def handle_async_request(self, request: Any) -> Any:
+        return await run_async(self.router, request, self.inner)
+
+    def handle_request(self, request: Any) -> Any:
+        return run_sync(self.router, request, self.sync_inner)
+
+    async def aclose(self) -> None:
+        for (_, is_async), transport in list(self.router._default_transports.items()):
+            if is_async:
+                await transport.aclose()
+            else:
+                transport.close()
+        self.router._default_transports.clear()
+
+    def close(self) -> None:
+        for (_, is_async), transport in list(self.router._default_transports.items()):
+            if not is_async:
+                transport.close()
+                del self.router._default_transports[(_, is_async)]
+
+
+#: The same class serves sync clients; the alias reads better at call sites.
+SyncRouterTransport = RouterTransport
+
+__all__ = ["RouterTransport", "STREAM_FAILED", "SyncRouterTransport", "library_of", "run_async", "run_sync"]
