@@ -1,0 +1,106 @@
+"""The embedded stores: MemoryStore, DiskStore and the aiocache adapter."""
+
+from __future__ import annotations
+
+import pytest
+from aiocache import SimpleMemoryCache
+from aiocache.serializers import NullSerializer
+
+from middleware.stores import AiocacheStore, DiskStore, MemoryStore, Store
+
+
+async def test_memory_store_evicts_least_recently_used_by_count() -> None:
+    store = MemoryStore(max_entries=2)
+    await store.set("a", b"1", None)
+    await store.set("b", b"2", None)
+    assert await store.get("a") == b"1"  # touch a: b is now the oldest
+    await store.set("c", b"3", None)
+    assert await store.get("b") is None
+    assert await store.get("a") == b"1" and await store.get("c") == b"3"
+
+
+async def test_memory_store_is_bounded_by_bytes() -> None:
+    store = MemoryStore(max_entries=100, max_bytes=10)
+    await store.set("a", b"12345", None)
+    await store.set("b", b"67890", None)
+    await store.set("c", b"x", None)
+    assert await store.get("a") is None
+    assert store.size_bytes <= 10 and len(store) == 2
+    await store.set("huge", b"x" * 11, None)
+    assert await store.get("huge") is None
+
+
+async def test_memory_store_expires_lazily_without_timers() -> None:
+    store = MemoryStore()
+    await store.set("gone", b"v", 1e-9)
+    await store.set("kept", b"v", 3600)
+    assert await store.get("gone") is None
+    assert await store.get("kept") == b"v"
+    assert len(store) == 1
+
+
+async def test_memory_store_replacing_a_key_keeps_byte_accounting_exact() -> None:
+    store = MemoryStore()
+    await store.set("k", b"12345", None)
+    await store.set("k", b"12", None)
+    assert store.size_bytes == 2
+
+
+def test_memory_store_rejects_nonsense_bounds() -> None:
+    with pytest.raises(ValueError):
+        MemoryStore(max_entries=0)
+
+
+@pytest.fixture(params=["memory", "disk", "aiocache"])
+async def store(request: pytest.FixtureRequest, tmp_path) -> Store:  # type: ignore[no-untyped-def]
+    if request.param == "memory":
+        made: Store = MemoryStore()
+    elif request.param == "disk":
+        made = DiskStore(tmp_path / "cache")
+    else:
+        made = AiocacheStore(SimpleMemoryCache(serializer=NullSerializer()))
+    yield made
+    await made.close()
+
+
+async def test_every_embedded_store_keeps_bytes_and_deletes(store: Store) -> None:
+    assert isinstance(store, Store)
+    await store.set("ns:a", b"\x00\x01binary", 60)
+    assert await store.get("ns:a") == b"\x00\x01binary"
+    await store.delete("ns:a")
+    assert await store.get("ns:a") is None
+    await store.delete("never-there")
+
+
+async def test_every_embedded_store_clears_everything(store: Store) -> None:
+    await store.set("x:1", b"1", None)
+    await store.set("y:1", b"1", None)
+    await store.clear()
+    assert await store.get("x:1") is None and await store.get("y:1") is None
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+async def test_prefix_clear_removes_only_that_prefix(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store: Store = MemoryStore() if kind == "memory" else DiskStore(tmp_path)
+    await store.set("v1:faq:a", b"1", None)
+    await store.set("v1:chat:a", b"2", None)
+    await store.clear("v1:faq:")
+    assert await store.get("v1:faq:a") is None
+    assert await store.get("v1:chat:a") == b"2"
+    await store.close()
+
+
+async def test_disk_store_survives_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = DiskStore(tmp_path)
+    await first.set("k", b"persisted", 3600)
+    await first.close()
+    second = DiskStore(tmp_path)
+    assert await second.get("k") == b"persisted"
+    await second.close()
+
+
+async def test_disk_store_expires_entries(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = DiskStore(tmp_path)
+    await store.set("k", b"v", 1e-6)
+    assert await store.get("k") is None
+    await store.close()
