@@ -18,6 +18,7 @@ import pytest
 from middleware import AsyncCachingTransport, Cache
 from middleware.entry import SCHEMA_VERSION, unpack
 from middleware.stores import MemoryStore
+from tests.support.stores import CountingStore, DeadStore
 
 URL = "http://provider.test/v1/chat/completions"
 AUTH = {"authorization": "Bearer sk-test"}
@@ -47,47 +48,6 @@ class Upstream:
     @property
     def calls(self) -> int:
         return len(self.requests)
-
-
-class RecordingStore(MemoryStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ttls: list[float | None] = []
-
-    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self.ttls.append(ttl)
-        await super().set(key, value, ttl)
-
-
-class CountingStore(MemoryStore):
-    """Counts reads: once a request has read the store it is either leading or waiting on the leader."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    async def get(self, key: str) -> bytes | None:
-        self.reads += 1
-        return await super().get(key)
-
-
-class BrokenStore:
-    name = "broken"
-
-    async def get(self, key: str) -> bytes | None:
-        raise ConnectionError("store down")
-
-    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        raise ConnectionError("store down")
-
-    async def delete(self, key: str) -> None:
-        raise ConnectionError("store down")
-
-    async def clear(self, prefix: str | None = None) -> None:
-        raise ConnectionError("store down")
-
-    async def close(self) -> None:
-        return None
 
 
 def client(cache: Cache, upstream: Upstream) -> httpx2.AsyncClient:
@@ -138,7 +98,7 @@ async def test_undecodable_or_mismatched_entries_are_misses_and_deleted(corrupt:
 
 
 async def test_a_dead_store_never_fails_a_request() -> None:
-    cache = Cache(store=BrokenStore())
+    cache = Cache(store=DeadStore())
     upstream = Upstream()
     async with client(cache, upstream) as http:
         first = await post(http)
@@ -225,7 +185,7 @@ async def test_only_if_cached_answers_504_on_a_miss_without_calling_upstream() -
 
 
 async def test_ttl_comes_from_settings_header_or_body() -> None:
-    store = RecordingStore()
+    store = CountingStore()
     async with client(Cache(store=store, ttl=900), Upstream()) as http:
         await post(http)
         await post(http, {**BODY, "temperature": 0.1}, **{"x-cache-ttl": "30"})

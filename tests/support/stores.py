@@ -1,0 +1,47 @@
+"""Store doubles for failure and counting scenarios (real stores are tested in tests/middleware/stores)."""
+
+from __future__ import annotations
+
+from middleware.stores import MemoryStore
+
+
+class DeadStore:
+    """A store whose every call raises, like a Redis that went away."""
+
+    name = "dead"
+
+    async def get(self, key: str) -> bytes | None:
+        raise ConnectionError("connection refused")
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        raise ConnectionError("connection refused")
+
+    async def delete(self, key: str) -> None:
+        raise ConnectionError("connection refused")
+
+    async def clear(self, prefix: str | None = None) -> None:
+        raise ConnectionError("connection refused")
+
+    async def close(self) -> None:
+        return None
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts reads and remembers TTLs.
+
+    Once a request has read the store it either leads its flight or waits on the
+    leader, so `reads` tells a test when every concurrent request is parked.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.ttls: list[float | None] = []
+
+    async def get(self, key: str) -> bytes | None:
+        self.reads += 1
+        return await super().get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self.ttls.append(ttl)
+        await super().set(key, value, ttl)
