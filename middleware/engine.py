@@ -43,6 +43,7 @@ from .keys import (
 )
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
+from .providers.base import StreamFilter
 from .stores.base import Store
 from .stores.memory import MemoryStore
 
@@ -74,6 +75,9 @@ class CacheSettings(BaseModel):
     mode: Literal["default", "opt_in"] = "default"
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_response_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    capture_stream_usage: bool = Field(
+        True, description="Ask OpenAI-style streams for their usage chunk (hidden from callers who did not ask)."
+    )
     coalesce: bool = True
     coalesce_timeout: float = Field(120.0, gt=0)
     cacheable_statuses: frozenset[int] = frozenset({200})
@@ -134,6 +138,8 @@ class CacheRequest:
     key: str
     bypass: str | None = None
     """Why this call is not cached (opt-in mode, ...), or None."""
+    captured: bool = False
+    """True when `forward_body` was rewritten by the provider's `capture_body` (see Recorder.feed)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -208,9 +214,8 @@ class Cache:
         self.stats = CacheStats()
         self._key_builder: KeyBuilder | None = self.settings.key_builder
         self._flights: dict[str, _Flight] = {}
-        self._volatile = {
-            endpoint.name: volatile_set(self.settings.ignored_fields, endpoint.volatile_fields) for endpoint in endpoints
-        }
+        ignored = self.settings.ignored_fields
+        self._volatile = {endpoint.name: volatile_set(ignored, endpoint.volatile_fields) for endpoint in endpoints}
 
     # -- 1. prepare ---------------------------------------------------------------------------
 
@@ -261,7 +266,14 @@ class Cache:
             bypass = "opt-in mode and the request did not ask for the cache"
         elif policy.use_cache is False:
             bypass = "the request asked not to use the cache"
-        return CacheRequest(route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass)
+        captured = False
+        if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
+            capture = endpoint.capture_body(parsed)
+            if capture is not None:
+                forward_body, captured = orjson.dumps(capture), True
+        return CacheRequest(
+            route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass, captured
+        )
 
     def _key(
         self, route: Route, query: str, headers: Mapping[str, str], body: dict[str, Any], namespace: str
@@ -467,7 +479,7 @@ class Recorder:
     `abort()` are idempotent and release any coalesced waiters.
     """
 
-    __slots__ = ("_assembler", "_body", "_cache", "_decoder", "_done", "_lookup", "_request", "_size",
+    __slots__ = ("_assembler", "_body", "_cache", "_decoder", "_done", "_filter", "_lookup", "_request", "_size",
                  "_status", "_storable")
 
     def __init__(self, cache: Cache, request: CacheRequest, lookup: Lookup) -> None:
@@ -477,6 +489,7 @@ class Recorder:
         self._storable = lookup.outcome in (Outcome.MISS, Outcome.REFRESH) and not request.policy.no_store
         self._assembler: StreamAssembler | None = None
         self._decoder: Any = None
+        self._filter: StreamFilter | None = None
         self._body: list[bytes] = []
         self._size = 0
         self._status = 0
@@ -484,6 +497,14 @@ class Recorder:
 
     def start(self, status: int, headers: Mapping[str, str]) -> None:
         """Called with the upstream status and headers, before any body chunk."""
+        request = self._request
+        if (
+            request.captured
+            and 200 <= status < 300
+            and (headers.get("content-type") or "").startswith("text/event-stream")
+            and (headers.get("content-encoding") or "identity") == "identity"
+        ):
+            self._filter = request.endpoint.stream_filter(request.view())
         if not self._storable:
             return
         self._status = status
@@ -509,9 +530,24 @@ class Recorder:
         elif encoding != "identity":
             self._storable = False
 
-    def feed(self, chunk: bytes) -> None:
-        if not self._storable or self._done:
-            return
+    def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`."""
+        if self._filter is not None:
+            upstream = [(k, v) for k, v in upstream if k.lower() != "content-length"]
+        return upstream + Cache.miss_headers(self._request, self._lookup)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Record one upstream chunk; returns the bytes to pass on to the caller."""
+        forward = chunk if self._filter is None else self._filter.feed(chunk)
+        if self._storable and not self._done:
+            self._record(chunk)
+        return forward
+
+    def flush(self) -> bytes:
+        """Bytes still held back for the caller once the upstream body has ended."""
+        return b"" if self._filter is None else self._filter.flush()
+
+    def _record(self, chunk: bytes) -> None:
         if self._decoder is not None:
             try:
                 chunk = self._decoder.decompress(chunk)

@@ -57,14 +57,19 @@ class _RecordingAsyncStream:
         self._recorder = recorder
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        recorder = self._recorder
         try:
             async for chunk in self._stream:
-                self._recorder.feed(chunk)
-                yield chunk
+                forward = recorder.feed(chunk)
+                if forward:
+                    yield forward
         except BaseException:
-            await self._recorder.abort()
+            await recorder.abort()
             raise
-        await self._recorder.finish(exhausted=True)
+        tail = recorder.flush()
+        if tail:
+            yield tail
+        await recorder.finish(exhausted=True)
 
     async def aclose(self) -> None:
         try:
@@ -80,14 +85,19 @@ class _RecordingSyncStream:
         self._loop = loop
 
     def __iter__(self) -> Iterator[bytes]:
+        recorder = self._recorder
         try:
             for chunk in self._stream:
-                self._recorder.feed(chunk)
-                yield chunk
+                forward = recorder.feed(chunk)
+                if forward:
+                    yield forward
         except BaseException:
-            self._loop.run(self._recorder.abort())
+            self._loop.run(recorder.abort())
             raise
-        self._loop.run(self._recorder.finish(exhausted=True))
+        tail = recorder.flush()
+        if tail:
+            yield tail
+        self._loop.run(recorder.finish(exhausted=True))
 
     def close(self) -> None:
         try:
@@ -158,7 +168,7 @@ class AsyncCachingTransport:
             await recorder.abort()
             raise
         recorder.start(response.status_code, response.headers)
-        headers = response.headers.multi_items() + cache.miss_headers(prepared, lookup)
+        headers = recorder.forward_headers(response.headers.multi_items())
         stream = _ASYNC_STREAMS[lib.__name__](response.stream, recorder)
         return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
 
@@ -229,7 +239,7 @@ class CachingTransport:
             self._loop.run(recorder.abort())
             raise
         recorder.start(response.status_code, response.headers)
-        headers = response.headers.multi_items() + cache.miss_headers(prepared, lookup)
+        headers = recorder.forward_headers(response.headers.multi_items())
         stream = _SYNC_STREAMS[lib.__name__](response.stream, recorder, self._loop)
         return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
 

@@ -68,6 +68,14 @@ class StreamAssembler(Protocol):
         ...
 
 
+class StreamFilter(Protocol):
+    """Rewrites the stream forwarded to the caller (e.g. drops a chunk the caller did not ask for)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
 class Endpoint(ABC):
     family: ClassVar[str]
     """API family: `openai`, `anthropic`, `gemini`."""
@@ -112,6 +120,15 @@ class Endpoint(ABC):
 
     def stream_media_type(self, request: RequestView) -> str:
         return "text/event-stream"
+
+    def capture_body(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A body to send upstream instead, so that a streamed answer carries everything an entry
+        needs (OpenAI sends stream usage only when asked). None: send the caller's body."""
+        return None
+
+    def stream_filter(self, request: RequestView) -> StreamFilter | None:
+        """Undoes `capture_body` on the stream the caller sees; called only when it returned a body."""
+        return None
 
 
 def suffix_pattern(suffix: str) -> re.Pattern[str]:

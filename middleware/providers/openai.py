@@ -55,10 +55,70 @@ def _include_usage(request: RequestView) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+def _with_stream_usage(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Ask for the usage chunk when the caller streams without it, so stored entries carry usage."""
+    if body.get("stream") is not True:
+        return None
+    options = body.get("stream_options")
+    if options is None:
+        return {**body, "stream_options": {"include_usage": True}}
+    if isinstance(options, dict) and "include_usage" not in options:
+        return {**body, "stream_options": {**options, "include_usage": True}}
+    return None
+
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+class UsageChunkFilter:
+    """Drops the usage-only chunk (`"choices": []`) that `_with_stream_usage` asked for.
+
+    Events are forwarded whole, as soon as their blank-line terminator arrives.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        cut = 0
+        for match in _EVENT_END.finditer(data):
+            cut = match.end()
+        self._pending = data[cut:]
+        complete = data[:cut]
+        if b'"choices":[]' not in complete.replace(b" ", b""):
+            return complete
+        kept, start = [], 0
+        for match in _EVENT_END.finditer(complete):
+            event = complete[start : match.end()]
+            start = match.end()
+            if not _usage_only(event):
+                kept.append(event)
+        return b"".join(kept)
+
+    def flush(self) -> bytes:
+        pending, self._pending = self._pending, b""
+        return pending
+
+
+def _usage_only(event: bytes) -> bool:
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            parsed = loads_object(line[5:].strip())
+            return parsed is not None and parsed.get("choices") == [] and parsed.get("usage") is not None
+    return False
+
+
 class ChatCompletions(_OpenAIEndpoint):
     name = "chat.completions"
     operation = "chat"
     suffix = "chat/completions"
+
+    def capture_body(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return _with_stream_usage(body)
+
+    def stream_filter(self, request: RequestView) -> UsageChunkFilter:
+        return UsageChunkFilter()
 
     def assembler(self, request: RequestView) -> ChatStreamAssembler:
         return ChatStreamAssembler()

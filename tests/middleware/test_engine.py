@@ -328,3 +328,39 @@ def test_settings_errors_name_the_field() -> None:
         Cache(ttl=-5)
     with pytest.raises(ValueError, match="no_such_setting"):
         Cache(no_such_setting=True)
+
+
+def sse_upstream(request: httpx2.Request, n: int) -> httpx2.Response:
+    body = orjson.loads(request.content)
+    head = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+    events = [
+        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "4"}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        events.append({**head, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1,
+                                                         "total_tokens": 10}})
+    data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return httpx2.Response(200, content=data, headers={"content-type": "text/event-stream"})
+
+
+async def test_streams_are_stored_with_usage_the_caller_did_not_ask_to_see() -> None:
+    upstream = Upstream(sse_upstream)
+    async with client(Cache(), upstream) as http:
+        streamed = await post(http, {**BODY, "stream": True})
+        plain = await post(http)
+    assert orjson.loads(upstream.requests[0].content)["stream_options"] == {"include_usage": True}
+    assert b'"choices":[]' not in streamed.content and streamed.content.endswith(b"data: [DONE]\n\n")
+    assert "content-length" not in streamed.headers or int(streamed.headers["content-length"]) == len(
+        streamed.content
+    )
+    assert plain.headers["x-cache"] == "HIT"
+    assert plain.json()["usage"]["total_tokens"] == 10
+    assert plain.json()["choices"][0]["message"]["content"] == "4"
+
+
+async def test_usage_capture_can_be_switched_off() -> None:
+    upstream = Upstream(sse_upstream)
+    async with client(Cache(capture_stream_usage=False), upstream) as http:
+        await post(http, {**BODY, "stream": True})
+    assert "stream_options" not in orjson.loads(upstream.requests[0].content)
