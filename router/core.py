@@ -232,9 +232,11 @@ class Router:
             result = yield from self._run_group(current, p, deadline)
             if result.ok:
                 return self._final_ok(p, result)
-            last = result
             if result.failure is not None and result.failure.kind is Kind.COOLING:
                 cooling.append(result.failure.retry_after or 0.0)
+            # Answer with the last thing a provider said; a synthesized 503 only if none spoke.
+            if last is None or result.response is not None or result.exception is not None:
+                last = result
             nxt, reason = self._next_group(origin, current, result, tried, deadline)
             if nxt is not None:
                 log.info("router: falling back from %s to %s (%s)", current, nxt, reason)

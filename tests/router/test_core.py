@@ -1,0 +1,367 @@
+"""Router behaviour against real local fake providers: retries, fallbacks, cooldowns, affinity, streams."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx2
+import pytest
+
+from router import STREAM_FAILED, RouterTransport
+
+from .conftest import dep
+
+SETTINGS = {"backoff_initial": 0.5, "backoff_jitter": 0.0, "timeout": 5.0}
+
+
+def client(router: Any) -> httpx2.Client:
+    return httpx2.Client(transport=RouterTransport(router), base_url="https://api.openai.com/v1", timeout=10)
+
+
+def chat(router: Any, model: str = "gpt", **extra: Any) -> httpx2.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+    with client(router) as c:
+        return c.post("/chat/completions", json=body, headers={"authorization": "Bearer caller"})
+
+
+def one_group(*deps: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    return {"groups": {"gpt": {"deployments": list(deps)}}, "settings": {**SETTINGS, **settings}}
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+def test_retries_as_configured_and_no_more(fakes, make_router, clock):
+    a = fakes["a"].fail(*[("status", 500, None, None)] * 10)
+    router = make_router(one_group(dep(a), num_retries=3, allowed_fails=10))
+    resp = chat(router)
+    assert resp.status_code == 500
+    assert a.count == 4  # 1 try + 3 retries, not one more
+    assert resp.headers["x-router-attempts"] == "4"
+    assert clock.sleeps == [0.5, 1.0, 2.0]  # exponential backoff (jitter 0 here)
+
+
+def test_success_after_retries_rewrites_model_url_and_auth(fakes, make_router):
+    a = fakes["a"].fail(("status", 503, None, None), ("status", 502, None, None))
+    router = make_router(one_group(dep(a, model="gpt-4o-mini-2024"), num_retries=2))
+    resp = chat(router)
+    assert resp.status_code == 200
+    assert resp.headers["x-router-deployment"] == "a"
+    assert resp.headers["x-router-attempts"] == "3"
+    seen = a.seen[-1]
+    assert seen.path == "/v1/chat/completions"
+    assert seen.body["model"] == "gpt-4o-mini-2024"
+    assert seen.headers["authorization"] == "Bearer key-a"
+
+
+@pytest.mark.parametrize("code", [400, 401, 403])
+def test_client_errors_are_never_retried(fakes, make_router, clock, code):
+    a = fakes["a"].fail(("status", code, None, None))
+    b = fakes["b"]
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=3))
+    resp = chat(router)
+    assert resp.status_code == code
+    assert (a.count, b.count) == (1, 0)
+    assert clock.sleeps == []
+
+
+def test_retry_after_is_honoured(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "7"}, None))
+    router = make_router(one_group(dep(a), num_retries=1))
+    assert chat(router).status_code == 200
+    assert clock.sleeps == [7.0]
+    assert a.count == 2
+
+
+def test_retry_after_ms_is_honoured(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 429, {"retry-after-ms": "1500"}, None))
+    router = make_router(one_group(dep(a), num_retries=1))
+    assert chat(router).status_code == 200
+    assert clock.sleeps == [1.5]
+
+
+def test_retry_after_beyond_cap_fails_over_instead_of_sleeping(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "3600"}, None))
+    b = fakes["b"]
+    cfg = {
+        "groups": {"gpt": {"deployments": [dep(a)]}, "backup": {"deployments": [dep(b)]}},
+        "settings": {**SETTINGS, "num_retries": 3, "retry_after_max": 60, "fallbacks": [{"gpt": ["backup"]}]},
+    }
+    router = make_router(cfg)
+    resp = chat(router)
+    assert resp.status_code == 200
+    assert resp.headers["x-router-deployment"] == "b"
+    assert (a.count, b.count) == (1, 1)
+    assert clock.sleeps == []
+    assert router.deployment_state("a").breaker.retry_in() == pytest.approx(3600)
+
+
+def test_429_with_retry_after_switches_deployment_without_waiting(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "20"}, None))
+    b = fakes["b"]
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=1))
+    resp = chat(router)
+    assert resp.headers["x-router-deployment"] == "b"
+    assert clock.sleeps == []
+    # a is cooling for exactly Retry-After
+    assert router.deployment_state("a").breaker.state == "open"
+    clock.advance(20)
+    assert router.deployment_state("a").breaker.available()
+
+
+def test_timeout_is_retried_on_another_deployment(fakes, make_router):
+    a = fakes["a"].fail("hang")
+    b = fakes["b"]
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=1, timeout=0.3))
+    resp = chat(router)
+    assert resp.status_code == 200
+    assert resp.headers["x-router-deployment"] == "b"
+    assert resp.headers["x-router-attempts"] == "2"
+
+
+def test_connection_refused_is_retried_elsewhere(fakes, make_router, dead_url):
+    b = fakes["b"]
+    router = make_router(one_group(dep(dead_url, id="dead", order=0), dep(b, order=1), num_retries=1))
+    resp = chat(router)
+    assert resp.headers["x-router-deployment"] == "b"
+
+
+def test_connection_refused_everywhere_raises_connect_error(make_router, dead_url):
+    router = make_router(one_group(dep(dead_url, id="dead"), num_retries=1))
+    with pytest.raises(httpx2.ConnectError):
+        chat(router)
+
+
+def test_total_deadline_stops_retrying(fakes, make_router, clock):
+    a = fakes["a"].fail(*[("status", 500, None, None)] * 10)
+    router = make_router(one_group(dep(a), num_retries=10, deadline=2.0, allowed_fails=10))
+    assert chat(router).status_code == 500
+    # waits 0.5 then 1.0 (t=1.5); the next 2.0 wait would end past the deadline
+    assert clock.sleeps == [0.5, 1.0]
+    assert a.count == 3
+
+
+# ----------------------------------------------------------------------------- fallbacks
+
+
+def test_fallbacks_follow_the_order(fakes, make_router):
+    a = fakes["a"].fail(*[("status", 500, None, None)] * 3)
+    b = fakes["b"].fail(*[("status", 503, None, None)] * 3)
+    c = fakes["c"]
+    cfg = {
+        "groups": {g: {"deployments": [dep(f)]} for g, f in (("gpt", a), ("second", b), ("third", c))},
+        "settings": {**SETTINGS, "num_retries": 1, "fallbacks": [{"gpt": ["second", "third"]}]},
+    }
+    router = make_router(cfg)
+    resp = chat(router)
+    assert resp.status_code == 200
+    assert resp.headers["x-router-deployment"] == "c"
+    assert (a.count, b.count, c.count) == (2, 2, 1)
+    assert c.seen[0].body["model"] == "real-model"
+
+
+def test_context_window_fallback(fakes, make_router, clock):
+    a = fakes["a"].fail("context_length")
+    b, c = fakes["b"], fakes["c"]
+    cfg = {
+        "groups": {"gpt": {"deployments": [dep(a)]}, "big": {"deployments": [dep(c, model="gpt-big")]},
+                   "other": {"deployments": [dep(b)]}},
+        "settings": {**SETTINGS, "fallbacks": [{"gpt": ["other"]}],
+                     "context_window_fallbacks": [{"gpt": ["big"]}]},
+    }
+    resp = chat(make_router(cfg))
+    assert resp.headers["x-router-deployment"] == "c"
+    assert (a.count, b.count, c.count) == (1, 0, 1)
+    assert clock.sleeps == []  # not retried: the same prompt would not fit on a retry
+
+
+def test_content_policy_fallback(fakes, make_router):
+    a = fakes["a"].fail("content_policy")
+    b = fakes["b"]
+    cfg = {
+        "groups": {"gpt": {"deployments": [dep(a)]}, "lenient": {"deployments": [dep(b)]}},
+        "settings": {**SETTINGS, "content_policy_fallbacks": [{"gpt": ["lenient"]}]},
+    }
+    resp = chat(make_router(cfg))
+    assert resp.headers["x-router-deployment"] == "b"
+
+
+def test_default_fallbacks(fakes, make_router):
+    a = fakes["a"].fail(*[("status", 500, None, None)] * 2)
+    b = fakes["b"]
+    cfg = {
+        "groups": {"gpt": {"deployments": [dep(a)]}, "safety-net": {"deployments": [dep(b)]}},
+        "settings": {**SETTINGS, "num_retries": 1, "default_fallbacks": ["safety-net"]},
+    }
+    assert chat(make_router(cfg)).headers["x-router-deployment"] == "b"
+
+
+def test_unknown_model_passes_through_unchanged(fakes, make_router):
+    a = fakes["a"]
+    router = make_router(one_group(dep(a)))
+    with httpx2.Client(transport=RouterTransport(router), base_url=f"{a.url}/v1") as c:
+        resp = c.post("/chat/completions", json={"model": "not-routed", "messages": []})
+    assert resp.status_code == 200
+    assert a.seen[0].body["model"] == "not-routed"
+    assert "x-router-deployment" not in resp.headers
+
+
+# ----------------------------------------------------------------------------- cooldowns
+
+
+def test_cooldown_removes_a_failing_deployment_and_half_open_brings_it_back(fakes, make_router, clock):
+    a, b = fakes["a"], fakes["b"]
+    a.fail(*[("status", 500, None, None)] * 2)
+    router = make_router(one_group(
+        dep(a, order=0), dep(b, order=1),
+        num_retries=0, allowed_fails=2, allowed_fails_window=60, cooldown_time=30,
+    ))
+    assert chat(router).status_code == 500  # a fails once (no retries, no fallbacks)
+    assert chat(router).status_code == 500  # a fails twice: allowed_fails reached → cooling
+    assert router.deployment_state("a").breaker.state == "open"
+    for _ in range(3):  # a (order 0, preferred) is skipped while cooling
+        assert chat(router).headers["x-router-deployment"] == "b"
+    assert a.count == 2
+    clock.advance(30)
+    assert router.deployment_state("a").breaker.state == "half_open"
+    assert chat(router).headers["x-router-deployment"] == "a"  # the probe succeeds...
+    assert router.deployment_state("a").breaker.state == "closed"  # ...and closes the breaker
+    assert chat(router).headers["x-router-deployment"] == "a"
+
+
+def test_failed_probe_cools_down_again(fakes, make_router, clock):
+    a, b = fakes["a"], fakes["b"]
+    a.fail(*[("status", 500, None, None)] * 3)
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=0, allowed_fails=2,
+                                   cooldown_time=30))
+    chat(router), chat(router)
+    clock.advance(30)
+    assert chat(router).status_code == 500  # the probe fails
+    assert router.deployment_state("a").breaker.state == "open"
+    assert chat(router).headers["x-router-deployment"] == "b"
+
+
+def test_all_deployments_cooling_gives_a_clear_503(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "45"}, None))
+    router = make_router(one_group(dep(a), num_retries=0))
+    assert chat(router).status_code == 429
+    resp = chat(router)
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == "45"
+    err = resp.json()["error"]
+    assert err["code"] == "all_deployments_cooling" and "45s" in err["message"]
+    assert a.count == 1
+
+
+# ----------------------------------------------------------------------------- affinity
+
+
+def test_affinity_keeps_a_shared_prefix_on_one_deployment(fakes, make_router):
+    a, b, c = fakes["a"], fakes["b"], fakes["c"]
+    router = make_router(one_group(dep(a), dep(b), dep(c)))
+    system = {"role": "system", "content": "You are a very long cacheable system prompt. " * 50}
+    served = set()
+    for i in range(12):
+        messages = [system, {"role": "user", "content": f"question {i}"}]
+        served.add(chat(router, messages=messages).headers["x-router-deployment"])
+    assert len(served) == 1
+    # without a shared prefix the same router spreads load
+    spread = {chat(router, messages=[{"role": "user", "content": f"q{i}"}]).headers["x-router-deployment"]
+              for i in range(30)}
+    assert len(spread) == 3
+
+
+def test_affinity_yields_to_health(fakes, make_router):
+    a, b = fakes["a"], fakes["b"]
+    router = make_router(one_group(dep(a), dep(b), num_retries=1, allowed_fails=1, cooldown_time=60))
+    body = {"messages": [{"role": "system", "content": "shared"}, {"role": "user", "content": "x"}]}
+    first = chat(router, **body).headers["x-router-deployment"]
+    pinned = fakes[first]
+    other = "b" if first == "a" else "a"
+    pinned.fail(("status", 500, None, None))
+    resp = chat(router, **body)
+    assert resp.headers["x-router-deployment"] == other
+    assert chat(router, **body).headers["x-router-deployment"] == other  # re-pinned while first cools
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+def stream_text(resp: httpx2.Response) -> str:
+    return "".join(line for line in resp.iter_lines())
+
+
+def test_stream_failing_before_first_byte_falls_back(fakes, make_router):
+    a = fakes["a"].fail("prestream")
+    b = fakes["b"]
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=1))
+    with client(router) as c, c.stream("POST", "/chat/completions",
+                                       json={"model": "gpt", "stream": True, "messages": []}) as resp:
+        assert resp.headers["x-router-deployment"] == "b"
+        text = stream_text(resp)
+    assert "hello from b" in text and "[DONE]" in text
+    assert (a.count, b.count) == (1, 1)
+
+
+def test_stream_error_status_before_first_byte_falls_back(fakes, make_router):
+    a = fakes["a"].fail(("status", 500, None, None))
+    b = fakes["b"]
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=1))
+    with client(router) as c, c.stream("POST", "/chat/completions",
+                                       json={"model": "gpt", "stream": True, "messages": []}) as resp:
+        assert resp.status_code == 200
+        assert "[DONE]" in stream_text(resp)
+
+
+def test_stream_failing_after_first_byte_does_not_fall_back(fakes, make_router, caplog):
+    a = fakes["a"].fail("midstream")
+    b = fakes["b"]
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=3))
+    got: list[str] = []
+    with client(router) as c, c.stream("POST", "/chat/completions",
+                                       json={"model": "gpt", "stream": True, "messages": []}) as resp:
+        assert resp.headers["x-router-deployment"] == "a"
+        with caplog.at_level(logging.WARNING, "router"), pytest.raises(httpx2.RemoteProtocolError):
+            for line in resp.iter_lines():
+                got.append(line)
+        assert resp.extensions[STREAM_FAILED] is True  # a cache in front must not store this
+    assert any("hello from a" in g for g in got)
+    assert not any("[DONE]" in g for g in got)
+    assert (a.count, b.count) == (1, 0)
+    assert router.deployment_state("a").in_flight == 0
+    assert "failed after its first byte" in caplog.text
+
+
+# ----------------------------------------------------------------------------- misc
+
+
+def test_retry_stacking_is_detected_and_warned_once(fakes, make_router, caplog):
+    router = make_router(one_group(dep(fakes["a"])))
+    with caplog.at_level(logging.WARNING, "router"), client(router) as c:
+        for _ in range(3):
+            c.post("/chat/completions", json={"model": "gpt", "messages": []},
+                   headers={"x-stainless-retry-count": "1"})
+    assert caplog.text.count("max_retries=0") == 1
+
+
+async def test_async_path_with_async_sleep(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 500, None, None))
+    router = make_router(one_group(dep(a), num_retries=2))
+    async with httpx2.AsyncClient(transport=RouterTransport(router), base_url="https://x/v1") as c:
+        resp = await c.post("/chat/completions", json={"model": "gpt", "messages": []})
+    assert resp.status_code == 200
+    assert clock.sleeps == [0.5]
+
+
+async def test_router_send_python_api(fakes, make_router):
+    router = make_router(one_group(dep(fakes["b"])))
+    req = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions",
+                         json={"model": "gpt", "messages": []})
+    resp = await router.send(req)
+    await resp.aread()
+    assert resp.status_code == 200 and resp.json()["model"] == "real-model"
+    resp2 = router.send_sync(httpx2.Request("POST", "https://api.openai.com/v1/chat/completions",
+                                            json={"model": "gpt", "messages": []}))
+    resp2.read()
+    assert resp2.headers["x-router-deployment"] == "b"
