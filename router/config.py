@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +29,6 @@ PREFIX_FAMILIES: dict[str, Family] = {
     "azure_ai": "openai",
     "anthropic": "anthropic",
     "gemini": "gemini",
-    "vertex_ai": "gemini",
     "hosted_vllm": "openai",
     "vllm": "openai",
     "groq": "openai",
@@ -62,6 +62,15 @@ STRATEGY_ALIASES: dict[str, str] = {
 
 ENV_PREFIX = "os.environ/"
 
+#: LiteLLM providers that are not plain HTTPS + API key (request signing, OAuth, other wire formats).
+#: Their deployments are skipped with a warning rather than sent somewhere wrong.
+UNSUPPORTED_PREFIXES = {
+    "bedrock", "sagemaker", "vertex_ai", "vertex_ai_beta", "huggingface", "cohere", "replicate",
+    "ollama", "palm", "ai21", "nlp_cloud", "aleph_alpha", "petals", "watsonx", "cloudflare", "predibase",
+}
+
+log = logging.getLogger("router")
+
 
 class ConfigError(ValueError):
     """A config could not be loaded; the message names the field and the fix."""
@@ -89,7 +98,7 @@ class Deployment(BaseModel):
     api_base: str | None = None
     api_key: str | None = None
     api_version: str | None = None
-    weight: float = Field(default=1.0, ge=0)
+    weight: float | None = Field(default=None, ge=0, description="relative share; default: rpm, tpm or 1")
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
     max_parallel_requests: int | None = Field(default=None, gt=0)
@@ -177,6 +186,7 @@ class RouterSettings(BaseModel):
     affinity_ttl: float = Field(default=300.0, gt=0)
     latency_tolerance: float = Field(default=0.2, ge=0)
     latency_alpha: float = Field(default=0.3, gt=0, le=1)
+    model_group_alias: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("routing_strategy")
     @classmethod
@@ -211,14 +221,21 @@ class RouterConfig(BaseModel):
                             f"settings.{field}[{src!r}] names group {t!r}, which is not defined; "
                             f"defined groups: {sorted(self.groups)}"
                         )
+        for alias, target in s.model_group_alias.items():
+            if target not in self.groups:
+                raise ValueError(f"settings.model_group_alias[{alias!r}] names undefined group {target!r}")
         for t in s.default_fallbacks:
             if t not in self.groups:
                 raise ValueError(f"settings.default_fallbacks names undefined group {t!r}")
         return self
 
     def group_for(self, model: str | None) -> ModelGroup | None:
-        if model is not None and model in self.groups:
-            return self.groups[model]
+        if model is not None:
+            if model in self.groups:
+                return self.groups[model]
+            alias = self.settings.model_group_alias.get(model)
+            if alias is not None:
+                return self.groups[alias]
         return self.groups.get("*")
 
 
@@ -305,7 +322,7 @@ _LITELLM_KEYS = ("api_base", "api_key", "api_version", "rpm", "tpm", "weight", "
 #: router_settings keys that do not apply here (redis_host, ...); accepted and ignored.
 _LITELLM_IGNORED = {
     "redis_host", "redis_port", "redis_password", "redis_url", "enable_pre_call_checks",
-    "routing_strategy_args", "model_group_alias", "retry_policy", "allowed_fails_policy",
+    "routing_strategy_args", "retry_policy", "allowed_fails_policy",
     "provider_budget_config", "disable_cooldowns", "cache_responses", "enable_tag_filtering",
     "retry_after", "optional_pre_call_checks", "stream_timeout", "max_fallbacks",
 }
@@ -320,6 +337,12 @@ def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         params = entry.get("litellm_params")
         if not isinstance(params, Mapping) or not params.get("model"):
             raise ConfigError(f"{where}.litellm_params.model: required (e.g. openai/gpt-4o-mini)")
+        prefix = str(params["model"]).partition("/")[0]
+        if prefix in UNSUPPORTED_PREFIXES:
+            log.warning("router: %s.litellm_params.model %r: provider %r is not supported by the router "
+                        "(needs request signing or another wire format); deployment skipped",
+                        where, params["model"], prefix)
+            continue
         family, model = split_litellm_model(str(params["model"]))
         raw: dict[str, Any] = {"family": family, "model": model}
         for key in _LITELLM_KEYS:

@@ -88,6 +88,7 @@ class Prepared:
     model: str | None
     stream: bool
     est_tokens: int
+    api: str = "openai"  # the wire format of the request: openai (also Azure), anthropic, gemini
     stacking: bool = False
     attempts: int = 0
     counters: dict[str, int] = field(default_factory=dict)
@@ -202,7 +203,12 @@ class Router:
         if doc:
             est += int(doc.get("max_tokens") or doc.get("max_completion_tokens") or 0)
         stacking = any(request.headers.get(h, "0").strip() not in ("", "0") for h in STACKING_HEADERS)
-        return Prepared(lib, request, body, doc, str(model) if model else None, stream, est, stacking)
+        api = "openai"
+        if path.rstrip("/").endswith(("/messages", "/messages/count_tokens")):
+            api = "anthropic"
+        elif "/models/" in path and ":" in path.rsplit("/", 1)[-1]:
+            api = "gemini"
+        return Prepared(lib, request, body, doc, str(model) if model else None, stream, est, api, stacking)
 
     def _warn_stacking(self, p: Prepared) -> None:
         if p.stacking and not self.stacking_warned:
@@ -248,8 +254,14 @@ class Router:
             return Final(response=last.response)
         if last.exception is not None:
             return Final(exception=last.exception)
-        retry_in = min(cooling) if cooling else s.cooldown_time
-        return Final(response=self._all_cooling(p, tried, retry_in))
+        if not cooling:
+            return Final(response=self._error(
+                p, 400, "router_no_compatible_deployment",
+                f"No deployment of {tried} speaks the {p.api} API of this request.", None))
+        seconds = max(1, math.ceil(min(cooling)))
+        return Final(response=self._error(
+            p, 503, "all_deployments_cooling",
+            f"All deployments for {tried} are cooling down after failures; retry in {seconds}s.", seconds))
 
     def _run_group(
         self, name: str, p: Prepared, deadline: float | None
@@ -274,17 +286,27 @@ class Router:
         except StopIteration as stop:
             return stop.value
 
-    def _candidates(self, name: str, exclude: set[str]) -> list[DeploymentState]:
-        healthy = [st for st in self.states[name] if st.breaker.available()]
+    @staticmethod
+    def _speaks(family: str, api: str) -> bool:
+        return family == api or (api == "openai" and family == "azure")
+
+    def _candidates(self, name: str, exclude: set[str], api: str) -> list[DeploymentState]:
+        healthy = [
+            st for st in self.states[name]
+            if self._speaks(st.deployment.family, api) and st.breaker.available()
+        ]
         fresh = [st for st in healthy if st.id not in exclude]
         return fresh or healthy
 
     def _attempt(
         self, name: str, p: Prepared, failed: set[str], wait: float, deadline: float | None
     ) -> Generator[Send, Any, AttemptResult]:
-        cands = self._candidates(name, failed)
+        cands = self._candidates(name, failed, p.api)
         if not cands:
-            retry_in = min(st.breaker.retry_in() for st in self.states[name])
+            speaking = [st for st in self.states[name] if self._speaks(st.deployment.family, p.api)]
+            if not speaking:
+                return AttemptResult(None, Failure(Kind.INCOMPATIBLE, 400), fail_over=True)
+            retry_in = min(st.breaker.retry_in() for st in speaking)
             return AttemptResult(None, Failure(Kind.COOLING, 503, retry_in), fail_over=True)
         ctx = PickContext(
             group=name,
@@ -306,7 +328,7 @@ class Router:
         sent: Sent = yield Send(request, p.stream)
         elapsed = self.clock() - started
         result = self._judge(st, sent)
-        others = [c for c in self._candidates(name, failed | {st.id}) if c.id != st.id]
+        others = [c for c in self._candidates(name, failed | {st.id}, p.api) if c.id != st.id]
         result.alternatives = bool(others)
         outcome = "ok" if result.ok else result.failure.kind.value  # type: ignore[union-attr]
         status = sent.response.status_code if sent.response is not None else None
@@ -410,22 +432,14 @@ class Router:
             resp.headers["x-router-deployment"] = dep_id
         resp.headers["x-router-attempts"] = str(attempts)
 
-    def _all_cooling(self, p: Prepared, groups: list[str], retry_in: float) -> Any:
-        seconds = max(1, math.ceil(retry_in))
-        body = {
-            "error": {
-                "type": "router_all_deployments_cooling",
-                "code": "all_deployments_cooling",
-                "message": f"All deployments for {groups} are cooling down after failures; "
-                f"retry in {seconds}s.",
-                "retry_after_s": seconds,
-            }
-        }
-        return p.lib.Response(
-            503,
-            headers={"retry-after": str(seconds), "x-router-attempts": str(p.attempts)},
-            json=body,
-        )
+    @staticmethod
+    def _error(p: Prepared, status: int, code: str, message: str, retry_after: int | None) -> Any:
+        headers = {"x-router-attempts": str(p.attempts)}
+        error: dict[str, Any] = {"type": "router_error", "code": code, "message": message}
+        if retry_after is not None:
+            headers["retry-after"] = str(retry_after)
+            error["retry_after_s"] = retry_after
+        return p.lib.Response(status, headers=headers, json={"error": error})
 
 
 __all__ = ["Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]

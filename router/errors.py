@@ -20,6 +20,7 @@ class Kind(str, enum.Enum):
     CLIENT = "client_error"  # 400/401/403/404/...: never retried by default
     STREAM = "stream_error"  # the stream broke before its first byte
     COOLING = "all_cooling"  # no deployment of the group may take a request now
+    INCOMPATIBLE = "incompatible"  # no deployment of the group speaks the request's API
 
 
 RETRYABLE = {Kind.RATE_LIMIT, Kind.SERVER, Kind.TIMEOUT, Kind.CONNECT, Kind.STREAM}

@@ -105,8 +105,20 @@ def prefer_affinity(cands: Candidates, ctx: PickContext) -> Candidates:
 # ---------------------------------------------------------------- pickers
 
 
+def shares(cands: Candidates) -> list[float]:
+    """LiteLLM's simple-shuffle rule: explicit ``weight`` if any is set, else ``rpm``, else ``tpm``,
+    else equal shares. A deployment missing the chosen field gets the others' mean."""
+    for field in ("weight", "rpm", "tpm"):
+        values = [getattr(c.deployment, field) for c in cands]
+        present = [v for v in values if v is not None]
+        if present:
+            mean = sum(present) / len(present)
+            return [float(mean if v is None else v) for v in values]
+    return [1.0] * len(cands)
+
+
 def weighted_random(cands: Candidates, ctx: PickContext) -> Candidates:
-    weights = [c.deployment.weight for c in cands]
+    weights = shares(cands)
     total = sum(weights)
     if total <= 0:
         i = ctx.rng.randrange(len(cands))
@@ -240,6 +252,7 @@ __all__ = [
     "lowest_order",
     "lowest_utilisation",
     "prefer_affinity",
+    "shares",
     "under_parallel_limit",
     "under_usage_limits",
     "weighted_random",

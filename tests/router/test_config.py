@@ -1,0 +1,121 @@
+"""Config forms (native, LiteLLM, Portkey-like) and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router import ConfigError, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "litellm_router.yaml"
+ENV = {"AZURE_API_KEY_EU": "eu", "AZURE_API_KEY_CA": "ca", "AZURE_API_KEY_FR": "fr", "ANTHROPIC_API_KEY": "ak"}
+
+
+def test_litellm_example_loads(caplog):
+    cfg = load_config(EXAMPLE, environ=ENV)
+    assert set(cfg.groups) == {"gpt-3.5-turbo", "vllm-models", "claude"}  # bedrock skipped
+    assert "bedrock" in caplog.text
+    eu, ca, fr = cfg.groups["gpt-3.5-turbo"].deployments
+    assert (eu.family, eu.model, eu.api_key, eu.rpm) == ("azure", "gpt-turbo-small-eu", "eu", 6)
+    assert eu.api_base == "https://my-endpoint-europe-berri-992.openai.azure.com"
+    assert fr.rpm == 1440
+    vllm = cfg.groups["vllm-models"].deployments[0]
+    assert (vllm.family, vllm.model, vllm.api_base) == ("openai", "facebook/opt-125m", "http://0.0.0.0:4000/v1")
+    claude = cfg.groups["claude"].deployments[0]
+    assert (claude.family, claude.model, claude.api_base) == (
+        "anthropic", "claude-3-5-sonnet-20241022", "https://api.anthropic.com")
+    s = cfg.settings
+    assert (s.routing_strategy, s.num_retries, s.timeout, s.allowed_fails, s.cooldown_time) == (
+        "weighted", 2, 30, 3, 60)
+    assert s.fallbacks == {"gpt-3.5-turbo": ["vllm-models"]}
+    assert s.context_window_fallbacks == {"vllm-models": ["gpt-3.5-turbo"]}  # from litellm_settings
+    assert cfg.group_for("gpt-4").name == "gpt-3.5-turbo"  # model_group_alias
+    assert cfg.group_for("unknown") is None
+
+
+def test_litellm_rpm_tpm_beside_litellm_params_and_model_info_id():
+    cfg = load_config({"model_list": [{
+        "model_name": "g", "litellm_params": {"model": "gpt-4o", "api_key": "k"},
+        "rpm": 900, "tpm": 90000, "model_info": {"id": "dep-1"},
+    }]})
+    d = cfg.groups["g"].deployments[0]
+    assert (d.id, d.rpm, d.tpm, d.family, d.api_base) == ("dep-1", 900, 90000, "openai", "https://api.openai.com/v1")
+
+
+def test_missing_env_var_names_the_field():
+    with pytest.raises(ConfigError, match=r"model_list\[0\].litellm_params.api_key.*NOPE_KEY"):
+        load_config({"model_list": [{"model_name": "g", "litellm_params": {
+            "model": "openai/x", "api_key": "os.environ/NOPE_KEY"}}]}, environ={})
+
+
+def test_bad_values_name_the_field():
+    with pytest.raises(ConfigError, match=r"model_list\[1\].litellm_params.rpm"):
+        load_config({"model_list": [
+            {"model_name": "g", "litellm_params": {"model": "openai/x"}},
+            {"model_name": "g", "litellm_params": {"model": "openai/y", "rpm": -5}},
+        ]})
+    with pytest.raises(ConfigError, match=r"router_settings.routing_strategy.*cost-based-routing"):
+        load_config({"model_list": [{"model_name": "g", "litellm_params": {"model": "x"}}],
+                     "router_settings": {"routing_strategy": "cost-based-routing"}})
+    with pytest.raises(ConfigError, match=r"model_list\[0\].litellm_params.model"):
+        load_config({"model_list": [{"model_name": "g", "litellm_params": {}}]})
+    with pytest.raises(ConfigError, match=r"fallbacks\['g'\] names group 'nope'"):
+        load_config({"model_list": [{"model_name": "g", "litellm_params": {"model": "x"}}],
+                     "router_settings": {"fallbacks": [{"g": ["nope"]}]}})
+    with pytest.raises(ConfigError, match="api_base is required for azure"):
+        load_config({"model_list": [{"model_name": "g", "litellm_params": {"model": "azure/x"}}]})
+
+
+def test_native_form():
+    cfg = load_config("""
+groups:
+  fast:
+    routing_strategy: least-busy
+    deployments:
+      - {family: anthropic, model: claude-haiku, api_key: k, weight: 3}
+      - {family: gemini, model: gemini-2.0-flash, api_key: g, order: 1}
+settings:
+  num_retries: 4
+  retry_after_max: 10
+""")
+    g = cfg.groups["fast"]
+    assert g.routing_strategy == "least-busy"
+    assert [d.family for d in g.deployments] == ["anthropic", "gemini"]
+    assert cfg.settings.num_retries == 4 and cfg.settings.retry_after_max == 10
+
+
+def test_native_unknown_field_is_named():
+    with pytest.raises(ConfigError, match=r"groups.g.deployments\[0\].*wieght"):
+        load_config({"groups": {"g": {"deployments": [{"model": "m", "wieght": 2}]}}})
+
+
+def test_portkey_nested_strategy_targets():
+    cfg = load_config({
+        "strategy": {"mode": "fallback", "on_status_codes": [429, 500]},
+        "targets": [
+            {"strategy": {"mode": "loadbalance"}, "targets": [
+                {"provider": "openai", "api_key": "k1", "override_params": {"model": "gpt-4o"}, "weight": 0.7},
+                {"provider": "azure", "custom_host": "https://x.openai.azure.com", "api_key": "k2",
+                 "override_params": {"model": "gpt4o-deploy"}, "weight": 0.3},
+            ]},
+            {"provider": "anthropic", "api_key": "k3", "override_params": {"model": "claude-3-5-haiku"}},
+        ],
+    })
+    top = cfg.groups["*"]
+    assert [(d.family, d.model, d.weight) for d in top.deployments] == [
+        ("openai", "gpt-4o", 0.7), ("azure", "gpt4o-deploy", 0.3)]
+    assert cfg.settings.fallbacks == {"*": ["*#1"]}
+    assert cfg.groups["*#1"].deployments[0].family == "anthropic"
+    assert cfg.settings.retry_on_status == [429, 500]
+    assert cfg.group_for("anything").name == "*"
+
+
+def test_portkey_bad_mode_names_the_field():
+    with pytest.raises(ConfigError, match=r"strategy.mode.*conditional"):
+        load_config({"strategy": {"mode": "conditional"}, "targets": [{"provider": "openai"}]})
+
+
+def test_unrecognised_top_level():
+    with pytest.raises(ConfigError, match="model_list"):
+        load_config({"models": []})
