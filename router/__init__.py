@@ -17,11 +17,10 @@ from .config import (
     load_config,
 )
 from .core import Router
-from .errors import AllDeploymentsCooling, Kind
+from .errors import Kind
 from .transport import STREAM_FAILED, RouterTransport, SyncRouterTransport
 
 __all__ = [
-    "AllDeploymentsCooling",
     "ConfigError",
     "Deployment",
     "Kind",

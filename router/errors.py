@@ -128,17 +128,7 @@ class Failure:
         return self.kind in RETRYABLE
 
 
-class AllDeploymentsCooling(Exception):
-    """Every deployment of every group in the chain is cooling down."""
-
-    def __init__(self, retry_after: float, groups: list[str]) -> None:
-        super().__init__(f"all deployments of {groups} are cooling down; retry in {retry_after:.1f}s")
-        self.retry_after = retry_after
-        self.groups = groups
-
-
 __all__ = [
-    "AllDeploymentsCooling",
     "Failure",
     "Kind",
     "RETRYABLE",

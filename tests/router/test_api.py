@@ -10,7 +10,7 @@ import router
 
 def test_public_api_is_pinned():
     assert sorted(router.__all__) == [
-        "AllDeploymentsCooling", "ConfigError", "Deployment", "Kind", "ModelGroup", "Router", "RouterConfig",
+        "ConfigError", "Deployment", "Kind", "ModelGroup", "Router", "RouterConfig",
         "RouterSettings", "RouterTransport", "STREAM_FAILED", "SyncRouterTransport", "from_litellm",
         "from_portkey", "load_config",
     ]
