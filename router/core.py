@@ -169,6 +169,17 @@ class Router:
 
         return run_sync(self, request, transport)
 
+    async def aclose(self) -> None:
+        """Close the HTTP transports ``send``/``send_sync`` created (not those of RouterTransports)."""
+        from .transport import aclose_all
+
+        await aclose_all(self._default_transports)
+
+    def close(self) -> None:
+        from .transport import close_sync
+
+        close_sync(self._default_transports)
+
     def group(self, name: str) -> ModelGroup:
         return self.config.groups[name]
 

@@ -26,14 +26,26 @@ def library_of(request: Any) -> ModuleType:
     return importlib.import_module(root)
 
 
-def default_transport(router: Router, lib: ModuleType, is_async: bool) -> Any:
-    """The router's own HTTP transport for ``lib``, created on first use (closed by ``close_router``)."""
+def default_transport(owner: dict[tuple[str, bool], Any], lib: ModuleType, is_async: bool) -> Any:
+    """``lib``'s own HTTP transport, created on first use and kept in ``owner`` (who closes it)."""
     key = (lib.__name__, is_async)
-    transport = router._default_transports.get(key)
+    transport = owner.get(key)
     if transport is None:
-        transport = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
-        router._default_transports[key] = transport
+        transport = owner[key] = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
     return transport
+
+
+async def aclose_all(owner: dict[tuple[str, bool], Any]) -> None:
+    for (_, is_async), transport in list(owner.items()):
+        await transport.aclose() if is_async else transport.close()
+    owner.clear()
+
+
+def close_sync(owner: dict[tuple[str, bool], Any]) -> None:
+    for key, transport in list(owner.items()):
+        if not key[1]:
+            transport.close()
+            del owner[key]
 
 
 def _decoded(lib: ModuleType, resp: Any, raw: bytes) -> bytes:
@@ -139,7 +151,7 @@ async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough) -
 
 async def run_async(router: Router, request: Any, inner: Any = None) -> Any:
     lib = library_of(request)
-    inner = inner if inner is not None else default_transport(router, lib, True)
+    inner = inner if inner is not None else default_transport(router._default_transports, lib, True)
     body = await request.aread()
     plan = router.plan(router.prepare(lib, request, body))
     reply: Sent | None = None
@@ -190,7 +202,7 @@ def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough) -> Sent:
 
 def run_sync(router: Router, request: Any, inner: Any = None) -> Any:
     lib = library_of(request)
-    inner = inner if inner is not None else default_transport(router, lib, False)
+    inner = inner if inner is not None else default_transport(router._default_transports, lib, False)
     body = request.read()
     plan = router.plan(router.prepare(lib, request, body))
     reply: Sent | None = None
@@ -236,26 +248,24 @@ class RouterTransport(httpx2.AsyncBaseTransport, httpx2.BaseTransport, httpx.Asy
         self.sync_inner = sync_inner if sync_inner is not None else (
             inner if inner is not None and hasattr(inner, "handle_request") else None
         )
+        # Default transports belong to this transport (closing one client never cuts another's streams).
+        self._defaults: dict[tuple[str, bool], Any] = {}
 
     async def handle_async_request(self, request: Any) -> Any:
-        return await run_async(self.router, request, self.inner)
+        inner = self.inner if self.inner is not None else default_transport(self._defaults, library_of(request), True)
+        return await run_async(self.router, request, inner)
 
     def handle_request(self, request: Any) -> Any:
-        return run_sync(self.router, request, self.sync_inner)
+        inner = self.sync_inner
+        if inner is None:
+            inner = default_transport(self._defaults, library_of(request), False)
+        return run_sync(self.router, request, inner)
 
     async def aclose(self) -> None:
-        for (_, is_async), transport in list(self.router._default_transports.items()):
-            if is_async:
-                await transport.aclose()
-            else:
-                transport.close()
-        self.router._default_transports.clear()
+        await aclose_all(self._defaults)
 
     def close(self) -> None:
-        for (_, is_async), transport in list(self.router._default_transports.items()):
-            if not is_async:
-                transport.close()
-                del self.router._default_transports[(_, is_async)]
+        close_sync(self._defaults)
 
 
 #: The same class serves sync clients; the alias reads better at call sites.

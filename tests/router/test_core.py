@@ -365,3 +365,30 @@ async def test_router_send_python_api(fakes, make_router):
                                             json={"model": "gpt", "messages": []}))
     resp2.read()
     assert resp2.headers["x-router-deployment"] == "b"
+    await router.aclose()
+    assert router._default_transports == {}
+
+
+def test_least_busy_counts_open_streams_in_flight(fakes, make_router):
+    a, b = fakes["a"], fakes["b"]
+    router = make_router(one_group(dep(a), dep(b), routing_strategy="least-busy", affinity=False))
+    body = {"model": "gpt", "stream": True, "messages": []}
+    with client(router) as c, c.stream("POST", "/chat/completions", json=body) as first:
+        busy = first.headers["x-router-deployment"]
+        assert router.deployment_state(busy).in_flight == 1
+        # while the first stream is open, the next requests go to the idle deployment
+        for _ in range(4):
+            assert chat(router).headers["x-router-deployment"] != busy
+        first.read()
+    assert router.deployment_state(busy).in_flight == 0
+
+
+def test_max_parallel_requests_is_respected(fakes, make_router):
+    a, b = fakes["a"], fakes["b"]
+    router = make_router(one_group(dep(a, order=0, max_parallel_requests=1), dep(b, order=0, weight=0.0001)))
+    body = {"model": "gpt", "stream": True, "messages": []}
+    with client(router) as c, c.stream("POST", "/chat/completions", json=body) as first:
+        assert first.headers["x-router-deployment"] == "a"
+        assert chat(router).headers["x-router-deployment"] == "b"  # a is at its limit
+        first.read()
+    assert chat(router).headers["x-router-deployment"] == "a"
