@@ -119,3 +119,12 @@ def test_portkey_bad_mode_names_the_field():
 def test_unrecognised_top_level():
     with pytest.raises(ConfigError, match="model_list"):
         load_config({"models": []})
+
+
+@pytest.mark.parametrize("name", ["router_portkey.yaml", "router_native.yaml"])
+def test_other_examples_load(name):
+    env = {k: "x" for k in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_BACKUP_KEY")}
+    cfg = load_config(EXAMPLE.parent / name, environ=env)
+    assert cfg.groups
+    for group in cfg.groups.values():
+        assert all(d.api_key == "x" or d.api_key == "none" for d in group.deployments)
