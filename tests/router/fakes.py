@@ -13,7 +13,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,18 @@ CONTEXT_ERRORS = {
 POLICY_ERROR = (400, {"error": {"message": "The response was filtered due to the prompt triggering Azure "
                                            "OpenAI's content management policy.", "type": None,
                                 "param": "prompt", "code": "content_filter", "status": 400}})
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, signalling a threading.Event once it listens (no polling)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
 
 
 def free_port() -> int:
@@ -140,15 +151,12 @@ class FakeProvider:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         self._sock = sock
-        end = time.monotonic() + deadline
-        while not self._server.started:  # bounded wait for the server's own readiness flag
-            if time.monotonic() > end or not self._thread.is_alive():
-                raise RuntimeError(f"fake provider {self.name} did not start within {deadline}s")
-            time.sleep(0.01)
+        if not self._server.ready.wait(deadline) or not self._server.started:
+            raise RuntimeError(f"fake provider {self.name} did not start within {deadline}s")
         return self
 
     def stop(self, deadline: float = 10.0) -> None:
