@@ -341,6 +341,10 @@ class Router:
         result = self._judge(st, sent)
         others = [c for c in self._candidates(name, failed | {st.id}, p.api) if c.id != st.id]
         result.alternatives = bool(others)
+        if result.fail_over and others and result.failure is not None:
+            # Retry-After beyond the cap cools this deployment; a sibling can take the retry right away.
+            result.fail_over = False
+            result.failure.retry_after = 0.0
         outcome = "ok" if result.ok else result.failure.kind.value  # type: ignore[union-attr]
         status = sent.response.status_code if sent.response is not None else None
         self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)

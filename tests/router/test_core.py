@@ -97,6 +97,16 @@ def test_retry_after_beyond_cap_fails_over_instead_of_sleeping(fakes, make_route
     assert router.deployment_state("a").breaker.retry_in() == pytest.approx(3600)
 
 
+def test_long_retry_after_moves_to_a_sibling_before_failing_over(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "3600"}, None))
+    b = fakes["b"]
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=1))
+    resp = chat(router)
+    assert resp.headers["x-router-deployment"] == "b"
+    assert clock.sleeps == []
+    assert router.deployment_state("a").breaker.retry_in() == pytest.approx(3600)
+
+
 def test_429_with_retry_after_switches_deployment_without_waiting(fakes, make_router, clock):
     a = fakes["a"].fail(("status", 429, {"retry-after": "20"}, None))
     b = fakes["b"]
