@@ -159,3 +159,16 @@ def test_auth_header_per_family(family, header, value):
 def test_caller_auth_kept_when_deployment_has_no_key():
     d = Deployment(model="m", api_base="http://h")
     assert dict(rewrite_headers([("authorization", "Bearer caller")], d)) == {"authorization": "Bearer caller"}
+
+
+def test_gemini_path_model_and_key_are_rewritten(fakes, make_router):
+    c = fakes["c"]
+    router = make_router({"groups": {"gem": {"deployments": [
+        {"id": "g1", "family": "gemini", "model": "gemini-2.0-flash", "api_base": c.url, "api_key": "gk"}]}}})
+    with httpx.Client(transport=RouterTransport(router)) as client:
+        resp = client.post("https://generativelanguage.googleapis.com/v1beta/models/gem:generateContent",
+                           params={"key": "caller"}, json={"contents": [{"parts": [{"text": "hi"}]}]})
+    assert resp.status_code == 200 and resp.headers["x-router-deployment"] == "g1"
+    seen = c.seen[0]
+    assert seen.path == "/v1beta/models/gemini-2.0-flash:generateContent"
+    assert seen.query == "" and seen.headers["x-goog-api-key"] == "gk"

@@ -50,3 +50,12 @@ async def test_stream_broken_after_first_byte_is_not_cached(fakes, make_router):
             text = "".join([line async for line in resp.aiter_lines()])
     assert "[DONE]" in text
     assert fakes["a"].count == 2  # asked again: the broken stream was not served from cache
+
+
+def test_sync_cache_over_sync_router(fakes, make_router):
+    router, _ = setup(fakes, make_router)
+    transport = middleware.CachingTransport(cache=middleware.Cache(), inner=RouterTransport(router))
+    with httpx2.Client(transport=transport, base_url="https://api.openai.com/v1") as c:
+        for _ in range(3):
+            assert c.post("/chat/completions", json=BODY, headers=AUTH).status_code == 200
+    assert fakes["a"].count + fakes["b"].count == 1
