@@ -1,6 +1,20 @@
 from .aiocache import AiocacheStore
 from .base import BatchStore, Store, StoreError
+from .breaker import CircuitBreaker, CircuitOpenError
 from .disk import DiskStore
 from .memory import MemoryStore
+from .redis import RedisClusterStore, RedisSentinelStore, RedisStore
 
-__all__ = ["AiocacheStore", "BatchStore", "DiskStore", "MemoryStore", "Store", "StoreError"]
+__all__ = [
+    "AiocacheStore",
+    "BatchStore",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "DiskStore",
+    "MemoryStore",
+    "RedisClusterStore",
+    "RedisSentinelStore",
+    "RedisStore",
+    "Store",
+    "StoreError",
+]

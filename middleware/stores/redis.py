@@ -1,0 +1,393 @@
+"""Shared stores on Redis through `redis.asyncio`: standalone, Cluster and Sentinel.
+
+One GET per hit, `SET ... PX` for expiry, SCAN + UNLINK for prefix clears, a circuit breaker in
+front of every call, and one client (with its connection pool) per running event loop, created
+lazily and reused: the async transport and the sync transport's background loop each get their
+own, never one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from .breaker import CircuitBreaker
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "llmc:"
+FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+_GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
+def glob_escape(text: str) -> str:
+    """Escape a literal for a Redis MATCH pattern."""
+    return text.translate(_GLOB_SPECIAL)
+
+
+def ttl_ms(ttl: float) -> int:
+    """Seconds to whole milliseconds for `PX`, never rounding a positive TTL down to zero."""
+    return max(1, math.ceil(ttl * 1000))
+
+
+class RedisStore:
+    """Standalone Redis (also the base of the Cluster and Sentinel stores).
+
+    >>> RedisStore("redis://cache:6379/0", prefix="llmc:", timeout=0.25)
+    >>> RedisStore(host="cache", port=6380, password="...", ssl=True)
+
+    Every physical key is `prefix + key`. `timeout` bounds each socket read, `connect_timeout` each
+    connect; redis-py's own retries are off (`retries=0`) because a cache should fail fast and let
+    the engine go upstream. After `failure_threshold` consecutive failures the breaker opens and
+    calls raise `StoreError` immediately for `cooldown` seconds; then one probe is let through.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float | None = 0.25,
+        connect_timeout: float | None = 0.25,
+        max_connections: int | None = None,
+        retries: int = 0,
+        failure_threshold: int = 5,
+        cooldown: float = 5.0,
+        breaker: CircuitBreaker | None = None,
+        scan_count: int = 1000,
+        client_options: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.url = url
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password, self.ssl = username, password, ssl
+        self.prefix = prefix
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self.retries = retries
+        self.scan_count = scan_count
+        self.client_options = dict(client_options or {})
+        if name is not None:
+            self.name = name
+        self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def _common_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "retry": Retry(NoBackoff(), self.retries),
+            "decode_responses": False,
+        }
+        if self.username is not None:
+            options["username"] = self.username
+        if self.password is not None:
+            options["password"] = self.password
+        options.update(self.client_options)
+        return options
+
+    def _make_client(self) -> Any:
+        options = self._common_options()
+        if self.max_connections is not None:
+            options["max_connections"] = self.max_connections
+        if self.url is not None:
+            return aioredis.Redis.from_url(self.url, **options)
+        return aioredis.Redis(host=self.host, port=self.port, db=self.db, ssl=self.ssl, **options)
+
+    def client(self) -> Any:
+        """The client of the running event loop (created on first use in that loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(loop)
+                if client is None:
+                    client = self._make_client()
+                    self._clients[loop] = client
+        return client
+
+    def pubsub_client(self) -> Any:
+        """A new client for a long-lived subscription (no read timeout); the caller closes it."""
+        options = self._common_options()
+        options["socket_timeout"] = None
+        if self.url is not None:
+            return aioredis.Redis.from_url(self.url, **options)
+        return aioredis.Redis(host=self.host, port=self.port, db=self.db, ssl=self.ssl, **options)
+
+    async def _call(self, operation: Callable[[Any], Awaitable[T]], what: str) -> T:
+        client = self.client()
+        return await self.breaker.call(lambda: operation(client), FAILURES, what)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    # -- protocol -----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        physical = self.prefix + key
+        return await self._call(lambda client: client.get(physical), "get")  # type: ignore[no-any-return]
+
+    async def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
+        """The value and its remaining TTL in seconds (None: no expiry), in one round trip."""
+        physical = self.prefix + key
+
+        async def run(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.get(physical)
+            pipe.pttl(physical)
+            return await pipe.execute()  # type: ignore[no-any-return]
+
+        value, pttl = await self._call(run, "get")
+        if value is None:
+            return None, None
+        return value, (None if pttl is None or pttl < 0 else pttl / 1000)
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        physical = self.prefix + key
+        if ttl is not None and ttl <= 0:
+            await self._call(lambda client: client.unlink(physical), "set")
+            return
+        px = None if ttl is None else ttl_ms(ttl)
+        await self._call(lambda client: client.set(physical, value, px=px), "set")
+
+    async def delete(self, key: str) -> None:
+        physical = self.prefix + key
+        await self._call(lambda client: client.unlink(physical), "delete")
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        physical = [self.prefix + key for key in keys]
+        return list(await self._call(lambda client: self._mget(client, physical), "get_many"))
+
+    async def _mget(self, client: Any, keys: list[str]) -> list[bytes | None]:
+        return await client.mget(keys)  # type: ignore[no-any-return]
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: float | None) -> None:
+        if not items:
+            return
+        if ttl is not None and ttl <= 0:
+            physical = [self.prefix + key for key in items]
+            await self._call(lambda client: self._unlink_many(client, physical), "set_many")
+            return
+        px = None if ttl is None else ttl_ms(ttl)
+
+        async def run(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key, value in items.items():
+                pipe.set(self.prefix + key, value, px=px)
+            await pipe.execute()
+
+        await self._call(run, "set_many")
+
+    async def clear(self, prefix: str | None = None) -> None:
+        """SCAN for `self.prefix + prefix` and UNLINK in batches (every primary on a Cluster)."""
+        pattern = glob_escape(self.prefix + (prefix or "")) + "*"
+        await self._call(lambda client: self._clear(client, pattern), "clear")
+
+    async def _clear(self, client: Any, pattern: str) -> None:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=pattern, count=self.scan_count):
+            batch.append(key)
+            if len(batch) >= self.scan_count:
+                await self._unlink_many(client, batch)
+                batch = []
+        if batch:
+            await self._unlink_many(client, batch)
+
+    async def _unlink_many(self, client: Any, keys: Sequence[str | bytes]) -> None:
+        await client.unlink(*keys)
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        await self._call(lambda client: client.publish(channel, message), "publish")
+
+    async def ping(self) -> bool:
+        return bool(await self._call(lambda client: client.ping(), "ping"))
+
+    async def close(self) -> None:
+        """Close every loop's client: this loop's directly, other live loops' on their own loop."""
+        with self._lock:
+            clients = list(self._clients.items())
+            self._clients.clear()
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - close() is async, a loop is always running
+            current = None
+        for loop, client in clients:
+            if loop is current:
+                await client.aclose()
+            elif loop.is_running() and not loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                with contextlib.suppress(asyncio.TimeoutError, RuntimeError, RedisError, OSError):
+                    await asyncio.wait_for(asyncio.wrap_future(future), timeout=2)
+            # a client whose loop is gone holds sockets of a dead loop; dropping it is all we can do
+
+
+class RedisClusterStore(RedisStore):
+    """Redis Cluster: keys spread over every slot (no hash tags), clears scan every primary.
+
+    >>> RedisClusterStore(startup_nodes=[("10.0.0.1", 7000), ("10.0.0.2", 7000)])
+    >>> RedisClusterStore(url="redis://10.0.0.1:7000")
+
+    `get_many` splits by slot (`MGET` per slot, not atomic); `set_many` and clears use a cluster
+    pipeline that groups commands by node. Retries default to 1 so that one moved/failed-over node
+    refreshes the slot map instead of failing the call.
+    """
+
+    name = "redis-cluster"
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        startup_nodes: Sequence[tuple[str, int] | str] | None = None,
+        retries: int = 1,
+        **options: Any,
+    ) -> None:
+        super().__init__(url, retries=retries, **options)
+        nodes: list[tuple[str, int]] = []
+        for node in startup_nodes or []:
+            if isinstance(node, str):
+                host, _, port = node.rpartition(":")
+                nodes.append((host, int(port)))
+            else:
+                nodes.append((node[0], int(node[1])))
+        if not nodes and url is None:
+            nodes.append((self.host, self.port))
+        self.startup_nodes = nodes
+
+    def _make_client(self) -> Any:
+        options = self._common_options()
+        options["max_connections"] = self.max_connections or 100
+        if self.ssl:
+            options["ssl"] = True
+        if self.url is not None and not self.startup_nodes:
+            return RedisCluster.from_url(self.url, **options)
+        nodes = [ClusterNode(host, port) for host, port in self.startup_nodes]
+        return RedisCluster(startup_nodes=nodes, **options)
+
+    def pubsub_client(self) -> Any:
+        """A plain client to one node: classic PUBLISH is broadcast to every node of a cluster."""
+        client = self._clients.get(asyncio.get_running_loop())
+        host, port = self.startup_nodes[0] if self.startup_nodes else (self.host, self.port)
+        if client is not None:
+            try:
+                node = client.get_default_node() or client.get_primaries()[0]
+                host, port = node.host, node.port
+            except (IndexError, AttributeError, RedisError):
+                pass
+        options = self._common_options()
+        options["socket_timeout"] = None
+        return aioredis.Redis(host=host, port=port, ssl=self.ssl, **options)
+
+    async def _mget(self, client: Any, keys: list[str]) -> list[bytes | None]:
+        return await client.mget_nonatomic(keys)  # type: ignore[no-any-return]
+
+    async def _unlink_many(self, client: Any, keys: Sequence[str | bytes]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.execute_command("UNLINK", key)
+        await pipe.execute()
+
+    async def _clear(self, client: Any, pattern: str) -> None:
+        # scan each primary separately (redis-py's cluster scan_iter also does, but may visit
+        # replicas); keys found on a node are unlinked with a node-grouped pipeline
+        for node in client.get_primaries():
+            batch: list[bytes] = []
+            cursor = 0
+            while True:
+                cursor, keys = await client.scan(
+                    cursor=cursor, match=pattern, count=self.scan_count, target_nodes=node
+                )
+                if isinstance(cursor, dict):  # redis-py returns per-node dicts for targeted scans
+                    cursor = next(iter(cursor.values()))
+                if isinstance(keys, dict):
+                    keys = next(iter(keys.values()))
+                batch.extend(keys)
+                if len(batch) >= self.scan_count or (cursor == 0 and batch):
+                    await self._unlink_many(client, batch)
+                    batch = []
+                if cursor == 0:
+                    break
+
+
+class RedisSentinelStore(RedisStore):
+    """Redis behind Sentinel: the master for `service_name` is discovered (and re-discovered on failover).
+
+    >>> RedisSentinelStore("mymaster", sentinels=[("10.0.0.5", 26379), ("10.0.0.6", 26379)])
+    """
+
+    name = "redis-sentinel"
+
+    def __init__(
+        self,
+        service_name: str,
+        sentinels: Sequence[tuple[str, int]],
+        *,
+        sentinel_password: str | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(None, **options)
+        self.service_name = service_name
+        self.sentinels = [(host, int(port)) for host, port in sentinels]
+        self.sentinel_password = sentinel_password
+        self._managers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sentinel] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _sentinel(self) -> Sentinel:
+        """One `Sentinel` manager per event loop (its sentinel connections belong to that loop)."""
+        loop = asyncio.get_running_loop()
+        sentinel = self._managers.get(loop)
+        if sentinel is None:
+            options = self._common_options()
+            if self.max_connections is not None:
+                options["max_connections"] = self.max_connections
+            if self.ssl:
+                options["ssl"] = True
+            sentinel_kwargs: dict[str, Any] = {
+                "socket_timeout": self.timeout,
+                "socket_connect_timeout": self.connect_timeout,
+            }
+            if self.sentinel_password is not None:
+                sentinel_kwargs["password"] = self.sentinel_password
+            sentinel = Sentinel(self.sentinels, sentinel_kwargs=sentinel_kwargs, db=self.db, **options)
+            self._managers[loop] = sentinel
+        return sentinel
+
+    def _make_client(self) -> Any:
+        return self._sentinel().master_for(self.service_name)
+
+    def pubsub_client(self) -> Any:
+        return self._sentinel().master_for(self.service_name, socket_timeout=None)
+
+    async def close(self) -> None:
+        await super().close()
+        sentinel = self._managers.pop(asyncio.get_running_loop(), None)
+        if sentinel is not None:
+            for client in sentinel.sentinels:
+                await client.aclose()

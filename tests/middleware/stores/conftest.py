@@ -1,0 +1,98 @@
+"""Store factories over the real servers of `tests/support/servers.py`, for protocol conformance."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from middleware.stores import MemoryStore
+from middleware.stores.redis import RedisClusterStore, RedisSentinelStore, RedisStore
+
+KINDS = ["memory", "redis", "redis-cluster", "redis-sentinel", "tiered", "memcached", "s3"]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], deadline: float = 5.0, what: str = "condition") -> None:
+    """Poll an async check until it holds, failing after `deadline` seconds (no fixed sleeps)."""
+    end = time.monotonic() + deadline
+    while True:
+        if await check():
+            return
+        if time.monotonic() > end:
+            pytest.fail(f"{what} did not hold within {deadline}s")
+        await asyncio.sleep(0.01)
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+async def build_store(kind: str, request: pytest.FixtureRequest, prefix: str) -> Any:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        return RedisStore(server.url, prefix=prefix)
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        return RedisClusterStore(startup_nodes=cluster.startup_nodes, prefix=prefix)
+    if kind == "redis-sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        return RedisSentinelStore(sentinel.service_name, sentinel.sentinels, prefix=prefix)
+    if kind == "tiered":
+        from middleware.stores.tiered import TieredStore
+
+        server = request.getfixturevalue("redis_server")
+        store = TieredStore(MemoryStore(), RedisStore(server.url, prefix=prefix), channel=f"{prefix}inval")
+        await store.start()
+        return store
+    if kind == "memcached":
+        from middleware.stores.memcached import MemcachedStore
+
+        server = request.getfixturevalue("memcached_server")
+        return MemcachedStore(server.host, server.port, prefix=prefix)
+    if kind == "s3":
+        from middleware.stores.s3 import S3Store
+
+        server = request.getfixturevalue("s3_server")
+        bucket = await s3_bucket(server)
+        return S3Store(
+            bucket,
+            prefix=prefix,
+            endpoint_url=server.url,
+            region="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+    raise AssertionError(kind)
+
+
+async def s3_bucket(server: Any, name: str = "llmc-test") -> str:
+    """Create the test bucket once (idempotent)."""
+    import boto3
+
+    def create() -> None:
+        client = boto3.client(
+            "s3",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+        if name not in existing:
+            client.create_bucket(Bucket=name)
+
+    await asyncio.to_thread(create)
+    return name
+
+
+@pytest.fixture(params=KINDS)
+async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    store = await build_store(request.param, request, unique_prefix())
+    yield store
+    await store.close()

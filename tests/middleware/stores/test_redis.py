@@ -1,0 +1,223 @@
+"""Redis specifics: key prefix, PX expiry, Cluster spread, Sentinel, per-loop clients, circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+import redis as syncredis
+
+from middleware.stores import StoreError
+from middleware.stores.breaker import CircuitBreaker, CircuitOpenError
+from middleware.stores.redis import RedisClusterStore, RedisSentinelStore, RedisStore, glob_escape
+
+from .conftest import eventually, unique_prefix
+
+
+async def test_prefix_and_px_expiry(redis_server: Any) -> None:
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    try:
+        await store.set("k", b"v", 12.5)
+        raw = syncredis.Redis.from_url(redis_server.url)
+        assert raw.get(prefix + "k") == b"v"
+        assert 11_000 < raw.pttl(prefix + "k") <= 12_500
+        await store.set("forever", b"v", None)
+        assert raw.pttl(prefix + "forever") == -1
+        value, remaining = await store.get_with_ttl("k")
+        assert value == b"v" and remaining is not None and 11 < remaining <= 12.5
+        assert await store.get_with_ttl("forever") == (b"v", None)
+        assert await store.get_with_ttl("missing") == (None, None)
+        raw.close()
+    finally:
+        await store.close()
+
+
+async def test_host_port_options(redis_server: Any) -> None:
+    store = RedisStore(host=redis_server.host, port=redis_server.port, db=1, prefix=unique_prefix())
+    try:
+        await store.set("k", b"v", 5)
+        assert await store.get("k") == b"v"
+        assert await store.ping()
+    finally:
+        await store.close()
+
+
+def test_glob_escape() -> None:
+    assert glob_escape("a*b?c[d]e\\") == "a\\*b\\?c\\[d\\]e\\\\"
+
+
+async def test_clear_treats_prefix_literally(redis_server: Any) -> None:
+    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    try:
+        await store.set("a*:1", b"1", 60)
+        await store.set("ab:1", b"2", 60)
+        await store.clear("a*:")
+        assert await store.get("a*:1") is None
+        assert await store.get("ab:1") == b"2"
+    finally:
+        await store.close()
+
+
+async def test_clear_in_many_batches(redis_server: Any) -> None:
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), scan_count=50)
+    try:
+        await store.set_many({f"x:{i}": b"v" for i in range(500)}, 60)
+        await store.set("y:1", b"keep", 60)
+        await store.clear("x:")
+        assert await store.get_many([f"x:{i}" for i in range(500)]) == [None] * 500
+        assert await store.get("y:1") == b"keep"
+    finally:
+        await store.close()
+
+
+async def test_one_client_per_loop(redis_server: Any) -> None:
+    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    try:
+        await store.set("k", b"v", 60)
+        first = store.client()
+        await store.get("k")
+        assert store.client() is first  # reused, not one per request
+
+        result: dict[str, Any] = {}
+
+        def other_loop() -> None:
+            async def run() -> None:
+                result["value"] = await store.get("k")
+                result["client"] = store.client()
+
+            asyncio.run(run())
+
+        thread = threading.Thread(target=other_loop)
+        thread.start()
+        thread.join(timeout=10)
+        assert result["value"] == b"v"
+        assert result["client"] is not first
+    finally:
+        await store.close()
+
+
+async def test_cluster_keys_spread_over_all_nodes(redis_cluster: Any) -> None:
+    prefix = unique_prefix()
+    store = RedisClusterStore(startup_nodes=redis_cluster.startup_nodes, prefix=prefix)
+    raws = [syncredis.Redis(host=n.host, port=n.port) for n in redis_cluster.nodes]
+    try:
+        keys = [f"ns:scope:{i:04d}" for i in range(300)]
+        await store.set_many({key: key.encode() for key in keys}, 60)
+        slots = {raws[0].cluster("keyslot", prefix + key) for key in keys}
+        assert len(slots) > 250  # no hash tags: keys land on many slots
+        per_node = [len(raw.keys(prefix.replace(":", "\\:") + "*")) for raw in raws]
+        assert all(count > 0 for count in per_node), per_node
+        assert sum(per_node) == 300
+        assert await store.get_many(keys) == [key.encode() for key in keys]
+        await store.clear("ns:")
+        assert [len(raw.keys(prefix.replace(":", "\\:") + "*")) for raw in raws] == [0, 0, 0]
+    finally:
+        await store.close()
+        for raw in raws:
+            raw.close()
+
+
+async def test_sentinel_discovers_master(redis_sentinel: Any) -> None:
+    prefix = unique_prefix()
+    store = RedisSentinelStore(redis_sentinel.service_name, redis_sentinel.sentinels, prefix=prefix)
+    try:
+        await store.set("k", b"v", 60)
+        raw = syncredis.Redis(host=redis_sentinel.master.host, port=redis_sentinel.master.port)
+        assert raw.get(prefix + "k") == b"v"  # written to the master the sentinel names
+        raw.close()
+    finally:
+        await store.close()
+
+
+async def test_unreachable_redis_raises_store_error_fast() -> None:
+    from tests.support.servers import free_port
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", failure_threshold=100)
+    try:
+        with pytest.raises(StoreError):
+            await store.get("k")
+    finally:
+        await store.close()
+
+
+async def test_circuit_breaker_opens_and_recovers(redis_factory: Any) -> None:
+    server = redis_factory()
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=3, cooldown=2.0, clock=lambda: now[0], name="redis")
+    store = RedisStore(server.url, prefix=unique_prefix(), breaker=breaker)
+    try:
+        await store.set("k", b"v", 60)
+        assert breaker.state == "closed"
+
+        server.stop()
+        server.wait_down()
+        for _ in range(3):
+            with pytest.raises(StoreError) as failure:
+                await store.get("k")
+            assert not isinstance(failure.value, CircuitOpenError)  # a real network failure
+        assert breaker.state == "open" and breaker.opened == 1
+
+        # open: skipped without touching the network, even once the server is back
+        server.start()  # same port
+        with pytest.raises(CircuitOpenError):
+            await store.get("k")
+        assert breaker.rejected == 1
+
+        # after the cool-off one probe goes through; success closes the breaker
+        now[0] += 2.0
+        assert breaker.state == "half_open"
+        assert await store.get("k") is None  # the restarted server is empty (no persistence)
+        assert breaker.state == "closed"
+        await store.set("k", b"again", 60)
+        assert await store.get("k") == b"again"
+    finally:
+        await store.close()
+
+
+async def test_half_open_probe_failure_reopens(redis_factory: Any) -> None:
+    server = redis_factory()
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, cooldown=1.0, clock=lambda: now[0])
+    store = RedisStore(server.url, prefix=unique_prefix(), breaker=breaker)
+    try:
+        server.stop()
+        server.wait_down()
+        with pytest.raises(StoreError):
+            await store.get("k")
+        assert breaker.state == "open"
+        now[0] += 1.0
+        with pytest.raises(StoreError) as probe:
+            await store.get("k")  # the probe itself fails
+        assert not isinstance(probe.value, CircuitOpenError)
+        assert breaker.state == "open" and breaker.opened == 2
+        with pytest.raises(CircuitOpenError):
+            await store.get("k")
+    finally:
+        await store.close()
+
+
+async def test_breaker_recovers_in_real_time(redis_factory: Any) -> None:
+    """Wall-clock version: hits resume within a short cool-off after Redis comes back."""
+    server = redis_factory()
+    store = RedisStore(server.url, prefix=unique_prefix(), failure_threshold=2, cooldown=0.2)
+    try:
+        server.stop()
+        server.wait_down()
+        for _ in range(3):
+            with pytest.raises(StoreError):
+                await store.get("k")
+        server.start()
+
+        async def recovered() -> bool:
+            try:
+                await store.set("k", b"v", 60)
+                return await store.get("k") == b"v"
+            except StoreError:
+                return False
+
+        await eventually(recovered, deadline=5.0, what="redis store recovering")
+    finally:
+        await store.close()
