@@ -4,6 +4,7 @@ from .breaker import CircuitBreaker, CircuitOpenError
 from .disk import DiskStore
 from .memory import MemoryStore
 from .redis import RedisClusterStore, RedisSentinelStore, RedisStore
+from .tiered import TieredStore
 
 __all__ = [
     "AiocacheStore",
@@ -17,4 +18,5 @@ __all__ = [
     "RedisStore",
     "Store",
     "StoreError",
+    "TieredStore",
 ]

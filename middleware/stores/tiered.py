@@ -1,0 +1,223 @@
+"""Two-level store: a per-pod L1 (memory) in front of a shared L2 (Redis), with pub/sub invalidation.
+
+Reads try L1, then L2; an L2 hit back-fills L1 for at most `min(l1_max_ttl, remaining L2 TTL)`
+(the remaining TTL comes from PTTL in the same round trip as the GET when the L2 is Redis). Writes
+go to both. Deletes, clears (and by default overwrites) are published on a Redis channel that every
+TieredStore instance subscribes to, so every pod drops the entry from its L1.
+
+Staleness bound: normally the pub/sub delivery latency. If a message is lost (subscriber
+disconnected), an L1 entry can outlive its invalidation by at most `l1_max_ttl` seconds; on every
+(re)subscription the L1 is emptied, because messages sent while disconnected are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from typing import Any
+
+import msgpack
+
+from .base import Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHANNEL = "llmc:invalidate"
+
+
+class TieredStore:
+    """`TieredStore(MemoryStore(), RedisStore(url))`; call `await start()` to subscribe eagerly.
+
+    `bus` is the Redis store used for invalidation messages; it defaults to `l2` when `l2` is a
+    Redis store. With no bus (e.g. an S3 L2), invalidations only reach this process's L1 and other
+    pods may serve a deleted entry for up to `l1_max_ttl` seconds.
+    """
+
+    def __init__(
+        self,
+        l1: Store,
+        l2: Store,
+        *,
+        l1_max_ttl: float = 5.0,
+        channel: str = DEFAULT_CHANNEL,
+        bus: Any | None = None,
+        invalidate_on_set: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if l1_max_ttl <= 0:
+            raise ValueError("l1_max_ttl must be positive: it bounds staleness when an invalidation is lost")
+        self.l1 = l1
+        self.l2 = l2
+        self.l1_max_ttl = l1_max_ttl
+        self.channel = channel
+        self.bus = bus if bus is not None else (l2 if hasattr(l2, "pubsub_client") else None)
+        self.invalidate_on_set = invalidate_on_set
+        self.name = name or f"tiered:{l1.name}+{l2.name}"
+        self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # bumped on every invalidation seen; a back-fill is skipped if one arrived during the L2 read
+        self._epoch = 0
+        self._lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._closed = False
+        self.received = 0  # invalidation messages applied from other instances
+        self.resubscribed = 0
+
+    # -- subscription -------------------------------------------------------------------------
+
+    def _ensure_listener(self) -> None:
+        if self.bus is None or self._closed:
+            return
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                if task.get_loop().is_running():
+                    return
+            except RuntimeError:  # pragma: no cover
+                pass
+        with self._lock:
+            if self._task is task:
+                self._subscribed = asyncio.Event()
+                self._task = asyncio.get_running_loop().create_task(self._listen(), name=f"{self.name}-invalidations")
+
+    async def start(self, timeout: float = 5.0) -> None:
+        """Subscribe now and wait until the subscription is confirmed (else it happens on first use)."""
+        if self.bus is None:
+            return
+        self._ensure_listener()
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    async def _listen(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            client = None
+            pubsub = None
+            try:
+                client = self.bus.pubsub_client()
+                pubsub = client.pubsub()
+                await pubsub.subscribe(self.channel)
+                while True:  # wait for the subscribe confirmation
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "subscribe":
+                        break
+                # anything published while we were not subscribed is lost: start from an empty L1
+                self._invalidate_all()
+                await self.l1.clear(None)
+                self.resubscribed += 1
+                self._subscribed.set()
+                delay = 0.05
+                idle = 0.0
+                while not self._closed:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None:
+                        idle += 1.0
+                        if idle >= 5.0:  # detect a dead connection on a quiet channel
+                            await pubsub.ping()
+                            idle = 0.0
+                        continue
+                    idle = 0.0
+                    if message.get("type") == "message":
+                        await self._apply(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # reconnect with backoff; L1 is bounded by l1_max_ttl meanwhile
+                self._subscribed.clear()
+                logger.warning("tiered store %s: invalidation channel lost (%r); reconnecting", self.name, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                self._subscribed.clear()
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+
+    async def _apply(self, data: bytes) -> None:
+        try:
+            origin, op, arg = msgpack.unpackb(data)
+        except Exception:  # not ours
+            return
+        if origin == self.origin:
+            return  # already applied locally before publishing
+        self._invalidate_all()
+        self.received += 1
+        if op == "d":
+            await self.l1.delete(arg)
+        elif op == "c":
+            await self.l1.clear(arg)
+
+    def _invalidate_all(self) -> None:
+        with self._lock:
+            self._epoch += 1
+
+    async def _publish(self, op: str, arg: str | None) -> None:
+        if self.bus is not None:
+            await self.bus.publish(self.channel, msgpack.packb((self.origin, op, arg)))
+
+    # -- protocol -----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        self._ensure_listener()
+        value = await self.l1.get(key)
+        if value is not None:
+            return value
+        epoch = self._epoch
+        getter = getattr(self.l2, "get_with_ttl", None)
+        remaining: float | None
+        if getter is not None:
+            value, remaining = await getter(key)
+        else:
+            value, remaining = await self.l2.get(key), None
+        if value is None:
+            return None
+        ttl = self.l1_max_ttl if remaining is None else min(self.l1_max_ttl, remaining)
+        # an invalidation that arrived while L2 was read may concern this key: don't back-fill then
+        if ttl > 0 and epoch == self._epoch and (self.bus is None or self.subscribed):
+            await self.l1.set(key, value, ttl)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self._ensure_listener()
+        l1_ttl = self.l1_max_ttl if ttl is None else min(ttl, self.l1_max_ttl)
+        if l1_ttl > 0:
+            await self.l1.set(key, value, l1_ttl)
+        else:
+            await self.l1.delete(key)
+        await self.l2.set(key, value, ttl)
+        if self.invalidate_on_set:
+            await self._publish("d", key)
+
+    async def delete(self, key: str) -> None:
+        self._ensure_listener()
+        await self.l1.delete(key)
+        await self.l2.delete(key)
+        await self._publish("d", key)
+
+    async def clear(self, prefix: str | None = None) -> None:
+        self._ensure_listener()
+        await self.l1.clear(prefix)
+        await self.l2.clear(prefix)
+        await self._publish("c", prefix)
+
+    async def close(self) -> None:
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            if task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            else:
+                task.get_loop().call_soon_threadsafe(task.cancel)
+        await self.l1.close()
+        await self.l2.close()

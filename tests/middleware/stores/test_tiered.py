@@ -1,0 +1,196 @@
+"""TieredStore: back-fill TTL bound, writes to both tiers, cross-instance invalidation, staleness bound."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from middleware.stores import MemoryStore
+from middleware.stores.redis import RedisStore
+from middleware.stores.tiered import TieredStore
+
+from .conftest import eventually, unique_prefix
+
+
+def l1_remaining(store: MemoryStore, key: str) -> float | None:
+    """Seconds left on an L1 entry (MemoryStore keeps monotonic deadlines)."""
+    _, expires_at = store._data[key]
+    return None if expires_at is None else expires_at - time.monotonic()
+
+
+async def pair(url: str, prefix: str, **options: Any) -> tuple[TieredStore, TieredStore]:
+    stores = []
+    for _ in range(2):
+        store = TieredStore(MemoryStore(), RedisStore(url, prefix=prefix), channel=f"{prefix}inval", **options)
+        await store.start()
+        stores.append(store)
+    return stores[0], stores[1]
+
+
+async def test_backfill_ttl_never_exceeds_remaining_l2_ttl(redis_server: Any) -> None:
+    prefix = unique_prefix()
+    l2 = RedisStore(redis_server.url, prefix=prefix)
+    l1 = MemoryStore()
+    store = TieredStore(l1, RedisStore(redis_server.url, prefix=prefix), l1_max_ttl=5.0, channel=f"{prefix}c")
+    await store.start()
+    try:
+        await l2.set("short", b"s", 1.5)  # written by another pod: not in this L1
+        await l2.set("long", b"l", 100)
+        await l2.set("forever", b"f", None)
+        assert await store.get("short") == b"s"
+        assert await store.get("long") == b"l"
+        assert await store.get("forever") == b"f"
+        short, long_, forever = (l1_remaining(l1, k) for k in ("short", "long", "forever"))
+        assert short is not None and 0 < short <= 1.5
+        assert long_ is not None and 4.0 < long_ <= 5.0
+        assert forever is not None and 4.0 < forever <= 5.0
+
+        async def gone_from_both() -> bool:
+            return await store.get("short") is None
+
+        await eventually(gone_from_both, deadline=5.0, what="short entry expiring from L1 and L2")
+    finally:
+        await store.close()
+        await l2.close()
+
+
+async def test_backfill_from_non_redis_l2_uses_l1_cap() -> None:
+    l1, l2 = MemoryStore(), MemoryStore()
+    store = TieredStore(l1, l2, l1_max_ttl=2.0)
+    await l2.set("k", b"v", 100)
+    assert await store.get("k") == b"v"
+    remaining = l1_remaining(l1, "k")
+    assert remaining is not None and 1.0 < remaining <= 2.0
+    await store.set("w", b"x", 60)
+    assert await l2.get("w") == b"x" and await l1.get("w") == b"x"
+    await store.close()
+
+
+async def test_writes_reach_both_tiers(redis_server: Any) -> None:
+    prefix = unique_prefix()
+    l1 = MemoryStore()
+    l2 = RedisStore(redis_server.url, prefix=prefix)
+    store = TieredStore(l1, RedisStore(redis_server.url, prefix=prefix), channel=f"{prefix}c")
+    await store.start()
+    try:
+        await store.set("k", b"v", 60)
+        assert await l1.get("k") == b"v"
+        assert await l2.get("k") == b"v"
+        remaining = l1_remaining(l1, "k")
+        assert remaining is not None and remaining <= store.l1_max_ttl
+        await store.delete("k")
+        assert await l1.get("k") is None and await l2.get("k") is None
+    finally:
+        await store.close()
+        await l2.close()
+
+
+async def test_delete_on_a_is_not_served_from_b_l1(redis_server: Any) -> None:
+    a, b = await pair(redis_server.url, unique_prefix(), l1_max_ttl=60.0)
+    try:
+        await a.set("k", b"v1", 300)
+
+        async def b_saw_the_write() -> bool:  # A's write is itself an invalidation for B
+            return b.received >= 1
+
+        await eventually(b_saw_the_write, deadline=2.0, what="B receiving A's write")
+        assert await b.get("k") == b"v1"
+        assert await b.l1.get("k") == b"v1"  # B's L1 holds it now
+
+        await a.delete("k")
+
+        async def b_l1_dropped() -> bool:
+            return await b.l1.get("k") is None
+
+        await eventually(b_l1_dropped, deadline=2.0, what="B's L1 receiving A's delete")
+        assert await b.get("k") is None
+        assert b.received >= 2
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_clear_and_overwrite_on_a_reach_b(redis_server: Any) -> None:
+    a, b = await pair(redis_server.url, unique_prefix(), l1_max_ttl=60.0)
+    try:
+        for key in ("ns1:x", "ns1:y", "ns2:x"):
+            await a.set(key, b"old", 300)
+
+        async def b_saw_the_writes() -> bool:
+            return b.received >= 3
+
+        await eventually(b_saw_the_writes, deadline=2.0, what="B receiving A's writes")
+        for key in ("ns1:x", "ns1:y", "ns2:x"):
+            assert await b.get(key) == b"old"
+            assert await b.l1.get(key) == b"old"
+        await a.clear("ns1:")
+
+        async def cleared() -> bool:
+            return await b.l1.get("ns1:x") is None and await b.l1.get("ns1:y") is None
+
+        await eventually(cleared, deadline=2.0, what="B's L1 receiving A's prefix clear")
+        assert await b.get("ns1:x") is None
+        assert await b.get("ns2:x") == b"old"
+
+        await a.set("ns2:x", b"new", 300)  # an overwrite (e.g. a forced refresh) invalidates too
+
+        async def refreshed() -> bool:
+            return await b.get("ns2:x") == b"new"
+
+        await eventually(refreshed, deadline=2.0, what="B seeing A's overwrite")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_lost_invalidation_bounded_by_l1_max_ttl(redis_server: Any) -> None:
+    """Worst case: B never hears of the delete (no bus); its L1 serves stale for at most l1_max_ttl."""
+    prefix = unique_prefix()
+    a = TieredStore(MemoryStore(), RedisStore(redis_server.url, prefix=prefix), bus=None, l1_max_ttl=0.5)
+    b = TieredStore(MemoryStore(), RedisStore(redis_server.url, prefix=prefix), l1_max_ttl=0.5)
+    b.bus = None  # simulate a lost message: B is not subscribed to anything
+    try:
+        await a.set("k", b"v", 300)
+        assert await b.get("k") == b"v"
+        filled_at = time.monotonic()
+        await a.delete("k")
+        assert await b.get("k") == b"v"  # stale, within the documented bound
+
+        async def fresh() -> bool:
+            return await b.get("k") is None
+
+        await eventually(fresh, deadline=3.0, what="stale L1 entry expiring")
+        assert time.monotonic() - filled_at <= 0.5 + 0.25
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_resubscribe_after_outage_empties_l1(redis_factory: Any) -> None:
+    server = redis_factory()
+    prefix = unique_prefix()
+    store = TieredStore(
+        MemoryStore(), RedisStore(server.url, prefix=prefix, failure_threshold=1000), channel=f"{prefix}c",
+        l1_max_ttl=60.0,
+    )
+    await store.start()
+    try:
+        await store.set("k", b"v", 300)
+        assert await store.l1.get("k") == b"v"
+        server.stop()
+        server.wait_down()
+
+        async def noticed() -> bool:
+            return not store.subscribed
+
+        await eventually(noticed, deadline=5.0, what="subscriber noticing the outage")
+        assert await store.get("k") == b"v"  # L1 still serves while Redis is down (bounded)
+        server.start()
+
+        async def resubscribed() -> bool:
+            return store.subscribed and store.resubscribed >= 2
+
+        await eventually(resubscribed, deadline=10.0, what="subscriber reconnecting")
+        assert await store.l1.get("k") is None  # messages missed while down: L1 started empty
+    finally:
+        await store.close()
