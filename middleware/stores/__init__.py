@@ -12,11 +12,26 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "DiskStore",
+    "MemcachedStore",
     "MemoryStore",
     "RedisClusterStore",
     "RedisSentinelStore",
     "RedisStore",
+    "S3Store",
     "Store",
     "StoreError",
     "TieredStore",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Stores whose client is an optional extra import lazily (`[s3]`, `[memcached]`)."""
+    if name == "S3Store":
+        from .s3 import S3Store
+
+        return S3Store
+    if name == "MemcachedStore":
+        from .memcached import MemcachedStore
+
+        return MemcachedStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
