@@ -1,0 +1,196 @@
+"""S3 (or any S3-compatible object store) through aiobotocore; install with the `[s3]` extra.
+
+One object per entry under `prefix`. The expiry is a wall-clock timestamp in the object's user
+metadata (`x-amz-meta-llmc-expires-at`), enforced on read: an expired object is deleted and reads
+as a miss. S3 never deletes it by itself; add a bucket lifecycle rule to collect objects nobody
+reads again (see docs/stores.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from .base import StoreError
+from .breaker import CircuitBreaker
+
+try:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+    from botocore.exceptions import BotoCoreError, ClientError
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError("S3Store needs aiobotocore: pip install 'llm-cache-middleware[s3]'") from error
+
+EXPIRES = "llmc-expires-at"
+DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys
+MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+class S3Store:
+    """`S3Store("my-bucket", prefix="llmc/", region="eu-west-1")`.
+
+    Credentials come from the usual AWS chain (environment, shared config/credentials files, SSO,
+    instance/container roles) unless given explicitly. `endpoint_url` points at an S3-compatible
+    server (MinIO, Ceph, R2, moto). Latency is an HTTP round trip per call, so this is an L2 for
+    large or long-lived entries, ideally behind a `TieredStore` L1.
+    """
+
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "llmc/",
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        profile: str | None = None,
+        connect_timeout: float = 1.0,
+        read_timeout: float = 5.0,
+        max_attempts: int = 1,
+        batch_size: int = DELETE_BATCH,
+        failure_threshold: int = 5,
+        cooldown: float = 5.0,
+        breaker: CircuitBreaker | None = None,
+        clock: Any = time.time,
+        name: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self._credentials = {
+            key: value
+            for key, value in {
+                "aws_access_key_id": aws_access_key_id,
+                "aws_secret_access_key": aws_secret_access_key,
+                "aws_session_token": aws_session_token,
+            }.items()
+            if value is not None
+        }
+        self.profile = profile
+        self.batch_size = min(batch_size, DELETE_BATCH)
+        self.config = AioConfig(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+        )
+        if name is not None:
+            self.name = name
+        self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
+        self._clock = clock
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        self.expired_deleted = 0
+
+    async def _client(self) -> Any:
+        """One aiobotocore client per running loop, created on first use and kept open."""
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            session = get_session()
+            if self.profile is not None:
+                session.set_config_variable("profile", self.profile)
+            context = session.create_client(
+                "s3", region_name=self.region, endpoint_url=self.endpoint_url, config=self.config,
+                **self._credentials,
+            )
+            client = await context.__aenter__()
+            existing = self._clients.get(loop)
+            if existing is not None:  # another task of this loop won the race
+                await context.__aexit__(None, None, None)
+                return existing[1]
+            entry = (context, client)
+            self._clients[loop] = entry
+        return entry[1]
+
+    async def _call(self, what: str, operation: Any) -> Any:
+        client = await self._client()
+        return await self.breaker.call(lambda: operation(client), (BotoCoreError, ClientError, OSError,
+                                                                   asyncio.TimeoutError), what)
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        object_key = self.prefix + key
+
+        async def run(client: Any) -> tuple[bytes | None, bool]:
+            try:
+                response = await client.get_object(Bucket=self.bucket, Key=object_key)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in MISSING:
+                    return None, False
+                raise
+            expires_at = response.get("Metadata", {}).get(EXPIRES)
+            if expires_at is not None and float(expires_at) <= self._clock():
+                response["Body"].close()
+                return None, True
+            async with response["Body"] as stream:
+                return await stream.read(), False
+
+        value, expired = await self._call("get", run)
+        if expired:
+            self.expired_deleted += 1
+            await self.delete(key)
+        return value  # type: ignore[no-any-return]
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return list(await asyncio.gather(*(self.get(key) for key in keys)))
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        if ttl is not None and ttl <= 0:
+            await self.delete(key)
+            return
+        metadata = {} if ttl is None else {EXPIRES: f"{self._clock() + ttl:.3f}"}
+        object_key = self.prefix + key
+        await self._call(
+            "set",
+            lambda client: client.put_object(Bucket=self.bucket, Key=object_key, Body=value, Metadata=metadata),
+        )
+
+    async def delete(self, key: str) -> None:
+        object_key = self.prefix + key
+        await self._call("delete", lambda client: client.delete_object(Bucket=self.bucket, Key=object_key))
+
+    async def clear(self, prefix: str | None = None) -> None:
+        """List every object under `self.prefix + prefix` and delete them `batch_size` (<= 1000) at a time."""
+        list_prefix = self.prefix + (prefix or "")
+
+        async def run(client: Any) -> None:
+            paginator = client.get_paginator("list_objects_v2")
+            batch: list[dict[str, str]] = []
+            pages = paginator.paginate(
+                Bucket=self.bucket, Prefix=list_prefix, PaginationConfig={"PageSize": self.batch_size}
+            )
+            async for page in pages:
+                for item in page.get("Contents", []):
+                    batch.append({"Key": item["Key"]})
+                    if len(batch) == self.batch_size:
+                        await self._delete_batch(client, batch)
+                        batch = []
+            if batch:
+                await self._delete_batch(client, batch)
+
+        await self._call("clear", run)
+
+    async def _delete_batch(self, client: Any, batch: list[dict[str, str]]) -> None:
+        response = await client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        errors = response.get("Errors") or []
+        if errors:
+            raise StoreError(f"s3 clear: {len(errors)} objects not deleted, first: {errors[0]}")
+
+    async def close(self) -> None:
+        with self._lock:
+            entry = self._clients.pop(asyncio.get_running_loop(), None)
+            self._clients.clear()
+        if entry is not None:
+            await entry[0].__aexit__(None, None, None)

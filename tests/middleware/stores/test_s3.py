@@ -1,0 +1,76 @@
+"""S3Store against moto_server: expiry kept in metadata and enforced on read, prefix clears."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import boto3
+import pytest
+
+from middleware.stores import StoreError
+from middleware.stores.s3 import EXPIRES, S3Store
+
+from .conftest import s3_bucket, unique_prefix
+
+
+def raw_client(server: Any) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=server.url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+
+
+def make(server: Any, bucket: str, **options: Any) -> S3Store:
+    return S3Store(
+        bucket, prefix=unique_prefix().replace(":", "/"), endpoint_url=server.url, region="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing", **options,
+    )
+
+
+async def test_expiry_in_metadata_enforced_on_read(s3_server: Any) -> None:
+    bucket = await s3_bucket(s3_server)
+    now = [1_000_000.0]
+    store = make(s3_server, bucket, clock=lambda: now[0])
+    raw = raw_client(s3_server)
+    try:
+        await store.set("k", b"value", 30)
+        await store.set("forever", b"value", None)
+        head = await asyncio.to_thread(raw.head_object, Bucket=bucket, Key=store.prefix + "k")
+        assert float(head["Metadata"][EXPIRES]) == pytest.approx(1_000_030.0)
+        head = await asyncio.to_thread(raw.head_object, Bucket=bucket, Key=store.prefix + "forever")
+        assert EXPIRES not in head["Metadata"]
+
+        now[0] += 29.0
+        assert await store.get("k") == b"value"
+        now[0] += 1.0
+        assert await store.get("k") is None  # expired: a miss, and the object is deleted
+        assert store.expired_deleted == 1
+        listing = await asyncio.to_thread(raw.list_objects_v2, Bucket=bucket, Prefix=store.prefix)
+        assert [o["Key"] for o in listing.get("Contents", [])] == [store.prefix + "forever"]
+        now[0] += 10**9
+        assert await store.get("forever") == b"value"
+    finally:
+        await store.close()
+
+
+async def test_clear_over_many_pages(s3_server: Any) -> None:
+    bucket = await s3_bucket(s3_server)
+    store = make(s3_server, bucket, batch_size=7)  # 30 objects: 5 list pages, 5 delete batches
+    try:
+        await asyncio.gather(*(store.set(f"a/{i}", b"v", 60) for i in range(30)))
+        await store.set("b/1", b"keep", 60)
+        await store.clear("a/")
+        assert await store.get_many([f"a/{i}" for i in range(30)]) == [None] * 30
+        assert await store.get("b/1") == b"keep"
+    finally:
+        await store.close()
+
+
+async def test_missing_bucket_is_a_store_error(s3_server: Any) -> None:
+    store = make(s3_server, "llmc-no-such-bucket")
+    try:
+        with pytest.raises(StoreError):
+            await store.set("k", b"v", 60)
+    finally:
+        await store.close()
