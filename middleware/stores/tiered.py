@@ -54,7 +54,7 @@ class TieredStore:
         self.l2 = l2
         self.l1_max_ttl = l1_max_ttl
         self.channel = channel
-        self.bus = bus if bus is not None else (l2 if hasattr(l2, "pubsub_client") else None)
+        self.bus: Any = bus if bus is not None else (l2 if hasattr(l2, "pubsub_client") else None)
         self.invalidate_on_set = invalidate_on_set
         self.name = name or f"tiered:{l1.name}+{l2.name}"
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"

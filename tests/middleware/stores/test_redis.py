@@ -221,3 +221,22 @@ async def test_breaker_recovers_in_real_time(redis_factory: Any) -> None:
         await eventually(recovered, deadline=5.0, what="redis store recovering")
     finally:
         await store.close()
+
+
+async def test_a_hit_is_one_get_command(redis_factory: Any) -> None:
+    server = redis_factory()  # private server: nobody else's commands in the stats
+    store = RedisStore(server.url, prefix=unique_prefix())
+    raw = syncredis.Redis.from_url(server.url)
+    try:
+        await store.set("k", b"v" * 1000, 60)
+        assert await store.get("k") == b"v" * 1000  # connection set up (HELLO/SETINFO) before counting
+        raw.config_resetstat()
+        for _ in range(10):
+            assert await store.get("k") == b"v" * 1000
+        stats = raw.info("commandstats")
+        ignored = ("cmdstat_config", "cmdstat_info")
+        ours = {name: s["calls"] for name, s in stats.items() if not name.startswith(ignored)}
+        assert ours == {"cmdstat_get": 10}
+    finally:
+        raw.close()
+        await store.close()
