@@ -1,7 +1,19 @@
+from .anthropic import Messages
 from .base import Endpoint, RequestView, Route, StreamAssembler, Usage
-from .openai import ChatCompletions
+from .gemini import EmbedContent, GenerateContent
+from .openai import ChatCompletions, Completions, Embeddings, Responses
 
-DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = (ChatCompletions(),)
+DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = (
+    # ChatCompletions before Completions: `/chat/completions` also ends in `/completions`
+    # (Completions refuses it too, so a custom order cannot go wrong).
+    ChatCompletions(),
+    Completions(),
+    Responses(),
+    Embeddings(),
+    Messages(),
+    GenerateContent(),
+    EmbedContent(),
+)
 
 
 def resolve(path: str, endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS) -> Route | None:

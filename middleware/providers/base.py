@@ -92,7 +92,7 @@ class Endpoint(ABC):
         """The route if this endpoint owns `path` (no query string), else None."""
 
     def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
-        return route.stream_by_path or body.get("stream") is True
+        return self.streams and (route.stream_by_path or body.get("stream") is True)
 
     def model(self, route: Route, body: dict[str, Any]) -> str | None:
         model = body.get("model")
@@ -129,6 +129,18 @@ class Endpoint(ABC):
     def stream_filter(self, request: RequestView) -> StreamFilter | None:
         """Undoes `capture_body` on the stream the caller sees; called only when it returned a body."""
         return None
+
+
+class NonStreamingEndpoint(Endpoint):
+    """An endpoint that only ever answers JSON (embeddings): the engine never assembles or replays a stream."""
+
+    streams: ClassVar[bool] = False
+
+    def assembler(self, request: RequestView) -> StreamAssembler:
+        raise TypeError(f"{self.name} never streams")
+
+    def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        raise TypeError(f"{self.name} never streams")
 
 
 def suffix_pattern(suffix: str) -> re.Pattern[str]:

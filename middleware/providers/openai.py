@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterator
+from itertools import count
+from typing import Any, ClassVar
 
 import orjson
 
-from .base import Endpoint, RequestView, Route, Usage, int_or_none, loads_object
+from .base import Endpoint, NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, loads_object
 from .sse import SSEDecoder, encode_event
 
 _DONE = b"data: [DONE]\n\n"
+_HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
+_CACHE_HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention", "safety_identifier"})
+"""Routing and abuse-tracking hints that never change the answer."""
 
 
 def _azure_or_suffix(suffix: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -23,7 +28,7 @@ def _azure_or_suffix(suffix: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 class _OpenAIEndpoint(Endpoint):
     family = "openai"
-    suffix: str
+    suffix: ClassVar[str]
 
     def __init__(self) -> None:
         self._azure, self._generic = _azure_or_suffix(self.suffix)
@@ -113,6 +118,7 @@ class ChatCompletions(_OpenAIEndpoint):
     name = "chat.completions"
     operation = "chat"
     suffix = "chat/completions"
+    volatile_fields = _CACHE_HINTS
 
     def capture_body(self, body: dict[str, Any]) -> dict[str, Any] | None:
         return _with_stream_usage(body)
@@ -125,14 +131,7 @@ class ChatCompletions(_OpenAIEndpoint):
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         final = orjson.loads(response)
-        head = {
-            key: final[key]
-            for key in ("id", "created", "model", "system_fingerprint", "service_tier")
-            if key in final
-        }
-        head["object"] = "chat.completion.chunk"
-        with_usage = _include_usage(request)
-        parts: list[bytes] = []
+        bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for choice in final.get("choices") or []:
             message = dict(choice.get("message") or {})
             delta: dict[str, Any] = {"role": message.pop("role", "assistant")}
@@ -144,19 +143,72 @@ class ChatCompletions(_OpenAIEndpoint):
             if choice.get("logprobs") is not None:
                 first["logprobs"] = choice["logprobs"]
             last = {"index": choice.get("index", 0), "delta": {}, "finish_reason": choice.get("finish_reason")}
-            for body in (first, last):
-                chunk: dict[str, Any] = {**head, "choices": [body]}
-                if with_usage:
-                    chunk["usage"] = None
-                parts.append(encode_event(chunk))
-        if with_usage and final.get("usage") is not None:
-            parts.append(encode_event({**head, "choices": [], "usage": final["usage"]}))
-        parts.append(_DONE)
-        return b"".join(parts)
+            bodies.append((first, last))
+        return _chunk_stream(final, "chat.completion.chunk", bodies, _include_usage(request))
 
 
-class ChatStreamAssembler:
-    """Builds a `chat.completion` object from `chat.completion.chunk` events."""
+class Completions(_OpenAIEndpoint):
+    """The legacy `/completions` API: stream chunks carry `choices[].text`."""
+
+    name = "completions"
+    operation = "text_completion"
+    suffix = "completions"
+
+    def match(self, path: str) -> Route | None:
+        if path.rstrip("/").endswith("/chat/completions"):
+            return None
+        return super().match(path)
+
+    def capture_body(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return _with_stream_usage(body)
+
+    def stream_filter(self, request: RequestView) -> UsageChunkFilter:
+        return UsageChunkFilter()
+
+    def assembler(self, request: RequestView) -> CompletionStreamAssembler:
+        return CompletionStreamAssembler()
+
+    def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        final = orjson.loads(response)
+        bodies = []
+        for choice in final.get("choices") or []:
+            index = choice.get("index", 0)
+            first = {"text": choice.get("text") or "", "index": index, "logprobs": choice.get("logprobs"),
+                     "finish_reason": None}
+            last = {"text": "", "index": index, "logprobs": None, "finish_reason": choice.get("finish_reason")}
+            bodies.append((first, last))
+        return _chunk_stream(final, "text_completion", bodies, _include_usage(request))
+
+
+class Embeddings(_OpenAIEndpoint, NonStreamingEndpoint):
+    name = "embeddings"
+    operation = "embeddings"
+    suffix = "embeddings"
+
+
+def _chunk_stream(
+    final: dict[str, Any], obj: str, bodies: list[tuple[dict[str, Any], dict[str, Any]]], with_usage: bool
+) -> bytes:
+    """Two chunks a choice (content, then finish reason), the usage chunk if asked for, then `[DONE]`."""
+    head = {key: final[key] for key in _HEAD_FIELDS if key in final}
+    head["object"] = obj
+    parts: list[bytes] = []
+    for pair in bodies:
+        for body in pair:
+            chunk: dict[str, Any] = {**head, "choices": [body]}
+            if with_usage:
+                chunk["usage"] = None
+            parts.append(encode_event(chunk))
+    if with_usage and final.get("usage") is not None:
+        parts.append(encode_event({**head, "choices": [], "usage": final["usage"]}))
+    parts.append(_DONE)
+    return b"".join(parts)
+
+
+class _ChunkStreamAssembler:
+    """Builds a final object from OpenAI-style chunk events that end with `data: [DONE]`."""
+
+    final_object: ClassVar[str]
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
@@ -184,28 +236,17 @@ class ChatStreamAssembler:
             self._apply(event)
 
     def _apply(self, event: dict[str, Any]) -> None:
-        for key in ("id", "created", "model", "system_fingerprint", "service_tier"):
+        for key in _HEAD_FIELDS:
             if key in event and event[key] is not None:
                 self._head[key] = event[key]
         if event.get("usage") is not None:
             self._usage = event["usage"]
         for choice in event.get("choices") or []:
             index = choice.get("index", 0)
-            state = self._choices.setdefault(
-                index, {"index": index, "message": {"role": "assistant"}, "finish_reason": None, "logprobs": None}
-            )
-            message = state["message"]
-            for field, value in (choice.get("delta") or {}).items():
-                if value is None:
-                    continue
-                if field == "tool_calls":
-                    _merge_tool_calls(message, value)
-                elif field == "role":
-                    message["role"] = value
-                elif isinstance(value, str):
-                    message[field] = message.get(field, "") + value
-                else:
-                    message[field] = value
+            state = self._choices.get(index)
+            if state is None:
+                state = self._choices[index] = self._new_choice(index)
+            self._merge(state, choice)
             if choice.get("finish_reason") is not None:
                 state["finish_reason"] = choice["finish_reason"]
             logprobs = choice.get("logprobs")
@@ -216,16 +257,200 @@ class ChatStreamAssembler:
                         merged.setdefault(field, []).extend(items)
                 state["logprobs"] = merged
 
+    def _new_choice(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _finalize(self, choice: dict[str, Any]) -> None:
+        """Last touches on one assembled choice."""
+
     def result(self) -> bytes | None:
         if not self.complete:
             return None
         choices = [self._choices[i] for i in sorted(self._choices)]
         for choice in choices:
-            choice["message"].setdefault("content", None)
-        final: dict[str, Any] = {**self._head, "object": "chat.completion", "choices": choices}
+            self._finalize(choice)
+        final: dict[str, Any] = {**self._head, "object": self.final_object, "choices": choices}
         if self._usage is not None:
             final["usage"] = self._usage
         return orjson.dumps(final)
+
+
+class ChatStreamAssembler(_ChunkStreamAssembler):
+    """Builds a `chat.completion` object from `chat.completion.chunk` events."""
+
+    final_object = "chat.completion"
+
+    def _new_choice(self, index: int) -> dict[str, Any]:
+        return {"index": index, "message": {"role": "assistant"}, "finish_reason": None, "logprobs": None}
+
+    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
+        message = state["message"]
+        for field, value in (choice.get("delta") or {}).items():
+            if value is None:
+                continue
+            if field == "tool_calls":
+                _merge_tool_calls(message, value)
+            elif field == "role":
+                message["role"] = value
+            elif isinstance(value, str):
+                message[field] = message.get(field, "") + value
+            else:
+                message[field] = value
+
+    def _finalize(self, choice: dict[str, Any]) -> None:
+        choice["message"].setdefault("content", None)
+
+
+class CompletionStreamAssembler(_ChunkStreamAssembler):
+    """Builds a legacy `text_completion` object from its stream chunks."""
+
+    final_object = "text_completion"
+
+    def _new_choice(self, index: int) -> dict[str, Any]:
+        return {"text": "", "index": index, "logprobs": None, "finish_reason": None}
+
+    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
+        text = choice.get("text")
+        if isinstance(text, str):
+            state["text"] += text
+
+
+# -- Responses API ------------------------------------------------------------------------------
+
+_RESPONSE_BROKEN = frozenset({"response.failed", "response.incomplete", "error"})
+
+
+class Responses(_OpenAIEndpoint):
+    """The Responses API. A stream is stored only once `response.completed` arrives."""
+
+    name = "responses"
+    operation = "chat"
+    suffix = "responses"
+    volatile_fields = _CACHE_HINTS
+
+    def assembler(self, request: RequestView) -> ResponsesStreamAssembler:
+        return ResponsesStreamAssembler()
+
+    def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        return b"".join(encode_event(event, event["type"]) for event in _response_events(orjson.loads(response)))
+
+
+class ResponsesStreamAssembler:
+    """Keeps the `response` object of `response.completed`; `failed`, `incomplete` or `error` break it.
+
+    Items from `response.output_item.done` fill in a completed response sent without its `output`.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self._items: dict[int, Any] = {}
+        self._final: dict[str, Any] | None = None
+        self._broken = False
+
+    @property
+    def complete(self) -> bool:
+        return self._final is not None and not self._broken
+
+    def feed(self, chunk: bytes) -> None:
+        for name, data in self._decoder.feed(chunk):
+            if self._final is not None or self._broken or data.strip() == "[DONE]":
+                continue
+            event = loads_object(data)
+            kind = event.get("type", name) if event is not None else None
+            if event is None or kind in _RESPONSE_BROKEN:
+                self._broken = True
+            elif kind == "response.output_item.done" and isinstance(event.get("output_index"), int):
+                self._items[event["output_index"]] = event.get("item")
+            elif kind == "response.completed":
+                response = event.get("response")
+                if isinstance(response, dict):
+                    self._final = response
+                else:
+                    self._broken = True
+
+    def result(self) -> bytes | None:
+        if self._final is None or self._broken:
+            return None
+        final = self._final
+        if final.get("output") is None:
+            final = {**final, "output": [self._items[i] for i in sorted(self._items)]}
+        return orjson.dumps(final)
+
+
+def _response_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The event sequence a live stream of `final` would have sent, numbered from 0."""
+    numbers = count()
+    pending = {**final, "status": "in_progress", "output": [], "usage": None, "error": None,
+               "incomplete_details": None}
+    if "completed_at" in final:
+        pending["completed_at"] = None
+    for kind in ("response.created", "response.in_progress"):
+        yield {"type": kind, "sequence_number": next(numbers), "response": pending}
+    for index, item in enumerate(final.get("output") or []):
+        for event in _item_events(index, item):
+            yield {**event, "sequence_number": next(numbers)}
+    yield {"type": "response.completed", "sequence_number": next(numbers), "response": final}
+
+
+def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    kind = item.get("type")
+    at = {"item_id": item.get("id") or item.get("call_id") or "", "output_index": index}
+    added = {**item, "status": "in_progress"} if "status" in item else dict(item)
+    if kind == "message":
+        added["content"] = []
+    elif kind == "reasoning":
+        added["summary"] = []
+        if isinstance(item.get("content"), list):
+            added["content"] = []
+    elif kind == "function_call":
+        added["arguments"] = ""
+    yield {"type": "response.output_item.added", "output_index": index, "item": added}
+    if kind == "message":
+        for part_index, part in enumerate(item.get("content") or []):
+            yield from _message_part_events(at, part_index, part)
+    elif kind == "reasoning":
+        for summary_index, part in enumerate(item.get("summary") or []):
+            where = {**at, "summary_index": summary_index}
+            text = part.get("text", "")
+            yield {"type": "response.reasoning_summary_part.added", **where, "part": {**part, "text": ""}}
+            yield {"type": "response.reasoning_summary_text.delta", **where, "delta": text}
+            yield {"type": "response.reasoning_summary_text.done", **where, "text": text}
+            yield {"type": "response.reasoning_summary_part.done", **where, "part": part}
+        for content_index, part in enumerate(item.get("content") or []):
+            where = {**at, "content_index": content_index}
+            text = part.get("text", "")
+            yield {"type": "response.reasoning_text.delta", **where, "delta": text}
+            yield {"type": "response.reasoning_text.done", **where, "text": text}
+    elif kind == "function_call":
+        arguments = item.get("arguments", "")
+        yield {"type": "response.function_call_arguments.delta", **at, "delta": arguments}
+        yield {"type": "response.function_call_arguments.done", **at, "arguments": arguments}
+    yield {"type": "response.output_item.done", "output_index": index, "item": item}
+
+
+def _message_part_events(at: dict[str, Any], part_index: int, part: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    where = {**at, "content_index": part_index}
+    kind = part.get("type")
+    if kind == "output_text":
+        text = part.get("text", "")
+        logprobs = part.get("logprobs") or []
+        empty = {**part, "text": "", "annotations": []}
+        if "logprobs" in part:
+            empty["logprobs"] = []
+        yield {"type": "response.content_part.added", **where, "part": empty}
+        yield {"type": "response.output_text.delta", **where, "delta": text, "logprobs": logprobs}
+        yield {"type": "response.output_text.done", **where, "text": text, "logprobs": logprobs}
+    elif kind == "refusal":
+        refusal = part.get("refusal", "")
+        yield {"type": "response.content_part.added", **where, "part": {**part, "refusal": ""}}
+        yield {"type": "response.refusal.delta", **where, "delta": refusal}
+        yield {"type": "response.refusal.done", **where, "refusal": refusal}
+    else:
+        yield {"type": "response.content_part.added", **where, "part": part}
+    yield {"type": "response.content_part.done", **where, "part": part}
 
 
 def _merge_tool_calls(message: dict[str, Any], deltas: list[dict[str, Any]]) -> None:

@@ -1,0 +1,170 @@
+"""Anthropic Messages API (`/v1/messages` under any base path)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from .base import Endpoint, RequestView, Route, Usage, int_or_none, loads_object, suffix_pattern
+from .sse import SSEDecoder, encode_event
+
+_DELTA_USAGE = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens",
+                "server_tool_use")
+"""The cumulative usage counts a `message_delta` event carries."""
+
+
+class Messages(Endpoint):
+    family = "anthropic"
+    name = "messages"
+    operation = "chat"
+
+    def __init__(self) -> None:
+        self._pattern = suffix_pattern("/v1/messages")
+
+    def match(self, path: str) -> Route | None:
+        return Route(self) if self._pattern.match(path) else None
+
+    def assembler(self, request: RequestView) -> MessageStreamAssembler:
+        return MessageStreamAssembler()
+
+    def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        return b"".join(encode_event(event, event["type"]) for event in _message_events(orjson.loads(response)))
+
+    def usage(self, response: dict[str, Any]) -> Usage:
+        usage = response.get("usage")
+        if not isinstance(usage, dict):
+            return Usage()
+        uncached = int_or_none(usage.get("input_tokens"))
+        cache_read = int_or_none(usage.get("cache_read_input_tokens"))
+        cache_write = int_or_none(usage.get("cache_creation_input_tokens"))
+        # Anthropic counts cache reads and writes apart from `input_tokens`; Usage counts them in.
+        total = None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0)
+        return Usage(total, int_or_none(usage.get("output_tokens")), cache_read, cache_write)
+
+
+class MessageStreamAssembler:
+    """Builds a `message` object from Messages stream events; complete only after `message_stop`.
+
+    An `error` event, an event before `message_start` or tool input that is not JSON breaks it.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self._message: dict[str, Any] | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._json: dict[int, str] = {}
+        self._done = False
+        self._broken = False
+
+    @property
+    def complete(self) -> bool:
+        return self._done and not self._broken
+
+    def feed(self, chunk: bytes) -> None:
+        for name, data in self._decoder.feed(chunk):
+            if self._done or self._broken:
+                continue
+            event = loads_object(data)
+            if event is None:
+                self._broken = True
+                continue
+            kind = event.get("type", name)
+            if kind == "message_start" and isinstance(event.get("message"), dict):
+                self._message = dict(event["message"])
+                self._blocks = dict(enumerate(self._message.get("content") or []))
+            elif kind == "ping":
+                continue
+            elif self._message is None or kind == "error":
+                self._broken = True
+            else:
+                self._apply(kind, event, self._message)
+
+    def _apply(self, kind: str, event: dict[str, Any], message: dict[str, Any]) -> None:
+        index = event.get("index", 0)
+        if kind == "content_block_start":
+            self._blocks[index] = dict(event.get("content_block") or {})
+        elif kind == "content_block_delta":
+            block = self._blocks.get(index)
+            if block is None:
+                self._broken = True
+                return
+            self._apply_delta(index, block, event.get("delta") or {})
+        elif kind == "content_block_stop":
+            partial = self._json.pop(index, "")
+            if partial:
+                try:
+                    self._blocks[index]["input"] = orjson.loads(partial)
+                except (orjson.JSONDecodeError, KeyError):
+                    self._broken = True
+        elif kind == "message_delta":
+            message.update(event.get("delta") or {})
+            usage = dict(message.get("usage") or {})
+            usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            message["usage"] = usage
+        elif kind == "message_stop":
+            self._done = True
+
+    def _apply_delta(self, index: int, block: dict[str, Any], delta: dict[str, Any]) -> None:
+        kind = delta.get("type")
+        if kind == "text_delta":
+            block["text"] = block.get("text", "") + delta.get("text", "")
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+        elif kind == "signature_delta":
+            block["signature"] = delta.get("signature", "")
+        elif kind == "input_json_delta":
+            self._json[index] = self._json.get(index, "") + delta.get("partial_json", "")
+        elif kind == "citations_delta":
+            block["citations"] = [*(block.get("citations") or []), delta.get("citation")]
+
+    def result(self) -> bytes | None:
+        if not self.complete or self._message is None:
+            return None
+        final = {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
+        return orjson.dumps(final)
+
+
+def _message_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The event sequence a live stream of `final` would have sent."""
+    usage = final.get("usage") or {}
+    yield {"type": "message_start", "message": {**final, "content": [], "stop_reason": None, "stop_sequence": None}}
+    yield {"type": "ping"}
+    for index, block in enumerate(final.get("content") or []):
+        yield from _block_events(index, block)
+    delta = {"stop_reason": final.get("stop_reason"), "stop_sequence": final.get("stop_sequence")}
+    for optional in ("stop_details", "container"):
+        if final.get(optional) is not None:
+            delta[optional] = final[optional]
+    delta_usage = {key: usage[key] for key in _DELTA_USAGE if key in usage}
+    delta_usage.setdefault("output_tokens", 0)
+    yield {"type": "message_delta", "delta": delta, "usage": delta_usage}
+    yield {"type": "message_stop"}
+
+
+def _block_events(index: int, block: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    kind = block.get("type")
+    deltas: list[dict[str, Any]] = []
+    start = dict(block)
+    if kind == "text":
+        start["text"] = ""
+        citations = block.get("citations")
+        if isinstance(citations, list) and citations:
+            start["citations"] = []
+            deltas.extend({"type": "citations_delta", "citation": citation} for citation in citations)
+        deltas.append({"type": "text_delta", "text": block.get("text", "")})
+    elif kind == "thinking":
+        start["thinking"] = ""
+        deltas.append({"type": "thinking_delta", "thinking": block.get("thinking", "")})
+        if "signature" in block:
+            start["signature"] = ""
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    elif isinstance(block.get("input"), dict):  # tool_use, server_tool_use, mcp_tool_use
+        start["input"] = {}
+        partial = orjson.dumps(block["input"]).decode() if block["input"] else ""
+        deltas.append({"type": "input_json_delta", "partial_json": partial})
+    yield {"type": "content_block_start", "index": index, "content_block": start}
+    for delta in deltas:
+        yield {"type": "content_block_delta", "index": index, "delta": delta}
+    yield {"type": "content_block_stop", "index": index}

@@ -1,0 +1,236 @@
+"""Google Gemini API (`generativelanguage` v1/v1beta) and Vertex AI's `publishers/google/models` paths.
+
+Gemini streams have no terminal event: a stream counts as complete when every candidate
+it carried reported a `finishReason` (and, in the JSON-array form, the array was closed).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .base import Endpoint, NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, loads_object
+from .sse import SSEDecoder
+
+_TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
+
+
+def _method_pattern(methods: str) -> re.Pattern[str]:
+    """`.../models/{model}:{method}` (also `tunedModels/`, Vertex `publishers/google/models/`)."""
+    return re.compile(r"^(?:/.*)?/(?:tunedModels|models)/(?P<model>[^/:]+):(?P<method>" + methods + r")/?$")
+
+
+class _GeminiEndpoint(Endpoint):
+    family = "gemini"
+    methods: str
+
+    def __init__(self) -> None:
+        self._pattern = _method_pattern(self.methods)
+
+    def match(self, path: str) -> Route | None:
+        found = self._pattern.match(path)
+        if found is None:
+            return None
+        return Route(self, model=found.group("model"), stream_by_path=found.group("method").startswith("stream"))
+
+    def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
+        return route.stream_by_path
+
+    def response_model(self, response: dict[str, Any]) -> str | None:
+        model = response.get("modelVersion")
+        return model if isinstance(model, str) else None
+
+    def response_id(self, response: dict[str, Any]) -> str | None:
+        rid = response.get("responseId")
+        return rid if isinstance(rid, str) else None
+
+    def usage(self, response: dict[str, Any]) -> Usage:
+        usage = response.get("usageMetadata")
+        if not isinstance(usage, dict):
+            return Usage()
+        candidates = int_or_none(usage.get("candidatesTokenCount"))
+        thoughts = int_or_none(usage.get("thoughtsTokenCount"))
+        output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+        # promptTokenCount already includes cachedContentTokenCount.
+        return Usage(int_or_none(usage.get("promptTokenCount")), output,
+                     int_or_none(usage.get("cachedContentTokenCount")), None)
+
+
+def _sse_requested(query: str) -> bool:
+    return any(name in ("alt", "$alt") and value == "sse" for name, value in parse_qsl(query))
+
+
+class GenerateContent(_GeminiEndpoint):
+    """`:generateContent` and `:streamGenerateContent` under one name, so both forms share entries."""
+
+    name = "generate_content"
+    operation = "chat"
+    methods = "generateContent|streamGenerateContent"
+
+    def assembler(self, request: RequestView) -> GenerateContentStreamAssembler:
+        return GenerateContentStreamAssembler(sse=_sse_requested(request.query))
+
+    def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        if _sse_requested(request.query):
+            return b"data: " + response + b"\r\n\r\n"
+        return b"[" + response + b"]"
+
+    def stream_media_type(self, request: RequestView) -> str:
+        return "text/event-stream" if _sse_requested(request.query) else "application/json"
+
+
+class EmbedContent(_GeminiEndpoint, NonStreamingEndpoint):
+    name = "embed_content"
+    operation = "embeddings"
+    methods = "embedContent|batchEmbedContents"
+
+
+class JSONArrayDecoder:
+    """Feed the bytes of a JSON array of objects as they arrive; get back each complete object's bytes."""
+
+    _SPECIAL = re.compile(rb'[\\"{}\[\]]')
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._scan = 0
+        self._depth = 0
+        self._in_string = False
+        self._start = 0
+        self.closed = False
+        """True once the outer array's `]` arrived."""
+        self.malformed = False
+        """True when the payload is not an array of objects."""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        buffer, found = self._buffer, []
+        position = self._scan
+        while not (self.closed or self.malformed):
+            special = self._SPECIAL.search(buffer, position)
+            if special is None:
+                position = len(buffer)
+                break
+            char, position = special.group(), special.end()
+            if self._in_string:
+                if char == b"\\":
+                    if position == len(buffer):
+                        position -= 1  # the escaped byte has not arrived yet: look again next time
+                        break
+                    position += 1
+                elif char == b'"':
+                    self._in_string = False
+            elif char == b'"':
+                self._in_string = True
+            elif char in b"[{":
+                if self._depth == 0 and char != b"[":
+                    self.malformed = True
+                elif self._depth == 1:
+                    self._start = special.start()
+                self._depth += 1
+            else:
+                self._depth -= 1
+                if self._depth == 1:
+                    found.append(buffer[self._start : position])
+                elif self._depth == 0:
+                    self.closed = True
+        if self._depth <= 1 and not self._in_string:
+            self._buffer, self._scan = buffer[position:], 0
+        else:
+            self._scan = position
+        return found
+
+
+class GenerateContentStreamAssembler:
+    """Builds a `GenerateContentResponse` from streamed ones (SSE `data:` events or a JSON array).
+
+    Text parts of one kind (thought or answer) that arrive in consecutive chunks are joined;
+    other parts (functionCall, inlineData, ...) are kept as they came. The last value of every
+    other field wins (finishReason, usageMetadata, modelVersion, responseId, ...).
+    """
+
+    def __init__(self, sse: bool) -> None:
+        self._sse = SSEDecoder() if sse else None
+        self._array = None if sse else JSONArrayDecoder()
+        self._candidates: dict[int, dict[str, Any]] = {}
+        self._top: dict[str, Any] = {}
+        self._broken = False
+
+    @property
+    def complete(self) -> bool:
+        if self._broken or not self._candidates:
+            return False
+        if self._array is not None and not self._array.closed:
+            return False
+        return all(candidate.get("finishReason") for candidate in self._candidates.values())
+
+    def feed(self, chunk: bytes) -> None:
+        if self._broken:
+            return
+        if self._sse is not None:
+            payloads: list[bytes | str] = [data for _, data in self._sse.feed(chunk)]
+        else:
+            assert self._array is not None
+            payloads = list(self._array.feed(chunk))
+            self._broken = self._array.malformed
+        for payload in payloads:
+            event = loads_object(payload)
+            if event is None or "error" in event:
+                self._broken = True
+                return
+            self._apply(event)
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        for key, value in event.items():
+            if key != "candidates":
+                self._top[key] = value
+                continue
+            for candidate in value or []:
+                state = self._candidates.setdefault(candidate.get("index", 0), {})
+                _merge_candidate(state, candidate)
+
+    def result(self) -> bytes | None:
+        if not self.complete:
+            return None
+        candidates = [self._candidates[i] for i in sorted(self._candidates)]
+        return orjson.dumps({"candidates": candidates, **self._top})
+
+
+def _merge_candidate(state: dict[str, Any], candidate: dict[str, Any]) -> None:
+    for key, value in candidate.items():
+        if key == "content" and isinstance(value, dict):
+            content = state.setdefault("content", {})
+            for field, item in value.items():
+                if field == "parts" and isinstance(item, list):
+                    _merge_parts(content.setdefault("parts", []), item)
+                else:
+                    content[field] = item
+        elif key == "citationMetadata" and isinstance(value, dict) and "citationMetadata" in state:
+            sources = state["citationMetadata"].get("citationSources") or []
+            state["citationMetadata"] = {**value, "citationSources": sources + (value.get("citationSources") or [])}
+        else:
+            state[key] = value
+
+
+def _merge_parts(parts: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """Appends the parts of one chunk; its first part continues the last one when both are plain text
+    of the same kind and the last one is not yet sealed by a `thoughtSignature`."""
+    for position, part in enumerate(new):
+        last = parts[-1] if parts else None
+        if (
+            position == 0
+            and last is not None
+            and "text" in part
+            and "text" in last
+            and "thoughtSignature" not in last
+            and part.keys() <= _TEXT_PART_KEYS
+            and last.keys() <= _TEXT_PART_KEYS
+            and bool(part.get("thought")) == bool(last.get("thought"))
+        ):
+            last["text"] += part["text"]
+            if "thoughtSignature" in part:
+                last["thoughtSignature"] = part["thoughtSignature"]
+        else:
+            parts.append(dict(part))
