@@ -72,7 +72,7 @@ class RedisStore:
         max_connections: int | None = None,
         retries: int = 0,
         failure_threshold: int = 5,
-        cooldown: float = 5.0,
+        cooldown: float = 2.0,
         breaker: CircuitBreaker | None = None,
         scan_count: int = 1000,
         client_options: Mapping[str, Any] | None = None,

@@ -103,3 +103,16 @@ async def test_down_memcached_raises_store_error() -> None:
         assert store.breaker.state == "open"
     finally:
         await store.close()
+
+
+async def test_server_limit_below_configured_is_a_counted_skip(memcached_server: Any) -> None:
+    store = MemcachedStore(
+        memcached_server.host, memcached_server.port, prefix=unique_prefix(), max_item_size=4 * 1024 * 1024
+    )
+    try:
+        await store.set("k", b"x" * (2 * 1024 * 1024), 60)  # the server's -I is 1 MiB: it refuses
+        assert store.oversize_skipped == 1
+        assert await store.get("k") is None
+        assert store.breaker.state == "closed"  # a refusal is not a failure of the server
+    finally:
+        await store.close()

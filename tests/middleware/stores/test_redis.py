@@ -240,3 +240,20 @@ async def test_a_hit_is_one_get_command(redis_factory: Any) -> None:
     finally:
         raw.close()
         await store.close()
+
+
+async def test_store_serves_the_sync_transports_background_loop(redis_server: Any) -> None:
+    from middleware.loop_thread import LoopThread
+
+    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    runner = LoopThread()
+    try:
+        await store.set("k", b"v", 60)
+        assert await asyncio.to_thread(runner.run, store.get("k"), 5) == b"v"
+        assert await asyncio.to_thread(runner.run, store.get("k"), 5) == b"v"
+        assert len(store._clients) == 2  # one client per loop, reused across calls
+        await asyncio.to_thread(runner.run, store.close(), 5)  # closes both loops' clients
+        assert len(store._clients) == 0
+    finally:
+        runner.close()
+        await store.close()

@@ -194,3 +194,30 @@ async def test_resubscribe_after_outage_empties_l1(redis_factory: Any) -> None:
         assert await store.l1.get("k") is None  # messages missed while down: L1 started empty
     finally:
         await store.close()
+
+
+async def test_invalidation_over_cluster_and_sentinel(redis_cluster: Any, redis_sentinel: Any) -> None:
+    from middleware.stores.redis import RedisClusterStore, RedisSentinelStore
+
+    prefix = unique_prefix()
+    makers = [
+        lambda: RedisClusterStore(startup_nodes=redis_cluster.startup_nodes, prefix=prefix),
+        lambda: RedisSentinelStore(redis_sentinel.service_name, redis_sentinel.sentinels, prefix=prefix),
+    ]
+    for make in makers:
+        a = TieredStore(MemoryStore(), make(), channel=f"{prefix}inval", invalidate_on_set=False)
+        b = TieredStore(MemoryStore(), make(), channel=f"{prefix}inval", invalidate_on_set=False)
+        await a.start()
+        await b.start()
+        try:
+            await a.set("k", b"v", 300)
+            assert await b.get("k") == b"v" and await b.l1.get("k") == b"v"
+            await a.delete("k")
+
+            async def dropped(store: TieredStore = b) -> bool:
+                return await store.l1.get("k") is None
+
+            await eventually(dropped, deadline=2.0, what=f"invalidation over {a.l2.name}")
+        finally:
+            await a.close()
+            await b.close()
