@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import secrets
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ T = TypeVar("T")
 
 DEFAULT_PREFIX = "llmc:"
 FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
@@ -82,6 +84,7 @@ class RedisStore:
         self.host, self.port, self.db = host, port, db
         self.username, self.password, self.ssl = username, password, ssl
         self.prefix = prefix
+        self.lock_prefix = prefix + "lock:"
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
@@ -224,6 +227,21 @@ class RedisStore:
 
     async def publish(self, channel: str, message: bytes) -> None:
         await self._call(lambda client: client.publish(channel, message), "publish")
+
+    # -- distributed single-flight primitive (the engine decides when to use it) -----------------
+
+    async def try_lock(self, key: str, ttl: float) -> str | None:
+        """`SET lock NX PX`: a token if this caller now owns the lock on `key`, else None."""
+        token = secrets.token_hex(16)
+        physical = self.lock_prefix + key
+        acquired = await self._call(lambda client: client.set(physical, token, px=ttl_ms(ttl), nx=True), "lock")
+        return token if acquired else None
+
+    async def unlock(self, key: str, token: str) -> bool:
+        """Release the lock only if `token` still owns it (compare-and-delete in one script)."""
+        physical = self.lock_prefix + key
+        released = await self._call(lambda client: client.eval(_UNLOCK, 1, physical, token), "unlock")
+        return bool(released)
 
     async def ping(self) -> bool:
         return bool(await self._call(lambda client: client.ping(), "ping"))

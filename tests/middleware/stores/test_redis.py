@@ -257,3 +257,27 @@ async def test_store_serves_the_sync_transports_background_loop(redis_server: An
     finally:
         runner.close()
         await store.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+async def test_single_flight_lock_primitive(kind: str, request: pytest.FixtureRequest) -> None:
+    if kind == "redis":
+        store: RedisStore = RedisStore(request.getfixturevalue("redis_server").url, prefix=unique_prefix())
+    else:
+        nodes = request.getfixturevalue("redis_cluster").startup_nodes
+        store = RedisClusterStore(startup_nodes=nodes, prefix=unique_prefix())
+    try:
+        token = await store.try_lock("k", 5.0)
+        assert token is not None
+        assert await store.try_lock("k", 5.0) is None  # held by someone else
+        assert not await store.unlock("k", "not-the-owner")
+        assert await store.unlock("k", token)
+        short = await store.try_lock("k", 0.2)
+        assert short is not None
+
+        async def expired() -> bool:
+            return await store.try_lock("k", 5.0) is not None
+
+        await eventually(expired, deadline=5.0, what="lock expiring by PX")
+    finally:
+        await store.close()
