@@ -48,11 +48,13 @@ class _OpenAIEndpoint(Endpoint):
         details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
         input_tokens = int_or_none(usage.get("prompt_tokens", usage.get("input_tokens")))
         output_tokens = int_or_none(usage.get("completion_tokens", usage.get("output_tokens")))
-        cache_read = int_or_none(details.get("cached_tokens")) if isinstance(details, dict) else None
+        if not isinstance(details, dict):
+            details = {}
+        cache_read = int_or_none(details.get("cached_tokens"))
         if cache_read is None:
             # DeepSeek-compatible servers report cache hits at the top level.
             cache_read = int_or_none(usage.get("prompt_cache_hit_tokens"))
-        return Usage(input_tokens, output_tokens, cache_read, None)
+        return Usage(input_tokens, output_tokens, cache_read, int_or_none(details.get("cache_write_tokens")))
 
 
 def _include_usage(request: RequestView) -> bool:

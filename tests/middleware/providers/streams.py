@@ -1,0 +1,58 @@
+"""Helpers shared by the provider specifications: awkward chunkings and request views."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import orjson
+
+from middleware.providers import Endpoint, RequestView, resolve
+from middleware.providers.base import StreamAssembler
+
+
+def splits(data: bytes) -> Iterator[list[bytes]]:
+    """The same bytes cut every way that has broken parsers before: whole, byte by byte, odd sizes,
+    and right inside every line ending."""
+    yield [data]
+    yield [data[i : i + 1] for i in range(len(data))]
+    for size in (2, 7, 64):
+        yield [data[i : i + size] for i in range(0, len(data), size)]
+    cuts = sorted({i + 1 for i in range(len(data)) if data[i : i + 1] in (b"\r", b"\n")})
+    yield [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+def view(path: str, body: dict[str, Any] | None = None, query: str = "") -> RequestView:
+    route = resolve(path)
+    assert route is not None, path
+    body = body or {}
+    return RequestView(body, query, route, route.endpoint.is_stream(route, query, body))
+
+
+def assemble(endpoint: Endpoint, request: RequestView, pieces: list[bytes]) -> dict[str, Any] | None:
+    assembler: StreamAssembler = endpoint.assembler(request)
+    for piece in pieces:
+        assembler.feed(piece)
+    result = assembler.result()
+    return None if result is None else orjson.loads(result)
+
+
+def sse(*events: tuple[str | None, dict[str, Any]], crlf: bool = False) -> bytes:
+    """A provider stream written out by hand: `event:` lines where given, compact JSON data."""
+    newline = b"\r\n" if crlf else b"\n"
+    out = b""
+    for name, data in events:
+        if name is not None:
+            out += b"event: " + name.encode() + newline
+        out += b"data: " + orjson.dumps(data) + newline + newline
+    return out
+
+
+def replaying(body: bytes, media_type: str = "text/event-stream") -> httpx2.Client:
+    """An httpx2 client whose every call is answered with `body`, for real SDK clients."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": media_type}, content=body)
+
+    return httpx2.Client(transport=httpx2.MockTransport(handler))

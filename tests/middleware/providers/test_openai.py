@@ -1,0 +1,349 @@
+"""OpenAI and OpenAI-compatible adapters: chat completions, legacy completions, embeddings, Responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import orjson
+import pytest
+
+from middleware import Cache
+from middleware.providers import resolve
+from middleware.providers.base import Usage
+from middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
+
+from .streams import assemble, replaying, splits, sse, view
+
+ALICE = {"authorization": "Bearer sk-alice"}
+
+
+def sdk(body: bytes) -> openai.OpenAI:
+    return openai.OpenAI(api_key="x", base_url="http://test/v1", http_client=replaying(body), max_retries=0)
+
+
+# -- which paths each endpoint owns ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "model"),
+    [
+        ("/v1/chat/completions", "chat.completions", None),
+        ("/api/v1/chat/completions", "chat.completions", None),
+        ("/openai/deployments/gpt-4o-prod/chat/completions", "chat.completions", "gpt-4o-prod"),
+        ("/v1/completions", "completions", None),
+        ("/openai/deployments/instruct/completions", "completions", "instruct"),
+        ("/v1/embeddings", "embeddings", None),
+        ("/openai/deployments/ada/embeddings", "embeddings", "ada"),
+        ("/v1/responses", "responses", None),
+        ("/openai/v1/responses", "responses", None),
+    ],
+)
+def test_owned_paths(path: str, name: str, model: str | None) -> None:
+    route = resolve(path)
+    assert route is not None
+    assert (route.endpoint.name, route.model) == (name, model)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/models", "/v1/files", "/v1/responses/resp_123", "/v1/responses/resp_123/input_items",
+     "/v1/chat/completions/chatcmpl-123", "/v1/embeddingsx"],
+)
+def test_non_llm_paths_are_not_owned(path: str) -> None:
+    assert resolve(path) is None
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/chat/completions", "/chat/completions", "/openai/deployments/d/chat/completions", "/x/chat/completions/"]
+)
+def test_completions_never_claims_chat_completions_whatever_the_registry_order(path: str) -> None:
+    assert Completions().match(path) is None
+    assert resolve(path, (Completions(), ChatCompletions())).endpoint.name == "chat.completions"  # type: ignore[union-attr]
+
+
+# -- chat completions --------------------------------------------------------------------------------
+
+CHAT_HEAD = {"id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion.chunk", "created": 1741570283,
+             "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_eb9dce56a8"}
+CHAT_STREAM = sse(
+    (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}),
+    (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {"content": "Paris"}, "finish_reason": None}]}),
+    (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {"content": "."}, "finish_reason": None}]}),
+    (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+) + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("pieces", list(splits(CHAT_STREAM)))
+def test_chat_stream_assembles_in_any_chunking(pieces: list[bytes]) -> None:
+    final = assemble(ChatCompletions(), view("/v1/chat/completions", {"stream": True}), pieces)
+    assert final is not None
+    assert final["object"] == "chat.completion"
+    assert final["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Paris."},
+                                 "finish_reason": "stop", "logprobs": None}]
+
+
+# -- legacy completions ------------------------------------------------------------------------------
+
+CMPL_HEAD = {"id": "cmpl-7iA7iJjj8V2zOkCGvWF2hAkDWBQZe", "object": "text_completion", "created": 1690759702,
+             "model": "gpt-3.5-turbo-instruct", "system_fingerprint": None}
+CMPL_USAGE = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+CMPL_STREAM = sse(
+    (None, {**CMPL_HEAD, "choices": [{"text": "\n\n", "index": 0, "logprobs": None, "finish_reason": None}]}),
+    (None, {**CMPL_HEAD, "choices": [{"text": "This is", "index": 0, "logprobs": None, "finish_reason": None}]}),
+    (None, {**CMPL_HEAD, "choices": [{"text": " a test.", "index": 0, "logprobs": None, "finish_reason": None}]}),
+    (None, {**CMPL_HEAD, "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}]}),
+    (None, {**CMPL_HEAD, "choices": [], "usage": CMPL_USAGE}),
+) + b"data: [DONE]\n\n"
+COMPLETION = {
+    "id": CMPL_HEAD["id"], "created": CMPL_HEAD["created"], "model": "gpt-3.5-turbo-instruct",
+    "object": "text_completion",
+    "choices": [{"text": "\n\nThis is a test.", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+    "usage": CMPL_USAGE,
+}
+
+
+@pytest.mark.parametrize("pieces", list(splits(CMPL_STREAM)))
+def test_completions_stream_joins_choice_text(pieces: list[bytes]) -> None:
+    final = assemble(Completions(), view("/v1/completions", {"stream": True}), pieces)
+    assert final == COMPLETION
+
+
+def test_completions_logprobs_are_concatenated() -> None:
+    def chunk(text: str, offset: int, finish: str | None) -> dict[str, Any]:
+        logprobs = {"tokens": [text], "token_logprobs": [-0.5], "top_logprobs": None, "text_offset": [offset]}
+        return {**CMPL_HEAD, "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}]}
+
+    stream = sse((None, chunk("Hi", 0, None)), (None, chunk("!", 2, "stop"))) + b"data: [DONE]\n\n"
+    final = assemble(Completions(), view("/v1/completions", {"stream": True}), [stream])
+    assert final is not None
+    assert final["choices"][0]["logprobs"] == {"tokens": ["Hi", "!"], "token_logprobs": [-0.5, -0.5],
+                                               "text_offset": [0, 2]}
+
+
+def test_completions_stream_cut_before_done_is_not_stored() -> None:
+    cut = CMPL_STREAM[: CMPL_STREAM.index(b"data: [DONE]")]
+    assert assemble(Completions(), view("/v1/completions", {"stream": True}), [cut]) is None
+
+
+def test_completions_error_event_is_not_stored() -> None:
+    error = sse((None, {"error": {"message": "The server had an error", "type": "server_error"}}))
+    stream = CMPL_STREAM[:200] + b"\n\n" + error + b"data: [DONE]\n\n"
+    assert assemble(Completions(), view("/v1/completions", {"stream": True}), [stream]) is None
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_completions_replay_parses_in_the_openai_sdk(include_usage: bool) -> None:
+    body: dict[str, Any] = {"stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    request = view("/v1/completions", body)
+    replay = Completions().render_stream(orjson.dumps(COMPLETION), request)
+    stream = sdk(replay).completions.create(model="gpt-3.5-turbo-instruct", prompt="Say this is a test", stream=True,
+                                            **({"stream_options": {"include_usage": True}} if include_usage else {}))
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "\n\nThis is a test."
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert (chunks[-1].usage is not None) is include_usage
+
+
+def test_completions_round_trip() -> None:
+    request = view("/v1/completions", {"stream": True, "stream_options": {"include_usage": True}})
+    assert assemble(Completions(), request, [Completions().render_stream(orjson.dumps(COMPLETION), request)]) == COMPLETION
+
+
+# -- embeddings --------------------------------------------------------------------------------------
+
+
+def test_embeddings_never_stream() -> None:
+    route = resolve("/v1/embeddings")
+    assert route is not None and route.endpoint.streams is False
+    assert route.endpoint.is_stream(route, "", {"input": "hi", "stream": True}) is False
+
+
+def test_embeddings_usage_counts_prompt_tokens() -> None:
+    response = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -0.2]}],
+                "model": "text-embedding-3-small", "usage": {"prompt_tokens": 8, "total_tokens": 8}}
+    assert Embeddings().usage(response) == Usage(8, None, None, None)
+
+
+# -- Responses API -----------------------------------------------------------------------------------
+
+RESP_ID = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
+REASONING = {"id": "rs_67ccd2bf17f0819081ff3bb2cf6508e6", "type": "reasoning",
+             "summary": [{"type": "summary_text", "text": "**Recalling a capital**\n\nFrance's capital is Paris."}]}
+MESSAGE = {"id": "msg_67ccd2bf17f0819081ff3bb2cf6508e6", "type": "message", "status": "completed",
+           "role": "assistant",
+           "content": [{"type": "output_text", "text": "The capital of France is Paris.", "annotations": [],
+                        "logprobs": []}]}
+FUNCTION_CALL = {"id": "fc_12345xyz", "type": "function_call", "status": "completed", "call_id": "call_12345xyz",
+                 "name": "get_weather", "arguments": '{"location":"Paris, France"}'}
+RESP_USAGE = {"input_tokens": 328, "input_tokens_details": {"cached_tokens": 256, "cache_write_tokens": 64},
+              "output_tokens": 52,
+              "output_tokens_details": {"reasoning_tokens": 32}, "total_tokens": 380}
+
+
+def response(*output: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": RESP_ID, "object": "response", "created_at": 1741476542, "status": "completed",
+        "background": False, "error": None, "incomplete_details": None, "instructions": None,
+        "max_output_tokens": None, "model": "o4-mini-2025-04-16", "output": list(output),
+        "parallel_tool_calls": True, "previous_response_id": None,
+        "reasoning": {"effort": "low", "summary": "auto"}, "store": True, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+        "truncation": "disabled", "usage": RESP_USAGE, "user": None, "metadata": {},
+    }
+
+
+FINAL = response(REASONING, MESSAGE)
+PENDING = {**FINAL, "status": "in_progress", "output": [], "usage": None}
+
+
+def live_stream(*tail: dict[str, Any]) -> bytes:
+    """What api.openai.com sends for FINAL, in the order the streaming-events reference documents,
+    followed by `tail` (the terminal event)."""
+    rs, msg = REASONING["id"], MESSAGE["id"]
+    summary = REASONING["summary"][0]
+    text = MESSAGE["content"][0]
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": PENDING},
+        {"type": "response.in_progress", "response": PENDING},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**REASONING, "summary": []}},
+        {"type": "response.reasoning_summary_part.added", "item_id": rs, "output_index": 0, "summary_index": 0,
+         "part": {"type": "summary_text", "text": ""}},
+        {"type": "response.reasoning_summary_text.delta", "item_id": rs, "output_index": 0, "summary_index": 0,
+         "delta": "**Recalling a capital**\n\n"},
+        {"type": "response.reasoning_summary_text.delta", "item_id": rs, "output_index": 0, "summary_index": 0,
+         "delta": "France's capital is Paris."},
+        {"type": "response.reasoning_summary_text.done", "item_id": rs, "output_index": 0, "summary_index": 0,
+         "text": summary["text"]},
+        {"type": "response.reasoning_summary_part.done", "item_id": rs, "output_index": 0, "summary_index": 0,
+         "part": summary},
+        {"type": "response.output_item.done", "output_index": 0, "item": REASONING},
+        {"type": "response.output_item.added", "output_index": 1,
+         "item": {**MESSAGE, "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", "item_id": msg, "output_index": 1, "content_index": 0,
+         "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}},
+        *({"type": "response.output_text.delta", "item_id": msg, "output_index": 1, "content_index": 0,
+           "delta": piece, "logprobs": []} for piece in ("The capital", " of France", " is Paris.")),
+        {"type": "response.output_text.done", "item_id": msg, "output_index": 1, "content_index": 0,
+         "text": text["text"], "logprobs": []},
+        {"type": "response.content_part.done", "item_id": msg, "output_index": 1, "content_index": 0, "part": text},
+        {"type": "response.output_item.done", "output_index": 1, "item": MESSAGE},
+        *tail,
+    ]
+    return sse(*((event["type"], {**event, "sequence_number": n}) for n, event in enumerate(events)))
+
+
+COMPLETED = {"type": "response.completed", "response": FINAL}
+
+
+@pytest.mark.parametrize("pieces", list(splits(live_stream(COMPLETED))))
+def test_responses_stream_stores_the_completed_response(pieces: list[bytes]) -> None:
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), pieces) == FINAL
+
+
+def test_responses_completed_without_output_is_filled_from_finished_items() -> None:
+    stream = live_stream({"type": "response.completed", "response": {**FINAL, "output": None}})
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [stream]) == FINAL
+
+
+def test_responses_stream_cut_before_completed_is_not_stored() -> None:
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [live_stream()]) is None
+
+
+@pytest.mark.parametrize(
+    "terminal",
+    [
+        {"type": "response.failed", "response": {**FINAL, "status": "failed", "usage": None,
+                                                 "error": {"code": "server_error", "message": "boom"}}},
+        {"type": "response.incomplete", "response": {**FINAL, "status": "incomplete",
+                                                     "incomplete_details": {"reason": "max_output_tokens"}}},
+        {"type": "error", "code": "ERR_SOMETHING", "message": "Something went wrong", "param": None},
+    ],
+    ids=["failed", "incomplete", "error"],
+)
+def test_responses_failed_incomplete_or_error_is_not_stored(terminal: dict[str, Any]) -> None:
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [live_stream(terminal)]) is None
+
+
+def test_responses_error_then_completed_is_still_not_stored() -> None:
+    error = {"type": "error", "code": "server_error", "message": "hiccup", "param": None}
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [live_stream(error, COMPLETED)]) is None
+
+
+@pytest.mark.parametrize(
+    "final",
+    [FINAL, response(MESSAGE), response(REASONING, FUNCTION_CALL),
+     response({**REASONING, "encrypted_content": "gAAAAABo...", "content": [{"type": "reasoning_text", "text": "hm"}]},
+              MESSAGE)],
+    ids=["reasoning+text", "text", "tool-call", "encrypted-reasoning"],
+)
+def test_responses_round_trip(final: dict[str, Any]) -> None:
+    request = view("/v1/responses", {"stream": True})
+    replay = Responses().render_stream(orjson.dumps(final), request)
+    for pieces in (splits(replay)):
+        assert assemble(Responses(), request, pieces) == final
+
+
+def test_responses_replay_is_a_numbered_event_sequence() -> None:
+    replay = Responses().render_stream(orjson.dumps(FINAL), view("/v1/responses", {"stream": True}))
+    events = [orjson.loads(line[6:]) for line in replay.split(b"\n") if line.startswith(b"data: ")]
+    names = [line[7:].decode() for line in replay.split(b"\n") if line.startswith(b"event: ")]
+    assert names == [event["type"] for event in events]
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert names[:2] == ["response.created", "response.in_progress"]
+    assert names[-1] == "response.completed"
+    assert "response.output_text.delta" in names and "response.reasoning_summary_text.delta" in names
+
+
+def test_responses_replay_parses_in_the_openai_sdk_event_stream() -> None:
+    replay = Responses().render_stream(orjson.dumps(FINAL), view("/v1/responses", {"stream": True}))
+    events = list(sdk(replay).responses.create(model="o4-mini", input="Capital of France?", stream=True))
+    text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert text == "The capital of France is Paris."
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "The capital of France is Paris."
+
+
+@pytest.mark.parametrize("final", [FINAL, response(REASONING, FUNCTION_CALL)], ids=["text", "tool-call"])
+def test_responses_replay_satisfies_the_sdk_stream_accumulator(final: dict[str, Any]) -> None:
+    replay = Responses().render_stream(orjson.dumps(final), view("/v1/responses", {"stream": True}))
+    with sdk(replay).responses.stream(model="o4-mini", input="Capital of France?") as stream:
+        deltas = "".join(event.delta for event in stream if event.type == "response.output_text.delta")
+        parsed = stream.get_final_response()
+    expected = openai.types.responses.Response.model_validate(final)
+    assert deltas == parsed.output_text == expected.output_text
+    assert parsed.id == RESP_ID
+    assert [item.type for item in parsed.output] == [item["type"] for item in final["output"]]
+    if final is not FINAL:
+        call = parsed.output[1]
+        assert (call.type, call.name, call.arguments) == ("function_call", "get_weather", FUNCTION_CALL["arguments"])
+
+
+def test_responses_cache_hints_do_not_change_the_key() -> None:
+    body = {"model": "o4-mini", "input": "Capital of France?"}
+    hinted = {**body, "prompt_cache_key": "tenant-7", "safety_identifier": "user-42", "stream": True}
+    cache = Cache()
+    assert cache.key_for("/v1/responses", body, ALICE) == cache.key_for("/v1/responses", hinted, ALICE)
+
+
+# -- usage ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "usage", "expected"),
+    [
+        (ChatCompletions(), {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280,
+                             "prompt_tokens_details": {"cached_tokens": 1024}}, Usage(1200, 80, 1024, None)),
+        # DeepSeek reports cache hits at the top level; prompt_tokens already includes them.
+        (ChatCompletions(), {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120,
+                             "prompt_cache_hit_tokens": 64, "prompt_cache_miss_tokens": 36}, Usage(100, 20, 64, None)),
+        (Completions(), CMPL_USAGE, Usage(5, 7, None, None)),
+        (Responses(), RESP_USAGE, Usage(328, 52, 256, 64)),
+    ],
+    ids=["openai-chat", "deepseek", "completions", "responses"],
+)
+def test_usage_is_normalised(endpoint: Any, usage: dict[str, Any], expected: Usage) -> None:
+    assert endpoint.usage({"usage": usage}) == expected
+    assert endpoint.usage({}) == Usage()
