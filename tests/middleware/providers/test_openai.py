@@ -55,7 +55,8 @@ def test_non_llm_paths_are_not_owned(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/chat/completions", "/chat/completions", "/openai/deployments/d/chat/completions", "/x/chat/completions/"]
+    "path",
+    ["/v1/chat/completions", "/chat/completions", "/openai/deployments/d/chat/completions", "/x/chat/completions/"],
 )
 def test_completions_never_claims_chat_completions_whatever_the_registry_order(path: str) -> None:
     assert Completions().match(path) is None
@@ -67,10 +68,9 @@ def test_completions_never_claims_chat_completions_whatever_the_registry_order(p
 CHAT_HEAD = {"id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion.chunk", "created": 1741570283,
              "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_eb9dce56a8"}
 CHAT_STREAM = sse(
-    (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}),
-    (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {"content": "Paris"}, "finish_reason": None}]}),
-    (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {"content": "."}, "finish_reason": None}]}),
-    (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+    *((None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+      for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": "Paris"}, None),
+                            ({"content": "."}, None), ({}, "stop")))
 ) + b"data: [DONE]\n\n"
 
 
@@ -149,7 +149,8 @@ def test_completions_replay_parses_in_the_openai_sdk(include_usage: bool) -> Non
 
 def test_completions_round_trip() -> None:
     request = view("/v1/completions", {"stream": True, "stream_options": {"include_usage": True}})
-    assert assemble(Completions(), request, [Completions().render_stream(orjson.dumps(COMPLETION), request)]) == COMPLETION
+    replay = Completions().render_stream(orjson.dumps(COMPLETION), request)
+    assert assemble(Completions(), request, [replay]) == COMPLETION
 
 
 # -- embeddings --------------------------------------------------------------------------------------
