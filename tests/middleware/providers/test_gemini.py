@@ -1,0 +1,212 @@
+"""Gemini adapter: model paths (v1, v1beta, Vertex), both stream forms, completeness, usage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from middleware import Cache
+from middleware.providers import resolve
+from middleware.providers.base import Usage
+from middleware.providers.gemini import GenerateContent, JSONArrayDecoder
+
+from .streams import assemble, splits, view
+
+STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+META = {"modelVersion": "gemini-2.5-flash", "responseId": "mNj3aOKfL9Cm1MkP9ZbD-QQ"}
+PROMPT_USAGE = {"promptTokenCount": 9, "totalTokenCount": 9,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9}]}
+FINAL_USAGE = {"promptTokenCount": 9, "candidatesTokenCount": 8, "thoughtsTokenCount": 40, "totalTokenCount": 57,
+               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9}]}
+
+
+def chunk(*parts: dict[str, Any], finish: str | None = None, usage: dict[str, Any] = PROMPT_USAGE) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": list(parts), "role": "model"}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    return {"candidates": [candidate], "usageMetadata": usage, **META}
+
+
+def as_sse(*chunks: dict[str, Any]) -> bytes:
+    """`?alt=sse`: one `data:` event a chunk, CRLF line endings as Google sends them."""
+    return b"".join(b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in chunks)
+
+
+def as_array(*chunks: dict[str, Any], closed: bool = True) -> bytes:
+    """No `alt`: one pretty-printed JSON array, its elements written out as they are generated."""
+    body = b"[" + b"\n,\r\n".join(orjson.dumps(c, option=orjson.OPT_INDENT_2) for c in chunks)
+    return body + (b"\n]" if closed else b"")
+
+
+TEXT_CHUNKS = (
+    chunk({"text": "The capital"}),
+    chunk({"text": " of France is"}),
+    chunk({"text": " Paris."}, finish="STOP", usage=FINAL_USAGE),
+)
+TEXT = {"candidates": [{"content": {"parts": [{"text": "The capital of France is Paris."}], "role": "model"},
+                        "index": 0, "finishReason": "STOP"}], "usageMetadata": FINAL_USAGE, **META}
+
+THOUGHT_CHUNKS = (
+    chunk({"text": "**Locating the capital**\n\n", "thought": True}),
+    chunk({"text": "The user asks about France.", "thought": True}),
+    chunk({"text": "Paris", "thoughtSignature": "CiQB0e2Kb8Y3nq9xk"}),
+    chunk({"text": " is the capital."}, finish="STOP", usage=FINAL_USAGE),
+)
+THOUGHTS = {"candidates": [{"content": {"parts": [
+    {"text": "**Locating the capital**\n\nThe user asks about France.", "thought": True},
+    {"text": "Paris", "thoughtSignature": "CiQB0e2Kb8Y3nq9xk"},
+    {"text": " is the capital."},
+], "role": "model"}, "index": 0, "finishReason": "STOP"}], "usageMetadata": FINAL_USAGE, **META}
+
+CALL = {"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}, "thoughtSignature": "CiIB0e2Kb2"}
+CALL_CHUNKS = (chunk({"text": "Let me check."}), chunk(CALL, finish="STOP", usage=FINAL_USAGE))
+CALL_FINAL = {"candidates": [{"content": {"parts": [{"text": "Let me check."}, CALL], "role": "model"},
+                              "index": 0, "finishReason": "STOP"}], "usageMetadata": FINAL_USAGE, **META}
+
+CASES = [(TEXT_CHUNKS, TEXT), (THOUGHT_CHUNKS, THOUGHTS), (CALL_CHUNKS, CALL_FINAL)]
+IDS = ["text", "thoughts", "function-call"]
+
+
+# -- paths ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "model", "stream"),
+    [
+        ("/v1beta/models/gemini-2.5-flash:generateContent", "generate_content", "gemini-2.5-flash", False),
+        ("/v1beta/models/gemini-2.5-flash:streamGenerateContent", "generate_content", "gemini-2.5-flash", True),
+        ("/v1/models/gemini-2.0-flash:generateContent", "generate_content", "gemini-2.0-flash", False),
+        ("/v1beta/tunedModels/my-tuned-model:generateContent", "generate_content", "my-tuned-model", False),
+        ("/v1/projects/acme/locations/us-central1/publishers/google/models/gemini-2.5-pro:streamGenerateContent",
+         "generate_content", "gemini-2.5-pro", True),
+        ("/v1beta/models/gemini-embedding-001:embedContent", "embed_content", "gemini-embedding-001", False),
+        ("/v1beta/models/text-embedding-004:batchEmbedContents", "embed_content", "text-embedding-004", False),
+    ],
+)
+def test_model_paths(path: str, name: str, model: str, stream: bool) -> None:
+    route = resolve(path)
+    assert route is not None
+    assert (route.endpoint.name, route.model, route.stream_by_path) == (name, model, stream)
+    assert route.endpoint.is_stream(route, "", {}) is stream
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1beta/models", "/v1beta/models/gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:countTokens",
+             "/v1beta/cachedContents", "/v1beta/files", "/upload/v1beta/files"],
+)
+def test_other_gemini_paths_are_not_owned(path: str) -> None:
+    assert resolve(path) is None
+
+
+def test_stream_and_json_forms_share_one_key() -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": "Capital of France?"}]}]}
+    headers = {"x-goog-api-key": "AIza-alice"}
+    cache = Cache()
+    json_key = cache.key_for("/v1beta/models/gemini-2.5-flash:generateContent", body, headers)
+    assert cache.key_for(STREAM, body, headers, query="alt=sse") == json_key
+    assert cache.key_for(STREAM, body, headers) == json_key
+    assert cache.key_for("/v1beta/models/gemini-2.5-pro:generateContent", body, headers) != json_key
+
+
+# -- assembly ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("chunks", "expected"), CASES, ids=IDS)
+def test_sse_stream_assembles_in_any_chunking(chunks: tuple[dict[str, Any], ...], expected: dict[str, Any]) -> None:
+    request = view(STREAM, query="alt=sse")
+    for pieces in splits(as_sse(*chunks)):
+        assert assemble(GenerateContent(), request, pieces) == expected
+
+
+@pytest.mark.parametrize(("chunks", "expected"), CASES, ids=IDS)
+def test_json_array_stream_assembles_in_any_chunking(
+    chunks: tuple[dict[str, Any], ...], expected: dict[str, Any]
+) -> None:
+    request = view(STREAM)
+    for pieces in splits(as_array(*chunks)):
+        assert assemble(GenerateContent(), request, pieces) == expected
+
+
+def test_every_candidate_is_assembled_on_its_own() -> None:
+    def two(first: str, second: str, finish: str | None) -> dict[str, Any]:
+        candidates = [{"content": {"parts": [{"text": text}], "role": "model"}, "index": index}
+                      for index, text in enumerate((first, second))]
+        if finish:
+            for candidate in candidates:
+                candidate["finishReason"] = finish
+        return {"candidates": candidates, **META}
+
+    final = assemble(GenerateContent(), view(STREAM, query="alt=sse"),
+                     [as_sse(two("Par", "Lyo", None), two("is", "n", "STOP"))])
+    assert final is not None
+    assert [c["content"]["parts"] for c in final["candidates"]] == [[{"text": "Paris"}], [{"text": "Lyon"}]]
+
+
+def test_stream_without_a_finish_reason_is_not_stored() -> None:
+    assert assemble(GenerateContent(), view(STREAM, query="alt=sse"), [as_sse(*TEXT_CHUNKS[:2])]) is None
+    assert assemble(GenerateContent(), view(STREAM), [as_array(*TEXT_CHUNKS[:2])]) is None
+
+
+def test_json_array_that_never_closes_is_not_stored() -> None:
+    assert assemble(GenerateContent(), view(STREAM), [as_array(*TEXT_CHUNKS, closed=False)]) is None
+
+
+def test_error_chunk_is_not_stored() -> None:
+    error = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
+                       "status": "UNAVAILABLE"}}
+    assert assemble(GenerateContent(), view(STREAM, query="alt=sse"), [as_sse(*TEXT_CHUNKS, error)]) is None
+    assert assemble(GenerateContent(), view(STREAM), [as_array(TEXT_CHUNKS[0], error)]) is None
+
+
+def test_a_body_that_is_not_an_array_is_not_stored() -> None:
+    assert assemble(GenerateContent(), view(STREAM), [orjson.dumps(TEXT)]) is None
+
+
+def test_array_decoder_respects_strings_and_escapes() -> None:
+    tricky = [{"text": 'a "quoted" ] } [ { \\ brace'}, {"nested": [{"deep": ["]"]}]}]
+    data = orjson.dumps(tricky)
+    for pieces in splits(data):
+        decoder = JSONArrayDecoder()
+        found = [orjson.loads(item) for piece in pieces for item in decoder.feed(piece)]
+        assert found == tricky and decoder.closed
+
+
+# -- replay --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("query", "media_type"), [("alt=sse", "text/event-stream"), ("", "application/json")])
+@pytest.mark.parametrize("final", [TEXT, THOUGHTS, CALL_FINAL], ids=IDS)
+def test_round_trip_in_the_form_the_request_asked_for(query: str, media_type: str, final: dict[str, Any]) -> None:
+    request = view(STREAM, query=query)
+    endpoint = GenerateContent()
+    replay = endpoint.render_stream(orjson.dumps(final), request)
+    assert endpoint.stream_media_type(request) == media_type
+    if media_type == "application/json":
+        assert orjson.loads(replay) == [final]
+    else:
+        assert replay.startswith(b"data: ") and replay.endswith(b"\r\n\r\n")
+    assert assemble(endpoint, request, [replay]) == final
+
+
+def test_usage_and_identity_of_a_response() -> None:
+    endpoint = GenerateContent()
+    assert endpoint.response_model(TEXT) == "gemini-2.5-flash"
+    assert endpoint.response_id(TEXT) == "mNj3aOKfL9Cm1MkP9ZbD-QQ"
+
+
+# -- usage ---------------------------------------------------------------------------------------------
+
+
+def test_usage_output_includes_thoughts_and_input_includes_cached_content() -> None:
+    usage = {"promptTokenCount": 1200, "cachedContentTokenCount": 1024, "candidatesTokenCount": 50,
+             "thoughtsTokenCount": 120, "totalTokenCount": 1370}
+    assert GenerateContent().usage({"usageMetadata": usage}) == Usage(1200, 170, 1024, None)
+
+
+def test_usage_without_thoughts_or_cache() -> None:
+    assert GenerateContent().usage({"usageMetadata": PROMPT_USAGE}) == Usage(9, None, None, None)
+    assert GenerateContent().usage({"usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 8}}) == Usage(
+        9, 8, None, None)
+    assert GenerateContent().usage({}) == Usage()
