@@ -116,17 +116,21 @@ def _usage_only(event: bytes) -> bool:
     return False
 
 
-class ChatCompletions(_OpenAIEndpoint):
-    name = "chat.completions"
-    operation = "chat"
-    suffix = "chat/completions"
-    volatile_fields = _CACHE_HINTS
+class _ChunkStreamEndpoint(_OpenAIEndpoint):
+    """Streams `data: {chunk}` events ending in `[DONE]`, with usage only when the request asks for it."""
 
     def capture_body(self, body: dict[str, Any]) -> dict[str, Any] | None:
         return _with_stream_usage(body)
 
     def stream_filter(self, request: RequestView) -> UsageChunkFilter:
         return UsageChunkFilter()
+
+
+class ChatCompletions(_ChunkStreamEndpoint):
+    name = "chat.completions"
+    operation = "chat"
+    suffix = "chat/completions"
+    volatile_fields = _CACHE_HINTS
 
     def assembler(self, request: RequestView) -> ChatStreamAssembler:
         return ChatStreamAssembler()
@@ -149,7 +153,7 @@ class ChatCompletions(_OpenAIEndpoint):
         return _chunk_stream(final, "chat.completion.chunk", bodies, _include_usage(request))
 
 
-class Completions(_OpenAIEndpoint):
+class Completions(_ChunkStreamEndpoint):
     """The legacy `/completions` API: stream chunks carry `choices[].text`."""
 
     name = "completions"
@@ -160,12 +164,6 @@ class Completions(_OpenAIEndpoint):
         if path.rstrip("/").endswith("/chat/completions"):
             return None
         return super().match(path)
-
-    def capture_body(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        return _with_stream_usage(body)
-
-    def stream_filter(self, request: RequestView) -> UsageChunkFilter:
-        return UsageChunkFilter()
 
     def assembler(self, request: RequestView) -> CompletionStreamAssembler:
         return CompletionStreamAssembler()
