@@ -8,6 +8,7 @@ from typing import Any
 import httpx2
 import orjson
 
+from middleware import Cache, CachingTransport
 from middleware.providers import Endpoint, RequestView, resolve
 from middleware.providers.base import StreamAssembler
 
@@ -56,3 +57,16 @@ def replaying(body: bytes, media_type: str = "text/event-stream") -> httpx2.Clie
         return httpx2.Response(200, headers={"content-type": media_type}, content=body)
 
     return httpx2.Client(transport=httpx2.MockTransport(handler))
+
+
+def through_cache(body: bytes, media_type: str) -> tuple[httpx2.Client, list[str]]:
+    """An httpx2 client caching in front of a provider that answers every call with `body`;
+    the list records the paths that reached the provider."""
+    calls: list[str] = []
+
+    def provider(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request.url.path)
+        return httpx2.Response(200, headers={"content-type": media_type}, content=body)
+
+    transport = CachingTransport(cache=Cache(), inner=httpx2.MockTransport(provider))
+    return httpx2.Client(transport=transport), calls

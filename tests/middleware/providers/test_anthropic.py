@@ -12,7 +12,7 @@ from middleware.providers import resolve
 from middleware.providers.anthropic import Messages
 from middleware.providers.base import Usage
 
-from .streams import assemble, replaying, splits, sse, view
+from .streams import assemble, replaying, splits, sse, through_cache, view
 
 MESSAGES = "/v1/messages"
 USAGE = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1,
@@ -201,3 +201,14 @@ def test_usage_counts_cache_reads_and_writes_as_input() -> None:
 def test_usage_without_cache_fields() -> None:
     assert Messages().usage({"usage": {"input_tokens": 25, "output_tokens": 15}}) == Usage(25, 15, None, None)
     assert Messages().usage({}) == Usage()
+
+
+def test_a_streamed_tool_call_is_served_again_as_json_through_the_cache() -> None:
+    http_client, calls = through_cache(TOOL_STREAM, "text/event-stream")
+    client = anthropic.Anthropic(api_key="x", base_url="http://test", http_client=http_client, max_retries=0)
+    with client.messages.stream(**PARAMS) as stream:
+        streamed = stream.get_final_message()
+    cached = client.messages.with_raw_response.create(**PARAMS)
+    assert cached.headers["x-cache"] == "HIT"
+    assert cached.parse().content[1].input == streamed.content[1].input == TOOL["content"][1]["input"]
+    assert calls == ["/v1/messages"]

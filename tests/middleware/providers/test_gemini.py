@@ -12,7 +12,7 @@ from middleware.providers import resolve
 from middleware.providers.base import Usage
 from middleware.providers.gemini import GenerateContent, JSONArrayDecoder
 
-from .streams import assemble, splits, view
+from .streams import assemble, splits, through_cache, view
 
 STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 META = {"modelVersion": "gemini-2.5-flash", "responseId": "mNj3aOKfL9Cm1MkP9ZbD-QQ"}
@@ -210,3 +210,17 @@ def test_usage_without_thoughts_or_cache() -> None:
     assert GenerateContent().usage({"usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 8}}) == Usage(
         9, 8, None, None)
     assert GenerateContent().usage({}) == Usage()
+
+
+def test_an_array_stream_is_served_again_as_sse_and_as_json_through_the_cache() -> None:
+    client, calls = through_cache(as_array(*TEXT_CHUNKS), "application/json; charset=UTF-8")
+    body = {"contents": [{"role": "user", "parts": [{"text": "Capital of France?"}]}]}
+    headers = {"x-goog-api-key": "AIza-alice"}
+    first = client.post(f"http://test{STREAM}", json=body, headers=headers)
+    as_events = client.post(f"http://test{STREAM}?alt=sse", json=body, headers=headers)
+    as_json = client.post("http://test/v1beta/models/gemini-2.5-flash:generateContent", json=body, headers=headers)
+    assert [r.headers["x-cache"] for r in (first, as_events, as_json)] == ["MISS", "HIT", "HIT"]
+    assert as_events.headers["content-type"] == "text/event-stream"
+    assert orjson.loads(as_events.content.removeprefix(b"data: ")) == TEXT
+    assert as_json.json() == TEXT
+    assert calls == [STREAM]

@@ -13,7 +13,7 @@ from middleware.providers import resolve
 from middleware.providers.base import Usage
 from middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
 
-from .streams import assemble, replaying, splits, sse, view
+from .streams import assemble, replaying, splits, sse, through_cache, view
 
 ALICE = {"authorization": "Bearer sk-alice"}
 
@@ -348,3 +348,14 @@ def test_responses_cache_hints_do_not_change_the_key() -> None:
 def test_usage_is_normalised(endpoint: Any, usage: dict[str, Any], expected: Usage) -> None:
     assert endpoint.usage({"usage": usage}) == expected
     assert endpoint.usage({}) == Usage()
+
+
+def test_a_streamed_response_is_served_again_as_json_through_the_cache() -> None:
+    http_client, calls = through_cache(live_stream(COMPLETED), "text/event-stream")
+    client = openai.OpenAI(api_key="x", base_url="http://test/v1", http_client=http_client, max_retries=0)
+    with client.responses.stream(model="o4-mini", input="Capital of France?") as stream:
+        streamed = stream.get_final_response()
+    cached = client.responses.with_raw_response.create(model="o4-mini", input="Capital of France?")
+    assert cached.headers["x-cache"] == "HIT"
+    assert cached.parse().output_text == streamed.output_text == "The capital of France is Paris."
+    assert calls == ["/v1/responses"]
