@@ -70,7 +70,7 @@ class MessageStreamAssembler:
             if event is None:
                 self._broken = True
                 continue
-            kind = event.get("type", name)
+            kind = str(event.get("type") or name)
             if kind == "message_start" and isinstance(event.get("message"), dict):
                 self._message = dict(event["message"])
                 self._blocks = dict(enumerate(self._message.get("content") or []))
