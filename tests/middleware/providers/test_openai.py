@@ -83,6 +83,28 @@ def test_chat_stream_assembles_in_any_chunking(pieces: list[bytes]) -> None:
                                  "finish_reason": "stop", "logprobs": None}]
 
 
+CHAT_TOOL_CALL = {
+    "id": "chatcmpl-abc123", "object": "chat.completion", "created": 1741570283, "model": "gpt-4o-2024-08-06",
+    "system_fingerprint": "fp_eb9dce56a8",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None, "message": {
+        "role": "assistant", "content": None,
+        "tool_calls": [{"id": "call_abc123", "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location":"Paris"}'}}]}}],
+    "usage": {"prompt_tokens": 82, "completion_tokens": 17, "total_tokens": 99},
+}
+
+
+def test_chat_tool_call_round_trip_and_sdk_replay() -> None:
+    request = view("/v1/chat/completions", {"stream": True, "stream_options": {"include_usage": True}})
+    replay = ChatCompletions().render_stream(orjson.dumps(CHAT_TOOL_CALL), request)
+    assert assemble(ChatCompletions(), request, [replay]) == CHAT_TOOL_CALL
+    stream = sdk(replay).chat.completions.create(model="gpt-4o", messages=[], stream=True,
+                                                 stream_options={"include_usage": True})
+    calls = [call for chunk in stream if chunk.choices for call in chunk.choices[0].delta.tool_calls or []]
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+        ("call_abc123", "get_weather", '{"location":"Paris"}')]
+
+
 # -- legacy completions ------------------------------------------------------------------------------
 
 CMPL_HEAD = {"id": "cmpl-7iA7iJjj8V2zOkCGvWF2hAkDWBQZe", "object": "text_completion", "created": 1690759702,
