@@ -34,9 +34,7 @@ try:
     from aiocache import MemcachedCache
     from aiocache.serializers import BaseSerializer
 except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "MemcachedStore needs aiomcache: pip install 'llm-cache-middleware[memcached]'"
-    ) from error
+    raise ImportError("MemcachedStore needs aiomcache: pip install 'llm-cache-middleware[memcached]'") from error
 
 MAX_KEY_BYTES = 250
 ITEM_OVERHEAD = 64  # memcached's per-item header, roughly, counted against the item size limit

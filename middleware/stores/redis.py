@@ -338,9 +338,7 @@ class RedisClusterStore(RedisStore):
             batch: list[bytes] = []
             cursor = 0
             while True:
-                cursor, keys = await client.scan(
-                    cursor=cursor, match=pattern, count=self.scan_count, target_nodes=node
-                )
+                cursor, keys = await client.scan(cursor=cursor, match=pattern, count=self.scan_count, target_nodes=node)
                 if isinstance(cursor, dict):  # redis-py returns per-node dicts for targeted scans
                     cursor = next(iter(cursor.values()))
                 if isinstance(keys, dict):
@@ -373,9 +371,7 @@ class RedisSentinelStore(RedisStore):
         self.service_name = service_name
         self.sentinels = [(host, int(port)) for host, port in sentinels]
         self.sentinel_password = sentinel_password
-        self._managers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sentinel] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._managers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sentinel] = weakref.WeakKeyDictionary()
 
     def _sentinel(self) -> Sentinel:
         """One `Sentinel` manager per event loop (its sentinel connections belong to that loop)."""

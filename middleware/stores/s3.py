@@ -101,7 +101,10 @@ class S3Store:
             if self.profile is not None:
                 session.set_config_variable("profile", self.profile)
             context = session.create_client(
-                "s3", region_name=self.region, endpoint_url=self.endpoint_url, config=self.config,
+                "s3",
+                region_name=self.region,
+                endpoint_url=self.endpoint_url,
+                config=self.config,
                 **self._credentials,
             )
             client = await context.__aenter__()
@@ -115,8 +118,9 @@ class S3Store:
 
     async def _call(self, what: str, operation: Any) -> Any:
         client = await self._client()
-        return await self.breaker.call(lambda: operation(client), (BotoCoreError, ClientError, OSError,
-                                                                   asyncio.TimeoutError), what)
+        return await self.breaker.call(
+            lambda: operation(client), (BotoCoreError, ClientError, OSError, asyncio.TimeoutError), what
+        )
 
     # -- protocol -------------------------------------------------------------------------------
 

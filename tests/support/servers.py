@@ -259,8 +259,15 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
             node.start()
             nodes.append(node)
         create = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", "0",
-             "--cluster-yes"],
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
             capture_output=True,
             timeout=60,
         )
@@ -325,8 +332,7 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSe
     try:
         sentinel.start()
         wait_for(
-            lambda: str(master.port).encode()
-            in redis_command(port, "SENTINEL", "get-master-addr-by-name", "mymaster"),
+            lambda: str(master.port).encode() in redis_command(port, "SENTINEL", "get-master-addr-by-name", "mymaster"),
             START_DEADLINE,
             f"redis sentinel on port {port}",
             sentinel.log,

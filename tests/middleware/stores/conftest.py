@@ -13,6 +13,8 @@ import pytest
 from middleware.stores import MemoryStore
 from middleware.stores.redis import RedisClusterStore, RedisSentinelStore, RedisStore
 
+# generous socket timeouts for tests that are not about timeouts: CI machines are shared and slow
+SLACK = {"timeout": 2.0, "connect_timeout": 2.0}
 KINDS = ["memory", "redis", "redis-cluster", "redis-sentinel", "tiered", "memcached", "s3"]
 
 
@@ -36,25 +38,25 @@ async def build_store(kind: str, request: pytest.FixtureRequest, prefix: str) ->
         return MemoryStore()
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
-        return RedisStore(server.url, prefix=prefix)
+        return RedisStore(server.url, prefix=prefix, **SLACK)
     if kind == "redis-cluster":
         cluster = request.getfixturevalue("redis_cluster")
-        return RedisClusterStore(startup_nodes=cluster.startup_nodes, prefix=prefix)
+        return RedisClusterStore(startup_nodes=cluster.startup_nodes, prefix=prefix, **SLACK)
     if kind == "redis-sentinel":
         sentinel = request.getfixturevalue("redis_sentinel")
-        return RedisSentinelStore(sentinel.service_name, sentinel.sentinels, prefix=prefix)
+        return RedisSentinelStore(sentinel.service_name, sentinel.sentinels, prefix=prefix, **SLACK)
     if kind == "tiered":
         from middleware.stores.tiered import TieredStore
 
         server = request.getfixturevalue("redis_server")
-        store = TieredStore(MemoryStore(), RedisStore(server.url, prefix=prefix), channel=f"{prefix}inval")
+        store = TieredStore(MemoryStore(), RedisStore(server.url, prefix=prefix, **SLACK), channel=f"{prefix}inval")
         await store.start()
         return store
     if kind == "memcached":
         from middleware.stores.memcached import MemcachedStore
 
         server = request.getfixturevalue("memcached_server")
-        return MemcachedStore(server.host, server.port, prefix=prefix)
+        return MemcachedStore(server.host, server.port, prefix=prefix, timeout=2.0)
     if kind == "s3":
         from middleware.stores.s3 import S3Store
 

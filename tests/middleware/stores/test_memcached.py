@@ -23,7 +23,7 @@ def test_safe_key() -> None:
 
 
 async def test_long_and_odd_keys_round_trip(memcached_server: Any) -> None:
-    store = MemcachedStore(memcached_server.host, memcached_server.port, prefix=unique_prefix())
+    store = MemcachedStore(memcached_server.host, memcached_server.port, prefix=unique_prefix(), timeout=2.0)
     try:
         keys = ["ns:" + "k" * 300, "ns:with space", "ns:tab\tand\nnewline", "ns:ünïcödé", "ns:" + "é" * 130]
         for index, key in enumerate(keys):
@@ -35,7 +35,7 @@ async def test_long_and_odd_keys_round_trip(memcached_server: Any) -> None:
 
 
 async def test_oversize_values_are_skipped_and_counted(memcached_server: Any) -> None:
-    store = MemcachedStore(memcached_server.host, memcached_server.port, prefix=unique_prefix())
+    store = MemcachedStore(memcached_server.host, memcached_server.port, prefix=unique_prefix(), timeout=2.0)
     try:
         await store.set("big", b"x" * (1024 * 1024), 60)  # not an error
         assert store.oversize_skipped == 1
@@ -44,9 +44,7 @@ async def test_oversize_values_are_skipped_and_counted(memcached_server: Any) ->
         assert store.oversize_skipped == 1
         assert await store.get("fits") == b"x" * (1024 * 1024 - 4096)
 
-        small = MemcachedStore(
-            memcached_server.host, memcached_server.port, prefix=unique_prefix(), max_item_size=1000
-        )
+        small = MemcachedStore(memcached_server.host, memcached_server.port, prefix=unique_prefix(), max_item_size=1000)
         await small.set("k", b"y" * 2000, 60)
         assert small.oversize_skipped == 1 and await small.get("k") is None
         await small.close()
@@ -56,8 +54,8 @@ async def test_oversize_values_are_skipped_and_counted(memcached_server: Any) ->
 
 async def test_clear_prefix_is_real_across_instances(memcached_server: Any) -> None:
     prefix = unique_prefix()
-    a = MemcachedStore(memcached_server.host, memcached_server.port, prefix=prefix)
-    b = MemcachedStore(memcached_server.host, memcached_server.port, prefix=prefix)
+    a = MemcachedStore(memcached_server.host, memcached_server.port, prefix=prefix, timeout=2.0)
+    b = MemcachedStore(memcached_server.host, memcached_server.port, prefix=prefix, timeout=2.0)
     try:
         await a.set("v1:tenant:scope:1", b"1", 60)
         await a.set("v1:tenant:scope:2", b"2", 60)
@@ -80,7 +78,7 @@ async def test_clear_prefix_is_real_across_instances(memcached_server: Any) -> N
 
 async def test_evicted_generation_never_resurrects(memcached_server: Any) -> None:
     prefix = unique_prefix()
-    store = MemcachedStore(memcached_server.host, memcached_server.port, prefix=prefix)
+    store = MemcachedStore(memcached_server.host, memcached_server.port, prefix=prefix, timeout=2.0)
     try:
         await store.set("ns:k", b"v", 60)
         cache = store.cache

@@ -13,12 +13,12 @@ from middleware.stores import StoreError
 from middleware.stores.breaker import CircuitBreaker, CircuitOpenError
 from middleware.stores.redis import RedisClusterStore, RedisSentinelStore, RedisStore, glob_escape
 
-from .conftest import eventually, unique_prefix
+from .conftest import SLACK, eventually, unique_prefix
 
 
 async def test_prefix_and_px_expiry(redis_server: Any) -> None:
     prefix = unique_prefix()
-    store = RedisStore(redis_server.url, prefix=prefix)
+    store = RedisStore(redis_server.url, prefix=prefix, **SLACK)
     try:
         await store.set("k", b"v", 12.5)
         raw = syncredis.Redis.from_url(redis_server.url)
@@ -36,7 +36,7 @@ async def test_prefix_and_px_expiry(redis_server: Any) -> None:
 
 
 async def test_host_port_options(redis_server: Any) -> None:
-    store = RedisStore(host=redis_server.host, port=redis_server.port, db=1, prefix=unique_prefix())
+    store = RedisStore(host=redis_server.host, port=redis_server.port, db=1, prefix=unique_prefix(), **SLACK)
     try:
         await store.set("k", b"v", 5)
         assert await store.get("k") == b"v"
@@ -50,7 +50,7 @@ def test_glob_escape() -> None:
 
 
 async def test_clear_treats_prefix_literally(redis_server: Any) -> None:
-    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
     try:
         await store.set("a*:1", b"1", 60)
         await store.set("ab:1", b"2", 60)
@@ -62,7 +62,7 @@ async def test_clear_treats_prefix_literally(redis_server: Any) -> None:
 
 
 async def test_clear_in_many_batches(redis_server: Any) -> None:
-    store = RedisStore(redis_server.url, prefix=unique_prefix(), scan_count=50)
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), scan_count=50, **SLACK)
     try:
         await store.set_many({f"x:{i}": b"v" for i in range(500)}, 60)
         await store.set("y:1", b"keep", 60)
@@ -74,7 +74,7 @@ async def test_clear_in_many_batches(redis_server: Any) -> None:
 
 
 async def test_one_client_per_loop(redis_server: Any) -> None:
-    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
     try:
         await store.set("k", b"v", 60)
         first = store.client()
@@ -101,7 +101,7 @@ async def test_one_client_per_loop(redis_server: Any) -> None:
 
 async def test_cluster_keys_spread_over_all_nodes(redis_cluster: Any) -> None:
     prefix = unique_prefix()
-    store = RedisClusterStore(startup_nodes=redis_cluster.startup_nodes, prefix=prefix)
+    store = RedisClusterStore(startup_nodes=redis_cluster.startup_nodes, prefix=prefix, **SLACK)
     raws = [syncredis.Redis(host=n.host, port=n.port) for n in redis_cluster.nodes]
     try:
         keys = [f"ns:scope:{i:04d}" for i in range(300)]
@@ -122,7 +122,7 @@ async def test_cluster_keys_spread_over_all_nodes(redis_cluster: Any) -> None:
 
 async def test_sentinel_discovers_master(redis_sentinel: Any) -> None:
     prefix = unique_prefix()
-    store = RedisSentinelStore(redis_sentinel.service_name, redis_sentinel.sentinels, prefix=prefix)
+    store = RedisSentinelStore(redis_sentinel.service_name, redis_sentinel.sentinels, prefix=prefix, **SLACK)
     try:
         await store.set("k", b"v", 60)
         raw = syncredis.Redis(host=redis_sentinel.master.host, port=redis_sentinel.master.port)
@@ -147,7 +147,7 @@ async def test_circuit_breaker_opens_and_recovers(redis_factory: Any) -> None:
     server = redis_factory()
     now = [0.0]
     breaker = CircuitBreaker(failure_threshold=3, cooldown=2.0, clock=lambda: now[0], name="redis")
-    store = RedisStore(server.url, prefix=unique_prefix(), breaker=breaker)
+    store = RedisStore(server.url, prefix=unique_prefix(), breaker=breaker, **SLACK)
     try:
         await store.set("k", b"v", 60)
         assert breaker.state == "closed"
@@ -181,7 +181,7 @@ async def test_half_open_probe_failure_reopens(redis_factory: Any) -> None:
     server = redis_factory()
     now = [0.0]
     breaker = CircuitBreaker(failure_threshold=1, cooldown=1.0, clock=lambda: now[0])
-    store = RedisStore(server.url, prefix=unique_prefix(), breaker=breaker)
+    store = RedisStore(server.url, prefix=unique_prefix(), breaker=breaker, **SLACK)
     try:
         server.stop()
         server.wait_down()
@@ -202,7 +202,7 @@ async def test_half_open_probe_failure_reopens(redis_factory: Any) -> None:
 async def test_breaker_recovers_in_real_time(redis_factory: Any) -> None:
     """Wall-clock version: hits resume within a short cool-off after Redis comes back."""
     server = redis_factory()
-    store = RedisStore(server.url, prefix=unique_prefix(), failure_threshold=2, cooldown=0.2)
+    store = RedisStore(server.url, prefix=unique_prefix(), failure_threshold=2, cooldown=0.2, **SLACK)
     try:
         server.stop()
         server.wait_down()
@@ -225,7 +225,7 @@ async def test_breaker_recovers_in_real_time(redis_factory: Any) -> None:
 
 async def test_a_hit_is_one_get_command(redis_factory: Any) -> None:
     server = redis_factory()  # private server: nobody else's commands in the stats
-    store = RedisStore(server.url, prefix=unique_prefix())
+    store = RedisStore(server.url, prefix=unique_prefix(), **SLACK)
     raw = syncredis.Redis.from_url(server.url)
     try:
         await store.set("k", b"v" * 1000, 60)
@@ -245,7 +245,7 @@ async def test_a_hit_is_one_get_command(redis_factory: Any) -> None:
 async def test_store_serves_the_sync_transports_background_loop(redis_server: Any) -> None:
     from middleware.loop_thread import LoopThread
 
-    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
     runner = LoopThread()
     try:
         await store.set("k", b"v", 60)
@@ -262,10 +262,10 @@ async def test_store_serves_the_sync_transports_background_loop(redis_server: An
 @pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
 async def test_single_flight_lock_primitive(kind: str, request: pytest.FixtureRequest) -> None:
     if kind == "redis":
-        store: RedisStore = RedisStore(request.getfixturevalue("redis_server").url, prefix=unique_prefix())
+        store: RedisStore = RedisStore(request.getfixturevalue("redis_server").url, prefix=unique_prefix(), **SLACK)
     else:
         nodes = request.getfixturevalue("redis_cluster").startup_nodes
-        store = RedisClusterStore(startup_nodes=nodes, prefix=unique_prefix())
+        store = RedisClusterStore(startup_nodes=nodes, prefix=unique_prefix(), **SLACK)
     try:
         token = await store.try_lock("k", 5.0)
         assert token is not None

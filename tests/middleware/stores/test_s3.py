@@ -16,15 +16,23 @@ from .conftest import s3_bucket, unique_prefix
 
 def raw_client(server: Any) -> Any:
     return boto3.client(
-        "s3", endpoint_url=server.url, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 
 def make(server: Any, bucket: str, **options: Any) -> S3Store:
     return S3Store(
-        bucket, prefix=unique_prefix().replace(":", "/"), endpoint_url=server.url, region="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing", **options,
+        bucket,
+        prefix=unique_prefix().replace(":", "/"),
+        endpoint_url=server.url,
+        region="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        **options,
     )
 
 

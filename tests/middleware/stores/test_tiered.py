@@ -9,7 +9,7 @@ from middleware.stores import MemoryStore
 from middleware.stores.redis import RedisStore
 from middleware.stores.tiered import TieredStore
 
-from .conftest import eventually, unique_prefix
+from .conftest import SLACK, eventually, unique_prefix
 
 
 def l1_remaining(store: MemoryStore, key: str) -> float | None:
@@ -21,7 +21,7 @@ def l1_remaining(store: MemoryStore, key: str) -> float | None:
 async def pair(url: str, prefix: str, **options: Any) -> tuple[TieredStore, TieredStore]:
     stores = []
     for _ in range(2):
-        store = TieredStore(MemoryStore(), RedisStore(url, prefix=prefix), channel=f"{prefix}inval", **options)
+        store = TieredStore(MemoryStore(), RedisStore(url, prefix=prefix, **SLACK), channel=f"{prefix}inval", **options)
         await store.start()
         stores.append(store)
     return stores[0], stores[1]
@@ -29,9 +29,9 @@ async def pair(url: str, prefix: str, **options: Any) -> tuple[TieredStore, Tier
 
 async def test_backfill_ttl_never_exceeds_remaining_l2_ttl(redis_server: Any) -> None:
     prefix = unique_prefix()
-    l2 = RedisStore(redis_server.url, prefix=prefix)
+    l2 = RedisStore(redis_server.url, prefix=prefix, **SLACK)
     l1 = MemoryStore()
-    store = TieredStore(l1, RedisStore(redis_server.url, prefix=prefix), l1_max_ttl=5.0, channel=f"{prefix}c")
+    store = TieredStore(l1, RedisStore(redis_server.url, prefix=prefix, **SLACK), l1_max_ttl=5.0, channel=f"{prefix}c")
     await store.start()
     try:
         await l2.set("short", b"s", 1.5)  # written by another pod: not in this L1
@@ -69,8 +69,8 @@ async def test_backfill_from_non_redis_l2_uses_l1_cap() -> None:
 async def test_writes_reach_both_tiers(redis_server: Any) -> None:
     prefix = unique_prefix()
     l1 = MemoryStore()
-    l2 = RedisStore(redis_server.url, prefix=prefix)
-    store = TieredStore(l1, RedisStore(redis_server.url, prefix=prefix), channel=f"{prefix}c")
+    l2 = RedisStore(redis_server.url, prefix=prefix, **SLACK)
+    store = TieredStore(l1, RedisStore(redis_server.url, prefix=prefix, **SLACK), channel=f"{prefix}c")
     await store.start()
     try:
         await store.set("k", b"v", 60)
@@ -146,8 +146,8 @@ async def test_clear_and_overwrite_on_a_reach_b(redis_server: Any) -> None:
 async def test_lost_invalidation_bounded_by_l1_max_ttl(redis_server: Any) -> None:
     """Worst case: B never hears of the delete (no bus); its L1 serves stale for at most l1_max_ttl."""
     prefix = unique_prefix()
-    a = TieredStore(MemoryStore(), RedisStore(redis_server.url, prefix=prefix), bus=None, l1_max_ttl=0.5)
-    b = TieredStore(MemoryStore(), RedisStore(redis_server.url, prefix=prefix), l1_max_ttl=0.5)
+    a = TieredStore(MemoryStore(), RedisStore(redis_server.url, prefix=prefix, **SLACK), bus=None, l1_max_ttl=0.5)
+    b = TieredStore(MemoryStore(), RedisStore(redis_server.url, prefix=prefix, **SLACK), l1_max_ttl=0.5)
     b.bus = None  # simulate a lost message: B is not subscribed to anything
     try:
         await a.set("k", b"v", 300)
@@ -170,7 +170,9 @@ async def test_resubscribe_after_outage_empties_l1(redis_factory: Any) -> None:
     server = redis_factory()
     prefix = unique_prefix()
     store = TieredStore(
-        MemoryStore(), RedisStore(server.url, prefix=prefix, failure_threshold=1000), channel=f"{prefix}c",
+        MemoryStore(),
+        RedisStore(server.url, prefix=prefix, failure_threshold=1000, **SLACK),
+        channel=f"{prefix}c",
         l1_max_ttl=60.0,
     )
     await store.start()
@@ -201,8 +203,8 @@ async def test_invalidation_over_cluster_and_sentinel(redis_cluster: Any, redis_
 
     prefix = unique_prefix()
     makers = [
-        lambda: RedisClusterStore(startup_nodes=redis_cluster.startup_nodes, prefix=prefix),
-        lambda: RedisSentinelStore(redis_sentinel.service_name, redis_sentinel.sentinels, prefix=prefix),
+        lambda: RedisClusterStore(startup_nodes=redis_cluster.startup_nodes, prefix=prefix, **SLACK),
+        lambda: RedisSentinelStore(redis_sentinel.service_name, redis_sentinel.sentinels, prefix=prefix, **SLACK),
     ]
     for make in makers:
         a = TieredStore(MemoryStore(), make(), channel=f"{prefix}inval", invalidate_on_set=False)
