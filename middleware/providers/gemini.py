@@ -152,8 +152,9 @@ class GenerateContentStreamAssembler:
     """
 
     def __init__(self, sse: bool) -> None:
-        self._sse = SSEDecoder() if sse else None
-        self._array = None if sse else JSONArrayDecoder()
+        self._sse = sse
+        self._events = SSEDecoder()
+        self._array = JSONArrayDecoder()
         self._candidates: dict[int, dict[str, Any]] = {}
         self._top: dict[str, Any] = {}
         self._broken = False
@@ -162,17 +163,16 @@ class GenerateContentStreamAssembler:
     def complete(self) -> bool:
         if self._broken or not self._candidates:
             return False
-        if self._array is not None and not self._array.closed:
+        if not (self._sse or self._array.closed):
             return False
         return all(candidate.get("finishReason") for candidate in self._candidates.values())
 
     def feed(self, chunk: bytes) -> None:
         if self._broken:
             return
-        if self._sse is not None:
-            payloads: list[bytes | str] = [data for _, data in self._sse.feed(chunk)]
+        if self._sse:
+            payloads: list[bytes | str] = [data for _, data in self._events.feed(chunk)]
         else:
-            assert self._array is not None
             payloads = list(self._array.feed(chunk))
             self._broken = self._array.malformed
         for payload in payloads:
