@@ -94,6 +94,20 @@ CITED = message({"type": "text", "text": "the grass is green", "citations": [CIT
 CASES = [(TEXT_STREAM, TEXT), (THINKING_STREAM, THINKING), (TOOL_STREAM, TOOL), (CITED_STREAM, CITED)]
 IDS = ["text", "thinking", "tool_use", "citations"]
 
+# Blocks a live stream sends whole in content_block_start (or with input_json_delta for server tools).
+SERVER_TOOLS = message(
+    {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"},
+    {"type": "server_tool_use", "id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB", "name": "web_search",
+     "input": {"query": "weather in Paris"}},
+    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB",
+     "content": [{"type": "web_search_result", "url": "https://weather.example/paris", "title": "Paris weather",
+                  "encrypted_content": "EqgfCioIARgBIiQ3YTAwMjY1Mi1mZjM5LTQ1NGUtODgxNC1kNjNjNTk1ZWI3Y",
+                  "page_age": "2 hours ago"}]},
+    {"type": "text", "text": "It is sunny in Paris."},
+)
+REPLAYED = [TEXT, THINKING, TOOL, CITED, SERVER_TOOLS]
+REPLAYED_IDS = [*IDS, "server-tools"]
+
 
 # -- paths ---------------------------------------------------------------------------------------------
 
@@ -149,7 +163,7 @@ def test_tool_input_that_is_not_json_breaks_the_stream() -> None:
 # -- replay --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("final", [TEXT, THINKING, TOOL, CITED], ids=IDS)
+@pytest.mark.parametrize("final", REPLAYED, ids=REPLAYED_IDS)
 def test_round_trip(final: dict[str, Any]) -> None:
     request = view(MESSAGES, {"stream": True})
     replay = Messages().render_stream(orjson.dumps(final), request)
@@ -172,7 +186,7 @@ PARAMS: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 1024,
                           "messages": [{"role": "user", "content": "Hello"}]}
 
 
-@pytest.mark.parametrize("final", [TEXT, THINKING, TOOL, CITED], ids=IDS)
+@pytest.mark.parametrize("final", REPLAYED, ids=REPLAYED_IDS)
 def test_replay_gives_the_sdk_stream_helper_the_stored_message(final: dict[str, Any]) -> None:
     replay = Messages().render_stream(orjson.dumps(final), view(MESSAGES, {"stream": True}))
     with sdk(replay).messages.stream(**PARAMS) as stream:
