@@ -1,0 +1,790 @@
+"""A fake LLM provider (OpenAI, Azure OpenAI, Anthropic, Gemini) for tests that drive the real SDKs.
+
+It stands in for the outside world, so it imports nothing from `middleware` or `router`.
+
+Answers are deterministic functions of the request: the text is
+``"Answer #<h>: <echo of the last user text>"`` where ``h`` is the first 8 hex digits of the
+SHA-256 of the canonical JSON body minus the transport-only fields (``stream``,
+``stream_options``). Identical requests therefore get identical content, different requests
+different content, and a streamed answer has exactly the same text as the non-streamed one.
+Every response carries a fresh id (a per-provider counter), so a test can tell a replayed answer
+(same id) from one the provider produced again.
+
+Tests steer the provider from Python (``fail_next``, ``cut_stream_after``, ``delay``, ``hold`` /
+``release`` / ``wait_for_in_flight``) or from an SDK client with the ``x-fake-status: <code>``
+request header. All state lives on the `FakeProvider` instance; the controls are thread-safe
+because the server runs on its own loop in another thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import json
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["FakeProvider", "RecordedRequest", "create_fake_provider", "EMBEDDING_DIMS"]
+
+EMBEDDING_DIMS = 8
+ECHO_LIMIT = 80
+CREATED = 1_700_000_000  # a fixed `created` timestamp keeps bodies deterministic apart from ids
+TRANSPORT_FIELDS = ("stream", "stream_options")
+WEATHER_ARGS = {"location": "Paris, France", "unit": "celsius"}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the provider received it."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON when the body is JSON, else the raw bytes
+    raw: bytes = b""
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return self.body if isinstance(self.body, dict) else {}
+
+
+@dataclass
+class _Failure:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class _Answer:
+    """What the provider is going to say, independent of the wire format."""
+
+    text: str
+    digest: str
+    prompt_text: str
+    tool: dict[str, Any] | None = None  # {"name": ..., "arguments": {...}} when a tool is called
+    thinking: str | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return tokens(self.prompt_text)
+
+    @property
+    def completion_tokens(self) -> int:
+        out = tokens(self.text) if self.tool is None else tokens(json.dumps(self.tool["arguments"]))
+        return out + (tokens(self.thinking) if self.thinking else 0)
+
+
+@dataclass
+class _Held:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+def tokens(text: str) -> int:
+    """A token count derived from text length (about four characters a token), at least 1."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def canonical_digest(body: Any) -> str:
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k not in TRANSPORT_FIELDS}
+    if isinstance(body, bytes):
+        blob = body
+    else:
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def pieces(text: str) -> list[str]:
+    """Split text into token-like pieces (a word with its leading space) for streaming."""
+    out: list[str] = []
+    for i, word in enumerate(text.split(" ")):
+        out.append(word if i == 0 else " " + word)
+    return [p for p in out if p] or [text]
+
+
+def embedding_vector(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
+    """A deterministic unit vector from the text's hash."""
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [(b - 127.5) / 127.5 for b in digest[:dims]]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
+def _text_of(content: Any) -> str:
+    """The plain text of a message's content in any of the three families' shapes."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        for key in ("text", "input_text", "content"):
+            if isinstance(content.get(key), str):
+                return str(content[key])
+        if "parts" in content:
+            return _text_of(content["parts"])
+        return ""
+    if isinstance(content, list):
+        return " ".join(t for t in (_text_of(c) for c in content) if t)
+    return str(content)
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+class FakeProvider:
+    """The fake provider's ASGI app (`.app`) and the state tests inspect and steer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._requests: list[RecordedRequest] = []
+        self._ids = itertools.count(1)
+        self._failures: list[_Failure] = []
+        self._cut_after: int | None = None
+        self._delay = 0.0
+        self._held = False
+        self._waiters: list[_Held] = []
+        self._in_flight = 0
+        self._seen_prefixes: set[str] = set()
+        self.app = Starlette(routes=[
+            Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ])
+
+    # -- inspection --------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of the requests received so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def last(self) -> RecordedRequest:
+        with self._lock:
+            if not self._requests:
+                raise AssertionError("the fake provider has received no request")
+            return self._requests[-1]
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def count(self, path_suffix: str | None = None) -> int:
+        """Requests received, optionally only those whose path ends with `path_suffix`."""
+        with self._lock:
+            if path_suffix is None:
+                return len(self._requests)
+            return sum(1 for r in self._requests if r.path.endswith(path_suffix))
+
+    def reset(self) -> None:
+        """Forget requests and pending controls; releases any held requests."""
+        with self._lock:
+            self._requests.clear()
+            self._failures.clear()
+            self._cut_after = None
+            self._delay = 0.0
+            self._seen_prefixes.clear()
+        self.release()
+
+    # -- controls ----------------------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, status: int = 500, body: Any = None,
+                  headers: dict[str, str] | None = None) -> None:
+        """The next `n` requests get `status` with `body` (default: a provider-shaped error)."""
+        with self._lock:
+            self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
+
+    def cut_stream_after(self, n_events: int) -> None:
+        """The next streamed response drops the connection after `n_events`, without its end."""
+        with self._lock:
+            self._cut_after = n_events
+
+    def delay(self, seconds: float) -> None:
+        """Every response waits `seconds` before its first byte (until reset)."""
+        with self._lock:
+            self._delay = seconds
+
+    def hold(self) -> None:
+        """Requests that arrive from now on wait (in flight) until `release()`."""
+        with self._lock:
+            self._held = True
+
+    def release(self) -> None:
+        """Let every held request proceed, and stop holding new ones."""
+        with self._lock:
+            self._held = False
+            waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w.loop.call_soon_threadsafe(_resolve, w.future)
+
+    def wait_for_in_flight(self, n: int, timeout: float = 10.0) -> None:
+        """Block until at least `n` requests are in flight (arrived, not yet answered).
+
+        Raises `TimeoutError` after `timeout` seconds saying how many arrived.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._in_flight < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"fake provider: {self._in_flight} request(s) in flight, "
+                                       f"waited {timeout}s for {n}")
+                self._changed.wait(left)
+
+    async def wait_for_in_flight_async(self, n: int, timeout: float = 10.0) -> None:
+        await asyncio.to_thread(self.wait_for_in_flight, n, timeout)
+
+    # -- the ASGI side -----------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    async def _handle(self, request: Request) -> Response:
+        raw = await request.body()
+        body: Any = raw
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw
+        path = request.url.path
+        record = RecordedRequest(
+            method=request.method, path=path, query=request.url.query,
+            headers={k.lower(): v for k, v in request.headers.items()}, body=body, raw=raw,
+        )
+        with self._changed:
+            self._requests.append(record)
+            self._in_flight += 1
+            self._changed.notify_all()
+            failure = self._failures.pop(0) if self._failures else None
+            held = self._held
+            delay = self._delay
+            waiter: _Held | None = None
+            if held:
+                waiter = _Held(asyncio.get_running_loop(), asyncio.get_running_loop().create_future())
+                self._waiters.append(waiter)
+        try:
+            if waiter is not None:
+                await waiter.future
+            if delay:
+                await asyncio.sleep(delay)
+            family = family_of(path)
+            if failure is not None:
+                return self._error(family, failure.status, failure.body, failure.headers)
+            forced = record.headers.get("x-fake-status")
+            if forced and forced.isdigit() and int(forced) >= 400:
+                return self._error(family, int(forced), None, {})
+            return self._route(record)
+        finally:
+            with self._changed:
+                self._in_flight -= 1
+                self._changed.notify_all()
+
+    def _route(self, req: RecordedRequest) -> Response:
+        path, method = req.path, req.method
+        if method == "POST":
+            if path == "/v1/chat/completions" or (
+                    path.startswith("/openai/deployments/") and path.endswith("/chat/completions")):
+                return self._chat(req)
+            if path == "/v1/completions" or (
+                    path.startswith("/openai/deployments/") and path.endswith("/completions")):
+                return self._completions(req)
+            if path == "/v1/embeddings" or (
+                    path.startswith("/openai/deployments/") and path.endswith("/embeddings")):
+                return self._embeddings(req)
+            if path == "/v1/responses":
+                return self._responses(req)
+            if path == "/v1/messages":
+                return self._messages(req)
+            if path.startswith("/v1beta/models/") and ":" in path:
+                model, _, action = path[len("/v1beta/models/"):].rpartition(":")
+                if action == "generateContent":
+                    return self._gemini_generate(req, model, stream=False)
+                if action == "streamGenerateContent":
+                    return self._gemini_generate(req, model, stream=True)
+                if action == "embedContent":
+                    return self._gemini_embed(req, model)
+        return self._error(family_of(path), 404, None, {}, message=f"Unknown route: {method} {path}")
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _error(self, family: str, status: int, body: Any, headers: dict[str, str],
+               message: str | None = None) -> Response:
+        if body is None:
+            body = error_body(family, status, message or f"fake provider error {status}")
+        if isinstance(body, (bytes, str)):
+            return Response(body, status_code=status, headers=headers)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _answer(self, body: Any, last_user: str, prompt_text: str, tool_names: list[str],
+                thinking: bool = False) -> _Answer:
+        digest = canonical_digest(body)
+        echo = last_user if len(last_user) <= ECHO_LIMIT else last_user[:ECHO_LIMIT] + "..."
+        answer = _Answer(text=f"Answer #{digest}: {echo}", digest=digest, prompt_text=prompt_text)
+        if tool_names and "weather" in last_user.lower():
+            name = next((n for n in tool_names if "weather" in n.lower()), tool_names[0])
+            answer.tool = {"name": name, "arguments": dict(WEATHER_ARGS)}
+        if thinking:
+            answer.thinking = f"Thinking #{digest}: the user asked about {echo}"
+        return answer
+
+    def _stream(self, events: Iterable[bytes], media_type: str = "text/event-stream",
+                headers: dict[str, str] | None = None) -> StreamingResponse:
+        with self._lock:
+            cut, self._cut_after = self._cut_after, None
+        events = list(events)
+
+        async def body() -> AsyncIterator[bytes]:
+            for i, event in enumerate(events):
+                if cut is not None and i >= cut:
+                    # An exception inside the body makes uvicorn drop the connection mid-response
+                    # (the chunked body never terminates), as a provider crash would.
+                    raise ConnectionAbortedError(f"fake provider: stream cut after {cut} events")
+                yield event
+                await asyncio.sleep(0)
+
+        hdrs = {"cache-control": "no-cache", **(headers or {})}
+        return StreamingResponse(body(), media_type=media_type, headers=hdrs)
+
+    def _seen_before(self, key: str) -> bool:
+        with self._lock:
+            seen = key in self._seen_prefixes
+            self._seen_prefixes.add(key)
+            return seen
+
+    # -- OpenAI chat completions ---------------------------------------------------------------
+
+    def _chat(self, req: RecordedRequest) -> Response:
+        body = req.json
+        messages = body.get("messages") or []
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        last_user = _text_of(users[-1].get("content")) if users else ""
+        prompt_text = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
+        tool_names = [t.get("function", {}).get("name", "") for t in body.get("tools") or []
+                      if isinstance(t, dict)]
+        answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n])
+        model = str(body.get("model") or _deployment(req.path) or "gpt-4o-mini")
+        cid = f"chatcmpl-fake{self._next_id():06d}"
+        usage = self._openai_usage(body, messages, answer)
+        call_id = f"call_{answer.digest}{cid[-6:]}"
+        finish = "tool_calls" if answer.tool else "stop"
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None,
+                                       "annotations": []}
+            if answer.tool:
+                message["content"] = None
+                message["tool_calls"] = [{"id": call_id, "type": "function", "function": {
+                    "name": answer.tool["name"], "arguments": json.dumps(answer.tool["arguments"])}}]
+            return JSONResponse({
+                "id": cid, "object": "chat.completion", "created": CREATED, "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "usage": usage, "service_tier": "default", "system_fingerprint": "fp_fake",
+            })
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            data: dict[str, Any] = {
+                "id": cid, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                "service_tier": "default", "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+            if include_usage:
+                data["usage"] = None
+            return _sse(data)
+
+        events: list[bytes] = []
+        if answer.tool:
+            args = json.dumps(answer.tool["arguments"])
+            events.append(chunk({"role": "assistant", "content": None, "tool_calls": [{
+                "index": 0, "id": call_id, "type": "function",
+                "function": {"name": answer.tool["name"], "arguments": ""}}], "refusal": None}))
+            events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+                       for p in pieces(args)]
+        else:
+            events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+            events += [chunk({"content": p}) for p in pieces(answer.text)]
+        events.append(chunk({}, finish))
+        if include_usage:
+            events.append(_sse({
+                "id": cid, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                "service_tier": "default", "system_fingerprint": "fp_fake", "choices": [], "usage": usage,
+            }))
+        events.append(_sse("[DONE]"))
+        return self._stream(events)
+
+    def _openai_usage(self, body: dict[str, Any], messages: list[Any], answer: _Answer) -> dict[str, Any]:
+        """OpenAI usage; `cached_tokens` counts the prompt prefix (all but the last message) when
+        the same model has seen that prefix before, the way automatic prompt caching reports it."""
+        prefix = messages[:-1]
+        cached = 0
+        if prefix:
+            key = "openai:" + canonical_digest({"model": body.get("model"), "prefix": prefix,
+                                                "k": body.get("prompt_cache_key")})
+            if self._seen_before(key):
+                cached = tokens(" ".join(_text_of(m.get("content")) for m in prefix if isinstance(m, dict)))
+        prompt = answer.prompt_tokens
+        cached = min(cached, prompt)
+        return {
+            "prompt_tokens": prompt, "completion_tokens": answer.completion_tokens,
+            "total_tokens": prompt + answer.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        }
+
+    # -- OpenAI legacy completions ---------------------------------------------------------
+
+    def _completions(self, req: RecordedRequest) -> Response:
+        body = req.json
+        prompt = body.get("prompt", "")
+        prompt_text = prompt if isinstance(prompt, str) else _text_of(prompt)
+        answer = self._answer(req.body, prompt_text, prompt_text, [])
+        model = str(body.get("model") or _deployment(req.path) or "gpt-3.5-turbo-instruct")
+        cid = f"cmpl-fake{self._next_id():06d}"
+        usage = {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                 "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+        if not body.get("stream"):
+            return JSONResponse({
+                "id": cid, "object": "text_completion", "created": CREATED, "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"text": answer.text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                "usage": usage,
+            })
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(text: str, finish: str | None) -> bytes:
+            data: dict[str, Any] = {"id": cid, "object": "text_completion", "created": CREATED, "model": model,
+                                    "system_fingerprint": "fp_fake",
+                                    "choices": [{"text": text, "index": 0, "logprobs": None,
+                                                 "finish_reason": finish}]}
+            if include_usage:
+                data["usage"] = None
+            return _sse(data)
+
+        events = [chunk(p, None) for p in pieces(answer.text)] + [chunk("", "stop")]
+        if include_usage:
+            events.append(_sse({"id": cid, "object": "text_completion", "created": CREATED, "model": model,
+                                "system_fingerprint": "fp_fake", "choices": [], "usage": usage}))
+        events.append(_sse("[DONE]"))
+        return self._stream(events)
+
+    # -- OpenAI embeddings -------------------------------------------------------------------
+
+    def _embeddings(self, req: RecordedRequest) -> Response:
+        body = req.json
+        inputs = body.get("input", "")
+        items: list[Any] = inputs if isinstance(inputs, list) and not _is_token_list(inputs) else [inputs]
+        dims = int(body.get("dimensions") or EMBEDDING_DIMS)
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        total = 0
+        for i, item in enumerate(items):
+            text = item if isinstance(item, str) else json.dumps(item)
+            total += tokens(text)
+            vector = embedding_vector(text, min(dims, 32))
+            encoded: Any = (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                            if as_base64 else vector)
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        self._next_id()
+        return JSONResponse({
+            "object": "list", "data": data,
+            "model": str(body.get("model") or _deployment(req.path) or "text-embedding-3-small"),
+            "usage": {"prompt_tokens": total, "total_tokens": total},
+        })
+
+    # -- OpenAI Responses API ---------------------------------------------------------------
+
+    def _responses(self, req: RecordedRequest) -> Response:
+        body = req.json
+        inp = body.get("input", "")
+        if isinstance(inp, str):
+            last_user, prompt_text = inp, inp
+        else:
+            users = [m for m in inp if isinstance(m, dict) and m.get("role", "user") == "user"]
+            last_user = _text_of(users[-1].get("content")) if users else ""
+            prompt_text = " ".join(_text_of(m.get("content")) for m in inp if isinstance(m, dict))
+        if body.get("instructions"):
+            prompt_text = f"{body['instructions']} {prompt_text}"
+        tool_names = [str(t.get("name") or t.get("function", {}).get("name") or "")
+                      for t in body.get("tools") or [] if isinstance(t, dict)]
+        answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n])
+        n = self._next_id()
+        rid, mid = f"resp_fake{n:06d}", f"msg_fake{n:06d}"
+        model = str(body.get("model") or "gpt-4o-mini")
+        usage = {"input_tokens": answer.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": answer.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+
+        def response(status: str, output: list[dict[str, Any]], use: dict[str, Any] | None) -> dict[str, Any]:
+            return {
+                "id": rid, "object": "response", "created_at": CREATED, "status": status,
+                "background": False, "error": None, "incomplete_details": None,
+                "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+                "model": model, "output": output, "parallel_tool_calls": True,
+                "previous_response_id": body.get("previous_response_id"), "reasoning": {"effort": None,
+                                                                                     "summary": None},
+                "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
+                "text": {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+                "tools": body.get("tools") or [], "top_p": body.get("top_p", 1.0), "truncation": "disabled",
+                "usage": use, "user": None, "metadata": body.get("metadata") or {},
+            }
+
+        if answer.tool:
+            args = json.dumps(answer.tool["arguments"])
+            item: dict[str, Any] = {"type": "function_call", "id": f"fc_fake{n:06d}", "call_id": f"call_fake{n:06d}",
+                                    "name": answer.tool["name"], "arguments": args, "status": "completed"}
+        else:
+            item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": answer.text, "annotations": [], "logprobs": []}]}
+        if not body.get("stream"):
+            return JSONResponse(response("completed", [item], usage))
+        seq = itertools.count(0)
+
+        def ev(kind: str, **fields: Any) -> bytes:
+            return _sse({"type": kind, "sequence_number": next(seq), **fields}, event=kind)
+
+        events = [ev("response.created", response=response("in_progress", [], None)),
+                  ev("response.in_progress", response=response("in_progress", [], None))]
+        if answer.tool:
+            args = item["arguments"]
+            events.append(ev("response.output_item.added", output_index=0,
+                             item={**item, "arguments": "", "status": "in_progress"}))
+            events += [ev("response.function_call_arguments.delta", item_id=item["id"], output_index=0, delta=p)
+                       for p in pieces(args)]
+            events.append(ev("response.function_call_arguments.done", item_id=item["id"], output_index=0,
+                             arguments=args))
+        else:
+            events.append(ev("response.output_item.added", output_index=0,
+                             item={**item, "status": "in_progress", "content": []}))
+            events.append(ev("response.content_part.added", item_id=mid, output_index=0, content_index=0,
+                             part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}))
+            events += [ev("response.output_text.delta", item_id=mid, output_index=0, content_index=0,
+                          delta=p, logprobs=[]) for p in pieces(answer.text)]
+            events.append(ev("response.output_text.done", item_id=mid, output_index=0, content_index=0,
+                             text=answer.text, logprobs=[]))
+            events.append(ev("response.content_part.done", item_id=mid, output_index=0, content_index=0,
+                             part=item["content"][0]))
+        events.append(ev("response.output_item.done", output_index=0, item=item))
+        events.append(ev("response.completed", response=response("completed", [item], usage)))
+        return self._stream(events)
+
+    # -- Anthropic messages ------------------------------------------------------------------
+
+    def _messages(self, req: RecordedRequest) -> Response:
+        body = req.json
+        messages = body.get("messages") or []
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        last_user = _text_of(users[-1].get("content")) if users else ""
+        system = _text_of(body.get("system"))
+        prompt_text = " ".join([system] + [_text_of(m.get("content")) for m in messages if isinstance(m, dict)])
+        tool_names = [str(t.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)]
+        thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled",
+                                                                                                 "adaptive")
+        answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n], thinking)
+        n = self._next_id()
+        mid = f"msg_fake{n:06d}"
+        model = str(body.get("model") or "claude-sonnet-4-5")
+        created, read = self._anthropic_cache(body)
+        usage = {"input_tokens": max(1, answer.prompt_tokens - created - read),
+                 "cache_creation_input_tokens": created, "cache_read_input_tokens": read,
+                 "output_tokens": answer.completion_tokens, "service_tier": "standard"}
+        blocks: list[dict[str, Any]] = []
+        signature = base64.b64encode(f"sig-{answer.digest}".encode()).decode()
+        if answer.thinking:
+            blocks.append({"type": "thinking", "thinking": answer.thinking, "signature": signature})
+        if answer.tool:
+            blocks.append({"type": "text", "text": "Let me check the weather."})
+            blocks.append({"type": "tool_use", "id": f"toolu_fake{n:06d}", "name": answer.tool["name"],
+                           "input": answer.tool["arguments"]})
+        else:
+            blocks.append({"type": "text", "text": answer.text})
+        stop = "tool_use" if answer.tool else "end_turn"
+        message = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": blocks,
+                   "stop_reason": stop, "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            return JSONResponse(message)
+
+        events = [_sse({"type": "message_start", "message": {
+            **message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}},
+            event="message_start")]
+        for i, block in enumerate(blocks):
+            def delta(d: dict[str, Any], i: int = i) -> bytes:
+                return _sse({"type": "content_block_delta", "index": i, "delta": d}, event="content_block_delta")
+
+            if block["type"] == "thinking":
+                start: dict[str, Any] = {"type": "thinking", "thinking": "", "signature": ""}
+                deltas = [delta({"type": "thinking_delta", "thinking": p}) for p in pieces(block["thinking"])]
+                deltas.append(delta({"type": "signature_delta", "signature": block["signature"]}))
+            elif block["type"] == "tool_use":
+                start = {**block, "input": {}}
+                deltas = [delta({"type": "input_json_delta", "partial_json": ""})]
+                deltas += [delta({"type": "input_json_delta", "partial_json": p})
+                           for p in pieces(json.dumps(block["input"]))]
+            else:
+                start = {"type": "text", "text": ""}
+                deltas = [delta({"type": "text_delta", "text": p}) for p in pieces(block["text"])]
+            events.append(_sse({"type": "content_block_start", "index": i, "content_block": start},
+                               event="content_block_start"))
+            if i == 0:
+                events.append(_sse({"type": "ping"}, event="ping"))
+            events += deltas
+            events.append(_sse({"type": "content_block_stop", "index": i}, event="content_block_stop"))
+        events.append(_sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                            "usage": {"output_tokens": usage["output_tokens"]}}, event="message_delta"))
+        events.append(_sse({"type": "message_stop"}, event="message_stop"))
+        return self._stream(events)
+
+    def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(cache_creation_input_tokens, cache_read_input_tokens) for `cache_control` breakpoints.
+
+        The prefix up to and including the last block that carries `cache_control` is "written"
+        the first time this provider sees it and "read" every later time, as Anthropic reports.
+        """
+        prefix: list[Any] = []
+        cached: list[Any] | None = None
+        for section in ("tools", "system", "messages"):
+            value = body.get(section)
+            items = value if isinstance(value, list) else ([value] if value else [])
+            for item in items:
+                prefix.append(item)
+                if _has_cache_control(item):
+                    cached = list(prefix)
+        if cached is None:
+            return 0, 0
+        size = tokens(json.dumps(cached))
+        key = "anthropic:" + canonical_digest({"model": body.get("model"), "prefix": cached})
+        return (0, size) if self._seen_before(key) else (size, 0)
+
+    # -- Gemini --------------------------------------------------------------------------------
+
+    def _gemini_generate(self, req: RecordedRequest, model: str, stream: bool) -> Response:
+        body = req.json
+        contents = body.get("contents") or []
+        users = [c for c in contents if isinstance(c, dict) and c.get("role", "user") == "user"]
+        last_user = _text_of(users[-1].get("parts")) if users else ""
+        prompt_text = " ".join(_text_of(c.get("parts")) for c in contents if isinstance(c, dict))
+        tool_names = [str(f.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)
+                      for f in t.get("functionDeclarations") or t.get("function_declarations") or []]
+        # The digest covers the model too: for Gemini it is in the path, not the body.
+        answer = self._answer({"model": model, **body}, last_user, prompt_text, [n for n in tool_names if n])
+        rid = f"fake-{self._next_id():06d}"
+        usage = {"promptTokenCount": answer.prompt_tokens, "candidatesTokenCount": answer.completion_tokens,
+                 "totalTokenCount": answer.prompt_tokens + answer.completion_tokens,
+                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.prompt_tokens}]}
+
+        def chunk(parts: list[dict[str, Any]], finish: str | None, use: dict[str, Any]) -> dict[str, Any]:
+            candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+            if finish:
+                candidate["finishReason"] = finish
+            return {"candidates": [candidate], "usageMetadata": use, "modelVersion": model, "responseId": rid}
+
+        if answer.tool:
+            all_parts = [{"functionCall": {"name": answer.tool["name"], "args": answer.tool["arguments"]}}]
+        else:
+            all_parts = [{"text": answer.text}]
+        if not stream:
+            return JSONResponse(chunk(all_parts, "STOP", usage))
+        partial_usage = {"promptTokenCount": answer.prompt_tokens,
+                         "totalTokenCount": answer.prompt_tokens,
+                         "promptTokensDetails": usage["promptTokensDetails"]}
+        if answer.tool:
+            chunks = [chunk(all_parts, "STOP", usage)]
+        else:
+            # Gemini streams a few words per chunk; the last chunk has finishReason and full usage.
+            words = pieces(answer.text)
+            groups = ["".join(words[i:i + 3]) for i in range(0, len(words), 3)]
+            chunks = [chunk([{"text": g}], "STOP" if k == len(groups) - 1 else None,
+                            usage if k == len(groups) - 1 else partial_usage) for k, g in enumerate(groups)]
+        if req.query and "alt=sse" in req.query.split("&"):
+            return self._stream([_sse(c) for c in chunks])
+        # Without alt=sse the API streams one JSON array, element by element.
+        encoded = [json.dumps(c, indent=2) for c in chunks]
+        parts = ["[" + encoded[0]] + ["\n,\r\n" + e for e in encoded[1:]] + ["]"]
+        return self._stream([p.encode() for p in parts], media_type="application/json")
+
+    def _gemini_embed(self, req: RecordedRequest, model: str) -> Response:
+        body = req.json
+        text = _text_of((body.get("content") or {}).get("parts"))
+        dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
+        self._next_id()
+        return JSONResponse({"embedding": {"values": embedding_vector(text, min(dims, 32))}})
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _is_token_list(value: list[Any]) -> bool:
+    return bool(value) and all(isinstance(v, int) for v in value)
+
+
+def _has_cache_control(item: Any) -> bool:
+    if isinstance(item, dict):
+        if "cache_control" in item:
+            return True
+        return any(_has_cache_control(v) for v in item.values() if isinstance(v, (list, dict)))
+    if isinstance(item, list):
+        return any(_has_cache_control(v) for v in item)
+    return False
+
+
+def _deployment(path: str) -> str | None:
+    if path.startswith("/openai/deployments/"):
+        return path.split("/")[3]
+    return None
+
+
+def family_of(path: str) -> str:
+    if path.startswith("/v1/messages") or path.startswith("/v1/complete"):
+        return "anthropic" if path.startswith("/v1/messages") else "openai"
+    if path.startswith("/v1beta") or path.startswith("/v1/models/") and ":" in path:
+        return "gemini"
+    return "openai"
+
+
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    500: "api_error", 529: "overloaded_error"}
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+                 404: "invalid_request_error", 429: "rate_limit_exceeded"}
+_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def error_body(family: str, status: int, message: str) -> dict[str, Any]:
+    """An error body shaped the way `family`'s API shapes it."""
+    if family == "anthropic":
+        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if family == "gemini":
+        return {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
+    kind = _OPENAI_TYPES.get(status, "server_error")
+    code = "unknown_url" if status == 404 else ("rate_limit_exceeded" if status == 429 else None)
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def create_fake_provider() -> FakeProvider:
+    """A fresh fake provider; serve `.app` with any ASGI server."""
+    return FakeProvider()
