@@ -281,3 +281,60 @@ async def test_single_flight_lock_primitive(kind: str, request: pytest.FixtureRe
         await eventually(expired, deadline=5.0, what="lock expiring by PX")
     finally:
         await store.close()
+
+
+async def test_outage_under_load_fails_fast_and_recovers_within_5s(redis_factory: Any) -> None:
+    """Store level of the issue's kill-Redis-under-load check, with the default breaker settings."""
+    server = redis_factory()
+    store = RedisStore(server.url, prefix=unique_prefix())  # defaults: 0.25 s timeouts, 5 failures, 2 s
+    await store.set("hot", b"v", 300)
+    outcomes = {"hit": 0, "error": 0}
+    slowest = 0.0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def worker() -> None:
+        nonlocal slowest
+        while not stop.is_set():
+            started = loop.time()
+            try:
+                value = await store.get("hot")
+                if value == b"v":
+                    outcomes["hit"] += 1
+                else:  # the restarted server is empty: put it back, as the engine would on a miss
+                    await store.set("hot", b"v", 300)
+            except StoreError:
+                outcomes["error"] += 1
+            slowest = max(slowest, loop.time() - started)
+            await asyncio.sleep(0)
+
+    workers = [asyncio.create_task(worker()) for _ in range(20)]
+    try:
+
+        async def hits_before() -> bool:
+            return outcomes["hit"] > 100
+
+        await eventually(hits_before, what="hits before the outage")
+        server.stop()
+        server.wait_down()
+
+        async def errors_counted() -> bool:
+            return store.breaker.state != "closed" and outcomes["error"] > 0
+
+        await eventually(errors_counted, what="errors while Redis is down")
+        server.start()
+        back = loop.time()
+        hits_at_restart = outcomes["hit"]
+
+        async def hits_resume() -> bool:
+            return outcomes["hit"] > hits_at_restart + 100
+
+        await eventually(hits_resume, deadline=5.0, what="hits resuming after Redis is back")
+        assert loop.time() - back < 5.0
+        assert slowest < 1.0  # no call hung: each failed within its socket timeout or fast
+    finally:
+        stop.set()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await store.close()
+    for task in workers:
+        assert task.exception() is None  # only StoreError ever escaped the store
