@@ -604,7 +604,7 @@ class FakeProvider:
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n], thinking)
         n = self._next_id()
         mid = f"msg_fake{n:06d}"
-        model = str(body.get("model") or "claude-sonnet-4-5")
+        model = str(body.get("model") or "claude-sonnet-4-6")
         created, read = self._anthropic_cache(body)
         usage = {"input_tokens": max(1, answer.prompt_tokens - created - read),
                  "cache_creation_input_tokens": created, "cache_read_input_tokens": read,
