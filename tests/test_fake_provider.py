@@ -14,11 +14,11 @@ import pytest
 
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-WEATHER_TOOL = [{"type": "function", "function": {
+QUESTION: Any = [{"role": "user", "content": "What is the capital of France?"}]
+WEATHER_TOOL: Any = [{"type": "function", "function": {
     "name": "get_weather", "description": "Current weather",
     "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]
-ANTHROPIC_WEATHER_TOOL = [{"name": "get_weather", "description": "Current weather",
+ANTHROPIC_WEATHER_TOOL: Any = [{"name": "get_weather", "description": "Current weather",
                            "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}}]
 
 
@@ -272,7 +272,7 @@ def test_anthropic_cache_control_reports_creation_then_read(fake_provider: Runni
 # -- Gemini (plain HTTP) ----------------------------------------------------------------------------
 
 
-GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
+GEMINI_BODY: Any = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
 
 
 def test_gemini_generate_and_both_stream_forms(fake_provider: RunningFakeProvider) -> None:
@@ -365,10 +365,9 @@ def test_cut_stream_makes_the_sdk_stream_raise(fake_provider: RunningFakeProvide
     # only the next stream is cut
     assert list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True))
     fake_provider.cut_stream_after(3)
-    with pytest.raises((httpx2.HTTPError, anthropic.APIError)):
-        with ant(fake_provider).messages.stream(model="claude-sonnet-4-6", max_tokens=16,
-                                                messages=QUESTION) as stream:
-            stream.get_final_message()
+    with pytest.raises((httpx2.HTTPError, anthropic.APIError)), ant(fake_provider).messages.stream(
+            model="claude-sonnet-4-6", max_tokens=16, messages=QUESTION) as stream:
+        stream.get_final_message()
 
 
 def test_delay_slows_responses(fake_provider: RunningFakeProvider) -> None:

@@ -23,11 +23,12 @@ import base64
 import hashlib
 import itertools
 import json
+import logging
 import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,13 +36,33 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["FakeProvider", "RecordedRequest", "create_fake_provider", "EMBEDDING_DIMS"]
+__all__ = ["EMBEDDING_DIMS", "FakeProvider", "QuietStreamCuts", "RecordedRequest", "StreamCut",
+           "create_fake_provider"]
 
 EMBEDDING_DIMS = 8
 ECHO_LIMIT = 80
 CREATED = 1_700_000_000  # a fixed `created` timestamp keeps bodies deterministic apart from ids
 TRANSPORT_FIELDS = ("stream", "stream_options")
 WEATHER_ARGS = {"location": "Paris, France", "unit": "celsius"}
+
+
+class StreamCut(ConnectionAbortedError):
+    """Raised inside a streamed body to make the server drop the connection (`cut_stream_after`)."""
+
+
+class QuietStreamCuts(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" record when the exception is a `StreamCut`.
+
+    The cut is deliberate, so its traceback is noise; every other server error is still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if isinstance(exc, StreamCut):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
 
 
 @dataclass(frozen=True)
@@ -301,6 +322,8 @@ class FakeProvider:
 
     def _route(self, req: RecordedRequest) -> Response:
         path, method = req.path, req.method
+        if path.startswith("/openai/v1/"):  # Azure OpenAI's v1 API is the OpenAI API under /openai
+            path = path[len("/openai"):]
         if method == "POST":
             if path == "/v1/chat/completions" or (
                     path.startswith("/openai/deployments/") and path.endswith("/chat/completions")):
@@ -360,7 +383,7 @@ class FakeProvider:
                 if cut is not None and i >= cut:
                     # An exception inside the body makes uvicorn drop the connection mid-response
                     # (the chunked body never terminates), as a provider crash would.
-                    raise ConnectionAbortedError(f"fake provider: stream cut after {cut} events")
+                    raise StreamCut(f"fake provider: stream cut after {cut} events")
                 yield event
                 await asyncio.sleep(0)
 
@@ -651,7 +674,9 @@ class FakeProvider:
             events += deltas
             events.append(_sse({"type": "content_block_stop", "index": i}, event="content_block_stop"))
         events.append(_sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                            "usage": {"output_tokens": usage["output_tokens"]}}, event="message_delta"))
+                            "usage": {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
+                                                            "cache_read_input_tokens", "output_tokens")}},
+                            event="message_delta"))
         events.append(_sse({"type": "message_stop"}, event="message_stop"))
         return self._stream(events)
 
@@ -699,6 +724,7 @@ class FakeProvider:
                 candidate["finishReason"] = finish
             return {"candidates": [candidate], "usageMetadata": use, "modelVersion": model, "responseId": rid}
 
+        all_parts: list[dict[str, Any]]
         if answer.tool:
             all_parts = [{"functionCall": {"name": answer.tool["name"], "args": answer.tool["arguments"]}}]
         else:

@@ -9,6 +9,7 @@ controls plus the URLs the SDKs take as `base_url`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from tests.support.fake_provider import FakeProvider, create_fake_provider
+from tests.support.fake_provider import FakeProvider, QuietStreamCuts, create_fake_provider
 
 START_DEADLINE = 10.0
 STOP_DEADLINE = 10.0
@@ -66,6 +67,9 @@ class FakeProviderServer:
             self._error = exc
 
     def start(self) -> RunningFakeProvider:
+        error_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, QuietStreamCuts) for f in error_log.filters):
+            error_log.addFilter(QuietStreamCuts())
         self._thread.start()
         deadline = time.monotonic() + START_DEADLINE
         while not self._server.started:
