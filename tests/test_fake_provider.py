@@ -398,6 +398,7 @@ def test_hold_keeps_five_requests_in_flight_until_release(fake_provider: Running
         t.start()
     try:
         fake_provider.wait_for_in_flight(5, timeout=10)
+        fake_provider.wait_for_count(5, "/chat/completions", timeout=1)
         assert fake_provider.in_flight == 5 and answers == []
     finally:
         fake_provider.release()
@@ -424,6 +425,8 @@ async def test_hold_with_async_clients(fake_provider: RunningFakeProvider) -> No
 def test_wait_for_in_flight_times_out_clearly(fake_provider: RunningFakeProvider) -> None:
     with pytest.raises(TimeoutError, match="0 request"):
         fake_provider.wait_for_in_flight(1, timeout=0.05)
+    with pytest.raises(TimeoutError, match="0 request"):
+        fake_provider.wait_for_count(1, timeout=0.05)
 
 
 def test_session_fixture_is_reset_between_uses(fake_provider_session: RunningFakeProvider) -> None:

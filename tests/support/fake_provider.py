@@ -211,9 +211,12 @@ class FakeProvider:
     def count(self, path_suffix: str | None = None) -> int:
         """Requests received, optionally only those whose path ends with `path_suffix`."""
         with self._lock:
-            if path_suffix is None:
-                return len(self._requests)
-            return sum(1 for r in self._requests if r.path.endswith(path_suffix))
+            return self._count_locked(path_suffix)
+
+    def _count_locked(self, path_suffix: str | None) -> int:
+        if path_suffix is None:
+            return len(self._requests)
+        return sum(1 for r in self._requests if r.path.endswith(path_suffix))
 
     def reset(self) -> None:
         """Forget requests and pending controls; releases any held requests."""
@@ -268,6 +271,16 @@ class FakeProvider:
                 if left <= 0:
                     raise TimeoutError(f"fake provider: {self._in_flight} request(s) in flight, "
                                        f"waited {timeout}s for {n}")
+                self._changed.wait(left)
+
+    def wait_for_count(self, n: int, path_suffix: str | None = None, timeout: float = 10.0) -> None:
+        """Block until at least `n` requests (ending with `path_suffix`, if given) have arrived."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (got := self._count_locked(path_suffix)) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"fake provider: {got} request(s) arrived, waited {timeout}s for {n}")
                 self._changed.wait(left)
 
     async def wait_for_in_flight_async(self, n: int, timeout: float = 10.0) -> None:
