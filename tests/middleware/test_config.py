@@ -1,0 +1,200 @@
+"""Gateway configuration: three dialects, env interpolation, errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from middleware.config import (
+    CacheConfig,
+    ConfigError,
+    GatewayConfig,
+    build_cache,
+    build_store,
+    effective_settings,
+    load_config,
+    parse_config,
+)
+from middleware.stores import DiskStore, MemoryStore, RedisStore, TieredStore
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ENV = {"REDIS_PASSWORD": "hunter2", "LLM_CACHE_ADMIN_KEY": "adm-secret", "OPENAI_API_KEY": "sk-live"}
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env if env is not None else ENV)
+    message = str(caught.value)
+    assert str(path) in message
+    return message
+
+
+# -- dialects -------------------------------------------------------------------------------------
+
+
+def test_three_example_files_give_the_same_cache_settings() -> None:
+    loaded = {name: load_config(EXAMPLES / f"{name}.yaml", env=ENV) for name in ("native", "guide", "litellm")}
+    assert {name: c.dialect for name, c in loaded.items()} == {"native": "native", "guide": "guide",
+                                                               "litellm": "litellm"}
+    caches = {name: c.cache.model_dump() for name, c in loaded.items()}
+    assert caches["native"] == caches["guide"] == caches["litellm"]
+    store = loaded["native"].cache.store
+    assert (store.type, store.host, store.port, store.password) == ("redis", "127.0.0.1", 6379, "hunter2")
+    assert loaded["native"].cache.key_prefix == "prod:v1:"
+    assert loaded["native"].admin_key == loaded["litellm"].admin_key == "adm-secret"
+    assert loaded["litellm"].model_list[0]["model_name"] == "gpt-4o-mini"
+    assert loaded["litellm"].model_list[0]["litellm_params"]["api_key"] == "sk-live"
+    assert loaded["guide"].server.port == loaded["native"].server.port == 4000
+
+
+def test_memory_and_disk_equivalents(tmp_path: Path) -> None:
+    native = parse_config({"cache": {"store": {"type": "memory", "max_entries": 50}, "ttl": 60}})
+    guide = parse_config({"cache_responses": True, "caching": {"type": "in-memory", "ttl": 60,
+                                                               "params": {"capacity": 50}}})
+    litellm = parse_config({"litellm_settings": {"cache": True, "cache_params": {"type": "local", "ttl": 60,
+                                                                              "max_size_in_memory": 50}}})
+    assert native.cache == guide.cache == litellm.cache
+    disk = {"litellm_settings": {"cache": True, "cache_params": {"type": "disk", "disk_cache_dir": str(tmp_path)}}}
+    assert parse_config(disk).cache.store.directory == str(tmp_path)
+
+
+def test_guide_dual_cache_becomes_a_tiered_store() -> None:
+    config = parse_config({"caching": {"type": "dual_cache", "l1": {"type": "in-memory", "capacity": 5000},
+                                       "l2": {"type": "redis", "host": "redis.internal", "ttl": 3600}}})
+    store = config.cache.store
+    assert store.type == "tiered"
+    assert (store.l1.type, store.l1.max_entries) == ("memory", 5000)
+    assert (store.l2.type, store.l2.host) == ("redis", "redis.internal")
+    assert config.cache.ttl == 3600
+    built = build_store(store)
+    assert isinstance(built, TieredStore) and isinstance(built.l1, MemoryStore) and isinstance(built.l2, RedisStore)
+
+
+def test_cache_disabled_in_each_dialect() -> None:
+    assert parse_config({"cache": {"enabled": False}}).cache.enabled is False
+    assert parse_config({"cache_responses": False, "caching": {"type": "in-memory"}}).cache.enabled is False
+    assert parse_config({"litellm_settings": {"cache": False}}).cache.enabled is False
+
+
+def test_litellm_specifics() -> None:
+    config = parse_config({"litellm_settings": {"cache": True, "cache_params": {
+        "type": "redis", "mode": "default_off", "supported_call_types": ["acompletion"], "foo": 1}}},
+        env={"REDIS_HOST": "envhost", "REDIS_PORT": "6380"})
+    assert config.cache.mode == "opt_in"
+    assert (config.cache.store.host, config.cache.store.port) == ("envhost", 6380)
+    assert any("supported_call_types" in note for note in config.notes)
+    assert any("foo" in note for note in config.notes)
+
+
+def test_no_config_sections_is_the_default() -> None:
+    config = parse_config({})
+    assert config.cache.store.type == "disk" and config.cache.scope == "credential"
+    assert config.upstreams.base_url("openai") == "https://api.openai.com/v1"
+    assert config.upstreams.base_url("azure") is None
+
+
+# -- environment ----------------------------------------------------------------------------------
+
+
+def test_env_interpolation_both_forms(tmp_path: Path) -> None:
+    path = write(tmp_path, "cache:\n  key_prefix: '${PREFIX}:v2:'\n  store: {type: memory}\n"
+                           "admin_key: os.environ/ADMIN\n"
+                           "upstreams:\n  openai: {base_url: '${BASE:-http://127.0.0.1:9/v1}'}\n")
+    config = load_config(path, env={"PREFIX": "team", "ADMIN": "k"})
+    assert config.cache.key_prefix == "team:v2:"
+    assert config.admin_key == "k"
+    assert config.upstreams.openai.base_url == "http://127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize("reference", ["os.environ/MISSING_VAR", "'${MISSING_VAR}'"])
+def test_missing_env_var_is_named(tmp_path: Path, reference: str) -> None:
+    message = error_of(tmp_path, f"admin_key: {reference}\n", env={})
+    assert "MISSING_VAR" in message and "admin_key" in message and "not set" in message
+
+
+# -- bad files ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "allowed"),
+    [
+        ("cache:\n  store: {type: redix}\n", "cache.store.type", "memory, disk, redis"),
+        ("cache:\n  store: {type: redis, hots: x}\n", "cache.store.hots", "host"),
+        ("cache:\n  ttl: -5\n", "cache.ttl", "positive"),
+        ("cache:\n  ttl: soon\n", "cache.ttl", "number"),
+        ("cache:\n  scope: tenant\n", "cache.scope", "'credential', 'shared' or 'header:<name>'"),
+        ("cache:\n  mode: always\n", "cache.mode", "'default' or 'opt_in'"),
+        ("cache:\n  key_builder: nowhere_module:build\n", "cache.key_builder", "nowhere_module"),
+        ("cache:\n  store: {type: s3}\n", "cache.store.bucket", "required"),
+        ("cache:\n  store: {type: tiered, l2: {type: redis, prot: 1}}\n", "cache.store.l2.prot", "port"),
+        ("server:\n  port: 99999\n", "server.port", "65536"),
+        ("upstreams:\n  openai: {base_url: api.openai.com}\n", "upstreams.openai.base_url", "http"),
+        ("upstreams:\n  mistral: {base_url: 'http://x'}\n", "upstreams.mistral", "anthropic, azure, gemini, openai"),
+        ("caching:\n  type: memcache\n", "caching.type", "in-memory, memory, local, disk, redis, s3, dual_cache"),
+        ("caching:\n  type: redis\n  hots: x\n", "caching.hots", "host"),
+        ("caching:\n  type: dual_cache\n  l1: {type: in-memory}\n", "caching.l2", "l2"),
+        ("litellm_settings:\n  cache: true\n  cache_params: {type: qdrant}\n",
+         "litellm_settings.cache_params.type", "local"),
+        ("cache: {}\ncaching: {type: redis}\n", "mixes config dialects", "native"),
+        ("- a\n- b\n", "top level", "mapping"),
+        ("cache: [unclosed\n", "line 2", "YAML"),
+    ],
+)
+def test_bad_file_names_the_field(tmp_path: Path, text: str, field: str, allowed: str) -> None:
+    message = error_of(tmp_path, text)
+    assert field in message
+    assert allowed in message
+
+
+@pytest.mark.parametrize("text", ["caching:\n  type: redis_semantic\n  similarity_threshold: 0.85\n",
+                                  "litellm_settings:\n  cache: true\n  cache_params: {type: redis-semantic}\n"])
+def test_semantic_types_are_refused_clearly(tmp_path: Path, text: str) -> None:
+    message = error_of(tmp_path, text)
+    assert "semantic caching is not available in this version" in message
+    assert "type" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+# -- building and printing ------------------------------------------------------------------------
+
+
+def test_build_cache_from_settings(tmp_path: Path) -> None:
+    config = parse_config({"cache": {"store": {"type": "disk", "directory": str(tmp_path)}, "ttl": 30,
+                                     "key_prefix": "p:", "scope": "shared", "ignored_fields": ["seed"]}})
+    cache = build_cache(config)
+    assert isinstance(cache.store, DiskStore) and cache.store.directory == tmp_path
+    assert (cache.settings.ttl, cache.settings.key_prefix, cache.settings.scope) == (30, "p:", "shared")
+    assert cache.settings.ignored_fields == ("seed",)
+    assert build_cache(CacheConfig(), store=MemoryStore()).store.name == "memory"
+
+
+def test_build_store_from_mapping_and_missing_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(build_store({"type": "memory", "max_entries": 3}), MemoryStore)
+    import middleware.stores.redis as redis_module
+
+    monkeypatch.delattr(redis_module, "RedisSentinelStore")
+    with pytest.raises(ConfigError, match="redis-sentinel.*not available"):
+        build_store({"type": "redis-sentinel", "service_name": "m", "sentinels": ["h:26379"]})
+
+
+def test_effective_settings_mask_secrets() -> None:
+    config = load_config(EXAMPLES / "litellm.yaml", env=ENV)
+    config.upstreams.openai.api_key = "sk-upstream-secret"
+    text = repr(effective_settings(config))
+    for secret in ("hunter2", "adm-secret", "sk-upstream-secret", "sk-live"):
+        assert secret not in text
+    assert "****" in text
+    url = GatewayConfig.model_validate({"cache": {"store": {"type": "redis", "url": "redis://u:pw@h:6379/0"}}})
+    assert "pw@" not in repr(effective_settings(url))
