@@ -1,5 +1,6 @@
 """llm-cache-middleware: exact, semantic and provider-native caching for LLM traffic."""
 
+from .asgi import CacheMiddleware
 from .engine import Cache, CacheSettings, CacheStats, Outcome
 from .keys import KeyRequest, default_digest
 from .transport import AsyncCachingTransport, CachingTransport
@@ -7,6 +8,7 @@ from .transport import AsyncCachingTransport, CachingTransport
 __all__ = [
     "AsyncCachingTransport",
     "Cache",
+    "CacheMiddleware",
     "CacheSettings",
     "CacheStats",
     "CachingTransport",

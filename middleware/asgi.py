@@ -1,0 +1,219 @@
+"""CacheMiddleware: the engine in front of a Starlette/FastAPI (or any ASGI) app.
+
+A thin adapter, the ASGI twin of `AsyncCachingTransport`: the same steps
+(route, prepare, lookup, hit / only-if-cached / miss with a recorder), the
+same headers and the same keys. Per-request state lives in a `_Responder`
+built inside `__call__`, as in starlette's GZipMiddleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts
+from .providers import Route
+
+__all__ = ["CacheMiddleware"]
+
+
+
+class CacheMiddleware:
+    """`app.add_middleware(CacheMiddleware, cache=cache)` or `CacheMiddleware(app, cache=cache)`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        cache: Cache,
+        *,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        mount_prefix: str = "",
+        max_body_bytes: int | None = None,
+    ) -> None:
+        self.app = app
+        self.cache = cache
+        self.include = tuple(include) if include is not None else None
+        self.exclude = tuple(exclude)
+        self.mount_prefix = mount_prefix.rstrip("/")
+        self.max_body_bytes = max_body_bytes if max_body_bytes is not None else cache.settings.max_body_bytes
+
+    def _route_path(self, path: str) -> str | None:
+        """The path the provider adapters see, or None when this middleware leaves it alone."""
+        prefix = self.mount_prefix
+        if prefix:
+            if path != prefix and not path.startswith(prefix + "/"):
+                return None
+            path = path[len(prefix) :] or "/"
+        if self.include is not None and not any(fnmatchcase(path, p) for p in self.include):
+            return None
+        if any(fnmatchcase(path, p) for p in self.exclude):
+            return None
+        return path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = self._route_path(scope["path"])
+        route = None if path is None else self.cache.route(scope["method"], path)
+        if route is None or path is None:
+            await self.app(scope, receive, send)
+            return
+        await _Responder(self, route, path).run(scope, receive, send)
+
+
+class _Responder:
+    """State of one intercepted request."""
+
+    def __init__(self, middleware: CacheMiddleware, route: Route, path: str) -> None:
+        self.app = middleware.app
+        self.cache = middleware.cache
+        self.limit = middleware.max_body_bytes
+        self.route = route
+        self.path = path
+        self.recorder: Recorder | None = None
+        self.finished = False
+
+    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        early: Message | None = None
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                early = message  # a disconnect before the body ended: the app sees it
+                break
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > self.limit:
+                self.cache.stats.oversized += 1
+                self.cache.stats.bypasses += 1
+                await self.app(scope, _replay(b"".join(chunks), more, receive, early), _bypassing(send))
+                return
+        body = b"".join(chunks)
+        if early is not None:
+            await self.app(scope, _replay(body, False, receive, early), send)
+            return
+        cache = self.cache
+        headers = Headers(scope=scope)
+        plain = {k.lower(): v for k, v in headers.items()}
+        query = scope.get("query_string", b"").decode("latin-1")
+        prepared = cache.prepare_route(self.route, scope["method"], self.path, query, plain, body)
+        if isinstance(prepared, Passthrough):
+            await self.app(scope, _replay(body, False, receive, None), _bypassing(send))
+            return
+        if isinstance(prepared, Rejection):
+            await _answer(send, ResponseParts(prepared.status, [("content-type", "application/json")], prepared.body))
+            return
+        await self._cached(scope, receive, send, body, prepared)
+
+    async def _cached(self, scope: Scope, receive: Receive, send: Send, body: bytes, prepared: CacheRequest) -> None:
+        cache = self.cache
+        lookup = await cache.lookup(prepared)
+        if lookup.entry is not None:
+            await _answer(send, cache.hit_response(prepared, lookup.entry))
+            return
+        if lookup.only_if_cached_miss:
+            await _answer(send, cache.only_if_cached_response(prepared))
+            return
+        forward = prepared.forward_body
+        if forward is not body:
+            scope = dict(scope)
+            raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+            raw.append((b"content-length", str(len(forward)).encode("latin-1")))
+            scope["headers"] = raw
+        recorder = self.recorder = cache.recorder(prepared, lookup)
+        try:
+            await self.app(scope, self._receive(forward, receive), self._send(send))
+        except BaseException:
+            await recorder.abort()
+            raise
+        finally:
+            if not self.finished:
+                await recorder.abort()
+
+    def _receive(self, body: bytes, receive: Receive) -> Receive:
+        inner = _replay(body, False, receive, None)
+
+        async def watched() -> Message:
+            message = await inner()
+            if message["type"] == "http.disconnect" and not self.finished and self.recorder is not None:
+                await self.recorder.abort()
+                self.finished = True
+            return message
+
+        return watched
+
+    def _send(self, send: Send) -> Send:
+        recorder = self.recorder
+        assert recorder is not None
+
+        async def sending(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
+                recorder.start(message["status"], Headers(raw=message.get("headers", [])))
+                headers = recorder.forward_headers(raw)
+                await send({**message, "headers": _raw(headers)})
+                return
+            if kind != "http.response.body" or self.finished:
+                await send(message)
+                return
+            forward = recorder.feed(message.get("body", b""))
+            more = message.get("more_body", False)
+            if not more:
+                forward += recorder.flush()
+            try:
+                await send({"type": "http.response.body", "body": forward, "more_body": more})
+            except BaseException:
+                self.finished = True
+                await recorder.abort()
+                raise
+            if not more:
+                self.finished = True
+                await recorder.finish(exhausted=True)
+
+        return sending
+
+
+def _replay(body: bytes, more: bool, receive: Receive, early: Message | None) -> Receive:
+    """A receive that hands over `body` once, then delegates to the original `receive`."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+    if early is not None:
+        pending.append(early)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+def _bypassing(send: Send) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(scope=message)
+            headers["x-cache"] = "BYPASS"
+        await send(message)
+
+    return sending
+
+
+def _raw(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def _answer(send: Send, parts: ResponseParts) -> None:
+    headers = _raw(parts.headers)
+    if not any(k == b"content-length" for k, _ in headers):
+        headers.append((b"content-length", str(len(parts.body)).encode("latin-1")))
+    await send({"type": "http.response.start", "status": parts.status, "headers": headers})
+    await send({"type": "http.response.body", "body": parts.body, "more_body": False})

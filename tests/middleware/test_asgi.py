@@ -1,0 +1,305 @@
+"""CacheMiddleware inside a real FastAPI app and a plain Starlette app.
+
+The apps in `asgi_apps.py` imitate a provider and count their calls, so every
+count that stays the same is a request the middleware answered from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from starlette.types import Message
+
+from middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from tests.middleware.asgi_apps import Calls, fastapi_app, starlette_app
+
+CHAT = "/v1/chat/completions"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+BODY = {"model": "gpt-4o-mini", "messages": QUESTION, "temperature": 0.2}
+KEY = {"authorization": "Bearer sk-alice"}
+
+
+def wrapped(kind: str, cache: Cache, **options: Any) -> tuple[Any, Calls]:
+    calls = Calls()
+    if kind == "fastapi":
+        app: Any = fastapi_app(calls)
+        app.add_middleware(CacheMiddleware, cache=cache, **options)
+    else:
+        app = CacheMiddleware(starlette_app(calls), cache=cache, **options)
+    return app, calls
+
+
+def client(app: Any) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://app")
+
+
+async def post(app: Any, body: Any = BODY, path: str = CHAT, headers: dict[str, str] = KEY) -> httpx2.Response:
+    async with client(app) as http:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await http.post(path, content=content, headers={"content-type": "application/json", **headers})
+
+
+@pytest.fixture(params=["fastapi", "starlette"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# -- hits and misses -------------------------------------------------------------------------
+
+
+async def test_miss_then_hit_without_calling_the_app(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache)
+    first = await post(app)
+    second = await post(app)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.json() == first.json()
+    assert second.headers["x-cache-key"] == first.headers["x-cache-key"]
+    assert int(second.headers["content-length"]) == len(second.content)
+    assert "age" in second.headers
+    assert calls.count["chat"] == 1
+
+
+async def test_stream_after_json_and_json_after_stream_hit_with_the_same_content(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache)
+    first = await post(app)
+    streamed = await post(app, {**BODY, "stream": True})
+    assert streamed.headers["x-cache"] == "HIT"
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert "".join(_deltas(streamed.text)) == first.json()["choices"][0]["message"]["content"]
+    assert calls.count["chat"] == 1
+
+    other = {**BODY, "temperature": 0.9}
+    streamed_first = await post(app, {**other, "stream": True})
+    assert streamed_first.headers["x-cache"] == "MISS"
+    as_json = await post(app, other)
+    assert as_json.headers["x-cache"] == "HIT"
+    assert as_json.json()["choices"][0]["message"]["content"] == "".join(_deltas(streamed_first.text))
+    assert calls.count["chat"] == 2
+
+
+def _deltas(sse: str) -> list[str]:
+    out = []
+    for line in sse.splitlines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:]).get("choices", []):
+                out.append(choice.get("delta", {}).get("content") or "")
+    return out
+
+
+async def test_openai_sdk_through_the_middleware_json_and_stream() -> None:
+    cache = Cache()
+    app, calls = wrapped("fastapi", cache)
+    sdk = openai.AsyncOpenAI(api_key="sk-alice", base_url="http://app/v1", max_retries=0,
+                             http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)))
+    first = await sdk.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
+    second = await sdk.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    stream = await sdk.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "The capital of France is Paris."
+    assert calls.count["chat"] == 1
+
+
+async def test_anthropic_sdk_through_the_middleware_stream_then_json() -> None:
+    cache = Cache()
+    app, calls = wrapped("starlette", cache)
+    sdk = anthropic.AsyncAnthropic(api_key="sk-ant-alice", base_url="http://app", max_retries=0,
+                                   http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)))
+    params: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": QUESTION}
+    async with sdk.messages.stream(**params) as stream:
+        streamed = await stream.get_final_text()
+    message = await sdk.messages.with_raw_response.create(**params)
+    assert message.headers["x-cache"] == "HIT"
+    assert (await message.parse()).content[0].text == streamed == "The capital of France is Paris."
+    assert calls.count["messages"] == 1
+
+
+async def test_a_request_cached_through_the_transport_is_a_hit_through_the_middleware() -> None:
+    cache = Cache()
+    app, calls = wrapped("starlette", cache)
+    backend = starlette_app(Calls())  # a separate provider behind the transport
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.ASGITransport(app=backend))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as http:
+        via_transport = await http.post(CHAT, json=BODY, headers=KEY)
+    assert via_transport.headers["x-cache"] == "MISS"
+    via_middleware = await post(app)
+    assert via_middleware.headers["x-cache"] == "HIT"
+    assert via_middleware.headers["x-cache-key"] == via_transport.headers["x-cache-key"]
+    assert via_middleware.json() == via_transport.json()
+    assert calls.count["chat"] == 0
+
+
+# -- per-request controls --------------------------------------------------------------------
+
+
+async def test_no_cache_refreshes_and_no_store_does_not_store(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache)
+    await post(app)
+    refreshed = await post(app, headers={**KEY, "cache-control": "no-cache"})
+    assert refreshed.headers["x-cache"] == "REFRESH"
+    assert calls.count["chat"] == 2
+    other = {**BODY, "temperature": 0.5}
+    await post(app, other, headers={**KEY, "cache-control": "no-store"})
+    again = await post(app, other)
+    assert again.headers["x-cache"] == "MISS"
+    assert calls.count["chat"] == 4
+
+
+async def test_max_age_and_only_if_cached(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache)
+    missing = await post(app, headers={**KEY, "cache-control": "only-if-cached"})
+    assert missing.status_code == 504
+    assert calls.count["chat"] == 0
+    await post(app)
+    await asyncio.sleep(0.05)
+    stale = await post(app, headers={**KEY, "cache-control": "max-age=0"})
+    assert stale.headers["x-cache"] != "HIT"
+    assert calls.count["chat"] == 2
+
+
+async def test_body_cache_field_is_honoured_and_stripped_before_the_app(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache)
+    await post(app)
+    response = await post(app, {**BODY, "cache": {"no-cache": True}})
+    assert response.headers["x-cache"] == "REFRESH"
+    assert "cache" not in json.loads(calls.bodies[-1])
+    assert calls.count["chat"] == 2
+
+
+async def test_credentials_are_isolated(kind: str) -> None:
+    app, calls = wrapped(kind, Cache())
+    await post(app)
+    bob = await post(app, headers={"authorization": "Bearer sk-bob"})
+    assert bob.headers["x-cache"] == "MISS"
+    assert calls.count["chat"] == 2
+
+
+# -- what passes through ---------------------------------------------------------------------
+
+
+async def test_a_body_over_the_limit_passes_through_whole_and_is_counted(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache, max_body_bytes=256)
+    big = {**BODY, "messages": [{"role": "user", "content": "x" * 2000}]}
+    encoded = json.dumps(big).encode()
+    first = await post(app, encoded)
+    second = await post(app, encoded)
+    assert first.headers["x-cache"] == second.headers["x-cache"] == "BYPASS"
+    assert calls.bodies == [encoded, encoded]
+    assert calls.count["chat"] == 2
+    assert cache.stats.oversized == 2
+
+
+async def test_malformed_json_reaches_the_app_and_is_never_cached(kind: str) -> None:
+    app, calls = wrapped(kind, Cache())
+    for _ in range(2):
+        response = await post(app, b"{not json")
+        assert response.status_code == 422
+        assert response.json()["error"]["message"] == "app says: bad JSON"
+        assert response.headers["x-cache"] == "BYPASS"
+    assert calls.bodies == [b"{not json", b"{not json"]
+
+
+async def test_a_stream_that_fails_midway_is_not_stored(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache)
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            await post(app, {**BODY, "stream": True}, path="/broken/v1/chat/completions")
+    assert calls.count["broken"] == 2
+    assert cache.stats.stored == 0
+
+
+async def test_a_500_is_not_stored(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache)
+    for _ in range(2):
+        response = await post(app, path="/failing/v1/chat/completions")
+        assert response.status_code == 500
+    assert calls.count["error"] == 2
+    assert cache.stats.stored == 0
+
+
+async def test_non_llm_routes_are_untouched(kind: str) -> None:
+    app, calls = wrapped(kind, Cache())
+    async with client(app) as http:
+        response = await http.get("/health")
+    assert response.text == "ok" and "x-cache" not in response.headers
+
+
+async def test_include_exclude_and_mount_prefix() -> None:
+    app, calls = wrapped("starlette", Cache(), exclude=["/v1/chat/*"])
+    assert "x-cache" not in (await post(app)).headers
+    assert (await post(app, {"model": "c", "max_tokens": 5, "messages": QUESTION}, path="/v1/messages"))\
+        .headers["x-cache"] == "MISS"
+
+    app, calls = wrapped("starlette", Cache(), include=["/v1/messages"])
+    assert "x-cache" not in (await post(app)).headers
+
+    app, calls = wrapped("starlette", Cache(), mount_prefix="/llm")
+    assert "x-cache" not in (await post(app)).headers
+    await post(app, path="/llm" + CHAT)
+    assert (await post(app, path="/llm" + CHAT)).headers["x-cache"] == "HIT"
+    assert calls.count["chat"] == 2
+
+
+# -- disconnects and concurrency -------------------------------------------------------------
+
+
+async def test_a_client_that_disconnects_mid_stream_leaves_nothing_stored() -> None:
+    cache = Cache()
+    app, calls = wrapped("starlette", cache)
+    body = json.dumps({**BODY, "stream": True}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": CHAT, "raw_path": CHAT.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer sk-alice"),
+                         (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("app", 80)}
+    sent: list[Message] = []
+    delivered = False
+
+    async def receive() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and len(sent) >= 3:
+            raise OSError("client went away")
+
+    with pytest.raises(OSError):
+        await app(scope, receive, send)
+    assert cache.stats.stored == 0
+    again = await post(app, {**BODY, "stream": True})
+    assert again.headers["x-cache"] == "MISS"
+    assert calls.count["chat"] == 2
+
+
+async def test_fifty_concurrent_identical_requests_call_the_app_once(kind: str) -> None:
+    cache = Cache()
+    app, calls = wrapped(kind, cache)
+    calls.gate = asyncio.Event()
+    async with client(app) as http:
+        tasks = [asyncio.create_task(http.post(CHAT, json=BODY, headers=KEY)) for _ in range(50)]
+        await asyncio.sleep(0.1)
+        calls.gate.set()
+        responses = await asyncio.gather(*tasks)
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert calls.count["chat"] == 1
