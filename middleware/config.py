@@ -43,6 +43,7 @@ __all__ = [
     "load_config",
     "masked",
     "parse_config",
+    "with_upstreams",
 ]
 
 FAMILIES = ("openai", "anthropic", "gemini", "azure")
@@ -235,6 +236,25 @@ class GatewayConfig(_Model):
     dialect: str = Field("native", exclude=True)
     source: str | None = Field(None, exclude=True)
     notes: list[str] = Field(default_factory=list, exclude=True)
+
+
+def with_upstreams(config: GatewayConfig, overrides: list[str]) -> GatewayConfig:
+    """A copy of `config` with `family=URL` overrides (the `--upstream` option) applied."""
+    if not overrides:
+        return config
+    data = config.model_dump()
+    for item in overrides:
+        family, sep, url = item.partition("=")
+        family = family.strip().lower()
+        if not sep or family not in FAMILIES:
+            raise ConfigError(f"--upstream {item!r}: expected FAMILY=URL with FAMILY one of {', '.join(FAMILIES)}")
+        data["upstreams"][family]["base_url"] = url.strip()
+    try:
+        updated = GatewayConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, "--upstream", "native")) from None
+    updated.dialect, updated.source, updated.notes = config.dialect, config.source, config.notes
+    return updated
 
 
 def default_config() -> GatewayConfig:
