@@ -92,6 +92,10 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
+def _bad(message: str, status: int = 400, kind: str = "invalid_request_error") -> Response:
+    return _json({"error": {"message": message, "type": kind}}, status)
+
+
 class _Counters:
     """What the gateway itself counts (the cache counts the rest in `cache.stats`)."""
 
@@ -248,9 +252,9 @@ class _Gateway:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return _json({"error": {"message": "body must be JSON", "type": "invalid_request_error"}}, 400)
+            return _bad("body must be JSON")
         if not isinstance(data, dict):
-            return _json({"error": {"message": "body must be a JSON object", "type": "invalid_request_error"}}, 400)
+            return _bad("body must be a JSON object")
         return data
 
     async def stats(self, request: Request) -> Response:
@@ -265,54 +269,51 @@ class _Gateway:
         stats["upstream_errors"] = sum(self.counters.upstream_errors.values())
         return _json(stats)
 
-    async def delete(self, request: Request) -> Response:
+    async def _admin_body(self, request: Request) -> dict[str, Any] | Response:
+        """The JSON object a management call sent, once the admin key checks out; else the answer."""
         if (refused := self._refuse(request)) is not None:
             return refused
-        assert self.cache is not None
-        data = await self._body(request)
+        return await self._body(request)
+
+    async def _store_call(self, operation: str, call: Any, answer: dict[str, Any]) -> Response:
+        try:
+            await call
+        except Exception as error:
+            logger.warning("cache %s failed (%s)", operation, type(error).__name__)
+            return _bad("the cache store did not answer", 503, "store_error")
+        return _json(answer)
+
+    async def delete(self, request: Request) -> Response:
+        data = await self._admin_body(request)
         if isinstance(data, Response):
             return data
+        assert self.cache is not None
         key = data.get("key")
         if key is None:
             path, body, headers = data.get("path"), data.get("body"), data.get("headers") or {}
             if not isinstance(path, str) or not isinstance(body, dict) or not isinstance(headers, dict):
-                return _json({"error": {"message": 'send {"key": "..."} or {"path": "/v1/...", "body": {...}, '
-                                                   '"headers": {...}}', "type": "invalid_request_error"}}, 400)
+                return _bad('send {"key": "..."} or {"path": "/v1/...", "body": {...}, "headers": {...}}')
             try:
                 key = self.cache.key_for(path, body, {str(k): str(v) for k, v in headers.items()},
                                          str(data.get("query") or ""))
             except ValueError as error:
-                return _json({"error": {"message": str(error), "type": "invalid_request_error"}}, 400)
+                return _bad(str(error))
         if not isinstance(key, str) or not key:
-            return _json({"error": {"message": "key must be a non-empty string", "type": "invalid_request_error"}},
-                         400)
-        try:
-            await self.cache.delete(key)
-        except Exception as error:
-            logger.warning("cache delete failed (%s)", type(error).__name__)
-            return _json({"error": {"message": "the cache store did not answer", "type": "store_error"}}, 503)
-        return _json({"deleted": key})
+            return _bad("key must be a non-empty string")
+        return await self._store_call("delete", self.cache.delete(key), {"deleted": key})
 
     async def flush(self, request: Request) -> Response:
-        if (refused := self._refuse(request)) is not None:
-            return refused
-        assert self.cache is not None
-        data = await self._body(request)
+        data = await self._admin_body(request)
         if isinstance(data, Response):
             return data
+        assert self.cache is not None
         namespace = data.get("namespace")
         if namespace is None and data.get("all") is not True:
-            return _json({"error": {"message": 'send {"namespace": "..."} or {"all": true}',
-                                    "type": "invalid_request_error"}}, 400)
+            return _bad('send {"namespace": "..."} or {"all": true}')
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            return _json({"error": {"message": "namespace must be a non-empty string",
-                                    "type": "invalid_request_error"}}, 400)
-        try:
-            await self.cache.clear(namespace)
-        except Exception as error:
-            logger.warning("cache flush failed (%s)", type(error).__name__)
-            return _json({"error": {"message": "the cache store did not answer", "type": "store_error"}}, 503)
-        return _json({"flushed": namespace if namespace is not None else "all"})
+            return _bad("namespace must be a non-empty string")
+        flushed = namespace if namespace is not None else "all"
+        return await self._store_call("flush", self.cache.clear(namespace), {"flushed": flushed})
 
     async def ping(self, request: Request) -> Response:
         if (refused := self._refuse(request)) is not None:
