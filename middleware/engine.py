@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import zlib
 from collections.abc import Mapping
@@ -46,6 +47,7 @@ from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAs
 from .providers.base import StreamFilter
 from .stores.base import Store
 from .stores.memory import MemoryStore
+from .telemetry import Call, Telemetry
 
 logger = logging.getLogger("middleware")
 
@@ -140,6 +142,8 @@ class CacheRequest:
     """Why this call is not cached (opt-in mode, ...), or None."""
     captured: bool = False
     """True when `forward_body` was rewritten by the provider's `capture_body` (see Recorder.feed)."""
+    call: Call | None = None
+    """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -206,10 +210,13 @@ class Cache:
         store: Store | None = None,
         *,
         endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS,
+        telemetry: Telemetry | None = None,
         **settings: Any,
     ) -> None:
         self.settings = CacheSettings(**settings)
         self.store: Store = store if store is not None else MemoryStore()
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
+        self.telemetry.store_name = self.store.name
         self.endpoints = endpoints
         self.stats = CacheStats()
         self._key_builder: KeyBuilder | None = self.settings.key_builder
@@ -239,16 +246,13 @@ class Cache:
     ) -> CacheRequest | Passthrough | Rejection:
         if len(body) > self.settings.max_body_bytes:
             self.stats.oversized += 1
-            self.stats.bypasses += 1
-            return Passthrough("body over max_body_bytes")
+            return self._passthrough(route, path, "body over max_body_bytes")
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
-            self.stats.bypasses += 1
-            return Passthrough("malformed JSON body")
+            return self._passthrough(route, path, "malformed JSON body")
         if not isinstance(parsed, dict):
-            self.stats.bypasses += 1
-            return Passthrough("JSON body is not an object")
+            return self._passthrough(route, path, "JSON body is not an object")
 
         cache_field = parsed.pop("cache", None)
         forward_body = body if cache_field is None else orjson.dumps(parsed)
@@ -274,6 +278,11 @@ class Cache:
         return CacheRequest(
             route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass, captured
         )
+
+    def _passthrough(self, route: Route, path: str, reason: str) -> Passthrough:
+        self.stats.bypasses += 1
+        self.telemetry.passthrough(route.endpoint.family, path, reason)
+        return Passthrough(reason)
 
     def _key(
         self, route: Route, query: str, headers: Mapping[str, str], body: dict[str, Any], namespace: str
@@ -313,7 +322,19 @@ class Cache:
 
     # -- 2. lookup ----------------------------------------------------------------------------
 
+    def begin(self, request: CacheRequest, kind: Literal["client", "internal"] = "internal") -> Call:
+        """Start this call's telemetry (its span) in the caller's context; adapters call it before `lookup`
+        (the transports with "client", the ASGI middleware with "internal"). `lookup` calls it if they don't."""
+        call = request.call = self.telemetry.begin(request, kind)
+        return call
+
     async def lookup(self, request: CacheRequest) -> Lookup:
+        call = request.call if request.call is not None else self.begin(request)
+        lookup = await self._lookup(request)
+        call.decided(lookup)
+        return lookup
+
+    async def _lookup(self, request: CacheRequest) -> Lookup:
         if request.bypass is not None:
             self.stats.bypasses += 1
             return Lookup(Outcome.BYPASS)
@@ -344,11 +365,16 @@ class Cache:
 
     async def _read(self, request: CacheRequest) -> Lookup:
         key = request.key
+        call = request.call
+        span = call.child("llm_cache.lookup") if call is not None else None
+        started = time.perf_counter()
         try:
             data = await self.store.get(key)
         except Exception as error:  # fail open: a broken store is a miss
+            self.telemetry.lookup_done(call, span, started, error)
             self._store_failed("get", error)
             return Lookup(Outcome.MISS, store_error=True)
+        self.telemetry.lookup_done(call, span, started, None)
         if data is None:
             return Lookup(Outcome.MISS)
         try:
@@ -383,6 +409,8 @@ class Cache:
 
     def hit_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
         """Status, headers and body of a hit, in the form the caller asked for."""
+        if request.call is not None:
+            request.call.hit(entry)
         age = max(0, int(time.time() - entry.created_at))
         if request.stream:
             view = request.view()
@@ -401,6 +429,8 @@ class Cache:
 
     @staticmethod
     def only_if_cached_response(request: CacheRequest) -> ResponseParts:
+        if request.call is not None:
+            request.call.end()
         body = _error_body("no cached response and the request said only-if-cached", "Cache-Control")
         headers = [("content-type", "application/json"), (CACHE_HEADER, Outcome.MISS.value),
                    (KEY_HEADER, request.key)]
@@ -420,11 +450,16 @@ class Cache:
 
     async def _store(self, request: CacheRequest, entry: Entry) -> bool:
         ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+        data = pack(entry)
+        span = request.call.child("llm_cache.store") if request.call is not None else None
+        started = time.perf_counter()
         try:
-            await self.store.set(request.key, pack(entry), ttl)
+            await self.store.set(request.key, data, ttl)
         except Exception as error:
+            self.telemetry.store_done(span, started, len(data), error)
             self._store_failed("set", error)
             return False
+        self.telemetry.store_done(span, started, len(data), None)
         self.stats.stored += 1
         return True
 
@@ -468,8 +503,7 @@ class Cache:
 
     def _store_failed(self, operation: str, error: Exception) -> None:
         self.stats.store_errors += 1
-        logger.warning("cache store %s %s failed (%s); serving from upstream", self.store.name, operation,
-                       type(error).__name__)
+        self.telemetry.store_error(operation, error)  # counted, and logged at most once a minute
 
 
 class Recorder:
@@ -480,13 +514,17 @@ class Recorder:
     """
 
     __slots__ = ("_assembler", "_body", "_cache", "_decoder", "_done", "_filter", "_lookup", "_request", "_size",
-                 "_status", "_storable")
+                 "_status", "_storable", "_why")
 
     def __init__(self, cache: Cache, request: CacheRequest, lookup: Lookup) -> None:
         self._cache = cache
         self._request = request
         self._lookup = lookup
         self._storable = lookup.outcome in (Outcome.MISS, Outcome.REFRESH) and not request.policy.no_store
+        self._why: str | None = None
+        """Why the answer is not stored (span event and `not_stored` reason label), once known."""
+        if request.policy.no_store and lookup.outcome is not Outcome.BYPASS:
+            self._why = "no-store requested"
         self._assembler: StreamAssembler | None = None
         self._decoder: Any = None
         self._filter: StreamFilter | None = None
@@ -505,22 +543,22 @@ class Recorder:
             and (headers.get("content-encoding") or "identity") == "identity"
         ):
             self._filter = request.endpoint.stream_filter(request.view())
+        self._status = status
         if not self._storable:
             return
-        self._status = status
         if status not in self._cache.settings.cacheable_statuses:
-            self._storable = False
+            self._not_storable(f"status {status} is not cacheable")
             return
         content_type = (headers.get("content-type") or "").lower()
         if self._request.stream:
             view = self._request.view()
             expected = self._request.endpoint.stream_media_type(view)
             if not content_type.startswith(expected):
-                self._storable = False
+                self._not_storable(f"content-type {content_type or 'missing'} is not {expected}")
                 return
             self._assembler = self._request.endpoint.assembler(view)
         elif not content_type.startswith("application/json"):
-            self._storable = False
+            self._not_storable(f"content-type {content_type or 'missing'} is not application/json")
             return
         encoding = (headers.get("content-encoding") or "identity").lower().strip()
         if encoding in ("gzip", "x-gzip"):
@@ -528,7 +566,12 @@ class Recorder:
         elif encoding == "deflate":
             self._decoder = zlib.decompressobj()
         elif encoding != "identity":
-            self._storable = False
+            self._not_storable(f"content-encoding {encoding} is not supported")
+
+    def _not_storable(self, why: str) -> None:
+        self._storable = False
+        if self._why is None:
+            self._why = why
 
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`."""
@@ -552,11 +595,11 @@ class Recorder:
             try:
                 chunk = self._decoder.decompress(chunk)
             except zlib.error:
-                self._storable = False
+                self._not_storable("undecodable compressed body")
                 return
         self._size += len(chunk)
         if self._size > self._cache.settings.max_response_bytes:
-            self._storable = False
+            self._not_storable("response over max_response_bytes")
             self._body.clear()
             return
         if self._assembler is not None:
@@ -573,9 +616,14 @@ class Recorder:
         stored = False
         if entry is not None:
             stored = await self._cache._store(self._request, entry)
+            if not stored:
+                self._why = "store write failed"
         elif self._lookup.outcome is not Outcome.BYPASS:
             self._cache.stats.not_stored += 1
         self._cache._land(self._lookup.flight, entry if stored else None)
+        call = self._request.call
+        if call is not None:
+            call.finished(self._status, entry, stored, self._why, self._request.stream)
         return stored
 
     async def abort(self) -> None:
@@ -586,23 +634,29 @@ class Recorder:
         if self._lookup.outcome is not Outcome.BYPASS:
             self._cache.stats.not_stored += 1
         self._cache._land(self._lookup.flight, None)
+        if self._request.call is not None:
+            self._request.call.failed(sys.exc_info()[1])
 
     def _entry(self, exhausted: bool) -> Entry | None:
         if self._assembler is not None:
             body = self._assembler.result()
             from_stream = True
+            if body is None:
+                self._why = "stream incomplete: no terminal event" if exhausted else "caller closed the stream early"
+                return None
         else:
             if not exhausted:
+                self._why = "caller closed the response early"
                 return None
             body = b"".join(self._body)
             from_stream = False
             try:
                 if not isinstance(orjson.loads(body), dict):
+                    self._why = "response is not a JSON object"
                     return None
             except orjson.JSONDecodeError:
+                self._why = "response is not valid JSON"
                 return None
-        if body is None:
-            return None
         return Entry(self._request.key, time.time(), self._status, body, from_stream)
 
 

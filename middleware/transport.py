@@ -155,6 +155,7 @@ class AsyncCachingTransport:
 
     async def _cached(self, lib: Any, inner: Any, request: Any, body: bytes, prepared: CacheRequest) -> Any:
         cache = self.cache
+        cache.begin(prepared, "client")
         lookup = await cache.lookup(prepared)
         if lookup.entry is not None:
             return _answer(lib, cache.hit_response(prepared, lookup.entry))
@@ -226,6 +227,7 @@ class CachingTransport:
         if isinstance(prepared, Rejection):
             return lib.Response(prepared.status, headers={"content-type": "application/json"},
                                 content=prepared.body)
+        cache.begin(prepared, "client")  # here, so the span's parent is the caller's current span
         lookup = self._loop.run(cache.lookup(prepared))
         if lookup.entry is not None:
             return _answer(lib, cache.hit_response(prepared, lookup.entry))

@@ -1,0 +1,568 @@
+"""OpenTelemetry spans and metrics, Prometheus exposition and decision logs for one `Cache`.
+
+Library code depends only on `opentelemetry-api`: a `Telemetry` takes an optional
+`tracer_provider` / `meter_provider` and otherwise uses the global ones, so nothing
+is recorded until the application installs the SDK. The Prometheus view
+(`Telemetry.prometheus_text()`, `Telemetry.collector`) is fed by the same events
+from plain in-process counters and works with or without the SDK.
+
+The engine owns the only hooks: adapters call `Cache.begin(request, kind)` once per
+intercepted call (optional: `Cache.lookup` begins an INTERNAL call itself), and the
+engine's `lookup`, `hit_response`, `only_if_cached_response` and `Recorder.finish/abort`
+drive the returned `Call` to its end. See docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:
+    from .engine import CacheRequest, Lookup
+    from .entry import Entry
+    from .providers.base import Endpoint, Usage
+
+logger = logging.getLogger("middleware")
+
+INSTRUMENTATION = "llm-cache-middleware"
+RESULTS = ("hit", "miss", "refresh", "bypass", "stale", "error")
+LOOKUP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+MAX_MODELS = 200
+"""Distinct `model` label values kept before further ones are reported as `other`."""
+
+_KINDS = {"client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL}
+_USAGE_MEMO = 4096
+
+
+# -- pricing -----------------------------------------------------------------------------------
+
+
+class Pricing:
+    """USD prices per 1M tokens by model name prefix (longest prefix wins), kept as data.
+
+    `table` is the `pricing.json` shape: `{"models": {"gpt-4o": {"input": 2.5, "output": 10,
+    "cached_input": 1.25, "cache_write": ...}}}`, or just the inner `models` mapping.
+    """
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        models = table.get("models", table)
+        self.as_of: str | None = table.get("as_of") if isinstance(table.get("as_of"), str) else None
+        self.models: dict[str, dict[str, float]] = {
+            name.lower(): {k: float(v) for k, v in prices.items() if isinstance(v, (int, float))}
+            for name, prices in models.items()
+            if isinstance(prices, Mapping)
+        }
+        self._by_prefix = sorted(self.models, key=len, reverse=True)
+        self._memo: dict[str, dict[str, float] | None] = {}
+
+    @classmethod
+    def default(cls) -> Pricing:
+        """The table shipped in `middleware/data/pricing.json`."""
+        return cls(_shipped_pricing())
+
+    def prices(self, model: str | None) -> dict[str, float] | None:
+        if not model:
+            return None
+        if model in self._memo:
+            return self._memo[model]
+        name = model.lower().rpartition("/")[2]  # "models/gemini-2.0-flash", "openai/gpt-4o"
+        found = next((self.models[p] for p in self._by_prefix if name.startswith(p)), None)
+        if len(self._memo) < 4 * MAX_MODELS:
+            self._memo[model] = found
+        return found
+
+    def cost(self, model: str | None, usage: Usage) -> float | None:
+        """What a call with `usage` costs upstream (USD), or None for an unpriced model."""
+        prices = self.prices(model)
+        if prices is None:
+            return None
+        read = usage.cache_read_input_tokens or 0
+        write = usage.cache_creation_input_tokens or 0
+        fresh = max(0, (usage.input_tokens or 0) - read - write)
+        per_input = prices.get("input", 0.0)
+        total = (
+            fresh * per_input
+            + read * prices.get("cached_input", per_input)
+            + write * prices.get("cache_write", per_input)
+            + (usage.output_tokens or 0) * prices.get("output", 0.0)
+        )
+        return total / 1_000_000
+
+
+@functools.cache
+def _shipped_pricing() -> dict[str, Any]:
+    data = resources.files("middleware").joinpath("data/pricing.json").read_text(encoding="utf-8")
+    return dict(json.loads(data))
+
+
+def provider_name(family: str, path: str, route_model: str | None) -> str:
+    """`gen_ai.provider.name` as the GenAI semantic conventions spell it."""
+    if family == "openai":
+        return "azure.ai.openai" if route_model is not None or path.startswith("/openai/") else "openai"
+    if family == "gemini":
+        return "gcp.vertex_ai" if "/publishers/google/" in path else "gcp.gemini"
+    return family
+
+
+# -- Prometheus-side aggregates ------------------------------------------------------------------
+
+
+class _Histogram:
+    __slots__ = ("buckets", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip(self.buckets, self.counts, strict=False):
+            running += count
+            out.append((repr(bound), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+
+class TelemetryCollector:
+    """A `prometheus_client` collector over one Telemetry's counters (register it in any registry)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._t = telemetry
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        t = self._t
+        with t._lock:
+            requests = dict(t._requests)
+            lookup = {k: (h.cumulative(), h.sum) for k, h in t._lookup_hist.items()}
+            store = {k: (h.cumulative(), h.sum) for k, h in t._store_hist.items()}
+            simple = {name: dict(values) for name, values in t._counters.items()}
+
+        family = CounterMetricFamily("llm_cache_requests", "Intercepted LLM calls by cache result.",
+                                     labels=("result", "provider", "model", "match"))
+        for labels, value in requests.items():
+            family.add_metric(labels, value)
+        yield family
+        for name, label, help_text, hists in (
+            ("llm_cache_lookup_duration_seconds", "store", "Store lookup latency.", lookup),
+            ("llm_cache_store_duration_seconds", "store", "Store write latency.", store),
+        ):
+            hist = HistogramMetricFamily(name, help_text, labels=(label,))
+            for key, (buckets, total) in hists.items():
+                hist.add_metric((key,), buckets, total)
+            yield hist
+        for name, (labels, help_text, _, _) in _COUNTERS.items():
+            counter = CounterMetricFamily(name, help_text, labels=labels)
+            values = simple.get(name) or ({(): 0} if not labels else {})
+            for key, value in values.items():
+                counter.add_metric(key, value)
+            yield counter
+
+
+# Prometheus name -> (labels, help, OTel instrument name, unit)
+_COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    "llm_cache_stored_bytes": (("store",), "Bytes of entries written to the store.", "llm_cache.stored.bytes", "By"),
+    "llm_cache_stored_entries": (("store",), "Entries written to the store.", "llm_cache.stored.entries", "{entry}"),
+    "llm_cache_store_errors": (("store", "operation"), "Store operations that failed (served from upstream).",
+                               "llm_cache.store.errors", "{error}"),
+    "llm_cache_coalesced_waits": ((), "Concurrent identical misses answered by another call's upstream answer.",
+                                  "llm_cache.coalesced", "{request}"),
+    "llm_cache_not_stored": (("reason",), "Upstream answers to misses that were not stored, by reason.",
+                             "llm_cache.not_stored", "{response}"),
+    "llm_cache_tokens_avoided": (("provider", "model", "type"), "Upstream tokens not spent thanks to hits.",
+                                 "llm_cache.tokens.avoided", "{token}"),
+    "llm_cache_cost_avoided_usd": (("provider", "model"), "Estimated upstream cost avoided by hits (USD).",
+                                   "llm_cache.cost.avoided", "USD"),
+    "llm_cache_provider_cached_tokens": (
+        ("provider", "model", "type"), "Provider-native cached tokens reported on misses (cache_read|cache_creation).",
+        "llm_cache.provider.cached_tokens", "{token}",
+    ),
+}
+
+
+# -- the per-call object -------------------------------------------------------------------------
+
+
+class Call:
+    """One intercepted LLM call: its span, the decision and how it ended. Made by `Telemetry.begin`."""
+
+    __slots__ = ("_t", "ctx", "ended", "key_prefix", "lookup_seconds", "match", "model", "provider", "recording",
+                 "request", "result", "similarity", "span", "started")
+
+    def __init__(self, telemetry: Telemetry, request: CacheRequest, kind: SpanKind) -> None:
+        self._t = telemetry
+        self.request = request
+        route = request.route
+        endpoint = route.endpoint
+        self.model = request.model
+        self.provider = provider_name(endpoint.family, request.path, route.model)
+        self.started = time.perf_counter()
+        self.result = "miss"
+        self.match: str | None = None
+        self.similarity: float | None = None
+        self.lookup_seconds: float | None = None
+        self.ended = False
+        digest = request.key.rpartition(":")[2]
+        self.key_prefix = digest[:12]
+        span = telemetry.tracer.start_span(f"{endpoint.operation} {self.model or 'unknown'}", kind=kind)
+        self.span = span
+        self.recording = span.is_recording()
+        self.ctx: Any = None
+        if self.recording:
+            self.ctx = trace.set_span_in_context(span)
+            attributes: dict[str, Any] = {
+                "gen_ai.operation.name": endpoint.operation,
+                "gen_ai.provider.name": self.provider,
+                "llm_cache.store": telemetry.store_name,
+                "llm_cache.key_prefix": self.key_prefix,
+            }
+            if self.model:
+                attributes["gen_ai.request.model"] = self.model
+            span.set_attributes(attributes)
+
+    # child spans for store operations -------------------------------------------------------
+
+    def child(self, name: str) -> Any:
+        """A child span for a store operation, or None when nothing records."""
+        if not self.recording:
+            return None
+        return self._t.tracer.start_span(name, context=self.ctx, kind=SpanKind.INTERNAL,
+                                         attributes={"llm_cache.store": self._t.store_name})
+
+    # the decision -----------------------------------------------------------------------------
+
+    def decided(self, lookup: Lookup) -> None:
+        outcome = lookup.outcome.value.lower()
+        if lookup.entry is not None:
+            self.result, self.match = "hit", "exact"
+        elif lookup.store_error:
+            self.result = "error"
+        else:
+            self.result = outcome
+        t = self._t
+        t._count_request(self.result, self.provider, self.model, self.match or "none")
+        if lookup.coalesced:
+            t._add("llm_cache_coalesced_waits", (), 1)
+        if self.recording:
+            _set_present(self.span, (
+                ("llm_cache.result", self.result),
+                ("llm_cache.match", self.match),
+                ("llm_cache.similarity", self.similarity),
+                ("llm_cache.lookup_duration", self.lookup_seconds),
+                ("llm_cache.coalesced", True if lookup.coalesced else None),
+            ))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("CACHE %s key=%s model=%s provider=%s lookup_ms=%.3f", self.result.upper(),
+                         self.key_prefix, self.model, self.provider, (self.lookup_seconds or 0.0) * 1000)
+
+    # endings ------------------------------------------------------------------------------------
+
+    def hit(self, entry: Entry) -> None:
+        if self.ended:
+            return
+        t = self._t
+        summary = t._summary(entry, self.request.endpoint)
+        if summary is not None:
+            usage, response_model, response_id = summary
+            model = self.model or response_model
+            t._avoided(self.provider, model, usage)
+            if self.recording:
+                self._usage_attributes(usage, response_model, response_id)
+        if self.recording:
+            self.span.set_attribute("llm_cache.entry_age", max(0.0, time.time() - entry.created_at))
+            if t.capture_content:
+                self._content(entry.body)
+        self.end()
+
+    def finished(self, status: int, entry: Entry | None, stored: bool, reason: str | None, stream: bool) -> None:
+        """A miss/refresh/bypass ended: `entry` is what was (or would have been) stored."""
+        if self.ended:
+            return
+        t = self._t
+        if reason is not None:
+            t._add("llm_cache_not_stored", (_reason_code(reason),), 1)
+        if entry is not None:
+            summary = t._summary(entry, self.request.endpoint)
+            if summary is not None:
+                usage, response_model, response_id = summary
+                t._provider_cached(self.provider, self.model or response_model, usage)
+                if self.recording:
+                    self._usage_attributes(usage, response_model, response_id)
+        if self.recording:
+            span = self.span
+            if status:
+                span.set_attribute("http.response.status_code", status)
+            if stream:
+                if stored:
+                    span.add_event("llm_cache.stream.stored", {"llm_cache.bytes": len(entry.body) if entry else 0})
+                else:
+                    span.add_event("llm_cache.stream.discarded", {"llm_cache.reason": reason or "not stored"})
+            elif not stored and reason is not None:
+                span.add_event("llm_cache.response.discarded", {"llm_cache.reason": reason})
+            if t.capture_content and entry is not None:
+                self._content(entry.body)
+        self.end()
+
+    def failed(self, error: BaseException | None) -> None:
+        """The upstream call or the stream to the caller failed."""
+        if self.ended:
+            return
+        self._t._add("llm_cache_not_stored", ("upstream_failed",), 1)
+        if self.recording:
+            self.span.set_status(Status(StatusCode.ERROR, type(error).__name__ if error else "aborted"))
+            if error is not None:
+                self.span.set_attribute("error.type", type(error).__name__)
+        self.end()
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.span.end()
+
+    def _usage_attributes(self, usage: Usage, response_model: str | None, response_id: str | None) -> None:
+        _set_present(self.span, (
+            ("gen_ai.response.model", response_model),
+            ("gen_ai.response.id", response_id),
+            ("gen_ai.usage.input_tokens", usage.input_tokens),
+            ("gen_ai.usage.output_tokens", usage.output_tokens),
+            ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens),
+            ("gen_ai.usage.cache_creation.input_tokens", usage.cache_creation_input_tokens),
+        ))
+
+    def _content(self, completion: bytes) -> None:
+        body = self.request.body
+        prompt = {k: body[k] for k in ("system", "messages", "input", "prompt", "contents", "instructions",
+                                        "systemInstruction") if k in body}
+        self.span.add_event("gen_ai.content", {
+            "gen_ai.prompt": orjson.dumps(prompt).decode(),
+            "gen_ai.completion": completion.decode("utf-8", "replace"),
+        })
+
+
+def _set_present(span: Any, pairs: tuple[tuple[str, Any], ...]) -> None:
+    """Set the attributes whose value is known (not None or empty)."""
+    span.set_attributes({name: value for name, value in pairs if value is not None and value != ""})
+
+
+def _reason_code(reason: str) -> str:
+    """A bounded label value from a free-text reason (the text itself goes to span events)."""
+    return reason.split(" ", 1)[0].split(":", 1)[0].lower() if reason else "unknown"
+
+
+# -- Telemetry ---------------------------------------------------------------------------------
+
+
+class Telemetry:
+    """Spans, metrics, Prometheus text and decision logs for one Cache.
+
+    >>> cache = Cache(store, telemetry=Telemetry(tracer_provider=tp, meter_provider=mp))
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        pricing: Pricing | Mapping[str, Any] | None = None,
+        capture_content: bool = False,
+        warning_interval: float = 60.0,
+    ) -> None:
+        self.tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(INSTRUMENTATION, meter_provider=meter_provider)
+        if pricing is None:
+            pricing = Pricing.default()
+        self.pricing = pricing if isinstance(pricing, Pricing) else Pricing(pricing)
+        self.capture_content = capture_content
+        self.warning_interval = warning_interval
+        self.store_name = "unknown"
+
+        self._requests_counter = meter.create_counter(
+            "llm_cache.requests", unit="{request}", description="Intercepted LLM calls by cache result.")
+        self._lookup_duration = meter.create_histogram(
+            "llm_cache.lookup.duration", unit="s", description="Store lookup latency.",
+            explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS))
+        self._store_duration = meter.create_histogram(
+            "llm_cache.store.duration", unit="s", description="Store write latency.",
+            explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS))
+        self._instruments: dict[str, Any] = {
+            name: meter.create_counter(otel_name, unit=unit, description=help_text)
+            for name, (_, help_text, otel_name, unit) in _COUNTERS.items()
+        }
+
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, str, str, str], int] = {}
+        self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
+        self._lookup_hist: dict[str, _Histogram] = {}
+        self._store_hist: dict[str, _Histogram] = {}
+        self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
+        self._models: set[str] = set()
+        self._usage_memo: dict[tuple[str, float], tuple[Usage, str | None, str | None] | None] = {}
+        self._warned_at = float("-inf")
+        self._suppressed = 0
+        self.collector = TelemetryCollector(self)
+        self._registry: Any = None
+
+    # -- entry points for the engine --------------------------------------------------------
+
+    def begin(self, request: CacheRequest, kind: Literal["client", "internal"] = "internal") -> Call:
+        return Call(self, request, _KINDS[kind])
+
+    def passthrough(self, family: str, path: str, reason: str) -> None:
+        """An LLM path the engine forwards untouched (body too large, not JSON): counted as a bypass."""
+        self._count_request("bypass", provider_name(family, path, None), None, "none")
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("CACHE BYPASS path=%s reason=%s", path, reason)
+
+    def lookup_done(self, call: Call | None, span: Any, started: float, error: BaseException | None) -> None:
+        elapsed = self._timed(self._lookup_hist, self._lookup_duration, span, started, error)
+        if call is not None:
+            call.lookup_seconds = elapsed
+        if span is not None:
+            span.end()
+
+    def store_done(self, span: Any, started: float, size: int, error: BaseException | None) -> None:
+        self._timed(self._store_hist, self._store_duration, span, started, error)
+        if error is None:
+            self._add("llm_cache_stored_bytes", (self.store_name,), size)
+            self._add("llm_cache_stored_entries", (self.store_name,), 1)
+        if span is not None:
+            span.set_attribute("llm_cache.bytes", size)
+            span.end()
+
+    def _timed(self, hists: dict[str, _Histogram], instrument: Any, span: Any, started: float,
+               error: BaseException | None) -> float:
+        """Record one store operation's duration; mark its child span failed if it raised."""
+        elapsed = time.perf_counter() - started
+        store = self.store_name
+        with self._lock:
+            hist = hists.get(store)
+            if hist is None:
+                hist = hists[store] = _Histogram(LOOKUP_BUCKETS)
+            hist.observe(elapsed)
+        instrument.record(elapsed, self._attributes(("store",), (store,)))
+        if span is not None and error is not None:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            span.set_attribute("error.type", type(error).__name__)
+        return elapsed
+
+    def store_error(self, operation: str, error: BaseException) -> None:
+        """Count a failed store operation; WARNING at most once per `warning_interval` seconds."""
+        store = self.store_name
+        self._add("llm_cache_store_errors", (store, operation), 1)
+        now = time.monotonic()
+        with self._lock:
+            if now - self._warned_at < self.warning_interval:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
+        logger.warning("cache store %s %s failed (%s); serving from upstream%s", store, operation,
+                       type(error).__name__, f" ({suppressed} similar failures not logged)" if suppressed else "")
+
+    # -- Prometheus ---------------------------------------------------------------------------------
+
+    def prometheus_text(self) -> bytes:
+        """This cache's metrics in the Prometheus text exposition format (for a `/metrics` route)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self._registry is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(self.collector)
+            self._registry = registry
+        return generate_latest(self._registry)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain copies of the counters (for `llm-cache stats` and tests)."""
+        with self._lock:
+            out: dict[str, Any] = {"llm_cache_requests": dict(self._requests)}
+            out.update({name: dict(values) for name, values in self._counters.items()})
+        return out
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _attributes(self, names: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
+        """One shared attribute dict per label combination (no per-request dict churn)."""
+        key = names + values
+        attributes = self._attrs.get(key)
+        if attributes is None:
+            attributes = self._attrs[key] = dict(zip(names, values, strict=True))
+        return attributes
+
+    def _model_label(self, model: str | None) -> str:
+        if not model:
+            return "unknown"
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODELS:
+            return "other"
+        self._models.add(model)
+        return model
+
+    def _count_request(self, result: str, provider: str, model: str | None, match: str) -> None:
+        labels = (result, provider, self._model_label(model), match)
+        with self._lock:
+            self._requests[labels] = self._requests.get(labels, 0) + 1
+        self._requests_counter.add(1, self._attributes(("result", "provider", "model", "match"), labels))
+
+    def _add(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        """Add to one counter: the Prometheus-side aggregate and the OTel instrument alike."""
+        with self._lock:
+            values = self._counters[name]
+            values[labels] = values.get(labels, 0) + value
+        instrument = self._instruments[name]
+        instrument.add(value, self._attributes(_COUNTERS[name][0], labels))
+
+    def _summary(self, entry: Entry, endpoint: Endpoint) -> tuple[Usage, str | None, str | None] | None:
+        """Usage, response model and id of a stored body; memoised per entry so hits parse once."""
+        memo_key = (entry.fingerprint, entry.created_at)
+        if memo_key in self._usage_memo:
+            return self._usage_memo[memo_key]
+        summary = None
+        try:
+            body = orjson.loads(entry.body)
+        except orjson.JSONDecodeError:
+            body = None
+        if isinstance(body, dict):
+            summary = (endpoint.usage(body), endpoint.response_model(body), endpoint.response_id(body))
+        if len(self._usage_memo) >= _USAGE_MEMO:
+            self._usage_memo.pop(next(iter(self._usage_memo)))
+        self._usage_memo[memo_key] = summary
+        return summary
+
+    def _avoided(self, provider: str, model: str | None, usage: Usage) -> None:
+        label = self._model_label(model)
+        for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+            if value:
+                self._add("llm_cache_tokens_avoided", (provider, label, kind), value)
+        cost = self.pricing.cost(model, usage)
+        if cost:
+            self._add("llm_cache_cost_avoided_usd", (provider, label), cost)
+
+    def _provider_cached(self, provider: str, model: str | None, usage: Usage) -> None:
+        label = self._model_label(model)
+        for kind, value in (("cache_read", usage.cache_read_input_tokens),
+                            ("cache_creation", usage.cache_creation_input_tokens)):
+            if value:
+                self._add("llm_cache_provider_cached_tokens", (provider, label, kind), value)
+
+
+__all__ = ["Call", "Pricing", "Telemetry", "TelemetryCollector", "provider_name"]
