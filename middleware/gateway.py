@@ -340,7 +340,13 @@ class _Gateway:
 
 
 class _UpstreamResponse(StreamingResponse):
-    """Relays an upstream response body as it arrives and always closes the upstream response."""
+    """Relays an upstream response body as it arrives and always closes the upstream response.
+
+    Unlike Starlette's StreamingResponse, a client disconnect cancels the relay only while body chunks
+    are still being sent: once the last chunk is on its way, whatever the layers above do after
+    sending it (CacheMiddleware stores the captured answer there) runs to completion instead of
+    being cancelled by the disconnect that the server reports once the response is complete.
+    """
 
     def __init__(self, upstream: httpx2.Response, headers: list[tuple[str, str]]) -> None:
         super().__init__(self._relay(upstream), status_code=upstream.status_code,
@@ -354,6 +360,39 @@ class _UpstreamResponse(StreamingResponse):
                 yield chunk
         finally:
             await upstream.aclose()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        state = {"ending": False, "disconnected": False}
+
+        async def relay() -> None:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            state["ending"] = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def watch(task: asyncio.Task[None]) -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not state["ending"]:
+                        state["disconnected"] = True
+                        task.cancel()
+                    return
+
+        task = asyncio.ensure_future(relay())
+        watcher = asyncio.ensure_future(watch(task))
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not state["disconnected"]:
+                raise
+        finally:
+            watcher.cancel()
+            if not task.done():
+                task.cancel()
+            if self.background is not None:
+                await self.background()
 
 
 def _with_credentials(family: str, api_key: str, headers: list[tuple[str, str]],

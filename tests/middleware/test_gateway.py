@@ -316,3 +316,14 @@ async def test_cached_through_the_transport_is_a_hit_through_the_gateway(
     assert through.headers["x-cache-key"] == first.headers["x-cache-key"]
     assert through.parse().id == first.parse().id
     assert fake_provider.count("/chat/completions") == 1
+
+
+def test_a_store_that_suspends_still_records_misses(tmp_path: Path, gateway_factory: Callable[..., Gateway],
+                                                    fake_provider: RunningFakeProvider) -> None:
+    """The relay must not cancel the middleware while it stores the answer after the last chunk."""
+    gateway = gateway_factory(cache=Cache(DiskStore(tmp_path / "disk")))
+    client = gateway.openai()
+    assert [chat(client).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert streamed_text(client, "streamed") == streamed_text(client, "streamed")
+    assert fake_provider.count("/chat/completions") == 2
+    assert gateway.cache.stats.stored == 2
