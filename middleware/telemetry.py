@@ -158,8 +158,11 @@ class TelemetryCollector:
             store = {k: (h.cumulative(), h.sum) for k, h in t._store_hist.items()}
             simple = {name: dict(values) for name, values in t._counters.items()}
 
-        family = CounterMetricFamily("llm_cache_requests", "Intercepted LLM calls by cache result.",
-                                     labels=("result", "provider", "model", "match"))
+        family = CounterMetricFamily(
+            "llm_cache_requests",
+            "Intercepted LLM calls by cache result.",
+            labels=("result", "provider", "model", "match"),
+        )
         for labels, value in requests.items():
             family.add_metric(labels, value)
         yield family
@@ -183,19 +186,41 @@ class TelemetryCollector:
 _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
     "llm_cache_stored_bytes": (("store",), "Bytes of entries written to the store.", "llm_cache.stored.bytes", "By"),
     "llm_cache_stored_entries": (("store",), "Entries written to the store.", "llm_cache.stored.entries", "{entry}"),
-    "llm_cache_store_errors": (("store", "operation"), "Store operations that failed (served from upstream).",
-                               "llm_cache.store.errors", "{error}"),
-    "llm_cache_coalesced_waits": ((), "Concurrent identical misses answered by another call's upstream answer.",
-                                  "llm_cache.coalesced", "{request}"),
-    "llm_cache_not_stored": (("reason",), "Upstream answers to misses that were not stored, by reason.",
-                             "llm_cache.not_stored", "{response}"),
-    "llm_cache_tokens_avoided": (("provider", "model", "type"), "Upstream tokens not spent thanks to hits.",
-                                 "llm_cache.tokens.avoided", "{token}"),
-    "llm_cache_cost_avoided_usd": (("provider", "model"), "Estimated upstream cost avoided by hits (USD).",
-                                   "llm_cache.cost.avoided", "USD"),
+    "llm_cache_store_errors": (
+        ("store", "operation"),
+        "Store operations that failed (served from upstream).",
+        "llm_cache.store.errors",
+        "{error}",
+    ),
+    "llm_cache_coalesced_waits": (
+        (),
+        "Concurrent identical misses answered by another call's upstream answer.",
+        "llm_cache.coalesced",
+        "{request}",
+    ),
+    "llm_cache_not_stored": (
+        ("reason",),
+        "Upstream answers to misses that were not stored, by reason.",
+        "llm_cache.not_stored",
+        "{response}",
+    ),
+    "llm_cache_tokens_avoided": (
+        ("provider", "model", "type"),
+        "Upstream tokens not spent thanks to hits.",
+        "llm_cache.tokens.avoided",
+        "{token}",
+    ),
+    "llm_cache_cost_avoided_usd": (
+        ("provider", "model"),
+        "Estimated upstream cost avoided by hits (USD).",
+        "llm_cache.cost.avoided",
+        "USD",
+    ),
     "llm_cache_provider_cached_tokens": (
-        ("provider", "model", "type"), "Provider-native cached tokens reported on misses (cache_read|cache_creation).",
-        "llm_cache.provider.cached_tokens", "{token}",
+        ("provider", "model", "type"),
+        "Provider-native cached tokens reported on misses (cache_read|cache_creation).",
+        "llm_cache.provider.cached_tokens",
+        "{token}",
     ),
 }
 
@@ -206,8 +231,22 @@ _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
 class Call:
     """One intercepted LLM call: its span, the decision and how it ended. Made by `Telemetry.begin`."""
 
-    __slots__ = ("_t", "ctx", "ended", "key_prefix", "lookup_seconds", "match", "model", "provider", "recording",
-                 "request", "result", "similarity", "span", "started")
+    __slots__ = (
+        "_t",
+        "ctx",
+        "ended",
+        "key_prefix",
+        "lookup_seconds",
+        "match",
+        "model",
+        "provider",
+        "recording",
+        "request",
+        "result",
+        "similarity",
+        "span",
+        "started",
+    )
 
     def __init__(self, telemetry: Telemetry, request: CacheRequest, kind: SpanKind) -> None:
         self._t = telemetry
@@ -246,8 +285,9 @@ class Call:
         """A child span for a store operation, or None when nothing records."""
         if not self.recording:
             return None
-        return self._t.tracer.start_span(name, context=self.ctx, kind=SpanKind.INTERNAL,
-                                         attributes={"llm_cache.store": self._t.store_name})
+        return self._t.tracer.start_span(
+            name, context=self.ctx, kind=SpanKind.INTERNAL, attributes={"llm_cache.store": self._t.store_name}
+        )
 
     # the decision -----------------------------------------------------------------------------
 
@@ -264,16 +304,25 @@ class Call:
         if lookup.coalesced:
             t._add("llm_cache_coalesced_waits", (), 1)
         if self.recording:
-            _set_present(self.span, (
-                ("llm_cache.result", self.result),
-                ("llm_cache.match", self.match),
-                ("llm_cache.similarity", self.similarity),
-                ("llm_cache.lookup_duration", self.lookup_seconds),
-                ("llm_cache.coalesced", True if lookup.coalesced else None),
-            ))
+            _set_present(
+                self.span,
+                (
+                    ("llm_cache.result", self.result),
+                    ("llm_cache.match", self.match),
+                    ("llm_cache.similarity", self.similarity),
+                    ("llm_cache.lookup_duration", self.lookup_seconds),
+                    ("llm_cache.coalesced", True if lookup.coalesced else None),
+                ),
+            )
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("CACHE %s key=%s model=%s provider=%s lookup_ms=%.3f", self.result.upper(),
-                         self.key_prefix, self.model, self.provider, (self.lookup_seconds or 0.0) * 1000)
+            logger.debug(
+                "CACHE %s key=%s model=%s provider=%s lookup_ms=%.3f",
+                self.result.upper(),
+                self.key_prefix,
+                self.model,
+                self.provider,
+                (self.lookup_seconds or 0.0) * 1000,
+            )
 
     # endings ------------------------------------------------------------------------------------
 
@@ -340,23 +389,32 @@ class Call:
             self.span.end()
 
     def _usage_attributes(self, usage: Usage, response_model: str | None, response_id: str | None) -> None:
-        _set_present(self.span, (
-            ("gen_ai.response.model", response_model),
-            ("gen_ai.response.id", response_id),
-            ("gen_ai.usage.input_tokens", usage.input_tokens),
-            ("gen_ai.usage.output_tokens", usage.output_tokens),
-            ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens),
-            ("gen_ai.usage.cache_creation.input_tokens", usage.cache_creation_input_tokens),
-        ))
+        _set_present(
+            self.span,
+            (
+                ("gen_ai.response.model", response_model),
+                ("gen_ai.response.id", response_id),
+                ("gen_ai.usage.input_tokens", usage.input_tokens),
+                ("gen_ai.usage.output_tokens", usage.output_tokens),
+                ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens),
+                ("gen_ai.usage.cache_creation.input_tokens", usage.cache_creation_input_tokens),
+            ),
+        )
 
     def _content(self, completion: bytes) -> None:
         body = self.request.body
-        prompt = {k: body[k] for k in ("system", "messages", "input", "prompt", "contents", "instructions",
-                                        "systemInstruction") if k in body}
-        self.span.add_event("gen_ai.content", {
-            "gen_ai.prompt": orjson.dumps(prompt).decode(),
-            "gen_ai.completion": completion.decode("utf-8", "replace"),
-        })
+        prompt = {
+            k: body[k]
+            for k in ("system", "messages", "input", "prompt", "contents", "instructions", "systemInstruction")
+            if k in body
+        }
+        self.span.add_event(
+            "gen_ai.content",
+            {
+                "gen_ai.prompt": orjson.dumps(prompt).decode(),
+                "gen_ai.completion": completion.decode("utf-8", "replace"),
+            },
+        )
 
 
 def _set_present(span: Any, pairs: tuple[tuple[str, Any], ...]) -> None:
@@ -397,13 +455,20 @@ class Telemetry:
         self.store_name = "unknown"
 
         self._requests_counter = meter.create_counter(
-            "llm_cache.requests", unit="{request}", description="Intercepted LLM calls by cache result.")
+            "llm_cache.requests", unit="{request}", description="Intercepted LLM calls by cache result."
+        )
         self._lookup_duration = meter.create_histogram(
-            "llm_cache.lookup.duration", unit="s", description="Store lookup latency.",
-            explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS))
+            "llm_cache.lookup.duration",
+            unit="s",
+            description="Store lookup latency.",
+            explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS),
+        )
         self._store_duration = meter.create_histogram(
-            "llm_cache.store.duration", unit="s", description="Store write latency.",
-            explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS))
+            "llm_cache.store.duration",
+            unit="s",
+            description="Store write latency.",
+            explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS),
+        )
         self._instruments: dict[str, Any] = {
             name: meter.create_counter(otel_name, unit=unit, description=help_text)
             for name, (_, help_text, otel_name, unit) in _COUNTERS.items()
@@ -449,8 +514,9 @@ class Telemetry:
             span.set_attribute("llm_cache.bytes", size)
             span.end()
 
-    def _timed(self, hists: dict[str, _Histogram], instrument: Any, span: Any, started: float,
-               error: BaseException | None) -> float:
+    def _timed(
+        self, hists: dict[str, _Histogram], instrument: Any, span: Any, started: float, error: BaseException | None
+    ) -> float:
         """Record one store operation's duration; mark its child span failed if it raised."""
         elapsed = time.perf_counter() - started
         store = self.store_name
@@ -475,8 +541,13 @@ class Telemetry:
                 self._suppressed += 1
                 return
             suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
-        logger.warning("cache store %s %s failed (%s); serving from upstream%s", store, operation,
-                       type(error).__name__, f" ({suppressed} similar failures not logged)" if suppressed else "")
+        logger.warning(
+            "cache store %s %s failed (%s); serving from upstream%s",
+            store,
+            operation,
+            type(error).__name__,
+            f" ({suppressed} similar failures not logged)" if suppressed else "",
+        )
 
     # -- Prometheus ---------------------------------------------------------------------------------
 
@@ -559,8 +630,10 @@ class Telemetry:
 
     def _provider_cached(self, provider: str, model: str | None, usage: Usage) -> None:
         label = self._model_label(model)
-        for kind, value in (("cache_read", usage.cache_read_input_tokens),
-                            ("cache_creation", usage.cache_creation_input_tokens)):
+        for kind, value in (
+            ("cache_read", usage.cache_read_input_tokens),
+            ("cache_creation", usage.cache_creation_input_tokens),
+        ):
             if value:
                 self._add("llm_cache_provider_cached_tokens", (provider, label, kind), value)
 

@@ -1,0 +1,603 @@
+"""Telemetry: spans, metrics, Prometheus text and logs of the cache's decisions.
+
+Providers are always passed explicitly (the SDK's in-memory exporter and reader);
+no test sets the global OpenTelemetry providers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import orjson
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client.parser import text_string_to_metric_families
+
+from middleware import AsyncCachingTransport, Cache, CachingTransport
+from middleware.telemetry import Pricing, Telemetry
+from tests.support.stores import DeadStore
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+SECRET = "sk-telemetry-secret"
+
+
+class Recorded:
+    """A Telemetry on private SDK providers, with what they collected."""
+
+    def __init__(self, **options: Any) -> None:
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self.telemetry = Telemetry(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **options)
+
+    def finished(self) -> tuple[ReadableSpan, ...]:
+        return self.spans.get_finished_spans()
+
+    def calls(self) -> list[ReadableSpan]:
+        return [s for s in self.finished() if not s.name.startswith(("llm_cache.", "app"))]
+
+    def children(self, parent: ReadableSpan) -> list[str]:
+        assert parent.context is not None
+        return sorted(
+            s.name for s in self.finished() if s.parent is not None and s.parent.span_id == parent.context.span_id
+        )
+
+    def metrics(self) -> dict[str, dict[frozenset[tuple[str, Any]], float]]:
+        """Metric name -> {attributes: value} (sum for counters, count for histograms)."""
+        out: dict[str, dict[frozenset[tuple[str, Any]], float]] = {}
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    points = out.setdefault(metric.name, {})
+                    for point in metric.data.data_points:
+                        value = getattr(point, "value", None)
+                        points[frozenset(point.attributes.items())] = value if value is not None else point.count
+        return out
+
+
+@pytest.fixture
+def recorded() -> Iterator[Recorded]:
+    rec = Recorded()
+    yield rec
+    rec.tracer_provider.shutdown()
+    rec.meter_provider.shutdown()
+
+
+def chat_completion(model: str = "gpt-4o-mini-2024-07-18", usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-abc123",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+        "usage": usage
+        or {
+            "prompt_tokens": 20,
+            "completion_tokens": 5,
+            "total_tokens": 25,
+            "prompt_tokens_details": {"cached_tokens": 4},
+        },
+    }
+
+
+class Upstream:
+    """An httpx2 MockTransport handler answering every call with a fixed JSON or SSE body; counts calls."""
+
+    def __init__(self, body: dict[str, Any] | None = None, sse: bytes | None = None) -> None:
+        self.body = body or chat_completion()
+        self.sse = sse
+        self.calls = 0
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.calls += 1
+        if self.sse is not None and b'"stream":true' in request.content.replace(b" ", b""):
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=self.sse)
+        return httpx2.Response(200, json=self.body)
+
+    def transport(self) -> httpx2.MockTransport:
+        return httpx2.MockTransport(self)
+
+
+def async_openai(cache: Cache, upstream: Upstream) -> openai.AsyncOpenAI:
+    transport = AsyncCachingTransport(cache=cache, inner=upstream.transport())
+    return openai.AsyncOpenAI(
+        api_key=SECRET,
+        base_url="http://llm.test/v1",
+        http_client=httpx2.AsyncClient(transport=transport),
+        max_retries=0,
+    )
+
+
+async def ask(client: openai.AsyncOpenAI, **extra: Any) -> Any:
+    params: dict[str, Any] = {"model": "gpt-4o-mini", "messages": QUESTION, **extra}
+    return await client.chat.completions.with_raw_response.create(**params)
+
+
+# -- spans ---------------------------------------------------------------------------------------
+
+
+async def test_miss_then_hit_two_client_spans_with_store_children(recorded: Recorded) -> None:
+    cache = Cache(telemetry=recorded.telemetry)
+    upstream = Upstream()
+    client = async_openai(cache, upstream)
+    app_tracer = recorded.tracer_provider.get_tracer("app")
+    with app_tracer.start_as_current_span("app request") as app_span:
+        first = await ask(client)
+        second = await ask(client)
+    assert (first.headers["x-cache"], second.headers["x-cache"], upstream.calls) == ("MISS", "HIT", 1)
+    assert second.parse().choices[0].message.content == "Paris."
+
+    miss, hit = recorded.calls()
+    for span in (miss, hit):
+        assert span.name == "chat gpt-4o-mini"
+        assert span.kind is SpanKind.CLIENT
+        assert span.parent is not None and span.parent.span_id == app_span.get_span_context().span_id
+        attributes = span.attributes or {}
+        assert attributes["gen_ai.operation.name"] == "chat"
+        assert attributes["gen_ai.provider.name"] == "openai"
+        assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
+        assert attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+        assert attributes["gen_ai.response.id"] == "chatcmpl-abc123"
+        assert attributes["gen_ai.usage.input_tokens"] == 20
+        assert attributes["gen_ai.usage.output_tokens"] == 5
+        assert attributes["gen_ai.usage.cache_read.input_tokens"] == 4
+        assert attributes["llm_cache.store"] == "memory"
+        assert attributes["llm_cache.key_prefix"] == first.headers["x-cache-key"].rpartition(":")[2][:12]
+        assert isinstance(attributes["llm_cache.lookup_duration"], float)
+        assert span.status.status_code is StatusCode.UNSET
+
+    assert miss.attributes is not None and hit.attributes is not None
+    assert miss.attributes["llm_cache.result"] == "miss"
+    assert "llm_cache.match" not in miss.attributes
+    assert miss.attributes["http.response.status_code"] == 200
+    assert hit.attributes["llm_cache.result"] == "hit"
+    assert hit.attributes["llm_cache.match"] == "exact"
+    assert 0 <= float(hit.attributes["llm_cache.entry_age"]) < 5
+    assert recorded.children(miss) == ["llm_cache.lookup", "llm_cache.store"]
+    assert recorded.children(hit) == ["llm_cache.lookup"]
+    store_span = next(s for s in recorded.finished() if s.name == "llm_cache.store")
+    assert store_span.attributes is not None and int(store_span.attributes["llm_cache.bytes"]) > 0
+
+    # No prompt, completion or credential anywhere in the telemetry.
+    dump = repr([(s.attributes, [e.attributes for e in s.events]) for s in recorded.finished()])
+    assert "capital" not in dump and "Paris" not in dump and SECRET not in dump
+
+
+def test_sync_transport_span_parent_is_the_callers_span(recorded: Recorded) -> None:
+    cache = Cache(telemetry=recorded.telemetry)
+    upstream = Upstream()
+    http_client = httpx2.Client(transport=CachingTransport(cache=cache, inner=upstream.transport()))
+    client = openai.OpenAI(api_key=SECRET, base_url="http://llm.test/v1", http_client=http_client, max_retries=0)
+    with recorded.tracer_provider.get_tracer("app").start_as_current_span("app request") as app_span:
+        client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
+        client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
+    http_client.close()
+    calls = recorded.calls()
+    assert [(s.attributes or {})["llm_cache.result"] for s in calls] == ["miss", "hit"]
+    assert all(s.parent is not None and s.parent.span_id == app_span.get_span_context().span_id for s in calls)
+    assert recorded.children(calls[0]) == ["llm_cache.lookup", "llm_cache.store"]
+
+
+def sse(*events: dict[str, Any], done: bool = True) -> bytes:
+    lines = [b"data: " + orjson.dumps(event) + b"\n\n" for event in events]
+    return b"".join(lines) + (b"data: [DONE]\n\n" if done else b"")
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return {
+        "id": "chatcmpl-s1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+STREAM_EVENTS = (
+    chunk({"role": "assistant", "content": "Par"}),
+    chunk({"content": "is."}, finish="stop"),
+    chunk({}, usage={"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}),
+)
+
+
+async def test_stream_stored_and_stream_discarded_events(recorded: Recorded) -> None:
+    cache = Cache(telemetry=recorded.telemetry)
+    complete = async_openai(cache, Upstream(sse=sse(*STREAM_EVENTS)))
+    text = "".join(
+        [
+            c.choices[0].delta.content or ""
+            async for c in await complete.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+            if c.choices
+        ]
+    )
+    assert text == "Paris."
+    cut = async_openai(cache, Upstream(sse=sse(*STREAM_EVENTS[:1], done=False)))
+    async for _ in await cut.chat.completions.create(
+        model="gpt-4o-mini", messages=QUESTION[:0] + [{"role": "user", "content": "another question"}], stream=True
+    ):
+        pass
+
+    stored, discarded = recorded.calls()
+    assert [e.name for e in stored.events] == ["llm_cache.stream.stored"]
+    assert stored.attributes is not None and stored.attributes["gen_ai.usage.input_tokens"] == 12
+    assert [e.name for e in discarded.events] == ["llm_cache.stream.discarded"]
+    event_attributes = discarded.events[0].attributes or {}
+    assert event_attributes["llm_cache.reason"] == "stream incomplete: no terminal event"
+    assert recorded.children(discarded) == ["llm_cache.lookup"]
+    assert recorded.telemetry.snapshot()["llm_cache_not_stored"] == {("stream",): 1}
+
+
+async def test_capture_content_is_opt_in() -> None:
+    rec = Recorded(capture_content=True)
+    cache = Cache(telemetry=rec.telemetry)
+    client = async_openai(cache, Upstream())
+    await ask(client)
+    (span,) = rec.calls()
+    (event,) = [e for e in span.events if e.name == "gen_ai.content"]
+    assert "capital" in str((event.attributes or {})["gen_ai.prompt"])
+    assert "Paris" in str((event.attributes or {})["gen_ai.completion"])
+
+
+# -- usage normalisation across providers ------------------------------------------------------------
+
+USAGE_CASES: dict[str, tuple[str, str, dict[str, Any], dict[str, int]]] = {
+    "openai": (
+        "/v1/chat/completions",
+        "openai",
+        chat_completion(
+            usage={
+                "prompt_tokens": 1200,
+                "completion_tokens": 80,
+                "total_tokens": 1280,
+                "prompt_tokens_details": {"cached_tokens": 1024},
+            }
+        ),
+        {"input_tokens": 1200, "output_tokens": 80, "cache_read.input_tokens": 1024},
+    ),
+    "anthropic": (
+        "/v1/messages",
+        "anthropic",
+        {
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-20250514",
+            "content": [{"type": "text", "text": "Paris."}],
+            "stop_reason": "end_turn",
+            "usage": {
+                "input_tokens": 30,
+                "output_tokens": 7,
+                "cache_read_input_tokens": 2000,
+                "cache_creation_input_tokens": 500,
+            },
+        },
+        {"input_tokens": 2530, "output_tokens": 7, "cache_read.input_tokens": 2000, "cache_creation.input_tokens": 500},
+    ),
+    "gemini": (
+        "/v1beta/models/gemini-2.0-flash:generateContent",
+        "gcp.gemini",
+        {
+            "responseId": "resp-1",
+            "modelVersion": "gemini-2.0-flash-001",
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "Paris."}]}, "finishReason": "STOP"}],
+            "usageMetadata": {
+                "promptTokenCount": 900,
+                "candidatesTokenCount": 12,
+                "thoughtsTokenCount": 30,
+                "cachedContentTokenCount": 512,
+                "totalTokenCount": 942,
+            },
+        },
+        {"input_tokens": 900, "output_tokens": 42, "cache_read.input_tokens": 512},
+    ),
+    # Anthropic models on Bedrock (InvokeModel) answer with the Messages body; input_tokens excludes cache use.
+    "bedrock-shaped": (
+        "/v1/messages",
+        "anthropic",
+        {
+            "id": "msg_bdrk_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-haiku-20241022",
+            "content": [{"type": "text", "text": "Paris."}],
+            "stop_reason": "end_turn",
+            "usage": {
+                "input_tokens": 11,
+                "output_tokens": 4,
+                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": 1500,
+            },
+        },
+        {"input_tokens": 1511, "output_tokens": 4, "cache_read.input_tokens": 0, "cache_creation.input_tokens": 1500},
+    ),
+    "deepseek-shaped": (
+        "/chat/completions",
+        "openai",
+        chat_completion(
+            model="deepseek-chat",
+            usage={
+                "prompt_tokens": 100,
+                "completion_tokens": 10,
+                "total_tokens": 110,
+                "prompt_cache_hit_tokens": 64,
+                "prompt_cache_miss_tokens": 36,
+            },
+        ),
+        {"input_tokens": 100, "output_tokens": 10, "cache_read.input_tokens": 64},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_CASES))
+async def test_usage_normalised_on_miss_and_hit(recorded: Recorded, case: str) -> None:
+    path, provider, body, expected = USAGE_CASES[case]
+    cache = Cache(telemetry=recorded.telemetry)
+    upstream = Upstream(body)
+    transport = AsyncCachingTransport(cache=cache, inner=upstream.transport())
+    request = {"model": "m-1", "messages": QUESTION, "max_tokens": 16}
+    if "gemini" in path:
+        request = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
+    async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as client:
+        answers = [await client.post(path, json=request, headers={"x-api-key": SECRET}) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
+    for span in recorded.calls():
+        attributes = span.attributes or {}
+        assert attributes["gen_ai.provider.name"] == provider
+        usage = {k.removeprefix("gen_ai.usage."): v for k, v in attributes.items() if k.startswith("gen_ai.usage.")}
+        assert usage == expected
+
+
+def test_provider_names_follow_the_semantic_conventions() -> None:
+    from middleware.telemetry import provider_name
+
+    assert provider_name("openai", "/v1/chat/completions", None) == "openai"
+    assert provider_name("openai", "/openai/deployments/gpt4o/chat/completions", "gpt4o") == "azure.ai.openai"
+    assert provider_name("openai", "/openai/v1/chat/completions", None) == "azure.ai.openai"
+    assert provider_name("anthropic", "/v1/messages", None) == "anthropic"
+    assert (
+        provider_name("gemini", "/v1beta/models/gemini-2.0-flash:generateContent", "gemini-2.0-flash") == "gcp.gemini"
+    )
+    assert (
+        provider_name("gemini", "/v1/projects/p/locations/l/publishers/google/models/g:generateContent", "g")
+        == "gcp.vertex_ai"
+    )
+
+
+# -- failures ------------------------------------------------------------------------------------------
+
+
+async def test_store_failure_is_an_error_span_and_the_request_succeeds(
+    recorded: Recorded, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = Cache(store=DeadStore(), telemetry=recorded.telemetry)
+    upstream = Upstream()
+    client = async_openai(cache, upstream)
+    with caplog.at_level(logging.WARNING, logger="middleware"):
+        answers = [await ask(client) for _ in range(3)]
+    assert [a.parse().choices[0].message.content for a in answers] == ["Paris."] * 3
+    assert upstream.calls == 3
+
+    calls = recorded.calls()
+    assert [(s.attributes or {})["llm_cache.result"] for s in calls] == ["error"] * 3
+    assert all(s.status.status_code is StatusCode.UNSET for s in calls)  # the caller's request did not fail
+    children = [s for s in recorded.finished() if s.name.startswith("llm_cache.")]
+    assert sorted({s.name for s in children}) == ["llm_cache.lookup", "llm_cache.store"]
+    assert all(s.status.status_code is StatusCode.ERROR for s in children)
+    assert all((s.attributes or {})["error.type"] == "ConnectionError" for s in children)
+    store_span = next(s for s in children if s.name == "llm_cache.store")
+    assert [e.name for e in calls[0].events] == ["llm_cache.response.discarded"]
+    assert (calls[0].events[0].attributes or {})["llm_cache.reason"] == "store write failed"
+    assert store_span.parent is not None
+
+    # Six failures (3 reads, 3 writes), one WARNING: the rest are rate-limited.
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "dead get failed (ConnectionError)" in warnings[0].getMessage()
+    points = recorded.metrics()["llm_cache.store.errors"]
+    assert points == {
+        frozenset({("store", "dead"), ("operation", "get")}): 3,
+        frozenset({("store", "dead"), ("operation", "set")}): 3,
+    }
+    assert cache.stats.store_errors == 6
+
+
+def test_warning_rate_limit_reports_suppressed_count(caplog: pytest.LogCaptureFixture) -> None:
+    telemetry = Telemetry(warning_interval=0.0)
+    with caplog.at_level(logging.WARNING, logger="middleware"):
+        telemetry.store_error("get", ConnectionError("x"))
+        telemetry.store_error("get", ConnectionError("x"))
+    assert len(caplog.records) == 2
+    telemetry = Telemetry(warning_interval=3600)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="middleware"):
+        for _ in range(5):
+            telemetry.store_error("set", TimeoutError())
+    assert len(caplog.records) == 1
+    assert telemetry.snapshot()["llm_cache_store_errors"] == {("unknown", "set"): 5}
+
+
+async def test_debug_log_line_per_decision_without_prompt_or_key(caplog: pytest.LogCaptureFixture) -> None:
+    cache = Cache(telemetry=Recorded().telemetry)
+    client = async_openai(cache, Upstream())
+    with caplog.at_level(logging.DEBUG, logger="middleware"):
+        await ask(client)
+        await ask(client)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CACHE ")]
+    assert [line.split()[1] for line in lines] == ["MISS", "HIT"]
+    assert all("model=gpt-4o-mini" in line and "lookup_ms=" in line for line in lines)
+    assert not any("capital" in line or SECRET in line for line in lines)
+
+
+# -- metrics after a scripted sequence -------------------------------------------------------------------
+
+
+async def test_metric_values_after_a_scripted_sequence() -> None:
+    pricing = {
+        "as_of": "2025-06-01",
+        "models": {
+            "gpt-4o-mini": {"input": 1.0, "cached_input": 0.5, "output": 2.0},
+            "gpt-4o": {"input": 10.0, "output": 20.0},
+        },
+    }
+    rec = Recorded(pricing=pricing)
+    cache = Cache(telemetry=rec.telemetry)
+    upstream = Upstream()
+    client = async_openai(cache, upstream)
+
+    await ask(client)  # miss (stored)
+    await ask(client)  # hit
+    await ask(client)  # hit
+    await ask(client, extra_headers={"cache-control": "no-cache"})  # refresh (stored again)
+    await ask(client, extra_body={"cache": {"use-cache": False}})  # bypass
+    await ask(client, model="gpt-4o")  # miss, another model
+    await ask(client, model="gpt-4o")  # hit
+    transport = AsyncCachingTransport(cache=cache, inner=upstream.transport())
+    async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as raw:
+        await raw.post("/v1/chat/completions", content=b"{not json")  # passthrough: bypass
+    assert upstream.calls == 5
+
+    def labels(result: str, model: str, match: str = "none") -> frozenset[tuple[str, str]]:
+        return frozenset({("result", result), ("provider", "openai"), ("model", model), ("match", match)})
+
+    metrics = rec.metrics()
+    assert metrics["llm_cache.requests"] == {
+        labels("miss", "gpt-4o-mini"): 1,
+        labels("hit", "gpt-4o-mini", "exact"): 2,
+        labels("refresh", "gpt-4o-mini"): 1,
+        labels("bypass", "gpt-4o-mini"): 1,
+        labels("miss", "gpt-4o"): 1,
+        labels("hit", "gpt-4o", "exact"): 1,
+        labels("bypass", "unknown"): 1,
+    }
+    memory = frozenset({("store", "memory")})
+    assert metrics["llm_cache.lookup.duration"] == {memory: 5}  # bypass and refresh skip the store read
+    assert metrics["llm_cache.store.duration"] == {memory: 3}
+    assert metrics["llm_cache.stored.entries"] == {memory: 3}
+    entry_bytes = metrics["llm_cache.stored.bytes"][memory]
+    assert entry_bytes > 3 * len(orjson.dumps(chat_completion()))
+
+    # Each hit avoided 20 input (4 of them provider-cached) and 5 output tokens.
+    def tokens(model: str, kind: str) -> frozenset[tuple[str, str]]:
+        return frozenset({("provider", "openai"), ("model", model), ("type", kind)})
+
+    assert metrics["llm_cache.tokens.avoided"] == {
+        tokens("gpt-4o-mini", "input"): 40,
+        tokens("gpt-4o-mini", "output"): 10,
+        tokens("gpt-4o", "input"): 20,
+        tokens("gpt-4o", "output"): 5,
+    }
+    mini_cost = (16 * 1.0 + 4 * 0.5 + 5 * 2.0) / 1e6
+    big_cost = (16 * 10.0 + 4 * 10.0 + 5 * 20.0) / 1e6  # no cached_input price: cached tokens at the input price
+    cost = metrics["llm_cache.cost.avoided"]
+    assert cost[frozenset({("provider", "openai"), ("model", "gpt-4o-mini")})] == pytest.approx(2 * mini_cost)
+    assert cost[frozenset({("provider", "openai"), ("model", "gpt-4o")})] == pytest.approx(big_cost)
+    # The three stored upstream answers each reported 4 provider-cached prompt tokens.
+    assert metrics["llm_cache.provider.cached_tokens"] == {
+        tokens("gpt-4o-mini", "cache_read"): 8,
+        tokens("gpt-4o", "cache_read"): 4,
+    }
+    assert "llm_cache.store.errors" not in metrics
+
+    # The Prometheus view is fed by the same events and says the same.
+    families = {f.name: f for f in text_string_to_metric_families(rec.telemetry.prometheus_text().decode())}
+    requests = {
+        (s.labels["result"], s.labels["model"], s.labels["match"]): s.value
+        for s in families["llm_cache_requests"].samples
+    }
+    assert requests == {
+        ("miss", "gpt-4o-mini", "none"): 1,
+        ("hit", "gpt-4o-mini", "exact"): 2,
+        ("refresh", "gpt-4o-mini", "none"): 1,
+        ("bypass", "gpt-4o-mini", "none"): 1,
+        ("miss", "gpt-4o", "none"): 1,
+        ("hit", "gpt-4o", "exact"): 1,
+        ("bypass", "unknown", "none"): 1,
+    }
+    lookup_count = [s.value for s in families["llm_cache_lookup_duration_seconds"].samples if s.name.endswith("_count")]
+    assert lookup_count == [5]
+    stored = [s.value for s in families["llm_cache_stored_bytes"].samples if s.name.endswith("_total")]
+    assert stored == [entry_bytes]
+    saved = sum(s.value for s in families["llm_cache_cost_avoided_usd"].samples if s.name.endswith("_total"))
+    assert saved == pytest.approx(2 * mini_cost + big_cost)
+    coalesced = [s.value for s in families["llm_cache_coalesced_waits"].samples if s.name.endswith("_total")]
+    assert coalesced == [0]
+
+
+async def test_coalesced_waits_are_counted(recorded: Recorded) -> None:
+    import asyncio
+
+    release = asyncio.Event()
+
+    class SlowUpstream(httpx2.AsyncBaseTransport):
+        calls = 0
+
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            SlowUpstream.calls += 1
+            await release.wait()
+            return httpx2.Response(200, json=chat_completion())
+
+    cache = Cache(telemetry=recorded.telemetry)
+    transport = AsyncCachingTransport(cache=cache, inner=SlowUpstream())
+    client = openai.AsyncOpenAI(
+        api_key=SECRET,
+        base_url="http://llm.test/v1",
+        http_client=httpx2.AsyncClient(transport=transport),
+        max_retries=0,
+    )
+    tasks = [asyncio.create_task(ask(client)) for _ in range(3)]
+    for _ in range(50):
+        await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*tasks)
+    assert sorted(r.headers["x-cache"] for r in results) == ["HIT", "HIT", "MISS"]
+    assert SlowUpstream.calls == 1
+    assert recorded.metrics()["llm_cache.coalesced"] == {frozenset(): 2}
+    hits = [s for s in recorded.calls() if (s.attributes or {})["llm_cache.result"] == "hit"]
+    assert all((s.attributes or {})["llm_cache.coalesced"] is True for s in hits)
+
+
+# -- pricing and defaults ----------------------------------------------------------------------------------
+
+
+def test_shipped_pricing_matches_model_versions_by_longest_prefix() -> None:
+    pricing = Pricing.default()
+    assert pricing.as_of
+    assert pricing.prices("gpt-4o-mini-2024-07-18") == pricing.models["gpt-4o-mini"]
+    assert pricing.prices("gpt-4o-2024-08-06") == pricing.models["gpt-4o"]
+    assert pricing.prices("claude-sonnet-4-20250514") == pricing.models["claude-sonnet-4"]
+    assert pricing.prices("models/gemini-2.0-flash") == pricing.models["gemini-2.0-flash"]
+    assert pricing.prices("some-local-model") is None
+    for name in ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "claude-haiku", "gemini-2.0-flash", "gemini-2.5-flash"):
+        assert {"input", "output"} <= set(pricing.models[name])
+
+
+async def test_without_an_sdk_nothing_records_and_hits_still_work() -> None:
+    noop = Telemetry(tracer_provider=trace.NoOpTracerProvider())
+    cache = Cache(telemetry=noop)
+    client = async_openai(cache, Upstream())
+    assert [(await ask(client)).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert noop.snapshot()["llm_cache_requests"][("hit", "openai", "gpt-4o-mini", "exact")] == 1
+
+
+def test_model_label_cardinality_is_capped() -> None:
+    from middleware import telemetry as module
+
+    t = Telemetry()
+    for i in range(module.MAX_MODELS + 10):
+        t._count_request("miss", "openai", f"model-{i}", "none")
+    models = {labels[2] for labels in t.snapshot()["llm_cache_requests"]}
+    assert len(models) == module.MAX_MODELS + 1 and "other" in models
