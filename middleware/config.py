@@ -264,6 +264,7 @@ def default_config() -> GatewayConfig:
 
 # -- loading --------------------------------------------------------------------------------------
 
+_PASSTHROUGH = ("model_list", "router", "router_settings")
 _ENV_WHOLE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 _ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -325,7 +326,11 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
-    data = _interpolate(data, os.environ if env is None else env, where)
+    # The router sections are passed through untouched: the router resolves its own references.
+    untouched = {k: data[k] for k in _PASSTHROUGH if k in data}
+    data = _interpolate({k: v for k, v in data.items() if k not in _PASSTHROUGH},
+                        os.environ if env is None else env, where)
+    data.update(untouched)
     dialect = detect_dialect(data, where)
     notes: list[str] = []
     if dialect == "guide":
@@ -661,7 +666,7 @@ _STORE_CLASSES = {
 }
 
 
-def _store_class(kind: str) -> Any:
+def store_class(kind: str) -> Any:
     module_name, class_name, extra = _STORE_CLASSES[kind]
     try:
         module = importlib.import_module(module_name)
@@ -694,7 +699,7 @@ def build_store(settings: Any) -> Any:
         except ValidationError as error:
             raise ConfigError(_describe(error, "<store>", "native")) from None
     kind = settings.type
-    cls = _store_class(kind)
+    cls = store_class(kind)
     options = settings.model_dump(exclude={"type"}, exclude_none=True)
     try:
         if kind in ("tiered", "dual_cache"):
@@ -738,7 +743,8 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
 
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+        ordered = sorted(value.items(), key=lambda item: item[0] != "type")  # the type first
+        return {k: _drop_none(v) for k, v in ordered if v is not None}
     return value
 
 

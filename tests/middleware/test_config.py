@@ -19,7 +19,7 @@ from middleware.config import (
 from middleware.stores import DiskStore, MemoryStore, RedisStore, TieredStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-ENV = {"REDIS_PASSWORD": "hunter2", "LLM_CACHE_ADMIN_KEY": "adm-secret", "OPENAI_API_KEY": "sk-live"}
+ENV = {"REDIS_PASSWORD": "hunter2", "LLM_CACHE_ADMIN_KEY": "adm-secret"}
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
@@ -51,7 +51,8 @@ def test_three_example_files_give_the_same_cache_settings() -> None:
     assert loaded["native"].cache.key_prefix == "prod:v1:"
     assert loaded["native"].admin_key == loaded["litellm"].admin_key == "adm-secret"
     assert loaded["litellm"].model_list[0]["model_name"] == "gpt-4o-mini"
-    assert loaded["litellm"].model_list[0]["litellm_params"]["api_key"] == "sk-live"
+    # the router resolves its own references: model_list is passed through untouched
+    assert loaded["litellm"].model_list[0]["litellm_params"]["api_key"] == "os.environ/OPENAI_API_KEY"
     assert loaded["guide"].server.port == loaded["native"].server.port == 4000
 
 
@@ -193,7 +194,7 @@ def test_effective_settings_mask_secrets() -> None:
     config = load_config(EXAMPLES / "litellm.yaml", env=ENV)
     config.upstreams.openai.api_key = "sk-upstream-secret"
     text = repr(effective_settings(config))
-    for secret in ("hunter2", "adm-secret", "sk-upstream-secret", "sk-live"):
+    for secret in ("hunter2", "adm-secret", "sk-upstream-secret"):
         assert secret not in text
     assert "****" in text
     url = GatewayConfig.model_validate({"cache": {"store": {"type": "redis", "url": "redis://u:pw@h:6379/0"}}})

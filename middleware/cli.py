@@ -1,0 +1,342 @@
+"""`llm-cache`: serve | check-config | demo | warm | stats | invalidate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
+
+ADMIN_ENV = "LLM_CACHE_ADMIN_KEY"
+
+
+def _fail(message: str) -> int:
+    print(f"llm-cache: {message}", file=sys.stderr)
+    return 1
+
+
+def _config(path: str | None, upstreams: Sequence[str] | None) -> GatewayConfig:
+    config = load_config(path) if path else default_config()
+    return with_upstreams(config, list(upstreams or []))
+
+
+# -- serve ----------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    try:
+        config = _config(args.config, args.upstream)
+    except ConfigError as error:
+        return _fail(str(error))
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    workers = args.workers or config.server.workers
+    store = config.cache.store
+    where = getattr(store, "directory", None)
+    if store.type == "disk" and where is None:
+        from .stores.disk import default_cache_dir
+
+        where = str(default_cache_dir())
+    print(f"llm-cache gateway on http://{host}:{port} ({config.source or 'embedded default'}, "
+          f"{config.dialect} config; store {store.type}{f' at {where}' if where else ''}; "
+          f"cache {'on' if config.cache.enabled else 'off'}; workers {workers})", file=sys.stderr)
+    for note in config.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if workers > 1:
+        # Each worker process builds its own app from the same file and overrides.
+        if args.config:
+            os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve())
+        os.environ["LLM_CACHE_UPSTREAMS"] = "\n".join(args.upstream or [])
+        uvicorn.run("middleware.gateway:gateway_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=args.log_level)
+        return 0
+    from .gateway import create_gateway
+
+    uvicorn.run(create_gateway(config), host=host, port=port, log_level=args.log_level)
+    return 0
+
+
+# -- check-config ---------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        config = load_config(args.file)
+        _check_store_classes(config)
+    except ConfigError as error:
+        return _fail(str(error))
+    out.write(f"OK: {args.file} ({config.dialect} dialect)\n")
+    out.write("# effective settings (secrets masked)\n")
+    out.write(yaml.safe_dump(effective_settings(config), sort_keys=False, default_flow_style=False))
+    for note in config.notes:
+        out.write(f"# note: {note}\n")
+    return 0
+
+
+def _check_store_classes(config: GatewayConfig) -> None:
+    from .config import store_class
+
+    pending: list[Any] = [config.cache.store]
+    while pending:
+        store = pending.pop()
+        store_class(store.type)
+        if store.type in ("tiered", "dual_cache"):
+            pending += [store.l1, store.l2]
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(seed=args.seed)
+
+
+# -- warm -----------------------------------------------------------------------------------------
+
+
+def _read_requests(path: str) -> list[dict[str, Any]]:
+    items = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}:{number}: not JSON ({error.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("body"),
+                                                                                               dict):
+            raise ConfigError(f'{path}:{number}: expected {{"path": "/v1/...", "body": {{...}}, "headers": {{...}}}}')
+        if not isinstance(item.get("headers", {}), dict):
+            raise ConfigError(f"{path}:{number}: headers must be an object")
+        items.append(item)
+    return items
+
+
+class _Progress:
+    """A plain-text progress bar on stderr."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
+        self.total, self.width, self.done = total, width, 0
+        self.stream = stream or sys.stderr
+
+    def step(self) -> None:
+        self.done += 1
+        filled = self.width * self.done // max(self.total, 1)
+        self.stream.write(f"\rwarming [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}")
+        if self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, int]:
+    import httpx2
+
+    from .gateway import family_of, upstream_url
+
+    cache = None
+    if args.gateway:
+        client = httpx2.AsyncClient(base_url=args.gateway.rstrip("/"), timeout=args.timeout)
+        config = None
+    else:
+        from .config import build_cache
+        from .transport import AsyncCachingTransport
+
+        config = _config(args.config, args.upstream)
+        cache = build_cache(config)
+        client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache), timeout=args.timeout)
+    counts = {"stored": 0, "already_cached": 0, "failed": 0}
+    progress = _Progress(len(items))
+    semaphore = asyncio.Semaphore(args.concurrency)
+
+    async def one(item: dict[str, Any]) -> None:
+        headers = {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
+        path = item["path"]
+        async with semaphore:
+            try:
+                if config is not None:
+                    family = family_of(path)
+                    base = config.upstreams.base_url(family) if family else None
+                    if base is None:
+                        raise ValueError(f"no upstream for {path}")
+                    url = upstream_url(base, path)
+                else:
+                    url = path
+                async with client.stream("POST", url, json=item["body"], headers=headers) as response:
+                    await response.aread()
+                outcome = response.headers.get("x-cache", "")
+                if response.is_success and outcome == "HIT":
+                    counts["already_cached"] += 1
+                elif response.is_success and outcome in ("MISS", "REFRESH"):
+                    counts["stored"] += 1
+                else:
+                    counts["failed"] += 1
+                    print(f"\nfailed: {path} -> {response.status_code} x-cache={outcome or '-'}", file=sys.stderr)
+            except Exception as error:
+                counts["failed"] += 1
+                print(f"\nfailed: {path} -> {type(error).__name__}: {error}", file=sys.stderr)
+            progress.step()
+
+    try:
+        await asyncio.gather(*(one(item) for item in items))
+    finally:
+        await client.aclose()
+        if cache is not None:
+            await cache.close()
+    return counts
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    if not args.gateway and not args.config:
+        return _fail("warm needs --gateway URL (a running gateway) or --config FILE (straight through the engine)")
+    try:
+        items = _read_requests(args.file)
+    except (ConfigError, OSError) as error:
+        return _fail(str(error))
+    started = time.perf_counter()
+    try:
+        counts = asyncio.run(_warm(items, args))
+    except ConfigError as error:
+        return _fail(str(error))
+    print(f"warm: {len(items)} requests in {time.perf_counter() - started:.1f}s: stored {counts['stored']}, "
+          f"already cached {counts['already_cached']}, failed {counts['failed']}")
+    return 1 if counts["failed"] else 0
+
+
+# -- stats and invalidate -------------------------------------------------------------------------
+
+
+def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    import httpx2
+
+    key = args.admin_key or os.environ.get(ADMIN_ENV)
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    response = httpx2.request(method, args.gateway.rstrip("/") + path, json=body, headers=headers, timeout=30)
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, {"error": {"message": response.text[:200]}}
+
+
+def _answer(status: int, data: Any) -> int:
+    if status >= 400:
+        message = data.get("error", {}).get("message") if isinstance(data, dict) else data
+        return _fail(f"gateway answered {status}: {message}")
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    try:
+        return _answer(*_admin_call(args, "GET", "/cache/stats"))
+    except OSError as error:
+        return _fail(f"cannot reach {args.gateway}: {error}")
+
+
+def cmd_invalidate(args: argparse.Namespace) -> int:
+    if args.key:
+        path, body = "/cache/delete", {"key": args.key}
+    elif args.request:
+        try:
+            request = json.loads(Path(args.request).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            return _fail(f"{args.request}: {error}")
+        path, body = "/cache/delete", request
+    elif args.namespace:
+        path, body = "/cache/flush", {"namespace": args.namespace}
+    else:
+        path, body = "/cache/flush", {"all": True}
+    try:
+        return _answer(*_admin_call(args, "POST", path, body))
+    except OSError as error:
+        return _fail(f"cannot reach {args.gateway}: {error}")
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-cache", description="Caching gateway and tools for LLM APIs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the caching gateway",
+                                description="Run the caching gateway (uvicorn). Without --config: a disk store "
+                                            "under the user's cache directory, exact matching.")
+    serve.add_argument("--config", metavar="FILE", help="YAML config (native, guide or LiteLLM dialect)")
+    serve.add_argument("--host", help="bind address (default: config server.host, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: config server.port, else 4000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: config server.workers, else 1)")
+    serve.add_argument("--upstream", action="append", metavar="FAMILY=URL",
+                       help="override an upstream base URL, e.g. openai=http://127.0.0.1:8080/v1 (repeatable)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(handler=cmd_serve)
+
+    check = commands.add_parser("check-config", help="validate a config file and print the effective settings",
+                                description="Validate FILE; print the effective settings with secrets masked. "
+                                            "Exits 1 with the error on a bad file.")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=cmd_check_config)
+
+    demo = commands.add_parser("demo", help="offline demo against a simulated provider",
+                               description="Start the gateway in-process in front of a SIMULATED OpenAI-compatible "
+                                           "provider, replay an FAQ workload for three tenants and print a report. "
+                                           "Exits 1 if the gateway misbehaves.")
+    demo.add_argument("--seed", type=int, default=7, help="workload and latency seed (default 7)")
+    demo.set_defaults(handler=cmd_demo)
+
+    warm = commands.add_parser("warm", help="pre-fill the cache from a JSONL file of requests",
+                               description='Send each line {"path": "/v1/chat/completions", "body": {...}, '
+                                           '"headers": {...}} through a running gateway (--gateway) or straight '
+                                           "through the engine to the upstream (--config).")
+    warm.add_argument("file", metavar="FILE")
+    target = warm.add_mutually_exclusive_group()
+    target.add_argument("--gateway", metavar="URL", help="a running gateway, e.g. http://127.0.0.1:4000")
+    target.add_argument("--config", metavar="FILE", help="use this config's store and upstreams directly")
+    warm.add_argument("--upstream", action="append", metavar="FAMILY=URL", help="with --config: override an upstream")
+    warm.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    warm.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    warm.set_defaults(handler=cmd_warm)
+
+    stats = commands.add_parser("stats", help="cache statistics of a running gateway",
+                                description="GET /cache/stats from a running gateway.")
+    stats.add_argument("--gateway", metavar="URL", required=True)
+    stats.add_argument("--admin-key", help=f"admin key (default: ${ADMIN_ENV})")
+    stats.set_defaults(handler=cmd_stats)
+
+    invalidate = commands.add_parser("invalidate", help="delete entries in a running gateway's cache",
+                                     description="Delete one entry (by key or by the request that produced it), "
+                                                 "a namespace, or everything.")
+    what = invalidate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--key", help="an x-cache-key value")
+    what.add_argument("--request", metavar="FILE",
+                      help='JSON file {"path": ..., "body": {...}, "headers": {...}} whose key is computed '
+                           "(include the caller's credential header: entries are scoped per credential)")
+    what.add_argument("--namespace", help="every entry in this namespace")
+    what.add_argument("--all", action="store_true", help="every entry under the gateway's key prefix")
+    invalidate.add_argument("--gateway", metavar="URL", required=True)
+    invalidate.add_argument("--admin-key", help=f"admin key (default: ${ADMIN_ENV})")
+    invalidate.set_defaults(handler=cmd_invalidate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
