@@ -149,3 +149,49 @@ def test_demo_runs_and_exits_0(tmp_path: Path) -> None:
     out = done.stdout
     assert "SIMULATED" in out and "hit ratio" in out and "dollars saved" in out
     assert "OK: every repeat was a cache hit" in out
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[str], deadline: float = 20.0) -> None:
+    import time
+
+    import httpx2
+
+    limit = time.monotonic() + deadline
+    while time.monotonic() < limit:
+        if process.poll() is not None:
+            raise AssertionError(f"llm-cache serve exited {process.returncode}: {process.stderr.read()}")
+        try:
+            if httpx2.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("llm-cache serve did not become healthy")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningFakeProvider, workers: int) -> None:
+    import openai
+
+    from tests.support.servers import free_port
+
+    port = free_port()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    process = subprocess.Popen([str(LLM_CACHE), "serve", "--port", str(port), "--workers", str(workers),
+                                "--upstream", f"openai={fake_provider.openai_base_url}", "--log-level", "warning"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", process)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-serve", max_retries=0)
+        outcomes = [client.chat.completions.with_raw_response.create(**BODY).headers["x-cache"] for _ in range(3)]
+        assert outcomes[0] == "MISS" and outcomes[1:] == ["HIT", "HIT"]
+        assert fake_provider.count("/chat/completions") == 1
+        assert (tmp_path / "xdg" / "llm-cache").is_dir()  # the disk store under the user's cache dir
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    assert "store disk at" in process.stderr.read()
