@@ -327,3 +327,42 @@ def test_a_store_that_suspends_still_records_misses(tmp_path: Path, gateway_fact
     assert streamed_text(client, "streamed") == streamed_text(client, "streamed")
     assert fake_provider.count("/chat/completions") == 2
     assert gateway.cache.stats.stored == 2
+
+
+def test_client_disconnect_mid_stream_stores_nothing_and_closes_upstream(
+        gateway_factory: Callable[..., Gateway]) -> None:
+    import asyncio
+    import threading
+    import time
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    closed = threading.Event()
+
+    async def slow_stream(request: Any) -> StreamingResponse:
+        async def events() -> Any:
+            try:
+                yield b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":' \
+                      b'[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}\n\n'
+                await asyncio.sleep(30)
+                yield b"data: [DONE]\n\n"
+            finally:
+                closed.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    with BackgroundServer(Starlette(routes=[Route("/v1/chat/completions", slow_stream, methods=["POST"])])) as slow:
+        gateway = gateway_factory({"upstreams": {"openai": {"base_url": f"{slow.url}/v1"}}})
+        body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+        with httpx2.Client(timeout=10) as client, client.stream(
+                "POST", f"{gateway.url}/v1/chat/completions", json=body,
+                headers={"authorization": "Bearer sk-x"}) as response:
+            assert response.headers["x-cache"] == "MISS"
+            next(response.iter_raw())
+        assert closed.wait(10), "the upstream stream was not closed after the client left"
+        limit = time.monotonic() + 5
+        while gateway.cache.stats.not_stored < 1 and time.monotonic() < limit:
+            time.sleep(0.02)
+        assert (gateway.cache.stats.stored, gateway.cache.stats.not_stored) == (0, 1)
