@@ -157,7 +157,8 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
 
         config = _config(args.config, args.upstream)
         cache = build_cache(config)
-        client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache), timeout=args.timeout)
+        transport: Any = AsyncCachingTransport(cache)  # an httpx2 transport by duck typing
+        client = httpx2.AsyncClient(transport=transport, timeout=args.timeout)
     counts = {"stored": 0, "already_cached": 0, "failed": 0}
     progress = _Progress(len(items))
     semaphore = asyncio.Semaphore(args.concurrency)

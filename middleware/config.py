@@ -68,14 +68,14 @@ class _Model(BaseModel):
 
 class MemoryStoreConfig(_Model):
     type: Literal["memory"]
-    max_entries: int = Field(10_000, gt=0)
-    max_bytes: int | None = Field(256 * 1024 * 1024, gt=0)
+    max_entries: int = Field(default=10_000, gt=0)
+    max_bytes: int | None = Field(default=256 * 1024 * 1024, gt=0)
 
 
 class DiskStoreConfig(_Model):
     type: Literal["disk"]
-    directory: str | None = Field(None, description="Default: the user's cache directory.")
-    size_limit: int = Field(1024**3, gt=0)
+    directory: str | None = Field(default=None, description="Default: the user's cache directory.")
+    size_limit: int = Field(default=1024**3, gt=0)
 
 
 class _RedisCommon(_Model):
@@ -83,25 +83,25 @@ class _RedisCommon(_Model):
     password: str | None = None
     ssl: bool | None = None
     prefix: str | None = None
-    timeout: float | None = Field(None, gt=0)
-    connect_timeout: float | None = Field(None, gt=0)
-    max_connections: int | None = Field(None, gt=0)
-    failure_threshold: int | None = Field(None, gt=0)
-    cooldown: float | None = Field(None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    connect_timeout: float | None = Field(default=None, gt=0)
+    max_connections: int | None = Field(default=None, gt=0)
+    failure_threshold: int | None = Field(default=None, gt=0)
+    cooldown: float | None = Field(default=None, gt=0)
 
 
 class RedisStoreConfig(_RedisCommon):
     type: Literal["redis"]
     url: str | None = None
     host: str | None = None
-    port: int | None = Field(None, gt=0, lt=65536)
-    db: int | None = Field(None, ge=0)
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    db: int | None = Field(default=None, ge=0)
 
 
 class RedisClusterStoreConfig(_RedisCommon):
     type: Literal["redis-cluster"]
     url: str | None = None
-    startup_nodes: list[str] | None = Field(None, description="'host:port' strings.")
+    startup_nodes: list[str] | None = Field(default=None, description="'host:port' strings.")
 
 
 class RedisSentinelStoreConfig(_RedisCommon):
@@ -109,7 +109,7 @@ class RedisSentinelStoreConfig(_RedisCommon):
     service_name: str
     sentinels: list[str] = Field(min_length=1, description="'host:port' strings.")
     sentinel_password: str | None = None
-    db: int | None = Field(None, ge=0)
+    db: int | None = Field(default=None, ge=0)
 
 
 class S3StoreConfig(_Model):
@@ -127,17 +127,17 @@ class S3StoreConfig(_Model):
 class MemcachedStoreConfig(_Model):
     type: Literal["memcached"]
     host: str | None = None
-    port: int | None = Field(None, gt=0, lt=65536)
+    port: int | None = Field(default=None, gt=0, lt=65536)
     prefix: str | None = None
-    timeout: float | None = Field(None, gt=0)
-    max_item_size: int | None = Field(None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    max_item_size: int | None = Field(default=None, gt=0)
 
 
 class TieredStoreConfig(_Model):
     type: Literal["tiered", "dual_cache"]
     l1: StoreConfig = Field(default_factory=lambda: MemoryStoreConfig(type="memory"))
     l2: StoreConfig
-    l1_max_ttl: float | None = Field(None, gt=0)
+    l1_max_ttl: float | None = Field(default=None, gt=0)
 
 
 StoreConfig = Annotated[
@@ -170,8 +170,8 @@ class CacheConfig(_Model):
     scope: str = "credential"
     mode: Literal["default", "opt_in"] = "default"
     ignored_fields: list[str] = Field(default_factory=list)
-    key_builder: str | None = Field(None, description="Dotted path 'package.module:function'.")
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    key_builder: str | None = Field(default=None, description="Dotted path 'package.module:function'.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
 
     @field_validator("ttl", "scope")
     @classmethod
@@ -181,7 +181,7 @@ class CacheConfig(_Model):
 
         try:
             CacheSettings.__pydantic_validator__.validate_assignment(CacheSettings.model_construct(),
-                                                                     info.field_name, value)
+                                                                     str(info.field_name), value)
         except ValidationError as error:
             raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
         return value
@@ -195,9 +195,9 @@ class CacheConfig(_Model):
 
 
 class UpstreamConfig(_Model):
-    base_url: str | None = Field(None, description="As the provider's SDK writes it, e.g. https://api.openai.com/v1")
-    api_key: str | None = Field(None, description="Replaces the caller's credentials when set.")
-    timeout: float = Field(600.0, gt=0)
+    base_url: str | None = Field(default=None, description="As the provider's SDK writes it: https://api.openai.com/v1")
+    api_key: str | None = Field(default=None, description="Replaces the caller's credentials when set.")
+    timeout: float = Field(default=600.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -220,21 +220,21 @@ class UpstreamsConfig(_Model):
 
 class ServerConfig(_Model):
     host: str = "127.0.0.1"
-    port: int = Field(4000, ge=0, lt=65536)
-    workers: int = Field(1, gt=0)
+    port: int = Field(default=4000, ge=0, lt=65536)
+    workers: int = Field(default=1, gt=0)
 
 
 class GatewayConfig(_Model):
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    admin_key: str | None = Field(None, description="Enables the /cache/* management endpoints.")
+    admin_key: str | None = Field(default=None, description="Enables the /cache/* management endpoints.")
     upstreams: UpstreamsConfig = Field(default_factory=UpstreamsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
-    model_list: list[Any] | None = Field(None, description="Passed through to the router untouched.")
-    router: dict[str, Any] | None = Field(None, description="Passed through to the router untouched.")
+    model_list: list[Any] | None = Field(default=None, description="Passed through to the router untouched.")
+    router: dict[str, Any] | None = Field(default=None, description="Passed through to the router untouched.")
 
     # Not part of the file: where it came from and what was left out while translating it.
-    dialect: str = Field("native", exclude=True)
-    source: str | None = Field(None, exclude=True)
+    dialect: str = Field(default="native", exclude=True)
+    source: str | None = Field(default=None, exclude=True)
     notes: list[str] = Field(default_factory=list, exclude=True)
 
 

@@ -261,7 +261,7 @@ class _Gateway:
         if (refused := self._refuse(request)) is not None:
             return refused
         assert self.cache is not None
-        stats = self.cache.stats.as_dict()
+        stats: dict[str, Any] = dict(self.cache.stats.as_dict())
         total = stats["hits"] + stats["misses"]
         stats["hit_ratio"] = round(stats["hits"] / total, 4) if total else 0.0
         stats["store"] = self.cache.store.name
