@@ -366,3 +366,39 @@ def test_client_disconnect_mid_stream_stores_nothing_and_closes_upstream(
         while gateway.cache.stats.not_stored < 1 and time.monotonic() < limit:
             time.sleep(0.02)
         assert (gateway.cache.stats.stored, gateway.cache.stats.not_stored) == (0, 1)
+
+
+# -- per-request controls and odd bodies, end to end ----------------------------------------------
+
+
+def test_per_request_controls(gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    client = gateway.openai()
+    with pytest.raises(openai.APIStatusError) as missing:
+        chat(client, "only cached", extra_headers={"cache-control": "only-if-cached"})
+    assert missing.value.status_code == 504
+    assert fake_provider.count() == 0
+    assert chat(client, "no store", extra_headers={"cache-control": "no-store"}).headers["x-cache"] == "MISS"
+    assert chat(client, "no store").headers["x-cache"] == "MISS"
+    assert chat(client, "no store").headers["x-cache"] == "HIT"
+    assert chat(client, "no store", extra_headers={"cache-control": "no-cache"}).headers["x-cache"] == "REFRESH"
+    assert chat(client, "no store", extra_headers={"cache-control": "max-age=0"}).headers["x-cache"] == "MISS"
+    field = chat(client, "body field", extra_body={"cache": {"no-store": True}})
+    assert field.headers["x-cache"] == "MISS"
+    assert "cache" not in fake_provider.last.json  # the control field is never forwarded
+    assert chat(client, "body field", extra_body={"cache": {"use-cache": False}}).headers["x-cache"] == "BYPASS"
+
+
+def test_malformed_and_oversized_bodies_pass_through(gateway_factory: Callable[..., Gateway],
+                                                     fake_provider: RunningFakeProvider) -> None:
+    gateway = gateway_factory({"cache": {"store": {"type": "memory"}, "max_body_bytes": 2048}})
+    url = f"{gateway.url}/v1/chat/completions"
+    headers = {"authorization": "Bearer sk-x", "content-type": "application/json"}
+    for _ in range(2):
+        answer = httpx2.post(url, content=b'{"model": "gpt-4o-mini", "messages": [', headers=headers, timeout=10)
+        assert answer.status_code < 500 and answer.headers["x-cache"] == "BYPASS"
+    big = {"model": MODEL, "messages": [{"role": "user", "content": "x" * 4096}]}
+    for _ in range(2):
+        answer = httpx2.post(url, json=big, headers=headers, timeout=10)
+        assert answer.status_code == 200 and answer.headers["x-cache"] == "BYPASS"
+    assert fake_provider.count("/chat/completions") == 4
+    assert gateway.cache.stats.stored == 0
