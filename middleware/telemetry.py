@@ -20,12 +20,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
@@ -153,19 +154,10 @@ class TelemetryCollector:
 
         t = self._t
         with t._lock:
-            requests = dict(t._requests)
             lookup = {k: (h.cumulative(), h.sum) for k, h in t._lookup_hist.items()}
             store = {k: (h.cumulative(), h.sum) for k, h in t._store_hist.items()}
             simple = {name: dict(values) for name, values in t._counters.items()}
 
-        family = CounterMetricFamily(
-            "llm_cache_requests",
-            "Intercepted LLM calls by cache result.",
-            labels=("result", "provider", "model", "match"),
-        )
-        for labels, value in requests.items():
-            family.add_metric(labels, value)
-        yield family
         for name, label, help_text, hists in (
             ("llm_cache_lookup_duration_seconds", "store", "Store lookup latency.", lookup),
             ("llm_cache_store_duration_seconds", "store", "Store write latency.", store),
@@ -184,6 +176,12 @@ class TelemetryCollector:
 
 # Prometheus name -> (labels, help, OTel instrument name, unit)
 _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    "llm_cache_requests": (
+        ("result", "provider", "model", "match"),
+        "Intercepted LLM calls by cache result.",
+        "llm_cache.requests",
+        "{request}",
+    ),
     "llm_cache_stored_bytes": (("store",), "Bytes of entries written to the store.", "llm_cache.stored.bytes", "By"),
     "llm_cache_stored_entries": (("store",), "Entries written to the store.", "llm_cache.stored.entries", "{entry}"),
     "llm_cache_store_errors": (
@@ -233,6 +231,7 @@ class Call:
 
     __slots__ = (
         "_t",
+        "attrs",
         "ctx",
         "ended",
         "key_prefix",
@@ -241,7 +240,8 @@ class Call:
         "model",
         "provider",
         "recording",
-        "request",
+        "body",
+        "endpoint",
         "result",
         "similarity",
         "span",
@@ -250,7 +250,9 @@ class Call:
 
     def __init__(self, telemetry: Telemetry, request: CacheRequest, kind: SpanKind) -> None:
         self._t = telemetry
-        self.request = request
+        # No reference back to the request: it holds this Call, and a cycle would outlive the call.
+        self.endpoint = request.route.endpoint
+        self.body = request.body if telemetry.capture_content else None
         route = request.route
         endpoint = route.endpoint
         self.model = request.model
@@ -267,23 +269,24 @@ class Call:
         self.span = span
         self.recording = span.is_recording()
         self.ctx: Any = None
+        self.attrs: dict[str, Any] | None = None
+        """Attributes gathered during the call, set on the span in one go when it ends."""
         if self.recording:
             self.ctx = trace.set_span_in_context(span)
-            attributes: dict[str, Any] = {
+            self.attrs = {
                 "gen_ai.operation.name": endpoint.operation,
                 "gen_ai.provider.name": self.provider,
                 "llm_cache.store": telemetry.store_name,
                 "llm_cache.key_prefix": self.key_prefix,
             }
             if self.model:
-                attributes["gen_ai.request.model"] = self.model
-            span.set_attributes(attributes)
+                self.attrs["gen_ai.request.model"] = self.model
 
     # child spans for store operations -------------------------------------------------------
 
     def child(self, name: str) -> Any:
         """A child span for a store operation, or None when nothing records."""
-        if not self.recording:
+        if not self.recording or not self._t.store_spans:
             return None
         return self._t.tracer.start_span(
             name, context=self.ctx, kind=SpanKind.INTERNAL, attributes={"llm_cache.store": self._t.store_name}
@@ -303,9 +306,9 @@ class Call:
         t._count_request(self.result, self.provider, self.model, self.match or "none")
         if lookup.coalesced:
             t._add("llm_cache_coalesced_waits", (), 1)
-        if self.recording:
+        if self.attrs is not None:
             _set_present(
-                self.span,
+                self.attrs,
                 (
                     ("llm_cache.result", self.result),
                     ("llm_cache.match", self.match),
@@ -330,15 +333,13 @@ class Call:
         if self.ended:
             return
         t = self._t
-        summary = t._summary(entry, self.request.endpoint)
+        summary = t._summary(entry, self.endpoint)
         if summary is not None:
-            usage, response_model, response_id = summary
-            model = self.model or response_model
-            t._avoided(self.provider, model, usage)
-            if self.recording:
-                self._usage_attributes(usage, response_model, response_id)
-        if self.recording:
-            self.span.set_attribute("llm_cache.entry_age", max(0.0, time.time() - entry.created_at))
+            t._avoided(summary, self.provider, self.model or summary.response_model)
+            if self.attrs is not None:
+                self.attrs.update(summary.attributes)
+        if self.attrs is not None:
+            self.attrs["llm_cache.entry_age"] = max(0.0, time.time() - entry.created_at)
             if t.capture_content:
                 self._content(entry.body)
         self.end()
@@ -351,16 +352,15 @@ class Call:
         if reason is not None:
             t._add("llm_cache_not_stored", (_reason_code(reason),), 1)
         if entry is not None:
-            summary = t._summary(entry, self.request.endpoint)
+            summary = t._summary(entry, self.endpoint)
             if summary is not None:
-                usage, response_model, response_id = summary
-                t._provider_cached(self.provider, self.model or response_model, usage)
-                if self.recording:
-                    self._usage_attributes(usage, response_model, response_id)
-        if self.recording:
+                t._provider_cached(self.provider, self.model or summary.response_model, summary.usage)
+                if self.attrs is not None:
+                    self.attrs.update(summary.attributes)
+        if self.attrs is not None:
             span = self.span
             if status:
-                span.set_attribute("http.response.status_code", status)
+                self.attrs["http.response.status_code"] = status
             if stream:
                 if stored:
                     span.add_event("llm_cache.stream.stored", {"llm_cache.bytes": len(entry.body) if entry else 0})
@@ -377,32 +377,21 @@ class Call:
         if self.ended:
             return
         self._t._add("llm_cache_not_stored", ("upstream_failed",), 1)
-        if self.recording:
+        if self.attrs is not None:
             self.span.set_status(Status(StatusCode.ERROR, type(error).__name__ if error else "aborted"))
             if error is not None:
-                self.span.set_attribute("error.type", type(error).__name__)
+                self.attrs["error.type"] = type(error).__name__
         self.end()
 
     def end(self) -> None:
         if not self.ended:
             self.ended = True
+            if self.attrs:
+                self.span.set_attributes(self.attrs)
             self.span.end()
 
-    def _usage_attributes(self, usage: Usage, response_model: str | None, response_id: str | None) -> None:
-        _set_present(
-            self.span,
-            (
-                ("gen_ai.response.model", response_model),
-                ("gen_ai.response.id", response_id),
-                ("gen_ai.usage.input_tokens", usage.input_tokens),
-                ("gen_ai.usage.output_tokens", usage.output_tokens),
-                ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens),
-                ("gen_ai.usage.cache_creation.input_tokens", usage.cache_creation_input_tokens),
-            ),
-        )
-
     def _content(self, completion: bytes) -> None:
-        body = self.request.body
+        body = self.body or {}
         prompt = {
             k: body[k]
             for k in ("system", "messages", "input", "prompt", "contents", "instructions", "systemInstruction")
@@ -417,9 +406,11 @@ class Call:
         )
 
 
-def _set_present(span: Any, pairs: tuple[tuple[str, Any], ...]) -> None:
-    """Set the attributes whose value is known (not None or empty)."""
-    span.set_attributes({name: value for name, value in pairs if value is not None and value != ""})
+def _set_present(attributes: dict[str, Any], pairs: tuple[tuple[str, Any], ...]) -> None:
+    """Add the attributes whose value is known (not None or empty)."""
+    for name, value in pairs:
+        if value is not None and value != "":
+            attributes[name] = value
 
 
 def _reason_code(reason: str) -> str:
@@ -443,6 +434,7 @@ class Telemetry:
         meter_provider: metrics.MeterProvider | None = None,
         pricing: Pricing | Mapping[str, Any] | None = None,
         capture_content: bool = False,
+        store_spans: bool = True,
         warning_interval: float = 60.0,
     ) -> None:
         self.tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
@@ -451,12 +443,10 @@ class Telemetry:
             pricing = Pricing.default()
         self.pricing = pricing if isinstance(pricing, Pricing) else Pricing(pricing)
         self.capture_content = capture_content
+        self.store_spans = store_spans
         self.warning_interval = warning_interval
         self.store_name = "unknown"
 
-        self._requests_counter = meter.create_counter(
-            "llm_cache.requests", unit="{request}", description="Intercepted LLM calls by cache result."
-        )
         self._lookup_duration = meter.create_histogram(
             "llm_cache.lookup.duration",
             unit="s",
@@ -469,19 +459,20 @@ class Telemetry:
             description="Store write latency.",
             explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS),
         )
-        self._instruments: dict[str, Any] = {
-            name: meter.create_counter(otel_name, unit=unit, description=help_text)
-            for name, (_, help_text, otel_name, unit) in _COUNTERS.items()
-        }
+        # Counters are observable: the hot path only bumps in-process aggregates (which the Prometheus
+        # view reads too), and the SDK reads them when it collects. Only the durations are recorded live.
+        for name, (_, help_text, otel_name, unit) in _COUNTERS.items():
+            meter.create_observable_counter(
+                otel_name, callbacks=[self._observer(name)], unit=unit, description=help_text
+            )
 
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str, str, str], int] = {}
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
         self._models: set[str] = set()
-        self._usage_memo: dict[tuple[str, float], tuple[Usage, str | None, str | None] | None] = {}
+        self._usage_memo: dict[tuple[str, float], _Summary | None] = {}
         self._warned_at = float("-inf")
         self._suppressed = 0
         self.collector = TelemetryCollector(self)
@@ -564,9 +555,7 @@ class Telemetry:
     def snapshot(self) -> dict[str, Any]:
         """Plain copies of the counters (for `llm-cache stats` and tests)."""
         with self._lock:
-            out: dict[str, Any] = {"llm_cache_requests": dict(self._requests)}
-            out.update({name: dict(values) for name, values in self._counters.items()})
-        return out
+            return {name: dict(values) for name, values in self._counters.items()}
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -589,53 +578,123 @@ class Telemetry:
         return model
 
     def _count_request(self, result: str, provider: str, model: str | None, match: str) -> None:
-        labels = (result, provider, self._model_label(model), match)
-        with self._lock:
-            self._requests[labels] = self._requests.get(labels, 0) + 1
-        self._requests_counter.add(1, self._attributes(("result", "provider", "model", "match"), labels))
+        self._add("llm_cache_requests", (result, provider, self._model_label(model), match), 1)
 
     def _add(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        """Add to one counter: the Prometheus-side aggregate and the OTel instrument alike."""
+        """Add to one counter (read by both the OTel observable counter and the Prometheus collector)."""
         with self._lock:
             values = self._counters[name]
             values[labels] = values.get(labels, 0) + value
-        instrument = self._instruments[name]
-        instrument.add(value, self._attributes(_COUNTERS[name][0], labels))
 
-    def _summary(self, entry: Entry, endpoint: Endpoint) -> tuple[Usage, str | None, str | None] | None:
-        """Usage, response model and id of a stored body; memoised per entry so hits parse once."""
+    def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        names = _COUNTERS[name][0]
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            with self._lock:
+                values = list(self._counters[name].items())
+            return [Observation(value, self._attributes(names, labels)) for labels, value in values]
+
+        return observe
+
+    def _bump(self, adds: list[tuple[str, tuple[str, ...], float]]) -> None:
+        """Several counter additions under one lock acquisition."""
+        with self._lock:
+            for name, labels, value in adds:
+                values = self._counters[name]
+                values[labels] = values.get(labels, 0) + value
+
+    def _summary(self, entry: Entry, endpoint: Endpoint) -> _Summary | None:
+        """What a stored body says (usage, response model and id), memoised per entry so hits parse once."""
         memo_key = (entry.fingerprint, entry.created_at)
-        if memo_key in self._usage_memo:
-            return self._usage_memo[memo_key]
+        memo = self._usage_memo
+        if memo_key in memo:
+            return memo[memo_key]
         summary = None
         try:
             body = orjson.loads(entry.body)
         except orjson.JSONDecodeError:
             body = None
         if isinstance(body, dict):
-            summary = (endpoint.usage(body), endpoint.response_model(body), endpoint.response_id(body))
-        if len(self._usage_memo) >= _USAGE_MEMO:
-            self._usage_memo.pop(next(iter(self._usage_memo)))
-        self._usage_memo[memo_key] = summary
+            summary = _Summary(endpoint.usage(body), endpoint.response_model(body), endpoint.response_id(body))
+        if len(memo) >= _USAGE_MEMO:
+            memo.pop(next(iter(memo)))
+        memo[memo_key] = summary
         return summary
 
-    def _avoided(self, provider: str, model: str | None, usage: Usage) -> None:
-        label = self._model_label(model)
-        for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens)):
-            if value:
-                self._add("llm_cache_tokens_avoided", (provider, label, kind), value)
-        cost = self.pricing.cost(model, usage)
-        if cost:
-            self._add("llm_cache_cost_avoided_usd", (provider, label), cost)
+    def _avoided(self, summary: _Summary, provider: str, model: str | None) -> None:
+        """Tokens and cost a hit saved; the additions are computed once per entry."""
+        adds = summary.hit_adds
+        if adds is None or summary.hit_for != (provider, model):
+            usage, label = summary.usage, self._model_label(model)
+            adds = [
+                ("llm_cache_tokens_avoided", (provider, label, kind), value)
+                for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens))
+                if value
+            ]
+            cost = self.pricing.cost(model, usage)
+            if cost:
+                adds.append(("llm_cache_cost_avoided_usd", (provider, label), cost))
+            summary.hit_adds, summary.hit_for = adds, (provider, model)
+        self._bump(adds)
 
     def _provider_cached(self, provider: str, model: str | None, usage: Usage) -> None:
         label = self._model_label(model)
-        for kind, value in (
-            ("cache_read", usage.cache_read_input_tokens),
-            ("cache_creation", usage.cache_creation_input_tokens),
-        ):
-            if value:
-                self._add("llm_cache_provider_cached_tokens", (provider, label, kind), value)
+        self._bump(
+            [
+                ("llm_cache_provider_cached_tokens", (provider, label, kind), value)
+                for kind, value in (
+                    ("cache_read", usage.cache_read_input_tokens),
+                    ("cache_creation", usage.cache_creation_input_tokens),
+                )
+                if value
+            ]
+        )
 
 
-__all__ = ["Call", "Pricing", "Telemetry", "TelemetryCollector", "provider_name"]
+class _Summary:
+    __slots__ = ("attributes", "hit_adds", "hit_for", "response_model", "usage")
+
+    def __init__(self, usage: Usage, response_model: str | None, response_id: str | None) -> None:
+        self.usage = usage
+        self.response_model = response_model
+        self.attributes: dict[str, Any] = {}
+        _set_present(
+            self.attributes,
+            (
+                ("gen_ai.response.model", response_model),
+                ("gen_ai.response.id", response_id),
+                ("gen_ai.usage.input_tokens", usage.input_tokens),
+                ("gen_ai.usage.output_tokens", usage.output_tokens),
+                ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens),
+                ("gen_ai.usage.cache_creation.input_tokens", usage.cache_creation_input_tokens),
+            ),
+        )
+        self.hit_adds: list[tuple[str, tuple[str, ...], float]] | None = None
+        self.hit_for: tuple[str, str | None] | None = None
+
+
+def sdk_telemetry(span_exporter: Any = None, metric_reader: Any = None, **options: Any) -> Telemetry:
+    """A Telemetry on fresh OpenTelemetry SDK providers, never the global ones (benchmarks, demos).
+
+    Spans go through a `BatchSpanProcessor` to `span_exporter` (default: an exporter that drops
+    everything, so what is measured is the instrumentation, not the export); metrics aggregate in
+    `metric_reader` (default: an `InMemoryMetricReader`). Needs `opentelemetry-sdk`.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class _Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter if span_exporter is not None else _Drop()))
+    meter_provider = MeterProvider(
+        metric_readers=[metric_reader if metric_reader is not None else InMemoryMetricReader()]
+    )
+    return Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider, **options)
+
+
+__all__ = ["Call", "Pricing", "Telemetry", "TelemetryCollector", "provider_name", "sdk_telemetry"]
