@@ -601,3 +601,19 @@ def test_model_label_cardinality_is_capped() -> None:
         t._count_request("miss", "openai", f"model-{i}", "none")
     models = {labels[2] for labels in t.snapshot()["llm_cache_requests"]}
     assert len(models) == module.MAX_MODELS + 1 and "other" in models
+
+
+def test_grafana_dashboard_uses_only_exported_metric_names() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).parents[2] / "examples" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\b(llm_cache_[a-z_]+)", expr)}
+    text = Telemetry().prometheus_text().decode()
+    exported = set(re.findall(r"^# TYPE (\S+) (\S+)", text, re.M))
+    names = set()
+    for name, kind in exported:
+        names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"} if kind == "histogram" else {name}
+    assert used and used <= names, used - names
