@@ -617,3 +617,28 @@ def test_grafana_dashboard_uses_only_exported_metric_names() -> None:
     for name, kind in exported:
         names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"} if kind == "histogram" else {name}
     assert used and used <= names, used - names
+
+
+async def test_asgi_middleware_spans_are_internal_with_the_same_attributes(recorded: Recorded) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from middleware.asgi import CacheMiddleware
+
+    async def completions(request: Request) -> JSONResponse:
+        return JSONResponse(chat_completion())
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    cache = Cache(telemetry=recorded.telemetry)
+    wrapped = CacheMiddleware(app, cache)
+    body = {"model": "gpt-4o-mini", "messages": QUESTION}
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=wrapped), base_url="http://app") as client:
+        answers = [await client.post("/v1/chat/completions", json=body) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
+    miss, hit = recorded.calls()
+    assert miss.kind is SpanKind.INTERNAL and hit.kind is SpanKind.INTERNAL
+    assert [(s.attributes or {})["llm_cache.result"] for s in (miss, hit)] == ["miss", "hit"]
+    assert (hit.attributes or {})["gen_ai.usage.input_tokens"] == 20
+    assert recorded.children(miss) == ["llm_cache.lookup", "llm_cache.store"]
