@@ -258,6 +258,8 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
         path, body = "/cache/delete", request
     elif args.namespace:
         path, body = "/cache/flush", {"namespace": args.namespace}
+    elif args.prefix:
+        path, body = "/cache/flush", {"prefix": args.prefix}
     else:
         path, body = "/cache/flush", {"all": True}
     try:
@@ -319,13 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     invalidate = commands.add_parser("invalidate", help="delete entries in a running gateway's cache",
                                      description="Delete one entry (by key or by the request that produced it), "
-                                                 "a namespace, or everything.")
+                                                 "a namespace, a raw key prefix, or everything.")
     what = invalidate.add_mutually_exclusive_group(required=True)
     what.add_argument("--key", help="an x-cache-key value")
     what.add_argument("--request", metavar="FILE",
                       help='JSON file {"path": ..., "body": {...}, "headers": {...}} whose key is computed '
                            "(include the caller's credential header: entries are scoped per credential)")
     what.add_argument("--namespace", help="every entry in this namespace")
+    what.add_argument("--prefix", help="every store key starting with this (e.g. an old key_prefix)")
     what.add_argument("--all", action="store_true", help="every entry under the gateway's key prefix")
     invalidate.add_argument("--gateway", metavar="URL", required=True)
     invalidate.add_argument("--admin-key", help=f"admin key (default: ${ADMIN_ENV})")

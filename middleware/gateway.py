@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from .config import ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
 from .engine import Cache
+from .stores.base import StoreError
 
 logger = logging.getLogger("middleware.gateway")
 
@@ -307,11 +308,22 @@ class _Gateway:
         if isinstance(data, Response):
             return data
         assert self.cache is not None
-        namespace = data.get("namespace")
-        if namespace is None and data.get("all") is not True:
-            return _bad('send {"namespace": "..."} or {"all": true}')
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            return _bad("namespace must be a non-empty string")
+        namespace, prefix = data.get("namespace"), data.get("prefix")
+        if sum(x is not None for x in (namespace, prefix)) + (data.get("all") is True) != 1:
+            return _bad('send one of {"namespace": "..."}, {"prefix": "..."} or {"all": true}')
+        for name, value in (("namespace", namespace), ("prefix", prefix)):
+            if value is not None and (not isinstance(value, str) or not value):
+                return _bad(f"{name} must be a non-empty string")
+        if prefix is not None:  # raw store keys, e.g. an old key_prefix after a version bump
+            try:
+                await self.cache.store.clear(prefix)
+            except StoreError:
+                return _bad(f"the {self.cache.store.name} store cannot clear an arbitrary prefix; "
+                            "flush a namespace or everything")
+            except Exception as error:
+                logger.warning("cache flush failed (%s)", type(error).__name__)
+                return _bad("the cache store did not answer", 503, "store_error")
+            return _json({"flushed": {"prefix": prefix}})
         flushed = namespace if namespace is not None else "all"
         return await self._store_call("flush", self.cache.clear(namespace), {"flushed": flushed})
 

@@ -263,8 +263,19 @@ def test_flush_by_namespace(gateway: Gateway, fake_provider: RunningFakeProvider
     assert chat(client, extra_headers={"x-cache-namespace": "faq"}).headers["x-cache"] == "MISS"
     assert chat(client, extra_headers={"x-cache-namespace": "support"}).headers["x-cache"] == "HIT"
     assert gateway.admin("POST", "/cache/flush", json={}).status_code == 400
+    assert gateway.admin("POST", "/cache/flush", json={"namespace": "faq", "all": True}).status_code == 400
     assert gateway.admin("POST", "/cache/flush", json={"all": True}).json() == {"flushed": "all"}
     assert chat(client, extra_headers={"x-cache-namespace": "support"}).headers["x-cache"] == "MISS"
+
+
+def test_flush_by_raw_prefix_after_a_version_bump(tmp_path: Path, gateway_factory: Callable[..., Gateway]) -> None:
+    old = gateway_factory(cache=Cache(DiskStore(tmp_path / "store"), key_prefix="v1:"))
+    chat(old.openai())
+    new = gateway_factory(cache=Cache(DiskStore(tmp_path / "store"), key_prefix="v2:"))
+    chat(new.openai())
+    assert new.admin("POST", "/cache/flush", json={"prefix": "v1:"}).json() == {"flushed": {"prefix": "v1:"}}
+    assert chat(old.openai()).headers["x-cache"] == "MISS"
+    assert chat(new.openai()).headers["x-cache"] == "HIT"
 
 
 def test_delete_by_request_and_by_key(gateway: Gateway) -> None:
