@@ -132,7 +132,8 @@ class _Histogram:
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, running = [], 0
+        out: list[tuple[str, float]] = []
+        running = 0
         for bound, count in zip(self.buckets, self.counts, strict=False):
             running += count
             out.append((repr(bound), running))
@@ -166,11 +167,11 @@ class TelemetryCollector:
             for key, (buckets, total) in hists.items():
                 hist.add_metric((key,), buckets, total)
             yield hist
-        for name, (labels, help_text, _, _) in _COUNTERS.items():
-            counter = CounterMetricFamily(name, help_text, labels=labels)
-            values = simple.get(name) or ({(): 0} if not labels else {})
-            for key, value in values.items():
-                counter.add_metric(key, value)
+        for name, (label_names, counter_help, _, _) in _COUNTERS.items():
+            counter = CounterMetricFamily(name, counter_help, labels=label_names)
+            values = simple.get(name) or ({(): 0} if not label_names else {})
+            for label_values, value in values.items():
+                counter.add_metric(label_values, value)
             yield counter
 
 
@@ -616,9 +617,10 @@ class Telemetry:
             body = None
         if isinstance(body, dict):
             summary = _Summary(endpoint.usage(body), endpoint.response_model(body), endpoint.response_id(body))
-        if len(memo) >= _USAGE_MEMO:
-            memo.pop(next(iter(memo)))
-        memo[memo_key] = summary
+        with self._lock:  # sync clients may hit from several threads
+            if len(memo) >= _USAGE_MEMO:
+                memo.pop(next(iter(memo)))
+            memo[memo_key] = summary
         return summary
 
     def _avoided(self, summary: _Summary, provider: str, model: str | None) -> None:
