@@ -105,29 +105,21 @@ class _Counters:
         self.upstream_errors: Counter[str] = Counter()
 
 
-class _CacheCollector(Collector):
-    """Exposes `cache.stats` and the gateway counters at scrape time (no per-request metric work)."""
+class _GatewayCollector(Collector):
+    """The gateway's own metrics, read at scrape time (no per-request metric work).
+
+    The request, store and savings metrics come from the cache's telemetry collector
+    (`middleware.telemetry`), registered next to this one.
+    """
 
     def __init__(self, cache: Cache | None, counters: _Counters) -> None:
         self.cache = cache
         self.counters = counters
 
     def collect(self) -> Iterable[Any]:
-        requests = CounterMetricFamily("llm_cache_requests", "Intercepted LLM calls by cache result.",
-                                       labels=["result"])
-        if self.cache is not None:
-            stats = self.cache.stats
-            for result, value in (("hit", stats.hits), ("miss", stats.misses), ("refresh", stats.refreshes),
-                                  ("bypass", stats.bypasses)):
-                requests.add_metric([result], value)
-        yield requests
         if self.cache is not None:
             stats = self.cache.stats
             for name, value, text in (
-                ("llm_cache_stored", stats.stored, "Responses written to the store."),
-                ("llm_cache_not_stored", stats.not_stored, "Misses not stored (error, incomplete, no-store)."),
-                ("llm_cache_store_errors", stats.store_errors, "Store operations that failed (served upstream)."),
-                ("llm_cache_coalesced", stats.coalesced, "Misses answered by a concurrent identical call."),
                 ("llm_cache_invalid_entries", stats.invalid_entries, "Stored entries discarded as unreadable."),
                 ("llm_cache_oversized", stats.oversized, "Request bodies over max_body_bytes, passed through."),
             ):
@@ -156,7 +148,9 @@ class _Gateway:
         self.client: httpx2.AsyncClient | None = None
         self.counters = _Counters()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_CacheCollector(cache, self.counters))
+        if cache is not None:
+            self.registry.register(cache.telemetry.collector)
+        self.registry.register(_GatewayCollector(cache, self.counters))
 
     # -- lifespan -------------------------------------------------------------------------------
 

@@ -298,13 +298,20 @@ def test_metrics_match_the_workload(gateway: Gateway) -> None:
         chat(client)
     chat(a, extra_headers={"cache-control": "no-cache"})
     text = httpx2.get(f"{gateway.url}/metrics", timeout=5).text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
-    assert samples[("llm_cache_requests_total", (("result", "hit"),))] == 3
-    assert samples[("llm_cache_requests_total", (("result", "miss"),))] == 2
-    assert samples[("llm_cache_requests_total", (("result", "refresh"),))] == 1
-    assert samples[("llm_cache_stored_total", ())] == 3
-    assert samples[("llm_cache_upstream_requests_total", (("family", "openai"), ("status_class", "2xx")))] == 3
+    totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            keep = tuple(sorted((k, v) for k, v in sample.labels.items() if k in ("result", "family", "status_class")))
+            totals[(sample.name, keep)] = totals.get((sample.name, keep), 0) + sample.value
+    assert totals[("llm_cache_requests_total", (("result", "hit"),))] == 3
+    assert totals[("llm_cache_requests_total", (("result", "miss"),))] == 2
+    assert totals[("llm_cache_requests_total", (("result", "refresh"),))] == 1
+    assert totals[("llm_cache_stored_entries_total", ())] == 3
+    assert totals[("llm_cache_hit_ratio", ())] == 0.6
+    assert totals[("llm_cache_upstream_requests_total", (("family", "openai"), ("status_class", "2xx")))] == 3
+    assert totals[("llm_cache_tokens_avoided_total", ())] > 0
+    names = [family.name for family in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names))  # no metric exported twice
 
 
 # -- one store, two ways in -----------------------------------------------------------------------
