@@ -195,6 +195,7 @@ class _Gateway:
         assert self.client is not None, "the gateway's lifespan has not started"
         outgoing = self.client.build_request(request.method, upstream_url(base_url, path, query), headers=headers,
                                              content=body, timeout=httpx2.Timeout(upstream.timeout, connect=10.0))
+        _caller_headers_only(outgoing, request.headers.get("accept-encoding"), {k for k, _ in headers})
         try:
             response = await self.client.send(outgoing, stream=True)
         except httpx2.TimeoutException:
@@ -399,6 +400,22 @@ class _UpstreamResponse(StreamingResponse):
                 task.cancel()
             if self.background is not None:
                 await self.background()
+
+
+def _caller_headers_only(outgoing: httpx2.Request, accept_encoding: str | None, sent: set[str]) -> None:
+    """Drop the client library's default headers the caller did not send, and ask for gzip or nothing.
+
+    Compressed bodies are relayed as they are, so the upstream may only use an encoding the caller
+    accepts, and the cache can only record gzip/deflate: anything else would make answers uncacheable.
+    """
+    for name in ("user-agent", "accept"):
+        if name not in sent:
+            outgoing.headers.pop(name, None)
+    accepted = {token.split(";")[0].strip().lower() for token in (accept_encoding or "").split(",")}
+    if "gzip" in accepted:
+        outgoing.headers["accept-encoding"] = "gzip"
+    else:
+        outgoing.headers["accept-encoding"] = "identity"
 
 
 def _with_credentials(family: str, api_key: str, headers: list[tuple[str, str]],

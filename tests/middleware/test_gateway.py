@@ -110,8 +110,20 @@ def test_miss_then_hit_with_the_openai_sdk(gateway: Gateway, fake_provider: Runn
     assert first.headers["x-cache-key"] == second.headers["x-cache-key"]
     assert first.parse().model_dump() == second.parse().model_dump()
     assert fake_provider.count("/chat/completions") == 1
-    assert "x-admin-key" not in fake_provider.last.headers
-    assert fake_provider.last.headers["authorization"] == "Bearer sk-tenant-a"
+    forwarded = fake_provider.last.headers
+    assert "x-admin-key" not in forwarded
+    assert forwarded["authorization"] == "Bearer sk-tenant-a"
+    assert forwarded["user-agent"].startswith("OpenAI/Python")  # the caller's, not the gateway client's
+    assert forwarded["accept-encoding"] == "gzip"
+
+
+def test_only_encodings_the_caller_and_the_cache_understand(gateway: Gateway,
+                                                            fake_provider: RunningFakeProvider) -> None:
+    url = f"{gateway.url}/v1/chat/completions"
+    for sent, expected in (("br, zstd", "identity"), ("gzip;q=1.0, br", "gzip")):
+        body = {"model": MODEL, "messages": [{"role": "user", "content": sent}]}
+        httpx2.post(url, json=body, headers={"authorization": "Bearer sk-enc", "accept-encoding": sent}, timeout=5)
+        assert fake_provider.last.headers["accept-encoding"] == expected
 
 
 def test_streaming_both_ways(gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
