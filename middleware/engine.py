@@ -608,23 +608,38 @@ class Recorder:
             self._body.append(chunk)
 
     async def finish(self, exhausted: bool = True) -> bool:
-        """The caller has read the response (`exhausted`) or closed it. Stores it if complete."""
+        """The caller has read the response (`exhausted`) or closed it. Stores it if complete.
+
+        The write runs in its own task behind a shield: a complete answer is stored and the
+        coalesced waiters are released even if the caller's task is cancelled meanwhile
+        (Starlette cancels a streaming response's task when the client goes away).
+        """
         if self._done:
             return False
         self._done = True
         entry = self._entry(exhausted) if self._storable else None
+        if entry is None:
+            if self._lookup.outcome is not Outcome.BYPASS:
+                self._cache.stats.not_stored += 1
+            self._complete_call(None, False)
+            return False
+        return await asyncio.shield(asyncio.ensure_future(self._write(entry)))
+
+    async def _write(self, entry: Entry) -> bool:
         stored = False
-        if entry is not None:
+        try:
             stored = await self._cache._store(self._request, entry)
             if not stored:
                 self._why = "store write failed"
-        elif self._lookup.outcome is not Outcome.BYPASS:
-            self._cache.stats.not_stored += 1
+        finally:
+            self._complete_call(entry, stored)
+        return stored
+
+    def _complete_call(self, entry: Entry | None, stored: bool) -> None:
         self._cache._land(self._lookup.flight, entry if stored else None)
         call = self._request.call
         if call is not None:
             call.finished(self._status, entry, stored, self._why, self._request.stream)
-        return stored
 
     async def abort(self) -> None:
         """The upstream call or the stream failed: store nothing."""

@@ -114,7 +114,7 @@ async def test_anthropic_sdk_through_the_middleware_stream_then_json() -> None:
     app, calls = wrapped("starlette", cache)
     sdk = anthropic.AsyncAnthropic(api_key="sk-ant-alice", base_url="http://app", max_retries=0,
                                    http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)))
-    params: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": QUESTION}
+    params: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": QUESTION}
     async with sdk.messages.stream(**params) as stream:
         streamed = await stream.get_final_text()
     message = await sdk.messages.with_raw_response.create(**params)
@@ -303,3 +303,31 @@ async def test_fifty_concurrent_identical_requests_call_the_app_once(kind: str) 
     assert {r.status_code for r in responses} == {200}
     assert len({r.json()["id"] for r in responses}) == 1
     assert calls.count["chat"] == 1
+
+
+async def test_a_streaming_response_is_stored_even_when_starlette_cancels_its_task(tmp_path: Any) -> None:
+    """Starlette cancels a StreamingResponse's task group as the client goes; the write must finish."""
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from middleware.stores import DiskStore
+
+    calls = 0
+
+    async def chat(request: Any) -> StreamingResponse:
+        nonlocal calls
+        calls += 1
+
+        async def body() -> Any:
+            yield json.dumps({"id": f"c{calls}", "object": "chat.completion", "created": 1, "model": "m",
+                              "choices": []}).encode()
+
+        return StreamingResponse(body(), media_type="application/json")
+
+    app = CacheMiddleware(Starlette(routes=[Route(CHAT, chat, methods=["POST"])]),
+                          cache=Cache(store=DiskStore(tmp_path), coalesce_timeout=5))
+    first = await post(app)
+    second = await post(app)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert calls == 1

@@ -154,7 +154,8 @@ def test_tool_calls_survive_a_stream_capture(fake_provider: Any) -> None:
     client = openai_sync(Cache(), fake_provider.openai_base_url)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     weather = [{"role": "user", "content": "What is the weather in Paris?"}]
-    list(client.chat.completions.create(model="gpt-4o-mini", messages=weather, tools=tools, stream=True))
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=weather, tools=tools, temperature=0.2,
+                                        stream=True))
     cached = ask(client, messages=weather, tools=tools)
     assert cached.headers["x-cache"] == "HIT"
     call = cached.parse().choices[0].message.tool_calls[0]
@@ -266,7 +267,7 @@ def test_cache_and_routing_compose_through_inner(fake_provider: Any) -> None:
 
 def test_anthropic_sync_hit_and_stream_replay(fake_provider: Any) -> None:
     client = anthropic_sync(Cache(), fake_provider.anthropic_base_url)
-    params: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": QUESTION}
+    params: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 256, "messages": QUESTION}
     first = client.messages.with_raw_response.create(**params)
     second = client.messages.with_raw_response.create(**params)
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
@@ -280,19 +281,20 @@ def test_anthropic_sync_hit_and_stream_replay(fake_provider: Any) -> None:
 
 async def test_anthropic_async_stream_first_then_json(fake_provider: Any) -> None:
     client = anthropic_async(Cache(), fake_provider.anthropic_base_url)
-    params: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": QUESTION}
+    params: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 256, "messages": QUESTION}
     async with client.messages.stream(**params) as stream:
         streamed = await stream.get_final_message()
     cached = await client.messages.with_raw_response.create(**params)
     assert cached.headers["x-cache"] == "HIT"
-    assert cached.parse().content[0].text == streamed.content[0].text
-    assert cached.parse().usage.output_tokens == streamed.usage.output_tokens
+    message = await cached.parse()
+    assert message.content[0].text == streamed.content[0].text
+    assert message.usage.output_tokens == streamed.usage.output_tokens
     assert fake_provider.count(MESSAGES) == 1
 
 
 def test_anthropic_thinking_and_signatures_are_kept(fake_provider: Any) -> None:
     client = anthropic_sync(Cache(), fake_provider.anthropic_base_url)
-    params: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 2048, "messages": QUESTION,
+    params: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 2048, "messages": QUESTION,
                               "thinking": {"type": "enabled", "budget_tokens": 1024}}
     with client.messages.stream(**params) as stream:
         streamed = stream.get_final_message()
