@@ -666,11 +666,15 @@ class Recorder:
             body = b"".join(self._body)
             from_stream = False
             try:
-                if not isinstance(orjson.loads(body), dict):
-                    self._why = "response is not a JSON object"
-                    return None
+                parsed = orjson.loads(body)
             except orjson.JSONDecodeError:
                 self._why = "response is not valid JSON"
+                return None
+            if not isinstance(parsed, dict):
+                self._why = "response is not a JSON object"
+                return None
+            if not self._request.endpoint.is_final(parsed):
+                self._why = "response is not final (queued, in progress or incomplete)"
                 return None
         return Entry(self._request.key, time.time(), self._status, body, from_stream)
 

@@ -130,6 +130,10 @@ class Endpoint(ABC):
         """Undoes `capture_body` on the stream the caller sees; called only when it returned a body."""
         return None
 
+    def is_final(self, response: dict[str, Any]) -> bool:
+        """Whether a 2xx JSON answer is the finished result (not `queued`, `in_progress`, `incomplete`)."""
+        return True
+
 
 class NonStreamingEndpoint(Endpoint):
     """An endpoint that only ever answers JSON (embeddings): the engine never assembles or replays a stream."""

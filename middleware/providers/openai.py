@@ -334,6 +334,9 @@ class Responses(_OpenAIEndpoint):
     def assembler(self, request: RequestView) -> ResponsesStreamAssembler:
         return ResponsesStreamAssembler()
 
+    def is_final(self, response: dict[str, Any]) -> bool:
+        return response.get("status", "completed") == "completed"
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         return b"".join(encode_event(event, event["type"]) for event in _response_events(orjson.loads(response)))
 

@@ -364,3 +364,17 @@ async def test_usage_capture_can_be_switched_off() -> None:
     async with client(Cache(capture_stream_usage=False), upstream) as http:
         await post(http, {**BODY, "stream": True})
     assert "stream_options" not in orjson.loads(upstream.requests[0].content)
+
+
+@pytest.mark.parametrize("status", ["queued", "in_progress", "incomplete"])
+async def test_unfinished_responses_api_answers_are_not_stored(status: str) -> None:
+    def unfinished(request: httpx2.Request, n: int) -> httpx2.Response:
+        return httpx2.Response(200, json={"id": f"resp_{n}", "object": "response", "status": status, "output": []})
+
+    upstream = Upstream(unfinished)
+    url = "http://provider.test/v1/responses"
+    async with client(Cache(), upstream) as http:
+        for _ in range(2):
+            response = await http.post(url, json={"model": "gpt-4o-mini", "input": "hi"}, headers=AUTH)
+    assert response.headers["x-cache"] == "MISS"
+    assert upstream.calls == 2
