@@ -4,6 +4,10 @@ Requests are sent to the upstream of their API family (OpenAI, Anthropic, Gemini
 through one shared `httpx2.AsyncClient` created in the lifespan, and streamed back chunk by chunk.
 The cache itself lives in the middleware; this module only forwards, and adds `/health`,
 `/metrics` and the admin-key protected `/cache/*` management endpoints.
+
+When the config has a `model_list` / `router` section, the shared client sends through the
+`router` package's `RouterTransport`, so misses go to the router's deployments. This is the only
+module of `middleware` that imports `router`: the gateway composes caching and routing.
 """
 
 from __future__ import annotations
@@ -142,9 +146,10 @@ class _GatewayCollector(Collector):
 class _Gateway:
     """The state of one gateway app: config, cache, shared client, counters."""
 
-    def __init__(self, config: GatewayConfig, cache: Cache | None) -> None:
+    def __init__(self, config: GatewayConfig, cache: Cache | None, router: Any = None) -> None:
         self.config = config
         self.cache = cache
+        self.router = router
         self.client: httpx2.AsyncClient | None = None
         self.counters = _Counters()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -156,9 +161,19 @@ class _Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60.0)
+        inner: httpx2.AsyncHTTPTransport | None = None
+        transport: Any = None
+        if self.router is not None:
+            from router import RouterTransport
+
+            # The router's attempts share one pooled transport with the gateway's limits.
+            inner = httpx2.AsyncHTTPTransport(limits=limits, trust_env=False)
+            transport = RouterTransport(self.router, inner=inner)
         self.client = httpx2.AsyncClient(
             timeout=httpx2.Timeout(600.0, connect=10.0),
-            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60.0),
+            limits=limits,
+            transport=transport,
             follow_redirects=False,
             trust_env=False,
         )
@@ -167,6 +182,8 @@ class _Gateway:
         finally:
             await self.client.aclose()
             self.client = None
+            if inner is not None:
+                await inner.aclose()
             if self.cache is not None:
                 await self.cache.close()
 
@@ -435,14 +452,40 @@ def _with_credentials(family: str, api_key: str, headers: list[tuple[str, str]],
     return headers, query
 
 
+def build_router(config: GatewayConfig) -> Any:
+    """A `router.Router` for the config's `model_list` / `router` sections, or None without them.
+
+    `model_list` (with `router` as its `router_settings`) is a LiteLLM model list; a `router` section
+    alone is any config the router's own loader reads (native `groups`, Portkey-like `targets`).
+    """
+    if config.model_list is None and config.router is None:
+        return None
+    from router import ConfigError as RouterConfigError
+    from router import Router
+
+    source: dict[str, Any]
+    if config.model_list is not None:
+        source = {"model_list": config.model_list, "router_settings": config.router or {}}
+    else:
+        source = dict(config.router or {})
+    try:
+        return Router(source)
+    except RouterConfigError as error:
+        raise ConfigError(f"{config.source or '<config>'}: router: {error}") from None
+
+
 def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None = None) -> Starlette:
-    """The gateway app for `config` (default: the embedded default). `cache` overrides the configured one."""
+    """The gateway app for `config` (default: the embedded default). `cache` overrides the configured one.
+
+    With a `model_list` / `router` section, upstream requests go through the router (see `build_router`).
+    """
     from .asgi import CacheMiddleware
 
     config = config if config is not None else default_config()
+    router = build_router(config)
     if cache is None and config.cache.enabled:
         cache = build_cache(config.cache)
-    gateway = _Gateway(config, cache)
+    gateway = _Gateway(config, cache, router)
     routes = [
         Route("/health", gateway.health, methods=["GET"]),
         Route("/metrics", gateway.metrics, methods=["GET"]),
@@ -459,6 +502,7 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
     app.state.gateway = gateway
     app.state.cache = cache
     app.state.config = config
+    app.state.router = router
     return app
 
 
@@ -469,6 +513,6 @@ def gateway_from_env() -> Starlette:
         config = load_config(path) if path else default_config()
         overrides = [item for item in os.environ.get(_UPSTREAMS_ENV, "").split("\n") if item]
         config = with_upstreams(config, overrides)
+        return create_gateway(config)
     except ConfigError as error:
         raise SystemExit(f"llm-cache: {error}") from None
-    return create_gateway(config)

@@ -1,0 +1,95 @@
+"""The gateway with a router section: misses go through the router's deployments, hits never reach it.
+
+A LiteLLM proxy file (`model_list` + `router_settings` + `litellm_settings.cache`) maps the public
+model name `public-model` to two deployments on the fake provider; the real openai SDK drives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from middleware.background import BackgroundServer
+from middleware.config import ConfigError, load_config, parse_config
+from middleware.gateway import create_gateway
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+
+PUBLIC = "public-model"
+DEPLOYMENTS = {"gpt-4o-mini", "gpt-4o-mini-2024-07-18"}
+MESSAGES = [{"role": "user", "content": "What are your opening hours?"}]
+
+
+def litellm_file(tmp_path: Path, fake: RunningFakeProvider) -> Path:
+    config = {
+        "model_list": [
+            {"model_name": PUBLIC, "litellm_params": {"model": f"openai/{model}", "api_base": fake.openai_base_url,
+                                                      "api_key": "sk-deployment"}}
+            for model in sorted(DEPLOYMENTS)
+        ],
+        # backoff_initial is ours (accepted in router_settings): retry the sibling at once.
+        "router_settings": {"routing_strategy": "simple-shuffle", "num_retries": 2, "backoff_initial": 0},
+        "litellm_settings": {"cache": True, "cache_params": {"type": "local"}},
+    }
+    path = tmp_path / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, fake_provider: RunningFakeProvider) -> Iterator[openai.OpenAI]:
+    config = load_config(litellm_file(tmp_path, fake_provider), env={})
+    assert config.dialect == "litellm" and config.router is not None
+    app = create_gateway(config)
+    assert app.state.router is not None
+    with BackgroundServer(app) as server:
+        yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-caller", max_retries=0)
+
+
+def chat(client: openai.OpenAI) -> Any:
+    return client.chat.completions.with_raw_response.create(model=PUBLIC, messages=MESSAGES)
+
+
+def test_miss_goes_through_the_router_and_the_hit_never_reaches_it(
+        gateway: openai.OpenAI, fake_provider: RunningFakeProvider) -> None:
+    first = chat(gateway)
+    assert first.headers["x-cache"] == "MISS"
+    assert fake_provider.count("/chat/completions") == 1
+    sent = fake_provider.last
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json["model"] in DEPLOYMENTS  # the deployment's real model, prefix stripped
+    assert sent.headers["authorization"] == "Bearer sk-deployment"  # the deployment's key, not the caller's
+    assert first.headers["x-router-attempts"] == "1"
+
+    second = chat(gateway)
+    assert second.headers["x-cache"] == "HIT"
+    assert second.headers["x-cache-key"] == first.headers["x-cache-key"]  # keyed on the public name
+    assert second.parse().model_dump() == first.parse().model_dump()
+    assert fake_provider.count("/chat/completions") == 1  # the hit never reached the router
+
+
+def test_a_failing_deployment_is_retried_on_its_sibling(
+        gateway: openai.OpenAI, fake_provider: RunningFakeProvider) -> None:
+    fake_provider.fail_next(1, status=500)
+    first = chat(gateway)
+    assert first.headers["x-cache"] == "MISS"
+    assert first.headers["x-router-attempts"] == "2"
+    tried = [request.json["model"] for request in fake_provider.requests]
+    assert len(tried) == 2 and set(tried) == DEPLOYMENTS  # the retry went to the other deployment
+    assert first.parse().choices[0].message.content
+
+    second = chat(gateway)
+    assert second.headers["x-cache"] == "HIT"
+    assert fake_provider.count("/chat/completions") == 2
+
+
+def test_a_bad_router_section_is_a_config_error_naming_it() -> None:
+    config = parse_config({"cache": {"store": {"type": "memory"}},
+                           "model_list": [{"model_name": PUBLIC, "litellm_params": {"model": "openai/x", "rpm": 0}}]},
+                          where="gw.yaml")
+    with pytest.raises(ConfigError, match=r"(?s)^gw\.yaml: router: .*model_list\[0\]\.litellm_params\.rpm"):
+        create_gateway(config)
