@@ -63,7 +63,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     from .gateway import create_gateway
 
-    uvicorn.run(create_gateway(config), host=host, port=port, log_level=args.log_level)
+    try:
+        app = create_gateway(config)
+    except ConfigError as error:
+        return _fail(str(error))
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level)
     return 0
 
 
