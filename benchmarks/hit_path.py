@@ -5,23 +5,33 @@ transport that returns a fixed response: whatever the cache adds shows as the
 ratio between the two. Key computation is timed alone for 1 KB, 10 KB and
 100 KB requests.
 
-    .venv/bin/python benchmarks/hit_path.py [--requests 3000]
+    .venv/bin/python benchmarks/hit_path.py [--requests 3000] [--redis] [--telemetry]
+
+`--redis` starts a private `redis-server` on a free port (no persistence; stopped at the end) and
+adds Redis and TieredStore (L1) hits next to a memory hit, plus `RedisStore.get` next to a raw
+`redis.asyncio` GET of the same entry. `--telemetry` adds memory hits with `sdk_telemetry()` and
+`sdk_telemetry(store_spans=False)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import platform
+import socket
 import statistics
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import httpx2
 import orjson
 
 from middleware import AsyncCachingTransport, Cache
 from middleware.stores import MemoryStore
+from middleware.stores.base import Store
+from middleware.telemetry import Telemetry
 
 RESPONSE = orjson.dumps({
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
@@ -30,6 +40,8 @@ RESPONSE = orjson.dumps({
     "usage": {"prompt_tokens": 250, "completion_tokens": 8, "total_tokens": 258},
 })
 HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
+URL = "http://bench.invalid/v1/chat/completions"
+Row = tuple[str, float, float]
 
 
 def chat_body(size: int) -> bytes:
@@ -68,38 +80,145 @@ async def time_calls(call: Callable[[], Awaitable[object]], n: int) -> list[int]
     return samples
 
 
-async def client_rows(n: int) -> list[tuple[str, float, float]]:
+async def cached_client(store: Store, telemetry: Telemetry | None = None) -> tuple[Cache, httpx2.AsyncClient]:
+    """A client whose cache holds the 1 KB answer: one MISS, then a checked HIT."""
     body = chat_body(1024)
-    url = "http://bench.invalid/v1/chat/completions"
-    floor_client = httpx2.AsyncClient(transport=FixedResponse())
-    cache = Cache(store=MemoryStore(max_entries=10_000), ttl=900)
-    cached_client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=FixedResponse()))
-    warm = await cached_client.post(url, content=body, headers=HEADERS)
+    cache = Cache(store=store, ttl=900, telemetry=telemetry)
+    client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=FixedResponse()))
+    warm = await client.post(URL, content=body, headers=HEADERS)
     assert warm.headers["x-cache"] == "MISS", warm.headers
-    hit = await cached_client.post(url, content=body, headers=HEADERS)
+    hit = await client.post(URL, content=body, headers=HEADERS)
     assert hit.headers["x-cache"] == "HIT", hit.headers
+    return cache, client
 
-    async def floor() -> object:
-        return await floor_client.post(url, content=body, headers=HEADERS)
 
-    async def memory_hit() -> object:
-        return await cached_client.post(url, content=body, headers=HEADERS)
+def poster(client: httpx2.AsyncClient) -> Callable[[], Awaitable[object]]:
+    body = chat_body(1024)
 
-    # Interleave rounds so drift on a noisy machine hits both sides alike.
-    floor_samples: list[int] = []
-    hit_samples: list[int] = []
+    async def post() -> object:
+        return await client.post(URL, content=body, headers=HEADERS)
+
+    return post
+
+
+async def interleave(calls: list[tuple[str, Callable[[], Awaitable[object]]]], n: int) -> list[Row]:
+    # Interleave rounds so drift on a noisy machine hits every row alike.
+    samples: dict[str, list[int]] = {name: [] for name, _ in calls}
     rounds = 5
     for _ in range(rounds):
-        floor_samples += await time_calls(floor, n // rounds)
-        hit_samples += await time_calls(memory_hit, n // rounds)
-    assert cache.stats.hits >= n
-    await floor_client.aclose()
-    await cached_client.aclose()
-    return [("floor: httpx2 client + no-op transport (1 KB)", *summarise(floor_samples)),
-            ("memory hit via AsyncCachingTransport (1 KB)", *summarise(hit_samples))]
+        for name, call in calls:
+            samples[name] += await time_calls(call, n // rounds)
+    return [(name, *summarise(samples[name])) for name, _ in calls]
 
 
-def key_rows(n: int) -> list[tuple[str, float, float]]:
+async def client_rows(n: int, telemetry: bool) -> list[Row]:
+    floor_client = httpx2.AsyncClient(transport=FixedResponse())
+    clients = [floor_client]
+    caches = []
+    calls = [("floor: httpx2 client + no-op transport (1 KB)", poster(floor_client))]
+    variants: list[tuple[str, Telemetry | None]] = [("memory hit via AsyncCachingTransport (1 KB)", None)]
+    if telemetry:
+        from middleware.telemetry import sdk_telemetry
+
+        variants += [("memory hit + sdk_telemetry() (1 KB)", sdk_telemetry()),
+                     ("memory hit + sdk_telemetry(store_spans=False) (1 KB)", sdk_telemetry(store_spans=False))]
+    for name, telemetry_ in variants:
+        cache, client = await cached_client(MemoryStore(max_entries=10_000), telemetry_)
+        caches.append(cache)
+        clients.append(client)
+        calls.append((name, poster(client)))
+    rows = await interleave(calls, n)
+    for cache in caches:
+        assert cache.stats.hits >= n
+    for client in clients:
+        await client.aclose()
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis(deadline: float = 10.0) -> Iterator[int]:
+    """A throwaway `redis-server` on 127.0.0.1 (no persistence), stopped on exit; yields its port."""
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        limit = time.monotonic() + deadline
+        probe = redis.Redis(host="127.0.0.1", port=port)
+        while True:
+            try:
+                probe.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > limit:
+                    raise RuntimeError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.05)
+        probe.close()
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+async def redis_rows(n: int, port: int) -> tuple[list[Row], list[Row]]:
+    """(client rows, store-level rows): Redis and TieredStore hits next to a memory hit; store.get vs raw GET."""
+    import redis.asyncio as aioredis
+
+    from middleware.stores import RedisStore, TieredStore
+
+    memory_cache, memory_client = await cached_client(MemoryStore(max_entries=10_000))
+    redis_store = RedisStore(host="127.0.0.1", port=port, prefix="bench:")
+    redis_cache, redis_client = await cached_client(redis_store)
+    tiered = TieredStore(MemoryStore(max_entries=10_000), RedisStore(host="127.0.0.1", port=port, prefix="tier:"),
+                         l1_max_ttl=600)
+    await tiered.start()
+    tiered_cache, tiered_client = await cached_client(tiered)
+    floor_client = httpx2.AsyncClient(transport=FixedResponse())
+    rows = await interleave([
+        ("floor: httpx2 client + no-op transport (1 KB)", poster(floor_client)),
+        ("memory hit via AsyncCachingTransport (1 KB)", poster(memory_client)),
+        ("TieredStore L1 hit via AsyncCachingTransport (1 KB)", poster(tiered_client)),
+        ("Redis hit via AsyncCachingTransport (1 KB)", poster(redis_client)),
+    ], n)
+    for cache in (memory_cache, redis_cache, tiered_cache):
+        assert cache.stats.hits >= n
+
+    # Store level: the entry the cache wrote, read by the store and by a bare redis.asyncio client.
+    raw = aioredis.Redis(host="127.0.0.1", port=port)
+    physical = [k async for k in raw.scan_iter(match="bench:*")]
+    assert len(physical) == 1, physical
+    logical = physical[0].decode().removeprefix("bench:")
+    stored = await raw.get(physical[0])
+    assert stored is not None and await redis_store.get(logical) == stored
+
+    async def raw_get() -> object:
+        return await raw.get(physical[0])
+
+    async def store_get() -> object:
+        return await redis_store.get(logical)
+
+    store_rows = await interleave([(f"raw redis.asyncio GET ({len(stored)} B entry)", raw_get),
+                                   (f"RedisStore.get, same key ({len(stored)} B entry)", store_get)], n)
+    for client in (memory_client, redis_client, tiered_client, floor_client):
+        await client.aclose()
+    await raw.aclose()
+    await tiered.close()
+    await redis_store.close()
+    return rows, store_rows
+
+
+def key_rows(n: int) -> list[Row]:
     cache = Cache()
     headers = dict(HEADERS)  # what the transport hands the engine
     rows = []
@@ -115,18 +234,39 @@ def key_rows(n: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000)
-    args = parser.parse_args()
-    rows = asyncio.run(client_rows(args.requests))
-    rows += key_rows(args.requests)
+def print_table(rows: list[Row], reference: str) -> None:
     floor_median = rows[0][1]
-    print(f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()}")
-    print("| measurement | median µs | p99 µs | median / floor |")
+    print(f"| measurement | median µs | p99 µs | median / {reference} |")
     print("| --- | ---: | ---: | ---: |")
     for name, median, p99 in rows:
         print(f"| {name} | {median:.1f} | {p99:.1f} | {median / floor_median:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--redis", action="store_true",
+                        help="also Redis and TieredStore hits, on a private redis-server started for the run")
+    parser.add_argument("--telemetry", action="store_true",
+                        help="also memory hits with sdk_telemetry() and sdk_telemetry(store_spans=False)")
+    args = parser.parse_args()
+    rows = asyncio.run(client_rows(args.requests, args.telemetry))
+    rows += key_rows(args.requests)
+    print(f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()}")
+    print_table(rows, "floor")
+    if args.redis:
+        with private_redis() as port:
+            redis_client_rows, store_rows = asyncio.run(redis_rows(args.requests, port))
+        print()
+        print(f"# Redis {redis_version()} on 127.0.0.1 (private redis-server, no persistence)")
+        print_table(redis_client_rows, "floor")
+        print()
+        print_table(store_rows, "raw GET")
+
+
+def redis_version() -> str:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
+    return next((part.removeprefix("v=") for part in out.split() if part.startswith("v=")), "?")
 
 
 if __name__ == "__main__":

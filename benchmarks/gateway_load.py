@@ -1,0 +1,256 @@
+"""Gateway load: hit throughput and latency of the caching gateway next to a bare Starlette endpoint.
+
+Three server processes, each one uvicorn worker on 127.0.0.1, none of them the load generator:
+
+- a tiny fake OpenAI upstream (one fixed chat completion), called once, for the warm-up miss;
+- the gateway (`create_gateway`, memory store) pointed at that upstream;
+- a bare Starlette endpoint returning the same response bytes.
+
+The load generator is `wrk` (one thread, 32 connections, POST of a 1 KB chat body via a Lua
+script) when it is installed, else an asyncio `httpx2` client with 32 workers and a fixed number of
+requests. Bare and gateway rounds alternate in the same run so drift hits both alike; the round
+with the median throughput of each target is reported. After the run the gateway's
+`/cache/stats` must show every measured request as a hit and the upstream one call.
+
+    .venv/bin/python benchmarks/gateway_load.py [--connections 32] [--duration 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hit_path import HEADERS, RESPONSE, chat_body  # noqa: E402
+
+ADMIN_KEY = "bench-admin"
+PATH = "/v1/chat/completions"
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.body = io.open(os.getenv("BENCH_BODY_FILE"), "rb"):read("*a")
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer sk-bench"
+
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d duration_us=%d p50=%d p95=%d p99=%d errors=%d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout))
+end
+"""
+
+
+# -- server side (run in child processes) -----------------------------------------------------------
+
+def build_app(kind: str, upstream: str | None) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    if kind in ("bare", "upstream"):
+        async def chat(request: Request) -> Response:
+            await request.body()
+            return Response(RESPONSE, media_type="application/json")
+
+        return Starlette(routes=[Route(PATH, chat, methods=["POST"])])
+
+    from middleware.config import GatewayConfig
+    from middleware.gateway import create_gateway
+
+    config = GatewayConfig.model_validate({
+        "cache": {"store": {"type": "memory"}, "ttl": 3600},
+        "admin_key": ADMIN_KEY,
+        "upstreams": {"openai": {"base_url": f"{upstream}/v1"}},
+    })
+    return create_gateway(config)
+
+
+def serve(kind: str, upstream: str | None) -> None:
+    """Bind 127.0.0.1:0, print the port, serve until SIGTERM (one uvicorn worker, this process)."""
+    import uvicorn
+
+    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (see middleware/background.py).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(build_app(kind, upstream), log_level="warning", access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+# -- load generator side ----------------------------------------------------------------------------
+
+class Child:
+    def __init__(self, kind: str, upstream: str | None = None, deadline: float = 20.0) -> None:
+        argv = [sys.executable, __file__, "--serve", kind] + (["--upstream", upstream] if upstream else [])
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        limit = time.monotonic() + deadline
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the child prints its port first, or exits
+        if not line.startswith("PORT ") or time.monotonic() > limit:
+            self.stop()
+            raise RuntimeError(f"{kind} server did not start: {line!r}")
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+        while True:  # the port is bound before printing; wait until uvicorn accepts
+            try:
+                httpx2.post(self.url + PATH, content=b"{}", timeout=1.0) if kind != "gateway" else \
+                    httpx2.get(self.url + "/health", timeout=1.0)
+                break
+            except httpx2.TransportError:
+                if time.monotonic() > limit:
+                    self.stop()
+                    raise RuntimeError(f"{kind} server did not answer within {deadline}s") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def run_wrk(url: str, body_file: str, lua_file: str, connections: int, duration: float) -> dict[str, float]:
+    env = dict(os.environ, BENCH_BODY_FILE=body_file)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s",
+         "-s", lua_file, url + PATH],
+        env=env, capture_output=True, text=True, timeout=duration + 30, check=True,
+    ).stdout
+    line = next(item for item in out.splitlines() if item.startswith("RESULT "))
+    fields = {k: float(v) for k, v in (part.split("=") for part in line.split()[1:])}
+    return {"requests": fields["requests"], "rps": fields["requests"] / (fields["duration_us"] / 1e6),
+            "p50": fields["p50"] / 1000, "p95": fields["p95"] / 1000, "p99": fields["p99"] / 1000,
+            "errors": fields["errors"]}
+
+
+async def run_httpx(url: str, body: bytes, connections: int, total: int, deadline: float) -> dict[str, float]:
+    limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+    samples: list[int] = []
+    errors = 0
+    remaining = total
+    clock = time.perf_counter_ns
+    async with httpx2.AsyncClient(limits=limits, timeout=5.0) as client:
+        stop_at = time.monotonic() + deadline
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0 and time.monotonic() < stop_at:
+                remaining -= 1
+                start = clock()
+                response = await client.post(url + PATH, content=body, headers=HEADERS)
+                samples.append(clock() - start)
+                if response.status_code != 200:
+                    errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - began
+    ordered = sorted(samples)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))] / 1e6
+
+    return {"requests": len(ordered), "rps": len(ordered) / elapsed, "p50": statistics.median(ordered) / 1e6,
+            "p95": pct(0.95), "p99": pct(0.99), "errors": errors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per round (wrk)")
+    parser.add_argument("--requests", type=int, default=10_000, help="requests per round (httpx2 fallback)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-wrk", action="store_true", help="use the httpx2 client even if wrk is installed")
+    parser.add_argument("--serve", choices=["upstream", "gateway", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.upstream)
+        return
+
+    body = chat_body(1024)
+    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
+    children: list[Child] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        body_file, lua_file = os.path.join(tmp, "body.json"), os.path.join(tmp, "post.lua")
+        Path(body_file).write_bytes(body)
+        Path(lua_file).write_text(WRK_LUA)
+        try:
+            upstream = Child("upstream")
+            children.append(upstream)
+            gateway = Child("gateway", upstream.url)
+            children.append(gateway)
+            bare = Child("bare")
+            children.append(bare)
+
+            warm = httpx2.post(gateway.url + PATH, content=body, headers=HEADERS)
+            assert warm.status_code == 200 and warm.headers["x-cache"] == "MISS", warm.headers
+            hit = httpx2.post(gateway.url + PATH, content=body, headers=HEADERS)
+            assert hit.headers["x-cache"] == "HIT" and hit.content == RESPONSE, hit.headers
+            plain = httpx2.post(bare.url + PATH, content=body, headers=HEADERS)
+            assert plain.content == hit.content
+
+            def measure(url: str) -> dict[str, float]:
+                if use_wrk:
+                    return run_wrk(url, body_file, lua_file, args.connections, args.duration)
+                return asyncio.run(run_httpx(url, body, args.connections, args.requests, deadline=60.0))
+
+            results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
+            for _ in range(args.rounds):
+                results["bare"].append(measure(bare.url))
+                results["gateway"].append(measure(gateway.url))
+
+            stats = httpx2.get(gateway.url + "/cache/stats", headers={"x-admin-key": ADMIN_KEY}).json()
+        finally:
+            for child in reversed(children):
+                child.stop()
+
+    measured = sum(r["requests"] for r in results["gateway"])
+    errors = sum(r["errors"] for rows in results.values() for r in rows)
+    hits, misses = stats["hits"], stats["misses"]
+    # wrk counts requests completed within the duration; the ones in flight at the end were hits too.
+    assert misses == 1 and stats["upstream_requests"] == 1 and hits >= measured + 1, stats
+
+    def median_round(rows: list[dict[str, float]]) -> dict[str, float]:
+        return sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
+
+    bare_row, gateway_row = median_round(results["bare"]), median_round(results["gateway"])
+    generator = (f"wrk -t1 -c{args.connections} -d{max(1, round(args.duration))}s" if use_wrk
+                 else f"httpx2 asyncio, {args.connections} workers, {args.requests} requests")
+    print(f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · "
+          f"{os.cpu_count()} CPUs · {generator} · {args.rounds} alternating rounds, median-throughput round shown")
+    print(f"# all rounds req/s: bare {[round(r['rps']) for r in results['bare']]}, "
+          f"gateway {[round(r['rps']) for r in results['gateway']]}")
+    print(f"# gateway /cache/stats: hits={hits} misses={misses} upstream_requests={stats['upstream_requests']} "
+          f"(measured gateway requests: {int(measured)}); errors/non-2xx across all rounds: {int(errors)}")
+    print("| endpoint (1 KB chat POST, one uvicorn worker) | requests/s | p50 ms | p95 ms | p99 ms | req/s vs bare |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in (("bare Starlette endpoint, same bytes", bare_row),
+                      ("gateway memory hit (create_gateway)", gateway_row)):
+        print(f"| {name} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | "
+              f"{row['rps'] / bare_row['rps']:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
