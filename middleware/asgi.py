@@ -110,7 +110,7 @@ class _Responder:
             await self.app(scope, _replay(body, False, receive, None), _bypassing(send))
             return
         if isinstance(prepared, Rejection):
-            await _answer(send, ResponseParts(prepared.status, [("content-type", "application/json")], prepared.body))
+            await _answer(send, ResponseParts(prepared.status, [(b"content-type", b"application/json")], prepared.body))
             return
         await self._cached(scope, receive, send, body, prepared)
 
@@ -212,8 +212,8 @@ def _raw(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 async def _answer(send: Send, parts: ResponseParts) -> None:
-    headers = _raw(parts.headers)
+    headers = parts.headers
     if not any(k == b"content-length" for k, _ in headers):
-        headers.append((b"content-length", str(len(parts.body)).encode("latin-1")))
+        headers = [*headers, (b"content-length", str(len(parts.body)).encode("latin-1"))]
     await send({"type": "http.response.start", "status": parts.status, "headers": headers})
     await send({"type": "http.response.body", "body": parts.body, "more_body": False})

@@ -35,6 +35,7 @@ from .keys import (
     KeyRequest,
     compose_key,
     default_digest,
+    digest_of,
     key_query,
     namespace_prefix,
     resolve_key_builder,
@@ -53,6 +54,8 @@ logger = logging.getLogger("middleware")
 
 CACHE_HEADER = "x-cache"
 KEY_HEADER = "x-cache-key"
+_MEMO_LIMIT = 1024
+"""Most distinct request paths whose route a Cache remembers (and credentials whose scope hash it does)."""
 
 
 class Outcome(str, Enum):
@@ -182,10 +185,12 @@ class Lookup:
     flight: _Flight | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseParts:
+    """A response the engine answers itself; raw header pairs, as both ASGI and httpx take them."""
+
     status: int
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]
     body: bytes
 
 
@@ -221,6 +226,8 @@ class Cache:
         self.stats = CacheStats()
         self._key_builder: KeyBuilder | None = self.settings.key_builder
         self._flights: dict[str, _Flight] = {}
+        self._routes: dict[str, Route | None] = {}
+        self._scopes: dict[str, str] = {}
         ignored = self.settings.ignored_fields
         self._volatile = {endpoint.name: volatile_set(ignored, endpoint.volatile_fields) for endpoint in endpoints}
 
@@ -230,7 +237,13 @@ class Cache:
         """The provider route of an LLM call, or None for traffic the cache leaves alone."""
         if method != "POST":
             return None
-        return resolve(path, self.endpoints)
+        routes = self._routes
+        if path in routes:
+            return routes[path]
+        if len(routes) >= _MEMO_LIMIT:  # many distinct paths (Azure deployments, Gemini models): start over
+            routes.clear()
+        route = routes[path] = resolve(path, self.endpoints)
+        return route
 
     def prepare(
         self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
@@ -288,21 +301,23 @@ class Cache:
         self, route: Route, query: str, headers: Mapping[str, str], body: dict[str, Any], namespace: str
     ) -> str:
         endpoint = route.endpoint
-        key_request = KeyRequest(
-            family=endpoint.family,
-            endpoint=endpoint.name,
-            model=endpoint.model(route, body),
-            target=route.model,
-            body=body,
-            query=key_query(query),
-            headers=headers,
-            volatile_fields=self._volatile[endpoint.name],
-        )
-        if self._key_builder is None:
-            digest = default_digest(key_request)
+        model = endpoint.model(route, body)
+        volatile = self._volatile[endpoint.name]
+        if self._key_builder is None:  # the hot path: no KeyRequest to build
+            digest = digest_of(endpoint.family, endpoint.name, model, route.model, key_query(query), body, volatile)
         else:
+            key_request = KeyRequest(
+                family=endpoint.family,
+                endpoint=endpoint.name,
+                model=model,
+                target=route.model,
+                body=body,
+                query=key_query(query),
+                headers=headers,
+                volatile_fields=volatile,
+            )
             digest = str(self._key_builder(key_request, default_digest))
-        scope = scope_of(self.settings.scope, headers, query)
+        scope = scope_of(self.settings.scope, headers, query, self._scopes)
         return compose_key(self.settings.key_prefix, namespace, scope, digest)
 
     def key_for(
@@ -420,10 +435,11 @@ class Cache:
             body = entry.body
             media_type = "application/json"
         headers = [
-            ("content-type", media_type),
-            (CACHE_HEADER, Outcome.HIT.value),
-            (KEY_HEADER, request.key),
-            ("age", str(age)),
+            (b"content-type", media_type.encode("latin-1")),
+            (b"x-cache", b"HIT"),
+            (b"x-cache-key", request.key.encode("latin-1")),
+            (b"age", str(age).encode("latin-1")),
+            (b"content-length", str(len(body)).encode("latin-1")),
         ]
         return ResponseParts(entry.status, headers, body)
 
@@ -432,8 +448,12 @@ class Cache:
         if request.call is not None:
             request.call.end()
         body = _error_body("no cached response and the request said only-if-cached", "Cache-Control")
-        headers = [("content-type", "application/json"), (CACHE_HEADER, Outcome.MISS.value),
-                   (KEY_HEADER, request.key)]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-cache", b"MISS"),
+            (b"x-cache-key", request.key.encode("latin-1")),
+            (b"content-length", str(len(body)).encode("latin-1")),
+        ]
         return ResponseParts(504, headers, body)
 
     @staticmethod

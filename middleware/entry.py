@@ -13,7 +13,7 @@ class EntryError(ValueError):
     """Bytes from a store that are not a valid entry of this schema."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
     fingerprint: str
     """The full key the entry was written under; a mismatch means a store-level collision."""

@@ -32,6 +32,7 @@ DEFAULT_VOLATILE_FIELDS = frozenset(
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 QUERY_IGNORED = frozenset({"key", "alt", "$alt"})  # Gemini's API key and stream form
 DEFAULT_NAMESPACE = "default"
+SCOPE_MEMO_LIMIT = 1024
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -56,17 +57,43 @@ KeyBuilder = Callable[[KeyRequest, DefaultDigest], str]
 
 
 def canonical_form(request: KeyRequest) -> bytes:
-    volatile = request.volatile_fields
-    body = {k: v for k, v in request.body.items() if k not in volatile}
-    return orjson.dumps(
-        {"api": request.family, "endpoint": request.endpoint, "model": request.model, "target": request.target,
-         "query": request.query, "body": body},
-        option=orjson.OPT_SORT_KEYS,
+    return _canonical(
+        request.family, request.endpoint, request.model, request.target, request.query, request.body,
+        request.volatile_fields,
     )
 
 
 def default_digest(request: KeyRequest) -> str:
     return hashlib.sha256(canonical_form(request)).hexdigest()
+
+
+def digest_of(
+    family: str,
+    endpoint: str,
+    model: str | None,
+    target: str | None,
+    query: tuple[tuple[str, str], ...],
+    body: Mapping[str, Any],
+    volatile_fields: frozenset[str],
+) -> str:
+    """`default_digest` of the request these parts describe, without building a `KeyRequest`."""
+    return hashlib.sha256(_canonical(family, endpoint, model, target, query, body, volatile_fields)).hexdigest()
+
+
+def _canonical(
+    family: str,
+    endpoint: str,
+    model: str | None,
+    target: str | None,
+    query: tuple[tuple[str, str], ...],
+    body: Mapping[str, Any],
+    volatile_fields: frozenset[str],
+) -> bytes:
+    kept = {k: v for k, v in body.items() if k not in volatile_fields}
+    return orjson.dumps(
+        {"api": family, "endpoint": endpoint, "model": model, "target": target, "query": query, "body": kept},
+        option=orjson.OPT_SORT_KEYS,
+    )
 
 
 def key_query(query: str) -> tuple[tuple[str, str], ...]:
@@ -91,15 +118,27 @@ def _hash_scope(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def scope_of(scope: str, headers: Mapping[str, str], query: str) -> str:
+def _memo_hash(value: str, memo: dict[str, str] | None) -> str:
+    """`_hash_scope(value)`, remembered in `memo` (bounded) since a client sends the same credential each time."""
+    if memo is None:
+        return _hash_scope(value)
+    hashed = memo.get(value)
+    if hashed is None:
+        if len(memo) >= SCOPE_MEMO_LIMIT:
+            memo.clear()
+        hashed = memo[value] = _hash_scope(value)
+    return hashed
+
+
+def scope_of(scope: str, headers: Mapping[str, str], query: str, memo: dict[str, str] | None = None) -> str:
     """The isolation scope of a request: `credential` (default), `shared` or `header:<name>`."""
     if scope == "shared":
         return "shared"
     if scope == "credential":
         credential = credential_of(headers, query)
-        return "anon" if credential is None else "c" + _hash_scope(credential)
+        return "anon" if credential is None else "c" + _memo_hash(credential, memo)
     header = headers.get(scope[len("header:") :])
-    return "anon" if not header else "h" + _hash_scope(header)
+    return "anon" if not header else "h" + _memo_hash(header, memo)
 
 
 def validate_scope(scope: str) -> str:

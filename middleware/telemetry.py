@@ -231,11 +231,11 @@ class Call:
     """One intercepted LLM call: its span, the decision and how it ended. Made by `Telemetry.begin`."""
 
     __slots__ = (
+        "_key",
         "_t",
         "attrs",
         "ctx",
         "ended",
-        "key_prefix",
         "lookup_seconds",
         "match",
         "model",
@@ -246,7 +246,6 @@ class Call:
         "result",
         "similarity",
         "span",
-        "started",
     )
 
     def __init__(self, telemetry: Telemetry, request: CacheRequest, kind: SpanKind) -> None:
@@ -258,14 +257,12 @@ class Call:
         endpoint = route.endpoint
         self.model = request.model
         self.provider = provider_name(endpoint.family, request.path, route.model)
-        self.started = time.perf_counter()
         self.result = "miss"
         self.match: str | None = None
         self.similarity: float | None = None
         self.lookup_seconds: float | None = None
         self.ended = False
-        digest = request.key.rpartition(":")[2]
-        self.key_prefix = digest[:12]
+        self._key = request.key
         span = telemetry.tracer.start_span(f"{endpoint.operation} {self.model or 'unknown'}", kind=kind)
         self.span = span
         self.recording = span.is_recording()
@@ -282,6 +279,11 @@ class Call:
             }
             if self.model:
                 self.attrs["gen_ai.request.model"] = self.model
+
+    @property
+    def key_prefix(self) -> str:
+        """The first 12 hex digits of the key's digest: enough to find an entry, too short to matter."""
+        return self._key.rpartition(":")[2][:12]
 
     # child spans for store operations -------------------------------------------------------
 
@@ -304,7 +306,8 @@ class Call:
         else:
             self.result = outcome
         t = self._t
-        t._count_request(self.result, self.provider, self.model, self.match or "none")
+        if self.result != "hit":  # a hit is counted with what it saved, in one go, when it is served
+            t._count_request(self.result, self.provider, self.model, self.match or "none")
         if lookup.coalesced:
             t._add("llm_cache_coalesced_waits", (), 1)
         if self.attrs is not None:
@@ -335,8 +338,10 @@ class Call:
             return
         t = self._t
         summary = t._summary(entry, self.endpoint)
-        if summary is not None:
-            t._avoided(summary, self.provider, self.model or summary.response_model)
+        if summary is None:
+            t._count_request(self.result, self.provider, self.model, self.match or "none")
+        else:
+            t._served(summary, self.provider, self.model, self.match or "none")
             if self.attrs is not None:
                 self.attrs.update(summary.attributes)
         if self.attrs is not None:
@@ -623,12 +628,15 @@ class Telemetry:
             memo[memo_key] = summary
         return summary
 
-    def _avoided(self, summary: _Summary, provider: str, model: str | None) -> None:
-        """Tokens and cost a hit saved; the additions are computed once per entry."""
+    def _served(self, summary: _Summary, provider: str, request_model: str | None, match: str) -> None:
+        """Count a served hit with the tokens and cost it saved; the additions are computed once per entry."""
         adds = summary.hit_adds
-        if adds is None or summary.hit_for != (provider, model):
+        served_as = (provider, request_model, match)
+        if adds is None or summary.hit_for != served_as:
+            model = request_model or summary.response_model
             usage, label = summary.usage, self._model_label(model)
-            adds = [
+            adds = [("llm_cache_requests", ("hit", provider, self._model_label(request_model), match), 1)]
+            adds += [
                 ("llm_cache_tokens_avoided", (provider, label, kind), value)
                 for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens))
                 if value
@@ -636,7 +644,7 @@ class Telemetry:
             cost = self.pricing.cost(model, usage)
             if cost:
                 adds.append(("llm_cache_cost_avoided_usd", (provider, label), cost))
-            summary.hit_adds, summary.hit_for = adds, (provider, model)
+            summary.hit_adds, summary.hit_for = adds, served_as
         self._bump(adds)
 
     def _provider_cached(self, provider: str, model: str | None, usage: Usage) -> None:
@@ -672,7 +680,7 @@ class _Summary:
             ),
         )
         self.hit_adds: list[tuple[str, tuple[str, ...], float]] | None = None
-        self.hit_for: tuple[str, str | None] | None = None
+        self.hit_for: tuple[str, str | None, str] | None = None
 
 
 def sdk_telemetry(span_exporter: Any = None, metric_reader: Any = None, **options: Any) -> Telemetry:

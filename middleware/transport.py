@@ -21,9 +21,13 @@ from .loop_thread import LoopThread
 _HEADER = "x-cache"
 
 
+_LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
+
+
 def _library(request: Any) -> ModuleType:
     """`httpx2` or `httpx`, whichever built this request."""
-    return sys.modules[type(request).__module__.partition(".")[0]]
+    lib = _LIBRARIES.get(type(request))
+    return lib if lib is not None else sys.modules[type(request).__module__.partition(".")[0]]
 
 
 def _query(request: Any) -> str:
