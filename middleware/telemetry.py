@@ -20,7 +20,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,6 +45,8 @@ MAX_MODELS = 200
 
 _KINDS = {"client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL}
 _USAGE_MEMO = 4096
+_SETTLE_AT = 256
+"""Queued counter additions (and durations) a writer lets pile up before folding them in itself."""
 
 
 # -- pricing -----------------------------------------------------------------------------------
@@ -155,6 +158,7 @@ class TelemetryCollector:
 
         t = self._t
         with t._lock:
+            t._settle()
             lookup = {k: (h.cumulative(), h.sum) for k, h in t._lookup_hist.items()}
             store = {k: (h.cumulative(), h.sum) for k, h in t._store_hist.items()}
             simple = {name: dict(values) for name, values in t._counters.items()}
@@ -477,6 +481,8 @@ class Telemetry:
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
+        self._pending: deque[Sequence[tuple[str, tuple[str, ...], float]]] = deque()
+        self._timings: deque[tuple[dict[str, _Histogram], str, float]] = deque()
         self._models: set[str] = set()
         self._usage_memo: dict[tuple[str, float], _Summary | None] = {}
         self._warned_at = float("-inf")
@@ -517,11 +523,11 @@ class Telemetry:
         """Record one store operation's duration; mark its child span failed if it raised."""
         elapsed = time.perf_counter() - started
         store = self.store_name
-        with self._lock:
-            hist = hists.get(store)
-            if hist is None:
-                hist = hists[store] = _Histogram(LOOKUP_BUCKETS)
-            hist.observe(elapsed)
+        timings = self._timings
+        timings.append((hists, store, elapsed))
+        if len(timings) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
         instrument.record(elapsed, self._attributes(("store",), (store,)))
         if span is not None and error is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
@@ -561,6 +567,7 @@ class Telemetry:
     def snapshot(self) -> dict[str, Any]:
         """Plain copies of the counters (for `llm-cache stats` and tests)."""
         with self._lock:
+            self._settle()
             return {name: dict(values) for name, values in self._counters.items()}
 
     # -- internals ----------------------------------------------------------------------------------
@@ -588,26 +595,42 @@ class Telemetry:
 
     def _add(self, name: str, labels: tuple[str, ...], value: float) -> None:
         """Add to one counter (read by both the OTel observable counter and the Prometheus collector)."""
-        with self._lock:
-            values = self._counters[name]
-            values[labels] = values.get(labels, 0) + value
+        self._bump(((name, labels, value),))
 
     def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         names = _COUNTERS[name][0]
 
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             with self._lock:
+                self._settle()
                 values = list(self._counters[name].items())
             return [Observation(value, self._attributes(names, labels)) for labels, value in values]
 
         return observe
 
-    def _bump(self, adds: list[tuple[str, tuple[str, ...], float]]) -> None:
-        """Several counter additions under one lock acquisition."""
-        with self._lock:
-            for name, labels, value in adds:
-                values = self._counters[name]
+    def _bump(self, adds: Sequence[tuple[str, tuple[str, ...], float]]) -> None:
+        """Queue counter additions. `deque.append` is atomic, so the request path takes no lock:
+        readers (and every `_SETTLE_AT` additions, the writer) fold the queue into the counters."""
+        pending = self._pending
+        pending.append(adds)
+        if len(pending) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
+
+    def _settle(self) -> None:
+        """Fold queued counter additions and durations in; the caller holds the lock."""
+        pending, counters = self._pending, self._counters
+        while pending:
+            for name, labels, value in pending.popleft():
+                values = counters[name]
                 values[labels] = values.get(labels, 0) + value
+        timings = self._timings
+        while timings:
+            hists, store, elapsed = timings.popleft()
+            hist = hists.get(store)
+            if hist is None:
+                hist = hists[store] = _Histogram(LOOKUP_BUCKETS)
+            hist.observe(elapsed)
 
     def _summary(self, entry: Entry, endpoint: Endpoint) -> _Summary | None:
         """What a stored body says (usage, response model and id), memoised per entry so hits parse once."""
