@@ -172,8 +172,11 @@ class CacheConfig(_Model):
     ignored_fields: list[str] = Field(default_factory=list)
     key_builder: str | None = Field(default=None, description="Dotted path 'package.module:function'.")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    distributed_lock: bool = Field(default=True, description="Cross-pod single-flight on stores that can lock.")
+    lock_ttl: float = 30.0
+    lock_wait: float = 30.0
 
-    @field_validator("ttl", "scope")
+    @field_validator("ttl", "scope", "lock_ttl", "lock_wait")
     @classmethod
     def _engine_rules(cls, value: Any, info: ValidationInfo) -> Any:
         """The engine's own field validators, so a file and `Cache(...)` refuse the same values."""
@@ -367,7 +370,7 @@ def detect_dialect(data: Mapping[str, Any], where: str = "<config>") -> str:
 
 _GUIDE_TOP = {"cache_responses", "caching", "proxy", "model_list", "router"}
 _GUIDE_CACHING = {"type", "host", "port", "password", "url", "ttl", "key_prefix", "l1", "l2",
-                  "similarity_threshold", "params", "key_builder"}
+                  "similarity_threshold", "params", "key_builder", "distributed_lock", "lock_ttl", "lock_wait"}
 _GUIDE_TYPES = {"in-memory": "memory", "memory": "memory", "local": "memory", "disk": "disk", "redis": "redis",
                 "s3": "s3", "dual_cache": "tiered"}
 _SEMANTIC = "semantic caching is not available in this version of llm-cache-middleware"
@@ -446,7 +449,7 @@ def _from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[s
         ttl = block["l2"].get("ttl")
     if ttl is not None:
         cache["ttl"] = ttl
-    for name in ("key_prefix", "key_builder"):
+    for name in ("key_prefix", "key_builder", "distributed_lock", "lock_ttl", "lock_wait"):
         if block.get(name) is not None:
             cache[name] = block[name]
     out: dict[str, Any] = {"cache": cache}
@@ -733,7 +736,9 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
     try:
         return Cache(store, ttl=settings.ttl, key_prefix=settings.key_prefix, scope=settings.scope,
                      mode=settings.mode, ignored_fields=tuple(settings.ignored_fields),
-                     key_builder=settings.key_builder, max_body_bytes=settings.max_body_bytes)
+                     key_builder=settings.key_builder, max_body_bytes=settings.max_body_bytes,
+                     distributed_lock=settings.distributed_lock, lock_ttl=settings.lock_ttl,
+                     lock_wait=settings.lock_wait)
     except ValidationError as error:
         raise ConfigError(_describe(error, "cache", "native")) from None
 

@@ -46,7 +46,7 @@ from .keys import (
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
-from .stores.base import Store
+from .stores.base import LockingStore, Store
 from .stores.memory import MemoryStore
 from .telemetry import Call, Telemetry
 
@@ -56,6 +56,9 @@ CACHE_HEADER = "x-cache"
 KEY_HEADER = "x-cache-key"
 _MEMO_LIMIT = 1024
 """Most distinct request paths whose route a Cache remembers (and credentials whose scope hash it does)."""
+_LOCK_POLL_FIRST = 0.005
+_LOCK_POLL_MAX = 0.1
+"""Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
 
 
 class Outcome(str, Enum):
@@ -85,6 +88,13 @@ class CacheSettings(BaseModel):
     )
     coalesce: bool = True
     coalesce_timeout: float = Field(120.0, gt=0)
+    distributed_lock: bool = Field(
+        True, description="With a store that can lock (Redis), one pod per key goes upstream; the others wait."
+    )
+    lock_ttl: float = Field(30.0, gt=0, description="Seconds a pod's lock on a key lives if it is never released.")
+    lock_wait: float = Field(
+        30.0, gt=0, description="Most seconds a miss waits for another pod's answer before going upstream itself."
+    )
     cacheable_statuses: frozenset[int] = frozenset({200})
 
     @field_validator("ttl")
@@ -119,6 +129,10 @@ class CacheStats:
     not_stored: int = 0
     store_errors: int = 0
     coalesced: int = 0
+    lock_waits: int = 0
+    """Misses that found another pod holding the key's lock and waited for its answer."""
+    lock_hits: int = 0
+    """Of those, the ones answered from the entry the other pod stored."""
     invalid_entries: int = 0
     oversized: int = 0
 
@@ -183,6 +197,8 @@ class Lookup:
     coalesced: bool = False
     store_error: bool = False
     flight: _Flight | None = None
+    lock: str | None = None
+    """The token of this pod's distributed lock on the key, while this call leads it upstream."""
 
 
 @dataclass(slots=True)
@@ -226,6 +242,10 @@ class Cache:
         self.stats = CacheStats()
         self._key_builder: KeyBuilder | None = self.settings.key_builder
         self._flights: dict[str, _Flight] = {}
+        self._locker: LockingStore | None = None
+        """The store, when it can lock keys across pods (checked once here, not per request)."""
+        if self.settings.distributed_lock and isinstance(self.store, LockingStore):
+            self._locker = self.store
         self._routes: dict[str, Route | None] = {}
         self._scopes: dict[str, str] = {}
         ignored = self.settings.ignored_fields
@@ -376,7 +396,91 @@ class Cache:
         if flight is None and not policy.no_store:
             lookup.flight = _Flight(request.key, loop)
             self._flights[request.key] = lookup.flight
+            if self._locker is not None and not lookup.store_error and not policy.only_if_cached:
+                return await self._lead(self._locker, request, lookup)
         return self._count(lookup, request)
+
+    async def _lead(self, locker: LockingStore, request: CacheRequest, lookup: Lookup) -> Lookup:
+        """Distributed single-flight for this process's leader of a miss.
+
+        Take the key's lock in the store and go upstream (`lookup.lock` holds the token until the
+        Recorder releases it). If another pod holds the lock, poll the store with a doubling delay
+        for the entry it will write, at most `lock_wait` seconds; when the lock frees up without an
+        entry (its holder failed, or its lock expired) take it over. Any store error: go upstream.
+        """
+        try:
+            entry, waited = await self._wait_or_lock(locker, request, lookup)
+        except BaseException:  # cancelled while waiting: release this process's waiters and the lock
+            self._land(lookup.flight, None)
+            await asyncio.shield(asyncio.ensure_future(self._unlock(request.key, lookup)))
+            raise
+        if entry is None:
+            return self._count(lookup, request)
+        if waited:
+            self.stats.lock_hits += 1
+        self._land(lookup.flight, entry)  # this process's coalesced waiters get it too
+        return self._count(Lookup(Outcome.HIT, entry, coalesced=True), request)
+
+    async def _wait_or_lock(
+        self, locker: LockingStore, request: CacheRequest, lookup: Lookup
+    ) -> tuple[Entry | None, bool]:
+        """(the entry another pod stored, whether we waited for it), or (None, _) to go upstream."""
+        key = request.key
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.lock_wait
+        delay = _LOCK_POLL_FIRST
+        waited = False
+        while True:
+            try:
+                lookup.lock = await locker.try_lock(key, settings.lock_ttl)
+                if lookup.lock is not None:
+                    # the holder may have stored and unlocked between our read and our lock: look again
+                    entry = await self._poll(request)
+                    if entry is not None:
+                        await self._unlock(key, lookup)
+                    return entry, waited
+            except Exception as error:  # fail open (a lock we got is released by the Recorder)
+                self._store_failed("lock", error)
+                return None, waited
+            if not waited:
+                waited = True
+                self.stats.lock_waits += 1
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None, waited
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, _LOCK_POLL_MAX)
+            try:
+                entry = await self._poll(request)
+            except Exception as error:  # fail open
+                self._store_failed("get", error)
+                return None, waited
+            if entry is not None:
+                return entry, waited
+
+    async def _poll(self, request: CacheRequest) -> Entry | None:
+        """The usable entry for `request` another pod may have stored (store errors propagate)."""
+        data = await self.store.get(request.key)
+        if data is None:
+            return None
+        try:
+            entry = unpack(data)
+        except EntryError:
+            return None  # the next leader's read deletes it
+        if entry.fingerprint != request.key or not self._fresh_enough(entry, request.policy):
+            return None
+        return entry
+
+    async def _unlock(self, key: str, lookup: Lookup) -> None:
+        """Release the call's distributed lock, if it holds one (never raises: it expires anyway)."""
+        token, lookup.lock = lookup.lock, None
+        if token is None or self._locker is None:
+            return
+        try:
+            await self._locker.unlock(key, token)
+        except Exception as error:
+            self._store_failed("unlock", error)
 
     async def _read(self, request: CacheRequest) -> Lookup:
         key = request.key
@@ -642,6 +746,8 @@ class Recorder:
             if self._lookup.outcome is not Outcome.BYPASS:
                 self._cache.stats.not_stored += 1
             self._complete_call(None, False)
+            if self._lookup.lock is not None:
+                await asyncio.shield(asyncio.ensure_future(self._cache._unlock(self._request.key, self._lookup)))
             return False
         return await asyncio.shield(asyncio.ensure_future(self._write(entry)))
 
@@ -653,6 +759,8 @@ class Recorder:
                 self._why = "store write failed"
         finally:
             self._complete_call(entry, stored)
+            if self._lookup.lock is not None:  # after the write: a pod that takes the lock next finds the entry
+                await self._cache._unlock(self._request.key, self._lookup)
         return stored
 
     def _complete_call(self, entry: Entry | None, stored: bool) -> None:
@@ -671,6 +779,8 @@ class Recorder:
         self._cache._land(self._lookup.flight, None)
         if self._request.call is not None:
             self._request.call.failed(sys.exc_info()[1])
+        if self._lookup.lock is not None:
+            await asyncio.shield(asyncio.ensure_future(self._cache._unlock(self._request.key, self._lookup)))
 
     def _entry(self, exhausted: bool) -> Entry | None:
         if self._assembler is not None:

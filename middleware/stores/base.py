@@ -41,6 +41,19 @@ class BatchStore(Store, Protocol):
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None) -> None: ...
 
 
+@runtime_checkable
+class LockingStore(Store, Protocol):
+    """A shared store that can lock a key across processes (distributed single-flight).
+
+    `try_lock` returns a token when the caller now owns the lock on `key` (it expires by itself
+    after `ttl` seconds), None when someone else holds it; `unlock` releases it only for the owner.
+    """
+
+    async def try_lock(self, key: str, ttl: float) -> str | None: ...
+
+    async def unlock(self, key: str, token: str) -> bool: ...
+
+
 async def get_many(store: Store, keys: Sequence[str]) -> list[bytes | None]:
     """Batch get through the store's own batch form when it has one."""
     batch = getattr(store, "get_many", None)

@@ -297,6 +297,7 @@ class RedisClusterStore(RedisStore):
         if not nodes and url is None:
             nodes.append((self.host, self.port))
         self.startup_nodes = nodes
+        self._initialized: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _make_client(self) -> Any:
         options = self._common_options()
@@ -321,6 +322,16 @@ class RedisClusterStore(RedisStore):
         options = self._common_options()
         options["socket_timeout"] = None
         return aioredis.Redis(host=host, port=port, ssl=self.ssl, **options)
+
+    async def _call(self, operation: Callable[[Any], Awaitable[T]], what: str) -> T:
+        client = self.client()
+        if client not in self._initialized:
+            # redis-py resolves a command's slot before it initialises a cold client, and a burst of
+            # first calls then races on half-made connections (AttributeError, "connection closed").
+            # Initialising first is lock-guarded and idempotent, so a burst waits for one set-up.
+            await self.breaker.call(client.initialize, FAILURES, what)
+            self._initialized.add(client)
+        return await self.breaker.call(lambda: operation(client), FAILURES, what)
 
     async def _mget(self, client: Any, keys: list[str]) -> list[bytes | None]:
         return await client.mget_nonatomic(keys)  # type: ignore[no-any-return]

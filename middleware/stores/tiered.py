@@ -18,11 +18,12 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
 
-from .base import Store
+from .base import LockingStore, Store
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class TieredStore:
     Redis store. With no bus (e.g. an S3 L2), invalidations only reach this process's L1 and other
     pods may serve a deleted entry for up to `l1_max_ttl` seconds.
     """
+
+    try_lock: Callable[[str, float], Awaitable[str | None]]
+    """L2's `try_lock`, set only when L2 has one (so `hasattr` tells whether this store can lock)."""
+    unlock: Callable[[str, str], Awaitable[bool]]
 
     def __init__(
         self,
@@ -56,6 +61,10 @@ class TieredStore:
         self.channel = channel
         self.bus: Any = bus if bus is not None else (l2 if hasattr(l2, "pubsub_client") else None)
         self.invalidate_on_set = invalidate_on_set
+        if isinstance(l2, LockingStore):
+            # distributed single-flight locks live in the shared level (absent when L2 cannot lock)
+            self.try_lock = l2.try_lock
+            self.unlock = l2.unlock
         self.name = name or f"tiered:{l1.name}+{l2.name}"
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # bumped on every invalidation seen; a back-fill is skipped if one arrived during the L2 read

@@ -133,6 +133,7 @@ def test_missing_env_var_is_named(tmp_path: Path, reference: str) -> None:
         ("cache:\n  ttl: soon\n", "cache.ttl", "number"),
         ("cache:\n  scope: tenant\n", "cache.scope", "'credential', 'shared' or 'header:<name>'"),
         ("cache:\n  mode: always\n", "cache.mode", "'default' or 'opt_in'"),
+        ("cache:\n  lock_wait: 0\n", "cache.lock_wait", "greater than 0"),
         ("cache:\n  key_builder: nowhere_module:build\n", "cache.key_builder", "nowhere_module"),
         ("cache:\n  store: {type: s3}\n", "cache.store.bucket", "required"),
         ("cache:\n  store: {type: tiered, l2: {type: redis, prot: 1}}\n", "cache.store.l2.prot", "port"),
@@ -179,6 +180,17 @@ def test_build_cache_from_settings(tmp_path: Path) -> None:
     assert (cache.settings.ttl, cache.settings.key_prefix, cache.settings.scope) == (30, "p:", "shared")
     assert cache.settings.ignored_fields == ("seed",)
     assert build_cache(CacheConfig(), store=MemoryStore()).store.name == "memory"
+
+
+def test_distributed_single_flight_settings_in_the_native_and_guide_dialects() -> None:
+    native = parse_config({"cache": {"store": {"type": "redis"}, "lock_ttl": 10, "lock_wait": 2.5}})
+    guide = parse_config({"caching": {"type": "redis", "lock_ttl": 10, "lock_wait": 2.5}})
+    off = parse_config({"cache": {"store": {"type": "redis"}, "distributed_lock": False}})
+    for config in (native, guide):
+        settings = build_cache(config, store=MemoryStore()).settings
+        assert (settings.distributed_lock, settings.lock_ttl, settings.lock_wait) == (True, 10, 2.5)
+    assert build_cache(off, store=MemoryStore()).settings.distributed_lock is False
+    assert CacheConfig().lock_wait == build_cache(CacheConfig(), store=MemoryStore()).settings.lock_wait == 30
 
 
 def test_build_store_from_mapping_and_missing_class(monkeypatch: pytest.MonkeyPatch) -> None:

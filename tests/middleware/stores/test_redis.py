@@ -283,6 +283,16 @@ async def test_single_flight_lock_primitive(kind: str, request: pytest.FixtureRe
         await store.close()
 
 
+async def test_a_cold_cluster_store_serves_a_burst_of_first_calls(redis_cluster: Any) -> None:
+    """A pod's first requests arrive together: none may fail while the cluster client sets itself up."""
+    store = RedisClusterStore(startup_nodes=redis_cluster.startup_nodes, prefix=unique_prefix(), **SLACK)
+    try:
+        await asyncio.gather(*(store.set(f"k:{i}", b"v", 60) for i in range(50)))
+        assert await asyncio.gather(*(store.get(f"k:{i}") for i in range(50))) == [b"v"] * 50
+    finally:
+        await store.close()
+
+
 async def test_outage_under_load_fails_fast_and_recovers_within_5s(redis_factory: Any) -> None:
     """Store level of the issue's kill-Redis-under-load check, with the default breaker settings."""
     server = redis_factory()

@@ -223,3 +223,17 @@ async def test_invalidation_over_cluster_and_sentinel(redis_cluster: Any, redis_
         finally:
             await a.close()
             await b.close()
+
+
+async def test_a_tiered_store_locks_in_its_shared_level_only_when_that_level_can(redis_server: Any) -> None:
+    prefix = unique_prefix()
+    first, second = await pair(redis_server.url, prefix)
+    try:
+        token = await first.try_lock("k", 5.0)
+        assert token is not None
+        assert await second.try_lock("k", 5.0) is None  # another pod sees the lock through L2
+        assert await first.unlock("k", token)
+    finally:
+        await first.close()
+        await second.close()
+    assert not hasattr(TieredStore(MemoryStore(), MemoryStore()), "try_lock")
