@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install system-deps lint bench clean
+.PHONY: test demo install system-deps lint bench dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/hit_path.py
+
+# docs/img/dashboard.png: examples/grafana-dashboard.json drawn from a 60 s offline gateway run.
+dashboard: install
+	$(BIN)/python examples/render_dashboard.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

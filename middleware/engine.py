@@ -237,7 +237,7 @@ class Cache:
         self.settings = CacheSettings(**settings)
         self.store: Store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
-        self.telemetry.store_name = self.store.name
+        self.telemetry.watch_store(self.store)
         self.endpoints = endpoints
         self.stats = CacheStats()
         self._key_builder: KeyBuilder | None = self.settings.key_builder

@@ -154,7 +154,7 @@ class TelemetryCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         t = self._t
         with t._lock:
@@ -177,6 +177,12 @@ class TelemetryCollector:
             for label_values, value in values.items():
                 counter.add_metric(label_values, value)
             yield counter
+        sizes = _store_sizes(t.store)
+        for column, (name, (gauge_help, _, _)) in enumerate(_GAUGES.items()):
+            gauge = GaugeMetricFamily(name, gauge_help, labels=("store",))
+            for label, size in sizes:
+                gauge.add_metric((label,), size[column])
+            yield gauge
 
 
 # Prometheus name -> (labels, help, OTel instrument name, unit)
@@ -226,6 +232,36 @@ _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
         "{token}",
     ),
 }
+
+
+# Prometheus name -> (help, OTel instrument name, unit); values are (entries, bytes) from `_store_sizes`, in this order
+_GAUGES: dict[str, tuple[str, str, str]] = {
+    "llm_cache_store_entries": ("Entries the store holds now.", "llm_cache.store.entries", "{entry}"),
+    "llm_cache_store_size_bytes": ("Bytes the store holds now.", "llm_cache.store.size", "By"),
+}
+
+
+def _store_sizes(store: Any) -> list[tuple[str, tuple[int, int]]]:
+    """`(store label, (entries, bytes))` held now by the stores that know it cheaply, read at collection.
+
+    A store tells with a `current_size() -> (entries, bytes)` method (MemoryStore, DiskStore). A
+    store with an `l1` level (TieredStore) reports that level as `"<its name>/l1"`: the shared
+    level's size is not cheap to know. A store that fails to tell is left out of that collection.
+    """
+    if store is None:
+        return []
+    label = store.name
+    current = getattr(store, "current_size", None)
+    if current is None and getattr(store, "l1", None) is not None:
+        label, current = f"{label}/l1", getattr(store.l1, "current_size", None)
+    if not callable(current):
+        return []
+    try:
+        entries, size = current()
+    except Exception:  # a size is never worth failing a scrape over
+        logger.debug("store %s could not tell its size", label, exc_info=True)
+        return []
+    return [(label, (int(entries), int(size)))]
 
 
 # -- the per-call object -------------------------------------------------------------------------
@@ -475,6 +511,12 @@ class Telemetry:
             meter.create_observable_counter(
                 otel_name, callbacks=[self._observer(name)], unit=unit, description=help_text
             )
+        self.store: Any = None
+        """The store whose current size the size gauges report (set by `watch_store`)."""
+        for column, (help_text, otel_name, unit) in enumerate(_GAUGES.values()):
+            meter.create_observable_gauge(
+                otel_name, callbacks=[self._size_observer(column)], unit=unit, description=help_text
+            )
 
         self._lock = threading.Lock()
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
@@ -605,6 +647,17 @@ class Telemetry:
                 self._settle()
                 values = list(self._counters[name].items())
             return [Observation(value, self._attributes(names, labels)) for labels, value in values]
+
+        return observe
+
+    def watch_store(self, store: Any) -> None:
+        """Label durations with `store`'s name and report its current size (the Cache calls this)."""
+        self.store_name = store.name
+        self.store = store
+
+    def _size_observer(self, column: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(size[column], {"store": label}) for label, size in _store_sizes(self.store)]
 
         return observe
 

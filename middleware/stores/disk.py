@@ -54,3 +54,7 @@ class DiskStore:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._cache.close)
+
+    def current_size(self) -> tuple[int, int]:
+        """Entries and on-disk bytes (database pages plus value files) now, from diskcache's own tallies."""
+        return len(self._cache), int(self._cache.volume())

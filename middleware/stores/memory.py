@@ -34,6 +34,11 @@ class MemoryStore:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def current_size(self) -> tuple[int, int]:
+        """Entries and value bytes held now, expired ones not yet evicted included (read by the size gauges)."""
+        with self._lock:
+            return len(self._data), self._bytes
+
     def get_now(self, key: str) -> bytes | None:
         """Synchronous read: the memory store never blocks."""
         with self._lock:

@@ -326,6 +326,33 @@ def test_metrics_match_the_workload(gateway: Gateway) -> None:
     assert len(names) == len(set(names))  # no metric exported twice
 
 
+def test_metrics_show_the_current_store_size(gateway: Gateway) -> None:
+    def scrape() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        for family in text_string_to_metric_families(httpx2.get(f"{gateway.url}/metrics", timeout=5).text):
+            for sample in family.samples:
+                out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+        return out
+
+    memory = (("store", "memory"),)
+    assert scrape()["llm_cache_store_entries"] == {memory: 0}
+    client = gateway.openai()
+    for content in ("What are your opening hours?", "Do you ship abroad?", "What are your opening hours?"):
+        chat(client, content)  # miss, miss, hit
+    metrics = scrape()
+    assert metrics["llm_cache_store_entries"] == {memory: 2}
+    assert metrics["llm_cache_store_size_bytes"] == metrics["llm_cache_stored_bytes_total"]  # nothing evicted yet
+
+    chat(client, "Do you ship abroad?", extra_headers={"cache-control": "no-cache"})  # refresh: overwrites
+    metrics = scrape()
+    assert metrics["llm_cache_stored_entries_total"] == {memory: 3}  # writes, the overwrite included
+    assert metrics["llm_cache_store_entries"] == {memory: 2}  # held now
+    assert gateway.admin("POST", "/cache/flush", json={"all": True}).status_code == 200
+    metrics = scrape()
+    assert metrics["llm_cache_store_entries"] == {memory: 0}
+    assert metrics["llm_cache_store_size_bytes"] == {memory: 0}
+
+
 # -- one store, two ways in -----------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -24,6 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from middleware import AsyncCachingTransport, Cache, CachingTransport
+from middleware.stores import DiskStore, MemoryStore, TieredStore
 from middleware.telemetry import Pricing, Telemetry
 from tests.support.stores import DeadStore
 
@@ -568,6 +570,86 @@ async def test_coalesced_waits_are_counted(recorded: Recorded) -> None:
     assert recorded.metrics()["llm_cache.coalesced"] == {frozenset(): 2}
     hits = [s for s in recorded.calls() if (s.attributes or {})["llm_cache.result"] == "hit"]
     assert all((s.attributes or {})["llm_cache.coalesced"] is True for s in hits)
+
+
+# -- current store size ------------------------------------------------------------------------------------
+
+
+def sizes(rec: Recorded) -> tuple[dict[str, float], dict[str, float]]:
+    """(entries, bytes) by store label from the OTel gauges, then checked against the Prometheus view."""
+    metrics = rec.metrics()
+    otel = tuple(
+        {dict(labels)["store"]: value for labels, value in metrics.get(name, {}).items()}
+        for name in ("llm_cache.store.entries", "llm_cache.store.size")
+    )
+    families = {f.name: f for f in text_string_to_metric_families(rec.telemetry.prometheus_text().decode())}
+    prometheus = tuple(
+        {s.labels["store"]: s.value for s in families[name].samples}
+        for name in ("llm_cache_store_entries", "llm_cache_store_size_bytes")
+    )
+    assert families["llm_cache_store_entries"].type == "gauge"
+    assert prometheus == otel
+    return otel
+
+
+async def test_store_size_gauges_follow_writes_evictions_and_clears(recorded: Recorded) -> None:
+    store = MemoryStore(max_entries=2)
+    cache = Cache(store, telemetry=recorded.telemetry)
+    client = async_openai(cache, Upstream())
+    assert sizes(recorded) == ({"memory": 0}, {"memory": 0})
+
+    def written() -> float:
+        return recorded.telemetry.snapshot()["llm_cache_stored_bytes"][("memory",)]
+
+    await ask(client)  # miss, stored
+    first = written()
+    await ask(client, messages=[{"role": "user", "content": "And of Spain?"}])  # miss, stored
+    await ask(client)  # hit: the first entry is now the most recently used
+    before = written()
+    await ask(client, messages=[{"role": "user", "content": "And of Italy?"}])  # miss, stored; evicts "Spain"
+    third = written() - before
+    assert sizes(recorded) == ({"memory": 2}, {"memory": first + third})
+    # the write counters keep counting what was written; the gauges say what is held now
+    assert recorded.telemetry.snapshot()["llm_cache_stored_entries"] == {("memory",): 3}
+
+    await store.clear()
+    assert sizes(recorded) == ({"memory": 0}, {"memory": 0})
+
+
+async def test_store_size_of_disk_and_tiered_l1_stores(tmp_path: Path) -> None:
+    disk = Recorded()
+    cache = Cache(DiskStore(tmp_path / "disk"), telemetry=disk.telemetry)
+    client = async_openai(cache, Upstream())
+    await ask(client)
+    await ask(client, messages=[{"role": "user", "content": "And of Spain?"}])
+    entries, size = sizes(disk)
+    assert entries == {"disk": 2}
+    assert size["disk"] > disk.telemetry.snapshot()["llm_cache_stored_bytes"][("disk",)]  # pages + files
+    await cache.close()
+
+    tiered = Recorded()
+    store = TieredStore(MemoryStore(), DiskStore(tmp_path / "l2"))
+    cache = Cache(store, telemetry=tiered.telemetry)
+    client = async_openai(cache, Upstream())
+    await ask(client)
+    written = tiered.telemetry.snapshot()["llm_cache_stored_bytes"][("tiered:memory+disk",)]
+    # only the per-pod L1, labelled as such: the shared level's size is not cheap to know
+    assert sizes(tiered) == ({"tiered:memory+disk/l1": 1}, {"tiered:memory+disk/l1": written})
+    await cache.close()
+
+
+def test_a_store_without_a_size_reports_none_and_a_failing_one_is_skipped() -> None:
+    rec = Recorded()
+    Cache(DeadStore(), telemetry=rec.telemetry)
+    assert sizes(rec) == ({}, {})
+
+    class Broken(MemoryStore):
+        def current_size(self) -> tuple[int, int]:
+            raise OSError("gone")
+
+    rec = Recorded()
+    Cache(Broken(), telemetry=rec.telemetry)
+    assert sizes(rec) == ({}, {})
 
 
 # -- pricing and defaults ----------------------------------------------------------------------------------
