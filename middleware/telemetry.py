@@ -310,7 +310,6 @@ class Call:
         self.attrs: dict[str, Any] | None = None
         """Attributes gathered during the call, set on the span in one go when it ends."""
         if self.recording:
-            self.ctx = trace.set_span_in_context(span)
             self.attrs = {
                 "gen_ai.operation.name": endpoint.operation,
                 "gen_ai.provider.name": self.provider,
@@ -332,8 +331,14 @@ class Call:
         if not self.recording or not self._t.store_spans:
             return None
         return self._t.tracer.start_span(
-            name, context=self.ctx, kind=SpanKind.INTERNAL, attributes={"llm_cache.store": self._t.store_name}
+            name, context=self._context(), kind=SpanKind.INTERNAL, attributes={"llm_cache.store": self._t.store_name}
         )
+
+    def _context(self) -> Any:
+        """The context whose current span is this call's span (made on first use: only children need it)."""
+        if self.ctx is None:
+            self.ctx = trace.set_span_in_context(self.span)
+        return self.ctx
 
     # the decision -----------------------------------------------------------------------------
 
