@@ -20,7 +20,7 @@ import openai
 import pytest
 import redis as syncredis
 
-from middleware import AsyncCachingTransport, Cache
+from middleware import AsyncCachingTransport, Cache, CachingTransport
 from middleware.stores import MemoryStore, RedisClusterStore, RedisStore, TieredStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.support.pod import Pod, first_to
@@ -197,6 +197,47 @@ async def test_a_pod_that_finds_the_key_locked_waits_and_is_answered_from_the_sh
     assert waited["id"] == led["id"]
     assert fake_provider.count(CHAT) == 1
     assert (second.stats.lock_waits, second.stats.lock_hits) == (1, 1)
+
+
+async def test_a_sync_client_waits_on_another_pods_lock_and_is_answered_from_the_shared_store(
+    fake_provider: Any, pods: list[Any], redis_server: Any
+) -> None:
+    prefix = unique_prefix()
+    first = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url)
+    pods.append(first)
+    cache = Cache(RedisStore(redis_server.url, prefix=prefix, **SLACK))
+    transport = CachingTransport(cache=cache)
+    client = openai.OpenAI(
+        api_key="sk-pod",
+        base_url=fake_provider.openai_base_url,
+        http_client=httpx2.Client(transport=transport),
+        max_retries=0,
+        timeout=30,
+    )
+
+    def ask_sync() -> dict[str, Any]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}]
+        )
+        return {"status": raw.status_code, "x_cache": raw.headers.get("x-cache"), "id": raw.parse().id}
+
+    try:
+        fake_provider.hold()
+        try:
+            leading = asyncio.ensure_future(first.ask())
+            await asyncio.to_thread(fake_provider.wait_for_in_flight, 1, 10)
+            waiting = asyncio.ensure_future(asyncio.to_thread(ask_sync))
+            await until(lambda: cache.stats.lock_waits == 1, 10, "the sync client waiting on the first pod's lock")
+        finally:
+            fake_provider.release()
+        led, waited = await asyncio.gather(leading, waiting)
+    finally:
+        client.close()
+
+    assert (led["x_cache"], waited["x_cache"]) == ("MISS", "HIT")
+    assert waited["id"] == led["id"]
+    assert fake_provider.count(CHAT) == 1
+    assert cache.stats.lock_hits == 1
 
 
 async def test_a_leader_whose_upstream_call_fails_releases_the_lock_and_a_waiter_goes_upstream_at_once(
