@@ -9,8 +9,8 @@ ratio between the two. Key computation is timed alone for 1 KB, 10 KB and
 
 `--redis` starts a private `redis-server` on a free port (no persistence; stopped at the end) and
 adds Redis and TieredStore (L1) hits next to a memory hit, plus `RedisStore.get` next to a raw
-`redis.asyncio` GET of the same entry. `--telemetry` adds memory hits with `sdk_telemetry()` and
-`sdk_telemetry(store_spans=False)`.
+`redis.asyncio` GET of the same entry. `--telemetry` adds memory hits with `sdk_telemetry()`,
+`sdk_telemetry(store_spans=False)` and `sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)))`.
 """
 
 from __future__ import annotations
@@ -118,10 +118,14 @@ async def client_rows(n: int, telemetry: bool) -> list[Row]:
     calls = [("floor: httpx2 client + no-op transport (1 KB)", poster(floor_client))]
     variants: list[tuple[str, Telemetry | None]] = [("memory hit via AsyncCachingTransport (1 KB)", None)]
     if telemetry:
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
         from middleware.telemetry import sdk_telemetry
 
+        one_in_ten = ParentBased(TraceIdRatioBased(0.1))
         variants += [("memory hit + sdk_telemetry() (1 KB)", sdk_telemetry()),
-                     ("memory hit + sdk_telemetry(store_spans=False) (1 KB)", sdk_telemetry(store_spans=False))]
+                     ("memory hit + sdk_telemetry(store_spans=False) (1 KB)", sdk_telemetry(store_spans=False)),
+                     ("memory hit + sdk_telemetry(sampler=1 in 10) (1 KB)", sdk_telemetry(sampler=one_in_ten))]
     for name, telemetry_ in variants:
         cache, client = await cached_client(MemoryStore(max_entries=10_000), telemetry_)
         caches.append(cache)
@@ -248,7 +252,7 @@ def main() -> None:
     parser.add_argument("--redis", action="store_true",
                         help="also Redis and TieredStore hits, on a private redis-server started for the run")
     parser.add_argument("--telemetry", action="store_true",
-                        help="also memory hits with sdk_telemetry() and sdk_telemetry(store_spans=False)")
+                        help="also memory hits with sdk_telemetry(): all spans, no store spans, 1 in 10 sampled")
     args = parser.parse_args()
     rows = asyncio.run(client_rows(args.requests, args.telemetry))
     rows += key_rows(args.requests)

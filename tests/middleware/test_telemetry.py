@@ -675,6 +675,31 @@ async def test_without_an_sdk_nothing_records_and_hits_still_work() -> None:
     assert noop.snapshot()["llm_cache_requests"][("hit", "openai", "gpt-4o-mini", "exact")] == 1
 
 
+async def test_unsampled_calls_make_no_spans_and_still_count() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry = Telemetry(tracer_provider=tracer_provider)
+    client = async_openai(Cache(telemetry=telemetry), Upstream())
+
+    assert [(await ask(client)).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert spans.get_finished_spans() == ()
+    requests = telemetry.snapshot()["llm_cache_requests"]
+    assert requests[("miss", "openai", "gpt-4o-mini", "none")] == 1
+    assert requests[("hit", "openai", "gpt-4o-mini", "exact")] == 1
+
+
+def test_sdk_telemetry_takes_a_sampler() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from middleware.telemetry import sdk_telemetry
+
+    assert sdk_telemetry().tracer.start_span("sampled").is_recording()
+    assert not sdk_telemetry(sampler=ALWAYS_OFF).tracer.start_span("unsampled").is_recording()
+
+
 def test_model_label_cardinality_is_capped() -> None:
     from middleware import telemetry as module
 
