@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # Debian packages for the real servers the tests start (redis-server, memcached).
 system-deps:
-	@bash scripts/system-deps.sh
+	@bash .ci/system-deps.sh
 
 test: system-deps install
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)

@@ -2,7 +2,7 @@
 
 Every server is a child process started with `subprocess`, polled for readiness against a deadline
 and stopped by pid when the session ends. A missing binary is a test failure that says how to
-install it (`make test` runs `scripts/system-deps.sh`), never a silent skip.
+install it (`make test` runs `.ci/system-deps.sh`), never a silent skip.
 """
 
 from __future__ import annotations
