@@ -25,7 +25,8 @@ demo: install
 	$(BIN)/llm-cache demo
 
 lint: install
-	$(BIN)/ruff check middleware router tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy middleware router
 
 bench: install

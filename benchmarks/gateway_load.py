@@ -57,6 +57,7 @@ end
 
 # -- server side (run in child processes) -----------------------------------------------------------
 
+
 def build_app(kind: str, upstream: str | None) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -64,6 +65,7 @@ def build_app(kind: str, upstream: str | None) -> Any:
     from starlette.routing import Route
 
     if kind in ("bare", "upstream"):
+
         async def chat(request: Request) -> Response:
             await request.body()
             return Response(RESPONSE, media_type="application/json")
@@ -73,11 +75,13 @@ def build_app(kind: str, upstream: str | None) -> Any:
     from middleware.config import GatewayConfig
     from middleware.gateway import create_gateway
 
-    config = GatewayConfig.model_validate({
-        "cache": {"store": {"type": "memory"}, "ttl": 3600},
-        "admin_key": ADMIN_KEY,
-        "upstreams": {"openai": {"base_url": f"{upstream}/v1"}},
-    })
+    config = GatewayConfig.model_validate(
+        {
+            "cache": {"store": {"type": "memory"}, "ttl": 3600},
+            "admin_key": ADMIN_KEY,
+            "upstreams": {"openai": {"base_url": f"{upstream}/v1"}},
+        }
+    )
     return create_gateway(config)
 
 
@@ -89,14 +93,16 @@ def serve(kind: str, upstream: str | None) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(build_app(kind, upstream), log_level="warning", access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        build_app(kind, upstream), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+    )
     server = uvicorn.Server(config)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     asyncio.run(server.serve(sockets=[sock]))
 
 
 # -- load generator side ----------------------------------------------------------------------------
+
 
 class Child:
     def __init__(self, kind: str, upstream: str | None = None, deadline: float = 20.0) -> None:
@@ -111,8 +117,9 @@ class Child:
         self.url = f"http://127.0.0.1:{int(line.split()[1])}"
         while True:  # the port is bound before printing; wait until uvicorn accepts
             try:
-                httpx2.post(self.url + PATH, content=b"{}", timeout=1.0) if kind != "gateway" else \
-                    httpx2.get(self.url + "/health", timeout=1.0)
+                httpx2.post(self.url + PATH, content=b"{}", timeout=1.0) if kind != "gateway" else httpx2.get(
+                    self.url + "/health", timeout=1.0
+                )
                 break
             except httpx2.TransportError:
                 if time.monotonic() > limit:
@@ -133,15 +140,33 @@ class Child:
 def run_wrk(url: str, body_file: str, lua_file: str, connections: int, duration: float) -> dict[str, float]:
     env = dict(os.environ, BENCH_BODY_FILE=body_file)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s",
-         "-s", lua_file, url + PATH],
-        env=env, capture_output=True, text=True, timeout=duration + 30, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            lua_file,
+            url + PATH,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=True,
     ).stdout
     line = next(item for item in out.splitlines() if item.startswith("RESULT "))
     fields = {k: float(v) for k, v in (part.split("=") for part in line.split()[1:])}
-    return {"requests": fields["requests"], "rps": fields["requests"] / (fields["duration_us"] / 1e6),
-            "p50": fields["p50"] / 1000, "p95": fields["p95"] / 1000, "p99": fields["p99"] / 1000,
-            "errors": fields["errors"]}
+    return {
+        "requests": fields["requests"],
+        "rps": fields["requests"] / (fields["duration_us"] / 1e6),
+        "p50": fields["p50"] / 1000,
+        "p95": fields["p95"] / 1000,
+        "p99": fields["p99"] / 1000,
+        "errors": fields["errors"],
+    }
 
 
 async def run_httpx(url: str, body: bytes, connections: int, total: int, deadline: float) -> dict[str, float]:
@@ -171,8 +196,14 @@ async def run_httpx(url: str, body: bytes, connections: int, total: int, deadlin
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, int(len(ordered) * p))] / 1e6
 
-    return {"requests": len(ordered), "rps": len(ordered) / elapsed, "p50": statistics.median(ordered) / 1e6,
-            "p95": pct(0.95), "p99": pct(0.99), "errors": errors}
+    return {
+        "requests": len(ordered),
+        "rps": len(ordered) / elapsed,
+        "p50": statistics.median(ordered) / 1e6,
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "errors": errors,
+    }
 
 
 def main() -> None:
@@ -236,20 +267,33 @@ def main() -> None:
         return sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
 
     bare_row, gateway_row = median_round(results["bare"]), median_round(results["gateway"])
-    generator = (f"wrk -t1 -c{args.connections} -d{max(1, round(args.duration))}s" if use_wrk
-                 else f"httpx2 asyncio, {args.connections} workers, {args.requests} requests")
-    print(f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · "
-          f"{os.cpu_count()} CPUs · {generator} · {args.rounds} alternating rounds, median-throughput round shown")
-    print(f"# all rounds req/s: bare {[round(r['rps']) for r in results['bare']]}, "
-          f"gateway {[round(r['rps']) for r in results['gateway']]}")
-    print(f"# gateway /cache/stats: hits={hits} misses={misses} upstream_requests={stats['upstream_requests']} "
-          f"(measured gateway requests: {int(measured)}); errors/non-2xx across all rounds: {int(errors)}")
+    generator = (
+        f"wrk -t1 -c{args.connections} -d{max(1, round(args.duration))}s"
+        if use_wrk
+        else f"httpx2 asyncio, {args.connections} workers, {args.requests} requests"
+    )
+    print(
+        f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · "
+        f"{os.cpu_count()} CPUs · {generator} · {args.rounds} alternating rounds, median-throughput round shown"
+    )
+    print(
+        f"# all rounds req/s: bare {[round(r['rps']) for r in results['bare']]}, "
+        f"gateway {[round(r['rps']) for r in results['gateway']]}"
+    )
+    print(
+        f"# gateway /cache/stats: hits={hits} misses={misses} upstream_requests={stats['upstream_requests']} "
+        f"(measured gateway requests: {int(measured)}); errors/non-2xx across all rounds: {int(errors)}"
+    )
     print("| endpoint (1 KB chat POST, one uvicorn worker) | requests/s | p50 ms | p95 ms | p99 ms | req/s vs bare |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, row in (("bare Starlette endpoint, same bytes", bare_row),
-                      ("gateway memory hit (create_gateway)", gateway_row)):
-        print(f"| {name} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | "
-              f"{row['rps'] / bare_row['rps']:.0%} |")
+    for name, row in (
+        ("bare Starlette endpoint, same bytes", bare_row),
+        ("gateway memory hit (create_gateway)", gateway_row),
+    ):
+        print(
+            f"| {name} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | "
+            f"{row['rps'] / bare_row['rps']:.0%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -33,12 +33,22 @@ from middleware.stores import MemoryStore
 from middleware.stores.base import Store
 from middleware.telemetry import Telemetry
 
-RESPONSE = orjson.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris is the capital of France."},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 250, "completion_tokens": 8, "total_tokens": 258},
-})
+RESPONSE = orjson.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Paris is the capital of France."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 250, "completion_tokens": 8, "total_tokens": 258},
+    }
+)
 HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
 URL = "http://bench.invalid/v1/chat/completions"
 Row = tuple[str, float, float]
@@ -46,9 +56,11 @@ Row = tuple[str, float, float]
 
 def chat_body(size: int) -> bytes:
     filler = "lorem ipsum dolor sit amet " * (size // 27 + 1)
-    body = {"model": "gpt-4o-mini", "temperature": 0.2,
-            "messages": [{"role": "system", "content": "You answer briefly."},
-                         {"role": "user", "content": filler}]}
+    body = {
+        "model": "gpt-4o-mini",
+        "temperature": 0.2,
+        "messages": [{"role": "system", "content": "You answer briefly."}, {"role": "user", "content": filler}],
+    }
     raw = orjson.dumps(body)
     excess = len(raw) - size
     body["messages"][1]["content"] = filler[: len(filler) - excess]
@@ -123,9 +135,11 @@ async def client_rows(n: int, telemetry: bool) -> list[Row]:
         from middleware.telemetry import sdk_telemetry
 
         one_in_ten = ParentBased(TraceIdRatioBased(0.1))
-        variants += [("memory hit + sdk_telemetry() (1 KB)", sdk_telemetry()),
-                     ("memory hit + sdk_telemetry(store_spans=False) (1 KB)", sdk_telemetry(store_spans=False)),
-                     ("memory hit + sdk_telemetry(sampler=1 in 10) (1 KB)", sdk_telemetry(sampler=one_in_ten))]
+        variants += [
+            ("memory hit + sdk_telemetry() (1 KB)", sdk_telemetry()),
+            ("memory hit + sdk_telemetry(store_spans=False) (1 KB)", sdk_telemetry(store_spans=False)),
+            ("memory hit + sdk_telemetry(sampler=1 in 10) (1 KB)", sdk_telemetry(sampler=one_in_ten)),
+        ]
     for name, telemetry_ in variants:
         cache, client = await cached_client(MemoryStore(max_entries=10_000), telemetry_)
         caches.append(cache)
@@ -151,8 +165,11 @@ def private_redis(deadline: float = 10.0) -> Iterator[int]:
     import redis
 
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         limit = time.monotonic() + deadline
         probe = redis.Redis(host="127.0.0.1", port=port)
@@ -184,17 +201,21 @@ async def redis_rows(n: int, port: int) -> tuple[list[Row], list[Row]]:
     memory_cache, memory_client = await cached_client(MemoryStore(max_entries=10_000))
     redis_store = RedisStore(host="127.0.0.1", port=port, prefix="bench:")
     redis_cache, redis_client = await cached_client(redis_store)
-    tiered = TieredStore(MemoryStore(max_entries=10_000), RedisStore(host="127.0.0.1", port=port, prefix="tier:"),
-                         l1_max_ttl=600)
+    tiered = TieredStore(
+        MemoryStore(max_entries=10_000), RedisStore(host="127.0.0.1", port=port, prefix="tier:"), l1_max_ttl=600
+    )
     await tiered.start()
     tiered_cache, tiered_client = await cached_client(tiered)
     floor_client = httpx2.AsyncClient(transport=FixedResponse())
-    rows = await interleave([
-        ("floor: httpx2 client + no-op transport (1 KB)", poster(floor_client)),
-        ("memory hit via AsyncCachingTransport (1 KB)", poster(memory_client)),
-        ("TieredStore L1 hit via AsyncCachingTransport (1 KB)", poster(tiered_client)),
-        ("Redis hit via AsyncCachingTransport (1 KB)", poster(redis_client)),
-    ], n)
+    rows = await interleave(
+        [
+            ("floor: httpx2 client + no-op transport (1 KB)", poster(floor_client)),
+            ("memory hit via AsyncCachingTransport (1 KB)", poster(memory_client)),
+            ("TieredStore L1 hit via AsyncCachingTransport (1 KB)", poster(tiered_client)),
+            ("Redis hit via AsyncCachingTransport (1 KB)", poster(redis_client)),
+        ],
+        n,
+    )
     for cache in (memory_cache, redis_cache, tiered_cache):
         assert cache.stats.hits >= n
 
@@ -212,8 +233,13 @@ async def redis_rows(n: int, port: int) -> tuple[list[Row], list[Row]]:
     async def store_get() -> object:
         return await redis_store.get(logical)
 
-    store_rows = await interleave([(f"raw redis.asyncio GET ({len(stored)} B entry)", raw_get),
-                                   (f"RedisStore.get, same key ({len(stored)} B entry)", store_get)], n)
+    store_rows = await interleave(
+        [
+            (f"raw redis.asyncio GET ({len(stored)} B entry)", raw_get),
+            (f"RedisStore.get, same key ({len(stored)} B entry)", store_get),
+        ],
+        n,
+    )
     for client in (memory_client, redis_client, tiered_client, floor_client):
         await client.aclose()
     await raw.aclose()
@@ -249,10 +275,16 @@ def print_table(rows: list[Row], reference: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--redis", action="store_true",
-                        help="also Redis and TieredStore hits, on a private redis-server started for the run")
-    parser.add_argument("--telemetry", action="store_true",
-                        help="also memory hits with sdk_telemetry(): all spans, no store spans, 1 in 10 sampled")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="also Redis and TieredStore hits, on a private redis-server started for the run",
+    )
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="also memory hits with sdk_telemetry(): all spans, no store spans, 1 in 10 sampled",
+    )
     args = parser.parse_args()
     rows = asyncio.run(client_rows(args.requests, args.telemetry))
     rows += key_rows(args.requests)

@@ -20,7 +20,6 @@ from .providers import Route
 __all__ = ["CacheMiddleware"]
 
 
-
 class CacheMiddleware:
     """`app.add_middleware(CacheMiddleware, cache=cache)` or `CacheMiddleware(app, cache=cache)`."""
 

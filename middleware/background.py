@@ -19,8 +19,14 @@ class BackgroundServer:
     stop are bounded by `deadline` seconds.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, deadline: float = 10.0,
-                 lifespan: Literal["auto", "on", "off"] = "on") -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        deadline: float = 10.0,
+        lifespan: Literal["auto", "on", "off"] = "on",
+    ) -> None:
         # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says
         # TCP, and without it a small response written in two parts waits ~40 ms for a delayed ACK.
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -30,8 +36,9 @@ class BackgroundServer:
         self.port = int(self._sock.getsockname()[1])
         self.url = f"http://{host}:{self.port}"
         self.deadline = deadline
-        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False,
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan=lifespan, access_log=False, timeout_graceful_shutdown=2
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
         self._error: BaseException | None = None
@@ -64,6 +71,7 @@ class BackgroundServer:
     def __enter__(self) -> BackgroundServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

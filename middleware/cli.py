@@ -48,9 +48,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .stores.disk import default_cache_dir
 
         where = str(default_cache_dir())
-    print(f"llm-cache gateway on http://{host}:{port} ({config.source or 'embedded default'}, "
-          f"{config.dialect} config; store {store.type}{f' at {where}' if where else ''}; "
-          f"cache {'on' if config.cache.enabled else 'off'}; workers {workers})", file=sys.stderr)
+    print(
+        f"llm-cache gateway on http://{host}:{port} ({config.source or 'embedded default'}, "
+        f"{config.dialect} config; store {store.type}{f' at {where}' if where else ''}; "
+        f"cache {'on' if config.cache.enabled else 'off'}; workers {workers})",
+        file=sys.stderr,
+    )
     for note in config.notes:
         print(f"note: {note}", file=sys.stderr)
     if workers > 1:
@@ -58,8 +61,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.config:
             os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve())
         os.environ["LLM_CACHE_UPSTREAMS"] = "\n".join(args.upstream or [])
-        uvicorn.run("middleware.gateway:gateway_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=args.log_level)
+        uvicorn.run(
+            "middleware.gateway:gateway_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=args.log_level,
+        )
         return 0
     from .gateway import create_gateway
 
@@ -121,8 +130,11 @@ def _read_requests(path: str) -> list[dict[str, Any]]:
             item = json.loads(line)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}:{number}: not JSON ({error.msg})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("body"),
-                                                                                               dict):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("path"), str)
+            or not isinstance(item.get("body"), dict)
+        ):
             raise ConfigError(f'{path}:{number}: expected {{"path": "/v1/...", "body": {{...}}, "headers": {{...}}}}')
         if not isinstance(item.get("headers", {}), dict):
             raise ConfigError(f"{path}:{number}: headers must be an object")
@@ -216,8 +228,10 @@ def cmd_warm(args: argparse.Namespace) -> int:
         counts = asyncio.run(_warm(items, args))
     except ConfigError as error:
         return _fail(str(error))
-    print(f"warm: {len(items)} requests in {time.perf_counter() - started:.1f}s: stored {counts['stored']}, "
-          f"already cached {counts['already_cached']}, failed {counts['failed']}")
+    print(
+        f"warm: {len(items)} requests in {time.perf_counter() - started:.1f}s: stored {counts['stored']}, "
+        f"already cached {counts['already_cached']}, failed {counts['failed']}"
+    )
     return 1 if counts["failed"] else 0
 
 
@@ -279,35 +293,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-cache", description="Caching gateway and tools for LLM APIs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the caching gateway",
-                                description="Run the caching gateway (uvicorn). Without --config: a disk store "
-                                            "under the user's cache directory, exact matching.")
+    serve = commands.add_parser(
+        "serve",
+        help="run the caching gateway",
+        description="Run the caching gateway (uvicorn). Without --config: a disk store "
+        "under the user's cache directory, exact matching.",
+    )
     serve.add_argument("--config", metavar="FILE", help="YAML config (native, guide or LiteLLM dialect)")
     serve.add_argument("--host", help="bind address (default: config server.host, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: config server.port, else 4000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: config server.workers, else 1)")
-    serve.add_argument("--upstream", action="append", metavar="FAMILY=URL",
-                       help="override an upstream base URL, e.g. openai=http://127.0.0.1:8080/v1 (repeatable)")
+    serve.add_argument(
+        "--upstream",
+        action="append",
+        metavar="FAMILY=URL",
+        help="override an upstream base URL, e.g. openai=http://127.0.0.1:8080/v1 (repeatable)",
+    )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=cmd_serve)
 
-    check = commands.add_parser("check-config", help="validate a config file and print the effective settings",
-                                description="Validate FILE; print the effective settings with secrets masked. "
-                                            "Exits 1 with the error on a bad file.")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file and print the effective settings",
+        description="Validate FILE; print the effective settings with secrets masked. "
+        "Exits 1 with the error on a bad file.",
+    )
     check.add_argument("file", metavar="FILE")
     check.set_defaults(handler=cmd_check_config)
 
-    demo = commands.add_parser("demo", help="offline demo against a simulated provider",
-                               description="Start the gateway in-process in front of a SIMULATED OpenAI-compatible "
-                                           "provider, replay an FAQ workload for three tenants and print a report. "
-                                           "Exits 1 if the gateway misbehaves.")
+    demo = commands.add_parser(
+        "demo",
+        help="offline demo against a simulated provider",
+        description="Start the gateway in-process in front of a SIMULATED OpenAI-compatible "
+        "provider, replay an FAQ workload for three tenants and print a report. "
+        "Exits 1 if the gateway misbehaves.",
+    )
     demo.add_argument("--seed", type=int, default=7, help="workload and latency seed (default 7)")
     demo.set_defaults(handler=cmd_demo)
 
-    warm = commands.add_parser("warm", help="pre-fill the cache from a JSONL file of requests",
-                               description='Send each line {"path": "/v1/chat/completions", "body": {...}, '
-                                           '"headers": {...}} through a running gateway (--gateway) or straight '
-                                           "through the engine to the upstream (--config).")
+    warm = commands.add_parser(
+        "warm",
+        help="pre-fill the cache from a JSONL file of requests",
+        description='Send each line {"path": "/v1/chat/completions", "body": {...}, '
+        '"headers": {...}} through a running gateway (--gateway) or straight '
+        "through the engine to the upstream (--config).",
+    )
     warm.add_argument("file", metavar="FILE")
     target = warm.add_mutually_exclusive_group()
     target.add_argument("--gateway", metavar="URL", help="a running gateway, e.g. http://127.0.0.1:4000")
@@ -317,20 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     warm.set_defaults(handler=cmd_warm)
 
-    stats = commands.add_parser("stats", help="cache statistics of a running gateway",
-                                description="GET /cache/stats from a running gateway.")
+    stats = commands.add_parser(
+        "stats", help="cache statistics of a running gateway", description="GET /cache/stats from a running gateway."
+    )
     stats.add_argument("--gateway", metavar="URL", required=True)
     stats.add_argument("--admin-key", help=f"admin key (default: ${ADMIN_ENV})")
     stats.set_defaults(handler=cmd_stats)
 
-    invalidate = commands.add_parser("invalidate", help="delete entries in a running gateway's cache",
-                                     description="Delete one entry (by key or by the request that produced it), "
-                                                 "a namespace, a raw key prefix, or everything.")
+    invalidate = commands.add_parser(
+        "invalidate",
+        help="delete entries in a running gateway's cache",
+        description="Delete one entry (by key or by the request that produced it), "
+        "a namespace, a raw key prefix, or everything.",
+    )
     what = invalidate.add_mutually_exclusive_group(required=True)
     what.add_argument("--key", help="an x-cache-key value")
-    what.add_argument("--request", metavar="FILE",
-                      help='JSON file {"path": ..., "body": {...}, "headers": {...}} whose key is computed '
-                           "(include the caller's credential header: entries are scoped per credential)")
+    what.add_argument(
+        "--request",
+        metavar="FILE",
+        help='JSON file {"path": ..., "body": {...}, "headers": {...}} whose key is computed '
+        "(include the caller's credential header: entries are scoped per credential)",
+    )
     what.add_argument("--namespace", help="every entry in this namespace")
     what.add_argument("--prefix", help="every store key starting with this (e.g. an old key_prefix)")
     what.add_argument("--all", action="store_true", help="every entry under the gateway's key prefix")

@@ -155,8 +155,7 @@ StoreConfig = Annotated[
 ]
 TieredStoreConfig.model_rebuild()
 
-STORE_TYPES = ("memory", "disk", "redis", "redis-cluster", "redis-sentinel", "tiered", "dual_cache", "s3",
-               "memcached")
+STORE_TYPES = ("memory", "disk", "redis", "redis-cluster", "redis-sentinel", "tiered", "dual_cache", "s3", "memcached")
 
 
 # -- cache, upstreams, server ---------------------------------------------------------------------
@@ -183,8 +182,9 @@ class CacheConfig(_Model):
         from .engine import CacheSettings
 
         try:
-            CacheSettings.__pydantic_validator__.validate_assignment(CacheSettings.model_construct(),
-                                                                     str(info.field_name), value)
+            CacheSettings.__pydantic_validator__.validate_assignment(
+                CacheSettings.model_construct(), str(info.field_name), value
+            )
         except ValidationError as error:
             raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
         return value
@@ -283,8 +283,9 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str, path: tuple[Any
     if whole:
         name = whole.group(1)
         if name not in env:
-            raise ConfigError(f"{where}: {_dotted(path)}: environment variable {name} is not set "
-                              f"(referenced as os.environ/{name})")
+            raise ConfigError(
+                f"{where}: {_dotted(path)}: environment variable {name} is not set (referenced as os.environ/{name})"
+            )
         return env[name]
 
     def replace(match: re.Match[str]) -> str:
@@ -293,8 +294,10 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str, path: tuple[Any
             return env[name]
         if default is not None:
             return default
-        raise ConfigError(f"{where}: {_dotted(path)}: environment variable {name} is not set "
-                          f"(referenced as ${{{name}}}; write ${{{name}:-default}} for a fallback)")
+        raise ConfigError(
+            f"{where}: {_dotted(path)}: environment variable {name} is not set "
+            f"(referenced as ${{{name}}}; write ${{{name}:-default}} for a fallback)"
+        )
 
     return _ENV_INLINE.sub(replace, value)
 
@@ -331,8 +334,9 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
     # The router sections are passed through untouched: the router resolves its own references.
     untouched = {k: data[k] for k in _PASSTHROUGH if k in data}
-    data = _interpolate({k: v for k, v in data.items() if k not in _PASSTHROUGH},
-                        os.environ if env is None else env, where)
+    data = _interpolate(
+        {k: v for k, v in data.items() if k not in _PASSTHROUGH}, os.environ if env is None else env, where
+    )
     data.update(untouched)
     dialect = detect_dialect(data, where)
     notes: list[str] = []
@@ -358,9 +362,11 @@ def detect_dialect(data: Mapping[str, Any], where: str = "<config>") -> str:
     litellm = {"litellm_settings", "general_settings", "router_settings"} & data.keys()
     found = [name for name, keys in (("native", native), ("guide", guide), ("litellm", litellm)) if keys]
     if len(found) > 1:
-        raise ConfigError(f"{where}: mixes config dialects ({', '.join(found)}): use either the native "
-                          "'cache:' section, the guide's 'caching:' block or LiteLLM's 'litellm_settings:', "
-                          "not several")
+        raise ConfigError(
+            f"{where}: mixes config dialects ({', '.join(found)}): use either the native "
+            "'cache:' section, the guide's 'caching:' block or LiteLLM's 'litellm_settings:', "
+            "not several"
+        )
     if found:
         return found[0]
     return "litellm" if "model_list" in data else "native"
@@ -369,18 +375,42 @@ def detect_dialect(data: Mapping[str, Any], where: str = "<config>") -> str:
 # -- the guide's `caching:` block -----------------------------------------------------------------
 
 _GUIDE_TOP = {"cache_responses", "caching", "proxy", "model_list", "router"}
-_GUIDE_CACHING = {"type", "host", "port", "password", "url", "ttl", "key_prefix", "l1", "l2",
-                  "similarity_threshold", "params", "key_builder", "distributed_lock", "lock_ttl", "lock_wait"}
-_GUIDE_TYPES = {"in-memory": "memory", "memory": "memory", "local": "memory", "disk": "disk", "redis": "redis",
-                "s3": "s3", "dual_cache": "tiered"}
+_GUIDE_CACHING = {
+    "type",
+    "host",
+    "port",
+    "password",
+    "url",
+    "ttl",
+    "key_prefix",
+    "l1",
+    "l2",
+    "similarity_threshold",
+    "params",
+    "key_builder",
+    "distributed_lock",
+    "lock_ttl",
+    "lock_wait",
+}
+_GUIDE_TYPES = {
+    "in-memory": "memory",
+    "memory": "memory",
+    "local": "memory",
+    "disk": "disk",
+    "redis": "redis",
+    "s3": "s3",
+    "dual_cache": "tiered",
+}
 _SEMANTIC = "semantic caching is not available in this version of llm-cache-middleware"
 
 
 def _guide_store(block: Mapping[str, Any], where: str, path: str, allow_tiered: bool = True) -> dict[str, Any]:
     kind = block.get("type", "in-memory")
     if kind in ("redis_semantic", "redis-semantic", "qdrant_semantic", "qdrant-semantic"):
-        raise ConfigError(f"{where}: {path}.type: {kind!r}: {_SEMANTIC}; use an exact-match type "
-                          f"(in-memory, disk, redis, s3 or dual_cache) and remove similarity_threshold")
+        raise ConfigError(
+            f"{where}: {path}.type: {kind!r}: {_SEMANTIC}; use an exact-match type "
+            f"(in-memory, disk, redis, s3 or dual_cache) and remove similarity_threshold"
+        )
     mapped = _GUIDE_TYPES.get(kind) if isinstance(kind, str) else None
     if mapped is None or (mapped == "tiered" and not allow_tiered):
         allowed = [t for t in _GUIDE_TYPES if allow_tiered or t != "dual_cache"]
@@ -409,8 +439,7 @@ def _guide_store(block: Mapping[str, Any], where: str, path: str, allow_tiered: 
         if bucket is None:
             raise ConfigError(f"{where}: {path}.params.bucket: required for type s3")
         store["bucket"] = bucket
-        for ours, theirs in (("region", "s3_region_name"), ("endpoint_url", "s3_endpoint_url"),
-                             ("prefix", "s3_path")):
+        for ours, theirs in (("region", "s3_region_name"), ("endpoint_url", "s3_endpoint_url"), ("prefix", "s3_path")):
             value = params.get(ours, params.get(theirs))
             if value is not None:
                 store[ours] = value
@@ -428,15 +457,18 @@ def _guide_store(block: Mapping[str, Any], where: str, path: str, allow_tiered: 
 def _from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
     unknown = set(data) - _GUIDE_TOP
     if unknown:
-        raise ConfigError(f"{where}: {sorted(unknown)[0]}: unknown top-level key in a 'caching:' config; "
-                          f"allowed: {', '.join(sorted(_GUIDE_TOP))}")
+        raise ConfigError(
+            f"{where}: {sorted(unknown)[0]}: unknown top-level key in a 'caching:' config; "
+            f"allowed: {', '.join(sorted(_GUIDE_TOP))}"
+        )
     block = data.get("caching") or {}
     if not isinstance(block, dict):
         raise ConfigError(f"{where}: caching: expected a mapping such as {{type: redis, host: ..., port: ...}}")
     unknown = set(block) - _GUIDE_CACHING
     if unknown:
-        raise ConfigError(f"{where}: caching.{sorted(unknown)[0]}: unknown key; allowed: "
-                          f"{', '.join(sorted(_GUIDE_CACHING))}")
+        raise ConfigError(
+            f"{where}: caching.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(_GUIDE_CACHING))}"
+        )
     cache: dict[str, Any] = {"store": _guide_store(block, where, "caching")}
     enabled = data.get("cache_responses", True)
     if not isinstance(enabled, bool):
@@ -466,13 +498,43 @@ def _from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[s
 
 # -- LiteLLM proxy files --------------------------------------------------------------------------
 
-_LITELLM_TYPES = {"local": "memory", "in-memory": "memory", "redis": "redis", "s3": "s3", "disk": "disk",
-                  "redis-cluster": "redis-cluster"}
-_LITELLM_USED = {"type", "host", "port", "password", "username", "url", "ssl", "ttl", "namespace", "mode",
-                 "default_in_memory_ttl", "default_in_redis_ttl", "redis_startup_nodes", "startup_nodes",
-                 "service_name", "sentinel_nodes", "sentinel_password", "s3_bucket_name", "s3_region_name",
-                 "s3_endpoint_url", "s3_aws_access_key_id", "s3_aws_secret_access_key", "s3_aws_session_token",
-                 "s3_path", "disk_cache_dir", "max_size_in_memory", "supported_call_types"}
+_LITELLM_TYPES = {
+    "local": "memory",
+    "in-memory": "memory",
+    "redis": "redis",
+    "s3": "s3",
+    "disk": "disk",
+    "redis-cluster": "redis-cluster",
+}
+_LITELLM_USED = {
+    "type",
+    "host",
+    "port",
+    "password",
+    "username",
+    "url",
+    "ssl",
+    "ttl",
+    "namespace",
+    "mode",
+    "default_in_memory_ttl",
+    "default_in_redis_ttl",
+    "redis_startup_nodes",
+    "startup_nodes",
+    "service_name",
+    "sentinel_nodes",
+    "sentinel_password",
+    "s3_bucket_name",
+    "s3_region_name",
+    "s3_endpoint_url",
+    "s3_aws_access_key_id",
+    "s3_aws_secret_access_key",
+    "s3_aws_session_token",
+    "s3_path",
+    "disk_cache_dir",
+    "max_size_in_memory",
+    "supported_call_types",
+}
 
 
 def _nodes(value: Any) -> list[str]:
@@ -507,8 +569,9 @@ def _from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Ma
         kind = "redis-cluster"
     mapped = _LITELLM_TYPES.get(kind, "redis-sentinel" if kind == "redis-sentinel" else None)
     if mapped is None:
-        raise ConfigError(f"{where}: {path}.type: {kind!r} is not supported; allowed: "
-                          f"{', '.join(sorted(_LITELLM_TYPES))}")
+        raise ConfigError(
+            f"{where}: {path}.type: {kind!r} is not supported; allowed: {', '.join(sorted(_LITELLM_TYPES))}"
+        )
     store: dict[str, Any] = {"type": mapped}
     if mapped == "memory":
         if params.get("max_size_in_memory") is not None:
@@ -518,8 +581,13 @@ def _from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Ma
             store["directory"] = params["disk_cache_dir"]
     elif mapped.startswith("redis"):
         # LiteLLM falls back to REDIS_* environment variables when cache_params leaves them out.
-        fallbacks = {"url": "REDIS_URL", "host": "REDIS_HOST", "port": "REDIS_PORT", "password": "REDIS_PASSWORD",
-                     "username": "REDIS_USERNAME"}
+        fallbacks = {
+            "url": "REDIS_URL",
+            "host": "REDIS_HOST",
+            "port": "REDIS_PORT",
+            "password": "REDIS_PASSWORD",
+            "username": "REDIS_USERNAME",
+        }
         for name, variable in fallbacks.items():
             value = params.get(name, env.get(variable))
             if value is None or (mapped != "redis" and name in ("url", "host", "port")):
@@ -536,10 +604,14 @@ def _from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Ma
                 store["sentinel_password"] = params["sentinel_password"]
     else:
         store["bucket"] = params.get("s3_bucket_name")
-        for ours, theirs in (("region", "s3_region_name"), ("endpoint_url", "s3_endpoint_url"),
-                             ("aws_access_key_id", "s3_aws_access_key_id"),
-                             ("aws_secret_access_key", "s3_aws_secret_access_key"),
-                             ("aws_session_token", "s3_aws_session_token"), ("prefix", "s3_path")):
+        for ours, theirs in (
+            ("region", "s3_region_name"),
+            ("endpoint_url", "s3_endpoint_url"),
+            ("aws_access_key_id", "s3_aws_access_key_id"),
+            ("aws_secret_access_key", "s3_aws_secret_access_key"),
+            ("aws_session_token", "s3_aws_session_token"),
+            ("prefix", "s3_path"),
+        ):
             if params.get(theirs) is not None:
                 store[ours] = params[theirs]
     cache: dict[str, Any] = {"enabled": enabled, "store": store}
@@ -583,8 +655,10 @@ def _describe(error: ValidationError, where: str, dialect: str) -> str:
             hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
             message = f"unknown field {loc[-1]!r}{hint}"
         elif kind == "union_tag_invalid":
-            message = (f"unknown type {item['input'] if not isinstance(item['input'], dict) else item['ctx']['tag']!r}"
-                       f"; allowed: {', '.join(STORE_TYPES)}")
+            message = (
+                f"unknown type {item['input'] if not isinstance(item['input'], dict) else item['ctx']['tag']!r}"
+                f"; allowed: {', '.join(STORE_TYPES)}"
+            )
             field = _dotted((*_without_tags(loc), "type"))
         elif kind == "union_tag_not_found":
             message = f"a store needs a 'type'; allowed: {', '.join(STORE_TYPES)}"
@@ -594,7 +668,7 @@ def _describe(error: ValidationError, where: str, dialect: str) -> str:
         else:
             message = item["msg"]
             if message.startswith("Value error, "):
-                message = message[len("Value error, "):]
+                message = message[len("Value error, ") :]
             if kind not in ("value_error",) and "input" in item and not isinstance(item["input"], (dict, list)):
                 message += f" (got {item['input']!r})"
         lines.append(f"{field}: {message}")
@@ -648,8 +722,12 @@ def _union_member(target: Any, tag: Any) -> type[BaseModel] | None:
     if typing.get_origin(target) not in (Union, types.UnionType):
         return None
     for member in typing.get_args(target):
-        if (isinstance(member, type) and issubclass(member, BaseModel) and "type" in member.model_fields
-                and tag in typing.get_args(member.model_fields["type"].annotation)):
+        if (
+            isinstance(member, type)
+            and issubclass(member, BaseModel)
+            and "type" in member.model_fields
+            and tag in typing.get_args(member.model_fields["type"].annotation)
+        ):
             return member
     return None
 
@@ -676,14 +754,16 @@ def store_class(kind: str) -> Any:
     except ImportError as error:
         missing = getattr(error, "name", None) or str(error)
         if missing and missing.startswith("middleware"):
-            raise ConfigError(f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not "
-                              "available in this version") from None
+            raise ConfigError(
+                f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not available in this version"
+            ) from None
         hint = f" (pip install 'llm-cache-middleware[{extra}]')" if extra else ""
         raise ConfigError(f"cache.store.type: {kind!r} needs the package {missing!r}{hint}") from None
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise ConfigError(f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not available "
-                          "in this version")
+        raise ConfigError(
+            f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not available in this version"
+        )
     return cls
 
 
@@ -734,11 +814,19 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
     if store is None:
         store = build_store(settings.store)
     try:
-        return Cache(store, ttl=settings.ttl, key_prefix=settings.key_prefix, scope=settings.scope,
-                     mode=settings.mode, ignored_fields=tuple(settings.ignored_fields),
-                     key_builder=settings.key_builder, max_body_bytes=settings.max_body_bytes,
-                     distributed_lock=settings.distributed_lock, lock_ttl=settings.lock_ttl,
-                     lock_wait=settings.lock_wait)
+        return Cache(
+            store,
+            ttl=settings.ttl,
+            key_prefix=settings.key_prefix,
+            scope=settings.scope,
+            mode=settings.mode,
+            ignored_fields=tuple(settings.ignored_fields),
+            key_builder=settings.key_builder,
+            max_body_bytes=settings.max_body_bytes,
+            distributed_lock=settings.distributed_lock,
+            lock_ttl=settings.lock_ttl,
+            lock_wait=settings.lock_wait,
+        )
     except ValidationError as error:
         raise ConfigError(_describe(error, "cache", "native")) from None
 

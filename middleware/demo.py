@@ -117,8 +117,12 @@ class _Client:
             result = self._raw(call, reordered=call.form == "raw-reordered")
         elif call.form == "sdk-stream":
             raw = self.sdk.chat.completions.with_raw_response.create(
-                model=MODEL, messages=_messages(call.topic), temperature=0.2, stream=True,
-                stream_options={"include_usage": True})
+                model=MODEL,
+                messages=_messages(call.topic),
+                temperature=0.2,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
             parts, usage, completion_id = [], None, ""
             for chunk in raw.parse():
                 completion_id = chunk.id
@@ -126,16 +130,30 @@ class _Client:
                     parts.append(chunk.choices[0].delta.content or "")
                 if chunk.usage is not None:
                     usage = chunk.usage
-            result = Result(call, raw.headers.get("x-cache", "?"), "".join(parts), completion_id, 0.0,
-                            usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+            result = Result(
+                call,
+                raw.headers.get("x-cache", "?"),
+                "".join(parts),
+                completion_id,
+                0.0,
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,
+            )
         else:
             raw = self.sdk.chat.completions.with_raw_response.create(
-                model=MODEL, messages=_messages(call.topic), temperature=0.2)
+                model=MODEL, messages=_messages(call.topic), temperature=0.2
+            )
             completion = raw.parse()
             usage = completion.usage
-            result = Result(call, raw.headers.get("x-cache", "?"), completion.choices[0].message.content or "",
-                            completion.id, 0.0, usage.prompt_tokens if usage else 0,
-                            usage.completion_tokens if usage else 0)
+            result = Result(
+                call,
+                raw.headers.get("x-cache", "?"),
+                completion.choices[0].message.content or "",
+                completion.id,
+                0.0,
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,
+            )
         result.seconds = time.perf_counter() - started
         return result
 
@@ -143,13 +161,21 @@ class _Client:
         body: dict[str, Any] = {"model": MODEL, "messages": _messages(call.topic), "temperature": 0.2}
         if reordered:  # same request, keys in another order: the canonical key must not change
             body = dict(reversed(list(body.items())))
-        response = self.http.post("/v1/chat/completions", content=json.dumps(body),
-                                  headers={"content-type": "application/json"})
+        response = self.http.post(
+            "/v1/chat/completions", content=json.dumps(body), headers={"content-type": "application/json"}
+        )
         response.raise_for_status()
         data = response.json()
         usage = data.get("usage") or {}
-        return Result(call, response.headers.get("x-cache", "?"), data["choices"][0]["message"]["content"],
-                      data["id"], 0.0, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        return Result(
+            call,
+            response.headers.get("x-cache", "?"),
+            data["choices"][0]["message"]["content"],
+            data["id"],
+            0.0,
+            usage.get("prompt_tokens", 0),
+            usage.get("completion_tokens", 0),
+        )
 
 
 def _replay(client: _Client, calls: list[Call], report: Report, lock: threading.Lock) -> None:
@@ -213,8 +239,9 @@ def _price(pricing: dict[str, Any] | None, model: str) -> dict[str, float] | Non
     return models[names[0]] if names else None
 
 
-def render(report: Report, upstream_calls: int, elapsed: float, gateway_stats: dict[str, Any],
-           store_dir: str, out: TextIO) -> None:
+def render(
+    report: Report, upstream_calls: int, elapsed: float, gateway_stats: dict[str, Any], store_dir: str, out: TextIO
+) -> None:
     results = report.results
     hits = [r for r in results if r.cache == "HIT"]
     misses = [r for r in results if r.cache != "HIT"]
@@ -228,20 +255,25 @@ def render(report: Report, upstream_calls: int, elapsed: float, gateway_stats: d
         return f"{_percentile(values, q) * 1000:8.1f} ms"
 
     miss_s, hit_s = [r.seconds for r in misses], [r.seconds for r in hits]
-    forms = {form: sum(1 for r in results if r.call.form == form)
-             for form in ("sdk-json", "sdk-stream", "raw-reordered")}
+    forms = {
+        form: sum(1 for r in results if r.call.form == form) for form in ("sdk-json", "sdk-stream", "raw-reordered")
+    }
     write = out.write
     write("\nllm-cache demo: gateway + disk store in front of a SIMULATED OpenAI-compatible provider\n")
     write("(the simulator is not a model: canned FAQ answers after a seeded 300-800 ms delay)\n\n")
     write(f"  store directory       {store_dir} (fresh, removed at exit)\n")
     write(f"  tenants               {len(TENANTS)} ({', '.join(TENANTS)}), one API key each\n")
-    write(f"  requests              {total}  (json {forms['sdk-json']}, stream {forms['sdk-stream']}, "
-          f"reordered-params json {forms['raw-reordered']})\n")
+    write(
+        f"  requests              {total}  (json {forms['sdk-json']}, stream {forms['sdk-stream']}, "
+        f"reordered-params json {forms['raw-reordered']})\n"
+    )
     write(f"  cache hits / misses   {len(hits)} / {len(misses)}\n")
     write(f"  hit ratio             {len(hits) / total:.1%}\n" if total else "  hit ratio             n/a\n")
     write(f"  upstream calls        {upstream_calls}  (avoided: {total - upstream_calls})\n")
-    write(f"  gateway /cache/stats  hits={gateway_stats.get('hits')} misses={gateway_stats.get('misses')} "
-          f"stored={gateway_stats.get('stored')}\n")
+    write(
+        f"  gateway /cache/stats  hits={gateway_stats.get('hits')} misses={gateway_stats.get('misses')} "
+        f"stored={gateway_stats.get('stored')}\n"
+    )
     write("\n  latency               p50         p95\n")
     write(f"    misses ({len(misses):>3})       {ms(miss_s, 0.5)} {ms(miss_s, 0.95)}\n")
     write(f"    hits   ({len(hits):>3})       {ms(hit_s, 0.5)} {ms(hit_s, 0.95)}\n")
@@ -250,8 +282,10 @@ def render(report: Report, upstream_calls: int, elapsed: float, gateway_stats: d
     write(f"\n  tokens saved          {saved_in + saved_out}  (input {saved_in}, output {saved_out})\n")
     if price is not None and pricing is not None:
         dollars = saved_in / 1e6 * price["input"] + saved_out / 1e6 * price["output"]
-        write(f"  dollars saved         ${dollars:.6f} at {MODEL} list prices (${price['input']}/"
-              f"${price['output']} per 1M input/output tokens, prices as of {pricing.get('as_of', '?')})\n")
+        write(
+            f"  dollars saved         ${dollars:.6f} at {MODEL} list prices (${price['input']}/"
+            f"${price['output']} per 1M input/output tokens, prices as of {pricing.get('as_of', '?')})\n"
+        )
         if total:
             write(f"  per 1M such requests  ${dollars / total * 1e6:,.2f} saved\n")
     else:
@@ -266,8 +300,10 @@ def run_demo(seed: int = 7, out: TextIO | None = None) -> int:
     simulator = SimulatedProvider(seed=seed)
     admin_key = secrets.token_urlsafe(16)
     report = Report()
-    with tempfile.TemporaryDirectory(prefix="llm-cache-demo-") as store_dir, \
-            BackgroundServer(simulator.app) as upstream:
+    with (
+        tempfile.TemporaryDirectory(prefix="llm-cache-demo-") as store_dir,
+        BackgroundServer(simulator.app) as upstream,
+    ):
         config = with_upstreams(default_config(), [f"openai={upstream.url}/v1"])
         config.cache.store.directory = store_dir  # type: ignore[union-attr]
         config.admin_key = admin_key
@@ -277,8 +313,9 @@ def run_demo(seed: int = 7, out: TextIO | None = None) -> int:
             lock = threading.Lock()
             clients = {tenant: _Client(gateway.url, f"sk-demo-{tenant}-{seed}") for tenant in TENANTS}
             plan = workload(seed)
-            threads = [threading.Thread(target=_replay, args=(clients[t], plan[t], report, lock), daemon=True)
-                       for t in TENANTS]
+            threads = [
+                threading.Thread(target=_replay, args=(clients[t], plan[t], report, lock), daemon=True) for t in TENANTS
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -289,8 +326,10 @@ def run_demo(seed: int = 7, out: TextIO | None = None) -> int:
         check(report)
         distinct = {(r.call.tenant, r.call.topic) for r in report.results}
         if simulator.calls != len(distinct):
-            report.problems.append(f"the simulator answered {simulator.calls} calls for {len(distinct)} distinct "
-                                   "requests: the cache let repeats through or coalesced across tenants")
+            report.problems.append(
+                f"the simulator answered {simulator.calls} calls for {len(distinct)} distinct "
+                "requests: the cache let repeats through or coalesced across tenants"
+            )
         render(report, simulator.calls, time.perf_counter() - started, stats, store_dir, out)
     if report.problems:
         out.write("FAILED: the gateway misbehaved:\n")

@@ -317,9 +317,7 @@ class Cache:
         self.telemetry.passthrough(route.endpoint.family, path, reason)
         return Passthrough(reason)
 
-    def _key(
-        self, route: Route, query: str, headers: Mapping[str, str], body: dict[str, Any], namespace: str
-    ) -> str:
+    def _key(self, route: Route, query: str, headers: Mapping[str, str], body: dict[str, Any], namespace: str) -> str:
         endpoint = route.endpoint
         model = endpoint.model(route, body)
         volatile = self._volatile[endpoint.name]
@@ -637,8 +635,20 @@ class Recorder:
     `abort()` are idempotent and release any coalesced waiters.
     """
 
-    __slots__ = ("_assembler", "_body", "_cache", "_decoder", "_done", "_filter", "_lookup", "_request", "_size",
-                 "_status", "_storable", "_why")
+    __slots__ = (
+        "_assembler",
+        "_body",
+        "_cache",
+        "_decoder",
+        "_done",
+        "_filter",
+        "_lookup",
+        "_request",
+        "_size",
+        "_status",
+        "_storable",
+        "_why",
+    )
 
     def __init__(self, cache: Cache, request: CacheRequest, lookup: Lookup) -> None:
         self._cache = cache
@@ -824,8 +834,16 @@ def lower_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
 
 
 def _error_body(message: str, param: str | None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param,
-                                   "code": "cache_control_invalid"}})
+    return orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": param,
+                "code": "cache_control_invalid",
+            }
+        }
+    )
 
 
 __all__ = [

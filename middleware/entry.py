@@ -40,7 +40,11 @@ def unpack(data: bytes) -> Entry:
     if not isinstance(fields, list) or len(fields) != 6 or fields[0] != SCHEMA_VERSION:
         raise EntryError("entry of another schema version")
     _, fingerprint, created_at, status, body, from_stream = fields
-    if not (isinstance(fingerprint, str) and isinstance(created_at, (int, float))
-            and isinstance(status, int) and isinstance(body, bytes)):
+    if not (
+        isinstance(fingerprint, str)
+        and isinstance(created_at, (int, float))
+        and isinstance(status, int)
+        and isinstance(body, bytes)
+    ):
         raise EntryError("entry with fields of the wrong types")
     return Entry(fingerprint, float(created_at), status, body, bool(from_stream))

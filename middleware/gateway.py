@@ -45,8 +45,19 @@ logger = logging.getLogger("middleware.gateway")
 __all__ = ["create_gateway", "family_of", "gateway_from_env", "upstream_url"]
 
 # RFC 9110 7.6.1 connection-specific headers, plus the ones the client library recomputes.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                        "transfer-encoding", "upgrade", "proxy-connection"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+    }
+)
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "x-admin-key"}
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 _MANAGEMENT_ENV = "LLM_CACHE_CONFIG"
@@ -86,11 +97,20 @@ def error_body(family: str | None, status: int, message: str) -> bytes:
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
     if family == "gemini":
         status_name = {502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 404: "NOT_FOUND"}
-        return orjson.dumps({"error": {"code": status, "message": message,
-                                       "status": status_name.get(status, "UNKNOWN")}})
+        return orjson.dumps(
+            {"error": {"code": status, "message": message, "status": status_name.get(status, "UNKNOWN")}}
+        )
     kind = "server_error" if status >= 500 else "invalid_request_error"
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": None,
-                                   "code": "upstream_unavailable" if status in (502, 504) else None}})
+    return orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": kind,
+                "param": None,
+                "code": "upstream_unavailable" if status in (502, 504) else None,
+            }
+        }
+    )
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -129,15 +149,20 @@ class _GatewayCollector(Collector):
             ):
                 yield CounterMetricFamily(name, text, value=value)
             total = stats.hits + stats.misses
-            yield GaugeMetricFamily("llm_cache_hit_ratio", "Hits over hits plus misses since start.",
-                                    value=stats.hits / total if total else 0.0)
-        upstream = CounterMetricFamily("llm_cache_upstream_requests", "Requests forwarded upstream.",
-                                       labels=["family", "status_class"])
+            yield GaugeMetricFamily(
+                "llm_cache_hit_ratio",
+                "Hits over hits plus misses since start.",
+                value=stats.hits / total if total else 0.0,
+            )
+        upstream = CounterMetricFamily(
+            "llm_cache_upstream_requests", "Requests forwarded upstream.", labels=["family", "status_class"]
+        )
         for (family, status_class), value in sorted(self.counters.upstream.items()):
             upstream.add_metric([family, status_class], value)
         yield upstream
-        errors = CounterMetricFamily("llm_cache_upstream_errors", "Upstreams unreachable or timed out.",
-                                     labels=["family"])
+        errors = CounterMetricFamily(
+            "llm_cache_upstream_errors", "Upstreams unreachable or timed out.", labels=["family"]
+        )
         for family, value in sorted(self.counters.upstream_errors.items()):
             errors.add_metric([family], value)
         yield errors
@@ -210,21 +235,28 @@ class _Gateway:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
         body = await request.body()
         assert self.client is not None, "the gateway's lifespan has not started"
-        outgoing = self.client.build_request(request.method, upstream_url(base_url, path, query), headers=headers,
-                                             content=body, timeout=httpx2.Timeout(upstream.timeout, connect=10.0))
+        outgoing = self.client.build_request(
+            request.method,
+            upstream_url(base_url, path, query),
+            headers=headers,
+            content=body,
+            timeout=httpx2.Timeout(upstream.timeout, connect=10.0),
+        )
         _caller_headers_only(outgoing, request.headers.get("accept-encoding"), {k for k, _ in headers})
         try:
             response = await self.client.send(outgoing, stream=True)
         except httpx2.TimeoutException:
             self.counters.upstream_errors[family] += 1
             logger.warning("upstream %s timed out", family)
-            return Response(error_body(family, 504, f"the {family} upstream timed out"), 504,
-                            media_type="application/json")
+            return Response(
+                error_body(family, 504, f"the {family} upstream timed out"), 504, media_type="application/json"
+            )
         except (httpx2.TransportError, OSError) as error:
             self.counters.upstream_errors[family] += 1
             logger.warning("upstream %s unreachable (%s)", family, type(error).__name__)
-            return Response(error_body(family, 502, f"the {family} upstream is unreachable"), 502,
-                            media_type="application/json")
+            return Response(
+                error_body(family, 502, f"the {family} upstream is unreachable"), 502, media_type="application/json"
+            )
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
         response_headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
         return _UpstreamResponse(response, response_headers)
@@ -241,19 +273,33 @@ class _Gateway:
         """None when the request carries the admin key; else the answer to send."""
         expected = self.config.admin_key
         if not expected:
-            return _json({"error": {"message": "cache management endpoints are disabled: set admin_key in the "
-                                               "gateway config to enable them", "type": "disabled"}}, 404)
+            return _json(
+                {
+                    "error": {
+                        "message": "cache management endpoints are disabled: set admin_key in the "
+                        "gateway config to enable them",
+                        "type": "disabled",
+                    }
+                },
+                404,
+            )
         if self.cache is None:
-            return _json({"error": {"message": "caching is disabled in the gateway config", "type": "disabled"}},
-                         404)
+            return _json({"error": {"message": "caching is disabled in the gateway config", "type": "disabled"}}, 404)
         given = request.headers.get("x-admin-key")
         if given is None:
             authorization = request.headers.get("authorization", "")
             if authorization[:7].lower() == "bearer ":
                 given = authorization[7:].strip()
         if given is None:
-            return _json({"error": {"message": "admin key required (Authorization: Bearer <key> or x-admin-key)",
-                                    "type": "unauthorized"}}, 401)
+            return _json(
+                {
+                    "error": {
+                        "message": "admin key required (Authorization: Bearer <key> or x-admin-key)",
+                        "type": "unauthorized",
+                    }
+                },
+                401,
+            )
         if not hmac.compare_digest(given.encode(), expected.encode()):
             return _json({"error": {"message": "invalid admin key", "type": "forbidden"}}, 403)
         return None
@@ -307,8 +353,9 @@ class _Gateway:
             if not isinstance(path, str) or not isinstance(body, dict) or not isinstance(headers, dict):
                 return _bad('send {"key": "..."} or {"path": "/v1/...", "body": {...}, "headers": {...}}')
             try:
-                key = self.cache.key_for(path, body, {str(k): str(v) for k, v in headers.items()},
-                                         str(data.get("query") or ""))
+                key = self.cache.key_for(
+                    path, body, {str(k): str(v) for k, v in headers.items()}, str(data.get("query") or "")
+                )
             except ValueError as error:
                 return _bad(str(error))
         if not isinstance(key, str) or not key:
@@ -330,8 +377,10 @@ class _Gateway:
             try:
                 await self.cache.store.clear(prefix)
             except StoreError:
-                return _bad(f"the {self.cache.store.name} store cannot clear an arbitrary prefix; "
-                            "flush a namespace or everything")
+                return _bad(
+                    f"the {self.cache.store.name} store cannot clear an arbitrary prefix; "
+                    "flush a namespace or everything"
+                )
             except Exception as error:
                 logger.warning("cache flush failed (%s)", type(error).__name__)
                 return _bad("the cache store did not answer", 503, "store_error")
@@ -373,8 +422,9 @@ class _UpstreamResponse(StreamingResponse):
     """
 
     def __init__(self, upstream: httpx2.Response, headers: list[tuple[str, str]]) -> None:
-        super().__init__(self._relay(upstream), status_code=upstream.status_code,
-                         background=BackgroundTask(upstream.aclose))
+        super().__init__(
+            self._relay(upstream), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
+        )
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
     @staticmethod
@@ -435,8 +485,9 @@ def _caller_headers_only(outgoing: httpx2.Request, accept_encoding: str | None, 
         outgoing.headers["accept-encoding"] = "identity"
 
 
-def _with_credentials(family: str, api_key: str, headers: list[tuple[str, str]],
-                      query: str) -> tuple[list[tuple[str, str]], str]:
+def _with_credentials(
+    family: str, api_key: str, headers: list[tuple[str, str]], query: str
+) -> tuple[list[tuple[str, str]], str]:
     """Replace the caller's credentials with the configured upstream key."""
     headers = [(k, v) for k, v in headers if k not in _CREDENTIAL_HEADERS]
     if family == "openai":

@@ -26,9 +26,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-DEFAULT_VOLATILE_FIELDS = frozenset(
-    {"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"}
-)
+DEFAULT_VOLATILE_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"})
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 QUERY_IGNORED = frozenset({"key", "alt", "$alt"})  # Gemini's API key and stream form
 DEFAULT_NAMESPACE = "default"
@@ -58,7 +56,12 @@ KeyBuilder = Callable[[KeyRequest, DefaultDigest], str]
 
 def canonical_form(request: KeyRequest) -> bytes:
     return _canonical(
-        request.family, request.endpoint, request.model, request.target, request.query, request.body,
+        request.family,
+        request.endpoint,
+        request.model,
+        request.target,
+        request.query,
+        request.body,
         request.volatile_fields,
     )
 

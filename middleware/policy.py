@@ -92,7 +92,7 @@ def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
 
     if cache_field is not None:
         if not isinstance(cache_field, dict):
-            raise PolicyError("cache", "expected an object such as {\"no-cache\": true}")
+            raise PolicyError("cache", 'expected an object such as {"no-cache": true}')
         unknown = set(cache_field) - _BODY_FIELDS
         if unknown:
             raise PolicyError("cache", f"unknown control(s) {sorted(unknown)}; allowed: {sorted(_BODY_FIELDS)}")

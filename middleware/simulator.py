@@ -62,10 +62,12 @@ class SimulatedProvider:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.calls = 0
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            ]
+        )
 
     def latency(self, body: bytes) -> float:
         """300-800 ms by default, a function of the seed and the request (reproducible)."""
@@ -85,37 +87,73 @@ class SimulatedProvider:
             messages = body["messages"]
             model = str(body.get("model", "gpt-4o-mini"))
         except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": {"message": "simulator: expected a chat completion body",
-                                           "type": "invalid_request_error", "param": None, "code": None}}, 400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "simulator: expected a chat completion body",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                400,
+            )
         completion_id = self._next_id()
         await asyncio.sleep(self.latency(raw))
         prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
-        last_user = next((str(m.get("content", "")) for m in reversed(messages)
-                          if isinstance(m, dict) and m.get("role") == "user"), prompt)
+        last_user = next(
+            (str(m.get("content", "")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
+            prompt,
+        )
         text = _answer_for(last_user)
-        usage = {"prompt_tokens": _tokens(prompt) + 8, "completion_tokens": _tokens(text),
-                 "total_tokens": _tokens(prompt) + 8 + _tokens(text)}
+        usage = {
+            "prompt_tokens": _tokens(prompt) + 8,
+            "completion_tokens": _tokens(text),
+            "total_tokens": _tokens(prompt) + 8 + _tokens(text),
+        }
         headers = {SIMULATOR_HEADER: "llm-cache demo simulator"}
         if body.get("stream") is True:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(self._events(completion_id, model, text, usage, include_usage),
-                                     media_type="text/event-stream", headers=headers)
-        return JSONResponse({
-            "id": completion_id, "object": "chat.completion", "created": CREATED, "model": model,
-            "system_fingerprint": "simulator",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": usage,
-        }, headers=headers)
+            return StreamingResponse(
+                self._events(completion_id, model, text, usage, include_usage),
+                media_type="text/event-stream",
+                headers=headers,
+            )
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": CREATED,
+                "model": model,
+                "system_fingerprint": "simulator",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            },
+            headers=headers,
+        )
 
     @staticmethod
-    async def _events(completion_id: str, model: str, text: str, usage: dict[str, int],
-                      include_usage: bool) -> AsyncIterator[bytes]:
+    async def _events(
+        completion_id: str, model: str, text: str, usage: dict[str, int], include_usage: bool
+    ) -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None, with_usage: Any = None) -> bytes:
-            data: dict[str, Any] = {"id": completion_id, "object": "chat.completion.chunk", "created": CREATED,
-                                    "model": model, "system_fingerprint": "simulator",
-                                    "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                 "finish_reason": finish}] if delta is not None else []}
+            data: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "system_fingerprint": "simulator",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+                if delta is not None
+                else [],
+            }
             if include_usage:
                 data["usage"] = with_usage
             return b"data: " + json.dumps(data).encode() + b"\n\n"
@@ -123,7 +161,7 @@ class SimulatedProvider:
         yield chunk({"role": "assistant", "content": ""}, None)
         words = text.split(" ")
         for i in range(0, len(words), 3):
-            piece = " ".join(words[i:i + 3]) + (" " if i + 3 < len(words) else "")
+            piece = " ".join(words[i : i + 3]) + (" " if i + 3 < len(words) else "")
             await asyncio.sleep(0.005)
             yield chunk({"content": piece}, None)
         yield chunk({}, "stop")
@@ -141,9 +179,16 @@ class SimulatedProvider:
         data = []
         for index, item in enumerate(inputs):
             digest = hashlib.sha256(str(item).encode()).digest()
-            data.append({"object": "embedding", "index": index,
-                         "embedding": [round(b / 255 - 0.5, 4) for b in digest[:8]]})
+            data.append(
+                {"object": "embedding", "index": index, "embedding": [round(b / 255 - 0.5, 4) for b in digest[:8]]}
+            )
         tokens = sum(_tokens(str(item)) for item in inputs)
-        return JSONResponse({"object": "list", "data": data, "model": body.get("model", "text-embedding-3-small"),
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
-                            headers={SIMULATOR_HEADER: "llm-cache demo simulator"})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", "text-embedding-3-small"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+            headers={SIMULATOR_HEADER: "llm-cache demo simulator"},
+        )

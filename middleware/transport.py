@@ -116,8 +116,7 @@ _ASYNC_STREAMS = {
     for lib in (httpx, httpx2)
 }
 _SYNC_STREAMS = {
-    lib.__name__: type("RecordingSyncStream", (_RecordingSyncStream, lib.SyncByteStream), {})
-    for lib in (httpx, httpx2)
+    lib.__name__: type("RecordingSyncStream", (_RecordingSyncStream, lib.SyncByteStream), {}) for lib in (httpx, httpx2)
 }
 
 
@@ -153,8 +152,7 @@ class AsyncCachingTransport:
         if isinstance(prepared, Passthrough):
             return _bypass(lib, await inner.handle_async_request(request))
         if isinstance(prepared, Rejection):
-            return lib.Response(prepared.status, headers={"content-type": "application/json"},
-                                content=prepared.body)
+            return lib.Response(prepared.status, headers={"content-type": "application/json"}, content=prepared.body)
         return await self._cached(lib, inner, request, body, prepared)
 
     async def _cached(self, lib: Any, inner: Any, request: Any, body: bytes, prepared: CacheRequest) -> Any:
@@ -229,8 +227,7 @@ class CachingTransport:
         if isinstance(prepared, Passthrough):
             return _bypass(lib, inner.handle_request(request))
         if isinstance(prepared, Rejection):
-            return lib.Response(prepared.status, headers={"content-type": "application/json"},
-                                content=prepared.body)
+            return lib.Response(prepared.status, headers={"content-type": "application/json"}, content=prepared.body)
         cache.begin(prepared, "client")  # here, so the span's parent is the caller's current span
         lookup = self._loop.run(cache.lookup(prepared))
         if lookup.entry is not None:

@@ -65,8 +65,22 @@ ENV_PREFIX = "os.environ/"
 #: LiteLLM providers that are not plain HTTPS + API key (request signing, OAuth, other wire formats).
 #: Their deployments are skipped with a warning rather than sent somewhere wrong.
 UNSUPPORTED_PREFIXES = {
-    "bedrock", "sagemaker", "vertex_ai", "vertex_ai_beta", "huggingface", "cohere", "replicate",
-    "ollama", "palm", "ai21", "nlp_cloud", "aleph_alpha", "petals", "watsonx", "cloudflare", "predibase",
+    "bedrock",
+    "sagemaker",
+    "vertex_ai",
+    "vertex_ai_beta",
+    "huggingface",
+    "cohere",
+    "replicate",
+    "ollama",
+    "palm",
+    "ai21",
+    "nlp_cloud",
+    "aleph_alpha",
+    "petals",
+    "watsonx",
+    "cloudflare",
+    "predibase",
 }
 
 log = logging.getLogger("router")
@@ -242,9 +256,7 @@ class RouterConfig(BaseModel):
 # --------------------------------------------------------------------------- loaders
 
 
-def load_config(
-    source: str | Path | Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> RouterConfig:
+def load_config(source: str | Path | Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RouterConfig:
     """Load a config from a YAML path, YAML text or a mapping, in any of the three forms."""
     data: Any
     if isinstance(source, Mapping):
@@ -296,8 +308,7 @@ def _native(data: Mapping[str, Any], environ: Mapping[str, str] | None) -> Route
         if not isinstance(g, Mapping):
             raise ConfigError(f"groups.{name}: expected a mapping with 'deployments'")
         deps = [
-            _deployment(d, f"groups.{name}.deployments[{i}]", environ)
-            for i, d in enumerate(g.get("deployments") or [])
+            _deployment(d, f"groups.{name}.deployments[{i}]", environ) for i, d in enumerate(g.get("deployments") or [])
         ]
         groups[name] = ModelGroup(name=name, deployments=deps, routing_strategy=g.get("routing_strategy"))
     return RouterConfig(groups=groups, settings=RouterSettings(**(data.get("settings") or {})))
@@ -316,15 +327,36 @@ def split_litellm_model(model: str) -> tuple[Family, str]:
 
 
 #: litellm_params keys we use; others (temperature, drop_params, ...) are accepted and ignored.
-_LITELLM_KEYS = ("api_base", "api_key", "api_version", "rpm", "tpm", "weight", "order", "timeout",
-                 "max_parallel_requests")
+_LITELLM_KEYS = (
+    "api_base",
+    "api_key",
+    "api_version",
+    "rpm",
+    "tpm",
+    "weight",
+    "order",
+    "timeout",
+    "max_parallel_requests",
+)
 
 #: router_settings keys that do not apply here (redis_host, ...); accepted and ignored.
 _LITELLM_IGNORED = {
-    "redis_host", "redis_port", "redis_password", "redis_url", "enable_pre_call_checks",
-    "routing_strategy_args", "retry_policy", "allowed_fails_policy",
-    "provider_budget_config", "disable_cooldowns", "cache_responses", "enable_tag_filtering",
-    "retry_after", "optional_pre_call_checks", "stream_timeout", "max_fallbacks",
+    "redis_host",
+    "redis_port",
+    "redis_password",
+    "redis_url",
+    "enable_pre_call_checks",
+    "routing_strategy_args",
+    "retry_policy",
+    "allowed_fails_policy",
+    "provider_budget_config",
+    "disable_cooldowns",
+    "cache_responses",
+    "enable_tag_filtering",
+    "retry_after",
+    "optional_pre_call_checks",
+    "stream_timeout",
+    "max_fallbacks",
 }
 
 
@@ -339,9 +371,13 @@ def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
             raise ConfigError(f"{where}.litellm_params.model: required (e.g. openai/gpt-4o-mini)")
         prefix = str(params["model"]).partition("/")[0]
         if prefix in UNSUPPORTED_PREFIXES:
-            log.warning("router: %s.litellm_params.model %r: provider %r is not supported by the router "
-                        "(needs request signing or another wire format); deployment skipped",
-                        where, params["model"], prefix)
+            log.warning(
+                "router: %s.litellm_params.model %r: provider %r is not supported by the router "
+                "(needs request signing or another wire format); deployment skipped",
+                where,
+                params["model"],
+                prefix,
+            )
             continue
         family, model = split_litellm_model(str(params["model"]))
         raw: dict[str, Any] = {"family": family, "model": model}
@@ -354,14 +390,19 @@ def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         info = entry.get("model_info") or {}
         if isinstance(info, Mapping) and info.get("id"):
             raw["id"] = str(info["id"])
-        groups.setdefault(str(entry["model_name"]), []).append(
-            _deployment(raw, f"{where}.litellm_params", environ)
-        )
+        groups.setdefault(str(entry["model_name"]), []).append(_deployment(raw, f"{where}.litellm_params", environ))
     rs = dict(data.get("router_settings") or {})
     # LiteLLM also accepts retries/fallbacks under litellm_settings; router_settings wins.
     ls = data.get("litellm_settings") or {}
-    for key in ("num_retries", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
-                "default_fallbacks", "allowed_fails", "cooldown_time"):
+    for key in (
+        "num_retries",
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "default_fallbacks",
+        "allowed_fails",
+        "cooldown_time",
+    ):
         if key in ls and key not in rs:
             rs[key] = ls[key]
     if "request_timeout" in ls and "timeout" not in rs:
@@ -373,14 +414,10 @@ def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         settings = RouterSettings(**rs)
     except ValidationError as exc:
         raise ConfigError(_explain(exc).replace("\n  ", "\n  router_settings.")) from None
-    return RouterConfig(
-        groups={n: ModelGroup(name=n, deployments=d) for n, d in groups.items()}, settings=settings
-    )
+    return RouterConfig(groups={n: ModelGroup(name=n, deployments=d) for n, d in groups.items()}, settings=settings)
 
 
-def from_portkey(
-    data: Mapping[str, Any], environ: Mapping[str, str] | None = None, name: str = "*"
-) -> RouterConfig:
+def from_portkey(data: Mapping[str, Any], environ: Mapping[str, str] | None = None, name: str = "*") -> RouterConfig:
     """A Portkey-like config: ``strategy.mode`` is ``loadbalance`` or ``fallback``; targets nest.
 
     The top level becomes group ``name`` (default ``*``: every model). A ``loadbalance`` node becomes one
@@ -417,15 +454,16 @@ def from_portkey(
             deps: list[Deployment] = []
             for i, sub in enumerate(targets):
                 if "targets" in sub:
-                    raise ConfigError(f"{where}.targets[{i}]: nesting under loadbalance is not supported; "
-                                      "nest loadbalance under fallback instead")
+                    raise ConfigError(
+                        f"{where}.targets[{i}]: nesting under loadbalance is not supported; "
+                        "nest loadbalance under fallback instead"
+                    )
                 deps.append(leaf(sub, f"{where}.targets[{i}]"))
             groups[gname] = ModelGroup(name=gname, deployments=deps)
             return gname
         if mode != "fallback":
             raise ConfigError(f"{where}.strategy.mode: {mode!r} is not supported; use loadbalance or fallback")
-        entries = [node(sub, f"{gname}#{i}" if i else gname, f"{where}.targets[{i}]")
-                   for i, sub in enumerate(targets)]
+        entries = [node(sub, f"{gname}#{i}" if i else gname, f"{where}.targets[{i}]") for i, sub in enumerate(targets)]
         fallbacks.setdefault(entries[0], []).extend(entries[1:])
         return entries[0]
 

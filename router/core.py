@@ -266,17 +266,27 @@ class Router:
         if last.exception is not None:
             return Final(exception=last.exception)
         if not cooling:
-            return Final(response=self._error(
-                p, 400, "router_no_compatible_deployment",
-                f"No deployment of {tried} speaks the {p.api} API of this request.", None))
+            return Final(
+                response=self._error(
+                    p,
+                    400,
+                    "router_no_compatible_deployment",
+                    f"No deployment of {tried} speaks the {p.api} API of this request.",
+                    None,
+                )
+            )
         seconds = max(1, math.ceil(min(cooling)))
-        return Final(response=self._error(
-            p, 503, "all_deployments_cooling",
-            f"All deployments for {tried} are cooling down after failures; retry in {seconds}s.", seconds))
+        return Final(
+            response=self._error(
+                p,
+                503,
+                "all_deployments_cooling",
+                f"All deployments for {tried} are cooling down after failures; retry in {seconds}s.",
+                seconds,
+            )
+        )
 
-    def _run_group(
-        self, name: str, p: Prepared, deadline: float | None
-    ) -> Generator[Send | Sleep, Any, AttemptResult]:
+    def _run_group(self, name: str, p: Prepared, deadline: float | None) -> Generator[Send | Sleep, Any, AttemptResult]:
         retrying = retry_mod.policy(self.settings, rng=self.rng, clock=self.clock, deadline=deadline)
         decisions = retry_mod.steps(retrying)
         failed: set[str] = set()
@@ -302,10 +312,7 @@ class Router:
         return family == api or (api == "openai" and family == "azure")
 
     def _candidates(self, name: str, exclude: set[str], api: str) -> list[DeploymentState]:
-        healthy = [
-            st for st in self.states[name]
-            if self._speaks(st.deployment.family, api) and st.breaker.available()
-        ]
+        healthy = [st for st in self.states[name] if self._speaks(st.deployment.family, api) and st.breaker.available()]
         fresh = [st for st in healthy if st.id not in exclude]
         return fresh or healthy
 
@@ -413,8 +420,9 @@ class Router:
 
     def _outgoing(self, p: Prepared, dep: Any, deadline: float | None) -> Any:
         req = p.request
-        url = rewrite.target_url(dep, req.url.path, req.url.query.decode() if isinstance(
-            req.url.query, bytes) else str(req.url.query))
+        url = rewrite.target_url(
+            dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
+        )
         headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
         body = rewrite.rewrite_body(p.body, p.doc, dep)
         extensions = dict(req.extensions)
@@ -436,8 +444,11 @@ class Router:
             def release(failed: bool, st: DeploymentState = st) -> None:
                 st.in_flight -= 1
                 if failed:
-                    log.warning("router: stream from %s failed after its first byte; ended with the "
-                                "provider's error, no fallback", st.id)
+                    log.warning(
+                        "router: stream from %s failed after its first byte; ended with the "
+                        "provider's error, no fallback",
+                        st.id,
+                    )
 
         return Final(response=resp, release=release)
 

@@ -58,10 +58,7 @@ def auth_header(dep: Deployment) -> tuple[str, str] | None:
 
 def rewrite_headers(headers: list[tuple[str, str]], dep: Deployment) -> list[tuple[str, str]]:
     auth = auth_header(dep)
-    out = [
-        (k, v) for k, v in headers
-        if k.lower() not in _DROP and (auth is None or k.lower() not in AUTH_HEADERS)
-    ]
+    out = [(k, v) for k, v in headers if k.lower() not in _DROP and (auth is None or k.lower() not in AUTH_HEADERS)]
     if auth is not None:
         out.append(auth)
     return out

@@ -59,8 +59,11 @@ def lowest_order(cands: Candidates, ctx: PickContext) -> Candidates:
 
 
 def under_parallel_limit(cands: Candidates, ctx: PickContext) -> Candidates:
-    mp = [c for c in cands if c.deployment.max_parallel_requests is None
-          or c.in_flight < c.deployment.max_parallel_requests]
+    mp = [
+        c
+        for c in cands
+        if c.deployment.max_parallel_requests is None or c.in_flight < c.deployment.max_parallel_requests
+    ]
     return _soft(mp, cands)
 
 

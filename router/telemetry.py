@@ -32,8 +32,9 @@ class Telemetry:
             },
         )
 
-    def end_attempt(self, span: Any, group: str, deployment: str, outcome: str, status: int | None,
-                    seconds: float, retry: bool) -> None:
+    def end_attempt(
+        self, span: Any, group: str, deployment: str, outcome: str, status: int | None, seconds: float, retry: bool
+    ) -> None:
         span.set_attribute("router.outcome", outcome)
         if status is not None:
             span.set_attribute("http.response.status_code", status)

@@ -57,9 +57,7 @@ def _decoded(lib: ModuleType, resp: Any, raw: bytes) -> bytes:
 
 def _rebuilt(lib: ModuleType, resp: Any, raw: bytes) -> Any:
     """The same response with its body already read (so it can be inspected and still returned)."""
-    return lib.Response(
-        resp.status_code, headers=resp.headers, stream=lib.ByteStream(raw), extensions=resp.extensions
-    )
+    return lib.Response(resp.status_code, headers=resp.headers, stream=lib.ByteStream(raw), extensions=resp.extensions)
 
 
 class _Peeked:
@@ -233,8 +231,7 @@ def _finish(final: Final) -> Any:
 # ----------------------------------------------------------------------------- the transport
 
 
-class RouterTransport(httpx2.AsyncBaseTransport, httpx2.BaseTransport, httpx.AsyncBaseTransport,
-                      httpx.BaseTransport):
+class RouterTransport(httpx2.AsyncBaseTransport, httpx2.BaseTransport, httpx.AsyncBaseTransport, httpx.BaseTransport):
     """Mount a ``Router`` in an httpx2 or httpx client, sync or async.
 
     ``inner`` is the transport attempts go through (async, and sync too if it has ``handle_request``);
@@ -245,8 +242,10 @@ class RouterTransport(httpx2.AsyncBaseTransport, httpx2.BaseTransport, httpx.Asy
     def __init__(self, router: Router, inner: Any = None, sync_inner: Any = None) -> None:
         self.router = router
         self.inner = inner
-        self.sync_inner = sync_inner if sync_inner is not None else (
-            inner if inner is not None and hasattr(inner, "handle_request") else None
+        self.sync_inner = (
+            sync_inner
+            if sync_inner is not None
+            else (inner if inner is not None and hasattr(inner, "handle_request") else None)
         )
         # Default transports belong to this transport (closing one client never cuts another's streams).
         self._defaults: dict[tuple[str, bool], Any] = {}

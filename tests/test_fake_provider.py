@@ -15,11 +15,23 @@ import pytest
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 QUESTION: Any = [{"role": "user", "content": "What is the capital of France?"}]
-WEATHER_TOOL: Any = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather",
-    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]
-ANTHROPIC_WEATHER_TOOL: Any = [{"name": "get_weather", "description": "Current weather",
-                           "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}}]
+WEATHER_TOOL: Any = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+        },
+    }
+]
+ANTHROPIC_WEATHER_TOOL: Any = [
+    {
+        "name": "get_weather",
+        "description": "Current weather",
+        "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}},
+    }
+]
 
 
 def oai(fp: RunningFakeProvider) -> openai.OpenAI:
@@ -52,8 +64,10 @@ def test_openai_chat_is_deterministic_per_request_with_fresh_ids(fake_provider: 
     assert other.choices[0].message.content != text
     assert len({first.id, again.id, other.id}) == 3
     assert first.object == "chat.completion" and first.choices[0].finish_reason == "stop"
-    assert first.usage is not None and first.usage.total_tokens == first.usage.prompt_tokens + \
-        first.usage.completion_tokens
+    assert (
+        first.usage is not None
+        and first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
+    )
     assert first.usage.prompt_tokens_details is not None
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     assert fake_provider.count("/chat/completions") == 3
@@ -75,8 +89,11 @@ def test_openai_chat_stream_matches_the_plain_answer(fake_provider: RunningFakeP
 
 
 def test_openai_chat_stream_include_usage_ends_with_a_usage_chunk(fake_provider: RunningFakeProvider) -> None:
-    chunks = list(oai(fake_provider).chat.completions.create(
-        model="gpt-4o-mini", messages=QUESTION, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        oai(fake_provider).chat.completions.create(
+            model="gpt-4o-mini", messages=QUESTION, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens > 0
     assert all(c.usage is None for c in chunks[:-1])
@@ -111,10 +128,16 @@ def test_openai_tool_call_when_asked_about_weather(fake_provider: RunningFakePro
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments)["location"] == "Paris, France"
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=weather, tools=WEATHER_TOOL,
-                                                 stream=True))
-    args = "".join(tc.function.arguments or "" for c in chunks if c.choices
-                   for tc in c.choices[0].delta.tool_calls or [] if tc.function)
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o-mini", messages=weather, tools=WEATHER_TOOL, stream=True)
+    )
+    args = "".join(
+        tc.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for tc in c.choices[0].delta.tool_calls or []
+        if tc.function
+    )
     assert json.loads(args) == json.loads(call.function.arguments)
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     no_tool = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, tools=WEATHER_TOOL)
@@ -125,8 +148,9 @@ def test_openai_cached_tokens_reported_for_a_repeated_prefix(fake_provider: Runn
     client = oai(fake_provider)
     system = {"role": "system", "content": "You are a geography tutor. " * 40}
     first = client.chat.completions.create(model="gpt-4o-mini", messages=[system, *QUESTION])
-    second = client.chat.completions.create(model="gpt-4o-mini",
-                                            messages=[system, {"role": "user", "content": "And Spain?"}])
+    second = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[system, {"role": "user", "content": "And Spain?"}]
+    )
     assert first.usage and first.usage.prompt_tokens_details
     assert second.usage and second.usage.prompt_tokens_details
     assert first.usage.prompt_tokens_details.cached_tokens == 0
@@ -140,8 +164,11 @@ def test_openai_completions_plain_and_stream(fake_provider: RunningFakeProvider)
     client = oai(fake_provider)
     plain = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hello")
     assert plain.object == "text_completion" and plain.choices[0].text.endswith("Say hello")
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="gpt-3.5-turbo-instruct", prompt="Say hello", stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hello", stream=True)
+        if c.choices
+    )
     assert streamed == plain.choices[0].text
     assert fake_provider.count("/v1/completions") == 2
 
@@ -150,8 +177,7 @@ def test_openai_embeddings_default_base64_and_float(fake_provider: RunningFakePr
     client = oai(fake_provider)
     default = client.embeddings.create(model="text-embedding-3-small", input="hello world")
     sent = fake_provider.last.body
-    floats = client.embeddings.create(model="text-embedding-3-small", input="hello world",
-                                      encoding_format="float")
+    floats = client.embeddings.create(model="text-embedding-3-small", input="hello world", encoding_format="float")
     other = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"], encoding_format="float")
     assert len(default.data[0].embedding) == 8
     assert default.data[0].embedding == pytest.approx(floats.data[0].embedding, abs=1e-6)
@@ -166,8 +192,7 @@ def test_openai_responses_plain_and_stream(fake_provider: RunningFakeProvider) -
     plain = client.responses.create(model="gpt-4o-mini", input="What is the capital of France?")
     assert plain.status == "completed" and plain.output_text.endswith("What is the capital of France?")
     assert plain.usage is not None and plain.usage.total_tokens > 0
-    events = list(client.responses.create(model="gpt-4o-mini", input="What is the capital of France?",
-                                          stream=True))
+    events = list(client.responses.create(model="gpt-4o-mini", input="What is the capital of France?", stream=True))
     kinds = [e.type for e in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert "response.output_text.delta" in kinds and "response.output_item.done" in kinds
@@ -181,8 +206,9 @@ def test_openai_responses_plain_and_stream(fake_provider: RunningFakeProvider) -
 
 
 def test_azure_chat_and_embeddings_go_to_the_deployment_path(fake_provider: RunningFakeProvider) -> None:
-    client = openai.AzureOpenAI(azure_endpoint=fake_provider.url, api_version="2024-10-21",
-                                api_key="azure-key", max_retries=0)
+    client = openai.AzureOpenAI(
+        azure_endpoint=fake_provider.url, api_version="2024-10-21", api_key="azure-key", max_retries=0
+    )
     answer = client.chat.completions.create(model="my-gpt4o", messages=QUESTION)
     seen = fake_provider.last
     assert seen.path == "/openai/deployments/my-gpt4o/chat/completions"
@@ -205,15 +231,15 @@ def test_anthropic_messages_plain_and_stream(fake_provider: RunningFakeProvider)
     kinds = [e.type for e in events]
     assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
     assert kinds.count("content_block_delta") > 3
-    text = "".join(e.delta.text for e in events
-                   if e.type == "content_block_delta" and e.delta.type == "text_delta")
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta")
     assert text == plain.content[0].text
     with client.messages.stream(**params) as stream:
         final = stream.get_final_message()
     assert final.content[0].text == plain.content[0].text  # type: ignore[union-attr]
     assert final.usage.output_tokens == plain.usage.output_tokens and final.id != plain.id
-    assert "sk-ant-test" in (fake_provider.last.headers.get("x-api-key", "")
-                             + fake_provider.last.headers.get("authorization", ""))
+    assert "sk-ant-test" in (
+        fake_provider.last.headers.get("x-api-key", "") + fake_provider.last.headers.get("authorization", "")
+    )
     assert fake_provider.count("/v1/messages") == 3
 
 
@@ -228,8 +254,12 @@ async def test_anthropic_async_stream_helper(fake_provider: RunningFakeProvider)
 
 def test_anthropic_thinking_block_with_signature(fake_provider: RunningFakeProvider) -> None:
     client = ant(fake_provider)
-    params: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 4096, "messages": QUESTION,
-                              "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    params: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 4096,
+        "messages": QUESTION,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
     plain = client.messages.create(**params)
     assert [b.type for b in plain.content] == ["thinking", "text"]
     events = list(client.messages.create(**params, stream=True))
@@ -244,8 +274,12 @@ def test_anthropic_thinking_block_with_signature(fake_provider: RunningFakeProvi
 
 def test_anthropic_tool_use_with_input_json_deltas(fake_provider: RunningFakeProvider) -> None:
     client = ant(fake_provider)
-    params: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 256, "tools": ANTHROPIC_WEATHER_TOOL,
-                              "messages": [{"role": "user", "content": "What's the weather in Paris?"}]}
+    params: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 256,
+        "tools": ANTHROPIC_WEATHER_TOOL,
+        "messages": [{"role": "user", "content": "What's the weather in Paris?"}],
+    }
     plain = client.messages.create(**params)
     assert plain.stop_reason == "tool_use"
     tool = next(b for b in plain.content if b.type == "tool_use")
@@ -262,8 +296,9 @@ def test_anthropic_cache_control_reports_creation_then_read(fake_provider: Runni
     client = ant(fake_provider)
     system = [{"type": "text", "text": "You are a geography tutor. " * 100, "cache_control": {"type": "ephemeral"}}]
     first = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, system=system, messages=QUESTION)
-    second = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, system=system,
-                                    messages=[{"role": "user", "content": "And Spain?"}])
+    second = client.messages.create(
+        model="claude-sonnet-4-6", max_tokens=64, system=system, messages=[{"role": "user", "content": "And Spain?"}]
+    )
     assert first.usage.cache_creation_input_tokens and not first.usage.cache_read_input_tokens
     assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
     assert not second.usage.cache_creation_input_tokens
@@ -346,11 +381,13 @@ def test_fail_next_then_recovers(fake_provider: RunningFakeProvider) -> None:
 
 def test_x_fake_status_header_from_the_sdks(fake_provider: RunningFakeProvider) -> None:
     with pytest.raises(openai.InternalServerError):
-        oai(fake_provider).chat.completions.create(model="gpt-4o-mini", messages=QUESTION,
-                                                   extra_headers={"x-fake-status": "500"})
+        oai(fake_provider).chat.completions.create(
+            model="gpt-4o-mini", messages=QUESTION, extra_headers={"x-fake-status": "500"}
+        )
     with pytest.raises(anthropic.InternalServerError) as info:
-        ant(fake_provider).messages.create(model="claude-sonnet-4-6", max_tokens=16, messages=QUESTION,
-                                           extra_headers={"x-fake-status": "500"})
+        ant(fake_provider).messages.create(
+            model="claude-sonnet-4-6", max_tokens=16, messages=QUESTION, extra_headers={"x-fake-status": "500"}
+        )
     assert info.value.body["type"] == "error"  # type: ignore[index]
 
 
@@ -365,8 +402,10 @@ def test_cut_stream_makes_the_sdk_stream_raise(fake_provider: RunningFakeProvide
     # only the next stream is cut
     assert list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True))
     fake_provider.cut_stream_after(3)
-    with pytest.raises((httpx2.HTTPError, anthropic.APIError)), ant(fake_provider).messages.stream(
-            model="claude-sonnet-4-6", max_tokens=16, messages=QUESTION) as stream:
+    with (
+        pytest.raises((httpx2.HTTPError, anthropic.APIError)),
+        ant(fake_provider).messages.stream(model="claude-sonnet-4-6", max_tokens=16, messages=QUESTION) as stream,
+    ):
         stream.get_final_message()
 
 
@@ -386,8 +425,9 @@ def test_hold_keeps_five_requests_in_flight_until_release(fake_provider: Running
 
     def call(i: int) -> None:
         try:
-            r = client.chat.completions.create(model="gpt-4o-mini",
-                                               messages=[{"role": "user", "content": f"question {i}"}])
+            r = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"question {i}"}]
+            )
             answers.append(r.id)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -412,8 +452,10 @@ async def test_hold_with_async_clients(fake_provider: RunningFakeProvider) -> No
     client = aoai(fake_provider)
     fake_provider.hold()
     try:
-        tasks = [asyncio.create_task(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION))
-                 for _ in range(5)]
+        tasks = [
+            asyncio.create_task(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION))
+            for _ in range(5)
+        ]
         await fake_provider.wait_for_in_flight_async(5, timeout=10)
         assert not any(t.done() for t in tasks)
     finally:

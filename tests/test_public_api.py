@@ -9,16 +9,33 @@ import router
 
 def test_middleware_exports() -> None:
     assert sorted(middleware.__all__) == [
-        "AsyncCachingTransport", "Cache", "CacheMiddleware", "CacheSettings", "CacheStats",
-        "CachingTransport", "KeyRequest", "Outcome", "default_digest",
+        "AsyncCachingTransport",
+        "Cache",
+        "CacheMiddleware",
+        "CacheSettings",
+        "CacheStats",
+        "CachingTransport",
+        "KeyRequest",
+        "Outcome",
+        "default_digest",
     ]
     for name in middleware.__all__:
         assert getattr(middleware, name) is not None
 
 
 def test_store_exports_cover_every_back_end() -> None:
-    for name in ("Store", "MemoryStore", "DiskStore", "AiocacheStore", "RedisStore", "RedisClusterStore",
-                 "RedisSentinelStore", "TieredStore", "S3Store", "MemcachedStore"):
+    for name in (
+        "Store",
+        "MemoryStore",
+        "DiskStore",
+        "AiocacheStore",
+        "RedisStore",
+        "RedisClusterStore",
+        "RedisSentinelStore",
+        "TieredStore",
+        "S3Store",
+        "MemcachedStore",
+    ):
         assert name in middleware.stores.__all__
 
 

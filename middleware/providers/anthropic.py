@@ -10,8 +10,13 @@ import orjson
 from .base import Endpoint, RequestView, Route, Usage, int_or_none, loads_object, suffix_pattern
 from .sse import SSEDecoder, encode_event
 
-_DELTA_USAGE = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens",
-                "server_tool_use")
+_DELTA_USAGE = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+    "server_tool_use",
+)
 """The cumulative usage counts a `message_delta` event carries."""
 
 

@@ -55,8 +55,9 @@ class _GeminiEndpoint(Endpoint):
         thoughts = int_or_none(usage.get("thoughtsTokenCount"))
         output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
         # promptTokenCount already includes cachedContentTokenCount.
-        return Usage(int_or_none(usage.get("promptTokenCount")), output,
-                     int_or_none(usage.get("cachedContentTokenCount")), None)
+        return Usage(
+            int_or_none(usage.get("promptTokenCount")), output, int_or_none(usage.get("cachedContentTokenCount")), None
+        )
 
 
 def _sse_requested(query: str) -> bool:

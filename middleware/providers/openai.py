@@ -173,8 +173,12 @@ class Completions(_ChunkStreamEndpoint):
         bodies = []
         for choice in final.get("choices") or []:
             index = choice.get("index", 0)
-            first = {"text": choice.get("text") or "", "index": index, "logprobs": choice.get("logprobs"),
-                     "finish_reason": None}
+            first = {
+                "text": choice.get("text") or "",
+                "index": index,
+                "logprobs": choice.get("logprobs"),
+                "finish_reason": None,
+            }
             last = {"text": "", "index": index, "logprobs": None, "finish_reason": choice.get("finish_reason")}
             bodies.append((first, last))
         return _chunk_stream(final, "text_completion", bodies, _include_usage(request))
@@ -386,8 +390,7 @@ class ResponsesStreamAssembler:
 def _response_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The event sequence a live stream of `final` would have sent, numbered from 0."""
     numbers = count()
-    pending = {**final, "status": "in_progress", "output": [], "usage": None, "error": None,
-               "incomplete_details": None}
+    pending = {**final, "status": "in_progress", "output": [], "usage": None, "error": None, "incomplete_details": None}
     if "completed_at" in final:
         pending["completed_at"] = None
     for kind in ("response.created", "response.in_progress"):

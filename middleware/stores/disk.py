@@ -27,9 +27,7 @@ class DiskStore:
     def __init__(self, directory: str | os.PathLike[str] | None = None, size_limit: int = 1024**3) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._cache = diskcache.Cache(
-            str(self.directory), size_limit=size_limit, eviction_policy="least-recently-used"
-        )
+        self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit, eviction_policy="least-recently-used")
 
     async def get(self, key: str) -> bytes | None:
         value = await asyncio.to_thread(self._cache.get, key)

@@ -64,9 +64,7 @@ class MemoryStore:
                 self._remove(key)
             self._data[key] = (value, expires_at)
             self._bytes += len(value)
-            while len(self._data) > self.max_entries or (
-                self.max_bytes is not None and self._bytes > self.max_bytes
-            ):
+            while len(self._data) > self.max_entries or (self.max_bytes is not None and self._bytes > self.max_bytes):
                 oldest = next(iter(self._data))
                 self._remove(oldest)
 

@@ -37,17 +37,27 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 
 def _chat_json(n: int, model: str) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{n}", "object": "chat.completion", "created": 1700000000 + n, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(ANSWER)},
-                     "finish_reason": "stop", "logprobs": None}],
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "created": 1700000000 + n,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(ANSWER)},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
     }
 
 
 async def _chat_stream(n: int, model: str, fail: bool = False) -> AsyncIterator[bytes]:
     base = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": 1700000000 + n, "model": model}
-    yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                     "finish_reason": None}]})
+    yield _sse(
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    )
     for i, piece in enumerate(ANSWER):
         if fail and i == 1:
             raise RuntimeError("provider died mid-stream")
@@ -59,25 +69,43 @@ async def _chat_stream(n: int, model: str, fail: bool = False) -> AsyncIterator[
 
 def _message_json(n: int, model: str) -> dict[str, Any]:
     return {
-        "id": f"msg_{n}", "type": "message", "role": "assistant", "model": model,
+        "id": f"msg_{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
         "content": [{"type": "text", "text": "".join(ANSWER)}],
-        "stop_reason": "end_turn", "stop_sequence": None,
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
         "usage": {"input_tokens": 12, "output_tokens": 7},
     }
 
 
 async def _message_stream(n: int, model: str) -> AsyncIterator[bytes]:
-    message = {**_message_json(n, model), "content": [], "stop_reason": None,
-               "usage": {"input_tokens": 12, "output_tokens": 1}}
+    message = {
+        **_message_json(n, model),
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": 12, "output_tokens": 1},
+    }
     yield _sse({"type": "message_start", "message": message}, "message_start")
-    yield _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-               "content_block_start")
+    yield _sse(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        "content_block_start",
+    )
     for piece in ANSWER:
-        yield _sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
-                   "content_block_delta")
+        yield _sse(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            "content_block_delta",
+        )
     yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-    yield _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"input_tokens": 12, "output_tokens": 7}}, "message_delta")
+    yield _sse(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"input_tokens": 12, "output_tokens": 7},
+        },
+        "message_delta",
+    )
     yield _sse({"type": "message_stop"}, "message_stop")
 
 
@@ -110,8 +138,9 @@ def _endpoints(calls: Calls) -> list[tuple[str, Any]]:
     async def broken_stream(request: Request) -> Response:
         body = await request.json()
         calls.count["broken"] += 1
-        return StreamingResponse(_chat_stream(calls.count["broken"], body["model"], fail=True),
-                                 media_type="text/event-stream")
+        return StreamingResponse(
+            _chat_stream(calls.count["broken"], body["model"], fail=True), media_type="text/event-stream"
+        )
 
     async def server_error(request: Request) -> Response:
         await request.body()
@@ -133,8 +162,10 @@ def _endpoints(calls: Calls) -> list[tuple[str, Any]]:
 
 
 def starlette_app(calls: Calls) -> Starlette:
-    routes = [Route(path, endpoint, methods=["POST"] if path != "/health" else ["GET"])
-              for path, endpoint in _endpoints(calls)]
+    routes = [
+        Route(path, endpoint, methods=["POST"] if path != "/health" else ["GET"])
+        for path, endpoint in _endpoints(calls)
+    ]
     return Starlette(routes=routes)
 
 

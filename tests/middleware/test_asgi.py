@@ -97,8 +97,12 @@ def _deltas(sse: str) -> list[str]:
 async def test_openai_sdk_through_the_middleware_json_and_stream() -> None:
     cache = Cache()
     app, calls = wrapped("fastapi", cache)
-    sdk = openai.AsyncOpenAI(api_key="sk-alice", base_url="http://app/v1", max_retries=0,
-                             http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)))
+    sdk = openai.AsyncOpenAI(
+        api_key="sk-alice",
+        base_url="http://app/v1",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)),
+    )
     first = await sdk.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
     second = await sdk.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
@@ -112,8 +116,12 @@ async def test_openai_sdk_through_the_middleware_json_and_stream() -> None:
 async def test_anthropic_sdk_through_the_middleware_stream_then_json() -> None:
     cache = Cache()
     app, calls = wrapped("starlette", cache)
-    sdk = anthropic.AsyncAnthropic(api_key="sk-ant-alice", base_url="http://app", max_retries=0,
-                                   http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)))
+    sdk = anthropic.AsyncAnthropic(
+        api_key="sk-ant-alice",
+        base_url="http://app",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)),
+    )
     params: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": QUESTION}
     async with sdk.messages.stream(**params) as stream:
         streamed = await stream.get_final_text()
@@ -242,8 +250,9 @@ async def test_non_llm_routes_are_untouched(kind: str) -> None:
 async def test_include_exclude_and_mount_prefix() -> None:
     app, calls = wrapped("starlette", Cache(), exclude=["/v1/chat/*"])
     assert "x-cache" not in (await post(app)).headers
-    assert (await post(app, {"model": "c", "max_tokens": 5, "messages": QUESTION}, path="/v1/messages"))\
-        .headers["x-cache"] == "MISS"
+    assert (await post(app, {"model": "c", "max_tokens": 5, "messages": QUESTION}, path="/v1/messages")).headers[
+        "x-cache"
+    ] == "MISS"
 
     app, calls = wrapped("starlette", Cache(), include=["/v1/messages"])
     assert "x-cache" not in (await post(app)).headers
@@ -262,11 +271,24 @@ async def test_a_client_that_disconnects_mid_stream_leaves_nothing_stored() -> N
     cache = Cache()
     app, calls = wrapped("starlette", cache)
     body = json.dumps({**BODY, "stream": True}).encode()
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": CHAT, "raw_path": CHAT.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer sk-alice"),
-                         (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("app", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": CHAT,
+        "raw_path": CHAT.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"authorization", b"Bearer sk-alice"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("app", 80),
+    }
     sent: list[Message] = []
     delivered = False
 
@@ -320,13 +342,16 @@ async def test_a_streaming_response_is_stored_even_when_starlette_cancels_its_ta
         calls += 1
 
         async def body() -> Any:
-            yield json.dumps({"id": f"c{calls}", "object": "chat.completion", "created": 1, "model": "m",
-                              "choices": []}).encode()
+            yield json.dumps(
+                {"id": f"c{calls}", "object": "chat.completion", "created": 1, "model": "m", "choices": []}
+            ).encode()
 
         return StreamingResponse(body(), media_type="application/json")
 
-    app = CacheMiddleware(Starlette(routes=[Route(CHAT, chat, methods=["POST"])]),
-                          cache=Cache(store=DiskStore(tmp_path), coalesce_timeout=5))
+    app = CacheMiddleware(
+        Starlette(routes=[Route(CHAT, chat, methods=["POST"])]),
+        cache=Cache(store=DiskStore(tmp_path), coalesce_timeout=5),
+    )
     first = await post(app)
     second = await post(app)
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")

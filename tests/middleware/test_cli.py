@@ -31,8 +31,7 @@ def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("name", ["native", "guide", "litellm"])
-def test_check_config_prints_masked_settings(name: str, secrets_env: None, capsys: pytest.CaptureFixture[str]
-                                             ) -> None:
+def test_check_config_prints_masked_settings(name: str, secrets_env: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(EXAMPLES / f"{name}.yaml")]) == 0
     out = capsys.readouterr().out
     assert f"OK: {EXAMPLES / f'{name}.yaml'} ({name} dialect)" in out
@@ -57,8 +56,7 @@ def test_check_config_as_a_console_script(tmp_path: Path) -> None:
     assert "semantic caching is not available" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["check-config"], ["demo"], ["warm"], ["stats"],
-                                     ["invalidate"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["check-config"], ["demo"], ["warm"], ["stats"], ["invalidate"]])
 def test_help_on_every_command(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([*command, "--help"])
@@ -68,8 +66,13 @@ def test_help_on_every_command(command: list[str], capsys: pytest.CaptureFixture
 
 @pytest.fixture
 def running_gateway(fake_provider: RunningFakeProvider) -> Iterator[str]:
-    config = parse_config({"cache": {"store": {"type": "memory"}}, "admin_key": ADMIN,
-                           "upstreams": {"openai": {"base_url": fake_provider.openai_base_url}}})
+    config = parse_config(
+        {
+            "cache": {"store": {"type": "memory"}},
+            "admin_key": ADMIN,
+            "upstreams": {"openai": {"base_url": fake_provider.openai_base_url}},
+        }
+    )
     with BackgroundServer(create_gateway(config)) as server:
         yield server.url
 
@@ -81,11 +84,17 @@ def requests_file(tmp_path: Path, items: list[dict[str, Any]]) -> Path:
 
 
 def test_warm_stats_and_invalidate_through_a_gateway(
-        tmp_path: Path, running_gateway: str, fake_provider: RunningFakeProvider,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, running_gateway: str, fake_provider: RunningFakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
     headers = {"authorization": "Bearer sk-warm"}
-    items = [{"path": "/v1/chat/completions", "body": {**BODY, "messages": [{"role": "user", "content": q}]},
-              "headers": headers} for q in ("hours?", "returns?", "shipping?")]
+    items = [
+        {
+            "path": "/v1/chat/completions",
+            "body": {**BODY, "messages": [{"role": "user", "content": q}]},
+            "headers": headers,
+        }
+        for q in ("hours?", "returns?", "shipping?")
+    ]
     path = requests_file(tmp_path, items)
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     captured = capsys.readouterr()
@@ -113,24 +122,35 @@ def test_warm_stats_and_invalidate_through_a_gateway(
 
 
 def test_warm_straight_through_the_engine_then_served_by_a_gateway(
-        tmp_path: Path, fake_provider: RunningFakeProvider, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, fake_provider: RunningFakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"cache:\n  store: {{type: disk, directory: '{tmp_path / 'store'}'}}\nadmin_key: {ADMIN}\n")
-    path = requests_file(tmp_path, [{"path": "/v1/chat/completions", "body": BODY,
-                                     "headers": {"authorization": "Bearer sk-engine"}}])
-    assert main(["warm", str(path), "--config", str(config), "--upstream",
-                 f"openai={fake_provider.openai_base_url}"]) == 0
+    path = requests_file(
+        tmp_path, [{"path": "/v1/chat/completions", "body": BODY, "headers": {"authorization": "Bearer sk-engine"}}]
+    )
+    assert (
+        main(["warm", str(path), "--config", str(config), "--upstream", f"openai={fake_provider.openai_base_url}"]) == 0
+    )
     assert "stored 1, already cached 0, failed 0" in capsys.readouterr().out
-    with BackgroundServer(create_gateway(parse_config({
-            "cache": {"store": {"type": "disk", "directory": str(tmp_path / "store")}},
-            "upstreams": {"openai": {"base_url": fake_provider.openai_base_url}}}))) as server:
+    with BackgroundServer(
+        create_gateway(
+            parse_config(
+                {
+                    "cache": {"store": {"type": "disk", "directory": str(tmp_path / "store")}},
+                    "upstreams": {"openai": {"base_url": fake_provider.openai_base_url}},
+                }
+            )
+        )
+    ) as server:
         assert main(["warm", str(path), "--gateway", server.url]) == 0
     assert "already cached 1" in capsys.readouterr().out
     assert fake_provider.count("/chat/completions") == 1
 
 
-def test_warm_reports_failures(tmp_path: Path, running_gateway: str, fake_provider: RunningFakeProvider,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_warm_reports_failures(
+    tmp_path: Path, running_gateway: str, fake_provider: RunningFakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake_provider.fail_next(1, status=500)
     path = requests_file(tmp_path, [{"path": "/v1/chat/completions", "body": BODY}])
     assert main(["warm", str(path), "--gateway", running_gateway]) == 1
@@ -177,9 +197,24 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
 
     port = free_port()
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    process = subprocess.Popen([str(LLM_CACHE), "serve", "--port", str(port), "--workers", str(workers),
-                                "--upstream", f"openai={fake_provider.openai_base_url}", "--log-level", "warning"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            str(LLM_CACHE),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--upstream",
+            f"openai={fake_provider.openai_base_url}",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", process)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-serve", max_retries=0)

@@ -42,8 +42,11 @@ def error_of(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> st
 
 def test_three_example_files_give_the_same_cache_settings() -> None:
     loaded = {name: load_config(EXAMPLES / f"{name}.yaml", env=ENV) for name in ("native", "guide", "litellm")}
-    assert {name: c.dialect for name, c in loaded.items()} == {"native": "native", "guide": "guide",
-                                                               "litellm": "litellm"}
+    assert {name: c.dialect for name, c in loaded.items()} == {
+        "native": "native",
+        "guide": "guide",
+        "litellm": "litellm",
+    }
     caches = {name: c.cache.model_dump() for name, c in loaded.items()}
     assert caches["native"] == caches["guide"] == caches["litellm"]
     store = loaded["native"].cache.store
@@ -58,18 +61,27 @@ def test_three_example_files_give_the_same_cache_settings() -> None:
 
 def test_memory_and_disk_equivalents(tmp_path: Path) -> None:
     native = parse_config({"cache": {"store": {"type": "memory", "max_entries": 50}, "ttl": 60}})
-    guide = parse_config({"cache_responses": True, "caching": {"type": "in-memory", "ttl": 60,
-                                                               "params": {"capacity": 50}}})
-    litellm = parse_config({"litellm_settings": {"cache": True, "cache_params": {"type": "local", "ttl": 60,
-                                                                              "max_size_in_memory": 50}}})
+    guide = parse_config(
+        {"cache_responses": True, "caching": {"type": "in-memory", "ttl": 60, "params": {"capacity": 50}}}
+    )
+    litellm = parse_config(
+        {"litellm_settings": {"cache": True, "cache_params": {"type": "local", "ttl": 60, "max_size_in_memory": 50}}}
+    )
     assert native.cache == guide.cache == litellm.cache
     disk = {"litellm_settings": {"cache": True, "cache_params": {"type": "disk", "disk_cache_dir": str(tmp_path)}}}
     assert parse_config(disk).cache.store.directory == str(tmp_path)
 
 
 def test_guide_dual_cache_becomes_a_tiered_store() -> None:
-    config = parse_config({"caching": {"type": "dual_cache", "l1": {"type": "in-memory", "capacity": 5000},
-                                       "l2": {"type": "redis", "host": "redis.internal", "ttl": 3600}}})
+    config = parse_config(
+        {
+            "caching": {
+                "type": "dual_cache",
+                "l1": {"type": "in-memory", "capacity": 5000},
+                "l2": {"type": "redis", "host": "redis.internal", "ttl": 3600},
+            }
+        }
+    )
     store = config.cache.store
     assert store.type == "tiered"
     assert (store.l1.type, store.l1.max_entries) == ("memory", 5000)
@@ -86,9 +98,20 @@ def test_cache_disabled_in_each_dialect() -> None:
 
 
 def test_litellm_specifics() -> None:
-    config = parse_config({"litellm_settings": {"cache": True, "cache_params": {
-        "type": "redis", "mode": "default_off", "supported_call_types": ["acompletion"], "foo": 1}}},
-        env={"REDIS_HOST": "envhost", "REDIS_PORT": "6380"})
+    config = parse_config(
+        {
+            "litellm_settings": {
+                "cache": True,
+                "cache_params": {
+                    "type": "redis",
+                    "mode": "default_off",
+                    "supported_call_types": ["acompletion"],
+                    "foo": 1,
+                },
+            }
+        },
+        env={"REDIS_HOST": "envhost", "REDIS_PORT": "6380"},
+    )
     assert config.cache.mode == "opt_in"
     assert (config.cache.store.host, config.cache.store.port) == ("envhost", 6380)
     assert any("supported_call_types" in note for note in config.notes)
@@ -106,9 +129,12 @@ def test_no_config_sections_is_the_default() -> None:
 
 
 def test_env_interpolation_both_forms(tmp_path: Path) -> None:
-    path = write(tmp_path, "cache:\n  key_prefix: '${PREFIX}:v2:'\n  store: {type: memory}\n"
-                           "admin_key: os.environ/ADMIN\n"
-                           "upstreams:\n  openai: {base_url: '${BASE:-http://127.0.0.1:9/v1}'}\n")
+    path = write(
+        tmp_path,
+        "cache:\n  key_prefix: '${PREFIX}:v2:'\n  store: {type: memory}\n"
+        "admin_key: os.environ/ADMIN\n"
+        "upstreams:\n  openai: {base_url: '${BASE:-http://127.0.0.1:9/v1}'}\n",
+    )
     config = load_config(path, env={"PREFIX": "team", "ADMIN": "k"})
     assert config.cache.key_prefix == "team:v2:"
     assert config.admin_key == "k"
@@ -143,8 +169,11 @@ def test_missing_env_var_is_named(tmp_path: Path, reference: str) -> None:
         ("caching:\n  type: memcache\n", "caching.type", "in-memory, memory, local, disk, redis, s3, dual_cache"),
         ("caching:\n  type: redis\n  hots: x\n", "caching.hots", "host"),
         ("caching:\n  type: dual_cache\n  l1: {type: in-memory}\n", "caching.l2", "l2"),
-        ("litellm_settings:\n  cache: true\n  cache_params: {type: qdrant}\n",
-         "litellm_settings.cache_params.type", "local"),
+        (
+            "litellm_settings:\n  cache: true\n  cache_params: {type: qdrant}\n",
+            "litellm_settings.cache_params.type",
+            "local",
+        ),
         ("cache: {}\ncaching: {type: redis}\n", "mixes config dialects", "native"),
         ("- a\n- b\n", "top level", "mapping"),
         ("cache: [unclosed\n", "line 2", "YAML"),
@@ -156,8 +185,13 @@ def test_bad_file_names_the_field(tmp_path: Path, text: str, field: str, allowed
     assert allowed in message
 
 
-@pytest.mark.parametrize("text", ["caching:\n  type: redis_semantic\n  similarity_threshold: 0.85\n",
-                                  "litellm_settings:\n  cache: true\n  cache_params: {type: redis-semantic}\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "caching:\n  type: redis_semantic\n  similarity_threshold: 0.85\n",
+        "litellm_settings:\n  cache: true\n  cache_params: {type: redis-semantic}\n",
+    ],
+)
 def test_semantic_types_are_refused_clearly(tmp_path: Path, text: str) -> None:
     message = error_of(tmp_path, text)
     assert "semantic caching is not available in this version" in message
@@ -173,8 +207,17 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_build_cache_from_settings(tmp_path: Path) -> None:
-    config = parse_config({"cache": {"store": {"type": "disk", "directory": str(tmp_path)}, "ttl": 30,
-                                     "key_prefix": "p:", "scope": "shared", "ignored_fields": ["seed"]}})
+    config = parse_config(
+        {
+            "cache": {
+                "store": {"type": "disk", "directory": str(tmp_path)},
+                "ttl": 30,
+                "key_prefix": "p:",
+                "scope": "shared",
+                "ignored_fields": ["seed"],
+            }
+        }
+    )
     cache = build_cache(config)
     assert isinstance(cache.store, DiskStore) and cache.store.directory == tmp_path
     assert (cache.settings.ttl, cache.settings.key_prefix, cache.settings.scope) == (30, "p:", "shared")

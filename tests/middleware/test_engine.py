@@ -26,9 +26,14 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What i
 
 
 def completion(n: int) -> dict[str, Any]:
-    return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}
+    return {
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+    }
 
 
 class Upstream:
@@ -130,8 +135,11 @@ async def test_errors_and_non_json_answers_are_never_stored(answer: Any) -> None
 
 async def test_gzip_encoded_answers_are_stored_decoded() -> None:
     def gzipped(request: httpx2.Request, n: int) -> httpx2.Response:
-        return httpx2.Response(200, content=gzip.compress(orjson.dumps(completion(n))),
-                               headers={"content-type": "application/json", "content-encoding": "gzip"})
+        return httpx2.Response(
+            200,
+            content=gzip.compress(orjson.dumps(completion(n))),
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
 
     upstream = Upstream(gzipped)
     async with client(Cache(), upstream) as http:
@@ -167,6 +175,7 @@ async def test_max_age_refuses_older_entries() -> None:
         entry = unpack(await store.get(key) or b"")
         # Age the stored entry by rewriting its timestamp, instead of waiting.
         from middleware.entry import Entry, pack
+
         await store.set(key, pack(Entry(key, entry.created_at - 120, 200, entry.body, False)), None)
         fresh_enough = await post(http, **{"cache-control": "max-age=600"})
         too_old = await post(http, **{"cache-control": "max-age=60"})
@@ -338,8 +347,9 @@ def sse_upstream(request: httpx2.Request, n: int) -> httpx2.Response:
         {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
     ]
     if (body.get("stream_options") or {}).get("include_usage"):
-        events.append({**head, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1,
-                                                         "total_tokens": 10}})
+        events.append(
+            {**head, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}
+        )
     data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
     return httpx2.Response(200, content=data, headers={"content-type": "text/event-stream"})
 
@@ -351,9 +361,7 @@ async def test_streams_are_stored_with_usage_the_caller_did_not_ask_to_see() -> 
         plain = await post(http)
     assert orjson.loads(upstream.requests[0].content)["stream_options"] == {"include_usage": True}
     assert b'"choices":[]' not in streamed.content and streamed.content.endswith(b"data: [DONE]\n\n")
-    assert "content-length" not in streamed.headers or int(streamed.headers["content-length"]) == len(
-        streamed.content
-    )
+    assert "content-length" not in streamed.headers or int(streamed.headers["content-length"]) == len(streamed.content)
     assert plain.headers["x-cache"] == "HIT"
     assert plain.json()["usage"]["total_tokens"] == 10
     assert plain.json()["choices"][0]["message"]["content"] == "4"

@@ -48,11 +48,16 @@ def gateway_factory(fake_provider: RunningFakeProvider) -> Iterator[Callable[...
     servers: list[BackgroundServer] = []
 
     def start(config: dict[str, Any] | None = None, cache: Cache | None = None) -> Gateway:
-        data: dict[str, Any] = {"cache": {"store": {"type": "memory"}}, "admin_key": ADMIN,
-                                "upstreams": {"openai": {"base_url": fake_provider.openai_base_url},
-                                              "anthropic": {"base_url": fake_provider.anthropic_base_url},
-                                              "gemini": {"base_url": fake_provider.url},
-                                              "azure": {"base_url": fake_provider.azure_endpoint}}}
+        data: dict[str, Any] = {
+            "cache": {"store": {"type": "memory"}},
+            "admin_key": ADMIN,
+            "upstreams": {
+                "openai": {"base_url": fake_provider.openai_base_url},
+                "anthropic": {"base_url": fake_provider.anthropic_base_url},
+                "gemini": {"base_url": fake_provider.url},
+                "azure": {"base_url": fake_provider.azure_endpoint},
+            },
+        }
         for key, value in (config or {}).items():
             data[key] = value
         app = create_gateway(parse_config(data), cache=cache)
@@ -72,12 +77,12 @@ def gateway(gateway_factory: Callable[..., Gateway]) -> Gateway:
 
 def chat(client: openai.OpenAI, content: str = "What are your opening hours?", **kwargs: Any) -> Any:
     return client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": content}], **kwargs)
+        model=MODEL, messages=[{"role": "user", "content": content}], **kwargs
+    )
 
 
 def streamed_text(client: openai.OpenAI, content: str = "What are your opening hours?") -> str:
-    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}],
-                                            stream=True)
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}], stream=True)
     return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
 
 
@@ -90,13 +95,18 @@ def test_families_and_upstream_urls() -> None:
     assert family_of("/v1beta/models/gemini-2.0-flash:generateContent") == "gemini"
     assert family_of("/openai/deployments/gpt4/chat/completions") == "azure"
     assert family_of("/admin") is None
-    assert upstream_url("https://api.openai.com/v1", "/v1/chat/completions") == \
-        "https://api.openai.com/v1/chat/completions"
+    assert (
+        upstream_url("https://api.openai.com/v1", "/v1/chat/completions")
+        == "https://api.openai.com/v1/chat/completions"
+    )
     assert upstream_url("https://api.anthropic.com", "/v1/messages") == "https://api.anthropic.com/v1/messages"
-    assert upstream_url("http://h/v1beta/", "/v1beta/models/m:embedContent", "key=x") == \
-        "http://h/v1beta/models/m:embedContent?key=x"
-    assert upstream_url("https://api.groq.com/openai/v1", "/v1/embeddings") == \
-        "https://api.groq.com/openai/v1/embeddings"
+    assert (
+        upstream_url("http://h/v1beta/", "/v1beta/models/m:embedContent", "key=x")
+        == "http://h/v1beta/models/m:embedContent?key=x"
+    )
+    assert (
+        upstream_url("https://api.groq.com/openai/v1", "/v1/embeddings") == "https://api.groq.com/openai/v1/embeddings"
+    )
 
 
 # -- caching through the gateway ------------------------------------------------------------------
@@ -117,8 +127,9 @@ def test_miss_then_hit_with_the_openai_sdk(gateway: Gateway, fake_provider: Runn
     assert forwarded["accept-encoding"] == "gzip"
 
 
-def test_only_encodings_the_caller_and_the_cache_understand(gateway: Gateway,
-                                                            fake_provider: RunningFakeProvider) -> None:
+def test_only_encodings_the_caller_and_the_cache_understand(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
     url = f"{gateway.url}/v1/chat/completions"
     for sent, expected in (("br, zstd", "identity"), ("gzip;q=1.0, br", "gzip")):
         body = {"model": MODEL, "messages": [{"role": "user", "content": sent}]}
@@ -154,8 +165,7 @@ def test_gemini_and_azure_paths(gateway: Gateway, fake_provider: RunningFakeProv
     second = httpx2.post(url, json=body, headers={"x-goog-api-key": "g-key"}, timeout=10)
     assert (first.status_code, first.headers["x-cache"], second.headers["x-cache"]) == (200, "MISS", "HIT")
     assert first.json() == second.json()
-    azure = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key="az-key", api_version="2024-10-21",
-                               max_retries=0)
+    azure = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key="az-key", api_version="2024-10-21", max_retries=0)
     for expected in ("MISS", "HIT"):
         raw = azure.chat.completions.with_raw_response.create(model="my-deployment", messages=MESSAGES)
         assert raw.headers["x-cache"] == expected
@@ -170,14 +180,15 @@ def test_credentials_isolate_callers(gateway: Gateway, fake_provider: RunningFak
     assert chat(a).headers["x-cache"] == "HIT"
     assert chat(b).headers["x-cache"] == "HIT"
     assert fake_provider.count("/chat/completions") == 2
-    assert [r.headers["authorization"] for r in fake_provider.requests] == ["Bearer sk-tenant-a",
-                                                                             "Bearer sk-tenant-b"]
+    assert [r.headers["authorization"] for r in fake_provider.requests] == ["Bearer sk-tenant-a", "Bearer sk-tenant-b"]
 
 
-def test_configured_upstream_key_replaces_the_callers(gateway_factory: Callable[..., Gateway],
-                                                      fake_provider: RunningFakeProvider) -> None:
-    gateway = gateway_factory({"upstreams": {"openai": {"base_url": fake_provider.openai_base_url,
-                                                        "api_key": "sk-upstream"}}})
+def test_configured_upstream_key_replaces_the_callers(
+    gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
+    gateway = gateway_factory(
+        {"upstreams": {"openai": {"base_url": fake_provider.openai_base_url, "api_key": "sk-upstream"}}}
+    )
     chat(gateway.openai("sk-caller"))
     assert fake_provider.last.headers["authorization"] == "Bearer sk-upstream"
 
@@ -201,8 +212,9 @@ def test_cut_stream_is_not_stored(gateway: Gateway, fake_provider: RunningFakePr
 
 def test_upstream_down_is_a_provider_shaped_502(gateway_factory: Callable[..., Gateway]) -> None:
     dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    gateway = gateway_factory({"upstreams": {"openai": {"base_url": f"{dead_url}/v1"},
-                                             "anthropic": {"base_url": dead_url}}})
+    gateway = gateway_factory(
+        {"upstreams": {"openai": {"base_url": f"{dead_url}/v1"}, "anthropic": {"base_url": dead_url}}}
+    )
     with pytest.raises(openai.APIStatusError) as caught:
         chat(gateway.openai())
     assert caught.value.status_code == 502
@@ -217,8 +229,11 @@ def test_upstream_down_is_a_provider_shaped_502(gateway_factory: Callable[..., G
 def test_unknown_path_and_unconfigured_azure(gateway_factory: Callable[..., Gateway]) -> None:
     gateway = gateway_factory({"upstreams": {}})
     assert httpx2.get(f"{gateway.url}/nowhere", timeout=5).status_code == 404
-    answer = httpx2.post(f"{gateway.url}/openai/deployments/d/chat/completions?api-version=2024-10-21",
-                         json={"messages": MESSAGES}, timeout=5)
+    answer = httpx2.post(
+        f"{gateway.url}/openai/deployments/d/chat/completions?api-version=2024-10-21",
+        json={"messages": MESSAGES},
+        timeout=5,
+    )
     assert answer.status_code == 502 and "upstreams.azure.base_url" in answer.json()["error"]["message"]
 
 
@@ -227,8 +242,12 @@ def test_unknown_path_and_unconfigured_azure(gateway_factory: Callable[..., Gate
 
 def test_management_disabled_without_an_admin_key(gateway_factory: Callable[..., Gateway]) -> None:
     gateway = gateway_factory({"admin_key": None})
-    for method, path in (("GET", "/cache/stats"), ("GET", "/cache/ping"), ("POST", "/cache/flush"),
-                         ("POST", "/cache/delete")):
+    for method, path in (
+        ("GET", "/cache/stats"),
+        ("GET", "/cache/ping"),
+        ("POST", "/cache/flush"),
+        ("POST", "/cache/delete"),
+    ):
         for key in (None, ADMIN, ""):
             answer = gateway.admin(method, path, key=key, json={"all": True})
             assert answer.status_code == 404, (method, path, key)
@@ -257,8 +276,9 @@ def test_stats_and_ping(gateway: Gateway) -> None:
 
 
 def test_ping_of_a_broken_store_says_only_not_ok(gateway_factory: Callable[..., Gateway]) -> None:
-    gateway = gateway_factory({"cache": {"store": {"type": "redis", "host": "127.0.0.1", "port": 1,
-                                                   "timeout": 0.2, "connect_timeout": 0.2}}})
+    gateway = gateway_factory(
+        {"cache": {"store": {"type": "redis", "host": "127.0.0.1", "port": 1, "timeout": 0.2, "connect_timeout": 0.2}}}
+    )
     answer = gateway.admin("GET", "/cache/ping")
     assert answer.status_code == 503
     body = answer.json()
@@ -294,8 +314,11 @@ def test_delete_by_request_and_by_key(gateway: Gateway) -> None:
     client = gateway.openai("sk-tenant-a")
     key = chat(client).headers["x-cache-key"]
     body = {"model": MODEL, "messages": MESSAGES}
-    answer = gateway.admin("POST", "/cache/delete", json={"path": "/v1/chat/completions", "body": body,
-                                                          "headers": {"Authorization": "Bearer sk-tenant-a"}})
+    answer = gateway.admin(
+        "POST",
+        "/cache/delete",
+        json={"path": "/v1/chat/completions", "body": body, "headers": {"Authorization": "Bearer sk-tenant-a"}},
+    )
     assert answer.json() == {"deleted": key}
     assert chat(client).headers["x-cache"] == "MISS"
     assert gateway.admin("POST", "/cache/delete", json={"key": key}).json() == {"deleted": key}
@@ -357,11 +380,13 @@ def test_metrics_show_the_current_store_size(gateway: Gateway) -> None:
 
 
 async def test_cached_through_the_transport_is_a_hit_through_the_gateway(
-        tmp_path: Path, gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider) -> None:
+    tmp_path: Path, gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
     transport_cache = Cache(DiskStore(tmp_path / "shared"))
     http_client = httpx2.AsyncClient(transport=AsyncCachingTransport(transport_cache))
-    direct = openai.AsyncOpenAI(base_url=fake_provider.openai_base_url, api_key="sk-shared", max_retries=0,
-                                http_client=http_client)
+    direct = openai.AsyncOpenAI(
+        base_url=fake_provider.openai_base_url, api_key="sk-shared", max_retries=0, http_client=http_client
+    )
     first = await direct.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
     assert first.headers["x-cache"] == "MISS"
     await direct.close()
@@ -375,8 +400,9 @@ async def test_cached_through_the_transport_is_a_hit_through_the_gateway(
     assert fake_provider.count("/chat/completions") == 1
 
 
-def test_a_store_that_suspends_still_records_misses(tmp_path: Path, gateway_factory: Callable[..., Gateway],
-                                                    fake_provider: RunningFakeProvider) -> None:
+def test_a_store_that_suspends_still_records_misses(
+    tmp_path: Path, gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
     """The relay must not cancel the middleware while it stores the answer after the last chunk."""
     gateway = gateway_factory(cache=Cache(DiskStore(tmp_path / "disk")))
     client = gateway.openai()
@@ -387,7 +413,8 @@ def test_a_store_that_suspends_still_records_misses(tmp_path: Path, gateway_fact
 
 
 def test_client_disconnect_mid_stream_stores_nothing_and_closes_upstream(
-        gateway_factory: Callable[..., Gateway]) -> None:
+    gateway_factory: Callable[..., Gateway],
+) -> None:
     import asyncio
     import threading
     import time
@@ -401,8 +428,10 @@ def test_client_disconnect_mid_stream_stores_nothing_and_closes_upstream(
     async def slow_stream(request: Any) -> StreamingResponse:
         async def events() -> Any:
             try:
-                yield b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":' \
-                      b'[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}\n\n'
+                yield (
+                    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+                    b'[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}\n\n'
+                )
                 await asyncio.sleep(30)
                 yield b"data: [DONE]\n\n"
             finally:
@@ -413,9 +442,12 @@ def test_client_disconnect_mid_stream_stores_nothing_and_closes_upstream(
     with BackgroundServer(Starlette(routes=[Route("/v1/chat/completions", slow_stream, methods=["POST"])])) as slow:
         gateway = gateway_factory({"upstreams": {"openai": {"base_url": f"{slow.url}/v1"}}})
         body = {"model": MODEL, "messages": MESSAGES, "stream": True}
-        with httpx2.Client(timeout=10) as client, client.stream(
-                "POST", f"{gateway.url}/v1/chat/completions", json=body,
-                headers={"authorization": "Bearer sk-x"}) as response:
+        with (
+            httpx2.Client(timeout=10) as client,
+            client.stream(
+                "POST", f"{gateway.url}/v1/chat/completions", json=body, headers={"authorization": "Bearer sk-x"}
+            ) as response,
+        ):
             assert response.headers["x-cache"] == "MISS"
             next(response.iter_raw())
         assert closed.wait(10), "the upstream stream was not closed after the client left"
@@ -445,8 +477,9 @@ def test_per_request_controls(gateway: Gateway, fake_provider: RunningFakeProvid
     assert chat(client, "body field", extra_body={"cache": {"use-cache": False}}).headers["x-cache"] == "BYPASS"
 
 
-def test_malformed_and_oversized_bodies_pass_through(gateway_factory: Callable[..., Gateway],
-                                                     fake_provider: RunningFakeProvider) -> None:
+def test_malformed_and_oversized_bodies_pass_through(
+    gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
     gateway = gateway_factory({"cache": {"store": {"type": "memory"}, "max_body_bytes": 2048}})
     url = f"{gateway.url}/v1/chat/completions"
     headers = {"authorization": "Bearer sk-x", "content-type": "application/json"}

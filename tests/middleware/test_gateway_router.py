@@ -27,8 +27,14 @@ MESSAGES = [{"role": "user", "content": "What are your opening hours?"}]
 def litellm_file(tmp_path: Path, fake: RunningFakeProvider) -> Path:
     config = {
         "model_list": [
-            {"model_name": PUBLIC, "litellm_params": {"model": f"openai/{model}", "api_base": fake.openai_base_url,
-                                                      "api_key": "sk-deployment"}}
+            {
+                "model_name": PUBLIC,
+                "litellm_params": {
+                    "model": f"openai/{model}",
+                    "api_base": fake.openai_base_url,
+                    "api_key": "sk-deployment",
+                },
+            }
             for model in sorted(DEPLOYMENTS)
         ],
         # backoff_initial is ours (accepted in router_settings): retry the sibling at once.
@@ -55,7 +61,8 @@ def chat(client: openai.OpenAI) -> Any:
 
 
 def test_miss_goes_through_the_router_and_the_hit_never_reaches_it(
-        gateway: openai.OpenAI, fake_provider: RunningFakeProvider) -> None:
+    gateway: openai.OpenAI, fake_provider: RunningFakeProvider
+) -> None:
     first = chat(gateway)
     assert first.headers["x-cache"] == "MISS"
     assert fake_provider.count("/chat/completions") == 1
@@ -73,7 +80,8 @@ def test_miss_goes_through_the_router_and_the_hit_never_reaches_it(
 
 
 def test_a_failing_deployment_is_retried_on_its_sibling(
-        gateway: openai.OpenAI, fake_provider: RunningFakeProvider) -> None:
+    gateway: openai.OpenAI, fake_provider: RunningFakeProvider
+) -> None:
     fake_provider.fail_next(1, status=500)
     first = chat(gateway)
     assert first.headers["x-cache"] == "MISS"
@@ -88,8 +96,12 @@ def test_a_failing_deployment_is_retried_on_its_sibling(
 
 
 def test_a_bad_router_section_is_a_config_error_naming_it() -> None:
-    config = parse_config({"cache": {"store": {"type": "memory"}},
-                           "model_list": [{"model_name": PUBLIC, "litellm_params": {"model": "openai/x", "rpm": 0}}]},
-                          where="gw.yaml")
+    config = parse_config(
+        {
+            "cache": {"store": {"type": "memory"}},
+            "model_list": [{"model_name": PUBLIC, "litellm_params": {"model": "openai/x", "rpm": 0}}],
+        },
+        where="gw.yaml",
+    )
     with pytest.raises(ConfigError, match=r"(?s)^gw\.yaml: router: .*model_list\[0\]\.litellm_params\.rpm"):
         create_gateway(config)

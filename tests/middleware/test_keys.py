@@ -14,14 +14,18 @@ BOB = {"authorization": "Bearer sk-bob"}
 
 
 def body(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}],
-                               "temperature": 0.2}
+    base: dict[str, object] = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "temperature": 0.2,
+    }
     base.update(overrides)
     return base
 
 
-def key(cache: Cache, payload: dict[str, object] | bytes, headers: dict[str, str] = ALICE,
-        path: str = CHAT, query: str = "") -> str:
+def key(
+    cache: Cache, payload: dict[str, object] | bytes, headers: dict[str, str] = ALICE, path: str = CHAT, query: str = ""
+) -> str:
     return cache.key_for(path, payload, headers, query)
 
 
@@ -62,9 +66,15 @@ def test_anything_that_can_change_the_answer_changes_the_key(change: dict[str, o
 
 @pytest.mark.parametrize(
     "volatile",
-    [{"stream": True}, {"stream_options": {"include_usage": True}}, {"user": "u-1"},
-     {"metadata": {"trace": "t"}}, {"store": True}, {"service_tier": "flex"},
-     {"cache": {"ttl": 5}}],
+    [
+        {"stream": True},
+        {"stream_options": {"include_usage": True}},
+        {"user": "u-1"},
+        {"metadata": {"trace": "t"}},
+        {"store": True},
+        {"service_tier": "flex"},
+        {"cache": {"ttl": 5}},
+    ],
 )
 def test_volatile_fields_do_not_change_the_key(volatile: dict[str, object]) -> None:
     cache = Cache()

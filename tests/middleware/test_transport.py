@@ -86,10 +86,16 @@ def test_reordered_json_keys_hit(fake_provider: Any) -> None:
     url = fake_provider.openai_base_url + CHAT
     auth = {"authorization": "Bearer sk-alice", "content-type": "application/json"}
     with httpx2.Client(transport=CachingTransport(cache=cache)) as http:
-        first = http.post(url, headers=auth,
-                          content=b'{"model":"gpt-4o-mini","temperature":0.2,"messages":[{"role":"user","content":"x"}]}')
-        second = http.post(url, headers=auth,
-                           content=b'{"messages":[{"content":"x","role":"user"}],"temperature":0.2,"model":"gpt-4o-mini"}')
+        first = http.post(
+            url,
+            headers=auth,
+            content=b'{"model":"gpt-4o-mini","temperature":0.2,"messages":[{"role":"user","content":"x"}]}',
+        )
+        second = http.post(
+            url,
+            headers=auth,
+            content=b'{"messages":[{"content":"x","role":"user"}],"temperature":0.2,"model":"gpt-4o-mini"}',
+        )
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
     assert fake_provider.count(CHAT) == 1
 
@@ -140,8 +146,12 @@ def test_non_stream_after_stream_hits_with_the_same_content(fake_provider: Any) 
 
 async def test_async_stream_replay_carries_usage_when_asked(fake_provider: Any) -> None:
     client = openai_async(Cache(), fake_provider.openai_base_url)
-    params: dict[str, Any] = {"model": "gpt-4o-mini", "messages": QUESTION, "stream": True,
-                              "stream_options": {"include_usage": True}}
+    params: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "messages": QUESTION,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     first = [chunk async for chunk in await client.chat.completions.create(**params)]
     second = [chunk async for chunk in await client.chat.completions.create(**params)]
     text = ["".join(c.choices[0].delta.content or "" for c in run if c.choices) for run in (first, second)]
@@ -154,8 +164,9 @@ def test_tool_calls_survive_a_stream_capture(fake_provider: Any) -> None:
     client = openai_sync(Cache(), fake_provider.openai_base_url)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     weather = [{"role": "user", "content": "What is the weather in Paris?"}]
-    list(client.chat.completions.create(model="gpt-4o-mini", messages=weather, tools=tools, temperature=0.2,
-                                        stream=True))
+    list(
+        client.chat.completions.create(model="gpt-4o-mini", messages=weather, tools=tools, temperature=0.2, stream=True)
+    )
     cached = ask(client, messages=weather, tools=tools)
     assert cached.headers["x-cache"] == "HIT"
     call = cached.parse().choices[0].message.tool_calls[0]
@@ -206,8 +217,10 @@ async def test_fifty_concurrent_identical_misses_make_one_provider_call(fake_pro
     client = openai_async(Cache(store=store), fake_provider.openai_base_url)
     fake_provider.hold()
     try:
-        tasks = [asyncio.create_task(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION))
-                 for _ in range(50)]
+        tasks = [
+            asyncio.create_task(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION))
+            for _ in range(50)
+        ]
         async with asyncio.timeout(10):
             while store.reads < 50:  # every request has looked up: one leads, 49 wait on it
                 await asyncio.sleep(0.001)
@@ -255,8 +268,7 @@ def test_cache_and_routing_compose_through_inner(fake_provider: Any) -> None:
             return self.inner.handle_request(request)
 
     http_client = httpx2.Client(transport=CachingTransport(cache=Cache(), inner=Tap()))
-    client = openai.OpenAI(api_key="k", base_url=fake_provider.openai_base_url, http_client=http_client,
-                           max_retries=0)
+    client = openai.OpenAI(api_key="k", base_url=fake_provider.openai_base_url, http_client=http_client, max_retries=0)
     ask(client)
     ask(client)
     assert seen == ["/v1/chat/completions"]
@@ -294,8 +306,12 @@ async def test_anthropic_async_stream_first_then_json(fake_provider: Any) -> Non
 
 def test_anthropic_thinking_and_signatures_are_kept(fake_provider: Any) -> None:
     client = anthropic_sync(Cache(), fake_provider.anthropic_base_url)
-    params: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 2048, "messages": QUESTION,
-                              "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    params: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 2048,
+        "messages": QUESTION,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
     with client.messages.stream(**params) as stream:
         streamed = stream.get_final_message()
     cached = client.messages.create(**params)

@@ -24,18 +24,49 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 CONTEXT_ERRORS = {
-    "openai": (400, {"error": {"message": "This model's maximum context length is 8192 tokens. However, "
-                               "your messages resulted in 9001 tokens.", "type": "invalid_request_error",
-                               "param": "messages", "code": "context_length_exceeded"}}),
-    "anthropic": (400, {"type": "error", "error": {"type": "invalid_request_error",
-                                                   "message": "prompt is too long: 210000 tokens > 200000 maximum"}}),
-    "gemini": (400, {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message":
-                               "The input token count (1200000) exceeds the maximum number of tokens "
-                               "allowed (1048576)."}}),
+    "openai": (
+        400,
+        {
+            "error": {
+                "message": "This model's maximum context length is 8192 tokens. However, "
+                "your messages resulted in 9001 tokens.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        },
+    ),
+    "anthropic": (
+        400,
+        {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"},
+        },
+    ),
+    "gemini": (
+        400,
+        {
+            "error": {
+                "code": 400,
+                "status": "INVALID_ARGUMENT",
+                "message": "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+            }
+        },
+    ),
 }
-POLICY_ERROR = (400, {"error": {"message": "The response was filtered due to the prompt triggering Azure "
-                                           "OpenAI's content management policy.", "type": None,
-                                "param": "prompt", "code": "content_filter", "status": 400}})
+POLICY_ERROR = (
+    400,
+    {
+        "error": {
+            "message": "The response was filtered due to the prompt triggering Azure "
+            "OpenAI's content management policy.",
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+        }
+    },
+)
 
 
 class _Server(uvicorn.Server):
@@ -101,8 +132,11 @@ class FakeProvider:
         stream = body.get("stream") is True or "streamGenerateContent" in request.url.path
         if isinstance(fault, tuple) and fault[0] == "status":
             _, code, headers, payload = fault
-            return JSONResponse(payload or {"error": {"message": f"fake {code}", "type": "fake"}},
-                                status_code=code, headers=headers or {})
+            return JSONResponse(
+                payload or {"error": {"message": f"fake {code}", "type": "fake"}},
+                status_code=code,
+                headers=headers or {},
+            )
         if fault == "hang":
             await asyncio.sleep(30)  # the client's short timeout fires long before this
         if fault == "context_length":
@@ -114,25 +148,46 @@ class FakeProvider:
         if stream:
             return StreamingResponse(self._events(model, fault), media_type="text/event-stream")
         if request.url.path.endswith("/messages"):
-            return JSONResponse({
-                "id": "msg_1", "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": f"hello from {self.name}"}],
-                "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 3},
-            })
-        return JSONResponse({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": f"hello from {self.name}"}}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
-        })
+            return JSONResponse(
+                {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": f"hello from {self.name}"}],
+                    "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 5, "output_tokens": 3},
+                }
+            )
+        return JSONResponse(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"hello from {self.name}"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            }
+        )
 
     async def _events(self, model: str, fault: Any) -> Any:
         if fault == "prestream":
             raise RuntimeError("fake: connection dropped before the first byte")
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            doc = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            doc = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             return f"data: {json.dumps(doc)}\n\n".encode()
 
         yield chunk({"role": "assistant", "content": f"hello from {self.name}"})

@@ -10,9 +10,19 @@ import router
 
 def test_public_api_is_pinned():
     assert sorted(router.__all__) == [
-        "ConfigError", "Deployment", "Kind", "ModelGroup", "Router", "RouterConfig",
-        "RouterSettings", "RouterTransport", "STREAM_FAILED", "SyncRouterTransport", "from_litellm",
-        "from_portkey", "load_config",
+        "ConfigError",
+        "Deployment",
+        "Kind",
+        "ModelGroup",
+        "Router",
+        "RouterConfig",
+        "RouterSettings",
+        "RouterTransport",
+        "STREAM_FAILED",
+        "SyncRouterTransport",
+        "from_litellm",
+        "from_portkey",
+        "load_config",
     ]
     for name in router.__all__:
         assert hasattr(router, name)

@@ -24,10 +24,18 @@ def test_litellm_example_loads(caplog):
     assert (vllm.family, vllm.model, vllm.api_base) == ("openai", "facebook/opt-125m", "http://0.0.0.0:4000/v1")
     claude = cfg.groups["claude"].deployments[0]
     assert (claude.family, claude.model, claude.api_base) == (
-        "anthropic", "claude-3-5-sonnet-20241022", "https://api.anthropic.com")
+        "anthropic",
+        "claude-3-5-sonnet-20241022",
+        "https://api.anthropic.com",
+    )
     s = cfg.settings
     assert (s.routing_strategy, s.num_retries, s.timeout, s.allowed_fails, s.cooldown_time) == (
-        "weighted", 2, 30, 3, 60)
+        "weighted",
+        2,
+        30,
+        3,
+        60,
+    )
     assert s.fallbacks == {"gpt-3.5-turbo": ["vllm-models"]}
     assert s.context_window_fallbacks == {"vllm-models": ["gpt-3.5-turbo"]}  # from litellm_settings
     assert cfg.group_for("gpt-4").name == "gpt-3.5-turbo"  # model_group_alias
@@ -35,34 +43,61 @@ def test_litellm_example_loads(caplog):
 
 
 def test_litellm_rpm_tpm_beside_litellm_params_and_model_info_id():
-    cfg = load_config({"model_list": [{
-        "model_name": "g", "litellm_params": {"model": "gpt-4o", "api_key": "k"},
-        "rpm": 900, "tpm": 90000, "model_info": {"id": "dep-1"},
-    }]})
+    cfg = load_config(
+        {
+            "model_list": [
+                {
+                    "model_name": "g",
+                    "litellm_params": {"model": "gpt-4o", "api_key": "k"},
+                    "rpm": 900,
+                    "tpm": 90000,
+                    "model_info": {"id": "dep-1"},
+                }
+            ]
+        }
+    )
     d = cfg.groups["g"].deployments[0]
     assert (d.id, d.rpm, d.tpm, d.family, d.api_base) == ("dep-1", 900, 90000, "openai", "https://api.openai.com/v1")
 
 
 def test_missing_env_var_names_the_field():
     with pytest.raises(ConfigError, match=r"model_list\[0\].litellm_params.api_key.*NOPE_KEY"):
-        load_config({"model_list": [{"model_name": "g", "litellm_params": {
-            "model": "openai/x", "api_key": "os.environ/NOPE_KEY"}}]}, environ={})
+        load_config(
+            {
+                "model_list": [
+                    {"model_name": "g", "litellm_params": {"model": "openai/x", "api_key": "os.environ/NOPE_KEY"}}
+                ]
+            },
+            environ={},
+        )
 
 
 def test_bad_values_name_the_field():
     with pytest.raises(ConfigError, match=r"model_list\[1\].litellm_params.rpm"):
-        load_config({"model_list": [
-            {"model_name": "g", "litellm_params": {"model": "openai/x"}},
-            {"model_name": "g", "litellm_params": {"model": "openai/y", "rpm": -5}},
-        ]})
+        load_config(
+            {
+                "model_list": [
+                    {"model_name": "g", "litellm_params": {"model": "openai/x"}},
+                    {"model_name": "g", "litellm_params": {"model": "openai/y", "rpm": -5}},
+                ]
+            }
+        )
     with pytest.raises(ConfigError, match=r"router_settings.routing_strategy.*cost-based-routing"):
-        load_config({"model_list": [{"model_name": "g", "litellm_params": {"model": "x"}}],
-                     "router_settings": {"routing_strategy": "cost-based-routing"}})
+        load_config(
+            {
+                "model_list": [{"model_name": "g", "litellm_params": {"model": "x"}}],
+                "router_settings": {"routing_strategy": "cost-based-routing"},
+            }
+        )
     with pytest.raises(ConfigError, match=r"model_list\[0\].litellm_params.model"):
         load_config({"model_list": [{"model_name": "g", "litellm_params": {}}]})
     with pytest.raises(ConfigError, match=r"fallbacks\['g'\] names group 'nope'"):
-        load_config({"model_list": [{"model_name": "g", "litellm_params": {"model": "x"}}],
-                     "router_settings": {"fallbacks": [{"g": ["nope"]}]}})
+        load_config(
+            {
+                "model_list": [{"model_name": "g", "litellm_params": {"model": "x"}}],
+                "router_settings": {"fallbacks": [{"g": ["nope"]}]},
+            }
+        )
     with pytest.raises(ConfigError, match="api_base is required for azure"):
         load_config({"model_list": [{"model_name": "g", "litellm_params": {"model": "azure/x"}}]})
 
@@ -91,20 +126,32 @@ def test_native_unknown_field_is_named():
 
 
 def test_portkey_nested_strategy_targets():
-    cfg = load_config({
-        "strategy": {"mode": "fallback", "on_status_codes": [429, 500]},
-        "targets": [
-            {"strategy": {"mode": "loadbalance"}, "targets": [
-                {"provider": "openai", "api_key": "k1", "override_params": {"model": "gpt-4o"}, "weight": 0.7},
-                {"provider": "azure", "custom_host": "https://x.openai.azure.com", "api_key": "k2",
-                 "override_params": {"model": "gpt4o-deploy"}, "weight": 0.3},
-            ]},
-            {"provider": "anthropic", "api_key": "k3", "override_params": {"model": "claude-3-5-haiku"}},
-        ],
-    })
+    cfg = load_config(
+        {
+            "strategy": {"mode": "fallback", "on_status_codes": [429, 500]},
+            "targets": [
+                {
+                    "strategy": {"mode": "loadbalance"},
+                    "targets": [
+                        {"provider": "openai", "api_key": "k1", "override_params": {"model": "gpt-4o"}, "weight": 0.7},
+                        {
+                            "provider": "azure",
+                            "custom_host": "https://x.openai.azure.com",
+                            "api_key": "k2",
+                            "override_params": {"model": "gpt4o-deploy"},
+                            "weight": 0.3,
+                        },
+                    ],
+                },
+                {"provider": "anthropic", "api_key": "k3", "override_params": {"model": "claude-3-5-haiku"}},
+            ],
+        }
+    )
     top = cfg.groups["*"]
     assert [(d.family, d.model, d.weight) for d in top.deployments] == [
-        ("openai", "gpt-4o", 0.7), ("azure", "gpt4o-deploy", 0.3)]
+        ("openai", "gpt-4o", 0.7),
+        ("azure", "gpt4o-deploy", 0.3),
+    ]
     assert cfg.settings.fallbacks == {"*": ["*#1"]}
     assert cfg.groups["*#1"].deployments[0].family == "anthropic"
     assert cfg.settings.retry_on_status == [429, 500]

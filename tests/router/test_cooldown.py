@@ -55,21 +55,31 @@ def test_retry_after_opens_immediately_for_that_long():
     assert opened == [12]
 
 
-@pytest.mark.parametrize(("status", "body", "kind"), [
-    (429, b"{}", Kind.RATE_LIMIT),
-    (500, b"{}", Kind.SERVER),
-    (529, b"{}", Kind.SERVER),
-    (400, b'{"error":{"code":"context_length_exceeded","message":"x"}}', Kind.CONTEXT_WINDOW),
-    (400, b'{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 1 > 0"}}',
-     Kind.CONTEXT_WINDOW),
-    (400, b'{"error":{"code":400,"message":"The input token count (5) exceeds the maximum number of tokens '
-          b'allowed (4).","status":"INVALID_ARGUMENT"}}', Kind.CONTEXT_WINDOW),
-    (400, b'{"error":{"code":"content_filter","message":"filtered"}}', Kind.CONTENT_POLICY),
-    (400, b'{"error":{"code":"content_policy_violation","message":"no"}}', Kind.CONTENT_POLICY),
-    (400, b'{"error":{"message":"bad"}}', Kind.CLIENT),
-    (401, b"{}", Kind.CLIENT),
-    (403, b"{}", Kind.CLIENT),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (429, b"{}", Kind.RATE_LIMIT),
+        (500, b"{}", Kind.SERVER),
+        (529, b"{}", Kind.SERVER),
+        (400, b'{"error":{"code":"context_length_exceeded","message":"x"}}', Kind.CONTEXT_WINDOW),
+        (
+            400,
+            b'{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 1 > 0"}}',
+            Kind.CONTEXT_WINDOW,
+        ),
+        (
+            400,
+            b'{"error":{"code":400,"message":"The input token count (5) exceeds the maximum number of tokens '
+            b'allowed (4).","status":"INVALID_ARGUMENT"}}',
+            Kind.CONTEXT_WINDOW,
+        ),
+        (400, b'{"error":{"code":"content_filter","message":"filtered"}}', Kind.CONTENT_POLICY),
+        (400, b'{"error":{"code":"content_policy_violation","message":"no"}}', Kind.CONTENT_POLICY),
+        (400, b'{"error":{"message":"bad"}}', Kind.CLIENT),
+        (401, b"{}", Kind.CLIENT),
+        (403, b"{}", Kind.CLIENT),
+    ],
+)
 def test_classify(status, body, kind):
     assert classify_status(status, body, RouterSettings().retry_on_status) is kind
 

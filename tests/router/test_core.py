@@ -175,10 +175,12 @@ def test_context_window_fallback(fakes, make_router, clock):
     a = fakes["a"].fail("context_length")
     b, c = fakes["b"], fakes["c"]
     cfg = {
-        "groups": {"gpt": {"deployments": [dep(a)]}, "big": {"deployments": [dep(c, model="gpt-big")]},
-                   "other": {"deployments": [dep(b)]}},
-        "settings": {**SETTINGS, "fallbacks": [{"gpt": ["other"]}],
-                     "context_window_fallbacks": [{"gpt": ["big"]}]},
+        "groups": {
+            "gpt": {"deployments": [dep(a)]},
+            "big": {"deployments": [dep(c, model="gpt-big")]},
+            "other": {"deployments": [dep(b)]},
+        },
+        "settings": {**SETTINGS, "fallbacks": [{"gpt": ["other"]}], "context_window_fallbacks": [{"gpt": ["big"]}]},
     }
     resp = chat(make_router(cfg))
     assert resp.headers["x-router-deployment"] == "c"
@@ -223,10 +225,16 @@ def test_unknown_model_passes_through_unchanged(fakes, make_router):
 def test_cooldown_removes_a_failing_deployment_and_half_open_brings_it_back(fakes, make_router, clock):
     a, b = fakes["a"], fakes["b"]
     a.fail(*[("status", 500, None, None)] * 2)
-    router = make_router(one_group(
-        dep(a, order=0), dep(b, order=1),
-        num_retries=0, allowed_fails=2, allowed_fails_window=60, cooldown_time=30,
-    ))
+    router = make_router(
+        one_group(
+            dep(a, order=0),
+            dep(b, order=1),
+            num_retries=0,
+            allowed_fails=2,
+            allowed_fails_window=60,
+            cooldown_time=30,
+        )
+    )
     assert chat(router).status_code == 500  # a fails once (no retries, no fallbacks)
     assert chat(router).status_code == 500  # a fails twice: allowed_fails reached → cooling
     assert router.deployment_state("a").breaker.state == "open"
@@ -243,8 +251,7 @@ def test_cooldown_removes_a_failing_deployment_and_half_open_brings_it_back(fake
 def test_failed_probe_cools_down_again(fakes, make_router, clock):
     a, b = fakes["a"], fakes["b"]
     a.fail(*[("status", 500, None, None)] * 3)
-    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=0, allowed_fails=2,
-                                   cooldown_time=30))
+    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=0, allowed_fails=2, cooldown_time=30))
     chat(router), chat(router)
     clock.advance(30)
     assert chat(router).status_code == 500  # the probe fails
@@ -277,8 +284,9 @@ def test_affinity_keeps_a_shared_prefix_on_one_deployment(fakes, make_router):
         served.add(chat(router, messages=messages).headers["x-router-deployment"])
     assert len(served) == 1
     # without a shared prefix the same router spreads load
-    spread = {chat(router, messages=[{"role": "user", "content": f"q{i}"}]).headers["x-router-deployment"]
-              for i in range(30)}
+    spread = {
+        chat(router, messages=[{"role": "user", "content": f"q{i}"}]).headers["x-router-deployment"] for i in range(30)
+    }
     assert len(spread) == 3
 
 
@@ -306,8 +314,10 @@ def test_stream_failing_before_first_byte_falls_back(fakes, make_router):
     a = fakes["a"].fail("prestream")
     b = fakes["b"]
     router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=1))
-    with client(router) as c, c.stream("POST", "/chat/completions",
-                                       json={"model": "gpt", "stream": True, "messages": []}) as resp:
+    with (
+        client(router) as c,
+        c.stream("POST", "/chat/completions", json={"model": "gpt", "stream": True, "messages": []}) as resp,
+    ):
         assert resp.headers["x-router-deployment"] == "b"
         text = stream_text(resp)
     assert "hello from b" in text and "[DONE]" in text
@@ -318,8 +328,10 @@ def test_stream_error_status_before_first_byte_falls_back(fakes, make_router):
     a = fakes["a"].fail(("status", 500, None, None))
     b = fakes["b"]
     router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=1))
-    with client(router) as c, c.stream("POST", "/chat/completions",
-                                       json={"model": "gpt", "stream": True, "messages": []}) as resp:
+    with (
+        client(router) as c,
+        c.stream("POST", "/chat/completions", json={"model": "gpt", "stream": True, "messages": []}) as resp,
+    ):
         assert resp.status_code == 200
         assert "[DONE]" in stream_text(resp)
 
@@ -329,8 +341,10 @@ def test_stream_failing_after_first_byte_does_not_fall_back(fakes, make_router, 
     b = fakes["b"]
     router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=3))
     got: list[str] = []
-    with client(router) as c, c.stream("POST", "/chat/completions",
-                                       json={"model": "gpt", "stream": True, "messages": []}) as resp:
+    with (
+        client(router) as c,
+        c.stream("POST", "/chat/completions", json={"model": "gpt", "stream": True, "messages": []}) as resp,
+    ):
         assert resp.headers["x-router-deployment"] == "a"
         with caplog.at_level(logging.WARNING, "router"), pytest.raises(httpx2.RemoteProtocolError):
             for line in resp.iter_lines():
@@ -350,8 +364,7 @@ def test_retry_stacking_is_detected_and_warned_once(fakes, make_router, caplog):
     router = make_router(one_group(dep(fakes["a"])))
     with caplog.at_level(logging.WARNING, "router"), client(router) as c:
         for _ in range(3):
-            c.post("/chat/completions", json={"model": "gpt", "messages": []},
-                   headers={"x-stainless-retry-count": "1"})
+            c.post("/chat/completions", json={"model": "gpt", "messages": []}, headers={"x-stainless-retry-count": "1"})
     assert caplog.text.count("max_retries=0") == 1
 
 
@@ -366,13 +379,13 @@ async def test_async_path_with_async_sleep(fakes, make_router, clock):
 
 async def test_router_send_python_api(fakes, make_router):
     router = make_router(one_group(dep(fakes["b"])))
-    req = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions",
-                         json={"model": "gpt", "messages": []})
+    req = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", json={"model": "gpt", "messages": []})
     resp = await router.send(req)
     await resp.aread()
     assert resp.status_code == 200 and resp.json()["model"] == "real-model"
-    resp2 = router.send_sync(httpx2.Request("POST", "https://api.openai.com/v1/chat/completions",
-                                            json={"model": "gpt", "messages": []}))
+    resp2 = router.send_sync(
+        httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", json={"model": "gpt", "messages": []})
+    )
     resp2.read()
     assert resp2.headers["x-router-deployment"] == "b"
     await router.aclose()

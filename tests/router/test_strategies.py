@@ -133,8 +133,10 @@ def test_custom_strategy_plugs_into_router():
         calls.append(ctx.group)
         return [cands[-1]]
 
-    router = Router({"groups": {"g": {"deployments": [{"id": "x", "model": "m"}, {"id": "y", "model": "m"}]}}},
-                    strategies={"g": always_last})
+    router = Router(
+        {"groups": {"g": {"deployments": [{"id": "x", "model": "m"}, {"id": "y", "model": "m"}]}}},
+        strategies={"g": always_last},
+    )
     assert router.steps["g"] is always_last
 
 
@@ -156,12 +158,19 @@ def test_affinity_key_uses_prefix_up_to_last_cache_control():
 def test_affinity_key_system_prompt_and_prompt_cache_key():
     sys = {"role": "system", "content": "S"}
     a = {"messages": [sys, {"role": "user", "content": "1"}]}
-    b = {"messages": [sys, {"role": "user", "content": "2"}, {"role": "assistant", "content": "x"},
-                      {"role": "user", "content": "3"}]}
+    b = {
+        "messages": [
+            sys,
+            {"role": "user", "content": "2"},
+            {"role": "assistant", "content": "x"},
+            {"role": "user", "content": "3"},
+        ]
+    }
     assert affinity_key("g", a) == affinity_key("g", b)
     assert affinity_key("g", {"messages": [{"role": "user", "content": "lone"}]}) is None
     assert affinity_key("g", {"prompt_cache_key": "tenant-1", "messages": []}) == affinity_key(
-        "g", {"prompt_cache_key": "tenant-1", "messages": [sys]})
+        "g", {"prompt_cache_key": "tenant-1", "messages": [sys]}
+    )
 
 
 def test_affinity_map_expires_with_the_provider_cache():

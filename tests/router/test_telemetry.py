@@ -40,8 +40,10 @@ def test_spans_and_metrics(fakes, make_router):
     assert resp.status_code == 200
 
     spans = exporter.get_finished_spans()
-    assert [(s.attributes["router.deployment"], s.attributes["router.attempt"], s.attributes["router.outcome"])
-            for s in spans] == [("a", 1, "server_error"), ("a", 2, "rate_limit"), ("b", 3, "ok")]
+    assert [
+        (s.attributes["router.deployment"], s.attributes["router.attempt"], s.attributes["router.outcome"])
+        for s in spans
+    ] == [("a", 1, "server_error"), ("a", 2, "rate_limit"), ("b", 3, "ok")]
     assert all(s.name == "router.attempt" for s in spans)
     assert spans[0].attributes["http.response.status_code"] == 500
 

@@ -20,10 +20,23 @@ LIBS = [httpx2, httpx]
 def config(fakes, **settings):
     return {
         "groups": {
-            "gpt": {"deployments": [dep(fakes["a"], model="gpt-4o-mini", order=0),
-                                    dep(fakes["b"], model="gpt-4o-mini", order=1)]},
-            "claude": {"deployments": [{"id": "claude", "family": "anthropic", "model": "claude-3-5-haiku",
-                                        "api_base": fakes["claude"].url, "api_key": "ant-key"}]},
+            "gpt": {
+                "deployments": [
+                    dep(fakes["a"], model="gpt-4o-mini", order=0),
+                    dep(fakes["b"], model="gpt-4o-mini", order=1),
+                ]
+            },
+            "claude": {
+                "deployments": [
+                    {
+                        "id": "claude",
+                        "family": "anthropic",
+                        "model": "claude-3-5-haiku",
+                        "api_base": fakes["claude"].url,
+                        "api_key": "ant-key",
+                    }
+                ]
+            },
         },
         "settings": {"backoff_initial": 0, "num_retries": 1, **settings},
     }
@@ -35,8 +48,7 @@ def test_openai_sdk_sync(fakes, make_router, lib):
     router = make_router(config(fakes))
     http_client = lib.Client(transport=RouterTransport(router))
     client = openai.OpenAI(api_key="caller-key", max_retries=0, http_client=http_client)
-    raw = client.chat.completions.with_raw_response.create(
-        model="gpt", messages=[{"role": "user", "content": "hi"}])
+    raw = client.chat.completions.with_raw_response.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
     completion = raw.parse()
     assert completion.choices[0].message.content == "hello from b"
     assert raw.headers["x-router-deployment"] == "b"
@@ -51,8 +63,7 @@ async def test_openai_sdk_async(fakes, make_router, lib):
     router = make_router(config(fakes))
     async with lib.AsyncClient(transport=RouterTransport(router)) as http_client:
         client = openai.AsyncOpenAI(api_key="caller-key", max_retries=0, http_client=http_client)
-        completion = await client.chat.completions.create(
-            model="gpt", messages=[{"role": "user", "content": "hi"}])
+        completion = await client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
     assert completion.choices[0].message.content == "hello from b"
 
 
@@ -63,7 +74,8 @@ async def test_openai_sdk_async_stream_falls_back_before_first_byte(fakes, make_
     async with lib.AsyncClient(transport=RouterTransport(router)) as http_client:
         client = openai.AsyncOpenAI(api_key="k", max_retries=0, http_client=http_client)
         stream = await client.chat.completions.create(
-            model="gpt", stream=True, messages=[{"role": "user", "content": "hi"}])
+            model="gpt", stream=True, messages=[{"role": "user", "content": "hi"}]
+        )
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "hello from b!"
 
@@ -85,8 +97,9 @@ def test_openai_sdk_sync_stream_midstream_failure_surfaces(fakes, make_router, l
 def test_anthropic_sdk(fakes, make_router):
     # anthropic 2.x accepts only httpx2 clients; legacy httpx is covered by the raw test below
     router = make_router(config(fakes))
-    client = anthropic.Anthropic(api_key="caller", max_retries=0,
-                                 http_client=httpx2.Client(transport=RouterTransport(router)))
+    client = anthropic.Anthropic(
+        api_key="caller", max_retries=0, http_client=httpx2.Client(transport=RouterTransport(router))
+    )
     msg = client.messages.create(model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
     assert msg.content[0].text == "hello from claude"
     seen = fakes["claude"].seen[0]
@@ -99,8 +112,11 @@ def test_anthropic_sdk(fakes, make_router):
 async def test_anthropic_api_through_legacy_httpx(fakes, make_router):
     router = make_router(config(fakes))
     async with httpx.AsyncClient(transport=RouterTransport(router), base_url="https://api.anthropic.com") as c:
-        resp = await c.post("/v1/messages", json={"model": "claude", "max_tokens": 5, "messages": []},
-                            headers={"x-api-key": "caller", "anthropic-version": "2023-06-01"})
+        resp = await c.post(
+            "/v1/messages",
+            json={"model": "claude", "max_tokens": 5, "messages": []},
+            headers={"x-api-key": "caller", "anthropic-version": "2023-06-01"},
+        )
     assert isinstance(resp, httpx.Response)
     assert resp.json()["content"][0]["text"] == "hello from claude"
     assert fakes["claude"].seen[0].headers["x-api-key"] == "ant-key"
@@ -124,35 +140,66 @@ def test_openai_request_never_goes_to_an_anthropic_deployment(fakes, make_router
 @pytest.mark.parametrize(
     ("deployment", "path", "query", "expected"),
     [
-        ({"family": "openai", "model": "m", "api_base": "http://h/v1"}, "/v1/chat/completions", "",
-         "http://h/v1/chat/completions"),
-        ({"family": "openai", "model": "m", "api_base": "http://h"}, "/v1/embeddings", "",
-         "http://h/embeddings"),
-        ({"family": "anthropic", "model": "m", "api_base": "http://h"}, "/v1/messages", "beta=true",
-         "http://h/v1/messages?beta=true"),
-        ({"family": "azure", "model": "dep1", "api_base": "https://r.openai.azure.com", "api_version": "2024-06-01"},
-         "/v1/chat/completions", "", "https://r.openai.azure.com/openai/deployments/dep1/chat/completions"
-         "?api-version=2024-06-01"),
-        ({"family": "azure", "model": "dep2", "api_base": "https://r.openai.azure.com"},
-         "/openai/deployments/other/chat/completions", "api-version=2023-05-15",
-         "https://r.openai.azure.com/openai/deployments/dep2/chat/completions?api-version=2024-10-21"),
-        ({"family": "gemini", "model": "gemini-2.0-flash", "api_key": "g"},
-         "/v1beta/models/gemini-pro:streamGenerateContent", "alt=sse&key=caller",
-         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"),
+        (
+            {"family": "openai", "model": "m", "api_base": "http://h/v1"},
+            "/v1/chat/completions",
+            "",
+            "http://h/v1/chat/completions",
+        ),
+        ({"family": "openai", "model": "m", "api_base": "http://h"}, "/v1/embeddings", "", "http://h/embeddings"),
+        (
+            {"family": "anthropic", "model": "m", "api_base": "http://h"},
+            "/v1/messages",
+            "beta=true",
+            "http://h/v1/messages?beta=true",
+        ),
+        (
+            {"family": "azure", "model": "dep1", "api_base": "https://r.openai.azure.com", "api_version": "2024-06-01"},
+            "/v1/chat/completions",
+            "",
+            "https://r.openai.azure.com/openai/deployments/dep1/chat/completions?api-version=2024-06-01",
+        ),
+        (
+            {"family": "azure", "model": "dep2", "api_base": "https://r.openai.azure.com"},
+            "/openai/deployments/other/chat/completions",
+            "api-version=2023-05-15",
+            "https://r.openai.azure.com/openai/deployments/dep2/chat/completions?api-version=2024-10-21",
+        ),
+        (
+            {"family": "gemini", "model": "gemini-2.0-flash", "api_key": "g"},
+            "/v1beta/models/gemini-pro:streamGenerateContent",
+            "alt=sse&key=caller",
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        ),
     ],
 )
 def test_target_url(deployment, path, query, expected):
     assert target_url(Deployment(**deployment), path, query) == expected
 
 
-@pytest.mark.parametrize(("family", "header", "value"), [
-    ("openai", "authorization", "Bearer K"), ("anthropic", "x-api-key", "K"),
-    ("gemini", "x-goog-api-key", "K"), ("azure", "api-key", "K"),
-])
+@pytest.mark.parametrize(
+    ("family", "header", "value"),
+    [
+        ("openai", "authorization", "Bearer K"),
+        ("anthropic", "x-api-key", "K"),
+        ("gemini", "x-goog-api-key", "K"),
+        ("azure", "api-key", "K"),
+    ],
+)
 def test_auth_header_per_family(family, header, value):
     d = Deployment(family=family, model="m", api_base="http://h", api_key="K")
-    out = dict(rewrite_headers([("Authorization", "Bearer caller"), ("x-api-key", "c"), ("Host", "x"),
-                                ("content-length", "3"), ("x-keep", "1")], d))
+    out = dict(
+        rewrite_headers(
+            [
+                ("Authorization", "Bearer caller"),
+                ("x-api-key", "c"),
+                ("Host", "x"),
+                ("content-length", "3"),
+                ("x-keep", "1"),
+            ],
+            d,
+        )
+    )
     assert out == {"x-keep": "1", header: value}
 
 
@@ -163,11 +210,29 @@ def test_caller_auth_kept_when_deployment_has_no_key():
 
 def test_gemini_path_model_and_key_are_rewritten(fakes, make_router):
     c = fakes["c"]
-    router = make_router({"groups": {"gem": {"deployments": [
-        {"id": "g1", "family": "gemini", "model": "gemini-2.0-flash", "api_base": c.url, "api_key": "gk"}]}}})
+    router = make_router(
+        {
+            "groups": {
+                "gem": {
+                    "deployments": [
+                        {
+                            "id": "g1",
+                            "family": "gemini",
+                            "model": "gemini-2.0-flash",
+                            "api_base": c.url,
+                            "api_key": "gk",
+                        }
+                    ]
+                }
+            }
+        }
+    )
     with httpx.Client(transport=RouterTransport(router)) as client:
-        resp = client.post("https://generativelanguage.googleapis.com/v1beta/models/gem:generateContent",
-                           params={"key": "caller"}, json={"contents": [{"parts": [{"text": "hi"}]}]})
+        resp = client.post(
+            "https://generativelanguage.googleapis.com/v1beta/models/gem:generateContent",
+            params={"key": "caller"},
+            json={"contents": [{"parts": [{"text": "hi"}]}]},
+        )
     assert resp.status_code == 200 and resp.headers["x-router-deployment"] == "g1"
     seen = c.seen[0]
     assert seen.path == "/v1beta/models/gemini-2.0-flash:generateContent"

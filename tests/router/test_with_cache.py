@@ -13,10 +13,12 @@ middleware = pytest.importorskip("middleware")
 
 
 def setup(fakes, make_router):
-    router = make_router({
-        "groups": {"gpt": {"deployments": [dep(fakes["a"], order=0), dep(fakes["b"], order=1)]}},
-        "settings": {"num_retries": 1, "backoff_initial": 0},
-    })
+    router = make_router(
+        {
+            "groups": {"gpt": {"deployments": [dep(fakes["a"], order=0), dep(fakes["b"], order=1)]}},
+            "settings": {"num_retries": 1, "backoff_initial": 0},
+        }
+    )
     cache = middleware.Cache()
     return router, middleware.AsyncCachingTransport(cache=cache, inner=RouterTransport(router))
 

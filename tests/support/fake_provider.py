@@ -36,8 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["EMBEDDING_DIMS", "FakeProvider", "QuietStreamCuts", "RecordedRequest", "StreamCut",
-           "create_fake_provider"]
+__all__ = ["EMBEDDING_DIMS", "FakeProvider", "QuietStreamCuts", "RecordedRequest", "StreamCut", "create_fake_provider"]
 
 EMBEDDING_DIMS = 8
 ECHO_LIMIT = 80
@@ -184,9 +183,11 @@ class FakeProvider:
         self._waiters: list[_Held] = []
         self._in_flight = 0
         self._seen_prefixes: set[str] = set()
-        self.app = Starlette(routes=[
-            Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            ]
+        )
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -230,8 +231,7 @@ class FakeProvider:
 
     # -- controls ----------------------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, status: int = 500, body: Any = None,
-                  headers: dict[str, str] | None = None) -> None:
+    def fail_next(self, n: int = 1, status: int = 500, body: Any = None, headers: dict[str, str] | None = None) -> None:
         """The next `n` requests get `status` with `body` (default: a provider-shaped error)."""
         with self._lock:
             self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
@@ -269,8 +269,9 @@ class FakeProvider:
             while self._in_flight < n:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"fake provider: {self._in_flight} request(s) in flight, "
-                                       f"waited {timeout}s for {n}")
+                    raise TimeoutError(
+                        f"fake provider: {self._in_flight} request(s) in flight, waited {timeout}s for {n}"
+                    )
                 self._changed.wait(left)
 
     def wait_for_count(self, n: int, path_suffix: str | None = None, timeout: float = 10.0) -> None:
@@ -302,8 +303,12 @@ class FakeProvider:
                 body = raw
         path = request.url.path
         record = RecordedRequest(
-            method=request.method, path=path, query=request.url.query,
-            headers={k.lower(): v for k, v in request.headers.items()}, body=body, raw=raw,
+            method=request.method,
+            path=path,
+            query=request.url.query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            raw=raw,
         )
         with self._changed:
             self._requests.append(record)
@@ -336,23 +341,22 @@ class FakeProvider:
     def _route(self, req: RecordedRequest) -> Response:
         path, method = req.path, req.method
         if path.startswith("/openai/v1/"):  # Azure OpenAI's v1 API is the OpenAI API under /openai
-            path = path[len("/openai"):]
+            path = path[len("/openai") :]
         if method == "POST":
             if path == "/v1/chat/completions" or (
-                    path.startswith("/openai/deployments/") and path.endswith("/chat/completions")):
+                path.startswith("/openai/deployments/") and path.endswith("/chat/completions")
+            ):
                 return self._chat(req)
-            if path == "/v1/completions" or (
-                    path.startswith("/openai/deployments/") and path.endswith("/completions")):
+            if path == "/v1/completions" or (path.startswith("/openai/deployments/") and path.endswith("/completions")):
                 return self._completions(req)
-            if path == "/v1/embeddings" or (
-                    path.startswith("/openai/deployments/") and path.endswith("/embeddings")):
+            if path == "/v1/embeddings" or (path.startswith("/openai/deployments/") and path.endswith("/embeddings")):
                 return self._embeddings(req)
             if path == "/v1/responses":
                 return self._responses(req)
             if path == "/v1/messages":
                 return self._messages(req)
             if path.startswith("/v1beta/models/") and ":" in path:
-                model, _, action = path[len("/v1beta/models/"):].rpartition(":")
+                model, _, action = path[len("/v1beta/models/") :].rpartition(":")
                 if action == "generateContent":
                     return self._gemini_generate(req, model, stream=False)
                 if action == "streamGenerateContent":
@@ -363,8 +367,9 @@ class FakeProvider:
 
     # -- errors ------------------------------------------------------------------------------
 
-    def _error(self, family: str, status: int, body: Any, headers: dict[str, str],
-               message: str | None = None) -> Response:
+    def _error(
+        self, family: str, status: int, body: Any, headers: dict[str, str], message: str | None = None
+    ) -> Response:
         if body is None:
             body = error_body(family, status, message or f"fake provider error {status}")
         if isinstance(body, (bytes, str)):
@@ -373,8 +378,9 @@ class FakeProvider:
 
     # -- shared --------------------------------------------------------------------------------
 
-    def _answer(self, body: Any, last_user: str, prompt_text: str, tool_names: list[str],
-                thinking: bool = False) -> _Answer:
+    def _answer(
+        self, body: Any, last_user: str, prompt_text: str, tool_names: list[str], thinking: bool = False
+    ) -> _Answer:
         digest = canonical_digest(body)
         echo = last_user if len(last_user) <= ECHO_LIMIT else last_user[:ECHO_LIMIT] + "..."
         answer = _Answer(text=f"Answer #{digest}: {echo}", digest=digest, prompt_text=prompt_text)
@@ -385,8 +391,9 @@ class FakeProvider:
             answer.thinking = f"Thinking #{digest}: the user asked about {echo}"
         return answer
 
-    def _stream(self, events: Iterable[bytes], media_type: str = "text/event-stream",
-                headers: dict[str, str] | None = None) -> StreamingResponse:
+    def _stream(
+        self, events: Iterable[bytes], media_type: str = "text/event-stream", headers: dict[str, str] | None = None
+    ) -> StreamingResponse:
         with self._lock:
             cut, self._cut_after = self._cut_after, None
         events = list(events)
@@ -417,8 +424,7 @@ class FakeProvider:
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         last_user = _text_of(users[-1].get("content")) if users else ""
         prompt_text = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
-        tool_names = [t.get("function", {}).get("name", "") for t in body.get("tools") or []
-                      if isinstance(t, dict)]
+        tool_names = [t.get("function", {}).get("name", "") for t in body.get("tools") or [] if isinstance(t, dict)]
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n])
         model = str(body.get("model") or _deployment(req.path) or "gpt-4o-mini")
         cid = f"chatcmpl-fake{self._next_id():06d}"
@@ -426,23 +432,38 @@ class FakeProvider:
         call_id = f"call_{answer.digest}{cid[-6:]}"
         finish = "tool_calls" if answer.tool else "stop"
         if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None,
-                                       "annotations": []}
+            message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []}
             if answer.tool:
                 message["content"] = None
-                message["tool_calls"] = [{"id": call_id, "type": "function", "function": {
-                    "name": answer.tool["name"], "arguments": json.dumps(answer.tool["arguments"])}}]
-            return JSONResponse({
-                "id": cid, "object": "chat.completion", "created": CREATED, "model": model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": usage, "service_tier": "default", "system_fingerprint": "fp_fake",
-            })
+                message["tool_calls"] = [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": answer.tool["name"], "arguments": json.dumps(answer.tool["arguments"])},
+                    }
+                ]
+            return JSONResponse(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": CREATED,
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                    "usage": usage,
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                }
+            )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
             data: dict[str, Any] = {
-                "id": cid, "object": "chat.completion.chunk", "created": CREATED, "model": model,
-                "service_tier": "default", "system_fingerprint": "fp_fake",
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "service_tier": "default",
+                "system_fingerprint": "fp_fake",
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
             }
             if include_usage:
@@ -452,20 +473,43 @@ class FakeProvider:
         events: list[bytes] = []
         if answer.tool:
             args = json.dumps(answer.tool["arguments"])
-            events.append(chunk({"role": "assistant", "content": None, "tool_calls": [{
-                "index": 0, "id": call_id, "type": "function",
-                "function": {"name": answer.tool["name"], "arguments": ""}}], "refusal": None}))
-            events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
-                       for p in pieces(args)]
+            events.append(
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": answer.tool["name"], "arguments": ""},
+                            }
+                        ],
+                        "refusal": None,
+                    }
+                )
+            )
+            events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces(args)]
         else:
             events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
             events += [chunk({"content": p}) for p in pieces(answer.text)]
         events.append(chunk({}, finish))
         if include_usage:
-            events.append(_sse({
-                "id": cid, "object": "chat.completion.chunk", "created": CREATED, "model": model,
-                "service_tier": "default", "system_fingerprint": "fp_fake", "choices": [], "usage": usage,
-            }))
+            events.append(
+                _sse(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": CREATED,
+                        "model": model,
+                        "service_tier": "default",
+                        "system_fingerprint": "fp_fake",
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+            )
         events.append(_sse("[DONE]"))
         return self._stream(events)
 
@@ -475,18 +519,24 @@ class FakeProvider:
         prefix = messages[:-1]
         cached = 0
         if prefix:
-            key = "openai:" + canonical_digest({"model": body.get("model"), "prefix": prefix,
-                                                "k": body.get("prompt_cache_key")})
+            key = "openai:" + canonical_digest(
+                {"model": body.get("model"), "prefix": prefix, "k": body.get("prompt_cache_key")}
+            )
             if self._seen_before(key):
                 cached = tokens(" ".join(_text_of(m.get("content")) for m in prefix if isinstance(m, dict)))
         prompt = answer.prompt_tokens
         cached = min(cached, prompt)
         return {
-            "prompt_tokens": prompt, "completion_tokens": answer.completion_tokens,
+            "prompt_tokens": prompt,
+            "completion_tokens": answer.completion_tokens,
             "total_tokens": prompt + answer.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
     # -- OpenAI legacy completions ---------------------------------------------------------
@@ -498,30 +548,53 @@ class FakeProvider:
         answer = self._answer(req.body, prompt_text, prompt_text, [])
         model = str(body.get("model") or _deployment(req.path) or "gpt-3.5-turbo-instruct")
         cid = f"cmpl-fake{self._next_id():06d}"
-        usage = {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-                 "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+        usage = {
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        }
         if not body.get("stream"):
-            return JSONResponse({
-                "id": cid, "object": "text_completion", "created": CREATED, "model": model,
-                "system_fingerprint": "fp_fake",
-                "choices": [{"text": answer.text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
-                "usage": usage,
-            })
+            return JSONResponse(
+                {
+                    "id": cid,
+                    "object": "text_completion",
+                    "created": CREATED,
+                    "model": model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [{"text": answer.text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                    "usage": usage,
+                }
+            )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(text: str, finish: str | None) -> bytes:
-            data: dict[str, Any] = {"id": cid, "object": "text_completion", "created": CREATED, "model": model,
-                                    "system_fingerprint": "fp_fake",
-                                    "choices": [{"text": text, "index": 0, "logprobs": None,
-                                                 "finish_reason": finish}]}
+            data: dict[str, Any] = {
+                "id": cid,
+                "object": "text_completion",
+                "created": CREATED,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+            }
             if include_usage:
                 data["usage"] = None
             return _sse(data)
 
         events = [chunk(p, None) for p in pieces(answer.text)] + [chunk("", "stop")]
         if include_usage:
-            events.append(_sse({"id": cid, "object": "text_completion", "created": CREATED, "model": model,
-                                "system_fingerprint": "fp_fake", "choices": [], "usage": usage}))
+            events.append(
+                _sse(
+                    {
+                        "id": cid,
+                        "object": "text_completion",
+                        "created": CREATED,
+                        "model": model,
+                        "system_fingerprint": "fp_fake",
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+            )
         events.append(_sse("[DONE]"))
         return self._stream(events)
 
@@ -539,15 +612,17 @@ class FakeProvider:
             text = item if isinstance(item, str) else json.dumps(item)
             total += tokens(text)
             vector = embedding_vector(text, min(dims, 32))
-            encoded: Any = (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-                            if as_base64 else vector)
+            encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
             data.append({"object": "embedding", "index": i, "embedding": encoded})
         self._next_id()
-        return JSONResponse({
-            "object": "list", "data": data,
-            "model": str(body.get("model") or _deployment(req.path) or "text-embedding-3-small"),
-            "usage": {"prompt_tokens": total, "total_tokens": total},
-        })
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": str(body.get("model") or _deployment(req.path) or "text-embedding-3-small"),
+                "usage": {"prompt_tokens": total, "total_tokens": total},
+            }
+        )
 
     # -- OpenAI Responses API ---------------------------------------------------------------
 
@@ -562,37 +637,69 @@ class FakeProvider:
             prompt_text = " ".join(_text_of(m.get("content")) for m in inp if isinstance(m, dict))
         if body.get("instructions"):
             prompt_text = f"{body['instructions']} {prompt_text}"
-        tool_names = [str(t.get("name") or t.get("function", {}).get("name") or "")
-                      for t in body.get("tools") or [] if isinstance(t, dict)]
+        tool_names = [
+            str(t.get("name") or t.get("function", {}).get("name") or "")
+            for t in body.get("tools") or []
+            if isinstance(t, dict)
+        ]
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n])
         n = self._next_id()
         rid, mid = f"resp_fake{n:06d}", f"msg_fake{n:06d}"
         model = str(body.get("model") or "gpt-4o-mini")
-        usage = {"input_tokens": answer.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-                 "output_tokens": answer.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                 "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+        usage = {
+            "input_tokens": answer.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": answer.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        }
 
         def response(status: str, output: list[dict[str, Any]], use: dict[str, Any] | None) -> dict[str, Any]:
             return {
-                "id": rid, "object": "response", "created_at": CREATED, "status": status,
-                "background": False, "error": None, "incomplete_details": None,
-                "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-                "model": model, "output": output, "parallel_tool_calls": True,
-                "previous_response_id": body.get("previous_response_id"), "reasoning": {"effort": None,
-                                                                                     "summary": None},
-                "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
-                "text": {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
-                "tools": body.get("tools") or [], "top_p": body.get("top_p", 1.0), "truncation": "disabled",
-                "usage": use, "user": None, "metadata": body.get("metadata") or {},
+                "id": rid,
+                "object": "response",
+                "created_at": CREATED,
+                "status": status,
+                "background": False,
+                "error": None,
+                "incomplete_details": None,
+                "instructions": body.get("instructions"),
+                "max_output_tokens": body.get("max_output_tokens"),
+                "model": model,
+                "output": output,
+                "parallel_tool_calls": True,
+                "previous_response_id": body.get("previous_response_id"),
+                "reasoning": {"effort": None, "summary": None},
+                "store": body.get("store", True),
+                "temperature": body.get("temperature", 1.0),
+                "text": {"format": {"type": "text"}},
+                "tool_choice": body.get("tool_choice", "auto"),
+                "tools": body.get("tools") or [],
+                "top_p": body.get("top_p", 1.0),
+                "truncation": "disabled",
+                "usage": use,
+                "user": None,
+                "metadata": body.get("metadata") or {},
             }
 
         if answer.tool:
             args = json.dumps(answer.tool["arguments"])
-            item: dict[str, Any] = {"type": "function_call", "id": f"fc_fake{n:06d}", "call_id": f"call_fake{n:06d}",
-                                    "name": answer.tool["name"], "arguments": args, "status": "completed"}
+            item: dict[str, Any] = {
+                "type": "function_call",
+                "id": f"fc_fake{n:06d}",
+                "call_id": f"call_fake{n:06d}",
+                "name": answer.tool["name"],
+                "arguments": args,
+                "status": "completed",
+            }
         else:
-            item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
-                    "content": [{"type": "output_text", "text": answer.text, "annotations": [], "logprobs": []}]}
+            item = {
+                "type": "message",
+                "id": mid,
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": answer.text, "annotations": [], "logprobs": []}],
+            }
         if not body.get("stream"):
             return JSONResponse(response("completed", [item], usage))
         seq = itertools.count(0)
@@ -600,27 +707,56 @@ class FakeProvider:
         def ev(kind: str, **fields: Any) -> bytes:
             return _sse({"type": kind, "sequence_number": next(seq), **fields}, event=kind)
 
-        events = [ev("response.created", response=response("in_progress", [], None)),
-                  ev("response.in_progress", response=response("in_progress", [], None))]
+        events = [
+            ev("response.created", response=response("in_progress", [], None)),
+            ev("response.in_progress", response=response("in_progress", [], None)),
+        ]
         if answer.tool:
             args = item["arguments"]
-            events.append(ev("response.output_item.added", output_index=0,
-                             item={**item, "arguments": "", "status": "in_progress"}))
-            events += [ev("response.function_call_arguments.delta", item_id=item["id"], output_index=0, delta=p)
-                       for p in pieces(args)]
-            events.append(ev("response.function_call_arguments.done", item_id=item["id"], output_index=0,
-                             arguments=args))
+            events.append(
+                ev(
+                    "response.output_item.added",
+                    output_index=0,
+                    item={**item, "arguments": "", "status": "in_progress"},
+                )
+            )
+            events += [
+                ev("response.function_call_arguments.delta", item_id=item["id"], output_index=0, delta=p)
+                for p in pieces(args)
+            ]
+            events.append(
+                ev("response.function_call_arguments.done", item_id=item["id"], output_index=0, arguments=args)
+            )
         else:
-            events.append(ev("response.output_item.added", output_index=0,
-                             item={**item, "status": "in_progress", "content": []}))
-            events.append(ev("response.content_part.added", item_id=mid, output_index=0, content_index=0,
-                             part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}))
-            events += [ev("response.output_text.delta", item_id=mid, output_index=0, content_index=0,
-                          delta=p, logprobs=[]) for p in pieces(answer.text)]
-            events.append(ev("response.output_text.done", item_id=mid, output_index=0, content_index=0,
-                             text=answer.text, logprobs=[]))
-            events.append(ev("response.content_part.done", item_id=mid, output_index=0, content_index=0,
-                             part=item["content"][0]))
+            events.append(
+                ev("response.output_item.added", output_index=0, item={**item, "status": "in_progress", "content": []})
+            )
+            events.append(
+                ev(
+                    "response.content_part.added",
+                    item_id=mid,
+                    output_index=0,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                )
+            )
+            events += [
+                ev("response.output_text.delta", item_id=mid, output_index=0, content_index=0, delta=p, logprobs=[])
+                for p in pieces(answer.text)
+            ]
+            events.append(
+                ev(
+                    "response.output_text.done",
+                    item_id=mid,
+                    output_index=0,
+                    content_index=0,
+                    text=answer.text,
+                    logprobs=[],
+                )
+            )
+            events.append(
+                ev("response.content_part.done", item_id=mid, output_index=0, content_index=0, part=item["content"][0])
+            )
         events.append(ev("response.output_item.done", output_index=0, item=item))
         events.append(ev("response.completed", response=response("completed", [item], usage)))
         return self._stream(events)
@@ -635,36 +771,60 @@ class FakeProvider:
         system = _text_of(body.get("system"))
         prompt_text = " ".join([system] + [_text_of(m.get("content")) for m in messages if isinstance(m, dict)])
         tool_names = [str(t.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)]
-        thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled",
-                                                                                                 "adaptive")
+        thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled", "adaptive")
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n], thinking)
         n = self._next_id()
         mid = f"msg_fake{n:06d}"
         model = str(body.get("model") or "claude-sonnet-4-6")
         created, read = self._anthropic_cache(body)
-        usage = {"input_tokens": max(1, answer.prompt_tokens - created - read),
-                 "cache_creation_input_tokens": created, "cache_read_input_tokens": read,
-                 "output_tokens": answer.completion_tokens, "service_tier": "standard"}
+        usage = {
+            "input_tokens": max(1, answer.prompt_tokens - created - read),
+            "cache_creation_input_tokens": created,
+            "cache_read_input_tokens": read,
+            "output_tokens": answer.completion_tokens,
+            "service_tier": "standard",
+        }
         blocks: list[dict[str, Any]] = []
         signature = base64.b64encode(f"sig-{answer.digest}".encode()).decode()
         if answer.thinking:
             blocks.append({"type": "thinking", "thinking": answer.thinking, "signature": signature})
         if answer.tool:
             blocks.append({"type": "text", "text": "Let me check the weather."})
-            blocks.append({"type": "tool_use", "id": f"toolu_fake{n:06d}", "name": answer.tool["name"],
-                           "input": answer.tool["arguments"]})
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_fake{n:06d}",
+                    "name": answer.tool["name"],
+                    "input": answer.tool["arguments"],
+                }
+            )
         else:
             blocks.append({"type": "text", "text": answer.text})
         stop = "tool_use" if answer.tool else "end_turn"
-        message = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": blocks,
-                   "stop_reason": stop, "stop_sequence": None, "usage": usage}
+        message = {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": blocks,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         if not body.get("stream"):
             return JSONResponse(message)
 
-        events = [_sse({"type": "message_start", "message": {
-            **message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}},
-            event="message_start")]
+        events = [
+            _sse(
+                {
+                    "type": "message_start",
+                    "message": {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}},
+                },
+                event="message_start",
+            )
+        ]
         for i, block in enumerate(blocks):
+
             def delta(d: dict[str, Any], i: int = i) -> bytes:
                 return _sse({"type": "content_block_delta", "index": i, "delta": d}, event="content_block_delta")
 
@@ -675,21 +835,37 @@ class FakeProvider:
             elif block["type"] == "tool_use":
                 start = {**block, "input": {}}
                 deltas = [delta({"type": "input_json_delta", "partial_json": ""})]
-                deltas += [delta({"type": "input_json_delta", "partial_json": p})
-                           for p in pieces(json.dumps(block["input"]))]
+                deltas += [
+                    delta({"type": "input_json_delta", "partial_json": p}) for p in pieces(json.dumps(block["input"]))
+                ]
             else:
                 start = {"type": "text", "text": ""}
                 deltas = [delta({"type": "text_delta", "text": p}) for p in pieces(block["text"])]
-            events.append(_sse({"type": "content_block_start", "index": i, "content_block": start},
-                               event="content_block_start"))
+            events.append(
+                _sse({"type": "content_block_start", "index": i, "content_block": start}, event="content_block_start")
+            )
             if i == 0:
                 events.append(_sse({"type": "ping"}, event="ping"))
             events += deltas
             events.append(_sse({"type": "content_block_stop", "index": i}, event="content_block_stop"))
-        events.append(_sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                            "usage": {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                                            "cache_read_input_tokens", "output_tokens")}},
-                            event="message_delta"))
+        events.append(
+            _sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {
+                        k: usage[k]
+                        for k in (
+                            "input_tokens",
+                            "cache_creation_input_tokens",
+                            "cache_read_input_tokens",
+                            "output_tokens",
+                        )
+                    },
+                },
+                event="message_delta",
+            )
+        )
         events.append(_sse({"type": "message_stop"}, event="message_stop"))
         return self._stream(events)
 
@@ -722,14 +898,21 @@ class FakeProvider:
         users = [c for c in contents if isinstance(c, dict) and c.get("role", "user") == "user"]
         last_user = _text_of(users[-1].get("parts")) if users else ""
         prompt_text = " ".join(_text_of(c.get("parts")) for c in contents if isinstance(c, dict))
-        tool_names = [str(f.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)
-                      for f in t.get("functionDeclarations") or t.get("function_declarations") or []]
+        tool_names = [
+            str(f.get("name", ""))
+            for t in body.get("tools") or []
+            if isinstance(t, dict)
+            for f in t.get("functionDeclarations") or t.get("function_declarations") or []
+        ]
         # The digest covers the model too: for Gemini it is in the path, not the body.
         answer = self._answer({"model": model, **body}, last_user, prompt_text, [n for n in tool_names if n])
         rid = f"fake-{self._next_id():06d}"
-        usage = {"promptTokenCount": answer.prompt_tokens, "candidatesTokenCount": answer.completion_tokens,
-                 "totalTokenCount": answer.prompt_tokens + answer.completion_tokens,
-                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.prompt_tokens}]}
+        usage = {
+            "promptTokenCount": answer.prompt_tokens,
+            "candidatesTokenCount": answer.completion_tokens,
+            "totalTokenCount": answer.prompt_tokens + answer.completion_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.prompt_tokens}],
+        }
 
         def chunk(parts: list[dict[str, Any]], finish: str | None, use: dict[str, Any]) -> dict[str, Any]:
             candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
@@ -744,17 +927,25 @@ class FakeProvider:
             all_parts = [{"text": answer.text}]
         if not stream:
             return JSONResponse(chunk(all_parts, "STOP", usage))
-        partial_usage = {"promptTokenCount": answer.prompt_tokens,
-                         "totalTokenCount": answer.prompt_tokens,
-                         "promptTokensDetails": usage["promptTokensDetails"]}
+        partial_usage = {
+            "promptTokenCount": answer.prompt_tokens,
+            "totalTokenCount": answer.prompt_tokens,
+            "promptTokensDetails": usage["promptTokensDetails"],
+        }
         if answer.tool:
             chunks = [chunk(all_parts, "STOP", usage)]
         else:
             # Gemini streams a few words per chunk; the last chunk has finishReason and full usage.
             words = pieces(answer.text)
-            groups = ["".join(words[i:i + 3]) for i in range(0, len(words), 3)]
-            chunks = [chunk([{"text": g}], "STOP" if k == len(groups) - 1 else None,
-                            usage if k == len(groups) - 1 else partial_usage) for k, g in enumerate(groups)]
+            groups = ["".join(words[i : i + 3]) for i in range(0, len(words), 3)]
+            chunks = [
+                chunk(
+                    [{"text": g}],
+                    "STOP" if k == len(groups) - 1 else None,
+                    usage if k == len(groups) - 1 else partial_usage,
+                )
+                for k, g in enumerate(groups)
+            ]
         if req.query and "alt=sse" in req.query.split("&"):
             return self._stream([_sse(c) for c in chunks])
         # Without alt=sse the API streams one JSON array, element by element.
@@ -803,13 +994,33 @@ def family_of(path: str) -> str:
     return "openai"
 
 
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                    500: "api_error", 529: "overloaded_error"}
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
-                 404: "invalid_request_error", 429: "rate_limit_exceeded"}
-_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+_GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 def error_body(family: str, status: int, message: str) -> dict[str, Any]:

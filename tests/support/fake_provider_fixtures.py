@@ -54,8 +54,9 @@ class FakeProviderServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))  # bound here, so the port cannot be taken in between
         self.port = int(self._sock.getsockname()[1])
-        config = uvicorn.Config(self.provider.app, log_level="warning", lifespan="off",
-                                access_log=False, timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self.provider.app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"fake-provider:{self.port}", daemon=True)
         self._error: BaseException | None = None

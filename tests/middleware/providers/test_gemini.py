@@ -16,10 +16,18 @@ from .streams import assemble, splits, through_cache, view
 
 STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 META = {"modelVersion": "gemini-2.5-flash", "responseId": "mNj3aOKfL9Cm1MkP9ZbD-QQ"}
-PROMPT_USAGE = {"promptTokenCount": 9, "totalTokenCount": 9,
-                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9}]}
-FINAL_USAGE = {"promptTokenCount": 9, "candidatesTokenCount": 8, "thoughtsTokenCount": 40, "totalTokenCount": 57,
-               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9}]}
+PROMPT_USAGE = {
+    "promptTokenCount": 9,
+    "totalTokenCount": 9,
+    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9}],
+}
+FINAL_USAGE = {
+    "promptTokenCount": 9,
+    "candidatesTokenCount": 8,
+    "thoughtsTokenCount": 40,
+    "totalTokenCount": 57,
+    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9}],
+}
 
 
 def chunk(*parts: dict[str, Any], finish: str | None = None, usage: dict[str, Any] = PROMPT_USAGE) -> dict[str, Any]:
@@ -45,8 +53,17 @@ TEXT_CHUNKS = (
     chunk({"text": " of France is"}),
     chunk({"text": " Paris."}, finish="STOP", usage=FINAL_USAGE),
 )
-TEXT = {"candidates": [{"content": {"parts": [{"text": "The capital of France is Paris."}], "role": "model"},
-                        "index": 0, "finishReason": "STOP"}], "usageMetadata": FINAL_USAGE, **META}
+TEXT = {
+    "candidates": [
+        {
+            "content": {"parts": [{"text": "The capital of France is Paris."}], "role": "model"},
+            "index": 0,
+            "finishReason": "STOP",
+        }
+    ],
+    "usageMetadata": FINAL_USAGE,
+    **META,
+}
 
 THOUGHT_CHUNKS = (
     chunk({"text": "**Locating the capital**\n\n", "thought": True}),
@@ -54,16 +71,34 @@ THOUGHT_CHUNKS = (
     chunk({"text": "Paris", "thoughtSignature": "CiQB0e2Kb8Y3nq9xk"}),
     chunk({"text": " is the capital."}, finish="STOP", usage=FINAL_USAGE),
 )
-THOUGHTS = {"candidates": [{"content": {"parts": [
-    {"text": "**Locating the capital**\n\nThe user asks about France.", "thought": True},
-    {"text": "Paris", "thoughtSignature": "CiQB0e2Kb8Y3nq9xk"},
-    {"text": " is the capital."},
-], "role": "model"}, "index": 0, "finishReason": "STOP"}], "usageMetadata": FINAL_USAGE, **META}
+THOUGHTS = {
+    "candidates": [
+        {
+            "content": {
+                "parts": [
+                    {"text": "**Locating the capital**\n\nThe user asks about France.", "thought": True},
+                    {"text": "Paris", "thoughtSignature": "CiQB0e2Kb8Y3nq9xk"},
+                    {"text": " is the capital."},
+                ],
+                "role": "model",
+            },
+            "index": 0,
+            "finishReason": "STOP",
+        }
+    ],
+    "usageMetadata": FINAL_USAGE,
+    **META,
+}
 
 CALL = {"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}, "thoughtSignature": "CiIB0e2Kb2"}
 CALL_CHUNKS = (chunk({"text": "Let me check."}), chunk(CALL, finish="STOP", usage=FINAL_USAGE))
-CALL_FINAL = {"candidates": [{"content": {"parts": [{"text": "Let me check."}, CALL], "role": "model"},
-                              "index": 0, "finishReason": "STOP"}], "usageMetadata": FINAL_USAGE, **META}
+CALL_FINAL = {
+    "candidates": [
+        {"content": {"parts": [{"text": "Let me check."}, CALL], "role": "model"}, "index": 0, "finishReason": "STOP"}
+    ],
+    "usageMetadata": FINAL_USAGE,
+    **META,
+}
 
 CASES = [(TEXT_CHUNKS, TEXT), (THOUGHT_CHUNKS, THOUGHTS), (CALL_CHUNKS, CALL_FINAL)]
 IDS = ["text", "thoughts", "function-call"]
@@ -79,8 +114,12 @@ IDS = ["text", "thoughts", "function-call"]
         ("/v1beta/models/gemini-2.5-flash:streamGenerateContent", "generate_content", "gemini-2.5-flash", True),
         ("/v1/models/gemini-2.0-flash:generateContent", "generate_content", "gemini-2.0-flash", False),
         ("/v1beta/tunedModels/my-tuned-model:generateContent", "generate_content", "my-tuned-model", False),
-        ("/v1/projects/acme/locations/us-central1/publishers/google/models/gemini-2.5-pro:streamGenerateContent",
-         "generate_content", "gemini-2.5-pro", True),
+        (
+            "/v1/projects/acme/locations/us-central1/publishers/google/models/gemini-2.5-pro:streamGenerateContent",
+            "generate_content",
+            "gemini-2.5-pro",
+            True,
+        ),
         ("/v1beta/models/gemini-embedding-001:embedContent", "embed_content", "gemini-embedding-001", False),
         ("/v1beta/models/text-embedding-004:batchEmbedContents", "embed_content", "text-embedding-004", False),
     ],
@@ -93,8 +132,15 @@ def test_model_paths(path: str, name: str, model: str, stream: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1beta/models", "/v1beta/models/gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:countTokens",
-             "/v1beta/cachedContents", "/v1beta/files", "/upload/v1beta/files"],
+    "path",
+    [
+        "/v1beta/models",
+        "/v1beta/models/gemini-2.5-flash",
+        "/v1beta/models/gemini-2.5-flash:countTokens",
+        "/v1beta/cachedContents",
+        "/v1beta/files",
+        "/upload/v1beta/files",
+    ],
 )
 def test_other_gemini_paths_are_not_owned(path: str) -> None:
     assert resolve(path) is None
@@ -131,15 +177,18 @@ def test_json_array_stream_assembles_in_any_chunking(
 
 def test_every_candidate_is_assembled_on_its_own() -> None:
     def two(first: str, second: str, finish: str | None) -> dict[str, Any]:
-        candidates = [{"content": {"parts": [{"text": text}], "role": "model"}, "index": index}
-                      for index, text in enumerate((first, second))]
+        candidates = [
+            {"content": {"parts": [{"text": text}], "role": "model"}, "index": index}
+            for index, text in enumerate((first, second))
+        ]
         if finish:
             for candidate in candidates:
                 candidate["finishReason"] = finish
         return {"candidates": candidates, **META}
 
-    final = assemble(GenerateContent(), view(STREAM, query="alt=sse"),
-                     [as_sse(two("Par", "Lyo", None), two("is", "n", "STOP"))])
+    final = assemble(
+        GenerateContent(), view(STREAM, query="alt=sse"), [as_sse(two("Par", "Lyo", None), two("is", "n", "STOP"))]
+    )
     assert final is not None
     assert [c["content"]["parts"] for c in final["candidates"]] == [[{"text": "Paris"}], [{"text": "Lyon"}]]
 
@@ -154,8 +203,9 @@ def test_json_array_that_never_closes_is_not_stored() -> None:
 
 
 def test_error_chunk_is_not_stored() -> None:
-    error = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
-                       "status": "UNAVAILABLE"}}
+    error = {
+        "error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}
+    }
     assert assemble(GenerateContent(), view(STREAM, query="alt=sse"), [as_sse(*TEXT_CHUNKS, error)]) is None
     assert assemble(GenerateContent(), view(STREAM), [as_array(TEXT_CHUNKS[0], error)]) is None
 
@@ -200,15 +250,21 @@ def test_usage_and_identity_of_a_response() -> None:
 
 
 def test_usage_output_includes_thoughts_and_input_includes_cached_content() -> None:
-    usage = {"promptTokenCount": 1200, "cachedContentTokenCount": 1024, "candidatesTokenCount": 50,
-             "thoughtsTokenCount": 120, "totalTokenCount": 1370}
+    usage = {
+        "promptTokenCount": 1200,
+        "cachedContentTokenCount": 1024,
+        "candidatesTokenCount": 50,
+        "thoughtsTokenCount": 120,
+        "totalTokenCount": 1370,
+    }
     assert GenerateContent().usage({"usageMetadata": usage}) == Usage(1200, 170, 1024, None)
 
 
 def test_usage_without_thoughts_or_cache() -> None:
     assert GenerateContent().usage({"usageMetadata": PROMPT_USAGE}) == Usage(9, None, None, None)
     assert GenerateContent().usage({"usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 8}}) == Usage(
-        9, 8, None, None)
+        9, 8, None, None
+    )
     assert GenerateContent().usage({}) == Usage()
 
 

@@ -47,8 +47,14 @@ def test_owned_paths(path: str, name: str, model: str | None) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/models", "/v1/files", "/v1/responses/resp_123", "/v1/responses/resp_123/input_items",
-     "/v1/chat/completions/chatcmpl-123", "/v1/embeddingsx"],
+    [
+        "/v1/models",
+        "/v1/files",
+        "/v1/responses/resp_123",
+        "/v1/responses/resp_123/input_items",
+        "/v1/chat/completions/chatcmpl-123",
+        "/v1/embeddingsx",
+    ],
 )
 def test_non_llm_paths_are_not_owned(path: str) -> None:
     assert resolve(path) is None
@@ -65,13 +71,27 @@ def test_completions_never_claims_chat_completions_whatever_the_registry_order(p
 
 # -- chat completions --------------------------------------------------------------------------------
 
-CHAT_HEAD = {"id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion.chunk", "created": 1741570283,
-             "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_eb9dce56a8"}
-CHAT_STREAM = sse(
-    *((None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-      for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": "Paris"}, None),
-                            ({"content": "."}, None), ({}, "stop")))
-) + b"data: [DONE]\n\n"
+CHAT_HEAD = {
+    "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+    "object": "chat.completion.chunk",
+    "created": 1741570283,
+    "model": "gpt-4o-2024-08-06",
+    "system_fingerprint": "fp_eb9dce56a8",
+}
+CHAT_STREAM = (
+    sse(
+        *(
+            (None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            for delta, finish in (
+                ({"role": "assistant", "content": ""}, None),
+                ({"content": "Paris"}, None),
+                ({"content": "."}, None),
+                ({}, "stop"),
+            )
+        )
+    )
+    + b"data: [DONE]\n\n"
+)
 
 
 @pytest.mark.parametrize("pieces", list(splits(CHAT_STREAM)))
@@ -79,17 +99,35 @@ def test_chat_stream_assembles_in_any_chunking(pieces: list[bytes]) -> None:
     final = assemble(ChatCompletions(), view("/v1/chat/completions", {"stream": True}), pieces)
     assert final is not None
     assert final["object"] == "chat.completion"
-    assert final["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Paris."},
-                                 "finish_reason": "stop", "logprobs": None}]
+    assert final["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop", "logprobs": None}
+    ]
 
 
 CHAT_TOOL_CALL = {
-    "id": "chatcmpl-abc123", "object": "chat.completion", "created": 1741570283, "model": "gpt-4o-2024-08-06",
+    "id": "chatcmpl-abc123",
+    "object": "chat.completion",
+    "created": 1741570283,
+    "model": "gpt-4o-2024-08-06",
     "system_fingerprint": "fp_eb9dce56a8",
-    "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None, "message": {
-        "role": "assistant", "content": None,
-        "tool_calls": [{"id": "call_abc123", "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"location":"Paris"}'}}]}}],
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "tool_calls",
+            "logprobs": None,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_abc123",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location":"Paris"}'},
+                    }
+                ],
+            },
+        }
+    ],
     "usage": {"prompt_tokens": 82, "completion_tokens": 17, "total_tokens": 99},
 }
 
@@ -98,27 +136,39 @@ def test_chat_tool_call_round_trip_and_sdk_replay() -> None:
     request = view("/v1/chat/completions", {"stream": True, "stream_options": {"include_usage": True}})
     replay = ChatCompletions().render_stream(orjson.dumps(CHAT_TOOL_CALL), request)
     assert assemble(ChatCompletions(), request, [replay]) == CHAT_TOOL_CALL
-    stream = sdk(replay).chat.completions.create(model="gpt-4o", messages=[], stream=True,
-                                                 stream_options={"include_usage": True})
+    stream = sdk(replay).chat.completions.create(
+        model="gpt-4o", messages=[], stream=True, stream_options={"include_usage": True}
+    )
     calls = [call for chunk in stream if chunk.choices for call in chunk.choices[0].delta.tool_calls or []]
     assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
-        ("call_abc123", "get_weather", '{"location":"Paris"}')]
+        ("call_abc123", "get_weather", '{"location":"Paris"}')
+    ]
 
 
 # -- legacy completions ------------------------------------------------------------------------------
 
-CMPL_HEAD = {"id": "cmpl-7iA7iJjj8V2zOkCGvWF2hAkDWBQZe", "object": "text_completion", "created": 1690759702,
-             "model": "gpt-3.5-turbo-instruct", "system_fingerprint": None}
+CMPL_HEAD = {
+    "id": "cmpl-7iA7iJjj8V2zOkCGvWF2hAkDWBQZe",
+    "object": "text_completion",
+    "created": 1690759702,
+    "model": "gpt-3.5-turbo-instruct",
+    "system_fingerprint": None,
+}
 CMPL_USAGE = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
-CMPL_STREAM = sse(
-    (None, {**CMPL_HEAD, "choices": [{"text": "\n\n", "index": 0, "logprobs": None, "finish_reason": None}]}),
-    (None, {**CMPL_HEAD, "choices": [{"text": "This is", "index": 0, "logprobs": None, "finish_reason": None}]}),
-    (None, {**CMPL_HEAD, "choices": [{"text": " a test.", "index": 0, "logprobs": None, "finish_reason": None}]}),
-    (None, {**CMPL_HEAD, "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}]}),
-    (None, {**CMPL_HEAD, "choices": [], "usage": CMPL_USAGE}),
-) + b"data: [DONE]\n\n"
+CMPL_STREAM = (
+    sse(
+        (None, {**CMPL_HEAD, "choices": [{"text": "\n\n", "index": 0, "logprobs": None, "finish_reason": None}]}),
+        (None, {**CMPL_HEAD, "choices": [{"text": "This is", "index": 0, "logprobs": None, "finish_reason": None}]}),
+        (None, {**CMPL_HEAD, "choices": [{"text": " a test.", "index": 0, "logprobs": None, "finish_reason": None}]}),
+        (None, {**CMPL_HEAD, "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}]}),
+        (None, {**CMPL_HEAD, "choices": [], "usage": CMPL_USAGE}),
+    )
+    + b"data: [DONE]\n\n"
+)
 COMPLETION = {
-    "id": CMPL_HEAD["id"], "created": CMPL_HEAD["created"], "model": "gpt-3.5-turbo-instruct",
+    "id": CMPL_HEAD["id"],
+    "created": CMPL_HEAD["created"],
+    "model": "gpt-3.5-turbo-instruct",
     "object": "text_completion",
     "choices": [{"text": "\n\nThis is a test.", "index": 0, "logprobs": None, "finish_reason": "stop"}],
     "usage": CMPL_USAGE,
@@ -139,8 +189,11 @@ def test_completions_logprobs_are_concatenated() -> None:
     stream = sse((None, chunk("Hi", 0, None)), (None, chunk("!", 2, "stop"))) + b"data: [DONE]\n\n"
     final = assemble(Completions(), view("/v1/completions", {"stream": True}), [stream])
     assert final is not None
-    assert final["choices"][0]["logprobs"] == {"tokens": ["Hi", "!"], "token_logprobs": [-0.5, -0.5],
-                                               "text_offset": [0, 2]}
+    assert final["choices"][0]["logprobs"] == {
+        "tokens": ["Hi", "!"],
+        "token_logprobs": [-0.5, -0.5],
+        "text_offset": [0, 2],
+    }
 
 
 def test_completions_stream_cut_before_done_is_not_stored() -> None:
@@ -161,8 +214,12 @@ def test_completions_replay_parses_in_the_openai_sdk(include_usage: bool) -> Non
         body["stream_options"] = {"include_usage": True}
     request = view("/v1/completions", body)
     replay = Completions().render_stream(orjson.dumps(COMPLETION), request)
-    stream = sdk(replay).completions.create(model="gpt-3.5-turbo-instruct", prompt="Say this is a test", stream=True,
-                                            **({"stream_options": {"include_usage": True}} if include_usage else {}))
+    stream = sdk(replay).completions.create(
+        model="gpt-3.5-turbo-instruct",
+        prompt="Say this is a test",
+        stream=True,
+        **({"stream_options": {"include_usage": True}} if include_usage else {}),
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "\n\nThis is a test."
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
@@ -185,36 +242,73 @@ def test_embeddings_never_stream() -> None:
 
 
 def test_embeddings_usage_counts_prompt_tokens() -> None:
-    response = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -0.2]}],
-                "model": "text-embedding-3-small", "usage": {"prompt_tokens": 8, "total_tokens": 8}}
+    response = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -0.2]}],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 8, "total_tokens": 8},
+    }
     assert Embeddings().usage(response) == Usage(8, None, None, None)
 
 
 # -- Responses API -----------------------------------------------------------------------------------
 
 RESP_ID = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
-REASONING = {"id": "rs_67ccd2bf17f0819081ff3bb2cf6508e6", "type": "reasoning",
-             "summary": [{"type": "summary_text", "text": "**Recalling a capital**\n\nFrance's capital is Paris."}]}
-MESSAGE = {"id": "msg_67ccd2bf17f0819081ff3bb2cf6508e6", "type": "message", "status": "completed",
-           "role": "assistant",
-           "content": [{"type": "output_text", "text": "The capital of France is Paris.", "annotations": [],
-                        "logprobs": []}]}
-FUNCTION_CALL = {"id": "fc_12345xyz", "type": "function_call", "status": "completed", "call_id": "call_12345xyz",
-                 "name": "get_weather", "arguments": '{"location":"Paris, France"}'}
-RESP_USAGE = {"input_tokens": 328, "input_tokens_details": {"cached_tokens": 256, "cache_write_tokens": 64},
-              "output_tokens": 52,
-              "output_tokens_details": {"reasoning_tokens": 32}, "total_tokens": 380}
+REASONING = {
+    "id": "rs_67ccd2bf17f0819081ff3bb2cf6508e6",
+    "type": "reasoning",
+    "summary": [{"type": "summary_text", "text": "**Recalling a capital**\n\nFrance's capital is Paris."}],
+}
+MESSAGE = {
+    "id": "msg_67ccd2bf17f0819081ff3bb2cf6508e6",
+    "type": "message",
+    "status": "completed",
+    "role": "assistant",
+    "content": [{"type": "output_text", "text": "The capital of France is Paris.", "annotations": [], "logprobs": []}],
+}
+FUNCTION_CALL = {
+    "id": "fc_12345xyz",
+    "type": "function_call",
+    "status": "completed",
+    "call_id": "call_12345xyz",
+    "name": "get_weather",
+    "arguments": '{"location":"Paris, France"}',
+}
+RESP_USAGE = {
+    "input_tokens": 328,
+    "input_tokens_details": {"cached_tokens": 256, "cache_write_tokens": 64},
+    "output_tokens": 52,
+    "output_tokens_details": {"reasoning_tokens": 32},
+    "total_tokens": 380,
+}
 
 
 def response(*output: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": RESP_ID, "object": "response", "created_at": 1741476542, "status": "completed",
-        "background": False, "error": None, "incomplete_details": None, "instructions": None,
-        "max_output_tokens": None, "model": "o4-mini-2025-04-16", "output": list(output),
-        "parallel_tool_calls": True, "previous_response_id": None,
-        "reasoning": {"effort": "low", "summary": "auto"}, "store": True, "temperature": 1.0,
-        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
-        "truncation": "disabled", "usage": RESP_USAGE, "user": None, "metadata": {},
+        "id": RESP_ID,
+        "object": "response",
+        "created_at": 1741476542,
+        "status": "completed",
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": "o4-mini-2025-04-16",
+        "output": list(output),
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": RESP_USAGE,
+        "user": None,
+        "metadata": {},
     }
 
 
@@ -232,25 +326,73 @@ def live_stream(*tail: dict[str, Any]) -> bytes:
         {"type": "response.created", "response": PENDING},
         {"type": "response.in_progress", "response": PENDING},
         {"type": "response.output_item.added", "output_index": 0, "item": {**REASONING, "summary": []}},
-        {"type": "response.reasoning_summary_part.added", "item_id": rs, "output_index": 0, "summary_index": 0,
-         "part": {"type": "summary_text", "text": ""}},
-        {"type": "response.reasoning_summary_text.delta", "item_id": rs, "output_index": 0, "summary_index": 0,
-         "delta": "**Recalling a capital**\n\n"},
-        {"type": "response.reasoning_summary_text.delta", "item_id": rs, "output_index": 0, "summary_index": 0,
-         "delta": "France's capital is Paris."},
-        {"type": "response.reasoning_summary_text.done", "item_id": rs, "output_index": 0, "summary_index": 0,
-         "text": summary["text"]},
-        {"type": "response.reasoning_summary_part.done", "item_id": rs, "output_index": 0, "summary_index": 0,
-         "part": summary},
+        {
+            "type": "response.reasoning_summary_part.added",
+            "item_id": rs,
+            "output_index": 0,
+            "summary_index": 0,
+            "part": {"type": "summary_text", "text": ""},
+        },
+        {
+            "type": "response.reasoning_summary_text.delta",
+            "item_id": rs,
+            "output_index": 0,
+            "summary_index": 0,
+            "delta": "**Recalling a capital**\n\n",
+        },
+        {
+            "type": "response.reasoning_summary_text.delta",
+            "item_id": rs,
+            "output_index": 0,
+            "summary_index": 0,
+            "delta": "France's capital is Paris.",
+        },
+        {
+            "type": "response.reasoning_summary_text.done",
+            "item_id": rs,
+            "output_index": 0,
+            "summary_index": 0,
+            "text": summary["text"],
+        },
+        {
+            "type": "response.reasoning_summary_part.done",
+            "item_id": rs,
+            "output_index": 0,
+            "summary_index": 0,
+            "part": summary,
+        },
         {"type": "response.output_item.done", "output_index": 0, "item": REASONING},
-        {"type": "response.output_item.added", "output_index": 1,
-         "item": {**MESSAGE, "status": "in_progress", "content": []}},
-        {"type": "response.content_part.added", "item_id": msg, "output_index": 1, "content_index": 0,
-         "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}},
-        *({"type": "response.output_text.delta", "item_id": msg, "output_index": 1, "content_index": 0,
-           "delta": piece, "logprobs": []} for piece in ("The capital", " of France", " is Paris.")),
-        {"type": "response.output_text.done", "item_id": msg, "output_index": 1, "content_index": 0,
-         "text": text["text"], "logprobs": []},
+        {
+            "type": "response.output_item.added",
+            "output_index": 1,
+            "item": {**MESSAGE, "status": "in_progress", "content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            "item_id": msg,
+            "output_index": 1,
+            "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+        },
+        *(
+            {
+                "type": "response.output_text.delta",
+                "item_id": msg,
+                "output_index": 1,
+                "content_index": 0,
+                "delta": piece,
+                "logprobs": [],
+            }
+            for piece in ("The capital", " of France", " is Paris.")
+        ),
+        {
+            "type": "response.output_text.done",
+            "item_id": msg,
+            "output_index": 1,
+            "content_index": 0,
+            "text": text["text"],
+            "logprobs": [],
+        },
         {"type": "response.content_part.done", "item_id": msg, "output_index": 1, "content_index": 0, "part": text},
         {"type": "response.output_item.done", "output_index": 1, "item": MESSAGE},
         *tail,
@@ -278,10 +420,19 @@ def test_responses_stream_cut_before_completed_is_not_stored() -> None:
 @pytest.mark.parametrize(
     "terminal",
     [
-        {"type": "response.failed", "response": {**FINAL, "status": "failed", "usage": None,
-                                                 "error": {"code": "server_error", "message": "boom"}}},
-        {"type": "response.incomplete", "response": {**FINAL, "status": "incomplete",
-                                                     "incomplete_details": {"reason": "max_output_tokens"}}},
+        {
+            "type": "response.failed",
+            "response": {
+                **FINAL,
+                "status": "failed",
+                "usage": None,
+                "error": {"code": "server_error", "message": "boom"},
+            },
+        },
+        {
+            "type": "response.incomplete",
+            "response": {**FINAL, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}},
+        },
         {"type": "error", "code": "ERR_SOMETHING", "message": "Something went wrong", "param": None},
     ],
     ids=["failed", "incomplete", "error"],
@@ -297,15 +448,21 @@ def test_responses_error_then_completed_is_still_not_stored() -> None:
 
 @pytest.mark.parametrize(
     "final",
-    [FINAL, response(MESSAGE), response(REASONING, FUNCTION_CALL),
-     response({**REASONING, "encrypted_content": "gAAAAABo...", "content": [{"type": "reasoning_text", "text": "hm"}]},
-              MESSAGE)],
+    [
+        FINAL,
+        response(MESSAGE),
+        response(REASONING, FUNCTION_CALL),
+        response(
+            {**REASONING, "encrypted_content": "gAAAAABo...", "content": [{"type": "reasoning_text", "text": "hm"}]},
+            MESSAGE,
+        ),
+    ],
     ids=["reasoning+text", "text", "tool-call", "encrypted-reasoning"],
 )
 def test_responses_round_trip(final: dict[str, Any]) -> None:
     request = view("/v1/responses", {"stream": True})
     replay = Responses().render_stream(orjson.dumps(final), request)
-    for pieces in (splits(replay)):
+    for pieces in splits(replay):
         assert assemble(Responses(), request, pieces) == final
 
 
@@ -357,11 +514,28 @@ def test_responses_cache_hints_do_not_change_the_key() -> None:
 @pytest.mark.parametrize(
     ("endpoint", "usage", "expected"),
     [
-        (ChatCompletions(), {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280,
-                             "prompt_tokens_details": {"cached_tokens": 1024}}, Usage(1200, 80, 1024, None)),
+        (
+            ChatCompletions(),
+            {
+                "prompt_tokens": 1200,
+                "completion_tokens": 80,
+                "total_tokens": 1280,
+                "prompt_tokens_details": {"cached_tokens": 1024},
+            },
+            Usage(1200, 80, 1024, None),
+        ),
         # DeepSeek reports cache hits at the top level; prompt_tokens already includes them.
-        (ChatCompletions(), {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120,
-                             "prompt_cache_hit_tokens": 64, "prompt_cache_miss_tokens": 36}, Usage(100, 20, 64, None)),
+        (
+            ChatCompletions(),
+            {
+                "prompt_tokens": 100,
+                "completion_tokens": 20,
+                "total_tokens": 120,
+                "prompt_cache_hit_tokens": 64,
+                "prompt_cache_miss_tokens": 36,
+            },
+            Usage(100, 20, 64, None),
+        ),
         (Completions(), CMPL_USAGE, Usage(5, 7, None, None)),
         (Responses(), RESP_USAGE, Usage(328, 52, 256, 64)),
     ],
