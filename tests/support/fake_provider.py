@@ -456,7 +456,7 @@ class FakeProvider:
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        def event(choices: list[Any], usage: dict[str, Any] | None) -> bytes:
             data: dict[str, Any] = {
                 "id": cid,
                 "object": "chat.completion.chunk",
@@ -464,11 +464,14 @@ class FakeProvider:
                 "model": model,
                 "service_tier": "default",
                 "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+                "choices": choices,
             }
             if include_usage:
-                data["usage"] = None
+                data["usage"] = usage
             return _sse(data)
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            return event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}], None)
 
         events: list[bytes] = []
         if answer.tool:
@@ -496,20 +499,7 @@ class FakeProvider:
             events += [chunk({"content": p}) for p in pieces(answer.text)]
         events.append(chunk({}, finish))
         if include_usage:
-            events.append(
-                _sse(
-                    {
-                        "id": cid,
-                        "object": "chat.completion.chunk",
-                        "created": CREATED,
-                        "model": model,
-                        "service_tier": "default",
-                        "system_fingerprint": "fp_fake",
-                        "choices": [],
-                        "usage": usage,
-                    }
-                )
-            )
+            events.append(event([], usage))
         events.append(_sse("[DONE]"))
         return self._stream(events)
 
