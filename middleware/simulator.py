@@ -5,6 +5,10 @@ after a latency of 300-800 ms that is a seeded function of the request, so a dem
 reproducible. Every answer carries a fresh id (`simcmpl-<n>`), which lets the demo tell a replayed
 answer from one the simulator produced again. Responses say `"system_fingerprint": "simulator"`
 and carry an `x-simulator` header so nobody mistakes them for a real model's output.
+
+Like OpenAI's automatic prompt caching, usage reports `prompt_tokens_details.cached_tokens`: the
+tokens of the prompt prefix (every message but the last) when the same model has seen that prefix
+before. Unlike OpenAI, there is no 1,024-token minimum, so the short demo prompts show it too.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 SIMULATOR_HEADER = "x-simulator"
+_PREFIX_MEMORY = 4096
+"""Distinct prompt prefixes the simulator remembers for its prompt-cache report."""
 CREATED = 1_700_000_000
 
 FAQ_ANSWERS = {
@@ -61,6 +67,7 @@ class SimulatedProvider:
         self.max_latency = max_latency
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._prefixes: set[bytes] = set()
         self.calls = 0
         self.app = Starlette(
             routes=[
@@ -74,6 +81,20 @@ class SimulatedProvider:
         digest = hashlib.sha256(str(self.seed).encode() + body).digest()
         fraction = int.from_bytes(digest[:4], "big") / 2**32
         return self.min_latency + fraction * (self.max_latency - self.min_latency)
+
+    def _cached_tokens(self, model: str, messages: list[Any]) -> int:
+        """Tokens of the prompt prefix if this model saw it before (the prefix is remembered now)."""
+        prefix = messages[:-1] if isinstance(messages, list) else []
+        if not prefix:
+            return 0
+        digest = hashlib.sha256(json.dumps([model, prefix], sort_keys=True).encode()).digest()
+        with self._lock:
+            if digest in self._prefixes:
+                return _tokens(" ".join(str(m.get("content", "")) for m in prefix if isinstance(m, dict)))
+            if len(self._prefixes) >= _PREFIX_MEMORY:
+                self._prefixes.clear()
+            self._prefixes.add(digest)
+        return 0
 
     def _next_id(self) -> str:
         with self._lock:
@@ -110,6 +131,7 @@ class SimulatedProvider:
             "prompt_tokens": _tokens(prompt) + 8,
             "completion_tokens": _tokens(text),
             "total_tokens": _tokens(prompt) + 8 + _tokens(text),
+            "prompt_tokens_details": {"cached_tokens": self._cached_tokens(model, messages)},
         }
         headers = {SIMULATOR_HEADER: "llm-cache demo simulator"}
         if body.get("stream") is True:
