@@ -92,9 +92,8 @@ class _Responder:
             size += len(chunk)
             more = message.get("more_body", False)
             if size > self.limit:
-                self.cache.stats.oversized += 1
-                self.cache.stats.bypasses += 1
-                await self.app(scope, _replay(b"".join(chunks), more, receive, early), _bypassing(send))
+                passthrough = self.cache.oversized(self.route, self.path)
+                await self.app(scope, _replay(b"".join(chunks), more, receive, early), _bypassing(send, passthrough))
                 return
         body = b"".join(chunks)
         if early is not None:
@@ -106,21 +105,19 @@ class _Responder:
         query = scope.get("query_string", b"").decode("latin-1")
         prepared = cache.prepare_route(self.route, scope["method"], self.path, query, plain, body)
         if isinstance(prepared, Passthrough):
-            await self.app(scope, _replay(body, False, receive, None), _bypassing(send))
+            await self.app(scope, _replay(body, False, receive, None), _bypassing(send, prepared))
             return
         if isinstance(prepared, Rejection):
-            await _answer(send, ResponseParts(prepared.status, [(b"content-type", b"application/json")], prepared.body))
+            await _answer(send, prepared.response())
             return
         await self._cached(scope, receive, send, body, prepared)
 
     async def _cached(self, scope: Scope, receive: Receive, send: Send, body: bytes, prepared: CacheRequest) -> None:
         cache = self.cache
         lookup = await cache.lookup(prepared)
-        if lookup.entry is not None:
-            await _answer(send, cache.hit_response(prepared, lookup.entry))
-            return
-        if lookup.only_if_cached_miss:
-            await _answer(send, cache.only_if_cached_response(prepared))
+        answer = cache.answer(prepared, lookup)
+        if answer is not None:
+            await _answer(send, answer)
             return
         forward = prepared.forward_body
         if forward is not body:
@@ -196,11 +193,11 @@ def _replay(body: bytes, more: bool, receive: Receive, early: Message | None) ->
     return replay
 
 
-def _bypassing(send: Send) -> Send:
+def _bypassing(send: Send, passthrough: Passthrough) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = MutableHeaders(scope=message)
-            headers["x-cache"] = "BYPASS"
+            name, value = passthrough.header
+            MutableHeaders(scope=message)[name] = value
         await send(message)
 
     return sending
@@ -211,8 +208,5 @@ def _raw(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 async def _answer(send: Send, parts: ResponseParts) -> None:
-    headers = parts.headers
-    if not any(k == b"content-length" for k, _ in headers):
-        headers = [*headers, (b"content-length", str(len(parts.body)).encode("latin-1"))]
-    await send({"type": "http.response.start", "status": parts.status, "headers": headers})
+    await send({"type": "http.response.start", "status": parts.status, "headers": parts.headers})
     await send({"type": "http.response.body", "body": parts.body, "more_body": False})

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -54,6 +54,8 @@ logger = logging.getLogger("middleware")
 
 CACHE_HEADER = "x-cache"
 KEY_HEADER = "x-cache-key"
+_RAW_CACHE_HEADER = CACHE_HEADER.encode("latin-1")
+_RAW_KEY_HEADER = KEY_HEADER.encode("latin-1")
 _MEMO_LIMIT = 1024
 """Most distinct request paths whose route a Cache remembers (and credentials whose scope hash it does)."""
 _LOCK_POLL_FIRST = 0.005
@@ -181,12 +183,17 @@ class Rejection:
     status: int
     body: bytes
 
+    def response(self) -> ResponseParts:
+        return ResponseParts(self.status, _json_headers(self.body), self.body)
+
 
 @dataclass(frozen=True, slots=True)
 class Passthrough:
     """An LLM path whose body the engine cannot use (malformed JSON, too large): forward as is."""
 
     reason: str
+    header: ClassVar[tuple[str, str]] = (CACHE_HEADER, "BYPASS")
+    """Added to the forwarded response, so the caller can see the cache stood aside."""
 
 
 @dataclass(slots=True)
@@ -203,7 +210,8 @@ class Lookup:
 
 @dataclass(slots=True)
 class ResponseParts:
-    """A response the engine answers itself; raw header pairs, as both ASGI and httpx take them."""
+    """A response the engine answers itself, `content-length` included; raw header pairs, as both
+    ASGI and httpx take them."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -278,8 +286,7 @@ class Cache:
         self, route: Route, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
     ) -> CacheRequest | Passthrough | Rejection:
         if len(body) > self.settings.max_body_bytes:
-            self.stats.oversized += 1
-            return self._passthrough(route, path, "body over max_body_bytes")
+            return self.oversized(route, path)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -311,6 +318,12 @@ class Cache:
         return CacheRequest(
             route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass, captured
         )
+
+    def oversized(self, route: Route, path: str) -> Passthrough:
+        """A body over the size limit: counted, and forwarded untouched. Adapters that stop reading
+        a body early (the ASGI middleware streams it) call this themselves."""
+        self.stats.oversized += 1
+        return self._passthrough(route, path, "body over max_body_bytes")
 
     def _passthrough(self, route: Route, path: str, reason: str) -> Passthrough:
         self.stats.bypasses += 1
@@ -524,6 +537,15 @@ class Cache:
 
     # -- 3. answering -------------------------------------------------------------------------
 
+    def answer(self, request: CacheRequest, lookup: Lookup) -> ResponseParts | None:
+        """The response the cache gives itself after `lookup` (a hit, or only-if-cached's 504),
+        or None: the call goes upstream."""
+        if lookup.entry is not None:
+            return self.hit_response(request, lookup.entry)
+        if lookup.only_if_cached_miss:
+            return self.only_if_cached_response(request)
+        return None
+
     def hit_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
         """Status, headers and body of a hit, in the form the caller asked for."""
         if request.call is not None:
@@ -538,8 +560,8 @@ class Cache:
             media_type = "application/json"
         headers = [
             (b"content-type", media_type.encode("latin-1")),
-            (b"x-cache", b"HIT"),
-            (b"x-cache-key", request.key.encode("latin-1")),
+            (_RAW_CACHE_HEADER, b"HIT"),
+            (_RAW_KEY_HEADER, request.key.encode("latin-1")),
             (b"age", str(age).encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
         ]
@@ -550,12 +572,8 @@ class Cache:
         if request.call is not None:
             request.call.end()
         body = _error_body("no cached response and the request said only-if-cached", "Cache-Control")
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"x-cache", b"MISS"),
-            (b"x-cache-key", request.key.encode("latin-1")),
-            (b"content-length", str(len(body)).encode("latin-1")),
-        ]
+        headers = _json_headers(body)
+        headers += [(_RAW_CACHE_HEADER, b"MISS"), (_RAW_KEY_HEADER, request.key.encode("latin-1"))]
         return ResponseParts(504, headers, body)
 
     @staticmethod
@@ -831,6 +849,10 @@ class _LowerHeaders(dict[str, str]):
 
 def lower_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     return _LowerHeaders(headers)
+
+
+def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("latin-1"))]
 
 
 def _error_body(message: str, param: str | None) -> bytes:

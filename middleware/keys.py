@@ -54,8 +54,8 @@ KeyBuilder = Callable[[KeyRequest, DefaultDigest], str]
 """A custom key builder: `(request, default_digest) -> str`. It may call `default_digest(request)`."""
 
 
-def canonical_form(request: KeyRequest) -> bytes:
-    return _canonical(
+def default_digest(request: KeyRequest) -> str:
+    return digest_of(
         request.family,
         request.endpoint,
         request.model,
@@ -64,10 +64,6 @@ def canonical_form(request: KeyRequest) -> bytes:
         request.body,
         request.volatile_fields,
     )
-
-
-def default_digest(request: KeyRequest) -> str:
-    return hashlib.sha256(canonical_form(request)).hexdigest()
 
 
 def digest_of(
@@ -79,24 +75,13 @@ def digest_of(
     body: Mapping[str, Any],
     volatile_fields: frozenset[str],
 ) -> str:
-    """`default_digest` of the request these parts describe, without building a `KeyRequest`."""
-    return hashlib.sha256(_canonical(family, endpoint, model, target, query, body, volatile_fields)).hexdigest()
-
-
-def _canonical(
-    family: str,
-    endpoint: str,
-    model: str | None,
-    target: str | None,
-    query: tuple[tuple[str, str], ...],
-    body: Mapping[str, Any],
-    volatile_fields: frozenset[str],
-) -> bytes:
+    """SHA-256 of the canonical form; the engine calls it directly so a hit builds no `KeyRequest`."""
     kept = {k: v for k, v in body.items() if k not in volatile_fields}
-    return orjson.dumps(
+    canonical = orjson.dumps(
         {"api": family, "endpoint": endpoint, "model": model, "target": target, "query": query, "body": kept},
         option=orjson.OPT_SORT_KEYS,
     )
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def key_query(query: str) -> tuple[tuple[str, str], ...]:

@@ -127,7 +127,7 @@ class SimulatedProvider:
             prompt,
         )
         text = _answer_for(last_user)
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": _tokens(prompt) + 8,
             "completion_tokens": _tokens(text),
             "total_tokens": _tokens(prompt) + 8 + _tokens(text),
@@ -163,7 +163,7 @@ class SimulatedProvider:
 
     @staticmethod
     async def _events(
-        completion_id: str, model: str, text: str, usage: dict[str, int], include_usage: bool
+        completion_id: str, model: str, text: str, usage: dict[str, Any], include_usage: bool
     ) -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None, with_usage: Any = None) -> bytes:
             data: dict[str, Any] = {

@@ -10,16 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import httpx2
 
 from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts
 from .loop_thread import LoopThread
-
-_HEADER = "x-cache"
-
+from .providers import Route
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
 
@@ -50,9 +48,26 @@ def _answer(lib: Any, parts: ResponseParts) -> Any:
     return lib.Response(parts.status, headers=parts.headers, content=parts.body)
 
 
-def _bypass(lib: Any, response: Any) -> Any:
-    response.headers[_HEADER] = "BYPASS"
+def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
+    return cache.prepare_route(route, request.method, request.url.path, _query(request), _plain_headers(request), body)
+
+
+def _bypassed(response: Any, passthrough: Passthrough) -> Any:
+    name, value = passthrough.header
+    response.headers[name] = value
     return response
+
+
+def _outgoing(lib: Any, request: Any, body: bytes, prepared: CacheRequest) -> Any:
+    """The request to send upstream: as it came, unless the engine rewrote its body."""
+    return request if prepared.forward_body is body else _with_body(lib, request, prepared.forward_body)
+
+
+def _relayed(lib: Any, response: Any, recorder: Recorder, stream: Any) -> Any:
+    """The upstream response for the caller; its body reaches the recorder through `stream`."""
+    recorder.start(response.status_code, response.headers)
+    headers = recorder.forward_headers(response.headers.multi_items())
+    return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
 
 
 class _RecordingAsyncStream:
@@ -120,11 +135,11 @@ _SYNC_STREAMS = {
 }
 
 
-class AsyncCachingTransport:
-    """`httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))`; also inside `httpx.AsyncClient`.
+class _Intercepting:
+    """What both transports keep: the cache, and where misses go."""
 
-    `inner` is where misses go (default: the calling library's `AsyncHTTPTransport`).
-    """
+    _default_transport: ClassVar[str]
+    """The calling library's own transport class, used when no `inner` is given."""
 
     def __init__(self, cache: Cache, inner: Any = None) -> None:
         self.cache = cache
@@ -136,44 +151,43 @@ class AsyncCachingTransport:
             return self._inner
         transport = self._defaults.get(lib.__name__)
         if transport is None:
-            transport = self._defaults[lib.__name__] = lib.AsyncHTTPTransport()
+            transport = self._defaults[lib.__name__] = getattr(lib, self._default_transport)()
         return transport
+
+
+class AsyncCachingTransport(_Intercepting):
+    """`httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))`; also inside `httpx.AsyncClient`.
+
+    `inner` is where misses go (default: the calling library's `AsyncHTTPTransport`).
+    """
+
+    _default_transport = "AsyncHTTPTransport"
 
     async def handle_async_request(self, request: Any) -> Any:
         lib = _library(request)
         inner = self._inner_for(lib)
         cache = self.cache
-        url = request.url
-        route = cache.route(request.method, url.path)
+        route = cache.route(request.method, request.url.path)
         if route is None:
             return await inner.handle_async_request(request)
         body = await request.aread()
-        prepared = cache.prepare_route(route, request.method, url.path, _query(request), _plain_headers(request), body)
+        prepared = _prepare(cache, route, request, body)
         if isinstance(prepared, Passthrough):
-            return _bypass(lib, await inner.handle_async_request(request))
+            return _bypassed(await inner.handle_async_request(request), prepared)
         if isinstance(prepared, Rejection):
-            return lib.Response(prepared.status, headers={"content-type": "application/json"}, content=prepared.body)
-        return await self._cached(lib, inner, request, body, prepared)
-
-    async def _cached(self, lib: Any, inner: Any, request: Any, body: bytes, prepared: CacheRequest) -> Any:
-        cache = self.cache
+            return _answer(lib, prepared.response())
         cache.begin(prepared, "client")
         lookup = await cache.lookup(prepared)
-        if lookup.entry is not None:
-            return _answer(lib, cache.hit_response(prepared, lookup.entry))
-        if lookup.only_if_cached_miss:
-            return _answer(lib, cache.only_if_cached_response(prepared))
-        outgoing = request if prepared.forward_body is body else _with_body(lib, request, prepared.forward_body)
+        answer = cache.answer(prepared, lookup)
+        if answer is not None:
+            return _answer(lib, answer)
         recorder = cache.recorder(prepared, lookup)
         try:
-            response = await inner.handle_async_request(outgoing)
+            response = await inner.handle_async_request(_outgoing(lib, request, body, prepared))
         except BaseException:
             await recorder.abort()
             raise
-        recorder.start(response.status_code, response.headers)
-        headers = recorder.forward_headers(response.headers.multi_items())
-        stream = _ASYNC_STREAMS[lib.__name__](response.stream, recorder)
-        return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
+        return _relayed(lib, response, recorder, _ASYNC_STREAMS[lib.__name__](response.stream, recorder))
 
     async def aclose(self) -> None:
         if self._inner is not None:
@@ -193,58 +207,44 @@ class AsyncCachingTransport:
         await self.aclose()
 
 
-class CachingTransport:
+class CachingTransport(_Intercepting):
     """`httpx2.Client(transport=CachingTransport(cache=cache))`; also inside `httpx.Client`.
 
     The engine is async; this transport drives it on a private background loop,
     so sync and async clients share one cache, one store and one set of rules.
     """
 
-    def __init__(self, cache: Cache, inner: Any = None) -> None:
-        self.cache = cache
-        self._inner = inner
-        self._defaults: dict[str, Any] = {}
-        self._loop = LoopThread()
+    _default_transport = "HTTPTransport"
 
-    def _inner_for(self, lib: ModuleType) -> Any:
-        if self._inner is not None:
-            return self._inner
-        transport = self._defaults.get(lib.__name__)
-        if transport is None:
-            transport = self._defaults[lib.__name__] = lib.HTTPTransport()
-        return transport
+    def __init__(self, cache: Cache, inner: Any = None) -> None:
+        super().__init__(cache, inner)
+        self._loop = LoopThread()
 
     def handle_request(self, request: Any) -> Any:
         lib = _library(request)
         inner = self._inner_for(lib)
         cache = self.cache
-        url = request.url
-        route = cache.route(request.method, url.path)
+        route = cache.route(request.method, request.url.path)
         if route is None:
             return inner.handle_request(request)
         body = request.read()
-        prepared = cache.prepare_route(route, request.method, url.path, _query(request), _plain_headers(request), body)
+        prepared = _prepare(cache, route, request, body)
         if isinstance(prepared, Passthrough):
-            return _bypass(lib, inner.handle_request(request))
+            return _bypassed(inner.handle_request(request), prepared)
         if isinstance(prepared, Rejection):
-            return lib.Response(prepared.status, headers={"content-type": "application/json"}, content=prepared.body)
+            return _answer(lib, prepared.response())
         cache.begin(prepared, "client")  # here, so the span's parent is the caller's current span
         lookup = self._loop.run(cache.lookup(prepared))
-        if lookup.entry is not None:
-            return _answer(lib, cache.hit_response(prepared, lookup.entry))
-        if lookup.only_if_cached_miss:
-            return _answer(lib, cache.only_if_cached_response(prepared))
-        outgoing = request if prepared.forward_body is body else _with_body(lib, request, prepared.forward_body)
+        answer = cache.answer(prepared, lookup)
+        if answer is not None:
+            return _answer(lib, answer)
         recorder = cache.recorder(prepared, lookup)
         try:
-            response = inner.handle_request(outgoing)
+            response = inner.handle_request(_outgoing(lib, request, body, prepared))
         except BaseException:
             self._loop.run(recorder.abort())
             raise
-        recorder.start(response.status_code, response.headers)
-        headers = recorder.forward_headers(response.headers.multi_items())
-        stream = _SYNC_STREAMS[lib.__name__](response.stream, recorder, self._loop)
-        return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
+        return _relayed(lib, response, recorder, _SYNC_STREAMS[lib.__name__](response.stream, recorder, self._loop))
 
     def close(self) -> None:
         try:

@@ -207,7 +207,8 @@ async def test_a_body_over_the_limit_passes_through_whole_and_is_counted(kind: s
     assert first.headers["x-cache"] == second.headers["x-cache"] == "BYPASS"
     assert calls.bodies == [encoded, encoded]
     assert calls.count["chat"] == 2
-    assert cache.stats.oversized == 2
+    assert (cache.stats.oversized, cache.stats.bypasses) == (2, 2)
+    assert cache.telemetry.snapshot()["llm_cache_requests"] == {("bypass", "openai", "unknown", "none"): 2}
 
 
 async def test_malformed_json_reaches_the_app_and_is_never_cached(kind: str) -> None:
