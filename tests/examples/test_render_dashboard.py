@@ -106,7 +106,6 @@ def test_histogram_quantile_over_rates_of_buckets() -> None:
 
 
 def test_a_short_real_run_renders_the_picture(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     out = tmp_path / "dashboard.png"
     assert render.main(["--duration", "5", "--rate", "30", "--scrape-interval", "0.5", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

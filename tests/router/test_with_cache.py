@@ -5,11 +5,10 @@ from __future__ import annotations
 import httpx2
 import pytest
 
+import middleware
 from router import RouterTransport
 
 from .conftest import dep
-
-middleware = pytest.importorskip("middleware")
 
 
 def setup(fakes, make_router):
