@@ -7,7 +7,8 @@ The ASGI middleware and the httpx transports are thin adapters around one
    (or None for traffic that is not an LLM call, which passes through untouched);
 2. `lookup()` answers HIT, MISS, REFRESH, BYPASS or "only-if-cached and missing",
    coalescing concurrent identical misses onto one upstream call;
-3. on a hit, `hit_response()` gives the status, headers and body to send;
+3. `answer()` gives the status, headers and body of what the cache answers itself
+   (a hit, or the 504 of only-if-cached), or None: the call goes upstream;
 4. on a miss, a `Recorder` watches the upstream response as it streams through
    and stores it only if it was a complete 2xx JSON response or a stream that
    reached the provider's terminal event.
