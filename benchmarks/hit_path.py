@@ -9,8 +9,11 @@ ratio between the two. Key computation is timed alone for 1 KB, 10 KB and
 
 `--redis` starts a private `redis-server` on a free port (no persistence; stopped at the end) and
 adds Redis and TieredStore (L1) hits next to a memory hit, plus `RedisStore.get` next to a raw
-`redis.asyncio` GET of the same entry. `--telemetry` adds memory hits with `sdk_telemetry()`,
-`sdk_telemetry(store_spans=False)` and `sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)))`.
+`redis.asyncio` GET of the same entry. `--telemetry` adds memory hits with the OpenTelemetry SDK
+tracer alone (metrics on the API's no-op meter), `sdk_telemetry()` (tracer and meter; a memory store
+gets no store child spans by default), `sdk_telemetry(store_spans=True)` and
+`sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)))`, then times the SDK's own calls inside
+`sdk_telemetry()` hits: how much of the added latency is the SDK's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import httpx2
 import orjson
@@ -130,14 +134,17 @@ async def client_rows(n: int, telemetry: bool) -> list[Row]:
     calls = [("floor: httpx2 client + no-op transport (1 KB)", poster(floor_client))]
     variants: list[tuple[str, Telemetry | None]] = [("memory hit via AsyncCachingTransport (1 KB)", None)]
     if telemetry:
+        from opentelemetry.metrics import NoOpMeterProvider
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
         from middleware.telemetry import sdk_telemetry
 
         one_in_ten = ParentBased(TraceIdRatioBased(0.1))
+        tracing_only = Telemetry(tracer_provider=dropping_tracer_provider(), meter_provider=NoOpMeterProvider())
         variants += [
+            ("memory hit + SDK tracer only (1 KB)", tracing_only),
             ("memory hit + sdk_telemetry() (1 KB)", sdk_telemetry()),
-            ("memory hit + sdk_telemetry(store_spans=False) (1 KB)", sdk_telemetry(store_spans=False)),
+            ("memory hit + sdk_telemetry(store_spans=True) (1 KB)", sdk_telemetry(store_spans=True)),
             ("memory hit + sdk_telemetry(sampler=1 in 10) (1 KB)", sdk_telemetry(sampler=one_in_ten)),
         ]
     for name, telemetry_ in variants:
@@ -151,6 +158,63 @@ async def client_rows(n: int, telemetry: bool) -> list[Row]:
     for client in clients:
         await client.aclose()
     return rows
+
+
+def dropping_tracer_provider() -> Any:
+    """An SDK TracerProvider whose BatchSpanProcessor exports to nowhere (what `sdk_telemetry()` sets up)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    return provider
+
+
+async def sdk_share(n: int) -> list[tuple[str, float]]:
+    """Microseconds per `sdk_telemetry()` memory hit spent inside the OpenTelemetry SDK's own calls.
+
+    Each SDK method is wrapped to add up its time; the wrapper adds two clock reads per call.
+    """
+    from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+    from opentelemetry.sdk.trace import Span, Tracer
+
+    from middleware.telemetry import sdk_telemetry
+
+    methods = [(Tracer, "start_span"), (Span, "set_attributes"), (Span, "end"), (_Histogram, "record")]
+    spent = dict.fromkeys((f"{owner.__name__.lstrip('_')}.{name}" for owner, name in methods), 0)
+    originals = [(owner, name, getattr(owner, name)) for owner, name in methods]
+
+    def timed(label: str, method: Callable[..., object]) -> Callable[..., object]:
+        clock = time.perf_counter_ns
+
+        def call(*args: object, **kwargs: object) -> object:
+            start = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[label] += clock() - start
+
+        return call
+
+    cache, client = await cached_client(MemoryStore(max_entries=10_000), sdk_telemetry())
+    post = poster(client)
+    for _ in range(n // 10):
+        await post()
+    try:
+        for owner, name, method in originals:
+            setattr(owner, name, timed(f"{owner.__name__.lstrip('_')}.{name}", method))
+        for _ in range(n):
+            await post()
+    finally:
+        for owner, name, method in originals:
+            setattr(owner, name, method)
+    assert cache.stats.hits >= n
+    await client.aclose()
+    return [(label, total / n / 1000) for label, total in spent.items()]
 
 
 def free_port() -> int:
@@ -283,13 +347,23 @@ def main() -> None:
     parser.add_argument(
         "--telemetry",
         action="store_true",
-        help="also memory hits with sdk_telemetry(): all spans, no store spans, 1 in 10 sampled",
+        help="also memory hits with the OpenTelemetry SDK: tracer only, sdk_telemetry() with and without "
+        "store spans, 1 in 10 sampled; and the time spent inside the SDK's calls",
     )
     args = parser.parse_args()
     rows = asyncio.run(client_rows(args.requests, args.telemetry))
     rows += key_rows(args.requests)
     print(f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()}")
     print_table(rows, "floor")
+    if args.telemetry:
+        no_sdk = next(median for name, median, _ in rows if name.startswith("memory hit via"))
+        share = asyncio.run(sdk_share(args.requests))
+        print()
+        print("# inside the OpenTelemetry SDK, per sdk_telemetry() memory hit")
+        print("| SDK call | µs per hit | of the hit without an SDK |")
+        print("| --- | ---: | ---: |")
+        for label, micros in [*share, ("total", sum(m for _, m in share))]:
+            print(f"| {label} | {micros:.1f} | {micros / no_sdk:.0%} |")
     if args.redis:
         with private_redis() as port:
             redis_client_rows, store_rows = asyncio.run(redis_rows(args.requests, port))

@@ -303,21 +303,15 @@ class Call:
         self.lookup_seconds: float | None = None
         self.ended = False
         self._key = request.key
-        span = telemetry.tracer.start_span(f"{endpoint.operation} {self.model or 'unknown'}", kind=kind)
+        name, attributes = telemetry._span_start(endpoint.operation, self.provider, self.model)
+        span = telemetry.tracer.start_span(name, kind=kind, attributes=attributes)
         self.span = span
         self.recording = span.is_recording()
         self.ctx: Any = None
         self.attrs: dict[str, Any] | None = None
         """Attributes gathered during the call, set on the span in one go when it ends."""
         if self.recording:
-            self.attrs = {
-                "gen_ai.operation.name": endpoint.operation,
-                "gen_ai.provider.name": self.provider,
-                "llm_cache.store": telemetry.store_name,
-                "llm_cache.key_prefix": self.key_prefix,
-            }
-            if self.model:
-                self.attrs["gen_ai.request.model"] = self.model
+            self.attrs = {"llm_cache.key_prefix": self.key_prefix}
 
     @property
     def key_prefix(self) -> str:
@@ -485,7 +479,7 @@ class Telemetry:
         meter_provider: metrics.MeterProvider | None = None,
         pricing: Pricing | Mapping[str, Any] | None = None,
         capture_content: bool = False,
-        store_spans: bool = True,
+        store_spans: bool | None = None,
         warning_interval: float = 60.0,
     ) -> None:
         self.tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
@@ -494,7 +488,11 @@ class Telemetry:
             pricing = Pricing.default()
         self.pricing = pricing if isinstance(pricing, Pricing) else Pricing(pricing)
         self.capture_content = capture_content
-        self.store_spans = store_spans
+        self._store_spans_option = store_spans
+        self.store_spans = store_spans is not False
+        """Whether store reads and writes get child spans: `store_spans`, or when that is None, whether
+        the watched store leaves the process (a MemoryStore lookup is a dict read: its span would cost
+        more than the lookup, and `llm_cache.lookup_duration` on the call span already says it)."""
         self.warning_interval = warning_interval
         self.store_name = "unknown"
 
@@ -525,6 +523,7 @@ class Telemetry:
 
         self._lock = threading.Lock()
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
+        self._starts: dict[tuple[str, str, str | None], tuple[str, dict[str, Any]]] = {}
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
@@ -627,6 +626,24 @@ class Telemetry:
             attributes = self._attrs[key] = dict(zip(names, values, strict=True))
         return attributes
 
+    def _span_start(self, operation: str, provider: str, model: str | None) -> tuple[str, dict[str, Any]]:
+        """A call span's name and the attributes it starts with: the ones the GenAI conventions want at
+        creation, so a sampler can decide on them. Shared per combination (the SDK copies them)."""
+        memo_key = (operation, provider, model)
+        start = self._starts.get(memo_key)
+        if start is None:
+            attributes = {
+                "gen_ai.operation.name": operation,
+                "gen_ai.provider.name": provider,
+                "llm_cache.store": self.store_name,
+            }
+            if model:
+                attributes["gen_ai.request.model"] = model
+            start = (f"{operation} {model or 'unknown'}", attributes)
+            if len(self._starts) < 4 * MAX_MODELS:
+                self._starts[memo_key] = start
+        return start
+
     def _model_label(self, model: str | None) -> str:
         if not model:
             return "unknown"
@@ -656,9 +673,13 @@ class Telemetry:
         return observe
 
     def watch_store(self, store: Any) -> None:
-        """Label durations with `store`'s name and report its current size (the Cache calls this)."""
+        """Label durations with `store`'s name, report its current size and, unless `store_spans` was
+        given, give its operations child spans when it leaves the process (the Cache calls this)."""
         self.store_name = store.name
         self.store = store
+        self._starts.clear()  # they name the store
+        if self._store_spans_option is None:
+            self.store_spans = not getattr(store, "in_process", False)
 
     def _size_observer(self, column: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:

@@ -16,7 +16,11 @@ class StoreError(Exception):
 
 @runtime_checkable
 class Store(Protocol):
-    """Async byte store. `ttl` is in seconds; `None` means no expiry."""
+    """Async byte store. `ttl` is in seconds; `None` means no expiry.
+
+    A store may also say `in_process = True` (MemoryStore does): it never leaves the process, so
+    telemetry skips the child spans for its reads and writes unless asked for them.
+    """
 
     name: str
 

@@ -15,6 +15,8 @@ class MemoryStore:
     """
 
     name = "memory"
+    in_process = True
+    """Never leaves the process: telemetry gives its reads and writes no child spans by default."""
 
     def __init__(self, max_entries: int = 10_000, max_bytes: int | None = 256 * 1024 * 1024) -> None:
         if max_entries <= 0:

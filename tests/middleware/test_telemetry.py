@@ -34,9 +34,10 @@ SECRET = "sk-telemetry-secret"
 
 
 class Recorded:
-    """A Telemetry on private SDK providers, with what they collected."""
+    """A Telemetry on private SDK providers, with what they collected (store child spans on, whatever the store)."""
 
     def __init__(self, **options: Any) -> None:
+        options.setdefault("store_spans", True)
         self.spans = InMemorySpanExporter()
         self.tracer_provider = TracerProvider()
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
@@ -176,6 +177,29 @@ async def test_miss_then_hit_two_client_spans_with_store_children(recorded: Reco
     # No prompt, completion or credential anywhere in the telemetry.
     dump = repr([(s.attributes, [e.attributes for e in s.events]) for s in recorded.finished()])
     assert "capital" not in dump and "Paris" not in dump and SECRET not in dump
+
+
+@pytest.mark.parametrize(
+    ("store_spans", "in_memory", "on_disk"),
+    [
+        (None, [], ["llm_cache.lookup", "llm_cache.store"]),  # by default: only stores that leave the process
+        (True, ["llm_cache.lookup", "llm_cache.store"], ["llm_cache.lookup", "llm_cache.store"]),
+        (False, [], []),
+    ],
+)
+async def test_store_child_spans_by_default_only_for_stores_outside_the_process(
+    tmp_path: Path, store_spans: bool | None, in_memory: list[str], on_disk: list[str]
+) -> None:
+    children = {}
+    for name, store in (("memory", MemoryStore()), ("disk", DiskStore(tmp_path / "disk"))):
+        rec = Recorded(store_spans=store_spans)
+        cache = Cache(store, telemetry=rec.telemetry)
+        await ask(async_openai(cache, Upstream()))
+        (miss,) = rec.calls()
+        assert isinstance((miss.attributes or {})["llm_cache.lookup_duration"], float)  # said on the call either way
+        children[name] = rec.children(miss)
+        await cache.close()
+    assert children == {"memory": in_memory, "disk": on_disk}
 
 
 def test_sync_transport_span_parent_is_the_callers_span(recorded: Recorded) -> None:
@@ -689,6 +713,51 @@ async def test_unsampled_calls_make_no_spans_and_still_count() -> None:
     requests = telemetry.snapshot()["llm_cache_requests"]
     assert requests[("miss", "openai", "gpt-4o-mini", "none")] == 1
     assert requests[("hit", "openai", "gpt-4o-mini", "exact")] == 1
+
+
+async def test_a_sampler_sees_the_genai_attributes_when_the_span_starts() -> None:
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class Remembering(Sampler):
+        """Samples only chat calls to gpt-4o-mini, deciding on the attributes given at span creation."""
+
+        def __init__(self) -> None:
+            self.seen: list[dict[str, Any]] = []
+
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
+            attributes = dict(attributes or {})
+            self.seen.append(attributes)
+            wanted = attributes.get("gen_ai.request.model") == "gpt-4o-mini"
+            return SamplingResult(Decision.RECORD_AND_SAMPLE if wanted else Decision.DROP, attributes)
+
+        def get_description(self) -> str:
+            return "remembering"
+
+    sampler = Remembering()
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=sampler)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    client = async_openai(Cache(telemetry=Telemetry(tracer_provider=tracer_provider)), Upstream())
+    await ask(client)
+    await ask(client, model="gpt-4o")
+
+    assert [a.get("gen_ai.request.model") for a in sampler.seen] == ["gpt-4o-mini", "gpt-4o"]
+    assert sampler.seen[0] == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "llm_cache.store": "memory",
+    }
+    assert [s.name for s in spans.get_finished_spans()] == ["chat gpt-4o-mini"]
 
 
 def test_sdk_telemetry_takes_a_sampler() -> None:
