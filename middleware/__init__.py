@@ -3,6 +3,7 @@
 from .asgi import CacheMiddleware
 from .engine import Cache, CacheSettings, CacheStats, Outcome
 from .keys import KeyRequest, default_digest
+from .native import PromptCaching
 from .transport import AsyncCachingTransport, CachingTransport
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "CachingTransport",
     "KeyRequest",
     "Outcome",
+    "PromptCaching",
     "default_digest",
 ]

@@ -119,7 +119,7 @@ class _Responder:
         if answer is not None:
             await _answer(send, answer)
             return
-        forward = prepared.forward_body
+        forward = cache.upstream_body(prepared)
         if forward is not body:
             scope = dict(scope)
             raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .keys import resolve_key_builder
+from .native import PromptCaching
 
 __all__ = [
     "CacheConfig",
@@ -174,6 +175,7 @@ class CacheConfig(_Model):
     distributed_lock: bool = Field(default=True, description="Cross-pod single-flight on stores that can lock.")
     lock_ttl: float = 30.0
     lock_wait: float = 30.0
+    prompt_caching: PromptCaching = Field(default_factory=PromptCaching)
 
     @field_validator("ttl", "scope", "lock_ttl", "lock_wait")
     @classmethod
@@ -374,7 +376,7 @@ def detect_dialect(data: Mapping[str, Any], where: str = "<config>") -> str:
 
 # -- the guide's `caching:` block -----------------------------------------------------------------
 
-_GUIDE_TOP = {"cache_responses", "caching", "proxy", "model_list", "router"}
+_GUIDE_TOP = {"cache_responses", "caching", "proxy", "model_list", "router", "cache_control_injection_points"}
 _GUIDE_CACHING = {
     "type",
     "host",
@@ -484,6 +486,14 @@ def _from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[s
     for name in ("key_prefix", "key_builder", "distributed_lock", "lock_ttl", "lock_wait"):
         if block.get(name) is not None:
             cache[name] = block[name]
+    points = data.get("cache_control_injection_points")
+    if points is not None:
+        if not isinstance(points, list):
+            raise ConfigError(
+                f"{where}: cache_control_injection_points: expected a list such as "
+                "[{location: message, role: system}]"
+            )
+        cache["prompt_caching"] = {"anthropic": {"mode": "breakpoints", "points": points}}
     out: dict[str, Any] = {"cache": cache}
     proxy = data.get("proxy")
     if proxy is not None:
@@ -826,6 +836,7 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
             distributed_lock=settings.distributed_lock,
             lock_ttl=settings.lock_ttl,
             lock_wait=settings.lock_wait,
+            prompt_caching=settings.prompt_caching,
         )
     except ValidationError as error:
         raise ConfigError(_describe(error, "cache", "native")) from None

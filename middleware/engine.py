@@ -44,6 +44,7 @@ from .keys import (
     validate_scope,
     volatile_set,
 )
+from .native import PromptCaching
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
@@ -99,6 +100,10 @@ class CacheSettings(BaseModel):
         30.0, gt=0, description="Most seconds a miss waits for another pod's answer before going upstream itself."
     )
     cacheable_statuses: frozenset[int] = frozenset({200})
+    prompt_caching: PromptCaching = Field(
+        default_factory=PromptCaching,
+        description="Provider-native prompt caching hints added to requests on their way upstream.",
+    )
 
     @field_validator("ttl")
     @classmethod
@@ -255,6 +260,7 @@ class Cache:
         """The store, when it can lock keys across pods (checked once here, not per request)."""
         if self.settings.distributed_lock and isinstance(self.store, LockingStore):
             self._locker = self.store
+        self._prompt_caching = self.settings.prompt_caching if self.settings.prompt_caching.enabled else None
         self._routes: dict[str, Route | None] = {}
         self._scopes: dict[str, str] = {}
         ignored = self.settings.ignored_fields
@@ -319,6 +325,23 @@ class Cache:
         return CacheRequest(
             route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass, captured
         )
+
+    def upstream_body(self, request: CacheRequest) -> bytes:
+        """The body to send upstream on a miss: `forward_body`, with the provider's prompt-caching
+        hints added when `prompt_caching` asks for them (the key was computed before, from the
+        caller's body). Adapters call it once per upstream call."""
+        body = request.forward_body
+        caching = self._prompt_caching
+        if caching is None:
+            return body
+        parsed = orjson.loads(body)  # parsed again (and only) on the way upstream: hits never pay for it
+        endpoint = request.endpoint
+        changes = caching.rewrite(endpoint.family, endpoint.name, parsed)
+        if not changes:
+            return body
+        if request.call is not None:
+            request.call.prompt_caching(changes)
+        return orjson.dumps(parsed)
 
     def oversized(self, route: Route, path: str) -> Passthrough:
         """A body over the size limit: counted, and forwarded untouched. Adapters that stop reading

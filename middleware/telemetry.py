@@ -213,6 +213,12 @@ _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
         "llm_cache.not_stored",
         "{response}",
     ),
+    "llm_cache_prompt_cache_rewrites": (
+        ("provider", "change"),
+        "Requests given provider-native prompt-caching hints on their way upstream.",
+        "llm_cache.prompt_cache.rewrites",
+        "{request}",
+    ),
     "llm_cache_tokens_avoided": (
         ("provider", "model", "type"),
         "Upstream tokens not spent thanks to hits.",
@@ -369,6 +375,13 @@ class Call:
                 self.provider,
                 (self.lookup_seconds or 0.0) * 1000,
             )
+
+    def prompt_caching(self, changes: list[str]) -> None:
+        """The request went upstream with these provider-native prompt-caching hints added."""
+        t = self._t
+        t._bump([("llm_cache_prompt_cache_rewrites", (self.provider, change), 1) for change in changes])
+        if self.attrs is not None:
+            self.attrs["llm_cache.prompt_caching"] = tuple(changes)
 
     # endings ------------------------------------------------------------------------------------
 

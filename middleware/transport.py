@@ -58,9 +58,10 @@ def _bypassed(response: Any, passthrough: Passthrough) -> Any:
     return response
 
 
-def _outgoing(lib: Any, request: Any, body: bytes, prepared: CacheRequest) -> Any:
+def _outgoing(lib: Any, cache: Cache, request: Any, body: bytes, prepared: CacheRequest) -> Any:
     """The request to send upstream: as it came, unless the engine rewrote its body."""
-    return request if prepared.forward_body is body else _with_body(lib, request, prepared.forward_body)
+    forward = cache.upstream_body(prepared)
+    return request if forward is body else _with_body(lib, request, forward)
 
 
 def _relayed(lib: Any, response: Any, recorder: Recorder, stream: Any) -> Any:
@@ -183,7 +184,7 @@ class AsyncCachingTransport(_Intercepting):
             return _answer(lib, answer)
         recorder = cache.recorder(prepared, lookup)
         try:
-            response = await inner.handle_async_request(_outgoing(lib, request, body, prepared))
+            response = await inner.handle_async_request(_outgoing(lib, cache, request, body, prepared))
         except BaseException:
             await recorder.abort()
             raise
@@ -240,7 +241,7 @@ class CachingTransport(_Intercepting):
             return _answer(lib, answer)
         recorder = cache.recorder(prepared, lookup)
         try:
-            response = inner.handle_request(_outgoing(lib, request, body, prepared))
+            response = inner.handle_request(_outgoing(lib, cache, request, body, prepared))
         except BaseException:
             self._loop.run(recorder.abort())
             raise

@@ -304,6 +304,22 @@ def test_anthropic_cache_control_reports_creation_then_read(fake_provider: Runni
     assert not second.usage.cache_creation_input_tokens
 
 
+def test_anthropic_top_level_cache_control_caches_up_to_the_last_block_and_looks_back(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    client = ant(fake_provider)
+    auto = {"cache_control": {"type": "ephemeral"}}
+    turn: list[Any] = [{"role": "user", "content": "What is the capital of France? " * 50}]
+    none = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=turn)
+    first = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=turn, extra_body=auto)
+    turn += [{"role": "assistant", "content": first.content[0].text}, {"role": "user", "content": "And Spain?"}]
+    second = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=turn, extra_body=auto)
+    assert not none.usage.cache_creation_input_tokens and not none.usage.cache_read_input_tokens
+    assert first.usage.cache_creation_input_tokens and not first.usage.cache_read_input_tokens
+    assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens  # the earlier turn
+    assert second.usage.cache_creation_input_tokens  # and the new part is written
+
+
 # -- Gemini (plain HTTP) ----------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ def test_middleware_exports() -> None:
         "CachingTransport",
         "KeyRequest",
         "Outcome",
+        "PromptCaching",
         "default_digest",
     ]
     for name in middleware.__all__:

@@ -860,25 +860,38 @@ class FakeProvider:
         return self._stream(events)
 
     def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:
-        """(cache_creation_input_tokens, cache_read_input_tokens) for `cache_control` breakpoints.
+        """(cache_creation_input_tokens, cache_read_input_tokens), as Anthropic reports them.
 
-        The prefix up to and including the last block that carries `cache_control` is "written"
-        the first time this provider sees it and "read" every later time, as Anthropic reports.
+        The prompt is the items of `tools`, `system` and `messages`, in that order. A breakpoint
+        follows each item that carries `cache_control`, and with a top-level `cache_control`
+        (automatic caching) the last item. A request reads the longest prefix written by an earlier
+        one that ends at one of its breakpoints or up to 20 items before it (Anthropic's lookback),
+        and writes the rest up to its last breakpoint.
         """
-        prefix: list[Any] = []
-        cached: list[Any] | None = None
+        items: list[Any] = []
+        breakpoints: list[int] = []
         for section in ("tools", "system", "messages"):
             value = body.get(section)
-            items = value if isinstance(value, list) else ([value] if value else [])
-            for item in items:
-                prefix.append(item)
+            for item in value if isinstance(value, list) else ([value] if value else []):
+                items.append(item)
                 if _has_cache_control(item):
-                    cached = list(prefix)
-        if cached is None:
+                    breakpoints.append(len(items))
+        if isinstance(body.get("cache_control"), dict) and items and len(items) not in breakpoints:
+            breakpoints.append(len(items))
+        if not breakpoints:
             return 0, 0
-        size = tokens(json.dumps(cached))
-        key = "anthropic:" + canonical_digest({"model": body.get("model"), "prefix": cached})
-        return (0, size) if self._seen_before(key) else (size, 0)
+
+        def key(n: int) -> str:
+            return "anthropic:" + canonical_digest({"model": body.get("model"), "prefix": items[:n]})
+
+        read_at = 0
+        with self._lock:
+            for point in breakpoints:
+                hit = next((n for n in range(point, max(0, point - 20), -1) if key(n) in self._seen_prefixes), 0)
+                read_at = max(read_at, hit)
+            self._seen_prefixes.update(key(point) for point in breakpoints)
+        read = tokens(json.dumps(items[:read_at])) if read_at else 0
+        return max(0, tokens(json.dumps(items[: breakpoints[-1]])) - read), read
 
     # -- Gemini --------------------------------------------------------------------------------
 

@@ -1,0 +1,259 @@
+"""Provider-native prompt caching: requests rewritten on their way upstream so that the provider's
+own prompt cache is hit.
+
+The exact-match cache answers a request it has seen; a provider's prompt cache makes the requests
+it has *not* seen cheaper when they share a long prefix with earlier ones (a system prompt, tool
+definitions, a document, the conversation so far): Anthropic bills a cached prefix at 0.1x its
+input price, OpenAI at a discount of up to 90%. Two families take hints:
+
+- Anthropic Messages: `cache_control` breakpoints on tools, the system prompt and chosen messages
+  ("breakpoints"), or one top-level `cache_control` that lets Anthropic place the breakpoint on the
+  last cacheable block itself ("auto").
+- OpenAI chat completions and Responses: a `prompt_cache_key` shared by requests with the same
+  static prefix (tools and instructions), which keeps them on the same cache shard, and
+  `prompt_cache_retention`.
+
+Rules, for every family:
+
+- Cache keys are computed from the caller's body before any rewrite, so turning this on never
+  changes what the exact cache matches.
+- A request that already says how it wants to be cached (any `cache_control`, its own
+  `prompt_cache_key` or `prompt_cache_retention`) keeps its own choice: the caller knows its
+  prompt better than a rule does.
+- A rewrite only adds hints: it never changes the prompt, so the answer is the same.
+
+Bedrock is not rewritten: its requests are signed over the body (SigV4), so a changed body would be
+refused, and boto3 does not send through httpx. Gemini 2.5 caches prefixes implicitly; explicit
+`cachedContents` need an API call of their own and are not created here. See docs/prompt-caching.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_BREAKPOINTS = 4
+"""Anthropic refuses a request with more than four `cache_control` breakpoints."""
+
+_UNMARKABLE = frozenset({"thinking", "redacted_thinking"})
+"""Content blocks that cannot carry `cache_control`."""
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InjectionPoint(_Settings):
+    """Where an Anthropic breakpoint goes, in LiteLLM's `cache_control_injection_points` form.
+
+    `location: tools` marks the last tool definition. `location: message` with `role: system` marks
+    the system prompt; with another role, the last message of that role; with `index`, the message
+    at that position (negative counts from the end).
+    """
+
+    location: Literal["message", "tools"] = "message"
+    role: Literal["system", "user", "assistant"] | None = None
+    index: int | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> InjectionPoint:
+        if self.location == "message" and (self.role is None) == (self.index is None):
+            raise ValueError("a message injection point needs exactly one of 'role' or 'index'")
+        if self.location == "tools" and (self.role is not None or self.index is not None):
+            raise ValueError("a tools injection point takes no 'role' or 'index'")
+        return self
+
+
+class AnthropicPromptCaching(_Settings):
+    mode: Literal["off", "auto", "breakpoints"] = Field(
+        default="off",
+        description="'auto': one top-level cache_control, Anthropic places the breakpoint; "
+        "'breakpoints': cache_control on the blocks `points` name.",
+    )
+    ttl: Literal["5m", "1h"] = Field(
+        default="5m", description="How long Anthropic keeps the prefix (1h costs more to write)."
+    )
+    points: tuple[InjectionPoint, ...] = Field(
+        default=(InjectionPoint(location="tools"), InjectionPoint(role="system")),
+        description="Breakpoints for mode 'breakpoints', at most four are placed (tools, system, then messages).",
+    )
+
+
+class OpenAIPromptCaching(_Settings):
+    prompt_cache_key: Literal["off", "prefix"] = Field(
+        default="off",
+        description="'prefix': a key derived from the model, tools and instructions, shared by requests "
+        "that start the same way.",
+    )
+    retention: Literal["in_memory", "24h"] | None = Field(
+        default=None, description="`prompt_cache_retention` to ask for; None leaves it to OpenAI."
+    )
+
+
+class PromptCaching(_Settings):
+    """Provider-native prompt caching (`Cache(prompt_caching=...)`, `cache.prompt_caching` in a file)."""
+
+    anthropic: AnthropicPromptCaching = AnthropicPromptCaching()
+    openai: OpenAIPromptCaching = OpenAIPromptCaching()
+
+    @property
+    def enabled(self) -> bool:
+        return (
+            self.anthropic.mode != "off" or self.openai.prompt_cache_key != "off" or self.openai.retention is not None
+        )
+
+    def rewrite(self, family: str, endpoint: str, body: dict[str, Any]) -> list[str]:
+        """Add the provider's caching hints to `body` in place; the names of the changes made."""
+        if family == "anthropic" and endpoint == "messages":
+            return _anthropic(self.anthropic, body)
+        if family == "openai" and endpoint in ("chat.completions", "responses"):
+            return _openai(self.openai, endpoint, body)
+        return []
+
+
+# -- Anthropic -------------------------------------------------------------------------------------
+
+
+def _anthropic(settings: AnthropicPromptCaching, body: dict[str, Any]) -> list[str]:
+    if settings.mode == "off" or _mentions_cache_control(body):
+        return []
+    marker: dict[str, Any] = {"type": "ephemeral"}
+    if settings.ttl != "5m":
+        marker["ttl"] = settings.ttl
+    if settings.mode == "auto":
+        body["cache_control"] = marker
+        return ["anthropic_auto"]
+    placed = 0
+    for target in _targets(settings.points, body)[:MAX_BREAKPOINTS]:
+        placed += _mark(body, target, marker)
+    return ["anthropic_breakpoints"] if placed else []
+
+
+def _mentions_cache_control(value: Any) -> bool:
+    """Whether the caller placed any `cache_control` (top level, tools, system or messages).
+
+    The router's affinity has the same test of its own: caching and routing never import each other."""
+    if isinstance(value, dict):
+        return "cache_control" in value or any(_mentions_cache_control(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions_cache_control(v) for v in value)
+    return False
+
+
+def _targets(points: tuple[InjectionPoint, ...], body: dict[str, Any]) -> list[tuple[str, int]]:
+    """The blocks `points` name in this body, deduplicated, in Anthropic's render order
+    (tools, system, messages): `("tools", -1)`, `("system", -1)` or `("messages", i)`."""
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    found: set[tuple[str, int]] = set()
+    for point in points:
+        if point.location == "tools":
+            if isinstance(body.get("tools"), list) and body["tools"]:
+                found.add(("tools", -1))
+        elif point.role == "system":
+            if body.get("system"):
+                found.add(("system", -1))
+        elif point.role is not None:
+            last = next(
+                (i for i in range(len(messages) - 1, -1, -1) if _role(messages[i]) == point.role),
+                None,
+            )
+            if last is not None:
+                found.add(("messages", last))
+        elif point.index is not None and -len(messages) <= point.index < len(messages):
+            found.add(("messages", point.index % len(messages)))
+    order = {"tools": 0, "system": 1, "messages": 2}
+    return sorted(found, key=lambda target: (order[target[0]], target[1]))
+
+
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, dict) else None
+
+
+def _mark(body: dict[str, Any], target: tuple[str, int], marker: dict[str, Any]) -> int:
+    """Put `marker` on the last markable block of `target`; 1 if placed."""
+    section, index = target
+    if section == "tools":
+        tool = body["tools"][-1]
+        if not isinstance(tool, dict):
+            return 0
+        tool["cache_control"] = dict(marker)
+        return 1
+    if section == "system":
+        blocks = _as_blocks(body["system"])
+        if blocks is None or not _mark_last(blocks, marker):
+            return 0
+        body["system"] = blocks
+        return 1
+    message = body["messages"][index]
+    if not isinstance(message, dict):
+        return 0
+    blocks = _as_blocks(message.get("content"))
+    if blocks is None or not _mark_last(blocks, marker):
+        return 0
+    message["content"] = blocks
+    return 1
+
+
+def _as_blocks(content: Any) -> list[Any] | None:
+    """Content as a list of blocks (a plain string becomes one text block), or None if neither."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else None
+    return content if isinstance(content, list) else None
+
+
+def _mark_last(blocks: list[Any], marker: dict[str, Any]) -> bool:
+    for block in reversed(blocks):
+        if isinstance(block, dict) and block.get("type") not in _UNMARKABLE:
+            block["cache_control"] = dict(marker)
+            return True
+    return False
+
+
+# -- OpenAI ----------------------------------------------------------------------------------------
+
+
+def _openai(settings: OpenAIPromptCaching, endpoint: str, body: dict[str, Any]) -> list[str]:
+    changes = []
+    if settings.prompt_cache_key == "prefix" and "prompt_cache_key" not in body:
+        prefix = _static_prefix(endpoint, body)
+        if prefix is not None:
+            body["prompt_cache_key"] = (
+                "llmc-" + hashlib.sha256(orjson.dumps(prefix, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+            )
+            changes.append("openai_prompt_cache_key")
+    if settings.retention is not None and "prompt_cache_retention" not in body:
+        body["prompt_cache_retention"] = settings.retention
+        changes.append("openai_prompt_cache_retention")
+    return changes
+
+
+def _static_prefix(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """What requests sharing a prompt prefix have in common: the model, the tools and the
+    instructions (system and developer messages before the first other message), or None when
+    there are no tools or instructions to share."""
+    if endpoint == "responses":
+        instructions: Any = body.get("instructions")
+    else:
+        messages = body.get("messages")
+        instructions = []
+        for message in messages if isinstance(messages, list) else []:
+            if _role(message) not in ("system", "developer"):
+                break
+            instructions.append(message)
+    tools = body.get("tools")
+    if not instructions and not tools:
+        return None
+    return {"model": body.get("model"), "tools": tools, "instructions": instructions}
+
+
+__all__ = [
+    "AnthropicPromptCaching",
+    "InjectionPoint",
+    "MAX_BREAKPOINTS",
+    "OpenAIPromptCaching",
+    "PromptCaching",
+]

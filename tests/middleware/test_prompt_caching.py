@@ -1,0 +1,289 @@
+"""Provider-native prompt caching: the hints requests carry upstream, and what the provider says back.
+
+The real anthropic and openai SDKs talk through the caching transport (and, once, the gateway) to the
+fake provider, which reports cache writes and reads the way Anthropic and OpenAI do.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+import openai
+import pytest
+
+from middleware import AsyncCachingTransport, Cache, CachingTransport, PromptCaching
+from middleware.background import BackgroundServer
+from middleware.config import ConfigError, parse_config
+from middleware.gateway import create_gateway
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+
+CLAUDE = "claude-sonnet-4-6"
+SYSTEM = "You are the support assistant of a bicycle shop. " + "Policies: returns within 30 days. " * 60
+BREAKPOINTS = {"anthropic": {"mode": "breakpoints"}}
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def async_anthropic(cache: Cache, fake: RunningFakeProvider) -> anthropic.AsyncAnthropic:
+    http_client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+    return anthropic.AsyncAnthropic(
+        api_key="sk-ant-alice", base_url=fake.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+
+
+async def ask_claude(
+    client: anthropic.AsyncAnthropic, messages: list[dict[str, Any]], **extra: Any
+) -> tuple[Any, anthropic.types.Message]:
+    """(the response headers, the message)."""
+    params: dict[str, Any] = {"model": CLAUDE, "max_tokens": 64, "messages": messages, **extra}
+    raw = await client.messages.with_raw_response.create(**params)
+    return raw.headers, await raw.parse()
+
+
+def sent(fake: RunningFakeProvider, path_suffix: str) -> list[dict[str, Any]]:
+    """The JSON bodies the provider received on paths ending with `path_suffix`, in order."""
+    return [r.json for r in fake.requests if r.path.endswith(path_suffix)]
+
+
+def rewrites(cache: Cache) -> dict[tuple[str, ...], float]:
+    return cache.telemetry.snapshot()["llm_cache_prompt_cache_rewrites"]
+
+
+# -- Anthropic --------------------------------------------------------------------------------------
+
+
+async def test_anthropic_breakpoint_on_a_shared_system_prompt_is_written_once_then_read(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    cache = Cache(prompt_caching=BREAKPOINTS)
+    client = async_anthropic(cache, fake_provider)
+
+    first_headers, first = await ask_claude(client, [user("Can I return a helmet?")], system=SYSTEM)
+    second_headers, second = await ask_claude(client, [user("Do you sell tyres?")], system=SYSTEM)
+
+    assert [h["x-cache"] for h in (first_headers, second_headers)] == ["MISS", "MISS"]
+    bodies = sent(fake_provider, "/v1/messages")
+    assert [b["system"] for b in bodies] == [[{"type": "text", "text": SYSTEM, "cache_control": EPHEMERAL}]] * 2
+    assert [b["messages"] for b in bodies] == [[user("Can I return a helmet?")], [user("Do you sell tyres?")]]
+    written, read = first.usage, second.usage
+    assert written.cache_creation_input_tokens > 0 and not written.cache_read_input_tokens
+    assert read.cache_read_input_tokens == written.cache_creation_input_tokens and not read.cache_creation_input_tokens
+
+    assert rewrites(cache) == {("anthropic", "anthropic_breakpoints"): 2}
+    provider_cached = cache.telemetry.snapshot()["llm_cache_provider_cached_tokens"]
+    assert provider_cached == {
+        ("anthropic", CLAUDE, "cache_creation"): written.cache_creation_input_tokens,
+        ("anthropic", CLAUDE, "cache_read"): read.cache_read_input_tokens,
+    }
+
+
+async def test_the_rewrite_never_changes_the_exact_cache_key(fake_provider: RunningFakeProvider) -> None:
+    with_hints = Cache(prompt_caching=BREAKPOINTS)
+    without = Cache()
+    question = [user("Can I return a helmet?")]
+
+    first_headers, first = await ask_claude(async_anthropic(with_hints, fake_provider), question, system=SYSTEM)
+    again_headers, again = await ask_claude(async_anthropic(with_hints, fake_provider), question, system=SYSTEM)
+    plain_headers, _ = await ask_claude(async_anthropic(without, fake_provider), question, system=SYSTEM)
+
+    assert (first_headers["x-cache"], again_headers["x-cache"]) == ("MISS", "HIT")
+    assert first_headers["x-cache-key"] == again_headers["x-cache-key"] == plain_headers["x-cache-key"]
+    assert again.content == first.content
+    assert fake_provider.count("/v1/messages") == 2  # the hit never went upstream
+
+
+async def test_a_request_with_its_own_cache_control_is_sent_as_the_caller_wrote_it(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    cache = Cache(prompt_caching=BREAKPOINTS)
+    own = [{"role": "user", "content": [{"type": "text", "text": "A long document.", "cache_control": EPHEMERAL}]}]
+
+    await ask_claude(async_anthropic(cache, fake_provider), own, system=SYSTEM)
+
+    (body,) = sent(fake_provider, "/v1/messages")
+    assert body["system"] == SYSTEM  # not turned into a marked block
+    assert body["messages"] == own
+    assert rewrites(cache) == {}
+
+
+async def test_anthropic_auto_mode_lets_the_next_turn_read_the_conversation_so_far(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    cache = Cache(prompt_caching={"anthropic": {"mode": "auto", "ttl": "1h"}})
+    client = async_anthropic(cache, fake_provider)
+    turn = [user("Can I return a helmet?")]
+
+    _, first = await ask_claude(client, turn, system=SYSTEM)
+    turn += [{"role": "assistant", "content": first.content[0].text}, user("And a worn one?")]
+    _, second = await ask_claude(client, turn, system=SYSTEM)
+
+    bodies = sent(fake_provider, "/v1/messages")
+    assert [b["cache_control"] for b in bodies] == [{"type": "ephemeral", "ttl": "1h"}] * 2
+    assert bodies[1]["messages"] == turn  # the prompt itself is untouched
+    assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens > 0
+    assert rewrites(cache) == {("anthropic", "anthropic_auto"): 2}
+
+
+def test_breakpoints_follow_render_order_skip_thinking_and_stop_at_four() -> None:
+    caching = PromptCaching.model_validate(
+        {
+            "anthropic": {
+                "mode": "breakpoints",
+                "ttl": "1h",
+                "points": [
+                    {"location": "message", "index": 0},
+                    {"location": "message", "role": "user"},
+                    {"location": "message", "role": "assistant"},
+                    {"location": "message", "role": "system"},
+                    {"location": "tools"},
+                    {"location": "message", "index": -1},  # the last user message again: one breakpoint
+                ],
+            }
+        }
+    )
+    body: dict[str, Any] = {
+        "model": CLAUDE,
+        "tools": [{"name": "lookup", "input_schema": {"type": "object"}}, {"name": "order", "input_schema": {}}],
+        "system": "Be brief.",
+        "messages": [
+            user("first"),
+            {
+                "role": "assistant",
+                "content": [{"type": "text", "text": "ok"}, {"type": "thinking", "thinking": "...", "signature": "s"}],
+            },
+            user("second"),
+        ],
+    }
+    original = copy.deepcopy(body)
+
+    assert caching.rewrite("anthropic", "messages", body) == ["anthropic_breakpoints"]
+
+    marker = {"type": "ephemeral", "ttl": "1h"}
+    assert "cache_control" not in body["tools"][0] and body["tools"][1]["cache_control"] == marker
+    assert body["system"] == [{"type": "text", "text": "Be brief.", "cache_control": marker}]
+    assert body["messages"][0]["content"] == [{"type": "text", "text": "first", "cache_control": marker}]
+    assert body["messages"][1]["content"][0]["cache_control"] == marker  # not the thinking block
+    assert "cache_control" not in body["messages"][1]["content"][1]
+    assert body["messages"][2] == original["messages"][2]  # the fifth breakpoint is over Anthropic's limit
+    assert caching.rewrite("anthropic", "messages", body) == []  # marked now: left alone
+
+
+def test_an_injection_point_names_one_target() -> None:
+    with pytest.raises(ValueError, match="exactly one of 'role' or 'index'"):
+        PromptCaching.model_validate({"anthropic": {"points": [{"location": "message"}]}})
+    with pytest.raises(ValueError, match="takes no 'role' or 'index'"):
+        PromptCaching.model_validate({"anthropic": {"points": [{"location": "tools", "role": "user"}]}})
+
+
+# -- OpenAI -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lib", [httpx2, httpx], ids=["httpx2", "httpx"])
+def test_openai_requests_with_the_same_instructions_share_a_prompt_cache_key(
+    fake_provider: RunningFakeProvider, lib: Any
+) -> None:
+    cache = Cache(prompt_caching={"openai": {"prompt_cache_key": "prefix", "retention": "24h"}})
+    http_client = lib.Client(transport=CachingTransport(cache=cache))
+    client = openai.OpenAI(
+        api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http_client, max_retries=0
+    )
+
+    def ask(system: str, question: str, **extra: Any) -> Any:
+        messages = [{"role": "system", "content": system}, user(question)]
+        return client.chat.completions.create(model="gpt-4o-mini", messages=messages, **extra)
+
+    first = ask(SYSTEM, "Can I return a helmet?")
+    second = ask(SYSTEM, "Do you sell tyres?")
+    other = ask("You answer questions about trains.", "Do you sell tyres?")
+    own = ask(SYSTEM, "Is it open on Sunday?", prompt_cache_key="tenant-7")
+
+    keys = [b.get("prompt_cache_key") for b in sent(fake_provider, "/chat/completions")]
+    assert keys[0] == keys[1] and keys[0].startswith("llmc-")
+    assert keys[2] not in (keys[0], None)
+    assert keys[3] == "tenant-7"
+    assert {b["prompt_cache_retention"] for b in sent(fake_provider, "/chat/completions")} == {"24h"}
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert second.usage.prompt_tokens_details.cached_tokens > 0  # same prefix, same key: the provider's cache
+    assert other.usage.prompt_tokens_details.cached_tokens == 0
+    assert own.choices[0].message.content
+    assert rewrites(cache) == {
+        ("openai", "openai_prompt_cache_key"): 3,
+        ("openai", "openai_prompt_cache_retention"): 4,
+    }
+
+
+async def test_openai_stream_carries_both_the_usage_request_and_the_cache_key(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    cache = Cache(prompt_caching={"openai": {"prompt_cache_key": "prefix"}})
+    http_client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+    client = openai.AsyncOpenAI(
+        api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http_client, max_retries=0
+    )
+    messages = [{"role": "system", "content": SYSTEM}, user("Can I return a helmet?")]
+
+    async def streamed() -> tuple[str, list[Any]]:
+        stream = await client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+        chunks = [chunk async for chunk in stream]
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks
+
+    text, chunks = await streamed()
+    replayed, _ = await streamed()
+
+    (body,) = sent(fake_provider, "/chat/completions")  # the second stream was a replay
+    assert body["prompt_cache_key"].startswith("llmc-")
+    assert body["stream_options"] == {"include_usage": True}
+    assert all(c.usage is None for c in chunks)  # the caller did not ask for the usage chunk
+    assert replayed == text
+
+
+def test_responses_api_key_comes_from_the_instructions() -> None:
+    caching = PromptCaching.model_validate({"openai": {"prompt_cache_key": "prefix"}})
+    first = {"model": "gpt-5", "instructions": SYSTEM, "input": "Can I return a helmet?"}
+    second = {"model": "gpt-5", "instructions": SYSTEM, "input": "Do you sell tyres?"}
+    bare = {"model": "gpt-5", "input": "Do you sell tyres?"}
+    for body in (first, second, bare):
+        caching.rewrite("openai", "responses", body)
+    assert first["prompt_cache_key"] == second["prompt_cache_key"]
+    assert "prompt_cache_key" not in bare  # nothing static to share
+
+
+# -- through the gateway, from a guide-style config ------------------------------------------------
+
+
+def test_gateway_reads_litellm_style_injection_points(fake_provider: RunningFakeProvider) -> None:
+    config = parse_config(
+        {
+            "caching": {"type": "in-memory"},
+            "cache_control_injection_points": [{"location": "message", "role": "system"}],
+        }
+    )
+    config.upstreams.anthropic.base_url = fake_provider.anthropic_base_url
+    app = create_gateway(config)
+    server = BackgroundServer(app).start()
+    try:
+        client = anthropic.Anthropic(base_url=server.url, api_key="sk-ant-a", max_retries=0)
+        for question in ("Can I return a helmet?", "Do you sell tyres?"):
+            client.messages.create(model=CLAUDE, max_tokens=64, system=SYSTEM, messages=[user(question)])
+    finally:
+        server.stop()
+    bodies = sent(fake_provider, "/v1/messages")
+    assert [b["system"][0]["cache_control"] for b in bodies] == [EPHEMERAL, EPHEMERAL]
+    assert (
+        app.state.cache.telemetry.snapshot()["llm_cache_provider_cached_tokens"][("anthropic", CLAUDE, "cache_read")]
+        > 0
+    )
+
+
+def test_a_bad_prompt_caching_config_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"cache\.prompt_caching\.anthropic\.mode"):
+        parse_config({"cache": {"prompt_caching": {"anthropic": {"mode": "always"}}}})
+    with pytest.raises(ConfigError, match="cache_control_injection_points: expected a list"):
+        parse_config({"caching": {"type": "in-memory"}, "cache_control_injection_points": {"role": "system"}})
