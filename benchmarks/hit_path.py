@@ -13,7 +13,10 @@ adds Redis and TieredStore (L1) hits next to a memory hit, plus `RedisStore.get`
 tracer alone (metrics on the API's no-op meter), `sdk_telemetry()` (tracer and meter; a memory store
 gets no store child spans by default), `sdk_telemetry(store_spans=True)` and
 `sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)))`, then times the SDK's own calls inside
-`sdk_telemetry()` hits: how much of the added latency is the SDK's.
+`sdk_telemetry()` hits: how much of the added latency is the SDK's. `--semantic` adds the semantic
+cache (all-MiniLM-L6-v2, in-process index) on short questions: an exact hit with it on, a
+paraphrase answered by meaning, and a miss with and without it (unique questions, so every call
+embeds, searches and indexes), next to embedding one question alone.
 """
 
 from __future__ import annotations
@@ -217,6 +220,64 @@ async def sdk_share(n: int) -> list[tuple[str, float]]:
     return [(label, total / n / 1000) for label, total in spent.items()]
 
 
+def question(text: str) -> bytes:
+    return orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+
+
+async def semantic_rows(n: int) -> list[Row]:
+    from middleware.semantic import InProcessIndex, SemanticCache, SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    embedder.warm_up()
+    plain = Cache(store=MemoryStore(max_entries=100_000), ttl=900)
+    semantic = Cache(
+        store=MemoryStore(max_entries=100_000), ttl=900, semantic=SemanticCache(embedder, InProcessIndex())
+    )
+    clients = {
+        name: httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=FixedResponse()))
+        for name, cache in (("plain", plain), ("semantic", semantic))
+    }
+    asked, paraphrase = question("How do I reset my password?"), question("How can I reset my password?")
+    for client in clients.values():
+        assert (await client.post(URL, content=asked, headers=HEADERS)).headers["x-cache"] == "MISS"
+    answer = await clients["semantic"].post(URL, content=paraphrase, headers=HEADERS)
+    assert answer.headers.get("x-cache-match") == "semantic", answer.headers
+    counter = iter(range(10**9))
+
+    def post(client: httpx2.AsyncClient, body: bytes) -> Callable[[], Awaitable[object]]:
+        async def call() -> object:
+            return await client.post(URL, content=body, headers=HEADERS)
+
+        return call
+
+    def fresh(client: httpx2.AsyncClient) -> Callable[[], Awaitable[object]]:
+        async def call() -> object:
+            i = next(counter)
+            body = question(f"What does the shop's policy say about returning order {i} after {i % 90} days?")
+            return await client.post(URL, content=body, headers=HEADERS)
+
+        return call
+
+    async def embed_one() -> object:
+        return await embedder.embed(["How can I reset my password?"])
+
+    rows = await interleave(
+        [
+            ("exact memory hit, no semantic cache (short question)", post(clients["plain"], asked)),
+            ("exact memory hit, semantic cache on", post(clients["semantic"], asked)),
+            ("semantic hit: a paraphrase answered by meaning", post(clients["semantic"], paraphrase)),
+            ("miss to a no-op upstream, no semantic cache", fresh(clients["plain"])),
+            ("miss to a no-op upstream, semantic cache on (embed, search, index)", fresh(clients["semantic"])),
+            ("embedding one question alone (MiniLM, CPU)", embed_one),
+        ],
+        n,
+    )
+    assert semantic.stats.semantic_hits >= n and semantic.stats.semantic_errors == 0
+    for client in clients.values():
+        await client.aclose()
+    return rows
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -350,6 +411,11 @@ def main() -> None:
         help="also memory hits with the OpenTelemetry SDK: tracer only, sdk_telemetry() with and without "
         "store spans, 1 in 10 sampled; and the time spent inside the SDK's calls",
     )
+    parser.add_argument(
+        "--semantic",
+        action="store_true",
+        help="also the semantic cache's costs: exact and semantic hits, misses with and without it",
+    )
     args = parser.parse_args()
     rows = asyncio.run(client_rows(args.requests, args.telemetry))
     rows += key_rows(args.requests)
@@ -364,6 +430,10 @@ def main() -> None:
         print("| --- | ---: | ---: |")
         for label, micros in [*share, ("total", sum(m for _, m in share))]:
             print(f"| {label} | {micros:.1f} | {micros / no_sdk:.0%} |")
+    if args.semantic:
+        print()
+        print("# semantic cache (all-MiniLM-L6-v2 on the CPU, in-process index), 1/10 of the calls")
+        print_table(asyncio.run(semantic_rows(max(50, args.requests // 10))), "first row")
     if args.redis:
         with private_redis() as port:
             redis_client_rows, store_rows = asyncio.run(redis_rows(args.requests, port))

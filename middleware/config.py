@@ -23,6 +23,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import quote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -159,6 +160,97 @@ TieredStoreConfig.model_rebuild()
 STORE_TYPES = ("memory", "disk", "redis", "redis-cluster", "redis-sentinel", "tiered", "dual_cache", "s3", "memcached")
 
 
+# -- semantic cache ----------------------------------------------------------------------------------
+
+
+class LocalEmbedderConfig(_Model):
+    type: Literal["local", "sentence-transformers"]
+    model: str | None = Field(default=None, description="A local model path; default: all-MiniLM-L6-v2, shipped.")
+
+
+class OpenAIEmbedderConfig(_Model):
+    type: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "text-embedding-3-small"
+    api_key: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class MemoryIndexConfig(_Model):
+    type: Literal["memory"]
+    max_entries: int = Field(default=100_000, gt=0)
+
+
+class RedisIndexConfig(_Model):
+    type: Literal["redis"]
+    url: str = "redis://127.0.0.1:6379/0"
+    index_name: str = "llm-cache-semantic"
+    prefix: str = "llm-cache:semantic:"
+
+
+_SEMANTIC_TAGS = ("local", "sentence-transformers", "openai", "memory", "redis")
+EmbedderConfig = Annotated[LocalEmbedderConfig | OpenAIEmbedderConfig, Field(discriminator="type")]
+IndexConfig = Annotated[MemoryIndexConfig | RedisIndexConfig, Field(discriminator="type")]
+
+
+class SemanticConfig(_Model):
+    """`cache.semantic`: look misses up by meaning (see docs/semantic.md)."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.9, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
+    guard: bool = Field(default=True, description="Veto matches whose numbers, names, quotes or code differ.")
+    candidates: int = Field(default=4, gt=0)
+    max_text_chars: int = Field(default=1000, gt=0)
+    timeout: float = Field(default=2.0, gt=0)
+    embedder: EmbedderConfig = Field(default_factory=lambda: LocalEmbedderConfig(type="local"))
+    index: IndexConfig = Field(default_factory=lambda: MemoryIndexConfig(type="memory"))
+
+
+def build_semantic(settings: SemanticConfig | None) -> Any:
+    """A `SemanticCache` from `cache.semantic`, or None when there is none (or it is disabled)."""
+    if settings is None or not settings.enabled:
+        return None
+    try:
+        from .semantic import (
+            InProcessIndex,
+            OpenAIEmbedder,
+            RedisVectorIndex,
+            SemanticCache,
+            SentenceTransformerEmbedder,
+        )
+    except ImportError as error:
+        raise ConfigError(
+            f"cache.semantic: needs the semantic extra ({error.name} is missing): "
+            "pip install 'llm-cache-middleware[semantic-local]'"
+        ) from None
+    embedder_settings = settings.embedder
+    embedder: Any
+    if isinstance(embedder_settings, OpenAIEmbedderConfig):
+        embedder = OpenAIEmbedder(
+            embedder_settings.base_url,
+            embedder_settings.model,
+            api_key=embedder_settings.api_key,
+            timeout=embedder_settings.timeout,
+        )
+    else:
+        embedder = SentenceTransformerEmbedder(embedder_settings.model)
+    index_settings = settings.index
+    index: Any
+    if isinstance(index_settings, RedisIndexConfig):
+        index = RedisVectorIndex(index_settings.url, index_name=index_settings.index_name, prefix=index_settings.prefix)
+    else:
+        index = InProcessIndex(index_settings.max_entries)
+    return SemanticCache(
+        embedder,
+        index,
+        threshold=settings.threshold,
+        guard=settings.guard,
+        candidates=settings.candidates,
+        max_text_chars=settings.max_text_chars,
+        timeout=settings.timeout,
+    )
+
+
 # -- cache, upstreams, server ---------------------------------------------------------------------
 
 
@@ -176,6 +268,7 @@ class CacheConfig(_Model):
     lock_ttl: float = 30.0
     lock_wait: float = 30.0
     prompt_caching: PromptCaching = Field(default_factory=PromptCaching)
+    semantic: SemanticConfig | None = None
 
     @field_validator("ttl", "scope", "lock_ttl", "lock_wait")
     @classmethod
@@ -403,16 +496,29 @@ _GUIDE_TYPES = {
     "s3": "s3",
     "dual_cache": "tiered",
 }
-_SEMANTIC = "semantic caching is not available in this version of llm-cache-middleware"
+_REDIS_SEMANTIC = ("redis_semantic", "redis-semantic")
+_QDRANT = "Qdrant is not supported as a vector index; use redis-semantic (Redis Stack) or cache.semantic"
+
+
+def _semantic_redis(block: Mapping[str, Any], threshold: Any) -> dict[str, Any]:
+    """`cache.semantic` for a `redis-semantic` type: vectors in the same Redis (with RediSearch)."""
+    url = block.get("url")
+    if not url:
+        password = block.get("password")
+        auth = f":{quote(str(password), safe='')}@" if password else ""
+        url = f"redis://{auth}{block.get('host', '127.0.0.1')}:{block.get('port', 6379)}/0"
+    semantic: dict[str, Any] = {"index": {"type": "redis", "url": url}}
+    if threshold is not None:
+        semantic["threshold"] = threshold
+    return semantic
 
 
 def _guide_store(block: Mapping[str, Any], where: str, path: str, allow_tiered: bool = True) -> dict[str, Any]:
     kind = block.get("type", "in-memory")
-    if kind in ("redis_semantic", "redis-semantic", "qdrant_semantic", "qdrant-semantic"):
-        raise ConfigError(
-            f"{where}: {path}.type: {kind!r}: {_SEMANTIC}; use an exact-match type "
-            f"(in-memory, disk, redis, s3 or dual_cache) and remove similarity_threshold"
-        )
+    if kind in ("qdrant_semantic", "qdrant-semantic"):
+        raise ConfigError(f"{where}: {path}.type: {kind!r}: {_QDRANT}")
+    if kind in _REDIS_SEMANTIC and allow_tiered:
+        kind = "redis"  # the answers; the vectors go to the same server (see _from_guide)
     mapped = _GUIDE_TYPES.get(kind) if isinstance(kind, str) else None
     if mapped is None or (mapped == "tiered" and not allow_tiered):
         allowed = [t for t in _GUIDE_TYPES if allow_tiered or t != "dual_cache"]
@@ -476,8 +582,10 @@ def _from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[s
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}: cache_responses: expected true or false, got {enabled!r}")
     cache["enabled"] = enabled
-    if "similarity_threshold" in block:
-        notes.append("caching.similarity_threshold ignored: exact matching only")
+    if block.get("type") in _REDIS_SEMANTIC:
+        cache["semantic"] = _semantic_redis(block, block.get("similarity_threshold"))
+    elif "similarity_threshold" in block:
+        notes.append("caching.similarity_threshold ignored: exact matching only (use type redis-semantic)")
     ttl = block.get("ttl")
     if ttl is None and isinstance(block.get("l2"), dict):
         ttl = block["l2"].get("ttl")
@@ -544,6 +652,8 @@ _LITELLM_USED = {
     "disk_cache_dir",
     "max_size_in_memory",
     "supported_call_types",
+    "similarity_threshold",
+    "redis_semantic_cache_embedding_model",
 }
 
 
@@ -571,8 +681,11 @@ def _from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Ma
         raise ConfigError(f"{where}: litellm_settings.cache: expected true or false, got {enabled!r}")
     path = "litellm_settings.cache_params"
     kind = params.get("type", "redis" if params.get("host") or params.get("url") else "local")
-    if isinstance(kind, str) and "semantic" in kind:
-        raise ConfigError(f"{where}: {path}.type: {kind!r}: {_SEMANTIC}; use local, redis, s3 or disk")
+    semantic = kind in _REDIS_SEMANTIC
+    if semantic:
+        kind = "redis"
+    elif isinstance(kind, str) and "semantic" in kind:
+        raise ConfigError(f"{where}: {path}.type: {kind!r}: {_QDRANT}")
     if kind == "redis" and (params.get("sentinel_nodes") or params.get("service_name")):
         kind = "redis-sentinel"
     elif kind == "redis" and (params.get("redis_startup_nodes") or params.get("startup_nodes")):
@@ -625,6 +738,13 @@ def _from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Ma
             if params.get(theirs) is not None:
                 store[ours] = params[theirs]
     cache: dict[str, Any] = {"enabled": enabled, "store": store}
+    if semantic:
+        cache["semantic"] = _semantic_redis(store, params.get("similarity_threshold"))
+        if params.get("redis_semantic_cache_embedding_model") is not None:
+            notes.append(
+                f"{path}.redis_semantic_cache_embedding_model ignored: the local all-MiniLM-L6-v2 embeds; "
+                "set cache.semantic.embedder in a native file for another"
+            )
     ttl = params.get("ttl", params.get("default_in_redis_ttl", params.get("default_in_memory_ttl")))
     if ttl is not None:
         cache["ttl"] = ttl
@@ -665,9 +785,11 @@ def _describe(error: ValidationError, where: str, dialect: str) -> str:
             hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
             message = f"unknown field {loc[-1]!r}{hint}"
         elif kind == "union_tag_invalid":
+            expected = item.get("ctx", {}).get("expected_tags")
+            allowed_tags = expected.replace("'", "") if expected else ", ".join(STORE_TYPES)
             message = (
                 f"unknown type {item['input'] if not isinstance(item['input'], dict) else item['ctx']['tag']!r}"
-                f"; allowed: {', '.join(STORE_TYPES)}"
+                f"; allowed: {allowed_tags}"
             )
             field = _dotted((*_without_tags(loc), "type"))
         elif kind == "union_tag_not_found":
@@ -692,6 +814,8 @@ def _without_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     out: list[Any] = []
     for i, part in enumerate(loc):
         if i and loc[i - 1] in ("store", "l1", "l2") and part in STORE_TYPES:
+            continue
+        if i and loc[i - 1] in ("embedder", "index") and part in _SEMANTIC_TAGS:
             continue
         out.append(part)
     return tuple(out)
@@ -837,6 +961,7 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
             lock_ttl=settings.lock_ttl,
             lock_wait=settings.lock_wait,
             prompt_caching=settings.prompt_caching,
+            semantic=build_semantic(settings.semantic),
         )
     except ValidationError as error:
         raise ConfigError(_describe(error, "cache", "native")) from None

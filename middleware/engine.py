@@ -17,6 +17,7 @@ The ASGI middleware and the httpx transports are thin adapters around one
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import sys
 import time
@@ -24,7 +25,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -52,12 +53,18 @@ from .stores.base import LockingStore, Store
 from .stores.memory import MemoryStore
 from .telemetry import Call, Telemetry
 
+if TYPE_CHECKING:
+    from .semantic import SemanticCache
+
 logger = logging.getLogger("middleware")
 
 CACHE_HEADER = "x-cache"
 KEY_HEADER = "x-cache-key"
 _RAW_CACHE_HEADER = CACHE_HEADER.encode("latin-1")
 _RAW_KEY_HEADER = KEY_HEADER.encode("latin-1")
+_RAW_MATCH_HEADER = b"x-cache-match"
+"""On semantic hits only: `semantic` (with `x-cache-similarity`, the cosine similarity)."""
+_RAW_SIMILARITY_HEADER = b"x-cache-similarity"
 _MEMO_LIMIT = 1024
 """Most distinct request paths whose route a Cache remembers (and credentials whose scope hash it does)."""
 _LOCK_POLL_FIRST = 0.005
@@ -143,6 +150,10 @@ class CacheStats:
     """Of those, the ones answered from the entry the other pod stored."""
     invalid_entries: int = 0
     oversized: int = 0
+    semantic_hits: int = 0
+    """Hits served from a similar prompt's answer (counted in `hits` too)."""
+    semantic_errors: int = 0
+    """Embedder or vector index failures (the request went upstream)."""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -212,6 +223,18 @@ class Lookup:
     flight: _Flight | None = None
     lock: str | None = None
     """The token of this pod's distributed lock on the key, while this call leads it upstream."""
+    match: str = "exact"
+    """How a hit matched: `exact`, or `semantic` (a similar prompt's answer)."""
+    similarity: float | None = None
+    meaning: _Meaning | None = None
+    """The miss's context, text and vector, kept so the answer is indexed once it is stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Meaning:
+    context: str
+    text: str
+    vector: Any
 
 
 @dataclass(slots=True)
@@ -246,9 +269,12 @@ class Cache:
         *,
         endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS,
         telemetry: Telemetry | None = None,
+        semantic: SemanticCache | None = None,
         **settings: Any,
     ) -> None:
         self.settings = CacheSettings(**settings)
+        self.semantic = semantic
+        """Looks up misses by meaning (`middleware.semantic.SemanticCache`), or None: exact only."""
         self.store: Store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
         self.telemetry.watch_store(self.store)
@@ -414,6 +440,10 @@ class Cache:
             return Lookup(Outcome.REFRESH)
 
         lookup = await self._read(request)
+        if lookup.entry is None and self.semantic is not None and not lookup.store_error:
+            similar = await self._by_meaning(request, lookup)
+            if similar is not None:
+                return self._count(similar, request)
         if lookup.entry is not None or not self.settings.coalesce:
             return self._count(lookup, request)
 
@@ -496,16 +526,87 @@ class Cache:
 
     async def _poll(self, request: CacheRequest) -> Entry | None:
         """The usable entry for `request` another pod may have stored (store errors propagate)."""
-        data = await self.store.get(request.key)
+        return await self._entry_at(request.key, request.policy)
+
+    async def _entry_at(self, key: str, policy: Policy) -> Entry | None:
+        """The usable entry stored under `key`, if any (store errors propagate)."""
+        data = await self.store.get(key)
         if data is None:
             return None
         try:
             entry = unpack(data)
         except EntryError:
-            return None  # the next leader's read deletes it
-        if entry.fingerprint != request.key or not self._fresh_enough(entry, request.policy):
+            return None  # the next exact read of the key deletes it
+        if entry.fingerprint != key or not self._fresh_enough(entry, policy):
             return None
         return entry
+
+    # -- semantic lookup ------------------------------------------------------------------------
+
+    async def _meaning(self, request: CacheRequest) -> _Meaning | None:
+        """The request's context digest, last user text and its vector; None if it is not eligible."""
+        semantic = self.semantic
+        if semantic is None:
+            return None
+        split = request.endpoint.semantic_query(request.body)
+        if split is None or not semantic.eligible(split[1]):
+            return None
+        context_body, text = split
+        namespace = request.policy.namespace or DEFAULT_NAMESPACE
+        context = self._key(request.route, request.query, request.headers, context_body, namespace)
+        vector = await semantic.embed(text)
+        # The digest of the context's whole key: prefix, namespace and credential scope included.
+        return _Meaning(hashlib.sha256(context.encode()).hexdigest()[:32], text, vector)
+
+    async def _by_meaning(self, request: CacheRequest, lookup: Lookup) -> Lookup | None:
+        """A hit on a similar prompt's stored answer in the same context, or None (fail open)."""
+        semantic = self.semantic
+        assert semantic is not None
+        try:
+            meaning = lookup.meaning = await self._meaning(request)
+            if meaning is None:
+                return None
+            neighbour = await semantic.find(meaning.context, meaning.text, meaning.vector)
+        except Exception as error:
+            self._semantic_failed("semantic_search", error)
+            return None
+        if neighbour is None:
+            return None
+        try:
+            entry = await self._entry_at(neighbour.key, request.policy)
+        except Exception as error:
+            self._store_failed("get", error)
+            return None
+        if entry is None:  # expired or evicted from the store: its index row goes too
+            await self._forget(neighbour.key)
+            return None
+        self.stats.semantic_hits += 1
+        return Lookup(Outcome.HIT, entry, match="semantic", similarity=neighbour.similarity)
+
+    async def _remember(self, request: CacheRequest, lookup: Lookup) -> None:
+        """Index a stored answer by meaning (after the write; never raises)."""
+        if self.semantic is None:
+            return
+        try:
+            meaning = lookup.meaning if lookup.meaning is not None else await self._meaning(request)
+            if meaning is None:
+                return
+            ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+            await self.semantic.remember(meaning.context, request.key, meaning.text, meaning.vector, ttl)
+        except Exception as error:
+            self._semantic_failed("semantic_index", error)
+
+    async def _forget(self, key: str) -> None:
+        if self.semantic is None:
+            return
+        try:
+            await self.semantic.forget(key)
+        except Exception as error:
+            self._semantic_failed("semantic_index", error)
+
+    def _semantic_failed(self, operation: str, error: Exception) -> None:
+        self.stats.semantic_errors += 1
+        self.telemetry.store_error(operation, error)
 
     async def _unlock(self, key: str, lookup: Lookup) -> None:
         """Release the call's distributed lock, if it holds one (never raises: it expires anyway)."""
@@ -565,7 +666,11 @@ class Cache:
         """The response the cache gives itself after `lookup` (a hit, or only-if-cached's 504),
         or None: the call goes upstream."""
         if lookup.entry is not None:
-            return self.hit_response(request, lookup.entry)
+            parts = self.hit_response(request, lookup.entry)
+            if lookup.match != "exact":
+                parts.headers.append((_RAW_MATCH_HEADER, lookup.match.encode("latin-1")))
+                parts.headers.append((_RAW_SIMILARITY_HEADER, f"{lookup.similarity or 0.0:.4f}".encode("latin-1")))
+            return parts
         if lookup.only_if_cached_miss:
             return self.only_if_cached_response(request)
         return None
@@ -655,9 +760,13 @@ class Cache:
             await self.store.clear(namespace_prefix(prefix, namespace))
         else:
             await self.store.clear(prefix or None)
+            if self.semantic is not None:
+                await self.semantic.index.clear()
 
     async def close(self) -> None:
         await self.store.close()
+        if self.semantic is not None:
+            await self.semantic.close()
 
     async def _delete_quietly(self, key: str) -> None:
         try:
@@ -813,6 +922,8 @@ class Recorder:
             self._complete_call(entry, stored)
             if self._lookup.lock is not None:  # after the write: a pod that takes the lock next finds the entry
                 await self._cache._unlock(self._request.key, self._lookup)
+        if stored and self._cache.semantic is not None:
+            await self._cache._remember(self._request, self._lookup)
         return stored
 
     def _complete_call(self, entry: Entry | None, stored: bool) -> None:

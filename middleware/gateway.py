@@ -202,6 +202,9 @@ class _Gateway:
             follow_redirects=False,
             trust_env=False,
         )
+        warm_up = getattr(self.cache.semantic.embedder, "warm_up", None) if self.cache and self.cache.semantic else None
+        if warm_up is not None:  # load a local embedding model now, not on the first miss
+            await asyncio.to_thread(warm_up)
         try:
             yield
         finally:

@@ -345,7 +345,7 @@ class Call:
     def decided(self, lookup: Lookup) -> None:
         outcome = lookup.outcome.value.lower()
         if lookup.entry is not None:
-            self.result, self.match = "hit", "exact"
+            self.result, self.match, self.similarity = "hit", lookup.match, lookup.similarity
         elif lookup.store_error:
             self.result = "error"
         else:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from .base import Endpoint, RequestView, Route, Usage, int_or_none, loads_object, suffix_pattern
+from .base import Endpoint, RequestView, Route, Usage, int_or_none, loads_object, split_last_turn, suffix_pattern
 from .sse import SSEDecoder, encode_event
 
 _DELTA_USAGE = (
@@ -33,6 +33,9 @@ class Messages(Endpoint):
 
     def assembler(self, request: RequestView) -> MessageStreamAssembler:
         return MessageStreamAssembler()
+
+    def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        return split_last_turn(body, "messages")
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         return b"".join(encode_event(event, event["type"]) for event in _message_events(orjson.loads(response)))

@@ -134,6 +134,13 @@ class Endpoint(ABC):
         """Whether a 2xx JSON answer is the finished result (not `queued`, `in_progress`, `incomplete`)."""
         return True
 
+    def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        """(the context, the text to embed) for the semantic cache: the last user turn's text, and the
+        body without that text (system prompt, earlier turns, tools, parameters). A semantic match is
+        only ever looked for among requests with the same context. None: the request is not eligible
+        (the last turn is not plain user text, e.g. a tool result or an image)."""
+        return None
+
 
 class NonStreamingEndpoint(Endpoint):
     """An endpoint that only ever answers JSON (embeddings): the engine never assembles or replays a stream."""
@@ -158,6 +165,41 @@ def loads_object(data: bytes | str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def split_last_turn(
+    body: dict[str, Any], field: str, content_key: str = "content"
+) -> tuple[dict[str, Any], str] | None:
+    """(the body with `body[field]` less its last turn, that turn's text) when the last turn of
+    `body[field]` is a user turn (`role` "user" or absent) made only of text: a string, or text parts
+    (`{"type": "text", "text": ...}` / `{"text": ...}`)."""
+    turns = body.get(field)
+    if not isinstance(turns, list) or not turns:
+        return None
+    last = turns[-1]
+    if not isinstance(last, dict) or last.get("role", "user") != "user":
+        return None
+    text = plain_text(last.get(content_key))
+    if not text:
+        return None
+    return {**body, field: turns[:-1]}, text
+
+
+def plain_text(content: Any) -> str | None:
+    """The text of a string or of a list of text-only parts; None if anything else is in it."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        return None
+    texts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type", "text") not in ("text", "input_text"):
+            return None
+        text = part.get("text")
+        if not isinstance(text, str):
+            return None
+        texts.append(text)
+    return "\n".join(texts)
 
 
 def int_or_none(value: object) -> int | None:

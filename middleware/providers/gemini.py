@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from .base import Endpoint, NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, loads_object
+from .base import Endpoint, NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, loads_object, split_last_turn
 from .sse import SSEDecoder
 
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
@@ -73,6 +73,9 @@ class GenerateContent(_GeminiEndpoint):
 
     def assembler(self, request: RequestView) -> GenerateContentStreamAssembler:
         return GenerateContentStreamAssembler(sse=_sse_requested(request.query))
+
+    def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        return split_last_turn(body, "contents", content_key="parts")
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         if _sse_requested(request.query):

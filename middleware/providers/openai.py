@@ -9,7 +9,16 @@ from typing import Any, ClassVar
 
 import orjson
 
-from .base import Endpoint, NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, loads_object
+from .base import (
+    Endpoint,
+    NonStreamingEndpoint,
+    RequestView,
+    Route,
+    Usage,
+    int_or_none,
+    loads_object,
+    split_last_turn,
+)
 from .sse import SSEDecoder, encode_event
 
 _DONE = b"data: [DONE]\n\n"
@@ -135,6 +144,10 @@ class ChatCompletions(_ChunkStreamEndpoint):
     def assembler(self, request: RequestView) -> ChatStreamAssembler:
         return ChatStreamAssembler()
 
+    def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        split = split_last_turn(body, "messages")
+        return None if split is None or "name" in body["messages"][-1] else split
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         final = orjson.loads(response)
         bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -167,6 +180,12 @@ class Completions(_ChunkStreamEndpoint):
 
     def assembler(self, request: RequestView) -> CompletionStreamAssembler:
         return CompletionStreamAssembler()
+
+    def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            return None
+        return {k: v for k, v in body.items() if k != "prompt"}, prompt
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         final = orjson.loads(response)
@@ -337,6 +356,14 @@ class Responses(_OpenAIEndpoint):
 
     def assembler(self, request: RequestView) -> ResponsesStreamAssembler:
         return ResponsesStreamAssembler()
+
+    def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        if "previous_response_id" in body or "conversation" in body:
+            return None  # the context lives on the server: nothing here says it is the same
+        given = body.get("input")
+        if isinstance(given, str):
+            return ({k: v for k, v in body.items() if k != "input"}, given) if given else None
+        return split_last_turn(body, "input")
 
     def is_final(self, response: dict[str, Any]) -> bool:
         return response.get("status", "completed") == "completed"

@@ -49,11 +49,11 @@ def test_check_config_bad_file_exits_1_with_the_error(tmp_path: Path, capsys: py
 
 
 def test_check_config_as_a_console_script(tmp_path: Path) -> None:
-    bad = tmp_path / "semantic.yaml"
-    bad.write_text("caching:\n  type: redis_semantic\n  similarity_threshold: 0.9\n")
+    bad = tmp_path / "qdrant.yaml"
+    bad.write_text("caching:\n  type: qdrant-semantic\n  similarity_threshold: 0.9\n")
     done = subprocess.run([str(LLM_CACHE), "check-config", str(bad)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert "semantic caching is not available" in done.stderr and "Traceback" not in done.stderr
+    assert "Qdrant is not supported" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["check-config"], ["demo"], ["warm"], ["stats"], ["invalidate"]])

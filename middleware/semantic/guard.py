@@ -1,0 +1,184 @@
+"""The guard: a semantic match is served only if both prompts state the same hard facts.
+
+Embeddings place "What is 2+2?" and "What is 2+3?" close together (cosine 0.89 with MiniLM) while
+two honest paraphrases can sit far apart, so similarity alone cannot tell a paraphrase from a
+changed number. The guard compares what a paraphrase keeps and a different question changes:
+numbers, quoted strings, code, URLs and e-mail addresses, names (capitalised or mixed-case words
+past the start of a sentence, acronyms, words with digits), and negation. Any difference vetoes
+the match; the request goes upstream.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+
+_CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
+_QUOTED = re.compile(r'"([^"\n]{1,200})"|“([^”\n]{1,200})”|«([^»\n]{1,200})»|(?<![\w])\'([^\'\n]{2,200})\'(?![\w])')
+_URL = re.compile(r"\b(?:https?://|www\.)\S+|\b[\w.+-]+@[\w-]+\.[\w.-]+\b", re.I)
+_NUMBER = re.compile(r"(?<![\d.,])[-+]?\d[\d,_]*(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
+_OPERATOR = re.compile(r"(?<!\S)[a-z_]+:[^\s:]+", re.I)
+"""Search operators (`site:example.com`, `after:2025-01-01`, `is:solved`): kept verbatim."""
+_WORD = re.compile(r"[^\W_][\w'’\-]*", re.U)
+_SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
+_NEGATIONS = frozenset(
+    {"not", "no", "never", "without", "none", "nor", "neither", "cannot", "nobody", "nothing", "nowhere"}
+)
+_NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
+        + ("thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+    )
+} | {"hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000", "dozen": "12"}
+_CONTRASTS = [
+    frozenset(group.split())
+    for group in (
+        "today tomorrow yesterday tonight",
+        "before after",
+        "morning afternoon evening night",
+        "daily weekly monthly yearly annual",
+        "enable disable",
+        "beginner beginners intermediate advanced expert experts",
+        "light dark",
+        "local remote",
+        "min max minimum maximum",
+        "increase decrease",
+        "add remove delete",
+        "upload download",
+        "import export",
+        "encrypt decrypt",
+        "buy sell",
+        "first last",
+        "ascending descending",
+        "oldest newest latest recent top",
+        "cheapest nearest fastest best worst",
+        "input output",
+        "open close",
+        "start stop",
+        "north south east west",
+        "inbound outbound",
+        "public private",
+        "synchronous asynchronous sync async",
+    )
+]
+"""Words that change the question when swapped for another of their group."""
+_DIRECTIONS = frozenset({"to", "into", "->", "→", "vs", "versus", "than"})
+"""Words whose neighbours' order matters: `svn to git` is not `git to svn`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    numbers: Counter[str]
+    operators: frozenset[str]
+    quoted: frozenset[str]
+    code: frozenset[str]
+    links: frozenset[str]
+    names: frozenset[str]
+    """Lower-cased; compared against the other prompt's words, so `Python` matches `python`."""
+    words: frozenset[str]
+    negated: bool
+    contrasts: frozenset[tuple[int, str]]
+    """(group, word) for the words of `_CONTRASTS` groups."""
+    directions: frozenset[tuple[str, str]]
+    """(word before, word after) around a direction word."""
+
+
+def facts(text: str) -> Facts:
+    """The hard facts a prompt states (see the module docstring)."""
+    text = unicodedata.normalize("NFKC", text)
+    code = frozenset(" ".join(block.strip("`").split()) for block in _CODE.findall(text))
+    text = _CODE.sub(" ", text)
+    links = frozenset(link.rstrip(".,;:!?)").lower() for link in _URL.findall(text))
+    text = _URL.sub(" ", text)
+    quoted = frozenset(" ".join(next(g for g in groups if g).lower().split()) for groups in _QUOTED.findall(text))
+    operators = frozenset(op.lower() for op in _OPERATOR.findall(text))
+    text = _OPERATOR.sub(" ", text)
+    numbers = Counter(_number(n) for n in _NUMBER.findall(text))
+    names = set()
+    words = set()
+    sequence: list[str] = []
+    negated = False
+    for match in _WORD.finditer(text):
+        word = match.group()
+        lower = word.lower()
+        words.add(lower)
+        sequence.append(lower)
+        if lower in _NEGATIONS or lower.endswith(("n't", "n’t")):
+            negated = not negated
+        if lower in _NUMBER_WORDS:
+            numbers[_NUMBER_WORDS[lower]] += 1
+        elif _is_name(word, text[: match.start()]):
+            names.add(lower)
+    contrasts = frozenset((i, w) for w in words for i, group in enumerate(_CONTRASTS) if w in group)
+    directions = frozenset(
+        (sequence[i - 1], sequence[i + 1])
+        for i in range(1, len(sequence) - 1)
+        if sequence[i] in _DIRECTIONS and sequence[i - 1] not in _NUMBER_WORDS
+    )
+    return Facts(
+        numbers, operators, quoted, code, links, frozenset(names), frozenset(words), negated, contrasts, directions
+    )
+
+
+def agrees(a: str, b: str) -> bool:
+    """True when prompts `a` and `b` state the same hard facts."""
+    if a == b:
+        return True
+    x, y = facts(a), facts(b)
+    return (
+        x.numbers == y.numbers
+        and x.operators == y.operators
+        and x.quoted == y.quoted
+        and x.code == y.code
+        and x.links == y.links
+        and x.negated == y.negated
+        and x.names <= y.words
+        and y.names <= x.words
+        and _same_contrasts(x, y)
+        and not any((after, before) in y.directions for before, after in x.directions)
+        and not _prefixed_opposites(x.words, y.words)
+    )
+
+
+def _same_contrasts(x: Facts, y: Facts) -> bool:
+    """No contrast group in which one prompt says one word and the other another."""
+    groups = {group for group, _ in x.contrasts} & {group for group, _ in y.contrasts}
+    return all(
+        {w for g, w in x.contrasts if g == group} == {w for g, w in y.contrasts if g == group} for group in groups
+    )
+
+
+def _prefixed_opposites(a: frozenset[str], b: frozenset[str]) -> bool:
+    """`solved` against `unsolved`, `like` against `dislike`, ...: one says the opposite of the other."""
+    for x, y in ((a, b), (b, a)):
+        for word in x - y:
+            for prefix in ("un", "dis", "in", "non", "non-", "im", "ir", "il"):
+                if word.startswith(prefix) and word[len(prefix) :] in y - x:
+                    return True
+    return False
+
+
+def _number(raw: str) -> str:
+    percent = raw.endswith("%")
+    value = raw.rstrip("%").replace(",", "").replace("_", "").lstrip("+")
+    if "." in value and "e" not in value.lower():
+        value = value.rstrip("0").rstrip(".") or "0"
+    return value + ("%" if percent else "")
+
+
+def _is_name(word: str, before: str) -> bool:
+    """A proper name, acronym or identifier: `Paris`, `USA`, `iPhone`, `gpt4`, not a sentence's first word."""
+    if any(ch.isdigit() for ch in word):
+        return not word.isdigit()
+    if word == "I":
+        return False
+    if word.isupper() and len(word) > 1:
+        return True
+    if any(ch.isupper() for ch in word[1:]):
+        return True  # iPhone, JavaScript, McDonald
+    if word[0].isupper():
+        return bool(before.strip()) and not _SENTENCE_END.search(before)
+    return False

@@ -1,0 +1,133 @@
+"""A vector index in Redis with the RediSearch module (Redis Stack, Redis 8): shared by every pod."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from .index import Neighbour
+
+_SCHEMA_ALGORITHM = ("HNSW", "6")
+
+
+class RedisVectorIndex:
+    """Rows are Redis hashes under `prefix` (`ctx`, `key`, `text`, `v`), indexed by RediSearch as a
+    TAG (`ctx`) and an HNSW cosine vector field (`v`); a row expires with the entry it points to.
+
+    The index is created on first use with the vectors' dimensions. A search is a KNN query filtered
+    by context: `(@ctx:{<context>})=>[KNN k @v $q AS dist]`. Needs a server with RediSearch 2.4+
+    (Redis Stack or Redis 8); a standalone server or a primary (not a Cluster).
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        index_name: str = "llm-cache-semantic",
+        prefix: str = "llm-cache:semantic:",
+        socket_timeout: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.index_name = index_name
+        self.prefix = prefix
+        self.socket_timeout = socket_timeout
+        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._created: set[int] = set()
+        """Dimensions an index was seen or made for (per process: FT.CREATE is idempotent enough)."""
+
+    def _client(self) -> Any:
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = aioredis.Redis.from_url(
+                self.url, protocol=2, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
+            )
+        return client
+
+    def _doc(self, key: str) -> str:
+        return self.prefix + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    async def _ensure(self, client: Any, dimensions: int) -> None:
+        if dimensions in self._created:
+            return
+        import redis.exceptions
+
+        try:
+            await client.execute_command(
+                "FT.CREATE", self.index_name, "ON", "HASH", "PREFIX", "1", self.prefix,
+                "SCHEMA", "ctx", "TAG", "v", "VECTOR", *_SCHEMA_ALGORITHM,
+                "TYPE", "FLOAT32", "DIM", str(dimensions), "DISTANCE_METRIC", "COSINE",
+            )  # fmt: skip
+        except redis.exceptions.ResponseError as error:
+            if "already exists" not in str(error).lower():
+                raise
+        self._created.add(dimensions)
+
+    async def add(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        client = self._client()
+        await self._ensure(client, len(vector))
+        doc = self._doc(key)
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hset(doc, mapping={"ctx": context, "key": key, "text": text, "v": vector.tobytes()})
+            if ttl is not None:
+                pipe.pexpire(doc, max(1, int(ttl * 1000)))
+            else:
+                pipe.persist(doc)
+            await pipe.execute()
+
+    async def search(self, context: str, vector: np.ndarray, k: int) -> list[Neighbour]:
+        import redis.exceptions
+
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        client = self._client()
+        query = f"(@ctx:{{{_escape_tag(context)}}})=>[KNN {int(k)} @v $q AS dist]"
+        try:
+            reply = await client.execute_command(
+                "FT.SEARCH", self.index_name, query, "PARAMS", "2", "q", vector.tobytes(),
+                "SORTBY", "dist", "RETURN", "3", "key", "text", "dist", "LIMIT", "0", str(int(k)), "DIALECT", "2",
+            )  # fmt: skip
+        except redis.exceptions.ResponseError as error:
+            if "no such index" in str(error).lower() or "unknown index" in str(error).lower():
+                return []  # nothing was ever added
+            raise
+        out = []
+        for fields in reply[2::2]:
+            row = {_text(fields[i]): fields[i + 1] for i in range(0, len(fields) - 1, 2)}
+            if "key" in row and "dist" in row:
+                out.append(Neighbour(_text(row["key"]), _text(row.get("text", b"")), 1.0 - float(_text(row["dist"]))))
+        return out
+
+    async def delete(self, key: str) -> None:
+        await self._client().delete(self._doc(key))
+
+    async def clear(self) -> None:
+        import redis.exceptions
+
+        try:
+            await self._client().execute_command("FT.DROPINDEX", self.index_name, "DD")
+        except redis.exceptions.ResponseError as error:
+            if "unknown index" not in str(error).lower() and "no such index" not in str(error).lower():
+                raise
+        self._created.clear()
+
+    async def close(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
+def _escape_tag(value: str) -> str:
+    """A TAG query value with RediSearch's punctuation escaped (contexts are hex digests already)."""
+    return "".join(ch if ch.isalnum() or ch == "_" else "\\" + ch for ch in value)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,457 @@
+"""The semantic cache: a similar prompt in the same context is answered from the first one's answer,
+when the facts agree.
+
+Real parts throughout: the all-MiniLM-L6-v2 model (local), the real openai SDK through the caching
+transport to the fake provider, an in-process index and a RediSearch index on a real Redis Stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx2
+import numpy as np
+import openai
+import pytest
+
+from middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from middleware.semantic import InProcessIndex, RedisVectorIndex, SemanticCache, SentenceTransformerEmbedder
+from middleware.stores import RedisStore
+from middleware.telemetry import Telemetry
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+
+CHAT = "/chat/completions"
+SUPPORT = "You are the support assistant of a bicycle shop."
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    model = SentenceTransformerEmbedder()
+    model.warm_up()  # once per session: loading takes a few seconds
+    return model
+
+
+def semantic_cache(embedder: SentenceTransformerEmbedder, **options: Any) -> Cache:
+    return Cache(semantic=SemanticCache(embedder, InProcessIndex(), **options))
+
+
+def client_for(cache: Cache, fake: RunningFakeProvider, api_key: str = "sk-alice") -> openai.AsyncOpenAI:
+    http_client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+    return openai.AsyncOpenAI(api_key=api_key, base_url=fake.openai_base_url, http_client=http_client, max_retries=0)
+
+
+async def ask(client: openai.AsyncOpenAI, question: str, system: str = SUPPORT, **extra: Any) -> Any:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    return await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages, **extra)
+
+
+async def similarity(embedder: SentenceTransformerEmbedder, a: str, b: str) -> float:
+    vectors = await embedder.embed([a, b])
+    return float(vectors[0] @ vectors[1])
+
+
+# -- matches ------------------------------------------------------------------------------------------
+
+
+async def test_a_paraphrase_is_answered_from_the_first_questions_answer(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    cache = semantic_cache(embedder)
+    client = client_for(cache, fake_provider)
+
+    first = await ask(client, "How do I reset my password?")
+    second = await ask(client, "How can I reset my password?")
+
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.headers["x-cache-match"] == "semantic"
+    assert float(second.headers["x-cache-similarity"]) >= 0.9
+    assert "x-cache-match" not in first.headers
+    answer = first.parse().choices[0].message.content
+    assert second.parse().choices[0].message.content == answer
+    assert fake_provider.count(CHAT) == 1
+    assert (cache.stats.hits, cache.stats.semantic_hits, cache.stats.misses) == (1, 1, 1)
+    requests = cache.telemetry.snapshot()["llm_cache_requests"]
+    assert requests[("hit", "openai", "gpt-4o-mini", "semantic")] == 1
+
+
+async def test_a_changed_direction_or_number_goes_upstream_however_similar(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    cache = semantic_cache(embedder)
+    client = client_for(cache, fake_provider)
+    pairs = [("Convert 10 USD to EUR", "Convert 10 EUR to USD"), ("Convert 10 USD to EUR", "Convert 12 USD to EUR")]
+    for first, second in pairs:
+        assert await similarity(embedder, first, second) >= 0.9  # similarity alone would serve it
+    answers = [await ask(client, question) for question in ("Convert 10 USD to EUR", *(b for _, b in pairs))]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "MISS", "MISS"]
+    assert fake_provider.count(CHAT) == 3
+
+
+async def test_without_the_guard_the_changed_direction_would_be_served(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    cache = semantic_cache(embedder, guard=False)
+    client = client_for(cache, fake_provider)
+    await ask(client, "Convert 10 USD to EUR")
+    reversed_ = await ask(client, "Convert 10 EUR to USD")
+    assert reversed_.headers["x-cache"] == "HIT"  # which is why the guard is on by default
+
+
+async def test_matches_stay_within_one_context(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    cache = semantic_cache(embedder)
+    alice = client_for(cache, fake_provider, "sk-alice")
+    bob = client_for(cache, fake_provider, "sk-bob")
+    await ask(alice, "How do I reset my password?")
+
+    other_system = await ask(alice, "How can I reset my password?", system="You support a bank's customers.")
+    other_params = await ask(alice, "How can I reset my password?", temperature=1.5)
+    other_tenant = await ask(bob, "How can I reset my password?")
+    other_namespace = await ask(alice, "How can I reset my password?", extra_headers={"x-cache-namespace": "beta"})
+
+    results = [r.headers["x-cache"] for r in (other_system, other_params, other_tenant, other_namespace)]
+    assert results == ["MISS"] * 4
+    assert cache.stats.semantic_hits == 0
+
+
+async def test_a_streamed_paraphrase_gets_the_stored_answer_as_a_stream(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    client = client_for(semantic_cache(embedder), fake_provider)
+    first = await ask(client, "How do I reset my password?")
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "system", "content": SUPPORT}, {"role": "user", "content": "How can I reset my password?"}],
+        stream=True,
+    )
+    text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+    assert text == first.parse().choices[0].message.content
+    assert fake_provider.count(CHAT) == 1
+
+
+async def test_a_long_prompt_is_matched_exactly_only(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    client = client_for(semantic_cache(embedder, max_text_chars=40), fake_provider)
+    document = "Summarise this: the shop opens at nine and closes at six, except on Sundays."
+    await ask(client, document)
+    again = await ask(client, document.replace("Summarise", "Summarize"))
+    assert again.headers["x-cache"] == "MISS"  # past the window a model reads, a difference would not show
+
+
+async def test_an_answer_gone_from_the_store_is_dropped_from_the_index(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    index = InProcessIndex()
+    cache = Cache(semantic=SemanticCache(embedder, index))
+    client = client_for(cache, fake_provider)
+    first = await ask(client, "How do I reset my password?")
+    await cache.delete(first.headers["x-cache-key"])
+
+    second = await ask(client, "How can I reset my password?")
+
+    assert second.headers["x-cache"] == "MISS"
+    neighbours = await index.search(next(iter(index._partitions)), (await embedder.embed(["reset password"]))[0], 5)
+    assert [n.key for n in neighbours] == [second.headers["x-cache-key"]]
+
+
+async def test_the_semantic_hit_is_a_span_attribute(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    cache = Cache(telemetry=Telemetry(tracer_provider=provider), semantic=SemanticCache(embedder, InProcessIndex()))
+    client = client_for(cache, fake_provider)
+    await ask(client, "How do I reset my password?")
+    await ask(client, "How can I reset my password?")
+    miss, hit = [s.attributes or {} for s in spans.get_finished_spans() if s.name == "chat gpt-4o-mini"]
+    assert (miss["llm_cache.result"], hit["llm_cache.result"], hit["llm_cache.match"]) == ("miss", "hit", "semantic")
+    assert hit["llm_cache.similarity"] >= 0.9 and "llm_cache.similarity" not in miss
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+class BrokenEmbedder:
+    """An embedding service that is down."""
+
+    name = "down"
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise ConnectionError("embedding service unreachable")
+
+
+class StuckEmbedder:
+    """An embedding service that never answers."""
+
+    name = "stuck"
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("broken", [BrokenEmbedder(), StuckEmbedder()], ids=["down", "stuck"])
+async def test_a_failing_embedder_fails_open(fake_provider: RunningFakeProvider, broken: Any) -> None:
+    cache = Cache(semantic=SemanticCache(broken, InProcessIndex(), timeout=0.2))
+    client = client_for(cache, fake_provider)
+    answers = [await ask(client, q) for q in ("How do I reset my password?", "How can I reset my password?")]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "MISS"]
+    assert all(a.parse().choices[0].message.content for a in answers)
+    again = await ask(client, "How do I reset my password?")
+    assert again.headers["x-cache"] == "HIT"  # the exact cache still works
+    assert cache.stats.semantic_errors >= 2
+
+
+# -- a shared index: two pods, Redis Stack ------------------------------------------------------------
+
+
+@pytest.fixture
+def stack_url(redis_stack_server: Any) -> Iterator[str]:
+    yield redis_stack_server.url
+    import redis
+
+    redis.Redis.from_url(redis_stack_server.url).flushall()
+
+
+async def test_a_paraphrase_on_another_pod_is_served_through_redis(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder, stack_url: str
+) -> None:
+    def pod() -> Cache:
+        index = RedisVectorIndex(stack_url, index_name="test-semantic", prefix="test-semantic:")
+        return Cache(RedisStore(url=stack_url), semantic=SemanticCache(embedder, index))
+
+    one, two = pod(), pod()
+    first = await ask(client_for(one, fake_provider), "How do I reset my password?")
+    second = await ask(client_for(two, fake_provider), "How can I reset my password?")
+    reversed_ = await ask(client_for(two, fake_provider), "Convert 10 EUR to USD")
+
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.headers["x-cache-match"] == "semantic" and reversed_.headers["x-cache"] == "MISS"
+    assert fake_provider.count(CHAT) == 2
+    for cache in (one, two):
+        await cache.close()
+
+
+async def test_redis_index_search_is_per_context_and_rows_expire_with_their_entry(
+    embedder: SentenceTransformerEmbedder, stack_url: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    index = RedisVectorIndex(stack_url, index_name="test-rows", prefix="test-rows:")
+    vectors = await embedder.embed(["reset my password", "opening hours", "reset the password"])
+    await index.add("ctx-a", "key-1", "reset my password", vectors[0], ttl=60)
+    await index.add("ctx-a", "key-2", "opening hours", vectors[1], ttl=None)
+    await index.add("ctx-b", "key-3", "reset my password", vectors[0], ttl=60)
+
+    found = await index.search("ctx-a", vectors[2], 2)
+    assert [n.key for n in found] == ["key-1", "key-2"] and found[0].similarity > 0.8 > found[1].similarity
+    assert [n.key for n in await index.search("ctx-c", vectors[2], 2)] == []
+
+    raw = aioredis.Redis.from_url(stack_url)
+    ttls = {key: await raw.pttl(index._doc(key)) for key in ("key-1", "key-2")}
+    assert 0 < ttls["key-1"] <= 60_000 and ttls["key-2"] == -1
+    await index.delete("key-1")
+    assert [n.key for n in await index.search("ctx-a", vectors[2], 2)] == ["key-2"]
+    await raw.aclose()
+    await index.close()
+
+
+# -- through the ASGI middleware ----------------------------------------------------------------------
+
+
+async def test_the_middleware_serves_semantic_hits_too(embedder: SentenceTransformerEmbedder) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    calls = 0
+
+    async def completions(request: Request) -> JSONResponse:
+        nonlocal calls
+        calls += 1
+        body = await request.json()
+        text = f"Answer {calls} to: {body['messages'][-1]['content']}"
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{calls}",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            }
+        )
+
+    app = CacheMiddleware(
+        Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])]),
+        Cache(semantic=SemanticCache(embedder, InProcessIndex())),
+    )
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://app") as client:
+        answers = [
+            await client.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}]},
+                headers={"authorization": "Bearer sk-alice"},
+            )
+            for question in ("How do I reset my password?", "How can I reset my password?")
+        ]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
+    assert answers[1].headers["x-cache-match"] == "semantic"
+    assert answers[1].json()["choices"][0]["message"]["content"] == "Answer 1 to: How do I reset my password?"
+    assert calls == 1
+
+
+# -- the guard and the in-process index, as specifications ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I reset my password?", "How can I reset my password?"),
+        ("How do I sort a list in Python?", "python: how to sort a list"),  # a name, whatever its case
+        ("How much is 1,000 USD in EUR?", "How much is 1000 USD in EUR?"),
+        ('What does "idempotent" mean?', 'Meaning of the word "idempotent"'),
+        ("Give me two examples", "Give me 2 examples"),
+    ],
+)
+def test_the_guard_lets_paraphrases_through(a: str, b: str) -> None:
+    from middleware.semantic import agrees
+
+    assert agrees(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "what"),
+    [
+        ("What is 15% of 80?", "What is 15% of 90?", "a number"),
+        ("changelog for forum v3.2", "changelog for forum v3.3", "a version"),
+        ("Convert 10 USD to EUR", "Convert 10 EUR to USD", "a direction"),
+        ("migrate from svn to git", "migrate from git to svn", "a direction"),
+        ("Is Paris the capital of France?", "Isn't Paris the capital of France?", "a negation"),
+        ("weather in Sydney tomorrow", "Sydney weather today", "a contrast"),
+        ("enable two-factor login", "disable two-factor login", "a contrast"),
+        ("threads marked solved", "threads marked unsolved", "an opposite"),
+        ("site:reddit.com best laptops", "best laptops site:theverge.com", "a search operator"),
+        ('What does "idempotent" mean?', 'What does "immutable" mean?', "a quoted string"),
+        ("What does `map()` return?", "What does `filter()` return?", "code"),
+        ("Hotels in Paris", "Hotels in Rome", "a name"),
+        ("See https://a.example/x", "See https://b.example/x", "a link"),
+    ],
+)
+def test_the_guard_vetoes_a_changed_fact(a: str, b: str, what: str) -> None:
+    from middleware.semantic import agrees
+
+    assert not agrees(a, b), what
+
+
+async def test_in_process_index_keeps_contexts_apart_expires_rows_and_evicts_the_oldest() -> None:
+    now = [0.0]
+    index = InProcessIndex(max_entries=3, clock=lambda: now[0])
+    north, east, north_east = np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([0.8, 0.6])
+    await index.add("a", "k1", "north", north, ttl=10)
+    await index.add("a", "k2", "east", east, ttl=None)
+    await index.add("b", "k3", "north", north, ttl=None)
+
+    assert [(n.key, round(n.similarity, 2)) for n in await index.search("a", north_east, 5)] == [
+        ("k1", 0.8),
+        ("k2", 0.6),
+    ]
+    now[0] = 10.0  # k1's time is up
+    assert [n.key for n in await index.search("a", north_east, 5)] == ["k2"]
+
+    await index.add("a", "k4", "north again", north, ttl=None)
+    await index.add("a", "k5", "east again", east, ttl=None)  # a fourth row: the oldest (k2) goes
+    assert len(index) == 3
+    assert sorted(n.key for n in await index.search("a", north_east, 5)) == ["k4", "k5"]
+    await index.delete("k4")  # the last row moves into its place and is still found
+    assert [n.key for n in await index.search("a", east, 5)] == ["k5"]
+    assert [n.key for n in await index.search("b", north, 5)] == ["k3"]
+
+
+def test_the_gateway_builds_the_semantic_cache_from_its_config(fake_provider: RunningFakeProvider) -> None:
+    from middleware.background import BackgroundServer
+    from middleware.config import parse_config
+    from middleware.gateway import create_gateway
+
+    config = parse_config(
+        {
+            "cache": {"store": {"type": "memory"}, "semantic": {"threshold": 0.9, "index": {"type": "memory"}}},
+            "upstreams": {"openai": {"base_url": fake_provider.openai_base_url}},
+        }
+    )
+    server = BackgroundServer(create_gateway(config)).start()  # the lifespan loads the local model
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-alice", max_retries=0)
+        answers = [
+            client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": question}]
+            )
+            for question in ("How do I reset my password?", "How can I reset my password?")
+        ]
+    finally:
+        server.stop()
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
+    assert answers[1].headers["x-cache-match"] == "semantic"
+    assert fake_provider.count(CHAT) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "context", "text"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}]},
+            {"model": "m", "messages": [{"role": "system", "content": "S"}]},
+            "Q?",
+        ),
+        (
+            "/v1/messages",
+            {"model": "c", "system": "S", "messages": [{"role": "user", "content": [{"type": "text", "text": "Q?"}]}]},
+            {"model": "c", "system": "S", "messages": []},
+            "Q?",
+        ),
+        (
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            {"contents": [{"role": "user", "parts": [{"text": "Q?"}]}]},
+            {"contents": []},
+            "Q?",
+        ),
+        ("/v1/responses", {"model": "m", "input": "Q?"}, {"model": "m"}, "Q?"),
+        ("/v1/completions", {"model": "m", "prompt": "Q?"}, {"model": "m"}, "Q?"),
+    ],
+)
+def test_each_provider_splits_context_from_the_last_user_text(
+    path: str, body: dict[str, Any], context: dict[str, Any], text: str
+) -> None:
+    route = Cache().route("POST", path)
+    assert route is not None
+    assert route.endpoint.semantic_query(body) == (context, text)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A"}]},
+        ),
+        ("/v1/chat/completions", {"messages": [{"role": "tool", "tool_call_id": "t", "content": "42"}]}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}),
+        ("/v1/messages", {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"}]}]}),
+        ("/v1/responses", {"input": "Q?", "previous_response_id": "resp_1"}),
+        ("/v1/embeddings", {"input": "Q?"}),
+    ],
+)
+def test_requests_that_are_not_plain_user_text_are_matched_exactly_only(path: str, body: dict[str, Any]) -> None:
+    route = Cache().route("POST", path)
+    assert route is not None
+    assert route.endpoint.semantic_query(body) is None
