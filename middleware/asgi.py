@@ -8,13 +8,15 @@ built inside `__call__`, as in starlette's GZipMiddleware.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts
+from .native import REFUSALS, SideCall
 from .providers import Route
 
 __all__ = ["CacheMiddleware"]
@@ -71,6 +73,7 @@ class _Responder:
     def __init__(self, middleware: CacheMiddleware, route: Route, path: str) -> None:
         self.app = middleware.app
         self.cache = middleware.cache
+        self.mount_prefix = middleware.mount_prefix
         self.limit = middleware.max_body_bytes
         self.route = route
         self.path = path
@@ -119,21 +122,88 @@ class _Responder:
         if answer is not None:
             await _answer(send, answer)
             return
-        forward = cache.upstream_body(prepared)
-        if forward is not body:
-            scope = dict(scope)
-            raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-            raw.append((b"content-length", str(len(forward)).encode("latin-1")))
-            scope["headers"] = raw
         recorder = self.recorder = cache.recorder(prepared, lookup)
         try:
-            await self.app(scope, self._receive(forward, receive), self._send(send))
+            forward = await cache.upstream_body(prepared, self._side_call(scope))
+            held = await self._forward(scope, receive, send, body, forward, prepared.cached_content is not None)
+            if held:  # the provider refused the cachedContent the engine named
+                retry = await cache.retry_body(prepared, held[0]["status"])
+                if retry is not None:
+                    await self._forward(scope, receive, send, body, retry, False)
+                else:
+                    sending = self._send(send)
+                    for message in held:
+                        await sending(message)
         except BaseException:
             await recorder.abort()
             raise
         finally:
             if not self.finished:
                 await recorder.abort()
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, forward: bytes, hold_refusal: bool
+    ) -> list[Message]:
+        """Run the app on `forward`; with `hold_refusal`, a refusal (see `REFUSALS`) is held back
+        and returned instead of sent, so the engine can have the request sent again as written."""
+        if forward is not body:
+            scope = dict(scope)
+            raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+            raw.append((b"content-length", str(len(forward)).encode("latin-1")))
+            scope["headers"] = raw
+        sending = self._send(send)
+        held: list[Message] = []
+        if hold_refusal:
+
+            async def holding(message: Message) -> None:
+                if held or (message["type"] == "http.response.start" and message["status"] in REFUSALS):
+                    held.append(message)
+                    return
+                await sending(message)
+
+            await self.app(scope, self._receive(forward, receive), holding)
+        else:
+            await self.app(scope, self._receive(forward, receive), sending)
+        return held
+
+    def _side_call(self, scope: Scope) -> SideCall:
+        """The engine's side calls (Gemini cachedContents) as POSTs through the same app."""
+
+        async def call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+            full = self.mount_prefix + path
+            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            raw.append((b"content-length", str(len(body)).encode("latin-1")))
+            side = {
+                **scope,
+                "method": "POST",
+                "path": full,
+                "raw_path": full.encode("utf-8"),
+                "query_string": query.encode("latin-1"),
+                "headers": raw,
+            }
+            status = 0
+            chunks: list[bytes] = []
+            sent = False
+
+            async def receive() -> Message:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await asyncio.Event().wait()  # no disconnect: the app finishes its answer, then this is cancelled
+                return {"type": "http.disconnect"}
+
+            async def send(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                elif message["type"] == "http.response.body":
+                    chunks.append(message.get("body", b""))
+
+            await self.app(side, receive, send)
+            return status, b"".join(chunks)
+
+        return call
 
     def _receive(self, body: bytes, receive: Receive) -> Receive:
         inner = _replay(body, False, receive, None)

@@ -45,7 +45,7 @@ from .keys import (
     validate_scope,
     volatile_set,
 )
-from .native import PromptCaching
+from .native import REFUSALS, CachedContent, CachedContents, PromptCaching, SideCall
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
@@ -180,6 +180,8 @@ class CacheRequest:
     """True when `forward_body` was rewritten by the provider's `capture_body` (see Recorder.feed)."""
     call: Call | None = None
     """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""
+    cached_content: CachedContent | None = None
+    """The Gemini cachedContent `upstream_body` named instead of the prefix, if any."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -286,7 +288,13 @@ class Cache:
         """The store, when it can lock keys across pods (checked once here, not per request)."""
         if self.settings.distributed_lock and isinstance(self.store, LockingStore):
             self._locker = self.store
-        self._prompt_caching = self.settings.prompt_caching if self.settings.prompt_caching.enabled else None
+        prompt_caching = self.settings.prompt_caching
+        self._prompt_caching = prompt_caching if prompt_caching.enabled else None
+        self._cached_contents = (
+            CachedContents(prompt_caching.gemini, self.store, self.settings.key_prefix)
+            if prompt_caching.gemini.cached_contents
+            else None
+        )
         self._routes: dict[str, Route | None] = {}
         self._scopes: dict[str, str] = {}
         ignored = self.settings.ignored_fields
@@ -352,10 +360,16 @@ class Cache:
             route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass, captured
         )
 
-    def upstream_body(self, request: CacheRequest) -> bytes:
+    @property
+    def rewrites_upstream(self) -> bool:
+        """Whether `upstream_body` can differ from `forward_body` (prompt caching is on)."""
+        return self._prompt_caching is not None
+
+    async def upstream_body(self, request: CacheRequest, side_call: SideCall | None = None) -> bytes:
         """The body to send upstream on a miss: `forward_body`, with the provider's prompt-caching
         hints added when `prompt_caching` asks for them (the key was computed before, from the
-        caller's body). Adapters call it once per upstream call."""
+        caller's body). `side_call` lets Gemini's cachedContents be created through the adapter's own
+        way upstream. Adapters call it once per upstream call, and `retry_body` on its answer."""
         body = request.forward_body
         caching = self._prompt_caching
         if caching is None:
@@ -363,11 +377,27 @@ class Cache:
         parsed = orjson.loads(body)  # parsed again (and only) on the way upstream: hits never pay for it
         endpoint = request.endpoint
         changes = caching.rewrite(endpoint.family, endpoint.name, parsed)
+        contents = self._cached_contents
+        if contents is not None and side_call is not None and endpoint.family == "gemini":
+            named = await contents.rewrite(request.path, request.query, request.headers, parsed, side_call)
+            if named is not None:
+                request.cached_content = named
+                changes.append("gemini_cached_content")
         if not changes:
             return body
         if request.call is not None:
             request.call.prompt_caching(changes)
         return orjson.dumps(parsed)
+
+    async def retry_body(self, request: CacheRequest, status: int) -> bytes | None:
+        """The caller's body, to send once more, when the provider refused a request that named a
+        cachedContent (expired early, deleted): the handle is forgotten. None: keep the answer."""
+        named = request.cached_content
+        if named is None or status not in REFUSALS or self._cached_contents is None:
+            return None
+        request.cached_content = None
+        await self._cached_contents.forget(named)
+        return request.forward_body
 
     def oversized(self, route: Route, path: str) -> Passthrough:
         """A body over the size limit: counted, and forwarded untouched. Adapters that stop reading

@@ -22,18 +22,33 @@ Rules, for every family:
   prompt better than a rule does.
 - A rewrite only adds hints: it never changes the prompt, so the answer is the same.
 
+- Gemini generateContent: a long static prefix (system instruction, tools, tool config) is put in
+  an explicit `cachedContents` resource once per credential and model, and requests name it
+  (`cachedContent`) instead of repeating it (`CachedContents` below: it needs API calls of its own,
+  so the adapters lend it a way to make them).
+
 Bedrock is not rewritten: its requests are signed over the body (SigV4), so a changed body would be
-refused, and boto3 does not send through httpx. Gemini 2.5 caches prefixes implicitly; explicit
-`cachedContents` need an API call of their own and are not created here. See docs/prompt-caching.md.
+refused, and boto3 does not send through httpx. See docs/prompt-caching.md.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qsl, quote
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .keys import credential_of
+from .stores.base import Store
+
+logger = logging.getLogger("middleware")
 
 MAX_BREAKPOINTS = 4
 """Anthropic refuses a request with more than four `cache_control` breakpoints."""
@@ -93,16 +108,32 @@ class OpenAIPromptCaching(_Settings):
     )
 
 
+class GeminiPromptCaching(_Settings):
+    cached_contents: bool = Field(
+        default=False, description="Put long system instructions and tools in explicit cachedContents."
+    )
+    min_chars: int = Field(
+        default=4096,
+        gt=0,
+        description="Smallest prefix (JSON characters) worth a cache; Gemini refuses under 1,024-4,096 tokens.",
+    )
+    ttl: float = Field(default=3600.0, ge=300.0, description="Seconds a cachedContent lives (storage is billed).")
+
+
 class PromptCaching(_Settings):
     """Provider-native prompt caching (`Cache(prompt_caching=...)`, `cache.prompt_caching` in a file)."""
 
     anthropic: AnthropicPromptCaching = AnthropicPromptCaching()
     openai: OpenAIPromptCaching = OpenAIPromptCaching()
+    gemini: GeminiPromptCaching = GeminiPromptCaching()
 
     @property
     def enabled(self) -> bool:
         return (
-            self.anthropic.mode != "off" or self.openai.prompt_cache_key != "off" or self.openai.retention is not None
+            self.anthropic.mode != "off"
+            or self.openai.prompt_cache_key != "off"
+            or self.openai.retention is not None
+            or self.gemini.cached_contents
         )
 
     def rewrite(self, family: str, endpoint: str, body: dict[str, Any]) -> list[str]:
@@ -250,10 +281,151 @@ def _static_prefix(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None
     return {"model": body.get("model"), "tools": tools, "instructions": instructions}
 
 
+# -- Gemini explicit cached contents ---------------------------------------------------------------
+
+SideCall = Callable[[str, str, Mapping[str, str], bytes], Awaitable[tuple[int, bytes]]]
+"""`(path, query, headers, body) -> (status, body)`: a POST to the same upstream, lent by an adapter."""
+
+_GENERATE = re.compile(
+    r"^(?P<base>.*?)/(?P<model>(?:(?P<parent>projects/[^/]+/locations/[^/]+)/publishers/google/)?models/[^/:]+)"
+    r":(?:stream)?[Gg]enerate[Cc]ontent$"
+)
+_PREFIX_FIELDS = ("systemInstruction", "tools", "toolConfig")
+_PASSED_HEADERS = ("authorization", "x-goog-api-key", "x-goog-user-project", "x-goog-api-client")
+_MARGIN = 120.0
+"""Seconds before a cachedContent's end at which it is no longer named (a request in flight must not outlive it)."""
+REFUSALS = frozenset({400, 403, 404})
+"""Statuses with which Gemini refuses a request naming a cachedContent it no longer has (or never let us use)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedContent:
+    """A cachedContent a rewritten request names (kept on the request, to undo the rewrite)."""
+
+    name: str
+    registry_key: str
+
+
+class CachedContents:
+    """Gemini explicit context caching, for one Cache.
+
+    A generateContent request whose system instruction, tools and tool config together reach
+    `min_chars` gets them replaced by `cachedContent: <name>`. The cachedContent is created once per
+    (credential, model, prefix), with the caller's own credentials, and remembered in this process
+    and in the cache's store (so other pods reuse it) until `_MARGIN` seconds before it expires.
+    Creation failures (too small for the model, unsupported model) are remembered for ten minutes,
+    and the request goes out as written. A rewritten request that Gemini refuses is sent again as
+    written, once, by the adapter (`Cache.retry_body`), and the handle is forgotten.
+    """
+
+    def __init__(self, settings: GeminiPromptCaching, store: Store, key_prefix: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.key_prefix = key_prefix
+        self._known: dict[str, tuple[str | None, float]] = {}
+        """registry key -> (cachedContent name or None for "could not create", until when)."""
+
+    async def rewrite(
+        self, path: str, query: str, headers: Mapping[str, str], body: dict[str, Any], side_call: SideCall
+    ) -> CachedContent | None:
+        """Swap the prefix for a cachedContent in `body` (in place); what was named, or None."""
+        match = _GENERATE.match(path)
+        if match is None or "cachedContent" in body:
+            return None
+        prefix = {name: body[name] for name in _PREFIX_FIELDS if body.get(name)}
+        if not prefix or len(orjson.dumps(prefix)) < self.settings.min_chars:
+            return None
+        credential = credential_of(headers, query) or ""
+        digest = hashlib.sha256(
+            orjson.dumps(
+                {"credential": hashlib.sha256(credential.encode()).hexdigest(), "model": match["model"], **prefix},
+                option=orjson.OPT_SORT_KEYS,
+            )
+        ).hexdigest()
+        registry_key = f"{self.key_prefix}gemini-cached-content:{digest[:40]}"
+        name = await self._name(registry_key)
+        if name is False:
+            name = await self._create(match, query, headers, prefix, registry_key, side_call)
+        if not name:
+            return None
+        for field in _PREFIX_FIELDS:
+            body.pop(field, None)
+        body["cachedContent"] = name
+        return CachedContent(name, registry_key)
+
+    async def forget(self, content: CachedContent) -> None:
+        self._known.pop(content.registry_key, None)
+        try:
+            await self.store.delete(content.registry_key)
+        except Exception:
+            logger.debug("could not forget %s", content.name, exc_info=True)
+
+    async def _name(self, registry_key: str) -> str | None | Literal[False]:
+        """The remembered name, None for a remembered failure, False when nothing is known."""
+        now = time.time()
+        known = self._known.get(registry_key)
+        if known is not None and known[1] > now:
+            return known[0]
+        try:
+            data = await self.store.get(registry_key)
+        except Exception:  # the store is down: this process's memory is all there is
+            return False
+        if data is None:
+            return False
+        try:
+            record = orjson.loads(data)
+            name, until = record["name"], float(record["until"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return False
+        if until <= now:
+            return False
+        self._known[registry_key] = (name, until)
+        return name if isinstance(name, str) else None
+
+    async def _create(
+        self,
+        match: re.Match[str],
+        query: str,
+        headers: Mapping[str, str],
+        prefix: dict[str, Any],
+        registry_key: str,
+        side_call: SideCall,
+    ) -> str | None:
+        settings = self.settings
+        parent = f"/{match['parent']}" if match["parent"] else ""
+        collection = f"{match['base']}{parent}/cachedContents"
+        query = "&".join(f"key={quote(value, safe='')}" for name, value in parse_qsl(query) if name == "key")
+        passed = {k: v for k, v in headers.items() if k in _PASSED_HEADERS}
+        passed["content-type"] = "application/json"
+        payload = {"model": match["model"], **prefix, "ttl": f"{int(settings.ttl)}s"}
+        name: str | None = None
+        try:
+            status, answer = await side_call(collection, query, passed, orjson.dumps(payload))
+            if status == 200:
+                created = orjson.loads(answer).get("name")
+                name = created if isinstance(created, str) and created else None
+            if name is None:
+                logger.info("Gemini did not create a cachedContent (status %s): sending prefixes as written", status)
+        except Exception:
+            logger.warning("creating a Gemini cachedContent failed: sending the prefix as written", exc_info=True)
+            return None  # a transport failure is not remembered: the next request tries again
+        until = time.time() + (settings.ttl - _MARGIN if name else 600.0)
+        self._known[registry_key] = (name, until)
+        try:
+            await self.store.set(registry_key, orjson.dumps({"name": name, "until": until}), until - time.time())
+        except Exception:
+            logger.debug("could not share %s through the store", name, exc_info=True)
+        return name
+
+
 __all__ = [
     "AnthropicPromptCaching",
+    "CachedContent",
+    "CachedContents",
+    "GeminiPromptCaching",
     "InjectionPoint",
     "MAX_BREAKPOINTS",
     "OpenAIPromptCaching",
     "PromptCaching",
+    "SideCall",
 ]

@@ -7,8 +7,9 @@ response types of the library that sent it.
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar
 
@@ -58,10 +59,15 @@ def _bypassed(response: Any, passthrough: Passthrough) -> Any:
     return response
 
 
-def _outgoing(lib: Any, cache: Cache, request: Any, body: bytes, prepared: CacheRequest) -> Any:
+def _outgoing(lib: Any, request: Any, body: bytes, forward: bytes) -> Any:
     """The request to send upstream: as it came, unless the engine rewrote its body."""
-    forward = cache.upstream_body(prepared)
     return request if forward is body else _with_body(lib, request, forward)
+
+
+def _side_request(lib: Any, request: Any, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
+    """A POST to another path of the same upstream (the engine's side calls, e.g. Gemini cachedContents)."""
+    url = request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
+    return lib.Request("POST", url, headers=dict(headers), content=body, extensions=request.extensions)
 
 
 def _relayed(lib: Any, response: Any, recorder: Recorder, stream: Any) -> Any:
@@ -183,8 +189,21 @@ class AsyncCachingTransport(_Intercepting):
         if answer is not None:
             return _answer(lib, answer)
         recorder = cache.recorder(prepared, lookup)
+
+        async def side_call(path: str, query: str, headers: Mapping[str, str], payload: bytes) -> tuple[int, bytes]:
+            answer = await inner.handle_async_request(_side_request(lib, request, path, query, headers, payload))
+            try:
+                return answer.status_code, await answer.aread()
+            finally:
+                await answer.aclose()
+
         try:
-            response = await inner.handle_async_request(_outgoing(lib, cache, request, body, prepared))
+            forward = await cache.upstream_body(prepared, side_call)
+            response = await inner.handle_async_request(_outgoing(lib, request, body, forward))
+            retry = await cache.retry_body(prepared, response.status_code)
+            if retry is not None:
+                await response.aclose()
+                response = await inner.handle_async_request(_outgoing(lib, request, body, retry))
         except BaseException:
             await recorder.abort()
             raise
@@ -240,8 +259,28 @@ class CachingTransport(_Intercepting):
         if answer is not None:
             return _answer(lib, answer)
         recorder = cache.recorder(prepared, lookup)
+
+        def blocking_call(path: str, query: str, headers: Mapping[str, str], payload: bytes) -> tuple[int, bytes]:
+            answer = inner.handle_request(_side_request(lib, request, path, query, headers, payload))
+            try:
+                return answer.status_code, answer.read()
+            finally:
+                answer.close()
+
+        async def side_call(path: str, query: str, headers: Mapping[str, str], payload: bytes) -> tuple[int, bytes]:
+            return await asyncio.to_thread(blocking_call, path, query, headers, payload)
+
         try:
-            response = inner.handle_request(_outgoing(lib, cache, request, body, prepared))
+            # Hops to the engine's loop only when there is something to rewrite or to undo.
+            rewrites = cache.rewrites_upstream
+            forward = self._loop.run(cache.upstream_body(prepared, side_call)) if rewrites else prepared.forward_body
+            response = inner.handle_request(_outgoing(lib, request, body, forward))
+            retry = None
+            if prepared.cached_content is not None:
+                retry = self._loop.run(cache.retry_body(prepared, response.status_code))
+            if retry is not None:
+                response.close()
+                response = inner.handle_request(_outgoing(lib, request, body, retry))
         except BaseException:
             self._loop.run(recorder.abort())
             raise

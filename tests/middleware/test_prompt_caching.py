@@ -287,3 +287,149 @@ def test_a_bad_prompt_caching_config_names_the_field() -> None:
         parse_config({"cache": {"prompt_caching": {"anthropic": {"mode": "always"}}}})
     with pytest.raises(ConfigError, match="cache_control_injection_points: expected a list"):
         parse_config({"caching": {"type": "in-memory"}, "cache_control_injection_points": {"role": "system"}})
+
+
+# -- Gemini: explicit cachedContents --------------------------------------------------------------------
+
+GEMINI_SYSTEM = {"parts": [{"text": "You are the support assistant of a bicycle shop. " + "Policy text. " * 400}]}
+GEMINI_PATH = "/v1beta/models/gemini-2.5-flash:generateContent"
+CACHED_CONTENTS = {"gemini": {"cached_contents": True}}
+
+
+def gemini_body(question: str, system: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "systemInstruction": system or GEMINI_SYSTEM,
+        "contents": [{"role": "user", "parts": [{"text": question}]}],
+        "generationConfig": {"temperature": 0.2},
+    }
+
+
+def gemini_client(cache: Cache, fake: RunningFakeProvider) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
+        transport=AsyncCachingTransport(cache=cache),
+        base_url=fake.url,
+        headers={"x-goog-api-key": "gm-alice"},
+    )
+
+
+def created(fake: RunningFakeProvider) -> list[dict[str, Any]]:
+    return sent(fake, "/v1beta/cachedContents")
+
+
+async def test_a_long_gemini_system_instruction_goes_into_one_cached_content(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+
+    answers = [await client.post(GEMINI_PATH, json=gemini_body(q)) for q in ("Can I return a helmet?", "Tyres?")]
+
+    assert [a.status_code for a in answers] == [200, 200]
+    (creation,) = created(fake_provider)  # once, for both requests
+    assert creation["model"] == "models/gemini-2.5-flash" and creation["systemInstruction"] == GEMINI_SYSTEM
+    assert creation["ttl"] == "3600s"
+    (name,) = fake_provider.cached_contents
+    bodies = sent(fake_provider, ":generateContent")
+    assert [b.get("cachedContent") for b in bodies] == [name, name]
+    assert all("systemInstruction" not in b for b in bodies)
+    assert [b["contents"] for b in bodies] == [gemini_body(q)["contents"] for q in ("Can I return a helmet?", "Tyres?")]
+    assert all(a.json()["usageMetadata"]["cachedContentTokenCount"] > 0 for a in answers)
+    assert rewrites(cache) == {("gcp.gemini", "gemini_cached_content"): 2}
+    assert cache.telemetry.snapshot()["llm_cache_provider_cached_tokens"][
+        ("gcp.gemini", "gemini-2.5-flash", "cache_read")
+    ] == sum(a.json()["usageMetadata"]["cachedContentTokenCount"] for a in answers)
+    again = await client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    assert again.headers["x-cache"] == "HIT"  # the exact key is the caller's body's, as always
+
+
+async def test_a_cached_content_gone_upstream_is_forgotten_and_the_request_sent_as_written(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+    await client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    fake_provider.cached_contents.clear()  # deleted (or expired) on Gemini's side
+
+    answer = await client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?"))
+
+    assert answer.status_code == 200 and answer.headers["x-cache"] == "MISS"
+    refused, resent = sent(fake_provider, ":generateContent")[1:]
+    assert "cachedContent" in refused and resent == gemini_body("Do you sell tyres?")
+    await client.post(GEMINI_PATH, json=gemini_body("Do you rent bikes?"))
+    assert len(created(fake_provider)) == 2  # a fresh one for the next request
+
+
+async def test_a_prefix_gemini_will_not_cache_is_sent_as_written_and_not_tried_again(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True, "min_chars": 100}})
+    client = gemini_client(cache, fake_provider)
+    short = {"parts": [{"text": "Be brief and helpful to every customer of the shop, always."}]}
+    tiny = {"parts": [{"text": "Be brief."}]}
+
+    for question in ("Can I return a helmet?", "Do you sell tyres?"):
+        answer = await client.post(GEMINI_PATH, json=gemini_body(question, short))
+        assert answer.status_code == 200
+    await client.post(GEMINI_PATH, json=gemini_body("Hello?", tiny))  # under min_chars: no attempt at all
+
+    assert len(created(fake_provider)) == 1  # refused once (too small for the model), remembered
+    assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")] == [short, short, tiny]
+    assert rewrites(cache) == {}
+
+
+async def test_pods_sharing_a_store_share_the_cached_content(fake_provider: RunningFakeProvider) -> None:
+    from middleware.stores import MemoryStore
+
+    shared = MemoryStore()
+    one, two = Cache(shared, prompt_caching=CACHED_CONTENTS), Cache(shared, prompt_caching=CACHED_CONTENTS)
+    await gemini_client(one, fake_provider).post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    await gemini_client(two, fake_provider).post(GEMINI_PATH, json=gemini_body("Do you sell tyres?"))
+    assert len(created(fake_provider)) == 1
+
+    other_key = httpx2.AsyncClient(
+        transport=AsyncCachingTransport(cache=two), base_url=fake_provider.url, headers={"x-goog-api-key": "gm-bob"}
+    )
+    await other_key.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?"))
+    assert len(created(fake_provider)) == 2  # a cachedContent belongs to its credential
+
+
+def test_the_sync_transport_names_the_cached_content_too(fake_provider: RunningFakeProvider) -> None:
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    with httpx2.Client(
+        transport=CachingTransport(cache=cache), base_url=fake_provider.url, headers={"x-goog-api-key": "gm-alice"}
+    ) as client:
+        answers = [client.post(GEMINI_PATH, json=gemini_body(q)) for q in ("Can I return a helmet?", "Tyres?")]
+        fake_provider.cached_contents.clear()
+        resent = client.post(GEMINI_PATH, json=gemini_body("Do you rent bikes?"))
+    assert [a.status_code for a in answers] == [200, 200] and resent.status_code == 200
+    assert [b.get("cachedContent") is not None for b in sent(fake_provider, ":generateContent")] == [
+        True,
+        True,
+        True,  # refused: gone upstream
+        False,  # sent again as written
+    ]
+
+
+def test_the_gateway_creates_and_names_cached_contents_through_its_own_proxy(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    config = parse_config({"cache": {"store": {"type": "memory"}, "prompt_caching": CACHED_CONTENTS}})
+    config.upstreams.gemini.base_url = fake_provider.url
+    server = BackgroundServer(create_gateway(config)).start()
+    try:
+        with httpx2.Client(base_url=server.url, headers={"x-goog-api-key": "gm-alice"}, timeout=10) as client:
+            first = client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+            fake_provider.cached_contents.clear()
+            second = client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?"))
+            streamed = client.post(
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                params={"alt": "sse"},
+                json=gemini_body("Do you rent bikes?"),
+            )
+    finally:
+        server.stop()
+    assert (first.status_code, second.status_code, streamed.status_code) == (200, 200, 200)
+    assert first.json()["usageMetadata"]["cachedContentTokenCount"] > 0
+    assert "cachedContentTokenCount" not in second.json()["usageMetadata"]  # refused, then sent as written
+    assert b"cachedContentTokenCount" in streamed.content  # a fresh cachedContent
+    assert len(created(fake_provider)) == 2

@@ -183,6 +183,8 @@ class FakeProvider:
         self._waiters: list[_Held] = []
         self._in_flight = 0
         self._seen_prefixes: set[str] = set()
+        self.cached_contents: dict[str, dict[str, Any]] = {}
+        """Gemini `cachedContents/{id}` -> what it holds (model, systemInstruction, tools, toolConfig, contents)."""
         self.app = Starlette(
             routes=[
                 Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
@@ -227,6 +229,7 @@ class FakeProvider:
             self._cut_after = None
             self._delay = 0.0
             self._seen_prefixes.clear()
+            self.cached_contents.clear()
         self.release()
 
     # -- controls ----------------------------------------------------------------------------
@@ -355,6 +358,8 @@ class FakeProvider:
                 return self._responses(req)
             if path == "/v1/messages":
                 return self._messages(req)
+            if path == "/v1beta/cachedContents":
+                return self._gemini_create_cache(req)
             if path.startswith("/v1beta/models/") and ":" in path:
                 model, _, action = path[len("/v1beta/models/") :].rpartition(":")
                 if action == "generateContent":
@@ -895,8 +900,48 @@ class FakeProvider:
 
     # -- Gemini --------------------------------------------------------------------------------
 
+    def _gemini_create_cache(self, req: RecordedRequest) -> Response:
+        """`cachedContents.create`: 400 under the minimum size (here 1,024 tokens), like the real API."""
+        body = req.json
+        held = {k: body[k] for k in ("model", "systemInstruction", "tools", "toolConfig", "contents") if k in body}
+        size = tokens(json.dumps({k: v for k, v in held.items() if k != "model"}))
+        if not str(body.get("model", "")).startswith("models/"):
+            return self._error("gemini", 400, None, {}, message="model must be models/{model}")
+        if size < 1024:
+            message = f"Cached content is too small. total_token_count={size}, min_total_token_count=1024"
+            return self._error("gemini", 400, None, {}, message=message)
+        name = f"cachedContents/fake{self._next_id():06d}"
+        with self._lock:
+            self.cached_contents[name] = {**held, "tokens": size}
+        return JSONResponse(
+            {
+                "name": name,
+                "model": body["model"],
+                "expireTime": "2099-01-01T00:00:00Z",
+                "usageMetadata": {"totalTokenCount": size},
+            }
+        )
+
     def _gemini_generate(self, req: RecordedRequest, model: str, stream: bool) -> Response:
         body = req.json
+        cached_tokens = 0
+        if "cachedContent" in body:
+            if any(k in body for k in ("systemInstruction", "tools", "toolConfig")):
+                message = (
+                    "CachedContent can not be used with GenerateContent request setting system_instruction, "
+                    "tools or tool_config."
+                )
+                return self._error("gemini", 400, None, {}, message=message)
+            with self._lock:
+                held = self.cached_contents.get(str(body["cachedContent"]))
+            if held is None or held["model"] != f"models/{model}":
+                return self._error("gemini", 404 if held is None else 400, None, {}, message="CachedContent not found")
+            cached_tokens = held["tokens"]
+            # Answer as the same request without the cache would be answered.
+            body = {**{k: v for k, v in held.items() if k not in ("model", "tokens")}, **body}
+            body.pop("cachedContent")
+            if "contents" in held:
+                body["contents"] = held["contents"] + (req.json.get("contents") or [])
         contents = body.get("contents") or []
         users = [c for c in contents if isinstance(c, dict) and c.get("role", "user") == "user"]
         last_user = _text_of(users[-1].get("parts")) if users else ""
@@ -911,11 +956,13 @@ class FakeProvider:
         answer = self._answer({"model": model, **body}, last_user, prompt_text, [n for n in tool_names if n])
         rid = f"fake-{self._next_id():06d}"
         usage = {
-            "promptTokenCount": answer.prompt_tokens,
+            "promptTokenCount": answer.prompt_tokens + cached_tokens,
             "candidatesTokenCount": answer.completion_tokens,
-            "totalTokenCount": answer.prompt_tokens + answer.completion_tokens,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.prompt_tokens}],
+            "totalTokenCount": answer.prompt_tokens + cached_tokens + answer.completion_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.prompt_tokens + cached_tokens}],
         }
+        if cached_tokens:
+            usage["cachedContentTokenCount"] = cached_tokens
 
         def chunk(parts: list[dict[str, Any]], finish: str | None, use: dict[str, Any]) -> dict[str, Any]:
             candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
