@@ -500,13 +500,21 @@ _REDIS_SEMANTIC = ("redis_semantic", "redis-semantic")
 _QDRANT = "Qdrant is not supported as a vector index; use redis-semantic (Redis Stack) or cache.semantic"
 
 
-def _semantic_redis(block: Mapping[str, Any], threshold: Any) -> dict[str, Any]:
-    """`cache.semantic` for a `redis-semantic` type: vectors in the same Redis (with RediSearch)."""
-    url = block.get("url")
+def _semantic_redis(store: Mapping[str, Any], threshold: Any, where: str, path: str) -> dict[str, Any]:
+    """`cache.semantic` for a `redis-semantic` type: vectors in the same Redis as the answers (it needs
+    RediSearch, so a standalone server or primary: not a Cluster or a Sentinel set)."""
+    if store.get("type", "redis") != "redis":
+        raise ConfigError(
+            f"{where}: {path}.type: redis-semantic needs a standalone Redis with RediSearch "
+            f"(Redis Stack or Redis 8), not {store['type']}"
+        )
+    url = store.get("url")
     if not url:
-        password = block.get("password")
-        auth = f":{quote(str(password), safe='')}@" if password else ""
-        url = f"redis://{auth}{block.get('host', '127.0.0.1')}:{block.get('port', 6379)}/0"
+        user = quote(str(store["username"]), safe="") if store.get("username") else ""
+        password = f":{quote(str(store['password']), safe='')}" if store.get("password") else ""
+        auth = f"{user}{password}@" if user or password else ""
+        scheme = "rediss" if store.get("ssl") else "redis"
+        url = f"{scheme}://{auth}{store.get('host', '127.0.0.1')}:{store.get('port', 6379)}/{store.get('db', 0)}"
     semantic: dict[str, Any] = {"index": {"type": "redis", "url": url}}
     if threshold is not None:
         semantic["threshold"] = threshold
@@ -583,7 +591,7 @@ def _from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[s
         raise ConfigError(f"{where}: cache_responses: expected true or false, got {enabled!r}")
     cache["enabled"] = enabled
     if block.get("type") in _REDIS_SEMANTIC:
-        cache["semantic"] = _semantic_redis(block, block.get("similarity_threshold"))
+        cache["semantic"] = _semantic_redis(cache["store"], block.get("similarity_threshold"), where, "caching")
     elif "similarity_threshold" in block:
         notes.append("caching.similarity_threshold ignored: exact matching only (use type redis-semantic)")
     ttl = block.get("ttl")
@@ -739,7 +747,7 @@ def _from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Ma
                 store[ours] = params[theirs]
     cache: dict[str, Any] = {"enabled": enabled, "store": store}
     if semantic:
-        cache["semantic"] = _semantic_redis(store, params.get("similarity_threshold"))
+        cache["semantic"] = _semantic_redis(store, params.get("similarity_threshold"), where, path)
         if params.get("redis_semantic_cache_embedding_model") is not None:
             notes.append(
                 f"{path}.redis_semantic_cache_embedding_model ignored: the local all-MiniLM-L6-v2 embeds; "

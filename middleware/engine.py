@@ -230,6 +230,8 @@ class Lookup:
     similarity: float | None = None
     meaning: _Meaning | None = None
     """The miss's context, text and vector, kept so the answer is indexed once it is stored."""
+    meaning_failed: bool = False
+    """The embedder or index failed on this miss: its answer is not indexed (no second attempt)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,8 @@ class Cache:
         self.settings = CacheSettings(**settings)
         self.semantic = semantic
         """Looks up misses by meaning (`middleware.semantic.SemanticCache`), or None: exact only."""
+        self._background: set[asyncio.Future[None]] = set()
+        """Semantic indexing that nobody waits for (answers to refreshes), kept until done."""
         self.store: Store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
         self.telemetry.watch_store(self.store)
@@ -376,13 +380,18 @@ class Cache:
             return body
         parsed = orjson.loads(body)  # parsed again (and only) on the way upstream: hits never pay for it
         endpoint = request.endpoint
-        changes = caching.rewrite(endpoint.family, endpoint.name, parsed)
-        contents = self._cached_contents
-        if contents is not None and side_call is not None and endpoint.family == "gemini":
-            named = await contents.rewrite(request.path, request.query, request.headers, parsed, side_call)
-            if named is not None:
-                request.cached_content = named
-                changes.append("gemini_cached_content")
+        try:
+            changes = caching.rewrite(endpoint.family, endpoint.name, parsed)
+            contents = self._cached_contents
+            if contents is not None and side_call is not None and endpoint.family == "gemini":
+                named = await contents.rewrite(request.path, request.query, request.headers, parsed, side_call)
+                if named is not None:
+                    request.cached_content = named
+                    changes.append("gemini_cached_content")
+        except Exception:  # fail open: the request goes out as the caller wrote it
+            logger.warning("prompt-caching rewrite failed; sending the request as written", exc_info=True)
+            request.cached_content = None
+            return body
         if not changes:
             return body
         if request.call is not None:
@@ -596,32 +605,55 @@ class Cache:
             meaning = lookup.meaning = await self._meaning(request)
             if meaning is None:
                 return None
-            neighbour = await semantic.find(meaning.context, meaning.text, meaning.vector)
+            matches = await semantic.matches(meaning.context, meaning.text, meaning.vector)
         except Exception as error:
+            lookup.meaning_failed = True
             self._semantic_failed("semantic_search", error)
             return None
-        if neighbour is None:
-            return None
-        try:
-            entry = await self._entry_at(neighbour.key, request.policy)
-        except Exception as error:
-            self._store_failed("get", error)
-            return None
-        if entry is None:  # expired or evicted from the store: its index row goes too
-            await self._forget(neighbour.key)
-            return None
-        self.stats.semantic_hits += 1
-        return Lookup(Outcome.HIT, entry, match="semantic", similarity=neighbour.similarity)
+        for match in matches:
+            try:
+                data = await self.store.get(match.key)
+            except Exception as error:
+                self._store_failed("get", error)
+                return None
+            try:
+                entry = unpack(data) if data is not None else None
+            except EntryError:
+                entry = None
+            if entry is None or entry.fingerprint != match.key:  # gone from the store: so is its row
+                await self._forget(match.key)
+                continue
+            if not self._fresh_enough(entry, request.policy):
+                continue  # too old for this request only: the row stays
+            self.stats.semantic_hits += 1
+            return Lookup(Outcome.HIT, entry, match="semantic", similarity=match.similarity)
+        return None
 
     async def _remember(self, request: CacheRequest, lookup: Lookup) -> None:
-        """Index a stored answer by meaning (after the write; never raises)."""
-        if self.semantic is None:
+        """Index a stored answer by meaning (never raises). A miss's vector is indexed right away;
+        an answer without one (a refresh) is embedded in the background, so no caller waits."""
+        if self.semantic is None or lookup.meaning_failed:
             return
+        if lookup.meaning is not None:
+            await self._index(request, lookup.meaning)
+            return
+        task = asyncio.ensure_future(self._embed_and_index(request))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _embed_and_index(self, request: CacheRequest) -> None:
         try:
-            meaning = lookup.meaning if lookup.meaning is not None else await self._meaning(request)
-            if meaning is None:
-                return
-            ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+            meaning = await self._meaning(request)
+        except Exception as error:
+            self._semantic_failed("semantic_index", error)
+            return
+        if meaning is not None:
+            await self._index(request, meaning)
+
+    async def _index(self, request: CacheRequest, meaning: _Meaning) -> None:
+        assert self.semantic is not None
+        ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+        try:
             await self.semantic.remember(meaning.context, request.key, meaning.text, meaning.vector, ttl)
         except Exception as error:
             self._semantic_failed("semantic_index", error)
@@ -697,7 +729,9 @@ class Cache:
         or None: the call goes upstream."""
         if lookup.entry is not None:
             parts = self.hit_response(request, lookup.entry)
-            if lookup.match != "exact":
+            if lookup.match != "exact":  # x-cache-key names the entry served, so it can be invalidated
+                served = lookup.entry.fingerprint.encode("latin-1")
+                parts.headers = [(k, served if k == _RAW_KEY_HEADER else v) for k, v in parts.headers]
                 parts.headers.append((_RAW_MATCH_HEADER, lookup.match.encode("latin-1")))
                 parts.headers.append((_RAW_SIMILARITY_HEADER, f"{lookup.similarity or 0.0:.4f}".encode("latin-1")))
             return parts
@@ -790,10 +824,12 @@ class Cache:
             await self.store.clear(namespace_prefix(prefix, namespace))
         else:
             await self.store.clear(prefix or None)
-            if self.semantic is not None:
-                await self.semantic.index.clear()
+        # The semantic index is left alone: it may be shared with other prefixes and pods, and a row
+        # whose entry is gone is dropped the first time a search finds it.
 
     async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
         await self.store.close()
         if self.semantic is not None:
             await self.semantic.close()

@@ -93,7 +93,7 @@ class AnthropicPromptCaching(_Settings):
     )
     points: tuple[InjectionPoint, ...] = Field(
         default=(InjectionPoint(location="tools"), InjectionPoint(role="system")),
-        description="Breakpoints for mode 'breakpoints', at most four are placed (tools, system, then messages).",
+        description="Breakpoints for mode 'breakpoints'; at most four are placed: tools, system, the latest messages.",
     )
 
 
@@ -157,8 +157,13 @@ def _anthropic(settings: AnthropicPromptCaching, body: dict[str, Any]) -> list[s
     if settings.mode == "auto":
         body["cache_control"] = marker
         return ["anthropic_auto"]
+    targets = _targets(settings.points, body)
+    if len(targets) > MAX_BREAKPOINTS:  # keep tools and system, then the latest messages (they cover the most)
+        fixed = [t for t in targets if t[0] != "messages"]
+        latest = [t for t in targets if t[0] == "messages"][-(MAX_BREAKPOINTS - len(fixed)) :]
+        targets = fixed + latest
     placed = 0
-    for target in _targets(settings.points, body)[:MAX_BREAKPOINTS]:
+    for target in targets:
         placed += _mark(body, target, marker)
     return ["anthropic_breakpoints"] if placed else []
 

@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from .embedders import Embedder, SentenceTransformerEmbedder
+from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
 from .guard import agrees
 from .index import InProcessIndex, Neighbour, VectorIndex
 
@@ -50,17 +50,21 @@ class SemanticCache:
 
     async def embed(self, text: str) -> np.ndarray:
         vectors = await asyncio.wait_for(self.embedder.embed([text]), self.timeout)
-        return np.asarray(vectors[0], dtype=np.float32)
+        raw = np.asarray(vectors[0], dtype=np.float32)
+        if not np.isfinite(raw).all() or not raw.any():
+            raise ValueError(f"{self.embedder.name} returned a vector that is zero or not finite")
+        return unit_rows(raw)[0]
 
-    async def find(self, context: str, text: str, vector: np.ndarray) -> Neighbour | None:
-        """The best stored prompt of `context` that clears the threshold and the guard, if any."""
+    async def matches(self, context: str, text: str, vector: np.ndarray) -> list[Neighbour]:
+        """The stored prompts of `context` that clear the threshold and the guard, best first."""
         neighbours = await asyncio.wait_for(self.index.search(context, vector, self.candidates), self.timeout)
+        found = []
         for neighbour in neighbours:
-            if neighbour.similarity < self.threshold:
+            if not neighbour.similarity >= self.threshold:  # `not >=`: a NaN never matches
                 break  # best first: the rest are further away
             if not self.guard or agrees(text, neighbour.text):
-                return neighbour
-        return None
+                found.append(neighbour)
+        return found
 
     async def remember(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
         await asyncio.wait_for(self.index.add(context, key, text, vector, ttl), self.timeout)

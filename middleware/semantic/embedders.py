@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..loop_clients import PerLoop
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -94,27 +96,20 @@ class OpenAIEmbedder:
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
         self._transport = transport
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
-        """One client per event loop: a pool's connections belong to the loop that opened them."""
+        self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
 
-    def _client(self) -> Any:
+    def _make_client(self) -> Any:
         import httpx2
 
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = httpx2.AsyncClient(
-                base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._transport
-            )
-        return client
+        return httpx2.AsyncClient(
+            base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._transport
+        )
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        response = await self._client().post("/embeddings", json={"model": self.model, "input": list(texts)})
+        response = await self._clients.get().post("/embeddings", json={"model": self.model, "input": list(texts)})
         response.raise_for_status()
         data = sorted(response.json()["data"], key=lambda item: item["index"])
         return unit_rows([item["embedding"] for item in data])
 
     async def aclose(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self._clients.close()

@@ -22,7 +22,6 @@ _NUMBER = re.compile(r"(?<![\d.,])[-+]?\d[\d,_]*(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
 _OPERATOR = re.compile(r"(?<!\S)[a-z_]+:[^\s:]+", re.I)
 """Search operators (`site:example.com`, `after:2025-01-01`, `is:solved`): kept verbatim."""
 _WORD = re.compile(r"[^\W_][\w'’\-]*", re.U)
-_SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
 _NEGATIONS = frozenset(
     {"not", "no", "never", "without", "none", "nor", "neither", "cannot", "nobody", "nothing", "nowhere"}
 )
@@ -65,8 +64,14 @@ _CONTRASTS = [
     )
 ]
 """Words that change the question when swapped for another of their group."""
-_DIRECTIONS = frozenset({"to", "into", "->", "→", "vs", "versus", "than"})
-"""Words whose neighbours' order matters: `svn to git` is not `git to svn`."""
+_DIRECTIONS = frozenset({"to", "into", "vs", "versus", "than", "over"})
+"""Words whose two sides must not swap: `svn to git` is not `git to svn`, `Python faster than Java`
+is not `Java faster than Python`."""
+_STOPWORDS = frozenset(
+    ("a", "an", "the", "is", "are", "was", "were", "be", "do", "does", "did", "i", "you", "we", "it", "this")
+    + ("that", "of", "in", "on", "for", "with", "by", "at", "from", "and", "or", "how", "what", "which", "who")
+    + ("why", "when", "where", "can", "could", "should", "would", "will", "my", "your", "our")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +87,8 @@ class Facts:
     negated: bool
     contrasts: frozenset[tuple[int, str]]
     """(group, word) for the words of `_CONTRASTS` groups."""
-    directions: frozenset[tuple[str, str]]
-    """(word before, word after) around a direction word."""
+    sides: tuple[frozenset[str], frozenset[str]] | None
+    """The content words before and after the first direction word, if there is one."""
 
 
 def facts(text: str) -> Facts:
@@ -110,17 +115,17 @@ def facts(text: str) -> Facts:
             negated = not negated
         if lower in _NUMBER_WORDS:
             numbers[_NUMBER_WORDS[lower]] += 1
-        elif _is_name(word, text[: match.start()]):
+        elif _is_name(word, text, match.start()):
             names.add(lower)
     contrasts = frozenset((i, w) for w in words for i, group in enumerate(_CONTRASTS) if w in group)
-    directions = frozenset(
-        (sequence[i - 1], sequence[i + 1])
-        for i in range(1, len(sequence) - 1)
-        if sequence[i] in _DIRECTIONS and sequence[i - 1] not in _NUMBER_WORDS
-    )
-    return Facts(
-        numbers, operators, quoted, code, links, frozenset(names), frozenset(words), negated, contrasts, directions
-    )
+    pivot = next((i for i, word in enumerate(sequence) if word in _DIRECTIONS), None)
+    sides = None
+    if pivot is not None:
+        sides = (
+            frozenset(w for w in sequence[:pivot] if w not in _STOPWORDS),
+            frozenset(w for w in sequence[pivot + 1 :] if w not in _STOPWORDS),
+        )
+    return Facts(numbers, operators, quoted, code, links, frozenset(names), frozenset(words), negated, contrasts, sides)
 
 
 def agrees(a: str, b: str) -> bool:
@@ -138,9 +143,16 @@ def agrees(a: str, b: str) -> bool:
         and x.names <= y.words
         and y.names <= x.words
         and _same_contrasts(x, y)
-        and not any((after, before) in y.directions for before, after in x.directions)
+        and not _swapped(x.sides, y.sides)
         and not _prefixed_opposites(x.words, y.words)
     )
+
+
+def _swapped(x: tuple[frozenset[str], frozenset[str]] | None, y: tuple[frozenset[str], frozenset[str]] | None) -> bool:
+    """Words crossing a direction word both ways: what came before it in one comes after it in the other."""
+    if x is None or y is None:
+        return False
+    return bool(x[0] & y[1]) and bool(x[1] & y[0])
 
 
 def _same_contrasts(x: Facts, y: Facts) -> bool:
@@ -169,7 +181,7 @@ def _number(raw: str) -> str:
     return value + ("%" if percent else "")
 
 
-def _is_name(word: str, before: str) -> bool:
+def _is_name(word: str, text: str, start: int) -> bool:
     """A proper name, acronym or identifier: `Paris`, `USA`, `iPhone`, `gpt4`, not a sentence's first word."""
     if any(ch.isdigit() for ch in word):
         return not word.isdigit()
@@ -180,5 +192,8 @@ def _is_name(word: str, before: str) -> bool:
     if any(ch.isupper() for ch in word[1:]):
         return True  # iPhone, JavaScript, McDonald
     if word[0].isupper():
-        return bool(before.strip()) and not _SENTENCE_END.search(before)
+        i = start - 1
+        while i >= 0 and text[i].isspace():
+            i -= 1
+        return i >= 0 and text[i] not in ".!?:;\n"  # capitalised mid-sentence
     return False

@@ -51,24 +51,24 @@ class VectorIndex(Protocol):
 
 
 class _Partition:
-    """The rows of one context: a growable matrix and its parallel lists."""
+    """The rows of one context: a matrix that grows and shrinks by doubling, and parallel lists."""
 
     __slots__ = ("expires", "keys", "matrix", "texts")
 
     def __init__(self, dimensions: int) -> None:
-        self.matrix = np.zeros((8, dimensions), dtype=np.float32)
+        self.matrix = np.zeros((1, dimensions), dtype=np.float32)
+        self.expires = np.zeros(1, dtype=np.float64)
         self.keys: list[str] = []
         self.texts: list[str] = []
-        self.expires: list[float] = []
 
     def append(self, key: str, text: str, vector: np.ndarray, expires: float) -> None:
         row = len(self.keys)
         if row == len(self.matrix):
-            self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
+            self._resize(2 * len(self.matrix))
         self.matrix[row] = vector
+        self.expires[row] = expires
         self.keys.append(key)
         self.texts.append(text)
-        self.expires.append(expires)
 
     def remove(self, row: int) -> str | None:
         """Remove `row` by moving the last row into its place; the key that moved, if any."""
@@ -76,19 +76,31 @@ class _Partition:
         moved = None
         if row != last:
             self.matrix[row] = self.matrix[last]
-            self.keys[row], self.texts[row], self.expires[row] = self.keys[last], self.texts[last], self.expires[last]
+            self.expires[row] = self.expires[last]
+            self.keys[row], self.texts[row] = self.keys[last], self.texts[last]
             moved = self.keys[row]
         self.keys.pop()
         self.texts.pop()
-        self.expires.pop()
+        if len(self.matrix) > 8 and len(self.keys) <= len(self.matrix) // 4:
+            self._resize(len(self.matrix) // 2)
         return moved
+
+    def _resize(self, rows: int) -> None:
+        count = len(self.keys)
+        matrix = np.zeros((rows, self.matrix.shape[1]), dtype=np.float32)
+        matrix[:count] = self.matrix[:count]
+        expires = np.zeros(rows, dtype=np.float64)
+        expires[:count] = self.expires[:count]
+        self.matrix, self.expires = matrix, expires
 
 
 class InProcessIndex:
     """Exact (brute-force) cosine search in this process, bounded to `max_entries` rows.
 
-    A matrix product per search: about a millisecond for 100,000 rows of 384 dimensions, which is
-    less than the embedding itself takes. The oldest rows go first when the index is full.
+    A matrix product over the context's rows per search (a few milliseconds for 100,000 rows of one
+    context, far less for the usual handful), less than the embedding itself takes. A partition
+    grows and shrinks by doubling, so a context costs about its rows. The oldest rows go first when
+    the index is full.
     Thread-safe, like MemoryStore, so the sync and async transports can share one.
     """
 
@@ -131,14 +143,19 @@ class InProcessIndex:
                 return []
             if partition.matrix.shape[1] != len(vector):
                 raise ValueError(f"vector has {len(vector)} dimensions, the index {partition.matrix.shape[1]}")
-            expired = [key for key, at in zip(partition.keys, partition.expires, strict=True) if at <= now]
-            for key in expired:
+            count = len(partition.keys)
+            expired = np.flatnonzero(partition.expires[:count] <= now)
+            for key in [partition.keys[i] for i in expired]:
                 self._delete(key)
             count = len(partition.keys)
             if count == 0:
                 return []
             scores = partition.matrix[:count] @ vector
-            best = np.argsort(-scores)[:k]
+            if count > k:
+                best = np.argpartition(-scores, k - 1)[:k]
+                best = best[np.argsort(-scores[best])]
+            else:
+                best = np.argsort(-scores)
             return [Neighbour(partition.keys[i], partition.texts[i], float(scores[i])) for i in best]
 
     async def delete(self, key: str) -> None:

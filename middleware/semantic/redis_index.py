@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
 import numpy as np
 
+from ..loop_clients import PerLoop
 from .index import Neighbour
 
 _SCHEMA_ALGORITHM = ("HNSW", "6")
@@ -36,20 +36,19 @@ class RedisVectorIndex:
         self.index_name = index_name
         self.prefix = prefix
         self.socket_timeout = socket_timeout
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
         self._created: set[int] = set()
-        """Dimensions an index was seen or made for (per process: FT.CREATE is idempotent enough)."""
+        """Dimensions an index was made (or found) for; emptied when a search finds no index."""
 
-    def _client(self) -> Any:
+    def _make_client(self) -> Any:
         import redis.asyncio as aioredis
 
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = aioredis.Redis.from_url(
-                self.url, protocol=2, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
-            )
-        return client
+        return aioredis.Redis.from_url(
+            self.url, protocol=2, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
+        )
+
+    def _client(self) -> Any:
+        return self._clients.get()
 
     def _doc(self, key: str) -> str:
         return self.prefix + hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -96,7 +95,8 @@ class RedisVectorIndex:
             )  # fmt: skip
         except redis.exceptions.ResponseError as error:
             if "no such index" in str(error).lower() or "unknown index" in str(error).lower():
-                return []  # nothing was ever added
+                self._created.clear()  # never made, or dropped elsewhere: the next add makes it again
+                return []
             raise
         out = []
         for fields in reply[2::2]:
@@ -109,6 +109,7 @@ class RedisVectorIndex:
         await self._client().delete(self._doc(key))
 
     async def clear(self) -> None:
+        """Drop the index and every row in it, whoever wrote them (other pods, other key prefixes)."""
         import redis.exceptions
 
         try:
@@ -119,9 +120,7 @@ class RedisVectorIndex:
         self._created.clear()
 
     async def close(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self._clients.close()
 
 
 def _escape_tag(value: str) -> str:

@@ -9,10 +9,8 @@ own, never one per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import secrets
-import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -24,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from ..loop_clients import PerLoop
 from .breaker import CircuitBreaker
 
 T = TypeVar("T")
@@ -94,8 +93,7 @@ class RedisStore:
         if name is not None:
             self.name = name
         self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -123,15 +121,7 @@ class RedisStore:
 
     def client(self) -> Any:
         """The client of the running event loop (created on first use in that loop)."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(loop)
-                if client is None:
-                    client = self._make_client()
-                    self._clients[loop] = client
-        return client
+        return self._clients.get()
 
     def pubsub_client(self) -> Any:
         """A new client for a long-lived subscription (no read timeout); the caller closes it."""
@@ -248,21 +238,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close every loop's client: this loop's directly, other live loops' on their own loop."""
-        with self._lock:
-            clients = list(self._clients.items())
-            self._clients.clear()
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - close() is async, a loop is always running
-            current = None
-        for loop, client in clients:
-            if loop is current:
-                await client.aclose()
-            elif loop.is_running() and not loop.is_closed():
-                future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-                with contextlib.suppress(asyncio.TimeoutError, RuntimeError, RedisError, OSError):
-                    await asyncio.wait_for(asyncio.wrap_future(future), timeout=2)
-            # a client whose loop is gone holds sockets of a dead loop; dropping it is all we can do
+        await self._clients.close()
 
 
 class RedisClusterStore(RedisStore):
@@ -311,7 +287,7 @@ class RedisClusterStore(RedisStore):
 
     def pubsub_client(self) -> Any:
         """A plain client to one node: classic PUBLISH is broadcast to every node of a cluster."""
-        client = self._clients.get(asyncio.get_running_loop())
+        client = self._clients.current()
         host, port = self.startup_nodes[0] if self.startup_nodes else (self.host, self.port)
         if client is not None:
             try:

@@ -203,10 +203,26 @@ def test_redis_semantic_types_keep_answers_and_vectors_in_that_redis(tmp_path: P
     assert cache.semantic.embedder.type == "local"
 
 
+def test_redis_semantic_vectors_use_the_stores_tls_and_user(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "caching:\n  type: redis-semantic\n  host: vectors.internal\n  port: 6380\n  password: p@ss\n"
+        "  params: {username: app, ssl: true}\n"
+    )
+    semantic = load_config(path).cache.semantic
+    assert semantic is not None and semantic.index.type == "redis"
+    assert semantic.index.url == "rediss://app:p%40ss@vectors.internal:6380/0"
+
+
 @pytest.mark.parametrize(
     ("text", "field", "says"),
     [
         ("caching:\n  type: qdrant-semantic\n", "caching.type", "Qdrant is not supported"),
+        (
+            "litellm_settings:\n  cache: true\n  cache_params: {type: redis-semantic, redis_startup_nodes: [a:1]}\n",
+            "cache_params.type",
+            "needs a standalone Redis",
+        ),
         ("cache:\n  semantic: {threshold: 1.5}\n", "cache.semantic.threshold", "less than or equal to 1"),
         ("cache:\n  semantic: {index: {type: faiss}}\n", "cache.semantic.index.type", "allowed: memory, redis"),
         ("cache:\n  semantic: {embedder: {type: openai, modle: x}}\n", "cache.semantic.embedder.modle", "allowed:"),

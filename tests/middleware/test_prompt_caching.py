@@ -131,7 +131,7 @@ async def test_anthropic_auto_mode_lets_the_next_turn_read_the_conversation_so_f
     assert rewrites(cache) == {("anthropic", "anthropic_auto"): 2}
 
 
-def test_breakpoints_follow_render_order_skip_thinking_and_stop_at_four() -> None:
+def test_breakpoints_skip_thinking_and_stop_at_four_keeping_the_latest_messages() -> None:
     caching = PromptCaching.model_validate(
         {
             "anthropic": {
@@ -168,10 +168,10 @@ def test_breakpoints_follow_render_order_skip_thinking_and_stop_at_four() -> Non
     marker = {"type": "ephemeral", "ttl": "1h"}
     assert "cache_control" not in body["tools"][0] and body["tools"][1]["cache_control"] == marker
     assert body["system"] == [{"type": "text", "text": "Be brief.", "cache_control": marker}]
-    assert body["messages"][0]["content"] == [{"type": "text", "text": "first", "cache_control": marker}]
+    assert body["messages"][0] == original["messages"][0]  # a fifth breakpoint: the earliest message goes
     assert body["messages"][1]["content"][0]["cache_control"] == marker  # not the thinking block
     assert "cache_control" not in body["messages"][1]["content"][1]
-    assert body["messages"][2] == original["messages"][2]  # the fifth breakpoint is over Anthropic's limit
+    assert body["messages"][2]["content"] == [{"type": "text", "text": "second", "cache_control": marker}]
     assert caching.rewrite("anthropic", "messages", body) == []  # marked now: left alone
 
 
