@@ -16,7 +16,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts
-from .native import REFUSALS, SideCall
+from .native import SideCall
 from .providers import Route
 
 __all__ = ["CacheMiddleware"]
@@ -125,11 +125,12 @@ class _Responder:
         recorder = self.recorder = cache.recorder(prepared, lookup)
         try:
             forward = await cache.upstream_body(prepared, self._side_call(scope))
-            held = await self._forward(scope, receive, send, body, forward, prepared.cached_content is not None)
-            if held:  # the provider refused the cachedContent the engine named
-                retry = await cache.retry_body(prepared, held[0]["status"])
+            held = await self._forward(scope, receive, send, body, forward, prepared)
+            if held:  # the provider refused the request that named a cachedContent: was it the name?
+                error = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
+                retry = await cache.retry_body(prepared, held[0]["status"], error)
                 if retry is not None:
-                    await self._forward(scope, receive, send, body, retry, False)
+                    await self._forward(scope, receive, send, body, retry, None)
                 else:
                     sending = self._send(send)
                     for message in held:
@@ -142,10 +143,11 @@ class _Responder:
                 await recorder.abort()
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, body: bytes, forward: bytes, hold_refusal: bool
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, forward: bytes, hold: CacheRequest | None
     ) -> list[Message]:
-        """Run the app on `forward`; with `hold_refusal`, a refusal (see `REFUSALS`) is held back
-        and returned instead of sent, so the engine can have the request sent again as written."""
+        """Run the app on `forward`. With `hold`, an answer that may refuse the cachedContent the engine
+        named (`Cache.may_retry`) is held back and returned instead of sent, so the engine can decide
+        whether to have the request sent again as written."""
         if forward is not body:
             scope = dict(scope)
             raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
@@ -153,10 +155,11 @@ class _Responder:
             scope["headers"] = raw
         sending = self._send(send)
         held: list[Message] = []
-        if hold_refusal:
+        if hold is not None and hold.cached_content is not None:
+            may_retry = self.cache.may_retry
 
             async def holding(message: Message) -> None:
-                if held or (message["type"] == "http.response.start" and message["status"] in REFUSALS):
+                if held or (message["type"] == "http.response.start" and may_retry(hold, message["status"])):
                     held.append(message)
                     return
                 await sending(message)
@@ -175,6 +178,7 @@ class _Responder:
             raw.append((b"content-length", str(len(body)).encode("latin-1")))
             side = {
                 **scope,
+                "state": dict(scope.get("state") or {}),
                 "method": "POST",
                 "path": full,
                 "raw_path": full.encode("utf-8"),

@@ -45,7 +45,7 @@ from .keys import (
     validate_scope,
     volatile_set,
 )
-from .native import REFUSALS, CachedContent, CachedContents, PromptCaching, SideCall
+from .native import REFUSALS, CachedContent, CachedContents, PromptCaching, SideCall, refused_cached_content
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
@@ -398,11 +398,17 @@ class Cache:
             request.call.prompt_caching(changes)
         return orjson.dumps(parsed)
 
-    async def retry_body(self, request: CacheRequest, status: int) -> bytes | None:
-        """The caller's body, to send once more, when the provider refused a request that named a
-        cachedContent (expired early, deleted): the handle is forgotten. None: keep the answer."""
+    def may_retry(self, request: CacheRequest, status: int) -> bool:
+        """Whether an answer with `status` may be a refusal of the cachedContent `upstream_body` named:
+        if so, the adapter reads its (small, error) body and asks `retry_body`."""
+        return request.cached_content is not None and status in REFUSALS
+
+    async def retry_body(self, request: CacheRequest, status: int, error: bytes) -> bytes | None:
+        """The caller's body, to send once more, when the provider refused the cachedContent a request
+        named (expired early, deleted): the handle is forgotten. None: relay the answer as it is (the
+        request itself was refused, and would be again without the cachedContent)."""
         named = request.cached_content
-        if named is None or status not in REFUSALS or self._cached_contents is None:
+        if named is None or self._cached_contents is None or not refused_cached_content(status, error):
             return None
         request.cached_content = None
         await self._cached_contents.forget(named)
@@ -828,8 +834,10 @@ class Cache:
         # whose entry is gone is dropped the first time a search finds it.
 
     async def close(self) -> None:
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=5)
+        loop = asyncio.get_running_loop()
+        mine = [task for task in self._background if task.get_loop() is loop]  # others finish on their loop
+        if mine:
+            await asyncio.wait(mine, timeout=5)
         await self.store.close()
         if self.semantic is not None:
             await self.semantic.close()

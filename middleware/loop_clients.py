@@ -1,7 +1,8 @@
 """One client per event loop: a connection pool belongs to the loop that opened it.
 
 The async transport, the sync transport's background loop and every `asyncio.run` in a test each
-get their own client, weakly keyed, so a finished loop's client goes with it.
+get their own client. The map is weakly keyed by loop, but a client whose connections still refer
+to its loop keeps that loop alive: `close()` is what releases them all.
 """
 
 from __future__ import annotations

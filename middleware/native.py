@@ -33,6 +33,7 @@ refused, and boto3 does not send through httpx. See docs/prompt-caching.md.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -295,12 +296,26 @@ _GENERATE = re.compile(
     r"^(?P<base>.*?)/(?P<model>(?:(?P<parent>projects/[^/]+/locations/[^/]+)/publishers/google/)?models/[^/:]+)"
     r":(?:stream)?[Gg]enerate[Cc]ontent$"
 )
-_PREFIX_FIELDS = ("systemInstruction", "tools", "toolConfig")
-_PASSED_HEADERS = ("authorization", "x-goog-api-key", "x-goog-user-project", "x-goog-api-client")
+_PREFIX_FIELDS = ("systemInstruction", "system_instruction", "tools", "toolConfig", "tool_config")
+"""What a cachedContent holds; the REST API takes both spellings."""
+_NAMED = ("cachedContent", "cached_content")
+_PASSED_HEADERS = ("authorization", "x-goog-api-key", "x-goog-user-project", "x-goog-api-client", "host")
 _MARGIN = 120.0
 """Seconds before a cachedContent's end at which it is no longer named (a request in flight must not outlive it)."""
+_REMEMBER_REFUSAL = 600.0
+"""Seconds a refused creation (too small for the model, a model without explicit caching) is remembered."""
+_CREATE_TIMEOUT = 30.0
+_KNOWN_LIMIT = 4096
 REFUSALS = frozenset({400, 403, 404})
 """Statuses with which Gemini refuses a request naming a cachedContent it no longer has (or never let us use)."""
+
+
+def refused_cached_content(status: int, body: bytes) -> bool:
+    """Whether Gemini's answer refuses the cachedContent a request named, rather than the request."""
+    if status == 404:
+        return True
+    lowered = body.lower()
+    return status in REFUSALS and (b"cachedcontent" in lowered or b"cached content" in lowered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,9 +333,11 @@ class CachedContents:
     `min_chars` gets them replaced by `cachedContent: <name>`. The cachedContent is created once per
     (credential, model, prefix), with the caller's own credentials, and remembered in this process
     and in the cache's store (so other pods reuse it) until `_MARGIN` seconds before it expires.
-    Creation failures (too small for the model, unsupported model) are remembered for ten minutes,
-    and the request goes out as written. A rewritten request that Gemini refuses is sent again as
-    written, once, by the adapter (`Cache.retry_body`), and the handle is forgotten.
+    Concurrent first requests in one process wait for one creation. A creation Gemini refuses (too
+    small for the model, a model without explicit caching) is remembered for ten minutes, and the
+    request goes out as written; a failure to reach Gemini (or a 429/5xx) is not remembered. A
+    rewritten request that Gemini refuses because of the cachedContent is sent again as written,
+    once, by the adapter (`Cache.retry_body`), and the handle is forgotten.
     """
 
     def __init__(self, settings: GeminiPromptCaching, store: Store, key_prefix: str) -> None:
@@ -329,13 +346,14 @@ class CachedContents:
         self.key_prefix = key_prefix
         self._known: dict[str, tuple[str | None, float]] = {}
         """registry key -> (cachedContent name or None for "could not create", until when)."""
+        self._creating: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Future[str | None]] = {}
 
     async def rewrite(
         self, path: str, query: str, headers: Mapping[str, str], body: dict[str, Any], side_call: SideCall
     ) -> CachedContent | None:
         """Swap the prefix for a cachedContent in `body` (in place); what was named, or None."""
         match = _GENERATE.match(path)
-        if match is None or "cachedContent" in body:
+        if match is None or any(field in body for field in _NAMED):
             return None
         prefix = {name: body[name] for name in _PREFIX_FIELDS if body.get(name)}
         if not prefix or len(orjson.dumps(prefix)) < self.settings.min_chars:
@@ -350,7 +368,7 @@ class CachedContents:
         registry_key = f"{self.key_prefix}gemini-cached-content:{digest[:40]}"
         name = await self._name(registry_key)
         if name is False:
-            name = await self._create(match, query, headers, prefix, registry_key, side_call)
+            name = await self._create_once(match, query, headers, prefix, registry_key, side_call)
         if not name:
             return None
         for field in _PREFIX_FIELDS:
@@ -382,10 +400,42 @@ class CachedContents:
             name, until = record["name"], float(record["until"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return False
-        if until <= now:
+        if until <= now or not (name is None or isinstance(name, str)):
             return False
-        self._known[registry_key] = (name, until)
-        return name if isinstance(name, str) else None
+        self._remember(registry_key, name, until)
+        return name
+
+    def _remember(self, registry_key: str, name: str | None, until: float) -> None:
+        known = self._known
+        if len(known) >= _KNOWN_LIMIT:  # rotating credentials (Vertex tokens) make new keys: drop the oldest
+            known.pop(next(iter(known)))
+        known[registry_key] = (name, until)
+
+    async def _create_once(
+        self,
+        match: re.Match[str],
+        query: str,
+        headers: Mapping[str, str],
+        prefix: dict[str, Any],
+        registry_key: str,
+        side_call: SideCall,
+    ) -> str | None:
+        """`_create`, once for concurrent requests of this loop on the same prefix."""
+        flight = (registry_key, asyncio.get_running_loop())
+        pending = self._creating.get(flight)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._creating[flight] = future
+        try:
+            name = await self._create(match, query, headers, prefix, registry_key, side_call)
+        except BaseException:
+            future.set_result(None)  # the waiters send their prefixes as written
+            raise
+        finally:
+            del self._creating[flight]
+        future.set_result(name)
+        return name
 
     async def _create(
         self,
@@ -405,17 +455,21 @@ class CachedContents:
         payload = {"model": match["model"], **prefix, "ttl": f"{int(settings.ttl)}s"}
         name: str | None = None
         try:
-            status, answer = await side_call(collection, query, passed, orjson.dumps(payload))
+            status, answer = await asyncio.wait_for(
+                side_call(collection, query, passed, orjson.dumps(payload)), _CREATE_TIMEOUT
+            )
             if status == 200:
                 created = orjson.loads(answer).get("name")
                 name = created if isinstance(created, str) and created else None
-            if name is None:
-                logger.info("Gemini did not create a cachedContent (status %s): sending prefixes as written", status)
         except Exception:
             logger.warning("creating a Gemini cachedContent failed: sending the prefix as written", exc_info=True)
             return None  # a transport failure is not remembered: the next request tries again
-        until = time.time() + (settings.ttl - _MARGIN if name else 600.0)
-        self._known[registry_key] = (name, until)
+        if name is None:
+            logger.info("Gemini did not create a cachedContent (status %s): sending prefixes as written", status)
+            if status not in (400, 403):
+                return None  # busy or failing (429, 5xx): not remembered, the next request tries again
+        until = time.time() + (settings.ttl - _MARGIN if name else _REMEMBER_REFUSAL)
+        self._remember(registry_key, name, until)
         try:
             await self.store.set(registry_key, orjson.dumps({"name": name, "until": until}), until - time.time())
         except Exception:
@@ -433,4 +487,5 @@ __all__ = [
     "OpenAIPromptCaching",
     "PromptCaching",
     "SideCall",
+    "refused_cached_content",
 ]

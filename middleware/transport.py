@@ -64,6 +64,15 @@ def _outgoing(lib: Any, request: Any, body: bytes, forward: bytes) -> Any:
     return request if forward is body else _with_body(lib, request, forward)
 
 
+def _read_again(lib: Any, response: Any, content: bytes) -> Any:
+    """A response already read (and decoded) for a look at its error, readable once more."""
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _ENCODING_HEADERS]
+    return lib.Response(response.status_code, headers=headers, content=content, extensions=response.extensions)
+
+
+_ENCODING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
 def _side_request(lib: Any, request: Any, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
     """A POST to another path of the same upstream (the engine's side calls, e.g. Gemini cachedContents)."""
     url = request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
@@ -200,10 +209,14 @@ class AsyncCachingTransport(_Intercepting):
         try:
             forward = await cache.upstream_body(prepared, side_call)
             response = await inner.handle_async_request(_outgoing(lib, request, body, forward))
-            retry = await cache.retry_body(prepared, response.status_code)
-            if retry is not None:
+            if cache.may_retry(prepared, response.status_code):
+                error = await response.aread()
                 await response.aclose()
-                response = await inner.handle_async_request(_outgoing(lib, request, body, retry))
+                retry = await cache.retry_body(prepared, response.status_code, error)
+                if retry is not None:
+                    response = await inner.handle_async_request(_outgoing(lib, request, body, retry))
+                else:
+                    response = _read_again(lib, response, error)
         except BaseException:
             await recorder.abort()
             raise
@@ -275,12 +288,14 @@ class CachingTransport(_Intercepting):
             rewrites = cache.rewrites_upstream
             forward = self._loop.run(cache.upstream_body(prepared, side_call)) if rewrites else prepared.forward_body
             response = inner.handle_request(_outgoing(lib, request, body, forward))
-            retry = None
-            if prepared.cached_content is not None:
-                retry = self._loop.run(cache.retry_body(prepared, response.status_code))
-            if retry is not None:
+            if cache.may_retry(prepared, response.status_code):
+                error = response.read()
                 response.close()
-                response = inner.handle_request(_outgoing(lib, request, body, retry))
+                retry = self._loop.run(cache.retry_body(prepared, response.status_code, error))
+                if retry is not None:
+                    response = inner.handle_request(_outgoing(lib, request, body, retry))
+                else:
+                    response = _read_again(lib, response, error)
         except BaseException:
             self._loop.run(recorder.abort())
             raise

@@ -64,9 +64,10 @@ _CONTRASTS = [
     )
 ]
 """Words that change the question when swapped for another of their group."""
-_DIRECTIONS = frozenset({"to", "into", "vs", "versus", "than", "over"})
-"""Words whose two sides must not swap: `svn to git` is not `git to svn`, `Python faster than Java`
-is not `Java faster than Python`."""
+_DIRECTIONS = frozenset({"to", "into"})
+"""Words whose nearest neighbours must not swap: `svn to git` is not `git to svn`."""
+_COMPARISONS = frozenset({"than", "vs", "versus"})
+"""Words whose two sides must not swap: `Python faster than Java` is not `Java faster than Python`."""
 _STOPWORDS = frozenset(
     ("a", "an", "the", "is", "are", "was", "were", "be", "do", "does", "did", "i", "you", "we", "it", "this")
     + ("that", "of", "in", "on", "for", "with", "by", "at", "from", "and", "or", "how", "what", "which", "who")
@@ -87,8 +88,10 @@ class Facts:
     negated: bool
     contrasts: frozenset[tuple[int, str]]
     """(group, word) for the words of `_CONTRASTS` groups."""
+    directions: frozenset[tuple[str, str]]
+    """(nearest content word before, nearest after) around each direction word."""
     sides: tuple[frozenset[str], frozenset[str]] | None
-    """The content words before and after the first direction word, if there is one."""
+    """The content words before and after the first comparison word, if there is one."""
 
 
 def facts(text: str) -> Facts:
@@ -118,14 +121,31 @@ def facts(text: str) -> Facts:
         elif _is_name(word, text, match.start()):
             names.add(lower)
     contrasts = frozenset((i, w) for w in words for i, group in enumerate(_CONTRASTS) if w in group)
-    pivot = next((i for i, word in enumerate(sequence) if word in _DIRECTIONS), None)
+    content = [(i, w) for i, w in enumerate(sequence) if w not in _STOPWORDS and w not in _DIRECTIONS]
+    directions = set()
+    for i, word in enumerate(sequence):
+        if word in _DIRECTIONS:
+            before = next((w for j, w in reversed(content) if j < i), None)
+            after = next((w for j, w in content if j > i), None)
+            if before is not None and after is not None:
+                directions.add((before, after))
+    pivot = next((i for i, word in enumerate(sequence) if word in _COMPARISONS), None)
     sides = None
     if pivot is not None:
-        sides = (
-            frozenset(w for w in sequence[:pivot] if w not in _STOPWORDS),
-            frozenset(w for w in sequence[pivot + 1 :] if w not in _STOPWORDS),
-        )
-    return Facts(numbers, operators, quoted, code, links, frozenset(names), frozenset(words), negated, contrasts, sides)
+        sides = (frozenset(w for j, w in content if j < pivot), frozenset(w for j, w in content if j > pivot))
+    return Facts(
+        numbers,
+        operators,
+        quoted,
+        code,
+        links,
+        frozenset(names),
+        frozenset(words),
+        negated,
+        contrasts,
+        frozenset(directions),
+        sides,
+    )
 
 
 def agrees(a: str, b: str) -> bool:
@@ -143,13 +163,14 @@ def agrees(a: str, b: str) -> bool:
         and x.names <= y.words
         and y.names <= x.words
         and _same_contrasts(x, y)
+        and not any((after, before) in y.directions for before, after in x.directions)
         and not _swapped(x.sides, y.sides)
         and not _prefixed_opposites(x.words, y.words)
     )
 
 
 def _swapped(x: tuple[frozenset[str], frozenset[str]] | None, y: tuple[frozenset[str], frozenset[str]] | None) -> bool:
-    """Words crossing a direction word both ways: what came before it in one comes after it in the other."""
+    """Words crossing a comparison word both ways: what came before it in one comes after it in the other."""
     if x is None or y is None:
         return False
     return bool(x[0] & y[1]) and bool(x[1] & y[0])

@@ -433,3 +433,64 @@ def test_the_gateway_creates_and_names_cached_contents_through_its_own_proxy(
     assert "cachedContentTokenCount" not in second.json()["usageMetadata"]  # refused, then sent as written
     assert b"cachedContentTokenCount" in streamed.content  # a fresh cachedContent
     assert len(created(fake_provider)) == 2
+
+
+async def test_snake_case_fields_are_cached_too(fake_provider: RunningFakeProvider) -> None:
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+    for question in ("Can I return a helmet?", "Do you sell tyres?"):
+        body = gemini_body(question)
+        body["system_instruction"] = body.pop("systemInstruction")
+        assert (await client.post(GEMINI_PATH, json=body)).status_code == 200
+    assert len(created(fake_provider)) == 1
+    assert [set(b) & {"system_instruction", "cachedContent"} for b in sent(fake_provider, ":generateContent")] == [
+        {"cachedContent"},
+        {"cachedContent"},
+    ]
+
+
+async def test_a_request_gemini_refuses_for_itself_is_not_sent_twice(fake_provider: RunningFakeProvider) -> None:
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+    await client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    fake_provider.fail_next(1, status=400)  # a bad request, not a missing cachedContent
+
+    refused = await client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?"))
+    after = await client.post(GEMINI_PATH, json=gemini_body("Do you rent bikes?"))
+
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == 400
+    assert after.status_code == 200
+    assert len(sent(fake_provider, ":generateContent")) == 3  # once each: the 400 was relayed, not retried
+    assert len(created(fake_provider)) == 1  # and the cachedContent was kept
+
+
+async def test_concurrent_first_requests_share_one_creation(fake_provider: RunningFakeProvider) -> None:
+    import asyncio
+
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+    answers = await asyncio.gather(
+        *(client.post(GEMINI_PATH, json=gemini_body(f"Question {i}: do you sell tyres?")) for i in range(8))
+    )
+    assert {a.status_code for a in answers} == {200}
+    assert len(created(fake_provider)) == 1
+    assert len({b["cachedContent"] for b in sent(fake_provider, ":generateContent")}) == 1
+
+
+async def test_a_malformed_record_in_the_store_is_ignored(fake_provider: RunningFakeProvider) -> None:
+    from middleware.stores import MemoryStore
+
+    store = MemoryStore()
+    cache = Cache(store, prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+    await client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    (key,) = [k for k in store._data if "gemini-cached-content" in k]
+    await store.set(key, b'{"name": 5, "until": 9999999999}', None)
+
+    fresh = Cache(store, prompt_caching=CACHED_CONTENTS)  # another pod, reading the store
+    for question in ("Do you sell tyres?", "Do you rent bikes?"):
+        assert (
+            await gemini_client(fresh, fake_provider).post(GEMINI_PATH, json=gemini_body(question))
+        ).status_code == 200
+    names = [b.get("cachedContent") for b in sent(fake_provider, ":generateContent")]
+    assert all(isinstance(name, str) for name in names)

@@ -903,7 +903,8 @@ class FakeProvider:
     def _gemini_create_cache(self, req: RecordedRequest) -> Response:
         """`cachedContents.create`: 400 under the minimum size (here 1,024 tokens), like the real API."""
         body = req.json
-        held = {k: body[k] for k in ("model", "systemInstruction", "tools", "toolConfig", "contents") if k in body}
+        fields = ("model", "systemInstruction", "system_instruction", "tools", "toolConfig", "tool_config", "contents")
+        held = {k: body[k] for k in fields if k in body}
         size = tokens(json.dumps({k: v for k, v in held.items() if k != "model"}))
         if not str(body.get("model", "")).startswith("models/"):
             return self._error("gemini", 400, None, {}, message="model must be models/{model}")
@@ -926,7 +927,9 @@ class FakeProvider:
         body = req.json
         cached_tokens = 0
         if "cachedContent" in body:
-            if any(k in body for k in ("systemInstruction", "tools", "toolConfig")):
+            if any(
+                k in body for k in ("systemInstruction", "system_instruction", "tools", "toolConfig", "tool_config")
+            ):
                 message = (
                     "CachedContent can not be used with GenerateContent request setting system_instruction, "
                     "tools or tool_config."
