@@ -368,7 +368,9 @@ class CachedContents:
         registry_key = f"{self.key_prefix}gemini-cached-content:{digest[:40]}"
         name = await self._name(registry_key)
         if name is False:
-            name = await self._create_once(match, query, headers, prefix, registry_key, side_call)
+            name = await self._create_once(
+                registry_key, lambda: self._create(match, query, headers, prefix, registry_key, side_call)
+            )
         if not name:
             return None
         for field in _PREFIX_FIELDS:
@@ -411,16 +413,8 @@ class CachedContents:
             known.pop(next(iter(known)))
         known[registry_key] = (name, until)
 
-    async def _create_once(
-        self,
-        match: re.Match[str],
-        query: str,
-        headers: Mapping[str, str],
-        prefix: dict[str, Any],
-        registry_key: str,
-        side_call: SideCall,
-    ) -> str | None:
-        """`_create`, once for concurrent requests of this loop on the same prefix."""
+    async def _create_once(self, registry_key: str, create: Callable[[], Awaitable[str | None]]) -> str | None:
+        """`create()`, once for concurrent requests of this loop on the same prefix."""
         flight = (registry_key, asyncio.get_running_loop())
         pending = self._creating.get(flight)
         if pending is not None:
@@ -428,7 +422,7 @@ class CachedContents:
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._creating[flight] = future
         try:
-            name = await self._create(match, query, headers, prefix, registry_key, side_call)
+            name = await create()
         except BaseException:
             future.set_result(None)  # the waiters send their prefixes as written
             raise
