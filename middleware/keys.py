@@ -28,6 +28,7 @@ import orjson
 
 DEFAULT_VOLATILE_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"})
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+_SIGV4_KEY_ID = re.compile(r"Credential=([^/,\s]+)/")
 QUERY_IGNORED = frozenset({"key", "alt", "$alt"})  # Gemini's API key and stream form
 DEFAULT_NAMESPACE = "default"
 SCOPE_MEMO_LIMIT = 1024
@@ -94,6 +95,9 @@ def credential_of(headers: Mapping[str, str], query: str) -> str | None:
     for name in CREDENTIAL_HEADERS:
         value = headers.get(name)
         if value:
+            if value.startswith("AWS4-HMAC-SHA256 "):  # SigV4 (Bedrock): the signature changes, the key id does not
+                found = _SIGV4_KEY_ID.search(value)
+                return "aws:" + found.group(1) if found else value
             return value[7:] if value[:7].lower() == "bearer " else value
     if "key=" in query:
         for name, value in parse_qsl(query):

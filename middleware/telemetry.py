@@ -116,6 +116,8 @@ def provider_name(family: str, path: str, route_model: str | None) -> str:
         return "azure.ai.openai" if route_model is not None or path.startswith("/openai/") else "openai"
     if family == "gemini":
         return "gcp.vertex_ai" if "/publishers/google/" in path else "gcp.gemini"
+    if family == "bedrock":
+        return "aws.bedrock"
     return family
 
 

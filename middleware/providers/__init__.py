@@ -1,5 +1,6 @@
 from .anthropic import Messages
 from .base import Endpoint, RequestView, Route, StreamAssembler, Usage
+from .bedrock import Converse, InvokeModel
 from .gemini import EmbedContent, GenerateContent
 from .openai import ChatCompletions, Completions, Embeddings, Responses
 
@@ -13,6 +14,8 @@ DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = (
     Messages(),
     GenerateContent(),
     EmbedContent(),
+    InvokeModel(),
+    Converse(),
 )
 
 

@@ -7,7 +7,16 @@ from typing import Any
 
 import orjson
 
-from .base import Endpoint, RequestView, Route, Usage, int_or_none, loads_object, split_last_turn, suffix_pattern
+from .base import (
+    Endpoint,
+    RequestView,
+    Route,
+    Usage,
+    loads_object,
+    split_last_turn,
+    suffix_pattern,
+    usage_with_cache_apart,
+)
 from .sse import SSEDecoder, encode_event
 
 _DELTA_USAGE = (
@@ -41,15 +50,9 @@ class Messages(Endpoint):
         return b"".join(encode_event(event, event["type"]) for event in _message_events(orjson.loads(response)))
 
     def usage(self, response: dict[str, Any]) -> Usage:
-        usage = response.get("usage")
-        if not isinstance(usage, dict):
-            return Usage()
-        uncached = int_or_none(usage.get("input_tokens"))
-        cache_read = int_or_none(usage.get("cache_read_input_tokens"))
-        cache_write = int_or_none(usage.get("cache_creation_input_tokens"))
-        # Anthropic counts cache reads and writes apart from `input_tokens`; Usage counts them in.
-        total = None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0)
-        return Usage(total, int_or_none(usage.get("output_tokens")), cache_read, cache_write)
+        return usage_with_cache_apart(
+            response, "input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens"
+        )
 
 
 class MessageStreamAssembler:

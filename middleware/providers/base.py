@@ -202,5 +202,18 @@ def plain_text(content: Any) -> str | None:
     return "\n".join(texts)
 
 
+def usage_with_cache_apart(response: dict[str, Any], fresh: str, read: str, write: str, output: str) -> Usage:
+    """`Usage` from a `usage` object that counts cache reads and writes apart from its input tokens
+    (Anthropic, Bedrock); `Usage.input_tokens` counts them in."""
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return Usage()
+    uncached = int_or_none(usage.get(fresh))
+    cache_read = int_or_none(usage.get(read))
+    cache_write = int_or_none(usage.get(write))
+    total = None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0)
+    return Usage(total, int_or_none(usage.get(output)), cache_read, cache_write)
+
+
 def int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None

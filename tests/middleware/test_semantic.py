@@ -453,6 +453,12 @@ def test_the_gateway_builds_the_semantic_cache_from_its_config(fake_provider: Ru
             "Q?",
         ),
         ("/v1/responses", {"model": "m", "input": "Q?"}, {"model": "m"}, "Q?"),
+        (
+            "/model/anthropic.claude-3-5-sonnet-20241022-v2:0/converse",
+            {"messages": [{"role": "user", "content": [{"text": "Q?"}]}], "inferenceConfig": {"maxTokens": 9}},
+            {"messages": [], "inferenceConfig": {"maxTokens": 9}},
+            "Q?",
+        ),
         ("/v1/completions", {"model": "m", "prompt": "Q?"}, {"model": "m"}, "Q?"),
     ],
 )

@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -358,6 +359,14 @@ class FakeProvider:
                 return self._responses(req)
             if path == "/v1/messages":
                 return self._messages(req)
+            if path.startswith("/model/") and path.count("/") == 3:  # Bedrock runtime
+                model_id, action = unquote(path.split("/")[2]), path.split("/")[3]
+                if not req.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 Credential="):
+                    return self._error("anthropic", 403, None, {}, message="Missing Authentication Token")
+                if action == "invoke":
+                    return self._messages(req, model=model_id)
+                if action == "converse":
+                    return self._converse(req, model_id)
             if path == "/v1beta/cachedContents":
                 return self._gemini_create_cache(req)
             if path.startswith("/v1beta/models/") and ":" in path:
@@ -758,7 +767,7 @@ class FakeProvider:
 
     # -- Anthropic messages ------------------------------------------------------------------
 
-    def _messages(self, req: RecordedRequest) -> Response:
+    def _messages(self, req: RecordedRequest, model: str | None = None) -> Response:
         body = req.json
         messages = body.get("messages") or []
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
@@ -770,7 +779,7 @@ class FakeProvider:
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n], thinking)
         n = self._next_id()
         mid = f"msg_fake{n:06d}"
-        model = str(body.get("model") or "claude-sonnet-4-6")
+        model = model or str(body.get("model") or "claude-sonnet-4-6")
         created, read = self._anthropic_cache(body)
         usage = {
             "input_tokens": max(1, answer.prompt_tokens - created - read),
@@ -899,6 +908,28 @@ class FakeProvider:
         return max(0, tokens(json.dumps(items[: breakpoints[-1]])) - read), read
 
     # -- Gemini --------------------------------------------------------------------------------
+
+    def _converse(self, req: RecordedRequest, model: str) -> Response:
+        """Bedrock `Converse`: its own shape, usage in camelCase with cache reads and writes apart."""
+        body = req.json
+        messages = body.get("messages") or []
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        last_user = _text_of(users[-1].get("content")) if users else ""
+        prompt_text = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
+        answer = self._answer({"model": model, **body}, last_user, prompt_text, [])
+        usage = {
+            "inputTokens": answer.prompt_tokens,
+            "outputTokens": answer.completion_tokens,
+            "totalTokens": answer.prompt_tokens + answer.completion_tokens,
+        }
+        return JSONResponse(
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": answer.text}]}},
+                "stopReason": "end_turn",
+                "usage": usage,
+                "metrics": {"latencyMs": 12},
+            }
+        )
 
     def _gemini_create_cache(self, req: RecordedRequest) -> Response:
         """`cachedContents.create`: 400 under the minimum size (here 1,024 tokens), like the real API."""
