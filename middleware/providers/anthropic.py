@@ -47,7 +47,7 @@ class Messages(Endpoint):
         return split_last_turn(body, "messages")
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        return b"".join(encode_event(event, event["type"]) for event in _message_events(orjson.loads(response)))
+        return b"".join(encode_event(event, event["type"]) for event in message_events(orjson.loads(response)))
 
     def usage(self, response: dict[str, Any]) -> Usage:
         return usage_with_cache_apart(
@@ -137,7 +137,7 @@ class MessageStreamAssembler:
         return orjson.dumps(final)
 
 
-def _message_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def message_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The event sequence a live stream of `final` would have sent."""
     usage = final.get("usage") or {}
     yield {"type": "message_start", "message": {**final, "content": [], "stop_reason": None, "stop_sequence": None}}

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx2
+import orjson
+import pytest
 from anthropic import AnthropicBedrock
 
 from middleware import Cache, CachingTransport
@@ -86,3 +88,73 @@ def test_the_sigv4_scope_is_the_access_key_id() -> None:
     }
     assert credential_of(signed, "") == "aws:AKIDALICE"
     assert credential_of({"authorization": "Bearer sk-1"}, "") == "sk-1"
+
+
+def test_a_streamed_invoke_is_stored_and_replayed_as_event_stream_frames(fake_provider: RunningFakeProvider) -> None:
+    cache = Cache()
+    client = bedrock(cache, fake_provider)
+
+    def streamed() -> str:
+        with client.messages.stream(model=CLAUDE, max_tokens=64, messages=QUESTION) as stream:
+            return "".join(stream.text_stream)
+
+    first, second = streamed(), streamed()
+    plain = client.messages.with_raw_response.create(model=CLAUDE, max_tokens=64, messages=QUESTION)
+
+    assert first and second == first == plain.parse().content[0].text
+    assert plain.headers["x-cache"] == "HIT"  # a stream and a JSON request share one entry
+    assert (cache.stats.misses, cache.stats.hits) == (1, 2)
+    assert fake_provider.count("/invoke-with-response-stream") == 1 and fake_provider.count("/invoke") == 0
+
+
+def test_a_cut_event_stream_is_not_stored(fake_provider: RunningFakeProvider) -> None:
+    cache = Cache()
+    client = bedrock(cache, fake_provider)
+    fake_provider.cut_stream_after(3)
+    with (
+        pytest.raises(httpx2.RemoteProtocolError),
+        client.messages.stream(model=CLAUDE, max_tokens=64, messages=QUESTION) as stream,
+    ):
+        "".join(stream.text_stream)
+    assert cache.stats.stored == 0
+    with client.messages.stream(model=CLAUDE, max_tokens=64, messages=QUESTION) as stream:
+        assert "".join(stream.text_stream)
+    assert cache.stats.stored == 1 and fake_provider.count("/invoke-with-response-stream") == 2
+
+
+def test_event_stream_frames_round_trip_whatever_the_chunking() -> None:
+    from middleware.providers.eventstream import EventStreamDecoder, encode_message
+
+    frames = encode_message({":event-type": "chunk"}, b'{"bytes":"e30="}') + encode_message({"a": "b"}, b"")
+    decoder = EventStreamDecoder()
+    messages = [m for i in range(len(frames)) for m in decoder.feed(frames[i : i + 1])]
+    assert messages == [({":event-type": "chunk"}, b'{"bytes":"e30="}'), ({"a": "b"}, b"")]
+    assert not decoder.pending
+
+
+def test_a_corrupt_frame_breaks_the_stream_so_nothing_is_stored() -> None:
+    from middleware.providers.bedrock import InvokeModel
+    from middleware.providers.eventstream import EventStreamDecoder, EventStreamError
+
+    final = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude",
+        "content": [{"type": "text", "text": "Paris."}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 2},
+    }
+    endpoint = InvokeModel()
+    frames = endpoint.render_stream(orjson.dumps(final), None)  # type: ignore[arg-type]
+    whole = endpoint.assembler(None)  # type: ignore[arg-type]
+    whole.feed(frames)
+    assert whole.complete and orjson.loads(whole.result() or b"{}")["content"] == final["content"]
+
+    corrupt = bytearray(frames)
+    corrupt[40] ^= 0xFF
+    broken = endpoint.assembler(None)  # type: ignore[arg-type]
+    broken.feed(bytes(corrupt))
+    assert not broken.complete and broken.result() is None
+    with pytest.raises(EventStreamError, match="checksum"):
+        EventStreamDecoder().feed(bytes(corrupt))

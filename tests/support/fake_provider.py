@@ -27,6 +27,7 @@ import logging
 import struct
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -365,6 +366,8 @@ class FakeProvider:
                     return self._error("anthropic", 403, None, {}, message="Missing Authentication Token")
                 if action == "invoke":
                     return self._messages(req, model=model_id)
+                if action == "invoke-with-response-stream":
+                    return self._messages(req, model=model_id, eventstream=True)
                 if action == "converse":
                     return self._converse(req, model_id)
             if path == "/v1beta/cachedContents":
@@ -767,7 +770,7 @@ class FakeProvider:
 
     # -- Anthropic messages ------------------------------------------------------------------
 
-    def _messages(self, req: RecordedRequest, model: str | None = None) -> Response:
+    def _messages(self, req: RecordedRequest, model: str | None = None, eventstream: bool = False) -> Response:
         body = req.json
         messages = body.get("messages") or []
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
@@ -815,7 +818,7 @@ class FakeProvider:
             "stop_sequence": None,
             "usage": usage,
         }
-        if not body.get("stream"):
+        if not body.get("stream") and not eventstream:
             return JSONResponse(message)
 
         events = [
@@ -871,6 +874,9 @@ class FakeProvider:
             )
         )
         events.append(_sse({"type": "message_stop"}, event="message_stop"))
+        if eventstream:  # Bedrock: each event base64'd in the `bytes` of a binary `chunk` frame
+            frames = [_aws_frame(json.loads(event.split(b"data: ", 1)[1])) for event in events]
+            return self._stream(frames, media_type="application/vnd.amazon.eventstream")
         return self._stream(events)
 
     def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:
@@ -1052,6 +1058,19 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 def _is_token_list(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, int) for v in value)
+
+
+def _aws_frame(event: dict[str, Any]) -> bytes:
+    """One AWS event-stream `chunk` message carrying `event` (the framing Bedrock streams in)."""
+    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+    fields = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+    head = b"".join(
+        struct.pack(">B", len(k)) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+        for k, v in fields.items()
+    )
+    prelude = struct.pack(">II", 16 + len(head) + len(payload), len(head))
+    body = prelude + struct.pack(">I", zlib.crc32(prelude)) + head + payload
+    return body + struct.pack(">I", zlib.crc32(body))
 
 
 def _has_cache_control(item: Any) -> bool:
