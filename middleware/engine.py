@@ -340,6 +340,9 @@ class Cache:
             return self._passthrough(route, path, "JSON body is not an object")
 
         cache_field = parsed.pop("cache", None)
+        if cache_field is not None and route.endpoint.signed_body:
+            message = "the body's cache field would change a signed body; use the x-cache-* or Cache-Control headers"
+            return Rejection(400, _error_body(message, "cache"))
         forward_body = body if cache_field is None else orjson.dumps(parsed)
         try:
             policy = parse_policy(headers, cache_field)
@@ -429,8 +432,11 @@ class Cache:
         endpoint = route.endpoint
         model = endpoint.model(route, body)
         volatile = self._volatile[endpoint.name]
+        keyed_query = key_query(query)
+        if endpoint.keyed_headers:  # settings some APIs take in headers (Bedrock's guardrails, trace, ...)
+            keyed_query += endpoint.header_key(headers)
         if self._key_builder is None:  # the hot path: no KeyRequest to build
-            digest = digest_of(endpoint.family, endpoint.name, model, route.model, key_query(query), body, volatile)
+            digest = digest_of(endpoint.family, endpoint.name, model, route.model, keyed_query, body, volatile)
         else:
             key_request = KeyRequest(
                 family=endpoint.family,
@@ -438,7 +444,7 @@ class Cache:
                 model=model,
                 target=route.model,
                 body=body,
-                query=key_query(query),
+                query=keyed_query,
                 headers=headers,
                 volatile_fields=volatile,
             )
@@ -962,7 +968,12 @@ class Recorder:
             self._body.clear()
             return
         if self._assembler is not None:
-            self._assembler.feed(chunk)
+            try:
+                self._assembler.feed(chunk)
+            except Exception:  # an assembler that cannot read the stream must not break the caller's
+                logger.debug("stream assembly failed", exc_info=True)
+                self._not_storable("stream could not be assembled")
+                return
         else:
             self._body.append(chunk)
 

@@ -97,7 +97,10 @@ def credential_of(headers: Mapping[str, str], query: str) -> str | None:
         if value:
             if value.startswith("AWS4-HMAC-SHA256 "):  # SigV4 (Bedrock): the signature changes, the key id does not
                 found = _SIGV4_KEY_ID.search(value)
-                return "aws:" + found.group(1) if found else value
+                if found is None:
+                    return value
+                # A temporary credential's session token is secret; a long-term key id alone is not.
+                return f"aws:{found.group(1)}:{headers.get('x-amz-security-token') or ''}"
             return value[7:] if value[:7].lower() == "bearer " else value
     if "key=" in query:
         for name, value in parse_qsl(query):

@@ -1,6 +1,6 @@
 from .anthropic import Messages
 from .base import Endpoint, RequestView, Route, StreamAssembler, Usage
-from .bedrock import Converse, InvokeModel
+from .bedrock import Converse, InvokeModel, InvokeModelStream
 from .gemini import EmbedContent, GenerateContent
 from .openai import ChatCompletions, Completions, Embeddings, Responses
 
@@ -15,6 +15,7 @@ DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = (
     GenerateContent(),
     EmbedContent(),
     InvokeModel(),
+    InvokeModelStream(),
     Converse(),
 )
 

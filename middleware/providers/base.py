@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -86,6 +87,10 @@ class Endpoint(ABC):
     volatile_fields: ClassVar[frozenset[str]] = frozenset()
     """Body fields, beyond the engine's defaults, that never change the answer."""
     streams: ClassVar[bool] = True
+    signed_body: ClassVar[bool] = False
+    """The body is signed (SigV4): it is never rewritten, so the body `cache` field is refused."""
+    keyed_headers: ClassVar[bool] = False
+    """Whether request headers carry settings that change the answer (see `header_key`)."""
 
     @abstractmethod
     def match(self, path: str) -> Route | None:
@@ -133,6 +138,10 @@ class Endpoint(ABC):
     def is_final(self, response: dict[str, Any]) -> bool:
         """Whether a 2xx JSON answer is the finished result (not `queued`, `in_progress`, `incomplete`)."""
         return True
+
+    def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The header settings that belong in the key (called only when `keyed_headers`)."""
+        return ()
 
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         """(the context, the text to embed) for the semantic cache: the last user turn's text, and the

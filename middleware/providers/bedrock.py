@@ -1,10 +1,14 @@
 """Amazon Bedrock runtime: InvokeModel (JSON and streamed) and Converse (JSON).
 
 Bedrock's requests are signed over their body (SigV4), so the cache keys them but never rewrites
-them; the caller's credential scope is the access key id of the signature (keys.credential_of).
+them; the caller's credential scope is the access key id of the signature, with the session token
+of temporary credentials (keys.credential_of). Settings Bedrock takes in headers (guardrails,
+trace, latency, `accept`) are part of the key. Model ids may be ARNs with `/` in them.
+
 `invoke-with-response-stream` answers in AWS's binary event-stream framing, each `chunk` event
-carrying one of the model's own stream events (Anthropic Messages events for Claude) in base64:
-it shares its key with `invoke`, is assembled into the final message, and is replayed as frames.
+carrying one of the model's own stream events in base64. Only Anthropic Messages events (Claude)
+are assembled; a stream of another model's events is not stored. Its entries are its own, apart
+from `invoke`'s, since a JSON answer of another model could not be replayed as Claude's events.
 `converse-stream` is not owned: it passes through untouched.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
@@ -33,20 +38,26 @@ from .eventstream import MEDIA_TYPE, EventStreamDecoder, EventStreamError, encod
 _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
 
 
+_KEYED_HEADERS = ("accept",)
+_KEYED_PREFIX = "x-amzn-bedrock-"
+
+
 class _BedrockEndpoint(Endpoint):
     family = "bedrock"
     operation = "chat"
-    actions: ClassVar[str]
-    """The path actions this endpoint owns, as a regex alternation."""
+    signed_body = True
+    keyed_headers = True
+    action: ClassVar[str]
 
     def __init__(self) -> None:
-        self._pattern = re.compile(r"^(?:/.*)?/model/(?P<model>[^/]+)/(?P<action>" + self.actions + r")/?$")
+        # The model id may be an ARN with `/` in it (inference profiles), sent %2F-encoded and decoded here.
+        self._pattern = re.compile(r"^(?:/.*?)?/model/(?P<model>.+?)/" + re.escape(self.action) + r"/?$")
 
     def match(self, path: str) -> Route | None:
         found = self._pattern.match(path)
         if found is None:
             return None
-        return Route(self, model=unquote(found["model"]), stream_by_path=found["action"].endswith("-stream"))
+        return Route(self, model=unquote(found["model"]), stream_by_path=self.action.endswith("-stream"))
 
     def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
         return route.stream_by_path
@@ -54,20 +65,33 @@ class _BedrockEndpoint(Endpoint):
     def model(self, route: Route, body: dict[str, Any]) -> str | None:
         return route.model
 
+    def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((k, v) for k, v in headers.items() if k in _KEYED_HEADERS or k.startswith(_KEYED_PREFIX)))
+
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return split_last_turn(body, "messages")
 
 
-class InvokeModel(_BedrockEndpoint):
-    """`/model/{modelId}/invoke` and `/invoke-with-response-stream`: the model's own body (Anthropic
-    Messages for Claude models). Both forms share entries, as Gemini's do."""
+class InvokeModel(_BedrockEndpoint, NonStreamingEndpoint):
+    """`/model/{modelId}/invoke`: the model's own body and answer (the Messages shape for Claude)."""
 
     name = "bedrock.invoke"
-    actions = "invoke|invoke-with-response-stream"
+    action = "invoke"
     _anthropic = Messages()
 
     def usage(self, response: dict[str, Any]) -> Usage:
         return self._anthropic.usage(response)  # Claude models answer in the Messages shape
+
+
+class InvokeModelStream(_BedrockEndpoint):
+    """`/model/{modelId}/invoke-with-response-stream` for Claude models: Messages events in frames."""
+
+    name = "bedrock.invoke-stream"
+    action = "invoke-with-response-stream"
+    _anthropic = Messages()
+
+    def usage(self, response: dict[str, Any]) -> Usage:
+        return self._anthropic.usage(response)
 
     def assembler(self, request: RequestView) -> InvokeStreamAssembler:
         return InvokeStreamAssembler()
@@ -86,7 +110,7 @@ class Converse(_BedrockEndpoint, NonStreamingEndpoint):
     """`/model/{modelId}/converse`: Bedrock's own model-independent chat shape."""
 
     name = "bedrock.converse"
-    actions = "converse"
+    action = "converse"
 
     def usage(self, response: dict[str, Any]) -> Usage:
         return usage_with_cache_apart(

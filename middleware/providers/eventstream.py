@@ -13,6 +13,8 @@ import zlib
 _PRELUDE = struct.Struct(">II")
 _STRING = 7
 MEDIA_TYPE = "application/vnd.amazon.eventstream"
+MAX_MESSAGE = 16 * 1024 * 1024
+"""The largest message accepted (botocore's own limit)."""
 
 
 class EventStreamError(ValueError):
@@ -30,7 +32,11 @@ def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
 
 
 class EventStreamDecoder:
-    """Feed bytes as they arrive; get back complete `(headers, payload)` messages."""
+    """Feed bytes as they arrive; get back complete `(headers, payload)` messages.
+
+    Any malformed input raises `EventStreamError`: a prelude or message checksum that does not
+    match, a message over `MAX_MESSAGE` bytes, or headers this decoder cannot read.
+    """
 
     __slots__ = ("_buffer",)
 
@@ -38,20 +44,25 @@ class EventStreamDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[tuple[dict[str, str], bytes]]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
+        view = memoryview(buffer)
         messages = []
-        while len(self._buffer) >= 12:
-            total, header_length = _PRELUDE.unpack_from(self._buffer)
-            if total < 16 + header_length:
-                raise EventStreamError("message shorter than its own headers")
-            if len(self._buffer) < total:
-                break
-            message, self._buffer = self._buffer[:total], self._buffer[total:]
-            if struct.unpack_from(">I", message, 8)[0] != zlib.crc32(message[:8]):
+        at = 0
+        while len(buffer) - at >= 12:
+            total, header_length = _PRELUDE.unpack_from(buffer, at)
+            if struct.unpack_from(">I", buffer, at + 8)[0] != zlib.crc32(view[at : at + 8]):
                 raise EventStreamError("prelude checksum mismatch")
-            if struct.unpack_from(">I", message, total - 4)[0] != zlib.crc32(message[:-4]):
+            if total > MAX_MESSAGE or total < 16 + header_length:
+                raise EventStreamError(f"message length {total} out of bounds")
+            if len(buffer) - at < total:
+                break
+            end = at + total
+            if struct.unpack_from(">I", buffer, end - 4)[0] != zlib.crc32(view[at : end - 4]):
                 raise EventStreamError("message checksum mismatch")
-            messages.append((_headers(message[12 : 12 + header_length]), message[12 + header_length : -4]))
+            headers_end = at + 12 + header_length
+            messages.append((_headers(bytes(view[at + 12 : headers_end])), bytes(view[headers_end : end - 4])))
+            at = end
+        self._buffer = buffer[at:]
         return messages
 
     @property
@@ -63,13 +74,19 @@ class EventStreamDecoder:
 def _headers(raw: bytes) -> dict[str, str]:
     headers = {}
     at = 0
-    while at < len(raw):
-        size = raw[at]
-        name = raw[at + 1 : at + 1 + size].decode()
-        at += 1 + size
-        if raw[at] != _STRING:
-            raise EventStreamError(f"header {name!r} is not a string")
-        (length,) = struct.unpack_from(">H", raw, at + 1)
-        headers[name] = raw[at + 3 : at + 3 + length].decode()
-        at += 3 + length
+    try:
+        while at < len(raw):
+            size = raw[at]
+            name = raw[at + 1 : at + 1 + size].decode()
+            at += 1 + size
+            if raw[at] != _STRING:
+                raise EventStreamError(f"header {name!r} is not a string")
+            (length,) = struct.unpack_from(">H", raw, at + 1)
+            value = raw[at + 3 : at + 3 + length]
+            if len(value) != length:
+                raise EventStreamError(f"header {name!r} is cut short")
+            headers[name] = value.decode()
+            at += 3 + length
+    except (IndexError, struct.error, UnicodeDecodeError) as error:
+        raise EventStreamError(f"unreadable headers: {error}") from None
     return headers

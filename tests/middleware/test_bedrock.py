@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
 import httpx2
 import orjson
 import pytest
@@ -86,8 +87,10 @@ def test_the_sigv4_scope_is_the_access_key_id() -> None:
         "authorization": "AWS4-HMAC-SHA256 Credential=AKIDALICE/20261127/us-east-1/bedrock/aws4_request, "
         "SignedHeaders=host, Signature=abc"
     }
-    assert credential_of(signed, "") == "aws:AKIDALICE"
-    assert credential_of({"authorization": "Bearer sk-1"}, "") == "sk-1"
+    assert credential_of(signed, "") == "aws:AKIDALICE:"
+    # a temporary credential's secret session token is part of the scope: a key id alone can be guessed
+    assert credential_of({**signed, "x-amz-security-token": "tok"}, "") == "aws:AKIDALICE:tok"
+    assert credential_of({"authorization": "Bearer ABSKbedrock-api-key"}, "") == "ABSKbedrock-api-key"
 
 
 def test_a_streamed_invoke_is_stored_and_replayed_as_event_stream_frames(fake_provider: RunningFakeProvider) -> None:
@@ -102,9 +105,10 @@ def test_a_streamed_invoke_is_stored_and_replayed_as_event_stream_frames(fake_pr
     plain = client.messages.with_raw_response.create(model=CLAUDE, max_tokens=64, messages=QUESTION)
 
     assert first and second == first == plain.parse().content[0].text
-    assert plain.headers["x-cache"] == "HIT"  # a stream and a JSON request share one entry
-    assert (cache.stats.misses, cache.stats.hits) == (1, 2)
-    assert fake_provider.count("/invoke-with-response-stream") == 1 and fake_provider.count("/invoke") == 0
+    # The stream's entry is its own: a JSON answer of another model could not be replayed as events.
+    assert plain.headers["x-cache"] == "MISS"
+    assert (cache.stats.misses, cache.stats.hits) == (2, 1)
+    assert fake_provider.count("/invoke-with-response-stream") == 1 and fake_provider.count("/invoke") == 1
 
 
 def test_a_cut_event_stream_is_not_stored(fake_provider: RunningFakeProvider) -> None:
@@ -133,7 +137,7 @@ def test_event_stream_frames_round_trip_whatever_the_chunking() -> None:
 
 
 def test_a_corrupt_frame_breaks_the_stream_so_nothing_is_stored() -> None:
-    from middleware.providers.bedrock import InvokeModel
+    from middleware.providers.bedrock import InvokeModelStream
     from middleware.providers.eventstream import EventStreamDecoder, EventStreamError
 
     final = {
@@ -145,7 +149,7 @@ def test_a_corrupt_frame_breaks_the_stream_so_nothing_is_stored() -> None:
         "stop_reason": "end_turn",
         "usage": {"input_tokens": 3, "output_tokens": 2},
     }
-    endpoint = InvokeModel()
+    endpoint = InvokeModelStream()
     frames = endpoint.render_stream(orjson.dumps(final), None)  # type: ignore[arg-type]
     whole = endpoint.assembler(None)  # type: ignore[arg-type]
     whole.feed(frames)
@@ -158,3 +162,43 @@ def test_a_corrupt_frame_breaks_the_stream_so_nothing_is_stored() -> None:
     assert not broken.complete and broken.result() is None
     with pytest.raises(EventStreamError, match="checksum"):
         EventStreamDecoder().feed(bytes(corrupt))
+
+
+def test_settings_in_headers_and_inference_profile_arns_are_keyed(fake_provider: RunningFakeProvider) -> None:
+    cache = Cache()
+    client = bedrock(cache, fake_provider)
+    profile = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20241022-v2:0"
+    guarded = {"X-Amzn-Bedrock-GuardrailIdentifier": "gr-1", "X-Amzn-Bedrock-GuardrailVersion": "1"}
+
+    answers = [
+        client.messages.with_raw_response.create(model=profile, max_tokens=64, messages=QUESTION),
+        client.messages.with_raw_response.create(model=profile, max_tokens=64, messages=QUESTION),
+        client.messages.with_raw_response.create(
+            model=profile, max_tokens=64, messages=QUESTION, extra_headers=guarded
+        ),
+    ]
+
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "MISS"]  # a guardrail is another answer
+    assert cache.telemetry.snapshot()["llm_cache_requests"][("hit", "aws.bedrock", profile, "exact")] == 1
+
+
+def test_the_body_cache_field_is_refused_on_a_signed_body(fake_provider: RunningFakeProvider) -> None:
+    client = bedrock(Cache(), fake_provider)
+    with pytest.raises(anthropic.BadRequestError, match="signed body"):
+        client.messages.create(model=CLAUDE, max_tokens=64, messages=QUESTION, extra_body={"cache": {"ttl": 60}})
+    assert fake_provider.count("/invoke") == 0  # nothing reached Bedrock, whose signature it would have broken
+
+
+def test_unreadable_frame_headers_leave_the_stream_unstored_without_failing_it() -> None:
+    import struct
+    import zlib
+
+    from middleware.providers.bedrock import InvokeStreamAssembler
+
+    header = b"\x02\xff\xfe\x07\x00\x01x"  # a name that is not UTF-8
+    prelude = struct.pack(">II", 16 + len(header), len(header))
+    body = prelude + struct.pack(">I", zlib.crc32(prelude)) + header
+    frame = body + struct.pack(">I", zlib.crc32(body))
+    assembler = InvokeStreamAssembler()
+    assembler.feed(frame)  # no exception reaches the caller's stream
+    assert not assembler.complete and assembler.result() is None

@@ -360,8 +360,9 @@ class FakeProvider:
                 return self._responses(req)
             if path == "/v1/messages":
                 return self._messages(req)
-            if path.startswith("/model/") and path.count("/") == 3:  # Bedrock runtime
-                model_id, action = unquote(path.split("/")[2]), path.split("/")[3]
+            if path.startswith("/model/"):  # Bedrock runtime; a model id may be an ARN with `/` in it
+                model_id, _, action = path[len("/model/") :].rpartition("/")
+                model_id = unquote(model_id)
                 if not req.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 Credential="):
                     return self._error("anthropic", 403, None, {}, message="Missing Authentication Token")
                 if action == "invoke":
