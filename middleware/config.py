@@ -188,7 +188,6 @@ class RedisIndexConfig(_Model):
     prefix: str = "llm-cache:semantic:"
 
 
-_SEMANTIC_TAGS = ("local", "sentence-transformers", "openai", "memory", "redis")
 EmbedderConfig = Annotated[LocalEmbedderConfig | OpenAIEmbedderConfig, Field(discriminator="type")]
 IndexConfig = Annotated[MemoryIndexConfig | RedisIndexConfig, Field(discriminator="type")]
 
@@ -817,13 +816,27 @@ def _describe(error: ValidationError, where: str, dialect: str) -> str:
     return head + ":\n  " + "\n  ".join(lines) if len(lines) > 1 else f"{head}: {lines[0]}"
 
 
+def _tags(union: Any) -> frozenset[str]:
+    """The `type` values that pick the members of a tagged union of config models."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return frozenset(tag for member in members for tag in typing.get_args(member.model_fields["type"].annotation))
+
+
+_UNION_TAGS: dict[Any, frozenset[str]] = {
+    "store": frozenset(STORE_TYPES),
+    "l1": frozenset(STORE_TYPES),
+    "l2": frozenset(STORE_TYPES),
+    "embedder": _tags(EmbedderConfig),
+    "index": _tags(IndexConfig),
+}
+"""Field name -> the union tags that pydantic puts after it in an error's location."""
+
+
 def _without_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """`cache.store.redis.port` -> `cache.store.port`: the union tag is not a key in the file."""
     out: list[Any] = []
     for i, part in enumerate(loc):
-        if i and loc[i - 1] in ("store", "l1", "l2") and part in STORE_TYPES:
-            continue
-        if i and loc[i - 1] in ("embedder", "index") and part in _SEMANTIC_TAGS:
+        if i and part in _UNION_TAGS.get(loc[i - 1], ()):
             continue
         out.append(part)
     return tuple(out)

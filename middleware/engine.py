@@ -577,20 +577,20 @@ class Cache:
 
     async def _poll(self, request: CacheRequest) -> Entry | None:
         """The usable entry for `request` another pod may have stored (store errors propagate)."""
-        return await self._entry_at(request.key, request.policy)
+        entry = await self._stored(request.key)
+        return entry if entry is not None and self._fresh_enough(entry, request.policy) else None
 
-    async def _entry_at(self, key: str, policy: Policy) -> Entry | None:
-        """The usable entry stored under `key`, if any (store errors propagate)."""
+    async def _stored(self, key: str) -> Entry | None:
+        """The readable entry stored under `key`, if any, whatever its age (store errors propagate).
+        An unreadable one is left for the next exact read of the key, which deletes it."""
         data = await self.store.get(key)
         if data is None:
             return None
         try:
             entry = unpack(data)
         except EntryError:
-            return None  # the next exact read of the key deletes it
-        if entry.fingerprint != key or not self._fresh_enough(entry, policy):
             return None
-        return entry
+        return entry if entry.fingerprint == key else None
 
     # -- semantic lookup ------------------------------------------------------------------------
 
@@ -624,15 +624,11 @@ class Cache:
             return None
         for match in matches:
             try:
-                data = await self.store.get(match.key)
+                entry = await self._stored(match.key)
             except Exception as error:
                 self._store_failed("get", error)
                 return None
-            try:
-                entry = unpack(data) if data is not None else None
-            except EntryError:
-                entry = None
-            if entry is None or entry.fingerprint != match.key:  # gone from the store: so is its row
+            if entry is None:  # gone from the store: so is its row
                 await self._forget(match.key)
                 continue
             if not self._fresh_enough(entry, request.policy):

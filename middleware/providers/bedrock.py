@@ -38,6 +38,7 @@ from .eventstream import MEDIA_TYPE, EventStreamDecoder, EventStreamError, encod
 _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
 
 
+_MESSAGES = Messages()
 _KEYED_HEADERS = ("accept",)
 _KEYED_PREFIX = "x-amzn-bedrock-"
 
@@ -71,16 +72,15 @@ class _BedrockEndpoint(Endpoint):
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return split_last_turn(body, "messages")
 
+    def usage(self, response: dict[str, Any]) -> Usage:
+        return _MESSAGES.usage(response)  # InvokeModel on Claude models answers in the Messages shape
+
 
 class InvokeModel(_BedrockEndpoint, NonStreamingEndpoint):
     """`/model/{modelId}/invoke`: the model's own body and answer (the Messages shape for Claude)."""
 
     name = "bedrock.invoke"
     action = "invoke"
-    _anthropic = Messages()
-
-    def usage(self, response: dict[str, Any]) -> Usage:
-        return self._anthropic.usage(response)  # Claude models answer in the Messages shape
 
 
 class InvokeModelStream(_BedrockEndpoint):
@@ -88,10 +88,6 @@ class InvokeModelStream(_BedrockEndpoint):
 
     name = "bedrock.invoke-stream"
     action = "invoke-with-response-stream"
-    _anthropic = Messages()
-
-    def usage(self, response: dict[str, Any]) -> Usage:
-        return self._anthropic.usage(response)
 
     def assembler(self, request: RequestView) -> InvokeStreamAssembler:
         return InvokeStreamAssembler()
