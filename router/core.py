@@ -513,9 +513,11 @@ class Router:
 
 def _count(value: Any) -> int:
     """A token count from the request (``max_tokens``), or 0 when it is not a usable number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool):
         return 0
-    return max(0, int(value))
+    if isinstance(value, int):
+        return max(0, value)
+    return max(0, int(value)) if isinstance(value, float) and math.isfinite(value) else 0
 
 
 __all__ = ["Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]

@@ -217,7 +217,7 @@ class FakeProvider:
 
     def start(self, deadline: float = 10.0) -> FakeProvider:
         app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "POST"])])
-        sock = socket.socket()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on accept
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]

@@ -44,7 +44,7 @@ HEADER_NAMES = st.sampled_from(["retry-after", "retry-after-ms"])
 HOSTILE_HEADERS = st.dictionaries(HEADER_NAMES, header_text, min_size=1)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(headers=st.dictionaries(HEADER_NAMES, st.text(), min_size=1) | HOSTILE_HEADERS, cap=st.floats(0, 1e6))
 @example(headers={"retry-after": "inf"}, cap=300.0)
 @example(headers={"retry-after-ms": "nan"}, cap=300.0)
@@ -113,7 +113,7 @@ def run(router: Router, clock: FakeClock, answer: Any) -> tuple[Any, list[float]
             reply = answer()
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(headers=HOSTILE_HEADERS, status=st.sampled_from([429, 503]))
 def test_provider_times_never_exceed_the_caps_anywhere(headers: dict[str, str], status: int) -> None:
     clock = FakeClock()
