@@ -1031,7 +1031,11 @@ class Recorder:
 
     def _entry(self, exhausted: bool) -> Entry | None:
         if self._assembler is not None:
-            body = self._assembler.result()
+            try:
+                body = self._assembler.result()
+            except Exception:  # a stream of odd shapes must not break the caller's response
+                logger.debug("stream assembly failed", exc_info=True)
+                body = None
             from_stream = True
             if body is None:
                 self._why = "stream incomplete: no terminal event" if exhausted else "caller closed the stream early"

@@ -109,8 +109,10 @@ class GenerateContent(_GeminiEndpoint):
         for index, candidate in enumerate(candidates):
             where = f"`candidates[{index}]"
             content = candidate.get("content")
-            reason = not_a(str, candidate.get("finishReason"), f"{where}.finishReason`") or not_a(
-                dict, content, f"{where}.content`", optional=True
+            reason = (
+                not_a(str, candidate.get("finishReason"), f"{where}.finishReason`")
+                or not_a(int, candidate.get("index", 0), f"{where}.index`")
+                or not_a(dict, content, f"{where}.content`", optional=True)
             )
             if reason is None and content is not None:
                 reason = objects(content.get("parts"), f"{where}.content.parts`", optional=True)

@@ -247,8 +247,11 @@ def _choices_invalid(response: dict[str, Any], choice_invalid: Any) -> str | Non
     if reason is not None:
         return reason
     for index, choice in enumerate(choices):
-        reason = choice_invalid(choice, f"`choices[{index}]") or not_a(
-            str, choice.get("finish_reason"), f"`choices[{index}].finish_reason`", optional=True
+        reason = (
+            choice_invalid(choice, f"`choices[{index}]")
+            or not_a(int, choice.get("index", 0), f"`choices[{index}].index`")
+            or not_a(dict, choice.get("logprobs"), f"`choices[{index}].logprobs`", optional=True)
+            or not_a(str, choice.get("finish_reason"), f"`choices[{index}].finish_reason`", optional=True)
         )
         if reason is not None:
             return reason
@@ -259,9 +262,31 @@ def _chat_choice_invalid(choice: dict[str, Any], where: str) -> str | None:
     message = choice.get("message")
     if not isinstance(message, dict):
         return not_a(dict, message, f"{where}.message`")
-    return not_a((str, list), message.get("content"), f"{where}.message.content`", optional=True) or objects(
-        message.get("tool_calls"), f"{where}.message.tool_calls`", optional=True
+    calls = message.get("tool_calls")
+    reason = not_a((str, list), message.get("content"), f"{where}.message.content`", optional=True) or objects(
+        calls, f"{where}.message.tool_calls`", optional=True
     )
+    for index, call in enumerate(calls if reason is None and calls else ()):
+        reason = _tool_call_invalid(call, f"{where}.message.tool_calls[{index}]")
+        if reason is not None:
+            break
+    return reason
+
+
+def _tool_call_invalid(call: dict[str, Any], where: str) -> str | None:
+    """What a stream's tool-call deltas carry (`_merge_tool_calls`): string id and type, and a
+    `function` of string name and arguments."""
+    function = call.get("function")
+    reason = (
+        not_a(str, call.get("id"), f"{where}.id`", optional=True)
+        or not_a(str, call.get("type"), f"{where}.type`", optional=True)
+        or not_a(dict, function, f"{where}.function`", optional=True)
+    )
+    if reason is None and function is not None:
+        reason = not_a(str, function.get("name"), f"{where}.function.name`", optional=True) or not_a(
+            str, function.get("arguments"), f"{where}.function.arguments`", optional=True
+        )
+    return reason
 
 
 def _completion_choice_invalid(choice: dict[str, Any], where: str) -> str | None:
