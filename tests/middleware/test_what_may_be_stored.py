@@ -373,3 +373,27 @@ def test_a_gemini_cached_content_the_caller_names_is_cached_under_its_name(
         answers = [GENERATE.but(cachedContent=name).send(http) for name in (names[0], names[0], names[1])]
     assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "MISS"]
     assert answers[0].headers["x-cache-key"] != answers[2].headers["x-cache-key"]
+
+
+UNROUTED = [
+    "/v1/threads/thread_abc/runs",
+    "/v1/threads/runs",
+    "/v1/assistants",
+    "/v1/conversations/conv_abc/items",
+    "/v1/responses/resp_abc/cancel",
+    "/v1/chat/completions/chatcmpl-abc",
+    "/v1/messages/count_tokens",
+    "/v1/messages/batches",
+    "/v1beta/interactions",
+]
+
+
+@pytest.mark.parametrize("path", UNROUTED)
+def test_stateful_apis_are_not_even_routed(fake_provider_session: RunningFakeProvider, path: str) -> None:
+    """Assistants, threads, conversations, stored completions, batches: no adapter owns them."""
+    cache = Cache()
+    with client(cache, fake_provider_session) as http:
+        answers = [Call(path, {"model": "gpt-4o-mini"}, OPENAI).send(http) for _ in range(2)]
+    assert all("x-cache" not in a.headers for a in answers)
+    assert fake_provider_session.count() == 2
+    assert cache.stats.as_dict() == Cache().stats.as_dict()
