@@ -1035,7 +1035,8 @@ class Recorder:
                 body = self._assembler.result()
             except Exception:  # a stream of odd shapes must not break the caller's response
                 logger.debug("stream assembly failed", exc_info=True)
-                body = None
+                self._why = "stream could not be assembled"
+                return None
             from_stream = True
             if body is None:
                 self._why = "stream incomplete: no terminal event" if exhausted else "caller closed the stream early"
