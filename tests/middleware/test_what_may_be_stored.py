@@ -397,3 +397,17 @@ def test_stateful_apis_are_not_even_routed(fake_provider_session: RunningFakePro
     assert all("x-cache" not in a.headers for a in answers)
     assert fake_provider_session.count() == 2
     assert cache.stats.as_dict() == Cache().stats.as_dict()
+
+
+def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stored(
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    """Choices numbered 0 and null: the assembler fails at the end, after the caller had every byte."""
+    chunk = {"id": "c", "object": "chat.completion.chunk"}
+    stream = _sse(
+        (None, {**chunk, "choices": [{"index": 0, "delta": {"content": "Pa"}, "finish_reason": "stop"}]}),
+        (None, {**chunk, "choices": [{"index": None, "delta": {"content": "ris"}, "finish_reason": "stop"}]}),
+        (None, "[DONE]"),
+    )
+    cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream")
+    assert not_stored_reasons(cache) == {"stream"}
