@@ -358,6 +358,8 @@ class Cache:
             bypass = "opt-in mode and the request did not ask for the cache"
         elif policy.use_cache is False:
             bypass = "the request asked not to use the cache"
+        else:
+            bypass = endpoint.server_state(route, headers, parsed)
         captured = False
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
             capture = endpoint.capture_body(parsed)
@@ -484,6 +486,7 @@ class Cache:
     async def _lookup(self, request: CacheRequest) -> Lookup:
         if request.bypass is not None:
             self.stats.bypasses += 1
+            logger.debug("CACHE BYPASS path=%s reason=%s", request.path, request.bypass)
             return Lookup(Outcome.BYPASS)
         policy = request.policy
         if policy.no_cache:
@@ -1028,7 +1031,12 @@ class Recorder:
 
     def _entry(self, exhausted: bool) -> Entry | None:
         if self._assembler is not None:
-            body = self._assembler.result()
+            try:
+                body = self._assembler.result()
+            except Exception:  # a stream of odd shapes must not break the caller's response
+                logger.debug("stream assembly failed", exc_info=True)
+                self._why = "stream could not be assembled"
+                return None
             from_stream = True
             if body is None:
                 self._why = "stream incomplete: no terminal event" if exhausted else "caller closed the stream early"
@@ -1039,17 +1047,10 @@ class Recorder:
                 return None
             body = b"".join(self._body)
             from_stream = False
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                self._why = "response is not valid JSON"
-                return None
-            if not isinstance(parsed, dict):
-                self._why = "response is not a JSON object"
-                return None
-            if not self._request.endpoint.is_final(parsed):
-                self._why = "response is not final (queued, in progress or incomplete)"
-                return None
+        # Only a success of the endpoint's own shape, that replays as JSON and as a stream, is kept.
+        self._why = self._request.endpoint.unstorable(body, self._request.view())
+        if self._why is not None:
+            return None
         return Entry(self._request.key, time.time(), self._status, body, from_stream)
 
 

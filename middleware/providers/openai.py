@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any, ClassVar
 
@@ -17,6 +17,9 @@ from .base import (
     Usage,
     int_or_none,
     loads_object,
+    not_a,
+    numbers,
+    objects,
     split_last_turn,
 )
 from .sse import SSEDecoder, encode_event
@@ -48,6 +51,11 @@ class _OpenAIEndpoint(Endpoint):
             return Route(self, model=azure.group("deployment"))
         if self._generic.match(path):
             return Route(self)
+        return None
+
+    def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+        if body.get("store") is True:
+            return "`store: true` asks the provider to keep this call"
         return None
 
     def usage(self, response: dict[str, Any]) -> Usage:
@@ -148,6 +156,9 @@ class ChatCompletions(_ChunkStreamEndpoint):
         split = split_last_turn(body, "messages")
         return None if split is None or "name" in body["messages"][-1] else split
 
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        return _choices_invalid(response, _chat_choice_invalid)
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         final = orjson.loads(response)
         bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -187,6 +198,9 @@ class Completions(_ChunkStreamEndpoint):
             return None
         return {k: v for k, v in body.items() if k != "prompt"}, prompt
 
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        return _choices_invalid(response, _completion_choice_invalid)
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         final = orjson.loads(response)
         bodies = []
@@ -207,6 +221,76 @@ class Embeddings(_OpenAIEndpoint, NonStreamingEndpoint):
     name = "embeddings"
     operation = "embeddings"
     suffix = "embeddings"
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        data: Any = response.get("data")
+        reason = objects(data, "`data`", empty=False) or _usage_invalid(response)
+        if reason is not None:
+            return reason
+        for index, item in enumerate(data):
+            vector = item.get("embedding")
+            if not isinstance(vector, str):  # `encoding_format: base64` answers a string
+                reason = numbers(vector, f"`data[{index}].embedding`")
+                if reason is not None:
+                    return reason
+        return None
+
+
+def _usage_invalid(response: dict[str, Any]) -> str | None:
+    return not_a(dict, response.get("usage"), "`usage`", optional=True)
+
+
+def _choices_invalid(response: dict[str, Any], choice_invalid: Any) -> str | None:
+    """`choices` is a non-empty list of objects, each readable by `choice_invalid`, and `usage` an object."""
+    choices: Any = response.get("choices")
+    reason = objects(choices, "`choices`", empty=False) or _usage_invalid(response)
+    if reason is not None:
+        return reason
+    for index, choice in enumerate(choices):
+        reason = (
+            choice_invalid(choice, f"`choices[{index}]")
+            or not_a(int, choice.get("index", 0), f"`choices[{index}].index`")
+            or not_a(dict, choice.get("logprobs"), f"`choices[{index}].logprobs`", optional=True)
+            or not_a(str, choice.get("finish_reason"), f"`choices[{index}].finish_reason`", optional=True)
+        )
+        if reason is not None:
+            return reason
+    return None
+
+
+def _chat_choice_invalid(choice: dict[str, Any], where: str) -> str | None:
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        return not_a(dict, message, f"{where}.message`")
+    calls = message.get("tool_calls")
+    reason = not_a((str, list), message.get("content"), f"{where}.message.content`", optional=True) or objects(
+        calls, f"{where}.message.tool_calls`", optional=True
+    )
+    for index, call in enumerate(calls if reason is None and calls else ()):
+        reason = _tool_call_invalid(call, f"{where}.message.tool_calls[{index}]")
+        if reason is not None:
+            break
+    return reason
+
+
+def _tool_call_invalid(call: dict[str, Any], where: str) -> str | None:
+    """What a stream's tool-call deltas carry (`_merge_tool_calls`): string id and type, and a
+    `function` of string name and arguments."""
+    function = call.get("function")
+    reason = (
+        not_a(str, call.get("id"), f"{where}.id`", optional=True)
+        or not_a(str, call.get("type"), f"{where}.type`", optional=True)
+        or not_a(dict, function, f"{where}.function`", optional=True)
+    )
+    if reason is None and function is not None:
+        reason = not_a(str, function.get("name"), f"{where}.function.name`", optional=True) or not_a(
+            str, function.get("arguments"), f"{where}.function.arguments`", optional=True
+        )
+    return reason
+
+
+def _completion_choice_invalid(choice: dict[str, Any], where: str) -> str | None:
+    return not_a(str, choice.get("text"), f"{where}.text`")
 
 
 def _chunk_stream(
@@ -344,6 +428,10 @@ class CompletionStreamAssembler(_ChunkStreamAssembler):
 # -- Responses API ------------------------------------------------------------------------------
 
 _RESPONSE_BROKEN = frozenset({"response.failed", "response.incomplete", "error"})
+_RESPONSE_STATE_FIELDS = ("previous_response_id", "conversation")
+"""Request fields that name a conversation the provider keeps (the semantic path skips them too)."""
+_ITEM_LISTS = {"message": ("content",), "reasoning": ("summary", "content")}
+"""The lists of parts an output item's replay walks (`_item_events`), by item type."""
 
 
 class Responses(_OpenAIEndpoint):
@@ -358,7 +446,7 @@ class Responses(_OpenAIEndpoint):
         return ResponsesStreamAssembler()
 
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-        if "previous_response_id" in body or "conversation" in body:
+        if any(field in body for field in _RESPONSE_STATE_FIELDS):
             return None  # the context lives on the server: nothing here says it is the same
         given = body.get("input")
         if isinstance(given, str):
@@ -367,6 +455,37 @@ class Responses(_OpenAIEndpoint):
 
     def is_final(self, response: dict[str, Any]) -> bool:
         return response.get("status", "completed") == "completed"
+
+    def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+        for field in _RESPONSE_STATE_FIELDS:
+            if body.get(field) is not None:
+                return f"`{field}` names state the provider holds"
+        prompt = body.get("prompt")
+        if isinstance(prompt, dict) and prompt.get("version") is None:
+            return "`prompt` without a version uses the template's current version"
+        tools = body.get("tools")
+        if isinstance(tools, list):
+            for tool in tools:
+                if isinstance(tool, dict) and (
+                    tool.get("type") == "file_search"
+                    or (tool.get("type") == "code_interpreter" and isinstance(tool.get("container"), str))
+                ):
+                    return f"the {tool['type']} tool reads a store or container the provider holds"
+        return super().server_state(route, headers, body)
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        output: Any = response.get("output")
+        reason = objects(output, "`output`") or _usage_invalid(response)
+        if reason is not None:
+            return reason
+        for index, item in enumerate(output):
+            kind = item.get("type")
+            fields = _ITEM_LISTS.get(kind, ()) if isinstance(kind, str) else ()
+            for field in fields:
+                reason = objects(item.get(field), f"`output[{index}].{field}`", optional=True)
+                if reason is not None:
+                    return reason
+        return None
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         return b"".join(encode_event(event, event["type"]) for event in _response_events(orjson.loads(response)))

@@ -343,8 +343,9 @@ async def test_a_streaming_response_is_stored_even_when_starlette_cancels_its_ta
         calls += 1
 
         async def body() -> Any:
+            choice = {"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}
             yield json.dumps(
-                {"id": f"c{calls}", "object": "chat.completion", "created": 1, "model": "m", "choices": []}
+                {"id": f"c{calls}", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
             ).encode()
 
         return StreamingResponse(body(), media_type="application/json")
