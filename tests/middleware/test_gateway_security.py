@@ -5,6 +5,7 @@ headers, and the management API never answers 500.
 Every test runs the gateway on a real uvicorn server in front of the fake provider.
 """
 
+# ruff: noqa: F811 (the gateway fixtures are imported from test_gateway)
 from __future__ import annotations
 
 import http.client
@@ -17,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import anthropic
 import httpx2
 import openai
+import orjson
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -86,8 +88,6 @@ def based_gateway(fake_provider: RunningFakeProvider, gateway_factory: Callable[
 def test_paths_that_could_leave_the_upstream_are_refused_before_forwarding(
     based_gateway: Gateway, fake_provider: RunningFakeProvider, path: str
 ) -> None:
-    import orjson
-
     status, _, body = raw_request(based_gateway.url, "POST", path, orjson.dumps(BODY), {"authorization": "Bearer sk-a"})
     assert status == 400, (path, status, body)
     assert "refused" in orjson.loads(body)["error"]["message"]
@@ -95,8 +95,6 @@ def test_paths_that_could_leave_the_upstream_are_refused_before_forwarding(
 
 
 def test_a_clean_path_goes_under_the_base_path(based_gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
-    import orjson
-
     status, _, _ = raw_request(
         based_gateway.url, "POST", "/v1/files/a%23b%3Fc?purpose=x#frag", orjson.dumps(BODY), {"x-api-key": "k"}
     )
@@ -109,6 +107,7 @@ def test_a_clean_path_goes_under_the_base_path(based_gateway: Gateway, fake_prov
 
 
 BASE = "http://upstream.test/some/base/v1"
+TRICKY_SEGMENTS = [".", "..", "%2e", "%2E%2e", "%252e", "..%2f", "%5c", "\\", "", ";", "%00", "%2f", "?", "#"]
 
 
 @settings(max_examples=3000, deadline=None)
@@ -224,6 +223,9 @@ def test_management_keeps_its_admin_key(keyed_gateway: Gateway) -> None:
     assert keyed_gateway.admin("GET", "/cache/stats", key=GATEWAY_KEY).status_code == 403
 
 
+DEPLOYMENT_KEY = KEY = "sk-dep"
+
+
 def litellm_config(tmp_path: Path, fake: RunningFakeProvider, general: dict[str, Any]) -> Path:
     data = {
         "model_list": [
@@ -237,7 +239,7 @@ def litellm_config(tmp_path: Path, fake: RunningFakeProvider, general: dict[str,
             },
             {
                 "model_name": "second-model",
-                "litellm_params": {"model": "openai/gpt-4o", "api_base": fake.openai_base_url, "api_key": "sk-dep"},
+                "litellm_params": {"model": "openai/gpt-4o", "api_base": fake.openai_base_url, "api_key": KEY},
             },
         ],
         "litellm_settings": {"cache": True, "cache_params": {"type": "local"}},
@@ -307,8 +309,6 @@ def header_count(headers: list[tuple[str, str]], name: str) -> int:
 
 
 def test_one_date_and_one_server_header_on_misses_and_hits(gateway: Gateway) -> None:
-    import orjson
-
     for expected in ("MISS", "HIT"):
         status, headers, _ = raw_request(
             gateway.url, "POST", "/v1/chat/completions", orjson.dumps(BODY), {"authorization": "Bearer sk-a"}
@@ -320,8 +320,6 @@ def test_one_date_and_one_server_header_on_misses_and_hits(gateway: Gateway) -> 
 def test_hop_by_hop_and_connection_named_headers_are_dropped_both_ways(
     gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
-    import orjson
-
     fake_provider.fail_next(
         1, status=500, headers={"connection": "x-upstream-hop", "x-upstream-hop": "1", "keep-alive": "timeout=5"}
     )
