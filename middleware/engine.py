@@ -35,6 +35,7 @@ from .keys import (
     DEFAULT_NAMESPACE,
     KeyBuilder,
     KeyRequest,
+    _memo_hash,
     compose_key,
     default_digest,
     digest_of,
@@ -60,6 +61,9 @@ logger = logging.getLogger("middleware")
 
 CACHE_HEADER = "x-cache"
 KEY_HEADER = "x-cache-key"
+UPSTREAM_HEADER = "x-llm-cache-upstream"
+"""Set by the adapters that know the upstream (gateway, transports), never by callers: the upstream URL
+(scheme, host, port, path; no query), which the key then includes."""
 _RAW_CACHE_HEADER = CACHE_HEADER.encode("latin-1")
 _RAW_KEY_HEADER = KEY_HEADER.encode("latin-1")
 _RAW_MATCH_HEADER = b"x-cache-match"
@@ -157,6 +161,11 @@ class CacheStats:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+def upstream_name(url: Any) -> str:
+    """How an httpx URL names its upstream in `UPSTREAM_HEADER`: `scheme://host:port/path`, no query."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.partition(b'?')[0].decode('ascii')}"
 
 
 @dataclass(slots=True)
@@ -451,6 +460,9 @@ class Cache:
                 volatile_fields=volatile,
             )
             digest = str(self._key_builder(key_request, default_digest))
+        upstream = headers.get(UPSTREAM_HEADER)
+        if upstream:  # the answers of two upstream URLs never mix
+            digest = f"u{_memo_hash(upstream, self._scopes)}.{digest}"
         scope = scope_of(self.settings.scope, headers, query, self._scopes)
         return compose_key(self.settings.key_prefix, namespace, scope, digest)
 

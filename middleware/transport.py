@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import httpx
 import httpx2
 
-from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts
+from .engine import UPSTREAM_HEADER, Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts, upstream_name
 from .loop_thread import LoopThread
 from .providers import Route
 
@@ -50,7 +50,9 @@ def _answer(lib: Any, parts: ResponseParts) -> Any:
 
 
 def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
-    return cache.prepare_route(route, request.method, request.url.path, _query(request), _plain_headers(request), body)
+    headers = _plain_headers(request)
+    headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
+    return cache.prepare_route(route, request.method, request.url.path, _query(request), headers, body)
 
 
 def _bypassed(response: Any, passthrough: Passthrough) -> Any:
