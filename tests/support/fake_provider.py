@@ -180,6 +180,7 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._failures: list[_Failure] = []
         self._cut_after: int | None = None
+        self._scripted: list[list[bytes]] = []
         self._delay = 0.0
         self._held = False
         self._waiters: list[_Held] = []
@@ -229,6 +230,7 @@ class FakeProvider:
             self._requests.clear()
             self._failures.clear()
             self._cut_after = None
+            self._scripted.clear()
             self._delay = 0.0
             self._seen_prefixes.clear()
             self.cached_contents.clear()
@@ -240,6 +242,20 @@ class FakeProvider:
         """The next `n` requests get `status` with `body` (default: a provider-shaped error)."""
         with self._lock:
             self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
+
+    def stream_next(self, events: Iterable[Any]) -> None:
+        """The next request is answered with exactly these server-sent events: each a JSON-able object
+        (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`."""
+        encoded = []
+        for event in events:
+            if isinstance(event, tuple):
+                encoded.append(_sse(event[1], event[0]))
+            elif event == "[DONE]":
+                encoded.append(b"data: [DONE]\n\n")
+            else:
+                encoded.append(_sse(event))
+        with self._lock:
+            self._scripted.append(encoded)
 
     def cut_stream_after(self, n_events: int) -> None:
         """The next streamed response drops the connection after `n_events`, without its end."""
@@ -320,6 +336,7 @@ class FakeProvider:
             self._in_flight += 1
             self._changed.notify_all()
             failure = self._failures.pop(0) if self._failures else None
+            scripted = self._scripted.pop(0) if self._scripted and failure is None else None
             held = self._held
             delay = self._delay
             waiter: _Held | None = None
@@ -334,6 +351,8 @@ class FakeProvider:
             family = family_of(path)
             if failure is not None:
                 return self._error(family, failure.status, failure.body, failure.headers)
+            if scripted is not None:
+                return self._stream(scripted)
             forced = record.headers.get("x-fake-status")
             if forced and forced.isdigit() and int(forced) >= 400:
                 return self._error(family, int(forced), None, {})
