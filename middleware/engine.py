@@ -49,7 +49,7 @@ from .native import REFUSALS, CachedContent, CachedContents, PromptCaching, Side
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
-from .stores.base import LockingStore, Store
+from .stores.base import LockingStore, Store, StoreError
 from .stores.memory import MemoryStore
 from .telemetry import Call, Telemetry
 
@@ -283,6 +283,7 @@ class Cache:
         """Semantic indexing that nobody waits for (answers to refreshes), kept until done."""
         self.store: Store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
+        _check_prefixes(self.store, self.settings.key_prefix)
         self.telemetry.watch_store(self.store)
         self.endpoints = endpoints
         self.stats = CacheStats()
@@ -1051,6 +1052,19 @@ class Recorder:
                 self._why = "response is not final (queued, in progress or incomplete)"
                 return None
         return Entry(self._request.key, time.time(), self._status, body, from_stream)
+
+
+def _check_prefixes(store: Store, key_prefix: str) -> None:
+    """Refuse, when the cache is built, a `key_prefix` whose clears the store could not honour
+    (memcached cannot scan keys: it clears only `:`-terminated prefixes of a few segments)."""
+    check = getattr(store, "check_prefix", None)
+    if check is None:
+        return
+    for prefix in (key_prefix, namespace_prefix(key_prefix, DEFAULT_NAMESPACE)):
+        try:
+            check(prefix)
+        except StoreError as error:
+            raise ValueError(f"key_prefix {key_prefix!r} does not fit the {store.name} store: {error}") from None
 
 
 class _LowerHeaders(dict[str, str]):

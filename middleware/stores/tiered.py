@@ -177,6 +177,13 @@ class TieredStore:
         if self.bus is not None:
             await self.bus.publish(self.channel, msgpack.packb((self.origin, op, arg)))
 
+    def check_prefix(self, prefix: str) -> None:
+        """Both levels' rules for the prefixes `clear` may be given."""
+        for level in (self.l1, self.l2):
+            check = getattr(level, "check_prefix", None)
+            if check is not None:
+                check(prefix)
+
     # -- protocol -----------------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
