@@ -462,11 +462,21 @@ class Cache:
         method: str = "POST",
     ) -> str:
         """The key a request would be stored under, computed ahead of time (for targeted deletes)."""
+        return self._prepared(path, body, headers, query, method).key
+
+    def _prepared(
+        self,
+        path: str,
+        body: bytes | Mapping[str, Any],
+        headers: Mapping[str, str] | None,
+        query: str,
+        method: str = "POST",
+    ) -> CacheRequest:
         raw = body if isinstance(body, bytes) else orjson.dumps(dict(body))
         prepared = self.prepare(method, path, query, _LowerHeaders(headers or {}), raw)
         if not isinstance(prepared, CacheRequest):
             raise ValueError(f"not a cacheable LLM request: {path!r}")
-        return prepared.key
+        return prepared
 
     # -- 2. lookup ----------------------------------------------------------------------------
 
@@ -821,10 +831,21 @@ class Cache:
     async def delete_request(
         self, path: str, body: bytes | Mapping[str, Any], headers: Mapping[str, str] | None = None, query: str = ""
     ) -> str:
-        """Delete the entry a request would hit; returns its key."""
-        key = self.key_for(path, body, headers, query)
-        await self.store.delete(key)
-        return key
+        """Delete the entry a request would hit, exactly or by meaning; returns its exact key.
+
+        With a semantic cache, the stored answers to similar prompts that would be served for this
+        request are deleted too (and their index rows), so no hit of any kind survives the call."""
+        request = self._prepared(path, body, headers, query)
+        await self.store.delete(request.key)
+        if self.semantic is not None:
+            await self._forget(request.key)
+            meaning = await self._meaning(request)
+            if meaning is None:
+                return request.key
+            for match in await self.semantic.matches(meaning.context, meaning.text, meaning.vector):
+                await self.store.delete(match.key)
+                await self._forget(match.key)
+        return request.key
 
     async def clear(self, namespace: str | None = None) -> None:
         """Remove one namespace's entries, or every entry under this cache's key prefix."""
