@@ -962,6 +962,12 @@ class Recorder:
             upstream = [(k, v) for k, v in upstream if k.lower() != "content-length"]
         return upstream + Cache.miss_headers(self._request, self._lookup)
 
+    @property
+    def complete(self) -> bool:
+        """The stream's terminal event has been recorded: the answer can be stored now, before the
+        caller reads on (an SDK may stop reading at the terminal event and never close the stream)."""
+        return not self._done and self._assembler is not None and self._assembler.complete
+
     def feed(self, chunk: bytes) -> bytes:
         """Record one upstream chunk; returns the bytes to pass on to the caller."""
         forward = chunk if self._filter is None else self._filter.feed(chunk)

@@ -192,6 +192,48 @@ def test_a_stream_the_caller_abandons_is_not_stored(fake_provider: Any) -> None:
     assert ask(client).headers["x-cache"] == "MISS"
 
 
+@pytest.mark.parametrize("lib", [httpx2, httpx])
+def test_a_stream_is_stored_at_its_terminal_event_whatever_the_reader_does_next(fake_provider: Any, lib: Any) -> None:
+    """A reader may stop at the terminal event and never close the response (or read it again later):
+    the answer is complete, so it is stored then."""
+    cache = Cache()
+    body = {"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}
+    with lib.Client(transport=CachingTransport(cache=cache)) as http:
+        request = http.build_request(
+            "POST", fake_provider.openai_base_url + CHAT, json=body, headers={"authorization": "Bearer sk-alice"}
+        )
+        response = http.send(request, stream=True)
+        seen = b""
+        for chunk in response.iter_raw():
+            seen += chunk
+            if b"data: [DONE]" in seen:
+                break  # left open, not drained
+
+        assert cache.stats.stored == 1
+        alice = {"authorization": "Bearer sk-alice"}
+        replay = http.post(fake_provider.openai_base_url + CHAT, json=body, headers=alice)
+        assert replay.headers["x-cache"] == "HIT" and replay.text.endswith("data: [DONE]\n\n")
+        response.close()
+
+
+async def test_an_async_stream_is_stored_at_its_terminal_event(fake_provider: Any) -> None:
+    cache = Cache()
+    body = {"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}
+    async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache)) as http:
+        request = http.build_request(
+            "POST", fake_provider.openai_base_url + CHAT, json=body, headers={"authorization": "Bearer sk-alice"}
+        )
+        response = await http.send(request, stream=True)
+        seen = b""
+        async for chunk in response.aiter_raw():
+            seen += chunk
+            if b"data: [DONE]" in seen:
+                break
+
+        assert cache.stats.stored == 1
+        await response.aclose()
+
+
 def test_provider_errors_are_not_stored(fake_provider: Any) -> None:
     client = openai_sync(Cache(), fake_provider.openai_base_url)
     fake_provider.fail_next(1, status=500)
