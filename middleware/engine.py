@@ -516,7 +516,7 @@ class Cache:
                 entry = await asyncio.wait_for(asyncio.shield(flight.future), self.settings.coalesce_timeout)
             except asyncio.TimeoutError:
                 entry = None
-            if entry is not None and self._fresh_enough(entry, policy):
+            if entry is not None and self._usable(entry, request):
                 self.stats.coalesced += 1
                 return self._count(Lookup(Outcome.HIT, entry, coalesced=True), request)
             return self._count(lookup, request)
@@ -589,7 +589,7 @@ class Cache:
     async def _poll(self, request: CacheRequest) -> Entry | None:
         """The usable entry for `request` another pod may have stored (store errors propagate)."""
         entry = await self._stored(request.key)
-        return entry if entry is not None and self._fresh_enough(entry, request.policy) else None
+        return entry if entry is not None and self._usable(entry, request) else None
 
     async def _stored(self, key: str) -> Entry | None:
         """The readable entry stored under `key`, if any, whatever its age (store errors propagate).
@@ -642,7 +642,7 @@ class Cache:
             if entry is None:  # gone from the store: so is its row
                 await self._forget(match.key)
                 continue
-            if not self._fresh_enough(entry, request.policy):
+            if not self._usable(entry, request):
                 continue  # too old for this request only: the row stays
             self.stats.semantic_hits += 1
             return Lookup(Outcome.HIT, entry, match="semantic", similarity=match.similarity)
@@ -722,7 +722,7 @@ class Cache:
             logger.warning("discarding invalid cache entry %s: %s", key[-16:], error)
             await self._delete_quietly(key)
             return Lookup(Outcome.MISS)
-        if not self._fresh_enough(entry, request.policy):
+        if not self._usable(entry, request):
             return Lookup(Outcome.MISS)
         return Lookup(Outcome.HIT, entry)
 
@@ -738,8 +738,12 @@ class Cache:
         return lookup
 
     @staticmethod
-    def _fresh_enough(entry: Entry, policy: Policy) -> bool:
-        return policy.max_age is None or time.time() - entry.created_at <= policy.max_age
+    def _usable(entry: Entry, request: CacheRequest) -> bool:
+        """Young enough for the request's max-age, and holding usage if the request would get usage."""
+        max_age = request.policy.max_age
+        if max_age is not None and time.time() - entry.created_at > max_age:
+            return False
+        return entry.usage_requested or not request.endpoint.asks_for_usage(request.body, request.stream)
 
     # -- 3. answering -------------------------------------------------------------------------
 
@@ -1078,7 +1082,9 @@ class Recorder:
             if not self._request.endpoint.is_final(parsed):
                 self._why = "response is not final (queued, in progress or incomplete)"
                 return None
-        return Entry(self._request.key, time.time(), self._status, body, from_stream)
+        request = self._request
+        asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
+        return Entry(request.key, time.time(), self._status, body, from_stream, asked)
 
 
 def _check_prefixes(store: Store, key_prefix: str) -> None:

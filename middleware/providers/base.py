@@ -131,6 +131,11 @@ class Endpoint(ABC):
         needs (OpenAI sends stream usage only when asked). None: send the caller's body."""
         return None
 
+    def asks_for_usage(self, body: dict[str, Any], stream: bool) -> bool:
+        """Whether the provider's answer to this request carries token usage (OpenAI streams only do
+        when `stream_options.include_usage` asks): an entry made without it never serves one with."""
+        return True
+
     def stream_filter(self, request: RequestView) -> StreamFilter | None:
         """Undoes `capture_body` on the stream the caller sees; called only when it returned a body."""
         return None

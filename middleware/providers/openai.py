@@ -138,6 +138,12 @@ class _ChunkStreamEndpoint(_OpenAIEndpoint):
     def stream_filter(self, request: RequestView) -> UsageChunkFilter:
         return UsageChunkFilter()
 
+    def asks_for_usage(self, body: dict[str, Any], stream: bool) -> bool:
+        if not stream:
+            return True
+        options = body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
+
 
 class ChatCompletions(_ChunkStreamEndpoint):
     name = "chat.completions"

@@ -160,6 +160,31 @@ async def test_async_stream_replay_carries_usage_when_asked(fake_provider: Any) 
     assert fake_provider.count(CHAT) == 1
 
 
+def test_an_answer_stored_without_usage_never_serves_a_request_that_would_get_usage(fake_provider: Any) -> None:
+    cache = Cache()
+    client = openai_sync(cache, fake_provider.openai_base_url)
+    without = {"stream": True, "stream_options": {"include_usage": False}}
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, temperature=0.2, **without))
+    assert all(chunk.usage is None for chunk in chunks)
+
+    replayed = list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, temperature=0.2, **without))
+    as_json = ask(client)  # JSON answers always carry usage: a miss that refreshes the entry
+    asked = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=QUESTION,
+            temperature=0.2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+
+    assert [c.model_dump() for c in replayed] != [] and fake_provider.count(CHAT) == 2
+    assert as_json.headers["x-cache"] == "MISS" and as_json.parse().usage is not None
+    assert asked[-1].usage == as_json.parse().usage  # served from the refreshed entry
+    assert fake_provider.count(CHAT) == 2
+
+
 def test_tool_calls_survive_a_stream_capture(fake_provider: Any) -> None:
     client = openai_sync(Cache(), fake_provider.openai_base_url)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
