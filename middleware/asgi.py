@@ -126,7 +126,7 @@ class _Responder:
         try:
             forward = await cache.upstream_body(prepared, self._side_call(scope))
             held = await self._forward(scope, receive, send, body, forward, prepared)
-            if held:  # the provider refused the request that named a cachedContent: was it the name?
+            if held:  # the provider refused the request: was it what the cache added?
                 error = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
                 retry = await cache.retry_body(prepared, held[0]["status"], error)
                 if retry is not None:
@@ -145,9 +145,9 @@ class _Responder:
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, forward: bytes, hold: CacheRequest | None
     ) -> list[Message]:
-        """Run the app on `forward`. With `hold`, an answer that may refuse the cachedContent the engine
-        named (`Cache.may_retry`) is held back and returned instead of sent, so the engine can decide
-        whether to have the request sent again as written."""
+        """Run the app on `forward`. With `hold`, an answer that may refuse what the engine added to the
+        request (`Cache.may_retry`) is held back and returned instead of sent, so the engine can decide
+        whether to have the request sent again without it."""
         if forward is not body:
             scope = dict(scope)
             raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
@@ -155,7 +155,7 @@ class _Responder:
             scope["headers"] = raw
         sending = self._send(send)
         held: list[Message] = []
-        if hold is not None and hold.cached_content is not None:
+        if hold is not None and self.cache.holds_refusals(hold):
             may_retry = self.cache.may_retry
 
             async def holding(message: Message) -> None:

@@ -72,6 +72,17 @@ _LOCK_POLL_MAX = 0.1
 """Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
 
 
+STREAM_USAGE = "stream usage capture"
+PROMPT_CACHE_HINTS = "prompt-caching hints"
+_USAGE_WORDS = (b"stream_options", b"include_usage")
+_HINT_WORDS = (b"cache_control", b"prompt_cache_key", b"prompt_cache_retention", b"cachepoint")
+"""Words of a 400's body that name what the cache added (usage capture, prompt-caching hints)."""
+
+
+def _upstream_of(headers: Mapping[str, str], endpoint: Endpoint) -> str:
+    return f"{headers.get('host') or ''} {endpoint.name}"
+
+
 class Outcome(str, Enum):
     """The `x-cache` answer to a call (and the telemetry result label, lower-cased)."""
 
@@ -182,6 +193,10 @@ class CacheRequest:
     """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""
     cached_content: CachedContent | None = None
     """The Gemini cachedContent `upstream_body` named instead of the prefix, if any."""
+    caller_body: bytes = b""
+    """The body as the caller meant it (without the `cache` field), before any addition of the cache's."""
+    hinted: bool = False
+    """True when `upstream_body` added prompt-caching hints."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -302,6 +317,8 @@ class Cache:
         )
         self._routes: dict[str, Route | None] = {}
         self._scopes: dict[str, str] = {}
+        self._refusals: dict[str, frozenset[str]] = {}
+        """Upstream (host and endpoint) -> the additions it refused with a 400 (`retry_body`)."""
         ignored = self.settings.ignored_fields
         self._volatile = {endpoint.name: volatile_set(ignored, endpoint.volatile_fields) for endpoint in endpoints}
 
@@ -360,12 +377,25 @@ class Cache:
         elif policy.use_cache is False:
             bypass = "the request asked not to use the cache"
         captured = False
+        caller_body = forward_body
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
-            capture = endpoint.capture_body(parsed)
+            capture = endpoint.capture_body(parsed) if self._accepts(headers, endpoint, STREAM_USAGE) else None
             if capture is not None:
                 forward_body, captured = orjson.dumps(capture), True
         return CacheRequest(
-            route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass, captured
+            route,
+            method,
+            path,
+            query,
+            headers,
+            parsed,
+            forward_body,
+            stream,
+            policy,
+            key,
+            bypass,
+            captured,
+            caller_body=caller_body,
         )
 
     @property
@@ -380,7 +410,7 @@ class Cache:
         way upstream. Adapters call it once per upstream call, and `retry_body` on its answer."""
         body = request.forward_body
         caching = self._prompt_caching
-        if caching is None:
+        if caching is None or not self._accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
             return body
         parsed = orjson.loads(body)  # parsed again (and only) on the way upstream: hits never pay for it
         endpoint = request.endpoint
@@ -400,23 +430,57 @@ class Cache:
             return body
         if request.call is not None:
             request.call.prompt_caching(changes)
+        request.hinted = any(change != "gemini_cached_content" for change in changes)
         return orjson.dumps(parsed)
 
+    def holds_refusals(self, request: CacheRequest) -> bool:
+        """Whether the upstream's answer may refuse something the cache added to the request (usage
+        capture, prompt-caching hints, a Gemini cachedContent): if so, adapters check `may_retry`
+        before relaying the answer."""
+        return request.captured or request.hinted or request.cached_content is not None
+
     def may_retry(self, request: CacheRequest, status: int) -> bool:
-        """Whether an answer with `status` may be a refusal of the cachedContent `upstream_body` named:
-        if so, the adapter reads its (small, error) body and asks `retry_body`."""
-        return request.cached_content is not None and status in REFUSALS
+        """Whether an answer with `status` may refuse something the cache added to the request: if so,
+        the adapter reads its (small, error) body and asks `retry_body`."""
+        if request.cached_content is not None and status in REFUSALS:
+            return True
+        return status == 400 and (request.captured or request.hinted)
 
     async def retry_body(self, request: CacheRequest, status: int, error: bytes) -> bytes | None:
-        """The caller's body, to send once more, when the provider refused the cachedContent a request
-        named (expired early, deleted): the handle is forgotten. None: relay the answer as it is (the
-        request itself was refused, and would be again without the cachedContent)."""
+        """The body to send once more when the provider refused what the cache added: a cachedContent
+        it no longer has (the handle is forgotten), or a field it does not know (`stream_options`,
+        `cache_control`, ...: the refusal is remembered for this upstream, so it is not added again).
+        None: relay the answer as it is (the request itself was refused, and would be again)."""
         named = request.cached_content
-        if named is None or self._cached_contents is None or not refused_cached_content(status, error):
+        if named is not None and self._cached_contents is not None and refused_cached_content(status, error):
+            request.cached_content = None
+            await self._cached_contents.forget(named)
+            return request.forward_body
+        if status != 400:
             return None
-        request.cached_content = None
-        await self._cached_contents.forget(named)
-        return request.forward_body
+        lowered = error.lower()
+        for addition, words in ((STREAM_USAGE, _USAGE_WORDS), (PROMPT_CACHE_HINTS, _HINT_WORDS)):
+            added = request.captured if addition is STREAM_USAGE else request.hinted
+            if added and any(word in lowered for word in words):
+                self._refuse(request.headers, request.endpoint, addition)
+                logger.warning(
+                    "upstream %s refused the %s the cache adds; sending without it from now on",
+                    _upstream_of(request.headers, request.endpoint),
+                    addition,
+                )
+                request.captured = request.hinted = False
+                return request.caller_body
+        return None
+
+    def _accepts(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> bool:
+        refused = self._refusals.get(_upstream_of(headers, endpoint))
+        return refused is None or addition not in refused
+
+    def _refuse(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> None:
+        upstream = _upstream_of(headers, endpoint)
+        if len(self._refusals) >= _MEMO_LIMIT and upstream not in self._refusals:
+            self._refusals.clear()
+        self._refusals[upstream] = self._refusals.get(upstream, frozenset()) | {addition}
 
     def oversized(self, route: Route, path: str) -> Passthrough:
         """A body over the size limit: counted, and forwarded untouched. Adapters that stop reading
@@ -927,9 +991,8 @@ class Recorder:
             request.captured
             and 200 <= status < 300
             and (headers.get("content-type") or "").startswith("text/event-stream")
-            and (headers.get("content-encoding") or "identity") == "identity"
         ):
-            self._filter = request.endpoint.stream_filter(request.view())
+            self._filter = _caller_filter(request, headers.get("content-encoding"))
         self._status = status
         if not self._storable:
             return
@@ -947,13 +1010,10 @@ class Recorder:
         elif not content_type.startswith("application/json"):
             self._not_storable(f"content-type {content_type or 'missing'} is not application/json")
             return
-        encoding = (headers.get("content-encoding") or "identity").lower().strip()
-        if encoding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._decoder = zlib.decompressobj()
-        elif encoding != "identity":
-            self._not_storable(f"content-encoding {encoding} is not supported")
+        try:
+            self._decoder = _decoder(headers.get("content-encoding"))
+        except ValueError as error:
+            self._not_storable(str(error))
 
     def _not_storable(self, why: str) -> None:
         self._storable = False
@@ -963,7 +1023,8 @@ class Recorder:
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`."""
         if self._filter is not None:
-            upstream = [(k, v) for k, v in upstream if k.lower() != "content-length"]
+            dropped = _DECODED_DROPS if isinstance(self._filter, _DecodedFilter) else _FILTERED_DROPS
+            upstream = [(k, v) for k, v in upstream if k.lower() not in dropped]
         return upstream + Cache.miss_headers(self._request, self._lookup)
 
     @property
@@ -1098,6 +1159,51 @@ def _check_prefixes(store: Store, key_prefix: str) -> None:
             check(prefix)
         except StoreError as error:
             raise ValueError(f"key_prefix {key_prefix!r} does not fit the {store.name} store: {error}") from None
+
+
+_FILTERED_DROPS = frozenset({"content-length"})
+_DECODED_DROPS = frozenset({"content-length", "content-encoding"})
+
+
+def _decoder(encoding: str | None) -> Any:
+    """A zlib decompressor for a `content-encoding` the cache can read, None for identity; raises
+    ValueError for any other encoding."""
+    encoding = (encoding or "identity").lower().strip()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    if encoding == "identity":
+        return None
+    raise ValueError(f"content-encoding {encoding} is not supported")
+
+
+def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter | None:
+    """What undoes the usage capture on the stream the caller sees. A compressed stream is decoded
+    for the caller first (its `content-encoding` is dropped), so the added chunk never gets through."""
+    stream_filter = request.endpoint.stream_filter(request.view())
+    if stream_filter is None:
+        return None
+    try:
+        decoder = _decoder(encoding)
+    except ValueError:  # an encoding the cache cannot read: the caller gets the stream as sent
+        logger.warning("cannot hide the usage chunk in a %s-encoded stream", encoding)
+        return None
+    return stream_filter if decoder is None else _DecodedFilter(decoder, stream_filter)
+
+
+class _DecodedFilter:
+    """Decompresses the upstream stream, then filters it; the caller receives it decoded."""
+
+    def __init__(self, decoder: Any, inner: StreamFilter) -> None:
+        self._decoder = decoder
+        self._inner = inner
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._inner.feed(self._decoder.decompress(chunk))
+
+    def flush(self) -> bytes:
+        return self._inner.feed(self._decoder.flush()) + self._inner.flush()
 
 
 class _LowerHeaders(dict[str, str]):
