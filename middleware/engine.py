@@ -72,6 +72,12 @@ _LOCK_POLL_MAX = 0.1
 """Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
 
 
+FALLBACK_FROM_HEADER = "x-router-fallback-from"
+"""Set by the router on an answer from a fallback group (naming the requested group)."""
+ORIGIN_HEADERS = frozenset(
+    {"x-router-deployment", "x-router-model", "x-router-family", "x-router-group", FALLBACK_FROM_HEADER}
+)
+"""Response headers saying what produced an answer: stored with the entry and replayed on hits."""
 STREAM_USAGE = "stream usage capture"
 PROMPT_CACHE_HINTS = "prompt-caching hints"
 _USAGE_WORDS = (b"stream_options", b"include_usage")
@@ -118,6 +124,12 @@ class CacheSettings(BaseModel):
         30.0, gt=0, description="Most seconds a miss waits for another pod's answer before going upstream itself."
     )
     cacheable_statuses: frozenset[int] = frozenset({200})
+    cache_fallbacks: bool = Field(
+        False,
+        description="Store answers a router's fallback group gave in place of the requested one "
+        "(by default they are served but not stored, so the requested model answers again once it recovers).",
+    )
+    fallback_ttl: float | None = Field(None, gt=0, description="Seconds a stored fallback answer lives (default: ttl).")
     prompt_caching: PromptCaching = Field(
         default_factory=PromptCaching,
         description="Provider-native prompt caching hints added to requests on their way upstream.",
@@ -845,6 +857,8 @@ class Cache:
             (b"age", str(age).encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
         ]
+        for name, value in entry.origin:
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
         return ResponseParts(entry.status, headers, body)
 
     @staticmethod
@@ -868,8 +882,9 @@ class Cache:
         """Watches the upstream answer to a miss; always call `finish()` or `abort()` on it."""
         return Recorder(self, request, lookup)
 
-    async def _store(self, request: CacheRequest, entry: Entry) -> bool:
-        ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+    async def _store(self, request: CacheRequest, entry: Entry, ttl: float | None = None) -> bool:
+        if ttl is None:
+            ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
         data = pack(entry)
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()
@@ -960,10 +975,12 @@ class Recorder:
         "_done",
         "_filter",
         "_lookup",
+        "_origin",
         "_request",
         "_size",
         "_status",
         "_storable",
+        "_ttl",
         "_why",
     )
 
@@ -983,6 +1000,8 @@ class Recorder:
         self._size = 0
         self._status = 0
         self._done = False
+        self._origin: tuple[tuple[str, str], ...] = ()
+        self._ttl: float | None = None
 
     def start(self, status: int, headers: Mapping[str, str]) -> None:
         """Called with the upstream status and headers, before any body chunk."""
@@ -995,6 +1014,9 @@ class Recorder:
             self._filter = _caller_filter(request, headers.get("content-encoding"))
         self._status = status
         if not self._storable:
+            return
+        self._origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
+        if self._origin and not self._fallback_storable(headers):
             return
         if status not in self._cache.settings.cacheable_statuses:
             self._not_storable(f"status {status} is not cacheable")
@@ -1014,6 +1036,18 @@ class Recorder:
             self._decoder = _decoder(headers.get("content-encoding"))
         except ValueError as error:
             self._not_storable(str(error))
+
+    def _fallback_storable(self, headers: Mapping[str, str]) -> bool:
+        """An answer from a router's fallback group is stored only when `cache_fallbacks` says so."""
+        requested = headers.get(FALLBACK_FROM_HEADER)
+        if requested is None:
+            return True
+        settings = self._cache.settings
+        if not settings.cache_fallbacks:
+            self._not_storable(f"answer from a fallback group in place of {requested}")
+            return False
+        self._ttl = settings.fallback_ttl
+        return True
 
     def _not_storable(self, why: str) -> None:
         self._storable = False
@@ -1089,7 +1123,7 @@ class Recorder:
     async def _write(self, entry: Entry) -> bool:
         stored = False
         try:
-            stored = await self._cache._store(self._request, entry)
+            stored = await self._cache._store(self._request, entry, self._ttl)
             if not stored:
                 self._why = "store write failed"
         finally:
@@ -1145,7 +1179,7 @@ class Recorder:
                 return None
         request = self._request
         asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
-        return Entry(request.key, time.time(), self._status, body, from_stream, asked)
+        return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
 
 
 def _check_prefixes(store: Store, key_prefix: str) -> None:
