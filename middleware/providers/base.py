@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-import orjson
+from .. import exact_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +175,8 @@ def suffix_pattern(suffix: str) -> re.Pattern[str]:
 
 def loads_object(data: bytes | str) -> dict[str, Any] | None:
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        value = exact_json.loads(data)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 

@@ -10,8 +10,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
-
+from .. import exact_json
 from .base import Endpoint, NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, loads_object, split_last_turn
 from .sse import SSEDecoder
 
@@ -199,7 +198,7 @@ class GenerateContentStreamAssembler:
         if not self.complete:
             return None
         candidates = [self._candidates[i] for i in sorted(self._candidates)]
-        return orjson.dumps({"candidates": candidates, **self._top})
+        return exact_json.dumps({"candidates": candidates, **self._top})
 
 
 def _merge_candidate(state: dict[str, Any], candidate: dict[str, Any]) -> None:

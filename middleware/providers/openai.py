@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from itertools import count
 from typing import Any, ClassVar
 
-import orjson
-
+from .. import exact_json
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -159,7 +158,7 @@ class ChatCompletions(_ChunkStreamEndpoint):
         return None if split is None or "name" in body["messages"][-1] else split
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        final = orjson.loads(response)
+        final = exact_json.loads(response)
         bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for choice in final.get("choices") or []:
             message = dict(choice.get("message") or {})
@@ -196,7 +195,7 @@ class Completions(_ChunkStreamEndpoint):
         return {k: v for k, v in body.items() if k != "prompt"}, prompt
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        final = orjson.loads(response)
+        final = exact_json.loads(response)
         bodies = []
         for choice in final.get("choices") or []:
             index = choice.get("index", 0)
@@ -311,7 +310,7 @@ class _ChunkStreamAssembler:
         final: dict[str, Any] = {**self._head, "object": self.final_object, "choices": choices}
         if self._usage is not None:
             final["usage"] = self._usage
-        return orjson.dumps(final)
+        return exact_json.dumps(final)
 
 
 class ChatStreamAssembler(_ChunkStreamAssembler):
@@ -384,7 +383,7 @@ class Responses(_OpenAIEndpoint):
         return response.get("status", "completed") == "completed"
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        return b"".join(encode_event(event, event["type"]) for event in _response_events(orjson.loads(response)))
+        return b"".join(encode_event(event, event["type"]) for event in _response_events(exact_json.loads(response)))
 
 
 class ResponsesStreamAssembler:
@@ -426,7 +425,7 @@ class ResponsesStreamAssembler:
         final = self._final
         if final.get("output") is None:
             final = {**final, "output": [self._items[i] for i in sorted(self._items)]}
-        return orjson.dumps(final)
+        return exact_json.dumps(final)
 
 
 def _response_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
@@ -158,3 +159,86 @@ def test_a_legacy_function_call_is_stored_whole(fake_provider: RunningFakeProvid
 
     assert call is not None
     assert (call.name, call.arguments) == ("get_weather", '{"location": "Boston, MA"}')
+
+
+BIG = 123456789012345678901234567890
+"""Beyond 64 bits: a parser that reads it as a float loses its last digits."""
+
+
+def test_integers_beyond_64_bits_in_a_streamed_anthropic_tool_input_are_kept_exactly(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    message = {
+        "id": "msg_big",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    }
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}
+    fake_provider.stream_next(
+        [
+            ("message_start", {"type": "message_start", "message": message}),
+            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": tool}),
+            *(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": part},
+                    },
+                )
+                for part in ('{"order_id": 12345678901234', "5678901234567890}")
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+    )
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = anthropic.Anthropic(
+        api_key="sk-ant-big", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+    request = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": "order?"}]}
+    with client.messages.stream(**request) as stream:
+        original = stream.get_final_message()
+    with client.messages.stream(**request) as stream:
+        replayed = stream.get_final_message()
+    hit = client.messages.with_raw_response.create(**request)
+
+    assert original.content[0].input == {"order_id": BIG}  # type: ignore[union-attr]
+    assert replayed.content[0].input == {"order_id": BIG}  # type: ignore[union-attr]
+    assert hit.headers["x-cache"] == "HIT" and hit.parse().content[0].input == {"order_id": BIG}  # type: ignore[union-attr]
+    assert fake_provider.count("/v1/messages") == 1
+
+
+def test_integers_beyond_64_bits_in_a_streamed_gemini_function_call_are_kept_exactly(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    call = {"functionCall": {"name": "lookup", "args": {"order_id": BIG}}}
+    fake_provider.stream_next(
+        [
+            {
+                "candidates": [{"content": {"parts": [call], "role": "model"}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8},
+                "modelVersion": "gemini-2.0-flash",
+            }
+        ]
+    )
+    url = fake_provider.gemini_base_url + "/models/gemini-2.0-flash"
+    body = {"contents": [{"role": "user", "parts": [{"text": "order?"}]}]}
+    key = {"x-goog-api-key": "gm-big"}
+    with httpx2.Client(transport=CachingTransport(cache=Cache())) as http:
+        streamed = http.post(url + ":streamGenerateContent?alt=sse", json=body, headers=key)
+        hit = http.post(url + ":generateContent", json=body, headers=key)
+
+    assert str(BIG) in streamed.text
+    assert hit.headers["x-cache"] == "HIT"
+    assert hit.json()["candidates"][0]["content"]["parts"][0] == call
