@@ -269,8 +269,10 @@ class CacheConfig(_Model):
     lock_wait: float = 30.0
     prompt_caching: PromptCaching = Field(default_factory=PromptCaching)
     semantic: SemanticConfig | None = None
+    cache_fallbacks: bool = Field(default=False, description="Store answers from a router's fallback group.")
+    fallback_ttl: float | None = Field(default=None, description="Seconds a stored fallback answer lives.")
 
-    @field_validator("ttl", "scope", "lock_ttl", "lock_wait")
+    @field_validator("ttl", "scope", "lock_ttl", "lock_wait", "fallback_ttl")
     @classmethod
     def _engine_rules(cls, value: Any, info: ValidationInfo) -> Any:
         """The engine's own field validators, so a file and `Cache(...)` refuse the same values."""
@@ -1071,6 +1073,8 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
             lock_ttl=settings.lock_ttl,
             lock_wait=settings.lock_wait,
             prompt_caching=settings.prompt_caching,
+            cache_fallbacks=settings.cache_fallbacks,
+            fallback_ttl=settings.fallback_ttl,
             semantic=build_semantic(settings.semantic),
         )
     except ValidationError as error:

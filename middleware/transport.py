@@ -98,6 +98,8 @@ class _RecordingAsyncStream:
         try:
             async for chunk in self._stream:
                 forward = recorder.feed(chunk)
+                if recorder.complete:
+                    await recorder.finish(exhausted=True)
                 if forward:
                     yield forward
         except BaseException:
@@ -126,6 +128,8 @@ class _RecordingSyncStream:
         try:
             for chunk in self._stream:
                 forward = recorder.feed(chunk)
+                if recorder.complete:
+                    self._loop.run(recorder.finish(exhausted=True))
                 if forward:
                     yield forward
         except BaseException:

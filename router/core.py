@@ -38,6 +38,9 @@ from .telemetry import Telemetry
 
 log = logging.getLogger("router")
 
+#: Set on an answer from a fallback group, naming the group the request asked for.
+FALLBACK_HEADER = "x-router-fallback-from"
+
 #: Request headers that reveal an SDK retrying on top of the router.
 STACKING_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt")
 
@@ -256,7 +259,7 @@ class Router:
             tried.append(current)
             result = yield from self._run_group(current, p, deadline)
             if result.ok:
-                return self._final_ok(p, result)
+                return self._final_ok(p, result, current, origin)
             if result.failure is not None and result.failure.kind is Kind.COOLING:
                 cooling.append(result.failure.retry_after or 0.0)
             # Answer with the last thing a provider said; a synthesized 503 only if none spoke.
@@ -466,9 +469,16 @@ class Router:
             extensions["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions)
 
-    def _final_ok(self, p: Prepared, result: AttemptResult) -> Final:
+    def _final_ok(self, p: Prepared, result: AttemptResult, group: str, requested: str) -> Final:
         resp = result.response
         self._stamp(resp, result.deployment, p.attempts)
+        dep = self.deployment_state(result.deployment or "").deployment if result.deployment else None
+        resp.headers["x-router-group"] = group
+        if dep is not None:
+            resp.headers["x-router-model"] = dep.model
+            resp.headers["x-router-family"] = dep.family
+        if group != requested:  # a fallback group answered: caches keep it apart (see FALLBACK_HEADER)
+            resp.headers[FALLBACK_HEADER] = requested
         release = None
         if p.stream:
             st = self.deployment_state(result.deployment or "")
@@ -520,4 +530,4 @@ def _count(value: Any) -> int:
     return max(0, int(value)) if isinstance(value, float) and math.isfinite(value) else 0
 
 
-__all__ = ["Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]
+__all__ = ["FALLBACK_HEADER", "Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]

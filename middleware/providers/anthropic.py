@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import orjson
-
+from .. import exact_json
 from .base import (
     Endpoint,
     RequestView,
@@ -57,7 +56,7 @@ class Messages(Endpoint):
         return message_invalid(response)
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        return b"".join(encode_event(event, event["type"]) for event in message_events(orjson.loads(response)))
+        return b"".join(encode_event(event, event["type"]) for event in message_events(exact_json.loads(response)))
 
     def usage(self, response: dict[str, Any]) -> Usage:
         return usage_with_cache_apart(
@@ -116,8 +115,8 @@ class MessageStreamAssembler:
             partial = self._json.pop(index, "")
             if partial:
                 try:
-                    self._blocks[index]["input"] = orjson.loads(partial)
-                except (orjson.JSONDecodeError, KeyError):
+                    self._blocks[index]["input"] = exact_json.loads(partial)
+                except (ValueError, KeyError):
                     self._broken = True
         elif kind == "message_delta":
             message.update(event.get("delta") or {})
@@ -144,7 +143,7 @@ class MessageStreamAssembler:
         if not self.complete or self._message is None:
             return None
         final = {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
-        return orjson.dumps(final)
+        return exact_json.dumps(final)
 
 
 _BLOCK_TEXT = {"text": "text", "thinking": "thinking", "redacted_thinking": "data"}
@@ -213,7 +212,7 @@ def _block_events(index: int, block: dict[str, Any]) -> Iterator[dict[str, Any]]
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
     elif isinstance(block.get("input"), dict):  # tool_use, server_tool_use, mcp_tool_use
         start["input"] = {}
-        partial = orjson.dumps(block["input"]).decode() if block["input"] else ""
+        partial = exact_json.dumps(block["input"]).decode() if block["input"] else ""
         deltas.append({"type": "input_json_delta", "partial_json": partial})
     yield {"type": "content_block_start", "index": index, "content_block": start}
     for delta in deltas:

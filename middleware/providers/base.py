@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-import orjson
+from .. import exact_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +131,16 @@ class Endpoint(ABC):
         needs (OpenAI sends stream usage only when asked). None: send the caller's body."""
         return None
 
+    def upstream_identity(self, url: str) -> str:
+        """The upstream URL as the key names it: the same for every form of one request (JSON or
+        stream), so both share an entry. Endpoints whose path names the stream form override it."""
+        return url
+
+    def asks_for_usage(self, body: dict[str, Any], stream: bool) -> bool:
+        """Whether the provider's answer to this request carries token usage (OpenAI streams only do
+        when `stream_options.include_usage` asks): an entry made without it never serves one with."""
+        return True
+
     def stream_filter(self, request: RequestView) -> StreamFilter | None:
         """Undoes `capture_body` on the stream the caller sees; called only when it returned a body."""
         return None
@@ -149,8 +159,8 @@ class Endpoint(ABC):
         """Why a 2xx answer (a JSON body, or a stream's assembled result) must not be stored, or None.
         Store time only: a hit never pays for it."""
         try:
-            response = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            response = exact_json.loads(body)
+        except ValueError:
             return "response is not valid JSON"
         if not isinstance(response, dict):
             return "response is not a JSON object"
@@ -199,8 +209,8 @@ def suffix_pattern(suffix: str) -> re.Pattern[str]:
 
 def loads_object(data: bytes | str) -> dict[str, Any] | None:
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        value = exact_json.loads(data)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
-import orjson
-
+from .. import exact_json
 from .anthropic import Messages, MessageStreamAssembler, message_events, message_invalid
 from .base import (
     Endpoint,
@@ -120,8 +119,10 @@ class InvokeModelStream(_BedrockEndpoint):
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         return b"".join(
-            encode_message(_CHUNK_HEADERS, orjson.dumps({"bytes": base64.b64encode(orjson.dumps(event)).decode()}))
-            for event in message_events(orjson.loads(response))
+            encode_message(
+                _CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(exact_json.dumps(event)).decode()})
+            )
+            for event in message_events(exact_json.loads(response))
         )
 
     def stream_media_type(self, request: RequestView) -> str:
@@ -186,7 +187,9 @@ class InvokeStreamAssembler:
             if headers.get(":message-type") != "event" or event is None:
                 self._broken = True
                 return
-            self._messages.feed(b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
+            self._messages.feed(
+                b"event: " + str(event["type"]).encode() + b"\ndata: " + exact_json.dumps(event) + b"\n\n"
+            )
 
     def result(self) -> bytes | None:
         return self._messages.result() if self.complete else None

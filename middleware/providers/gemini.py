@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
-
+from .. import exact_json
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -51,6 +50,10 @@ class _GeminiEndpoint(Endpoint):
 
     def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
         return route.stream_by_path
+
+    def upstream_identity(self, url: str) -> str:
+        head, colon, method = url.rpartition(":")
+        return f"{head}:{method.removeprefix('stream').lower()}" if colon else url
 
     def response_model(self, response: dict[str, Any]) -> str | None:
         model = response.get("modelVersion")
@@ -261,7 +264,7 @@ class GenerateContentStreamAssembler:
         if not self.complete:
             return None
         candidates = [self._candidates[i] for i in sorted(self._candidates)]
-        return orjson.dumps({"candidates": candidates, **self._top})
+        return exact_json.dumps({"candidates": candidates, **self._top})
 
 
 def _merge_candidate(state: dict[str, Any], candidate: dict[str, Any]) -> None:

@@ -7,8 +7,7 @@ from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any, ClassVar
 
-import orjson
-
+from .. import exact_json
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -22,10 +21,14 @@ from .base import (
     objects,
     split_last_turn,
 )
+from .deltas import merge_delta, merge_list
 from .sse import SSEDecoder, encode_event
 
 _DONE = b"data: [DONE]\n\n"
 _HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
+_FINAL_OWN = frozenset({"object", "choices", "usage"})
+_CHUNK_ONLY = frozenset({"object", "obfuscation"})
+"""Chunk fields that describe the stream itself, not the answer (`obfuscation` pads event sizes)."""
 _CACHE_HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention", "safety_identifier"})
 """Routing and abuse-tracking hints that never change the answer."""
 
@@ -142,6 +145,12 @@ class _ChunkStreamEndpoint(_OpenAIEndpoint):
     def stream_filter(self, request: RequestView) -> UsageChunkFilter:
         return UsageChunkFilter()
 
+    def asks_for_usage(self, body: dict[str, Any], stream: bool) -> bool:
+        if not stream:
+            return True
+        options = body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
+
 
 class ChatCompletions(_ChunkStreamEndpoint):
     name = "chat.completions"
@@ -160,7 +169,7 @@ class ChatCompletions(_ChunkStreamEndpoint):
         return _choices_invalid(response, _chat_choice_invalid)
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        final = orjson.loads(response)
+        final = exact_json.loads(response)
         bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for choice in final.get("choices") or []:
             message = dict(choice.get("message") or {})
@@ -169,9 +178,7 @@ class ChatCompletions(_ChunkStreamEndpoint):
             delta.update({k: v for k, v in message.items() if v is not None})
             if tool_calls:
                 delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
-            first: dict[str, Any] = {"index": choice.get("index", 0), "delta": delta, "finish_reason": None}
-            if choice.get("logprobs") is not None:
-                first["logprobs"] = choice["logprobs"]
+            first = {**_choice_extras(choice, "message"), "delta": delta, "finish_reason": None}
             last = {"index": choice.get("index", 0), "delta": {}, "finish_reason": choice.get("finish_reason")}
             bodies.append((first, last))
         return _chunk_stream(final, "chat.completion.chunk", bodies, _include_usage(request))
@@ -202,16 +209,12 @@ class Completions(_ChunkStreamEndpoint):
         return _choices_invalid(response, _completion_choice_invalid)
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        final = orjson.loads(response)
+        final = exact_json.loads(response)
         bodies = []
         for choice in final.get("choices") or []:
             index = choice.get("index", 0)
-            first = {
-                "text": choice.get("text") or "",
-                "index": index,
-                "logprobs": choice.get("logprobs"),
-                "finish_reason": None,
-            }
+            first = {**_choice_extras(choice, "text"), "text": choice.get("text") or "", "finish_reason": None}
+            first.setdefault("logprobs", None)
             last = {"text": "", "index": index, "logprobs": None, "finish_reason": choice.get("finish_reason")}
             bodies.append((first, last))
         return _chunk_stream(final, "text_completion", bodies, _include_usage(request))
@@ -299,10 +302,12 @@ def _chunk_stream(
     """Two chunks a choice (content, then finish reason), the usage chunk if asked for, then `[DONE]`."""
     head = {key: final[key] for key in _HEAD_FIELDS if key in final}
     head["object"] = obj
+    extras = {k: v for k, v in final.items() if k not in _FINAL_OWN and k not in head}
     parts: list[bytes] = []
     for pair in bodies:
         for body in pair:
-            chunk: dict[str, Any] = {**head, "choices": [body]}
+            chunk: dict[str, Any] = {**head, **extras, "choices": [body]}
+            extras = {}  # fields of the whole answer (Azure's prompt filter results) ride on the first chunk
             if with_usage:
                 chunk["usage"] = None
             parts.append(encode_event(chunk))
@@ -343,31 +348,38 @@ class _ChunkStreamAssembler:
             self._apply(event)
 
     def _apply(self, event: dict[str, Any]) -> None:
-        for key in _HEAD_FIELDS:
-            if key in event and event[key] is not None:
-                self._head[key] = event[key]
-        if event.get("usage") is not None:
-            self._usage = event["usage"]
-        for choice in event.get("choices") or []:
-            index = choice.get("index", 0)
-            state = self._choices.get(index)
-            if state is None:
-                state = self._choices[index] = self._new_choice(index)
-            self._merge(state, choice)
-            if choice.get("finish_reason") is not None:
-                state["finish_reason"] = choice["finish_reason"]
-            logprobs = choice.get("logprobs")
-            if logprobs:
-                merged = state["logprobs"] or {}
-                for field, items in logprobs.items():
-                    if isinstance(items, list):
-                        merged.setdefault(field, []).extend(items)
-                state["logprobs"] = merged
+        for key, value in event.items():
+            if key in _CHUNK_ONLY or value is None:
+                continue
+            if key == "usage":
+                self._usage = value
+            elif key == "choices":
+                for choice in value if isinstance(value, list) else ():
+                    if isinstance(choice, dict):
+                        self._apply_choice(choice)
+            else:
+                _keep(self._head, key, value)
+
+    def _apply_choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index", 0)
+        state = self._choices.get(index)
+        if state is None:
+            state = self._choices[index] = self._new_choice(index)
+        for key, value in choice.items():
+            if value is None or key == "index":
+                continue
+            if key == "logprobs":
+                _merge_logprobs(state, value)
+            elif key == "finish_reason":
+                state["finish_reason"] = value
+            elif not self._merge(state, key, value):
+                _keep(state, key, value)
 
     def _new_choice(self, index: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
+    def _merge(self, state: dict[str, Any], key: str, value: Any) -> bool:
+        """Merge one field of a choice fragment that this stream's own shape defines; False: not one."""
         raise NotImplementedError
 
     def _finalize(self, choice: dict[str, Any]) -> None:
@@ -382,7 +394,7 @@ class _ChunkStreamAssembler:
         final: dict[str, Any] = {**self._head, "object": self.final_object, "choices": choices}
         if self._usage is not None:
             final["usage"] = self._usage
-        return orjson.dumps(final)
+        return exact_json.dumps(final)
 
 
 class ChatStreamAssembler(_ChunkStreamAssembler):
@@ -391,24 +403,24 @@ class ChatStreamAssembler(_ChunkStreamAssembler):
     final_object = "chat.completion"
 
     def _new_choice(self, index: int) -> dict[str, Any]:
-        return {"index": index, "message": {"role": "assistant"}, "finish_reason": None, "logprobs": None}
+        return {"index": index, "message": {}, "finish_reason": None, "logprobs": None}
 
-    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
-        message = state["message"]
-        for field, value in (choice.get("delta") or {}).items():
-            if value is None:
-                continue
-            if field == "tool_calls":
-                _merge_tool_calls(message, value)
-            elif field == "role":
-                message["role"] = value
-            elif isinstance(value, str):
-                message[field] = message.get(field, "") + value
-            else:
-                message[field] = value
+    def _merge(self, state: dict[str, Any], key: str, value: Any) -> bool:
+        if key != "delta":
+            return False
+        if isinstance(value, dict):
+            merge_delta(state["message"], value)
+        return True
 
     def _finalize(self, choice: dict[str, Any]) -> None:
-        choice["message"].setdefault("content", None)
+        message = choice["message"]
+        if message.get("role") is None:
+            message["role"] = "assistant"
+        message.setdefault("content", None)
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):  # the answer in one piece numbers its calls by position, not `index`
+            ordered = sorted(calls, key=lambda call: call.get("index", 0) if isinstance(call, dict) else 0)
+            message["tool_calls"] = [_finished_call(call) for call in ordered]
 
 
 class CompletionStreamAssembler(_ChunkStreamAssembler):
@@ -419,10 +431,12 @@ class CompletionStreamAssembler(_ChunkStreamAssembler):
     def _new_choice(self, index: int) -> dict[str, Any]:
         return {"text": "", "index": index, "logprobs": None, "finish_reason": None}
 
-    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
-        text = choice.get("text")
-        if isinstance(text, str):
-            state["text"] += text
+    def _merge(self, state: dict[str, Any], key: str, value: Any) -> bool:
+        if key != "text":
+            return False
+        if isinstance(value, str):
+            state["text"] += value
+        return True
 
 
 # -- Responses API ------------------------------------------------------------------------------
@@ -488,7 +502,7 @@ class Responses(_OpenAIEndpoint):
         return None
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        return b"".join(encode_event(event, event["type"]) for event in _response_events(orjson.loads(response)))
+        return b"".join(encode_event(event, event["type"]) for event in _response_events(exact_json.loads(response)))
 
 
 class ResponsesStreamAssembler:
@@ -530,7 +544,7 @@ class ResponsesStreamAssembler:
         final = self._final
         if final.get("output") is None:
             final = {**final, "output": [self._items[i] for i in sorted(self._items)]}
-        return orjson.dumps(final)
+        return exact_json.dumps(final)
 
 
 def _response_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -605,19 +619,44 @@ def _message_part_events(at: dict[str, Any], part_index: int, part: dict[str, An
     yield {"type": "response.content_part.done", **where, "part": part}
 
 
-def _merge_tool_calls(message: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
-    calls: list[dict[str, Any]] = message.setdefault("tool_calls", [])
-    for delta in deltas:
-        index = delta.get("index", len(calls))
-        while len(calls) <= index:
-            calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-        call = calls[index]
-        if delta.get("id"):
-            call["id"] = delta["id"]
-        if delta.get("type"):
-            call["type"] = delta["type"]
-        function = delta.get("function") or {}
-        if function.get("name"):
-            call["function"]["name"] += function["name"]
-        if function.get("arguments"):
-            call["function"]["arguments"] += function["arguments"]
+def _choice_extras(choice: dict[str, Any], content: str) -> dict[str, Any]:
+    """A final choice's fields other than its content and finish reason (`index`, `logprobs`, content
+    filter results, ...), replayed on its first chunk."""
+    extras = {k: v for k, v in choice.items() if k not in (content, "finish_reason")}
+    extras.setdefault("index", 0)
+    return extras
+
+
+def _keep(target: dict[str, Any], key: str, value: Any) -> None:
+    """A field outside the stream's own delta (Azure's content filter results, a compatible server's
+    extensions): objects and lists accumulate, anything else is the latest value."""
+    current = target.get(key)
+    if isinstance(current, dict) and isinstance(value, dict):
+        merge_delta(current, value)
+    elif isinstance(current, list) and isinstance(value, list):
+        merge_list(current, value)
+    else:
+        target[key] = merge_delta({}, value) if isinstance(value, dict) else value
+
+
+def _merge_logprobs(state: dict[str, Any], logprobs: Any) -> None:
+    if not isinstance(logprobs, dict):
+        return
+    merged = state["logprobs"] if isinstance(state["logprobs"], dict) else {}
+    for field, items in logprobs.items():
+        if isinstance(items, list):
+            merged.setdefault(field, []).extend(items)
+        elif items is not None:
+            merged[field] = items
+    state["logprobs"] = merged
+
+
+def _finished_call(call: Any) -> Any:
+    if not isinstance(call, dict):
+        return call
+    finished = {k: v for k, v in call.items() if k != "index"}
+    finished.setdefault("type", "function")
+    function = finished.get("function")
+    if isinstance(function, dict):
+        function.setdefault("arguments", "")
+    return finished
