@@ -571,8 +571,8 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         added["summary"] = []
         if isinstance(item.get("content"), list):
             added["content"] = []
-    elif kind == "function_call":
-        added["arguments"] = ""
+    elif kind in _TEXT_FIELD_OF:
+        added[_TEXT_FIELD_OF[kind]] = ""
     yield {"type": "response.output_item.added", "output_index": index, "item": added}
     if kind == "message":
         for part_index, part in enumerate(item.get("content") or []):
@@ -590,11 +590,37 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
             text = part.get("text", "")
             yield {"type": "response.reasoning_text.delta", **where, "delta": text}
             yield {"type": "response.reasoning_text.done", **where, "text": text}
-    elif kind == "function_call":
-        arguments = item.get("arguments", "")
-        yield {"type": "response.function_call_arguments.delta", **at, "delta": arguments}
-        yield {"type": "response.function_call_arguments.done", **at, "arguments": arguments}
+    elif kind in _TEXT_FIELD_OF:  # function, custom tool and MCP calls: their text as one delta
+        field = _TEXT_FIELD_OF[kind]
+        prefix = _TEXT_EVENT_PREFIX[kind]
+        text = item.get(field, "")
+        yield {"type": f"{prefix}.delta", **at, "delta": text}
+        yield {"type": f"{prefix}.done", **at, field: text}
+    if kind in _TOOL_PHASES:  # hosted tools report their progress before the item is done
+        phases = _TOOL_PHASES[kind]
+        for phase in phases[:-1]:
+            yield {"type": f"response.{kind}.{phase}", **at}
+        if kind == "code_interpreter_call" and isinstance(item.get("code"), str):
+            yield {"type": "response.code_interpreter_call_code.delta", **at, "delta": item["code"]}
+            yield {"type": "response.code_interpreter_call_code.done", **at, "code": item["code"]}
+        yield {"type": f"response.{kind}.{phases[-1]}", **at}
     yield {"type": "response.output_item.done", "output_index": index, "item": item}
+
+
+_TEXT_FIELD_OF = {"function_call": "arguments", "custom_tool_call": "input", "mcp_call": "arguments"}
+_TEXT_EVENT_PREFIX = {
+    "function_call": "response.function_call_arguments",
+    "custom_tool_call": "response.custom_tool_call_input",
+    "mcp_call": "response.mcp_call_arguments",
+}
+_TOOL_PHASES = {
+    "web_search_call": ("in_progress", "searching", "completed"),
+    "file_search_call": ("in_progress", "searching", "completed"),
+    "code_interpreter_call": ("in_progress", "interpreting", "completed"),
+    "image_generation_call": ("in_progress", "generating", "completed"),
+    "mcp_call": ("in_progress", "completed"),
+}
+"""The progress events of hosted tool calls, in order (the last one follows their content)."""
 
 
 def _message_part_events(at: dict[str, Any], part_index: int, part: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -608,6 +634,13 @@ def _message_part_events(at: dict[str, Any], part_index: int, part: dict[str, An
             empty["logprobs"] = []
         yield {"type": "response.content_part.added", **where, "part": empty}
         yield {"type": "response.output_text.delta", **where, "delta": text, "logprobs": logprobs}
+        for annotation_index, annotation in enumerate(part.get("annotations") or []):
+            yield {
+                "type": "response.output_text.annotation.added",
+                **where,
+                "annotation_index": annotation_index,
+                "annotation": annotation,
+            }
         yield {"type": "response.output_text.done", **where, "text": text, "logprobs": logprobs}
     elif kind == "refusal":
         refusal = part.get("refusal", "")

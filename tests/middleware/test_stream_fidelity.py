@@ -242,3 +242,63 @@ def test_integers_beyond_64_bits_in_a_streamed_gemini_function_call_are_kept_exa
     assert str(BIG) in streamed.text
     assert hit.headers["x-cache"] == "HIT"
     assert hit.json()["candidates"][0]["content"]["parts"][0] == call
+
+
+def responses_stream() -> list[Any]:
+    """A Responses stream with a web search and a cited answer, as the API sends it."""
+    search = {
+        "id": "ws_1",
+        "type": "web_search_call",
+        "status": "completed",
+        "action": {"type": "search", "query": "x"},
+    }
+    citation = {"type": "url_citation", "start_index": 0, "end_index": 5, "url": "https://example.com", "title": "Ex"}
+    text = {"type": "output_text", "text": "Paris", "annotations": [citation], "logprobs": []}
+    message = {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant", "content": [text]}
+    final = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1741476542,
+        "status": "completed",
+        "model": "gpt-4o-2024-08-06",
+        "output": [search, message],
+        "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
+    }
+    pending = {**final, "status": "in_progress", "output": [], "usage": None}
+    at = {"output_index": 1, "item_id": "msg_1", "content_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": pending},
+        {"type": "response.in_progress", "response": pending},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**search, "status": "in_progress"}},
+        {"type": "response.web_search_call.in_progress", "output_index": 0, "item_id": "ws_1"},
+        {"type": "response.web_search_call.searching", "output_index": 0, "item_id": "ws_1"},
+        {"type": "response.web_search_call.completed", "output_index": 0, "item_id": "ws_1"},
+        {"type": "response.output_item.done", "output_index": 0, "item": search},
+        {"type": "response.output_item.added", "output_index": 1, "item": {**message, "content": []}},
+        {"type": "response.content_part.added", **at, "part": {**text, "text": "", "annotations": []}},
+        {"type": "response.output_text.delta", **at, "delta": "Paris", "logprobs": []},
+        {"type": "response.output_text.annotation.added", **at, "annotation_index": 0, "annotation": citation},
+        {"type": "response.output_text.done", **at, "text": "Paris", "logprobs": []},
+        {"type": "response.content_part.done", **at, "part": text},
+        {"type": "response.output_item.done", "output_index": 1, "item": message},
+        {"type": "response.completed", "response": final},
+    ]
+    return [(event["type"], {**event, "sequence_number": n}) for n, event in enumerate(events)]
+
+
+def test_a_responses_replay_carries_every_event_of_the_original(fake_provider: RunningFakeProvider) -> None:
+    sdk = client(Cache(), fake_provider)
+    original_events = responses_stream()
+    fake_provider.stream_next(original_events)
+    request = {"model": "gpt-4o", "input": "Capital of France, with a source?", "tools": [{"type": "web_search"}]}
+
+    with sdk.responses.stream(**request) as stream:
+        original = stream.get_final_response()
+    replayed_types = []
+    with sdk.responses.stream(**request) as stream:
+        replayed_types = [event.type for event in stream]
+        replay = stream.get_final_response()
+
+    assert [kind for kind, _ in original_events] == replayed_types
+    assert replay.to_dict() == original.to_dict()
+    assert fake_provider.count("/responses") == 1
