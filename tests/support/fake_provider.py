@@ -10,8 +10,8 @@ different content, and a streamed answer has exactly the same text as the non-st
 Every response carries a fresh id (a per-provider counter), so a test can tell a replayed answer
 (same id) from one the provider produced again.
 
-Tests steer the provider from Python (``fail_next``, ``cut_stream_after``, ``delay``, ``hold`` /
-``release`` / ``wait_for_in_flight``) or from an SDK client with the ``x-fake-status: <code>``
+Tests steer the provider from Python (``fail_next``, ``cut_stream_after``, ``break_body_after``,
+``delay``, ``hold`` / ``release`` / ``wait_for_in_flight``) or from an SDK client with the ``x-fake-status: <code>``
 request header. All state lives on the `FakeProvider` instance; the controls are thread-safe
 because the server runs on its own loop in another thread.
 """
@@ -109,6 +109,12 @@ class _Answer:
         return out + (tokens(self.thinking) if self.thinking else 0)
 
 
+@dataclass(frozen=True)
+class _Break:
+    after: int
+    stall: bool
+
+
 @dataclass
 class _Held:
     loop: asyncio.AbstractEventLoop
@@ -180,6 +186,7 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._failures: list[_Failure] = []
         self._cut_after: int | None = None
+        self._break: _Break | None = None
         self._delay = 0.0
         self._held = False
         self._waiters: list[_Held] = []
@@ -229,6 +236,7 @@ class FakeProvider:
             self._requests.clear()
             self._failures.clear()
             self._cut_after = None
+            self._break = None
             self._delay = 0.0
             self._seen_prefixes.clear()
             self.cached_contents.clear()
@@ -245,6 +253,13 @@ class FakeProvider:
         """The next streamed response drops the connection after `n_events`, without its end."""
         with self._lock:
             self._cut_after = n_events
+
+    def break_body_after(self, n_bytes: int, stall: bool = False) -> None:
+        """The next response of any kind (JSON or stream) sends its status, its headers (a JSON answer
+        keeps its full `content-length`) and `n_bytes` of its body, then drops the connection; with
+        `stall`, it sends nothing more until `release()` instead."""
+        with self._lock:
+            self._break = _Break(n_bytes, stall)
 
     def delay(self, seconds: float) -> None:
         """Every response waits `seconds` before its first byte (until reset)."""
@@ -320,6 +335,7 @@ class FakeProvider:
             self._in_flight += 1
             self._changed.notify_all()
             failure = self._failures.pop(0) if self._failures else None
+            broken, self._break = self._break, None
             held = self._held
             delay = self._delay
             waiter: _Held | None = None
@@ -332,12 +348,14 @@ class FakeProvider:
             if delay:
                 await asyncio.sleep(delay)
             family = family_of(path)
-            if failure is not None:
-                return self._error(family, failure.status, failure.body, failure.headers)
             forced = record.headers.get("x-fake-status")
-            if forced and forced.isdigit() and int(forced) >= 400:
-                return self._error(family, int(forced), None, {})
-            return self._route(record)
+            if failure is not None:
+                response = self._error(family, failure.status, failure.body, failure.headers)
+            elif forced and forced.isdigit() and int(forced) >= 400:
+                response = self._error(family, int(forced), None, {})
+            else:
+                response = self._route(record)
+            return response if broken is None else self._broken(response, broken)
         finally:
             with self._changed:
                 self._in_flight -= 1
@@ -427,6 +445,34 @@ class FakeProvider:
 
         hdrs = {"cache-control": "no-cache", **(headers or {})}
         return StreamingResponse(body(), media_type=media_type, headers=hdrs)
+
+    def _broken(self, response: Response, broken: _Break) -> StreamingResponse:
+        """`response` with its body cut (or stalled) after `broken.after` bytes."""
+        chunks: AsyncIterator[Any] = (
+            response.body_iterator if isinstance(response, StreamingResponse) else _one(bytes(response.body))
+        )
+
+        async def body() -> AsyncIterator[bytes]:
+            left = broken.after
+            async for chunk in chunks:
+                data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                if len(data) >= left:
+                    break
+                left -= len(data)
+                yield data
+            else:
+                return  # the whole body fitted: nothing to break
+            if left:
+                yield data[:left]
+            if broken.stall:
+                loop = asyncio.get_running_loop()
+                waiter = _Held(loop, loop.create_future())
+                with self._lock:
+                    self._waiters.append(waiter)
+                await waiter.future
+            raise StreamCut(f"fake provider: body cut after {broken.after} bytes")
+
+        return StreamingResponse(body(), status_code=response.status_code, headers=dict(response.headers))
 
     def _seen_before(self, key: str) -> bool:
         with self._lock:
@@ -1050,6 +1096,10 @@ class FakeProvider:
         dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
         self._next_id()
         return JSONResponse({"embedding": {"values": embedding_vector(text, min(dims, 32))}})
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
