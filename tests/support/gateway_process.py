@@ -4,9 +4,10 @@
 installed `llm-cache serve` on a free port of 127.0.0.1 and waits (bounded) for `/health`.
 With `tmpfs=(path, size)` the gateway runs in a private mount namespace (`unshare -m`, or
 `unshare -Urm` when not root) where `path` is a fresh tmpfs of `size` bytes: a real filesystem
-that really fills (ENOSPC) and can really be remounted read-only (EROFS), with no trace left on
-the host when the process ends. `remount(read_only=...)` and `fill()` / `unfill()` act inside
-that namespace through `nsenter`.
+that really fills (ENOSPC); `fill()` / `unfill()` act inside that namespace through `nsenter`.
+With `read_only=path`, `path` is bind-mounted read-only in the gateway's namespace (real EROFS).
+A filesystem cannot be remounted read-only while the gateway holds files open on it for writing
+(EBUSY), so read-only is a state the gateway starts in. Nothing is left on the host afterwards.
 
 `proc_figures(pid, port)` reads resident memory, open descriptors and established TCP connections
 to `port` from /proc (Linux), for the soak benchmark and leak checks.
@@ -29,6 +30,7 @@ import httpx2
 
 from tests.support.servers import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
 ADMIN_KEY = "adm-faults"
@@ -104,11 +106,13 @@ class GatewayProcess:
         directory: Path,
         *,
         tmpfs: tuple[Path, int] | None = None,
+        read_only: Path | None = None,
         port: int | None = None,
     ) -> None:
         self.config = {"admin_key": ADMIN_KEY, **config}
         self.directory = directory
         self.tmpfs = tmpfs
+        self.read_only = read_only
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -133,19 +137,30 @@ class GatewayProcess:
             "--log-level",
             "warning",
         ]
-        if self.tmpfs is None:
-            return serve
+        if self.tmpfs is not None:
+            path, size = self.tmpfs
+            mount = 'mkdir -p "$0" && mount -t tmpfs -o size="$1",mode=0700 llmc-faults "$0" && shift && exec "$@"'
+            return self._unshared(mount, str(path), str(size), *serve)
+        if self.read_only is not None:
+            mount = 'mkdir -p "$0" && mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
+            return self._unshared(mount, str(self.read_only), *serve)
+        return serve
+
+    @staticmethod
+    def _unshared(script: str, *args: str) -> list[str]:
+        """`sh -c script args...` in a new mount namespace; `exec` keeps the pid, so signals reach the gateway."""
         unshare, _ = _namespace_tools()
-        path, size = self.tmpfs
         flags = ["-m"] if os.geteuid() == 0 else ["-U", "-r", "-m"]
-        mount = 'mkdir -p "$0" && mount -t tmpfs -o size="$1",mode=0700 llmc-faults "$0" && shift && exec "$@"'
-        # sh's `$0` is the path, `$1` the size; `exec` keeps the pid, so signals reach the gateway
-        return [unshare, *flags, "--propagation", "private", "sh", "-c", mount, str(path), str(size), "-", *serve]
+        return [unshare, *flags, "--propagation", "private", "sh", "-c", script, *args]
 
     def start(self, deadline: float = START_DEADLINE) -> GatewayProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
             )
         limit = time.monotonic() + deadline
         delay = 0.02
@@ -197,13 +212,6 @@ class GatewayProcess:
         _, nsenter = _namespace_tools()
         flags = ["-m"] if os.geteuid() == 0 else ["-U", "-m", "--preserve-credentials"]
         return subprocess.run([nsenter, "-t", str(self.pid), *flags, *command], capture_output=True, timeout=30)
-
-    def remount(self, read_only: bool) -> None:
-        assert self.tmpfs is not None, "remount needs a gateway started with tmpfs=..."
-        mode = "ro" if read_only else "rw"
-        done = self.in_namespace("mount", "-o", f"remount,{mode}", str(self.tmpfs[0]))
-        if done.returncode != 0:
-            raise GatewayProcessError(f"remount {mode} failed: {done.stderr!r}")
 
     def fill(self) -> None:
         """Write a filler file until the tmpfs is full (ENOSPC) and check that it is."""
