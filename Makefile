@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install system-deps redis-stack lint bench dashboard clean
+.PHONY: test demo install system-deps redis-stack lint bench soak dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/hit_path.py
+
+# Not part of `make test`: 10 minutes of mixed load through a gateway process on Redis (RSS, fds,
+# upstream connections, errors); a shorter run: make soak SOAK_ARGS="--duration 120 --warmup 30".
+soak: system-deps install
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 # docs/img/dashboard.png: examples/grafana-dashboard.json drawn from a 60 s offline gateway run.
 dashboard: install

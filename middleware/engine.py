@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -551,7 +552,11 @@ class Cache:
         query: str = "",
         method: str = "POST",
     ) -> str:
-        """The key a request would be stored under, computed ahead of time (for targeted deletes)."""
+        """The key a request would be stored under, computed ahead of time (for targeted deletes).
+
+        `path` is the request's path as the ASGI middleware sees it, or the full URL the request is
+        sent to (`https://api.openai.com/v1/chat/completions`): the transports and the gateway key
+        their entries by that URL (so two upstreams never share one), and so must a targeted delete."""
         return self._prepared(path, body, headers, query, method).key
 
     def _prepared(
@@ -563,7 +568,12 @@ class Cache:
         method: str = "POST",
     ) -> CacheRequest:
         raw = body if isinstance(body, bytes) else orjson.dumps(dict(body))
-        prepared = self.prepare(method, path, query, _LowerHeaders(headers or {}), raw)
+        lowered = _LowerHeaders(headers or {})
+        if path.startswith(("http://", "https://")):  # a full URL: keyed as the transports key it
+            url = urlsplit(path)
+            lowered[UPSTREAM_HEADER] = f"{url.scheme}://{url.netloc}{url.path}"
+            path, query = url.path, query or url.query
+        prepared = self.prepare(method, path, query, lowered, raw)
         if not isinstance(prepared, CacheRequest):
             raise ValueError(f"not a cacheable LLM request: {path!r}")
         return prepared
@@ -930,6 +940,7 @@ class Cache:
         self, path: str, body: bytes | Mapping[str, Any], headers: Mapping[str, str] | None = None, query: str = ""
     ) -> str:
         """Delete the entry a request would hit, exactly or by meaning; returns its exact key.
+        `path` is a path or the full URL, as for `key_for`.
 
         With a semantic cache, the stored answers to similar prompts that would be served for this
         request are deleted too (and their index rows), so no hit of any kind survives the call."""

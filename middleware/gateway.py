@@ -359,9 +359,6 @@ class _Gateway:
             outgoing = self.client.build_request(
                 request.method, url, headers=headers, content=await request.body(), timeout=timeout
             )
-            refused = self._unrouted(family, outgoing)
-            if refused is not None:
-                return refused
         else:
             outgoing = self.client.build_request(
                 request.method, url, headers=headers, content=_streamed_body(request, headers), timeout=timeout
@@ -386,18 +383,6 @@ class _Gateway:
         names = [name for name in self.router.config.groups if name != "*"]
         names += [alias for alias in self.router.settings.model_group_alias if alias not in names]
         return [{"id": name, "object": "model", "created": 0, "owned_by": "llm-cache"} for name in names]
-
-    def _unrouted(self, family: str, outgoing: httpx2.Request) -> Response | None:
-        """A 404 naming the model when no `model_list` entry serves it: never a default upstream."""
-        assert self.router is not None
-        model = self.router.prepare(httpx2, outgoing, outgoing.content).model
-        if self.router.config.group_for(model) is not None:
-            return None
-        if model is None:
-            message = "the request names no model; this gateway serves only the models in its model_list"
-        else:
-            message = f"The model `{model}` does not exist: it is not in this gateway's model_list"
-        return _error(family, 404, message, "model_not_found")
 
     # -- operations -----------------------------------------------------------------------------
 
@@ -818,6 +803,7 @@ def build_router(config: GatewayConfig) -> Any:
 
     `model_list` (with `router` as its `router_settings`) is a LiteLLM model list; a `router` section
     alone is any config the router's own loader reads (native `groups`, Portkey-like `targets`).
+    Unless the config sets `unknown_models`, the gateway's router refuses models it does not serve.
     """
     if config.model_list is None and config.router is None:
         return None
@@ -830,9 +816,14 @@ def build_router(config: GatewayConfig) -> Any:
     else:
         source = dict(config.router or {})
     try:
-        return Router(source)
+        router = Router(source)
     except RouterConfigError as error:
         raise ConfigError(f"{config.source or '<config>'}: router: {error}") from None
+    if "unknown_models" not in router.settings.model_fields_set:
+        # A gateway never sends a model outside its model_list to a default upstream with the caller's
+        # token: the router answers 404 naming it (400 without a model) unless the config says otherwise.
+        router.settings.unknown_models = "refuse"
+    return router
 
 
 def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None = None) -> Starlette:

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import diskcache
+
+from .base import StoreError
+
+T = TypeVar("T")
+logger = logging.getLogger("middleware.stores.disk")
+
+REOPEN_INTERVAL = 5.0
+"""Seconds between attempts to open a cache directory that could not be opened (read-only, missing)."""
 
 
 def default_cache_dir() -> Path:
@@ -20,39 +34,80 @@ def default_cache_dir() -> Path:
 
 
 class DiskStore:
-    """Survives restarts on one node; bounded by `size_limit` bytes with LRU eviction."""
+    """Survives restarts on one node; bounded by `size_limit` bytes with LRU eviction.
+
+    A directory that cannot be opened (read-only, unwritable, on a full disk) does not stop the
+    service: every call raises `StoreError` (the engine goes upstream and counts it) and the store
+    tries to open the directory again every `REOPEN_INTERVAL` seconds. Errors of an open store
+    (EROFS, ENOSPC, EACCES from SQLite or a value file) reach the engine the same way.
+    """
 
     name = "disk"
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, size_limit: int = 1024**3) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit, eviction_policy="least-recently-used")
+        self.size_limit = size_limit
+        self._cache: diskcache.Cache | None = None
+        self._opening = threading.Lock()
+        self._next_open = 0.0
+        try:
+            self._open()
+        except StoreError as error:
+            logger.warning("%s; requests go upstream until it can be opened", error)
+
+    def _open(self) -> diskcache.Cache:
+        """The open diskcache (opened now if needed); StoreError while the directory cannot be opened."""
+        with self._opening:
+            if self._cache is not None:
+                return self._cache
+            now = time.monotonic()
+            if now < self._next_open:
+                raise StoreError(f"disk store at {self.directory} is unavailable")
+            self._next_open = now + REOPEN_INTERVAL
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._cache = diskcache.Cache(
+                    str(self.directory), size_limit=self.size_limit, eviction_policy="least-recently-used"
+                )
+            except (OSError, sqlite3.Error) as error:
+                raise StoreError(f"disk store at {self.directory} cannot be opened: {error}") from error
+            return self._cache
+
+    async def _run(self, operation: Callable[[diskcache.Cache], T]) -> T:
+        cache = self._cache
+        if cache is None:
+            return await asyncio.to_thread(lambda: operation(self._open()))
+        return await asyncio.to_thread(operation, cache)
 
     async def get(self, key: str) -> bytes | None:
-        value = await asyncio.to_thread(self._cache.get, key)
+        value = await self._run(lambda cache: cache.get(key))
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        await asyncio.to_thread(self._cache.set, key, value, ttl)
+        await self._run(lambda cache: cache.set(key, value, ttl))
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._cache.delete, key)
+        await self._run(lambda cache: cache.delete(key))
 
     async def clear(self, prefix: str | None = None) -> None:
-        await asyncio.to_thread(self._clear_sync, prefix)
-
-    def _clear_sync(self, prefix: str | None) -> None:
-        if prefix is None:
-            self._cache.clear()
-            return
-        for key in list(self._cache.iterkeys()):
-            if isinstance(key, str) and key.startswith(prefix):
-                self._cache.delete(key)
+        await self._run(lambda cache: _clear(cache, prefix))
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._cache.close)
+        if self._cache is not None:
+            await asyncio.to_thread(self._cache.close)
 
     def current_size(self) -> tuple[int, int]:
         """Entries and on-disk bytes (database pages plus value files) now, from diskcache's own tallies."""
-        return len(self._cache), int(self._cache.volume())
+        cache = self._cache
+        if cache is None:
+            return 0, 0
+        return len(cache), int(cache.volume())
+
+
+def _clear(cache: diskcache.Cache, prefix: str | None) -> None:
+    if prefix is None:
+        cache.clear()
+        return
+    for key in list(cache.iterkeys()):
+        if isinstance(key, str) and key.startswith(prefix):
+            cache.delete(key)

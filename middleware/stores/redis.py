@@ -23,19 +23,25 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..loop_clients import PerLoop
-from .breaker import CircuitBreaker
+from .base import StoreError
+from .breaker import CircuitBreaker, CircuitOpenError
 
 T = TypeVar("T")
 
 DEFAULT_PREFIX = "llmc:"
 FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+_MAX_ORPHANS = 10_000
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
 def glob_escape(text: str) -> str:
     """Escape a literal for a Redis MATCH pattern."""
     return text.translate(_GLOB_SPECIAL)
+
+
+def _unlocker(physical: str, token: str) -> Callable[[Any], Awaitable[Any]]:
+    return lambda client: client.eval(_UNLOCK, 1, physical, token)  # type: ignore[no-any-return]
 
 
 def ttl_ms(ttl: float) -> int:
@@ -94,6 +100,8 @@ class RedisStore:
             self.name = name
         self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
         self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
+        self._orphans: dict[str, str] = {}
+        """Physical lock key -> token of locks this store may hold with nobody to release them."""
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -221,17 +229,56 @@ class RedisStore:
     # -- distributed single-flight primitive (the engine decides when to use it) -----------------
 
     async def try_lock(self, key: str, ttl: float) -> str | None:
-        """`SET lock NX PX`: a token if this caller now owns the lock on `key`, else None."""
+        """`SET lock NX PX`: a token if this caller now owns the lock on `key`, else None.
+
+        A lock this store may hold without anyone to release it (see `_orphan`) is released first.
+        """
+        if self._orphans:
+            await self._release_orphans()
         token = secrets.token_hex(16)
         physical = self.lock_prefix + key
-        acquired = await self._call(lambda client: client.set(physical, token, px=ttl_ms(ttl), nx=True), "lock")
+        try:
+            acquired = await self._call(lambda client: client.set(physical, token, px=ttl_ms(ttl), nx=True), "lock")
+        except CircuitOpenError:
+            raise  # never sent: no lock was taken
+        except StoreError:
+            self._orphan(physical, token)  # sent, unanswered: a paused server may still run it later
+            raise
         return token if acquired else None
 
     async def unlock(self, key: str, token: str) -> bool:
         """Release the lock only if `token` still owns it (compare-and-delete in one script)."""
         physical = self.lock_prefix + key
-        released = await self._call(lambda client: client.eval(_UNLOCK, 1, physical, token), "unlock")
+        try:
+            released = await self._call(_unlocker(physical, token), "unlock")
+        except StoreError:
+            self._orphan(physical, token)
+            raise
         return bool(released)
+
+    def _orphan(self, physical: str, token: str) -> None:
+        """Remember a lock whose taking had no answer or whose release failed, to release it later.
+
+        Left alone it would live its whole TTL, and every miss on its key, in every pod, would wait
+        for an answer that nobody is fetching. Bounded: the oldest are dropped (they expire anyway).
+        """
+        orphans = self._orphans
+        orphans[physical] = token
+        while len(orphans) > _MAX_ORPHANS:
+            del orphans[next(iter(orphans))]
+
+    async def _release_orphans(self) -> None:
+        """Compare-and-delete every remembered lock; after a failure the rest are kept for next time."""
+        orphans, self._orphans = self._orphans, {}
+        failed = False
+        for physical, token in orphans.items():
+            if not failed:
+                try:
+                    await self._call(_unlocker(physical, token), "unlock")
+                    continue
+                except StoreError:
+                    failed = True
+            self._orphan(physical, token)
 
     async def ping(self) -> bool:
         return bool(await self._call(lambda client: client.ping(), "ping"))

@@ -499,7 +499,8 @@ async def test_deleting_a_request_also_deletes_the_answers_that_would_serve_it_b
     messages = [{"role": "system", "content": SUPPORT}, {"role": "user", "content": "How can I reset my password?"}]
 
     alice = {"authorization": "Bearer sk-alice"}
-    await cache.delete_request(CHAT, {"model": "gpt-4o-mini", "messages": messages}, alice)
+    url = fake_provider.openai_base_url + CHAT  # the URL the transport sent it to
+    await cache.delete_request(url, {"model": "gpt-4o-mini", "messages": messages}, alice)
 
     again = await ask(client, "How can I reset my password?")
     original = await ask(client, "How do I reset my password?")

@@ -10,8 +10,8 @@ different content, and a streamed answer has exactly the same text as the non-st
 Every response carries a fresh id (a per-provider counter), so a test can tell a replayed answer
 (same id) from one the provider produced again.
 
-Tests steer the provider from Python (``fail_next``, ``cut_stream_after``, ``delay``, ``hold`` /
-``release`` / ``wait_for_in_flight``) or from an SDK client with the ``x-fake-status: <code>``
+Tests steer the provider from Python (``fail_next``, ``cut_stream_after``, ``break_body_after``,
+``delay``, ``hold`` / ``release`` / ``wait_for_in_flight``) or from an SDK client with the ``x-fake-status: <code>``
 request header. All state lives on the `FakeProvider` instance; the controls are thread-safe
 because the server runs on its own loop in another thread.
 """
@@ -109,6 +109,12 @@ class _Answer:
         return out + (tokens(self.thinking) if self.thinking else 0)
 
 
+@dataclass(frozen=True)
+class _Break:
+    after: int
+    stall: bool
+
+
 @dataclass
 class _Held:
     loop: asyncio.AbstractEventLoop
@@ -183,6 +189,7 @@ class FakeProvider:
         self._scripted: list[list[bytes]] = []
         self._unknown_fields: set[str] = set()
         self._gzip_streams = False
+        self._break: _Break | None = None
         self._delay = 0.0
         self._held = False
         self._waiters: list[_Held] = []
@@ -235,6 +242,7 @@ class FakeProvider:
             self._scripted.clear()
             self._unknown_fields.clear()
             self._gzip_streams = False
+            self._break = None
             self._delay = 0.0
             self._seen_prefixes.clear()
             self.cached_contents.clear()
@@ -276,6 +284,13 @@ class FakeProvider:
         """The next streamed response drops the connection after `n_events`, without its end."""
         with self._lock:
             self._cut_after = n_events
+
+    def break_body_after(self, n_bytes: int, stall: bool = False) -> None:
+        """The next response of any kind (JSON or stream) sends its status, its headers (a JSON answer
+        keeps its full `content-length`) and `n_bytes` of its body, then drops the connection; with
+        `stall`, it sends nothing more until `release()` instead."""
+        with self._lock:
+            self._break = _Break(n_bytes, stall)
 
     def delay(self, seconds: float) -> None:
         """Every response waits `seconds` before its first byte (until reset)."""
@@ -353,6 +368,7 @@ class FakeProvider:
             failure = self._failures.pop(0) if self._failures else None
             unknown = next((f for f in sorted(self._unknown_fields) if _mentions(body, f)), None)
             scripted = self._scripted.pop(0) if self._scripted and failure is None and unknown is None else None
+            broken, self._break = self._break, None
             held = self._held
             delay = self._delay
             waiter: _Held | None = None
@@ -365,17 +381,19 @@ class FakeProvider:
             if delay:
                 await asyncio.sleep(delay)
             family = family_of(path)
-            if failure is not None:
-                return self._error(family, failure.status, failure.body, failure.headers)
-            if unknown is not None:
-                message = f"Unrecognized request argument supplied: {unknown}"
-                return self._error(family, 400, None, {}, message=message)
-            if scripted is not None:
-                return self._stream(scripted)
             forced = record.headers.get("x-fake-status")
-            if forced and forced.isdigit() and int(forced) >= 400:
-                return self._error(family, int(forced), None, {})
-            return self._route(record)
+            if failure is not None:
+                response = self._error(family, failure.status, failure.body, failure.headers)
+            elif unknown is not None:
+                message = f"Unrecognized request argument supplied: {unknown}"
+                response = self._error(family, 400, None, {}, message=message)
+            elif scripted is not None:
+                response = self._stream(scripted)
+            elif forced and forced.isdigit() and int(forced) >= 400:
+                response = self._error(family, int(forced), None, {})
+            else:
+                response = self._route(record)
+            return response if broken is None else self._broken(response, broken)
         finally:
             with self._changed:
                 self._in_flight -= 1
@@ -473,6 +491,34 @@ class FakeProvider:
         if gzipped:
             hdrs["content-encoding"] = "gzip"
         return StreamingResponse(body(), media_type=media_type, headers=hdrs)
+
+    def _broken(self, response: Response, broken: _Break) -> StreamingResponse:
+        """`response` with its body cut (or stalled) after `broken.after` bytes."""
+        chunks: AsyncIterator[Any] = (
+            response.body_iterator if isinstance(response, StreamingResponse) else _one(bytes(response.body))
+        )
+
+        async def body() -> AsyncIterator[bytes]:
+            left = broken.after
+            async for chunk in chunks:
+                data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                if len(data) >= left:
+                    break
+                left -= len(data)
+                yield data
+            else:
+                return  # the whole body fitted: nothing to break
+            if left:
+                yield data[:left]
+            if broken.stall:
+                loop = asyncio.get_running_loop()
+                waiter = _Held(loop, loop.create_future())
+                with self._lock:
+                    self._waiters.append(waiter)
+                await waiter.future
+            raise StreamCut(f"fake provider: body cut after {broken.after} bytes")
+
+        return StreamingResponse(body(), status_code=response.status_code, headers=dict(response.headers))
 
     def _seen_before(self, key: str) -> bool:
         with self._lock:
@@ -1105,6 +1151,10 @@ def _mentions(value: Any, field: str) -> bool:
     if isinstance(value, list):
         return any(_mentions(v, field) for v in value)
     return False
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
