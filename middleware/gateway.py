@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import logging
 import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -38,6 +39,7 @@ from starlette.routing import Route
 
 from .config import ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
 from .engine import Cache
+from .keys import NAMESPACE_PATTERN
 from .stores.base import StoreError
 
 logger = logging.getLogger("middleware.gateway")
@@ -60,6 +62,9 @@ HOP_BY_HOP = frozenset(
 )
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "x-admin-key"}
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Control characters HTTP/1.1 never carries in a field value (HTAB is allowed)."""
 _MANAGEMENT_ENV = "LLM_CACHE_CONFIG"
 _UPSTREAMS_ENV = "LLM_CACHE_UPSTREAMS"
 
@@ -236,15 +241,23 @@ class _Gateway:
             headers = [(k, v) for k, v in headers if k not in named]
         if upstream.api_key:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
+        wire = _wire_headers(headers)
+        if wire is None:
+            message = "a request header cannot be forwarded (a name that is not a token, or a control character)"
+            return Response(error_body(family, 400, message), 400, media_type="application/json")
         body = await request.body()
         assert self.client is not None, "the gateway's lifespan has not started"
-        outgoing = self.client.build_request(
-            request.method,
-            upstream_url(base_url, path, query),
-            headers=headers,
-            content=body,
-            timeout=httpx2.Timeout(upstream.timeout, connect=10.0),
-        )
+        try:
+            outgoing = self.client.build_request(
+                request.method,
+                upstream_url(base_url, path, query),
+                headers=wire,
+                content=body,
+                timeout=httpx2.Timeout(upstream.timeout, connect=10.0),
+            )
+        except httpx2.InvalidURL:
+            message = "the request path or query cannot be forwarded"
+            return Response(error_body(family, 400, message), 400, media_type="application/json")
         _caller_headers_only(outgoing, request.headers.get("accept-encoding"), {k for k, _ in headers})
         try:
             response = await self.client.send(outgoing, stream=True)
@@ -353,12 +366,13 @@ class _Gateway:
         key = data.get("key")
         if key is None:
             path, body, headers = data.get("path"), data.get("body"), data.get("headers") or {}
+            query = data.get("query") or ""
             if not isinstance(path, str) or not isinstance(body, dict) or not isinstance(headers, dict):
                 return _bad('send {"key": "..."} or {"path": "/v1/...", "body": {...}, "headers": {...}}')
+            if not isinstance(query, str) or not all(isinstance(value, str) for value in headers.values()):
+                return _bad("headers must map names to strings, and query must be a string")
             try:
-                key = self.cache.key_for(
-                    path, body, {str(k): str(v) for k, v in headers.items()}, str(data.get("query") or "")
-                )
+                key = self.cache.key_for(path, body, headers, query)
             except ValueError as error:
                 return _bad(str(error))
         if not isinstance(key, str) or not key:
@@ -376,6 +390,8 @@ class _Gateway:
         for name, value in (("namespace", namespace), ("prefix", prefix)):
             if value is not None and (not isinstance(value, str) or not value):
                 return _bad(f"{name} must be a non-empty string")
+        if namespace is not None and not NAMESPACE_PATTERN.fullmatch(namespace):
+            return _bad("namespace must be 1-64 characters of letters, digits, '_', '.' or '-'")
         if prefix is not None:  # raw store keys, e.g. an old key_prefix after a version bump
             try:
                 await self.cache.store.clear(prefix)
@@ -470,6 +486,19 @@ class _UpstreamResponse(StreamingResponse):
                 task.cancel()
             if self.background is not None:
                 await self.background()
+
+
+def _wire_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]] | None:
+    """The headers to send upstream as bytes (the latin-1 the server received, surrounding whitespace
+    dropped), or None when one cannot be sent in HTTP/1.1: a name that is not a token, or a control
+    character in a value (a server may pass them on; the upstream connection would refuse them)."""
+    wire = []
+    for name, value in headers:
+        value = value.strip(" \t")
+        if _TOKEN.fullmatch(name) is None or _CONTROL.search(value) is not None:
+            return None
+        wire.append((name.encode("latin-1"), value.encode("latin-1")))
+    return wire
 
 
 def _caller_headers_only(outgoing: httpx2.Request, accept_encoding: str | None, sent: set[str]) -> None:
