@@ -412,16 +412,35 @@ MANAGEMENT_VALUES = {
 """The management calls' fields, in their right and wrong types and shapes."""
 
 
+def _management_field(name: str, odd: bool = True) -> st.SearchStrategy[tuple[str, bytes]]:
+    meant = st.sampled_from(MANAGEMENT_VALUES[name])
+    return st.tuples(st.just(name), st.one_of(meant, values) if odd else meant)
+
+
 @st.composite
-def management_bodies(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(("fields", "fields", "fields", "fields", "value", "bytes")))
+def management_calls(draw: st.DrawFn) -> tuple[str, bytes]:
+    """(endpoint, body): a delete by request (path, body, headers, query) or by key, a flush, any fields,
+    any JSON, any bytes."""
+    kind = draw(st.sampled_from(("request", "request", "request", "key", "flush", "fields", "value", "bytes")))
+    endpoint = "/cache/flush" if kind == "flush" else draw(st.sampled_from(("/cache/delete", "/cache/flush")))
+    if kind in ("request", "key"):
+        endpoint = "/cache/delete"
     if kind == "value":
-        return draw(values)
+        return endpoint, draw(values)
     if kind == "bytes":
-        return draw(st.binary(max_size=40))
-    names = draw(st.lists(st.sampled_from(sorted(MANAGEMENT_VALUES)), max_size=4))
-    pairs = [(name, draw(st.one_of(st.sampled_from(MANAGEMENT_VALUES[name]), values))) for name in names]
-    return b"{" + b",".join(orjson.dumps(k) + b":" + v for k, v in pairs) + b"}"
+        return endpoint, draw(st.binary(max_size=40))
+    if kind == "request":
+        optional = draw(st.lists(st.sampled_from(("headers", "query")), max_size=2))
+        fields = [draw(_management_field("path", odd=False)), draw(_management_field("body", odd=False))]
+        fields += [draw(_management_field(name)) for name in optional]
+    else:
+        names = {
+            "key": ["key"],
+            "flush": draw(st.lists(st.sampled_from(("namespace", "prefix", "all")), min_size=1, max_size=3)),
+            "fields": draw(st.lists(st.sampled_from(sorted(MANAGEMENT_VALUES)), max_size=4)),
+        }[kind]
+        fields = [draw(_management_field(name)) for name in names]
+    return endpoint, b"{" + b",".join(orjson.dumps(k) + b":" + v for k, v in fields) + b"}"
 
 
 def test_management_api_never_fails_on_odd_json(gateway: InProcessGateway) -> None:
@@ -430,14 +449,15 @@ def test_management_api_never_fails_on_odd_json(gateway: InProcessGateway) -> No
         return _reply(response)
 
     @examples(300)
-    @given(st.sampled_from(("/cache/delete", "/cache/flush")), management_bodies(), headers)
-    def property(path: str, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-        reply = gateway.loop.run_until_complete(call(path, body, ADMIN.encode()))
+    @given(management_calls(), headers)
+    def property(endpoint_body: tuple[str, bytes], extra: list[tuple[bytes, bytes]]) -> None:
+        endpoint, body = endpoint_body
+        reply = gateway.loop.run_until_complete(call(endpoint, body, ADMIN.encode()))
         assert reply.status in (200, 400), (reply.status, body[:200], reply.body[:300])
         if reply.status == 400:
             assert "error" in orjson.loads(reply.body)
         odd_key = next((value for name, value in extra if name != b"x-admin-key"), b"\xe9\x01")
-        refused = gateway.loop.run_until_complete(call(path, body, odd_key))
+        refused = gateway.loop.run_until_complete(call(endpoint, body, odd_key))
         assert refused.status == 403
 
     property()
