@@ -223,7 +223,11 @@ class _Gateway:
     # -- proxy ----------------------------------------------------------------------------------
 
     async def proxy(self, request: Request) -> Response:
-        path = request.url.path
+        try:  # Starlette reads the URL from the Host header and the query as UTF-8: either may not parse
+            path, query = request.url.path, request.url.query
+        except ValueError:
+            message = "the request's Host or query cannot be read"
+            return Response(error_body(None, 400, message), 400, media_type="application/json")
         family = family_of(path)
         if family is None:
             return Response(error_body(None, 404, f"no upstream serves {path}"), 404, media_type="application/json")
@@ -233,7 +237,6 @@ class _Gateway:
             message = f"no upstream configured for {family}: set upstreams.{family}.base_url"
             return Response(error_body(family, 502, message), 502, media_type="application/json")
         upstream = getattr(upstreams, family)
-        query = request.url.query
         headers = [(k, v) for k, v in request.headers.items() if k not in _REQUEST_DROP]
         connection = request.headers.get("connection")
         if connection:

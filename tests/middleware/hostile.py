@@ -287,6 +287,7 @@ HEADER_NAMES = (
     "accept-encoding",
     "content-type",
     "connection",
+    "host",
     "x-custom",
 )
 """The headers the cache reads (credentials, controls, keyed settings) and a few it should not care about."""
@@ -311,6 +312,10 @@ HEADER_VALUES = (
     b"gzip, deflate, br",
     b"close, x-api-key",
     b"text/event-stream",
+    b"[",
+    b"[::1",
+    b"a:b:c",
+    b"h:99999",
 )
 
 _FIELD_BYTES = [9, *range(0x20, 0x7F), *range(0x80, 0x100)]
@@ -446,5 +451,5 @@ class Upstream:
         return library.Response(status, headers=raw, content=content)
 
     async def asgi(self, request: Request) -> Response:
-        status, response_headers, content = self.answer(request.url.path, await request.body())
+        status, response_headers, content = self.answer(request.scope["path"], await request.body())
         return Response(content, status, headers=dict(response_headers))

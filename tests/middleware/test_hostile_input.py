@@ -40,6 +40,7 @@ from middleware.gateway import create_gateway
 from middleware.semantic import InProcessIndex, SemanticCache
 from middleware.semantic.embedders import unit_rows
 from middleware.stores import MemoryStore
+from middleware.telemetry import MAX_MODEL_CHARS
 from tests.middleware.hostile import (
     DEPTHS,
     LATIN1_HEADER,
@@ -52,6 +53,7 @@ from tests.middleware.hostile import (
     headers,
     placed,
     printable_queries,
+    queries,
     stream_twin,
     values,
 )
@@ -179,15 +181,17 @@ request_parts = st.sampled_from(PATHS).flatmap(
 """(path, query, headers, body, whether the stream twin goes first)."""
 
 
-def generated(referee: Referee, send: Send, n: int) -> None:
+def generated(referee: Referee, send: Send, n: int, parts: st.SearchStrategy[Any] = request_parts) -> None:
     """`n` generated requests, each with its stream twin, through `send`; every answer held to the rule."""
 
     @examples(n)
-    @given(request_parts)
+    @given(parts)
     def property(parts: tuple[str, bytes, list[tuple[bytes, bytes]], bytes, bool]) -> None:
         referee.check_with_twin(send, *parts)
 
     property()
+    labels = [label for series in referee.cache.telemetry.snapshot().values() for key in series for label in key]
+    assert max(map(len, labels)) <= MAX_MODEL_CHARS  # a caller's huge model name is not kept in full
 
 
 def _url(path: str, query: bytes) -> str:
@@ -263,6 +267,62 @@ def test_asgi_middleware_answers_every_generated_request(loop: Any, closing: Exi
     assert cache.stats.semantic_errors == 0
 
 
+def server_view_sender(app: Any, loop: asyncio.AbstractEventLoop) -> Send:
+    """Calls `app` with the scope a lenient server builds: the raw query bytes and header bytes as they
+    arrived (an HTTP client would have percent-encoded or refused some of them)."""
+
+    async def call(path: str, query: bytes, raw_headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Reply:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "headers": [*raw_headers, (b"host", b"app"), (b"content-length", b"%d" % len(body))],
+            "client": ("127.0.0.1", 50000),
+            "server": ("app", 80),
+        }
+        messages: list[Any] = []
+        done = asyncio.Event()
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> Any:
+            if pending:
+                return pending.pop()
+            await done.wait()  # the client stays until the answer is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            messages.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                done.set()
+
+        await app(scope, receive, send)
+        start = messages[0]
+        raw = list(start["headers"])
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+        content = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        return Reply(start["status"], headers, content, raw)
+
+    return lambda *parts: loop.run_until_complete(call(*parts))
+
+
+raw_request_parts = st.sampled_from(PATHS).flatmap(
+    lambda path: st.tuples(st.just(path), queries, headers, bodies(path), st.booleans())
+)
+"""As `request_parts`, with the raw query bytes a server may hand over."""
+
+
+def test_asgi_middleware_takes_the_raw_bytes_a_server_hands_over(loop: Any) -> None:
+    cache, upstream = Cache(MemoryStore()), Upstream()
+    app = CacheMiddleware(Starlette(routes=[Route("/{path:path}", upstream.asgi, methods=["POST"])]), cache=cache)
+    generated(Referee(cache, upstream), server_view_sender(app, loop), 200, raw_request_parts)
+
+
 # -- (c) the gateway ---------------------------------------------------------------------------------
 
 
@@ -322,6 +382,14 @@ def test_gateway_answers_every_generated_request(
     referee = Referee(gateway.cache, echo_server[1])
 
     generated(referee, gateway.send, 300)
+
+
+def test_gateway_takes_the_raw_bytes_a_server_hands_over(
+    gateway: InProcessGateway, echo_server: tuple[BackgroundServer, Upstream]
+) -> None:
+    generated(
+        Referee(gateway.cache, echo_server[1]), server_view_sender(gateway.app, gateway.loop), 150, raw_request_parts
+    )
 
 
 # -- deep nesting, every family, every way in ---------------------------------------------------------
@@ -511,3 +579,14 @@ def test_gateway_behind_a_real_http_server_takes_latin1_and_control_bytes(
                         assert answered or status in (400, 404), (target, name, value, body[:80], answer[:300])
                         if target in SERVED_TARGETS and b"\x01" not in value and b"ns\\n" not in body:
                             assert answered, (target, name, value, body[:80], answer[:300])
+
+
+def test_telemetry_keeps_no_huge_model_name(loop: Any, closing: ExitStack) -> None:
+    """A caller names the model: metric labels and span names keep at most MAX_MODEL_CHARS of it."""
+    cache, upstream = Cache(MemoryStore()), Upstream()
+    send = async_transport_sender(httpx2, cache, upstream, closing, loop)
+    for n in range(3):
+        body = b'{"model":"' + str(n).encode() * 100_000 + b'","messages":[{"role":"user","content":"hi"}]}'
+        assert send("/v1/chat/completions", b"", [(b"authorization", b"Bearer sk-a")], body).status == 200
+    requests = cache.telemetry.snapshot()["llm_cache_requests"]
+    assert sorted(len(labels[2]) for labels in requests) == [MAX_MODEL_CHARS] * 3
