@@ -12,7 +12,6 @@ from one the cache gave itself.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import orjson
@@ -437,8 +436,7 @@ class Upstream:
     def answer(self, path: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         self.received.append(body)
         payload = next((answer for suffix, answer in _ANSWERS if path.endswith(suffix)), {"ok": True})
-        digest = hashlib.sha256(body).hexdigest()[:16]
-        response_headers = [("content-type", "application/json"), UPSTREAM_MARK, ("x-received", digest), LATIN1_HEADER]
+        response_headers = [("content-type", "application/json"), UPSTREAM_MARK, LATIN1_HEADER]
         return 200, response_headers, orjson.dumps(payload)
 
     def httpx_handler(self, request: object) -> object:
