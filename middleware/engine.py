@@ -370,6 +370,16 @@ class Cache:
     def prepare_route(
         self, route: Route, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
     ) -> CacheRequest | Passthrough | Rejection:
+        """`prepare` for a known route. Never raises: a request the engine cannot key or re-encode (a
+        body nested deeper than the encoder goes, ...) is forwarded untouched, counted as a bypass."""
+        try:
+            return self._prepare_route(route, method, path, query, headers, body)
+        except Exception as error:
+            return self._passthrough(route, path, f"request could not be keyed ({type(error).__name__})")
+
+    def _prepare_route(
+        self, route: Route, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> CacheRequest | Passthrough | Rejection:
         if len(body) > self.settings.max_body_bytes:
             return self.oversized(route, path)
         try:
@@ -446,16 +456,15 @@ class Cache:
                 if named is not None:
                     request.cached_content = named
                     changes.append("gemini_cached_content")
+            rewritten = orjson.dumps(parsed) if changes else body
         except Exception:  # fail open: the request goes out as the caller wrote it
             logger.warning("prompt-caching rewrite failed; sending the request as written", exc_info=True)
             request.cached_content = None
             return body
-        if not changes:
-            return body
-        if request.call is not None:
+        if changes and request.call is not None:
             request.call.prompt_caching(changes)
         request.hinted = any(change != "gemini_cached_content" for change in changes)
-        return orjson.dumps(parsed)
+        return rewritten
 
     def holds_refusals(self, request: CacheRequest) -> bool:
         """Whether the upstream's answer may refuse something the cache added to the request (usage
@@ -567,7 +576,10 @@ class Cache:
         query: str,
         method: str = "POST",
     ) -> CacheRequest:
-        raw = body if isinstance(body, bytes) else orjson.dumps(dict(body))
+        try:
+            raw = body if isinstance(body, bytes) else orjson.dumps(dict(body))
+        except TypeError as error:  # orjson.JSONEncodeError: nested too deep, or not JSON
+            raise ValueError(f"the body cannot be encoded as JSON ({error})") from None
         lowered = _LowerHeaders(headers or {})
         if path.startswith(("http://", "https://")):  # a full URL: keyed as the transports key it
             url = urlsplit(path)

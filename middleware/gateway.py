@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
 from .engine import UPSTREAM_HEADER, Cache
+from .keys import NAMESPACE_PATTERN
 from .stores.base import StoreError
 
 logger = logging.getLogger("middleware.gateway")
@@ -76,6 +77,9 @@ _OPERATIONS = frozenset({"/health", "/metrics", "/cache/stats", "/cache/delete",
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
 """The largest body a /cache/* call may send (they are small JSON objects)."""
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Control characters HTTP/1.1 never carries in a field value (HTAB is allowed)."""
 _MANAGEMENT_ENV = "LLM_CACHE_CONFIG"
 _UPSTREAMS_ENV = "LLM_CACHE_UPSTREAMS"
 
@@ -332,7 +336,11 @@ class _Gateway:
     # -- proxy ----------------------------------------------------------------------------------
 
     async def proxy(self, request: Request) -> Response:
-        path = request.url.path
+        try:  # Starlette reads the URL from the Host header and the query as UTF-8: either may not parse
+            path, query = request.url.path, request.url.query
+        except ValueError:
+            message = "the request's Host or query cannot be read"
+            return Response(error_body(None, 400, message), 400, media_type="application/json")
         family = family_of(path)
         if family is None:
             return _error(None, 404, f"no upstream serves {path}")
@@ -349,20 +357,21 @@ class _Gateway:
             headers, query = _without_client_keys(headers, query)
         if upstream.api_key:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
+        wire = _wire_headers(headers)
+        if wire is None:
+            message = "a request header cannot be forwarded (a name that is not a token, or a control character)"
+            return _error(family, 400, message)
         assert self.client is not None, "the gateway's lifespan has not started"
         url = base.url(forwarded) + (f"?{_query(query)}" if query else "")
         timeout = httpx2.Timeout(upstream.timeout, connect=10.0)
-        if self.router is not None:
-            if request.method == "GET" and path.rstrip("/") == "/v1/models":
-                return _json({"object": "list", "data": self._models()})
-            # The router reads the model to pick a group and may send the body more than once.
-            outgoing = self.client.build_request(
-                request.method, url, headers=headers, content=await request.body(), timeout=timeout
-            )
-        else:
-            outgoing = self.client.build_request(
-                request.method, url, headers=headers, content=_streamed_body(request, headers), timeout=timeout
-            )
+        if self.router is not None and request.method == "GET" and path.rstrip("/") == "/v1/models":
+            return _json({"object": "list", "data": self._models()})
+        # The router reads the model to pick a group and may send the body more than once.
+        content = await request.body() if self.router is not None else _streamed_body(request, headers)
+        try:
+            outgoing = self.client.build_request(request.method, url, headers=wire, content=content, timeout=timeout)
+        except httpx2.InvalidURL:
+            return _error(family, 400, "the request path or query cannot be forwarded")
         _caller_headers_only(outgoing, request.headers.get("accept-encoding"), {k for k, _ in headers})
         try:
             response = await self.client.send(outgoing, stream=True)
@@ -473,16 +482,19 @@ class _Gateway:
         key = data.get("key")
         if key is None:
             path, body, headers = data.get("path"), data.get("body"), data.get("headers") or {}
+            query = data.get("query") or ""
             if not isinstance(path, str) or not isinstance(body, dict) or not isinstance(headers, dict):
                 return _bad('send {"key": "..."} or {"path": "/v1/...", "body": {...}, "headers": {...}}')
-            plain = {str(k).lower(): str(v) for k, v in headers.items()}
+            if not isinstance(query, str) or not all(isinstance(value, str) for value in headers.values()):
+                return _bad("headers must map names to strings, and query must be a string")
+            plain = {str(k).lower(): v for k, v in headers.items()}
             plain.pop(UPSTREAM_HEADER, None)
             base = self.bases.get(family_of(path))
             forwarded = forwarded_path(path.encode("utf-8"))
             if base is not None and forwarded is not None:  # the key names the upstream URL, as for the calls
                 plain[UPSTREAM_HEADER] = base.url(forwarded)
             try:
-                key = self.cache.key_for(path, body, plain, str(data.get("query") or ""))
+                key = self.cache.key_for(path, body, plain, query)
             except ValueError as error:
                 return _bad(str(error))
             except Exception as error:  # a body the engine cannot key is the caller's mistake, never a 500
@@ -502,6 +514,8 @@ class _Gateway:
         for name, value in (("namespace", namespace), ("prefix", prefix)):
             if value is not None and (not isinstance(value, str) or not value):
                 return _bad(f"{name} must be a non-empty string")
+        if namespace is not None and not NAMESPACE_PATTERN.fullmatch(namespace):
+            return _bad("namespace must be 1-64 characters of letters, digits, '_', '.' or '-'")
         if prefix is not None:  # raw store keys, e.g. an old key_prefix after a version bump
             try:
                 await self.cache.store.clear(prefix)
@@ -729,6 +743,19 @@ async def _send_error(send: Send, family: str | None, status: int, message: str,
     headers.append((b"content-length", str(len(body)).encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _wire_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]] | None:
+    """The headers to send upstream as bytes (the latin-1 the server received, surrounding whitespace
+    dropped), or None when one cannot be sent in HTTP/1.1: a name that is not a token, or a control
+    character in a value (a server may pass them on; the upstream connection would refuse them)."""
+    wire = []
+    for name, value in headers:
+        value = value.strip(" \t")
+        if _TOKEN.fullmatch(name) is None or _CONTROL.search(value) is not None:
+            return None
+        wire.append((name.encode("latin-1"), value.encode("latin-1")))
+    return wire
 
 
 def _caller_headers_only(outgoing: httpx2.Request, accept_encoding: str | None, sent: set[str]) -> None:

@@ -40,20 +40,30 @@ DEFAULT_POLICY = Policy()
 _BODY_FIELDS = {"no-cache", "no-store", "ttl", "s-maxage", "namespace", "use-cache"}
 
 
+def _shown(value: Any) -> str:
+    """A client's value as an error message quotes it: short, and never the repr of a deep or huge one."""
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "an array"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "an integer past 64 bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _seconds(param: str, value: Any) -> float:
     if isinstance(value, bool):
         raise PolicyError(param, "expected a number of seconds")
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
-        raise PolicyError(param, f"expected a number of seconds, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise PolicyError(param, f"expected a number of seconds, got {_shown(value)}") from None
     if not seconds >= 0 or seconds == float("inf"):
-        raise PolicyError(param, f"expected a finite number of seconds >= 0, got {value!r}")
+        raise PolicyError(param, f"expected a finite number of seconds >= 0, got {_shown(value)}")
     return seconds
 
 
 def _namespace(param: str, value: Any) -> str:
-    if not isinstance(value, str) or not NAMESPACE_PATTERN.match(value):
+    if not isinstance(value, str) or not NAMESPACE_PATTERN.fullmatch(value):  # `$` would let "ns\n" through
         raise PolicyError(param, "expected 1-64 characters of letters, digits, '_', '.' or '-'")
     return value
 
@@ -61,7 +71,7 @@ def _namespace(param: str, value: Any) -> str:
 def _flag(param: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise PolicyError(param, f"expected true or false, got {value!r}")
+    raise PolicyError(param, f"expected true or false, got {_shown(value)}")
 
 
 def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
@@ -95,7 +105,8 @@ def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
             raise PolicyError("cache", 'expected an object such as {"no-cache": true}')
         unknown = set(cache_field) - _BODY_FIELDS
         if unknown:
-            raise PolicyError("cache", f"unknown control(s) {sorted(unknown)}; allowed: {sorted(_BODY_FIELDS)}")
+            named = [_shown(name) for name in sorted(unknown)[:3]]
+            raise PolicyError("cache", f"unknown control(s) {', '.join(named)}; allowed: {sorted(_BODY_FIELDS)}")
         if "no-cache" in cache_field:
             values["no_cache"] = _flag("cache.no-cache", cache_field["no-cache"]) or values.get("no_cache", False)
         if "no-store" in cache_field:

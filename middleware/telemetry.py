@@ -42,6 +42,8 @@ RESULTS = ("hit", "miss", "refresh", "bypass", "stale", "error")
 LOOKUP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 MAX_MODELS = 200
 """Distinct `model` label values kept before further ones are reported as `other`."""
+MAX_MODEL_CHARS = 128
+"""Longest model name telemetry keeps (labels, span names); a longer one, sent by the caller, is cut."""
 
 _KINDS = {"client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL}
 _USAGE_MEMO = 4096
@@ -303,7 +305,9 @@ class Call:
         self.body = request.body if telemetry.capture_content else None
         route = request.route
         endpoint = route.endpoint
-        self.model = request.model
+        model = request.model
+        # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
+        self.model = model if model is None or len(model) <= MAX_MODEL_CHARS else model[:MAX_MODEL_CHARS]
         self.provider = provider_name(endpoint.family, request.path, route.model)
         self.result = "miss"
         self.match: str | None = None

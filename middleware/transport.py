@@ -40,8 +40,9 @@ def _plain_headers(request: Any) -> dict[str, str]:
 
 
 def _with_body(lib: Any, request: Any, body: bytes) -> Any:
-    """A copy of `request` with another body (the `cache` control field removed)."""
-    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+    """A copy of `request` with another body (the `cache` control field removed). Headers are copied as
+    bytes: decoded text would be re-encoded as ASCII, and a latin-1 or UTF-8 value would not survive."""
+    headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
     return lib.Request(request.method, request.url, headers=headers, content=body, extensions=request.extensions)
 
 
@@ -68,23 +69,25 @@ def _outgoing(lib: Any, request: Any, body: bytes, forward: bytes) -> Any:
 
 def _read_again(lib: Any, response: Any, content: bytes) -> Any:
     """A response already read (and decoded) for a look at its error, readable once more."""
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _ENCODING_HEADERS]
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _ENCODING_HEADERS]
     return lib.Response(response.status_code, headers=headers, content=content, extensions=response.extensions)
 
 
-_ENCODING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_ENCODING_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
 def _side_request(lib: Any, request: Any, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
     """A POST to another path of the same upstream (the engine's side calls, e.g. Gemini cachedContents)."""
     url = request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
-    return lib.Request("POST", url, headers=dict(headers), content=body, extensions=request.extensions)
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]  # as `_plain_headers` read them
+    return lib.Request("POST", url, headers=raw, content=body, extensions=request.extensions)
 
 
 def _relayed(lib: Any, response: Any, recorder: Recorder, stream: Any) -> Any:
     """The upstream response for the caller; its body reaches the recorder through `stream`."""
     recorder.start(response.status_code, response.headers)
-    headers = recorder.forward_headers(response.headers.multi_items())
+    upstream = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in recorder.forward_headers(upstream)]
     return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
 
 
