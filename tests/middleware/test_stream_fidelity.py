@@ -302,3 +302,96 @@ def test_a_responses_replay_carries_every_event_of_the_original(fake_provider: R
     assert [kind for kind, _ in original_events] == replayed_types
     assert replay.to_dict() == original.to_dict()
     assert fake_provider.count("/responses") == 1
+
+
+def anthropic_stream() -> list[Any]:
+    """A Messages stream with every kind of block: thinking (signed), redacted thinking, a server
+    web search and its results, text with two citations, and a client tool call."""
+    message = {
+        "id": "msg_all",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 40, "output_tokens": 1, "cache_read_input_tokens": 0},
+    }
+    results = [{"type": "web_search_result", "url": "https://example.com", "title": "Ex", "encrypted_content": "abc"}]
+    citation = {
+        "type": "web_search_result_location",
+        "url": "https://example.com",
+        "title": "Ex",
+        "encrypted_index": "e1",
+        "cited_text": "Paris is the capital",
+    }
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
+        (
+            {"type": "thinking", "thinking": "", "signature": ""},
+            [
+                {"type": "thinking_delta", "thinking": "The user asks "},
+                {"type": "thinking_delta", "thinking": "for the capital."},
+                {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"},
+            ],
+        ),
+        ({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}, []),
+        (
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
+            [{"type": "input_json_delta", "partial_json": '{"query": "capital of France"}'}],
+        ),
+        ({"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": results}, []),
+        (
+            {"type": "text", "text": "", "citations": []},
+            [
+                {"type": "citations_delta", "citation": citation},
+                {"type": "citations_delta", "citation": {**citation, "encrypted_index": "e2"}},
+                {"type": "text_delta", "text": "Paris"},
+                {"type": "text_delta", "text": " is the capital."},
+            ],
+        ),
+        (
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+            [
+                {"type": "input_json_delta", "partial_json": '{"city": '},
+                {"type": "input_json_delta", "partial_json": '"Paris"}'},
+            ],
+        ),
+    ]
+    events: list[Any] = [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+    for index, (start, deltas) in enumerate(blocks):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
+        events += [
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas
+        ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    usage = {"output_tokens": 120, "server_tool_use": {"web_search_requests": 1}}
+    delta = {"stop_reason": "tool_use", "stop_sequence": None}
+    events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def test_an_anthropic_stream_hit_is_what_the_sdk_made_of_the_original(fake_provider: RunningFakeProvider) -> None:
+    fake_provider.stream_next(anthropic_stream())
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = anthropic.Anthropic(
+        api_key="sk-ant-all", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+    request = {"model": "claude-sonnet-4-6", "max_tokens": 1024, "messages": [{"role": "user", "content": "Capital?"}]}
+    with client.messages.stream(**request) as stream:
+        original = comparable(stream.get_final_message().to_dict())
+    with client.messages.stream(**request) as stream:
+        replay = comparable(stream.get_final_message().to_dict())
+    hit = client.messages.with_raw_response.create(**request)
+
+    assert hit.headers["x-cache"] == "HIT" and fake_provider.count("/v1/messages") == 1
+    assert replay == original
+    assert comparable(hit.parse().to_dict()) == original
+    assert [block["type"] for block in original["content"]] == [
+        "thinking",
+        "redacted_thinking",
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+        "tool_use",
+    ]
