@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import httpx
 import httpx2
 
-from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts
+from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts, repeated_headers
 from .loop_thread import LoopThread
 from .providers import Route
 
@@ -34,9 +34,6 @@ def _query(request: Any) -> str:
     return query.decode("ascii", "replace") if isinstance(query, bytes) else query
 
 
-def _plain_headers(request: Any) -> dict[str, str]:
-    """Lower-cased header dict: the engine reads several headers, and httpx lookups are costly."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.raw}
 
 
 def _with_body(lib: Any, request: Any, body: bytes) -> Any:
@@ -50,7 +47,11 @@ def _answer(lib: Any, parts: ResponseParts) -> Any:
 
 
 def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
-    return cache.prepare_route(route, request.method, request.url.path, _query(request), _plain_headers(request), body)
+    raw = request.headers.raw
+    # A lower-cased header dict: the engine reads several headers, and httpx lookups are costly.
+    plain = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+    repeated = repeated_headers(raw) if len(plain) != len(raw) else ()
+    return cache.prepare_route(route, request.method, request.url.path, _query(request), plain, body, repeated=repeated)
 
 
 def _bypassed(response: Any, passthrough: Passthrough) -> Any:

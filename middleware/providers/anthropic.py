@@ -17,6 +17,7 @@ from .base import (
     suffix_pattern,
     usage_with_cache_apart,
 )
+from .auth import ANTHROPIC
 from .sse import SSEDecoder, encode_event
 
 _DELTA_USAGE = (
@@ -31,6 +32,7 @@ _DELTA_USAGE = (
 
 class Messages(Endpoint):
     family = "anthropic"
+    auth = ANTHROPIC
     name = "messages"
     operation = "chat"
 

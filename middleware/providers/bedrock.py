@@ -23,6 +23,7 @@ from urllib.parse import unquote
 import orjson
 
 from .anthropic import Messages, MessageStreamAssembler, message_events
+from .auth import BEDROCK
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -45,6 +46,7 @@ _KEYED_PREFIX = "x-amzn-bedrock-"
 
 class _BedrockEndpoint(Endpoint):
     family = "bedrock"
+    auth = BEDROCK
     operation = "chat"
     signed_body = True
     keyed_headers = True

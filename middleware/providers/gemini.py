@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from .auth import GEMINI
 from .base import Endpoint, NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, loads_object, split_last_turn
 from .sse import SSEDecoder
 
@@ -25,6 +26,7 @@ def _method_pattern(methods: str) -> re.Pattern[str]:
 
 class _GeminiEndpoint(Endpoint):
     family = "gemini"
+    auth = GEMINI
     methods: str
 
     def __init__(self) -> None:

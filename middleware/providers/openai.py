@@ -19,6 +19,7 @@ from .base import (
     loads_object,
     split_last_turn,
 )
+from .auth import AZURE
 from .sse import SSEDecoder, encode_event
 
 _DONE = b"data: [DONE]\n\n"
@@ -45,9 +46,9 @@ class _OpenAIEndpoint(Endpoint):
     def match(self, path: str) -> Route | None:
         azure = self._azure.match(path)
         if azure:
-            return Route(self, model=azure.group("deployment"))
-        if self._generic.match(path):
-            return Route(self)
+            return Route(self, model=azure.group("deployment"), auth=AZURE)
+        if self._generic.match(path):  # Azure's v1 API is `/openai/v1/...`
+            return Route(self, auth=AZURE) if path.startswith("/openai/") else Route(self)
         return None
 
     def usage(self, response: dict[str, Any]) -> Usage:

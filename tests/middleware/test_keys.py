@@ -93,10 +93,18 @@ def test_credentials_are_isolated_by_default_and_shared_on_request() -> None:
     assert key(shared, body(), ALICE) == key(shared, body(), BOB)
 
 
-@pytest.mark.parametrize("header", ["authorization", "x-api-key", "api-key", "x-goog-api-key"])
-def test_every_provider_credential_header_scopes_entries(header: str) -> None:
+@pytest.mark.parametrize(
+    ("header", "path"),
+    [
+        ("authorization", CHAT),
+        ("x-api-key", "/v1/messages"),
+        ("api-key", "/openai/deployments/d/chat/completions"),
+        ("x-goog-api-key", "/v1beta/models/gemini-2.0-flash:generateContent"),
+    ],
+)
+def test_every_provider_credential_header_scopes_entries(header: str, path: str) -> None:
     cache = Cache()
-    assert key(cache, body(), {header: "k1"}) != key(cache, body(), {header: "k2"})
+    assert key(cache, body(), {header: "k1"}, path) != key(cache, body(), {header: "k2"}, path)
 
 
 def test_gemini_key_query_parameter_scopes_but_is_not_in_the_digest() -> None:
@@ -144,7 +152,10 @@ def test_custom_key_builder_can_wrap_the_default() -> None:
         return f"custom-{request.model}-{request.body['messages'][-1]['content']}"
 
     cache = Cache(key_builder=by_model_and_last_message)
-    assert key(cache, body()).endswith(":custom-gpt-4o-mini-Hi")
+    built = key(cache, body())
+    assert "custom" not in built  # the builder's answer is hashed under the engine's scope
+    assert built == key(cache, body(temperature=0.9))
+    assert built != key(cache, body(messages=[{"role": "user", "content": "Bye"}]))
     assert len(calls[0]) == 64
 
 
