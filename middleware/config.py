@@ -260,7 +260,7 @@ class CacheConfig(_Model):
     key_prefix: str = ""
     scope: str = Field(
         default="credential",
-        description="'credential', 'shared', 'header:<name>' or a scope function's dotted path 'package.module:function'.",
+        description="'credential', 'shared', 'header:<name>', or a scope function's dotted path 'pkg.module:function'.",
     )
     anonymous: Literal["bypass", "shared"] = Field(
         default="bypass", description="Requests with no identity the scope can read: not cached, or sharing one scope."

@@ -405,7 +405,9 @@ class Cache:
         forward_body = body
         if "cache" in parsed:  # the control field, in any form (`null` too), is never forwarded
             if endpoint.signed_body:
-                message = "the body's cache field would change a signed body; use the x-cache-* or Cache-Control headers"
+                message = (
+                    "the body's cache field would change a signed body; use the x-cache-* or Cache-Control headers"
+                )
                 return Rejection(400, _error_body(message, "cache"))
             cache_field = parsed.pop("cache")
             forward_body = orjson.dumps(parsed)

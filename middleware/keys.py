@@ -227,7 +227,11 @@ def _memo_hash(value: str, memo: dict[str, str] | None) -> str:
 
 
 def credential_scope(
-    auth: Auth, headers: Mapping[str, str], query: str, repeated: Collection[str] = (), memo: dict[str, str] | None = None
+    auth: Auth,
+    headers: Mapping[str, str],
+    query: str,
+    repeated: Collection[str] = (),
+    memo: dict[str, str] | None = None,
 ) -> str:
     """`c` + the hash of the credential the request's provider authenticates (see `providers/auth.py`)."""
     try:

@@ -34,8 +34,6 @@ def _query(request: Any) -> str:
     return query.decode("ascii", "replace") if isinstance(query, bytes) else query
 
 
-
-
 def _with_body(lib: Any, request: Any, body: bytes) -> Any:
     """A copy of `request` with another body (the `cache` control field removed)."""
     headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]

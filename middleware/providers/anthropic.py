@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from .auth import ANTHROPIC
 from .base import (
     Endpoint,
     RequestView,
@@ -17,7 +18,6 @@ from .base import (
     suffix_pattern,
     usage_with_cache_apart,
 )
-from .auth import ANTHROPIC
 from .sse import SSEDecoder, encode_event
 
 _DELTA_USAGE = (

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from .auth import AZURE
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -19,7 +20,6 @@ from .base import (
     loads_object,
     split_last_turn,
 )
-from .auth import AZURE
 from .sse import SSEDecoder, encode_event
 
 _DONE = b"data: [DONE]\n\n"

@@ -175,3 +175,50 @@ def test_bad_key_builder_paths_name_the_problem() -> None:
 def test_key_for_refuses_requests_that_are_not_llm_calls() -> None:
     with pytest.raises(ValueError, match="not a cacheable"):
         Cache().key_for("/v1/models", {})
+
+
+# -- exact numbers ----------------------------------------------------------------------------------
+
+
+def raw(number: str) -> bytes:
+    return b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"temperature":' + number.encode() + b"}"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("0.1", "0.10000000000000000001"),  # the same double, different numbers
+        ("0.30000000000000004", "0.30000000000000005"),
+        ("1e-400", "0"),  # underflows to 0.0
+        ("1.5e-323", "1.4e-323"),  # subnormals: the same double
+        ("1e400", "1e401"),  # overflow, which orjson refuses
+        ("123456789012345678901234567890", "123456789012345678901234567891"),  # beyond 64 bits
+        ("18446744073709551616", "18446744073709551617"),  # 2**64 and one more
+        ("1234567890.1234567", "1234567890.1234568"),  # 17 digits around a point
+    ],
+)
+def test_numbers_that_differ_in_value_give_different_keys(first: str, second: str) -> None:
+    cache = Cache()
+    assert key(cache, raw(first)) != key(cache, raw(second))
+
+
+def test_an_integer_beyond_64_bits_is_keyed_not_passed_through() -> None:
+    assert len(key(Cache(), raw("9" * 400)).split(":")[2]) == 64
+
+
+def test_bodies_a_double_carries_exactly_keep_their_keys() -> None:
+    cache = Cache()
+    parsed = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.5}
+    assert key(cache, raw("0.5")) == key(cache, parsed) == key(cache, raw("0.50"))  # one value, one key
+
+
+def test_the_exact_canonical_form_never_equals_the_fast_one() -> None:
+    from middleware.keys import digest_of
+
+    form = ("openai", "chat.completions", "m", None, (), {"temperature": 0.5}, frozenset())
+    assert digest_of(*form) != digest_of(*form, exact=True)
+    cache = Cache()
+    # a long digit run inside a string takes the exact path: same values, a different canonical form
+    slow = key(cache, {**body(), "messages": [{"role": "user", "content": "call 1234567890123456"}]})
+    fast = key(cache, {**body(), "messages": [{"role": "user", "content": "call 123456789012345"}]})
+    assert slow != fast and key(cache, orjson.loads(raw("0.2").replace(b"Hi", b"call 1234567890123456"))) == slow
