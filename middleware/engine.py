@@ -455,7 +455,8 @@ class Cache:
             return "shared"
         try:
             if scope == "credential":
-                return credential_scope(route.credentials, headers, query, repeated, self._scopes)
+                auth = route.auth or route.endpoint.auth  # `route.credentials`, without a call
+                return credential_scope(auth, headers, query, repeated, self._scopes)
             if isinstance(scope, str):
                 return header_scope(scope[len("header:") :], headers, repeated, self._scopes)
             return function_scope(scope, ScopeRequest(path, query, headers, asgi_scope), self._scopes)

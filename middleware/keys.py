@@ -118,16 +118,41 @@ def parse_body(body: bytes) -> tuple[Any, bool]:
 
     orjson reads numbers as doubles (and refuses integers beyond 64 bits), so two bodies that differ
     only past a double's precision would parse alike. A number token is carried exactly by a double
-    when it has at most 15 significant digits and a small exponent: a body whose [0-9.] runs are all
-    shorter than 16 and whose exponents have at most 2 digits is parsed by orjson (the fast path).
-    Any other body (a long number, or a long digit run inside a string: the scan does not tell them
-    apart) is parsed by the standard library, keeping every number a double cannot carry exactly as
-    an `orjson.Fragment` of its own text, which the canonical form and a re-encoded body then repeat
-    verbatim."""
-    marks = body.translate(_NUMBER_MARKS)
-    if _LONG_RUN in marks or _LONG_EXPONENT in marks:
+    when it has at most 15 significant digits and an exponent of at most two digits (then it is a
+    normal double too), so a body without a longer token is parsed by orjson (the fast path). Any
+    other body is parsed by the standard library, keeping every number a double cannot carry as an
+    `orjson.Fragment` of its own text, which the canonical form and a re-encoded body then repeat
+    verbatim. The scan cannot tell a number from digits inside a string: those take the exact path
+    too, which is slower but never wrong."""
+    if _may_lose_numbers(body):
         return _loads_exact(body), True
     return orjson.loads(body), False
+
+
+def _may_lose_numbers(body: bytes) -> bool:
+    """Whether `body` may hold a number token of 16 or more `[0-9.]` characters, or an exponent of
+    three or more digits. Both hold three digits in a row, so a body without any is settled by one
+    search; each run of three digits is then looked at (at most `_RUNS_LOOKED_AT`, then: maybe)."""
+    marks = body.translate(_NUMBER_MARKS)
+    search = _THREE_DIGITS.search  # a literal pattern: faster than bytes.find here
+    match = search(marks)
+    looked_at = 0
+    while match is not None:
+        found = match.start()
+        looked_at += 1
+        if looked_at > _RUNS_LOOKED_AT:
+            return True
+        start = found
+        while start and marks[start - 1] in _RUN:
+            start -= 1
+        end = _RUN_PATTERN.match(marks, found).end()  # type: ignore[union-attr]
+        if end - start >= 16:
+            return True
+        sign = start >= 2 and marks[start - 1] == _SIGN
+        if start and marks[start - 1 - sign] == _EXPONENT:
+            return True
+        match = search(marks, end)
+    return False
 
 
 def _loads_exact(body: bytes) -> Any:
@@ -156,17 +181,24 @@ def _no_constant(name: str) -> Any:
 
 def _number_marks() -> bytes:
     table = bytearray(b" " * 256)
-    for char in b"0123456789.":
+    for char in b"0123456789":
         table[char] = ord("d")
-    for char in b"eE+-":
-        table[char] = ord("x")
+    table[ord(".")] = ord(".")
+    for char in b"eE":
+        table[char] = ord("e")
+    for char in b"+-":
+        table[char] = ord("s")
     return bytes(table)
 
 
 _NUMBER_MARKS = _number_marks()
-"""`bytes.translate` table: digits and `.` become `d`, exponent marks and signs `x`, the rest a space."""
-_LONG_RUN = b"d" * 16
-_LONG_EXPONENT = b"xddd"
+"""`bytes.translate` table: digits become `d`, exponent marks `e`, signs `s`, `.` stays, the rest a space."""
+_RUN = frozenset(b"d.")
+_RUN_PATTERN = re.compile(rb"[d.]*")
+_THREE_DIGITS = re.compile(rb"ddd")
+_EXPONENT = ord("e")
+_SIGN = ord("s")
+_RUNS_LOOKED_AT = 32
 _BUILT = b"key_builder\x00"
 
 

@@ -45,8 +45,8 @@ class Auth:
             value = headers.get(name)
             if name in repeated:
                 raise AmbiguousCredential(f"the {name} header appears more than once")
-            if value and name == "authorization":
-                value = _credential_value(value, headers)
+            if value and name == "authorization":  # inline: this runs on every request
+                value = value[7:].strip() if value[:7].lower() == "bearer " else _other_scheme(value, headers)
             if not value:
                 continue
             if found is not None and value != found:
@@ -65,11 +65,9 @@ class Auth:
         return self.headers + ((f"{self.query}=",) if self.query else ())
 
 
-def _credential_value(value: str, headers: Mapping[str, str]) -> str:
-    """The credential in an `authorization` value: a Bearer token, SigV4's key id and session token,
-    or the whole value for any other scheme."""
-    if value[:7].lower() == "bearer ":
-        return value[7:].strip()
+def _other_scheme(value: str, headers: Mapping[str, str]) -> str:
+    """The credential in a non-Bearer `authorization` value: SigV4's key id and session token, or
+    the whole value for any other scheme."""
     if value.startswith(_SIGV4):  # the signature changes on every request, the key id does not
         found = _SIGV4_KEY_ID.search(value)
         if found is None:
