@@ -222,3 +222,11 @@ def test_the_exact_canonical_form_never_equals_the_fast_one() -> None:
     slow = key(cache, {**body(), "messages": [{"role": "user", "content": "call 1234567890123456"}]})
     fast = key(cache, {**body(), "messages": [{"role": "user", "content": "call 123456789012345"}]})
     assert slow != fast and key(cache, orjson.loads(raw("0.2").replace(b"Hi", b"call 1234567890123456"))) == slow
+
+
+def test_a_body_with_many_digit_runs_is_keyed_exactly() -> None:
+    cache = Cache()
+    table = " ".join(str(100 + i) for i in range(40))  # more runs than the scan measures one by one
+    many = body(messages=[{"role": "user", "content": table}])
+    assert key(cache, many) == key(cache, many)
+    assert key(cache, {**many, "temperature": orjson.Fragment(b"0.20000000000000000001")}) != key(cache, many)
