@@ -306,8 +306,10 @@ def validate_scope(scope: Any) -> str | ScopeFunction:
         return scope  # type: ignore[no-any-return]
     if not isinstance(scope, str):
         raise ValueError(f"scope must be a string or a function, not {type(scope).__name__}")
-    if scope in ("credential", "shared") or (scope.startswith("header:") and len(scope) > len("header:")):
+    if scope in ("credential", "shared"):
         return scope
+    if scope.startswith("header:") and len(scope) > len("header:"):
+        return scope.lower()  # adapters hand the engine lower-cased header names
     try:
         return load_callable(scope)
     except ValueError as error:

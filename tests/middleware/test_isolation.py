@@ -157,7 +157,7 @@ def test_the_anonymous_setting_can_be_set_from_a_config_file() -> None:
 
 
 async def test_a_header_scope_without_its_header_bypasses(layer: str) -> None:
-    cache = Cache(scope="header:x-tenant")
+    cache = Cache(scope="header:X-Tenant")  # header names are case-insensitive
     assert (await twice(layer, cache, {"authorization": "Bearer sk-alice"}))[0] == ["BYPASS", "BYPASS"]
     assert (await twice(layer, cache, {"x-tenant": ""}))[0] == ["BYPASS", "BYPASS"]
     assert (await twice(layer, cache, {"x-tenant": "acme"}))[0] == ["MISS", "HIT"]
