@@ -479,7 +479,7 @@ class Cache:
         now = time.monotonic()
         if now - self._warned_at >= _WARNING_INTERVAL:
             self._warned_at = now
-            logger.warning("%s (further warnings of this kind are suppressed for a minute)", message, exc_info=error)
+            logger.warning("%s (for a minute, more such warnings are logged at DEBUG)", message, exc_info=error)
         else:
             logger.debug("%s", message, exc_info=error)
 

@@ -166,8 +166,11 @@ def _loads_exact(body: bytes) -> Any:
 
 def _exact_float(text: str) -> float | orjson.Fragment:
     value = float(text)
-    if math.isfinite(value) and Decimal(repr(value)) == Decimal(text):
-        return value  # the double's shortest form has the token's exact value: nothing is lost
+    try:
+        if math.isfinite(value) and Decimal(repr(value)) == Decimal(text):
+            return value  # the double's shortest form has the token's exact value: nothing is lost
+    except ArithmeticError:  # an exponent beyond what Decimal holds
+        pass
     return orjson.Fragment(text)
 
 

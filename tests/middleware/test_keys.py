@@ -230,3 +230,9 @@ def test_a_body_with_many_digit_runs_is_keyed_exactly() -> None:
     many = body(messages=[{"role": "user", "content": table}])
     assert key(cache, many) == key(cache, many)
     assert key(cache, {**many, "temperature": orjson.Fragment(b"0.20000000000000000001")}) != key(cache, many)
+
+
+@pytest.mark.parametrize("number", ["0e99999999999999999999", "1e-99999999999999999999999", "1e400", "9" * 5000])
+def test_numbers_beyond_what_a_double_or_decimal_holds_are_keyed(number: str) -> None:
+    cache = Cache()
+    assert key(cache, raw(number)) != key(cache, raw("0"))
