@@ -15,7 +15,16 @@ from fnmatch import fnmatchcase
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts, repeated_headers
+from .engine import (
+    UPSTREAM_HEADER,
+    Cache,
+    CacheRequest,
+    Passthrough,
+    Recorder,
+    Rejection,
+    ResponseParts,
+    repeated_headers,
+)
 from .native import SideCall
 from .providers import Route
 
@@ -33,6 +42,7 @@ class CacheMiddleware:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
         mount_prefix: str = "",
+        upstream: str | None = None,
         max_body_bytes: int | None = None,
     ) -> None:
         self.app = app
@@ -40,6 +50,9 @@ class CacheMiddleware:
         self.include = tuple(include) if include is not None else None
         self.exclude = tuple(exclude)
         self.mount_prefix = mount_prefix.rstrip("/")
+        self.upstream = upstream.rstrip("/") if upstream else None
+        """The base URL of the provider this app stands for, if it forwards to one: keys then name it the
+        way the transports do (so both share entries), and two upstreams never share one."""
         self.max_body_bytes = max_body_bytes if max_body_bytes is not None else cache.settings.max_body_bytes
 
     def _route_path(self, path: str) -> str | None:
@@ -75,6 +88,7 @@ class _Responder:
         self.cache = middleware.cache
         self.mount_prefix = middleware.mount_prefix
         self.limit = middleware.max_body_bytes
+        self.upstream = middleware.upstream
         self.route = route
         self.path = path
         self.recorder: Recorder | None = None
@@ -106,6 +120,8 @@ class _Responder:
         raw = scope["headers"]
         plain = {k.lower(): v for k, v in Headers(raw=raw).items()}
         repeated = repeated_headers(raw) if len(plain) != len(raw) else ()
+        if self.upstream is not None:
+            plain[UPSTREAM_HEADER] = self.upstream + self.path
         query = scope.get("query_string", b"").decode("latin-1")
         prepared = cache.prepare_route(
             self.route, scope["method"], self.path, query, plain, body, repeated=repeated, asgi_scope=scope
@@ -129,7 +145,7 @@ class _Responder:
         try:
             forward = await cache.upstream_body(prepared, self._side_call(scope))
             held = await self._forward(scope, receive, send, body, forward, prepared)
-            if held:  # the provider refused the request that named a cachedContent: was it the name?
+            if held:  # the provider refused the request: was it what the cache added?
                 error = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
                 retry = await cache.retry_body(prepared, held[0]["status"], error)
                 if retry is not None:
@@ -148,9 +164,9 @@ class _Responder:
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, forward: bytes, hold: CacheRequest | None
     ) -> list[Message]:
-        """Run the app on `forward`. With `hold`, an answer that may refuse the cachedContent the engine
-        named (`Cache.may_retry`) is held back and returned instead of sent, so the engine can decide
-        whether to have the request sent again as written."""
+        """Run the app on `forward`. With `hold`, an answer that may refuse what the engine added to the
+        request (`Cache.may_retry`) is held back and returned instead of sent, so the engine can decide
+        whether to have the request sent again without it."""
         if forward is not body:
             scope = dict(scope)
             raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
@@ -158,7 +174,7 @@ class _Responder:
             scope["headers"] = raw
         sending = self._send(send)
         held: list[Message] = []
-        if hold is not None and hold.cached_content is not None:
+        if hold is not None and self.cache.holds_refusals(hold):
             may_retry = self.cache.may_retry
 
             async def holding(message: Message) -> None:

@@ -56,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     for note in config.notes:
         print(f"note: {note}", file=sys.stderr)
+    _warn_open_keys(config, f"http://{host}:{port}")
+    options = config.server.uvicorn_options()
     if workers > 1:
         # Each worker process builds its own app from the same file and overrides.
         if args.config:
@@ -68,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=port,
             workers=workers,
             log_level=args.log_level,
+            **options,
         )
         return 0
     from .gateway import create_gateway
@@ -76,8 +79,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_gateway(config)
     except ConfigError as error:
         return _fail(str(error))
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level)
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level, **options)
     return 0
+
+
+def _warn_open_keys(config: GatewayConfig, url: str) -> None:
+    """A loud warning when anyone who reaches the gateway could spend the upstream keys in the config."""
+    if config.auth.keys:
+        return
+    spent = config.upstream_keys()
+    if not spent:
+        return
+    bar = "!" * 78
+    print(
+        f"{bar}\n"
+        f"WARNING: the LLM routes of {url} need no key, and they call the upstreams with the API keys\n"
+        f"in this config ({', '.join(spent)}): anyone who can reach the gateway spends them.\n"
+        "Set auth.keys (native config) or general_settings.master_key (LiteLLM config) to require a key.\n"
+        f"{bar}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # -- check-config ---------------------------------------------------------------------------------

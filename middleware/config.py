@@ -32,6 +32,7 @@ from .keys import resolve_key_builder
 from .native import PromptCaching
 
 __all__ = [
+    "AuthConfig",
     "CacheConfig",
     "ConfigError",
     "GatewayConfig",
@@ -54,7 +55,7 @@ DEFAULT_UPSTREAMS = {
     "anthropic": "https://api.anthropic.com",
     "gemini": "https://generativelanguage.googleapis.com",
 }
-SECRET_FIELDS = re.compile(r"(password|secret|api_key|admin_key|master_key|token|access_key)", re.IGNORECASE)
+SECRET_FIELDS = re.compile(r"(password|secret|api_key|admin_key|master_key|token|access_key|^keys$)", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -274,8 +275,10 @@ class CacheConfig(_Model):
     lock_wait: float = 30.0
     prompt_caching: PromptCaching = Field(default_factory=PromptCaching)
     semantic: SemanticConfig | None = None
+    cache_fallbacks: bool = Field(default=False, description="Store answers from a router's fallback group.")
+    fallback_ttl: float | None = Field(default=None, description="Seconds a stored fallback answer lives.")
 
-    @field_validator("ttl", "scope", "lock_ttl", "lock_wait")
+    @field_validator("ttl", "scope", "lock_ttl", "lock_wait", "fallback_ttl")
     @classmethod
     def _engine_rules(cls, value: Any, info: ValidationInfo) -> Any:
         """The engine's own field validators, so a file and `Cache(...)` refuse the same values."""
@@ -305,8 +308,10 @@ class UpstreamConfig(_Model):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"base_url must be an http:// or https:// URL, got {value!r}")
+        if value is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#\\]*)?$", value):
+            raise ValueError(f"base_url must be an http:// or https:// URL without a query, got {value!r}")
+        if value is not None and any(part in (".", "..") for part in value.split("://", 1)[1].split("/")):
+            raise ValueError(f"base_url must not contain '.' or '..' segments, got {value!r}")
         return value.rstrip("/") if value else value
 
 
@@ -322,14 +327,56 @@ class UpstreamsConfig(_Model):
 
 
 class ServerConfig(_Model):
+    """`server`: where `serve` listens, uvicorn's own limits and the gateway's request limits."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=4000, ge=0, lt=65536)
     workers: int = Field(default=1, gt=0)
+    max_request_bytes: int | None = Field(
+        default=None, gt=0, description="Larger request bodies are answered 413 (default: no cap, bodies stream)."
+    )
+    body_read_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for the next part of a request body before answering 408."
+    )
+    limit_concurrency: int | None = Field(default=None, gt=0, description="uvicorn: 503 beyond this many connections.")
+    limit_max_requests: int | None = Field(
+        default=None, gt=0, description="uvicorn: restart a worker after N requests."
+    )
+    timeout_keep_alive: float = Field(default=5.0, gt=0, description="uvicorn: close idle keep-alive connections.")
+    backlog: int = Field(default=2048, gt=0, description="uvicorn: the listening socket's backlog.")
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The keyword arguments `uvicorn.run` takes for these limits."""
+        options: dict[str, Any] = {"timeout_keep_alive": self.timeout_keep_alive, "backlog": self.backlog}
+        if self.limit_concurrency is not None:
+            options["limit_concurrency"] = self.limit_concurrency
+        if self.limit_max_requests is not None:
+            options["limit_max_requests"] = self.limit_max_requests
+        return options
+
+
+class AuthConfig(_Model):
+    """`auth`: the keys a client must present on the LLM routes (none: the routes are open)."""
+
+    keys: list[str] = Field(
+        default_factory=list,
+        description="Accepted client keys (Authorization: Bearer, x-api-key, api-key, x-goog-api-key, "
+        "x-litellm-api-key); write os.environ/NAME to read one from the environment.",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for i, key in enumerate(value):
+            if not key.strip():
+                raise ValueError(f"keys[{i}] is empty (an unset environment variable?)")
+        return value
 
 
 class GatewayConfig(_Model):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     admin_key: str | None = Field(default=None, description="Enables the /cache/* management endpoints.")
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     upstreams: UpstreamsConfig = Field(default_factory=UpstreamsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     model_list: list[Any] | None = Field(default=None, description="Passed through to the router untouched.")
@@ -339,6 +386,24 @@ class GatewayConfig(_Model):
     dialect: str = Field(default="native", exclude=True)
     source: str | None = Field(default=None, exclude=True)
     notes: list[str] = Field(default_factory=list, exclude=True)
+
+    def upstream_keys(self) -> list[str]:
+        """Where the config holds upstream API keys (field paths), which the gateway spends for its callers."""
+        found = [f"upstreams.{family}.api_key" for family in FAMILIES if getattr(self.upstreams, family).api_key]
+        found += _key_fields(self.model_list, "model_list") + _key_fields(self.router, "router")
+        return found
+
+
+def _key_fields(value: Any, path: str) -> list[str]:
+    """The paths of the `api_key` fields set anywhere in a router section."""
+    if isinstance(value, dict):
+        found = [f"{path}.{k}" for k, v in value.items() if k == "api_key" and v]
+        for k, v in value.items():
+            found += _key_fields(v, f"{path}.{k}")
+        return found
+    if isinstance(value, list):
+        return [field for i, item in enumerate(value) for field in _key_fields(item, f"{path}[{i}]")]
+    return []
 
 
 def with_upstreams(config: GatewayConfig, overrides: list[str]) -> GatewayConfig:
@@ -457,7 +522,7 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
 
 
 def detect_dialect(data: Mapping[str, Any], where: str = "<config>") -> str:
-    native = {"cache", "upstreams", "server", "admin_key"} & data.keys()
+    native = {"cache", "upstreams", "server", "admin_key", "auth"} & data.keys()
     guide = {"caching", "cache_responses"} & data.keys()
     litellm = {"litellm_settings", "general_settings", "router_settings"} & data.keys()
     found = [name for name, keys in (("native", native), ("guide", guide), ("litellm", litellm)) if keys]
@@ -772,15 +837,41 @@ def _from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Ma
         notes.append(f"{path}.supported_call_types ignored: every LLM endpoint the gateway serves is cached")
     for name in sorted(set(params) - _LITELLM_USED):
         notes.append(f"{path}.{name} ignored: not supported by llm-cache")
-    out: dict[str, Any] = {"cache": cache}
-    general = data.get("general_settings") or {}
-    if isinstance(general, dict) and general.get("master_key"):
-        out["admin_key"] = general["master_key"]
+    out: dict[str, Any] = {"cache": cache, **_litellm_general(data.get("general_settings"), where, notes)}
     for name in ("model_list",):
         if name in data:
             out[name] = data[name]
     if isinstance(data.get("router_settings"), dict):
         out["router"] = data["router_settings"]
+    return out
+
+
+_LITELLM_GENERAL_USED = {"master_key", "max_request_size_mb"}
+
+
+def _litellm_general(general: Any, where: str, notes: list[str]) -> dict[str, Any]:
+    """`general_settings`: the master key guards the LLM routes and the management endpoints, as in
+    LiteLLM; `max_request_size_mb` becomes `server.max_request_bytes`."""
+    if general is None:
+        return {}
+    if not isinstance(general, dict):
+        raise ConfigError(f"{where}: general_settings: expected a mapping")
+    out: dict[str, Any] = {}
+    master = general.get("master_key")
+    if master is not None:
+        if not isinstance(master, str) or not master.strip():
+            raise ConfigError(f"{where}: general_settings.master_key: expected a non-empty string")
+        out["admin_key"] = master
+        out["auth"] = {"keys": [master]}
+    size = general.get("max_request_size_mb")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not size > 0:
+            raise ConfigError(
+                f"{where}: general_settings.max_request_size_mb: expected a positive number, got {size!r}"
+            )
+        out["server"] = {"max_request_bytes": max(1, int(size * 1024 * 1024))}
+    for name in sorted(set(general) - _LITELLM_GENERAL_USED):
+        notes.append(f"general_settings.{name} ignored: not supported by llm-cache")
     return out
 
 
@@ -989,6 +1080,8 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
             lock_ttl=settings.lock_ttl,
             lock_wait=settings.lock_wait,
             prompt_caching=settings.prompt_caching,
+            cache_fallbacks=settings.cache_fallbacks,
+            fallback_ttl=settings.fallback_ttl,
             semantic=build_semantic(settings.semantic),
         )
     except ValidationError as error:

@@ -40,6 +40,7 @@ from .keys import (
     NoIdentity,
     ScopeFunction,
     ScopeRequest,
+    _memo_hash,
     built_digest,
     compose_key,
     credential_scope,
@@ -57,7 +58,7 @@ from .native import REFUSALS, CachedContent, CachedContents, PromptCaching, Side
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
-from .stores.base import LockingStore, Store
+from .stores.base import LockingStore, Store, StoreError
 from .stores.memory import MemoryStore
 from .telemetry import Call, Telemetry
 
@@ -68,6 +69,9 @@ logger = logging.getLogger("middleware")
 
 CACHE_HEADER = "x-cache"
 KEY_HEADER = "x-cache-key"
+UPSTREAM_HEADER = "x-llm-cache-upstream"
+"""Set by the adapters that know the upstream (gateway, transports), never by callers: the upstream URL
+(scheme, host, port, path; no query), which the key then includes."""
 _RAW_CACHE_HEADER = CACHE_HEADER.encode("latin-1")
 _RAW_KEY_HEADER = KEY_HEADER.encode("latin-1")
 _RAW_MATCH_HEADER = b"x-cache-match"
@@ -80,6 +84,23 @@ _WARNING_INTERVAL = 60.0
 _LOCK_POLL_FIRST = 0.005
 _LOCK_POLL_MAX = 0.1
 """Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
+
+
+FALLBACK_FROM_HEADER = "x-router-fallback-from"
+"""Set by the router on an answer from a fallback group (naming the requested group)."""
+ORIGIN_HEADERS = frozenset(
+    {"x-router-deployment", "x-router-model", "x-router-family", "x-router-group", FALLBACK_FROM_HEADER}
+)
+"""Response headers saying what produced an answer: stored with the entry and replayed on hits."""
+STREAM_USAGE = "stream usage capture"
+PROMPT_CACHE_HINTS = "prompt-caching hints"
+_USAGE_WORDS = (b"stream_options", b"include_usage")
+_HINT_WORDS = (b"cache_control", b"prompt_cache_key", b"prompt_cache_retention", b"cachepoint")
+"""Words of a 400's body that name what the cache added (usage capture, prompt-caching hints)."""
+
+
+def _upstream_of(headers: Mapping[str, str], endpoint: Endpoint) -> str:
+    return f"{headers.get('host') or ''} {endpoint.name}"
 
 
 class Outcome(str, Enum):
@@ -124,6 +145,12 @@ class CacheSettings(BaseModel):
         30.0, gt=0, description="Most seconds a miss waits for another pod's answer before going upstream itself."
     )
     cacheable_statuses: frozenset[int] = frozenset({200})
+    cache_fallbacks: bool = Field(
+        False,
+        description="Store answers a router's fallback group gave in place of the requested one "
+        "(by default they are served but not stored, so the requested model answers again once it recovers).",
+    )
+    fallback_ttl: float | None = Field(None, gt=0, description="Seconds a stored fallback answer lives (default: ttl).")
     prompt_caching: PromptCaching = Field(
         default_factory=PromptCaching,
         description="Provider-native prompt caching hints added to requests on their way upstream.",
@@ -176,6 +203,11 @@ class CacheStats:
         return dict(self.__dict__)
 
 
+def upstream_name(url: Any) -> str:
+    """How an httpx URL names its upstream in `UPSTREAM_HEADER`: `scheme://host:port/path`, no query."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.partition(b'?')[0].decode('ascii')}"
+
+
 @dataclass(slots=True)
 class CacheRequest:
     """An intercepted LLM call, as the engine sees it."""
@@ -199,6 +231,10 @@ class CacheRequest:
     """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""
     cached_content: CachedContent | None = None
     """The Gemini cachedContent `upstream_body` named instead of the prefix, if any."""
+    caller_body: bytes = b""
+    """The body as the caller meant it (without the `cache` field), before any addition of the cache's."""
+    hinted: bool = False
+    """True when `upstream_body` added prompt-caching hints."""
     scope: str = ""
     """The key's scope segment (the semantic context is keyed under it too); empty when not cached."""
     exact: bool = False
@@ -304,6 +340,7 @@ class Cache:
         """Semantic indexing that nobody waits for (answers to refreshes), kept until done."""
         self.store: Store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
+        _check_prefixes(self.store, self.settings.key_prefix)
         self.telemetry.watch_store(self.store)
         self.endpoints = endpoints
         self.stats = CacheStats()
@@ -323,6 +360,8 @@ class Cache:
         self._routes: dict[str, Route | None] = {}
         self._scopes: dict[str, str] = {}
         self._warned_at = -float("inf")
+        self._refusals: dict[str, frozenset[str]] = {}
+        """Upstream (host and endpoint) -> the additions it refused with a 400 (`retry_body`)."""
         ignored = self.settings.ignored_fields
         self._volatile = {endpoint.name: volatile_set(ignored, endpoint.volatile_fields) for endpoint in endpoints}
 
@@ -423,6 +462,8 @@ class Cache:
             bypass = "opt-in mode and the request did not ask for the cache"
         elif policy.use_cache is False:
             bypass = "the request asked not to use the cache"
+        else:
+            bypass = endpoint.server_state(route, headers, parsed)
         key = scope = ""
         try:
             scope = self._scope(route, path, query, headers, repeated, asgi_scope)
@@ -430,15 +471,28 @@ class Cache:
         except (NoIdentity, KeyFailure) as error:
             bypass = self._unkeyed(path, error)
         captured = False
+        caller_body = forward_body
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
-            capture = endpoint.capture_body(parsed)
+            capture = endpoint.capture_body(parsed) if self._accepts(headers, endpoint, STREAM_USAGE) else None
             if capture is not None:
                 forward_body, captured = orjson.dumps(capture), True
-        request = CacheRequest(
-            route, method, path, query, headers, parsed, forward_body, stream, policy, key, bypass, captured
+        return CacheRequest(
+            route,
+            method,
+            path,
+            query,
+            headers,
+            parsed,
+            forward_body,
+            stream,
+            policy,
+            key,
+            bypass,
+            captured,
+            caller_body=caller_body,
+            scope=scope,
+            exact=exact,
         )
-        request.scope, request.exact = scope, exact
-        return request
 
     def _scope(
         self,
@@ -495,7 +549,7 @@ class Cache:
         way upstream. Adapters call it once per upstream call, and `retry_body` on its answer."""
         body = request.forward_body
         caching = self._prompt_caching
-        if caching is None:
+        if caching is None or not self._accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
             return body
         endpoint = request.endpoint
         try:
@@ -514,23 +568,57 @@ class Cache:
             return body
         if changes and request.call is not None:
             request.call.prompt_caching(changes)
+        request.hinted = any(change != "gemini_cached_content" for change in changes)
         return rewritten
 
+    def holds_refusals(self, request: CacheRequest) -> bool:
+        """Whether the upstream's answer may refuse something the cache added to the request (usage
+        capture, prompt-caching hints, a Gemini cachedContent): if so, adapters check `may_retry`
+        before relaying the answer."""
+        return request.captured or request.hinted or request.cached_content is not None
+
     def may_retry(self, request: CacheRequest, status: int) -> bool:
-        """Whether an answer with `status` may be a refusal of the cachedContent `upstream_body` named:
-        if so, the adapter reads its (small, error) body and asks `retry_body`."""
-        return request.cached_content is not None and status in REFUSALS
+        """Whether an answer with `status` may refuse something the cache added to the request: if so,
+        the adapter reads its (small, error) body and asks `retry_body`."""
+        if request.cached_content is not None and status in REFUSALS:
+            return True
+        return status == 400 and (request.captured or request.hinted)
 
     async def retry_body(self, request: CacheRequest, status: int, error: bytes) -> bytes | None:
-        """The caller's body, to send once more, when the provider refused the cachedContent a request
-        named (expired early, deleted): the handle is forgotten. None: relay the answer as it is (the
-        request itself was refused, and would be again without the cachedContent)."""
+        """The body to send once more when the provider refused what the cache added: a cachedContent
+        it no longer has (the handle is forgotten), or a field it does not know (`stream_options`,
+        `cache_control`, ...: the refusal is remembered for this upstream, so it is not added again).
+        None: relay the answer as it is (the request itself was refused, and would be again)."""
         named = request.cached_content
-        if named is None or self._cached_contents is None or not refused_cached_content(status, error):
+        if named is not None and self._cached_contents is not None and refused_cached_content(status, error):
+            request.cached_content = None
+            await self._cached_contents.forget(named)
+            return request.forward_body
+        if status != 400:
             return None
-        request.cached_content = None
-        await self._cached_contents.forget(named)
-        return request.forward_body
+        lowered = error.lower()
+        for addition, words in ((STREAM_USAGE, _USAGE_WORDS), (PROMPT_CACHE_HINTS, _HINT_WORDS)):
+            added = request.captured if addition is STREAM_USAGE else request.hinted
+            if added and any(word in lowered for word in words):
+                self._refuse(request.headers, request.endpoint, addition)
+                logger.warning(
+                    "upstream %s refused the %s the cache adds; sending without it from now on",
+                    _upstream_of(request.headers, request.endpoint),
+                    addition,
+                )
+                request.captured = request.hinted = False
+                return request.caller_body
+        return None
+
+    def _accepts(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> bool:
+        refused = self._refusals.get(_upstream_of(headers, endpoint))
+        return refused is None or addition not in refused
+
+    def _refuse(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> None:
+        upstream = _upstream_of(headers, endpoint)
+        if len(self._refusals) >= _MEMO_LIMIT and upstream not in self._refusals:
+            self._refusals.clear()
+        self._refusals[upstream] = self._refusals.get(upstream, frozenset()) | {addition}
 
     def oversized(self, route: Route, path: str) -> Passthrough:
         """A body over the size limit: counted, and forwarded untouched. Adapters that stop reading
@@ -574,6 +662,9 @@ class Cache:
                 exact=exact,
             )
             digest = built_digest(self._key_builder, key_request)
+        upstream = headers.get(UPSTREAM_HEADER)
+        if upstream:  # the answers of two upstream URLs never mix
+            digest = f"u{_memo_hash(endpoint.upstream_identity(upstream), self._scopes)}.{digest}"
         return compose_key(self.settings.key_prefix, namespace, scope, digest)
 
     def key_for(
@@ -585,13 +676,23 @@ class Cache:
         method: str = "POST",
     ) -> str:
         """The key a request would be stored under, computed ahead of time (for targeted deletes)."""
+        return self._prepared(path, body, headers, query, method).key
+
+    def _prepared(
+        self,
+        path: str,
+        body: bytes | Mapping[str, Any],
+        headers: Mapping[str, str] | None,
+        query: str,
+        method: str = "POST",
+    ) -> CacheRequest:
         raw = body if isinstance(body, bytes) else orjson.dumps(dict(body))
         prepared = self.prepare(method, path, query, _LowerHeaders(headers or {}), raw)
         if not isinstance(prepared, CacheRequest):
             raise ValueError(f"not a cacheable LLM request: {path!r}")
         if not prepared.key:
             raise ValueError(f"{path!r}: this request is never cached ({prepared.bypass})")
-        return prepared.key
+        return prepared
 
     # -- 2. lookup ----------------------------------------------------------------------------
 
@@ -610,6 +711,7 @@ class Cache:
     async def _lookup(self, request: CacheRequest) -> Lookup:
         if request.bypass is not None:
             self.stats.bypasses += 1
+            logger.debug("CACHE BYPASS path=%s reason=%s", request.path, request.bypass)
             return Lookup(Outcome.BYPASS)
         policy = request.policy
         if policy.no_cache:
@@ -631,7 +733,7 @@ class Cache:
                 entry = await asyncio.wait_for(asyncio.shield(flight.future), self.settings.coalesce_timeout)
             except asyncio.TimeoutError:
                 entry = None
-            if entry is not None and self._fresh_enough(entry, policy):
+            if entry is not None and self._usable(entry, request):
                 self.stats.coalesced += 1
                 return self._count(Lookup(Outcome.HIT, entry, coalesced=True), request)
             return self._count(lookup, request)
@@ -704,7 +806,7 @@ class Cache:
     async def _poll(self, request: CacheRequest) -> Entry | None:
         """The usable entry for `request` another pod may have stored (store errors propagate)."""
         entry = await self._stored(request.key)
-        return entry if entry is not None and self._fresh_enough(entry, request.policy) else None
+        return entry if entry is not None and self._usable(entry, request) else None
 
     async def _stored(self, key: str) -> Entry | None:
         """The readable entry stored under `key`, if any, whatever its age (store errors propagate).
@@ -759,7 +861,7 @@ class Cache:
             if entry is None:  # gone from the store: so is its row
                 await self._forget(match.key)
                 continue
-            if not self._fresh_enough(entry, request.policy):
+            if not self._usable(entry, request):
                 continue  # too old for this request only: the row stays
             self.stats.semantic_hits += 1
             return Lookup(Outcome.HIT, entry, match="semantic", similarity=match.similarity)
@@ -839,7 +941,7 @@ class Cache:
             logger.warning("discarding invalid cache entry %s: %s", key[-16:], error)
             await self._delete_quietly(key)
             return Lookup(Outcome.MISS)
-        if not self._fresh_enough(entry, request.policy):
+        if not self._usable(entry, request):
             return Lookup(Outcome.MISS)
         return Lookup(Outcome.HIT, entry)
 
@@ -855,8 +957,12 @@ class Cache:
         return lookup
 
     @staticmethod
-    def _fresh_enough(entry: Entry, policy: Policy) -> bool:
-        return policy.max_age is None or time.time() - entry.created_at <= policy.max_age
+    def _usable(entry: Entry, request: CacheRequest) -> bool:
+        """Young enough for the request's max-age, and holding usage if the request would get usage."""
+        max_age = request.policy.max_age
+        if max_age is not None and time.time() - entry.created_at > max_age:
+            return False
+        return entry.usage_requested or not request.endpoint.asks_for_usage(request.body, request.stream)
 
     # -- 3. answering -------------------------------------------------------------------------
 
@@ -894,6 +1000,8 @@ class Cache:
             (b"age", str(age).encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
         ]
+        for name, value in entry.origin:
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
         return ResponseParts(entry.status, headers, body)
 
     @staticmethod
@@ -917,8 +1025,9 @@ class Cache:
         """Watches the upstream answer to a miss; always call `finish()` or `abort()` on it."""
         return Recorder(self, request, lookup)
 
-    async def _store(self, request: CacheRequest, entry: Entry) -> bool:
-        ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+    async def _store(self, request: CacheRequest, entry: Entry, ttl: float | None = None) -> bool:
+        if ttl is None:
+            ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
         data = pack(entry)
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()
@@ -948,10 +1057,21 @@ class Cache:
     async def delete_request(
         self, path: str, body: bytes | Mapping[str, Any], headers: Mapping[str, str] | None = None, query: str = ""
     ) -> str:
-        """Delete the entry a request would hit; returns its key."""
-        key = self.key_for(path, body, headers, query)
-        await self.store.delete(key)
-        return key
+        """Delete the entry a request would hit, exactly or by meaning; returns its exact key.
+
+        With a semantic cache, the stored answers to similar prompts that would be served for this
+        request are deleted too (and their index rows), so no hit of any kind survives the call."""
+        request = self._prepared(path, body, headers, query)
+        await self.store.delete(request.key)
+        if self.semantic is not None:
+            await self._forget(request.key)
+            meaning = await self._meaning(request)
+            if meaning is None:
+                return request.key
+            for match in await self.semantic.matches(meaning.context, meaning.text, meaning.vector):
+                await self.store.delete(match.key)
+                await self._forget(match.key)
+        return request.key
 
     async def clear(self, namespace: str | None = None) -> None:
         """Remove one namespace's entries, or every entry under this cache's key prefix."""
@@ -998,10 +1118,12 @@ class Recorder:
         "_done",
         "_filter",
         "_lookup",
+        "_origin",
         "_request",
         "_size",
         "_status",
         "_storable",
+        "_ttl",
         "_why",
     )
 
@@ -1021,6 +1143,8 @@ class Recorder:
         self._size = 0
         self._status = 0
         self._done = False
+        self._origin: tuple[tuple[str, str], ...] = ()
+        self._ttl: float | None = None
 
     def start(self, status: int, headers: Mapping[str, str]) -> None:
         """Called with the upstream status and headers, before any body chunk."""
@@ -1029,11 +1153,13 @@ class Recorder:
             request.captured
             and 200 <= status < 300
             and (headers.get("content-type") or "").startswith("text/event-stream")
-            and (headers.get("content-encoding") or "identity") == "identity"
         ):
-            self._filter = request.endpoint.stream_filter(request.view())
+            self._filter = _caller_filter(request, headers.get("content-encoding"))
         self._status = status
         if not self._storable:
+            return
+        self._origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
+        if self._origin and not self._fallback_storable(headers):
             return
         if status not in self._cache.settings.cacheable_statuses:
             self._not_storable(f"status {status} is not cacheable")
@@ -1049,13 +1175,22 @@ class Recorder:
         elif not content_type.startswith("application/json"):
             self._not_storable(f"content-type {content_type or 'missing'} is not application/json")
             return
-        encoding = (headers.get("content-encoding") or "identity").lower().strip()
-        if encoding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._decoder = zlib.decompressobj()
-        elif encoding != "identity":
-            self._not_storable(f"content-encoding {encoding} is not supported")
+        try:
+            self._decoder = _decoder(headers.get("content-encoding"))
+        except ValueError as error:
+            self._not_storable(str(error))
+
+    def _fallback_storable(self, headers: Mapping[str, str]) -> bool:
+        """An answer from a router's fallback group is stored only when `cache_fallbacks` says so."""
+        requested = headers.get(FALLBACK_FROM_HEADER)
+        if requested is None:
+            return True
+        settings = self._cache.settings
+        if not settings.cache_fallbacks:
+            self._not_storable(f"answer from a fallback group in place of {requested}")
+            return False
+        self._ttl = settings.fallback_ttl
+        return True
 
     def _not_storable(self, why: str) -> None:
         self._storable = False
@@ -1065,8 +1200,15 @@ class Recorder:
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`."""
         if self._filter is not None:
-            upstream = [(k, v) for k, v in upstream if k.lower() != "content-length"]
+            dropped = _DECODED_DROPS if isinstance(self._filter, _DecodedFilter) else _FILTERED_DROPS
+            upstream = [(k, v) for k, v in upstream if k.lower() not in dropped]
         return upstream + Cache.miss_headers(self._request, self._lookup)
+
+    @property
+    def complete(self) -> bool:
+        """The stream's terminal event has been recorded: the answer can be stored now, before the
+        caller reads on (an SDK may stop reading at the terminal event and never close the stream)."""
+        return not self._done and self._assembler is not None and self._assembler.complete
 
     def feed(self, chunk: bytes) -> bytes:
         """Record one upstream chunk; returns the bytes to pass on to the caller."""
@@ -1124,7 +1266,7 @@ class Recorder:
     async def _write(self, entry: Entry) -> bool:
         stored = False
         try:
-            stored = await self._cache._store(self._request, entry)
+            stored = await self._cache._store(self._request, entry, self._ttl)
             if not stored:
                 self._why = "store write failed"
         finally:
@@ -1156,7 +1298,12 @@ class Recorder:
 
     def _entry(self, exhausted: bool) -> Entry | None:
         if self._assembler is not None:
-            body = self._assembler.result()
+            try:
+                body = self._assembler.result()
+            except Exception:  # a stream of odd shapes must not break the caller's response
+                logger.debug("stream assembly failed", exc_info=True)
+                self._why = "stream could not be assembled"
+                return None
             from_stream = True
             if body is None:
                 self._why = "stream incomplete: no terminal event" if exhausted else "caller closed the stream early"
@@ -1167,18 +1314,71 @@ class Recorder:
                 return None
             body = b"".join(self._body)
             from_stream = False
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                self._why = "response is not valid JSON"
-                return None
-            if not isinstance(parsed, dict):
-                self._why = "response is not a JSON object"
-                return None
-            if not self._request.endpoint.is_final(parsed):
-                self._why = "response is not final (queued, in progress or incomplete)"
-                return None
-        return Entry(self._request.key, time.time(), self._status, body, from_stream)
+        # Only a success of the endpoint's own shape, that replays as JSON and as a stream, is kept.
+        self._why = self._request.endpoint.unstorable(body, self._request.view())
+        if self._why is not None:
+            return None
+        request = self._request
+        asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
+        return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
+
+
+def _check_prefixes(store: Store, key_prefix: str) -> None:
+    """Refuse, when the cache is built, a `key_prefix` whose clears the store could not honour
+    (memcached cannot scan keys: it clears only `:`-terminated prefixes of a few segments)."""
+    check = getattr(store, "check_prefix", None)
+    if check is None:
+        return
+    for prefix in (key_prefix, namespace_prefix(key_prefix, DEFAULT_NAMESPACE)):
+        try:
+            check(prefix)
+        except StoreError as error:
+            raise ValueError(f"key_prefix {key_prefix!r} does not fit the {store.name} store: {error}") from None
+
+
+_FILTERED_DROPS = frozenset({"content-length"})
+_DECODED_DROPS = frozenset({"content-length", "content-encoding"})
+
+
+def _decoder(encoding: str | None) -> Any:
+    """A zlib decompressor for a `content-encoding` the cache can read, None for identity; raises
+    ValueError for any other encoding."""
+    encoding = (encoding or "identity").lower().strip()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    if encoding == "identity":
+        return None
+    raise ValueError(f"content-encoding {encoding} is not supported")
+
+
+def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter | None:
+    """What undoes the usage capture on the stream the caller sees. A compressed stream is decoded
+    for the caller first (its `content-encoding` is dropped), so the added chunk never gets through."""
+    stream_filter = request.endpoint.stream_filter(request.view())
+    if stream_filter is None:
+        return None
+    try:
+        decoder = _decoder(encoding)
+    except ValueError:  # an encoding the cache cannot read: the caller gets the stream as sent
+        logger.warning("cannot hide the usage chunk in a %s-encoded stream", encoding)
+        return None
+    return stream_filter if decoder is None else _DecodedFilter(decoder, stream_filter)
+
+
+class _DecodedFilter:
+    """Decompresses the upstream stream, then filters it; the caller receives it decoded."""
+
+    def __init__(self, decoder: Any, inner: StreamFilter) -> None:
+        self._decoder = decoder
+        self._inner = inner
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._inner.feed(self._decoder.decompress(chunk))
+
+    def flush(self) -> bytes:
+        return self._inner.feed(self._decoder.flush()) + self._inner.flush()
 
 
 class _LowerHeaders(dict[str, str]):

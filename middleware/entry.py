@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added `usage_requested` and `origin`; entries of version 1 are still read (all were stored with usage)."""
 
 
 class EntryError(ValueError):
@@ -23,11 +24,26 @@ class Entry:
     body: bytes
     """The final JSON response, exactly as the provider sent it (or as assembled from a stream)."""
     from_stream: bool
+    usage_requested: bool = True
+    """Whether the request that produced it asked the provider for token usage (a stream may opt out):
+    an entry without is never served to a request that would get usage from the provider."""
+    origin: tuple[tuple[str, str], ...] = ()
+    """Headers saying what produced the answer (the router's deployment, model, family and group),
+    replayed on every hit."""
 
 
 def pack(entry: Entry) -> bytes:
     return msgpack.packb(
-        [SCHEMA_VERSION, entry.fingerprint, entry.created_at, entry.status, entry.body, entry.from_stream],
+        [
+            SCHEMA_VERSION,
+            entry.fingerprint,
+            entry.created_at,
+            entry.status,
+            entry.body,
+            entry.from_stream,
+            entry.usage_requested,
+            [list(pair) for pair in entry.origin],
+        ],
         use_bin_type=True,
     )
 
@@ -37,9 +53,11 @@ def unpack(data: bytes) -> Entry:
         fields = msgpack.unpackb(data, raw=False, use_list=True)
     except Exception as error:  # msgpack raises several unrelated types
         raise EntryError(f"undecodable entry: {error}") from error
-    if not isinstance(fields, list) or len(fields) != 6 or fields[0] != SCHEMA_VERSION:
+    if not isinstance(fields, list) or (fields[:1], len(fields)) not in (([1], 6), ([SCHEMA_VERSION], 8)):
         raise EntryError("entry of another schema version")
-    _, fingerprint, created_at, status, body, from_stream = fields
+    _, fingerprint, created_at, status, body, from_stream, *rest = fields
+    usage_requested = bool(rest[0]) if rest else True
+    origin = _pairs(rest[1]) if rest else ()
     if not (
         isinstance(fingerprint, str)
         and isinstance(created_at, (int, float))
@@ -47,4 +65,12 @@ def unpack(data: bytes) -> Entry:
         and isinstance(body, bytes)
     ):
         raise EntryError("entry with fields of the wrong types")
-    return Entry(fingerprint, float(created_at), status, body, bool(from_stream))
+    return Entry(fingerprint, float(created_at), status, body, bool(from_stream), usage_requested, origin)
+
+
+def _pairs(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair) for pair in value
+    ):
+        raise EntryError("entry with fields of the wrong types")
+    return tuple((name, text) for name, text in value)

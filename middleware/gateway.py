@@ -5,6 +5,12 @@ through one shared `httpx2.AsyncClient` created in the lifespan, and streamed ba
 The cache itself lives in the middleware; this module only forwards, and adds `/health`,
 `/metrics` and the admin-key protected `/cache/*` management endpoints.
 
+In front of both sits `_Guard`, the gateway's front door: it refuses request paths that could leave
+their upstream's base path, checks the client keys of the LLM routes (`auth.keys`, LiteLLM's
+`master_key`), bounds request bodies (`server.max_request_bytes`, `server.body_read_timeout`) and
+names the upstream in the cache key. Request and response bodies stream: the gateway never holds a
+body the cache does not parse.
+
 When the config has a `model_list` / `router` section, the shared client sends through the
 `router` package's `RouterTransport`, so misses go to the router's deployments. This is the only
 module of `middleware` that imports `router`: the gateway composes caching and routing.
@@ -16,13 +22,14 @@ import asyncio
 import hmac
 import logging
 import os
+import re
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
 
 import httpx2
 import orjson
@@ -35,14 +42,15 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .engine import Cache
+from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
+from .engine import UPSTREAM_HEADER, Cache
 from .stores.base import StoreError
 
 logger = logging.getLogger("middleware.gateway")
 
-__all__ = ["create_gateway", "family_of", "gateway_from_env", "upstream_url"]
+__all__ = ["create_gateway", "family_of", "forwarded_path", "gateway_from_env", "upstream_url"]
 
 # RFC 9110 7.6.1 connection-specific headers, plus the ones the client library recomputes.
 HOP_BY_HOP = frozenset(
@@ -58,8 +66,16 @@ HOP_BY_HOP = frozenset(
         "proxy-connection",
     }
 )
-_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "x-admin-key"}
+_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "x-admin-key", UPSTREAM_HEADER}
+# The server that answers the caller (uvicorn) sets its own; the upstream's would be a second copy.
+_RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+# The headers a client key may come in, as LiteLLM's proxy reads its master key.
+_CLIENT_KEY_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-goog-api-key", b"x-litellm-api-key"})
+_OPERATIONS = frozenset({"/health", "/metrics", "/cache/stats", "/cache/delete", "/cache/flush", "/cache/ping"})
+MANAGEMENT_BODY_LIMIT = 1024 * 1024
+"""The largest body a /cache/* call may send (they are small JSON objects)."""
+_RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
 _MANAGEMENT_ENV = "LLM_CACHE_CONFIG"
 _UPSTREAMS_ENV = "LLM_CACHE_UPSTREAMS"
 
@@ -77,40 +93,133 @@ def family_of(path: str) -> str | None:
     return None
 
 
+# RFC 3986 pchar minus the percent sign (escapes are checked on their own): kept as the client wrote them.
+_PCHAR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@")
+_CLEAN_PATH = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
+# A backslash or control byte, an empty segment before the last, a dot segment (`..;x` too).
+_UNSAFE_PATH = re.compile(rb"[\x00-\x1f\x7f\\]|//|/\.\.?(?:;[^/]*)?(?:/|$)")
+_CLEAN_QUERY = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+_DECODE_ROUNDS = 4
+
+
+def forwarded_path(raw_path: bytes) -> str | None:
+    """The request path as the gateway forwards it, or None when it is refused.
+
+    Refused: a path that does not start with `/`, contains a backslash or a control character, an empty
+    segment (`//`) or a `.`/`..` segment (also `..;x`), in the raw form or after any number of rounds of
+    percent-decoding (`%2e%2e`, `..%2f`, `%252e%252e`, `%5c`). What is kept is the raw path with every
+    byte outside RFC 3986's path characters percent-encoded, so the upstream decodes exactly the
+    segments checked here and a `?` or `#` can never end the path early.
+    """
+    if not raw_path.startswith(b"/"):
+        return None
+    decoded = raw_path
+    for _ in range(_DECODE_ROUNDS):
+        if _UNSAFE_PATH.search(decoded) is not None:
+            return None
+        if b"%" not in decoded:
+            break
+        step = unquote_to_bytes(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    else:
+        return None  # still encoded after several rounds: nobody sends that in good faith
+    if _CLEAN_PATH.fullmatch(raw_path) is not None:
+        return raw_path.decode("ascii")
+    return _percent_encoded(raw_path, b"/")
+
+
+def _percent_encoded(raw: bytes, also: bytes) -> str:
+    """`raw` with each byte outside pchar and `also` percent-encoded (valid `%XX` escapes are kept)."""
+    out = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        byte = raw[i]
+        if byte == 0x25 and re.fullmatch(rb"[0-9A-Fa-f]{2}", raw[i + 1 : i + 3]):
+            out += raw[i : i + 3]
+            i += 3
+            continue
+        if byte in _PCHAR or byte in also:
+            out.append(byte)
+        else:
+            out += b"%%%02X" % byte
+        i += 1
+    return out.decode("ascii")
+
+
+class _Base:
+    """An upstream's base URL, split once: its origin, its path and that path's last segment."""
+
+    __slots__ = ("last", "origin", "path")
+
+    def __init__(self, base_url: str) -> None:
+        parts = urlsplit(base_url.rstrip("/"))
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.path = parts.path.rstrip("/")
+        self.last = self.path.rpartition("/")[2]
+
+    def url(self, path: str) -> str:
+        """The upstream URL (no query) for a path `forwarded_path` kept: always under the base path."""
+        last = self.last
+        if last and (path == f"/{last}" or path.startswith(f"/{last}/")):
+            path = path[len(last) + 1 :]
+        full = self.path + path
+        assert full == self.path or full.startswith(self.path + "/"), "an upstream path left its base"
+        return self.origin + (full or "/")
+
+
 def upstream_url(base_url: str, path: str, query: str = "") -> str:
     """`base_url` + `path`, without repeating a version segment both end and start with.
 
     `https://api.openai.com/v1` + `/v1/chat/completions` -> `https://api.openai.com/v1/chat/completions`;
     `https://api.anthropic.com` + `/v1/messages` -> `https://api.anthropic.com/v1/messages`.
+    The result is always under the base path: `path` goes through `forwarded_path` (ValueError if it
+    is refused), and the query is re-encoded the same way.
     """
-    base = base_url.rstrip("/")
-    last = urlsplit(base).path.rstrip("/").rpartition("/")[2]
-    if last and (path == f"/{last}" or path.startswith(f"/{last}/")):
-        path = path[len(last) + 1 :]
-    return f"{base}{path}" + (f"?{query}" if query else "")
+    safe = forwarded_path(path.encode("utf-8"))
+    if safe is None:
+        raise ValueError(f"refused request path {path!r}")
+    return _Base(base_url).url(safe) + (f"?{_query(query)}" if query else "")
 
 
-def error_body(family: str | None, status: int, message: str) -> bytes:
+def _query(query: str) -> str:
+    """The query string with every byte that could end it (`#`) or is not URL-safe percent-encoded."""
+    raw = query.encode("utf-8")
+    return query if _CLEAN_QUERY.fullmatch(raw) is not None else _percent_encoded(raw, b"/?")
+
+
+_ANTHROPIC_ERRORS = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large"}
+_GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    413: "INVALID_ARGUMENT",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_OPENAI_CODES = {401: "invalid_api_key", 502: "upstream_unavailable", 504: "upstream_unavailable"}
+
+
+def error_body(family: str | None, status: int, message: str, code: str | None = None) -> bytes:
     """An error answer shaped the way the family's API shapes errors, so SDKs raise their usual errors."""
     if family == "anthropic":
-        kind = "api_error" if status >= 500 else "invalid_request_error"
+        kind = "api_error" if status >= 500 else _ANTHROPIC_ERRORS.get(status, "invalid_request_error")
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
     if family == "gemini":
-        status_name = {502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 404: "NOT_FOUND"}
         return orjson.dumps(
-            {"error": {"code": status, "message": message, "status": status_name.get(status, "UNKNOWN")}}
+            {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
         )
     kind = "server_error" if status >= 500 else "invalid_request_error"
     return orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": kind,
-                "param": None,
-                "code": "upstream_unavailable" if status in (502, 504) else None,
-            }
-        }
+        {"error": {"message": message, "type": kind, "param": None, "code": code or _OPENAI_CODES.get(status)}}
     )
+
+
+def _error(family: str | None, status: int, message: str, code: str | None = None) -> Response:
+    return Response(error_body(family, status, message, code), status, media_type="application/json")
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -177,6 +286,11 @@ class _Gateway:
         self.router = router
         self.client: httpx2.AsyncClient | None = None
         self.counters = _Counters()
+        self.bases: dict[str | None, _Base] = {}
+        for family in FAMILIES:
+            base_url = config.upstreams.base_url(family)
+            if base_url is not None:
+                self.bases[family] = _Base(base_url)
         self.registry = CollectorRegistry(auto_describe=False)
         if cache is not None:
             self.registry.register(cache.telemetry.collector)
@@ -221,48 +335,69 @@ class _Gateway:
         path = request.url.path
         family = family_of(path)
         if family is None:
-            return Response(error_body(None, 404, f"no upstream serves {path}"), 404, media_type="application/json")
-        upstreams = self.config.upstreams
-        base_url = upstreams.base_url(family)
-        if base_url is None:
-            message = f"no upstream configured for {family}: set upstreams.{family}.base_url"
-            return Response(error_body(family, 502, message), 502, media_type="application/json")
-        upstream = getattr(upstreams, family)
-        query = request.url.query
-        headers = [(k, v) for k, v in request.headers.items() if k not in _REQUEST_DROP]
-        connection = request.headers.get("connection")
-        if connection:
-            named = {token.strip().lower() for token in connection.split(",")}
-            headers = [(k, v) for k, v in headers if k not in named]
+            return _error(None, 404, f"no upstream serves {path}")
+        forwarded = forwarded_path(request.scope.get("raw_path") or path.encode("utf-8"))
+        if forwarded is None:  # the guard refused it already; checked again where the URL is built
+            return _error(family, 400, REFUSED_PATH)
+        base = self.bases.get(family)
+        if base is None:
+            return _error(family, 502, f"no upstream configured for {family}: set upstreams.{family}.base_url")
+        upstream = getattr(self.config.upstreams, family)
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        headers = _forwarded_headers(request.headers.items(), request.headers.get("connection"))
+        if self.config.auth.keys:  # the caller's key opens the gateway; it is not the provider's key
+            headers, query = _without_client_keys(headers, query)
         if upstream.api_key:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
-        body = await request.body()
         assert self.client is not None, "the gateway's lifespan has not started"
-        outgoing = self.client.build_request(
-            request.method,
-            upstream_url(base_url, path, query),
-            headers=headers,
-            content=body,
-            timeout=httpx2.Timeout(upstream.timeout, connect=10.0),
-        )
+        url = base.url(forwarded) + (f"?{_query(query)}" if query else "")
+        timeout = httpx2.Timeout(upstream.timeout, connect=10.0)
+        if self.router is not None:
+            if request.method == "GET" and path.rstrip("/") == "/v1/models":
+                return _json({"object": "list", "data": self._models()})
+            # The router reads the model to pick a group and may send the body more than once.
+            outgoing = self.client.build_request(
+                request.method, url, headers=headers, content=await request.body(), timeout=timeout
+            )
+            refused = self._unrouted(family, outgoing)
+            if refused is not None:
+                return refused
+        else:
+            outgoing = self.client.build_request(
+                request.method, url, headers=headers, content=_streamed_body(request, headers), timeout=timeout
+            )
         _caller_headers_only(outgoing, request.headers.get("accept-encoding"), {k for k, _ in headers})
         try:
             response = await self.client.send(outgoing, stream=True)
         except httpx2.TimeoutException:
             self.counters.upstream_errors[family] += 1
             logger.warning("upstream %s timed out", family)
-            return Response(
-                error_body(family, 504, f"the {family} upstream timed out"), 504, media_type="application/json"
-            )
+            return _error(family, 504, f"the {family} upstream timed out")
         except (httpx2.TransportError, OSError) as error:
             self.counters.upstream_errors[family] += 1
             logger.warning("upstream %s unreachable (%s)", family, type(error).__name__)
-            return Response(
-                error_body(family, 502, f"the {family} upstream is unreachable"), 502, media_type="application/json"
-            )
+            return _error(family, 502, f"the {family} upstream is unreachable")
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
-        response_headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-        return _UpstreamResponse(response, response_headers)
+        return _UpstreamResponse(response, _response_headers(response.headers.multi_items()))
+
+    def _models(self) -> list[dict[str, Any]]:
+        """`GET /v1/models` with a router: the model names of `model_list` (and router groups), OpenAI's shape."""
+        assert self.router is not None
+        names = [name for name in self.router.config.groups if name != "*"]
+        names += [alias for alias in self.router.settings.model_group_alias if alias not in names]
+        return [{"id": name, "object": "model", "created": 0, "owned_by": "llm-cache"} for name in names]
+
+    def _unrouted(self, family: str, outgoing: httpx2.Request) -> Response | None:
+        """A 404 naming the model when no `model_list` entry serves it: never a default upstream."""
+        assert self.router is not None
+        model = self.router.prepare(httpx2, outgoing, outgoing.content).model
+        if self.router.config.group_for(model) is not None:
+            return None
+        if model is None:
+            message = "the request names no model; this gateway serves only the models in its model_list"
+        else:
+            message = f"The model `{model}` does not exist: it is not in this gateway's model_list"
+        return _error(family, 404, message, "model_not_found")
 
     # -- operations -----------------------------------------------------------------------------
 
@@ -355,12 +490,18 @@ class _Gateway:
             path, body, headers = data.get("path"), data.get("body"), data.get("headers") or {}
             if not isinstance(path, str) or not isinstance(body, dict) or not isinstance(headers, dict):
                 return _bad('send {"key": "..."} or {"path": "/v1/...", "body": {...}, "headers": {...}}')
+            plain = {str(k).lower(): str(v) for k, v in headers.items()}
+            plain.pop(UPSTREAM_HEADER, None)
+            base = self.bases.get(family_of(path))
+            forwarded = forwarded_path(path.encode("utf-8"))
+            if base is not None and forwarded is not None:  # the key names the upstream URL, as for the calls
+                plain[UPSTREAM_HEADER] = base.url(forwarded)
             try:
-                key = self.cache.key_for(
-                    path, body, {str(k): str(v) for k, v in headers.items()}, str(data.get("query") or "")
-                )
+                key = self.cache.key_for(path, body, plain, str(data.get("query") or ""))
             except ValueError as error:
                 return _bad(str(error))
+            except Exception as error:  # a body the engine cannot key is the caller's mistake, never a 500
+                return _bad(f"cannot compute a key for this request ({type(error).__name__})")
         if not isinstance(key, str) or not key:
             return _bad("key must be a non-empty string")
         return await self._store_call("delete", self.cache.delete(key), {"deleted": key})
@@ -472,6 +613,139 @@ class _UpstreamResponse(StreamingResponse):
                 await self.background()
 
 
+REFUSED_PATH = "the request path is refused: '.' or '..' segments, backslashes and empty segments are not allowed"
+
+
+class _BodyRefused(Exception):
+    """A request body over `max_request_bytes` (413) or slower than `body_read_timeout` (408)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _BodyReader:
+    """The `receive` the app behind the guard reads: it counts the body and times out its pieces."""
+
+    __slots__ = ("done", "limit", "receive", "size", "timeout")
+
+    def __init__(self, receive: Receive, limit: int | None, timeout: float) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.timeout = timeout
+        self.size = 0
+        self.done = False
+
+    async def __call__(self) -> Message:
+        if self.done:  # the body is in; what follows is the wait for a disconnect, as long as it takes
+            return await self.receive()
+        try:
+            async with asyncio.timeout(self.timeout):
+                message = await self.receive()
+        except TimeoutError:
+            raise _BodyRefused(408, f"the request body did not arrive within {self.timeout:g}s") from None
+        if message["type"] != "http.request":
+            self.done = True
+            return message
+        self.size += len(message.get("body", b""))
+        if self.limit is not None and self.size > self.limit:
+            raise _BodyRefused(413, f"the request body is larger than {self.limit} bytes")
+        self.done = not message.get("more_body", False)
+        return message
+
+
+class _Guard:
+    """The gateway's front door, in front of the cache.
+
+    Every request: a path that could leave the upstream's base path is refused (400). LLM routes (all
+    but /health, /metrics and /cache/*): the client key is checked when `auth.keys` is set (401), the
+    upstream's base URL is named in the `x-llm-cache-upstream` header the cache keys on (whatever the
+    caller sent under that name is dropped), and the body is bounded by `server.max_request_bytes`
+    (413) and `server.body_read_timeout` (408). Management calls have their own admin key and a 1 MiB
+    body limit.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: _Gateway) -> None:
+        self.app = app
+        config = gateway.config
+        self.keys = tuple(key.encode("utf-8") for key in config.auth.keys)
+        self.limit = config.server.max_request_bytes
+        self.timeout = config.server.body_read_timeout
+        self.bases = gateway.bases
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        family = family_of(path)
+        forwarded = forwarded_path(scope.get("raw_path") or path.encode("utf-8"))
+        if forwarded is None:
+            await _send_error(send, family, 400, REFUSED_PATH)
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        limit = self.limit
+        if path in _OPERATIONS:
+            limit = MANAGEMENT_BODY_LIMIT if limit is None else min(limit, MANAGEMENT_BODY_LIMIT)
+        else:
+            if self.keys and not _authorized(self.keys, headers, scope.get("query_string", b"")):
+                await _send_error(send, family, 401, "a valid gateway key is required (Authorization: Bearer <key>)")
+                return
+            headers = [(k, v) for k, v in headers if k != _RAW_UPSTREAM]
+            base = self.bases.get(family)
+            if base is not None:  # the URL the request goes to (a router's deployments: the family's base)
+                headers.append((_RAW_UPSTREAM, base.url(forwarded).encode("latin-1")))
+            scope = {**scope, "headers": headers}
+        if limit is not None:
+            declared = next((v for k, v in headers if k == b"content-length"), None)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
+                return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, _BodyReader(receive, limit, self.timeout), sending)
+        except _BodyRefused as refused:
+            logger.info("request refused: %s", refused.message)
+            if not started:
+                await _send_error(send, family, refused.status, refused.message, close=True)
+
+
+def _authorized(keys: tuple[bytes, ...], headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
+    """Whether one of the keys the request carries is a configured key; every pair is compared in constant time."""
+    given = []
+    for name, value in headers:
+        if name in _CLIENT_KEY_HEADERS:
+            if name == b"authorization":
+                scheme, _, value = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    continue
+            given.append(value.strip())
+    if b"key=" in query:
+        given += [v.encode("utf-8") for k, v in parse_qsl(query.decode("latin-1")) if k == "key"]
+    found = False
+    for candidate in given:
+        for key in keys:
+            found |= hmac.compare_digest(candidate, key)
+    return found
+
+
+async def _send_error(send: Send, family: str | None, status: int, message: str, close: bool = False) -> None:
+    headers = [(b"content-type", b"application/json")]
+    if close:  # the rest of the body is not read: the connection cannot carry another request
+        headers.append((b"connection", b"close"))
+    body = error_body(family, status, message)
+    headers.append((b"content-length", str(len(body)).encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def _caller_headers_only(outgoing: httpx2.Request, accept_encoding: str | None, sent: set[str]) -> None:
     """Drop the client library's default headers the caller did not send, and ask for gzip or nothing.
 
@@ -486,6 +760,39 @@ def _caller_headers_only(outgoing: httpx2.Request, accept_encoding: str | None, 
         outgoing.headers["accept-encoding"] = "gzip"
     else:
         outgoing.headers["accept-encoding"] = "identity"
+
+
+def _forwarded_headers(items: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
+    """The request headers to send upstream: no hop-by-hop headers, none the `Connection` header names."""
+    named = {token.strip().lower() for token in connection.split(",")} if connection else set()
+    return [(k, v) for k, v in items if k not in _REQUEST_DROP and k not in named]
+
+
+def _response_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The upstream response headers to relay: as `_forwarded_headers`, and no second `date`/`server`."""
+    items = list(items)
+    named = {token.strip().lower() for k, v in items if k.lower() == "connection" for token in v.split(",")}
+    return [(k, v) for k, v in items if (lower := k.lower()) not in _RESPONSE_DROP and lower not in named]
+
+
+def _streamed_body(request: Request, headers: list[tuple[str, str]]) -> AsyncIterator[bytes] | bytes | None:
+    """The request body as it arrives (never held whole), with its declared length when there is one."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit():
+        if int(length) == 0:
+            return b""
+        headers.append(("content-length", length))
+    elif "transfer-encoding" not in request.headers:
+        return None  # no body
+    return request.stream()
+
+
+def _without_client_keys(headers: list[tuple[str, str]], query: str) -> tuple[list[tuple[str, str]], str]:
+    """The request without the key that authenticated the caller to the gateway."""
+    headers = [(k, v) for k, v in headers if k.encode("latin-1") not in _CLIENT_KEY_HEADERS]
+    if "key=" in query:
+        query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
+    return headers, query
 
 
 def _with_credentials(
@@ -549,7 +856,7 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
         Route("/cache/ping", gateway.ping, methods=["GET"]),
         Route("/{path:path}", gateway.proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
-    middleware = []
+    middleware = [Middleware(_Guard, gateway=gateway)]
     if cache is not None:
         middleware.append(Middleware(CacheMiddleware, cache=cache, max_body_bytes=config.cache.max_body_bytes))
     app = Starlette(routes=routes, middleware=middleware, lifespan=gateway.lifespan)

@@ -400,6 +400,8 @@ class Call:
                 self.attrs.update(summary.attributes)
         if self.attrs is not None:
             self.attrs["llm_cache.entry_age"] = max(0.0, time.time() - entry.created_at)
+            for name, value in entry.origin:  # x-router-deployment -> llm_cache.origin.deployment
+                self.attrs["llm_cache.origin." + name.removeprefix("x-router-").replace("-", "_")] = value
             if t.capture_content:
                 self._content(entry.body)
         self.end()

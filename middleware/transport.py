@@ -16,7 +16,17 @@ from typing import Any, ClassVar
 import httpx
 import httpx2
 
-from .engine import Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts, repeated_headers
+from .engine import (
+    UPSTREAM_HEADER,
+    Cache,
+    CacheRequest,
+    Passthrough,
+    Recorder,
+    Rejection,
+    ResponseParts,
+    repeated_headers,
+    upstream_name,
+)
 from .loop_thread import LoopThread
 from .providers import Route
 
@@ -34,6 +44,11 @@ def _query(request: Any) -> str:
     return query.decode("ascii", "replace") if isinstance(query, bytes) else query
 
 
+def _plain_headers(request: Any) -> dict[str, str]:
+    """Lower-cased header dict: the engine reads several headers, and httpx lookups are costly."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.raw}
+
+
 def _with_body(lib: Any, request: Any, body: bytes) -> Any:
     """A copy of `request` with another body (the `cache` control field removed)."""
     headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
@@ -46,10 +61,12 @@ def _answer(lib: Any, parts: ResponseParts) -> Any:
 
 def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
     raw = request.headers.raw
-    # A lower-cased header dict: the engine reads several headers, and httpx lookups are costly.
-    plain = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
-    repeated = repeated_headers(raw) if len(plain) != len(raw) else ()
-    return cache.prepare_route(route, request.method, request.url.path, _query(request), plain, body, repeated=repeated)
+    headers = _plain_headers(request)
+    repeated = repeated_headers(raw) if len(headers) != len(raw) else ()
+    headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
+    return cache.prepare_route(
+        route, request.method, request.url.path, _query(request), headers, body, repeated=repeated
+    )
 
 
 def _bypassed(response: Any, passthrough: Passthrough) -> Any:
@@ -95,6 +112,8 @@ class _RecordingAsyncStream:
         try:
             async for chunk in self._stream:
                 forward = recorder.feed(chunk)
+                if recorder.complete:
+                    await recorder.finish(exhausted=True)
                 if forward:
                     yield forward
         except BaseException:
@@ -123,6 +142,8 @@ class _RecordingSyncStream:
         try:
             for chunk in self._stream:
                 forward = recorder.feed(chunk)
+                if recorder.complete:
+                    self._loop.run(recorder.finish(exhausted=True))
                 if forward:
                     yield forward
         except BaseException:

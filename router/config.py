@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import DEFAULT_COOLDOWN_MAX
 
 Family = Literal["openai", "anthropic", "gemini", "azure"]
 
@@ -90,21 +93,42 @@ class ConfigError(ValueError):
     """A config could not be loaded; the message names the field and the fix."""
 
 
-def resolve_secret(value: str | None, field: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """Resolve ``os.environ/NAME`` references (LiteLLM's syntax)."""
-    if value is None or not isinstance(value, str) or not value.startswith(ENV_PREFIX):
+_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def resolve_secret(value: Any, field: str, environ: Mapping[str, str] | None = None) -> Any:
+    """Resolve environment references in a config string, as the gateway's config loader does.
+
+    ``os.environ/NAME`` (LiteLLM's syntax, the whole value) and ``${NAME}`` / ``${NAME:-default}``
+    (anywhere in the value). One pass: text read from the environment is never expanded again.
+    """
+    if not isinstance(value, str):
         return value
-    name = value[len(ENV_PREFIX) :]
     env = os.environ if environ is None else environ
-    if name not in env:
-        raise ConfigError(f"{field}: environment variable {name!r} is not set (referenced as {value!r})")
-    return env[name]
+    if value.strip().startswith(ENV_PREFIX):
+        name = value.strip()[len(ENV_PREFIX) :]
+        if name not in env:
+            raise ConfigError(f"{field}: environment variable {name!r} is not set (referenced as {value!r})")
+        return env[name]
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{field}: environment variable {name!r} is not set "
+            f"(referenced as ${{{name}}}; write ${{{name}:-default}} for a fallback)"
+        )
+
+    return _ENV_INLINE.sub(replace, value)
 
 
 class Deployment(BaseModel):
     """One concrete place a model group's request can be sent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str = ""
     family: Family = "openai"
@@ -178,7 +202,7 @@ def _fallback_map(v: Any) -> dict[str, list[str]]:
 class RouterSettings(BaseModel):
     """Behaviour shared by all groups. Field names follow LiteLLM's ``router_settings`` where they overlap."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     routing_strategy: str = "weighted"
     num_retries: int = Field(default=2, ge=0)
@@ -192,7 +216,16 @@ class RouterSettings(BaseModel):
     allowed_fails_window: float = Field(default=60.0, gt=0)
     cooldown_time: float = Field(default=60.0, ge=0)
     retry_on_status: list[int] = Field(default_factory=lambda: [408, 409, 429, 500, 502, 503, 504, 529])
-    retry_after_max: float = Field(default=60.0, ge=0)
+    retry_after_max: float = Field(default=60.0, ge=0, description="longest Retry-After the router sleeps for")
+    cooldown_max: float = Field(
+        default=DEFAULT_COOLDOWN_MAX,
+        ge=0,
+        description="bound on any provider-supplied time (Retry-After): cooldowns and retry-after sent to clients",
+    )
+    unknown_models: Literal["passthrough", "refuse"] = Field(
+        default="passthrough",
+        description="a request whose model no group serves: send it on unchanged, or answer 404 (400 without a model)",
+    )
     backoff_initial: float = Field(default=0.5, ge=0)
     backoff_max: float = Field(default=8.0, ge=0)
     backoff_jitter: float = Field(default=0.5, ge=0)
@@ -291,11 +324,7 @@ def _explain(exc: ValidationError) -> str:
 
 
 def _deployment(raw: Mapping[str, Any], where: str, environ: Mapping[str, str] | None) -> Deployment:
-    raw = dict(raw)
-    if "api_key" in raw:
-        raw["api_key"] = resolve_secret(raw["api_key"], f"{where}.api_key", environ)
-    if "api_base" in raw:
-        raw["api_base"] = resolve_secret(raw["api_base"], f"{where}.api_base", environ)
+    raw = {key: resolve_secret(value, f"{where}.{key}", environ) for key, value in raw.items()}
     try:
         return Deployment(**raw)
     except ValidationError as exc:

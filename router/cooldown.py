@@ -37,10 +37,12 @@ class Breaker:
         state = self.state
         return state == CLOSED or (state == HALF_OPEN and not self.probing)
 
-    def acquire(self) -> None:
-        """Called when a request is sent here; in half-open that request is the probe."""
-        if self.state == HALF_OPEN:
+    def acquire(self) -> bool:
+        """Called when a request is sent here; in half-open that request is the probe (returns True)."""
+        if self.state == HALF_OPEN and not self.probing:
             self.probing = True
+            return True
+        return False
 
     def record_success(self) -> None:
         self.failures.clear()
@@ -61,11 +63,24 @@ class Breaker:
         if len(self.failures) >= self.allowed_fails:
             self._open(now + self.cooldown)
 
-    def release_without_outcome(self) -> None:
-        """The request ended with a verdict that says nothing about health (e.g. a 400)."""
-        self.probing = False
-        if self.state == HALF_OPEN:
-            self.record_success()
+    def release_without_outcome(self, probe: bool = True) -> None:
+        """The request ended with a verdict that says nothing about health (e.g. a 400).
+
+        A probe that got one closes the breaker (the deployment answered); any other request leaves
+        the breaker, and a probe another request holds, alone.
+        """
+        if probe and self.probing:
+            self.probing = False
+            if self.state == HALF_OPEN:
+                self.record_success()
+
+    def abandon(self, probe: bool) -> None:
+        """The request was cancelled by its caller: as if it had never been sent.
+
+        A probe's claim is given back (the next request may probe); nothing is recorded.
+        """
+        if probe:
+            self.probing = False
 
     def _open(self, until: float) -> None:
         self.opened = True

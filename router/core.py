@@ -27,7 +27,9 @@ from .errors import (
     Kind,
     classify_exception,
     classify_status,
+    error_document,
     parse_retry_after,
+    read_json,
 )
 from .retry import AttemptResult
 from .state import DeploymentState
@@ -35,6 +37,9 @@ from .strategies import AffinityMap, PickContext, Step, affinity_key, build
 from .telemetry import Telemetry
 
 log = logging.getLogger("router")
+
+#: Set on an answer from a fallback group, naming the group the request asked for.
+FALLBACK_HEADER = "x-router-fallback-from"
 
 #: Request headers that reveal an SDK retrying on top of the router.
 STACKING_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt")
@@ -193,16 +198,20 @@ class Router:
     # ------------------------------------------------------------------ preparation
 
     def prepare(self, lib: ModuleType, request: Any, body: bytes) -> Prepared:
+        """What the router needs to know about a request. Total: any body gives an answer.
+
+        A body it cannot read (not JSON, not an object, nested deeper than the parser goes) is routed
+        on its path alone and forwarded byte for byte, like any non-JSON body.
+        """
         doc: dict[str, Any] | None = None
         ctype = request.headers.get("content-type", "")
         if body and ("json" in ctype or body[:1] == b"{"):
-            try:
-                parsed = json.loads(body)
-                doc = parsed if isinstance(parsed, dict) else None
-            except ValueError:
-                doc = None
+            parsed = read_json(body)
+            doc = parsed if isinstance(parsed, dict) else None
         path = request.url.path
         model = doc.get("model") if doc else None
+        if not isinstance(model, str):
+            model = None
         if model is None and "/models/" in path:  # Gemini: /v1beta/models/{model}:generateContent
             model = path.split("/models/", 1)[1].split(":", 1)[0] or None
         if model is None:
@@ -212,14 +221,14 @@ class Router:
         stream = bool(doc and doc.get("stream") is True) or ":streamGenerateContent" in path
         est = len(body) // 4
         if doc:
-            est += int(doc.get("max_tokens") or doc.get("max_completion_tokens") or 0)
+            est += _count(doc.get("max_tokens")) or _count(doc.get("max_completion_tokens"))
         stacking = any(request.headers.get(h, "0").strip() not in ("", "0") for h in STACKING_HEADERS)
         api = "openai"
         if path.rstrip("/").endswith(("/messages", "/messages/count_tokens")):
             api = "anthropic"
         elif "/models/" in path and ":" in path.rsplit("/", 1)[-1]:
             api = "gemini"
-        return Prepared(lib, request, body, doc, str(model) if model else None, stream, est, api, stacking)
+        return Prepared(lib, request, body, doc, model or None, stream, est, api, stacking)
 
     def _warn_stacking(self, p: Prepared) -> None:
         if p.stacking and not self.stacking_warned:
@@ -235,6 +244,8 @@ class Router:
         self._warn_stacking(p)
         group = self.config.group_for(p.model)
         if group is None:
+            if self.settings.unknown_models == "refuse":
+                return Final(response=self._unknown_model(p))
             sent = yield Passthrough(p.request)
             return Final(response=sent.response, exception=sent.exception)
         s = self.settings
@@ -248,7 +259,7 @@ class Router:
             tried.append(current)
             result = yield from self._run_group(current, p, deadline)
             if result.ok:
-                return self._final_ok(p, result)
+                return self._final_ok(p, result, current, origin)
             if result.failure is not None and result.failure.kind is Kind.COOLING:
                 cooling.append(result.failure.retry_after or 0.0)
             # Answer with the last thing a provider said; a synthesized 503 only if none spoke.
@@ -275,7 +286,7 @@ class Router:
                     None,
                 )
             )
-        seconds = max(1, math.ceil(min(cooling)))
+        seconds = max(1, math.ceil(min(*cooling, s.cooldown_max)))  # never beyond the cap
         return Final(
             response=self._error(
                 p,
@@ -329,23 +340,39 @@ class Router:
         ctx = PickContext(
             group=name,
             rng=self.rng,
-            affinity_key=affinity_key(name, p.doc) if (self.settings.affinity and p.doc) else None,
+            affinity_key=self._affinity_key(name, p),
             est_tokens=p.est_tokens,
             affinity=self.affinity,
         )
         st = self.steps[name](cands, ctx)[0]
         dep = st.deployment
-        request = self._outgoing(p, dep, deadline)
+        try:
+            request = self._outgoing(p, dep, deadline)
+        except RecursionError:  # the body parsed but cannot be re-encoded with this deployment's model
+            message = "The request body nests too deeply for the router to rewrite its model."
+            return AttemptResult(
+                None,
+                Failure(Kind.CLIENT, 400, message=message),
+                response=self._error(p, 400, "router_unreadable_body", message, None),
+            )
         p.attempts += 1
         attempt_no = p.attempts
         span = self.telemetry.start_attempt(name, dep.id, attempt_no, wait)
-        st.breaker.acquire()
+        probe = st.breaker.acquire()
         st.in_flight += 1
         st.record_usage(p.est_tokens)
         started = self.clock()
-        sent: Sent = yield Send(request, p.stream)
+        try:
+            sent: Sent = yield Send(request, p.stream)
+        except BaseException:  # cancelled (close(), CancelledError, timeout ...): as if never sent
+            st.in_flight -= 1
+            st.breaker.abandon(probe)
+            self.telemetry.end_attempt(
+                span, name, dep.id, "cancelled", None, self.clock() - started, retry=attempt_no > 1
+            )
+            raise
         elapsed = self.clock() - started
-        result = self._judge(st, sent)
+        result = self._judge(st, sent, probe)
         others = [c for c in self._candidates(name, failed | {st.id}, p.api) if c.id != st.id]
         result.alternatives = bool(others)
         if result.fail_over and others and result.failure is not None:
@@ -363,12 +390,20 @@ class Router:
             st.in_flight -= 1
         return result
 
-    def _judge(self, st: DeploymentState, sent: Sent) -> AttemptResult:
+    def _affinity_key(self, name: str, p: Prepared) -> str | None:
+        if not (self.settings.affinity and p.doc):
+            return None
+        try:
+            return affinity_key(name, p.doc)
+        except RecursionError:  # affinity is an optimisation: a body too deep to hash goes without it
+            return None
+
+    def _judge(self, st: DeploymentState, sent: Sent, probe: bool) -> AttemptResult:
         s = self.settings
         if sent.exception is not None:
             kind = classify_exception(sent.exception)
             if kind is Kind.CLIENT:
-                st.breaker.release_without_outcome()
+                st.breaker.release_without_outcome(probe)
             else:
                 st.breaker.record_failure()
             return AttemptResult(st.id, Failure(kind, None, None, str(sent.exception)), exception=sent.exception)
@@ -378,7 +413,7 @@ class Router:
             st.breaker.record_success()
             return AttemptResult(st.id, None, response=resp)
         if kind in (Kind.RATE_LIMIT, Kind.SERVER):
-            retry_after = parse_retry_after(resp.headers)
+            retry_after = parse_retry_after(resp.headers, cap=s.cooldown_max)
             fail_over = retry_after is not None and retry_after > s.retry_after_max
             # 429 + Retry-After: cool down at once for exactly that long.
             if (resp.status_code == 429 and retry_after is not None) or fail_over:
@@ -387,7 +422,7 @@ class Router:
                 st.breaker.record_failure()
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
-        st.breaker.release_without_outcome()
+        st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp)
 
     def _next_group(
@@ -434,9 +469,16 @@ class Router:
             extensions["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions)
 
-    def _final_ok(self, p: Prepared, result: AttemptResult) -> Final:
+    def _final_ok(self, p: Prepared, result: AttemptResult, group: str, requested: str) -> Final:
         resp = result.response
         self._stamp(resp, result.deployment, p.attempts)
+        dep = self.deployment_state(result.deployment or "").deployment if result.deployment else None
+        resp.headers["x-router-group"] = group
+        if dep is not None:
+            resp.headers["x-router-model"] = dep.model
+            resp.headers["x-router-family"] = dep.family
+        if group != requested:  # a fallback group answered: caches keep it apart (see FALLBACK_HEADER)
+            resp.headers[FALLBACK_HEADER] = requested
         release = None
         if p.stream:
             st = self.deployment_state(result.deployment or "")
@@ -458,14 +500,34 @@ class Router:
             resp.headers["x-router-deployment"] = dep_id
         resp.headers["x-router-attempts"] = str(attempts)
 
+    def _unknown_model(self, p: Prepared) -> Any:
+        if p.model is None:
+            return self._error(p, 400, "model_required", "The request names no model; the router needs one.", None)
+        served = sorted(self.config.groups)
+        message = f"The model {p.model!r} does not exist here; models served: {served}."
+        return self._error(p, 404, "model_not_found", message, None)
+
     @staticmethod
     def _error(p: Prepared, status: int, code: str, message: str, retry_after: int | None) -> Any:
-        headers = {"x-router-attempts": str(p.attempts)}
-        error: dict[str, Any] = {"type": "router_error", "code": code, "message": message}
+        """A router-made answer: complete, unread, with its length (a proxy streams it like any other)."""
+        doc = error_document(p.api, status, code, message)
+        headers = {"content-type": "application/json", "x-router-attempts": str(p.attempts), "x-router-error": code}
         if retry_after is not None:
             headers["retry-after"] = str(retry_after)
-            error["retry_after_s"] = retry_after
-        return p.lib.Response(status, headers=headers, json={"error": error})
+            if p.api == "openai":
+                doc["error"]["retry_after_s"] = retry_after
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        headers["content-length"] = str(len(body))
+        return p.lib.Response(status, headers=headers, stream=p.lib.ByteStream(body))
 
 
-__all__ = ["Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]
+def _count(value: Any) -> int:
+    """A token count from the request (``max_tokens``), or 0 when it is not a usable number."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    return max(0, int(value)) if isinstance(value, float) and math.isfinite(value) else 0
+
+
+__all__ = ["FALLBACK_HEADER", "Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]

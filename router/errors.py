@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+#: Default bound on any provider-supplied time (``RouterSettings.cooldown_max``), seconds.
+DEFAULT_COOLDOWN_MAX = 300.0
 
 
 class Kind(str, enum.Enum):
@@ -40,24 +48,38 @@ _POLICY_PATTERNS = re.compile(
 )
 
 
+def read_json(data: bytes | str) -> Any:
+    """The parsed document, or ``None`` for anything the parser refuses.
+
+    That includes nesting deeper than the interpreter's recursion limit (``RecursionError``): a body
+    the router cannot read is treated like one that is not JSON, whatever its depth.
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _text(value: Any) -> str:
+    """``str(value)`` for the scalars an error object holds; containers say nothing we match on."""
+    return value if isinstance(value, str) else (str(value) if isinstance(value, (int, float)) else "")
+
+
 def _error_fields(body: bytes) -> tuple[str, str]:
     """(code/type text, message) from OpenAI, Anthropic, Gemini and Azure error shapes."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return "", body[:2000].decode("utf-8", "replace")
+    doc = read_json(body)
     if isinstance(doc, list) and doc:  # Gemini sometimes wraps in a list
         doc = doc[0]
     if not isinstance(doc, Mapping):
-        return "", str(doc)
+        return "", body[:2000].decode("utf-8", "replace")
     err = doc.get("error", doc)
     if not isinstance(err, Mapping):
-        return "", str(err)
-    codes = " ".join(str(err.get(k, "")) for k in ("code", "type", "status", "param"))
+        return "", _text(err)
+    codes = " ".join(_text(err.get(k)) for k in ("code", "type", "status", "param"))
     inner = err.get("innererror")
     if isinstance(inner, Mapping):
-        codes += " " + str(inner.get("code", ""))
-    return codes, str(err.get("message", ""))
+        codes += " " + _text(inner.get("code"))
+    return codes, _text(err.get("message"))
 
 
 def classify_status(status: int, body: bytes, retry_on: Collection[int]) -> Kind:
@@ -89,29 +111,63 @@ def classify_exception(exc: BaseException) -> Kind:
     return Kind.CLIENT
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` (preferred, OpenAI) or ``retry-after`` (seconds or HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
+def parse_retry_after(
+    headers: Mapping[str, str], *, cap: float = DEFAULT_COOLDOWN_MAX, now: float | None = None
+) -> float | None:
+    """Seconds from ``retry-after-ms`` (preferred, OpenAI) or ``retry-after`` (seconds or HTTP date).
+
+    Provider-supplied, so never trusted: the answer is ``None`` (no usable value) or a finite number
+    in ``[0, cap]``. Huge values and ``inf`` give ``cap``; negative values and dates in the past give
+    0; ``nan`` and anything unparseable give ``None``. ``now`` is the wall clock (for HTTP dates).
+    """
+    ms = _seconds(headers.get("retry-after-ms"))
+    if ms is not None:
+        return _bounded(ms / 1000.0, cap)
     ra = headers.get("retry-after")
     if not ra:
         return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
+    seconds = _seconds(ra)
+    if seconds is None:
+        seconds = _until_date(ra, time.time() if now is None else now)
+    return None if seconds is None else _bounded(seconds, cap)
 
-    try:
-        import time
 
-        return max(0.0, parsedate_to_datetime(ra).timestamp() - time.time())
-    except (TypeError, ValueError):
+def _seconds(value: str | None) -> float | None:
+    if not value:
         return None
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return None if math.isnan(seconds) else seconds
+
+
+def _until_date(value: str, now: float) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+        if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - now
+    except Exception:  # ValueError, TypeError, OverflowError, IndexError ...: not a date we can use
+        return None
+    return None if math.isnan(seconds) else seconds
+
+
+def _bounded(seconds: float, cap: float) -> float:
+    return min(max(0.0, seconds), cap)
+
+
+_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+
+
+def error_document(api: str, status: int, code: str, message: str) -> dict[str, Any]:
+    """A router-made error shaped the way the caller's API family shapes errors (OpenAI otherwise)."""
+    if api == "anthropic":
+        kind = "api_error" if status >= 500 else ("not_found_error" if status == 404 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if api == "gemini":
+        return {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
+    return {"error": {"message": message, "type": "router_error", "param": None, "code": code}}
 
 
 @dataclass
@@ -129,10 +185,13 @@ class Failure:
 
 
 __all__ = [
+    "DEFAULT_COOLDOWN_MAX",
     "Failure",
     "Kind",
     "RETRYABLE",
     "classify_exception",
     "classify_status",
+    "error_document",
     "parse_retry_after",
+    "read_json",
 ]

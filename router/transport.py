@@ -91,7 +91,8 @@ class _AsyncPeeked(_Peeked, httpx2.AsyncByteStream, httpx.AsyncByteStream):
         except Exception:
             self._done(True)
             raise
-        self._done(False)
+        finally:  # the end, or the caller stopped reading (closed early, cancelled)
+            self._done(False)
 
     async def aclose(self) -> None:
         self._done(False)
@@ -107,7 +108,8 @@ class _SyncPeeked(_Peeked, httpx2.SyncByteStream, httpx.SyncByteStream):
         except Exception:
             self._done(True)
             raise
-        self._done(False)
+        finally:  # the end, or the caller stopped reading (closed early, interrupted)
+            self._done(False)
 
     def close(self) -> None:
         self._done(False)
@@ -136,6 +138,9 @@ async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough) -
         except Exception as exc:
             await original.aclose()
             return Sent(exception=exc)
+        except BaseException:  # cancelled while peeking: give the connection back
+            await original.aclose()
+            raise
         resp.stream = _AsyncPeeked(resp, first, it, original)
         return Sent(response=resp)
     try:
@@ -155,14 +160,17 @@ async def run_async(router: Router, request: Any, inner: Any = None) -> Any:
     reply: Sent | None = None
     try:
         while True:
-            action = plan.send(reply)
+            try:
+                action = plan.send(reply)
+            except StopIteration as stop:
+                return _finish(stop.value)
             if isinstance(action, Sleep):
                 await router.async_sleep(action.seconds)
                 reply = None
             else:
                 reply = await _send_async(lib, inner, action)
-    except StopIteration as stop:
-        return _finish(stop.value)
+    finally:  # a no-op once the plan ended; after a cancellation it releases the attempt's claims now
+        plan.close()
 
 
 # ----------------------------------------------------------------------------- sync driver
@@ -187,6 +195,9 @@ def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough) -> Sent:
         except Exception as exc:
             original.close()
             return Sent(exception=exc)
+        except BaseException:  # interrupted while peeking: give the connection back
+            original.close()
+            raise
         resp.stream = _SyncPeeked(resp, first, it, original)
         return Sent(response=resp)
     try:
@@ -206,14 +217,17 @@ def run_sync(router: Router, request: Any, inner: Any = None) -> Any:
     reply: Sent | None = None
     try:
         while True:
-            action = plan.send(reply)
+            try:
+                action = plan.send(reply)
+            except StopIteration as stop:
+                return _finish(stop.value)
             if isinstance(action, Sleep):
                 router.sleep(action.seconds)
                 reply = None
             else:
                 reply = _send_sync(lib, inner, action)
-    except StopIteration as stop:
-        return _finish(stop.value)
+    finally:  # a no-op once the plan ended; after an interruption it releases the attempt's claims now
+        plan.close()
 
 
 def _finish(final: Final) -> Any:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import orjson
-
+from .. import exact_json
 from .auth import ANTHROPIC
 from .base import (
     Endpoint,
@@ -14,6 +13,8 @@ from .base import (
     Route,
     Usage,
     loads_object,
+    not_a,
+    objects,
     split_last_turn,
     suffix_pattern,
     usage_with_cache_apart,
@@ -48,8 +49,16 @@ class Messages(Endpoint):
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return split_last_turn(body, "messages")
 
+    def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+        if body.get("container") is not None:
+            return "`container` names a code-execution container the provider holds"
+        return None
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        return message_invalid(response)
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        return b"".join(encode_event(event, event["type"]) for event in message_events(orjson.loads(response)))
+        return b"".join(encode_event(event, event["type"]) for event in message_events(exact_json.loads(response)))
 
     def usage(self, response: dict[str, Any]) -> Usage:
         return usage_with_cache_apart(
@@ -108,8 +117,8 @@ class MessageStreamAssembler:
             partial = self._json.pop(index, "")
             if partial:
                 try:
-                    self._blocks[index]["input"] = orjson.loads(partial)
-                except (orjson.JSONDecodeError, KeyError):
+                    self._blocks[index]["input"] = exact_json.loads(partial)
+                except (ValueError, KeyError):
                     self._broken = True
         elif kind == "message_delta":
             message.update(event.get("delta") or {})
@@ -136,7 +145,37 @@ class MessageStreamAssembler:
         if not self.complete or self._message is None:
             return None
         final = {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
-        return orjson.dumps(final)
+        return exact_json.dumps(final)
+
+
+_BLOCK_TEXT = {"text": "text", "thinking": "thinking", "redacted_thinking": "data"}
+"""The string field of a content block that the replay streams as deltas, by block type."""
+
+
+def message_invalid(response: dict[str, Any]) -> str | None:
+    """Why `response` is not a Messages `message` that `message_events` can replay, or None."""
+    if response.get("type") != "message":
+        return f"`type` is {response.get('type')!r}, not 'message'"
+    content: Any = response.get("content")
+    reason = (
+        objects(content, "`content`")
+        or not_a(dict, response.get("usage"), "`usage`", optional=True)
+        or not_a(str, response.get("stop_reason"), "`stop_reason`", optional=True)
+    )
+    if reason is not None:
+        return reason
+    for index, block in enumerate(content):
+        kind = block.get("type")
+        if not isinstance(kind, str):
+            return not_a(str, kind, f"`content[{index}].type`")
+        field = _BLOCK_TEXT.get(kind)
+        if field is not None:
+            reason = not_a(str, block.get(field), f"`content[{index}].{field}`")
+        elif kind.endswith("tool_use"):  # tool_use, server_tool_use, mcp_tool_use
+            reason = not_a(dict, block.get("input"), f"`content[{index}].input`")
+        if reason is not None:
+            return reason
+    return None
 
 
 def message_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -175,7 +214,7 @@ def _block_events(index: int, block: dict[str, Any]) -> Iterator[dict[str, Any]]
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
     elif isinstance(block.get("input"), dict):  # tool_use, server_tool_use, mcp_tool_use
         start["input"] = {}
-        partial = orjson.dumps(block["input"]).decode() if block["input"] else ""
+        partial = exact_json.dumps(block["input"]).decode() if block["input"] else ""
         deltas.append({"type": "input_json_delta", "partial_json": partial})
     yield {"type": "content_block_start", "index": index, "content_block": start}
     for delta in deltas:

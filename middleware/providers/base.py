@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-import orjson
-
+from .. import exact_json
 from .auth import OPENAI, Auth
 
 
@@ -142,6 +141,16 @@ class Endpoint(ABC):
         needs (OpenAI sends stream usage only when asked). None: send the caller's body."""
         return None
 
+    def upstream_identity(self, url: str) -> str:
+        """The upstream URL as the key names it: the same for every form of one request (JSON or
+        stream), so both share an entry. Endpoints whose path names the stream form override it."""
+        return url
+
+    def asks_for_usage(self, body: dict[str, Any], stream: bool) -> bool:
+        """Whether the provider's answer to this request carries token usage (OpenAI streams only do
+        when `stream_options.include_usage` asks): an entry made without it never serves one with."""
+        return True
+
     def stream_filter(self, request: RequestView) -> StreamFilter | None:
         """Undoes `capture_body` on the stream the caller sees; called only when it returned a body."""
         return None
@@ -149,6 +158,35 @@ class Endpoint(ABC):
     def is_final(self, response: dict[str, Any]) -> bool:
         """Whether a 2xx JSON answer is the finished result (not `queued`, `in_progress`, `incomplete`)."""
         return True
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        """Why this adapter cannot read `response` (a JSON object that is not an error object) as a
+        success of its own shape, or None. It checks what `render_stream`, `usage` and the hit path
+        read, so that anything stored replays in both forms. Called at store time only."""
+        return None
+
+    def unstorable(self, body: bytes, request: RequestView) -> str | None:
+        """Why a 2xx answer (a JSON body, or a stream's assembled result) must not be stored, or None.
+        Store time only: a hit never pays for it."""
+        try:
+            response = exact_json.loads(body)
+        except ValueError:
+            return "response is not valid JSON"
+        if not isinstance(response, dict):
+            return "response is not a JSON object"
+        error = error_object(response)
+        if error is not None:
+            return f"error body: {error}"
+        if not self.is_final(response):
+            return "response is not final (queued, in progress or incomplete)"
+        shape = self.invalid(response, request)
+        return None if shape is None else f"invalid response: {shape}"
+
+    def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+        """Why the answer depends on state the provider holds (a conversation, a container, a
+        mutable store), so the request must bypass the cache; None when the request says it all.
+        Called once per request in `prepare`: keep it to a few dict lookups."""
+        return None
 
     def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         """The header settings that belong in the key (called only when `keyed_headers`)."""
@@ -181,8 +219,8 @@ def suffix_pattern(suffix: str) -> re.Pattern[str]:
 
 def loads_object(data: bytes | str) -> dict[str, Any] | None:
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        value = exact_json.loads(data)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
@@ -237,3 +275,58 @@ def usage_with_cache_apart(response: dict[str, Any], fresh: str, read: str, writ
 
 def int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# -- shapes: what an adapter checks before an answer is stored --------------------------------
+
+_AWS_ERROR_KEYS = ("__type", "Message")
+
+
+def error_object(response: dict[str, Any]) -> str | None:
+    """The reason when a 2xx JSON body is an error object in any family's form, else None:
+    `{"error": ...}` (OpenAI and compatibles, Gemini), `{"type": "error", ...}` (Anthropic),
+    AWS's `{"__type": ...}` / `{"Message": ...}` and a body that is only a `message`."""
+    if response.get("error") is not None:  # the Responses API sends `"error": null` on success
+        return "`error` is set"
+    if response.get("type") == "error":
+        return "`type` is error"
+    for key in _AWS_ERROR_KEYS:
+        if key in response:
+            return f"`{key}` is set"
+    if response.keys() == {"message"}:
+        return "only a `message`"
+    return None
+
+
+def not_a(kind: type | tuple[type, ...], value: object, where: str, optional: bool = False) -> str | None:
+    """`where` is not of `kind` (None is accepted when `optional`)."""
+    if optional and value is None:
+        return None
+    return None if isinstance(value, kind) else f"{where} is {_type_name(value)}"
+
+
+def objects(value: object, where: str, optional: bool = False, empty: bool = True) -> str | None:
+    """`where` is not a list of JSON objects (or is an empty one, unless `empty`)."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, list):
+        return f"{where} is {_type_name(value)}, not a list"
+    if not empty and not value:
+        return f"{where} is empty"
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            return f"{where}[{index}] is {_type_name(item)}, not an object"
+    return None
+
+
+def numbers(value: object, where: str) -> str | None:
+    """`where` is not a list of numbers (an embedding)."""
+    if not isinstance(value, list):
+        return f"{where} is {_type_name(value)}, not a list"
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        return f"{where} holds something other than numbers"
+    return None
+
+
+def _type_name(value: object) -> str:
+    return "null or missing" if value is None else type(value).__name__

@@ -20,9 +20,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
-import orjson
-
-from .anthropic import Messages, MessageStreamAssembler, message_events
+from .. import exact_json
+from .anthropic import Messages, MessageStreamAssembler, message_events, message_invalid
 from .auth import BEDROCK
 from .base import (
     Endpoint,
@@ -31,6 +30,8 @@ from .base import (
     Route,
     Usage,
     loads_object,
+    not_a,
+    objects,
     split_last_turn,
     usage_with_cache_apart,
 )
@@ -42,6 +43,9 @@ _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", "
 _MESSAGES = Messages()
 _KEYED_HEADERS = ("accept",)
 _KEYED_PREFIX = "x-amzn-bedrock-"
+_DRAFT = "DRAFT"
+_UNVERSIONED_PROMPT = re.compile(r":prompt/[^:/]+$")
+"""A Prompt management ARN without `:{version}`: the prompt's draft, which its owner can edit."""
 
 
 class _BedrockEndpoint(Endpoint):
@@ -74,6 +78,16 @@ class _BedrockEndpoint(Endpoint):
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return split_last_turn(body, "messages")
 
+    def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+        """Drafts are editable: a prompt ARN without a version, or a guardrail's DRAFT version."""
+        if route.model is not None and _UNVERSIONED_PROMPT.search(route.model):
+            return "a Prompt management ARN without a version runs the prompt's editable draft"
+        guardrail = body.get("guardrailConfig")
+        version = guardrail.get("guardrailVersion") if isinstance(guardrail, dict) else None
+        if version == _DRAFT or headers.get("x-amzn-bedrock-guardrailversion") == _DRAFT:
+            return "a guardrail's DRAFT version is editable"
+        return None
+
     def usage(self, response: dict[str, Any]) -> Usage:
         return _MESSAGES.usage(response)  # InvokeModel on Claude models answers in the Messages shape
 
@@ -83,6 +97,14 @@ class InvokeModel(_BedrockEndpoint, NonStreamingEndpoint):
 
     name = "bedrock.invoke"
     action = "invoke"
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        """Claude's answers must be Messages `message`s; other models' bodies are their own (only
+        the error forms every family shares are refused, by `unstorable`)."""
+        model = request.route.model or ""
+        if "anthropic." in model or response.get("type") == "message":
+            return message_invalid(response)
+        return None
 
 
 class InvokeModelStream(_BedrockEndpoint):
@@ -94,10 +116,15 @@ class InvokeModelStream(_BedrockEndpoint):
     def assembler(self, request: RequestView) -> InvokeStreamAssembler:
         return InvokeStreamAssembler()
 
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        return message_invalid(response)
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         return b"".join(
-            encode_message(_CHUNK_HEADERS, orjson.dumps({"bytes": base64.b64encode(orjson.dumps(event)).decode()}))
-            for event in message_events(orjson.loads(response))
+            encode_message(
+                _CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(exact_json.dumps(event)).decode()})
+            )
+            for event in message_events(exact_json.loads(response))
         )
 
     def stream_media_type(self, request: RequestView) -> str:
@@ -113,6 +140,17 @@ class Converse(_BedrockEndpoint, NonStreamingEndpoint):
     def usage(self, response: dict[str, Any]) -> Usage:
         return usage_with_cache_apart(
             response, "inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens", "outputTokens"
+        )
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        output = response.get("output")
+        message = output.get("message") if isinstance(output, dict) else None
+        return (
+            not_a(dict, output, "`output`")
+            or not_a(dict, message, "`output.message`")
+            or objects(message.get("content"), "`output.message.content`")  # type: ignore[union-attr]
+            or not_a(str, response.get("stopReason"), "`stopReason`")
+            or not_a(dict, response.get("usage"), "`usage`", optional=True)
         )
 
     def response_model(self, response: dict[str, Any]) -> str | None:
@@ -151,7 +189,9 @@ class InvokeStreamAssembler:
             if headers.get(":message-type") != "event" or event is None:
                 self._broken = True
                 return
-            self._messages.feed(b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
+            self._messages.feed(
+                b"event: " + str(event["type"]).encode() + b"\ndata: " + exact_json.dumps(event) + b"\n\n"
+            )
 
     def result(self) -> bytes | None:
         return self._messages.result() if self.complete else None

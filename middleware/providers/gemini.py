@@ -7,13 +7,25 @@ it carried reported a `finishReason` (and, in the JSON-array form, the array was
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
-
+from .. import exact_json
 from .auth import GEMINI
-from .base import Endpoint, NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, loads_object, split_last_turn
+from .base import (
+    Endpoint,
+    NonStreamingEndpoint,
+    RequestView,
+    Route,
+    Usage,
+    int_or_none,
+    loads_object,
+    not_a,
+    numbers,
+    objects,
+    split_last_turn,
+)
 from .sse import SSEDecoder
 
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
@@ -41,6 +53,10 @@ class _GeminiEndpoint(Endpoint):
     def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
         return route.stream_by_path
 
+    def upstream_identity(self, url: str) -> str:
+        head, colon, method = url.rpartition(":")
+        return f"{head}:{method.removeprefix('stream').lower()}" if colon else url
+
     def response_model(self, response: dict[str, Any]) -> str | None:
         model = response.get("modelVersion")
         return model if isinstance(model, str) else None
@@ -48,6 +64,16 @@ class _GeminiEndpoint(Endpoint):
     def response_id(self, response: dict[str, Any]) -> str | None:
         rid = response.get("responseId")
         return rid if isinstance(rid, str) else None
+
+    def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+        # A `cachedContent` the caller names is fine: its name is in the key, and a cached content
+        # cannot be changed after it is created (only its expiry can).
+        tools = body.get("tools")
+        if isinstance(tools, list):
+            for tool in tools:
+                if isinstance(tool, dict) and ("fileSearch" in tool or "file_search" in tool):
+                    return "the fileSearch tool reads a File Search store the provider holds"
+        return None
 
     def usage(self, response: dict[str, Any]) -> Usage:
         usage = response.get("usageMetadata")
@@ -79,6 +105,26 @@ class GenerateContent(_GeminiEndpoint):
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return split_last_turn(body, "contents", content_key="parts")
 
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        """Candidates that each finished (as a stored stream's must have), with readable content."""
+        candidates: Any = response.get("candidates")
+        reason = objects(candidates, "`candidates`", empty=False) or _usage_invalid(response)
+        if reason is not None:
+            return reason
+        for index, candidate in enumerate(candidates):
+            where = f"`candidates[{index}]"
+            content = candidate.get("content")
+            reason = (
+                not_a(str, candidate.get("finishReason"), f"{where}.finishReason`")
+                or not_a(int, candidate.get("index", 0), f"{where}.index`")
+                or not_a(dict, content, f"{where}.content`", optional=True)
+            )
+            if reason is None and content is not None:
+                reason = objects(content.get("parts"), f"{where}.content.parts`", optional=True)
+            if reason is not None:
+                return reason
+        return None
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         if _sse_requested(request.query):
             return b"data: " + response + b"\r\n\r\n"
@@ -92,6 +138,25 @@ class EmbedContent(_GeminiEndpoint, NonStreamingEndpoint):
     name = "embed_content"
     operation = "embeddings"
     methods = "embedContent|batchEmbedContents"
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        """`embedding.values` (embedContent), or `embeddings[].values` (batchEmbedContents)."""
+        if "embeddings" not in response:
+            embedding = response.get("embedding")
+            if not isinstance(embedding, dict):
+                return not_a(dict, embedding, "`embedding`")
+            return numbers(embedding.get("values"), "`embedding.values`")
+        embeddings = response["embeddings"]
+        reason = objects(embeddings, "`embeddings`", empty=False)
+        for index, embedding in enumerate(embeddings if reason is None else ()):
+            reason = numbers(embedding.get("values"), f"`embeddings[{index}].values`")
+            if reason is not None:
+                break
+        return reason
+
+
+def _usage_invalid(response: dict[str, Any]) -> str | None:
+    return not_a(dict, response.get("usageMetadata"), "`usageMetadata`", optional=True)
 
 
 class JSONArrayDecoder:
@@ -201,7 +266,7 @@ class GenerateContentStreamAssembler:
         if not self.complete:
             return None
         candidates = [self._candidates[i] for i in sorted(self._candidates)]
-        return orjson.dumps({"candidates": candidates, **self._top})
+        return exact_json.dumps({"candidates": candidates, **self._top})
 
 
 def _merge_candidate(state: dict[str, Any], candidate: dict[str, Any]) -> None:

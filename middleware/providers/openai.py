@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any, ClassVar
 
-import orjson
-
+from .. import exact_json
 from .auth import AZURE
 from .base import (
     Endpoint,
@@ -18,12 +17,19 @@ from .base import (
     Usage,
     int_or_none,
     loads_object,
+    not_a,
+    numbers,
+    objects,
     split_last_turn,
 )
+from .deltas import merge_delta, merge_list
 from .sse import SSEDecoder, encode_event
 
 _DONE = b"data: [DONE]\n\n"
 _HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
+_FINAL_OWN = frozenset({"object", "choices", "usage"})
+_CHUNK_ONLY = frozenset({"object", "obfuscation"})
+"""Chunk fields that describe the stream itself, not the answer (`obfuscation` pads event sizes)."""
 _CACHE_HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention", "safety_identifier"})
 """Routing and abuse-tracking hints that never change the answer."""
 
@@ -49,6 +55,11 @@ class _OpenAIEndpoint(Endpoint):
             return Route(self, model=azure.group("deployment"), auth=AZURE)
         if self._generic.match(path):  # Azure's v1 API is `/openai/v1/...`
             return Route(self, auth=AZURE) if path.startswith("/openai/") else Route(self)
+        return None
+
+    def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+        if body.get("store") is True:
+            return "`store: true` asks the provider to keep this call"
         return None
 
     def usage(self, response: dict[str, Any]) -> Usage:
@@ -135,6 +146,12 @@ class _ChunkStreamEndpoint(_OpenAIEndpoint):
     def stream_filter(self, request: RequestView) -> UsageChunkFilter:
         return UsageChunkFilter()
 
+    def asks_for_usage(self, body: dict[str, Any], stream: bool) -> bool:
+        if not stream:
+            return True
+        options = body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
+
 
 class ChatCompletions(_ChunkStreamEndpoint):
     name = "chat.completions"
@@ -149,8 +166,11 @@ class ChatCompletions(_ChunkStreamEndpoint):
         split = split_last_turn(body, "messages")
         return None if split is None or "name" in body["messages"][-1] else split
 
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        return _choices_invalid(response, _chat_choice_invalid)
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        final = orjson.loads(response)
+        final = exact_json.loads(response)
         bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for choice in final.get("choices") or []:
             message = dict(choice.get("message") or {})
@@ -159,9 +179,7 @@ class ChatCompletions(_ChunkStreamEndpoint):
             delta.update({k: v for k, v in message.items() if v is not None})
             if tool_calls:
                 delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
-            first: dict[str, Any] = {"index": choice.get("index", 0), "delta": delta, "finish_reason": None}
-            if choice.get("logprobs") is not None:
-                first["logprobs"] = choice["logprobs"]
+            first = {**_choice_extras(choice, "message"), "delta": delta, "finish_reason": None}
             last = {"index": choice.get("index", 0), "delta": {}, "finish_reason": choice.get("finish_reason")}
             bodies.append((first, last))
         return _chunk_stream(final, "chat.completion.chunk", bodies, _include_usage(request))
@@ -188,17 +206,16 @@ class Completions(_ChunkStreamEndpoint):
             return None
         return {k: v for k, v in body.items() if k != "prompt"}, prompt
 
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        return _choices_invalid(response, _completion_choice_invalid)
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        final = orjson.loads(response)
+        final = exact_json.loads(response)
         bodies = []
         for choice in final.get("choices") or []:
             index = choice.get("index", 0)
-            first = {
-                "text": choice.get("text") or "",
-                "index": index,
-                "logprobs": choice.get("logprobs"),
-                "finish_reason": None,
-            }
+            first = {**_choice_extras(choice, "text"), "text": choice.get("text") or "", "finish_reason": None}
+            first.setdefault("logprobs", None)
             last = {"text": "", "index": index, "logprobs": None, "finish_reason": choice.get("finish_reason")}
             bodies.append((first, last))
         return _chunk_stream(final, "text_completion", bodies, _include_usage(request))
@@ -209,6 +226,76 @@ class Embeddings(_OpenAIEndpoint, NonStreamingEndpoint):
     operation = "embeddings"
     suffix = "embeddings"
 
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        data: Any = response.get("data")
+        reason = objects(data, "`data`", empty=False) or _usage_invalid(response)
+        if reason is not None:
+            return reason
+        for index, item in enumerate(data):
+            vector = item.get("embedding")
+            if not isinstance(vector, str):  # `encoding_format: base64` answers a string
+                reason = numbers(vector, f"`data[{index}].embedding`")
+                if reason is not None:
+                    return reason
+        return None
+
+
+def _usage_invalid(response: dict[str, Any]) -> str | None:
+    return not_a(dict, response.get("usage"), "`usage`", optional=True)
+
+
+def _choices_invalid(response: dict[str, Any], choice_invalid: Any) -> str | None:
+    """`choices` is a non-empty list of objects, each readable by `choice_invalid`, and `usage` an object."""
+    choices: Any = response.get("choices")
+    reason = objects(choices, "`choices`", empty=False) or _usage_invalid(response)
+    if reason is not None:
+        return reason
+    for index, choice in enumerate(choices):
+        reason = (
+            choice_invalid(choice, f"`choices[{index}]")
+            or not_a(int, choice.get("index", 0), f"`choices[{index}].index`")
+            or not_a(dict, choice.get("logprobs"), f"`choices[{index}].logprobs`", optional=True)
+            or not_a(str, choice.get("finish_reason"), f"`choices[{index}].finish_reason`", optional=True)
+        )
+        if reason is not None:
+            return reason
+    return None
+
+
+def _chat_choice_invalid(choice: dict[str, Any], where: str) -> str | None:
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        return not_a(dict, message, f"{where}.message`")
+    calls = message.get("tool_calls")
+    reason = not_a((str, list), message.get("content"), f"{where}.message.content`", optional=True) or objects(
+        calls, f"{where}.message.tool_calls`", optional=True
+    )
+    for index, call in enumerate(calls if reason is None and calls else ()):
+        reason = _tool_call_invalid(call, f"{where}.message.tool_calls[{index}]")
+        if reason is not None:
+            break
+    return reason
+
+
+def _tool_call_invalid(call: dict[str, Any], where: str) -> str | None:
+    """What a stream's tool-call deltas carry (`_merge_tool_calls`): string id and type, and a
+    `function` of string name and arguments."""
+    function = call.get("function")
+    reason = (
+        not_a(str, call.get("id"), f"{where}.id`", optional=True)
+        or not_a(str, call.get("type"), f"{where}.type`", optional=True)
+        or not_a(dict, function, f"{where}.function`", optional=True)
+    )
+    if reason is None and function is not None:
+        reason = not_a(str, function.get("name"), f"{where}.function.name`", optional=True) or not_a(
+            str, function.get("arguments"), f"{where}.function.arguments`", optional=True
+        )
+    return reason
+
+
+def _completion_choice_invalid(choice: dict[str, Any], where: str) -> str | None:
+    return not_a(str, choice.get("text"), f"{where}.text`")
+
 
 def _chunk_stream(
     final: dict[str, Any], obj: str, bodies: list[tuple[dict[str, Any], dict[str, Any]]], with_usage: bool
@@ -216,10 +303,12 @@ def _chunk_stream(
     """Two chunks a choice (content, then finish reason), the usage chunk if asked for, then `[DONE]`."""
     head = {key: final[key] for key in _HEAD_FIELDS if key in final}
     head["object"] = obj
+    extras = {k: v for k, v in final.items() if k not in _FINAL_OWN and k not in head}
     parts: list[bytes] = []
     for pair in bodies:
         for body in pair:
-            chunk: dict[str, Any] = {**head, "choices": [body]}
+            chunk: dict[str, Any] = {**head, **extras, "choices": [body]}
+            extras = {}  # fields of the whole answer (Azure's prompt filter results) ride on the first chunk
             if with_usage:
                 chunk["usage"] = None
             parts.append(encode_event(chunk))
@@ -260,31 +349,38 @@ class _ChunkStreamAssembler:
             self._apply(event)
 
     def _apply(self, event: dict[str, Any]) -> None:
-        for key in _HEAD_FIELDS:
-            if key in event and event[key] is not None:
-                self._head[key] = event[key]
-        if event.get("usage") is not None:
-            self._usage = event["usage"]
-        for choice in event.get("choices") or []:
-            index = choice.get("index", 0)
-            state = self._choices.get(index)
-            if state is None:
-                state = self._choices[index] = self._new_choice(index)
-            self._merge(state, choice)
-            if choice.get("finish_reason") is not None:
-                state["finish_reason"] = choice["finish_reason"]
-            logprobs = choice.get("logprobs")
-            if logprobs:
-                merged = state["logprobs"] or {}
-                for field, items in logprobs.items():
-                    if isinstance(items, list):
-                        merged.setdefault(field, []).extend(items)
-                state["logprobs"] = merged
+        for key, value in event.items():
+            if key in _CHUNK_ONLY or value is None:
+                continue
+            if key == "usage":
+                self._usage = value
+            elif key == "choices":
+                for choice in value if isinstance(value, list) else ():
+                    if isinstance(choice, dict):
+                        self._apply_choice(choice)
+            else:
+                _keep(self._head, key, value)
+
+    def _apply_choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index", 0)
+        state = self._choices.get(index)
+        if state is None:
+            state = self._choices[index] = self._new_choice(index)
+        for key, value in choice.items():
+            if value is None or key == "index":
+                continue
+            if key == "logprobs":
+                _merge_logprobs(state, value)
+            elif key == "finish_reason":
+                state["finish_reason"] = value
+            elif not self._merge(state, key, value):
+                _keep(state, key, value)
 
     def _new_choice(self, index: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
+    def _merge(self, state: dict[str, Any], key: str, value: Any) -> bool:
+        """Merge one field of a choice fragment that this stream's own shape defines; False: not one."""
         raise NotImplementedError
 
     def _finalize(self, choice: dict[str, Any]) -> None:
@@ -299,7 +395,7 @@ class _ChunkStreamAssembler:
         final: dict[str, Any] = {**self._head, "object": self.final_object, "choices": choices}
         if self._usage is not None:
             final["usage"] = self._usage
-        return orjson.dumps(final)
+        return exact_json.dumps(final)
 
 
 class ChatStreamAssembler(_ChunkStreamAssembler):
@@ -308,24 +404,24 @@ class ChatStreamAssembler(_ChunkStreamAssembler):
     final_object = "chat.completion"
 
     def _new_choice(self, index: int) -> dict[str, Any]:
-        return {"index": index, "message": {"role": "assistant"}, "finish_reason": None, "logprobs": None}
+        return {"index": index, "message": {}, "finish_reason": None, "logprobs": None}
 
-    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
-        message = state["message"]
-        for field, value in (choice.get("delta") or {}).items():
-            if value is None:
-                continue
-            if field == "tool_calls":
-                _merge_tool_calls(message, value)
-            elif field == "role":
-                message["role"] = value
-            elif isinstance(value, str):
-                message[field] = message.get(field, "") + value
-            else:
-                message[field] = value
+    def _merge(self, state: dict[str, Any], key: str, value: Any) -> bool:
+        if key != "delta":
+            return False
+        if isinstance(value, dict):
+            merge_delta(state["message"], value)
+        return True
 
     def _finalize(self, choice: dict[str, Any]) -> None:
-        choice["message"].setdefault("content", None)
+        message = choice["message"]
+        if message.get("role") is None:
+            message["role"] = "assistant"
+        message.setdefault("content", None)
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):  # the answer in one piece numbers its calls by position, not `index`
+            ordered = sorted(calls, key=lambda call: call.get("index", 0) if isinstance(call, dict) else 0)
+            message["tool_calls"] = [_finished_call(call) for call in ordered]
 
 
 class CompletionStreamAssembler(_ChunkStreamAssembler):
@@ -336,15 +432,21 @@ class CompletionStreamAssembler(_ChunkStreamAssembler):
     def _new_choice(self, index: int) -> dict[str, Any]:
         return {"text": "", "index": index, "logprobs": None, "finish_reason": None}
 
-    def _merge(self, state: dict[str, Any], choice: dict[str, Any]) -> None:
-        text = choice.get("text")
-        if isinstance(text, str):
-            state["text"] += text
+    def _merge(self, state: dict[str, Any], key: str, value: Any) -> bool:
+        if key != "text":
+            return False
+        if isinstance(value, str):
+            state["text"] += value
+        return True
 
 
 # -- Responses API ------------------------------------------------------------------------------
 
 _RESPONSE_BROKEN = frozenset({"response.failed", "response.incomplete", "error"})
+_RESPONSE_STATE_FIELDS = ("previous_response_id", "conversation")
+"""Request fields that name a conversation the provider keeps (the semantic path skips them too)."""
+_ITEM_LISTS = {"message": ("content",), "reasoning": ("summary", "content")}
+"""The lists of parts an output item's replay walks (`_item_events`), by item type."""
 
 
 class Responses(_OpenAIEndpoint):
@@ -359,7 +461,7 @@ class Responses(_OpenAIEndpoint):
         return ResponsesStreamAssembler()
 
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-        if "previous_response_id" in body or "conversation" in body:
+        if any(field in body for field in _RESPONSE_STATE_FIELDS):
             return None  # the context lives on the server: nothing here says it is the same
         given = body.get("input")
         if isinstance(given, str):
@@ -369,8 +471,39 @@ class Responses(_OpenAIEndpoint):
     def is_final(self, response: dict[str, Any]) -> bool:
         return response.get("status", "completed") == "completed"
 
+    def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+        for field in _RESPONSE_STATE_FIELDS:
+            if body.get(field) is not None:
+                return f"`{field}` names state the provider holds"
+        prompt = body.get("prompt")
+        if isinstance(prompt, dict) and prompt.get("version") is None:
+            return "`prompt` without a version uses the template's current version"
+        tools = body.get("tools")
+        if isinstance(tools, list):
+            for tool in tools:
+                if isinstance(tool, dict) and (
+                    tool.get("type") == "file_search"
+                    or (tool.get("type") == "code_interpreter" and isinstance(tool.get("container"), str))
+                ):
+                    return f"the {tool['type']} tool reads a store or container the provider holds"
+        return super().server_state(route, headers, body)
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        output: Any = response.get("output")
+        reason = objects(output, "`output`") or _usage_invalid(response)
+        if reason is not None:
+            return reason
+        for index, item in enumerate(output):
+            kind = item.get("type")
+            fields = _ITEM_LISTS.get(kind, ()) if isinstance(kind, str) else ()
+            for field in fields:
+                reason = objects(item.get(field), f"`output[{index}].{field}`", optional=True)
+                if reason is not None:
+                    return reason
+        return None
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
-        return b"".join(encode_event(event, event["type"]) for event in _response_events(orjson.loads(response)))
+        return b"".join(encode_event(event, event["type"]) for event in _response_events(exact_json.loads(response)))
 
 
 class ResponsesStreamAssembler:
@@ -412,7 +545,7 @@ class ResponsesStreamAssembler:
         final = self._final
         if final.get("output") is None:
             final = {**final, "output": [self._items[i] for i in sorted(self._items)]}
-        return orjson.dumps(final)
+        return exact_json.dumps(final)
 
 
 def _response_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -487,19 +620,44 @@ def _message_part_events(at: dict[str, Any], part_index: int, part: dict[str, An
     yield {"type": "response.content_part.done", **where, "part": part}
 
 
-def _merge_tool_calls(message: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
-    calls: list[dict[str, Any]] = message.setdefault("tool_calls", [])
-    for delta in deltas:
-        index = delta.get("index", len(calls))
-        while len(calls) <= index:
-            calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-        call = calls[index]
-        if delta.get("id"):
-            call["id"] = delta["id"]
-        if delta.get("type"):
-            call["type"] = delta["type"]
-        function = delta.get("function") or {}
-        if function.get("name"):
-            call["function"]["name"] += function["name"]
-        if function.get("arguments"):
-            call["function"]["arguments"] += function["arguments"]
+def _choice_extras(choice: dict[str, Any], content: str) -> dict[str, Any]:
+    """A final choice's fields other than its content and finish reason (`index`, `logprobs`, content
+    filter results, ...), replayed on its first chunk."""
+    extras = {k: v for k, v in choice.items() if k not in (content, "finish_reason")}
+    extras.setdefault("index", 0)
+    return extras
+
+
+def _keep(target: dict[str, Any], key: str, value: Any) -> None:
+    """A field outside the stream's own delta (Azure's content filter results, a compatible server's
+    extensions): objects and lists accumulate, anything else is the latest value."""
+    current = target.get(key)
+    if isinstance(current, dict) and isinstance(value, dict):
+        merge_delta(current, value)
+    elif isinstance(current, list) and isinstance(value, list):
+        merge_list(current, value)
+    else:
+        target[key] = merge_delta({}, value) if isinstance(value, dict) else value
+
+
+def _merge_logprobs(state: dict[str, Any], logprobs: Any) -> None:
+    if not isinstance(logprobs, dict):
+        return
+    merged = state["logprobs"] if isinstance(state["logprobs"], dict) else {}
+    for field, items in logprobs.items():
+        if isinstance(items, list):
+            merged.setdefault(field, []).extend(items)
+        elif items is not None:
+            merged[field] = items
+    state["logprobs"] = merged
+
+
+def _finished_call(call: Any) -> Any:
+    if not isinstance(call, dict):
+        return call
+    finished = {k: v for k, v in call.items() if k != "index"}
+    finished.setdefault("type", "function")
+    function = finished.get("function")
+    if isinstance(function, dict):
+        function.setdefault("arguments", "")
+    return finished

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import orjson
+from .. import exact_json
 
 
 class SSEDecoder:
@@ -63,7 +63,7 @@ class SSEDecoder:
 
 def encode_event(data: object, event: str | None = None) -> bytes:
     """One SSE event whose data is the compact JSON of `data`."""
-    payload = data if isinstance(data, bytes) else orjson.dumps(data)
+    payload = data if isinstance(data, bytes) else exact_json.dumps(data)
     if event is None:
         return b"data: " + payload + b"\n\n"
     return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"

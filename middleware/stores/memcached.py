@@ -231,13 +231,18 @@ class MemcachedStore(AiocacheStore):
 
         await self._call("delete", run)
 
-    async def clear(self, prefix: str | None = None) -> None:
-        prefix = prefix or ""
+    def check_prefix(self, prefix: str) -> None:
+        """Raise StoreError unless `clear(prefix)` can be honoured (the engine checks its own prefixes
+        with this when it is built, so a misfit `key_prefix` fails at start-up, not at the first clear)."""
         if prefix and (not prefix.endswith(":") or prefix.count(":") > self.generation_depth):
             raise StoreError(
                 f"memcached can only clear ':'-terminated prefixes of at most {self.generation_depth} "
                 f"segments (memcached cannot scan keys); got {prefix!r}"
             )
+
+    async def clear(self, prefix: str | None = None) -> None:
+        prefix = prefix or ""
+        self.check_prefix(prefix)
         cache = self.cache
         token = secrets.token_hex(8).encode()
         await self._call("clear", lambda: cache.set(self._generation_key(prefix), token, ttl=0))

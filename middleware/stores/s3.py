@@ -1,8 +1,9 @@
 """S3 (or any S3-compatible object store) through aiobotocore; install with the `[s3]` extra.
 
 One object per entry under `prefix`. The expiry is a wall-clock timestamp in the object's user
-metadata (`x-amz-meta-llmc-expires-at`), enforced on read: an expired object is deleted and reads
-as a miss. S3 never deletes it by itself; add a bucket lifecycle rule to collect objects nobody
+metadata (`x-amz-meta-llmc-expires-at`), enforced on read: an expired object reads as a miss and
+is deleted if it is still the version that was read (a conditional delete), so a fresh entry another
+pod wrote meanwhile survives. S3 never deletes it by itself; add a bucket lifecycle rule to collect objects nobody
 reads again (see docs/stores.md).
 """
 
@@ -28,6 +29,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 EXPIRES = "llmc-expires-at"
 DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys
 MISSING = {"NoSuchKey", "404", "NotFound"}
+PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 
 
 class S3Store:
@@ -127,25 +129,39 @@ class S3Store:
     async def get(self, key: str) -> bytes | None:
         object_key = self.prefix + key
 
-        async def run(client: Any) -> tuple[bytes | None, bool]:
+        async def run(client: Any) -> tuple[bytes | None, str | None]:
             try:
                 response = await client.get_object(Bucket=self.bucket, Key=object_key)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") in MISSING:
-                    return None, False
+                    return None, None
                 raise
             expires_at = response.get("Metadata", {}).get(EXPIRES)
             if expires_at is not None and float(expires_at) <= self._clock():
                 response["Body"].close()
-                return None, True
+                return None, response.get("ETag") or "*"
             async with response["Body"] as stream:
-                return await stream.read(), False
+                return await stream.read(), None
 
         value, expired = await self._call("get", run)
-        if expired:
+        if expired is not None:
             self.expired_deleted += 1
-            await self.delete(key)
+            await self._delete_expired(object_key, expired)
         return value  # type: ignore[no-any-return]
+
+    async def _delete_expired(self, object_key: str, etag: str) -> None:
+        """Delete the expired object version this pod read, and only that one (`If-Match` its ETag):
+        another pod may have written a fresh entry under the key since."""
+
+        async def run(client: Any) -> None:
+            try:
+                await client.delete_object(Bucket=self.bucket, Key=object_key, IfMatch=etag)
+            except ClientError as error:
+                code = str(error.response.get("Error", {}).get("Code"))
+                if code not in MISSING and code not in PRECONDITION_FAILED:
+                    raise
+
+        await self._call("delete", run)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return list(await asyncio.gather(*(self.get(key) for key in keys)))

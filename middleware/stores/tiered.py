@@ -5,7 +5,10 @@ Reads try L1, then L2; an L2 hit back-fills L1 for at most `min(l1_max_ttl, rema
 go to both. Deletes, clears (and by default overwrites) are published on a Redis channel that every
 TieredStore instance subscribes to, so every pod drops the entry from its L1.
 
-Staleness bound: normally the pub/sub delivery latency. If a message is lost (subscriber
+A pod never serves an entry after its own `set`, `delete` or `clear` returned: each writes L2 first,
+then marks every L2 read in flight as too old to back-fill L1, then updates L1.
+
+Staleness bound across pods: normally the pub/sub delivery latency. If a message is lost (subscriber
 disconnected), an L1 entry can outlive its invalidation by at most `l1_max_ttl` seconds; on every
 (re)subscription the L1 is emptied, because messages sent while disconnected are gone.
 """
@@ -67,7 +70,8 @@ class TieredStore:
             self.unlock = l2.unlock
         self.name = name or f"tiered:{l1.name}+{l2.name}"
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        # bumped on every invalidation seen; a back-fill is skipped if one arrived during the L2 read
+        # bumped on every change, this pod's own (once L2 has it) or another's: a back-fill is skipped
+        # if one happened during its L2 read, so a read in flight never writes an old value back to L1
         self._epoch = 0
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -173,6 +177,13 @@ class TieredStore:
         if self.bus is not None:
             await self.bus.publish(self.channel, msgpack.packb((self.origin, op, arg)))
 
+    def check_prefix(self, prefix: str) -> None:
+        """Both levels' rules for the prefixes `clear` may be given."""
+        for level in (self.l1, self.l2):
+            check = getattr(level, "check_prefix", None)
+            if check is not None:
+                check(prefix)
+
     # -- protocol -----------------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
@@ -197,25 +208,28 @@ class TieredStore:
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         self._ensure_listener()
+        await self.l2.set(key, value, ttl)
+        self._invalidate_all()
         l1_ttl = self.l1_max_ttl if ttl is None else min(ttl, self.l1_max_ttl)
         if l1_ttl > 0:
             await self.l1.set(key, value, l1_ttl)
         else:
             await self.l1.delete(key)
-        await self.l2.set(key, value, ttl)
         if self.invalidate_on_set:
             await self._publish("d", key)
 
     async def delete(self, key: str) -> None:
         self._ensure_listener()
-        await self.l1.delete(key)
         await self.l2.delete(key)
+        self._invalidate_all()
+        await self.l1.delete(key)
         await self._publish("d", key)
 
     async def clear(self, prefix: str | None = None) -> None:
         self._ensure_listener()
-        await self.l1.clear(prefix)
         await self.l2.clear(prefix)
+        self._invalidate_all()
+        await self.l1.clear(prefix)
         await self._publish("c", prefix)
 
     async def close(self) -> None:

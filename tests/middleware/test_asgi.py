@@ -132,8 +132,9 @@ async def test_anthropic_sdk_through_the_middleware_stream_then_json() -> None:
 
 
 async def test_a_request_cached_through_the_transport_is_a_hit_through_the_middleware() -> None:
+    """An app that forwards to a provider names it (`upstream`): keys then match the transport's."""
     cache = Cache()
-    app, calls = wrapped("starlette", cache)
+    app, calls = wrapped("starlette", cache, upstream="http://app")
     backend = starlette_app(Calls())  # a separate provider behind the transport
     transport = AsyncCachingTransport(cache=cache, inner=httpx2.ASGITransport(app=backend))
     async with httpx2.AsyncClient(transport=transport, base_url="http://app") as http:
@@ -144,6 +145,14 @@ async def test_a_request_cached_through_the_transport_is_a_hit_through_the_middl
     assert via_middleware.headers["x-cache-key"] == via_transport.headers["x-cache-key"]
     assert via_middleware.json() == via_transport.json()
     assert calls.count["chat"] == 0
+
+
+async def test_the_same_request_to_two_upstreams_never_shares_an_entry() -> None:
+    cache = Cache()
+    first, _ = wrapped("starlette", cache, upstream="https://eu.provider.test/v1")
+    second, second_calls = wrapped("starlette", cache, upstream="https://us.provider.test/v1")
+    assert (await post(first)).headers["x-cache"] == "MISS"
+    assert (await post(second)).headers["x-cache"] == "MISS" and second_calls.count["chat"] == 1
 
 
 # -- per-request controls --------------------------------------------------------------------
@@ -343,8 +352,9 @@ async def test_a_streaming_response_is_stored_even_when_starlette_cancels_its_ta
         calls += 1
 
         async def body() -> Any:
+            choice = {"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}
             yield json.dumps(
-                {"id": f"c{calls}", "object": "chat.completion", "created": 1, "model": "m", "choices": []}
+                {"id": f"c{calls}", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
             ).encode()
 
         return StreamingResponse(body(), media_type="application/json")

@@ -115,11 +115,14 @@ def test_a_cut_event_stream_is_not_stored(fake_provider: RunningFakeProvider) ->
     cache = Cache()
     client = bedrock(cache, fake_provider)
     fake_provider.cut_stream_after(3)
+    # anthropic 2.17+ wraps a failed body read in APIConnectionError; earlier releases raise httpx2's error.
     with (
-        pytest.raises(httpx2.RemoteProtocolError),
+        pytest.raises((httpx2.RemoteProtocolError, anthropic.APIConnectionError)) as raised,
         client.messages.stream(model=CLAUDE, max_tokens=64, messages=QUESTION) as stream,
     ):
         "".join(stream.text_stream)
+    cause = raised.value if isinstance(raised.value, httpx2.RemoteProtocolError) else raised.value.__cause__
+    assert isinstance(cause, httpx2.RemoteProtocolError)
     assert cache.stats.stored == 0
     with client.messages.stream(model=CLAUDE, max_tokens=64, messages=QUESTION) as stream:
         assert "".join(stream.text_stream)

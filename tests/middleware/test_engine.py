@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx2
+import msgpack
 import orjson
 import pytest
 
@@ -82,7 +83,20 @@ async def test_entries_are_versioned_msgpack_with_the_request_fingerprint() -> N
     entry = unpack(await store.get(key) or b"")
     assert entry.fingerprint == key
     assert orjson.loads(entry.body)["id"] == "chatcmpl-1"
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2 and entry.usage_requested
+
+
+async def test_entries_of_schema_version_1_are_still_served() -> None:
+    """Version 2 added `usage_requested`; every version-1 entry was stored from a request with usage."""
+    store = MemoryStore()
+    cache = Cache(store=store)
+    async with client(cache, Upstream()) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        entry = unpack(await store.get(key) or b"")
+        old = msgpack.packb([1, key, entry.created_at, 200, entry.body, False], use_bin_type=True)
+        await store.set(key, old, None)
+        again = await post(http)
+    assert again.headers["x-cache"] == "HIT" and again.content == entry.body
 
 
 @pytest.mark.parametrize("corrupt", [b"not msgpack at all \xff", None])

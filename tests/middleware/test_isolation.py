@@ -36,7 +36,22 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What i
 AZURE = "/openai/deployments/prod/chat/completions"
 MESSAGES = "/v1/messages"
 GEMINI = "/v1beta/models/gemini-2.0-flash:generateContent"
+UPSTREAM = r"(?:u[0-9a-f]{32}\.)?"
+"""The upstream's hash, which the transports put in front of the digest."""
 GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "What is 2+2?"}]}]}
+
+
+def answer(path: str, n: int) -> dict[str, Any]:
+    """A success of the endpoint's own shape (only those are stored), with a fresh id."""
+    if path.endswith("/messages"):
+        content = [{"type": "text", "text": "4"}]
+        usage = {"input_tokens": 9, "output_tokens": 1}
+        return {"id": f"msg_{n}", "type": "message", "role": "assistant", "model": "c", "content": content,
+                "stop_reason": "end_turn", "usage": usage}  # fmt: skip
+    if ":generateContent" in path:
+        candidate = {"content": {"role": "model", "parts": [{"text": "4"}]}, "finishReason": "STOP", "index": 0}
+        return {"responseId": f"r-{n}", "candidates": [candidate], "usageMetadata": {"promptTokenCount": 9}}
+    return completion(n)
 
 
 class Upstream:
@@ -48,7 +63,7 @@ class Upstream:
     async def __call__(self, request: httpx2.Request) -> httpx2.Response:
         await request.aread()
         self.calls += 1
-        return httpx2.Response(200, json=completion(self.calls))
+        return httpx2.Response(200, json=answer(request.url.path, self.calls))
 
 
 def transport_client(cache: Cache, upstream: Upstream) -> httpx2.AsyncClient:
@@ -66,9 +81,10 @@ def provider_app(upstream: Upstream) -> Any:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        answer = await upstream(httpx2.Request("POST", "http://app.test", content=body))
+        url = "http://app.test" + scope["path"]
+        response = await upstream(httpx2.Request("POST", url, content=body))
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": answer.content})
+        await send({"type": "http.response.body", "body": response.content})
 
     return app
 
@@ -257,7 +273,7 @@ async def test_a_scope_function_names_the_tenant_and_none_means_anonymous(layer:
     cache = Cache(scope=by_user_header)
     alice, _ = await send_twice(layer, cache, {"x-user": "alice"})
     assert [a.headers["x-cache"] for a in alice] == ["MISS", "HIT"]
-    assert re.fullmatch(r"default:u[0-9a-f]{32}:[0-9a-f]{64}", alice[1].headers["x-cache-key"])  # hashed
+    assert re.fullmatch(rf"default:u[0-9a-f]{{32}}:{UPSTREAM}[0-9a-f]{{64}}", alice[1].headers["x-cache-key"])  # hashed
     assert (await twice(layer, cache, {"x-user": "bob"}))[0] == ["MISS", "HIT"]
     assert (await twice(layer, cache, {"authorization": "Bearer sk-alice"}))[0] == ["BYPASS", "BYPASS"]
 
@@ -336,7 +352,7 @@ async def test_nothing_from_the_headers_reaches_a_key_in_clear(layer: str) -> No
         answers = [await http.post(CHAT, json=BODY, headers={"authorization": "Bearer sk-secret"}) for _ in range(2)]
     assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
     key = answers[1].headers["x-cache-key"]
-    assert "sk-secret" not in key and re.fullmatch(r"default:c[0-9a-f]{32}:[0-9a-f]{64}", key)
+    assert "sk-secret" not in key and re.fullmatch(rf"default:c[0-9a-f]{{32}}:{UPSTREAM}[0-9a-f]{{64}}", key)
 
 
 def builder_that_raises(request: Any, default: Any) -> str:

@@ -488,3 +488,21 @@ def test_requests_that_are_not_plain_user_text_are_matched_exactly_only(path: st
     route = Cache().route("POST", path)
     assert route is not None
     assert route.endpoint.semantic_query(body) is None
+
+
+async def test_deleting_a_request_also_deletes_the_answers_that_would_serve_it_by_meaning(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    cache = semantic_cache(embedder)
+    client = client_for(cache, fake_provider)
+    await ask(client, "How do I reset my password?")
+    messages = [{"role": "system", "content": SUPPORT}, {"role": "user", "content": "How can I reset my password?"}]
+
+    alice = {"authorization": "Bearer sk-alice"}
+    await cache.delete_request(CHAT, {"model": "gpt-4o-mini", "messages": messages}, alice)
+
+    again = await ask(client, "How can I reset my password?")
+    original = await ask(client, "How do I reset my password?")
+    assert again.headers["x-cache"] == "MISS"  # no semantic hit survived the delete
+    assert original.headers["x-cache"] == "HIT" and "x-cache-match" in original.headers  # the new answer's
+    assert fake_provider.count(CHAT) == 2

@@ -180,6 +180,27 @@ async def test_miss_then_hit_two_client_spans_with_store_children(recorded: Reco
     assert "capital" not in dump and "Paris" not in dump and SECRET not in dump
 
 
+async def test_a_hit_says_which_deployment_made_the_answer(recorded: Recorded) -> None:
+    cache = Cache(telemetry=recorded.telemetry)
+    routed = {"x-router-deployment": "azure-east", "x-router-model": "gpt-4o-2024-08-06", "x-router-group": "gpt"}
+
+    def router_like(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json=chat_completion(), headers={**routed, "x-router-attempts": "2"})
+
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(router_like))
+    client = openai.AsyncOpenAI(
+        api_key=SECRET, base_url="http://llm.test/v1", http_client=httpx2.AsyncClient(transport=transport)
+    )
+    await ask(client)
+    hit = await ask(client)
+
+    assert hit.headers["x-cache"] == "HIT" and "x-router-attempts" not in hit.headers  # that was the miss's
+    assert {name: hit.headers[name] for name in routed} == routed
+    attributes = recorded.calls()[1].attributes or {}
+    assert attributes["llm_cache.origin.deployment"] == "azure-east"
+    assert attributes["llm_cache.origin.model"] == "gpt-4o-2024-08-06"
+
+
 @pytest.mark.parametrize(
     ("store_spans", "in_memory", "on_disk"),
     [

@@ -160,6 +160,31 @@ async def test_async_stream_replay_carries_usage_when_asked(fake_provider: Any) 
     assert fake_provider.count(CHAT) == 1
 
 
+def test_an_answer_stored_without_usage_never_serves_a_request_that_would_get_usage(fake_provider: Any) -> None:
+    cache = Cache()
+    client = openai_sync(cache, fake_provider.openai_base_url)
+    without = {"stream": True, "stream_options": {"include_usage": False}}
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, temperature=0.2, **without))
+    assert all(chunk.usage is None for chunk in chunks)
+
+    replayed = list(client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, temperature=0.2, **without))
+    as_json = ask(client)  # JSON answers always carry usage: a miss that refreshes the entry
+    asked = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=QUESTION,
+            temperature=0.2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+
+    assert [c.model_dump() for c in replayed] != [] and fake_provider.count(CHAT) == 2
+    assert as_json.headers["x-cache"] == "MISS" and as_json.parse().usage is not None
+    assert asked[-1].usage == as_json.parse().usage  # served from the refreshed entry
+    assert fake_provider.count(CHAT) == 2
+
+
 def test_tool_calls_survive_a_stream_capture(fake_provider: Any) -> None:
     client = openai_sync(Cache(), fake_provider.openai_base_url)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
@@ -190,6 +215,48 @@ def test_a_stream_the_caller_abandons_is_not_stored(fake_provider: Any) -> None:
     next(iter(stream))
     stream.close()
     assert ask(client).headers["x-cache"] == "MISS"
+
+
+@pytest.mark.parametrize("lib", [httpx2, httpx])
+def test_a_stream_is_stored_at_its_terminal_event_whatever_the_reader_does_next(fake_provider: Any, lib: Any) -> None:
+    """A reader may stop at the terminal event and never close the response (or read it again later):
+    the answer is complete, so it is stored then."""
+    cache = Cache()
+    body = {"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}
+    with lib.Client(transport=CachingTransport(cache=cache)) as http:
+        request = http.build_request(
+            "POST", fake_provider.openai_base_url + CHAT, json=body, headers={"authorization": "Bearer sk-alice"}
+        )
+        response = http.send(request, stream=True)
+        seen = b""
+        for chunk in response.iter_raw():
+            seen += chunk
+            if b"data: [DONE]" in seen:
+                break  # left open, not drained
+
+        assert cache.stats.stored == 1
+        alice = {"authorization": "Bearer sk-alice"}
+        replay = http.post(fake_provider.openai_base_url + CHAT, json=body, headers=alice)
+        assert replay.headers["x-cache"] == "HIT" and replay.text.endswith("data: [DONE]\n\n")
+        response.close()
+
+
+async def test_an_async_stream_is_stored_at_its_terminal_event(fake_provider: Any) -> None:
+    cache = Cache()
+    body = {"model": "gpt-4o-mini", "messages": QUESTION, "stream": True}
+    async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache)) as http:
+        request = http.build_request(
+            "POST", fake_provider.openai_base_url + CHAT, json=body, headers={"authorization": "Bearer sk-alice"}
+        )
+        response = await http.send(request, stream=True)
+        seen = b""
+        async for chunk in response.aiter_raw():
+            seen += chunk
+            if b"data: [DONE]" in seen:
+                break
+
+        assert cache.stats.stored == 1
+        await response.aclose()
 
 
 def test_provider_errors_are_not_stored(fake_provider: Any) -> None:

@@ -4,7 +4,9 @@ Each server counts requests, records them, and follows a *script*: a queue of fa
 request (then it answers normally). Faults: ``status(code, headers, body)``, ``"hang"`` (no answer
 until the server stops: the client's timeout fires), ``"context_length"`` (per family),
 ``"content_policy"``, ``"midstream"`` (a stream that breaks after its first event), ``"prestream"``
-(200 headers, then the connection drops before any body byte).
+(200 headers, then the connection drops before any body byte), ``"stall"`` (the request is held,
+``arrived`` is set, until ``gate`` is set) and ``"stall_stream"`` (200 headers, then the first body
+byte waits for ``gate``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ class FakeProvider:
     script: deque[Any] = field(default_factory=deque)
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    arrived: threading.Event = field(default_factory=threading.Event)  # a request reached a stall
+    gate: threading.Event = field(default_factory=threading.Event)  # set: stalled requests go on
 
     @property
     def url(self) -> str:
@@ -118,6 +122,13 @@ class FakeProvider:
     def reset(self) -> None:
         self.script.clear()
         self.seen.clear()
+        self.gate.set()  # let anything still stalled finish
+        self.arrived, self.gate = threading.Event(), threading.Event()
+
+    async def _stall(self) -> None:
+        self.arrived.set()
+        gate = self.gate
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
 
     # ------------------------------------------------------------------ the app
 
@@ -125,8 +136,9 @@ class FakeProvider:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             body = {}
+        body = body if isinstance(body, dict) else {}
         self.seen.append(Seen(request.url.path, request.url.query, dict(request.headers), body))
         fault = self.script.popleft() if self.script else None
         stream = body.get("stream") is True or "streamGenerateContent" in request.url.path
@@ -139,6 +151,8 @@ class FakeProvider:
             )
         if fault == "hang":
             await asyncio.sleep(30)  # the client's short timeout fires long before this
+        if fault == "stall":
+            await self._stall()
         if fault == "context_length":
             code, payload = CONTEXT_ERRORS[self.family]
             return JSONResponse(payload, status_code=code)
@@ -179,6 +193,8 @@ class FakeProvider:
     async def _events(self, model: str, fault: Any) -> Any:
         if fault == "prestream":
             raise RuntimeError("fake: connection dropped before the first byte")
+        if fault == "stall_stream":
+            await self._stall()
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             doc = {
@@ -201,7 +217,7 @@ class FakeProvider:
 
     def start(self, deadline: float = 10.0) -> FakeProvider:
         app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "POST"])])
-        sock = socket.socket()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on accept
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -215,6 +231,7 @@ class FakeProvider:
         return self
 
     def stop(self, deadline: float = 10.0) -> None:
+        self.gate.set()
         self._server.should_exit = True
         self._server.force_exit = True
         self._thread.join(deadline)

@@ -175,3 +175,87 @@ def test_other_examples_load(name):
     assert cfg.groups
     for group in cfg.groups.values():
         assert all(d.api_key == "x" or d.api_key == "none" for d in group.deployments)
+
+
+# ----------------------------------------------------------------------------- environment references
+
+
+def test_both_env_syntaxes_resolve_in_every_deployment_field():
+    env = {"KEY": "sk-env", "HOST": "llm.internal", "VERSION": "2025-01-01"}
+    native = load_config(
+        {
+            "groups": {
+                "g": {
+                    "deployments": [
+                        {
+                            "family": "azure",
+                            "model": "m",
+                            "api_key": "os.environ/KEY",
+                            "api_base": "https://${HOST}/",
+                            "api_version": "${VERSION}",
+                        },
+                        {"model": "m", "api_key": "${MISSING:-fallback}", "id": "dep-${HOST}"},
+                    ]
+                }
+            }
+        },
+        environ=env,
+    )
+    azure, openai = native.groups["g"].deployments
+    assert (azure.api_key, azure.api_base, azure.api_version) == ("sk-env", "https://llm.internal", "2025-01-01")
+    assert (openai.api_key, openai.id) == ("fallback", "dep-llm.internal")
+    litellm = load_config(
+        {"model_list": [{"model_name": "g", "litellm_params": {"model": "openai/m", "api_key": "${KEY}"}}]},
+        environ=env,
+    )
+    assert litellm.groups["g"].deployments[0].api_key == "sk-env"
+
+
+def test_a_missing_inline_reference_names_the_field_and_the_fallback_syntax():
+    with pytest.raises(ConfigError, match=r"model_list\[0\]\.litellm_params\.api_key: .*'NOPE'.*\$\{NOPE:-default\}"):
+        load_config(
+            {"model_list": [{"model_name": "g", "litellm_params": {"model": "openai/m", "api_key": "${NOPE}"}}]},
+            environ={},
+        )
+
+
+def test_text_read_from_the_environment_is_never_expanded_again():
+    env = {"KEY": "${SECRET}", "OTHER": "os.environ/SECRET", "SECRET": "leaked"}
+    cfg = load_config(
+        {"groups": {"g": {"deployments": [{"model": "m", "api_key": "${KEY}", "api_base": "os.environ/OTHER"}]}}},
+        environ=env,
+    )
+    dep = cfg.groups["g"].deployments[0]
+    assert (dep.api_key, dep.api_base) == ("${SECRET}", "os.environ/SECRET")
+
+
+def test_inline_references_in_a_gateway_model_list_reach_the_deployment(fakes, monkeypatch):
+    """The gateway passes its router sections through untouched; the router resolves `${VAR}` itself."""
+    import httpx2
+
+    from middleware.background import BackgroundServer
+    from middleware.config import parse_config
+    from middleware.gateway import create_gateway
+
+    monkeypatch.setenv("ROUTER_TEST_DEPLOYMENT_KEY", "sk-from-env")
+    config = parse_config(
+        {
+            "cache": {"enabled": False},
+            "model_list": [
+                {
+                    "model_name": "gpt",
+                    "litellm_params": {
+                        "model": "openai/real",
+                        "api_base": f"{fakes['a'].url}/v1",
+                        "api_key": "${ROUTER_TEST_DEPLOYMENT_KEY}",
+                    },
+                }
+            ],
+        },
+        where="gw.yaml",
+    )
+    with BackgroundServer(create_gateway(config)) as server:
+        body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx2.post(f"{server.url}/v1/chat/completions", json=body, headers={"authorization": "Bearer caller"})
+    assert answer.status_code == 200
+    assert fakes["a"].seen[-1].headers["authorization"] == "Bearer sk-from-env"

@@ -86,7 +86,13 @@ def test_retry_after_beyond_cap_fails_over_instead_of_sleeping(fakes, make_route
     b = fakes["b"]
     cfg = {
         "groups": {"gpt": {"deployments": [dep(a)]}, "backup": {"deployments": [dep(b)]}},
-        "settings": {**SETTINGS, "num_retries": 3, "retry_after_max": 60, "fallbacks": [{"gpt": ["backup"]}]},
+        "settings": {
+            **SETTINGS,
+            "num_retries": 3,
+            "retry_after_max": 60,
+            "cooldown_max": 7200,
+            "fallbacks": [{"gpt": ["backup"]}],
+        },
     }
     router = make_router(cfg)
     resp = chat(router)
@@ -104,7 +110,7 @@ def test_long_retry_after_moves_to_a_sibling_before_failing_over(fakes, make_rou
     resp = chat(router)
     assert resp.headers["x-router-deployment"] == "b"
     assert clock.sleeps == []
-    assert router.deployment_state("a").breaker.retry_in() == pytest.approx(3600)
+    assert router.deployment_state("a").breaker.retry_in() == pytest.approx(300)  # cooldown_max
 
 
 def test_429_with_retry_after_switches_deployment_without_waiting(fakes, make_router, clock):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx2
 import pytest
 
 import middleware
+from middleware.stores import MemoryStore
 from router import RouterTransport
 
 from .conftest import dep
@@ -60,3 +63,47 @@ def test_sync_cache_over_sync_router(fakes, make_router):
         for _ in range(3):
             assert c.post("/chat/completions", json=BODY, headers=AUTH).status_code == 200
     assert fakes["a"].count + fakes["b"].count == 1
+
+
+def fallback_setup(fakes, make_router, **cache_settings):
+    router = make_router(
+        {
+            "groups": {
+                "gpt": {"deployments": [dep(fakes["a"], order=0)]},
+                "backup": {"deployments": [dep(fakes["b"], order=0)]},
+            },
+            "settings": {"num_retries": 0, "backoff_initial": 0, "fallbacks": {"gpt": ["backup"]}},
+        }
+    )
+    cache = middleware.Cache(**cache_settings)
+    return cache, middleware.AsyncCachingTransport(cache=cache, inner=RouterTransport(router))
+
+
+async def test_a_fallback_groups_answer_is_served_but_not_stored_by_default(fakes, make_router):
+    fakes["a"].fail(("status", 500, None, None))
+    cache, transport = fallback_setup(fakes, make_router)
+    async with httpx2.AsyncClient(transport=transport, base_url="https://api.openai.com/v1") as c:
+        fallback = await c.post("/chat/completions", json=BODY, headers=AUTH)
+        recovered = await c.post("/chat/completions", json=BODY, headers=AUTH)
+        hit = await c.post("/chat/completions", json=BODY, headers=AUTH)
+    assert fallback.status_code == 200 and fallback.headers["x-router-fallback-from"] == "gpt"
+    assert fallback.headers["x-router-group"] == "backup" and fallback.headers["x-cache"] == "MISS"
+    assert recovered.headers["x-cache"] == "MISS" and recovered.headers["x-router-deployment"] == "a"
+    # the requested group's answer is stored, and a hit says which deployment made it
+    assert hit.headers["x-cache"] == "HIT" and hit.headers["x-router-deployment"] == "a"
+    assert hit.headers["x-router-group"] == "gpt" and "x-router-fallback-from" not in hit.headers
+    assert cache.stats.stored == 1
+
+
+async def test_cache_fallbacks_stores_them_with_their_own_ttl_and_says_so_on_hits(fakes, make_router):
+    fakes["a"].fail(("status", 500, None, None))
+    store = MemoryStore()
+    cache, transport = fallback_setup(fakes, make_router, store=store, cache_fallbacks=True, fallback_ttl=30)
+    async with httpx2.AsyncClient(transport=transport, base_url="https://api.openai.com/v1") as c:
+        await c.post("/chat/completions", json=BODY, headers=AUTH)
+        hit = await c.post("/chat/completions", json=BODY, headers=AUTH)
+    assert hit.headers["x-cache"] == "HIT"
+    assert (hit.headers["x-router-fallback-from"], hit.headers["x-router-group"]) == ("gpt", "backup")
+    assert hit.headers["x-router-deployment"] == "b"
+    _, expires_at = store._data[hit.headers["x-cache-key"]]
+    assert expires_at is not None and expires_at - time.monotonic() <= 30

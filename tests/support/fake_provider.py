@@ -180,6 +180,9 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._failures: list[_Failure] = []
         self._cut_after: int | None = None
+        self._scripted: list[list[bytes]] = []
+        self._unknown_fields: set[str] = set()
+        self._gzip_streams = False
         self._delay = 0.0
         self._held = False
         self._waiters: list[_Held] = []
@@ -229,6 +232,9 @@ class FakeProvider:
             self._requests.clear()
             self._failures.clear()
             self._cut_after = None
+            self._scripted.clear()
+            self._unknown_fields.clear()
+            self._gzip_streams = False
             self._delay = 0.0
             self._seen_prefixes.clear()
             self.cached_contents.clear()
@@ -240,6 +246,31 @@ class FakeProvider:
         """The next `n` requests get `status` with `body` (default: a provider-shaped error)."""
         with self._lock:
             self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
+
+    def stream_next(self, events: Iterable[Any]) -> None:
+        """The next request is answered with exactly these server-sent events: each a JSON-able object
+        (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`."""
+        encoded = []
+        for event in events:
+            if isinstance(event, tuple):
+                encoded.append(_sse(event[1], event[0]))
+            elif event == "[DONE]":
+                encoded.append(b"data: [DONE]\n\n")
+            else:
+                encoded.append(_sse(event))
+        with self._lock:
+            self._scripted.append(encoded)
+
+    def gzip_streams(self) -> None:
+        """From now on (until reset), streams are gzip-encoded event by event (`content-encoding: gzip`)."""
+        with self._lock:
+            self._gzip_streams = True
+
+    def refuse_field(self, name: str) -> None:
+        """From now on (until reset), a JSON body with `name` anywhere in it is refused with a 400 naming
+        it, as servers that do not know a parameter answer (older Azure api-versions, compatible servers)."""
+        with self._lock:
+            self._unknown_fields.add(name)
 
     def cut_stream_after(self, n_events: int) -> None:
         """The next streamed response drops the connection after `n_events`, without its end."""
@@ -320,6 +351,8 @@ class FakeProvider:
             self._in_flight += 1
             self._changed.notify_all()
             failure = self._failures.pop(0) if self._failures else None
+            unknown = next((f for f in sorted(self._unknown_fields) if _mentions(body, f)), None)
+            scripted = self._scripted.pop(0) if self._scripted and failure is None and unknown is None else None
             held = self._held
             delay = self._delay
             waiter: _Held | None = None
@@ -334,6 +367,11 @@ class FakeProvider:
             family = family_of(path)
             if failure is not None:
                 return self._error(family, failure.status, failure.body, failure.headers)
+            if unknown is not None:
+                message = f"Unrecognized request argument supplied: {unknown}"
+                return self._error(family, 400, None, {}, message=message)
+            if scripted is not None:
+                return self._stream(scripted)
             forced = record.headers.get("x-fake-status")
             if forced and forced.isdigit() and int(forced) >= 400:
                 return self._error(family, int(forced), None, {})
@@ -414,7 +452,9 @@ class FakeProvider:
     ) -> StreamingResponse:
         with self._lock:
             cut, self._cut_after = self._cut_after, None
+            gzipped = self._gzip_streams
         events = list(events)
+        compressor = zlib.compressobj(wbits=31) if gzipped else None
 
         async def body() -> AsyncIterator[bytes]:
             for i, event in enumerate(events):
@@ -422,10 +462,16 @@ class FakeProvider:
                     # An exception inside the body makes uvicorn drop the connection mid-response
                     # (the chunked body never terminates), as a provider crash would.
                     raise StreamCut(f"fake provider: stream cut after {cut} events")
+                if compressor is not None:
+                    event = compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
                 yield event
                 await asyncio.sleep(0)
+            if compressor is not None:
+                yield compressor.flush()
 
         hdrs = {"cache-control": "no-cache", **(headers or {})}
+        if gzipped:
+            hdrs["content-encoding"] = "gzip"
         return StreamingResponse(body(), media_type=media_type, headers=hdrs)
 
     def _seen_before(self, key: str) -> bool:
@@ -1050,6 +1096,15 @@ class FakeProvider:
         dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
         self._next_id()
         return JSONResponse({"embedding": {"values": embedding_vector(text, min(dims, 32))}})
+
+
+def _mentions(value: Any, field: str) -> bool:
+    """Whether a JSON value has `field` as a key at any depth."""
+    if isinstance(value, dict):
+        return field in value or any(_mentions(v, field) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions(v, field) for v in value)
+    return False
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from middleware.stores import StoreError
+from middleware import Cache
+from middleware.stores import MemoryStore, StoreError
 from middleware.stores.memcached import MAX_KEY_BYTES, MemcachedStore, safe_key
+from middleware.stores.tiered import TieredStore
 
 from .conftest import unique_prefix
 
@@ -112,5 +114,28 @@ async def test_server_limit_below_configured_is_a_counted_skip(memcached_server:
         assert store.oversize_skipped == 1
         assert await store.get("k") is None
         assert store.breaker.state == "closed"  # a refusal is not a failure of the server
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("key_prefix", ["v2", "a:b:c:d:e:f:g:h:"])
+def test_a_key_prefix_memcached_could_not_clear_is_refused_when_the_cache_is_built(key_prefix: str) -> None:
+    store = MemcachedStore("127.0.0.1", 11211, prefix="llmc:")  # no connection is made to build a cache
+    with pytest.raises(ValueError, match="does not fit the memcached store"):
+        Cache(store=store, key_prefix=key_prefix)
+    with pytest.raises(ValueError, match="does not fit the tiered:memory[+]memcached store"):
+        Cache(store=TieredStore(MemoryStore(), store), key_prefix=key_prefix)
+
+
+async def test_a_colon_terminated_key_prefix_clears_everything_and_each_namespace(memcached_server: Any) -> None:
+    store = MemcachedStore(memcached_server.host, memcached_server.port, prefix=unique_prefix(), timeout=2.0)
+    cache = Cache(store=store, key_prefix="v2:")
+    try:
+        await store.set("v2:default:a", b"1", 60)
+        await store.set("v2:other:b", b"2", 60)
+        await cache.clear("default")
+        assert (await store.get("v2:default:a"), await store.get("v2:other:b")) == (None, b"2")
+        await cache.clear()
+        assert await store.get("v2:other:b") is None
     finally:
         await store.close()

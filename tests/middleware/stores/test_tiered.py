@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -237,3 +238,23 @@ async def test_a_tiered_store_locks_in_its_shared_level_only_when_that_level_can
         await first.close()
         await second.close()
     assert not hasattr(TieredStore(MemoryStore(), MemoryStore()), "try_lock")
+
+
+async def test_a_pod_never_serves_what_its_own_delete_or_overwrite_replaced(redis_server: Any) -> None:
+    """A read that went to L2 before this pod's own delete or set must not write the old value back to L1."""
+    prefix = unique_prefix()
+    store = TieredStore(MemoryStore(), RedisStore(redis_server.url, prefix=prefix, **SLACK), channel=f"{prefix}c")
+    await store.start()
+    try:
+        for round_ in range(100):
+            key = f"k{round_}"
+            await store.set(key, b"old", 60)
+            await store.l1.delete(key)  # as on a pod that has not read it yet: the next read goes to L2
+            if round_ % 2:
+                await asyncio.gather(store.get(key), store.delete(key))
+                assert await store.get(key) is None, f"round {round_}: deleted entry served"
+            else:
+                await asyncio.gather(store.get(key), store.set(key, b"new", 60))
+                assert await store.get(key) == b"new", f"round {round_}: overwritten entry served"
+    finally:
+        await store.close()

@@ -1,0 +1,71 @@
+"""Merging streamed deltas into the object the provider would have answered in one piece.
+
+OpenAI-style streams (and the many servers that copy them) send each choice's message as a run of
+`delta` fragments. The merge rules are the providers' own, applied to every field, known or not:
+
+- strings concatenate (`content`, `arguments`, `audio.data`, `transcript`, ...), except identity
+  fields (`id`, `type`, `index`, `role`), which a later fragment may repeat and which are replaced;
+- objects merge recursively (`function_call`, `audio`, `content_filter_results`, ...);
+- lists whose entries carry an `index` merge entry by entry at that index (`tool_calls`,
+  OpenRouter's `reasoning_details`); other lists are appended to (`annotations`, logprob tokens);
+- any other value (numbers, booleans) is replaced by the later one; `null` never erases a value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IDENTITY_FIELDS = frozenset({"id", "type", "index", "role"})
+
+
+def merge_delta(target: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """Merge `delta` into `target` in place (and return it)."""
+    for key, value in delta.items():
+        if value is None:
+            target.setdefault(key, None)
+            continue
+        current = target.get(key)
+        if current is None:
+            target[key] = _fresh(value)
+        elif key in IDENTITY_FIELDS:
+            target[key] = value
+        elif isinstance(current, str) and isinstance(value, str):
+            target[key] = current + value
+        elif isinstance(current, dict) and isinstance(value, dict):
+            merge_delta(current, value)
+        elif isinstance(current, list) and isinstance(value, list):
+            merge_list(current, value)
+        else:
+            target[key] = _fresh(value)
+    return target
+
+
+def merge_list(target: list[Any], delta: list[Any]) -> list[Any]:
+    """Entries carrying an integer `index` merge into the entry with that index; others are appended."""
+    for entry in delta:
+        index = entry.get("index") if isinstance(entry, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool):
+            target.append(_fresh(entry))
+            continue
+        found = _indexed(target, index)
+        if found is None:
+            target.append(_fresh(entry))
+        else:
+            merge_delta(found, entry)
+    return target
+
+
+def _indexed(entries: list[Any], index: int) -> dict[str, Any] | None:
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("index") == index:
+            return entry
+    return None
+
+
+def _fresh(value: Any) -> Any:
+    """A copy that later merges may change without touching the event it came from."""
+    if isinstance(value, dict):
+        return merge_delta({}, value)
+    if isinstance(value, list):
+        return merge_list([], value)
+    return value

@@ -1,0 +1,247 @@
+"""The gateway's bounds (docs/security.md, "Gateway"): bodies stream with bounded memory, the optional
+size cap answers 413, a trickling body 408, uvicorn's limits come from the config, and `serve` warns
+loudly when it would spend upstream keys for anyone.
+
+The memory and `serve` tests run `llm-cache serve` as a real uvicorn subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from middleware.background import BackgroundServer
+from middleware.config import ServerConfig
+from tests.middleware.test_gateway import MODEL, Gateway, gateway_factory  # noqa: F401
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.servers import free_port, stop_process, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+MIB = 1024 * 1024
+SERVE = "import sys; from middleware.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+# -- a real gateway process -----------------------------------------------------------------------
+
+
+class GatewayProcess:
+    """`llm-cache serve --config FILE` in a child process (this worktree's code), ready when /health answers."""
+
+    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        path = directory / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.log = directory / "gateway.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", SERVE, "serve", "--config", str(path), "--port", str(self.port)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def healthy(self) -> bool:
+        try:
+            return httpx2.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx2.TransportError:
+            return False
+
+    def wait_ready(self) -> GatewayProcess:
+        wait_for(
+            self.healthy,
+            30,
+            "llm-cache serve",
+            self.log,
+            self.process,
+        )
+        return self
+
+    def peak_rss(self) -> int:
+        """The process's peak resident set size (VmHWM), in bytes."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc/PID/status")
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def counting_upstream() -> Starlette:
+    """An upstream that reads the body as it streams in and answers its size and SHA-256 (holds nothing)."""
+
+    async def count(request: Request) -> JSONResponse:
+        digest, size = hashlib.sha256(), 0
+        async for chunk in request.stream():
+            digest.update(chunk)
+            size += len(chunk)
+        return JSONResponse({"bytes": size, "sha256": digest.hexdigest()})
+
+    return Starlette(routes=[Route("/{path:path}", count, methods=["POST"])])
+
+
+def pattern_body(total: int, head: bytes = b"", tail: bytes = b"") -> tuple[Callable[[], Iterator[bytes]], str]:
+    """A generator of `total` bytes (head + filler + tail) sent 1 MiB at a time, and the SHA-256 of it all."""
+    filler = b"abcdefghij" * (MIB // 10) + b"abcdef"  # 1 MiB
+    middle = total - len(head) - len(tail)
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        left = middle
+        while left > 0:
+            piece = filler[: min(left, MIB)]
+            left -= len(piece)
+            yield piece
+        yield tail
+
+    digest = hashlib.sha256()
+    for chunk in chunks():
+        digest.update(chunk)
+    return chunks, digest.hexdigest()
+
+
+@pytest.fixture
+def memory_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    with BackgroundServer(counting_upstream()) as upstream:
+        config = {
+            "cache": {"store": {"type": "memory"}},
+            "upstreams": {"openai": {"base_url": f"{upstream.url}/v1"}},
+            "server": {"host": "127.0.0.1"},
+        }
+        gateway = GatewayProcess(tmp_path, config).wait_ready()
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
+
+
+def send_through(gateway: GatewayProcess, path: str, total: int, chunked: bool, head: bytes, tail: bytes) -> int:
+    """Send `total` bytes through the gateway; assert the upstream got them all; the gateway's peak RSS growth."""
+    chunks, digest = pattern_body(total, head, tail)
+    headers = {"authorization": "Bearer sk-a", "content-type": "application/json"}
+    if not chunked:
+        headers["content-length"] = str(total)
+    before = gateway.peak_rss()
+    answer = httpx2.post(f"{gateway.url}{path}", content=chunks(), headers=headers, timeout=120)
+    after = gateway.peak_rss()
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"bytes": total, "sha256": digest}
+    return after - before
+
+
+def test_a_200_mib_upload_and_an_80_mib_chat_body_stream_in_bounded_memory(memory_gateway: GatewayProcess) -> None:
+    # Warm up (imports, pools, first request), so the growth measured below is the body's alone.
+    send_through(memory_gateway, "/v1/files", MIB, chunked=False, head=b"", tail=b"")
+    upload = send_through(memory_gateway, "/v1/files", 200 * MIB, chunked=False, head=b"", tail=b"")
+    chat_head = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x"}]})[:-4] + b'"'
+    chat = send_through(memory_gateway, "/v1/chat/completions", 80 * MIB, chunked=True, head=chat_head, tail=b'"}]}')
+    print(f"\npeak RSS growth: 200 MiB upload {upload / MIB:.1f} MiB, 80 MiB chat body {chat / MIB:.1f} MiB")
+    assert upload < 100 * MIB and chat < 100 * MIB
+
+
+# -- 413 and 408 ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def capped_gateway(gateway_factory: Callable[..., Gateway]) -> Gateway:  # noqa: F811
+    return gateway_factory({"server": {"max_request_bytes": 1000, "body_read_timeout": 0.5}})
+
+
+def chat_body(size: int) -> bytes:
+    head = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": ""}]})
+    return head[:-4] + b"x" * (size - len(head)) + head[-4:]
+
+
+def test_a_body_over_max_request_bytes_is_a_413_before_forwarding(
+    capped_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    headers = {"authorization": "Bearer sk-a", "content-type": "application/json"}
+    url = f"{capped_gateway.url}/v1/chat/completions"
+    declared = httpx2.post(url, content=chat_body(2000), headers=headers, timeout=10)
+    assert declared.status_code == 413 and "1000 bytes" in declared.json()["error"]["message"]
+    body = chat_body(2000)
+    chunked = httpx2.post(url, content=iter([body[:600], body[600:1200], body[1200:]]), headers=headers, timeout=10)
+    assert chunked.status_code == 413  # no content-length: counted as it arrives
+    upload = httpx2.post(f"{capped_gateway.url}/v1/files", content=iter([b"y" * 600] * 4), headers=headers, timeout=10)
+    assert upload.status_code == 413  # a body the cache does not read: streamed, and cut at the cap
+    assert fake_provider.requests == []
+    assert httpx2.post(url, content=chat_body(900), headers=headers, timeout=10).status_code == 200
+
+
+def test_a_body_slower_than_the_read_timeout_is_a_408(
+    capped_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    with socket.create_connection(("127.0.0.1", int(capped_gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-a\r\n"
+            b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + b'{"model": "'
+        )
+        reply = b""
+        while b"\r\n\r\n" not in reply:  # bounded by the socket timeout
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert fake_provider.requests == []
+
+
+def test_uvicorn_limits_come_from_the_config(tmp_path: Path) -> None:
+    options = ServerConfig(limit_concurrency=1, timeout_keep_alive=2, limit_max_requests=50).uvicorn_options()
+    assert options == {"timeout_keep_alive": 2, "backlog": 2048, "limit_concurrency": 1, "limit_max_requests": 50}
+    gateway = GatewayProcess(tmp_path, {"cache": {"store": {"type": "memory"}}, "server": {"limit_concurrency": 2}})
+    try:
+        gateway.wait_ready()
+        # uvicorn counts the asking connection: with 2 allowed, one held open leaves no room for another.
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10):
+            second = httpx2.get(f"{gateway.url}/health", timeout=10)
+        assert second.status_code == 503
+    finally:
+        gateway.stop()
+
+
+# -- serve's warning ------------------------------------------------------------------------------
+
+
+def serve_output(tmp_path: Path, config: dict[str, Any]) -> str:
+    gateway = GatewayProcess(tmp_path, config)
+    try:
+        gateway.wait_ready()
+    finally:
+        gateway.stop()
+    return gateway.log.read_text()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"upstreams": {"openai": {"api_key": "sk-spent"}}},
+        {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m", "api_key": "sk-spent"}}]},
+    ],
+    ids=["native", "litellm"],
+)
+def test_serve_warns_loudly_when_upstream_keys_are_open_to_anyone(tmp_path: Path, config: dict[str, Any]) -> None:
+    output = serve_output(tmp_path, config)
+    assert "WARNING: the LLM routes" in output and "api_key" in output
+    assert "sk-spent" not in output
+
+
+def test_serve_does_not_warn_when_client_keys_are_required(tmp_path: Path) -> None:
+    output = serve_output(tmp_path, {"upstreams": {"openai": {"api_key": "sk-spent"}}, "auth": {"keys": ["gw"]}})
+    assert "WARNING" not in output and "llm-cache gateway on" in output

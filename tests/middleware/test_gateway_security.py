@@ -1,0 +1,367 @@
+"""The gateway's trust rules (docs/security.md, "Gateway"): paths stay under their upstream, LLM routes
+need the configured client key, unknown models are refused, responses carry no hop-by-hop or doubled
+headers, and the management API never answers 500.
+
+Every test runs the gateway on a real uvicorn server in front of the fake provider.
+"""
+
+# ruff: noqa: F811 (the gateway fixtures are imported from test_gateway)
+from __future__ import annotations
+
+import http.client
+import posixpath
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import anthropic
+import httpx2
+import openai
+import orjson
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from middleware.background import BackgroundServer
+from middleware.config import load_config, parse_config
+from middleware.gateway import create_gateway, forwarded_path, upstream_url
+from tests.middleware.test_gateway import MODEL, Gateway, chat, gateway, gateway_factory  # noqa: F401
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+
+GATEWAY_KEY = "gw-key-one"
+OTHER_GATEWAY_KEY = "gw-key-from-env"
+UPSTREAM_KEY = "sk-upstream-secret"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
+
+HOSTILE_PATHS = [
+    "/v1/../admin",
+    "/v1/chat/../../admin/chat/completions",
+    "/v1/chat/completions/..",
+    "/v1/./chat/completions",
+    "/v1/%2e%2e/admin",
+    "/v1/%2E%2E/admin",
+    "/v1/.%2e/admin",
+    "/v1/%2e/chat/completions",
+    "/v1/..%2fadmin",
+    "/v1/..%2Fadmin/x",
+    "/v1/models/%2e%2e%2f%2e%2e%2fadmin",
+    "/v1/%252e%252e/admin",
+    "/v1/%25252e%25252e/admin",
+    "/v1/..;/admin",
+    "/v1/chat\\..\\admin",
+    "/v1/chat%5c..%5cadmin",
+    "/v1/chat%5Cadmin",
+    "/v1//chat/completions",
+    "//v1/chat/completions",
+    "/v1/%2f/chat",
+    "/v1/chat%00/completions",
+]
+
+
+def raw_request(url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+    """One request with the path sent exactly as written (httpx would normalise dot segments)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in {"content-length": str(len(body)), **(headers or {})}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def based_gateway(fake_provider: RunningFakeProvider, gateway_factory: Callable[..., Gateway]) -> Gateway:  # noqa: F811
+    """The OpenAI upstream is a base URL with a path: http://127.0.0.1:P/some/base/v1."""
+    return gateway_factory({"upstreams": {"openai": {"base_url": f"{fake_provider.url}/some/base/v1"}}})
+
+
+# -- 8. paths stay inside their upstream -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_paths_that_could_leave_the_upstream_are_refused_before_forwarding(
+    based_gateway: Gateway, fake_provider: RunningFakeProvider, path: str
+) -> None:
+    status, _, body = raw_request(based_gateway.url, "POST", path, orjson.dumps(BODY), {"authorization": "Bearer sk-a"})
+    assert status == 400, (path, status, body)
+    assert "refused" in orjson.loads(body)["error"]["message"]
+    assert fake_provider.requests == []
+
+
+def test_a_clean_path_goes_under_the_base_path(based_gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    status, _, _ = raw_request(
+        based_gateway.url, "POST", "/v1/files/a%23b%3Fc?purpose=x#frag", orjson.dumps(BODY), {"x-api-key": "k"}
+    )
+    assert status == 404  # the fake provider has no such route: what matters is where it went
+    sent = fake_provider.last
+    assert sent.path == "/some/base/v1/files/a%23b%3Fc"  # the escapes stayed escapes: one segment, no query in it
+    assert sent.query == "purpose=x%23frag"  # a raw "#" on the wire cannot end the URL early either
+    httpx2.post(f"{based_gateway.url}/v1/chat/completions", json=BODY, headers={"x-api-key": "k"}, timeout=10)
+    assert fake_provider.last.path == "/some/base/v1/chat/completions"  # the version segment is not repeated
+
+
+BASE = "http://upstream.test/some/base/v1"
+TRICKY_SEGMENTS = [".", "..", "%2e", "%2E%2e", "%252e", "..%2f", "%5c", "\\", "", ";", "%00", "%2f", "?", "#"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                [".", "..", "%2e", "%2E%2e", "%252e", "..%2f", "%5c", "\\", "", ";", "%00", "%2f", "?", "#"]
+            ),
+            st.text(alphabet="./%25cef\\;?#a", max_size=6),
+        ),
+        max_size=6,
+    )
+)
+def test_upstream_urls_never_leave_the_base_path(segments: list[str]) -> None:
+    """Whatever the path, the URL is under the base path even for an upstream that decodes it (repeatedly)
+    and resolves dot segments, or upstream_url refuses it."""
+    path = "/v1/" + "/".join(segments)
+    try:
+        url = upstream_url(BASE, path)
+    except ValueError:
+        assert forwarded_path(path.encode()) is None
+        return
+    target = urlsplit(url)
+    assert (target.scheme, target.netloc, target.fragment) == ("http", "upstream.test", "")
+    resolved = target.path
+    for _ in range(4):
+        resolved = unquote(resolved).replace("\\", "/")
+        assert posixpath.normpath(resolved).startswith("/some/base/v1"), (path, url)
+
+
+def test_entries_of_two_upstream_paths_never_mix(
+    fake_provider: RunningFakeProvider,
+    gateway_factory: Callable[..., Gateway],
+    tmp_path: Path,  # noqa: F811
+) -> None:
+    store = {"type": "disk", "directory": str(tmp_path / "shared")}
+    first = gateway_factory({"cache": {"store": store}})
+    assert chat(first.openai()).headers["x-cache"] == "MISS"
+    assert chat(first.openai()).headers["x-cache"] == "HIT"
+    second = gateway_factory(
+        {"cache": {"store": store}, "upstreams": {"openai": {"base_url": f"{fake_provider.url}/openai/v1"}}}
+    )
+    assert chat(second.openai()).headers["x-cache"] == "MISS"  # same store, same request, another upstream path
+    # One gateway, one caller key: OpenAI's and Azure's v1 paths are different upstreams.
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
+    headers = {"authorization": "Bearer k", "api-key": "k"}
+    openai_answer = httpx2.post(f"{first.url}/v1/chat/completions", json=body, headers=headers, timeout=10)
+    azure_answer = httpx2.post(f"{first.url}/openai/v1/chat/completions", json=body, headers=headers, timeout=10)
+    assert openai_answer.headers["x-cache"] == "MISS" and azure_answer.headers["x-cache"] == "MISS"
+    assert openai_answer.headers["x-cache-key"] != azure_answer.headers["x-cache-key"]
+
+
+def test_a_caller_cannot_choose_the_upstream_named_in_the_key(gateway: Gateway) -> None:
+    client = gateway.openai()
+    first = chat(client)
+    forged = chat(client.with_options(default_headers={"x-llm-cache-upstream": "http://elsewhere/v1"}))
+    assert forged.headers["x-cache"] == "HIT" and forged.headers["x-cache-key"] == first.headers["x-cache-key"]
+
+
+# -- 9. LLM routes are authenticated when the config says so ---------------------------------------
+
+
+@pytest.fixture
+def keyed_gateway(gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider) -> Gateway:  # noqa: F811
+    return gateway_factory(
+        {
+            "auth": {"keys": [GATEWAY_KEY, OTHER_GATEWAY_KEY]},
+            "upstreams": {
+                "openai": {"base_url": fake_provider.openai_base_url, "api_key": UPSTREAM_KEY},
+                "anthropic": {"base_url": fake_provider.anthropic_base_url},
+            },
+        }
+    )
+
+
+def test_llm_routes_require_a_configured_key(keyed_gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        chat(keyed_gateway.openai(api_key="sk-wrong"))
+    status, _, _ = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", b"{}")
+    assert status == 401
+    with pytest.raises(anthropic.AuthenticationError):
+        keyed_gateway.anthropic(api_key="wrong").messages.create(
+            model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert fake_provider.requests == []
+    assert httpx2.get(f"{keyed_gateway.url}/health", timeout=5).status_code == 200
+
+
+def test_the_callers_key_is_checked_and_never_forwarded(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    answer = chat(keyed_gateway.openai(api_key=GATEWAY_KEY))
+    assert answer.headers["x-cache"] == "MISS"
+    assert fake_provider.last.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"  # the deployment's key
+    assert chat(keyed_gateway.openai(api_key=OTHER_GATEWAY_KEY)).status_code == 200
+    keyed_gateway.anthropic(api_key=GATEWAY_KEY).messages.create(  # x-api-key, as LiteLLM accepts it
+        model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    sent = fake_provider.last.headers
+    assert GATEWAY_KEY not in sent.values() and "x-api-key" not in sent and "authorization" not in sent
+
+
+def test_a_stored_answer_is_never_served_without_the_key(keyed_gateway: Gateway) -> None:
+    chat(keyed_gateway.openai(api_key=GATEWAY_KEY))
+    assert chat(keyed_gateway.openai(api_key=GATEWAY_KEY)).headers["x-cache"] == "HIT"
+    with pytest.raises(openai.AuthenticationError):
+        chat(keyed_gateway.openai(api_key="sk-wrong"))
+
+
+def test_management_keeps_its_admin_key(keyed_gateway: Gateway) -> None:
+    assert keyed_gateway.admin("GET", "/cache/stats").status_code == 200
+    assert keyed_gateway.admin("GET", "/cache/stats", key=GATEWAY_KEY).status_code == 403
+
+
+DEPLOYMENT_KEY = KEY = "sk-dep"
+
+
+def litellm_config(tmp_path: Path, fake: RunningFakeProvider, general: dict[str, Any]) -> Path:
+    data = {
+        "model_list": [
+            {
+                "model_name": "public-model",
+                "litellm_params": {
+                    "model": "openai/gpt-4o-mini",
+                    "api_base": fake.openai_base_url,
+                    "api_key": "sk-dep",
+                },
+            },
+            {
+                "model_name": "second-model",
+                "litellm_params": {"model": "openai/gpt-4o", "api_base": fake.openai_base_url, "api_key": KEY},
+            },
+        ],
+        "litellm_settings": {"cache": True, "cache_params": {"type": "local"}},
+        "general_settings": general,
+    }
+    path = tmp_path / "litellm.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def litellm_gateway(tmp_path: Path, fake_provider: RunningFakeProvider) -> Iterator[str]:
+    path = litellm_config(tmp_path, fake_provider, {"master_key": "os.environ/TEST_MASTER_KEY"})
+    config = load_config(path, env={"TEST_MASTER_KEY": "sk-master"})
+    with BackgroundServer(create_gateway(config)) as server:
+        yield server.url
+
+
+def test_litellm_master_key_guards_every_llm_route(litellm_gateway: str, fake_provider: RunningFakeProvider) -> None:
+    def client(key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{litellm_gateway}/v1", api_key=key, max_retries=0)
+
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.AuthenticationError):
+        client("sk-wrong").chat.completions.create(model="public-model", messages=messages)
+    assert httpx2.post(f"{litellm_gateway}/v1/chat/completions", json={}, timeout=5).status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        client("sk-wrong").models.list()
+    assert fake_provider.requests == []
+    answer = client("sk-master").chat.completions.with_raw_response.create(model="public-model", messages=messages)
+    assert answer.status_code == 200
+    assert fake_provider.last.headers["authorization"] == "Bearer sk-dep"
+    stats = httpx2.get(f"{litellm_gateway}/cache/stats", headers={"authorization": "Bearer sk-master"}, timeout=5)
+    assert stats.status_code == 200  # the master key is also the admin key, as in LiteLLM
+
+
+def test_a_model_outside_model_list_is_refused_naming_it(
+    litellm_gateway: str, fake_provider: RunningFakeProvider
+) -> None:
+    client = openai.OpenAI(base_url=f"{litellm_gateway}/v1", api_key="sk-master", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="gpt-4o-unlisted"):
+        client.chat.completions.create(model="gpt-4o-unlisted", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError, match="model_list"):
+        client.files.list()
+    assert fake_provider.requests == []
+    assert [model.id for model in client.models.list()] == ["public-model", "second-model"]
+
+
+def test_litellm_general_settings_translate() -> None:
+    config = parse_config(
+        {
+            "model_list": [],
+            "general_settings": {"master_key": "${KEY}", "max_request_size_mb": 1.5, "database_url": "x"},
+        },
+        env={"KEY": "sk-m"},
+    )
+    assert config.auth.keys == ["sk-m"] and config.admin_key == "sk-m"
+    assert config.server.max_request_bytes == 1572864
+    assert any("general_settings.database_url ignored" in note for note in config.notes)
+
+
+# -- 11. responses are clean ----------------------------------------------------------------------
+
+
+def header_count(headers: list[tuple[str, str]], name: str) -> int:
+    return sum(1 for key, _ in headers if key.lower() == name)
+
+
+def test_one_date_and_one_server_header_on_misses_and_hits(gateway: Gateway) -> None:
+    for expected in ("MISS", "HIT"):
+        status, headers, _ = raw_request(
+            gateway.url, "POST", "/v1/chat/completions", orjson.dumps(BODY), {"authorization": "Bearer sk-a"}
+        )
+        assert status == 200 and dict((k.lower(), v) for k, v in headers)["x-cache"] == expected
+        assert header_count(headers, "date") == 1 and header_count(headers, "server") == 1
+
+
+def test_hop_by_hop_and_connection_named_headers_are_dropped_both_ways(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    fake_provider.fail_next(
+        1, status=500, headers={"connection": "x-upstream-hop", "x-upstream-hop": "1", "keep-alive": "timeout=5"}
+    )
+    status, headers, _ = raw_request(
+        gateway.url,
+        "POST",
+        "/v1/chat/completions",
+        orjson.dumps(BODY),
+        {"authorization": "Bearer sk-a", "connection": "x-client-hop, keep-alive", "x-client-hop": "1", "te": "x"},
+    )
+    assert status == 500
+    names = {key.lower() for key, _ in headers}
+    assert "x-upstream-hop" not in names and "keep-alive" not in names
+    sent = fake_provider.last.headers
+    assert "x-client-hop" not in sent and "te" not in sent
+
+
+# -- management never answers 500 -----------------------------------------------------------------
+
+ODD_BODIES = [
+    b'{"path": "/v1/chat/completions", "body": {"model": "m"}, "headers": {"authorization": 5, "x": [1, {"y": null}]}}',
+    b'{"path": "/v1/chat/completions", "body": {"model": "m"}, "headers": ["a"]}',
+    b'{"path": "/v1/../../etc", "body": {}}',
+    b'{"path": 5, "body": 5}',
+    b'{"key": {"a": 1}}',
+    b'{"key": ""}',
+    b'{"namespace": 5}',
+    b'{"prefix": ["x"]}',
+    b'{"all": "yes"}',
+    b'{"path": "/v1/chat/completions", "body": {"model": 1e400, "n": 123456789012345678901234567890}}',
+    b'{"path": "/v1/chat/completions", "body": {"messages": NaN}}',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a":' * 3000 + b"1" + b"}" * 3000,
+    b"\xff\xfe\x00garbage",
+    b'{"path": "/v1/chat/completions", "body": {"model": "m", "messages": [' + b'{"x":1},' * 100000 + b"1]}}",
+    b"x" * (2 * 1024 * 1024),
+]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES, ids=range(len(ODD_BODIES)))
+@pytest.mark.parametrize("endpoint", ["/cache/delete", "/cache/flush"])
+def test_management_answers_odd_bodies_without_a_500(gateway: Gateway, endpoint: str, body: bytes) -> None:
+    answer = gateway.admin("POST", endpoint, content=body)
+    assert answer.status_code < 500, answer.text
+    assert "error" in answer.json() or answer.status_code == 200

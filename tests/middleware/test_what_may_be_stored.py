@@ -1,0 +1,413 @@
+"""What may be stored: only a success of the endpoint's own shape, and never an answer that depends
+on state the provider holds. Driven through the real caching transport against the fake provider.
+
+A 200 whose body is an error object or a shape the adapter cannot read reaches the caller byte for
+byte, is counted as not stored (with its reason), and the next identical request goes upstream.
+Requests that name server-side state (a conversation, a container, a mutable store, a draft) are
+counted BYPASSes: never looked up, never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+
+from middleware import Cache, CachingTransport
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+
+CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+SIGV4 = (
+    "AWS4-HMAC-SHA256 Credential=AKIDALICE/20261127/us-east-1/bedrock/aws4_request, "
+    "SignedHeaders=host;x-amz-date, Signature=0123abcd"
+)
+QUESTION = "What is the capital of France?"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One endpoint's request, as a client would send it."""
+
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def but(self, **changes: Any) -> Call:
+        return Call(self.path, {**self.body, **changes}, self.headers)
+
+    def send(self, client: httpx2.Client, headers: dict[str, str] | None = None) -> httpx2.Response:
+        return client.post(self.path, content=orjson.dumps(self.body), headers={**self.headers, **(headers or {})})
+
+
+OPENAI = {"authorization": "Bearer sk-alice", "content-type": "application/json"}
+BEDROCK = {"authorization": SIGV4, "x-amz-date": "20261127T050000Z", "content-type": "application/json"}
+ASK = [{"role": "user", "content": QUESTION}]
+CHAT = Call("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": ASK}, OPENAI)
+COMPLETIONS = Call("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": QUESTION}, OPENAI)
+EMBEDDINGS = Call("/v1/embeddings", {"model": "text-embedding-3-small", "input": QUESTION}, OPENAI)
+RESPONSES = Call("/v1/responses", {"model": "gpt-4o-mini", "input": QUESTION}, OPENAI)
+MESSAGES = Call(
+    "/v1/messages",
+    {"model": "claude-3-5-haiku-latest", "max_tokens": 64, "messages": [{"role": "user", "content": QUESTION}]},
+    {"x-api-key": "sk-ant-alice", "anthropic-version": "2023-06-01", "content-type": "application/json"},
+)
+GEMINI_KEY = {"x-goog-api-key": "AIza-alice", "content-type": "application/json"}
+GENERATE = Call(
+    "/v1beta/models/gemini-2.0-flash:generateContent",
+    {"contents": [{"role": "user", "parts": [{"text": QUESTION}]}]},
+    GEMINI_KEY,
+)
+EMBED = Call("/v1beta/models/text-embedding-004:embedContent", {"content": {"parts": [{"text": QUESTION}]}}, GEMINI_KEY)
+INVOKE = Call(
+    f"/model/{CLAUDE}/invoke",
+    {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64, "messages": [{"role": "user", "content": QUESTION}]},
+    BEDROCK,
+)
+CONVERSE = Call(
+    f"/model/{CLAUDE}/converse",
+    {"messages": [{"role": "user", "content": [{"text": QUESTION}]}], "inferenceConfig": {"maxTokens": 64}},
+    BEDROCK,
+)
+ENDPOINTS = {
+    "chat": CHAT,
+    "completions": COMPLETIONS,
+    "embeddings": EMBEDDINGS,
+    "responses": RESPONSES,
+    "messages": MESSAGES,
+    "generate": GENERATE,
+    "embed": EMBED,
+    "invoke": INVOKE,
+    "converse": CONVERSE,
+}
+
+ERROR_BODIES = {
+    "openai": {"error": {"message": "The server had an error", "type": "server_error", "code": None}},
+    "anthropic": {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    "gemini": {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}},
+    "aws-type": {"__type": "ThrottlingException", "message": "Too many requests"},
+    "aws-message": {"message": "Too many requests, please wait before trying again."},
+    "aws-Message": {"Message": "The security token included in the request is invalid."},
+}
+
+CHOICE = {"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop"}
+MALFORMED: dict[str, list[Any]] = {
+    "chat": [
+        {"id": "chatcmpl-1", "object": "chat.completion"},
+        {"choices": "Paris"},
+        {"choices": []},
+        {"choices": [1]},
+        {"choices": [{"index": 0, "message": "Paris", "finish_reason": "stop"}]},
+        {"choices": [{"index": 0, "message": {"content": 5}, "finish_reason": "stop"}]},
+        {"choices": [{"index": 0, "message": {"content": None, "tool_calls": ["call"]}, "finish_reason": "stop"}]},
+        {"choices": [{**CHOICE, "finish_reason": 1}]},
+        {"choices": [CHOICE], "usage": "lots"},
+    ],
+    "completions": [
+        {"choices": {"text": "Paris"}},
+        {"choices": [{"index": 0, "text": ["Paris"], "finish_reason": "stop"}]},
+        {"choices": [{"index": 0, "finish_reason": "stop"}]},
+    ],
+    "embeddings": [
+        {"object": "list", "data": []},
+        {"object": "list", "data": {"embedding": [0.1]}},
+        {"object": "list", "data": [{"embedding": [0.1, "x"]}]},
+        {"object": "list", "data": [{"embedding": {"values": [0.1]}}]},
+        {"object": "list", "data": [{"embedding": [0.1, True]}]},
+    ],
+    "responses": [
+        {"object": "response", "status": "completed"},
+        {"object": "response", "status": "completed", "output": "Paris"},
+        {"object": "response", "status": "completed", "output": [1]},
+        {"object": "response", "status": "completed", "output": [{"type": "message", "content": "Paris"}]},
+        {"object": "response", "status": "completed", "output": [{"type": "reasoning", "summary": ["x"]}]},
+        {"object": "response", "status": "completed", "output": [], "usage": [1]},
+    ],
+    "messages": [
+        {"role": "assistant", "content": [{"type": "text", "text": "Paris"}]},
+        {"type": "message", "content": "Paris"},
+        {"type": "message", "content": [{"type": "text", "text": 5}]},
+        {"type": "message", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": "{}"}]},
+        {"type": "message", "content": [{"text": "Paris"}]},
+        {"type": "message", "content": [], "usage": "x"},
+    ],
+    "generate": [
+        {"promptFeedback": {"blockReason": "SAFETY"}},
+        {"candidates": []},
+        {"candidates": {"content": {}}},
+        {"candidates": [{"content": "Paris", "finishReason": "STOP"}]},
+        {"candidates": [{"content": {"parts": "Paris"}, "finishReason": "STOP"}]},
+        {"candidates": [{"content": {"parts": [{"text": "Paris"}]}}]},
+        {"candidates": [{"content": {"parts": []}, "finishReason": "STOP"}], "usageMetadata": 7},
+    ],
+    "embed": [
+        {"embedding": [0.1, 0.2]},
+        {"embedding": {"values": "0.1"}},
+        {"embeddings": [{"values": [0.1, None]}]},
+        {"embeddings": []},
+    ],
+    "invoke": [
+        {"content": [{"type": "text", "text": "Paris"}], "stop_reason": "end_turn"},
+        {"type": "message", "content": {"type": "text"}},
+    ],
+    "converse": [
+        {"output": "Paris", "stopReason": "end_turn"},
+        {"output": {"message": {"content": "Paris"}}, "stopReason": "end_turn"},
+        {"output": {"message": {"content": [{"text": "Paris"}]}}},
+    ],
+}
+
+
+def answer_next(fake: RunningFakeProvider, body: bytes, content_type: str = "application/json") -> None:
+    """The fake's next answer is a 200 with exactly `body`."""
+    fake.fail_next(1, status=200, body=body, headers={"content-type": content_type})
+
+
+def client(cache: Cache, fake: RunningFakeProvider) -> httpx2.Client:
+    return httpx2.Client(transport=CachingTransport(cache=cache), base_url=fake.url)
+
+
+def refused_then_asked_again(fake: RunningFakeProvider, call: Call, body: bytes, content_type: str) -> Cache:
+    """Sends `call` twice, the first answered with `body`: checks the caller got it untouched, that
+    it was not stored, and that the second went upstream (and, answered properly, was stored)."""
+    cache = Cache()
+    answer_next(fake, body, content_type)
+    with client(cache, fake) as http:
+        first = call.send(http)
+        assert (first.status_code, first.content) == (200, body)
+        assert first.headers["x-cache"] == "MISS"
+        assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)
+        second = call.send(http)
+    assert second.headers["x-cache"] == "MISS" and second.content != body
+    assert fake.count() == 2
+    assert (cache.stats.stored, cache.stats.not_stored) == (1, 1)
+    return cache
+
+
+def not_stored_reasons(cache: Cache) -> set[str]:
+    return {labels[0] for labels in cache.telemetry.snapshot()["llm_cache_not_stored"]}
+
+
+# -- 4. only a success of the endpoint's own shape is stored -----------------------------------
+
+
+@pytest.mark.parametrize("error", ERROR_BODIES.values(), ids=ERROR_BODIES.keys())
+@pytest.mark.parametrize("endpoint", ENDPOINTS.values(), ids=ENDPOINTS.keys())
+def test_a_200_error_object_of_any_family_is_passed_on_and_never_stored(
+    fake_provider_session: RunningFakeProvider, endpoint: Call, error: dict[str, Any]
+) -> None:
+    cache = refused_then_asked_again(fake_provider_session, endpoint, orjson.dumps(error), "application/json")
+    assert not_stored_reasons(cache) == {"error"}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [(ENDPOINTS[name], body) for name, bodies in MALFORMED.items() for body in bodies],
+    ids=[f"{name}-{i}" for name, bodies in MALFORMED.items() for i in range(len(bodies))],
+)
+def test_a_200_the_adapter_cannot_read_is_passed_on_and_never_stored(
+    fake_provider_session: RunningFakeProvider, endpoint: Call, body: Any
+) -> None:
+    cache = refused_then_asked_again(fake_provider_session, endpoint, orjson.dumps(body), "application/json")
+    assert not_stored_reasons(cache) == {"invalid"}
+
+
+def _sse(*events: tuple[str | None, dict[str, Any] | str]) -> bytes:
+    out = b""
+    for name, data in events:
+        payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+        out += (b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + payload + b"\n\n"
+    return out
+
+
+COMPLETED = {"id": "resp_1", "object": "response", "status": "completed"}
+MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "content": []}
+STREAMS = {
+    # A chat stream that finishes without a single choice.
+    "chat-no-choice": (
+        CHAT.but(stream=True),
+        _sse((None, {"id": "c", "object": "chat.completion.chunk", "choices": []}), (None, "[DONE]")),
+    ),
+    # A completed response whose items are not objects: replaying it as events would raise.
+    "responses-output-not-objects": (
+        RESPONSES.but(stream=True),
+        _sse(("response.completed", {"type": "response.completed", "response": {**COMPLETED, "output": ["Paris"]}})),
+    ),
+    # Items from `output_item.done` fill in the output: one that is not an object.
+    "responses-item-not-an-object": (
+        RESPONSES.but(stream=True),
+        _sse(
+            ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": 7}),
+            ("response.completed", {"type": "response.completed", "response": COMPLETED}),
+        ),
+    ),
+    # A message whose start does not say it is a message.
+    "messages-start-not-a-message": (
+        MESSAGES.but(stream=True),
+        _sse(
+            ("message_start", {"type": "message_start", "message": {**MESSAGE, "type": "completion"}}),
+            ("message_stop", {"type": "message_stop"}),
+        ),
+    ),
+    # Gemini chunks whose parts are not a list: merged as they came, unreadable by the SDK.
+    "gemini-parts-not-a-list": (
+        Call("/v1beta/models/gemini-2.0-flash:streamGenerateContent", GENERATE.body, GEMINI_KEY),
+        orjson.dumps([{"candidates": [{"content": {"parts": "Paris"}, "finishReason": "STOP"}]}]),
+    ),
+}
+
+
+@pytest.mark.parametrize(("endpoint", "stream"), STREAMS.values(), ids=STREAMS.keys())
+def test_a_complete_stream_that_assembles_into_an_unreadable_answer_is_never_stored(
+    fake_provider_session: RunningFakeProvider, endpoint: Call, stream: bytes
+) -> None:
+    media = "application/json" if stream.startswith(b"[") else "text/event-stream"
+    cache = refused_then_asked_again(fake_provider_session, endpoint, stream, media)
+    assert not_stored_reasons(cache) == {"invalid"}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS.values(), ids=ENDPOINTS.keys())
+def test_the_providers_own_answers_are_stored_and_replayed(
+    fake_provider_session: RunningFakeProvider, endpoint: Call
+) -> None:
+    """The rule refuses shapes, not providers: every endpoint's real answer is still stored."""
+    cache = Cache()
+    with client(cache, fake_provider_session) as http:
+        first, second = endpoint.send(http), endpoint.send(http)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.json() == first.json()
+
+
+# -- 5. server-side state is never cached ------------------------------------------------------
+
+CONTAINER_TOOL = {"type": "code_interpreter", "container": "cntr_abc123"}
+AUTO_CONTAINER_TOOL = {"type": "code_interpreter", "container": {"type": "auto"}}
+DRAFT_GUARDRAIL = {"guardrailIdentifier": "gr1", "guardrailVersion": "DRAFT"}
+VERSIONED_GUARDRAIL = {"guardrailIdentifier": "gr1", "guardrailVersion": "1"}
+STATEFUL = {
+    "chat-store-true": CHAT.but(store=True),
+    "responses-store-true": RESPONSES.but(store=True),
+    "responses-previous-response-id": RESPONSES.but(previous_response_id="resp_abc123"),
+    "responses-conversation-id": RESPONSES.but(conversation="conv_abc123"),
+    "responses-conversation-object": RESPONSES.but(conversation={"id": "conv_abc123"}),
+    "responses-prompt-without-version": RESPONSES.but(prompt={"id": "pmpt_abc123", "variables": {"city": "Paris"}}),
+    "responses-file-search": RESPONSES.but(tools=[{"type": "file_search", "vector_store_ids": ["vs_abc123"]}]),
+    "responses-code-interpreter-container": RESPONSES.but(tools=[CONTAINER_TOOL]),
+    "messages-container": MESSAGES.but(container="container_abc123"),
+    "messages-container-skills": MESSAGES.but(container={"skills": [{"type": "anthropic", "skill_id": "pptx"}]}),
+    "gemini-file-search": GENERATE.but(tools=[{"fileSearch": {"fileSearchStoreNames": ["fileSearchStores/abc"]}}]),
+    "gemini-file-search-snake-case": GENERATE.but(tools=[{"file_search": {"file_search_store_names": ["x"]}}]),
+    "converse-draft-guardrail": CONVERSE.but(guardrailConfig=DRAFT_GUARDRAIL),
+    "converse-draft-prompt": Call(
+        "/model/arn:aws:bedrock:us-east-1:123456789012:prompt%2FPROMPT12345/converse",
+        {"promptVariables": {"city": {"text": "Paris"}}},
+        BEDROCK,
+    ),
+    "invoke-draft-guardrail": Call(
+        INVOKE.path,
+        INVOKE.body,
+        {**BEDROCK, "x-amzn-bedrock-guardrailidentifier": "gr1", "x-amzn-bedrock-guardrailversion": "DRAFT"},
+    ),
+}
+STATELESS = {
+    "chat-store-false": CHAT.but(store=False),
+    "responses-store-default": RESPONSES,
+    "responses-store-false": RESPONSES.but(store=False),
+    "responses-prompt-with-version": RESPONSES.but(prompt={"id": "pmpt_abc123", "version": "2"}),
+    "responses-code-interpreter-auto": RESPONSES.but(tools=[AUTO_CONTAINER_TOOL]),
+    "messages-no-container": MESSAGES.but(container=None),
+    "converse-versioned-guardrail": CONVERSE.but(guardrailConfig=VERSIONED_GUARDRAIL),
+    "converse-versioned-prompt": Call(
+        "/model/arn:aws:bedrock:us-east-1:123456789012:prompt%2FPROMPT12345:3/converse",
+        {"promptVariables": {"city": {"text": "Paris"}}},
+        BEDROCK,
+    ),
+}
+
+
+@pytest.mark.parametrize("call", STATEFUL.values(), ids=STATEFUL.keys())
+def test_a_request_that_depends_on_state_the_provider_holds_bypasses_the_cache(
+    fake_provider_session: RunningFakeProvider, call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = Cache()
+    with caplog.at_level(logging.DEBUG, logger="middleware"), client(cache, fake_provider_session) as http:
+        answers = [call.send(http) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["BYPASS", "BYPASS"]
+    assert all(a.status_code == 200 and "x-cache-key" not in a.headers for a in answers)
+    assert fake_provider_session.count() == 2
+    assert (cache.stats.bypasses, cache.stats.stored, cache.stats.hits) == (2, 0, 0)
+    bypasses = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CACHE BYPASS path=")]
+    assert len(bypasses) == 2 and all("reason=" in m and len(m.split("reason=", 1)[1]) > 10 for m in bypasses)
+    requests = cache.telemetry.snapshot()["llm_cache_requests"]
+    assert sum(n for labels, n in requests.items() if labels[0] == "bypass") == 2
+
+
+@pytest.mark.parametrize("call", STATELESS.values(), ids=STATELESS.keys())
+def test_the_same_families_without_server_state_are_cached(
+    fake_provider_session: RunningFakeProvider, call: Call
+) -> None:
+    cache = Cache()
+    with client(cache, fake_provider_session) as http:
+        answers = [call.send(http) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
+    assert fake_provider_session.count() == 1
+
+
+def test_a_gemini_cached_content_the_caller_names_is_cached_under_its_name(
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    """Its contents cannot change once created and its name is in the key: two names never share."""
+    cache = Cache()
+    with client(cache, fake_provider_session) as http:
+        names = []
+        for topic in ("France", "Spain"):
+            created = http.post(
+                "/v1beta/cachedContents",
+                json={"model": "models/gemini-2.0-flash", "systemInstruction": {"parts": [{"text": topic * 1200}]}},
+                headers=GEMINI_KEY,
+            )
+            names.append(created.json()["name"])
+        answers = [GENERATE.but(cachedContent=name).send(http) for name in (names[0], names[0], names[1])]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "MISS"]
+    assert answers[0].headers["x-cache-key"] != answers[2].headers["x-cache-key"]
+
+
+UNROUTED = [
+    "/v1/threads/thread_abc/runs",
+    "/v1/threads/runs",
+    "/v1/assistants",
+    "/v1/conversations/conv_abc/items",
+    "/v1/responses/resp_abc/cancel",
+    "/v1/chat/completions/chatcmpl-abc",
+    "/v1/messages/count_tokens",
+    "/v1/messages/batches",
+    "/v1beta/interactions",
+]
+
+
+@pytest.mark.parametrize("path", UNROUTED)
+def test_stateful_apis_are_not_even_routed(fake_provider_session: RunningFakeProvider, path: str) -> None:
+    """Assistants, threads, conversations, stored completions, batches: no adapter owns them."""
+    cache = Cache()
+    with client(cache, fake_provider_session) as http:
+        answers = [Call(path, {"model": "gpt-4o-mini"}, OPENAI).send(http) for _ in range(2)]
+    assert all("x-cache" not in a.headers for a in answers)
+    assert fake_provider_session.count() == 2
+    assert cache.stats.as_dict() == Cache().stats.as_dict()
+
+
+def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stored(
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    """Choices numbered 0 and null: the assembler fails at the end, after the caller had every byte."""
+    chunk = {"id": "c", "object": "chat.completion.chunk"}
+    stream = _sse(
+        (None, {**chunk, "choices": [{"index": 0, "delta": {"content": "Pa"}, "finish_reason": "stop"}]}),
+        (None, {**chunk, "choices": [{"index": None, "delta": {"content": "ris"}, "finish_reason": "stop"}]}),
+        (None, "[DONE]"),
+    )
+    cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream")
+    assert not_stored_reasons(cache) == {"stream"}
