@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
-import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
+from . import exact_json
 from .providers.auth import AmbiguousCredential, Auth
 
 DEFAULT_VOLATILE_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"})
@@ -116,92 +114,11 @@ def digest_of(
 def parse_body(body: bytes) -> tuple[Any, bool]:
     """(the JSON body, parsed without loss; True when it took the exact path). Raises ValueError.
 
-    orjson reads numbers as doubles (and refuses integers beyond 64 bits), so two bodies that differ
-    only past a double's precision would parse alike. A number token is carried exactly by a double
-    when it has at most 15 significant digits and an exponent of at most two digits (then it is a
-    normal double too), so a body without a longer token is parsed by orjson (the fast path). Any
-    other body is parsed by the standard library, keeping every number a double cannot carry as an
-    `orjson.Fragment` of its own text, which the canonical form and a re-encoded body then repeat
-    verbatim. The scan cannot tell a number from digits inside a string: those take the exact path
-    too, which is slower but never wrong."""
-    if _may_lose_numbers(body):
-        return _loads_exact(body), True
-    return orjson.loads(body), False
+    The exact path's canonical form is marked (`digest_of(..., exact=True)`), so it can never equal
+    a fast-path form. See `exact_json.loads_every_number`."""
+    return exact_json.loads_every_number(body)
 
 
-def _may_lose_numbers(body: bytes) -> bool:
-    """Whether `body` may hold a number token of 16 or more `[0-9.]` characters, or an exponent of
-    three or more digits. Both hold three digits in a row, so a body without any is settled by one
-    search; each run of three digits is then looked at (at most `_RUNS_LOOKED_AT`, then: maybe)."""
-    marks = body.translate(_NUMBER_MARKS)
-    search = _THREE_DIGITS.search  # a literal pattern: faster than bytes.find here
-    match = search(marks)
-    looked_at = 0
-    while match is not None:
-        found = match.start()
-        looked_at += 1
-        if looked_at > _RUNS_LOOKED_AT:
-            return True
-        start = found
-        while start and marks[start - 1] in _RUN:
-            start -= 1
-        end = _RUN_PATTERN.match(marks, found).end()  # type: ignore[union-attr]
-        if end - start >= 16:
-            return True
-        sign = start >= 2 and marks[start - 1] == _SIGN
-        if start and marks[start - 1 - sign] == _EXPONENT:
-            return True
-        match = search(marks, end)
-    return False
-
-
-def _loads_exact(body: bytes) -> Any:
-    try:
-        return json.loads(
-            body.decode("utf-8"), parse_float=_exact_float, parse_int=_exact_int, parse_constant=_no_constant
-        )
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
-def _exact_float(text: str) -> float | orjson.Fragment:
-    value = float(text)
-    try:
-        if math.isfinite(value) and Decimal(repr(value)) == Decimal(text):
-            return value  # the double's shortest form has the token's exact value: nothing is lost
-    except ArithmeticError:  # an exponent beyond what Decimal holds
-        pass
-    return orjson.Fragment(text)
-
-
-def _exact_int(text: str) -> int | orjson.Fragment:
-    return int(text) if len(text) <= 18 else orjson.Fragment(text)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _number_marks() -> bytes:
-    table = bytearray(b" " * 256)
-    for char in b"0123456789":
-        table[char] = ord("d")
-    table[ord(".")] = ord(".")
-    for char in b"eE":
-        table[char] = ord("e")
-    for char in b"+-":
-        table[char] = ord("s")
-    return bytes(table)
-
-
-_NUMBER_MARKS = _number_marks()
-"""`bytes.translate` table: digits become `d`, exponent marks `e`, signs `s`, `.` stays, the rest a space."""
-_RUN = frozenset(b"d.")
-_RUN_PATTERN = re.compile(rb"[d.]*")
-_THREE_DIGITS = re.compile(rb"ddd")
-_EXPONENT = ord("e")
-_SIGN = ord("s")
-_RUNS_LOOKED_AT = 32
 _BUILT = b"key_builder\x00"
 
 
