@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from middleware import Cache
 from middleware.keys import load_callable
@@ -236,3 +238,19 @@ def test_a_body_with_many_digit_runs_is_keyed_exactly() -> None:
 def test_numbers_beyond_what_a_double_or_decimal_holds_are_keyed(number: str) -> None:
     cache = Cache()
     assert key(cache, raw(number)) != key(cache, raw("0"))
+
+
+_JSON_NUMBER = r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,4})?"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.from_regex(_JSON_NUMBER, fullmatch=True))
+def test_the_fast_path_is_taken_only_for_numbers_a_double_carries_exactly(token: str) -> None:
+    from decimal import Decimal
+
+    from middleware.exact_json import loads_every_number
+
+    value, exact = loads_every_number(f'{{"n":{token}}}'.encode())
+    # orjson's doubles (the fast path) and the exact path's doubles must have the token's exact value
+    if not exact or isinstance(value["n"], float):
+        assert Decimal(repr(value["n"])) == Decimal(token)
