@@ -520,12 +520,11 @@ class Cache:
             raise
 
     def _unkeyed(self, path: str, error: NoIdentity | KeyFailure) -> str:
-        """The bypass reason of a request without a key: logged (a failure as a warning), counted by `lookup`."""
+        """The bypass reason of a request without a key (`lookup` counts it and logs it at DEBUG);
+        a failure, rather than a missing identity, is a WARNING too."""
         reason = str(error)
         if isinstance(error, KeyFailure) or not error.anonymous:
-            self._warn(f"not caching a request: {reason}", error.__cause__)
-        elif logger.isEnabledFor(logging.DEBUG):
-            logger.debug("CACHE BYPASS path=%s reason=%s", path, reason)
+            self._warn(f"not caching a request to {path}: {reason}", error.__cause__)
         return reason
 
     def _warn(self, message: str, error: BaseException | None) -> None:
