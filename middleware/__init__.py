@@ -2,7 +2,7 @@
 
 from .asgi import CacheMiddleware
 from .engine import Cache, CacheSettings, CacheStats, Outcome
-from .keys import KeyRequest, default_digest
+from .keys import KeyRequest, ScopeRequest, default_digest
 from .native import PromptCaching
 from .transport import AsyncCachingTransport, CachingTransport
 
@@ -16,5 +16,6 @@ __all__ = [
     "KeyRequest",
     "Outcome",
     "PromptCaching",
+    "ScopeRequest",
     "default_digest",
 ]

@@ -15,7 +15,16 @@ from fnmatch import fnmatchcase
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .engine import UPSTREAM_HEADER, Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts
+from .engine import (
+    UPSTREAM_HEADER,
+    Cache,
+    CacheRequest,
+    Passthrough,
+    Recorder,
+    Rejection,
+    ResponseParts,
+    repeated_headers,
+)
 from .native import SideCall
 from .providers import Route
 
@@ -108,12 +117,15 @@ class _Responder:
             await self.app(scope, _replay(body, False, receive, early), send)
             return
         cache = self.cache
-        headers = Headers(scope=scope)
-        plain = {k.lower(): v for k, v in headers.items()}
+        raw = scope["headers"]
+        plain = {k.lower(): v for k, v in Headers(raw=raw).items()}
+        repeated = repeated_headers(raw) if len(plain) != len(raw) else ()
         if self.upstream is not None:
             plain[UPSTREAM_HEADER] = self.upstream + self.path
         query = scope.get("query_string", b"").decode("latin-1")
-        prepared = cache.prepare_route(self.route, scope["method"], self.path, query, plain, body)
+        prepared = cache.prepare_route(
+            self.route, scope["method"], self.path, query, plain, body, repeated=repeated, asgi_scope=scope
+        )
         if isinstance(prepared, Passthrough):
             await self.app(scope, _replay(body, False, receive, None), _bypassing(send, prepared))
             return

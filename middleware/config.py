@@ -259,7 +259,13 @@ class CacheConfig(_Model):
     store: StoreConfig = Field(default_factory=lambda: DiskStoreConfig(type="disk"))
     ttl: float | None = 600.0
     key_prefix: str = ""
-    scope: str = "credential"
+    scope: str = Field(
+        default="credential",
+        description="'credential', 'shared', 'header:<name>', or a scope function's dotted path 'pkg.module:function'.",
+    )
+    anonymous: Literal["bypass", "shared"] = Field(
+        default="bypass", description="Requests with no identity the scope can read: not cached, or sharing one scope."
+    )
     mode: Literal["default", "opt_in"] = "default"
     ignored_fields: list[str] = Field(default_factory=list)
     key_builder: str | None = Field(default=None, description="Dotted path 'package.module:function'.")
@@ -1065,6 +1071,7 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
             ttl=settings.ttl,
             key_prefix=settings.key_prefix,
             scope=settings.scope,
+            anonymous=settings.anonymous,
             mode=settings.mode,
             ignored_fields=tuple(settings.ignored_fields),
             key_builder=settings.key_builder,

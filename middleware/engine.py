@@ -22,7 +22,7 @@ import logging
 import sys
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -33,17 +33,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .entry import Entry, EntryError, pack, unpack
 from .keys import (
+    ANONYMOUS,
     DEFAULT_NAMESPACE,
     KeyBuilder,
+    KeyFailure,
     KeyRequest,
+    NoIdentity,
+    ScopeFunction,
+    ScopeRequest,
     _memo_hash,
+    built_digest,
     compose_key,
-    default_digest,
+    credential_scope,
     digest_of,
+    function_scope,
+    header_scope,
     key_query,
     namespace_prefix,
+    parse_body,
     resolve_key_builder,
-    scope_of,
     validate_scope,
     volatile_set,
 )
@@ -72,6 +80,8 @@ _RAW_MATCH_HEADER = b"x-cache-match"
 _RAW_SIMILARITY_HEADER = b"x-cache-similarity"
 _MEMO_LIMIT = 1024
 """Most distinct request paths whose route a Cache remembers (and credentials whose scope hash it does)."""
+_WARNING_INTERVAL = 60.0
+"""Seconds between two WARNINGs about requests the engine could not key."""
 _LOCK_POLL_FIRST = 0.005
 _LOCK_POLL_MAX = 0.1
 """Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
@@ -110,7 +120,14 @@ class CacheSettings(BaseModel):
 
     ttl: float | None = Field(600.0, description="Seconds an entry lives; None keeps it until evicted.")
     key_prefix: str = Field("", description="Prepended to every key; change it to invalidate everything.")
-    scope: str = Field("credential", description="'credential', 'shared' or 'header:<name>'.")
+    scope: Any = Field(
+        "credential",
+        description="'credential', 'shared', 'header:<name>', or a scope function (or its dotted path) that "
+        "returns a request's identity.",
+    )
+    anonymous: Literal["bypass", "shared"] = Field(
+        "bypass", description="Requests with no identity the scope can read: not cached, or sharing one scope."
+    )
     ignored_fields: tuple[str, ...] = Field((), description="Extra body fields that never change the key.")
     key_builder: Any = Field(None, description="Callable or dotted path `pkg.mod:func`.")
     mode: Literal["default", "opt_in"] = "default"
@@ -149,7 +166,7 @@ class CacheSettings(BaseModel):
 
     @field_validator("scope")
     @classmethod
-    def _scope(cls, value: str) -> str:
+    def _scope(cls, value: Any) -> str | ScopeFunction:
         return validate_scope(value)
 
     @field_validator("key_builder")
@@ -219,6 +236,10 @@ class CacheRequest:
     """The body as the caller meant it (without the `cache` field), before any addition of the cache's."""
     hinted: bool = False
     """True when `upstream_body` added prompt-caching hints."""
+    scope: str = ""
+    """The key's scope segment (the semantic context is keyed under it too); empty when not cached."""
+    exact: bool = False
+    """The body took `parse_body`'s exact path (numbers a double cannot carry)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -339,6 +360,7 @@ class Cache:
         )
         self._routes: dict[str, Route | None] = {}
         self._scopes: dict[str, str] = {}
+        self._warned_at = -float("inf")
         self._refusals: dict[str, frozenset[str]] = {}
         """Upstream (host and endpoint) -> the additions it refused with a 400 (`retry_body`)."""
         ignored = self.settings.ignored_fields
@@ -359,16 +381,55 @@ class Cache:
         return route
 
     def prepare(
-        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        repeated: Collection[str] = (),
+        asgi_scope: Mapping[str, Any] | None = None,
     ) -> CacheRequest | Passthrough | Rejection | None:
         """Classify a request. `headers` must answer `.get()` for lower-case names."""
         route = self.route(method, path)
         if route is None:
             return None
-        return self.prepare_route(route, method, path, query, headers, body)
+        return self.prepare_route(route, method, path, query, headers, body, repeated=repeated, asgi_scope=asgi_scope)
 
     def prepare_route(
-        self, route: Route, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        repeated: Collection[str] = (),
+        asgi_scope: Mapping[str, Any] | None = None,
+    ) -> CacheRequest | Passthrough | Rejection:
+        """The engine's view of an LLM call. Never raises: a request it cannot key is a `Passthrough`.
+
+        `repeated` names the headers the request sent more than once (adapters that collapse headers
+        into a dict pass it; only credential headers matter). `asgi_scope` is the ASGI scope a scope
+        function may read (CacheMiddleware passes it)."""
+        try:
+            return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
+        except Exception as error:  # fail open: a request the engine cannot read goes upstream untouched
+            self._warn(f"{type(error).__name__} while preparing a request; forwarding it untouched", error)
+            return self._passthrough(route, path, f"the request could not be keyed ({type(error).__name__})")
+
+    def _prepare(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        repeated: Collection[str],
+        asgi_scope: Mapping[str, Any] | None,
     ) -> CacheRequest | Passthrough | Rejection:
         """`prepare` for a known route. Never raises: a request the engine cannot key or re-encode (a
         body nested deeper than the encoder goes, ...) is forwarded untouched, counted as a bypass."""
@@ -383,25 +444,29 @@ class Cache:
         if len(body) > self.settings.max_body_bytes:
             return self.oversized(route, path)
         try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            parsed, exact = parse_body(body)
+        except ValueError:
             return self._passthrough(route, path, "malformed JSON body")
         if not isinstance(parsed, dict):
             return self._passthrough(route, path, "JSON body is not an object")
 
-        cache_field = parsed.pop("cache", None)
-        if cache_field is not None and route.endpoint.signed_body:
-            message = "the body's cache field would change a signed body; use the x-cache-* or Cache-Control headers"
-            return Rejection(400, _error_body(message, "cache"))
-        forward_body = body if cache_field is None else orjson.dumps(parsed)
+        endpoint = route.endpoint
+        cache_field = None
+        forward_body = body
+        if "cache" in parsed:  # the control field, in any form (`null` too), is never forwarded
+            if endpoint.signed_body:
+                message = (
+                    "the body's cache field would change a signed body; use the x-cache-* or Cache-Control headers"
+                )
+                return Rejection(400, _error_body(message, "cache"))
+            cache_field = parsed.pop("cache")
+            forward_body = orjson.dumps(parsed)
         try:
             policy = parse_policy(headers, cache_field)
         except PolicyError as error:
             return Rejection(400, _error_body(error.message, error.param))
 
-        endpoint = route.endpoint
         namespace = policy.namespace or DEFAULT_NAMESPACE
-        key = self._key(route, query, headers, parsed, namespace)
         stream = endpoint.is_stream(route, query, parsed)
         bypass = None
         if self.settings.mode == "opt_in" and policy.use_cache is not True:
@@ -410,6 +475,12 @@ class Cache:
             bypass = "the request asked not to use the cache"
         else:
             bypass = endpoint.server_state(route, headers, parsed)
+        key = scope = ""
+        try:
+            scope = self._scope(route, path, query, headers, repeated, asgi_scope)
+            key = self._key(route, query, headers, parsed, namespace, scope, exact)
+        except (NoIdentity, KeyFailure) as error:
+            bypass = self._unkeyed(path, error)
         captured = False
         caller_body = forward_body
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
@@ -430,7 +501,51 @@ class Cache:
             bypass,
             captured,
             caller_body=caller_body,
+            scope=scope,
+            exact=exact,
         )
+
+    def _scope(
+        self,
+        route: Route,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        repeated: Collection[str],
+        asgi_scope: Mapping[str, Any] | None,
+    ) -> str:
+        """The key's scope segment; `NoIdentity` when the request has none (unless anonymous requests share)."""
+        scope = self.settings.scope
+        if scope == "shared":
+            return "shared"
+        try:
+            if scope == "credential":
+                auth = route.auth or route.endpoint.auth  # `route.credentials`, without a call
+                return credential_scope(auth, headers, query, repeated, self._scopes)
+            if isinstance(scope, str):
+                return header_scope(scope[len("header:") :], headers, repeated, self._scopes)
+            return function_scope(scope, ScopeRequest(path, query, headers, asgi_scope), self._scopes)
+        except NoIdentity as missing:
+            if missing.anonymous and self.settings.anonymous == "shared":
+                return ANONYMOUS
+            raise
+
+    def _unkeyed(self, path: str, error: NoIdentity | KeyFailure) -> str:
+        """The bypass reason of a request without a key (`lookup` counts it and logs it at DEBUG);
+        a failure, rather than a missing identity, is a WARNING too."""
+        reason = str(error)
+        if isinstance(error, KeyFailure) or not error.anonymous:
+            self._warn(f"not caching a request to {path}: {reason}", error.__cause__)
+        return reason
+
+    def _warn(self, message: str, error: BaseException | None) -> None:
+        """A WARNING at most once a minute (a hostile or broken caller must not flood the log)."""
+        now = time.monotonic()
+        if now - self._warned_at >= _WARNING_INTERVAL:
+            self._warned_at = now
+            logger.warning("%s (for a minute, more such warnings are logged at DEBUG)", message, exc_info=error)
+        else:
+            logger.debug("%s", message, exc_info=error)
 
     @property
     def rewrites_upstream(self) -> bool:
@@ -446,9 +561,9 @@ class Cache:
         caching = self._prompt_caching
         if caching is None or not self._accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
             return body
-        parsed = orjson.loads(body)  # parsed again (and only) on the way upstream: hits never pay for it
         endpoint = request.endpoint
         try:
+            parsed = parse_body(body)[0]  # parsed again (and only) on the way upstream: hits never pay for it
             changes = caching.rewrite(endpoint.family, endpoint.name, parsed)
             contents = self._cached_contents
             if contents is not None and side_call is not None and endpoint.family == "gemini":
@@ -526,7 +641,16 @@ class Cache:
         self.telemetry.passthrough(route.endpoint.family, path, reason)
         return Passthrough(reason)
 
-    def _key(self, route: Route, query: str, headers: Mapping[str, str], body: dict[str, Any], namespace: str) -> str:
+    def _key(
+        self,
+        route: Route,
+        query: str,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
+        namespace: str,
+        scope: str,
+        exact: bool,
+    ) -> str:
         endpoint = route.endpoint
         model = endpoint.model(route, body)
         volatile = self._volatile[endpoint.name]
@@ -534,7 +658,7 @@ class Cache:
         if endpoint.keyed_headers:  # settings some APIs take in headers (Bedrock's guardrails, trace, ...)
             keyed_query += endpoint.header_key(headers)
         if self._key_builder is None:  # the hot path: no KeyRequest to build
-            digest = digest_of(endpoint.family, endpoint.name, model, route.model, keyed_query, body, volatile)
+            digest = digest_of(endpoint.family, endpoint.name, model, route.model, keyed_query, body, volatile, exact)
         else:
             key_request = KeyRequest(
                 family=endpoint.family,
@@ -545,12 +669,12 @@ class Cache:
                 query=keyed_query,
                 headers=headers,
                 volatile_fields=volatile,
+                exact=exact,
             )
-            digest = str(self._key_builder(key_request, default_digest))
+            digest = built_digest(self._key_builder, key_request)
         upstream = headers.get(UPSTREAM_HEADER)
         if upstream:  # the answers of two upstream URLs never mix
             digest = f"u{_memo_hash(endpoint.upstream_identity(upstream), self._scopes)}.{digest}"
-        scope = scope_of(self.settings.scope, headers, query, self._scopes)
         return compose_key(self.settings.key_prefix, namespace, scope, digest)
 
     def key_for(
@@ -588,6 +712,8 @@ class Cache:
         prepared = self.prepare(method, path, query, lowered, raw)
         if not isinstance(prepared, CacheRequest):
             raise ValueError(f"not a cacheable LLM request: {path!r}")
+        if not prepared.key:
+            raise ValueError(f"{path!r}: this request is never cached ({prepared.bypass})")
         return prepared
 
     # -- 2. lookup ----------------------------------------------------------------------------
@@ -728,7 +854,9 @@ class Cache:
             return None
         context_body, text = split
         namespace = request.policy.namespace or DEFAULT_NAMESPACE
-        context = self._key(request.route, request.query, request.headers, context_body, namespace)
+        context = self._key(
+            request.route, request.query, request.headers, context_body, namespace, request.scope, request.exact
+        )
         vector = await semantic.embed(text)
         # The digest of the context's whole key: prefix, namespace and credential scope included.
         return _Meaning(hashlib.sha256(context.encode()).hexdigest()[:32], text, vector)
@@ -1288,6 +1416,17 @@ class _LowerHeaders(dict[str, str]):
 
 def lower_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     return _LowerHeaders(headers)
+
+
+def repeated_headers(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
+    """The (lower-cased) names of headers that appear more than once in `raw`. Adapters call it only
+    when their header dict came out shorter than the raw list, so a normal request pays nothing."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name, _ in raw:
+        lowered = name.decode("latin-1").lower()
+        (repeated if lowered in seen else seen).add(lowered)
+    return frozenset(repeated)
 
 
 def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:

@@ -1,5 +1,8 @@
 """JSON that never changes a number: orjson's speed, the standard library's exactness where it matters.
 
+`loads_every_number` goes further for request bodies, whose keys must tell apart numbers that
+differ only past a double's precision: see its docstring.
+
 orjson reads an integer beyond 64 bits as a float (silently losing its digits) and refuses to write
 one. Provider answers can carry such integers (tool inputs, ids in structured output), and a stored
 answer must replay them digit for digit. A document with a run of 19 or more digits (2**63 has 19)
@@ -10,7 +13,9 @@ orjson's fast path. A run of digits inside a string only costs the slower parser
 from __future__ import annotations
 
 import json
+import math
 import re
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -42,3 +47,89 @@ def dumps(value: Any) -> bytes:
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
+
+
+def loads_every_number(raw: bytes) -> tuple[Any, bool]:
+    """(the document with every number as written; True when it took the exact path). Raises ValueError.
+
+    orjson reads numbers as doubles (and refuses integers beyond 64 bits), so two documents that
+    differ only past a double's precision would parse alike. A number token is carried exactly by a
+    double when it has at most 15 significant digits and an exponent of at most two digits (then it
+    is a normal double too), so a document without a longer token is parsed by orjson (the fast
+    path). Any other is parsed by the standard library, keeping every number a double cannot carry
+    as an `orjson.Fragment` of its own text, which `orjson.dumps` then writes verbatim. The scan
+    cannot tell a number from digits inside a string: those take the exact path too, which is
+    slower but never wrong."""
+    if _may_lose_numbers(raw):
+        try:
+            return (
+                json.loads(
+                    raw.decode("utf-8"), parse_float=_exact_float, parse_int=_exact_int, parse_constant=_no_constants
+                ),
+                True,
+            )
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+    return orjson.loads(raw), False
+
+
+def _may_lose_numbers(raw: bytes) -> bool:
+    """Whether `raw` may hold a number token of 16 or more `[0-9.]` characters, or an exponent of
+    three or more digits. Both hold three digits in a row, so a document without any is settled by
+    one search; each run of three digits is then looked at (at most `_RUNS_LOOKED_AT`, then: maybe)."""
+    marks = raw.translate(_NUMBER_MARKS)
+    search = _THREE_DIGITS.search  # a literal pattern: faster than bytes.find here
+    match = search(marks)
+    looked_at = 0
+    while match is not None:
+        found = match.start()
+        looked_at += 1
+        if looked_at > _RUNS_LOOKED_AT:
+            return True
+        start = found
+        while start and marks[start - 1] in _RUN:
+            start -= 1
+        end = _RUN_PATTERN.match(marks, found).end()  # type: ignore[union-attr]
+        if end - start >= 16:
+            return True
+        sign = start >= 2 and marks[start - 1] == _SIGN
+        if start and marks[start - 1 - sign] == _EXPONENT:
+            return True
+        match = search(marks, end)
+    return False
+
+
+def _exact_float(text: str) -> float | orjson.Fragment:
+    value = float(text)
+    try:
+        if math.isfinite(value) and Decimal(repr(value)) == Decimal(text):
+            return value  # the double's shortest form has the token's exact value: nothing is lost
+    except ArithmeticError:  # an exponent beyond what Decimal holds
+        pass
+    return orjson.Fragment(text)
+
+
+def _exact_int(text: str) -> int | orjson.Fragment:
+    return int(text) if len(text) <= 18 else orjson.Fragment(text)
+
+
+def _number_marks() -> bytes:
+    table = bytearray(b" " * 256)
+    for char in b"0123456789":
+        table[char] = ord("d")
+    table[ord(".")] = ord(".")
+    for char in b"eE":
+        table[char] = ord("e")
+    for char in b"+-":
+        table[char] = ord("s")
+    return bytes(table)
+
+
+_NUMBER_MARKS = _number_marks()
+"""`bytes.translate` table: digits become `d`, exponent marks `e`, signs `s`, `.` stays, the rest a space."""
+_RUN = frozenset(b"d.")
+_RUN_PATTERN = re.compile(rb"[d.]*")
+_THREE_DIGITS = re.compile(rb"ddd")
+_EXPONENT = ord("e")
+_SIGN = ord("s")
+_RUNS_LOOKED_AT = 32

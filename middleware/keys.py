@@ -19,16 +19,17 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
+from . import exact_json
+from .providers.auth import AmbiguousCredential, Auth
+
 DEFAULT_VOLATILE_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"})
-CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
-_SIGV4_KEY_ID = re.compile(r"Credential=([^/,\s]+)/")
 QUERY_IGNORED = frozenset({"key", "alt", "$alt"})  # Gemini's API key and stream form
 DEFAULT_NAMESPACE = "default"
 SCOPE_MEMO_LIMIT = 1024
@@ -48,11 +49,19 @@ class KeyRequest:
     query: tuple[tuple[str, str], ...]
     headers: Mapping[str, str]
     volatile_fields: frozenset[str]
+    exact: bool = False
+    """The body held numbers a double cannot carry: they are `orjson.Fragment`s of their text (see `parse_body`)."""
 
 
 DefaultDigest = Callable[[KeyRequest], str]
 KeyBuilder = Callable[[KeyRequest, DefaultDigest], str]
-"""A custom key builder: `(request, default_digest) -> str`. It may call `default_digest(request)`."""
+"""A custom key builder: `(request, default_digest) -> str`. It may call `default_digest(request)`.
+Its answer chooses what is compared, never who may read it: the engine hashes it under its own
+prefix, namespace and scope (`built_digest`)."""
+
+
+class KeyFailure(Exception):
+    """The request's key could not be computed (a key builder raised or answered something unusable)."""
 
 
 def default_digest(request: KeyRequest) -> str:
@@ -64,7 +73,21 @@ def default_digest(request: KeyRequest) -> str:
         request.query,
         request.body,
         request.volatile_fields,
+        request.exact,
     )
+
+
+def built_digest(builder: KeyBuilder, request: KeyRequest) -> str:
+    """SHA-256 of a custom builder's answer, which must be ASCII text; `KeyFailure` otherwise."""
+    try:
+        value = builder(request, default_digest)
+    except Exception as error:
+        raise KeyFailure(f"the key builder raised {type(error).__name__}") from error
+    if not isinstance(value, str):
+        raise KeyFailure(f"the key builder returned {type(value).__name__}, not str")
+    if not value.isascii():
+        raise KeyFailure("the key builder returned non-ASCII text")
+    return hashlib.sha256(_BUILT + value.encode("ascii")).hexdigest()
 
 
 def digest_of(
@@ -75,14 +98,28 @@ def digest_of(
     query: tuple[tuple[str, str], ...],
     body: Mapping[str, Any],
     volatile_fields: frozenset[str],
+    exact: bool = False,
 ) -> str:
-    """SHA-256 of the canonical form; the engine calls it directly so a hit builds no `KeyRequest`."""
+    """SHA-256 of the canonical form; the engine calls it directly so a hit builds no `KeyRequest`.
+
+    A body parsed by `parse_body`'s exact path is marked in the canonical form (`"numbers": "exact"`),
+    so its form can never equal one of the fast path's."""
     kept = {k: v for k, v in body.items() if k not in volatile_fields}
-    canonical = orjson.dumps(
-        {"api": family, "endpoint": endpoint, "model": model, "target": target, "query": query, "body": kept},
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return hashlib.sha256(canonical).hexdigest()
+    form = {"api": family, "endpoint": endpoint, "model": model, "target": target, "query": query, "body": kept}
+    if exact:
+        form["numbers"] = "exact"
+    return hashlib.sha256(orjson.dumps(form, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def parse_body(body: bytes) -> tuple[Any, bool]:
+    """(the JSON body, parsed without loss; True when it took the exact path). Raises ValueError.
+
+    The exact path's canonical form is marked (`digest_of(..., exact=True)`), so it can never equal
+    a fast-path form. See `exact_json.loads_every_number`."""
+    return exact_json.loads_every_number(body)
+
+
+_BUILT = b"key_builder\x00"
 
 
 def key_query(query: str) -> tuple[tuple[str, str], ...]:
@@ -91,26 +128,42 @@ def key_query(query: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in QUERY_IGNORED))
 
 
-def credential_of(headers: Mapping[str, str], query: str) -> str | None:
-    for name in CREDENTIAL_HEADERS:
-        value = headers.get(name)
-        if value:
-            if value.startswith("AWS4-HMAC-SHA256 "):  # SigV4 (Bedrock): the signature changes, the key id does not
-                found = _SIGV4_KEY_ID.search(value)
-                if found is None:
-                    return value
-                # A temporary credential's session token is secret; a long-term key id alone is not.
-                return f"aws:{found.group(1)}:{headers.get('x-amz-security-token') or ''}"
-            return value[7:] if value[:7].lower() == "bearer " else value
-    if "key=" in query:
-        for name, value in parse_qsl(query):
-            if name == "key" and value:
-                return value
-    return None
+ANONYMOUS = "anon"
+"""The scope segment of requests without an identity, when the operator lets them share (`anonymous: shared`)."""
+
+
+class NoIdentity(Exception):
+    """The request carries no identity the scope can read: it is not cached (or shares `anon`).
+
+    `anonymous` is True when the request simply has none (no credential, no header, the scope
+    function returned None): `anonymous: shared` lets those share. False when it is ambiguous or
+    the scope function failed: those always bypass."""
+
+    def __init__(self, reason: str, anonymous: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.anonymous = anonymous
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRequest:
+    """What a scope function sees: `scope(request) -> identity or None`.
+
+    `asgi_scope` is the raw ASGI scope when the call comes through `CacheMiddleware` (so the
+    function can read `scope["user"]` set by Starlette's `AuthenticationMiddleware`, or
+    `scope["state"]`); None in the httpx transports."""
+
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    asgi_scope: Mapping[str, Any] | None = None
+
+
+ScopeFunction = Callable[[ScopeRequest], "str | None"]
 
 
 def _hash_scope(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _memo_hash(value: str, memo: dict[str, str] | None) -> str:
@@ -125,21 +178,65 @@ def _memo_hash(value: str, memo: dict[str, str] | None) -> str:
     return hashed
 
 
-def scope_of(scope: str, headers: Mapping[str, str], query: str, memo: dict[str, str] | None = None) -> str:
-    """The isolation scope of a request: `credential` (default), `shared` or `header:<name>`."""
-    if scope == "shared":
-        return "shared"
-    if scope == "credential":
-        credential = credential_of(headers, query)
-        return "anon" if credential is None else "c" + _memo_hash(credential, memo)
-    header = headers.get(scope[len("header:") :])
-    return "anon" if not header else "h" + _memo_hash(header, memo)
+def credential_scope(
+    auth: Auth,
+    headers: Mapping[str, str],
+    query: str,
+    repeated: Collection[str] = (),
+    memo: dict[str, str] | None = None,
+) -> str:
+    """`c` + the hash of the credential the request's provider authenticates (see `providers/auth.py`)."""
+    try:
+        credential = auth.credential(headers, query, repeated)
+    except AmbiguousCredential as error:
+        raise NoIdentity(str(error), anonymous=False) from None
+    if credential is None:
+        raise NoIdentity(f"no credential ({', '.join(auth.sources)})")
+    return "c" + _memo_hash(credential, memo)
 
 
-def validate_scope(scope: str) -> str:
-    if scope in ("credential", "shared") or (scope.startswith("header:") and len(scope) > len("header:")):
+def header_scope(
+    name: str, headers: Mapping[str, str], repeated: Collection[str] = (), memo: dict[str, str] | None = None
+) -> str:
+    """`h` + the hash of the `header:<name>` scope's header."""
+    if name in repeated:
+        raise NoIdentity(f"the {name} header appears more than once", anonymous=False)
+    value = headers.get(name)
+    if not value:
+        raise NoIdentity(f"no {name} header")
+    return "h" + _memo_hash(value, memo)
+
+
+def function_scope(function: ScopeFunction, request: ScopeRequest, memo: dict[str, str] | None = None) -> str:
+    """`u` + the hash of the identity a scope function returns (never stored in clear)."""
+    try:
+        identity = function(request)
+    except Exception as error:
+        raise NoIdentity(f"the scope function raised {type(error).__name__}", anonymous=False) from error
+    if identity is None or identity == "":
+        raise NoIdentity("the scope function returned no identity")
+    if not isinstance(identity, str):
+        raise NoIdentity(f"the scope function returned {type(identity).__name__}, not str", anonymous=False)
+    return "u" + _memo_hash(identity, memo)
+
+
+def validate_scope(scope: Any) -> str | ScopeFunction:
+    """`credential`, `shared`, `header:<name>`, a scope function, or a dotted path to one."""
+    if callable(scope):
+        return scope  # type: ignore[no-any-return]
+    if not isinstance(scope, str):
+        raise ValueError(f"scope must be a string or a function, not {type(scope).__name__}")
+    if scope in ("credential", "shared"):
         return scope
-    raise ValueError(f"scope must be 'credential', 'shared' or 'header:<name>', not {scope!r}")
+    if scope.startswith("header:") and len(scope) > len("header:"):
+        return scope.lower()  # adapters hand the engine lower-cased header names
+    try:
+        return load_callable(scope)
+    except ValueError as error:
+        raise ValueError(
+            "scope must be 'credential', 'shared' or 'header:<name>', or a scope function's dotted path "
+            f"'package.module:function' ({error})"
+        ) from None
 
 
 def compose_key(key_prefix: str, namespace: str, scope: str, digest: str) -> str:

@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl, quote
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .keys import credential_of
+from .providers.auth import GEMINI, AmbiguousCredential
 from .stores.base import Store
 
 logger = logging.getLogger("middleware")
@@ -358,7 +358,10 @@ class CachedContents:
         prefix = {name: body[name] for name in _PREFIX_FIELDS if body.get(name)}
         if not prefix or len(orjson.dumps(prefix)) < self.settings.min_chars:
             return None
-        credential = credential_of(headers, query) or ""
+        try:
+            credential = GEMINI.credential(headers, query) or ""
+        except AmbiguousCredential:  # which key the provider uses is unknown: name no shared content
+            return None
         digest = hashlib.sha256(
             orjson.dumps(
                 {"credential": hashlib.sha256(credential.encode()).hexdigest(), "model": match["model"], **prefix},

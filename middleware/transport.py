@@ -16,7 +16,17 @@ from typing import Any, ClassVar
 import httpx
 import httpx2
 
-from .engine import UPSTREAM_HEADER, Cache, CacheRequest, Passthrough, Recorder, Rejection, ResponseParts, upstream_name
+from .engine import (
+    UPSTREAM_HEADER,
+    Cache,
+    CacheRequest,
+    Passthrough,
+    Recorder,
+    Rejection,
+    ResponseParts,
+    repeated_headers,
+    upstream_name,
+)
 from .loop_thread import LoopThread
 from .providers import Route
 
@@ -51,9 +61,13 @@ def _answer(lib: Any, parts: ResponseParts) -> Any:
 
 
 def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
+    raw = request.headers.raw
     headers = _plain_headers(request)
+    repeated = repeated_headers(raw) if len(headers) != len(raw) else ()
     headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
-    return cache.prepare_route(route, request.method, request.url.path, _query(request), headers, body)
+    return cache.prepare_route(
+        route, request.method, request.url.path, _query(request), headers, body, repeated=repeated
+    )
 
 
 def _bypassed(response: Any, passthrough: Passthrough) -> Any:

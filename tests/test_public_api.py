@@ -18,6 +18,7 @@ def test_middleware_exports() -> None:
         "KeyRequest",
         "Outcome",
         "PromptCaching",
+        "ScopeRequest",
         "default_digest",
     ]
     for name in middleware.__all__:

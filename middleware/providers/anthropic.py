@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .. import exact_json
+from .auth import ANTHROPIC
 from .base import (
     Endpoint,
     RequestView,
@@ -32,6 +33,7 @@ _DELTA_USAGE = (
 
 class Messages(Endpoint):
     family = "anthropic"
+    auth = ANTHROPIC
     name = "messages"
     operation = "chat"
 

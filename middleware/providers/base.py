@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from .. import exact_json
+from .auth import OPENAI, Auth
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,13 @@ class Route:
     """The model named by the path (Gemini `models/{m}:...`, Azure deployment), if any."""
     stream_by_path: bool = False
     """True when the path itself asks for a stream (Gemini `:streamGenerateContent`)."""
+    auth: Auth | None = None
+    """Where this path's credential is, when not where the endpoint's family has it (Azure paths)."""
+
+    @property
+    def credentials(self) -> Auth:
+        """Where the credential the provider authenticates is: the cache's isolation scope."""
+        return self.auth if self.auth is not None else self.endpoint.auth
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,8 @@ class Endpoint(ABC):
     signed_body: ClassVar[bool] = False
     """The body is signed (SigV4): it is never rewritten, so the body `cache` field is refused."""
     keyed_headers: ClassVar[bool] = False
+    auth: ClassVar[Auth] = OPENAI
+    """Where the family's requests carry the credential the provider authenticates (see `auth.py`)."""
     """Whether request headers carry settings that change the answer (see `header_key`)."""
 
     @abstractmethod

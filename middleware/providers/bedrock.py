@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from .. import exact_json
 from .anthropic import Messages, MessageStreamAssembler, message_events, message_invalid
+from .auth import BEDROCK
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -49,6 +50,7 @@ _UNVERSIONED_PROMPT = re.compile(r":prompt/[^:/]+$")
 
 class _BedrockEndpoint(Endpoint):
     family = "bedrock"
+    auth = BEDROCK
     operation = "chat"
     signed_body = True
     keyed_headers = True

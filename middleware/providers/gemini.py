@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .. import exact_json
+from .auth import GEMINI
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -37,6 +38,7 @@ def _method_pattern(methods: str) -> re.Pattern[str]:
 
 class _GeminiEndpoint(Endpoint):
     family = "gemini"
+    auth = GEMINI
     methods: str
 
     def __init__(self) -> None:

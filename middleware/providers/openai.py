@@ -8,6 +8,7 @@ from itertools import count
 from typing import Any, ClassVar
 
 from .. import exact_json
+from .auth import AZURE
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -51,9 +52,9 @@ class _OpenAIEndpoint(Endpoint):
     def match(self, path: str) -> Route | None:
         azure = self._azure.match(path)
         if azure:
-            return Route(self, model=azure.group("deployment"))
-        if self._generic.match(path):
-            return Route(self)
+            return Route(self, model=azure.group("deployment"), auth=AZURE)
+        if self._generic.match(path):  # Azure's v1 API is `/openai/v1/...`
+            return Route(self, auth=AZURE) if path.startswith("/openai/") else Route(self)
         return None
 
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:

@@ -12,7 +12,7 @@ import pytest
 from anthropic import AnthropicBedrock
 
 from middleware import Cache, CachingTransport
-from middleware.keys import credential_of
+from middleware.providers.auth import BEDROCK
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -87,10 +87,10 @@ def test_the_sigv4_scope_is_the_access_key_id() -> None:
         "authorization": "AWS4-HMAC-SHA256 Credential=AKIDALICE/20261127/us-east-1/bedrock/aws4_request, "
         "SignedHeaders=host, Signature=abc"
     }
-    assert credential_of(signed, "") == "aws:AKIDALICE:"
+    assert BEDROCK.credential(signed, "") == "aws:AKIDALICE:"
     # a temporary credential's secret session token is part of the scope: a key id alone can be guessed
-    assert credential_of({**signed, "x-amz-security-token": "tok"}, "") == "aws:AKIDALICE:tok"
-    assert credential_of({"authorization": "Bearer ABSKbedrock-api-key"}, "") == "ABSKbedrock-api-key"
+    assert BEDROCK.credential({**signed, "x-amz-security-token": "tok"}, "") == "aws:AKIDALICE:tok"
+    assert BEDROCK.credential({"authorization": "Bearer ABSKbedrock-api-key"}, "") == "ABSKbedrock-api-key"
 
 
 def test_a_streamed_invoke_is_stored_and_replayed_as_event_stream_frames(fake_provider: RunningFakeProvider) -> None:

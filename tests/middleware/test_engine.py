@@ -400,3 +400,83 @@ async def test_unfinished_responses_api_answers_are_not_stored(status: str) -> N
             response = await http.post(url, json={"model": "gpt-4o-mini", "input": "hi"}, headers=AUTH)
     assert response.headers["x-cache"] == "MISS"
     assert upstream.calls == 2
+
+
+# -- the control field and hostile requests ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"gpt-4o-mini","messages":[],"cache":null}',
+        b'{"model":"gpt-4o-mini","messages":[],"cache":{}}',
+        b'{"cache":{"no-store":true},"model":"gpt-4o-mini","messages":[],"cache":null}',
+        b'{"model":"gpt-4o-mini","messages":[],"seed":123456789012345678901234567890,"cache":null}',
+    ],
+    ids=["null", "empty", "twice", "with-a-big-integer"],
+)
+async def test_the_cache_field_in_any_form_is_removed_before_forwarding(raw: bytes) -> None:
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        answer = await http.post(URL, content=raw, headers=AUTH)
+    assert answer.headers["x-cache"] == "MISS"
+    forwarded = upstream.requests[0].content
+    assert b'"cache"' not in forwarded
+    assert (b"123456789012345678901234567890" in forwarded) == (b"1234567890123456789" in raw)  # numbers verbatim
+
+
+def deep(levels: int) -> bytes:
+    return b'{"model":"m","messages":[],"x":' + b"[" * levels + b"]" * levels + b"}"
+
+
+def builder_that_raises(request: Any, default: Any) -> str:
+    raise RecursionError("a hostile builder")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "settings"),
+    [
+        (deep(300), AUTH, {}),  # orjson reads 1024 levels but writes 254
+        (deep(1000), AUTH, {}),
+        (deep(300).replace(b'"x"', b'"metadata"'), AUTH, {}),  # a volatile field: only re-encoding fails
+        (deep(300).replace(b"[]}", b'[],"cache":{}}'), AUTH, {}),
+        (deep(3000), AUTH, {}),
+        (b'{"model":"m","messages":[],"n":' + b"9" * 5000 + b"}", AUTH, {}),
+        (b'{"model":"m","messages":[],"n":1e99999999999}', AUTH, {}),
+        (b'{"model":"m","messages":[],"n":0e99999999999999999999}', AUTH, {}),
+        (b'{"model":"m","messages":[],"s":"\\ud800"}', AUTH, {}),
+        (orjson.dumps(BODY), {"authorization": "Bearer \x00\x7f\xff\xe9"}, {}),
+        (orjson.dumps(BODY), AUTH, {"key_builder": builder_that_raises}),
+        (orjson.dumps({**BODY, "model": {"not": "a string"}}), AUTH, {}),
+    ],
+    ids=[
+        "depth-300",
+        "depth-1000",
+        "depth-300-volatile",
+        "depth-300-with-cache-field",
+        "depth-3000",
+        "5000-digit-integer",
+        "huge-exponent",
+        "zero-with-a-huge-exponent",
+        "lone-surrogate",
+        "odd-header-bytes",
+        "hostile-key-builder",
+        "odd-model",
+    ],
+)
+def test_prepare_never_raises(body: bytes, headers: dict[str, str], settings: dict[str, Any]) -> None:
+    from middleware.engine import CacheRequest, Passthrough
+
+    cache = Cache(**settings)
+    prepared = cache.prepare("POST", "/v1/chat/completions", "", headers, body)
+    assert isinstance(prepared, CacheRequest | Passthrough)
+    if isinstance(prepared, Passthrough):
+        assert cache.stats.bypasses == 1
+
+
+async def test_a_request_the_engine_cannot_key_goes_upstream_untouched() -> None:
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        answers = [await http.post(URL, content=deep(300), headers=AUTH) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["BYPASS", "BYPASS"]
+    assert [r.content for r in upstream.requests] == [deep(300)] * 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from middleware import Cache
 from middleware.keys import load_callable
@@ -93,10 +95,18 @@ def test_credentials_are_isolated_by_default_and_shared_on_request() -> None:
     assert key(shared, body(), ALICE) == key(shared, body(), BOB)
 
 
-@pytest.mark.parametrize("header", ["authorization", "x-api-key", "api-key", "x-goog-api-key"])
-def test_every_provider_credential_header_scopes_entries(header: str) -> None:
+@pytest.mark.parametrize(
+    ("header", "path"),
+    [
+        ("authorization", CHAT),
+        ("x-api-key", "/v1/messages"),
+        ("api-key", "/openai/deployments/d/chat/completions"),
+        ("x-goog-api-key", "/v1beta/models/gemini-2.0-flash:generateContent"),
+    ],
+)
+def test_every_provider_credential_header_scopes_entries(header: str, path: str) -> None:
     cache = Cache()
-    assert key(cache, body(), {header: "k1"}) != key(cache, body(), {header: "k2"})
+    assert key(cache, body(), {header: "k1"}, path) != key(cache, body(), {header: "k2"}, path)
 
 
 def test_gemini_key_query_parameter_scopes_but_is_not_in_the_digest() -> None:
@@ -144,7 +154,10 @@ def test_custom_key_builder_can_wrap_the_default() -> None:
         return f"custom-{request.model}-{request.body['messages'][-1]['content']}"
 
     cache = Cache(key_builder=by_model_and_last_message)
-    assert key(cache, body()).endswith(":custom-gpt-4o-mini-Hi")
+    built = key(cache, body())
+    assert "custom" not in built  # the builder's answer is hashed under the engine's scope
+    assert built == key(cache, body(temperature=0.9))
+    assert built != key(cache, body(messages=[{"role": "user", "content": "Bye"}]))
     assert len(calls[0]) == 64
 
 
@@ -164,3 +177,80 @@ def test_bad_key_builder_paths_name_the_problem() -> None:
 def test_key_for_refuses_requests_that_are_not_llm_calls() -> None:
     with pytest.raises(ValueError, match="not a cacheable"):
         Cache().key_for("/v1/models", {})
+
+
+# -- exact numbers ----------------------------------------------------------------------------------
+
+
+def raw(number: str) -> bytes:
+    return b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"temperature":' + number.encode() + b"}"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("0.1", "0.10000000000000000001"),  # the same double, different numbers
+        ("0.30000000000000004", "0.30000000000000005"),
+        ("1e-400", "0"),  # underflows to 0.0
+        ("1.5e-323", "1.4e-323"),  # subnormals: the same double
+        ("1e400", "1e401"),  # overflow, which orjson refuses
+        ("123456789012345678901234567890", "123456789012345678901234567891"),  # beyond 64 bits
+        ("18446744073709551616", "18446744073709551617"),  # 2**64 and one more
+        ("1234567890.1234567", "1234567890.1234568"),  # 17 digits around a point
+    ],
+)
+def test_numbers_that_differ_in_value_give_different_keys(first: str, second: str) -> None:
+    cache = Cache()
+    assert key(cache, raw(first)) != key(cache, raw(second))
+
+
+def test_an_integer_beyond_64_bits_is_keyed_not_passed_through() -> None:
+    assert len(key(Cache(), raw("9" * 400)).split(":")[2]) == 64
+
+
+def test_bodies_a_double_carries_exactly_keep_their_keys() -> None:
+    cache = Cache()
+    parsed = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.5}
+    assert key(cache, raw("0.5")) == key(cache, parsed) == key(cache, raw("0.50"))  # one value, one key
+
+
+def test_the_exact_canonical_form_never_equals_the_fast_one() -> None:
+    from middleware.keys import digest_of
+
+    form = ("openai", "chat.completions", "m", None, (), {"temperature": 0.5}, frozenset())
+    assert digest_of(*form) != digest_of(*form, exact=True)
+    cache = Cache()
+    # a long digit run inside a string takes the exact path: same values, a different canonical form
+    slow = key(cache, {**body(), "messages": [{"role": "user", "content": "call 1234567890123456"}]})
+    fast = key(cache, {**body(), "messages": [{"role": "user", "content": "call 123456789012345"}]})
+    assert slow != fast and key(cache, orjson.loads(raw("0.2").replace(b"Hi", b"call 1234567890123456"))) == slow
+
+
+def test_a_body_with_many_digit_runs_is_keyed_exactly() -> None:
+    cache = Cache()
+    table = " ".join(str(100 + i) for i in range(40))  # more runs than the scan measures one by one
+    many = body(messages=[{"role": "user", "content": table}])
+    assert key(cache, many) == key(cache, many)
+    assert key(cache, {**many, "temperature": orjson.Fragment(b"0.20000000000000000001")}) != key(cache, many)
+
+
+@pytest.mark.parametrize("number", ["0e99999999999999999999", "1e-99999999999999999999999", "1e400", "9" * 5000])
+def test_numbers_beyond_what_a_double_or_decimal_holds_are_keyed(number: str) -> None:
+    cache = Cache()
+    assert key(cache, raw(number)) != key(cache, raw("0"))
+
+
+_JSON_NUMBER = r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,4})?"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.from_regex(_JSON_NUMBER, fullmatch=True))
+def test_the_fast_path_is_taken_only_for_numbers_a_double_carries_exactly(token: str) -> None:
+    from decimal import Decimal
+
+    from middleware.exact_json import loads_every_number
+
+    value, exact = loads_every_number(f'{{"n":{token}}}'.encode())
+    # orjson's doubles (the fast path) and the exact path's doubles must have the token's exact value
+    if not exact or isinstance(value["n"], float):
+        assert Decimal(repr(value["n"])) == Decimal(token)

@@ -31,6 +31,7 @@ from tests.support.stores import DeadStore
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 SECRET = "sk-telemetry-secret"
+AUTHORIZED = {"authorization": f"Bearer {SECRET}"}
 
 
 class Recorded:
@@ -400,7 +401,9 @@ async def test_usage_normalised_on_miss_and_hit(recorded: Recorded, case: str) -
     if "gemini" in path:
         request = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
     async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as client:
-        answers = [await client.post(path, json=request, headers={"x-api-key": SECRET}) for _ in range(2)]
+        credential = "x-api-key" if path.endswith("/messages") else "authorization"  # each family's own
+        credential = "x-goog-api-key" if "gemini" in path else credential
+        answers = [await client.post(path, json=request, headers={credential: SECRET}) for _ in range(2)]
     assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
     for span in recorded.calls():
         attributes = span.attributes or {}
@@ -831,7 +834,8 @@ async def test_asgi_middleware_spans_are_internal_with_the_same_attributes(recor
     cache = Cache(telemetry=recorded.telemetry)
     wrapped = CacheMiddleware(app, cache)
     body = {"model": "gpt-4o-mini", "messages": QUESTION}
-    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=wrapped), base_url="http://app") as client:
+    transport = httpx2.ASGITransport(app=wrapped)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app", headers=AUTHORIZED) as client:
         answers = [await client.post("/v1/chat/completions", json=body) for _ in range(2)]
     assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
     miss, hit = recorded.calls()
