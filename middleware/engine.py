@@ -431,16 +431,6 @@ class Cache:
         repeated: Collection[str],
         asgi_scope: Mapping[str, Any] | None,
     ) -> CacheRequest | Passthrough | Rejection:
-        """`prepare` for a known route. Never raises: a request the engine cannot key or re-encode (a
-        body nested deeper than the encoder goes, ...) is forwarded untouched, counted as a bypass."""
-        try:
-            return self._prepare_route(route, method, path, query, headers, body)
-        except Exception as error:
-            return self._passthrough(route, path, f"request could not be keyed ({type(error).__name__})")
-
-    def _prepare_route(
-        self, route: Route, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
-    ) -> CacheRequest | Passthrough | Rejection:
         if len(body) > self.settings.max_body_bytes:
             return self.oversized(route, path)
         try:

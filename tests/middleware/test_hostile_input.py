@@ -189,7 +189,12 @@ def generated(referee: Referee, send: Send, n: int, parts: st.SearchStrategy[Any
         referee.check_with_twin(send, *parts)
 
     property()
-    assert referee.cache.stats.stored > 0 and referee.cache.stats.hits > 0  # amid it all, the cache still caches
+    # Amid it all, the cache still caches: a well-formed request with its family's credential, twice.
+    control = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"still caching?"}]}'
+    credential = [(b"authorization", b"Bearer sk-control"), (b"content-type", b"application/json")]
+    first, second = (send("/v1/chat/completions", b"", credential, control) for _ in range(2))
+    assert (first.headers.get("x-cache"), second.headers.get("x-cache")) == ("MISS", "HIT")
+    assert referee.cache.stats.stored > 0 and referee.cache.stats.hits > 0
     labels = [label for series in referee.cache.telemetry.snapshot().values() for key in series for label in key]
     assert max(map(len, labels)) <= MAX_MODEL_CHARS  # a caller's huge model name is not kept in full
 
