@@ -564,6 +564,8 @@ def _response_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
     kind = item.get("type")
+    if not isinstance(kind, str):  # an item of no known type is replayed whole, with no events of its own
+        kind = ""
     at = {"item_id": item.get("id") or item.get("call_id") or "", "output_index": index}
     added = {**item, "status": "in_progress"} if "status" in item else dict(item)
     if kind == "message":
