@@ -640,9 +640,8 @@ class _BodyReader:
         if self.done:  # the body is in; what follows is the wait for a disconnect, as long as it takes
             return await self.receive()
         try:
-            async with asyncio.timeout(self.timeout):
-                message = await self.receive()
-        except TimeoutError:
+            message = await asyncio.wait_for(self.receive(), self.timeout)
+        except asyncio.TimeoutError:  # (Python 3.10 has no asyncio.timeout)
             raise _BodyRefused(408, f"the request body did not arrive within {self.timeout:g}s") from None
         if message["type"] != "http.request":
             self.done = True
