@@ -53,11 +53,16 @@ def unpack(data: bytes) -> Entry:
         fields = msgpack.unpackb(data, raw=False, use_list=True)
     except Exception as error:  # msgpack raises several unrelated types
         raise EntryError(f"undecodable entry: {error}") from error
-    if not isinstance(fields, list) or (fields[:1], len(fields)) not in (([1], 6), ([SCHEMA_VERSION], 8)):
+    if type(fields) is not list:
         raise EntryError("entry of another schema version")
-    _, fingerprint, created_at, status, body, from_stream, *rest = fields
-    usage_requested = bool(rest[0]) if rest else True
-    origin = _pairs(rest[1]) if rest else ()
+    if len(fields) == 8 and fields[0] == SCHEMA_VERSION:
+        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs = fields
+        origin = _pairs(pairs) if pairs else ()
+    elif len(fields) == 6 and fields[0] == 1:
+        _, fingerprint, created_at, status, body, from_stream = fields
+        usage_requested, origin = True, ()
+    else:
+        raise EntryError("entry of another schema version")
     if not (
         isinstance(fingerprint, str)
         and isinstance(created_at, (int, float))
@@ -65,7 +70,7 @@ def unpack(data: bytes) -> Entry:
         and isinstance(body, bytes)
     ):
         raise EntryError("entry with fields of the wrong types")
-    return Entry(fingerprint, float(created_at), status, body, bool(from_stream), usage_requested, origin)
+    return Entry(fingerprint, float(created_at), status, body, bool(from_stream), bool(usage_requested), origin)
 
 
 def _pairs(value: object) -> tuple[tuple[str, str], ...]:
