@@ -128,12 +128,18 @@ def test_a_chat_stream_hit_is_what_the_sdk_made_of_the_original(name: str, fake_
     assert missing == set()
 
 
-def test_azure_filter_results_are_kept_on_the_answer_and_its_replay(fake_provider: RunningFakeProvider) -> None:
+def streamed_once(fake_provider: RunningFakeProvider, fixture: str) -> tuple[openai.OpenAI, dict[str, Any]]:
+    """(a caching client, a request) after one stream of `fixture` went through, read to its end."""
     sdk = client(Cache(), fake_provider)
-    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "filters"}]}
-    fake_provider.stream_next(CHAT_STREAMS["azure content filters"])
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": fixture}]}
+    fake_provider.stream_next(CHAT_STREAMS[fixture])
     for _ in sdk.chat.completions.create(stream=True, **request):
         pass
+    return sdk, request
+
+
+def test_azure_filter_results_are_kept_on_the_answer_and_its_replay(fake_provider: RunningFakeProvider) -> None:
+    sdk, request = streamed_once(fake_provider, "azure content filters")
 
     answer = sdk.chat.completions.with_raw_response.create(**request).parse().to_dict()
 
@@ -149,11 +155,7 @@ def test_azure_filter_results_are_kept_on_the_answer_and_its_replay(fake_provide
 
 
 def test_a_legacy_function_call_is_stored_whole(fake_provider: RunningFakeProvider) -> None:
-    sdk = client(Cache(), fake_provider)
-    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "weather?"}]}
-    fake_provider.stream_next(CHAT_STREAMS["legacy function call"])
-    for _ in sdk.chat.completions.create(stream=True, **request):
-        pass
+    sdk, request = streamed_once(fake_provider, "legacy function call")
 
     call = sdk.chat.completions.create(**request).choices[0].message.function_call
 
