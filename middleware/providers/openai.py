@@ -556,7 +556,7 @@ def _response_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
         pending["completed_at"] = None
     for kind in ("response.created", "response.in_progress"):
         yield {"type": kind, "sequence_number": next(numbers), "response": pending}
-    for index, item in enumerate(final.get("output") or []):
+    for index, item in enumerate(_listed(final.get("output"))):
         for event in _item_events(index, item):
             yield {**event, "sequence_number": next(numbers)}
     yield {"type": "response.completed", "sequence_number": next(numbers), "response": final}
@@ -578,17 +578,17 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         added[_TEXT_FIELD_OF[kind]] = ""
     yield {"type": "response.output_item.added", "output_index": index, "item": added}
     if kind == "message":
-        for part_index, part in enumerate(item.get("content") or []):
+        for part_index, part in enumerate(_listed(item.get("content"))):
             yield from _message_part_events(at, part_index, part)
     elif kind == "reasoning":
-        for summary_index, part in enumerate(item.get("summary") or []):
+        for summary_index, part in enumerate(_listed(item.get("summary"))):
             where = {**at, "summary_index": summary_index}
             text = part.get("text", "")
             yield {"type": "response.reasoning_summary_part.added", **where, "part": {**part, "text": ""}}
             yield {"type": "response.reasoning_summary_text.delta", **where, "delta": text}
             yield {"type": "response.reasoning_summary_text.done", **where, "text": text}
             yield {"type": "response.reasoning_summary_part.done", **where, "part": part}
-        for content_index, part in enumerate(item.get("content") or []):
+        for content_index, part in enumerate(_listed(item.get("content"))):
             where = {**at, "content_index": content_index}
             text = part.get("text", "")
             yield {"type": "response.reasoning_text.delta", **where, "delta": text}
@@ -637,7 +637,7 @@ def _message_part_events(at: dict[str, Any], part_index: int, part: dict[str, An
             empty["logprobs"] = []
         yield {"type": "response.content_part.added", **where, "part": empty}
         yield {"type": "response.output_text.delta", **where, "delta": text, "logprobs": logprobs}
-        for annotation_index, annotation in enumerate(part.get("annotations") or []):
+        for annotation_index, annotation in enumerate(_listed(part.get("annotations"))):
             yield {
                 "type": "response.output_text.annotation.added",
                 **where,
@@ -653,6 +653,11 @@ def _message_part_events(at: dict[str, Any], part_index: int, part: dict[str, An
     else:
         yield {"type": "response.content_part.added", **where, "part": part}
     yield {"type": "response.content_part.done", **where, "part": part}
+
+
+def _listed(value: Any) -> list[Any]:
+    """`value` if it is a list, else an empty one: a replay renders what it can read, never raises."""
+    return value if isinstance(value, list) else []
 
 
 def _choice_extras(choice: dict[str, Any], content: str) -> dict[str, Any]:

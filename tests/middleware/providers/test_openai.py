@@ -555,3 +555,15 @@ def test_a_streamed_response_is_served_again_as_json_through_the_cache() -> None
     assert cached.headers["x-cache"] == "HIT"
     assert cached.parse().output_text == streamed.output_text == "The capital of France is Paris."
     assert calls == ["/v1/responses"]
+
+
+def test_a_responses_replay_renders_what_it_can_read_and_never_raises() -> None:
+    text = {"type": "output_text", "text": "Paris", "annotations": True}  # not a list: nothing to announce
+    final = {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "output": [{"type": "message", "id": "msg_1", "role": "assistant", "content": [text]}],
+    }
+    replay = Responses().render_stream(orjson.dumps(final), view("/v1/responses", {"stream": True}))
+    assert b"response.output_text.delta" in replay and b"annotation.added" not in replay
