@@ -80,3 +80,58 @@ async def test_a_long_system_instruction_from_the_sdk_goes_into_a_cached_content
     bodies = [r.json for r in fake_provider.requests if r.path.endswith(GENERATE)]
     assert [("systemInstruction" in b, "cachedContent" in b) for b in bodies] == [(False, True), (False, True)]
     assert fake_provider.count("/cachedContents") == 1
+
+
+def gemini_stream() -> list[dict[str, Any]]:
+    """A Gemini stream as the API sends it: signed thoughts, answer text over several chunks, a function
+    call, and the last chunk's finish reason, grounding, usage and model version."""
+
+    def chunk(parts: list[dict[str, Any]], **candidate: Any) -> dict[str, Any]:
+        return {"candidates": [{"content": {"role": "model", "parts": parts}, "index": 0, **candidate}]}
+
+    grounding = {
+        "webSearchQueries": ["capital of France"],
+        "groundingChunks": [{"web": {"uri": "https://example.com", "title": "Ex"}}],
+    }
+    usage = {"promptTokenCount": 8, "candidatesTokenCount": 9, "thoughtsTokenCount": 4, "totalTokenCount": 21}
+    return [
+        chunk([{"text": "The user asks ", "thought": True}]),
+        chunk([{"text": "for a capital.", "thought": True, "thoughtSignature": "c2lnLTE="}]),
+        chunk([{"text": "The capital "}]),
+        chunk([{"text": "is Paris."}]),
+        {
+            **chunk(
+                [{"functionCall": {"name": "show_map", "args": {"city": "Paris", "zoom": 12}}}],
+                finishReason="STOP",
+                groundingMetadata=grounding,
+            ),
+            "usageMetadata": usage,
+            "modelVersion": "gemini-2.5-flash",
+            "responseId": "resp-gm-1",
+        },
+    ]
+
+
+def test_a_gemini_stream_hit_reads_in_the_sdk_as_the_original_did(fake_provider: RunningFakeProvider) -> None:
+    client = sync_client(Cache(), fake_provider)
+    fake_provider.stream_next(gemini_stream())
+
+    def read_stream() -> tuple[str, list[Any], Any, Any]:
+        chunks = list(client.models.generate_content_stream(model=MODEL, contents="Capital, with a map?"))
+        answer = "".join(
+            part.text for c in chunks for part in c.candidates[0].content.parts if part.text and not part.thought
+        )
+        calls = [call for c in chunks for call in (c.function_calls or [])]
+        return answer, calls, chunks[-1].usage_metadata, chunks[-1].candidates[0].grounding_metadata
+
+    original = read_stream()
+    replay = read_stream()
+    hit = client.models.generate_content(model=MODEL, contents="Capital, with a map?")
+
+    assert original[0] == "The capital is Paris." and replay == original
+    assert hit.text == original[0] and hit.function_calls == original[1]
+    assert hit.usage_metadata == original[2] and hit.candidates[0].grounding_metadata == original[3]
+    thoughts = [part for part in hit.candidates[0].content.parts if part.thought]
+    assert "".join(part.text for part in thoughts) == "The user asks for a capital."
+    assert thoughts[-1].thought_signature == b"sig-1"
+    assert fake_provider.count(":streamGenerateContent") == 1 and fake_provider.count(GENERATE) == 0
