@@ -23,7 +23,7 @@ from .engine import (
     Recorder,
     Rejection,
     ResponseParts,
-    repeated_headers,
+    read_headers,
 )
 from .native import SideCall
 from .providers import Route
@@ -117,9 +117,7 @@ class _Responder:
             await self.app(scope, _replay(body, False, receive, early), send)
             return
         cache = self.cache
-        raw = scope["headers"]
-        plain = {k.lower(): v for k, v in Headers(raw=raw).items()}
-        repeated = repeated_headers(raw) if len(plain) != len(raw) else ()
+        plain, repeated = read_headers(scope["headers"])
         if self.upstream is not None:
             plain[UPSTREAM_HEADER] = self.upstream + self.path
         query = scope.get("query_string", b"").decode("latin-1")

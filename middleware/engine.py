@@ -22,7 +22,7 @@ import logging
 import sys
 import time
 import zlib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -101,7 +101,9 @@ _HINT_WORDS = (b"cache_control", b"prompt_cache_key", b"prompt_cache_retention",
 
 
 def _upstream_of(headers: Mapping[str, str], endpoint: Endpoint) -> str:
-    return f"{headers.get('host') or ''} {endpoint.name}"
+    """The upstream a refusal is remembered for: the URL the adapter names (transports, gateway, a
+    `CacheMiddleware` given `upstream`), else the request's host and endpoint."""
+    return headers.get(UPSTREAM_HEADER) or f"{headers.get('host') or ''} {endpoint.name}"
 
 
 class Outcome(str, Enum):
@@ -1408,15 +1410,22 @@ def lower_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     return _LowerHeaders(headers)
 
 
-def repeated_headers(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
-    """The (lower-cased) names of headers that appear more than once in `raw`. Adapters call it only
-    when their header dict came out shorter than the raw list, so a normal request pays nothing."""
+def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> tuple[dict[str, str], frozenset[str]]:
+    """(the request headers as a lower-cased dict, the names sent more than once), from the raw
+    latin-1 pairs both adapters hold. Repeats are looked for only when the dict came out shorter than
+    the raw list, so a normal request pays nothing for them."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+    if len(headers) == len(raw):
+        return headers, _NO_REPEATS
     seen: set[str] = set()
     repeated: set[str] = set()
     for name, _ in raw:
         lowered = name.decode("latin-1").lower()
         (repeated if lowered in seen else seen).add(lowered)
-    return frozenset(repeated)
+    return headers, frozenset(repeated)
+
+
+_NO_REPEATS: frozenset[str] = frozenset()
 
 
 def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:

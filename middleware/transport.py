@@ -24,7 +24,7 @@ from .engine import (
     Recorder,
     Rejection,
     ResponseParts,
-    repeated_headers,
+    read_headers,
     upstream_name,
 )
 from .loop_thread import LoopThread
@@ -44,11 +44,6 @@ def _query(request: Any) -> str:
     return query.decode("ascii", "replace") if isinstance(query, bytes) else query
 
 
-def _plain_headers(request: Any) -> dict[str, str]:
-    """Lower-cased header dict: the engine reads several headers, and httpx lookups are costly."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.raw}
-
-
 def _with_body(lib: Any, request: Any, body: bytes) -> Any:
     """A copy of `request` with another body (the `cache` control field removed). Headers are copied as
     bytes: decoded text would be re-encoded as ASCII, and a latin-1 or UTF-8 value would not survive."""
@@ -61,9 +56,7 @@ def _answer(lib: Any, parts: ResponseParts) -> Any:
 
 
 def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
-    raw = request.headers.raw
-    headers = _plain_headers(request)
-    repeated = repeated_headers(raw) if len(headers) != len(raw) else ()
+    headers, repeated = read_headers(request.headers.raw)  # a dict: httpx header lookups are costly
     headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
     return cache.prepare_route(
         route, request.method, request.url.path, _query(request), headers, body, repeated=repeated
@@ -93,7 +86,7 @@ _ENCODING_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfe
 def _side_request(lib: Any, request: Any, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
     """A POST to another path of the same upstream (the engine's side calls, e.g. Gemini cachedContents)."""
     url = request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]  # as `_plain_headers` read them
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]  # as `read_headers` read them
     return lib.Request("POST", url, headers=raw, content=body, extensions=request.extensions)
 
 

@@ -53,24 +53,19 @@ def comparable(value: Any) -> Any:
 
 
 def answer_of(choice: dict[str, Any]) -> dict[str, Any]:
-    """A choice's answer; a stream snapshot's tool calls keep their stream `index`, an answer's don't."""
-    answer = {k: choice.get(k) for k in ("index", "message", "finish_reason", "logprobs")}
-    calls = answer["message"].get("tool_calls")
-    if calls:
-        answer["message"] = {**answer["message"], "tool_calls": [{**c, "index": None} for c in calls]}
-    return answer
+    return {k: choice.get(k) for k in ("index", "message", "finish_reason", "logprobs")}
 
 
-def without_call_indexes(snapshot: dict[str, Any]) -> dict[str, Any]:
-    choices = [{**c, "message": answer_of(c)["message"]} for c in snapshot["choices"]]
-    return {**snapshot, "choices": [{**c, "message": drop_none_index(c["message"])} for c in choices]}
+def as_answer(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A stream snapshot in the form of the answer in one piece: tool calls lose their stream `index`."""
 
+    def message(choice: dict[str, Any]) -> dict[str, Any]:
+        calls = choice["message"].get("tool_calls")
+        if not calls:
+            return choice["message"]
+        return {**choice["message"], "tool_calls": [{k: v for k, v in c.items() if k != "index"} for c in calls]}
 
-def drop_none_index(message: dict[str, Any]) -> dict[str, Any]:
-    calls = message.get("tool_calls")
-    if not calls:
-        return message
-    return {**message, "tool_calls": [{k: v for k, v in c.items() if k != "index"} for c in calls]}
+    return {**snapshot, "choices": [{**choice, "message": message(choice)} for choice in snapshot["choices"]]}
 
 
 def contains(whole: Any, part: Any) -> bool:
@@ -116,12 +111,13 @@ def test_a_chat_stream_hit_is_what_the_sdk_made_of_the_original(name: str, fake_
     assert fake_provider.count("/chat/completions") == 1
     as_json = comparable(hit.parse().to_dict())
     # What the SDK assembles of a choice (message, finish reason, logprobs, usage) is the same three ways.
-    assert [answer_of(choice) for choice in replay["choices"]] == [answer_of(c) for c in original["choices"]]
-    assert [answer_of(choice) for choice in as_json["choices"]] == [answer_of(c) for c in original["choices"]]
+    answers = [answer_of(choice) for choice in as_answer(original)["choices"]]
+    assert [answer_of(choice) for choice in as_answer(replay)["choices"]] == answers
+    assert [answer_of(choice) for choice in as_json["choices"]] == answers
     assert replay.get("usage") == original.get("usage") == as_json.get("usage")
     # Everything else the SDK kept is there too; the cache may hold more where the SDK keeps a field of
     # one event only (Azure's per-choice filter results: the SDK keeps the first event's, the cache all).
-    assert contains(replay, original) and contains(as_json, without_call_indexes(original))
+    assert contains(replay, original) and contains(as_json, as_answer(original))
     # Every field the provider's events carried is in the replay too (`object` differs by design:
     # Azure's filter-only event has an empty one).
     missing = set().union(*map(field_paths, original_events)) - set().union(*map(field_paths, replay_events))
@@ -163,6 +159,42 @@ def test_a_legacy_function_call_is_stored_whole(fake_provider: RunningFakeProvid
     assert (call.name, call.arguments) == ("get_weather", '{"location": "Boston, MA"}')
 
 
+AnthropicBlock = tuple[dict[str, Any], list[dict[str, Any]]]
+"""A content block's `content_block_start` payload and the deltas that follow it."""
+
+
+def anthropic_events(blocks: list[AnthropicBlock], usage: dict[str, Any], stop_reason: str = "end_turn") -> list[Any]:
+    """The Messages stream of `blocks`, event by event, as the API sends it."""
+    message = {
+        "id": "msg_fixture",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 40, "output_tokens": 1, "cache_read_input_tokens": 0},
+    }
+    events: list[Any] = [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+    for index, (start, deltas) in enumerate(blocks):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
+        events += [
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas
+        ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    delta = {"stop_reason": stop_reason, "stop_sequence": None}
+    events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def anthropic_client(fake_provider: RunningFakeProvider) -> anthropic.Anthropic:
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    return anthropic.Anthropic(
+        api_key="sk-ant-fidelity", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+
+
 BIG = 123456789012345678901234567890
 """Beyond 64 bits: a parser that reads it as a float loses its last digits."""
 
@@ -170,44 +202,12 @@ BIG = 123456789012345678901234567890
 def test_integers_beyond_64_bits_in_a_streamed_anthropic_tool_input_are_kept_exactly(
     fake_provider: RunningFakeProvider,
 ) -> None:
-    message = {
-        "id": "msg_big",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-6",
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 1},
-    }
     tool = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}
-    fake_provider.stream_next(
-        [
-            ("message_start", {"type": "message_start", "message": message}),
-            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": tool}),
-            *(
-                (
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "input_json_delta", "partial_json": part},
-                    },
-                )
-                for part in ('{"order_id": 12345678901234', "5678901234567890}")
-            ),
-            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            (
-                "message_delta",
-                {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
-            ),
-            ("message_stop", {"type": "message_stop"}),
-        ]
-    )
-    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
-    client = anthropic.Anthropic(
-        api_key="sk-ant-big", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
-    )
+    deltas = [
+        {"type": "input_json_delta", "partial_json": p} for p in ('{"order_id": 12345678901234', "5678901234567890}")
+    ]
+    fake_provider.stream_next(anthropic_events([(tool, deltas)], {"output_tokens": 9}, "tool_use"))
+    client = anthropic_client(fake_provider)
     request = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": "order?"}]}
     with client.messages.stream(**request) as stream:
         original = stream.get_final_message()
@@ -309,16 +309,6 @@ def test_a_responses_replay_carries_every_event_of_the_original(fake_provider: R
 def anthropic_stream() -> list[Any]:
     """A Messages stream with every kind of block: thinking (signed), redacted thinking, a server
     web search and its results, text with two citations, and a client tool call."""
-    message = {
-        "id": "msg_all",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-6",
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 40, "output_tokens": 1, "cache_read_input_tokens": 0},
-    }
     results = [{"type": "web_search_result", "url": "https://example.com", "title": "Ex", "encrypted_content": "abc"}]
     citation = {
         "type": "web_search_result_location",
@@ -327,7 +317,7 @@ def anthropic_stream() -> list[Any]:
         "encrypted_index": "e1",
         "cited_text": "Paris is the capital",
     }
-    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
+    blocks: list[AnthropicBlock] = [
         (
             {"type": "thinking", "thinking": "", "signature": ""},
             [
@@ -359,26 +349,12 @@ def anthropic_stream() -> list[Any]:
             ],
         ),
     ]
-    events: list[Any] = [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
-    for index, (start, deltas) in enumerate(blocks):
-        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
-        events += [
-            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas
-        ]
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-    usage = {"output_tokens": 120, "server_tool_use": {"web_search_requests": 1}}
-    delta = {"stop_reason": "tool_use", "stop_sequence": None}
-    events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
-    events.append(("message_stop", {"type": "message_stop"}))
-    return events
+    return anthropic_events(blocks, {"output_tokens": 120, "server_tool_use": {"web_search_requests": 1}}, "tool_use")
 
 
 def test_an_anthropic_stream_hit_is_what_the_sdk_made_of_the_original(fake_provider: RunningFakeProvider) -> None:
     fake_provider.stream_next(anthropic_stream())
-    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
-    client = anthropic.Anthropic(
-        api_key="sk-ant-all", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
-    )
+    client = anthropic_client(fake_provider)
     request = {"model": "claude-sonnet-4-6", "max_tokens": 1024, "messages": [{"role": "user", "content": "Capital?"}]}
     with client.messages.stream(**request) as stream:
         original = comparable(stream.get_final_message().to_dict())
