@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+_LONG_RUN = b"d" * 19
+"""19 digits in a row, as `_NUMBER_MARKS` writes them (a literal search: `re` would be ten times slower)."""
 
 
 def _no_constants(name: str) -> Any:
@@ -30,7 +31,7 @@ def _no_constants(name: str) -> Any:
 def loads(data: bytes | str) -> Any:
     """Parse JSON exactly; raises ValueError (as orjson does) for anything that is not strict JSON."""
     raw = data.encode() if isinstance(data, str) else data
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_RUN not in raw.translate(_NUMBER_MARKS):
         return orjson.loads(raw)
     try:
         return json.loads(raw, parse_constant=_no_constants)
