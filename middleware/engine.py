@@ -238,6 +238,8 @@ class CacheRequest:
     """The body as the caller meant it (without the `cache` field), before any addition of the cache's."""
     hinted: bool = False
     """True when `upstream_body` added prompt-caching hints."""
+    refused: str | None = None
+    """What the upstream's 400 named among the cache's additions, while the request is sent again without it."""
     scope: str = ""
     """The key's scope segment (the semantic context is keyed under it too); empty when not cached."""
     exact: bool = False
@@ -602,15 +604,24 @@ class Cache:
         for addition, words in ((STREAM_USAGE, _USAGE_WORDS), (PROMPT_CACHE_HINTS, _HINT_WORDS)):
             added = request.captured if addition is STREAM_USAGE else request.hinted
             if added and any(word in lowered for word in words):
-                self._refuse(request.headers, request.endpoint, addition)
-                logger.warning(
-                    "upstream %s refused the %s the cache adds; sending without it from now on",
-                    _upstream_of(request.headers, request.endpoint),
-                    addition,
-                )
                 request.captured = request.hinted = False
+                request.refused = addition  # remembered once the request succeeds without it (`refused`)
                 return request.caller_body
         return None
+
+    def refused(self, request: CacheRequest, status: int) -> None:
+        """The answer to a request sent again without what the upstream named in its 400: a success
+        proves the addition was the problem, so it is not added for this upstream again. (Remembered
+        only then: a caller whose own malformed field the upstream names cannot switch it off for all.)"""
+        addition, request.refused = request.refused, None
+        if addition is None or not 200 <= status < 300:
+            return
+        self._refuse(request.headers, request.endpoint, addition)
+        logger.warning(
+            "upstream %s refused the %s the cache adds; sending without it from now on",
+            _upstream_of(request.headers, request.endpoint),
+            addition,
+        )
 
     def _accepts(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> bool:
         refused = self._refusals.get(_upstream_of(headers, endpoint))
@@ -1164,6 +1175,8 @@ class Recorder:
     def start(self, status: int, headers: Mapping[str, str]) -> None:
         """Called with the upstream status and headers, before any body chunk."""
         request = self._request
+        if request.refused is not None:
+            self._cache.refused(request, status)
         if (
             request.captured
             and 200 <= status < 300

@@ -91,6 +91,24 @@ def test_a_request_the_upstream_refuses_for_itself_is_relayed_once(fake_provider
     assert fake_provider.count(CHAT) == 1
 
 
+def test_a_caller_cannot_switch_an_addition_off_for_everyone(fake_provider: RunningFakeProvider) -> None:
+    """A 400 about the caller's own field inside `stream_options` names `stream_options`: the request is
+    sent again as written, is refused again, and the refusal is not remembered for the upstream."""
+    fake_provider.refuse_field("chunk_size", named_as="stream_options.chunk_size")
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = openai.OpenAI(
+        api_key="sk-mallory", base_url=fake_provider.openai_base_url, http_client=http_client, max_retries=0
+    )
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=question("Hi"), stream=True, stream_options={"chunk_size": 1}
+        )
+    assert fake_provider.count(CHAT) == 2
+
+    assert streamed_text(client, "What is the capital of Chile?")
+    assert fake_provider.last.json["stream_options"] == {"include_usage": True}  # still added for everyone
+
+
 def test_the_gateway_retries_without_what_the_upstream_refused(fake_provider: RunningFakeProvider) -> None:
     fake_provider.refuse_field("stream_options")
     config = parse_config(

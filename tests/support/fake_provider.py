@@ -187,7 +187,7 @@ class FakeProvider:
         self._failures: list[_Failure] = []
         self._cut_after: int | None = None
         self._scripted: list[list[bytes]] = []
-        self._unknown_fields: set[str] = set()
+        self._unknown_fields: dict[str, str] = {}
         self._gzip_streams = False
         self._break: _Break | None = None
         self._delay = 0.0
@@ -274,11 +274,12 @@ class FakeProvider:
         with self._lock:
             self._gzip_streams = True
 
-    def refuse_field(self, name: str) -> None:
+    def refuse_field(self, name: str, named_as: str | None = None) -> None:
         """From now on (until reset), a JSON body with `name` anywhere in it is refused with a 400 naming
-        it, as servers that do not know a parameter answer (older Azure api-versions, compatible servers)."""
+        it (or `named_as`, e.g. its path), as servers that do not know a parameter answer (older Azure
+        api-versions, compatible servers)."""
         with self._lock:
-            self._unknown_fields.add(name)
+            self._unknown_fields[name] = named_as or name
 
     def cut_stream_after(self, n_events: int) -> None:
         """The next streamed response drops the connection after `n_events`, without its end."""
@@ -366,7 +367,7 @@ class FakeProvider:
             self._in_flight += 1
             self._changed.notify_all()
             failure = self._failures.pop(0) if self._failures else None
-            unknown = next((f for f in sorted(self._unknown_fields) if _mentions(body, f)), None)
+            unknown = next((shown for f, shown in sorted(self._unknown_fields.items()) if _mentions(body, f)), None)
             scripted = self._scripted.pop(0) if self._scripted and failure is None and unknown is None else None
             broken, self._break = self._break, None
             held = self._held
