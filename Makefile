@@ -31,7 +31,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy middleware router
+	$(BIN)/mypy llm_cache
 
 bench: install
 	$(BIN)/python benchmarks/hit_path.py

@@ -72,8 +72,8 @@ def build_app(kind: str, upstream: str | None) -> Any:
 
         return Starlette(routes=[Route(PATH, chat, methods=["POST"])])
 
-    from middleware.config import GatewayConfig
-    from middleware.gateway import create_gateway
+    from llm_cache.middleware.config import GatewayConfig
+    from llm_cache.middleware.gateway import create_gateway
 
     config = GatewayConfig.model_validate(
         {

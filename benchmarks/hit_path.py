@@ -35,10 +35,10 @@ from typing import Any
 import httpx2
 import orjson
 
-from middleware import AsyncCachingTransport, Cache
-from middleware.stores import MemoryStore
-from middleware.stores.base import Store
-from middleware.telemetry import Telemetry
+from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware.stores import MemoryStore
+from llm_cache.middleware.stores.base import Store
+from llm_cache.middleware.telemetry import Telemetry
 
 RESPONSE = orjson.dumps(
     {
@@ -140,7 +140,7 @@ async def client_rows(n: int, telemetry: bool) -> list[Row]:
         from opentelemetry.metrics import NoOpMeterProvider
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-        from middleware.telemetry import sdk_telemetry
+        from llm_cache.middleware.telemetry import sdk_telemetry
 
         one_in_ten = ParentBased(TraceIdRatioBased(0.1))
         tracing_only = Telemetry(tracer_provider=dropping_tracer_provider(), meter_provider=NoOpMeterProvider())
@@ -185,7 +185,7 @@ async def sdk_share(n: int) -> list[tuple[str, float]]:
     from opentelemetry.sdk.metrics._internal.instrument import _Histogram
     from opentelemetry.sdk.trace import Span, Tracer
 
-    from middleware.telemetry import sdk_telemetry
+    from llm_cache.middleware.telemetry import sdk_telemetry
 
     methods = [(Tracer, "start_span"), (Span, "set_attributes"), (Span, "end"), (_Histogram, "record")]
     spent = dict.fromkeys((f"{owner.__name__.lstrip('_')}.{name}" for owner, name in methods), 0)
@@ -225,7 +225,7 @@ def question(text: str) -> bytes:
 
 
 async def semantic_rows(n: int) -> list[Row]:
-    from middleware.semantic import InProcessIndex, SemanticCache, SentenceTransformerEmbedder
+    from llm_cache.middleware.semantic import InProcessIndex, SemanticCache, SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
     embedder.warm_up()
@@ -321,7 +321,7 @@ async def redis_rows(n: int, port: int) -> tuple[list[Row], list[Row]]:
     """(client rows, store-level rows): Redis and TieredStore hits next to a memory hit; store.get vs raw GET."""
     import redis.asyncio as aioredis
 
-    from middleware.stores import RedisStore, TieredStore
+    from llm_cache.middleware.stores import RedisStore, TieredStore
 
     memory_cache, memory_client = await cached_client(MemoryStore(max_entries=10_000))
     redis_store = RedisStore(host="127.0.0.1", port=port, prefix="bench:")

@@ -4,7 +4,7 @@ and without the guard, using the default embedder (all-MiniLM-L6-v2, local).
     .venv/bin/python benchmarks/semantic_eval.py [--data ../shared/data] [--qqp 5000] [--seed 7]
 
 A pair counts as "served" when its cosine similarity clears the threshold (and, with the guard,
-when `middleware.semantic.agrees` passes); label 1 means the same answer is acceptable. Precision:
+when `llm_cache.middleware.semantic.agrees` passes); label 1 means the same answer is acceptable. Precision:
 of the pairs served, how many should have been (a wrong answer served is the costly error).
 Recall: of the pairs that could have been served, how many were. Two sets (see the data's
 PROVENANCE.md; evaluation only, never shipped):
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from middleware.semantic import SentenceTransformerEmbedder, agrees
+from llm_cache.middleware.semantic import SentenceTransformerEmbedder, agrees
 
 THRESHOLDS = (0.8, 0.85, 0.88, 0.9, 0.92, 0.95)
 

@@ -4,7 +4,7 @@
                                                   [--out docs/img/dashboard.png]
 
 Everything runs in this process on 127.0.0.1, offline: the SIMULATED OpenAI-compatible provider
-(`middleware.simulator`, 50-250 ms per answer), the real gateway (`create_gateway`) on its default
+(`llm_cache.middleware.simulator`, 50-250 ms per answer), the real gateway (`create_gateway`) on its default
 disk store (in a temporary directory), and four client threads replaying a paced, seeded mix of
 hits, misses, streams, refreshes, bypasses and malformed bodies, with a scripted store outage in
 the middle (the store raises like an unreachable Redis, so requests are served upstream with
@@ -46,12 +46,12 @@ from typing import Any
 import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
-from middleware import Cache
-from middleware.background import BackgroundServer
-from middleware.config import default_config, with_upstreams
-from middleware.gateway import create_gateway
-from middleware.simulator import FAQ_ANSWERS, SimulatedProvider
-from middleware.stores import DiskStore
+from llm_cache.middleware import Cache
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import default_config, with_upstreams
+from llm_cache.middleware.gateway import create_gateway
+from llm_cache.middleware.simulator import FAQ_ANSWERS, SimulatedProvider
+from llm_cache.middleware.stores import DiskStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "examples" / "grafana-dashboard.json"

@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve())
         os.environ["LLM_CACHE_UPSTREAMS"] = "\n".join(args.upstream or [])
         uvicorn.run(
-            "middleware.gateway:gateway_from_env",
+            "llm_cache.middleware.gateway:gateway_from_env",
             factory=True,
             host=host,
             port=port,

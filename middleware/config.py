@@ -987,15 +987,15 @@ def _union_member(target: Any, tag: Any) -> type[BaseModel] | None:
 # -- building -------------------------------------------------------------------------------------
 
 _STORE_CLASSES = {
-    "memory": ("middleware.stores.memory", "MemoryStore", None),
-    "disk": ("middleware.stores.disk", "DiskStore", None),
-    "redis": ("middleware.stores.redis", "RedisStore", None),
-    "redis-cluster": ("middleware.stores.redis", "RedisClusterStore", None),
-    "redis-sentinel": ("middleware.stores.redis", "RedisSentinelStore", None),
-    "tiered": ("middleware.stores.tiered", "TieredStore", None),
-    "dual_cache": ("middleware.stores.tiered", "TieredStore", None),
-    "s3": ("middleware.stores.s3", "S3Store", "s3"),
-    "memcached": ("middleware.stores.memcached", "MemcachedStore", "memcached"),
+    "memory": ("llm_cache.middleware.stores.memory", "MemoryStore", None),
+    "disk": ("llm_cache.middleware.stores.disk", "DiskStore", None),
+    "redis": ("llm_cache.middleware.stores.redis", "RedisStore", None),
+    "redis-cluster": ("llm_cache.middleware.stores.redis", "RedisClusterStore", None),
+    "redis-sentinel": ("llm_cache.middleware.stores.redis", "RedisSentinelStore", None),
+    "tiered": ("llm_cache.middleware.stores.tiered", "TieredStore", None),
+    "dual_cache": ("llm_cache.middleware.stores.tiered", "TieredStore", None),
+    "s3": ("llm_cache.middleware.stores.s3", "S3Store", "s3"),
+    "memcached": ("llm_cache.middleware.stores.memcached", "MemcachedStore", "memcached"),
 }
 
 
@@ -1005,7 +1005,7 @@ def store_class(kind: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as error:
         missing = getattr(error, "name", None) or str(error)
-        if missing and missing.startswith("middleware"):
+        if missing and missing.startswith("llm_cache"):
             raise ConfigError(
                 f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not available in this version"
             ) from None

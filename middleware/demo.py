@@ -1,7 +1,7 @@
 """`llm-cache demo`: the gateway on the embedded default store, in front of the SIMULATED provider.
 
-Everything runs in this process on 127.0.0.1: the simulator (`middleware.simulator`), the gateway
-(`middleware.gateway`, disk store in a fresh temporary directory) and three tenants replaying an
+Everything runs in this process on 127.0.0.1: the simulator (`llm_cache.middleware.simulator`), the gateway
+(`llm_cache.middleware.gateway`, disk store in a fresh temporary directory) and three tenants replaying an
 FAQ workload through the real `openai` SDK (plain `httpx2` when the SDK is not installed). The
 report compares misses with hits and prices the avoided calls at list prices. The run fails
 (exit 1) when the gateway misbehaves: a repeat not served from the cache, a hit whose content
@@ -224,7 +224,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def load_pricing() -> dict[str, Any] | None:
     try:
-        text = resources.files("middleware").joinpath("data/pricing.json").read_text(encoding="utf-8")
+        text = resources.files("llm_cache.middleware").joinpath("data/pricing.json").read_text(encoding="utf-8")
     except (FileNotFoundError, OSError):
         return None
     data: dict[str, Any] = json.loads(text)

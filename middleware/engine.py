@@ -66,7 +66,7 @@ from .telemetry import Call, Telemetry
 if TYPE_CHECKING:
     from .semantic import SemanticCache
 
-logger = logging.getLogger("middleware")
+logger = logging.getLogger("llm_cache.middleware")
 
 CACHE_HEADER = "x-cache"
 KEY_HEADER = "x-cache-key"
@@ -340,7 +340,7 @@ class Cache:
     ) -> None:
         self.settings = CacheSettings(**settings)
         self.semantic = semantic
-        """Looks up misses by meaning (`middleware.semantic.SemanticCache`), or None: exact only."""
+        """Looks up misses by meaning (`llm_cache.middleware.semantic.SemanticCache`), or None: exact only."""
         self._background: set[asyncio.Future[None]] = set()
         """Semantic indexing that nobody waits for (answers to refreshes), kept until done."""
         self.store: Store = store if store is not None else MemoryStore()

@@ -49,7 +49,7 @@ from .engine import UPSTREAM_HEADER, Cache
 from .keys import NAMESPACE_PATTERN
 from .stores.base import StoreError
 
-logger = logging.getLogger("middleware.gateway")
+logger = logging.getLogger("llm_cache.middleware.gateway")
 
 __all__ = ["create_gateway", "family_of", "forwarded_path", "gateway_from_env", "upstream_url"]
 
@@ -246,7 +246,7 @@ class _GatewayCollector(Collector):
     """The gateway's own metrics, read at scrape time (no per-request metric work).
 
     The request, store and savings metrics come from the cache's telemetry collector
-    (`middleware.telemetry`), registered next to this one.
+    (`llm_cache.middleware.telemetry`), registered next to this one.
     """
 
     def __init__(self, cache: Cache | None, counters: _Counters) -> None:
@@ -308,7 +308,7 @@ class _Gateway:
         inner: httpx2.AsyncHTTPTransport | None = None
         transport: Any = None
         if self.router is not None:
-            from router import RouterTransport
+            from llm_cache.router import RouterTransport
 
             # The router's attempts share one pooled transport with the gateway's limits.
             inner = httpx2.AsyncHTTPTransport(limits=limits, trust_env=False)
@@ -833,8 +833,8 @@ def build_router(config: GatewayConfig) -> Any:
     """
     if config.model_list is None and config.router is None:
         return None
-    from router import ConfigError as RouterConfigError
-    from router import Router
+    from llm_cache.router import ConfigError as RouterConfigError
+    from llm_cache.router import Router
 
     source: dict[str, Any]
     if config.model_list is not None:

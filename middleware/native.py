@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .providers.auth import GEMINI, AmbiguousCredential
 from .stores.base import Store
 
-logger = logging.getLogger("middleware")
+logger = logging.getLogger("llm_cache.middleware")
 
 MAX_BREAKPOINTS = 4
 """Anthropic refuses a request with more than four `cache_control` breakpoints."""

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .entry import Entry
     from .providers.base import Endpoint, Usage
 
-logger = logging.getLogger("middleware")
+logger = logging.getLogger("llm_cache.middleware")
 
 INSTRUMENTATION = "llm-cache-middleware"
 RESULTS = ("hit", "miss", "refresh", "bypass", "stale", "error")
@@ -108,7 +108,7 @@ class Pricing:
 
 @functools.cache
 def _shipped_pricing() -> dict[str, Any]:
-    data = resources.files("middleware").joinpath("data/pricing.json").read_text(encoding="utf-8")
+    data = resources.files("llm_cache.middleware").joinpath("data/pricing.json").read_text(encoding="utf-8")
     return dict(json.loads(data))
 
 

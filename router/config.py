@@ -86,7 +86,7 @@ UNSUPPORTED_PREFIXES = {
     "predibase",
 }
 
-log = logging.getLogger("router")
+log = logging.getLogger("llm_cache.router")
 
 
 class ConfigError(ValueError):

@@ -1,7 +1,7 @@
 """``Router``: picks a deployment, retries, fails over, cools down.
 
 The decision logic is one sans-I/O generator (``Router._plan``) that yields two kinds of actions,
-``Send`` and ``Sleep``; ``router.transport`` runs it with sync or async I/O. So the sync and async
+``Send`` and ``Sleep``; ``llm_cache.router.transport`` runs it with sync or async I/O. So the sync and async
 paths cannot drift apart, and tests can drive time and randomness.
 """
 
@@ -36,7 +36,7 @@ from .state import DeploymentState
 from .strategies import AffinityMap, PickContext, Step, affinity_key, build
 from .telemetry import Telemetry
 
-log = logging.getLogger("router")
+log = logging.getLogger("llm_cache.router")
 
 #: Set on an answer from a fallback group, naming the group the request asked for.
 FALLBACK_HEADER = "x-router-fallback-from"
@@ -103,7 +103,7 @@ class Router:
     """Routes LLM requests across model groups and deployments.
 
     ``clock``, ``rng`` and the sleep functions are injectable so tests are deterministic;
-    ``strategies`` maps a group name to a custom selection step (see ``router.strategies``).
+    ``strategies`` maps a group name to a custom selection step (see ``llm_cache.router.strategies``).
     """
 
     def __init__(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import middleware
-import middleware.stores
-import router
+import os
+import subprocess
+import sys
+
+import llm_cache.middleware.stores
+from llm_cache import middleware, router
 
 
 def test_middleware_exports() -> None:
@@ -38,7 +41,7 @@ def test_store_exports_cover_every_back_end() -> None:
         "S3Store",
         "MemcachedStore",
     ):
-        assert name in middleware.stores.__all__
+        assert name in llm_cache.middleware.stores.__all__
 
 
 def test_caching_never_imports_routing_and_routing_never_imports_caching() -> None:
@@ -51,3 +54,24 @@ def test_caching_never_imports_routing_and_routing_never_imports_caching() -> No
             text = path.read_text()
             assert f"from {forbidden}" not in text and f"import {forbidden}" not in text, path
     assert router.RouterTransport is not None
+
+
+def test_an_apps_own_middleware_and_router_modules_do_not_shadow_ours(tmp_path):
+    """FastAPI projects often keep a `middleware.py` and a `router.py` beside `main.py`."""
+    (tmp_path / "middleware.py").write_text("MINE = 'middleware'\n")
+    (tmp_path / "router.py").write_text("MINE = 'router'\n")
+    (tmp_path / "main.py").write_text(
+        "import middleware, router\n"
+        "from llm_cache.middleware import CacheMiddleware, AsyncCachingTransport\n"
+        "from llm_cache.router import Router, RouterTransport\n"
+        "assert middleware.MINE == 'middleware' and router.MINE == 'router'\n"
+        "assert CacheMiddleware.__module__.startswith('llm_cache.middleware.')\n"
+        "assert Router.__module__.startswith('llm_cache.router.')\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "main.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -17,7 +17,7 @@ import diskcache
 from .base import StoreError
 
 T = TypeVar("T")
-logger = logging.getLogger("middleware.stores.disk")
+logger = logging.getLogger("llm_cache.middleware.stores.disk")
 
 REOPEN_INTERVAL = 5.0
 """Seconds between attempts to open a cache directory that could not be opened (read-only, missing)."""

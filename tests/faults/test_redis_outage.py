@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from middleware.stores import StoreError
-from middleware.stores.redis import RedisStore
+from llm_cache.middleware.stores import StoreError
+from llm_cache.middleware.stores.redis import RedisStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.gateway_process import GatewayProcess
 from tests.support.load import MixedLoad

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from middleware import KeyRequest
+from llm_cache.middleware import KeyRequest
 
 
 def model_only(request: KeyRequest, default: object) -> str:

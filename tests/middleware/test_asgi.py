@@ -16,7 +16,7 @@ import openai
 import pytest
 from starlette.types import Message
 
-from middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
 from tests.middleware.asgi_apps import Calls, fastapi_app, starlette_app
 
 CHAT = "/v1/chat/completions"
@@ -343,7 +343,7 @@ async def test_a_streaming_response_is_stored_even_when_starlette_cancels_its_ta
     from starlette.responses import StreamingResponse
     from starlette.routing import Route
 
-    from middleware.stores import DiskStore
+    from llm_cache.middleware.stores import DiskStore
 
     calls = 0
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from anthropic import AnthropicBedrock
 
-from middleware import Cache, CachingTransport
-from middleware.providers.auth import BEDROCK
+from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware.providers.auth import BEDROCK
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -130,7 +130,7 @@ def test_a_cut_event_stream_is_not_stored(fake_provider: RunningFakeProvider) ->
 
 
 def test_event_stream_frames_round_trip_whatever_the_chunking() -> None:
-    from middleware.providers.eventstream import EventStreamDecoder, encode_message
+    from llm_cache.middleware.providers.eventstream import EventStreamDecoder, encode_message
 
     frames = encode_message({":event-type": "chunk"}, b'{"bytes":"e30="}') + encode_message({"a": "b"}, b"")
     decoder = EventStreamDecoder()
@@ -140,8 +140,8 @@ def test_event_stream_frames_round_trip_whatever_the_chunking() -> None:
 
 
 def test_a_corrupt_frame_breaks_the_stream_so_nothing_is_stored() -> None:
-    from middleware.providers.bedrock import InvokeModelStream
-    from middleware.providers.eventstream import EventStreamDecoder, EventStreamError
+    from llm_cache.middleware.providers.bedrock import InvokeModelStream
+    from llm_cache.middleware.providers.eventstream import EventStreamDecoder, EventStreamError
 
     final = {
         "id": "msg_1",
@@ -196,7 +196,7 @@ def test_unreadable_frame_headers_leave_the_stream_unstored_without_failing_it()
     import struct
     import zlib
 
-    from middleware.providers.bedrock import InvokeStreamAssembler
+    from llm_cache.middleware.providers.bedrock import InvokeStreamAssembler
 
     header = b"\x02\xff\xfe\x07\x00\x01x"  # a name that is not UTF-8
     prelude = struct.pack(">II", 16 + len(header), len(header))

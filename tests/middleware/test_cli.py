@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from middleware.background import BackgroundServer
-from middleware.cli import build_parser, main
-from middleware.config import parse_config
-from middleware.gateway import create_gateway
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.cli import build_parser, main
+from llm_cache.middleware.config import parse_config
+from llm_cache.middleware.gateway import create_gateway
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from middleware.config import (
+from llm_cache.middleware.config import (
     CacheConfig,
     ConfigError,
     GatewayConfig,
@@ -16,7 +16,7 @@ from middleware.config import (
     load_config,
     parse_config,
 )
-from middleware.stores import DiskStore, MemoryStore, RedisStore, TieredStore
+from llm_cache.middleware.stores import DiskStore, MemoryStore, RedisStore, TieredStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ENV = {"REDIS_PASSWORD": "hunter2", "LLM_CACHE_ADMIN_KEY": "adm-secret"}
@@ -273,7 +273,7 @@ def test_distributed_single_flight_settings_in_the_native_and_guide_dialects() -
 
 def test_build_store_from_mapping_and_missing_class(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(build_store({"type": "memory", "max_entries": 3}), MemoryStore)
-    import middleware.stores.redis as redis_module
+    import llm_cache.middleware.stores.redis as redis_module
 
     monkeypatch.delattr(redis_module, "RedisSentinelStore")
     with pytest.raises(ConfigError, match="redis-sentinel.*not available"):

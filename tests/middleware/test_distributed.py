@@ -20,8 +20,8 @@ import openai
 import pytest
 import redis as syncredis
 
-from middleware import AsyncCachingTransport, Cache, CachingTransport
-from middleware.stores import MemoryStore, RedisClusterStore, RedisStore, TieredStore
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
+from llm_cache.middleware.stores import MemoryStore, RedisClusterStore, RedisStore, TieredStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.support.pod import Pod, first_to
 

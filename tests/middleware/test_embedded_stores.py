@@ -6,7 +6,7 @@ import pytest
 from aiocache import SimpleMemoryCache
 from aiocache.serializers import NullSerializer
 
-from middleware.stores import AiocacheStore, DiskStore, MemoryStore, Store
+from llm_cache.middleware.stores import AiocacheStore, DiskStore, MemoryStore, Store
 
 
 async def test_memory_store_evicts_least_recently_used_by_count() -> None:

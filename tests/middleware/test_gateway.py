@@ -12,11 +12,11 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from middleware import AsyncCachingTransport, Cache
-from middleware.background import BackgroundServer
-from middleware.config import parse_config
-from middleware.gateway import create_gateway, family_of, upstream_url
-from middleware.stores import DiskStore
+from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import parse_config
+from llm_cache.middleware.gateway import create_gateway, family_of, upstream_url
+from llm_cache.middleware.stores import DiskStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.servers import free_port
 

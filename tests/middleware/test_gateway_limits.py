@@ -24,15 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from middleware.background import BackgroundServer
-from middleware.config import ServerConfig
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import ServerConfig
 from tests.middleware.test_gateway import MODEL, Gateway, gateway_factory  # noqa: F401
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.servers import free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
-SERVE = "import sys; from middleware.cli import main; sys.exit(main(sys.argv[1:]))"
+SERVE = "import sys; from llm_cache.middleware.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 # -- a real gateway process -----------------------------------------------------------------------

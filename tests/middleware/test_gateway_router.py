@@ -14,9 +14,9 @@ import openai
 import pytest
 import yaml
 
-from middleware.background import BackgroundServer
-from middleware.config import ConfigError, load_config, parse_config
-from middleware.gateway import create_gateway
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import ConfigError, load_config, parse_config
+from llm_cache.middleware.gateway import create_gateway
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 PUBLIC = "public-model"

@@ -13,7 +13,7 @@ import httpx2
 from google import genai
 from google.genai import types
 
-from middleware import AsyncCachingTransport, Cache, CachingTransport
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 MODEL = "gemini-2.5-flash"

@@ -33,14 +33,14 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport
-from middleware.background import BackgroundServer
-from middleware.config import parse_config
-from middleware.gateway import create_gateway
-from middleware.semantic import InProcessIndex, SemanticCache
-from middleware.semantic.embedders import unit_rows
-from middleware.stores import MemoryStore
-from middleware.telemetry import MAX_MODEL_CHARS
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import parse_config
+from llm_cache.middleware.gateway import create_gateway
+from llm_cache.middleware.semantic import InProcessIndex, SemanticCache
+from llm_cache.middleware.semantic.embedders import unit_rows
+from llm_cache.middleware.stores import MemoryStore
+from llm_cache.middleware.telemetry import MAX_MODEL_CHARS
 from tests.middleware.hostile import (
     DEPTHS,
     LATIN1_HEADER,

@@ -21,12 +21,12 @@ import openai
 import pytest
 from fastapi import FastAPI, Request, Response
 
-from middleware import AsyncCachingTransport, Cache, CacheMiddleware, ScopeRequest
-from middleware.background import BackgroundServer
-from middleware.config import ConfigError, parse_config
-from middleware.gateway import create_gateway
-from middleware.semantic import InProcessIndex, SemanticCache, SentenceTransformerEmbedder
-from middleware.stores import MemoryStore
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, ScopeRequest
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import ConfigError, parse_config
+from llm_cache.middleware.gateway import create_gateway
+from llm_cache.middleware.semantic import InProcessIndex, SemanticCache, SentenceTransformerEmbedder
+from llm_cache.middleware.stores import MemoryStore
 from tests.middleware.test_engine import completion
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
@@ -164,7 +164,7 @@ async def test_anonymous_requests_share_entries_only_when_the_operator_opts_in(
 
 
 def test_the_anonymous_setting_can_be_set_from_a_config_file() -> None:
-    from middleware.config import build_cache
+    from llm_cache.middleware.config import build_cache
 
     config = parse_config({"cache": {"store": {"type": "memory"}, "anonymous": "shared"}})
     assert build_cache(config).settings.anonymous == "shared"
@@ -180,7 +180,7 @@ async def test_a_header_scope_without_its_header_bypasses(layer: str) -> None:
 
 
 async def test_the_bypass_reason_is_logged(layer: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="middleware"):
+    with caplog.at_level(logging.DEBUG, logger="llm_cache.middleware"):
         await twice(layer, Cache(), {})
     assert any("no credential (authorization)" in record.getMessage() for record in caplog.records)
 
@@ -291,7 +291,7 @@ async def test_a_scope_function_that_fails_makes_the_request_bypass(
     layer: str, function: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = Cache(scope=function)
-    with caplog.at_level(logging.WARNING, logger="middleware"):
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware"):
         results, upstream = await twice(layer, cache, {"authorization": "Bearer sk-alice"})
     assert results == ["BYPASS", "BYPASS"] and upstream.calls == 2
     assert cache.stats.bypasses == 2
@@ -316,7 +316,7 @@ async def test_the_middleware_hands_the_asgi_scope_to_the_scope_function() -> No
 
 
 def test_a_scope_function_can_be_named_by_dotted_path_in_a_config_file() -> None:
-    from middleware.config import build_cache
+    from llm_cache.middleware.config import build_cache
 
     config = parse_config(
         {"cache": {"store": {"type": "memory"}, "scope": "tests.middleware.test_isolation:by_user_header"}}
@@ -370,7 +370,7 @@ def builder_that_answers_unicode(request: Any, default: Any) -> str:
 @pytest.mark.parametrize("builder", [builder_that_raises, builder_that_answers_bytes, builder_that_answers_unicode])
 async def test_a_broken_key_builder_fails_open(layer: str, builder: Any, caplog: pytest.LogCaptureFixture) -> None:
     cache = Cache(key_builder=builder)
-    with caplog.at_level(logging.WARNING, logger="middleware"):
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware"):
         results, upstream = await twice(layer, cache, {"authorization": "Bearer sk-alice"})
     assert results == ["BYPASS", "BYPASS"] and upstream.calls == 2
     assert cache.stats.bypasses == 2 and cache.stats.stored == 0

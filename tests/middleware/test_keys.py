@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from middleware import Cache
-from middleware.keys import load_callable
+from llm_cache.middleware import Cache
+from llm_cache.middleware.keys import load_callable
 
 CHAT = "/v1/chat/completions"
 ALICE = {"authorization": "Bearer sk-alice"}
@@ -215,7 +215,7 @@ def test_bodies_a_double_carries_exactly_keep_their_keys() -> None:
 
 
 def test_the_exact_canonical_form_never_equals_the_fast_one() -> None:
-    from middleware.keys import digest_of
+    from llm_cache.middleware.keys import digest_of
 
     form = ("openai", "chat.completions", "m", None, (), {"temperature": 0.5}, frozenset())
     assert digest_of(*form) != digest_of(*form, exact=True)
@@ -248,7 +248,7 @@ _JSON_NUMBER = r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,4})?"
 def test_the_fast_path_is_taken_only_for_numbers_a_double_carries_exactly(token: str) -> None:
     from decimal import Decimal
 
-    from middleware.exact_json import loads_every_number
+    from llm_cache.middleware.exact_json import loads_every_number
 
     value, exact = loads_every_number(f'{{"n":{token}}}'.encode())
     # orjson's doubles (the fast path) and the exact path's doubles must have the token's exact value

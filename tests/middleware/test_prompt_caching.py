@@ -15,10 +15,10 @@ import httpx2
 import openai
 import pytest
 
-from middleware import AsyncCachingTransport, Cache, CachingTransport, PromptCaching
-from middleware.background import BackgroundServer
-from middleware.config import ConfigError, parse_config
-from middleware.gateway import create_gateway
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport, PromptCaching
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import ConfigError, parse_config
+from llm_cache.middleware.gateway import create_gateway
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CLAUDE = "claude-sonnet-4-6"
@@ -378,7 +378,7 @@ async def test_a_prefix_gemini_will_not_cache_is_sent_as_written_and_not_tried_a
 
 
 async def test_pods_sharing_a_store_share_the_cached_content(fake_provider: RunningFakeProvider) -> None:
-    from middleware.stores import MemoryStore
+    from llm_cache.middleware.stores import MemoryStore
 
     shared = MemoryStore()
     one, two = Cache(shared, prompt_caching=CACHED_CONTENTS), Cache(shared, prompt_caching=CACHED_CONTENTS)
@@ -478,7 +478,7 @@ async def test_concurrent_first_requests_share_one_creation(fake_provider: Runni
 
 
 async def test_a_malformed_record_in_the_store_is_ignored(fake_provider: RunningFakeProvider) -> None:
-    from middleware.stores import MemoryStore
+    from llm_cache.middleware.stores import MemoryStore
 
     store = MemoryStore()
     cache = Cache(store, prompt_caching=CACHED_CONTENTS)

@@ -15,10 +15,10 @@ import httpx2
 import openai
 import pytest
 
-from middleware import AsyncCachingTransport, Cache, CachingTransport
-from middleware.background import BackgroundServer
-from middleware.config import parse_config
-from middleware.gateway import create_gateway
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import parse_config
+from llm_cache.middleware.gateway import create_gateway
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CHAT = "/chat/completions"

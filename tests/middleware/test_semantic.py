@@ -16,10 +16,10 @@ import numpy as np
 import openai
 import pytest
 
-from middleware import AsyncCachingTransport, Cache, CacheMiddleware
-from middleware.semantic import InProcessIndex, RedisVectorIndex, SemanticCache, SentenceTransformerEmbedder
-from middleware.stores import RedisStore
-from middleware.telemetry import Telemetry
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from llm_cache.middleware.semantic import InProcessIndex, RedisVectorIndex, SemanticCache, SentenceTransformerEmbedder
+from llm_cache.middleware.stores import RedisStore
+from llm_cache.middleware.telemetry import Telemetry
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CHAT = "/chat/completions"
@@ -348,7 +348,7 @@ async def test_the_middleware_serves_semantic_hits_too(embedder: SentenceTransfo
     ],
 )
 def test_the_guard_lets_paraphrases_through(a: str, b: str) -> None:
-    from middleware.semantic import agrees
+    from llm_cache.middleware.semantic import agrees
 
     assert agrees(a, b)
 
@@ -375,7 +375,7 @@ def test_the_guard_lets_paraphrases_through(a: str, b: str) -> None:
     ],
 )
 def test_the_guard_vetoes_a_changed_fact(a: str, b: str, what: str) -> None:
-    from middleware.semantic import agrees
+    from llm_cache.middleware.semantic import agrees
 
     assert not agrees(a, b), what
 
@@ -405,9 +405,9 @@ async def test_in_process_index_keeps_contexts_apart_expires_rows_and_evicts_the
 
 
 def test_the_gateway_builds_the_semantic_cache_from_its_config(fake_provider: RunningFakeProvider) -> None:
-    from middleware.background import BackgroundServer
-    from middleware.config import parse_config
-    from middleware.gateway import create_gateway
+    from llm_cache.middleware.background import BackgroundServer
+    from llm_cache.middleware.config import parse_config
+    from llm_cache.middleware.gateway import create_gateway
 
     config = parse_config(
         {

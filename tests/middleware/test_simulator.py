@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx2
 
-from middleware.simulator import SimulatedProvider
+from llm_cache.middleware.simulator import SimulatedProvider
 
 SYSTEM = {"role": "system", "content": "You are the support assistant of an online shop. Answer briefly."}
 

@@ -16,7 +16,7 @@ import openai
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from middleware import Cache, CachingTransport
+from llm_cache.middleware import Cache, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stream_fixtures import CHAT_STREAMS
 

@@ -24,9 +24,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from middleware import AsyncCachingTransport, Cache, CachingTransport
-from middleware.stores import DiskStore, MemoryStore, TieredStore
-from middleware.telemetry import Pricing, Telemetry
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
+from llm_cache.middleware.stores import DiskStore, MemoryStore, TieredStore
+from llm_cache.middleware.telemetry import Pricing, Telemetry
 from tests.support.stores import DeadStore
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -413,7 +413,7 @@ async def test_usage_normalised_on_miss_and_hit(recorded: Recorded, case: str) -
 
 
 def test_provider_names_follow_the_semantic_conventions() -> None:
-    from middleware.telemetry import provider_name
+    from llm_cache.middleware.telemetry import provider_name
 
     assert provider_name("openai", "/v1/chat/completions", None) == "openai"
     assert provider_name("openai", "/openai/deployments/gpt4o/chat/completions", "gpt4o") == "azure.ai.openai"
@@ -437,7 +437,7 @@ async def test_store_failure_is_an_error_span_and_the_request_succeeds(
     cache = Cache(store=DeadStore(), telemetry=recorded.telemetry)
     upstream = Upstream()
     client = async_openai(cache, upstream)
-    with caplog.at_level(logging.WARNING, logger="middleware"):
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware"):
         answers = [await ask(client) for _ in range(3)]
     assert [a.parse().choices[0].message.content for a in answers] == ["Paris."] * 3
     assert upstream.calls == 3
@@ -467,13 +467,13 @@ async def test_store_failure_is_an_error_span_and_the_request_succeeds(
 
 def test_warning_rate_limit_reports_suppressed_count(caplog: pytest.LogCaptureFixture) -> None:
     telemetry = Telemetry(warning_interval=0.0)
-    with caplog.at_level(logging.WARNING, logger="middleware"):
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware"):
         telemetry.store_error("get", ConnectionError("x"))
         telemetry.store_error("get", ConnectionError("x"))
     assert len(caplog.records) == 2
     telemetry = Telemetry(warning_interval=3600)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="middleware"):
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware"):
         for _ in range(5):
             telemetry.store_error("set", TimeoutError())
     assert len(caplog.records) == 1
@@ -483,7 +483,7 @@ def test_warning_rate_limit_reports_suppressed_count(caplog: pytest.LogCaptureFi
 async def test_debug_log_line_per_decision_without_prompt_or_key(caplog: pytest.LogCaptureFixture) -> None:
     cache = Cache(telemetry=Recorded().telemetry)
     client = async_openai(cache, Upstream())
-    with caplog.at_level(logging.DEBUG, logger="middleware"):
+    with caplog.at_level(logging.DEBUG, logger="llm_cache.middleware"):
         await ask(client)
         await ask(client)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CACHE ")]
@@ -787,14 +787,14 @@ async def test_a_sampler_sees_the_genai_attributes_when_the_span_starts() -> Non
 def test_sdk_telemetry_takes_a_sampler() -> None:
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-    from middleware.telemetry import sdk_telemetry
+    from llm_cache.middleware.telemetry import sdk_telemetry
 
     assert sdk_telemetry().tracer.start_span("sampled").is_recording()
     assert not sdk_telemetry(sampler=ALWAYS_OFF).tracer.start_span("unsampled").is_recording()
 
 
 def test_model_label_cardinality_is_capped() -> None:
-    from middleware import telemetry as module
+    from llm_cache.middleware import telemetry as module
 
     t = Telemetry()
     for i in range(module.MAX_MODELS + 10):
@@ -825,7 +825,7 @@ async def test_asgi_middleware_spans_are_internal_with_the_same_attributes(recor
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from middleware.asgi import CacheMiddleware
+    from llm_cache.middleware.asgi import CacheMiddleware
 
     async def completions(request: Request) -> JSONResponse:
         return JSONResponse(chat_completion())

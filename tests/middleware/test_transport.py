@@ -16,7 +16,7 @@ import httpx2
 import openai
 import pytest
 
-from middleware import AsyncCachingTransport, Cache, CachingTransport
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from tests.support.stores import CountingStore, DeadStore
 
 CHAT = "/chat/completions"

@@ -17,7 +17,7 @@ import httpx2
 import orjson
 import pytest
 
-from middleware import Cache, CachingTransport
+from llm_cache.middleware import Cache, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -333,7 +333,7 @@ def test_a_request_that_depends_on_state_the_provider_holds_bypasses_the_cache(
     fake_provider_session: RunningFakeProvider, call: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = Cache()
-    with caplog.at_level(logging.DEBUG, logger="middleware"), client(cache, fake_provider_session) as http:
+    with caplog.at_level(logging.DEBUG, logger="llm_cache.middleware"), client(cache, fake_provider_session) as http:
         answers = [call.send(http) for _ in range(2)]
     assert [a.headers["x-cache"] for a in answers] == ["BYPASS", "BYPASS"]
     assert all(a.status_code == 200 and "x-cache-key" not in a.headers for a in answers)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from router import Router
+from llm_cache.router import Router
 
 from .fakes import FakeProvider, free_port
 

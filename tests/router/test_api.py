@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import router
+from llm_cache import router
 
 
 def test_public_api_is_pinned():
@@ -29,5 +29,10 @@ def test_public_api_is_pinned():
 
 
 def test_router_never_imports_middleware():
-    code = "import sys, router, router.transport, router.core; assert 'middleware' not in sys.modules"
+    code = (
+        "import sys, pkgutil, importlib, llm_cache.router as r\n"
+        "for m in pkgutil.walk_packages(r.__path__, 'llm_cache.router.'): importlib.import_module(m.name)\n"
+        "assert not [n for n in sys.modules if n.split('.')[:2] == ['llm_cache', 'middleware']], sys.modules\n"
+        "assert 'middleware' not in sys.modules and 'router' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -17,8 +17,8 @@ import httpx
 import httpx2
 import pytest
 
-from router import RouterTransport
-from router.core import Send, Sent, Sleep
+from llm_cache.router import RouterTransport
+from llm_cache.router.core import Send, Sent, Sleep
 
 from .conftest import FakeClock, dep
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from router import ConfigError, load_config
+from llm_cache.router import ConfigError, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "litellm_router.yaml"
 ENV = {"AZURE_API_KEY_EU": "eu", "AZURE_API_KEY_CA": "ca", "AZURE_API_KEY_FR": "fr", "ANTHROPIC_API_KEY": "ak"}
@@ -233,9 +233,9 @@ def test_inline_references_in_a_gateway_model_list_reach_the_deployment(fakes, m
     """The gateway passes its router sections through untouched; the router resolves `${VAR}` itself."""
     import httpx2
 
-    from middleware.background import BackgroundServer
-    from middleware.config import parse_config
-    from middleware.gateway import create_gateway
+    from llm_cache.middleware.background import BackgroundServer
+    from llm_cache.middleware.config import parse_config
+    from llm_cache.middleware.gateway import create_gateway
 
     monkeypatch.setenv("ROUTER_TEST_DEPLOYMENT_KEY", "sk-from-env")
     config = parse_config(

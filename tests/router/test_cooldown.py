@@ -7,10 +7,10 @@ import random
 import pytest
 from tenacity import DoAttempt, DoSleep
 
-from router.config import RouterSettings
-from router.cooldown import Breaker
-from router.errors import Failure, Kind, classify_status, parse_retry_after
-from router.retry import AttemptResult, policy, steps
+from llm_cache.router.config import RouterSettings
+from llm_cache.router.cooldown import Breaker
+from llm_cache.router.errors import Failure, Kind, classify_status, parse_retry_after
+from llm_cache.router.retry import AttemptResult, policy, steps
 
 
 class Clock:

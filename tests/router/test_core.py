@@ -8,7 +8,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from router import STREAM_FAILED, RouterTransport
+from llm_cache.router import STREAM_FAILED, RouterTransport
 
 from .conftest import dep
 

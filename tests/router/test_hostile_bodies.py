@@ -18,9 +18,9 @@ import httpx2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import Router, RouterTransport
-from router.core import Send, Sent, Sleep
-from router.errors import read_json
+from llm_cache.router import Router, RouterTransport
+from llm_cache.router.core import Send, Sent, Sleep
+from llm_cache.router.errors import read_json
 
 from .conftest import FakeClock, dep
 

@@ -11,7 +11,7 @@ from collections import Counter
 import httpx2
 import pytest
 
-from router import RouterTransport
+from llm_cache.router import RouterTransport
 
 from .test_config import ENV, EXAMPLE
 

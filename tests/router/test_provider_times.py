@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from router import Router, RouterTransport
-from router.core import Send, Sent, Sleep
-from router.errors import parse_retry_after
+from llm_cache.router import Router, RouterTransport
+from llm_cache.router.core import Send, Sent, Sleep
+from llm_cache.router.errors import parse_retry_after
 
 from .conftest import FakeClock, dep
 
@@ -161,7 +161,7 @@ def test_hostile_retry_after_from_a_real_provider_is_bounded(fakes, make_router,
 
 
 def test_cooldown_max_in_every_config_form():
-    from router import load_config
+    from llm_cache.router import load_config
 
     native = {"groups": {"g": {"deployments": [{"model": "m"}]}}, "settings": {"cooldown_max": 42}}
     litellm = {
@@ -176,7 +176,7 @@ def test_cooldown_max_in_every_config_form():
 @pytest.mark.parametrize("name", ["cooldown_max", "retry_after_max", "cooldown_time", "timeout", "deadline"])
 @pytest.mark.parametrize("value", [math.inf, math.nan, -1.0])
 def test_time_settings_must_be_finite_and_not_negative(name, value):
-    from router import ConfigError, load_config
+    from llm_cache.router import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=name):
         load_config({"groups": {"g": {"deployments": [{"model": "m"}]}}, "settings": {name: value}})

@@ -20,10 +20,10 @@ import httpx2
 import openai
 import pytest
 
-from middleware.background import BackgroundServer
-from middleware.config import parse_config
-from middleware.gateway import create_gateway
-from router import RouterTransport
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import parse_config
+from llm_cache.middleware.gateway import create_gateway
+from llm_cache.router import RouterTransport
 
 from .conftest import dep
 from .fakes import FakeProvider

@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from router import Router
-from router.config import Deployment
-from router.cooldown import Breaker
-from router.state import DeploymentState
-from router.strategies import (
+from llm_cache.router import Router
+from llm_cache.router.config import Deployment
+from llm_cache.router.cooldown import Breaker
+from llm_cache.router.state import DeploymentState
+from llm_cache.router.strategies import (
     AffinityMap,
     PickContext,
     affinity_key,

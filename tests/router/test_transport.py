@@ -8,9 +8,9 @@ import httpx2
 import openai
 import pytest
 
-from router import RouterTransport
-from router.config import Deployment
-from router.rewrite import rewrite_headers, target_url
+from llm_cache.router import RouterTransport
+from llm_cache.router.config import Deployment
+from llm_cache.router.rewrite import rewrite_headers, target_url
 
 from .conftest import dep
 

@@ -7,9 +7,9 @@ import time
 import httpx2
 import pytest
 
-import middleware
-from middleware.stores import MemoryStore
-from router import RouterTransport
+from llm_cache import middleware
+from llm_cache.middleware.stores import MemoryStore
+from llm_cache.router import RouterTransport
 
 from .conftest import dep
 

@@ -60,8 +60,8 @@ async def _main(config: dict[str, Any]) -> None:
     import httpx2
     import openai
 
-    from middleware import AsyncCachingTransport, Cache
-    from middleware.stores.redis import RedisClusterStore, RedisStore
+    from llm_cache.middleware import AsyncCachingTransport, Cache
+    from llm_cache.middleware.stores.redis import RedisClusterStore, RedisStore
 
     store: RedisStore
     if config.get("cluster_nodes"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from middleware.stores import MemoryStore
+from llm_cache.middleware.stores import MemoryStore
 
 
 class DeadStore:

@@ -8,9 +8,9 @@ from typing import Any
 import httpx2
 import orjson
 
-from middleware import Cache, CachingTransport
-from middleware.providers import Endpoint, RequestView, resolve
-from middleware.providers.base import StreamAssembler
+from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware.providers import Endpoint, RequestView, resolve
+from llm_cache.middleware.providers.base import StreamAssembler
 
 
 def splits(data: bytes) -> Iterator[list[bytes]]:

@@ -8,9 +8,9 @@ import anthropic
 import orjson
 import pytest
 
-from middleware.providers import resolve
-from middleware.providers.anthropic import Messages
-from middleware.providers.base import Usage
+from llm_cache.middleware.providers import resolve
+from llm_cache.middleware.providers.anthropic import Messages
+from llm_cache.middleware.providers.base import Usage
 
 from .streams import assemble, replaying, splits, sse, through_cache, view
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from middleware.providers.openai import ChatCompletions, ChatStreamAssembler
-from middleware.providers.sse import encode_event
+from llm_cache.middleware.providers.openai import ChatCompletions, ChatStreamAssembler
+from llm_cache.middleware.providers.sse import encode_event
 
 from .streams import view
 

@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
-from middleware import Cache
-from middleware.providers import resolve
-from middleware.providers.base import Usage
-from middleware.providers.gemini import GenerateContent, JSONArrayDecoder
+from llm_cache.middleware import Cache
+from llm_cache.middleware.providers import resolve
+from llm_cache.middleware.providers.base import Usage
+from llm_cache.middleware.providers.gemini import GenerateContent, JSONArrayDecoder
 
 from .streams import assemble, splits, through_cache, view
 

@@ -8,10 +8,10 @@ import openai
 import orjson
 import pytest
 
-from middleware import Cache
-from middleware.providers import resolve
-from middleware.providers.base import Usage
-from middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
+from llm_cache.middleware import Cache
+from llm_cache.middleware.providers import resolve
+from llm_cache.middleware.providers.base import Usage
+from llm_cache.middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
 
 from .streams import assemble, replaying, splits, sse, through_cache, view
 

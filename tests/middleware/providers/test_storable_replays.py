@@ -10,7 +10,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from middleware.providers import Endpoint, RequestView
+from llm_cache.middleware.providers import Endpoint, RequestView
 
 from .streams import view
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from middleware.stores import MemoryStore
-from middleware.stores.redis import RedisClusterStore, RedisSentinelStore, RedisStore
+from llm_cache.middleware.stores import MemoryStore
+from llm_cache.middleware.stores.redis import RedisClusterStore, RedisSentinelStore, RedisStore
 
 # generous socket timeouts for tests that are not about timeouts: CI machines are shared and slow
 SLACK = {"timeout": 2.0, "connect_timeout": 2.0}
@@ -46,19 +46,19 @@ async def build_store(kind: str, request: pytest.FixtureRequest, prefix: str) ->
         sentinel = request.getfixturevalue("redis_sentinel")
         return RedisSentinelStore(sentinel.service_name, sentinel.sentinels, prefix=prefix, **SLACK)
     if kind == "tiered":
-        from middleware.stores.tiered import TieredStore
+        from llm_cache.middleware.stores.tiered import TieredStore
 
         server = request.getfixturevalue("redis_server")
         store = TieredStore(MemoryStore(), RedisStore(server.url, prefix=prefix, **SLACK), channel=f"{prefix}inval")
         await store.start()
         return store
     if kind == "memcached":
-        from middleware.stores.memcached import MemcachedStore
+        from llm_cache.middleware.stores.memcached import MemcachedStore
 
         server = request.getfixturevalue("memcached_server")
         return MemcachedStore(server.host, server.port, prefix=prefix, timeout=2.0)
     if kind == "s3":
-        from middleware.stores.s3 import S3Store
+        from llm_cache.middleware.stores.s3 import S3Store
 
         server = request.getfixturevalue("s3_server")
         bucket = await s3_bucket(server)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from middleware.stores.base import get_many, set_many
+from llm_cache.middleware.stores.base import get_many, set_many
 
 from .conftest import eventually
 

@@ -1,4 +1,4 @@
-"""`import middleware.stores` works without the optional extras; using one names the extra to install."""
+"""`import llm_cache.middleware.stores` works without the optional extras; using one names the extra to install."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ SCRIPT = """
 import sys
 sys.modules["aiobotocore"] = None  # as if the [s3] extra were not installed
 sys.modules["aiomcache"] = None  # as if the [memcached] extra were not installed
-import middleware.stores as stores
+import llm_cache.middleware.stores as stores
 assert stores.RedisStore and stores.TieredStore
 for name, extra in (("S3Store", "[s3]"), ("MemcachedStore", "[memcached]")):
     try:

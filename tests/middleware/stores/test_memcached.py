@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from middleware import Cache
-from middleware.stores import MemoryStore, StoreError
-from middleware.stores.memcached import MAX_KEY_BYTES, MemcachedStore, safe_key
-from middleware.stores.tiered import TieredStore
+from llm_cache.middleware import Cache
+from llm_cache.middleware.stores import MemoryStore, StoreError
+from llm_cache.middleware.stores.memcached import MAX_KEY_BYTES, MemcachedStore, safe_key
+from llm_cache.middleware.stores.tiered import TieredStore
 
 from .conftest import unique_prefix
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import redis as syncredis
 
-from middleware.stores import StoreError
-from middleware.stores.breaker import CircuitBreaker, CircuitOpenError
-from middleware.stores.redis import RedisClusterStore, RedisSentinelStore, RedisStore, glob_escape
+from llm_cache.middleware.stores import StoreError
+from llm_cache.middleware.stores.breaker import CircuitBreaker, CircuitOpenError
+from llm_cache.middleware.stores.redis import RedisClusterStore, RedisSentinelStore, RedisStore, glob_escape
 
 from .conftest import SLACK, eventually, unique_prefix
 
@@ -243,7 +243,7 @@ async def test_a_hit_is_one_get_command(redis_factory: Any) -> None:
 
 
 async def test_store_serves_the_sync_transports_background_loop(redis_server: Any) -> None:
-    from middleware.loop_thread import LoopThread
+    from llm_cache.middleware.loop_thread import LoopThread
 
     store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
     runner = LoopThread()

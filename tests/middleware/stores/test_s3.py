@@ -8,8 +8,8 @@ from typing import Any
 import boto3
 import pytest
 
-from middleware.stores import StoreError
-from middleware.stores.s3 import EXPIRES, S3Store
+from llm_cache.middleware.stores import StoreError
+from llm_cache.middleware.stores.s3 import EXPIRES, S3Store
 
 from .conftest import s3_bucket, unique_prefix
 

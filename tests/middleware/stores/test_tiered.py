@@ -6,9 +6,9 @@ import asyncio
 import time
 from typing import Any
 
-from middleware.stores import MemoryStore
-from middleware.stores.redis import RedisStore
-from middleware.stores.tiered import TieredStore
+from llm_cache.middleware.stores import MemoryStore
+from llm_cache.middleware.stores.redis import RedisStore
+from llm_cache.middleware.stores.tiered import TieredStore
 
 from .conftest import SLACK, eventually, unique_prefix
 
@@ -200,7 +200,7 @@ async def test_resubscribe_after_outage_empties_l1(redis_factory: Any) -> None:
 
 
 async def test_invalidation_over_cluster_and_sentinel(redis_cluster: Any, redis_sentinel: Any) -> None:
-    from middleware.stores.redis import RedisClusterStore, RedisSentinelStore
+    from llm_cache.middleware.stores.redis import RedisClusterStore, RedisSentinelStore
 
     prefix = unique_prefix()
     makers = [

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from middleware.stores.redis import RedisClusterStore, RedisStore
+from llm_cache.middleware.stores.redis import RedisClusterStore, RedisStore
 
 from .conftest import SLACK, unique_prefix
 
 WRITER = """
 import asyncio, json, sys
-from middleware.stores.redis import RedisClusterStore, RedisStore
+from llm_cache.middleware.stores.redis import RedisClusterStore, RedisStore
 
 async def main(config):
     if config["nodes"]:
