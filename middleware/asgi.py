@@ -15,18 +15,12 @@ from fnmatch import fnmatchcase
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .engine import (
-    UPSTREAM_HEADER,
-    Cache,
-    CacheRequest,
-    Passthrough,
-    Recorder,
-    Rejection,
-    ResponseParts,
-    read_headers,
-)
+from .engine import Cache
+from .headers import read_headers
 from .native import SideCall
 from .providers import Route
+from .recorder import Recorder
+from .types import UPSTREAM_HEADER, CacheRequest, ForwardAsIs, Rejection, ResponseParts
 
 __all__ = ["CacheMiddleware"]
 
@@ -124,7 +118,7 @@ class _Responder:
         prepared = cache.prepare_route(
             self.route, scope["method"], self.path, query, plain, body, repeated=repeated, asgi_scope=scope
         )
-        if isinstance(prepared, Passthrough):
+        if isinstance(prepared, ForwardAsIs):
             await self.app(scope, _replay(body, False, receive, None), _bypassing(send, prepared))
             return
         if isinstance(prepared, Rejection):
@@ -284,7 +278,7 @@ def _replay(body: bytes, more: bool, receive: Receive, early: Message | None) ->
     return replay
 
 
-def _bypassing(send: Send, passthrough: Passthrough) -> Send:
+def _bypassing(send: Send, passthrough: ForwardAsIs) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             name, value = passthrough.header

@@ -31,9 +31,9 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
-    from .engine import CacheRequest, Lookup
     from .entry import Entry
     from .providers.base import Endpoint, Usage
+    from .types import CacheRequest, Lookup
 
 logger = logging.getLogger("llm_cache.middleware")
 

@@ -16,19 +16,18 @@ from typing import Any, ClassVar
 import httpx
 import httpx2
 
-from .engine import (
-    UPSTREAM_HEADER,
-    Cache,
-    CacheRequest,
-    Passthrough,
-    Recorder,
-    Rejection,
-    ResponseParts,
-    read_headers,
-    upstream_name,
-)
+from .engine import Cache
+from .headers import read_headers
 from .loop_thread import LoopThread
 from .providers import Route
+from .recorder import Recorder
+from .types import UPSTREAM_HEADER, CacheRequest, ForwardAsIs, Rejection, ResponseParts
+
+
+def upstream_name(url: Any) -> str:
+    """How an httpx URL names its upstream in `UPSTREAM_HEADER`: `scheme://host:port/path`, no query."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.partition(b'?')[0].decode('ascii')}"
+
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
 
@@ -55,7 +54,7 @@ def _answer(lib: Any, parts: ResponseParts) -> Any:
     return lib.Response(parts.status, headers=parts.headers, content=parts.body)
 
 
-def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
+def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | ForwardAsIs | Rejection:
     headers, repeated = read_headers(request.headers.raw)  # a dict: httpx header lookups are costly
     headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
     return cache.prepare_route(
@@ -63,7 +62,7 @@ def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequ
     )
 
 
-def _bypassed(response: Any, passthrough: Passthrough) -> Any:
+def _bypassed(response: Any, passthrough: ForwardAsIs) -> Any:
     name, value = passthrough.header
     response.headers[name] = value
     return response
@@ -204,7 +203,7 @@ class AsyncCachingTransport(_Intercepting):
             return await inner.handle_async_request(request)
         body = await request.aread()
         prepared = _prepare(cache, route, request, body)
-        if isinstance(prepared, Passthrough):
+        if isinstance(prepared, ForwardAsIs):
             return _bypassed(await inner.handle_async_request(request), prepared)
         if isinstance(prepared, Rejection):
             return _answer(lib, prepared.response())
@@ -278,7 +277,7 @@ class CachingTransport(_Intercepting):
             return inner.handle_request(request)
         body = request.read()
         prepared = _prepare(cache, route, request, body)
-        if isinstance(prepared, Passthrough):
+        if isinstance(prepared, ForwardAsIs):
             return _bypassed(inner.handle_request(request), prepared)
         if isinstance(prepared, Rejection):
             return _answer(lib, prepared.response())
