@@ -1,24 +1,21 @@
 """The cache engine: every caching decision lives here.
 
-The ASGI middleware and the httpx transports are thin adapters around one
-`Cache`. Each intercepted call goes through the same four steps:
+The drivers (the ASGI middleware, the httpx transports) only convert types and perform what the
+engine asks. For each intercepted call they:
 
-1. `prepare()` turns method, path, query, headers and body into a `CacheRequest`
-   (or None for traffic that is not an LLM call, which passes through untouched);
-2. `lookup()` answers HIT, MISS, REFRESH, BYPASS or "only-if-cached and missing",
-   coalescing concurrent identical misses onto one upstream call;
-3. `answer()` gives the status, headers and body of what the cache answers itself
-   (a hit, or the 504 of only-if-cached), or None: the call goes upstream;
-4. on a miss, a `Recorder` watches the upstream response as it streams through
-   and stores it only if it was a complete 2xx JSON response or a stream that
-   reached the provider's terminal event.
+1. `route()` the method and path (None: not an LLM call, it passes through untouched), then
+   `prepare_route()` the body into a `CacheRequest` (or a `ForwardAsIs`, or a `Rejection`);
+2. `hit()`: a straight-line lookup that returns a ready response when the cache has one;
+3. otherwise drive `plan()`, a sans-IO generator that yields the rest of the call as actions
+   (`types.Run`, `types.Forward`, `types.ReadBody`) and returns its end (`types.Answer`,
+   `types.Untouched` or `types.Relay`, whose `Recorder` stores the upstream answer if it may).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -60,12 +57,23 @@ from .types import (
     CACHE_HEADER,
     KEY_HEADER,
     UPSTREAM_HEADER,
+    Abandoned,
+    Action,
+    Answer,
     CacheRequest,
+    End,
+    Forward,
     ForwardAsIs,
     Lookup,
     Outcome,
+    Prepared,
+    ReadBody,
     Rejection,
+    Relay,
+    Reply,
     ResponseParts,
+    Run,
+    Untouched,
     json_headers,
 )
 
@@ -79,6 +87,8 @@ _RAW_KEY_HEADER = KEY_HEADER.encode("latin-1")
 _RAW_MATCH_HEADER = b"x-cache-match"
 """On semantic hits only: `semantic` (with `x-cache-similarity`, the cosine similarity)."""
 _RAW_SIMILARITY_HEADER = b"x-cache-similarity"
+Plan = Generator[Action, Any, End]
+"""What `Cache.plan` returns: a generator of actions, sent their results, returning the call's end."""
 _MEMO_LIMIT = 1024
 """Most distinct request paths whose route a Cache remembers (and credentials whose scope hash it does)."""
 _WARNING_INTERVAL = 60.0
@@ -317,16 +327,11 @@ class Cache:
         else:
             logger.debug("%s", message, exc_info=error)
 
-    @property
-    def rewrites_upstream(self) -> bool:
-        """Whether `upstream_body` can differ from `forward_body` (prompt caching is on)."""
-        return self._prompt_caching is not None
-
     async def upstream_body(self, request: CacheRequest, side_call: SideCall | None = None) -> bytes:
         """The body to send upstream on a miss: `forward_body`, with the provider's prompt-caching
         hints added when `prompt_caching` asks for them (the key was computed before, from the
-        caller's body). `side_call` lets Gemini's cachedContents be created through the adapter's own
-        way upstream. Adapters call it once per upstream call, and `retry_body` on its answer."""
+        caller's body). `side_call` lets Gemini's cachedContents be created through the driver's own
+        way upstream. The plan runs it once per call, and `retry_body` on a refusal."""
         body = request.forward_body
         caching = self._prompt_caching
         if caching is None or not self._accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
@@ -350,12 +355,6 @@ class Cache:
             request.call.prompt_caching(changes)
         request.hinted = any(change != "gemini_cached_content" for change in changes)
         return rewritten
-
-    def holds_refusals(self, request: CacheRequest) -> bool:
-        """Whether the upstream's answer may refuse something the cache added to the request (usage
-        capture, prompt-caching hints, a Gemini cachedContent): if so, adapters check `may_retry`
-        before relaying the answer."""
-        return request.captured or request.hinted or request.cached_content is not None
 
     def may_retry(self, request: CacheRequest, status: int) -> bool:
         """Whether an answer with `status` may refuse something the cache added to the request: if so,
@@ -586,6 +585,60 @@ class Cache:
             lookup.flight = None
         return lookup
 
+    # -- the call: a straight-line hit, then the plan ---------------------------------------------
+
+    def hit(
+        self, request: CacheRequest, kind: Literal["client", "internal"] = "internal"
+    ) -> Coroutine[Any, Any, ResponseParts | None]:
+        """The hit path, one straight line: the call's telemetry begins here, in the caller's context
+        (the sync transport runs the coroutine on the engine's loop), then the coroutine looks the
+        request up and gives the hit's response, or None: drive `plan` for the rest of the call."""
+        if request.call is None:
+            self.begin(request, kind)
+        return self._hit(request)
+
+    async def _hit(self, request: CacheRequest) -> ResponseParts | None:
+        lookup = request.lookup = await self._lookup(request)
+        call = request.call
+        if call is not None:
+            call.decided(lookup)
+        return None if lookup.entry is None else self.answer(request, lookup)
+
+    def plan(self, request: Prepared, side_call: SideCall | None = None) -> Plan:
+        """Everything of an intercepted call after `hit`, as a sans-IO generator: it yields actions
+        (`Run`, `Forward`, `ReadBody`), receives their results and returns how the call ends (`Answer`,
+        `Untouched`, `Relay`). A driver performs the actions and throws into the plan whatever
+        exception performing one raised. `side_call` makes the engine's own calls to the upstream
+        (Gemini cachedContents) on the driver's way there."""
+        if isinstance(request, Rejection):
+            return Answer(request.response())
+        if isinstance(request, ForwardAsIs):
+            return Untouched(request.header)
+        lookup = request.lookup
+        if lookup is None:  # a driver that did not call `hit` first
+            lookup = request.lookup = yield Run(self.lookup(request))
+        parts = self.answer(request, lookup)
+        if parts is not None:
+            return Answer(parts)
+        recorder = Recorder(self, request, lookup)
+        try:
+            body = request.forward_body
+            if self._prompt_caching is not None:  # else the body cannot change: no hop to the engine's loop
+                body = yield Run(self.upstream_body(request, side_call))
+            reply: Reply = yield Forward(body)
+            if self.may_retry(request, reply.status):  # did the upstream refuse what the cache added?
+                reply = yield ReadBody()
+                retry = yield Run(self.retry_body(request, reply.status, reply.body))
+                if retry is not None:
+                    reply = yield Forward(retry)
+        except GeneratorExit:
+            raise
+        except BaseException as error:
+            yield Run(recorder.abort(None if isinstance(error, Abandoned) else error))
+            raise
+        recorder.start(reply.status, reply.headers)
+        return Relay(recorder, reply.status, recorder.forward_headers(reply.raw))
+
     # -- 3. answering -------------------------------------------------------------------------
 
     def answer(self, request: CacheRequest, lookup: Lookup) -> ResponseParts | None:
@@ -638,10 +691,6 @@ class Cache:
     miss_headers = staticmethod(miss_headers)
 
     # -- 4. recording -------------------------------------------------------------------------
-
-    def recorder(self, request: CacheRequest, lookup: Lookup) -> Recorder:
-        """Watches the upstream answer to a miss; always call `finish()` or `abort()` on it."""
-        return Recorder(self, request, lookup)
 
     async def store_entry(self, request: CacheRequest, entry: Entry, ttl: float | None = None) -> bool:
         """Write a recorded answer under the request's key (the Recorder calls it); False if the store failed."""
@@ -719,6 +768,51 @@ class Cache:
     def _store_failed(self, operation: str, error: Exception) -> None:
         self.stats.store_errors += 1
         self.telemetry.store_error(operation, error)  # counted, and logged at most once a minute
+
+
+def advance(plan: Plan, reply: Any, error: BaseException | None) -> Action | End:
+    """The plan's next action, or its end; `error` (what performing the last action raised) is thrown
+    into it instead of a reply."""
+    try:
+        return plan.send(reply) if error is None else plan.throw(error)
+    except StopIteration as stop:
+        end: End = stop.value
+        return end
+
+
+async def drive(plan: Plan, perform: Callable[[Action], Awaitable[Any]]) -> End:
+    """Run `plan` to its end with an async `perform` of its actions."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        step = advance(plan, reply, error)
+        if isinstance(step, _ENDS):
+            return step
+        reply, error = None, None
+        try:
+            reply = await perform(step)
+        except BaseException as failure:
+            error = failure
+
+
+def drive_sync(plan: Plan, perform: Callable[[Action], Any]) -> End:
+    """Run `plan` to its end with a blocking `perform` of its actions (the sync transport): the same
+    loop as `drive`, whose coroutine never suspends here, so it ends on its first step."""
+
+    async def now(action: Action) -> Any:
+        return perform(action)
+
+    loop = drive(plan, now)
+    try:
+        loop.send(None)
+    except StopIteration as stop:
+        end: End = stop.value
+        return end
+    loop.close()
+    raise RuntimeError("a blocking plan suspended")
+
+
+_ENDS = (Answer, Untouched, Relay)
 
 
 def _check_prefixes(store: Store, key_prefix: str) -> None:

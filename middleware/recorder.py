@@ -235,8 +235,8 @@ class Recorder:
         if call is not None:
             call.finished(self._status, entry, stored, self._why, self._request.stream)
 
-    async def abort(self) -> None:
-        """The upstream call or the stream failed: store nothing."""
+    async def abort(self, error: BaseException | None = None) -> None:
+        """The upstream call or the stream failed (`error`, else the exception being handled): store nothing."""
         if self._done:
             return
         self._done = True
@@ -244,7 +244,7 @@ class Recorder:
             self._handle.stats.not_stored += 1
         self._handle.release_waiters(self._lookup, None)
         if self._request.call is not None:
-            self._request.call.failed(sys.exc_info()[1])
+            self._request.call.failed(error if error is not None else sys.exc_info()[1])
         if self._lookup.lock is not None:
             await asyncio.shield(asyncio.ensure_future(self._handle.release_lock(self._request, self._lookup)))
 

@@ -6,7 +6,7 @@ Plain data, shared by the engine, its helpers (single-flight, meaning, recorder)
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -17,6 +17,7 @@ from .providers import Endpoint, RequestView, Route
 
 if TYPE_CHECKING:
     from .native import CachedContent
+    from .recorder import Recorder
     from .singleflight import Flight
     from .telemetry import Call
 
@@ -161,11 +162,92 @@ class Lookup:
     """The embedder or index failed on this miss: its answer is not indexed (no second attempt)."""
 
 
+# -- the plan's actions (what `Cache.plan` yields) and ends (what it returns) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Await this engine coroutine (the sync transport: on the engine's loop); reply with its result."""
+
+    work: Coroutine[Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request upstream with this body; reply with a `Reply` once the answer's head arrives
+    (its body is not read yet)."""
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """Read the whole upstream answer (a small error); reply with a `Reply` that carries its body.
+    The answer is then relayed from those bytes, not from the upstream stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The head of the upstream answer, as the driver tells it to the plan."""
+
+    status: int
+    headers: Mapping[str, str]
+    """Looked up with `.get()`, whatever the case of the names."""
+    raw: list[tuple[str, str]]
+    """Every header pair, in order, as the upstream sent them."""
+    body: bytes = b""
+    """The answer's (decoded) body, in the reply to `ReadBody` only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """End: answer the caller with these parts; nothing goes upstream."""
+
+    parts: ResponseParts
+
+
+@dataclass(frozen=True, slots=True)
+class Untouched:
+    """End: send the caller's request upstream exactly as it came, and add `header` to the answer."""
+
+    header: tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """End: relay the upstream answer (the last `Reply`) with these headers, every body chunk through
+    `recorder.feed` and then `recorder.flush`; `recorder.finish` at its end (or once `recorder.complete`),
+    `recorder.abort` if it fails."""
+
+    recorder: Recorder
+    status: int
+    headers: list[tuple[str, str]]
+
+
+class Abandoned(Exception):
+    """Thrown into a plan by a driver that has no answer to give it (an ASGI app that returned without
+    a response): the plan stores nothing and ends, as for a failure, but records no error."""
+
+
+Action = Run | Forward | ReadBody
+End = Answer | Untouched | Relay
+
+
 def json_headers(body: bytes) -> RawHeaders:
     return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("latin-1"))]
 
 
 __all__ = [
+    "Abandoned",
+    "Action",
+    "Answer",
+    "End",
+    "Forward",
+    "ReadBody",
+    "Relay",
+    "Reply",
+    "Run",
+    "Untouched",
     "CACHE_HEADER",
     "FALLBACK_FROM_HEADER",
     "KEY_HEADER",
