@@ -48,7 +48,7 @@ from .meaning import Meanings
 from .native import SideCall
 from .policy import DEFAULT_POLICY, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
-from .recorder import Recorder, miss_headers
+from .recorder import Recorder
 from .settings import CacheSettings, CacheStats
 from .singleflight import SingleFlight
 from .stores.base import LockingStore, Store, StoreError
@@ -594,8 +594,6 @@ class Cache:
         headers = json_headers(body)
         headers += [(_RAW_CACHE_HEADER, b"MISS"), (_RAW_KEY_HEADER, request.key.encode("latin-1"))]
         return ResponseParts(504, headers, body)
-
-    miss_headers = staticmethod(miss_headers)
 
     # -- 4. recording -------------------------------------------------------------------------
 
