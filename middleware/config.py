@@ -282,7 +282,7 @@ class CacheConfig(_Model):
     @classmethod
     def _engine_rules(cls, value: Any, info: ValidationInfo) -> Any:
         """The engine's own field validators, so a file and `Cache(...)` refuse the same values."""
-        from .engine import CacheSettings
+        from .settings import CacheSettings
 
         try:
             CacheSettings.__pydantic_validator__.validate_assignment(

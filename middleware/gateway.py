@@ -45,9 +45,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .engine import UPSTREAM_HEADER, Cache
+from .engine import Cache
 from .keys import NAMESPACE_PATTERN
 from .stores.base import StoreError
+from .types import UPSTREAM_HEADER
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 

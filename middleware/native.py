@@ -337,7 +337,7 @@ class CachedContents:
     small for the model, a model without explicit caching) is remembered for ten minutes, and the
     request goes out as written; a failure to reach Gemini (or a 429/5xx) is not remembered. A
     rewritten request that Gemini refuses because of the cachedContent is sent again as written,
-    once, by the adapter (`Cache.retry_body`), and the handle is forgotten.
+    once, by the engine's plan (`Additions.retry_body`), and the handle is forgotten.
     """
 
     def __init__(self, settings: GeminiPromptCaching, store: Store, key_prefix: str) -> None:

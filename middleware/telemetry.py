@@ -6,10 +6,9 @@ is recorded until the application installs the SDK. The Prometheus view
 (`Telemetry.prometheus_text()`, `Telemetry.collector`) is fed by the same events
 from plain in-process counters and works with or without the SDK.
 
-The engine owns the only hooks: adapters call `Cache.begin(request, kind)` once per
-intercepted call (optional: `Cache.lookup` begins an INTERNAL call itself), and the
-engine's `lookup`, `hit_response`, `only_if_cached_response` and `Recorder.finish/abort`
-drive the returned `Call` to its end. See docs/observability.md.
+The engine owns the only hooks: `Cache.hit(request, kind)` begins one `Call` per
+intercepted call (`Cache.begin`), and the engine's lookup, `hit_response`,
+`only_if_cached_response` and `Recorder.finish/abort` drive it to its end. See docs/observability.md.
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
-    from .engine import CacheRequest, Lookup
     from .entry import Entry
     from .providers.base import Endpoint, Usage
+    from .types import CacheRequest, Lookup
 
 logger = logging.getLogger("llm_cache.middleware")
 
