@@ -28,6 +28,7 @@ from urllib.parse import quote
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .._wire import UnsetVariable, expand_env
 from .keys import resolve_key_builder
 from .native import PromptCaching
 
@@ -433,8 +434,6 @@ def default_config() -> GatewayConfig:
 # -- loading --------------------------------------------------------------------------------------
 
 _PASSTHROUGH = ("model_list", "router", "router_settings")
-_ENV_WHOLE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
-_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _interpolate(value: Any, env: Mapping[str, str], where: str, path: tuple[Any, ...] = ()) -> Any:
@@ -444,27 +443,14 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str, path: tuple[Any
         return [_interpolate(v, env, where, (*path, i)) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
-    whole = _ENV_WHOLE.match(value.strip())
-    if whole:
-        name = whole.group(1)
-        if name not in env:
-            raise ConfigError(
-                f"{where}: {_dotted(path)}: environment variable {name} is not set (referenced as os.environ/{name})"
-            )
-        return env[name]
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
+    try:
+        return expand_env(value, env)
+    except UnsetVariable as unset:
+        fallback = f"; write ${{{unset.name}:-default}} for a fallback" if unset.reference.startswith("$") else ""
         raise ConfigError(
-            f"{where}: {_dotted(path)}: environment variable {name} is not set "
-            f"(referenced as ${{{name}}}; write ${{{name}:-default}} for a fallback)"
-        )
-
-    return _ENV_INLINE.sub(replace, value)
+            f"{where}: {_dotted(path)}: environment variable {unset.name} is not set "
+            f"(referenced as {unset.reference}{fallback})"
+        ) from None
 
 
 def _dotted(path: tuple[Any, ...]) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any, ClassVar
 
+from ..._wire import AZURE, azure_pattern, suffix_pattern
 from .. import exact_json
-from .auth import AZURE
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -34,20 +34,12 @@ _CACHE_HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention", "safety_
 """Routing and abuse-tracking hints that never change the answer."""
 
 
-def _azure_or_suffix(suffix: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(Azure `/openai/deployments/{d}/<suffix>`, any base path ending in `/<suffix>`)."""
-    escaped = re.escape(suffix)
-    azure = re.compile(r"^(?:/.*)?/openai/deployments/(?P<deployment>[^/]+)/" + escaped + r"/?$")
-    generic = re.compile(r"^(?:/.*)?/" + escaped + r"/?$")
-    return azure, generic
-
-
 class _OpenAIEndpoint(Endpoint):
     family = "openai"
     suffix: ClassVar[str]
 
     def __init__(self) -> None:
-        self._azure, self._generic = _azure_or_suffix(self.suffix)
+        self._azure, self._generic = azure_pattern(self.suffix), suffix_pattern(f"/{self.suffix}")
 
     def match(self, path: str) -> Route | None:
         azure = self._azure.match(path)

@@ -237,3 +237,29 @@ def test_gemini_path_model_and_key_are_rewritten(fakes, make_router):
     seen = c.seen[0]
     assert seen.path == "/v1beta/models/gemini-2.0-flash:generateContent"
     assert seen.query == "" and seen.headers["x-goog-api-key"] == "gk"
+
+
+def test_a_tuned_gemini_model_is_routed_as_gemini_as_the_cache_reads_it(fakes, make_router):
+    """`tunedModels/{m}:generateContent` is a Gemini call (the provider adapter owns it): the router
+    reads the model from the path and picks the deployment that speaks Gemini."""
+    router = make_router(
+        {
+            "groups": {
+                "tuned": {
+                    "deployments": [
+                        {"id": "o", "family": "openai", "model": "m", "api_base": fakes["a"].url, "order": 0},
+                        {"id": "g", "family": "gemini", "model": "m", "api_base": fakes["b"].url, "api_key": "gk"},
+                    ]
+                }
+            },
+            "settings": {"unknown_models": "refuse"},
+        }
+    )
+    with httpx.Client(transport=RouterTransport(router)) as client:
+        resp = client.post(
+            f"{fakes['c'].url}/v1beta/tunedModels/tuned:generateContent",
+            json={"contents": [{"parts": [{"text": "hi"}]}]},
+        )
+    assert resp.status_code == 200 and resp.headers["x-router-deployment"] == "g"
+    assert [f.count for f in (fakes["a"], fakes["b"], fakes["c"])] == [0, 1, 0]
+    assert fakes["b"].seen[0].headers["x-goog-api-key"] == "gk"
