@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -59,7 +59,7 @@ from .native import REFUSALS, CachedContent, CachedContents, PromptCaching, Side
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
-from .stores.base import LockingStore, Store, StoreError
+from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, abilities_of
 from .stores.memory import MemoryStore
 from .telemetry import Call, Telemetry
 
@@ -353,8 +353,8 @@ class Cache:
         self._flights: dict[str, _Flight] = {}
         self._locker: LockingStore | None = None
         """The store, when it can lock keys across pods (checked once here, not per request)."""
-        if self.settings.distributed_lock and isinstance(self.store, LockingStore):
-            self._locker = self.store
+        if self.settings.distributed_lock and abilities_of(self.store).locking:
+            self._locker = cast(LockingStore, self.store)
         prompt_caching = self.settings.prompt_caching
         self._prompt_caching = prompt_caching if prompt_caching.enabled else None
         self._cached_contents = (
@@ -1354,12 +1354,11 @@ class Recorder:
 def _check_prefixes(store: Store, key_prefix: str) -> None:
     """Refuse, when the cache is built, a `key_prefix` whose clears the store could not honour
     (memcached cannot scan keys: it clears only `:`-terminated prefixes of a few segments)."""
-    check = getattr(store, "check_prefix", None)
-    if check is None:
+    if not abilities_of(store).prefix_rules:
         return
     for prefix in (key_prefix, namespace_prefix(key_prefix, DEFAULT_NAMESPACE)):
         try:
-            check(prefix)
+            cast(PrefixRulesStore, store).check_prefix(prefix)
         except StoreError as error:
             raise ValueError(f"key_prefix {key_prefix!r} does not fit the {store.name} store: {error}") from None
 

@@ -7,6 +7,7 @@ from aiocache import SimpleMemoryCache
 from aiocache.serializers import NullSerializer
 
 from llm_cache.middleware.stores import AiocacheStore, DiskStore, MemoryStore, Store
+from tests.support.stores import declared_abilities_match_methods
 
 
 async def test_memory_store_evicts_least_recently_used_by_count() -> None:
@@ -61,6 +62,10 @@ async def store(request: pytest.FixtureRequest, tmp_path) -> Store:  # type: ign
         made = AiocacheStore(SimpleMemoryCache(serializer=NullSerializer()))
     yield made
     await made.close()
+
+
+def test_every_embedded_store_declares_the_abilities_it_has(store: Store) -> None:
+    assert declared_abilities_match_methods(store) == {}
 
 
 async def test_every_embedded_store_keeps_bytes_and_deletes(store: Store) -> None:
