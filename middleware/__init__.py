@@ -3,7 +3,7 @@
 from .asgi import CacheMiddleware
 from .engine import Cache, CacheSettings, CacheStats, Outcome
 from .keys import KeyRequest, ScopeRequest, default_digest
-from .native import PromptCaching
+from .prompt_caching import PromptCaching
 from .transport import AsyncCachingTransport, CachingTransport
 
 __all__ = [

@@ -25,7 +25,7 @@ from .engine import (
     ResponseParts,
     read_headers,
 )
-from .native import SideCall
+from .prompt_caching import SideCall
 from .providers import Route
 
 __all__ = ["CacheMiddleware"]

@@ -55,8 +55,8 @@ from .keys import (
     validate_scope,
     volatile_set,
 )
-from .native import REFUSALS, CachedContent, CachedContents, PromptCaching, SideCall, refused_cached_content
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
+from .prompt_caching import REFUSALS, CachedContent, CachedContents, PromptCaching, SideCall, refused_cached_content
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
 from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, abilities_of

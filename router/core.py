@@ -21,8 +21,8 @@ from typing import Any
 from .._wire import api_of, error_document, model_in_path
 from . import retry as retry_mod
 from . import rewrite
+from .breaker import Breaker
 from .config import ModelGroup, RouterConfig, load_config
-from .cooldown import Breaker
 from .errors import (
     Failure,
     Kind,

@@ -33,10 +33,6 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._data)
 
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
-
     def current_size(self) -> tuple[int, int]:
         """Entries and value bytes held now, expired ones not yet evicted included (read by the size gauges)."""
         with self._lock:

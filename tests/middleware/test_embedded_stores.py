@@ -26,7 +26,7 @@ async def test_memory_store_is_bounded_by_bytes() -> None:
     await store.set("b", b"67890", None)
     await store.set("c", b"x", None)
     assert await store.get("a") is None
-    assert store.size_bytes <= 10 and len(store) == 2
+    assert store.current_size()[1] <= 10 and len(store) == 2
     await store.set("huge", b"x" * 11, None)
     assert await store.get("huge") is None
 
@@ -44,7 +44,7 @@ async def test_memory_store_replacing_a_key_keeps_byte_accounting_exact() -> Non
     store = MemoryStore()
     await store.set("k", b"12345", None)
     await store.set("k", b"12", None)
-    assert store.size_bytes == 2
+    assert store.current_size()[1] == 2
 
 
 def test_memory_store_rejects_nonsense_bounds() -> None:
