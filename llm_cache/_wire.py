@@ -157,6 +157,12 @@ def api_of(path: str) -> Literal["openai", "anthropic", "gemini"]:
     return "openai"
 
 
+def is_azure(path: str) -> bool:
+    """An Azure OpenAI path: a deployment's (`/openai/deployments/{d}/...` under any base path) or
+    its v1 API's (`/openai/v1/...`)."""
+    return path.startswith("/openai/") or _AZURE_API.match(path) is not None
+
+
 def model_in_path(path: str) -> str | None:
     """The model a path names: Gemini's `models/{model}:...` or an Azure deployment."""
     found = _GEMINI_API.match(path) or _AZURE_API.match(path)
@@ -262,6 +268,7 @@ __all__ = [
     "error_document",
     "expand_env",
     "gemini_pattern",
+    "is_azure",
     "model_in_path",
     "suffix_pattern",
 ]

@@ -30,6 +30,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .._wire import is_azure
 from .stores.base import abilities_of
 from .stores.tiered import TieredStore
 
@@ -118,7 +119,7 @@ def _shipped_pricing() -> dict[str, Any]:
 def provider_name(family: str, path: str, route_model: str | None) -> str:
     """`gen_ai.provider.name` as the GenAI semantic conventions spell it."""
     if family == "openai":
-        return "azure.ai.openai" if route_model is not None or path.startswith("/openai/") else "openai"
+        return "azure.ai.openai" if route_model is not None or is_azure(path) else "openai"
     if family == "gemini":
         return "gcp.vertex_ai" if "/publishers/google/" in path else "gcp.gemini"
     if family == "bedrock":

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any, ClassVar
 
-from ..._wire import AZURE, azure_pattern, suffix_pattern
+from ..._wire import AZURE, azure_pattern, is_azure, suffix_pattern
 from .. import exact_json
 from .base import (
     Endpoint,
@@ -46,7 +46,7 @@ class _OpenAIEndpoint(Endpoint):
         if azure:
             return Route(self, model=azure.group("deployment"), auth=AZURE)
         if self._generic.match(path):  # Azure's v1 API is `/openai/v1/...`
-            return Route(self, auth=AZURE) if path.startswith("/openai/") else Route(self)
+            return Route(self, auth=AZURE) if is_azure(path) else Route(self)
         return None
 
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
