@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 Family = Literal["openai", "azure", "anthropic", "gemini", "bedrock"]
 
@@ -110,6 +110,14 @@ AUTH: Mapping[str, Auth] = {
 
 CREDENTIAL_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(name for auth in AUTH.values() for name in auth.headers))
 """Every header any family reads a credential from (lower case)."""
+
+
+def without_query_credential(query: str) -> str:
+    """`query` without the credential a query string may carry (Gemini's `key=`)."""
+    name = GEMINI.query
+    if name is None or f"{name}=" not in query:
+        return query
+    return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != name])
 
 
 def auth_header(family: str, api_key: str) -> tuple[str, str]:
@@ -271,4 +279,5 @@ __all__ = [
     "is_azure",
     "model_in_path",
     "suffix_pattern",
+    "without_query_credential",
 ]

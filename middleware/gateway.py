@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 import httpx2
 import orjson
@@ -44,7 +44,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._wire import CREDENTIAL_HEADERS, api_of, auth_header, error_document
+from .._wire import CREDENTIAL_HEADERS, api_of, auth_header, error_document, without_query_credential
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
 from .engine import UPSTREAM_HEADER, Cache
 from .keys import NAMESPACE_PATTERN
@@ -780,9 +780,7 @@ def _streamed_body(request: Request, headers: list[tuple[str, str]]) -> AsyncIte
 def _without_client_keys(headers: list[tuple[str, str]], query: str) -> tuple[list[tuple[str, str]], str]:
     """The request without the key that authenticated the caller to the gateway."""
     headers = [(k, v) for k, v in headers if k.encode("latin-1") not in _CLIENT_KEY_HEADERS]
-    if "key=" in query:
-        query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
-    return headers, query
+    return headers, without_query_credential(query)
 
 
 def _with_credentials(
@@ -791,9 +789,7 @@ def _with_credentials(
     """Replace the caller's credentials with the configured upstream key."""
     headers = [(k, v) for k, v in headers if k not in CREDENTIAL_HEADERS]
     headers.append(auth_header(family, api_key))
-    if family == "gemini" and "key=" in query:
-        query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
-    return headers, query
+    return headers, without_query_credential(query) if family == "gemini" else query
 
 
 def build_router(config: GatewayConfig) -> Any:

@@ -46,6 +46,11 @@ def test_a_key_is_presented_in_the_header_its_family_reads_first(family: str, he
     assert wire.AUTH[family].credential({name: value}, "") == "K"
 
 
+def test_a_query_credential_is_removed_and_nothing_else() -> None:
+    assert wire.without_query_credential("alt=sse&key=caller&key=other&x=") == "alt=sse&x="
+    assert wire.without_query_credential("alt=sse") == "alt=sse"
+
+
 # -- paths ----------------------------------------------------------------------------------------
 
 PATHS = [
