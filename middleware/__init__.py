@@ -3,7 +3,7 @@
 from .asgi import CacheMiddleware
 from .engine import Cache
 from .keys import KeyRequest, ScopeRequest, default_digest
-from .native import PromptCaching
+from .prompt_caching import PromptCaching
 from .settings import CacheSettings, CacheStats
 from .transport import AsyncCachingTransport, CachingTransport
 from .types import Outcome

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import orjson
 
 from .keys import parse_body
-from .native import REFUSALS, CachedContents, PromptCaching, SideCall, refused_cached_content
+from .prompt_caching import REFUSALS, CachedContents, PromptCaching, SideCall, refused_cached_content
 from .providers import Endpoint
 from .stores.base import Store
 from .types import UPSTREAM_HEADER, CacheRequest

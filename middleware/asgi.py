@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import Cache, Plan, advance
 from .headers import read_headers
-from .native import SideCall
+from .prompt_caching import SideCall
 from .providers import Route
 from .recorder import Recorder
 from .types import (

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -45,13 +45,13 @@ from .keys import (
     volatile_set,
 )
 from .meaning import Meanings
-from .native import SideCall
+from .prompt_caching import SideCall
 from .policy import DEFAULT_POLICY, PolicyError, parse_policy
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
 from .recorder import Recorder
 from .settings import CacheSettings, CacheStats
 from .singleflight import SingleFlight
-from .stores.base import LockingStore, Store, StoreError
+from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, abilities_of
 from .stores.memory import MemoryStore
 from .telemetry import Call, Telemetry
 from .types import (
@@ -121,7 +121,7 @@ class Cache:
         self.endpoints = endpoints
         self.stats = CacheStats()
         self._key_builder: KeyBuilder | None = self.settings.key_builder
-        locker = self.store if self.settings.distributed_lock and isinstance(self.store, LockingStore) else None
+        locker = cast(LockingStore, self.store) if self.settings.distributed_lock and abilities_of(self.store).locking else None
         self._flights = SingleFlight(self.settings, self.stats, locker, self._poll, self._store_failed)
         self._meanings = (
             None
@@ -723,12 +723,11 @@ _ENDS = (Answer, Untouched, Relay)
 def _check_prefixes(store: Store, key_prefix: str) -> None:
     """Refuse, when the cache is built, a `key_prefix` whose clears the store could not honour
     (memcached cannot scan keys: it clears only `:`-terminated prefixes of a few segments)."""
-    check = getattr(store, "check_prefix", None)
-    if check is None:
+    if not abilities_of(store).prefix_rules:
         return
     for prefix in (key_prefix, namespace_prefix(key_prefix, DEFAULT_NAMESPACE)):
         try:
-            check(prefix)
+            cast(PrefixRulesStore, store).check_prefix(prefix)
         except StoreError as error:
             raise ValueError(f"key_prefix {key_prefix!r} does not fit the {store.name} store: {error}") from None
 

@@ -16,7 +16,7 @@ from .policy import Policy
 from .providers import Endpoint, RequestView, Route
 
 if TYPE_CHECKING:
-    from .native import CachedContent
+    from .prompt_caching import CachedContent
     from .recorder import Recorder
     from .singleflight import Flight
     from .telemetry import Call

@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl, quote
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .providers.auth import GEMINI, AmbiguousCredential
+from .._wire import GEMINI, AmbiguousCredential
 from .stores.base import Store
 
 logger = logging.getLogger("llm_cache.middleware")
@@ -299,7 +299,7 @@ _GENERATE = re.compile(
 _PREFIX_FIELDS = ("systemInstruction", "system_instruction", "tools", "toolConfig", "tool_config")
 """What a cachedContent holds; the REST API takes both spellings."""
 _NAMED = ("cachedContent", "cached_content")
-_PASSED_HEADERS = ("authorization", "x-goog-api-key", "x-goog-user-project", "x-goog-api-client", "host")
+_PASSED_HEADERS = (*GEMINI.headers, "x-goog-user-project", "x-goog-api-client", "host")
 _MARGIN = 120.0
 """Seconds before a cachedContent's end at which it is no longer named (a request in flight must not outlive it)."""
 _REMEMBER_REFUSAL = 600.0
