@@ -45,8 +45,8 @@ from .keys import (
     volatile_set,
 )
 from .meaning import Meanings
-from .prompt_caching import SideCall
 from .policy import DEFAULT_POLICY, PolicyError, parse_policy
+from .prompt_caching import SideCall
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
 from .recorder import Recorder
 from .settings import CacheSettings, CacheStats
@@ -121,7 +121,11 @@ class Cache:
         self.endpoints = endpoints
         self.stats = CacheStats()
         self._key_builder: KeyBuilder | None = self.settings.key_builder
-        locker = cast(LockingStore, self.store) if self.settings.distributed_lock and abilities_of(self.store).locking else None
+        locker = (
+            cast(LockingStore, self.store)
+            if self.settings.distributed_lock and abilities_of(self.store).locking
+            else None
+        )
         self._flights = SingleFlight(self.settings, self.stats, locker, self._poll, self._store_failed)
         self._meanings = (
             None
