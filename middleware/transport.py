@@ -27,6 +27,7 @@ from .engine import (
     read_headers,
     upstream_name,
 )
+from .loaded_response import loaded_response
 from .loop_thread import LoopThread
 from .providers import Route
 
@@ -52,7 +53,7 @@ def _with_body(lib: Any, request: Any, body: bytes) -> Any:
 
 
 def _answer(lib: Any, parts: ResponseParts) -> Any:
-    return lib.Response(parts.status, headers=parts.headers, content=parts.body)
+    return loaded_response(lib, parts.status, parts.headers, parts.body)
 
 
 def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
