@@ -57,6 +57,7 @@ from .keys import (
 )
 from .native import REFUSALS, CachedContent, CachedContents, PromptCaching, SideCall, refused_cached_content
 from .policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
+from .prepared_memo import PreparedMemo
 from .providers import DEFAULT_ENDPOINTS, Endpoint, RequestView, Route, StreamAssembler, resolve
 from .providers.base import StreamFilter
 from .stores.base import LockingStore, Store, StoreError
@@ -221,6 +222,7 @@ class CacheRequest:
     query: str
     headers: Mapping[str, str]
     body: dict[str, Any]
+    """The parsed body, read only: calls prepared from the same request share it (`again`)."""
     forward_body: bytes
     """The body to send upstream: the original bytes, or re-encoded without the `cache` field."""
     stream: bool
@@ -255,6 +257,26 @@ class CacheRequest:
 
     def view(self) -> RequestView:
         return RequestView(self.body, self.query, self.route, self.stream)
+
+    def again(self, headers: Mapping[str, str]) -> CacheRequest:
+        """This request as `prepare` made it, for another call with these (equally read) headers."""
+        return CacheRequest(
+            self.route,
+            self.method,
+            self.path,
+            self.query,
+            headers,
+            self.body,
+            self.forward_body,
+            self.stream,
+            self.policy,
+            self.key,
+            self.bypass,
+            self.captured,
+            caller_body=self.caller_body,
+            scope=self.scope,
+            exact=self.exact,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +385,11 @@ class Cache:
             else None
         )
         self._routes: dict[str, Route | None] = {}
+        self._memo: PreparedMemo[CacheRequest] | None = None
+        """Requests prepared before, by what their preparation read (`prepared_memo.py`); not with a
+        scope function or a key builder, the operator's code, which may read anything."""
+        if self._key_builder is None and not callable(self.settings.scope):
+            self._memo = PreparedMemo()
         self._scopes: dict[str, str] = {}
         self._warned_at = -float("inf")
         self._refusals: dict[str, frozenset[str]] = {}
@@ -419,7 +446,22 @@ class Cache:
         into a dict pass it; only credential headers matter). `asgi_scope` is the ASGI scope a scope
         function may read (CacheMiddleware passes it)."""
         try:
-            return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
+            memo = self._memo
+            if memo is None or type(body) is not bytes:  # (a bytearray cannot be a dict key)
+                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
+            identity = (method, path, query, body, repeated if isinstance(repeated, frozenset) else frozenset(repeated))
+            known = memo.find(identity, headers)
+            if known is not None:
+                return known.again(headers)
+            reads = memo.recorder(identity, headers)
+            if reads is None:
+                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
+            prepared = self._prepare(route, method, path, query, reads, body, repeated, asgi_scope)
+            if isinstance(prepared, CacheRequest):
+                prepared.headers = headers
+                if prepared.bypass is None:
+                    memo.add(identity, reads, prepared.again(headers))
+            return prepared
         except Exception as error:  # fail open: a request the engine cannot read goes upstream untouched
             self._warn(f"{type(error).__name__} while preparing a request; forwarding it untouched", error)
             return self._passthrough(route, path, f"the request could not be keyed ({type(error).__name__})")
@@ -628,6 +670,8 @@ class Cache:
         return refused is None or addition not in refused
 
     def _refuse(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> None:
+        if self._memo is not None:
+            self._memo.clear()  # preparations made with the addition (usage capture) are out of date
         upstream = _upstream_of(headers, endpoint)
         if len(self._refusals) >= _MEMO_LIMIT and upstream not in self._refusals:
             self._refusals.clear()
