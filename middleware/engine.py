@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .entry import Entry, EntryError, pack, unpack
+from .entry import Entry, EntryError, EntryMemo, pack
 from .keys import (
     ANONYMOUS,
     DEFAULT_NAMESPACE,
@@ -385,6 +385,7 @@ class Cache:
             else None
         )
         self._routes: dict[str, Route | None] = {}
+        self._entries = EntryMemo()
         self._memo: PreparedMemo[CacheRequest] | None = None
         """Requests prepared before, by what their preparation read (`prepared_memo.py`); not with a
         scope function or a key builder, the operator's code, which may read anything."""
@@ -884,7 +885,7 @@ class Cache:
         if data is None:
             return None
         try:
-            entry = unpack(data)
+            entry = self._entries.unpack(data)
         except EntryError:
             return None
         return entry if entry.fingerprint == key else None
@@ -1002,7 +1003,7 @@ class Cache:
         if data is None:
             return Lookup(Outcome.MISS)
         try:
-            entry = unpack(data)
+            entry = self._entries.unpack(data)
             if entry.fingerprint != key:
                 raise EntryError("fingerprint does not match the request")
         except EntryError as error:
