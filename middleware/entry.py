@@ -88,7 +88,7 @@ class EntryMemo:
     outside the process hands new bytes each read, which costs their hash instead of msgpack. Bounded
     like the engine's other memos (it starts over when full); large entries are decoded each time."""
 
-    def __init__(self, max_entries: int = 1024, max_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, max_entries: int = 1024, max_bytes: int = 4 * 1024 * 1024) -> None:
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._entries: dict[bytes, Entry] = {}

@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 MEMO_ENTRIES = 512
 """Most preparations remembered."""
-MEMO_BYTES = 8 * 1024 * 1024
+MEMO_BYTES = 4 * 1024 * 1024
 """Most request body bytes remembered (each preparation holds its body and the parsed form)."""
 
 _SIGHTINGS = 4 * MEMO_ENTRIES
