@@ -111,19 +111,21 @@ class Additions:
                 return request.caller_body
         return None
 
-    def refused(self, request: CacheRequest, status: int) -> None:
+    def refused(self, request: CacheRequest, status: int) -> bool:
         """The answer to a request sent again without what the upstream named in its 400: a success
         proves the addition was the problem, so it is not added for this upstream again. (Remembered
-        only then: a caller whose own malformed field the upstream names cannot switch it off for all.)"""
+        only then: a caller whose own malformed field the upstream names cannot switch it off for all.)
+        True when a refusal was remembered."""
         addition, request.refused = request.refused, None
         if addition is None or not 200 <= status < 300:
-            return
+            return False
         self._refuse(request.headers, request.endpoint, addition)
         logger.warning(
             "upstream %s refused the %s the cache adds; sending without it from now on",
             _upstream_of(request.headers, request.endpoint),
             addition,
         )
+        return True
 
     def accepts(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> bool:
         refused = self._refusals.get(_upstream_of(headers, endpoint))

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from .additions import STREAM_USAGE, Additions
-from .entry import Entry, EntryError, pack, unpack
+from .entry import Entry, EntryError, EntryMemo, pack
 from .headers import lower_headers
 from .keys import (
     ANONYMOUS,
@@ -46,6 +46,7 @@ from .keys import (
 )
 from .meaning import Meanings
 from .policy import DEFAULT_POLICY, PolicyError, parse_policy
+from .prepared_memo import PreparedMemo
 from .prompt_caching import SideCall
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
 from .recorder import Recorder
@@ -136,6 +137,12 @@ class Cache:
         )
         self._additions = Additions(self.settings.prompt_caching, self.store, self.settings.key_prefix)
         self._routes: dict[str, Route | None] = {}
+        self._entries = EntryMemo()
+        self._memo: PreparedMemo[CacheRequest] | None = None
+        """Requests prepared before, by what their preparation read (`prepared_memo.py`); not with a
+        scope function or a key builder, the operator's code, which may read anything."""
+        if self._key_builder is None and not callable(self.settings.scope):
+            self._memo = PreparedMemo()
         self._scopes: dict[str, str] = {}
         self._warned_at = -float("inf")
         ignored = self.settings.ignored_fields
@@ -190,7 +197,22 @@ class Cache:
         into a dict pass it; only credential headers matter). `asgi_scope` is the ASGI scope a scope
         function may read (CacheMiddleware passes it)."""
         try:
-            return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
+            memo = self._memo
+            if memo is None or type(body) is not bytes:  # (a bytearray cannot be a dict key)
+                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
+            identity = (method, path, query, body, repeated if isinstance(repeated, frozenset) else frozenset(repeated))
+            known = memo.find(identity, headers)
+            if known is not None:
+                return known.again(headers)
+            reads = memo.recorder(identity, headers)
+            if reads is None:
+                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
+            prepared = self._prepare(route, method, path, query, reads, body, repeated, asgi_scope)
+            if isinstance(prepared, CacheRequest):
+                prepared.headers = headers
+                if prepared.bypass is None:
+                    memo.add(identity, reads, prepared.again(headers))
+            return prepared
         except Exception as error:  # fail open: a request the engine cannot read goes upstream untouched
             self._warn(f"{type(error).__name__} while preparing a request; forwarding it untouched", error)
             return self._passthrough(route, path, f"the request could not be keyed ({type(error).__name__})")
@@ -316,7 +338,8 @@ class Cache:
 
     def refused(self, request: CacheRequest, status: int) -> None:
         """The answer to a request sent again without an addition its upstream refused (`Additions.refused`)."""
-        self._additions.refused(request, status)
+        if self._additions.refused(request, status) and self._memo is not None:
+            self._memo.clear()  # preparations made with the addition (usage capture) are out of date
 
     def oversized(self, route: Route, path: str) -> ForwardAsIs:
         """A body over the size limit: counted, and forwarded untouched. Adapters that stop reading
@@ -452,7 +475,7 @@ class Cache:
         if data is None:
             return None
         try:
-            entry = unpack(data)
+            entry = self._entries.unpack(data)
         except EntryError:
             return None
         return entry if entry.fingerprint == key else None
@@ -472,7 +495,7 @@ class Cache:
         if data is None:
             return Lookup(Outcome.MISS)
         try:
-            entry = unpack(data)
+            entry = self._entries.unpack(data)
             if entry.fingerprint != key:
                 raise EntryError("fingerprint does not match the request")
         except EntryError as error:

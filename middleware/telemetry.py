@@ -51,6 +51,7 @@ MAX_MODEL_CHARS = 128
 _KINDS = {"client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL}
 _USAGE_MEMO = 4096
 _SETTLE_AT = 256
+_UNKNOWN = object()
 """Queued counter additions (and durations) a writer lets pile up before folding them in itself."""
 
 
@@ -347,13 +348,12 @@ class Call:
     # the decision -----------------------------------------------------------------------------
 
     def decided(self, lookup: Lookup) -> None:
-        outcome = lookup.outcome.value.lower()
         if lookup.entry is not None:
             self.result, self.match, self.similarity = "hit", lookup.match, lookup.similarity
         elif lookup.store_error:
             self.result = "error"
         else:
-            self.result = outcome
+            self.result = lookup.outcome.value.lower()  # (an enum's value is slow to read: not on hits)
         t = self._t
         if self.result != "hit":  # a hit is counted with what it saved, in one go, when it is served
             t._count_request(self.result, self.provider, self.model, self.match or "none")
@@ -734,8 +734,9 @@ class Telemetry:
         """What a stored body says (usage, response model and id), memoised per entry so hits parse once."""
         memo_key = (entry.fingerprint, entry.created_at)
         memo = self._usage_memo
-        if memo_key in memo:
-            return memo[memo_key]
+        known = memo.get(memo_key, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
         summary = None
         try:
             body = orjson.loads(entry.body)

@@ -65,6 +65,7 @@ class CacheRequest:
     query: str
     headers: Mapping[str, str]
     body: dict[str, Any]
+    """The parsed body, read only: calls prepared from the same request share it (`again`)."""
     forward_body: bytes
     """The body to send upstream: the original bytes, or re-encoded without the `cache` field."""
     stream: bool
@@ -101,6 +102,26 @@ class CacheRequest:
 
     def view(self) -> RequestView:
         return RequestView(self.body, self.query, self.route, self.stream)
+
+    def again(self, headers: Mapping[str, str]) -> CacheRequest:
+        """This request as `prepare` made it, for another call with these (equally read) headers."""
+        return CacheRequest(
+            self.route,
+            self.method,
+            self.path,
+            self.query,
+            headers,
+            self.body,
+            self.forward_body,
+            self.stream,
+            self.policy,
+            self.key,
+            self.bypass,
+            self.captured,
+            caller_body=self.caller_body,
+            scope=self.scope,
+            exact=self.exact,
+        )
 
     def accepts(self, entry: Entry) -> bool:
         """Young enough for the request's max-age, and holding usage if the request would get usage."""
