@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from . import retry as retry_mod
-from . import rewrite
+from . import rewrite, translate
 from .config import ModelGroup, RouterConfig, load_config
 from .cooldown import Breaker
 from .errors import (
@@ -40,6 +40,12 @@ log = logging.getLogger("llm_cache.router")
 
 #: Set on an answer from a fallback group, naming the group the request asked for.
 FALLBACK_HEADER = "x-router-fallback-from"
+
+#: Set on a translated answer when ``drop_params`` dropped fields the deployment cannot honour.
+DROPPED_HEADER = "x-router-dropped-params"
+
+#: Headers describing a body the router replaced by a translation.
+_BODY_HEADERS = frozenset({"content-length", "content-encoding", "content-type", "transfer-encoding"})
 
 #: Request headers that reveal an SDK retrying on top of the router.
 STACKING_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt")
@@ -319,20 +325,29 @@ class Router:
             return stop.value
 
     @staticmethod
-    def _speaks(family: str, api: str) -> bool:
+    def _native(family: str, api: str) -> bool:
         return family == api or (api == "openai" and family == "azure")
 
-    def _candidates(self, name: str, exclude: set[str], api: str) -> list[DeploymentState]:
-        healthy = [st for st in self.states[name] if self._speaks(st.deployment.family, api) and st.breaker.available()]
+    def _translation(self, p: Prepared, family: str) -> translate.Translation | None:
+        """How a ``family`` deployment is spoken to for ``p``: ``None`` natively (or not at all)."""
+        if self._native(family, p.api) or p.doc is None:
+            return None
+        return translate.find(p.api, p.request.url.path, family)
+
+    def _speaks(self, family: str, p: Prepared) -> bool:
+        return self._native(family, p.api) or self._translation(p, family) is not None
+
+    def _candidates(self, name: str, exclude: set[str], p: Prepared) -> list[DeploymentState]:
+        healthy = [st for st in self.states[name] if self._speaks(st.deployment.family, p) and st.breaker.available()]
         fresh = [st for st in healthy if st.id not in exclude]
         return fresh or healthy
 
     def _attempt(
         self, name: str, p: Prepared, failed: set[str], wait: float, deadline: float | None
     ) -> Generator[Send, Any, AttemptResult]:
-        cands = self._candidates(name, failed, p.api)
+        cands = self._candidates(name, failed, p)
         if not cands:
-            speaking = [st for st in self.states[name] if self._speaks(st.deployment.family, p.api)]
+            speaking = [st for st in self.states[name] if self._speaks(st.deployment.family, p)]
             if not speaking:
                 return AttemptResult(None, Failure(Kind.INCOMPATIBLE, 400), fail_over=True)
             retry_in = min(st.breaker.retry_in() for st in speaking)
@@ -346,18 +361,23 @@ class Router:
         )
         st = self.steps[name](cands, ctx)[0]
         dep = st.deployment
+        translation = self._translation(p, dep.family)
+        dropped: list[str] = []
         try:
-            request = self._outgoing(p, dep, deadline)
+            if translation is None:
+                request = self._outgoing(p, dep, deadline)
+            else:
+                request, dropped = self._translated_request(p, dep, deadline, translation)
         except RecursionError:  # the body parsed but cannot be re-encoded with this deployment's model
             message = "The request body nests too deeply for the router to rewrite its model."
-            return AttemptResult(
-                None,
-                Failure(Kind.CLIENT, 400, message=message),
-                response=self._error(p, 400, "router_unreadable_body", message, None),
-            )
+            return self._refused(p, "router_unreadable_body", message)
+        except translate.Unsupported as exc:  # nothing silently lost: refused before anything is sent
+            return self._refused(p, "router_unsupported_params", str(exc))
         p.attempts += 1
         attempt_no = p.attempts
         span = self.telemetry.start_attempt(name, dep.id, attempt_no, wait)
+        if translation is not None:
+            self.telemetry.translated(span, translation.source, translation.target, dropped)
         probe = st.breaker.acquire()
         st.in_flight += 1
         st.record_usage(p.est_tokens)
@@ -373,7 +393,9 @@ class Router:
             raise
         elapsed = self.clock() - started
         result = self._judge(st, sent, probe)
-        others = [c for c in self._candidates(name, failed | {st.id}, p.api) if c.id != st.id]
+        if translation is not None and result.response is not None:
+            result.response = self._translated_response(p, translation, result.response, sent.body, dropped)
+        others = [c for c in self._candidates(name, failed | {st.id}, p) if c.id != st.id]
         result.alternatives = bool(others)
         if result.fail_over and others and result.failure is not None:
             # Retry-After beyond the cap cools this deployment; a sibling can take the retry right away.
@@ -460,14 +482,62 @@ class Router:
         )
         headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
         body = rewrite.rewrite_body(p.body, p.doc, dep)
-        extensions = dict(req.extensions)
+        extensions = self._extensions(p, dep, deadline)
+        return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions)
+
+    def _extensions(self, p: Prepared, dep: Any, deadline: float | None) -> dict[str, Any]:
+        """The caller's request extensions, with this attempt's timeout (the deadline's remainder at most)."""
+        extensions = dict(p.request.extensions)
         timeout = dep.timeout or self.settings.timeout
         if deadline is not None:
             remaining = max(0.001, deadline - self.clock())
             timeout = min(timeout, remaining) if timeout else remaining
         if timeout:
             extensions["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions)
+        return extensions
+
+    def _translated_request(
+        self, p: Prepared, dep: Any, deadline: float | None, translation: translate.Translation
+    ) -> tuple[Any, list[str]]:
+        """The request in ``dep``'s family (raises ``translate.Unsupported``), and the fields it dropped."""
+        assert p.doc is not None  # _translation() answers None without a document
+        drop = dep.drop_params if dep.drop_params is not None else self.settings.drop_params
+        out = translation.request(p.doc, dep.model, p.stream, drop)
+        url = rewrite.target_url(dep, out.path, out.query)
+        headers = rewrite.rewrite_headers(list(p.request.headers.multi_items()), dep)
+        # The caller's family headers (anthropic-version, ...) mean nothing to the target; the body is
+        # read event by event, so it must arrive uncompressed.
+        replaced = {"content-type", "accept-encoding", *out.headers}
+        headers = [(k, v) for k, v in headers if k.lower() not in replaced and not k.lower().startswith("anthropic-")]
+        headers += [("content-type", "application/json"), ("accept-encoding", "identity"), *out.headers.items()]
+        extensions = self._extensions(p, dep, deadline)
+        body = translate.dumps(out.body)
+        return p.lib.Request("POST", url, headers=headers, content=body, extensions=extensions), out.dropped
+
+    def _translated_response(
+        self, p: Prepared, translation: translate.Translation, resp: Any, body: bytes | None, dropped: list[str]
+    ) -> Any:
+        """The target's answer in the caller's format: JSON at once, a stream event by event as it is read."""
+        assert p.doc is not None
+        headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+        if dropped:
+            headers.append((DROPPED_HEADER, ",".join(dropped)))
+        if p.stream and resp.status_code < 400:
+            resp.headers = p.lib.Headers([*headers, ("content-type", "text/event-stream")])
+            resp.stream = translate.TranslatedStream(resp.stream, translation.stream(p.doc))
+            return resp
+        raw = body or b""
+        out = translation.error(resp.status_code, raw) if resp.status_code >= 400 else translation.response(raw, p.doc)
+        headers += [("content-type", "application/json"), ("content-length", str(len(out)))]
+        return p.lib.Response(
+            resp.status_code, headers=headers, stream=p.lib.ByteStream(out), extensions=resp.extensions
+        )
+
+    def _refused(self, p: Prepared, code: str, message: str) -> AttemptResult:
+        """A request the router will not send anywhere: a client error, never retried or failed over."""
+        return AttemptResult(
+            None, Failure(Kind.CLIENT, 400, message=message), response=self._error(p, 400, code, message, None)
+        )
 
     def _final_ok(self, p: Prepared, result: AttemptResult, group: str, requested: str) -> Final:
         resp = result.response
@@ -530,4 +600,15 @@ def _count(value: Any) -> int:
     return max(0, int(value)) if isinstance(value, float) and math.isfinite(value) else 0
 
 
-__all__ = ["FALLBACK_HEADER", "Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]
+__all__ = [
+    "DROPPED_HEADER",
+    "FALLBACK_HEADER",
+    "Final",
+    "Passthrough",
+    "Prepared",
+    "Router",
+    "STACKING_HEADERS",
+    "Send",
+    "Sent",
+    "Sleep",
+]

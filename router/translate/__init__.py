@@ -1,0 +1,40 @@
+"""Cross-family translation: a caller's request served by a deployment of another API family.
+
+Each direction is one module exposing a ``Translation`` (request, answer, stream, error); the
+router looks one up with ``find`` and never translates a request that a deployment speaks natively.
+Pure functions and sans-I/O stream translators; ``TranslatedStream`` adapts the latter to httpx.
+"""
+
+from __future__ import annotations
+
+from . import openai_to_anthropic
+from .base import Outgoing, StreamTranslator, Translation, Unsupported, dumps
+from .stream import TranslatedStream
+
+#: (caller's API, deployment family) -> how to translate. Azure deployments speak OpenAI's chat API.
+TRANSLATIONS: dict[tuple[str, str], Translation] = {
+    ("openai", "anthropic"): openai_to_anthropic.TRANSLATION,
+}
+
+#: The only endpoints translated, per caller API (embeddings, token counting, ... stay native).
+CHAT_PATHS = {"openai": "/chat/completions", "anthropic": "/messages"}
+
+
+def find(api: str, path: str, family: str) -> Translation | None:
+    """The translation for a request of ``api`` at ``path`` to a ``family`` deployment, if there is one."""
+    translation = TRANSLATIONS.get((api, family))
+    if translation is None or not path.rstrip("/").endswith(CHAT_PATHS[api]):
+        return None
+    return translation
+
+
+__all__ = [
+    "Outgoing",
+    "StreamTranslator",
+    "TRANSLATIONS",
+    "TranslatedStream",
+    "Translation",
+    "Unsupported",
+    "dumps",
+    "find",
+]

@@ -1,0 +1,138 @@
+"""What every translator shares: the outgoing request, refusals, and small shape helpers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: Anthropic requires ``max_tokens``; an OpenAI request may leave it out. LiteLLM's default too.
+DEFAULT_MAX_TOKENS = 4096
+
+
+class Unsupported(ValueError):
+    """The target cannot honour these request fields (dotted paths, e.g. ``logprobs``, ``messages[2].name``)."""
+
+    def __init__(self, params: list[str], target: str) -> None:
+        self.params = params
+        self.target = target
+        super().__init__(
+            f"The {target} deployment cannot honour: {', '.join(params)}. "
+            "Remove them, or set drop_params: true to drop them."
+        )
+
+
+class Refusals:
+    """Collects the fields a translation cannot carry; ``check`` raises unless they may be dropped."""
+
+    __slots__ = ("params",)
+
+    def __init__(self) -> None:
+        self.params: list[str] = []
+
+    def add(self, name: str) -> None:
+        self.params.append(name)
+
+    def check(self, drop: bool, target: str) -> list[str]:
+        if self.params and not drop:
+            raise Unsupported(self.params, target)
+        return self.params
+
+
+@dataclass
+class Outgoing:
+    """A translated request: the target's endpoint (``path``), its body, and what was dropped."""
+
+    path: str
+    body: dict[str, Any]
+    dropped: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    query: str = ""
+
+
+class StreamTranslator(Protocol):
+    """Sans-I/O: raw bytes of the target's stream in, bytes of the caller's stream out."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One direction (caller's API -> target family): request, answer, stream and error translators."""
+
+    source: str
+    target: str
+    request: Callable[[dict[str, Any], str, bool, bool], Outgoing]  # (doc, model, stream, drop)
+    response: Callable[[bytes, dict[str, Any]], bytes]  # (target's body, caller's request)
+    stream: Callable[[dict[str, Any]], StreamTranslator]  # (caller's request)
+    error: Callable[[int, bytes], bytes]  # (status, target's error body)
+
+
+def leftovers(doc: Mapping[str, Any], handled: frozenset[str], neutral: Mapping[str, Any], refusals: Refusals) -> None:
+    """Refuse every field not ``handled``, unless null or at its ``neutral`` (no-effect) value."""
+    for key, value in doc.items():
+        if key in handled or value is None:
+            continue
+        if key in neutral and neutral[key] == value:
+            continue
+        refusals.add(key)
+
+
+def split_data_url(url: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,AAAA`` -> (``image/png``, ``AAAA``); ``None`` for anything else."""
+    if not url.startswith("data:"):
+        return None
+    head, sep, data = url[5:].partition(",")
+    if not sep or not head.endswith(";base64"):
+        return None
+    return head[: -len(";base64")] or "application/octet-stream", data
+
+
+def text_of(content: Any) -> str | None:
+    """The text of a string or a list of text parts; ``None`` when any part is not text."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = []
+    for part in content:
+        if not (isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+            return None
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def parse_json(text: Any) -> Any:
+    try:
+        return json.loads(text) if isinstance(text, (str, bytes)) else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def dumps(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def now() -> int:
+    """``created`` for answers from families that do not send one."""
+    return int(time.time())
+
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "Outgoing",
+    "Refusals",
+    "StreamTranslator",
+    "Translation",
+    "Unsupported",
+    "dumps",
+    "leftovers",
+    "now",
+    "parse_json",
+    "split_data_url",
+    "text_of",
+]

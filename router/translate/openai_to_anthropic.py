@@ -1,0 +1,411 @@
+"""OpenAI chat completions served by an Anthropic Messages deployment: request out, answer and stream back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import (
+    DEFAULT_MAX_TOKENS,
+    Outgoing,
+    Refusals,
+    Translation,
+    dumps,
+    leftovers,
+    now,
+    parse_json,
+    split_data_url,
+)
+from .mapping import ANTHROPIC_TO_OPENAI_FINISH, openai_usage_from_anthropic
+from .sse import EventReader, encode
+
+#: ``reasoning_effort`` -> Anthropic ``thinking.budget_tokens`` (LiteLLM's budgets; 1024 is Anthropic's minimum).
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}
+
+HANDLED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "reasoning_effort",
+        "user",
+        "top_k",  # an extra OpenAI-compatible servers take; Anthropic understands it
+        # Hints that change no answer (prompt-cache routing, abuse tracking): not forwarded.
+        "prompt_cache_key",
+        "safety_identifier",
+    }
+)
+#: Fields at these values ask for nothing beyond what every answer is.
+NEUTRAL: Mapping[str, Any] = {"n": 1, "logprobs": False, "store": False, "service_tier": "auto"}
+
+
+# ----------------------------------------------------------------------------- request
+
+
+def request(doc: dict[str, Any], model: str, stream: bool, drop: bool) -> Outgoing:
+    refused = Refusals()
+    leftovers(doc, HANDLED, NEUTRAL, refused)
+    system, messages = _messages(doc.get("messages"), refused)
+    out: dict[str, Any] = {"model": model}
+    if system:
+        out["system"] = system
+    out["messages"] = messages
+    limit = doc.get("max_completion_tokens")
+    limit = doc.get("max_tokens") if limit is None else limit
+    out["max_tokens"] = limit if isinstance(limit, int) and not isinstance(limit, bool) else DEFAULT_MAX_TOKENS
+    temperature = doc.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, (int, float)) and 0 <= temperature <= 1:
+            out["temperature"] = temperature
+        else:
+            refused.add("temperature")  # Anthropic's range is 0..1, OpenAI's 0..2
+    for key in ("top_p", "top_k"):
+        if doc.get(key) is not None:
+            out[key] = doc[key]
+    stop = doc.get("stop")
+    if stop is not None:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if doc.get("tools"):
+        out["tools"] = _tools(doc["tools"], refused)
+    choice = _tool_choice(doc.get("tool_choice"), doc.get("parallel_tool_calls"), refused)
+    if choice is not None:
+        out["tool_choice"] = choice
+    _response_format(doc.get("response_format"), out, refused)
+    _reasoning(doc.get("reasoning_effort"), out, refused)
+    if isinstance(doc.get("user"), str):
+        out["metadata"] = {"user_id": doc["user"]}
+    if stream:
+        out["stream"] = True
+    dropped = refused.check(drop, "anthropic")
+    return Outgoing("/v1/messages", out, dropped, {"anthropic-version": "2023-06-01"})
+
+
+def _messages(messages: Any, refused: Refusals) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages if isinstance(messages, list) else []):
+        where = f"messages[{i}]"
+        if not isinstance(m, Mapping):
+            refused.add(where)
+            continue
+        role = m.get("role")
+        if m.get("name") is not None:
+            refused.add(f"{where}.name")
+        if role in ("system", "developer"):
+            system += _parts(m.get("content"), where, refused)
+        elif role == "user":
+            content = m.get("content")
+            _append(out, "user", content if isinstance(content, str) else _parts(content, where, refused))
+        elif role == "assistant":
+            _append(out, "assistant", _assistant(m, where, refused))
+        elif role == "tool":
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.get("tool_call_id")}
+            content = m.get("content")
+            result["content"] = content if isinstance(content, str) else _parts(content, where, refused)
+            _append(out, "user", [result])
+        else:
+            refused.add(f"{where}.role")
+    return system, out
+
+
+def _append(out: list[dict[str, Any]], role: str, content: str | list[dict[str, Any]]) -> None:
+    """Anthropic alternates roles: consecutive messages of one role (parallel tool results) become one."""
+    if out and out[-1]["role"] == role:
+        last = out[-1]
+        blocks = [{"type": "text", "text": last["content"]}] if isinstance(last["content"], str) else last["content"]
+        last["content"] = blocks + ([{"type": "text", "text": content}] if isinstance(content, str) else content)
+    else:
+        out.append({"role": role, "content": content})
+
+
+def _parts(content: Any, where: str, refused: Refusals) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    blocks = []
+    for j, part in enumerate(content if isinstance(content, list) else []):
+        block = _part(part, f"{where}.content[{j}]", refused)
+        if block is not None:
+            if isinstance(part, Mapping) and "cache_control" in part:  # an Anthropic extra, understood there
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
+    return blocks
+
+
+def _part(part: Any, where: str, refused: Refusals) -> dict[str, Any] | None:
+    kind = part.get("type") if isinstance(part, Mapping) else None
+    if kind == "text":
+        return {"type": "text", "text": part.get("text", "")}
+    if kind == "image_url":
+        image = part.get("image_url") or {}
+        url = image.get("url", "") if isinstance(image, Mapping) else ""
+        if isinstance(image, Mapping) and image.get("detail") not in (None, "auto"):
+            refused.add(f"{where}.image_url.detail")
+        inline = split_data_url(url)
+        if inline is not None:
+            return {"type": "image", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    if kind == "file":
+        file = part.get("file") or {}
+        inline = split_data_url(file.get("file_data", "")) if isinstance(file, Mapping) else None
+        if inline is not None and inline[0] == "application/pdf":
+            return {"type": "document", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
+    refused.add(f"{where}.type")
+    return None
+
+
+def _assistant(m: Mapping[str, Any], where: str, refused: Refusals) -> str | list[dict[str, Any]]:
+    content, calls = m.get("content"), m.get("tool_calls")
+    if isinstance(content, str) and not calls:
+        return content
+    blocks: list[dict[str, Any]] = []
+    if isinstance(content, str):
+        if content:
+            blocks.append({"type": "text", "text": content})
+    elif content is not None:
+        blocks += _parts(content, where, refused)
+    for j, call in enumerate(calls if isinstance(calls, list) else []):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        args = parse_json(function.get("arguments") or "{}") if isinstance(function, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(args, dict):
+            refused.add(f"{where}.tool_calls[{j}]")
+            continue
+        blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": args})
+    return blocks
+
+
+def _tools(tools: Any, refused: Refusals) -> list[dict[str, Any]]:
+    out = []
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        function = tool.get("function") if isinstance(tool, Mapping) and tool.get("type") == "function" else None
+        if not isinstance(function, Mapping):
+            refused.add(f"tools[{i}].type")
+            continue
+        spec: dict[str, Any] = {
+            "name": function.get("name"),
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if function.get("description") is not None:
+            spec["description"] = function["description"]
+        if function.get("strict") is not None:
+            spec["strict"] = function["strict"]
+        if "cache_control" in tool:
+            spec["cache_control"] = tool["cache_control"]
+        out.append(spec)
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any, refused: Refusals) -> dict[str, Any] | None:
+    out: dict[str, Any] | None
+    if choice is None:
+        out = None
+    elif choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
+        out = {"type": "tool", "name": choice["function"].get("name")}
+    else:
+        refused.add("tool_choice")
+        return None
+    if parallel is False:
+        if out is None:
+            out = {"type": "auto"}
+        if out["type"] != "none":
+            out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _response_format(fmt: Any, out: dict[str, Any], refused: Refusals) -> None:
+    kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+    if fmt is None or kind == "text":
+        return
+    schema = fmt.get("json_schema") if kind == "json_schema" else None
+    if isinstance(schema, Mapping) and isinstance(schema.get("schema"), Mapping):
+        out["output_config"] = {"format": {"type": "json_schema", "schema": schema["schema"]}}
+    else:  # JSON mode without a schema: Anthropic has no such switch
+        refused.add("response_format")
+
+
+def _reasoning(effort: Any, out: dict[str, Any], refused: Refusals) -> None:
+    if effort is None:
+        return
+    if effort == "none":
+        out["thinking"] = {"type": "disabled"}
+        return
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    budget = None if budget is None else min(budget, out["max_tokens"] - 1)
+    if budget is None or budget < 1024:  # unknown effort, or no room under max_tokens for the minimum budget
+        refused.add("reasoning_effort")
+        return
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+
+
+# ----------------------------------------------------------------------------- answer
+
+
+def response(body: bytes, caller: dict[str, Any]) -> bytes:
+    doc = parse_json(body)
+    if not isinstance(doc, Mapping):
+        return body
+    text: list[str] = []
+    thinking: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in doc.get("content") or []:
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            arguments = dumps(block.get("input") or {}).decode()
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
+            )
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    if thinking:
+        message["reasoning_content"] = "".join(thinking)  # LiteLLM's name for it
+    usage = doc.get("usage")
+    return dumps(
+        {
+            "id": doc.get("id"),
+            "object": "chat.completion",
+            "created": now(),
+            "model": doc.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": ANTHROPIC_TO_OPENAI_FINISH.get(doc.get("stop_reason") or "", "stop"),
+                }
+            ],
+            "usage": openai_usage_from_anthropic(usage if isinstance(usage, Mapping) else {}),
+        }
+    )
+
+
+def error(status: int, body: bytes) -> bytes:
+    """Anthropic's ``{"type": "error", "error": {type, message}}`` as OpenAI's ``{"error": {...}}``."""
+    doc = parse_json(body)
+    err = doc.get("error") if isinstance(doc, Mapping) else None
+    if not isinstance(err, Mapping):
+        return body
+    return dumps({"error": {"message": err.get("message"), "type": err.get("type"), "param": None, "code": None}})
+
+
+class Stream:
+    """Anthropic's message events as OpenAI ``chat.completion.chunk`` events, one for one as they arrive."""
+
+    def __init__(self, caller: dict[str, Any]) -> None:
+        options = caller.get("stream_options")
+        self.include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+        self.reader = EventReader()
+        self.id: Any = None
+        self.model: Any = None
+        self.created = now()
+        self.usage: dict[str, Any] = {}
+        self.finish = "stop"
+        self.tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            doc["usage"] = None
+        return encode(doc)
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        for _, data in self.reader.feed(chunk):
+            event = parse_json(data)
+            if isinstance(event, Mapping):
+                out.append(self._event(event))
+        return b"".join(out)
+
+    def _event(self, event: Mapping[str, Any]) -> bytes:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self.id, self.model = message.get("id"), message.get("model")
+            self.usage.update(message.get("usage") or {})
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tools[event.get("index", 0)] = len(self.tools)
+                call = {"index": index, "id": block.get("id"), "type": "function"}
+                call["function"] = {"name": block.get("name"), "arguments": ""}
+                return self._chunk({"tool_calls": [call]})
+            if block.get("type") == "text" and block.get("text"):
+                return self._chunk({"content": block["text"]})
+            return b""
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                return self._chunk({"content": delta.get("text", "")})
+            if dtype == "input_json_delta" and delta.get("partial_json"):
+                call = {
+                    "index": self.tools.get(event.get("index", 0), 0),
+                    "function": {"arguments": delta["partial_json"]},
+                }
+                return self._chunk({"tool_calls": [call]})
+            if dtype == "thinking_delta":
+                return self._chunk({"reasoning_content": delta.get("thinking", "")})
+            return b""
+        if kind == "message_delta":
+            self.usage.update(event.get("usage") or {})
+            stop = (event.get("delta") or {}).get("stop_reason")
+            self.finish = ANTHROPIC_TO_OPENAI_FINISH.get(stop or "", "stop")
+            return b""
+        if kind == "message_stop":
+            out = self._chunk({}, self.finish)
+            if self.include_usage:
+                out += encode(
+                    {
+                        "id": self.id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": openai_usage_from_anthropic(self.usage),
+                    }
+                )
+            return out + encode("[DONE]")
+        if kind == "error":  # the openai SDK raises on an event carrying "error"
+            err = event.get("error") or {}
+            return encode(
+                {"error": {"message": err.get("message"), "type": err.get("type"), "param": None, "code": None}}
+            )
+        return b""  # ping, content_block_stop, signature deltas
+
+    def end(self) -> bytes:
+        return b""  # a stream without message_stop stays without [DONE]: incomplete, never cached as whole
+
+
+TRANSLATION = Translation("openai", "anthropic", request, response, Stream, error)
+
+__all__ = ["TRANSLATION", "Stream", "request", "response"]
