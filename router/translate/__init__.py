@@ -7,13 +7,14 @@ Pure functions and sans-I/O stream translators; ``TranslatedStream`` adapts the 
 
 from __future__ import annotations
 
-from . import openai_to_anthropic
+from . import openai_to_anthropic, openai_to_gemini
 from .base import Outgoing, StreamTranslator, Translation, Unsupported, dumps
 from .stream import TranslatedStream
 
 #: (caller's API, deployment family) -> how to translate. Azure deployments speak OpenAI's chat API.
 TRANSLATIONS: dict[tuple[str, str], Translation] = {
     ("openai", "anthropic"): openai_to_anthropic.TRANSLATION,
+    ("openai", "gemini"): openai_to_gemini.TRANSLATION,
 }
 
 #: The only endpoints translated, per caller API (embeddings, token counting, ... stay native).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -82,6 +82,43 @@ def leftovers(doc: Mapping[str, Any], handled: frozenset[str], neutral: Mapping[
         refusals.add(key)
 
 
+def walk(messages: Any, refused: Refusals) -> Iterator[tuple[str, Any, Mapping[str, Any]]]:
+    """``(messages[i], role, message)`` for each OpenAI message; a non-object or a ``name`` is refused."""
+    for i, m in enumerate(messages if isinstance(messages, list) else []):
+        where = f"messages[{i}]"
+        if not isinstance(m, Mapping):
+            refused.add(where)
+            continue
+        if m.get("name") is not None:  # participant names: only OpenAI has them
+            refused.add(f"{where}.name")
+        yield where, m.get("role"), m
+
+
+def functions(tools: Any, refused: Refusals) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """Each OpenAI function tool with its ``function``; other tool types (``custom``, built-ins) are refused."""
+    out = []
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        function = tool.get("function") if isinstance(tool, Mapping) and tool.get("type") == "function" else None
+        if isinstance(function, Mapping):
+            out.append((tool, function))
+        else:
+            refused.add(f"tools[{i}].type")
+    return out
+
+
+def tool_calls(calls: Any, where: str, refused: Refusals) -> list[tuple[Any, Any, dict[str, Any]]]:
+    """``(id, name, arguments)`` of an assistant message's tool calls; arguments not a JSON object are refused."""
+    out = []
+    for j, call in enumerate(calls if isinstance(calls, list) else []):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        args = parse_json(function.get("arguments") or "{}") if isinstance(function, Mapping) else None
+        if isinstance(function, Mapping) and isinstance(args, dict):
+            out.append((call.get("id"), function.get("name"), args))
+        else:
+            refused.add(f"{where}.tool_calls[{j}]")
+    return out
+
+
 def split_data_url(url: str) -> tuple[str, str] | None:
     """``data:image/png;base64,AAAA`` -> (``image/png``, ``AAAA``); ``None`` for anything else."""
     if not url.startswith("data:"):
@@ -130,9 +167,12 @@ __all__ = [
     "Translation",
     "Unsupported",
     "dumps",
+    "functions",
     "leftovers",
     "now",
     "parse_json",
     "split_data_url",
     "text_of",
+    "tool_calls",
+    "walk",
 ]

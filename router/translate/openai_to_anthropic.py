@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from . import openai_out
 from .base import (
     DEFAULT_MAX_TOKENS,
     Outgoing,
     Refusals,
     Translation,
     dumps,
+    functions,
     leftovers,
-    now,
     parse_json,
     split_data_url,
+    tool_calls,
+    walk,
 )
 from .mapping import ANTHROPIC_TO_OPENAI_FINISH, openai_usage_from_anthropic
-from .sse import EventReader, encode
+from .sse import encode
 
 #: ``reasoning_effort`` -> Anthropic ``thinking.budget_tokens`` (LiteLLM's budgets; 1024 is Anthropic's minimum).
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}
@@ -93,14 +96,7 @@ def request(doc: dict[str, Any], model: str, stream: bool, drop: bool) -> Outgoi
 def _messages(messages: Any, refused: Refusals) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
-    for i, m in enumerate(messages if isinstance(messages, list) else []):
-        where = f"messages[{i}]"
-        if not isinstance(m, Mapping):
-            refused.add(where)
-            continue
-        role = m.get("role")
-        if m.get("name") is not None:
-            refused.add(f"{where}.name")
+    for where, role, m in walk(messages, refused):
         if role in ("system", "developer"):
             system += _parts(m.get("content"), where, refused)
         elif role == "user":
@@ -173,23 +169,14 @@ def _assistant(m: Mapping[str, Any], where: str, refused: Refusals) -> str | lis
             blocks.append({"type": "text", "text": content})
     elif content is not None:
         blocks += _parts(content, where, refused)
-    for j, call in enumerate(calls if isinstance(calls, list) else []):
-        function = call.get("function") if isinstance(call, Mapping) else None
-        args = parse_json(function.get("arguments") or "{}") if isinstance(function, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(args, dict):
-            refused.add(f"{where}.tool_calls[{j}]")
-            continue
-        blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": args})
+    for id, name, args in tool_calls(calls, where, refused):
+        blocks.append({"type": "tool_use", "id": id, "name": name, "input": args})
     return blocks
 
 
 def _tools(tools: Any, refused: Refusals) -> list[dict[str, Any]]:
     out = []
-    for i, tool in enumerate(tools if isinstance(tools, list) else []):
-        function = tool.get("function") if isinstance(tool, Mapping) and tool.get("type") == "function" else None
-        if not isinstance(function, Mapping):
-            refused.add(f"tools[{i}].type")
-            continue
+    for tool, function in functions(tools, refused):
         spec: dict[str, Any] = {
             "name": function.get("name"),
             "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
@@ -282,70 +269,31 @@ def response(body: bytes, caller: dict[str, Any]) -> bytes:
         message["tool_calls"] = calls
     if thinking:
         message["reasoning_content"] = "".join(thinking)  # LiteLLM's name for it
+    finish = ANTHROPIC_TO_OPENAI_FINISH.get(doc.get("stop_reason") or "", "stop")
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
     usage = doc.get("usage")
-    return dumps(
-        {
-            "id": doc.get("id"),
-            "object": "chat.completion",
-            "created": now(),
-            "model": doc.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": ANTHROPIC_TO_OPENAI_FINISH.get(doc.get("stop_reason") or "", "stop"),
-                }
-            ],
-            "usage": openai_usage_from_anthropic(usage if isinstance(usage, Mapping) else {}),
-        }
-    )
+    usage = openai_usage_from_anthropic(usage if isinstance(usage, Mapping) else {})
+    return openai_out.completion(doc.get("id"), doc.get("model"), [choice], usage)
 
 
 def error(status: int, body: bytes) -> bytes:
     """Anthropic's ``{"type": "error", "error": {type, message}}`` as OpenAI's ``{"error": {...}}``."""
-    doc = parse_json(body)
-    err = doc.get("error") if isinstance(doc, Mapping) else None
-    if not isinstance(err, Mapping):
-        return body
-    return dumps({"error": {"message": err.get("message"), "type": err.get("type"), "param": None, "code": None}})
+    return openai_out.error_from(body, "type")
 
 
-class Stream:
+class Stream(openai_out.ChunkStream):
     """Anthropic's message events as OpenAI ``chat.completion.chunk`` events, one for one as they arrive."""
 
     def __init__(self, caller: dict[str, Any]) -> None:
-        options = caller.get("stream_options")
-        self.include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
-        self.reader = EventReader()
-        self.id: Any = None
-        self.model: Any = None
-        self.created = now()
+        super().__init__(caller)
         self.usage: dict[str, Any] = {}
         self.finish = "stop"
         self.tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        doc: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if self.include_usage:
-            doc["usage"] = None
-        return encode(doc)
+        return self.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
 
-    def feed(self, chunk: bytes) -> bytes:
-        out = []
-        for _, data in self.reader.feed(chunk):
-            event = parse_json(data)
-            if isinstance(event, Mapping):
-                out.append(self._event(event))
-        return b"".join(out)
-
-    def _event(self, event: Mapping[str, Any]) -> bytes:
+    def event(self, event: Mapping[str, Any]) -> bytes:
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message") or {}
@@ -382,24 +330,10 @@ class Stream:
             self.finish = ANTHROPIC_TO_OPENAI_FINISH.get(stop or "", "stop")
             return b""
         if kind == "message_stop":
-            out = self._chunk({}, self.finish)
-            if self.include_usage:
-                out += encode(
-                    {
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": openai_usage_from_anthropic(self.usage),
-                    }
-                )
-            return out + encode("[DONE]")
+            return self._chunk({}, self.finish) + self.done(openai_usage_from_anthropic(self.usage))
         if kind == "error":  # the openai SDK raises on an event carrying "error"
             err = event.get("error") or {}
-            return encode(
-                {"error": {"message": err.get("message"), "type": err.get("type"), "param": None, "code": None}}
-            )
+            return encode(openai_out.error(err.get("message"), err.get("type")))
         return b""  # ping, content_block_stop, signature deltas
 
     def end(self) -> bytes:

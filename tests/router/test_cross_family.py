@@ -345,3 +345,145 @@ async def test_a_translated_answer_is_cached_under_the_callers_request_and_repla
     assert fake_provider.count("/v1/messages") == 1  # the hit never reached the router: nothing translated
     assert miss["x-router-family"] == "anthropic"
     assert hit["x-cache"].startswith("HIT") and hit["x-router-family"] == "anthropic"
+
+
+# ----------------------------------------------------------------------------- Gemini deployments
+
+
+def gemini_router(fake: Any, **settings: Any) -> Router:
+    deployment = {"id": "gemini", "family": "gemini", "model": "gemini-real", "api_base": fake.url, "api_key": "g"}
+    return Router({"groups": {"gpt-4o": {"deployments": [deployment]}}, "settings": {"num_retries": 0, **settings}})
+
+
+def test_a_chat_request_reaches_gemini_as_generate_content(fake_provider):
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    answer = client(gemini_router(fake_provider)).chat.completions.with_raw_response.create(
+        model="gpt-4o",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi!"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                ],
+            },
+        ],
+        max_tokens=50,
+        temperature=1.5,
+        seed=7,
+        n=2,
+        stop=["END"],
+        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}},
+    )
+    sent = fake_provider.last
+    assert sent.path == "/v1beta/models/gemini-real:generateContent"
+    assert sent.headers["x-goog-api-key"] == "g"
+    assert sent.body == {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hello"}]},
+            {"role": "model", "parts": [{"text": "Hi!"}]},
+            {
+                "role": "user",
+                "parts": [{"text": "What is this?"}, {"inlineData": {"mimeType": "image/png", "data": PNG}}],
+            },
+        ],
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "generationConfig": {
+            "temperature": 1.5,
+            "candidateCount": 2,
+            "seed": 7,
+            "maxOutputTokens": 50,
+            "stopSequences": ["END"],
+            "responseMimeType": "application/json",
+            "responseJsonSchema": schema,
+        },
+    }
+    completion = answer.parse()
+    assert completion.choices[0].message.content.endswith(": What is this?")
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert answer.headers["x-router-family"] == "gemini"
+
+
+def test_gemini_function_calls_round_trip_as_openai_tool_calls(fake_provider):
+    c = client(gemini_router(fake_provider))
+    first = c.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "weather in Paris?"}], tools=[WEATHER], tool_choice="auto"
+    )
+    sent = fake_provider.last.body
+    assert sent["tools"] == [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "get_weather",
+                    "description": "Current weather",
+                    "parametersJsonSchema": WEATHER["function"]["parameters"],
+                }
+            ]
+        }
+    ]
+    assert sent["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
+    call = first.choices[0].message.tool_calls[0]
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert (call.function.name, json.loads(call.function.arguments)["location"]) == ("get_weather", "Paris, France")
+    c.chat.completions.create(
+        model="gpt-4o",
+        messages=[
+            {"role": "user", "content": "weather in Paris?"},
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "18C"},
+        ],
+        tools=[WEATHER],
+    )
+    assert fake_provider.last.body["contents"][1:] == [
+        {
+            "role": "model",
+            "parts": [{"functionCall": {"name": "get_weather", "args": json.loads(call.function.arguments)}}],
+        },
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"content": "18C"}}}]},
+    ]
+
+
+async def test_a_gemini_stream_is_translated_event_by_event(fake_provider):
+    c = async_client(gemini_router(fake_provider))
+    reference = await c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Stream me"}])
+    stream = await c.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Stream me"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert fake_provider.last.path.endswith(":streamGenerateContent") and fake_provider.last.query == "alt=sse"
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == reference.choices[0].message.content
+    assert len([ch for ch in chunks if ch.choices]) > 1
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
+    assert chunks[-1].usage.total_tokens == reference.usage.total_tokens
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}
+                ]
+            },
+            "messages[0].content[0]",
+        ),
+    ],
+)
+def test_a_field_gemini_cannot_honour_is_a_400_naming_it(fake_provider, extra, named):
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gemini_router(fake_provider)).chat.completions.create(**request)
+    assert named in refused.value.message
+    assert fake_provider.count() == 0
