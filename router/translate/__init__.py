@@ -7,7 +7,7 @@ Pure functions and sans-I/O stream translators; ``TranslatedStream`` adapts the 
 
 from __future__ import annotations
 
-from . import openai_to_anthropic, openai_to_gemini
+from . import anthropic_to_openai, openai_to_anthropic, openai_to_gemini
 from .base import Outgoing, StreamTranslator, Translation, Unsupported, dumps
 from .stream import TranslatedStream
 
@@ -15,6 +15,8 @@ from .stream import TranslatedStream
 TRANSLATIONS: dict[tuple[str, str], Translation] = {
     ("openai", "anthropic"): openai_to_anthropic.TRANSLATION,
     ("openai", "gemini"): openai_to_gemini.TRANSLATION,
+    ("anthropic", "openai"): anthropic_to_openai.TRANSLATION,
+    ("anthropic", "azure"): anthropic_to_openai.TRANSLATION,
 }
 
 #: The only endpoints translated, per caller API (embeddings, token counting, ... stay native).

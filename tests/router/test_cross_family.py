@@ -10,6 +10,7 @@ import base64
 import json
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
@@ -486,4 +487,143 @@ def test_a_field_gemini_cannot_honour_is_a_400_naming_it(fake_provider, extra, n
     with pytest.raises(openai.BadRequestError) as refused:
         client(gemini_router(fake_provider)).chat.completions.create(**request)
     assert named in refused.value.message
+    assert fake_provider.count() == 0
+
+
+# ------------------------------------------------------------------------- Anthropic callers, OpenAI deployments
+
+
+def openai_router(fake: Any, **settings: Any) -> Router:
+    deployment = {"id": "gpt", "model": "gpt-real", "api_base": fake.openai_base_url, "api_key": "o"}
+    return Router(
+        {"groups": {"claude-sonnet": {"deployments": [deployment]}}, "settings": {"num_retries": 0, **settings}}
+    )
+
+
+def anthropic_client(router: Router) -> anthropic.Anthropic:
+    transport = RouterTransport(router)
+    return anthropic.Anthropic(api_key="unused", max_retries=0, http_client=httpx2.Client(transport=transport))
+
+
+def test_an_anthropic_request_reaches_an_openai_deployment_as_chat_completions(fake_provider):
+    answer = anthropic_client(openai_router(fake_provider)).messages.with_raw_response.create(
+        model="claude-sonnet",
+        system="Be brief.",
+        max_tokens=64,
+        stop_sequences=["END"],
+        extra_body={"temperature": 0.3},  # anthropic SDK 2.x no longer offers it; older clients send it
+        metadata={"user_id": "u1"},
+        messages=[
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi!"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+                ],
+            },
+        ],
+    )
+    sent = fake_provider.last
+    assert sent.path == "/v1/chat/completions" and sent.headers["authorization"] == "Bearer o"
+    assert sent.body == {
+        "model": "gpt-real",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi!"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                ],
+            },
+        ],
+        "max_completion_tokens": 64,
+        "temperature": 0.3,
+        "stop": ["END"],
+        "user": "u1",
+    }
+    message = answer.parse()
+    assert message.type == "message" and message.role == "assistant"
+    assert message.content[0].text.endswith(": What is this?")
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert answer.headers["x-router-family"] == "openai"
+
+
+def test_anthropic_tools_round_trip_through_an_openai_deployment(fake_provider):
+    c = anthropic_client(openai_router(fake_provider))
+    tool = {"name": "get_weather", "description": "Current weather", "input_schema": WEATHER["function"]["parameters"]}
+    first = c.messages.create(
+        model="claude-sonnet",
+        max_tokens=64,
+        tools=[tool],
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+    )
+    sent = fake_provider.last.body
+    assert sent["tools"] == [{"type": "function", "function": {**WEATHER["function"]}}]
+    assert (sent["tool_choice"], sent["parallel_tool_calls"]) == ("required", False)
+    use = first.content[-1]
+    assert first.stop_reason == "tool_use" and use.type == "tool_use"
+    assert use.input == {"location": "Paris, France", "unit": "celsius"}
+    c.messages.create(
+        model="claude-sonnet",
+        max_tokens=64,
+        tools=[tool],
+        messages=[
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": use.id, "content": "18C"},
+                    {"type": "text", "text": "And tomorrow?"},
+                ],
+            },
+        ],
+    )
+    assert fake_provider.last.body["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": use.id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": json.dumps(use.input, separators=(",", ":"))},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": use.id, "content": "18C"},
+        {"role": "user", "content": [{"type": "text", "text": "And tomorrow?"}]},
+    ]
+
+
+async def test_an_openai_stream_reaches_the_anthropic_sdk_as_message_events(fake_provider):
+    transport = RouterTransport(openai_router(fake_provider))
+    c = anthropic.AsyncAnthropic(api_key="unused", max_retries=0, http_client=httpx2.AsyncClient(transport=transport))
+    request = {"model": "claude-sonnet", "max_tokens": 64, "messages": [{"role": "user", "content": "Stream me"}]}
+    reference = await c.messages.create(**request)
+    async with c.messages.stream(**request) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_message()
+    assert fake_provider.last.body["stream_options"] == {"include_usage": True}
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert kinds.count("content_block_delta") > 2  # event by event, not one buffered blob
+    assert final.content[0].text == reference.content[0].text
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == reference.usage.output_tokens
+
+
+def test_an_anthropic_field_openai_cannot_honour_is_a_400_naming_it(fake_provider):
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        anthropic_client(openai_router(fake_provider)).messages.create(
+            model="claude-sonnet", max_tokens=64, messages=[{"role": "user", "content": "hi"}], extra_body={"top_k": 5}
+        )
+    assert "top_k" in refused.value.message
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
     assert fake_provider.count() == 0

@@ -51,7 +51,7 @@ CASES = [
     ("model_not_found", {"unknown_models": "refuse"}, "/v1/chat/completions", {**CHAT, "model": "nope"}, None, 404),
     ("model_required", {"unknown_models": "refuse"}, "/v1/chat/completions", {"messages": []}, None, 400),
     ("cooling", {}, "/v1/chat/completions", CHAT, ("status", 429, {"retry-after": "45"}, None), 503),
-    ("anthropic_caller", {}, "/v1/messages", MESSAGES, None, 400),
+    ("anthropic_caller", {}, "/v1/messages/count_tokens", MESSAGES, None, 400),  # messages would be translated
     ("gemini_caller", {}, "/v1beta/models/gpt:generateContent", {"contents": []}, None, 400),
 ]
 CODES = {
@@ -212,7 +212,7 @@ def test_the_openai_sdk_reads_router_made_errors_from_the_gateway(fakes, gateway
 def test_the_anthropic_sdk_reads_router_made_errors_from_the_gateway(gateway):
     client = anthropic.Anthropic(base_url=gateway.url, api_key="caller", max_retries=0)
     with pytest.raises(anthropic.BadRequestError) as incompatible:
-        client.messages.create(model="gpt", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        client.messages.count_tokens(model="gpt", messages=[{"role": "user", "content": "hi"}])  # never translated
     assert incompatible.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="nope", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
