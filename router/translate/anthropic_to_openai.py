@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import anthropic_error
 from .base import Outgoing, Refusals, Translation, dumps, leftovers, parse_json
 from .mapping import OPENAI_TO_ANTHROPIC_STOP, anthropic_usage_from_openai
 from .openai_to_anthropic import THINKING_BUDGETS
@@ -29,18 +30,6 @@ HANDLED = frozenset(
     }
 )
 NEUTRAL: Mapping[str, Any] = {"service_tier": "auto"}
-
-#: HTTP status -> Anthropic error type, for errors the OpenAI-compatible deployment sent.
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
 
 # ----------------------------------------------------------------------------- request
 
@@ -251,18 +240,13 @@ def response(body: bytes, caller: dict[str, Any]) -> bytes:
     )
 
 
-def _error(status: int, message: Any) -> dict[str, Any]:
-    kind = ERROR_TYPES.get(status, "api_error")
-    return {"type": "error", "error": {"type": kind, "message": message}}
-
-
 def error(status: int, body: bytes) -> bytes:
     """OpenAI's ``{"error": {message, ...}}`` as Anthropic's ``{"type": "error", "error": {type, message}}``."""
     doc = parse_json(body)
     err = doc.get("error") if isinstance(doc, Mapping) else None
     if not isinstance(err, Mapping):
         return body
-    return dumps(_error(status, err.get("message")))
+    return dumps(anthropic_error(status, err.get("message")))
 
 
 class Stream:
@@ -293,7 +277,7 @@ class Stream:
             return b""
         if "error" in event:
             err = event["error"] if isinstance(event["error"], Mapping) else {}
-            return encode(_error(500, err.get("message")), "error")
+            return encode(anthropic_error(500, err.get("message")), "error")
         out = b"" if self.started else self._start(event)
         if isinstance(event.get("usage"), Mapping):
             self.usage = dict(event["usage"])
