@@ -355,8 +355,7 @@ class Stream:
         return self._close() + encode(delta, "message_delta") + encode({"type": "message_stop"}, "message_stop")
 
     def end(self) -> bytes:
-        # A provider that finished but closed without [DONE] still ends the message; a cut one does not.
-        return self._end() if self.finish is not None else b""
+        return b""  # without [DONE] the stream was cut: no message_stop, never cached as whole
 
 
 TRANSLATION = Translation("anthropic", "openai", request, response, Stream, error)
