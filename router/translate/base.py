@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 #: Anthropic requires ``max_tokens``; an OpenAI request may leave it out. LiteLLM's default too.
 DEFAULT_MAX_TOKENS = 4096
 
@@ -144,14 +146,24 @@ def text_of(content: Any) -> str | None:
 
 
 def parse_json(text: Any) -> Any:
-    try:
-        return json.loads(text) if isinstance(text, (str, bytes)) else None
-    except (ValueError, RecursionError):
+    """The document, or ``None`` for anything that is not JSON (or nests too deeply)."""
+    if not isinstance(text, (str, bytes)):
         return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # also integers beyond 64 bits, which the standard parser reads
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return None
 
 
 def dumps(doc: Any) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON; orjson, with the standard encoder for what it refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def now() -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from .base import dumps
 
 
 class EventReader:
@@ -35,9 +36,9 @@ class EventReader:
 
 def encode(data: Any, event: str | None = None) -> bytes:
     """One event; ``data`` is JSON-encoded unless it is already text (``[DONE]``)."""
-    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {text}\n\n".encode()
+    text = data.encode() if isinstance(data, str) else dumps(data)
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + text + b"\n\n"
 
 
 __all__ = ["EventReader", "encode"]
