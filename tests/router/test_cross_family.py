@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -16,6 +17,9 @@ import openai
 import pytest
 
 from llm_cache import middleware
+from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware.config import parse_config
+from llm_cache.middleware.gateway import create_gateway
 from llm_cache.router import Router, RouterTransport
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake image bytes").decode()
@@ -605,3 +609,50 @@ def test_an_anthropic_field_openai_cannot_honour_is_a_400_naming_it(fake_provide
     assert "top_k" in refused.value.message
     assert refused.value.body["error"]["type"] == "invalid_request_error"
     assert fake_provider.count() == 0
+
+
+def test_a_sync_client_gets_a_translated_stream_too(fake_provider):
+    stream = client(claude_router(fake_provider)).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "sync stream"}], stream=True
+    )
+    chunks = list(stream)
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks).endswith(": sync stream")
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+# ----------------------------------------------------------------------------- through `serve`
+
+
+@pytest.fixture
+def gateway(fakes: Any, fake_provider: Any) -> Iterator[BackgroundServer]:
+    """The gateway `llm-cache serve` runs: a LiteLLM model list whose gpt-4o falls back to Claude."""
+    config = parse_config(
+        {
+            "cache": {"store": {"type": "memory"}, "cache_fallbacks": True},  # fallback answers are stored too
+            "model_list": [
+                {"model_name": "gpt-4o", "litellm_params": {"model": "openai/x", "api_base": f"{fakes['a'].url}/v1"}},
+                {
+                    "model_name": "claude-sonnet",
+                    "litellm_params": {"model": "anthropic/claude-real", "api_base": fake_provider.url, "api_key": "k"},
+                },
+            ],
+            "router": {"num_retries": 0, "fallbacks": [{"gpt-4o": ["claude-sonnet"]}]},
+        },
+        where="gw.yaml",
+        env={},
+    )
+    with BackgroundServer(create_gateway(config)) as server:
+        yield server
+
+
+def test_serve_falls_back_across_families_and_caches_the_translated_answer(fakes, fake_provider, gateway):
+    fakes["a"].fail(("status", 503, None, None))
+    c = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="caller", max_retries=0)
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "through serve"}], "stream": True}
+    first = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(**request))
+    again = c.chat.completions.with_raw_response.create(**request)
+    second = "".join(ch.choices[0].delta.content or "" for ch in again.parse())
+    assert first == second and first.endswith(": through serve")
+    assert again.headers["x-cache"].startswith("HIT") and again.headers["x-router-family"] == "anthropic"
+    assert again.headers["x-router-fallback-from"] == "gpt-4o"
+    assert (fakes["a"].count, fake_provider.count("/v1/messages")) == (1, 1)
