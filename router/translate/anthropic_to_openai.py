@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import anthropic_error
-from .base import Outgoing, Refusals, Translation, dumps, leftovers, parse_json
-from .mapping import OPENAI_TO_ANTHROPIC_STOP, anthropic_usage_from_openai
+from .base import Outgoing, Refusals, Translation, dumps, leftovers, obj, parse_json, position, seq, stop_list
+from .mapping import anthropic_stop_from_openai, anthropic_usage_from_openai
 from .openai_to_anthropic import THINKING_BUDGETS
 from .sse import EventReader, encode
 
@@ -42,7 +42,7 @@ def request(doc: dict[str, Any], model: str, stream: bool, drop: bool) -> Outgoi
     if system is not None:
         content = system if isinstance(system, str) else _content(system, "system", refused)
         messages.append({"role": "system", "content": content})
-    for i, m in enumerate(doc.get("messages") or []):
+    for i, m in enumerate(seq(doc.get("messages"))):
         messages += _message(m, f"messages[{i}]", refused)
     out: dict[str, Any] = {"model": model, "messages": messages}
     if doc.get("max_tokens") is not None:
@@ -50,8 +50,9 @@ def request(doc: dict[str, Any], model: str, stream: bool, drop: bool) -> Outgoi
     for key in ("temperature", "top_p"):
         if doc.get(key) is not None:
             out[key] = doc[key]
-    if doc.get("stop_sequences"):
-        out["stop"] = list(doc["stop_sequences"])
+    stop = doc.get("stop_sequences")
+    if stop:  # the same shape as OpenAI's list form of stop
+        out["stop"] = stop_list(stop, refused)
     if doc.get("tools"):
         out["tools"] = _tools(doc["tools"], refused)
     _tool_choice(doc.get("tool_choice"), out, refused)
@@ -85,7 +86,7 @@ def _message(m: Any, where: str, refused: Refusals) -> list[dict[str, Any]]:
             if block.get("is_error"):
                 refused.add(f"{where}.content[{j}].is_error")
             result = block.get("content")
-            text = result if isinstance(result, str) else _content(result or [], f"{where}.content[{j}]", refused)
+            text = result if isinstance(result, str) else _content(result, f"{where}.content[{j}]", refused)
             out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
         else:
             rest.append((j, block))
@@ -127,7 +128,7 @@ def _assistant(blocks: list[Any], where: str, refused: Refusals) -> dict[str, An
         if kind == "text":
             text.append(block.get("text", ""))
         elif kind == "tool_use":
-            function = {"name": block.get("name"), "arguments": dumps(block.get("input") or {}).decode()}
+            function = {"name": block.get("name"), "arguments": dumps(obj(block.get("input"))).decode()}
             calls.append({"id": block.get("id"), "type": "function", "function": function})
         else:  # thinking blocks carry a signature only Anthropic can check
             refused.add(f"{where}.content[{j}]")
@@ -205,15 +206,15 @@ def response(body: bytes, caller: dict[str, Any]) -> bytes:
     choices = doc.get("choices") if isinstance(doc, Mapping) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
         return body
-    message = choices[0].get("message") or {}
+    message = obj(choices[0].get("message"))
     content: list[dict[str, Any]] = []
-    if message.get("reasoning_content"):
+    if isinstance(message.get("reasoning_content"), str) and message["reasoning_content"]:
         content.append({"type": "thinking", "thinking": message["reasoning_content"], "signature": ""})
     text = message.get("content") or message.get("refusal")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
+    for call in map(obj, seq(message.get("tool_calls"))):
+        function = obj(call.get("function"))
         args = parse_json(function.get("arguments") or "{}")
         content.append(
             {
@@ -223,8 +224,7 @@ def response(body: bytes, caller: dict[str, Any]) -> bytes:
                 "input": args if isinstance(args, dict) else {},
             }
         )
-    finish = str(choices[0].get("finish_reason"))
-    stop = "refusal" if message.get("refusal") else OPENAI_TO_ANTHROPIC_STOP.get(finish, "end_turn")
+    stop = "refusal" if message.get("refusal") else anthropic_stop_from_openai(choices[0].get("finish_reason"))
     usage = doc.get("usage")
     return dumps(
         {
@@ -276,20 +276,20 @@ class Stream:
         if not isinstance(event, Mapping):
             return b""
         if "error" in event:
-            err = event["error"] if isinstance(event["error"], Mapping) else {}
+            err = obj(event["error"])
             return encode(anthropic_error(500, err.get("message")), "error")
         out = b"" if self.started else self._start(event)
         if isinstance(event.get("usage"), Mapping):
             self.usage = dict(event["usage"])
-        for choice in event.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("reasoning_content"):
+        for choice in map(obj, seq(event.get("choices"))):
+            delta = obj(choice.get("delta"))
+            if isinstance(delta.get("reasoning_content"), str) and delta["reasoning_content"]:
                 out += self._open(("thinking", None), {"type": "thinking", "thinking": "", "signature": ""})
                 out += self._delta({"type": "thinking_delta", "thinking": delta["reasoning_content"]})
-            if delta.get("content"):
+            if isinstance(delta.get("content"), str) and delta["content"]:
                 out += self._open(("text", None), {"type": "text", "text": ""})
                 out += self._delta({"type": "text_delta", "text": delta["content"]})
-            for call in delta.get("tool_calls") or []:
+            for call in map(obj, seq(delta.get("tool_calls"))):
                 out += self._tool_call(call)
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
@@ -328,28 +328,28 @@ class Stream:
         return encode(event, "content_block_delta")
 
     def _tool_call(self, call: Mapping[str, Any]) -> bytes:
-        position = call.get("index", 0)
-        function = call.get("function") or {}
+        at = position(call.get("index"))
+        function = obj(call.get("function"))
         out = b""
-        if position not in self.tool_blocks:
+        if at not in self.tool_blocks:
             start: dict[str, Any] = {
                 "type": "tool_use",
                 "id": call.get("id"),
                 "name": function.get("name"),
                 "input": {},
             }
-            out = self._open(("tool", position), start)
-            self.tool_blocks[position] = self.index
-        if function.get("arguments"):
+            out = self._open(("tool", at), start)
+            self.tool_blocks[at] = self.index
+        if isinstance(function.get("arguments"), str) and function["arguments"]:
             partial = {"type": "input_json_delta", "partial_json": function["arguments"]}
-            out += self._delta(partial, self.tool_blocks[position])
+            out += self._delta(partial, self.tool_blocks[at])
         return out
 
     def _end(self) -> bytes:
         if self.done or not self.started:
             return b""
         self.done = True
-        stop = OPENAI_TO_ANTHROPIC_STOP.get(self.finish or "", "end_turn")
+        stop = anthropic_stop_from_openai(self.finish)
         delta = {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}}
         delta["usage"] = anthropic_usage_from_openai(self.usage)
         return self._close() + encode(delta, "message_delta") + encode({"type": "message_stop"}, "message_stop")

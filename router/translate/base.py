@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import orjson
 
+_EMPTY: Mapping[str, Any] = {}
+
 #: Anthropic requires ``max_tokens``; an OpenAI request may leave it out. LiteLLM's default too.
 DEFAULT_MAX_TOKENS = 4096
 
@@ -74,6 +76,33 @@ class Translation:
     error: Callable[[int, bytes], bytes]  # (status, target's error body)
 
 
+def obj(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: JSON from callers and providers is read defensively."""
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+def seq(value: Any) -> list[Any]:
+    """``value`` when it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []
+
+
+def position(value: Any) -> int:
+    """An ``index`` field as an int (0 when it is anything else)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def stop_list(stop: Any, refused: Refusals) -> list[str] | None:
+    """OpenAI's ``stop`` (a string or a list of them) as a list; anything else is refused."""
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return list(stop)
+    refused.add("stop")
+    return None
+
+
 def leftovers(doc: Mapping[str, Any], handled: frozenset[str], neutral: Mapping[str, Any], refusals: Refusals) -> None:
     """Refuse every field not ``handled``, unless null or at its ``neutral`` (no-effect) value."""
     for key, value in doc.items():
@@ -121,9 +150,9 @@ def tool_calls(calls: Any, where: str, refused: Refusals) -> list[tuple[Any, Any
     return out
 
 
-def split_data_url(url: str) -> tuple[str, str] | None:
+def split_data_url(url: Any) -> tuple[str, str] | None:
     """``data:image/png;base64,AAAA`` -> (``image/png``, ``AAAA``); ``None`` for anything else."""
-    if not url.startswith("data:"):
+    if not isinstance(url, str) or not url.startswith("data:"):
         return None
     head, sep, data = url[5:].partition(",")
     if not sep or not head.endswith(";base64"):
@@ -182,8 +211,12 @@ __all__ = [
     "functions",
     "leftovers",
     "now",
+    "obj",
+    "position",
+    "seq",
     "parse_json",
     "split_data_url",
+    "stop_list",
     "text_of",
     "tool_calls",
     "walk",

@@ -38,6 +38,23 @@ GEMINI_TO_OPENAI_FINISH = {
 }
 
 
+def openai_finish_from_anthropic(stop_reason: Any) -> str:
+    return ANTHROPIC_TO_OPENAI_FINISH.get(stop_reason if isinstance(stop_reason, str) else "", "stop")
+
+
+def anthropic_stop_from_openai(finish_reason: Any) -> str:
+    return OPENAI_TO_ANTHROPIC_STOP.get(finish_reason if isinstance(finish_reason, str) else "", "end_turn")
+
+
+def openai_finish_from_gemini(reason: Any, called: bool) -> str | None:
+    """``None`` while the candidate goes on; a function call makes ``STOP`` a ``tool_calls``."""
+    if reason is None:
+        return None
+    if called and reason == "STOP":
+        return "tool_calls"
+    return GEMINI_TO_OPENAI_FINISH.get(reason if isinstance(reason, str) else "", "stop")
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -93,6 +110,9 @@ def anthropic_usage_from_openai(usage: Mapping[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "ANTHROPIC_TO_OPENAI_FINISH",
+    "anthropic_stop_from_openai",
+    "openai_finish_from_anthropic",
+    "openai_finish_from_gemini",
     "GEMINI_TO_OPENAI_FINISH",
     "OPENAI_TO_ANTHROPIC_STOP",
     "anthropic_usage_from_openai",

@@ -14,12 +14,16 @@ from .base import (
     dumps,
     functions,
     leftovers,
+    obj,
     parse_json,
+    position,
+    seq,
     split_data_url,
+    stop_list,
     tool_calls,
     walk,
 )
-from .mapping import ANTHROPIC_TO_OPENAI_FINISH, openai_usage_from_anthropic
+from .mapping import openai_finish_from_anthropic, openai_usage_from_anthropic
 from .sse import encode
 
 #: ``reasoning_effort`` -> Anthropic ``thinking.budget_tokens`` (LiteLLM's budgets; 1024 is Anthropic's minimum).
@@ -75,9 +79,9 @@ def request(doc: dict[str, Any], model: str, stream: bool, drop: bool) -> Outgoi
     for key in ("top_p", "top_k"):
         if doc.get(key) is not None:
             out[key] = doc[key]
-    stop = doc.get("stop")
+    stop = stop_list(doc.get("stop"), refused)
     if stop is not None:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        out["stop_sequences"] = stop
     if doc.get("tools"):
         out["tools"] = _tools(doc["tools"], refused)
     choice = _tool_choice(doc.get("tool_choice"), doc.get("parallel_tool_calls"), refused)
@@ -142,17 +146,16 @@ def _part(part: Any, where: str, refused: Refusals) -> dict[str, Any] | None:
     if kind == "text":
         return {"type": "text", "text": part.get("text", "")}
     if kind == "image_url":
-        image = part.get("image_url") or {}
-        url = image.get("url", "") if isinstance(image, Mapping) else ""
-        if isinstance(image, Mapping) and image.get("detail") not in (None, "auto"):
+        image = obj(part.get("image_url"))
+        url = image.get("url", "")
+        if image.get("detail") not in (None, "auto"):
             refused.add(f"{where}.image_url.detail")
         inline = split_data_url(url)
         if inline is not None:
             return {"type": "image", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
         return {"type": "image", "source": {"type": "url", "url": url}}
     if kind == "file":
-        file = part.get("file") or {}
-        inline = split_data_url(file.get("file_data", "")) if isinstance(file, Mapping) else None
+        inline = split_data_url(obj(part.get("file")).get("file_data"))
         if inline is not None and inline[0] == "application/pdf":
             return {"type": "document", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
     refused.add(f"{where}.type")
@@ -249,14 +252,14 @@ def response(body: bytes, caller: dict[str, Any]) -> bytes:
     text: list[str] = []
     thinking: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in doc.get("content") or []:
-        kind = block.get("type") if isinstance(block, Mapping) else None
-        if kind == "text":
-            text.append(block.get("text", ""))
-        elif kind == "thinking":
-            thinking.append(block.get("thinking", ""))
+    for block in map(obj, seq(doc.get("content"))):
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            thinking.append(block["thinking"])
         elif kind == "tool_use":
-            arguments = dumps(block.get("input") or {}).decode()
+            arguments = dumps(obj(block.get("input"))).decode()
             calls.append(
                 {
                     "id": block.get("id"),
@@ -269,10 +272,9 @@ def response(body: bytes, caller: dict[str, Any]) -> bytes:
         message["tool_calls"] = calls
     if thinking:
         message["reasoning_content"] = "".join(thinking)  # LiteLLM's name for it
-    finish = ANTHROPIC_TO_OPENAI_FINISH.get(doc.get("stop_reason") or "", "stop")
+    finish = openai_finish_from_anthropic(doc.get("stop_reason"))
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-    usage = doc.get("usage")
-    usage = openai_usage_from_anthropic(usage if isinstance(usage, Mapping) else {})
+    usage = openai_usage_from_anthropic(obj(doc.get("usage")))
     return openai_out.completion(doc.get("id"), doc.get("model"), [choice], usage)
 
 
@@ -296,28 +298,28 @@ class Stream(openai_out.ChunkStream):
     def event(self, event: Mapping[str, Any]) -> bytes:
         kind = event.get("type")
         if kind == "message_start":
-            message = event.get("message") or {}
+            message = obj(event.get("message"))
             self.id, self.model = message.get("id"), message.get("model")
-            self.usage.update(message.get("usage") or {})
+            self.usage.update(obj(message.get("usage")))
             return self._chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
-            block = event.get("content_block") or {}
+            block = obj(event.get("content_block"))
             if block.get("type") == "tool_use":
-                index = self.tools[event.get("index", 0)] = len(self.tools)
+                index = self.tools[position(event.get("index"))] = len(self.tools)
                 call = {"index": index, "id": block.get("id"), "type": "function"}
                 call["function"] = {"name": block.get("name"), "arguments": ""}
                 return self._chunk({"tool_calls": [call]})
-            if block.get("type") == "text" and block.get("text"):
+            if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
                 return self._chunk({"content": block["text"]})
             return b""
         if kind == "content_block_delta":
-            delta = event.get("delta") or {}
+            delta = obj(event.get("delta"))
             dtype = delta.get("type")
             if dtype == "text_delta":
                 return self._chunk({"content": delta.get("text", "")})
             if dtype == "input_json_delta" and delta.get("partial_json"):
                 call = {
-                    "index": self.tools.get(event.get("index", 0), 0),
+                    "index": self.tools.get(position(event.get("index")), 0),
                     "function": {"arguments": delta["partial_json"]},
                 }
                 return self._chunk({"tool_calls": [call]})
@@ -325,14 +327,13 @@ class Stream(openai_out.ChunkStream):
                 return self._chunk({"reasoning_content": delta.get("thinking", "")})
             return b""
         if kind == "message_delta":
-            self.usage.update(event.get("usage") or {})
-            stop = (event.get("delta") or {}).get("stop_reason")
-            self.finish = ANTHROPIC_TO_OPENAI_FINISH.get(stop or "", "stop")
+            self.usage.update(obj(event.get("usage")))
+            self.finish = openai_finish_from_anthropic(obj(event.get("delta")).get("stop_reason"))
             return b""
         if kind == "message_stop":
             return self._chunk({}, self.finish) + self.done(openai_usage_from_anthropic(self.usage))
         if kind == "error":  # the openai SDK raises on an event carrying "error"
-            err = event.get("error") or {}
+            err = obj(event.get("error"))
             return encode(openai_out.error(err.get("message"), err.get("type")))
         return b""  # ping, content_block_stop, signature deltas
 

@@ -13,13 +13,17 @@ from .base import (
     dumps,
     functions,
     leftovers,
+    obj,
     parse_json,
+    position,
+    seq,
     split_data_url,
+    stop_list,
     text_of,
     tool_calls,
     walk,
 )
-from .mapping import GEMINI_TO_OPENAI_FINISH, openai_usage_from_gemini
+from .mapping import openai_finish_from_gemini, openai_usage_from_gemini
 from .openai_to_anthropic import THINKING_BUDGETS
 from .sse import encode
 
@@ -78,9 +82,9 @@ def request(doc: dict[str, Any], model: str, stream: bool, drop: bool) -> Outgoi
     limit = doc.get("max_tokens") if limit is None else limit
     if limit is not None:
         config["maxOutputTokens"] = limit
-    stop = doc.get("stop")
+    stop = stop_list(doc.get("stop"), refused)
     if stop is not None:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        config["stopSequences"] = stop
     _response_format(doc.get("response_format"), config, refused)
     _reasoning(doc.get("reasoning_effort"), config, refused)
     if config:
@@ -99,7 +103,7 @@ def request(doc: dict[str, Any], model: str, stream: bool, drop: bool) -> Outgoi
 def _contents(messages: Any, refused: Refusals) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
-    names: dict[Any, Any] = {}  # tool call id -> function name: Gemini answers a function by name
+    names: dict[str, Any] = {}  # tool call id -> function name: Gemini answers a function by name
     for where, role, m in walk(messages, refused):
         if role in ("system", "developer"):
             system += _parts(m.get("content"), where, refused)
@@ -108,11 +112,13 @@ def _contents(messages: Any, refused: Refusals) -> tuple[list[dict[str, Any]], l
         elif role == "assistant":
             parts = [] if m.get("content") is None else _parts(m.get("content"), where, refused)
             for id, name, args in tool_calls(m.get("tool_calls"), where, refused):
-                names[id] = name
+                if isinstance(id, str):
+                    names[id] = name
                 parts.append({"functionCall": {"name": name, "args": args}})
             _append(out, "model", parts)
         elif role == "tool":
-            name = names.get(m.get("tool_call_id"))
+            call_id = m.get("tool_call_id")
+            name = names.get(call_id) if isinstance(call_id, str) else None
             text = text_of(m.get("content"))
             if name is None or text is None:
                 refused.add(f"{where}.tool_call_id" if name is None else f"{where}.content")
@@ -134,19 +140,17 @@ def _parts(content: Any, where: str, refused: Refusals) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}]
     parts = []
-    for j, part in enumerate(content if isinstance(content, list) else []):
-        kind = part.get("type") if isinstance(part, Mapping) else None
+    for j, part in enumerate(map(obj, seq(content))):
+        kind = part.get("type")
         if kind == "text":
             parts.append({"text": part.get("text", "")})
             continue
-        url = (part.get("image_url") or {}).get("url", "") if kind == "image_url" else ""
-        if kind == "file":
-            url = (part.get("file") or {}).get("file_data", "")
-        inline = split_data_url(url) if isinstance(url, str) else None
+        image = obj(part.get("image_url") if kind == "image_url" else None)
+        inline = split_data_url(obj(part.get("file")).get("file_data") if kind == "file" else image.get("url"))
         if inline is None:  # Gemini reads images and files inline; it does not fetch URLs
             refused.add(f"{where}.content[{j}]")
             continue
-        if kind == "image_url" and part["image_url"].get("detail") not in (None, "auto"):
+        if image.get("detail") not in (None, "auto"):
             refused.add(f"{where}.content[{j}].image_url.detail")
         parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}})
     return parts
@@ -209,18 +213,16 @@ def _message(candidate: Mapping[str, Any], calls_before: int = 0) -> tuple[dict[
     text: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for part in (candidate.get("content") or {}).get("parts") or []:
-        if not isinstance(part, Mapping):
-            continue
+    for part in map(obj, seq(obj(candidate.get("content")).get("parts"))):
         if "functionCall" in part:
-            call = part["functionCall"] or {}
+            call = obj(part["functionCall"])
             index = calls_before + len(calls)
             calls.append(
                 {
                     "index": index,
-                    "id": call.get("id") or f"call_{index}",
+                    "id": call.get("id") if isinstance(call.get("id"), str) else f"call_{index}",
                     "type": "function",
-                    "function": {"name": call.get("name"), "arguments": dumps(call.get("args") or {}).decode()},
+                    "function": {"name": call.get("name"), "arguments": dumps(obj(call.get("args"))).decode()},
                 }
             )
         elif isinstance(part.get("text"), str):
@@ -235,33 +237,25 @@ def _message(candidate: Mapping[str, Any], calls_before: int = 0) -> tuple[dict[
     return message, bool(calls)
 
 
-def _finish(candidate: Mapping[str, Any], called: bool) -> str | None:
-    reason = candidate.get("finishReason")
-    if reason is None:
-        return None
-    return "tool_calls" if called and reason == "STOP" else GEMINI_TO_OPENAI_FINISH.get(reason, "stop")
-
-
 def response(body: bytes, caller: dict[str, Any]) -> bytes:
     doc = parse_json(body)
     if not isinstance(doc, Mapping):
         return body
     choices = []
-    for k, candidate in enumerate(doc.get("candidates") or []):
+    for k, candidate in enumerate(map(obj, seq(doc.get("candidates")))):
         message, called = _message(candidate)
         for call in message.get("tool_calls", []):
             del call["index"]
         choices.append(
             {
-                "index": candidate.get("index", k),
+                "index": position(candidate.get("index", k)),
                 "message": {"role": "assistant", "content": message.get("content"), "refusal": None}
                 | {key: message[key] for key in ("tool_calls", "reasoning_content") if key in message},
                 "logprobs": None,
-                "finish_reason": _finish(candidate, called) or "stop",
+                "finish_reason": openai_finish_from_gemini(candidate.get("finishReason"), called) or "stop",
             }
         )
-    usage = doc.get("usageMetadata")
-    usage = openai_usage_from_gemini(usage if isinstance(usage, Mapping) else {})
+    usage = openai_usage_from_gemini(obj(doc.get("usageMetadata")))
     return openai_out.completion(doc.get("responseId"), doc.get("modelVersion"), choices, usage)
 
 
@@ -282,21 +276,21 @@ class Stream(openai_out.ChunkStream):
 
     def event(self, event: Mapping[str, Any]) -> bytes:
         if "error" in event:
-            err = event["error"] if isinstance(event["error"], Mapping) else {}
+            err = obj(event["error"])
             return encode(openai_out.error(err.get("message"), err.get("status")))
         self.id = event.get("responseId", self.id)
         self.model = event.get("modelVersion", self.model)
         if isinstance(event.get("usageMetadata"), Mapping):
             self.usage = event["usageMetadata"]
         choices = []
-        for k, candidate in enumerate(event.get("candidates") or []):
-            index = candidate.get("index", k)
+        for k, candidate in enumerate(map(obj, seq(event.get("candidates")))):
+            index = position(candidate.get("index", k))
             delta, called = _message(candidate, self.calls.get(index, 0))
             self.calls[index] = self.calls.get(index, 0) + len(delta.get("tool_calls", []))
             if index not in self.started:
                 self.started.add(index)
                 delta = {"role": "assistant", **delta}
-            finish = _finish(candidate, self.calls[index] > 0)
+            finish = openai_finish_from_gemini(candidate.get("finishReason"), self.calls[index] > 0)
             self.finished = self.finished or finish is not None
             choices.append({"index": index, "delta": delta, "logprobs": None, "finish_reason": finish})
         return self.chunk(choices) if choices else b""

@@ -13,9 +13,99 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llm_cache.router import translate
 from llm_cache.router.translate import Unsupported, anthropic_to_openai, openai_to_anthropic, openai_to_gemini
 
 MODEL = "m"
+#: Every field name the translators read, so random documents reach their branches.
+KEYS = [
+    *[
+        "model",
+        "messages",
+        "role",
+        "content",
+        "type",
+        "text",
+        "image_url",
+        "url",
+        "detail",
+        "tool_calls",
+        "id",
+        "function",
+        "name",
+        "arguments",
+    ],
+    *[
+        "tool_call_id",
+        "tools",
+        "parameters",
+        "description",
+        "strict",
+        "tool_choice",
+        "parallel_tool_calls",
+        "stop",
+        "max_tokens",
+    ],
+    *[
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "n",
+        "seed",
+        "response_format",
+        "json_schema",
+        "schema",
+    ],
+    *[
+        "reasoning_effort",
+        "user",
+        "stream_options",
+        "include_usage",
+        "system",
+        "input_schema",
+        "source",
+        "media_type",
+        "data",
+    ],
+    *[
+        "tool_use_id",
+        "tool_result",
+        "is_error",
+        "input",
+        "thinking",
+        "budget_tokens",
+        "output_config",
+        "format",
+        "effort",
+        "metadata",
+    ],
+    *[
+        "user_id",
+        "stop_sequences",
+        "file",
+        "file_data",
+        "cache_control",
+        "choices",
+        "message",
+        "delta",
+        "index",
+        "finish_reason",
+        "usage",
+    ],
+    *[
+        "candidates",
+        "parts",
+        "functionCall",
+        "args",
+        "finishReason",
+        "usageMetadata",
+        "error",
+        "event",
+        "message_start",
+    ],
+    *["content_block", "content_block_start", "content_block_delta", "partial_json", "stop_reason"],
+]
 text = st.text(max_size=20)
 words = st.text(alphabet="abcdefghij_", min_size=1, max_size=10)
 image = st.one_of(
@@ -182,3 +272,97 @@ def test_refusals_name_every_field_and_drop_params_reports_them():
     dropped = openai_to_anthropic.request(doc, MODEL, False, True)
     assert dropped.dropped == ["seed", "n", "messages[0].name"]
     assert dropped.body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+# ----------------------------------------------------------------------------- total on any input
+
+#: Values the translators branch on (roles, part and event types, reasons), mixed in with random ones.
+WORDS = [
+    *[
+        "user",
+        "assistant",
+        "tool",
+        "system",
+        "developer",
+        "text",
+        "image_url",
+        "file",
+        "function",
+        "tool_use",
+        "tool_result",
+        "image",
+    ],
+    *[
+        "document",
+        "base64",
+        "url",
+        "thinking",
+        "auto",
+        "required",
+        "none",
+        "any",
+        "enabled",
+        "disabled",
+        "json_schema",
+        "json_object",
+    ],
+    *[
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "text_delta",
+        "input_json_delta",
+        "thinking_delta",
+    ],
+    *[
+        "message_delta",
+        "message_stop",
+        "error",
+        "STOP",
+        "MAX_TOKENS",
+        "SAFETY",
+        "end_turn",
+        "tool_calls",
+        "low",
+        "high",
+        "[DONE]",
+    ],
+    "data:image/png;base64,AAAA",
+    "data:application/pdf;base64,AAAA",
+]
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 10_000)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text
+    | st.sampled_from(WORDS),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8), st.booleans(), st.booleans())
+def test_request_translators_refuse_or_translate_any_document(doc, stream, drop):
+    """Whatever the caller sends, a translator answers with a request or a refusal, never a crash."""
+    for module in (openai_to_anthropic, openai_to_gemini, anthropic_to_openai):
+        try:
+            out = module.request(doc, MODEL, stream, drop)
+        except Unsupported as refused:
+            assert refused.params and not drop
+        else:
+            assert isinstance(out.body, dict) and json.loads(translate.dumps(out.body)) is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8), st.lists(json_values, max_size=4))
+def test_answer_and_stream_translators_take_any_provider_output(doc, events):
+    """A provider's odd answer passes through translated or unchanged; it never breaks the caller's read."""
+    body = json.dumps(doc).encode()
+    raw = b"".join(b"event: x\ndata: " + json.dumps(e).encode() + b"\n\n" for e in [doc, *events])
+    for module in (openai_to_anthropic, openai_to_gemini, anthropic_to_openai):
+        assert isinstance(module.response(body, {}), bytes)
+        assert isinstance(module.error(400, body), bytes)
+        stream = module.Stream(doc)
+        assert isinstance(stream.feed(raw) + stream.end(), bytes)
