@@ -15,6 +15,9 @@ import anthropic
 import httpx2
 import openai
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llm_cache import middleware
 from llm_cache.middleware.background import BackgroundServer
@@ -291,6 +294,20 @@ def test_drop_params_drops_them_and_says_so(fake_provider):
     assert answer.headers["x-router-dropped-params"] == "logprobs,seed"
     assert "seed" not in fake_provider.last.body and "logprobs" not in fake_provider.last.body
     assert answer.parse().choices[0].message.content
+
+
+def test_the_attempt_span_names_the_translation_and_the_dropped_fields(fake_provider):
+    exporter = InMemorySpanExporter()
+    tracer = TracerProvider()
+    tracer.add_span_processor(SimpleSpanProcessor(exporter))
+    deployment = {"id": "claude", "family": "anthropic", "model": "claude-real", "api_base": fake_provider.url}
+    config = {"groups": {"gpt-4o": {"deployments": [deployment]}}, "settings": {"drop_params": True}}
+    client(Router(config, tracer_provider=tracer)).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], seed=3
+    )
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["router.translated"] == "openai->anthropic"
+    assert span.attributes["router.dropped_params"] == ("seed",)
 
 
 def test_an_anthropic_error_reaches_the_openai_caller_in_openai_shape(fake_provider):
