@@ -41,12 +41,6 @@ log = logging.getLogger("llm_cache.router")
 #: Set on an answer from a fallback group, naming the group the request asked for.
 FALLBACK_HEADER = "x-router-fallback-from"
 
-#: Set on a translated answer when ``drop_params`` dropped fields the deployment cannot honour.
-DROPPED_HEADER = "x-router-dropped-params"
-
-#: Headers describing a body the router replaced by a translation.
-_BODY_HEADERS = frozenset({"content-length", "content-encoding", "content-type", "transfer-encoding"})
-
 #: Request headers that reveal an SDK retrying on top of the router.
 STACKING_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt")
 
@@ -362,12 +356,8 @@ class Router:
         st = self.steps[name](cands, ctx)[0]
         dep = st.deployment
         translation = self._translation(p, dep.family)
-        dropped: list[str] = []
         try:
-            if translation is None:
-                request = self._outgoing(p, dep, deadline)
-            else:
-                request, dropped = self._translated_request(p, dep, deadline, translation)
+            request, dropped = self._outgoing(p, dep, deadline, translation)
         except RecursionError:  # the body parsed but cannot be re-encoded with this deployment's model
             message = "The request body nests too deeply for the router to rewrite its model."
             return self._refused(p, "router_unreadable_body", message)
@@ -394,7 +384,10 @@ class Router:
         elapsed = self.clock() - started
         result = self._judge(st, sent, probe)
         if translation is not None and result.response is not None:
-            result.response = self._translated_response(p, translation, result.response, sent.body, dropped)
+            assert p.doc is not None
+            result.response = translate.http.response(
+                p.lib, result.response, sent.body, translation, p.doc, p.stream, dropped
+            )
         others = [c for c in self._candidates(name, failed | {st.id}, p) if c.id != st.id]
         result.alternatives = bool(others)
         if result.fail_over and others and result.failure is not None:
@@ -475,63 +468,28 @@ class Router:
 
     # ------------------------------------------------------------------ building requests and responses
 
-    def _outgoing(self, p: Prepared, dep: Any, deadline: float | None) -> Any:
+    def _outgoing(
+        self, p: Prepared, dep: Any, deadline: float | None, translation: translate.Translation | None
+    ) -> tuple[Any, list[str]]:
+        """The attempt's request for ``dep`` and the fields ``drop_params`` dropped from it (translations only)."""
         req = p.request
-        url = rewrite.target_url(
-            dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
-        )
-        headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
-        body = rewrite.rewrite_body(p.body, p.doc, dep)
-        extensions = self._extensions(p, dep, deadline)
-        return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions)
-
-    def _extensions(self, p: Prepared, dep: Any, deadline: float | None) -> dict[str, Any]:
-        """The caller's request extensions, with this attempt's timeout (the deadline's remainder at most)."""
-        extensions = dict(p.request.extensions)
+        extensions = dict(req.extensions)
         timeout = dep.timeout or self.settings.timeout
         if deadline is not None:
             remaining = max(0.001, deadline - self.clock())
             timeout = min(timeout, remaining) if timeout else remaining
         if timeout:
             extensions["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        return extensions
-
-    def _translated_request(
-        self, p: Prepared, dep: Any, deadline: float | None, translation: translate.Translation
-    ) -> tuple[Any, list[str]]:
-        """The request in ``dep``'s family (raises ``translate.Unsupported``), and the fields it dropped."""
-        assert p.doc is not None  # _translation() answers None without a document
-        drop = dep.drop_params if dep.drop_params is not None else self.settings.drop_params
-        out = translation.request(p.doc, dep.model, p.stream, drop)
-        url = rewrite.target_url(dep, out.path, out.query)
-        headers = rewrite.rewrite_headers(list(p.request.headers.multi_items()), dep)
-        # The caller's family headers (anthropic-version, ...) mean nothing to the target; the body is
-        # read event by event, so it must arrive uncompressed.
-        replaced = {"content-type", "accept-encoding", *out.headers}
-        headers = [(k, v) for k, v in headers if k.lower() not in replaced and not k.lower().startswith("anthropic-")]
-        headers += [("content-type", "application/json"), ("accept-encoding", "identity"), *out.headers.items()]
-        extensions = self._extensions(p, dep, deadline)
-        body = translate.dumps(out.body)
-        return p.lib.Request("POST", url, headers=headers, content=body, extensions=extensions), out.dropped
-
-    def _translated_response(
-        self, p: Prepared, translation: translate.Translation, resp: Any, body: bytes | None, dropped: list[str]
-    ) -> Any:
-        """The target's answer in the caller's format: JSON at once, a stream event by event as it is read."""
-        assert p.doc is not None
-        headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _BODY_HEADERS]
-        if dropped:
-            headers.append((DROPPED_HEADER, ",".join(dropped)))
-        if p.stream and resp.status_code < 400:
-            resp.headers = p.lib.Headers([*headers, ("content-type", "text/event-stream")])
-            resp.stream = translate.TranslatedStream(resp.stream, translation.stream(p.doc))
-            return resp
-        raw = body or b""
-        out = translation.error(resp.status_code, raw) if resp.status_code >= 400 else translation.response(raw, p.doc)
-        headers += [("content-type", "application/json"), ("content-length", str(len(out)))]
-        return p.lib.Response(
-            resp.status_code, headers=headers, stream=p.lib.ByteStream(out), extensions=resp.extensions
+        if translation is not None:
+            assert p.doc is not None  # _translation() answers None without a document
+            drop = dep.drop_params if dep.drop_params is not None else self.settings.drop_params
+            return translate.http.request(p.lib, req, p.doc, dep, translation, p.stream, drop, extensions)
+        url = rewrite.target_url(
+            dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         )
+        headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
+        body = rewrite.rewrite_body(p.body, p.doc, dep)
+        return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []
 
     def _refused(self, p: Prepared, code: str, message: str) -> AttemptResult:
         """A request the router will not send anywhere: a client error, never retried or failed over."""
@@ -600,15 +558,4 @@ def _count(value: Any) -> int:
     return max(0, int(value)) if isinstance(value, float) and math.isfinite(value) else 0
 
 
-__all__ = [
-    "DROPPED_HEADER",
-    "FALLBACK_HEADER",
-    "Final",
-    "Passthrough",
-    "Prepared",
-    "Router",
-    "STACKING_HEADERS",
-    "Send",
-    "Sent",
-    "Sleep",
-]
+__all__ = ["FALLBACK_HEADER", "Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]

@@ -2,12 +2,12 @@
 
 Each direction is one module exposing a ``Translation`` (request, answer, stream, error); the
 router looks one up with ``find`` and never translates a request that a deployment speaks natively.
-Pure functions and sans-I/O stream translators; ``TranslatedStream`` adapts the latter to httpx.
+Pure functions and sans-I/O stream translators; ``http`` applies them to httpx messages.
 """
 
 from __future__ import annotations
 
-from . import anthropic_to_openai, openai_to_anthropic, openai_to_gemini
+from . import anthropic_to_openai, http, openai_to_anthropic, openai_to_gemini
 from .base import Outgoing, StreamTranslator, Translation, Unsupported, dumps
 from .stream import TranslatedStream
 
@@ -33,6 +33,7 @@ def find(api: str, path: str, family: str) -> Translation | None:
 
 __all__ = [
     "Outgoing",
+    "http",
     "StreamTranslator",
     "TRANSLATIONS",
     "TranslatedStream",
