@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import anthropic_to_openai, http, openai_to_anthropic, openai_to_gemini
 from .base import Outgoing, StreamTranslator, Translation, Unsupported, dumps
+from .compose import compose
 from .stream import TranslatedStream
 
 #: (caller's API, deployment family) -> how to translate. Azure deployments speak OpenAI's chat API.
@@ -17,6 +18,7 @@ TRANSLATIONS: dict[tuple[str, str], Translation] = {
     ("openai", "gemini"): openai_to_gemini.TRANSLATION,
     ("anthropic", "openai"): anthropic_to_openai.TRANSLATION,
     ("anthropic", "azure"): anthropic_to_openai.TRANSLATION,
+    ("anthropic", "gemini"): compose(anthropic_to_openai.TRANSLATION, openai_to_gemini.TRANSLATION),
 }
 
 #: The only endpoints translated, per caller API (embeddings, token counting, ... stay native).

@@ -618,6 +618,45 @@ async def test_an_openai_stream_reaches_the_anthropic_sdk_as_message_events(fake
     assert final.usage.output_tokens == reference.usage.output_tokens
 
 
+def anthropic_gemini_router(fake: Any) -> Router:
+    deployment = {"id": "gemini", "family": "gemini", "model": "gemini-real", "api_base": fake.url, "api_key": "g"}
+    return Router({"groups": {"claude-sonnet": {"deployments": [deployment]}}, "settings": {"num_retries": 0}})
+
+
+async def test_an_anthropic_request_is_served_by_gemini_json_and_streamed(fake_provider):
+    transport = RouterTransport(anthropic_gemini_router(fake_provider))
+    c = anthropic.AsyncAnthropic(api_key="unused", max_retries=0, http_client=httpx2.AsyncClient(transport=transport))
+    request = {
+        "model": "claude-sonnet",
+        "max_tokens": 64,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Stream me"}],
+    }
+    message = await c.messages.create(**request)
+    assert fake_provider.last.path == "/v1beta/models/gemini-real:generateContent"
+    assert fake_provider.last.body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert message.content[0].text.endswith(": Stream me") and message.stop_reason == "end_turn"
+    async with c.messages.stream(**request) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert final.content[0].text == message.content[0].text
+    assert final.usage.output_tokens == message.usage.output_tokens
+
+
+def test_a_field_gemini_refuses_for_an_anthropic_caller_is_named_as_it_was_translated(fake_provider):
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        anthropic_client(anthropic_gemini_router(fake_provider)).messages.create(
+            model="claude-sonnet",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "hi"}],
+            tools=[{"name": "f", "input_schema": {"type": "object"}}],
+            tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+        )
+    assert "parallel_tool_calls (as the openai field the request became)" in refused.value.message
+    assert fake_provider.count() == 0
+
+
 def test_an_anthropic_field_openai_cannot_honour_is_a_400_naming_it(fake_provider):
     with pytest.raises(anthropic.BadRequestError) as refused:
         anthropic_client(openai_router(fake_provider)).messages.create(

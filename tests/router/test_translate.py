@@ -346,9 +346,9 @@ json_values = st.recursive(
 @given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8), st.booleans(), st.booleans())
 def test_request_translators_refuse_or_translate_any_document(doc, stream, drop):
     """Whatever the caller sends, a translator answers with a request or a refusal, never a crash."""
-    for module in (openai_to_anthropic, openai_to_gemini, anthropic_to_openai):
+    for translation in translate.TRANSLATIONS.values():
         try:
-            out = module.request(doc, MODEL, stream, drop)
+            out = translation.request(doc, MODEL, stream, drop)
         except Unsupported as refused:
             assert refused.params and not drop
         else:
@@ -361,8 +361,8 @@ def test_answer_and_stream_translators_take_any_provider_output(doc, events):
     """A provider's odd answer passes through translated or unchanged; it never breaks the caller's read."""
     body = json.dumps(doc).encode()
     raw = b"".join(b"event: x\ndata: " + json.dumps(e).encode() + b"\n\n" for e in [doc, *events])
-    for module in (openai_to_anthropic, openai_to_gemini, anthropic_to_openai):
-        assert isinstance(module.response(body, {}), bytes)
-        assert isinstance(module.error(400, body), bytes)
-        stream = module.Stream(doc)
+    for translation in translate.TRANSLATIONS.values():
+        assert isinstance(translation.response(body, {}), bytes)
+        assert isinstance(translation.error(400, body), bytes)
+        stream = translation.stream(doc)
         assert isinstance(stream.feed(raw) + stream.end(), bytes)
