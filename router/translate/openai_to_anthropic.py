@@ -69,7 +69,10 @@ def request(doc: dict[str, Any], model: str, stream: bool, drop: bool) -> Outgoi
     out["messages"] = messages
     limit = doc.get("max_completion_tokens")
     limit = doc.get("max_tokens") if limit is None else limit
-    out["max_tokens"] = limit if isinstance(limit, int) and not isinstance(limit, bool) else DEFAULT_MAX_TOKENS
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+        refused.add("max_completion_tokens" if "max_completion_tokens" in doc else "max_tokens")
+        limit = None
+    out["max_tokens"] = DEFAULT_MAX_TOKENS if limit is None else limit
     temperature = doc.get("temperature")
     if temperature is not None:
         if isinstance(temperature, (int, float)) and 0 <= temperature <= 1:
