@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import yaml
 
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
+from .config.schema import DiskStoreConfig
 
 ADMIN_ENV = "LLM_CACHE_ADMIN_KEY"
 
@@ -43,8 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
     store = config.cache.store
-    where = getattr(store, "directory", None)
-    if store.type == "disk" and where is None:
+    where = store.directory if isinstance(store, DiskStoreConfig) else None
+    if isinstance(store, DiskStoreConfig) and where is None:
         from .stores.disk import default_cache_dir
 
         where = str(default_cache_dir())

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 import httpx2
 import orjson
@@ -44,10 +44,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._wire import CREDENTIAL_HEADERS, api_of, auth_header, error_document, without_query_credential
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .engine import UPSTREAM_HEADER, Cache
+from .engine import Cache
 from .keys import NAMESPACE_PATTERN
 from .stores.base import StoreError
+from .types import UPSTREAM_HEADER
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 
@@ -70,9 +72,8 @@ HOP_BY_HOP = frozenset(
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "x-admin-key", UPSTREAM_HEADER}
 # The server that answers the caller (uvicorn) sets its own; the upstream's would be a second copy.
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 # The headers a client key may come in, as LiteLLM's proxy reads its master key.
-_CLIENT_KEY_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-goog-api-key", b"x-litellm-api-key"})
+_CLIENT_KEY_HEADERS = frozenset(name.encode("latin-1") for name in (*CREDENTIAL_HEADERS, "x-litellm-api-key"))
 _OPERATIONS = frozenset({"/health", "/metrics", "/cache/stats", "/cache/delete", "/cache/flush", "/cache/ping"})
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
 """The largest body a /cache/* call may send (they are small JSON objects)."""
@@ -90,7 +91,7 @@ def family_of(path: str) -> str | None:
         return "azure"
     if path == "/v1/messages" or path.startswith(("/v1/messages/", "/v1/complete")):
         return "anthropic"
-    if path.startswith("/v1beta/") or (path.startswith(("/v1/models/", "/v1alpha/")) and ":" in path):
+    if path.startswith("/v1beta/") or (path.startswith("/v1alpha/") and ":" in path) or api_of(path) == "gemini":
         return "gemini"
     if path.startswith("/v1/"):
         return "openai"
@@ -193,33 +194,12 @@ def _query(query: str) -> str:
     return query if _CLEAN_QUERY.fullmatch(raw) is not None else _percent_encoded(raw, b"/?")
 
 
-_ANTHROPIC_ERRORS = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large"}
-_GEMINI_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    413: "INVALID_ARGUMENT",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 _OPENAI_CODES = {401: "invalid_api_key", 502: "upstream_unavailable", 504: "upstream_unavailable"}
 
 
 def error_body(family: str | None, status: int, message: str, code: str | None = None) -> bytes:
     """An error answer shaped the way the family's API shapes errors, so SDKs raise their usual errors."""
-    if family == "anthropic":
-        kind = "api_error" if status >= 500 else _ANTHROPIC_ERRORS.get(status, "invalid_request_error")
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
-    if family == "gemini":
-        return orjson.dumps(
-            {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
-        )
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    return orjson.dumps(
-        {"error": {"message": message, "type": kind, "param": None, "code": code or _OPENAI_CODES.get(status)}}
-    )
+    return orjson.dumps(error_document(family, status, message, code or _OPENAI_CODES.get(status)))
 
 
 def _error(family: str | None, status: int, message: str, code: str | None = None) -> Response:
@@ -801,27 +781,16 @@ def _streamed_body(request: Request, headers: list[tuple[str, str]]) -> AsyncIte
 def _without_client_keys(headers: list[tuple[str, str]], query: str) -> tuple[list[tuple[str, str]], str]:
     """The request without the key that authenticated the caller to the gateway."""
     headers = [(k, v) for k, v in headers if k.encode("latin-1") not in _CLIENT_KEY_HEADERS]
-    if "key=" in query:
-        query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
-    return headers, query
+    return headers, without_query_credential(query)
 
 
 def _with_credentials(
     family: str, api_key: str, headers: list[tuple[str, str]], query: str
 ) -> tuple[list[tuple[str, str]], str]:
     """Replace the caller's credentials with the configured upstream key."""
-    headers = [(k, v) for k, v in headers if k not in _CREDENTIAL_HEADERS]
-    if family == "openai":
-        headers.append(("authorization", f"Bearer {api_key}"))
-    elif family == "azure":
-        headers.append(("api-key", api_key))
-    elif family == "anthropic":
-        headers.append(("x-api-key", api_key))
-    else:
-        headers.append(("x-goog-api-key", api_key))
-        if "key=" in query:
-            query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
-    return headers, query
+    headers = [(k, v) for k, v in headers if k not in CREDENTIAL_HEADERS]
+    headers.append(auth_header(family, api_key))
+    return headers, without_query_credential(query) if family == "gemini" else query
 
 
 def build_router(config: GatewayConfig) -> Any:

@@ -26,9 +26,13 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from .._wire import AmbiguousCredential, Auth
 from . import exact_json
-from .providers.auth import AmbiguousCredential, Auth
 
+KEY_FORMAT = 1
+"""The version of the canonical form below. Changing the form changes every key, orphaning every
+stored entry (they expire by their TTL), so it is done on purpose: bump this, and replace the golden
+keys (tests/middleware/test_golden_keys.py). Format 1 is implicit: its form carries no version."""
 DEFAULT_VOLATILE_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"})
 QUERY_IGNORED = frozenset({"key", "alt", "$alt"})  # Gemini's API key and stream form
 DEFAULT_NAMESPACE = "default"
@@ -185,7 +189,7 @@ def credential_scope(
     repeated: Collection[str] = (),
     memo: dict[str, str] | None = None,
 ) -> str:
-    """`c` + the hash of the credential the request's provider authenticates (see `providers/auth.py`)."""
+    """`c` + the hash of the credential the request's provider authenticates (see `llm_cache/_wire.py`)."""
     try:
         credential = auth.credential(headers, query, repeated)
     except AmbiguousCredential as error:

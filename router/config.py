@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._wire import UnsetVariable, expand_env
 from .errors import DEFAULT_COOLDOWN_MAX
 
 Family = Literal["openai", "anthropic", "gemini", "azure"]
@@ -63,8 +63,6 @@ STRATEGY_ALIASES: dict[str, str] = {
     "usage": "usage",
 }
 
-ENV_PREFIX = "os.environ/"
-
 #: LiteLLM providers that are not plain HTTPS + API key (request signing, OAuth, other wire formats).
 #: Their deployments are skipped with a warning rather than sent somewhere wrong.
 UNSUPPORTED_PREFIXES = {
@@ -93,36 +91,22 @@ class ConfigError(ValueError):
     """A config could not be loaded; the message names the field and the fix."""
 
 
-_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
 def resolve_secret(value: Any, field: str, environ: Mapping[str, str] | None = None) -> Any:
-    """Resolve environment references in a config string, as the gateway's config loader does.
-
-    ``os.environ/NAME`` (LiteLLM's syntax, the whole value) and ``${NAME}`` / ``${NAME:-default}``
-    (anywhere in the value). One pass: text read from the environment is never expanded again.
-    """
+    """Resolve environment references in a config string, as the gateway's config loader does
+    (`llm_cache._wire.expand_env`: ``os.environ/NAME``, ``${NAME}``, ``${NAME:-default}``)."""
     if not isinstance(value, str):
         return value
-    env = os.environ if environ is None else environ
-    if value.strip().startswith(ENV_PREFIX):
-        name = value.strip()[len(ENV_PREFIX) :]
-        if name not in env:
-            raise ConfigError(f"{field}: environment variable {name!r} is not set (referenced as {value!r})")
-        return env[name]
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
+    try:
+        return expand_env(value, os.environ if environ is None else environ)
+    except UnsetVariable as unset:
+        if unset.reference.startswith("$"):
+            raise ConfigError(
+                f"{field}: environment variable {unset.name!r} is not set "
+                f"(referenced as ${{{unset.name}}}; write ${{{unset.name}:-default}} for a fallback)"
+            ) from None
         raise ConfigError(
-            f"{field}: environment variable {name!r} is not set "
-            f"(referenced as ${{{name}}}; write ${{{name}:-default}} for a fallback)"
-        )
-
-    return _ENV_INLINE.sub(replace, value)
+            f"{field}: environment variable {unset.name!r} is not set (referenced as {value!r})"
+        ) from None
 
 
 class Deployment(BaseModel):

@@ -18,16 +18,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._wire import api_of, error_document, model_in_path
 from . import retry as retry_mod
 from . import rewrite, translate
+from .breaker import Breaker
 from .config import ModelGroup, RouterConfig, load_config
-from .cooldown import Breaker
 from .errors import (
     Failure,
     Kind,
     classify_exception,
     classify_status,
-    error_document,
     parse_retry_after,
     read_json,
 )
@@ -212,23 +212,16 @@ class Router:
         model = doc.get("model") if doc else None
         if not isinstance(model, str):
             model = None
-        if model is None and "/models/" in path:  # Gemini: /v1beta/models/{model}:generateContent
+        if model is None:  # Gemini's models/{model}:generateContent, an Azure deployment
+            model = model_in_path(path)
+        if model is None and "/models/" in path:  # a model's own resource: GET /v1/models/{model}
             model = path.split("/models/", 1)[1].split(":", 1)[0] or None
-        if model is None:
-            m = rewrite._AZURE_PATH.match(path)
-            if m:
-                model = path.split("/openai/deployments/", 1)[1].split("/", 1)[0]
         stream = bool(doc and doc.get("stream") is True) or ":streamGenerateContent" in path
         est = len(body) // 4
         if doc:
             est += _count(doc.get("max_tokens")) or _count(doc.get("max_completion_tokens"))
         stacking = any(request.headers.get(h, "0").strip() not in ("", "0") for h in STACKING_HEADERS)
-        api = "openai"
-        if path.rstrip("/").endswith(("/messages", "/messages/count_tokens")):
-            api = "anthropic"
-        elif "/models/" in path and ":" in path.rsplit("/", 1)[-1]:
-            api = "gemini"
-        return Prepared(lib, request, body, doc, model or None, stream, est, api, stacking)
+        return Prepared(lib, request, body, doc, model or None, stream, est, api_of(path), stacking)
 
     def _warn_stacking(self, p: Prepared) -> None:
         if p.stacking and not self.stacking_warned:
@@ -538,7 +531,7 @@ class Router:
     @staticmethod
     def _error(p: Prepared, status: int, code: str, message: str, retry_after: int | None) -> Any:
         """A router-made answer: complete, unread, with its length (a proxy streams it like any other)."""
-        doc = error_document(p.api, status, code, message)
+        doc = error_document(p.api, status, message, code, kind="router_error")
         headers = {"content-type": "application/json", "x-router-attempts": str(p.attempts), "x-router-error": code}
         if retry_after is not None:
             headers["retry-after"] = str(retry_after)

@@ -157,35 +157,6 @@ def _bounded(seconds: float, cap: float) -> float:
     return min(max(0.0, seconds), cap)
 
 
-#: HTTP status -> Anthropic's error ``type`` (others: ``api_error`` from 500 up, else ``invalid_request_error``).
-ANTHROPIC_ERROR_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
-def anthropic_error(status: int, message: Any) -> dict[str, Any]:
-    """``{"type": "error", "error": {type, message}}``, the type read off the status."""
-    kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
-
-
-def error_document(api: str, status: int, code: str, message: str) -> dict[str, Any]:
-    """A router-made error shaped the way the caller's API family shapes errors (OpenAI otherwise)."""
-    if api == "anthropic":
-        return anthropic_error(status, message)
-    if api == "gemini":
-        return {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
-    return {"error": {"message": message, "type": "router_error", "param": None, "code": code}}
-
-
 @dataclass
 class Failure:
     """What an attempt ended with, when it did not succeed."""
@@ -202,14 +173,11 @@ class Failure:
 
 __all__ = [
     "DEFAULT_COOLDOWN_MAX",
-    "ANTHROPIC_ERROR_TYPES",
     "Failure",
     "Kind",
     "RETRYABLE",
-    "anthropic_error",
     "classify_exception",
     "classify_status",
-    "error_document",
     "parse_retry_after",
     "read_json",
 ]

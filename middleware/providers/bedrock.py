@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+from ..._wire import BEDROCK, bedrock_pattern
 from .. import exact_json
 from .anthropic import Messages, MessageStreamAssembler, message_events, message_invalid
-from .auth import BEDROCK
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -58,7 +58,7 @@ class _BedrockEndpoint(Endpoint):
 
     def __init__(self) -> None:
         # The model id may be an ARN with `/` in it (inference profiles), sent %2F-encoded and decoded here.
-        self._pattern = re.compile(r"^(?:/.*?)?/model/(?P<model>.+?)/" + re.escape(self.action) + r"/?$")
+        self._pattern = bedrock_pattern(self.action)
 
     def match(self, path: str) -> Route | None:
         found = self._pattern.match(path)

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..._wire import GEMINI, gemini_pattern
 from .. import exact_json
-from .auth import GEMINI
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -31,18 +31,13 @@ from .sse import SSEDecoder
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 
 
-def _method_pattern(methods: str) -> re.Pattern[str]:
-    """`.../models/{model}:{method}` (also `tunedModels/`, Vertex `publishers/google/models/`)."""
-    return re.compile(r"^(?:/.*)?/(?:tunedModels|models)/(?P<model>[^/:]+):(?P<method>" + methods + r")/?$")
-
-
 class _GeminiEndpoint(Endpoint):
     family = "gemini"
     auth = GEMINI
     methods: str
 
     def __init__(self) -> None:
-        self._pattern = _method_pattern(self.methods)
+        self._pattern = gemini_pattern(self.methods)
 
     def match(self, path: str) -> Route | None:
         found = self._pattern.match(path)

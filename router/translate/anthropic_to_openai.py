@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import anthropic_error
+from ..._wire import error_document
 from .base import Outgoing, Refusals, Translation, dumps, leftovers, obj, parse_json, position, seq, stop_list
 from .mapping import anthropic_stop_from_openai, anthropic_usage_from_openai
 from .openai_to_anthropic import THINKING_BUDGETS
@@ -246,7 +246,7 @@ def error(status: int, body: bytes) -> bytes:
     err = doc.get("error") if isinstance(doc, Mapping) else None
     if not isinstance(err, Mapping):
         return body
-    return dumps(anthropic_error(status, err.get("message")))
+    return dumps(error_document("anthropic", status, str(err.get("message") or "")))
 
 
 class Stream:
@@ -277,7 +277,7 @@ class Stream:
             return b""
         if "error" in event:
             err = obj(event["error"])
-            return encode(anthropic_error(500, err.get("message")), "error")
+            return encode(error_document("anthropic", 500, str(err.get("message") or "")), "error")
         out = b"" if self.started else self._start(event)
         if isinstance(event.get("usage"), Mapping):
             self.usage = dict(event["usage"])

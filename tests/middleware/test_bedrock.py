@@ -11,8 +11,8 @@ import orjson
 import pytest
 from anthropic import AnthropicBedrock
 
+from llm_cache._wire import BEDROCK
 from llm_cache.middleware import Cache, CachingTransport
-from llm_cache.middleware.providers.auth import BEDROCK
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
