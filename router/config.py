@@ -126,6 +126,9 @@ class Deployment(BaseModel):
     max_parallel_requests: int | None = Field(default=None, gt=0)
     timeout: float | None = Field(default=None, gt=0)
     order: int = 0
+    drop_params: bool | None = Field(
+        default=None, description="translated requests: drop fields this deployment cannot honour (default: settings)"
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> Deployment:
@@ -218,6 +221,10 @@ class RouterSettings(BaseModel):
     latency_tolerance: float = Field(default=0.2, ge=0)
     latency_alpha: float = Field(default=0.3, gt=0, le=1)
     model_group_alias: dict[str, str] = Field(default_factory=dict)
+    drop_params: bool = Field(
+        default=False,
+        description="a translated request drops the fields its deployment cannot honour instead of a 400 naming them",
+    )
 
     @field_validator("routing_strategy")
     @classmethod
@@ -339,7 +346,7 @@ def split_litellm_model(model: str) -> tuple[Family, str]:
     return "openai", model
 
 
-#: litellm_params keys we use; others (temperature, drop_params, ...) are accepted and ignored.
+#: litellm_params keys we use; others (temperature, ...) are accepted and ignored.
 _LITELLM_KEYS = (
     "api_base",
     "api_key",
@@ -350,6 +357,7 @@ _LITELLM_KEYS = (
     "order",
     "timeout",
     "max_parallel_requests",
+    "drop_params",
 )
 
 #: router_settings keys that do not apply here (redis_host, ...); accepted and ignored.
@@ -415,6 +423,7 @@ def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         "default_fallbacks",
         "allowed_fails",
         "cooldown_time",
+        "drop_params",
     ):
         if key in ls and key not in rs:
             rs[key] = ls[key]

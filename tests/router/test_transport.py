@@ -122,16 +122,17 @@ async def test_anthropic_api_through_legacy_httpx(fakes, make_router):
     assert fakes["claude"].seen[0].headers["x-api-key"] == "ant-key"
 
 
-def test_openai_request_never_goes_to_an_anthropic_deployment(fakes, make_router):
+def test_an_openai_request_falls_back_to_an_anthropic_deployment_translated(fakes, make_router):
     cfg = config(fakes)
     cfg["settings"]["fallbacks"] = [{"gpt": ["claude"]}]
     fakes["a"].fail(*[("status", 500, None, None)] * 5)
     fakes["b"].fail(*[("status", 500, None, None)] * 5)
     router = make_router(cfg)
     client = openai.OpenAI(api_key="k", max_retries=0, http_client=httpx2.Client(transport=RouterTransport(router)))
-    with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
-    assert fakes["claude"].count == 0
+    answer = client.chat.completions.with_raw_response.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    assert answer.parse().choices[0].message.content == "hello from claude"
+    assert (answer.headers["x-router-family"], answer.headers["x-router-fallback-from"]) == ("anthropic", "gpt")
+    assert fakes["claude"].seen[0].path == "/v1/messages"
 
 
 # ----------------------------------------------------------------------------- rewriting (pure)
