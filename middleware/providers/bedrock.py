@@ -7,7 +7,8 @@ trace, latency, `accept`) are part of the key. Model ids may be ARNs with `/` in
 
 `invoke-with-response-stream` answers in AWS's binary event-stream framing, each `chunk` event
 carrying one of the model's own stream events in base64. Only Anthropic Messages events (Claude)
-are assembled; a stream of another model's events is not stored. Its entries are its own, apart
+are assembled; a stream of another model's events is not stored. The fields Bedrock adds to the
+events (`amazon-bedrock-invocationMetrics`, a guardrail's action and trace) are kept. Its entries are its own, apart
 from `invoke`'s, since a JSON answer of another model could not be replayed as Claude's events.
 `converse-stream` is not owned: it passes through untouched.
 """
@@ -38,6 +39,10 @@ from .base import (
 from .eventstream import MEDIA_TYPE, EventStreamDecoder, EventStreamError, encode_message
 
 _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+_ADDED_PREFIX = "amazon-bedrock-"
+"""Fields Bedrock adds to a model's events (`amazon-bedrock-invocationMetrics` on `message_stop`,
+a guardrail's `amazon-bedrock-guardrailAction` and `-trace`): kept on the stored message, replayed
+on `message_stop`."""
 
 
 _MESSAGES = Messages()
@@ -120,11 +125,15 @@ class InvokeModelStream(_BedrockEndpoint):
         return message_invalid(response)
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        message = exact_json.loads(response)
+        added = {key: message.pop(key) for key in list(message) if key.startswith(_ADDED_PREFIX)}
+        events = list(message_events(message))
+        events[-1].update(added)  # on `message_stop`, where Bedrock sends them
         return b"".join(
             encode_message(
                 _CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(exact_json.dumps(event)).decode()})
             )
-            for event in message_events(exact_json.loads(response))
+            for event in events
         )
 
     def stream_media_type(self, request: RequestView) -> str:
@@ -168,6 +177,7 @@ class InvokeStreamAssembler:
     def __init__(self) -> None:
         self._frames = EventStreamDecoder()
         self._messages = MessageStreamAssembler()
+        self._added: dict[str, Any] = {}
         self._broken = False
 
     @property
@@ -189,12 +199,16 @@ class InvokeStreamAssembler:
             if headers.get(":message-type") != "event" or event is None:
                 self._broken = True
                 return
+            self._added.update((key, value) for key, value in event.items() if key.startswith(_ADDED_PREFIX))
             self._messages.feed(
                 b"event: " + str(event["type"]).encode() + b"\ndata: " + exact_json.dumps(event) + b"\n\n"
             )
 
     def result(self) -> bytes | None:
-        return self._messages.result() if self.complete else None
+        message = self._messages.result() if self.complete else None
+        if message is None or not self._added:
+            return message
+        return exact_json.dumps({**exact_json.loads(message), **self._added})
 
 
 def _decoded_event(encoded: str) -> dict[str, Any] | None:

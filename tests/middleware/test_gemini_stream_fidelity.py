@@ -22,6 +22,7 @@ from google.genai import types
 
 from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.fidelity import missing_paths
 from tests.support.gemini_streams import GEMINI_STREAMS, MODEL
 
 SDK_ONLY = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
@@ -39,8 +40,7 @@ def reading(chunks: Chunks) -> dict[str, Any]:
     """
     candidates: dict[int, dict[str, Any]] = {}
     answer: dict[str, Any] = {}
-    for chunk in chunks:
-        data = chunk.model_dump(mode="json", exclude_none=True, exclude=SDK_ONLY)
+    for data in dumped(chunks):
         for candidate in data.pop("candidates", []):
             read = candidates.setdefault(candidate.pop("index", 0), {"parts": [], "signatures": [], "citations": []})
             content = candidate.pop("content", {})
@@ -68,21 +68,8 @@ def _read_part(read: dict[str, Any], part: dict[str, Any]) -> None:
         read["parts"].append({kind: part["text"]})
 
 
-def field_paths(value: Any, prefix: str = "") -> set[str]:
-    """Every field path a chunk carries, list positions folded (`candidates[].content.parts[].text`)."""
-    if isinstance(value, dict):
-        paths: set[str] = set()
-        for key, item in value.items():
-            path = f"{prefix}.{key}" if prefix else key
-            paths |= {path} | field_paths(item, path)
-        return paths
-    if isinstance(value, list):
-        return set().union(*(field_paths(item, prefix + "[]") for item in value))
-    return set()
-
-
-def paths_of(chunks: Chunks) -> set[str]:
-    return set().union(*(field_paths(c.model_dump(mode="json", exclude_none=True, exclude=SDK_ONLY)) for c in chunks))
+def dumped(chunks: Chunks) -> list[dict[str, Any]]:
+    return [c.model_dump(mode="json", exclude_none=True, exclude=SDK_ONLY) for c in chunks]
 
 
 def x_cache(response: types.GenerateContentResponse) -> str | None:
@@ -135,7 +122,7 @@ async def test_a_gemini_stream_hit_reads_as_the_original(
     assert fake_provider.count(":streamGenerateContent") == 1 and fake_provider.count(":generateContent") == 0
     assert reading(replay) == reading(original)
     assert reading(hit) == reading(original)
-    assert paths_of(original) - paths_of(replay) == set()
+    assert missing_paths(dumped(original), dumped(replay)) == set()
 
 
 def test_the_reading_of_the_fixtures_is_what_the_api_documents() -> None:

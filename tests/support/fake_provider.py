@@ -45,6 +45,7 @@ ECHO_LIMIT = 80
 CREATED = 1_700_000_000  # a fixed `created` timestamp keeps bodies deterministic apart from ids
 TRANSPORT_FIELDS = ("stream", "stream_options")
 WEATHER_ARGS = {"location": "Paris, France", "unit": "celsius"}
+EVENTSTREAM = "application/vnd.amazon.eventstream"
 
 
 class StreamCut(ConnectionAbortedError):
@@ -186,7 +187,8 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._failures: list[_Failure] = []
         self._cut_after: int | None = None
-        self._scripted: list[list[bytes]] = []
+        self._scripted: list[tuple[list[bytes], str]] = []
+        """Scripted streams to answer the next requests with: their encoded events and media type."""
         self._unknown_fields: dict[str, str] = {}
         self._gzip_streams = False
         self._break: _Break | None = None
@@ -255,19 +257,22 @@ class FakeProvider:
         with self._lock:
             self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
 
-    def stream_next(self, events: Iterable[Any]) -> None:
+    def stream_next(self, events: Iterable[Any], eventstream: bool = False) -> None:
         """The next request is answered with exactly these server-sent events: each a JSON-able object
-        (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`."""
+        (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`.
+        With `eventstream`, each object is sent in an AWS event-stream `chunk` frame, as Bedrock streams."""
         encoded = []
         for event in events:
-            if isinstance(event, tuple):
+            if eventstream:
+                encoded.append(_aws_frame(event))
+            elif isinstance(event, tuple):
                 encoded.append(_sse(event[1], event[0]))
             elif event == "[DONE]":
                 encoded.append(b"data: [DONE]\n\n")
             else:
                 encoded.append(_sse(event))
         with self._lock:
-            self._scripted.append(encoded)
+            self._scripted.append((encoded, EVENTSTREAM if eventstream else "text/event-stream"))
 
     def gzip_streams(self) -> None:
         """From now on (until reset), streams are gzip-encoded event by event (`content-encoding: gzip`)."""
@@ -389,7 +394,7 @@ class FakeProvider:
                 message = f"Unrecognized request argument supplied: {unknown}"
                 response = self._error(family, 400, None, {}, message=message)
             elif scripted is not None:
-                response = self._stream(scripted)
+                response = self._stream(*scripted)
             elif forced and forced.isdigit() and int(forced) >= 400:
                 response = self._error(family, int(forced), None, {})
             else:
@@ -970,7 +975,7 @@ class FakeProvider:
         events.append(_sse({"type": "message_stop"}, event="message_stop"))
         if eventstream:  # Bedrock: each event base64'd in the `bytes` of a binary `chunk` frame
             frames = [_aws_frame(json.loads(event.split(b"data: ", 1)[1])) for event in events]
-            return self._stream(frames, media_type="application/vnd.amazon.eventstream")
+            return self._stream(frames, media_type=EVENTSTREAM)
         return self._stream(events)
 
     def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:

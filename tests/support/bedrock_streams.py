@@ -1,0 +1,128 @@
+"""Bedrock `invoke-with-response-stream` answers of Claude, event by event, for the differential suite.
+
+Bedrock carries the Messages API's own events (each base64'd in an event-stream `chunk` frame) and
+adds its own fields to the last one: `amazon-bedrock-invocationMetrics`, and with a guardrail its
+action and trace. The fixtures cover every content block and delta type Claude streams on Bedrock,
+each stop reason, and the usage counts with prompt caching.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.anthropic_streams import AnthropicBlock, anthropic_events
+
+CLAUDE = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+BIG = 123456789012345678901234567890
+"""Beyond 64 bits: a parser that reads it as a float loses its last digits."""
+
+
+def metrics(output_tokens: int, **more: Any) -> dict[str, Any]:
+    return {
+        "amazon-bedrock-invocationMetrics": {
+            "inputTokenCount": 40,
+            "outputTokenCount": output_tokens,
+            "invocationLatency": 812,
+            "firstByteLatency": 301,
+            **more,
+        }
+    }
+
+
+def invoke_stream(
+    blocks: list[AnthropicBlock],
+    output_tokens: int,
+    stop_reason: str = "end_turn",
+    stop_sequence: str | None = None,
+    usage: dict[str, Any] | None = None,
+    stop: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    events = anthropic_events(
+        blocks,
+        {"output_tokens": output_tokens, **(usage or {})},
+        stop_reason,
+        stop_sequence,
+        model=CLAUDE,
+        stop={**metrics(output_tokens), **(stop or {})},
+    )
+    return [event for _, event in events]
+
+
+def text(*pieces: str) -> AnthropicBlock:
+    return {"type": "text", "text": ""}, [{"type": "text_delta", "text": piece} for piece in pieces]
+
+
+def tool(tool_id: str, name: str, *partial_json: str) -> AnthropicBlock:
+    start = {"type": "tool_use", "id": tool_id, "name": name, "input": {}}
+    return start, [{"type": "input_json_delta", "partial_json": piece} for piece in ("", *partial_json)]
+
+
+CITATION = {
+    "type": "char_location",
+    "cited_text": "The grass is green.",
+    "document_index": 0,
+    "document_title": "Facts",
+    "start_char_index": 0,
+    "end_char_index": 19,
+}
+
+INVOKE_STREAMS: dict[str, list[dict[str, Any]]] = {
+    "text": invoke_stream([text("The capital ", "of France ", "is Paris.")], 9),
+    "thinking, signed and redacted": invoke_stream(
+        [
+            (
+                {"type": "thinking", "thinking": "", "signature": ""},
+                [
+                    {"type": "thinking_delta", "thinking": "The user asks "},
+                    {"type": "thinking_delta", "thinking": "for a capital."},
+                    {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"},
+                ],
+            ),
+            ({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}, []),
+            text("Paris."),
+        ],
+        31,
+    ),
+    "parallel tool use": invoke_stream(
+        [
+            text("Let me look both up."),
+            tool("toolu_bdrk_1", "get_weather", '{"city": ', '"Paris"}'),
+            tool("toolu_bdrk_2", "lookup_order", '{"order_id": 12345678901234', "5678901234567890, ", '"rush": true}'),
+        ],
+        58,
+        "tool_use",
+    ),
+    "citations": invoke_stream(
+        [
+            (
+                {"type": "text", "text": "", "citations": []},
+                [{"type": "citations_delta", "citation": CITATION}, {"type": "text_delta", "text": "Grass is green."}],
+            )
+        ],
+        7,
+    ),
+    "stop sequence": invoke_stream([text("One, two")], 3, "stop_sequence", "three"),
+    "max tokens": invoke_stream([text("A very long ", "answer")], 4, "max_tokens"),
+    "prompt caching usage": invoke_stream(
+        [text("From the cached manual: yes.")],
+        8,
+        usage={"cache_creation_input_tokens": 0, "cache_read_input_tokens": 2048},
+        stop={**metrics(8, cacheReadInputTokenCount=2048, cacheWriteInputTokenCount=0)},
+    ),
+    "guardrail intervened": invoke_stream(
+        [text("Sorry, the model cannot answer this question.")],
+        0,
+        stop={
+            "amazon-bedrock-guardrailAction": "INTERVENED",
+            "amazon-bedrock-trace": {
+                "guardrail": {
+                    "input": {
+                        "gr-1": {
+                            "topicPolicy": {"topics": [{"name": "Investments", "type": "DENY", "action": "BLOCKED"}]}
+                        }
+                    }
+                }
+            },
+        },
+    ),
+}
