@@ -5,8 +5,8 @@ provider (a miss, stored), is replayed as a stream and served as JSON (two hits)
 caching transport and through `CacheMiddleware`. What an application reads from the SDK's chunks
 (the text and thoughts in order, signatures, every other part, each candidate's and the answer's
 other fields) must be the same three ways, and the replay must carry every field the original's
-chunks carried. google-genai does not accumulate a stream itself, so `reading` is that
-accumulation, written from the SDK's documented objects rather than from the adapter.
+chunks carried. google-genai does not accumulate a stream itself, so `gemini_streams.reading` is
+that accumulation, written from the SDK's documented objects rather than from the adapter.
 """
 
 from __future__ import annotations
@@ -23,53 +23,7 @@ from google.genai import types
 from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.fidelity import missing_paths
-from tests.support.gemini_streams import GEMINI_STREAMS, MODEL
-
-SDK_ONLY = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
-"""Fields the SDK adds to what it read (the HTTP response, its own bookkeeping)."""
-
-Chunks = list[types.GenerateContentResponse]
-
-
-def reading(chunks: Chunks) -> dict[str, Any]:
-    """What an application reads from an answer, however it was cut into chunks.
-
-    Per candidate: its parts in order, runs of text of one kind (answer or thought) read as one
-    text, the thought signatures in order, and the latest value of every other field (citations
-    are joined); for the answer, the latest value of every other field.
-    """
-    candidates: dict[int, dict[str, Any]] = {}
-    answer: dict[str, Any] = {}
-    for data in dumped(chunks):
-        for candidate in data.pop("candidates", []):
-            read = candidates.setdefault(candidate.pop("index", 0), {"parts": [], "signatures": [], "citations": []})
-            content = candidate.pop("content", {})
-            for part in content.pop("parts", []):
-                _read_part(read, part)
-            read.update(content)
-            citations = candidate.pop("citation_metadata", {}).get("citations", [])
-            read["citations"] += citations
-            read.update(candidate)
-        answer.update(data)
-    return {"candidates": candidates, **answer}
-
-
-def _read_part(read: dict[str, Any], part: dict[str, Any]) -> None:
-    if "text" not in part:
-        read["parts"].append(part)
-        return
-    if "thought_signature" in part:
-        read["signatures"].append(part.pop("thought_signature"))
-    kind = "thought" if part.get("thought") else "text"
-    last = read["parts"][-1] if read["parts"] else None
-    if last is not None and set(last) == {kind}:
-        last[kind] += part["text"]
-    elif part["text"]:
-        read["parts"].append({kind: part["text"]})
-
-
-def dumped(chunks: Chunks) -> list[dict[str, Any]]:
-    return [c.model_dump(mode="json", exclude_none=True, exclude=SDK_ONLY) for c in chunks]
+from tests.support.gemini_streams import GEMINI_STREAMS, MODEL, Chunks, dumped, reading
 
 
 def x_cache(response: types.GenerateContentResponse) -> str | None:

@@ -4,12 +4,15 @@ Each fixture is the list of `GenerateContentResponse` objects one stream sends (
 camelCase JSON), covering the part types, candidate fields and usage counts the API documents:
 text over several chunks, thoughts sealed by a `thoughtSignature`, parallel function calls, code
 execution, grounding and citations, safety ratings and prompt feedback, finish reasons other than
-`STOP`, cached-content usage and more than one candidate.
+`STOP`, cached-content usage and more than one candidate. `reading` is what an application reads
+from google-genai's chunks of an answer, the oracle the differential and property tests compare.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from google.genai import types
 
 MODEL = "gemini-2.5-flash"
 SAFE = [
@@ -202,3 +205,50 @@ GEMINI_STREAMS: dict[str, list[dict[str, Any]]] = {
         ),
     ],
 }
+
+
+SDK_ONLY = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
+"""Fields the SDK adds to what it read (the HTTP response, its own bookkeeping)."""
+
+Chunks = list[types.GenerateContentResponse]
+
+
+def reading(chunks: Chunks) -> dict[str, Any]:
+    """What an application reads from an answer, however it was cut into chunks.
+
+    Per candidate: its parts in order, runs of text of one kind (answer or thought) read as one
+    text, the thought signatures in order, and the latest value of every other field (citations
+    are joined); for the answer, the latest value of every other field.
+    """
+    candidates: dict[int, dict[str, Any]] = {}
+    answer: dict[str, Any] = {}
+    for data in dumped(chunks):
+        for candidate in data.pop("candidates", []):
+            read = candidates.setdefault(candidate.pop("index", 0), {"parts": [], "signatures": [], "citations": []})
+            content = candidate.pop("content", {})
+            for part in content.pop("parts", []):
+                _read_part(read, part)
+            read.update(content)
+            citations = candidate.pop("citation_metadata", {}).get("citations", [])
+            read["citations"] += citations
+            read.update(candidate)
+        answer.update(data)
+    return {"candidates": candidates, **answer}
+
+
+def _read_part(read: dict[str, Any], part: dict[str, Any]) -> None:
+    if "text" not in part:
+        read["parts"].append(part)
+        return
+    if "thought_signature" in part:
+        read["signatures"].append(part.pop("thought_signature"))
+    kind = "thought" if part.get("thought") else "text"
+    last = read["parts"][-1] if read["parts"] else None
+    if last is not None and set(last) == {kind}:
+        last[kind] += part["text"]
+    elif part["text"]:
+        read["parts"].append({kind: part["text"]})
+
+
+def dumped(chunks: Chunks) -> list[dict[str, Any]]:
+    return [c.model_dump(mode="json", exclude_none=True, exclude=SDK_ONLY) for c in chunks]

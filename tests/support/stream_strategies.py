@@ -64,10 +64,13 @@ def dumps(value: Any) -> bytes:
 
 
 def assembled(endpoint: Endpoint, request: RequestView, cut: list[bytes]) -> bytes:
-    """What `endpoint`'s assembler makes of a stream delivered in `cut` pieces (it must complete)."""
+    """What `endpoint`'s assembler makes of a stream delivered in `cut` pieces (it must complete).
+    As the transports do, it is read no further once the assembler says the stream is complete."""
     assembler = endpoint.assembler(request)
     for piece in cut:
         assembler.feed(piece)
+        if assembler.complete:
+            break
     result = assembler.result()
     assert result is not None, "the stream did not assemble"
     return result
