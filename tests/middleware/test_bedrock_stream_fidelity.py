@@ -6,18 +6,27 @@ Each fixture (tests/support/bedrock_streams.py) is streamed once from the provid
 and through `CacheMiddleware`. The SDK's final message of the replay must be that of the original,
 and the replay's events, as the SDK reads them, must carry every field path the provider's events
 did, Bedrock's own fields (invocation metrics, guardrail action and trace) included.
+
+`converse-stream` is not owned by the cache: its fixtures (every documented ConverseStream event,
+checked against botocore's service model) must reach the caller as the provider sent them, read by
+botocore's own event-stream parser, and nothing is stored.
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterator
 from typing import Any
 
+import botocore.session
 import httpx2
 import pytest
 from anthropic import AnthropicBedrock, AsyncAnthropicBedrock
+from botocore.eventstream import EventStream
+from botocore.parsers import EventStreamJSONParser
 
 from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
-from tests.support.bedrock_streams import BIG, CLAUDE, INVOKE_STREAMS
+from tests.support.bedrock_streams import BIG, CLAUDE, CONVERSE_STREAMS, INVOKE_STREAMS
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.fidelity import missing_paths
 
@@ -95,3 +104,53 @@ async def test_integers_beyond_64_bits_in_a_bedrock_tool_input_are_replayed_exac
     (original, _, _), (replay, _, _) = await original_and_replay("transport", fake_provider, "order")
 
     assert original["content"][2]["input"] == replay["content"][2]["input"] == {"order_id": BIG, "rush": True}
+
+
+class _Body:
+    """The raw stream botocore's `EventStream` reads from."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self) -> Iterator[bytes]:
+        yield self._data
+
+
+def boto_events(body: bytes) -> list[dict[str, Any]]:
+    """`body` as boto3's `converse_stream` hands it to an application: one `{name: payload}` per event."""
+    operation = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("ConverseStream")
+    shape = operation.output_shape.members["stream"]  # type: ignore[union-attr]
+    return list(EventStream(_Body(body), shape, EventStreamJSONParser(), "ConverseStream"))
+
+
+@pytest.mark.parametrize("name", sorted(CONVERSE_STREAMS))
+async def test_a_converse_stream_passes_through_as_the_provider_sent_it(
+    name: str, layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    sent = CONVERSE_STREAMS[name]
+    fake_provider.stream_next(sent, eventstream=True)
+    cache = Cache()
+    signed = {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDFIDELITY/20261206/us-east-1/bedrock/aws4_request"}
+    body = {"messages": [{"role": "user", "content": [{"text": name}]}]}
+    url = f"/model/{CLAUDE}/converse-stream"
+    if layer == "transport":
+        with httpx2.Client(transport=CachingTransport(cache=cache), base_url=fake_provider.url) as client:
+            answer = client.post(url, json=body, headers=signed)
+    else:
+        asgi = httpx2.ASGITransport(app=CacheMiddleware(fake_provider.provider.app, cache=cache))
+        async with httpx2.AsyncClient(transport=asgi, base_url="http://bedrock.test") as aclient:
+            answer = await aclient.post(url, json=body, headers=signed)
+
+    assert "x-cache" not in answer.headers and cache.stats.stored == 0
+    # boto3 reads every event, every documented field as sent (its padding `p` is not in the model).
+    expected = [{kind: {k: v for k, v in payload.items() if k != "p"}} for kind, payload in sent]
+    assert as_json(boto_events(answer.content)) == expected
+
+
+def as_json(value: Any) -> Any:
+    """botocore's reading in JSON terms: blobs (`redactedContent`) back in base64."""
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_json(v) for v in value]
+    return base64.b64encode(value).decode() if isinstance(value, bytes) else value

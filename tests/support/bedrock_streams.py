@@ -126,3 +126,98 @@ INVOKE_STREAMS: dict[str, list[dict[str, Any]]] = {
         },
     ),
 }
+
+
+def converse_events(*events: tuple[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """A ConverseStream answer: `messageStart`, the given events, each payload padded with the
+    random `p` field Bedrock adds (so that sizes do not reveal tokens)."""
+    padded = [("messageStart", {"role": "assistant"}), *events]
+    return [
+        (name, {**payload, "p": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"[: 4 + n % 20]})
+        for n, (name, payload) in enumerate(padded)
+    ]
+
+
+def converse_text(index: int, *pieces: str) -> list[tuple[str, dict[str, Any]]]:
+    deltas = [("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": piece}}) for piece in pieces]
+    return [*deltas, ("contentBlockStop", {"contentBlockIndex": index})]
+
+
+def converse_end(stop_reason: str, output_tokens: int, **metadata: Any) -> list[tuple[str, dict[str, Any]]]:
+    usage = {"inputTokens": 40, "outputTokens": output_tokens, "totalTokens": 40 + output_tokens}
+    return [
+        ("messageStop", {"stopReason": stop_reason}),
+        ("metadata", {"usage": usage, "metrics": {"latencyMs": 812}, **metadata}),
+    ]
+
+
+CONVERSE_STREAMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "text": converse_events(*converse_text(0, "The capital ", "is Paris."), *converse_end("end_turn", 6)),
+    "parallel tool use": converse_events(
+        *converse_text(0, "Looking both up."),
+        (
+            "contentBlockStart",
+            {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": "weather"}}},
+        ),
+        ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": '{"city": '}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": '"Paris"}'}}}),
+        ("contentBlockStop", {"contentBlockIndex": 1}),
+        (
+            "contentBlockStart",
+            {"contentBlockIndex": 2, "start": {"toolUse": {"toolUseId": "tooluse_2", "name": "order"}}},
+        ),
+        ("contentBlockDelta", {"contentBlockIndex": 2, "delta": {"toolUse": {"input": f'{{"id": {BIG}}}'}}}),
+        ("contentBlockStop", {"contentBlockIndex": 2}),
+        *converse_end("tool_use", 41),
+    ),
+    "reasoning, signed and redacted": converse_events(
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "The user asks "}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "for a capital."}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "EqQBCgIYAhIM"}}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"reasoningContent": {"redactedContent": "EmwKAhgB"}}}),
+        ("contentBlockStop", {"contentBlockIndex": 1}),
+        *converse_text(2, "Paris."),
+        *converse_end("end_turn", 30),
+    ),
+    "citations": converse_events(
+        (
+            "contentBlockDelta",
+            {
+                "contentBlockIndex": 0,
+                "delta": {
+                    "citation": {
+                        "title": "Facts",
+                        "sourceContent": [{"text": "The grass is green."}],
+                        "location": {"documentChar": {"documentIndex": 0, "start": 0, "end": 19}},
+                    }
+                },
+            },
+        ),
+        *converse_text(0, "Grass is green."),
+        *converse_end("end_turn", 5),
+    ),
+    "guardrail, cache usage, performance": converse_events(
+        *converse_text(0, "Sorry, I cannot answer that."),
+        (
+            "messageStop",
+            {"stopReason": "guardrail_intervened", "additionalModelResponseFields": {"stop_sequence": None}},
+        ),
+        (
+            "metadata",
+            {
+                "usage": {
+                    "inputTokens": 40,
+                    "outputTokens": 7,
+                    "totalTokens": 2095,
+                    "cacheReadInputTokens": 2048,
+                    "cacheWriteInputTokens": 0,
+                },
+                "metrics": {"latencyMs": 412},
+                "trace": {"guardrail": {"outputAssessments": {"gr-1": [{"topicPolicy": {"topics": []}}]}}},
+                "performanceConfig": {"latency": "optimized"},
+            },
+        ),
+    ),
+}
+"""ConverseStream answers: the cache does not own `converse-stream`; they must pass through as sent."""

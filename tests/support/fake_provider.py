@@ -260,7 +260,8 @@ class FakeProvider:
     def stream_next(self, events: Iterable[Any], eventstream: bool = False) -> None:
         """The next request is answered with exactly these server-sent events: each a JSON-able object
         (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`.
-        With `eventstream`, each object is sent in an AWS event-stream `chunk` frame, as Bedrock streams."""
+        With `eventstream`, each is sent in an AWS event-stream frame, as Bedrock streams: an object in a
+        `chunk` frame, a `(name, object)` pair as an event of that name."""
         encoded = []
         for event in events:
             if eventstream:
@@ -1172,10 +1173,15 @@ def _is_token_list(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, int) for v in value)
 
 
-def _aws_frame(event: dict[str, Any]) -> bytes:
-    """One AWS event-stream `chunk` message carrying `event` (the framing Bedrock streams in)."""
-    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
-    fields = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+def _aws_frame(event: dict[str, Any] | tuple[str, dict[str, Any]]) -> bytes:
+    """One AWS event-stream message (the framing Bedrock streams in): a `chunk` carrying `event`
+    base64'd (InvokeModelWithResponseStream), or for a `(name, payload)` pair an event of that name
+    carrying the payload as it is (ConverseStream)."""
+    if isinstance(event, tuple):
+        name, payload = event[0], json.dumps(event[1]).encode()
+    else:
+        name, payload = "chunk", json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+    fields = {":event-type": name, ":content-type": "application/json", ":message-type": "event"}
     head = b"".join(
         struct.pack(">B", len(k)) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
         for k, v in fields.items()
