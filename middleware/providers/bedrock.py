@@ -1,4 +1,4 @@
-"""Amazon Bedrock runtime: InvokeModel (JSON and streamed) and Converse (JSON).
+"""Amazon Bedrock runtime: InvokeModel and Converse, each as JSON and streamed.
 
 Bedrock's requests are signed over their body (SigV4), so the cache keys them but never rewrites
 them; the caller's credential scope is the access key id of the signature, with the session token
@@ -8,9 +8,11 @@ trace, latency, `accept`) are part of the key. Model ids may be ARNs with `/` in
 `invoke-with-response-stream` answers in AWS's binary event-stream framing, each `chunk` event
 carrying one of the model's own stream events in base64. Only Anthropic Messages events (Claude)
 are assembled; a stream of another model's events is not stored. The fields Bedrock adds to the
-events (`amazon-bedrock-invocationMetrics`, a guardrail's action and trace) are kept. Its entries are its own, apart
-from `invoke`'s, since a JSON answer of another model could not be replayed as Claude's events.
-`converse-stream` is not owned: it passes through untouched.
+events (`amazon-bedrock-invocationMetrics`, a guardrail's action and trace) are kept. Its entries
+are its own, apart from `invoke`'s, since a JSON answer of another model could not be replayed as
+Claude's events.
+`converse` and `converse-stream` are one endpoint (one entry for both forms), the stream assembled
+and replayed by `converse.py`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from .. import exact_json
+from . import converse, eventstream
 from .anthropic import Messages, MessageStreamAssembler, message_events, message_invalid
 from .auth import BEDROCK
 from .base import (
@@ -36,7 +39,8 @@ from .base import (
     split_last_turn,
     usage_with_cache_apart,
 )
-from .eventstream import MEDIA_TYPE, EventStreamDecoder, EventStreamError, encode_message
+from .converse import ConverseStreamAssembler
+from .eventstream import MEDIA_TYPE, EventStreamDecoder, encode_message
 
 _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
 _ADDED_PREFIX = "amazon-bedrock-"
@@ -140,11 +144,34 @@ class InvokeModelStream(_BedrockEndpoint):
         return MEDIA_TYPE
 
 
-class Converse(_BedrockEndpoint, NonStreamingEndpoint):
-    """`/model/{modelId}/converse`: Bedrock's own model-independent chat shape."""
+class Converse(_BedrockEndpoint):
+    """`/model/{modelId}/converse` and `/converse-stream`: Bedrock's own model-independent chat shape,
+    under one name, so both forms share entries (a stream replays a JSON answer, and the reverse)."""
 
     name = "bedrock.converse"
     action = "converse"
+
+    def __init__(self) -> None:
+        self._pattern = re.compile(r"^(?:/.*?)?/model/(?P<model>.+?)/converse(?P<stream>-stream)?/?$")
+
+    def match(self, path: str) -> Route | None:
+        found = self._pattern.match(path)
+        if found is None:
+            return None
+        return Route(self, model=unquote(found["model"]), stream_by_path=found["stream"] is not None)
+
+    def upstream_identity(self, url: str) -> str:
+        head, found, tail = url.rpartition("/converse-stream")
+        return head + "/converse" + tail if found else url
+
+    def assembler(self, request: RequestView) -> ConverseStreamAssembler:
+        return ConverseStreamAssembler()
+
+    def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        return converse.render(exact_json.loads(response))
+
+    def stream_media_type(self, request: RequestView) -> str:
+        return MEDIA_TYPE
 
     def usage(self, response: dict[str, Any]) -> Usage:
         return usage_with_cache_apart(
@@ -154,13 +181,22 @@ class Converse(_BedrockEndpoint, NonStreamingEndpoint):
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
         output = response.get("output")
         message = output.get("message") if isinstance(output, dict) else None
-        return (
+        reason = (
             not_a(dict, output, "`output`")
             or not_a(dict, message, "`output.message`")
             or objects(message.get("content"), "`output.message.content`")  # type: ignore[union-attr]
             or not_a(str, response.get("stopReason"), "`stopReason`")
             or not_a(dict, response.get("usage"), "`usage`", optional=True)
         )
+        for index, block in enumerate(message.get("content") if reason is None else ()):  # type: ignore[union-attr]
+            tool = block.get("toolUse")
+            if tool is not None:  # replayed as a JSON text the stream's assembler reads back
+                reason = not_a(dict, tool, f"`content[{index}].toolUse`") or not_a(
+                    dict, tool.get("input"), f"`content[{index}].toolUse.input`"
+                )
+            if reason is not None:
+                break
+        return reason
 
     def response_model(self, response: dict[str, Any]) -> str | None:
         return None
@@ -187,16 +223,15 @@ class InvokeStreamAssembler:
     def feed(self, chunk: bytes) -> None:
         if self._broken:
             return
-        try:
-            frames = self._frames.feed(chunk)
-        except EventStreamError:
+        found = eventstream.events(self._frames, chunk)
+        if found is None:
             self._broken = True
             return
-        for headers, payload in frames:
-            data = loads_object(payload) if headers.get(":event-type") == "chunk" else None
+        for kind, payload in found:
+            data = loads_object(payload) if kind == "chunk" else None
             encoded = data.get("bytes") if data is not None else None
             event = _decoded_event(encoded) if isinstance(encoded, str) else None
-            if headers.get(":message-type") != "event" or event is None:
+            if event is None:
                 self._broken = True
                 return
             self._added.update((key, value) for key, value in event.items() if key.startswith(_ADDED_PREFIX))

@@ -7,26 +7,25 @@ and through `CacheMiddleware`. The SDK's final message of the replay must be tha
 and the replay's events, as the SDK reads them, must carry every field path the provider's events
 did, Bedrock's own fields (invocation metrics, guardrail action and trace) included.
 
-`converse-stream` is not owned by the cache: its fixtures (every documented ConverseStream event,
-checked against botocore's service model) must reach the caller as the provider sent them, read by
-botocore's own event-stream parser, and nothing is stored.
+`converse-stream` likewise, with boto3's own parsers as the oracle (boto3 does not send through
+HTTPX, so botocore reads the bytes the caller got): the fixtures cover every documented
+ConverseStream event and delta; the reading of the original stream, of the replay and of the JSON
+`converse` hit (which shares the entry) must agree.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import botocore.session
 import httpx2
 import pytest
 from anthropic import AnthropicBedrock, AsyncAnthropicBedrock
-from botocore.eventstream import EventStream
-from botocore.parsers import EventStreamJSONParser
+from botocore.parsers import RestJSONParser
 
 from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
-from tests.support.bedrock_streams import BIG, CLAUDE, CONVERSE_STREAMS, INVOKE_STREAMS
+from tests.support.bedrock_streams import BIG, CLAUDE, CONVERSE_STREAMS, INVOKE_STREAMS, boto_events, converse_reading
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.fidelity import missing_paths
 
@@ -106,45 +105,39 @@ async def test_integers_beyond_64_bits_in_a_bedrock_tool_input_are_replayed_exac
     assert original["content"][2]["input"] == replay["content"][2]["input"] == {"order_id": BIG, "rush": True}
 
 
-class _Body:
-    """The raw stream botocore's `EventStream` reads from."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def stream(self) -> Iterator[bytes]:
-        yield self._data
-
-
-def boto_events(body: bytes) -> list[dict[str, Any]]:
-    """`body` as boto3's `converse_stream` hands it to an application: one `{name: payload}` per event."""
-    operation = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("ConverseStream")
-    shape = operation.output_shape.members["stream"]  # type: ignore[union-attr]
-    return list(EventStream(_Body(body), shape, EventStreamJSONParser(), "ConverseStream"))
+def converse_parsed(body: bytes) -> dict[str, Any]:
+    """A JSON Converse answer as boto3's `converse` hands it to an application."""
+    operation = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("Converse")
+    parsed = RestJSONParser().parse({"body": body, "headers": {}, "status_code": 200}, operation.output_shape)
+    parsed.pop("ResponseMetadata", None)
+    return parsed
 
 
 @pytest.mark.parametrize("name", sorted(CONVERSE_STREAMS))
-async def test_a_converse_stream_passes_through_as_the_provider_sent_it(
+async def test_a_converse_stream_hit_is_what_boto3_made_of_the_original(
     name: str, layer: str, fake_provider: RunningFakeProvider
 ) -> None:
     sent = CONVERSE_STREAMS[name]
     fake_provider.stream_next(sent, eventstream=True)
-    cache = Cache()
     signed = {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDFIDELITY/20261206/us-east-1/bedrock/aws4_request"}
     body = {"messages": [{"role": "user", "content": [{"text": name}]}]}
-    url = f"/model/{CLAUDE}/converse-stream"
+    url = f"/model/{CLAUDE}/converse"
     if layer == "transport":
-        with httpx2.Client(transport=CachingTransport(cache=cache), base_url=fake_provider.url) as client:
-            answer = client.post(url, json=body, headers=signed)
+        with httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url) as client:
+            answers = [client.post(url + form, json=body, headers=signed) for form in ("-stream", "-stream", "")]
     else:
-        asgi = httpx2.ASGITransport(app=CacheMiddleware(fake_provider.provider.app, cache=cache))
+        asgi = httpx2.ASGITransport(app=CacheMiddleware(fake_provider.provider.app, cache=Cache()))
         async with httpx2.AsyncClient(transport=asgi, base_url="http://bedrock.test") as aclient:
-            answer = await aclient.post(url, json=body, headers=signed)
+            answers = [await aclient.post(url + form, json=body, headers=signed) for form in ("-stream", "-stream", "")]
 
-    assert "x-cache" not in answer.headers and cache.stats.stored == 0
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "HIT"]
+    assert fake_provider.count("/converse-stream") == 1 and fake_provider.count("/converse") == 0
+    original, replay = boto_events(answers[0].content), boto_events(answers[1].content)
     # boto3 reads every event, every documented field as sent (its padding `p` is not in the model).
-    expected = [{kind: {k: v for k, v in payload.items() if k != "p"}} for kind, payload in sent]
-    assert as_json(boto_events(answer.content)) == expected
+    assert as_json(original) == [{kind: {k: v for k, v in payload.items() if k != "p"}} for kind, payload in sent]
+    assert converse_reading(replay) == converse_reading(original)
+    assert converse_reading(original) == converse_parsed(answers[2].content)
+    assert missing_paths(as_json(original), as_json(replay)) == set()
 
 
 def as_json(value: Any) -> Any:

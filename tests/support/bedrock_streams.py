@@ -8,7 +8,13 @@ each stop reason, and the usage counts with prompt caching.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
+
+import botocore.session
+from botocore.eventstream import EventStream
+from botocore.parsers import EventStreamJSONParser
 
 from tests.support.anthropic_streams import AnthropicBlock, anthropic_events
 
@@ -220,4 +226,61 @@ CONVERSE_STREAMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ),
     ),
 }
-"""ConverseStream answers: the cache does not own `converse-stream`; they must pass through as sent."""
+"""ConverseStream answers of every documented event and delta, padded as Bedrock pads them."""
+
+
+def converse_reading(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Converse answer an application builds from boto3's `converse_stream` events (each
+    `{name: payload}`): text and reasoning joined, tool input read as JSON, cited text in a
+    `citationsContent` block, the stop and metadata fields as sent. The oracle for the replay."""
+    role, blocks, inputs, answer = "assistant", {}, {}, {}
+    for event in events:
+        ((kind, payload),) = event.items()
+        index = payload.get("contentBlockIndex", 0)
+        block = blocks.setdefault(index, {}) if "contentBlockIndex" in payload else {}
+        delta = payload.get("delta", {})
+        if kind == "messageStart":
+            role = payload["role"]
+        elif kind == "contentBlockStart":
+            block.update(payload["start"])
+        elif "text" in delta:
+            block["text"] = block.get("text", "") + delta["text"]
+        elif "toolUse" in delta:
+            inputs[index] = inputs.get(index, "") + delta["toolUse"]["input"]
+        elif "citation" in delta:
+            block.setdefault("citations", []).append(delta["citation"])
+        elif "reasoningContent" in delta:
+            reasoning = block.setdefault("reasoningContent", {})
+            if "redactedContent" in delta["reasoningContent"]:
+                reasoning["redactedContent"] = delta["reasoningContent"]["redactedContent"]
+            else:
+                text = reasoning.setdefault("reasoningText", {})
+                text["text"] = text.get("text", "") + delta["reasoningContent"].get("text", "")
+                text.update({k: v for k, v in delta["reasoningContent"].items() if k == "signature"})
+        elif kind in ("messageStop", "metadata"):
+            answer.update(payload)
+    for index, text in inputs.items():
+        blocks[index]["toolUse"]["input"] = json.loads(text) if text else {}
+    content = [
+        {"citationsContent": {"content": [{"text": b["text"]}], "citations": b["citations"]}} if "citations" in b else b
+        for _, b in sorted(blocks.items())
+    ]
+    return {"output": {"message": {"role": role, "content": content}}, **answer}
+
+
+class _Body:
+    """The raw stream botocore's `EventStream` reads from."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self) -> Iterator[bytes]:
+        yield self._data
+
+
+def boto_events(body: bytes) -> list[dict[str, Any]]:
+    """A ConverseStream body as boto3's `converse_stream` hands it to an application: one
+    `{name: payload}` per event, parsed by botocore against the service model."""
+    operation = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("ConverseStream")
+    shape = operation.output_shape.members["stream"]  # type: ignore[union-attr]
+    return list(EventStream(_Body(body), shape, EventStreamJSONParser(), "ConverseStream"))
