@@ -68,6 +68,12 @@ def items(draw: st.DrawFn) -> dict[str, Any]:
     return {"id": item_id, "type": "web_search_call", "status": "completed", "action": action}
 
 
+def unique(item: dict[str, Any], n: int) -> dict[str, Any]:
+    """`item` with ids no other item of the response has (the SDK refuses a response that repeats one)."""
+    ids = {key: f"{item[key]}_{n}" for key in ("id", "call_id") if key in item}
+    return {**item, **ids}
+
+
 @st.composite
 def responses(draw: st.DrawFn) -> dict[str, Any]:
     usage = {"input_tokens": draw(st.integers(1, 999)), "output_tokens": draw(st.integers(1, 999))}
@@ -79,10 +85,7 @@ def responses(draw: st.DrawFn) -> dict[str, Any]:
         "error": None,
         "incomplete_details": None,
         "model": "gpt-4o-2024-08-06",
-        "output": [
-            {**item, "id": f"{item['id']}_{n}"}
-            for n, item in enumerate(draw(st.lists(items(), min_size=1, max_size=3)))
-        ],
+        "output": [unique(item, n) for n, item in enumerate(draw(st.lists(items(), min_size=1, max_size=3)))],
         "usage": {**usage, "total_tokens": usage["input_tokens"] + usage["output_tokens"]},
     }
 
