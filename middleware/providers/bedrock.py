@@ -10,9 +10,8 @@ carrying one of the model's own stream events in base64. Only Anthropic Messages
 are assembled; a stream of another model's events is not stored. The fields Bedrock adds to the
 events (`amazon-bedrock-invocationMetrics`, a guardrail's action and trace) are kept. Its entries
 are its own, apart from `invoke`'s, since a JSON answer of another model could not be replayed as
-Claude's events.
-`converse` and `converse-stream` are one endpoint (one entry for both forms), the stream assembled
-and replayed by `converse.py`.
+Claude's events. `converse` and `converse-stream` are one endpoint (one entry for both forms), the
+stream assembled and replayed by `converse.py`.
 """
 
 from __future__ import annotations
