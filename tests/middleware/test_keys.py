@@ -254,3 +254,29 @@ def test_the_fast_path_is_taken_only_for_numbers_a_double_carries_exactly(token:
     # orjson's doubles (the fast path) and the exact path's doubles must have the token's exact value
     if not exact or isinstance(value["n"], float):
         assert Decimal(repr(value["n"])) == Decimal(token)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="d.es ", max_size=60), st.integers(0, 60), st.integers(0, 20))
+def test_the_scan_finds_the_first_three_digits_whichever_way_it_looks(marks: str, start: int, finds: int) -> None:
+    from llm_cache.middleware.exact_json import _three_digits
+
+    data = marks.encode()
+    assert _three_digits(data, start, finds)[0] == data.find(b"ddd", start)
+
+
+@pytest.mark.parametrize(
+    ("tail", "exact"),
+    [
+        ("", False),
+        (', "seed": 1234567890123456', True),  # 16 digits
+        (', "scale": 1e-300', True),  # a three-digit exponent
+        (', "n": [' + ", ".join(str(100 + i) for i in range(20)) + "]", False),  # many short runs
+        (', "note": "' + "ab1 " * 5000 + '"', False),  # many lone digits in a long document
+    ],
+)
+def test_a_long_body_takes_the_exact_path_only_for_numbers_a_double_cannot_carry(tail: str, exact: bool) -> None:
+    from llm_cache.middleware.exact_json import loads_every_number
+
+    long_body = b'{"messages": [{"role": "user", "content": "' + b"lorem ipsum " * 2000 + b'"}]' + tail.encode() + b"}"
+    assert len(long_body) > 8192 and loads_every_number(long_body)[1] is exact
