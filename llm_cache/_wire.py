@@ -183,9 +183,11 @@ def model_in_path(path: str) -> str | None:
 
 _ANTHROPIC_ERRORS = {
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    529: "overloaded_error",
 }
 _GEMINI_STATUS = {
     400: "INVALID_ARGUMENT",
@@ -206,7 +208,7 @@ def error_document(
     """An error shaped the way `family`'s API shapes errors (OpenAI's for any other), so SDKs raise
     their usual exceptions. `code` and `kind` fill OpenAI's `code` and `type` fields."""
     if family == "anthropic":
-        anthropic_kind = "api_error" if status >= 500 else _ANTHROPIC_ERRORS.get(status, "invalid_request_error")
+        anthropic_kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
         return {"type": "error", "error": {"type": anthropic_kind, "message": message}}
     if family == "gemini":
         return {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}

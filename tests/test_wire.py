@@ -103,6 +103,24 @@ def test_errors_take_each_family_shape() -> None:
     assert wire.error_document(None, 400, "bad", kind="router_error")["error"]["type"] == "router_error"
 
 
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (503, "api_error"),
+        (529, "overloaded_error"),
+    ],
+)
+def test_anthropic_errors_carry_the_type_anthropic_documents_for_each_status(status: int, kind: str) -> None:
+    assert wire.error_document("anthropic", status, "m")["error"]["type"] == kind
+
+
 # -- environment references -----------------------------------------------------------------------
 
 
