@@ -330,3 +330,56 @@ def test_full_width_and_compatibility_characters_count_as_their_plain_forms() ->
 
 def test_a_link_loses_only_trailing_punctuation_before_it_is_compared() -> None:
     assert not agrees("read https://a.example/BOX", "read https://a.example/BO")
+
+
+def test_a_number_in_scientific_notation_keeps_its_trailing_zeros() -> None:
+    assert facts("costs 1.5e10 today").numbers == {"1.5e10": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("A dog barks", set()),
+        ("US rates", {"us"}),
+        ("end.Paris is far", set()),
+        ("  Paris is far", set()),
+        ("end. Paris is far", set()),
+        ("end!Paris? Rome: Oslo; Bern", set()),
+        ("see X Paris", {"x", "paris"}),
+        ("see 7 Paris", {"paris"}),
+    ],
+)
+def test_a_capitalised_word_is_a_name_only_past_a_sentences_start(text: str, names: set[str]) -> None:
+    assert facts(text).names == names
+
+
+def test_a_prompt_without_negation_is_not_negated() -> None:
+    assert facts("is it safe").negated is False
+    assert facts("is it not safe").negated is True
+
+
+def test_a_name_that_is_every_word_of_the_other_prompt_agrees() -> None:
+    assert agrees("USA", "usa")
+    assert agrees("usa", "USA")
+
+
+def test_a_direction_word_with_nothing_on_one_side_states_no_direction() -> None:
+    assert facts("upgrade to").directions == frozenset()
+    assert agrees("upgrade to", "to upgrade")
+
+
+def test_the_comparison_word_itself_belongs_to_neither_side() -> None:
+    assert facts("rust faster than go").sides == ({"rust", "faster"}, {"go"})
+
+
+def test_a_comparison_in_one_prompt_only_is_no_swap() -> None:
+    assert agrees("rust vs go", "rust and go")
+    assert agrees("rust and go", "rust vs go")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("rust faster than go", "rust and go faster than c"), ("rust and go faster than c", "rust faster than go")],
+)
+def test_a_word_crossing_the_comparison_one_way_only_is_no_swap(a: str, b: str) -> None:
+    assert agrees(a, b)
