@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import orjson
 import pytest
@@ -10,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache.middleware import Cache, KeyRequest
-from llm_cache.middleware.keys import DefaultDigest, credential_scope, load_callable
+from llm_cache.middleware.keys import (
+    DefaultDigest,
+    NoIdentity,
+    credential_scope,
+    header_scope,
+    load_callable,
+    namespace_prefix,
+)
 from llm_cache.middleware.providers.auth import OPENAI
 
 CHAT = "/v1/chat/completions"
@@ -364,3 +372,45 @@ def test_only_requests_without_any_identity_share_when_anonymous_requests_do() -
     for function in (failing, lambda request: 5):
         with pytest.raises(ValueError, match="never cached"):
             key(Cache(scope=function, anonymous="shared"), body(), {})
+
+
+def test_the_stream_form_of_a_gemini_request_is_not_in_the_key() -> None:
+    cache = Cache()
+    plain = key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI)
+    for query in ("alt=sse", "$alt=sse", "alt=json&$alt=sse"):
+        assert key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, query) == plain
+
+
+def test_a_repeated_scope_header_is_ambiguous_and_never_anonymous() -> None:
+    with pytest.raises(NoIdentity) as caught:
+        header_scope("x-tenant", {"x-tenant": "acme"}, repeated={"x-tenant"})
+    assert caught.value.anonymous is False
+
+
+def test_a_header_scope_may_name_a_one_letter_header() -> None:
+    assert key(Cache(scope="header:t"), body(), {"t": "acme"}).split(":")[1].startswith("h")
+
+
+def test_an_empty_identity_from_a_scope_function_is_no_identity() -> None:
+    assert key(Cache(scope=lambda request: "", anonymous="shared"), body(), {}).split(":")[1] == "anon"
+
+
+def test_every_key_of_a_namespace_starts_with_the_prefix_its_clear_removes() -> None:
+    prefix = namespace_prefix("v1:", "faq")
+    assert prefix == "v1:faq:"
+    assert key(Cache(key_prefix="v1:"), body(cache={"namespace": "faq"})).startswith(prefix)
+
+
+@pytest.mark.parametrize("path", ["tests.middleware.key_builders:", ":model_only", "model_only"])
+def test_a_dotted_path_needs_both_a_module_and_an_attribute(path: str) -> None:
+    with pytest.raises(ValueError, match="expected 'package.module:function'"):
+        load_callable(path)
+
+
+def test_a_dotted_path_may_name_an_attribute_of_an_attribute() -> None:
+    assert load_callable("json:JSONDecoder.decode") is json.JSONDecoder.decode
+
+
+def test_a_dotted_path_must_name_something_callable() -> None:
+    with pytest.raises(ValueError, match="is not callable"):
+        load_callable("json:__version__")
