@@ -347,9 +347,13 @@ def test_a_number_in_scientific_notation_keeps_its_trailing_zeros() -> None:
         ("end!Paris? Rome: Oslo; Bern", set()),
         ("see X Paris", {"x", "paris"}),
         ("see 7 Paris", {"paris"}),
+        ("a Paris trip", {"paris"}),
+        ("A- list", {"a-"}),
     ],
 )
-def test_a_capitalised_word_is_a_name_only_past_a_sentences_start(text: str, names: set[str]) -> None:
+def test_a_capitalised_word_is_a_name_only_past_a_sentences_start_and_an_acronym_anywhere(
+    text: str, names: set[str]
+) -> None:
     assert facts(text).names == names
 
 
