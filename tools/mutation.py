@@ -243,7 +243,7 @@ def mutants(module: str, source: str) -> list[Mutant]:
     tree = ast.parse(source)
     skipped = _skipped(tree)
     definitions = {id(s) for n in ast.walk(tree) if isinstance(n, ast.Module | ast.ClassDef) for s in n.body}
-    lines = source.splitlines()
+    lines = source.split("\n")  # ast's numbering: str.splitlines would also split on form feeds
     found: list[Mutant] = []
     for node in ast.walk(tree):
         if node in skipped or not hasattr(node, "end_lineno") or node.end_lineno is None:
