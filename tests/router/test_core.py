@@ -504,3 +504,10 @@ def test_the_token_estimate_is_a_quarter_of_the_body_plus_the_tokens_asked_for(
 )
 def test_a_client_retrying_on_its_own_is_noticed(make_router: Any, headers: dict[str, str], stacking: bool) -> None:
     assert prepared(make_router, "/v1/chat/completions", b'{"model":"m"}', **headers).stacking is stacking
+
+
+def test_the_state_of_a_deployment_the_router_does_not_have_is_a_key_error(make_router: Any) -> None:
+    router = make_router(one_group(dep("http://a.test/v1", id="a")))
+    assert router.deployment_state("a").id == "a"
+    with pytest.raises(KeyError):
+        router.deployment_state("b")
