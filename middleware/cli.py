@@ -14,10 +14,25 @@ from typing import Any, TextIO
 
 import yaml
 
+from ._version import __version__
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
 from .config.schema import DiskStoreConfig
 
 ADMIN_ENV = "LLM_CACHE_ADMIN_KEY"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's `log_config`: every line (uvicorn's and the cache's) with time, level and logger."""
+    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    logger = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {"stderr": handler},
+        "loggers": {name: dict(logger) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "llm_cache")},
+    }
 
 
 def _fail(message: str) -> int:
@@ -36,8 +51,10 @@ def _config(path: str | None, upstreams: Sequence[str] | None) -> GatewayConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .gateway import ADMIN_KEY_ENV_ENV, with_admin_key_from
+
     try:
-        config = _config(args.config, args.upstream)
+        config = with_admin_key_from(_config(args.config, args.upstream), args.admin_key_env)
     except ConfigError as error:
         return _fail(str(error))
     host = args.host or config.server.host
@@ -64,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.config:
             os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve())
         os.environ["LLM_CACHE_UPSTREAMS"] = "\n".join(args.upstream or [])
+        os.environ[ADMIN_KEY_ENV_ENV] = args.admin_key_env or ""
         uvicorn.run(
             "llm_cache.middleware.gateway:gateway_from_env",
             factory=True,
@@ -71,6 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=port,
             workers=workers,
             log_level=args.log_level,
+            log_config=log_config(args.log_level),
             **options,
         )
         return 0
@@ -80,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_gateway(config)
     except ConfigError as error:
         return _fail(str(error))
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level, **options)
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level, log_config=log_config(args.log_level), **options)
     return 0
 
 
@@ -242,10 +261,7 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
 def cmd_warm(args: argparse.Namespace) -> int:
     if not args.gateway and not args.config:
         return _fail("warm needs --gateway URL (a running gateway) or --config FILE (straight through the engine)")
-    try:
-        items = _read_requests(args.file)
-    except (ConfigError, OSError) as error:
-        return _fail(str(error))
+    items = _read_requests(args.file)
     started = time.perf_counter()
     try:
         counts = asyncio.run(_warm(items, args))
@@ -261,12 +277,25 @@ def cmd_warm(args: argparse.Namespace) -> int:
 # -- stats and invalidate -------------------------------------------------------------------------
 
 
+class _Unreachable(Exception):
+    """A running gateway was expected at a URL and did not answer."""
+
+    def __init__(self, url: str, error: BaseException) -> None:
+        super().__init__(
+            f"cannot reach the gateway at {url} ({type(error).__name__}: {error}); "
+            "is `llm-cache serve` running there? Check --gateway"
+        )
+
+
 def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     import httpx2
 
     key = args.admin_key or os.environ.get(ADMIN_ENV)
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    response = httpx2.request(method, args.gateway.rstrip("/") + path, json=body, headers=headers, timeout=30)
+    try:
+        response = httpx2.request(method, args.gateway.rstrip("/") + path, json=body, headers=headers, timeout=30)
+    except (httpx2.TransportError, OSError) as error:
+        raise _Unreachable(args.gateway, error) from None
     try:
         return response.status_code, response.json()
     except ValueError:
@@ -282,10 +311,7 @@ def _answer(status: int, data: Any) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    try:
-        return _answer(*_admin_call(args, "GET", "/cache/stats"))
-    except OSError as error:
-        return _fail(f"cannot reach {args.gateway}: {error}")
+    return _answer(*_admin_call(args, "GET", "/cache/stats"))
 
 
 def cmd_invalidate(args: argparse.Namespace) -> int:
@@ -303,10 +329,7 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
         path, body = "/cache/flush", {"prefix": args.prefix}
     else:
         path, body = "/cache/flush", {"all": True}
-    try:
-        return _answer(*_admin_call(args, "POST", path, body))
-    except OSError as error:
-        return _fail(f"cannot reach {args.gateway}: {error}")
+    return _answer(*_admin_call(args, "POST", path, body))
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -314,6 +337,7 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-cache", description="Caching gateway and tools for LLM APIs.")
+    parser.add_argument("--version", action="version", version=f"llm-cache {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -331,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="FAMILY=URL",
         help="override an upstream base URL, e.g. openai=http://127.0.0.1:8080/v1 (repeatable)",
+    )
+    serve.add_argument(
+        "--admin-key-env",
+        metavar="NAME",
+        help="enable the /cache/* admin API with the key in environment variable NAME (overrides the config)",
     )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=cmd_serve)
@@ -401,8 +430,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; an expected failure is one line on stderr saying what failed, and exit status 1."""
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except (ConfigError, _Unreachable) as error:
+        return _fail(str(error))
+    except PermissionError as error:
+        return _fail(f"permission denied: {error.filename or error}; run as a user who may access it")
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(f"{where}{error.strerror or error}")
+    except KeyboardInterrupt:
+        return 130
     return result
 
 

@@ -118,6 +118,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """Control characters HTTP/1.1 never carries in a field value (HTAB is allowed)."""
 _MANAGEMENT_ENV = "LLM_CACHE_CONFIG"
 _UPSTREAMS_ENV = "LLM_CACHE_UPSTREAMS"
+ADMIN_KEY_ENV_ENV = "LLM_CACHE_ADMIN_KEY_ENV"
+"""Names, for each worker process, the variable `serve --admin-key-env` read the admin key from."""
 
 
 def family_of(path: str) -> str | None:
@@ -1001,6 +1003,16 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
     return app
 
 
+def with_admin_key_from(config: GatewayConfig, name: str | None) -> GatewayConfig:
+    """`config` with its admin key read from the environment variable `name` (`serve --admin-key-env`)."""
+    if not name:
+        return config
+    key = os.environ.get(name, "").strip()
+    if not key:
+        raise ConfigError(f"--admin-key-env {name}: the environment variable {name} is not set or empty; export it")
+    return config.model_copy(update={"admin_key": key})
+
+
 def gateway_from_env() -> Starlette:
     """uvicorn factory for multi-worker serving: each worker loads the config named by the environment."""
     path = os.environ.get(_MANAGEMENT_ENV)
@@ -1008,6 +1020,7 @@ def gateway_from_env() -> Starlette:
         config = load_config(path) if path else default_config()
         overrides = [item for item in os.environ.get(_UPSTREAMS_ENV, "").split("\n") if item]
         config = with_upstreams(config, overrides)
+        config = with_admin_key_from(config, os.environ.get(ADMIN_KEY_ENV_ENV))
         return create_gateway(config)
     except ConfigError as error:
         raise SystemExit(f"llm-cache: {error}") from None
