@@ -185,19 +185,57 @@ def _read_requests(path: str) -> list[dict[str, Any]]:
 
 
 class _Progress:
-    """A plain-text progress bar on stderr."""
+    """Warm's progress on stderr: rich's bar with rate and ETA on a terminal (`pip install
+    llm-cache-middleware[progress]`), a plain bar on a terminal without rich, nothing per step when
+    stderr is a file or a pipe (a log gets the failures and the summary only)."""
 
-    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
-        self.total, self.width, self.done = total, width, 0
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total, self.done = total, 0
         self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._rich: Any = None
+        if self.tty:
+            try:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            except ImportError:
+                return
+            columns = (
+                TextColumn("warming"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[progress.data.speed]{task.fields[rate]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            self._rich = Progress(*columns, console=Console(file=self.stream), transient=False)
+            self._task = self._rich.add_task("warm", total=total, rate="-")
+            self._started = time.perf_counter()
+            self._rich.start()
 
     def step(self) -> None:
         self.done += 1
-        filled = self.width * self.done // max(self.total, 1)
-        self.stream.write(f"\rwarming [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}")
-        if self.done == self.total:
+        if self._rich is not None:
+            elapsed = max(time.perf_counter() - self._started, 1e-9)
+            self._rich.update(self._task, advance=1, rate=f"{self.done / elapsed:.1f} req/s")
+        elif self.tty:
+            filled = 30 * self.done // max(self.total, 1)
+            self.stream.write(f"\rwarming [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
+            self.stream.flush()
+
+    def note(self, line: str) -> None:
+        """A line above the bar (a failure), never inside it."""
+        if self._rich is not None:
+            self._rich.console.print(line, markup=False, highlight=False)
+        else:
+            self.stream.write(("\n" if self.tty and self.done else "") + line + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        elif self.tty and self.done:
             self.stream.write("\n")
-        self.stream.flush()
 
 
 async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, int]:
@@ -243,15 +281,16 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
                     counts["stored"] += 1
                 else:
                     counts["failed"] += 1
-                    print(f"\nfailed: {path} -> {response.status_code} x-cache={outcome or '-'}", file=sys.stderr)
+                    progress.note(f"failed: {path} -> {response.status_code} x-cache={outcome or '-'}")
             except Exception as error:
                 counts["failed"] += 1
-                print(f"\nfailed: {path} -> {type(error).__name__}: {error}", file=sys.stderr)
+                progress.note(f"failed: {path} -> {type(error).__name__}: {error}")
             progress.step()
 
     try:
         await asyncio.gather(*(one(item) for item in items))
     finally:
+        progress.close()
         await client.aclose()
         if cache is not None:
             await cache.close()

@@ -20,6 +20,7 @@ from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LLM_CACHE = Path(sys.executable).parent / "llm-cache"
+WORKTREE = Path(__file__).resolve().parents[2]
 ADMIN = "cli-admin-key"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is your return policy?"}]}
 
@@ -99,7 +100,7 @@ def test_warm_stats_and_invalidate_through_a_gateway(
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     captured = capsys.readouterr()
     assert "stored 3, already cached 0, failed 0" in captured.out
-    assert "warming [" in captured.err and "3/3" in captured.err
+    assert "warming" not in captured.err  # stderr is not a terminal: no bar in a log or a pipe
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     assert "stored 0, already cached 3, failed 0" in capsys.readouterr().out
     assert fake_provider.count("/chat/completions") == 3
@@ -119,6 +120,31 @@ def test_warm_stats_and_invalidate_through_a_gateway(
     assert main(["invalidate", "--all", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     assert "stored 3, already cached 0" in capsys.readouterr().out
+
+
+def test_warm_on_a_terminal_shows_progress_with_rate_and_eta(tmp_path: Path, running_gateway: str) -> None:
+    import pty
+
+    headers = {"authorization": "Bearer sk-tty"}
+    items = [{"path": "/v1/chat/completions", "body": {**BODY, "max_tokens": n}, "headers": headers} for n in (10, 20)]
+    path = requests_file(tmp_path, items)
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "llm_cache.middleware.cli", "warm", str(path), "--gateway", running_gateway]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=follower, cwd=WORKTREE, timeout=60, text=True)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other end is closed: everything was read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert done.returncode == 0 and "stored 2" in done.stdout
+    text = shown.decode("utf-8", "replace")
+    assert "warming" in text and "2/2" in text and "req/s" in text and "ETA" in text, text
 
 
 def test_warm_straight_through_the_engine_then_served_by_a_gateway(
@@ -237,8 +263,6 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
 
 
 # -- operating it: version, one-line failures, admin key from the environment, log lines ----------
-
-WORKTREE = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
