@@ -238,6 +238,26 @@ class _Progress:
             self.stream.write("\n")
 
 
+_VERIFY_KEEPS = ("namespace", "use-cache")
+"""The body `cache` controls that change which entry a request reads, kept when checking what was stored."""
+
+
+async def _kept(client: Any, url: str, body: dict[str, Any], headers: dict[str, str]) -> bool:
+    """Whether the cache now holds the answer to this request: the same request again, `only-if-cached`.
+
+    It never reaches the upstream (a miss is a 504). A write still in progress is waited for, because
+    the engine joins a request to the call in flight for its key (in one gateway worker).
+    """
+    headers = {k: v for k, v in headers.items() if k.lower() != "cache-control"}
+    headers["cache-control"] = "only-if-cached"
+    controls = body.get("cache")
+    if isinstance(controls, dict):
+        body = {**body, "cache": {k: v for k, v in controls.items() if k in _VERIFY_KEEPS}}
+    async with client.stream("POST", url, json=body, headers=headers) as response:
+        await response.aread()
+    return bool(response.is_success and response.headers.get("x-cache") == "HIT")
+
+
 async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, int]:
     import httpx2
 
@@ -255,7 +275,7 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
         cache = build_cache(config)
         transport: Any = AsyncCachingTransport(cache)  # an httpx2 transport by duck typing
         client = httpx2.AsyncClient(transport=transport, timeout=args.timeout)
-    counts = {"stored": 0, "already_cached": 0, "failed": 0}
+    counts = {"stored": 0, "already_cached": 0, "not_stored": 0, "failed": 0}
     progress = _Progress(len(items))
     semaphore = asyncio.Semaphore(args.concurrency)
 
@@ -278,7 +298,11 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
                 if response.is_success and outcome == "HIT":
                     counts["already_cached"] += 1
                 elif response.is_success and outcome in ("MISS", "REFRESH"):
-                    counts["stored"] += 1
+                    if await _kept(client, url, item["body"], headers):
+                        counts["stored"] += 1
+                    else:
+                        counts["not_stored"] += 1
+                        progress.note(f"not stored: {path} -> answered ({outcome}) but the cache did not keep it")
                 else:
                     counts["failed"] += 1
                     progress.note(f"failed: {path} -> {response.status_code} x-cache={outcome or '-'}")
@@ -308,9 +332,9 @@ def cmd_warm(args: argparse.Namespace) -> int:
         return _fail(str(error))
     print(
         f"warm: {len(items)} requests in {time.perf_counter() - started:.1f}s: stored {counts['stored']}, "
-        f"already cached {counts['already_cached']}, failed {counts['failed']}"
+        f"already cached {counts['already_cached']}, not stored {counts['not_stored']}, failed {counts['failed']}"
     )
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or counts["not_stored"] else 0
 
 
 # -- stats and invalidate -------------------------------------------------------------------------

@@ -99,15 +99,16 @@ def test_warm_stats_and_invalidate_through_a_gateway(
     path = requests_file(tmp_path, items)
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     captured = capsys.readouterr()
-    assert "stored 3, already cached 0, failed 0" in captured.out
+    assert "stored 3, already cached 0, not stored 0, failed 0" in captured.out
     assert "warming" not in captured.err  # stderr is not a terminal: no bar in a log or a pipe
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
-    assert "stored 0, already cached 3, failed 0" in capsys.readouterr().out
+    assert "stored 0, already cached 3, not stored 0, failed 0" in capsys.readouterr().out
     assert fake_provider.count("/chat/completions") == 3
 
     assert main(["stats", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert (stats["hits"], stats["misses"], stats["stored"]) == (3, 3, 3)
+    # 3 misses stored, each checked by an only-if-cached hit; then 3 hits
+    assert (stats["hits"], stats["misses"], stats["stored"]) == (6, 3, 3)
     assert main(["stats", "--gateway", running_gateway, "--admin-key", "wrong"]) == 1
     assert "403" in capsys.readouterr().err
 
@@ -116,7 +117,7 @@ def test_warm_stats_and_invalidate_through_a_gateway(
     assert main(["invalidate", "--request", str(request), "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
     assert "deleted" in capsys.readouterr().out
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
-    assert "stored 1, already cached 2, failed 0" in capsys.readouterr().out
+    assert "stored 1, already cached 2, not stored 0, failed 0" in capsys.readouterr().out
     assert main(["invalidate", "--all", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     assert "stored 3, already cached 0" in capsys.readouterr().out
@@ -158,7 +159,7 @@ def test_warm_straight_through_the_engine_then_served_by_a_gateway(
     assert (
         main(["warm", str(path), "--config", str(config), "--upstream", f"openai={fake_provider.openai_base_url}"]) == 0
     )
-    assert "stored 1, already cached 0, failed 0" in capsys.readouterr().out
+    assert "stored 1, already cached 0, not stored 0, failed 0" in capsys.readouterr().out
     with BackgroundServer(
         create_gateway(
             parse_config(
@@ -185,6 +186,20 @@ def test_warm_reports_failures(
     bad.write_text('{"path": "/v1/chat/completions"}\n')
     assert main(["warm", str(bad), "--gateway", running_gateway]) == 1
     assert "bad.jsonl:1" in capsys.readouterr().err
+
+
+def test_warm_does_not_count_an_answer_the_cache_did_not_keep(
+    tmp_path: Path, running_gateway: str, fake_provider: RunningFakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    headers = {"authorization": "Bearer sk-warm"}
+    kept = {"path": "/v1/chat/completions", "body": BODY, "headers": headers}
+    refused = {**kept, "body": {**BODY, "max_tokens": 7, "cache": {"no-store": True}}}
+    path = requests_file(tmp_path, [kept, refused])
+    assert main(["warm", str(path), "--gateway", running_gateway]) == 1
+    captured = capsys.readouterr()
+    assert "stored 1, already cached 0, not stored 1, failed 0" in captured.out
+    assert "not stored: /v1/chat/completions" in captured.err
+    assert fake_provider.count("/chat/completions") == 2  # the check never reaches the provider
 
 
 @pytest.mark.slow
