@@ -93,6 +93,8 @@ _OPERATIONS = frozenset(
 _ADMIN_KEY_HEADERS = ("x-admin-key", "x-litellm-api-key")
 _MAX_DELETE_KEYS = 1000
 _PROBE_TIMEOUT = 5.0
+_READINESS_REUSE = 1.0
+"""Seconds a /health/readiness answer is reused (it needs no key: probes must not be multiplied)."""
 # The Redis INFO fields /cache/redis/info passes on: versions, memory, hit counts; never paths, ports or ids.
 _REDIS_INFO_FIELDS = (
     "redis_version",
@@ -307,6 +309,8 @@ class _Gateway:
         self.router = router
         self.client: httpx2.AsyncClient | None = None
         self.counters = _Counters()
+        self._readiness: tuple[float, dict[str, Any], int] | None = None
+        self._readiness_lock = asyncio.Lock()
         self.bases: dict[str | None, _Base] = {}
         for family in FAMILIES:
             base_url = config.upstreams.base_url(family)
@@ -422,8 +426,17 @@ class _Gateway:
     async def readiness(self, request: Request) -> Response:
         """Ready when the store answers a probe and every configured upstream accepts a connection.
 
-        No auth, so the body names only the store type and the API families: never URLs, hosts or errors.
+        No auth, so the body names only the store type and the API families: never URLs, hosts or errors;
+        and one check at a time, its answer reused for a second, so callers cannot multiply the probes.
         """
+        async with self._readiness_lock:
+            now = time.monotonic()
+            if self._readiness is None or now - self._readiness[0] >= _READINESS_REUSE:
+                self._readiness = (now, *await self._check_readiness())
+            _, body, status = self._readiness
+        return _json(body, status)
+
+    async def _check_readiness(self) -> tuple[dict[str, Any], int]:
         families = sorted(family for family in self.bases if family is not None)
         checks = [self._probe_store(), *(self._reachable(self.bases[family]) for family in families)]
         store_ok, *reachable = await asyncio.gather(*checks)
@@ -438,7 +451,7 @@ class _Gateway:
             "db": "Not connected",
             "llm_cache_version": __version__,
         }
-        return _json(body, 200 if ready else 503)
+        return body, 200 if ready else 503
 
     async def _probe_store(self) -> bool:
         """Whether the store sets, reads back and deletes a probe key within 5 s (True without a cache)."""
