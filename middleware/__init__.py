@@ -1,6 +1,6 @@
 """llm-cache-middleware: exact, semantic and provider-native caching for LLM traffic."""
 
-from ._version import __version__
+from ._version import __version__ as __version__
 from .asgi import CacheMiddleware
 from .engine import Cache
 from .keys import KeyRequest, ScopeRequest, default_digest
@@ -20,6 +20,5 @@ __all__ = [
     "Outcome",
     "PromptCaching",
     "ScopeRequest",
-    "__version__",
     "default_digest",
 ]
