@@ -1,5 +1,6 @@
 """llm-cache-middleware: exact, semantic and provider-native caching for LLM traffic."""
 
+from ._version import __version__ as __version__
 from .asgi import CacheMiddleware
 from .engine import Cache
 from .keys import KeyRequest, ScopeRequest, default_digest

@@ -610,10 +610,11 @@ class Telemetry:
                 return
             suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
         logger.warning(
-            "cache store %s %s failed (%s); serving from upstream%s",
+            "cache store %s %s failed (%s: %.300s); serving from upstream%s",
             store,
             operation,
             type(error).__name__,
+            error,
             f" ({suppressed} similar failures not logged)" if suppressed else "",
         )
 

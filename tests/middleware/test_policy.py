@@ -105,6 +105,12 @@ def test_the_body_s_maxage_alone_sets_max_age() -> None:
     assert parse_policy({}, {"s-maxage": 7}).max_age == 7.0
 
 
+def test_litellm_s_max_age_is_an_alias_of_s_maxage() -> None:
+    assert parse_policy({}, {"s-max-age": 7}).max_age == 7.0
+    assert parse_policy({"cache-control": "max-age=60"}, {"s-max-age": 10}).max_age == 10.0
+    assert parse_policy({}, {"s-max-age": 30, "s-maxage": 20}).max_age == 20.0
+
+
 def test_the_stricter_max_age_wins_whichever_side_sets_it() -> None:
     assert parse_policy({"cache-control": "max-age=60"}, {"s-maxage": 10}).max_age == 10.0
     assert parse_policy({"cache-control": "max-age=10"}, {"s-maxage": 60}).max_age == 10.0
@@ -122,6 +128,7 @@ def test_use_cache_false_is_kept_as_an_explicit_refusal() -> None:
         ({"use-cache": "true"}, "cache.use-cache"),
         ({"ttl": True}, "cache.ttl"),
         ({"s-maxage": -1}, "cache.s-maxage"),
+        ({"s-max-age": "soon"}, "cache.s-max-age"),
         ({"namespace": 5}, "cache.namespace"),
     ],
 )
