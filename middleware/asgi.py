@@ -16,11 +16,11 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .engine import Cache, Plan, advance
+from .engine import Cache, Plan, abandon, advance
 from .headers import read_headers
 from .prompt_caching import SideCall
 from .providers import Route
-from .recorder import Recorder
+from .relay import Relaying
 from .types import (
     UPSTREAM_HEADER,
     Abandoned,
@@ -98,9 +98,12 @@ class _Responder:
         self.upstream = middleware.upstream
         self.route = route
         self.path = path
-        self.recorder: Recorder | None = None
+        self.relay: Relaying | None = None
         """Set once the plan relays the app's answer."""
-        self.finished = False
+        self.plan: Plan | None = None
+        """Set while the plan waits for the head of the app's answer to a `Forward`."""
+        self.abandoned = False
+        """The client left before that head: the plan has ended, the app's answer goes by untouched."""
         self.disconnected = False
         self.held: list[Message] = []
         """The app's answer, read whole because the plan asked for it (`ReadBody`)."""
@@ -119,7 +122,7 @@ class _Responder:
             chunks.append(chunk)
             size += len(chunk)
             more = message.get("more_body", False)
-            if size > self.limit:
+            if self.cache.too_large(size, self.limit):
                 header = self.cache.oversized(self.route, self.path).header
                 await self.app(scope, _replay(b"".join(chunks), more, receive, early), _bypassing(send, header))
                 return
@@ -187,16 +190,20 @@ class _Responder:
             raw.append((b"content-length", str(len(forward)).encode("latin-1")))
             scope["headers"] = raw
         self.held = []
+        self.plan = plan
         head: Reply | None = None
         holding = False
 
         async def sending(message: Message) -> None:
             nonlocal head, holding
-            if holding:
+            if self.abandoned:
+                await send(message)
+            elif holding:
                 self.held.append(message)
             elif head is not None:
                 await self._relay(message, send)
             else:
+                self.plan = None
                 raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
                 head = Reply(message["status"], Headers(raw=message.get("headers", [])), raw)
                 step = advance(plan, head, None)
@@ -208,6 +215,9 @@ class _Responder:
                     await self._start(step, message, send)
 
         await self.app(scope, self._receive(forward, receive), sending)
+        self.plan = None
+        if self.abandoned:
+            return None
         if head is None:
             raise Abandoned  # the app returned without an answer
         if not holding:
@@ -216,36 +226,36 @@ class _Responder:
         return Reply(head.status, head.headers, head.raw, error)
 
     async def _start(self, relay: Relay, message: Message, send: Send) -> None:
-        self.recorder = relay.recorder
+        self.relay = Relaying(relay.recorder)
         await send({**message, "headers": _raw(relay.headers)})
         if self.disconnected:
             await self._settle()
 
     async def _relay(self, message: Message, send: Send) -> None:
         """One message of the app's answer after its head: its body through the recorder."""
-        recorder = self.recorder
-        assert recorder is not None
-        if message["type"] != "http.response.body" or self.finished:
+        relay = self.relay
+        assert relay is not None
+        if message["type"] != "http.response.body" or relay.ended:
             await send(message)
             return
-        forward = recorder.feed(message.get("body", b""))
         more = message.get("more_body", False)
+        body = message.get("body", b"")
+        if more:
+            forward, store = relay.chunk(body)
+            if store is not None:
+                await store
+        else:
+            forward = relay.last(body)
+        await send({"type": "http.response.body", "body": forward, "more_body": more})
         if not more:
-            forward += recorder.flush()
-        try:
-            await send({"type": "http.response.body", "body": forward, "more_body": more})
-        except BaseException:
-            await self._settle()
-            raise
-        if not more:
-            self.finished = True
-            await recorder.finish(exhausted=True)
+            await relay.finished()
 
     async def _settle(self) -> None:
         """The answer will not be read to its end (the app stopped, the client left): store nothing."""
-        if self.recorder is not None and not self.finished:
-            self.finished = True
-            await self.recorder.abort()
+        if self.relay is not None:
+            work = self.relay.abandoned()
+            if work is not None:
+                await work
 
     def _side_call(self, scope: Scope) -> SideCall:
         """The engine's side calls to the upstream, as POSTs through the same app."""
@@ -292,9 +302,15 @@ class _Responder:
 
         async def watched() -> Message:
             message = await inner()
-            if message["type"] == "http.disconnect" and not self.finished:
+            if message["type"] == "http.disconnect" and not self.disconnected:
                 self.disconnected = True
-                await self._settle()
+                plan = self.plan
+                if plan is not None:  # before the head of the app's answer: end the plan now
+                    self.plan = None
+                    self.abandoned = True
+                    await abandon(plan)
+                else:
+                    await self._settle()
             return message
 
         return watched

@@ -24,6 +24,7 @@ from .loaded_response import loaded_response
 from .loop_thread import LoopThread
 from .providers import Route
 from .recorder import Recorder
+from .relay import Relaying, Work
 from .types import (
     UPSTREAM_HEADER,
     Action,
@@ -122,28 +123,28 @@ def _bypassed(response: Any, end: Untouched) -> Any:
 class _RecordingAsyncStream:
     def __init__(self, stream: Any, recorder: Recorder) -> None:
         self._stream = stream
-        self._recorder = recorder
+        self._relay = Relaying(recorder)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        recorder = self._recorder
+        relay = self._relay
         try:
             async for chunk in self._stream:
-                forward = recorder.feed(chunk)
-                if recorder.complete:
-                    await recorder.finish(exhausted=True)
+                forward, store = relay.chunk(chunk)
+                if store is not None:
+                    await store
                 if forward:
                     yield forward
-        except BaseException:
-            await recorder.abort()
+        except BaseException as error:
+            await _done(relay.abandoned(error))
             raise
-        tail = recorder.flush()
-        if tail:
-            yield tail
-        await recorder.finish(exhausted=True)
+        forward = relay.last()
+        if forward:
+            yield forward
+        await relay.finished()
 
     async def aclose(self) -> None:
         try:
-            await self._recorder.finish(exhausted=False)
+            await self._relay.closed()
         finally:
             await self._stream.aclose()
 
@@ -151,31 +152,36 @@ class _RecordingAsyncStream:
 class _RecordingSyncStream:
     def __init__(self, stream: Any, recorder: Recorder, loop: LoopThread) -> None:
         self._stream = stream
-        self._recorder = recorder
+        self._relay = Relaying(recorder)
         self._loop = loop
 
     def __iter__(self) -> Iterator[bytes]:
-        recorder = self._recorder
+        relay, run = self._relay, self._loop.run
         try:
             for chunk in self._stream:
-                forward = recorder.feed(chunk)
-                if recorder.complete:
-                    self._loop.run(recorder.finish(exhausted=True))
+                forward, store = relay.chunk(chunk)
+                if store is not None:
+                    run(store)
                 if forward:
                     yield forward
-        except BaseException:
-            self._loop.run(recorder.abort())
+        except BaseException as error:
+            run(_done(relay.abandoned(error)))
             raise
-        tail = recorder.flush()
-        if tail:
-            yield tail
-        self._loop.run(recorder.finish(exhausted=True))
+        forward = relay.last()
+        if forward:
+            yield forward
+        run(relay.finished())
 
     def close(self) -> None:
         try:
-            self._loop.run(self._recorder.finish(exhausted=False))
+            self._loop.run(self._relay.closed())
         finally:
             self._stream.close()
+
+
+async def _done(work: Work | None) -> None:
+    if work is not None:
+        await work
 
 
 # The stream wrappers must be instances of the calling library's stream base classes.
