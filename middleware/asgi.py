@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from fnmatch import fnmatchcase
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import Cache, Plan, abandon, advance
-from .headers import read_headers
+from .headers import decoded, encoded, read_headers, with_length
+from .paths import MountedPaths
 from .prompt_caching import SideCall
 from .providers import Route
 from .relay import Relaying
@@ -54,32 +54,18 @@ class CacheMiddleware:
     ) -> None:
         self.app = app
         self.cache = cache
-        self.include = tuple(include) if include is not None else None
-        self.exclude = tuple(exclude)
-        self.mount_prefix = mount_prefix.rstrip("/")
+        self.paths = MountedPaths(mount_prefix, include, exclude)
+        self.mount_prefix = self.paths.prefix
         self.upstream = upstream.rstrip("/") if upstream else None
         """The base URL of the provider this app stands for, if it forwards to one: keys then name it the
         way the transports do (so both share entries), and two upstreams never share one."""
         self.max_body_bytes = max_body_bytes if max_body_bytes is not None else cache.settings.max_body_bytes
 
-    def _route_path(self, path: str) -> str | None:
-        """The path the provider adapters see, or None when this middleware leaves it alone."""
-        prefix = self.mount_prefix
-        if prefix:
-            if path != prefix and not path.startswith(prefix + "/"):
-                return None
-            path = path[len(prefix) :] or "/"
-        if self.include is not None and not any(fnmatchcase(path, p) for p in self.include):
-            return None
-        if any(fnmatchcase(path, p) for p in self.exclude):
-            return None
-        return path
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = self._route_path(scope["path"])
+        path = self.paths.route_path(scope["path"])
         route = None if path is None else self.cache.route(scope["method"], path)
         if route is None or path is None:
             await self.app(scope, receive, send)
@@ -185,10 +171,7 @@ class _Responder:
         (None is returned once the app is done), or asks for it whole (`ReadBody`: it is held back,
         and returned as the reply)."""
         if forward is not body:
-            scope = dict(scope)
-            raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-            raw.append((b"content-length", str(len(forward)).encode("latin-1")))
-            scope["headers"] = raw
+            scope = {**scope, "headers": with_length(scope["headers"], len(forward))}
         self.held = []
         self.plan = plan
         head: Reply | None = None
@@ -204,8 +187,8 @@ class _Responder:
                 await self._relay(message, send)
             else:
                 self.plan = None
-                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-                head = Reply(message["status"], Headers(raw=message.get("headers", [])), raw)
+                raw = message.get("headers", [])
+                head = Reply(message["status"], Headers(raw=raw), decoded(raw))
                 step = advance(plan, head, None)
                 if isinstance(step, ReadBody):
                     holding = True
@@ -227,7 +210,7 @@ class _Responder:
 
     async def _start(self, relay: Relay, message: Message, send: Send) -> None:
         self.relay = Relaying(relay.recorder)
-        await send({**message, "headers": _raw(relay.headers)})
+        await send({**message, "headers": encoded(relay.headers, lower=True)})
         if self.disconnected:
             await self._settle()
 
@@ -262,8 +245,7 @@ class _Responder:
 
         async def call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
             full = self.mount_prefix + path
-            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-            raw.append((b"content-length", str(len(body)).encode("latin-1")))
+            raw = with_length(encoded(headers.items(), lower=True), len(body))
             side = {
                 **scope,
                 "state": dict(scope.get("state") or {}),
@@ -338,10 +320,6 @@ def _bypassing(send: Send, header: tuple[str, str]) -> Send:
         await send(message)
 
     return sending
-
-
-def _raw(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 async def _answer(send: Send, parts: ResponseParts) -> None:

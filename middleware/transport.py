@@ -19,7 +19,7 @@ import httpx
 import httpx2
 
 from .engine import Cache, drive, drive_sync
-from .headers import read_headers
+from .headers import decoded, encoded, for_decoded_body, read_headers, with_length
 from .loaded_response import loaded_response
 from .loop_thread import LoopThread
 from .providers import Route
@@ -41,7 +41,6 @@ from .types import (
 )
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
-_ENCODING_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
 def library_of(request: Any) -> ModuleType:
@@ -84,7 +83,7 @@ class _Exchange:
         request = self.request
         if forward is self.body:
             return request
-        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+        headers = with_length(request.headers.raw, None)
         return self.lib.Request(
             request.method, request.url, headers=headers, content=forward, extensions=request.extensions
         )
@@ -92,26 +91,26 @@ class _Exchange:
     def side_request(self, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
         """A POST to another path of the same upstream (the engine's side calls)."""
         url = self.request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]  # as `read_headers` read them
+        raw = encoded(headers.items())  # as `read_headers` read them
         return self.lib.Request("POST", url, headers=raw, content=body, extensions=self.request.extensions)
 
     def reply(self, response: Any, body: bytes = b"") -> Reply:
         self.response = response
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
-        return Reply(response.status_code, response.headers, raw, body)
+        return Reply(response.status_code, response.headers, decoded(response.headers.raw), body)
 
     def read_reply(self, content: bytes) -> Reply:
         """The answer read (and decoded) for a look at its error, readable once more."""
         response = self.response
-        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _ENCODING_HEADERS]
+        headers = for_decoded_body(response.headers.raw)
         again = self.lib.Response(
             response.status_code, headers=headers, content=content, extensions=response.extensions
         )
         return self.reply(again, content)
 
     def relayed(self, end: Relay, stream: Any) -> Any:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in end.headers]
-        return self.lib.Response(end.status, headers=headers, stream=stream, extensions=self.response.extensions)
+        return self.lib.Response(
+            end.status, headers=encoded(end.headers), stream=stream, extensions=self.response.extensions
+        )
 
 
 def _bypassed(response: Any, end: Untouched) -> Any:
