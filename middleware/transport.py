@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -30,7 +30,6 @@ from .types import (
     Action,
     Answer,
     CacheRequest,
-    End,
     Forward,
     Prepared,
     Relay,
@@ -107,7 +106,12 @@ class _Exchange:
         )
         return self.reply(again, content)
 
-    def relayed(self, end: Relay, stream: Any) -> Any:
+    def ended(self, end: Answer | Relay, recording: Callable[[Any, Recorder], Any]) -> Any:
+        """The caller's response for the plan's end: the engine's own answer, or the upstream answer
+        relayed through `recording(stream, recorder)`, the library's stream type."""
+        if isinstance(end, Answer):
+            return _response(self.lib, end.parts)
+        stream = recording(self.response.stream, end.recorder)
         return self.lib.Response(
             end.status, headers=encoded(end.headers), stream=stream, extensions=self.response.extensions
         )
@@ -252,15 +256,9 @@ class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.Asyn
             return exchange.read_reply(content)
 
         end = await drive(cache.plan(prepared, side_call), perform)
-        return await self._finish(exchange, inner, end)
-
-    async def _finish(self, exchange: _Exchange, inner: Any, end: End) -> Any:
-        if isinstance(end, Answer):
-            return _response(exchange.lib, end.parts)
         if isinstance(end, Untouched):
-            return _bypassed(await inner.handle_async_request(exchange.request), end)
-        stream = _ASYNC_STREAMS[exchange.lib.__name__](exchange.response.stream, end.recorder)
-        return exchange.relayed(end, stream)
+            return _bypassed(await inner.handle_async_request(request), end)
+        return exchange.ended(end, _ASYNC_STREAMS[lib.__name__])
 
     async def aclose(self) -> None:
         if self._inner is not None:
@@ -329,11 +327,10 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
             return exchange.read_reply(content)
 
         end = drive_sync(cache.plan(prepared, side_call), perform)
-        if isinstance(end, Answer):
-            return _response(lib, end.parts)
         if isinstance(end, Untouched):
             return _bypassed(inner.handle_request(request), end)
-        return exchange.relayed(end, _SYNC_STREAMS[lib.__name__](exchange.response.stream, end.recorder, self._loop))
+        stream = _SYNC_STREAMS[lib.__name__]
+        return exchange.ended(end, lambda upstream, recorder: stream(upstream, recorder, self._loop))
 
     def close(self) -> None:
         try:
