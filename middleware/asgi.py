@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from fnmatch import fnmatchcase
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .engine import Cache, Plan, advance
-from .headers import read_headers
+from .engine import Cache, Plan, abandon, advance
+from .headers import decoded, encoded, read_headers, with_length
+from .paths import MountedPaths
 from .prompt_caching import SideCall
 from .providers import Route
-from .recorder import Recorder
+from .relay import Relaying
 from .types import (
     UPSTREAM_HEADER,
     Abandoned,
@@ -54,32 +54,18 @@ class CacheMiddleware:
     ) -> None:
         self.app = app
         self.cache = cache
-        self.include = tuple(include) if include is not None else None
-        self.exclude = tuple(exclude)
-        self.mount_prefix = mount_prefix.rstrip("/")
+        self.paths = MountedPaths(mount_prefix, include, exclude)
+        self.mount_prefix = self.paths.prefix
         self.upstream = upstream.rstrip("/") if upstream else None
         """The base URL of the provider this app stands for, if it forwards to one: keys then name it the
         way the transports do (so both share entries), and two upstreams never share one."""
         self.max_body_bytes = max_body_bytes if max_body_bytes is not None else cache.settings.max_body_bytes
 
-    def _route_path(self, path: str) -> str | None:
-        """The path the provider adapters see, or None when this middleware leaves it alone."""
-        prefix = self.mount_prefix
-        if prefix:
-            if path != prefix and not path.startswith(prefix + "/"):
-                return None
-            path = path[len(prefix) :] or "/"
-        if self.include is not None and not any(fnmatchcase(path, p) for p in self.include):
-            return None
-        if any(fnmatchcase(path, p) for p in self.exclude):
-            return None
-        return path
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = self._route_path(scope["path"])
+        path = self.paths.route_path(scope["path"])
         route = None if path is None else self.cache.route(scope["method"], path)
         if route is None or path is None:
             await self.app(scope, receive, send)
@@ -98,9 +84,12 @@ class _Responder:
         self.upstream = middleware.upstream
         self.route = route
         self.path = path
-        self.recorder: Recorder | None = None
+        self.relay: Relaying | None = None
         """Set once the plan relays the app's answer."""
-        self.finished = False
+        self.plan: Plan | None = None
+        """Set while the plan waits for the head of the app's answer to a `Forward`."""
+        self.abandoned = False
+        """The client left before that head: the plan has ended, the app's answer goes by untouched."""
         self.disconnected = False
         self.held: list[Message] = []
         """The app's answer, read whole because the plan asked for it (`ReadBody`)."""
@@ -119,7 +108,7 @@ class _Responder:
             chunks.append(chunk)
             size += len(chunk)
             more = message.get("more_body", False)
-            if size > self.limit:
+            if self.cache.too_large(size, self.limit):
                 header = self.cache.oversized(self.route, self.path).header
                 await self.app(scope, _replay(b"".join(chunks), more, receive, early), _bypassing(send, header))
                 return
@@ -182,23 +171,24 @@ class _Responder:
         (None is returned once the app is done), or asks for it whole (`ReadBody`: it is held back,
         and returned as the reply)."""
         if forward is not body:
-            scope = dict(scope)
-            raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-            raw.append((b"content-length", str(len(forward)).encode("latin-1")))
-            scope["headers"] = raw
+            scope = {**scope, "headers": with_length(scope["headers"], len(forward))}
         self.held = []
+        self.plan = plan
         head: Reply | None = None
         holding = False
 
         async def sending(message: Message) -> None:
             nonlocal head, holding
-            if holding:
+            if self.abandoned:
+                await send(message)
+            elif holding:
                 self.held.append(message)
             elif head is not None:
                 await self._relay(message, send)
             else:
-                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-                head = Reply(message["status"], Headers(raw=message.get("headers", [])), raw)
+                self.plan = None
+                raw = message.get("headers", [])
+                head = Reply(message["status"], Headers(raw=raw), decoded(raw))
                 step = advance(plan, head, None)
                 if isinstance(step, ReadBody):
                     holding = True
@@ -208,6 +198,9 @@ class _Responder:
                     await self._start(step, message, send)
 
         await self.app(scope, self._receive(forward, receive), sending)
+        self.plan = None
+        if self.abandoned:
+            return None
         if head is None:
             raise Abandoned  # the app returned without an answer
         if not holding:
@@ -216,44 +209,43 @@ class _Responder:
         return Reply(head.status, head.headers, head.raw, error)
 
     async def _start(self, relay: Relay, message: Message, send: Send) -> None:
-        self.recorder = relay.recorder
-        await send({**message, "headers": _raw(relay.headers)})
+        self.relay = Relaying(relay.recorder)
+        await send({**message, "headers": encoded(relay.headers, lower=True)})
         if self.disconnected:
             await self._settle()
 
     async def _relay(self, message: Message, send: Send) -> None:
         """One message of the app's answer after its head: its body through the recorder."""
-        recorder = self.recorder
-        assert recorder is not None
-        if message["type"] != "http.response.body" or self.finished:
+        relay = self.relay
+        assert relay is not None
+        if message["type"] != "http.response.body" or relay.ended:
             await send(message)
             return
-        forward = recorder.feed(message.get("body", b""))
         more = message.get("more_body", False)
+        body = message.get("body", b"")
+        if more:
+            forward, store = relay.chunk(body)
+            if store is not None:
+                await store
+        else:
+            forward = relay.last(body)
+        await send({"type": "http.response.body", "body": forward, "more_body": more})
         if not more:
-            forward += recorder.flush()
-        try:
-            await send({"type": "http.response.body", "body": forward, "more_body": more})
-        except BaseException:
-            await self._settle()
-            raise
-        if not more:
-            self.finished = True
-            await recorder.finish(exhausted=True)
+            await relay.finished()
 
     async def _settle(self) -> None:
         """The answer will not be read to its end (the app stopped, the client left): store nothing."""
-        if self.recorder is not None and not self.finished:
-            self.finished = True
-            await self.recorder.abort()
+        if self.relay is not None:
+            work = self.relay.abandoned()
+            if work is not None:
+                await work
 
     def _side_call(self, scope: Scope) -> SideCall:
         """The engine's side calls to the upstream, as POSTs through the same app."""
 
         async def call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
             full = self.mount_prefix + path
-            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-            raw.append((b"content-length", str(len(body)).encode("latin-1")))
+            raw = with_length(encoded(headers.items(), lower=True), len(body))
             side = {
                 **scope,
                 "state": dict(scope.get("state") or {}),
@@ -292,9 +284,15 @@ class _Responder:
 
         async def watched() -> Message:
             message = await inner()
-            if message["type"] == "http.disconnect" and not self.finished:
+            if message["type"] == "http.disconnect" and not self.disconnected:
                 self.disconnected = True
-                await self._settle()
+                plan = self.plan
+                if plan is not None:  # before the head of the app's answer: end the plan now
+                    self.plan = None
+                    self.abandoned = True
+                    await abandon(plan)
+                else:
+                    await self._settle()
             return message
 
         return watched
@@ -322,10 +320,6 @@ def _bypassing(send: Send, header: tuple[str, str]) -> Send:
         await send(message)
 
     return sending
-
-
-def _raw(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 async def _answer(send: Send, parts: ResponseParts) -> None:

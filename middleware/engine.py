@@ -228,7 +228,7 @@ class Cache:
         repeated: Collection[str],
         asgi_scope: Mapping[str, Any] | None,
     ) -> CacheRequest | ForwardAsIs | Rejection:
-        if len(body) > self.settings.max_body_bytes:
+        if self.too_large(len(body)):
             return self.oversized(route, path)
         try:
             parsed, exact = parse_body(body)
@@ -340,6 +340,11 @@ class Cache:
         """The answer to a request sent again without an addition its upstream refused (`Additions.refused`)."""
         if self._additions.refused(request, status) and self._memo is not None:
             self._memo.clear()  # preparations made with the addition (usage capture) are out of date
+
+    def too_large(self, size: int, limit: int | None = None) -> bool:
+        """Whether a request body of `size` bytes is past caching (`limit`, default `max_body_bytes`):
+        it then goes upstream as it came (`oversized`)."""
+        return size > (self.settings.max_body_bytes if limit is None else limit)
 
     def oversized(self, route: Route, path: str) -> ForwardAsIs:
         """A body over the size limit: counted, and forwarded untouched. Adapters that stop reading
@@ -725,6 +730,18 @@ async def drive(plan: Plan, perform: Callable[[Action], Awaitable[Any]]) -> End:
             reply = await perform(step)
         except BaseException as failure:
             error = failure
+
+
+async def abandon(plan: Plan) -> None:
+    """End `plan` while it waits for the answer to a `Forward` whose caller has left: it aborts its
+    Recorder (releasing coalesced waiters and the distributed lock) now, not once the answer comes."""
+    try:
+        step = advance(plan, None, Abandoned())
+        while isinstance(step, Run):
+            step = advance(plan, await step.work, None)
+    except Abandoned:
+        return
+    plan.close()
 
 
 def drive_sync(plan: Plan, perform: Callable[[Action], Any]) -> End:

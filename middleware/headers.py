@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -38,5 +38,35 @@ def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> tuple[dict[str, str], fr
 
 _NO_REPEATS: frozenset[str] = frozenset()
 
+RawPairs = list[tuple[bytes, bytes]]
 
-__all__ = ["lower_headers", "read_headers"]
+
+def encoded(pairs: Iterable[tuple[str, str]], *, lower: bool = False) -> RawPairs:
+    """Text header pairs as the raw latin-1 bytes ASGI and httpx carry; `lower` for ASGI, whose
+    header names are lower-case."""
+    return [((k.lower() if lower else k).encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+
+
+def decoded(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Raw header pairs as text, in order, as the upstream sent them."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+
+
+def with_length(raw: Iterable[tuple[bytes, bytes]], length: int | None) -> RawPairs:
+    """The headers of a message whose body the cache replaced: the old `content-length` dropped, and
+    the new one added when `length` is given (an httpx message computes its own)."""
+    kept = [(k, v) for k, v in raw if k.lower() != b"content-length"]
+    if length is not None:
+        kept.append((b"content-length", str(length).encode("latin-1")))
+    return kept
+
+
+def for_decoded_body(raw: Iterable[tuple[bytes, bytes]]) -> RawPairs:
+    """The headers of an answer served again from its decoded body: no encoding, no framing."""
+    return [(k, v) for k, v in raw if k.lower() not in _FRAMING]
+
+
+_FRAMING = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+
+
+__all__ = ["RawPairs", "decoded", "encoded", "for_decoded_body", "lower_headers", "read_headers", "with_length"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -19,17 +19,17 @@ import httpx
 import httpx2
 
 from .engine import Cache, drive, drive_sync
-from .headers import read_headers
+from .headers import decoded, encoded, for_decoded_body, read_headers, with_length
 from .loaded_response import loaded_response
 from .loop_thread import LoopThread
 from .providers import Route
 from .recorder import Recorder
+from .relay import Relaying, Work
 from .types import (
     UPSTREAM_HEADER,
     Action,
     Answer,
     CacheRequest,
-    End,
     Forward,
     Prepared,
     Relay,
@@ -40,7 +40,6 @@ from .types import (
 )
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
-_ENCODING_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
 def library_of(request: Any) -> ModuleType:
@@ -83,7 +82,7 @@ class _Exchange:
         request = self.request
         if forward is self.body:
             return request
-        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+        headers = with_length(request.headers.raw, None)
         return self.lib.Request(
             request.method, request.url, headers=headers, content=forward, extensions=request.extensions
         )
@@ -91,26 +90,31 @@ class _Exchange:
     def side_request(self, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
         """A POST to another path of the same upstream (the engine's side calls)."""
         url = self.request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]  # as `read_headers` read them
+        raw = encoded(headers.items())  # as `read_headers` read them
         return self.lib.Request("POST", url, headers=raw, content=body, extensions=self.request.extensions)
 
     def reply(self, response: Any, body: bytes = b"") -> Reply:
         self.response = response
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
-        return Reply(response.status_code, response.headers, raw, body)
+        return Reply(response.status_code, response.headers, decoded(response.headers.raw), body)
 
     def read_reply(self, content: bytes) -> Reply:
         """The answer read (and decoded) for a look at its error, readable once more."""
         response = self.response
-        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _ENCODING_HEADERS]
+        headers = for_decoded_body(response.headers.raw)
         again = self.lib.Response(
             response.status_code, headers=headers, content=content, extensions=response.extensions
         )
         return self.reply(again, content)
 
-    def relayed(self, end: Relay, stream: Any) -> Any:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in end.headers]
-        return self.lib.Response(end.status, headers=headers, stream=stream, extensions=self.response.extensions)
+    def ended(self, end: Answer | Relay, recording: Callable[[Any, Recorder], Any]) -> Any:
+        """The caller's response for the plan's end: the engine's own answer, or the upstream answer
+        relayed through `recording(stream, recorder)`, the library's stream type."""
+        if isinstance(end, Answer):
+            return _response(self.lib, end.parts)
+        stream = recording(self.response.stream, end.recorder)
+        return self.lib.Response(
+            end.status, headers=encoded(end.headers), stream=stream, extensions=self.response.extensions
+        )
 
 
 def _bypassed(response: Any, end: Untouched) -> Any:
@@ -122,28 +126,28 @@ def _bypassed(response: Any, end: Untouched) -> Any:
 class _RecordingAsyncStream:
     def __init__(self, stream: Any, recorder: Recorder) -> None:
         self._stream = stream
-        self._recorder = recorder
+        self._relay = Relaying(recorder)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        recorder = self._recorder
+        relay = self._relay
         try:
             async for chunk in self._stream:
-                forward = recorder.feed(chunk)
-                if recorder.complete:
-                    await recorder.finish(exhausted=True)
+                forward, store = relay.chunk(chunk)
+                if store is not None:
+                    await store
                 if forward:
                     yield forward
-        except BaseException:
-            await recorder.abort()
+        except BaseException as error:
+            await _done(relay.abandoned(error))
             raise
-        tail = recorder.flush()
-        if tail:
-            yield tail
-        await recorder.finish(exhausted=True)
+        forward = relay.last()
+        if forward:
+            yield forward
+        await relay.finished()
 
     async def aclose(self) -> None:
         try:
-            await self._recorder.finish(exhausted=False)
+            await self._relay.closed()
         finally:
             await self._stream.aclose()
 
@@ -151,31 +155,36 @@ class _RecordingAsyncStream:
 class _RecordingSyncStream:
     def __init__(self, stream: Any, recorder: Recorder, loop: LoopThread) -> None:
         self._stream = stream
-        self._recorder = recorder
+        self._relay = Relaying(recorder)
         self._loop = loop
 
     def __iter__(self) -> Iterator[bytes]:
-        recorder = self._recorder
+        relay, run = self._relay, self._loop.run
         try:
             for chunk in self._stream:
-                forward = recorder.feed(chunk)
-                if recorder.complete:
-                    self._loop.run(recorder.finish(exhausted=True))
+                forward, store = relay.chunk(chunk)
+                if store is not None:
+                    run(store)
                 if forward:
                     yield forward
-        except BaseException:
-            self._loop.run(recorder.abort())
+        except BaseException as error:
+            run(_done(relay.abandoned(error)))
             raise
-        tail = recorder.flush()
-        if tail:
-            yield tail
-        self._loop.run(recorder.finish(exhausted=True))
+        forward = relay.last()
+        if forward:
+            yield forward
+        run(relay.finished())
 
     def close(self) -> None:
         try:
-            self._loop.run(self._recorder.finish(exhausted=False))
+            self._loop.run(self._relay.closed())
         finally:
             self._stream.close()
+
+
+async def _done(work: Work | None) -> None:
+    if work is not None:
+        await work
 
 
 # The stream wrappers must be instances of the calling library's stream base classes.
@@ -247,15 +256,9 @@ class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.Asyn
             return exchange.read_reply(content)
 
         end = await drive(cache.plan(prepared, side_call), perform)
-        return await self._finish(exchange, inner, end)
-
-    async def _finish(self, exchange: _Exchange, inner: Any, end: End) -> Any:
-        if isinstance(end, Answer):
-            return _response(exchange.lib, end.parts)
         if isinstance(end, Untouched):
-            return _bypassed(await inner.handle_async_request(exchange.request), end)
-        stream = _ASYNC_STREAMS[exchange.lib.__name__](exchange.response.stream, end.recorder)
-        return exchange.relayed(end, stream)
+            return _bypassed(await inner.handle_async_request(request), end)
+        return exchange.ended(end, _ASYNC_STREAMS[lib.__name__])
 
     async def aclose(self) -> None:
         if self._inner is not None:
@@ -324,11 +327,10 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
             return exchange.read_reply(content)
 
         end = drive_sync(cache.plan(prepared, side_call), perform)
-        if isinstance(end, Answer):
-            return _response(lib, end.parts)
         if isinstance(end, Untouched):
             return _bypassed(inner.handle_request(request), end)
-        return exchange.relayed(end, _SYNC_STREAMS[lib.__name__](exchange.response.stream, end.recorder, self._loop))
+        stream = _SYNC_STREAMS[lib.__name__]
+        return exchange.ended(end, lambda upstream, recorder: stream(upstream, recorder, self._loop))
 
     def close(self) -> None:
         try:

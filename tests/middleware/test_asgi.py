@@ -323,6 +323,50 @@ async def test_a_client_that_disconnects_mid_stream_leaves_nothing_stored() -> N
     assert calls.count["chat"] == 2
 
 
+async def test_a_client_that_leaves_before_the_answer_releases_its_waiters_at_once() -> None:
+    """The first caller's client disconnects while the app still works on its answer: the identical
+    request waiting on that call goes upstream itself at once, not when the first answer comes (which
+    here would be never: the first app waits for the second call)."""
+    cache = Cache()
+    second_called = asyncio.Event()
+    choice = {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+    answer = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]})
+
+    async def provider(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the request body
+        if (b"x-first", b"1") in scope["headers"]:
+            assert (await receive())["type"] == "http.disconnect"
+            await asyncio.wait_for(second_called.wait(), 5)
+        else:
+            second_called.set()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": answer.encode()})
+
+    app = CacheMiddleware(provider, cache=cache)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": CHAT,
+        "query_string": b"",
+        "headers": [(b"authorization", b"Bearer sk-alice"), (b"x-first", b"1")],
+    }
+    messages: list[Message] = [
+        {"type": "http.request", "body": json.dumps(BODY).encode(), "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def gone(message: Message) -> None:
+        pass
+
+    first = asyncio.create_task(app(scope, receive, gone))
+    assert (await asyncio.wait_for(post(app), 5)).status_code == 200  # whether it joined the first call or not
+    await asyncio.wait_for(first, 5)
+    assert cache.stats.stored == 1  # the second answer; the first, whose client left, is not stored
+
+
 async def test_fifty_concurrent_identical_requests_call_the_app_once(kind: str) -> None:
     cache = Cache()
     app, calls = wrapped(kind, cache)

@@ -1,0 +1,34 @@
+"""Which request paths an ASGI mount hands to the cache, and the path its provider adapters see."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+
+
+class MountedPaths:
+    """`mount_prefix` is cut off the path; `include` (default: every path) and `exclude` are globs
+    on what remains."""
+
+    __slots__ = ("prefix", "include", "exclude")
+
+    def __init__(self, prefix: str = "", include: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> None:
+        self.prefix = prefix.rstrip("/")
+        self.include = tuple(include) if include is not None else None
+        self.exclude = tuple(exclude)
+
+    def route_path(self, path: str) -> str | None:
+        """The path the provider adapters see, or None when the cache leaves this request alone."""
+        prefix = self.prefix
+        if prefix:
+            if path != prefix and not path.startswith(prefix + "/"):
+                return None
+            path = path[len(prefix) :] or "/"
+        if self.include is not None and not any(fnmatchcase(path, p) for p in self.include):
+            return None
+        if any(fnmatchcase(path, p) for p in self.exclude):
+            return None
+        return path
+
+
+__all__ = ["MountedPaths"]
