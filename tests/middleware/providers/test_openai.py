@@ -567,3 +567,372 @@ def test_a_responses_replay_renders_what_it_can_read_and_never_raises() -> None:
     }
     replay = Responses().render_stream(orjson.dumps(final), view("/v1/responses", {"stream": True}))
     assert b"response.output_text.delta" in replay and b"annotation.added" not in replay
+
+
+# -- usage capture: what the cache adds to a streamed request, and hides again --------------------------
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({"stream": True}, {"stream": True, "stream_options": {"include_usage": True}}),
+        (
+            {"stream": True, "stream_options": {"include_obfuscation": False}},
+            {"stream": True, "stream_options": {"include_obfuscation": False, "include_usage": True}},
+        ),
+        ({"stream": True, "stream_options": {"include_usage": False}}, None),
+        ({"stream": True, "stream_options": {"include_usage": True}}, None),
+        ({"stream": True, "stream_options": "usage"}, None),
+        ({"stream": False}, None),
+        ({"stream": "true"}, None),
+        ({}, None),
+    ],
+    ids=[
+        "no-options",
+        "options-without-usage",
+        "usage-declined",
+        "usage-asked",
+        "options-not-object",
+        "json",
+        "stream-not-bool",
+        "no-stream",
+    ],
+)
+@pytest.mark.parametrize("endpoint", [ChatCompletions(), Completions()], ids=["chat", "completions"])
+def test_a_stream_that_does_not_say_whether_it_wants_usage_is_sent_asking_for_it(
+    endpoint: Any, body: dict[str, Any], sent: dict[str, Any] | None
+) -> None:
+    """The caller's own options are kept, and an explicit `include_usage: false` is respected."""
+    assert endpoint.capture_body(body) == sent
+
+
+@pytest.mark.parametrize(
+    ("body", "stream", "asks"),
+    [
+        ({}, False, True),
+        ({"stream": True}, True, False),
+        ({"stream": True, "stream_options": {"include_usage": True}}, True, True),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, True, False),
+        ({"stream": True, "stream_options": {}}, True, False),
+    ],
+)
+def test_only_json_answers_and_streams_asking_for_it_carry_usage(
+    body: dict[str, Any], stream: bool, asks: bool
+) -> None:
+    assert ChatCompletions().asks_for_usage(body, stream) is asks
+    assert Completions().asks_for_usage(body, stream) is asks
+    assert Responses().asks_for_usage(body, stream) is True
+
+
+USAGE_CHUNK = {**CHAT_HEAD, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}
+
+
+def filtered(pieces: list[bytes]) -> bytes:
+    usage_filter = ChatCompletions().stream_filter(view(CHAT_PATH, {"stream": True}))
+    return b"".join(usage_filter.feed(piece) for piece in pieces) + usage_filter.flush()
+
+
+@pytest.mark.parametrize(
+    "usage_event",
+    [
+        sse((None, USAGE_CHUNK)),
+        b"data: " + orjson.dumps(USAGE_CHUNK, option=orjson.OPT_INDENT_2).replace(b"\n", b"") + b"\n\n",
+        b'data: {"id": "c", "choices": [ ], "usage": {"total_tokens": 11}}\r\n\r\n',
+    ],
+    ids=["compact", "spaced", "crlf"],
+)
+def test_the_usage_chunk_the_cache_asked_for_is_hidden_from_the_caller_in_any_chunking(usage_event: bytes) -> None:
+    stream = CHAT_STREAM.replace(b"data: [DONE]", usage_event + b"data: [DONE]")
+    for pieces in splits(stream):
+        assert filtered(pieces) == CHAT_STREAM
+
+
+def test_the_usage_filter_keeps_every_other_event_whole_and_in_order() -> None:
+    no_usage = {**CHAT_HEAD, "choices": [], "usage": None}  # an Azure prompt-filter chunk has empty choices too
+    comment = b": keep-alive\n\n"
+    stream = sse((None, no_usage)) + comment + CHAT_STREAM
+    for pieces in splits(stream):
+        assert filtered(pieces) == stream
+
+
+def test_the_usage_filter_forwards_a_trailing_unterminated_event_on_flush() -> None:
+    usage_filter = ChatCompletions().stream_filter(view(CHAT_PATH, {"stream": True}))
+    assert usage_filter.feed(b'data: [DONE]\n\ndata: {"choices":[]') == b"data: [DONE]\n\n"
+    assert usage_filter.flush() == b'data: {"choices":[]'
+    assert usage_filter.flush() == b""
+
+
+# -- chat stream assembly: every field of every chunk -------------------------------------------------
+
+
+def chat_chunk(*choices: dict[str, Any], **fields: Any) -> tuple[None, dict[str, Any]]:
+    return None, {**CHAT_HEAD, "choices": list(choices), **fields}
+
+
+def chat_final(*events: tuple[None, dict[str, Any]], tail: bytes = b"data: [DONE]\n\n") -> dict[str, Any] | None:
+    return assemble(ChatCompletions(), view(CHAT_PATH, {"stream": True}), [sse(*events) + tail])
+
+
+def test_the_usage_chunk_becomes_the_answers_usage_and_stream_only_fields_are_dropped() -> None:
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"role": "assistant", "content": "Hi"}}, obfuscation="x1"),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}, usage=None, obfuscation="x2"),
+        (None, {**USAGE_CHUNK, "obfuscation": "x3"}),
+    )
+    assert final == {
+        **{k: v for k, v in CHAT_HEAD.items() if k != "object"},
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop", "logprobs": None}
+        ],
+        "usage": USAGE_CHUNK["usage"],
+    }
+
+
+def test_a_stream_without_usage_is_assembled_without_a_usage_field() -> None:
+    final = chat_final(chat_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}))
+    assert final is not None and "usage" not in final
+
+
+def test_a_chunk_that_is_an_error_or_not_json_breaks_the_stream() -> None:
+    ok = chat_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"})
+    assert chat_final(ok, (None, {"error": {"message": "boom"}})) is None
+    assert chat_final(ok, tail=b"data: {oops\n\ndata: [DONE]\n\n") is None
+    assert chat_final(ok, tail=b'data: "text"\n\ndata: [DONE]\n\n') is None
+
+
+def test_nothing_after_done_is_assembled() -> None:
+    ok = chat_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"})
+    late = sse(chat_chunk({"index": 0, "delta": {"content": " there"}})) + b"data: {oops\n\n"
+    final = chat_final(ok, tail=b"data:  [DONE] \n\n" + late)
+    assert final is not None and final["choices"][0]["message"]["content"] == "Hi"
+
+
+def test_choices_are_assembled_apart_and_ordered_by_index() -> None:
+    final = chat_final(
+        chat_chunk({"index": 1, "delta": {"content": "B"}}, {"delta": {"content": "A"}}),
+        chat_chunk(
+            {"index": 1, "delta": {}, "finish_reason": "length"}, {"index": 0, "delta": {}, "finish_reason": "stop"}
+        ),
+    )
+    assert final is not None
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in final["choices"]] == [
+        (0, "A", "stop"),
+        (1, "B", "length"),
+    ]
+
+
+def test_choices_that_are_not_objects_or_not_a_list_are_skipped() -> None:
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}}, "noise"),
+        (None, {**CHAT_HEAD, "choices": {"index": 0}}),
+        chat_chunk({"index": 0, "delta": "noise", "finish_reason": "stop"}),
+    )
+    assert final is not None
+    assert final["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop", "logprobs": None}
+    ]
+
+
+def test_a_message_that_never_had_content_says_so_with_null() -> None:
+    final = chat_final(chat_chunk({"index": 0, "delta": {"refusal": "No."}, "finish_reason": "stop"}))
+    assert final is not None
+    assert final["choices"][0]["message"] == {"refusal": "No.", "role": "assistant", "content": None}
+
+
+def test_fields_beside_the_delta_accumulate_on_the_choice_and_on_the_answer() -> None:
+    """Azure's content filter results, per choice and for the whole answer, merge like a delta."""
+    hate = {"filtered": False, "severity": "safe"}
+    final = chat_final(
+        chat_chunk(prompt_filter_results=[{"prompt_index": 0, "content_filter_results": {"hate": hate}}]),
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}, "content_filter_results": {"hate": hate}}),
+        chat_chunk({"index": 0, "delta": {}, "content_filter_results": {"violence": hate}, "finish_reason": "stop"}),
+        chat_chunk(prompt_filter_results=[{"prompt_index": 1}], system_fingerprint="fp_2"),
+    )
+    assert final is not None
+    assert final["prompt_filter_results"] == [
+        {"prompt_index": 0, "content_filter_results": {"hate": hate}},
+        {"prompt_index": 1},
+    ]
+    assert final["system_fingerprint"] == "fp_2"
+    assert final["choices"][0]["content_filter_results"] == {"hate": hate, "violence": hate}
+
+
+def test_logprobs_lists_are_concatenated_and_other_values_kept() -> None:
+    def token(text: str) -> dict[str, Any]:
+        return {"token": text, "logprob": -0.1, "bytes": list(text.encode()), "top_logprobs": []}
+
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"content": "Pa"}, "logprobs": {"content": [token("Pa")], "refusal": None}}),
+        chat_chunk({"index": 0, "delta": {"content": "ris"}, "logprobs": "garbled"}),
+        chat_chunk({"index": 0, "delta": {"content": "."}, "logprobs": {"content": [token(".")], "note": 1}}),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}),
+    )
+    assert final is not None
+    assert final["choices"][0]["logprobs"] == {"content": [token("Pa"), token(".")], "note": 1}
+
+
+def test_tool_calls_are_merged_by_index_ordered_and_numbered_by_position() -> None:
+    def call(index: int, **fields: Any) -> dict[str, Any]:
+        return {"index": 0, "delta": {"tool_calls": [{"index": index, **fields}]}}
+
+    final = chat_final(
+        chat_chunk(call(1, id="call_b", type="function", function={"name": "b", "arguments": ""})),
+        chat_chunk(call(0, id="call_a", function={"name": "a"})),
+        chat_chunk(call(1, function={"arguments": '{"x":'})),
+        chat_chunk(call(1, function={"arguments": "1}"})),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "tool_calls"}),
+    )
+    assert final is not None
+    assert final["choices"][0]["message"]["tool_calls"] == [
+        {"id": "call_a", "type": "function", "function": {"name": "a", "arguments": ""}},
+        {"id": "call_b", "type": "function", "function": {"name": "b", "arguments": '{"x":1}'}},
+    ]
+
+
+def test_the_legacy_function_call_is_merged_field_by_field() -> None:
+    final = chat_final(
+        chat_chunk(
+            {"index": 0, "delta": {"role": "assistant", "function_call": {"name": "get_weather", "arguments": ""}}}
+        ),
+        chat_chunk({"index": 0, "delta": {"function_call": {"arguments": '{"city":'}}}),
+        chat_chunk(
+            {"index": 0, "delta": {"function_call": {"arguments": '"Paris"}'}}, "finish_reason": "function_call"}
+        ),
+    )
+    assert final is not None
+    assert final["choices"][0]["message"]["function_call"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+
+
+# -- chat replay ---------------------------------------------------------------------------------------
+
+
+def replayed_chunks(endpoint: Any, final: dict[str, Any], body: dict[str, Any]) -> list[Any]:
+    request = view(f"/v1/{endpoint.suffix}", body)
+    replay = endpoint.render_stream(orjson.dumps(final), request)
+    assert replay.endswith(b"data: [DONE]\n\n")
+    return [orjson.loads(line[6:]) for line in replay.split(b"\n\n") if line.startswith(b"data: {")]
+
+
+def test_a_chat_replay_sends_each_choice_whole_then_its_finish_reason() -> None:
+    final = {
+        **CHAT_TOOL_CALL,
+        "prompt_filter_results": [{"prompt_index": 0}],
+        "service_tier": "default",
+        "choices": [
+            {**CHAT_TOOL_CALL["choices"][0], "content_filter_results": {}},
+            {"index": 1, "finish_reason": "stop", "message": {"content": "Paris", "refusal": None}},
+        ],
+    }
+    chunks = replayed_chunks(ChatCompletions(), final, {"stream": True})
+    head = {k: final[k] for k in ("id", "created", "model", "system_fingerprint", "service_tier")}
+    head["object"] = "chat.completion.chunk"
+    call = CHAT_TOOL_CALL["choices"][0]["message"]["tool_calls"][0]
+    assert chunks == [
+        {
+            **head,
+            "prompt_filter_results": [{"prompt_index": 0}],
+            "choices": [
+                {
+                    "index": 0,
+                    "logprobs": None,
+                    "content_filter_results": {},
+                    "delta": {"role": "assistant", "tool_calls": [{"index": 0, **call}]},
+                    "finish_reason": None,
+                }
+            ],
+        },
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {
+            **head,
+            "choices": [{"index": 1, "delta": {"role": "assistant", "content": "Paris"}, "finish_reason": None}],
+        },
+        {**head, "choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]},
+    ]
+
+
+def test_a_replay_asked_for_usage_sends_null_usage_on_each_chunk_then_the_usage_chunk() -> None:
+    chunks = replayed_chunks(
+        ChatCompletions(), CHAT_TOOL_CALL, {"stream": True, "stream_options": {"include_usage": True}}
+    )
+    assert [chunk["usage"] for chunk in chunks[:-1]] == [None, None]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == CHAT_TOOL_CALL["usage"]
+    without = {k: v for k, v in CHAT_TOOL_CALL.items() if k != "usage"}
+    asked = replayed_chunks(ChatCompletions(), without, {"stream": True, "stream_options": {"include_usage": True}})
+    assert len(asked) == 2 and all(chunk["choices"] for chunk in asked)
+
+
+def test_a_legacy_completion_replay_sends_text_then_finish_reason() -> None:
+    final = {
+        **COMPLETION,
+        "choices": [{"index": 0, "text": "Hi", "finish_reason": "length", "logprobs": {"tokens": ["Hi"]}}],
+    }
+    chunks = replayed_chunks(Completions(), final, {"stream": True})
+    head = {k: COMPLETION[k] for k in ("id", "created", "model")}
+    assert chunks == [
+        {
+            **head,
+            "object": "text_completion",
+            "choices": [{"index": 0, "logprobs": {"tokens": ["Hi"]}, "text": "Hi", "finish_reason": None}],
+        },
+        {
+            **head,
+            "object": "text_completion",
+            "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}],
+        },
+    ]
+    bare = replayed_chunks(Completions(), {**COMPLETION, "choices": [{"text": None}]}, {"stream": True})
+    assert bare[0]["choices"] == [{"index": 0, "text": "", "finish_reason": None, "logprobs": None}]
+
+
+# -- Responses stream ----------------------------------------------------------------------------------
+
+
+def test_a_completed_response_that_carries_its_own_output_is_stored_as_sent() -> None:
+    """`output_item.done` events only fill in a completed response that left its output out."""
+    own = response(MESSAGE)
+    stream = live_stream({"type": "response.completed", "response": own})
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [stream]) == own
+
+
+def test_finished_items_fill_the_output_in_output_index_order() -> None:
+    events = [
+        {"type": "response.output_item.done", "output_index": 1, "item": MESSAGE},
+        {"type": "response.output_item.done", "output_index": "0", "item": FUNCTION_CALL},
+        {"type": "response.output_item.done", "output_index": 0, "item": REASONING},
+        {"type": "response.completed", "response": {**FINAL, "output": None}},
+    ]
+    stream = sse(*((None, event) for event in events))
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [stream]) == FINAL
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"data: {oops\n\n", b'data: {"type": "response.completed", "response": "done"}\n\n'],
+    ids=["not-json", "completed-without-a-response"],
+)
+def test_an_unreadable_event_breaks_a_responses_stream(bad: bytes) -> None:
+    stream = live_stream().replace(b"event: response.output_item.done", bad + b"event: response.output_item.done", 1)
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [stream + sse((None, COMPLETED))]) is None
+
+
+def test_a_responses_stream_ends_at_completed_and_reads_events_by_name_or_type() -> None:
+    named_only = b"event: response.completed\ndata: " + orjson.dumps({"response": FINAL}) + b"\n\n"
+    after = sse((None, {"type": "error", "message": "late"})) + b"data: [DONE]\n\n"
+    assembler = Responses().assembler(view("/v1/responses", {"stream": True}))
+    assembler.feed(b"data: [DONE]\n\n" + live_stream())
+    assert not assembler.complete and assembler.result() is None
+    assembler.feed(named_only + after)
+    assert assembler.complete and orjson.loads(assembler.result() or b"null") == FINAL
+
+
+@pytest.mark.parametrize(
+    ("status", "final"),
+    [("completed", True), (None, True), ("incomplete", False), ("queued", False), ("in_progress", False)],
+)
+def test_only_a_completed_response_is_final(status: str | None, final: bool) -> None:
+    answer = {k: v for k, v in FINAL.items() if k != "status"} if status is None else {**FINAL, "status": status}
+    assert Responses().is_final(answer) is final
+    assert ChatCompletions().is_final({"status": "queued"}) is True
