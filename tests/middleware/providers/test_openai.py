@@ -936,3 +936,340 @@ def test_only_a_completed_response_is_final(status: str | None, final: bool) -> 
     answer = {k: v for k, v in FINAL.items() if k != "status"} if status is None else {**FINAL, "status": status}
     assert Responses().is_final(answer) is final
     assert ChatCompletions().is_final({"status": "queued"}) is True
+
+
+# -- Responses replay: the events a live stream of each item sends ----------------------------------------
+
+
+def replayed_events(final: dict[str, Any]) -> list[dict[str, Any]]:
+    replay = Responses().render_stream(orjson.dumps(final), view("/v1/responses", {"stream": True}))
+    return [orjson.loads(line[6:]) for line in replay.split(b"\n") if line.startswith(b"data: ")]
+
+
+def item_events(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of `item`'s replay (as the only output item), without their sequence numbers."""
+    events = replayed_events(response(item))[2:-1]
+    return [{k: v for k, v in event.items() if k != "sequence_number"} for event in events]
+
+
+def test_a_replay_announces_the_response_in_progress_then_completes_it() -> None:
+    final = {**FINAL, "completed_at": 1741476543}
+    events = replayed_events(final)
+    pending = {
+        **final,
+        "status": "in_progress",
+        "output": [],
+        "usage": None,
+        "error": None,
+        "incomplete_details": None,
+        "completed_at": None,
+    }
+    assert events[0] == {"type": "response.created", "sequence_number": 0, "response": pending}
+    assert events[1] == {"type": "response.in_progress", "sequence_number": 1, "response": pending}
+    assert events[-1] == {"type": "response.completed", "sequence_number": len(events) - 1, "response": final}
+    assert "completed_at" not in replayed_events(FINAL)[0]["response"]
+
+
+def test_a_message_replays_each_text_part_with_its_annotations_and_logprobs() -> None:
+    annotation = {"type": "url_citation", "url": "https://example.com", "title": "x", "start_index": 0, "end_index": 5}
+    logprob = {"token": "Paris", "logprob": -0.01, "bytes": [80], "top_logprobs": []}
+    text = {"type": "output_text", "text": "Paris", "annotations": [annotation, annotation], "logprobs": [logprob]}
+    item = {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant", "content": [text]}
+    at = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    assert item_events(item) == [
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**item, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **at, "part": {**text, "text": "", "annotations": [], "logprobs": []}},
+        {"type": "response.output_text.delta", **at, "delta": "Paris", "logprobs": [logprob]},
+        *(
+            {"type": "response.output_text.annotation.added", **at, "annotation_index": i, "annotation": annotation}
+            for i in range(2)
+        ),
+        {"type": "response.output_text.done", **at, "text": "Paris", "logprobs": [logprob]},
+        {"type": "response.content_part.done", **at, "part": text},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+
+
+def test_a_text_part_without_logprobs_or_status_replays_without_them() -> None:
+    text = {"type": "output_text", "text": "Hi", "annotations": []}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "content": [text]}
+    events = item_events(item)
+    assert events[0]["item"] == {**item, "content": []}
+    assert events[1]["part"] == {"type": "output_text", "text": "", "annotations": []}
+    assert events[2]["logprobs"] == []
+
+
+def test_a_refusal_and_an_unknown_part_replay_as_parts() -> None:
+    refusal = {"type": "refusal", "refusal": "I can't help with that."}
+    other = {"type": "future_part", "data": 1}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "content": [refusal, other]}
+    first = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    second = {**first, "content_index": 1}
+    assert item_events(item)[1:-1] == [
+        {"type": "response.content_part.added", **first, "part": {**refusal, "refusal": ""}},
+        {"type": "response.refusal.delta", **first, "delta": refusal["refusal"]},
+        {"type": "response.refusal.done", **first, "refusal": refusal["refusal"]},
+        {"type": "response.content_part.done", **first, "part": refusal},
+        {"type": "response.content_part.added", **second, "part": other},
+        {"type": "response.content_part.done", **second, "part": other},
+    ]
+
+
+def test_reasoning_replays_its_summary_parts_and_its_text() -> None:
+    item = {
+        "id": "rs_1",
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "S"}],
+        "content": [{"type": "reasoning_text", "text": "T"}],
+    }
+    at = {"item_id": "rs_1", "output_index": 0}
+    summary = {**at, "summary_index": 0}
+    content = {**at, "content_index": 0}
+    assert item_events(item) == [
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "summary": [], "content": []}},
+        {"type": "response.reasoning_summary_part.added", **summary, "part": {"type": "summary_text", "text": ""}},
+        {"type": "response.reasoning_summary_text.delta", **summary, "delta": "S"},
+        {"type": "response.reasoning_summary_text.done", **summary, "text": "S"},
+        {"type": "response.reasoning_summary_part.done", **summary, "part": item["summary"][0]},
+        {"type": "response.reasoning_text.delta", **content, "delta": "T"},
+        {"type": "response.reasoning_text.done", **content, "text": "T"},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+    encrypted = {"id": "rs_2", "type": "reasoning", "summary": [], "encrypted_content": "gAAA"}
+    assert item_events(encrypted)[0]["item"] == encrypted
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "prefix"),
+    [
+        (FUNCTION_CALL, "arguments", "response.function_call_arguments"),
+        (
+            {"id": "ctc_1", "type": "custom_tool_call", "call_id": "call_1", "name": "sql", "input": "SELECT 1"},
+            "input",
+            "response.custom_tool_call_input",
+        ),
+    ],
+    ids=["function", "custom-tool"],
+)
+def test_a_tool_call_replays_its_text_as_one_delta(item: dict[str, Any], field: str, prefix: str) -> None:
+    at = {"item_id": item["id"], "output_index": 0}
+    events = item_events(item)
+    assert events[0]["item"][field] == ""
+    assert events[1:] == [
+        {"type": f"{prefix}.delta", **at, "delta": item[field]},
+        {"type": f"{prefix}.done", **at, field: item[field]},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+
+
+def test_an_item_without_an_id_is_announced_by_its_call_id() -> None:
+    item = {k: v for k, v in FUNCTION_CALL.items() if k != "id"}
+    assert item_events(item)[1]["item_id"] == "call_12345xyz"
+    assert item_events({"type": "function_call", "arguments": "{}"})[1]["item_id"] == ""
+
+
+@pytest.mark.parametrize(
+    ("kind", "phases"),
+    [
+        ("web_search_call", ["in_progress", "searching", "completed"]),
+        ("file_search_call", ["in_progress", "searching", "completed"]),
+        ("image_generation_call", ["in_progress", "generating", "completed"]),
+        ("code_interpreter_call", ["in_progress", "interpreting", "completed"]),
+    ],
+)
+def test_a_hosted_tool_call_replays_its_progress(kind: str, phases: list[str]) -> None:
+    item = {"id": "ws_1", "type": kind, "status": "completed"}
+    names = [event["type"] for event in item_events(item)]
+    assert names == [
+        "response.output_item.added",
+        *(f"response.{kind}.{phase}" for phase in phases),
+        "response.output_item.done",
+    ]
+
+
+def test_code_interpreter_code_replays_before_it_completes() -> None:
+    item = {"id": "ci_1", "type": "code_interpreter_call", "status": "completed", "code": "print(1)", "outputs": []}
+    at = {"item_id": "ci_1", "output_index": 0}
+    assert item_events(item)[3:6] == [
+        {"type": "response.code_interpreter_call_code.delta", **at, "delta": "print(1)"},
+        {"type": "response.code_interpreter_call_code.done", **at, "code": "print(1)"},
+        {"type": "response.code_interpreter_call.completed", **at},
+    ]
+
+
+def test_an_mcp_call_replays_its_arguments_then_completes() -> None:
+    item = {"id": "mcp_1", "type": "mcp_call", "name": "roll", "arguments": '{"d":6}', "server_label": "dice"}
+    names = [event["type"] for event in item_events(item)]
+    assert names == [
+        "response.output_item.added",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.output_item.done",
+    ]
+
+
+def test_an_item_of_no_known_type_replays_whole() -> None:
+    for item in ({"id": "x_1", "type": "future_item", "data": [1]}, {"id": "x_2", "type": 7}):
+        assert item_events(item) == [
+            {"type": "response.output_item.added", "output_index": 0, "item": item},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+        ]
+
+
+# -- what may be stored --------------------------------------------------------------------------------
+
+CHOICE = {"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop", "logprobs": None}
+
+
+def chat_answer(**choice: Any) -> bytes:
+    return orjson.dumps({**CHAT_TOOL_CALL, "choices": [{**CHOICE, **choice}]})
+
+
+def with_call(**call: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", **call}]}
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (chat_answer(index="0"), "`choices[0].index` is str"),
+        (chat_answer(logprobs=[]), "`choices[0].logprobs` is list"),
+        (chat_answer(message=with_call(id=1)), "`choices[0].message.tool_calls[0].id` is int"),
+        (chat_answer(message=with_call(type=None, function={})), None),
+        (chat_answer(message=with_call(type=["function"])), "`choices[0].message.tool_calls[0].type` is list"),
+        (chat_answer(message=with_call(function="f()")), "`choices[0].message.tool_calls[0].function` is str"),
+        (
+            chat_answer(message=with_call(function={"name": 1})),
+            "`choices[0].message.tool_calls[0].function.name` is int",
+        ),
+        (
+            chat_answer(message=with_call(function={"name": "f", "arguments": {}})),
+            "`choices[0].message.tool_calls[0].function.arguments` is dict",
+        ),
+        (chat_answer(message={"content": [{"type": "text", "text": "Paris"}]}), None),
+        (chat_answer(message={"content": None, "tool_calls": None}), None),
+        (
+            orjson.dumps({"choices": [CHOICE, {**CHOICE, "index": 1, "finish_reason": 2}]}),
+            "`choices[1].finish_reason` is int",
+        ),
+        (orjson.dumps({"choices": [CHOICE], "error": None}), None),
+        (orjson.dumps([CHOICE]), "response is not a JSON object"),
+        (b"Paris", "response is not valid JSON"),
+    ],
+)
+def test_a_chat_answer_is_stored_only_when_its_replay_can_read_it(answer: bytes, reason: str | None) -> None:
+    expected = reason if reason is None or reason.startswith("response") else f"invalid response: {reason}"
+    assert ChatCompletions().unstorable(answer, view(CHAT_PATH)) == expected
+
+
+def test_embeddings_in_base64_or_as_numbers_are_stored() -> None:
+    def answer(*vectors: Any) -> bytes:
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        return orjson.dumps({"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1}})
+
+    request = view("/v1/embeddings")
+    assert Embeddings().unstorable(answer("AAAAAA==", [0.5, -1, 2]), request) is None
+    assert Embeddings().unstorable(answer([0.1], [False]), request) == (
+        "invalid response: `data[1].embedding` holds something other than numbers"
+    )
+    assert Embeddings().unstorable(answer([0.1]).replace(b'"usage":{', b'"usage":[{').replace(b"}}", b"}]}"), request)
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ([{"type": "message", "content": None}], None),
+        ([{"type": "reasoning", "summary": [], "content": [1]}], "`output[0].content`[0] is int, not an object"),
+        ([{"type": "function_call", "content": "x", "summary": "y"}], None),
+        ([{"type": 3, "content": "x"}], None),
+    ],
+)
+def test_a_response_is_stored_when_every_item_its_replay_walks_is_readable(
+    output: list[dict[str, Any]], reason: str | None
+) -> None:
+    got = Responses().unstorable(orjson.dumps({**FINAL, "output": output}), view("/v1/responses"))
+    assert got == (None if reason is None else f"invalid response: {reason}")
+
+
+def test_a_response_that_is_not_completed_is_not_stored() -> None:
+    assert Responses().unstorable(orjson.dumps({**FINAL, "status": "queued"}), view("/v1/responses")) == (
+        "response is not final (queued, in progress or incomplete)"
+    )
+
+
+# -- usage details ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None}, Usage(10, 2, None, None)),
+        ({"prompt_tokens": 10, "prompt_tokens_details": [1], "prompt_cache_hit_tokens": 4}, Usage(10, None, 4, None)),
+        (
+            {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 3}, "prompt_cache_hit_tokens": 4},
+            Usage(10, None, 3, None),
+        ),
+        ({"prompt_tokens": 0, "input_tokens": 7, "completion_tokens": 0, "output_tokens": 5}, Usage(0, 0, None, None)),
+        ({"input_tokens": 7, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 0}}, Usage(7, 5, 0, None)),
+        ({"prompt_tokens": "10", "completion_tokens": True}, Usage()),
+    ],
+    ids=["details-null", "details-not-object", "details-first", "chat-names-first", "responses-names", "not-integers"],
+)
+def test_usage_reads_chat_and_responses_names_and_only_integers(usage: dict[str, Any], expected: Usage) -> None:
+    assert ChatCompletions().usage({"usage": usage}) == expected
+
+
+def test_usage_that_is_not_an_object_counts_nothing() -> None:
+    assert Responses().usage({"usage": [1, 2]}) == Usage()
+
+
+# -- requests that bypass, and what the semantic cache embeds ----------------------------------------------
+
+
+def test_store_true_bypasses_chat_but_store_false_or_absent_does_not() -> None:
+    route = resolve(CHAT_PATH)
+    assert route is not None
+    assert ChatCompletions().server_state(route, {}, {"store": True}) is not None
+    assert ChatCompletions().server_state(route, {}, {"store": False}) is None
+    assert ChatCompletions().server_state(route, {}, {"store": "true"}) is None
+
+
+def test_responses_state_and_templates_bypass_only_when_named() -> None:
+    route = resolve("/v1/responses")
+    assert route is not None
+    state = Responses().server_state
+    assert state(route, {}, {"previous_response_id": None, "conversation": None}) is None
+    assert state(route, {}, {"prompt": "pmpt_1"}) is None
+    assert state(route, {}, {"tools": [{"type": "code_interpreter"}, "web_search", {"type": "web_search"}]}) is None
+    assert state(route, {}, {"tools": "file_search"}) is None
+    assert state(route, {}, {"tools": [{"type": "web_search"}, {"type": "file_search"}]}) is not None
+    assert state(route, {}, {"store": True, "tools": []}) is not None
+
+
+def test_chat_embeds_the_last_plain_user_turn_unless_it_is_named() -> None:
+    ask = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    assert ChatCompletions().semantic_query(ask) == ({**ask, "messages": ask["messages"][:1]}, "Hi")
+    named = {**ask, "messages": [{"role": "user", "content": "Hi", "name": "bob"}]}
+    assert ChatCompletions().semantic_query(named) is None
+    assert ChatCompletions().semantic_query({"messages": []}) is None
+
+
+def test_completions_embed_a_plain_prompt_only() -> None:
+    assert Completions().semantic_query({"model": "m", "prompt": "Hi"}) == ({"model": "m"}, "Hi")
+    assert Completions().semantic_query({"model": "m", "prompt": ""}) is None
+    assert Completions().semantic_query({"model": "m", "prompt": ["Hi"]}) is None
+
+
+def test_responses_embed_the_input_unless_the_context_lives_on_the_server() -> None:
+    assert Responses().semantic_query({"model": "m", "input": "Hi"}) == ({"model": "m"}, "Hi")
+    assert Responses().semantic_query({"model": "m", "input": ""}) is None
+    turns = {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}]}
+    assert Responses().semantic_query(turns) == ({**turns, "input": []}, "Hi")
+    assert Responses().semantic_query({"input": "Hi", "previous_response_id": None}) is None
+    assert Responses().semantic_query({"input": "Hi", "conversation": "conv_1"}) is None
