@@ -15,19 +15,11 @@ from llm_cache.middleware.providers.bedrock import Converse, InvokeModel, Invoke
 from llm_cache.middleware.providers.eventstream import MEDIA_TYPE, EventStreamDecoder, encode_message
 
 from .streams import view
+from .test_anthropic import TEXT
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 CHUNK = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
-MESSAGE = {
-    "id": "msg_1",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude",
-    "content": [{"type": "text", "text": "Paris."}],
-    "stop_reason": "end_turn",
-    "stop_sequence": None,
-    "usage": {"input_tokens": 3, "output_tokens": 2},
-}
+MESSAGE = TEXT
 
 
 @pytest.mark.parametrize(
@@ -102,7 +94,7 @@ def test_invoke_counts_usage_as_messages_do_and_converse_in_its_own_names() -> N
 def test_converse_answers_name_no_model_or_id() -> None:
     answer = {"id": "x", "model": "y", "output": {}}
     assert (Converse().response_model(answer), Converse().response_id(answer)) == (None, None)
-    assert (InvokeModel().response_model(MESSAGE), InvokeModel().response_id(MESSAGE)) == ("claude", "msg_1")
+    assert (InvokeModel().response_model(MESSAGE), InvokeModel().response_id(MESSAGE)) == (TEXT["model"], TEXT["id"])
 
 
 def test_claudes_invoke_answers_must_be_messages_and_other_models_answers_are_their_own() -> None:
