@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install system-deps redis-stack lint bench soak dashboard clean
+.PHONY: test demo install system-deps redis-stack lint bench soak mutation dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: install
 # upstream connections, errors); a shorter run: make soak SOAK_ARGS="--duration 120 --warmup 30".
 soak: system-deps install
 	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
+
+# Not part of `make test`: mutation testing of the decision core (docs/testing.md); a slice:
+# make mutation MUTATION_ARGS="--module middleware/keys.py --max-mutants 20".
+mutation: system-deps install
+	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
 
 # docs/img/dashboard.png: examples/grafana-dashboard.json drawn from a 60 s offline gateway run.
 dashboard: install

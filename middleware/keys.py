@@ -29,6 +29,10 @@ import orjson
 from . import exact_json
 from .providers.auth import AmbiguousCredential, Auth
 
+KEY_FORMAT = 1
+"""The version of the canonical form below. Changing the form changes every key, orphaning every
+stored entry (they expire by their TTL), so it is done on purpose: bump this, and replace the golden
+keys (tests/middleware/test_golden_keys.py). Format 1 is implicit: its form carries no version."""
 DEFAULT_VOLATILE_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"})
 QUERY_IGNORED = frozenset({"key", "alt", "$alt"})  # Gemini's API key and stream form
 DEFAULT_NAMESPACE = "default"
