@@ -596,7 +596,9 @@ def test_a_message_of_any_known_or_unknown_blocks_is_stored(changes: dict[str, A
 def test_a_request_naming_a_container_bypasses_the_cache() -> None:
     route = resolve(MESSAGES)
     assert route is not None
-    assert Messages().server_state(route, {}, {"container": "container_1"}) is not None
+    assert Messages().server_state(route, {}, {"container": "container_1"}) == (
+        "`container` names a code-execution container the provider holds"
+    )
     assert Messages().server_state(route, {}, {"container": None}) is None
     assert Messages().server_state(route, {}, {}) is None
 
@@ -606,3 +608,40 @@ def test_usage_without_fresh_input_has_no_input_total_and_ignores_non_integers()
     assert Messages().usage({"usage": {"input_tokens": True, "output_tokens": 2.0}}) == Usage()
     assert Messages().usage({"usage": {"input_tokens": 4, "cache_read_input_tokens": 6}}) == Usage(10, None, 6, None)
     assert Messages().usage({"usage": [1]}) == Usage()
+
+
+def test_the_last_plain_user_turn_is_what_the_semantic_cache_embeds() -> None:
+    body = {**PARAMS, "system": "Be brief.", "messages": [*PARAMS["messages"], {"role": "user", "content": "Paris?"}]}
+    assert Messages().semantic_query(body) == ({**body, "messages": PARAMS["messages"]}, "Paris?")
+    assert Messages().semantic_query({**PARAMS, "messages": [{"role": "assistant", "content": "Hi"}]}) is None
+
+
+def test_events_missing_optional_parts_are_read_as_empty() -> None:
+    """A start without content or usage, a block start without its block (or its citations list),
+    deltas without a delta."""
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_1", "type": "message"}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": text_delta("Hi")}),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": CITATION}},
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta"}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    assert assemble(Messages(), STREAM_VIEW, [sse(*events)]) == {
+        "id": "msg_1",
+        "type": "message",
+        "content": [{"text": "Hi", "citations": [CITATION]}],
+        "usage": {},
+    }
+
+
+def test_citations_that_are_not_a_list_replay_untouched_in_the_block_start() -> None:
+    block = {"type": "text", "text": "Hi", "citations": {"unexpected": True}}
+    events = block_events(message(block))
+    assert events[0]["content_block"] == {**block, "text": ""}
+    assert [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"] == ["text_delta"]

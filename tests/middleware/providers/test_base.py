@@ -8,9 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from llm_cache.middleware.providers import resolve
-from llm_cache.middleware.providers.auth import AZURE
+from llm_cache.middleware.providers import DEFAULT_ENDPOINTS, Endpoint, resolve
+from llm_cache.middleware.providers.anthropic import Messages
+from llm_cache.middleware.providers.auth import ANTHROPIC, AZURE, BEDROCK, GEMINI, OPENAI, Auth
 from llm_cache.middleware.providers.base import (
+    NonStreamingEndpoint,
     error_object,
     int_or_none,
     numbers,
@@ -19,7 +21,9 @@ from llm_cache.middleware.providers.base import (
     split_last_turn,
     suffix_pattern,
 )
-from llm_cache.middleware.providers.openai import ChatCompletions, Embeddings
+from llm_cache.middleware.providers.bedrock import Converse, InvokeModel, InvokeModelStream
+from llm_cache.middleware.providers.gemini import EmbedContent, GenerateContent
+from llm_cache.middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
 
 from .streams import view
 
@@ -137,3 +141,28 @@ def test_shape_checks_name_where_and_what() -> None:
 )
 def test_a_suffix_is_owned_under_any_base_path_only_at_the_end(path: str, owned: bool) -> None:
     assert (suffix_pattern("/v1/messages").match(path) is not None) is owned
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "family", "name", "operation", "auth"),
+    [
+        (ChatCompletions(), "openai", "chat.completions", "chat", OPENAI),
+        (Completions(), "openai", "completions", "text_completion", OPENAI),
+        (Responses(), "openai", "responses", "chat", OPENAI),
+        (Embeddings(), "openai", "embeddings", "embeddings", OPENAI),
+        (Messages(), "anthropic", "messages", "chat", ANTHROPIC),
+        (GenerateContent(), "gemini", "generate_content", "chat", GEMINI),
+        (EmbedContent(), "gemini", "embed_content", "embeddings", GEMINI),
+        (InvokeModel(), "bedrock", "bedrock.invoke", "chat", BEDROCK),
+        (InvokeModelStream(), "bedrock", "bedrock.invoke-stream", "chat", BEDROCK),
+        (Converse(), "bedrock", "bedrock.converse", "chat", BEDROCK),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_each_endpoint_names_its_family_its_key_name_its_operation_and_where_its_credential_is(
+    endpoint: Endpoint, family: str, name: str, operation: str, auth: Auth
+) -> None:
+    """The name is part of every key; the operation is OpenTelemetry's `gen_ai.operation.name`."""
+    assert (endpoint.family, endpoint.name, endpoint.operation, endpoint.auth) == (family, name, operation, auth)
+    assert endpoint.streams is not isinstance(endpoint, NonStreamingEndpoint)
+    assert [type(e) for e in DEFAULT_ENDPOINTS].count(type(endpoint)) == 1

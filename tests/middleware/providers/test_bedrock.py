@@ -66,22 +66,26 @@ def test_the_settings_bedrock_reads_from_headers_are_keyed() -> None:
     assert InvokeModel().keyed_headers and InvokeModel().signed_body
 
 
+PROMPT_DRAFT = "a Prompt management ARN without a version runs the prompt's editable draft"
+GUARDRAIL_DRAFT = "a guardrail's DRAFT version is editable"
+
+
 @pytest.mark.parametrize(
-    ("model", "headers", "body", "bypass"),
+    ("model", "headers", "body", "reason"),
     [
-        ("arn:aws:bedrock:us-east-1:1:prompt/P1", {}, {}, True),
-        ("arn:aws:bedrock:us-east-1:1:prompt/P1:3", {}, {}, False),
-        (CLAUDE, {}, {"guardrailConfig": {"guardrailVersion": "DRAFT"}}, True),
-        (CLAUDE, {}, {"guardrailConfig": {"guardrailVersion": "2"}}, False),
-        (CLAUDE, {}, {"guardrailConfig": "DRAFT"}, False),
-        (CLAUDE, {"x-amzn-bedrock-guardrailversion": "DRAFT"}, {}, True),
-        (CLAUDE, {"x-amzn-bedrock-guardrailversion": "1"}, {}, False),
+        ("arn:aws:bedrock:us-east-1:1:prompt/P1", {}, {}, PROMPT_DRAFT),
+        ("arn:aws:bedrock:us-east-1:1:prompt/P1:3", {}, {}, None),
+        (CLAUDE, {}, {"guardrailConfig": {"guardrailVersion": "DRAFT"}}, GUARDRAIL_DRAFT),
+        (CLAUDE, {}, {"guardrailConfig": {"guardrailVersion": "2"}}, None),
+        (CLAUDE, {}, {"guardrailConfig": "DRAFT"}, None),
+        (CLAUDE, {"x-amzn-bedrock-guardrailversion": "DRAFT"}, {}, GUARDRAIL_DRAFT),
+        (CLAUDE, {"x-amzn-bedrock-guardrailversion": "1"}, {}, None),
     ],
 )
-def test_drafts_bypass_the_cache(model: str, headers: dict[str, str], body: dict[str, Any], bypass: bool) -> None:
+def test_drafts_bypass_the_cache(model: str, headers: dict[str, str], body: dict[str, Any], reason: str | None) -> None:
     route = resolve(f"/model/{model.replace('/', '%2F')}/converse")
     assert route is not None and route.model == model
-    assert (route.endpoint.server_state(route, headers, body) is not None) is bypass
+    assert route.endpoint.server_state(route, headers, body) == reason
 
 
 def test_invoke_counts_usage_as_messages_do_and_converse_in_its_own_names() -> None:

@@ -1235,7 +1235,10 @@ def test_usage_that_is_not_an_object_counts_nothing() -> None:
 def test_store_true_bypasses_chat_but_store_false_or_absent_does_not() -> None:
     route = resolve(CHAT_PATH)
     assert route is not None
-    assert ChatCompletions().server_state(route, {}, {"store": True}) is not None
+    assert (
+        ChatCompletions().server_state(route, {}, {"store": True})
+        == "`store: true` asks the provider to keep this call"
+    )
     assert ChatCompletions().server_state(route, {}, {"store": False}) is None
     assert ChatCompletions().server_state(route, {}, {"store": "true"}) is None
 
@@ -1248,8 +1251,21 @@ def test_responses_state_and_templates_bypass_only_when_named() -> None:
     assert state(route, {}, {"prompt": "pmpt_1"}) is None
     assert state(route, {}, {"tools": [{"type": "code_interpreter"}, "web_search", {"type": "web_search"}]}) is None
     assert state(route, {}, {"tools": "file_search"}) is None
-    assert state(route, {}, {"tools": [{"type": "web_search"}, {"type": "file_search"}]}) is not None
-    assert state(route, {}, {"store": True, "tools": []}) is not None
+    assert state(route, {}, {"tools": [{"type": "web_search"}, {"type": "file_search"}]}) == (
+        "the file_search tool reads a store or container the provider holds"
+    )
+    assert state(route, {}, {"tools": [{"type": "code_interpreter", "container": "cntr_1"}]}) == (
+        "the code_interpreter tool reads a store or container the provider holds"
+    )
+    assert (
+        state(route, {}, {"previous_response_id": "resp_1"}) == "`previous_response_id` names state the provider holds"
+    )
+    assert state(route, {}, {"conversation": {"id": "conv_1"}}) == "`conversation` names state the provider holds"
+    assert state(route, {}, {"prompt": {"id": "pmpt_1"}}) == (
+        "`prompt` without a version uses the template's current version"
+    )
+    assert state(route, {}, {"prompt": {"id": "pmpt_1", "version": "2"}}) is None
+    assert state(route, {}, {"store": True, "tools": []}) == "`store: true` asks the provider to keep this call"
 
 
 def test_chat_embeds_the_last_plain_user_turn_unless_it_is_named() -> None:
