@@ -10,6 +10,7 @@ import pytest
 
 from llm_cache.middleware import Cache
 from llm_cache.middleware.providers import resolve
+from llm_cache.middleware.providers.auth import AZURE, OPENAI
 from llm_cache.middleware.providers.base import Usage
 from llm_cache.middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
 
@@ -501,11 +502,21 @@ def test_responses_replay_satisfies_the_sdk_stream_accumulator(final: dict[str, 
         assert (call.type, call.name, call.arguments) == ("function_call", "get_weather", FUNCTION_CALL["arguments"])
 
 
-def test_responses_cache_hints_do_not_change_the_key() -> None:
-    body = {"model": "o4-mini", "input": "Capital of France?"}
-    hinted = {**body, "prompt_cache_key": "tenant-7", "safety_identifier": "user-42", "stream": True}
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/responses", {"model": "o4-mini", "input": "Capital of France?"}),
+        ("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "Capital of France?"}]}),
+    ],
+)
+@pytest.mark.parametrize(
+    "hint", [{"prompt_cache_key": "tenant-7"}, {"prompt_cache_retention": "24h"}, {"safety_identifier": "user-42"}]
+)
+def test_cache_and_abuse_tracking_hints_do_not_change_the_key(
+    path: str, body: dict[str, Any], hint: dict[str, str]
+) -> None:
     cache = Cache()
-    assert cache.key_for("/v1/responses", body, ALICE) == cache.key_for("/v1/responses", hinted, ALICE)
+    assert cache.key_for(path, body, ALICE) == cache.key_for(path, {**body, **hint, "stream": True}, ALICE)
 
 
 # -- usage ---------------------------------------------------------------------------------------------
@@ -640,8 +651,9 @@ def filtered(pieces: list[bytes]) -> bytes:
         sse((None, USAGE_CHUNK)),
         b"data: " + orjson.dumps(USAGE_CHUNK, option=orjson.OPT_INDENT_2).replace(b"\n", b"") + b"\n\n",
         b'data: {"id": "c", "choices": [ ], "usage": {"total_tokens": 11}}\r\n\r\n',
+        b'data:{"choices":[],"usage":{"total_tokens":11}}\n\n',
     ],
-    ids=["compact", "spaced", "crlf"],
+    ids=["compact", "spaced", "crlf", "no-space-after-data"],
 )
 def test_the_usage_chunk_the_cache_asked_for_is_hidden_from_the_caller_in_any_chunking(usage_event: bytes) -> None:
     stream = CHAT_STREAM.replace(b"data: [DONE]", usage_event + b"data: [DONE]")
@@ -1289,3 +1301,79 @@ def test_responses_embed_the_input_unless_the_context_lives_on_the_server() -> N
     assert Responses().semantic_query(turns) == ({**turns, "input": []}, "Hi")
     assert Responses().semantic_query({"input": "Hi", "previous_response_id": None}) is None
     assert Responses().semantic_query({"input": "Hi", "conversation": "conv_1"}) is None
+
+
+def test_azure_v1_paths_take_azure_credentials() -> None:
+    azure, plain = resolve("/openai/v1/responses"), resolve("/v1/responses")
+    assert azure is not None and plain is not None
+    assert (azure.credentials, plain.credentials) == (AZURE, OPENAI)
+
+
+def test_a_choice_without_an_index_replays_as_the_first() -> None:
+    final = {**CHAT_TOOL_CALL, "choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}]}
+    first, last = replayed_chunks(ChatCompletions(), final, {"stream": True})
+    assert first["choices"][0]["index"] == last["choices"][0]["index"] == 0
+    first, last = replayed_chunks(Completions(), {**COMPLETION, "choices": [{"text": "Hi"}]}, {"stream": True})
+    assert first["choices"][0]["index"] == last["choices"][0]["index"] == 0
+
+
+def test_a_tool_call_without_an_index_counts_as_the_first() -> None:
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "b", "function": {"name": "b"}}]}}),
+        chat_chunk({"index": 0, "delta": {"tool_calls": [{"id": "a", "function": {"name": "a"}}]}}),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "tool_calls"}),
+    )
+    assert final is not None
+    assert [call["id"] for call in final["choices"][0]["message"]["tool_calls"]] == ["a", "b"]
+
+
+def test_a_field_beside_the_delta_that_changes_type_takes_the_latest_value() -> None:
+    final = chat_final(
+        chat_chunk(extension={"a": 1}, listed=[1]),
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}, extension="x", listed={"b": 2}),
+    )
+    assert final is not None and (final["extension"], final["listed"]) == ("x", {"b": 2})
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "path", "answer", "reason"),
+    [
+        (ChatCompletions(), CHAT_PATH, {"choices": []}, "`choices` is empty"),
+        (Completions(), "/v1/completions", {"choices": [{"index": 0}]}, "`choices[0].text` is null or missing"),
+        (Completions(), "/v1/completions", {"choices": [{"text": "Hi", "finish_reason": None}]}, None),
+        (Embeddings(), "/v1/embeddings", {"data": []}, "`data` is empty"),
+        (Embeddings(), "/v1/embeddings", {"data": [{"embedding": [1]}], "usage": 1}, "`usage` is int"),
+        (
+            Responses(),
+            "/v1/responses",
+            {"output": [{"type": "message", "content": [1]}]},
+            "`output[0].content`[0] is int, not an object",
+        ),
+        (
+            Responses(),
+            "/v1/responses",
+            {"output": [{"type": "reasoning", "summary": [1]}]},
+            "`output[0].summary`[0] is int, not an object",
+        ),
+        (Responses(), "/v1/responses", {"output": [], "usage": "x"}, "`usage` is str"),
+    ],
+)
+def test_each_endpoint_stores_only_answers_of_its_own_shape(
+    endpoint: Any, path: str, answer: dict[str, Any], reason: str | None
+) -> None:
+    got = endpoint.unstorable(orjson.dumps(answer), view(path))
+    assert got == (None if reason is None else f"invalid response: {reason}")
+
+
+def test_a_tool_call_is_checked_whatever_comes_before_or_after_it() -> None:
+    good = {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    two = {"content": None, "tool_calls": [{**good, "id": 1}, good]}
+    assert ChatCompletions().unstorable(chat_answer(message=two), view(CHAT_PATH)) == (
+        "invalid response: `choices[0].message.tool_calls[0].id` is int"
+    )
+    bad_content = {"content": 1, "tool_calls": [good]}
+    assert ChatCompletions().unstorable(chat_answer(message=bad_content), view(CHAT_PATH)) == (
+        "invalid response: `choices[0].message.content` is int"
+    )
+    unfinished = {"index": 0, "message": {"content": "Hi", "tool_calls": [{"function": {}}]}, "finish_reason": None}
+    assert ChatCompletions().unstorable(orjson.dumps({"choices": [unfinished]}), view(CHAT_PATH)) is None
