@@ -384,6 +384,8 @@ EMBED = "/v1beta/models/gemini-embedding-001:embedContent"
         ({"embeddings": {"values": [0.1]}}, "`embeddings` is dict, not a list"),
         ({"embedding": [0.1]}, "`embedding` is list"),
         ({"embeddings": [{"values": [0.1]}], "embedding": "ignored"}, None),
+        ({"embeddings": []}, "`embeddings` is empty"),
+        ({"embeddings": [{"values": None}, {"values": [1]}]}, "`embeddings[0].values` is null or missing, not a list"),
     ],
 )
 def test_an_embedding_is_stored_only_as_a_list_of_numbers(answer: dict[str, Any], reason: str | None) -> None:
@@ -512,3 +514,13 @@ def test_the_array_decoder_waits_for_an_escape_split_across_chunks() -> None:
     assert decoder.feed(b'[{"t": "a\\') == []
     assert decoder.feed(b'"b"}') == [b'{"t": "a\\"b"}']
     assert decoder.feed(b"]") == [] and decoder.closed
+
+
+def test_a_candidate_without_an_index_is_the_first() -> None:
+    first = {"candidates": [{"index": 0, "content": {"parts": [{"text": "Pa"}], "role": "model"}}]}
+    second = {"candidates": [{"content": {"parts": [{"text": "ris"}]}, "finishReason": "STOP"}]}
+    final = assemble(GenerateContent(), view(STREAM, query="alt=sse"), [as_sse(first, second)])
+    assert final is not None
+    assert final["candidates"] == [
+        {"index": 0, "content": {"parts": [{"text": "Paris"}], "role": "model"}, "finishReason": "STOP"}
+    ]
