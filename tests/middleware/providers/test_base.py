@@ -15,6 +15,7 @@ from llm_cache.middleware.providers.base import (
     NonStreamingEndpoint,
     error_object,
     int_or_none,
+    not_a,
     numbers,
     objects,
     plain_text,
@@ -128,6 +129,10 @@ def test_shape_checks_name_where_and_what() -> None:
     assert objects([], "`x`", empty=False) == "`x` is empty"
     assert objects([], "`x`") is None
     assert objects(None, "`x`", optional=True) is None
+    assert objects(None, "`x`") == "`x` is null or missing, not a list"
+    assert not_a(str, None, "`x`") == "`x` is null or missing"
+    assert not_a(str, None, "`x`", optional=True) is None
+    assert not_a((str, list), 1.5, "`x`") == "`x` is float"
     assert objects("a", "`x`") == "`x` is str, not a list"
     assert numbers([1, 2.5], "`v`") is None
     assert numbers([1, None], "`v`") == "`v` holds something other than numbers"
@@ -164,5 +169,21 @@ def test_each_endpoint_names_its_family_its_key_name_its_operation_and_where_its
 ) -> None:
     """The name is part of every key; the operation is OpenTelemetry's `gen_ai.operation.name`."""
     assert (endpoint.family, endpoint.name, endpoint.operation, endpoint.auth) == (family, name, operation, auth)
+    assert endpoint.signed_body is endpoint.keyed_headers is (family == "bedrock")
     assert endpoint.streams is not isinstance(endpoint, NonStreamingEndpoint)
     assert [type(e) for e in DEFAULT_ENDPOINTS].count(type(endpoint)) == 1
+
+
+def test_what_an_endpoint_reports_and_asks_for_unless_it_says_otherwise() -> None:
+    """The defaults: the answer's own `model` and `id` when they are strings, SSE for streams, the
+    caller's body sent as it is, the stream forwarded as it is, the upstream URL as the key names it."""
+    endpoint, request = Messages(), view("/v1/messages", {"stream": True})
+    assert (endpoint.response_model({"model": "claude"}), endpoint.response_id({"id": "msg_1"})) == ("claude", "msg_1")
+    assert (endpoint.response_model({"model": 1}), endpoint.response_id({"id": None})) == (None, None)
+    assert endpoint.stream_media_type(request) == "text/event-stream"
+    assert endpoint.capture_body({"stream": True}) is None and endpoint.stream_filter(request) is None
+    assert (
+        endpoint.upstream_identity("https://api.anthropic.com/v1/messages") == "https://api.anthropic.com/v1/messages"
+    )
+    assert endpoint.asks_for_usage({"stream": True}, True) is True
+    assert endpoint.header_key({"anthropic-beta": "x"}) == ()

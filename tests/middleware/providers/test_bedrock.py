@@ -174,11 +174,14 @@ def test_a_stream_of_one_frame_short_is_not_complete() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        encode_message({**CHUNK, ":message-type": "exception", ":exception-type": "throttlingException"}, b"{}"),
+        encode_message(
+            {**CHUNK, ":message-type": "exception"}, b'{"bytes": "' + base64.b64encode(b'{"type": "ping"}') + b'"}'
+        ),
         chunk_frame(b'{"bytes": "e30="}', **{":event-type": "metadata"}),
         chunk_frame(b"not json"),
         chunk_frame(b'{"bytes": 7}'),
         chunk_frame(b'{"bytes": "not base64!"}'),
+        chunk_frame(b'{"bytes": "!' + base64.b64encode(b'{"type": "ping"}') + b'"}'),
         chunk_frame(b'{"bytes": "' + base64.b64encode(b"[1]") + b'"}'),
         chunk_frame(b'{"bytes": "' + base64.b64encode(b'{"type": 1}') + b'"}'),
         b"\x00" * 16,
@@ -189,6 +192,7 @@ def test_a_stream_of_one_frame_short_is_not_complete() -> None:
         "not-json",
         "bytes-not-a-string",
         "not-base64",
+        "base64-with-junk",
         "not-an-object",
         "no-type",
         "bad-frame",
@@ -199,4 +203,10 @@ def test_anything_but_claudes_events_in_chunk_frames_breaks_the_stream(bad: byte
     assembler = InvokeStreamAssembler()
     assembler.feed(bad)
     assembler.feed(replay)
+    assert not assembler.complete and assembler.result() is None
+
+
+def test_a_finished_message_followed_by_part_of_a_frame_is_not_complete() -> None:
+    assembler = InvokeStreamAssembler()
+    assembler.feed(frames_of(MESSAGE) + chunk_frame(b"{}")[:20])
     assert not assembler.complete and assembler.result() is None

@@ -66,3 +66,7 @@ def test_later_merges_never_change_the_delta_they_came_from() -> None:
     target = merged(delta, {"audio": {"data": "BB"}, "tool_calls": [{"index": 0, "function": {"arguments": "}"}}]})
     assert delta == {"audio": {"data": "AA"}, "tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}
     assert target["audio"]["data"] == "AABB"
+
+
+def test_a_null_field_does_not_stop_the_fields_after_it() -> None:
+    assert merged({"content": "Pa"}, {"refusal": None, "content": "ris"}) == {"content": "Paris", "refusal": None}
