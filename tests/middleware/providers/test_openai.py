@@ -1356,6 +1356,15 @@ def test_a_field_beside_the_delta_that_changes_type_takes_the_latest_value() -> 
             "`output[0].summary`[0] is int, not an object",
         ),
         (Responses(), "/v1/responses", {"output": [], "usage": "x"}, "`usage` is str"),
+        (Responses(), "/v1/responses", {"output": "Paris"}, "`output` is str, not a list"),
+        (ChatCompletions(), CHAT_PATH, {"choices": {}}, "`choices` is dict, not a list"),
+        (ChatCompletions(), CHAT_PATH, {"choices": [CHOICE], "usage": []}, "`usage` is list"),
+        (
+            Embeddings(),
+            "/v1/embeddings",
+            {"data": [{"embedding": None}]},
+            "`data[0].embedding` is null or missing, not a list",
+        ),
     ],
 )
 def test_each_endpoint_stores_only_answers_of_its_own_shape(
