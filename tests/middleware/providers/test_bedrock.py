@@ -210,3 +210,9 @@ def test_a_finished_message_followed_by_part_of_a_frame_is_not_complete() -> Non
     assembler = InvokeStreamAssembler()
     assembler.feed(frames_of(MESSAGE) + chunk_frame(b"{}")[:20])
     assert not assembler.complete and assembler.result() is None
+
+
+def test_the_last_plain_user_turn_is_what_the_semantic_cache_embeds() -> None:
+    body = {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": [{"text": "Paris?"}]}]}
+    assert InvokeModel().semantic_query(body) == ({**body, "messages": []}, "Paris?")
+    assert Converse().semantic_query({"messages": [{"role": "assistant", "content": "Hi"}]}) is None
