@@ -21,6 +21,8 @@ def test_strings_concatenate() -> None:
 def test_identity_fields_are_replaced_not_repeated() -> None:
     first = {"id": "call_1", "type": "function", "index": 0, "role": "assistant"}
     assert merged(first, first) == first
+    later = {"id": "call_2", "type": "custom", "index": 1, "role": "tool"}
+    assert merged(first, later) == later
 
 
 def test_objects_merge_recursively() -> None:
