@@ -1385,5 +1385,10 @@ def test_a_tool_call_is_checked_whatever_comes_before_or_after_it() -> None:
     assert ChatCompletions().unstorable(chat_answer(message=bad_content), view(CHAT_PATH)) == (
         "invalid response: `choices[0].message.content` is int"
     )
+    custom = {"id": "call_1", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}
+    assert (
+        ChatCompletions().unstorable(chat_answer(message={"content": None, "tool_calls": [custom]}), view(CHAT_PATH))
+        is None
+    )
     unfinished = {"index": 0, "message": {"content": "Hi", "tool_calls": [{"function": {}}]}, "finish_reason": None}
     assert ChatCompletions().unstorable(orjson.dumps({"choices": [unfinished]}), view(CHAT_PATH)) is None
