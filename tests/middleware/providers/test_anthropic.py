@@ -645,3 +645,36 @@ def test_citations_that_are_not_a_list_replay_untouched_in_the_block_start() -> 
     events = block_events(message(block))
     assert events[0]["content_block"] == {**block, "text": ""}
     assert [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"] == ["text_delta"]
+
+
+def test_a_stream_without_event_lines_is_read_by_each_events_type() -> None:
+    bare = b"".join(line + b"\n" for line in TEXT_STREAM.split(b"\n") if not line.startswith(b"event: "))
+    assert assemble(Messages(), STREAM_VIEW, [bare]) == TEXT
+
+
+def test_a_block_or_delta_without_its_string_reads_it_as_empty() -> None:
+    stream = live_stream(
+        (
+            {"type": "thinking"},
+            [
+                {"type": "thinking_delta"},
+                {"type": "thinking_delta", "thinking": "hm"},
+                {"type": "signature_delta"},
+            ],
+        ),
+        ({"type": "text"}, [{"type": "text_delta"}, text_delta("Hi")]),
+        ({"type": "tool_use", "id": "t", "name": "f", "input": {}}, [{"type": "input_json_delta"}]),
+    )
+    final = assemble(Messages(), STREAM_VIEW, [stream])
+    assert final is not None
+    assert final["content"] == [
+        {"type": "thinking", "thinking": "hm", "signature": ""},
+        {"type": "text", "text": "Hi"},
+        {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+    ]
+
+
+def test_a_stop_sequence_replays_in_the_message_delta() -> None:
+    final = {**TEXT, "stop_reason": "stop_sequence", "stop_sequence": "###"}
+    assert replayed_events(final)[-2]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "###"}
+    assert assemble(Messages(), STREAM_VIEW, [Messages().render_stream(orjson.dumps(final), STREAM_VIEW)]) == final
