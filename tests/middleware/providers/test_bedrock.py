@@ -12,7 +12,7 @@ import pytest
 from llm_cache.middleware.providers import resolve
 from llm_cache.middleware.providers.base import Usage
 from llm_cache.middleware.providers.bedrock import Converse, InvokeModel, InvokeModelStream, InvokeStreamAssembler
-from llm_cache.middleware.providers.eventstream import MEDIA_TYPE, EventStreamDecoder, encode_message
+from llm_cache.middleware.providers.eventstream import EventStreamDecoder, encode_message
 
 from .streams import view
 from .test_anthropic import TEXT
@@ -146,7 +146,7 @@ def assembled(data: bytes) -> dict[str, Any] | None:
 
 
 def test_a_replay_is_claudes_events_base64_encoded_in_chunk_frames() -> None:
-    assert InvokeModelStream().stream_media_type(STREAM_VIEW) == MEDIA_TYPE
+    assert InvokeModelStream().stream_media_type(STREAM_VIEW) == "application/vnd.amazon.eventstream"
     frames = EventStreamDecoder().feed(frames_of(MESSAGE))
     assert all(headers == CHUNK for headers, _ in frames)
     events = [orjson.loads(base64.b64decode(orjson.loads(payload)["bytes"])) for _, payload in frames]
