@@ -117,6 +117,12 @@ def test_claudes_invoke_answers_must_be_messages_and_other_models_answers_are_th
         ({"output": {"message": {"content": [{"text": "Paris"}]}}, "stopReason": "end_turn"}, None),
         ({"output": {"message": {"content": []}}, "stopReason": "end_turn", "usage": None}, None),
         ({"output": {"message": "Paris"}, "stopReason": "end_turn"}, "`output.message` is str"),
+        ({"output": "Paris", "stopReason": "end_turn"}, "`output` is str"),
+        (
+            {"output": {"message": {"content": "Paris"}}, "stopReason": "end_turn"},
+            "`output.message.content` is str, not a list",
+        ),
+        ({"output": {"message": {"content": []}}}, "`stopReason` is null or missing"),
         ({"output": {"message": {"content": []}}, "stopReason": "end_turn", "usage": 3}, "`usage` is int"),
     ],
 )
@@ -216,3 +222,10 @@ def test_the_last_plain_user_turn_is_what_the_semantic_cache_embeds() -> None:
     body = {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": [{"text": "Paris?"}]}]}
     assert InvokeModel().semantic_query(body) == ({**body, "messages": []}, "Paris?")
     assert Converse().semantic_query({"messages": [{"role": "assistant", "content": "Hi"}]}) is None
+
+
+def test_a_streamed_invoke_stores_only_a_message_it_can_replay() -> None:
+    assert InvokeModelStream().unstorable(orjson.dumps(MESSAGE), STREAM_VIEW) is None
+    assert InvokeModelStream().unstorable(orjson.dumps({"results": []}), STREAM_VIEW) == (
+        "invalid response: `type` is None, not 'message'"
+    )
