@@ -1,9 +1,9 @@
 """CacheMiddleware: the engine in front of a Starlette/FastAPI (or any ASGI) app.
 
-A thin adapter, the ASGI twin of `AsyncCachingTransport`: the same steps
-(route, prepare, lookup, hit / only-if-cached / miss with a recorder), the
-same headers and the same keys. Per-request state lives in a `_Responder`
-built inside `__call__`, as in starlette's GZipMiddleware.
+A driver of the engine, the ASGI twin of `AsyncCachingTransport`: it converts ASGI messages to the
+engine's types and back, answers hits, and performs the actions of `Cache.plan` (its `Forward` runs
+the app). Per-request state lives in a `_Responder` built inside `__call__`, as in starlette's
+GZipMiddleware.
 """
 
 from __future__ import annotations
@@ -11,22 +11,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
+from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .engine import (
-    UPSTREAM_HEADER,
-    Cache,
-    CacheRequest,
-    Passthrough,
-    Recorder,
-    Rejection,
-    ResponseParts,
-    read_headers,
-)
-from .native import SideCall
+from .engine import Cache, Plan, advance
+from .headers import read_headers
+from .prompt_caching import SideCall
 from .providers import Route
+from .recorder import Recorder
+from .types import (
+    UPSTREAM_HEADER,
+    Abandoned,
+    Answer,
+    CacheRequest,
+    Forward,
+    ReadBody,
+    Relay,
+    Reply,
+    ResponseParts,
+    Run,
+    Untouched,
+)
 
 __all__ = ["CacheMiddleware"]
 
@@ -92,7 +99,11 @@ class _Responder:
         self.route = route
         self.path = path
         self.recorder: Recorder | None = None
+        """Set once the plan relays the app's answer."""
         self.finished = False
+        self.disconnected = False
+        self.held: list[Message] = []
+        """The app's answer, read whole because the plan asked for it (`ReadBody`)."""
 
     async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
         chunks: list[bytes] = []
@@ -109,8 +120,8 @@ class _Responder:
             size += len(chunk)
             more = message.get("more_body", False)
             if size > self.limit:
-                passthrough = self.cache.oversized(self.route, self.path)
-                await self.app(scope, _replay(b"".join(chunks), more, receive, early), _bypassing(send, passthrough))
+                header = self.cache.oversized(self.route, self.path).header
+                await self.app(scope, _replay(b"".join(chunks), more, receive, early), _bypassing(send, header))
                 return
         body = b"".join(chunks)
         if early is not None:
@@ -124,70 +135,120 @@ class _Responder:
         prepared = cache.prepare_route(
             self.route, scope["method"], self.path, query, plain, body, repeated=repeated, asgi_scope=scope
         )
-        if isinstance(prepared, Passthrough):
-            await self.app(scope, _replay(body, False, receive, None), _bypassing(send, prepared))
-            return
-        if isinstance(prepared, Rejection):
-            await _answer(send, prepared.response())
-            return
-        await self._cached(scope, receive, send, body, prepared)
-
-    async def _cached(self, scope: Scope, receive: Receive, send: Send, body: bytes, prepared: CacheRequest) -> None:
-        cache = self.cache
-        lookup = await cache.lookup(prepared)
-        answer = cache.answer(prepared, lookup)
-        if answer is not None:
-            await _answer(send, answer)
-            return
-        recorder = self.recorder = cache.recorder(prepared, lookup)
+        if type(prepared) is CacheRequest:
+            parts = await cache.hit(prepared)
+            if parts is not None:
+                await _answer(send, parts)
+                return
         try:
-            forward = await cache.upstream_body(prepared, self._side_call(scope))
-            held = await self._forward(scope, receive, send, body, forward, prepared)
-            if held:  # the provider refused the request: was it what the cache added?
-                error = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
-                retry = await cache.retry_body(prepared, held[0]["status"], error)
-                if retry is not None:
-                    await self._forward(scope, receive, send, body, retry, None)
-                else:
-                    sending = self._send(send)
-                    for message in held:
-                        await sending(message)
-        except BaseException:
-            await recorder.abort()
-            raise
+            await self._drive(cache.plan(prepared, self._side_call(scope)), scope, receive, send, body)
+        except Abandoned:
+            pass
         finally:
-            if not self.finished:
-                await recorder.abort()
+            await self._settle()
+
+    async def _drive(self, plan: Plan, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        """Perform the plan's actions until it ends; an action that fails is thrown into it."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            step = advance(plan, reply, error)
+            reply, error = None, None
+            if isinstance(step, Answer):
+                await _answer(send, step.parts)
+                return
+            if isinstance(step, Untouched):
+                await self.app(scope, _replay(body, False, receive, None), _bypassing(send, step.header))
+                return
+            if isinstance(step, Relay):  # the answer held for `ReadBody`, relayed as it is
+                await self._start(step, self.held[0], send)
+                for message in self.held[1:]:
+                    await self._relay(message, send)
+                return
+            try:
+                if isinstance(step, Run):
+                    reply = await step.work
+                elif isinstance(step, Forward):
+                    reply = await self._forward(plan, scope, receive, send, body, step.body)
+                    if reply is None:  # the plan ended in relaying the app's answer, now sent
+                        return
+            except BaseException as failure:
+                error = failure
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, body: bytes, forward: bytes, hold: CacheRequest | None
-    ) -> list[Message]:
-        """Run the app on `forward`. With `hold`, an answer that may refuse what the engine added to the
-        request (`Cache.may_retry`) is held back and returned instead of sent, so the engine can decide
-        whether to have the request sent again without it."""
+        self, plan: Plan, scope: Scope, receive: Receive, send: Send, body: bytes, forward: bytes
+    ) -> Reply | None:
+        """Run the app on `forward`. The head of its answer goes to the plan, which ends in relaying it
+        (None is returned once the app is done), or asks for it whole (`ReadBody`: it is held back,
+        and returned as the reply)."""
         if forward is not body:
             scope = dict(scope)
             raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
             raw.append((b"content-length", str(len(forward)).encode("latin-1")))
             scope["headers"] = raw
-        sending = self._send(send)
-        held: list[Message] = []
-        if hold is not None and self.cache.holds_refusals(hold):
-            may_retry = self.cache.may_retry
+        self.held = []
+        head: Reply | None = None
+        holding = False
 
-            async def holding(message: Message) -> None:
-                if held or (message["type"] == "http.response.start" and may_retry(hold, message["status"])):
-                    held.append(message)
-                    return
-                await sending(message)
+        async def sending(message: Message) -> None:
+            nonlocal head, holding
+            if holding:
+                self.held.append(message)
+            elif head is not None:
+                await self._relay(message, send)
+            else:
+                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
+                head = Reply(message["status"], Headers(raw=message.get("headers", [])), raw)
+                step = advance(plan, head, None)
+                if isinstance(step, ReadBody):
+                    holding = True
+                    self.held.append(message)
+                else:
+                    assert isinstance(step, Relay)
+                    await self._start(step, message, send)
 
-            await self.app(scope, self._receive(forward, receive), holding)
-        else:
-            await self.app(scope, self._receive(forward, receive), sending)
-        return held
+        await self.app(scope, self._receive(forward, receive), sending)
+        if head is None:
+            raise Abandoned  # the app returned without an answer
+        if not holding:
+            return None
+        error = b"".join(m.get("body", b"") for m in self.held if m["type"] == "http.response.body")
+        return Reply(head.status, head.headers, head.raw, error)
+
+    async def _start(self, relay: Relay, message: Message, send: Send) -> None:
+        self.recorder = relay.recorder
+        await send({**message, "headers": _raw(relay.headers)})
+        if self.disconnected:
+            await self._settle()
+
+    async def _relay(self, message: Message, send: Send) -> None:
+        """One message of the app's answer after its head: its body through the recorder."""
+        recorder = self.recorder
+        assert recorder is not None
+        if message["type"] != "http.response.body" or self.finished:
+            await send(message)
+            return
+        forward = recorder.feed(message.get("body", b""))
+        more = message.get("more_body", False)
+        if not more:
+            forward += recorder.flush()
+        try:
+            await send({"type": "http.response.body", "body": forward, "more_body": more})
+        except BaseException:
+            await self._settle()
+            raise
+        if not more:
+            self.finished = True
+            await recorder.finish(exhausted=True)
+
+    async def _settle(self) -> None:
+        """The answer will not be read to its end (the app stopped, the client left): store nothing."""
+        if self.recorder is not None and not self.finished:
+            self.finished = True
+            await self.recorder.abort()
 
     def _side_call(self, scope: Scope) -> SideCall:
-        """The engine's side calls (Gemini cachedContents) as POSTs through the same app."""
+        """The engine's side calls to the upstream, as POSTs through the same app."""
 
         async def call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
             full = self.mount_prefix + path
@@ -231,43 +292,12 @@ class _Responder:
 
         async def watched() -> Message:
             message = await inner()
-            if message["type"] == "http.disconnect" and not self.finished and self.recorder is not None:
-                await self.recorder.abort()
-                self.finished = True
+            if message["type"] == "http.disconnect" and not self.finished:
+                self.disconnected = True
+                await self._settle()
             return message
 
         return watched
-
-    def _send(self, send: Send) -> Send:
-        recorder = self.recorder
-        assert recorder is not None
-
-        async def sending(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-                recorder.start(message["status"], Headers(raw=message.get("headers", [])))
-                headers = recorder.forward_headers(raw)
-                await send({**message, "headers": _raw(headers)})
-                return
-            if kind != "http.response.body" or self.finished:
-                await send(message)
-                return
-            forward = recorder.feed(message.get("body", b""))
-            more = message.get("more_body", False)
-            if not more:
-                forward += recorder.flush()
-            try:
-                await send({"type": "http.response.body", "body": forward, "more_body": more})
-            except BaseException:
-                self.finished = True
-                await recorder.abort()
-                raise
-            if not more:
-                self.finished = True
-                await recorder.finish(exhausted=True)
-
-        return sending
 
 
 def _replay(body: bytes, more: bool, receive: Receive, early: Message | None) -> Receive:
@@ -284,10 +314,10 @@ def _replay(body: bytes, more: bool, receive: Receive, early: Message | None) ->
     return replay
 
 
-def _bypassing(send: Send, passthrough: Passthrough) -> Send:
+def _bypassing(send: Send, header: tuple[str, str]) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
-            name, value = passthrough.header
+            name, value = header
             MutableHeaders(scope=message)[name] = value
         await send(message)
 

@@ -14,9 +14,25 @@ from typing import Any, TextIO
 
 import yaml
 
+from ._version import __version__
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
+from .config.schema import DiskStoreConfig
 
 ADMIN_ENV = "LLM_CACHE_ADMIN_KEY"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's `log_config`: every line (uvicorn's and the cache's) with time, level and logger."""
+    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    logger = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {"stderr": handler},
+        "loggers": {name: dict(logger) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "llm_cache")},
+    }
 
 
 def _fail(message: str) -> int:
@@ -35,16 +51,18 @@ def _config(path: str | None, upstreams: Sequence[str] | None) -> GatewayConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .gateway import ADMIN_KEY_ENV_ENV, with_admin_key_from
+
     try:
-        config = _config(args.config, args.upstream)
+        config = with_admin_key_from(_config(args.config, args.upstream), args.admin_key_env)
     except ConfigError as error:
         return _fail(str(error))
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
     store = config.cache.store
-    where = getattr(store, "directory", None)
-    if store.type == "disk" and where is None:
+    where = store.directory if isinstance(store, DiskStoreConfig) else None
+    if isinstance(store, DiskStoreConfig) and where is None:
         from .stores.disk import default_cache_dir
 
         where = str(default_cache_dir())
@@ -63,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.config:
             os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve())
         os.environ["LLM_CACHE_UPSTREAMS"] = "\n".join(args.upstream or [])
+        os.environ[ADMIN_KEY_ENV_ENV] = args.admin_key_env or ""
         uvicorn.run(
             "llm_cache.middleware.gateway:gateway_from_env",
             factory=True,
@@ -70,6 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=port,
             workers=workers,
             log_level=args.log_level,
+            log_config=log_config(args.log_level),
             **options,
         )
         return 0
@@ -79,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_gateway(config)
     except ConfigError as error:
         return _fail(str(error))
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level, **options)
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level, log_config=log_config(args.log_level), **options)
     return 0
 
 
@@ -165,19 +185,77 @@ def _read_requests(path: str) -> list[dict[str, Any]]:
 
 
 class _Progress:
-    """A plain-text progress bar on stderr."""
+    """Warm's progress on stderr: rich's bar with rate and ETA on a terminal (`pip install
+    llm-cache-middleware[progress]`), a plain bar on a terminal without rich, nothing per step when
+    stderr is a file or a pipe (a log gets the failures and the summary only)."""
 
-    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
-        self.total, self.width, self.done = total, width, 0
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total, self.done = total, 0
         self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._rich: Any = None
+        if self.tty:
+            try:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            except ImportError:
+                return
+            columns = (
+                TextColumn("warming"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[progress.data.speed]{task.fields[rate]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            self._rich = Progress(*columns, console=Console(file=self.stream), transient=False)
+            self._task = self._rich.add_task("warm", total=total, rate="-")
+            self._started = time.perf_counter()
+            self._rich.start()
 
     def step(self) -> None:
         self.done += 1
-        filled = self.width * self.done // max(self.total, 1)
-        self.stream.write(f"\rwarming [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}")
-        if self.done == self.total:
+        if self._rich is not None:
+            elapsed = max(time.perf_counter() - self._started, 1e-9)
+            self._rich.update(self._task, advance=1, rate=f"{self.done / elapsed:.1f} req/s")
+        elif self.tty:
+            filled = 30 * self.done // max(self.total, 1)
+            self.stream.write(f"\rwarming [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
+            self.stream.flush()
+
+    def note(self, line: str) -> None:
+        """A line above the bar (a failure), never inside it."""
+        if self._rich is not None:
+            self._rich.console.print(line, markup=False, highlight=False)
+        else:
+            self.stream.write(("\n" if self.tty and self.done else "") + line + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        elif self.tty and self.done:
             self.stream.write("\n")
-        self.stream.flush()
+
+
+_VERIFY_KEEPS = ("namespace", "use-cache")
+"""The body `cache` controls that change which entry a request reads, kept when checking what was stored."""
+
+
+async def _kept(client: Any, url: str, body: dict[str, Any], headers: dict[str, str]) -> bool:
+    """Whether the cache now holds the answer to this request: the same request again, `only-if-cached`.
+
+    It never reaches the upstream (a miss is a 504). A write still in progress is waited for, because
+    the engine joins a request to the call in flight for its key (in one gateway worker).
+    """
+    headers = {k: v for k, v in headers.items() if k.lower() != "cache-control"}
+    headers["cache-control"] = "only-if-cached"
+    controls = body.get("cache")
+    if isinstance(controls, dict):
+        body = {**body, "cache": {k: v for k, v in controls.items() if k in _VERIFY_KEEPS}}
+    async with client.stream("POST", url, json=body, headers=headers) as response:
+        await response.aread()
+    return bool(response.is_success and response.headers.get("x-cache") == "HIT")
 
 
 async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, int]:
@@ -197,7 +275,7 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
         cache = build_cache(config)
         transport: Any = AsyncCachingTransport(cache)  # an httpx2 transport by duck typing
         client = httpx2.AsyncClient(transport=transport, timeout=args.timeout)
-    counts = {"stored": 0, "already_cached": 0, "failed": 0}
+    counts = {"stored": 0, "already_cached": 0, "not_stored": 0, "failed": 0}
     progress = _Progress(len(items))
     semaphore = asyncio.Semaphore(args.concurrency)
 
@@ -220,18 +298,23 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
                 if response.is_success and outcome == "HIT":
                     counts["already_cached"] += 1
                 elif response.is_success and outcome in ("MISS", "REFRESH"):
-                    counts["stored"] += 1
+                    if await _kept(client, url, item["body"], headers):
+                        counts["stored"] += 1
+                    else:
+                        counts["not_stored"] += 1
+                        progress.note(f"not stored: {path} -> answered ({outcome}) but the cache did not keep it")
                 else:
                     counts["failed"] += 1
-                    print(f"\nfailed: {path} -> {response.status_code} x-cache={outcome or '-'}", file=sys.stderr)
+                    progress.note(f"failed: {path} -> {response.status_code} x-cache={outcome or '-'}")
             except Exception as error:
                 counts["failed"] += 1
-                print(f"\nfailed: {path} -> {type(error).__name__}: {error}", file=sys.stderr)
+                progress.note(f"failed: {path} -> {type(error).__name__}: {error}")
             progress.step()
 
     try:
         await asyncio.gather(*(one(item) for item in items))
     finally:
+        progress.close()
         await client.aclose()
         if cache is not None:
             await cache.close()
@@ -241,10 +324,7 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
 def cmd_warm(args: argparse.Namespace) -> int:
     if not args.gateway and not args.config:
         return _fail("warm needs --gateway URL (a running gateway) or --config FILE (straight through the engine)")
-    try:
-        items = _read_requests(args.file)
-    except (ConfigError, OSError) as error:
-        return _fail(str(error))
+    items = _read_requests(args.file)
     started = time.perf_counter()
     try:
         counts = asyncio.run(_warm(items, args))
@@ -252,12 +332,22 @@ def cmd_warm(args: argparse.Namespace) -> int:
         return _fail(str(error))
     print(
         f"warm: {len(items)} requests in {time.perf_counter() - started:.1f}s: stored {counts['stored']}, "
-        f"already cached {counts['already_cached']}, failed {counts['failed']}"
+        f"already cached {counts['already_cached']}, not stored {counts['not_stored']}, failed {counts['failed']}"
     )
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or counts["not_stored"] else 0
 
 
 # -- stats and invalidate -------------------------------------------------------------------------
+
+
+class _Unreachable(Exception):
+    """A running gateway was expected at a URL and did not answer."""
+
+    def __init__(self, url: str, error: BaseException) -> None:
+        super().__init__(
+            f"cannot reach the gateway at {url} ({type(error).__name__}: {error}); "
+            "is `llm-cache serve` running there? Check --gateway"
+        )
 
 
 def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -265,7 +355,10 @@ def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = No
 
     key = args.admin_key or os.environ.get(ADMIN_ENV)
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    response = httpx2.request(method, args.gateway.rstrip("/") + path, json=body, headers=headers, timeout=30)
+    try:
+        response = httpx2.request(method, args.gateway.rstrip("/") + path, json=body, headers=headers, timeout=30)
+    except (httpx2.TransportError, OSError) as error:
+        raise _Unreachable(args.gateway, error) from None
     try:
         return response.status_code, response.json()
     except ValueError:
@@ -281,10 +374,7 @@ def _answer(status: int, data: Any) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    try:
-        return _answer(*_admin_call(args, "GET", "/cache/stats"))
-    except OSError as error:
-        return _fail(f"cannot reach {args.gateway}: {error}")
+    return _answer(*_admin_call(args, "GET", "/cache/stats"))
 
 
 def cmd_invalidate(args: argparse.Namespace) -> int:
@@ -302,10 +392,7 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
         path, body = "/cache/flush", {"prefix": args.prefix}
     else:
         path, body = "/cache/flush", {"all": True}
-    try:
-        return _answer(*_admin_call(args, "POST", path, body))
-    except OSError as error:
-        return _fail(f"cannot reach {args.gateway}: {error}")
+    return _answer(*_admin_call(args, "POST", path, body))
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -313,6 +400,7 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-cache", description="Caching gateway and tools for LLM APIs.")
+    parser.add_argument("--version", action="version", version=f"llm-cache {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -330,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="FAMILY=URL",
         help="override an upstream base URL, e.g. openai=http://127.0.0.1:8080/v1 (repeatable)",
+    )
+    serve.add_argument(
+        "--admin-key-env",
+        metavar="NAME",
+        help="enable the /cache/* admin API with the key in environment variable NAME (overrides the config)",
     )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=cmd_serve)
@@ -400,8 +493,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; an expected failure is one line on stderr saying what failed, and exit status 1."""
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except (ConfigError, _Unreachable) as error:
+        return _fail(str(error))
+    except PermissionError as error:
+        return _fail(f"permission denied: {error.filename or error}; run as a user who may access it")
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(f"{where}{error.strerror or error}")
+    except KeyboardInterrupt:
+        return 130
     return result
 
 

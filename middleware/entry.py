@@ -14,7 +14,7 @@ class EntryError(ValueError):
     """Bytes from a store that are not a valid entry of this schema."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     fingerprint: str
     """The full key the entry was written under; a mismatch means a store-level collision."""
@@ -79,3 +79,32 @@ def _pairs(value: object) -> tuple[tuple[str, str], ...]:
     ):
         raise EntryError("entry with fields of the wrong types")
     return tuple((name, text) for name, text in value)
+
+
+class EntryMemo:
+    """Entries already decoded, by their stored bytes: a hit on a hot key decodes nothing.
+
+    Equal bytes decode to equal entries (entries are immutable), so sharing one is safe; a store
+    outside the process hands new bytes each read, which costs their hash instead of msgpack. Bounded
+    like the engine's other memos (it starts over when full); large entries are decoded each time."""
+
+    def __init__(self, max_entries: int = 1024, max_bytes: int = 4 * 1024 * 1024) -> None:
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._entries: dict[bytes, Entry] = {}
+        self._bytes = 0
+
+    def unpack(self, data: bytes) -> Entry:
+        """`unpack(data)`, remembered; raises EntryError as it does."""
+        entry = self._entries.get(data)
+        if entry is not None:
+            return entry
+        entry = unpack(data)
+        size = len(data)
+        if size <= self._max_bytes // 64:
+            if len(self._entries) >= self._max_entries or self._bytes + size > self._max_bytes:
+                self._entries = {}
+                self._bytes = 0
+            self._entries[data] = entry
+            self._bytes += size
+        return entry

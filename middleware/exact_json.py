@@ -4,10 +4,13 @@
 differ only past a double's precision: see its docstring.
 
 orjson reads an integer beyond 64 bits as a float (silently losing its digits) and refuses to write
-one. Provider answers can carry such integers (tool inputs, ids in structured output), and a stored
-answer must replay them digit for digit. A document with a run of 19 or more digits (2**63 has 19)
-is therefore read by the standard library, which keeps integers exact; every other document takes
-orjson's fast path. A run of digits inside a string only costs the slower parser, never a change.
+one, and any parser that reads numbers as doubles rounds a decimal with more digits than a double
+holds. Provider answers can carry such numbers (tool inputs, ids in structured output), and a stored
+answer must replay them digit for digit. A document with a number token that may not fit (16 or
+more digits and dots in a row, or an exponent of three digits) is therefore read by the standard
+library, keeping each such number as an `orjson.Fragment` of its own text, which `dumps` writes back
+verbatim; every other document takes orjson's fast path. Digits inside a string only cost the slower
+parser, never a change.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from typing import Any
 
 import orjson
 
-_LONG_RUN = b"d" * 19
-"""19 digits in a row, as `_NUMBER_MARKS` writes them (a literal search: `re` would be ten times slower)."""
+_WIDE = (b"d" * 16, b"eddd", b"esddd")
+"""A number token that a double may not carry, as `_WIDE_MARKS` writes it: 16 digits and dots in a
+row (15 significant digits always fit), or an exponent of three digits (literal searches: a regular
+expression would be ten times slower)."""
 
 
 def _no_constants(name: str) -> Any:
@@ -29,14 +34,13 @@ def _no_constants(name: str) -> Any:
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON exactly; raises ValueError (as orjson does) for anything that is not strict JSON."""
+    """Parse JSON without changing a number; raises ValueError (as orjson does) for anything that is
+    not strict JSON. A number a double cannot carry comes back as an `orjson.Fragment` of its text."""
     raw = data.encode() if isinstance(data, str) else data
-    if _LONG_RUN not in raw.translate(_NUMBER_MARKS):
+    marks = raw.translate(_WIDE_MARKS)
+    if not any(wide in marks for wide in _WIDE):
         return orjson.loads(raw)
-    try:
-        return json.loads(raw, parse_constant=_no_constants)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    return _exact_loads(raw)
 
 
 def dumps(value: Any) -> bytes:
@@ -62,16 +66,18 @@ def loads_every_number(raw: bytes) -> tuple[Any, bool]:
     cannot tell a number from digits inside a string: those take the exact path too, which is
     slower but never wrong."""
     if _may_lose_numbers(raw):
-        try:
-            return (
-                json.loads(
-                    raw.decode("utf-8"), parse_float=_exact_float, parse_int=_exact_int, parse_constant=_no_constants
-                ),
-                True,
-            )
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+        return _exact_loads(raw), True
     return orjson.loads(raw), False
+
+
+def _exact_loads(raw: bytes) -> Any:
+    """Every number a double cannot carry as an `orjson.Fragment` of its own text."""
+    try:
+        return json.loads(
+            raw.decode("utf-8"), parse_float=_exact_float, parse_int=_exact_int, parse_constant=_no_constants
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _may_lose_numbers(raw: bytes) -> bool:
@@ -79,11 +85,10 @@ def _may_lose_numbers(raw: bytes) -> bool:
     three or more digits. Both hold three digits in a row, so a document without any is settled by
     one search; each run of three digits is then looked at (at most `_RUNS_LOOKED_AT`, then: maybe)."""
     marks = raw.translate(_NUMBER_MARKS)
-    search = _THREE_DIGITS.search  # a literal pattern: faster than bytes.find here
-    match = search(marks)
+    finds = _SPARSE_FINDS if len(marks) >= _LONG else 0
+    found, finds = _three_digits(marks, 0, finds)
     looked_at = 0
-    while match is not None:
-        found = match.start()
+    while found >= 0:
         looked_at += 1
         if looked_at > _RUNS_LOOKED_AT:
             return True
@@ -96,8 +101,25 @@ def _may_lose_numbers(raw: bytes) -> bool:
         sign = start >= 2 and marks[start - 1] == _SIGN
         if start and marks[start - 1 - sign] == _EXPONENT:
             return True
-        match = search(marks, end)
+        found, finds = _three_digits(marks, end, finds)
     return False
+
+
+def _three_digits(marks: bytes, start: int, finds: int) -> tuple[int, int]:
+    """(where the first three digits in a row at or after `start` begin, or -1; the `finds` left).
+
+    Up to `finds` digits are reached with a one-byte find (memchr: a long document with few digits
+    is crossed in a few microseconds), then the regex (a literal search, faster than `bytes.find`
+    for three bytes) walks the rest: a document dense with digits costs at most `_SPARSE_FINDS` finds."""
+    find = marks.find
+    while finds:
+        finds -= 1
+        at = find(b"d", start)
+        if at < 0 or marks.startswith(b"ddd", at):
+            return at, finds
+        start = at + 1
+    match = _THREE_DIGITS.search(marks, start)
+    return (-1 if match is None else match.start()), 0
 
 
 def _exact_float(text: str) -> float | orjson.Fragment:
@@ -128,9 +150,14 @@ def _number_marks() -> bytes:
 
 _NUMBER_MARKS = _number_marks()
 """`bytes.translate` table: digits become `d`, exponent marks `e`, signs `s`, `.` stays, the rest a space."""
+_WIDE_MARKS = _NUMBER_MARKS.replace(b".", b"d")
+"""`_NUMBER_MARKS`, with `.` a digit too."""
 _RUN = frozenset(b"d.")
 _RUN_PATTERN = re.compile(rb"[d.]*")
 _THREE_DIGITS = re.compile(rb"ddd")
 _EXPONENT = ord("e")
 _SIGN = ord("s")
 _RUNS_LOOKED_AT = 32
+_LONG = 8192
+"""Documents from this length on look for digits with one-byte finds first (`_three_digits`)."""
+_SPARSE_FINDS = 16

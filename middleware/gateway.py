@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, unquote_to_bytes, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 import httpx2
 import orjson
@@ -44,10 +44,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._wire import CREDENTIAL_HEADERS, api_of, auth_header, error_document, without_query_credential
+from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .engine import UPSTREAM_HEADER, Cache
+from .engine import Cache
 from .keys import NAMESPACE_PATTERN
 from .stores.base import StoreError
+from .types import KEY_HEADER, UPSTREAM_HEADER
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 
@@ -70,18 +73,55 @@ HOP_BY_HOP = frozenset(
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "x-admin-key", UPSTREAM_HEADER}
 # The server that answers the caller (uvicorn) sets its own; the upstream's would be a second copy.
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 # The headers a client key may come in, as LiteLLM's proxy reads its master key.
-_CLIENT_KEY_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-goog-api-key", b"x-litellm-api-key"})
-_OPERATIONS = frozenset({"/health", "/metrics", "/cache/stats", "/cache/delete", "/cache/flush", "/cache/ping"})
+_CLIENT_KEY_HEADERS = frozenset(name.encode("latin-1") for name in (*CREDENTIAL_HEADERS, "x-litellm-api-key"))
+_OPERATIONS = frozenset(
+    {
+        "/health",
+        "/health/liveliness",
+        "/health/readiness",
+        "/metrics",
+        "/cache/stats",
+        "/cache/delete",
+        "/cache/flush",
+        "/cache/flushall",
+        "/cache/ping",
+        "/cache/redis/info",
+    }
+)
+# Where an admin key may come, in this order: ours, then the two LiteLLM's proxy reads its master key from.
+_ADMIN_KEY_HEADERS = ("x-admin-key", "x-litellm-api-key")
+_MAX_DELETE_KEYS = 1000
+_PROBE_TIMEOUT = 5.0
+_READINESS_REUSE = 1.0
+"""Seconds a /health/readiness answer is reused (it needs no key: probes must not be multiplied)."""
+# The Redis INFO fields /cache/redis/info passes on: versions, memory, hit counts; never paths, ports or ids.
+_REDIS_INFO_FIELDS = (
+    "redis_version",
+    "redis_mode",
+    "uptime_in_seconds",
+    "connected_clients",
+    "used_memory",
+    "used_memory_human",
+    "maxmemory",
+    "maxmemory_policy",
+    "keyspace_hits",
+    "keyspace_misses",
+    "expired_keys",
+    "evicted_keys",
+)
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
 """The largest body a /cache/* call may send (they are small JSON objects)."""
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
+_RAW_KEY = KEY_HEADER.encode("latin-1")
+_RAW_LITELLM_KEY = b"x-litellm-cache-key"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """Control characters HTTP/1.1 never carries in a field value (HTAB is allowed)."""
 _MANAGEMENT_ENV = "LLM_CACHE_CONFIG"
 _UPSTREAMS_ENV = "LLM_CACHE_UPSTREAMS"
+ADMIN_KEY_ENV_ENV = "LLM_CACHE_ADMIN_KEY_ENV"
+"""Names, for each worker process, the variable `serve --admin-key-env` read the admin key from."""
 
 
 def family_of(path: str) -> str | None:
@@ -90,7 +130,7 @@ def family_of(path: str) -> str | None:
         return "azure"
     if path == "/v1/messages" or path.startswith(("/v1/messages/", "/v1/complete")):
         return "anthropic"
-    if path.startswith("/v1beta/") or (path.startswith(("/v1/models/", "/v1alpha/")) and ":" in path):
+    if path.startswith("/v1beta/") or (path.startswith("/v1alpha/") and ":" in path) or api_of(path) == "gemini":
         return "gemini"
     if path.startswith("/v1/"):
         return "openai"
@@ -193,33 +233,12 @@ def _query(query: str) -> str:
     return query if _CLEAN_QUERY.fullmatch(raw) is not None else _percent_encoded(raw, b"/?")
 
 
-_ANTHROPIC_ERRORS = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large"}
-_GEMINI_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    413: "INVALID_ARGUMENT",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 _OPENAI_CODES = {401: "invalid_api_key", 502: "upstream_unavailable", 504: "upstream_unavailable"}
 
 
 def error_body(family: str | None, status: int, message: str, code: str | None = None) -> bytes:
     """An error answer shaped the way the family's API shapes errors, so SDKs raise their usual errors."""
-    if family == "anthropic":
-        kind = "api_error" if status >= 500 else _ANTHROPIC_ERRORS.get(status, "invalid_request_error")
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
-    if family == "gemini":
-        return orjson.dumps(
-            {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
-        )
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    return orjson.dumps(
-        {"error": {"message": message, "type": kind, "param": None, "code": code or _OPENAI_CODES.get(status)}}
-    )
+    return orjson.dumps(error_document(family, status, message, code or _OPENAI_CODES.get(status)))
 
 
 def _error(family: str | None, status: int, message: str, code: str | None = None) -> Response:
@@ -290,6 +309,8 @@ class _Gateway:
         self.router = router
         self.client: httpx2.AsyncClient | None = None
         self.counters = _Counters()
+        self._readiness: tuple[float, dict[str, Any], int] | None = None
+        self._readiness_lock = asyncio.Lock()
         self.bases: dict[str | None, _Base] = {}
         for family in FAMILIES:
             base_url = config.upstreams.base_url(family)
@@ -398,6 +419,72 @@ class _Gateway:
     async def health(self, request: Request) -> Response:
         return _json({"status": "ok"})
 
+    async def liveliness(self, request: Request) -> Response:
+        """LiteLLM's liveness probe: the process answers; nothing else is checked."""
+        return _json("I'm alive!")
+
+    async def readiness(self, request: Request) -> Response:
+        """Ready when the store answers a probe and every configured upstream accepts a connection.
+
+        No auth, so the body names only the store type and the API families: never URLs, hosts or errors;
+        and one check at a time, its answer reused for a second, so callers cannot multiply the probes.
+        """
+        async with self._readiness_lock:
+            now = time.monotonic()
+            if self._readiness is None or now - self._readiness[0] >= _READINESS_REUSE:
+                self._readiness = (now, *await self._check_readiness())
+            _, body, status = self._readiness
+        return _json(body, status)
+
+    async def _check_readiness(self) -> tuple[dict[str, Any], int]:
+        families = sorted(family for family in self.bases if family is not None)
+        checks = [self._probe_store(), *(self._reachable(self.bases[family]) for family in families)]
+        store_ok, *reachable = await asyncio.gather(*checks)
+        states = ("reachable" if ok else "unreachable" for ok in reachable)
+        upstreams = dict(zip(families, states, strict=True))
+        ready = bool(store_ok) and all(reachable)
+        body = {
+            "status": "healthy" if ready else "unhealthy",
+            "cache": self.cache.store.name if self.cache is not None else None,
+            "store": "ok" if store_ok else "failing",
+            "upstreams": upstreams,
+            "db": "Not connected",
+            "llm_cache_version": __version__,
+        }
+        return body, 200 if ready else 503
+
+    async def _probe_store(self) -> bool:
+        """Whether the store sets, reads back and deletes a probe key within 5 s (True without a cache)."""
+        if self.cache is None:
+            return True
+        store = self.cache.store
+        key = f"{self.cache.settings.key_prefix}__ping__:{uuid.uuid4().hex}"
+        value = uuid.uuid4().bytes
+
+        async def probe() -> bool:
+            await store.set(key, value, 30.0)
+            found = await store.get(key) == value
+            await store.delete(key)
+            return found
+
+        try:
+            return await asyncio.wait_for(probe(), _PROBE_TIMEOUT)
+        except Exception as error:  # the answer never carries exception text or host names
+            logger.warning("cache store probe failed: %r", error)
+            return False
+
+    @staticmethod
+    async def _reachable(base: _Base) -> bool:
+        """Whether the upstream's host accepts a TCP connection within 2 s (no request is sent)."""
+        parts = urlsplit(base.origin)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), 2.0)
+        except (OSError, asyncio.TimeoutError, ValueError):
+            return False
+        writer.close()
+        return True
+
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -417,7 +504,7 @@ class _Gateway:
             )
         if self.cache is None:
             return _json({"error": {"message": "caching is disabled in the gateway config", "type": "disabled"}}, 404)
-        given = request.headers.get("x-admin-key")
+        given = next((request.headers[name] for name in _ADMIN_KEY_HEADERS if name in request.headers), None)
         if given is None:
             authorization = request.headers.get("authorization", "")
             if authorization[:7].lower() == "bearer ":
@@ -426,7 +513,7 @@ class _Gateway:
             return _json(
                 {
                     "error": {
-                        "message": "admin key required (Authorization: Bearer <key> or x-admin-key)",
+                        "message": "admin key required (Authorization: Bearer <key>, x-admin-key or x-litellm-api-key)",
                         "type": "unauthorized",
                     }
                 },
@@ -470,7 +557,7 @@ class _Gateway:
         try:
             await call
         except Exception as error:
-            logger.warning("cache %s failed (%s)", operation, type(error).__name__)
+            logger.warning("cache %s failed: %r", operation, error)
             return _bad("the cache store did not answer", 503, "store_error")
         return _json(answer)
 
@@ -479,6 +566,8 @@ class _Gateway:
         if isinstance(data, Response):
             return data
         assert self.cache is not None
+        if "keys" in data:  # LiteLLM's shape: {"keys": ["...", ...]}
+            return await self._delete_keys(data["keys"])
         key = data.get("key")
         if key is None:
             path, body, headers = data.get("path"), data.get("body"), data.get("headers") or {}
@@ -503,6 +592,26 @@ class _Gateway:
             return _bad("key must be a non-empty string")
         return await self._store_call("delete", self.cache.delete(key), {"deleted": key})
 
+    async def _delete_keys(self, keys: Any) -> Response:
+        assert self.cache is not None
+        if (
+            not isinstance(keys, list)
+            or not 0 < len(keys) <= _MAX_DELETE_KEYS
+            or not all(isinstance(key, str) and key for key in keys)
+        ):
+            return _bad(f"keys must be a list of 1 to {_MAX_DELETE_KEYS} non-empty strings")
+        cache = self.cache
+        deleting = asyncio.gather(*(cache.delete(key) for key in keys))
+        return await self._store_call("delete", deleting, {"status": "success", "deleted": keys})
+
+    async def flushall(self, request: Request) -> Response:
+        """LiteLLM's `/cache/flushall`: every entry under this gateway's key prefix (not the whole store)."""
+        data = await self._admin_body(request)
+        if isinstance(data, Response):
+            return data
+        assert self.cache is not None
+        return await self._store_call("flush", self.cache.clear(None), {"status": "success", "flushed": "all"})
+
     async def flush(self, request: Request) -> Response:
         data = await self._admin_body(request)
         if isinstance(data, Response):
@@ -525,34 +634,53 @@ class _Gateway:
                     "flush a namespace or everything"
                 )
             except Exception as error:
-                logger.warning("cache flush failed (%s)", type(error).__name__)
+                logger.warning("cache flush failed: %r", error)
                 return _bad("the cache store did not answer", 503, "store_error")
             return _json({"flushed": {"prefix": prefix}})
         flushed = namespace if namespace is not None else "all"
         return await self._store_call("flush", self.cache.clear(namespace), {"flushed": flushed})
 
     async def ping(self, request: Request) -> Response:
+        """LiteLLM's fields (`status`, `cache_type`, `ping_response`, `set_cache_response`) and ours."""
         if (refused := self._refuse(request)) is not None:
             return refused
         assert self.cache is not None
-        store = self.cache.store
-        key = f"{self.cache.settings.key_prefix}__ping__:{uuid.uuid4().hex}"
-        value = uuid.uuid4().bytes
         started = time.perf_counter()
-
-        async def probe() -> bool:
-            await store.set(key, value, 30.0)
-            found = await store.get(key) == value
-            await store.delete(key)
-            return found
-
-        try:
-            ok = await asyncio.wait_for(probe(), 5.0)
-        except Exception as error:  # the answer never carries exception text or host names
-            logger.warning("cache ping failed (%s)", type(error).__name__)
-            ok = False
+        ok = await self._probe_store()
         elapsed = round((time.perf_counter() - started) * 1000, 2)
-        return _json({"ok": ok, "store": store.name, "latency_ms": elapsed}, 200 if ok else 503)
+        name = self.cache.store.name
+        body = {
+            "status": "healthy" if ok else "unhealthy",
+            "cache_type": name,
+            "ping_response": ok,
+            "set_cache_response": "success" if ok else "failed",
+            "ok": ok,
+            "store": name,
+            "latency_ms": elapsed,
+        }
+        return _json(body, 200 if ok else 503)
+
+    async def redis_info(self, request: Request) -> Response:
+        """LiteLLM's `/cache/redis/info`, for a Redis store (or a tiered store over one): a safe subset of INFO."""
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        assert self.cache is not None
+        store: Any = self.cache.store
+        while not str(store.name).startswith("redis") and getattr(store, "l2", None) is not None:
+            store = store.l2
+        if not str(store.name).startswith("redis") or not callable(getattr(store, "client", None)):
+            message = f"/cache/redis/info needs a redis store; this gateway's store is {self.cache.store.name}"
+            return _bad(message, 400, "not_redis")
+        try:
+            info = await asyncio.wait_for(store.client().info(), _PROBE_TIMEOUT)
+        except Exception as error:
+            logger.warning("redis INFO failed: %r", error)
+            return _bad("the cache store did not answer", 503, "store_error")
+        if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
+            info = next(iter(info.values()))  # a cluster answers per node: the first node's view
+        fields = {name: info[name] for name in _REDIS_INFO_FIELDS if name in info}
+        keyspace = {name: value for name, value in info.items() if re.fullmatch(r"db\d+", str(name))}
+        return _json({"num_clients": info.get("connected_clients"), "info": {**fields, **keyspace}})
 
 
 class _UpstreamResponse(StreamingResponse):
@@ -704,7 +832,9 @@ class _Guard:
 
         async def sending(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                message = _with_litellm_key(message)
             await send(message)
 
         try:
@@ -713,6 +843,15 @@ class _Guard:
             logger.info("request refused: %s", refused.message)
             if not started:
                 await _send_error(send, family, refused.status, refused.message, close=True)
+
+
+def _with_litellm_key(start: Message) -> Message:
+    """The response start with `x-litellm-cache-key` beside `x-cache-key`, as LiteLLM's clients read it."""
+    headers = start.get("headers") or []
+    key = next((value for name, value in headers if name == _RAW_KEY), None)
+    if key is None:
+        return start
+    return {**start, "headers": [*headers, (_RAW_LITELLM_KEY, key)]}
 
 
 def _authorized(keys: tuple[bytes, ...], headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
@@ -801,27 +940,16 @@ def _streamed_body(request: Request, headers: list[tuple[str, str]]) -> AsyncIte
 def _without_client_keys(headers: list[tuple[str, str]], query: str) -> tuple[list[tuple[str, str]], str]:
     """The request without the key that authenticated the caller to the gateway."""
     headers = [(k, v) for k, v in headers if k.encode("latin-1") not in _CLIENT_KEY_HEADERS]
-    if "key=" in query:
-        query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
-    return headers, query
+    return headers, without_query_credential(query)
 
 
 def _with_credentials(
     family: str, api_key: str, headers: list[tuple[str, str]], query: str
 ) -> tuple[list[tuple[str, str]], str]:
     """Replace the caller's credentials with the configured upstream key."""
-    headers = [(k, v) for k, v in headers if k not in _CREDENTIAL_HEADERS]
-    if family == "openai":
-        headers.append(("authorization", f"Bearer {api_key}"))
-    elif family == "azure":
-        headers.append(("api-key", api_key))
-    elif family == "anthropic":
-        headers.append(("x-api-key", api_key))
-    else:
-        headers.append(("x-goog-api-key", api_key))
-        if "key=" in query:
-            query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
-    return headers, query
+    headers = [(k, v) for k, v in headers if k not in CREDENTIAL_HEADERS]
+    headers.append(auth_header(family, api_key))
+    return headers, without_query_credential(query) if family == "gemini" else query
 
 
 def build_router(config: GatewayConfig) -> Any:
@@ -866,11 +994,15 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
     gateway = _Gateway(config, cache, router)
     routes = [
         Route("/health", gateway.health, methods=["GET"]),
+        Route("/health/liveliness", gateway.liveliness, methods=["GET"]),
+        Route("/health/readiness", gateway.readiness, methods=["GET"]),
         Route("/metrics", gateway.metrics, methods=["GET"]),
         Route("/cache/stats", gateway.stats, methods=["GET"]),
         Route("/cache/delete", gateway.delete, methods=["POST"]),
         Route("/cache/flush", gateway.flush, methods=["POST"]),
+        Route("/cache/flushall", gateway.flushall, methods=["POST"]),
         Route("/cache/ping", gateway.ping, methods=["GET"]),
+        Route("/cache/redis/info", gateway.redis_info, methods=["GET"]),
         Route("/{path:path}", gateway.proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     middleware = [Middleware(_Guard, gateway=gateway)]
@@ -884,6 +1016,16 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
     return app
 
 
+def with_admin_key_from(config: GatewayConfig, name: str | None) -> GatewayConfig:
+    """`config` with its admin key read from the environment variable `name` (`serve --admin-key-env`)."""
+    if not name:
+        return config
+    key = os.environ.get(name, "").strip()
+    if not key:
+        raise ConfigError(f"--admin-key-env {name}: the environment variable {name} is not set or empty; export it")
+    return config.model_copy(update={"admin_key": key})
+
+
 def gateway_from_env() -> Starlette:
     """uvicorn factory for multi-worker serving: each worker loads the config named by the environment."""
     path = os.environ.get(_MANAGEMENT_ENV)
@@ -891,6 +1033,7 @@ def gateway_from_env() -> Starlette:
         config = load_config(path) if path else default_config()
         overrides = [item for item in os.environ.get(_UPSTREAMS_ENV, "").split("\n") if item]
         config = with_upstreams(config, overrides)
+        config = with_admin_key_from(config, os.environ.get(ADMIN_KEY_ENV_ENV))
         return create_gateway(config)
     except ConfigError as error:
         raise SystemExit(f"llm-cache: {error}") from None

@@ -26,8 +26,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from .._wire import AmbiguousCredential, Auth
 from . import exact_json
-from .providers.auth import AmbiguousCredential, Auth
 
 KEY_FORMAT = 1
 """The version of the canonical form below. Changing the form changes every key, orphaning every
@@ -189,7 +189,7 @@ def credential_scope(
     repeated: Collection[str] = (),
     memo: dict[str, str] | None = None,
 ) -> str:
-    """`c` + the hash of the credential the request's provider authenticates (see `providers/auth.py`)."""
+    """`c` + the hash of the credential the request's provider authenticates (see `llm_cache/_wire.py`)."""
     try:
         credential = auth.credential(headers, query, repeated)
     except AmbiguousCredential as error:

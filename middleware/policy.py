@@ -3,8 +3,8 @@
 Headers: `Cache-Control: no-cache | no-store | max-age=N | only-if-cached`,
 `x-cache-ttl: N`, `x-cache-namespace: NAME`. Body (as LiteLLM clients send it):
 `"cache": {"no-cache": bool, "no-store": bool, "ttl": N, "s-maxage": N,
-"namespace": str, "use-cache": bool}`. The body field is always stripped
-before the request is forwarded.
+"namespace": str, "use-cache": bool}` (`s-max-age` is an alias of `s-maxage`,
+as LiteLLM reads both). The body field is always stripped before the request is forwarded.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
-_BODY_FIELDS = {"no-cache", "no-store", "ttl", "s-maxage", "namespace", "use-cache"}
+_MAX_AGE_FIELDS = ("s-maxage", "s-max-age")
+_BODY_FIELDS = {"no-cache", "no-store", "ttl", *_MAX_AGE_FIELDS, "namespace", "use-cache"}
 
 
 def _shown(value: Any) -> str:
@@ -113,10 +114,11 @@ def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
             values["no_store"] = _flag("cache.no-store", cache_field["no-store"]) or values.get("no_store", False)
         if "ttl" in cache_field:
             values["ttl"] = _seconds("cache.ttl", cache_field["ttl"])
-        if "s-maxage" in cache_field:
-            body_age = _seconds("cache.s-maxage", cache_field["s-maxage"])
-            header_age = values.get("max_age")
-            values["max_age"] = body_age if header_age is None else min(body_age, header_age)
+        for name in _MAX_AGE_FIELDS:  # the strictest of the header's and the body's ages wins
+            if name in cache_field:
+                body_age = _seconds(f"cache.{name}", cache_field[name])
+                header_age = values.get("max_age")
+                values["max_age"] = body_age if header_age is None else min(body_age, header_age)
         if "namespace" in cache_field:
             values["namespace"] = _namespace("cache.namespace", cache_field["namespace"])
         if "use-cache" in cache_field:

@@ -6,10 +6,9 @@ is recorded until the application installs the SDK. The Prometheus view
 (`Telemetry.prometheus_text()`, `Telemetry.collector`) is fed by the same events
 from plain in-process counters and works with or without the SDK.
 
-The engine owns the only hooks: adapters call `Cache.begin(request, kind)` once per
-intercepted call (optional: `Cache.lookup` begins an INTERNAL call itself), and the
-engine's `lookup`, `hit_response`, `only_if_cached_response` and `Recorder.finish/abort`
-drive the returned `Call` to its end. See docs/observability.md.
+The engine owns the only hooks: `Cache.hit(request, kind)` begins one `Call` per
+intercepted call (`Cache.begin`), and the engine's lookup, `hit_response`,
+`only_if_cached_response` and `Recorder.finish/abort` drive it to its end. See docs/observability.md.
 """
 
 from __future__ import annotations
@@ -30,10 +29,14 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .._wire import is_azure
+from .stores.base import abilities_of
+from .stores.tiered import TieredStore
+
 if TYPE_CHECKING:
-    from .engine import CacheRequest, Lookup
     from .entry import Entry
     from .providers.base import Endpoint, Usage
+    from .types import CacheRequest, Lookup
 
 logger = logging.getLogger("llm_cache.middleware")
 
@@ -48,6 +51,7 @@ MAX_MODEL_CHARS = 128
 _KINDS = {"client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL}
 _USAGE_MEMO = 4096
 _SETTLE_AT = 256
+_UNKNOWN = object()
 """Queued counter additions (and durations) a writer lets pile up before folding them in itself."""
 
 
@@ -115,7 +119,7 @@ def _shipped_pricing() -> dict[str, Any]:
 def provider_name(family: str, path: str, route_model: str | None) -> str:
     """`gen_ai.provider.name` as the GenAI semantic conventions spell it."""
     if family == "openai":
-        return "azure.ai.openai" if route_model is not None or path.startswith("/openai/") else "openai"
+        return "azure.ai.openai" if route_model is not None or is_azure(path) else "openai"
     if family == "gemini":
         return "gcp.vertex_ai" if "/publishers/google/" in path else "gcp.gemini"
     if family == "bedrock":
@@ -254,20 +258,15 @@ _GAUGES: dict[str, tuple[str, str, str]] = {
 def _store_sizes(store: Any) -> list[tuple[str, tuple[int, int]]]:
     """`(store label, (entries, bytes))` held now by the stores that know it cheaply, read at collection.
 
-    A store tells with a `current_size() -> (entries, bytes)` method (MemoryStore, DiskStore). A
-    store with an `l1` level (TieredStore) reports that level as `"<its name>/l1"`: the shared
-    level's size is not cheap to know. A store that fails to tell is left out of that collection.
+    A store that declares the `size` ability tells (MemoryStore, DiskStore). A TieredStore reports
+    its L1 as `"<its name>/l1"`: the shared level's size is not cheap to know. A store that fails to
+    tell is left out of that collection.
     """
-    if store is None:
+    if store is None or not abilities_of(store).size:
         return []
-    label = store.name
-    current = getattr(store, "current_size", None)
-    if current is None and getattr(store, "l1", None) is not None:
-        label, current = f"{label}/l1", getattr(store.l1, "current_size", None)
-    if not callable(current):
-        return []
+    label = f"{store.name}/l1" if isinstance(store, TieredStore) else store.name
     try:
-        entries, size = current()
+        entries, size = store.current_size()
     except Exception:  # a size is never worth failing a scrape over
         logger.debug("store %s could not tell its size", label, exc_info=True)
         return []
@@ -349,13 +348,12 @@ class Call:
     # the decision -----------------------------------------------------------------------------
 
     def decided(self, lookup: Lookup) -> None:
-        outcome = lookup.outcome.value.lower()
         if lookup.entry is not None:
             self.result, self.match, self.similarity = "hit", lookup.match, lookup.similarity
         elif lookup.store_error:
             self.result = "error"
         else:
-            self.result = outcome
+            self.result = lookup.outcome.value.lower()  # (an enum's value is slow to read: not on hits)
         t = self._t
         if self.result != "hit":  # a hit is counted with what it saved, in one go, when it is served
             t._count_request(self.result, self.provider, self.model, self.match or "none")
@@ -612,10 +610,11 @@ class Telemetry:
                 return
             suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
         logger.warning(
-            "cache store %s %s failed (%s); serving from upstream%s",
+            "cache store %s %s failed (%s: %.300s); serving from upstream%s",
             store,
             operation,
             type(error).__name__,
+            error,
             f" ({suppressed} similar failures not logged)" if suppressed else "",
         )
 
@@ -700,7 +699,7 @@ class Telemetry:
         self.store = store
         self._starts.clear()  # they name the store
         if self._store_spans_option is None:
-            self.store_spans = not getattr(store, "in_process", False)
+            self.store_spans = not abilities_of(store).in_process
 
     def _size_observer(self, column: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
@@ -736,8 +735,9 @@ class Telemetry:
         """What a stored body says (usage, response model and id), memoised per entry so hits parse once."""
         memo_key = (entry.fingerprint, entry.created_at)
         memo = self._usage_memo
-        if memo_key in memo:
-            return memo[memo_key]
+        known = memo.get(memo_key, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
         summary = None
         try:
             body = orjson.loads(entry.body)

@@ -1,8 +1,10 @@
 """httpx transports that put the cache in front of any SDK that accepts an HTTPX client.
 
-The same classes work inside `httpx2` clients (the openai and anthropic SDKs)
-and legacy `httpx` clients: each request is answered with the request and
-response types of the library that sent it.
+The same classes work inside `httpx2` clients (the current LLM SDKs) and legacy `httpx`
+clients: each request is answered with the request and response types of the library that sent it.
+Both are drivers of the engine: they convert httpx types to the engine's and back, and perform the
+actions of `Cache.plan`. Everything but the I/O is shared (`_Exchange`); the sync transport runs the
+engine's coroutines on a private background loop.
 """
 
 from __future__ import annotations
@@ -11,91 +13,110 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import ModuleType, TracebackType
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import httpx2
 
-from .engine import (
-    UPSTREAM_HEADER,
-    Cache,
-    CacheRequest,
-    Passthrough,
-    Recorder,
-    Rejection,
-    ResponseParts,
-    read_headers,
-    upstream_name,
-)
+from .engine import Cache, drive, drive_sync
+from .headers import read_headers
+from .loaded_response import loaded_response
 from .loop_thread import LoopThread
 from .providers import Route
+from .recorder import Recorder
+from .types import (
+    UPSTREAM_HEADER,
+    Action,
+    Answer,
+    CacheRequest,
+    End,
+    Forward,
+    Prepared,
+    Relay,
+    Reply,
+    ResponseParts,
+    Run,
+    Untouched,
+)
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
+_ENCODING_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
-def _library(request: Any) -> ModuleType:
-    """`httpx2` or `httpx`, whichever built this request."""
+def library_of(request: Any) -> ModuleType:
+    """`httpx2` or `httpx` (or an API-compatible library), whichever built this request."""
     lib = _LIBRARIES.get(type(request))
     return lib if lib is not None else sys.modules[type(request).__module__.partition(".")[0]]
 
 
-def _query(request: Any) -> str:
-    query = request.url.query
-    return query.decode("ascii", "replace") if isinstance(query, bytes) else query
+def upstream_name(url: Any) -> str:
+    """How an httpx URL names its upstream in `UPSTREAM_HEADER`: `scheme://host:port/path`, no query."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.partition(b'?')[0].decode('ascii')}"
 
 
-def _with_body(lib: Any, request: Any, body: bytes) -> Any:
-    """A copy of `request` with another body (the `cache` control field removed). Headers are copied as
-    bytes: decoded text would be re-encoded as ASCII, and a latin-1 or UTF-8 value would not survive."""
-    headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
-    return lib.Request(request.method, request.url, headers=headers, content=body, extensions=request.extensions)
+def _response(lib: ModuleType, parts: ResponseParts) -> Any:
+    """A response the cache gives itself, built already read (`loaded_response.py`)."""
+    return loaded_response(lib, parts.status, parts.headers, parts.body)
 
 
-def _answer(lib: Any, parts: ResponseParts) -> Any:
-    return lib.Response(parts.status, headers=parts.headers, content=parts.body)
-
-
-def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> CacheRequest | Passthrough | Rejection:
+def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> Prepared:
     headers, repeated = read_headers(request.headers.raw)  # a dict: httpx header lookups are costly
     headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
-    return cache.prepare_route(
-        route, request.method, request.url.path, _query(request), headers, body, repeated=repeated
-    )
+    query = request.url.query
+    query = query.decode("ascii", "replace") if isinstance(query, bytes) else query
+    return cache.prepare_route(route, request.method, request.url.path, query, headers, body, repeated=repeated)
 
 
-def _bypassed(response: Any, passthrough: Passthrough) -> Any:
-    name, value = passthrough.header
+class _Exchange:
+    """One intercepted request while a transport runs the engine for it: the type conversions."""
+
+    def __init__(self, lib: ModuleType, request: Any, body: bytes) -> None:
+        self.lib = lib
+        self.request = request
+        self.body = body
+        self.response: Any = None
+        """The upstream answer of the last `Forward` (after a `ReadBody`, readable again)."""
+
+    def outgoing(self, forward: bytes) -> Any:
+        """The request to send upstream: as it came, unless the engine rewrote its body. Headers are
+        copied as bytes: decoded text would be re-encoded as ASCII, and a latin-1 value would not survive."""
+        request = self.request
+        if forward is self.body:
+            return request
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+        return self.lib.Request(
+            request.method, request.url, headers=headers, content=forward, extensions=request.extensions
+        )
+
+    def side_request(self, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
+        """A POST to another path of the same upstream (the engine's side calls)."""
+        url = self.request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]  # as `read_headers` read them
+        return self.lib.Request("POST", url, headers=raw, content=body, extensions=self.request.extensions)
+
+    def reply(self, response: Any, body: bytes = b"") -> Reply:
+        self.response = response
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
+        return Reply(response.status_code, response.headers, raw, body)
+
+    def read_reply(self, content: bytes) -> Reply:
+        """The answer read (and decoded) for a look at its error, readable once more."""
+        response = self.response
+        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _ENCODING_HEADERS]
+        again = self.lib.Response(
+            response.status_code, headers=headers, content=content, extensions=response.extensions
+        )
+        return self.reply(again, content)
+
+    def relayed(self, end: Relay, stream: Any) -> Any:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in end.headers]
+        return self.lib.Response(end.status, headers=headers, stream=stream, extensions=self.response.extensions)
+
+
+def _bypassed(response: Any, end: Untouched) -> Any:
+    name, value = end.header
     response.headers[name] = value
     return response
-
-
-def _outgoing(lib: Any, request: Any, body: bytes, forward: bytes) -> Any:
-    """The request to send upstream: as it came, unless the engine rewrote its body."""
-    return request if forward is body else _with_body(lib, request, forward)
-
-
-def _read_again(lib: Any, response: Any, content: bytes) -> Any:
-    """A response already read (and decoded) for a look at its error, readable once more."""
-    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _ENCODING_HEADERS]
-    return lib.Response(response.status_code, headers=headers, content=content, extensions=response.extensions)
-
-
-_ENCODING_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
-
-
-def _side_request(lib: Any, request: Any, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
-    """A POST to another path of the same upstream (the engine's side calls, e.g. Gemini cachedContents)."""
-    url = request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]  # as `read_headers` read them
-    return lib.Request("POST", url, headers=raw, content=body, extensions=request.extensions)
-
-
-def _relayed(lib: Any, response: Any, recorder: Recorder, stream: Any) -> Any:
-    """The upstream response for the caller; its body reaches the recorder through `stream`."""
-    recorder.start(response.status_code, response.headers)
-    upstream = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in recorder.forward_headers(upstream)]
-    return lib.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
 
 
 class _RecordingAsyncStream:
@@ -168,75 +189,73 @@ _SYNC_STREAMS = {
 
 
 class _Intercepting:
-    """What both transports keep: the cache, and where misses go."""
-
-    _default_transport: ClassVar[str]
-    """The calling library's own transport class, used when no `inner` is given."""
+    """What both transports keep: the cache, and where misses go (default: the calling library's own
+    transport, created on first use)."""
 
     def __init__(self, cache: Cache, inner: Any = None) -> None:
         self.cache = cache
         self._inner = inner
         self._defaults: dict[str, Any] = {}
 
-    def _inner_for(self, lib: ModuleType) -> Any:
+    def _inner_for(self, lib: ModuleType, is_async: bool) -> Any:
         if self._inner is not None:
             return self._inner
         transport = self._defaults.get(lib.__name__)
         if transport is None:
-            transport = self._defaults[lib.__name__] = getattr(lib, self._default_transport)()
+            transport = self._defaults[lib.__name__] = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
         return transport
 
 
-class AsyncCachingTransport(_Intercepting):
+class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
     """`httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))`; also inside `httpx.AsyncClient`.
 
     `inner` is where misses go (default: the calling library's `AsyncHTTPTransport`).
     """
 
-    _default_transport = "AsyncHTTPTransport"
-
     async def handle_async_request(self, request: Any) -> Any:
-        lib = _library(request)
-        inner = self._inner_for(lib)
+        lib = library_of(request)
+        inner = self._inner_for(lib, True)
         cache = self.cache
         route = cache.route(request.method, request.url.path)
         if route is None:
             return await inner.handle_async_request(request)
         body = await request.aread()
         prepared = _prepare(cache, route, request, body)
-        if isinstance(prepared, Passthrough):
-            return _bypassed(await inner.handle_async_request(request), prepared)
-        if isinstance(prepared, Rejection):
-            return _answer(lib, prepared.response())
-        cache.begin(prepared, "client")
-        lookup = await cache.lookup(prepared)
-        answer = cache.answer(prepared, lookup)
-        if answer is not None:
-            return _answer(lib, answer)
-        recorder = cache.recorder(prepared, lookup)
+        if type(prepared) is CacheRequest:
+            parts = await cache.hit(prepared, "client")
+            if parts is not None:
+                return _response(lib, parts)
+        exchange = _Exchange(lib, request, body)
 
-        async def side_call(path: str, query: str, headers: Mapping[str, str], payload: bytes) -> tuple[int, bytes]:
-            answer = await inner.handle_async_request(_side_request(lib, request, path, query, headers, payload))
+        async def side_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+            answer = await inner.handle_async_request(exchange.side_request(path, query, headers, body))
             try:
                 return answer.status_code, await answer.aread()
             finally:
                 await answer.aclose()
 
-        try:
-            forward = await cache.upstream_body(prepared, side_call)
-            response = await inner.handle_async_request(_outgoing(lib, request, body, forward))
-            if cache.may_retry(prepared, response.status_code):
-                error = await response.aread()
+        async def perform(action: Action) -> Any:
+            if isinstance(action, Run):
+                return await action.work
+            if isinstance(action, Forward):
+                return exchange.reply(await inner.handle_async_request(exchange.outgoing(action.body)))
+            response = exchange.response
+            try:
+                content = await response.aread()
+            finally:
                 await response.aclose()
-                retry = await cache.retry_body(prepared, response.status_code, error)
-                if retry is not None:
-                    response = await inner.handle_async_request(_outgoing(lib, request, body, retry))
-                else:
-                    response = _read_again(lib, response, error)
-        except BaseException:
-            await recorder.abort()
-            raise
-        return _relayed(lib, response, recorder, _ASYNC_STREAMS[lib.__name__](response.stream, recorder))
+            return exchange.read_reply(content)
+
+        end = await drive(cache.plan(prepared, side_call), perform)
+        return await self._finish(exchange, inner, end)
+
+    async def _finish(self, exchange: _Exchange, inner: Any, end: End) -> Any:
+        if isinstance(end, Answer):
+            return _response(exchange.lib, end.parts)
+        if isinstance(end, Untouched):
+            return _bypassed(await inner.handle_async_request(exchange.request), end)
+        stream = _ASYNC_STREAMS[exchange.lib.__name__](exchange.response.stream, end.recorder)
+        return exchange.relayed(end, stream)
 
     async def aclose(self) -> None:
         if self._inner is not None:
@@ -256,66 +275,60 @@ class AsyncCachingTransport(_Intercepting):
         await self.aclose()
 
 
-class CachingTransport(_Intercepting):
+class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport):
     """`httpx2.Client(transport=CachingTransport(cache=cache))`; also inside `httpx.Client`.
 
-    The engine is async; this transport drives it on a private background loop,
+    The engine is async; this transport runs its coroutines on a private background loop,
     so sync and async clients share one cache, one store and one set of rules.
     """
-
-    _default_transport = "HTTPTransport"
 
     def __init__(self, cache: Cache, inner: Any = None) -> None:
         super().__init__(cache, inner)
         self._loop = LoopThread()
 
     def handle_request(self, request: Any) -> Any:
-        lib = _library(request)
-        inner = self._inner_for(lib)
+        lib = library_of(request)
+        inner = self._inner_for(lib, False)
         cache = self.cache
         route = cache.route(request.method, request.url.path)
         if route is None:
             return inner.handle_request(request)
         body = request.read()
         prepared = _prepare(cache, route, request, body)
-        if isinstance(prepared, Passthrough):
-            return _bypassed(inner.handle_request(request), prepared)
-        if isinstance(prepared, Rejection):
-            return _answer(lib, prepared.response())
-        cache.begin(prepared, "client")  # here, so the span's parent is the caller's current span
-        lookup = self._loop.run(cache.lookup(prepared))
-        answer = cache.answer(prepared, lookup)
-        if answer is not None:
-            return _answer(lib, answer)
-        recorder = cache.recorder(prepared, lookup)
+        if type(prepared) is CacheRequest:
+            parts = self._loop.run(cache.hit(prepared, "client"))  # the span begins here, in the caller's context
+            if parts is not None:
+                return _response(lib, parts)
+        exchange = _Exchange(lib, request, body)
 
-        def blocking_call(path: str, query: str, headers: Mapping[str, str], payload: bytes) -> tuple[int, bytes]:
-            answer = inner.handle_request(_side_request(lib, request, path, query, headers, payload))
+        def blocking_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+            answer = inner.handle_request(exchange.side_request(path, query, headers, body))
             try:
                 return answer.status_code, answer.read()
             finally:
                 answer.close()
 
-        async def side_call(path: str, query: str, headers: Mapping[str, str], payload: bytes) -> tuple[int, bytes]:
-            return await asyncio.to_thread(blocking_call, path, query, headers, payload)
+        async def side_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+            return await asyncio.to_thread(blocking_call, path, query, headers, body)
 
-        try:
-            # Hops to the engine's loop only when there is something to rewrite or to undo.
-            rewrites = cache.rewrites_upstream
-            forward = self._loop.run(cache.upstream_body(prepared, side_call)) if rewrites else prepared.forward_body
-            response = inner.handle_request(_outgoing(lib, request, body, forward))
-            if cache.may_retry(prepared, response.status_code):
-                error = response.read()
+        def perform(action: Action) -> Any:
+            if isinstance(action, Run):
+                return self._loop.run(action.work)
+            if isinstance(action, Forward):
+                return exchange.reply(inner.handle_request(exchange.outgoing(action.body)))
+            response = exchange.response
+            try:
+                content = response.read()
+            finally:
                 response.close()
-                retry = self._loop.run(cache.retry_body(prepared, response.status_code, error))
-                if retry is not None:
-                    response = inner.handle_request(_outgoing(lib, request, body, retry))
-                else:
-                    response = _read_again(lib, response, error)
-        except BaseException:
-            self._loop.run(recorder.abort())
-            raise
-        return _relayed(lib, response, recorder, _SYNC_STREAMS[lib.__name__](response.stream, recorder, self._loop))
+            return exchange.read_reply(content)
+
+        end = drive_sync(cache.plan(prepared, side_call), perform)
+        if isinstance(end, Answer):
+            return _response(lib, end.parts)
+        if isinstance(end, Untouched):
+            return _bypassed(inner.handle_request(request), end)
+        return exchange.relayed(end, _SYNC_STREAMS[lib.__name__](exchange.response.stream, end.recorder, self._loop))
 
     def close(self) -> None:
         try:

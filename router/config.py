@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._wire import UnsetVariable, expand_env
 from .errors import DEFAULT_COOLDOWN_MAX
 
 Family = Literal["openai", "anthropic", "gemini", "azure"]
@@ -63,8 +63,6 @@ STRATEGY_ALIASES: dict[str, str] = {
     "usage": "usage",
 }
 
-ENV_PREFIX = "os.environ/"
-
 #: LiteLLM providers that are not plain HTTPS + API key (request signing, OAuth, other wire formats).
 #: Their deployments are skipped with a warning rather than sent somewhere wrong.
 UNSUPPORTED_PREFIXES = {
@@ -93,36 +91,22 @@ class ConfigError(ValueError):
     """A config could not be loaded; the message names the field and the fix."""
 
 
-_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
 def resolve_secret(value: Any, field: str, environ: Mapping[str, str] | None = None) -> Any:
-    """Resolve environment references in a config string, as the gateway's config loader does.
-
-    ``os.environ/NAME`` (LiteLLM's syntax, the whole value) and ``${NAME}`` / ``${NAME:-default}``
-    (anywhere in the value). One pass: text read from the environment is never expanded again.
-    """
+    """Resolve environment references in a config string, as the gateway's config loader does
+    (`llm_cache._wire.expand_env`: ``os.environ/NAME``, ``${NAME}``, ``${NAME:-default}``)."""
     if not isinstance(value, str):
         return value
-    env = os.environ if environ is None else environ
-    if value.strip().startswith(ENV_PREFIX):
-        name = value.strip()[len(ENV_PREFIX) :]
-        if name not in env:
-            raise ConfigError(f"{field}: environment variable {name!r} is not set (referenced as {value!r})")
-        return env[name]
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
+    try:
+        return expand_env(value, os.environ if environ is None else environ)
+    except UnsetVariable as unset:
+        if unset.reference.startswith("$"):
+            raise ConfigError(
+                f"{field}: environment variable {unset.name!r} is not set "
+                f"(referenced as ${{{unset.name}}}; write ${{{unset.name}:-default}} for a fallback)"
+            ) from None
         raise ConfigError(
-            f"{field}: environment variable {name!r} is not set "
-            f"(referenced as ${{{name}}}; write ${{{name}:-default}} for a fallback)"
-        )
-
-    return _ENV_INLINE.sub(replace, value)
+            f"{field}: environment variable {unset.name!r} is not set (referenced as {value!r})"
+        ) from None
 
 
 class Deployment(BaseModel):
@@ -142,6 +126,9 @@ class Deployment(BaseModel):
     max_parallel_requests: int | None = Field(default=None, gt=0)
     timeout: float | None = Field(default=None, gt=0)
     order: int = 0
+    drop_params: bool | None = Field(
+        default=None, description="translated requests: drop fields this deployment cannot honour (default: settings)"
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> Deployment:
@@ -234,6 +221,10 @@ class RouterSettings(BaseModel):
     latency_tolerance: float = Field(default=0.2, ge=0)
     latency_alpha: float = Field(default=0.3, gt=0, le=1)
     model_group_alias: dict[str, str] = Field(default_factory=dict)
+    drop_params: bool = Field(
+        default=False,
+        description="a translated request drops the fields its deployment cannot honour instead of a 400 naming them",
+    )
 
     @field_validator("routing_strategy")
     @classmethod
@@ -355,7 +346,7 @@ def split_litellm_model(model: str) -> tuple[Family, str]:
     return "openai", model
 
 
-#: litellm_params keys we use; others (temperature, drop_params, ...) are accepted and ignored.
+#: litellm_params keys we use; others (temperature, ...) are accepted and ignored.
 _LITELLM_KEYS = (
     "api_base",
     "api_key",
@@ -366,6 +357,7 @@ _LITELLM_KEYS = (
     "order",
     "timeout",
     "max_parallel_requests",
+    "drop_params",
 )
 
 #: router_settings keys that do not apply here (redis_host, ...); accepted and ignored.
@@ -431,6 +423,7 @@ def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         "default_fallbacks",
         "allowed_fails",
         "cooldown_time",
+        "drop_params",
     ):
         if key in ls and key not in rs:
             rs[key] = ls[key]

@@ -18,16 +18,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._wire import api_of, error_document, model_in_path
 from . import retry as retry_mod
-from . import rewrite
+from . import rewrite, translate
+from .breaker import Breaker
 from .config import ModelGroup, RouterConfig, load_config
-from .cooldown import Breaker
 from .errors import (
     Failure,
     Kind,
     classify_exception,
     classify_status,
-    error_document,
     parse_retry_after,
     read_json,
 )
@@ -212,23 +212,16 @@ class Router:
         model = doc.get("model") if doc else None
         if not isinstance(model, str):
             model = None
-        if model is None and "/models/" in path:  # Gemini: /v1beta/models/{model}:generateContent
+        if model is None:  # Gemini's models/{model}:generateContent, an Azure deployment
+            model = model_in_path(path)
+        if model is None and "/models/" in path:  # a model's own resource: GET /v1/models/{model}
             model = path.split("/models/", 1)[1].split(":", 1)[0] or None
-        if model is None:
-            m = rewrite._AZURE_PATH.match(path)
-            if m:
-                model = path.split("/openai/deployments/", 1)[1].split("/", 1)[0]
         stream = bool(doc and doc.get("stream") is True) or ":streamGenerateContent" in path
         est = len(body) // 4
         if doc:
             est += _count(doc.get("max_tokens")) or _count(doc.get("max_completion_tokens"))
         stacking = any(request.headers.get(h, "0").strip() not in ("", "0") for h in STACKING_HEADERS)
-        api = "openai"
-        if path.rstrip("/").endswith(("/messages", "/messages/count_tokens")):
-            api = "anthropic"
-        elif "/models/" in path and ":" in path.rsplit("/", 1)[-1]:
-            api = "gemini"
-        return Prepared(lib, request, body, doc, model or None, stream, est, api, stacking)
+        return Prepared(lib, request, body, doc, model or None, stream, est, api_of(path), stacking)
 
     def _warn_stacking(self, p: Prepared) -> None:
         if p.stacking and not self.stacking_warned:
@@ -319,20 +312,29 @@ class Router:
             return stop.value
 
     @staticmethod
-    def _speaks(family: str, api: str) -> bool:
+    def _native(family: str, api: str) -> bool:
         return family == api or (api == "openai" and family == "azure")
 
-    def _candidates(self, name: str, exclude: set[str], api: str) -> list[DeploymentState]:
-        healthy = [st for st in self.states[name] if self._speaks(st.deployment.family, api) and st.breaker.available()]
+    def _translation(self, p: Prepared, family: str) -> translate.Translation | None:
+        """How a ``family`` deployment is spoken to for ``p``: ``None`` natively (or not at all)."""
+        if self._native(family, p.api) or p.doc is None:
+            return None
+        return translate.find(p.api, p.request.url.path, family)
+
+    def _speaks(self, family: str, p: Prepared) -> bool:
+        return self._native(family, p.api) or self._translation(p, family) is not None
+
+    def _candidates(self, name: str, exclude: set[str], p: Prepared) -> list[DeploymentState]:
+        healthy = [st for st in self.states[name] if self._speaks(st.deployment.family, p) and st.breaker.available()]
         fresh = [st for st in healthy if st.id not in exclude]
         return fresh or healthy
 
     def _attempt(
         self, name: str, p: Prepared, failed: set[str], wait: float, deadline: float | None
     ) -> Generator[Send, Any, AttemptResult]:
-        cands = self._candidates(name, failed, p.api)
+        cands = self._candidates(name, failed, p)
         if not cands:
-            speaking = [st for st in self.states[name] if self._speaks(st.deployment.family, p.api)]
+            speaking = [st for st in self.states[name] if self._speaks(st.deployment.family, p)]
             if not speaking:
                 return AttemptResult(None, Failure(Kind.INCOMPATIBLE, 400), fail_over=True)
             retry_in = min(st.breaker.retry_in() for st in speaking)
@@ -346,18 +348,19 @@ class Router:
         )
         st = self.steps[name](cands, ctx)[0]
         dep = st.deployment
+        translation = self._translation(p, dep.family)
         try:
-            request = self._outgoing(p, dep, deadline)
+            request, dropped = self._outgoing(p, dep, deadline, translation)
         except RecursionError:  # the body parsed but cannot be re-encoded with this deployment's model
             message = "The request body nests too deeply for the router to rewrite its model."
-            return AttemptResult(
-                None,
-                Failure(Kind.CLIENT, 400, message=message),
-                response=self._error(p, 400, "router_unreadable_body", message, None),
-            )
+            return self._refused(p, "router_unreadable_body", message)
+        except translate.Unsupported as exc:  # nothing silently lost: refused before anything is sent
+            return self._refused(p, "router_unsupported_params", str(exc))
         p.attempts += 1
         attempt_no = p.attempts
         span = self.telemetry.start_attempt(name, dep.id, attempt_no, wait)
+        if translation is not None:
+            self.telemetry.translated(span, translation.source, translation.target, dropped)
         probe = st.breaker.acquire()
         st.in_flight += 1
         st.record_usage(p.est_tokens)
@@ -373,7 +376,12 @@ class Router:
             raise
         elapsed = self.clock() - started
         result = self._judge(st, sent, probe)
-        others = [c for c in self._candidates(name, failed | {st.id}, p.api) if c.id != st.id]
+        if translation is not None and result.response is not None:
+            assert p.doc is not None
+            result.response = translate.http.response(
+                p.lib, result.response, sent.body, translation, p.doc, p.stream, dropped
+            )
+        others = [c for c in self._candidates(name, failed | {st.id}, p) if c.id != st.id]
         result.alternatives = bool(others)
         if result.fail_over and others and result.failure is not None:
             # Retry-After beyond the cap cools this deployment; a sibling can take the retry right away.
@@ -453,13 +461,11 @@ class Router:
 
     # ------------------------------------------------------------------ building requests and responses
 
-    def _outgoing(self, p: Prepared, dep: Any, deadline: float | None) -> Any:
+    def _outgoing(
+        self, p: Prepared, dep: Any, deadline: float | None, translation: translate.Translation | None
+    ) -> tuple[Any, list[str]]:
+        """The attempt's request for ``dep`` and the fields ``drop_params`` dropped from it (translations only)."""
         req = p.request
-        url = rewrite.target_url(
-            dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
-        )
-        headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
-        body = rewrite.rewrite_body(p.body, p.doc, dep)
         extensions = dict(req.extensions)
         timeout = dep.timeout or self.settings.timeout
         if deadline is not None:
@@ -467,7 +473,22 @@ class Router:
             timeout = min(timeout, remaining) if timeout else remaining
         if timeout:
             extensions["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions)
+        if translation is not None:
+            assert p.doc is not None  # _translation() answers None without a document
+            drop = dep.drop_params if dep.drop_params is not None else self.settings.drop_params
+            return translate.http.request(p.lib, req, p.doc, dep, translation, p.stream, drop, extensions)
+        url = rewrite.target_url(
+            dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
+        )
+        headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
+        body = rewrite.rewrite_body(p.body, p.doc, dep)
+        return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []
+
+    def _refused(self, p: Prepared, code: str, message: str) -> AttemptResult:
+        """A request the router will not send anywhere: a client error, never retried or failed over."""
+        return AttemptResult(
+            None, Failure(Kind.CLIENT, 400, message=message), response=self._error(p, 400, code, message, None)
+        )
 
     def _final_ok(self, p: Prepared, result: AttemptResult, group: str, requested: str) -> Final:
         resp = result.response
@@ -510,7 +531,7 @@ class Router:
     @staticmethod
     def _error(p: Prepared, status: int, code: str, message: str, retry_after: int | None) -> Any:
         """A router-made answer: complete, unread, with its length (a proxy streams it like any other)."""
-        doc = error_document(p.api, status, code, message)
+        doc = error_document(p.api, status, message, code, kind="router_error")
         headers = {"content-type": "application/json", "x-router-attempts": str(p.attempts), "x-router-error": code}
         if retry_after is not None:
             headers["retry-after"] = str(retry_after)

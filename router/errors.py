@@ -157,19 +157,6 @@ def _bounded(seconds: float, cap: float) -> float:
     return min(max(0.0, seconds), cap)
 
 
-_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
-
-
-def error_document(api: str, status: int, code: str, message: str) -> dict[str, Any]:
-    """A router-made error shaped the way the caller's API family shapes errors (OpenAI otherwise)."""
-    if api == "anthropic":
-        kind = "api_error" if status >= 500 else ("not_found_error" if status == 404 else "invalid_request_error")
-        return {"type": "error", "error": {"type": kind, "message": message}}
-    if api == "gemini":
-        return {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
-    return {"error": {"message": message, "type": "router_error", "param": None, "code": code}}
-
-
 @dataclass
 class Failure:
     """What an attempt ended with, when it did not succeed."""
@@ -191,7 +178,6 @@ __all__ = [
     "RETRYABLE",
     "classify_exception",
     "classify_status",
-    "error_document",
     "parse_retry_after",
     "read_json",
 ]

@@ -7,12 +7,12 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from .. import _wire as wire
 from .config import Deployment
 
 _AZURE_PATH = re.compile(r"^.*?/openai/deployments/[^/]+/(.*)$")
 _VERSION = re.compile(r"/(v\d+(?:alpha|beta)?\d*)(?:/|$)")
 _DEFAULT_VERSION = {"anthropic": "v1", "gemini": "v1beta"}
-AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 _DROP = {"host", "content-length", "transfer-encoding"}
 
 
@@ -37,8 +37,8 @@ def target_url(dep: Deployment, path: str, query: str) -> str:
     else:
         if dep.family == "gemini":
             suffix = re.sub(r"^models/[^/:]+", f"models/{dep.model}", suffix)
-            if dep.api_key:
-                params = [(k, v) for k, v in params if k != "key"]
+            if dep.api_key:  # the deployment's own key replaces the caller's
+                params = [(k, v) for k, v in params if k != wire.GEMINI.query]
         if dep.family in _DEFAULT_VERSION and not _VERSION.search(urlsplit(base).path + "/"):
             base = f"{base}/{version or _DEFAULT_VERSION[dep.family]}"
         url = f"{base}/{suffix}"
@@ -46,19 +46,17 @@ def target_url(dep: Deployment, path: str, query: str) -> str:
 
 
 def auth_header(dep: Deployment) -> tuple[str, str] | None:
-    if not dep.api_key:
-        return None
-    return {
-        "openai": ("authorization", f"Bearer {dep.api_key}"),
-        "anthropic": ("x-api-key", dep.api_key),
-        "gemini": ("x-goog-api-key", dep.api_key),
-        "azure": ("api-key", dep.api_key),
-    }[dep.family]
+    """The header that presents the deployment's own key, or None when it has none (the caller's stays)."""
+    return wire.auth_header(dep.family, dep.api_key) if dep.api_key else None
 
 
 def rewrite_headers(headers: list[tuple[str, str]], dep: Deployment) -> list[tuple[str, str]]:
     auth = auth_header(dep)
-    out = [(k, v) for k, v in headers if k.lower() not in _DROP and (auth is None or k.lower() not in AUTH_HEADERS)]
+    out = [
+        (k, v)
+        for k, v in headers
+        if k.lower() not in _DROP and (auth is None or k.lower() not in wire.CREDENTIAL_HEADERS)
+    ]
     if auth is not None:
         out.append(auth)
     return out
@@ -70,4 +68,4 @@ def rewrite_body(body: bytes, doc: dict[str, Any] | None, dep: Deployment) -> by
     return json.dumps({**doc, "model": dep.model}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-__all__ = ["AUTH_HEADERS", "auth_header", "rewrite_body", "rewrite_headers", "split_endpoint", "target_url"]
+__all__ = ["auth_header", "rewrite_body", "rewrite_headers", "split_endpoint", "target_url"]

@@ -9,8 +9,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .breaker import Breaker
 from .config import Deployment
-from .cooldown import Breaker
 
 USAGE_WINDOW = 60.0
 

@@ -32,6 +32,12 @@ class Telemetry:
             },
         )
 
+    @staticmethod
+    def translated(span: Any, source: str, target: str, dropped: list[str]) -> None:
+        span.set_attribute("router.translated", f"{source}->{target}")
+        if dropped:
+            span.set_attribute("router.dropped_params", dropped)
+
     def end_attempt(
         self, span: Any, group: str, deployment: str, outcome: str, status: int | None, seconds: float, retry: bool
     ) -> None:

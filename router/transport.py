@@ -235,8 +235,9 @@ def _finish(final: Final) -> Any:
         raise final.exception
     resp = final.response
     if final.release is not None:
-        if isinstance(resp.stream, _Peeked):
-            resp.stream.on_close = final.release
+        stream = getattr(resp.stream, "source", resp.stream)  # a translated stream wraps the peeked one
+        if isinstance(stream, _Peeked):
+            stream.on_close = final.release
         else:
             final.release(False)
     return resp

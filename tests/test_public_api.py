@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+
+import pytest
 
 import llm_cache.middleware.stores
 from llm_cache import middleware, router
@@ -75,3 +78,85 @@ def test_an_apps_own_middleware_and_router_modules_do_not_shadow_ours(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+PINNED = {
+    "llm_cache.middleware.config": [
+        "AuthConfig",
+        "CacheConfig",
+        "ConfigError",
+        "FAMILIES",
+        "GatewayConfig",
+        "STORE_TYPES",
+        "ServerConfig",
+        "StoreConfig",
+        "UpstreamConfig",
+        "UpstreamsConfig",
+        "build_cache",
+        "build_semantic",
+        "build_store",
+        "default_config",
+        "detect_dialect",
+        "effective_settings",
+        "load_config",
+        "masked",
+        "parse_config",
+        "store_class",
+        "with_upstreams",
+    ],
+    "llm_cache.middleware.providers": [
+        "DEFAULT_ENDPOINTS",
+        "Endpoint",
+        "RequestView",
+        "Route",
+        "StreamAssembler",
+        "Usage",
+        "resolve",
+    ],
+    "llm_cache.middleware.semantic": [
+        "Embedder",
+        "InProcessIndex",
+        "Neighbour",
+        "OpenAIEmbedder",
+        "RedisVectorIndex",
+        "SemanticCache",
+        "SentenceTransformerEmbedder",
+        "VectorIndex",
+        "agrees",
+    ],
+    "llm_cache.middleware.stores": [
+        "Abilities",
+        "AiocacheStore",
+        "BatchStore",
+        "CircuitBreaker",
+        "CircuitOpenError",
+        "DiskStore",
+        "MemcachedStore",
+        "MemoryStore",
+        "RedisClusterStore",
+        "RedisSentinelStore",
+        "RedisStore",
+        "S3Store",
+        "Store",
+        "StoreError",
+        "TieredStore",
+    ],
+    "llm_cache.middleware.telemetry": [
+        "Call",
+        "Pricing",
+        "Telemetry",
+        "TelemetryCollector",
+        "provider_name",
+        "sdk_telemetry",
+    ],
+}
+"""Each public subpackage's exported names: adding or removing one is a decision, made here (the
+router's are pinned in tests/router/test_api.py)."""
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_every_public_subpackage_pins_what_it_exports(name: str) -> None:
+    module = importlib.import_module(name)
+    assert sorted(module.__all__) == PINNED[name]
+    for exported in module.__all__:
+        assert getattr(module, exported) is not None

@@ -126,6 +126,7 @@ OPERATOR_SWAPS: dict[type[ast.operator], type[ast.operator]] = {
 QUIET_CALLS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "warn", "_warn"})
 """Calls whose string arguments are messages for people: their wording is not mutated."""
 SKIP_PRAGMA = "pragma: no mutate"
+TYPE_FORMS = frozenset({"Callable", "Union", "Optional", "Literal", "Annotated", "TypeAlias", "Mapping", "Sequence"})
 DELETABLE = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr, ast.Raise, ast.Delete)
 """Statements replaced by `pass` (inside functions only: deleting a module's or class's definitions
 fails every import, which says nothing about the tests)."""
@@ -191,7 +192,7 @@ def _skipped(tree: ast.Module) -> set[ast.AST]:
                 skip(decorator)
         elif isinstance(node, ast.AnnAssign):
             skip(node.annotation)
-        elif isinstance(node, ast.JoinedStr) or _type_checking(node) or _dunder_all(node):
+        elif isinstance(node, ast.JoinedStr) or _type_checking(node) or _dunder_all(node) or _type_alias(node):
             skip(node)
         elif isinstance(node, ast.Raise):
             for message in ast.walk(node):
@@ -212,6 +213,15 @@ def _type_checking(node: ast.AST) -> bool:
 
 def _dunder_all(node: ast.AST) -> bool:
     return isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+
+
+def _type_alias(node: ast.AST) -> bool:
+    """`ScopeFunction = Callable[[ScopeRequest], "str | None"]`: its strings are types, never values."""
+    return (
+        isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Subscript)
+        and ast.unparse(node.value.value).rpartition(".")[2] in TYPE_FORMS
+    )
 
 
 def _changed(node: ast.AST) -> Iterator[tuple[str, ast.AST | str]]:
@@ -262,7 +272,7 @@ def mutants(module: str, source: str) -> list[Mutant]:
     tree = ast.parse(source)
     skipped = _skipped(tree)
     definitions = {id(s) for n in ast.walk(tree) if isinstance(n, ast.Module | ast.ClassDef) for s in n.body}
-    lines = source.splitlines()
+    lines = source.split("\n")  # ast's numbering: str.splitlines would also split on form feeds
     found: list[Mutant] = []
     for node in ast.walk(tree):
         if node in skipped or not hasattr(node, "end_lineno") or node.end_lineno is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..._wire import ANTHROPIC, ANTHROPIC_MESSAGES, suffix_pattern
 from .. import exact_json
-from .auth import ANTHROPIC
 from .base import (
     Endpoint,
     RequestView,
@@ -16,7 +16,6 @@ from .base import (
     not_a,
     objects,
     split_last_turn,
-    suffix_pattern,
     usage_with_cache_apart,
 )
 from .sse import SSEDecoder, encode_event
@@ -38,7 +37,7 @@ class Messages(Endpoint):
     operation = "chat"
 
     def __init__(self) -> None:
-        self._pattern = suffix_pattern("/v1/messages")
+        self._pattern = suffix_pattern(ANTHROPIC_MESSAGES)
 
     def match(self, path: str) -> Route | None:
         return Route(self) if self._pattern.match(path) else None

@@ -9,14 +9,13 @@ response as its own SSE stream, and how to read token usage.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from ..._wire import OPENAI, Auth
 from .. import exact_json
-from .auth import OPENAI, Auth
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +98,7 @@ class Endpoint(ABC):
     """The body is signed (SigV4): it is never rewritten, so the body `cache` field is refused."""
     keyed_headers: ClassVar[bool] = False
     auth: ClassVar[Auth] = OPENAI
-    """Where the family's requests carry the credential the provider authenticates (see `auth.py`)."""
+    """Where the family's requests carry the credential the provider authenticates (see `llm_cache/_wire.py`)."""
     """Whether request headers carry settings that change the answer (see `header_key`)."""
 
     @abstractmethod
@@ -210,11 +209,6 @@ class NonStreamingEndpoint(Endpoint):
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         raise TypeError(f"{self.name} never streams")
-
-
-def suffix_pattern(suffix: str) -> re.Pattern[str]:
-    """Matches paths ending in `suffix` under any base path (OpenAI-compatible servers, proxies)."""
-    return re.compile(r"^(?:/.*)?" + re.escape(suffix) + r"/?$")
 
 
 def loads_object(data: bytes | str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Amazon Bedrock runtime: InvokeModel (JSON and streamed) and Converse (JSON).
+"""Amazon Bedrock runtime: InvokeModel and Converse, each as JSON and streamed.
 
 Bedrock's requests are signed over their body (SigV4), so the cache keys them but never rewrites
 them; the caller's credential scope is the access key id of the signature, with the session token
@@ -7,9 +7,11 @@ trace, latency, `accept`) are part of the key. Model ids may be ARNs with `/` in
 
 `invoke-with-response-stream` answers in AWS's binary event-stream framing, each `chunk` event
 carrying one of the model's own stream events in base64. Only Anthropic Messages events (Claude)
-are assembled; a stream of another model's events is not stored. Its entries are its own, apart
-from `invoke`'s, since a JSON answer of another model could not be replayed as Claude's events.
-`converse-stream` is not owned: it passes through untouched.
+are assembled; a stream of another model's events is not stored. The fields Bedrock adds to the
+events (`amazon-bedrock-invocationMetrics`, a guardrail's action and trace) are kept. Its entries
+are its own, apart from `invoke`'s, since a JSON answer of another model could not be replayed as
+Claude's events. `converse` and `converse-stream` are one endpoint (one entry for both forms), the
+stream assembled and replayed by `converse.py`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+from ..._wire import BEDROCK, bedrock_pattern
 from .. import exact_json
+from . import converse, eventstream
 from .anthropic import Messages, MessageStreamAssembler, message_events, message_invalid
-from .auth import BEDROCK
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -35,9 +38,14 @@ from .base import (
     split_last_turn,
     usage_with_cache_apart,
 )
-from .eventstream import MEDIA_TYPE, EventStreamDecoder, EventStreamError, encode_message
+from .converse import ConverseStreamAssembler
+from .eventstream import MEDIA_TYPE, EventStreamDecoder, encode_message
 
 _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+_ADDED_PREFIX = "amazon-bedrock-"
+"""Fields Bedrock adds to a model's events (`amazon-bedrock-invocationMetrics` on `message_stop`,
+a guardrail's `amazon-bedrock-guardrailAction` and `-trace`): kept on the stored message, replayed
+on `message_stop`."""
 
 
 _MESSAGES = Messages()
@@ -58,7 +66,7 @@ class _BedrockEndpoint(Endpoint):
 
     def __init__(self) -> None:
         # The model id may be an ARN with `/` in it (inference profiles), sent %2F-encoded and decoded here.
-        self._pattern = re.compile(r"^(?:/.*?)?/model/(?P<model>.+?)/" + re.escape(self.action) + r"/?$")
+        self._pattern = bedrock_pattern(self.action)
 
     def match(self, path: str) -> Route | None:
         found = self._pattern.match(path)
@@ -120,22 +128,49 @@ class InvokeModelStream(_BedrockEndpoint):
         return message_invalid(response)
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        message = exact_json.loads(response)
+        added = {key: message.pop(key) for key in list(message) if key.startswith(_ADDED_PREFIX)}
+        events = list(message_events(message))
+        events[-1].update(added)  # on `message_stop`, where Bedrock sends them
         return b"".join(
             encode_message(
                 _CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(exact_json.dumps(event)).decode()})
             )
-            for event in message_events(exact_json.loads(response))
+            for event in events
         )
 
     def stream_media_type(self, request: RequestView) -> str:
         return MEDIA_TYPE
 
 
-class Converse(_BedrockEndpoint, NonStreamingEndpoint):
-    """`/model/{modelId}/converse`: Bedrock's own model-independent chat shape."""
+class Converse(_BedrockEndpoint):
+    """`/model/{modelId}/converse` and `/converse-stream`: Bedrock's own model-independent chat shape,
+    under one name, so both forms share entries (a stream replays a JSON answer, and the reverse)."""
 
     name = "bedrock.converse"
     action = "converse"
+
+    def __init__(self) -> None:
+        self._pattern = re.compile(r"^(?:/.*?)?/model/(?P<model>.+?)/converse(?P<stream>-stream)?/?$")
+
+    def match(self, path: str) -> Route | None:
+        found = self._pattern.match(path)
+        if found is None:
+            return None
+        return Route(self, model=unquote(found["model"]), stream_by_path=found["stream"] is not None)
+
+    def upstream_identity(self, url: str) -> str:
+        head, found, tail = url.rpartition("/converse-stream")
+        return head + "/converse" + tail if found else url
+
+    def assembler(self, request: RequestView) -> ConverseStreamAssembler:
+        return ConverseStreamAssembler()
+
+    def render_stream(self, response: bytes, request: RequestView) -> bytes:
+        return converse.render(exact_json.loads(response))
+
+    def stream_media_type(self, request: RequestView) -> str:
+        return MEDIA_TYPE
 
     def usage(self, response: dict[str, Any]) -> Usage:
         return usage_with_cache_apart(
@@ -145,13 +180,22 @@ class Converse(_BedrockEndpoint, NonStreamingEndpoint):
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
         output = response.get("output")
         message = output.get("message") if isinstance(output, dict) else None
-        return (
+        reason = (
             not_a(dict, output, "`output`")
             or not_a(dict, message, "`output.message`")
             or objects(message.get("content"), "`output.message.content`")  # type: ignore[union-attr]
             or not_a(str, response.get("stopReason"), "`stopReason`")
             or not_a(dict, response.get("usage"), "`usage`", optional=True)
         )
+        for index, block in enumerate(message.get("content") if reason is None else ()):  # type: ignore[union-attr]
+            tool = block.get("toolUse")
+            if tool is not None:  # replayed as a JSON text the stream's assembler reads back
+                reason = not_a(dict, tool, f"`content[{index}].toolUse`") or not_a(
+                    dict, tool.get("input"), f"`content[{index}].toolUse.input`"
+                )
+            if reason is not None:
+                break
+        return reason
 
     def response_model(self, response: dict[str, Any]) -> str | None:
         return None
@@ -168,6 +212,7 @@ class InvokeStreamAssembler:
     def __init__(self) -> None:
         self._frames = EventStreamDecoder()
         self._messages = MessageStreamAssembler()
+        self._added: dict[str, Any] = {}
         self._broken = False
 
     @property
@@ -177,24 +222,27 @@ class InvokeStreamAssembler:
     def feed(self, chunk: bytes) -> None:
         if self._broken:
             return
-        try:
-            frames = self._frames.feed(chunk)
-        except EventStreamError:
+        found = eventstream.events(self._frames, chunk)
+        if found is None:
             self._broken = True
             return
-        for headers, payload in frames:
-            data = loads_object(payload) if headers.get(":event-type") == "chunk" else None
+        for kind, payload in found:
+            data = loads_object(payload) if kind == "chunk" else None
             encoded = data.get("bytes") if data is not None else None
             event = _decoded_event(encoded) if isinstance(encoded, str) else None
-            if headers.get(":message-type") != "event" or event is None:
+            if event is None:
                 self._broken = True
                 return
+            self._added.update((key, value) for key, value in event.items() if key.startswith(_ADDED_PREFIX))
             self._messages.feed(
                 b"event: " + str(event["type"]).encode() + b"\ndata: " + exact_json.dumps(event) + b"\n\n"
             )
 
     def result(self) -> bytes | None:
-        return self._messages.result() if self.complete else None
+        message = self._messages.result() if self.complete else None
+        if message is None or not self._added:
+            return message
+        return exact_json.dumps({**exact_json.loads(message), **self._added})
 
 
 def _decoded_event(encoded: str) -> dict[str, Any] | None:

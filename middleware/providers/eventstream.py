@@ -92,3 +92,15 @@ def _headers(raw: bytes) -> dict[str, str]:
     except (IndexError, struct.error, UnicodeDecodeError) as error:
         raise EventStreamError(f"unreadable headers: {error}") from None
     return headers
+
+
+def events(decoder: EventStreamDecoder, chunk: bytes) -> list[tuple[str, bytes]] | None:
+    """`(event type, payload)` of each message `chunk` completes; None when the bytes are malformed
+    or a message is not an event (an exception the service streams instead)."""
+    try:
+        messages = decoder.feed(chunk)
+    except EventStreamError:
+        return None
+    if any(headers.get(":message-type") != "event" for headers, _ in messages):
+        return None
+    return [(headers.get(":event-type", ""), payload) for headers, payload in messages]

@@ -1,7 +1,7 @@
 """Google Gemini API (`generativelanguage` v1/v1beta) and Vertex AI's `publishers/google/models` paths.
 
-Gemini streams have no terminal event: a stream counts as complete when every candidate
-it carried reported a `finishReason` (and, in the JSON-array form, the array was closed).
+Gemini streams have no terminal event: a stream is stored when it ended with every candidate
+it carried having reported a `finishReason` (in the JSON-array form, once the array was closed).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..._wire import GEMINI, gemini_pattern
 from .. import exact_json
-from .auth import GEMINI
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -31,18 +31,13 @@ from .sse import SSEDecoder
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 
 
-def _method_pattern(methods: str) -> re.Pattern[str]:
-    """`.../models/{model}:{method}` (also `tunedModels/`, Vertex `publishers/google/models/`)."""
-    return re.compile(r"^(?:/.*)?/(?:tunedModels|models)/(?P<model>[^/:]+):(?P<method>" + methods + r")/?$")
-
-
 class _GeminiEndpoint(Endpoint):
     family = "gemini"
     auth = GEMINI
     methods: str
 
     def __init__(self) -> None:
-        self._pattern = _method_pattern(self.methods)
+        self._pattern = gemini_pattern(self.methods)
 
     def match(self, path: str) -> Route | None:
         found = self._pattern.match(path)
@@ -232,9 +227,14 @@ class GenerateContentStreamAssembler:
 
     @property
     def complete(self) -> bool:
+        """Only the array form has a terminal event (its closing `]`). An SSE stream may send more
+        after every candidate seen so far finished (another candidate, the final usage), so it is
+        stored when it ends, not at its first chunk that looks final."""
+        return self._array.closed and self._finished
+
+    @property
+    def _finished(self) -> bool:
         if self._broken or not self._candidates:
-            return False
-        if not (self._sse or self._array.closed):
             return False
         return all(candidate.get("finishReason") for candidate in self._candidates.values())
 
@@ -263,7 +263,7 @@ class GenerateContentStreamAssembler:
                 _merge_candidate(state, candidate)
 
     def result(self) -> bytes | None:
-        if not self.complete:
+        if not (self._finished and (self._sse or self._array.closed)):
             return None
         candidates = [self._candidates[i] for i in sorted(self._candidates)]
         return exact_json.dumps({"candidates": candidates, **self._top})

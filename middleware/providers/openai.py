@@ -7,8 +7,8 @@ from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any, ClassVar
 
+from ..._wire import AZURE, azure_pattern, is_azure, suffix_pattern
 from .. import exact_json
-from .auth import AZURE
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -34,27 +34,19 @@ _CACHE_HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention", "safety_
 """Routing and abuse-tracking hints that never change the answer."""
 
 
-def _azure_or_suffix(suffix: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(Azure `/openai/deployments/{d}/<suffix>`, any base path ending in `/<suffix>`)."""
-    escaped = re.escape(suffix)
-    azure = re.compile(r"^(?:/.*)?/openai/deployments/(?P<deployment>[^/]+)/" + escaped + r"/?$")
-    generic = re.compile(r"^(?:/.*)?/" + escaped + r"/?$")
-    return azure, generic
-
-
 class _OpenAIEndpoint(Endpoint):
     family = "openai"
     suffix: ClassVar[str]
 
     def __init__(self) -> None:
-        self._azure, self._generic = _azure_or_suffix(self.suffix)
+        self._azure, self._generic = azure_pattern(self.suffix), suffix_pattern(f"/{self.suffix}")
 
     def match(self, path: str) -> Route | None:
         azure = self._azure.match(path)
         if azure:
             return Route(self, model=azure.group("deployment"), auth=AZURE)
         if self._generic.match(path):  # Azure's v1 API is `/openai/v1/...`
-            return Route(self, auth=AZURE) if path.startswith("/openai/") else Route(self)
+            return Route(self, auth=AZURE) if is_azure(path) else Route(self)
         return None
 
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from .. import exact_json
 
 
@@ -67,7 +65,3 @@ def encode_event(data: object, event: str | None = None) -> bytes:
     if event is None:
         return b"data: " + payload + b"\n\n"
     return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"
-
-
-def encode_events(events: Iterable[tuple[str | None, object]]) -> bytes:
-    return b"".join(encode_event(data, event) for event, data in events)

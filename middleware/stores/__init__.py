@@ -1,5 +1,5 @@
 from .aiocache import AiocacheStore
-from .base import BatchStore, Store, StoreError
+from .base import Abilities, BatchStore, Store, StoreError
 from .breaker import CircuitBreaker, CircuitOpenError
 from .disk import DiskStore
 from .memory import MemoryStore
@@ -7,6 +7,7 @@ from .redis import RedisClusterStore, RedisSentinelStore, RedisStore
 from .tiered import TieredStore
 
 __all__ = [
+    "Abilities",
     "AiocacheStore",
     "BatchStore",
     "CircuitBreaker",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .base import PLAIN
+
 
 class AiocacheStore:
     """Wraps an aiocache cache (`SimpleMemoryCache`, `RedisCache`, `MemcachedCache`, ...).
@@ -16,6 +18,8 @@ class AiocacheStore:
     namespace or everything, so `clear(prefix)` clears the whole aiocache
     namespace of this cache when the back-end cannot scan keys.
     """
+
+    abilities = PLAIN
 
     def __init__(self, cache: Any, name: str | None = None) -> None:
         self.cache = cache

@@ -7,19 +7,46 @@ entries: the engine packs entries, a store only keeps them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, cast, runtime_checkable
 
 
 class StoreError(Exception):
     """A store could not answer. The engine treats it as a miss (fail open) and counts it."""
 
 
+@dataclass(frozen=True, slots=True)
+class Abilities:
+    """What a store can do beyond the byte map. A store declares them (`abilities = Abilities(...)`)
+    so callers ask its declaration instead of probing for methods; each true ability names the
+    protocol below whose methods the store then has."""
+
+    in_process: bool = False
+    """It never leaves the process: telemetry gives its reads and writes no child spans by default."""
+    size: bool = False
+    """`SizedStore`: it knows cheaply what it holds now (read by the size gauges)."""
+    batch: bool = False
+    """`BatchStore`: batch forms that do better than one call per key."""
+    ttl_reads: bool = False
+    """`TTLStore`: a read also says how long the entry has left (a tiered L1 never outlives L2)."""
+    locking: bool = False
+    """`LockingStore`: it locks a key across processes (distributed single-flight)."""
+    pubsub: bool = False
+    """`PubSubStore`: it carries invalidation messages between processes (a tiered store's bus)."""
+    prefix_rules: bool = False
+    """`PrefixRulesStore`: `clear` honours only some prefixes; `check_prefix` refuses the others."""
+
+
+PLAIN = Abilities()
+"""A plain byte map: what a store that declares nothing can do."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Async byte store. `ttl` is in seconds; `None` means no expiry.
 
-    A store may also say `in_process = True` (MemoryStore does): it never leaves the process, so
-    telemetry skips the child spans for its reads and writes unless asked for them.
+    A store declares what else it can do in `abilities` (see `Abilities`); one that declares
+    nothing is a plain byte map (`abilities_of`).
     """
 
     name: str
@@ -37,6 +64,17 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+def abilities_of(store: Store) -> Abilities:
+    """The store's declared abilities; none for a store written before they were declared."""
+    return getattr(store, "abilities", PLAIN)  # type: ignore[no-any-return]
+
+
+class SizedStore(Store, Protocol):
+    def current_size(self) -> tuple[int, int]:
+        """Entries and value bytes held now."""
+        ...
+
+
 class BatchStore(Store, Protocol):
     """Optional batch forms for stores that can do better than one call per key."""
 
@@ -45,7 +83,6 @@ class BatchStore(Store, Protocol):
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None) -> None: ...
 
 
-@runtime_checkable
 class LockingStore(Store, Protocol):
     """A shared store that can lock a key across processes (distributed single-flight).
 
@@ -58,19 +95,37 @@ class LockingStore(Store, Protocol):
     async def unlock(self, key: str, token: str) -> bool: ...
 
 
+class TTLStore(Store, Protocol):
+    async def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
+        """The value and the seconds it has left (None: no expiry, or a miss)."""
+        ...
+
+
+class PubSubStore(Store, Protocol):
+    async def publish(self, channel: str, message: bytes) -> None: ...
+
+    def pubsub_client(self) -> Any:
+        """A client to subscribe with (redis-py's `PubSub` interface)."""
+        ...
+
+
+class PrefixRulesStore(Store, Protocol):
+    def check_prefix(self, prefix: str) -> None:
+        """Raise `StoreError` when `clear(prefix)` could not honour `prefix`."""
+        ...
+
+
 async def get_many(store: Store, keys: Sequence[str]) -> list[bytes | None]:
     """Batch get through the store's own batch form when it has one."""
-    batch = getattr(store, "get_many", None)
-    if batch is not None:
-        return list(await batch(keys))
+    if abilities_of(store).batch:
+        return list(await cast(BatchStore, store).get_many(keys))
     return [await store.get(key) for key in keys]
 
 
 async def set_many(store: Store, items: Mapping[str, bytes], ttl: float | None) -> None:
     """Batch set through the store's own batch form when it has one."""
-    batch = getattr(store, "set_many", None)
-    if batch is not None:
-        await batch(items, ttl)
+    if abilities_of(store).batch:
+        await cast(BatchStore, store).set_many(items, ttl)
         return
     for key, value in items.items():
         await store.set(key, value, ttl)

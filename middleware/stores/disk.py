@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import diskcache
 
-from .base import StoreError
+from .base import Abilities, StoreError
 
 T = TypeVar("T")
 logger = logging.getLogger("llm_cache.middleware.stores.disk")
@@ -43,6 +43,7 @@ class DiskStore:
     """
 
     name = "disk"
+    abilities = Abilities(size=True)
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, size_limit: int = 1024**3) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()

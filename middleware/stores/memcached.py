@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .aiocache import AiocacheStore
-from .base import StoreError
+from .base import Abilities, StoreError
 from .breaker import CircuitBreaker
 
 try:
@@ -79,6 +79,7 @@ class MemcachedStore(AiocacheStore):
     """
 
     name = "memcached"
+    abilities = Abilities(batch=True, prefix_rules=True)
 
     def __init__(
         self,

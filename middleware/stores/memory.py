@@ -6,6 +6,8 @@ import threading
 import time
 from collections import OrderedDict
 
+from .base import Abilities
+
 
 class MemoryStore:
     """An O(1) LRU map with per-key expiry checked lazily on read (no timer per key).
@@ -15,8 +17,7 @@ class MemoryStore:
     """
 
     name = "memory"
-    in_process = True
-    """Never leaves the process: telemetry gives its reads and writes no child spans by default."""
+    abilities = Abilities(in_process=True, size=True)
 
     def __init__(self, max_entries: int = 10_000, max_bytes: int | None = 256 * 1024 * 1024) -> None:
         if max_entries <= 0:
@@ -31,10 +32,6 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._data)
-
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
 
     def current_size(self) -> tuple[int, int]:
         """Entries and value bytes held now, expired ones not yet evicted included (read by the size gauges)."""

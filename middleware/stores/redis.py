@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..loop_clients import PerLoop
-from .base import StoreError
+from .base import Abilities, StoreError
 from .breaker import CircuitBreaker, CircuitOpenError
 
 T = TypeVar("T")
@@ -62,6 +62,7 @@ class RedisStore:
     """
 
     name = "redis"
+    abilities = Abilities(batch=True, ttl_reads=True, locking=True, pubsub=True)
 
     def __init__(
         self,

@@ -13,10 +13,9 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Sequence
 from typing import Any
 
-from .base import StoreError
+from .base import PLAIN, StoreError
 from .breaker import CircuitBreaker
 
 try:
@@ -42,6 +41,8 @@ class S3Store:
     """
 
     name = "s3"
+    abilities = PLAIN
+    """A plain byte map: no batch form (a batch read is one GET per key anyway), no locks, no bus."""
 
     def __init__(
         self,
@@ -162,9 +163,6 @@ class S3Store:
                     raise
 
         await self._call("delete", run)
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        return list(await asyncio.gather(*(self.get(key) for key in keys)))
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         if ttl is not None and ttl <= 0:

@@ -22,11 +22,11 @@ import os
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
-from .base import LockingStore, Store
+from .base import Abilities, LockingStore, PrefixRulesStore, SizedStore, Store, TTLStore, abilities_of
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class TieredStore:
     """
 
     try_lock: Callable[[str, float], Awaitable[str | None]]
-    """L2's `try_lock`, set only when L2 has one (so `hasattr` tells whether this store can lock)."""
+    """L2's `try_lock`, set only when L2 can lock (`abilities.locking` says so)."""
     unlock: Callable[[str, str], Awaitable[bool]]
 
     def __init__(
@@ -62,12 +62,16 @@ class TieredStore:
         self.l2 = l2
         self.l1_max_ttl = l1_max_ttl
         self.channel = channel
-        self.bus: Any = bus if bus is not None else (l2 if hasattr(l2, "pubsub_client") else None)
+        self.bus: Any = bus if bus is not None else (l2 if abilities_of(l2).pubsub else None)
         self.invalidate_on_set = invalidate_on_set
-        if isinstance(l2, LockingStore):
+        locking = abilities_of(l2).locking
+        self._l2_ttl_reads = abilities_of(l2).ttl_reads
+        if locking:
             # distributed single-flight locks live in the shared level (absent when L2 cannot lock)
-            self.try_lock = l2.try_lock
-            self.unlock = l2.unlock
+            self.try_lock = cast(LockingStore, l2).try_lock
+            self.unlock = cast(LockingStore, l2).unlock
+        # The sizes it reports are its L1's: the shared level's size is not cheap to know.
+        self.abilities = Abilities(size=abilities_of(l1).size, locking=locking, prefix_rules=True)
         self.name = name or f"tiered:{l1.name}+{l2.name}"
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # bumped on every change, this pod's own (once L2 has it) or another's: a back-fill is skipped
@@ -180,9 +184,12 @@ class TieredStore:
     def check_prefix(self, prefix: str) -> None:
         """Both levels' rules for the prefixes `clear` may be given."""
         for level in (self.l1, self.l2):
-            check = getattr(level, "check_prefix", None)
-            if check is not None:
-                check(prefix)
+            if abilities_of(level).prefix_rules:
+                cast(PrefixRulesStore, level).check_prefix(prefix)
+
+    def current_size(self) -> tuple[int, int]:
+        """Its L1's entries and bytes (it declares `size` only when L1 knows them)."""
+        return cast(SizedStore, self.l1).current_size()
 
     # -- protocol -----------------------------------------------------------------------------
 
@@ -192,10 +199,9 @@ class TieredStore:
         if value is not None:
             return value
         epoch = self._epoch
-        getter = getattr(self.l2, "get_with_ttl", None)
         remaining: float | None
-        if getter is not None:
-            value, remaining = await getter(key)
+        if self._l2_ttl_reads:
+            value, remaining = await cast(TTLStore, self.l2).get_with_ttl(key)
         else:
             value, remaining = await self.l2.get(key), None
         if value is None:

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from anthropic import AnthropicBedrock
 
+from llm_cache._wire import BEDROCK
 from llm_cache.middleware import Cache, CachingTransport
-from llm_cache.middleware.providers.auth import BEDROCK
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -74,12 +74,31 @@ def test_converse_is_cached_and_its_usage_counted(fake_provider: RunningFakeProv
     assert avoided[("aws.bedrock", CLAUDE, "output")] == usage["outputTokens"]
 
 
-def test_streaming_actions_pass_through_untouched(fake_provider: RunningFakeProvider) -> None:
+def test_a_converse_answer_is_replayed_to_converse_stream_as_event_stream_frames(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    from llm_cache.middleware.providers.eventstream import EventStreamDecoder
+
     cache = Cache()
     with httpx2.Client(transport=CachingTransport(cache=cache), base_url=fake_provider.url) as client:
-        answer = client.post(f"/model/{CLAUDE}/converse-stream", json={"messages": []})
-    assert "x-cache" not in answer.headers  # binary event-stream framing: not the cache's business
-    assert cache.stats.as_dict() == {k: 0 for k in cache.stats.as_dict()}
+        answer = converse(client, "AKIDALICE", "What is the capital of France?").json()
+        streamed = client.post(
+            f"/model/{CLAUDE}/converse-stream",
+            json={
+                "messages": [{"role": "user", "content": [{"text": "What is the capital of France?"}]}],
+                "inferenceConfig": {"maxTokens": 64},
+            },
+            headers={"authorization": "AWS4-HMAC-SHA256 Credential=AKIDALICE/20261127/us-east-1/bedrock/aws4_request"},
+        )
+
+    assert streamed.headers["x-cache"] == "HIT"  # one entry for both forms
+    assert streamed.headers["content-type"] == "application/vnd.amazon.eventstream"
+    frames = EventStreamDecoder().feed(streamed.content)
+    kinds = [headers[":event-type"] for headers, _ in frames]
+    assert kinds == ["messageStart", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata"]
+    assert orjson.loads(frames[1][1])["delta"]["text"] == answer["output"]["message"]["content"][0]["text"]
+    assert orjson.loads(frames[-1][1])["usage"] == answer["usage"]
+    assert fake_provider.count("/converse-stream") == 0
 
 
 def test_the_sigv4_scope_is_the_access_key_id() -> None:

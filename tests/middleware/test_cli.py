@@ -20,6 +20,7 @@ from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LLM_CACHE = Path(sys.executable).parent / "llm-cache"
+WORKTREE = Path(__file__).resolve().parents[2]
 ADMIN = "cli-admin-key"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is your return policy?"}]}
 
@@ -98,15 +99,16 @@ def test_warm_stats_and_invalidate_through_a_gateway(
     path = requests_file(tmp_path, items)
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     captured = capsys.readouterr()
-    assert "stored 3, already cached 0, failed 0" in captured.out
-    assert "warming [" in captured.err and "3/3" in captured.err
+    assert "stored 3, already cached 0, not stored 0, failed 0" in captured.out
+    assert "warming" not in captured.err  # stderr is not a terminal: no bar in a log or a pipe
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
-    assert "stored 0, already cached 3, failed 0" in capsys.readouterr().out
+    assert "stored 0, already cached 3, not stored 0, failed 0" in capsys.readouterr().out
     assert fake_provider.count("/chat/completions") == 3
 
     assert main(["stats", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert (stats["hits"], stats["misses"], stats["stored"]) == (3, 3, 3)
+    # 3 misses stored, each checked by an only-if-cached hit; then 3 hits
+    assert (stats["hits"], stats["misses"], stats["stored"]) == (6, 3, 3)
     assert main(["stats", "--gateway", running_gateway, "--admin-key", "wrong"]) == 1
     assert "403" in capsys.readouterr().err
 
@@ -115,10 +117,35 @@ def test_warm_stats_and_invalidate_through_a_gateway(
     assert main(["invalidate", "--request", str(request), "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
     assert "deleted" in capsys.readouterr().out
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
-    assert "stored 1, already cached 2, failed 0" in capsys.readouterr().out
+    assert "stored 1, already cached 2, not stored 0, failed 0" in capsys.readouterr().out
     assert main(["invalidate", "--all", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     assert "stored 3, already cached 0" in capsys.readouterr().out
+
+
+def test_warm_on_a_terminal_shows_progress_with_rate_and_eta(tmp_path: Path, running_gateway: str) -> None:
+    import pty
+
+    headers = {"authorization": "Bearer sk-tty"}
+    items = [{"path": "/v1/chat/completions", "body": {**BODY, "max_tokens": n}, "headers": headers} for n in (10, 20)]
+    path = requests_file(tmp_path, items)
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "llm_cache.middleware.cli", "warm", str(path), "--gateway", running_gateway]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=follower, cwd=WORKTREE, timeout=60, text=True)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other end is closed: everything was read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert done.returncode == 0 and "stored 2" in done.stdout
+    text = shown.decode("utf-8", "replace")
+    assert "warming" in text and "2/2" in text and "req/s" in text and "ETA" in text, text
 
 
 def test_warm_straight_through_the_engine_then_served_by_a_gateway(
@@ -132,7 +159,7 @@ def test_warm_straight_through_the_engine_then_served_by_a_gateway(
     assert (
         main(["warm", str(path), "--config", str(config), "--upstream", f"openai={fake_provider.openai_base_url}"]) == 0
     )
-    assert "stored 1, already cached 0, failed 0" in capsys.readouterr().out
+    assert "stored 1, already cached 0, not stored 0, failed 0" in capsys.readouterr().out
     with BackgroundServer(
         create_gateway(
             parse_config(
@@ -161,6 +188,20 @@ def test_warm_reports_failures(
     assert "bad.jsonl:1" in capsys.readouterr().err
 
 
+def test_warm_does_not_count_an_answer_the_cache_did_not_keep(
+    tmp_path: Path, running_gateway: str, fake_provider: RunningFakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    headers = {"authorization": "Bearer sk-warm"}
+    kept = {"path": "/v1/chat/completions", "body": BODY, "headers": headers}
+    refused = {**kept, "body": {**BODY, "max_tokens": 7, "cache": {"no-store": True}}}
+    path = requests_file(tmp_path, [kept, refused])
+    assert main(["warm", str(path), "--gateway", running_gateway]) == 1
+    captured = capsys.readouterr()
+    assert "stored 1, already cached 0, not stored 1, failed 0" in captured.out
+    assert "not stored: /v1/chat/completions" in captured.err
+    assert fake_provider.count("/chat/completions") == 2  # the check never reaches the provider
+
+
 @pytest.mark.slow
 def test_demo_runs_and_exits_0(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
@@ -187,6 +228,15 @@ def _wait_healthy(url: str, process: subprocess.Popen[str], deadline: float = 20
             pass
         time.sleep(0.1)
     raise AssertionError("llm-cache serve did not become healthy")
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -223,10 +273,116 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
         assert fake_provider.count("/chat/completions") == 1
         assert (tmp_path / "xdg" / "llm-cache").is_dir()  # the disk store under the user's cache dir
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        _stop(process)
     assert "store disk at" in process.stderr.read()
+
+
+# -- operating it: version, one-line failures, admin key from the environment, log lines ----------
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, importing this tree's `llm_cache`."""
+    command = [sys.executable, "-m", "llm_cache.middleware.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=WORKTREE, env=env)
+
+
+def _one_line_failure(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llm-cache: ")
+    return lines[0]
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    import llm_cache.middleware
+
+    assert llm_cache.middleware.__version__ == version("llm-cache-middleware")
+    done = _cli("--version")
+    assert (done.returncode, done.stdout.strip()) == (0, f"llm-cache {version('llm-cache-middleware')}")
+
+
+@pytest.mark.parametrize("command", ["stats", "invalidate"])
+def test_an_unreachable_gateway_is_one_line_saying_what_to_check(command: str) -> None:
+    from tests.support.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    args = ["--all"] if command == "invalidate" else []
+    line = _one_line_failure(_cli(command, "--gateway", url, *args))
+    assert f"cannot reach the gateway at {url}" in line and "Check --gateway" in line
+
+
+def test_a_bad_config_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cache:\n  ttl: soon\n")
+    line = _one_line_failure(_cli("serve", "--config", str(bad)))
+    assert "ttl" in line
+
+
+def _unreadable(tmp_path: Path) -> str:
+    """A file this process may not read: mode 000, or (as root, who reads anything) another process's memory."""
+    if os.geteuid() != 0:
+        path = tmp_path / "secret.jsonl"
+        path.write_text("{}\n")
+        path.chmod(0)
+        return str(path)
+    try:
+        Path("/proc/1/mem").read_bytes()
+    except PermissionError:
+        return "/proc/1/mem"
+    pytest.skip("running as root where /proc/1/mem is readable: no file is unreadable")
+
+
+@pytest.mark.parametrize("command", ["warm", "check-config"])
+def test_permission_denied_is_one_line(tmp_path: Path, command: str) -> None:
+    path = _unreadable(tmp_path)
+    extra = ["--gateway", "http://127.0.0.1:9"] if command == "warm" else []
+    line = _one_line_failure(_cli(command, path, *extra))
+    assert "ermission denied" in line and path in line
+
+
+def test_admin_key_env_that_is_unset_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_ADMIN_KEY"}
+    line = _one_line_failure(_cli("serve", "--admin-key-env", "NO_SUCH_ADMIN_KEY", env=env))
+    assert "NO_SUCH_ADMIN_KEY is not set" in line
+
+
+def test_serve_admin_key_env_and_log_lines_with_the_store_failure_cause(
+    tmp_path: Path, fake_provider: RunningFakeProvider
+) -> None:
+    import re
+
+    import httpx2
+    import openai
+
+    from tests.support.servers import free_port
+
+    port, dead = free_port(), free_port()
+    config = tmp_path / "redis.yaml"
+    config.write_text(f"cache:\n  store: {{type: redis, url: 'redis://127.0.0.1:{dead}', connect_timeout: 0.5}}\n")
+    env = {**os.environ, "OPS_ADMIN_KEY": "from-the-environment"}
+    command = [sys.executable, "-m", "llm_cache.middleware.cli", "serve", "--config", str(config)]
+    command += ["--port", str(port), "--admin-key-env", "OPS_ADMIN_KEY"]
+    command += ["--upstream", f"openai={fake_provider.openai_base_url}"]
+    process = subprocess.Popen(command, cwd=WORKTREE, env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        ping = httpx2.get(f"{url}/cache/ping", headers={"x-litellm-api-key": "from-the-environment"}, timeout=10)
+        assert (ping.status_code, ping.json()["cache_type"]) == (503, "redis")
+        assert httpx2.get(f"{url}/cache/ping", headers={"x-admin-key": "wrong"}, timeout=10).status_code == 403
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-serve", max_retries=0)
+        served = client.chat.completions.with_raw_response.create(**BODY)
+        assert served.status_code == 200  # the store is down: answered from upstream
+    finally:
+        _stop(process)
+    log = process.stderr.read() if process.stderr else ""
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.search(rf"^{stamp} INFO uvicorn\.error: Application startup complete", log, re.M), log
+    failure = re.search(
+        rf"^{stamp} WARNING llm_cache\.middleware[\w.]*: cache store redis get failed \((.*)", log, re.M
+    )
+    assert failure is not None, log
+    assert "ConnectionError" in failure.group(1)  # the cause, not only "StoreError"

@@ -7,6 +7,7 @@ from aiocache import SimpleMemoryCache
 from aiocache.serializers import NullSerializer
 
 from llm_cache.middleware.stores import AiocacheStore, DiskStore, MemoryStore, Store
+from tests.support.stores import declared_abilities_match_methods
 
 
 async def test_memory_store_evicts_least_recently_used_by_count() -> None:
@@ -25,7 +26,7 @@ async def test_memory_store_is_bounded_by_bytes() -> None:
     await store.set("b", b"67890", None)
     await store.set("c", b"x", None)
     assert await store.get("a") is None
-    assert store.size_bytes <= 10 and len(store) == 2
+    assert store.current_size()[1] <= 10 and len(store) == 2
     await store.set("huge", b"x" * 11, None)
     assert await store.get("huge") is None
 
@@ -43,7 +44,7 @@ async def test_memory_store_replacing_a_key_keeps_byte_accounting_exact() -> Non
     store = MemoryStore()
     await store.set("k", b"12345", None)
     await store.set("k", b"12", None)
-    assert store.size_bytes == 2
+    assert store.current_size()[1] == 2
 
 
 def test_memory_store_rejects_nonsense_bounds() -> None:
@@ -61,6 +62,10 @@ async def store(request: pytest.FixtureRequest, tmp_path) -> Store:  # type: ign
         made = AiocacheStore(SimpleMemoryCache(serializer=NullSerializer()))
     yield made
     await made.close()
+
+
+def test_every_embedded_store_declares_the_abilities_it_has(store: Store) -> None:
+    assert declared_abilities_match_methods(store) == {}
 
 
 async def test_every_embedded_store_keeps_bytes_and_deletes(store: Store) -> None:

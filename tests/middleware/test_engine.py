@@ -465,12 +465,12 @@ def builder_that_raises(request: Any, default: Any) -> str:
     ],
 )
 def test_prepare_never_raises(body: bytes, headers: dict[str, str], settings: dict[str, Any]) -> None:
-    from llm_cache.middleware.engine import CacheRequest, Passthrough
+    from llm_cache.middleware.types import CacheRequest, ForwardAsIs
 
     cache = Cache(**settings)
     prepared = cache.prepare("POST", "/v1/chat/completions", "", headers, body)
-    assert isinstance(prepared, CacheRequest | Passthrough)
-    if isinstance(prepared, Passthrough):
+    assert isinstance(prepared, CacheRequest | ForwardAsIs)
+    if isinstance(prepared, ForwardAsIs):
         assert cache.stats.bypasses == 1
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llm_cache.middleware import Cache, ScopeRequest
+from llm_cache.middleware import Cache, KeyRequest, ScopeRequest, default_digest
 from llm_cache.middleware.keys import KEY_FORMAT
 
 SIGV4 = (
@@ -165,6 +165,12 @@ GOLDEN: dict[str, Known] = {
         settings={"ignored_fields": ("seed",)},
         key="default:c099295a3784e1bd368dc348843a7398c:b61013bf512630f3566c6175e70ed7cebd01fd6b6798013bec5d88ac8c96cc63",
     ),
+    "a custom key builder": Known(
+        "/v1/chat/completions",
+        CHAT,
+        settings={"key_builder": "tests.middleware.key_builders:model_only"},
+        key="default:c099295a3784e1bd368dc348843a7398c:e0d127fb2db0b2911aa085c909c94f5f00fb27d91b81370e47d590434b9f334e",
+    ),
     # numbers a double cannot carry
     "an integer past 64 bits": Known(
         "/v1/chat/completions",
@@ -185,6 +191,20 @@ def key_of(known: Known) -> str:
 
 def test_these_are_the_keys_of_key_format_1() -> None:
     assert KEY_FORMAT == 1, "a new key format: replace GOLDEN with its keys, and keep this test's promise"
+
+
+def test_a_hand_built_key_request_has_the_engines_digest() -> None:
+    request = KeyRequest(
+        family="openai",
+        endpoint="chat.completions",
+        model="gpt-4o-mini",
+        target=None,
+        body=CHAT,
+        query=(),
+        headers={},
+        volatile_fields=frozenset(),
+    )
+    assert default_digest(request) == GOLDEN["openai chat"].key.rsplit(":", 1)[1]
 
 
 @pytest.mark.parametrize("name", list(GOLDEN))

@@ -456,7 +456,8 @@ class RememberingEmbedder:
 
 
 def semantic_cache(embedder: SentenceTransformerEmbedder) -> Cache:
-    return Cache(semantic=SemanticCache(RememberingEmbedder(embedder), InProcessIndex()))
+    # Generous: the test is about who is served what, and a loaded machine must not turn a match into a miss.
+    return Cache(semantic=SemanticCache(RememberingEmbedder(embedder), InProcessIndex(), timeout=60.0))
 
 
 def proxy_app(fake: RunningFakeProvider, upstream: httpx2.AsyncClient) -> FastAPI:

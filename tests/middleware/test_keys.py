@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_cache.middleware import Cache
-from llm_cache.middleware.keys import load_callable
+from llm_cache._wire import OPENAI
+from llm_cache.middleware import Cache, KeyRequest
+from llm_cache.middleware.keys import (
+    DefaultDigest,
+    NoIdentity,
+    credential_scope,
+    header_scope,
+    load_callable,
+    namespace_prefix,
+)
 
 CHAT = "/v1/chat/completions"
 ALICE = {"authorization": "Bearer sk-alice"}
@@ -254,3 +265,178 @@ def test_the_fast_path_is_taken_only_for_numbers_a_double_carries_exactly(token:
     # orjson's doubles (the fast path) and the exact path's doubles must have the token's exact value
     if not exact or isinstance(value["n"], float):
         assert Decimal(repr(value["n"])) == Decimal(token)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="d.es ", max_size=60), st.integers(0, 60), st.integers(0, 20))
+def test_the_scan_finds_the_first_three_digits_whichever_way_it_looks(marks: str, start: int, finds: int) -> None:
+    from llm_cache.middleware.exact_json import _three_digits
+
+    data = marks.encode()
+    assert _three_digits(data, start, finds)[0] == data.find(b"ddd", start)
+
+
+@pytest.mark.parametrize(
+    ("tail", "exact"),
+    [
+        ("", False),
+        (', "seed": 1234567890123456', True),  # 16 digits
+        (', "scale": 1e-300', True),  # a three-digit exponent
+        (', "n": [' + ", ".join(str(100 + i) for i in range(20)) + "]", False),  # many short runs
+        (', "note": "' + "ab1 " * 5000 + '"', False),  # many lone digits in a long document
+    ],
+)
+def test_a_long_body_takes_the_exact_path_only_for_numbers_a_double_cannot_carry(tail: str, exact: bool) -> None:
+    from llm_cache.middleware.exact_json import loads_every_number
+
+    long_body = b'{"messages": [{"role": "user", "content": "' + b"lorem ipsum " * 2000 + b'"}]' + tail.encode() + b"}"
+    assert len(long_body) > 8192 and loads_every_number(long_body)[1] is exact
+
+
+# -- the credential a scope is derived from ------------------------------------------------------
+
+GEMINI = "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+CONTENTS = {"contents": [{"parts": [{"text": "hi"}]}]}
+BEDROCK = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse"
+CONVERSE = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+
+
+def sigv4(key_id: str | None, signature: str) -> str:
+    credential = f"Credential={key_id}/20260101/us-east-1/bedrock/aws4_request, " if key_id else ""
+    return f"AWS4-HMAC-SHA256 {credential}SignedHeaders=host, Signature={signature}"
+
+
+def test_gemini_reads_its_key_among_the_other_query_parameters() -> None:
+    cache = Cache()
+    in_header = key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, "alt=sse")
+    assert key(cache, CONTENTS, {}, GEMINI, "alt=sse&key=k1") == in_header
+    assert key(cache, CONTENTS, {}, GEMINI, "key=k1&alt=sse") == in_header
+    assert key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, "alt=sse&key=k1") == in_header
+    assert key(cache, CONTENTS, {}, GEMINI, "alt=sse&key=k2") != in_header
+
+
+def test_gemini_with_two_different_keys_is_not_cached() -> None:
+    with pytest.raises(ValueError, match="never cached"):
+        key(Cache(), CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, "alt=sse&key=k2")
+
+
+def test_a_sigv4_request_is_scoped_by_its_key_id_and_session_token_not_its_signature() -> None:
+    cache = Cache()
+    first = key(cache, CONVERSE, {"authorization": sigv4("AKIDALICE", "aaa")}, BEDROCK)
+    assert key(cache, CONVERSE, {"authorization": sigv4("AKIDALICE", "bbb")}, BEDROCK) == first
+    assert key(cache, CONVERSE, {"authorization": sigv4("AKIDBOB", "aaa")}, BEDROCK) != first
+    session = {"authorization": sigv4("AKIDALICE", "aaa"), "x-amz-security-token": "t1"}
+    assert key(cache, CONVERSE, session, BEDROCK) != first
+
+
+def test_a_sigv4_signature_without_credential_is_scoped_by_the_whole_header() -> None:
+    cache = Cache()
+    first = key(cache, CONVERSE, {"authorization": sigv4(None, "aaa")}, BEDROCK)
+    assert key(cache, CONVERSE, {"authorization": sigv4(None, "aaa")}, BEDROCK) == first
+    assert key(cache, CONVERSE, {"authorization": sigv4(None, "bbb")}, BEDROCK) != first
+
+
+@pytest.mark.parametrize("scope", ["header:", "header", 5, "no_such_module_xyz:scope"])
+def test_a_scope_that_names_nothing_is_refused(scope: object) -> None:
+    with pytest.raises(ValueError, match="scope"):
+        Cache(scope=scope)
+
+
+def test_a_header_scope_is_read_whatever_the_case_it_was_configured_in() -> None:
+    cache = Cache(scope="header:X-Tenant")
+    assert key(cache, body(), {"x-tenant": "acme"}) == key(Cache(scope="header:x-tenant"), body(), {"x-tenant": "acme"})
+
+
+def test_a_scope_function_may_name_any_identity_even_one_that_is_not_valid_unicode() -> None:
+    def lone_surrogate(request: object) -> str:
+        return "\ud800"
+
+    assert key(Cache(scope=lone_surrogate), body(), {}).split(":")[1].startswith("u")
+
+
+def test_the_scope_is_a_truncated_sha256_of_the_credential() -> None:
+    digest = hashlib.sha256(b"sk-alice").hexdigest()[:32]
+    assert credential_scope(OPENAI, ALICE, "") == "c" + digest
+    memo: dict[str, str] = {}
+    assert credential_scope(OPENAI, ALICE, "", memo=memo) == "c" + digest
+    assert memo == {"sk-alice": digest}
+
+
+def test_the_scope_memo_holds_at_most_1024_credentials() -> None:
+    memo: dict[str, str] = {}
+    for n in range(1025):
+        credential_scope(OPENAI, {"authorization": f"Bearer sk-{n}"}, "", memo=memo)
+    assert memo == {"sk-1024": hashlib.sha256(b"sk-1024").hexdigest()[:32]}
+
+
+def test_a_query_parameter_with_an_empty_value_changes_the_key() -> None:
+    cache = Cache()
+    assert key(cache, body(), query="api-version=") != key(cache, body())
+
+
+def test_a_key_builder_is_told_which_fields_to_ignore() -> None:
+    seen: list[frozenset[str]] = []
+
+    def recording(request: KeyRequest, default: DefaultDigest) -> str:
+        seen.append(request.volatile_fields)
+        return default(request)
+
+    key(Cache(key_builder=recording, ignored_fields=("seed",)), body())
+    volatile = {"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache", "seed"}
+    assert seen and volatile <= seen[0]
+
+
+def test_only_requests_without_any_identity_share_when_anonymous_requests_do() -> None:
+    def failing(request: object) -> str:
+        raise RuntimeError("directory down")
+
+    shared = Cache(anonymous="shared")
+    assert key(shared, CONTENTS, {}, GEMINI).split(":")[1] == "anon"
+    with pytest.raises(ValueError, match="never cached"):
+        key(shared, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, "key=k2")  # two credentials: ambiguous
+    assert key(Cache(scope=lambda request: None, anonymous="shared"), body(), {}).split(":")[1] == "anon"
+    for function in (failing, lambda request: 5):
+        with pytest.raises(ValueError, match="never cached"):
+            key(Cache(scope=function, anonymous="shared"), body(), {})
+
+
+def test_the_stream_form_of_a_gemini_request_is_not_in_the_key() -> None:
+    cache = Cache()
+    plain = key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI)
+    for query in ("alt=sse", "$alt=sse", "alt=json&$alt=sse"):
+        assert key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, query) == plain
+
+
+def test_a_repeated_scope_header_is_ambiguous_and_never_anonymous() -> None:
+    with pytest.raises(NoIdentity) as caught:
+        header_scope("x-tenant", {"x-tenant": "acme"}, repeated={"x-tenant"})
+    assert caught.value.anonymous is False
+
+
+def test_a_header_scope_may_name_a_one_letter_header() -> None:
+    assert key(Cache(scope="header:t"), body(), {"t": "acme"}).split(":")[1].startswith("h")
+
+
+def test_an_empty_identity_from_a_scope_function_is_no_identity() -> None:
+    assert key(Cache(scope=lambda request: "", anonymous="shared"), body(), {}).split(":")[1] == "anon"
+
+
+def test_every_key_of_a_namespace_starts_with_the_prefix_its_clear_removes() -> None:
+    prefix = namespace_prefix("v1:", "faq")
+    assert prefix == "v1:faq:"
+    assert key(Cache(key_prefix="v1:"), body(cache={"namespace": "faq"})).startswith(prefix)
+
+
+@pytest.mark.parametrize("path", ["tests.middleware.key_builders:", ":model_only", "model_only"])
+def test_a_dotted_path_needs_both_a_module_and_an_attribute(path: str) -> None:
+    with pytest.raises(ValueError, match="expected 'package.module:function'"):
+        load_callable(path)
+
+
+def test_a_dotted_path_may_name_an_attribute_of_an_attribute() -> None:
+    assert load_callable("json:JSONDecoder.decode") is json.JSONDecoder.decode
+
+
+def test_a_dotted_path_must_name_something_callable() -> None:
+    with pytest.raises(ValueError, match="is not callable"):
+        load_callable("json:__version__")

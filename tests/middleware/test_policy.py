@@ -71,7 +71,7 @@ def test_max_age_takes_any_finite_number_of_seconds_from_zero(value: str, second
     assert parse_policy({"cache-control": f"max-age={value}"}, None).max_age == seconds
 
 
-@pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "inf", "", "soon"])
+@pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "inf", "", "soon", "5X"])
 def test_max_age_refuses_negative_infinite_and_non_numbers(value: str) -> None:
     with pytest.raises(PolicyError) as caught:
         parse_policy({"cache-control": f"max-age={value}"}, None)
@@ -105,6 +105,12 @@ def test_the_body_s_maxage_alone_sets_max_age() -> None:
     assert parse_policy({}, {"s-maxage": 7}).max_age == 7.0
 
 
+def test_litellm_s_max_age_is_an_alias_of_s_maxage() -> None:
+    assert parse_policy({}, {"s-max-age": 7}).max_age == 7.0
+    assert parse_policy({"cache-control": "max-age=60"}, {"s-max-age": 10}).max_age == 10.0
+    assert parse_policy({}, {"s-max-age": 30, "s-maxage": 20}).max_age == 20.0
+
+
 def test_the_stricter_max_age_wins_whichever_side_sets_it() -> None:
     assert parse_policy({"cache-control": "max-age=60"}, {"s-maxage": 10}).max_age == 10.0
     assert parse_policy({"cache-control": "max-age=10"}, {"s-maxage": 60}).max_age == 10.0
@@ -122,6 +128,7 @@ def test_use_cache_false_is_kept_as_an_explicit_refusal() -> None:
         ({"use-cache": "true"}, "cache.use-cache"),
         ({"ttl": True}, "cache.ttl"),
         ({"s-maxage": -1}, "cache.s-maxage"),
+        ({"s-max-age": "soon"}, "cache.s-max-age"),
         ({"namespace": 5}, "cache.namespace"),
     ],
 )

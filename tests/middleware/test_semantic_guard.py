@@ -194,3 +194,196 @@ def test_a_word_and_its_prefixed_opposite_veto(a: str, b: str) -> None:
 
 def test_an_unrelated_word_starting_like_a_prefix_is_no_opposite() -> None:
     assert agrees("an index of pages", "the index of pages")
+
+
+CONTRASTING = """
+today tomorrow yesterday tonight | before after | morning afternoon evening night
+daily weekly monthly yearly annual | enable disable | beginner beginners intermediate advanced expert experts
+light dark | local remote | min max minimum maximum | increase decrease | add remove delete | upload download
+import export | encrypt decrypt | buy sell | first last | ascending descending | oldest newest latest recent top
+cheapest nearest fastest best worst | input output | open close | start stop | north south east west
+inbound outbound | public private | synchronous asynchronous sync async
+"""
+"""The contrast groups, as the guard's vocabulary: two words of one group make two questions."""
+GROUPS = [group.split() for group in CONTRASTING.replace("\n", " | ").split("|") if group.strip()]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda group: group[0])
+def test_every_word_of_a_contrast_group_vetoes_every_other(group: list[str]) -> None:
+    for word in group:
+        for other in group:
+            if other != word:
+                assert not agrees(f"the report {word} please", f"the report {other} please"), (word, other)
+
+
+@pytest.mark.parametrize(
+    "word", ["not", "no", "never", "without", "none", "nor", "neither", "cannot", "nobody", "nothing", "nowhere"]
+)
+def test_every_negation_word_changes_the_question(word: str) -> None:
+    assert not agrees("is it safe", f"is it {word} safe")
+
+
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
+
+
+@pytest.mark.parametrize(("value", "word"), list(enumerate(NUMBER_WORDS)))
+def test_every_number_word_to_twenty_counts_as_its_digits(value: int, word: str) -> None:
+    assert agrees(f"give me {word} ideas", f"give me {value} ideas")
+    assert not agrees(f"give me {word} ideas", f"give me {value + 1} ideas")
+
+
+@pytest.mark.parametrize(("word", "value"), [("thousand", 1000), ("million", 1000000), ("billion", 1000000000)])
+def test_large_number_words_count_as_their_digits(word: str, value: int) -> None:
+    assert agrees(f"one {word} rows", f"1 {value} rows")
+
+
+STOPWORDS = [
+    "a",
+    "an",
+    "the",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "do",
+    "does",
+    "did",
+    "i",
+    "you",
+    "we",
+    "it",
+    "this",
+    "that",
+    "of",
+    "in",
+    "on",
+    "for",
+    "with",
+    "by",
+    "at",
+    "from",
+    "and",
+    "or",
+    "how",
+    "what",
+    "which",
+    "who",
+    "why",
+    "when",
+    "where",
+    "can",
+    "could",
+    "should",
+    "would",
+    "will",
+    "my",
+    "your",
+    "our",
+]
+
+
+@pytest.mark.parametrize("word", STOPWORDS)
+def test_stopwords_are_skipped_when_finding_the_words_around_a_direction(word: str) -> None:
+    assert not agrees(f"move svn {word} to git", f"move git {word} to svn")
+
+
+def test_code_links_and_search_operators_are_taken_out_before_words_and_numbers_are_read() -> None:
+    found = facts("run `Foo = 42` see https://a.example/7 and site:b.example/8 now")
+    assert (found.numbers, found.names, found.words) == ({}, frozenset(), {"run", "see", "and", "now"})
+
+
+def test_code_and_quotes_are_kept_with_their_spacing_collapsed() -> None:
+    found = facts('run ```ls \n  -la``` on "Hello   World"')
+    assert (found.code, found.quoted) == ({"ls -la"}, {"hello world"})
+
+
+def test_backticks_are_taken_off_code_but_nothing_else() -> None:
+    assert not agrees("run `XOR` now", "run `OR` now")
+
+
+def test_full_width_and_compatibility_characters_count_as_their_plain_forms() -> None:
+    assert agrees("what is \uff12\uff0b\uff12", "what is 2+2")
+
+
+def test_a_link_loses_only_trailing_punctuation_before_it_is_compared() -> None:
+    assert not agrees("read https://a.example/BOX", "read https://a.example/BO")
+
+
+def test_a_number_in_scientific_notation_keeps_its_trailing_zeros() -> None:
+    assert facts("costs 1.5e10 today").numbers == {"1.5e10": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("A dog barks", set()),
+        ("US rates", {"us"}),
+        ("end.Paris is far", set()),
+        ("  Paris is far", set()),
+        ("end. Paris is far", set()),
+        ("end!Paris? Rome: Oslo; Bern", set()),
+        ("see X Paris", {"x", "paris"}),
+        ("see 7 Paris", {"paris"}),
+        ("a Paris trip", {"paris"}),
+        ("A- list", {"a-"}),
+    ],
+)
+def test_a_capitalised_word_is_a_name_only_past_a_sentences_start_and_an_acronym_anywhere(
+    text: str, names: set[str]
+) -> None:
+    assert facts(text).names == names
+
+
+def test_a_prompt_without_negation_is_not_negated() -> None:
+    assert facts("is it safe").negated is False
+    assert facts("is it not safe").negated is True
+
+
+def test_a_name_that_is_every_word_of_the_other_prompt_agrees() -> None:
+    assert agrees("USA", "usa")
+    assert agrees("usa", "USA")
+
+
+def test_a_direction_word_with_nothing_on_one_side_states_no_direction() -> None:
+    assert facts("upgrade to").directions == frozenset()
+    assert agrees("upgrade to", "to upgrade")
+
+
+def test_the_comparison_word_itself_belongs_to_neither_side() -> None:
+    assert facts("rust faster than go").sides == ({"rust", "faster"}, {"go"})
+
+
+def test_a_comparison_in_one_prompt_only_is_no_swap() -> None:
+    assert agrees("rust vs go", "rust and go")
+    assert agrees("rust and go", "rust vs go")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("rust faster than go", "rust and go faster than c"), ("rust and go faster than c", "rust faster than go")],
+)
+def test_a_word_crossing_the_comparison_one_way_only_is_no_swap(a: str, b: str) -> None:
+    assert agrees(a, b)

@@ -17,10 +17,12 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from llm_cache.middleware import Cache, CachingTransport
+from tests.support.anthropic_streams import AnthropicBlock, anthropic_events
 from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.fidelity import missing_paths
 from tests.support.stream_fixtures import CHAT_STREAMS
 
-STREAM_ONLY = {"obfuscation"}
+STREAM_ONLY = frozenset({"obfuscation"})
 """Chunk fields that describe the stream itself (padding), never part of the answer."""
 
 
@@ -77,21 +79,6 @@ def contains(whole: Any, part: Any) -> bool:
     return bool(whole == part)
 
 
-def field_paths(value: Any, prefix: str = "") -> set[str]:
-    """Every field path an event carries, list positions folded (`choices[].delta.audio.data`)."""
-    if isinstance(value, dict):
-        paths = set()
-        for key, item in value.items():
-            if item is None or key in STREAM_ONLY:
-                continue
-            path = f"{prefix}.{key}" if prefix else key
-            paths |= {path} | field_paths(item, path)
-        return paths
-    if isinstance(value, list):
-        return set().union(*(field_paths(item, prefix + "[]") for item in value)) if value else set()
-    return set()
-
-
 @pytest.mark.parametrize("name", sorted(CHAT_STREAMS))
 def test_a_chat_stream_hit_is_what_the_sdk_made_of_the_original(name: str, fake_provider: RunningFakeProvider) -> None:
     cache = Cache()
@@ -120,8 +107,7 @@ def test_a_chat_stream_hit_is_what_the_sdk_made_of_the_original(name: str, fake_
     assert contains(replay, original) and contains(as_json, as_answer(original))
     # Every field the provider's events carried is in the replay too (`object` differs by design:
     # Azure's filter-only event has an empty one).
-    missing = set().union(*map(field_paths, original_events)) - set().union(*map(field_paths, replay_events))
-    assert missing == set()
+    assert missing_paths(original_events, replay_events, STREAM_ONLY) == set()
 
 
 def streamed_once(fake_provider: RunningFakeProvider, fixture: str) -> tuple[openai.OpenAI, dict[str, Any]]:
@@ -157,35 +143,6 @@ def test_a_legacy_function_call_is_stored_whole(fake_provider: RunningFakeProvid
 
     assert call is not None
     assert (call.name, call.arguments) == ("get_weather", '{"location": "Boston, MA"}')
-
-
-AnthropicBlock = tuple[dict[str, Any], list[dict[str, Any]]]
-"""A content block's `content_block_start` payload and the deltas that follow it."""
-
-
-def anthropic_events(blocks: list[AnthropicBlock], usage: dict[str, Any], stop_reason: str = "end_turn") -> list[Any]:
-    """The Messages stream of `blocks`, event by event, as the API sends it."""
-    message = {
-        "id": "msg_fixture",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-6",
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 40, "output_tokens": 1, "cache_read_input_tokens": 0},
-    }
-    events: list[Any] = [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
-    for index, (start, deltas) in enumerate(blocks):
-        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
-        events += [
-            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas
-        ]
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-    delta = {"stop_reason": stop_reason, "stop_sequence": None}
-    events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
-    events.append(("message_stop", {"type": "message_stop"}))
-    return events
 
 
 def anthropic_client(fake_provider: RunningFakeProvider) -> anthropic.Anthropic:

@@ -456,7 +456,7 @@ async def test_store_failure_is_an_error_span_and_the_request_succeeds(
 
     # Six failures (3 reads, 3 writes), one WARNING: the rest are rate-limited.
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "dead get failed (ConnectionError)" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "dead get failed (ConnectionError: connection refused)" in warnings[0].getMessage()
     points = recorded.metrics()["llm_cache.store.errors"]
     assert points == {
         frozenset({("store", "dead"), ("operation", "get")}): 3,

@@ -386,3 +386,14 @@ def test_anthropic_thinking_and_signatures_are_kept(fake_provider: Any) -> None:
     thinking = next(block for block in cached.content if block.type == "thinking")
     assert thinking.signature and thinking.thinking
     assert fake_provider.count(MESSAGES) == 1
+
+
+@pytest.mark.parametrize("lib", [httpx, httpx2], ids=["httpx", "httpx2"])
+def test_the_transports_are_transports_of_both_libraries(lib: Any) -> None:
+    """Type checkers accept them in either library's clients: they subclass both base classes."""
+    sync = CachingTransport(cache=Cache())
+    try:
+        assert isinstance(sync, lib.BaseTransport)
+        assert isinstance(AsyncCachingTransport(cache=Cache()), lib.AsyncBaseTransport)
+    finally:
+        sync.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_cache.router import ConfigError, load_config
+from llm_cache.router import ConfigError, from_litellm, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "litellm_router.yaml"
 ENV = {"AZURE_API_KEY_EU": "eu", "AZURE_API_KEY_CA": "ca", "AZURE_API_KEY_FR": "fr", "ANTHROPIC_API_KEY": "ak"}
@@ -259,3 +259,21 @@ def test_inline_references_in_a_gateway_model_list_reach_the_deployment(fakes, m
         answer = httpx2.post(f"{server.url}/v1/chat/completions", json=body, headers={"authorization": "Bearer caller"})
     assert answer.status_code == 200
     assert fakes["a"].seen[-1].headers["authorization"] == "Bearer sk-from-env"
+
+
+def test_litellm_drop_params_is_read_from_litellm_params_and_litellm_settings():
+    cfg = from_litellm(
+        {
+            "model_list": [
+                {
+                    "model_name": "c",
+                    "litellm_params": {"model": "anthropic/claude", "api_key": "k", "drop_params": False},
+                },
+                {"model_name": "g", "litellm_params": {"model": "gemini/gemini-flash", "api_key": "k"}},
+            ],
+            "litellm_settings": {"drop_params": True},
+        }
+    )
+    assert cfg.settings.drop_params is True
+    assert cfg.groups["c"].deployments[0].drop_params is False  # the deployment's own choice wins
+    assert cfg.groups["g"].deployments[0].drop_params is None

@@ -352,7 +352,7 @@ def test_stream_failing_after_first_byte_does_not_fall_back(fakes, make_router, 
         c.stream("POST", "/chat/completions", json={"model": "gpt", "stream": True, "messages": []}) as resp,
     ):
         assert resp.headers["x-router-deployment"] == "a"
-        with caplog.at_level(logging.WARNING, "router"), pytest.raises(httpx2.RemoteProtocolError):
+        with caplog.at_level(logging.WARNING, "llm_cache.router"), pytest.raises(httpx2.RemoteProtocolError):
             for line in resp.iter_lines():
                 got.append(line)
         assert resp.extensions[STREAM_FAILED] is True  # a cache in front must not store this
@@ -368,10 +368,10 @@ def test_stream_failing_after_first_byte_does_not_fall_back(fakes, make_router, 
 
 def test_retry_stacking_is_detected_and_warned_once(fakes, make_router, caplog):
     router = make_router(one_group(dep(fakes["a"])))
-    with caplog.at_level(logging.WARNING, "router"), client(router) as c:
+    with caplog.at_level(logging.WARNING, "llm_cache.router"), client(router) as c:
         for _ in range(3):
             c.post("/chat/completions", json={"model": "gpt", "messages": []}, headers={"x-stainless-retry-count": "1"})
-    assert caplog.text.count("max_retries=0") == 1
+    assert [record.name for record in caplog.records if "max_retries=0" in record.getMessage()] == ["llm_cache.router"]
 
 
 async def test_async_path_with_async_sleep(fakes, make_router, clock):
@@ -421,3 +421,93 @@ def test_max_parallel_requests_is_respected(fakes, make_router):
         assert chat(router).headers["x-router-deployment"] == "b"  # a is at its limit
         first.read()
     assert chat(router).headers["x-router-deployment"] == "a"
+
+
+# ----------------------------------------------------------------------------- reading a request
+
+
+def prepared(make_router: Any, path: str, body: bytes, **headers: str) -> Any:
+    router = make_router(one_group(dep("http://a.test/v1")))
+    request = httpx2.Request("POST", f"https://api.example{path}", content=body, headers=headers)
+    return router.prepare(httpx2, request, body)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "read"),
+    [
+        ("application/json", b'{"model":"m"}', True),
+        ("text/plain", b'{"model":"m"}', True),  # a JSON object, whatever the label
+        ("application/json", b' {"model":"m"}', True),
+        ("text/plain", b' {"model":"m"}', False),
+        ("application/json", b"", False),
+    ],
+)
+def test_a_body_is_read_as_json_when_labelled_so_or_when_it_opens_an_object(
+    make_router: Any, content_type: str, body: bytes, read: bool
+) -> None:
+    p = prepared(make_router, "/v1/chat/completions", body, **{"content-type": content_type})
+    assert (p.model == "m") is read
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "api", "stream"),
+    [
+        ("/v1beta/models/gemini-2.5-flash:generateContent", "gemini-2.5-flash", "gemini", False),
+        ("/v1beta/models/gemini-2.5-flash:streamGenerateContent", "gemini-2.5-flash", "gemini", True),
+        ("/openai/deployments/prod-4o/chat/completions", "prod-4o", "openai", False),
+        ("/v1/messages", None, "anthropic", False),
+        ("/v1/messages/count_tokens/", None, "anthropic", False),
+        ("/v1/chat/completions", None, "openai", False),
+    ],
+)
+def test_the_model_wire_format_and_stream_are_read_from_the_path_when_the_body_has_none(
+    make_router: Any, path: str, model: str | None, api: str, stream: bool
+) -> None:
+    p = prepared(make_router, path, b'{"messages":[]}', **{"content-type": "application/json"})
+    assert (p.model, p.api, p.stream) == (model, api, stream)
+
+
+def test_the_body_names_the_model_and_asks_for_the_stream(make_router: Any) -> None:
+    body = b'{"model":"gpt","stream":true}'
+    p = prepared(make_router, "/openai/deployments/prod-4o/chat/completions", body)
+    assert (p.model, p.stream) == ("gpt", True)
+    assert prepared(make_router, "/v1/chat/completions", b'{"model":5,"stream":1}').model is None
+
+
+@pytest.mark.parametrize(
+    ("body", "asked"),
+    [
+        (b'{"model":"m"}', 0),
+        (b'{"model":"m","max_tokens":100}', 100),
+        (b'{"model":"m","max_completion_tokens":100}', 100),
+        (b'{"model":"m","max_tokens":true}', 0),
+        (b'{"model":"m","max_tokens":-5}', 0),
+        (b'{"model":"m","max_tokens":7.9}', 7),
+    ],
+)
+def test_the_token_estimate_is_a_quarter_of_the_body_plus_the_tokens_asked_for(
+    make_router: Any, body: bytes, asked: int
+) -> None:
+    assert prepared(make_router, "/v1/chat/completions", body).est_tokens == len(body) // 4 + asked
+
+
+@pytest.mark.parametrize(
+    ("headers", "stacking"),
+    [
+        ({}, False),
+        ({"x-stainless-retry-count": "0"}, False),
+        ({"x-stainless-retry-count": " "}, False),
+        ({"x-stainless-retry-count": "1"}, True),
+        ({"x-retry-count": "2"}, True),
+        ({"x-retry-attempt": "1"}, True),
+    ],
+)
+def test_a_client_retrying_on_its_own_is_noticed(make_router: Any, headers: dict[str, str], stacking: bool) -> None:
+    assert prepared(make_router, "/v1/chat/completions", b'{"model":"m"}', **headers).stacking is stacking
+
+
+def test_the_state_of_a_deployment_the_router_does_not_have_is_a_key_error(make_router: Any) -> None:
+    router = make_router(one_group(dep("http://a.test/v1", id="a")))
+    assert router.deployment_state("a").id == "a"
+    with pytest.raises(KeyError):
+        router.deployment_state("b")

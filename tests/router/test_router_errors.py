@@ -47,11 +47,11 @@ def routes(fakes: dict[str, FakeProvider], **settings: Any) -> dict[str, Any]:
 
 #: (name, router settings, path, body, a fault scripted for deployment a first, the router's status)
 CASES = [
-    ("incompatible", {}, "/v1/chat/completions", {**CHAT, "model": "claude"}, None, 400),
+    ("incompatible", {}, "/v1/embeddings", {"model": "claude", "input": "hi"}, None, 400),
     ("model_not_found", {"unknown_models": "refuse"}, "/v1/chat/completions", {**CHAT, "model": "nope"}, None, 404),
     ("model_required", {"unknown_models": "refuse"}, "/v1/chat/completions", {"messages": []}, None, 400),
     ("cooling", {}, "/v1/chat/completions", CHAT, ("status", 429, {"retry-after": "45"}, None), 503),
-    ("anthropic_caller", {}, "/v1/messages", MESSAGES, None, 400),
+    ("anthropic_caller", {}, "/v1/messages/count_tokens", MESSAGES, None, 400),  # messages would be translated
     ("gemini_caller", {}, "/v1beta/models/gpt:generateContent", {"contents": []}, None, 400),
 ]
 CODES = {
@@ -133,7 +133,7 @@ async def test_router_made_errors_stream_whole_in_async_clients(
 def test_a_router_made_error_also_reads_as_a_plain_response(fakes, make_router, lib):
     router = make_router(routes(fakes))
     with lib.Client(transport=RouterTransport(router), base_url="http://127.0.0.1:9") as client:
-        response = client.post("/v1/chat/completions", json={**CHAT, "model": "claude"}, headers=AUTH)
+        response = client.post("/v1/embeddings", json={"model": "claude", "input": "hi"}, headers=AUTH)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "router_no_compatible_deployment"
 
@@ -196,7 +196,7 @@ def test_router_made_errors_arrive_whole_through_the_gateway(fakes, gateway, nam
 def test_the_openai_sdk_reads_router_made_errors_from_the_gateway(fakes, gateway):
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="caller", max_retries=0)
     with pytest.raises(openai.BadRequestError) as incompatible:
-        client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
+        client.embeddings.create(model="claude", input="hi")  # chat would be translated; embeddings cannot
     assert incompatible.value.code == "router_no_compatible_deployment"
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
@@ -212,7 +212,7 @@ def test_the_openai_sdk_reads_router_made_errors_from_the_gateway(fakes, gateway
 def test_the_anthropic_sdk_reads_router_made_errors_from_the_gateway(gateway):
     client = anthropic.Anthropic(base_url=gateway.url, api_key="caller", max_retries=0)
     with pytest.raises(anthropic.BadRequestError) as incompatible:
-        client.messages.create(model="gpt", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        client.messages.count_tokens(model="gpt", messages=[{"role": "user", "content": "hi"}])  # never translated
     assert incompatible.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="nope", max_tokens=8, messages=[{"role": "user", "content": "hi"}])

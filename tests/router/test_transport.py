@@ -122,16 +122,17 @@ async def test_anthropic_api_through_legacy_httpx(fakes, make_router):
     assert fakes["claude"].seen[0].headers["x-api-key"] == "ant-key"
 
 
-def test_openai_request_never_goes_to_an_anthropic_deployment(fakes, make_router):
+def test_an_openai_request_falls_back_to_an_anthropic_deployment_translated(fakes, make_router):
     cfg = config(fakes)
     cfg["settings"]["fallbacks"] = [{"gpt": ["claude"]}]
     fakes["a"].fail(*[("status", 500, None, None)] * 5)
     fakes["b"].fail(*[("status", 500, None, None)] * 5)
     router = make_router(cfg)
     client = openai.OpenAI(api_key="k", max_retries=0, http_client=httpx2.Client(transport=RouterTransport(router)))
-    with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
-    assert fakes["claude"].count == 0
+    answer = client.chat.completions.with_raw_response.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    assert answer.parse().choices[0].message.content == "hello from claude"
+    assert (answer.headers["x-router-family"], answer.headers["x-router-fallback-from"]) == ("anthropic", "gpt")
+    assert fakes["claude"].seen[0].path == "/v1/messages"
 
 
 # ----------------------------------------------------------------------------- rewriting (pure)
@@ -237,3 +238,54 @@ def test_gemini_path_model_and_key_are_rewritten(fakes, make_router):
     seen = c.seen[0]
     assert seen.path == "/v1beta/models/gemini-2.0-flash:generateContent"
     assert seen.query == "" and seen.headers["x-goog-api-key"] == "gk"
+
+
+def test_a_tuned_gemini_model_is_routed_as_gemini_as_the_cache_reads_it(fakes, make_router):
+    """`tunedModels/{m}:generateContent` is a Gemini call (the provider adapter owns it): the router
+    reads the model from the path and picks the deployment that speaks Gemini."""
+    router = make_router(
+        {
+            "groups": {
+                "tuned": {
+                    "deployments": [
+                        {"id": "o", "family": "openai", "model": "m", "api_base": fakes["a"].url, "order": 0},
+                        {"id": "g", "family": "gemini", "model": "m", "api_base": fakes["b"].url, "api_key": "gk"},
+                    ]
+                }
+            },
+            "settings": {"unknown_models": "refuse"},
+        }
+    )
+    with httpx.Client(transport=RouterTransport(router)) as client:
+        resp = client.post(
+            f"{fakes['c'].url}/v1beta/tunedModels/tuned:generateContent",
+            json={"contents": [{"parts": [{"text": "hi"}]}]},
+        )
+    assert resp.status_code == 200 and resp.headers["x-router-deployment"] == "g"
+    assert [f.count for f in (fakes["a"], fakes["b"], fakes["c"])] == [0, 1, 0]
+    assert fakes["b"].seen[0].headers["x-goog-api-key"] == "gk"
+
+
+def test_a_model_list_key_written_as_an_env_reference_reaches_the_provider(fakes, make_router, monkeypatch):
+    """`${OPENAI_KEY}` in a LiteLLM `model_list` is the key sent upstream, never the literal text."""
+    monkeypatch.setenv("ROUTER_TEST_OPENAI_KEY", "sk-real")
+    router = make_router(
+        {
+            "model_list": [
+                {
+                    "model_name": "gpt",
+                    "litellm_params": {
+                        "model": "openai/gpt-4o-mini",
+                        "api_base": f"{fakes['a'].url}/v1",
+                        "api_key": "${ROUTER_TEST_OPENAI_KEY}",
+                    },
+                }
+            ]
+        }
+    )
+    client = openai.OpenAI(
+        api_key="caller", max_retries=0, http_client=httpx2.Client(transport=RouterTransport(router))
+    )
+    answer = client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == "hello from a"
+    assert fakes["a"].seen[0].headers["authorization"] == "Bearer sk-real"

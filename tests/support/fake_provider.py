@@ -45,6 +45,7 @@ ECHO_LIMIT = 80
 CREATED = 1_700_000_000  # a fixed `created` timestamp keeps bodies deterministic apart from ids
 TRANSPORT_FIELDS = ("stream", "stream_options")
 WEATHER_ARGS = {"location": "Paris, France", "unit": "celsius"}
+EVENTSTREAM = "application/vnd.amazon.eventstream"
 
 
 class StreamCut(ConnectionAbortedError):
@@ -186,7 +187,8 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._failures: list[_Failure] = []
         self._cut_after: int | None = None
-        self._scripted: list[list[bytes]] = []
+        self._scripted: list[tuple[list[bytes], str]] = []
+        """Scripted streams to answer the next requests with: their encoded events and media type."""
         self._unknown_fields: dict[str, str] = {}
         self._gzip_streams = False
         self._break: _Break | None = None
@@ -255,19 +257,23 @@ class FakeProvider:
         with self._lock:
             self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
 
-    def stream_next(self, events: Iterable[Any]) -> None:
+    def stream_next(self, events: Iterable[Any], eventstream: bool = False) -> None:
         """The next request is answered with exactly these server-sent events: each a JSON-able object
-        (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`."""
+        (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`.
+        With `eventstream`, each is sent in an AWS event-stream frame, as Bedrock streams: an object in a
+        `chunk` frame, a `(name, object)` pair as an event of that name."""
         encoded = []
         for event in events:
-            if isinstance(event, tuple):
+            if eventstream:
+                encoded.append(_aws_frame(event))
+            elif isinstance(event, tuple):
                 encoded.append(_sse(event[1], event[0]))
             elif event == "[DONE]":
                 encoded.append(b"data: [DONE]\n\n")
             else:
                 encoded.append(_sse(event))
         with self._lock:
-            self._scripted.append(encoded)
+            self._scripted.append((encoded, EVENTSTREAM if eventstream else "text/event-stream"))
 
     def gzip_streams(self) -> None:
         """From now on (until reset), streams are gzip-encoded event by event (`content-encoding: gzip`)."""
@@ -389,7 +395,7 @@ class FakeProvider:
                 message = f"Unrecognized request argument supplied: {unknown}"
                 response = self._error(family, 400, None, {}, message=message)
             elif scripted is not None:
-                response = self._stream(scripted)
+                response = self._stream(*scripted)
             elif forced and forced.isdigit() and int(forced) >= 400:
                 response = self._error(family, int(forced), None, {})
             else:
@@ -970,7 +976,7 @@ class FakeProvider:
         events.append(_sse({"type": "message_stop"}, event="message_stop"))
         if eventstream:  # Bedrock: each event base64'd in the `bytes` of a binary `chunk` frame
             frames = [_aws_frame(json.loads(event.split(b"data: ", 1)[1])) for event in events]
-            return self._stream(frames, media_type="application/vnd.amazon.eventstream")
+            return self._stream(frames, media_type=EVENTSTREAM)
         return self._stream(events)
 
     def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:
@@ -1167,10 +1173,15 @@ def _is_token_list(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, int) for v in value)
 
 
-def _aws_frame(event: dict[str, Any]) -> bytes:
-    """One AWS event-stream `chunk` message carrying `event` (the framing Bedrock streams in)."""
-    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
-    fields = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+def _aws_frame(event: dict[str, Any] | tuple[str, dict[str, Any]]) -> bytes:
+    """One AWS event-stream message (the framing Bedrock streams in): a `chunk` carrying `event`
+    base64'd (InvokeModelWithResponseStream), or for a `(name, payload)` pair an event of that name
+    carrying the payload as it is (ConverseStream)."""
+    if isinstance(event, tuple):
+        name, payload = event[0], json.dumps(event[1]).encode()
+    else:
+        name, payload = "chunk", json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+    fields = {":event-type": name, ":content-type": "application/json", ":message-type": "event"}
     head = b"".join(
         struct.pack(">B", len(k)) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
         for k, v in fields.items()

@@ -45,3 +45,27 @@ class CountingStore(MemoryStore):
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         self.ttls.append(ttl)
         await super().set(key, value, ttl)
+
+
+ABILITY_METHODS = {
+    "size": ("current_size",),
+    "batch": ("get_many", "set_many"),
+    "ttl_reads": ("get_with_ttl",),
+    "locking": ("try_lock", "unlock"),
+    "pubsub": ("publish", "pubsub_client"),
+    "prefix_rules": ("check_prefix",),
+}
+"""Each declarable ability -> the methods a store that declares it has (`stores/base.py`)."""
+
+
+def declared_abilities_match_methods(store: object) -> dict[str, tuple[bool, bool]]:
+    """ability -> (declared, has the methods), for every ability where the two disagree."""
+    from llm_cache.middleware.stores.base import Abilities
+
+    declared = getattr(store, "abilities", None)
+    assert isinstance(declared, Abilities), f"{type(store).__name__} declares no abilities"
+    found = {
+        ability: (getattr(declared, ability), all(callable(getattr(store, m, None)) for m in methods))
+        for ability, methods in ABILITY_METHODS.items()
+    }
+    return {ability: pair for ability, pair in found.items() if pair[0] != pair[1]}

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from llm_cache.middleware.stores import StoreError
 from llm_cache.middleware.stores.base import get_many, set_many
+from tests.support.stores import declared_abilities_match_methods
 
 from .conftest import eventually
 
@@ -52,3 +56,73 @@ async def test_batches(any_store: Any) -> None:
     await set_many(any_store, items, 300)
     keys = [*items, "batch:missing"]
     assert await get_many(any_store, keys) == [*items.values(), None]
+
+
+# -- declared abilities: each store says what it can do, and does it -----------------------------
+
+
+async def test_a_store_has_the_methods_of_exactly_the_abilities_it_declares(any_store: Any) -> None:
+    assert declared_abilities_match_methods(any_store) == {}
+
+
+async def test_a_store_that_declares_its_size_counts_what_it_holds(any_store: Any) -> None:
+    if not any_store.abilities.size:
+        pytest.skip(f"{any_store.name} does not declare its size")
+    entries, size = any_store.current_size()
+    await any_store.set("sized:a", b"x" * 100, 300)
+    after = any_store.current_size()
+    assert after[0] == entries + 1 and after[1] >= size + 100
+
+
+async def test_a_store_that_declares_ttl_reads_tells_the_time_left(any_store: Any) -> None:
+    if not any_store.abilities.ttl_reads:
+        pytest.skip(f"{any_store.name} does not declare ttl reads")
+    await any_store.set("ttl:a", b"v", 300)
+    await any_store.set("ttl:forever", b"w", None)
+    value, left = await any_store.get_with_ttl("ttl:a")
+    assert value == b"v" and left is not None and 0 < left <= 300
+    assert await any_store.get_with_ttl("ttl:forever") == (b"w", None)
+    assert (await any_store.get_with_ttl("ttl:missing"))[0] is None
+
+
+async def test_a_store_that_declares_locking_lets_one_owner_hold_a_key(any_store: Any) -> None:
+    if not any_store.abilities.locking:
+        pytest.skip(f"{any_store.name} does not declare locking")
+    token = await any_store.try_lock("lock:a", 30)
+    assert token is not None
+    assert await any_store.try_lock("lock:a", 30) is None
+    assert await any_store.unlock("lock:a", "not-the-token") is False
+    assert await any_store.unlock("lock:a", token) is True
+    again = await any_store.try_lock("lock:a", 30)
+    assert again is not None
+    await any_store.unlock("lock:a", again)
+
+
+async def test_a_store_that_declares_pubsub_delivers_a_published_message(any_store: Any) -> None:
+    if not any_store.abilities.pubsub:
+        pytest.skip(f"{any_store.name} does not declare pub/sub")
+    channel = f"conformance:{any_store.name}:{id(any_store)}"
+    client = any_store.pubsub_client()
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(channel)
+        confirmed = await pubsub.get_message(timeout=5.0)
+        assert confirmed is not None and confirmed["type"] == "subscribe"
+        await any_store.publish(channel, b"hello")
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+        assert message is not None and message["data"] == b"hello"
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+async def test_a_store_that_declares_prefix_rules_accepts_the_cache_prefixes(any_store: Any) -> None:
+    if not any_store.abilities.prefix_rules:
+        pytest.skip(f"{any_store.name} declares no prefix rules")
+    any_store.check_prefix("llmc:")  # the prefix a cache clears by default: never refused
+    for prefix in ("no-colon", "a:b:c:d:e:f:g:h:"):
+        try:
+            any_store.check_prefix(prefix)
+        except StoreError:
+            with pytest.raises(StoreError):  # what it refuses up front, its clear refuses too
+                await any_store.clear(prefix)

@@ -237,7 +237,8 @@ async def test_a_tiered_store_locks_in_its_shared_level_only_when_that_level_can
     finally:
         await first.close()
         await second.close()
-    assert not hasattr(TieredStore(MemoryStore(), MemoryStore()), "try_lock")
+    unlockable = TieredStore(MemoryStore(), MemoryStore())
+    assert not hasattr(unlockable, "try_lock") and not unlockable.abilities.locking
 
 
 async def test_a_pod_never_serves_what_its_own_delete_or_overwrite_replaced(redis_server: Any) -> None:

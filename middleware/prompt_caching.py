@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl, quote
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .providers.auth import GEMINI, AmbiguousCredential
+from .._wire import GEMINI, AmbiguousCredential
 from .stores.base import Store
 
 logger = logging.getLogger("llm_cache.middleware")
@@ -299,7 +299,7 @@ _GENERATE = re.compile(
 _PREFIX_FIELDS = ("systemInstruction", "system_instruction", "tools", "toolConfig", "tool_config")
 """What a cachedContent holds; the REST API takes both spellings."""
 _NAMED = ("cachedContent", "cached_content")
-_PASSED_HEADERS = ("authorization", "x-goog-api-key", "x-goog-user-project", "x-goog-api-client", "host")
+_PASSED_HEADERS = (*GEMINI.headers, "x-goog-user-project", "x-goog-api-client", "host")
 _MARGIN = 120.0
 """Seconds before a cachedContent's end at which it is no longer named (a request in flight must not outlive it)."""
 _REMEMBER_REFUSAL = 600.0
@@ -337,7 +337,7 @@ class CachedContents:
     small for the model, a model without explicit caching) is remembered for ten minutes, and the
     request goes out as written; a failure to reach Gemini (or a 429/5xx) is not remembered. A
     rewritten request that Gemini refuses because of the cachedContent is sent again as written,
-    once, by the adapter (`Cache.retry_body`), and the handle is forgotten.
+    once, by the engine's plan (`Additions.retry_body`), and the handle is forgotten.
     """
 
     def __init__(self, settings: GeminiPromptCaching, store: Store, key_prefix: str) -> None:

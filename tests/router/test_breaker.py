@@ -7,8 +7,8 @@ import random
 import pytest
 from tenacity import DoAttempt, DoSleep, RetryCallState, Retrying
 
+from llm_cache.router.breaker import Breaker
 from llm_cache.router.config import RouterSettings
-from llm_cache.router.cooldown import Breaker
 from llm_cache.router.errors import Failure, Kind, classify_status, parse_retry_after
 from llm_cache.router.retry import (
     AttemptResult,
@@ -228,18 +228,42 @@ def test_a_retry_after_of_zero_lets_a_probe_through_at_once() -> None:
     assert br.state == "half_open" and br.available()
 
 
-def test_opening_forgets_the_failures_that_opened_it_and_reports_how_long() -> None:
+def test_opening_reports_how_long_the_deployment_cools() -> None:
     clock = Clock()
+    clock.now = 100
     opened: list[float] = []
     br = breaker(clock, on_open=opened.append)
     br.record_failure()
     br.record_failure()
-    assert opened == [30]
-    clock.now = 30
-    br.acquire()
-    br.record_success()
+    br.record_failure(retry_after=45)
+    assert opened == [30, 45]
+
+
+def test_opening_forgets_the_failures_before_it() -> None:
+    clock = Clock()
+    br = breaker(clock)
     br.record_failure()
-    assert br.state == "closed"  # one failure, not three
+    clock.now = 1
+    br.record_failure(retry_after=2)
+    clock.now = 3
+    br.record_failure()  # one failure since the opening, not two
+    assert br.state == "half_open"
+
+
+def test_with_no_cooldown_a_failed_probe_lets_the_next_probe_through_at_once() -> None:
+    clock = Clock()
+    br = breaker(clock, allowed_fails=1, cooldown=0)
+    br.record_failure()
+    assert br.acquire() is True
+    br.record_failure()
+    assert br.state == "half_open" and br.available()
+
+
+def test_a_verdict_less_release_is_for_the_probe_unless_told_otherwise() -> None:
+    clock = Clock()
+    br = probing(clock)
+    br.release_without_outcome()
+    assert br.state == "closed"
 
 
 def test_a_probe_answered_without_a_verdict_closes_the_breaker() -> None:

@@ -1,0 +1,285 @@
+"""Facts about the providers' wire formats that both the cache and the router need, in one place.
+
+- which headers carry a credential, and which credential each API family authenticates (`Auth`);
+- the header a family expects when we hold the key (`Auth.header`);
+- which API family a request path speaks (the path patterns the provider matchers are built from);
+- how each family shapes an error body, so SDKs raise their usual exceptions;
+- `${VAR}`, `${VAR:-default}` and `os.environ/VAR` references in config values.
+
+This module is neutral: it imports neither `llm_cache.middleware` nor `llm_cache.router`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode
+
+Family = Literal["openai", "azure", "anthropic", "gemini", "bedrock"]
+
+# -- credentials ----------------------------------------------------------------------------------
+
+_SIGV4 = "AWS4-HMAC-SHA256 "
+_SIGV4_KEY_ID = re.compile(r"Credential=([^/,\s]+)/")
+
+
+class AmbiguousCredential(ValueError):
+    """The request names more than one credential (or one header twice): its identity is unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Where one API family carries the credential the provider authenticates.
+
+    `headers` are read in order; `authorization` holds a `Bearer` token (or a SigV4 signature,
+    whose access key id and session token are the credential, not the per-request signature).
+    `query` names a query parameter that carries the credential (Gemini's `key`).
+    """
+
+    headers: tuple[str, ...]
+    query: str | None = None
+
+    def credential(self, headers: Mapping[str, str], query: str, repeated: Collection[str] = ()) -> str | None:
+        """The credential, or None when the request carries none (or only empty ones).
+
+        Raises `AmbiguousCredential` when a credential header appears more than once (`repeated`
+        names the headers that did) or two places carry different credentials."""
+        found: str | None = None
+        for name in self.headers:
+            value = headers.get(name)
+            if name in repeated:
+                raise AmbiguousCredential(f"the {name} header appears more than once")
+            if value and name == "authorization":  # inline: this runs on every request
+                value = value[7:].strip() if value[:7].lower() == "bearer " else _other_scheme(value, headers)
+            if not value:
+                continue
+            if found is not None and value != found:
+                raise AmbiguousCredential(f"two different credentials ({', '.join(self.sources)})")
+            found = value
+        if self.query is not None and f"{self.query}=" in query:
+            values = {value for name, value in parse_qsl(query) if name == self.query and value}
+            if len(values) > 1 or (values and found is not None and found not in values):
+                raise AmbiguousCredential(f"two different credentials ({', '.join(self.sources)})")
+            if values:
+                found = values.pop()
+        return found or None
+
+    def header(self, api_key: str) -> tuple[str, str]:
+        """The header that presents `api_key` to this family: its first credential header."""
+        name = self.headers[0]
+        return (name, f"Bearer {api_key}") if name == "authorization" else (name, api_key)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.headers + ((f"{self.query}=",) if self.query else ())
+
+
+def _other_scheme(value: str, headers: Mapping[str, str]) -> str:
+    """The credential in a non-Bearer `authorization` value: SigV4's key id and session token, or
+    the whole value for any other scheme."""
+    if value.startswith(_SIGV4):  # the signature changes on every request, the key id does not
+        found = _SIGV4_KEY_ID.search(value)
+        if found is None:
+            return value
+        # A temporary credential's session token is secret; a long-term key id alone is not.
+        return f"aws:{found.group(1)}:{headers.get('x-amz-security-token') or ''}"
+    return value
+
+
+OPENAI = Auth(("authorization",))
+"""OpenAI and OpenAI-compatible servers: `Authorization: Bearer <key>`."""
+AZURE = Auth(("api-key", "authorization"))
+"""Azure OpenAI: `api-key`, or `Authorization: Bearer` with a Microsoft Entra token."""
+ANTHROPIC = Auth(("x-api-key", "authorization"))
+"""Anthropic: `x-api-key`, or `Authorization: Bearer` with an OAuth token (the SDK's `auth_token`)."""
+GEMINI = Auth(("x-goog-api-key", "authorization"), query="key")
+"""Gemini: `x-goog-api-key` or `?key=`, or `Authorization: Bearer` with an OAuth token (Vertex AI)."""
+BEDROCK = Auth(("authorization",))
+"""Bedrock: a SigV4 signature (access key id and session token), or a Bedrock API key as a Bearer token."""
+
+AUTH: Mapping[str, Auth] = {
+    "openai": OPENAI,
+    "azure": AZURE,
+    "anthropic": ANTHROPIC,
+    "gemini": GEMINI,
+    "bedrock": BEDROCK,
+}
+"""Family -> where its credential is."""
+
+CREDENTIAL_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(name for auth in AUTH.values() for name in auth.headers))
+"""Every header any family reads a credential from (lower case)."""
+
+
+def without_query_credential(query: str) -> str:
+    """`query` without the credential a query string may carry (Gemini's `key=`)."""
+    name = GEMINI.query
+    if name is None or f"{name}=" not in query:
+        return query
+    return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != name])
+
+
+def auth_header(family: str, api_key: str) -> tuple[str, str]:
+    """The header that presents `api_key` to `family` (OpenAI's `Authorization: Bearer` for unknown ones)."""
+    return AUTH.get(family, OPENAI).header(api_key)
+
+
+# -- paths ----------------------------------------------------------------------------------------
+
+
+def suffix_pattern(suffix: str) -> re.Pattern[str]:
+    """Matches paths ending in `suffix` under any base path (OpenAI-compatible servers, proxies)."""
+    return re.compile(r"^(?:/.*)?" + re.escape(suffix) + r"/?$")
+
+
+def azure_pattern(suffix: str) -> re.Pattern[str]:
+    """Azure's `/openai/deployments/{deployment}/<suffix>` under any base path."""
+    return re.compile(r"^(?:/.*)?/openai/deployments/(?P<deployment>[^/]+)/" + re.escape(suffix) + r"/?$")
+
+
+def gemini_pattern(methods: str) -> re.Pattern[str]:
+    """`.../models/{model}:{method}` (also `tunedModels/`, Vertex `publishers/google/models/`)."""
+    return re.compile(r"^(?:/.*)?/(?:tunedModels|models)/(?P<model>[^/:]+):(?P<method>" + methods + r")/?$")
+
+
+def bedrock_pattern(action: str) -> re.Pattern[str]:
+    """Bedrock's `/model/{model id}/<action>` under any base path."""
+    return re.compile(r"^(?:/.*?)?/model/(?P<model>.+?)/" + re.escape(action) + r"/?$")
+
+
+ANTHROPIC_MESSAGES = "/v1/messages"
+"""The suffix of Anthropic's messages path (and of `.../count_tokens` beneath it)."""
+_ANTHROPIC_API = re.compile(r"^(?:/.*)?" + re.escape(ANTHROPIC_MESSAGES) + r"(?:/count_tokens)?/?$")
+_GEMINI_API = gemini_pattern(r"[A-Za-z]+")
+_AZURE_API = re.compile(r"^(?:/.*)?/openai/deployments/(?P<deployment>[^/]+)/")
+
+
+def api_of(path: str) -> Literal["openai", "anthropic", "gemini"]:
+    """The request format a path speaks: Anthropic messages, a Gemini `models/{m}:{method}` call,
+    or OpenAI's (Azure's deployments speak OpenAI's too)."""
+    if _ANTHROPIC_API.match(path):
+        return "anthropic"
+    if _GEMINI_API.match(path):
+        return "gemini"
+    return "openai"
+
+
+def is_azure(path: str) -> bool:
+    """An Azure OpenAI path: a deployment's (`/openai/deployments/{d}/...` under any base path) or
+    its v1 API's (`/openai/v1/...`)."""
+    return path.startswith("/openai/") or _AZURE_API.match(path) is not None
+
+
+def model_in_path(path: str) -> str | None:
+    """The model a path names: Gemini's `models/{model}:...` or an Azure deployment."""
+    found = _GEMINI_API.match(path) or _AZURE_API.match(path)
+    if found is None:
+        return None
+    return found.group("model") if found.re is _GEMINI_API else found.group("deployment")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+_ANTHROPIC_ERRORS = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_document(
+    family: str | None, status: int, message: str, code: str | None = None, kind: str | None = None
+) -> dict[str, Any]:
+    """An error shaped the way `family`'s API shapes errors (OpenAI's for any other), so SDKs raise
+    their usual exceptions. `code` and `kind` fill OpenAI's `code` and `type` fields."""
+    if family == "anthropic":
+        anthropic_kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": anthropic_kind, "message": message}}
+    if family == "gemini":
+        return {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
+    kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+# -- environment references in config values ------------------------------------------------------
+
+ENV_PREFIX = "os.environ/"
+_ENV_WHOLE = re.compile(r"^os\.environ/(\S+)$")
+_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class UnsetVariable(LookupError):
+    """A config value names an environment variable that is not set (and gives no fallback)."""
+
+    def __init__(self, name: str, reference: str) -> None:
+        super().__init__(name)
+        self.name = name
+        self.reference = reference
+        """How the value wrote it: `os.environ/NAME` or `${NAME}`."""
+
+
+def expand_env(value: str, env: Mapping[str, str]) -> str:
+    """`value` with its environment references replaced: `os.environ/NAME` (LiteLLM's syntax, the
+    whole value) and `${NAME}` / `${NAME:-default}` (anywhere in it). One pass: text read from the
+    environment is never expanded again. Raises `UnsetVariable`."""
+    whole = _ENV_WHOLE.match(value.strip())
+    if whole:
+        name = whole.group(1)
+        if name not in env:
+            raise UnsetVariable(name, f"{ENV_PREFIX}{name}")
+        return env[name]
+    if "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise UnsetVariable(name, f"${{{name}}}")
+
+    return _ENV_INLINE.sub(replace, value)
+
+
+__all__ = [
+    "ANTHROPIC",
+    "ANTHROPIC_MESSAGES",
+    "AUTH",
+    "AZURE",
+    "BEDROCK",
+    "CREDENTIAL_HEADERS",
+    "ENV_PREFIX",
+    "GEMINI",
+    "OPENAI",
+    "AmbiguousCredential",
+    "Auth",
+    "Family",
+    "UnsetVariable",
+    "api_of",
+    "auth_header",
+    "azure_pattern",
+    "bedrock_pattern",
+    "error_document",
+    "expand_env",
+    "gemini_pattern",
+    "is_azure",
+    "model_in_path",
+    "suffix_pattern",
+    "without_query_credential",
+]

@@ -1,0 +1,141 @@
+"""What the cache adds to a request on its way upstream, and the upstreams that refused an addition.
+
+Two additions: stream usage capture (the provider's `capture_body`, applied when the request is
+prepared) and provider-native prompt caching (hints, and Gemini cachedContents, applied by
+`upstream_body` on a miss). An upstream that answers 400 naming an addition gets the request once
+more without it; once that succeeds, the addition is not made for that upstream again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import orjson
+
+from .keys import parse_body
+from .prompt_caching import REFUSALS, CachedContents, PromptCaching, SideCall, refused_cached_content
+from .providers import Endpoint
+from .stores.base import Store
+from .types import UPSTREAM_HEADER, CacheRequest
+
+logger = logging.getLogger("llm_cache.middleware")
+
+STREAM_USAGE = "stream usage capture"
+PROMPT_CACHE_HINTS = "prompt-caching hints"
+_USAGE_WORDS = (b"stream_options", b"include_usage")
+_HINT_WORDS = (b"cache_control", b"prompt_cache_key", b"prompt_cache_retention", b"cachepoint")
+"""Words of a 400's body that name what the cache added (usage capture, prompt-caching hints)."""
+
+
+_MEMO_LIMIT = 1024
+"""Most upstreams whose refusals are remembered."""
+
+
+def _upstream_of(headers: Mapping[str, str], endpoint: Endpoint) -> str:
+    """The upstream a refusal is remembered for: the URL the driver names (transports, gateway, a
+    `CacheMiddleware` given `upstream`), else the request's host and endpoint."""
+    return headers.get(UPSTREAM_HEADER) or f"{headers.get('host') or ''} {endpoint.name}"
+
+
+class Additions:
+    """The additions of one Cache, and the refusals it remembers."""
+
+    def __init__(self, prompt_caching: PromptCaching, store: Store, key_prefix: str) -> None:
+        self._prompt_caching = prompt_caching if prompt_caching.enabled else None
+        self._cached_contents = (
+            CachedContents(prompt_caching.gemini, store, key_prefix) if prompt_caching.gemini.cached_contents else None
+        )
+        self._refusals: dict[str, frozenset[str]] = {}
+        """Upstream (host and endpoint) -> the additions it refused with a 400 (`retry_body`)."""
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether `upstream_body` may change a body (prompt caching is on)."""
+        return self._prompt_caching is not None
+
+    async def upstream_body(self, request: CacheRequest, side_call: SideCall | None = None) -> bytes:
+        """The body to send upstream on a miss: `forward_body`, with the provider's prompt-caching
+        hints added when `prompt_caching` asks for them (the key was computed before, from the
+        caller's body). `side_call` lets Gemini's cachedContents be created through the driver's own
+        way upstream. The plan runs it once per call, and `retry_body` on a refusal."""
+        body = request.forward_body
+        caching = self._prompt_caching
+        if caching is None or not self.accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
+            return body
+        endpoint = request.endpoint
+        try:
+            parsed = parse_body(body)[0]  # parsed again (and only) on the way upstream: hits never pay for it
+            changes = caching.rewrite(endpoint.family, endpoint.name, parsed)
+            contents = self._cached_contents
+            if contents is not None and side_call is not None and endpoint.family == "gemini":
+                named = await contents.rewrite(request.path, request.query, request.headers, parsed, side_call)
+                if named is not None:
+                    request.cached_content = named
+                    changes.append("gemini_cached_content")
+            rewritten = orjson.dumps(parsed) if changes else body
+        except Exception:  # fail open: the request goes out as the caller wrote it
+            logger.warning("prompt-caching rewrite failed; sending the request as written", exc_info=True)
+            request.cached_content = None
+            return body
+        if changes and request.call is not None:
+            request.call.prompt_caching(changes)
+        request.hinted = any(change != "gemini_cached_content" for change in changes)
+        return rewritten
+
+    def may_retry(self, request: CacheRequest, status: int) -> bool:
+        """Whether an answer with `status` may refuse something the cache added to the request: if so,
+        the plan reads its (small, error) body and asks `retry_body`."""
+        if request.cached_content is not None and status in REFUSALS:
+            return True
+        return status == 400 and (request.captured or request.hinted)
+
+    async def retry_body(self, request: CacheRequest, status: int, error: bytes) -> bytes | None:
+        """The body to send once more when the provider refused what the cache added: a cachedContent
+        it no longer has (the handle is forgotten), or a field it does not know (`stream_options`,
+        `cache_control`, ...: the refusal is remembered for this upstream, so it is not added again).
+        None: relay the answer as it is (the request itself was refused, and would be again)."""
+        named = request.cached_content
+        if named is not None and self._cached_contents is not None and refused_cached_content(status, error):
+            request.cached_content = None
+            await self._cached_contents.forget(named)
+            return request.forward_body
+        if status != 400:
+            return None
+        lowered = error.lower()
+        for addition, words in ((STREAM_USAGE, _USAGE_WORDS), (PROMPT_CACHE_HINTS, _HINT_WORDS)):
+            added = request.captured if addition is STREAM_USAGE else request.hinted
+            if added and any(word in lowered for word in words):
+                request.captured = request.hinted = False
+                request.refused = addition  # remembered once the request succeeds without it (`refused`)
+                return request.caller_body
+        return None
+
+    def refused(self, request: CacheRequest, status: int) -> bool:
+        """The answer to a request sent again without what the upstream named in its 400: a success
+        proves the addition was the problem, so it is not added for this upstream again. (Remembered
+        only then: a caller whose own malformed field the upstream names cannot switch it off for all.)
+        True when a refusal was remembered."""
+        addition, request.refused = request.refused, None
+        if addition is None or not 200 <= status < 300:
+            return False
+        self._refuse(request.headers, request.endpoint, addition)
+        logger.warning(
+            "upstream %s refused the %s the cache adds; sending without it from now on",
+            _upstream_of(request.headers, request.endpoint),
+            addition,
+        )
+        return True
+
+    def accepts(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> bool:
+        refused = self._refusals.get(_upstream_of(headers, endpoint))
+        return refused is None or addition not in refused
+
+    def _refuse(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> None:
+        upstream = _upstream_of(headers, endpoint)
+        if len(self._refusals) >= _MEMO_LIMIT and upstream not in self._refusals:
+            self._refusals.clear()
+        self._refusals[upstream] = self._refusals.get(upstream, frozenset()) | {addition}
+
+
+__all__ = ["PROMPT_CACHE_HINTS", "STREAM_USAGE", "Additions"]

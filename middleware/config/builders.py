@@ -1,0 +1,142 @@
+"""Live objects from settings: stores (imported lazily by name, so a missing optional back-end is a
+config error, not an import error at start-up), the semantic cache and the `Cache`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..engine import Cache
+from .errors import ConfigError, describe
+from .schema import CacheConfig, GatewayConfig, OpenAIEmbedderConfig, RedisIndexConfig, SemanticConfig
+
+
+def build_semantic(settings: SemanticConfig | None) -> Any:
+    """A `SemanticCache` from `cache.semantic`, or None when there is none (or it is disabled)."""
+    if settings is None or not settings.enabled:
+        return None
+    try:
+        from ..semantic import (
+            InProcessIndex,
+            OpenAIEmbedder,
+            RedisVectorIndex,
+            SemanticCache,
+            SentenceTransformerEmbedder,
+        )
+    except ImportError as error:
+        raise ConfigError(
+            f"cache.semantic: needs the semantic extra ({error.name} is missing): "
+            "pip install 'llm-cache-middleware[semantic-local]'"
+        ) from None
+    embedder_settings = settings.embedder
+    embedder: Any
+    if isinstance(embedder_settings, OpenAIEmbedderConfig):
+        embedder = OpenAIEmbedder(
+            embedder_settings.base_url,
+            embedder_settings.model,
+            api_key=embedder_settings.api_key,
+            timeout=embedder_settings.timeout,
+        )
+    else:
+        embedder = SentenceTransformerEmbedder(embedder_settings.model)
+    index_settings = settings.index
+    index: Any
+    if isinstance(index_settings, RedisIndexConfig):
+        index = RedisVectorIndex(index_settings.url, index_name=index_settings.index_name, prefix=index_settings.prefix)
+    else:
+        index = InProcessIndex(index_settings.max_entries)
+    return SemanticCache(
+        embedder,
+        index,
+        threshold=settings.threshold,
+        guard=settings.guard,
+        candidates=settings.candidates,
+        max_text_chars=settings.max_text_chars,
+        timeout=settings.timeout,
+    )
+
+
+_STORE_CLASSES = {
+    "memory": ("llm_cache.middleware.stores.memory", "MemoryStore", None),
+    "disk": ("llm_cache.middleware.stores.disk", "DiskStore", None),
+    "redis": ("llm_cache.middleware.stores.redis", "RedisStore", None),
+    "redis-cluster": ("llm_cache.middleware.stores.redis", "RedisClusterStore", None),
+    "redis-sentinel": ("llm_cache.middleware.stores.redis", "RedisSentinelStore", None),
+    "tiered": ("llm_cache.middleware.stores.tiered", "TieredStore", None),
+    "dual_cache": ("llm_cache.middleware.stores.tiered", "TieredStore", None),
+    "s3": ("llm_cache.middleware.stores.s3", "S3Store", "s3"),
+    "memcached": ("llm_cache.middleware.stores.memcached", "MemcachedStore", "memcached"),
+}
+
+
+def store_class(kind: str) -> Any:
+    module_name, class_name, extra = _STORE_CLASSES[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        missing = getattr(error, "name", None) or str(error)
+        if missing and missing.startswith("llm_cache"):
+            raise ConfigError(
+                f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not available in this version"
+            ) from None
+        hint = f" (pip install 'llm-cache-middleware[{extra}]')" if extra else ""
+        raise ConfigError(f"cache.store.type: {kind!r} needs the package {missing!r}{hint}") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(
+            f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not available in this version"
+        )
+    return cls
+
+
+def _host_port(node: str, field: str) -> tuple[str, int]:
+    host, _, port = node.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{field}: expected 'host:port', got {node!r}")
+    return host, int(port)
+
+
+def build_store(settings: Any) -> Any:
+    """A live store from a `StoreConfig` (or the equivalent mapping)."""
+    if isinstance(settings, Mapping):
+        try:
+            settings = CacheConfig.model_validate({"store": dict(settings)}).store
+        except ValidationError as error:
+            raise ConfigError(describe(error, "<store>", "native")) from None
+    kind = settings.type
+    cls = store_class(kind)
+    options = settings.model_dump(exclude={"type"}, exclude_none=True)
+    try:
+        if kind in ("tiered", "dual_cache"):
+            options.pop("l1", None)
+            options.pop("l2", None)
+            return cls(build_store(settings.l1), build_store(settings.l2), **options)
+        if kind == "redis-cluster" and "startup_nodes" in options:
+            options["startup_nodes"] = [_host_port(n, "cache.store.startup_nodes") for n in options["startup_nodes"]]
+        if kind == "redis-sentinel":
+            sentinels = [_host_port(n, "cache.store.sentinels") for n in options.pop("sentinels")]
+            return cls(options.pop("service_name"), sentinels, **options)
+        if kind == "s3":
+            return cls(options.pop("bucket"), **options)
+        return cls(**options)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, OSError) as error:
+        raise ConfigError(f"cache.store ({kind}): {error}") from None
+
+
+def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any = None) -> Any:
+    """A `Cache` from the `cache:` settings; `store` overrides the configured one."""
+    if isinstance(settings, GatewayConfig):
+        settings = settings.cache
+    if settings is None:
+        settings = CacheConfig.model_validate({})
+    if store is None:
+        store = build_store(settings.store)
+    try:
+        return Cache(store, semantic=build_semantic(settings.semantic), **settings.engine_settings())
+    except ValidationError as error:
+        raise ConfigError(describe(error, "cache", "native")) from None

@@ -1,0 +1,363 @@
+"""The two foreign dialects a config file may be written in, translated to the native settings.
+
+- guide: `cache_responses` + a `caching: {type: in-memory|disk|redis|s3|dual_cache, ...}` block;
+- litellm: a LiteLLM proxy file (`litellm_settings: {cache: true, cache_params: {...}}`, `model_list`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from .errors import ConfigError
+
+
+def detect_dialect(data: Mapping[str, Any], where: str = "<config>") -> str:
+    native = {"cache", "upstreams", "server", "admin_key", "auth"} & data.keys()
+    guide = {"caching", "cache_responses"} & data.keys()
+    litellm = {"litellm_settings", "general_settings", "router_settings"} & data.keys()
+    found = [name for name, keys in (("native", native), ("guide", guide), ("litellm", litellm)) if keys]
+    if len(found) > 1:
+        raise ConfigError(
+            f"{where}: mixes config dialects ({', '.join(found)}): use either the native "
+            "'cache:' section, the guide's 'caching:' block or LiteLLM's 'litellm_settings:', "
+            "not several"
+        )
+    if found:
+        return found[0]
+    return "litellm" if "model_list" in data else "native"
+
+
+_GUIDE_TOP = {"cache_responses", "caching", "proxy", "model_list", "router", "cache_control_injection_points"}
+_GUIDE_CACHING = {
+    "type",
+    "host",
+    "port",
+    "password",
+    "url",
+    "ttl",
+    "key_prefix",
+    "l1",
+    "l2",
+    "similarity_threshold",
+    "params",
+    "key_builder",
+    "distributed_lock",
+    "lock_ttl",
+    "lock_wait",
+}
+_GUIDE_TYPES = {
+    "in-memory": "memory",
+    "memory": "memory",
+    "local": "memory",
+    "disk": "disk",
+    "redis": "redis",
+    "s3": "s3",
+    "dual_cache": "tiered",
+}
+_REDIS_SEMANTIC = ("redis_semantic", "redis-semantic")
+_QDRANT = "Qdrant is not supported as a vector index; use redis-semantic (Redis Stack) or cache.semantic"
+
+
+def _semantic_redis(store: Mapping[str, Any], threshold: Any, where: str, path: str) -> dict[str, Any]:
+    """`cache.semantic` for a `redis-semantic` type: vectors in the same Redis as the answers (it needs
+    RediSearch, so a standalone server or primary: not a Cluster or a Sentinel set)."""
+    if store.get("type", "redis") != "redis":
+        raise ConfigError(
+            f"{where}: {path}.type: redis-semantic needs a standalone Redis with RediSearch "
+            f"(Redis Stack or Redis 8), not {store['type']}"
+        )
+    url = store.get("url")
+    if not url:
+        user = quote(str(store["username"]), safe="") if store.get("username") else ""
+        password = f":{quote(str(store['password']), safe='')}" if store.get("password") else ""
+        auth = f"{user}{password}@" if user or password else ""
+        scheme = "rediss" if store.get("ssl") else "redis"
+        url = f"{scheme}://{auth}{store.get('host', '127.0.0.1')}:{store.get('port', 6379)}/{store.get('db', 0)}"
+    semantic: dict[str, Any] = {"index": {"type": "redis", "url": url}}
+    if threshold is not None:
+        semantic["threshold"] = threshold
+    return semantic
+
+
+def _guide_store(block: Mapping[str, Any], where: str, path: str, allow_tiered: bool = True) -> dict[str, Any]:
+    kind = block.get("type", "in-memory")
+    if kind in ("qdrant_semantic", "qdrant-semantic"):
+        raise ConfigError(f"{where}: {path}.type: {kind!r}: {_QDRANT}")
+    if kind in _REDIS_SEMANTIC and allow_tiered:
+        kind = "redis"  # the answers; the vectors go to the same server (see _from_guide)
+    mapped = _GUIDE_TYPES.get(kind) if isinstance(kind, str) else None
+    if mapped is None or (mapped == "tiered" and not allow_tiered):
+        allowed = [t for t in _GUIDE_TYPES if allow_tiered or t != "dual_cache"]
+        raise ConfigError(f"{where}: {path}.type: {kind!r} is not a cache type; allowed: {', '.join(allowed)}")
+    params = block.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: {path}.params: expected a mapping")
+    store: dict[str, Any] = {"type": mapped}
+    if mapped == "memory":
+        capacity = block.get("capacity", params.get("capacity"))
+        if capacity is not None:
+            store["max_entries"] = capacity
+    elif mapped == "disk":
+        directory = params.get("directory", params.get("disk_cache_dir", block.get("directory")))
+        if directory is not None:
+            store["directory"] = directory
+    elif mapped == "redis":
+        for name in ("url", "host", "port", "password"):
+            if block.get(name) is not None:
+                store[name] = block[name]
+        for name in ("username", "db", "ssl", "timeout"):
+            if params.get(name) is not None:
+                store[name] = params[name]
+    elif mapped == "s3":
+        bucket = params.get("bucket", params.get("s3_bucket_name"))
+        if bucket is None:
+            raise ConfigError(f"{where}: {path}.params.bucket: required for type s3")
+        store["bucket"] = bucket
+        for ours, theirs in (("region", "s3_region_name"), ("endpoint_url", "s3_endpoint_url"), ("prefix", "s3_path")):
+            value = params.get(ours, params.get(theirs))
+            if value is not None:
+                store[ours] = value
+    else:
+        for level in ("l1", "l2"):
+            if not isinstance(block.get(level), dict):
+                raise ConfigError(f"{where}: {path}.{level}: dual_cache needs an '{level}:' block with its own type")
+        store["l1"] = _guide_store(block["l1"], where, f"{path}.l1", allow_tiered=False)
+        store["l2"] = _guide_store(block["l2"], where, f"{path}.l2", allow_tiered=False)
+        if block["l1"].get("ttl") is not None:
+            store["l1_max_ttl"] = block["l1"]["ttl"]
+    return store
+
+
+def from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
+    unknown = set(data) - _GUIDE_TOP
+    if unknown:
+        raise ConfigError(
+            f"{where}: {sorted(unknown)[0]}: unknown top-level key in a 'caching:' config; "
+            f"allowed: {', '.join(sorted(_GUIDE_TOP))}"
+        )
+    block = data.get("caching") or {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: caching: expected a mapping such as {{type: redis, host: ..., port: ...}}")
+    unknown = set(block) - _GUIDE_CACHING
+    if unknown:
+        raise ConfigError(
+            f"{where}: caching.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(_GUIDE_CACHING))}"
+        )
+    cache: dict[str, Any] = {"store": _guide_store(block, where, "caching")}
+    enabled = data.get("cache_responses", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: cache_responses: expected true or false, got {enabled!r}")
+    cache["enabled"] = enabled
+    if block.get("type") in _REDIS_SEMANTIC:
+        cache["semantic"] = _semantic_redis(cache["store"], block.get("similarity_threshold"), where, "caching")
+    elif "similarity_threshold" in block:
+        notes.append("caching.similarity_threshold ignored: exact matching only (use type redis-semantic)")
+    ttl = block.get("ttl")
+    if ttl is None and isinstance(block.get("l2"), dict):
+        ttl = block["l2"].get("ttl")
+    if ttl is not None:
+        cache["ttl"] = ttl
+    for name in ("key_prefix", "key_builder", "distributed_lock", "lock_ttl", "lock_wait"):
+        if block.get(name) is not None:
+            cache[name] = block[name]
+    points = data.get("cache_control_injection_points")
+    if points is not None:
+        if not isinstance(points, list):
+            raise ConfigError(
+                f"{where}: cache_control_injection_points: expected a list such as "
+                "[{location: message, role: system}]"
+            )
+        cache["prompt_caching"] = {"anthropic": {"mode": "breakpoints", "points": points}}
+    out: dict[str, Any] = {"cache": cache}
+    proxy = data.get("proxy")
+    if proxy is not None:
+        if not isinstance(proxy, dict):
+            raise ConfigError(f"{where}: proxy: expected a mapping with host and port")
+        out["server"] = {k: proxy[k] for k in ("host", "port", "workers") if k in proxy}
+    for name in ("model_list", "router"):
+        if name in data:
+            out[name] = data[name]
+    return out
+
+
+_LITELLM_TYPES = {
+    "local": "memory",
+    "in-memory": "memory",
+    "redis": "redis",
+    "s3": "s3",
+    "disk": "disk",
+    "redis-cluster": "redis-cluster",
+}
+_LITELLM_USED = {
+    "type",
+    "host",
+    "port",
+    "password",
+    "username",
+    "url",
+    "ssl",
+    "ttl",
+    "namespace",
+    "mode",
+    "default_in_memory_ttl",
+    "default_in_redis_ttl",
+    "redis_startup_nodes",
+    "startup_nodes",
+    "service_name",
+    "sentinel_nodes",
+    "sentinel_password",
+    "s3_bucket_name",
+    "s3_region_name",
+    "s3_endpoint_url",
+    "s3_aws_access_key_id",
+    "s3_aws_secret_access_key",
+    "s3_aws_session_token",
+    "s3_path",
+    "disk_cache_dir",
+    "max_size_in_memory",
+    "supported_call_types",
+    "similarity_threshold",
+    "redis_semantic_cache_embedding_model",
+}
+
+
+def _nodes(value: Any) -> list[str]:
+    nodes = []
+    for node in value or []:
+        if isinstance(node, dict):
+            nodes.append(f"{node.get('host')}:{node.get('port', 6379)}")
+        elif isinstance(node, (list, tuple)) and len(node) == 2:
+            nodes.append(f"{node[0]}:{node[1]}")
+        else:
+            nodes.append(str(node))
+    return nodes
+
+
+def from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Mapping[str, str]) -> dict[str, Any]:
+    settings = data.get("litellm_settings") or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: litellm_settings: expected a mapping")
+    params = settings.get("cache_params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: litellm_settings.cache_params: expected a mapping")
+    enabled = settings.get("cache", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: litellm_settings.cache: expected true or false, got {enabled!r}")
+    path = "litellm_settings.cache_params"
+    kind = params.get("type", "redis" if params.get("host") or params.get("url") else "local")
+    semantic = kind in _REDIS_SEMANTIC
+    if semantic:
+        kind = "redis"
+    elif isinstance(kind, str) and "semantic" in kind:
+        raise ConfigError(f"{where}: {path}.type: {kind!r}: {_QDRANT}")
+    if kind == "redis" and (params.get("sentinel_nodes") or params.get("service_name")):
+        kind = "redis-sentinel"
+    elif kind == "redis" and (params.get("redis_startup_nodes") or params.get("startup_nodes")):
+        kind = "redis-cluster"
+    mapped = _LITELLM_TYPES.get(kind, "redis-sentinel" if kind == "redis-sentinel" else None)
+    if mapped is None:
+        raise ConfigError(
+            f"{where}: {path}.type: {kind!r} is not supported; allowed: {', '.join(sorted(_LITELLM_TYPES))}"
+        )
+    store: dict[str, Any] = {"type": mapped}
+    if mapped == "memory":
+        if params.get("max_size_in_memory") is not None:
+            store["max_entries"] = params["max_size_in_memory"]
+    elif mapped == "disk":
+        if params.get("disk_cache_dir") is not None:
+            store["directory"] = params["disk_cache_dir"]
+    elif mapped.startswith("redis"):
+        # LiteLLM falls back to REDIS_* environment variables when cache_params leaves them out.
+        fallbacks = {
+            "url": "REDIS_URL",
+            "host": "REDIS_HOST",
+            "port": "REDIS_PORT",
+            "password": "REDIS_PASSWORD",
+            "username": "REDIS_USERNAME",
+        }
+        for name, variable in fallbacks.items():
+            value = params.get(name, env.get(variable))
+            if value is None or (mapped != "redis" and name in ("url", "host", "port")):
+                continue
+            store[name] = value
+        if params.get("ssl") is not None:
+            store["ssl"] = params["ssl"]
+        if mapped == "redis-cluster":
+            store["startup_nodes"] = _nodes(params.get("redis_startup_nodes") or params.get("startup_nodes"))
+        if mapped == "redis-sentinel":
+            store["service_name"] = params.get("service_name")
+            store["sentinels"] = _nodes(params.get("sentinel_nodes"))
+            if params.get("sentinel_password") is not None:
+                store["sentinel_password"] = params["sentinel_password"]
+    else:
+        store["bucket"] = params.get("s3_bucket_name")
+        for ours, theirs in (
+            ("region", "s3_region_name"),
+            ("endpoint_url", "s3_endpoint_url"),
+            ("aws_access_key_id", "s3_aws_access_key_id"),
+            ("aws_secret_access_key", "s3_aws_secret_access_key"),
+            ("aws_session_token", "s3_aws_session_token"),
+            ("prefix", "s3_path"),
+        ):
+            if params.get(theirs) is not None:
+                store[ours] = params[theirs]
+    cache: dict[str, Any] = {"enabled": enabled, "store": store}
+    if semantic:
+        cache["semantic"] = _semantic_redis(store, params.get("similarity_threshold"), where, path)
+        if params.get("redis_semantic_cache_embedding_model") is not None:
+            notes.append(
+                f"{path}.redis_semantic_cache_embedding_model ignored: the local all-MiniLM-L6-v2 embeds; "
+                "set cache.semantic.embedder in a native file for another"
+            )
+    ttl = params.get("ttl", params.get("default_in_redis_ttl", params.get("default_in_memory_ttl")))
+    if ttl is not None:
+        cache["ttl"] = ttl
+    if params.get("namespace"):
+        cache["key_prefix"] = f"{params['namespace']}:"
+    mode = params.get("mode")
+    if mode is not None:
+        if mode not in ("default_on", "default_off"):
+            raise ConfigError(f"{where}: {path}.mode: {mode!r}; allowed: default_on, default_off")
+        cache["mode"] = "opt_in" if mode == "default_off" else "default"
+    if params.get("supported_call_types") is not None:
+        notes.append(f"{path}.supported_call_types ignored: every LLM endpoint the gateway serves is cached")
+    for name in sorted(set(params) - _LITELLM_USED):
+        notes.append(f"{path}.{name} ignored: not supported by llm-cache")
+    out: dict[str, Any] = {"cache": cache, **_litellm_general(data.get("general_settings"), where, notes)}
+    for name in ("model_list",):
+        if name in data:
+            out[name] = data[name]
+    if isinstance(data.get("router_settings"), dict):
+        out["router"] = data["router_settings"]
+    return out
+
+
+_LITELLM_GENERAL_USED = {"master_key", "max_request_size_mb"}
+
+
+def _litellm_general(general: Any, where: str, notes: list[str]) -> dict[str, Any]:
+    """`general_settings`: the master key guards the LLM routes and the management endpoints, as in
+    LiteLLM; `max_request_size_mb` becomes `server.max_request_bytes`."""
+    if general is None:
+        return {}
+    if not isinstance(general, dict):
+        raise ConfigError(f"{where}: general_settings: expected a mapping")
+    out: dict[str, Any] = {}
+    master = general.get("master_key")
+    if master is not None:
+        if not isinstance(master, str) or not master.strip():
+            raise ConfigError(f"{where}: general_settings.master_key: expected a non-empty string")
+        out["admin_key"] = master
+        out["auth"] = {"keys": [master]}
+    size = general.get("max_request_size_mb")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not size > 0:
+            raise ConfigError(
+                f"{where}: general_settings.max_request_size_mb: expected a positive number, got {size!r}"
+            )
+        out["server"] = {"max_request_bytes": max(1, int(size * 1024 * 1024))}
+    for name in sorted(set(general) - _LITELLM_GENERAL_USED):
+        notes.append(f"general_settings.{name} ignored: not supported by llm-cache")
+    return out

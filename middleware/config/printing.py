@@ -1,0 +1,43 @@
+"""The settings a gateway runs with, printable: secrets masked, defaults filled in."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .schema import FAMILIES, GatewayConfig
+
+SECRET_FIELDS = re.compile(r"(password|secret|api_key|admin_key|master_key|token|access_key|^keys$)", re.IGNORECASE)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        ordered = sorted(value.items(), key=lambda item: item[0] != "type")  # the type first
+        return {k: _drop_none(v) for k, v in ordered if v is not None}
+    return value
+
+
+def masked(value: Any, key: str = "") -> Any:
+    """A copy with every secret-looking field replaced by '****' (unset secrets stay null)."""
+    if isinstance(value, dict):
+        return {k: masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, key) for v in value]
+    if isinstance(value, str) and key and SECRET_FIELDS.search(key):
+        return "****"
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1****@", value)  # passwords inside URLs
+    return value
+
+
+def effective_settings(config: GatewayConfig) -> dict[str, Any]:
+    """The settings a gateway would run with, secrets masked, upstream defaults filled in."""
+    data = config.model_dump(mode="json")
+    data["cache"]["store"] = _drop_none(data["cache"]["store"])
+    for family in FAMILIES:
+        data["upstreams"][family]["base_url"] = config.upstreams.base_url(family)
+    if data["cache"]["store"]["type"] == "disk" and data["cache"]["store"].get("directory") is None:
+        from ..stores.disk import default_cache_dir
+
+        data["cache"]["store"]["directory"] = str(default_cache_dir())
+    return masked(data)

@@ -1,0 +1,308 @@
+"""The gateway's settings as pydantic models: what a native config file may say.
+
+`CacheConfig` is the engine's own `CacheSettings` plus where the cache keeps its entries, so every
+engine setting can be set from a file and both refuse the same values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..keys import resolve_key_builder, validate_scope
+from ..settings import CacheSettings
+
+FAMILIES = ("openai", "anthropic", "gemini", "azure")
+DEFAULT_UPSTREAMS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- stores ---------------------------------------------------------------------------------------
+
+
+class MemoryStoreConfig(_Model):
+    type: Literal["memory"]
+    max_entries: int = Field(default=10_000, gt=0)
+    max_bytes: int | None = Field(default=256 * 1024 * 1024, gt=0)
+
+
+class DiskStoreConfig(_Model):
+    type: Literal["disk"]
+    directory: str | None = Field(default=None, description="Default: the user's cache directory.")
+    size_limit: int = Field(default=1024**3, gt=0)
+
+
+class _RedisCommon(_Model):
+    username: str | None = None
+    password: str | None = None
+    ssl: bool | None = None
+    prefix: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    connect_timeout: float | None = Field(default=None, gt=0)
+    max_connections: int | None = Field(default=None, gt=0)
+    failure_threshold: int | None = Field(default=None, gt=0)
+    cooldown: float | None = Field(default=None, gt=0)
+
+
+class RedisStoreConfig(_RedisCommon):
+    type: Literal["redis"]
+    url: str | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    db: int | None = Field(default=None, ge=0)
+
+
+class RedisClusterStoreConfig(_RedisCommon):
+    type: Literal["redis-cluster"]
+    url: str | None = None
+    startup_nodes: list[str] | None = Field(default=None, description="'host:port' strings.")
+
+
+class RedisSentinelStoreConfig(_RedisCommon):
+    type: Literal["redis-sentinel"]
+    service_name: str
+    sentinels: list[str] = Field(min_length=1, description="'host:port' strings.")
+    sentinel_password: str | None = None
+    db: int | None = Field(default=None, ge=0)
+
+
+class S3StoreConfig(_Model):
+    type: Literal["s3"]
+    bucket: str
+    prefix: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    profile: str | None = None
+
+
+class MemcachedStoreConfig(_Model):
+    type: Literal["memcached"]
+    host: str | None = None
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    prefix: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    max_item_size: int | None = Field(default=None, gt=0)
+
+
+class TieredStoreConfig(_Model):
+    type: Literal["tiered", "dual_cache"]
+    l1: StoreConfig = Field(default_factory=lambda: MemoryStoreConfig(type="memory"))
+    l2: StoreConfig
+    l1_max_ttl: float | None = Field(default=None, gt=0)
+
+
+StoreConfig = Annotated[
+    Union[  # noqa: UP007 - a discriminated union reads better spelled out
+        MemoryStoreConfig,
+        DiskStoreConfig,
+        RedisStoreConfig,
+        RedisClusterStoreConfig,
+        RedisSentinelStoreConfig,
+        TieredStoreConfig,
+        S3StoreConfig,
+        MemcachedStoreConfig,
+    ],
+    Field(discriminator="type"),
+]
+TieredStoreConfig.model_rebuild()
+
+STORE_TYPES = ("memory", "disk", "redis", "redis-cluster", "redis-sentinel", "tiered", "dual_cache", "s3", "memcached")
+
+
+# -- semantic cache ----------------------------------------------------------------------------------
+
+
+class LocalEmbedderConfig(_Model):
+    type: Literal["local", "sentence-transformers"]
+    model: str | None = Field(default=None, description="A local model path; default: all-MiniLM-L6-v2, shipped.")
+
+
+class OpenAIEmbedderConfig(_Model):
+    type: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "text-embedding-3-small"
+    api_key: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class MemoryIndexConfig(_Model):
+    type: Literal["memory"]
+    max_entries: int = Field(default=100_000, gt=0)
+
+
+class RedisIndexConfig(_Model):
+    type: Literal["redis"]
+    url: str = "redis://127.0.0.1:6379/0"
+    index_name: str = "llm-cache-semantic"
+    prefix: str = "llm-cache:semantic:"
+
+
+EmbedderConfig = Annotated[LocalEmbedderConfig | OpenAIEmbedderConfig, Field(discriminator="type")]
+IndexConfig = Annotated[MemoryIndexConfig | RedisIndexConfig, Field(discriminator="type")]
+
+
+class SemanticConfig(_Model):
+    """`cache.semantic`: look misses up by meaning (see docs/semantic.md)."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.9, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
+    guard: bool = Field(default=True, description="Veto matches whose numbers, names, quotes or code differ.")
+    candidates: int = Field(default=4, gt=0)
+    max_text_chars: int = Field(default=1000, gt=0)
+    timeout: float = Field(default=2.0, gt=0)
+    embedder: EmbedderConfig = Field(default_factory=lambda: LocalEmbedderConfig(type="local"))
+    index: IndexConfig = Field(default_factory=lambda: MemoryIndexConfig(type="memory"))
+
+
+# -- cache, upstreams, server ---------------------------------------------------------------------
+
+
+class CacheConfig(CacheSettings):
+    """`cache`: the engine's settings (`CacheSettings`, every one of them) plus the store, the
+    semantic cache and a switch. Code values (a scope function, a key builder) are dotted paths here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    store: StoreConfig = Field(default_factory=lambda: DiskStoreConfig(type="disk"))
+    semantic: SemanticConfig | None = None
+    scope: str = Field(
+        default="credential",
+        description="'credential', 'shared', 'header:<name>', or a scope function's dotted path 'pkg.module:function'.",
+    )
+    key_builder: str | None = Field(default=None, description="Dotted path 'package.module:function'.")
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:  # the engine's rule; the file keeps the text it wrote
+        validate_scope(value)
+        return value
+
+    @field_validator("key_builder")
+    @classmethod
+    def _key_builder(cls, value: str | None) -> str | None:  # type: ignore[override]
+        if value is not None:
+            resolve_key_builder(value)  # import now, so a typo fails at load time
+        return value
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The keyword arguments `Cache(...)` takes for these settings."""
+        return {name: getattr(self, name) for name in CacheSettings.model_fields}
+
+
+class UpstreamConfig(_Model):
+    base_url: str | None = Field(default=None, description="As the provider's SDK writes it: https://api.openai.com/v1")
+    api_key: str | None = Field(default=None, description="Replaces the caller's credentials when set.")
+    timeout: float = Field(default=600.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#\\]*)?$", value):
+            raise ValueError(f"base_url must be an http:// or https:// URL without a query, got {value!r}")
+        if value is not None and any(part in (".", "..") for part in value.split("://", 1)[1].split("/")):
+            raise ValueError(f"base_url must not contain '.' or '..' segments, got {value!r}")
+        return value.rstrip("/") if value else value
+
+
+class UpstreamsConfig(_Model):
+    openai: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    anthropic: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    gemini: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    azure: UpstreamConfig = Field(default_factory=UpstreamConfig)
+
+    def base_url(self, family: str) -> str | None:
+        upstream: UpstreamConfig = getattr(self, family)
+        return upstream.base_url or DEFAULT_UPSTREAMS.get(family)
+
+
+class ServerConfig(_Model):
+    """`server`: where `serve` listens, uvicorn's own limits and the gateway's request limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=0, lt=65536)
+    workers: int = Field(default=1, gt=0)
+    max_request_bytes: int | None = Field(
+        default=None, gt=0, description="Larger request bodies are answered 413 (default: no cap, bodies stream)."
+    )
+    body_read_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for the next part of a request body before answering 408."
+    )
+    limit_concurrency: int | None = Field(default=None, gt=0, description="uvicorn: 503 beyond this many connections.")
+    limit_max_requests: int | None = Field(
+        default=None, gt=0, description="uvicorn: restart a worker after N requests."
+    )
+    timeout_keep_alive: float = Field(default=5.0, gt=0, description="uvicorn: close idle keep-alive connections.")
+    backlog: int = Field(default=2048, gt=0, description="uvicorn: the listening socket's backlog.")
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The keyword arguments `uvicorn.run` takes for these limits."""
+        options: dict[str, Any] = {"timeout_keep_alive": self.timeout_keep_alive, "backlog": self.backlog}
+        if self.limit_concurrency is not None:
+            options["limit_concurrency"] = self.limit_concurrency
+        if self.limit_max_requests is not None:
+            options["limit_max_requests"] = self.limit_max_requests
+        return options
+
+
+class AuthConfig(_Model):
+    """`auth`: the keys a client must present on the LLM routes (none: the routes are open)."""
+
+    keys: list[str] = Field(
+        default_factory=list,
+        description="Accepted client keys (Authorization: Bearer, x-api-key, api-key, x-goog-api-key, "
+        "x-litellm-api-key); write os.environ/NAME to read one from the environment.",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for i, key in enumerate(value):
+            if not key.strip():
+                raise ValueError(f"keys[{i}] is empty (an unset environment variable?)")
+        return value
+
+
+class GatewayConfig(_Model):
+    cache: CacheConfig = Field(default_factory=lambda: CacheConfig.model_validate({}))
+    admin_key: str | None = Field(default=None, description="Enables the /cache/* management endpoints.")
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    upstreams: UpstreamsConfig = Field(default_factory=UpstreamsConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    model_list: list[Any] | None = Field(default=None, description="Passed through to the router untouched.")
+    router: dict[str, Any] | None = Field(default=None, description="Passed through to the router untouched.")
+
+    # Not part of the file: where it came from and what was left out while translating it.
+    dialect: str = Field(default="native", exclude=True)
+    source: str | None = Field(default=None, exclude=True)
+    notes: list[str] = Field(default_factory=list, exclude=True)
+
+    def upstream_keys(self) -> list[str]:
+        """Where the config holds upstream API keys (field paths), which the gateway spends for its callers."""
+        found = [f"upstreams.{family}.api_key" for family in FAMILIES if getattr(self.upstreams, family).api_key]
+        found += _key_fields(self.model_list, "model_list") + _key_fields(self.router, "router")
+        return found
+
+
+def _key_fields(value: Any, path: str) -> list[str]:
+    """The paths of the `api_key` fields set anywhere in a router section."""
+    if isinstance(value, dict):
+        found = [f"{path}.{k}" for k, v in value.items() if k == "api_key" and v]
+        for k, v in value.items():
+            found += _key_fields(v, f"{path}.{k}")
+        return found
+    if isinstance(value, list):
+        return [field for i, item in enumerate(value) for field in _key_fields(item, f"{path}[{i}]")]
+    return []

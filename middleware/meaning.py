@@ -1,0 +1,140 @@
+"""The engine's side of the semantic cache (`llm_cache.middleware.semantic`): a miss looked up by
+meaning, a stored answer indexed by meaning. Every failure here fails open: the request goes upstream,
+or the answer is simply not indexed, and the error is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .entry import Entry
+from .keys import DEFAULT_NAMESPACE
+from .settings import CacheSettings, CacheStats
+from .types import CacheRequest, Lookup, Meaning, Outcome
+
+if TYPE_CHECKING:
+    from .semantic import SemanticCache
+    from .telemetry import Telemetry
+
+ContextKey = Callable[[CacheRequest, dict[str, Any], str], str]
+"""The full key a request would have with another body (its context) in a namespace."""
+
+
+class Meanings:
+    """Semantic lookup and indexing for one Cache."""
+
+    def __init__(
+        self,
+        semantic: SemanticCache,
+        settings: CacheSettings,
+        stats: CacheStats,
+        telemetry: Telemetry,
+        context_key: ContextKey,
+        stored: Callable[[str], Awaitable[Entry | None]],
+        store_failed: Callable[[str, Exception], None],
+    ) -> None:
+        self.semantic = semantic
+        self._settings = settings
+        self._stats = stats
+        self._telemetry = telemetry
+        self._context_key = context_key
+        self._stored = stored
+        self._store_failed = store_failed
+        self._background: set[asyncio.Future[None]] = set()
+        """Indexing that nobody waits for (answers to refreshes), kept until done."""
+
+    async def of(self, request: CacheRequest) -> Meaning | None:
+        """The request's context digest, last user text and its vector; None if it is not eligible."""
+        semantic = self.semantic
+        split = request.endpoint.semantic_query(request.body)
+        if split is None or not semantic.eligible(split[1]):
+            return None
+        context_body, text = split
+        namespace = request.policy.namespace or DEFAULT_NAMESPACE
+        context = self._context_key(request, context_body, namespace)
+        vector = await semantic.embed(text)
+        # The digest of the context's whole key: prefix, namespace and credential scope included.
+        return Meaning(hashlib.sha256(context.encode()).hexdigest()[:32], text, vector)
+
+    async def find(self, request: CacheRequest, lookup: Lookup) -> Lookup | None:
+        """A hit on a similar prompt's stored answer in the same context, or None (fail open)."""
+        try:
+            meaning = lookup.meaning = await self.of(request)
+            if meaning is None:
+                return None
+            matches = await self.semantic.matches(meaning.context, meaning.text, meaning.vector)
+        except Exception as error:
+            lookup.meaning_failed = True
+            self._failed("semantic_search", error)
+            return None
+        for match in matches:
+            try:
+                entry = await self._stored(match.key)
+            except Exception as error:
+                self._store_failed("get", error)
+                return None
+            if entry is None:  # gone from the store: so is its row
+                await self.forget(match.key)
+                continue
+            if not request.accepts(entry):
+                continue  # too old for this request only: the row stays
+            self._stats.semantic_hits += 1
+            return Lookup(Outcome.HIT, entry, match="semantic", similarity=match.similarity)
+        return None
+
+    async def remember(self, request: CacheRequest, lookup: Lookup) -> None:
+        """Index a stored answer by meaning (never raises). A miss's vector is indexed right away;
+        an answer without one (a refresh) is embedded in the background, so no caller waits."""
+        if lookup.meaning_failed:
+            return
+        if lookup.meaning is not None:
+            await self._index(request, lookup.meaning)
+            return
+        task = asyncio.ensure_future(self._embed_and_index(request))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def similar_keys(self, request: CacheRequest) -> list[str]:
+        """The keys of the stored answers a search for `request` would find (errors propagate)."""
+        meaning = await self.of(request)
+        if meaning is None:
+            return []
+        return [match.key for match in await self.semantic.matches(meaning.context, meaning.text, meaning.vector)]
+
+    async def forget(self, key: str) -> None:
+        try:
+            await self.semantic.forget(key)
+        except Exception as error:
+            self._failed("semantic_index", error)
+
+    async def drain(self) -> None:
+        """Wait (a little) for this loop's background indexing; tasks of other loops finish on theirs."""
+        loop = asyncio.get_running_loop()
+        mine = [task for task in self._background if task.get_loop() is loop]
+        if mine:
+            await asyncio.wait(mine, timeout=5)
+
+    async def _embed_and_index(self, request: CacheRequest) -> None:
+        try:
+            meaning = await self.of(request)
+        except Exception as error:
+            self._failed("semantic_index", error)
+            return
+        if meaning is not None:
+            await self._index(request, meaning)
+
+    async def _index(self, request: CacheRequest, meaning: Meaning) -> None:
+        ttl = request.policy.ttl if request.policy.ttl is not None else self._settings.ttl
+        try:
+            await self.semantic.remember(meaning.context, request.key, meaning.text, meaning.vector, ttl)
+        except Exception as error:
+            self._failed("semantic_index", error)
+
+    def _failed(self, operation: str, error: Exception) -> None:
+        self._stats.semantic_errors += 1
+        self._telemetry.store_error(operation, error)
+
+
+__all__ = ["Meanings"]

@@ -1,0 +1,323 @@
+"""The Recorder: watches one upstream answer to a miss as it streams to the caller, then stores it or not.
+
+It stores only a complete answer of a cacheable status and the endpoint's own shape: a JSON body read
+to its end, or a stream that reached the provider's terminal event. It asks its Cache for nothing but
+what `RecorderHandle` names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import zlib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .entry import Entry
+from .providers import StreamAssembler
+from .providers.base import StreamFilter
+from .settings import CacheSettings, CacheStats
+from .types import CACHE_HEADER, FALLBACK_FROM_HEADER, KEY_HEADER, ORIGIN_HEADERS, CacheRequest, Lookup, Outcome
+
+logger = logging.getLogger("llm_cache.middleware")
+
+
+class RecorderHandle(Protocol):
+    """What a Recorder may ask of its Cache."""
+
+    settings: CacheSettings
+    stats: CacheStats
+
+    def refused(self, request: CacheRequest, status: int) -> None:
+        """The answer to a request sent again without an addition the upstream refused."""
+
+    async def store_entry(self, request: CacheRequest, entry: Entry, ttl: float | None) -> bool:
+        """Write the entry; False if the store failed (counted)."""
+
+    def release_waiters(self, lookup: Lookup, entry: Entry | None) -> None:
+        """Hand the stored entry (or None) to the misses coalesced on this one."""
+
+    async def release_lock(self, request: CacheRequest, lookup: Lookup) -> None:
+        """Release this call's distributed lock, if it holds one."""
+
+    async def index_by_meaning(self, request: CacheRequest, lookup: Lookup) -> None:
+        """Index a stored answer for semantic lookups (a no-op without a semantic cache)."""
+
+
+def miss_headers(request: CacheRequest, lookup: Lookup) -> list[tuple[str, str]]:
+    """`x-cache` (and `x-cache-key` unless bypassed) on an answer that came from upstream."""
+    if lookup.outcome is Outcome.BYPASS:
+        return [(CACHE_HEADER, Outcome.BYPASS.value)]
+    return [(CACHE_HEADER, lookup.outcome.value), (KEY_HEADER, request.key)]
+
+
+class Recorder:
+    """Captures one upstream response as it streams to the caller, then stores it or not.
+
+    `feed()` is synchronous and cheap (it runs on every chunk); `finish()` and
+    `abort()` are idempotent and release any coalesced waiters.
+    """
+
+    __slots__ = (
+        "_assembler",
+        "_body",
+        "_decoder",
+        "_done",
+        "_filter",
+        "_handle",
+        "_lookup",
+        "_origin",
+        "_request",
+        "_size",
+        "_status",
+        "_storable",
+        "_ttl",
+        "_why",
+    )
+
+    def __init__(self, handle: RecorderHandle, request: CacheRequest, lookup: Lookup) -> None:
+        self._handle = handle
+        self._request = request
+        self._lookup = lookup
+        self._storable = lookup.outcome in (Outcome.MISS, Outcome.REFRESH) and not request.policy.no_store
+        self._why: str | None = None
+        """Why the answer is not stored (span event and `not_stored` reason label), once known."""
+        if request.policy.no_store and lookup.outcome is not Outcome.BYPASS:
+            self._why = "no-store requested"
+        self._assembler: StreamAssembler | None = None
+        self._decoder: Any = None
+        self._filter: StreamFilter | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+        self._status = 0
+        self._done = False
+        self._origin: tuple[tuple[str, str], ...] = ()
+        self._ttl: float | None = None
+
+    def start(self, status: int, headers: Mapping[str, str]) -> None:
+        """Called with the upstream status and headers, before any body chunk."""
+        request = self._request
+        if request.refused is not None:
+            self._handle.refused(request, status)
+        if (
+            request.captured
+            and 200 <= status < 300
+            and (headers.get("content-type") or "").startswith("text/event-stream")
+        ):
+            self._filter = _caller_filter(request, headers.get("content-encoding"))
+        self._status = status
+        if not self._storable:
+            return
+        self._origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
+        if self._origin and not self._fallback_storable(headers):
+            return
+        if status not in self._handle.settings.cacheable_statuses:
+            self._not_storable(f"status {status} is not cacheable")
+            return
+        content_type = (headers.get("content-type") or "").lower()
+        if self._request.stream:
+            view = self._request.view()
+            expected = self._request.endpoint.stream_media_type(view)
+            if not content_type.startswith(expected):
+                self._not_storable(f"content-type {content_type or 'missing'} is not {expected}")
+                return
+            self._assembler = self._request.endpoint.assembler(view)
+        elif not content_type.startswith("application/json"):
+            self._not_storable(f"content-type {content_type or 'missing'} is not application/json")
+            return
+        try:
+            self._decoder = _decoder(headers.get("content-encoding"))
+        except ValueError as error:
+            self._not_storable(str(error))
+
+    def _fallback_storable(self, headers: Mapping[str, str]) -> bool:
+        """An answer from a router's fallback group is stored only when `cache_fallbacks` says so."""
+        requested = headers.get(FALLBACK_FROM_HEADER)
+        if requested is None:
+            return True
+        settings = self._handle.settings
+        if not settings.cache_fallbacks:
+            self._not_storable(f"answer from a fallback group in place of {requested}")
+            return False
+        self._ttl = settings.fallback_ttl
+        return True
+
+    def _not_storable(self, why: str) -> None:
+        self._storable = False
+        if self._why is None:
+            self._why = why
+
+    def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`."""
+        if self._filter is not None:
+            dropped = _DECODED_DROPS if isinstance(self._filter, _DecodedFilter) else _FILTERED_DROPS
+            upstream = [(k, v) for k, v in upstream if k.lower() not in dropped]
+        return upstream + miss_headers(self._request, self._lookup)
+
+    @property
+    def complete(self) -> bool:
+        """The stream's terminal event has been recorded: the answer can be stored now, before the
+        caller reads on (an SDK may stop reading at the terminal event and never close the stream)."""
+        return not self._done and self._assembler is not None and self._assembler.complete
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Record one upstream chunk; returns the bytes to pass on to the caller."""
+        forward = chunk if self._filter is None else self._filter.feed(chunk)
+        if self._storable and not self._done:
+            self._record(chunk)
+        return forward
+
+    def flush(self) -> bytes:
+        """Bytes still held back for the caller once the upstream body has ended."""
+        return b"" if self._filter is None else self._filter.flush()
+
+    def _record(self, chunk: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                chunk = self._decoder.decompress(chunk)
+            except zlib.error:
+                self._not_storable("undecodable compressed body")
+                return
+        self._size += len(chunk)
+        if self._size > self._handle.settings.max_response_bytes:
+            self._not_storable("response over max_response_bytes")
+            self._body.clear()
+            return
+        if self._assembler is not None:
+            try:
+                self._assembler.feed(chunk)
+            except Exception:  # an assembler that cannot read the stream must not break the caller's
+                logger.debug("stream assembly failed", exc_info=True)
+                self._not_storable("stream could not be assembled")
+                return
+        else:
+            self._body.append(chunk)
+
+    async def finish(self, exhausted: bool = True) -> bool:
+        """The caller has read the response (`exhausted`) or closed it. Stores it if complete.
+
+        The write runs in its own task behind a shield: a complete answer is stored and the
+        coalesced waiters are released even if the caller's task is cancelled meanwhile
+        (Starlette cancels a streaming response's task when the client goes away).
+        """
+        if self._done:
+            return False
+        self._done = True
+        entry = self._entry(exhausted) if self._storable else None
+        if entry is None:
+            if self._lookup.outcome is not Outcome.BYPASS:
+                self._handle.stats.not_stored += 1
+            self._complete_call(None, False)
+            if self._lookup.lock is not None:
+                await asyncio.shield(asyncio.ensure_future(self._handle.release_lock(self._request, self._lookup)))
+            return False
+        return await asyncio.shield(asyncio.ensure_future(self._write(entry)))
+
+    async def _write(self, entry: Entry) -> bool:
+        stored = False
+        try:
+            stored = await self._handle.store_entry(self._request, entry, self._ttl)
+            if not stored:
+                self._why = "store write failed"
+        finally:
+            self._complete_call(entry, stored)
+            if self._lookup.lock is not None:  # after the write: a pod that takes the lock next finds the entry
+                await self._handle.release_lock(self._request, self._lookup)
+        if stored:
+            await self._handle.index_by_meaning(self._request, self._lookup)
+        return stored
+
+    def _complete_call(self, entry: Entry | None, stored: bool) -> None:
+        self._handle.release_waiters(self._lookup, entry if stored else None)
+        call = self._request.call
+        if call is not None:
+            call.finished(self._status, entry, stored, self._why, self._request.stream)
+
+    async def abort(self, error: BaseException | None = None) -> None:
+        """The upstream call or the stream failed (`error`, else the exception being handled): store nothing."""
+        if self._done:
+            return
+        self._done = True
+        if self._lookup.outcome is not Outcome.BYPASS:
+            self._handle.stats.not_stored += 1
+        self._handle.release_waiters(self._lookup, None)
+        if self._request.call is not None:
+            self._request.call.failed(error if error is not None else sys.exc_info()[1])
+        if self._lookup.lock is not None:
+            await asyncio.shield(asyncio.ensure_future(self._handle.release_lock(self._request, self._lookup)))
+
+    def _entry(self, exhausted: bool) -> Entry | None:
+        if self._assembler is not None:
+            try:
+                body = self._assembler.result()
+            except Exception:  # a stream of odd shapes must not break the caller's response
+                logger.debug("stream assembly failed", exc_info=True)
+                self._why = "stream could not be assembled"
+                return None
+            from_stream = True
+            if body is None:
+                self._why = "stream incomplete: no terminal event" if exhausted else "caller closed the stream early"
+                return None
+        else:
+            if not exhausted:
+                self._why = "caller closed the response early"
+                return None
+            body = b"".join(self._body)
+            from_stream = False
+        # Only a success of the endpoint's own shape, that replays as JSON and as a stream, is kept.
+        self._why = self._request.endpoint.unstorable(body, self._request.view())
+        if self._why is not None:
+            return None
+        request = self._request
+        asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
+        return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
+
+
+_FILTERED_DROPS = frozenset({"content-length"})
+_DECODED_DROPS = frozenset({"content-length", "content-encoding"})
+
+
+def _decoder(encoding: str | None) -> Any:
+    """A zlib decompressor for a `content-encoding` the cache can read, None for identity; raises
+    ValueError for any other encoding."""
+    encoding = (encoding or "identity").lower().strip()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    if encoding == "identity":
+        return None
+    raise ValueError(f"content-encoding {encoding} is not supported")
+
+
+def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter | None:
+    """What undoes the usage capture on the stream the caller sees. A compressed stream is decoded
+    for the caller first (its `content-encoding` is dropped), so the added chunk never gets through."""
+    stream_filter = request.endpoint.stream_filter(request.view())
+    if stream_filter is None:
+        return None
+    try:
+        decoder = _decoder(encoding)
+    except ValueError:  # an encoding the cache cannot read: the caller gets the stream as sent
+        logger.warning("cannot hide the usage chunk in a %s-encoded stream", encoding)
+        return None
+    return stream_filter if decoder is None else _DecodedFilter(decoder, stream_filter)
+
+
+class _DecodedFilter:
+    """Decompresses the upstream stream, then filters it; the caller receives it decoded."""
+
+    def __init__(self, decoder: Any, inner: StreamFilter) -> None:
+        self._decoder = decoder
+        self._inner = inner
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._inner.feed(self._decoder.decompress(chunk))
+
+    def flush(self) -> bytes:
+        return self._inner.feed(self._decoder.flush()) + self._inner.flush()
+
+
+__all__ = ["Recorder", "RecorderHandle", "miss_headers"]

@@ -1,0 +1,105 @@
+"""The engine's settings (`Cache(**kwargs)` validates through `CacheSettings`) and its counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .keys import KeyBuilder, ScopeFunction, resolve_key_builder, validate_scope
+from .prompt_caching import PromptCaching
+
+
+class CacheSettings(BaseModel):
+    """Engine settings; `Cache(**kwargs)` validates through this model."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    ttl: float | None = Field(600.0, description="Seconds an entry lives; None keeps it until evicted.")
+    key_prefix: str = Field("", description="Prepended to every key; change it to invalidate everything.")
+    scope: Any = Field(
+        "credential",
+        description="'credential', 'shared', 'header:<name>', or a scope function (or its dotted path) that "
+        "returns a request's identity.",
+    )
+    anonymous: Literal["bypass", "shared"] = Field(
+        "bypass", description="Requests with no identity the scope can read: not cached, or sharing one scope."
+    )
+    ignored_fields: tuple[str, ...] = Field((), description="Extra body fields that never change the key.")
+    key_builder: Any = Field(None, description="Callable or dotted path `pkg.mod:func`.")
+    mode: Literal["default", "opt_in"] = "default"
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_response_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    capture_stream_usage: bool = Field(
+        True, description="Ask OpenAI-style streams for their usage chunk (hidden from callers who did not ask)."
+    )
+    coalesce: bool = True
+    coalesce_timeout: float = Field(120.0, gt=0)
+    distributed_lock: bool = Field(
+        True, description="With a store that can lock (Redis), one pod per key goes upstream; the others wait."
+    )
+    lock_ttl: float = Field(30.0, gt=0, description="Seconds a pod's lock on a key lives if it is never released.")
+    lock_wait: float = Field(
+        30.0, gt=0, description="Most seconds a miss waits for another pod's answer before going upstream itself."
+    )
+    cacheable_statuses: frozenset[int] = frozenset({200})
+    cache_fallbacks: bool = Field(
+        False,
+        description="Store answers a router's fallback group gave in place of the requested one "
+        "(by default they are served but not stored, so the requested model answers again once it recovers).",
+    )
+    fallback_ttl: float | None = Field(None, gt=0, description="Seconds a stored fallback answer lives (default: ttl).")
+    prompt_caching: PromptCaching = Field(
+        default_factory=PromptCaching,
+        description="Provider-native prompt caching hints added to requests on their way upstream.",
+    )
+
+    @field_validator("ttl")
+    @classmethod
+    def _positive_ttl(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("ttl must be a positive number of seconds, or null for no expiry")
+        return value
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: Any) -> str | ScopeFunction:
+        return validate_scope(value)
+
+    @field_validator("key_builder")
+    @classmethod
+    def _key_builder(cls, value: Any) -> KeyBuilder | None:
+        if value is not None and not (callable(value) or isinstance(value, str)):
+            raise ValueError("key_builder must be a callable or a dotted path 'package.module:function'")
+        return resolve_key_builder(value)
+
+
+@dataclass
+class CacheStats:
+    """Counters of one Cache instance (telemetry exports richer views of the same events)."""
+
+    hits: int = 0
+    misses: int = 0
+    refreshes: int = 0
+    bypasses: int = 0
+    stored: int = 0
+    not_stored: int = 0
+    store_errors: int = 0
+    coalesced: int = 0
+    lock_waits: int = 0
+    """Misses that found another pod holding the key's lock and waited for its answer."""
+    lock_hits: int = 0
+    """Of those, the ones answered from the entry the other pod stored."""
+    invalid_entries: int = 0
+    oversized: int = 0
+    semantic_hits: int = 0
+    """Hits served from a similar prompt's answer (counted in `hits` too)."""
+    semantic_errors: int = 0
+    """Embedder or vector index failures (the request went upstream)."""
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+__all__ = ["CacheSettings", "CacheStats"]

@@ -1,0 +1,156 @@
+"""Single-flight: one upstream call per key, however many identical misses arrive at once.
+
+In this process, concurrent misses on a key wait for the first one's answer (a `Flight`). With a
+store that can lock keys across pods (Redis), this process's leader also takes the key's lock, so
+one pod per key goes upstream and the others poll the store for the entry it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .entry import Entry
+from .settings import CacheSettings, CacheStats
+from .stores.base import LockingStore
+from .types import CacheRequest, Lookup, Outcome
+
+_LOCK_POLL_FIRST = 0.005
+_LOCK_POLL_MAX = 0.1
+"""Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
+
+
+@dataclass(slots=True)
+class Flight:
+    """This process's leading miss on a key; its waiters await `future` for the stored entry."""
+
+    key: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Entry | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.future = self.loop.create_future()
+
+
+class SingleFlight:
+    """Coalesces the misses of one Cache. `poll` reads the usable entry another pod may have stored
+    (store errors propagate); `failed` counts and logs a store error."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        stats: CacheStats,
+        locker: LockingStore | None,
+        poll: Callable[[CacheRequest], Awaitable[Entry | None]],
+        failed: Callable[[str, Exception], None],
+    ) -> None:
+        self._settings = settings
+        self._stats = stats
+        self._locker = locker
+        self._poll = poll
+        self._failed = failed
+        self._flights: dict[str, Flight] = {}
+
+    async def join(self, request: CacheRequest, lookup: Lookup) -> Lookup:
+        """A miss (`lookup`) becomes a wait for the call already in flight for its key (a HIT if that call
+        stores a usable answer), or leads the key upstream (`lookup.flight`, and the store's lock if any)."""
+        flight = self._flights.get(request.key)
+        loop = asyncio.get_running_loop()
+        if flight is not None and flight.loop is loop:
+            try:
+                entry = await asyncio.wait_for(asyncio.shield(flight.future), self._settings.coalesce_timeout)
+            except asyncio.TimeoutError:
+                entry = None
+            if entry is not None and request.accepts(entry):
+                self._stats.coalesced += 1
+                return Lookup(Outcome.HIT, entry, coalesced=True)
+            return lookup
+        policy = request.policy
+        if flight is None and not policy.no_store:
+            lookup.flight = Flight(request.key, loop)
+            self._flights[request.key] = lookup.flight
+            if self._locker is not None and not lookup.store_error and not policy.only_if_cached:
+                return await self._lead(self._locker, request, lookup)
+        return lookup
+
+    def land(self, flight: Flight | None, entry: Entry | None) -> None:
+        """The leader's call ended: its waiters get `entry` (None: they go upstream themselves)."""
+        if flight is None:
+            return
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        if not flight.future.done():
+            flight.future.set_result(entry)
+
+    async def unlock(self, key: str, lookup: Lookup) -> None:
+        """Release the call's distributed lock, if it holds one (never raises: it expires anyway)."""
+        token, lookup.lock = lookup.lock, None
+        if token is None or self._locker is None:
+            return
+        try:
+            await self._locker.unlock(key, token)
+        except Exception as error:
+            self._failed("unlock", error)
+
+    async def _lead(self, locker: LockingStore, request: CacheRequest, lookup: Lookup) -> Lookup:
+        """Distributed single-flight for this process's leader of a miss.
+
+        Take the key's lock in the store and go upstream (`lookup.lock` holds the token until the
+        Recorder releases it). If another pod holds the lock, poll the store with a doubling delay
+        for the entry it will write, at most `lock_wait` seconds; when the lock frees up without an
+        entry (its holder failed, or its lock expired) take it over. Any store error: go upstream.
+        """
+        try:
+            entry, waited = await self._wait_or_lock(locker, request, lookup)
+        except BaseException:  # cancelled while waiting: release this process's waiters and the lock
+            self.land(lookup.flight, None)
+            await asyncio.shield(asyncio.ensure_future(self.unlock(request.key, lookup)))
+            raise
+        if entry is None:
+            return lookup
+        if waited:
+            self._stats.lock_hits += 1
+        self.land(lookup.flight, entry)  # this process's coalesced waiters get it too
+        return Lookup(Outcome.HIT, entry, coalesced=True)
+
+    async def _wait_or_lock(
+        self, locker: LockingStore, request: CacheRequest, lookup: Lookup
+    ) -> tuple[Entry | None, bool]:
+        """(the entry another pod stored, whether we waited for it), or (None, _) to go upstream."""
+        key = request.key
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.lock_wait
+        delay = _LOCK_POLL_FIRST
+        waited = False
+        while True:
+            try:
+                lookup.lock = await locker.try_lock(key, settings.lock_ttl)
+                if lookup.lock is not None:
+                    # the holder may have stored and unlocked between our read and our lock: look again
+                    entry = await self._poll(request)
+                    if entry is not None:
+                        await self.unlock(key, lookup)
+                    return entry, waited
+            except Exception as error:  # fail open (a lock we got is released by the Recorder)
+                self._failed("lock", error)
+                return None, waited
+            if not waited:
+                waited = True
+                self._stats.lock_waits += 1
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None, waited
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, _LOCK_POLL_MAX)
+            try:
+                entry = await self._poll(request)
+            except Exception as error:  # fail open
+                self._failed("get", error)
+                return None, waited
+            if entry is not None:
+                return entry, waited
+
+
+__all__ = ["Flight", "SingleFlight"]

@@ -1,0 +1,286 @@
+"""The engine's vocabulary: what an intercepted call is, how a lookup ended, what the cache answers.
+
+Plain data, shared by the engine, its helpers (single-flight, meaning, recorder) and the drivers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .entry import Entry
+from .policy import Policy
+from .providers import Endpoint, RequestView, Route
+
+if TYPE_CHECKING:
+    from .prompt_caching import CachedContent
+    from .recorder import Recorder
+    from .singleflight import Flight
+    from .telemetry import Call
+
+CACHE_HEADER = "x-cache"
+KEY_HEADER = "x-cache-key"
+UPSTREAM_HEADER = "x-llm-cache-upstream"
+"""Set by the drivers that know the upstream (gateway, transports), never by callers: the upstream URL
+(scheme, host, port, path; no query), which the key then includes."""
+FALLBACK_FROM_HEADER = "x-router-fallback-from"
+"""Set by the router on an answer from a fallback group (naming the requested group)."""
+ORIGIN_HEADERS = frozenset(
+    {"x-router-deployment", "x-router-model", "x-router-family", "x-router-group", FALLBACK_FROM_HEADER}
+)
+"""Response headers saying what produced an answer: stored with the entry and replayed on hits."""
+
+RawHeaders = list[tuple[bytes, bytes]]
+"""Header pairs as both ASGI and httpx take them."""
+
+
+class Outcome(str, Enum):
+    """The `x-cache` answer to a call (and the telemetry result label, lower-cased)."""
+
+    HIT = "HIT"
+    MISS = "MISS"
+    REFRESH = "REFRESH"
+    BYPASS = "BYPASS"
+
+
+@dataclass(slots=True)
+class ResponseParts:
+    """A response the engine answers itself, `content-length` included."""
+
+    status: int
+    headers: RawHeaders
+    body: bytes
+
+
+@dataclass(slots=True)
+class CacheRequest:
+    """An intercepted LLM call, as the engine sees it."""
+
+    route: Route
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+    """The parsed body, read only: calls prepared from the same request share it (`again`)."""
+    forward_body: bytes
+    """The body to send upstream: the original bytes, or re-encoded without the `cache` field."""
+    stream: bool
+    policy: Policy
+    key: str
+    bypass: str | None = None
+    """Why this call is not cached (opt-in mode, ...), or None."""
+    captured: bool = False
+    """True when `forward_body` was rewritten by the provider's `capture_body` (see Recorder.feed)."""
+    call: Call | None = None
+    """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""
+    cached_content: CachedContent | None = None
+    """The Gemini cachedContent `upstream_body` named instead of the prefix, if any."""
+    caller_body: bytes = b""
+    """The body as the caller meant it (without the `cache` field), before any addition of the cache's."""
+    hinted: bool = False
+    """True when `upstream_body` added prompt-caching hints."""
+    refused: str | None = None
+    """What the upstream's 400 named among the cache's additions, while the request is sent again without it."""
+    scope: str = ""
+    """The key's scope segment (the semantic context is keyed under it too); empty when not cached."""
+    exact: bool = False
+    """The body took `parse_body`'s exact path (numbers a double cannot carry)."""
+    lookup: Lookup | None = None
+    """How `Cache.hit` found the cache for this call (None before it ran)."""
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.route.endpoint
+
+    @property
+    def model(self) -> str | None:
+        return self.route.endpoint.model(self.route, self.body)
+
+    def view(self) -> RequestView:
+        return RequestView(self.body, self.query, self.route, self.stream)
+
+    def again(self, headers: Mapping[str, str]) -> CacheRequest:
+        """This request as `prepare` made it, for another call with these (equally read) headers."""
+        return CacheRequest(
+            self.route,
+            self.method,
+            self.path,
+            self.query,
+            headers,
+            self.body,
+            self.forward_body,
+            self.stream,
+            self.policy,
+            self.key,
+            self.bypass,
+            self.captured,
+            caller_body=self.caller_body,
+            scope=self.scope,
+            exact=self.exact,
+        )
+
+    def accepts(self, entry: Entry) -> bool:
+        """Young enough for the request's max-age, and holding usage if the request would get usage."""
+        max_age = self.policy.max_age
+        if max_age is not None and time.time() - entry.created_at > max_age:
+            return False
+        return entry.usage_requested or not self.route.endpoint.asks_for_usage(self.body, self.stream)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A call the engine answers itself with a client error (a cache control it cannot honour)."""
+
+    status: int
+    body: bytes
+
+    def response(self) -> ResponseParts:
+        return ResponseParts(self.status, json_headers(self.body), self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardAsIs:
+    """An LLM path whose body the engine cannot use (malformed JSON, too large): forward it as is."""
+
+    reason: str
+    header: ClassVar[tuple[str, str]] = (CACHE_HEADER, "BYPASS")
+    """Added to the forwarded response, so the caller can see the cache stood aside."""
+
+
+Prepared = CacheRequest | ForwardAsIs | Rejection
+"""What `Cache.prepare_route` makes of an LLM call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Meaning:
+    """A miss's semantic context digest, last user text and its vector."""
+
+    context: str
+    text: str
+    vector: Any
+
+
+@dataclass(slots=True)
+class Lookup:
+    outcome: Outcome
+    entry: Entry | None = None
+    only_if_cached_miss: bool = False
+    coalesced: bool = False
+    store_error: bool = False
+    flight: Flight | None = None
+    lock: str | None = None
+    """The token of this pod's distributed lock on the key, while this call leads it upstream."""
+    match: str = "exact"
+    """How a hit matched: `exact`, or `semantic` (a similar prompt's answer)."""
+    similarity: float | None = None
+    meaning: Meaning | None = None
+    """The miss's context, text and vector, kept so the answer is indexed once it is stored."""
+    meaning_failed: bool = False
+    """The embedder or index failed on this miss: its answer is not indexed (no second attempt)."""
+
+
+# -- the plan's actions (what `Cache.plan` yields) and ends (what it returns) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Await this engine coroutine (the sync transport: on the engine's loop); reply with its result."""
+
+    work: Coroutine[Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request upstream with this body; reply with a `Reply` once the answer's head arrives
+    (its body is not read yet)."""
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """Read the whole upstream answer (a small error); reply with a `Reply` that carries its body.
+    The answer is then relayed from those bytes, not from the upstream stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The head of the upstream answer, as the driver tells it to the plan."""
+
+    status: int
+    headers: Mapping[str, str]
+    """Looked up with `.get()`, whatever the case of the names."""
+    raw: list[tuple[str, str]]
+    """Every header pair, in order, as the upstream sent them."""
+    body: bytes = b""
+    """The answer's (decoded) body, in the reply to `ReadBody` only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """End: answer the caller with these parts; nothing goes upstream."""
+
+    parts: ResponseParts
+
+
+@dataclass(frozen=True, slots=True)
+class Untouched:
+    """End: send the caller's request upstream exactly as it came, and add `header` to the answer."""
+
+    header: tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """End: relay the upstream answer (the last `Reply`) with these headers, every body chunk through
+    `recorder.feed` and then `recorder.flush`; `recorder.finish` at its end (or once `recorder.complete`),
+    `recorder.abort` if it fails."""
+
+    recorder: Recorder
+    status: int
+    headers: list[tuple[str, str]]
+
+
+class Abandoned(Exception):
+    """Thrown into a plan by a driver that has no answer to give it (an ASGI app that returned without
+    a response): the plan stores nothing and ends, as for a failure, but records no error."""
+
+
+Action = Run | Forward | ReadBody
+End = Answer | Untouched | Relay
+
+
+def json_headers(body: bytes) -> RawHeaders:
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("latin-1"))]
+
+
+__all__ = [
+    "Abandoned",
+    "Action",
+    "Answer",
+    "End",
+    "Forward",
+    "ReadBody",
+    "Relay",
+    "Reply",
+    "Run",
+    "Untouched",
+    "CACHE_HEADER",
+    "FALLBACK_FROM_HEADER",
+    "KEY_HEADER",
+    "ORIGIN_HEADERS",
+    "UPSTREAM_HEADER",
+    "CacheRequest",
+    "ForwardAsIs",
+    "Lookup",
+    "Meaning",
+    "Outcome",
+    "Prepared",
+    "RawHeaders",
+    "Rejection",
+    "ResponseParts",
+]

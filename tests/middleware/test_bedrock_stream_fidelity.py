@@ -1,0 +1,149 @@
+"""A Bedrock stream hit is indistinguishable from the provider's answer, with the anthropic SDK's
+`AnthropicBedrock` as the oracle.
+
+Each fixture (tests/support/bedrock_streams.py) is streamed once from the provider through the cache
+(a miss, stored) and again (hits, replayed as event-stream frames), through the caching transport
+and through `CacheMiddleware`. The SDK's final message of the replay must be that of the original,
+and the replay's events, as the SDK reads them, must carry every field path the provider's events
+did, Bedrock's own fields (invocation metrics, guardrail action and trace) included.
+
+`converse-stream` likewise, with boto3's own parsers as the oracle (boto3 does not send through
+HTTPX, so botocore reads the bytes the caller got): the fixtures cover every documented
+ConverseStream event and delta; the reading of the original stream, of the replay and of the JSON
+`converse` hit (which shares the entry) must agree.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import botocore.session
+import httpx2
+import pytest
+from anthropic import AnthropicBedrock, AsyncAnthropicBedrock
+from botocore.parsers import RestJSONParser
+
+from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
+from tests.support.bedrock_streams import BIG, CLAUDE, CONVERSE_STREAMS, INVOKE_STREAMS, boto_events, converse_reading
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.fidelity import missing_paths
+
+Read = tuple[dict[str, Any], str, list[dict[str, Any]]]
+"""(the SDK's final message, the x-cache header, the raw events of one more stream of it)."""
+
+CREDENTIALS = {"aws_access_key": "AKIDFIDELITY", "aws_secret_key": "secret", "aws_region": "us-east-1"}
+
+
+@pytest.fixture(params=["transport", "middleware"])
+def layer(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def original_and_replay(layer: str, fake: RunningFakeProvider, question: str) -> tuple[Read, Read]:
+    """The stream read twice with `messages.stream()` (a miss, then a hit), then once more as the
+    SDK's raw events (a hit), whose fields the SDK's own stream events do not all keep."""
+    request: dict[str, Any] = {"model": CLAUDE, "max_tokens": 1024, "messages": [{"role": "user", "content": question}]}
+    if layer == "transport":
+        client = AnthropicBedrock(
+            base_url=fake.url, http_client=httpx2.Client(transport=CachingTransport(cache=Cache())), **CREDENTIALS
+        )
+
+        def final() -> tuple[dict[str, Any], str]:
+            with client.messages.stream(**request) as stream:
+                return stream.get_final_message().to_dict(), stream.response.headers["x-cache"]
+
+        first, second = final(), final()
+        return (*first, []), (*second, [event.to_dict() for event in client.messages.create(stream=True, **request)])
+    asgi = httpx2.ASGITransport(app=CacheMiddleware(fake.provider.app, cache=Cache()))
+    aio = AsyncAnthropicBedrock(
+        base_url="http://bedrock.test", http_client=httpx2.AsyncClient(transport=asgi), **CREDENTIALS
+    )
+
+    async def final_async() -> tuple[dict[str, Any], str]:
+        async with aio.messages.stream(**request) as stream:
+            return (await stream.get_final_message()).to_dict(), stream.response.headers["x-cache"]
+
+    first, second = await final_async(), await final_async()
+    raw = [event.to_dict() async for event in await aio.messages.create(stream=True, **request)]
+    return (*first, []), (*second, raw)
+
+
+@pytest.mark.parametrize("name", sorted(INVOKE_STREAMS))
+async def test_a_bedrock_stream_replay_is_what_the_sdk_made_of_the_original(
+    name: str, layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    sent = INVOKE_STREAMS[name]
+    fake_provider.stream_next(sent, eventstream=True)
+
+    (original, first, _), (replay, second, replay_events) = await original_and_replay(layer, fake_provider, name)
+
+    assert (first, second) == ("MISS", "HIT")
+    assert fake_provider.count("/invoke-with-response-stream") == 1
+    assert replay == original
+    assert missing_paths(sent, replay_events) == set()
+
+
+async def test_bedrock_s_own_fields_ride_on_the_replay_s_last_event(fake_provider: RunningFakeProvider) -> None:
+    fake_provider.stream_next(INVOKE_STREAMS["guardrail intervened"], eventstream=True)
+
+    _, (_, _, events) = await original_and_replay("transport", fake_provider, "guardrail")
+
+    assert events[-1]["type"] == "message_stop"
+    assert events[-1]["amazon-bedrock-guardrailAction"] == "INTERVENED"
+    assert events[-1]["amazon-bedrock-invocationMetrics"]["invocationLatency"] == 812
+    assert "topicPolicy" in events[-1]["amazon-bedrock-trace"]["guardrail"]["input"]["gr-1"]
+
+
+async def test_integers_beyond_64_bits_in_a_bedrock_tool_input_are_replayed_exactly(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    fake_provider.stream_next(INVOKE_STREAMS["parallel tool use"], eventstream=True)
+
+    (original, _, _), (replay, _, _) = await original_and_replay("transport", fake_provider, "order")
+
+    assert original["content"][2]["input"] == replay["content"][2]["input"] == {"order_id": BIG, "rush": True}
+
+
+def converse_parsed(body: bytes) -> dict[str, Any]:
+    """A JSON Converse answer as boto3's `converse` hands it to an application."""
+    operation = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("Converse")
+    parsed = RestJSONParser().parse({"body": body, "headers": {}, "status_code": 200}, operation.output_shape)
+    parsed.pop("ResponseMetadata", None)
+    return parsed
+
+
+@pytest.mark.parametrize("name", sorted(CONVERSE_STREAMS))
+async def test_a_converse_stream_hit_is_what_boto3_made_of_the_original(
+    name: str, layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    sent = CONVERSE_STREAMS[name]
+    fake_provider.stream_next(sent, eventstream=True)
+    signed = {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDFIDELITY/20261206/us-east-1/bedrock/aws4_request"}
+    body = {"messages": [{"role": "user", "content": [{"text": name}]}]}
+    url = f"/model/{CLAUDE}/converse"
+    if layer == "transport":
+        with httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url) as client:
+            answers = [client.post(url + form, json=body, headers=signed) for form in ("-stream", "-stream", "")]
+    else:
+        asgi = httpx2.ASGITransport(app=CacheMiddleware(fake_provider.provider.app, cache=Cache()))
+        async with httpx2.AsyncClient(transport=asgi, base_url="http://bedrock.test") as aclient:
+            answers = [await aclient.post(url + form, json=body, headers=signed) for form in ("-stream", "-stream", "")]
+
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "HIT"]
+    assert fake_provider.count("/converse-stream") == 1 and fake_provider.count("/converse") == 0
+    original, replay = boto_events(answers[0].content), boto_events(answers[1].content)
+    # boto3 reads every event, every documented field as sent (its padding `p` is not in the model).
+    assert as_json(original) == [{kind: {k: v for k, v in payload.items() if k != "p"}} for kind, payload in sent]
+    assert converse_reading(replay) == converse_reading(original)
+    assert converse_reading(original) == converse_parsed(answers[2].content)
+    assert missing_paths(as_json(original), as_json(replay)) == set()
+
+
+def as_json(value: Any) -> Any:
+    """botocore's reading in JSON terms: blobs (`redactedContent`) back in base64."""
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_json(v) for v in value]
+    return base64.b64encode(value).decode() if isinstance(value, bytes) else value

@@ -1,0 +1,44 @@
+"""Entries: what a store's bytes decode to, and the memo that decodes a hot entry once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from llm_cache.middleware.entry import Entry, EntryError, EntryMemo, pack, unpack
+
+ENTRY = Entry("default:cabc:0123", 1700000000.0, 200, b'{"id":"chatcmpl-1"}', False, True, (("x-router-model", "m"),))
+
+
+def test_an_entry_reads_back_as_written() -> None:
+    assert unpack(pack(ENTRY)) == ENTRY
+
+
+def test_entries_cannot_change_once_made() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ENTRY.body = b"{}"  # type: ignore[misc]
+
+
+def test_the_memo_decodes_equal_bytes_to_one_entry() -> None:
+    memo = EntryMemo()
+    first = memo.unpack(pack(ENTRY))
+    again = memo.unpack(bytes(bytearray(pack(ENTRY))))  # new bytes, as a store outside the process hands them
+    assert first == ENTRY and again is first
+
+
+def test_the_memo_never_remembers_bytes_that_are_no_entry() -> None:
+    memo = EntryMemo()
+    for _ in range(2):
+        with pytest.raises(EntryError):
+            memo.unpack(b"\x93\x01\x02")
+
+
+def test_the_memo_is_bounded() -> None:
+    memo = EntryMemo(max_entries=2, max_bytes=64 * 1024)
+    entries = [dataclasses.replace(ENTRY, fingerprint=f"k{i}") for i in range(3)]
+    decoded = [memo.unpack(pack(entry)) for entry in entries]
+    assert memo.unpack(pack(entries[2])) is decoded[2]
+    assert memo.unpack(pack(entries[0])) is not decoded[0]  # forgotten when the third came in
+    large = dataclasses.replace(ENTRY, body=b"x" * 2048)  # over a sixty-fourth of the bytes
+    assert memo.unpack(pack(large)) is not memo.unpack(pack(large))

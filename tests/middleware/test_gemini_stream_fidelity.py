@@ -1,0 +1,92 @@
+"""A Gemini hit is indistinguishable from the provider's answer, with google-genai as the oracle.
+
+Each fixture stream (tests/support/gemini_streams.py) goes through the cache once from the
+provider (a miss, stored), is replayed as a stream and served as JSON (two hits), through the
+caching transport and through `CacheMiddleware`. What an application reads from the SDK's chunks
+(the text and thoughts in order, signatures, every other part, each candidate's and the answer's
+other fields) must be the same three ways, and the replay must carry every field the original's
+chunks carried. google-genai does not accumulate a stream itself, so `gemini_streams.reading` is
+that accumulation, written from the SDK's documented objects rather than from the adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from google import genai
+from google.genai import types
+
+from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.fidelity import missing_paths
+from tests.support.gemini_streams import GEMINI_STREAMS, MODEL, Chunks, dumped, reading
+
+
+def x_cache(response: types.GenerateContentResponse) -> str | None:
+    http = response.sdk_http_response
+    return None if http is None or http.headers is None else http.headers.get("x-cache")
+
+
+@pytest.fixture(params=["transport", "middleware"])
+def layer(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def sync_client(fake: RunningFakeProvider) -> genai.Client:
+    http = httpx.Client(transport=CachingTransport(cache=Cache()))
+    options = types.HttpOptions(base_url=fake.url, api_version="v1beta", httpx_client=http)
+    return genai.Client(api_key="gm-fidelity", http_options=options)
+
+
+def middleware_client(fake: RunningFakeProvider) -> Any:
+    """google-genai's async client on an app served behind `CacheMiddleware` (the fake provider's own)."""
+    asgi = httpx2.ASGITransport(app=CacheMiddleware(fake.provider.app, cache=Cache()))
+    options = types.HttpOptions(
+        base_url="http://gemini.test", api_version="v1beta", httpx_async_client=httpx2.AsyncClient(transport=asgi)
+    )
+    return genai.Client(api_key="gm-fidelity", http_options=options).aio
+
+
+async def three_ways(layer: str, fake: RunningFakeProvider, question: str) -> tuple[Chunks, Chunks, Chunks]:
+    """(the original stream's chunks, the replay's, the JSON hit as one chunk)."""
+    if layer == "transport":
+        client = sync_client(fake)
+        original = list(client.models.generate_content_stream(model=MODEL, contents=question))
+        replay = list(client.models.generate_content_stream(model=MODEL, contents=question))
+        return original, replay, [client.models.generate_content(model=MODEL, contents=question)]
+    aio = middleware_client(fake)
+    original = [c async for c in await aio.models.generate_content_stream(model=MODEL, contents=question)]
+    replay = [c async for c in await aio.models.generate_content_stream(model=MODEL, contents=question)]
+    return original, replay, [await aio.models.generate_content(model=MODEL, contents=question)]
+
+
+@pytest.mark.parametrize("name", sorted(GEMINI_STREAMS))
+async def test_a_gemini_stream_hit_reads_as_the_original(
+    name: str, layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    fake_provider.stream_next(GEMINI_STREAMS[name])
+
+    original, replay, hit = await three_ways(layer, fake_provider, f"fixture: {name}")
+
+    assert [x_cache(c) for c in (original[0], replay[0], hit[0])] == ["MISS", "HIT", "HIT"]
+    assert fake_provider.count(":streamGenerateContent") == 1 and fake_provider.count(":generateContent") == 0
+    assert reading(replay) == reading(original)
+    assert reading(hit) == reading(original)
+    assert missing_paths(dumped(original), dumped(replay)) == set()
+
+
+def test_the_reading_of_the_fixtures_is_what_the_api_documents() -> None:
+    """The oracle itself, on two fixtures read from their JSON as the SDK parses it."""
+
+    def parsed(name: str) -> Iterator[types.GenerateContentResponse]:
+        return (types.GenerateContentResponse.model_validate(c) for c in GEMINI_STREAMS[name])
+
+    thoughts = reading(list(parsed("thoughts with signatures")))["candidates"][0]
+    assert thoughts["parts"] == [{"thought": "**Planning**\nThe user asks for a capital."}, {"text": "Paris it is."}]
+    assert thoughts["signatures"] == ["c2lnLXRleHQtMQ==", "c2lnLWVuZA=="]
+    citations = reading(list(parsed("citations")))["candidates"][0]["citations"]
+    assert [c["uri"] for c in citations] == ["https://example.com/hamlet", "https://example.com/folio"]

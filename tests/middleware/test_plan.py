@@ -1,0 +1,203 @@
+"""`Cache.hit` and `Cache.plan` (engine.py), driven without any I/O: what the engine asks a driver to
+do for each kind of call, and what it does with the answers. The drivers' own tests (test_asgi.py,
+test_transport.py) run the same calls through real apps, clients and servers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from llm_cache.middleware import Cache
+from llm_cache.middleware.engine import Plan, drive
+from llm_cache.middleware.types import (
+    Action,
+    Answer,
+    CacheRequest,
+    Forward,
+    Prepared,
+    ReadBody,
+    Relay,
+    Reply,
+    Run,
+    Untouched,
+)
+
+PATH = "/v1/chat/completions"
+HEADERS = {"authorization": "Bearer sk-plan", "content-type": "application/json"}
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is 2+2?"}]}
+ANSWER = orjson.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+    }
+)
+JSON = {"content-type": "application/json"}
+
+
+def prepare(cache: Cache, body: dict[str, Any] = BODY, headers: dict[str, str] | None = None) -> Prepared:
+    prepared = cache.prepare("POST", PATH, "", {**HEADERS, **(headers or {})}, orjson.dumps(body))
+    assert prepared is not None
+    return prepared
+
+
+def reply(status: int, headers: dict[str, str], body: bytes = b"") -> Reply:
+    return Reply(status, headers, list(headers.items()), body)
+
+
+class Upstream:
+    """Performs the plan's actions: answers each `Forward` with the next of `answers` and keeps the
+    bodies it was asked to send."""
+
+    def __init__(self, *answers: Reply) -> None:
+        self.answers = list(answers)
+        self.sent: list[bytes] = []
+        self.actions: list[str] = []
+        self.current: Reply | None = None
+
+    async def __call__(self, action: Action) -> Any:
+        self.actions.append(type(action).__name__)
+        if isinstance(action, Run):
+            return await action.work
+        if isinstance(action, Forward):
+            self.sent.append(action.body)
+            self.current = self.answers.pop(0)
+            return Reply(self.current.status, self.current.headers, self.current.raw)
+        assert isinstance(action, ReadBody) and self.current is not None
+        return self.current
+
+
+async def relay_body(end: Relay, body: bytes) -> None:
+    """What a driver does with a `Relay` end: every chunk through the recorder, then finish."""
+    end.recorder.feed(body)
+    end.recorder.flush()
+    await end.recorder.finish(exhausted=True)
+
+
+async def test_a_miss_sends_the_callers_body_and_relays_the_answer_through_a_recorder_that_stores_it() -> None:
+    cache = Cache()
+    prepared = prepare(cache, {**BODY, "cache": {"ttl": 60}})
+    assert isinstance(prepared, CacheRequest)
+    assert await cache.hit(prepared) is None
+    upstream = Upstream(reply(200, JSON))
+    end = await drive(cache.plan(prepared), upstream)
+    assert upstream.actions == ["Forward"]
+    assert orjson.loads(upstream.sent[0]) == BODY  # the cache control field never goes upstream
+    assert isinstance(end, Relay) and end.status == 200
+    assert ("x-cache", "MISS") in end.headers and ("x-cache-key", prepared.key) in end.headers
+    await relay_body(end, ANSWER)
+    assert cache.stats.stored == 1
+
+
+async def test_a_hit_is_answered_by_hit_alone() -> None:
+    cache = Cache()
+    first = prepare(cache)
+    assert isinstance(first, CacheRequest) and await cache.hit(first) is None
+    end = await drive(cache.plan(first), Upstream(reply(200, JSON)))
+    assert isinstance(end, Relay)
+    await relay_body(end, ANSWER)
+    second = prepare(cache)
+    assert isinstance(second, CacheRequest)
+    parts = await cache.hit(second)
+    assert parts is not None and parts.status == 200 and parts.body == ANSWER
+    assert (b"x-cache", b"HIT") in parts.headers
+
+
+async def test_an_answer_the_upstream_refused_because_of_an_addition_is_read_and_sent_again_without_it() -> None:
+    cache = Cache()
+    prepared = prepare(cache, {**BODY, "stream": True})
+    assert isinstance(prepared, CacheRequest) and await cache.hit(prepared) is None
+    refusal = b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}'
+    upstream = Upstream(reply(400, JSON, refusal), reply(200, {"content-type": "text/event-stream"}))
+    end = await drive(cache.plan(prepared), upstream)
+    assert upstream.actions == ["Forward", "ReadBody", "Run", "Forward"]
+    assert b"stream_options" in upstream.sent[0] and b"stream_options" not in upstream.sent[1]
+    assert isinstance(end, Relay) and end.status == 200
+    await end.recorder.abort()
+
+
+async def test_an_answer_of_its_own_refusal_is_relayed_from_the_bytes_read() -> None:
+    cache = Cache()
+    prepared = prepare(cache, {**BODY, "stream": True})
+    assert isinstance(prepared, CacheRequest) and await cache.hit(prepared) is None
+    upstream = Upstream(reply(400, JSON, b'{"error": {"message": "messages: too long"}}'))
+    end = await drive(cache.plan(prepared), upstream)
+    assert upstream.actions == ["Forward", "ReadBody", "Run"]
+    assert isinstance(end, Relay) and end.status == 400
+    await relay_body(end, b"")
+    assert cache.stats.stored == 0
+
+
+async def test_a_body_the_engine_cannot_read_goes_upstream_untouched_without_any_action() -> None:
+    cache = Cache()
+    prepared = cache.prepare("POST", PATH, "", HEADERS, b"{not json")
+    assert prepared is not None and not isinstance(prepared, CacheRequest)
+    upstream = Upstream()
+    assert await drive(cache.plan(prepared), upstream) == Untouched(("x-cache", "BYPASS"))
+    assert upstream.actions == []
+
+
+async def test_a_cache_control_the_engine_cannot_honour_ends_in_its_400() -> None:
+    cache = Cache()
+    prepared = prepare(cache, {**BODY, "cache": {"ttl": "soon"}})
+    end = await drive(cache.plan(prepared), Upstream())
+    assert isinstance(end, Answer) and end.parts.status == 400
+
+
+async def test_an_only_if_cached_miss_ends_in_a_504_and_nothing_goes_upstream() -> None:
+    cache = Cache()
+    prepared = prepare(cache, headers={"cache-control": "only-if-cached"})
+    assert isinstance(prepared, CacheRequest) and await cache.hit(prepared) is None
+    upstream = Upstream()
+    end = await drive(cache.plan(prepared), upstream)
+    assert isinstance(end, Answer) and end.parts.status == 504
+    assert upstream.actions == []
+
+
+async def test_an_upstream_failure_is_thrown_into_the_plan_which_stores_nothing_and_raises_it() -> None:
+    cache = Cache()
+    prepared = prepare(cache)
+    assert isinstance(prepared, CacheRequest) and await cache.hit(prepared) is None
+    actions: list[str] = []
+
+    async def failing(action: Action) -> Any:
+        actions.append(type(action).__name__)
+        if isinstance(action, Run):
+            return await action.work
+        raise ConnectionError("upstream unreachable")
+
+    with pytest.raises(ConnectionError):
+        await drive(cache.plan(prepared), failing)
+    assert actions == ["Forward", "Run"]  # the Run aborts the recorder
+    assert cache.stats.not_stored == 1
+
+
+async def test_a_plan_looks_the_request_up_itself_when_the_driver_did_not() -> None:
+    cache = Cache()
+    prepared = prepare(cache)
+    plan: Plan = cache.plan(prepared)
+    upstream = Upstream(reply(200, JSON))
+    end = await drive(plan, upstream)
+    assert upstream.actions == ["Run", "Forward"]
+    assert isinstance(end, Relay)
+    await end.recorder.abort()
+
+
+DRIVERS = ("asgi.py", "transport.py")
+PROVIDER_WORDS = re.compile(
+    r"openai|anthropic|gemini|bedrock|azure|vertex|cachedcontent|family|stream_options|cache_control|usage",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_drivers_know_no_provider(driver: str) -> None:
+    source = (Path(__file__).parents[2] / "middleware" / driver).read_text()
+    assert PROVIDER_WORDS.findall(source) == []

@@ -1,0 +1,149 @@
+"""`llm_cache._wire`: the wire facts the cache and the router share, and that it is neutral."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from llm_cache import _wire as wire
+from llm_cache.middleware.gateway import family_of
+from llm_cache.middleware.providers import resolve
+
+
+def test_the_wire_module_imports_neither_package() -> None:
+    code = (
+        "import sys, llm_cache._wire\n"
+        "assert not [n for n in sys.modules if n.split('.')[:2] in (['llm_cache', 'middleware'], "
+        "['llm_cache', 'router'])], sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- credentials ----------------------------------------------------------------------------------
+
+
+def test_every_family_credential_header_is_a_credential_header() -> None:
+    for auth in wire.AUTH.values():
+        assert set(auth.headers) <= set(wire.CREDENTIAL_HEADERS)
+    assert sorted(wire.CREDENTIAL_HEADERS) == ["api-key", "authorization", "x-api-key", "x-goog-api-key"]
+
+
+@pytest.mark.parametrize(
+    ("family", "header"),
+    [
+        ("openai", ("authorization", "Bearer K")),
+        ("azure", ("api-key", "K")),
+        ("anthropic", ("x-api-key", "K")),
+        ("gemini", ("x-goog-api-key", "K")),
+        ("bedrock", ("authorization", "Bearer K")),
+    ],
+)
+def test_a_key_is_presented_in_the_header_its_family_reads_first(family: str, header: tuple[str, str]) -> None:
+    assert wire.auth_header(family, "K") == header
+    name, value = header
+    assert wire.AUTH[family].credential({name: value}, "") == "K"
+
+
+def test_a_query_credential_is_removed_and_nothing_else() -> None:
+    assert wire.without_query_credential("alt=sse&key=caller&key=other&x=") == "alt=sse&x="
+    assert wire.without_query_credential("alt=sse") == "alt=sse"
+
+
+# -- paths ----------------------------------------------------------------------------------------
+
+PATHS = [
+    ("/v1/chat/completions", "openai", None),
+    ("/openai/deployments/dep/chat/completions", "openai", "dep"),
+    ("/v1/messages", "anthropic", None),
+    ("/anthropic/v1/messages", "anthropic", None),
+    ("/v1beta/models/gemini-2.0-flash:generateContent", "gemini", "gemini-2.0-flash"),
+    ("/v1beta/models/gemini-2.0-flash:streamGenerateContent", "gemini", "gemini-2.0-flash"),
+    ("/v1beta/tunedModels/mine:generateContent", "gemini", "mine"),
+    ("/v1/projects/p/locations/l/publishers/google/models/gemini-pro:generateContent", "gemini", "gemini-pro"),
+]
+
+
+@pytest.mark.parametrize(("path", "api", "model"), PATHS)
+def test_the_api_a_path_speaks_is_the_one_whose_adapter_owns_it(path: str, api: str, model: str | None) -> None:
+    assert wire.api_of(path) == api
+    assert wire.model_in_path(path) == model
+    route = resolve(path)
+    assert route is not None
+    assert {"azure": "openai"}.get(route.endpoint.family, route.endpoint.family) == api
+    assert route.model == model
+
+
+@pytest.mark.parametrize("path", ["/v1beta/tunedModels/mine:generateContent", "/v1/models/gemini-pro:generateContent"])
+def test_the_gateway_sends_every_gemini_call_to_the_gemini_upstream(path: str) -> None:
+    assert resolve(path) is not None and resolve(path).endpoint.family == "gemini"  # type: ignore[union-attr]
+    assert family_of(path) == "gemini"
+
+
+def test_an_openai_fine_tuned_model_resource_is_not_a_gemini_call() -> None:
+    assert wire.api_of("/v1/models/ft:gpt-4o-mini:org:name:id") == "openai"
+    assert family_of("/v1/models/ft:gpt-4o-mini:org:name:id") == "openai"
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_errors_take_each_family_shape() -> None:
+    assert wire.error_document("anthropic", 429, "slow down") == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "slow down"},
+    }
+    assert wire.error_document("gemini", 429, "slow down") == {
+        "error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}
+    }
+    assert wire.error_document("openai", 503, "down", "no_deployment") == {
+        "error": {"message": "down", "type": "server_error", "param": None, "code": "no_deployment"}
+    }
+    assert wire.error_document(None, 400, "bad", kind="router_error")["error"]["type"] == "router_error"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (503, "api_error"),
+        (529, "overloaded_error"),
+    ],
+)
+def test_anthropic_errors_carry_the_type_anthropic_documents_for_each_status(status: int, kind: str) -> None:
+    assert wire.error_document("anthropic", status, "m")["error"]["type"] == kind
+
+
+# -- environment references -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("os.environ/KEY", "sk"),
+        (" os.environ/KEY ", "sk"),
+        ("${KEY}", "sk"),
+        ("https://${HOST}/v1", "https://h/v1"),
+        ("${MISSING:-fallback}", "fallback"),
+        ("${MISSING:-}", ""),
+        ("plain", "plain"),
+        ("${NESTED}", "${KEY}"),  # one pass: what the environment holds is never expanded again
+    ],
+)
+def test_environment_references_are_expanded_once(value: str, expected: str) -> None:
+    env = {"KEY": "sk", "HOST": "h", "NESTED": "${KEY}"}
+    assert wire.expand_env(value, env) == expected
+
+
+@pytest.mark.parametrize(("value", "reference"), [("os.environ/NOPE", "os.environ/NOPE"), ("a${NOPE}b", "${NOPE}")])
+def test_an_unset_variable_is_named_with_how_it_was_referenced(value: str, reference: str) -> None:
+    with pytest.raises(wire.UnsetVariable) as raised:
+        wire.expand_env(value, {})
+    assert (raised.value.name, raised.value.reference) == ("NOPE", reference)
