@@ -28,6 +28,7 @@ MESSAGE = TEXT
         (f"/model/{CLAUDE}/invoke", "bedrock.invoke", CLAUDE, False),
         (f"/model/{CLAUDE}/invoke-with-response-stream", "bedrock.invoke-stream", CLAUDE, True),
         (f"/model/{CLAUDE}/converse", "bedrock.converse", CLAUDE, False),
+        (f"/model/{CLAUDE}/converse-stream", "bedrock.converse", CLAUDE, True),
         (
             "/model/arn:aws:bedrock:us-east-1:1:inference-profile%2Fus.anthropic.claude/invoke",
             "bedrock.invoke",
@@ -44,7 +45,7 @@ def test_model_paths_name_the_model_and_the_stream(path: str, name: str, model: 
     assert route.endpoint.model(route, {"model": "other"}) == model
 
 
-@pytest.mark.parametrize("path", [f"/model/{CLAUDE}/converse-stream", f"/model/{CLAUDE}", "/models/x/invoke"])
+@pytest.mark.parametrize("path", [f"/model/{CLAUDE}", f"/model/{CLAUDE}/converse-streams", "/models/x/invoke"])
 def test_other_bedrock_paths_are_not_owned(path: str) -> None:
     assert resolve(path) is None
 

@@ -8,9 +8,9 @@ import openai
 import orjson
 import pytest
 
+from llm_cache._wire import AZURE, OPENAI
 from llm_cache.middleware import Cache
 from llm_cache.middleware.providers import resolve
-from llm_cache.middleware.providers.auth import AZURE, OPENAI
 from llm_cache.middleware.providers.base import Usage
 from llm_cache.middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
 

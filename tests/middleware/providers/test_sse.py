@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_cache.middleware.providers.sse import SSEDecoder, encode_event, encode_events
+from llm_cache.middleware.providers.sse import SSEDecoder, encode_event
 
 from .streams import splits
 
@@ -58,4 +58,3 @@ def test_encoded_events_are_compact_json_with_an_optional_name() -> None:
     assert encode_event({"a": [1, 2]}) == b'data: {"a":[1,2]}\n\n'
     assert encode_event({"a": 1}, "message_stop") == b'event: message_stop\ndata: {"a":1}\n\n'
     assert encode_event(b"[DONE]") == b"data: [DONE]\n\n"
-    assert encode_events([(None, {"a": 1}), ("x", b"2")]) == b'data: {"a":1}\n\nevent: x\ndata: 2\n\n'
