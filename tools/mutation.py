@@ -57,15 +57,44 @@ MODULES: dict[str, tuple[str, ...]] = {
     "middleware/engine.py": ("tests/middleware/test_engine.py", "tests/middleware/test_what_may_be_stored.py"),
     "middleware/providers/openai.py": (
         "tests/middleware/providers/test_openai.py",
+        "tests/middleware/providers/test_base.py",
         "tests/middleware/providers/test_chat_stream_properties.py",
         "tests/middleware/providers/test_storable_replays.py",
     ),
     "middleware/providers/anthropic.py": (
         "tests/middleware/providers/test_anthropic.py",
+        "tests/middleware/providers/test_base.py",
+        "tests/middleware/providers/test_bedrock.py",
         "tests/middleware/providers/test_storable_replays.py",
     ),
-    "middleware/providers/gemini.py": ("tests/middleware/providers/test_gemini.py",),
-    "middleware/providers/bedrock.py": ("tests/middleware/test_bedrock.py",),
+    "middleware/providers/gemini.py": (
+        "tests/middleware/providers/test_gemini.py",
+        "tests/middleware/providers/test_base.py",
+        "tests/middleware/providers/test_storable_replays.py",
+    ),
+    "middleware/providers/bedrock.py": (
+        "tests/middleware/providers/test_bedrock.py",
+        "tests/middleware/providers/test_base.py",
+        "tests/middleware/test_bedrock.py",
+    ),
+    "middleware/providers/base.py": (
+        "tests/middleware/providers/test_base.py",
+        "tests/middleware/providers/test_openai.py",
+        "tests/middleware/providers/test_anthropic.py",
+        "tests/middleware/providers/test_gemini.py",
+    ),
+    "middleware/providers/deltas.py": (
+        "tests/middleware/providers/test_deltas.py",
+        "tests/middleware/providers/test_chat_stream_properties.py",
+    ),
+    "middleware/providers/sse.py": (
+        "tests/middleware/providers/test_sse.py",
+        "tests/middleware/providers/test_anthropic.py",
+    ),
+    "middleware/providers/eventstream.py": (
+        "tests/middleware/providers/test_eventstream.py",
+        "tests/middleware/providers/test_bedrock.py",
+    ),
 }
 """The modules mutated by default, each with the tests that specify it (missing files are skipped)
 and any other pytest arguments."""

@@ -22,13 +22,15 @@ class EventStreamError(ValueError):
 
 
 def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
-    encoded = b"".join(
-        bytes([len(name)]) + name.encode() + bytes([_STRING]) + struct.pack(">H", len(value)) + value.encode()
-        for name, value in headers.items()
-    )
+    encoded = b"".join(_header(name.encode(), value.encode()) for name, value in headers.items())
     prelude = _PRELUDE.pack(16 + len(encoded) + len(payload), len(encoded))
     head = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
     return head + struct.pack(">I", zlib.crc32(head))
+
+
+def _header(name: bytes, value: bytes) -> bytes:
+    """A string header; its lengths count bytes, not characters."""
+    return bytes([len(name)]) + name + bytes([_STRING]) + struct.pack(">H", len(value)) + value
 
 
 class EventStreamDecoder:

@@ -52,7 +52,7 @@ class SSEDecoder:
             return None
         if cr == -1 or (lf != -1 and lf < cr):
             return lf, 1
-        if cr + 1 < len(buffer) and buffer[cr + 1 : cr + 2] == b"\n":
+        if buffer[cr + 1 : cr + 2] == b"\n":
             return cr, 2
         if cr + 1 == len(buffer):
             return None  # might be the first half of \r\n

@@ -8,6 +8,7 @@ import anthropic
 import orjson
 import pytest
 
+from llm_cache.middleware import exact_json
 from llm_cache.middleware.providers import resolve
 from llm_cache.middleware.providers.anthropic import Messages
 from llm_cache.middleware.providers.base import Usage
@@ -307,3 +308,373 @@ def test_a_streamed_tool_call_is_served_again_as_json_through_the_cache() -> Non
     assert cached.headers["x-cache"] == "HIT"
     assert cached.parse().content[1].input == streamed.content[1].input == TOOL["content"][1]["input"]
     assert calls == ["/v1/messages"]
+
+
+# -- stream integrity: what breaks a stream, what a finished one ignores -------------------------------
+
+STREAM_VIEW = view(MESSAGES, {"stream": True})
+
+
+def with_event_before(stream: bytes, marker: bytes, extra: bytes) -> bytes:
+    """`stream` with `extra` inserted before the event named `marker`."""
+    assert marker in stream
+    return stream.replace(b"event: " + marker, extra + b"event: " + marker, 1)
+
+
+def test_an_event_that_is_not_json_breaks_the_stream() -> None:
+    garbage = b"event: content_block_delta\ndata: {not json\n\n"
+    assert assemble(Messages(), STREAM_VIEW, [with_event_before(TEXT_STREAM, b"message_delta", garbage)]) is None
+
+
+def test_an_event_that_is_json_but_not_an_object_breaks_the_stream() -> None:
+    array = b"event: content_block_delta\ndata: [1, 2]\n\n"
+    assert assemble(Messages(), STREAM_VIEW, [with_event_before(TEXT_STREAM, b"message_delta", array)]) is None
+
+
+def test_a_delta_for_a_block_that_never_started_breaks_the_stream() -> None:
+    stray = sse(("content_block_delta", {"type": "content_block_delta", "index": 5, "delta": text_delta("lost")}))
+    assert assemble(Messages(), STREAM_VIEW, [with_event_before(TEXT_STREAM, b"message_delta", stray)]) is None
+
+
+def test_events_before_message_start_break_the_stream() -> None:
+    early = sse(("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}))
+    assert assemble(Messages(), STREAM_VIEW, [early + TEXT_STREAM]) is None
+
+
+def test_a_message_start_without_a_message_breaks_the_stream() -> None:
+    stream = TEXT_STREAM.replace(b'"message":{', b'"message":null,"was":{', 1)
+    assert assemble(Messages(), STREAM_VIEW, [stream]) is None
+
+
+def test_pings_anywhere_are_ignored() -> None:
+    ping = sse(("ping", {"type": "ping"}))
+    stream = ping + with_event_before(TEXT_STREAM, b"content_block_stop", ping)
+    assert assemble(Messages(), STREAM_VIEW, [stream]) == TEXT
+
+
+def test_events_after_message_stop_change_nothing() -> None:
+    """The message is final at `message_stop`: a late delta, error or garbage is not folded in."""
+    late = (
+        sse(("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": text_delta(" late")}))
+        + sse(("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+        + b"data: {not json\n\n"
+    )
+    assembler = Messages().assembler(STREAM_VIEW)
+    assembler.feed(TEXT_STREAM + late)
+    assert assembler.complete
+    assert orjson.loads(assembler.result() or b"null") == TEXT
+
+
+def test_an_event_is_read_by_its_sse_name_when_its_data_has_no_type() -> None:
+    stream = TEXT_STREAM.replace(b'data: {"type":"message_stop"}', b"data: {}")
+    assert stream != TEXT_STREAM
+    assert assemble(Messages(), STREAM_VIEW, [stream]) == TEXT
+
+
+def test_several_citations_on_one_block_are_kept_in_order() -> None:
+    second = {**CITATION, "cited_text": "The sky is blue.", "start_char_index": 20, "end_char_index": 36}
+    stream = live_stream(
+        (
+            {"type": "text", "text": "", "citations": []},
+            [
+                {"type": "citations_delta", "citation": CITATION},
+                text_delta("the grass is green"),
+                {"type": "citations_delta", "citation": second},
+                text_delta(" and the sky is blue"),
+            ],
+        ),
+    )
+    expected = message(
+        {"type": "text", "text": "the grass is green and the sky is blue", "citations": [CITATION, second]}
+    )
+    assert assemble(Messages(), STREAM_VIEW, [stream]) == expected
+    request = view(MESSAGES, {"stream": True})
+    assert assemble(Messages(), request, [Messages().render_stream(orjson.dumps(expected), request)]) == expected
+
+
+def test_a_later_signature_replaces_the_earlier_one_as_the_sdk_does() -> None:
+    stream = live_stream(
+        (
+            {"type": "thinking", "thinking": "", "signature": "placeholder"},
+            [
+                {"type": "thinking_delta", "thinking": "hm"},
+                {"type": "signature_delta", "signature": "first"},
+                {"type": "signature_delta", "signature": "second"},
+            ],
+        ),
+    )
+    final = assemble(Messages(), STREAM_VIEW, [stream])
+    assert final is not None and final["content"] == [{"type": "thinking", "thinking": "hm", "signature": "second"}]
+
+
+def test_a_tool_called_without_arguments_keeps_its_empty_input() -> None:
+    start = {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}
+    stream = live_stream((start, [{"type": "input_json_delta", "partial_json": ""}]), stop_reason="tool_use")
+    assert assemble(Messages(), STREAM_VIEW, [stream]) == message(start, stop_reason="tool_use")
+
+
+def test_unknown_delta_types_are_ignored() -> None:
+    stream = live_stream(
+        ({"type": "text", "text": ""}, [text_delta("Hello"), {"type": "future_delta", "text": "?"}, text_delta("!")])
+    )
+    assert assemble(Messages(), STREAM_VIEW, [stream]) == TEXT
+
+
+def test_blocks_are_ordered_by_index_and_events_without_one_address_the_first() -> None:
+    events = [
+        ("message_start", {"type": "message_start", "message": {**HEAD, "content": [], "usage": USAGE}}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        ),
+        ("content_block_start", {"type": "content_block_start", "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": text_delta("second")}),
+        ("content_block_delta", {"type": "content_block_delta", "delta": text_delta("first")}),
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 15}},
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    final = assemble(Messages(), STREAM_VIEW, [sse(*events)])
+    assert final is not None
+    assert final["content"] == [{"type": "text", "text": "first"}, {"type": "text", "text": "second"}]
+
+
+def test_the_message_delta_sets_stop_fields_and_keeps_the_start_usage() -> None:
+    stream = TEXT_STREAM.replace(
+        b'"delta":{"stop_reason":"end_turn","stop_sequence":null}',
+        b'"delta":{"stop_reason":"stop_sequence","stop_sequence":"###"}',
+    )
+    final = assemble(Messages(), STREAM_VIEW, [stream])
+    assert final is not None
+    assert (final["stop_reason"], final["stop_sequence"]) == ("stop_sequence", "###")
+    assert final["usage"] == {**USAGE, "output_tokens": 15}
+
+
+def test_the_stream_is_complete_only_once_message_stop_arrives() -> None:
+    assembler = Messages().assembler(STREAM_VIEW)
+    head, tail = TEXT_STREAM.split(b"event: message_stop")
+    assembler.feed(head)
+    assert not assembler.complete and assembler.result() is None
+    assembler.feed(b"event: message_stop" + tail)
+    assert assembler.complete
+
+
+# -- what a replay sends -------------------------------------------------------------------------------
+
+
+def replayed_events(final: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of `final`'s replay (numbers read exactly, as the replay writes them)."""
+    replay = Messages().render_stream(exact_json.dumps(final), STREAM_VIEW)
+    return [exact_json.loads(line[6:]) for line in replay.split(b"\n") if line.startswith(b"data: ")]
+
+
+def test_the_replay_starts_with_an_empty_unfinished_message_and_a_ping() -> None:
+    start, ping = replayed_events(TEXT)[:2]
+    assert start == {
+        "type": "message_start",
+        "message": {**TEXT, "content": [], "stop_reason": None, "stop_sequence": None},
+    }
+    assert ping == {"type": "ping"}
+
+
+def test_the_replayed_message_delta_carries_the_stop_fields_and_the_cumulative_counts() -> None:
+    final = {
+        **TEXT,
+        "stop_reason": "pause_turn",
+        "stop_sequence": None,
+        "stop_details": {"type": "refusal"},
+        "container": {"id": "container_1", "expires_at": "2026-12-06T18:00:00Z"},
+        "usage": {**USAGE, "server_tool_use": {"web_search_requests": 1}},
+    }
+    delta = replayed_events(final)[-2]
+    assert delta == {
+        "type": "message_delta",
+        "delta": {
+            "stop_reason": "pause_turn",
+            "stop_sequence": None,
+            "stop_details": {"type": "refusal"},
+            "container": final["container"],
+        },
+        "usage": {
+            "input_tokens": 25,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 1,
+            "server_tool_use": {"web_search_requests": 1},
+        },
+    }
+
+
+def test_a_message_stored_without_usage_replays_zero_output_tokens() -> None:
+    final = {k: v for k, v in TEXT.items() if k != "usage"}
+    assert replayed_events(final)[-2]["usage"] == {"output_tokens": 0}
+    assert replayed_events({**final, "stop_details": None})[-2]["delta"] == {
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+    }
+
+
+def block_events(final: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in replayed_events(final) if e["type"].startswith("content_block")]
+
+
+def test_a_text_block_replays_its_citations_before_its_text() -> None:
+    assert block_events(CITED) == [
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "", "citations": []}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": CITATION}},
+        {"type": "content_block_delta", "index": 0, "delta": text_delta("the grass is green")},
+        {"type": "content_block_stop", "index": 0},
+    ]
+    assert block_events(TEXT)[0]["content_block"] == {"type": "text", "text": ""}
+
+
+def test_thinking_replays_its_signature_only_when_it_has_one() -> None:
+    signed = [e["delta"]["type"] for e in block_events(THINKING) if e["type"] == "content_block_delta"]
+    assert signed == ["thinking_delta", "signature_delta", "text_delta"]
+    unsigned = message({"type": "thinking", "thinking": "hm"})
+    events = block_events(unsigned)
+    assert events[0]["content_block"] == {"type": "thinking", "thinking": ""}
+    assert [e["delta"] for e in events if e["type"] == "content_block_delta"] == [
+        {"type": "thinking_delta", "thinking": "hm"}
+    ]
+
+
+def test_tool_input_replays_as_one_json_delta_and_an_empty_input_as_an_empty_one() -> None:
+    call = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"n": 12345678901234567890123}}
+    events = block_events(message(call))
+    assert events[0]["content_block"] == {**call, "input": {}}
+    assert events[1]["delta"] == {"type": "input_json_delta", "partial_json": '{"n":12345678901234567890123}'}
+    empty = block_events(message({**call, "input": {}}))
+    assert empty[1]["delta"] == {"type": "input_json_delta", "partial_json": ""}
+
+
+def test_blocks_without_deltas_replay_whole_in_their_start() -> None:
+    blocks = SERVER_TOOLS["content"]
+    events = block_events(message(blocks[0], blocks[2]))
+    assert [e["type"] for e in events] == ["content_block_start", "content_block_stop"] * 2
+    assert [e["content_block"] for e in events[::2]] == [blocks[0], blocks[2]]
+
+
+# -- what may be stored --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"type": "completion"}, "`type` is 'completion', not 'message'"),
+        ({"content": None}, "`content` is null or missing, not a list"),
+        ({"usage": [1]}, "`usage` is list"),
+        ({"stop_reason": 1}, "`stop_reason` is int"),
+        ({"content": [{"text": "Paris"}]}, "`content[0].type` is null or missing"),
+        ({"content": [{"type": "text"}]}, "`content[0].text` is null or missing"),
+        ({"content": [{"type": "thinking", "thinking": ["x"]}]}, "`content[0].thinking` is list"),
+        ({"content": [{"type": "redacted_thinking", "data": 1}]}, "`content[0].data` is int"),
+        ({"content": [{"type": "server_tool_use", "input": "{}"}]}, "`content[0].input` is str"),
+        ({"content": [{"type": "mcp_tool_use", "input": None}]}, "`content[0].input` is null or missing"),
+    ],
+)
+def test_a_message_the_replay_cannot_read_is_not_stored(changes: dict[str, Any], reason: str) -> None:
+    assert Messages().unstorable(orjson.dumps({**TEXT, **changes}), STREAM_VIEW) == f"invalid response: {reason}"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"usage": None, "stop_reason": None},
+        {"content": []},
+        {"content": [{"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": {"error": 1}}]},
+        {"content": SERVER_TOOLS["content"]},
+    ],
+    ids=["unfinished-fields", "empty", "unknown-block", "server-tools"],
+)
+def test_a_message_of_any_known_or_unknown_blocks_is_stored(changes: dict[str, Any]) -> None:
+    assert Messages().unstorable(orjson.dumps({**TEXT, **changes}), STREAM_VIEW) is None
+
+
+def test_a_request_naming_a_container_bypasses_the_cache() -> None:
+    route = resolve(MESSAGES)
+    assert route is not None
+    assert Messages().server_state(route, {}, {"container": "container_1"}) == (
+        "`container` names a code-execution container the provider holds"
+    )
+    assert Messages().server_state(route, {}, {"container": None}) is None
+    assert Messages().server_state(route, {}, {}) is None
+
+
+def test_usage_without_fresh_input_has_no_input_total_and_ignores_non_integers() -> None:
+    assert Messages().usage({"usage": {"cache_read_input_tokens": 5, "output_tokens": 3}}) == Usage(None, 3, 5, None)
+    assert Messages().usage({"usage": {"input_tokens": True, "output_tokens": 2.0}}) == Usage()
+    assert Messages().usage({"usage": {"input_tokens": 4, "cache_read_input_tokens": 6}}) == Usage(10, None, 6, None)
+    assert Messages().usage({"usage": [1]}) == Usage()
+
+
+def test_the_last_plain_user_turn_is_what_the_semantic_cache_embeds() -> None:
+    body = {**PARAMS, "system": "Be brief.", "messages": [*PARAMS["messages"], {"role": "user", "content": "Paris?"}]}
+    assert Messages().semantic_query(body) == ({**body, "messages": PARAMS["messages"]}, "Paris?")
+    assert Messages().semantic_query({**PARAMS, "messages": [{"role": "assistant", "content": "Hi"}]}) is None
+
+
+def test_events_missing_optional_parts_are_read_as_empty() -> None:
+    """A start without content or usage, a block start without its block (or its citations list),
+    deltas without a delta."""
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_1", "type": "message"}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": text_delta("Hi")}),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": CITATION}},
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta"}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    assert assemble(Messages(), STREAM_VIEW, [sse(*events)]) == {
+        "id": "msg_1",
+        "type": "message",
+        "content": [{"text": "Hi", "citations": [CITATION]}],
+        "usage": {},
+    }
+
+
+def test_citations_that_are_not_a_list_replay_untouched_in_the_block_start() -> None:
+    block = {"type": "text", "text": "Hi", "citations": {"unexpected": True}}
+    events = block_events(message(block))
+    assert events[0]["content_block"] == {**block, "text": ""}
+    assert [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"] == ["text_delta"]
+
+
+def test_a_stream_without_event_lines_is_read_by_each_events_type() -> None:
+    bare = b"".join(line + b"\n" for line in TEXT_STREAM.split(b"\n") if not line.startswith(b"event: "))
+    assert assemble(Messages(), STREAM_VIEW, [bare]) == TEXT
+
+
+def test_a_block_or_delta_without_its_string_reads_it_as_empty() -> None:
+    stream = live_stream(
+        (
+            {"type": "thinking"},
+            [
+                {"type": "thinking_delta"},
+                {"type": "thinking_delta", "thinking": "hm"},
+                {"type": "signature_delta"},
+            ],
+        ),
+        ({"type": "text"}, [{"type": "text_delta"}, text_delta("Hi")]),
+        ({"type": "tool_use", "id": "t", "name": "f", "input": {}}, [{"type": "input_json_delta"}]),
+    )
+    final = assemble(Messages(), STREAM_VIEW, [stream])
+    assert final is not None
+    assert final["content"] == [
+        {"type": "thinking", "thinking": "hm", "signature": ""},
+        {"type": "text", "text": "Hi"},
+        {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+    ]
+
+
+def test_a_stop_sequence_replays_in_the_message_delta() -> None:
+    final = {**TEXT, "stop_reason": "stop_sequence", "stop_sequence": "###"}
+    assert replayed_events(final)[-2]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "###"}
+    assert assemble(Messages(), STREAM_VIEW, [Messages().render_stream(orjson.dumps(final), STREAM_VIEW)]) == final

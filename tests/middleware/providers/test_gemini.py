@@ -10,7 +10,7 @@ import pytest
 from llm_cache.middleware import Cache
 from llm_cache.middleware.providers import resolve
 from llm_cache.middleware.providers.base import Usage
-from llm_cache.middleware.providers.gemini import GenerateContent, JSONArrayDecoder
+from llm_cache.middleware.providers.gemini import EmbedContent, GenerateContent, JSONArrayDecoder
 
 from .streams import assemble, splits, through_cache, view
 
@@ -280,3 +280,247 @@ def test_an_array_stream_is_served_again_as_sse_and_as_json_through_the_cache() 
     assert orjson.loads(as_events.content.removeprefix(b"data: ")) == TEXT
     assert as_json.json() == TEXT
     assert calls == [STREAM]
+
+
+# -- which requests stream, share entries, bypass ------------------------------------------------------
+
+
+def test_only_the_path_asks_for_a_stream() -> None:
+    request = view("/v1beta/models/gemini-2.5-flash:generateContent", {"stream": True})
+    assert request.stream is False
+    assert view(STREAM, {"stream": False}).stream is True
+
+
+def test_the_stream_and_json_methods_name_one_upstream() -> None:
+    endpoint = GenerateContent()
+    base = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash"
+    assert endpoint.upstream_identity(f"{base}:streamGenerateContent") == f"{base}:generatecontent"
+    assert endpoint.upstream_identity(f"{base}:generateContent") == f"{base}:generatecontent"
+    assert endpoint.upstream_identity("/no-method") == "/no-method"
+
+
+@pytest.mark.parametrize(
+    ("query", "sse"),
+    [
+        ("alt=sse", True),
+        ("$alt=sse", True),
+        ("key=AIza&alt=sse", True),
+        ("alt=json", False),
+        ("", False),
+        ("x=sse", False),
+    ],
+)
+def test_the_replay_is_sse_only_when_the_query_asks_for_it(query: str, sse: bool) -> None:
+    request = view(STREAM, query=query)
+    replay = GenerateContent().render_stream(orjson.dumps(TEXT), request)
+    assert replay == (b"data: " + orjson.dumps(TEXT) + b"\r\n\r\n" if sse else b"[" + orjson.dumps(TEXT) + b"]")
+    assert GenerateContent().stream_media_type(request) == ("text/event-stream" if sse else "application/json")
+
+
+def test_the_file_search_tool_bypasses_but_other_tools_do_not() -> None:
+    route = resolve(STREAM)
+    assert route is not None
+    state = GenerateContent().server_state
+    assert state(route, {}, {"tools": [{"googleSearch": {}}, "fileSearch", {"file_search": {}}]}) == (
+        "the fileSearch tool reads a File Search store the provider holds"
+    )
+    assert state(route, {}, {"tools": [{"googleSearch": {}}, {"codeExecution": {}}]}) is None
+    assert state(route, {}, {"tools": {"fileSearch": {}}}) is None
+    assert state(route, {}, {"cachedContent": "cachedContents/abc"}) is None
+
+
+def test_the_last_plain_user_turn_is_what_the_semantic_cache_embeds() -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": "Capital"}, {"text": "of France?"}]}]}
+    assert GenerateContent().semantic_query(body) == ({"contents": []}, "Capital\nof France?")
+    image = {"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "x"}}]}]}
+    assert GenerateContent().semantic_query(image) is None
+
+
+def test_identity_fields_that_are_not_strings_are_not_reported() -> None:
+    assert GenerateContent().response_model({"modelVersion": 2}) is None
+    assert GenerateContent().response_id({"responseId": None}) is None
+
+
+def test_output_usage_is_the_thoughts_alone_when_no_candidate_tokens_are_reported() -> None:
+    assert GenerateContent().usage({"usageMetadata": {"thoughtsTokenCount": 5}}) == Usage(None, 5, None, None)
+    assert GenerateContent().usage({"usageMetadata": "x"}) == Usage()
+
+
+# -- what may be stored --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reason"),
+    [
+        ({"finishReason": "STOP"}, None),
+        ({"finishReason": "STOP", "content": {"role": "model"}}, None),
+        ({"finishReason": "STOP", "index": "0"}, "`candidates[0].index` is str"),
+        (
+            {"finishReason": "STOP", "content": {"parts": [{"text": "x"}, "y"]}},
+            "`candidates[0].content.parts`[1] is str, not an object",
+        ),
+        ({"finishReason": None}, "`candidates[0].finishReason` is null or missing"),
+    ],
+)
+def test_an_answer_is_stored_only_when_every_candidate_finished_readably(
+    candidate: dict[str, Any], reason: str | None
+) -> None:
+    got = GenerateContent().unstorable(orjson.dumps({"candidates": [candidate]}), view(STREAM))
+    assert got == (None if reason is None else f"invalid response: {reason}")
+
+
+EMBED = "/v1beta/models/gemini-embedding-001:embedContent"
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ({"embedding": {"values": [0.1, -2]}}, None),
+        ({"embeddings": [{"values": [0.1]}, {"values": [1]}]}, None),
+        (
+            {"embeddings": [{"values": [0.1]}, {"values": ["1"]}]},
+            "`embeddings[1].values` holds something other than numbers",
+        ),
+        ({"embeddings": {"values": [0.1]}}, "`embeddings` is dict, not a list"),
+        ({"embedding": [0.1]}, "`embedding` is list"),
+        ({"embeddings": [{"values": [0.1]}], "embedding": "ignored"}, None),
+        ({"embeddings": []}, "`embeddings` is empty"),
+        ({"embeddings": [{"values": None}, {"values": [1]}]}, "`embeddings[0].values` is null or missing, not a list"),
+    ],
+)
+def test_an_embedding_is_stored_only_as_a_list_of_numbers(answer: dict[str, Any], reason: str | None) -> None:
+    got = EmbedContent().unstorable(orjson.dumps(answer), view(EMBED))
+    assert got == (None if reason is None else f"invalid response: {reason}")
+
+
+# -- assembly rules ------------------------------------------------------------------------------------
+
+
+def candidate(*parts: dict[str, Any], finish: str | None = None, **fields: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {"content": {"parts": list(parts), "role": "model"}, **fields}
+    if finish:
+        found["finishReason"] = finish
+    return {"candidates": [found]}
+
+
+def parts_of(*chunks: dict[str, Any]) -> list[dict[str, Any]]:
+    final = assemble(GenerateContent(), view(STREAM, query="alt=sse"), [as_sse(*chunks)])
+    assert final is not None
+    return final["candidates"][0]["content"]["parts"]
+
+
+def test_text_continues_the_last_part_only_when_both_are_plain_text_of_one_kind() -> None:
+    assert parts_of(candidate({"text": "a"}), candidate({"text": "b"}, finish="STOP")) == [{"text": "ab"}]
+    assert parts_of(candidate({"text": "a", "thought": True}), candidate({"text": "b"}, finish="STOP")) == [
+        {"text": "a", "thought": True},
+        {"text": "b"},
+    ]
+    assert parts_of(candidate({"text": "a", "thought": False}), candidate({"text": "b"}, finish="STOP")) == [
+        {"text": "ab", "thought": False}
+    ]
+    assert parts_of(candidate({"text": "a"}), candidate({"text": "b", "videoMetadata": {}}, finish="STOP")) == [
+        {"text": "a"},
+        {"text": "b", "videoMetadata": {}},
+    ]
+    assert parts_of(candidate({"text": "a", "videoMetadata": {}}), candidate({"text": "b"}, finish="STOP")) == [
+        {"text": "a", "videoMetadata": {}},
+        {"text": "b"},
+    ]
+
+
+def test_only_the_first_part_of_a_chunk_continues_the_last_one() -> None:
+    assert parts_of(candidate({"text": "a"}), candidate({"text": "b"}, {"text": "c"}, finish="STOP")) == [
+        {"text": "ab"},
+        {"text": "c"},
+    ]
+
+
+def test_a_signature_seals_a_part_and_moves_onto_the_part_it_ends() -> None:
+    assert parts_of(
+        candidate({"text": "a", "thought": True}),
+        candidate({"text": "b", "thought": True, "thoughtSignature": "sig"}),
+        candidate({"text": "c", "thought": True}, finish="STOP"),
+    ) == [{"text": "ab", "thought": True, "thoughtSignature": "sig"}, {"text": "c", "thought": True}]
+
+
+def test_parts_that_are_not_text_never_merge() -> None:
+    call = {"functionCall": {"name": "f", "args": {}}}
+    assert parts_of(candidate(call), candidate(call, finish="STOP")) == [call, call]
+    assert parts_of(candidate(call), candidate({"text": "x"}, finish="STOP")) == [call, {"text": "x"}]
+
+
+def test_citation_sources_accumulate_and_other_candidate_fields_take_the_latest_value() -> None:
+    first = {"startIndex": 0, "endIndex": 5, "uri": "https://a.example"}
+    second = {"startIndex": 6, "endIndex": 9, "uri": "https://b.example"}
+    final = assemble(
+        GenerateContent(),
+        view(STREAM, query="alt=sse"),
+        [
+            as_sse(
+                candidate({"text": "a"}, citationMetadata={"citationSources": [first]}, safetyRatings=[1]),
+                candidate({"text": "b"}, citationMetadata={"citationSources": [second]}, safetyRatings=[2]),
+                candidate(finish="STOP", citationMetadata={}),
+                {"candidates": [{"content": {"role": "user"}}], "usageMetadata": {"promptTokenCount": 1}},
+            )
+        ],
+    )
+    assert final == {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "ab"}], "role": "user"},
+                "citationMetadata": {"citationSources": [first, second]},
+                "safetyRatings": [2],
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 1},
+    }
+
+
+def test_a_stream_is_complete_only_when_every_candidate_finished() -> None:
+    def two(*finishes: str | None) -> dict[str, Any]:
+        found = [{"index": i, **({"finishReason": f} if f else {})} for i, f in enumerate(finishes)]
+        return {"candidates": found}
+
+    request = view(STREAM, query="alt=sse")
+    assert assemble(GenerateContent(), request, [as_sse(two("STOP", None))]) is None
+    assert assemble(GenerateContent(), request, [as_sse(two("STOP", None), two(None, "MAX_TOKENS"))]) is not None
+    assert assemble(GenerateContent(), request, [as_sse({"usageMetadata": PROMPT_USAGE})]) is None
+    assert assemble(GenerateContent(), request, [as_sse({"candidates": None})]) is None
+
+
+def test_a_chunk_that_is_not_an_object_breaks_the_stream_for_good() -> None:
+    request = view(STREAM, query="alt=sse")
+    assembler = GenerateContent().assembler(request)
+    assembler.feed(b"data: [1]\r\n\r\n")
+    assembler.feed(as_sse(*TEXT_CHUNKS))
+    assert not assembler.complete and assembler.result() is None
+    assert assemble(GenerateContent(), view(STREAM), [as_array(TEXT_CHUNKS[0]).replace(b"[{", b"[[{")]) is None
+
+
+def test_the_array_decoder_refuses_a_payload_that_is_not_an_array() -> None:
+    decoder = JSONArrayDecoder()
+    assert decoder.feed(b'{"candidates": []}') == [] and decoder.malformed and not decoder.closed
+
+
+def test_the_array_decoder_stops_at_the_closing_bracket() -> None:
+    decoder = JSONArrayDecoder()
+    assert decoder.feed(b'[{"a": 1}] [{"b": 2}]') == [b'{"a": 1}'] and decoder.closed
+    assert decoder.feed(b'{"c": 3}') == []
+
+
+def test_the_array_decoder_waits_for_an_escape_split_across_chunks() -> None:
+    decoder = JSONArrayDecoder()
+    assert decoder.feed(b'[{"t": "a\\') == []
+    assert decoder.feed(b'"b"}') == [b'{"t": "a\\"b"}']
+    assert decoder.feed(b"]") == [] and decoder.closed
+
+
+def test_a_candidate_without_an_index_is_the_first() -> None:
+    first = {"candidates": [{"index": 0, "content": {"parts": [{"text": "Pa"}], "role": "model"}}]}
+    second = {"candidates": [{"content": {"parts": [{"text": "ris"}]}, "finishReason": "STOP"}]}
+    final = assemble(GenerateContent(), view(STREAM, query="alt=sse"), [as_sse(first, second)])
+    assert final is not None
+    assert final["candidates"] == [
+        {"index": 0, "content": {"parts": [{"text": "Paris"}], "role": "model"}, "finishReason": "STOP"}
+    ]

@@ -8,6 +8,7 @@ import openai
 import orjson
 import pytest
 
+from llm_cache._wire import AZURE, OPENAI
 from llm_cache.middleware import Cache
 from llm_cache.middleware.providers import resolve
 from llm_cache.middleware.providers.base import Usage
@@ -501,11 +502,21 @@ def test_responses_replay_satisfies_the_sdk_stream_accumulator(final: dict[str, 
         assert (call.type, call.name, call.arguments) == ("function_call", "get_weather", FUNCTION_CALL["arguments"])
 
 
-def test_responses_cache_hints_do_not_change_the_key() -> None:
-    body = {"model": "o4-mini", "input": "Capital of France?"}
-    hinted = {**body, "prompt_cache_key": "tenant-7", "safety_identifier": "user-42", "stream": True}
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/responses", {"model": "o4-mini", "input": "Capital of France?"}),
+        ("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "Capital of France?"}]}),
+    ],
+)
+@pytest.mark.parametrize(
+    "hint", [{"prompt_cache_key": "tenant-7"}, {"prompt_cache_retention": "24h"}, {"safety_identifier": "user-42"}]
+)
+def test_cache_and_abuse_tracking_hints_do_not_change_the_key(
+    path: str, body: dict[str, Any], hint: dict[str, str]
+) -> None:
     cache = Cache()
-    assert cache.key_for("/v1/responses", body, ALICE) == cache.key_for("/v1/responses", hinted, ALICE)
+    assert cache.key_for(path, body, ALICE) == cache.key_for(path, {**body, **hint, "stream": True}, ALICE)
 
 
 # -- usage ---------------------------------------------------------------------------------------------
@@ -567,3 +578,817 @@ def test_a_responses_replay_renders_what_it_can_read_and_never_raises() -> None:
     }
     replay = Responses().render_stream(orjson.dumps(final), view("/v1/responses", {"stream": True}))
     assert b"response.output_text.delta" in replay and b"annotation.added" not in replay
+
+
+# -- usage capture: what the cache adds to a streamed request, and hides again --------------------------
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({"stream": True}, {"stream": True, "stream_options": {"include_usage": True}}),
+        (
+            {"stream": True, "stream_options": {"include_obfuscation": False}},
+            {"stream": True, "stream_options": {"include_obfuscation": False, "include_usage": True}},
+        ),
+        ({"stream": True, "stream_options": {"include_usage": False}}, None),
+        ({"stream": True, "stream_options": {"include_usage": True}}, None),
+        ({"stream": True, "stream_options": "usage"}, None),
+        ({"stream": False}, None),
+        ({"stream": "true"}, None),
+        ({}, None),
+    ],
+    ids=[
+        "no-options",
+        "options-without-usage",
+        "usage-declined",
+        "usage-asked",
+        "options-not-object",
+        "json",
+        "stream-not-bool",
+        "no-stream",
+    ],
+)
+@pytest.mark.parametrize("endpoint", [ChatCompletions(), Completions()], ids=["chat", "completions"])
+def test_a_stream_that_does_not_say_whether_it_wants_usage_is_sent_asking_for_it(
+    endpoint: Any, body: dict[str, Any], sent: dict[str, Any] | None
+) -> None:
+    """The caller's own options are kept, and an explicit `include_usage: false` is respected."""
+    assert endpoint.capture_body(body) == sent
+
+
+@pytest.mark.parametrize(
+    ("body", "stream", "asks"),
+    [
+        ({}, False, True),
+        ({"stream": True}, True, False),
+        ({"stream": True, "stream_options": {"include_usage": True}}, True, True),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, True, False),
+        ({"stream": True, "stream_options": {}}, True, False),
+    ],
+)
+def test_only_json_answers_and_streams_asking_for_it_carry_usage(
+    body: dict[str, Any], stream: bool, asks: bool
+) -> None:
+    assert ChatCompletions().asks_for_usage(body, stream) is asks
+    assert Completions().asks_for_usage(body, stream) is asks
+    assert Responses().asks_for_usage(body, stream) is True
+
+
+USAGE_CHUNK = {**CHAT_HEAD, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}
+
+
+def filtered(pieces: list[bytes]) -> bytes:
+    usage_filter = ChatCompletions().stream_filter(view(CHAT_PATH, {"stream": True}))
+    return b"".join(usage_filter.feed(piece) for piece in pieces) + usage_filter.flush()
+
+
+@pytest.mark.parametrize(
+    "usage_event",
+    [
+        sse((None, USAGE_CHUNK)),
+        b"data: " + orjson.dumps(USAGE_CHUNK, option=orjson.OPT_INDENT_2).replace(b"\n", b"") + b"\n\n",
+        b'data: {"id": "c", "choices": [ ], "usage": {"total_tokens": 11}}\r\n\r\n',
+        b'data:{"choices":[],"usage":{"total_tokens":11}}\n\n',
+    ],
+    ids=["compact", "spaced", "crlf", "no-space-after-data"],
+)
+def test_the_usage_chunk_the_cache_asked_for_is_hidden_from_the_caller_in_any_chunking(usage_event: bytes) -> None:
+    stream = CHAT_STREAM.replace(b"data: [DONE]", usage_event + b"data: [DONE]")
+    for pieces in splits(stream):
+        assert filtered(pieces) == CHAT_STREAM
+
+
+def test_the_usage_filter_keeps_every_other_event_whole_and_in_order() -> None:
+    no_usage = {**CHAT_HEAD, "choices": [], "usage": None}  # an Azure prompt-filter chunk has empty choices too
+    comment = b": keep-alive\n\n"
+    stream = sse((None, no_usage)) + comment + CHAT_STREAM
+    for pieces in splits(stream):
+        assert filtered(pieces) == stream
+
+
+def test_the_usage_filter_forwards_a_trailing_unterminated_event_on_flush() -> None:
+    usage_filter = ChatCompletions().stream_filter(view(CHAT_PATH, {"stream": True}))
+    assert usage_filter.feed(b'data: [DONE]\n\ndata: {"choices":[]') == b"data: [DONE]\n\n"
+    assert usage_filter.flush() == b'data: {"choices":[]'
+    assert usage_filter.flush() == b""
+
+
+# -- chat stream assembly: every field of every chunk -------------------------------------------------
+
+
+def chat_chunk(*choices: dict[str, Any], **fields: Any) -> tuple[None, dict[str, Any]]:
+    return None, {**CHAT_HEAD, "choices": list(choices), **fields}
+
+
+def chat_final(*events: tuple[None, dict[str, Any]], tail: bytes = b"data: [DONE]\n\n") -> dict[str, Any] | None:
+    return assemble(ChatCompletions(), view(CHAT_PATH, {"stream": True}), [sse(*events) + tail])
+
+
+def test_the_usage_chunk_becomes_the_answers_usage_and_stream_only_fields_are_dropped() -> None:
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"role": "assistant", "content": "Hi"}}, obfuscation="x1"),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}, usage=None, obfuscation="x2"),
+        (None, {**USAGE_CHUNK, "obfuscation": "x3"}),
+    )
+    assert final == {
+        **{k: v for k, v in CHAT_HEAD.items() if k != "object"},
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop", "logprobs": None}
+        ],
+        "usage": USAGE_CHUNK["usage"],
+    }
+
+
+def test_a_stream_without_usage_is_assembled_without_a_usage_field() -> None:
+    final = chat_final(chat_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}))
+    assert final is not None and "usage" not in final
+
+
+def test_a_chunk_that_is_an_error_or_not_json_breaks_the_stream() -> None:
+    ok = chat_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"})
+    assert chat_final(ok, (None, {"error": {"message": "boom"}})) is None
+    assert chat_final(ok, tail=b"data: {oops\n\ndata: [DONE]\n\n") is None
+    assert chat_final(ok, tail=b'data: "text"\n\ndata: [DONE]\n\n') is None
+
+
+def test_nothing_after_done_is_assembled() -> None:
+    ok = chat_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"})
+    late = sse(chat_chunk({"index": 0, "delta": {"content": " there"}})) + b"data: {oops\n\n"
+    final = chat_final(ok, tail=b"data:  [DONE] \n\n" + late)
+    assert final is not None and final["choices"][0]["message"]["content"] == "Hi"
+
+
+def test_choices_are_assembled_apart_and_ordered_by_index() -> None:
+    final = chat_final(
+        chat_chunk({"index": 1, "delta": {"content": "B"}}, {"delta": {"content": "A"}}),
+        chat_chunk(
+            {"index": 1, "delta": {}, "finish_reason": "length"}, {"index": 0, "delta": {}, "finish_reason": "stop"}
+        ),
+    )
+    assert final is not None
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in final["choices"]] == [
+        (0, "A", "stop"),
+        (1, "B", "length"),
+    ]
+
+
+def test_choices_that_are_not_objects_or_not_a_list_are_skipped() -> None:
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}}, "noise"),
+        (None, {**CHAT_HEAD, "choices": {"index": 0}}),
+        chat_chunk({"index": 0, "delta": "noise", "finish_reason": "stop"}),
+    )
+    assert final is not None
+    assert final["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop", "logprobs": None}
+    ]
+
+
+def test_a_message_that_never_had_content_says_so_with_null() -> None:
+    final = chat_final(chat_chunk({"index": 0, "delta": {"refusal": "No."}, "finish_reason": "stop"}))
+    assert final is not None
+    assert final["choices"][0]["message"] == {"refusal": "No.", "role": "assistant", "content": None}
+
+
+def test_fields_beside_the_delta_accumulate_on_the_choice_and_on_the_answer() -> None:
+    """Azure's content filter results, per choice and for the whole answer, merge like a delta."""
+    hate = {"filtered": False, "severity": "safe"}
+    final = chat_final(
+        chat_chunk(prompt_filter_results=[{"prompt_index": 0, "content_filter_results": {"hate": hate}}]),
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}, "content_filter_results": {"hate": hate}}),
+        chat_chunk({"index": 0, "delta": {}, "content_filter_results": {"violence": hate}, "finish_reason": "stop"}),
+        chat_chunk(prompt_filter_results=[{"prompt_index": 1}], system_fingerprint="fp_2"),
+    )
+    assert final is not None
+    assert final["prompt_filter_results"] == [
+        {"prompt_index": 0, "content_filter_results": {"hate": hate}},
+        {"prompt_index": 1},
+    ]
+    assert final["system_fingerprint"] == "fp_2"
+    assert final["choices"][0]["content_filter_results"] == {"hate": hate, "violence": hate}
+
+
+def test_logprobs_lists_are_concatenated_and_other_values_kept() -> None:
+    def token(text: str) -> dict[str, Any]:
+        return {"token": text, "logprob": -0.1, "bytes": list(text.encode()), "top_logprobs": []}
+
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"content": "Pa"}, "logprobs": {"content": [token("Pa")], "refusal": None}}),
+        chat_chunk({"index": 0, "delta": {"content": "ris"}, "logprobs": "garbled"}),
+        chat_chunk({"index": 0, "delta": {"content": "."}, "logprobs": {"content": [token(".")], "note": 1}}),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}),
+    )
+    assert final is not None
+    assert final["choices"][0]["logprobs"] == {"content": [token("Pa"), token(".")], "note": 1}
+
+
+def test_tool_calls_are_merged_by_index_ordered_and_numbered_by_position() -> None:
+    def call(index: int, **fields: Any) -> dict[str, Any]:
+        return {"index": 0, "delta": {"tool_calls": [{"index": index, **fields}]}}
+
+    final = chat_final(
+        chat_chunk(call(1, id="call_b", type="function", function={"name": "b", "arguments": ""})),
+        chat_chunk(call(0, id="call_a", function={"name": "a"})),
+        chat_chunk(call(1, function={"arguments": '{"x":'})),
+        chat_chunk(call(1, function={"arguments": "1}"})),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "tool_calls"}),
+    )
+    assert final is not None
+    assert final["choices"][0]["message"]["tool_calls"] == [
+        {"id": "call_a", "type": "function", "function": {"name": "a", "arguments": ""}},
+        {"id": "call_b", "type": "function", "function": {"name": "b", "arguments": '{"x":1}'}},
+    ]
+
+
+def test_the_legacy_function_call_is_merged_field_by_field() -> None:
+    final = chat_final(
+        chat_chunk(
+            {"index": 0, "delta": {"role": "assistant", "function_call": {"name": "get_weather", "arguments": ""}}}
+        ),
+        chat_chunk({"index": 0, "delta": {"function_call": {"arguments": '{"city":'}}}),
+        chat_chunk(
+            {"index": 0, "delta": {"function_call": {"arguments": '"Paris"}'}}, "finish_reason": "function_call"}
+        ),
+    )
+    assert final is not None
+    assert final["choices"][0]["message"]["function_call"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+
+
+# -- chat replay ---------------------------------------------------------------------------------------
+
+
+def replayed_chunks(endpoint: Any, final: dict[str, Any], body: dict[str, Any]) -> list[Any]:
+    request = view(f"/v1/{endpoint.suffix}", body)
+    replay = endpoint.render_stream(orjson.dumps(final), request)
+    assert replay.endswith(b"data: [DONE]\n\n")
+    return [orjson.loads(line[6:]) for line in replay.split(b"\n\n") if line.startswith(b"data: {")]
+
+
+def test_a_chat_replay_sends_each_choice_whole_then_its_finish_reason() -> None:
+    final = {
+        **CHAT_TOOL_CALL,
+        "prompt_filter_results": [{"prompt_index": 0}],
+        "service_tier": "default",
+        "choices": [
+            {**CHAT_TOOL_CALL["choices"][0], "content_filter_results": {}},
+            {"index": 1, "finish_reason": "stop", "message": {"content": "Paris", "refusal": None}},
+        ],
+    }
+    chunks = replayed_chunks(ChatCompletions(), final, {"stream": True})
+    head = {k: final[k] for k in ("id", "created", "model", "system_fingerprint", "service_tier")}
+    head["object"] = "chat.completion.chunk"
+    call = CHAT_TOOL_CALL["choices"][0]["message"]["tool_calls"][0]
+    assert chunks == [
+        {
+            **head,
+            "prompt_filter_results": [{"prompt_index": 0}],
+            "choices": [
+                {
+                    "index": 0,
+                    "logprobs": None,
+                    "content_filter_results": {},
+                    "delta": {"role": "assistant", "tool_calls": [{"index": 0, **call}]},
+                    "finish_reason": None,
+                }
+            ],
+        },
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {
+            **head,
+            "choices": [{"index": 1, "delta": {"role": "assistant", "content": "Paris"}, "finish_reason": None}],
+        },
+        {**head, "choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]},
+    ]
+
+
+def test_a_replay_asked_for_usage_sends_null_usage_on_each_chunk_then_the_usage_chunk() -> None:
+    chunks = replayed_chunks(
+        ChatCompletions(), CHAT_TOOL_CALL, {"stream": True, "stream_options": {"include_usage": True}}
+    )
+    assert [chunk["usage"] for chunk in chunks[:-1]] == [None, None]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == CHAT_TOOL_CALL["usage"]
+    without = {k: v for k, v in CHAT_TOOL_CALL.items() if k != "usage"}
+    asked = replayed_chunks(ChatCompletions(), without, {"stream": True, "stream_options": {"include_usage": True}})
+    assert len(asked) == 2 and all(chunk["choices"] for chunk in asked)
+
+
+def test_a_legacy_completion_replay_sends_text_then_finish_reason() -> None:
+    final = {
+        **COMPLETION,
+        "choices": [{"index": 0, "text": "Hi", "finish_reason": "length", "logprobs": {"tokens": ["Hi"]}}],
+    }
+    chunks = replayed_chunks(Completions(), final, {"stream": True})
+    head = {k: COMPLETION[k] for k in ("id", "created", "model")}
+    assert chunks == [
+        {
+            **head,
+            "object": "text_completion",
+            "choices": [{"index": 0, "logprobs": {"tokens": ["Hi"]}, "text": "Hi", "finish_reason": None}],
+        },
+        {
+            **head,
+            "object": "text_completion",
+            "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}],
+        },
+    ]
+    bare = replayed_chunks(Completions(), {**COMPLETION, "choices": [{"text": None}]}, {"stream": True})
+    assert bare[0]["choices"] == [{"index": 0, "text": "", "finish_reason": None, "logprobs": None}]
+
+
+# -- Responses stream ----------------------------------------------------------------------------------
+
+
+def test_a_completed_response_that_carries_its_own_output_is_stored_as_sent() -> None:
+    """`output_item.done` events only fill in a completed response that left its output out."""
+    own = response(MESSAGE)
+    stream = live_stream({"type": "response.completed", "response": own})
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [stream]) == own
+
+
+def test_finished_items_fill_the_output_in_output_index_order() -> None:
+    events = [
+        {"type": "response.output_item.done", "output_index": 1, "item": MESSAGE},
+        {"type": "response.output_item.done", "output_index": "0", "item": FUNCTION_CALL},
+        {"type": "response.output_item.done", "output_index": 0, "item": REASONING},
+        {"type": "response.completed", "response": {**FINAL, "output": None}},
+    ]
+    stream = sse(*((None, event) for event in events))
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [stream]) == FINAL
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"data: {oops\n\n", b'data: {"type": "response.completed", "response": "done"}\n\n'],
+    ids=["not-json", "completed-without-a-response"],
+)
+def test_an_unreadable_event_breaks_a_responses_stream(bad: bytes) -> None:
+    stream = live_stream().replace(b"event: response.output_item.done", bad + b"event: response.output_item.done", 1)
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [stream + sse((None, COMPLETED))]) is None
+
+
+def test_a_responses_stream_ends_at_completed_and_reads_events_by_name_or_type() -> None:
+    """A `[DONE]` line (some compatible servers send one) is skipped wherever it comes."""
+    named_only = b"event: response.completed\ndata: " + orjson.dumps({"response": {**FINAL, "output": None}}) + b"\n\n"
+    after = sse((None, {"type": "error", "message": "late"})) + b"data: [DONE]\n\n"
+    assembler = Responses().assembler(view("/v1/responses", {"stream": True}))
+    assembler.feed(b"data: [DONE]\n\n" + live_stream())
+    assert not assembler.complete and assembler.result() is None
+    assembler.feed(named_only + after)
+    assert assembler.complete and orjson.loads(assembler.result() or b"null") == FINAL
+
+
+@pytest.mark.parametrize(
+    ("status", "final"),
+    [("completed", True), (None, True), ("incomplete", False), ("queued", False), ("in_progress", False)],
+)
+def test_only_a_completed_response_is_final(status: str | None, final: bool) -> None:
+    answer = {k: v for k, v in FINAL.items() if k != "status"} if status is None else {**FINAL, "status": status}
+    assert Responses().is_final(answer) is final
+    assert ChatCompletions().is_final({"status": "queued"}) is True
+
+
+# -- Responses replay: the events a live stream of each item sends ----------------------------------------
+
+
+def replayed_events(final: dict[str, Any]) -> list[dict[str, Any]]:
+    replay = Responses().render_stream(orjson.dumps(final), view("/v1/responses", {"stream": True}))
+    return [orjson.loads(line[6:]) for line in replay.split(b"\n") if line.startswith(b"data: ")]
+
+
+def item_events(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of `item`'s replay (as the only output item), without their sequence numbers."""
+    events = replayed_events(response(item))[2:-1]
+    return [{k: v for k, v in event.items() if k != "sequence_number"} for event in events]
+
+
+def test_a_replay_announces_the_response_in_progress_then_completes_it() -> None:
+    final = {**FINAL, "completed_at": 1741476543}
+    events = replayed_events(final)
+    pending = {
+        **final,
+        "status": "in_progress",
+        "output": [],
+        "usage": None,
+        "error": None,
+        "incomplete_details": None,
+        "completed_at": None,
+    }
+    assert events[0] == {"type": "response.created", "sequence_number": 0, "response": pending}
+    assert events[1] == {"type": "response.in_progress", "sequence_number": 1, "response": pending}
+    assert events[-1] == {"type": "response.completed", "sequence_number": len(events) - 1, "response": final}
+    assert "completed_at" not in replayed_events(FINAL)[0]["response"]
+
+
+def test_a_message_replays_each_text_part_with_its_annotations_and_logprobs() -> None:
+    annotation = {"type": "url_citation", "url": "https://example.com", "title": "x", "start_index": 0, "end_index": 5}
+    logprob = {"token": "Paris", "logprob": -0.01, "bytes": [80], "top_logprobs": []}
+    text = {"type": "output_text", "text": "Paris", "annotations": [annotation, annotation], "logprobs": [logprob]}
+    item = {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant", "content": [text]}
+    at = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    assert item_events(item) == [
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**item, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **at, "part": {**text, "text": "", "annotations": [], "logprobs": []}},
+        {"type": "response.output_text.delta", **at, "delta": "Paris", "logprobs": [logprob]},
+        *(
+            {"type": "response.output_text.annotation.added", **at, "annotation_index": i, "annotation": annotation}
+            for i in range(2)
+        ),
+        {"type": "response.output_text.done", **at, "text": "Paris", "logprobs": [logprob]},
+        {"type": "response.content_part.done", **at, "part": text},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+
+
+def test_a_text_part_without_logprobs_or_status_replays_without_them() -> None:
+    text = {"type": "output_text", "text": "Hi", "annotations": []}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "content": [text]}
+    events = item_events(item)
+    assert events[0]["item"] == {**item, "content": []}
+    assert events[1]["part"] == {"type": "output_text", "text": "", "annotations": []}
+    assert events[2]["logprobs"] == []
+
+
+def test_a_refusal_and_an_unknown_part_replay_as_parts() -> None:
+    refusal = {"type": "refusal", "refusal": "I can't help with that."}
+    other = {"type": "future_part", "data": 1}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "content": [refusal, other]}
+    first = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    second = {**first, "content_index": 1}
+    assert item_events(item)[1:-1] == [
+        {"type": "response.content_part.added", **first, "part": {**refusal, "refusal": ""}},
+        {"type": "response.refusal.delta", **first, "delta": refusal["refusal"]},
+        {"type": "response.refusal.done", **first, "refusal": refusal["refusal"]},
+        {"type": "response.content_part.done", **first, "part": refusal},
+        {"type": "response.content_part.added", **second, "part": other},
+        {"type": "response.content_part.done", **second, "part": other},
+    ]
+
+
+def test_reasoning_replays_its_summary_parts_and_its_text() -> None:
+    item = {
+        "id": "rs_1",
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "S"}],
+        "content": [{"type": "reasoning_text", "text": "T"}],
+    }
+    at = {"item_id": "rs_1", "output_index": 0}
+    summary = {**at, "summary_index": 0}
+    content = {**at, "content_index": 0}
+    assert item_events(item) == [
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "summary": [], "content": []}},
+        {"type": "response.reasoning_summary_part.added", **summary, "part": {"type": "summary_text", "text": ""}},
+        {"type": "response.reasoning_summary_text.delta", **summary, "delta": "S"},
+        {"type": "response.reasoning_summary_text.done", **summary, "text": "S"},
+        {"type": "response.reasoning_summary_part.done", **summary, "part": item["summary"][0]},
+        {"type": "response.reasoning_text.delta", **content, "delta": "T"},
+        {"type": "response.reasoning_text.done", **content, "text": "T"},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+    encrypted = {"id": "rs_2", "type": "reasoning", "summary": [], "encrypted_content": "gAAA"}
+    assert item_events(encrypted)[0]["item"] == encrypted
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "prefix"),
+    [
+        (FUNCTION_CALL, "arguments", "response.function_call_arguments"),
+        (
+            {"id": "ctc_1", "type": "custom_tool_call", "call_id": "call_1", "name": "sql", "input": "SELECT 1"},
+            "input",
+            "response.custom_tool_call_input",
+        ),
+    ],
+    ids=["function", "custom-tool"],
+)
+def test_a_tool_call_replays_its_text_as_one_delta(item: dict[str, Any], field: str, prefix: str) -> None:
+    at = {"item_id": item["id"], "output_index": 0}
+    events = item_events(item)
+    assert events[0]["item"][field] == ""
+    assert events[1:] == [
+        {"type": f"{prefix}.delta", **at, "delta": item[field]},
+        {"type": f"{prefix}.done", **at, field: item[field]},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+
+
+def test_an_item_without_an_id_is_announced_by_its_call_id() -> None:
+    item = {k: v for k, v in FUNCTION_CALL.items() if k != "id"}
+    assert item_events(item)[1]["item_id"] == "call_12345xyz"
+    assert item_events({"type": "function_call", "arguments": "{}"})[1]["item_id"] == ""
+
+
+@pytest.mark.parametrize(
+    ("kind", "phases"),
+    [
+        ("web_search_call", ["in_progress", "searching", "completed"]),
+        ("file_search_call", ["in_progress", "searching", "completed"]),
+        ("image_generation_call", ["in_progress", "generating", "completed"]),
+        ("code_interpreter_call", ["in_progress", "interpreting", "completed"]),
+    ],
+)
+def test_a_hosted_tool_call_replays_its_progress(kind: str, phases: list[str]) -> None:
+    item = {"id": "ws_1", "type": kind, "status": "completed"}
+    names = [event["type"] for event in item_events(item)]
+    assert names == [
+        "response.output_item.added",
+        *(f"response.{kind}.{phase}" for phase in phases),
+        "response.output_item.done",
+    ]
+
+
+def test_code_interpreter_code_replays_before_it_completes() -> None:
+    item = {"id": "ci_1", "type": "code_interpreter_call", "status": "completed", "code": "print(1)", "outputs": []}
+    at = {"item_id": "ci_1", "output_index": 0}
+    assert item_events(item)[3:6] == [
+        {"type": "response.code_interpreter_call_code.delta", **at, "delta": "print(1)"},
+        {"type": "response.code_interpreter_call_code.done", **at, "code": "print(1)"},
+        {"type": "response.code_interpreter_call.completed", **at},
+    ]
+
+
+def test_an_mcp_call_replays_its_arguments_then_completes() -> None:
+    item = {"id": "mcp_1", "type": "mcp_call", "name": "roll", "arguments": '{"d":6}', "server_label": "dice"}
+    names = [event["type"] for event in item_events(item)]
+    assert names == [
+        "response.output_item.added",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.output_item.done",
+    ]
+
+
+def test_an_item_of_no_known_type_replays_whole() -> None:
+    for item in ({"id": "x_1", "type": "future_item", "data": [1]}, {"id": "x_2", "type": 7}):
+        assert item_events(item) == [
+            {"type": "response.output_item.added", "output_index": 0, "item": item},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+        ]
+
+
+# -- what may be stored --------------------------------------------------------------------------------
+
+CHOICE = {"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop", "logprobs": None}
+
+
+def chat_answer(**choice: Any) -> bytes:
+    return orjson.dumps({**CHAT_TOOL_CALL, "choices": [{**CHOICE, **choice}]})
+
+
+def with_call(**call: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", **call}]}
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (chat_answer(index="0"), "`choices[0].index` is str"),
+        (chat_answer(logprobs=[]), "`choices[0].logprobs` is list"),
+        (chat_answer(message=with_call(id=1)), "`choices[0].message.tool_calls[0].id` is int"),
+        (chat_answer(message=with_call(type=None, function={})), None),
+        (chat_answer(message=with_call(type=["function"])), "`choices[0].message.tool_calls[0].type` is list"),
+        (chat_answer(message=with_call(function="f()")), "`choices[0].message.tool_calls[0].function` is str"),
+        (
+            chat_answer(message=with_call(function={"name": 1})),
+            "`choices[0].message.tool_calls[0].function.name` is int",
+        ),
+        (
+            chat_answer(message=with_call(function={"name": "f", "arguments": {}})),
+            "`choices[0].message.tool_calls[0].function.arguments` is dict",
+        ),
+        (chat_answer(message={"content": [{"type": "text", "text": "Paris"}]}), None),
+        (chat_answer(message={"content": None, "tool_calls": None}), None),
+        (
+            orjson.dumps({"choices": [CHOICE, {**CHOICE, "index": 1, "finish_reason": 2}]}),
+            "`choices[1].finish_reason` is int",
+        ),
+        (orjson.dumps({"choices": [CHOICE], "error": None}), None),
+        (orjson.dumps([CHOICE]), "response is not a JSON object"),
+        (b"Paris", "response is not valid JSON"),
+    ],
+)
+def test_a_chat_answer_is_stored_only_when_its_replay_can_read_it(answer: bytes, reason: str | None) -> None:
+    expected = reason if reason is None or reason.startswith("response") else f"invalid response: {reason}"
+    assert ChatCompletions().unstorable(answer, view(CHAT_PATH)) == expected
+
+
+def test_embeddings_in_base64_or_as_numbers_are_stored() -> None:
+    def answer(*vectors: Any) -> bytes:
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        return orjson.dumps({"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1}})
+
+    request = view("/v1/embeddings")
+    assert Embeddings().unstorable(answer("AAAAAA==", [0.5, -1, 2]), request) is None
+    assert Embeddings().unstorable(answer([0.1], [False]), request) == (
+        "invalid response: `data[1].embedding` holds something other than numbers"
+    )
+    assert Embeddings().unstorable(answer([0.1]).replace(b'"usage":{', b'"usage":[{').replace(b"}}", b"}]}"), request)
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ([{"type": "message", "content": None}], None),
+        ([{"type": "reasoning", "summary": [], "content": [1]}], "`output[0].content`[0] is int, not an object"),
+        ([{"type": "function_call", "content": "x", "summary": "y"}], None),
+        ([{"type": 3, "content": "x"}], None),
+    ],
+)
+def test_a_response_is_stored_when_every_item_its_replay_walks_is_readable(
+    output: list[dict[str, Any]], reason: str | None
+) -> None:
+    got = Responses().unstorable(orjson.dumps({**FINAL, "output": output}), view("/v1/responses"))
+    assert got == (None if reason is None else f"invalid response: {reason}")
+
+
+def test_a_response_that_is_not_completed_is_not_stored() -> None:
+    assert Responses().unstorable(orjson.dumps({**FINAL, "status": "queued"}), view("/v1/responses")) == (
+        "response is not final (queued, in progress or incomplete)"
+    )
+
+
+# -- usage details ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None}, Usage(10, 2, None, None)),
+        ({"prompt_tokens": 10, "prompt_tokens_details": [1], "prompt_cache_hit_tokens": 4}, Usage(10, None, 4, None)),
+        (
+            {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 3}, "prompt_cache_hit_tokens": 4},
+            Usage(10, None, 3, None),
+        ),
+        ({"prompt_tokens": 0, "input_tokens": 7, "completion_tokens": 0, "output_tokens": 5}, Usage(0, 0, None, None)),
+        ({"input_tokens": 7, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 0}}, Usage(7, 5, 0, None)),
+        ({"prompt_tokens": "10", "completion_tokens": True}, Usage()),
+    ],
+    ids=["details-null", "details-not-object", "details-first", "chat-names-first", "responses-names", "not-integers"],
+)
+def test_usage_reads_chat_and_responses_names_and_only_integers(usage: dict[str, Any], expected: Usage) -> None:
+    assert ChatCompletions().usage({"usage": usage}) == expected
+
+
+def test_usage_that_is_not_an_object_counts_nothing() -> None:
+    assert Responses().usage({"usage": [1, 2]}) == Usage()
+
+
+# -- requests that bypass, and what the semantic cache embeds ----------------------------------------------
+
+
+def test_store_true_bypasses_chat_but_store_false_or_absent_does_not() -> None:
+    route = resolve(CHAT_PATH)
+    assert route is not None
+    assert (
+        ChatCompletions().server_state(route, {}, {"store": True})
+        == "`store: true` asks the provider to keep this call"
+    )
+    assert ChatCompletions().server_state(route, {}, {"store": False}) is None
+    assert ChatCompletions().server_state(route, {}, {"store": "true"}) is None
+
+
+def test_responses_state_and_templates_bypass_only_when_named() -> None:
+    route = resolve("/v1/responses")
+    assert route is not None
+    state = Responses().server_state
+    assert state(route, {}, {"previous_response_id": None, "conversation": None}) is None
+    assert state(route, {}, {"prompt": "pmpt_1"}) is None
+    assert state(route, {}, {"tools": [{"type": "code_interpreter"}, "web_search", {"type": "web_search"}]}) is None
+    assert state(route, {}, {"tools": "file_search"}) is None
+    assert state(route, {}, {"tools": [{"type": "web_search"}, {"type": "file_search"}]}) == (
+        "the file_search tool reads a store or container the provider holds"
+    )
+    assert state(route, {}, {"tools": [{"type": "code_interpreter", "container": "cntr_1"}]}) == (
+        "the code_interpreter tool reads a store or container the provider holds"
+    )
+    assert (
+        state(route, {}, {"previous_response_id": "resp_1"}) == "`previous_response_id` names state the provider holds"
+    )
+    assert state(route, {}, {"conversation": {"id": "conv_1"}}) == "`conversation` names state the provider holds"
+    assert state(route, {}, {"prompt": {"id": "pmpt_1"}}) == (
+        "`prompt` without a version uses the template's current version"
+    )
+    assert state(route, {}, {"prompt": {"id": "pmpt_1", "version": "2"}}) is None
+    assert state(route, {}, {"store": True, "tools": []}) == "`store: true` asks the provider to keep this call"
+
+
+def test_chat_embeds_the_last_plain_user_turn_unless_it_is_named() -> None:
+    ask = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    assert ChatCompletions().semantic_query(ask) == ({**ask, "messages": ask["messages"][:1]}, "Hi")
+    named = {**ask, "messages": [{"role": "user", "content": "Hi", "name": "bob"}]}
+    assert ChatCompletions().semantic_query(named) is None
+    assert ChatCompletions().semantic_query({"messages": []}) is None
+
+
+def test_completions_embed_a_plain_prompt_only() -> None:
+    assert Completions().semantic_query({"model": "m", "prompt": "Hi"}) == ({"model": "m"}, "Hi")
+    assert Completions().semantic_query({"model": "m", "prompt": ""}) is None
+    assert Completions().semantic_query({"model": "m", "prompt": ["Hi"]}) is None
+
+
+def test_responses_embed_the_input_unless_the_context_lives_on_the_server() -> None:
+    assert Responses().semantic_query({"model": "m", "input": "Hi"}) == ({"model": "m"}, "Hi")
+    assert Responses().semantic_query({"model": "m", "input": ""}) is None
+    turns = {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}]}
+    assert Responses().semantic_query(turns) == ({**turns, "input": []}, "Hi")
+    assert Responses().semantic_query({"input": "Hi", "previous_response_id": None}) is None
+    assert Responses().semantic_query({"input": "Hi", "conversation": "conv_1"}) is None
+
+
+def test_azure_v1_paths_take_azure_credentials() -> None:
+    azure, plain = resolve("/openai/v1/responses"), resolve("/v1/responses")
+    assert azure is not None and plain is not None
+    assert (azure.credentials, plain.credentials) == (AZURE, OPENAI)
+
+
+def test_a_choice_without_an_index_replays_as_the_first() -> None:
+    final = {**CHAT_TOOL_CALL, "choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}]}
+    first, last = replayed_chunks(ChatCompletions(), final, {"stream": True})
+    assert first["choices"][0]["index"] == last["choices"][0]["index"] == 0
+    first, last = replayed_chunks(Completions(), {**COMPLETION, "choices": [{"text": "Hi"}]}, {"stream": True})
+    assert first["choices"][0]["index"] == last["choices"][0]["index"] == 0
+
+
+def test_a_tool_call_without_an_index_counts_as_the_first() -> None:
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "b", "function": {"name": "b"}}]}}),
+        chat_chunk({"index": 0, "delta": {"tool_calls": [{"id": "a", "function": {"name": "a"}}]}}),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "tool_calls"}),
+    )
+    assert final is not None
+    assert [call["id"] for call in final["choices"][0]["message"]["tool_calls"]] == ["a", "b"]
+
+
+def test_a_field_beside_the_delta_that_changes_type_takes_the_latest_value() -> None:
+    final = chat_final(
+        chat_chunk(extension={"a": 1}, listed=[1]),
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}, extension="x", listed={"b": 2}),
+    )
+    assert final is not None and (final["extension"], final["listed"]) == ("x", {"b": 2})
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "path", "answer", "reason"),
+    [
+        (ChatCompletions(), CHAT_PATH, {"choices": []}, "`choices` is empty"),
+        (Completions(), "/v1/completions", {"choices": [{"index": 0}]}, "`choices[0].text` is null or missing"),
+        (Completions(), "/v1/completions", {"choices": [{"text": "Hi", "finish_reason": None}]}, None),
+        (Embeddings(), "/v1/embeddings", {"data": []}, "`data` is empty"),
+        (Embeddings(), "/v1/embeddings", {"data": [{"embedding": [1]}], "usage": 1}, "`usage` is int"),
+        (
+            Responses(),
+            "/v1/responses",
+            {"output": [{"type": "message", "content": [1]}]},
+            "`output[0].content`[0] is int, not an object",
+        ),
+        (
+            Responses(),
+            "/v1/responses",
+            {"output": [{"type": "reasoning", "summary": [1]}]},
+            "`output[0].summary`[0] is int, not an object",
+        ),
+        (Responses(), "/v1/responses", {"output": [], "usage": "x"}, "`usage` is str"),
+        (Responses(), "/v1/responses", {"output": "Paris"}, "`output` is str, not a list"),
+        (ChatCompletions(), CHAT_PATH, {"choices": {}}, "`choices` is dict, not a list"),
+        (ChatCompletions(), CHAT_PATH, {"choices": [CHOICE], "usage": []}, "`usage` is list"),
+        (
+            Embeddings(),
+            "/v1/embeddings",
+            {"data": [{"embedding": None}]},
+            "`data[0].embedding` is null or missing, not a list",
+        ),
+    ],
+)
+def test_each_endpoint_stores_only_answers_of_its_own_shape(
+    endpoint: Any, path: str, answer: dict[str, Any], reason: str | None
+) -> None:
+    got = endpoint.unstorable(orjson.dumps(answer), view(path))
+    assert got == (None if reason is None else f"invalid response: {reason}")
+
+
+def test_a_tool_call_is_checked_whatever_comes_before_or_after_it() -> None:
+    good = {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    two = {"content": None, "tool_calls": [{**good, "id": 1}, good]}
+    assert ChatCompletions().unstorable(chat_answer(message=two), view(CHAT_PATH)) == (
+        "invalid response: `choices[0].message.tool_calls[0].id` is int"
+    )
+    bad_content = {"content": 1, "tool_calls": [good]}
+    assert ChatCompletions().unstorable(chat_answer(message=bad_content), view(CHAT_PATH)) == (
+        "invalid response: `choices[0].message.content` is int"
+    )
+    custom = {"id": "call_1", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}
+    assert (
+        ChatCompletions().unstorable(chat_answer(message={"content": None, "tool_calls": [custom]}), view(CHAT_PATH))
+        is None
+    )
+    unfinished = {"index": 0, "message": {"content": "Hi", "tool_calls": [{"function": {}}]}, "finish_reason": None}
+    assert ChatCompletions().unstorable(orjson.dumps({"choices": [unfinished]}), view(CHAT_PATH)) is None

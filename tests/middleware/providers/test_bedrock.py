@@ -1,0 +1,232 @@
+"""Bedrock adapters: paths and model ids, keyed headers, drafts that bypass, what is stored, and the
+assembly of Claude's events inside event-stream frames. (The SDK end to end: tests/middleware/test_bedrock.py.)"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from llm_cache.middleware.providers import resolve
+from llm_cache.middleware.providers.base import Usage
+from llm_cache.middleware.providers.bedrock import Converse, InvokeModel, InvokeModelStream, InvokeStreamAssembler
+from llm_cache.middleware.providers.eventstream import EventStreamDecoder, encode_message
+
+from .streams import view
+from .test_anthropic import TEXT
+
+CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CHUNK = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+MESSAGE = TEXT
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "model", "stream"),
+    [
+        (f"/model/{CLAUDE}/invoke", "bedrock.invoke", CLAUDE, False),
+        (f"/model/{CLAUDE}/invoke-with-response-stream", "bedrock.invoke-stream", CLAUDE, True),
+        (f"/model/{CLAUDE}/converse", "bedrock.converse", CLAUDE, False),
+        (f"/model/{CLAUDE}/converse-stream", "bedrock.converse", CLAUDE, True),
+        (
+            "/model/arn:aws:bedrock:us-east-1:1:inference-profile%2Fus.anthropic.claude/invoke",
+            "bedrock.invoke",
+            "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude",
+            False,
+        ),
+    ],
+)
+def test_model_paths_name_the_model_and_the_stream(path: str, name: str, model: str, stream: bool) -> None:
+    route = resolve(path)
+    assert route is not None
+    assert (route.endpoint.name, route.model, route.stream_by_path) == (name, model, stream)
+    assert route.endpoint.is_stream(route, "", {"stream": not stream}) is stream
+    assert route.endpoint.model(route, {"model": "other"}) == model
+
+
+@pytest.mark.parametrize("path", [f"/model/{CLAUDE}", f"/model/{CLAUDE}/converse-streams", "/models/x/invoke"])
+def test_other_bedrock_paths_are_not_owned(path: str) -> None:
+    assert resolve(path) is None
+
+
+def test_the_settings_bedrock_reads_from_headers_are_keyed() -> None:
+    headers = {
+        "x-amzn-bedrock-trace": "ENABLED",
+        "accept": "application/json",
+        "x-amzn-bedrock-guardrailidentifier": "gr-1",
+        "x-amz-date": "20261127T050000Z",
+        "authorization": "AWS4-HMAC-SHA256 ...",
+        "content-type": "application/json",
+    }
+    assert InvokeModel().header_key(headers) == (
+        ("accept", "application/json"),
+        ("x-amzn-bedrock-guardrailidentifier", "gr-1"),
+        ("x-amzn-bedrock-trace", "ENABLED"),
+    )
+    assert InvokeModel().keyed_headers and InvokeModel().signed_body
+
+
+PROMPT_DRAFT = "a Prompt management ARN without a version runs the prompt's editable draft"
+GUARDRAIL_DRAFT = "a guardrail's DRAFT version is editable"
+
+
+@pytest.mark.parametrize(
+    ("model", "headers", "body", "reason"),
+    [
+        ("arn:aws:bedrock:us-east-1:1:prompt/P1", {}, {}, PROMPT_DRAFT),
+        ("arn:aws:bedrock:us-east-1:1:prompt/P1:3", {}, {}, None),
+        (CLAUDE, {}, {"guardrailConfig": {"guardrailVersion": "DRAFT"}}, GUARDRAIL_DRAFT),
+        (CLAUDE, {}, {"guardrailConfig": {"guardrailVersion": "2"}}, None),
+        (CLAUDE, {}, {"guardrailConfig": "DRAFT"}, None),
+        (CLAUDE, {"x-amzn-bedrock-guardrailversion": "DRAFT"}, {}, GUARDRAIL_DRAFT),
+        (CLAUDE, {"x-amzn-bedrock-guardrailversion": "1"}, {}, None),
+    ],
+)
+def test_drafts_bypass_the_cache(model: str, headers: dict[str, str], body: dict[str, Any], reason: str | None) -> None:
+    route = resolve(f"/model/{model.replace('/', '%2F')}/converse")
+    assert route is not None and route.model == model
+    assert route.endpoint.server_state(route, headers, body) == reason
+
+
+def test_invoke_counts_usage_as_messages_do_and_converse_in_its_own_names() -> None:
+    messages = {"usage": {"input_tokens": 3, "cache_read_input_tokens": 4, "output_tokens": 2}}
+    assert InvokeModel().usage(messages) == InvokeModelStream().usage(messages) == Usage(7, 2, 4, None)
+    converse = {"usage": {"inputTokens": 3, "cacheReadInputTokens": 4, "cacheWriteInputTokens": 5, "outputTokens": 2}}
+    assert Converse().usage(converse) == Usage(12, 2, 4, 5)
+
+
+def test_converse_answers_name_no_model_or_id() -> None:
+    answer = {"id": "x", "model": "y", "output": {}}
+    assert (Converse().response_model(answer), Converse().response_id(answer)) == (None, None)
+    assert (InvokeModel().response_model(MESSAGE), InvokeModel().response_id(MESSAGE)) == (TEXT["model"], TEXT["id"])
+
+
+def test_claudes_invoke_answers_must_be_messages_and_other_models_answers_are_their_own() -> None:
+    claude = view(f"/model/{CLAUDE}/invoke")
+    titan = view("/model/amazon.titan-text-express-v1/invoke")
+    titan_answer = orjson.dumps({"results": [{"outputText": "Paris"}]})
+    assert InvokeModel().unstorable(orjson.dumps(MESSAGE), claude) is None
+    assert InvokeModel().unstorable(titan_answer, claude) == "invalid response: `type` is None, not 'message'"
+    assert InvokeModel().unstorable(titan_answer, titan) is None
+    assert InvokeModel().unstorable(orjson.dumps({**MESSAGE, "content": "Paris"}), titan) is not None
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ({"output": {"message": {"content": [{"text": "Paris"}]}}, "stopReason": "end_turn"}, None),
+        ({"output": {"message": {"content": []}}, "stopReason": "end_turn", "usage": None}, None),
+        ({"output": {"message": "Paris"}, "stopReason": "end_turn"}, "`output.message` is str"),
+        ({"output": "Paris", "stopReason": "end_turn"}, "`output` is str"),
+        (
+            {"output": {"message": {"content": "Paris"}}, "stopReason": "end_turn"},
+            "`output.message.content` is str, not a list",
+        ),
+        ({"output": {"message": {"content": []}}}, "`stopReason` is null or missing"),
+        ({"output": {"message": {"content": []}}, "stopReason": "end_turn", "usage": 3}, "`usage` is int"),
+    ],
+)
+def test_a_converse_answer_is_stored_when_its_message_is_readable(answer: dict[str, Any], reason: str | None) -> None:
+    got = Converse().unstorable(orjson.dumps(answer), view(f"/model/{CLAUDE}/converse"))
+    assert got == (None if reason is None else f"invalid response: {reason}")
+
+
+# -- invoke-with-response-stream -------------------------------------------------------------------------
+
+STREAM_VIEW = view(f"/model/{CLAUDE}/invoke-with-response-stream")
+
+
+def frames_of(final: dict[str, Any]) -> bytes:
+    return InvokeModelStream().render_stream(orjson.dumps(final), STREAM_VIEW)
+
+
+def chunk_frame(payload: bytes, **headers: str) -> bytes:
+    return encode_message({**CHUNK, **headers}, payload)
+
+
+def assembled(data: bytes) -> dict[str, Any] | None:
+    assembler = InvokeStreamAssembler()
+    assembler.feed(data)
+    result = assembler.result()
+    return None if result is None else orjson.loads(result)
+
+
+def test_a_replay_is_claudes_events_base64_encoded_in_chunk_frames() -> None:
+    assert InvokeModelStream().stream_media_type(STREAM_VIEW) == "application/vnd.amazon.eventstream"
+    frames = EventStreamDecoder().feed(frames_of(MESSAGE))
+    assert all(headers == CHUNK for headers, _ in frames)
+    events = [orjson.loads(base64.b64decode(orjson.loads(payload)["bytes"])) for _, payload in frames]
+    assert [event["type"] for event in events] == [
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert assembled(frames_of(MESSAGE)) == MESSAGE
+
+
+def test_a_stream_of_one_frame_short_is_not_complete() -> None:
+    replay = frames_of(MESSAGE)
+    assembler = InvokeStreamAssembler()
+    assembler.feed(replay[:-1])
+    assert not assembler.complete and assembler.result() is None
+    assembler.feed(replay[-1:])
+    assert assembler.complete
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        encode_message(
+            {**CHUNK, ":message-type": "exception"}, b'{"bytes": "' + base64.b64encode(b'{"type": "ping"}') + b'"}'
+        ),
+        chunk_frame(b'{"bytes": "e30="}', **{":event-type": "metadata"}),
+        chunk_frame(b"not json"),
+        chunk_frame(b'{"bytes": 7}'),
+        chunk_frame(b'{"bytes": "not base64!"}'),
+        chunk_frame(b'{"bytes": "!' + base64.b64encode(b'{"type": "ping"}') + b'"}'),
+        chunk_frame(b'{"bytes": "' + base64.b64encode(b"[1]") + b'"}'),
+        chunk_frame(b'{"bytes": "' + base64.b64encode(b'{"type": 1}') + b'"}'),
+        b"\x00" * 16,
+    ],
+    ids=[
+        "exception",
+        "not-a-chunk",
+        "not-json",
+        "bytes-not-a-string",
+        "not-base64",
+        "base64-with-junk",
+        "not-an-object",
+        "no-type",
+        "bad-frame",
+    ],
+)
+def test_anything_but_claudes_events_in_chunk_frames_breaks_the_stream(bad: bytes) -> None:
+    replay = frames_of(MESSAGE)
+    assembler = InvokeStreamAssembler()
+    assembler.feed(bad)
+    assembler.feed(replay)
+    assert not assembler.complete and assembler.result() is None
+
+
+def test_a_finished_message_followed_by_part_of_a_frame_is_not_complete() -> None:
+    assembler = InvokeStreamAssembler()
+    assembler.feed(frames_of(MESSAGE) + chunk_frame(b"{}")[:20])
+    assert not assembler.complete and assembler.result() is None
+
+
+def test_the_last_plain_user_turn_is_what_the_semantic_cache_embeds() -> None:
+    body = {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": [{"text": "Paris?"}]}]}
+    assert InvokeModel().semantic_query(body) == ({**body, "messages": []}, "Paris?")
+    assert Converse().semantic_query({"messages": [{"role": "assistant", "content": "Hi"}]}) is None
+
+
+def test_a_streamed_invoke_stores_only_a_message_it_can_replay() -> None:
+    assert InvokeModelStream().unstorable(orjson.dumps(MESSAGE), STREAM_VIEW) is None
+    assert InvokeModelStream().unstorable(orjson.dumps({"results": []}), STREAM_VIEW) == (
+        "invalid response: `type` is None, not 'message'"
+    )
