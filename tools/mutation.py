@@ -51,10 +51,24 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_semantic.py::test_the_guard_lets_paraphrases_through",
         "tests/middleware/test_semantic.py::test_the_guard_vetoes_a_changed_fact",
     ),
-    "router/retry.py": ("tests/router/test_cooldown.py", "tests/router/test_core.py"),
-    "router/cooldown.py": ("tests/router/test_cooldown.py", "tests/router/test_core.py"),
+    "router/retry.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
+    "router/breaker.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
     "router/core.py": ("tests/router/test_core.py", "tests/router/test_router_errors.py", "tests/router/test_api.py"),
-    "middleware/engine.py": ("tests/middleware/test_engine.py", "tests/middleware/test_what_may_be_stored.py"),
+    "middleware/engine.py": (
+        "tests/middleware/test_engine.py",
+        "tests/middleware/test_plan.py",
+        "tests/middleware/test_what_may_be_stored.py",
+        "tests/middleware/test_prepared_memo.py",
+    ),
+    "middleware/additions.py": ("tests/middleware/test_refused_additions.py", "tests/middleware/test_plan.py"),
+    "middleware/singleflight.py": ("tests/middleware/test_engine.py", "tests/middleware/test_distributed.py"),
+    "middleware/recorder.py": (
+        "tests/middleware/test_engine.py",
+        "tests/middleware/test_plan.py",
+        "tests/middleware/test_what_may_be_stored.py",
+    ),
+    "middleware/relay.py": ("tests/middleware/test_asgi.py", "tests/middleware/test_stream_fidelity.py"),
+    "middleware/prepared_memo.py": ("tests/middleware/test_prepared_memo.py",),
     "middleware/providers/openai.py": (
         "tests/middleware/providers/test_openai.py",
         "tests/middleware/providers/test_base.py",
@@ -82,6 +96,10 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/providers/test_openai.py",
         "tests/middleware/providers/test_anthropic.py",
         "tests/middleware/providers/test_gemini.py",
+    ),
+    "middleware/providers/converse.py": (
+        "tests/middleware/providers/test_converse_stream_properties.py",
+        "tests/middleware/test_bedrock.py",
     ),
     "middleware/providers/deltas.py": (
         "tests/middleware/providers/test_deltas.py",
