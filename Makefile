@@ -42,7 +42,7 @@ soak: system-deps install
 	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 # Not part of `make test`: mutation testing of the decision core (docs/testing.md); a slice:
-# make mutation MUTATION_ARGS="--module middleware/keys.py --max-mutants 20".
+# make mutation MUTATION_ARGS="--module middleware/_keys.py --max-mutants 20".
 mutation: system-deps install
 	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
 

@@ -89,7 +89,7 @@ def serve(kind: str, upstream: str | None) -> None:
     """Bind 127.0.0.1:0, print the port, serve until SIGTERM (one uvicorn worker, this process)."""
     import uvicorn
 
-    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (see middleware/background.py).
+    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (see middleware/_background.py).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

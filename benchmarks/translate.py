@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from llm_cache.router import rewrite, translate  # noqa: E402
-from llm_cache.router.config import Deployment  # noqa: E402
+from llm_cache.router._config import Deployment  # noqa: E402
 from llm_cache.router.translate import anthropic_to_openai, openai_to_anthropic, openai_to_gemini  # noqa: E402
 
 BUDGET_US = 100.0

@@ -47,7 +47,7 @@ import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
 from llm_cache.middleware import Cache
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import default_config, with_upstreams
 from llm_cache.middleware.gateway import create_gateway
 from llm_cache.middleware.simulator import FAQ_ANSWERS, SimulatedProvider

@@ -1,13 +1,13 @@
 """llm-cache-middleware: exact, semantic and provider-native caching for LLM traffic."""
 
+from ._asgi import CacheMiddleware
+from ._engine import Cache
+from ._keys import KeyRequest, ScopeRequest, default_digest
+from ._prompt_caching import PromptCaching
+from ._settings import CacheSettings, CacheStats
+from ._transport import AsyncCachingTransport, CachingTransport
+from ._types import Outcome
 from ._version import __version__ as __version__
-from .asgi import CacheMiddleware
-from .engine import Cache
-from .keys import KeyRequest, ScopeRequest, default_digest
-from .prompt_caching import PromptCaching
-from .settings import CacheSettings, CacheStats
-from .transport import AsyncCachingTransport, CachingTransport
-from .types import Outcome
 
 __all__ = [
     "AsyncCachingTransport",

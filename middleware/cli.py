@@ -268,8 +268,8 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
         client = httpx2.AsyncClient(base_url=args.gateway.rstrip("/"), timeout=args.timeout)
         config = None
     else:
+        from ._transport import AsyncCachingTransport
         from .config import build_cache
-        from .transport import AsyncCachingTransport
 
         config = _config(args.config, args.upstream)
         cache = build_cache(config)

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import httpx2
 
-from .background import BackgroundServer
+from ._background import BackgroundServer
 from .config import default_config, with_upstreams
 from .gateway import create_gateway
 from .simulator import FAQ_ANSWERS, SimulatedProvider

@@ -45,12 +45,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._wire import CREDENTIAL_HEADERS, api_of, auth_header, error_document, without_query_credential
+from ._engine import Cache
+from ._keys import NAMESPACE_PATTERN
+from ._types import KEY_HEADER, UPSTREAM_HEADER
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .engine import Cache
-from .keys import NAMESPACE_PATTERN
 from .stores.base import StoreError
-from .types import KEY_HEADER, UPSTREAM_HEADER
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 
@@ -985,7 +985,7 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
 
     With a `model_list` / `router` section, upstream requests go through the router (see `build_router`).
     """
-    from .asgi import CacheMiddleware
+    from ._asgi import CacheMiddleware
 
     config = config if config is not None else default_config()
     router = build_router(config)

@@ -34,9 +34,9 @@ from .stores.base import abilities_of
 from .stores.tiered import TieredStore
 
 if TYPE_CHECKING:
-    from .entry import Entry
+    from ._entry import Entry
+    from ._types import CacheRequest, Lookup
     from .providers.base import Endpoint, Usage
-    from .types import CacheRequest, Lookup
 
 logger = logging.getLogger("llm_cache.middleware")
 

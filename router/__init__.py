@@ -6,7 +6,7 @@ Independent of the caching layer (this package never imports ``middleware``); it
 
 from __future__ import annotations
 
-from .config import (
+from ._config import (
     ConfigError,
     Deployment,
     ModelGroup,
@@ -16,9 +16,9 @@ from .config import (
     from_portkey,
     load_config,
 )
-from .core import Router
-from .errors import Kind
-from .transport import STREAM_FAILED, RouterTransport, SyncRouterTransport
+from ._core import Router
+from ._errors import Kind
+from ._transport import STREAM_FAILED, RouterTransport, SyncRouterTransport
 
 __all__ = [
     "ConfigError",

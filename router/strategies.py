@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .state import DeploymentState
+from ._state import DeploymentState
 
 Candidates = list[DeploymentState]
 

@@ -7,7 +7,7 @@ failing run kills the mutant; a passing one means no test pins that behaviour (a
 the mutant is equivalent (it changes nothing observable; see docs/testing.md).
 
     python tools/mutation.py                             # every module in MODULES
-    python tools/mutation.py --module middleware/keys.py --max-mutants 40
+    python tools/mutation.py --module middleware/_keys.py --max-mutants 40
 
 The tests run in a child forked from a process that has already imported the third-party
 packages they use, so a mutant costs its tests' time, not an interpreter start.
@@ -39,36 +39,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 HUNDRED_TENANTS = "test_a_hundred_tenants_never_see_each_others_answers"  # 30 s of load: `make test` runs it
 MODULES: dict[str, tuple[str, ...]] = {
-    "middleware/keys.py": (
+    "middleware/_keys.py": (
         "tests/middleware/test_golden_keys.py",
         "tests/middleware/test_keys.py",
         "tests/middleware/test_isolation.py",
         f"--deselect=tests/middleware/test_isolation.py::{HUNDRED_TENANTS}",
     ),
-    "middleware/policy.py": ("tests/middleware/test_policy.py", "tests/middleware/test_golden_keys.py"),
+    "middleware/_policy.py": ("tests/middleware/test_policy.py", "tests/middleware/test_golden_keys.py"),
     "middleware/semantic/guard.py": (
         "tests/middleware/test_semantic_guard.py",
         "tests/middleware/test_semantic.py::test_the_guard_lets_paraphrases_through",
         "tests/middleware/test_semantic.py::test_the_guard_vetoes_a_changed_fact",
     ),
-    "router/retry.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
-    "router/breaker.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
-    "router/core.py": ("tests/router/test_core.py", "tests/router/test_router_errors.py", "tests/router/test_api.py"),
-    "middleware/engine.py": (
+    "router/_retry.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
+    "router/_breaker.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
+    "router/_core.py": ("tests/router/test_core.py", "tests/router/test_router_errors.py", "tests/router/test_api.py"),
+    "middleware/_engine.py": (
         "tests/middleware/test_engine.py",
         "tests/middleware/test_plan.py",
         "tests/middleware/test_what_may_be_stored.py",
         "tests/middleware/test_prepared_memo.py",
     ),
-    "middleware/additions.py": ("tests/middleware/test_refused_additions.py", "tests/middleware/test_plan.py"),
-    "middleware/singleflight.py": ("tests/middleware/test_engine.py", "tests/middleware/test_distributed.py"),
-    "middleware/recorder.py": (
+    "middleware/_additions.py": ("tests/middleware/test_refused_additions.py", "tests/middleware/test_plan.py"),
+    "middleware/_singleflight.py": ("tests/middleware/test_engine.py", "tests/middleware/test_distributed.py"),
+    "middleware/_recorder.py": (
         "tests/middleware/test_engine.py",
         "tests/middleware/test_plan.py",
         "tests/middleware/test_what_may_be_stored.py",
     ),
-    "middleware/relay.py": ("tests/middleware/test_asgi.py", "tests/middleware/test_stream_fidelity.py"),
-    "middleware/prepared_memo.py": ("tests/middleware/test_prepared_memo.py",),
+    "middleware/_relay.py": ("tests/middleware/test_asgi.py", "tests/middleware/test_stream_fidelity.py"),
+    "middleware/_prepared_memo.py": ("tests/middleware/test_prepared_memo.py",),
     "middleware/providers/openai.py": (
         "tests/middleware/providers/test_openai.py",
         "tests/middleware/providers/test_base.py",

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..engine import Cache
+from .._engine import Cache
 from .errors import ConfigError, describe
 from .schema import CacheConfig, GatewayConfig, OpenAIEmbedderConfig, RedisIndexConfig, SemanticConfig
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..keys import resolve_key_builder, validate_scope
-from ..settings import CacheSettings
+from .._keys import resolve_key_builder, validate_scope
+from .._settings import CacheSettings
 
 FAMILIES = ("openai", "anthropic", "gemini", "azure")
 DEFAULT_UPSTREAMS = {

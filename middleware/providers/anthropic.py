@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..._wire import ANTHROPIC, ANTHROPIC_MESSAGES, suffix_pattern
-from .. import exact_json
+from .. import _exact_json as exact_json
 from .base import (
     Endpoint,
     RequestView,

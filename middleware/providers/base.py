@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from ..._wire import OPENAI, Auth
-from .. import exact_json
+from .. import _exact_json as exact_json
 
 
 @dataclass(frozen=True, slots=True)

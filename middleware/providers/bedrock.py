@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from ..._wire import BEDROCK, bedrock_pattern
-from .. import exact_json
+from .. import _exact_json as exact_json
 from . import converse, eventstream
 from .anthropic import Messages, MessageStreamAssembler, message_events, message_invalid
 from .base import (

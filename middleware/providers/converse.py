@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .. import exact_json
+from .. import _exact_json as exact_json
 from . import eventstream
 from .base import loads_object
 from .deltas import merge_delta

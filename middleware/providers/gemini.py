@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..._wire import GEMINI, gemini_pattern
-from .. import exact_json
+from .. import _exact_json as exact_json
 from .base import (
     Endpoint,
     NonStreamingEndpoint,

@@ -8,7 +8,7 @@ from itertools import count
 from typing import Any, ClassVar
 
 from ..._wire import AZURE, azure_pattern, is_azure, suffix_pattern
-from .. import exact_json
+from .. import _exact_json as exact_json
 from .base import (
     Endpoint,
     NonStreamingEndpoint,

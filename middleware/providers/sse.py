@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import exact_json
+from .. import _exact_json as exact_json
 
 
 class SSEDecoder:

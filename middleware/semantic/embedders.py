@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..loop_clients import PerLoop
+from .._loop_clients import PerLoop
 
 
 @runtime_checkable

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..loop_clients import PerLoop
+from .._loop_clients import PerLoop
 from .index import Neighbour
 
 _SCHEMA_ALGORITHM = ("HNSW", "6")

@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from ..loop_clients import PerLoop
+from .._loop_clients import PerLoop
 from .base import Abilities, StoreError
 from .breaker import CircuitBreaker, CircuitOpenError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .. import rewrite
-from ..config import Deployment
+from .. import _rewrite as rewrite
+from .._config import Deployment
 from .base import Translation, dumps
 from .stream import TranslatedStream
 

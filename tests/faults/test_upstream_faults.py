@@ -17,9 +17,9 @@ import httpx2
 import orjson
 import pytest
 
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
+from llm_cache.middleware._engine import Cache
 from llm_cache.middleware.config import parse_config
-from llm_cache.middleware.engine import Cache
 from llm_cache.middleware.gateway import create_gateway
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.load import json_text, stream_text

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.cli import build_parser, main
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway

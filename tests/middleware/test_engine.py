@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache
-from llm_cache.middleware.entry import SCHEMA_VERSION, unpack
+from llm_cache.middleware._entry import SCHEMA_VERSION, unpack
 from llm_cache.middleware.stores import MemoryStore
 from tests.support.stores import CountingStore, DeadStore
 
@@ -188,7 +188,7 @@ async def test_max_age_refuses_older_entries() -> None:
         key = (await post(http)).headers["x-cache-key"]
         entry = unpack(await store.get(key) or b"")
         # Age the stored entry by rewriting its timestamp, instead of waiting.
-        from llm_cache.middleware.entry import Entry, pack
+        from llm_cache.middleware._entry import Entry, pack
 
         await store.set(key, pack(Entry(key, entry.created_at - 120, 200, entry.body, False)), None)
         fresh_enough = await post(http, **{"cache-control": "max-age=600"})
@@ -465,7 +465,7 @@ def builder_that_raises(request: Any, default: Any) -> str:
     ],
 )
 def test_prepare_never_raises(body: bytes, headers: dict[str, str], settings: dict[str, Any]) -> None:
-    from llm_cache.middleware.types import CacheRequest, ForwardAsIs
+    from llm_cache.middleware._types import CacheRequest, ForwardAsIs
 
     cache = Cache(**settings)
     prepared = cache.prepare("POST", "/v1/chat/completions", "", headers, body)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from llm_cache.middleware.entry import Entry, EntryError, EntryMemo, pack, unpack
+from llm_cache.middleware._entry import Entry, EntryError, EntryMemo, pack, unpack
 
 ENTRY = Entry("default:cabc:0123", 1700000000.0, 200, b'{"id":"chatcmpl-1"}', False, True, (("x-router-model", "m"),))
 

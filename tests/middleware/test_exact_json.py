@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 
-from llm_cache.middleware import exact_json
+from llm_cache.middleware import _exact_json as exact_json
 from tests.support.stream_strategies import JSON_VALUES, dumps, lossless
 
 

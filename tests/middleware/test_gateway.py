@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llm_cache.middleware import AsyncCachingTransport, Cache
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway, family_of, upstream_url
 from llm_cache.middleware.stores import DiskStore

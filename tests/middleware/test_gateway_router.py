@@ -14,7 +14,7 @@ import openai
 import pytest
 import yaml
 
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import ConfigError, load_config, parse_config
 from llm_cache.middleware.gateway import create_gateway
 from tests.support.fake_provider_fixtures import RunningFakeProvider

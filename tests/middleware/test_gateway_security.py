@@ -24,7 +24,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import load_config, parse_config
 from llm_cache.middleware.gateway import create_gateway, forwarded_path, upstream_url
 from tests.middleware.test_gateway import MODEL, Gateway, chat, gateway, gateway_factory  # noqa: F401

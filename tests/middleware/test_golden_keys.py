@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from llm_cache.middleware import Cache, KeyRequest, ScopeRequest, default_digest
-from llm_cache.middleware.keys import KEY_FORMAT
+from llm_cache.middleware._keys import KEY_FORMAT
 
 SIGV4 = (
     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/bedrock/aws4_request, "

@@ -34,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
 from llm_cache.middleware.semantic import InProcessIndex, SemanticCache

@@ -22,7 +22,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, ScopeRequest
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import ConfigError, parse_config
 from llm_cache.middleware.gateway import create_gateway
 from llm_cache.middleware.semantic import InProcessIndex, SemanticCache, SentenceTransformerEmbedder

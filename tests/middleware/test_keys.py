@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from llm_cache._wire import OPENAI
 from llm_cache.middleware import Cache, KeyRequest
-from llm_cache.middleware.keys import (
+from llm_cache.middleware._keys import (
     DefaultDigest,
     NoIdentity,
     credential_scope,
@@ -226,7 +226,7 @@ def test_bodies_a_double_carries_exactly_keep_their_keys() -> None:
 
 
 def test_the_exact_canonical_form_never_equals_the_fast_one() -> None:
-    from llm_cache.middleware.keys import digest_of
+    from llm_cache.middleware._keys import digest_of
 
     form = ("openai", "chat.completions", "m", None, (), {"temperature": 0.5}, frozenset())
     assert digest_of(*form) != digest_of(*form, exact=True)
@@ -259,7 +259,7 @@ _JSON_NUMBER = r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,4})?"
 def test_the_fast_path_is_taken_only_for_numbers_a_double_carries_exactly(token: str) -> None:
     from decimal import Decimal
 
-    from llm_cache.middleware.exact_json import loads_every_number
+    from llm_cache.middleware._exact_json import loads_every_number
 
     value, exact = loads_every_number(f'{{"n":{token}}}'.encode())
     # orjson's doubles (the fast path) and the exact path's doubles must have the token's exact value
@@ -270,7 +270,7 @@ def test_the_fast_path_is_taken_only_for_numbers_a_double_carries_exactly(token:
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet="d.es ", max_size=60), st.integers(0, 60), st.integers(0, 20))
 def test_the_scan_finds_the_first_three_digits_whichever_way_it_looks(marks: str, start: int, finds: int) -> None:
-    from llm_cache.middleware.exact_json import _three_digits
+    from llm_cache.middleware._exact_json import _three_digits
 
     data = marks.encode()
     assert _three_digits(data, start, finds)[0] == data.find(b"ddd", start)
@@ -287,7 +287,7 @@ def test_the_scan_finds_the_first_three_digits_whichever_way_it_looks(marks: str
     ],
 )
 def test_a_long_body_takes_the_exact_path_only_for_numbers_a_double_cannot_carry(tail: str, exact: bool) -> None:
-    from llm_cache.middleware.exact_json import loads_every_number
+    from llm_cache.middleware._exact_json import loads_every_number
 
     long_body = b'{"messages": [{"role": "user", "content": "' + b"lorem ipsum " * 2000 + b'"}]' + tail.encode() + b"}"
     assert len(long_body) > 8192 and loads_every_number(long_body)[1] is exact

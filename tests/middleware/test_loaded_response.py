@@ -8,7 +8,7 @@ import httpx
 import httpx2
 import pytest
 
-from llm_cache.middleware.loaded_response import loaded_response
+from llm_cache.middleware._loaded_response import loaded_response
 
 BODY = b'{"id":"chatcmpl-1","choices":[]}'
 HEADERS = [(b"content-type", b"application/json"), (b"x-cache", b"HIT"), (b"content-length", b"32")]

@@ -1,4 +1,4 @@
-"""`Cache.hit` and `Cache.plan` (engine.py), driven without any I/O: what the engine asks a driver to
+"""`Cache.hit` and `Cache.plan` (_engine.py), driven without any I/O: what the engine asks a driver to
 do for each kind of call, and what it does with the answers. The drivers' own tests (test_asgi.py,
 test_transport.py) run the same calls through real apps, clients and servers."""
 
@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from llm_cache.middleware import Cache
-from llm_cache.middleware.engine import Plan, drive
-from llm_cache.middleware.types import (
+from llm_cache.middleware._engine import Plan, drive
+from llm_cache.middleware._types import (
     Action,
     Answer,
     CacheRequest,
@@ -190,7 +190,7 @@ async def test_a_plan_looks_the_request_up_itself_when_the_driver_did_not() -> N
     await end.recorder.abort()
 
 
-DRIVERS = ("asgi.py", "transport.py")
+DRIVERS = ("_asgi.py", "_transport.py")
 PROVIDER_WORDS = re.compile(
     r"openai|anthropic|gemini|bedrock|azure|vertex|cachedcontent|family|stream_options|cache_control|usage",
     re.IGNORECASE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_cache.middleware.policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
+from llm_cache.middleware._policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 
 
 def test_no_controls_give_the_shared_default() -> None:

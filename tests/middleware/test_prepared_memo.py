@@ -1,6 +1,6 @@
 """A request prepared again is prepared exactly as the first time, and never as another caller's.
 
-`Cache` remembers its preparations (`prepared_memo.py`) by what they read; these tests hold the
+`Cache` remembers its preparations (`_prepared_memo.py`) by what they read; these tests hold the
 remembered answer to the one a new cache computes.
 """
 
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache.middleware import Cache, CachingTransport
-from llm_cache.middleware.engine import UPSTREAM_HEADER, CacheRequest
-from llm_cache.middleware.prepared_memo import HeaderReads, PreparedMemo
+from llm_cache.middleware._engine import UPSTREAM_HEADER, CacheRequest
+from llm_cache.middleware._prepared_memo import HeaderReads, PreparedMemo
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stores import DeadStore
 

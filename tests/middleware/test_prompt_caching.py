@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport, PromptCaching
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import ConfigError, parse_config
 from llm_cache.middleware.gateway import create_gateway
 from tests.support.fake_provider_fixtures import RunningFakeProvider

@@ -413,7 +413,7 @@ async def test_in_process_index_keeps_contexts_apart_expires_rows_and_evicts_the
 
 
 def test_the_gateway_builds_the_semantic_cache_from_its_config(fake_provider: RunningFakeProvider) -> None:
-    from llm_cache.middleware.background import BackgroundServer
+    from llm_cache.middleware._background import BackgroundServer
     from llm_cache.middleware.config import parse_config
     from llm_cache.middleware.gateway import create_gateway
 

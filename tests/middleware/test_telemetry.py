@@ -825,7 +825,7 @@ async def test_asgi_middleware_spans_are_internal_with_the_same_attributes(recor
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from llm_cache.middleware.asgi import CacheMiddleware
+    from llm_cache.middleware._asgi import CacheMiddleware
 
     async def completions(request: Request) -> JSONResponse:
         return JSONResponse(chat_completion())

@@ -7,10 +7,10 @@ import random
 import pytest
 from tenacity import DoAttempt, DoSleep, RetryCallState, Retrying
 
-from llm_cache.router.breaker import Breaker
-from llm_cache.router.config import RouterSettings
-from llm_cache.router.errors import Failure, Kind, classify_status, parse_retry_after
-from llm_cache.router.retry import (
+from llm_cache.router._breaker import Breaker
+from llm_cache.router._config import RouterSettings
+from llm_cache.router._errors import Failure, Kind, classify_status, parse_retry_after
+from llm_cache.router._retry import (
     AttemptResult,
     policy,
     steps,

@@ -18,7 +18,7 @@ import httpx2
 import pytest
 
 from llm_cache.router import RouterTransport
-from llm_cache.router.core import Send, Sent, Sleep
+from llm_cache.router._core import Send, Sent, Sleep
 
 from .conftest import FakeClock, dep
 

@@ -233,7 +233,7 @@ def test_inline_references_in_a_gateway_model_list_reach_the_deployment(fakes, m
     """The gateway passes its router sections through untouched; the router resolves `${VAR}` itself."""
     import httpx2
 
-    from llm_cache.middleware.background import BackgroundServer
+    from llm_cache.middleware._background import BackgroundServer
     from llm_cache.middleware.config import parse_config
     from llm_cache.middleware.gateway import create_gateway
 

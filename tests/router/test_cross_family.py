@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llm_cache import middleware
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
 from llm_cache.router import Router, RouterTransport

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache.router import Router, RouterTransport
-from llm_cache.router.core import Send, Sent, Sleep
-from llm_cache.router.errors import read_json
+from llm_cache.router._core import Send, Sent, Sleep
+from llm_cache.router._errors import read_json
 
 from .conftest import FakeClock, dep
 

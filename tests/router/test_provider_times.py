@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llm_cache.router import Router, RouterTransport
-from llm_cache.router.core import Send, Sent, Sleep
-from llm_cache.router.errors import parse_retry_after
+from llm_cache.router._core import Send, Sent, Sleep
+from llm_cache.router._errors import parse_retry_after
 
 from .conftest import FakeClock, dep
 

@@ -20,7 +20,7 @@ import httpx2
 import openai
 import pytest
 
-from llm_cache.middleware.background import BackgroundServer
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
 from llm_cache.router import RouterTransport

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from llm_cache.router import Router
-from llm_cache.router.breaker import Breaker
-from llm_cache.router.config import Deployment
-from llm_cache.router.state import DeploymentState
+from llm_cache.router._breaker import Breaker
+from llm_cache.router._config import Deployment
+from llm_cache.router._state import DeploymentState
 from llm_cache.router.strategies import (
     AffinityMap,
     PickContext,

@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from llm_cache.router import RouterTransport
-from llm_cache.router.config import Deployment
-from llm_cache.router.rewrite import rewrite_headers, target_url
+from llm_cache.router._config import Deployment
+from llm_cache.router._rewrite import rewrite_headers, target_url
 
 from .conftest import dep
 

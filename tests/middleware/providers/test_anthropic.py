@@ -8,7 +8,7 @@ import anthropic
 import orjson
 import pytest
 
-from llm_cache.middleware import exact_json
+from llm_cache.middleware import _exact_json as exact_json
 from llm_cache.middleware.providers import resolve
 from llm_cache.middleware.providers.anthropic import Messages
 from llm_cache.middleware.providers.base import Usage

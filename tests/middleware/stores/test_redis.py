@@ -243,7 +243,7 @@ async def test_a_hit_is_one_get_command(redis_factory: Any) -> None:
 
 
 async def test_store_serves_the_sync_transports_background_loop(redis_server: Any) -> None:
-    from llm_cache.middleware.loop_thread import LoopThread
+    from llm_cache.middleware._loop_thread import LoopThread
 
     store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
     runner = LoopThread()

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import httpx2
 
-from .core import Final, Passthrough, Router, Send, Sent, Sleep
+from ._core import Final, Passthrough, Router, Send, Sent, Sleep
 
 STREAM_FAILED = "router.stream_failed"  # response.extensions flag: the stream broke after its first byte
 

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .. import _wire as wire
-from .config import Deployment
+from ._config import Deployment
 
 _AZURE_PATH = re.compile(r"^.*?/openai/deployments/[^/]+/(.*)$")
 _VERSION = re.compile(r"/(v\d+(?:alpha|beta)?\d*)(?:/|$)")

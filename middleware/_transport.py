@@ -18,14 +18,13 @@ from typing import Any
 import httpx
 import httpx2
 
-from .engine import Cache, drive, drive_sync
-from .headers import decoded, encoded, for_decoded_body, read_headers, with_length
-from .loaded_response import loaded_response
-from .loop_thread import LoopThread
-from .providers import Route
-from .recorder import Recorder
-from .relay import Relaying, Work
-from .types import (
+from ._engine import Cache, drive, drive_sync
+from ._headers import decoded, encoded, for_decoded_body, read_headers, with_length
+from ._loaded_response import loaded_response
+from ._loop_thread import LoopThread
+from ._recorder import Recorder
+from ._relay import Relaying, Work
+from ._types import (
     UPSTREAM_HEADER,
     Action,
     Answer,
@@ -38,6 +37,7 @@ from .types import (
     Run,
     Untouched,
 )
+from .providers import Route
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
 
@@ -54,7 +54,7 @@ def upstream_name(url: Any) -> str:
 
 
 def _response(lib: ModuleType, parts: ResponseParts) -> Any:
-    """A response the cache gives itself, built already read (`loaded_response.py`)."""
+    """A response the cache gives itself, built already read (`_loaded_response.py`)."""
     return loaded_response(lib, parts.status, parts.headers, parts.body)
 
 

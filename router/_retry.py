@@ -24,8 +24,8 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from .config import RouterSettings
-from .errors import Failure
+from ._config import RouterSettings
+from ._errors import Failure
 
 
 @dataclass

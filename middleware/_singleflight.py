@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .entry import Entry
-from .settings import CacheSettings, CacheStats
+from ._entry import Entry
+from ._settings import CacheSettings, CacheStats
+from ._types import CacheRequest, Lookup, Outcome
 from .stores.base import LockingStore
-from .types import CacheRequest, Lookup, Outcome
 
 _LOCK_POLL_FIRST = 0.005
 _LOCK_POLL_MAX = 0.1

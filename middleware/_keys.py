@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from .._wire import AmbiguousCredential, Auth
-from . import exact_json
+from . import _exact_json as exact_json
 
 KEY_FORMAT = 1
 """The version of the canonical form below. Changing the form changes every key, orphaning every

@@ -9,10 +9,10 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .entry import Entry
-from .keys import DEFAULT_NAMESPACE
-from .settings import CacheSettings, CacheStats
-from .types import CacheRequest, Lookup, Meaning, Outcome
+from ._entry import Entry
+from ._keys import DEFAULT_NAMESPACE
+from ._settings import CacheSettings, CacheStats
+from ._types import CacheRequest, Lookup, Meaning, Outcome
 
 if TYPE_CHECKING:
     from .semantic import SemanticCache

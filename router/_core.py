@@ -1,7 +1,7 @@
 """``Router``: picks a deployment, retries, fails over, cools down.
 
 The decision logic is one sans-I/O generator (``Router._plan``) that yields two kinds of actions,
-``Send`` and ``Sleep``; ``llm_cache.router.transport`` runs it with sync or async I/O. So the sync and async
+``Send`` and ``Sleep``; ``llm_cache.router._transport`` runs it with sync or async I/O. So the sync and async
 paths cannot drift apart, and tests can drive time and randomness.
 """
 
@@ -19,11 +19,12 @@ from types import ModuleType
 from typing import Any
 
 from .._wire import api_of, error_document, model_in_path
-from . import retry as retry_mod
-from . import rewrite, translate
-from .breaker import Breaker
-from .config import ModelGroup, RouterConfig, load_config
-from .errors import (
+from . import _retry as retry_mod
+from . import _rewrite as rewrite
+from . import translate
+from ._breaker import Breaker
+from ._config import ModelGroup, RouterConfig, load_config
+from ._errors import (
     Failure,
     Kind,
     classify_exception,
@@ -31,10 +32,10 @@ from .errors import (
     parse_retry_after,
     read_json,
 )
-from .retry import AttemptResult
-from .state import DeploymentState
+from ._retry import AttemptResult
+from ._state import DeploymentState
+from ._telemetry import Telemetry
 from .strategies import AffinityMap, PickContext, Step, affinity_key, build
-from .telemetry import Telemetry
 
 log = logging.getLogger("llm_cache.router")
 
@@ -165,23 +166,23 @@ class Router:
 
     async def send(self, request: Any, transport: Any = None) -> Any:
         """Route an ``httpx2.Request`` or ``httpx.Request``; returns that library's ``Response``."""
-        from .transport import run_async
+        from ._transport import run_async
 
         return await run_async(self, request, transport)
 
     def send_sync(self, request: Any, transport: Any = None) -> Any:
-        from .transport import run_sync
+        from ._transport import run_sync
 
         return run_sync(self, request, transport)
 
     async def aclose(self) -> None:
         """Close the HTTP transports ``send``/``send_sync`` created (not those of RouterTransports)."""
-        from .transport import aclose_all
+        from ._transport import aclose_all
 
         await aclose_all(self._default_transports)
 
     def close(self) -> None:
-        from .transport import close_sync
+        from ._transport import close_sync
 
         close_sync(self._default_transports)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from .recorder import Recorder
+from ._recorder import Recorder
 
 Work = Coroutine[Any, Any, Any]
 

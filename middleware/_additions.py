@@ -13,11 +13,11 @@ from collections.abc import Mapping
 
 import orjson
 
-from .keys import parse_body
-from .prompt_caching import REFUSALS, CachedContents, PromptCaching, SideCall, refused_cached_content
+from ._keys import parse_body
+from ._prompt_caching import REFUSALS, CachedContents, PromptCaching, SideCall, refused_cached_content
+from ._types import UPSTREAM_HEADER, CacheRequest
 from .providers import Endpoint
 from .stores.base import Store
-from .types import UPSTREAM_HEADER, CacheRequest
 
 logger = logging.getLogger("llm_cache.middleware")
 

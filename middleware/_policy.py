@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .keys import NAMESPACE_PATTERN
+from ._keys import NAMESPACE_PATTERN
 
 
 class PolicyError(ValueError):

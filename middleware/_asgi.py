@@ -15,13 +15,12 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .engine import Cache, Plan, abandon, advance
-from .headers import decoded, encoded, read_headers, with_length
-from .paths import MountedPaths
-from .prompt_caching import SideCall
-from .providers import Route
-from .relay import Relaying
-from .types import (
+from ._engine import Cache, Plan, abandon, advance
+from ._headers import decoded, encoded, read_headers, with_length
+from ._paths import MountedPaths
+from ._prompt_caching import SideCall
+from ._relay import Relaying
+from ._types import (
     UPSTREAM_HEADER,
     Abandoned,
     Answer,
@@ -34,6 +33,7 @@ from .types import (
     Run,
     Untouched,
 )
+from .providers import Route
 
 __all__ = ["CacheMiddleware"]
 

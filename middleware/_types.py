@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .entry import Entry
-from .policy import Policy
+from ._entry import Entry
+from ._policy import Policy
 from .providers import Endpoint, RequestView, Route
 
 if TYPE_CHECKING:
-    from .prompt_caching import CachedContent
-    from .recorder import Recorder
-    from .singleflight import Flight
+    from ._prompt_caching import CachedContent
+    from ._recorder import Recorder
+    from ._singleflight import Flight
     from .telemetry import Call
 
 CACHE_HEADER = "x-cache"

@@ -9,8 +9,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .breaker import Breaker
-from .config import Deployment
+from ._breaker import Breaker
+from ._config import Deployment
 
 USAGE_WINDOW = 60.0
 

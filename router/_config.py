@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._wire import UnsetVariable, expand_env
-from .errors import DEFAULT_COOLDOWN_MAX
+from ._errors import DEFAULT_COOLDOWN_MAX
 
 Family = Literal["openai", "anthropic", "gemini", "azure"]
 

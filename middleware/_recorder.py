@@ -15,11 +15,11 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .entry import Entry
+from ._entry import Entry
+from ._settings import CacheSettings, CacheStats
+from ._types import CACHE_HEADER, FALLBACK_FROM_HEADER, KEY_HEADER, ORIGIN_HEADERS, CacheRequest, Lookup, Outcome
 from .providers import StreamAssembler
 from .providers.base import StreamFilter
-from .settings import CacheSettings, CacheStats
-from .types import CACHE_HEADER, FALLBACK_FROM_HEADER, KEY_HEADER, ORIGIN_HEADERS, CacheRequest, Lookup, Outcome
 
 logger = logging.getLogger("llm_cache.middleware")
 

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .additions import STREAM_USAGE, Additions
-from .entry import Entry, EntryError, EntryMemo, pack
-from .headers import lower_headers
-from .keys import (
+from ._additions import STREAM_USAGE, Additions
+from ._entry import Entry, EntryError, EntryMemo, pack
+from ._headers import lower_headers
+from ._keys import (
     ANONYMOUS,
     DEFAULT_NAMESPACE,
     KeyBuilder,
@@ -44,18 +44,14 @@ from .keys import (
     parse_body,
     volatile_set,
 )
-from .meaning import Meanings
-from .policy import DEFAULT_POLICY, PolicyError, parse_policy
-from .prepared_memo import PreparedMemo
-from .prompt_caching import SideCall
-from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
-from .recorder import Recorder
-from .settings import CacheSettings, CacheStats
-from .singleflight import SingleFlight
-from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, abilities_of
-from .stores.memory import MemoryStore
-from .telemetry import Call, Telemetry
-from .types import (
+from ._meaning import Meanings
+from ._policy import DEFAULT_POLICY, PolicyError, parse_policy
+from ._prepared_memo import PreparedMemo
+from ._prompt_caching import SideCall
+from ._recorder import Recorder
+from ._settings import CacheSettings, CacheStats
+from ._singleflight import SingleFlight
+from ._types import (
     CACHE_HEADER,
     KEY_HEADER,
     UPSTREAM_HEADER,
@@ -78,6 +74,10 @@ from .types import (
     Untouched,
     json_headers,
 )
+from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
+from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, abilities_of
+from .stores.memory import MemoryStore
+from .telemetry import Call, Telemetry
 
 if TYPE_CHECKING:
     from .semantic import SemanticCache
@@ -139,7 +139,7 @@ class Cache:
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
         self._memo: PreparedMemo[CacheRequest] | None = None
-        """Requests prepared before, by what their preparation read (`prepared_memo.py`); not with a
+        """Requests prepared before, by what their preparation read (`_prepared_memo.py`); not with a
         scope function or a key builder, the operator's code, which may read anything."""
         if self._key_builder is None and not callable(self.settings.scope):
             self._memo = PreparedMemo()

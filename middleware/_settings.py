@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .keys import KeyBuilder, ScopeFunction, resolve_key_builder, validate_scope
-from .prompt_caching import PromptCaching
+from ._keys import KeyBuilder, ScopeFunction, resolve_key_builder, validate_scope
+from ._prompt_caching import PromptCaching
 
 
 class CacheSettings(BaseModel):
