@@ -4,7 +4,8 @@
 - the header a family expects when we hold the key (`Auth.header`);
 - which API family a request path speaks (the path patterns the provider matchers are built from);
 - how each family shapes an error body, so SDKs raise their usual exceptions;
-- `${VAR}`, `${VAR:-default}` and `os.environ/VAR` references in config values.
+- `${VAR}`, `${VAR:-default}` and `os.environ/VAR` references in config values;
+- which HTTP library (`httpx2` or legacy `httpx`) built a request, and how its URL names the upstream.
 
 This module is neutral: it imports neither `llm_cache.middleware` nor `llm_cache.router`.
 """
@@ -12,10 +13,15 @@ This module is neutral: it imports neither `llm_cache.middleware` nor `llm_cache
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
+
+import httpx
+import httpx2
 
 Family = Literal["openai", "azure", "anthropic", "gemini", "bedrock"]
 
@@ -257,6 +263,22 @@ def expand_env(value: str, env: Mapping[str, str]) -> str:
     return _ENV_INLINE.sub(replace, value)
 
 
+# -- HTTP libraries -------------------------------------------------------------------------------
+
+_LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
+
+
+def library_of(request: Any) -> ModuleType:
+    """`httpx2` or `httpx` (or an API-compatible library), whichever built this request."""
+    lib = _LIBRARIES.get(type(request))
+    return lib if lib is not None else sys.modules[type(request).__module__.partition(".")[0]]
+
+
+def upstream_name(url: Any) -> str:
+    """How an httpx URL names its upstream: `scheme://host:port/path`, no query."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.partition(b'?')[0].decode('ascii')}"
+
+
 __all__ = [
     "ANTHROPIC",
     "ANTHROPIC_MESSAGES",
@@ -279,7 +301,9 @@ __all__ = [
     "expand_env",
     "gemini_pattern",
     "is_azure",
+    "library_of",
     "model_in_path",
     "suffix_pattern",
+    "upstream_name",
     "without_query_credential",
 ]

@@ -10,7 +10,6 @@ engine's coroutines on a private background loop.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import ModuleType, TracebackType
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import httpx2
 
+from .._wire import library_of, upstream_name
 from ._engine import Cache, drive, drive_sync
 from ._headers import decoded, encoded, for_decoded_body, read_headers, with_length
 from ._loaded_response import loaded_response
@@ -38,19 +38,6 @@ from ._types import (
     Untouched,
 )
 from .providers import Route
-
-_LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
-
-
-def library_of(request: Any) -> ModuleType:
-    """`httpx2` or `httpx` (or an API-compatible library), whichever built this request."""
-    lib = _LIBRARIES.get(type(request))
-    return lib if lib is not None else sys.modules[type(request).__module__.partition(".")[0]]
-
-
-def upstream_name(url: Any) -> str:
-    """How an httpx URL names its upstream in `UPSTREAM_HEADER`: `scheme://host:port/path`, no query."""
-    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.partition(b'?')[0].decode('ascii')}"
 
 
 def _response(lib: ModuleType, parts: ResponseParts) -> Any:

@@ -7,7 +7,6 @@ for ``Router.plan``: it performs the ``Send`` and ``Sleep`` actions the plan yie
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -15,15 +14,10 @@ from typing import Any
 import httpx
 import httpx2
 
+from .._wire import library_of
 from ._core import Final, Passthrough, Router, Send, Sent, Sleep
 
 STREAM_FAILED = "router.stream_failed"  # response.extensions flag: the stream broke after its first byte
-
-
-def library_of(request: Any) -> ModuleType:
-    """``httpx2`` or ``httpx`` (or any API-compatible library), from the request's type."""
-    root = type(request).__module__.split(".", 1)[0]
-    return importlib.import_module(root)
 
 
 def default_transport(owner: dict[tuple[str, bool], Any], lib: ModuleType, is_async: bool) -> Any:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import ModuleType
 
+import httpx
+import httpx2
 import pytest
 
 from llm_cache import _wire as wire
@@ -147,3 +150,23 @@ def test_an_unset_variable_is_named_with_how_it_was_referenced(value: str, refer
     with pytest.raises(wire.UnsetVariable) as raised:
         wire.expand_env(value, {})
     assert (raised.value.name, raised.value.reference) == ("NOPE", reference)
+
+
+# -- HTTP libraries -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lib", [httpx, httpx2], ids=["httpx", "httpx2"])
+def test_a_request_belongs_to_the_library_that_built_it(lib: ModuleType) -> None:
+    assert wire.library_of(lib.Request("POST", "https://api.example/v1/chat")) is lib
+
+
+def test_a_request_of_an_api_compatible_subclass_belongs_to_its_own_package() -> None:
+    class Subclassed(httpx2.Request):
+        pass
+
+    assert wire.library_of(Subclassed("GET", "https://a.example/")) is sys.modules[__name__.partition(".")[0]]
+
+
+def test_the_upstream_name_is_scheme_host_port_and_path_without_the_query() -> None:
+    url = httpx2.URL("https://api.example:8443/v1/chat/completions?key=secret&alt=sse")
+    assert wire.upstream_name(url) == "https://api.example:8443/v1/chat/completions"
