@@ -45,6 +45,22 @@ def _response(lib: ModuleType, parts: ResponseParts) -> Any:
     return loaded_response(lib, parts.status, parts.headers, parts.body)
 
 
+async def _read_async(response: Any) -> bytes:
+    """The whole body of an answer we consume ourselves, its connection released."""
+    try:
+        return await response.aread()
+    finally:
+        await response.aclose()
+
+
+def _read_sync(response: Any) -> bytes:
+    """`_read_async` for a blocking transport."""
+    try:
+        return response.read()
+    finally:
+        response.close()
+
+
 def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> Prepared:
     headers, repeated = read_headers(request.headers.raw)  # a dict: httpx header lookups are costly
     headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
@@ -225,22 +241,14 @@ class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.Asyn
 
         async def side_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
             answer = await inner.handle_async_request(exchange.side_request(path, query, headers, body))
-            try:
-                return answer.status_code, await answer.aread()
-            finally:
-                await answer.aclose()
+            return answer.status_code, await _read_async(answer)
 
         async def perform(action: Action) -> Any:
             if isinstance(action, Run):
                 return await action.work
             if isinstance(action, Forward):
                 return exchange.reply(await inner.handle_async_request(exchange.outgoing(action.body)))
-            response = exchange.response
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
-            return exchange.read_reply(content)
+            return exchange.read_reply(await _read_async(exchange.response))
 
         end = await drive(cache.plan(prepared, side_call), perform)
         if isinstance(end, Untouched):
@@ -293,10 +301,7 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
 
         def blocking_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
             answer = inner.handle_request(exchange.side_request(path, query, headers, body))
-            try:
-                return answer.status_code, answer.read()
-            finally:
-                answer.close()
+            return answer.status_code, _read_sync(answer)
 
         async def side_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
             return await asyncio.to_thread(blocking_call, path, query, headers, body)
@@ -306,12 +311,7 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
                 return self._loop.run(action.work)
             if isinstance(action, Forward):
                 return exchange.reply(inner.handle_request(exchange.outgoing(action.body)))
-            response = exchange.response
-            try:
-                content = response.read()
-            finally:
-                response.close()
-            return exchange.read_reply(content)
+            return exchange.read_reply(_read_sync(exchange.response))
 
         end = drive_sync(cache.plan(prepared, side_call), perform)
         if isinstance(end, Untouched):
