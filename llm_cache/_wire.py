@@ -279,6 +279,15 @@ def upstream_name(url: Any) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.partition(b'?')[0].decode('ascii')}"
 
 
+def default_transport(owner: dict[tuple[str, bool], Any], lib: ModuleType, is_async: bool) -> Any:
+    """`lib`'s own HTTP transport, created on first use and kept in `owner` (who closes it)."""
+    key = (lib.__name__, is_async)
+    transport = owner.get(key)
+    if transport is None:
+        transport = owner[key] = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
+    return transport
+
+
 __all__ = [
     "ANTHROPIC",
     "ANTHROPIC_MESSAGES",
@@ -297,6 +306,7 @@ __all__ = [
     "auth_header",
     "azure_pattern",
     "bedrock_pattern",
+    "default_transport",
     "error_document",
     "expand_env",
     "gemini_pattern",

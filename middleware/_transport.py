@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import httpx2
 
-from .._wire import library_of, upstream_name
+from .._wire import default_transport, library_of, upstream_name
 from ._engine import Cache, drive, drive_sync
 from ._headers import decoded, encoded, for_decoded_body, read_headers, with_length
 from ._loaded_response import loaded_response
@@ -207,15 +207,10 @@ class _Intercepting:
     def __init__(self, cache: Cache, inner: Any = None) -> None:
         self.cache = cache
         self._inner = inner
-        self._defaults: dict[str, Any] = {}
+        self._defaults: dict[tuple[str, bool], Any] = {}
 
     def _inner_for(self, lib: ModuleType, is_async: bool) -> Any:
-        if self._inner is not None:
-            return self._inner
-        transport = self._defaults.get(lib.__name__)
-        if transport is None:
-            transport = self._defaults[lib.__name__] = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
-        return transport
+        return self._inner if self._inner is not None else default_transport(self._defaults, lib, is_async)
 
 
 class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):

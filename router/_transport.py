@@ -14,19 +14,10 @@ from typing import Any
 import httpx
 import httpx2
 
-from .._wire import library_of
+from .._wire import default_transport, library_of
 from ._core import Final, Passthrough, Router, Send, Sent, Sleep
 
 STREAM_FAILED = "router.stream_failed"  # response.extensions flag: the stream broke after its first byte
-
-
-def default_transport(owner: dict[tuple[str, bool], Any], lib: ModuleType, is_async: bool) -> Any:
-    """``lib``'s own HTTP transport, created on first use and kept in ``owner`` (who closes it)."""
-    key = (lib.__name__, is_async)
-    transport = owner.get(key)
-    if transport is None:
-        transport = owner[key] = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
-    return transport
 
 
 async def aclose_all(owner: dict[tuple[str, bool], Any]) -> None:
