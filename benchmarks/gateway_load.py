@@ -58,7 +58,29 @@ end
 # -- server side (run in child processes) -----------------------------------------------------------
 
 
-def build_app(kind: str, upstream: str | None) -> Any:
+STACKS = {"asyncio-h11": ("asyncio", "h11"), "uvloop-httptools": ("uvloop", "httptools")}
+"""The server stacks a row can run on: uvicorn's pure-Python defaults, and the `fast` extra's."""
+
+
+def default_stack() -> str:
+    """uvloop + httptools when both are installed (what `llm-cache serve` picks), else asyncio + h11."""
+    import importlib.util
+
+    fast = all(importlib.util.find_spec(name) is not None for name in ("uvloop", "httptools"))
+    return "uvloop-httptools" if fast else "asyncio-h11"
+
+
+def store_config(store: str, redis_url: str | None) -> dict[str, Any]:
+    """The gateway's `cache.store` for a row: memory, redis or tiered (memory in front of Redis)."""
+    if store == "memory":
+        return {"type": "memory"}
+    if redis_url is None:
+        raise SystemExit(f"the {store} store needs --redis-url")
+    redis = {"type": "redis", "url": redis_url, "prefix": f"bench-{os.getpid()}:"}
+    return redis if store == "redis" else {"type": "tiered", "l2": redis}
+
+
+def build_app(kind: str, upstream: str | None, store: str = "memory", redis_url: str | None = None) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -77,7 +99,7 @@ def build_app(kind: str, upstream: str | None) -> Any:
 
     config = GatewayConfig.model_validate(
         {
-            "cache": {"store": {"type": "memory"}, "ttl": 3600},
+            "cache": {"store": store_config(store, redis_url), "ttl": 3600},
             "admin_key": ADMIN_KEY,
             "upstreams": {"openai": {"base_url": f"{upstream}/v1"}},
         }
@@ -85,16 +107,24 @@ def build_app(kind: str, upstream: str | None) -> Any:
     return create_gateway(config)
 
 
-def serve(kind: str, upstream: str | None) -> None:
+def serve(kind: str, upstream: str | None, stack: str, store: str = "memory", redis_url: str | None = None) -> None:
     """Bind 127.0.0.1:0, print the port, serve until SIGTERM (one uvicorn worker, this process)."""
     import uvicorn
+
+    loop, http = STACKS[stack]
 
     # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (see middleware/_background.py).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        build_app(kind, upstream), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        build_app(kind, upstream, store, redis_url),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        loop=loop,
+        http=http,
     )
     server = uvicorn.Server(config)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
@@ -104,9 +134,24 @@ def serve(kind: str, upstream: str | None) -> None:
 # -- load generator side ----------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process `pid` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Child:
-    def __init__(self, kind: str, upstream: str | None = None, deadline: float = 20.0) -> None:
-        argv = [sys.executable, __file__, "--serve", kind] + (["--upstream", upstream] if upstream else [])
+    def __init__(
+        self,
+        kind: str,
+        upstream: str | None = None,
+        deadline: float = 20.0,
+        stack: str = "asyncio-h11",
+        store: str = "memory",
+        redis_url: str | None = None,
+    ) -> None:
+        argv = [sys.executable, __file__, "--serve", kind, "--stack", stack, "--store", store]
+        argv += (["--upstream", upstream] if upstream else []) + (["--redis-url", redis_url] if redis_url else [])
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         limit = time.monotonic() + deadline
         assert self.proc.stdout is not None
@@ -137,8 +182,12 @@ class Child:
                 self.proc.wait(5)
 
 
-def run_wrk(url: str, body_file: str, lua_file: str, connections: int, duration: float) -> dict[str, float]:
+def run_wrk(
+    url: str, body_file: str, lua_file: str, connections: int, duration: float, pid: int | None = None
+) -> dict[str, float]:
+    """One wrk round against `url`; with `pid`, also the server's CPU time per request in microseconds."""
     env = dict(os.environ, BENCH_BODY_FILE=body_file)
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(
         [
             "wrk",
@@ -157,9 +206,11 @@ def run_wrk(url: str, body_file: str, lua_file: str, connections: int, duration:
         timeout=duration + 30,
         check=True,
     ).stdout
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else 0.0
     line = next(item for item in out.splitlines() if item.startswith("RESULT "))
     fields = {k: float(v) for k, v in (part.split("=") for part in line.split()[1:])}
     return {
+        "cpu_us": cpu / max(1.0, fields["requests"]) * 1e6,
         "requests": fields["requests"],
         "rps": fields["requests"] / (fields["duration_us"] / 1e6),
         "p50": fields["p50"] / 1000,
@@ -213,11 +264,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000, help="requests per round (httpx2 fallback)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-wrk", action="store_true", help="use the httpx2 client even if wrk is installed")
+    parser.add_argument(
+        "--stack", choices=sorted(STACKS), help="uvicorn loop and HTTP parser (default: the fastest installed)"
+    )
     parser.add_argument("--serve", choices=["upstream", "gateway", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--store", default="memory", choices=["memory", "redis", "tiered"], help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    stack = args.stack or default_stack()
     if args.serve:
-        serve(args.serve, args.upstream)
+        serve(args.serve, args.upstream, stack, args.store, args.redis_url)
         return
 
     body = chat_body(1024)
@@ -230,9 +287,9 @@ def main() -> None:
         try:
             upstream = Child("upstream")
             children.append(upstream)
-            gateway = Child("gateway", upstream.url)
+            gateway = Child("gateway", upstream.url, stack=stack)
             children.append(gateway)
-            bare = Child("bare")
+            bare = Child("bare", stack=stack)
             children.append(bare)
 
             warm = httpx2.post(gateway.url + PATH, content=body, headers=HEADERS)
@@ -242,15 +299,15 @@ def main() -> None:
             plain = httpx2.post(bare.url + PATH, content=body, headers=HEADERS)
             assert plain.content == hit.content
 
-            def measure(url: str) -> dict[str, float]:
+            def measure(child: Child) -> dict[str, float]:
                 if use_wrk:
-                    return run_wrk(url, body_file, lua_file, args.connections, args.duration)
-                return asyncio.run(run_httpx(url, body, args.connections, args.requests, deadline=60.0))
+                    return run_wrk(child.url, body_file, lua_file, args.connections, args.duration, child.proc.pid)
+                return asyncio.run(run_httpx(child.url, body, args.connections, args.requests, deadline=60.0))
 
             results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
             for _ in range(args.rounds):
-                results["bare"].append(measure(bare.url))
-                results["gateway"].append(measure(gateway.url))
+                results["bare"].append(measure(bare))
+                results["gateway"].append(measure(gateway))
 
             stats = httpx2.get(gateway.url + "/cache/stats", headers={"x-admin-key": ADMIN_KEY}).json()
         finally:
@@ -274,7 +331,8 @@ def main() -> None:
     )
     print(
         f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · "
-        f"{os.cpu_count()} CPUs · {generator} · {args.rounds} alternating rounds, median-throughput round shown"
+        f"{os.cpu_count()} CPUs · {generator} · uvicorn {stack} · {args.rounds} alternating rounds, "
+        "median-throughput round shown"
     )
     print(
         f"# all rounds req/s: bare {[round(r['rps']) for r in results['bare']]}, "
@@ -284,15 +342,18 @@ def main() -> None:
         f"# gateway /cache/stats: hits={hits} misses={misses} upstream_requests={stats['upstream_requests']} "
         f"(measured gateway requests: {int(measured)}); errors/non-2xx across all rounds: {int(errors)}"
     )
-    print("| endpoint (1 KB chat POST, one uvicorn worker) | requests/s | p50 ms | p95 ms | p99 ms | req/s vs bare |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| endpoint (1 KB chat POST, one uvicorn worker) | requests/s | p50 ms | p95 ms | p99 ms | "
+        "server CPU µs/req | req/s vs bare |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in (
         ("bare Starlette endpoint, same bytes", bare_row),
         ("gateway memory hit (create_gateway)", gateway_row),
     ):
         print(
             f"| {name} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | "
-            f"{row['rps'] / bare_row['rps']:.0%} |"
+            f"{row.get('cpu_us', 0.0):.0f} | {row['rps'] / bare_row['rps']:.0%} |"
         )
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +20,7 @@ from .config import ConfigError, GatewayConfig, default_config, effective_settin
 from .config.schema import DiskStoreConfig
 
 ADMIN_ENV = "LLM_CACHE_ADMIN_KEY"
+_FAST_HINT = " (pip install 'llm-cache-middleware[fast]' for uvloop + httptools: about 2x the hits/s)"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -33,6 +35,21 @@ def log_config(level: str) -> dict[str, Any]:
         "handlers": {"stderr": handler},
         "loggers": {name: dict(logger) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "llm_cache")},
     }
+
+
+def server_stack(installed: Callable[[str], bool] | None = None) -> dict[str, str]:
+    """uvicorn's event loop and HTTP parser: uvloop and httptools when installed (the `fast` extra), else
+    asyncio and h11. uvicorn's "auto" picks the same; naming them lets `serve` say which it runs on."""
+    if installed is None:
+        installed = _importable
+    return {
+        "loop": "uvloop" if installed("uvloop") else "asyncio",
+        "http": "httptools" if installed("httptools") else "h11",
+    }
+
+
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
 
 
 def _fail(message: str) -> int:
@@ -75,7 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for note in config.notes:
         print(f"note: {note}", file=sys.stderr)
     _warn_open_keys(config, f"http://{host}:{port}")
-    options = config.server.uvicorn_options()
+    stack = server_stack()
+    print(f"server: {stack['loop']} + {stack['http']}{_FAST_HINT if stack['http'] == 'h11' else ''}", file=sys.stderr)
+    options = {**config.server.uvicorn_options(), **stack}
     if workers > 1:
         # Each worker process builds its own app from the same file and overrides.
         if args.config:

@@ -23,6 +23,7 @@ import hmac
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 from collections import Counter
@@ -144,6 +145,8 @@ _CLEAN_PATH = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*"
 _UNSAFE_PATH = re.compile(rb"[\x00-\x1f\x7f\\]|//|/\.\.?(?:;[^/]*)?(?:/|$)")
 _CLEAN_QUERY = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
 _DECODE_ROUNDS = 4
+_SEEN_PATHS = 1024
+"""How many request paths the guard remembers the facts of (all are forgotten when it is full)."""
 
 
 def forwarded_path(raw_path: bytes) -> str | None:
@@ -752,6 +755,19 @@ class _BodyRefused(Exception):
         self.message = message
 
 
+if sys.version_info >= (3, 11):
+
+    async def _within(receive: Receive, seconds: float) -> Message:
+        """`await receive()`, TimeoutError after `seconds`: a timer, where `wait_for` adds a task per call."""
+        async with asyncio.timeout(seconds):
+            return await receive()
+
+else:  # Python 3.10 has no asyncio.timeout
+
+    async def _within(receive: Receive, seconds: float) -> Message:
+        return await asyncio.wait_for(receive(), seconds)
+
+
 class _BodyReader:
     """The `receive` the app behind the guard reads: it counts the body and times out its pieces."""
 
@@ -768,8 +784,8 @@ class _BodyReader:
         if self.done:  # the body is in; what follows is the wait for a disconnect, as long as it takes
             return await self.receive()
         try:
-            message = await asyncio.wait_for(self.receive(), self.timeout)
-        except asyncio.TimeoutError:  # (Python 3.10 has no asyncio.timeout)
+            message = await _within(self.receive, self.timeout)
+        except asyncio.TimeoutError:
             raise _BodyRefused(408, f"the request body did not arrive within {self.timeout:g}s") from None
         if message["type"] != "http.request":
             self.done = True
@@ -799,14 +815,28 @@ class _Guard:
         self.limit = config.server.max_request_bytes
         self.timeout = config.server.body_read_timeout
         self.bases = gateway.bases
+        self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, bytes | None]] = {}
+
+    def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, bytes | None]:
+        """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out once
+        per path: a path's facts never change, and most requests ask one of a few paths."""
+        facts = self.seen.get((path, raw_path))
+        if facts is None:
+            family = family_of(path)
+            forwarded = forwarded_path(raw_path)
+            base = self.bases.get(family)
+            upstream = None if base is None or forwarded is None else base.url(forwarded).encode("latin-1")
+            if len(self.seen) >= _SEEN_PATHS:
+                self.seen.clear()
+            facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
+        return facts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        family = family_of(path)
-        forwarded = forwarded_path(scope.get("raw_path") or path.encode("utf-8"))
+        family, forwarded, upstream = self._facts(path, scope.get("raw_path") or path.encode("utf-8"))
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
@@ -819,9 +849,8 @@ class _Guard:
                 await _send_error(send, family, 401, "a valid gateway key is required (Authorization: Bearer <key>)")
                 return
             headers = [(k, v) for k, v in headers if k != _RAW_UPSTREAM]
-            base = self.bases.get(family)
-            if base is not None:  # the URL the request goes to (a router's deployments: the family's base)
-                headers.append((_RAW_UPSTREAM, base.url(forwarded).encode("latin-1")))
+            if upstream is not None:  # the URL the request goes to (a router's deployments: the family's base)
+                headers.append((_RAW_UPSTREAM, upstream))
             scope = {**scope, "headers": headers}
         if limit is not None:
             declared = next((v for k, v in headers if k == b"content-length"), None)
