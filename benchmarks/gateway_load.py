@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hit_path import HEADERS, RESPONSE, chat_body  # noqa: E402
 
 ADMIN_KEY = "bench-admin"
+CLIENT_KEY = "sk-bench"
+"""The gateway checks the key wrk sends, as LiteLLM's proxy checks its master key."""
 PATH = "/v1/chat/completions"
 
 WRK_LUA = """
@@ -80,7 +82,9 @@ def store_config(store: str, redis_url: str | None) -> dict[str, Any]:
     return redis if store == "redis" else {"type": "tiered", "l2": redis}
 
 
-def build_app(kind: str, upstream: str | None, store: str = "memory", redis_url: str | None = None) -> Any:
+def build_app(
+    kind: str, upstream: str | None, store: str = "memory", redis_url: str | None = None, answer: bytes = RESPONSE
+) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -90,7 +94,7 @@ def build_app(kind: str, upstream: str | None, store: str = "memory", redis_url:
 
         async def chat(request: Request) -> Response:
             await request.body()
-            return Response(RESPONSE, media_type="application/json")
+            return Response(answer, media_type="application/json")
 
         return Starlette(routes=[Route(PATH, chat, methods=["POST"])])
 
@@ -101,13 +105,21 @@ def build_app(kind: str, upstream: str | None, store: str = "memory", redis_url:
         {
             "cache": {"store": store_config(store, redis_url), "ttl": 3600},
             "admin_key": ADMIN_KEY,
+            "auth": {"keys": [CLIENT_KEY]},
             "upstreams": {"openai": {"base_url": f"{upstream}/v1"}},
         }
     )
     return create_gateway(config)
 
 
-def serve(kind: str, upstream: str | None, stack: str, store: str = "memory", redis_url: str | None = None) -> None:
+def serve(
+    kind: str,
+    upstream: str | None,
+    stack: str,
+    store: str = "memory",
+    redis_url: str | None = None,
+    answer: bytes = RESPONSE,
+) -> None:
     """Bind 127.0.0.1:0, print the port, serve until SIGTERM (one uvicorn worker, this process)."""
     import uvicorn
 
@@ -118,7 +130,7 @@ def serve(kind: str, upstream: str | None, stack: str, store: str = "memory", re
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        build_app(kind, upstream, store, redis_url),
+        build_app(kind, upstream, store, redis_url, answer),
         log_level="warning",
         access_log=False,
         lifespan="on",
@@ -135,9 +147,20 @@ def serve(kind: str, upstream: str | None, stack: str, store: str = "memory", re
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process `pid` has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time the process `pid` and its live descendants have used so far (Linux /proc)."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:  # the process ended meanwhile
+                continue
+    tree, ticks = {pid}, 0
+    for other in sorted(stats):  # a child's pid is (almost always) above its parent's
+        if other in tree or int(stats[other][1]) in tree:
+            tree.add(other)
+            ticks += int(stats[other][11]) + int(stats[other][12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Child:
@@ -149,9 +172,11 @@ class Child:
         stack: str = "asyncio-h11",
         store: str = "memory",
         redis_url: str | None = None,
+        answer_file: str | None = None,
     ) -> None:
         argv = [sys.executable, __file__, "--serve", kind, "--stack", stack, "--store", store]
         argv += (["--upstream", upstream] if upstream else []) + (["--redis-url", redis_url] if redis_url else [])
+        argv += ["--answer-file", answer_file] if answer_file else []
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         limit = time.monotonic() + deadline
         assert self.proc.stdout is not None
@@ -271,10 +296,12 @@ def main() -> None:
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--store", default="memory", choices=["memory", "redis", "tiered"], help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    parser.add_argument("--answer-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     stack = args.stack or default_stack()
     if args.serve:
-        serve(args.serve, args.upstream, stack, args.store, args.redis_url)
+        answer = Path(args.answer_file).read_bytes() if args.answer_file else RESPONSE
+        serve(args.serve, args.upstream, stack, args.store, args.redis_url, answer)
         return
 
     body = chat_body(1024)
