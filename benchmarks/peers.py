@@ -15,7 +15,7 @@ from their own virtualenv (`--peers-python`, made by `make bench` from peers-req
 Results go to benchmarks/results/{sdk,gateway}.json and benchmarks/results/peers.png.
 
     .venv/bin/python benchmarks/peers.py --peers-python benchmarks/.venv-peers/bin/python
-        [--duration 3] [--rounds 2] [--requests 2000] [--connections 1 32] [--skip-sdk] [--skip-gateway]
+        [--duration 2] [--rounds 3] [--requests 2000] [--connections 1 32] [--skip-sdk] [--skip-gateway]
 """
 
 from __future__ import annotations
@@ -250,8 +250,8 @@ def chart(sdk: dict[str, Any] | None, gateway: dict[str, Any] | None, path: Path
         ax = axes[0][column]
         ax.barh([r["name"] for r in rows], [r["rps"] for r in rows], color=_colours(rows))
         ax.set_xscale("log")
-        ax.set_xlabel(f"hits/s, wrk {top} connections, one worker, log scale (higher is better)")
-        ax.set_title("Gateway level")
+        ax.set_xlabel(f"hits/s at {top} connections, log scale (higher is better)")
+        ax.set_title("Gateway level: wrk, one server worker")
         ax.invert_yaxis()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -296,8 +296,8 @@ def print_tables(sdk: dict[str, Any] | None, gateway: dict[str, Any] | None) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers-python", default=str(HERE / ".venv-peers/bin/python"), help="the peers' venv python")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk round")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating wrk rounds per target (median shown)")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating wrk rounds per target (median shown)")
     parser.add_argument("--requests", type=int, default=2000, help="timed SDK calls per row")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--skip-sdk", action="store_true")
