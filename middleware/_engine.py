@@ -7,8 +7,10 @@ engine asks. For each intercepted call they:
    `prepare_route()` the body into a `CacheRequest` (or a `ForwardAsIs`, or a `Rejection`);
 2. `hit()`: a straight-line lookup that returns a ready response when the cache has one;
 3. otherwise drive `plan()`, a sans-IO generator that yields the rest of the call as actions
-   (`types.Run`, `types.Forward`, `types.ReadBody`) and returns its end (`types.Answer`,
-   `types.Untouched` or `types.Relay`, whose `Recorder` stores the upstream answer if it may).
+   (`types.Run`, `types.Forward`, `types.ReadBody`, `types.SideCall`) and returns its end
+   (`types.Answer`, `types.Untouched` or `types.Relay`, whose `Recorder` stores the upstream answer
+   if it may). Parts of the plan that need actions of their own (a Gemini cachedContent's store
+   reads and creation) are generators too, run with `yield from`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from ._keys import (
 from ._meaning import Meanings
 from ._policy import DEFAULT_POLICY, PolicyError, parse_policy
 from ._prepared_memo import PreparedMemo
-from ._prompt_caching import SideCall
 from ._recorder import Recorder
 from ._settings import CacheSettings, CacheStats
 from ._singleflight import SingleFlight
@@ -542,12 +543,11 @@ class Cache:
             call.decided(lookup)
         return None if lookup.entry is None else self.answer(request, lookup)
 
-    def plan(self, request: Prepared, side_call: SideCall | None = None) -> Plan:
+    def plan(self, request: Prepared) -> Plan:
         """Everything of an intercepted call after `hit`, as a sans-IO generator: it yields actions
-        (`Run`, `Forward`, `ReadBody`), receives their results and returns how the call ends (`Answer`,
-        `Untouched`, `Relay`). A driver performs the actions and throws into the plan whatever
-        exception performing one raised. `side_call` makes the engine's own calls to the upstream
-        (Gemini cachedContents) on the driver's way there."""
+        (`Run`, `Forward`, `ReadBody`, `SideCall`), receives their results and returns how the call
+        ends (`Answer`, `Untouched`, `Relay`). A driver performs the actions and throws into the plan
+        whatever exception performing one raised."""
         if isinstance(request, Rejection):
             return Answer(request.response())
         if isinstance(request, ForwardAsIs):
@@ -562,8 +562,8 @@ class Cache:
         try:
             body = request.forward_body
             additions = self._additions
-            if additions.rewrites:  # else the body cannot change: no hop to the engine's loop
-                body = yield Run(additions.upstream_body(request, side_call))
+            if additions.rewrites:
+                body = yield from additions.upstream_body(request)
             reply: Reply = yield Forward(body)
             if additions.may_retry(request, reply.status):  # did the upstream refuse what the cache added?
                 reply = yield ReadBody()
@@ -730,18 +730,6 @@ async def drive(plan: Plan, perform: Callable[[Action], Awaitable[Any]]) -> End:
             reply = await perform(step)
         except BaseException as failure:
             error = failure
-
-
-async def abandon(plan: Plan) -> None:
-    """End `plan` while it waits for the answer to a `Forward` whose caller has left: it aborts its
-    Recorder (releasing coalesced waiters and the distributed lock) now, not once the answer comes."""
-    try:
-        step = advance(plan, None, Abandoned())
-        while isinstance(step, Run):
-            step = advance(plan, await step.work, None)
-    except Abandoned:
-        return
-    plan.close()
 
 
 def drive_sync(plan: Plan, perform: Callable[[Action], Any]) -> End:

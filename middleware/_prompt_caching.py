@@ -24,8 +24,8 @@ Rules, for every family:
 
 - Gemini generateContent: a long static prefix (system instruction, tools, tool config) is put in
   an explicit `cachedContents` resource once per credential and model, and requests name it
-  (`cachedContent`) instead of repeating it (`CachedContents` below: it needs API calls of its own,
-  so the adapters lend it a way to make them).
+  (`CachedContents` below: it needs API calls of its own, which it asks the driver to make as the
+  plan's `SideCall` actions).
 
 Bedrock is not rewritten: its requests are signed over the body (SigV4), so a changed body would be
 refused, and boto3 does not send through httpx. See docs/prompt-caching.md.
@@ -38,7 +38,8 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote
@@ -47,6 +48,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._wire import GEMINI, AmbiguousCredential
+from ._types import Reply, Run, SideCall, Steps
 from .stores.base import Store
 
 logger = logging.getLogger("llm_cache.middleware")
@@ -289,9 +291,6 @@ def _static_prefix(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None
 
 # -- Gemini explicit cached contents ---------------------------------------------------------------
 
-SideCall = Callable[[str, str, Mapping[str, str], bytes], Awaitable[tuple[int, bytes]]]
-"""`(path, query, headers, body) -> (status, body)`: a POST to the same upstream, lent by an adapter."""
-
 _GENERATE = re.compile(
     r"^(?P<base>.*?)/(?P<model>(?:(?P<parent>projects/[^/]+/locations/[^/]+)/publishers/google/)?models/[^/:]+)"
     r":(?:stream)?[Gg]enerate[Cc]ontent$"
@@ -333,11 +332,14 @@ class CachedContents:
     `min_chars` gets them replaced by `cachedContent: <name>`. The cachedContent is created once per
     (credential, model, prefix), with the caller's own credentials, and remembered in this process
     and in the cache's store (so other pods reuse it) until `_MARGIN` seconds before it expires.
-    Concurrent first requests in one process wait for one creation. A creation Gemini refuses (too
+    Concurrent first requests on one event loop wait for one creation. A creation Gemini refuses (too
     small for the model, a model without explicit caching) is remembered for ten minutes, and the
     request goes out as written; a failure to reach Gemini (or a 429/5xx) is not remembered. A
     rewritten request that Gemini refuses because of the cachedContent is sent again as written,
     once, by the engine's plan (`Additions.retry_body`), and the handle is forgotten.
+
+    `rewrite` is a part of the plan: the store is read and written in `Run` actions, and the creation
+    is a `SideCall` the driver makes on its own way upstream, so no driver knows about any of this.
     """
 
     def __init__(self, settings: GeminiPromptCaching, store: Store, key_prefix: str) -> None:
@@ -347,10 +349,11 @@ class CachedContents:
         self._known: dict[str, tuple[str | None, float]] = {}
         """registry key -> (cachedContent name or None for "could not create", until when)."""
         self._creating: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Future[str | None]] = {}
+        """The creations in flight, per loop (the sync transport's plans run their `Run`s on one loop)."""
 
-    async def rewrite(
-        self, path: str, query: str, headers: Mapping[str, str], body: dict[str, Any], side_call: SideCall
-    ) -> CachedContent | None:
+    def rewrite(
+        self, path: str, query: str, headers: Mapping[str, str], body: dict[str, Any]
+    ) -> Steps[CachedContent | None]:
         """Swap the prefix for a cachedContent in `body` (in place); what was named, or None."""
         match = _GENERATE.match(path)
         if match is None or any(field in body for field in _NAMED):
@@ -369,11 +372,9 @@ class CachedContents:
             )
         ).hexdigest()
         registry_key = f"{self.key_prefix}gemini-cached-content:{digest[:40]}"
-        name = await self._name(registry_key)
+        name = yield Run(self._name(registry_key))
         if name is False:
-            name = await self._create_once(
-                registry_key, lambda: self._create(match, query, headers, prefix, registry_key, side_call)
-            )
+            name = yield from self._create_once(registry_key, match, query, headers, prefix)
         if not name:
             return None
         for field in _PREFIX_FIELDS:
@@ -416,33 +417,50 @@ class CachedContents:
             known.pop(next(iter(known)))
         known[registry_key] = (name, until)
 
-    async def _create_once(self, registry_key: str, create: Callable[[], Awaitable[str | None]]) -> str | None:
-        """`create()`, once for concurrent requests of this loop on the same prefix."""
-        flight = (registry_key, asyncio.get_running_loop())
-        pending = self._creating.get(flight)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._creating[flight] = future
+    def _create_once(
+        self, registry_key: str, match: re.Match[str], query: str, headers: Mapping[str, str], prefix: dict[str, Any]
+    ) -> Steps[str | None]:
+        """`_create`, once for concurrent requests of one loop on the same prefix: the others wait for
+        its name (None, for them too, if it fails: they send their prefixes as written)."""
+        waited, flight = yield Run(self._join(registry_key))
+        if flight is None:
+            return waited
+        name: str | None = None
         try:
-            name = await create()
-        except BaseException:
-            future.set_result(None)  # the waiters send their prefixes as written
-            raise
-        finally:
-            del self._creating[flight]
-        future.set_result(name)
+            name = yield from self._create(match, query, headers, prefix, registry_key)
+        finally:  # also when the plan is closed or a cancellation is thrown into it
+            self._land(registry_key, flight, name)
         return name
 
-    async def _create(
+    async def _join(self, registry_key: str) -> tuple[str | None, asyncio.Future[str | None] | None]:
+        """(the name another request's creation gave, None) or, for the first request, (None, its flight)."""
+        loop = asyncio.get_running_loop()
+        pending = self._creating.get((registry_key, loop))
+        if pending is not None:
+            return await asyncio.shield(pending), None
+        flight = self._creating[(registry_key, loop)] = loop.create_future()
+        return None, flight
+
+    def _land(self, registry_key: str, flight: asyncio.Future[str | None], name: str | None) -> None:
+        """End a creation's flight, from whichever thread the plan runs on (its loop's own, or a sync caller's)."""
+
+        def landed() -> None:
+            self._creating.pop((registry_key, loop), None)
+            if not flight.done():
+                flight.set_result(name)
+
+        loop = flight.get_loop()
+        with suppress(RuntimeError):  # a closed loop: nobody waits on it any more
+            loop.call_soon_threadsafe(landed)
+
+    def _create(
         self,
         match: re.Match[str],
         query: str,
         headers: Mapping[str, str],
         prefix: dict[str, Any],
         registry_key: str,
-        side_call: SideCall,
-    ) -> str | None:
+    ) -> Steps[str | None]:
         settings = self.settings
         parent = f"/{match['parent']}" if match["parent"] else ""
         collection = f"{match['base']}{parent}/cachedContents"
@@ -452,11 +470,10 @@ class CachedContents:
         payload = {"model": match["model"], **prefix, "ttl": f"{int(settings.ttl)}s"}
         name: str | None = None
         try:
-            status, answer = await asyncio.wait_for(
-                side_call(collection, query, passed, orjson.dumps(payload)), _CREATE_TIMEOUT
-            )
+            answer: Reply = yield SideCall(collection, query, passed, orjson.dumps(payload), _CREATE_TIMEOUT)
+            status = answer.status
             if status == 200:
-                created = orjson.loads(answer).get("name")
+                created = orjson.loads(answer.body).get("name")
                 name = created if isinstance(created, str) and created else None
         except Exception:
             logger.warning("creating a Gemini cachedContent failed: sending the prefix as written", exc_info=True)
@@ -466,12 +483,16 @@ class CachedContents:
             if status not in (400, 403):
                 return None  # busy or failing (429, 5xx): not remembered, the next request tries again
         until = time.time() + (settings.ttl - _MARGIN if name else _REMEMBER_REFUSAL)
+        yield Run(self._share(registry_key, name, until))
+        return name
+
+    async def _share(self, registry_key: str, name: str | None, until: float) -> None:
+        """Remember a creation's outcome in this process and, for other pods, in the store."""
         self._remember(registry_key, name, until)
         try:
             await self.store.set(registry_key, orjson.dumps({"name": name, "until": until}), until - time.time())
         except Exception:
             logger.debug("could not share %s through the store", name, exc_info=True)
-        return name
 
 
 __all__ = [
@@ -483,6 +504,5 @@ __all__ = [
     "MAX_BREAKPOINTS",
     "OpenAIPromptCaching",
     "PromptCaching",
-    "SideCall",
     "refused_cached_content",
 ]
