@@ -18,7 +18,7 @@ from llm_cache.middleware.config import (
 )
 from llm_cache.middleware.stores import DiskStore, MemoryStore, RedisStore, TieredStore
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 ENV = {"REDIS_PASSWORD": "hunter2", "LLM_CACHE_ADMIN_KEY": "adm-secret"}
 
 
