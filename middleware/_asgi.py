@@ -1,10 +1,10 @@
 """CacheMiddleware: the engine in front of a Starlette/FastAPI (or any ASGI) app.
 
 A driver of the engine, the ASGI twin of `AsyncCachingTransport`: it converts ASGI messages to the
-engine's types and back, answers hits, and performs the actions of `Cache.plan`, all in the
-request's own task. Its `Forward` and `SideCall` run the app: the head of the app's answer goes to
-the plan from inside the app's `send`, and the plan then has the answer relayed (`Relay`) or held
-and read whole (`ReadBody`). Per-request state lives in a `_Responder` built inside `__call__`, as
+engine's types and back, answers hits, and performs the actions of `Cache.plan`. Its `Forward` and
+`SideCall` run the app. A `Forward` runs it in the request's own task: the head of the app's answer
+goes to the plan from inside the app's `send`, and the plan then has the answer relayed (`Relay`)
+or held and read whole (`ReadBody`). Per-request state lives in a `_Responder` built inside `__call__`, as
 in starlette's GZipMiddleware.
 """
 
@@ -96,7 +96,6 @@ class _Responder:
         self.head: Reply | None = None
         self.held: list[Message] | None = None
         """The app's answer, held to be read whole because the plan asked for it (`ReadBody`)."""
-        self.relay = AsgiRelay(send)
 
     async def run(self) -> None:
         if not await self._read():
@@ -114,7 +113,7 @@ class _Responder:
             if parts is not None:
                 await _answer(self.send, parts)
                 return
-        self.plan = cache.plan(prepared)
+        self.plan, self.relay = cache.plan(prepared), AsgiRelay(self.send)
         try:
             step: Action | End | None = await self._next()
             while isinstance(step, Forward):
@@ -134,15 +133,13 @@ class _Responder:
         while more:
             message = await self.receive()
             if message["type"] != "http.request":  # a disconnect before the body ended: the app sees it
-                await self.app(self.scope, _replay(b"".join(chunks), False, self.receive, message), self.send)
+                await self._untouched(b"".join(chunks), False, message)
                 return False
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if self.cache.too_large(size, self.middleware.max_body_bytes):
-                header = self.cache.oversized(self.route, self.path).header
-                receive = _replay(b"".join(chunks), more, self.receive, None)
-                await self.app(self.scope, receive, _bypassing(self.send, header))
+                await self._untouched(b"".join(chunks), more, None, self.cache.oversized(self.route, self.path).header)
                 return False
         self.body = b"".join(chunks)
         return True
@@ -204,12 +201,20 @@ class _Responder:
         if isinstance(end, Answer):
             await _answer(self.send, end.parts)
         elif isinstance(end, Untouched):
-            await self.app(self.scope, _replay(self.body, False, self.receive, None), _bypassing(self.send, end.header))
+            await self._untouched(self.body, False, None, end.header)
         else:  # the answer held for `ReadBody`, relayed as it is
             assert isinstance(end, Relay) and self.held
             await self.relay.start(end, self.held[0])
             for message in self.held[1:]:
                 await self.relay.message(message)
+
+    async def _untouched(
+        self, body: bytes, more: bool, early: Message | None, header: tuple[str, str] | None = None
+    ) -> None:
+        """The app answers the request as it came (the body read so far handed over again); `header`
+        is added to its answer."""
+        send = self.send if header is None else _bypassing(self.send, header)
+        await self.app(self.scope, _replay(body, more, self.receive, early), send)
 
     async def _side(self, call: SideCall) -> Reply:
         """A `SideCall`: a POST of its own through the same app, its answer collected whole."""
