@@ -83,7 +83,7 @@ class _Responder:
 
     def __init__(
         self, middleware: CacheMiddleware, route: Route, path: str, scope: Scope, receive: Receive, send: Send
-    ):
+    ) -> None:
         self.app, self.cache, self.middleware = middleware.app, middleware.cache, middleware
         self.route, self.path = route, path
         self.scope, self.receive, self.send = scope, receive, send
