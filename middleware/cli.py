@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for note in config.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(note, file=sys.stderr)
     _warn_open_keys(config, f"http://{host}:{port}")
     options = config.server.uvicorn_options()
     if workers > 1:
@@ -127,16 +127,19 @@ def _warn_open_keys(config: GatewayConfig, url: str) -> None:
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    from .gateway import build_router
+
     try:
         config = load_config(args.file)
         _check_store_classes(config)
+        build_router(config)  # the router refuses what it cannot use, naming the field
     except ConfigError as error:
         return _fail(str(error))
     out.write(f"OK: {args.file} ({config.dialect} dialect)\n")
     out.write("# effective settings (secrets masked)\n")
     out.write(yaml.safe_dump(effective_settings(config), sort_keys=False, default_flow_style=False))
     for note in config.notes:
-        out.write(f"# note: {note}\n")
+        out.write(f"# {note}\n")
     return 0
 
 

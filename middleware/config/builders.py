@@ -137,6 +137,11 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
     if store is None:
         store = build_store(settings.store)
     try:
-        return Cache(store, semantic=build_semantic(settings.semantic), **settings.engine_settings())
+        return Cache(
+            store,
+            endpoints=settings.cached_endpoints(),
+            semantic=build_semantic(settings.semantic),
+            **settings.engine_settings(),
+        )
     except ValidationError as error:
         raise ConfigError(describe(error, "cache", "native")) from None
