@@ -45,44 +45,18 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from .._breakpoints import MAX_BREAKPOINTS, InjectionPoint, mentions_cache_control, place, role_of
 from .._wire import GEMINI, AmbiguousCredential
 from ._types import Reply, Run, SideCall, Steps
 from .stores.base import Store
 
 logger = logging.getLogger("llm_cache.middleware")
 
-MAX_BREAKPOINTS = 4
-"""Anthropic refuses a request with more than four `cache_control` breakpoints."""
-
-_UNMARKABLE = frozenset({"thinking", "redacted_thinking"})
-"""Content blocks that cannot carry `cache_control`."""
-
 
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InjectionPoint(_Settings):
-    """Where an Anthropic breakpoint goes, in LiteLLM's `cache_control_injection_points` form.
-
-    `location: tools` marks the last tool definition. `location: message` with `role: system` marks
-    the system prompt; with another role, the last message of that role; with `index`, the message
-    at that position (negative counts from the end).
-    """
-
-    location: Literal["message", "tools"] = "message"
-    role: Literal["system", "user", "assistant"] | None = None
-    index: int | None = None
-
-    @model_validator(mode="after")
-    def _one_target(self) -> InjectionPoint:
-        if self.location == "message" and (self.role is None) == (self.index is None):
-            raise ValueError("a message injection point needs exactly one of 'role' or 'index'")
-        if self.location == "tools" and (self.role is not None or self.index is not None):
-            raise ValueError("a tools injection point takes no 'role' or 'index'")
-        return self
 
 
 class AnthropicPromptCaching(_Settings):
@@ -152,7 +126,7 @@ class PromptCaching(_Settings):
 
 
 def _anthropic(settings: AnthropicPromptCaching, body: dict[str, Any]) -> list[str]:
-    if settings.mode == "off" or _mentions_cache_control(body):
+    if settings.mode == "off" or mentions_cache_control(body):
         return []
     marker: dict[str, Any] = {"type": "ephemeral"}
     if settings.ttl != "5m":
@@ -160,96 +134,7 @@ def _anthropic(settings: AnthropicPromptCaching, body: dict[str, Any]) -> list[s
     if settings.mode == "auto":
         body["cache_control"] = marker
         return ["anthropic_auto"]
-    targets = _targets(settings.points, body)
-    if len(targets) > MAX_BREAKPOINTS:  # keep tools and system, then the latest messages (they cover the most)
-        fixed = [t for t in targets if t[0] != "messages"]
-        latest = [t for t in targets if t[0] == "messages"][-(MAX_BREAKPOINTS - len(fixed)) :]
-        targets = fixed + latest
-    placed = 0
-    for target in targets:
-        placed += _mark(body, target, marker)
-    return ["anthropic_breakpoints"] if placed else []
-
-
-def _mentions_cache_control(value: Any) -> bool:
-    """Whether the caller placed any `cache_control` (top level, tools, system or messages).
-
-    The router's affinity has the same test of its own: caching and routing never import each other."""
-    if isinstance(value, dict):
-        return "cache_control" in value or any(_mentions_cache_control(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_mentions_cache_control(v) for v in value)
-    return False
-
-
-def _targets(points: tuple[InjectionPoint, ...], body: dict[str, Any]) -> list[tuple[str, int]]:
-    """The blocks `points` name in this body, deduplicated, in Anthropic's render order
-    (tools, system, messages): `("tools", -1)`, `("system", -1)` or `("messages", i)`."""
-    messages = body.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    found: set[tuple[str, int]] = set()
-    for point in points:
-        if point.location == "tools":
-            if isinstance(body.get("tools"), list) and body["tools"]:
-                found.add(("tools", -1))
-        elif point.role == "system":
-            if body.get("system"):
-                found.add(("system", -1))
-        elif point.role is not None:
-            last = next(
-                (i for i in range(len(messages) - 1, -1, -1) if _role(messages[i]) == point.role),
-                None,
-            )
-            if last is not None:
-                found.add(("messages", last))
-        elif point.index is not None and -len(messages) <= point.index < len(messages):
-            found.add(("messages", point.index % len(messages)))
-    order = {"tools": 0, "system": 1, "messages": 2}
-    return sorted(found, key=lambda target: (order[target[0]], target[1]))
-
-
-def _role(message: Any) -> Any:
-    return message.get("role") if isinstance(message, dict) else None
-
-
-def _mark(body: dict[str, Any], target: tuple[str, int], marker: dict[str, Any]) -> int:
-    """Put `marker` on the last markable block of `target`; 1 if placed."""
-    section, index = target
-    if section == "tools":
-        tool = body["tools"][-1]
-        if not isinstance(tool, dict):
-            return 0
-        tool["cache_control"] = dict(marker)
-        return 1
-    if section == "system":
-        blocks = _as_blocks(body["system"])
-        if blocks is None or not _mark_last(blocks, marker):
-            return 0
-        body["system"] = blocks
-        return 1
-    message = body["messages"][index]
-    if not isinstance(message, dict):
-        return 0
-    blocks = _as_blocks(message.get("content"))
-    if blocks is None or not _mark_last(blocks, marker):
-        return 0
-    message["content"] = blocks
-    return 1
-
-
-def _as_blocks(content: Any) -> list[Any] | None:
-    """Content as a list of blocks (a plain string becomes one text block), or None if neither."""
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else None
-    return content if isinstance(content, list) else None
-
-
-def _mark_last(blocks: list[Any], marker: dict[str, Any]) -> bool:
-    for block in reversed(blocks):
-        if isinstance(block, dict) and block.get("type") not in _UNMARKABLE:
-            block["cache_control"] = dict(marker)
-            return True
-    return False
+    return ["anthropic_breakpoints"] if place(settings.points, body, marker) else []
 
 
 # -- OpenAI ----------------------------------------------------------------------------------------
@@ -280,7 +165,7 @@ def _static_prefix(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None
         messages = body.get("messages")
         instructions = []
         for message in messages if isinstance(messages, list) else []:
-            if _role(message) not in ("system", "developer"):
+            if role_of(message) not in ("system", "developer"):
                 break
             instructions.append(message)
     tools = body.get("tools")

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import _litellm as litellm
+from .._breakpoints import InjectionPoint
 from .._wire import UnsetVariable, expand_optional
 from ._errors import DEFAULT_COOLDOWN_MAX
 
@@ -126,6 +127,11 @@ class Deployment(BaseModel):
     order: int = 0
     drop_params: bool | None = Field(
         default=None, description="translated requests: drop fields this deployment cannot honour (default: settings)"
+    )
+    cache_control_injection_points: tuple[InjectionPoint, ...] | None = Field(
+        default=None,
+        description="Anthropic deployments: prompt-caching breakpoints placed on what is sent to it, "
+        "in LiteLLM's form ({location: message, role: system}), unless the request has its own",
     )
 
     @model_validator(mode="after")
@@ -360,6 +366,7 @@ _LITELLM_KEYS = (
     "timeout",
     "max_parallel_requests",
     "drop_params",
+    "cache_control_injection_points",
 )
 
 

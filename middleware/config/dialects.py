@@ -196,9 +196,10 @@ def from_guide(data: Mapping[str, Any], where: str, notes: list[str], env: Mappi
         if not isinstance(proxy, dict):
             raise ConfigError(f"{where}: proxy: expected a mapping with host and port")
         out["server"] = {k: proxy[k] for k in ("host", "port", "workers") if k in proxy}
-    for name in ("model_list", "router"):
-        if name in data:
-            out[name] = data[name]
+    if "model_list" in data:
+        out["model_list"] = _with_points(data["model_list"], data.get("cache_control_injection_points"))
+    if "router" in data:
+        out["router"] = data["router"]
     return out
 
 
@@ -265,10 +266,24 @@ def from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Map
     out: dict[str, Any] = {"cache": cache, **_litellm_general(data.get("general_settings"), where)}
     router = litellm.router_settings(data)
     if "model_list" in data:
-        out["model_list"] = data["model_list"]
+        out["model_list"] = _with_points(data["model_list"], data.get("cache_control_injection_points"))
         out["router"] = router
     else:
         notes += [f"ignored: {_router_key_path(data, key)} (no model_list: there is no router)" for key in router]
+    return out
+
+
+def _with_points(model_list: Any, points: Any) -> Any:
+    """The top-level `cache_control_injection_points` given to every deployment that names none of
+    its own, so the router places them on what it sends to Anthropic (after translating, too)."""
+    if points is None or not isinstance(model_list, list):
+        return model_list
+    out = []
+    for entry in model_list:
+        params = entry.get("litellm_params") if isinstance(entry, dict) else None
+        if isinstance(params, dict) and "cache_control_injection_points" not in params:
+            entry = {**entry, "litellm_params": {**params, "cache_control_injection_points": points}}
+        out.append(entry)
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import subprocess
 import sys
@@ -432,3 +433,69 @@ def test_serve_reports_every_ignored_key_at_start_up(tmp_path: Path) -> None:
         _, stderr = process.communicate(timeout=10)
     assert "ignored: litellm_settings.set_verbos (unknown key; did you mean set_verbose?)\n" in stderr
     assert "ignored: general_settings.database_url (no database: the file is the whole configuration)\n" in stderr
+
+
+# -- serve: Anthropic breakpoints per deployment -----------------------------------------------------------
+
+SYSTEM_CHAT = [{"role": "system", "content": "You answer from the handbook."}, *MESSAGES]
+
+
+def claude_gateway(
+    fake: RunningFakeProvider, deployment_points: Any = None, top_level_points: Any = None
+) -> dict[str, Any]:
+    claude: dict[str, Any] = {"model": "anthropic/claude-sonnet-4-5", "api_base": fake.anthropic_base_url}
+    if deployment_points is not None:
+        claude["cache_control_injection_points"] = deployment_points
+    config: dict[str, Any] = {
+        "model_list": [
+            {"model_name": "claude", "litellm_params": claude},
+            {"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o", "api_base": fake.openai_base_url}},
+        ],
+        "litellm_settings": {"cache": True, "cache_params": {"type": "local"}},
+    }
+    if top_level_points is not None:
+        config["cache_control_injection_points"] = top_level_points
+    return config
+
+
+def sent_through(tmp_path: Path, fake: RunningFakeProvider, config: dict[str, Any], model: str, **extra: Any) -> Any:
+    """What the deployment received for an OpenAI-format chat to `model` through serve."""
+    with BackgroundServer(create_gateway(load_config(write(tmp_path, config), env={}))) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-caller", max_retries=0)
+        client.chat.completions.create(model=model, messages=extra.pop("messages", SYSTEM_CHAT), **extra)
+    return fake.last
+
+
+@pytest.mark.parametrize("form", ["deployment", "top level"])
+def test_injection_points_put_breakpoints_on_what_the_anthropic_deployment_gets(
+    tmp_path: Path, fake_provider: RunningFakeProvider, form: str
+) -> None:
+    points = [{"location": "message", "role": "system"}]
+    config = claude_gateway(
+        fake_provider, **{"deployment_points" if form == "deployment" else "top_level_points": points}
+    )
+    sent = sent_through(tmp_path, fake_provider, config, "claude")
+    assert sent.path == "/v1/messages"  # translated from the OpenAI-format request
+    assert sent.json["system"] == [
+        {"type": "text", "text": "You answer from the handbook.", "cache_control": {"type": "ephemeral"}}
+    ]
+    assert "cache_control" not in json_text(sent.json["messages"])
+
+
+def test_injection_points_leave_other_deployments_and_the_callers_own_markers_alone(
+    tmp_path: Path, fake_provider: RunningFakeProvider
+) -> None:
+    config = claude_gateway(fake_provider, deployment_points=[{"location": "message", "index": -1}])
+    to_openai = sent_through(tmp_path, fake_provider, config, "gpt")
+    assert to_openai.path == "/v1/chat/completions" and "cache_control" not in json_text(to_openai.json)
+
+    own = [
+        {"role": "system", "content": [{"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}}]},
+        *MESSAGES,
+    ]
+    sent = sent_through(tmp_path, fake_provider, config, "claude", messages=own)
+    assert json_text(sent.json).count("cache_control") == 1  # the caller's own, and nothing added
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value)
