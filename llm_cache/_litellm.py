@@ -240,6 +240,21 @@ LITELLM_PARAMS: dict[str, Setting] = {
 """`model_list[].litellm_params`. Other keys there are default request parameters (temperature, ...),
 which are not applied: a caller's body is sent as written."""
 
+MODEL_INFO: dict[str, Setting] = {
+    "id": use("the deployment's id (in x-router-deployment and the router's metrics)"),
+}
+"""`model_list[].model_info`. Its other keys (mode, base_model, costs, ...) describe the model and
+are not used."""
+
+MODEL_ENTRY: dict[str, Setting] = {
+    "model_name": use("the model group: what callers send as `model`, and what cache keys use"),
+    "litellm_params": use("see litellm_params"),
+    "model_info": use("see model_info"),
+    "rpm": use("as litellm_params.rpm"),
+    "tpm": use("as litellm_params.tpm"),
+}
+"""`model_list[]`."""
+
 TOP_LEVEL: dict[str, Setting] = {
     "model_list": use("the router's model groups and deployments"),
     "litellm_settings": use("see litellm_settings"),
@@ -257,7 +272,9 @@ SECTIONS: dict[str, dict[str, Setting]] = {
     "litellm_settings.cache_params": CACHE_PARAMS,
     "router_settings": ROUTER_SETTINGS,
     "general_settings": GENERAL_SETTINGS,
+    "model_list[]": MODEL_ENTRY,
     "model_list[].litellm_params": LITELLM_PARAMS,
+    "model_list[].model_info": MODEL_INFO,
 }
 
 CALL_TYPES: dict[str, tuple[str, ...]] = {
@@ -348,9 +365,17 @@ def review(data: Mapping[str, Any], report_unknown_router_keys: bool = True) -> 
     notes += review_section(data.get("router_settings"), ROUTER_SETTINGS, "router_settings", report_unknown_router_keys)
     notes += review_section(data.get("general_settings"), GENERAL_SETTINGS, "general_settings")
     for i, entry in enumerate(data.get("model_list") or []):
-        params = entry.get("litellm_params") if isinstance(entry, Mapping) else None
+        if not isinstance(entry, Mapping):
+            continue
+        notes += review_section(entry, MODEL_ENTRY, f"model_list[{i}]")
+        params = entry.get("litellm_params")
         if isinstance(params, Mapping):
             notes += _review_params(params, f"model_list[{i}].litellm_params")
+        info = entry.get("model_info")
+        if isinstance(info, Mapping):
+            notes += [
+                f"ignored: model_list[{i}].model_info.{key} (model metadata is not used)" for key in info if key != "id"
+            ]
     return notes
 
 

@@ -365,11 +365,12 @@ def _litellm_semantic(
 ) -> dict[str, Any]:
     path = "litellm_settings.cache_params"
     semantic = _semantic_redis(store, params.get("similarity_threshold"), where, path)
-    if params.get("redis_semantic_cache_index_name") is not None:
-        semantic["index"]["index_name"] = params["redis_semantic_cache_index_name"]
-    name = params.get("redis_semantic_cache_embedding_model")
-    if name is not None:
-        embedder = embedder_for(str(name), data.get("model_list"), env)
+    name = params.get("redis_semantic_cache_index_name")
+    if name is not None:  # its own index over its own rows: two names never search each other's
+        semantic["index"].update(index_name=name, prefix=f"{name}:")
+    model = params.get("redis_semantic_cache_embedding_model")
+    if model is not None:
+        embedder = embedder_for(str(model), data.get("model_list"), env)
         if isinstance(embedder, str):
             notes.append(f"replaced: {path}.redis_semantic_cache_embedding_model ({embedder}): {_LOCAL_EMBEDS}")
         else:
@@ -378,8 +379,18 @@ def _litellm_semantic(
 
 
 _LOCAL_EMBEDS = "the local all-MiniLM-L6-v2 embeds instead"
-_EMBEDDING_FAMILIES = {"openai", "azure", "hosted_vllm", "vllm", "text-embedding-openai", "openai_like", "ollama"}
-"""LiteLLM provider prefixes whose embeddings are OpenAI's `POST {api_base}/embeddings`."""
+_OPENAI_COMPATIBLE = {
+    "openai",
+    "hosted_vllm",
+    "vllm",
+    "lm_studio",
+    "together_ai",
+    "fireworks_ai",
+    "mistral",
+    "deepseek",
+}
+"""LiteLLM provider prefixes whose embeddings are OpenAI's `POST {api_base}/embeddings` (the others:
+only `openai` has a base URL we know, so they need the entry's `api_base`)."""
 
 
 def embedder_for(name: str, model_list: Any, env: Mapping[str, str]) -> dict[str, Any] | str:
@@ -393,10 +404,14 @@ def embedder_for(name: str, model_list: Any, env: Mapping[str, str]) -> dict[str
     prefix, sep, model = str(params.get("model") or name).partition("/")
     if not sep:
         prefix, model = "openai", prefix
-    if prefix not in _EMBEDDING_FAMILIES:
-        return f"{name!r} is a {prefix} model, not an OpenAI-compatible /embeddings endpoint"
     resolved = {key: expand_optional(value, env) if isinstance(value, str) else value for key, value in params.items()}
-    base = resolved.get("api_base") or env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_BASE")
+    base = resolved.get("api_base")
+    if prefix == "openai":
+        base = base or env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_BASE")
+    elif prefix not in _OPENAI_COMPATIBLE:
+        return f"{name!r} is a {prefix} model, not an OpenAI-compatible /embeddings endpoint"
+    elif not base:
+        return f"{name!r} has no api_base"
     embedder: dict[str, Any] = {"type": "openai", "model": model}
     if base:
         embedder["base_url"] = str(base).rstrip("/")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from argparse import Namespace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from llm_cache.middleware.config.schema import SemanticConfig
 from llm_cache.middleware.gateway import create_gateway
 from llm_cache.router import Router
 from tests.support.fake_provider_fixtures import RunningFakeProvider
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "What are your opening hours?"}]
@@ -499,3 +499,82 @@ def test_injection_points_leave_other_deployments_and_the_callers_own_markers_al
 
 def json_text(value: Any) -> str:
     return json.dumps(value)
+
+
+# -- serve: LiteLLM's store configs against real stores ---------------------------------------------------
+
+
+def chat_twice(config: dict[str, Any], tmp_path: Path, stored: Callable[[], bool]) -> list[str]:
+    """x-cache of the same chat asked twice, the second time once `stored()` sees the first answer
+    in the store (it is written after the answer is sent)."""
+    with BackgroundServer(create_gateway(load_config(write(tmp_path, config), env={}))) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-caller", max_retries=0)
+        first = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+        wait_for(stored, 10, "the first answer in the store")
+        second = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+    return [first.headers["x-cache"], second.headers["x-cache"]]
+
+
+def test_the_redis_doc_config_serves_hits_from_redis_under_its_namespace(
+    tmp_path: Path, fake_provider: RunningFakeProvider, redis_server: Any
+) -> None:
+    import redis
+
+    namespace = f"litellm.caching.{tmp_path.name}"
+    params = {"type": "redis", "host": redis_server.host, "port": redis_server.port, "namespace": namespace}
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+
+    def stored() -> list[Any]:
+        return list(client.scan_iter(match=f"*{namespace}:*"))  # behind the store's own prefix
+
+    config = caching_gateway(tmp_path, fake_provider, **params, ttl=600)
+    assert chat_twice(config, tmp_path, lambda: bool(stored())) == ["MISS", "HIT"]
+    assert all(0 < client.ttl(key) <= 600 for key in stored())
+
+
+def test_the_s3_doc_config_serves_hits_from_the_bucket(
+    tmp_path: Path, fake_provider: RunningFakeProvider, s3_server: Any
+) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_server.url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    bucket = f"litellm-{tmp_path.name.lower().replace('_', '-')}"[:63]
+    s3.create_bucket(Bucket=bucket)
+    params = {
+        "type": "s3",
+        "s3_bucket_name": bucket,
+        "s3_region_name": "us-east-1",
+        "s3_endpoint_url": s3_server.url,
+        "s3_aws_access_key_id": "t",
+        "s3_aws_secret_access_key": "t",
+        "s3_path": "cache",
+    }
+
+    def stored() -> bool:
+        return bool(s3.list_objects_v2(Bucket=bucket, Prefix="cache")["KeyCount"])
+
+    assert chat_twice(caching_gateway(tmp_path, fake_provider, **params), tmp_path, stored) == ["MISS", "HIT"]
+
+
+def test_the_redis_semantic_doc_config_embeds_with_the_named_model_into_the_named_index(
+    tmp_path: Path, fake_provider: RunningFakeProvider, redis_stack_server: Any
+) -> None:
+    import redis
+
+    index = f"idx-{tmp_path.name}"
+    config = redis_semantic_doc(fake_provider.openai_base_url)
+    config["model_list"][0]["model_name"] = "chat"
+    config["litellm_settings"]["cache_params"].update(
+        host=redis_stack_server.host, port=redis_stack_server.port, redis_semantic_cache_index_name=index
+    )
+    with BackgroundServer(create_gateway(load_config(write(tmp_path, config), env={"EMBED_KEY": "sk-embed"}))) as srv:
+        client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="sk-caller", max_retries=0)
+        assert client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES).headers["x-cache"]
+        raw = redis.Redis(host=redis_stack_server.host, port=redis_stack_server.port)
+        wait_for(lambda: any(raw.scan_iter(match=f"{index}:*")), 10, "the answer indexed")  # after it is sent
+    embedded = [request for request in fake_provider.requests if request.path == "/v1/embeddings"]
+    assert embedded and {request.headers["authorization"] for request in embedded} == {"Bearer sk-embed"}
+    assert embedded[0].json["model"] == "text-embedding-3-small"
+    assert index.encode() in raw.execute_command("FT._LIST")
