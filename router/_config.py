@@ -323,11 +323,13 @@ def _explain(exc: ValidationError, also: Any = ()) -> str:
 
 
 def _deployment(raw: Mapping[str, Any], where: str, environ: Mapping[str, str] | None) -> Deployment:
-    raw = {key: resolve_secret(value, f"{where}.{key}", environ) for key, value in raw.items()}
+    resolved = {key: resolve_secret(value, f"{where}.{key}", environ) for key, value in raw.items()}
     try:
-        return Deployment(**raw)
+        return Deployment(**resolved)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc).replace("\n  ", f"\n  {where}.")) from None
+        unset = [f"{where}.{k} ({v.strip()})" for k, v in raw.items() if isinstance(v, str) and resolved[k] is None]
+        hint = f"\n  (environment variables not set, read as null: {', '.join(unset)})" if unset else ""
+        raise ConfigError(_explain(exc).replace("\n  ", f"\n  {where}.") + hint) from None
 
 
 def _native(data: Mapping[str, Any], environ: Mapping[str, str] | None) -> RouterConfig:

@@ -73,6 +73,14 @@ def test_an_unset_os_environ_reference_is_none_as_in_litellm():
     assert cfg.groups["g"].deployments[0].api_key is None
 
 
+def test_an_unset_os_environ_reference_where_a_value_is_required_names_the_variable():
+    params = {"model": "azure/gpt-4o", "api_base": "os.environ/AZURE_BASE"}
+    with pytest.raises(
+        ConfigError, match=r"(?s)api_base is required.*litellm_params\.api_base \(os\.environ/AZURE_BASE\)"
+    ):
+        load_config({"model_list": [{"model_name": "g", "litellm_params": params}]}, environ={})
+
+
 def test_bad_values_name_the_field():
     with pytest.raises(ConfigError, match=r"model_list\[1\].litellm_params.rpm"):
         load_config(
