@@ -108,12 +108,14 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
     environ: Mapping[str, str] = os.environ if env is None else env
     dialect = detect_dialect(data, where)
-    # The router sections are passed through untouched: the router resolves its own references.
-    untouched = {k: data[k] for k in _PASSTHROUGH if k in data}
+    # The router's sections pass through untouched (the router resolves its own references); they
+    # are read here only to name what is unset.
+    routed = data if dialect == "router" else {k: data[k] for k in _PASSTHROUGH if k in data}
+    rest = {} if dialect == "router" else {k: v for k, v in data.items() if k not in _PASSTHROUGH}
     unset: list[str] = []
-    if dialect != "router":
-        data = _interpolate({k: v for k, v in data.items() if k not in _PASSTHROUGH}, environ, where, unset)
-        data.update(untouched)
+    data = _interpolate(rest, environ, where, unset)
+    _interpolate(routed, environ, where, unset)
+    data.update(routed)
     notes = [f"unset: {field} is not set; read as null" for field in unset]
     if dialect == "router":
         native = {"router": data}

@@ -112,6 +112,7 @@ def test_the_proxy_caching_doc_config_maps_and_names_what_it_ignores() -> None:
     assert config.admin_key == "sk-1234" and config.auth.keys == ["sk-1234"]
     assert config.notes == [
         "unset: litellm_settings.cache_params.password (os.environ/REDIS_PASSWORD) is not set; read as null",
+        "unset: model_list[0].litellm_params.api_key (os.environ/OPENAI_KEY) is not set; read as null",
         "ignored: litellm_settings.set_verbose (use llm-cache serve --log-level debug)",
         "ignored: litellm_settings.success_callback (LiteLLM's logging callbacks are not run; "
         "traces and metrics are OpenTelemetry and Prometheus)",
