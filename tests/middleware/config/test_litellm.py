@@ -32,7 +32,7 @@ from llm_cache.router import Router
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.servers import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MESSAGES = [{"role": "user", "content": "What are your opening hours?"}]
 
 
