@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from llm_cache.middleware.stores import DiskStore, MemoryStore, TieredStore
 from llm_cache.middleware.telemetry import Pricing, Telemetry
-from tests.support.stores import DeadStore
+from tests.support.stores import CountingStore, DeadStore
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 SECRET = "sk-telemetry-secret"
@@ -600,7 +600,8 @@ async def test_coalesced_waits_are_counted(recorded: Recorded) -> None:
             await release.wait()
             return httpx2.Response(200, json=chat_completion())
 
-    cache = Cache(telemetry=recorded.telemetry)
+    store = CountingStore()
+    cache = Cache(store=store, telemetry=recorded.telemetry)
     transport = AsyncCachingTransport(cache=cache, inner=SlowUpstream())
     client = openai.AsyncOpenAI(
         api_key=SECRET,
@@ -609,8 +610,9 @@ async def test_coalesced_waits_are_counted(recorded: Recorded) -> None:
         max_retries=0,
     )
     tasks = [asyncio.create_task(ask(client)) for _ in range(3)]
-    for _ in range(50):
-        await asyncio.sleep(0)
+    async with asyncio.timeout(10):
+        while SlowUpstream.calls == 0 or store.reads < 3:
+            await asyncio.sleep(0)  # yield until the leader is upstream and both others wait on it
     release.set()
     results = await asyncio.gather(*tasks)
     assert sorted(r.headers["x-cache"] for r in results) == ["HIT", "HIT", "MISS"]
