@@ -23,7 +23,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 RUN set -eu; wheel="$(ls /wheels/*.whl)"; pip install "llm-cache-middleware${EXTRAS} @ file://${wheel}"; rm -rf /wheels
-RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin llmcache
+RUN groupadd --system --gid 10001 llmcache \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin llmcache
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 4000
