@@ -77,9 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _warn_open_keys(config, f"http://{host}:{port}")
     options = config.server.uvicorn_options()
     if workers > 1:
-        # Each worker process builds its own app from the same file and overrides.
-        if args.config:
-            os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve())
+        # Each worker process builds its own app from the same file and overrides; no file is said
+        # as such, so that a path left in the environment cannot give the workers another config.
+        os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve()) if args.config else ""
         os.environ["LLM_CACHE_UPSTREAMS"] = "\n".join(args.upstream or [])
         os.environ[ADMIN_KEY_ENV_ENV] = args.admin_key_env or ""
         uvicorn.run(

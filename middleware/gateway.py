@@ -545,6 +545,7 @@ class _Gateway:
         stats["store"] = self.cache.store.name
         stats["upstream_requests"] = sum(self.counters.upstream.values())
         stats["upstream_errors"] = sum(self.counters.upstream_errors.values())
+        stats["pid"] = os.getpid()  # with `serve --workers N`, which worker these counters are
         return _json(stats)
 
     async def _admin_body(self, request: Request) -> dict[str, Any] | Response:
