@@ -741,6 +741,13 @@ class Cache:
         # The semantic index is left alone: it may be shared with other prefixes and pods, and a row
         # whose entry is gone is dropped the first time a search finds it.
 
+    async def start(self) -> None:
+        """Get ready for the first request: load the semantic cache's embedding model and check its
+        index's server (`IndexUnavailable` for a Redis without RediSearch). The gateway calls this in
+        its lifespan; without it, both happen on first use."""
+        if self.semantic is not None:
+            await self.semantic.start()
+
     async def close(self) -> None:
         if self._meanings is not None:
             await self._meanings.drain()

@@ -599,9 +599,10 @@ class Telemetry:
             span.set_attribute("error.type", type(error).__name__)
         return elapsed
 
-    def store_error(self, operation: str, error: BaseException) -> None:
-        """Count a failed store operation; WARNING at most once per `warning_interval` seconds."""
-        store = self.store_name
+    def store_error(self, operation: str, error: BaseException, semantic_part: str | None = None) -> None:
+        """Count a failed store operation; WARNING at most once per `warning_interval` seconds.
+        `semantic_part` names the semantic cache's part that failed instead (`index:redis`, `embedder:...`)."""
+        store = semantic_part or self.store_name
         self._add("llm_cache_store_errors", (store, operation), 1)
         now = time.monotonic()
         with self._lock:
@@ -610,7 +611,8 @@ class Telemetry:
                 return
             suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
         logger.warning(
-            "cache store %s %s failed (%s: %.300s); serving from upstream%s",
+            "%s %s %s failed (%s: %.300s); serving from upstream%s",
+            "semantic cache" if semantic_part else "cache store",
             store,
             operation,
             type(error).__name__,

@@ -98,7 +98,8 @@ def store_from_url(url: str) -> Store:
     parts = urlsplit(url)
     kind = _KINDS.get(parts.scheme.lower())
     if kind is None:
-        raise ValueError(f"cannot build a store from {_safe(url)!r}: the URL should look like {', '.join(URL_FORMS)}")
+        forms = ", ".join(URL_FORMS)
+        raise ValueError(f"cannot build a store from {without_password(url)!r}: the URL should look like {forms}")
     allowed = _OPTIONS[kind]
     options: dict[str, Any] = {}
     passed_on: list[tuple[str, str]] = []
@@ -133,13 +134,12 @@ def store_from_url(url: str) -> Store:
     return cls(redis_url, **options)  # type: ignore[no-any-return]
 
 
-def _safe(url: str) -> str:
-    """`url` with any password replaced, for an error message."""
+def without_password(url: str) -> str:
+    """`url` with its password (if any) replaced by `****`, for messages and logs."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":****@", 1)))
 
 
-__all__ = ["STORE_CLASSES", "URL_FORMS", "MissingStoreClass", "store_class", "store_from_url"]
+__all__ = ["STORE_CLASSES", "URL_FORMS", "MissingStoreClass", "store_class", "store_from_url", "without_password"]

@@ -87,4 +87,4 @@ def test_a_url_that_names_no_store_says_what_would(url: str, message: str) -> No
 def test_an_unknown_scheme_never_echoes_the_password() -> None:
     with pytest.raises(ValueError) as error:
         store_from_url("redis-stack://user:hunter2@cache:6379")
-    assert "hunter2" not in str(error.value) and "user:***@cache" in str(error.value)
+    assert "hunter2" not in str(error.value) and "user:****@cache" in str(error.value)
