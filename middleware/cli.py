@@ -48,6 +48,29 @@ def _config(path: str | None, upstreams: Sequence[str] | None) -> GatewayConfig:
 # -- serve ----------------------------------------------------------------------------------------
 
 
+def _check_semantic_index(config: GatewayConfig) -> None:
+    """A semantic index that cannot work on its server (a Redis without RediSearch) stops `serve` with one
+    line now, before any worker starts (each worker's lifespan would fail with a traceback)."""
+    semantic_config = config.cache.semantic
+    if not config.cache.enabled or semantic_config is None or not semantic_config.enabled:
+        return
+    from .config import build_semantic
+    from .semantic import IndexUnavailable
+
+    semantic = build_semantic(semantic_config)
+
+    async def check() -> None:
+        try:
+            await semantic.check_index()
+        finally:
+            await semantic.close()
+
+    try:
+        asyncio.run(check())
+    except IndexUnavailable as error:
+        raise ConfigError(f"cache.semantic.index: {error}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -57,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = with_admin_key_from(_config(args.config, args.upstream), args.admin_key_env)
     except ConfigError as error:
         return _fail(str(error))
+    _check_semantic_index(config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers

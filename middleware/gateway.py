@@ -341,9 +341,8 @@ class _Gateway:
             follow_redirects=False,
             trust_env=False,
         )
-        warm_up = getattr(self.cache.semantic.embedder, "warm_up", None) if self.cache and self.cache.semantic else None
-        if warm_up is not None:  # load a local embedding model now, not on the first miss
-            await asyncio.to_thread(warm_up)
+        if self.cache is not None:  # a local embedding model loads now, not on the first miss
+            await self.cache.start()
         try:
             yield
         finally:
