@@ -22,8 +22,8 @@ from llm_cache.middleware.semantic import (
     SentenceTransformerEmbedder,
 )
 
-from .test_cli import _cli, _one_line_failure
-from .test_semantic import LOADED_MACHINE_TIMEOUT, ask, client_for
+from ..test_cli import _cli, _one_line_failure
+from .test_cache import LOADED_MACHINE_TIMEOUT, ask, client_for
 
 
 def plain_redis_index(redis_server: Any) -> RedisVectorIndex:
