@@ -13,6 +13,11 @@ with the median throughput of each target is reported. After the run the gateway
 `/cache/stats` must show every measured request as a hit and the upstream one call.
 
     .venv/bin/python benchmarks/gateway_load.py [--connections 32] [--duration 5] [--rounds 3]
+
+With `--workers N`, it compares `llm-cache serve` with one worker and with N workers instead, both
+on one private `redis-server` (the store the workers share), alternating rounds, and reports the
+gateway's CPU per request (its processes' user+system time from /proc). Every worker's
+`/cache/stats` is read afterwards: one miss and one upstream request in all, every request a hit.
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ from typing import Any
 import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hit_path import HEADERS, RESPONSE, chat_body  # noqa: E402
+
+from tests.support.gateway_process import GatewayProcess, cpu_seconds  # noqa: E402
+from tests.support.servers import new_redis  # noqa: E402
 
 ADMIN_KEY = "bench-admin"
 CLIENT_KEY = "sk-bench"
@@ -144,23 +153,6 @@ def serve(
 
 
 # -- load generator side ----------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process `pid` and its live descendants have used so far (Linux /proc)."""
-    stats: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stats[int(entry.name)] = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:  # the process ended meanwhile
-                continue
-    tree, ticks = {pid}, 0
-    for other in sorted(stats):  # a child's pid is (almost always) above its parent's
-        if other in tree or int(stats[other][1]) in tree:
-            tree.add(other)
-            ticks += int(stats[other][11]) + int(stats[other][12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Child:
@@ -282,6 +274,79 @@ async def run_httpx(url: str, body: bytes, connections: int, total: int, deadlin
     }
 
 
+def worker_stats(url: str, workers: int, deadline: float = 30.0) -> dict[int, dict[str, Any]]:
+    """`/cache/stats` of every worker, by pid: fresh connections until each worker has answered one."""
+    found: dict[int, dict[str, Any]] = {}
+    end = time.monotonic() + deadline
+    while len(found) < workers:
+        if time.monotonic() > end:
+            raise RuntimeError(f"/cache/stats reached {len(found)} of {workers} workers in {deadline:.0f}s")
+        with httpx2.Client(timeout=10) as client:  # a new connection: the kernel picks the worker
+            stats = client.get(url + "/cache/stats", headers={"x-admin-key": ADMIN_KEY}).json()
+        found[stats["pid"]] = stats
+    return found
+
+
+def compare_workers(args: argparse.Namespace, body: bytes, measure: Any, upstream: str, base: Path) -> None:
+    """`serve` with 1 and with `args.workers` workers on one shared Redis, alternating rounds."""
+    redis = new_redis(base / "redis")
+    redis.start()
+    counts = sorted({1, args.workers})
+    gateways: dict[int, GatewayProcess] = {}
+    try:
+        for count in counts:
+            config = {
+                "admin_key": ADMIN_KEY,
+                "cache": {"store": {"type": "redis", "url": redis.url, "prefix": f"w{count}:"}, "ttl": 3600},
+                "upstreams": {"openai": {"base_url": f"{upstream}/v1"}},
+                "server": {"workers": count, "timeout_keep_alive": 60},
+            }
+            gateways[count] = GatewayProcess(config, base / f"gateway-{count}").start()
+            warm = httpx2.post(gateways[count].url + PATH, content=body, headers=HEADERS)
+            assert warm.status_code == 200 and warm.headers["x-cache"] == "MISS", warm.headers
+        results: dict[int, list[dict[str, float]]] = {count: [] for count in counts}
+        for _ in range(args.rounds):
+            for count, gateway in gateways.items():
+                used = cpu_seconds(gateway.pid)
+                row = measure(gateway.url)
+                row["cpu_us"] = (cpu_seconds(gateway.pid) - used) / max(row["requests"], 1) * 1e6
+                results[count].append(row)
+        for count, gateway in gateways.items():
+            stats = worker_stats(gateway.url, count).values()
+            totals = {name: sum(s[name] for s in stats) for name in ("hits", "misses", "upstream_requests")}
+            measured = sum(r["requests"] for r in results[count])
+            assert totals["misses"] == 1 and totals["upstream_requests"] == 1, totals
+            assert totals["hits"] >= measured, (totals, measured)
+    finally:
+        for gateway in gateways.values():
+            gateway.stop()
+        redis.stop()
+
+    rows = {count: sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2] for count, rounds in results.items()}
+    print(f"# all rounds req/s: { ({count: [round(r['rps']) for r in rounds] for count, rounds in results.items()}) }")
+    print(f"# errors/non-2xx across all rounds: {int(sum(r['errors'] for rs in results.values() for r in rs))}")
+    print("| `llm-cache serve`, Redis store, hits | requests/s | p50 ms | p99 ms | gateway CPU us/request | vs 1 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for count, row in rows.items():
+        print(
+            f"| {count} worker{'s' if count > 1 else ''} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p99']:.2f} | "
+            f"{row['cpu_us']:.0f} | {row['rps'] / rows[1]['rps']:.2f}x |"
+        )
+
+
+def print_header(args: argparse.Namespace, use_wrk: bool, stack: str | None = None) -> None:
+    generator = (
+        f"wrk -t1 -c{args.connections} -d{max(1, round(args.duration))}s"
+        if use_wrk
+        else f"httpx2 asyncio, {args.connections} workers, {args.requests} requests"
+    )
+    print(
+        f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · "
+        f"{os.cpu_count()} CPUs · {generator} · {f'uvicorn {stack} · ' if stack else ''}{args.rounds} alternating "
+        "rounds, median-throughput round shown"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
@@ -292,6 +357,7 @@ def main() -> None:
     parser.add_argument(
         "--stack", choices=sorted(STACKS), help="uvicorn loop and HTTP parser (default: the fastest installed)"
     )
+    parser.add_argument("--workers", type=int, help="compare `serve` with 1 and with N workers on a shared Redis")
     parser.add_argument("--serve", choices=["upstream", "gateway", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--store", default="memory", choices=["memory", "redis", "tiered"], help=argparse.SUPPRESS)
@@ -314,6 +380,16 @@ def main() -> None:
         try:
             upstream = Child("upstream")
             children.append(upstream)
+
+            def measure(url: str, pid: int | None = None) -> dict[str, float]:
+                if use_wrk:
+                    return run_wrk(url, body_file, lua_file, args.connections, args.duration, pid)
+                return asyncio.run(run_httpx(url, body, args.connections, args.requests, deadline=60.0))
+
+            if args.workers:
+                print_header(args, use_wrk)
+                compare_workers(args, body, measure, upstream.url, Path(tmp))
+                return
             gateway = Child("gateway", upstream.url, stack=stack)
             children.append(gateway)
             bare = Child("bare", stack=stack)
@@ -326,15 +402,10 @@ def main() -> None:
             plain = httpx2.post(bare.url + PATH, content=body, headers=HEADERS)
             assert plain.content == hit.content
 
-            def measure(child: Child) -> dict[str, float]:
-                if use_wrk:
-                    return run_wrk(child.url, body_file, lua_file, args.connections, args.duration, child.proc.pid)
-                return asyncio.run(run_httpx(child.url, body, args.connections, args.requests, deadline=60.0))
-
             results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
             for _ in range(args.rounds):
-                results["bare"].append(measure(bare))
-                results["gateway"].append(measure(gateway))
+                results["bare"].append(measure(bare.url, bare.proc.pid))
+                results["gateway"].append(measure(gateway.url, gateway.proc.pid))
 
             stats = httpx2.get(gateway.url + "/cache/stats", headers={"x-admin-key": ADMIN_KEY}).json()
         finally:
@@ -351,16 +422,7 @@ def main() -> None:
         return sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
 
     bare_row, gateway_row = median_round(results["bare"]), median_round(results["gateway"])
-    generator = (
-        f"wrk -t1 -c{args.connections} -d{max(1, round(args.duration))}s"
-        if use_wrk
-        else f"httpx2 asyncio, {args.connections} workers, {args.requests} requests"
-    )
-    print(
-        f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · "
-        f"{os.cpu_count()} CPUs · {generator} · uvicorn {stack} · {args.rounds} alternating rounds, "
-        "median-throughput round shown"
-    )
+    print_header(args, use_wrk, stack)
     print(
         f"# all rounds req/s: bare {[round(r['rps']) for r in results['bare']]}, "
         f"gateway {[round(r['rps']) for r in results['gateway']]}"

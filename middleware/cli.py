@@ -65,6 +65,29 @@ def _config(path: str | None, upstreams: Sequence[str] | None) -> GatewayConfig:
 # -- serve ----------------------------------------------------------------------------------------
 
 
+def _check_semantic_index(config: GatewayConfig) -> None:
+    """A semantic index that cannot work on its server (a Redis without RediSearch) stops `serve` with one
+    line now, before any worker starts (each worker's lifespan would fail with a traceback)."""
+    semantic_config = config.cache.semantic
+    if not config.cache.enabled or semantic_config is None or not semantic_config.enabled:
+        return
+    from .config import build_semantic
+    from .semantic import IndexUnavailable
+
+    semantic = build_semantic(semantic_config)
+
+    async def check() -> None:
+        try:
+            await semantic.check_index()
+        finally:
+            await semantic.close()
+
+    try:
+        asyncio.run(check())
+    except IndexUnavailable as error:
+        raise ConfigError(f"cache.semantic.index: {error}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -74,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = with_admin_key_from(_config(args.config, args.upstream), args.admin_key_env)
     except ConfigError as error:
         return _fail(str(error))
+    _check_semantic_index(config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
@@ -90,15 +114,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for note in config.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(note, file=sys.stderr)
     _warn_open_keys(config, f"http://{host}:{port}")
     stack = server_stack()
     print(f"server: {stack['loop']} + {stack['http']}{_FAST_HINT if stack['http'] == 'h11' else ''}", file=sys.stderr)
     options = {**config.server.uvicorn_options(), **stack}
     if workers > 1:
-        # Each worker process builds its own app from the same file and overrides.
-        if args.config:
-            os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve())
+        # Each worker process builds its own app from the same file and overrides; no file is said
+        # as such, so that a path left in the environment cannot give the workers another config.
+        os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve()) if args.config else ""
         os.environ["LLM_CACHE_UPSTREAMS"] = "\n".join(args.upstream or [])
         os.environ[ADMIN_KEY_ENV_ENV] = args.admin_key_env or ""
         uvicorn.run(
@@ -146,16 +170,19 @@ def _warn_open_keys(config: GatewayConfig, url: str) -> None:
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    from .gateway import build_router
+
     try:
         config = load_config(args.file)
         _check_store_classes(config)
+        build_router(config)  # the router refuses what it cannot use, naming the field
     except ConfigError as error:
         return _fail(str(error))
     out.write(f"OK: {args.file} ({config.dialect} dialect)\n")
     out.write("# effective settings (secrets masked)\n")
     out.write(yaml.safe_dump(effective_settings(config), sort_keys=False, default_flow_style=False))
     for note in config.notes:
-        out.write(f"# note: {note}\n")
+        out.write(f"# {note}\n")
     return 0
 
 

@@ -344,9 +344,8 @@ class _Gateway:
             follow_redirects=False,
             trust_env=False,
         )
-        warm_up = getattr(self.cache.semantic.embedder, "warm_up", None) if self.cache and self.cache.semantic else None
-        if warm_up is not None:  # load a local embedding model now, not on the first miss
-            await asyncio.to_thread(warm_up)
+        if self.cache is not None:  # a local embedding model loads now, not on the first miss
+            await self.cache.start()
         try:
             yield
         finally:
@@ -427,8 +426,11 @@ class _Gateway:
         return _json("I'm alive!")
 
     async def readiness(self, request: Request) -> Response:
-        """Ready when the store answers a probe and every configured upstream accepts a connection.
+        """Ready when the store answers a probe and some upstream accepts a connection.
 
+        One provider down leaves the pod ready ("degraded"): it still answers hits and the other
+        providers, and taking every pod out of the Service over one provider's outage would drop those
+        too. Only when no upstream is reachable (egress is broken) is the pod unready.
         No auth, so the body names only the store type and the API families: never URLs, hosts or errors;
         and one check at a time, its answer reused for a second, so callers cannot multiply the probes.
         """
@@ -445,9 +447,9 @@ class _Gateway:
         store_ok, *reachable = await asyncio.gather(*checks)
         states = ("reachable" if ok else "unreachable" for ok in reachable)
         upstreams = dict(zip(families, states, strict=True))
-        ready = bool(store_ok) and all(reachable)
+        ready = bool(store_ok) and (any(reachable) or not reachable)
         body = {
-            "status": "healthy" if ready else "unhealthy",
+            "status": "unhealthy" if not ready else "healthy" if all(reachable) else "degraded",
             "cache": self.cache.store.name if self.cache is not None else None,
             "store": "ok" if store_ok else "failing",
             "upstreams": upstreams,
@@ -548,6 +550,7 @@ class _Gateway:
         stats["store"] = self.cache.store.name
         stats["upstream_requests"] = sum(self.counters.upstream.values())
         stats["upstream_errors"] = sum(self.counters.upstream_errors.values())
+        stats["pid"] = os.getpid()  # with `serve --workers N`, which worker these counters are
         return _json(stats)
 
     async def _admin_body(self, request: Request) -> dict[str, Any] | Response:

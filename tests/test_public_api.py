@@ -116,6 +116,7 @@ PINNED = {
     "llm_cache.middleware.semantic": [
         "Embedder",
         "InProcessIndex",
+        "IndexUnavailable",
         "Neighbour",
         "OpenAIEmbedder",
         "RedisVectorIndex",
@@ -140,6 +141,7 @@ PINNED = {
         "Store",
         "StoreError",
         "TieredStore",
+        "store_from_url",
     ],
     "llm_cache.middleware.telemetry": [
         "Call",

@@ -3,12 +3,13 @@
 from .cache import SemanticCache
 from .embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from .guard import agrees
-from .index import InProcessIndex, Neighbour, VectorIndex
+from .index import IndexUnavailable, InProcessIndex, Neighbour, VectorIndex
 from .redis_index import RedisVectorIndex
 
 __all__ = [
     "Embedder",
     "InProcessIndex",
+    "IndexUnavailable",
     "Neighbour",
     "OpenAIEmbedder",
     "RedisVectorIndex",

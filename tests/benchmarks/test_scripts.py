@@ -15,8 +15,10 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from gateway_load import cpu_seconds, store_config  # noqa: E402
+from gateway_load import store_config  # noqa: E402
 from peers import chart  # noqa: E402
+
+from tests.support.gateway_process import cpu_seconds  # noqa: E402
 
 
 @pytest.mark.parametrize("script", ["peers.py", "peers_sdk.py", "gateway_load.py", "hit_path.py"])

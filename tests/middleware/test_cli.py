@@ -246,7 +246,10 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
     from tests.support.servers import free_port
 
     port = free_port()
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    # A config path left in the environment by a previous multi-worker `serve` names no file here:
+    # the workers must load what the parent was told (nothing: the embedded default), as the parent does.
+    stale = str(tmp_path / "gone.yaml")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "LLM_CACHE_CONFIG": stale}
     process = subprocess.Popen(
         [
             str(LLM_CACHE),
