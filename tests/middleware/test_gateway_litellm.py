@@ -125,12 +125,16 @@ def test_readiness_is_healthy_when_store_and_upstreams_answer(gateway: Gateway) 
 
 
 def test_one_unreachable_upstream_leaves_the_gateway_ready_but_degraded_naming_it_without_its_url(
-    gateway_factory: Callable[..., Gateway],
+    gateway_factory: Callable[..., Gateway], fake_provider: Any
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    gateway = gateway_factory({"upstreams": {"openai": {"base_url": dead, "api_key": "sk-upstream-secret"}}})
+    upstreams = {
+        "openai": {"base_url": dead, "api_key": "sk-upstream-secret"},
+        "anthropic": {"base_url": fake_provider.anthropic_base_url},
+    }
+    gateway = gateway_factory({"upstreams": upstreams})
     answer = httpx2.get(f"{gateway.url}/health/readiness", timeout=10)
-    assert answer.status_code == 200  # hits and the other providers are still served
+    assert answer.status_code == 200, answer.text  # hits and the other providers are still served
     assert answer.json()["status"] == "degraded"
     assert answer.json()["upstreams"]["openai"] == "unreachable"
     assert answer.json()["upstreams"]["anthropic"] == "reachable"
