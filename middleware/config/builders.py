@@ -11,7 +11,15 @@ from pydantic import ValidationError
 
 from .._engine import Cache
 from .errors import ConfigError, describe
-from .schema import CacheConfig, GatewayConfig, OpenAIEmbedderConfig, RedisIndexConfig, SemanticConfig
+from .schema import (
+    CacheConfig,
+    ExactJudgeConfig,
+    GatewayConfig,
+    LLMJudgeConfig,
+    OpenAIEmbedderConfig,
+    RedisIndexConfig,
+    SemanticConfig,
+)
 
 
 def build_semantic(settings: SemanticConfig | None) -> Any:
@@ -20,7 +28,11 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         return None
     try:
         from ..semantic import (
+            EmbeddingJudge,
+            ErrorBound,
+            ExactJudge,
             InProcessIndex,
+            LLMJudge,
             OpenAIEmbedder,
             RedisVectorIndex,
             SemanticCache,
@@ -48,9 +60,28 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         index = RedisVectorIndex(index_settings.url, index_name=index_settings.index_name, prefix=index_settings.prefix)
     else:
         index = InProcessIndex(index_settings.max_entries)
+    bound = None
+    if settings.max_error_rate is not None:
+        bound = ErrorBound(
+            settings.max_error_rate,
+            confidence=settings.confidence,
+            floor=0.75 if settings.threshold is None else settings.threshold,
+            verifications_per_minute=settings.verifications_per_minute,
+        )
+    judge_settings = settings.judge
+    judge: Any
+    if isinstance(judge_settings, ExactJudgeConfig):
+        judge = ExactJudge()
+    elif isinstance(judge_settings, LLMJudgeConfig):
+        llm = judge_settings
+        judge = LLMJudge(llm.base_url, llm.model, api_key=llm.api_key, timeout=llm.timeout)
+    else:
+        judge = EmbeddingJudge(embedder, judge_settings.threshold)
     return SemanticCache(
         embedder,
         index,
+        bound=bound,
+        judge=judge,
         threshold=settings.threshold,
         guard=settings.guard,
         candidates=settings.candidates,
