@@ -182,7 +182,7 @@ async def test_an_answer_gone_from_the_store_is_dropped_from_the_index(
     second = await ask(client, "How can I reset my password?")
 
     assert second.headers["x-cache"] == "MISS"
-    neighbours = await index.search(next(iter(index._partitions)), (await embedder.embed(["reset password"]))[0], 5)
+    neighbours = await index.search(next(iter(index._contexts)), (await embedder.embed(["reset password"]))[0], 5)
     assert [n.key for n in neighbours] == [second.headers["x-cache-key"]]
 
 
@@ -419,6 +419,55 @@ async def test_in_process_index_keeps_contexts_apart_expires_rows_and_evicts_the
     await index.delete("k4")  # the last row moves into its place and is still found
     assert [n.key for n in await index.search("a", east, 5)] == ["k5"]
     assert [n.key for n in await index.search("b", north, 5)] == ["k3"]
+
+
+def clustered(rows: int, dimensions: int = 32, groups: int = 40, seed: int = 3) -> np.ndarray:
+    """Unit vectors around `groups` directions, as prompts on a few topics are."""
+    draw = np.random.default_rng(seed)
+    centres = draw.standard_normal((groups, dimensions))
+    vectors = centres[draw.integers(0, groups, rows)] + 0.3 * draw.standard_normal((rows, dimensions))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+async def test_a_large_context_is_split_into_cells_and_a_near_prompt_is_still_found() -> None:
+    vectors = clustered(1200)
+    index = InProcessIndex(split_at=1000, cells=16, probes=4)
+    for i, vector in enumerate(vectors):
+        await index.add("ctx", f"k{i}", f"prompt {i}", vector, ttl=None)
+    await index.add("other", "lone", "lone prompt", vectors[0], ttl=None)
+
+    found = 0
+    for i in range(0, 1200, 7):
+        best = await index.search("ctx", vectors[i], 2)
+        assert best[0].similarity >= best[1].similarity
+        found += best[0].key == f"k{i}"
+    assert found == len(range(0, 1200, 7))  # a stored prompt is always in a probed cell: its own
+    exact = vectors @ vectors[5]
+    assert [n.key for n in await index.search("ctx", vectors[5], 3)][:1] == [f"k{int(np.argmax(exact))}"]
+    assert [n.key for n in await index.search("other", vectors[0], 3)] == ["lone"]
+
+
+async def test_a_split_context_still_deletes_expires_and_evicts_by_age() -> None:
+    now = [0.0]
+    vectors = clustered(60, groups=6)
+    index = InProcessIndex(max_entries=50, clock=lambda: now[0], split_at=40, cells=4, probes=4)
+    for i, vector in enumerate(vectors):
+        await index.add("ctx", f"k{i}", f"prompt {i}", vector, ttl=5 if i == 30 else None)
+    assert len(index) == 50  # k0..k9 went, oldest first
+    everything = {n.key for v in vectors for n in await index.search("ctx", v, 60)}
+    assert everything == {f"k{i}" for i in range(10, 60)}
+
+    await index.delete("k11")
+    now[0] = 5.0  # k30's time is up
+    everything = {n.key for v in vectors for n in await index.search("ctx", v, 60)}
+    assert everything == {f"k{i}" for i in range(10, 60)} - {"k11", "k30"}
+    assert len(index) == 48
+    await index.add("ctx", "k12", "moved", vectors[0], ttl=None)  # re-added: it is the newest now
+    for i in range(60, 63):  # a 51st row: the oldest (k10) goes, not k12
+        await index.add("ctx", f"k{i}", "new", vectors[i - 60], ttl=None)
+    everything = {n.key for v in vectors for n in await index.search("ctx", v, 60)}
+    assert "k10" not in everything and {"k12", "k13", "k62"} <= everything
+    assert len(index) == 50
 
 
 def test_the_gateway_builds_the_semantic_cache_from_its_config(fake_provider: RunningFakeProvider) -> None:
