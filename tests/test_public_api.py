@@ -126,6 +126,7 @@ PINNED = {
         "LLMJudge",
         "Neighbour",
         "OpenAIEmbedder",
+        "RedisEvidence",
         "RedisVectorIndex",
         "SemanticCache",
         "SentenceTransformerEmbedder",

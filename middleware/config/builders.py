@@ -17,6 +17,7 @@ from .schema import (
     GatewayConfig,
     LLMJudgeConfig,
     OpenAIEmbedderConfig,
+    RedisEvidenceConfig,
     RedisIndexConfig,
     SemanticConfig,
 )
@@ -34,6 +35,7 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
             InProcessIndex,
             LLMJudge,
             OpenAIEmbedder,
+            RedisEvidence,
             RedisVectorIndex,
             SemanticCache,
             SentenceTransformerEmbedder,
@@ -67,6 +69,11 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
             confidence=settings.confidence,
             floor=0.75 if settings.threshold is None else settings.threshold,
             verifications_per_minute=settings.verifications_per_minute,
+            evidence=(
+                RedisEvidence(settings.evidence.url, prefix=settings.evidence.prefix)
+                if isinstance(settings.evidence, RedisEvidenceConfig)
+                else None
+            ),
         )
     judge_settings = settings.judge
     judge: Any

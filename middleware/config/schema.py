@@ -170,6 +170,17 @@ class LLMJudgeConfig(_Model):
     timeout: float = Field(default=10.0, gt=0)
 
 
+class MemoryEvidenceConfig(_Model):
+    type: Literal["memory"]
+
+
+class RedisEvidenceConfig(_Model):
+    type: Literal["redis"]
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "llm-cache:bound:"
+
+
+EvidenceConfig = Annotated[MemoryEvidenceConfig | RedisEvidenceConfig, Field(discriminator="type")]
 JudgeConfig = Annotated[EmbeddingJudgeConfig | ExactJudgeConfig | LLMJudgeConfig, Field(discriminator="type")]
 
 
@@ -190,6 +201,10 @@ class SemanticConfig(_Model):
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0, description="Bounded mode: the bound's confidence.")
     verifications_per_minute: int | None = Field(default=None, ge=0, description="Bounded mode: a cap on checks.")
     judge: JudgeConfig = Field(default_factory=lambda: EmbeddingJudgeConfig(type="embedding"))
+    evidence: EvidenceConfig = Field(
+        default_factory=lambda: MemoryEvidenceConfig(type="memory"),
+        description="Bounded mode: where verdicts are kept (redis: shared by every pod).",
+    )
     guard: bool = Field(default=True, description="Veto matches whose numbers, names, quotes or code differ.")
     candidates: int = Field(default=4, gt=0)
     max_text_chars: int = Field(default=1000, gt=0)

@@ -6,6 +6,7 @@ from .embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from .guard import agrees
 from .index import InProcessIndex, Neighbour, VectorIndex
 from .judges import EmbeddingJudge, ExactJudge, Judge, LLMJudge
+from .redis_evidence import RedisEvidence
 from .redis_index import RedisVectorIndex
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "LLMJudge",
     "Neighbour",
     "OpenAIEmbedder",
+    "RedisEvidence",
     "RedisVectorIndex",
     "SemanticCache",
     "SentenceTransformerEmbedder",

@@ -117,7 +117,7 @@ class SemanticCache:
 
     async def close(self) -> None:
         await self.index.close()
-        for part in (self.embedder, self.judge):
+        for part in (self.embedder, self.judge, self.bound.evidence if self.bound is not None else None):
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()

@@ -237,7 +237,7 @@ def test_a_bad_semantic_config_names_the_field(tmp_path: Path, text: str, field:
 
 def test_max_error_rate_turns_on_bounded_mode_with_its_judge() -> None:
     from llm_cache.middleware.config import build_semantic
-    from llm_cache.middleware.semantic import EmbeddingJudge, ExactJudge
+    from llm_cache.middleware.semantic import EmbeddingJudge, ExactJudge, RedisEvidence
 
     bounded = build_semantic(
         parse_config({"cache": {"semantic": {"max_error_rate": 0.01, "verifications_per_minute": 30}}}).cache.semantic
@@ -249,6 +249,9 @@ def test_max_error_rate_turns_on_bounded_mode_with_its_judge() -> None:
         parse_config({"cache": {"semantic": {"max_error_rate": 0.02, "judge": {"type": "exact"}}}}).cache.semantic
     )
     assert isinstance(exact.judge, ExactJudge)
+    shared = {"max_error_rate": 0.02, "evidence": {"type": "redis", "url": "redis://vectors:6379/1"}}
+    bound = build_semantic(parse_config({"cache": {"semantic": shared}}).cache.semantic).bound
+    assert isinstance(bound.evidence, RedisEvidence) and bound.evidence.url == "redis://vectors:6379/1"
     static = build_semantic(parse_config({"cache": {"semantic": {}}}).cache.semantic)
     assert static.bound is None and static.threshold == 0.9
 

@@ -12,12 +12,13 @@ import asyncio
 import math
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from llm_cache.middleware.semantic import SemanticCache
+from llm_cache.middleware.semantic import RedisEvidence, SemanticCache
 from llm_cache.middleware.semantic.bound import (
     Decision,
     ErrorBound,
@@ -257,3 +258,26 @@ def test_bounded_mode_considers_candidates_from_its_floor() -> None:
     assert SemanticCache(Fixed({}), max_error_rate=0.02, threshold=0.8).threshold == 0.8
     assert SemanticCache(Fixed({})).threshold == 0.9
     assert SemanticCache(Fixed({})).bound is None
+
+
+# -- evidence shared by pods -------------------------------------------------------------------------
+
+
+async def test_pods_sharing_redis_evidence_learn_from_each_others_verdicts(redis_server: Any) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    first = ErrorBound(0.02, min_verify=0.0, refresh=0.0, seed=8, evidence=RedisEvidence(redis_server.url))
+    second = ErrorBound(0.02, min_verify=0.0, refresh=0.0, seed=8, evidence=RedisEvidence(redis_server.url))
+    for _ in range(400):
+        await first.learn("good", 0.95, wrong=False)
+    await first.learn("dense", 0.97, wrong=True)
+    await first.learn("dense", 0.96, wrong=True)  # lower than before: the highest stays
+
+    assert await second.evidence.wrong_at("dense") == 0.97
+    assert await second.evidence.wrong_at("good") is None
+    checked, wrong = await second.evidence.tally(second.bin(1.0) + 1)
+    assert (sum(checked), sum(wrong)) == (402, 2)
+    assert await second.decide("dense", 0.975) is Decision.VERIFY
+    for bound in (first, second):
+        await bound.evidence.aclose()  # type: ignore[attr-defined]
