@@ -4,6 +4,7 @@ and without the guard, using the default embedder (all-MiniLM-L6-v2, local).
     .venv/bin/python benchmarks/semantic_eval.py [--data ../shared/data] [--qqp 5000] [--seed 7]
     .venv/bin/python benchmarks/semantic_eval.py --replay [--seeds 1 2 3] [--dev-pairs 5000]
     .venv/bin/python benchmarks/semantic_eval.py --lookup [--entries 100000]
+    .venv/bin/python benchmarks/semantic_eval.py --synthetic 20000 [--seeds 1 2 3]
 
 A pair counts as "served" when its cosine similarity clears the threshold (and, with the guard,
 when `llm_cache.middleware.semantic.agrees` passes); label 1 means the same answer is acceptable. Precision:
@@ -261,6 +262,53 @@ async def replay(
         print(f"| {bound:.0%} | {rate:.2%}, {hits} | {static[1]}, {static[0]} |")
 
 
+def synthetic(seed: int, size: int, entries: int = 300) -> list[tuple[str, float, bool]]:
+    """(stored answer, similarity, is it right) for `size` candidates with known answers: the chance
+    of a right answer is a logistic curve of similarity whose midpoint is each stored answer's own
+    (0.80 to 0.92: some neighbourhoods are denser with near-misses than others)."""
+    draw = random.Random(seed)
+    midpoints = [draw.uniform(0.80, 0.92) for _ in range(entries)]
+    out = []
+    for _ in range(size):
+        entry = draw.randrange(entries)
+        similarity = draw.uniform(0.75, 1.0)
+        right = draw.random() < 1 / (1 + np.exp(-80 * (similarity - midpoints[entry])))
+        out.append((f"k{entry}", similarity, bool(right)))
+    return out
+
+
+async def synthetic_replay(seeds: list[int], size: int) -> None:
+    """Bounded mode against every static threshold on the same candidate streams."""
+    print(f"\n## Synthetic candidates with known answers: {size} per seed, seeds {seeds}\n")
+    print("| bound | bounded: wrong-hit rate (worst seed) | hits | verified | best static at that rate | hits |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    streams = [synthetic(seed, size) for seed in seeds]
+    for bound in BOUNDS:
+        hits = wrong = verified = 0
+        worst = 0.0
+        for seed, stream in zip(seeds, streams, strict=True):
+            errors = ErrorBound(bound, seed=seed)
+            served = bad = 0
+            for key, similarity, right in stream:
+                decision = await errors.decide(key, similarity)
+                if decision == "serve":
+                    served += 1
+                    bad += not right
+                elif decision == "verify":
+                    verified += 1
+                    await errors.learn(key, similarity, wrong=not right)
+            hits, wrong = hits + served, wrong + bad
+            worst = max(worst, bad / served if served else 0.0)
+        rate = wrong / hits if hits else 0.0
+        best = (0, 1.0)
+        for threshold in np.arange(0.75, 1.0, 0.0025):
+            s_hits = sum(1 for stream in streams for _, sim, _ in stream if sim >= threshold)
+            s_wrong = sum(1 for stream in streams for _, sim, ok in stream if sim >= threshold and not ok)
+            if s_hits and s_wrong / s_hits <= rate and s_hits > best[0]:
+                best = (s_hits, float(threshold))
+        print(f"| {bound:.0%} | {rate:.2%} ({worst:.2%}) | {hits} | {verified} | {best[1]:.4f} | {best[0]} |")
+
+
 class _Unused:
     """The replay embeds ahead, in batches; the cache's own embedder is never called."""
 
@@ -315,12 +363,16 @@ def main() -> None:
     parser.add_argument("--dev-pairs", type=int, default=5000, help="development pairs to replay (not held out)")
     parser.add_argument("--test-pairs", type=int, default=None, help="held-out pairs to use (default: all)")
     parser.add_argument("--lookup", action="store_true", help="time the semantic lookup")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="bounded vs static on N known answers")
     parser.add_argument("--entries", type=int, default=100_000)
     args = parser.parse_args()
     embedder = SentenceTransformerEmbedder()
     print(
         f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · {embedder.name}"
     )
+    if args.synthetic:
+        asyncio.run(synthetic_replay(args.seeds, args.synthetic))
+        return
     if args.lookup:
         asyncio.run(lookup_timing(args.entries))
         return

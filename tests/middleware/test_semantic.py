@@ -477,7 +477,10 @@ def test_the_gateway_builds_the_semantic_cache_from_its_config(fake_provider: Ru
 
     config = parse_config(
         {
-            "cache": {"store": {"type": "memory"}, "semantic": {"threshold": 0.9, "index": {"type": "memory"}}},
+            "cache": {
+                "store": {"type": "memory"},
+                "semantic": {"threshold": 0.9, "index": {"type": "memory"}, "timeout": LOADED_MACHINE_TIMEOUT},
+            },
             "upstreams": {"openai": {"base_url": fake_provider.openai_base_url}},
         }
     )
