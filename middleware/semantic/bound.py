@@ -21,6 +21,10 @@ from typing import Protocol, runtime_checkable
 
 WIDTH = 0.005
 """The width of a similarity bin: candidate thresholds are `floor + j * WIDTH`."""
+EXPLORE = 0.1
+"""Of servable candidates, the share verified is `EXPLORE * n_needed / n_above` (at least
+`min_verify`): a tenth when the threshold has just been shown, less as verdicts above it grow.
+(Chosen on the synthetic workload of `benchmarks/semantic_eval.py --synthetic`, never on Quora.)"""
 
 
 class Decision(str, Enum):
@@ -192,7 +196,7 @@ class ErrorBound:
             wrong = await self.evidence.wrong_at(key)
             servable = wrong is None or similarity > wrong + self.margin
         if servable:
-            share = max(self.min_verify, min(1.0, self._needed / max(1, self._above)))
+            share = max(self.min_verify, min(1.0, EXPLORE * self._needed / max(1, self._above)))
             if self._random.random() >= share or not self._may_verify():
                 return Decision.SERVE
             return Decision.VERIFY

@@ -115,9 +115,9 @@ async def test_the_share_of_wrong_semantic_hits_stays_under_the_bound(max_error_
 async def test_fewer_servable_candidates_are_verified_as_evidence_grows() -> None:
     bound = ErrorBound(0.02, seed=4)
     candidates = workload(4, 20_000)
-    await replay(bound, candidates[:2000])
+    await replay(bound, candidates[:1000])
     early = [await bound.decide("k0", 0.99) for _ in range(1000)]
-    await replay(bound, candidates[2000:])
+    await replay(bound, candidates[1000:])
     late = [await bound.decide("k0", 0.99) for _ in range(1000)]
 
     assert early.count(Decision.VERIFY) > 3 * late.count(Decision.VERIFY)
