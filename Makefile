@@ -33,8 +33,19 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy llm_cache
 
-bench: install
-	$(BIN)/python benchmarks/hit_path.py
+# Not part of `make test`: the side-by-side suite (benchmarks/peers.py, a few minutes; longer runs:
+# make bench BENCH_ARGS="--duration 10 --rounds 3"). The peers get their own venv, never our deps;
+# the project runs as a user installs it with the `fast` extra (uvloop + httptools).
+PEERS := benchmarks/.venv-peers
+$(PEERS)/.installed: benchmarks/peers-requirements.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q --upgrade pip
+	$(PEERS)/bin/pip install -q -r benchmarks/peers-requirements.txt
+	touch $@
+
+bench: system-deps install $(PEERS)/.installed
+	$(BIN)/pip install -q -e '.[dev,fast]'
+	$(BIN)/python benchmarks/peers.py --peers-python $(PEERS)/bin/python $(BENCH_ARGS)
 
 # Not part of `make test`: 10 minutes of mixed load through a gateway process on Redis (RSS, fds,
 # upstream connections, errors); a shorter run: make soak SOAK_ARGS="--duration 120 --warmup 30".

@@ -13,6 +13,11 @@ with the median throughput of each target is reported. After the run the gateway
 `/cache/stats` must show every measured request as a hit and the upstream one call.
 
     .venv/bin/python benchmarks/gateway_load.py [--connections 32] [--duration 5] [--rounds 3]
+
+With `--workers N`, it compares `llm-cache serve` with one worker and with N workers instead, both
+on one private `redis-server` (the store the workers share), alternating rounds, and reports the
+gateway's CPU per request (its processes' user+system time from /proc). Every worker's
+`/cache/stats` is read afterwards: one miss and one upstream request in all, every request a hit.
 """
 
 from __future__ import annotations
@@ -35,9 +40,15 @@ from typing import Any
 import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hit_path import HEADERS, RESPONSE, chat_body  # noqa: E402
 
+from tests.support.gateway_process import GatewayProcess, cpu_seconds  # noqa: E402
+from tests.support.servers import new_redis  # noqa: E402
+
 ADMIN_KEY = "bench-admin"
+CLIENT_KEY = "sk-bench"
+"""The gateway checks the key wrk sends, as LiteLLM's proxy checks its master key."""
 PATH = "/v1/chat/completions"
 
 WRK_LUA = """
@@ -58,7 +69,31 @@ end
 # -- server side (run in child processes) -----------------------------------------------------------
 
 
-def build_app(kind: str, upstream: str | None) -> Any:
+STACKS = {"asyncio-h11": ("asyncio", "h11"), "uvloop-httptools": ("uvloop", "httptools")}
+"""The server stacks a row can run on: uvicorn's pure-Python defaults, and the `fast` extra's."""
+
+
+def default_stack() -> str:
+    """uvloop + httptools when both are installed (what `llm-cache serve` picks), else asyncio + h11."""
+    import importlib.util
+
+    fast = all(importlib.util.find_spec(name) is not None for name in ("uvloop", "httptools"))
+    return "uvloop-httptools" if fast else "asyncio-h11"
+
+
+def store_config(store: str, redis_url: str | None) -> dict[str, Any]:
+    """The gateway's `cache.store` for a row: memory, redis or tiered (memory in front of Redis)."""
+    if store == "memory":
+        return {"type": "memory"}
+    if redis_url is None:
+        raise SystemExit(f"the {store} store needs --redis-url")
+    redis = {"type": "redis", "url": redis_url, "prefix": f"bench-{os.getpid()}:"}
+    return redis if store == "redis" else {"type": "tiered", "l2": redis}
+
+
+def build_app(
+    kind: str, upstream: str | None, store: str = "memory", redis_url: str | None = None, answer: bytes = RESPONSE
+) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -68,7 +103,7 @@ def build_app(kind: str, upstream: str | None) -> Any:
 
         async def chat(request: Request) -> Response:
             await request.body()
-            return Response(RESPONSE, media_type="application/json")
+            return Response(answer, media_type="application/json")
 
         return Starlette(routes=[Route(PATH, chat, methods=["POST"])])
 
@@ -77,24 +112,40 @@ def build_app(kind: str, upstream: str | None) -> Any:
 
     config = GatewayConfig.model_validate(
         {
-            "cache": {"store": {"type": "memory"}, "ttl": 3600},
+            "cache": {"store": store_config(store, redis_url), "ttl": 3600},
             "admin_key": ADMIN_KEY,
+            "auth": {"keys": [CLIENT_KEY]},
             "upstreams": {"openai": {"base_url": f"{upstream}/v1"}},
         }
     )
     return create_gateway(config)
 
 
-def serve(kind: str, upstream: str | None) -> None:
+def serve(
+    kind: str,
+    upstream: str | None,
+    stack: str,
+    store: str = "memory",
+    redis_url: str | None = None,
+    answer: bytes = RESPONSE,
+) -> None:
     """Bind 127.0.0.1:0, print the port, serve until SIGTERM (one uvicorn worker, this process)."""
     import uvicorn
+
+    loop, http = STACKS[stack]
 
     # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (see middleware/_background.py).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        build_app(kind, upstream), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        build_app(kind, upstream, store, redis_url, answer),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        loop=loop,
+        http=http,
     )
     server = uvicorn.Server(config)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
@@ -105,8 +156,19 @@ def serve(kind: str, upstream: str | None) -> None:
 
 
 class Child:
-    def __init__(self, kind: str, upstream: str | None = None, deadline: float = 20.0) -> None:
-        argv = [sys.executable, __file__, "--serve", kind] + (["--upstream", upstream] if upstream else [])
+    def __init__(
+        self,
+        kind: str,
+        upstream: str | None = None,
+        deadline: float = 20.0,
+        stack: str = "asyncio-h11",
+        store: str = "memory",
+        redis_url: str | None = None,
+        answer_file: str | None = None,
+    ) -> None:
+        argv = [sys.executable, __file__, "--serve", kind, "--stack", stack, "--store", store]
+        argv += (["--upstream", upstream] if upstream else []) + (["--redis-url", redis_url] if redis_url else [])
+        argv += ["--answer-file", answer_file] if answer_file else []
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         limit = time.monotonic() + deadline
         assert self.proc.stdout is not None
@@ -137,8 +199,12 @@ class Child:
                 self.proc.wait(5)
 
 
-def run_wrk(url: str, body_file: str, lua_file: str, connections: int, duration: float) -> dict[str, float]:
+def run_wrk(
+    url: str, body_file: str, lua_file: str, connections: int, duration: float, pid: int | None = None
+) -> dict[str, float]:
+    """One wrk round against `url`; with `pid`, also the server's CPU time per request in microseconds."""
     env = dict(os.environ, BENCH_BODY_FILE=body_file)
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(
         [
             "wrk",
@@ -157,9 +223,11 @@ def run_wrk(url: str, body_file: str, lua_file: str, connections: int, duration:
         timeout=duration + 30,
         check=True,
     ).stdout
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else 0.0
     line = next(item for item in out.splitlines() if item.startswith("RESULT "))
     fields = {k: float(v) for k, v in (part.split("=") for part in line.split()[1:])}
     return {
+        "cpu_us": cpu / max(1.0, fields["requests"]) * 1e6,
         "requests": fields["requests"],
         "rps": fields["requests"] / (fields["duration_us"] / 1e6),
         "p50": fields["p50"] / 1000,
@@ -206,6 +274,79 @@ async def run_httpx(url: str, body: bytes, connections: int, total: int, deadlin
     }
 
 
+def worker_stats(url: str, workers: int, deadline: float = 30.0) -> dict[int, dict[str, Any]]:
+    """`/cache/stats` of every worker, by pid: fresh connections until each worker has answered one."""
+    found: dict[int, dict[str, Any]] = {}
+    end = time.monotonic() + deadline
+    while len(found) < workers:
+        if time.monotonic() > end:
+            raise RuntimeError(f"/cache/stats reached {len(found)} of {workers} workers in {deadline:.0f}s")
+        with httpx2.Client(timeout=10) as client:  # a new connection: the kernel picks the worker
+            stats = client.get(url + "/cache/stats", headers={"x-admin-key": ADMIN_KEY}).json()
+        found[stats["pid"]] = stats
+    return found
+
+
+def compare_workers(args: argparse.Namespace, body: bytes, measure: Any, upstream: str, base: Path) -> None:
+    """`serve` with 1 and with `args.workers` workers on one shared Redis, alternating rounds."""
+    redis = new_redis(base / "redis")
+    redis.start()
+    counts = sorted({1, args.workers})
+    gateways: dict[int, GatewayProcess] = {}
+    try:
+        for count in counts:
+            config = {
+                "admin_key": ADMIN_KEY,
+                "cache": {"store": {"type": "redis", "url": redis.url, "prefix": f"w{count}:"}, "ttl": 3600},
+                "upstreams": {"openai": {"base_url": f"{upstream}/v1"}},
+                "server": {"workers": count, "timeout_keep_alive": 60},
+            }
+            gateways[count] = GatewayProcess(config, base / f"gateway-{count}").start()
+            warm = httpx2.post(gateways[count].url + PATH, content=body, headers=HEADERS)
+            assert warm.status_code == 200 and warm.headers["x-cache"] == "MISS", warm.headers
+        results: dict[int, list[dict[str, float]]] = {count: [] for count in counts}
+        for _ in range(args.rounds):
+            for count, gateway in gateways.items():
+                used = cpu_seconds(gateway.pid)
+                row = measure(gateway.url)
+                row["cpu_us"] = (cpu_seconds(gateway.pid) - used) / max(row["requests"], 1) * 1e6
+                results[count].append(row)
+        for count, gateway in gateways.items():
+            stats = worker_stats(gateway.url, count).values()
+            totals = {name: sum(s[name] for s in stats) for name in ("hits", "misses", "upstream_requests")}
+            measured = sum(r["requests"] for r in results[count])
+            assert totals["misses"] == 1 and totals["upstream_requests"] == 1, totals
+            assert totals["hits"] >= measured, (totals, measured)
+    finally:
+        for gateway in gateways.values():
+            gateway.stop()
+        redis.stop()
+
+    rows = {count: sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2] for count, rounds in results.items()}
+    print(f"# all rounds req/s: { ({count: [round(r['rps']) for r in rounds] for count, rounds in results.items()}) }")
+    print(f"# errors/non-2xx across all rounds: {int(sum(r['errors'] for rs in results.values() for r in rs))}")
+    print("| `llm-cache serve`, Redis store, hits | requests/s | p50 ms | p99 ms | gateway CPU us/request | vs 1 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for count, row in rows.items():
+        print(
+            f"| {count} worker{'s' if count > 1 else ''} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p99']:.2f} | "
+            f"{row['cpu_us']:.0f} | {row['rps'] / rows[1]['rps']:.2f}x |"
+        )
+
+
+def print_header(args: argparse.Namespace, use_wrk: bool, stack: str | None = None) -> None:
+    generator = (
+        f"wrk -t1 -c{args.connections} -d{max(1, round(args.duration))}s"
+        if use_wrk
+        else f"httpx2 asyncio, {args.connections} workers, {args.requests} requests"
+    )
+    print(
+        f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · "
+        f"{os.cpu_count()} CPUs · {generator} · {f'uvicorn {stack} · ' if stack else ''}{args.rounds} alternating "
+        "rounds, median-throughput round shown"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
@@ -213,11 +354,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000, help="requests per round (httpx2 fallback)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-wrk", action="store_true", help="use the httpx2 client even if wrk is installed")
+    parser.add_argument(
+        "--stack", choices=sorted(STACKS), help="uvicorn loop and HTTP parser (default: the fastest installed)"
+    )
+    parser.add_argument("--workers", type=int, help="compare `serve` with 1 and with N workers on a shared Redis")
     parser.add_argument("--serve", choices=["upstream", "gateway", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--store", default="memory", choices=["memory", "redis", "tiered"], help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    parser.add_argument("--answer-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    stack = args.stack or default_stack()
     if args.serve:
-        serve(args.serve, args.upstream)
+        answer = Path(args.answer_file).read_bytes() if args.answer_file else RESPONSE
+        serve(args.serve, args.upstream, stack, args.store, args.redis_url, answer)
         return
 
     body = chat_body(1024)
@@ -230,9 +380,19 @@ def main() -> None:
         try:
             upstream = Child("upstream")
             children.append(upstream)
-            gateway = Child("gateway", upstream.url)
+
+            def measure(url: str, pid: int | None = None) -> dict[str, float]:
+                if use_wrk:
+                    return run_wrk(url, body_file, lua_file, args.connections, args.duration, pid)
+                return asyncio.run(run_httpx(url, body, args.connections, args.requests, deadline=60.0))
+
+            if args.workers:
+                print_header(args, use_wrk)
+                compare_workers(args, body, measure, upstream.url, Path(tmp))
+                return
+            gateway = Child("gateway", upstream.url, stack=stack)
             children.append(gateway)
-            bare = Child("bare")
+            bare = Child("bare", stack=stack)
             children.append(bare)
 
             warm = httpx2.post(gateway.url + PATH, content=body, headers=HEADERS)
@@ -242,15 +402,10 @@ def main() -> None:
             plain = httpx2.post(bare.url + PATH, content=body, headers=HEADERS)
             assert plain.content == hit.content
 
-            def measure(url: str) -> dict[str, float]:
-                if use_wrk:
-                    return run_wrk(url, body_file, lua_file, args.connections, args.duration)
-                return asyncio.run(run_httpx(url, body, args.connections, args.requests, deadline=60.0))
-
             results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
             for _ in range(args.rounds):
-                results["bare"].append(measure(bare.url))
-                results["gateway"].append(measure(gateway.url))
+                results["bare"].append(measure(bare.url, bare.proc.pid))
+                results["gateway"].append(measure(gateway.url, gateway.proc.pid))
 
             stats = httpx2.get(gateway.url + "/cache/stats", headers={"x-admin-key": ADMIN_KEY}).json()
         finally:
@@ -267,15 +422,7 @@ def main() -> None:
         return sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
 
     bare_row, gateway_row = median_round(results["bare"]), median_round(results["gateway"])
-    generator = (
-        f"wrk -t1 -c{args.connections} -d{max(1, round(args.duration))}s"
-        if use_wrk
-        else f"httpx2 asyncio, {args.connections} workers, {args.requests} requests"
-    )
-    print(
-        f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · "
-        f"{os.cpu_count()} CPUs · {generator} · {args.rounds} alternating rounds, median-throughput round shown"
-    )
+    print_header(args, use_wrk, stack)
     print(
         f"# all rounds req/s: bare {[round(r['rps']) for r in results['bare']]}, "
         f"gateway {[round(r['rps']) for r in results['gateway']]}"
@@ -284,15 +431,18 @@ def main() -> None:
         f"# gateway /cache/stats: hits={hits} misses={misses} upstream_requests={stats['upstream_requests']} "
         f"(measured gateway requests: {int(measured)}); errors/non-2xx across all rounds: {int(errors)}"
     )
-    print("| endpoint (1 KB chat POST, one uvicorn worker) | requests/s | p50 ms | p95 ms | p99 ms | req/s vs bare |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| endpoint (1 KB chat POST, one uvicorn worker) | requests/s | p50 ms | p95 ms | p99 ms | "
+        "server CPU µs/req | req/s vs bare |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in (
         ("bare Starlette endpoint, same bytes", bare_row),
         ("gateway memory hit (create_gateway)", gateway_row),
     ):
         print(
             f"| {name} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | "
-            f"{row['rps'] / bare_row['rps']:.0%} |"
+            f"{row.get('cpu_us', 0.0):.0f} | {row['rps'] / bare_row['rps']:.0%} |"
         )
 
 

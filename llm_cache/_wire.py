@@ -4,7 +4,8 @@
 - the header a family expects when we hold the key (`Auth.header`);
 - which API family a request path speaks (the path patterns the provider matchers are built from);
 - how each family shapes an error body, so SDKs raise their usual exceptions;
-- `${VAR}`, `${VAR:-default}` and `os.environ/VAR` references in config values;
+- `${VAR}`, `${VAR:-default}` and `os.environ/VAR` references in config values (an unset
+  `os.environ/VAR` reads as None where the field is optional: `expand_optional`);
 - which HTTP library (`httpx2` or legacy `httpx`) built a request, and how its URL names the upstream.
 
 This module is neutral: it imports neither `llm_cache.middleware` nor `llm_cache.router`.
@@ -263,6 +264,18 @@ def expand_env(value: str, env: Mapping[str, str]) -> str:
     return _ENV_INLINE.sub(replace, value)
 
 
+def expand_optional(value: str, env: Mapping[str, str]) -> str | None:
+    """`expand_env`, except that a whole `os.environ/NAME` whose variable is unset reads as None, as
+    LiteLLM reads it: the field it fills decides whether a value was required. An unset `${NAME}`
+    without a default still raises `UnsetVariable` (that syntax can say its own fallback)."""
+    try:
+        return expand_env(value, env)
+    except UnsetVariable as unset:
+        if unset.reference.startswith(ENV_PREFIX):
+            return None
+        raise
+
+
 # -- HTTP libraries -------------------------------------------------------------------------------
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
@@ -309,6 +322,7 @@ __all__ = [
     "default_transport",
     "error_document",
     "expand_env",
+    "expand_optional",
     "gemini_pattern",
     "is_azure",
     "library_of",

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import orjson
 
 from ._keys import parse_body
-from ._prompt_caching import REFUSALS, CachedContents, PromptCaching, SideCall, refused_cached_content
-from ._types import UPSTREAM_HEADER, CacheRequest
+from ._prompt_caching import REFUSALS, CachedContents, PromptCaching, refused_cached_content
+from ._types import UPSTREAM_HEADER, CacheRequest, Steps
 from .providers import Endpoint
 from .stores.base import Store
 
@@ -54,11 +54,11 @@ class Additions:
         """Whether `upstream_body` may change a body (prompt caching is on)."""
         return self._prompt_caching is not None
 
-    async def upstream_body(self, request: CacheRequest, side_call: SideCall | None = None) -> bytes:
+    def upstream_body(self, request: CacheRequest) -> Steps[bytes]:
         """The body to send upstream on a miss: `forward_body`, with the provider's prompt-caching
         hints added when `prompt_caching` asks for them (the key was computed before, from the
-        caller's body). `side_call` lets Gemini's cachedContents be created through the driver's own
-        way upstream. The plan runs it once per call, and `retry_body` on a refusal."""
+        caller's body). A part of the plan, once per call (and `retry_body` on a refusal): only a
+        Gemini cachedContent yields actions (its store reads, its creation as a `SideCall`)."""
         body = request.forward_body
         caching = self._prompt_caching
         if caching is None or not self.accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
@@ -68,8 +68,8 @@ class Additions:
             parsed = parse_body(body)[0]  # parsed again (and only) on the way upstream: hits never pay for it
             changes = caching.rewrite(endpoint.family, endpoint.name, parsed)
             contents = self._cached_contents
-            if contents is not None and side_call is not None and endpoint.family == "gemini":
-                named = await contents.rewrite(request.path, request.query, request.headers, parsed, side_call)
+            if contents is not None and endpoint.family == "gemini":
+                named = yield from contents.rewrite(request.path, request.query, request.headers, parsed)
                 if named is not None:
                     request.cached_content = named
                     changes.append("gemini_cached_content")

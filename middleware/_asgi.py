@@ -1,36 +1,41 @@
 """CacheMiddleware: the engine in front of a Starlette/FastAPI (or any ASGI) app.
 
 A driver of the engine, the ASGI twin of `AsyncCachingTransport`: it converts ASGI messages to the
-engine's types and back, answers hits, and performs the actions of `Cache.plan` (its `Forward` runs
-the app). Per-request state lives in a `_Responder` built inside `__call__`, as in starlette's
-GZipMiddleware.
+engine's types and back, answers hits, and performs the actions of `Cache.plan`. Its `Forward` and
+`SideCall` run the app. A `Forward` runs it in the request's own task: the head of the app's answer
+goes to the plan from inside the app's `send`, and the plan then has the answer relayed (`Relay`)
+or held and read whole (`ReadBody`). Per-request state lives in a `_Responder` built inside `__call__`, as
+in starlette's GZipMiddleware.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._engine import Cache, Plan, abandon, advance
+from ._engine import Cache, Plan, advance
 from ._headers import decoded, encoded, read_headers, with_length
 from ._paths import MountedPaths
-from ._prompt_caching import SideCall
-from ._relay import Relaying
+from ._relay import AsgiRelay
 from ._types import (
     UPSTREAM_HEADER,
     Abandoned,
+    Action,
     Answer,
     CacheRequest,
+    End,
     Forward,
     ReadBody,
     Relay,
     Reply,
     ResponseParts,
     Run,
+    SideCall,
     Untouched,
 )
 from .providers import Route
@@ -70,236 +75,195 @@ class CacheMiddleware:
         if route is None or path is None:
             await self.app(scope, receive, send)
             return
-        await _Responder(self, route, path).run(scope, receive, send)
+        await _Responder(self, route, path, scope, receive, send).run()
 
 
 class _Responder:
     """State of one intercepted request."""
 
-    def __init__(self, middleware: CacheMiddleware, route: Route, path: str) -> None:
-        self.app = middleware.app
-        self.cache = middleware.cache
-        self.mount_prefix = middleware.mount_prefix
-        self.limit = middleware.max_body_bytes
-        self.upstream = middleware.upstream
-        self.route = route
-        self.path = path
-        self.relay: Relaying | None = None
-        """Set once the plan relays the app's answer."""
+    def __init__(
+        self, middleware: CacheMiddleware, route: Route, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.app, self.cache, self.middleware = middleware.app, middleware.cache, middleware
+        self.route, self.path = route, path
+        self.scope, self.receive, self.send = scope, receive, send
+        self.body = b""
         self.plan: Plan | None = None
-        """Set while the plan waits for the head of the app's answer to a `Forward`."""
+        self.waiting = False
+        """The plan waits for the head of the app's answer (a client that leaves now ends it)."""
         self.abandoned = False
         """The client left before that head: the plan has ended, the app's answer goes by untouched."""
-        self.disconnected = False
-        self.held: list[Message] = []
-        """The app's answer, read whole because the plan asked for it (`ReadBody`)."""
+        self.head: Reply | None = None
+        self.held: list[Message] | None = None
+        """The app's answer, held to be read whole because the plan asked for it (`ReadBody`)."""
 
-    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        early: Message | None = None
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                early = message  # a disconnect before the body ended: the app sees it
-                break
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if self.cache.too_large(size, self.limit):
-                header = self.cache.oversized(self.route, self.path).header
-                await self.app(scope, _replay(b"".join(chunks), more, receive, early), _bypassing(send, header))
-                return
-        body = b"".join(chunks)
-        if early is not None:
-            await self.app(scope, _replay(body, False, receive, early), send)
+    async def run(self) -> None:
+        if not await self._read():
             return
-        cache = self.cache
+        cache, scope = self.cache, self.scope
         plain, repeated = read_headers(scope["headers"])
-        if self.upstream is not None:
-            plain[UPSTREAM_HEADER] = self.upstream + self.path
+        if self.middleware.upstream is not None:
+            plain[UPSTREAM_HEADER] = self.middleware.upstream + self.path
         query = scope.get("query_string", b"").decode("latin-1")
         prepared = cache.prepare_route(
-            self.route, scope["method"], self.path, query, plain, body, repeated=repeated, asgi_scope=scope
+            self.route, scope["method"], self.path, query, plain, self.body, repeated=repeated, asgi_scope=scope
         )
         if type(prepared) is CacheRequest:
             parts = await cache.hit(prepared)
             if parts is not None:
-                await _answer(send, parts)
+                await _answer(self.send, parts)
                 return
+        self.plan, self.relay = cache.plan(prepared), AsgiRelay(self.send)
         try:
-            await self._drive(cache.plan(prepared, self._side_call(scope)), scope, receive, send, body)
+            step: Action | End | None = await self._next()
+            while isinstance(step, Forward):
+                step = await self._forward(step.body)
+            if step is not None:
+                await self._end(step)
         except Abandoned:
             pass
         finally:
-            await self._settle()
+            await self.relay.settle()
 
-    async def _drive(self, plan: Plan, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
-        """Perform the plan's actions until it ends; an action that fails is thrown into it."""
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            step = advance(plan, reply, error)
+    async def _read(self) -> bool:
+        """Read the request body; False when the app was given the request as it came (too large for
+        the cache, or the client left while sending it)."""
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await self.receive()
+            if message["type"] != "http.request":  # a disconnect before the body ended: the app sees it
+                await self._untouched(b"".join(chunks), False, message)
+                return False
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if self.cache.too_large(size, self.middleware.max_body_bytes):
+                await self._untouched(b"".join(chunks), more, None, self.cache.oversized(self.route, self.path).header)
+                return False
+        self.body = b"".join(chunks)
+        return True
+
+    async def _next(self, reply: Any = None, error: BaseException | None = None) -> Action | End:
+        """Advance the plan to the next action that needs the app's answer (`Forward`, `ReadBody`) or
+        to its end, performing the others on the way; an action that fails is thrown into the plan."""
+        assert self.plan is not None
+        step = advance(self.plan, reply, error)
+        while isinstance(step, (Run, SideCall)):
             reply, error = None, None
-            if isinstance(step, Answer):
-                await _answer(send, step.parts)
-                return
-            if isinstance(step, Untouched):
-                await self.app(scope, _replay(body, False, receive, None), _bypassing(send, step.header))
-                return
-            if isinstance(step, Relay):  # the answer held for `ReadBody`, relayed as it is
-                await self._start(step, self.held[0], send)
-                for message in self.held[1:]:
-                    await self._relay(message, send)
-                return
             try:
-                if isinstance(step, Run):
-                    reply = await step.work
-                elif isinstance(step, Forward):
-                    reply = await self._forward(plan, scope, receive, send, body, step.body)
-                    if reply is None:  # the plan ended in relaying the app's answer, now sent
-                        return
+                reply = await (step.work if isinstance(step, Run) else asyncio.wait_for(self._side(step), step.timeout))
             except BaseException as failure:
                 error = failure
+            step = advance(self.plan, reply, error)
+        return step
 
-    async def _forward(
-        self, plan: Plan, scope: Scope, receive: Receive, send: Send, body: bytes, forward: bytes
-    ) -> Reply | None:
-        """Run the app on `forward`. The head of its answer goes to the plan, which ends in relaying it
-        (None is returned once the app is done), or asks for it whole (`ReadBody`: it is held back,
-        and returned as the reply)."""
-        if forward is not body:
-            scope = {**scope, "headers": with_length(scope["headers"], len(forward))}
-        self.held = []
-        self.plan = plan
-        head: Reply | None = None
-        holding = False
-
-        async def sending(message: Message) -> None:
-            nonlocal head, holding
-            if self.abandoned:
-                await send(message)
-            elif holding:
-                self.held.append(message)
-            elif head is not None:
-                await self._relay(message, send)
-            else:
-                self.plan = None
-                raw = message.get("headers", [])
-                head = Reply(message["status"], Headers(raw=raw), decoded(raw))
-                step = advance(plan, head, None)
-                if isinstance(step, ReadBody):
-                    holding = True
-                    self.held.append(message)
-                else:
-                    assert isinstance(step, Relay)
-                    await self._start(step, message, send)
-
-        await self.app(scope, self._receive(forward, receive), sending)
-        self.plan = None
+    async def _forward(self, body: bytes) -> Action | End | None:
+        """Run the app on `body`, the plan's `Forward`. The plan's next step once the app is done, or
+        None when its answer was relayed (or went by untouched) as it came."""
+        scope = self.scope
+        if body is not self.body:
+            scope = {**scope, "headers": with_length(scope["headers"], len(body))}
+        self.head, self.held, self.waiting = None, None, True
+        try:
+            await self.app(scope, self._watched(_replay(body, False, self.receive, None)), self._answered)
+        except BaseException as failure:  # into the plan (if it still runs), which stores nothing and raises it
+            self.waiting = False
+            await self._next(error=failure)
+            raise
+        self.waiting = False
         if self.abandoned:
             return None
-        if head is None:
-            raise Abandoned  # the app returned without an answer
-        if not holding:
-            return None
-        error = b"".join(m.get("body", b"") for m in self.held if m["type"] == "http.response.body")
-        return Reply(head.status, head.headers, head.raw, error)
+        if self.head is None:  # the app returned without an answer
+            return await self._next(error=Abandoned())
+        return None if self.held is None else await self._next(_reply(self.held))
 
-    async def _start(self, relay: Relay, message: Message, send: Send) -> None:
-        self.relay = Relaying(relay.recorder)
-        await send({**message, "headers": encoded(relay.headers, lower=True)})
-        if self.disconnected:
-            await self._settle()
-
-    async def _relay(self, message: Message, send: Send) -> None:
-        """One message of the app's answer after its head: its body through the recorder."""
-        relay = self.relay
-        assert relay is not None
-        if message["type"] != "http.response.body" or relay.ended:
-            await send(message)
-            return
-        more = message.get("more_body", False)
-        body = message.get("body", b"")
-        if more:
-            forward, store = relay.chunk(body)
-            if store is not None:
-                await store
+    async def _answered(self, message: Message) -> None:
+        """The app's `send` while it answers a `Forward`: the head goes to the plan, then each message is
+        relayed or held, as the plan said."""
+        if self.abandoned:
+            await self.send(message)
+        elif self.head is None:
+            self.waiting = False
+            self.head = _reply([message])
+            step = await self._next(self.head)
+            if isinstance(step, ReadBody):
+                self.held = [message]
+            else:
+                assert isinstance(step, Relay)
+                await self.relay.start(step, message)
+        elif self.held is not None:
+            self.held.append(message)
         else:
-            forward = relay.last(body)
-        await send({"type": "http.response.body", "body": forward, "more_body": more})
-        if not more:
-            await relay.finished()
+            await self.relay.message(message)
 
-    async def _settle(self) -> None:
-        """The answer will not be read to its end (the app stopped, the client left): store nothing."""
-        if self.relay is not None:
-            work = self.relay.abandoned()
-            if work is not None:
-                await work
+    async def _end(self, end: Action | End) -> None:
+        if isinstance(end, Answer):
+            await _answer(self.send, end.parts)
+        elif isinstance(end, Untouched):
+            await self._untouched(self.body, False, None, end.header)
+        else:  # the answer held for `ReadBody`, relayed as it is
+            assert isinstance(end, Relay) and self.held
+            await self.relay.start(end, self.held[0])
+            for message in self.held[1:]:
+                await self.relay.message(message)
 
-    def _side_call(self, scope: Scope) -> SideCall:
-        """The engine's side calls to the upstream, as POSTs through the same app."""
+    async def _untouched(
+        self, body: bytes, more: bool, early: Message | None, header: tuple[str, str] | None = None
+    ) -> None:
+        """The app answers the request as it came (the body read so far handed over again); `header`
+        is added to its answer."""
+        send = self.send if header is None else _bypassing(self.send, header)
+        await self.app(self.scope, _replay(body, more, self.receive, early), send)
 
-        async def call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
-            full = self.mount_prefix + path
-            raw = with_length(encoded(headers.items(), lower=True), len(body))
-            side = {
-                **scope,
-                "state": dict(scope.get("state") or {}),
-                "method": "POST",
-                "path": full,
-                "raw_path": full.encode("utf-8"),
-                "query_string": query.encode("latin-1"),
-                "headers": raw,
-            }
-            status = 0
-            chunks: list[bytes] = []
-            sent = False
+    async def _side(self, call: SideCall) -> Reply:
+        """A `SideCall`: a POST of its own through the same app, its answer collected whole."""
+        path = self.middleware.mount_prefix + call.path
+        scope = {
+            **self.scope,
+            "state": dict(self.scope.get("state") or {}),
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode("utf-8"),
+            "query_string": call.query.encode("latin-1"),
+            "headers": with_length(encoded(call.headers.items(), lower=True), len(call.body)),
+        }
+        messages: list[Message] = []
 
-            async def receive() -> Message:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                await asyncio.Event().wait()  # no disconnect: the app finishes its answer, then this is cancelled
-                return {"type": "http.disconnect"}
+        async def collect(message: Message) -> None:
+            messages.append(message)
 
-            async def send(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                elif message["type"] == "http.response.body":
-                    chunks.append(message.get("body", b""))
+        await self.app(scope, _replay(call.body, False, _no_disconnect, None), collect)
+        return _reply(messages)
 
-            await self.app(side, receive, send)
-            return status, b"".join(chunks)
-
-        return call
-
-    def _receive(self, body: bytes, receive: Receive) -> Receive:
-        inner = _replay(body, False, receive, None)
+    def _watched(self, receive: Receive) -> Receive:
+        """`receive`, noticing the client leave: before the head of the app's answer that ends the plan
+        (coalesced waiters do not wait for an answer nobody reads), after it the relay."""
 
         async def watched() -> Message:
-            message = await inner()
-            if message["type"] == "http.disconnect" and not self.disconnected:
-                self.disconnected = True
-                plan = self.plan
-                if plan is not None:  # before the head of the app's answer: end the plan now
-                    self.plan = None
-                    self.abandoned = True
-                    await abandon(plan)
-                else:
-                    await self._settle()
+            message = await receive()
+            if message["type"] == "http.disconnect" and not self.relay.left:
+                if self.waiting:
+                    self.waiting, self.abandoned = False, True
+                    with suppress(Abandoned):
+                        await self._next(error=Abandoned())
+                await self.relay.leave()
             return message
 
         return watched
 
 
+def _reply(messages: list[Message]) -> Reply:
+    """The app's answer in these messages (its start, and whatever body they hold), as the plan reads it;
+    status 0 if the app answered nothing."""
+    start: Message = next((m for m in messages if m["type"] == "http.response.start"), {"status": 0})
+    raw: list[tuple[bytes, bytes]] = start.get("headers", [])
+    body = b"".join(message.get("body", b"") for message in messages if message["type"] == "http.response.body")
+    return Reply(start["status"], Headers(raw=raw), decoded(raw), body)
+
+
 def _replay(body: bytes, more: bool, receive: Receive, early: Message | None) -> Receive:
-    """A receive that hands over `body` once, then delegates to the original `receive`."""
+    """A receive that hands over `body` once (then `early`), then delegates to the original `receive`."""
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
     if early is not None:
         pending.append(early)
@@ -310,6 +274,12 @@ def _replay(body: bytes, more: bool, receive: Receive, early: Message | None) ->
         return await receive()
 
     return replay
+
+
+async def _no_disconnect() -> Message:
+    """A side call's client never leaves: the app finishes its answer, then this is cancelled."""
+    await asyncio.Event().wait()
+    return {"type": "http.disconnect"}
 
 
 def _bypassing(send: Send, header: tuple[str, str]) -> Send:

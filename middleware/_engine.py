@@ -7,8 +7,10 @@ engine asks. For each intercepted call they:
    `prepare_route()` the body into a `CacheRequest` (or a `ForwardAsIs`, or a `Rejection`);
 2. `hit()`: a straight-line lookup that returns a ready response when the cache has one;
 3. otherwise drive `plan()`, a sans-IO generator that yields the rest of the call as actions
-   (`types.Run`, `types.Forward`, `types.ReadBody`) and returns its end (`types.Answer`,
-   `types.Untouched` or `types.Relay`, whose `Recorder` stores the upstream answer if it may).
+   (`types.Run`, `types.Forward`, `types.ReadBody`, `types.SideCall`) and returns its end
+   (`types.Answer`, `types.Untouched` or `types.Relay`, whose `Recorder` stores the upstream answer
+   if it may). Parts of the plan that need actions of their own (a Gemini cachedContent's store
+   reads and creation) are generators too, run with `yield from`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -31,6 +33,7 @@ from ._keys import (
     KeyFailure,
     KeyRequest,
     NoIdentity,
+    ScopeFunction,
     ScopeRequest,
     _memo_hash,
     built_digest,
@@ -44,10 +47,10 @@ from ._keys import (
     parse_body,
     volatile_set,
 )
+from ._loop_thread import LoopThread
 from ._meaning import Meanings
 from ._policy import DEFAULT_POLICY, PolicyError, parse_policy
 from ._prepared_memo import PreparedMemo
-from ._prompt_caching import SideCall
 from ._recorder import Recorder
 from ._settings import CacheSettings, CacheStats
 from ._singleflight import SingleFlight
@@ -77,12 +80,15 @@ from ._types import (
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
 from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, abilities_of
 from .stores.memory import MemoryStore
+from .stores.urls import store_from_url
 from .telemetry import Call, Telemetry
 
 if TYPE_CHECKING:
+    from ._prompt_caching import PromptCaching
     from .semantic import SemanticCache
 
 logger = logging.getLogger("llm_cache.middleware")
+T = TypeVar("T")
 
 _RAW_CACHE_HEADER = CACHE_HEADER.encode("latin-1")
 _RAW_KEY_HEADER = KEY_HEADER.encode("latin-1")
@@ -105,16 +111,62 @@ class Cache:
 
     def __init__(
         self,
-        store: Store | None = None,
+        store: Store | str | None = None,
         *,
         endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS,
         telemetry: Telemetry | None = None,
         semantic: SemanticCache | None = None,
-        **settings: Any,
+        # The settings: declared (with their descriptions and rules) in `CacheSettings`; the defaults
+        # are repeated here for IDEs, and tests/middleware/test_engine_api.py keeps the two in step.
+        ttl: float | None = 600.0,
+        key_prefix: str = "",
+        scope: str | ScopeFunction = "credential",
+        anonymous: Literal["bypass", "shared"] = "bypass",
+        ignored_fields: Collection[str] = (),
+        key_builder: KeyBuilder | str | None = None,
+        mode: Literal["default", "opt_in"] = "default",
+        max_body_bytes: int = 4 * 1024 * 1024,
+        max_response_bytes: int = 16 * 1024 * 1024,
+        capture_stream_usage: bool = True,
+        coalesce: bool = True,
+        coalesce_timeout: float = 120.0,
+        distributed_lock: bool = True,
+        lock_ttl: float = 30.0,
+        lock_wait: float = 30.0,
+        cacheable_statuses: Collection[int] = frozenset({200}),
+        cache_fallbacks: bool = False,
+        fallback_ttl: float | None = None,
+        prompt_caching: PromptCaching | Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = CacheSettings(**settings)
+        """`store`: a `Store`, or a URL that builds one (`redis://cache:6379/0`, `s3://bucket/prefix`, ...;
+        `stores/urls.py`); default: a `MemoryStore`. The settings are validated by `CacheSettings`."""
+        settings: dict[str, Any] = {
+            "ttl": ttl,
+            "key_prefix": key_prefix,
+            "scope": scope,
+            "anonymous": anonymous,
+            "ignored_fields": ignored_fields,
+            "key_builder": key_builder,
+            "mode": mode,
+            "max_body_bytes": max_body_bytes,
+            "max_response_bytes": max_response_bytes,
+            "capture_stream_usage": capture_stream_usage,
+            "coalesce": coalesce,
+            "coalesce_timeout": coalesce_timeout,
+            "distributed_lock": distributed_lock,
+            "lock_ttl": lock_ttl,
+            "lock_wait": lock_wait,
+            "cacheable_statuses": cacheable_statuses,
+            "cache_fallbacks": cache_fallbacks,
+            "fallback_ttl": fallback_ttl,
+        }
+        if prompt_caching is not None:
+            settings["prompt_caching"] = prompt_caching
+        self.settings = CacheSettings.model_validate(settings)
         self.semantic = semantic
         """Looks up misses by meaning (`llm_cache.middleware.semantic.SemanticCache`), or None: exact only."""
+        if isinstance(store, str):
+            store = store_from_url(store)
         self.store: Store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
         _check_prefixes(self.store, self.settings.key_prefix)
@@ -145,6 +197,7 @@ class Cache:
             self._memo = PreparedMemo()
         self._scopes: dict[str, str] = {}
         self._warned_at = -float("inf")
+        self._sync_loop: LoopThread | None = None
         ignored = self.settings.ignored_fields
         self._volatile = {endpoint.name: volatile_set(ignored, endpoint.volatile_fields) for endpoint in endpoints}
 
@@ -542,12 +595,11 @@ class Cache:
             call.decided(lookup)
         return None if lookup.entry is None else self.answer(request, lookup)
 
-    def plan(self, request: Prepared, side_call: SideCall | None = None) -> Plan:
+    def plan(self, request: Prepared) -> Plan:
         """Everything of an intercepted call after `hit`, as a sans-IO generator: it yields actions
-        (`Run`, `Forward`, `ReadBody`), receives their results and returns how the call ends (`Answer`,
-        `Untouched`, `Relay`). A driver performs the actions and throws into the plan whatever
-        exception performing one raised. `side_call` makes the engine's own calls to the upstream
-        (Gemini cachedContents) on the driver's way there."""
+        (`Run`, `Forward`, `ReadBody`, `SideCall`), receives their results and returns how the call
+        ends (`Answer`, `Untouched`, `Relay`). A driver performs the actions and throws into the plan
+        whatever exception performing one raised."""
         if isinstance(request, Rejection):
             return Answer(request.response())
         if isinstance(request, ForwardAsIs):
@@ -562,8 +614,8 @@ class Cache:
         try:
             body = request.forward_body
             additions = self._additions
-            if additions.rewrites:  # else the body cannot change: no hop to the engine's loop
-                body = yield Run(additions.upstream_body(request, side_call))
+            if additions.rewrites:
+                body = yield from additions.upstream_body(request)
             reply: Reply = yield Forward(body)
             if additions.may_retry(request, reply.status):  # did the upstream refuse what the cache added?
                 reply = yield ReadBody()
@@ -689,12 +741,51 @@ class Cache:
         # The semantic index is left alone: it may be shared with other prefixes and pods, and a row
         # whose entry is gone is dropped the first time a search finds it.
 
+    async def start(self) -> None:
+        """Get ready for the first request: load the semantic cache's embedding model and check its
+        index's server (`IndexUnavailable` for a Redis without RediSearch). The gateway calls this in
+        its lifespan; without it, both happen on first use."""
+        if self.semantic is not None:
+            await self.semantic.start()
+
     async def close(self) -> None:
         if self._meanings is not None:
             await self._meanings.drain()
         await self.store.close()
         if self.semantic is not None:
             await self.semantic.close()
+        sync_loop, self._sync_loop = self._sync_loop, None
+        if sync_loop is not None:  # after the store: it closes that loop's clients on that loop
+            sync_loop.close()
+
+    # the same, for code without an event loop: run on a private loop thread, started on first use
+
+    def delete_sync(self, key: str) -> None:
+        """`delete`, from synchronous code."""
+        self._run_sync(self.delete(key))
+
+    def delete_request_sync(
+        self, path: str, body: bytes | Mapping[str, Any], headers: Mapping[str, str] | None = None, query: str = ""
+    ) -> str:
+        """`delete_request`, from synchronous code."""
+        return self._run_sync(self.delete_request(path, body, headers, query))
+
+    def clear_sync(self, namespace: str | None = None) -> None:
+        """`clear`, from synchronous code."""
+        self._run_sync(self.clear(namespace))
+
+    def close_sync(self) -> None:
+        """`close`, from synchronous code (it also stops the loop thread the other `_sync` helpers use)."""
+        loop, self._sync_loop = self._sync_loop or LoopThread("llm-cache-sync"), None
+        try:
+            loop.run(self.close())
+        finally:
+            loop.close()
+
+    def _run_sync(self, work: Coroutine[Any, Any, T]) -> T:
+        if self._sync_loop is None:
+            self._sync_loop = LoopThread("llm-cache-sync")
+        return self._sync_loop.run(work)
 
     async def _delete_quietly(self, key: str) -> None:
         try:
@@ -730,18 +821,6 @@ async def drive(plan: Plan, perform: Callable[[Action], Awaitable[Any]]) -> End:
             reply = await perform(step)
         except BaseException as failure:
             error = failure
-
-
-async def abandon(plan: Plan) -> None:
-    """End `plan` while it waits for the answer to a `Forward` whose caller has left: it aborts its
-    Recorder (releasing coalesced waiters and the distributed lock) now, not once the answer comes."""
-    try:
-        step = advance(plan, None, Abandoned())
-        while isinstance(step, Run):
-            step = advance(plan, await step.work, None)
-    except Abandoned:
-        return
-    plan.close()
 
 
 def drive_sync(plan: Plan, perform: Callable[[Action], Any]) -> End:

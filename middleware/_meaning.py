@@ -63,8 +63,13 @@ class Meanings:
         """A hit on a similar prompt's stored answer in the same context, or None (fail open)."""
         try:
             meaning = lookup.meaning = await self.of(request)
-            if meaning is None:
-                return None
+        except Exception as error:
+            lookup.meaning_failed = True
+            self._failed("semantic_embed", error)
+            return None
+        if meaning is None:
+            return None
+        try:
             matches = await self.semantic.matches(meaning.context, meaning.text, meaning.vector)
         except Exception as error:
             lookup.meaning_failed = True
@@ -160,7 +165,7 @@ class Meanings:
         try:
             meaning = await self.of(request)
         except Exception as error:
-            self._failed("semantic_index", error)
+            self._failed("semantic_embed", error)
             return
         if meaning is not None:
             await self._index(request, meaning)
@@ -173,8 +178,11 @@ class Meanings:
             self._failed("semantic_index", error)
 
     def _failed(self, operation: str, error: Exception) -> None:
+        """Count and log a failure under the part that failed: the embedder or the index, not the store."""
         self._stats.semantic_errors += 1
-        self._telemetry.store_error(operation, error)
+        semantic = self.semantic
+        part = f"embedder:{semantic.embedder.name}" if operation == "semantic_embed" else f"index:{semantic.index.name}"
+        self._telemetry.store_error(operation, error, part)
 
 
 __all__ = ["Meanings"]

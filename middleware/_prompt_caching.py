@@ -24,8 +24,8 @@ Rules, for every family:
 
 - Gemini generateContent: a long static prefix (system instruction, tools, tool config) is put in
   an explicit `cachedContents` resource once per credential and model, and requests name it
-  (`cachedContent`) instead of repeating it (`CachedContents` below: it needs API calls of its own,
-  so the adapters lend it a way to make them).
+  (`CachedContents` below: it needs API calls of its own, which it asks the driver to make as the
+  plan's `SideCall` actions).
 
 Bedrock is not rewritten: its requests are signed over the body (SigV4), so a changed body would be
 refused, and boto3 does not send through httpx. See docs/prompt-caching.md.
@@ -38,49 +38,25 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from .._breakpoints import MAX_BREAKPOINTS, InjectionPoint, mentions_cache_control, place, role_of
 from .._wire import GEMINI, AmbiguousCredential
+from ._types import Reply, Run, SideCall, Steps
 from .stores.base import Store
 
 logger = logging.getLogger("llm_cache.middleware")
 
-MAX_BREAKPOINTS = 4
-"""Anthropic refuses a request with more than four `cache_control` breakpoints."""
-
-_UNMARKABLE = frozenset({"thinking", "redacted_thinking"})
-"""Content blocks that cannot carry `cache_control`."""
-
 
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InjectionPoint(_Settings):
-    """Where an Anthropic breakpoint goes, in LiteLLM's `cache_control_injection_points` form.
-
-    `location: tools` marks the last tool definition. `location: message` with `role: system` marks
-    the system prompt; with another role, the last message of that role; with `index`, the message
-    at that position (negative counts from the end).
-    """
-
-    location: Literal["message", "tools"] = "message"
-    role: Literal["system", "user", "assistant"] | None = None
-    index: int | None = None
-
-    @model_validator(mode="after")
-    def _one_target(self) -> InjectionPoint:
-        if self.location == "message" and (self.role is None) == (self.index is None):
-            raise ValueError("a message injection point needs exactly one of 'role' or 'index'")
-        if self.location == "tools" and (self.role is not None or self.index is not None):
-            raise ValueError("a tools injection point takes no 'role' or 'index'")
-        return self
 
 
 class AnthropicPromptCaching(_Settings):
@@ -150,7 +126,7 @@ class PromptCaching(_Settings):
 
 
 def _anthropic(settings: AnthropicPromptCaching, body: dict[str, Any]) -> list[str]:
-    if settings.mode == "off" or _mentions_cache_control(body):
+    if settings.mode == "off" or mentions_cache_control(body):
         return []
     marker: dict[str, Any] = {"type": "ephemeral"}
     if settings.ttl != "5m":
@@ -158,96 +134,7 @@ def _anthropic(settings: AnthropicPromptCaching, body: dict[str, Any]) -> list[s
     if settings.mode == "auto":
         body["cache_control"] = marker
         return ["anthropic_auto"]
-    targets = _targets(settings.points, body)
-    if len(targets) > MAX_BREAKPOINTS:  # keep tools and system, then the latest messages (they cover the most)
-        fixed = [t for t in targets if t[0] != "messages"]
-        latest = [t for t in targets if t[0] == "messages"][-(MAX_BREAKPOINTS - len(fixed)) :]
-        targets = fixed + latest
-    placed = 0
-    for target in targets:
-        placed += _mark(body, target, marker)
-    return ["anthropic_breakpoints"] if placed else []
-
-
-def _mentions_cache_control(value: Any) -> bool:
-    """Whether the caller placed any `cache_control` (top level, tools, system or messages).
-
-    The router's affinity has the same test of its own: caching and routing never import each other."""
-    if isinstance(value, dict):
-        return "cache_control" in value or any(_mentions_cache_control(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_mentions_cache_control(v) for v in value)
-    return False
-
-
-def _targets(points: tuple[InjectionPoint, ...], body: dict[str, Any]) -> list[tuple[str, int]]:
-    """The blocks `points` name in this body, deduplicated, in Anthropic's render order
-    (tools, system, messages): `("tools", -1)`, `("system", -1)` or `("messages", i)`."""
-    messages = body.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    found: set[tuple[str, int]] = set()
-    for point in points:
-        if point.location == "tools":
-            if isinstance(body.get("tools"), list) and body["tools"]:
-                found.add(("tools", -1))
-        elif point.role == "system":
-            if body.get("system"):
-                found.add(("system", -1))
-        elif point.role is not None:
-            last = next(
-                (i for i in range(len(messages) - 1, -1, -1) if _role(messages[i]) == point.role),
-                None,
-            )
-            if last is not None:
-                found.add(("messages", last))
-        elif point.index is not None and -len(messages) <= point.index < len(messages):
-            found.add(("messages", point.index % len(messages)))
-    order = {"tools": 0, "system": 1, "messages": 2}
-    return sorted(found, key=lambda target: (order[target[0]], target[1]))
-
-
-def _role(message: Any) -> Any:
-    return message.get("role") if isinstance(message, dict) else None
-
-
-def _mark(body: dict[str, Any], target: tuple[str, int], marker: dict[str, Any]) -> int:
-    """Put `marker` on the last markable block of `target`; 1 if placed."""
-    section, index = target
-    if section == "tools":
-        tool = body["tools"][-1]
-        if not isinstance(tool, dict):
-            return 0
-        tool["cache_control"] = dict(marker)
-        return 1
-    if section == "system":
-        blocks = _as_blocks(body["system"])
-        if blocks is None or not _mark_last(blocks, marker):
-            return 0
-        body["system"] = blocks
-        return 1
-    message = body["messages"][index]
-    if not isinstance(message, dict):
-        return 0
-    blocks = _as_blocks(message.get("content"))
-    if blocks is None or not _mark_last(blocks, marker):
-        return 0
-    message["content"] = blocks
-    return 1
-
-
-def _as_blocks(content: Any) -> list[Any] | None:
-    """Content as a list of blocks (a plain string becomes one text block), or None if neither."""
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else None
-    return content if isinstance(content, list) else None
-
-
-def _mark_last(blocks: list[Any], marker: dict[str, Any]) -> bool:
-    for block in reversed(blocks):
-        if isinstance(block, dict) and block.get("type") not in _UNMARKABLE:
-            block["cache_control"] = dict(marker)
-            return True
-    return False
+    return ["anthropic_breakpoints"] if place(settings.points, body, marker) else []
 
 
 # -- OpenAI ----------------------------------------------------------------------------------------
@@ -278,7 +165,7 @@ def _static_prefix(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None
         messages = body.get("messages")
         instructions = []
         for message in messages if isinstance(messages, list) else []:
-            if _role(message) not in ("system", "developer"):
+            if role_of(message) not in ("system", "developer"):
                 break
             instructions.append(message)
     tools = body.get("tools")
@@ -288,9 +175,6 @@ def _static_prefix(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None
 
 
 # -- Gemini explicit cached contents ---------------------------------------------------------------
-
-SideCall = Callable[[str, str, Mapping[str, str], bytes], Awaitable[tuple[int, bytes]]]
-"""`(path, query, headers, body) -> (status, body)`: a POST to the same upstream, lent by an adapter."""
 
 _GENERATE = re.compile(
     r"^(?P<base>.*?)/(?P<model>(?:(?P<parent>projects/[^/]+/locations/[^/]+)/publishers/google/)?models/[^/:]+)"
@@ -333,11 +217,14 @@ class CachedContents:
     `min_chars` gets them replaced by `cachedContent: <name>`. The cachedContent is created once per
     (credential, model, prefix), with the caller's own credentials, and remembered in this process
     and in the cache's store (so other pods reuse it) until `_MARGIN` seconds before it expires.
-    Concurrent first requests in one process wait for one creation. A creation Gemini refuses (too
+    Concurrent first requests on one event loop wait for one creation. A creation Gemini refuses (too
     small for the model, a model without explicit caching) is remembered for ten minutes, and the
     request goes out as written; a failure to reach Gemini (or a 429/5xx) is not remembered. A
     rewritten request that Gemini refuses because of the cachedContent is sent again as written,
     once, by the engine's plan (`Additions.retry_body`), and the handle is forgotten.
+
+    `rewrite` is a part of the plan: the store is read and written in `Run` actions, and the creation
+    is a `SideCall` the driver makes on its own way upstream, so no driver knows about any of this.
     """
 
     def __init__(self, settings: GeminiPromptCaching, store: Store, key_prefix: str) -> None:
@@ -347,10 +234,11 @@ class CachedContents:
         self._known: dict[str, tuple[str | None, float]] = {}
         """registry key -> (cachedContent name or None for "could not create", until when)."""
         self._creating: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Future[str | None]] = {}
+        """The creations in flight, per loop (the sync transport's plans run their `Run`s on one loop)."""
 
-    async def rewrite(
-        self, path: str, query: str, headers: Mapping[str, str], body: dict[str, Any], side_call: SideCall
-    ) -> CachedContent | None:
+    def rewrite(
+        self, path: str, query: str, headers: Mapping[str, str], body: dict[str, Any]
+    ) -> Steps[CachedContent | None]:
         """Swap the prefix for a cachedContent in `body` (in place); what was named, or None."""
         match = _GENERATE.match(path)
         if match is None or any(field in body for field in _NAMED):
@@ -369,11 +257,9 @@ class CachedContents:
             )
         ).hexdigest()
         registry_key = f"{self.key_prefix}gemini-cached-content:{digest[:40]}"
-        name = await self._name(registry_key)
+        name = yield Run(self._name(registry_key))
         if name is False:
-            name = await self._create_once(
-                registry_key, lambda: self._create(match, query, headers, prefix, registry_key, side_call)
-            )
+            name = yield from self._create_once(registry_key, match, query, headers, prefix)
         if not name:
             return None
         for field in _PREFIX_FIELDS:
@@ -416,33 +302,50 @@ class CachedContents:
             known.pop(next(iter(known)))
         known[registry_key] = (name, until)
 
-    async def _create_once(self, registry_key: str, create: Callable[[], Awaitable[str | None]]) -> str | None:
-        """`create()`, once for concurrent requests of this loop on the same prefix."""
-        flight = (registry_key, asyncio.get_running_loop())
-        pending = self._creating.get(flight)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._creating[flight] = future
+    def _create_once(
+        self, registry_key: str, match: re.Match[str], query: str, headers: Mapping[str, str], prefix: dict[str, Any]
+    ) -> Steps[str | None]:
+        """`_create`, once for concurrent requests of one loop on the same prefix: the others wait for
+        its name (None, for them too, if it fails: they send their prefixes as written)."""
+        waited, flight = yield Run(self._join(registry_key))
+        if flight is None:
+            return waited
+        name: str | None = None
         try:
-            name = await create()
-        except BaseException:
-            future.set_result(None)  # the waiters send their prefixes as written
-            raise
-        finally:
-            del self._creating[flight]
-        future.set_result(name)
+            name = yield from self._create(match, query, headers, prefix, registry_key)
+        finally:  # also when the plan is closed or a cancellation is thrown into it
+            self._land(registry_key, flight, name)
         return name
 
-    async def _create(
+    async def _join(self, registry_key: str) -> tuple[str | None, asyncio.Future[str | None] | None]:
+        """(the name another request's creation gave, None) or, for the first request, (None, its flight)."""
+        loop = asyncio.get_running_loop()
+        pending = self._creating.get((registry_key, loop))
+        if pending is not None:
+            return await asyncio.shield(pending), None
+        flight = self._creating[(registry_key, loop)] = loop.create_future()
+        return None, flight
+
+    def _land(self, registry_key: str, flight: asyncio.Future[str | None], name: str | None) -> None:
+        """End a creation's flight, from whichever thread the plan runs on (its loop's own, or a sync caller's)."""
+
+        def landed() -> None:
+            self._creating.pop((registry_key, loop), None)
+            if not flight.done():
+                flight.set_result(name)
+
+        loop = flight.get_loop()
+        with suppress(RuntimeError):  # a closed loop: nobody waits on it any more
+            loop.call_soon_threadsafe(landed)
+
+    def _create(
         self,
         match: re.Match[str],
         query: str,
         headers: Mapping[str, str],
         prefix: dict[str, Any],
         registry_key: str,
-        side_call: SideCall,
-    ) -> str | None:
+    ) -> Steps[str | None]:
         settings = self.settings
         parent = f"/{match['parent']}" if match["parent"] else ""
         collection = f"{match['base']}{parent}/cachedContents"
@@ -452,11 +355,10 @@ class CachedContents:
         payload = {"model": match["model"], **prefix, "ttl": f"{int(settings.ttl)}s"}
         name: str | None = None
         try:
-            status, answer = await asyncio.wait_for(
-                side_call(collection, query, passed, orjson.dumps(payload)), _CREATE_TIMEOUT
-            )
+            answer: Reply = yield SideCall(collection, query, passed, orjson.dumps(payload), _CREATE_TIMEOUT)
+            status = answer.status
             if status == 200:
-                created = orjson.loads(answer).get("name")
+                created = orjson.loads(answer.body).get("name")
                 name = created if isinstance(created, str) and created else None
         except Exception:
             logger.warning("creating a Gemini cachedContent failed: sending the prefix as written", exc_info=True)
@@ -466,12 +368,16 @@ class CachedContents:
             if status not in (400, 403):
                 return None  # busy or failing (429, 5xx): not remembered, the next request tries again
         until = time.time() + (settings.ttl - _MARGIN if name else _REMEMBER_REFUSAL)
+        yield Run(self._share(registry_key, name, until))
+        return name
+
+    async def _share(self, registry_key: str, name: str | None, until: float) -> None:
+        """Remember a creation's outcome in this process and, for other pods, in the store."""
         self._remember(registry_key, name, until)
         try:
             await self.store.set(registry_key, orjson.dumps({"name": name, "until": until}), until - time.time())
         except Exception:
             logger.debug("could not share %s through the store", name, exc_info=True)
-        return name
 
 
 __all__ = [
@@ -483,6 +389,5 @@ __all__ = [
     "MAX_BREAKPOINTS",
     "OpenAIPromptCaching",
     "PromptCaching",
-    "SideCall",
     "refused_cached_content",
 ]

@@ -1,18 +1,28 @@
-"""The relay of a miss's answer through its `Recorder`, the one rule every driver follows.
+"""The relay of a miss's answer through its `Recorder`: the one rule every driver follows, and the
+form it takes in each driver's world.
 
-Sans-IO: the drivers read the upstream chunks and send them on; this says which bytes go on and
-hands back the Recorder's coroutines to await (the sync transport runs them on the engine's loop).
-The Recorder stores the answer as soon as its terminal event is seen (an SDK may stop reading
-there and never close the stream), else at the end of the body; a failure stores nothing, and a
-caller that closes the stream early stores only what the endpoint calls complete.
+`Relaying` is the rule, sans-IO: which bytes of the upstream answer go on and which of the
+Recorder's coroutines to await when. The Recorder stores the answer as soon as its terminal event is
+seen (an SDK may stop reading there and never close the stream), else at the end of the body; a
+failure stores nothing, and a caller that closes the stream early stores only what the endpoint
+calls complete. `AsgiRelay` (an ASGI app's answer, pushed message by message) and the httpx byte
+streams (`ASYNC_STREAMS`, `SYNC_STREAMS`: pulled chunk by chunk; the sync one runs the Recorder's
+coroutines on the engine's loop) only do the I/O around it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
+import httpx
+import httpx2
+from starlette.types import Message, Send
+
+from ._headers import encoded
+from ._loop_thread import LoopThread
 from ._recorder import Recorder
+from ._types import Relay
 
 Work = Coroutine[Any, Any, Any]
 
@@ -58,4 +68,131 @@ class Relaying:
         return self.recorder.abort(error)
 
 
-__all__ = ["Relaying", "Work"]
+# -- the relay in each driver's world -------------------------------------------------------------
+
+
+class AsgiRelay:
+    """An ASGI app's answer on its way to the client (`CacheMiddleware`), message by message."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.relaying: Relaying | None = None
+        self.left = False
+        """The client has left: the answer will not be read to its end."""
+
+    async def start(self, end: Relay, start: Message) -> None:
+        """Send the answer's start with the plan's headers; its body messages go through `message`."""
+        self.relaying = Relaying(end.recorder)
+        await self.send({**start, "headers": encoded(end.headers, lower=True)})
+        if self.left:
+            await self.settle()
+
+    async def message(self, message: Message) -> None:
+        relaying = self.relaying
+        assert relaying is not None
+        if message["type"] != "http.response.body" or relaying.ended:
+            await self.send(message)
+            return
+        more = message.get("more_body", False)
+        body = message.get("body", b"")
+        if more:
+            forward, store = relaying.chunk(body)
+            if store is not None:
+                await store
+        else:
+            forward = relaying.last(body)
+        await self.send({"type": "http.response.body", "body": forward, "more_body": more})
+        if not more:
+            await relaying.finished()
+
+    async def leave(self) -> None:
+        self.left = True
+        await self.settle()
+
+    async def settle(self) -> None:
+        """The answer will not be read to its end (the app stopped, the client left): store nothing."""
+        if self.relaying is not None:
+            await _done(self.relaying.abandoned())
+
+
+class _AsyncStream:
+    """An upstream answer's body on its way to an async httpx client (`AsyncCachingTransport`)."""
+
+    def __init__(self, stream: Any, recorder: Recorder) -> None:
+        self._stream = stream
+        self._relay = Relaying(recorder)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        relay = self._relay
+        try:
+            async for chunk in self._stream:
+                forward, store = relay.chunk(chunk)
+                if store is not None:
+                    await store
+                if forward:
+                    yield forward
+        except BaseException as error:
+            await _done(relay.abandoned(error))
+            raise
+        forward = relay.last()
+        if forward:
+            yield forward
+        await relay.finished()
+
+    async def aclose(self) -> None:
+        try:
+            await self._relay.closed()
+        finally:
+            await self._stream.aclose()
+
+
+class _SyncStream:
+    """`_AsyncStream` for a blocking client (`CachingTransport`): the Recorder's coroutines run on the
+    engine's loop."""
+
+    def __init__(self, stream: Any, recorder: Recorder, loop: LoopThread) -> None:
+        self._stream = stream
+        self._relay = Relaying(recorder)
+        self._loop = loop
+
+    def __iter__(self) -> Iterator[bytes]:
+        relay, run = self._relay, self._loop.run
+        try:
+            for chunk in self._stream:
+                forward, store = relay.chunk(chunk)
+                if store is not None:
+                    run(store)
+                if forward:
+                    yield forward
+        except BaseException as error:
+            run(_done(relay.abandoned(error)))
+            raise
+        forward = relay.last()
+        if forward:
+            yield forward
+        run(relay.finished())
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self._relay.closed())
+        finally:
+            self._stream.close()
+
+
+async def _done(work: Work | None) -> None:
+    if work is not None:
+        await work
+
+
+# A stream must be an instance of the calling library's stream base class.
+ASYNC_STREAMS = {
+    lib.__name__: type("RecordingAsyncStream", (_AsyncStream, lib.AsyncByteStream), {}) for lib in (httpx, httpx2)
+}
+"""The async httpx relay, by the name of the library that sent the request."""
+SYNC_STREAMS = {
+    lib.__name__: type("RecordingSyncStream", (_SyncStream, lib.SyncByteStream), {}) for lib in (httpx, httpx2)
+}
+"""The blocking httpx relay, by the name of the library that sent the request."""
+
+
+__all__ = ["ASYNC_STREAMS", "SYNC_STREAMS", "AsgiRelay", "Relaying", "Work"]

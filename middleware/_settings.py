@@ -1,4 +1,4 @@
-"""The engine's settings (`Cache(**kwargs)` validates through `CacheSettings`) and its counters."""
+"""The engine's settings (the keyword arguments of `Cache(...)`, validated by `CacheSettings`) and its counters."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from ._prompt_caching import PromptCaching
 
 
 class CacheSettings(BaseModel):
-    """Engine settings; `Cache(**kwargs)` validates through this model."""
+    """Engine settings: the keyword arguments of `Cache(...)` (which repeats their defaults for IDEs) and the
+    `cache:` section of a config file validate through this model."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 

@@ -9,9 +9,8 @@ engine's coroutines on a private background loop.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from types import ModuleType, TracebackType
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ from ._headers import decoded, encoded, for_decoded_body, read_headers, with_len
 from ._loaded_response import loaded_response
 from ._loop_thread import LoopThread
 from ._recorder import Recorder
-from ._relay import Relaying, Work
+from ._relay import ASYNC_STREAMS, SYNC_STREAMS
 from ._types import (
     UPSTREAM_HEADER,
     Action,
@@ -31,10 +30,12 @@ from ._types import (
     CacheRequest,
     Forward,
     Prepared,
+    ReadBody,
     Relay,
     Reply,
     ResponseParts,
     Run,
+    SideCall,
     Untouched,
 )
 from .providers import Route
@@ -70,7 +71,8 @@ def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> Prepared:
 
 
 class _Exchange:
-    """One intercepted request while a transport runs the engine for it: the type conversions."""
+    """One intercepted request while a transport runs the engine for it: the type conversions, shared
+    by both worlds (`_perform_async` and `_perform_sync` do only the I/O)."""
 
     def __init__(self, lib: ModuleType, request: Any, body: bytes) -> None:
         self.lib = lib
@@ -79,35 +81,39 @@ class _Exchange:
         self.response: Any = None
         """The upstream answer of the last `Forward` (after a `ReadBody`, readable again)."""
 
-    def outgoing(self, forward: bytes) -> Any:
-        """The request to send upstream: as it came, unless the engine rewrote its body. Headers are
-        copied as bytes: decoded text would be re-encoded as ASCII, and a latin-1 value would not survive."""
+    def outgoing(self, action: Forward | ReadBody | SideCall) -> Any:
+        """The request to send upstream for `action` (None: read the last answer, `ReadBody`)."""
         request = self.request
-        if forward is self.body:
-            return request
+        if isinstance(action, ReadBody):
+            return None
+        if isinstance(action, SideCall):  # a POST to another path of the same upstream, bounded by its timeout
+            url = request.url.copy_with(path=action.path, query=action.query.encode("ascii") if action.query else None)
+            bounded = {**request.extensions, "timeout": dict.fromkeys(_TIMEOUTS, action.timeout)}
+            raw = encoded(action.headers.items())  # as `read_headers` read them
+            return self.lib.Request("POST", url, headers=raw, content=action.body, extensions=bounded)
+        if action.body is self.body:
+            return request  # as it came, unless the engine rewrote its body
+        # Headers are copied as bytes: decoded text would be re-encoded as ASCII, losing latin-1 values.
         headers = with_length(request.headers.raw, None)
         return self.lib.Request(
-            request.method, request.url, headers=headers, content=forward, extensions=request.extensions
+            request.method, request.url, headers=headers, content=action.body, extensions=request.extensions
         )
 
-    def side_request(self, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Any:
-        """A POST to another path of the same upstream (the engine's side calls)."""
-        url = self.request.url.copy_with(path=path, query=query.encode("ascii") if query else None)
-        raw = encoded(headers.items())  # as `read_headers` read them
-        return self.lib.Request("POST", url, headers=raw, content=body, extensions=self.request.extensions)
+    @staticmethod
+    def reads(action: Forward | ReadBody | SideCall) -> bool:
+        """Whether the answer to `action` is read whole (a `Forward`'s is relayed as it streams)."""
+        return not isinstance(action, Forward)
 
-    def reply(self, response: Any, body: bytes = b"") -> Reply:
-        self.response = response
+    def reply(self, action: Forward | ReadBody | SideCall, response: Any, body: bytes) -> Reply:
+        """The plan's reply to `action`: the answer's head (and `body`, when it was read)."""
+        if isinstance(action, ReadBody):  # the answer read (and decoded) for a look at its error, readable again
+            headers = for_decoded_body(response.headers.raw)
+            response = self.lib.Response(
+                response.status_code, headers=headers, content=body, extensions=response.extensions
+            )
+        if not isinstance(action, SideCall):
+            self.response = response
         return Reply(response.status_code, response.headers, decoded(response.headers.raw), body)
-
-    def read_reply(self, content: bytes) -> Reply:
-        """The answer read (and decoded) for a look at its error, readable once more."""
-        response = self.response
-        headers = for_decoded_body(response.headers.raw)
-        again = self.lib.Response(
-            response.status_code, headers=headers, content=content, extensions=response.extensions
-        )
-        return self.reply(again, content)
 
     def ended(self, end: Answer | Relay, recording: Callable[[Any, Recorder], Any]) -> Any:
         """The caller's response for the plan's end: the engine's own answer, or the upstream answer
@@ -120,84 +126,31 @@ class _Exchange:
         )
 
 
+_TIMEOUTS = ("connect", "read", "write", "pool")
+
+
+async def _perform_async(exchange: _Exchange, inner: Any, action: Action) -> Any:
+    """One action of the plan, with the async I/O."""
+    if isinstance(action, Run):
+        return await action.work
+    request = exchange.outgoing(action)
+    response = exchange.response if request is None else await inner.handle_async_request(request)
+    return exchange.reply(action, response, await _read_async(response) if exchange.reads(action) else b"")
+
+
+def _perform_sync(exchange: _Exchange, inner: Any, loop: LoopThread, action: Action) -> Any:
+    """`_perform_async` with blocking I/O; the engine's coroutines run on its loop."""
+    if isinstance(action, Run):
+        return loop.run(action.work)
+    request = exchange.outgoing(action)
+    response = exchange.response if request is None else inner.handle_request(request)
+    return exchange.reply(action, response, _read_sync(response) if exchange.reads(action) else b"")
+
+
 def _bypassed(response: Any, end: Untouched) -> Any:
     name, value = end.header
     response.headers[name] = value
     return response
-
-
-class _RecordingAsyncStream:
-    def __init__(self, stream: Any, recorder: Recorder) -> None:
-        self._stream = stream
-        self._relay = Relaying(recorder)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        relay = self._relay
-        try:
-            async for chunk in self._stream:
-                forward, store = relay.chunk(chunk)
-                if store is not None:
-                    await store
-                if forward:
-                    yield forward
-        except BaseException as error:
-            await _done(relay.abandoned(error))
-            raise
-        forward = relay.last()
-        if forward:
-            yield forward
-        await relay.finished()
-
-    async def aclose(self) -> None:
-        try:
-            await self._relay.closed()
-        finally:
-            await self._stream.aclose()
-
-
-class _RecordingSyncStream:
-    def __init__(self, stream: Any, recorder: Recorder, loop: LoopThread) -> None:
-        self._stream = stream
-        self._relay = Relaying(recorder)
-        self._loop = loop
-
-    def __iter__(self) -> Iterator[bytes]:
-        relay, run = self._relay, self._loop.run
-        try:
-            for chunk in self._stream:
-                forward, store = relay.chunk(chunk)
-                if store is not None:
-                    run(store)
-                if forward:
-                    yield forward
-        except BaseException as error:
-            run(_done(relay.abandoned(error)))
-            raise
-        forward = relay.last()
-        if forward:
-            yield forward
-        run(relay.finished())
-
-    def close(self) -> None:
-        try:
-            self._loop.run(self._relay.closed())
-        finally:
-            self._stream.close()
-
-
-async def _done(work: Work | None) -> None:
-    if work is not None:
-        await work
-
-
-# The stream wrappers must be instances of the calling library's stream base classes.
-_ASYNC_STREAMS = {
-    lib.__name__: type("RecordingAsyncStream", (_RecordingAsyncStream, lib.AsyncByteStream), {})
-    for lib in (httpx, httpx2)
-}
-_SYNC_STREAMS = {
-    lib.__name__: type("RecordingSyncStream", (_RecordingSyncStream, lib.SyncByteStream), {}) for lib in (httpx, httpx2)
-}
 
 
 class _Intercepting:
@@ -233,39 +186,16 @@ class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.Asyn
             if parts is not None:
                 return _response(lib, parts)
         exchange = _Exchange(lib, request, body)
-
-        async def side_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
-            answer = await inner.handle_async_request(exchange.side_request(path, query, headers, body))
-            return answer.status_code, await _read_async(answer)
-
-        async def perform(action: Action) -> Any:
-            if isinstance(action, Run):
-                return await action.work
-            if isinstance(action, Forward):
-                return exchange.reply(await inner.handle_async_request(exchange.outgoing(action.body)))
-            return exchange.read_reply(await _read_async(exchange.response))
-
-        end = await drive(cache.plan(prepared, side_call), perform)
+        end = await drive(cache.plan(prepared), lambda action: _perform_async(exchange, inner, action))
         if isinstance(end, Untouched):
             return _bypassed(await inner.handle_async_request(request), end)
-        return exchange.ended(end, _ASYNC_STREAMS[lib.__name__])
+        return exchange.ended(end, ASYNC_STREAMS[lib.__name__])
 
     async def aclose(self) -> None:
         if self._inner is not None:
             await self._inner.aclose()
         for transport in self._defaults.values():
             await transport.aclose()
-
-    async def __aenter__(self) -> AsyncCachingTransport:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self.aclose()
 
 
 class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport):
@@ -293,25 +223,10 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
             if parts is not None:
                 return _response(lib, parts)
         exchange = _Exchange(lib, request, body)
-
-        def blocking_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
-            answer = inner.handle_request(exchange.side_request(path, query, headers, body))
-            return answer.status_code, _read_sync(answer)
-
-        async def side_call(path: str, query: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
-            return await asyncio.to_thread(blocking_call, path, query, headers, body)
-
-        def perform(action: Action) -> Any:
-            if isinstance(action, Run):
-                return self._loop.run(action.work)
-            if isinstance(action, Forward):
-                return exchange.reply(inner.handle_request(exchange.outgoing(action.body)))
-            return exchange.read_reply(_read_sync(exchange.response))
-
-        end = drive_sync(cache.plan(prepared, side_call), perform)
+        end = drive_sync(cache.plan(prepared), lambda action: _perform_sync(exchange, inner, self._loop, action))
         if isinstance(end, Untouched):
             return _bypassed(inner.handle_request(request), end)
-        stream = _SYNC_STREAMS[lib.__name__]
+        stream = SYNC_STREAMS[lib.__name__]
         return exchange.ended(end, lambda upstream, recorder: stream(upstream, recorder, self._loop))
 
     def close(self) -> None:
@@ -322,14 +237,3 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
                 transport.close()
         finally:
             self._loop.close()
-
-    def __enter__(self) -> CachingTransport:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        self.close()

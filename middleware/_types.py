@@ -6,10 +6,10 @@ Plain data, shared by the engine, its helpers (single-flight, meaning, recorder)
 from __future__ import annotations
 
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._entry import Entry
 from ._policy import Policy
@@ -220,6 +220,19 @@ class ReadBody:
 
 
 @dataclass(frozen=True, slots=True)
+class SideCall:
+    """POST `body` to another path of the same upstream (with `query`, and only these headers): the
+    engine's own call, e.g. creating a Gemini cachedContent. Reply with a `Reply` that carries the
+    whole (decoded) body; give up after `timeout` seconds, throwing the error into the plan."""
+
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: bytes
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """The head of the upstream answer, as the driver tells it to the plan."""
 
@@ -229,7 +242,7 @@ class Reply:
     raw: list[tuple[str, str]]
     """Every header pair, in order, as the upstream sent them."""
     body: bytes = b""
-    """The answer's (decoded) body, in the reply to `ReadBody` only."""
+    """The answer's (decoded) body, in the reply to `ReadBody` and `SideCall` only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +275,11 @@ class Abandoned(Exception):
     a response): the plan stores nothing and ends, as for a failure, but records no error."""
 
 
-Action = Run | Forward | ReadBody
+Action = Run | Forward | ReadBody | SideCall
 End = Answer | Untouched | Relay
+_T = TypeVar("_T")
+Steps = Generator[Action, Any, _T]
+"""Part of a plan, run with `yield from`: yields actions, is sent their results, returns a `_T`."""
 
 
 def json_headers(body: bytes) -> RawHeaders:
@@ -280,6 +296,8 @@ __all__ = [
     "Relay",
     "Reply",
     "Run",
+    "SideCall",
+    "Steps",
     "Untouched",
     "CACHE_HEADER",
     "FALLBACK_FROM_HEADER",

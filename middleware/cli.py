@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +20,7 @@ from .config import ConfigError, GatewayConfig, default_config, effective_settin
 from .config.schema import DiskStoreConfig
 
 ADMIN_ENV = "LLM_CACHE_ADMIN_KEY"
+_FAST_HINT = " (pip install 'llm-cache-middleware[fast]' for uvloop + httptools: about 2x the hits/s)"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -35,6 +37,21 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
+def server_stack(installed: Callable[[str], bool] | None = None) -> dict[str, str]:
+    """uvicorn's event loop and HTTP parser: uvloop and httptools when installed (the `fast` extra), else
+    asyncio and h11. uvicorn's "auto" picks the same; naming them lets `serve` say which it runs on."""
+    if installed is None:
+        installed = _importable
+    return {
+        "loop": "uvloop" if installed("uvloop") else "asyncio",
+        "http": "httptools" if installed("httptools") else "h11",
+    }
+
+
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
 def _fail(message: str) -> int:
     print(f"llm-cache: {message}", file=sys.stderr)
     return 1
@@ -48,6 +65,29 @@ def _config(path: str | None, upstreams: Sequence[str] | None) -> GatewayConfig:
 # -- serve ----------------------------------------------------------------------------------------
 
 
+def _check_semantic_index(config: GatewayConfig) -> None:
+    """A semantic index that cannot work on its server (a Redis without RediSearch) stops `serve` with one
+    line now, before any worker starts (each worker's lifespan would fail with a traceback)."""
+    semantic_config = config.cache.semantic
+    if not config.cache.enabled or semantic_config is None or not semantic_config.enabled:
+        return
+    from .config import build_semantic
+    from .semantic import IndexUnavailable
+
+    semantic = build_semantic(semantic_config)
+
+    async def check() -> None:
+        try:
+            await semantic.check_index()
+        finally:
+            await semantic.close()
+
+    try:
+        asyncio.run(check())
+    except IndexUnavailable as error:
+        raise ConfigError(f"cache.semantic.index: {error}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -57,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = with_admin_key_from(_config(args.config, args.upstream), args.admin_key_env)
     except ConfigError as error:
         return _fail(str(error))
+    _check_semantic_index(config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
@@ -73,13 +114,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for note in config.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(note, file=sys.stderr)
     _warn_open_keys(config, f"http://{host}:{port}")
-    options = config.server.uvicorn_options()
+    stack = server_stack()
+    print(f"server: {stack['loop']} + {stack['http']}{_FAST_HINT if stack['http'] == 'h11' else ''}", file=sys.stderr)
+    options = {**config.server.uvicorn_options(), **stack}
     if workers > 1:
-        # Each worker process builds its own app from the same file and overrides.
-        if args.config:
-            os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve())
+        # Each worker process builds its own app from the same file and overrides; no file is said
+        # as such, so that a path left in the environment cannot give the workers another config.
+        os.environ["LLM_CACHE_CONFIG"] = str(Path(args.config).resolve()) if args.config else ""
         os.environ["LLM_CACHE_UPSTREAMS"] = "\n".join(args.upstream or [])
         os.environ[ADMIN_KEY_ENV_ENV] = args.admin_key_env or ""
         uvicorn.run(
@@ -127,16 +170,19 @@ def _warn_open_keys(config: GatewayConfig, url: str) -> None:
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    from .gateway import build_router
+
     try:
         config = load_config(args.file)
         _check_store_classes(config)
+        build_router(config)  # the router refuses what it cannot use, naming the field
     except ConfigError as error:
         return _fail(str(error))
     out.write(f"OK: {args.file} ({config.dialect} dialect)\n")
     out.write("# effective settings (secrets masked)\n")
     out.write(yaml.safe_dump(effective_settings(config), sort_keys=False, default_flow_style=False))
     for note in config.notes:
-        out.write(f"# note: {note}\n")
+        out.write(f"# {note}\n")
     return 0
 
 

@@ -23,6 +23,7 @@ import hmac
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 from collections import Counter
@@ -144,6 +145,8 @@ _CLEAN_PATH = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*"
 _UNSAFE_PATH = re.compile(rb"[\x00-\x1f\x7f\\]|//|/\.\.?(?:;[^/]*)?(?:/|$)")
 _CLEAN_QUERY = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
 _DECODE_ROUNDS = 4
+_SEEN_PATHS = 1024
+"""How many request paths the guard remembers the facts of (all are forgotten when it is full)."""
 
 
 def forwarded_path(raw_path: bytes) -> str | None:
@@ -341,9 +344,8 @@ class _Gateway:
             follow_redirects=False,
             trust_env=False,
         )
-        warm_up = getattr(self.cache.semantic.embedder, "warm_up", None) if self.cache and self.cache.semantic else None
-        if warm_up is not None:  # load a local embedding model now, not on the first miss
-            await asyncio.to_thread(warm_up)
+        if self.cache is not None:  # a local embedding model loads now, not on the first miss
+            await self.cache.start()
         try:
             yield
         finally:
@@ -424,8 +426,11 @@ class _Gateway:
         return _json("I'm alive!")
 
     async def readiness(self, request: Request) -> Response:
-        """Ready when the store answers a probe and every configured upstream accepts a connection.
+        """Ready when the store answers a probe and some upstream accepts a connection.
 
+        One provider down leaves the pod ready ("degraded"): it still answers hits and the other
+        providers, and taking every pod out of the Service over one provider's outage would drop those
+        too. Only when no upstream is reachable (egress is broken) is the pod unready.
         No auth, so the body names only the store type and the API families: never URLs, hosts or errors;
         and one check at a time, its answer reused for a second, so callers cannot multiply the probes.
         """
@@ -442,9 +447,9 @@ class _Gateway:
         store_ok, *reachable = await asyncio.gather(*checks)
         states = ("reachable" if ok else "unreachable" for ok in reachable)
         upstreams = dict(zip(families, states, strict=True))
-        ready = bool(store_ok) and all(reachable)
+        ready = bool(store_ok) and (any(reachable) or not reachable)
         body = {
-            "status": "healthy" if ready else "unhealthy",
+            "status": "unhealthy" if not ready else "healthy" if all(reachable) else "degraded",
             "cache": self.cache.store.name if self.cache is not None else None,
             "store": "ok" if store_ok else "failing",
             "upstreams": upstreams,
@@ -545,6 +550,7 @@ class _Gateway:
         stats["store"] = self.cache.store.name
         stats["upstream_requests"] = sum(self.counters.upstream.values())
         stats["upstream_errors"] = sum(self.counters.upstream_errors.values())
+        stats["pid"] = os.getpid()  # with `serve --workers N`, which worker these counters are
         return _json(stats)
 
     async def _admin_body(self, request: Request) -> dict[str, Any] | Response:
@@ -752,25 +758,80 @@ class _BodyRefused(Exception):
         self.message = message
 
 
+class _Deadlines:
+    """The body reads of one gateway that are waiting, and one timer that expires the late ones.
+
+    A read registers its deadline in a dict instead of arming a timer of its own (a timer per read
+    was half the guard's cost on a hit, whose body is read in one piece without waiting). The timer
+    ticks every quarter of the timeout (at most every second) while reads wait, so a read expires
+    between `timeout` and `timeout` plus a tick after it began."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.tick = min(timeout / 4, 1.0)
+        self.waiting: dict[_BodyReader, float] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def watch(self, reader: _BodyReader) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # the app now runs on another loop: the old one's timer is gone with it
+            self.loop, self.waiting, self.timer = loop, {}, None
+        self.waiting[reader] = loop.time() + self.timeout
+        if self.timer is None:
+            self.timer = loop.call_later(self.tick, self._sweep)
+
+    def unwatch(self, reader: _BodyReader) -> None:
+        self.waiting.pop(reader, None)
+
+    def _sweep(self) -> None:
+        assert self.loop is not None
+        now = self.loop.time()
+        for reader, deadline in list(self.waiting.items()):
+            if deadline <= now:
+                del self.waiting[reader]
+                reader.expire()
+        self.timer = self.loop.call_later(self.tick, self._sweep) if self.waiting else None
+
+
 class _BodyReader:
-    """The `receive` the app behind the guard reads: it counts the body and times out its pieces."""
+    """The `receive` the app behind the guard reads: it counts the body and times out its pieces.
 
-    __slots__ = ("done", "limit", "receive", "size", "timeout")
+    A piece that does not come in time ends the wait with a cancellation of the reading task (as
+    `asyncio.timeout` does), turned into the 408 when nobody else cancelled the task too."""
 
-    def __init__(self, receive: Receive, limit: int | None, timeout: float) -> None:
+    __slots__ = ("deadlines", "done", "expired", "limit", "receive", "size", "task")
+
+    def __init__(self, receive: Receive, limit: int | None, deadlines: _Deadlines) -> None:
         self.receive = receive
         self.limit = limit
-        self.timeout = timeout
+        self.deadlines = deadlines
         self.size = 0
         self.done = False
+        self.expired = False
+        self.task: asyncio.Task[Any] | None = None
+
+    def expire(self) -> None:
+        if self.task is not None:
+            self.expired = True
+            self.task.cancel()
 
     async def __call__(self) -> Message:
         if self.done:  # the body is in; what follows is the wait for a disconnect, as long as it takes
             return await self.receive()
+        self.task = task = asyncio.current_task()
+        self.deadlines.watch(self)
         try:
-            message = await asyncio.wait_for(self.receive(), self.timeout)
-        except asyncio.TimeoutError:  # (Python 3.10 has no asyncio.timeout)
-            raise _BodyRefused(408, f"the request body did not arrive within {self.timeout:g}s") from None
+            message = await self.receive()
+        except asyncio.CancelledError:
+            # Ours when the deadline passed and nobody else cancelled the task too (3.11+ counts requests).
+            if self.expired and (sys.version_info < (3, 11) or (task is not None and task.uncancel() == 0)):
+                timeout = self.deadlines.timeout
+                raise _BodyRefused(408, f"the request body did not arrive within {timeout:g}s") from None
+            raise
+        finally:
+            self.task = None
+            self.deadlines.unwatch(self)
         if message["type"] != "http.request":
             self.done = True
             return message
@@ -797,16 +858,30 @@ class _Guard:
         config = gateway.config
         self.keys = tuple(key.encode("utf-8") for key in config.auth.keys)
         self.limit = config.server.max_request_bytes
-        self.timeout = config.server.body_read_timeout
+        self.deadlines = _Deadlines(config.server.body_read_timeout)
         self.bases = gateway.bases
+        self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, bytes | None]] = {}
+
+    def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, bytes | None]:
+        """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out once
+        per path: a path's facts never change, and most requests ask one of a few paths."""
+        facts = self.seen.get((path, raw_path))
+        if facts is None:
+            family = family_of(path)
+            forwarded = forwarded_path(raw_path)
+            base = self.bases.get(family)
+            upstream = None if base is None or forwarded is None else base.url(forwarded).encode("latin-1")
+            if len(self.seen) >= _SEEN_PATHS:
+                self.seen.clear()
+            facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
+        return facts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        family = family_of(path)
-        forwarded = forwarded_path(scope.get("raw_path") or path.encode("utf-8"))
+        family, forwarded, upstream = self._facts(path, scope.get("raw_path") or path.encode("utf-8"))
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
@@ -819,9 +894,8 @@ class _Guard:
                 await _send_error(send, family, 401, "a valid gateway key is required (Authorization: Bearer <key>)")
                 return
             headers = [(k, v) for k, v in headers if k != _RAW_UPSTREAM]
-            base = self.bases.get(family)
-            if base is not None:  # the URL the request goes to (a router's deployments: the family's base)
-                headers.append((_RAW_UPSTREAM, base.url(forwarded).encode("latin-1")))
+            if upstream is not None:  # the URL the request goes to (a router's deployments: the family's base)
+                headers.append((_RAW_UPSTREAM, upstream))
             scope = {**scope, "headers": headers}
         if limit is not None:
             declared = next((v for k, v in headers if k == b"content-length"), None)
@@ -838,7 +912,7 @@ class _Guard:
             await send(message)
 
         try:
-            await self.app(scope, _BodyReader(receive, limit, self.timeout), sending)
+            await self.app(scope, _BodyReader(receive, limit, self.deadlines), sending)
         except _BodyRefused as refused:
             logger.info("request refused: %s", refused.message)
             if not started:

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from opentelemetry import metrics, trace
@@ -30,6 +31,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._wire import is_azure
+from ._types import UPSTREAM_HEADER
 from .stores.base import abilities_of
 from .stores.tiered import TieredStore
 
@@ -43,6 +45,10 @@ logger = logging.getLogger("llm_cache.middleware")
 INSTRUMENTATION = "llm-cache-middleware"
 RESULTS = ("hit", "miss", "refresh", "bypass", "stale", "error")
 LOOKUP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+OPERATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+"""`gen_ai.client.operation.duration`'s bucket boundaries, as the GenAI conventions give them."""
+TOKEN_BUCKETS = tuple(4**n for n in range(14))
+"""`gen_ai.client.token.usage`'s bucket boundaries, as the GenAI conventions give them (1, 4, 16, ... 4**13)."""
 MAX_MODELS = 200
 """Distinct `model` label values kept before further ones are reported as `other`."""
 MAX_MODEL_CHARS = 128
@@ -293,20 +299,24 @@ class Call:
 
     __slots__ = (
         "_key",
+        "_start",
         "_t",
         "attrs",
+        "body",
         "ctx",
         "ended",
+        "endpoint",
+        "error_type",
         "lookup_seconds",
         "match",
         "model",
         "provider",
         "recording",
-        "body",
-        "endpoint",
+        "response_model",
         "result",
         "similarity",
         "span",
+        "started",
     )
 
     def __init__(self, telemetry: Telemetry, request: CacheRequest, kind: SpanKind) -> None:
@@ -325,19 +335,25 @@ class Call:
         self.similarity: float | None = None
         self.lookup_seconds: float | None = None
         self.ended = False
+        self.response_model: str | None = None
+        self.error_type: str | None = None
         self._key = request.key
-        name, attributes = telemetry._span_start(endpoint.operation, self.provider, self.model)
-        span = telemetry.tracer.start_span(name, kind=kind, attributes=attributes)
+        start = self._start = telemetry._span_start(
+            endpoint.operation, self.provider, self.model, request.headers.get(UPSTREAM_HEADER)
+        )
+        self.started = time.perf_counter()
+        span = telemetry.tracer.start_span(start.name, kind=kind, attributes=start.attributes)
         self.span = span
         self.recording = span.is_recording()
         self.ctx: Any = None
         self.attrs: dict[str, Any] | None = None
-        """Attributes gathered during the call, set on the span in one go when it ends."""
+        """Attributes gathered during the call, set on the span in one go when it ends (only when it records)."""
         if self.recording:
-            self.attrs = {"llm_cache.key_prefix": self.key_prefix}
+            self.attrs = endpoint.request_attributes(request.body)
+            self.attrs["llm_cache.key_digest_prefix"] = self.key_digest_prefix
 
     @property
-    def key_prefix(self) -> str:
+    def key_digest_prefix(self) -> str:
         """The first 12 hex digits of the key's digest: enough to find an entry, too short to matter."""
         return self._key.rpartition(":")[2][:12]
 
@@ -387,7 +403,7 @@ class Call:
             logger.debug(
                 "CACHE %s key=%s model=%s provider=%s lookup_ms=%.3f",
                 self.result.upper(),
-                self.key_prefix,
+                self.key_digest_prefix,
                 self.model,
                 self.provider,
                 (self.lookup_seconds or 0.0) * 1000,
@@ -411,8 +427,9 @@ class Call:
             t._count_request(self.result, self.provider, self.model, self.match or "none")
         else:
             t._served(summary, self.provider, self.model, self.match or "none")
-            if self.attrs is not None:
-                self.attrs.update(summary.attributes)
+            self.response_model = summary.response_model
+            if self.attrs is not None:  # what the answer saved, not tokens spent: nothing went upstream
+                self.attrs.update(summary.hit_attributes)
         if self.attrs is not None:
             self.attrs["llm_cache.entry_age"] = max(0.0, time.time() - entry.created_at)
             for name, value in entry.origin:  # x-router-deployment -> llm_cache.origin.deployment
@@ -428,18 +445,25 @@ class Call:
         t = self._t
         if reason is not None:
             t._add("llm_cache_not_stored", (_reason_code(reason),), 1)
+        if status >= 400:
+            self.error_type = str(status)
         if entry is not None:
             summary = t._summary(entry, self.endpoint)
             if summary is not None:
+                self.response_model = summary.response_model
                 t._provider_cached(self.provider, self.model or summary.response_model, summary.usage)
+                t._used_tokens(self._start, summary)
                 if self.result == "verify":
                     t._verification_cost(self.provider, self.model or summary.response_model, summary.usage)
                 if self.attrs is not None:
-                    self.attrs.update(summary.attributes)
+                    self.attrs.update(summary.miss_attributes)
         if self.attrs is not None:
             span = self.span
             if status:
                 self.attrs["http.response.status_code"] = status
+            if self.error_type is not None:
+                self.attrs["error.type"] = self.error_type
+                span.set_status(Status(StatusCode.ERROR, f"upstream status {status}"))
             if stream:
                 if stored:
                     span.add_event("llm_cache.stream.stored", {"llm_cache.bytes": len(entry.body) if entry else 0})
@@ -456,33 +480,46 @@ class Call:
         if self.ended:
             return
         self._t._add("llm_cache_not_stored", ("upstream_failed",), 1)
+        self.error_type = type(error).__name__ if error is not None else "_OTHER"
         if self.attrs is not None:
             self.span.set_status(Status(StatusCode.ERROR, type(error).__name__ if error else "aborted"))
-            if error is not None:
-                self.attrs["error.type"] = type(error).__name__
+            self.attrs["error.type"] = self.error_type
         self.end()
 
     def end(self) -> None:
+        """End the span (its attributes set in one go) and record the operation's duration."""
         if not self.ended:
             self.ended = True
             if self.attrs:
                 self.span.set_attributes(self.attrs)
             self.span.end()
+            start = self._start
+            self._t._operation_duration.record(
+                time.perf_counter() - self.started, start.final(self.response_model, self.result, self.error_type)
+            )
 
-    def _content(self, completion: bytes) -> None:
-        body = self.body or {}
-        prompt = {
-            k: body[k]
-            for k in ("system", "messages", "input", "prompt", "contents", "instructions", "systemInstruction")
-            if k in body
+    def _content(self, answer: bytes) -> None:
+        """The opt-in content attributes, in the conventions' current form (JSON strings on a span)."""
+        body, endpoint = self.body or {}, self.endpoint
+        try:
+            response = orjson.loads(answer)
+        except orjson.JSONDecodeError:
+            response = None
+        content = {
+            "gen_ai.system_instructions": endpoint.system_instructions(body),
+            "gen_ai.input.messages": endpoint.input_messages(body),
+            "gen_ai.output.messages": endpoint.output_messages(response) if isinstance(response, dict) else [],
         }
-        self.span.add_event(
-            "gen_ai.content",
-            {
-                "gen_ai.prompt": orjson.dumps(prompt).decode(),
-                "gen_ai.completion": completion.decode("utf-8", "replace"),
-            },
-        )
+        assert self.attrs is not None  # only called for a span that records
+        for name, value in content.items():
+            if value:
+                self.attrs[name] = orjson.dumps(value, default=str).decode()
+
+
+def _histogram(meter: metrics.Meter, name: str, unit: str, description: str, buckets: tuple[float, ...]) -> Any:
+    return meter.create_histogram(
+        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(buckets)
+    )
 
 
 def _set_present(attributes: dict[str, Any], pairs: tuple[tuple[str, Any], ...]) -> None:
@@ -530,17 +567,16 @@ class Telemetry:
         self.warning_interval = warning_interval
         self.store_name = "unknown"
 
-        self._lookup_duration = meter.create_histogram(
-            "llm_cache.lookup.duration",
-            unit="s",
-            description="Store lookup latency.",
-            explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS),
+        lookup, store = "Store lookup latency.", "Store write latency."
+        self._lookup_duration = _histogram(meter, "llm_cache.lookup.duration", "s", lookup, LOOKUP_BUCKETS)
+        self._store_duration = _histogram(meter, "llm_cache.store.duration", "s", store, LOOKUP_BUCKETS)
+        # The GenAI conventions' client metrics: every call's duration (hits included: the caller's
+        # operation ended), and the tokens an upstream answer used (never a hit's: nothing was spent).
+        self._operation_duration = _histogram(
+            meter, "gen_ai.client.operation.duration", "s", "GenAI operation duration.", OPERATION_BUCKETS
         )
-        self._store_duration = meter.create_histogram(
-            "llm_cache.store.duration",
-            unit="s",
-            description="Store write latency.",
-            explicit_bucket_boundaries_advisory=list(LOOKUP_BUCKETS),
+        self._token_usage = _histogram(
+            meter, "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.", TOKEN_BUCKETS
         )
         # Counters are observable: the hot path only bumps in-process aggregates (which the Prometheus
         # view reads too), and the SDK reads them when it collects. Only the durations are recorded live.
@@ -550,6 +586,8 @@ class Telemetry:
             )
         self.store: Any = None
         """The store whose current size the size gauges report (set by `watch_store`)."""
+        self._lookup_instrument: Any = self._lookup_duration
+        """Where lookups are recorded live in OTel: the lookup histogram, or None for an in-process store."""
         for column, (help_text, otel_name, unit) in enumerate(_GAUGES.values()):
             meter.create_observable_gauge(
                 otel_name, callbacks=[self._size_observer(column)], unit=unit, description=help_text
@@ -557,7 +595,7 @@ class Telemetry:
 
         self._lock = threading.Lock()
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
-        self._starts: dict[tuple[str, str, str | None], tuple[str, dict[str, Any]]] = {}
+        self._starts: dict[tuple[str, str, str | None, str | None], _Start] = {}
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
@@ -582,7 +620,7 @@ class Telemetry:
             logger.debug("CACHE BYPASS path=%s reason=%s", path, reason)
 
     def lookup_done(self, call: Call | None, span: Any, started: float, error: BaseException | None) -> None:
-        elapsed = self._timed(self._lookup_hist, self._lookup_duration, span, started, error)
+        elapsed = self._timed(self._lookup_hist, self._lookup_instrument, span, started, error)
         if call is not None:
             call.lookup_seconds = elapsed
         if span is not None:
@@ -608,15 +646,17 @@ class Telemetry:
         if len(timings) >= _SETTLE_AT:
             with self._lock:
                 self._settle()
-        instrument.record(elapsed, self._attributes(("store",), (store,)))
+        if instrument is not None:
+            instrument.record(elapsed, self._attributes(("store",), (store,)))
         if span is not None and error is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.set_attribute("error.type", type(error).__name__)
         return elapsed
 
-    def store_error(self, operation: str, error: BaseException) -> None:
-        """Count a failed store operation; WARNING at most once per `warning_interval` seconds."""
-        store = self.store_name
+    def store_error(self, operation: str, error: BaseException, semantic_part: str | None = None) -> None:
+        """Count a failed store operation; WARNING at most once per `warning_interval` seconds.
+        `semantic_part` names the semantic cache's part that failed instead (`index:redis`, `embedder:...`)."""
+        store = semantic_part or self.store_name
         self._add("llm_cache_store_errors", (store, operation), 1)
         now = time.monotonic()
         with self._lock:
@@ -625,7 +665,8 @@ class Telemetry:
                 return
             suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
         logger.warning(
-            "cache store %s %s failed (%s: %.300s); serving from upstream%s",
+            "%s %s %s failed (%s: %.300s); serving from upstream%s",
+            "semantic cache" if semantic_part else "cache store",
             store,
             operation,
             type(error).__name__,
@@ -661,20 +702,12 @@ class Telemetry:
             attributes = self._attrs[key] = dict(zip(names, values, strict=True))
         return attributes
 
-    def _span_start(self, operation: str, provider: str, model: str | None) -> tuple[str, dict[str, Any]]:
-        """A call span's name and the attributes it starts with: the ones the GenAI conventions want at
-        creation, so a sampler can decide on them. Shared per combination (the SDK copies them)."""
-        memo_key = (operation, provider, model)
+    def _span_start(self, operation: str, provider: str, model: str | None, upstream: str | None) -> _Start:
+        """What a call's span starts with and its metrics are labelled with, shared per combination."""
+        memo_key = (operation, provider, model, upstream)
         start = self._starts.get(memo_key)
         if start is None:
-            attributes = {
-                "gen_ai.operation.name": operation,
-                "gen_ai.provider.name": provider,
-                "llm_cache.store": self.store_name,
-            }
-            if model:
-                attributes["gen_ai.request.model"] = model
-            start = (f"{operation} {model or 'unknown'}", attributes)
+            start = _Start(operation, provider, model, upstream, self.store_name)
             if len(self._starts) < 4 * MAX_MODELS:
                 self._starts[memo_key] = start
         return start
@@ -713,8 +746,12 @@ class Telemetry:
         self.store_name = store.name
         self.store = store
         self._starts.clear()  # they name the store
+        in_process = abilities_of(store).in_process
         if self._store_spans_option is None:
-            self.store_spans = not abilities_of(store).in_process
+            self.store_spans = not in_process
+        # An in-process lookup is a dict read: a live OTel record would cost more than the read, and
+        # the Prometheus histogram and the span's `llm_cache.lookup_duration` still have it.
+        self._lookup_instrument = None if in_process else self._lookup_duration
 
     def _size_observer(self, column: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
@@ -759,7 +796,12 @@ class Telemetry:
         except orjson.JSONDecodeError:
             body = None
         if isinstance(body, dict):
-            summary = _Summary(endpoint.usage(body), endpoint.response_model(body), endpoint.response_id(body))
+            summary = _Summary(
+                endpoint.usage(body),
+                endpoint.response_model(body),
+                endpoint.response_id(body),
+                endpoint.finish_reasons(body),
+            )
         with self._lock:  # sync clients may hit from several threads
             if len(memo) >= _USAGE_MEMO:
                 memo.pop(next(iter(memo)))
@@ -794,6 +836,14 @@ class Telemetry:
         """A bounded-mode judge's verdict on a semantic candidate (`right`, `wrong` or `unjudged`)."""
         self._add("llm_cache_semantic_verifications", (outcome,), 1)
 
+    def _used_tokens(self, start: _Start, summary: _Summary) -> None:
+        """`gen_ai.client.token.usage` for an upstream answer (input includes cache reads and writes)."""
+        usage, record = summary.usage, self._token_usage.record
+        if usage.input_tokens is not None:
+            record(usage.input_tokens, start.tokens(summary.response_model, "input"))
+        if usage.output_tokens is not None:
+            record(usage.output_tokens, start.tokens(summary.response_model, "output"))
+
     def _provider_cached(self, provider: str, model: str | None, usage: Usage) -> None:
         label = self._model_label(model)
         self._bump(
@@ -808,24 +858,86 @@ class Telemetry:
         )
 
 
-class _Summary:
-    __slots__ = ("attributes", "hit_adds", "hit_for", "response_model", "usage")
+class _Start:
+    """A call span's name and starting attributes (the ones the GenAI conventions want at creation,
+    so a sampler can decide on them), and its metrics' attribute sets, made once per combination."""
 
-    def __init__(self, usage: Usage, response_model: str | None, response_id: str | None) -> None:
+    __slots__ = ("attributes", "base", "finals", "name")
+
+    def __init__(self, operation: str, provider: str, model: str | None, upstream: str | None, store: str) -> None:
+        self.name = f"{operation} {model or 'unknown'}"
+        base: dict[str, Any] = {"gen_ai.operation.name": operation, "gen_ai.provider.name": provider}
+        if model:
+            base["gen_ai.request.model"] = model
+        if upstream:
+            url = urlsplit(upstream)
+            if url.hostname:
+                base["server.address"] = url.hostname
+                base["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+        self.base = base
+        """The attributes every metric of such a call carries."""
+        self.attributes = {**base, "llm_cache.store": store}
+        """What its span starts with (the SDK copies them)."""
+        self.finals: dict[tuple[str | None, str, str | None], dict[str, Any]] = {}
+
+    def final(self, response_model: str | None, result: str, error_type: str | None) -> dict[str, Any]:
+        """`gen_ai.client.operation.duration`'s attributes for a call that ended so (shared: no per-call dict)."""
+        memo_key = (response_model, result, error_type)
+        found = self.finals.get(memo_key)
+        if found is None:
+            found = {**self.base, "llm_cache.result": result}
+            if response_model:
+                found["gen_ai.response.model"] = response_model
+            if error_type:
+                found["error.type"] = error_type
+            if len(self.finals) < 64:
+                self.finals[memo_key] = found
+        return found
+
+    def tokens(self, response_model: str | None, kind: str) -> dict[str, Any]:
+        """`gen_ai.client.token.usage`'s attributes (shared, as `final`'s)."""
+        memo_key = (response_model, "tokens", kind)
+        found = self.finals.get(memo_key)
+        if found is None:
+            found = {**self.base, "gen_ai.token.type": kind}
+            if response_model:
+                found["gen_ai.response.model"] = response_model
+            if len(self.finals) < 64:
+                self.finals[memo_key] = found
+        return found
+
+
+class _Summary:
+    """What a stored answer says, read once per entry: its usage and the attributes of the spans that
+    serve it. A miss's span reports the tokens the answer used (`gen_ai.usage.*`); a hit's the tokens it
+    saved (`llm_cache.saved.*`), so that cost backends never count a hit as spending them again."""
+
+    __slots__ = ("hit_adds", "hit_attributes", "hit_for", "miss_attributes", "response_model", "usage")
+
+    def __init__(
+        self, usage: Usage, response_model: str | None, response_id: str | None, reasons: tuple[str, ...]
+    ) -> None:
         self.usage = usage
         self.response_model = response_model
-        self.attributes: dict[str, Any] = {}
+        answer: dict[str, Any] = {}
         _set_present(
-            self.attributes,
+            answer,
             (
                 ("gen_ai.response.model", response_model),
                 ("gen_ai.response.id", response_id),
-                ("gen_ai.usage.input_tokens", usage.input_tokens),
-                ("gen_ai.usage.output_tokens", usage.output_tokens),
-                ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens),
-                ("gen_ai.usage.cache_creation.input_tokens", usage.cache_creation_input_tokens),
+                ("gen_ai.response.finish_reasons", reasons or None),
             ),
         )
+        counts = (
+            ("input_tokens", usage.input_tokens),
+            ("output_tokens", usage.output_tokens),
+            ("cache_read.input_tokens", usage.cache_read_input_tokens),
+            ("cache_creation.input_tokens", usage.cache_creation_input_tokens),
+        )
+        self.miss_attributes = dict(answer)
+        _set_present(self.miss_attributes, tuple(("gen_ai.usage." + name, value) for name, value in counts))
+        self.hit_attributes = dict(answer)
+        _set_present(self.hit_attributes, tuple(("llm_cache.saved." + name, value) for name, value in counts))
         self.hit_adds: list[tuple[str, tuple[str, ...], float]] | None = None
         self.hit_for: tuple[str, str | None, str] | None = None
 

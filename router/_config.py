@@ -18,7 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .._wire import UnsetVariable, expand_env
+from .. import _litellm as litellm
+from .._breakpoints import InjectionPoint
+from .._wire import UnsetVariable, expand_optional
 from ._errors import DEFAULT_COOLDOWN_MAX
 
 Family = Literal["openai", "anthropic", "gemini", "azure"]
@@ -93,19 +95,16 @@ class ConfigError(ValueError):
 
 def resolve_secret(value: Any, field: str, environ: Mapping[str, str] | None = None) -> Any:
     """Resolve environment references in a config string, as the gateway's config loader does
-    (`llm_cache._wire.expand_env`: ``os.environ/NAME``, ``${NAME}``, ``${NAME:-default}``)."""
+    (`llm_cache._wire.expand_optional`: ``os.environ/NAME``, ``${NAME}``, ``${NAME:-default}``); an
+    unset ``os.environ/NAME`` is None, so the field decides whether it was required."""
     if not isinstance(value, str):
         return value
     try:
-        return expand_env(value, os.environ if environ is None else environ)
+        return expand_optional(value, os.environ if environ is None else environ)
     except UnsetVariable as unset:
-        if unset.reference.startswith("$"):
-            raise ConfigError(
-                f"{field}: environment variable {unset.name!r} is not set "
-                f"(referenced as ${{{unset.name}}}; write ${{{unset.name}:-default}} for a fallback)"
-            ) from None
         raise ConfigError(
-            f"{field}: environment variable {unset.name!r} is not set (referenced as {value!r})"
+            f"{field}: environment variable {unset.name!r} is not set "
+            f"(referenced as ${{{unset.name}}}; write ${{{unset.name}:-default}} for a fallback)"
         ) from None
 
 
@@ -128,6 +127,11 @@ class Deployment(BaseModel):
     order: int = 0
     drop_params: bool | None = Field(
         default=None, description="translated requests: drop fields this deployment cannot honour (default: settings)"
+    )
+    cache_control_injection_points: tuple[InjectionPoint, ...] | None = Field(
+        default=None,
+        description="Anthropic deployments: prompt-caching breakpoints placed on what is sent to it, "
+        "in LiteLLM's form ({location: message, role: system}), unless the request has its own",
     )
 
     @model_validator(mode="after")
@@ -306,20 +310,26 @@ def load_config(source: str | Path | Mapping[str, Any], environ: Mapping[str, st
     raise ConfigError("router config needs one of: model_list (LiteLLM), targets (Portkey-like), groups (native)")
 
 
-def _explain(exc: ValidationError) -> str:
+def _explain(exc: ValidationError, also: Any = ()) -> str:
+    """One line per error; an unknown setting gets `did you mean` (among ours and `also`'s keys)."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{loc}: {err['msg']}")
+        hint = ""
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+            hint = litellm.did_you_mean(str(err["loc"][0]), [*RouterSettings.model_fields, *also])
+        lines.append(f"{loc}: {err['msg']}{hint}")
     return "invalid router config:\n  " + "\n  ".join(lines)
 
 
 def _deployment(raw: Mapping[str, Any], where: str, environ: Mapping[str, str] | None) -> Deployment:
-    raw = {key: resolve_secret(value, f"{where}.{key}", environ) for key, value in raw.items()}
+    resolved = {key: resolve_secret(value, f"{where}.{key}", environ) for key, value in raw.items()}
     try:
-        return Deployment(**raw)
+        return Deployment(**resolved)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc).replace("\n  ", f"\n  {where}.")) from None
+        unset = [f"{where}.{k} ({v.strip()})" for k, v in raw.items() if isinstance(v, str) and resolved[k] is None]
+        hint = f"\n  (environment variables not set, read as null: {', '.join(unset)})" if unset else ""
+        raise ConfigError(_explain(exc).replace("\n  ", f"\n  {where}.") + hint) from None
 
 
 def _native(data: Mapping[str, Any], environ: Mapping[str, str] | None) -> RouterConfig:
@@ -358,27 +368,8 @@ _LITELLM_KEYS = (
     "timeout",
     "max_parallel_requests",
     "drop_params",
+    "cache_control_injection_points",
 )
-
-#: router_settings keys that do not apply here (redis_host, ...); accepted and ignored.
-_LITELLM_IGNORED = {
-    "redis_host",
-    "redis_port",
-    "redis_password",
-    "redis_url",
-    "enable_pre_call_checks",
-    "routing_strategy_args",
-    "retry_policy",
-    "allowed_fails_policy",
-    "provider_budget_config",
-    "disable_cooldowns",
-    "cache_responses",
-    "enable_tag_filtering",
-    "retry_after",
-    "optional_pre_call_checks",
-    "stream_timeout",
-    "max_fallbacks",
-}
 
 
 def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RouterConfig:
@@ -412,30 +403,11 @@ def from_litellm(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         if isinstance(info, Mapping) and info.get("id"):
             raw["id"] = str(info["id"])
         groups.setdefault(str(entry["model_name"]), []).append(_deployment(raw, f"{where}.litellm_params", environ))
-    rs = dict(data.get("router_settings") or {})
-    # LiteLLM also accepts retries/fallbacks under litellm_settings; router_settings wins.
-    ls = data.get("litellm_settings") or {}
-    for key in (
-        "num_retries",
-        "fallbacks",
-        "context_window_fallbacks",
-        "content_policy_fallbacks",
-        "default_fallbacks",
-        "allowed_fails",
-        "cooldown_time",
-        "drop_params",
-    ):
-        if key in ls and key not in rs:
-            rs[key] = ls[key]
-    if "request_timeout" in ls and "timeout" not in rs:
-        rs["timeout"] = ls["request_timeout"]
-    for key in list(rs):
-        if key in _LITELLM_IGNORED:
-            rs.pop(key)
+    rs = litellm.router_settings(data)
     try:
         settings = RouterSettings(**rs)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc).replace("\n  ", "\n  router_settings.")) from None
+        raise ConfigError(_explain(exc, litellm.ROUTER_SETTINGS).replace("\n  ", "\n  router_settings.")) from None
     return RouterConfig(groups={n: ModelGroup(name=n, deployments=d) for n, d in groups.items()}, settings=settings)
 
 

@@ -482,7 +482,7 @@ class Router:
             dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         )
         headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
-        body = rewrite.rewrite_body(p.body, p.doc, dep)
+        body = rewrite.rewrite_body(p.body, p.doc, dep, req.url.path)
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []
 
     def _refused(self, p: Prepared, code: str, message: str) -> AttemptResult:

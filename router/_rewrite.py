@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .. import _wire as wire
+from .._breakpoints import mentions_cache_control, place
 from ._config import Deployment
 
 _AZURE_PATH = re.compile(r"^.*?/openai/deployments/[^/]+/(.*)$")
@@ -62,10 +64,27 @@ def rewrite_headers(headers: list[tuple[str, str]], dep: Deployment) -> list[tup
     return out
 
 
-def rewrite_body(body: bytes, doc: dict[str, Any] | None, dep: Deployment) -> bytes:
-    if doc is None or "model" not in doc or doc["model"] == dep.model:
+def rewrite_body(body: bytes, doc: dict[str, Any] | None, dep: Deployment, path: str = "") -> bytes:
+    """The body for ``dep``: its real model name, and its breakpoints on an Anthropic Messages call."""
+    marked = with_breakpoints(doc, dep) if doc is not None and path.endswith("/messages") else None
+    if marked is not None:
+        doc = marked
+    elif doc is None or "model" not in doc or doc["model"] == dep.model:
         return body
-    return json.dumps({**doc, "model": dep.model}, ensure_ascii=False, separators=(",", ":")).encode()
+    if "model" in doc:
+        doc = {**doc, "model": dep.model}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-__all__ = ["auth_header", "rewrite_body", "rewrite_headers", "split_endpoint", "target_url"]
+def with_breakpoints(doc: dict[str, Any], dep: Deployment) -> dict[str, Any] | None:
+    """A copy of an Anthropic Messages ``doc`` with the breakpoints ``dep``'s
+    ``cache_control_injection_points`` name, or None when it has none, is not Anthropic, the caller
+    placed its own, or none of the points is in this body."""
+    points = dep.cache_control_injection_points
+    if not points or dep.family != "anthropic" or mentions_cache_control(doc):
+        return None
+    marked = copy.deepcopy(doc)  # the caller's document serves every attempt: never changed
+    return marked if place(points, marked, {"type": "ephemeral"}) else None
+
+
+__all__ = ["auth_header", "rewrite_body", "rewrite_headers", "split_endpoint", "target_url", "with_breakpoints"]

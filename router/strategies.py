@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._breakpoints import mentions_cache_control
 from ._state import DeploymentState
 
 Candidates = list[DeploymentState]
@@ -198,14 +199,6 @@ class AffinityMap:
             self._entries.popitem(last=False)
 
 
-def _has_cache_control(block: Any) -> bool:
-    if isinstance(block, Mapping):
-        return "cache_control" in block or any(_has_cache_control(v) for v in block.values())
-    if isinstance(block, list):
-        return any(_has_cache_control(v) for v in block)
-    return False
-
-
 def affinity_key(group: str, body: Mapping[str, Any]) -> str | None:
     """The cacheable prefix of a chat request, hashed; ``None`` when there is nothing worth pinning.
 
@@ -224,8 +217,8 @@ def affinity_key(group: str, body: Mapping[str, Any]) -> str | None:
     system = body.get("system", body.get("systemInstruction"))
     parts: list[Any] = [tools, system]
     seq: Sequence[Any] = messages
-    marked = [i for i, m in enumerate(messages) if _has_cache_control(m)]
-    if marked or _has_cache_control(system) or _has_cache_control(tools):
+    marked = [i for i, m in enumerate(messages) if mentions_cache_control(m)]
+    if marked or mentions_cache_control(system) or mentions_cache_control(tools):
         seq = messages[: marked[-1] + 1] if marked else []
     else:
         # No markers: the system prompt and tools are the prefix conversations share; a request

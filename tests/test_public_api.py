@@ -122,6 +122,7 @@ PINNED = {
         "ExactJudge",
         "InProcessEvidence",
         "InProcessIndex",
+        "IndexUnavailable",
         "Judge",
         "LLMJudge",
         "Neighbour",
@@ -149,6 +150,7 @@ PINNED = {
         "Store",
         "StoreError",
         "TieredStore",
+        "store_from_url",
     ],
     "llm_cache.middleware.telemetry": [
         "Call",

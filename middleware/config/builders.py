@@ -3,13 +3,14 @@ config error, not an import error at start-up), the semantic cache and the `Cach
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from .._engine import Cache
+from ..stores.urls import MissingStoreClass
+from ..stores.urls import store_class as stores_store_class
 from .errors import ConfigError, describe
 from .schema import (
     CacheConfig,
@@ -97,37 +98,12 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
     )
 
 
-_STORE_CLASSES = {
-    "memory": ("llm_cache.middleware.stores.memory", "MemoryStore", None),
-    "disk": ("llm_cache.middleware.stores.disk", "DiskStore", None),
-    "redis": ("llm_cache.middleware.stores.redis", "RedisStore", None),
-    "redis-cluster": ("llm_cache.middleware.stores.redis", "RedisClusterStore", None),
-    "redis-sentinel": ("llm_cache.middleware.stores.redis", "RedisSentinelStore", None),
-    "tiered": ("llm_cache.middleware.stores.tiered", "TieredStore", None),
-    "dual_cache": ("llm_cache.middleware.stores.tiered", "TieredStore", None),
-    "s3": ("llm_cache.middleware.stores.s3", "S3Store", "s3"),
-    "memcached": ("llm_cache.middleware.stores.memcached", "MemcachedStore", "memcached"),
-}
-
-
 def store_class(kind: str) -> Any:
-    module_name, class_name, extra = _STORE_CLASSES[kind]
+    """The class of a store kind; a ConfigError when it cannot be imported (`stores/urls.py` says why)."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        missing = getattr(error, "name", None) or str(error)
-        if missing and missing.startswith("llm_cache"):
-            raise ConfigError(
-                f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not available in this version"
-            ) from None
-        hint = f" (pip install 'llm-cache-middleware[{extra}]')" if extra else ""
-        raise ConfigError(f"cache.store.type: {kind!r} needs the package {missing!r}{hint}") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ConfigError(
-            f"cache.store.type: {kind!r} needs {module_name}.{class_name}, which is not available in this version"
-        )
-    return cls
+        return stores_store_class(kind)
+    except MissingStoreClass as error:
+        raise ConfigError(f"cache.store.type: {error}") from None
 
 
 def _host_port(node: str, field: str) -> tuple[str, int]:
@@ -175,6 +151,11 @@ def build_cache(settings: CacheConfig | GatewayConfig | None = None, store: Any 
     if store is None:
         store = build_store(settings.store)
     try:
-        return Cache(store, semantic=build_semantic(settings.semantic), **settings.engine_settings())
+        return Cache(
+            store,
+            endpoints=settings.cached_endpoints(),
+            semantic=build_semantic(settings.semantic),
+            **settings.engine_settings(),
+        )
     except ValidationError as error:
         raise ConfigError(describe(error, "cache", "native")) from None

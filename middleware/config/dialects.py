@@ -1,7 +1,8 @@
-"""The two foreign dialects a config file may be written in, translated to the native settings.
+"""The foreign dialects a config file may be written in, translated to the native settings.
 
 - guide: `cache_responses` + a `caching: {type: in-memory|disk|redis|s3|dual_cache, ...}` block;
-- litellm: a LiteLLM proxy file (`litellm_settings: {cache: true, cache_params: {...}}`, `model_list`).
+- litellm: a LiteLLM proxy file (`litellm_settings: {cache: true, cache_params: {...}}`, `model_list`);
+- router: a file in one of the router's own forms (`groups:` or `targets:`), which is the `router` section.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from ... import _litellm as litellm
+from ..._wire import expand_optional
 from .errors import ConfigError
 
 
@@ -26,10 +29,17 @@ def detect_dialect(data: Mapping[str, Any], where: str = "<config>") -> str:
         )
     if found:
         return found[0]
-    return "litellm" if "model_list" in data else "native"
+    if "model_list" in data:
+        return "litellm"
+    return "router" if data and data.keys() <= _ROUTER_FILE else "native"
 
 
-_GUIDE_TOP = {"cache_responses", "caching", "proxy", "model_list", "router", "cache_control_injection_points"}
+_ROUTER_FILE = {"groups", "settings", "strategy", "targets", "retry"}
+"""The top-level keys of the router's own config forms (native `groups`, Portkey-like `targets`): such
+a file runs as the gateway's `router` section, with the default cache."""
+
+
+_GUIDE_TOP = {"cache_responses", "caching", "proxy", "model_list", "router", "cache_control_injection_points", "hooks"}
 _GUIDE_CACHING = {
     "type",
     "host",
@@ -130,20 +140,28 @@ def _guide_store(block: Mapping[str, Any], where: str, path: str, allow_tiered: 
     return store
 
 
-def from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
+def from_guide(data: Mapping[str, Any], where: str, notes: list[str], env: Mapping[str, str]) -> dict[str, Any]:
     unknown = set(data) - _GUIDE_TOP
     if unknown:
+        key = sorted(unknown)[0]
         raise ConfigError(
-            f"{where}: {sorted(unknown)[0]}: unknown top-level key in a 'caching:' config; "
+            f"{where}: {key}: unknown top-level key in a 'caching:' config{litellm.did_you_mean(key, _GUIDE_TOP)}; "
             f"allowed: {', '.join(sorted(_GUIDE_TOP))}"
+        )
+    if "hooks" in data:
+        notes.append(
+            "ignored: hooks (pre-call hooks are not run; cache_control_injection_points places Anthropic "
+            "breakpoints, key_builder shapes keys)"
         )
     block = data.get("caching") or {}
     if not isinstance(block, dict):
         raise ConfigError(f"{where}: caching: expected a mapping such as {{type: redis, host: ..., port: ...}}")
     unknown = set(block) - _GUIDE_CACHING
     if unknown:
+        key = sorted(unknown)[0]
         raise ConfigError(
-            f"{where}: caching.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(_GUIDE_CACHING))}"
+            f"{where}: caching.{key}: unknown key{litellm.did_you_mean(key, _GUIDE_CACHING)}; "
+            f"allowed: {', '.join(sorted(_GUIDE_CACHING))}"
         )
     cache: dict[str, Any] = {"store": _guide_store(block, where, "caching")}
     enabled = data.get("cache_responses", True)
@@ -152,8 +170,15 @@ def from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[st
     cache["enabled"] = enabled
     if block.get("type") in _REDIS_SEMANTIC:
         cache["semantic"] = _semantic_redis(cache["store"], block.get("similarity_threshold"), where, "caching")
+        name = (block.get("params") or {}).get("embedding_model")
+        if name is not None:
+            embedder = embedder_for(str(name), data.get("model_list"), env)
+            if isinstance(embedder, str):
+                notes.append(f"replaced: caching.params.embedding_model ({embedder}): {_LOCAL_EMBEDS}")
+            else:
+                cache["semantic"]["embedder"] = embedder
     elif "similarity_threshold" in block:
-        notes.append("caching.similarity_threshold ignored: exact matching only (use type redis-semantic)")
+        notes.append("ignored: caching.similarity_threshold (exact matching only; use type redis-semantic)")
     ttl = block.get("ttl")
     if ttl is None and isinstance(block.get("l2"), dict):
         ttl = block["l2"].get("ttl")
@@ -162,23 +187,19 @@ def from_guide(data: Mapping[str, Any], where: str, notes: list[str]) -> dict[st
     for name in ("key_prefix", "key_builder", "distributed_lock", "lock_ttl", "lock_wait"):
         if block.get(name) is not None:
             cache[name] = block[name]
-    points = data.get("cache_control_injection_points")
+    points = _injection_points(data.get("cache_control_injection_points"), where, "cache_control_injection_points")
     if points is not None:
-        if not isinstance(points, list):
-            raise ConfigError(
-                f"{where}: cache_control_injection_points: expected a list such as "
-                "[{location: message, role: system}]"
-            )
-        cache["prompt_caching"] = {"anthropic": {"mode": "breakpoints", "points": points}}
+        cache["prompt_caching"] = points
     out: dict[str, Any] = {"cache": cache}
     proxy = data.get("proxy")
     if proxy is not None:
         if not isinstance(proxy, dict):
             raise ConfigError(f"{where}: proxy: expected a mapping with host and port")
         out["server"] = {k: proxy[k] for k in ("host", "port", "workers") if k in proxy}
-    for name in ("model_list", "router"):
-        if name in data:
-            out[name] = data[name]
+    if "model_list" in data:
+        out["model_list"] = _with_points(data["model_list"], data.get("cache_control_injection_points"))
+    if "router" in data:
+        out["router"] = data["router"]
     return out
 
 
@@ -189,37 +210,6 @@ _LITELLM_TYPES = {
     "s3": "s3",
     "disk": "disk",
     "redis-cluster": "redis-cluster",
-}
-_LITELLM_USED = {
-    "type",
-    "host",
-    "port",
-    "password",
-    "username",
-    "url",
-    "ssl",
-    "ttl",
-    "namespace",
-    "mode",
-    "default_in_memory_ttl",
-    "default_in_redis_ttl",
-    "redis_startup_nodes",
-    "startup_nodes",
-    "service_name",
-    "sentinel_nodes",
-    "sentinel_password",
-    "s3_bucket_name",
-    "s3_region_name",
-    "s3_endpoint_url",
-    "s3_aws_access_key_id",
-    "s3_aws_secret_access_key",
-    "s3_aws_session_token",
-    "s3_path",
-    "disk_cache_dir",
-    "max_size_in_memory",
-    "supported_call_types",
-    "similarity_threshold",
-    "redis_semantic_cache_embedding_model",
 }
 
 
@@ -236,6 +226,9 @@ def _nodes(value: Any) -> list[str]:
 
 
 def from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Mapping[str, str]) -> dict[str, Any]:
+    """A LiteLLM proxy file: the cache from `litellm_settings`, the router from `model_list`,
+    `router_settings` and `litellm_settings` (`llm_cache._litellm.router_settings`), the master key
+    from `general_settings`. Every key that is not honoured is noted (`llm_cache._litellm.review`)."""
     settings = data.get("litellm_settings") or {}
     if not isinstance(settings, dict):
         raise ConfigError(f"{where}: litellm_settings: expected a mapping")
@@ -245,10 +238,65 @@ def from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Map
     enabled = settings.get("cache", False)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}: litellm_settings.cache: expected true or false, got {enabled!r}")
+    notes += litellm.review(data, report_unknown_router_keys=False)
     path = "litellm_settings.cache_params"
+    store = _litellm_store(params, where, path, env)
+    cache: dict[str, Any] = {"enabled": enabled, "store": store}
+    if params.get("type") in _REDIS_SEMANTIC:
+        cache["semantic"] = _litellm_semantic(data, params, store, where, notes, env)
+    ttl = params.get("ttl", params.get("default_in_redis_ttl", params.get("default_in_memory_ttl")))
+    if ttl is not None:
+        cache["ttl"] = ttl
+    if params.get("namespace"):
+        cache["key_prefix"] = f"{params['namespace']}:"
+    mode = params.get("mode")
+    if mode is not None:
+        if mode not in ("default_on", "default_off"):
+            raise ConfigError(f"{where}: {path}.mode: {mode!r}; allowed: default_on, default_off")
+        cache["mode"] = "opt_in" if mode == "default_off" else "default"
+    call_types = params.get("supported_call_types")
+    if call_types is not None:
+        if not isinstance(call_types, list):
+            raise ConfigError(f"{where}: {path}.supported_call_types: expected a list such as [acompletion]")
+        cache["endpoints"], more = litellm.call_type_endpoints(call_types, f"{path}.supported_call_types")
+        notes += more
+    points = _injection_points(data.get("cache_control_injection_points"), where, "cache_control_injection_points")
+    if points is not None:
+        cache["prompt_caching"] = points
+    out: dict[str, Any] = {"cache": cache, **_litellm_general(data.get("general_settings"), where)}
+    router = litellm.router_settings(data)
+    if "model_list" in data:
+        out["model_list"] = _with_points(data["model_list"], data.get("cache_control_injection_points"))
+        out["router"] = router
+    else:
+        notes += [f"ignored: {_router_key_path(data, key)} (no model_list: there is no router)" for key in router]
+    return out
+
+
+def _with_points(model_list: Any, points: Any) -> Any:
+    """The top-level `cache_control_injection_points` given to every deployment that names none of
+    its own, so the router places them on what it sends to Anthropic (after translating, too)."""
+    if points is None or not isinstance(model_list, list):
+        return model_list
+    out = []
+    for entry in model_list:
+        params = entry.get("litellm_params") if isinstance(entry, dict) else None
+        if isinstance(params, dict) and "cache_control_injection_points" not in params:
+            entry = {**entry, "litellm_params": {**params, "cache_control_injection_points": points}}
+        out.append(entry)
+    return out
+
+
+def _router_key_path(data: Mapping[str, Any], key: str) -> str:
+    """Where a router setting was written: router_settings, or litellm_settings (request_timeout too)."""
+    if key in (data.get("router_settings") or {}):
+        return f"router_settings.{key}"
+    return "litellm_settings.request_timeout" if key == "timeout" else f"litellm_settings.{key}"
+
+
+def _litellm_store(params: Mapping[str, Any], where: str, path: str, env: Mapping[str, str]) -> dict[str, Any]:
     kind = params.get("type", "redis" if params.get("host") or params.get("url") else "local")
-    semantic = kind in _REDIS_SEMANTIC
-    if semantic:
+    if kind in _REDIS_SEMANTIC:
         kind = "redis"
     elif isinstance(kind, str) and "semantic" in kind:
         raise ConfigError(f"{where}: {path}.type: {kind!r}: {_QDRANT}")
@@ -282,8 +330,9 @@ def from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Map
             if value is None or (mapped != "redis" and name in ("url", "host", "port")):
                 continue
             store[name] = value
-        if params.get("ssl") is not None:
-            store["ssl"] = params["ssl"]
+        for ours, theirs in (("ssl", "ssl"), ("max_connections", "max_connections"), ("timeout", "socket_timeout")):
+            if params.get(theirs) is not None:
+                store[ours] = params[theirs]
         if mapped == "redis-cluster":
             store["startup_nodes"] = _nodes(params.get("redis_startup_nodes") or params.get("startup_nodes"))
         if mapped == "redis-sentinel":
@@ -303,41 +352,85 @@ def from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Map
         ):
             if params.get(theirs) is not None:
                 store[ours] = params[theirs]
-    cache: dict[str, Any] = {"enabled": enabled, "store": store}
-    if semantic:
-        cache["semantic"] = _semantic_redis(store, params.get("similarity_threshold"), where, path)
-        if params.get("redis_semantic_cache_embedding_model") is not None:
-            notes.append(
-                f"{path}.redis_semantic_cache_embedding_model ignored: the local all-MiniLM-L6-v2 embeds; "
-                "set cache.semantic.embedder in a native file for another"
-            )
-    ttl = params.get("ttl", params.get("default_in_redis_ttl", params.get("default_in_memory_ttl")))
-    if ttl is not None:
-        cache["ttl"] = ttl
-    if params.get("namespace"):
-        cache["key_prefix"] = f"{params['namespace']}:"
-    mode = params.get("mode")
-    if mode is not None:
-        if mode not in ("default_on", "default_off"):
-            raise ConfigError(f"{where}: {path}.mode: {mode!r}; allowed: default_on, default_off")
-        cache["mode"] = "opt_in" if mode == "default_off" else "default"
-    if params.get("supported_call_types") is not None:
-        notes.append(f"{path}.supported_call_types ignored: every LLM endpoint the gateway serves is cached")
-    for name in sorted(set(params) - _LITELLM_USED):
-        notes.append(f"{path}.{name} ignored: not supported by llm-cache")
-    out: dict[str, Any] = {"cache": cache, **_litellm_general(data.get("general_settings"), where, notes)}
-    for name in ("model_list",):
-        if name in data:
-            out[name] = data[name]
-    if isinstance(data.get("router_settings"), dict):
-        out["router"] = data["router_settings"]
-    return out
+    return store
 
 
-_LITELLM_GENERAL_USED = {"master_key", "max_request_size_mb"}
+def _litellm_semantic(
+    data: Mapping[str, Any],
+    params: Mapping[str, Any],
+    store: Mapping[str, Any],
+    where: str,
+    notes: list[str],
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    path = "litellm_settings.cache_params"
+    semantic = _semantic_redis(store, params.get("similarity_threshold"), where, path)
+    name = params.get("redis_semantic_cache_index_name")
+    if name is not None:  # its own index over its own rows: two names never search each other's
+        semantic["index"].update(index_name=name, prefix=f"{name}:")
+    model = params.get("redis_semantic_cache_embedding_model")
+    if model is not None:
+        embedder = embedder_for(str(model), data.get("model_list"), env)
+        if isinstance(embedder, str):
+            notes.append(f"replaced: {path}.redis_semantic_cache_embedding_model ({embedder}): {_LOCAL_EMBEDS}")
+        else:
+            semantic["embedder"] = embedder
+    return semantic
 
 
-def _litellm_general(general: Any, where: str, notes: list[str]) -> dict[str, Any]:
+_LOCAL_EMBEDS = "the local all-MiniLM-L6-v2 embeds instead"
+_OPENAI_COMPATIBLE = {
+    "openai",
+    "hosted_vllm",
+    "vllm",
+    "lm_studio",
+    "together_ai",
+    "fireworks_ai",
+    "mistral",
+    "deepseek",
+}
+"""LiteLLM provider prefixes whose embeddings are OpenAI's `POST {api_base}/embeddings` (the others:
+only `openai` has a base URL we know, so they need the entry's `api_base`)."""
+
+
+def embedder_for(name: str, model_list: Any, env: Mapping[str, str]) -> dict[str, Any] | str:
+    """`cache.semantic.embedder` for an embedding model a config names: the `model_list` entry of
+    that name (its api_base, api_key and model), or else an OpenAI model (OPENAI_API_KEY,
+    OPENAI_BASE_URL). A string says why none can be used (the caller falls back to the local model)."""
+    entry = next((e for e in model_list or [] if isinstance(e, Mapping) and e.get("model_name") == name), None)
+    params = entry.get("litellm_params") if isinstance(entry, Mapping) else None
+    if not isinstance(params, Mapping):
+        params = {"model": name}
+    prefix, sep, model = str(params.get("model") or name).partition("/")
+    if not sep:
+        prefix, model = "openai", prefix
+    resolved = {key: expand_optional(value, env) if isinstance(value, str) else value for key, value in params.items()}
+    base = resolved.get("api_base")
+    if prefix == "openai":
+        base = base or env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_BASE")
+    elif prefix not in _OPENAI_COMPATIBLE:
+        return f"{name!r} is a {prefix} model, not an OpenAI-compatible /embeddings endpoint"
+    elif not base:
+        return f"{name!r} has no api_base"
+    embedder: dict[str, Any] = {"type": "openai", "model": model}
+    if base:
+        embedder["base_url"] = str(base).rstrip("/")
+    api_key = resolved.get("api_key") if "api_key" in resolved else env.get("OPENAI_API_KEY")
+    if api_key:
+        embedder["api_key"] = api_key
+    return embedder
+
+
+def _injection_points(points: Any, where: str, path: str) -> dict[str, Any] | None:
+    """`cache.prompt_caching` for LiteLLM's `cache_control_injection_points` list (None: not set)."""
+    if points is None:
+        return None
+    if not isinstance(points, list):
+        raise ConfigError(f"{where}: {path}: expected a list such as [{{location: message, role: system}}]")
+    return {"anthropic": {"mode": "breakpoints", "points": points}}
+
+
+def _litellm_general(general: Any, where: str) -> dict[str, Any]:
     """`general_settings`: the master key guards the LLM routes and the management endpoints, as in
     LiteLLM; `max_request_size_mb` becomes `server.max_request_bytes`."""
     if general is None:
@@ -358,6 +451,4 @@ def _litellm_general(general: Any, where: str, notes: list[str]) -> dict[str, An
                 f"{where}: general_settings.max_request_size_mb: expected a positive number, got {size!r}"
             )
         out["server"] = {"max_request_bytes": max(1, int(size * 1024 * 1024))}
-    for name in sorted(set(general) - _LITELLM_GENERAL_USED):
-        notes.append(f"general_settings.{name} ignored: not supported by llm-cache")
     return out

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from ..._wire import UnsetVariable, expand_env
+from ..._wire import UnsetVariable, expand_optional
 from .dialects import detect_dialect, from_guide, from_litellm
 from .errors import ConfigError, describe, dotted
 from .schema import FAMILIES, GatewayConfig
@@ -43,21 +45,41 @@ def default_config() -> GatewayConfig:
 _PASSTHROUGH = ("model_list", "router", "router_settings")
 
 
-def _interpolate(value: Any, env: Mapping[str, str], where: str, path: tuple[Any, ...] = ()) -> Any:
+def _interpolate(value: Any, env: Mapping[str, str], where: str, unset: list[str], path: tuple[Any, ...] = ()) -> Any:
+    """`value` with its environment references replaced; an unset `os.environ/NAME` is None (as
+    LiteLLM reads it) and its path is added to `unset`, so a required field can say why it is empty."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, where, (*path, k)) for k, v in value.items()}
+        return {k: _interpolate(v, env, where, unset, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, env, where, (*path, i)) for i, v in enumerate(value)]
+        return [_interpolate(v, env, where, unset, (*path, i)) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
     try:
-        return expand_env(value, env)
-    except UnsetVariable as unset:
-        fallback = f"; write ${{{unset.name}:-default}} for a fallback" if unset.reference.startswith("$") else ""
+        expanded = expand_optional(value, env)
+    except UnsetVariable as missing:
         raise ConfigError(
-            f"{where}: {dotted(path)}: environment variable {unset.name} is not set "
-            f"(referenced as {unset.reference}{fallback})"
+            f"{where}: {dotted(path)}: environment variable {missing.name} is not set "
+            f"(referenced as {missing.reference}; write ${{{missing.name}:-default}} for a fallback)"
         ) from None
+    if expanded is None:
+        unset.append(f"{dotted(path)} ({value.strip()})")
+    return expanded
+
+
+@contextmanager
+def _importable_from(folder: Path | None) -> Iterator[None]:
+    """The config file's folder on the import path while the config is read, so a `key_builder` or
+    `scope` function in a module beside the file is found (as LiteLLM finds its hooks). Imported
+    modules stay in `sys.modules`, so the cache built later finds them without it."""
+    if folder is None or str(folder) in sys.path:
+        yield
+        return
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        with suppress(ValueError):  # someone else removed it
+            sys.path.remove(str(folder))
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -74,7 +96,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
-    return parse_config(data, where=where, env=env)
+    with _importable_from(Path(path).resolve().parent):
+        return parse_config(data, where=where, env=env)
 
 
 def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -83,24 +106,32 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
-    # The router sections are passed through untouched: the router resolves its own references.
-    untouched = {k: data[k] for k in _PASSTHROUGH if k in data}
-    data = _interpolate(
-        {k: v for k, v in data.items() if k not in _PASSTHROUGH}, os.environ if env is None else env, where
-    )
-    data.update(untouched)
+    environ: Mapping[str, str] = os.environ if env is None else env
     dialect = detect_dialect(data, where)
-    notes: list[str] = []
-    if dialect == "guide":
-        native = from_guide(data, where, notes)
+    # The router's sections pass through untouched (the router resolves its own references); they
+    # are read here only to name what is unset.
+    routed = data if dialect == "router" else {k: data[k] for k in _PASSTHROUGH if k in data}
+    rest = {} if dialect == "router" else {k: v for k, v in data.items() if k not in _PASSTHROUGH}
+    unset: list[str] = []
+    data = _interpolate(rest, environ, where, unset)
+    _interpolate(routed, environ, where, unset)
+    data.update(routed)
+    notes = [f"unset: {field} is not set; read as null" for field in unset]
+    if dialect == "router":
+        native = {"router": data}
+    elif dialect == "guide":
+        native = from_guide(data, where, notes, environ)
     elif dialect == "litellm":
-        native = from_litellm(data, where, notes, os.environ if env is None else env)
+        native = from_litellm(data, where, notes, environ)
     else:
         native = data
     try:
         config = GatewayConfig.model_validate(native)
     except ValidationError as error:
-        raise ConfigError(describe(error, where, dialect)) from None
+        message = describe(error, where, dialect)
+        if unset:
+            message += f"\n  (environment variables not set, read as null: {', '.join(unset)})"
+        raise ConfigError(message) from None
     config.dialect = dialect
     config.source = where
     config.notes = notes

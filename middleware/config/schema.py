@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._keys import resolve_key_builder, validate_scope
 from .._settings import CacheSettings
+from ..providers import DEFAULT_ENDPOINTS, Endpoint
 
 FAMILIES = ("openai", "anthropic", "gemini", "azure")
 DEFAULT_UPSTREAMS = {
@@ -230,6 +231,20 @@ class CacheConfig(CacheSettings):
         description="'credential', 'shared', 'header:<name>', or a scope function's dotted path 'pkg.module:function'.",
     )
     key_builder: str | None = Field(default=None, description="Dotted path 'package.module:function'.")
+    endpoints: list[str] | None = Field(
+        default=None,
+        description="The endpoints whose answers are cached (`chat.completions`, `embeddings`, `messages`, ...); "
+        "default: all. Requests to the others are forwarded untouched.",
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str] | None) -> list[str] | None:
+        known = [endpoint.name for endpoint in DEFAULT_ENDPOINTS]
+        for name in value or []:
+            if name not in known:
+                raise ValueError(f"unknown endpoint {name!r}; allowed: {', '.join(known)}")
+        return value
 
     @field_validator("scope")
     @classmethod
@@ -247,6 +262,12 @@ class CacheConfig(CacheSettings):
     def engine_settings(self) -> dict[str, Any]:
         """The keyword arguments `Cache(...)` takes for these settings."""
         return {name: getattr(self, name) for name in CacheSettings.model_fields}
+
+    def cached_endpoints(self) -> tuple[Endpoint, ...]:
+        """The `Cache(endpoints=...)` these settings select."""
+        if self.endpoints is None:
+            return DEFAULT_ENDPOINTS
+        return tuple(endpoint for endpoint in DEFAULT_ENDPOINTS if endpoint.name in self.endpoints)
 
 
 class UpstreamConfig(_Model):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ..._wire import ANTHROPIC, ANTHROPIC_MESSAGES, suffix_pattern
 from .. import _exact_json as exact_json
+from . import genai
 from .base import (
     Endpoint,
     RequestView,
@@ -30,7 +31,35 @@ _DELTA_USAGE = (
 """The cumulative usage counts a `message_delta` event carries."""
 
 
-class Messages(Endpoint):
+ANTHROPIC_PARAMS: genai.RequestParams = (
+    ("temperature", "temperature", "number"),
+    ("top_p", "top_p", "number"),
+    ("top_k", "top_k", "number"),
+    ("max_tokens", "max_tokens", "int"),
+    ("stop_sequences", "stop_sequences", "strings"),
+)
+"""A Messages body's sampling parameters."""
+
+
+class MessagesShape:
+    """What the GenAI conventions read from a Messages body and answer (Anthropic's API, and Bedrock's
+    InvokeModel for Claude models, which speaks it)."""
+
+    request_params: ClassVar[genai.RequestParams] = ANTHROPIC_PARAMS
+
+    def finish_reasons(self, response: dict[str, Any]) -> tuple[str, ...]:
+        reason = response.get("stop_reason")
+        return (reason,) if isinstance(reason, str) else ()
+
+    def system_instructions(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return genai.parts(body.get("system"))
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        role = response.get("role", "assistant")
+        return [genai.message(role, response.get("content"), response.get("stop_reason"))]
+
+
+class Messages(MessagesShape, Endpoint):
     family = "anthropic"
     auth = ANTHROPIC
     name = "messages"

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 from ..._wire import OPENAI, Auth
 from .. import _exact_json as exact_json
+from . import genai
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,34 @@ class Endpoint(ABC):
     def response_model(self, response: dict[str, Any]) -> str | None:
         model = response.get("model")
         return model if isinstance(model, str) else None
+
+    # -- what the OpenTelemetry GenAI conventions read (telemetry only, for spans that record) ---------
+
+    request_params: ClassVar[genai.RequestParams] = ()
+    """The request parameters the conventions name (`gen_ai.request.temperature`, ...) as data:
+    (body field, attribute, kind), read by `request_attributes`."""
+    request_params_in: ClassVar[str | None] = None
+    """The body object that holds them (Gemini `generationConfig`), or None for the body itself."""
+
+    def request_attributes(self, body: dict[str, Any]) -> dict[str, Any]:
+        source = body.get(self.request_params_in) if self.request_params_in else body
+        return genai.request_attributes(source, self.request_params) if isinstance(source, dict) else {}
+
+    def finish_reasons(self, response: dict[str, Any]) -> tuple[str, ...]:
+        """`gen_ai.response.finish_reasons`: why each choice ended."""
+        return genai.choice_finish_reasons(response)
+
+    def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """`gen_ai.input.messages` (opt-in content capture)."""
+        return genai.messages(body.get("messages"))
+
+    def system_instructions(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """`gen_ai.system_instructions`: instructions given apart from the chat history (opt-in)."""
+        return []
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        """`gen_ai.output.messages` (opt-in content capture)."""
+        return genai.openai_output(response)
 
     def response_id(self, response: dict[str, Any]) -> str | None:
         rid = response.get("id")

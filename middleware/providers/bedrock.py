@@ -24,8 +24,8 @@ from urllib.parse import unquote
 
 from ..._wire import BEDROCK, bedrock_pattern
 from .. import _exact_json as exact_json
-from . import converse, eventstream
-from .anthropic import Messages, MessageStreamAssembler, message_events, message_invalid
+from . import converse, eventstream, genai
+from .anthropic import Messages, MessagesShape, MessageStreamAssembler, message_events, message_invalid
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -56,7 +56,7 @@ _UNVERSIONED_PROMPT = re.compile(r":prompt/[^:/]+$")
 """A Prompt management ARN without `:{version}`: the prompt's draft, which its owner can edit."""
 
 
-class _BedrockEndpoint(Endpoint):
+class _BedrockEndpoint(MessagesShape, Endpoint):  # InvokeModel speaks Messages for Claude; Converse its own
     family = "bedrock"
     auth = BEDROCK
     operation = "chat"
@@ -165,6 +165,28 @@ class Converse(_BedrockEndpoint):
 
     def assembler(self, request: RequestView) -> ConverseStreamAssembler:
         return ConverseStreamAssembler()
+
+    request_params_in = "inferenceConfig"
+    request_params = (
+        ("temperature", "temperature", "number"),
+        ("topP", "top_p", "number"),
+        ("maxTokens", "max_tokens", "int"),
+        ("stopSequences", "stop_sequences", "strings"),
+    )
+
+    def finish_reasons(self, response: dict[str, Any]) -> tuple[str, ...]:
+        reason = response.get("stopReason")
+        return (reason,) if isinstance(reason, str) else ()
+
+    def system_instructions(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return genai.parts(body.get("system"))
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        output = response.get("output")
+        reply = output.get("message") if isinstance(output, dict) else None
+        if not isinstance(reply, dict):
+            return []
+        return [genai.message(reply.get("role", "assistant"), reply.get("content"), response.get("stopReason"))]
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         return converse.render(exact_json.loads(response))

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from ..._wire import GEMINI, gemini_pattern
 from .. import _exact_json as exact_json
+from . import genai
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -93,6 +94,38 @@ class GenerateContent(_GeminiEndpoint):
     name = "generate_content"
     operation = "chat"
     methods = "generateContent|streamGenerateContent"
+    request_params_in = "generationConfig"
+    request_params = (
+        ("temperature", "temperature", "number"),
+        ("topP", "top_p", "number"),
+        ("topK", "top_k", "number"),
+        ("maxOutputTokens", "max_tokens", "int"),
+        ("stopSequences", "stop_sequences", "strings"),
+        ("candidateCount", "choice.count", "count"),
+        ("seed", "seed", "int"),
+        ("presencePenalty", "presence_penalty", "number"),
+        ("frequencyPenalty", "frequency_penalty", "number"),
+    )
+
+    def finish_reasons(self, response: dict[str, Any]) -> tuple[str, ...]:
+        return genai.choice_finish_reasons(response, "candidates", "finishReason")
+
+    def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return genai.messages(body.get("contents"), content_field="parts")
+
+    def system_instructions(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        instruction = body.get("systemInstruction")
+        return genai.parts(instruction.get("parts")) if isinstance(instruction, dict) else []
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for candidate in response.get("candidates") or ():
+            content = candidate.get("content") if isinstance(candidate, dict) else None
+            if isinstance(content, dict):
+                out.append(
+                    genai.message(content.get("role", "model"), content.get("parts"), candidate.get("finishReason"))
+                )
+        return out
 
     def assembler(self, request: RequestView) -> GenerateContentStreamAssembler:
         return GenerateContentStreamAssembler(sse=_sse_requested(request.query))
@@ -133,6 +166,13 @@ class EmbedContent(_GeminiEndpoint, NonStreamingEndpoint):
     name = "embed_content"
     operation = "embeddings"
     methods = "embedContent|batchEmbedContents"
+    request_params = (("outputDimensionality", "gen_ai.embeddings.dimension.count", "int"),)
+
+    def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return []  # what is embedded is not a conversation
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
 
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
         """`embedding.values` (embedContent), or `embeddings[].values` (batchEmbedContents)."""

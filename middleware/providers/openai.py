@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from ..._wire import AZURE, azure_pattern, is_azure, suffix_pattern
 from .. import _exact_json as exact_json
+from . import genai
 from .base import (
     Endpoint,
     NonStreamingEndpoint,
@@ -145,11 +146,35 @@ class _ChunkStreamEndpoint(_OpenAIEndpoint):
         return isinstance(options, dict) and options.get("include_usage") is True
 
 
+_SAMPLING: genai.RequestParams = (
+    ("temperature", "temperature", "number"),
+    ("top_p", "top_p", "number"),
+    ("frequency_penalty", "frequency_penalty", "number"),
+    ("presence_penalty", "presence_penalty", "number"),
+    ("stop", "stop_sequences", "strings"),
+    ("seed", "seed", "int"),
+)
+"""The sampling parameters chat and legacy completions share."""
+
+
 class ChatCompletions(_ChunkStreamEndpoint):
     name = "chat.completions"
     operation = "chat"
     suffix = "chat/completions"
     volatile_fields = _CACHE_HINTS
+    request_params = _SAMPLING + (
+        ("max_completion_tokens", "max_tokens", "int"),
+        ("max_tokens", "max_tokens", "int"),
+        ("n", "choice.count", "count"),
+    )
+
+    def request_attributes(self, body: dict[str, Any]) -> dict[str, Any]:
+        found = super().request_attributes(body)
+        response_format = body.get("response_format")
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind in ("json_object", "json_schema", "text"):
+            found["gen_ai.output.type"] = "text" if kind == "text" else "json"
+        return found
 
     def assembler(self, request: RequestView) -> ChatStreamAssembler:
         return ChatStreamAssembler()
@@ -182,6 +207,7 @@ class Completions(_ChunkStreamEndpoint):
 
     name = "completions"
     operation = "text_completion"
+    request_params = _SAMPLING + (("max_tokens", "max_tokens", "int"), ("n", "choice.count", "count"))
     suffix = "completions"
 
     def match(self, path: str) -> Route | None:
@@ -191,6 +217,10 @@ class Completions(_ChunkStreamEndpoint):
 
     def assembler(self, request: RequestView) -> CompletionStreamAssembler:
         return CompletionStreamAssembler()
+
+    def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        prompt = body.get("prompt")
+        return [genai.message("user", prompt)] if isinstance(prompt, str) else []
 
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         prompt = body.get("prompt")
@@ -216,7 +246,17 @@ class Completions(_ChunkStreamEndpoint):
 class Embeddings(_OpenAIEndpoint, NonStreamingEndpoint):
     name = "embeddings"
     operation = "embeddings"
+    request_params = (
+        ("encoding_format", "encoding_formats", "strings"),
+        ("dimensions", "gen_ai.embeddings.dimension.count", "int"),
+    )
     suffix = "embeddings"
+
+    def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return []  # what is embedded is not a conversation
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
 
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
         data: Any = response.get("data")
@@ -448,6 +488,11 @@ class Responses(_OpenAIEndpoint):
     operation = "chat"
     suffix = "responses"
     volatile_fields = _CACHE_HINTS
+    request_params = (
+        ("temperature", "temperature", "number"),
+        ("top_p", "top_p", "number"),
+        ("max_output_tokens", "max_tokens", "int"),
+    )
 
     def assembler(self, request: RequestView) -> ResponsesStreamAssembler:
         return ResponsesStreamAssembler()
@@ -459,6 +504,22 @@ class Responses(_OpenAIEndpoint):
         if isinstance(given, str):
             return ({k: v for k, v in body.items() if k != "input"}, given) if given else None
         return split_last_turn(body, "input")
+
+    def finish_reasons(self, response: dict[str, Any]) -> tuple[str, ...]:
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else response.get("status")
+        return (reason,) if isinstance(reason, str) else ()
+
+    def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return genai.messages(body.get("input"))
+
+    def system_instructions(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return genai.parts(body.get("instructions"))
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        output = response.get("output")
+        items = output if isinstance(output, list) else []
+        return genai.messages([item for item in items if isinstance(item, dict) and item.get("type") == "message"])
 
     def is_final(self, response: dict[str, Any]) -> bool:
         return response.get("status", "completed") == "completed"

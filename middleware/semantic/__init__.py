@@ -4,7 +4,7 @@ from .bound import Decision, ErrorBound, Evidence, InProcessEvidence
 from .cache import SemanticCache
 from .embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from .guard import agrees
-from .index import InProcessIndex, Neighbour, VectorIndex
+from .index import IndexUnavailable, InProcessIndex, Neighbour, VectorIndex
 from .judges import EmbeddingJudge, ExactJudge, Judge, LLMJudge
 from .redis_evidence import RedisEvidence
 from .redis_index import RedisVectorIndex
@@ -18,6 +18,7 @@ __all__ = [
     "ExactJudge",
     "InProcessEvidence",
     "InProcessIndex",
+    "IndexUnavailable",
     "Judge",
     "LLMJudge",
     "Neighbour",

@@ -65,6 +65,21 @@ class SemanticCache:
         self.judge: Judge = judge if judge is not None else EmbeddingJudge(self.embedder)
         self.judge_timeout = judge_timeout
 
+    async def start(self) -> None:
+        """Get ready for the first request: load the embedder's model (`warm_up`, if it has one: a local
+        model takes seconds) and check the index's server (`start`, if it has one; `IndexUnavailable`
+        when it cannot work there). Without this, both happen on first use."""
+        warm_up = getattr(self.embedder, "warm_up", None)
+        if warm_up is not None:
+            await asyncio.to_thread(warm_up)
+        await self.check_index()
+
+    async def check_index(self) -> None:
+        """`IndexUnavailable` if the index cannot work on its server (checked by its `start`, if it has one)."""
+        start = getattr(self.index, "start", None)
+        if start is not None:
+            await start()
+
     def eligible(self, text: str) -> bool:
         return 0 < len(text) <= self.max_text_chars
 

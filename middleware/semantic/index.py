@@ -31,8 +31,15 @@ class Neighbour:
     """Cosine similarity to the searched vector, in [-1, 1]."""
 
 
+class IndexUnavailable(RuntimeError):
+    """The index cannot work on the server it was given (a Redis without RediSearch): a setup error
+    that no retry fixes, raised by `start()` (and by every call until the server is changed)."""
+
+
 @runtime_checkable
 class VectorIndex(Protocol):
+    """An index may also have `async def start()`, which checks its server (`SemanticCache.start` calls it)."""
+
     name: str
 
     async def add(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:

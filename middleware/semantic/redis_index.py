@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from .._loop_clients import PerLoop
-from .index import Neighbour
+from ..stores.urls import without_password
+from .index import IndexUnavailable, Neighbour
 
 _SCHEMA_ALGORITHM = ("HNSW", "6")
 
@@ -50,6 +51,33 @@ class RedisVectorIndex:
     def _client(self) -> Any:
         return self._clients.get()
 
+    async def start(self) -> None:
+        """Check now that the server has RediSearch (`IndexUnavailable` if not), rather than on the first
+        request. Any other failure (a server that cannot be reached yet) is left to fail open later."""
+        import redis.exceptions
+
+        try:
+            await self._client().execute_command("FT._LIST")
+        except redis.exceptions.ResponseError as error:
+            unavailable = self._unavailable(error)
+            if isinstance(unavailable, IndexUnavailable):
+                raise unavailable from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            pass
+
+    def _unavailable(self, error: Exception) -> Exception:
+        """`IndexUnavailable` for the reply of a server without RediSearch; any other error as it is."""
+        text = str(error).lower()
+        if "unknown command" not in text and "unknown subcommand" not in text:
+            return error
+        return IndexUnavailable(
+            f"the semantic cache's Redis vector index needs the RediSearch module, and the Redis at "
+            f"{without_password(self.url)} does not have it (it does not know the FT.* commands). "
+            "Use Redis Stack (redis-stack-server) or Redis 8 or later, which include it, "
+            "or load it with `--loadmodule /path/to/redisearch.so`; "
+            "or keep the index in process (`InProcessIndex()`, or `cache.semantic.index.type: memory` in a config file)"
+        )
+
     def _doc(self, key: str) -> str:
         return self.prefix + hashlib.sha256(key.encode()).hexdigest()[:32]
 
@@ -66,7 +94,7 @@ class RedisVectorIndex:
             )  # fmt: skip
         except redis.exceptions.ResponseError as error:
             if "already exists" not in str(error).lower():
-                raise
+                raise self._unavailable(error) from None
         self._created.add(dimensions)
 
     async def add(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
@@ -97,7 +125,7 @@ class RedisVectorIndex:
             if "no such index" in str(error).lower() or "unknown index" in str(error).lower():
                 self._created.clear()  # never made, or dropped elsewhere: the next add makes it again
                 return []
-            raise
+            raise self._unavailable(error) from None
         out = []
         for fields in reply[2::2]:
             row = {_text(fields[i]): fields[i + 1] for i in range(0, len(fields) - 1, 2)}

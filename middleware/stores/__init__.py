@@ -5,6 +5,7 @@ from .disk import DiskStore
 from .memory import MemoryStore
 from .redis import RedisClusterStore, RedisSentinelStore, RedisStore
 from .tiered import TieredStore
+from .urls import store_from_url
 
 __all__ = [
     "Abilities",
@@ -22,6 +23,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TieredStore",
+    "store_from_url",
 ]
 
 

@@ -29,6 +29,7 @@ def request(
 ) -> tuple[Any, list[str]]:
     """``caller``'s request in ``dep``'s family (raises ``Unsupported``), and the fields it dropped."""
     out = translation.request(doc, dep.model, stream, drop)
+    marked = rewrite.with_breakpoints(out.body, dep) if out.path.endswith("/messages") else None
     url = rewrite.target_url(dep, out.path, out.query)
     headers = rewrite.rewrite_headers(list(caller.headers.multi_items()), dep)
     # The caller's family headers (anthropic-version, ...) mean nothing to the target; the body is
@@ -36,7 +37,7 @@ def request(
     replaced = {"content-type", "accept-encoding", *out.headers}
     headers = [(k, v) for k, v in headers if k.lower() not in replaced and not k.lower().startswith("anthropic-")]
     headers += [("content-type", "application/json"), ("accept-encoding", "identity"), *out.headers.items()]
-    body = dumps(out.body)
+    body = dumps(marked if marked is not None else out.body)
     return lib.Request("POST", url, headers=headers, content=body, extensions=extensions), out.dropped
 
 

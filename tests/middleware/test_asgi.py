@@ -18,6 +18,7 @@ from starlette.types import Message
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
 from tests.middleware.asgi_apps import Calls, fastapi_app, starlette_app
+from tests.support.stores import CountingStore
 
 CHAT = "/v1/chat/completions"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -179,7 +180,7 @@ async def test_max_age_and_only_if_cached(kind: str) -> None:
     assert missing.status_code == 504
     assert calls.count["chat"] == 0
     await post(app)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the entry is now older than max-age=0 (no other task is awaited)
     stale = await post(app, headers={**KEY, "cache-control": "max-age=0"})
     assert stale.headers["x-cache"] != "HIT"
     assert calls.count["chat"] == 2
@@ -368,12 +369,15 @@ async def test_a_client_that_leaves_before_the_answer_releases_its_waiters_at_on
 
 
 async def test_fifty_concurrent_identical_requests_call_the_app_once(kind: str) -> None:
-    cache = Cache()
+    store = CountingStore()
+    cache = Cache(store=store)
     app, calls = wrapped(kind, cache)
     calls.gate = asyncio.Event()
     async with client(app) as http:
         tasks = [asyncio.create_task(http.post(CHAT, json=BODY, headers=KEY)) for _ in range(50)]
-        await asyncio.sleep(0.1)
+        async with asyncio.timeout(10):
+            while calls.count["chat"] == 0 or store.reads < 50:
+                await asyncio.sleep(0)  # yield until one request is at the app and 49 wait on it
         calls.gate.set()
         responses = await asyncio.gather(*tasks)
     assert {r.status_code for r in responses} == {200}

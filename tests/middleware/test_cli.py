@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from llm_cache.middleware._background import BackgroundServer
-from llm_cache.middleware.cli import build_parser, main
+from llm_cache.middleware.cli import build_parser, main, server_stack
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
 from tests.support.fake_provider_fixtures import RunningFakeProvider
@@ -246,7 +246,10 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
     from tests.support.servers import free_port
 
     port = free_port()
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    # A config path left in the environment by a previous multi-worker `serve` names no file here:
+    # the workers must load what the parent was told (nothing: the embedded default), as the parent does.
+    stale = str(tmp_path / "gone.yaml")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "LLM_CACHE_CONFIG": stale}
     process = subprocess.Popen(
         [
             str(LLM_CACHE),
@@ -274,7 +277,16 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
         assert (tmp_path / "xdg" / "llm-cache").is_dir()  # the disk store under the user's cache dir
     finally:
         _stop(process)
-    assert "store disk at" in process.stderr.read()
+    output = process.stderr.read()
+    assert "store disk at" in output
+    stack = server_stack()
+    assert f"server: {stack['loop']} + {stack['http']}" in output
+
+
+def test_serve_runs_on_uvloop_and_httptools_when_they_are_installed() -> None:
+    assert server_stack(lambda name: True) == {"loop": "uvloop", "http": "httptools"}
+    assert server_stack(lambda name: False) == {"loop": "asyncio", "http": "h11"}
+    assert server_stack(lambda name: name == "httptools") == {"loop": "asyncio", "http": "httptools"}
 
 
 # -- operating it: version, one-line failures, admin key from the environment, log lines ----------

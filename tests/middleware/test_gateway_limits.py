@@ -7,6 +7,7 @@ The memory and `serve` tests run `llm-cache serve` as a real uvicorn subprocess.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 import subprocess
@@ -200,6 +201,37 @@ def test_a_body_slower_than_the_read_timeout_is_a_408(
             reply += data
     assert reply.startswith(b"HTTP/1.1 408"), reply
     assert fake_provider.requests == []
+
+
+def test_a_slow_body_is_a_408_on_every_event_loop_the_gateway_app_runs_on() -> None:
+    from llm_cache.middleware.config import GatewayConfig
+    from llm_cache.middleware.gateway import create_gateway
+
+    config = {"server": {"body_read_timeout": 0.2}, "upstreams": {"openai": {"base_url": "http://127.0.0.1:9/v1"}}}
+    app = create_gateway(GatewayConfig.model_validate(config))
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"500")],
+    }
+
+    async def slow_client() -> list[int]:
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            await asyncio.Event().wait()  # the body never comes
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await asyncio.wait_for(app(dict(scope), receive, send), 10)
+        return [m["status"] for m in sent if m["type"] == "http.response.start"]
+
+    assert asyncio.run(slow_client()) == [408]
+    assert asyncio.run(slow_client()) == [408]  # a new loop: the gateway's reads are still timed
 
 
 def test_uvicorn_limits_come_from_the_config(tmp_path: Path) -> None:

@@ -124,16 +124,27 @@ def test_readiness_is_healthy_when_store_and_upstreams_answer(gateway: Gateway) 
     assert body["upstreams"] == dict.fromkeys(("anthropic", "azure", "gemini", "openai"), "reachable")
 
 
-def test_readiness_is_503_naming_the_unreachable_upstream_without_its_url(
+def test_one_unreachable_upstream_leaves_the_gateway_ready_but_degraded_naming_it_without_its_url(
     gateway_factory: Callable[..., Gateway],
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     gateway = gateway_factory({"upstreams": {"openai": {"base_url": dead, "api_key": "sk-upstream-secret"}}})
     answer = httpx2.get(f"{gateway.url}/health/readiness", timeout=10)
+    assert answer.status_code == 200  # hits and the other providers are still served
+    assert answer.json()["status"] == "degraded"
+    assert answer.json()["upstreams"]["openai"] == "unreachable"
+    assert answer.json()["upstreams"]["anthropic"] == "reachable"
+    assert "127.0.0.1" not in answer.text and "sk-upstream-secret" not in answer.text
+
+
+def test_readiness_is_503_when_no_upstream_is_reachable(gateway_factory: Callable[..., Gateway]) -> None:
+    families = ("openai", "anthropic", "azure", "gemini")
+    upstreams = {family: {"base_url": f"http://127.0.0.1:{free_port()}/v1"} for family in families}
+    gateway = gateway_factory({"upstreams": upstreams})
+    answer = httpx2.get(f"{gateway.url}/health/readiness", timeout=10)
     assert answer.status_code == 503
     assert answer.json()["status"] == "unhealthy"
-    assert answer.json()["upstreams"]["openai"] == "unreachable"
-    assert "127.0.0.1" not in answer.text and "sk-upstream-secret" not in answer.text
+    assert set(answer.json()["upstreams"].values()) == {"unreachable"}
 
 
 def test_readiness_is_503_when_the_store_fails(gateway_factory: Callable[..., Gateway], redis_factory: Any) -> None:

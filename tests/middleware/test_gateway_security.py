@@ -298,7 +298,7 @@ def test_litellm_general_settings_translate() -> None:
     )
     assert config.auth.keys == ["sk-m"] and config.admin_key == "sk-m"
     assert config.server.max_request_bytes == 1572864
-    assert any("general_settings.database_url ignored" in note for note in config.notes)
+    assert any(note.startswith("ignored: general_settings.database_url (") for note in config.notes)
 
 
 # -- 11. responses are clean ----------------------------------------------------------------------

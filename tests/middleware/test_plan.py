@@ -23,6 +23,7 @@ from llm_cache.middleware._types import (
     Relay,
     Reply,
     Run,
+    SideCall,
     Untouched,
 )
 
@@ -53,12 +54,13 @@ def reply(status: int, headers: dict[str, str], body: bytes = b"") -> Reply:
 
 
 class Upstream:
-    """Performs the plan's actions: answers each `Forward` with the next of `answers` and keeps the
-    bodies it was asked to send."""
+    """Performs the plan's actions: answers each `Forward` and `SideCall` with the next of `answers`
+    and keeps the bodies it was asked to send (and the side calls)."""
 
     def __init__(self, *answers: Reply) -> None:
         self.answers = list(answers)
         self.sent: list[bytes] = []
+        self.side_calls: list[SideCall] = []
         self.actions: list[str] = []
         self.current: Reply | None = None
 
@@ -66,6 +68,9 @@ class Upstream:
         self.actions.append(type(action).__name__)
         if isinstance(action, Run):
             return await action.work
+        if isinstance(action, SideCall):
+            self.side_calls.append(action)
+            return self.answers.pop(0)
         if isinstance(action, Forward):
             self.sent.append(action.body)
             self.current = self.answers.pop(0)
@@ -190,7 +195,56 @@ async def test_a_plan_looks_the_request_up_itself_when_the_driver_did_not() -> N
     await end.recorder.abort()
 
 
-DRIVERS = ("_asgi.py", "_transport.py")
+GEMINI_PATH = "/v1beta/models/gemini-2.5-flash:generateContent"
+GEMINI_BODY = {
+    "systemInstruction": {"parts": [{"text": "You answer for a bicycle shop. " + "Policy text. " * 400}]},
+    "contents": [{"role": "user", "parts": [{"text": "Can I return a helmet?"}]}],
+}
+
+
+async def gemini_plan(cache: Cache, upstream: Upstream) -> Any:
+    prepared = cache.prepare("POST", GEMINI_PATH, "", {"x-goog-api-key": "gm-plan"}, orjson.dumps(GEMINI_BODY))
+    assert isinstance(prepared, CacheRequest) and await cache.hit(prepared) is None
+    return await drive(cache.plan(prepared), upstream)
+
+
+async def test_a_gemini_cached_content_is_created_by_a_side_call_the_plan_yields_before_it_forwards() -> None:
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True}})
+    created = reply(200, JSON, b'{"name": "cachedContents/plan1"}')
+    upstream = Upstream(created, reply(200, JSON))
+    end = await gemini_plan(cache, upstream)
+    assert upstream.actions.count("SideCall") == 1 and upstream.actions[-1] == "Forward"
+    (call,) = upstream.side_calls
+    assert (call.path, call.headers["x-goog-api-key"]) == ("/v1beta/cachedContents", "gm-plan")
+    assert orjson.loads(call.body)["systemInstruction"] == GEMINI_BODY["systemInstruction"]
+    forwarded = orjson.loads(upstream.sent[0])
+    assert forwarded["cachedContent"] == "cachedContents/plan1" and "systemInstruction" not in forwarded
+    assert isinstance(end, Relay)
+    await end.recorder.abort()
+
+    again = Upstream(reply(200, JSON))  # the next request with the same prefix names it without a side call
+    await (await gemini_plan(cache, again)).recorder.abort()
+    assert "SideCall" not in again.actions and orjson.loads(again.sent[0])["cachedContent"] == "cachedContents/plan1"
+
+
+async def test_a_side_call_that_fails_is_thrown_into_the_plan_which_sends_the_request_as_written() -> None:
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True}})
+
+    class Unreachable(Upstream):
+        async def __call__(self, action: Action) -> Any:
+            if isinstance(action, SideCall):
+                self.actions.append("SideCall")
+                raise ConnectionError("upstream unreachable")
+            return await super().__call__(action)
+
+    upstream = Unreachable(reply(200, JSON))
+    end = await gemini_plan(cache, upstream)
+    assert "SideCall" in upstream.actions and orjson.loads(upstream.sent[0]) == GEMINI_BODY
+    assert isinstance(end, Relay)
+    await end.recorder.abort()
+
+
+DRIVERS = ("_asgi.py", "_transport.py", "_relay.py")
 PROVIDER_WORDS = re.compile(
     r"openai|anthropic|gemini|bedrock|azure|vertex|cachedcontent|family|stream_options|cache_control|usage",
     re.IGNORECASE,

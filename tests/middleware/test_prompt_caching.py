@@ -477,6 +477,24 @@ async def test_concurrent_first_requests_share_one_creation(fake_provider: Runni
     assert len({b["cachedContent"] for b in sent(fake_provider, ":generateContent")}) == 1
 
 
+def test_concurrent_first_requests_of_sync_threads_share_one_creation(fake_provider: RunningFakeProvider) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    with httpx2.Client(
+        transport=CachingTransport(cache=cache), base_url=fake_provider.url, headers={"x-goog-api-key": "gm-alice"}
+    ) as client:
+
+        def ask(i: int) -> httpx2.Response:
+            return client.post(GEMINI_PATH, json=gemini_body(f"Question {i}: do you sell tyres?"))
+
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(ask, range(6)))
+    assert {a.status_code for a in answers} == {200}
+    assert len(created(fake_provider)) == 1
+    assert len({b["cachedContent"] for b in sent(fake_provider, ":generateContent")}) == 1
+
+
 async def test_a_malformed_record_in_the_store_is_ignored(fake_provider: RunningFakeProvider) -> None:
     from llm_cache.middleware.stores import MemoryStore
 

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from llm_cache.middleware.stores import DiskStore, MemoryStore, TieredStore
 from llm_cache.middleware.telemetry import Pricing, Telemetry
-from tests.support.stores import DeadStore
+from tests.support.stores import CountingStore, DeadStore
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 SECRET = "sk-telemetry-secret"
@@ -153,15 +153,28 @@ async def test_miss_then_hit_two_client_spans_with_store_children(recorded: Reco
         assert attributes["gen_ai.operation.name"] == "chat"
         assert attributes["gen_ai.provider.name"] == "openai"
         assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
+        assert (attributes["server.address"], attributes["server.port"]) == ("llm.test", 80)
         assert attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
         assert attributes["gen_ai.response.id"] == "chatcmpl-abc123"
-        assert attributes["gen_ai.usage.input_tokens"] == 20
-        assert attributes["gen_ai.usage.output_tokens"] == 5
-        assert attributes["gen_ai.usage.cache_read.input_tokens"] == 4
+        assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
         assert attributes["llm_cache.store"] == "memory"
-        assert attributes["llm_cache.key_prefix"] == first.headers["x-cache-key"].rpartition(":")[2][:12]
+        assert attributes["llm_cache.key_digest_prefix"] == first.headers["x-cache-key"].rpartition(":")[2][:12]
         assert isinstance(attributes["llm_cache.lookup_duration"], float)
         assert span.status.status_code is StatusCode.UNSET
+
+    # The miss spent the tokens; the hit spent none and says what it saved, under our own names.
+    miss_usage = {k: v for k, v in (miss.attributes or {}).items() if "tokens" in k}
+    hit_usage = {k: v for k, v in (hit.attributes or {}).items() if "tokens" in k}
+    assert miss_usage == {
+        "gen_ai.usage.input_tokens": 20,
+        "gen_ai.usage.output_tokens": 5,
+        "gen_ai.usage.cache_read.input_tokens": 4,
+    }
+    assert hit_usage == {
+        "llm_cache.saved.input_tokens": 20,
+        "llm_cache.saved.output_tokens": 5,
+        "llm_cache.saved.cache_read.input_tokens": 4,
+    }
 
     assert miss.attributes is not None and hit.attributes is not None
     assert miss.attributes["llm_cache.result"] == "miss"
@@ -290,15 +303,73 @@ async def test_stream_stored_and_stream_discarded_events(recorded: Recorded) -> 
     assert recorded.telemetry.snapshot()["llm_cache_not_stored"] == {("stream",): 1}
 
 
-async def test_capture_content_is_opt_in() -> None:
+async def test_capture_content_is_opt_in_and_in_the_current_attribute_form() -> None:
     rec = Recorded(capture_content=True)
     cache = Cache(telemetry=rec.telemetry)
     client = async_openai(cache, Upstream())
-    await ask(client)
-    (span,) = rec.calls()
-    (event,) = [e for e in span.events if e.name == "gen_ai.content"]
-    assert "capital" in str((event.attributes or {})["gen_ai.prompt"])
-    assert "Paris" in str((event.attributes or {})["gen_ai.completion"])
+    system = {"role": "system", "content": "Answer in one word."}
+    await ask(client, messages=[system, *QUESTION])
+    await ask(client, messages=[system, *QUESTION])
+    for span in rec.calls():  # the miss and the hit
+        attributes = span.attributes or {}
+        assert orjson.loads(str(attributes["gen_ai.input.messages"])) == [
+            {"role": "system", "parts": [{"type": "text", "content": "Answer in one word."}]},
+            {"role": "user", "parts": [{"type": "text", "content": "What is the capital of France?"}]},
+        ]
+        assert orjson.loads(str(attributes["gen_ai.output.messages"])) == [
+            {"role": "assistant", "parts": [{"type": "text", "content": "Paris."}], "finish_reason": "stop"}
+        ]
+        assert not span.events  # not the deprecated `gen_ai.content` event with gen_ai.prompt / gen_ai.completion
+        assert not any(name in attributes for name in ("gen_ai.prompt", "gen_ai.completion"))
+
+
+async def test_request_parameters_present_in_the_body_are_span_attributes(recorded: Recorded) -> None:
+    client = async_openai(Cache(telemetry=recorded.telemetry), Upstream())
+    await ask(client, temperature=0.2, top_p=0.9, max_completion_tokens=64, stop=["END"], seed=7, n=2)
+    await ask(client, response_format={"type": "json_object"})
+    full, json_only = (span.attributes or {} for span in recorded.calls())
+    request = {k: v for k, v in full.items() if k.startswith("gen_ai.request.")}
+    assert request == {
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.request.temperature": 0.2,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.max_tokens": 64,
+        "gen_ai.request.stop_sequences": ("END",),
+        "gen_ai.request.seed": 7,
+        "gen_ai.request.choice.count": 2,
+    }
+    assert json_only["gen_ai.output.type"] == "json" and "gen_ai.request.temperature" not in json_only
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        (
+            "/v1/messages",
+            {"model": "claude", "max_tokens": 100, "temperature": 1, "top_k": 40, "stop_sequences": ["\n\n"]},
+            {"max_tokens": 100, "temperature": 1.0, "top_k": 40.0, "stop_sequences": ("\n\n",)},
+        ),
+        (
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            {"generationConfig": {"temperature": 0.5, "topP": 0.8, "maxOutputTokens": 256, "candidateCount": 1}},
+            {"model": "gemini-2.0-flash", "temperature": 0.5, "top_p": 0.8, "max_tokens": 256},
+        ),
+        (
+            "/model/anthropic.claude-3-haiku/converse",
+            {"inferenceConfig": {"maxTokens": 32, "topP": 0.5, "stopSequences": ["x"]}},
+            {"model": "anthropic.claude-3-haiku", "max_tokens": 32, "top_p": 0.5, "stop_sequences": ("x",)},
+        ),
+    ],
+)
+def test_each_family_names_its_parameters_in_the_conventions_terms(
+    path: str, body: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    cache = Cache()
+    route = cache.route("POST", path)
+    assert route is not None
+    found = route.endpoint.request_attributes(body)
+    expected.pop("model", None)
+    assert found == {f"gen_ai.request.{name}": value for name, value in expected.items()}
 
 
 # -- usage normalisation across providers ------------------------------------------------------------
@@ -391,6 +462,10 @@ USAGE_CASES: dict[str, tuple[str, str, dict[str, Any], dict[str, int]]] = {
 }
 
 
+FINISH_REASONS = {"openai": "stop", "anthropic": "end_turn", "gcp.gemini": "STOP"}
+"""Each family's own word, as the conventions want it (`gen_ai.response.finish_reasons`)."""
+
+
 @pytest.mark.parametrize("case", list(USAGE_CASES))
 async def test_usage_normalised_on_miss_and_hit(recorded: Recorded, case: str) -> None:
     path, provider, body, expected = USAGE_CASES[case]
@@ -405,11 +480,12 @@ async def test_usage_normalised_on_miss_and_hit(recorded: Recorded, case: str) -
         credential = "x-goog-api-key" if "gemini" in path else credential
         answers = [await client.post(path, json=request, headers={credential: SECRET}) for _ in range(2)]
     assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
-    for span in recorded.calls():
+    for span, prefix in zip(recorded.calls(), ("gen_ai.usage.", "llm_cache.saved."), strict=True):
         attributes = span.attributes or {}
         assert attributes["gen_ai.provider.name"] == provider
-        usage = {k.removeprefix("gen_ai.usage."): v for k, v in attributes.items() if k.startswith("gen_ai.usage.")}
+        usage = {k.removeprefix(prefix): v for k, v in attributes.items() if k.startswith(prefix)}
         assert usage == expected
+        assert attributes["gen_ai.response.finish_reasons"] == (FINISH_REASONS[provider],)
 
 
 def test_provider_names_follow_the_semantic_conventions() -> None:
@@ -534,7 +610,8 @@ async def test_metric_values_after_a_scripted_sequence() -> None:
         labels("bypass", "unknown"): 1,
     }
     memory = frozenset({("store", "memory")})
-    assert metrics["llm_cache.lookup.duration"] == {memory: 5}  # bypass and refresh skip the store read
+    # A memory store's lookups are not recorded live in OTel (a dict read); Prometheus has them, below.
+    assert "llm_cache.lookup.duration" not in metrics
     assert metrics["llm_cache.store.duration"] == {memory: 3}
     assert metrics["llm_cache.stored.entries"] == {memory: 3}
     entry_bytes = metrics["llm_cache.stored.bytes"][memory]
@@ -587,6 +664,59 @@ async def test_metric_values_after_a_scripted_sequence() -> None:
     assert coalesced == [0]
 
 
+async def test_genai_client_metrics_count_tokens_spent_upstream_and_every_operations_duration() -> None:
+    rec = Recorded()
+    client = async_openai(Cache(telemetry=rec.telemetry), Upstream())
+    for _ in range(3):  # one miss, two hits
+        await ask(client)
+    data = rec.reader.get_metrics_data()
+    assert data is not None
+    found = {m.name: m for r in data.resource_metrics for sc in r.scope_metrics for m in sc.metrics}
+    call = {
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.request.model", "gpt-4o-mini"),
+        ("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
+        ("server.address", "llm.test"),
+        ("server.port", 80),
+    }
+
+    usage = found["gen_ai.client.token.usage"]
+    assert usage.unit == "{token}"
+    tokens = {frozenset(p.attributes.items()): (p.count, p.sum) for p in usage.data.data_points}
+    # Only the miss used tokens; the hits are not counted as spending them again.
+    assert tokens == {
+        frozenset(call | {("gen_ai.token.type", "input")}): (1, 20),
+        frozenset(call | {("gen_ai.token.type", "output")}): (1, 5),
+    }
+    assert list(usage.data.data_points[0].explicit_bounds) == [4**n for n in range(14)]
+
+    duration = found["gen_ai.client.operation.duration"]
+    assert duration.unit == "s"
+    counts = {frozenset(p.attributes.items()): p.count for p in duration.data.data_points}
+    assert counts == {
+        frozenset(call | {("llm_cache.result", "miss")}): 1,
+        frozenset(call | {("llm_cache.result", "hit")}): 2,
+    }
+    assert list(duration.data.data_points[0].explicit_bounds)[:3] == [0.01, 0.02, 0.04]
+
+
+async def test_an_upstream_error_status_is_the_error_type(recorded: Recorded) -> None:
+    upstream = Upstream({"error": {"message": "slow down", "type": "rate_limit"}})
+    transport = AsyncCachingTransport(
+        cache=Cache(telemetry=recorded.telemetry),
+        inner=httpx2.MockTransport(lambda request: httpx2.Response(429, json=upstream.body)),
+    )
+    async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test", headers=AUTHORIZED) as client:
+        assert (
+            await client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": QUESTION})
+        ).status_code == 429
+    (span,) = recorded.calls()
+    assert (span.attributes or {})["error.type"] == "429" and span.status.status_code is StatusCode.ERROR
+    points = recorded.metrics()["gen_ai.client.operation.duration"]
+    assert [dict(labels)["error.type"] for labels in points] == ["429"]
+
+
 async def test_coalesced_waits_are_counted(recorded: Recorded) -> None:
     import asyncio
 
@@ -600,7 +730,8 @@ async def test_coalesced_waits_are_counted(recorded: Recorded) -> None:
             await release.wait()
             return httpx2.Response(200, json=chat_completion())
 
-    cache = Cache(telemetry=recorded.telemetry)
+    store = CountingStore()
+    cache = Cache(store=store, telemetry=recorded.telemetry)
     transport = AsyncCachingTransport(cache=cache, inner=SlowUpstream())
     client = openai.AsyncOpenAI(
         api_key=SECRET,
@@ -609,8 +740,9 @@ async def test_coalesced_waits_are_counted(recorded: Recorded) -> None:
         max_retries=0,
     )
     tasks = [asyncio.create_task(ask(client)) for _ in range(3)]
-    for _ in range(50):
-        await asyncio.sleep(0)
+    async with asyncio.timeout(10):
+        while SlowUpstream.calls == 0 or store.reads < 3:
+            await asyncio.sleep(0)  # yield until the leader is upstream and both others wait on it
     release.set()
     results = await asyncio.gather(*tasks)
     assert sorted(r.headers["x-cache"] for r in results) == ["HIT", "HIT", "MISS"]
@@ -779,6 +911,8 @@ async def test_a_sampler_sees_the_genai_attributes_when_the_span_starts() -> Non
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o-mini",
+        "server.address": "llm.test",
+        "server.port": 80,
         "llm_cache.store": "memory",
     }
     assert [s.name for s in spans.get_finished_spans()] == ["chat gpt-4o-mini"]
@@ -841,5 +975,7 @@ async def test_asgi_middleware_spans_are_internal_with_the_same_attributes(recor
     miss, hit = recorded.calls()
     assert miss.kind is SpanKind.INTERNAL and hit.kind is SpanKind.INTERNAL
     assert [(s.attributes or {})["llm_cache.result"] for s in (miss, hit)] == ["miss", "hit"]
-    assert (hit.attributes or {})["gen_ai.usage.input_tokens"] == 20
+    assert (miss.attributes or {})["gen_ai.usage.input_tokens"] == 20
+    assert (hit.attributes or {})["llm_cache.saved.input_tokens"] == 20
+    assert "server.address" not in (miss.attributes or {})  # the wrapped app is not the GenAI server
     assert recorded.children(miss) == ["llm_cache.lookup", "llm_cache.store"]

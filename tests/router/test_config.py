@@ -60,16 +60,25 @@ def test_litellm_rpm_tpm_beside_litellm_params_and_model_info_id():
     assert (d.id, d.rpm, d.tpm, d.family, d.api_base) == ("dep-1", 900, 90000, "openai", "https://api.openai.com/v1")
 
 
-def test_missing_env_var_names_the_field():
-    with pytest.raises(ConfigError, match=r"model_list\[0\].litellm_params.api_key.*NOPE_KEY"):
-        load_config(
-            {
-                "model_list": [
-                    {"model_name": "g", "litellm_params": {"model": "openai/x", "api_key": "os.environ/NOPE_KEY"}}
-                ]
-            },
-            environ={},
-        )
+def test_an_unset_os_environ_reference_is_none_as_in_litellm():
+    """`os.environ/NAME` unset reads as None: an optional field (the deployment's key) stays unset."""
+    cfg = load_config(
+        {
+            "model_list": [
+                {"model_name": "g", "litellm_params": {"model": "openai/x", "api_key": "os.environ/NOPE_KEY"}}
+            ]
+        },
+        environ={},
+    )
+    assert cfg.groups["g"].deployments[0].api_key is None
+
+
+def test_an_unset_os_environ_reference_where_a_value_is_required_names_the_variable():
+    params = {"model": "azure/gpt-4o", "api_base": "os.environ/AZURE_BASE"}
+    with pytest.raises(
+        ConfigError, match=r"(?s)api_base is required.*litellm_params\.api_base \(os\.environ/AZURE_BASE\)"
+    ):
+        load_config({"model_list": [{"model_name": "g", "litellm_params": params}]}, environ={})
 
 
 def test_bad_values_name_the_field():

@@ -10,7 +10,8 @@ A filesystem cannot be remounted read-only while the gateway holds files open on
 (EBUSY), so read-only is a state the gateway starts in. Nothing is left on the host afterwards.
 
 `proc_figures(pid, port)` reads resident memory, open descriptors and established TCP connections
-to `port` from /proc (Linux), for the soak benchmark and leak checks.
+to `port` from /proc (Linux), for the soak benchmark and leak checks; `cpu_seconds(pid)` the CPU
+time of a process and its workers, for the benchmarks.
 """
 
 from __future__ import annotations
@@ -95,6 +96,28 @@ def proc_figures(pid: int, remote_port: int | None = None) -> ProcFigures:
                 if state == "01" and remote.rsplit(":", 1)[1] == wanted and inode in inodes:
                     connections += 1
     return ProcFigures(rss, fds, connections)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of `pid` and every live process descended from it (uvicorn's workers)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone in between
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, grown = {pid}, True
+    while grown:
+        found = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grown = bool(found)
+    return sum(times.get(member, 0.0) for member in tree)
 
 
 class GatewayProcess:

@@ -18,7 +18,7 @@ from llm_cache.middleware.config import (
 )
 from llm_cache.middleware.stores import DiskStore, MemoryStore, RedisStore, TieredStore
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 ENV = {"REDIS_PASSWORD": "hunter2", "LLM_CACHE_ADMIN_KEY": "adm-secret"}
 
 
@@ -114,8 +114,9 @@ def test_litellm_specifics() -> None:
     )
     assert config.cache.mode == "opt_in"
     assert (config.cache.store.host, config.cache.store.port) == ("envhost", 6380)
-    assert any("supported_call_types" in note for note in config.notes)
-    assert any("foo" in note for note in config.notes)
+    assert config.cache.endpoints is not None and "chat.completions" in config.cache.endpoints
+    assert "embeddings" not in config.cache.endpoints
+    assert "ignored: litellm_settings.cache_params.foo (unknown key)" in config.notes
 
 
 def test_no_config_sections_is_the_default() -> None:
@@ -141,10 +142,20 @@ def test_env_interpolation_both_forms(tmp_path: Path) -> None:
     assert config.upstreams.openai.base_url == "http://127.0.0.1:9/v1"
 
 
-@pytest.mark.parametrize("reference", ["os.environ/MISSING_VAR", "'${MISSING_VAR}'"])
-def test_missing_env_var_is_named(tmp_path: Path, reference: str) -> None:
-    message = error_of(tmp_path, f"admin_key: {reference}\n", env={})
+def test_a_missing_inline_env_var_is_named(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "admin_key: '${MISSING_VAR}'\n", env={})
     assert "MISSING_VAR" in message and "admin_key" in message and "not set" in message
+
+
+def test_an_unset_os_environ_reference_is_null_in_an_optional_field_with_a_note(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "admin_key: os.environ/MISSING_VAR\n"), env={})
+    assert config.admin_key is None
+    assert config.notes == ["unset: admin_key (os.environ/MISSING_VAR) is not set; read as null"]
+
+
+def test_an_unset_os_environ_reference_in_a_required_field_is_an_error_naming_it(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "cache:\n  store: {type: s3, bucket: os.environ/BUCKET}\n", env={})
+    assert "cache.store.bucket" in message and "os.environ/BUCKET" in message
 
 
 # -- bad files ------------------------------------------------------------------------------------
