@@ -2,6 +2,9 @@
 and without the guard, using the default embedder (all-MiniLM-L6-v2, local).
 
     .venv/bin/python benchmarks/semantic_eval.py [--data ../shared/data] [--qqp 5000] [--seed 7]
+    .venv/bin/python benchmarks/semantic_eval.py --replay [--seeds 1 2 3] [--dev-pairs 5000]
+    .venv/bin/python benchmarks/semantic_eval.py --lookup [--entries 100000]
+    .venv/bin/python benchmarks/semantic_eval.py --synthetic 20000 [--seeds 1 2 3]
 
 A pair counts as "served" when its cosine similarity clears the threshold (and, with the guard,
 when `llm_cache.middleware.semantic.agrees` passes); label 1 means the same answer is acceptable. Precision:
@@ -12,6 +15,13 @@ PROVENANCE.md; evaluation only, never shipped):
 - `redis_langcache_eval_chatgpt_pairs.csv`: 716 short prompts whose negatives differ by one
   entity, number, direction or qualifier (the `**` markers around changed words are stripped);
 - `gptcache_similiar_qqp_full.json`: Quora question pairs, a seeded random sample of `--qqp`.
+
+`--replay` replays Quora questions as a workload (see `replay`): bounded mode at 1%, 2% and 5%
+against static thresholds. `--lookup` times the semantic lookup (search and guard, no embedding)
+over an in-process index of `--entries` rows.
+
+Data discipline: Quora pairs whose sha256(text_a + "\n" + text_b) hex ends in "0" are the held-out
+test split (`test_split`); nothing here is tuned on them, and they are reported apart.
 """
 
 from __future__ import annotations
@@ -19,17 +29,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import hashlib
 import json
+import os
 import platform
 import random
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from llm_cache.middleware.semantic import SentenceTransformerEmbedder, agrees
+from llm_cache.middleware.semantic import (
+    ErrorBound,
+    ExactJudge,
+    InProcessIndex,
+    Neighbour,
+    SemanticCache,
+    SentenceTransformerEmbedder,
+    agrees,
+)
 
-THRESHOLDS = (0.8, 0.85, 0.88, 0.9, 0.92, 0.95)
+THRESHOLDS = (0.8, 0.85, 0.88, 0.9, 0.91, 0.92, 0.93, 0.95)
 
 
 def langcache(data: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -40,15 +62,18 @@ def langcache(data: Path) -> tuple[list[str], list[str], np.ndarray]:
     return a, b, np.array([int(row["label"]) for row in rows])
 
 
-def qqp(data: Path, size: int, seed: int) -> tuple[list[str], list[str], np.ndarray]:
-    pairs = json.loads((data / "gptcache_similiar_qqp_full.json").read_text(encoding="utf-8"))
-    sample = random.Random(seed).sample(pairs, min(size, len(pairs)))
+def qqp(data: Path, size: int | None, seed: int, held_out: bool) -> tuple[list[str], list[str], np.ndarray]:
+    """A seeded sample of `size` pairs (None: all) of the held-out test split or of the others."""
+    every = json.loads((data / "gptcache_similiar_qqp_full.json").read_text("utf-8"))
+    sample = sampled(every, held_out, size, seed)
     return [p["text_a"] for p in sample], [p["text_b"] for p in sample], np.array([p["label"] for p in sample])
 
 
 async def scores(embedder: SentenceTransformerEmbedder, a: list[str], b: list[str]) -> np.ndarray:
-    left, right = await embedder.embed(a), await embedder.embed(b)
-    return np.asarray((left * right).sum(axis=1))
+    texts = sorted({*a, *b})
+    vectors = await embedded(embedder, texts)
+    row = {text: i for i, text in enumerate(texts)}
+    return np.asarray((vectors[[row[x] for x in a]] * vectors[[row[y] for y in b]]).sum(axis=1))
 
 
 def table(name: str, a: list[str], b: list[str], labels: np.ndarray, similarity: np.ndarray) -> None:
@@ -69,25 +94,308 @@ def table(name: str, a: list[str], b: list[str], labels: np.ndarray, similarity:
             print(f"| {threshold:.2f} | {mode} | {precision:.3f} | {right / positives:.3f} | {wrong} |")
 
 
+def test_split(pair: dict[str, object]) -> bool:
+    """The held-out Quora split: about 1 pair in 16, never tuned on."""
+    text = f"{pair['text_a']}\n{pair['text_b']}"
+    return hashlib.sha256(text.encode()).hexdigest().endswith("0")
+
+
+def clusters(pairs: list[dict[str, object]]) -> dict[str, str]:
+    """Question -> its duplicate cluster (connected components of the label-1 pairs, all of them)."""
+    parent: dict[str, str] = {}
+
+    def root(q: str) -> str:
+        parent.setdefault(q, q)
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    for pair in pairs:
+        a, b = root(str(pair["text_a"])), root(str(pair["text_b"]))
+        if pair["label"] == 1 and a != b:
+            parent[a] = b
+    return {q: root(q) for q in parent}
+
+
+NEGATIVES: set[frozenset[str]] = set()
+"""The pairs labelled "not duplicates" (filled by `main`): a wrong hit on one is a known wrong hit;
+the other wrong hits are questions no label links, some of them unlabelled duplicates."""
+
+
+def answer(cluster: str) -> bytes:
+    """The fake provider's answer: one per duplicate cluster, the same every time."""
+    return json.dumps({"choices": [{"message": {"content": f"answer of {cluster}"}}]}).encode()
+
+
+EMBEDDINGS = Path("/tmp/llm-cache-semantic-eval")
+"""Embeddings of replayed questions, kept between runs (embedding 10,000 questions takes minutes)."""
+
+
+async def embedded(embedder: SentenceTransformerEmbedder, texts: list[str]) -> np.ndarray:
+    digest = hashlib.sha256("\n".join([embedder.name, *texts]).encode()).hexdigest()[:16]
+    path = EMBEDDINGS / f"{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = np.asarray(await embedder.embed(texts), dtype=np.float32)
+    EMBEDDINGS.mkdir(exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def nearest(vectors: np.ndarray, k: int = 32) -> list[list[tuple[int, float]]]:
+    """Each question's `k` nearest other questions by cosine, best first (blocked matrix products).
+    A replay looks among them for the nearest *stored* ones, as the index search would: 10,000
+    exact searches per replay would take this machine minutes, and the nearest stored prompt is
+    almost always among a question's 32 nearest."""
+    out = []
+    for start in range(0, len(vectors), 512):
+        scores = vectors[start : start + 512] @ vectors.T
+        for row, line in enumerate(scores):
+            line[start + row] = -2.0  # not itself
+            best = np.argpartition(-line, k)[:k]
+            best = best[np.argsort(-line[best])]
+            out.append([(int(j), float(line[j])) for j in best])
+    return out
+
+
+async def replay_once(
+    order: list[int],
+    questions: list[str],
+    near: list[list[tuple[int, float]]],
+    cluster: dict[str, str],
+    semantic: SemanticCache,
+    agreed: dict[tuple[int, int], bool],
+) -> dict[str, float]:
+    """Each question asked once, in `order`, matched as `SemanticCache.matches` does (the nearest
+    `candidates` stored prompts, best first, at or above the threshold, the guard) and decided by
+    `semantic`: a served answer from another cluster is a wrong hit; a verified one is judged on the
+    two clusters' answers by the cache's judge. A question not served is stored."""
+    hits = wrong = verified = labelled_wrong = 0
+    stored: set[int] = set()
+    for q in order:
+        question = questions[q]
+        served = False
+        for j, similarity in [(j, sim) for j, sim in near[q] if j in stored][: semantic.candidates]:
+            if not similarity >= semantic.threshold:
+                break
+            if semantic.guard:
+                if (q, j) not in agreed:
+                    agreed[q, j] = agrees(question, questions[j])
+                if not agreed[q, j]:
+                    continue
+            match = Neighbour(str(j), questions[j], similarity)
+            decision = await semantic.decide(match)
+            if decision == "serve":
+                served = True
+                hits += 1
+                wrong += cluster[questions[j]] != cluster[question]
+                labelled_wrong += frozenset((question, questions[j])) in NEGATIVES
+            elif decision == "verify":
+                verified += 1
+                stored_answer, fresh = answer(cluster[questions[j]]), answer(cluster[question])
+                await semantic.verified(question, match.key, similarity, stored_answer, fresh)
+            break  # the nearest usable candidate decides
+        if not served:
+            stored.add(q)
+    return {"hits": hits, "wrong": wrong, "verified": verified, "labelled_wrong": labelled_wrong}
+
+
+def possible_hits(order: list[int], questions: list[str], cluster: dict[str, str]) -> int:
+    """What a perfect cache serves: every question whose cluster was asked before."""
+    seen: set[str] = set()
+    count = 0
+    for q in order:
+        count += cluster[questions[q]] in seen
+        seen.add(cluster[questions[q]])
+    return count
+
+
+STATIC = (0.80, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98)
+BOUNDS = (0.01, 0.02, 0.05)
+
+
+async def replay(
+    name: str, questions: list[str], cluster: dict[str, str], seeds: list[int], embedder: SentenceTransformerEmbedder
+) -> None:
+    """Bounded mode against static thresholds (guard on in both), `seeds` random orders."""
+    vectors = await embedded(embedder, questions)
+    print(f"\n## Replay, {name}: {len(questions)} questions")
+    near = nearest(vectors)
+    agreed: dict[tuple[int, int], bool] = {}
+    rows: dict[str, list[dict[str, float]]] = {}
+    for seed in seeds:
+        order = list(range(len(questions)))
+        random.Random(seed).shuffle(order)
+        best = possible_hits(order, questions, cluster)
+        for threshold in STATIC:
+            semantic = SemanticCache(_Unused(), threshold=threshold)
+            result = await replay_once(order, questions, near, cluster, semantic, agreed)
+            rows.setdefault(f"static {threshold:.2f}", []).append(result | {"possible": best})
+        for bound in BOUNDS:
+            semantic = SemanticCache(_Unused(), bound=ErrorBound(bound, seed=seed), judge=ExactJudge())
+            result = await replay_once(order, questions, near, cluster, semantic, agreed)
+            rows.setdefault(f"bounded {bound:.0%}", []).append(result | {"possible": best})
+    print(f"Seeds {seeds}; sums over the seeds. Wrong-hit rate: wrong hits / hits. Hit rate: hits / requests.\n")
+    print("| mode | hits | wrong hits (labelled) | wrong-hit rate | hit rate | share of possible hits | verified |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    total = len(questions) * len(seeds)
+    summary = {}
+    for mode, results in rows.items():
+        hits, wrong = sum(r["hits"] for r in results), sum(r["wrong"] for r in results)
+        labelled = sum(r["labelled_wrong"] for r in results)
+        verified, possible = sum(r["verified"] for r in results), sum(r["possible"] for r in results)
+        rate = wrong / hits if hits else 0.0
+        worst = max((r["wrong"] / r["hits"] if r["hits"] else 0.0) for r in results)
+        summary[mode] = (hits, rate, worst)
+        shown = "" if mode.startswith("static") else f"{verified}"
+        print(
+            f"| {mode} | {hits} | {wrong} ({labelled}) | {rate:.2%} (worst seed {worst:.2%}) | {hits / total:.2%} "
+            f"| {hits / possible:.1%} | {shown} |"
+        )
+    print("\n| bound | bounded: wrong-hit rate, hits | best static at or under that wrong-hit rate: threshold, hits |")
+    print("| ---: | --- | --- |")
+    for bound in BOUNDS:
+        hits, rate, worst = summary[f"bounded {bound:.0%}"]
+        fitting = [(h, mode) for mode, (h, r, _) in summary.items() if mode.startswith("static") and r <= rate]
+        static = max(fitting) if fitting else (0, "none")
+        print(f"| {bound:.0%} | {rate:.2%}, {hits} | {static[1]}, {static[0]} |")
+
+
+def synthetic(seed: int, size: int, entries: int = 300) -> list[tuple[str, float, bool]]:
+    """(stored answer, similarity, is it right) for `size` candidates with known answers: the chance
+    of a right answer is a logistic curve of similarity whose midpoint is each stored answer's own
+    (0.80 to 0.92: some neighbourhoods are denser with near-misses than others)."""
+    draw = random.Random(seed)
+    midpoints = [draw.uniform(0.80, 0.92) for _ in range(entries)]
+    out = []
+    for _ in range(size):
+        entry = draw.randrange(entries)
+        similarity = draw.uniform(0.75, 1.0)
+        right = draw.random() < 1 / (1 + np.exp(-80 * (similarity - midpoints[entry])))
+        out.append((f"k{entry}", similarity, bool(right)))
+    return out
+
+
+async def synthetic_replay(seeds: list[int], size: int) -> None:
+    """Bounded mode against every static threshold on the same candidate streams."""
+    print(f"\n## Synthetic candidates with known answers: {size} per seed, seeds {seeds}\n")
+    print("| bound | bounded: wrong-hit rate (worst seed) | hits | verified | best static at that rate | hits |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    streams = [synthetic(seed, size) for seed in seeds]
+    for bound in BOUNDS:
+        hits = wrong = verified = 0
+        worst = 0.0
+        for seed, stream in zip(seeds, streams, strict=True):
+            errors = ErrorBound(bound, seed=seed)
+            served = bad = 0
+            for key, similarity, right in stream:
+                decision = await errors.decide(key, similarity)
+                if decision == "serve":
+                    served += 1
+                    bad += not right
+                elif decision == "verify":
+                    verified += 1
+                    await errors.learn(key, similarity, wrong=not right)
+            hits, wrong = hits + served, wrong + bad
+            worst = max(worst, bad / served if served else 0.0)
+        rate = wrong / hits if hits else 0.0
+        best = (0, 1.0)
+        for threshold in np.arange(0.75, 1.0, 0.0025):
+            s_hits = sum(1 for stream in streams for _, sim, _ in stream if sim >= threshold)
+            s_wrong = sum(1 for stream in streams for _, sim, ok in stream if sim >= threshold and not ok)
+            if s_hits and s_wrong / s_hits <= rate and s_hits > best[0]:
+                best = (s_hits, float(threshold))
+        print(f"| {bound:.0%} | {rate:.2%} ({worst:.2%}) | {hits} | {verified} | {best[1]:.4f} | {best[0]} |")
+
+
+class _Unused:
+    """The replay embeds ahead, in batches; the cache's own embedder is never called."""
+
+    name = "precomputed"
+
+    async def embed(self, texts: object) -> np.ndarray:
+        raise AssertionError("the replay gives vectors")
+
+
+def sampled(pairs: list[dict[str, Any]], held_out: bool, size: int | None, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of `size` pairs (None: all) of the held-out test split, or of the others."""
+    chosen = [p for p in pairs if test_split(p) == held_out]
+    return chosen if size is None or size >= len(chosen) else random.Random(seed).sample(chosen, size)
+
+
+def replay_questions(pairs: list[dict[str, Any]], held_out: bool, size: int | None, seed: int) -> list[str]:
+    return sorted({str(p[side]) for p in sampled(pairs, held_out, size, seed) for side in ("text_a", "text_b")})
+
+
+async def lookup_timing(entries: int, rounds: int = 2000) -> None:
+    """p50 and p99 of `SemanticCache.matches` (index search and guard, no embedding) at `entries` rows."""
+    draw = np.random.default_rng(11)
+    index = InProcessIndex(entries + 1)
+    vectors = draw.standard_normal((entries, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for i in range(entries):
+        await index.add("ctx", f"k{i}", f"stored question number {i} about bicycles", vectors[i], None)
+    semantic = SemanticCache(_Unused(), index, threshold=0.0, timeout=60)
+    times, cpu = [], []
+    for i in range(rounds):
+        query = vectors[i % entries] + 0.05 * draw.standard_normal(384).astype(np.float32)
+        query /= np.linalg.norm(query)
+        started, started_cpu = time.perf_counter(), time.process_time()
+        await semantic.matches("ctx", "stored question about bicycles", query)
+        cpu.append(time.process_time() - started_cpu)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    cpu.sort()
+    print(f"\n## Semantic lookup at {entries} entries (one context, no embedding), {rounds} lookups")
+    print(f"wall p50 {statistics.median(times) * 1000:.2f} ms, p99 {times[int(0.99 * len(times))] * 1000:.2f} ms")
+    print(f"CPU p50 {statistics.median(cpu) * 1000:.2f} ms, p99 {cpu[int(0.99 * len(cpu))] * 1000:.2f} ms")
+    print(f"(load average while measuring: {' '.join(f'{x:.1f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--qqp", type=int, default=5000, help="QQP pairs to sample")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--replay", action="store_true", help="replay Quora questions: bounded vs static")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--dev-pairs", type=int, default=5000, help="development pairs to replay (not held out)")
+    parser.add_argument("--test-pairs", type=int, default=None, help="held-out pairs to use (default: all)")
+    parser.add_argument("--lookup", action="store_true", help="time the semantic lookup")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="bounded vs static on N known answers")
+    parser.add_argument("--entries", type=int, default=100_000)
     args = parser.parse_args()
     embedder = SentenceTransformerEmbedder()
     print(
         f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · {embedder.name}"
     )
+    if args.synthetic:
+        asyncio.run(synthetic_replay(args.seeds, args.synthetic))
+        return
+    if args.lookup:
+        asyncio.run(lookup_timing(args.entries))
+        return
+    if args.replay:
+        pairs = json.loads((args.data / "gptcache_similiar_qqp_full.json").read_text(encoding="utf-8"))
+        cluster = clusters(pairs)
+        NEGATIVES.update(frozenset((str(p["text_a"]), str(p["text_b"]))) for p in pairs if p["label"] == 0)
+        for name, held_out, size in (
+            (f"development pairs (a sample of {args.dev_pairs})", False, args.dev_pairs),
+            (f"held-out test split ({args.test_pairs or 'all'} pairs)", True, args.test_pairs),
+        ):
+            asyncio.run(replay(name, replay_questions(pairs, held_out, size, args.seed), cluster, args.seeds, embedder))
+        return
     for name, (a, b, labels) in (
         ("LangCache hard pairs", langcache(args.data)),
-        (f"QQP sample (seed {args.seed})", qqp(args.data, args.qqp, args.seed)),
+        (f"QQP development sample (seed {args.seed})", qqp(args.data, args.qqp, args.seed, held_out=False)),
+        (f"QQP held-out test split ({args.test_pairs or 'all'})", qqp(args.data, args.test_pairs, args.seed, True)),
     ):
         started = time.perf_counter()
         similarity = asyncio.run(scores(embedder, a, b))
         elapsed = time.perf_counter() - started
         table(name, a, b, labels, similarity)
-        print(f"\nEmbedding {2 * len(a)} texts took {elapsed:.1f} s (batched, CPU).")
+        print(f"\nEmbedding took {elapsed:.1f} s (batched, CPU; none when kept from an earlier run).")
 
 
 if __name__ == "__main__":

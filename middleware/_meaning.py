@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 from ._entry import Entry
 from ._keys import DEFAULT_NAMESPACE
 from ._settings import CacheSettings, CacheStats
-from ._types import CacheRequest, Lookup, Meaning, Outcome
+from ._types import CacheRequest, Lookup, Meaning, Outcome, Verification
 
 if TYPE_CHECKING:
     from .semantic import SemanticCache
+    from .semantic.index import Neighbour
     from .telemetry import Telemetry
 
 ContextKey = Callable[[CacheRequest, dict[str, Any], str], str]
@@ -85,21 +86,60 @@ class Meanings:
                 continue
             if not request.accepts(entry):
                 continue  # too old for this request only: the row stays
+            return await self._decided(match, entry, lookup)
+        return None
+
+    async def _decided(self, match: Neighbour, entry: Entry, lookup: Lookup) -> Lookup | None:
+        """The nearest usable candidate: a hit, or (bounded mode) a miss that verifies it, or a miss."""
+        try:
+            decision = await self.semantic.decide(match)
+        except Exception as error:
+            self._failed("semantic_search", error)
+            return None
+        if decision == "serve":
             self._stats.semantic_hits += 1
             return Lookup(Outcome.HIT, entry, match="semantic", similarity=match.similarity)
+        if decision == "verify":
+            self._stats.semantic_verifications += 1
+            lookup.similarity = match.similarity
+            lookup.verifying = Verification(match.key, match.text, match.similarity, entry.body)
         return None
 
     async def remember(self, request: CacheRequest, lookup: Lookup) -> None:
         """Index a stored answer by meaning (never raises). A miss's vector is indexed right away;
         an answer without one (a refresh) is embedded in the background, so no caller waits."""
+        if lookup.verifying is not None and lookup.meaning is not None:
+            self._later(self._verify(request.key, lookup.meaning.text, lookup.verifying))
         if lookup.meaning_failed:
             return
         if lookup.meaning is not None:
             await self._index(request, lookup.meaning)
             return
-        task = asyncio.ensure_future(self._embed_and_index(request))
+        self._later(self._embed_and_index(request))
+
+    def _later(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _verify(self, key: str, text: str, candidate: Verification) -> None:
+        """Judge a candidate's stored answer against the fresh one just stored under `key` (never raises)."""
+        try:
+            fresh = await self._stored(key)
+        except Exception as error:
+            self._store_failed("get", error)
+            return
+        if fresh is None:
+            return
+        try:
+            semantic = self.semantic
+            verdict = await semantic.verified(text, candidate.key, candidate.similarity, candidate.stored, fresh.body)
+        except Exception as error:
+            self._failed("semantic_verify", error)
+            return
+        self._telemetry.semantic_verified(
+            "right" if verdict is True else "wrong" if verdict is False else "unjudged", candidate.similarity
+        )
 
     async def similar_keys(self, request: CacheRequest) -> list[str]:
         """The keys of the stored answers a search for `request` would find (errors propagate)."""

@@ -98,6 +98,8 @@ class CacheStats:
     """Hits served from a similar prompt's answer (counted in `hits` too)."""
     semantic_errors: int = 0
     """Embedder or vector index failures (the request went upstream)."""
+    semantic_verifications: int = 0
+    """Bounded mode: semantic candidates sent upstream so a judge compares their stored answer (misses too)."""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

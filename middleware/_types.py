@@ -164,6 +164,16 @@ class Meaning:
     vector: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """A semantic candidate sent upstream to be checked: its index row and its stored answer's body."""
+
+    key: str
+    text: str
+    similarity: float
+    stored: bytes
+
+
 @dataclass(slots=True)
 class Lookup:
     outcome: Outcome
@@ -181,6 +191,8 @@ class Lookup:
     """The miss's context, text and vector, kept so the answer is indexed once it is stored."""
     meaning_failed: bool = False
     """The embedder or index failed on this miss: its answer is not indexed (no second attempt)."""
+    verifying: Verification | None = None
+    """Bounded semantic mode: the stored answer this miss checks, judged once the fresh one is stored."""
 
 
 # -- the plan's actions (what `Cache.plan` yields) and ends (what it returns) ---------------------
@@ -301,4 +313,5 @@ __all__ = [
     "RawHeaders",
     "Rejection",
     "ResponseParts",
+    "Verification",
 ]

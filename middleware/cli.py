@@ -1,4 +1,4 @@
-"""`llm-cache`: serve | check-config | demo | warm | stats | invalidate."""
+"""`llm-cache`: serve | check-config | demo | warm | stats | invalidate | calibrate."""
 
 from __future__ import annotations
 
@@ -441,6 +441,37 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
     return _answer(*_admin_call(args, "POST", path, body))
 
 
+# -- calibrate ------------------------------------------------------------------------------------
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    try:
+        from .semantic import OpenAIEmbedder, SentenceTransformerEmbedder
+        from .semantic.calibrate import read_pairs, report, similarities
+    except ImportError as error:
+        return _fail(f"calibrate needs the semantic extra ({error.name} is missing)")
+    try:
+        a, b, labels = read_pairs(Path(args.pairs))
+    except (ValueError, json.JSONDecodeError) as error:
+        return _fail(str(error))
+    embedder: Any = (
+        OpenAIEmbedder(args.embedder_url, args.embedder_model, api_key=os.environ.get("OPENAI_API_KEY"))
+        if args.embedder_url
+        else SentenceTransformerEmbedder(args.model)
+    )
+
+    async def scored() -> Any:
+        try:
+            return await similarities(embedder, a, b)
+        finally:
+            close = getattr(embedder, "aclose", None)
+            if close is not None:
+                await close()
+
+    print(report(a, b, labels, asyncio.run(scored()), args.target_precision))
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -535,6 +566,20 @@ def build_parser() -> argparse.ArgumentParser:
     invalidate.add_argument("--gateway", metavar="URL", required=True)
     invalidate.add_argument("--admin-key", help=f"admin key (default: ${ADMIN_ENV})")
     invalidate.set_defaults(handler=cmd_invalidate)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="precision and recall of semantic thresholds on labelled prompt pairs",
+        description="Embed labelled prompt pairs (JSON lines {a, b, label}) and print, per threshold and guard "
+        "setting, precision, recall and wrong-hit rate, the threshold that meets a target precision, and a "
+        "histogram of similarities.",
+    )
+    calibrate.add_argument("pairs", metavar="PAIRS.jsonl")
+    calibrate.add_argument("--target-precision", type=float, default=0.95)
+    calibrate.add_argument("--model", help="a local sentence-transformers model path (default: all-MiniLM-L6-v2)")
+    calibrate.add_argument("--embedder-url", metavar="URL", help="an OpenAI-compatible embeddings base URL instead")
+    calibrate.add_argument("--embedder-model", default="text-embedding-3-small")
+    calibrate.set_defaults(handler=cmd_calibrate)
     return parser
 
 

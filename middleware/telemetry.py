@@ -245,6 +245,18 @@ _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
         "llm_cache.cost.avoided",
         "USD",
     ),
+    "llm_cache_semantic_verifications": (
+        ("outcome",),
+        "Semantic candidates judged against a fresh upstream answer (bounded mode): right, wrong, unjudged.",
+        "llm_cache.semantic.verifications",
+        "{verification}",
+    ),
+    "llm_cache_verification_cost_usd": (
+        ("provider", "model"),
+        "Estimated upstream cost of the calls that verified semantic candidates (USD).",
+        "llm_cache.verification.cost",
+        "USD",
+    ),
     "llm_cache_provider_cached_tokens": (
         ("provider", "model", "type"),
         "Provider-native cached tokens reported on misses (cache_read|cache_creation).",
@@ -369,7 +381,8 @@ class Call:
         elif lookup.store_error:
             self.result = "error"
         else:
-            self.result = lookup.outcome.value.lower()  # (an enum's value is slow to read: not on hits)
+            # (an enum's value is slow to read: not on hits)
+            self.result = "verify" if lookup.verifying is not None else lookup.outcome.value.lower()
         t = self._t
         if self.result != "hit":  # a hit is counted with what it saved, in one go, when it is served
             t._count_request(self.result, self.provider, self.model, self.match or "none")
@@ -440,6 +453,8 @@ class Call:
                 self.response_model = summary.response_model
                 t._provider_cached(self.provider, self.model or summary.response_model, summary.usage)
                 t._used_tokens(self._start, summary)
+                if self.result == "verify":
+                    t._verification_cost(self.provider, self.model or summary.response_model, summary.usage)
                 if self.attrs is not None:
                     self.attrs.update(summary.miss_attributes)
         if self.attrs is not None:
@@ -811,6 +826,15 @@ class Telemetry:
                 adds.append(("llm_cache_cost_avoided_usd", (provider, label), cost))
             summary.hit_adds, summary.hit_for = adds, served_as
         self._bump(adds)
+
+    def _verification_cost(self, provider: str, model: str | None, usage: Usage) -> None:
+        cost = self.pricing.cost(model, usage)
+        if cost:
+            self._add("llm_cache_verification_cost_usd", (provider, self._model_label(model)), cost)
+
+    def semantic_verified(self, outcome: str, similarity: float) -> None:
+        """A bounded-mode judge's verdict on a semantic candidate (`right`, `wrong` or `unjudged`)."""
+        self._add("llm_cache_semantic_verifications", (outcome,), 1)
 
     def _used_tokens(self, start: _Start, summary: _Summary) -> None:
         """`gen_ai.client.token.usage` for an upstream answer (input includes cache reads and writes)."""

@@ -51,6 +51,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/semantic/test_cache.py::test_the_guard_lets_paraphrases_through",
         "tests/middleware/semantic/test_cache.py::test_the_guard_vetoes_a_changed_fact",
     ),
+    "middleware/semantic/bound.py": ("tests/middleware/semantic/test_bound.py",),
     "router/_retry.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
     "router/_breaker.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
     "router/_core.py": ("tests/router/test_core.py", "tests/router/test_errors.py", "tests/router/test_api.py"),

@@ -12,7 +12,16 @@ from .._engine import Cache
 from ..stores.urls import MissingStoreClass
 from ..stores.urls import store_class as stores_store_class
 from .errors import ConfigError, describe
-from .schema import CacheConfig, GatewayConfig, OpenAIEmbedderConfig, RedisIndexConfig, SemanticConfig
+from .schema import (
+    CacheConfig,
+    ExactJudgeConfig,
+    GatewayConfig,
+    LLMJudgeConfig,
+    OpenAIEmbedderConfig,
+    RedisEvidenceConfig,
+    RedisIndexConfig,
+    SemanticConfig,
+)
 
 
 def build_semantic(settings: SemanticConfig | None) -> Any:
@@ -21,8 +30,13 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         return None
     try:
         from ..semantic import (
+            EmbeddingJudge,
+            ErrorBound,
+            ExactJudge,
             InProcessIndex,
+            LLMJudge,
             OpenAIEmbedder,
+            RedisEvidence,
             RedisVectorIndex,
             SemanticCache,
             SentenceTransformerEmbedder,
@@ -49,9 +63,33 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         index = RedisVectorIndex(index_settings.url, index_name=index_settings.index_name, prefix=index_settings.prefix)
     else:
         index = InProcessIndex(index_settings.max_entries)
+    bound = None
+    if settings.max_error_rate is not None:
+        bound = ErrorBound(
+            settings.max_error_rate,
+            confidence=settings.confidence,
+            floor=0.75 if settings.threshold is None else settings.threshold,
+            verifications_per_minute=settings.verifications_per_minute,
+            evidence=(
+                RedisEvidence(settings.evidence.url, prefix=settings.evidence.prefix)
+                if isinstance(settings.evidence, RedisEvidenceConfig)
+                else None
+            ),
+        )
+    judge_settings = settings.judge
+    judge: Any
+    if isinstance(judge_settings, ExactJudgeConfig):
+        judge = ExactJudge()
+    elif isinstance(judge_settings, LLMJudgeConfig):
+        llm = judge_settings
+        judge = LLMJudge(llm.base_url, llm.model, api_key=llm.api_key, timeout=llm.timeout)
+    else:
+        judge = EmbeddingJudge(embedder, judge_settings.threshold)
     return SemanticCache(
         embedder,
         index,
+        bound=bound,
+        judge=judge,
         threshold=settings.threshold,
         guard=settings.guard,
         candidates=settings.candidates,

@@ -154,11 +154,58 @@ EmbedderConfig = Annotated[LocalEmbedderConfig | OpenAIEmbedderConfig, Field(dis
 IndexConfig = Annotated[MemoryIndexConfig | RedisIndexConfig, Field(discriminator="type")]
 
 
+class EmbeddingJudgeConfig(_Model):
+    type: Literal["embedding"]
+    threshold: float = Field(default=0.92, ge=-1.0, le=1.0, description="Cosine similarity of the two answers.")
+
+
+class ExactJudgeConfig(_Model):
+    type: Literal["exact"]
+
+
+class LLMJudgeConfig(_Model):
+    type: Literal["llm"]
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    api_key: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class MemoryEvidenceConfig(_Model):
+    type: Literal["memory"]
+
+
+class RedisEvidenceConfig(_Model):
+    type: Literal["redis"]
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "llm-cache:bound:"
+
+
+EvidenceConfig = Annotated[MemoryEvidenceConfig | RedisEvidenceConfig, Field(discriminator="type")]
+JudgeConfig = Annotated[EmbeddingJudgeConfig | ExactJudgeConfig | LLMJudgeConfig, Field(discriminator="type")]
+
+
 class SemanticConfig(_Model):
     """`cache.semantic`: look misses up by meaning (see docs/semantic.md)."""
 
     enabled: bool = True
-    threshold: float = Field(default=0.9, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
+    threshold: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity a match must reach (default 0.9); with max_error_rate, the lowest considered "
+        "(default 0.75).",
+    )
+    max_error_rate: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="Bounded mode: the share of semantic hits that may be wrong (0.02)."
+    )
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0, description="Bounded mode: the bound's confidence.")
+    verifications_per_minute: int | None = Field(default=None, ge=0, description="Bounded mode: a cap on checks.")
+    judge: JudgeConfig = Field(default_factory=lambda: EmbeddingJudgeConfig(type="embedding"))
+    evidence: EvidenceConfig = Field(
+        default_factory=lambda: MemoryEvidenceConfig(type="memory"),
+        description="Bounded mode: where verdicts are kept (redis: shared by every pod).",
+    )
     guard: bool = Field(default=True, description="Veto matches whose numbers, names, quotes or code differ.")
     candidates: int = Field(default=4, gt=0)
     max_text_chars: int = Field(default=1000, gt=0)

@@ -1,17 +1,29 @@
 """Semantic caching: a stored answer to a similar prompt in the same context, when the facts agree."""
 
+from .bound import Decision, ErrorBound, Evidence, InProcessEvidence
 from .cache import SemanticCache
 from .embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from .guard import agrees
 from .index import IndexUnavailable, InProcessIndex, Neighbour, VectorIndex
+from .judges import EmbeddingJudge, ExactJudge, Judge, LLMJudge
+from .redis_evidence import RedisEvidence
 from .redis_index import RedisVectorIndex
 
 __all__ = [
+    "Decision",
     "Embedder",
+    "EmbeddingJudge",
+    "ErrorBound",
+    "Evidence",
+    "ExactJudge",
+    "InProcessEvidence",
     "InProcessIndex",
     "IndexUnavailable",
+    "Judge",
+    "LLMJudge",
     "Neighbour",
     "OpenAIEmbedder",
+    "RedisEvidence",
     "RedisVectorIndex",
     "SemanticCache",
     "SentenceTransformerEmbedder",

@@ -6,9 +6,11 @@ import asyncio
 
 import numpy as np
 
+from .bound import Decision, ErrorBound
 from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
 from .guard import agrees
 from .index import InProcessIndex, Neighbour, VectorIndex
+from .judges import EmbeddingJudge, Judge, answer_text
 
 
 class SemanticCache:
@@ -20,6 +22,12 @@ class SemanticCache:
     in the same context (everything else in the request, credential scope included) are tried best
     first: one at or above `threshold` whose facts agree (`guard`) is a hit. Any error or a
     lookup slower than `timeout` seconds is a miss: the request goes upstream.
+
+    Bounded mode (`max_error_rate`, or a configured `bound`): `threshold` is only the lowest
+    similarity considered (default 0.75 there), and the `ErrorBound` decides, from verified
+    evidence, which candidates are served (docs/semantic.md). `judge` compares a stored answer with
+    a fresh one (default: `EmbeddingJudge` with this cache's embedder); a judge slower than
+    `judge_timeout` seconds, or one that fails, counts as a wrong answer.
     """
 
     def __init__(
@@ -27,16 +35,24 @@ class SemanticCache:
         embedder: Embedder | None = None,
         index: VectorIndex | None = None,
         *,
-        threshold: float = 0.9,
+        threshold: float | None = None,
         guard: bool = True,
         candidates: int = 4,
         max_text_chars: int = 1000,
         timeout: float = 2.0,
+        max_error_rate: float | None = None,
+        bound: ErrorBound | None = None,
+        judge: Judge | None = None,
+        judge_timeout: float = 10.0,
     ) -> None:
+        if bound is None and max_error_rate is not None:
+            bound = ErrorBound(max_error_rate, floor=0.75 if threshold is None else threshold)
+        if threshold is None:
+            threshold = 0.9 if bound is None else bound.floor
         if not -1.0 <= threshold <= 1.0:
             raise ValueError("threshold is a cosine similarity, between -1 and 1")
-        if candidates < 1 or max_text_chars < 1 or timeout <= 0:
-            raise ValueError("candidates, max_text_chars and timeout must be positive")
+        if candidates < 1 or max_text_chars < 1 or timeout <= 0 or judge_timeout <= 0:
+            raise ValueError("candidates, max_text_chars, timeout and judge_timeout must be positive")
         self.embedder: Embedder = embedder if embedder is not None else SentenceTransformerEmbedder()
         self.index: VectorIndex = index if index is not None else InProcessIndex()
         self.threshold = threshold
@@ -44,6 +60,10 @@ class SemanticCache:
         self.candidates = candidates
         self.max_text_chars = max_text_chars
         self.timeout = timeout
+        self.bound = bound
+        """Bounded mode's decisions, or None: every match at or above `threshold` is served."""
+        self.judge: Judge = judge if judge is not None else EmbeddingJudge(self.embedder)
+        self.judge_timeout = judge_timeout
 
     async def start(self) -> None:
         """Get ready for the first request: load the embedder's model (`warm_up`, if it has one: a local
@@ -81,6 +101,29 @@ class SemanticCache:
                 found.append(neighbour)
         return found
 
+    async def decide(self, match: Neighbour) -> Decision:
+        """Serve `match` (a stored answer that is still there), verify it, or skip it."""
+        if self.bound is None:
+            return Decision.SERVE
+        return await self.bound.decide(match.key, match.similarity)
+
+    async def verified(self, text: str, key: str, similarity: float, stored: bytes, fresh: bytes) -> bool | None:
+        """Judge the answer stored under `key`, a candidate at `similarity`, against the fresh answer
+        to `text`, and learn from it:
+        True if the stored one was right, False if wrong, None if the judge gave no verdict (learned
+        as wrong)."""
+        if self.bound is None:
+            return None
+        try:
+            verdict = await asyncio.wait_for(
+                self.judge.same(text, answer_text(stored), answer_text(fresh)), self.judge_timeout
+            )
+        except Exception:
+            verdict = None
+        right = verdict if isinstance(verdict, bool) else None  # anything else is no verdict
+        await self.bound.learn(key, similarity, wrong=right is not True)
+        return right
+
     async def remember(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
         await asyncio.wait_for(self.index.add(context, key, text, vector, ttl), self.timeout)
 
@@ -89,6 +132,7 @@ class SemanticCache:
 
     async def close(self) -> None:
         await self.index.close()
-        close = getattr(self.embedder, "aclose", None)
-        if close is not None:
-            await close()
+        for part in (self.embedder, self.judge, self.bound.evidence if self.bound is not None else None):
+            close = getattr(part, "aclose", None)
+            if close is not None:
+                await close()

@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .._loop_clients import PerLoop
+from ._http import OpenAICompatible
 
 logger = logging.getLogger("llm_cache.middleware")
 
@@ -99,24 +99,13 @@ class OpenAIEmbedder:
     ) -> None:
         self.name = f"openai:{model}"
         self.model = model
-        self.base_url = base_url.rstrip("/")
-        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = timeout
-        self._transport = transport
-        self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
-
-    def _make_client(self) -> Any:
-        import httpx2
-
-        return httpx2.AsyncClient(
-            base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._transport
-        )
+        self._http = OpenAICompatible(base_url, api_key, timeout, transport)
+        self.base_url = self._http.base_url
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        response = await self._clients.get().post("/embeddings", json={"model": self.model, "input": list(texts)})
-        response.raise_for_status()
-        data = sorted(response.json()["data"], key=lambda item: item["index"])
+        answer = await self._http.post("/embeddings", {"model": self.model, "input": list(texts)})
+        data = sorted(answer["data"], key=lambda item: item["index"])
         return unit_rows([item["embedding"] for item in data])
 
     async def aclose(self) -> None:
-        await self._clients.close()
+        await self._http.aclose()

@@ -3,9 +3,11 @@
 Embeddings place "What is 2+2?" and "What is 2+3?" close together (cosine 0.89 with MiniLM) while
 two honest paraphrases can sit far apart, so similarity alone cannot tell a paraphrase from a
 changed number. The guard compares what a paraphrase keeps and a different question changes:
-numbers, quoted strings, code, URLs and e-mail addresses, names (capitalised or mixed-case words
-past the start of a sentence, acronyms, words with digits), and negation. Any difference vetoes
-the match; the request goes upstream.
+numbers (in digits or in words), quoted strings, code, URLs and e-mail addresses, names
+(capitalised or mixed-case words past the start of a sentence, acronyms, words with digits),
+negation, verbs that invert a question (avoid, exclude, stop, ...), relative time (today, latest,
+this week, ...) and which way a direction or comparison goes. Any difference vetoes the match; the
+request goes upstream. Every rule reads from a table below, so each word can be tested alone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ _NUMBER_WORDS = {
         + ("thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
     )
 } | {"hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000", "dozen": "12"}
+_TENS = {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_NUMBER_WORDS |= {word: str(value) for word, value in _TENS.items()}
+_NUMBER_WORDS |= {
+    f"{tens}-{unit}": str(value + int(_NUMBER_WORDS[unit]))
+    for tens, value in (("twenty", 20), *_TENS.items())
+    for unit in ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+}
+_NUMBER_WORDS |= {"half": "1/2", "quarter": "1/4", "twice": "2x", "thrice": "3x", "double": "2x", "triple": "3x"}
+"""Quantities in words, as the digits (or fraction, or multiple) they stand for."""
 _CONTRASTS = [
     frozenset(group.split())
     for group in (
@@ -64,6 +75,55 @@ _CONTRASTS = [
     )
 ]
 """Words that change the question when swapped for another of their group."""
+_INVERTING = {
+    form: root
+    for root, forms in (
+        ("avoid", "avoid avoids avoided avoiding"),
+        ("exclude", "exclude excludes excluded excluding except"),
+        ("stop", "stop stops stopped stopping quit quits quitting"),
+        ("prevent", "prevent prevents prevented preventing"),
+        ("disable", "disable disables disabled disabling"),
+        ("remove", "remove removes removed removing uninstall uninstalls uninstalled uninstalling"),
+        ("block", "block blocks blocked blocking"),
+        ("skip", "skip skips skipped skipping"),
+        ("ignore", "ignore ignores ignored ignoring"),
+        ("cancel", "cancel cancels cancelled canceled cancelling canceling"),
+        ("reduce", "reduce reduces reduced reducing lower lowers lowered lowering"),
+        ("lack", "lack lacks lacked lacking"),
+    )
+    for form in forms.split()
+}
+"""Words that turn a question around (`how to avoid sugar` asks the opposite of `how to eat sugar`),
+by the root two prompts must share: a prompt with one the other lacks is another question."""
+_RELATIVE_TIME = {
+    phrase: meaning
+    for meaning, phrases in (
+        ("now", "now|currently|nowadays|right now|these days|at the moment|at present"),
+        ("today", "today"),
+        ("tonight", "tonight"),
+        ("this morning", "this morning"),
+        ("this evening", "this evening"),
+        ("yesterday", "yesterday|last night"),
+        ("tomorrow", "tomorrow"),
+        ("latest", "latest|up to date|up-to-date"),
+        ("newest", "newest"),
+        ("recent", "recent|recently|most recent"),
+        ("this week", "this week|this weekend"),
+        ("last week", "last week|past week"),
+        ("next week", "next week"),
+        ("this month", "this month"),
+        ("last month", "last month|past month"),
+        ("next month", "next month"),
+        ("this year", "this year"),
+        ("last year", "last year|past year"),
+        ("next year", "next year"),
+        ("upcoming", "upcoming|soon"),
+    )
+    for phrase in phrases.split("|")
+}
+"""Relative time, by what it means (words of one `_CONTRASTS` group mean different times): the
+answer to `the latest iPhone` changes, that to `the iPhone` does not, so both prompts must say the
+same (or none)."""
 _DIRECTIONS = frozenset({"to", "into"})
 """Words whose nearest neighbours must not swap: `svn to git` is not `git to svn`."""
 _COMPARISONS = frozenset({"than", "vs", "versus"})
@@ -88,8 +148,12 @@ class Facts:
     negated: bool
     contrasts: frozenset[tuple[int, str]]
     """(group, word) for the words of `_CONTRASTS` groups."""
-    directions: frozenset[tuple[str, str]]
-    """(nearest content word before, nearest after) around each direction word."""
+    directions: frozenset[tuple[frozenset[str], frozenset[str]]]
+    """Around each direction word: the run of content words before it, and the run after it."""
+    inverted: frozenset[str]
+    """The roots of `_INVERTING` words."""
+    times: frozenset[str]
+    """The meanings of `_RELATIVE_TIME` words and phrases."""
     sides: tuple[frozenset[str], frozenset[str]] | None
     """The content words before and after the first comparison word, if there is one."""
 
@@ -125,10 +189,13 @@ def facts(text: str) -> Facts:
     directions = set()
     for i, word in enumerate(sequence):
         if word in _DIRECTIONS:
-            before = next((w for j, w in reversed(content) if j < i), None)
-            after = next((w for j, w in content if j > i), None)
-            if before is not None and after is not None:
+            before, after = _run(sequence, i, -1), _run(sequence, i, 1)
+            if before and after:
                 directions.add((before, after))
+    inverted = frozenset(_INVERTING[w] for w in words if w in _INVERTING)
+    pairs = [f"{a} {b}" for a, b in zip(sequence, sequence[1:], strict=False)]
+    triples = [f"{a} {b} {c}" for a, b, c in zip(sequence, sequence[1:], sequence[2:], strict=False)]
+    times = frozenset(_RELATIVE_TIME[p] for p in (*words, *pairs, *triples) if p in _RELATIVE_TIME)
     pivot = next((i for i, word in enumerate(sequence) if word in _COMPARISONS), None)
     sides = None
     if pivot is not None:
@@ -144,6 +211,8 @@ def facts(text: str) -> Facts:
         negated,
         contrasts,
         frozenset(directions),
+        inverted,
+        times,
         sides,
     )
 
@@ -163,7 +232,9 @@ def agrees(a: str, b: str) -> bool:
         and x.names <= y.words
         and y.names <= x.words
         and _same_contrasts(x, y)
-        and not any((after, before) in y.directions for before, after in x.directions)
+        and x.inverted == y.inverted
+        and x.times == y.times
+        and not any(_swapped(a, b) for a in x.directions for b in y.directions)
         and not _swapped(x.sides, y.sides)
         and not _prefixed_opposites(x.words, y.words)
     )
@@ -174,6 +245,20 @@ def _swapped(x: tuple[frozenset[str], frozenset[str]] | None, y: tuple[frozenset
     if x is None or y is None:
         return False
     return bool(x[0] & y[1]) and bool(x[1] & y[0])
+
+
+def _run(sequence: list[str], at: int, step: int) -> frozenset[str]:
+    """The content words next to `sequence[at]` going `step`-wise: stopwords right next to it are
+    skipped, then the run lasts until the next stopword or direction word (`New York` in `from New
+    York to Boston`)."""
+    i = at + step
+    while 0 <= i < len(sequence) and sequence[i] in _STOPWORDS:
+        i += step
+    run = set()
+    while 0 <= i < len(sequence) and sequence[i] not in _STOPWORDS and sequence[i] not in _DIRECTIONS:
+        run.add(sequence[i])
+        i += step
+    return frozenset(run)
 
 
 def _same_contrasts(x: Facts, y: Facts) -> bool:

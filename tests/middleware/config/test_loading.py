@@ -237,11 +237,34 @@ def test_redis_semantic_vectors_use_the_stores_tls_and_user(tmp_path: Path) -> N
         ("cache:\n  semantic: {threshold: 1.5}\n", "cache.semantic.threshold", "less than or equal to 1"),
         ("cache:\n  semantic: {index: {type: faiss}}\n", "cache.semantic.index.type", "allowed: memory, redis"),
         ("cache:\n  semantic: {embedder: {type: openai, modle: x}}\n", "cache.semantic.embedder.modle", "allowed:"),
+        ("cache:\n  semantic: {max_error_rate: 2}\n", "cache.semantic.max_error_rate", "less than 1"),
+        ("cache:\n  semantic: {judge: {type: nli}}\n", "cache.semantic.judge.type", "allowed: embedding, exact, llm"),
     ],
 )
 def test_a_bad_semantic_config_names_the_field(tmp_path: Path, text: str, field: str, says: str) -> None:
     message = error_of(tmp_path, text)
     assert field in message and says in message
+
+
+def test_max_error_rate_turns_on_bounded_mode_with_its_judge() -> None:
+    from llm_cache.middleware.config import build_semantic
+    from llm_cache.middleware.semantic import EmbeddingJudge, ExactJudge, RedisEvidence
+
+    bounded = build_semantic(
+        parse_config({"cache": {"semantic": {"max_error_rate": 0.01, "verifications_per_minute": 30}}}).cache.semantic
+    )
+    assert bounded.bound.max_error_rate == 0.01 and bounded.bound.verifications_per_minute == 30
+    assert bounded.threshold == bounded.bound.floor == 0.75
+    assert isinstance(bounded.judge, EmbeddingJudge) and bounded.judge.embedder is bounded.embedder
+    exact = build_semantic(
+        parse_config({"cache": {"semantic": {"max_error_rate": 0.02, "judge": {"type": "exact"}}}}).cache.semantic
+    )
+    assert isinstance(exact.judge, ExactJudge)
+    shared = {"max_error_rate": 0.02, "evidence": {"type": "redis", "url": "redis://vectors:6379/1"}}
+    bound = build_semantic(parse_config({"cache": {"semantic": shared}}).cache.semantic).bound
+    assert isinstance(bound.evidence, RedisEvidence) and bound.evidence.url == "redis://vectors:6379/1"
+    static = build_semantic(parse_config({"cache": {"semantic": {}}}).cache.semantic)
+    assert static.bound is None and static.threshold == 0.9
 
 
 def test_missing_file(tmp_path: Path) -> None:

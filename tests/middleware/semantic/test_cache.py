@@ -17,7 +17,16 @@ import openai
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
-from llm_cache.middleware.semantic import InProcessIndex, RedisVectorIndex, SemanticCache, SentenceTransformerEmbedder
+from llm_cache.middleware.semantic import (
+    ErrorBound,
+    ExactJudge,
+    InProcessIndex,
+    LLMJudge,
+    OpenAIEmbedder,
+    RedisVectorIndex,
+    SemanticCache,
+    SentenceTransformerEmbedder,
+)
 from llm_cache.middleware.stores import RedisStore
 from llm_cache.middleware.telemetry import Telemetry
 from tests.support.fake_provider_fixtures import RunningFakeProvider
@@ -173,7 +182,7 @@ async def test_an_answer_gone_from_the_store_is_dropped_from_the_index(
     second = await ask(client, "How can I reset my password?")
 
     assert second.headers["x-cache"] == "MISS"
-    neighbours = await index.search(next(iter(index._partitions)), (await embedder.embed(["reset password"]))[0], 5)
+    neighbours = await index.search(next(iter(index._contexts)), (await embedder.embed(["reset password"]))[0], 5)
     assert [n.key for n in neighbours] == [second.headers["x-cache-key"]]
 
 
@@ -412,6 +421,55 @@ async def test_in_process_index_keeps_contexts_apart_expires_rows_and_evicts_the
     assert [n.key for n in await index.search("b", north, 5)] == ["k3"]
 
 
+def clustered(rows: int, dimensions: int = 32, groups: int = 40, seed: int = 3) -> np.ndarray:
+    """Unit vectors around `groups` directions, as prompts on a few topics are."""
+    draw = np.random.default_rng(seed)
+    centres = draw.standard_normal((groups, dimensions))
+    vectors = centres[draw.integers(0, groups, rows)] + 0.3 * draw.standard_normal((rows, dimensions))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+async def test_a_large_context_is_split_into_cells_and_a_near_prompt_is_still_found() -> None:
+    vectors = clustered(1200)
+    index = InProcessIndex(split_at=1000, cells=16, probes=4)
+    for i, vector in enumerate(vectors):
+        await index.add("ctx", f"k{i}", f"prompt {i}", vector, ttl=None)
+    await index.add("other", "lone", "lone prompt", vectors[0], ttl=None)
+
+    found = 0
+    for i in range(0, 1200, 7):
+        best = await index.search("ctx", vectors[i], 2)
+        assert best[0].similarity >= best[1].similarity
+        found += best[0].key == f"k{i}"
+    assert found == len(range(0, 1200, 7))  # a stored prompt is always in a probed cell: its own
+    exact = vectors @ vectors[5]
+    assert [n.key for n in await index.search("ctx", vectors[5], 3)][:1] == [f"k{int(np.argmax(exact))}"]
+    assert [n.key for n in await index.search("other", vectors[0], 3)] == ["lone"]
+
+
+async def test_a_split_context_still_deletes_expires_and_evicts_by_age() -> None:
+    now = [0.0]
+    vectors = clustered(60, groups=6)
+    index = InProcessIndex(max_entries=50, clock=lambda: now[0], split_at=40, cells=4, probes=4)
+    for i, vector in enumerate(vectors):
+        await index.add("ctx", f"k{i}", f"prompt {i}", vector, ttl=5 if i == 30 else None)
+    assert len(index) == 50  # k0..k9 went, oldest first
+    everything = {n.key for v in vectors for n in await index.search("ctx", v, 60)}
+    assert everything == {f"k{i}" for i in range(10, 60)}
+
+    await index.delete("k11")
+    now[0] = 5.0  # k30's time is up
+    everything = {n.key for v in vectors for n in await index.search("ctx", v, 60)}
+    assert everything == {f"k{i}" for i in range(10, 60)} - {"k11", "k30"}
+    assert len(index) == 48
+    await index.add("ctx", "k12", "moved", vectors[0], ttl=None)  # re-added: it is the newest now
+    for i in range(60, 63):  # a 51st row: the oldest (k10) goes, not k12
+        await index.add("ctx", f"k{i}", "new", vectors[i - 60], ttl=None)
+    everything = {n.key for v in vectors for n in await index.search("ctx", v, 60)}
+    assert "k10" not in everything and {"k12", "k13", "k62"} <= everything
+    assert len(index) == 50
+
+
 def test_the_gateway_builds_the_semantic_cache_from_its_config(fake_provider: RunningFakeProvider) -> None:
     from llm_cache.middleware._background import BackgroundServer
     from llm_cache.middleware.config import parse_config
@@ -419,7 +477,10 @@ def test_the_gateway_builds_the_semantic_cache_from_its_config(fake_provider: Ru
 
     config = parse_config(
         {
-            "cache": {"store": {"type": "memory"}, "semantic": {"threshold": 0.9, "index": {"type": "memory"}}},
+            "cache": {
+                "store": {"type": "memory"},
+                "semantic": {"threshold": 0.9, "index": {"type": "memory"}, "timeout": LOADED_MACHINE_TIMEOUT},
+            },
             "upstreams": {"openai": {"base_url": fake_provider.openai_base_url}},
         }
     )
@@ -515,3 +576,95 @@ async def test_deleting_a_request_also_deletes_the_answers_that_would_serve_it_b
     assert again.headers["x-cache"] == "MISS"  # no semantic hit survived the delete
     assert original.headers["x-cache"] == "HIT" and "x-cache-match" in original.headers  # the new answer's
     assert fake_provider.count(CHAT) == 2
+
+
+# -- bounded mode ----------------------------------------------------------------------------------
+
+
+class Agreeing:
+    """A judge that finds every stored answer right (the user's own judge, as a test writes one)."""
+
+    name = "agreeing"
+
+    async def same(self, question: str, stored: str, fresh: str) -> bool:
+        return True
+
+
+def exported(cache: Cache, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """A counter's samples as `/metrics` exports them: labels -> value."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in cache.telemetry.collector.collect()
+        for sample in family.samples
+        if sample.name == name + "_total"
+    }
+
+
+async def test_bounded_mode_verifies_a_candidate_it_cannot_serve_yet_and_serves_the_fresh_answer(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    cache = semantic_cache(embedder, max_error_rate=0.02, judge=ExactJudge())
+    client = client_for(cache, fake_provider)
+
+    first = await ask(client, "How do I reset my password?")
+    second = await ask(client, "How can I reset my password?")
+    await cache.close()  # waits for the judge, which runs after the caller is answered
+
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "MISS")
+    assert fake_provider.count(CHAT) == 2
+    assert second.parse().choices[0].message.content != first.parse().choices[0].message.content  # the fresh one
+    assert (cache.stats.semantic_verifications, cache.stats.semantic_hits) == (1, 0)
+    bound = cache.semantic.bound if cache.semantic is not None else None
+    assert bound is not None
+    near = await similarity(embedder, "How do I reset my password?", "How can I reset my password?")
+    # The fake provider's answers differ word for word: the exact judge finds the stored one wrong.
+    assert await bound.evidence.wrong_at(first.headers["x-cache-key"]) == pytest.approx(near, abs=1e-4)
+    assert exported(cache, "llm_cache_semantic_verifications") == {(("outcome", "wrong"),): 1.0}
+    requests = exported(cache, "llm_cache_requests")
+    assert [labels for labels in requests if ("result", "verify") in labels]
+
+
+async def test_bounded_mode_serves_a_paraphrase_once_the_evidence_shows_the_bound(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    bound = ErrorBound(0.02, min_verify=0.0, seed=1)
+    for _ in range(20_000):  # verdicts from earlier traffic: right at 0.9 and above
+        await bound.learn("earlier", 0.9, wrong=False)
+    cache = semantic_cache(embedder, bound=bound, judge=Agreeing())
+    client = client_for(cache, fake_provider)
+
+    first = await ask(client, "How do I reset my password?")
+    second = await ask(client, "How can I reset my password?")
+
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.headers["x-cache-match"] == "semantic"
+    assert fake_provider.count(CHAT) == 1
+    assert (cache.stats.semantic_verifications, cache.stats.semantic_hits) == (0, 1)
+
+
+async def test_an_llm_judge_that_answers_neither_yes_nor_no_gives_no_verdict(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    judge = LLMJudge(fake_provider.openai_base_url, "gpt-4o-mini", api_key="sk-judge")
+    semantic = SemanticCache(embedder, max_error_rate=0.02, judge=judge)
+    stored = b'{"choices": [{"message": {"content": "Paris."}}]}'
+
+    verdict = await semantic.verified("Capital of France?", "k", 0.95, stored, stored)
+    await semantic.close()
+
+    assert verdict is None  # the fake provider's reply is no YES or NO
+    assert fake_provider.last.json["messages"][0]["content"].startswith("A user asked: Capital of France?")
+    assert semantic.bound is not None and await semantic.bound.evidence.wrong_at("k") == 0.95
+
+
+async def test_the_openai_embedder_reads_an_embeddings_endpoint_in_input_order(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    embedder = OpenAIEmbedder(fake_provider.openai_base_url, api_key="sk-alice")
+    vectors = await embedder.embed(["north", "south", "north"])
+    await embedder.aclose()
+
+    assert vectors.shape[0] == 3
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    assert np.allclose(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
+    assert fake_provider.last.headers["authorization"] == "Bearer sk-alice"

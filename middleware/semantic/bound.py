@@ -1,0 +1,233 @@
+"""Bounded mode: a semantic match is served only while the share of wrong semantic hits stays under
+the operator's bound (`max_error_rate`), with a stated confidence.
+
+The cache learns by verification. A candidate match it may not serve yet, and a small share of those
+it may, goes upstream like a miss; the fresh answer is served, and a judge compares it with the
+stored one. Each verdict is recorded against the candidate's similarity (`Evidence`), and the
+lowest similarity whose served set is provably accurate enough becomes the serving threshold. A
+stored answer once judged wrong for a prompt at similarity `w` is not served again at `w` or below
+(its own neighbourhood is dense with different questions). The statistics are in docs/semantic.md.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+WIDTH = 0.005
+"""The width of a similarity bin: candidate thresholds are `floor + j * WIDTH`."""
+EXPLORE = 0.1
+"""Of servable candidates, the share verified is `EXPLORE * n_needed / n_above` (at least
+`min_verify`): a tenth when the threshold has just been shown, less as verdicts above it grow.
+(Chosen on the synthetic workload of `benchmarks/semantic_eval.py --synthetic`, never on Quora.)"""
+
+
+class Decision(str, Enum):
+    SERVE = "serve"
+    VERIFY = "verify"
+    """Send it upstream, serve the fresh answer, judge the stored one against it."""
+    SKIP = "skip"
+    """An ordinary miss: not served, not judged."""
+
+
+@runtime_checkable
+class Evidence(Protocol):
+    """Where verdicts are kept: per similarity bin (pooled over entries) and per stored answer."""
+
+    async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
+        """One verdict on serving `key`'s answer to a prompt at `similarity` (in `bin`)."""
+        ...
+
+    async def tally(self, bins: int) -> tuple[list[int], list[int]]:
+        """Verdicts and wrong verdicts per bin, `bins` long each."""
+        ...
+
+    async def wrong_at(self, key: str) -> float | None:
+        """The highest similarity at which `key`'s answer was judged wrong, if ever."""
+        ...
+
+
+class InProcessEvidence:
+    """Verdicts in this process; per-answer records for the `max_keys` most recently judged answers."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._checked: list[int] = []
+        self._wrong: list[int] = []
+        self._wrong_at: OrderedDict[str, float] = OrderedDict()
+
+    async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
+        if bin >= len(self._checked):
+            grow = bin + 1 - len(self._checked)
+            self._checked += [0] * grow
+            self._wrong += [0] * grow
+        self._checked[bin] += 1
+        if wrong:
+            self._wrong[bin] += 1
+            self._wrong_at[key] = max(similarity, self._wrong_at.pop(key, -1.0))
+            while len(self._wrong_at) > self.max_keys:
+                self._wrong_at.popitem(last=False)
+
+    async def tally(self, bins: int) -> tuple[list[int], list[int]]:
+        pad = [0] * max(0, bins - len(self._checked))
+        return (self._checked + pad)[:bins], (self._wrong + pad)[:bins]
+
+    async def wrong_at(self, key: str) -> float | None:
+        return self._wrong_at.get(key)
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (n may be large, p small)."""
+    if k >= n:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    head = math.lgamma(n + 1)
+    terms = [head - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q for i in range(k + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+
+
+def needed(max_error_rate: float, confidence: float) -> int:
+    """Verdicts without a single wrong one it takes to show a rate under `max_error_rate`."""
+    return math.ceil(math.log(1.0 - confidence) / math.log1p(-max_error_rate))
+
+
+def learned_threshold(
+    checked: Sequence[int], wrong: Sequence[int], max_error_rate: float, confidence: float
+) -> tuple[int | None, int]:
+    """The lowest bin from which up the wrong share is shown under `max_error_rate`, and the verdicts
+    from it up; (None, 0) when no bin is shown yet.
+
+    Thresholds are tested from the top down, each on the verdicts at or above it, with the exact
+    (Clopper-Pearson) one-sided test: the rate is shown under the bound when seeing as few wrongs
+    as were seen would have probability at most `1 - confidence` at the bound itself. The test stops
+    at the first threshold it cannot show (a fixed sequence: no correction for testing many). Only
+    bins with verdicts of their own are candidate thresholds: no threshold rests on no evidence."""
+    minimum = needed(max_error_rate, confidence)
+    alpha = 1.0 - confidence
+    best, above = None, 0
+    total = bad = 0
+    for j in range(len(checked) - 1, -1, -1):
+        total += checked[j]
+        bad += wrong[j]
+        if total < minimum or not checked[j]:
+            continue  # too little evidence yet, or none at this similarity: no threshold here
+        if binomial_cdf(bad, total, max_error_rate) > alpha:
+            break
+        best, above = j, total
+    return best, above
+
+
+class ErrorBound:
+    """The decisions of bounded mode (see the module docstring).
+
+    `floor`: candidates below this similarity are never served nor verified. `min_verify`: the share
+    of servable candidates still verified once evidence is plentiful (so a changed workload is
+    noticed). `verifications_per_minute`: a cap; past it, candidates are served or skipped unverified.
+    `seed`: the verification draws, for reproducible runs.
+    """
+
+    def __init__(
+        self,
+        max_error_rate: float = 0.02,
+        *,
+        confidence: float = 0.95,
+        floor: float = 0.75,
+        min_verify: float = 0.02,
+        verifications_per_minute: int | None = None,
+        margin: float = 0.01,
+        evidence: Evidence | None = None,
+        refresh: float = 5.0,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0.0 < max_error_rate < 1.0:
+            raise ValueError("max_error_rate is a share of semantic hits, between 0 and 1 (0.02: 2%)")
+        if not 0.5 <= confidence < 1.0:
+            raise ValueError("confidence is a probability, at least 0.5 and below 1 (0.95)")
+        if not -1.0 <= floor < 1.0 or not 0.0 <= min_verify <= 1.0:
+            raise ValueError("floor is a cosine similarity below 1; min_verify a share between 0 and 1")
+        if verifications_per_minute is not None and verifications_per_minute < 0:
+            raise ValueError("verifications_per_minute must not be negative")
+        self.max_error_rate = max_error_rate
+        self.confidence = confidence
+        self.floor = floor
+        self.min_verify = min_verify
+        self.verifications_per_minute = verifications_per_minute
+        self.margin = margin
+        self.evidence: Evidence = evidence if evidence is not None else InProcessEvidence()
+        self.refresh = refresh
+        self._bins = math.ceil((1.0 - floor) / WIDTH) + 1
+        self._needed = needed(max_error_rate, confidence)
+        self._random = random.Random(seed)
+        self._clock = clock
+        self._threshold: float | None = None
+        self._above = 0
+        self._refreshed = -math.inf
+        self._pending = 0
+        """Verdicts recorded since the threshold was last computed."""
+        self._recent: deque[float] = deque()
+        """When the verifications of the last minute were decided (only with a cap)."""
+
+    @property
+    def threshold(self) -> float | None:
+        """The similarity from which candidates are served (None: nothing is shown safe yet)."""
+        return self._threshold
+
+    def bin(self, similarity: float) -> int:
+        return min(self._bins - 1, max(0, int((similarity - self.floor) / WIDTH)))
+
+    async def decide(self, key: str, similarity: float) -> Decision:
+        """What to do with the stored answer `key` for a prompt at `similarity` (guard passed)."""
+        if not similarity >= self.floor:  # `not >=`: a NaN is never a candidate
+            return Decision.SKIP
+        if self._clock() - self._refreshed >= self.refresh:
+            await self._recompute()
+        threshold = self._threshold
+        servable = threshold is not None and similarity >= threshold
+        if servable:
+            wrong = await self.evidence.wrong_at(key)
+            servable = wrong is None or similarity > wrong + self.margin
+        if servable:
+            share = max(self.min_verify, min(1.0, EXPLORE * self._needed / max(1, self._above)))
+            if self._random.random() >= share or not self._may_verify():
+                return Decision.SERVE
+            return Decision.VERIFY
+        return Decision.VERIFY if self._may_verify() else Decision.SKIP
+
+    async def learn(self, key: str, similarity: float, wrong: bool) -> None:
+        """Record a verdict; the threshold follows (at once while evidence is scarce, then in steps)."""
+        await self.evidence.record(key, self.bin(similarity), similarity, wrong)
+        self._pending += 1
+        if self._pending * 16 >= max(self._needed, self._above):
+            await self._recompute()
+
+    async def _recompute(self) -> None:
+        self._refreshed = self._clock()
+        self._pending = 0
+        checked, wrong = await self.evidence.tally(self._bins)
+        best, self._above = learned_threshold(checked, wrong, self.max_error_rate, self.confidence)
+        self._threshold = None if best is None else self.floor + best * WIDTH
+
+    def _may_verify(self) -> bool:
+        cap = self.verifications_per_minute
+        if cap is None:
+            return True
+        now = self._clock()
+        recent = self._recent
+        while recent and recent[0] <= now - 60.0:
+            recent.popleft()
+        if len(recent) >= cap:
+            return False
+        recent.append(now)
+        return True
+
+
+__all__ = ["Decision", "ErrorBound", "Evidence", "InProcessEvidence", "binomial_cdf", "learned_threshold", "needed"]

@@ -1,0 +1,72 @@
+"""Bounded mode's evidence in Redis, so that every pod learns from every pod's verifications."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from .._loop_clients import PerLoop
+
+_RAISE = """
+local seen = redis.call('GET', KEYS[1])
+if not seen or tonumber(seen) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+"""
+"""Keep the highest similarity at which an answer was judged wrong (and refresh its lifetime)."""
+
+
+class RedisEvidence:
+    """The per-bin tallies in one hash (`{prefix}tally`: `n<bin>` verdicts, `w<bin>` wrong ones) and,
+    per stored answer judged wrong, the highest similarity it was wrong at (`{prefix}wrong:<digest>`,
+    kept `keep` seconds). Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "llm-cache:bound:",
+        keep: float = 30 * 86400,
+        socket_timeout: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.keep = keep
+        self.socket_timeout = socket_timeout
+        self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
+
+    def _make_client(self) -> Any:
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis.from_url(
+            self.url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
+        )
+
+    def _wrong_key(self, key: str) -> str:
+        return f"{self.prefix}wrong:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+    async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
+        client = self._clients.get()
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(f"{self.prefix}tally", f"n{bin}", 1)
+            if wrong:
+                pipe.hincrby(f"{self.prefix}tally", f"w{bin}", 1)
+                pipe.eval(_RAISE, 1, self._wrong_key(key), repr(similarity), str(max(1, int(self.keep))))
+            await pipe.execute()
+
+    async def tally(self, bins: int) -> tuple[list[int], list[int]]:
+        fields = await self._clients.get().hgetall(f"{self.prefix}tally")
+        checked, wrong = [0] * bins, [0] * bins
+        for name, value in fields.items():
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            kind, index = name[0], int(name[1:])
+            if index < bins:
+                (checked if kind == "n" else wrong)[index] = int(value)
+        return checked, wrong
+
+    async def wrong_at(self, key: str) -> float | None:
+        value = await self._clients.get().get(self._wrong_key(key))
+        return None if value is None else float(value)
+
+    async def aclose(self) -> None:
+        await self._clients.close()

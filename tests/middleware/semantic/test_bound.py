@@ -1,0 +1,283 @@
+"""Bounded mode: semantic matches are served only while the share of wrong ones is shown under the
+operator's bound; verification is what teaches it, and a judge without a verdict never says "right".
+
+The workloads here have known answers: each candidate's chance of being right rises with its
+similarity along a curve of its own stored answer (some neighbourhoods are denser with near-misses
+than others), drawn from seeded generators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from llm_cache.middleware.semantic import RedisEvidence, SemanticCache
+from llm_cache.middleware.semantic.bound import (
+    Decision,
+    ErrorBound,
+    InProcessEvidence,
+    binomial_cdf,
+    learned_threshold,
+    needed,
+)
+from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_text
+
+# -- the statistics ------------------------------------------------------------------------------
+
+
+def test_the_binomial_tail_is_the_sum_of_its_terms() -> None:
+    for n, p in ((10, 0.3), (40, 0.02), (7, 0.5)):
+        for k in range(n + 1):
+            direct = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+            assert binomial_cdf(k, n, p) == pytest.approx(direct, rel=1e-9, abs=1e-15)
+
+
+def test_a_large_sample_at_a_small_rate_does_not_underflow() -> None:
+    assert binomial_cdf(2000, 100_000, 0.02) == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize(("bound", "confidence", "verdicts"), [(0.02, 0.95, 149), (0.01, 0.95, 299), (0.05, 0.9, 45)])
+def test_it_takes_this_many_right_verdicts_in_a_row_to_show_a_rate_under_the_bound(
+    bound: float, confidence: float, verdicts: int
+) -> None:
+    assert needed(bound, confidence) == verdicts
+    assert (1 - bound) ** verdicts <= 1 - confidence < (1 - bound) ** (verdicts - 1)
+
+
+def test_the_threshold_is_the_lowest_one_shown_safe_from_the_top_down() -> None:
+    checked = [0] * 10
+    wrong = [0] * 10
+    checked[9], checked[8], checked[5] = 100, 100, 300
+    wrong[5] = 60  # the bins below 8 are wrong a fifth of the time
+    assert learned_threshold(checked, wrong, 0.02, 0.95) == (8, 200)
+
+
+def test_a_threshold_is_not_shown_on_too_few_verdicts() -> None:
+    assert learned_threshold([0, 0, 148], [0, 0, 0], 0.02, 0.95) == (None, 0)
+    assert learned_threshold([0, 0, 149], [0, 0, 0], 0.02, 0.95) == (2, 149)
+
+
+def test_the_test_stops_at_the_first_threshold_it_cannot_show() -> None:
+    checked, wrong = [1000, 100, 1000], [0, 50, 0]
+    # From bin 0 up the share is 50/2100 < 2.4%, yet bin 1 failed first: the sequence stopped there.
+    assert learned_threshold(checked, wrong, 0.03, 0.95) == (2, 1000)
+
+
+# -- synthetic workloads with known answers -----------------------------------------------------------
+
+
+def workload(seed: int, size: int, entries: int = 300) -> list[tuple[str, float, bool]]:
+    """(stored answer, similarity, is the stored answer right) for `size` candidates: the chance of a
+    right answer is a logistic curve of similarity whose midpoint is the stored answer's own."""
+    draw = random.Random(seed)
+    midpoints = [draw.uniform(0.80, 0.92) for _ in range(entries)]
+    out = []
+    for _ in range(size):
+        entry = draw.randrange(entries)
+        similarity = draw.uniform(0.75, 1.0)
+        right = draw.random() < 1 / (1 + math.exp(-80 * (similarity - midpoints[entry])))
+        out.append((f"k{entry}", similarity, right))
+    return out
+
+
+async def replay(bound: ErrorBound, candidates: Sequence[tuple[str, float, bool]]) -> tuple[int, int, int]:
+    """Served, served wrongly, verified."""
+    served = wrong = verified = 0
+    for key, similarity, right in candidates:
+        decision = await bound.decide(key, similarity)
+        if decision is Decision.SERVE:
+            served += 1
+            wrong += not right
+        elif decision is Decision.VERIFY:
+            verified += 1
+            await bound.learn(key, similarity, wrong=not right)
+    return served, wrong, verified
+
+
+@pytest.mark.parametrize("max_error_rate", [0.01, 0.02, 0.05])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_the_share_of_wrong_semantic_hits_stays_under_the_bound(max_error_rate: float, seed: int) -> None:
+    candidates = workload(seed, 20_000)
+    served, wrong, _ = await replay(ErrorBound(max_error_rate, seed=seed), candidates)
+
+    assert wrong <= max_error_rate * served
+    static = sum(1 for _, similarity, _ in candidates if similarity >= 0.95)
+    assert served >= 0.35 * static  # it learned to serve, not only to refuse
+
+
+async def test_fewer_servable_candidates_are_verified_as_evidence_grows() -> None:
+    bound = ErrorBound(0.02, seed=4)
+    candidates = workload(4, 20_000)
+    await replay(bound, candidates[:1000])
+    early = [await bound.decide("k0", 0.99) for _ in range(1000)]
+    await replay(bound, candidates[1000:])
+    late = [await bound.decide("k0", 0.99) for _ in range(1000)]
+
+    assert early.count(Decision.VERIFY) > 3 * late.count(Decision.VERIFY)
+    assert late.count(Decision.VERIFY) >= 0.01 * len(late)  # min_verify: a changed workload is still noticed
+
+
+async def test_an_answer_once_judged_wrong_is_not_served_again_at_or_below_that_similarity() -> None:
+    bound = ErrorBound(0.02, min_verify=0.0, seed=5)
+    for _ in range(400):
+        await bound.learn("good", 0.95, wrong=False)
+    assert bound.threshold is not None and bound.threshold <= 0.95
+
+    await bound.learn("dense", 0.96, wrong=True)
+
+    assert await bound.decide("good", 0.96) is Decision.SERVE
+    assert await bound.decide("dense", 0.96) is Decision.VERIFY
+    assert await bound.decide("dense", 0.965) is Decision.VERIFY  # within the margin
+    assert await bound.decide("dense", 0.98) is Decision.SERVE
+
+
+async def test_nothing_is_served_before_the_evidence_shows_the_bound() -> None:
+    bound = ErrorBound(0.02, seed=6)
+    assert bound.threshold is None
+    assert await bound.decide("k", 0.999) is Decision.VERIFY
+    assert await bound.decide("k", 0.70) is Decision.SKIP  # under the floor: an ordinary miss
+
+
+async def test_verifications_per_minute_are_capped() -> None:
+    now = [0.0]
+    bound = ErrorBound(0.02, verifications_per_minute=2, clock=lambda: now[0], seed=7)
+    decisions = [await bound.decide("k", 0.9) for _ in range(3)]
+    assert decisions == [Decision.VERIFY, Decision.VERIFY, Decision.SKIP]
+    now[0] = 60.0
+    assert await bound.decide("k", 0.9) is Decision.VERIFY
+
+
+async def test_in_process_evidence_tallies_per_bin_and_keeps_the_highest_wrong_similarity() -> None:
+    evidence = InProcessEvidence(max_keys=2)
+    await evidence.record("a", 3, 0.9, wrong=True)
+    await evidence.record("a", 1, 0.8, wrong=True)
+    await evidence.record("b", 1, 0.8, wrong=False)
+    await evidence.record("c", 0, 0.76, wrong=True)
+    await evidence.record("d", 0, 0.77, wrong=True)
+    assert await evidence.tally(5) == ([2, 2, 0, 1, 0], [2, 1, 0, 1, 0])
+    assert (await evidence.wrong_at("a"), await evidence.wrong_at("b")) == (None, None)  # "a" was the oldest
+    assert (await evidence.wrong_at("c"), await evidence.wrong_at("d")) == (0.76, 0.77)
+
+
+@pytest.mark.parametrize("max_error_rate", [0.0, 1.0, -0.1])
+def test_a_bound_outside_0_to_1_is_refused(max_error_rate: float) -> None:
+    with pytest.raises(ValueError, match="max_error_rate"):
+        ErrorBound(max_error_rate)
+
+
+# -- judges ----------------------------------------------------------------------------------------------
+
+
+def chat_answer(text: str) -> bytes:
+    return orjson.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (chat_answer("Paris."), "Paris."),
+        ({"content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}, "Hi\nthere"),
+        ({"candidates": [{"content": {"parts": [{"text": "Gemini"}], "role": "model"}}]}, "Gemini"),
+        ({"output": [{"type": "message", "content": [{"type": "output_text", "text": "R"}]}]}, "R"),
+        ({"output": {"message": {"content": [{"text": "Bedrock"}]}}}, "Bedrock"),
+        ({"id": "no text", "usage": {"total_tokens": 3}}, ""),
+    ],
+)
+def test_the_answer_text_is_found_in_every_family_s_shape(body: bytes | dict[str, object], text: str) -> None:
+    assert answer_text(body if isinstance(body, bytes) else orjson.dumps(body)) == text
+
+
+async def test_the_exact_judge_compares_text_whitespace_aside() -> None:
+    judge = ExactJudge()
+    assert await judge.same("q", "Paris is  the capital.", "Paris is the\ncapital.")
+    assert not await judge.same("q", "Paris.", "Lyon.")
+
+
+class Raising:
+    name = "raising"
+
+    async def same(self, question: str, stored: str, fresh: str) -> bool:
+        raise RuntimeError("the judge's model is down")
+
+
+class Slow:
+    name = "slow"
+
+    async def same(self, question: str, stored: str, fresh: str) -> bool:
+        await asyncio.Event().wait()  # never answers
+        return True
+
+
+class Vague:
+    name = "vague"
+
+    async def same(self, question: str, stored: str, fresh: str) -> bool:
+        return "maybe"  # type: ignore[return-value]
+
+
+class Fixed:
+    """Embeds to fixed vectors (a test double of the embedding model's output, not of our code)."""
+
+    name = "fixed"
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = vectors
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([self.vectors[text] for text in texts], dtype=np.float32)
+
+
+@pytest.mark.parametrize("judge", [Raising(), Slow(), Vague()], ids=["raises", "times-out", "no-verdict"])
+async def test_a_judge_without_a_verdict_counts_as_a_wrong_answer_never_a_right_one(judge: object) -> None:
+    semantic = SemanticCache(Fixed({}), max_error_rate=0.02, judge=judge, judge_timeout=0.05)  # type: ignore[arg-type]
+    assert semantic.bound is not None
+    verdict = await semantic.verified("q", "stored-key", 0.93, chat_answer("A"), chat_answer("A"))
+    assert verdict is None
+    checked, wrong = await semantic.bound.evidence.tally(100)
+    assert (sum(checked), sum(wrong)) == (1, 1)
+    assert await semantic.bound.evidence.wrong_at("stored-key") == 0.93
+
+
+async def test_the_default_judge_compares_the_answers_embeddings() -> None:
+    vectors = {"Paris.": [1.0, 0.0], "It is Paris.": [0.95, 0.312], "Lyon.": [0.6, 0.8]}
+    semantic = SemanticCache(Fixed(vectors), max_error_rate=0.02)
+    assert isinstance(semantic.judge, EmbeddingJudge)
+    assert await semantic.verified("q", "a", 0.9, chat_answer("Paris."), chat_answer("It is Paris.")) is True
+    assert await semantic.verified("q", "b", 0.9, chat_answer("Paris."), chat_answer("Lyon.")) is False
+
+
+def test_bounded_mode_considers_candidates_from_its_floor() -> None:
+    assert SemanticCache(Fixed({}), max_error_rate=0.02).threshold == 0.75
+    assert SemanticCache(Fixed({}), max_error_rate=0.02, threshold=0.8).threshold == 0.8
+    assert SemanticCache(Fixed({})).threshold == 0.9
+    assert SemanticCache(Fixed({})).bound is None
+
+
+# -- evidence shared by pods -------------------------------------------------------------------------
+
+
+async def test_pods_sharing_redis_evidence_learn_from_each_others_verdicts(redis_server: Any) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    first = ErrorBound(0.02, min_verify=0.0, refresh=0.0, seed=8, evidence=RedisEvidence(redis_server.url))
+    second = ErrorBound(0.02, min_verify=0.0, refresh=0.0, seed=8, evidence=RedisEvidence(redis_server.url))
+    for _ in range(400):
+        await first.learn("good", 0.95, wrong=False)
+    await first.learn("dense", 0.97, wrong=True)
+    await first.learn("dense", 0.96, wrong=True)  # lower than before: the highest stays
+
+    assert await second.evidence.wrong_at("dense") == 0.97
+    assert await second.evidence.wrong_at("good") is None
+    checked, wrong = await second.evidence.tally(second.bin(1.0) + 1)
+    assert (sum(checked), sum(wrong)) == (402, 2)
+    assert await second.decide("dense", 0.975) is Decision.VERIFY
+    for bound in (first, second):
+        await bound.evidence.aclose()  # type: ignore[attr-defined]
