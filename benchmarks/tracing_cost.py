@@ -12,13 +12,19 @@ Rounds alternate between the three so that drift on a busy machine hits each ali
 the median of every call it made. Targets (issue 18): at most +10% sampling all, +3% sampling 1 in 10.
 
     .venv/bin/python benchmarks/tracing_cost.py [--requests 3000] [--rounds 10]
+    .venv/bin/python benchmarks/tracing_cost.py --profile all|ten [--requests 3000]
+
+`--profile` runs one SDK case alone under cProfile and prints where a hit's telemetry goes: the
+OpenTelemetry SDK's functions and ours, by own time (the openai SDK's dominate the whole hit).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import platform
+import pstats
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -75,13 +81,16 @@ async def sdk_client(telemetry: Telemetry) -> Callable[[], Awaitable[object]]:
     return call
 
 
-async def measure(requests: int, rounds: int) -> list[tuple[str, float]]:
-    cases = [
+def cases() -> list[tuple[str, Telemetry]]:
+    return [
         ("no OpenTelemetry SDK", Telemetry()),
         ("SDK, every call sampled", sdk_telemetry()),
         ("SDK, 1 in 10 sampled", sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)))),
     ]
-    calls = [(name, await sdk_client(telemetry)) for name, telemetry in cases]
+
+
+async def measure(requests: int, rounds: int) -> list[tuple[str, float]]:
+    calls = [(name, await sdk_client(telemetry)) for name, telemetry in cases()]
     samples: dict[str, list[int]] = {name: [] for name, _ in calls}
     clock = time.perf_counter_ns
     per_round = max(1, requests // rounds)
@@ -96,11 +105,31 @@ async def measure(requests: int, rounds: int) -> list[tuple[str, float]]:
     return [(name, statistics.median(values) / 1000) for name, values in samples.items()]
 
 
+async def profile(case: str, requests: int) -> None:
+    """cProfile `requests` hits of one case; print the telemetry's share, SDK and ours, by own time."""
+    telemetry = dict(zip(("none", "all", "ten"), (t for _, t in cases()), strict=True))[case]
+    call = await sdk_client(telemetry)
+    for _ in range(min(300, requests)):
+        await call()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        await call()
+    profiler.disable()
+    stats = pstats.Stats(profiler).sort_stats("tottime")
+    print(f"# {requests} hits, {stats.total_calls / requests:.0f} Python calls per hit")  # type: ignore[attr-defined]
+    stats.print_stats("opentelemetry|llm_cache/middleware/telemetry", 25)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="measured calls per case")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--profile", choices=("none", "all", "ten"), help="profile one case instead")
     args = parser.parse_args()
+    if args.profile:
+        asyncio.run(profile(args.profile, args.requests))
+        return
     rows = asyncio.run(measure(args.requests, args.rounds))
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · Python {platform.python_version()} · "
