@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -136,6 +137,7 @@ class Cache:
         cacheable_statuses: Collection[int] = frozenset({200}),
         cache_fallbacks: bool = False,
         fallback_ttl: float | None = None,
+        stale_if_error: float = 0.0,
         prompt_caching: PromptCaching | Mapping[str, Any] | None = None,
     ) -> None:
         """`store`: a `Store`, or a URL that builds one (`redis://cache:6379/0`, `s3://bucket/prefix`, ...;
@@ -159,6 +161,7 @@ class Cache:
             "cacheable_statuses": cacheable_statuses,
             "cache_fallbacks": cache_fallbacks,
             "fallback_ttl": fallback_ttl,
+            "stale_if_error": stale_if_error,
         }
         if prompt_caching is not None:
             settings["prompt_caching"] = prompt_caching
@@ -562,8 +565,15 @@ class Cache:
             await self._delete_quietly(key)
             return Lookup(Outcome.MISS)
         if not request.accepts(entry):
-            return Lookup(Outcome.MISS)
+            stale = entry if request.serves_stale(entry, self.grace(request)) else None
+            return Lookup(Outcome.MISS, stale=stale)
         return Lookup(Outcome.HIT, entry)
+
+    def grace(self, request: CacheRequest) -> float:
+        """Seconds past its TTL an entry may be served when the upstream fails: the request's
+        `stale-if-error` directive, else the `stale_if_error` setting."""
+        asked = request.policy.stale_if_error
+        return self.settings.stale_if_error if asked is None else asked
 
     def _count(self, lookup: Lookup, request: CacheRequest) -> Lookup:
         if lookup.entry is not None:
@@ -611,6 +621,7 @@ class Cache:
         if parts is not None:
             return Answer(parts)
         recorder = Recorder(self, request, lookup)
+        read = False
         try:
             body = request.forward_body
             additions = self._additions
@@ -618,15 +629,26 @@ class Cache:
                 body = yield from additions.upstream_body(request)
             reply: Reply = yield Forward(body)
             if additions.may_retry(request, reply.status):  # did the upstream refuse what the cache added?
-                reply = yield ReadBody()
+                reply, read = (yield ReadBody()), True
                 retry = yield Run(additions.retry_body(request, reply.status, reply.body))
                 if retry is not None:
-                    reply = yield Forward(retry)
+                    reply, read = (yield Forward(retry)), False
         except GeneratorExit:
             raise
         except BaseException as error:
+            # A timeout or a refused connection: an entry past its TTL may answer instead.
+            stale = lookup.stale if isinstance(error, Exception) and not isinstance(error, Abandoned) else None
+            parts = None if stale is None else self.stale_response(request, stale)
             yield Run(recorder.abort(None if isinstance(error, Abandoned) else error))
+            if parts is not None:
+                return Answer(parts)
             raise
+        if lookup.stale is not None and reply.status >= 500:
+            if not read:
+                yield ReadBody()  # the failure is read whole (its connection released), and not relayed
+            parts = self.stale_response(request, lookup.stale)
+            yield Run(recorder.abort(None))
+            return Answer(parts)
         recorder.start(reply.status, reply.headers)
         return Relay(recorder, reply.status, recorder.forward_headers(reply.raw))
 
@@ -651,6 +673,17 @@ class Cache:
         """Status, headers and body of a hit, in the form the caller asked for."""
         if request.call is not None:
             request.call.hit(entry)
+        return self._entry_response(request, entry, b"HIT")
+
+    def stale_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
+        """The response of an entry past its TTL, served because the upstream failed: `x-cache: STALE`,
+        and an `age` beyond the TTL."""
+        self.stats.stale += 1
+        if request.call is not None:
+            request.call.stale()
+        return self._entry_response(request, entry, b"STALE")
+
+    def _entry_response(self, request: CacheRequest, entry: Entry, outcome: bytes) -> ResponseParts:
         age = max(0, int(time.time() - entry.created_at))
         if request.stream:
             view = request.view()
@@ -661,7 +694,7 @@ class Cache:
             media_type = "application/json"
         headers = [
             (b"content-type", media_type.encode("latin-1")),
-            (_RAW_CACHE_HEADER, b"HIT"),
+            (_RAW_CACHE_HEADER, outcome),
             (_RAW_KEY_HEADER, request.key.encode("latin-1")),
             (b"age", str(age).encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
@@ -685,6 +718,9 @@ class Cache:
         """Write a recorded answer under the request's key (the Recorder calls it); False if the store failed."""
         if ttl is None:
             ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+        if ttl is not None:  # fresh until its TTL; kept past it for as long as it may be served stale
+            entry = replace(entry, expires_at=entry.created_at + ttl)
+            ttl += max(self.settings.stale_if_error, request.policy.stale_if_error or 0.0)
         data = pack(entry)
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()

@@ -50,6 +50,13 @@ class CacheSettings(BaseModel):
         description="Store answers a router's fallback group gave in place of the requested one "
         "(by default they are served but not stored, so the requested model answers again once it recovers).",
     )
+    stale_if_error: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds past its TTL an entry is kept and served (`x-cache: STALE`) when the upstream "
+        "fails: a 5xx, a timeout, a connection error. 0: never (a request may still ask, "
+        "`Cache-Control: stale-if-error=N`).",
+    )
     fallback_ttl: float | None = Field(None, gt=0, description="Seconds a stored fallback answer lives (default: ttl).")
     prompt_caching: PromptCaching = Field(
         default_factory=PromptCaching,
@@ -100,6 +107,8 @@ class CacheStats:
     """Embedder or vector index failures (the request went upstream)."""
     semantic_verifications: int = 0
     """Bounded mode: semantic candidates sent upstream so a judge compares their stored answer (misses too)."""
+    stale: int = 0
+    """Entries past their TTL served because the upstream failed (`stale_if_error`)."""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
