@@ -15,9 +15,10 @@ engine asks. For each intercepted call they:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
@@ -27,9 +28,11 @@ import orjson
 from ._additions import STREAM_USAGE, Additions
 from ._entry import Entry, EntryError, EntryMemo, pack
 from ._headers import lower_headers
+from ._hooks import AnswerView, HitView, Hook, Hooks, LookupView, RequestInfo
 from ._keys import (
     ANONYMOUS,
     DEFAULT_NAMESPACE,
+    NAMESPACE_PATTERN,
     KeyBuilder,
     KeyFailure,
     KeyRequest,
@@ -139,6 +142,8 @@ class Cache:
         fallback_ttl: float | None = None,
         stale_if_error: float = 0.0,
         prompt_caching: PromptCaching | Mapping[str, Any] | None = None,
+        hooks: Hooks | Mapping[str, Sequence[Hook | str]] | None = None,
+        hook_timeout: float = 0.05,
     ) -> None:
         """`store`: a `Store`, or a URL that builds one (`redis://cache:6379/0`, `s3://bucket/prefix`, ...;
         `stores/urls.py`); default: a `MemoryStore`. The settings are validated by `CacheSettings`."""
@@ -165,6 +170,7 @@ class Cache:
         }
         if prompt_caching is not None:
             settings["prompt_caching"] = prompt_caching
+        settings["hooks"], settings["hook_timeout"] = hooks, hook_timeout
         self.settings = CacheSettings.model_validate(settings)
         self.semantic = semantic
         """Looks up misses by meaning (`llm_cache.middleware.semantic.SemanticCache`), or None: exact only."""
@@ -190,7 +196,12 @@ class Cache:
                 semantic, self.settings, self.stats, self.telemetry, self._context_key, self._stored, self._store_failed
             )
         )
-        self._additions = Additions(self.settings.prompt_caching, self.store, self.settings.key_prefix)
+        hooks = self.settings.hooks
+        self.hooks = hooks if isinstance(hooks, Hooks) else Hooks(hooks, self.settings.hook_timeout)
+        """The operator's hooks (`_hooks.py`): `cache.hooks.on_hit(fn)` registers one."""
+        self._looking, self._hitting = self.hooks.points["before_lookup"], self.hooks.points["on_hit"]
+        self._answering = self.hooks.points["after_answer"]
+        self._additions = Additions(self.settings.prompt_caching, self.store, self.settings.key_prefix, self.hooks)
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
         self._memo: PreparedMemo[CacheRequest] | None = None
@@ -506,6 +517,8 @@ class Cache:
         return lookup
 
     async def _lookup(self, request: CacheRequest) -> Lookup:
+        if self._looking and request.bypass is None:
+            await self._before_lookup(request)
         if request.bypass is not None:
             self.stats.bypasses += 1
             logger.debug("CACHE BYPASS path=%s reason=%s", request.path, request.bypass)
@@ -523,6 +536,25 @@ class Cache:
         if lookup.entry is not None or not self.settings.coalesce:
             return self._count(lookup, request)
         return self._count(await self._flights.join(request, lookup), request)
+
+    async def _before_lookup(self, request: CacheRequest) -> None:
+        """Run the before-lookup hooks and apply what they changed: the key (from their body and
+        namespace, in the request's own scope), the TTL, a bypass."""
+        policy = request.policy
+        namespace = policy.namespace or DEFAULT_NAMESPACE
+        ttl = policy.ttl if policy.ttl is not None else self.settings.ttl
+        view = LookupView(request_info(request), copy.deepcopy(request.body), namespace, ttl)
+        view = await self.hooks.run("before_lookup", view)
+        if view.bypass:
+            request.bypass = "a before_lookup hook bypassed the cache"
+            return
+        if view.ttl != ttl:
+            request.policy = replace(policy, ttl=view.ttl)
+        if view.key_body != request.body or view.namespace != namespace:
+            if not NAMESPACE_PATTERN.fullmatch(view.namespace):
+                logger.warning("a before_lookup hook set an invalid namespace %r; ignored", view.namespace)
+                view.namespace = namespace
+            request.key = self._context_key(request, view.key_body, view.namespace)
 
     async def _poll(self, request: CacheRequest) -> Entry | None:
         """The usable entry for `request` another pod may have stored (store errors propagate)."""
@@ -567,6 +599,10 @@ class Cache:
         if not request.accepts(entry):
             stale = entry if request.serves_stale(entry, self.grace(request)) else None
             return Lookup(Outcome.MISS, stale=stale)
+        if self._hitting:
+            view = HitView(request_info(request), entry.status, entry.body, max(0.0, time.time() - entry.created_at))
+            if not (await self.hooks.run("on_hit", view)).serve:
+                return Lookup(Outcome.MISS)
         return Lookup(Outcome.HIT, entry)
 
     def grace(self, request: CacheRequest) -> float:
@@ -625,8 +661,8 @@ class Cache:
         try:
             body = request.forward_body
             additions = self._additions
-            if additions.rewrites:
-                body = yield from additions.upstream_body(request)
+            if additions.rewrites:  # prompt caching, before_forward hooks
+                body = yield from additions.upstream_body(request, request_info(request))
             reply: Reply = yield Forward(body)
             if additions.may_retry(request, reply.status):  # did the upstream refuse what the cache added?
                 reply, read = (yield ReadBody()), True
@@ -734,6 +770,16 @@ class Cache:
         self.stats.stored += 1
         return True
 
+    async def after_answer(self, request: CacheRequest, entry: Entry, ttl: float | None) -> AnswerView | None:
+        """The after-answer hooks' verdict on a storable answer (None: there are none). `ttl` is the
+        Recorder's (None: the request's or the default), and the view's the one to store with."""
+        if not self._answering:
+            return None
+        if ttl is None:
+            ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+        view = AnswerView(request_info(request), entry.status, entry.body, ttl=ttl)
+        return await self.hooks.run("after_answer", view)
+
     def release_waiters(self, lookup: Lookup, entry: Entry | None) -> None:
         self._flights.land(lookup.flight, entry)
 
@@ -832,6 +878,22 @@ class Cache:
     def _store_failed(self, operation: str, error: Exception) -> None:
         self.stats.store_errors += 1
         self.telemetry.store_error(operation, error)  # counted, and logged at most once a minute
+
+
+def request_info(request: CacheRequest) -> RequestInfo:
+    """What the hooks see of a request (read only)."""
+    endpoint = request.endpoint
+    return RequestInfo(
+        request.method,
+        request.path,
+        request.query,
+        request.headers,
+        request.body,
+        endpoint.family,
+        endpoint.name,
+        request.model,
+        request.stream,
+    )
 
 
 def advance(plan: Plan, reply: Any, error: BaseException | None) -> Action | End:

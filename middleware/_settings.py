@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ._hooks import Hooks
 from ._keys import KeyBuilder, ScopeFunction, resolve_key_builder, validate_scope
 from ._prompt_caching import PromptCaching
 
@@ -50,6 +51,7 @@ class CacheSettings(BaseModel):
         description="Store answers a router's fallback group gave in place of the requested one "
         "(by default they are served but not stored, so the requested model answers again once it recovers).",
     )
+    fallback_ttl: float | None = Field(None, gt=0, description="Seconds a stored fallback answer lives (default: ttl).")
     stale_if_error: float = Field(
         0.0,
         ge=0,
@@ -57,11 +59,26 @@ class CacheSettings(BaseModel):
         "fails: a 5xx, a timeout, a connection error. 0: never (a request may still ask, "
         "`Cache-Control: stale-if-error=N`).",
     )
-    fallback_ttl: float | None = Field(None, gt=0, description="Seconds a stored fallback answer lives (default: ttl).")
     prompt_caching: PromptCaching = Field(
         default_factory=PromptCaching,
         description="Provider-native prompt caching hints added to requests on their way upstream.",
     )
+
+    hooks: Any = Field(
+        None,
+        description="Callables (or dotted paths) per hook point: {before_lookup: [...], before_forward: [...], "
+        "after_answer: [...], on_hit: [...]}, or a `Hooks`.",
+    )
+    hook_timeout: float = Field(
+        0.05, gt=0, description="Seconds a hook may take; one that overruns (or raises) is logged and skipped."
+    )
+
+    @field_validator("hooks")
+    @classmethod
+    def _hooks(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, Hooks):
+            Hooks(value)  # a typo in a dotted path or a point fails here
+        return value
 
     @field_validator("ttl")
     @classmethod
