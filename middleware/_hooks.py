@@ -64,7 +64,7 @@ class LookupView:
     """The body the key is computed from (a copy of `request.body`): drop or add fields to change the key."""
     namespace: str
     ttl: float | None
-    """Seconds the answer will be stored for, if it is stored (None: no expiry)."""
+    """Seconds the answer will be stored for, if it is stored (set to None: the cache's `ttl`)."""
     bypass: bool = False
     """True: neither look up nor store; the call goes upstream (`x-cache: BYPASS`)."""
 
@@ -89,6 +89,7 @@ class AnswerView:
     """The final JSON body (a stream's, assembled)."""
     store: bool = True
     ttl: float | None = None
+    """Seconds the answer is stored for (set to None: the cache's `ttl`)."""
     tags: set[str] = field(default_factory=set)
     """Labels for the entry; stored with it once entries carry tags (issue 16, item 2)."""
 
