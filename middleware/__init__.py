@@ -2,6 +2,7 @@
 
 from ._asgi import CacheMiddleware
 from ._engine import Cache
+from ._hooks import AnswerView, ForwardView, HitView, Hooks, LookupView, RequestInfo
 from ._keys import KeyRequest, ScopeRequest, default_digest
 from ._prompt_caching import PromptCaching
 from ._settings import CacheSettings, CacheStats
@@ -10,15 +11,21 @@ from ._types import Outcome
 from ._version import __version__ as __version__
 
 __all__ = [
+    "AnswerView",
     "AsyncCachingTransport",
     "Cache",
     "CacheMiddleware",
     "CacheSettings",
     "CacheStats",
     "CachingTransport",
+    "ForwardView",
+    "HitView",
+    "Hooks",
     "KeyRequest",
+    "LookupView",
     "Outcome",
     "PromptCaching",
+    "RequestInfo",
     "ScopeRequest",
     "default_digest",
 ]

@@ -2,7 +2,8 @@
 
 Two additions: stream usage capture (the provider's `capture_body`, applied when the request is
 prepared) and provider-native prompt caching (hints, and Gemini cachedContents, applied by
-`upstream_body` on a miss). An upstream that answers 400 naming an addition gets the request once
+`upstream_body` on a miss). The hints are the built-in hook of the `before_forward` point, run
+before the operator's own (`_hooks.py`). An upstream that answers 400 naming an addition gets the request once
 more without it; once that succeeds, the addition is not made for that upstream again.
 """
 
@@ -13,9 +14,10 @@ from collections.abc import Mapping
 
 import orjson
 
+from ._hooks import ForwardView, Hooks, RequestInfo
 from ._keys import parse_body
 from ._prompt_caching import REFUSALS, CachedContents, PromptCaching, refused_cached_content
-from ._types import UPSTREAM_HEADER, CacheRequest, Steps
+from ._types import UPSTREAM_HEADER, CacheRequest, Run, Steps
 from .providers import Endpoint
 from .stores.base import Store
 
@@ -41,8 +43,10 @@ def _upstream_of(headers: Mapping[str, str], endpoint: Endpoint) -> str:
 class Additions:
     """The additions of one Cache, and the refusals it remembers."""
 
-    def __init__(self, prompt_caching: PromptCaching, store: Store, key_prefix: str) -> None:
+    def __init__(self, prompt_caching: PromptCaching, store: Store, key_prefix: str, hooks: Hooks) -> None:
         self._prompt_caching = prompt_caching if prompt_caching.enabled else None
+        self._hooks = hooks
+        self._forwarding = hooks.points["before_forward"]
         self._cached_contents = (
             CachedContents(prompt_caching.gemini, store, key_prefix) if prompt_caching.gemini.cached_contents else None
         )
@@ -51,36 +55,43 @@ class Additions:
 
     @property
     def rewrites(self) -> bool:
-        """Whether `upstream_body` may change a body (prompt caching is on)."""
-        return self._prompt_caching is not None
+        """Whether `upstream_body` may change a body (prompt caching is on, or a `before_forward` hook)."""
+        return self._prompt_caching is not None or bool(self._forwarding)
 
-    def upstream_body(self, request: CacheRequest) -> Steps[bytes]:
-        """The body to send upstream on a miss: `forward_body`, with the provider's prompt-caching
-        hints added when `prompt_caching` asks for them (the key was computed before, from the
-        caller's body). A part of the plan, once per call (and `retry_body` on a refusal): only a
-        Gemini cachedContent yields actions (its store reads, its creation as a `SideCall`)."""
+    def upstream_body(self, request: CacheRequest, info: RequestInfo) -> Steps[bytes]:
+        """The body to send upstream on a miss: `forward_body` through the `before_forward` hook point,
+        whose built-in hook adds the provider's prompt-caching hints when `prompt_caching` asks for
+        them (the key was computed before, from the caller's body). A part of the plan, once per call
+        (and `retry_body` on a refusal): a Gemini cachedContent (its store reads, its creation as a
+        `SideCall`) and the operator's hooks (`Run`) yield actions."""
         body = request.forward_body
         caching = self._prompt_caching
-        if caching is None or not self.accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
+        if caching is not None and not self.accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
+            caching = None
+        if caching is None and not self._forwarding:
             return body
         endpoint = request.endpoint
         try:
-            parsed = parse_body(body)[0]  # parsed again (and only) on the way upstream: hits never pay for it
-            changes = caching.rewrite(endpoint.family, endpoint.name, parsed)
+            view = ForwardView(info, parse_body(body)[0])  # parsed again (and only) on the way upstream
+            if caching is not None:
+                view.changes += caching.rewrite(endpoint.family, endpoint.name, view.body)
             contents = self._cached_contents
-            if contents is not None and endpoint.family == "gemini":
-                named = yield from contents.rewrite(request.path, request.query, request.headers, parsed)
+            if contents is not None and caching is not None and endpoint.family == "gemini":
+                named = yield from contents.rewrite(request.path, request.query, request.headers, view.body)
                 if named is not None:
                     request.cached_content = named
-                    changes.append("gemini_cached_content")
-            rewritten = orjson.dumps(parsed) if changes else body
+                    view.changes.append("gemini_cached_content")
+            hinted = any(change != "gemini_cached_content" for change in view.changes)
+            if self._forwarding:
+                view = yield Run(self._hooks.run("before_forward", view))
+            rewritten = orjson.dumps(view.body) if view.changes or self._forwarding else body
         except Exception:  # fail open: the request goes out as the caller wrote it
-            logger.warning("prompt-caching rewrite failed; sending the request as written", exc_info=True)
+            logger.warning("rewriting the request on its way upstream failed; sending it as written", exc_info=True)
             request.cached_content = None
             return body
-        if changes and request.call is not None:
-            request.call.prompt_caching(changes)
-        request.hinted = any(change != "gemini_cached_content" for change in changes)
+        if view.changes and request.call is not None:
+            request.call.prompt_caching(view.changes)
+        request.hinted = hinted
         return rewritten
 
     def may_retry(self, request: CacheRequest, status: int) -> bool:

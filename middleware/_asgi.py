@@ -169,7 +169,9 @@ class _Responder:
             await self.app(scope, self._watched(_replay(body, False, self.receive, None)), self._answered)
         except BaseException as failure:  # into the plan (if it still runs), which stores nothing and raises it
             self.waiting = False
-            await self._next(error=failure)
+            step = await self._next(error=failure)
+            if isinstance(step, Answer) and self.head is None:  # the plan answers instead (a stale entry)
+                return step
             raise
         self.waiting = False
         if self.abandoned:

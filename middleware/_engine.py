@@ -15,9 +15,11 @@ engine asks. For each intercepted call they:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -26,9 +28,11 @@ import orjson
 from ._additions import STREAM_USAGE, Additions
 from ._entry import Entry, EntryError, EntryMemo, pack
 from ._headers import lower_headers
+from ._hooks import AnswerView, HitView, Hook, Hooks, LookupView, RequestInfo
 from ._keys import (
     ANONYMOUS,
     DEFAULT_NAMESPACE,
+    NAMESPACE_PATTERN,
     KeyBuilder,
     KeyFailure,
     KeyRequest,
@@ -136,7 +140,10 @@ class Cache:
         cacheable_statuses: Collection[int] = frozenset({200}),
         cache_fallbacks: bool = False,
         fallback_ttl: float | None = None,
+        stale_if_error: float = 0.0,
         prompt_caching: PromptCaching | Mapping[str, Any] | None = None,
+        hooks: Hooks | Mapping[str, Sequence[Hook | str]] | None = None,
+        hook_timeout: float = 0.05,
     ) -> None:
         """`store`: a `Store`, or a URL that builds one (`redis://cache:6379/0`, `s3://bucket/prefix`, ...;
         `stores/urls.py`); default: a `MemoryStore`. The settings are validated by `CacheSettings`."""
@@ -159,9 +166,11 @@ class Cache:
             "cacheable_statuses": cacheable_statuses,
             "cache_fallbacks": cache_fallbacks,
             "fallback_ttl": fallback_ttl,
+            "stale_if_error": stale_if_error,
         }
         if prompt_caching is not None:
             settings["prompt_caching"] = prompt_caching
+        settings["hooks"], settings["hook_timeout"] = hooks, hook_timeout
         self.settings = CacheSettings.model_validate(settings)
         self.semantic = semantic
         """Looks up misses by meaning (`llm_cache.middleware.semantic.SemanticCache`), or None: exact only."""
@@ -187,7 +196,12 @@ class Cache:
                 semantic, self.settings, self.stats, self.telemetry, self._context_key, self._stored, self._store_failed
             )
         )
-        self._additions = Additions(self.settings.prompt_caching, self.store, self.settings.key_prefix)
+        hooks = self.settings.hooks
+        self.hooks = hooks if isinstance(hooks, Hooks) else Hooks(hooks, self.settings.hook_timeout)
+        """The operator's hooks (`_hooks.py`): `cache.hooks.on_hit(fn)` registers one."""
+        self._looking, self._hitting = self.hooks.points["before_lookup"], self.hooks.points["on_hit"]
+        self._answering = self.hooks.points["after_answer"]
+        self._additions = Additions(self.settings.prompt_caching, self.store, self.settings.key_prefix, self.hooks)
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
         self._memo: PreparedMemo[CacheRequest] | None = None
@@ -503,6 +517,8 @@ class Cache:
         return lookup
 
     async def _lookup(self, request: CacheRequest) -> Lookup:
+        if self._looking and request.bypass is None:
+            await self._before_lookup(request)
         if request.bypass is not None:
             self.stats.bypasses += 1
             logger.debug("CACHE BYPASS path=%s reason=%s", request.path, request.bypass)
@@ -520,6 +536,25 @@ class Cache:
         if lookup.entry is not None or not self.settings.coalesce:
             return self._count(lookup, request)
         return self._count(await self._flights.join(request, lookup), request)
+
+    async def _before_lookup(self, request: CacheRequest) -> None:
+        """Run the before-lookup hooks and apply what they changed: the key (from their body and
+        namespace, in the request's own scope), the TTL, a bypass."""
+        policy = request.policy
+        namespace = policy.namespace or DEFAULT_NAMESPACE
+        ttl = policy.ttl if policy.ttl is not None else self.settings.ttl
+        view = LookupView(request_info(request), copy.deepcopy(request.body), namespace, ttl)
+        view = await self.hooks.run("before_lookup", view)
+        if view.bypass:
+            request.bypass = "a before_lookup hook bypassed the cache"
+            return
+        if view.ttl != ttl:
+            request.policy = replace(policy, ttl=view.ttl)
+        if view.key_body != request.body or view.namespace != namespace:
+            if not NAMESPACE_PATTERN.fullmatch(view.namespace):
+                logger.warning("a before_lookup hook set an invalid namespace %r; ignored", view.namespace)
+                view.namespace = namespace
+            request.key = self._context_key(request, view.key_body, view.namespace)
 
     async def _poll(self, request: CacheRequest) -> Entry | None:
         """The usable entry for `request` another pod may have stored (store errors propagate)."""
@@ -562,8 +597,19 @@ class Cache:
             await self._delete_quietly(key)
             return Lookup(Outcome.MISS)
         if not request.accepts(entry):
-            return Lookup(Outcome.MISS)
+            stale = entry if request.serves_stale(entry, self.grace(request)) else None
+            return Lookup(Outcome.MISS, stale=stale)
+        if self._hitting:
+            view = HitView(request_info(request), entry.status, entry.body, max(0.0, time.time() - entry.created_at))
+            if not (await self.hooks.run("on_hit", view)).serve:
+                return Lookup(Outcome.MISS)
         return Lookup(Outcome.HIT, entry)
+
+    def grace(self, request: CacheRequest) -> float:
+        """Seconds past its TTL an entry may be served when the upstream fails: the request's
+        `stale-if-error` directive, else the `stale_if_error` setting."""
+        asked = request.policy.stale_if_error
+        return self.settings.stale_if_error if asked is None else asked
 
     def _count(self, lookup: Lookup, request: CacheRequest) -> Lookup:
         if lookup.entry is not None:
@@ -611,22 +657,34 @@ class Cache:
         if parts is not None:
             return Answer(parts)
         recorder = Recorder(self, request, lookup)
+        read = False
         try:
             body = request.forward_body
             additions = self._additions
-            if additions.rewrites:
-                body = yield from additions.upstream_body(request)
+            if additions.rewrites:  # prompt caching, before_forward hooks
+                body = yield from additions.upstream_body(request, request_info(request))
             reply: Reply = yield Forward(body)
             if additions.may_retry(request, reply.status):  # did the upstream refuse what the cache added?
-                reply = yield ReadBody()
+                reply, read = (yield ReadBody()), True
                 retry = yield Run(additions.retry_body(request, reply.status, reply.body))
                 if retry is not None:
-                    reply = yield Forward(retry)
+                    reply, read = (yield Forward(retry)), False
         except GeneratorExit:
             raise
         except BaseException as error:
+            # A timeout or a refused connection: an entry past its TTL may answer instead.
+            stale = lookup.stale if isinstance(error, Exception) and not isinstance(error, Abandoned) else None
+            parts = None if stale is None else self.stale_response(request, stale)
             yield Run(recorder.abort(None if isinstance(error, Abandoned) else error))
+            if parts is not None:
+                return Answer(parts)
             raise
+        if lookup.stale is not None and reply.status >= 500:
+            if not read:
+                yield ReadBody()  # the failure is read whole (its connection released), and not relayed
+            parts = self.stale_response(request, lookup.stale)
+            yield Run(recorder.abort(None))
+            return Answer(parts)
         recorder.start(reply.status, reply.headers)
         return Relay(recorder, reply.status, recorder.forward_headers(reply.raw))
 
@@ -651,6 +709,17 @@ class Cache:
         """Status, headers and body of a hit, in the form the caller asked for."""
         if request.call is not None:
             request.call.hit(entry)
+        return self._entry_response(request, entry, b"HIT")
+
+    def stale_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
+        """The response of an entry past its TTL, served because the upstream failed: `x-cache: STALE`,
+        and an `age` beyond the TTL."""
+        self.stats.stale += 1
+        if request.call is not None:
+            request.call.stale()
+        return self._entry_response(request, entry, b"STALE")
+
+    def _entry_response(self, request: CacheRequest, entry: Entry, outcome: bytes) -> ResponseParts:
         age = max(0, int(time.time() - entry.created_at))
         if request.stream:
             view = request.view()
@@ -661,7 +730,7 @@ class Cache:
             media_type = "application/json"
         headers = [
             (b"content-type", media_type.encode("latin-1")),
-            (_RAW_CACHE_HEADER, b"HIT"),
+            (_RAW_CACHE_HEADER, outcome),
             (_RAW_KEY_HEADER, request.key.encode("latin-1")),
             (b"age", str(age).encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
@@ -685,6 +754,9 @@ class Cache:
         """Write a recorded answer under the request's key (the Recorder calls it); False if the store failed."""
         if ttl is None:
             ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+        if ttl is not None:  # fresh until its TTL; kept past it for as long as it may be served stale
+            entry = replace(entry, expires_at=entry.created_at + ttl)
+            ttl += max(self.settings.stale_if_error, request.policy.stale_if_error or 0.0)
         data = pack(entry)
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()
@@ -697,6 +769,16 @@ class Cache:
         self.telemetry.store_done(span, started, len(data), None)
         self.stats.stored += 1
         return True
+
+    async def after_answer(self, request: CacheRequest, entry: Entry, ttl: float | None) -> AnswerView | None:
+        """The after-answer hooks' verdict on a storable answer (None: there are none). `ttl` is the
+        Recorder's (None: the request's or the default), and the view's the one to store with."""
+        if not self._answering:
+            return None
+        if ttl is None:
+            ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+        view = AnswerView(request_info(request), entry.status, entry.body, ttl=ttl)
+        return await self.hooks.run("after_answer", view)
 
     def release_waiters(self, lookup: Lookup, entry: Entry | None) -> None:
         self._flights.land(lookup.flight, entry)
@@ -796,6 +878,22 @@ class Cache:
     def _store_failed(self, operation: str, error: Exception) -> None:
         self.stats.store_errors += 1
         self.telemetry.store_error(operation, error)  # counted, and logged at most once a minute
+
+
+def request_info(request: CacheRequest) -> RequestInfo:
+    """What the hooks see of a request (read only)."""
+    endpoint = request.endpoint
+    return RequestInfo(
+        request.method,
+        request.path,
+        request.query,
+        request.headers,
+        request.body,
+        endpoint.family,
+        endpoint.name,
+        request.model,
+        request.stream,
+    )
 
 
 def advance(plan: Plan, reply: Any, error: BaseException | None) -> Action | End:

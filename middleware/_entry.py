@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import msgpack
 
-SCHEMA_VERSION = 2
-"""2 added `usage_requested` and `origin`; entries of version 1 are still read (all were stored with usage)."""
+SCHEMA_VERSION = 3
+"""2 added `usage_requested` and `origin`, 3 `expires_at`; entries of versions 1 and 2 are still read
+(all of version 1 were stored with usage; neither knows when it stops being fresh)."""
 
 
 class EntryError(ValueError):
@@ -30,6 +31,10 @@ class Entry:
     origin: tuple[tuple[str, str], ...] = ()
     """Headers saying what produced the answer (the router's deployment, model, family and group),
     replayed on every hit."""
+    expires_at: float | None = None
+    """Wall-clock seconds when the entry stops being fresh (`created_at` + its TTL), or None: fresh as
+    long as the store keeps it. Past it, the entry is only served stale, when the upstream fails
+    (`stale_if_error`); the store keeps it that much longer."""
 
 
 def pack(entry: Entry) -> bytes:
@@ -43,6 +48,7 @@ def pack(entry: Entry) -> bytes:
             entry.from_stream,
             entry.usage_requested,
             [list(pair) for pair in entry.origin],
+            entry.expires_at,
         ],
         use_bin_type=True,
     )
@@ -55,7 +61,13 @@ def unpack(data: bytes) -> Entry:
         raise EntryError(f"undecodable entry: {error}") from error
     if type(fields) is not list:
         raise EntryError("entry of another schema version")
-    if len(fields) == 8 and fields[0] == SCHEMA_VERSION:
+    expires_at = None
+    if len(fields) == 9 and fields[0] == SCHEMA_VERSION:
+        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, expires_at = fields
+        origin = _pairs(pairs) if pairs else ()
+        if expires_at is not None and not isinstance(expires_at, (int, float)):
+            raise EntryError("entry with fields of the wrong types")
+    elif len(fields) == 8 and fields[0] == 2:
         _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs = fields
         origin = _pairs(pairs) if pairs else ()
     elif len(fields) == 6 and fields[0] == 1:
@@ -70,7 +82,16 @@ def unpack(data: bytes) -> Entry:
         and isinstance(body, bytes)
     ):
         raise EntryError("entry with fields of the wrong types")
-    return Entry(fingerprint, float(created_at), status, body, bool(from_stream), bool(usage_requested), origin)
+    return Entry(
+        fingerprint,
+        float(created_at),
+        status,
+        body,
+        bool(from_stream),
+        bool(usage_requested),
+        origin,
+        None if expires_at is None else float(expires_at),
+    )
 
 
 def _pairs(value: object) -> tuple[tuple[str, str], ...]:

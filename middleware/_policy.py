@@ -1,6 +1,6 @@
 """Per-request cache controls from headers and from the body's `cache` field.
 
-Headers: `Cache-Control: no-cache | no-store | max-age=N | only-if-cached`,
+Headers: `Cache-Control: no-cache | no-store | max-age=N | only-if-cached | stale-if-error=N`,
 `x-cache-ttl: N`, `x-cache-namespace: NAME`. Body (as LiteLLM clients send it):
 `"cache": {"no-cache": bool, "no-store": bool, "ttl": N, "s-maxage": N,
 "namespace": str, "use-cache": bool}` (`s-max-age` is an alias of `s-maxage`,
@@ -34,6 +34,9 @@ class Policy:
     ttl: float | None = None
     namespace: str | None = None
     use_cache: bool | None = None
+    stale_if_error: float | None = None
+    """RFC 5861's request directive: seconds past its TTL an entry may be served when the upstream fails
+    (and kept that long by the store, when this request's answer is stored)."""
 
 
 DEFAULT_POLICY = Policy()
@@ -96,6 +99,8 @@ def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
                 values["only_if_cached"] = True
             elif name == "max-age":
                 values["max_age"] = _seconds("Cache-Control max-age", argument.strip().strip('"'))
+            elif name == "stale-if-error" and argument:  # (RFC 5861 has no bare form: ignored, as unknown)
+                values["stale_if_error"] = _seconds("Cache-Control stale-if-error", argument.strip().strip('"'))
     if header_ttl is not None:
         values["ttl"] = _seconds("x-cache-ttl", header_ttl)
     if header_namespace is not None:

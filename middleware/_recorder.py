@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ._entry import Entry
+from ._hooks import AnswerView
 from ._settings import CacheSettings, CacheStats
 from ._types import CACHE_HEADER, FALLBACK_FROM_HEADER, KEY_HEADER, ORIGIN_HEADERS, CacheRequest, Lookup, Outcome
 from .providers import StreamAssembler
@@ -35,6 +36,9 @@ class RecorderHandle(Protocol):
 
     async def store_entry(self, request: CacheRequest, entry: Entry, ttl: float | None) -> bool:
         """Write the entry; False if the store failed (counted)."""
+
+    async def after_answer(self, request: CacheRequest, entry: Entry, ttl: float | None) -> AnswerView | None:
+        """The after-answer hooks' verdict (store or not, the TTL), or None when there are none."""
 
     def release_waiters(self, lookup: Lookup, entry: Entry | None) -> None:
         """Hand the stored entry (or None) to the misses coalesced on this one."""
@@ -218,9 +222,16 @@ class Recorder:
     async def _write(self, entry: Entry) -> bool:
         stored = False
         try:
-            stored = await self._handle.store_entry(self._request, entry, self._ttl)
-            if not stored:
-                self._why = "store write failed"
+            ttl = self._ttl
+            verdict = await self._handle.after_answer(self._request, entry, ttl)
+            if verdict is not None:
+                ttl = verdict.ttl
+            if verdict is not None and not verdict.store:
+                self._why = "hook: an after_answer hook vetoed storing"
+            else:
+                stored = await self._handle.store_entry(self._request, entry, ttl)
+                if not stored:
+                    self._why = "store write failed"
         finally:
             self._complete_call(entry, stored)
             if self._lookup.lock is not None:  # after the write: a pod that takes the lock next finds the entry

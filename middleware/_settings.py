@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ._hooks import Hooks
 from ._keys import KeyBuilder, ScopeFunction, resolve_key_builder, validate_scope
 from ._prompt_caching import PromptCaching
 
@@ -51,10 +52,33 @@ class CacheSettings(BaseModel):
         "(by default they are served but not stored, so the requested model answers again once it recovers).",
     )
     fallback_ttl: float | None = Field(None, gt=0, description="Seconds a stored fallback answer lives (default: ttl).")
+    stale_if_error: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds past its TTL an entry is kept and served (`x-cache: STALE`) when the upstream "
+        "fails: a 5xx, a timeout, a connection error. 0: never (a request may still ask, "
+        "`Cache-Control: stale-if-error=N`).",
+    )
     prompt_caching: PromptCaching = Field(
         default_factory=PromptCaching,
         description="Provider-native prompt caching hints added to requests on their way upstream.",
     )
+
+    hooks: Any = Field(
+        None,
+        description="Callables (or dotted paths) per hook point: {before_lookup: [...], before_forward: [...], "
+        "after_answer: [...], on_hit: [...]}, or a `Hooks`.",
+    )
+    hook_timeout: float = Field(
+        0.05, gt=0, description="Seconds a hook may take; one that overruns (or raises) is logged and skipped."
+    )
+
+    @field_validator("hooks")
+    @classmethod
+    def _hooks(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, Hooks):
+            Hooks(value)  # a typo in a dotted path or a point fails here
+        return value
 
     @field_validator("ttl")
     @classmethod
@@ -100,6 +124,8 @@ class CacheStats:
     """Embedder or vector index failures (the request went upstream)."""
     semantic_verifications: int = 0
     """Bounded mode: semantic candidates sent upstream so a judge compares their stored answer (misses too)."""
+    stale: int = 0
+    """Entries past their TTL served because the upstream failed (`stale_if_error`)."""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

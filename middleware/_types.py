@@ -124,11 +124,27 @@ class CacheRequest:
         )
 
     def accepts(self, entry: Entry) -> bool:
-        """Young enough for the request's max-age, and holding usage if the request would get usage."""
+        """Fresh, young enough for the request's max-age, and holding usage if the request would get usage."""
         max_age = self.policy.max_age
-        if max_age is not None and time.time() - entry.created_at > max_age:
-            return False
+        expires_at = entry.expires_at
+        if max_age is not None or expires_at is not None:
+            now = time.time()
+            if (max_age is not None and now - entry.created_at > max_age) or (
+                expires_at is not None and now >= expires_at
+            ):
+                return False
+        return self.usable(entry)
+
+    def usable(self, entry: Entry) -> bool:
+        """Holding usage if the request would get usage from the provider."""
         return entry.usage_requested or not self.route.endpoint.asks_for_usage(self.body, self.stream)
+
+    def serves_stale(self, entry: Entry, grace: float) -> bool:
+        """Past its TTL by less than `grace` seconds (and usable): served if the upstream fails."""
+        expires_at = entry.expires_at
+        return (
+            grace > 0 and expires_at is not None and expires_at <= time.time() < expires_at + grace
+        ) and self.usable(entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +209,8 @@ class Lookup:
     """The embedder or index failed on this miss: its answer is not indexed (no second attempt)."""
     verifying: Verification | None = None
     """Bounded semantic mode: the stored answer this miss checks, judged once the fresh one is stored."""
+    stale: Entry | None = None
+    """An entry past its TTL but within the stale-if-error grace: served if the upstream fails."""
 
 
 # -- the plan's actions (what `Cache.plan` yields) and ends (what it returns) ---------------------

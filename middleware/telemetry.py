@@ -475,6 +475,17 @@ class Call:
                 self._content(entry.body)
         self.end()
 
+    def stale(self) -> None:
+        """The upstream failed and an entry past its TTL answered (`stale_if_error`): result `stale`
+        (the call was counted as a miss when it was decided)."""
+        if self.ended:
+            return
+        self.result = "stale"
+        self._t._count_request("stale", self.provider, self.model, "none")
+        if self.attrs is not None:
+            self.attrs["llm_cache.result"] = "stale"
+        self.end()
+
     def failed(self, error: BaseException | None) -> None:
         """The upstream call or the stream to the caller failed."""
         if self.ended:

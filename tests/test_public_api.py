@@ -15,15 +15,21 @@ from llm_cache import middleware, router
 
 def test_middleware_exports() -> None:
     assert sorted(middleware.__all__) == [
+        "AnswerView",
         "AsyncCachingTransport",
         "Cache",
         "CacheMiddleware",
         "CacheSettings",
         "CacheStats",
         "CachingTransport",
+        "ForwardView",
+        "HitView",
+        "Hooks",
         "KeyRequest",
+        "LookupView",
         "Outcome",
         "PromptCaching",
+        "RequestInfo",
         "ScopeRequest",
         "default_digest",
     ]

@@ -68,8 +68,8 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str, unset: list[str
 
 @contextmanager
 def _importable_from(folder: Path | None) -> Iterator[None]:
-    """The config file's folder on the import path while the config is read, so a `key_builder` or
-    `scope` function in a module beside the file is found (as LiteLLM finds its hooks). Imported
+    """The config file's folder on the import path while the config is read, so a `key_builder`,
+    `scope` function or hook in a module beside the file is found (as LiteLLM finds its hooks). Imported
     modules stay in `sys.modules`, so the cache built later finds them without it."""
     if folder is None or str(folder) in sys.path:
         yield

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._hooks import Hooks
 from .._keys import resolve_key_builder, validate_scope
 from .._settings import CacheSettings
 from ..providers import DEFAULT_ENDPOINTS, Endpoint
@@ -231,6 +232,11 @@ class CacheConfig(CacheSettings):
         description="'credential', 'shared', 'header:<name>', or a scope function's dotted path 'pkg.module:function'.",
     )
     key_builder: str | None = Field(default=None, description="Dotted path 'package.module:function'.")
+    hooks: dict[str, list[str]] | None = Field(
+        default=None,
+        description="Dotted paths per hook point: {before_lookup: [pkg.module:function], before_forward: [...], "
+        "after_answer: [...], on_hit: [...]}.",
+    )
     endpoints: list[str] | None = Field(
         default=None,
         description="The endpoints whose answers are cached (`chat.completions`, `embeddings`, `messages`, ...); "
@@ -257,6 +263,13 @@ class CacheConfig(CacheSettings):
     def _key_builder(cls, value: str | None) -> str | None:  # type: ignore[override]
         if value is not None:
             resolve_key_builder(value)  # import now, so a typo fails at load time
+        return value
+
+    @field_validator("hooks")
+    @classmethod
+    def _hooks(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:  # type: ignore[override]
+        if value is not None:
+            Hooks(value)  # import now, so a typo fails at load time
         return value
 
     def engine_settings(self) -> dict[str, Any]:

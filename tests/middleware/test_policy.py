@@ -62,6 +62,12 @@ def test_directives_the_cache_does_not_know_are_ignored() -> None:
     assert policy == DEFAULT_POLICY
 
 
+def test_stale_if_error_takes_seconds_and_refuses_anything_else() -> None:
+    assert parse_policy({"cache-control": "max-age=5, stale-if-error=300"}, None).stale_if_error == 300.0
+    with pytest.raises(PolicyError, match="stale-if-error"):
+        parse_policy({"cache-control": "stale-if-error=soon"}, None)
+
+
 def test_an_empty_cache_control_header_asks_for_nothing() -> None:
     assert parse_policy({"cache-control": ""}, None) == DEFAULT_POLICY
 

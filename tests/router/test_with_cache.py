@@ -10,6 +10,7 @@ import pytest
 from llm_cache import middleware
 from llm_cache.middleware.stores import MemoryStore
 from llm_cache.router import RouterTransport
+from tests.middleware.test_stale_if_error import age
 
 from .conftest import dep
 
@@ -107,3 +108,26 @@ async def test_cache_fallbacks_stores_them_with_their_own_ttl_and_says_so_on_hit
     assert hit.headers["x-router-deployment"] == "b"
     _, expires_at = store._data[hit.headers["x-cache-key"]]
     assert expires_at is not None and expires_at - time.monotonic() <= 30
+
+
+async def test_a_stale_entry_answers_only_once_the_routers_retries_and_fallbacks_failed(fakes, make_router):
+    router = make_router(
+        {
+            "groups": {
+                "gpt": {"deployments": [dep(fakes["a"], order=0)]},
+                "backup": {"deployments": [dep(fakes["b"], order=0)]},
+            },
+            "settings": {"num_retries": 1, "backoff_initial": 0, "fallbacks": {"gpt": ["backup"]}},
+        }
+    )
+    cache = middleware.Cache(ttl=60, stale_if_error=300)
+    transport = middleware.AsyncCachingTransport(cache=cache, inner=RouterTransport(router))
+    async with httpx2.AsyncClient(transport=transport, base_url="https://api.openai.com/v1") as c:
+        first = await c.post("/chat/completions", json=BODY, headers=AUTH)
+        await age(cache.store, first.headers["x-cache-key"], 120)
+        fakes["a"].fail(*[("status", 503, None, None)] * 2)
+        fakes["b"].fail(*[("status", 500, None, None)] * 2)
+        stale = await c.post("/chat/completions", json=BODY, headers=AUTH)
+    assert stale.status_code == 200 and stale.headers["x-cache"] == "STALE"
+    assert stale.json()["choices"] == first.json()["choices"]
+    assert fakes["a"].count == 3 and fakes["b"].count == 2  # a retry on each group, the fallback, then the entry

@@ -1,0 +1,182 @@
+"""Hooks: the operator's own policy at four points of a call, without forking the engine.
+
+A hook is a plain callable, sync or async, that takes one view and changes its writable fields:
+
+- `before_lookup(LookupView)`: the key's body, the namespace, the TTL, or a bypass (never the scope);
+- `before_forward(ForwardView)`: the body sent upstream on a miss (provider-native prompt caching is
+  the built-in one, run first);
+- `after_answer(AnswerView)`: whether the upstream's answer is stored, its TTL, its tags;
+- `on_hit(HitView)`: whether a stored answer is served (vetoed: the call goes upstream).
+
+Each hook gets its own copy of the view and its changes count only if it returns within
+`hook_timeout`: a hook that raises or overruns is logged and skipped, and the call goes on. Sync
+hooks run on a worker thread (so an overrun never blocks the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ._keys import load_callable
+
+logger = logging.getLogger("llm_cache.middleware")
+
+POINTS = ("before_lookup", "before_forward", "after_answer", "on_hit")
+"""The hook points, in the order a call meets them."""
+Hook = Callable[[Any], Any]
+"""A callable of one view; its result is ignored (awaited if it is awaitable)."""
+_View = TypeVar("_View")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """The intercepted request, read only: what every view shows."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    """Lower-case names."""
+    body: Mapping[str, Any]
+    """The caller's parsed JSON body (without the `cache` control field). Do not change it: change
+    `LookupView.key_body` or `ForwardView.body`."""
+    family: str
+    """The API family: `openai`, `anthropic`, `gemini`, `bedrock`, ..."""
+    endpoint: str
+    """The endpoint: `chat.completions`, `embeddings`, `messages`, ..."""
+    model: str | None
+    stream: bool
+
+
+@dataclass(slots=True)
+class LookupView:
+    """Before the store is read. Writable: `key_body`, `namespace`, `ttl`, `bypass`."""
+
+    request: RequestInfo
+    key_body: dict[str, Any]
+    """The body the key is computed from (a copy of `request.body`): drop or add fields to change the key."""
+    namespace: str
+    ttl: float | None
+    """Seconds the answer will be stored for, if it is stored (set to None: the cache's `ttl`)."""
+    bypass: bool = False
+    """True: neither look up nor store; the call goes upstream (`x-cache: BYPASS`)."""
+
+
+@dataclass(slots=True)
+class ForwardView:
+    """A miss, before it goes upstream. Writable: `body`, the JSON body sent (the key is already made)."""
+
+    request: RequestInfo
+    body: dict[str, Any]
+    changes: list[str] = field(default_factory=list)
+    """What the hooks changed, by name (telemetry); hooks may append to it."""
+
+
+@dataclass(slots=True)
+class AnswerView:
+    """The upstream's complete, storable answer. Writable: `store`, `ttl`, `tags`."""
+
+    request: RequestInfo
+    status: int
+    body: bytes
+    """The final JSON body (a stream's, assembled)."""
+    store: bool = True
+    ttl: float | None = None
+    """Seconds the answer is stored for (set to None: the cache's `ttl`)."""
+    tags: set[str] = field(default_factory=set)
+    """Labels for the entry; stored with it once entries carry tags (issue 16, item 2)."""
+
+
+@dataclass(slots=True)
+class HitView:
+    """A stored answer about to be served. Writable: `serve` (False: the call goes upstream instead)."""
+
+    request: RequestInfo
+    status: int
+    body: bytes
+    age: float
+    """Seconds since the answer was stored."""
+    serve: bool = True
+
+
+class Hooks:
+    """The hooks of one `Cache`, per point: `cache.hooks.before_lookup(fn)` registers `fn` (and returns
+    it, so it works as a decorator); `Cache(hooks={"on_hit": [fn, "pkg.mod:fn"]})` takes callables
+    or dotted paths."""
+
+    def __init__(self, hooks: Mapping[str, Iterable[Hook | str]] | None = None, timeout: float = 0.05) -> None:
+        self.timeout = timeout
+        self.points: dict[str, list[Hook]] = {point: [] for point in POINTS}
+        for point, entries in (hooks or {}).items():
+            if point not in self.points:
+                raise ValueError(f"unknown hook point {point!r}; allowed: {', '.join(POINTS)}")
+            for entry in entries:
+                self.points[point].append(load_callable(entry) if isinstance(entry, str) else entry)
+
+    def before_lookup(self, hook: Hook) -> Hook:
+        self.points["before_lookup"].append(hook)
+        return hook
+
+    def before_forward(self, hook: Hook) -> Hook:
+        self.points["before_forward"].append(hook)
+        return hook
+
+    def after_answer(self, hook: Hook) -> Hook:
+        self.points["after_answer"].append(hook)
+        return hook
+
+    def on_hit(self, hook: Hook) -> Hook:
+        self.points["on_hit"].append(hook)
+        return hook
+
+    async def run(self, point: str, view: _View) -> _View:
+        """`view` as the hooks of `point` leave it, each applied in turn; a failed hook changes nothing."""
+        for hook in self.points[point]:
+            trial = _copy(view)
+            if await self._call(point, hook, trial):
+                view = trial
+        return view
+
+    async def _call(self, point: str, hook: Hook, view: Any) -> bool:
+        try:
+            if _is_async(hook):
+                await asyncio.wait_for(hook(view), self.timeout)
+            else:
+                result = await asyncio.wait_for(asyncio.to_thread(hook, view), self.timeout)
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, self.timeout)
+        except asyncio.TimeoutError:
+            logger.warning("%s hook %s took more than %.3f s; skipped", point, _name(hook), self.timeout)
+            return False
+        except Exception:
+            logger.warning("%s hook %s raised; skipped", point, _name(hook), exc_info=True)
+            return False
+        return True
+
+
+def _is_async(hook: Hook) -> bool:
+    return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
+
+
+def _copy(view: _View) -> _View:
+    """A view a hook may change without touching `view` (its mutable fields copied, the request shared)."""
+    changes = {
+        item.name: copy.deepcopy(getattr(view, item.name))
+        for item in dataclasses.fields(view)  # type: ignore[arg-type]
+        if isinstance(getattr(view, item.name), (dict, list, set))
+    }
+    return dataclasses.replace(view, **changes)  # type: ignore[type-var]
+
+
+def _name(hook: Hook) -> str:
+    return getattr(hook, "__qualname__", None) or repr(hook)
+
+
+__all__ = ["POINTS", "AnswerView", "ForwardView", "Hook", "Hooks", "HitView", "LookupView", "RequestInfo"]
