@@ -26,6 +26,7 @@ import orjson
 from ._additions import STREAM_USAGE, Additions
 from ._entry import Entry, EntryError, EntryMemo, pack
 from ._headers import lower_headers
+from ._items import Items
 from ._keys import (
     ANONYMOUS,
     DEFAULT_NAMESPACE,
@@ -188,6 +189,7 @@ class Cache:
             )
         )
         self._additions = Additions(self.settings.prompt_caching, self.store, self.settings.key_prefix)
+        self._items = Items(self)
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
         self._memo: PreparedMemo[CacheRequest] | None = None
@@ -321,6 +323,10 @@ class Cache:
             key = self._key(route, query, headers, parsed, namespace, scope, exact)
         except (NoIdentity, KeyFailure) as error:
             bypass = self._unkeyed(path, error)
+        item_keys: tuple[str, ...] = ()
+        items = endpoint.items(route, parsed) if bypass is None and not stream else None
+        if items is not None:  # a list request, served item by item (`_items.py`)
+            item_keys = tuple(self._key(route, query, headers, item, namespace, scope, exact) for item in items)
         captured = False
         caller_body = forward_body
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
@@ -345,6 +351,7 @@ class Cache:
             caller_body=caller_body,
             scope=scope,
             exact=exact,
+            item_keys=item_keys,
         )
 
     def _scope(
@@ -589,6 +596,8 @@ class Cache:
         return self._hit(request)
 
     async def _hit(self, request: CacheRequest) -> ResponseParts | None:
+        if request.item_keys:  # served item by item, in the plan
+            return None
         lookup = request.lookup = await self._lookup(request)
         call = request.call
         if call is not None:
@@ -604,6 +613,8 @@ class Cache:
             return Answer(request.response())
         if isinstance(request, ForwardAsIs):
             return Untouched(request.header)
+        if request.item_keys:
+            return (yield from self._items.plan(request))
         lookup = request.lookup
         if lookup is None:  # a driver that did not call `hit` first
             lookup = request.lookup = yield Run(self.lookup(request))
@@ -682,14 +693,15 @@ class Cache:
     # -- 4. recording -------------------------------------------------------------------------
 
     async def store_entry(self, request: CacheRequest, entry: Entry, ttl: float | None = None) -> bool:
-        """Write a recorded answer under the request's key (the Recorder calls it); False if the store failed."""
+        """Write a recorded answer under its key, `entry.fingerprint` (the request's, or one of its
+        items'); False if the store failed."""
         if ttl is None:
             ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
         data = pack(entry)
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()
         try:
-            await self.store.set(request.key, data, ttl)
+            await self.store.set(entry.fingerprint, data, ttl)
         except Exception as error:
             self.telemetry.store_done(span, started, len(data), error)
             self._store_failed("set", error)
@@ -723,6 +735,8 @@ class Cache:
         request are deleted too (and their index rows), so no hit of any kind survives the call."""
         request = self._prepared(path, body, headers, query)
         await self.store.delete(request.key)
+        for key in request.item_keys:  # a list request's items, each stored on its own
+            await self.store.delete(key)
         meanings = self._meanings
         if meanings is not None:
             await meanings.forget(request.key)

@@ -227,6 +227,28 @@ class Endpoint(ABC):
         (the last turn is not plain user text, e.g. a tool result or an image)."""
         return None
 
+    # -- list requests served item by item (`_items.py`) -----------------------------------------
+
+    def items(self, route: Route, body: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The single-item requests a list request is made of (an embeddings `input` list), in input
+        order, each the body its own request would send, so each item is keyed as that request is.
+        None: the request is served whole. An endpoint that returns items implements the three below."""
+        return None
+
+    def batch_body(self, route: Route, body: dict[str, Any], positions: list[int]) -> dict[str, Any]:
+        """The list request `body` asking only for its items at `positions`, in that order."""
+        raise NotImplementedError
+
+    def item_answers(self, response: dict[str, Any], count: int) -> list[dict[str, Any]] | None:
+        """A list answer as the `count` single-item answers its items' own requests would get, in
+        order; None when it does not hold `count` readable items."""
+        raise NotImplementedError
+
+    def batch_answer(self, answers: list[dict[str, Any]], upstream: dict[str, Any] | None) -> dict[str, Any]:
+        """The list answer made of single-item `answers`, its usage the `upstream` answer's (None:
+        nothing went upstream, no tokens were used)."""
+        raise NotImplementedError
+
 
 class NonStreamingEndpoint(Endpoint):
     """An endpoint that only ever answers JSON (embeddings): the engine never assembles or replays a stream."""

@@ -444,6 +444,8 @@ class FakeProvider:
                     return self._gemini_generate(req, model, stream=True)
                 if action == "embedContent":
                     return self._gemini_embed(req, model)
+                if action == "batchEmbedContents":
+                    return self._gemini_batch_embed(req)
         return self._error(family_of(path), 404, None, {}, message=f"Unknown route: {method} {path}")
 
     # -- errors ------------------------------------------------------------------------------
@@ -1144,11 +1146,19 @@ class FakeProvider:
         return self._stream([p.encode() for p in parts], media_type="application/json")
 
     def _gemini_embed(self, req: RecordedRequest, model: str) -> Response:
-        body = req.json
-        text = _text_of((body.get("content") or {}).get("parts"))
-        dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
         self._next_id()
-        return JSONResponse({"embedding": {"values": embedding_vector(text, min(dims, 32))}})
+        return JSONResponse({"embedding": _gemini_embedding(req.json)})
+
+    def _gemini_batch_embed(self, req: RecordedRequest) -> Response:
+        """`batchEmbedContents`: one embedding per item of `requests`, in order."""
+        self._next_id()
+        return JSONResponse({"embeddings": [_gemini_embedding(item) for item in req.json.get("requests") or []]})
+
+
+def _gemini_embedding(body: dict[str, Any]) -> dict[str, Any]:
+    text = _text_of((body.get("content") or {}).get("parts"))
+    dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
+    return {"values": embedding_vector(text, min(dims, 32))}
 
 
 def _mentions(value: Any, field: str) -> bool:
