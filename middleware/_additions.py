@@ -61,9 +61,9 @@ class Additions:
         Gemini cachedContent yields actions (its store reads, its creation as a `SideCall`)."""
         body = request.forward_body
         caching = self._prompt_caching
-        if caching is None or not self.accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
-            return body
         endpoint = request.endpoint
+        if caching is None or endpoint.form_body or not self.accepts(request.headers, endpoint, PROMPT_CACHE_HINTS):
+            return body
         try:
             parsed = parse_body(body)[0]  # parsed again (and only) on the way upstream: hits never pay for it
             changes = caching.rewrite(endpoint.family, endpoint.name, parsed)

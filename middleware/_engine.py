@@ -285,17 +285,22 @@ class Cache:
     ) -> CacheRequest | ForwardAsIs | Rejection:
         if self.too_large(len(body)):
             return self.oversized(route, path)
-        try:
-            parsed, exact = parse_body(body)
-        except ValueError:
-            return self._passthrough(route, path, "malformed JSON body")
-        if not isinstance(parsed, dict):
-            return self._passthrough(route, path, "JSON body is not an object")
-
         endpoint = route.endpoint
+        if endpoint.form_body:  # an upload: keyed by its fields and the file's bytes
+            parsed, exact = endpoint.read_form(headers.get("content-type") or "", body), False
+            if parsed is None:
+                return self._passthrough(route, path, "malformed multipart/form-data body")
+        else:
+            try:
+                parsed, exact = parse_body(body)
+            except ValueError:
+                return self._passthrough(route, path, "malformed JSON body")
+            if not isinstance(parsed, dict):
+                return self._passthrough(route, path, "JSON body is not an object")
+
         cache_field = None
         forward_body = body
-        if "cache" in parsed:  # the control field, in any form (`null` too), is never forwarded
+        if "cache" in parsed and not endpoint.form_body:  # the control field (`null` too) is never forwarded
             if endpoint.signed_body:
                 message = (
                     "the body's cache field would change a signed body; use the x-cache-* or Cache-Control headers"

@@ -98,6 +98,8 @@ class Endpoint(ABC):
     signed_body: ClassVar[bool] = False
     """The body is signed (SigV4): it is never rewritten, so the body `cache` field is refused."""
     keyed_headers: ClassVar[bool] = False
+    form_body: ClassVar[bool] = False
+    """The request body is `multipart/form-data` (audio uploads), read by `read_form`, never as JSON."""
     auth: ClassVar[Auth] = OPENAI
     """Where the family's requests carry the credential the provider authenticates (see `llm_cache/_wire.py`)."""
     """Whether request headers carry settings that change the answer (see `header_key`)."""
@@ -105,6 +107,10 @@ class Endpoint(ABC):
     @abstractmethod
     def match(self, path: str) -> Route | None:
         """The route if this endpoint owns `path` (no query string), else None."""
+
+    def read_form(self, content_type: str, body: bytes) -> dict[str, Any] | None:
+        """A `form_body` request's fields, as the key reads them; None: not a form it can read."""
+        raise NotImplementedError
 
     def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
         return self.streams and (route.stream_by_path or body.get("stream") is True)

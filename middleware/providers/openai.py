@@ -299,6 +299,24 @@ class Embeddings(_OpenAIEndpoint, NonStreamingEndpoint):
 _NO_TOKENS = {"prompt_tokens": 0, "total_tokens": 0}
 
 
+class Moderations(_OpenAIEndpoint, NonStreamingEndpoint):
+    name = "moderations"
+    operation = "moderation"
+    suffix = "moderations"
+
+    def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return []  # what is classified is not a conversation
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+    def finish_reasons(self, response: dict[str, Any]) -> tuple[str, ...]:
+        return ()
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        return objects(response.get("results"), "`results`", empty=False)
+
+
 def _usage_invalid(response: dict[str, Any]) -> str | None:
     return not_a(dict, response.get("usage"), "`usage`", optional=True)
 
