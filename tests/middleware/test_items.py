@@ -2,7 +2,7 @@
 ones sent upstream in one request, the answer put back together in input order.
 
 Through the real openai SDK (the caching transport, and CacheMiddleware in front of the fake
-provider's app) and raw httpx for Gemini's batchEmbedContents, against the fake provider, which
+provider's app), google-genai and raw httpx for Gemini's batchEmbedContents, against the fake provider, which
 records every body it receives.
 """
 
@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport
+from tests.middleware.test_google_genai import sync_client
 from tests.support.fake_provider import embedding_vector
 
 EMBEDDINGS = "/embeddings"
@@ -240,3 +241,14 @@ async def test_deleting_a_list_request_deletes_its_items(fake_provider: Any) -> 
     raw, _ = embed(sdk, ["beta"])
 
     assert raw.headers["x-cache"] == "MISS"
+
+
+def test_google_genai_embed_content_of_a_list_is_served_item_by_item(fake_provider: Any) -> None:
+    client = sync_client(Cache(), fake_provider)
+    client.models.embed_content(model="text-embedding-004", contents=["alpha", "beta"])
+
+    answer = client.models.embed_content(model="text-embedding-004", contents=["beta", "gamma"])
+
+    assert [e.values for e in answer.embeddings or []] == [embedding_vector("beta"), embedding_vector("gamma")]
+    sent = [[item["content"]["parts"][0]["text"] for item in r.json["requests"]] for r in fake_provider.requests]
+    assert sent == [["alpha", "beta"], ["gamma"]]
