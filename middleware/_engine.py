@@ -323,15 +323,15 @@ class Cache:
         else:
             bypass = endpoint.server_state(route, headers, parsed)
         key = scope = ""
+        item_keys: tuple[str, ...] = ()
         try:
             scope = self._scope(route, path, query, headers, repeated, asgi_scope)
             key = self._key(route, query, headers, parsed, namespace, scope, exact)
+            items = endpoint.items(route, parsed) if bypass is None and not stream else None
+            if items is not None:  # a list request, served item by item (`_items.py`)
+                item_keys = tuple(self._key(route, query, headers, item, namespace, scope, exact) for item in items)
         except (NoIdentity, KeyFailure) as error:
-            bypass = self._unkeyed(path, error)
-        item_keys: tuple[str, ...] = ()
-        items = endpoint.items(route, parsed) if bypass is None and not stream else None
-        if items is not None:  # a list request, served item by item (`_items.py`)
-            item_keys = tuple(self._key(route, query, headers, item, namespace, scope, exact) for item in items)
+            bypass, item_keys = self._unkeyed(path, error), ()
         captured = False
         caller_body = forward_body
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
