@@ -289,17 +289,17 @@ CALL_TYPES: dict[str, tuple[str, ...]] = {
     "text_completion": ("completions",),
     "embedding": ("embeddings", "embed_content"),
     "responses": ("responses",),
+    "rerank": ("rerank",),
+    "moderation": ("moderations",),
+    "transcription": ("audio.transcriptions", "audio.translations"),
 }
 """LiteLLM's `supported_call_types` (each also in its `a`-prefixed async form) -> the endpoints
 (`Endpoint.name`) whose answers are cached. Streams of a chat endpoint are the same call type."""
 
 UNCACHED_CALL_TYPES = frozenset(
     {
-        "transcription",
         "speech",
-        "rerank",
         "image_generation",
-        "moderation",
         "acreate_batch",
         "_arealtime",
         "pass_through_endpoint",

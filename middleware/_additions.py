@@ -66,11 +66,13 @@ class Additions:
         `SideCall`) and the operator's hooks (`Run`) yield actions."""
         body = request.forward_body
         caching = self._prompt_caching
-        if caching is not None and not self.accepts(request.headers, request.endpoint, PROMPT_CACHE_HINTS):
+        endpoint = request.endpoint
+        if endpoint.form_body:  # a multipart upload is never rewritten
+            return body
+        if caching is not None and not self.accepts(request.headers, endpoint, PROMPT_CACHE_HINTS):
             caching = None
         if caching is None and not self._forwarding:
             return body
-        endpoint = request.endpoint
         try:
             view = ForwardView(info, parse_body(body)[0])  # parsed again (and only) on the way upstream
             if caching is not None:

@@ -29,6 +29,7 @@ from ._additions import STREAM_USAGE, Additions
 from ._entry import Entry, EntryError, EntryMemo, pack
 from ._headers import lower_headers
 from ._hooks import AnswerView, HitView, Hook, Hooks, LookupView, RequestInfo
+from ._items import Items
 from ._keys import (
     ANONYMOUS,
     DEFAULT_NAMESPACE,
@@ -202,6 +203,7 @@ class Cache:
         self._looking, self._hitting = self.hooks.points["before_lookup"], self.hooks.points["on_hit"]
         self._answering = self.hooks.points["after_answer"]
         self._additions = Additions(self.settings.prompt_caching, self.store, self.settings.key_prefix, self.hooks)
+        self._items = Items(self)
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
         self._memo: PreparedMemo[CacheRequest] | None = None
@@ -297,17 +299,22 @@ class Cache:
     ) -> CacheRequest | ForwardAsIs | Rejection:
         if self.too_large(len(body)):
             return self.oversized(route, path)
-        try:
-            parsed, exact = parse_body(body)
-        except ValueError:
-            return self._passthrough(route, path, "malformed JSON body")
-        if not isinstance(parsed, dict):
-            return self._passthrough(route, path, "JSON body is not an object")
-
         endpoint = route.endpoint
+        if endpoint.form_body:  # an upload: keyed by its fields and the file's bytes
+            parsed, exact = endpoint.read_form(headers.get("content-type") or "", body), False
+            if parsed is None:
+                return self._passthrough(route, path, "malformed multipart/form-data body")
+        else:
+            try:
+                parsed, exact = parse_body(body)
+            except ValueError:
+                return self._passthrough(route, path, "malformed JSON body")
+            if not isinstance(parsed, dict):
+                return self._passthrough(route, path, "JSON body is not an object")
+
         cache_field = None
         forward_body = body
-        if "cache" in parsed:  # the control field, in any form (`null` too), is never forwarded
+        if "cache" in parsed and not endpoint.form_body:  # the control field (`null` too) is never forwarded
             if endpoint.signed_body:
                 message = (
                     "the body's cache field would change a signed body; use the x-cache-* or Cache-Control headers"
@@ -330,11 +337,15 @@ class Cache:
         else:
             bypass = endpoint.server_state(route, headers, parsed)
         key = scope = ""
+        item_keys: tuple[str, ...] = ()
         try:
             scope = self._scope(route, path, query, headers, repeated, asgi_scope)
             key = self._key(route, query, headers, parsed, namespace, scope, exact)
+            items = endpoint.items(route, parsed) if bypass is None and not stream else None
+            if items is not None:  # a list request, served item by item (`_items.py`)
+                item_keys = tuple(self._key(route, query, headers, item, namespace, scope, exact) for item in items)
         except (NoIdentity, KeyFailure) as error:
-            bypass = self._unkeyed(path, error)
+            bypass, item_keys = self._unkeyed(path, error), ()
         captured = False
         caller_body = forward_body
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
@@ -359,6 +370,7 @@ class Cache:
             caller_body=caller_body,
             scope=scope,
             exact=exact,
+            item_keys=item_keys,
         )
 
     def _scope(
@@ -635,6 +647,8 @@ class Cache:
         return self._hit(request)
 
     async def _hit(self, request: CacheRequest) -> ResponseParts | None:
+        if request.item_keys:  # served item by item, in the plan
+            return None
         lookup = request.lookup = await self._lookup(request)
         call = request.call
         if call is not None:
@@ -650,6 +664,8 @@ class Cache:
             return Answer(request.response())
         if isinstance(request, ForwardAsIs):
             return Untouched(request.header)
+        if request.item_keys:
+            return (yield from self._items.plan(request))
         lookup = request.lookup
         if lookup is None:  # a driver that did not call `hit` first
             lookup = request.lookup = yield Run(self.lookup(request))
@@ -751,7 +767,8 @@ class Cache:
     # -- 4. recording -------------------------------------------------------------------------
 
     async def store_entry(self, request: CacheRequest, entry: Entry, ttl: float | None = None) -> bool:
-        """Write a recorded answer under the request's key (the Recorder calls it); False if the store failed."""
+        """Write a recorded answer under its key, `entry.fingerprint` (the request's, or one of its
+        items'); False if the store failed."""
         if ttl is None:
             ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
         if ttl is not None:  # fresh until its TTL; kept past it for as long as it may be served stale
@@ -761,7 +778,7 @@ class Cache:
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()
         try:
-            await self.store.set(request.key, data, ttl)
+            await self.store.set(entry.fingerprint, data, ttl)
         except Exception as error:
             self.telemetry.store_done(span, started, len(data), error)
             self._store_failed("set", error)
@@ -805,6 +822,8 @@ class Cache:
         request are deleted too (and their index rows), so no hit of any kind survives the call."""
         request = self._prepared(path, body, headers, query)
         await self.store.delete(request.key)
+        for key in request.item_keys:  # a list request's items, each stored on its own
+            await self.store.delete(key)
         meanings = self._meanings
         if meanings is not None:
             await meanings.forget(request.key)

@@ -91,6 +91,8 @@ class CacheRequest:
     """The body took `parse_body`'s exact path (numbers a double cannot carry)."""
     lookup: Lookup | None = None
     """How `Cache.hit` found the cache for this call (None before it ran)."""
+    item_keys: tuple[str, ...] = ()
+    """The keys of a list request's items, in input order, when it is served item by item (`_items.py`)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -121,6 +123,7 @@ class CacheRequest:
             caller_body=self.caller_body,
             scope=self.scope,
             exact=self.exact,
+            item_keys=self.item_keys,
         )
 
     def accepts(self, entry: Entry) -> bool:

@@ -1,8 +1,10 @@
 from .anthropic import Messages
+from .audio import Transcriptions, Translations
 from .base import Endpoint, RequestView, Route, StreamAssembler, Usage
 from .bedrock import Converse, InvokeModel, InvokeModelStream
 from .gemini import EmbedContent, GenerateContent
-from .openai import ChatCompletions, Completions, Embeddings, Responses
+from .openai import ChatCompletions, Completions, Embeddings, Moderations, Responses
+from .rerank import Rerank
 
 DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = (
     # ChatCompletions before Completions: `/chat/completions` also ends in `/completions`
@@ -17,6 +19,10 @@ DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = (
     InvokeModel(),
     InvokeModelStream(),
     Converse(),
+    Moderations(),
+    Transcriptions(),
+    Translations(),
+    Rerank(),
 )
 
 

@@ -98,6 +98,8 @@ class Endpoint(ABC):
     signed_body: ClassVar[bool] = False
     """The body is signed (SigV4): it is never rewritten, so the body `cache` field is refused."""
     keyed_headers: ClassVar[bool] = False
+    form_body: ClassVar[bool] = False
+    """The request body is `multipart/form-data` (audio uploads), read by `read_form`, never as JSON."""
     auth: ClassVar[Auth] = OPENAI
     """Where the family's requests carry the credential the provider authenticates (see `llm_cache/_wire.py`)."""
     """Whether request headers carry settings that change the answer (see `header_key`)."""
@@ -105,6 +107,10 @@ class Endpoint(ABC):
     @abstractmethod
     def match(self, path: str) -> Route | None:
         """The route if this endpoint owns `path` (no query string), else None."""
+
+    def read_form(self, content_type: str, body: bytes) -> dict[str, Any] | None:
+        """A `form_body` request's fields, as the key reads them; None: not a form it can read."""
+        raise NotImplementedError
 
     def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
         return self.streams and (route.stream_by_path or body.get("stream") is True)
@@ -226,6 +232,28 @@ class Endpoint(ABC):
         only ever looked for among requests with the same context. None: the request is not eligible
         (the last turn is not plain user text, e.g. a tool result or an image)."""
         return None
+
+    # -- list requests served item by item (`_items.py`) -----------------------------------------
+
+    def items(self, route: Route, body: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The single-item requests a list request is made of (an embeddings `input` list), in input
+        order, each the body its own request would send, so each item is keyed as that request is.
+        None: the request is served whole. An endpoint that returns items implements the three below."""
+        return None
+
+    def batch_body(self, route: Route, body: dict[str, Any], positions: list[int]) -> dict[str, Any]:
+        """The list request `body` asking only for its items at `positions`, in that order."""
+        raise NotImplementedError
+
+    def item_answers(self, response: dict[str, Any], count: int) -> list[dict[str, Any]] | None:
+        """A list answer as the `count` single-item answers its items' own requests would get, in
+        order; None when it does not hold `count` readable items."""
+        raise NotImplementedError
+
+    def batch_answer(self, answers: list[dict[str, Any]], upstream: dict[str, Any] | None) -> dict[str, Any]:
+        """The list answer made of single-item `answers`, its usage the `upstream` answer's (None:
+        nothing went upstream, no tokens were used)."""
+        raise NotImplementedError
 
 
 class NonStreamingEndpoint(Endpoint):

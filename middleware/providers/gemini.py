@@ -189,6 +189,32 @@ class EmbedContent(_GeminiEndpoint, NonStreamingEndpoint):
                 break
         return reason
 
+    def upstream_identity(self, url: str) -> str:
+        """A `batchEmbedContents` item is keyed as its own `embedContent` request is."""
+        return super().upstream_identity(url).replace(":batchembedcontents", ":embedcontent")
+
+    def items(self, route: Route, body: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """`batchEmbedContents`'s `requests`, each without the `model` the path already names."""
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests or not all(isinstance(r, dict) for r in requests):
+            return None
+        if len(body) != 1 or any(r.get("model", f"models/{route.model}") != f"models/{route.model}" for r in requests):
+            return None  # another field, or an item for another model: served whole
+        return [{k: v for k, v in request.items() if k != "model"} for request in requests]
+
+    def batch_body(self, route: Route, body: dict[str, Any], positions: list[int]) -> dict[str, Any]:
+        requests = body["requests"]
+        return {**body, "requests": [requests[position] for position in positions]}
+
+    def item_answers(self, response: dict[str, Any], count: int) -> list[dict[str, Any]] | None:
+        embeddings = response.get("embeddings")
+        if not isinstance(embeddings, list) or len(embeddings) != count:
+            return None
+        return [{"embedding": embedding} for embedding in embeddings]
+
+    def batch_answer(self, answers: list[dict[str, Any]], upstream: dict[str, Any] | None) -> dict[str, Any]:
+        return {**(upstream or {}), "embeddings": [answer["embedding"] for answer in answers]}
+
 
 def _usage_invalid(response: dict[str, Any]) -> str | None:
     return not_a(dict, response.get("usageMetadata"), "`usageMetadata`", optional=True)

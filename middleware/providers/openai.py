@@ -271,6 +271,51 @@ class Embeddings(_OpenAIEndpoint, NonStreamingEndpoint):
                     return reason
         return None
 
+    def items(self, route: Route, body: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """`input` as a list of strings or of token arrays (a list of integers is one token array)."""
+        inputs = body.get("input")
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(x, (str, list)) for x in inputs):
+            return None
+        return [{**body, "input": item} for item in inputs]
+
+    def batch_body(self, route: Route, body: dict[str, Any], positions: list[int]) -> dict[str, Any]:
+        inputs = body["input"]
+        return {**body, "input": [inputs[position] for position in positions]}
+
+    def item_answers(self, response: dict[str, Any], count: int) -> list[dict[str, Any]] | None:
+        data = response.get("data")
+        if not isinstance(data, list) or len(data) != count or objects(data, "`data`") is not None:
+            return None
+        by_index = sorted(data, key=lambda item: item.get("index", 0) if isinstance(item.get("index"), int) else 0)
+        usage = response.get("usage") if count == 1 else _NO_TOKENS  # a list answer counts its tokens together
+        return [{**response, "data": [{**item, "index": 0}], "usage": usage} for item in by_index]
+
+    def batch_answer(self, answers: list[dict[str, Any]], upstream: dict[str, Any] | None) -> dict[str, Any]:
+        data = [{**answer["data"][0], "index": index} for index, answer in enumerate(answers)]
+        usage = _NO_TOKENS if upstream is None else upstream.get("usage", _NO_TOKENS)
+        return {**(upstream or answers[0]), "data": data, "usage": usage}
+
+
+_NO_TOKENS = {"prompt_tokens": 0, "total_tokens": 0}
+
+
+class Moderations(_OpenAIEndpoint, NonStreamingEndpoint):
+    name = "moderations"
+    operation = "moderation"
+    suffix = "moderations"
+
+    def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return []  # what is classified is not a conversation
+
+    def output_messages(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+    def finish_reasons(self, response: dict[str, Any]) -> tuple[str, ...]:
+        return ()
+
+    def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
+        return objects(response.get("results"), "`results`", empty=False)
+
 
 def _usage_invalid(response: dict[str, Any]) -> str | None:
     return not_a(dict, response.get("usage"), "`usage`", optional=True)

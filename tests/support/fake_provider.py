@@ -30,6 +30,8 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 from urllib.parse import unquote
 
@@ -421,6 +423,12 @@ class FakeProvider:
                 return self._embeddings(req)
             if path == "/v1/responses":
                 return self._responses(req)
+            if path == "/v1/moderations":
+                return self._moderations(req)
+            if path in ("/rerank", "/v1/rerank", "/v2/rerank"):
+                return self._rerank(req)
+            if path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
+                return self._audio(req)
             if path == "/v1/messages":
                 return self._messages(req)
             if path.startswith("/model/"):  # Bedrock runtime; a model id may be an ARN with `/` in it
@@ -444,6 +452,8 @@ class FakeProvider:
                     return self._gemini_generate(req, model, stream=True)
                 if action == "embedContent":
                     return self._gemini_embed(req, model)
+                if action == "batchEmbedContents":
+                    return self._gemini_batch_embed(req)
         return self._error(family_of(path), 404, None, {}, message=f"Unknown route: {method} {path}")
 
     # -- errors ------------------------------------------------------------------------------
@@ -730,6 +740,42 @@ class FakeProvider:
                 "usage": {"prompt_tokens": total, "total_tokens": total},
             }
         )
+
+    # -- moderations, rerank, audio --------------------------------------------------------
+
+    def _moderations(self, req: RecordedRequest) -> Response:
+        """One result per input; flagged when the text says "attack"."""
+        inputs = req.json.get("input", "")
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        results = [
+            {"flagged": "attack" in str(text), "categories": {"violence": "attack" in str(text)}} for text in texts
+        ]
+        return JSONResponse({"id": f"modr-{self._next_id()}", "model": "omni-moderation-latest", "results": results})
+
+    def _rerank(self, req: RecordedRequest) -> Response:
+        """Cohere's shape: documents sharing more words with the query rank first."""
+        body = req.json
+        words = set(str(body.get("query", "")).split())
+        documents = [d if isinstance(d, str) else json.dumps(d) for d in body.get("documents") or []]
+        scores = [len(words & set(doc.split())) / (len(words) or 1) for doc in documents]
+        ranked = sorted(range(len(documents)), key=lambda i: -scores[i])[: body.get("top_n") or len(documents)]
+        return JSONResponse(
+            {
+                "id": f"rerank-{self._next_id()}",
+                "results": [{"index": i, "relevance_score": scores[i]} for i in ranked],
+                "meta": {"billed_units": {"search_units": 1}},
+            }
+        )
+
+    def _audio(self, req: RecordedRequest) -> Response:
+        """The "transcript" of a multipart upload: the file's size and digest, and the form's prompt."""
+        form = multipart_form(req.headers.get("content-type", ""), req.raw)
+        audio = form.get("file", b"")
+        text = f"{len(audio)} bytes {hashlib.sha256(audio).hexdigest()[:12]} {form.get('prompt', b'').decode()}"
+        self._next_id()
+        if form.get("response_format", b"json") == b"text":
+            return Response(text, media_type="text/plain")
+        return JSONResponse({"text": text.strip(), "usage": {"type": "duration", "seconds": 1}})
 
     # -- OpenAI Responses API ---------------------------------------------------------------
 
@@ -1144,11 +1190,19 @@ class FakeProvider:
         return self._stream([p.encode() for p in parts], media_type="application/json")
 
     def _gemini_embed(self, req: RecordedRequest, model: str) -> Response:
-        body = req.json
-        text = _text_of((body.get("content") or {}).get("parts"))
-        dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
         self._next_id()
-        return JSONResponse({"embedding": {"values": embedding_vector(text, min(dims, 32))}})
+        return JSONResponse({"embedding": _gemini_embedding(req.json)})
+
+    def _gemini_batch_embed(self, req: RecordedRequest) -> Response:
+        """`batchEmbedContents`: one embedding per item of `requests`, in order."""
+        self._next_id()
+        return JSONResponse({"embeddings": [_gemini_embedding(item) for item in req.json.get("requests") or []]})
+
+
+def _gemini_embedding(body: dict[str, Any]) -> dict[str, Any]:
+    text = _text_of((body.get("content") or {}).get("parts"))
+    dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
+    return {"values": embedding_vector(text, min(dims, 32))}
 
 
 def _mentions(value: Any, field: str) -> bool:
@@ -1205,6 +1259,15 @@ def _deployment(path: str) -> str | None:
     if path.startswith("/openai/deployments/"):
         return path.split("/")[3]
     return None
+
+
+def multipart_form(content_type: str, body: bytes) -> dict[str, bytes]:
+    """A `multipart/form-data` body's parts by name (parsed by the standard library)."""
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    return {
+        str(part.get_param("name", header="content-disposition")): part.get_payload(decode=True) or b""
+        for part in message.iter_parts()
+    }
 
 
 def family_of(path: str) -> str:

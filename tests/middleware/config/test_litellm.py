@@ -108,6 +108,8 @@ def test_the_proxy_caching_doc_config_maps_and_names_what_it_ignores() -> None:
         "completions",
         "embeddings",
         "embed_content",
+        "audio.transcriptions",
+        "audio.translations",
     ]
     assert config.admin_key == "sk-1234" and config.auth.keys == ["sk-1234"]
     assert config.notes == [
@@ -118,9 +120,24 @@ def test_the_proxy_caching_doc_config_maps_and_names_what_it_ignores() -> None:
         "traces and metrics are OpenTelemetry and Prometheus)",
         "ignored: general_settings.database_url (no database: the file is the whole configuration)",
         "ignored: general_settings.alerting (no alerting; watch the Prometheus metrics)",
-        "ignored: litellm_settings.cache_params.supported_call_types[3] 'atranscription' "
-        "(llm-cache does not cache this call type)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("call_type", "names"),
+    [
+        ("rerank", ["rerank"]),
+        ("amoderation", ["moderations"]),
+        ("atranscription", ["audio.transcriptions", "audio.translations"]),
+    ],
+)
+def test_supported_call_types_select_rerank_moderation_and_transcription(call_type: str, names: list[str]) -> None:
+    settings = {"litellm_settings": {"cache": True, "cache_params": {"supported_call_types": [call_type]}}}
+
+    config = parse_config(settings, env={})
+
+    assert config.cache.endpoints == names
+    assert [endpoint.name for endpoint in config.cache.cached_endpoints()] == names
 
 
 def test_redis_cluster_sentinel_and_tls_settings_map() -> None:

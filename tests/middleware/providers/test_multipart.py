@@ -1,0 +1,47 @@
+"""A `multipart/form-data` body is read as the fields that change the answer: the file by its bytes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from llm_cache.middleware.providers.multipart import form_fields
+
+AUDIO = b"RIFF\r\n--not-the-boundary\x00"
+
+
+def form(boundary: str, *parts: tuple[str, str | None, bytes]) -> tuple[str, bytes]:
+    body = b""
+    for name, filename, value in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+    return f'multipart/form-data; boundary="{boundary}"', body + f"--{boundary}--\r\n".encode()
+
+
+def test_a_file_is_its_digest_and_fields_are_text() -> None:
+    fields = form_fields(*form("b", ("model", None, b"whisper-1"), ("file", "clip.wav", AUDIO)))
+
+    assert fields == {"model": "whisper-1", "file": {"sha256": hashlib.sha256(AUDIO).hexdigest()}}
+
+
+def test_boundary_part_order_file_name_and_repeated_value_order_do_not_matter() -> None:
+    one = form("one", ("g[]", None, b"word"), ("g[]", None, b"segment"), ("file", "a.wav", AUDIO))
+    two = form("two", ("file", "b.mp3", AUDIO), ("g[]", None, b"segment"), ("g[]", None, b"word"))
+
+    assert form_fields(*one) == form_fields(*two)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b"{}"),
+        ("multipart/form-data", b"--x\r\n\r\n--x--"),  # no boundary parameter
+        ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n'),
+        ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data\r\n\r\n1\r\n--x--\r\n"),
+        ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n\xff\r\n--x--'),
+    ],
+    ids=["not a form", "no boundary", "not closed", "a part without a name", "a field that is not UTF-8"],
+)
+def test_a_body_that_is_not_a_well_formed_form_is_none(content_type: str, body: bytes) -> None:
+    assert form_fields(content_type, body) is None

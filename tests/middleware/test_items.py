@@ -1,0 +1,254 @@
+"""A list embeddings request is served item by item: cached items from the store, only the missing
+ones sent upstream in one request, the answer put back together in input order.
+
+Through the real openai SDK (the caching transport, and CacheMiddleware in front of the fake
+provider's app), google-genai and raw httpx for Gemini's batchEmbedContents, against the fake provider, which
+records every body it receives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport
+from tests.middleware.test_google_genai import sync_client
+from tests.support.fake_provider import embedding_vector
+
+EMBEDDINGS = "/embeddings"
+MODEL = "text-embedding-3-small"
+
+
+def client(cache: Cache, fake_provider: Any) -> openai.OpenAI:
+    http = httpx2.Client(transport=CachingTransport(cache=cache))
+    return openai.OpenAI(api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http, max_retries=0)
+
+
+def embed(client: openai.OpenAI, inputs: Any, **params: Any) -> tuple[Any, Any]:
+    """(the raw response, the parsed one); floats, so vectors compare as the provider made them."""
+    raw = client.embeddings.with_raw_response.create(model=MODEL, input=inputs, encoding_format="float", **params)
+    return raw, raw.parse()
+
+
+def sent_inputs(fake_provider: Any) -> list[Any]:
+    return [r.json["input"] for r in fake_provider.requests if r.path.endswith(EMBEDDINGS)]
+
+
+def items(raw: Any) -> tuple[str, str, str]:
+    headers = raw.headers
+    return headers["x-cache"], headers["x-cache-items-hit"], headers["x-cache-items-missed"]
+
+
+def test_cached_items_are_never_sent_upstream_and_order_and_indices_hold(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+
+    raw, first = embed(sdk, ["alpha", "beta"])
+    assert items(raw) == ("MISS", "0", "2")
+    raw, second = embed(sdk, ["gamma", "beta", "alpha"])  # reordered, with one new item
+
+    assert items(raw) == ("PARTIAL", "2", "1")
+    assert sent_inputs(fake_provider) == [["alpha", "beta"], ["gamma"]]
+    assert [d.index for d in second.data] == [0, 1, 2]
+    assert [d.embedding for d in second.data] == [embedding_vector(t) for t in ("gamma", "beta", "alpha")]
+    assert second.data[1].embedding == first.data[1].embedding
+    assert second.usage.prompt_tokens == 2  # the upstream's usage: "gamma" only; cached items count 0
+
+
+def test_a_list_of_cached_items_is_a_hit_with_nothing_sent_upstream(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+    embed(sdk, ["alpha", "beta", "gamma"])
+
+    raw, answer = embed(sdk, ["gamma", "alpha"])
+
+    assert items(raw) == ("HIT", "2", "0")
+    assert fake_provider.count(EMBEDDINGS) == 1
+    assert [(d.index, d.embedding) for d in answer.data] == [
+        (0, embedding_vector("gamma")),
+        (1, embedding_vector("alpha")),
+    ]
+    assert (answer.model, answer.usage.prompt_tokens, answer.usage.total_tokens) == (MODEL, 0, 0)
+
+
+def test_each_item_is_keyed_as_its_own_request(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+    embed(sdk, "alpha")  # a lone string
+
+    raw, _ = embed(sdk, ["alpha", "beta"])
+    assert items(raw) == ("PARTIAL", "1", "1")
+    raw, alone = embed(sdk, "beta")  # stored by the list, served to the lone request
+
+    assert raw.headers["x-cache"] == "HIT"
+    assert alone.data[0].embedding == embedding_vector("beta")
+    assert sent_inputs(fake_provider) == ["alpha", ["beta"]]
+
+
+def test_duplicates_in_one_list_go_upstream_once(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+
+    raw, answer = embed(sdk, ["twin", "solo", "twin"])
+
+    assert items(raw) == ("MISS", "0", "3")
+    assert sent_inputs(fake_provider) == [["twin", "solo"]]
+    assert [d.index for d in answer.data] == [0, 1, 2]
+    assert answer.data[0].embedding == answer.data[2].embedding == embedding_vector("twin")
+
+
+def test_token_arrays_are_items_and_a_flat_token_list_is_one(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+    embed(sdk, [[1, 2, 3], [4, 5]])
+
+    raw, _ = embed(sdk, [[4, 5], [6]])
+    flat, _ = embed(sdk, [4, 5])  # one token array, the item stored above
+
+    assert items(raw) == ("PARTIAL", "1", "1")
+    assert flat.headers["x-cache"] == "HIT"
+    assert sent_inputs(fake_provider) == [[[1, 2, 3], [4, 5]], [[6]]]
+
+
+def test_parameters_that_change_an_item_are_part_of_its_key(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+    embed(sdk, ["alpha", "beta"])
+
+    raw, answer = embed(sdk, ["alpha", "beta"], dimensions=4)
+
+    assert items(raw) == ("MISS", "0", "2")
+    assert len(answer.data[0].embedding) == 4
+
+
+def test_another_credential_never_gets_the_items(fake_provider: Any) -> None:
+    cache = Cache()
+    embed(client(cache, fake_provider), ["alpha"])
+    http = httpx2.Client(transport=CachingTransport(cache=cache))
+    bob = openai.OpenAI(api_key="sk-bob", base_url=fake_provider.openai_base_url, http_client=http, max_retries=0)
+
+    raw, _ = embed(bob, ["alpha", "beta"])
+
+    assert items(raw) == ("MISS", "0", "2")
+
+
+async def test_base64_items_are_served_byte_for_byte(fake_provider: Any) -> None:
+    url = fake_provider.openai_base_url + EMBEDDINGS
+    headers = {"authorization": "Bearer sk-alice"}
+
+    def base64(*inputs: str) -> dict[str, Any]:
+        return {"model": MODEL, "input": list(inputs), "encoding_format": "base64"}
+
+    async with httpx2.AsyncClient() as direct:
+        truth = (await direct.post(url, json=base64("a", "b", "c"), headers=headers)).json()
+    async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=Cache())) as http:
+        await http.post(url, json=base64("c", "a"), headers=headers)
+        answer = await http.post(url, json=base64("a", "b", "c"), headers=headers)
+
+    assert answer.headers["x-cache"] == "PARTIAL"
+    assert [d["embedding"] for d in answer.json()["data"]] == [d["embedding"] for d in truth["data"]]
+    assert sent_inputs(fake_provider)[-1] == ["b"]
+
+
+async def test_the_asgi_middleware_serves_items_too(fake_provider: Any) -> None:
+    app = CacheMiddleware(fake_provider.app, cache=Cache())
+    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
+    sdk = openai.AsyncOpenAI(api_key="sk-alice", base_url="http://provider/v1", http_client=http, max_retries=0)
+
+    await sdk.embeddings.create(model=MODEL, input=["alpha", "beta"], encoding_format="float")
+    raw = await sdk.embeddings.with_raw_response.create(model=MODEL, input=["beta", "gamma"], encoding_format="float")
+    answer = raw.parse()
+    await http.aclose()
+
+    assert items(raw) == ("PARTIAL", "1", "1")
+    assert sent_inputs(fake_provider) == [["alpha", "beta"], ["gamma"]]
+    assert [d.embedding for d in answer.data] == [embedding_vector("beta"), embedding_vector("gamma")]
+
+
+def _gemini_item(text: str, model: str = "models/text-embedding-004") -> dict[str, Any]:
+    return {"model": model, "content": {"parts": [{"text": text}]}}
+
+
+@pytest.mark.parametrize("driver", ["transport", "asgi"])
+async def test_gemini_batch_embed_contents_is_served_item_by_item(fake_provider: Any, driver: str) -> None:
+    if driver == "transport":
+        http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=Cache()), base_url=fake_provider.url)
+    else:
+        app = CacheMiddleware(fake_provider.app, cache=Cache())
+        http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://provider")
+    path = "/v1beta/models/text-embedding-004:batchEmbedContents"
+    headers = {"x-goog-api-key": "g-alice"}
+
+    await http.post(path, json={"requests": [_gemini_item("alpha"), _gemini_item("beta")]}, headers=headers)
+    partial = await http.post(path, json={"requests": [_gemini_item("gamma"), _gemini_item("alpha")]}, headers=headers)
+    lone = await http.post(
+        "/v1beta/models/text-embedding-004:embedContent",
+        json={"content": {"parts": [{"text": "gamma"}]}},
+        headers=headers,
+    )
+    await http.aclose()
+
+    sent = [r.json["requests"] for r in fake_provider.requests]
+    assert sent == [[_gemini_item("alpha"), _gemini_item("beta")], [_gemini_item("gamma")]]
+    assert partial.headers["x-cache"] == "PARTIAL"
+    assert partial.json() == {
+        "embeddings": [{"values": embedding_vector("gamma")}, {"values": embedding_vector("alpha")}]
+    }
+    assert lone.headers["x-cache"] == "HIT"
+    assert lone.json() == {"embedding": {"values": embedding_vector("gamma")}}
+
+
+def test_only_if_cached_with_a_missing_item_is_a_504_and_nothing_goes_upstream(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+    embed(sdk, ["alpha"])
+
+    with pytest.raises(openai.APIStatusError) as error:
+        embed(sdk, ["alpha", "beta"], extra_headers={"cache-control": "only-if-cached"})
+
+    assert error.value.status_code == 504
+    assert fake_provider.count(EMBEDDINGS) == 1
+
+
+def test_no_cache_sends_every_item_and_stores_each_again(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+    embed(sdk, ["alpha"])
+
+    raw, _ = embed(sdk, ["alpha", "beta"], extra_headers={"cache-control": "no-cache"})
+    again, _ = embed(sdk, ["beta"])
+
+    assert items(raw) == ("REFRESH", "0", "2")
+    assert items(again) == ("HIT", "1", "0")
+    assert sent_inputs(fake_provider) == [["alpha"], ["alpha", "beta"]]
+
+
+def test_an_upstream_error_is_relayed_and_no_item_is_stored(fake_provider: Any) -> None:
+    sdk = client(Cache(), fake_provider)
+    embed(sdk, ["alpha"])
+    fake_provider.fail_next(status=500)
+
+    with pytest.raises(openai.InternalServerError):
+        embed(sdk, ["alpha", "beta"])
+    raw, _ = embed(sdk, ["beta"])
+
+    assert items(raw) == ("MISS", "0", "1")
+    assert sent_inputs(fake_provider) == [["alpha"], ["beta"], ["beta"]]
+
+
+async def test_deleting_a_list_request_deletes_its_items(fake_provider: Any) -> None:
+    cache = Cache()
+    sdk = client(cache, fake_provider)
+    embed(sdk, ["alpha", "beta"])
+
+    body = {"model": MODEL, "input": ["alpha", "beta"], "encoding_format": "float"}
+    await cache.delete_request(fake_provider.openai_base_url + EMBEDDINGS, body, {"authorization": "Bearer sk-alice"})
+    raw, _ = embed(sdk, ["beta"])
+
+    assert raw.headers["x-cache"] == "MISS"
+
+
+def test_google_genai_embed_content_of_a_list_is_served_item_by_item(fake_provider: Any) -> None:
+    client = sync_client(Cache(), fake_provider)
+    client.models.embed_content(model="text-embedding-004", contents=["alpha", "beta"])
+
+    answer = client.models.embed_content(model="text-embedding-004", contents=["beta", "gamma"])
+
+    assert [e.values for e in answer.embeddings or []] == [embedding_vector("beta"), embedding_vector("gamma")]
+    sent = [[item["content"]["parts"][0]["text"] for item in r.json["requests"]] for r in fake_provider.requests]
+    assert sent == [["alpha", "beta"], ["gamma"]]
