@@ -1,8 +1,8 @@
 """The gateway killed with SIGKILL while it writes to the disk store; restarted on the same directory.
 
 A gateway process (`llm-cache serve`, disk store) takes a write-heavy load: new chat prompts (small
-entries, kept inside SQLite) and large embedding batches (entries over diskcache's 32 KiB
-threshold, kept in value files). It is killed with SIGKILL while answers are being stored, three
+entries, kept inside SQLite) and wide embeddings (entries over diskcache's 32 KiB threshold,
+kept in value files). It is killed with SIGKILL while answers are being stored, three
 times, and started again on the same directory each time. Then every request ever sent is asked
 again: whatever is served from the cache must be, byte for byte, the answer the upstream gives to
 that request (the fake provider's answers are deterministic apart from a counter in `id`).
@@ -30,7 +30,7 @@ from .conftest import openai_upstream, until
 KILLS = 3
 WORKERS = 6
 HEADERS = {"authorization": "Bearer sk-kill", "content-type": "application/json"}
-BATCH = 400  # embedding inputs per request: an entry of ~60 KiB, stored in a value file
+DIMENSIONS = 4096  # one embedding this wide is an entry of ~40 KiB, stored in a value file
 _CHAT_ID = re.compile(rb'"id":"chatcmpl-fake\d+"')
 
 
@@ -40,7 +40,7 @@ def chat(serial: int) -> tuple[str, bytes]:
 
 
 def embeddings(serial: int) -> tuple[str, bytes]:
-    body = {"model": "text-embedding-3-small", "input": [f"kill text {serial} part {i}" for i in range(BATCH)]}
+    body = {"model": "text-embedding-3-large", "input": f"kill text {serial}", "dimensions": DIMENSIONS}
     return "/v1/embeddings", orjson.dumps(body)
 
 

@@ -149,7 +149,7 @@ def pieces(text: str) -> list[str]:
 
 def embedding_vector(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
     """A deterministic unit vector from the text's hash."""
-    digest = hashlib.sha256(text.encode()).digest()
+    digest = hashlib.sha256(text.encode()).digest() * (dims // 32 + 1)  # past 32 dimensions it repeats
     raw = [(b - 127.5) / 127.5 for b in digest[:dims]]
     norm = sum(x * x for x in raw) ** 0.5 or 1.0
     return [round(x / norm, 6) for x in raw]
@@ -728,7 +728,7 @@ class FakeProvider:
         for i, item in enumerate(items):
             text = item if isinstance(item, str) else json.dumps(item)
             total += tokens(text)
-            vector = embedding_vector(text, min(dims, 32))
+            vector = embedding_vector(text, dims)
             encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
             data.append({"object": "embedding", "index": i, "embedding": encoded})
         self._next_id()
