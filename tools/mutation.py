@@ -98,6 +98,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/providers/test_gemini.py",
     ),
     "middleware/providers/converse.py": (
+        "tests/middleware/providers/test_converse.py",
         "tests/middleware/providers/test_converse_stream_properties.py",
         "tests/middleware/test_bedrock.py",
     ),
