@@ -321,9 +321,10 @@ def test_the_file_search_tool_bypasses_but_other_tools_do_not() -> None:
     route = resolve(STREAM)
     assert route is not None
     state = GenerateContent().server_state
-    assert state(route, {}, {"tools": [{"googleSearch": {}}, "fileSearch", {"file_search": {}}]}) == (
-        "the fileSearch tool reads a File Search store the provider holds"
-    )
+    for spelling in ("fileSearch", "file_search"):  # the REST API's JSON name, and the proto field name
+        assert state(route, {}, {"tools": [{"googleSearch": {}}, "fileSearch", {spelling: {}}]}) == (
+            "the fileSearch tool reads a File Search store the provider holds"
+        )
     assert state(route, {}, {"tools": [{"googleSearch": {}}, {"codeExecution": {}}]}) is None
     assert state(route, {}, {"tools": {"fileSearch": {}}}) is None
     assert state(route, {}, {"cachedContent": "cachedContents/abc"}) is None
