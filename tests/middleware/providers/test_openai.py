@@ -772,6 +772,37 @@ def test_fields_beside_the_delta_accumulate_on_the_choice_and_on_the_answer() ->
     assert final["choices"][0]["content_filter_results"] == {"hate": hate, "violence": hate}
 
 
+def test_a_null_field_never_erases_what_a_choice_already_has() -> None:
+    """A chunk after the finish reason (Azure's late content filter results) may repeat fields as null."""
+    hate = {"filtered": False, "severity": "safe"}
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}, "content_filter_results": {"hate": hate}}),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}),
+        chat_chunk({"index": 0, "delta": None, "finish_reason": None, "content_filter_results": None}),
+    )
+    assert final is not None
+    assert final["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi"},
+            "finish_reason": "stop",
+            "logprobs": None,
+            "content_filter_results": {"hate": hate},
+        }
+    ]
+
+
+def test_the_last_usage_a_stream_reports_is_the_answers_usage_whole() -> None:
+    """Servers that report a running count (vLLM's continuous usage stats) send usage on every chunk."""
+    first = {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10, "prompt_tokens_details": {"x": 1}}
+    last = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}}, usage=first),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}, usage=last),
+    )
+    assert final is not None and final["usage"] == last
+
+
 def test_logprobs_lists_are_concatenated_and_other_values_kept() -> None:
     def token(text: str) -> dict[str, Any]:
         return {"token": text, "logprob": -0.1, "bytes": list(text.encode()), "top_logprobs": []}
