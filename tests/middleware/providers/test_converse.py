@@ -215,6 +215,12 @@ def test_a_replay_is_one_event_frame_per_event_named_by_its_type() -> None:
     ]
 
 
+def test_a_replay_starts_the_message_with_its_stored_role() -> None:
+    final = {"output": {"message": {"role": "model", "content": []}}}
+    assert next(events(final)) == ("messageStart", {"role": "model"})
+    assert next(events({"output": {"message": {"content": []}}})) == ("messageStart", {"role": "assistant"})
+
+
 def block_replay(block: Any) -> list[tuple[str, dict[str, Any]]]:
     """The events of one stored block, without its index and its closing `contentBlockStop`."""
     found = list(events({"output": {"message": {"content": [block]}}}))[1:-3]

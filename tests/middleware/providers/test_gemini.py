@@ -370,6 +370,13 @@ def test_an_answer_is_stored_only_when_every_candidate_finished_readably(
     assert got == (None if reason is None else f"invalid response: {reason}")
 
 
+def test_an_answer_whose_usage_is_not_an_object_is_not_stored() -> None:
+    answer = {"candidates": [{"finishReason": "STOP"}], "usageMetadata": 9}
+    assert GenerateContent().unstorable(orjson.dumps(answer), view(STREAM)) == (
+        "invalid response: `usageMetadata` is int"
+    )
+
+
 EMBED = "/v1beta/models/gemini-embedding-001:embedContent"
 
 
