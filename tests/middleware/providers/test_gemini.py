@@ -497,6 +497,19 @@ def test_a_stream_is_complete_only_when_every_candidate_finished() -> None:
     assert assemble(GenerateContent(), request, [as_sse({"candidates": None})]) is None
 
 
+def test_only_a_closed_array_of_finished_candidates_is_complete_an_sse_stream_never_is() -> None:
+    """An SSE stream may send more after every candidate finished: it is stored when it ends."""
+    sse_form = GenerateContent().assembler(view(STREAM, query="alt=sse"))
+    sse_form.feed(as_sse(*TEXT_CHUNKS))
+    assert not sse_form.complete and sse_form.result() is not None
+    unfinished = GenerateContent().assembler(view(STREAM))
+    unfinished.feed(as_array(TEXT_CHUNKS[0]))
+    assert not unfinished.complete
+    finished = GenerateContent().assembler(view(STREAM))
+    finished.feed(as_array(*TEXT_CHUNKS))
+    assert finished.complete
+
+
 def test_a_chunk_that_is_not_an_object_breaks_the_stream_for_good() -> None:
     request = view(STREAM, query="alt=sse")
     assembler = GenerateContent().assembler(request)
