@@ -2,12 +2,15 @@
 
 Each mutant is one deliberate change to one module (a flipped comparison, `and` for `or`, a changed
 constant, a removed `not`, a deleted statement, `return None`), applied to a copy of the tree,
-never to the working tree. The tests mapped to that module run against it (`-x`, a timeout): a
-failing run kills the mutant; a passing one means no test pins that behaviour (a survivor), unless
-the mutant is equivalent (it changes nothing observable; see docs/testing.md).
+never to the working tree. Of the tests mapped to that module, those that run the mutant's lines
+(coverage, recorded per test in one run of them all) run against it (`-x`, a timeout): a failing
+run kills the mutant; a passing one means no test pins that behaviour (a survivor), unless the
+mutant is equivalent (it changes nothing observable; see docs/testing.md). A mutant no test runs is
+a survivor without a run ("uncovered").
 
     python tools/mutation.py                             # every module in MODULES
     python tools/mutation.py --module middleware/_keys.py --max-mutants 40
+    python tools/mutation.py --module middleware/_engine.py --function Cache.plan
 
 The tests run in a child forked from a process that has already imported the third-party
 packages they use, so a mutant costs its tests' time, not an interpreter start.
@@ -20,6 +23,7 @@ import ast
 import contextlib
 import copy
 import difflib
+import hashlib
 import importlib
 import json
 import os
@@ -34,6 +38,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,6 +104,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/providers/test_gemini.py",
     ),
     "middleware/providers/converse.py": (
+        "tests/middleware/providers/test_converse.py",
         "tests/middleware/providers/test_converse_stream_properties.py",
         "tests/middleware/test_bedrock.py",
     ),
@@ -159,6 +165,10 @@ class Mutant:
     start: tuple[int, int]
     end: tuple[int, int]
     replacement: str
+    function: str = ""
+    """The qualified name of the function the mutant is in (`Cache.plan`); empty outside functions."""
+    lines: tuple[int, ...] = ()
+    """The lines whose coverage says which tests run the mutant: its statement's first line to its end."""
 
     @property
     def where(self) -> str:
@@ -168,7 +178,7 @@ class Mutant:
 @dataclass
 class Result:
     mutant: Mutant
-    status: str  # killed, survived, timeout
+    status: str  # killed, survived, timeout, uncovered (a survivor no test runs)
     seconds: float
     diff: str = ""
 
@@ -286,10 +296,53 @@ def _changed(node: ast.AST) -> Iterator[tuple[str, ast.AST | str]]:
         yield "statement deleted", "pass"
 
 
+def _owners(tree: ast.Module) -> dict[ast.AST, str]:
+    """Each node's innermost enclosing function by qualified name (`Cache.plan`), "" outside any."""
+    owners: dict[ast.AST, str] = {}
+
+    def visit(node: ast.AST, path: tuple[str, ...], function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            owners[child] = function
+            if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = (*path, child.name)
+                visit(child, inner, function if isinstance(child, ast.ClassDef) else ".".join(inner))
+            else:
+                visit(child, path, function)
+
+    visit(tree, (), "")
+    return owners
+
+
+def _statement_lines(tree: ast.Module) -> dict[ast.AST, int]:
+    """Each node's innermost enclosing statement's first line: where coverage records it."""
+    first: dict[ast.AST, int] = {}
+    for statement in ast.walk(tree):
+        if isinstance(statement, ast.stmt):
+            for node in _own_nodes(statement):
+                first[node] = statement.lineno
+    return first
+
+
+def _own_nodes(statement: ast.stmt) -> Iterator[ast.AST]:
+    """The statement and the nodes inside it that no statement nested in it holds."""
+    pending: list[ast.AST] = [statement]
+    while pending:
+        node = pending.pop()
+        yield node
+        pending.extend(child for child in ast.iter_child_nodes(node) if not isinstance(child, ast.stmt))
+
+
+def in_functions(mutant: Mutant, names: list[str]) -> bool:
+    """Whether the mutant is in one of the named functions (`plan`, `Cache.plan`; `Cache`: its methods)."""
+    return any(f".{name}." in f".{mutant.function}." for name in names)
+
+
 def mutants(module: str, source: str) -> list[Mutant]:
     """Every mutant of `source` that still compiles, in source order."""
     tree = ast.parse(source)
     skipped = _skipped(tree)
+    owners = _owners(tree)
+    statement_lines = _statement_lines(tree)
     definitions = {id(s) for n in ast.walk(tree) if isinstance(n, ast.Module | ast.ClassDef) for s in n.body}
     lines = source.split("\n")  # ast's numbering: str.splitlines would also split on form feeds
     found: list[Mutant] = []
@@ -311,6 +364,8 @@ def mutants(module: str, source: str) -> list[Mutant]:
                 (node.lineno, node.col_offset),
                 (node.end_lineno, node.end_col_offset or 0),
                 text,
+                owners.get(node, ""),
+                tuple(range(statement_lines.get(node, node.lineno), node.end_lineno + 1)),
             )
             try:
                 compile(apply(source, mutant), module, "exec")
@@ -349,24 +404,65 @@ class _SlowLast:
         items.sort(key=slow)
 
 
+class _PerTest:
+    """A pytest plugin: coverage records each test's lines under its node id ("": import and collection)."""
+
+    def __init__(self, measured: Any) -> None:
+        self.measured = measured
+        self.ran: list[str] = []
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.measured.switch_context(nodeid)
+        self.ran.append(nodeid)
+
+    def pytest_runtest_logfinish(self) -> None:
+        self.measured.switch_context("")
+
+
+@dataclass
+class CoverageMap:
+    """Which of a module's tests run each of its lines, from one run of them all under coverage."""
+
+    tests: tuple[str, ...]
+    seconds: float
+    """That run's time; coverage slows it, so it bounds a mutant's run from above."""
+    modules: list[str]
+    """The third-party modules it imported, preloaded so that each mutant's run starts with them."""
+    lines: dict[int, list[str]]
+    """line -> the node ids of the tests that ran it."""
+    ran: list[str]
+    """Every test's node id, in the order they ran (quick ones first, so `-x` stops early)."""
+
+    def tests_for(self, mutant: Mutant) -> tuple[str, ...]:
+        """pytest's arguments for the tests that run the mutant's lines, in their order; empty when none does."""
+        ids = {test for line in mutant.lines for test in self.lines.get(line, ())}
+        if "" in ids:  # run on import or collection (a constant, a default): any test may depend on it
+            return self.tests
+        options = tuple(option for option in self.tests if option.startswith("-"))
+        return (*options, *(test for test in self.ran if test in ids)) if ids else ()
+
+
 @dataclass
 class Worker:
     """One copy of the tree, in which one mutant at a time is written and its tests run."""
 
     tree: Path
     timeout_floor: float
-    baselines: dict[str, float] = field(default_factory=dict)
+    maps: dict[str, CoverageMap] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, parent: Path, timeout_floor: float) -> Worker:
+    def create(cls, parent: Path, timeout_floor: float, maps: dict[str, CoverageMap] | None = None) -> Worker:
         tree = Path(tempfile.mkdtemp(prefix="tree-", dir=parent))
         shutil.copytree(ROOT, tree, symlinks=True, ignore=_not_copied, dirs_exist_ok=True)
         if (ROOT / ".cache").exists():  # the Redis Stack libraries the server fixtures look for
             (tree / ".cache").symlink_to((ROOT / ".cache").resolve())
-        return cls(tree, timeout_floor)
+        return cls(tree, timeout_floor, maps or {})
 
-    def run(self, tests: tuple[str, ...], timeout: float) -> tuple[int | None, float, list[str]]:
-        """(pytest's exit code or None on timeout, seconds, third-party modules the run imported)."""
+    def run(
+        self, tests: tuple[str, ...], timeout: float, measured: str | None = None
+    ) -> tuple[int | None, float, list[str]]:
+        """(pytest's exit code or None on timeout, seconds, third-party modules the run imported);
+        with `measured` (a module), its lines are recorded per test in `.mutation-coverage`."""
         loaded = self.tree / ".mutation-modules.json"
         started = time.monotonic()
         pid = os.fork()
@@ -381,7 +477,20 @@ class Worker:
                 sys.path.insert(0, str(self.tree))
                 import pytest
 
-                code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests], plugins=[_SlowLast()]))
+                plugins: list[object] = [_SlowLast()]
+                if measured is not None:
+                    import coverage
+
+                    paths = [str(self.tree / measured), str(self.tree / "llm_cache" / measured)]
+                    data = str(self.tree / ".mutation-coverage")
+                    recorder = coverage.Coverage(data, include=paths, config_file=False)
+                    recorder.start()
+                    plugins.append(per_test := _PerTest(recorder))
+                code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests], plugins=plugins))
+                if measured is not None:
+                    recorder.stop()
+                    recorder.save()
+                    (self.tree / ".mutation-ran.json").write_text(json.dumps(per_test.ran))
                 loaded.write_text(json.dumps(_third_party(self.tree)))
             finally:
                 os._exit(code)
@@ -399,33 +508,78 @@ class Worker:
                 return None, time.monotonic() - started, []
             time.sleep(0.02)  # polling a child's exit: the tool's own loop, not a test's synchronisation
 
-    def baseline(self, module: str, tests: tuple[str, ...]) -> float:
-        """The unmutated run's seconds; the tests must pass, or no mutant could be judged."""
-        if module not in self.baselines:
-            code, seconds, modules = self.run(tests, timeout=600)
-            if code != 0:
-                output = (self.tree / ".mutation-output.txt").read_text()[-3000:]
-                raise SystemExit(f"{module}: its tests fail with no mutant (exit {code}): {' '.join(tests)}\n{output}")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for name in modules:  # later children start with these imported
-                    with contextlib.suppress(Exception):  # a module that cannot be preloaded is imported later
-                        importlib.import_module(name)
-            self.baselines[module] = seconds
-        return self.baselines[module]
+    def map_tests(self, module: str, tests: tuple[str, ...]) -> CoverageMap:
+        """Run the module's tests once under coverage; they must pass, or no mutant could be judged."""
+        code, seconds, modules = self.run(tests, timeout=1200, measured=module)
+        if code != 0:
+            output = (self.tree / ".mutation-output.txt").read_text()[-3000:]
+            raise SystemExit(f"{module}: its tests fail with no mutant (exit {code}): {' '.join(tests)}\n{output}")
+        import coverage
 
-    def judge(self, mutant: Mutant, tests: tuple[str, ...]) -> Result:
+        data = coverage.CoverageData(str(self.tree / ".mutation-coverage"))
+        data.read()
+        lines: dict[int, set[str]] = {}
+        for path in data.measured_files():
+            if Path(path).resolve() == (self.tree / module).resolve():
+                for line, ids in data.contexts_by_lineno(path).items():
+                    lines.setdefault(line, set()).update(ids)
+        ran = json.loads((self.tree / ".mutation-ran.json").read_text())
+        return CoverageMap(tests, seconds, modules, {line: sorted(ids) for line, ids in lines.items()}, ran)
+
+    def judge(self, mutant: Mutant) -> Result:
         path = self.tree / mutant.module
         source = path.read_text()
-        timeout = max(self.timeout_floor, 3 * self.baseline(mutant.module, tests) + 5)
         mutated = apply(source, mutant)
+        test_map = self.maps[mutant.module]
+        tests = test_map.tests_for(mutant)
+        if not tests:
+            return Result(mutant, "uncovered", 0.0, diff(source, mutated))
         path.write_text(mutated)
         try:
-            code, seconds, _ = self.run(tests, timeout)
+            code, seconds, _ = self.run(tests, max(self.timeout_floor, 3 * test_map.seconds + 5))
         finally:
             path.write_text(source)
         status = "timeout" if code is None else "survived" if code == 0 else "killed"
         return Result(mutant, status, seconds, diff(source, mutated) if status == "survived" else "")
+
+
+def coverage_maps(modules: list[str], parent: Path) -> dict[str, CoverageMap]:
+    """Each module's map, from a cache kept per module, tests and tree contents (in the temporary
+    folder), else made in a tree copy of its own. The modules the runs imported are preloaded here,
+    so that the workers forked later start with them."""
+    maps: dict[str, CoverageMap] = {}
+    mapper: Worker | None = None
+    for module in modules:
+        tests = tests_of(module)
+        cached = MAPS / f"{module.replace('/', '-')}-{_tree_hash(module, tests)}.json"
+        if cached.exists():
+            saved = json.loads(cached.read_text())
+            saved["lines"] = {int(line): ids for line, ids in saved["lines"].items()}
+            maps[module] = CoverageMap(**{**saved, "tests": tuple(saved["tests"])})
+        else:
+            print(f"mapping the lines of {module} to its tests (once per tree)", flush=True)
+            mapper = mapper or Worker.create(parent, 0)
+            maps[module] = mapper.map_tests(module, tests)
+            cached.parent.mkdir(exist_ok=True)
+            cached.write_text(json.dumps(asdict(maps[module])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # in the order the runs imported them: asyncio, for one, breaks when its submodules come in another
+        for name in dict.fromkeys(name for test_map in maps.values() for name in test_map.modules):
+            with contextlib.suppress(Exception):  # a module that cannot be preloaded is imported later
+                importlib.import_module(name)
+    return maps
+
+
+MAPS = Path(tempfile.gettempdir()) / "llm-cache-mutation-maps"
+
+
+def _tree_hash(module: str, tests: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(json.dumps([module, tests]).encode())
+    for folder in ("middleware", "router", "llm_cache", "tests", "tools"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:20]
 
 
 def _not_copied(folder: str, names: list[str]) -> set[str]:
@@ -450,15 +604,15 @@ def _kill_group(pid: int) -> None:
 _worker: Worker | None = None
 
 
-def _start_worker(parent: Path, timeout_floor: float) -> None:
+def _start_worker(parent: Path, timeout_floor: float, maps: dict[str, CoverageMap]) -> None:
     global _worker
     sys.dont_write_bytecode = True
-    _worker = Worker.create(parent, timeout_floor)
+    _worker = Worker.create(parent, timeout_floor, maps)
 
 
 def _judge(mutant: Mutant) -> Result:
     assert _worker is not None
-    return _worker.judge(mutant, tests_of(mutant.module))
+    return _worker.judge(mutant)
 
 
 def tests_of(module: str) -> tuple[str, ...]:
@@ -467,24 +621,26 @@ def tests_of(module: str) -> tuple[str, ...]:
 
 # -- report ----------------------------------------------------------------------------------------
 
+STATUSES = ("killed", "survived", "uncovered", "timeout")
+
 
 def report(results: list[Result]) -> str:
-    lines = ["module                          killed survived timeout  score"]
+    lines = ["module                          killed survived uncovered timeout  score"]
     by_module: dict[str, list[Result]] = {}
     for result in results:
         by_module.setdefault(result.mutant.module, []).append(result)
     for module, group in by_module.items():
-        counts = {status: sum(r.status == status for r in group) for status in ("killed", "survived", "timeout")}
+        counts = [sum(r.status == status for r in group) for status in STATUSES]
         judged = len(group)
-        score = 100 * (counts["killed"] + counts["timeout"]) / judged if judged else 100.0
-        lines.append(
-            f"{module:32}{counts['killed']:6}{counts['survived']:9}{counts['timeout']:8}{score:6.1f}% of {judged}"
-        )
-    survivors = [r for r in results if r.status == "survived"]
+        score = 100 * (counts[0] + counts[3]) / judged if judged else 100.0
+        lines.append(f"{module:32}{counts[0]:6}{counts[1]:9}{counts[2]:10}{counts[3]:8}{score:6.1f}% of {judged}")
+    survivors = [r for r in results if r.status in ("survived", "uncovered")]
     if survivors:
         lines.append("\nsurvivors:")
         for result in survivors:
-            lines.append(f"{result.mutant.where}  {result.mutant.description}")
+            mutant = result.mutant
+            uncovered = "  (not covered: no test runs it)" if result.status == "uncovered" else ""
+            lines.append(f"{mutant.where}  {mutant.function or '-'}  {mutant.description}{uncovered}")
             lines.extend(f"    {line}" for line in result.diff.splitlines())
     return "\n".join(lines)
 
@@ -493,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--module", action="append", help="mutate only this module (repeatable)")
     parser.add_argument("--tests", nargs="+", help="the tests for --module, in place of MODULES' (or for another)")
+    parser.add_argument("--function", action="append", help="only mutants in this function (`plan`, `Cache.plan`)")
     parser.add_argument("--max-mutants", type=int, help="at most this many per module, spread over the module")
     parser.add_argument("--line", type=int, action="append", help="only mutants on this line (repeatable)")
     parser.add_argument("--workers", type=int, default=1, help="tree copies running mutants at once (default 1)")
@@ -511,26 +668,31 @@ def main(argv: list[str] | None = None) -> int:
     chosen: list[Mutant] = []
     for module in args.module or list(MODULES):
         found = mutants(module, (ROOT / module).read_text())
+        if args.function:
+            found = [m for m in found if in_functions(m, args.function)]
         if args.line:
             found = [m for m in found if m.line in args.line]
         if args.max_mutants is not None and len(found) > args.max_mutants:
             step = len(found) / args.max_mutants
             found = [found[int(i * step)] for i in range(args.max_mutants)]
         chosen.extend(found)
+    if args.function and not chosen:
+        parser.error(f"no mutant is in a function named {', '.join(args.function)}")
     if args.list:
         for mutant in chosen:
-            print(f"{mutant.where}  {mutant.description}  ->  {mutant.replacement}")
+            print(f"{mutant.where}  {mutant.function or '-'}  {mutant.description}  ->  {mutant.replacement}")
         return 0
 
     results: list[Result] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="llm-cache-mutation-") as trees:
+        maps = coverage_maps(sorted({mutant.module for mutant in chosen}), Path(trees))
         context = get_context("fork")
-        with ProcessPoolExecutor(args.workers, context, _start_worker, (Path(trees), args.timeout)) as pool:
+        with ProcessPoolExecutor(args.workers, context, _start_worker, (Path(trees), args.timeout, maps)) as pool:
             for result in pool.map(_judge, chosen):
                 results.append(result)
                 mutant = result.mutant
-                progress = f"[{len(results)}/{len(chosen)}] {result.status:8} {mutant.where} {mutant.description}"
+                progress = f"[{len(results)}/{len(chosen)}] {result.status:9} {mutant.where} {mutant.description}"
                 print(progress, flush=True)
     print(f"\n{report(results)}\n\n{len(results)} mutants in {time.monotonic() - started:.0f} s")
     if args.json:

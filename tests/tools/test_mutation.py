@@ -1,8 +1,8 @@
-"""The mutation tool's mutants: which changes it makes, where, and what it leaves alone."""
+"""The mutation tool: which changes it makes, where, what it leaves alone, and which tests run each."""
 
 from __future__ import annotations
 
-from tools.mutation import apply, diff, mutants
+from tools.mutation import CoverageMap, Mutant, apply, diff, in_functions, mutants
 
 SOURCE = '''"""A module."""
 
@@ -64,3 +64,45 @@ def test_columns_are_counted_in_bytes_as_ast_counts_them() -> None:
 
 def test_a_module_level_definition_is_never_deleted() -> None:
     assert (3, "statement deleted") not in described(SOURCE)
+
+
+def test_a_mutant_knows_its_function_by_qualified_name() -> None:
+    source = "class Cache:\n    def plan(self, n: int) -> bool:\n        return n > 1\n\n\ndef free() -> int:\n"
+    source += "    return 2\n"
+    found = mutants("m.py", source)
+    assert {(m.line, m.function) for m in found} == {(3, "Cache.plan"), (7, "free")}
+    for name in ("Cache.plan", "plan", "Cache"):
+        assert {m.line for m in found if in_functions(m, [name])} == {3}
+    assert not [m for m in found if in_functions(m, ["Other.plan", "pla"])]
+
+
+def test_a_mutant_inside_a_statement_spanning_lines_is_looked_up_from_the_statements_first_line() -> None:
+    source = "def f(a: int, b: int) -> bool:\n    return (\n        a > 1\n        and b > 2\n    )\n"
+    flipped = next(m for m in mutants("m.py", source) if m.description == "Gt -> GtE" and m.line == 4)
+    assert flipped.lines == (2, 3, 4)
+
+
+MAPPED = CoverageMap(
+    tests=("tests/test_m.py", "--deselect=tests/test_m.py::test_slow"),
+    seconds=1.0,
+    modules=[],
+    lines={2: ["tests/test_m.py::test_a", "tests/test_m.py::test_b"], 3: ["", "tests/test_m.py::test_a"]},
+    ran=["tests/test_m.py::test_b", "tests/test_m.py::test_c", "tests/test_m.py::test_a"],
+)
+
+
+def at(*lines: int) -> Mutant:
+    return Mutant("m.py", lines[0], "Gt -> GtE", (lines[0], 0), (lines[-1], 1), "x", "f", lines)
+
+
+def test_a_mutant_runs_only_the_tests_that_cover_its_lines_in_their_order_with_the_modules_options() -> None:
+    assert MAPPED.tests_for(at(2)) == (
+        "--deselect=tests/test_m.py::test_slow",
+        "tests/test_m.py::test_b",
+        "tests/test_m.py::test_a",
+    )
+
+
+def test_a_mutant_on_a_line_run_at_import_runs_every_test_and_one_no_test_runs_runs_none() -> None:
+    assert MAPPED.tests_for(at(3)) == MAPPED.tests
+    assert MAPPED.tests_for(at(5, 6)) == ()

@@ -346,6 +346,15 @@ def test_a_message_start_without_a_message_breaks_the_stream() -> None:
     assert assemble(Messages(), STREAM_VIEW, [stream]) is None
 
 
+def test_content_the_message_start_carries_is_the_start_of_the_message() -> None:
+    """Blocks already in `message_start` keep their places; the stream's own blocks are numbered after them."""
+    first = {"type": "text", "text": "Hello"}
+    stream = TEXT_STREAM.replace(b'"content":[]', b'"content":' + orjson.dumps([first]), 1).replace(
+        b'"index":0', b'"index":1'
+    )
+    assert assemble(Messages(), STREAM_VIEW, [stream]) == message(first, {"type": "text", "text": "Hello!"})
+
+
 def test_pings_anywhere_are_ignored() -> None:
     ping = sse(("ping", {"type": "ping"}))
     stream = ping + with_event_before(TEXT_STREAM, b"content_block_stop", ping)
@@ -531,8 +540,11 @@ def test_a_text_block_replays_its_citations_before_its_text() -> None:
 
 
 def test_thinking_replays_its_signature_only_when_it_has_one() -> None:
-    signed = [e["delta"]["type"] for e in block_events(THINKING) if e["type"] == "content_block_delta"]
+    """As the API streams it: the block starts with an empty signature, which the signature delta fills."""
+    events = block_events(THINKING)
+    signed = [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"]
     assert signed == ["thinking_delta", "signature_delta", "text_delta"]
+    assert events[0]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
     unsigned = message({"type": "thinking", "thinking": "hm"})
     events = block_events(unsigned)
     assert events[0]["content_block"] == {"type": "thinking", "thinking": ""}

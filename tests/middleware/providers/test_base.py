@@ -93,6 +93,7 @@ def test_an_error_is_reported_before_the_shape() -> None:
         ([{"type": "text", "text": "a"}, {"text": "b"}, {"type": "input_text", "text": "c"}], "a\nb\nc"),
         ([], None),
         ([{"type": "image_url", "image_url": {"url": "x"}}], None),
+        ([{"type": "text", "text": "a"}, {"type": "document", "text": "a file's text"}], None),
         ([{"type": "text", "text": 1}], None),
         (["Hi"], None),
         (None, None),

@@ -321,9 +321,10 @@ def test_the_file_search_tool_bypasses_but_other_tools_do_not() -> None:
     route = resolve(STREAM)
     assert route is not None
     state = GenerateContent().server_state
-    assert state(route, {}, {"tools": [{"googleSearch": {}}, "fileSearch", {"file_search": {}}]}) == (
-        "the fileSearch tool reads a File Search store the provider holds"
-    )
+    for spelling in ("fileSearch", "file_search"):  # the REST API's JSON name, and the proto field name
+        assert state(route, {}, {"tools": [{"googleSearch": {}}, "fileSearch", {spelling: {}}]}) == (
+            "the fileSearch tool reads a File Search store the provider holds"
+        )
     assert state(route, {}, {"tools": [{"googleSearch": {}}, {"codeExecution": {}}]}) is None
     assert state(route, {}, {"tools": {"fileSearch": {}}}) is None
     assert state(route, {}, {"cachedContent": "cachedContents/abc"}) is None
@@ -367,6 +368,13 @@ def test_an_answer_is_stored_only_when_every_candidate_finished_readably(
 ) -> None:
     got = GenerateContent().unstorable(orjson.dumps({"candidates": [candidate]}), view(STREAM))
     assert got == (None if reason is None else f"invalid response: {reason}")
+
+
+def test_an_answer_whose_usage_is_not_an_object_is_not_stored() -> None:
+    answer = {"candidates": [{"finishReason": "STOP"}], "usageMetadata": 9}
+    assert GenerateContent().unstorable(orjson.dumps(answer), view(STREAM)) == (
+        "invalid response: `usageMetadata` is int"
+    )
 
 
 EMBED = "/v1beta/models/gemini-embedding-001:embedContent"
@@ -487,6 +495,19 @@ def test_a_stream_is_complete_only_when_every_candidate_finished() -> None:
     assert assemble(GenerateContent(), request, [as_sse(two("STOP", None), two(None, "MAX_TOKENS"))]) is not None
     assert assemble(GenerateContent(), request, [as_sse({"usageMetadata": PROMPT_USAGE})]) is None
     assert assemble(GenerateContent(), request, [as_sse({"candidates": None})]) is None
+
+
+def test_only_a_closed_array_of_finished_candidates_is_complete_an_sse_stream_never_is() -> None:
+    """An SSE stream may send more after every candidate finished: it is stored when it ends."""
+    sse_form = GenerateContent().assembler(view(STREAM, query="alt=sse"))
+    sse_form.feed(as_sse(*TEXT_CHUNKS))
+    assert not sse_form.complete and sse_form.result() is not None
+    unfinished = GenerateContent().assembler(view(STREAM))
+    unfinished.feed(as_array(TEXT_CHUNKS[0]))
+    assert not unfinished.complete
+    finished = GenerateContent().assembler(view(STREAM))
+    finished.feed(as_array(*TEXT_CHUNKS))
+    assert finished.complete
 
 
 def test_a_chunk_that_is_not_an_object_breaks_the_stream_for_good() -> None:

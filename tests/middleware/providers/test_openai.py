@@ -197,6 +197,28 @@ def test_completions_logprobs_are_concatenated() -> None:
     }
 
 
+def test_completions_keep_the_fields_beside_a_choices_text() -> None:
+    """Azure's content filter results on a legacy completion merge as they do on a chat choice."""
+    hate = {"filtered": False, "severity": "safe"}
+
+    def chunk(text: str, filters: dict[str, Any], finish: str | None = None) -> tuple[None, dict[str, Any]]:
+        choice = {"text": text, "index": 0, "content_filter_results": filters, "finish_reason": finish}
+        return None, {**CMPL_HEAD, "choices": [choice]}
+
+    stream = sse(chunk("Hi", {"hate": hate}), chunk("!", {"violence": hate}, "stop")) + b"data: [DONE]\n\n"
+    final = assemble(Completions(), view("/v1/completions", {"stream": True}), [stream])
+    assert final is not None
+    assert final["choices"] == [
+        {
+            "text": "Hi!",
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "stop",
+            "content_filter_results": {"hate": hate, "violence": hate},
+        }
+    ]
+
+
 def test_completions_stream_cut_before_done_is_not_stored() -> None:
     cut = CMPL_STREAM[: CMPL_STREAM.index(b"data: [DONE]")]
     assert assemble(Completions(), view("/v1/completions", {"stream": True}), [cut]) is None
@@ -754,6 +776,16 @@ def test_a_message_that_never_had_content_says_so_with_null() -> None:
     assert final["choices"][0]["message"] == {"refusal": "No.", "role": "assistant", "content": None}
 
 
+def test_a_message_is_the_assistants_unless_its_stream_names_another_role() -> None:
+    def role(*deltas: dict[str, Any]) -> Any:
+        final = chat_final(*(chat_chunk({"index": 0, "delta": delta}) for delta in deltas))
+        return final and final["choices"][0]["message"]["role"]
+
+    assert role({"content": "Hi"}) == "assistant"
+    assert role({"role": None}, {"content": "Hi"}) == "assistant"
+    assert role({"role": "tool", "content": "Hi"}) == "tool"
+
+
 def test_fields_beside_the_delta_accumulate_on_the_choice_and_on_the_answer() -> None:
     """Azure's content filter results, per choice and for the whole answer, merge like a delta."""
     hate = {"filtered": False, "severity": "safe"}
@@ -770,6 +802,37 @@ def test_fields_beside_the_delta_accumulate_on_the_choice_and_on_the_answer() ->
     ]
     assert final["system_fingerprint"] == "fp_2"
     assert final["choices"][0]["content_filter_results"] == {"hate": hate, "violence": hate}
+
+
+def test_a_null_field_never_erases_what_a_choice_already_has() -> None:
+    """A chunk after the finish reason (Azure's late content filter results) may repeat fields as null."""
+    hate = {"filtered": False, "severity": "safe"}
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}, "content_filter_results": {"hate": hate}}),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}),
+        chat_chunk({"index": 0, "delta": None, "finish_reason": None, "content_filter_results": None}),
+    )
+    assert final is not None
+    assert final["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi"},
+            "finish_reason": "stop",
+            "logprobs": None,
+            "content_filter_results": {"hate": hate},
+        }
+    ]
+
+
+def test_the_last_usage_a_stream_reports_is_the_answers_usage_whole() -> None:
+    """Servers that report a running count (vLLM's continuous usage stats) send usage on every chunk."""
+    first = {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10, "prompt_tokens_details": {"x": 1}}
+    last = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"content": "Hi"}}, usage=first),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}, usage=last),
+    )
+    assert final is not None and final["usage"] == last
 
 
 def test_logprobs_lists_are_concatenated_and_other_values_kept() -> None:
@@ -802,6 +865,18 @@ def test_tool_calls_are_merged_by_index_ordered_and_numbered_by_position() -> No
         {"id": "call_a", "type": "function", "function": {"name": "a", "arguments": ""}},
         {"id": "call_b", "type": "function", "function": {"name": "b", "arguments": '{"x":1}'}},
     ]
+
+
+def test_a_tool_call_that_is_not_an_object_is_kept_as_it_came_and_the_answer_is_not_stored() -> None:
+    request = view(CHAT_PATH, {"stream": True})
+    final = chat_final(
+        chat_chunk({"index": 0, "delta": {"tool_calls": ["call_a"]}}),
+        chat_chunk({"index": 0, "delta": {}, "finish_reason": "tool_calls"}),
+    )
+    assert final is not None and final["choices"][0]["message"]["tool_calls"] == ["call_a"]
+    assert ChatCompletions().unstorable(orjson.dumps(final), request) == (
+        "invalid response: `choices[0].message.tool_calls`[0] is str, not an object"
+    )
 
 
 def test_the_legacy_function_call_is_merged_field_by_field() -> None:
