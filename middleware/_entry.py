@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import msgpack
 
-SCHEMA_VERSION = 2
-"""2 added `usage_requested` and `origin`; entries of version 1 are still read (all were stored with usage)."""
+SCHEMA_VERSION = 3
+"""2 added `usage_requested` and `origin`, 3 `tags`; entries of versions 1 and 2 are still read (all
+version-1 entries were stored with usage; older entries carry no tags, and no tag index names them)."""
 
 
 class EntryError(ValueError):
@@ -30,6 +31,9 @@ class Entry:
     origin: tuple[tuple[str, str], ...] = ()
     """Headers saying what produced the answer (the router's deployment, model, family and group),
     replayed on every hit."""
+    tags: frozenset[str] = frozenset()
+    """What a tag invalidation removes it by: the automatic `model:`, `namespace:` and `scope:` tags
+    and the custom ones (`x-cache-tags`); metadata, never part of the key."""
 
 
 def pack(entry: Entry) -> bytes:
@@ -43,6 +47,7 @@ def pack(entry: Entry) -> bytes:
             entry.from_stream,
             entry.usage_requested,
             [list(pair) for pair in entry.origin],
+            sorted(entry.tags),
         ],
         use_bin_type=True,
     )
@@ -55,7 +60,14 @@ def unpack(data: bytes) -> Entry:
         raise EntryError(f"undecodable entry: {error}") from error
     if type(fields) is not list:
         raise EntryError("entry of another schema version")
-    if len(fields) == 8 and fields[0] == SCHEMA_VERSION:
+    tags: frozenset[str] = frozenset()
+    if len(fields) == 9 and fields[0] == SCHEMA_VERSION:
+        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, names = fields
+        origin = _pairs(pairs) if pairs else ()
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise EntryError("entry with fields of the wrong types")
+        tags = frozenset(names)
+    elif len(fields) == 8 and fields[0] == 2:
         _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs = fields
         origin = _pairs(pairs) if pairs else ()
     elif len(fields) == 6 and fields[0] == 1:
@@ -70,7 +82,7 @@ def unpack(data: bytes) -> Entry:
         and isinstance(body, bytes)
     ):
         raise EntryError("entry with fields of the wrong types")
-    return Entry(fingerprint, float(created_at), status, body, bool(from_stream), bool(usage_requested), origin)
+    return Entry(fingerprint, float(created_at), status, body, bool(from_stream), bool(usage_requested), origin, tags)
 
 
 def _pairs(value: object) -> tuple[tuple[str, str], ...]:
