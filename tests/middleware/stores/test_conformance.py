@@ -134,36 +134,36 @@ async def _tagged(store: Any, key: str, tags: list[str], ttl: float | None) -> N
     await store.set(key, key.encode(), ttl)
 
 
-async def test_a_store_that_declares_tags_deletes_exactly_the_keys_of_any_tag(any_store: Any) -> None:
-    if not any_store.abilities.tags:
+async def test_a_store_that_declares_tags_deletes_exactly_the_keys_of_any_tag(every_store: Any) -> None:
+    if not every_store.abilities.tags:
         with pytest.raises(StoreError, match="cannot invalidate by tag"):
-            await invalidate_tags(any_store, ["doc:1"])
+            await invalidate_tags(every_store, ["doc:1"])
         return
-    await _tagged(any_store, "ns:a", ["doc:1", "model:m"], 300)
-    await _tagged(any_store, "ns:b", ["doc:2"], None)
-    await _tagged(any_store, "ns:c", ["doc:3", "model:m"], 300)
-    await _tagged(any_store, "ns:d", ["doc:4"], 300)
-    await any_store.set("ns:untagged", b"v", 300)
+    await _tagged(every_store, "ns:a", ["doc:1", "model:m"], 300)
+    await _tagged(every_store, "ns:b", ["doc:2"], None)
+    await _tagged(every_store, "ns:c", ["doc:3", "model:m"], 300)
+    await _tagged(every_store, "ns:d", ["doc:4"], 300)
+    await every_store.set("ns:untagged", b"v", 300)
 
-    removed = await invalidate_tags(any_store, ["doc:1", "doc:2", "doc:none"])
+    removed = await invalidate_tags(every_store, ["doc:1", "doc:2", "doc:none"])
 
     assert sorted(removed) == ["ns:a", "ns:b"]
-    assert [await any_store.get(k) for k in ("ns:a", "ns:b")] == [None, None]
-    assert [await any_store.get(k) for k in ("ns:c", "ns:d", "ns:untagged")] == [b"ns:c", b"ns:d", b"v"]
-    assert sorted(await invalidate_tags(any_store, ["model:m"])) == ["ns:a", "ns:c"]  # a's own record was kept
-    assert await any_store.get("ns:c") is None and await any_store.get("ns:d") == b"ns:d"
-    assert await invalidate_tags(any_store, ["doc:1"]) == []  # taken by the first invalidation
+    assert [await every_store.get(k) for k in ("ns:a", "ns:b")] == [None, None]
+    assert [await every_store.get(k) for k in ("ns:c", "ns:d", "ns:untagged")] == [b"ns:c", b"ns:d", b"v"]
+    assert sorted(await invalidate_tags(every_store, ["model:m"])) == ["ns:a", "ns:c"]  # a's own record was kept
+    assert await every_store.get("ns:c") is None and await every_store.get("ns:d") == b"ns:d"
+    assert await invalidate_tags(every_store, ["doc:1"]) == []  # taken by the first invalidation
 
 
-async def test_a_tag_whose_entries_expired_on_their_own_still_invalidates(any_store: Any) -> None:
-    if not any_store.abilities.tags:
-        pytest.skip(f"{any_store.name} keeps no tag index")
-    await _tagged(any_store, "ns:short", ["doc:1"], 0.3)
-    await _tagged(any_store, "ns:long", ["doc:1"], 300)
+async def test_a_tag_whose_entries_expired_on_their_own_still_invalidates(every_store: Any) -> None:
+    if not every_store.abilities.tags:
+        pytest.skip(f"{every_store.name} keeps no tag index")
+    await _tagged(every_store, "ns:short", ["doc:1"], 0.3)
+    await _tagged(every_store, "ns:long", ["doc:1"], 300)
 
     async def expired() -> bool:
-        return await any_store.get("ns:short") is None
+        return await every_store.get("ns:short") is None
 
     await eventually(expired, what="the short entry expired")
-    assert "ns:long" in await invalidate_tags(any_store, ["doc:1"])
-    assert await any_store.get("ns:long") is None
+    assert "ns:long" in await invalidate_tags(every_store, ["doc:1"])
+    assert await every_store.get("ns:long") is None
