@@ -758,8 +758,8 @@ class Cache:
 
     async def invalidate(self, tags: Collection[str]) -> list[str]:
         """Remove every entry carrying any of `tags`, from the store and the semantic index; the keys
-        removed (some may have expired already). `StoreError` from a store without a tag index
-        (memcached): it cannot list what a tag names, and says so rather than remove nothing."""
+        removed (some may have expired already). `NoTagIndex` (a `StoreError`) from a store without
+        a tag index (memcached): it cannot list what a tag names, and says so rather than remove nothing."""
         wanted = frozenset(tags)
         if not wanted:
             return []

@@ -15,6 +15,10 @@ class StoreError(Exception):
     """A store could not answer. The engine treats it as a miss (fail open) and counts it."""
 
 
+class NoTagIndex(StoreError):
+    """The store keeps no tag index (memcached cannot list keys): a tag invalidation is refused."""
+
+
 @dataclass(frozen=True, slots=True)
 class Abilities:
     """What a store can do beyond the byte map. A store declares them (`abilities = Abilities(...)`)
@@ -134,9 +138,9 @@ class TagStore(Store, Protocol):
 
 
 async def invalidate_tags(store: Store, tags: Collection[str]) -> list[str]:
-    """Delete every key carrying any of `tags`; `StoreError` from a store that cannot."""
+    """Delete every key carrying any of `tags`; `NoTagIndex` from a store that cannot."""
     if not abilities_of(store).tags:
-        raise StoreError(f"the {store.name} store cannot invalidate by tag (it keeps no tag index)")
+        raise NoTagIndex(f"the {store.name} store cannot invalidate by tag (it keeps no tag index)")
     return await cast(TagStore, store).invalidate_tags(tags)
 
 
