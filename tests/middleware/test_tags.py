@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
 import pytest
 
@@ -10,7 +12,9 @@ from llm_cache.middleware import Cache, CachingTransport
 from llm_cache.middleware._entry import unpack
 from llm_cache.middleware.stores import MemoryStore
 from llm_cache.middleware.stores.base import StoreError
-from tests.middleware.stores.conftest import eventually
+from llm_cache.middleware.stores.redis import RedisStore
+from llm_cache.middleware.stores.tiered import TieredStore
+from tests.middleware.stores.conftest import SLACK, eventually, unique_prefix
 from tests.middleware.test_engine import AUTH, BODY, URL, Upstream, client, completion
 from tests.support.stores import DeadStore
 
@@ -76,7 +80,7 @@ async def test_entries_expired_on_their_own_do_not_break_an_invalidation() -> No
     assert len(removed) == 2  # the expired key is named; deleting it was harmless
 
 
-async def _missing(store: MemoryStore, key: str) -> bool:
+async def _missing(store: Any, key: str) -> bool:
     return await store.get(key) is None
 
 
@@ -114,3 +118,29 @@ async def test_a_store_without_a_tag_index_refuses_rather_than_remove_nothing() 
     cache = Cache(store=DeadStore())  # a plain byte map: it declares no tag index
     with pytest.raises(StoreError, match="cannot invalidate by tag"):
         await cache.invalidate(["doc:1"])
+
+
+async def test_a_tag_invalidated_on_one_pod_is_gone_from_the_other_pods_l1(redis_server: Any) -> None:
+    prefix = unique_prefix()
+    pods = [
+        TieredStore(MemoryStore(), RedisStore(redis_server.url, prefix=prefix, **SLACK), channel=f"{prefix}inval")
+        for _ in range(2)
+    ]
+    for store in pods:
+        await store.start()
+    a, b = Cache(store=pods[0]), Cache(store=pods[1])
+    try:
+        async with client(a, Upstream()) as on_a, client(b, Upstream()) as on_b:
+            await ask(on_a, **{"x-cache-tags": "doc:1"})
+            await ask(on_a, "other")
+            assert [(await ask(on_b, q)).headers["x-cache"] for q in ("What is 2+2?", "other")] == ["HIT", "HIT"]
+            key = (await ask(on_b)).headers["x-cache-key"]
+            assert await pods[1].l1.get(key) is not None  # B serves it from its own L1 now
+
+            await a.invalidate(["doc:1"])
+
+            await eventually(lambda: _missing(pods[1].l1, key), what="B's L1 dropping the invalidated entry")
+            assert [(await ask(on_b, q)).headers["x-cache"] for q in ("What is 2+2?", "other")] == ["MISS", "HIT"]
+    finally:
+        await a.close()
+        await b.close()
