@@ -189,8 +189,9 @@ async def test_an_answer_gone_from_the_store_is_dropped_from_the_index(
 async def test_a_tag_invalidation_removes_the_answer_from_the_index_too(
     fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> None:
-    index = InProcessIndex()
-    cache = Cache(semantic=SemanticCache(embedder, index, timeout=LOADED_MACHINE_TIMEOUT))
+    cache = semantic_cache(embedder)
+    index = cache.semantic.index if cache.semantic is not None else None
+    assert isinstance(index, InProcessIndex)
     client = client_for(cache, fake_provider)
     await ask(client, "How do I reset my password?", extra_headers={"x-cache-tags": "doc:passwords"})
     await ask(client, "What are your opening hours?")
