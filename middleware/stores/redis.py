@@ -249,13 +249,12 @@ class RedisStore:
         return f"{self.tag_prefix}{{{tag}}}"
 
     async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
-        """One script per tag (each set lives in its own slot): add `key`, extend the set's TTL."""
+        """One script per tag (each set lives in its own slot), run concurrently: add `key`, extend the set's TTL."""
         ms = 0 if ttl is None else ttl_ms(ttl) + _TAG_SLACK_MS
         physical = [self._tag_key(tag) for tag in tags]
 
-        async def run(client: Any) -> None:
-            for tag_key in physical:
-                await client.eval(_TAG, 1, tag_key, key, ms)
+        async def run(client: Any) -> None:  # concurrently: one round trip, not one per tag
+            await asyncio.gather(*(client.eval(_TAG, 1, tag_key, key, ms) for tag_key in physical))
 
         await self._call(run, "tag")
 
