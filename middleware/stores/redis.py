@@ -249,12 +249,15 @@ class RedisStore:
         return f"{self.tag_prefix}{{{tag}}}"
 
     async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
-        """One script per tag (each set lives in its own slot), run concurrently: add `key`, extend the set's TTL."""
+        """One script per tag (each set lives in its own slot), pipelined: add `key`, extend the set's TTL."""
         ms = 0 if ttl is None else ttl_ms(ttl) + _TAG_SLACK_MS
         physical = [self._tag_key(tag) for tag in tags]
 
-        async def run(client: Any) -> None:  # concurrently: one round trip, not one per tag
-            await asyncio.gather(*(client.eval(_TAG, 1, tag_key, key, ms) for tag_key in physical))
+        async def run(client: Any) -> None:  # one pipeline: a round trip per node, not one per tag
+            pipe = client.pipeline(transaction=False)
+            for tag_key in physical:
+                pipe.eval(_TAG, 1, tag_key, key, ms)
+            await pipe.execute()
 
         await self._call(run, "tag")
 
