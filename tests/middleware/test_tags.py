@@ -92,6 +92,7 @@ def test_the_sync_twin_invalidates_too() -> None:
         first = http.post(URL, json=BODY, headers={**AUTH, "x-cache-tags": "doc:1"})
         assert cache.invalidate_sync(["doc:1"]) == [first.headers["x-cache-key"]]
         assert http.post(URL, json=BODY, headers=AUTH).headers["x-cache"] == "MISS"
+    cache.close_sync()
 
 
 @pytest.mark.parametrize(
@@ -144,3 +145,17 @@ async def test_a_tag_invalidated_on_one_pod_is_gone_from_the_other_pods_l1(redis
     finally:
         await a.close()
         await b.close()
+
+
+async def test_through_the_asgi_middleware_tags_are_stored_and_junk_never_reaches_the_app() -> None:
+    from tests.middleware.test_asgi import KEY, post, wrapped
+
+    cache = Cache(store=MemoryStore())
+    app, calls = wrapped("starlette", cache)
+    tagged = await post(app, headers={**KEY, "x-cache-tags": "doc:asgi"})
+    junk = await post(app, headers={**KEY, "x-cache-tags": "two words"})
+
+    assert (tagged.status_code, junk.status_code) == (200, 400)
+    assert calls.count["chat"] == 1  # the junk never reached the app
+    assert await cache.invalidate(["doc:asgi"]) == [tagged.headers["x-cache-key"]]
+    assert (await post(app)).headers["x-cache"] == "MISS"
