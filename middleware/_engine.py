@@ -83,7 +83,7 @@ from ._types import (
     json_headers,
 )
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
-from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, abilities_of
+from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, TagStore, abilities_of, invalidate_tags
 from .stores.memory import MemoryStore
 from .stores.urls import store_from_url
 from .telemetry import Call, Telemetry
@@ -766,11 +766,16 @@ class Cache:
 
     # -- 4. recording -------------------------------------------------------------------------
 
-    async def store_entry(self, request: CacheRequest, entry: Entry, ttl: float | None = None) -> bool:
+    async def store_entry(
+        self, request: CacheRequest, entry: Entry, ttl: float | None = None, tags: frozenset[str] = frozenset()
+    ) -> bool:
         """Write a recorded answer under its key, `entry.fingerprint` (the request's, or one of its
-        items'); False if the store failed."""
+        items'), with its automatic tags, the request's and `tags` (custom ones, e.g. from a hook);
+        False if the store failed. A store with a tag index records the tags first: no entry is stored
+        that its tags cannot find."""
         if ttl is None:
             ttl = request.policy.ttl if request.policy.ttl is not None else self.settings.ttl
+        entry = replace(entry, tags=entry_tags(request) | request.policy.tags | tags)
         if ttl is not None:  # fresh until its TTL; kept past it for as long as it may be served stale
             entry = replace(entry, expires_at=entry.created_at + ttl)
             ttl += max(self.settings.stale_if_error, request.policy.stale_if_error or 0.0)
@@ -778,6 +783,8 @@ class Cache:
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()
         try:
+            if abilities_of(self.store).tags:
+                await cast(TagStore, self.store).tag(entry.fingerprint, entry.tags, ttl)
             await self.store.set(entry.fingerprint, data, ttl)
         except Exception as error:
             self.telemetry.store_done(span, started, len(data), error)
@@ -849,6 +856,20 @@ class Cache:
         if self.semantic is not None:
             await self.semantic.start()
 
+    async def invalidate(self, tags: Collection[str]) -> list[str]:
+        """Remove every entry carrying any of `tags`, from the store and the semantic index; the keys
+        removed (some may have expired already). `NoTagIndex` (a `StoreError`) from a store without
+        a tag index (memcached): it cannot list what a tag names, and says so rather than remove nothing."""
+        wanted = frozenset(tags)
+        if not wanted:
+            return []
+        keys = await invalidate_tags(self.store, wanted)
+        meanings = self._meanings
+        if meanings is not None:
+            for key in keys:
+                await meanings.forget(key)
+        return keys
+
     async def close(self) -> None:
         if self._meanings is not None:
             await self._meanings.drain()
@@ -874,6 +895,10 @@ class Cache:
     def clear_sync(self, namespace: str | None = None) -> None:
         """`clear`, from synchronous code."""
         self._run_sync(self.clear(namespace))
+
+    def invalidate_sync(self, tags: Collection[str]) -> list[str]:
+        """`invalidate`, from synchronous code."""
+        return self._run_sync(self.invalidate(tags))
 
     def close_sync(self) -> None:
         """`close`, from synchronous code (it also stops the loop thread the other `_sync` helpers use)."""
@@ -972,6 +997,17 @@ def _check_prefixes(store: Store, key_prefix: str) -> None:
             raise ValueError(f"key_prefix {key_prefix!r} does not fit the {store.name} store: {error}") from None
 
 
+def entry_tags(request: CacheRequest) -> frozenset[str]:
+    """The tags every entry carries: its model, namespace and credential scope (the scope's hash,
+    never the credential), so an operator can drop one model's, tenant's or caller's answers."""
+    namespace = request.policy.namespace or DEFAULT_NAMESPACE
+    tags = {f"namespace:{namespace}", f"scope:{request.scope}"}
+    model = request.model
+    if model:
+        tags.add(f"model:{model}")
+    return frozenset(tags)
+
+
 def error_body(message: str, param: str | None) -> bytes:
     return orjson.dumps(
         {
@@ -1001,4 +1037,5 @@ __all__ = [
     "advance",
     "drive",
     "drive_sync",
+    "entry_tags",
 ]

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import msgpack
 
 SCHEMA_VERSION = 3
-"""2 added `usage_requested` and `origin`, 3 `expires_at`; entries of versions 1 and 2 are still read
-(all of version 1 were stored with usage; neither knows when it stops being fresh)."""
+"""2 added `usage_requested` and `origin`, 3 `expires_at` and `tags`; entries of versions 1 and 2 are
+still read (all version-1 entries were stored with usage; neither knows when it stops being fresh;
+older entries carry no tags, and no tag index names them)."""
 
 
 class EntryError(ValueError):
@@ -35,6 +36,9 @@ class Entry:
     """Wall-clock seconds when the entry stops being fresh (`created_at` + its TTL), or None: fresh as
     long as the store keeps it. Past it, the entry is only served stale, when the upstream fails
     (`stale_if_error`); the store keeps it that much longer."""
+    tags: frozenset[str] = frozenset()
+    """What a tag invalidation removes it by: the automatic `model:`, `namespace:` and `scope:` tags
+    and the custom ones (`x-cache-tags`); metadata, never part of the key."""
 
 
 def pack(entry: Entry) -> bytes:
@@ -49,6 +53,7 @@ def pack(entry: Entry) -> bytes:
             entry.usage_requested,
             [list(pair) for pair in entry.origin],
             entry.expires_at,
+            sorted(entry.tags),
         ],
         use_bin_type=True,
     )
@@ -62,11 +67,15 @@ def unpack(data: bytes) -> Entry:
     if type(fields) is not list:
         raise EntryError("entry of another schema version")
     expires_at = None
-    if len(fields) == 9 and fields[0] == SCHEMA_VERSION:
-        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, expires_at = fields
+    tags: frozenset[str] = frozenset()
+    if len(fields) == 10 and fields[0] == SCHEMA_VERSION:
+        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, expires_at, names = fields
         origin = _pairs(pairs) if pairs else ()
         if expires_at is not None and not isinstance(expires_at, (int, float)):
             raise EntryError("entry with fields of the wrong types")
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise EntryError("entry with fields of the wrong types")
+        tags = frozenset(names)
     elif len(fields) == 8 and fields[0] == 2:
         _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs = fields
         origin = _pairs(pairs) if pairs else ()
@@ -91,6 +100,7 @@ def unpack(data: bytes) -> Entry:
         bool(usage_requested),
         origin,
         None if expires_at is None else float(expires_at),
+        tags,
     )
 
 

@@ -91,7 +91,7 @@ class AnswerView:
     ttl: float | None = None
     """Seconds the answer is stored for (set to None: the cache's `ttl`)."""
     tags: set[str] = field(default_factory=set)
-    """Labels for the entry; stored with it once entries carry tags (issue 16, item 2)."""
+    """Custom tags stored with the entry, besides the automatic ones: `cache.invalidate(tags=...)` finds it by them."""
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Per-request cache controls from headers and from the body's `cache` field.
 
 Headers: `Cache-Control: no-cache | no-store | max-age=N | only-if-cached | stale-if-error=N`,
-`x-cache-ttl: N`, `x-cache-namespace: NAME`. Body (as LiteLLM clients send it):
+`x-cache-ttl: N`, `x-cache-namespace: NAME`, `x-cache-tags: a,b`. Body (as LiteLLM clients send it):
 `"cache": {"no-cache": bool, "no-store": bool, "ttl": N, "s-maxage": N,
 "namespace": str, "use-cache": bool}` (`s-max-age` is an alias of `s-maxage`,
 as LiteLLM reads both). The body field is always stripped before the request is forwarded.
@@ -9,11 +9,17 @@ as LiteLLM reads both). The body field is always stripped before the request is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ._keys import NAMESPACE_PATTERN
+
+MAX_TAGS = 16
+"""Most custom tags one request may give its entry."""
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,128}")
+"""A custom tag: 1-128 characters of letters, digits and `_.:/@+=-` (no commas, spaces or controls)."""
 
 
 class PolicyError(ValueError):
@@ -37,6 +43,8 @@ class Policy:
     stale_if_error: float | None = None
     """RFC 5861's request directive: seconds past its TTL an entry may be served when the upstream fails
     (and kept that long by the store, when this request's answer is stored)."""
+    tags: frozenset[str] = frozenset()
+    """Custom tags for the stored entry (`x-cache-tags`), besides the automatic ones."""
 
 
 DEFAULT_POLICY = Policy()
@@ -72,6 +80,17 @@ def _namespace(param: str, value: Any) -> str:
     return value
 
 
+def parse_tags(param: str, value: str) -> frozenset[str]:
+    """Comma-separated custom tags, each a `TAG_PATTERN`, at most `MAX_TAGS` of them."""
+    tags = frozenset(part.strip() for part in value.split(",") if part.strip())
+    if len(tags) > MAX_TAGS:
+        raise PolicyError(param, f"at most {MAX_TAGS} tags, got {len(tags)}")
+    for tag in tags:
+        if not TAG_PATTERN.fullmatch(tag):
+            raise PolicyError(param, f"tag {_shown(tag)}: expected 1-128 characters of letters, digits or _.:/@+=-")
+    return tags
+
+
 def _flag(param: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -83,7 +102,14 @@ def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
     cache_control = headers.get("cache-control")
     header_ttl = headers.get("x-cache-ttl")
     header_namespace = headers.get("x-cache-namespace")
-    if cache_control is None and header_ttl is None and header_namespace is None and cache_field is None:
+    header_tags = headers.get("x-cache-tags")
+    if (
+        cache_control is None
+        and header_ttl is None
+        and header_namespace is None
+        and header_tags is None
+        and cache_field is None
+    ):
         return DEFAULT_POLICY
 
     values: dict[str, Any] = {}
@@ -105,6 +131,8 @@ def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
         values["ttl"] = _seconds("x-cache-ttl", header_ttl)
     if header_namespace is not None:
         values["namespace"] = _namespace("x-cache-namespace", header_namespace)
+    if header_tags is not None:
+        values["tags"] = parse_tags("x-cache-tags", header_tags)
 
     if cache_field is not None:
         if not isinstance(cache_field, dict):

@@ -34,8 +34,11 @@ class RecorderHandle(Protocol):
     def refused(self, request: CacheRequest, status: int) -> None:
         """The answer to a request sent again without an addition the upstream refused."""
 
-    async def store_entry(self, request: CacheRequest, entry: Entry, ttl: float | None) -> bool:
-        """Write the entry; False if the store failed (counted)."""
+    async def store_entry(
+        self, request: CacheRequest, entry: Entry, ttl: float | None, tags: frozenset[str] = frozenset()
+    ) -> bool:
+        """Write the entry with these custom tags besides the automatic ones; False if the store failed
+        (counted)."""
 
     async def after_answer(self, request: CacheRequest, entry: Entry, ttl: float | None) -> AnswerView | None:
         """The after-answer hooks' verdict (store or not, the TTL), or None when there are none."""
@@ -222,14 +225,14 @@ class Recorder:
     async def _write(self, entry: Entry) -> bool:
         stored = False
         try:
-            ttl = self._ttl
+            ttl, tags = self._ttl, frozenset[str]()
             verdict = await self._handle.after_answer(self._request, entry, ttl)
             if verdict is not None:
-                ttl = verdict.ttl
+                ttl, tags = verdict.ttl, frozenset(verdict.tags)
             if verdict is not None and not verdict.store:
                 self._why = "hook: an after_answer hook vetoed storing"
             else:
-                stored = await self._handle.store_entry(self._request, entry, ttl)
+                stored = await self._handle.store_entry(self._request, entry, ttl, tags)
                 if not stored:
                     self._why = "store write failed"
         finally:

@@ -424,7 +424,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_invalidate(args: argparse.Namespace) -> int:
-    if args.key:
+    if args.config is not None:
+        if not args.tag:
+            return _fail("--config invalidates by --tag only; use --gateway for the other forms")
+        return _invalidate_in_store(args.config, args.tag)
+    if args.tag:
+        path, body = "/cache/invalidate", {"tags": args.tag}
+    elif args.key:
         path, body = "/cache/delete", {"key": args.key}
     elif args.request:
         try:
@@ -439,6 +445,27 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
     else:
         path, body = "/cache/flush", {"all": True}
     return _answer(*_admin_call(args, "POST", path, body))
+
+
+def _invalidate_in_store(config_path: str, tags: list[str]) -> int:
+    """A tag invalidation straight in the store (and semantic index) a config names, no gateway needed."""
+    from .config import build_cache
+    from .stores.base import StoreError
+
+    cache = build_cache(_config(config_path, None))
+
+    async def run() -> list[str]:
+        try:
+            return await cache.invalidate(tags)
+        finally:
+            await cache.close()
+
+    try:
+        removed = asyncio.run(run())
+    except StoreError as error:
+        return _fail(str(error))
+    print(json.dumps({"invalidated": tags, "deleted": len(removed)}, indent=2))
+    return 0
 
 
 # -- calibrate ------------------------------------------------------------------------------------
@@ -548,11 +575,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     invalidate = commands.add_parser(
         "invalidate",
-        help="delete entries in a running gateway's cache",
-        description="Delete one entry (by key or by the request that produced it), "
-        "a namespace, a raw key prefix, or everything.",
+        help="delete entries in a running gateway's cache, or by tag in a config's store",
+        description="Delete one entry (by key or by the request that produced it), every entry "
+        "with a tag, a namespace, a raw key prefix, or everything, through a running gateway's admin "
+        "API (--gateway); or every entry with a tag straight in the store a config names (--config).",
     )
     what = invalidate.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--tag",
+        action="append",
+        metavar="TAG",
+        help="every entry carrying TAG (repeatable: any of them), e.g. doc:42 or model:gpt-4o",
+    )
     what.add_argument("--key", help="an x-cache-key value")
     what.add_argument(
         "--request",
@@ -563,7 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--namespace", help="every entry in this namespace")
     what.add_argument("--prefix", help="every store key starting with this (e.g. an old key_prefix)")
     what.add_argument("--all", action="store_true", help="every entry under the gateway's key prefix")
-    invalidate.add_argument("--gateway", metavar="URL", required=True)
+    where = invalidate.add_mutually_exclusive_group(required=True)
+    where.add_argument("--gateway", metavar="URL", help="a running gateway, e.g. http://127.0.0.1:4000")
+    where.add_argument("--config", metavar="FILE", help="with --tag: invalidate in this config's store directly")
     invalidate.add_argument("--admin-key", help=f"admin key (default: ${ADMIN_ENV})")
     invalidate.set_defaults(handler=cmd_invalidate)
 

@@ -51,7 +51,7 @@ from ._keys import NAMESPACE_PATTERN
 from ._types import KEY_HEADER, UPSTREAM_HEADER
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .stores.base import StoreError
+from .stores.base import NoTagIndex, StoreError
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 
@@ -84,6 +84,7 @@ _OPERATIONS = frozenset(
         "/metrics",
         "/cache/stats",
         "/cache/delete",
+        "/cache/invalidate",
         "/cache/flush",
         "/cache/flushall",
         "/cache/ping",
@@ -93,6 +94,8 @@ _OPERATIONS = frozenset(
 # Where an admin key may come, in this order: ours, then the two LiteLLM's proxy reads its master key from.
 _ADMIN_KEY_HEADERS = ("x-admin-key", "x-litellm-api-key")
 _MAX_DELETE_KEYS = 1000
+_MAX_TAG_CHARS = 256
+"""Longest tag an invalidation may name (automatic `model:` tags carry the model's name, unchecked)."""
 _PROBE_TIMEOUT = 5.0
 _READINESS_REUSE = 1.0
 """Seconds a /health/readiness answer is reused (it needs no key: probes must not be multiplied)."""
@@ -610,6 +613,28 @@ class _Gateway:
         deleting = asyncio.gather(*(cache.delete(key) for key in keys))
         return await self._store_call("delete", deleting, {"status": "success", "deleted": keys})
 
+    async def invalidate(self, request: Request) -> Response:
+        """`{"tags": [...]}`: every entry carrying any of the tags, in the store and the semantic index."""
+        data = await self._admin_body(request)
+        if isinstance(data, Response):
+            return data
+        assert self.cache is not None
+        tags = data.get("tags")
+        if (
+            not isinstance(tags, list)
+            or not 0 < len(tags) <= _MAX_DELETE_KEYS
+            or not all(isinstance(tag, str) and 0 < len(tag) <= _MAX_TAG_CHARS for tag in tags)
+        ):
+            return _bad(f'send {{"tags": [...]}}: 1 to {_MAX_DELETE_KEYS} strings of 1 to {_MAX_TAG_CHARS} characters')
+        try:
+            removed = await self.cache.invalidate(tags)
+        except NoTagIndex as error:
+            return _bad(str(error))
+        except Exception as error:
+            logger.warning("cache invalidate failed: %r", error)
+            return _bad("the cache store did not answer", 503, "store_error")
+        return _json({"invalidated": tags, "deleted": len(removed)})
+
     async def flushall(self, request: Request) -> Response:
         """LiteLLM's `/cache/flushall`: every entry under this gateway's key prefix (not the whole store)."""
         data = await self._admin_body(request)
@@ -1073,6 +1098,7 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
         Route("/metrics", gateway.metrics, methods=["GET"]),
         Route("/cache/stats", gateway.stats, methods=["GET"]),
         Route("/cache/delete", gateway.delete, methods=["POST"]),
+        Route("/cache/invalidate", gateway.invalidate, methods=["POST"]),
         Route("/cache/flush", gateway.flush, methods=["POST"]),
         Route("/cache/flushall", gateway.flushall, methods=["POST"]),
         Route("/cache/ping", gateway.ping, methods=["GET"]),

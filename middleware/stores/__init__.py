@@ -1,5 +1,5 @@
 from .aiocache import AiocacheStore
-from .base import Abilities, BatchStore, Store, StoreError
+from .base import Abilities, BatchStore, NoTagIndex, Store, StoreError, TagStore
 from .breaker import CircuitBreaker, CircuitOpenError
 from .disk import DiskStore
 from .memory import MemoryStore
@@ -16,12 +16,14 @@ __all__ = [
     "DiskStore",
     "MemcachedStore",
     "MemoryStore",
+    "NoTagIndex",
     "RedisClusterStore",
     "RedisSentinelStore",
     "RedisStore",
     "S3Store",
     "Store",
     "StoreError",
+    "TagStore",
     "TieredStore",
     "store_from_url",
 ]

@@ -6,13 +6,17 @@ entries: the engine packs entries, a store only keeps them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast, runtime_checkable
 
 
 class StoreError(Exception):
     """A store could not answer. The engine treats it as a miss (fail open) and counts it."""
+
+
+class NoTagIndex(StoreError):
+    """The store keeps no tag index (memcached cannot list keys): a tag invalidation is refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,8 @@ class Abilities:
     """`PubSubStore`: it carries invalidation messages between processes (a tiered store's bus)."""
     prefix_rules: bool = False
     """`PrefixRulesStore`: `clear` honours only some prefixes; `check_prefix` refuses the others."""
+    tags: bool = False
+    """`TagStore`: it indexes keys by tag and deletes every key of a tag (invalidation by tag)."""
 
 
 PLAIN = Abilities()
@@ -113,6 +119,36 @@ class PrefixRulesStore(Store, Protocol):
     def check_prefix(self, prefix: str) -> None:
         """Raise `StoreError` when `clear(prefix)` could not honour `prefix`."""
         ...
+
+
+class TagStore(Store, Protocol):
+    """A store that keeps, per tag, the keys written with it, so a tag invalidation lists them
+    instead of scanning. The index may name keys that are gone (expired, evicted, deleted):
+    deleting a missing key is harmless, so the index only has to outlive the entries it names."""
+
+    async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
+        """Record that `key` (about to be written with `ttl`) carries `tags`; called before the write,
+        so an entry is never stored without its tags indexed."""
+        ...
+
+    async def invalidate_tags(self, tags: Collection[str]) -> list[str]:
+        """Delete every key recorded under any of `tags`, and those tags' records; the keys deleted
+        (some may have been gone already)."""
+        ...
+
+
+async def invalidate_tags(store: Store, tags: Collection[str]) -> list[str]:
+    """Delete every key carrying any of `tags`; `NoTagIndex` from a store that cannot."""
+    if not abilities_of(store).tags:
+        raise NoTagIndex(f"the {store.name} store cannot invalidate by tag (it keeps no tag index)")
+    return await cast(TagStore, store).invalidate_tags(tags)
+
+
+def trim_due(size: int) -> bool:
+    """Whether a tag record of `size` keys should drop the keys that are gone: at each power of two
+    past 64, so trimming costs O(1) amortised per write and a record holds at most about twice
+    its live keys."""
+    return size >= 64 and size & (size - 1) == 0
 
 
 async def get_many(store: Store, keys: Sequence[str]) -> list[bytes | None]:

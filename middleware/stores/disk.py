@@ -8,17 +8,19 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TypeVar
 
 import diskcache
 
-from .base import Abilities, StoreError
+from .base import Abilities, StoreError, trim_due
 
 T = TypeVar("T")
 logger = logging.getLogger("llm_cache.middleware.stores.disk")
 
+TAG_SLACK = 1.0
+"""Seconds a tag's record outlives its longest key (the key is written just after its tag)."""
 REOPEN_INTERVAL = 5.0
 """Seconds between attempts to open a cache directory that could not be opened (read-only, missing)."""
 
@@ -40,15 +42,20 @@ class DiskStore:
     service: every call raises `StoreError` (the engine goes upstream and counts it) and the store
     tries to open the directory again every `REOPEN_INTERVAL` seconds. Errors of an open store
     (EROFS, ENOSPC, EACCES from SQLite or a value file) reach the engine the same way.
+
+    Tags are indexed in a second diskcache under `tags/` that never evicts (an evicted record would
+    hide live entries from their invalidation): one record per tag, the set of its keys, living as
+    long as its longest key and trimmed of gone keys as it grows.
     """
 
     name = "disk"
-    abilities = Abilities(size=True)
+    abilities = Abilities(size=True, tags=True)
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, size_limit: int = 1024**3) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         self.size_limit = size_limit
         self._cache: diskcache.Cache | None = None
+        self._tags: diskcache.Cache | None = None
         self._opening = threading.Lock()
         self._next_open = 0.0
         try:
@@ -67,6 +74,7 @@ class DiskStore:
             self._next_open = now + REOPEN_INTERVAL
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
+                self._tags = diskcache.Cache(str(self.directory / "tags"), eviction_policy="none")
                 self._cache = diskcache.Cache(
                     str(self.directory), size_limit=self.size_limit, eviction_policy="least-recently-used"
                 )
@@ -91,11 +99,22 @@ class DiskStore:
         await self._run(lambda cache: cache.delete(key))
 
     async def clear(self, prefix: str | None = None) -> None:
-        await self._run(lambda cache: _clear(cache, prefix))
+        await self._run(lambda cache: _clear(cache, self._tag_index() if prefix is None else None, prefix))
+
+    async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
+        await self._run(lambda cache: _tag(cache, self._tag_index(), key, tags, ttl))
+
+    async def invalidate_tags(self, tags: Collection[str]) -> list[str]:
+        return await self._run(lambda cache: _invalidate(cache, self._tag_index(), tags))
+
+    def _tag_index(self) -> diskcache.Cache:
+        assert self._tags is not None  # opened with the cache, before any operation runs
+        return self._tags
 
     async def close(self) -> None:
-        if self._cache is not None:
-            await asyncio.to_thread(self._cache.close)
+        for cache in (self._cache, self._tags):
+            if cache is not None:
+                await asyncio.to_thread(cache.close)
 
     def current_size(self) -> tuple[int, int]:
         """Entries and on-disk bytes (database pages plus value files) now, from diskcache's own tallies."""
@@ -105,9 +124,37 @@ class DiskStore:
         return len(cache), int(cache.volume())
 
 
-def _clear(cache: diskcache.Cache, prefix: str | None) -> None:
+def _tag(cache: diskcache.Cache, index: diskcache.Cache, key: str, tags: Collection[str], ttl: float | None) -> None:
+    """Add `key` to each tag's record, whose expiry becomes the later of its own and the key's."""
+    with index.transact():  # a lock across processes: concurrent writers never lose a key
+        for tag in tags:
+            keys, expires_at = index.get(tag, default=None, expire_time=True)
+            if keys is None:
+                keys, expire = {key}, None if ttl is None else ttl + TAG_SLACK
+            else:
+                keys.add(key)
+                if trim_due(len(keys)):  # `key` is not written yet: keep it
+                    keys = {k for k in keys if k in cache} | {key}
+                left = None if expires_at is None else expires_at - time.time()
+                expire = None if left is None or ttl is None else max(left, ttl + TAG_SLACK)
+            index.set(tag, keys, expire=expire)
+
+
+def _invalidate(cache: diskcache.Cache, index: diskcache.Cache, tags: Collection[str]) -> list[str]:
+    with index.transact():
+        keys: set[str] = set().union(*(index.pop(tag, default=set()) for tag in tags))
+    for key in keys:
+        cache.delete(key)
+    return sorted(keys)
+
+
+def _clear(cache: diskcache.Cache, index: diskcache.Cache | None, prefix: str | None) -> None:
+    """Every key under `prefix`; with no prefix, everything, the tag index too (a prefix's keys
+    leave members in the index, harmless until their tags are invalidated or trimmed)."""
     if prefix is None:
         cache.clear()
+        if index is not None:
+            index.clear()
         return
     for key in list(cache.iterkeys()):
         if isinstance(key, str) and key.startswith(prefix):

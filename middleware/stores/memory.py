@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 
-from .base import Abilities
+from .base import Abilities, trim_due
 
 
 class MemoryStore:
@@ -17,7 +18,7 @@ class MemoryStore:
     """
 
     name = "memory"
-    abilities = Abilities(in_process=True, size=True)
+    abilities = Abilities(in_process=True, size=True, tags=True)
 
     def __init__(self, max_entries: int = 10_000, max_bytes: int | None = 256 * 1024 * 1024) -> None:
         if max_entries <= 0:
@@ -29,6 +30,8 @@ class MemoryStore:
         self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._tags: dict[str, set[str]] = {}
+        """Tag -> the keys written with it; a key gone since stays until the tag is invalidated or trimmed."""
 
     def __len__(self) -> int:
         return len(self._data)
@@ -76,10 +79,33 @@ class MemoryStore:
         with self._lock:
             if prefix is None:
                 self._data.clear()
+                self._tags.clear()
                 self._bytes = 0
                 return
             for key in [k for k in self._data if k.startswith(prefix)]:
                 self._remove(key)
+
+    async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
+        with self._lock:
+            known = len(self._tags)
+            for tag in tags:
+                keys = self._tags.setdefault(tag, set())
+                if key not in keys:
+                    keys.add(key)
+                    if trim_due(len(keys)):  # `key` is not written yet: keep it
+                        keys.intersection_update(self._data)
+                        keys.add(key)
+            if len(self._tags) > known and trim_due(len(self._tags)):  # drop tags whose every key is gone
+                live = self._data
+                self._tags = {t: keys for t, keys in self._tags.items() if t in tags or not keys.isdisjoint(live)}
+
+    async def invalidate_tags(self, tags: Collection[str]) -> list[str]:
+        with self._lock:
+            keys = set().union(*(self._tags.pop(tag, ()) for tag in tags))
+            for key in keys:
+                if key in self._data:
+                    self._remove(key)
+        return sorted(keys)
 
     async def close(self) -> None:
         return None

@@ -1,9 +1,10 @@
 """Shared stores on Redis through `redis.asyncio`: standalone, Cluster and Sentinel.
 
-One GET per hit, `SET ... PX` for expiry, SCAN + UNLINK for prefix clears, a circuit breaker in
-front of every call, and one client (with its connection pool) per running event loop, created
-lazily and reused: the async transport and the sync transport's background loop each get their
-own, never one per request.
+One GET per hit, `SET ... PX` for expiry, SCAN + UNLINK for prefix clears, one set of keys per tag
+(`{prefix}tag:{<tag>}`: the braces put each tag's set in one Cluster slot, so a tag invalidation
+reads one set and deletes key by key, never scans), a circuit breaker in front of every call, and
+one client (with its connection pool) per running event loop, created lazily and reused: the async
+transport and the sync transport's background loop each get their own, never one per request.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import math
 import secrets
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -31,6 +32,23 @@ T = TypeVar("T")
 DEFAULT_PREFIX = "llmc:"
 FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+_TAG = """
+local existed = redis.call('exists', KEYS[1])
+redis.call('sadd', KEYS[1], ARGV[1])
+local ms = tonumber(ARGV[2])
+if ms == 0 then
+  redis.call('persist', KEYS[1])
+elseif existed == 0 or (redis.call('pttl', KEYS[1]) >= 0 and redis.call('pttl', KEYS[1]) < ms) then
+  redis.call('pexpire', KEYS[1], ms)
+end
+return 1
+"""
+"""Add a key to a tag's set and extend the set's life to the longest of its keys' (0: a key that never
+expires, so the set does not either)."""
+_TAKE = "local keys = redis.call('smembers', KEYS[1]) redis.call('unlink', KEYS[1]) return keys"
+"""A tag's set, read and deleted at once: a key tagged meanwhile goes into a new set."""
+_TAG_SLACK_MS = 1000
+"""The set outlives its longest key by this much: the key is written just after its tag."""
 _MAX_ORPHANS = 10_000
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
@@ -62,7 +80,7 @@ class RedisStore:
     """
 
     name = "redis"
-    abilities = Abilities(batch=True, ttl_reads=True, locking=True, pubsub=True)
+    abilities = Abilities(batch=True, ttl_reads=True, locking=True, pubsub=True, tags=True)
 
     def __init__(
         self,
@@ -91,6 +109,7 @@ class RedisStore:
         self.username, self.password, self.ssl = username, password, ssl
         self.prefix = prefix
         self.lock_prefix = prefix + "lock:"
+        self.tag_prefix = prefix + "tag:"
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
@@ -223,6 +242,40 @@ class RedisStore:
 
     async def _unlink_many(self, client: Any, keys: Sequence[str | bytes]) -> None:
         await client.unlink(*keys)
+
+    # -- tags -------------------------------------------------------------------------------------
+
+    def _tag_key(self, tag: str) -> str:
+        return f"{self.tag_prefix}{{{tag}}}"
+
+    async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
+        """One script per tag (each set lives in its own slot), pipelined: add `key`, extend the set's TTL."""
+        ms = 0 if ttl is None else ttl_ms(ttl) + _TAG_SLACK_MS
+        physical = [self._tag_key(tag) for tag in tags]
+
+        async def run(client: Any) -> None:  # one pipeline: a round trip per node, not one per tag
+            pipe = client.pipeline(transaction=False)
+            for tag_key in physical:
+                pipe.eval(_TAG, 1, tag_key, key, ms)
+            await pipe.execute()
+
+        await self._call(run, "tag")
+
+    async def invalidate_tags(self, tags: Collection[str]) -> list[str]:
+        """Take each tag's set (read and delete it), then unlink its keys (per slot on a Cluster)."""
+        physical = [self._tag_key(tag) for tag in tags]
+
+        async def run(client: Any) -> list[str]:
+            keys: set[str] = set()
+            for tag_key in physical:
+                members = await client.eval(_TAKE, 1, tag_key)
+                keys.update(member.decode() if isinstance(member, bytes) else member for member in members)
+            ordered = sorted(keys)
+            for start in range(0, len(ordered), self.scan_count):
+                await self._unlink_many(client, [self.prefix + key for key in ordered[start : start + self.scan_count]])
+            return ordered
+
+        return await self._call(run, "invalidate")
 
     async def publish(self, channel: str, message: bytes) -> None:
         await self._call(lambda client: client.publish(channel, message), "publish")

@@ -5,6 +5,11 @@ metadata (`x-amz-meta-llmc-expires-at`), enforced on read: an expired object rea
 is deleted if it is still the version that was read (a conditional delete), so a fresh entry another
 pod wrote meanwhile survives. S3 never deletes it by itself; add a bucket lifecycle rule to collect objects nobody
 reads again (see docs/stores.md).
+
+Tags are indexed as empty marker objects, `{prefix}_tags/<quoted tag>/<key>`: a tag invalidation
+lists one tag's markers (a prefix listing, not a scan of the bucket) and deletes their entries and
+the markers. A marker whose entry expired only costs a harmless delete; the lifecycle rule collects
+markers of tags never invalidated.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import asyncio
 import threading
 import time
 import weakref
+from collections.abc import Collection
 from typing import Any
+from urllib.parse import quote
 
-from .base import PLAIN, StoreError
+from .base import Abilities, StoreError
 from .breaker import CircuitBreaker
 
 try:
@@ -29,6 +36,8 @@ EXPIRES = "llmc-expires-at"
 DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys
 MISSING = {"NoSuchKey", "404", "NotFound"}
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+TAGS = "_tags/"
+"""Where the tag markers live under the store's prefix (entry keys never hold a `/` after their namespace)."""
 
 
 class S3Store:
@@ -41,8 +50,8 @@ class S3Store:
     """
 
     name = "s3"
-    abilities = PLAIN
-    """A plain byte map: no batch form (a batch read is one GET per key anyway), no locks, no bus."""
+    abilities = Abilities(tags=True)
+    """A byte map with a tag index: no batch form (a batch read is one GET per key anyway), no locks, no bus."""
 
     def __init__(
         self,
@@ -199,6 +208,39 @@ class S3Store:
                 await self._delete_batch(client, batch)
 
         await self._call("clear", run)
+
+    def _tag_prefix(self, tag: str) -> str:
+        return f"{self.prefix}{TAGS}{quote(tag, safe='')}/"
+
+    async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
+        """One empty marker object per tag (PUTs in parallel)."""
+        markers = [self._tag_prefix(tag) + key for tag in tags]
+
+        async def run(client: Any) -> None:
+            await asyncio.gather(*(client.put_object(Bucket=self.bucket, Key=m, Body=b"") for m in markers))
+
+        await self._call("tag", run)
+
+    async def invalidate_tags(self, tags: Collection[str]) -> list[str]:
+        """List each tag's markers; delete their entries, then the markers."""
+
+        async def run(client: Any) -> list[str]:
+            keys: set[str] = set()
+            markers: list[str] = []
+            paginator = client.get_paginator("list_objects_v2")
+            for tag in tags:
+                listed = self._tag_prefix(tag)
+                async for page in paginator.paginate(Bucket=self.bucket, Prefix=listed):
+                    for item in page.get("Contents", []):
+                        markers.append(item["Key"])
+                        keys.add(item["Key"][len(listed) :])
+            doomed = [self.prefix + key for key in sorted(keys)] + markers
+            for start in range(0, len(doomed), self.batch_size):
+                batch = [{"Key": name} for name in doomed[start : start + self.batch_size]]
+                await self._delete_batch(client, batch)
+            return sorted(keys)
+
+        return await self._call("invalidate", run)  # type: ignore[no-any-return]
 
     async def _delete_batch(self, client: Any, batch: list[dict[str, str]]) -> None:
         response = await client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})

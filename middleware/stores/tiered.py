@@ -2,8 +2,9 @@
 
 Reads try L1, then L2; an L2 hit back-fills L1 for at most `min(l1_max_ttl, remaining L2 TTL)`
 (the remaining TTL comes from PTTL in the same round trip as the GET when the L2 is Redis). Writes
-go to both. Deletes, clears (and by default overwrites) are published on a Redis channel that every
-TieredStore instance subscribes to, so every pod drops the entry from its L1.
+go to both. Deletes, clears, tag invalidations (the keys L2's tag index named) and by default
+overwrites are published on a Redis channel that every TieredStore instance subscribes to, so every
+pod drops the entry from its L1. Tags are indexed in L2 only (when L2 can: `abilities.tags`).
 
 A pod never serves an entry after its own `set`, `delete` or `clear` returned: each writes L2 first,
 then marks every L2 read in flight as too old to back-fill L1, then updates L1.
@@ -21,16 +22,18 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
 
 import msgpack
 
-from .base import Abilities, LockingStore, PrefixRulesStore, SizedStore, Store, TTLStore, abilities_of
+from .base import Abilities, LockingStore, PrefixRulesStore, SizedStore, Store, TagStore, TTLStore, abilities_of
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL = "llmc:invalidate"
+_KEYS_PER_MESSAGE = 1000
+"""Keys of a tag invalidation per message on the channel (a message stays small)."""
 
 
 class TieredStore:
@@ -44,6 +47,9 @@ class TieredStore:
     try_lock: Callable[[str, float], Awaitable[str | None]]
     """L2's `try_lock`, set only when L2 can lock (`abilities.locking` says so)."""
     unlock: Callable[[str, str], Awaitable[bool]]
+    tag: Callable[[str, Collection[str], float | None], Awaitable[None]]
+    """L2's `tag`, set only when L2 keeps a tag index (`abilities.tags` says so)."""
+    invalidate_tags: Callable[[Collection[str]], Awaitable[list[str]]]
 
     def __init__(
         self,
@@ -70,8 +76,12 @@ class TieredStore:
             # distributed single-flight locks live in the shared level (absent when L2 cannot lock)
             self.try_lock = cast(LockingStore, l2).try_lock
             self.unlock = cast(LockingStore, l2).unlock
+        tags = abilities_of(l2).tags
+        if tags:
+            self.tag = cast(TagStore, l2).tag
+            self.invalidate_tags = self._invalidate_tags
         # The sizes it reports are its L1's: the shared level's size is not cheap to know.
-        self.abilities = Abilities(size=abilities_of(l1).size, locking=locking, prefix_rules=True)
+        self.abilities = Abilities(size=abilities_of(l1).size, locking=locking, prefix_rules=True, tags=tags)
         self.name = name or f"tiered:{l1.name}+{l2.name}"
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # bumped on every change, this pod's own (once L2 has it) or another's: a back-fill is skipped
@@ -172,12 +182,15 @@ class TieredStore:
             await self.l1.delete(arg)
         elif op == "c":
             await self.l1.clear(arg)
+        elif op == "k":
+            for key in arg:
+                await self.l1.delete(key)
 
     def _invalidate_all(self) -> None:
         with self._lock:
             self._epoch += 1
 
-    async def _publish(self, op: str, arg: str | None) -> None:
+    async def _publish(self, op: str, arg: str | list[str] | None) -> None:
         if self.bus is not None:
             await self.bus.publish(self.channel, msgpack.packb((self.origin, op, arg)))
 
@@ -237,6 +250,17 @@ class TieredStore:
         self._invalidate_all()
         await self.l1.clear(prefix)
         await self._publish("c", prefix)
+
+    async def _invalidate_tags(self, tags: Collection[str]) -> list[str]:
+        """L2 deletes what its tag index names; then every pod's L1 drops those keys."""
+        self._ensure_listener()
+        keys = await cast(TagStore, self.l2).invalidate_tags(tags)
+        self._invalidate_all()
+        for key in keys:
+            await self.l1.delete(key)
+        for start in range(0, len(keys), _KEYS_PER_MESSAGE):
+            await self._publish("k", keys[start : start + _KEYS_PER_MESSAGE])
+        return keys
 
     async def close(self) -> None:
         self._closed = True

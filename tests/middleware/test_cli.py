@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -121,6 +122,53 @@ def test_warm_stats_and_invalidate_through_a_gateway(
     assert main(["invalidate", "--all", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
     assert main(["warm", str(path), "--gateway", running_gateway]) == 0
     assert "stored 3, already cached 0" in capsys.readouterr().out
+
+
+def test_invalidate_by_tag_through_a_gateway(
+    tmp_path: Path, running_gateway: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def item(question: str, tags: str) -> dict[str, Any]:
+        body = {**BODY, "messages": [{"role": "user", "content": question}]}
+        headers = {"authorization": "Bearer sk-t", "x-cache-tags": tags}
+        return {"path": "/v1/chat/completions", "body": body, "headers": headers}
+
+    path = requests_file(tmp_path, [item("a?", "doc:1"), item("b?", "doc:2")])
+    assert main(["warm", str(path), "--gateway", running_gateway]) == 0
+    capsys.readouterr()
+
+    assert main(["invalidate", "--tag", "doc:1", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
+
+    assert json.loads(capsys.readouterr().out) == {"invalidated": ["doc:1"], "deleted": 1}
+    assert main(["warm", str(path), "--gateway", running_gateway]) == 0
+    assert "stored 1, already cached 1" in capsys.readouterr().out
+
+
+def test_invalidate_by_tag_in_a_configs_store(tmp_path: Path) -> None:
+    from llm_cache.middleware.stores import DiskStore
+
+    async def fill() -> None:
+        store = DiskStore(tmp_path / "store")
+        for n in (1, 2):  # as the engine's store step writes: the tag first, then the entry
+            await store.tag(f"default:s:{n}", [f"doc:{n}"], 60)
+            await store.set(f"default:s:{n}", b"entry", 60)
+        await store.close()
+
+    async def left() -> list[bytes | None]:
+        store = DiskStore(tmp_path / "store")
+        try:
+            return [await store.get("default:s:1"), await store.get("default:s:2")]
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    config = tmp_path / "cache.yaml"
+    config.write_text(f"cache:\n  store:\n    type: disk\n    directory: {tmp_path / 'store'}\n")
+
+    done = _cli("invalidate", "--tag", "doc:1", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"invalidated": ["doc:1"], "deleted": 1}
+    assert asyncio.run(left()) == [None, b"entry"]
 
 
 def test_warm_on_a_terminal_shows_progress_with_rate_and_eta(tmp_path: Path, running_gateway: str) -> None:

@@ -42,3 +42,16 @@ def test_the_memo_is_bounded() -> None:
     assert memo.unpack(pack(entries[0])) is not decoded[0]  # forgotten when the third came in
     large = dataclasses.replace(ENTRY, body=b"x" * 2048)  # over a sixty-fourth of the bytes
     assert memo.unpack(pack(large)) is not memo.unpack(pack(large))
+
+
+def test_an_entry_of_schema_version_2_reads_back_without_tags() -> None:
+    """Version 3 added `tags`; a version-2 entry carries none (and no tag index names it)."""
+    import msgpack
+
+    old = msgpack.packb([2, *list(msgpack.unpackb(pack(ENTRY)))[1:8]], use_bin_type=True)
+    assert unpack(old) == ENTRY and unpack(old).tags == frozenset()
+
+
+def test_tags_are_part_of_the_entry() -> None:
+    tagged = dataclasses.replace(ENTRY, tags=frozenset({"doc:1", "model:m"}))
+    assert unpack(pack(tagged)).tags == {"doc:1", "model:m"}

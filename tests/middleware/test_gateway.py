@@ -327,6 +327,47 @@ def test_delete_by_request_and_by_key(gateway: Gateway) -> None:
     assert gateway.admin("POST", "/cache/delete", content=b"{not json").status_code == 400
 
 
+def test_invalidate_by_tag_removes_every_entry_with_any_of_the_tags(gateway: Gateway) -> None:
+    client = gateway.openai()
+    chat(client, "one", extra_headers={"x-cache-tags": "doc:1"})
+    chat(client, "two", extra_headers={"x-cache-tags": "doc:2,tenant:acme"})
+    chat(client, "three", extra_headers={"x-cache-tags": "doc:3"})
+
+    answer = gateway.admin("POST", "/cache/invalidate", json={"tags": ["doc:1", "tenant:acme"]})
+
+    assert answer.json() == {"invalidated": ["doc:1", "tenant:acme"], "deleted": 2}
+    assert [chat(client, q).headers["x-cache"] for q in ("one", "two", "three")] == ["MISS", "MISS", "HIT"]
+    for junk in ({}, {"tags": []}, {"tags": "doc:1"}, {"tags": [""]}, {"tags": [1]}):
+        assert gateway.admin("POST", "/cache/invalidate", json=junk).status_code == 400, junk
+    assert gateway.admin("POST", "/cache/invalidate", key="wrong", json={"tags": ["doc:3"]}).status_code == 403
+    assert chat(client, "three").headers["x-cache"] == "HIT"
+
+
+def test_junk_cache_tags_are_a_400_before_the_provider_is_called(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    before = fake_provider.count()
+    answer = httpx2.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": MODEL, "messages": MESSAGES},
+        headers={"authorization": "Bearer sk-tenant-a", "x-cache-tags": "no spaces allowed"},
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "x-cache-tags"
+    assert fake_provider.count() == before
+
+
+def test_a_store_without_a_tag_index_refuses_a_tag_invalidation(
+    gateway_factory: Callable[..., Gateway], memcached_server: Any
+) -> None:
+    store = {"type": "memcached", "host": memcached_server.host, "port": memcached_server.port}
+    gateway = gateway_factory({"cache": {"store": store}})
+    answer = gateway.admin("POST", "/cache/invalidate", json={"tags": ["doc:1"]})
+    assert answer.status_code == 400
+    assert "cannot invalidate by tag" in answer.json()["error"]["message"]
+
+
 def test_metrics_match_the_workload(gateway: Gateway) -> None:
     a, b = gateway.openai("sk-a"), gateway.openai("sk-b")
     for client in (a, a, a, b, b):

@@ -107,6 +107,20 @@ def test_after_answer_vetoes_storing_and_sets_the_ttl(fake_provider: RunningFake
     assert store.ttls == [42]
 
 
+def test_tags_an_after_answer_hook_adds_are_stored_and_invalidate_the_entry(fake_provider: RunningFakeProvider) -> None:
+    def tag_tenant(view: AnswerView) -> None:
+        view.tags.add(f"tenant:{view.request.headers.get('x-tenant', 'none')}")
+
+    cache = Cache(store=MemoryStore(), hooks={"after_answer": [tag_tenant]})
+    acme, other = sdk(cache, fake_provider, {"x-tenant": "acme"}), sdk(cache, fake_provider, {"x-tenant": "other"})
+    assert outcomes(acme) == ["MISS", "HIT"]
+    assert outcomes(other, messages=[{"role": "user", "content": "Another question"}]) == ["MISS", "HIT"]
+    assert len(cache.invalidate_sync(tags=["tenant:acme"])) == 1  # the keys it removed
+    assert ask(acme).headers["x-cache"] == "MISS"
+    assert ask(other, messages=[{"role": "user", "content": "Another question"}]).headers["x-cache"] == "HIT"
+    cache.close_sync()
+
+
 def test_on_hit_vetoes_serving(fake_provider: RunningFakeProvider) -> None:
     seen: list[float] = []
 

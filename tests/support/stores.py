@@ -54,6 +54,7 @@ ABILITY_METHODS = {
     "locking": ("try_lock", "unlock"),
     "pubsub": ("publish", "pubsub_client"),
     "prefix_rules": ("check_prefix",),
+    "tags": ("tag", "invalidate_tags"),
 }
 """Each declarable ability -> the methods a store that declares it has (`stores/base.py`)."""
 

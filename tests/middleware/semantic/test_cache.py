@@ -186,6 +186,24 @@ async def test_an_answer_gone_from_the_store_is_dropped_from_the_index(
     assert [n.key for n in neighbours] == [second.headers["x-cache-key"]]
 
 
+async def test_a_tag_invalidation_removes_the_answer_from_the_index_too(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    cache = semantic_cache(embedder)
+    index = cache.semantic.index if cache.semantic is not None else None
+    assert isinstance(index, InProcessIndex)
+    client = client_for(cache, fake_provider)
+    await ask(client, "How do I reset my password?", extra_headers={"x-cache-tags": "doc:passwords"})
+    await ask(client, "What are your opening hours?")
+    assert len(index) == 2
+
+    assert len(await cache.invalidate(["doc:passwords"])) == 1
+
+    assert len(index) == 1  # the other answer's row stays
+    again = await ask(client, "How can I reset my password?")
+    assert again.headers["x-cache"] == "MISS" and "x-cache-match" not in again.headers
+
+
 async def test_the_semantic_hit_is_a_span_attribute(
     fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from llm_cache.middleware.stores import StoreError
-from llm_cache.middleware.stores.base import get_many, set_many
+from llm_cache.middleware.stores.base import get_many, invalidate_tags, set_many
 from tests.support.stores import declared_abilities_match_methods
 
 from .conftest import eventually
@@ -126,3 +126,44 @@ async def test_a_store_that_declares_prefix_rules_accepts_the_cache_prefixes(any
         except StoreError:
             with pytest.raises(StoreError):  # what it refuses up front, its clear refuses too
                 await any_store.clear(prefix)
+
+
+async def _tagged(store: Any, key: str, tags: list[str], ttl: float | None) -> None:
+    """What the engine's store step does: index the tags, then write."""
+    await store.tag(key, tags, ttl)
+    await store.set(key, key.encode(), ttl)
+
+
+async def test_a_store_that_declares_tags_deletes_exactly_the_keys_of_any_tag(every_store: Any) -> None:
+    if not every_store.abilities.tags:
+        with pytest.raises(StoreError, match="cannot invalidate by tag"):
+            await invalidate_tags(every_store, ["doc:1"])
+        return
+    await _tagged(every_store, "ns:a", ["doc:1", "model:m"], 300)
+    await _tagged(every_store, "ns:b", ["doc:2"], None)
+    await _tagged(every_store, "ns:c", ["doc:3", "model:m"], 300)
+    await _tagged(every_store, "ns:d", ["doc:4"], 300)
+    await every_store.set("ns:untagged", b"v", 300)
+
+    removed = await invalidate_tags(every_store, ["doc:1", "doc:2", "doc:none"])
+
+    assert sorted(removed) == ["ns:a", "ns:b"]
+    assert [await every_store.get(k) for k in ("ns:a", "ns:b")] == [None, None]
+    assert [await every_store.get(k) for k in ("ns:c", "ns:d", "ns:untagged")] == [b"ns:c", b"ns:d", b"v"]
+    assert sorted(await invalidate_tags(every_store, ["model:m"])) == ["ns:a", "ns:c"]  # a's own record was kept
+    assert await every_store.get("ns:c") is None and await every_store.get("ns:d") == b"ns:d"
+    assert await invalidate_tags(every_store, ["doc:1"]) == []  # taken by the first invalidation
+
+
+async def test_a_tag_whose_entries_expired_on_their_own_still_invalidates(every_store: Any) -> None:
+    if not every_store.abilities.tags:
+        pytest.skip(f"{every_store.name} keeps no tag index")
+    await _tagged(every_store, "ns:short", ["doc:1"], 0.3)
+    await _tagged(every_store, "ns:long", ["doc:1"], 300)
+
+    async def expired() -> bool:
+        return await every_store.get("ns:short") is None
+
+    await eventually(expired, what="the short entry expired")
+    assert "ns:long" in await invalidate_tags(every_store, ["doc:1"])
+    assert await every_store.get("ns:long") is None

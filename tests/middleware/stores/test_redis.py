@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -99,11 +101,22 @@ async def test_one_client_per_loop(redis_server: Any) -> None:
         await store.close()
 
 
-async def test_cluster_keys_spread_over_all_nodes(redis_cluster: Any) -> None:
+@contextlib.asynccontextmanager
+async def cluster_store(redis_cluster: Any) -> AsyncIterator[tuple[str, RedisClusterStore, list[syncredis.Redis]]]:
+    """A Cluster store under a fresh prefix, and a plain client to each node to look behind it."""
     prefix = unique_prefix()
     store = RedisClusterStore(startup_nodes=redis_cluster.startup_nodes, prefix=prefix, **SLACK)
     raws = [syncredis.Redis(host=n.host, port=n.port) for n in redis_cluster.nodes]
     try:
+        yield prefix, store, raws
+    finally:
+        await store.close()
+        for raw in raws:
+            raw.close()
+
+
+async def test_cluster_keys_spread_over_all_nodes(redis_cluster: Any) -> None:
+    async with cluster_store(redis_cluster) as (prefix, store, raws):
         keys = [f"ns:scope:{i:04d}" for i in range(300)]
         await store.set_many({key: key.encode() for key in keys}, 60)
         slots = {raws[0].cluster("keyslot", prefix + key) for key in keys}
@@ -114,10 +127,6 @@ async def test_cluster_keys_spread_over_all_nodes(redis_cluster: Any) -> None:
         assert await store.get_many(keys) == [key.encode() for key in keys]
         await store.clear("ns:")
         assert [len(raw.keys(prefix.replace(":", "\\:") + "*")) for raw in raws] == [0, 0, 0]
-    finally:
-        await store.close()
-        for raw in raws:
-            raw.close()
 
 
 async def test_sentinel_discovers_master(redis_sentinel: Any) -> None:
@@ -348,3 +357,37 @@ async def test_outage_under_load_fails_fast_and_recovers_within_5s(redis_factory
         await store.close()
     for task in workers:
         assert task.exception() is None  # only StoreError ever escaped the store
+
+
+async def test_a_tags_set_lives_as_long_as_its_longest_key(redis_server: Any) -> None:
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix, **SLACK)
+    raw = syncredis.Redis.from_url(redis_server.url)
+    tag_key = prefix + "tag:{doc:1}"
+    try:
+        await store.tag("long", ["doc:1"], 300)
+        await store.tag("short", ["doc:1"], 10)  # a shorter key never shortens the set's life
+        assert 300_000 < raw.pttl(tag_key) <= 301_000
+        await store.tag("forever", ["doc:1"], None)  # a key without expiry: the set keeps none either
+        assert raw.pttl(tag_key) == -1
+        await store.tag("later", ["doc:1"], 5)
+        assert raw.pttl(tag_key) == -1
+        assert raw.smembers(tag_key) == {b"long", b"short", b"forever", b"later"}
+    finally:
+        await store.close()
+        raw.close()
+
+
+async def test_a_cluster_tag_invalidation_reads_one_slot_and_deletes_keys_on_every_node(redis_cluster: Any) -> None:
+    async with cluster_store(redis_cluster) as (prefix, store, raws):
+        keys = [f"ns:scope:{i:04d}" for i in range(60)]
+        for key in keys:
+            await store.tag(key, ["doc:1"], 60)
+        await store.set_many({key: key.encode() for key in keys}, 60)
+        assert len({raws[0].cluster("keyslot", prefix + key) for key in keys}) > 50  # spread over the nodes
+        holders = [raw for raw in raws if raw.keys(prefix.replace(":", "\\:") + "tag:*")]
+        assert len(holders) == 1  # the tag's set is one key in one slot, on one node: no scan needed
+
+        assert sorted(await store.invalidate_tags(["doc:1"])) == keys
+
+        assert [len(raw.keys(prefix.replace(":", "\\:") + "*")) for raw in raws] == [0, 0, 0]

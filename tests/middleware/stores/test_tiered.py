@@ -259,3 +259,31 @@ async def test_a_pod_never_serves_what_its_own_delete_or_overwrite_replaced(redi
                 assert await store.get(key) == b"new", f"round {round_}: overwritten entry served"
     finally:
         await store.close()
+
+
+async def test_a_tag_invalidation_on_one_pod_empties_the_other_pods_l1(redis_server: Any) -> None:
+    a, b = await pair(redis_server.url, unique_prefix(), l1_max_ttl=60.0)
+    try:
+        for store in (a, b):
+            assert store.abilities.tags  # L2 is Redis: its tag index serves both pods
+        await a.tag("doc-entry", ["doc:1"], 300)
+        await a.set("doc-entry", b"v1", 300)
+        await a.set("other", b"v2", 300)
+
+        async def b_saw_the_writes() -> bool:
+            return b.received >= 2
+
+        await eventually(b_saw_the_writes, deadline=2.0, what="B receiving A's writes")
+        assert [await b.get("doc-entry"), await b.get("other")] == [b"v1", b"v2"]  # in B's L1 now
+
+        assert await a.invalidate_tags(["doc:1"]) == ["doc-entry"]
+
+        async def b_l1_dropped() -> bool:
+            return await b.l1.get("doc-entry") is None
+
+        await eventually(b_l1_dropped, deadline=2.0, what="B's L1 receiving A's tag invalidation")
+        assert await b.get("doc-entry") is None
+        assert await b.l1.get("other") == b"v2"  # untouched: it had no such tag
+    finally:
+        await a.close()
+        await b.close()
