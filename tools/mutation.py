@@ -58,7 +58,14 @@ MODULES: dict[str, tuple[str, ...]] = {
     ),
     "router/_retry.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
     "router/_breaker.py": ("tests/router/test_breaker.py", "tests/router/test_core.py"),
-    "router/_core.py": ("tests/router/test_core.py", "tests/router/test_router_errors.py", "tests/router/test_api.py"),
+    "router/_core.py": (
+        "tests/router/test_core.py",
+        "tests/router/test_router_errors.py",
+        "tests/router/test_api.py",
+        "tests/router/test_cancellation.py",
+        "tests/router/test_telemetry.py",
+        "tests/router/test_cross_family.py",
+    ),
     "middleware/_engine.py": (
         "tests/middleware/test_engine.py",
         "tests/middleware/test_plan.py",
@@ -77,7 +84,11 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_plan.py",
         "tests/middleware/test_what_may_be_stored.py",
     ),
-    "middleware/_relay.py": ("tests/middleware/test_asgi.py", "tests/middleware/test_stream_fidelity.py"),
+    "middleware/_relay.py": (
+        "tests/middleware/test_relay.py",
+        "tests/middleware/test_asgi.py",
+        "tests/middleware/test_stream_fidelity.py",
+    ),
     "middleware/_prepared_memo.py": ("tests/middleware/test_prepared_memo.py",),
     "middleware/providers/openai.py": (
         "tests/middleware/providers/test_openai.py",
