@@ -268,3 +268,24 @@ def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
     assert not accepts(f"host-{_MEMO_LIMIT - 1}.example")
     refuse("one-more.example")
     assert accepts("host-1.example") and not accepts("one-more.example")
+
+
+@pytest.mark.parametrize("status", [401, 429, 500])
+async def test_an_error_other_than_a_400_is_relayed_as_it_came_without_reading_it(status: int) -> None:
+    cache = Cache(prompt_caching={"anthropic": {"mode": "breakpoints"}})
+    for request in (prepared(cache, STREAM), prepared(cache, MESSAGES, path=MESSAGES_PATH)):
+        upstream = await call(cache, request, reply(status, JSON, b'{"error": {"message": "stream_options"}}'))
+        assert upstream.actions[-1] == "Forward" and len(upstream.sent) == 1
+
+
+async def test_hints_that_cannot_be_added_leave_the_request_as_the_caller_wrote_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A body nested deeper than the rewrite can walk (a hostile one; orjson reads 1024 levels)."""
+    cache = Cache(prompt_caching={"anthropic": {"mode": "breakpoints"}})
+    body = orjson.dumps(MESSAGES)[:-1] + b', "metadata": {"nested": ' + b"[" * 1000 + b"]" * 1000 + b"}}"
+    request = cache.prepare("POST", MESSAGES_PATH, "", ANTHROPIC, body)
+    assert isinstance(request, CacheRequest)
+    upstream = await call(cache, request, reply(200, JSON))
+    assert upstream.sent == [request.forward_body]
+    assert "prompt-caching rewrite failed; sending the request as written" in caplog.text
