@@ -71,6 +71,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_plan.py",
         "tests/middleware/test_what_may_be_stored.py",
         "tests/middleware/test_prepared_memo.py",
+        "tests/middleware/test_semantic.py",
     ),
     "middleware/_additions.py": (
         "tests/middleware/test_refused_additions.py",

@@ -480,3 +480,17 @@ async def test_a_request_the_engine_cannot_key_goes_upstream_untouched() -> None
         answers = [await http.post(URL, content=deep(300), headers=AUTH) for _ in range(2)]
     assert [a.headers["x-cache"] for a in answers] == ["BYPASS", "BYPASS"]
     assert [r.content for r in upstream.requests] == [deep(300)] * 2
+
+
+async def test_each_lookup_is_counted_once_by_its_outcome() -> None:
+    cache = Cache()
+    async with client(cache, Upstream()) as http:
+        outcomes = [
+            (await post(http)).headers["x-cache"],
+            (await post(http)).headers["x-cache"],
+            (await post(http, **{"cache-control": "no-cache"})).headers["x-cache"],
+            (await post(http, {**BODY, "cache": {"use-cache": False}})).headers["x-cache"],
+        ]
+    assert outcomes == ["MISS", "HIT", "REFRESH", "BYPASS"]
+    counted = cache.stats.as_dict()
+    assert [counted[name] for name in ("misses", "hits", "refreshes", "bypasses", "stored")] == [1, 1, 1, 1, 2]

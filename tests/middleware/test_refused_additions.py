@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport, PromptCaching
-from llm_cache.middleware._additions import _MEMO_LIMIT, PROMPT_CACHE_HINTS, STREAM_USAGE, Additions
+from llm_cache.middleware._additions import PROMPT_CACHE_HINTS, STREAM_USAGE, Additions
 from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware._engine import drive
 from llm_cache.middleware._types import CacheRequest, Relay, Reply
@@ -248,7 +248,7 @@ async def test_a_refusal_is_remembered_only_once_the_request_without_the_additio
 
 
 def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
-    """At most `_MEMO_LIMIT` upstreams are remembered: one more forgets them all, a known one does not."""
+    """At most 1024 upstreams are remembered: one more forgets them all, a known one does not."""
     cache = Cache()
     additions = Additions(PromptCaching(), cache.store, "")
 
@@ -261,11 +261,11 @@ def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
         request = prepared(cache, STREAM, host=host)
         return additions.accepts(request.headers, request.endpoint, addition)
 
-    for n in range(_MEMO_LIMIT):
+    for n in range(1024):
         refuse(f"host-{n}.example")
     refuse("host-0.example", PROMPT_CACHE_HINTS)  # a known upstream refusing more: nothing forgotten
     assert not accepts("host-0.example") and not accepts("host-0.example", PROMPT_CACHE_HINTS)
-    assert not accepts(f"host-{_MEMO_LIMIT - 1}.example")
+    assert not accepts("host-1023.example")
     refuse("one-more.example")
     assert accepts("host-1.example") and not accepts("one-more.example")
 
