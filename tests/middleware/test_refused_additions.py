@@ -23,7 +23,8 @@ from llm_cache.middleware._engine import drive
 from llm_cache.middleware._types import CacheRequest, Relay, Reply
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
-from tests.middleware.test_plan import HEADERS, JSON, PATH, Upstream, reply
+from tests.middleware.test_plan import HEADERS, JSON, PATH, Upstream, relay_body, reply
+from tests.middleware.test_relay import STREAM as CHUNKS
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CHAT = "/chat/completions"
@@ -289,3 +290,16 @@ async def test_hints_that_cannot_be_added_leave_the_request_as_the_caller_wrote_
     upstream = await call(cache, request, reply(200, JSON))
     assert upstream.sent == [request.forward_body]
     assert "prompt-caching rewrite failed; sending the request as written" in caplog.text
+
+
+async def test_a_stream_sent_again_without_the_usage_request_is_stored_as_one_without_usage() -> None:
+    """So a JSON caller, who always gets usage, is not answered from it."""
+    cache = Cache()
+    request = prepared(cache, STREAM)
+    assert await cache.hit(request) is None
+    end = await drive(cache.plan(request), Upstream(refusal("stream_options"), reply(200, SSE)))
+    assert isinstance(end, Relay)
+    await relay_body(end, CHUNKS)
+    assert cache.stats.stored == 1
+    assert await cache.hit(prepared(cache, STREAM)) is not None
+    assert await cache.hit(prepared(cache, {**STREAM, "stream": False})) is None
