@@ -72,6 +72,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_what_may_be_stored.py",
         "tests/middleware/test_prepared_memo.py",
         "tests/middleware/test_semantic.py",
+        "tests/middleware/test_telemetry.py",
+        "tests/middleware/test_distributed.py",
     ),
     "middleware/_additions.py": (
         "tests/middleware/test_refused_additions.py",

@@ -494,3 +494,16 @@ async def test_each_lookup_is_counted_once_by_its_outcome() -> None:
     assert outcomes == ["MISS", "HIT", "REFRESH", "BYPASS"]
     counted = cache.stats.as_dict()
     assert [counted[name] for name in ("misses", "hits", "refreshes", "bypasses", "stored")] == [1, 1, 1, 1, 2]
+
+
+async def test_an_invalid_entry_is_logged_by_the_end_of_its_key_and_why(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    cache = Cache(store=store)
+    async with client(cache, Upstream()) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        await store.set(key, b"not an entry", None)
+        with caplog.at_level("WARNING", logger="llm_cache.middleware"):
+            await post(http)
+    [warning] = [r.getMessage() for r in caplog.records if "invalid" in r.getMessage()]
+    prefix = f"discarding invalid cache entry {key[-16:]}: "
+    assert warning.startswith(prefix) and warning[len(prefix) :]  # then why
