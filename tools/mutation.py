@@ -74,6 +74,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_semantic.py",
         "tests/middleware/test_telemetry.py",
         "tests/middleware/test_distributed.py",
+        "tests/middleware/test_refused_additions.py",
     ),
     "middleware/_additions.py": (
         "tests/middleware/test_refused_additions.py",
