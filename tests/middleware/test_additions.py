@@ -13,15 +13,22 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
+import orjson
 import pytest
 
-from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport, PromptCaching
+from llm_cache.middleware._additions import PROMPT_CACHE_HINTS, STREAM_USAGE, Additions
 from llm_cache.middleware._background import BackgroundServer
+from llm_cache.middleware._engine import drive
+from llm_cache.middleware._types import CacheRequest, Relay, Reply
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
+from tests.middleware.test_plan import HEADERS, JSON, PATH, Upstream, relay_body, reply
+from tests.middleware.test_relay import STREAM as CHUNKS
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CHAT = "/chat/completions"
+MESSAGES_PATH = "/v1/messages"
 SYSTEM = "You are the support assistant of a bicycle shop. " + "Policies: returns within 30 days. " * 60
 
 
@@ -157,3 +164,142 @@ def test_the_gateway_hides_the_usage_chunk_of_a_gzip_stream_too(fake_provider: R
         assert chunks and all(chunk.choices for chunk in chunks)
     finally:
         server.stop()
+
+
+# -- the rules, driven through the plan without I/O (test_plan.py) -----------------------------------
+
+STREAM = {"model": "gpt-4o-mini", "messages": question("What is 2+2?"), "stream": True}
+MESSAGES = {"model": "claude-sonnet-4-6", "max_tokens": 64, "system": SYSTEM, "messages": question("Hours?")}
+ANTHROPIC = {"x-api-key": "sk-ant-plan", "anthropic-version": "2023-06-01", "content-type": "application/json"}
+SSE = {"content-type": "text/event-stream"}
+
+
+def prepared(cache: Cache, body: dict[str, Any], host: str = "api.example", path: str = PATH) -> CacheRequest:
+    headers = {**(ANTHROPIC if path == MESSAGES_PATH else HEADERS), "host": host}
+    request = cache.prepare("POST", path, "", headers, orjson.dumps(body))
+    assert isinstance(request, CacheRequest)
+    return request
+
+
+async def call(cache: Cache, request: CacheRequest, *answers: Reply) -> Upstream:
+    """One miss through the plan, `answers` in turn from upstream; the relay is then given up."""
+    upstream = Upstream(*answers)
+    assert await cache.hit(request) is None
+    end = await drive(cache.plan(request), upstream)
+    assert isinstance(end, Relay)
+    await end.recorder.abort()
+    return upstream
+
+
+def refusal(naming: str) -> Reply:
+    return reply(400, JSON, b'{"error": {"message": "Unrecognized request argument supplied: %s"}}' % naming.encode())
+
+
+@pytest.mark.parametrize("named", ["stream_options", "include_usage", "Stream_Options"])
+async def test_a_400_naming_the_usage_request_in_any_case_sends_the_stream_again_without_it(named: str) -> None:
+    cache = Cache()
+    upstream = await call(cache, prepared(cache, STREAM), refusal(named), reply(200, SSE))
+    assert [b"stream_options" in body for body in upstream.sent] == [True, False]
+
+
+@pytest.mark.parametrize("named", ["cache_control", "prompt_cache_key", "prompt_cache_retention", "cachePoint"])
+async def test_a_400_naming_a_prompt_caching_hint_sends_the_request_again_without_hints(
+    named: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = Cache(prompt_caching={"anthropic": {"mode": "breakpoints"}})
+    request = prepared(cache, MESSAGES, path=MESSAGES_PATH)
+    upstream = await call(cache, request, refusal(named), reply(200, JSON))
+    assert [b"cache_control" in body for body in upstream.sent] == [True, False]
+    assert "refused the prompt-caching hints the cache adds" in caplog.text
+
+    following = {**MESSAGES, "messages": question("Days?")}
+    again = await call(cache, prepared(cache, following, path=MESSAGES_PATH), reply(200, JSON))
+    assert again.sent == [orjson.dumps(following)]  # sent as the caller wrote it
+
+
+async def test_a_400_naming_an_addition_the_request_did_not_carry_is_the_callers_own() -> None:
+    """A JSON call carries no usage request: a 400 naming `stream_options` is about the caller's field."""
+    cache = Cache()
+    upstream = await call(cache, prepared(cache, {**STREAM, "stream": False}), refusal("stream_options"))
+    assert upstream.actions == ["Forward"]
+
+
+async def test_a_refusal_is_remembered_for_its_upstream_only_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    cache = Cache()
+    with caplog.at_level("WARNING", logger="llm_cache.middleware"):
+        await call(cache, prepared(cache, STREAM, host="old.example"), refusal("stream_options"), reply(200, SSE))
+    [warning] = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert warning.name == "llm_cache.middleware" and warning.getMessage() == (
+        "upstream old.example chat.completions refused the stream usage capture the cache adds;"
+        " sending without it from now on"
+    )
+
+    again = await call(cache, prepared(cache, {**STREAM, "n": 2}, host="old.example"), reply(200, SSE))
+    other = await call(cache, prepared(cache, STREAM, host="new.example"), reply(200, SSE))
+    assert b"stream_options" not in again.sent[0] and b"stream_options" in other.sent[0]
+
+
+@pytest.mark.parametrize(("status", "remembered"), [(200, True), (299, True), (300, False), (500, False)])
+async def test_a_refusal_is_remembered_only_once_the_request_without_the_addition_succeeds(
+    status: int, remembered: bool
+) -> None:
+    cache = Cache()
+    await call(cache, prepared(cache, STREAM), refusal("stream_options"), reply(status, SSE))
+    assert prepared(cache, {**STREAM, "n": 2}).captured is not remembered
+
+
+def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
+    """At most 1024 upstreams are remembered: one more forgets them all, a known one does not."""
+    cache = Cache()
+    additions = Additions(PromptCaching(), cache.store, "")
+
+    def refuse(host: str, addition: str = STREAM_USAGE) -> None:
+        request = prepared(cache, STREAM, host=host)
+        request.refused = addition
+        assert additions.refused(request, 200)
+
+    def accepts(host: str, addition: str = STREAM_USAGE) -> bool:
+        request = prepared(cache, STREAM, host=host)
+        return additions.accepts(request.headers, request.endpoint, addition)
+
+    for n in range(1024):
+        refuse(f"host-{n}.example")
+    refuse("host-0.example", PROMPT_CACHE_HINTS)  # a known upstream refusing more: nothing forgotten
+    assert not accepts("host-0.example") and not accepts("host-0.example", PROMPT_CACHE_HINTS)
+    assert not accepts("host-1023.example")
+    refuse("one-more.example")
+    assert accepts("host-1.example") and not accepts("one-more.example")
+
+
+@pytest.mark.parametrize("status", [401, 429, 500])
+async def test_an_error_other_than_a_400_is_relayed_as_it_came_without_reading_it(status: int) -> None:
+    cache = Cache(prompt_caching={"anthropic": {"mode": "breakpoints"}})
+    for request in (prepared(cache, STREAM), prepared(cache, MESSAGES, path=MESSAGES_PATH)):
+        upstream = await call(cache, request, reply(status, JSON, b'{"error": {"message": "stream_options"}}'))
+        assert upstream.actions[-1] == "Forward" and len(upstream.sent) == 1
+
+
+async def test_hints_that_cannot_be_added_leave_the_request_as_the_caller_wrote_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A body nested deeper than the rewrite can walk (a hostile one; orjson reads 1024 levels)."""
+    cache = Cache(prompt_caching={"anthropic": {"mode": "breakpoints"}})
+    body = orjson.dumps(MESSAGES)[:-1] + b', "metadata": {"nested": ' + b"[" * 1000 + b"]" * 1000 + b"}}"
+    request = cache.prepare("POST", MESSAGES_PATH, "", ANTHROPIC, body)
+    assert isinstance(request, CacheRequest)
+    upstream = await call(cache, request, reply(200, JSON))
+    assert upstream.sent == [request.forward_body]
+    assert "prompt-caching rewrite failed; sending the request as written" in caplog.text
+
+
+async def test_a_stream_sent_again_without_the_usage_request_is_stored_as_one_without_usage() -> None:
+    """So a JSON caller, who always gets usage, is not answered from it."""
+    cache = Cache()
+    request = prepared(cache, STREAM)
+    assert await cache.hit(request) is None
+    end = await drive(cache.plan(request), Upstream(refusal("stream_options"), reply(200, SSE)))
+    assert isinstance(end, Relay)
+    await relay_body(end, CHUNKS)
+    assert cache.stats.stored == 1
+    assert await cache.hit(prepared(cache, STREAM)) is not None
+    assert await cache.hit(prepared(cache, {**STREAM, "stream": False})) is None

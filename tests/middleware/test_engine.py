@@ -478,3 +478,56 @@ async def test_a_request_the_engine_cannot_key_goes_upstream_untouched() -> None
         answers = [await http.post(URL, content=deep(300), headers=AUTH) for _ in range(2)]
     assert [a.headers["x-cache"] for a in answers] == ["BYPASS", "BYPASS"]
     assert [r.content for r in upstream.requests] == [deep(300)] * 2
+
+
+async def test_each_lookup_is_counted_once_by_its_outcome() -> None:
+    cache = Cache()
+    async with client(cache, Upstream()) as http:
+        outcomes = [
+            (await post(http)).headers["x-cache"],
+            (await post(http)).headers["x-cache"],
+            (await post(http, **{"cache-control": "no-cache"})).headers["x-cache"],
+            (await post(http, {**BODY, "cache": {"use-cache": False}})).headers["x-cache"],
+        ]
+    assert outcomes == ["MISS", "HIT", "REFRESH", "BYPASS"]
+    counted = cache.stats.as_dict()
+    assert [counted[name] for name in ("misses", "hits", "refreshes", "bypasses", "stored")] == [1, 1, 1, 1, 2]
+
+
+async def test_an_invalid_entry_is_logged_by_the_end_of_its_key_and_why(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    cache = Cache(store=store)
+    async with client(cache, Upstream()) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        await store.set(key, b"not an entry", None)
+        with caplog.at_level("WARNING", logger="llm_cache.middleware"):
+            await post(http)
+    [warning] = [r.getMessage() for r in caplog.records if "invalid" in r.getMessage()]
+    prefix = f"discarding invalid cache entry {key[-16:]}: "
+    assert warning.startswith(prefix) and warning[len(prefix) :]  # then why
+
+
+async def test_a_waiter_whose_leader_outlives_coalesce_timeout_goes_upstream_itself() -> None:
+    release, arrived = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def first_is_slow(request: httpx2.Request) -> httpx2.Response:
+        nonlocal calls
+        calls += 1
+        n = calls
+        if n == 1:
+            arrived.set()
+            await asyncio.wait_for(release.wait(), timeout=10)
+        return httpx2.Response(200, json=completion(n))
+
+    cache = Cache(coalesce_timeout=0.05)
+    async with httpx2.AsyncClient(
+        transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(first_is_slow))
+    ) as http:
+        leader = asyncio.create_task(post(http))
+        await asyncio.wait_for(arrived.wait(), timeout=10)
+        waiter = await asyncio.wait_for(post(http), timeout=10)  # not answered by the leader in time
+        release.set()
+        led = await leader
+    assert (waiter.json()["id"], led.json()["id"]) == ("chatcmpl-2", "chatcmpl-1")
+    assert waiter.headers["x-cache"] == "MISS" and cache.stats.coalesced == 0

@@ -11,6 +11,7 @@ from typing import Any
 import httpx2
 import openai
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -178,3 +179,58 @@ def test_the_memo_is_bounded_by_entries_and_bytes() -> None:
     add(b"x" * 99)
     add(b"y" * 101)  # over a sixteenth of the bytes: not remembered
     assert found(b"x" * 99) == "x" * 99 and found(b"y" * 101) is None
+
+
+def test_a_missing_header_is_a_key_error_and_counting_the_headers_reads_them_all() -> None:
+    reads = HeaderReads({"authorization": "Bearer sk-alice"})
+    with pytest.raises(KeyError):
+        reads["x-api-key"]
+    assert reads.read == {"x-api-key": None} and not reads.read_all
+    assert len(reads) == 1 and reads.read_all
+
+
+def remembered(memo: PreparedMemo[bytes], body: bytes) -> bool:
+    identity = ("POST", CHAT, "", body, frozenset())
+    memo.add(identity, HeaderReads({}), body)
+    return memo.find(identity, {}) == body
+
+
+def test_by_default_the_memo_holds_512_preparations() -> None:
+    memo: PreparedMemo[bytes] = PreparedMemo()
+    assert all(remembered(memo, b"%d" % n) for n in range(512))
+    assert memo.find(("POST", CHAT, "", b"0", frozenset()), {}) == b"0"
+    assert remembered(memo, b"one more")  # the 513th starts over
+    assert memo.find(("POST", CHAT, "", b"0", frozenset()), {}) is None
+    assert remembered(memo, b"and another")  # ... with room for 511 more
+    assert memo.find(("POST", CHAT, "", b"one more", frozenset()), {}) == b"one more"
+
+
+def test_by_default_the_memo_holds_4_mib_of_bodies_each_at_most_a_sixteenth_of_it() -> None:
+    memo: PreparedMemo[bytes] = PreparedMemo()
+    sixteenth = 4 * 1024 * 1024 // 16
+    assert not remembered(memo, b"x" * (sixteenth + 1))
+    bodies = [bytes([65 + n]) * sixteenth for n in range(16)]  # 4 MiB exactly
+    assert all(remembered(memo, body) for body in bodies)
+    assert memo.find(("POST", CHAT, "", bodies[0], frozenset()), {}) == bodies[0]
+    assert remembered(memo, b"z" * sixteenth)  # one byte past 4 MiB: the memo starts over
+    assert memo.find(("POST", CHAT, "", bodies[0], frozenset()), {}) is None
+
+
+def test_first_sights_are_noted_up_to_2048_then_the_notes_start_over() -> None:
+    memo: PreparedMemo[bytes] = PreparedMemo()
+
+    def sight(n: int) -> HeaderReads | None:
+        return memo.recorder(("POST", CHAT, "", b"%d" % n, frozenset()), {})
+
+    assert [sight(n) for n in range(2048)] == [None] * 2048
+    assert isinstance(sight(0), HeaderReads)  # its second sight, 2047 others in between
+    assert sight(2048) is None  # a 2049th first sight: the notes start over with it
+    assert sight(1) is None and isinstance(sight(2048), HeaderReads)
+
+
+def test_starting_over_forgets_the_first_sights_too() -> None:
+    memo: PreparedMemo[bytes] = PreparedMemo()
+    identity = ("POST", CHAT, "", BODIES[0], frozenset())
+    assert memo.recorder(identity, {}) is None
+    memo.clear()
+    assert memo.recorder(identity, {}) is None  # a first sight again

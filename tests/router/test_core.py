@@ -511,3 +511,19 @@ def test_the_state_of_a_deployment_the_router_does_not_have_is_a_key_error(make_
     assert router.deployment_state("a").id == "a"
     with pytest.raises(KeyError):
         router.deployment_state("b")
+
+
+def test_a_failed_chain_answers_with_the_last_provider_that_spoke_not_a_cooling_503(fakes, make_router, caplog):
+    a = fakes["a"].fail(("status", 500, None, None))
+    b = fakes["b"].fail(("status", 429, {"retry-after": "45"}, None))
+    cfg = {
+        "groups": {"gpt": {"deployments": [dep(a)]}, "second": {"deployments": [dep(b)]}},
+        "settings": {**SETTINGS, "num_retries": 0, "fallbacks": [{"gpt": ["second"]}]},
+    }
+    router = make_router(cfg)
+    assert chat(router, model="second").status_code == 429  # b is cooling from now on
+    with caplog.at_level(logging.INFO, logger="llm_cache.router"):
+        resp = chat(router)
+    assert resp.status_code == 500 and resp.headers["x-router-deployment"] == "a"
+    assert (a.count, b.count) == (1, 1)
+    assert "router: falling back from gpt to second (server_error)" in caplog.messages
