@@ -20,6 +20,7 @@ from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport,
 from llm_cache.middleware._additions import PROMPT_CACHE_HINTS, STREAM_USAGE, Additions
 from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware._engine import drive
+from llm_cache.middleware._hooks import Hooks
 from llm_cache.middleware._types import CacheRequest, Relay, Reply
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
@@ -251,7 +252,7 @@ async def test_a_refusal_is_remembered_only_once_the_request_without_the_additio
 def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
     """At most 1024 upstreams are remembered: one more forgets them all, a known one does not."""
     cache = Cache()
-    additions = Additions(PromptCaching(), cache.store, "")
+    additions = Additions(PromptCaching(), cache.store, "", Hooks())
 
     def refuse(host: str, addition: str = STREAM_USAGE) -> None:
         request = prepared(cache, STREAM, host=host)
@@ -289,7 +290,7 @@ async def test_hints_that_cannot_be_added_leave_the_request_as_the_caller_wrote_
     assert isinstance(request, CacheRequest)
     upstream = await call(cache, request, reply(200, JSON))
     assert upstream.sent == [request.forward_body]
-    assert "prompt-caching rewrite failed; sending the request as written" in caplog.text
+    assert "rewriting the request on its way upstream failed; sending it as written" in caplog.text
 
 
 async def test_a_stream_sent_again_without_the_usage_request_is_stored_as_one_without_usage() -> None:
