@@ -128,10 +128,12 @@ PINNED = {
     "llm_cache.middleware.stores": [
         "Abilities",
         "AiocacheStore",
+        "AzureBlobStore",
         "BatchStore",
         "CircuitBreaker",
         "CircuitOpenError",
         "DiskStore",
+        "GCSStore",
         "MemcachedStore",
         "MemoryStore",
         "RedisClusterStore",

@@ -1,0 +1,71 @@
+"""GCSStore against fake-gcs-server: expiry kept in metadata (and customTime) and enforced on read, prefix clears."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from llm_cache.middleware.stores.gcs import EXPIRES, GCSStore
+
+from .conftest import gcs_bucket, unique_prefix
+
+
+def make(server: Any, bucket: str, **options: Any) -> GCSStore:
+    return GCSStore(bucket, prefix=unique_prefix().replace(":", "/"), endpoint_url=server.url, **options)
+
+
+async def listing(server: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{server.url}/storage/v1/b/{bucket}/o", params={"prefix": prefix})
+    response.raise_for_status()
+    return list(response.json().get("items", []))
+
+
+async def test_expiry_in_metadata_enforced_on_read(gcs_server: Any) -> None:
+    bucket = await gcs_bucket(gcs_server)
+    now = [1_000_000.0]
+    store = make(gcs_server, bucket, clock=lambda: now[0])
+    try:
+        await store.set("k", b"value", 30)
+        await store.set("forever", b"value", None)
+        objects = {item["name"]: item for item in await listing(gcs_server, bucket, store.prefix)}
+        written = objects[store.prefix + "k"]
+        assert float(written["metadata"][EXPIRES]) == pytest.approx(1_000_030.0)
+        assert written["customTime"].startswith("1970-01-12T13:47:10")  # the deadline, for a lifecycle rule
+        assert "metadata" not in objects[store.prefix + "forever"] or not objects[store.prefix + "forever"]["metadata"]
+
+        now[0] += 29.0
+        assert await store.get("k") == b"value"
+        now[0] += 1.0
+        assert await store.get("k") is None  # expired: a miss, and the object is deleted
+        assert store.expired_deleted == 1
+        assert [item["name"] for item in await listing(gcs_server, bucket, store.prefix)] == [store.prefix + "forever"]
+        now[0] += 10**9
+        assert await store.get("forever") == b"value"
+    finally:
+        await store.close()
+
+
+async def test_keys_with_slashes_colons_and_spaces_round_trip(gcs_server: Any) -> None:
+    store = make(gcs_server, await gcs_bucket(gcs_server))
+    try:
+        for key in ("llmc:ns/a b", "llmc:%2F?#", "llmc:ünï"):
+            await store.set(key, key.encode(), 60)
+            assert await store.get(key) == key.encode()
+    finally:
+        await store.close()
+
+
+async def test_an_emulator_named_by_the_environment_is_called_without_credentials(
+    gcs_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.url)
+    store = GCSStore(await gcs_bucket(gcs_server), prefix=unique_prefix())
+    try:
+        assert store.endpoint_url == gcs_server.url
+        await store.set("k", b"v", 60)
+        assert await store.get("k") == b"v"
+    finally:
+        await store.close()
