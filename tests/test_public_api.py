@@ -119,6 +119,7 @@ PINNED = {
         "IndexUnavailable",
         "Neighbour",
         "OpenAIEmbedder",
+        "QdrantVectorIndex",
         "RedisVectorIndex",
         "SemanticCache",
         "SentenceTransformerEmbedder",

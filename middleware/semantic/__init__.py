@@ -12,9 +12,19 @@ __all__ = [
     "IndexUnavailable",
     "Neighbour",
     "OpenAIEmbedder",
+    "QdrantVectorIndex",
     "RedisVectorIndex",
     "SemanticCache",
     "SentenceTransformerEmbedder",
     "VectorIndex",
     "agrees",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The Qdrant index imports lazily: its client is the optional `[qdrant]` extra."""
+    if name == "QdrantVectorIndex":
+        from .qdrant_index import QdrantVectorIndex
+
+        return QdrantVectorIndex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
