@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from llm_cache.middleware import Cache
+from llm_cache.middleware.config import ConfigError, build_semantic
+from llm_cache.middleware.config.schema import SemanticConfig
 from llm_cache.middleware.semantic import QdrantVectorIndex, SemanticCache, SentenceTransformerEmbedder
 from llm_cache.middleware.stores import MemoryStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
@@ -76,6 +78,13 @@ async def test_clear_drops_every_row_and_the_index_keeps_working() -> None:
         assert [n.key for n in await index.search("a", NORTH, 5)] == ["k2"]
     finally:
         await index.close()
+
+
+def test_a_config_file_puts_the_index_in_qdrant() -> None:
+    semantic = build_semantic(SemanticConfig.model_validate({"index": {"type": "qdrant", "location": ":memory:"}}))
+    assert isinstance(semantic.index, QdrantVectorIndex) and semantic.index.collection_name == "llm-cache-semantic"
+    with pytest.raises(ConfigError, match="cache.semantic.index: .*exactly one"):
+        build_semantic(SemanticConfig.model_validate({"index": {"type": "qdrant"}}))
 
 
 def test_exactly_one_place_for_the_rows() -> None:

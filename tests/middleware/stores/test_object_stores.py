@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
+from llm_cache.middleware.config.builders import build_store
 from llm_cache.middleware.stores import StoreError
 from llm_cache.middleware.stores.base import get_many
 
-from .conftest import OBJECT_STORES, object_store, unique_prefix
+from .conftest import OBJECT_STORES, azure_container, gcs_bucket, object_store, unique_prefix
 
 
 @pytest.mark.parametrize("kind", OBJECT_STORES)
@@ -34,3 +35,25 @@ async def test_a_missing_bucket_is_a_store_error(kind: str, request: pytest.Fixt
             await store.set("k", b"v", 60)
     finally:
         await store.close()
+
+
+async def test_a_config_file_builds_the_gcs_and_azure_blob_stores(request: pytest.FixtureRequest) -> None:
+    gcs, azurite = request.getfixturevalue("gcs_server"), request.getfixturevalue("azurite_server")
+    settings = [
+        {"type": "gcs", "bucket": await gcs_bucket(gcs), "endpoint_url": gcs.url, "prefix": unique_prefix()},
+        {
+            "type": "azure-blob",
+            "container": await azure_container(azurite),
+            "connection_string": azurite.extra["connection_string"],
+            "prefix": unique_prefix(),
+            "read_timeout": 2,
+        },
+    ]
+    for options in settings:
+        store = build_store(options)
+        try:
+            assert store.name == options["type"] and store.prefix == options["prefix"]
+            await store.set("k", b"v", 60)
+            assert await store.get("k") == b"v"
+        finally:
+            await store.close()
