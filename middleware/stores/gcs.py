@@ -32,7 +32,11 @@ SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 CLEAR_CONCURRENCY = 16
 
 TokenProvider = Callable[[], Awaitable[str]]
-"""An async callable that returns a current OAuth2 access token."""
+"""An async callable that returns a current OAuth2 access token; it raises `TokenError` when it cannot."""
+
+
+class TokenError(Exception):
+    """No access token could be had (a failed refresh): the call fails like any other store failure."""
 
 
 class GoogleToken:
@@ -57,10 +61,15 @@ class GoogleToken:
         self._lock = asyncio.Lock()
 
     async def __call__(self) -> str:
+        import google.auth.exceptions
+
         if not self._credentials.valid:
             async with self._lock:
                 if not self._credentials.valid:
-                    await asyncio.to_thread(self._credentials.refresh, self._request)
+                    try:
+                        await asyncio.to_thread(self._credentials.refresh, self._request)
+                    except google.auth.exceptions.GoogleAuthError as error:
+                        raise TokenError(f"gcs: cannot refresh the access token: {error}") from error
         return str(self._credentials.token)
 
 
@@ -124,7 +133,7 @@ class GCSStore:
     async def _call(self, what: str, operation: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
         client = self._clients.get()
         return await self.breaker.call(
-            lambda: operation(client), (httpx.HTTPError, OSError, ValueError, asyncio.TimeoutError), what
+            lambda: operation(client), (httpx.HTTPError, OSError, ValueError, TokenError, asyncio.TimeoutError), what
         )
 
     # -- protocol -------------------------------------------------------------------------------

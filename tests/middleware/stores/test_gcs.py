@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_cache.middleware.stores.gcs import EXPIRES, GCSStore
+from llm_cache.middleware.stores import StoreError
+from llm_cache.middleware.stores.gcs import EXPIRES, GCSStore, TokenError
 
 from .conftest import gcs_bucket, unique_prefix
 
@@ -67,5 +68,32 @@ async def test_an_emulator_named_by_the_environment_is_called_without_credential
         assert store.endpoint_url == gcs_server.url
         await store.set("k", b"v", 60)
         assert await store.get("k") == b"v"
+    finally:
+        await store.close()
+
+
+async def test_a_token_that_cannot_be_had_is_a_store_error(gcs_server: Any) -> None:
+    async def no_token() -> str:
+        raise TokenError("refresh failed")
+
+    store = make(gcs_server, await gcs_bucket(gcs_server), token=no_token)
+    try:
+        with pytest.raises(StoreError, match="refresh failed"):
+            await store.get("k")
+    finally:
+        await store.close()
+
+
+async def test_a_given_token_provider_is_asked_on_each_call(gcs_server: Any) -> None:
+    tokens: list[str] = []
+
+    async def token() -> str:
+        tokens.append("ya29.test")
+        return tokens[-1]
+
+    store = make(gcs_server, await gcs_bucket(gcs_server), token=token)
+    try:
+        await store.set("k", b"v", 60)  # the emulator accepts any bearer token
+        assert await store.get("k") == b"v" and tokens == ["ya29.test", "ya29.test"]
     finally:
         await store.close()
