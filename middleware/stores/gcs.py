@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -58,19 +59,23 @@ class GoogleToken:
         else:
             self._credentials, _ = google.auth.default(scopes=[SCOPE])
         self._request = google.auth.transport.requests.Request()
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # the sync transport's loop and the caller's may both refresh
 
     async def __call__(self) -> str:
+        if not self._credentials.valid:
+            await asyncio.to_thread(self._refresh)
+        return str(self._credentials.token)
+
+    def _refresh(self) -> None:
         import google.auth.exceptions
 
-        if not self._credentials.valid:
-            async with self._lock:
-                if not self._credentials.valid:
-                    try:
-                        await asyncio.to_thread(self._credentials.refresh, self._request)
-                    except google.auth.exceptions.GoogleAuthError as error:
-                        raise TokenError(f"gcs: cannot refresh the access token: {error}") from error
-        return str(self._credentials.token)
+        with self._lock:
+            if self._credentials.valid:
+                return  # another caller refreshed it meanwhile
+            try:
+                self._credentials.refresh(self._request)
+            except google.auth.exceptions.GoogleAuthError as error:
+                raise TokenError(f"gcs: cannot refresh the access token: {error}") from error
 
 
 class GCSStore:
@@ -107,6 +112,8 @@ class GCSStore:
         self.bucket = bucket
         self.prefix = prefix
         emulator = endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST")
+        if emulator is not None and "://" not in emulator:
+            emulator = f"http://{emulator}"  # the variable is often set as host:port
         self.endpoint_url = (emulator or GOOGLE).rstrip("/")
         if token is None and (emulator is None or service_account_file is not None):
             token = GoogleToken(service_account_file)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -9,6 +11,7 @@ import pytest
 
 from llm_cache.middleware.stores import StoreError
 from llm_cache.middleware.stores.gcs import EXPIRES, GCSStore, TokenError
+from tests.support.servers import free_port
 
 from .conftest import gcs_bucket, unique_prefix
 
@@ -95,5 +98,29 @@ async def test_a_given_token_provider_is_asked_on_each_call(gcs_server: Any) -> 
     try:
         await store.set("k", b"v", 60)  # the emulator accepts any bearer token
         assert await store.get("k") == b"v" and tokens == ["ya29.test", "ya29.test"]
+    finally:
+        await store.close()
+
+
+async def test_a_service_account_whose_token_endpoint_is_down_fails_open(gcs_server: Any, tmp_path: Path) -> None:
+    """google-auth signs the token request with the account's key; the endpoint refuses: a store error."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    account = {
+        "type": "service_account",
+        "client_email": "cache@test.iam.gserviceaccount.com",
+        "private_key_id": "1",
+        "private_key": pem.decode(),
+        "token_uri": f"http://127.0.0.1:{free_port()}/token",  # nothing listens there
+    }
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps(account))
+    store = make(gcs_server, await gcs_bucket(gcs_server), service_account_file=str(path))
+    try:
+        with pytest.raises(StoreError, match="cannot refresh the access token"):
+            await store.get("k")
     finally:
         await store.close()
