@@ -73,6 +73,14 @@ class AzureBlobStore:
                 f"AzureBlobStore: give exactly one of connection_string and account_url "
                 f"(or set {CONNECTION_STRING_VARIABLE})"
             )
+        if connection_string is None and credential is None:
+            try:
+                import azure.identity.aio  # noqa: F401 - checked now, used per loop
+            except ImportError:
+                raise ImportError(
+                    "AzureBlobStore with account_url and no credential needs azure-identity "
+                    "(pip install azure-identity), or pass credential= or connection_string="
+                ) from None
         self.container = container
         self.prefix = prefix
         self.account_url = account_url
@@ -99,13 +107,8 @@ class AzureBlobStore:
             )
         credential = self._credential
         if credential is None:
-            try:
-                from azure.identity.aio import DefaultAzureCredential
-            except ImportError:
-                raise ImportError(
-                    "AzureBlobStore without a credential needs azure-identity (pip install azure-identity), "
-                    "or pass credential= or connection_string="
-                ) from None
+            from azure.identity.aio import DefaultAzureCredential
+
             credential = DefaultAzureCredential()
         return ContainerClient(self.account_url or "", self.container, credential=credential, **self._options)
 

@@ -99,3 +99,14 @@ async def test_the_connection_string_may_come_from_the_environment(
         assert await store.get("k") == b"v"
     finally:
         await store.close()
+
+
+def test_an_account_url_without_a_credential_names_what_to_install_up_front() -> None:
+    try:
+        import azure.identity  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="azure-identity"):
+            AzureBlobStore("c", account_url="https://acct.blob.core.windows.net")
+    else:  # with azure-identity installed the store is built; its credential is made on first use
+        assert AzureBlobStore("c", account_url="https://acct.blob.core.windows.net").account_url
+    assert AzureBlobStore("c", account_url="https://acct.blob.core.windows.net", credential="key").container == "c"
