@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -23,6 +24,64 @@ async def test_clear_over_many_pages(kind: str, request: pytest.FixtureRequest) 
         await store.clear("a/")
         assert await get_many(store, [f"a/{i}" for i in range(30)]) == [None] * 30
         assert await store.get("b/1") == b"keep"
+    finally:
+        await store.close()
+
+
+def another_pod(kind: str, request: pytest.FixtureRequest, bucket: str) -> Callable[[str, bytes], None]:
+    """A synchronous writer beside the store (another pod): `write(object_name, value)`, fresh for a long time."""
+    if kind == "s3":
+        import boto3
+
+        from llm_cache.middleware.stores.s3 import EXPIRES as S3_EXPIRES
+
+        server = request.getfixturevalue("s3_server")
+        client = boto3.client(
+            "s3",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        return lambda name, value: client.put_object(
+            Bucket=bucket, Key=name, Body=value, Metadata={S3_EXPIRES: "2000000000"}
+        )
+    from azure.storage.blob import ContainerClient
+
+    from llm_cache.middleware.stores.azure import EXPIRES as AZURE_EXPIRES
+
+    server = request.getfixturevalue("azurite_server")
+    container = ContainerClient.from_connection_string(server.extra["connection_string"], bucket)
+    request.addfinalizer(container.close)
+    return lambda name, value: container.upload_blob(
+        name, value, overwrite=True, metadata={AZURE_EXPIRES: "2000000000"}
+    )
+
+
+# fake-gcs-server ignores ifGenerationMatch on deletes, so GCS's conditional cleanup cannot be shown here
+@pytest.mark.parametrize("kind", ["s3", "azure-blob"])
+async def test_expiry_cleanup_never_deletes_a_fresh_entry_written_meanwhile(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Between this pod's read of an expired object and its delete, another pod stores a fresh entry."""
+    now = [1_000_000.0]
+    written_meanwhile: list[bool] = []
+
+    def clock() -> float:
+        # The store consults its clock right after reading the object: another pod writes then.
+        if now[0] > 1_000_000.0 and not written_meanwhile:
+            write(store.prefix + "k", b"fresh")
+            written_meanwhile.append(True)
+        return now[0]
+
+    store = await object_store(kind, request, unique_prefix().replace(":", "/"), clock=clock)
+    write = another_pod(kind, request, getattr(store, "bucket", None) or store.container)
+    try:
+        await store.set("k", b"old", 30)
+        now[0] += 60.0
+        assert await store.get("k") is None  # the version it read had expired
+        assert written_meanwhile and store.expired_deleted == 1
+        assert await store.get("k") == b"fresh"
     finally:
         await store.close()
 
