@@ -93,18 +93,24 @@ async def object_store(
     return AzureBlobStore(container, prefix=prefix, connection_string=server.extra["connection_string"], **options)
 
 
-async def s3_bucket(server: Any, name: str = "llmc-test") -> str:
-    """Create the test bucket once (idempotent)."""
+def s3_client(server: Any) -> Any:
+    """A boto3 client on moto_server (another pod, or the test looking at what the store wrote)."""
     import boto3
 
+    return boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+async def s3_bucket(server: Any, name: str = "llmc-test") -> str:
+    """Create the test bucket once (idempotent)."""
+
     def create() -> None:
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        client = s3_client(server)
         existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
         if name not in existing:
             client.create_bucket(Bucket=name)

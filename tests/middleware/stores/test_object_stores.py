@@ -11,7 +11,7 @@ from llm_cache.middleware.config.builders import build_store
 from llm_cache.middleware.stores import StoreError
 from llm_cache.middleware.stores.base import get_many
 
-from .conftest import OBJECT_STORES, azure_container, gcs_bucket, object_store, unique_prefix
+from .conftest import OBJECT_STORES, azure_container, gcs_bucket, object_store, s3_client, unique_prefix
 
 
 @pytest.mark.parametrize("kind", OBJECT_STORES)
@@ -31,18 +31,9 @@ async def test_clear_over_many_pages(kind: str, request: pytest.FixtureRequest) 
 def another_pod(kind: str, request: pytest.FixtureRequest, bucket: str) -> Callable[[str, bytes], None]:
     """A synchronous writer beside the store (another pod): `write(object_name, value)`, fresh for a long time."""
     if kind == "s3":
-        import boto3
-
         from llm_cache.middleware.stores.s3 import EXPIRES as S3_EXPIRES
 
-        server = request.getfixturevalue("s3_server")
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        client = s3_client(request.getfixturevalue("s3_server"))
         return lambda name, value: client.put_object(
             Bucket=bucket, Key=name, Body=value, Metadata={S3_EXPIRES: "2000000000"}
         )

@@ -5,22 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import boto3
 import pytest
 
 from llm_cache.middleware.stores.s3 import EXPIRES, S3Store
 
-from .conftest import s3_bucket, unique_prefix
-
-
-def raw_client(server: Any) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+from .conftest import s3_bucket, s3_client, unique_prefix
 
 
 def make(server: Any, bucket: str, **options: Any) -> S3Store:
@@ -39,7 +28,7 @@ async def test_expiry_in_metadata_enforced_on_read(s3_server: Any) -> None:
     bucket = await s3_bucket(s3_server)
     now = [1_000_000.0]
     store = make(s3_server, bucket, clock=lambda: now[0])
-    raw = raw_client(s3_server)
+    raw = s3_client(s3_server)
     try:
         await store.set("k", b"value", 30)
         await store.set("forever", b"value", None)
