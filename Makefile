@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install system-deps redis-stack lint bench soak mutation dashboard clean
+.PHONY: test demo install system-deps redis-stack azurite lint bench soak mutation dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ system-deps:
 redis-stack:
 	@bash .ci/redis-stack.sh
 
-test: system-deps install redis-stack
+# Azurite, the Azure Storage emulator (npm registry), into .cache/azurite for the Azure Blob store tests.
+azurite:
+	@bash .ci/azurite.sh
+
+test: system-deps install redis-stack azurite
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: install

@@ -46,7 +46,10 @@ _ONE_AUTH = skip("the master key is the only credential check")
 _SHARED_STATE = skip("the router's cooldowns and usage are per process; nothing is shared through Redis")
 
 CACHE_PARAMS: dict[str, Setting] = {
-    "type": use("cache.store.type: local -> memory, redis, redis-semantic -> redis + cache.semantic, s3, disk"),
+    "type": use(
+        "cache.store.type: local -> memory, redis, redis-semantic -> redis + cache.semantic, s3, gcs, azure-blob, "
+        "disk, qdrant-semantic -> memory + cache.semantic (index qdrant)"
+    ),
     "host": use("cache.store.host (REDIS_HOST when unset)"),
     "port": use("cache.store.port (REDIS_PORT when unset)"),
     "password": use("cache.store.password (REDIS_PASSWORD when unset)"),
@@ -86,14 +89,18 @@ CACHE_PARAMS: dict[str, Setting] = {
     "redis_semantic_cache_index_name": use("cache.semantic.index.index_name"),
     "redis_semantic_cache_use_async": skip("the semantic cache is always asynchronous"),
     "redis_flush_size": skip("writes are not batched: each answer is stored when it completes"),
-    "gcs_bucket_name": skip("GCS is not a store here; use type s3 with GCS's S3-compatible endpoint"),
-    "gcs_path_service_account": skip("GCS is not a store here"),
-    "gcs_path": skip("GCS is not a store here"),
-    "qdrant_api_base": skip("Qdrant is not a vector index here; use redis-semantic"),
-    "qdrant_api_key": skip("Qdrant is not a vector index here; use redis-semantic"),
-    "qdrant_collection_name": skip("Qdrant is not a vector index here; use redis-semantic"),
-    "qdrant_quantization_config": skip("Qdrant is not a vector index here; use redis-semantic"),
-    "qdrant_semantic_cache_embedding_model": skip("Qdrant is not a vector index here; use redis-semantic"),
+    "gcs_bucket_name": use("cache.store: type gcs, bucket"),
+    "gcs_path_service_account": use("cache.store.service_account_file (gcs)"),
+    "gcs_path": use("cache.store.prefix (gcs)"),
+    "azure_account_url": use("cache.store: type azure-blob, account_url"),
+    "azure_blob_container": use("cache.store.container (azure-blob)"),
+    "qdrant_api_base": use("cache.semantic.index: type qdrant, url"),
+    "qdrant_api_key": use("cache.semantic.index.api_key (qdrant)"),
+    "qdrant_collection_name": use("cache.semantic.index.collection_name (qdrant)"),
+    "qdrant_quantization_config": skip("vectors are stored as float32, unquantized"),
+    "qdrant_semantic_cache_embedding_model": use(
+        "cache.semantic.embedder: the model_list entry of that name (OpenAI-compatible /embeddings)"
+    ),
 }
 """`litellm_settings.cache_params`."""
 

@@ -18,6 +18,7 @@ from .schema import (
     GatewayConfig,
     LLMJudgeConfig,
     OpenAIEmbedderConfig,
+    QdrantIndexConfig,
     RedisEvidenceConfig,
     RedisIndexConfig,
     SemanticConfig,
@@ -61,6 +62,8 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
     index: Any
     if isinstance(index_settings, RedisIndexConfig):
         index = RedisVectorIndex(index_settings.url, index_name=index_settings.index_name, prefix=index_settings.prefix)
+    elif isinstance(index_settings, QdrantIndexConfig):
+        index = _qdrant_index(index_settings)
     else:
         index = InProcessIndex(index_settings.max_entries)
     bound = None
@@ -98,6 +101,19 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
     )
 
 
+def _qdrant_index(settings: QdrantIndexConfig) -> Any:
+    try:
+        from ..semantic.qdrant_index import QdrantVectorIndex
+    except ImportError:
+        raise ConfigError(
+            "cache.semantic.index: type qdrant needs qdrant-client: pip install 'llm-cache-middleware[qdrant]'"
+        ) from None
+    try:
+        return QdrantVectorIndex(**settings.model_dump(exclude={"type"}, exclude_none=True))
+    except ValueError as error:
+        raise ConfigError(f"cache.semantic.index: {error}") from None
+
+
 def store_class(kind: str) -> Any:
     """The class of a store kind; a ConfigError when it cannot be imported (`stores/urls.py` says why)."""
     try:
@@ -133,8 +149,10 @@ def build_store(settings: Any) -> Any:
         if kind == "redis-sentinel":
             sentinels = [_host_port(n, "cache.store.sentinels") for n in options.pop("sentinels")]
             return cls(options.pop("service_name"), sentinels, **options)
-        if kind == "s3":
+        if kind in ("s3", "gcs"):
             return cls(options.pop("bucket"), **options)
+        if kind == "azure-blob":
+            return cls(options.pop("container"), **options)
         return cls(**options)
     except ConfigError:
         raise

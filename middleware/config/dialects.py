@@ -67,7 +67,8 @@ _GUIDE_TYPES = {
     "dual_cache": "tiered",
 }
 _REDIS_SEMANTIC = ("redis_semantic", "redis-semantic")
-_QDRANT = "Qdrant is not supported as a vector index; use redis-semantic (Redis Stack) or cache.semantic"
+_QDRANT_SEMANTIC = ("qdrant_semantic", "qdrant-semantic")
+_QDRANT = "this file's dialect has no Qdrant index; use cache.semantic.index.type: qdrant (or LiteLLM's cache_params)"
 
 
 def _semantic_redis(store: Mapping[str, Any], threshold: Any, where: str, path: str) -> dict[str, Any]:
@@ -210,6 +211,8 @@ _LITELLM_TYPES = {
     "s3": "s3",
     "disk": "disk",
     "redis-cluster": "redis-cluster",
+    "gcs": "gcs",
+    "azure-blob": "azure-blob",
 }
 
 
@@ -242,7 +245,7 @@ def from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Map
     path = "litellm_settings.cache_params"
     store = _litellm_store(params, where, path, env)
     cache: dict[str, Any] = {"enabled": enabled, "store": store}
-    if params.get("type") in _REDIS_SEMANTIC:
+    if params.get("type") in (*_REDIS_SEMANTIC, *_QDRANT_SEMANTIC):
         cache["semantic"] = _litellm_semantic(data, params, store, where, notes, env)
     ttl = params.get("ttl", params.get("default_in_redis_ttl", params.get("default_in_memory_ttl")))
     if ttl is not None:
@@ -298,6 +301,8 @@ def _litellm_store(params: Mapping[str, Any], where: str, path: str, env: Mappin
     kind = params.get("type", "redis" if params.get("host") or params.get("url") else "local")
     if kind in _REDIS_SEMANTIC:
         kind = "redis"
+    elif kind in _QDRANT_SEMANTIC:
+        kind = "local"  # the answers; the vectors go to Qdrant (see _litellm_semantic)
     elif isinstance(kind, str) and "semantic" in kind:
         raise ConfigError(f"{where}: {path}.type: {kind!r}: {_QDRANT}")
     if kind == "redis" and (params.get("sentinel_nodes") or params.get("service_name")):
@@ -340,6 +345,15 @@ def _litellm_store(params: Mapping[str, Any], where: str, path: str, env: Mappin
             store["sentinels"] = _nodes(params.get("sentinel_nodes"))
             if params.get("sentinel_password") is not None:
                 store["sentinel_password"] = params["sentinel_password"]
+    elif mapped == "gcs":
+        store["bucket"] = params.get("gcs_bucket_name")
+        for ours, theirs in (("service_account_file", "gcs_path_service_account"), ("prefix", "gcs_path")):
+            if params.get(theirs) is not None:
+                store[ours] = params[theirs]
+    elif mapped == "azure-blob":
+        store["container"] = params.get("azure_blob_container")
+        if params.get("azure_account_url") is not None:
+            store["account_url"] = params["azure_account_url"]
     else:
         store["bucket"] = params.get("s3_bucket_name")
         for ours, theirs in (
@@ -355,6 +369,21 @@ def _litellm_store(params: Mapping[str, Any], where: str, path: str, env: Mappin
     return store
 
 
+def _semantic_qdrant(params: Mapping[str, Any], where: str, path: str) -> dict[str, Any]:
+    """`cache.semantic` for a `qdrant-semantic` type: the vectors in the Qdrant at `qdrant_api_base`."""
+    url = params.get("qdrant_api_base")
+    if not url:
+        raise ConfigError(f"{where}: {path}.qdrant_api_base: required for type qdrant-semantic")
+    index: dict[str, Any] = {"type": "qdrant", "url": url}
+    for ours, theirs in (("api_key", "qdrant_api_key"), ("collection_name", "qdrant_collection_name")):
+        if params.get(theirs) is not None:
+            index[ours] = params[theirs]
+    semantic: dict[str, Any] = {"index": index}
+    if params.get("similarity_threshold") is not None:
+        semantic["threshold"] = params["similarity_threshold"]
+    return semantic
+
+
 def _litellm_semantic(
     data: Mapping[str, Any],
     params: Mapping[str, Any],
@@ -364,15 +393,24 @@ def _litellm_semantic(
     env: Mapping[str, str],
 ) -> dict[str, Any]:
     path = "litellm_settings.cache_params"
-    semantic = _semantic_redis(store, params.get("similarity_threshold"), where, path)
-    name = params.get("redis_semantic_cache_index_name")
-    if name is not None:  # its own index over its own rows: two names never search each other's
-        semantic["index"].update(index_name=name, prefix=f"{name}:")
-    model = params.get("redis_semantic_cache_embedding_model")
+    if params.get("type") in _QDRANT_SEMANTIC:
+        semantic = _semantic_qdrant(params, where, path)
+        notes.append(
+            f"replaced: {path}.type qdrant-semantic keeps the answers in Qdrant; here the vectors go to Qdrant "
+            "and the answers to this process's memory store (set cache.store to share them between pods)"
+        )
+        model_key = "qdrant_semantic_cache_embedding_model"
+    else:
+        semantic = _semantic_redis(store, params.get("similarity_threshold"), where, path)
+        name = params.get("redis_semantic_cache_index_name")
+        if name is not None:  # its own index over its own rows: two names never search each other's
+            semantic["index"].update(index_name=name, prefix=f"{name}:")
+        model_key = "redis_semantic_cache_embedding_model"
+    model = params.get(model_key)
     if model is not None:
         embedder = embedder_for(str(model), data.get("model_list"), env)
         if isinstance(embedder, str):
-            notes.append(f"replaced: {path}.redis_semantic_cache_embedding_model ({embedder}): {_LOCAL_EMBEDS}")
+            notes.append(f"replaced: {path}.{model_key} ({embedder}): {_LOCAL_EMBEDS}")
         else:
             semantic["embedder"] = embedder
     return semantic

@@ -89,6 +89,27 @@ class S3StoreConfig(_Model):
     profile: str | None = None
 
 
+class GCSStoreConfig(_Model):
+    type: Literal["gcs"]
+    bucket: str
+    prefix: str | None = None
+    endpoint_url: str | None = Field(default=None, description="An emulator; default: Google's JSON API.")
+    service_account_file: str | None = Field(default=None, description="Default: Application Default Credentials.")
+    connect_timeout: float | None = Field(default=None, gt=0)
+    read_timeout: float | None = Field(default=None, gt=0)
+
+
+class AzureBlobStoreConfig(_Model):
+    type: Literal["azure-blob"]
+    container: str
+    prefix: str | None = None
+    connection_string: str | None = Field(default=None, description="Default: AZURE_STORAGE_CONNECTION_STRING.")
+    account_url: str | None = Field(default=None, description="https://ACCOUNT.blob.core.windows.net")
+    credential: str | None = Field(default=None, description="An account key or SAS token; default: azure-identity.")
+    connect_timeout: float | None = Field(default=None, gt=0)
+    read_timeout: float | None = Field(default=None, gt=0)
+
+
 class MemcachedStoreConfig(_Model):
     type: Literal["memcached"]
     host: str | None = None
@@ -115,12 +136,26 @@ StoreConfig = Annotated[
         TieredStoreConfig,
         S3StoreConfig,
         MemcachedStoreConfig,
+        GCSStoreConfig,
+        AzureBlobStoreConfig,
     ],
     Field(discriminator="type"),
 ]
 TieredStoreConfig.model_rebuild()
 
-STORE_TYPES = ("memory", "disk", "redis", "redis-cluster", "redis-sentinel", "tiered", "dual_cache", "s3", "memcached")
+STORE_TYPES = (
+    "memory",
+    "disk",
+    "redis",
+    "redis-cluster",
+    "redis-sentinel",
+    "tiered",
+    "dual_cache",
+    "s3",
+    "memcached",
+    "gcs",
+    "azure-blob",
+)
 
 
 # -- semantic cache ----------------------------------------------------------------------------------
@@ -151,8 +186,17 @@ class RedisIndexConfig(_Model):
     prefix: str = "llm-cache:semantic:"
 
 
+class QdrantIndexConfig(_Model):
+    type: Literal["qdrant"]
+    url: str | None = Field(default=None, description="A Qdrant server, e.g. http://qdrant:6333.")
+    api_key: str | None = None
+    location: str | None = Field(default=None, description="':memory:' for qdrant-client's local mode.")
+    path: str | None = Field(default=None, description="A folder for qdrant-client's local mode.")
+    collection_name: str = "llm-cache-semantic"
+
+
 EmbedderConfig = Annotated[LocalEmbedderConfig | OpenAIEmbedderConfig, Field(discriminator="type")]
-IndexConfig = Annotated[MemoryIndexConfig | RedisIndexConfig, Field(discriminator="type")]
+IndexConfig = Annotated[MemoryIndexConfig | RedisIndexConfig | QdrantIndexConfig, Field(discriminator="type")]
 
 
 class EmbeddingJudgeConfig(_Model):

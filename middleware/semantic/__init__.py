@@ -23,6 +23,7 @@ __all__ = [
     "LLMJudge",
     "Neighbour",
     "OpenAIEmbedder",
+    "QdrantVectorIndex",
     "RedisEvidence",
     "RedisVectorIndex",
     "SemanticCache",
@@ -30,3 +31,12 @@ __all__ = [
     "VectorIndex",
     "agrees",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The Qdrant index imports lazily: its client is the optional `[qdrant]` extra."""
+    if name == "QdrantVectorIndex":
+        from .qdrant_index import QdrantVectorIndex
+
+        return QdrantVectorIndex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

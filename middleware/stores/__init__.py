@@ -10,10 +10,12 @@ from .urls import store_from_url
 __all__ = [
     "Abilities",
     "AiocacheStore",
+    "AzureBlobStore",
     "BatchStore",
     "CircuitBreaker",
     "CircuitOpenError",
     "DiskStore",
+    "GCSStore",
     "MemcachedStore",
     "MemoryStore",
     "NoTagIndex",
@@ -30,7 +32,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """Stores whose client is an optional extra import lazily (`[s3]`, `[memcached]`)."""
+    """Stores whose client is an optional extra import lazily (`[s3]`, `[memcached]`, `[gcs]`, `[azure]`)."""
     if name == "S3Store":
         from .s3 import S3Store
 
@@ -39,4 +41,12 @@ def __getattr__(name: str) -> object:
         from .memcached import MemcachedStore
 
         return MemcachedStore
+    if name == "GCSStore":
+        from .gcs import GCSStore
+
+        return GCSStore
+    if name == "AzureBlobStore":
+        from .azure import AzureBlobStore
+
+        return AzureBlobStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,8 @@ STORE_CLASSES: dict[str, tuple[str, str, str | None]] = {
     "dual_cache": ("llm_cache.middleware.stores.tiered", "TieredStore", None),
     "s3": ("llm_cache.middleware.stores.s3", "S3Store", "s3"),
     "memcached": ("llm_cache.middleware.stores.memcached", "MemcachedStore", "memcached"),
+    "gcs": ("llm_cache.middleware.stores.gcs", "GCSStore", "gcs"),
+    "azure-blob": ("llm_cache.middleware.stores.azure", "AzureBlobStore", "azure"),
 }
 """Store kind (the config's `cache.store.type`) -> (module, class, the extra its client comes with)."""
 
@@ -62,6 +64,8 @@ _OPTIONS: dict[str, _Options] = {
     "redis-cluster": _REDIS_OPTIONS,
     "s3": {"region": str, "endpoint_url": str, "profile": str, "connect_timeout": float, "read_timeout": float},
     "memcached": {"prefix": str, "timeout": float, "max_item_size": int, "pool_size": int},
+    "gcs": {"endpoint_url": str, "service_account_file": str, "connect_timeout": float, "read_timeout": float},
+    "azure-blob": {"account_url": str, "connect_timeout": float, "read_timeout": float},
 }
 _KINDS = {
     "memory": "memory",
@@ -73,6 +77,9 @@ _KINDS = {
     "rediss+cluster": "redis-cluster",
     "s3": "s3",
     "memcached": "memcached",
+    "gs": "gcs",
+    "az": "azure-blob",
+    "azure": "azure-blob",
 }
 URL_FORMS = (
     "memory://",
@@ -82,18 +89,22 @@ URL_FORMS = (
     "redis+cluster://host:port",
     "s3://bucket/prefix",
     "memcached://host:port",
+    "gs://bucket/prefix",
+    "az://container/prefix",
 )
 
 
 def store_from_url(url: str) -> Store:
     """A store from a URL: `memory://`, `disk:///var/cache/llm` (`disk://` for the user's cache
     directory), `redis://`, `rediss://`, `unix://` (as redis-py reads them), `redis+cluster://host:port`
-    (`rediss+cluster://` with TLS), `s3://bucket/prefix` and `memcached://host:port`.
+    (`rediss+cluster://` with TLS), `s3://bucket/prefix`, `memcached://host:port`, `gs://bucket/prefix`
+    (Google Cloud Storage) and `az://container/prefix` (Azure Blob; `azure://` too).
 
     The query sets the store's simple options, e.g. `memory://?max_entries=1000`,
     `s3://bucket/llmc/?region=eu-west-1`, `redis://cache:6379/0?prefix=app:`; an unknown one is a
     `ValueError` naming those the store takes. Credentials go in the URL as redis-py reads them
-    (Redis) or come from the usual AWS chain (S3).
+    (Redis) or come from the usual chain: AWS's (S3), Application Default Credentials (GCS),
+    `AZURE_STORAGE_CONNECTION_STRING` or, with `?account_url=`, `DefaultAzureCredential` (Azure).
     """
     parts = urlsplit(url)
     kind = _KINDS.get(parts.scheme.lower())
@@ -120,9 +131,9 @@ def store_from_url(url: str) -> Store:
         return cls(**options)  # type: ignore[no-any-return]
     if kind == "disk":
         return cls(parts.netloc + parts.path or None, **options)  # type: ignore[no-any-return]
-    if kind == "s3":
+    if kind in ("s3", "gcs", "azure-blob"):
         if not parts.netloc:
-            raise ValueError("s3:// store URL: name the bucket, as in s3://bucket/prefix")
+            raise ValueError(f"{parts.scheme}:// store URL: name the bucket, as in {parts.scheme}://bucket/prefix")
         prefix = parts.path.lstrip("/")
         if prefix:
             options["prefix"] = prefix if prefix.endswith("/") else prefix + "/"

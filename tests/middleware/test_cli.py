@@ -55,7 +55,7 @@ def test_check_config_as_a_console_script(tmp_path: Path) -> None:
     bad.write_text("caching:\n  type: qdrant-semantic\n  similarity_threshold: 0.9\n")
     done = subprocess.run([str(LLM_CACHE), "check-config", str(bad)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert "Qdrant is not supported" in done.stderr and "Traceback" not in done.stderr
+    assert "has no Qdrant index" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["check-config"], ["demo"], ["warm"], ["stats"], ["invalidate"]])

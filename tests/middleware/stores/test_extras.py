@@ -9,9 +9,10 @@ SCRIPT = """
 import sys
 sys.modules["aiobotocore"] = None  # as if the [s3] extra were not installed
 sys.modules["aiomcache"] = None  # as if the [memcached] extra were not installed
+sys.modules["azure.storage.blob.aio"] = None  # as if the [azure] extra were not installed
 import llm_cache.middleware.stores as stores
 assert stores.RedisStore and stores.TieredStore
-for name, extra in (("S3Store", "[s3]"), ("MemcachedStore", "[memcached]")):
+for name, extra in (("S3Store", "[s3]"), ("MemcachedStore", "[memcached]"), ("AzureBlobStore", "[azure]")):
     try:
         getattr(stores, name)
     except ImportError as error:

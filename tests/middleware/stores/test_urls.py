@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from llm_cache.middleware.stores import DiskStore, MemoryStore
+from llm_cache.middleware.stores import AzureBlobStore, DiskStore, GCSStore, MemoryStore
 from llm_cache.middleware.stores.memcached import MemcachedStore
 from llm_cache.middleware.stores.redis import RedisClusterStore, RedisStore
 from llm_cache.middleware.stores.s3 import S3Store
 from llm_cache.middleware.stores.urls import store_from_url
 
-from .conftest import s3_bucket, unique_prefix
+from .conftest import azure_container, gcs_bucket, s3_bucket, unique_prefix
 
 
 async def round_trip(store: Any) -> bytes | None:
@@ -70,6 +70,24 @@ async def test_memcached_url_names_host_and_port(memcached_server: Any) -> None:
     assert await round_trip(store) == b"value"
 
 
+async def test_gs_url_names_the_bucket_and_the_prefix(gcs_server: Any) -> None:
+    bucket = await gcs_bucket(gcs_server)
+    store = store_from_url(f"gs://{bucket}/team/llm?endpoint_url={gcs_server.url}&read_timeout=2")
+    assert isinstance(store, GCSStore) and (store.bucket, store.prefix) == (bucket, "team/llm/")
+    assert await round_trip(store) == b"value"
+
+
+@pytest.mark.parametrize("scheme", ["az", "azure"])
+async def test_az_url_names_the_container_and_the_prefix(
+    scheme: str, azurite_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_server.extra["connection_string"])
+    container = await azure_container(azurite_server)
+    store = store_from_url(f"{scheme}://{container}/team/llm?read_timeout=2")
+    assert isinstance(store, AzureBlobStore) and (store.container, store.prefix) == (container, "team/llm/")
+    assert await round_trip(store) == b"value"
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -77,6 +95,8 @@ async def test_memcached_url_names_host_and_port(memcached_server: Any) -> None:
         ("memory://?max_entires=3", "unknown option 'max_entires' \\(it takes max_bytes, max_entries\\)"),
         ("memory://?max_entries=many", "max_entries='many' is not a valid value"),
         ("s3:///prefix-only", "name the bucket"),
+        ("gs:///prefix-only", "name the bucket, as in gs://bucket/prefix"),
+        ("az://container/?connection_string=secret", "unknown option 'connection_string'"),
     ],
 )
 def test_a_url_that_names_no_store_says_what_would(url: str, message: str) -> None:
