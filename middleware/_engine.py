@@ -543,11 +543,23 @@ class Cache:
         lookup = await self._read(request)
         if lookup.entry is None and self._meanings is not None and not lookup.store_error:
             similar = await self._meanings.find(request, lookup)
-            if similar is not None:
+            if similar is not None and await self._serves(request, similar.entry, "semantic"):
                 return self._count(similar, request)
         if lookup.entry is not None or not self.settings.coalesce:
             return self._count(lookup, request)
-        return self._count(await self._flights.join(request, lookup), request)
+        joined = await self._flights.join(request, lookup)
+        if joined.entry is not None and not await self._serves(request, joined.entry, "coalesced"):
+            joined = Lookup(Outcome.MISS)  # the waiter goes upstream itself, as when its leader failed
+        return self._count(joined, request)
+
+    async def _serves(self, request: CacheRequest, entry: Entry | None, match: str = "exact") -> bool:
+        """The on_hit hooks' verdict on serving `entry` (True without hooks): an exact hit, a match by
+        meaning or an answer shared by coalescing alike."""
+        if entry is None or not self._hitting:
+            return entry is not None
+        age = max(0.0, time.time() - entry.created_at)
+        view = HitView(request_info(request), entry.status, entry.body, age, match=match)
+        return (await self.hooks.run("on_hit", view)).serve
 
     async def _before_lookup(self, request: CacheRequest) -> None:
         """Run the before-lookup hooks and apply what they changed: the key (from their body and
@@ -611,10 +623,8 @@ class Cache:
         if not request.accepts(entry):
             stale = entry if request.serves_stale(entry, self.grace(request)) else None
             return Lookup(Outcome.MISS, stale=stale)
-        if self._hitting:
-            view = HitView(request_info(request), entry.status, entry.body, max(0.0, time.time() - entry.created_at))
-            if not (await self.hooks.run("on_hit", view)).serve:
-                return Lookup(Outcome.MISS)
+        if self._hitting and not await self._serves(request, entry):
+            return Lookup(Outcome.MISS)
         return Lookup(Outcome.HIT, entry)
 
     def grace(self, request: CacheRequest) -> float:

@@ -6,7 +6,8 @@ A hook is a plain callable, sync or async, that takes one view and changes its w
 - `before_forward(ForwardView)`: the body sent upstream on a miss (provider-native prompt caching is
   the built-in one, run first);
 - `after_answer(AnswerView)`: whether the upstream's answer is stored, its TTL, its tags;
-- `on_hit(HitView)`: whether a stored answer is served (vetoed: the call goes upstream).
+- `on_hit(HitView)`: whether a stored answer is served, exact, semantic or coalesced (vetoed: the call
+  goes upstream).
 
 Each hook gets its own copy of the view and its changes count only if it returns within
 `hook_timeout`: a hook that raises or overruns is logged and skipped, and the call goes on. Sync
@@ -104,6 +105,9 @@ class HitView:
     age: float
     """Seconds since the answer was stored."""
     serve: bool = True
+    match: str = "exact"
+    """How it was found: `exact` (its key), `semantic` (a stored answer to a prompt of the same
+    meaning) or `coalesced` (the answer of the identical call that was in flight)."""
 
 
 class Hooks:

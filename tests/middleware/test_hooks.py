@@ -121,6 +121,40 @@ def test_tags_an_after_answer_hook_adds_are_stored_and_invalidate_the_entry(fake
     cache.close_sync()
 
 
+async def test_on_hit_sees_an_answer_shared_by_coalescing_and_a_veto_sends_the_waiter_upstream(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    seen: list[str] = []
+
+    def never_shared(view: HitView) -> None:
+        seen.append(view.match)
+        view.serve = view.match != "coalesced"
+
+    store = CountingStore()
+    cache = Cache(store=store, hooks={"on_hit": [never_shared]})
+    http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+    client = openai.AsyncOpenAI(api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http)
+    fake_provider.hold()
+    try:
+        calls = [
+            asyncio.create_task(
+                client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
+            )
+            for _ in range(2)
+        ]
+        async with asyncio.timeout(10):
+            while store.reads < 2:  # both looked up: one leads upstream, the other waits on it
+                await asyncio.sleep(0.001)
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 1, 10)
+    finally:
+        fake_provider.release()
+    answers = await asyncio.gather(*calls)
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "MISS"]
+    assert seen == ["coalesced"]
+    assert fake_provider.count() == 2
+    await http.aclose()
+
+
 def test_on_hit_vetoes_serving(fake_provider: RunningFakeProvider) -> None:
     seen: list[float] = []
 

@@ -16,7 +16,7 @@ import numpy as np
 import openai
 import pytest
 
-from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, HitView
 from llm_cache.middleware.semantic import (
     ErrorBound,
     ExactJudge,
@@ -89,6 +89,27 @@ async def test_a_paraphrase_is_answered_from_the_first_questions_answer(
     assert (cache.stats.hits, cache.stats.semantic_hits, cache.stats.misses) == (1, 1, 1)
     requests = cache.telemetry.snapshot()["llm_cache_requests"]
     assert requests[("hit", "openai", "gpt-4o-mini", "semantic")] == 1
+
+
+async def test_an_on_hit_hook_sees_a_match_by_meaning_and_may_veto_it(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    seen: list[str] = []
+
+    def only_exact(view: HitView) -> None:
+        seen.append(view.match)
+        view.serve = view.match == "exact"
+
+    cache = Cache(
+        semantic=SemanticCache(embedder, InProcessIndex(), timeout=LOADED_MACHINE_TIMEOUT),
+        hooks={"on_hit": [only_exact]},
+    )
+    client = client_for(cache, fake_provider)
+    answers = [await ask(client, question) for question in ("How do I reset my password?",) * 2]
+    paraphrase = await ask(client, "How can I reset my password?")
+    assert [a.headers["x-cache"] for a in (*answers, paraphrase)] == ["MISS", "HIT", "MISS"]
+    assert seen == ["exact", "semantic"]
+    assert fake_provider.count(CHAT) == 2
 
 
 async def test_a_changed_direction_or_number_goes_upstream_however_similar(
