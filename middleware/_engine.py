@@ -142,6 +142,7 @@ class Cache:
         cache_fallbacks: bool = False,
         fallback_ttl: float | None = None,
         stale_if_error: float = 0.0,
+        max_ttl: float | None = 30 * 24 * 3600.0,
         prompt_caching: PromptCaching | Mapping[str, Any] | None = None,
         hooks: Hooks | Mapping[str, Sequence[Hook | str]] | None = None,
         hook_timeout: float = 0.05,
@@ -168,6 +169,7 @@ class Cache:
             "cache_fallbacks": cache_fallbacks,
             "fallback_ttl": fallback_ttl,
             "stale_if_error": stale_if_error,
+            "max_ttl": max_ttl,
         }
         if prompt_caching is not None:
             settings["prompt_caching"] = prompt_caching
@@ -323,7 +325,7 @@ class Cache:
             cache_field = parsed.pop("cache")
             forward_body = orjson.dumps(parsed)
         try:
-            policy = parse_policy(headers, cache_field)
+            policy = parse_policy(headers, cache_field, self.settings.max_ttl)
         except PolicyError as error:
             return Rejection(400, error_body(error.message, error.param))
 

@@ -97,8 +97,9 @@ def _flag(param: str, value: Any) -> bool:
     raise PolicyError(param, f"expected true or false, got {_shown(value)}")
 
 
-def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
-    """Combine header and body controls; the body wins where both set a value."""
+def parse_policy(headers: Mapping[str, str], cache_field: Any, max_ttl: float | None = None) -> Policy:
+    """Combine header and body controls; the body wins where both set a value. A lifetime asked for
+    (`ttl`, `stale_if_error`) longer than `max_ttl` is cut to it."""
     cache_control = headers.get("cache-control")
     header_ttl = headers.get("x-cache-ttl")
     header_namespace = headers.get("x-cache-namespace")
@@ -156,4 +157,8 @@ def parse_policy(headers: Mapping[str, str], cache_field: Any) -> Policy:
             values["namespace"] = _namespace("cache.namespace", cache_field["namespace"])
         if "use-cache" in cache_field:
             values["use_cache"] = _flag("cache.use-cache", cache_field["use-cache"])
+    if max_ttl is not None:
+        for name in ("ttl", "stale_if_error"):
+            if name in values:
+                values[name] = min(values[name], max_ttl)
     return Policy(**values)

@@ -59,6 +59,13 @@ class CacheSettings(BaseModel):
         "fails: a 5xx, a timeout, a connection error. 0: never (a request may still ask, "
         "`Cache-Control: stale-if-error=N`).",
     )
+    max_ttl: float | None = Field(
+        30 * 24 * 3600.0,
+        gt=0,
+        description="The longest lifetime a caller may ask for (`x-cache-ttl`, the body's `cache.ttl`, "
+        "`Cache-Control: stale-if-error=N`): longer asks are cut to it, so no caller can keep entries in a "
+        "shared store for ever. None: no bound. Settings and hooks are the operator's and are not cut.",
+    )
     prompt_caching: PromptCaching = Field(
         default_factory=PromptCaching,
         description="Provider-native prompt caching hints added to requests on their way upstream.",

@@ -216,6 +216,22 @@ async def test_ttl_comes_from_settings_header_or_body() -> None:
     assert store.ttls == [900.0, 30.0, 5.0]
 
 
+async def test_no_caller_keeps_an_entry_longer_than_max_ttl() -> None:
+    store = CountingStore()
+    async with client(Cache(store=store, ttl=900, max_ttl=3600), Upstream()) as http:
+        await post(http, **{"x-cache-ttl": "999999999"})
+        await post(http, {**BODY, "temperature": 0.1, "cache": {"ttl": 1e300}})
+        await post(http, {**BODY, "temperature": 0.2}, **{"cache-control": "stale-if-error=999999999"})
+    assert store.ttls == [3600.0, 3600.0, 900.0 + 3600.0]  # a stale grace is cut to max_ttl too
+
+
+async def test_the_operators_own_ttl_is_not_cut_by_max_ttl() -> None:
+    store = CountingStore()
+    async with client(Cache(store=store, ttl=7200, max_ttl=3600), Upstream()) as http:
+        await post(http)
+    assert store.ttls == [7200.0]
+
+
 async def test_body_cache_field_is_stripped_before_forwarding() -> None:
     upstream = Upstream()
     async with client(Cache(), upstream) as http:

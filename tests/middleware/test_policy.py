@@ -181,3 +181,10 @@ def test_unknown_body_controls_are_named_three_at_most() -> None:
         parse_policy({}, {"d": 1, "c": 1, "b": 1, "a": 1})
     assert "'a', 'b', 'c';" in caught.value.message
     assert "'d'" not in caught.value.message
+
+
+def test_lifetimes_asked_for_are_cut_to_max_ttl() -> None:
+    policy = parse_policy({"x-cache-ttl": "90000", "cache-control": "stale-if-error=5000"}, None, max_ttl=3600)
+    assert (policy.ttl, policy.stale_if_error) == (3600.0, 3600.0)
+    assert parse_policy({}, {"ttl": 60}, max_ttl=3600).ttl == 60.0
+    assert parse_policy({"x-cache-ttl": "90000"}, None).ttl == 90000.0  # no bound given: none applied
