@@ -1,8 +1,9 @@
 """`multipart/form-data` bodies (audio uploads) read as the fields that change the answer.
 
 A file part becomes the SHA-256 of its bytes, so the key holds the file's content and never its
-name, the boundary or the order of the parts; a field sent more than once (`timestamp_granularities[]`)
-becomes the sorted list of its values.
+name, the boundary or the order of the fields; a field sent more than once (`timestamp_granularities[]`)
+becomes the list of its values in the order sent (a server may read the first or the last of them,
+so two orders are two requests).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def form_fields(content_type: str, body: bytes) -> dict[str, Any] | None:
                 values.setdefault(name, []).append(data.decode("utf-8"))
             except UnicodeDecodeError:
                 return None
-    return {name: found[0] if len(found) == 1 else sorted(found, key=repr) for name, found in values.items()}
+    return {name: found[0] if len(found) == 1 else found for name, found in values.items()}
 
 
 def _header(head: bytes, name: str) -> str:

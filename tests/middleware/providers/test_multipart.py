@@ -25,11 +25,20 @@ def test_a_file_is_its_digest_and_fields_are_text() -> None:
     assert fields == {"model": "whisper-1", "file": {"sha256": hashlib.sha256(AUDIO).hexdigest()}}
 
 
-def test_boundary_part_order_file_name_and_repeated_value_order_do_not_matter() -> None:
+def test_boundary_the_order_of_different_fields_and_the_file_name_do_not_matter() -> None:
     one = form("one", ("g[]", None, b"word"), ("g[]", None, b"segment"), ("file", "a.wav", AUDIO))
-    two = form("two", ("file", "b.mp3", AUDIO), ("g[]", None, b"segment"), ("g[]", None, b"word"))
+    two = form("two", ("file", "b.mp3", AUDIO), ("g[]", None, b"word"), ("g[]", None, b"segment"))
 
     assert form_fields(*one) == form_fields(*two)
+
+
+def test_a_repeated_field_keeps_the_order_its_values_were_sent_in() -> None:
+    """A server may read the first or the last of a repeated field: two orders are two requests."""
+    first = form("b", ("model", None, b"whisper-1"), ("model", None, b"whisper-2"), ("file", "a.wav", AUDIO))
+    last = form("b", ("model", None, b"whisper-2"), ("model", None, b"whisper-1"), ("file", "a.wav", AUDIO))
+
+    assert form_fields(*first) != form_fields(*last)
+    assert (form_fields(*first) or {})["model"] == ["whisper-1", "whisper-2"]
 
 
 @pytest.mark.parametrize(
