@@ -101,6 +101,12 @@ class Items:
             raise
         upstream = self._readable(request, reply)
         answers = None if upstream is None else endpoint.item_answers(upstream, len(missing))
+        if (upstream is None or answers is None) and not whole and reply.status < 400:
+            # A success the items cannot be taken from answers only the items asked for: the caller's
+            # own request goes instead, and its answer is relayed as it comes (nothing is stored).
+            yield Forward(request.forward_body)
+            reply = yield ReadBody()
+            whole, upstream, answers = True, None, None
         if upstream is None or answers is None:
             if call is not None:
                 call.finished(reply.status, None, False, None, False)

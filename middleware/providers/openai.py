@@ -286,7 +286,10 @@ class Embeddings(_OpenAIEndpoint, NonStreamingEndpoint):
         data = response.get("data")
         if not isinstance(data, list) or len(data) != count or objects(data, "`data`") is not None:
             return None
-        by_index = sorted(data, key=lambda item: item.get("index", 0) if isinstance(item.get("index"), int) else 0)
+        indices = [item.get("index") for item in data]
+        if any(type(index) is not int for index in indices) or sorted(indices) != list(range(count)):
+            return None  # which embedding answers which item is not certain: none is taken
+        by_index = sorted(data, key=lambda item: item["index"])
         usage = response.get("usage") if count == 1 else _NO_TOKENS  # a list answer counts its tokens together
         return [{**response, "data": [{**item, "index": 0}], "usage": usage} for item in by_index]
 

@@ -231,6 +231,26 @@ def test_an_upstream_error_is_relayed_and_no_item_is_stored(fake_provider: Any) 
     assert sent_inputs(fake_provider) == [["alpha"], ["beta"], ["beta"]]
 
 
+def test_an_answer_whose_items_cannot_be_told_apart_sends_the_callers_own_request_instead(
+    fake_provider: Any,
+) -> None:
+    """Two embeddings both at index 0: which answers which item is not certain, so neither is merged
+    with the cached item or stored; the caller's whole list goes upstream and its answer is relayed."""
+    sdk = client(Cache(), fake_provider)
+    embed(sdk, ["alpha"])
+    twins = [{"object": "embedding", "index": 0, "embedding": embedding_vector(t)} for t in ("beta", "gamma")]
+    usage = {"prompt_tokens": 2, "total_tokens": 2}
+    fake_provider.fail_next(status=200, body={"object": "list", "data": twins, "model": MODEL, "usage": usage})
+
+    raw, answer = embed(sdk, ["alpha", "beta", "gamma"])
+
+    assert sent_inputs(fake_provider) == [["alpha"], ["beta", "gamma"], ["alpha", "beta", "gamma"]]
+    assert [d.embedding for d in answer.data] == [embedding_vector(t) for t in ("alpha", "beta", "gamma")]
+    assert [d.index for d in answer.data] == [0, 1, 2]
+    raw, _ = embed(sdk, ["beta"])
+    assert items(raw) == ("MISS", "0", "1")  # nothing of the ambiguous answer was stored
+
+
 async def test_deleting_a_list_request_deletes_its_items(fake_provider: Any) -> None:
     cache = Cache()
     sdk = client(cache, fake_provider)
