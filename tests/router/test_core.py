@@ -265,16 +265,29 @@ def test_failed_probe_cools_down_again(fakes, make_router, clock):
     assert chat(router).headers["x-router-deployment"] == "b"
 
 
-def test_all_deployments_cooling_gives_a_clear_503(fakes, make_router, clock):
-    a = fakes["a"].fail(("status", 429, {"retry-after": "45"}, None))
+@pytest.mark.parametrize(
+    ("retry_after", "seconds"),
+    [({"retry-after": "45"}, 45), ({"retry-after-ms": "200"}, 1)],  # never sooner than a second
+)
+def test_all_deployments_cooling_gives_a_clear_503(fakes, make_router, clock, retry_after, seconds):
+    a = fakes["a"].fail(("status", 429, retry_after, None))
     router = make_router(one_group(dep(a), num_retries=0))
     assert chat(router).status_code == 429
     resp = chat(router)
     assert resp.status_code == 503
-    assert resp.headers["retry-after"] == "45"
+    assert (resp.headers["retry-after"], resp.headers["x-router-error"]) == (str(seconds), "all_deployments_cooling")
     err = resp.json()["error"]
-    assert err["code"] == "all_deployments_cooling" and "45s" in err["message"]
+    assert err["code"] == "all_deployments_cooling" and f"{seconds}s" in err["message"]
+    assert (err["type"], err["retry_after_s"]) == ("router_error", seconds)
     assert a.count == 1
+
+
+def test_an_answer_names_the_group_model_and_family_that_served_it(fakes, make_router):
+    router = make_router(one_group(dep(fakes["a"], model="gpt-4o-mini-2024")))
+    resp = chat(router)
+    assert resp.status_code == 200
+    assert (resp.headers["x-router-group"], resp.headers["x-router-model"]) == ("gpt", "gpt-4o-mini-2024")
+    assert resp.headers["x-router-family"] == "openai" and "x-router-fallback-from" not in resp.headers
 
 
 # ----------------------------------------------------------------------------- affinity
@@ -458,6 +471,8 @@ def test_a_body_is_read_as_json_when_labelled_so_or_when_it_opens_an_object(
         ("/v1/messages", None, "anthropic", False),
         ("/v1/messages/count_tokens/", None, "anthropic", False),
         ("/v1/chat/completions", None, "openai", False),
+        ("/v1/models/gpt-4o", "gpt-4o", "openai", False),  # a model's own resource
+        ("/v1/models/", None, "openai", False),  # no model named after /models/
     ],
 )
 def test_the_model_wire_format_and_stream_are_read_from_the_path_when_the_body_has_none(
