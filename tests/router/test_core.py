@@ -215,6 +215,26 @@ def test_default_fallbacks(fakes, make_router):
     assert chat(make_router(cfg)).headers["x-router-deployment"] == "b"
 
 
+@pytest.mark.parametrize("fault", ["context_length", "content_policy"])
+def test_default_fallbacks_do_not_take_a_prompt_too_long_or_refused(fakes, make_router, fault):
+    a, b = fakes["a"].fail(fault), fakes["b"]
+    cfg = {
+        "groups": {"gpt": {"deployments": [dep(a)]}, "safety-net": {"deployments": [dep(b)]}},
+        "settings": {**SETTINGS, "default_fallbacks": ["safety-net"]},
+    }
+    resp = chat(make_router(cfg))
+    assert resp.headers["x-router-deployment"] == "a"
+    assert (a.count, b.count) == (1, 0)
+
+
+def test_an_azure_deployment_speaks_the_openai_api_natively(fakes, make_router):
+    a = fakes["a"]
+    router = make_router(one_group(dep(a, model="prod-4o", family="azure", api_version="2024-10-21")))
+    resp = chat(router)
+    assert (resp.status_code, resp.headers["x-router-family"]) == (200, "azure")
+    assert a.seen[-1].path == "/v1/openai/deployments/prod-4o/chat/completions"
+
+
 def test_unknown_model_passes_through_unchanged(fakes, make_router):
     a = fakes["a"]
     router = make_router(one_group(dep(a)))
