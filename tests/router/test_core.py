@@ -445,6 +445,17 @@ def test_least_busy_counts_open_streams_in_flight(fakes, make_router):
     assert router.deployment_state(busy).in_flight == 0
 
 
+def test_an_attempt_counts_in_its_deployments_usage_and_a_success_in_its_latency(fakes, make_router):
+    a = fakes["a"].fail(("status", 500, None, None))
+    router = make_router(one_group(dep(a), num_retries=1, allowed_fails=10))
+    state = router.deployment_state("a")
+    assert (state.window_usage(), state.latency) == ((0, 0), None)
+    assert chat(router).status_code == 200
+    requests, tokens = state.window_usage()
+    assert requests == 2 and tokens > 0  # the failed try counts too: it used the quota
+    assert state.latency is not None
+
+
 def test_max_parallel_requests_is_respected(fakes, make_router):
     a, b = fakes["a"], fakes["b"]
     router = make_router(one_group(dep(a, order=0, max_parallel_requests=1), dep(b, order=0, weight=0.0001)))
