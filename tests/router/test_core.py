@@ -215,6 +215,26 @@ def test_default_fallbacks(fakes, make_router):
     assert chat(make_router(cfg)).headers["x-router-deployment"] == "b"
 
 
+@pytest.mark.parametrize("fault", ["context_length", "content_policy"])
+def test_default_fallbacks_do_not_take_a_prompt_too_long_or_refused(fakes, make_router, fault):
+    a, b = fakes["a"].fail(fault), fakes["b"]
+    cfg = {
+        "groups": {"gpt": {"deployments": [dep(a)]}, "safety-net": {"deployments": [dep(b)]}},
+        "settings": {**SETTINGS, "default_fallbacks": ["safety-net"]},
+    }
+    resp = chat(make_router(cfg))
+    assert resp.headers["x-router-deployment"] == "a"
+    assert (a.count, b.count) == (1, 0)
+
+
+def test_an_azure_deployment_speaks_the_openai_api_natively(fakes, make_router):
+    a = fakes["a"]
+    router = make_router(one_group(dep(a, model="prod-4o", family="azure", api_version="2024-10-21")))
+    resp = chat(router)
+    assert (resp.status_code, resp.headers["x-router-family"]) == (200, "azure")
+    assert a.seen[-1].path == "/v1/openai/deployments/prod-4o/chat/completions"
+
+
 def test_unknown_model_passes_through_unchanged(fakes, make_router):
     a = fakes["a"]
     router = make_router(one_group(dep(a)))
@@ -265,16 +285,29 @@ def test_failed_probe_cools_down_again(fakes, make_router, clock):
     assert chat(router).headers["x-router-deployment"] == "b"
 
 
-def test_all_deployments_cooling_gives_a_clear_503(fakes, make_router, clock):
-    a = fakes["a"].fail(("status", 429, {"retry-after": "45"}, None))
+@pytest.mark.parametrize(
+    ("retry_after", "seconds"),
+    [({"retry-after": "45"}, 45), ({"retry-after-ms": "200"}, 1)],  # never sooner than a second
+)
+def test_all_deployments_cooling_gives_a_clear_503(fakes, make_router, clock, retry_after, seconds):
+    a = fakes["a"].fail(("status", 429, retry_after, None))
     router = make_router(one_group(dep(a), num_retries=0))
     assert chat(router).status_code == 429
     resp = chat(router)
     assert resp.status_code == 503
-    assert resp.headers["retry-after"] == "45"
+    assert (resp.headers["retry-after"], resp.headers["x-router-error"]) == (str(seconds), "all_deployments_cooling")
     err = resp.json()["error"]
-    assert err["code"] == "all_deployments_cooling" and "45s" in err["message"]
+    assert err["code"] == "all_deployments_cooling" and f"{seconds}s" in err["message"]
+    assert (err["type"], err["retry_after_s"]) == ("router_error", seconds)
     assert a.count == 1
+
+
+def test_an_answer_names_the_group_model_and_family_that_served_it(fakes, make_router):
+    router = make_router(one_group(dep(fakes["a"], model="gpt-4o-mini-2024")))
+    resp = chat(router)
+    assert resp.status_code == 200
+    assert (resp.headers["x-router-group"], resp.headers["x-router-model"]) == ("gpt", "gpt-4o-mini-2024")
+    assert resp.headers["x-router-family"] == "openai" and "x-router-fallback-from" not in resp.headers
 
 
 # ----------------------------------------------------------------------------- affinity
@@ -412,6 +445,17 @@ def test_least_busy_counts_open_streams_in_flight(fakes, make_router):
     assert router.deployment_state(busy).in_flight == 0
 
 
+def test_an_attempt_counts_in_its_deployments_usage_and_a_success_in_its_latency(fakes, make_router):
+    a = fakes["a"].fail(("status", 500, None, None))
+    router = make_router(one_group(dep(a), num_retries=1, allowed_fails=10))
+    state = router.deployment_state("a")
+    assert (state.window_usage(), state.latency) == ((0, 0), None)
+    assert chat(router).status_code == 200
+    requests, tokens = state.window_usage()
+    assert requests == 2 and tokens > 0  # the failed try counts too: it used the quota
+    assert state.latency is not None
+
+
 def test_max_parallel_requests_is_respected(fakes, make_router):
     a, b = fakes["a"], fakes["b"]
     router = make_router(one_group(dep(a, order=0, max_parallel_requests=1), dep(b, order=0, weight=0.0001)))
@@ -458,6 +502,8 @@ def test_a_body_is_read_as_json_when_labelled_so_or_when_it_opens_an_object(
         ("/v1/messages", None, "anthropic", False),
         ("/v1/messages/count_tokens/", None, "anthropic", False),
         ("/v1/chat/completions", None, "openai", False),
+        ("/v1/models/gpt-4o", "gpt-4o", "openai", False),  # a model's own resource
+        ("/v1/models/", None, "openai", False),  # no model named after /models/
     ],
 )
 def test_the_model_wire_format_and_stream_are_read_from_the_path_when_the_body_has_none(
