@@ -504,6 +504,8 @@ def test_a_body_is_read_as_json_when_labelled_so_or_when_it_opens_an_object(
         ("/v1/chat/completions", None, "openai", False),
         ("/v1/models/gpt-4o", "gpt-4o", "openai", False),  # a model's own resource
         ("/v1/models/", None, "openai", False),  # no model named after /models/
+        ("/v1/models/ft:gpt-4o-mini:acme::abc123", "ft:gpt-4o-mini:acme::abc123", "openai", False),  # fine-tuned
+        ("/v1beta/models/gemini-2.5-flash:countTokens", "gemini-2.5-flash", "gemini", False),  # any Gemini method
     ],
 )
 def test_the_model_wire_format_and_stream_are_read_from_the_path_when_the_body_has_none(
