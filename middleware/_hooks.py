@@ -21,7 +21,9 @@ import copy
 import dataclasses
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,6 +32,9 @@ from ._keys import load_callable
 logger = logging.getLogger("llm_cache.middleware")
 
 POINTS = ("before_lookup", "before_forward", "after_answer", "on_hit")
+SYNC_HOOK_THREADS = 8
+"""Sync hook calls running at once; one more is skipped at once (hooks that never return must not
+queue up calls without bound)."""
 """The hook points, in the order a call meets them."""
 Hook = Callable[[Any], Any]
 """A callable of one view; its result is ignored (awaited if it is awaitable)."""
@@ -117,6 +122,10 @@ class Hooks:
 
     def __init__(self, hooks: Mapping[str, Iterable[Hook | str]] | None = None, timeout: float = 0.05) -> None:
         self.timeout = timeout
+        self._threads: ThreadPoolExecutor | None = None
+        """Sync hooks run on threads of their own, never the loop's default executor (which stores such
+        as the disk store use): a hook that never returns cannot starve them."""
+        self._free = threading.Semaphore(SYNC_HOOK_THREADS)
         self.points: dict[str, list[Hook]] = {point: [] for point in POINTS}
         for point, entries in (hooks or {}).items():
             if point not in self.points:
@@ -153,7 +162,14 @@ class Hooks:
             if _is_async(hook):
                 await asyncio.wait_for(hook(view), self.timeout)
             else:
-                result = await asyncio.wait_for(asyncio.to_thread(hook, view), self.timeout)
+                if not self._free.acquire(blocking=False):
+                    logger.warning("%s hook %s skipped: every hook thread is still busy", point, _name(hook))
+                    return False
+                if self._threads is None:
+                    self._threads = ThreadPoolExecutor(SYNC_HOOK_THREADS, thread_name_prefix="llm-cache-hook")
+                running = self._threads.submit(hook, view)
+                running.add_done_callback(lambda _: self._free.release())  # when the thread is done, even late
+                result = await asyncio.wait_for(asyncio.wrap_future(running), self.timeout)
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, self.timeout)
         except asyncio.TimeoutError:

@@ -25,8 +25,9 @@ from llm_cache.middleware import (
     HitView,
     LookupView,
 )
+from llm_cache.middleware._hooks import SYNC_HOOK_THREADS
 from llm_cache.middleware.config import build_cache, load_config
-from llm_cache.middleware.stores import MemoryStore
+from llm_cache.middleware.stores import DiskStore, MemoryStore
 from tests.middleware.asgi_apps import Calls, starlette_app
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stores import CountingStore
@@ -228,6 +229,29 @@ def test_a_slow_hook_is_skipped_after_its_budget(
     finally:
         released.set()
     assert "took more than 0.050 s; skipped" in caplog.text
+
+
+def test_sync_hooks_that_never_return_are_skipped_once_their_threads_are_all_busy(
+    fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Stuck sync hooks hold threads of their own, never the default executor the disk store runs on,
+    and calls past those threads are skipped at once instead of queueing without bound."""
+    released = threading.Event()
+
+    def stuck(view: LookupView) -> None:
+        released.wait(30)
+
+    cache = Cache(store=DiskStore(tmp_path), hook_timeout=0.01, hooks={"before_lookup": [stuck]})
+    client = sdk(cache, fake_provider)
+    questions = [[{"role": "user", "content": f"Question {n}"}] for n in range(SYNC_HOOK_THREADS + 2)]
+    try:
+        with caplog.at_level(logging.WARNING, "llm_cache.middleware"):
+            first = [ask(client, messages=question).headers["x-cache"] for question in questions]
+            again = [ask(client, messages=question).headers["x-cache"] for question in questions]
+    finally:
+        released.set()
+    assert first == ["MISS"] * len(questions) and again == ["HIT"] * len(questions)  # the disk store served
+    assert "every hook thread is still busy" in caplog.text
 
 
 # -- the ASGI middleware and a config file ---------------------------------------------------------------
