@@ -83,7 +83,11 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_plan.py",
         "tests/middleware/test_prepared_memo.py::test_an_addition_the_upstream_refused_is_left_out_of_requests_prepared_before",
     ),
-    "middleware/_singleflight.py": ("tests/middleware/test_engine.py", "tests/middleware/test_distributed.py"),
+    "middleware/_singleflight.py": (
+        "tests/middleware/test_engine.py",
+        "tests/middleware/test_distributed.py",
+        "tests/middleware/test_singleflight.py",
+    ),
     "middleware/_recorder.py": (
         "tests/middleware/test_engine.py",
         "tests/middleware/test_plan.py",
