@@ -85,9 +85,13 @@ MODULES: dict[str, tuple[str, ...]] = {
     ),
     "middleware/_singleflight.py": ("tests/middleware/test_engine.py", "tests/middleware/test_distributed.py"),
     "middleware/_recorder.py": (
+        "tests/middleware/test_recorder.py",
         "tests/middleware/test_engine.py",
         "tests/middleware/test_plan.py",
         "tests/middleware/test_what_may_be_stored.py",
+        "tests/middleware/test_telemetry.py",
+        "tests/middleware/test_additions.py",
+        "tests/router/test_with_cache.py",
     ),
     "middleware/_relay.py": (
         "tests/middleware/test_relay.py",

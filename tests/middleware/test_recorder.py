@@ -1,0 +1,198 @@
+"""What the Recorder stores from an upstream answer to a miss, and the reason it gives when it stores nothing.
+
+Driven through the async transport; the upstream is `httpx2.MockTransport`, standing in for the
+provider only. The reason is read where an operator reads it: the span event of the call.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware.telemetry import Telemetry
+
+URL = "http://provider.test/v1/chat/completions"
+AUTH = {"authorization": "Bearer sk-recorder"}
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is 2+2?"}]}
+ANSWER = orjson.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+    }
+)
+
+
+class Spans:
+    """A Telemetry on a private tracer provider, and the not-stored reasons its spans recorded."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.telemetry = Telemetry(tracer_provider=self.provider)
+
+    def reasons(self) -> list[str]:
+        return [
+            str((event.attributes or {})["llm_cache.reason"])
+            for span in self.exporter.get_finished_spans()
+            for event in span.events
+            if "llm_cache.reason" in (event.attributes or {})
+        ]
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    recorded = Spans()
+    yield recorded
+    recorded.provider.shutdown()
+
+
+def answering(status: int = 200, content: bytes = ANSWER, **headers: str) -> httpx2.MockTransport:
+    """An upstream that answers every call with exactly this status, body and headers."""
+    headers.setdefault("content_type", "application/json")
+    fields = {name.replace("_", "-"): value for name, value in headers.items() if value}
+    stream = httpx2.ByteStream(content)  # as sent: not decoded on the way
+    return httpx2.MockTransport(lambda request: httpx2.Response(status, headers=fields, stream=stream))
+
+
+async def twice(cache: Cache, upstream: httpx2.MockTransport, **headers: str) -> tuple[httpx2.Response, ...]:
+    """The same request sent twice through the cache."""
+    async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=upstream)) as http:
+        first = await http.post(URL, json=BODY, headers={**AUTH, **headers})
+        second = await http.post(URL, json=BODY, headers={**AUTH, **headers})
+    return first, second
+
+
+async def raw_once(cache: Cache, upstream: httpx2.MockTransport) -> tuple[httpx2.Response, bytes]:
+    """One request through the cache, and the body bytes the caller received, undecoded."""
+    async with (
+        httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=upstream)) as http,
+        http.stream("POST", URL, json=BODY, headers=AUTH) as response,
+    ):
+        return response, b"".join([chunk async for chunk in response.aiter_raw()])
+
+
+def outcomes(responses: tuple[httpx2.Response, ...]) -> list[str]:
+    return [response.headers["x-cache"] for response in responses]
+
+
+async def test_an_answer_of_a_status_outside_cacheable_statuses_is_not_stored(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    responses = await twice(cache, answering(201))
+    assert outcomes(responses) == ["MISS", "MISS"]
+    assert spans.reasons() == ["status 201 is not cacheable"] * 2
+    assert (cache.stats.stored, cache.stats.not_stored) == (0, 2)
+
+
+async def test_a_status_listed_in_cacheable_statuses_is_stored() -> None:
+    responses = await twice(Cache(cacheable_statuses=frozenset({200, 201})), answering(201))
+    assert outcomes(responses) == ["MISS", "HIT"]
+    assert responses[1].status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("content_type", "reason"),
+    [
+        ("text/plain", "content-type text/plain is not application/json"),
+        ("", "content-type missing is not application/json"),
+    ],
+)
+async def test_a_json_request_answered_in_another_media_type_is_not_stored(
+    spans: Spans, content_type: str, reason: str
+) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    responses = await twice(cache, answering(content_type=content_type))
+    assert outcomes(responses) == ["MISS", "MISS"]
+    assert responses[0].content == ANSWER
+    assert spans.reasons() == [reason] * 2
+
+
+async def test_the_media_type_is_matched_without_regard_to_case() -> None:
+    responses = await twice(Cache(), answering(content_type="Application/JSON; charset=utf-8"))
+    assert outcomes(responses) == ["MISS", "HIT"]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        (" GZIP ", gzip.compress),
+        ("deflate", zlib.compress),
+        ("identity", lambda body: body),
+    ],
+)
+async def test_a_compressed_answer_is_stored_decoded_and_replayed_as_json(encoding: str, compress: Any) -> None:
+    responses = await twice(Cache(), answering(content=compress(ANSWER), content_encoding=encoding))
+    assert outcomes(responses) == ["MISS", "HIT"]
+    assert responses[1].json() == orjson.loads(ANSWER)
+
+
+async def test_an_answer_in_an_encoding_the_cache_cannot_read_is_passed_on_and_not_stored(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    response, raw = await raw_once(cache, answering(content=b"\x1b\x00", content_encoding="zstd2"))
+    assert (response.headers["x-cache"], raw) == ("MISS", b"\x1b\x00")
+    assert spans.reasons() == ["content-encoding zstd2 is not supported"]
+
+
+async def test_a_corrupt_compressed_answer_is_not_stored(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    corrupt = gzip.compress(ANSWER)[:10] + b"not gzip at all"
+    _, raw = await raw_once(cache, answering(content=corrupt, content_encoding="gzip"))
+    assert raw == corrupt
+    assert spans.reasons() == ["undecodable compressed body"]
+    assert cache.stats.stored == 0
+
+
+async def test_an_answer_of_exactly_max_response_bytes_is_stored_and_one_byte_more_is_not(spans: Spans) -> None:
+    at_limit = await twice(Cache(max_response_bytes=len(ANSWER)), answering())
+    assert outcomes(at_limit) == ["MISS", "HIT"]
+    over = Cache(max_response_bytes=len(ANSWER) - 1, telemetry=spans.telemetry)
+    assert outcomes(await twice(over, answering())) == ["MISS", "MISS"]
+    assert spans.reasons() == ["response over max_response_bytes"] * 2
+
+
+async def test_the_limit_counts_the_decoded_size_of_a_compressed_answer() -> None:
+    cache = Cache(max_response_bytes=len(ANSWER) - 1)
+    responses = await twice(cache, answering(content=gzip.compress(ANSWER), content_encoding="gzip"))
+    assert outcomes(responses) == ["MISS", "MISS"]
+
+
+async def test_no_store_is_the_reason_given_and_a_bypass_gives_none(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    assert outcomes(await twice(cache, answering(), **{"cache-control": "no-store"})) == ["MISS", "MISS"]
+    assert spans.reasons() == ["no-store requested"] * 2
+    assert cache.stats.not_stored == 2
+
+
+async def test_a_response_the_caller_closes_unread_is_not_stored(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=answering())) as http:
+        async with http.stream("POST", URL, json=BODY, headers=AUTH) as response:
+            assert response.headers["x-cache"] == "MISS"
+        again = await http.post(URL, json=BODY, headers=AUTH)
+    assert again.headers["x-cache"] == "MISS"
+    assert spans.reasons()[0] == "caller closed the response early"
+
+
+async def test_a_fallback_groups_answer_is_stored_only_when_cache_fallbacks_is_on(spans: Spans) -> None:
+    from_fallback = answering(x_router_fallback_from="gpt-4o", x_router_deployment="backup")
+    refused = Cache(telemetry=spans.telemetry)
+    assert outcomes(await twice(refused, from_fallback)) == ["MISS", "MISS"]
+    assert spans.reasons()[0] == "answer from a fallback group in place of gpt-4o"
+    kept = Cache(cache_fallbacks=True, fallback_ttl=30.0)
+    assert outcomes(await twice(kept, from_fallback)) == ["MISS", "HIT"]
