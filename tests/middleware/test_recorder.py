@@ -20,20 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from llm_cache.middleware import AsyncCachingTransport, Cache
 from llm_cache.middleware.telemetry import Telemetry
+from tests.middleware.test_plan import ANSWER, BODY
 
 URL = "http://provider.test/v1/chat/completions"
 AUTH = {"authorization": "Bearer sk-recorder"}
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is 2+2?"}]}
-ANSWER = orjson.dumps(
-    {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
-    }
-)
 
 
 class Spans:
