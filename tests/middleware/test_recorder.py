@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from llm_cache.middleware import AsyncCachingTransport, Cache
 from llm_cache.middleware.telemetry import Telemetry
 from tests.middleware.test_plan import ANSWER, BODY
+from tests.support.stores import CountingStore
 
 URL = "http://provider.test/v1/chat/completions"
 AUTH = {"authorization": "Bearer sk-recorder"}
@@ -184,5 +185,15 @@ async def test_a_fallback_groups_answer_is_stored_only_when_cache_fallbacks_is_o
     refused = Cache(telemetry=spans.telemetry)
     assert outcomes(await twice(refused, from_fallback)) == ["MISS", "MISS"]
     assert spans.reasons()[0] == "answer from a fallback group in place of gpt-4o"
-    kept = Cache(cache_fallbacks=True, fallback_ttl=30.0)
+    store = CountingStore()
+    kept = Cache(store, cache_fallbacks=True, fallback_ttl=30.0)
     assert outcomes(await twice(kept, from_fallback)) == ["MISS", "HIT"]
+    assert store.ttls == [30.0]
+
+
+async def test_a_stream_answered_in_another_media_type_is_passed_on_and_not_stored(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=answering())) as http:
+        answer = await http.post(URL, json={**BODY, "stream": True}, headers=AUTH)
+    assert (answer.headers["x-cache"], answer.content) == ("MISS", ANSWER)
+    assert spans.reasons() == ["content-type application/json is not text/event-stream"]
