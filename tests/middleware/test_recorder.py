@@ -191,6 +191,12 @@ async def test_a_fallback_groups_answer_is_stored_only_when_cache_fallbacks_is_o
     assert store.ttls == [30.0]
 
 
+async def test_an_answer_a_router_made_is_held_to_the_same_status_and_media_type_rules(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    assert outcomes(await twice(cache, answering(201, x_router_deployment="primary"))) == ["MISS", "MISS"]
+    assert spans.reasons() == ["status 201 is not cacheable"] * 2
+
+
 async def test_a_stream_answered_in_another_media_type_is_passed_on_and_not_stored(spans: Spans) -> None:
     cache = Cache(telemetry=spans.telemetry)
     async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=answering())) as http:
