@@ -93,6 +93,9 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_additions.py",
         "tests/router/test_with_cache.py",
         "tests/middleware/test_transport.py::test_a_stream_is_stored_at_its_terminal_event_whatever_the_reader_does_next",
+        "tests/middleware/test_hooks.py",
+        "tests/middleware/test_distributed.py",
+        "tests/middleware/semantic/test_cache.py",
     ),
     "middleware/_relay.py": (
         "tests/middleware/test_relay.py",

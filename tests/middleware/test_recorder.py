@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware._hooks import AnswerView
 from llm_cache.middleware.telemetry import Telemetry
 from tests.middleware.test_plan import ANSWER, BODY
 from tests.support.stores import CountingStore
@@ -195,6 +196,21 @@ async def test_an_answer_a_router_made_is_held_to_the_same_status_and_media_type
     cache = Cache(telemetry=spans.telemetry)
     assert outcomes(await twice(cache, answering(201, x_router_deployment="primary"))) == ["MISS", "MISS"]
     assert spans.reasons() == ["status 201 is not cacheable"] * 2
+
+
+async def test_an_after_answer_hooks_veto_is_the_reason_given_and_its_ttl_is_kept_otherwise(spans: Spans) -> None:
+    def keep_only_second_answers(view: AnswerView) -> None:
+        view.store = b"chatcmpl-2" in view.body
+        view.ttl = 42
+
+    store = CountingStore()
+    vetoing = Cache(store, hooks={"after_answer": [keep_only_second_answers]}, telemetry=spans.telemetry)
+    assert outcomes(await twice(vetoing, answering())) == ["MISS", "MISS"]
+    assert spans.reasons() == ["hook: an after_answer hook vetoed storing"] * 2
+    keeping = Cache(store, hooks={"after_answer": [keep_only_second_answers]}, key_prefix="second:")
+    second = answering(content=ANSWER.replace(b"chatcmpl-1", b"chatcmpl-2"))
+    assert outcomes(await twice(keeping, second)) == ["MISS", "HIT"]
+    assert store.ttls == [42]
 
 
 async def test_a_stream_answered_in_another_media_type_is_passed_on_and_not_stored(spans: Spans) -> None:
