@@ -219,3 +219,31 @@ async def test_a_stream_answered_in_another_media_type_is_passed_on_and_not_stor
         answer = await http.post(URL, json={**BODY, "stream": True}, headers=AUTH)
     assert (answer.headers["x-cache"], answer.content) == ("MISS", ANSWER)
     assert spans.reasons() == ["content-type application/json is not text/event-stream"]
+
+
+async def test_an_upstream_that_fails_stores_nothing_and_its_error_type_is_the_calls(spans: Spans) -> None:
+    def unreachable(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused", request=request)
+
+    cache = Cache(telemetry=spans.telemetry)
+    async with httpx2.AsyncClient(
+        transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(unreachable))
+    ) as http:
+        with pytest.raises(httpx2.ConnectError):
+            await http.post(URL, json=BODY, headers=AUTH)
+    (call,) = [span for span in spans.exporter.get_finished_spans() if not span.name.startswith("llm_cache.")]
+    assert (call.attributes or {})["error.type"] == "ConnectError"
+    assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)
+    assert cache.telemetry.snapshot()["llm_cache_not_stored"] == {("upstream_failed",): 1}
+
+
+async def test_a_stream_the_caller_closes_before_its_terminal_event_is_not_stored(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    partial = b'data: {"id":"c","object":"chat.completion.chunk","choices":[]}\n\n'
+    upstream = answering(content=partial, content_type="text/event-stream")
+    async with (
+        httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=upstream)) as http,
+        http.stream("POST", URL, json={**BODY, "stream": True}, headers=AUTH) as response,
+    ):
+        assert response.headers["x-cache"] == "MISS"
+    assert spans.reasons() == ["caller closed the stream early"]
