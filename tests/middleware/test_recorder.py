@@ -26,6 +26,8 @@ from tests.support.stores import CountingStore
 
 URL = "http://provider.test/v1/chat/completions"
 AUTH = {"authorization": "Bearer sk-recorder"}
+PARTIAL = b'data: {"id":"c","object":"chat.completion.chunk","choices":[]}\n\n'
+"""A chat stream's first chunk, without the terminal event."""
 
 
 class Spans:
@@ -239,11 +241,19 @@ async def test_an_upstream_that_fails_stores_nothing_and_its_error_type_is_the_c
 
 async def test_a_stream_the_caller_closes_before_its_terminal_event_is_not_stored(spans: Spans) -> None:
     cache = Cache(telemetry=spans.telemetry)
-    partial = b'data: {"id":"c","object":"chat.completion.chunk","choices":[]}\n\n'
-    upstream = answering(content=partial, content_type="text/event-stream")
+    upstream = answering(content=PARTIAL, content_type="text/event-stream")
     async with (
         httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=upstream)) as http,
         http.stream("POST", URL, json={**BODY, "stream": True}, headers=AUTH) as response,
     ):
         assert response.headers["x-cache"] == "MISS"
     assert spans.reasons() == ["caller closed the stream early"]
+
+
+async def test_a_stream_read_to_its_end_without_a_terminal_event_is_not_stored(spans: Spans) -> None:
+    cache = Cache(telemetry=spans.telemetry)
+    upstream = answering(content=PARTIAL, content_type="text/event-stream")
+    async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=upstream)) as http:
+        answer = await http.post(URL, json={**BODY, "stream": True}, headers=AUTH)
+    assert answer.content == PARTIAL
+    assert spans.reasons() == ["stream incomplete: no terminal event"]
