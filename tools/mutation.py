@@ -89,9 +89,17 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_singleflight.py",
     ),
     "middleware/_recorder.py": (
+        "tests/middleware/test_recorder.py",
         "tests/middleware/test_engine.py",
         "tests/middleware/test_plan.py",
         "tests/middleware/test_what_may_be_stored.py",
+        "tests/middleware/test_telemetry.py",
+        "tests/middleware/test_additions.py",
+        "tests/router/test_with_cache.py",
+        "tests/middleware/test_transport.py::test_a_stream_is_stored_at_its_terminal_event_whatever_the_reader_does_next",
+        "tests/middleware/test_hooks.py",
+        "tests/middleware/test_distributed.py",
+        "tests/middleware/semantic/test_cache.py",
     ),
     "middleware/_relay.py": (
         "tests/middleware/test_relay.py",
