@@ -1,4 +1,4 @@
-"""Expiry for object stores that never delete by themselves (GCS, Azure Blob): a wall-clock deadline
+"""Expiry for object stores that never delete by themselves (S3, GCS, Azure Blob): a wall-clock deadline
 kept in the object's user metadata, written on `set` and enforced on read."""
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
 
+from ._expiry import deadline, expired
 from .base import Abilities, StoreError
 from .breaker import CircuitBreaker
 
@@ -146,17 +147,16 @@ class S3Store:
                 if error.response.get("Error", {}).get("Code") in MISSING:
                     return None, None
                 raise
-            expires_at = response.get("Metadata", {}).get(EXPIRES)
-            if expires_at is not None and float(expires_at) <= self._clock():
+            if expired(response.get("Metadata", {}).get(EXPIRES), self._clock):
                 response["Body"].close()
                 return None, response.get("ETag") or "*"
             async with response["Body"] as stream:
                 return await stream.read(), None
 
-        value, expired = await self._call("get", run)
-        if expired is not None:
+        value, stale_etag = await self._call("get", run)
+        if stale_etag is not None:
             self.expired_deleted += 1
-            await self._delete_expired(object_key, expired)
+            await self._delete_expired(object_key, stale_etag)
         return value  # type: ignore[no-any-return]
 
     async def _delete_expired(self, object_key: str, etag: str) -> None:
@@ -177,7 +177,8 @@ class S3Store:
         if ttl is not None and ttl <= 0:
             await self.delete(key)
             return
-        metadata = {} if ttl is None else {EXPIRES: f"{self._clock() + ttl:.3f}"}
+        expires_at = deadline(self._clock, ttl)
+        metadata = {} if expires_at is None else {EXPIRES: expires_at}
         object_key = self.prefix + key
         await self._call(
             "set",
