@@ -35,6 +35,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ from llm_cache.middleware.semantic import (
     SentenceTransformerEmbedder,
     agrees,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, when run as a script
+from tests.support.semantic_workload import known_answer_workload  # noqa: E402
 
 THRESHOLDS = (0.8, 0.85, 0.88, 0.9, 0.91, 0.92, 0.93, 0.95)
 
@@ -262,27 +266,12 @@ async def replay(
         print(f"| {bound:.0%} | {rate:.2%}, {hits} | {static[1]}, {static[0]} |")
 
 
-def synthetic(seed: int, size: int, entries: int = 300) -> list[tuple[str, float, bool]]:
-    """(stored answer, similarity, is it right) for `size` candidates with known answers: the chance
-    of a right answer is a logistic curve of similarity whose midpoint is each stored answer's own
-    (0.80 to 0.92: some neighbourhoods are denser with near-misses than others)."""
-    draw = random.Random(seed)
-    midpoints = [draw.uniform(0.80, 0.92) for _ in range(entries)]
-    out = []
-    for _ in range(size):
-        entry = draw.randrange(entries)
-        similarity = draw.uniform(0.75, 1.0)
-        right = draw.random() < 1 / (1 + np.exp(-80 * (similarity - midpoints[entry])))
-        out.append((f"k{entry}", similarity, bool(right)))
-    return out
-
-
 async def synthetic_replay(seeds: list[int], size: int) -> None:
     """Bounded mode against every static threshold on the same candidate streams."""
     print(f"\n## Synthetic candidates with known answers: {size} per seed, seeds {seeds}\n")
     print("| bound | bounded: wrong-hit rate (worst seed) | hits | verified | best static at that rate | hits |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    streams = [synthetic(seed, size) for seed in seeds]
+    streams = [known_answer_workload(seed, size) for seed in seeds]
     for bound in BOUNDS:
         hits = wrong = verified = 0
         worst = 0.0

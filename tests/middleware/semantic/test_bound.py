@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from llm_cache.middleware.semantic.bound import (
     needed,
 )
 from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_text
+from tests.support.semantic_workload import known_answer_workload
 
 # -- the statistics ------------------------------------------------------------------------------
 
@@ -73,20 +73,6 @@ def test_the_test_stops_at_the_first_threshold_it_cannot_show() -> None:
 # -- synthetic workloads with known answers -----------------------------------------------------------
 
 
-def workload(seed: int, size: int, entries: int = 300) -> list[tuple[str, float, bool]]:
-    """(stored answer, similarity, is the stored answer right) for `size` candidates: the chance of a
-    right answer is a logistic curve of similarity whose midpoint is the stored answer's own."""
-    draw = random.Random(seed)
-    midpoints = [draw.uniform(0.80, 0.92) for _ in range(entries)]
-    out = []
-    for _ in range(size):
-        entry = draw.randrange(entries)
-        similarity = draw.uniform(0.75, 1.0)
-        right = draw.random() < 1 / (1 + math.exp(-80 * (similarity - midpoints[entry])))
-        out.append((f"k{entry}", similarity, right))
-    return out
-
-
 async def replay(bound: ErrorBound, candidates: Sequence[tuple[str, float, bool]]) -> tuple[int, int, int]:
     """Served, served wrongly, verified."""
     served = wrong = verified = 0
@@ -104,7 +90,7 @@ async def replay(bound: ErrorBound, candidates: Sequence[tuple[str, float, bool]
 @pytest.mark.parametrize("max_error_rate", [0.01, 0.02, 0.05])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_the_share_of_wrong_semantic_hits_stays_under_the_bound(max_error_rate: float, seed: int) -> None:
-    candidates = workload(seed, 20_000)
+    candidates = known_answer_workload(seed, 20_000)
     served, wrong, _ = await replay(ErrorBound(max_error_rate, seed=seed), candidates)
 
     assert wrong <= max_error_rate * served
@@ -114,7 +100,7 @@ async def test_the_share_of_wrong_semantic_hits_stays_under_the_bound(max_error_
 
 async def test_fewer_servable_candidates_are_verified_as_evidence_grows() -> None:
     bound = ErrorBound(0.02, seed=4)
-    candidates = workload(4, 20_000)
+    candidates = known_answer_workload(4, 20_000)
     await replay(bound, candidates[:1000])
     early = [await bound.decide("k0", 0.99) for _ in range(1000)]
     await replay(bound, candidates[1000:])
