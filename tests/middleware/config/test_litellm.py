@@ -637,8 +637,9 @@ def test_the_s3_doc_config_serves_hits_from_the_bucket(
         "s3_path": "cache",
     }
 
-    def stored() -> bool:
-        return bool(s3.list_objects_v2(Bucket=bucket, Prefix="cache")["KeyCount"])
+    def stored() -> bool:  # an entry, not only its tag markers (written first, under `{prefix}_tags/`)
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="cache").get("Contents", [])
+        return any("_tags/" not in found["Key"] for found in listed)
 
     assert chat_twice(caching_gateway(tmp_path, fake_provider, **params), tmp_path, stored) == ["MISS", "HIT"]
 
