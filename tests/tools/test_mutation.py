@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tools.mutation import CoverageMap, Mutant, apply, diff, in_functions, mutants
+from tools.mutate.coverage_map import CoverageMap
+from tools.mutate.operators import Mutant, apply, diff, in_functions, mutants
 
 SOURCE = '''"""A module."""
 
