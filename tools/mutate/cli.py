@@ -105,7 +105,9 @@ def _judge(
         print(f"[{len(results)}/{len(chosen)}] {result.status:9} {where}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="llm-cache-mutation-") as trees:
+        mapping = time.monotonic()
         maps = coverage_maps(tree, tests, Path(trees))
+        print(f"coverage maps ready in {time.monotonic() - mapping:.0f} s", flush=True)
         covered: list[Mutant] = []
         for mutant in chosen:
             if maps[mutant.module].tests_for(mutant):

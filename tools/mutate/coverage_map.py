@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,16 @@ class _PerTest:
 
     def __init__(self, measured: Any) -> None:
         self.measured = measured
-        self.ran: list[str] = []
+        self.durations: dict[str, float] = {}
+        """Each test's node id and seconds (its fixtures' included), in the order they ran."""
+        self.started = 0.0
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         self.measured.switch_context(nodeid)
-        self.ran.append(nodeid)
+        self.started = time.monotonic()
 
-    def pytest_runtest_logfinish(self) -> None:
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self.durations[nodeid] = time.monotonic() - self.started
         self.measured.switch_context("")
 
 
@@ -49,6 +52,8 @@ class CoverageMap:
     """line -> the node ids of the tests that ran it."""
     ran: list[str]
     """Every test's node id, in the order they ran (quick ones first, so `-x` stops early)."""
+    durations: dict[str, float] = field(default_factory=dict)
+    """Each test's seconds in that run."""
 
     def test_ids(self, mutant: Mutant) -> list[str]:
         """The node ids of the tests that run the mutant's lines, in their order ("" first when a line
@@ -64,9 +69,12 @@ class CoverageMap:
         options = tuple(option for option in self.tests if option.startswith("-"))
         return (*options, *ids) if ids else ()
 
-    def timeout(self, floor: float) -> float:
-        """How long a mutant's tests may take: three times the mapping run's time and 5 s, at least `floor`."""
-        return max(floor, 3 * self.seconds + 5)
+    def timeout(self, mutant: Mutant, floor: float) -> float:
+        """How long the mutant's tests may take: three times what they took in the mapping run (all of
+        it for a mutant run on import) and 5 s, at least `floor`."""
+        ids = self.test_ids(mutant)
+        spent = self.seconds if ids[:1] == [""] else sum(self.durations.get(test, self.seconds) for test in ids)
+        return max(floor, 3 * spent + 5)
 
 
 def map_tests(tree: Path, module: str, tests: tuple[str, ...]) -> CoverageMap:
@@ -91,7 +99,7 @@ def map_tests(tree: Path, module: str, tests: tuple[str, ...]) -> CoverageMap:
             code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests], plugins=[SlowLast(), per_test]))
             recorder.stop()
             recorder.save()
-            ran.write_text(json.dumps(per_test.ran))
+            ran.write_text(json.dumps(per_test.durations))
             loaded.write_text(json.dumps(third_party(tree)))
         finally:
             os._exit(code)
@@ -110,7 +118,8 @@ def map_tests(tree: Path, module: str, tests: tuple[str, ...]) -> CoverageMap:
             for line, ids in measured.contexts_by_lineno(path).items():
                 lines.setdefault(line, set()).update(ids)
     by_line = {line: sorted(ids) for line, ids in lines.items()}
-    return CoverageMap(tests, seconds, json.loads(loaded.read_text()), by_line, json.loads(ran.read_text()))
+    durations = json.loads(ran.read_text())
+    return CoverageMap(tests, seconds, json.loads(loaded.read_text()), by_line, list(durations), durations)
 
 
 def coverage_maps(source: Path, modules: dict[str, tuple[str, ...]], parent: Path) -> dict[str, CoverageMap]:

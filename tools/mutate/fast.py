@@ -146,13 +146,20 @@ class _Session:
     """A pytest plugin that runs no test itself: it forks a child per mutant once the tests are
     collected (the fast path described in the module's docstring)."""
 
+    # known once the tests are collected
+    items: dict[str, pytest.Item]
+    path: Path
+    source: str
+    original: Compiled
+    live: dict[str, list[tuple[FunctionType, int]]]
+
     def __init__(
-        self, mutants: list[Mutant], test_map: CoverageMap, workers: int, timeout: float, emit: Callable[..., None]
+        self, mutants: list[Mutant], test_map: CoverageMap, workers: int, floor: float, emit: Callable[..., None]
     ) -> None:
         self.mutants = mutants
         self.test_map = test_map
         self.workers = workers
-        self.timeout = timeout
+        self.floor = floor
         self.emit = emit
 
     @pytest.hookimpl(tryfirst=True)
@@ -160,31 +167,23 @@ class _Session:
         if session.testsfailed:
             self.emit(error=f"{session.testsfailed} errors while collecting the tests")
             return True
-        items = {item.nodeid: item for item in session.items}
-        path = (session.config.rootpath / self.mutants[0].module).resolve()
-        live = live_functions(path)
-        source = path.read_text()
-        original = Compiled.of(source, str(path))
-        carried = {index for functions in live.values() for _, index in functions}
+        self.items = {item.nodeid: item for item in session.items}
+        self.path = (session.config.rootpath / self.mutants[0].module).resolve()
+        self.live = live_functions(self.path)
+        self.source = self.path.read_text()
+        self.original = Compiled.of(self.source, str(self.path))
         running: dict[int, _Running] = {}
         pending = list(range(len(self.mutants)))[::-1]
         signal.signal(signal.SIGTERM, lambda *_: self._stop(running))
         while pending or running:
             while pending and len(running) < self.workers:
                 index = pending.pop()
-                mutated = apply(source, self.mutants[index])
-                ids = self.test_map.test_ids(self.mutants[index])
-                reason = (
-                    "a line of it runs on import or collection"
-                    if ids[:1] == [""]
-                    else "a test that runs it is not collected"
-                    if any(test not in items for test in ids)
-                    else unswappable(original, Compiled.of(mutated, str(path)), carried)
-                )
+                mutated = apply(self.source, self.mutants[index])
+                reason = self._why_slow(self.mutants[index], mutated)
                 if reason:
                     self.emit(index=index, slow=reason)
-                    continue
-                running.update(self._fork(index, session, mutated, live, [items[test] for test in ids]))
+                else:
+                    running.update(self._fork(index, session, mutated))
             for pid, run in list(running.items()):
                 if exited(pid) or time.monotonic() > run.deadline:
                     del running[pid]
@@ -192,21 +191,27 @@ class _Session:
             time.sleep(0.02)  # polling children's exits: the tool's own loop, not a test's synchronisation
         return True
 
-    def _fork(
-        self,
-        index: int,
-        session: pytest.Session,
-        mutated: str,
-        live: dict[str, list[tuple[FunctionType, int]]],
-        items: list[pytest.Item],
-    ) -> dict[int, _Running]:
+    def _why_slow(self, mutant: Mutant, mutated: str) -> str:
+        """Why the mutant needs the slow path; "" when a swap expresses it."""
+        ids = self.test_map.test_ids(mutant)
+        if ids[:1] == [""]:
+            return "a line of it runs on import or collection"
+        if any(test not in self.items for test in ids):
+            return "a test that runs it is not collected"
+        carried = {index for functions in self.live.values() for _, index in functions}
+        return unswappable(self.original, Compiled.of(mutated, str(self.path)), carried)
+
+    def _fork(self, index: int, session: pytest.Session, mutated: str) -> dict[int, _Running]:
+        mutant = self.mutants[index]
+        items = [self.items[test] for test in self.test_map.test_ids(mutant)]
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
-            _judge_in_child(session, mutated, live, items, write)
+            _judge_in_child(session, mutated, self.live, items, write)
         os.close(write)
-        return {pid: _Running(index, time.monotonic() + self.timeout, output=read)}
+        deadline = time.monotonic() + self.test_map.timeout(mutant, self.floor)
+        return {pid: _Running(index, deadline, output=read)}
 
     def _report(self, pid: int, run: _Running) -> None:
         code = finished(pid, run.deadline)
@@ -281,7 +286,7 @@ def judge_fast(
                 def emit(**fields: Any) -> None:
                     lines.write(json.dumps(fields) + "\n")
 
-                plugin = _Session(mutants, test_map, workers, test_map.timeout(timeout_floor), emit)
+                plugin = _Session(mutants, test_map, workers, timeout_floor, emit)
                 arguments = ["-q", "-p", "no:cacheprovider", "--capture=sys", *test_map.tests]
                 code = int(pytest.main(arguments, plugins=[SlowLast(), plugin]))
         finally:

@@ -51,7 +51,7 @@ class Worker:
         assert tests, "an uncovered mutant is never run"
         path.write_text(mutated)
         try:
-            code, seconds = self.run(tests, test_map.timeout(self.timeout_floor))
+            code, seconds = self.run(tests, test_map.timeout(mutant, self.timeout_floor))
         finally:
             path.write_text(source)
         status = "timeout" if code is None else "survived" if code == 0 else "killed"
