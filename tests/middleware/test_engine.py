@@ -116,6 +116,19 @@ async def test_undecodable_or_mismatched_entries_are_misses_and_deleted(corrupt:
     assert unpack(await store.get(key) or b"").fingerprint == key  # replaced by the fresh answer
 
 
+async def test_an_undecodable_entry_is_deleted_even_when_the_next_answer_is_not_stored() -> None:
+    def fail_after_the_first(request: httpx2.Request, n: int) -> httpx2.Response:
+        return httpx2.Response(200, json=completion(n)) if n == 1 else httpx2.Response(500, json={"error": "down"})
+
+    store = MemoryStore()
+    async with client(Cache(store=store), Upstream(fail_after_the_first)) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        await store.set(key, b"not msgpack at all \xff", None)
+        failed = await post(http)
+    assert failed.status_code == 500
+    assert await store.get(key) is None
+
+
 async def test_a_dead_store_never_fails_a_request() -> None:
     cache = Cache(store=DeadStore())
     upstream = Upstream()

@@ -4,7 +4,9 @@ test_transport.py) run the same calls through real apps, clients and servers."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,9 @@ import pytest
 
 from llm_cache.middleware import Cache
 from llm_cache.middleware._engine import Plan, drive
+from llm_cache.middleware._entry import Entry, pack
 from llm_cache.middleware._types import (
+    Abandoned,
     Action,
     Answer,
     CacheRequest,
@@ -182,6 +186,79 @@ async def test_an_upstream_failure_is_thrown_into_the_plan_which_stores_nothing_
         await drive(cache.plan(prepared), failing)
     assert actions == ["Forward", "Run"]  # the Run aborts the recorder
     assert cache.stats.not_stored == 1
+
+
+async def test_a_plan_closed_while_it_waits_for_the_upstream_ends_quietly() -> None:
+    cache = Cache()
+    prepared = prepare(cache)
+    assert isinstance(prepared, CacheRequest) and await cache.hit(prepared) is None
+    plan = cache.plan(prepared)
+    assert isinstance(next(plan), Forward)
+    plan.close()  # what a driver does when its caller goes away mid-call
+    assert cache.stats.stored == 0
+
+
+async def past_its_ttl(cache: Cache, prepared: Prepared) -> CacheRequest:
+    """`prepared`, looked up after an entry for it went past its TTL a minute ago (the cache's grace,
+    `stale_if_error`, lets it answer a failure)."""
+    assert isinstance(prepared, CacheRequest)
+    now = time.time()
+    await cache.store.set(
+        prepared.key, pack(Entry(prepared.key, now - 120, 200, ANSWER, False, expires_at=now - 60)), None
+    )
+    assert await cache.hit(prepared) is None
+    return prepared
+
+
+def answered_stale(end: Any) -> bool:
+    return isinstance(end, Answer) and end.parts.body == ANSWER and (b"x-cache", b"STALE") in end.parts.headers
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_a_failure_answered_by_an_entry_past_its_ttl_is_read_whole_and_never_relayed(status: int) -> None:
+    cache = Cache(stale_if_error=300)
+    prepared = await past_its_ttl(cache, prepare(cache))
+    upstream = Upstream(reply(status, JSON, b'{"error": "overloaded"}'))
+    end = await drive(cache.plan(prepared), upstream)
+    assert upstream.actions == ["Forward", "ReadBody", "Run"]  # the Run aborts the recorder
+    assert answered_stale(end) and cache.stats.stale == 1
+
+
+async def test_a_failure_after_a_retry_without_an_addition_is_read_whole_before_the_stale_answer() -> None:
+    cache = Cache(stale_if_error=300)
+    prepared = await past_its_ttl(cache, prepare(cache, {**BODY, "stream": True}))
+    refusal = b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}'
+    upstream = Upstream(reply(400, JSON, refusal), reply(503, JSON, b'{"error": "overloaded"}'))
+    end = await drive(cache.plan(prepared), upstream)
+    assert upstream.actions == ["Forward", "ReadBody", "Run", "Forward", "ReadBody", "Run"]
+    assert isinstance(end, Answer) and (b"x-cache", b"STALE") in end.parts.headers
+
+
+async def test_an_upstream_that_cannot_be_reached_is_answered_by_an_entry_past_its_ttl() -> None:
+    cache = Cache(stale_if_error=300)
+    prepared = await past_its_ttl(cache, prepare(cache))
+
+    async def unreachable(action: Action) -> Any:
+        if isinstance(action, Run):
+            return await action.work
+        raise ConnectionError("upstream unreachable")
+
+    assert answered_stale(await drive(cache.plan(prepared), unreachable))
+
+
+@pytest.mark.parametrize("gone", [Abandoned(), asyncio.CancelledError()], ids=["abandoned", "cancelled"])
+async def test_a_call_nobody_waits_for_any_more_is_never_answered_stale(gone: BaseException) -> None:
+    cache = Cache(stale_if_error=300)
+    prepared = await past_its_ttl(cache, prepare(cache))
+
+    async def going(action: Action) -> Any:
+        if isinstance(action, Run):
+            return await action.work
+        raise gone
+
+    with pytest.raises(type(gone)):
+        await drive(cache.plan(prepared), going)
+    assert cache.stats.stale == 0
 
 
 async def test_a_plan_looks_the_request_up_itself_when_the_driver_did_not() -> None:

@@ -38,6 +38,9 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_telemetry.py",
         "tests/middleware/test_distributed.py",
         "tests/middleware/test_additions.py",
+        "tests/middleware/test_hooks.py",
+        "tests/middleware/test_stale_if_error.py",
+        "tests/middleware/test_items.py",
     ),
     "middleware/_additions.py": (
         "tests/middleware/test_additions.py",
