@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from tools.mutate.coverage_map import CoverageMap
+from tools.mutate.fast import Compiled, live_functions, unswappable
 from tools.mutate.operators import Mutant, apply, diff, in_functions, mutants
 
 SOURCE = '''"""A module."""
@@ -107,3 +111,61 @@ def test_a_mutant_runs_only_the_tests_that_cover_its_lines_in_their_order_with_t
 def test_a_mutant_on_a_line_run_at_import_runs_every_test_and_one_no_test_runs_runs_none() -> None:
     assert MAPPED.tests_for(at(3)) == MAPPED.tests
     assert MAPPED.tests_for(at(5, 6)) == ()
+
+
+SWAPPED = """LIMIT = 3
+
+
+class Gate:
+    opened: bool = False
+
+    def allows(self, n: int, extra: int = 1) -> bool:
+        return n + extra < LIMIT
+
+    def counter(self) -> object:
+        def count(n: int) -> int:
+            return n + 1
+
+        return count
+"""
+
+
+def swappable(description: str, line: int) -> str:
+    """Why the fast path sends the mutant at `line` to the slow one ("" when a code swap expresses it),
+    with a live function for every function the module defines at import."""
+    mutant = next(m for m in mutants("m.py", SWAPPED) if m.line == line and m.description == description)
+    original = Compiled.of(SWAPPED, "m.py")
+    carried = {i for i, code in enumerate(original.codes) if code.co_qualname in ("Gate.allows", "Gate.counter")}
+    return unswappable(original, Compiled.of(apply(SWAPPED, mutant), "m.py"), carried)
+
+
+def test_a_mutant_in_a_function_body_is_expressed_by_swapping_its_code() -> None:
+    assert swappable("Add -> Sub", 8) == ""
+    assert swappable("Lt -> LtE", 8) == ""
+
+
+def test_a_mutant_in_a_function_made_at_call_time_is_expressed_through_the_function_that_makes_it() -> None:
+    assert swappable("Add -> Sub", 12) == ""
+
+
+def test_a_mutant_run_on_import_or_class_creation_needs_the_slow_path() -> None:
+    assert swappable("3 -> 4", 1) == "it runs on import or class creation"
+    assert swappable("False -> True", 5) == "it runs on import or class creation"
+    assert swappable("1 -> 2", 7) == "it runs on import or class creation"  # a default value
+
+
+def test_the_live_functions_of_a_module_take_their_mutated_twins_code(tmp_path: Path) -> None:
+    path = tmp_path / "swapped_module.py"
+    path.write_text(SWAPPED)
+    namespace: dict[str, Any] = {}
+    exec(compile(SWAPPED, str(path), "exec", dont_inherit=True), namespace)
+    gate = namespace["Gate"]()
+    assert gate.allows(1)
+    live = live_functions(path.resolve())
+    mutant = next(m for m in mutants("m.py", SWAPPED) if m.line == 8 and m.description == "Add -> Sub")
+    ((filename, functions),) = live.items()
+    twins = Compiled.of(apply(SWAPPED, mutant), filename).codes
+    for function, index in functions:
+        function.__code__ = twins[index]
+    assert gate.allows(3, extra=1)  # 3 - 1 < 3
+    assert gate.counter()(1) == 2
