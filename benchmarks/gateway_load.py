@@ -149,7 +149,7 @@ def serve(
     )
     server = uvicorn.Server(config)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
-    asyncio.run(server.serve(sockets=[sock]))
+    server.run(sockets=[sock])  # on the stack's loop (`asyncio.run` would always make an asyncio one)
 
 
 # -- load generator side ----------------------------------------------------------------------------
