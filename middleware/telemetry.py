@@ -565,8 +565,10 @@ class Telemetry:
         warning_interval: float = 60.0,
     ) -> None:
         self.tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
-        self._proxied = isinstance(self.tracer, trace.ProxyTracer)
-        """The tracer stands for a global provider not installed yet (see `_start_span`)."""
+        resolves = isinstance(getattr(trace.ProxyTracer, "_tracer", None), property)
+        self._proxy = self.tracer if isinstance(self.tracer, trace.ProxyTracer) and resolves else None
+        """The tracer is the API's proxy for the global provider, which tells what it resolves to now
+        (`ProxyTracer._tracer`; should a later API lose it, spans simply go through the proxy)."""
         meter = metrics.get_meter(INSTRUMENTATION, meter_provider=meter_provider)
         if pricing is None:
             pricing = Pricing.default()
@@ -730,15 +732,13 @@ class Telemetry:
         return start
 
     def _start_span(self, start: _Start, kind: SpanKind) -> Any:
-        """A call's span. On the global tracer while no SDK is installed, the API's invalid span: the
-        no-op tracer would make one that records nothing either, at a few times the cost of this check.
-        Once an application installs a tracer provider, its tracer is used from the next call on."""
-        if self._proxied:
-            provider = trace.get_tracer_provider()
-            if isinstance(provider, trace.ProxyTracerProvider):
-                return trace.INVALID_SPAN
-            self.tracer = provider.get_tracer(INSTRUMENTATION)
-            self._proxied = False
+        """A call's span. While no SDK is installed, the API's invalid span: the global tracer would go
+        through the no-op tracer, which looks the context up, to make a span that records nothing either,
+        at about 2 µs a call. Once an application installs a tracer provider, the global tracer resolves
+        to its tracer, from the next call on."""
+        proxy = self._proxy
+        if proxy is not None and isinstance(proxy._tracer, trace.NoOpTracer):
+            return trace.INVALID_SPAN
         return self.tracer.start_span(start.name, kind=kind, attributes=start.attributes)
 
     def _model_label(self, model: str | None) -> str:
