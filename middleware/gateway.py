@@ -947,10 +947,10 @@ class _Guard:
 def _with_litellm_key(start: Message) -> Message:
     """The response start with `x-litellm-cache-key` beside `x-cache-key`, as LiteLLM's clients read it."""
     headers = start.get("headers") or []
-    key = next((value for name, value in headers if name == _RAW_KEY), None)
-    if key is None:
-        return start
-    return {**start, "headers": [*headers, (_RAW_LITELLM_KEY, key)]}
+    for name, value in headers:
+        if name == _RAW_KEY:
+            return {**start, "headers": [*headers, (_RAW_LITELLM_KEY, value)]}
+    return start
 
 
 def _authorized(keys: tuple[bytes, ...], headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
