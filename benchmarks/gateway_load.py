@@ -149,7 +149,7 @@ def serve(
     )
     server = uvicorn.Server(config)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
-    asyncio.run(server.serve(sockets=[sock]))
+    server.run(sockets=[sock])  # on the stack's loop (`asyncio.run` would always make an asyncio one)
 
 
 # -- load generator side ----------------------------------------------------------------------------
@@ -403,9 +403,9 @@ def main() -> None:
             assert plain.content == hit.content
 
             results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
-            for _ in range(args.rounds):
-                results["bare"].append(measure(bare.url, bare.proc.pid))
-                results["gateway"].append(measure(gateway.url, gateway.proc.pid))
+            for turn in range(args.rounds):  # which goes first alternates: a trend in load hits both alike
+                for name, child in (("bare", bare), ("gateway", gateway))[:: 1 if turn % 2 == 0 else -1]:
+                    results[name].append(measure(child.url, child.proc.pid))
 
             stats = httpx2.get(gateway.url + "/cache/stats", headers={"x-admin-key": ADMIN_KEY}).json()
         finally:
@@ -427,6 +427,8 @@ def main() -> None:
         f"# all rounds req/s: bare {[round(r['rps']) for r in results['bare']]}, "
         f"gateway {[round(r['rps']) for r in results['gateway']]}"
     )
+    if len(results["bare"]) > 1:
+        print(f"# paired rounds, gateway vs bare of the same round: {paired(results['bare'], results['gateway'])}")
     print(
         f"# gateway /cache/stats: hits={hits} misses={misses} upstream_requests={stats['upstream_requests']} "
         f"(measured gateway requests: {int(measured)}); errors/non-2xx across all rounds: {int(errors)}"
@@ -444,6 +446,19 @@ def main() -> None:
             f"| {name} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | "
             f"{row.get('cpu_us', 0.0):.0f} | {row['rps'] / bare_row['rps']:.0%} |"
         )
+
+
+def paired(bare: list[dict[str, float]], gateway: list[dict[str, float]]) -> str:
+    """Median (and range) over rounds of the gateway's req/s over the bare endpoint's in the same round,
+    and of bare over gateway server CPU per request (what the ratio of req/s is when the server is the
+    bottleneck; steadier than req/s on a machine whose other load moves during a round)."""
+
+    def spread(ratios: list[float]) -> str:
+        return f"{statistics.median(ratios):.0%} ({min(ratios):.0%}..{max(ratios):.0%})"
+
+    rps = [g["rps"] / b["rps"] for b, g in zip(bare, gateway, strict=True)]
+    cpu = [b["cpu_us"] / g["cpu_us"] for b, g in zip(bare, gateway, strict=True) if g.get("cpu_us")]
+    return f"req/s {spread(rps)}" + (f", by server CPU per request {spread(cpu)}" if cpu else "")
 
 
 if __name__ == "__main__":

@@ -923,7 +923,7 @@ class _Guard:
                 headers.append((_RAW_UPSTREAM, upstream))
             scope = {**scope, "headers": headers}
         if limit is not None:
-            declared = next((v for k, v in headers if k == b"content-length"), None)
+            declared = _declared_length(headers)
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
                 return
@@ -944,13 +944,21 @@ class _Guard:
                 await _send_error(send, family, refused.status, refused.message, close=True)
 
 
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The request's `content-length` header, as sent (a loop: a generator per request costs more)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return value
+    return None
+
+
 def _with_litellm_key(start: Message) -> Message:
     """The response start with `x-litellm-cache-key` beside `x-cache-key`, as LiteLLM's clients read it."""
     headers = start.get("headers") or []
-    key = next((value for name, value in headers if name == _RAW_KEY), None)
-    if key is None:
-        return start
-    return {**start, "headers": [*headers, (_RAW_LITELLM_KEY, key)]}
+    for name, value in headers:
+        if name == _RAW_KEY:
+            return {**start, "headers": [*headers, (_RAW_LITELLM_KEY, value)]}
+    return start
 
 
 def _authorized(keys: tuple[bytes, ...], headers: list[tuple[bytes, bytes]], query: bytes) -> bool:

@@ -329,7 +329,10 @@ class Call:
         model = request.model
         # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
         self.model = model if model is None or len(model) <= MAX_MODEL_CHARS else model[:MAX_MODEL_CHARS]
-        self.provider = provider_name(endpoint.family, request.path, route.model)
+        start = self._start = telemetry._span_start(
+            endpoint, request.path, route.model, self.model, request.headers.get(UPSTREAM_HEADER)
+        )
+        self.provider = start.provider
         self.result = "miss"
         self.match: str | None = None
         self.similarity: float | None = None
@@ -338,11 +341,8 @@ class Call:
         self.response_model: str | None = None
         self.error_type: str | None = None
         self._key = request.key
-        start = self._start = telemetry._span_start(
-            endpoint.operation, self.provider, self.model, request.headers.get(UPSTREAM_HEADER)
-        )
         self.started = time.perf_counter()
-        span = telemetry.tracer.start_span(start.name, kind=kind, attributes=start.attributes)
+        span = telemetry._start_span(start, kind)
         self.span = span
         self.recording = span.is_recording()
         self.ctx: Any = None
@@ -565,6 +565,10 @@ class Telemetry:
         warning_interval: float = 60.0,
     ) -> None:
         self.tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
+        resolves = isinstance(getattr(trace.ProxyTracer, "_tracer", None), property)
+        self._proxy = self.tracer if isinstance(self.tracer, trace.ProxyTracer) and resolves else None
+        """The tracer is the API's proxy for the global provider, which tells what it resolves to now
+        (`ProxyTracer._tracer`; should a later API lose it, spans simply go through the proxy)."""
         meter = metrics.get_meter(INSTRUMENTATION, meter_provider=meter_provider)
         if pricing is None:
             pricing = Pricing.default()
@@ -606,7 +610,7 @@ class Telemetry:
 
         self._lock = threading.Lock()
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
-        self._starts: dict[tuple[str, str, str | None, str | None], _Start] = {}
+        self._starts: dict[tuple[Endpoint, str, str | None, str | None, str | None], _Start] = {}
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
@@ -713,15 +717,29 @@ class Telemetry:
             attributes = self._attrs[key] = dict(zip(names, values, strict=True))
         return attributes
 
-    def _span_start(self, operation: str, provider: str, model: str | None, upstream: str | None) -> _Start:
-        """What a call's span starts with and its metrics are labelled with, shared per combination."""
-        memo_key = (operation, provider, model, upstream)
+    def _span_start(
+        self, endpoint: Endpoint, path: str, route_model: str | None, model: str | None, upstream: str | None
+    ) -> _Start:
+        """What a call's span starts with and its metrics are labelled with (its provider too), shared per
+        combination: a hit works none of it out again."""
+        memo_key = (endpoint, path, route_model, model, upstream)
         start = self._starts.get(memo_key)
         if start is None:
-            start = _Start(operation, provider, model, upstream, self.store_name)
+            provider = provider_name(endpoint.family, path, route_model)
+            start = _Start(endpoint.operation, provider, model, upstream, self.store_name)
             if len(self._starts) < 4 * MAX_MODELS:
                 self._starts[memo_key] = start
         return start
+
+    def _start_span(self, start: _Start, kind: SpanKind) -> Any:
+        """A call's span. While no SDK is installed, the API's invalid span: the global tracer would go
+        through the no-op tracer, which looks the context up, to make a span that records nothing either,
+        at about 2 µs a call. Once an application installs a tracer provider, the global tracer resolves
+        to its tracer, from the next call on."""
+        proxy = self._proxy
+        if proxy is not None and isinstance(proxy._tracer, trace.NoOpTracer):
+            return trace.INVALID_SPAN
+        return self.tracer.start_span(start.name, kind=kind, attributes=start.attributes)
 
     def _model_label(self, model: str | None) -> str:
         if not model:
@@ -873,10 +891,11 @@ class _Start:
     """A call span's name and starting attributes (the ones the GenAI conventions want at creation,
     so a sampler can decide on them), and its metrics' attribute sets, made once per combination."""
 
-    __slots__ = ("attributes", "base", "finals", "name")
+    __slots__ = ("attributes", "base", "finals", "name", "provider")
 
     def __init__(self, operation: str, provider: str, model: str | None, upstream: str | None, store: str) -> None:
         self.name = f"{operation} {model or 'unknown'}"
+        self.provider = provider
         base: dict[str, Any] = {"gen_ai.operation.name": operation, "gen_ai.provider.name": provider}
         if model:
             base["gen_ai.request.model"] = model

@@ -7,6 +7,8 @@ no test sets the global OpenTelemetry providers.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from llm_cache.middleware.stores import DiskStore, MemoryStore, TieredStore
 from llm_cache.middleware.telemetry import Pricing, Telemetry
 from tests.support.stores import CountingStore, DeadStore
 
+ROOT = Path(__file__).resolve().parents[2]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 SECRET = "sk-telemetry-secret"
 AUTHORIZED = {"authorization": f"Bearer {SECRET}"}
@@ -853,6 +856,50 @@ async def test_without_an_sdk_nothing_records_and_hits_still_work() -> None:
     client = async_openai(cache, Upstream())
     assert [(await ask(client)).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
     assert noop.snapshot()["llm_cache_requests"][("hit", "openai", "gpt-4o-mini", "exact")] == 1
+
+
+# A Telemetry on the global providers, made before the application installs the SDK (as a library's
+# module-level Cache is): run in a child, since a process sets its global tracer provider only once.
+_INSTALLED_LATER = """
+import asyncio, httpx2
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from llm_cache.middleware import AsyncCachingTransport, Cache
+
+async def upstream(request):
+    answer = {"role": "assistant", "content": "Hello"}
+    choice = {"index": 0, "message": answer, "finish_reason": "stop"}
+    body = {"id": "1", "object": "chat.completion", "model": "gpt-4o-mini", "choices": [choice]}
+    return httpx2.Response(200, json=body)
+
+async def main():
+    cache = Cache()
+    client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(upstream)))
+    ask = lambda: client.post(
+        "https://api.openai.com/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+        headers={"authorization": "Bearer sk-later"},
+    )
+    before = [(await ask()).headers["x-cache"] for _ in range(2)]
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(provider)
+    after = (await ask()).headers["x-cache"]
+    print(before, after, [(s.name, s.attributes["llm_cache.result"]) for s in spans.get_finished_spans()])
+
+asyncio.run(main())
+"""
+
+
+def test_on_the_global_providers_spans_begin_with_the_first_call_after_the_sdk_is_installed() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _INSTALLED_LATER], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['MISS', 'HIT'] HIT [('chat gpt-4o-mini', 'hit')]"
 
 
 async def test_unsampled_calls_make_no_spans_and_still_count() -> None:
