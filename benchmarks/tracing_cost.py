@@ -7,7 +7,9 @@ The same `openai.AsyncOpenAI` chat call is answered from a memory store through
   second client is an A/A control, the same code as the first, so the table shows the noise floor);
 - `sdk_telemetry()`: the SDK's tracer and meter, every call sampled, spans through a
   `BatchSpanProcessor` to an exporter that drops them (the export is not what is measured);
-- `sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)))`: 1 call in 10 sampled.
+- `sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)))`: 1 call in 10 sampled;
+- the same two with `metrics=False`: the SDK's tracer alone, the meter the API's no-op, so the
+  table separates what tracing costs from what the SDK's metrics (never sampled) cost.
 
 The effect (a few percent) is smaller than a busy machine's drift, so the run is many short rounds
 with a `gc.collect()` between them (never inside one). In a round every case makes `--per-round`
@@ -100,6 +102,8 @@ def cases() -> list[tuple[str, Telemetry]]:
         ("no SDK again (A/A control)", Telemetry()),
         ("SDK, every call sampled", sdk_telemetry()),
         ("SDK, 1 in 10 sampled", sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)))),
+        ("SDK tracer only, every call sampled", sdk_telemetry(metrics=False)),
+        ("SDK tracer only, 1 in 10 sampled", sdk_telemetry(sampler=ParentBased(TraceIdRatioBased(0.1)), metrics=False)),
     ]
 
 

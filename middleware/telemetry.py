@@ -973,14 +973,20 @@ class _Summary:
 
 
 def sdk_telemetry(
-    span_exporter: Any = None, metric_reader: Any = None, sampler: Any = None, **options: Any
+    span_exporter: Any = None,
+    metric_reader: Any = None,
+    sampler: Any = None,
+    *,
+    metrics: bool = True,
+    **options: Any,
 ) -> Telemetry:
     """A Telemetry on fresh OpenTelemetry SDK providers, never the global ones (benchmarks, demos).
 
     Spans go through a `BatchSpanProcessor` to `span_exporter` (default: an exporter that drops
     everything, so what is measured is the instrumentation, not the export); metrics aggregate in
-    `metric_reader` (default: an `InMemoryMetricReader`). `sampler` is the tracer provider's
-    sampler (default: the SDK's, every root span sampled). Needs `opentelemetry-sdk`.
+    `metric_reader` (default: an `InMemoryMetricReader`), unless `metrics` is false (the API's
+    no-op meter: tracing alone). `sampler` is the tracer provider's sampler (default: the SDK's,
+    every root span sampled). Needs `opentelemetry-sdk`.
     """
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -993,6 +999,8 @@ def sdk_telemetry(
 
     tracer_provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter if span_exporter is not None else _Drop()))
+    if not metrics:
+        return Telemetry(tracer_provider=tracer_provider, **options)
     meter_provider = MeterProvider(
         metric_readers=[metric_reader if metric_reader is not None else InMemoryMetricReader()]
     )
