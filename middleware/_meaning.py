@@ -97,7 +97,6 @@ class Meanings:
             self._failed("semantic_search", error)
             return None
         if decision == "serve":
-            self._stats.semantic_hits += 1
             return Lookup(Outcome.HIT, entry, match="semantic", similarity=match.similarity)
         if decision == "verify":
             self._stats.semantic_verifications += 1

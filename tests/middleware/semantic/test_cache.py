@@ -112,6 +112,26 @@ async def test_an_on_hit_hook_sees_a_match_by_meaning_and_may_veto_it(
     assert fake_provider.count(CHAT) == 2
 
 
+async def test_a_match_by_meaning_that_an_on_hit_hook_vetoes_counts_as_a_miss(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    def no_semantic(view: HitView) -> None:
+        view.serve = view.match != "semantic"
+
+    cache = Cache(
+        semantic=SemanticCache(embedder, InProcessIndex(), timeout=LOADED_MACHINE_TIMEOUT),
+        hooks={"on_hit": [no_semantic]},
+    )
+    client = client_for(cache, fake_provider)
+    answers = [await ask(client, q) for q in ("How do I reset my password?", "How can I reset my password?")]
+
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "MISS"]
+    assert (cache.stats.hits, cache.stats.semantic_hits, cache.stats.misses) == (0, 0, 2)
+    requests = cache.telemetry.snapshot()["llm_cache_requests"]
+    assert ("hit", "openai", "gpt-4o-mini", "semantic") not in requests
+    assert requests[("miss", "openai", "gpt-4o-mini", "none")] == 2
+
+
 async def test_a_changed_direction_or_number_goes_upstream_however_similar(
     fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> None:
