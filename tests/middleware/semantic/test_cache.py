@@ -678,7 +678,7 @@ async def test_bounded_mode_verifies_a_candidate_it_cannot_serve_yet_and_serves_
     near = await similarity(embedder, "How do I reset my password?", "How can I reset my password?")
     # The fake provider's answers differ word for word: the exact judge finds the stored one wrong.
     assert await bound.evidence.wrong_at(first.headers["x-cache-key"]) == pytest.approx(near, abs=1e-4)
-    assert exported(cache, "llm_cache_semantic_verifications") == {(("outcome", "wrong"),): 1.0}
+    assert exported(cache, "llm_cache_semantic_verifications") == {(("outcome", "disagreed"),): 1.0}
     requests = exported(cache, "llm_cache_requests")
     assert [labels for labels in requests if ("result", "verify") in labels]
 
