@@ -546,6 +546,7 @@ class Cache:
         if lookup.entry is None and self._meanings is not None and not lookup.store_error:
             similar = await self._meanings.find(request, lookup)
             if similar is not None and await self._serves(request, similar.entry, "semantic"):
+                self.stats.semantic_hits += 1  # counted once served: a match an on_hit hook vetoes is a miss
                 return self._count(similar, request)
         if lookup.entry is not None or not self.settings.coalesce:
             return self._count(lookup, request)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from ._entry import Entry
 from ._keys import DEFAULT_NAMESPACE
 from ._settings import CacheSettings, CacheStats
 from ._types import CacheRequest, Lookup, Meaning, Outcome, Verification
+from .semantic.outcomes import OUTCOMES
 
 if TYPE_CHECKING:
     from .semantic import SemanticCache
@@ -44,6 +46,8 @@ class Meanings:
         self._stored = stored
         self._store_failed = store_failed
         self._background: set[asyncio.Future[None]] = set()
+        if semantic.bound is not None:  # a verification the per-minute cap refused is counted too
+            semantic.bound.on_capped = lambda: telemetry.semantic_verified("capped")
         """Indexing that nobody waits for (answers to refreshes), kept until done."""
 
     async def of(self, request: CacheRequest) -> Meaning | None:
@@ -70,11 +74,14 @@ class Meanings:
         if meaning is None:
             return None
         try:
-            matches = await self.semantic.matches(meaning.context, meaning.text, meaning.vector)
+            neighbours = await self.semantic.nearest(meaning.context, meaning.vector)
         except Exception as error:
             lookup.meaning_failed = True
             self._failed("semantic_search", error)
             return None
+        if neighbours and math.isfinite(neighbours[0].similarity):
+            self._telemetry.semantic_nearest(neighbours[0].similarity)
+        matches = self.semantic.matching(meaning.text, neighbours)
         for match in matches:
             try:
                 entry = await self._stored(match.key)
@@ -97,7 +104,6 @@ class Meanings:
             self._failed("semantic_search", error)
             return None
         if decision == "serve":
-            self._stats.semantic_hits += 1
             return Lookup(Outcome.HIT, entry, match="semantic", similarity=match.similarity)
         if decision == "verify":
             self._stats.semantic_verifications += 1
@@ -137,9 +143,7 @@ class Meanings:
         except Exception as error:
             self._failed("semantic_verify", error)
             return
-        self._telemetry.semantic_verified(
-            "right" if verdict is True else "wrong" if verdict is False else "unjudged", candidate.similarity
-        )
+        self._telemetry.semantic_verified(OUTCOMES[verdict])
 
     async def similar_keys(self, request: CacheRequest) -> list[str]:
         """The keys of the stored answers a search for `request` would find (errors propagate)."""

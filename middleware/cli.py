@@ -472,6 +472,10 @@ def _invalidate_in_store(config_path: str, tags: list[str]) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.from_gateway:
+        return _calibrate_from_gateway(args)
+    if args.pairs is None:
+        return _fail("calibrate needs PAIRS.jsonl or --from-gateway URL")
     try:
         from .semantic import OpenAIEmbedder, SentenceTransformerEmbedder
         from .semantic.calibrate import read_pairs, report, similarities
@@ -496,6 +500,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 await close()
 
     print(report(a, b, labels, asyncio.run(scored()), args.target_precision))
+    return 0
+
+
+def _calibrate_from_gateway(args: argparse.Namespace) -> int:
+    """The calibration report over the verification outcomes a running gateway's bounded mode collected."""
+    try:
+        from .semantic.calibrate import outcomes_report
+    except ImportError as error:
+        return _fail(f"calibrate needs the semantic extra ({error.name} is missing)")
+    args.gateway = args.from_gateway
+    status, data = _admin_call(args, "GET", "/cache/semantic/verifications")
+    if status >= 400:
+        return _answer(status, data)
+    records = [(float(r["similarity"]), str(r["outcome"])) for r in data.get("verifications", [])]
+    print(f"{args.from_gateway}: bound {data.get('max_error_rate')}, serving from {data.get('threshold')}")
+    print(outcomes_report(records, args.target_precision))
     return 0
 
 
@@ -610,7 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
         "setting, precision, recall and wrong-hit rate, the threshold that meets a target precision, and a "
         "histogram of similarities.",
     )
-    calibrate.add_argument("pairs", metavar="PAIRS.jsonl")
+    calibrate.add_argument("pairs", metavar="PAIRS.jsonl", nargs="?")
+    calibrate.add_argument(
+        "--from-gateway", metavar="URL", help="the verification outcomes a running gateway collected, not pairs"
+    )
+    calibrate.add_argument("--admin-key", help=f"with --from-gateway: admin key (default: ${ADMIN_ENV})")
     calibrate.add_argument("--target-precision", type=float, default=0.95)
     calibrate.add_argument("--model", help="a local sentence-transformers model path (default: all-MiniLM-L6-v2)")
     calibrate.add_argument("--embedder-url", metavar="URL", help="an OpenAI-compatible embeddings base URL instead")

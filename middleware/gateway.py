@@ -89,11 +89,14 @@ _OPERATIONS = frozenset(
         "/cache/flushall",
         "/cache/ping",
         "/cache/redis/info",
+        "/cache/semantic/verifications",
     }
 )
 # Where an admin key may come, in this order: ours, then the two LiteLLM's proxy reads its master key from.
 _ADMIN_KEY_HEADERS = ("x-admin-key", "x-litellm-api-key")
 _MAX_DELETE_KEYS = 1000
+_MAX_VERIFICATIONS = 10_000
+"""The most verification outcomes one /cache/semantic/verifications answer carries."""
 _MAX_TAG_CHARS = 256
 """Longest tag an invalidation may name (automatic `model:` tags carry the model's name, unchecked)."""
 _PROBE_TIMEOUT = 5.0
@@ -713,6 +716,34 @@ class _Gateway:
         keyspace = {name: value for name, value in info.items() if re.fullmatch(r"db\d+", str(name))}
         return _json({"num_clients": info.get("connected_clients"), "info": {**fields, **keyspace}})
 
+    async def verifications(self, request: Request) -> Response:
+        """Bounded mode's recent verification outcomes (`?limit=`, default and at most
+        `_MAX_VERIFICATIONS`), newest first, for `llm-cache calibrate --from-gateway`."""
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        assert self.cache is not None
+        semantic = self.cache.semantic
+        if semantic is None or semantic.bound is None:
+            return _bad("this gateway has no bounded semantic cache (cache.semantic.max_error_rate)", 404, "disabled")
+        try:
+            limit = min(_MAX_VERIFICATIONS, int(request.query_params.get("limit", _MAX_VERIFICATIONS)))
+        except ValueError:
+            return _bad("limit must be an integer")
+        try:
+            records = await asyncio.wait_for(semantic.outcomes.outcomes(limit), _PROBE_TIMEOUT)
+        except Exception as error:
+            logger.warning("reading the verification outcomes failed: %r", error)
+            return _bad("the verification outcomes could not be read", 503, "store_error")
+        bound = semantic.bound
+        return _json(
+            {
+                "max_error_rate": bound.max_error_rate,
+                "threshold": bound.threshold,
+                "verifications": [{"similarity": s, "outcome": o} for s, o in records],
+                "pid": os.getpid(),
+            }
+        )
+
 
 class _UpstreamResponse(StreamingResponse):
     """Relays an upstream response body as it arrives and always closes the upstream response.
@@ -1111,6 +1142,7 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
         Route("/cache/flushall", gateway.flushall, methods=["POST"]),
         Route("/cache/ping", gateway.ping, methods=["GET"]),
         Route("/cache/redis/info", gateway.redis_info, methods=["GET"]),
+        Route("/cache/semantic/verifications", gateway.verifications, methods=["GET"]),
         Route("/{path:path}", gateway.proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     middleware = [Middleware(_Guard, gateway=gateway)]

@@ -49,6 +49,8 @@ OPERATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
 """`gen_ai.client.operation.duration`'s bucket boundaries, as the GenAI conventions give them."""
 TOKEN_BUCKETS = tuple(4**n for n in range(14))
 """`gen_ai.client.token.usage`'s bucket boundaries, as the GenAI conventions give them (1, 4, 16, ... 4**13)."""
+SIMILARITY_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0)
+"""`llm_cache_semantic_similarity`'s bucket boundaries: cosine, finer where thresholds are set."""
 MAX_MODELS = 200
 """Distinct `model` label values kept before further ones are reported as `other`."""
 MAX_MODEL_CHARS = 128
@@ -175,6 +177,7 @@ class TelemetryCollector:
             t._settle()
             lookup = {k: (h.cumulative(), h.sum) for k, h in t._lookup_hist.items()}
             store = {k: (h.cumulative(), h.sum) for k, h in t._store_hist.items()}
+            similarity = t._similarity_hist.cumulative(), t._similarity_hist.sum
             simple = {name: dict(values) for name, values in t._counters.items()}
 
         for name, label, help_text, hists in (
@@ -185,6 +188,9 @@ class TelemetryCollector:
             for key, (buckets, total) in hists.items():
                 hist.add_metric((key,), buckets, total)
             yield hist
+        hist = HistogramMetricFamily("llm_cache_semantic_similarity", _SIMILARITY_HELP)
+        hist.add_metric((), *similarity)
+        yield hist
         for name, (label_names, counter_help, _, _) in _COUNTERS.items():
             counter = CounterMetricFamily(name, counter_help, labels=label_names)
             values = simple.get(name) or ({(): 0} if not label_names else {})
@@ -198,6 +204,8 @@ class TelemetryCollector:
                 gauge.add_metric((label,), size[column])
             yield gauge
 
+
+_SIMILARITY_HELP = "Similarity of the nearest stored prompt, per semantic lookup that found one."
 
 # Prometheus name -> (labels, help, OTel instrument name, unit)
 _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
@@ -247,7 +255,8 @@ _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
     ),
     "llm_cache_semantic_verifications": (
         ("outcome",),
-        "Semantic candidates judged against a fresh upstream answer (bounded mode): right, wrong, unjudged.",
+        "Bounded mode's verifications of semantic candidates by outcome: agreed, disagreed, not_verified "
+        "(the judge failed or timed out), capped (not verified: the per-minute cap was reached).",
         "llm_cache.semantic.verifications",
         "{verification}",
     ),
@@ -593,6 +602,7 @@ class Telemetry:
         self._token_usage = _histogram(
             meter, "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.", TOKEN_BUCKETS
         )
+        self._similarity = _histogram(meter, "llm_cache.semantic.similarity", "1", _SIMILARITY_HELP, SIMILARITY_BUCKETS)
         # Counters are observable: the hot path only bumps in-process aggregates (which the Prometheus
         # view reads too), and the SDK reads them when it collects. Only the durations are recorded live.
         for name, (_, help_text, otel_name, unit) in _COUNTERS.items():
@@ -613,6 +623,7 @@ class Telemetry:
         self._starts: dict[tuple[Endpoint, str, str | None, str | None, str | None], _Start] = {}
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
+        self._similarity_hist = _Histogram(SIMILARITY_BUCKETS)
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
         self._pending: deque[Sequence[tuple[str, tuple[str, ...], float]]] = deque()
         self._timings: deque[tuple[dict[str, _Histogram], str, float]] = deque()
@@ -861,9 +872,16 @@ class Telemetry:
         if cost:
             self._add("llm_cache_verification_cost_usd", (provider, self._model_label(model)), cost)
 
-    def semantic_verified(self, outcome: str, similarity: float) -> None:
-        """A bounded-mode judge's verdict on a semantic candidate (`right`, `wrong` or `unjudged`)."""
+    def semantic_verified(self, outcome: str) -> None:
+        """A bounded-mode verification's outcome: `agreed`, `disagreed`, `not_verified` or `capped`."""
         self._add("llm_cache_semantic_verifications", (outcome,), 1)
+
+    def semantic_nearest(self, similarity: float) -> None:
+        """The similarity of the nearest stored prompt a semantic lookup found (recorded live: a
+        semantic lookup costs milliseconds, so one histogram record is nothing beside it)."""
+        self._similarity.record(similarity)
+        with self._lock:
+            self._similarity_hist.observe(similarity)
 
     def _used_tokens(self, start: _Start, summary: _Summary) -> None:
         """`gen_ai.client.token.usage` for an upstream answer (input includes cache reads and writes)."""

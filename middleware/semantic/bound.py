@@ -175,6 +175,8 @@ class ErrorBound:
         """Verdicts recorded since the threshold was last computed."""
         self._recent: deque[float] = deque()
         """When the verifications of the last minute were decided (only with a cap)."""
+        self.on_capped: Callable[[], None] | None = None
+        """Called when the cap refuses a verification (the Cache using this bound counts it)."""
 
     @property
     def threshold(self) -> float | None:
@@ -225,6 +227,8 @@ class ErrorBound:
         while recent and recent[0] <= now - 60.0:
             recent.popleft()
         if len(recent) >= cap:
+            if self.on_capped is not None:
+                self.on_capped()
             return False
         recent.append(now)
         return True

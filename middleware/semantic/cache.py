@@ -11,6 +11,7 @@ from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
 from .guard import agrees
 from .index import InProcessIndex, Neighbour, VectorIndex
 from .judges import EmbeddingJudge, Judge, answer_text
+from .outcomes import OUTCOMES, InProcessOutcomes, OutcomeLog
 
 
 class SemanticCache:
@@ -64,6 +65,9 @@ class SemanticCache:
         """Bounded mode's decisions, or None: every match at or above `threshold` is served."""
         self.judge: Judge = judge if judge is not None else EmbeddingJudge(self.embedder)
         self.judge_timeout = judge_timeout
+        evidence = bound.evidence if bound is not None else None
+        self.outcomes: OutcomeLog = evidence if isinstance(evidence, OutcomeLog) else InProcessOutcomes()
+        """The recent verification outcomes: beside the evidence when it keeps them (Redis), else here."""
 
     async def start(self) -> None:
         """Get ready for the first request: load the embedder's model (`warm_up`, if it has one: a local
@@ -92,7 +96,14 @@ class SemanticCache:
 
     async def matches(self, context: str, text: str, vector: np.ndarray) -> list[Neighbour]:
         """The stored prompts of `context` that clear the threshold and the guard, best first."""
-        neighbours = await asyncio.wait_for(self.index.search(context, vector, self.candidates), self.timeout)
+        return self.matching(text, await self.nearest(context, vector))
+
+    async def nearest(self, context: str, vector: np.ndarray) -> list[Neighbour]:
+        """The `candidates` stored prompts of `context` nearest `vector`, best first."""
+        return await asyncio.wait_for(self.index.search(context, vector, self.candidates), self.timeout)
+
+    def matching(self, text: str, neighbours: list[Neighbour]) -> list[Neighbour]:
+        """Those of `neighbours` (best first) that clear the threshold and whose facts agree with `text`."""
         found = []
         for neighbour in neighbours:
             if not neighbour.similarity >= self.threshold:  # `not >=`: a NaN never matches
@@ -122,6 +133,7 @@ class SemanticCache:
             verdict = None
         right = verdict if isinstance(verdict, bool) else None  # anything else is no verdict
         await self.bound.learn(key, similarity, wrong=right is not True)
+        await self.outcomes.log_outcome(similarity, OUTCOMES[right])
         return right
 
     async def remember(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:

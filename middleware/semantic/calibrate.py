@@ -1,5 +1,6 @@
-"""Calibration from labelled prompt pairs: what each threshold, with and without the guard, would
-serve, and which threshold meets a target precision (`llm-cache calibrate`)."""
+"""Calibration from labelled prompt pairs, or from the verification outcomes a gateway collected:
+what each threshold, with and without the guard, would serve, and which threshold meets a target
+precision (`llm-cache calibrate`)."""
 
 from __future__ import annotations
 
@@ -86,8 +87,34 @@ def meeting(rows: Sequence[Row], target: float, guard: bool) -> Row | None:
 
 def report(a: Sequence[str], b: Sequence[str], labels: np.ndarray, similarity: np.ndarray, target: float) -> str:
     guard = np.array([agrees(x, y) for x, y in zip(a, b, strict=True)])
-    rows = table(similarity, guard, labels)
-    lines = [f"{len(labels)} pairs, {int(labels.sum())} labelled 'same answer'", ""]
+    head = f"{len(labels)} pairs, {int(labels.sum())} labelled 'same answer'"
+    return _report(head, table(similarity, guard, labels), similarity, labels, target, (True, False))
+
+
+def outcomes_report(records: Sequence[tuple[float, str]], target: float) -> str:
+    """The same report over verification outcomes (a gateway's): `agreed` is a pair labelled 'same
+    answer', `disagreed` one labelled different, and `not_verified` is left out (no verdict). Every
+    candidate verified had passed the guard, so only the guard-on rows are there."""
+    judged = [(s, outcome == "agreed") for s, outcome in records if outcome in ("agreed", "disagreed")]
+    similarity = np.array([s for s, _ in judged], dtype=np.float64)
+    labels = np.array([int(same) for _, same in judged], dtype=np.int64)
+    unjudged = len(records) - len(judged)
+    head = (
+        f"{len(records)} verifications: {int(labels.sum())} agreed, {len(labels) - int(labels.sum())} disagreed, "
+        f"{unjudged} not verified (left out)"
+    )
+    if not judged:
+        return head + "\nNothing to calibrate on yet: no verification has a verdict."
+    rows = [r for r in table(similarity, np.ones(len(labels), dtype=bool), labels) if r.guard]
+    return _report(head, rows, similarity, labels, target, (True,))
+
+
+def _report(
+    head: str, rows: Sequence[Row], similarity: np.ndarray, labels: np.ndarray, target: float, guards: Sequence[bool]
+) -> str:
+    """Per threshold: served, precision, recall, wrong-hit rate; the threshold meeting `target` per
+    guard setting; and a histogram of the similarities, same answer against different."""
+    lines = [head, ""]
     lines += ["threshold  guard  served  precision  recall  wrong-hit rate"]
     lines += [
         f"{r.threshold:9.2f}  {'on ' if r.guard else 'off'}  {r.served:6d}  {r.precision:9.3f}  {r.recall:6.3f}"
@@ -95,7 +122,7 @@ def report(a: Sequence[str], b: Sequence[str], labels: np.ndarray, similarity: n
         for r in rows
     ]
     lines.append("")
-    for use_guard in (True, False):
+    for use_guard in guards:
         best = meeting(rows, target, use_guard)
         setting = "guard on" if use_guard else "guard off"
         if best is None:

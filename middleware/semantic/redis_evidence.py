@@ -17,9 +17,10 @@ end
 
 
 class RedisEvidence:
-    """The per-bin tallies in one hash (`{prefix}tally`: `n<bin>` verdicts, `w<bin>` wrong ones) and,
+    """The per-bin tallies in one hash (`{prefix}tally`: `n<bin>` verdicts, `w<bin>` wrong ones),
     per stored answer judged wrong, the highest similarity it was wrong at (`{prefix}wrong:<digest>`,
-    kept `keep` seconds). Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds."""
+    kept `keep` seconds), and the newest `max_outcomes` verification outcomes (`{prefix}outcomes`).
+    Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds."""
 
     def __init__(
         self,
@@ -27,11 +28,13 @@ class RedisEvidence:
         *,
         prefix: str = "llm-cache:bound:",
         keep: float = 30 * 86400,
+        max_outcomes: int = 10_000,
         socket_timeout: float = 1.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.keep = keep
+        self.max_outcomes = max_outcomes
         self.socket_timeout = socket_timeout
         self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
 
@@ -67,6 +70,24 @@ class RedisEvidence:
     async def wrong_at(self, key: str) -> float | None:
         value = await self._clients.get().get(self._wrong_key(key))
         return None if value is None else float(value)
+
+    async def log_outcome(self, similarity: float, outcome: str) -> None:
+        """Keep a verification's outcome in the list `{prefix}outcomes`, trimmed to `max_outcomes`."""
+        async with self._clients.get().pipeline(transaction=False) as pipe:
+            pipe.lpush(f"{self.prefix}outcomes", f"{similarity!r} {outcome}")
+            pipe.ltrim(f"{self.prefix}outcomes", 0, self.max_outcomes - 1)
+            await pipe.execute()
+
+    async def outcomes(self, limit: int) -> list[tuple[float, str]]:
+        """The newest `limit` outcomes every pod logged."""
+        if limit <= 0:
+            return []
+        records = await self._clients.get().lrange(f"{self.prefix}outcomes", 0, limit - 1)
+        found = []
+        for record in records:
+            similarity, _, outcome = (record.decode() if isinstance(record, bytes) else str(record)).partition(" ")
+            found.append((float(similarity), outcome))
+        return found
 
     async def aclose(self) -> None:
         await self._clients.close()

@@ -112,6 +112,26 @@ async def test_an_on_hit_hook_sees_a_match_by_meaning_and_may_veto_it(
     assert fake_provider.count(CHAT) == 2
 
 
+async def test_a_match_by_meaning_that_an_on_hit_hook_vetoes_counts_as_a_miss(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    def no_semantic(view: HitView) -> None:
+        view.serve = view.match != "semantic"
+
+    cache = Cache(
+        semantic=SemanticCache(embedder, InProcessIndex(), timeout=LOADED_MACHINE_TIMEOUT),
+        hooks={"on_hit": [no_semantic]},
+    )
+    client = client_for(cache, fake_provider)
+    answers = [await ask(client, q) for q in ("How do I reset my password?", "How can I reset my password?")]
+
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "MISS"]
+    assert (cache.stats.hits, cache.stats.semantic_hits, cache.stats.misses) == (0, 0, 2)
+    requests = cache.telemetry.snapshot()["llm_cache_requests"]
+    assert ("hit", "openai", "gpt-4o-mini", "semantic") not in requests
+    assert requests[("miss", "openai", "gpt-4o-mini", "none")] == 2
+
+
 async def test_a_changed_direction_or_number_goes_upstream_however_similar(
     fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> None:
@@ -486,10 +506,30 @@ async def test_a_large_context_is_split_into_cells_and_a_near_prompt_is_still_fo
     assert [n.key for n in await index.search("other", vectors[0], 3)] == ["lone"]
 
 
-async def test_a_split_context_still_deletes_expires_and_evicts_by_age() -> None:
+async def test_a_split_context_scans_projections_then_scores_the_best_exactly() -> None:
+    vectors = clustered(3000, dimensions=96, groups=60)
+    index = InProcessIndex(split_at=2000, cells=32, probes=8, scan_dimensions=32, rerank=32)
+    for i, vector in enumerate(vectors[:2500]):
+        await index.add("ctx", f"k{i}", f"prompt {i}", vector, ttl=None)
+    draw = np.random.default_rng(5)
+    queries = vectors[:2500:10] + 0.03 * draw.standard_normal((250, 96)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+    for query in queries:
+        exact = vectors[:2500] @ query
+        found = await index.search("ctx", query, 3)
+        assert found[0].key == f"k{int(np.argmax(exact))}"  # the nearest, as exact search has it
+        assert [n.similarity for n in found] == pytest.approx([float(exact[int(n.key[1:])]) for n in found], abs=1e-5)
+        assert found[0].similarity >= found[1].similarity >= found[2].similarity
+
+
+@pytest.mark.parametrize("scan_dimensions", [8, 64], ids=["projected", "full vectors"])
+async def test_a_split_context_still_deletes_expires_and_evicts_by_age(scan_dimensions: int) -> None:
     now = [0.0]
     vectors = clustered(60, groups=6)
-    index = InProcessIndex(max_entries=50, clock=lambda: now[0], split_at=40, cells=4, probes=4)
+    index = InProcessIndex(
+        max_entries=50, clock=lambda: now[0], split_at=40, cells=4, probes=4, scan_dimensions=scan_dimensions
+    )
     for i, vector in enumerate(vectors):
         await index.add("ctx", f"k{i}", f"prompt {i}", vector, ttl=5 if i == 30 else None)
     assert len(index) == 50  # k0..k9 went, oldest first
@@ -658,7 +698,7 @@ async def test_bounded_mode_verifies_a_candidate_it_cannot_serve_yet_and_serves_
     near = await similarity(embedder, "How do I reset my password?", "How can I reset my password?")
     # The fake provider's answers differ word for word: the exact judge finds the stored one wrong.
     assert await bound.evidence.wrong_at(first.headers["x-cache-key"]) == pytest.approx(near, abs=1e-4)
-    assert exported(cache, "llm_cache_semantic_verifications") == {(("outcome", "wrong"),): 1.0}
+    assert exported(cache, "llm_cache_semantic_verifications") == {(("outcome", "disagreed"),): 1.0}
     requests = exported(cache, "llm_cache_requests")
     assert [labels for labels in requests if ("result", "verify") in labels]
 
