@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,20 @@ def _wait_healthy(url: str, process: subprocess.Popen[str], deadline: float = 20
     raise AssertionError("llm-cache serve did not become healthy")
 
 
+def _wait_stored(directory: Path) -> None:
+    """Until the disk store in `directory` holds an entry (its tags live in a folder of their own)."""
+    import diskcache
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if directory.is_dir():
+            with diskcache.Cache(str(directory)) as cache:
+                if len(cache):
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"no entry was stored in {directory}")
+
+
 def _stop(process: subprocess.Popen[str]) -> None:
     process.terminate()
     try:
@@ -319,8 +334,14 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", process)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-serve", max_retries=0)
-        outcomes = [client.chat.completions.with_raw_response.create(**BODY).headers["x-cache"] for _ in range(3)]
-        assert outcomes[0] == "MISS" and outcomes[1:] == ["HIT", "HIT"]
+        first = client.chat.completions.with_raw_response.create(**BODY).headers["x-cache"]
+        # the entry is written after the answer is sent: the next call may reach the other worker first
+        _wait_stored(tmp_path / "xdg" / "llm-cache")
+        outcomes = [
+            first,
+            *(client.chat.completions.with_raw_response.create(**BODY).headers["x-cache"] for _ in range(2)),
+        ]
+        assert outcomes == ["MISS", "HIT", "HIT"]
         assert fake_provider.count("/chat/completions") == 1
         assert (tmp_path / "xdg" / "llm-cache").is_dir()  # the disk store under the user's cache dir
     finally:
