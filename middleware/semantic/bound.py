@@ -3,10 +3,11 @@ the operator's bound (`max_error_rate`), with a stated confidence.
 
 The cache learns by verification. A candidate match it may not serve yet, and a small share of those
 it may, goes upstream like a miss; the fresh answer is served, and a judge compares it with the
-stored one. Each verdict is recorded against the candidate's similarity (`Evidence`), and the
-lowest similarity whose served set is provably accurate enough becomes the serving threshold. A
-stored answer once judged wrong for a prompt at similarity `w` is not served again at `w` or below
-(its own neighbourhood is dense with different questions). The statistics are in docs/semantic.md.
+stored one. Each candidate's risk (the chance its stored answer is wrong) is estimated from that
+answer's own verdicts and the pool's (`risk.py`: per-answer thresholds, after vCache); verdicts are
+counted per risk bin, and the highest risk whose served set is provably accurate enough becomes the
+serving cap. A stored answer once judged wrong for a prompt at similarity `w` is not served again at
+`w` or below. The statistics are in docs/semantic.md.
 """
 
 from __future__ import annotations
@@ -19,12 +20,27 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
+from .risk import HISTORY, SLOPES, History, RiskModel
+
 WIDTH = 0.005
-"""The width of a similarity bin: candidate thresholds are `floor + j * WIDTH`."""
+"""The similarity step at which `ErrorBound.threshold` (the serving similarity of an answer with no
+verdicts of its own) is reported."""
+RATIO = 1.1
+"""Risk bins are geometric: bin `j` holds the candidates whose estimated risk is in
+`(RATIO ** -(j + 1), RATIO ** -j]`; a higher bin is a safer one."""
+BINS = 128
+"""Risk bins kept: the last holds every risk under `RATIO ** -127` (about 5e-6)."""
 EXPLORE = 0.1
 """Of servable candidates, the share verified is `EXPLORE * n_needed / n_above` (at least
-`min_verify`): a tenth when the threshold has just been shown, less as verdicts above it grow.
+`min_verify`): a tenth when the cap has just been shown, less as verdicts above it grow.
 (Chosen on the synthetic workload of `benchmarks/semantic_eval.py --synthetic`, never on Quora.)"""
+FIT_ANSWERS = 1000
+"""The most recently judged answers whose verdicts fit the pooled prior."""
+START = 3
+"""The first threshold tested rests on `START * needed` verdicts (see `learned_threshold`)."""
+FIT_EVERY = 100
+"""Verdicts between two fits of the prior (a fit reads every judged answer's verdicts); every
+fifth fit also chooses the slope again."""
 
 
 class Decision(str, Enum):
@@ -37,10 +53,10 @@ class Decision(str, Enum):
 
 @runtime_checkable
 class Evidence(Protocol):
-    """Where verdicts are kept: per similarity bin (pooled over entries) and per stored answer."""
+    """Where verdicts are kept: per risk bin (pooled over answers) and per stored answer."""
 
     async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
-        """One verdict on serving `key`'s answer to a prompt at `similarity` (in `bin`)."""
+        """One verdict on serving `key`'s answer to a prompt at `similarity` (in risk `bin`)."""
         ...
 
     async def tally(self, bins: int) -> tuple[list[int], list[int]]:
@@ -49,6 +65,10 @@ class Evidence(Protocol):
 
     async def wrong_at(self, key: str) -> float | None:
         """The highest similarity at which `key`'s answer was judged wrong, if ever."""
+        ...
+
+    async def history(self, key: str) -> list[tuple[float, bool]]:
+        """`key`'s most recent verdicts (at most `risk.HISTORY`): (similarity, judged wrong), oldest first."""
         ...
 
 
@@ -60,6 +80,7 @@ class InProcessEvidence:
         self._checked: list[int] = []
         self._wrong: list[int] = []
         self._wrong_at: OrderedDict[str, float] = OrderedDict()
+        self._history: OrderedDict[str, deque[tuple[float, bool]]] = OrderedDict()
 
     async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
         if bin >= len(self._checked):
@@ -72,6 +93,11 @@ class InProcessEvidence:
             self._wrong_at[key] = max(similarity, self._wrong_at.pop(key, -1.0))
             while len(self._wrong_at) > self.max_keys:
                 self._wrong_at.popitem(last=False)
+        verdicts = self._history.pop(key, None) or deque(maxlen=HISTORY)
+        verdicts.append((similarity, wrong))
+        self._history[key] = verdicts
+        while len(self._history) > self.max_keys:
+            self._history.popitem(last=False)
 
     async def tally(self, bins: int) -> tuple[list[int], list[int]]:
         pad = [0] * max(0, bins - len(self._checked))
@@ -79,6 +105,9 @@ class InProcessEvidence:
 
     async def wrong_at(self, key: str) -> float | None:
         return self._wrong_at.get(key)
+
+    async def history(self, key: str) -> list[tuple[float, bool]]:
+        return list(self._history.get(key, ()))
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -100,7 +129,7 @@ def needed(max_error_rate: float, confidence: float) -> int:
 
 
 def learned_threshold(
-    checked: Sequence[int], wrong: Sequence[int], max_error_rate: float, confidence: float
+    checked: Sequence[int], wrong: Sequence[int], max_error_rate: float, confidence: float, start: int | None = None
 ) -> tuple[int | None, int]:
     """The lowest bin from which up the wrong share is shown under `max_error_rate`, and the verdicts
     from it up; (None, 0) when no bin is shown yet.
@@ -109,8 +138,13 @@ def learned_threshold(
     (Clopper-Pearson) one-sided test: the rate is shown under the bound when seeing as few wrongs
     as were seen would have probability at most `1 - confidence` at the bound itself. The test stops
     at the first threshold it cannot show (a fixed sequence: no correction for testing many). Only
-    bins with verdicts of their own are candidate thresholds: no threshold rests on no evidence."""
-    minimum = needed(max_error_rate, confidence)
+    bins with verdicts of their own are candidate thresholds: no threshold rests on no evidence.
+
+    `start`: the verdicts the first threshold tested must rest on (default: `needed`, the fewest
+    that can show the bound at all). A larger start lets the first test absorb a wrong verdict or a
+    few, so that one early wrong does not stop the whole sequence; it depends on counts only, never
+    on outcomes, so the sequence is still fixed before the outcomes are looked at."""
+    minimum = needed(max_error_rate, confidence) if start is None else start
     alpha = 1.0 - confidence
     best, above = None, 0
     total = bad = 0
@@ -118,11 +152,18 @@ def learned_threshold(
         total += checked[j]
         bad += wrong[j]
         if total < minimum or not checked[j]:
-            continue  # too little evidence yet, or none at this similarity: no threshold here
+            continue  # too little evidence yet, or none at this bin: no threshold here
         if binomial_cdf(bad, total, max_error_rate) > alpha:
             break
         best, above = j, total
     return best, above
+
+
+def risk_bin(risk: float) -> int:
+    """The bin of a candidate whose stored answer is wrong with probability `risk`."""
+    if not risk > 0.0:
+        return BINS - 1
+    return min(BINS - 1, max(0, int(-math.log(risk) / math.log(RATIO))))
 
 
 class ErrorBound:
@@ -164,15 +205,23 @@ class ErrorBound:
         self.margin = margin
         self.evidence: Evidence = evidence if evidence is not None else InProcessEvidence()
         self.refresh = refresh
-        self._bins = math.ceil((1.0 - floor) / WIDTH) + 1
+        self.model = RiskModel(floor)
         self._needed = needed(max_error_rate, confidence)
         self._random = random.Random(seed)
         self._clock = clock
+        self._cap: int | None = None
+        """The lowest risk bin served."""
         self._threshold: float | None = None
         self._above = 0
         self._refreshed = -math.inf
         self._pending = 0
-        """Verdicts recorded since the threshold was last computed."""
+        """Verdicts recorded since the cap was last computed."""
+        self._unfitted = self._fits = 0
+        """Verdicts recorded since the prior was last fitted; fits so far."""
+        self._judged: OrderedDict[str, None] = OrderedDict()
+        """Recently judged answers, whose verdicts fit the model's prior."""
+        self._asked: OrderedDict[tuple[str, float], int] = OrderedDict()
+        """Verifications under way: their risk bin when they were decided."""
         self._recent: deque[float] = deque()
         """When the verifications of the last minute were decided (only with a cap)."""
         self.on_capped: Callable[[], None] | None = None
@@ -180,11 +229,13 @@ class ErrorBound:
 
     @property
     def threshold(self) -> float | None:
-        """The similarity from which candidates are served (None: nothing is shown safe yet)."""
+        """The similarity from which a stored answer with no verdicts of its own is served (None:
+        nothing is shown safe yet). Answers with verdicts have thresholds of their own."""
         return self._threshold
 
-    def bin(self, similarity: float) -> int:
-        return min(self._bins - 1, max(0, int((similarity - self.floor) / WIDTH)))
+    async def risk(self, key: str, similarity: float) -> float:
+        """The estimated chance that `key`'s answer is wrong for a prompt at `similarity`."""
+        return self.model.risk(await self.evidence.history(key), similarity)
 
     async def decide(self, key: str, similarity: float) -> Decision:
         """What to do with the stored answer `key` for a prompt at `similarity` (guard passed)."""
@@ -192,8 +243,8 @@ class ErrorBound:
             return Decision.SKIP
         if self._clock() - self._refreshed >= self.refresh:
             await self._recompute()
-        threshold = self._threshold
-        servable = threshold is not None and similarity >= threshold
+        bin = risk_bin(await self.risk(key, similarity))
+        servable = self._cap is not None and bin >= self._cap
         if servable:
             wrong = await self.evidence.wrong_at(key)
             servable = wrong is None or similarity > wrong + self.margin
@@ -201,22 +252,51 @@ class ErrorBound:
             share = max(self.min_verify, min(1.0, EXPLORE * self._needed / max(1, self._above)))
             if self._random.random() >= share or not self._may_verify():
                 return Decision.SERVE
-            return Decision.VERIFY
-        return Decision.VERIFY if self._may_verify() else Decision.SKIP
+            return self._asking(key, similarity, bin)
+        return self._asking(key, similarity, bin) if self._may_verify() else Decision.SKIP
+
+    def _asking(self, key: str, similarity: float, bin: int) -> Decision:
+        self._asked[key, similarity] = bin
+        while len(self._asked) > 10_000:  # verdicts that never came
+            self._asked.popitem(last=False)
+        return Decision.VERIFY
 
     async def learn(self, key: str, similarity: float, wrong: bool) -> None:
-        """Record a verdict; the threshold follows (at once while evidence is scarce, then in steps)."""
-        await self.evidence.record(key, self.bin(similarity), similarity, wrong)
+        """Record a verdict; the cap follows (at once while evidence is scarce, then in steps)."""
+        asked = self._asked.pop((key, similarity), None)
+        bin = asked if asked is not None else risk_bin(await self.risk(key, similarity))
+        await self.evidence.record(key, bin, similarity, wrong)
+        self._judged.pop(key, None)
+        self._judged[key] = None
+        while len(self._judged) > FIT_ANSWERS:
+            self._judged.popitem(last=False)
         self._pending += 1
+        self._unfitted += 1
         if self._pending * 16 >= max(self._needed, self._above):
             await self._recompute()
 
     async def _recompute(self) -> None:
         self._refreshed = self._clock()
         self._pending = 0
-        checked, wrong = await self.evidence.tally(self._bins)
-        best, self._above = learned_threshold(checked, wrong, self.max_error_rate, self.confidence)
-        self._threshold = None if best is None else self.floor + best * WIDTH
+        if self._unfitted >= FIT_EVERY:
+            self._unfitted = 0
+            self._fits += 1
+            slopes = SLOPES if self._fits % 5 == 1 else (self.model.slope,)
+            self.model.fit([await self.evidence.history(key) for key in self._judged], slopes)
+        checked, wrong = await self.evidence.tally(BINS)
+        self._cap, self._above = learned_threshold(
+            checked, wrong, self.max_error_rate, self.confidence, START * self._needed
+        )
+        self._threshold = None if self._cap is None else self._fresh_threshold(self._cap)
+
+    def _fresh_threshold(self, cap: int) -> float | None:
+        no_verdicts: History = ()
+        steps = math.ceil((1.0 - self.floor) / WIDTH)
+        for step in range(steps + 1):
+            similarity = min(1.0, self.floor + step * WIDTH)
+            if risk_bin(self.model.risk(no_verdicts, similarity)) >= cap:
+                return similarity
+        return None
 
     def _may_verify(self) -> bool:
         cap = self.verifications_per_minute
@@ -234,4 +314,14 @@ class ErrorBound:
         return True
 
 
-__all__ = ["Decision", "ErrorBound", "Evidence", "InProcessEvidence", "binomial_cdf", "learned_threshold", "needed"]
+__all__ = [
+    "BINS",
+    "Decision",
+    "ErrorBound",
+    "Evidence",
+    "InProcessEvidence",
+    "binomial_cdf",
+    "learned_threshold",
+    "needed",
+    "risk_bin",
+]

@@ -6,7 +6,8 @@ changed number. The guard compares what a paraphrase keeps and a different quest
 numbers (in digits or in words), quoted strings, code, URLs and e-mail addresses, names
 (capitalised or mixed-case words past the start of a sentence, acronyms, words with digits),
 negation, verbs that invert a question (avoid, exclude, stop, ...), relative time (today, latest,
-this week, ...) and which way a direction or comparison goes. Any difference vetoes the match; the
+this week, ...), which way a direction or comparison goes, and what the question asks for (how,
+why, when, where, who, or yes or no). Any difference vetoes the match; the
 request goes upstream. Every rule reads from a table below, so each word can be tested alone.
 """
 
@@ -53,6 +54,7 @@ _CONTRASTS = [
         "enable disable",
         "beginner beginners intermediate advanced expert experts",
         "light dark",
+        "positive negative",
         "local remote",
         "min max minimum maximum",
         "increase decrease",
@@ -128,6 +130,16 @@ _DIRECTIONS = frozenset({"to", "into"})
 """Words whose nearest neighbours must not swap: `svn to git` is not `git to svn`."""
 _COMPARISONS = frozenset({"than", "vs", "versus"})
 """Words whose two sides must not swap: `Python faster than Java` is not `Java faster than Python`."""
+_ASKING = frozenset({"how", "why", "when", "where", "who"})
+"""What a question asks for, by its first question word: `How does DNA split?` is not `Why does DNA
+split?`. `what` and `which` ask for anything (`What is the reason ...` is a `why`), so a prompt whose
+first question word is one of them asks for nothing in particular, and agrees with any."""
+_YES_OR_NO = frozenset(
+    ("is", "are", "was", "were", "am", "can", "could", "do", "does", "did", "will", "would", "should", "shall")
+    + ("has", "have", "had", "may", "might", "must")
+)
+"""First words that make a yes-or-no question: `Can Islam be reformed?` is not `How can Islam be
+reformed?`, nor `Will he join?` `When will he join?`."""
 _STOPWORDS = frozenset(
     ("a", "an", "the", "is", "are", "was", "were", "be", "do", "does", "did", "i", "you", "we", "it", "this")
     + ("that", "of", "in", "on", "for", "with", "by", "at", "from", "and", "or", "how", "what", "which", "who")
@@ -156,6 +168,8 @@ class Facts:
     """The meanings of `_RELATIVE_TIME` words and phrases."""
     sides: tuple[frozenset[str], frozenset[str]] | None
     """The content words before and after the first comparison word, if there is one."""
+    asks: str | None = None
+    """The first question word, if it is one of `_ASKING`, or "yes or no" (`_YES_OR_NO`)."""
 
 
 def facts(text: str) -> Facts:
@@ -200,6 +214,9 @@ def facts(text: str) -> Facts:
     sides = None
     if pivot is not None:
         sides = (frozenset(w for j, w in content if j < pivot), frozenset(w for j, w in content if j > pivot))
+    asked = next((word for word in sequence if word in _ASKING or word in ("what", "which")), None)
+    if sequence and sequence[0] in _YES_OR_NO:
+        asked = "yes or no"
     return Facts(
         numbers,
         operators,
@@ -214,6 +231,7 @@ def facts(text: str) -> Facts:
         inverted,
         times,
         sides,
+        asked if asked in _ASKING or asked == "yes or no" else None,
     )
 
 
@@ -237,6 +255,7 @@ def agrees(a: str, b: str) -> bool:
         and not any(_swapped(a, b) for a in x.directions for b in y.directions)
         and not _swapped(x.sides, y.sides)
         and not _prefixed_opposites(x.words, y.words)
+        and (x.asks is None or y.asks is None or x.asks == y.asks)
     )
 
 

@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 from .._loop_clients import PerLoop
+from .risk import HISTORY
 
 _RAISE = """
 local seen = redis.call('GET', KEYS[1])
@@ -17,9 +18,10 @@ end
 
 
 class RedisEvidence:
-    """The per-bin tallies in one hash (`{prefix}tally`: `n<bin>` verdicts, `w<bin>` wrong ones),
-    per stored answer judged wrong, the highest similarity it was wrong at (`{prefix}wrong:<digest>`,
-    kept `keep` seconds), and the newest `max_outcomes` verification outcomes (`{prefix}outcomes`).
+    """The per-risk-bin tallies in one hash (`{prefix}risk`: `n<bin>` verdicts, `w<bin>` wrong ones);
+    per stored answer, its last verdicts (`{prefix}history:<digest>`, a list of `similarity:0|1`) and,
+    if judged wrong, the highest similarity it was wrong at (`{prefix}wrong:<digest>`), each kept
+    `keep` seconds; and the newest `max_outcomes` verification outcomes (`{prefix}outcomes`).
     Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds."""
 
     def __init__(
@@ -45,20 +47,25 @@ class RedisEvidence:
             self.url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
         )
 
-    def _wrong_key(self, key: str) -> str:
-        return f"{self.prefix}wrong:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+    def _answer_key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
     async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
         client = self._clients.get()
+        keep = max(1, int(self.keep))
+        history = self._answer_key("history", key)
         async with client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(f"{self.prefix}tally", f"n{bin}", 1)
+            pipe.hincrby(f"{self.prefix}risk", f"n{bin}", 1)
+            pipe.rpush(history, f"{similarity!r}:{int(wrong)}")
+            pipe.ltrim(history, -HISTORY, -1)
+            pipe.expire(history, keep)
             if wrong:
-                pipe.hincrby(f"{self.prefix}tally", f"w{bin}", 1)
-                pipe.eval(_RAISE, 1, self._wrong_key(key), repr(similarity), str(max(1, int(self.keep))))
+                pipe.hincrby(f"{self.prefix}risk", f"w{bin}", 1)
+                pipe.eval(_RAISE, 1, self._answer_key("wrong", key), repr(similarity), str(keep))
             await pipe.execute()
 
     async def tally(self, bins: int) -> tuple[list[int], list[int]]:
-        fields = await self._clients.get().hgetall(f"{self.prefix}tally")
+        fields = await self._clients.get().hgetall(f"{self.prefix}risk")
         checked, wrong = [0] * bins, [0] * bins
         for name, value in fields.items():
             name = name.decode() if isinstance(name, bytes) else str(name)
@@ -68,7 +75,7 @@ class RedisEvidence:
         return checked, wrong
 
     async def wrong_at(self, key: str) -> float | None:
-        value = await self._clients.get().get(self._wrong_key(key))
+        value = await self._clients.get().get(self._answer_key("wrong", key))
         return None if value is None else float(value)
 
     async def log_outcome(self, similarity: float, outcome: str) -> None:
@@ -88,6 +95,14 @@ class RedisEvidence:
             similarity, _, outcome = (record.decode() if isinstance(record, bytes) else str(record)).partition(" ")
             found.append((float(similarity), outcome))
         return found
+
+    async def history(self, key: str) -> list[tuple[float, bool]]:
+        verdicts = await self._clients.get().lrange(self._answer_key("history", key), 0, -1)
+        out = []
+        for verdict in verdicts:
+            similarity, _, wrong = (verdict.decode() if isinstance(verdict, bytes) else str(verdict)).partition(":")
+            out.append((float(similarity), wrong == "1"))
+        return out
 
     async def aclose(self) -> None:
         await self._clients.close()

@@ -199,10 +199,10 @@ def test_an_unrelated_word_starting_like_a_prefix_is_no_opposite() -> None:
 CONTRASTING = """
 today tomorrow yesterday tonight | before after | morning afternoon evening night
 daily weekly monthly yearly annual | enable disable | beginner beginners intermediate advanced expert experts
-light dark | local remote | min max minimum maximum | increase decrease | add remove delete | upload download
-import export | encrypt decrypt | buy sell | first last | ascending descending | oldest newest latest recent top
-cheapest nearest fastest best worst | input output | open close | start stop | north south east west
-inbound outbound | public private | synchronous asynchronous sync async
+light dark | positive negative | local remote | min max minimum maximum | increase decrease | add remove delete
+upload download | import export | encrypt decrypt | buy sell | first last | ascending descending
+oldest newest latest recent top | cheapest nearest fastest best worst | input output | open close | start stop
+north south east west | inbound outbound | public private | synchronous asynchronous sync async
 """
 """The contrast groups, as the guard's vocabulary: two words of one group make two questions."""
 GROUPS = [group.split() for group in CONTRASTING.replace("\n", " | ").split("|") if group.strip()]
@@ -517,3 +517,44 @@ def test_every_hyphenated_number_counts_as_its_digits(tens: str, value: int) -> 
 )
 def test_fractions_and_multiples_in_words_are_quantities(a: str, b: str, same: bool) -> None:
     assert agrees(a, b) is same
+
+
+ASKING = ["how", "why", "when", "where", "who"]
+"""The guard's question words that say what a question asks for."""
+
+
+@pytest.mark.parametrize("word", ASKING)
+def test_every_question_word_asks_for_something_else_than_every_other(word: str) -> None:
+    assert facts(f"{word} does the tide turn").asks == word
+    for other in ASKING:
+        same = other == word
+        assert agrees(f"{word} does the tide turn", f"{other} does the tide turn") is same, other
+
+
+@pytest.mark.parametrize("word", ["what", "which"])
+def test_what_and_which_ask_for_anything(word: str) -> None:
+    assert facts(f"{word} makes the tide turn, and why").asks is None  # the first question word decides
+    for other in ASKING:
+        assert agrees(f"{word} makes the tide turn", f"{other} does the tide turn"), other
+
+
+YES_OR_NO = [
+    *("is", "are", "was", "were", "am", "can", "could", "do", "does", "did", "will", "would", "should", "shall"),
+    *("has", "have", "had", "may", "might", "must"),
+]
+"""The guard's first words of a yes-or-no question."""
+
+
+@pytest.mark.parametrize("word", YES_OR_NO)
+def test_a_yes_or_no_question_is_not_a_question_word_s(word: str) -> None:
+    assert facts(f"{word} the tide turn").asks == "yes or no"
+    assert facts(f"why {word} the tide turn").asks == "why"  # only as the first word
+    for other in ASKING:
+        assert not agrees(f"{word} the tide turn", f"{other} {word} the tide turn"), other
+    assert agrees(f"{word} the tide turn", f"what {word} the tide turn")
+    assert agrees(f"{word} the tide turn", "is the tide turning")
+
+
+def test_a_prompt_without_a_question_word_asks_for_nothing_in_particular() -> None:
+    assert facts("tide turning explained").asks is None
+    assert agrees("tide turning explained", "why does the tide turn")
