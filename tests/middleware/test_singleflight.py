@@ -87,6 +87,14 @@ async def pair(fake_provider: Any) -> AsyncIterator[Pair]:
         await pod.close()
 
 
+async def about_to_lock(pod: LocalPod, store: SteppedRedis) -> tuple[asyncio.Future[dict[str, Any]], Held]:
+    """The pod's miss, started and held just before it tries to lock the key (it read no entry)."""
+    locking = store.hold("try_lock")
+    asking = asyncio.ensure_future(pod.ask())
+    await locking.wait()
+    return asking, locking
+
+
 def locks_left(url: str, store: RedisStore) -> list[bytes]:
     with syncredis.Redis.from_url(url) as raw:
         return list(raw.scan_iter(match=f"{store.lock_prefix}*"))
@@ -181,9 +189,7 @@ async def test_a_pod_that_locks_the_key_just_after_another_pod_stored_it_serves_
     fake_provider: Any, pair: Pair, redis_server: Any
 ) -> None:
     first, second, store = pair(redis_server.url)
-    locking = store.hold("try_lock")
-    asking = asyncio.ensure_future(second.ask())
-    await locking.wait()  # the second pod read no entry and is about to lock the key
+    asking, locking = await about_to_lock(second, store)
     led = await first.ask()  # meanwhile the first pod locks it, answers, stores and unlocks
     locking.resume()
     async with asyncio.timeout(10):
@@ -199,9 +205,7 @@ async def test_a_miss_cancelled_while_it_holds_the_lock_releases_it(
     fake_provider: Any, pair: Pair, redis_server: Any
 ) -> None:
     first, second, store = pair(redis_server.url)
-    locking = store.hold("try_lock")
-    asking = asyncio.ensure_future(second.ask())
-    await locking.wait()
+    asking, locking = await about_to_lock(second, store)
     looking = store.hold("get")
     locking.resume()
     await looking.wait()  # it took the lock and looks once more for an entry
@@ -246,9 +250,7 @@ async def test_a_store_error_while_locking_the_key_sends_the_miss_upstream_and_i
 ) -> None:
     server = redis_factory()
     _, second, store = pair(server.url)
-    locking = store.hold("try_lock")
-    asking = asyncio.ensure_future(second.ask())
-    await locking.wait()
+    asking, locking = await about_to_lock(second, store)
     await asyncio.to_thread(server.stop)
     locking.resume()
     async with asyncio.timeout(15):
