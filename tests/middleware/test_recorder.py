@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from llm_cache.middleware._entry import unpack
 from llm_cache.middleware._hooks import AnswerView
 from llm_cache.middleware.providers import DEFAULT_ENDPOINTS, RequestView, StreamAssembler
 from llm_cache.middleware.providers.openai import ChatCompletions
@@ -211,10 +212,23 @@ async def test_a_fallback_groups_answer_is_stored_only_when_cache_fallbacks_is_o
     assert store.ttls == [30.0]
 
 
-async def test_an_answer_a_router_made_is_held_to_the_same_status_and_media_type_rules(spans: Spans) -> None:
-    cache = Cache(telemetry=spans.telemetry)
-    assert outcomes(await twice(cache, answering(201, x_router_deployment="primary"))) == ["MISS", "MISS"]
-    assert spans.reasons() == ["status 201 is not cacheable"] * 2
+@pytest.mark.parametrize(
+    ("origin", "settings"),
+    [
+        ({"x_router_deployment": "primary"}, {}),
+        ({"x_router_deployment": "backup", "x_router_fallback_from": "gpt-4o"}, {"cache_fallbacks": True}),
+    ],
+    ids=["own-group", "fallback-group"],
+)
+async def test_an_answer_a_router_made_is_held_to_the_same_status_and_media_type_rules(
+    spans: Spans, origin: dict[str, str], settings: dict[str, Any]
+) -> None:
+    cache = Cache(telemetry=spans.telemetry, **settings)
+    assert outcomes(await twice(cache, answering(201, **origin))) == ["MISS", "MISS"]
+    assert outcomes(await twice(cache, answering(content_type="text/plain", **origin))) == ["MISS", "MISS"]
+    assert (
+        spans.reasons() == ["status 201 is not cacheable"] * 2 + ["content-type text/plain is not application/json"] * 2
+    )
 
 
 async def test_an_after_answer_hooks_veto_is_the_reason_given_and_its_ttl_is_kept_otherwise(spans: Spans) -> None:
@@ -240,19 +254,37 @@ async def test_a_stream_answered_in_another_media_type_is_passed_on_and_not_stor
     assert spans.reasons() == ["content-type application/json is not text/event-stream"]
 
 
-async def test_an_upstream_that_fails_stores_nothing_and_its_error_type_is_the_calls(spans: Spans) -> None:
-    def unreachable(request: httpx2.Request) -> httpx2.Response:
-        raise httpx2.ConnectError("connection refused", request=request)
+class BreaksOff(httpx2.AsyncByteStream):
+    """A body that fails after its first bytes, as a dropped connection does."""
 
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield ANSWER[:10]
+        raise httpx2.ReadError("connection reset")
+
+
+def refusing(request: httpx2.Request) -> httpx2.Response:
+    raise httpx2.ConnectError("connection refused", request=request)
+
+
+def breaking_off(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(200, headers={"content-type": "application/json"}, stream=BreaksOff())
+
+
+@pytest.mark.parametrize(
+    ("fails", "error"), [(refusing, httpx2.ConnectError), (breaking_off, httpx2.ReadError)], ids=["before", "during"]
+)
+async def test_an_upstream_that_fails_before_or_during_its_answer_stores_nothing_and_its_error_is_the_calls(
+    spans: Spans, fails: Any, error: type[Exception]
+) -> None:
     cache = Cache(telemetry=spans.telemetry)
     async with httpx2.AsyncClient(
-        transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(unreachable))
+        transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(fails))
     ) as http:
-        with pytest.raises(httpx2.ConnectError):
+        with pytest.raises(error):
             await http.post(URL, json=BODY, headers=AUTH)
     (call,) = [span for span in spans.exporter.get_finished_spans() if not span.name.startswith("llm_cache.")]
-    assert (call.attributes or {})["error.type"] == "ConnectError"
-    assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)
+    assert (call.attributes or {})["error.type"] == error.__name__
+    assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)  # counted once, though the response is closed too
     assert cache.telemetry.snapshot()["llm_cache_not_stored"] == {("upstream_failed",): 1}
 
 
@@ -293,17 +325,22 @@ async def streamed_once(cache: Cache, upstream: httpx2.MockTransport, **body: An
 async def test_the_usage_chunk_the_cache_asked_for_is_hidden_from_a_success_stream_only(
     status: int, seen: bytes
 ) -> None:
-    _, raw = await streamed_once(Cache(), streaming(status=status))
+    response, raw = await streamed_once(Cache(), streaming(status=status, content_length=str(len(STREAM))))
     assert raw == seen + b"data: [DONE]\n\n"
+    length = None if status == 200 else str(len(STREAM))  # the upstream's length, dropped when bytes are
+    assert (response.headers.get("content-length"), response.headers["content-type"]) == (length, "text/event-stream")
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
 async def test_a_streams_last_event_reaches_the_caller_even_without_its_closing_blank_line(encoding: str) -> None:
     unended = CONTENT_CHUNK + USAGE_CHUNK + b"data: [DONE]"
     sent = gzip.compress(unended) if encoding == "gzip" else unended
-    response, raw = await streamed_once(Cache(), streaming(sent, content_encoding=encoding))
+    response, raw = await streamed_once(
+        Cache(), streaming(sent, content_encoding=encoding, content_length=str(len(sent)))
+    )
     assert raw == CONTENT_CHUNK + b"data: [DONE]"  # decoded for the caller, the added usage chunk hidden
     assert response.headers.get("content-encoding") == (None if encoding == "gzip" else "identity")
+    assert "content-length" not in response.headers
 
 
 async def test_a_stream_in_an_encoding_the_cache_cannot_read_reaches_the_caller_as_sent_with_a_warning(
@@ -373,10 +410,6 @@ async def answer_to(cache: Cache, upstream: httpx2.MockTransport) -> int:
             return 0
 
 
-def refusing(request: httpx2.Request) -> httpx2.Response:
-    raise httpx2.ConnectError("connection refused", request=request)
-
-
 @pytest.mark.parametrize(
     ("upstream", "status", "stored"),
     [(answering(), 200, 1), (answering(201), 201, 0), (httpx2.MockTransport(refusing), 0, 0)],
@@ -410,3 +443,13 @@ async def test_an_app_failing_mid_answer_gives_the_call_its_error_type_and_store
     (call,) = [span for span in spans.exporter.get_finished_spans() if not span.name.startswith("llm_cache.")]
     assert (call.attributes or {})["error.type"] == "RuntimeError"
     assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_entry_records_whether_it_was_assembled_from_a_stream(stream: bool) -> None:
+    store = CountingStore()
+    response, _ = await raw_once(Cache(store), streaming() if stream else answering(), {**BODY, "stream": stream})
+    stored = await store.get(response.headers["x-cache-key"])
+    assert stored is not None
+    entry = unpack(stored)
+    assert (entry.from_stream, entry.usage_requested, entry.status) == (stream, True, 200)
