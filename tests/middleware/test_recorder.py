@@ -29,6 +29,7 @@ from llm_cache.middleware.stores import RedisStore
 from llm_cache.middleware.telemetry import Telemetry
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_plan import ANSWER, BODY
+from tests.middleware.test_relay import SSE, relaying
 from tests.support.stores import CountingStore
 
 URL = "http://provider.test/v1/chat/completions"
@@ -453,3 +454,13 @@ async def test_an_entry_records_whether_it_was_assembled_from_a_stream(stream: b
     assert stored is not None
     entry = unpack(stored)
     assert (entry.from_stream, entry.usage_requested, entry.status) == (stream, True, 200)
+
+
+async def test_a_stream_stored_at_its_terminal_event_is_not_stored_again_when_its_body_ends() -> None:
+    cache = Cache()
+    relay = await relaying(cache, {**BODY, "stream": True}, SSE)
+    _, work = relay.chunk(STREAM)
+    assert work is not None and await work is True
+    assert relay.last() == b""
+    assert await relay.finished() is False  # finished once already: nothing more is stored
+    assert (cache.stats.stored, cache.stats.not_stored) == (1, 0)
