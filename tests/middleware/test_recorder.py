@@ -7,27 +7,46 @@ provider only. The reason is read where an operator reads it: the span event of 
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
 import orjson
 import pytest
+import redis as syncredis
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from llm_cache.middleware._entry import unpack
 from llm_cache.middleware._hooks import AnswerView
+from llm_cache.middleware.providers import DEFAULT_ENDPOINTS, RequestView, StreamAssembler
+from llm_cache.middleware.providers.openai import ChatCompletions
+from llm_cache.middleware.stores import RedisStore
 from llm_cache.middleware.telemetry import Telemetry
+from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_plan import ANSWER, BODY
+from tests.middleware.test_relay import SSE, relaying
 from tests.support.stores import CountingStore
 
 URL = "http://provider.test/v1/chat/completions"
 AUTH = {"authorization": "Bearer sk-recorder"}
 PARTIAL = b'data: {"id":"c","object":"chat.completion.chunk","choices":[]}\n\n'
 """A chat stream's first chunk, without the terminal event."""
+USAGE_CHUNK = (
+    b'data: {"id":"c","object":"chat.completion.chunk","choices":[],'
+    b'"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}\n\n'
+)
+"""The usage-only chunk an upstream sends when asked for `stream_options.include_usage`."""
+CONTENT_CHUNK = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"4"},"finish_reason":"stop"}]}\n\n'
+)
+STREAM = CONTENT_CHUNK + USAGE_CHUNK + b"data: [DONE]\n\n"
+"""A complete chat stream, with the usage chunk the cache asks for on a stream whose caller did not."""
 
 
 class Spans:
@@ -71,11 +90,11 @@ async def twice(cache: Cache, upstream: httpx2.MockTransport, **headers: str) ->
     return first, second
 
 
-async def raw_once(cache: Cache, upstream: httpx2.MockTransport) -> tuple[httpx2.Response, bytes]:
+async def raw_once(cache: Cache, upstream: httpx2.MockTransport, body: Any = BODY) -> tuple[httpx2.Response, bytes]:
     """One request through the cache, and the body bytes the caller received, undecoded."""
     async with (
         httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=upstream)) as http,
-        http.stream("POST", URL, json=BODY, headers=AUTH) as response,
+        http.stream("POST", URL, json=body, headers=AUTH) as response,
     ):
         return response, b"".join([chunk async for chunk in response.aiter_raw()])
 
@@ -194,10 +213,23 @@ async def test_a_fallback_groups_answer_is_stored_only_when_cache_fallbacks_is_o
     assert store.ttls == [30.0]
 
 
-async def test_an_answer_a_router_made_is_held_to_the_same_status_and_media_type_rules(spans: Spans) -> None:
-    cache = Cache(telemetry=spans.telemetry)
-    assert outcomes(await twice(cache, answering(201, x_router_deployment="primary"))) == ["MISS", "MISS"]
-    assert spans.reasons() == ["status 201 is not cacheable"] * 2
+@pytest.mark.parametrize(
+    ("origin", "settings"),
+    [
+        ({"x_router_deployment": "primary"}, {}),
+        ({"x_router_deployment": "backup", "x_router_fallback_from": "gpt-4o"}, {"cache_fallbacks": True}),
+    ],
+    ids=["own-group", "fallback-group"],
+)
+async def test_an_answer_a_router_made_is_held_to_the_same_status_and_media_type_rules(
+    spans: Spans, origin: dict[str, str], settings: dict[str, Any]
+) -> None:
+    cache = Cache(telemetry=spans.telemetry, **settings)
+    assert outcomes(await twice(cache, answering(201, **origin))) == ["MISS", "MISS"]
+    assert outcomes(await twice(cache, answering(content_type="text/plain", **origin))) == ["MISS", "MISS"]
+    assert (
+        spans.reasons() == ["status 201 is not cacheable"] * 2 + ["content-type text/plain is not application/json"] * 2
+    )
 
 
 async def test_an_after_answer_hooks_veto_is_the_reason_given_and_its_ttl_is_kept_otherwise(spans: Spans) -> None:
@@ -223,19 +255,37 @@ async def test_a_stream_answered_in_another_media_type_is_passed_on_and_not_stor
     assert spans.reasons() == ["content-type application/json is not text/event-stream"]
 
 
-async def test_an_upstream_that_fails_stores_nothing_and_its_error_type_is_the_calls(spans: Spans) -> None:
-    def unreachable(request: httpx2.Request) -> httpx2.Response:
-        raise httpx2.ConnectError("connection refused", request=request)
+class BreaksOff(httpx2.AsyncByteStream):
+    """A body that fails after its first bytes, as a dropped connection does."""
 
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield ANSWER[:10]
+        raise httpx2.ReadError("connection reset")
+
+
+def refusing(request: httpx2.Request) -> httpx2.Response:
+    raise httpx2.ConnectError("connection refused", request=request)
+
+
+def breaking_off(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(200, headers={"content-type": "application/json"}, stream=BreaksOff())
+
+
+@pytest.mark.parametrize(
+    ("fails", "error"), [(refusing, httpx2.ConnectError), (breaking_off, httpx2.ReadError)], ids=["before", "during"]
+)
+async def test_an_upstream_that_fails_before_or_during_its_answer_stores_nothing_and_its_error_is_the_calls(
+    spans: Spans, fails: Any, error: type[Exception]
+) -> None:
     cache = Cache(telemetry=spans.telemetry)
     async with httpx2.AsyncClient(
-        transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(unreachable))
+        transport=AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(fails))
     ) as http:
-        with pytest.raises(httpx2.ConnectError):
+        with pytest.raises(error):
             await http.post(URL, json=BODY, headers=AUTH)
     (call,) = [span for span in spans.exporter.get_finished_spans() if not span.name.startswith("llm_cache.")]
-    assert (call.attributes or {})["error.type"] == "ConnectError"
-    assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)
+    assert (call.attributes or {})["error.type"] == error.__name__
+    assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)  # counted once, though the response is closed too
     assert cache.telemetry.snapshot()["llm_cache_not_stored"] == {("upstream_failed",): 1}
 
 
@@ -257,3 +307,160 @@ async def test_a_stream_read_to_its_end_without_a_terminal_event_is_not_stored(s
         answer = await http.post(URL, json={**BODY, "stream": True}, headers=AUTH)
     assert answer.content == PARTIAL
     assert spans.reasons() == ["stream incomplete: no terminal event"]
+
+
+# -- what the caller of a stream sees ---------------------------------------------------------------
+
+
+def streaming(content: bytes = STREAM, status: int = 200, **headers: str) -> httpx2.MockTransport:
+    return answering(status, content, content_type="text/event-stream", **headers)
+
+
+async def streamed_once(cache: Cache, upstream: httpx2.MockTransport, **body: Any) -> tuple[httpx2.Response, bytes]:
+    """One stream request (BODY with `stream` and these fields) through the cache, and the body bytes
+    its caller received, undecoded."""
+    return await raw_once(cache, upstream, {**BODY, "stream": True, **body})
+
+
+@pytest.mark.parametrize(("status", "seen"), [(200, CONTENT_CHUNK), (300, CONTENT_CHUNK + USAGE_CHUNK)])
+async def test_the_usage_chunk_the_cache_asked_for_is_hidden_from_a_success_stream_only(
+    status: int, seen: bytes
+) -> None:
+    response, raw = await streamed_once(Cache(), streaming(status=status, content_length=str(len(STREAM))))
+    assert raw == seen + b"data: [DONE]\n\n"
+    length = None if status == 200 else str(len(STREAM))  # the upstream's length, dropped when bytes are
+    assert (response.headers.get("content-length"), response.headers["content-type"]) == (length, "text/event-stream")
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_a_streams_last_event_reaches_the_caller_even_without_its_closing_blank_line(encoding: str) -> None:
+    unended = CONTENT_CHUNK + USAGE_CHUNK + b"data: [DONE]"
+    sent = gzip.compress(unended) if encoding == "gzip" else unended
+    response, raw = await streamed_once(
+        Cache(), streaming(sent, content_encoding=encoding, content_length=str(len(sent)))
+    )
+    assert raw == CONTENT_CHUNK + b"data: [DONE]"  # decoded for the caller, the added usage chunk hidden
+    assert response.headers.get("content-encoding") == (None if encoding == "gzip" else "identity")
+    assert "content-length" not in response.headers
+
+
+async def test_a_stream_in_an_encoding_the_cache_cannot_read_reaches_the_caller_as_sent_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware"):
+        response, raw = await streamed_once(Cache(), streaming(b"\x1b\x00", content_encoding="br"))
+    assert (response.headers["content-encoding"], raw) == ("br", b"\x1b\x00")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "llm_cache.middleware"]
+    assert warnings == ["cannot hide the usage chunk in a br-encoded stream"]
+
+
+class FailingAssembler:
+    """A chat stream assembler that reads every chunk, then fails `at` one step: raising while fed
+    (after reading the chunk) or when asked for the result."""
+
+    def __init__(self, inner: StreamAssembler, at: str) -> None:
+        self._inner, self._at = inner, at
+
+    @property
+    def complete(self) -> bool:
+        return self._inner.complete
+
+    def feed(self, chunk: bytes) -> None:
+        self._inner.feed(chunk)
+        if self._at == "feed":
+            raise ValueError("an event this adapter cannot read")
+
+    def result(self) -> bytes | None:
+        if self._at == "result":
+            raise ValueError("an answer this adapter cannot assemble")
+        return self._inner.result()
+
+
+class ChatAssembledBadly(ChatCompletions):
+    """Chat completions, as an operator's own adapter might be: its assembler fails `at` one step."""
+
+    def __init__(self, at: str) -> None:
+        super().__init__()
+        self.at = at
+
+    def assembler(self, request: RequestView) -> StreamAssembler:
+        return FailingAssembler(super().assembler(request), self.at)
+
+
+@pytest.mark.parametrize("at", ["feed", "result"])
+async def test_a_stream_its_adapter_fails_to_assemble_reaches_the_caller_whole_and_is_not_stored(
+    spans: Spans, at: str
+) -> None:
+    cache = Cache(endpoints=(ChatAssembledBadly(at), *DEFAULT_ENDPOINTS), telemetry=spans.telemetry)
+    for _ in range(2):  # the caller asked for usage itself: the stream is relayed as sent
+        response, raw = await streamed_once(cache, streaming(), stream_options={"include_usage": True})
+        assert (response.headers["x-cache"], raw) == ("MISS", STREAM)
+    assert spans.reasons() == ["stream could not be assembled"] * 2
+    assert cache.stats.stored == 0
+
+
+# -- the distributed lock, and the error a failed call is given ------------------------------------
+
+
+async def answer_to(cache: Cache, upstream: httpx2.MockTransport) -> int:
+    """The status of one request through the cache (0: the upstream failed)."""
+    async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=upstream)) as http:
+        try:
+            return (await http.post(URL, json=BODY, headers=AUTH)).status_code
+        except httpx2.ConnectError:
+            return 0
+
+
+@pytest.mark.parametrize(
+    ("upstream", "status", "stored"),
+    [(answering(), 200, 1), (answering(201), 201, 0), (httpx2.MockTransport(refusing), 0, 0)],
+    ids=["stored", "not-storable", "upstream-failed"],
+)
+async def test_the_distributed_lock_a_miss_took_is_released_however_its_answer_ends(
+    redis_server: Any, upstream: httpx2.MockTransport, status: int, stored: int
+) -> None:
+    prefix = unique_prefix()
+    cache = Cache(RedisStore(redis_server.url, prefix=prefix, **SLACK))
+    try:
+        assert await answer_to(cache, upstream) == status
+    finally:
+        await cache.close()
+    assert (cache.stats.stored, cache.stats.store_errors) == (stored, 0)
+    with syncredis.Redis.from_url(redis_server.url) as raw:
+        assert list(raw.scan_iter(match=f"{prefix}lock:*")) == []
+
+
+async def test_an_app_failing_mid_answer_gives_the_call_its_error_type_and_stores_nothing(spans: Spans) -> None:
+    async def breaks_off(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": ANSWER[:10], "more_body": True})
+        raise RuntimeError("the app broke off its answer")
+
+    cache = Cache(telemetry=spans.telemetry)
+    app = CacheMiddleware(breaks_off, cache=cache)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://app") as http:
+        with pytest.raises(RuntimeError):
+            await http.post("/v1/chat/completions", json=BODY, headers=AUTH)
+    (call,) = [span for span in spans.exporter.get_finished_spans() if not span.name.startswith("llm_cache.")]
+    assert (call.attributes or {})["error.type"] == "RuntimeError"
+    assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_entry_records_whether_it_was_assembled_from_a_stream(stream: bool) -> None:
+    store = CountingStore()
+    response, _ = await raw_once(Cache(store), streaming() if stream else answering(), {**BODY, "stream": stream})
+    stored = await store.get(response.headers["x-cache-key"])
+    assert stored is not None
+    entry = unpack(stored)
+    assert (entry.from_stream, entry.usage_requested, entry.status) == (stream, True, 200)
+
+
+async def test_a_stream_stored_at_its_terminal_event_is_not_stored_again_when_its_body_ends() -> None:
+    cache = Cache()
+    relay = await relaying(cache, {**BODY, "stream": True}, SSE)
+    _, work = relay.chunk(STREAM)
+    assert work is not None and await work is True
+    assert relay.last() == b""
+    assert await relay.finished() is False  # finished once already: nothing more is stored
+    assert (cache.stats.stored, cache.stats.not_stored) == (1, 0)

@@ -2,18 +2,112 @@
 
 Two pods share a Redis (each a `LocalPod`: its own Cache, single-flight and Redis client), and the
 fake provider holds the first pod's upstream call so the others are seen waiting before it answers.
+Where a test acts between two of a pod's steps (another pod answers, Redis goes away), that pod's
+store is a `SteppedRedis`, which holds its next read or lock attempt until the test lets it go.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis as syncredis
 
-from tests.middleware.stores.conftest import unique_prefix
+from llm_cache.middleware.stores import RedisStore
+from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_distributed import CHAT, LocalPod, redis_pod, second_waiting_on_first, until
+from tests.support.stores import CountingStore
+
+
+class Held:
+    """One store call held before it is sent: `reached` once a pod makes it, sent on `resume()`."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.resumed = asyncio.Event()
+
+    async def wait(self) -> None:
+        async with asyncio.timeout(10):
+            await self.reached.wait()
+
+    def resume(self) -> None:
+        self.resumed.set()
+
+
+class SteppedRedis(RedisStore):
+    """A RedisStore that notes when each read is made and can hold its next `get` or `try_lock`."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(url, prefix=prefix, **SLACK)
+        self.reads: list[float] = []
+        self._held: dict[str, Held] = {}
+
+    def hold(self, operation: str) -> Held:
+        held = self._held[operation] = Held()
+        return held
+
+    async def _step(self, operation: str) -> None:
+        held = self._held.pop(operation, None)
+        if held is not None:
+            held.reached.set()
+            await held.resumed.wait()
+
+    async def get(self, key: str) -> bytes | None:
+        self.reads.append(time.monotonic())
+        await self._step("get")
+        return await super().get(key)
+
+    async def try_lock(self, key: str, ttl: float) -> str | None:
+        await self._step("try_lock")
+        return await super().try_lock(key, ttl)
+
+
+Pair = Callable[..., tuple[LocalPod, LocalPod, SteppedRedis]]
+
+
+@pytest.fixture
+async def pair(fake_provider: Any) -> AsyncIterator[Pair]:
+    """Makes two pods on the Redis at a URL, the second with these settings and a `SteppedRedis`;
+    all closed at the end."""
+    made: list[LocalPod] = []
+
+    def make(url: str, **settings: Any) -> tuple[LocalPod, LocalPod, SteppedRedis]:
+        prefix = unique_prefix()
+        store = SteppedRedis(url, prefix)
+        first = redis_pod(url, prefix, fake_provider.openai_base_url)
+        second = LocalPod(store, fake_provider.openai_base_url, **settings)
+        made.extend((first, second))
+        return first, second, store
+
+    yield make
+    for pod in made:
+        await pod.close()
+
+
+async def about_to_lock(pod: LocalPod, store: SteppedRedis) -> tuple[asyncio.Future[dict[str, Any]], Held]:
+    """The pod's miss, started and held just before it tries to lock the key (it read no entry)."""
+    locking = store.hold("try_lock")
+    asking = asyncio.ensure_future(pod.ask())
+    await locking.wait()
+    return asking, locking
+
+
+def locks_left(url: str, store: RedisStore) -> list[bytes]:
+    with syncredis.Redis.from_url(url) as raw:
+        return list(raw.scan_iter(match=f"{store.lock_prefix}*"))
+
+
+def store_errors(pod: LocalPod) -> dict[str, int]:
+    """operation -> store errors counted by the pod's telemetry."""
+    counted = pod.cache.telemetry.snapshot().get("llm_cache_store_errors", {})
+    return {operation: n for (_, operation), n in counted.items()}
+
+
+def coalesced_waits(pod: LocalPod) -> int:
+    return int(pod.cache.telemetry.snapshot().get("llm_cache_coalesced_waits", {}).get((), 0))
 
 
 @pytest.fixture
@@ -67,3 +161,120 @@ async def test_a_miss_cancelled_while_waiting_on_another_pods_lock_is_cancelled_
     assert fake_provider.count(CHAT) == 1
     assert second.stats.lock_hits == 1
     assert second.stats.store_errors == 0  # the cancelled miss held no lock, and released none
+
+
+async def test_identical_misses_in_one_process_are_answered_by_the_first_ones_call_and_counted_as_coalesced(
+    fake_provider: Any,
+) -> None:
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url)
+    fake_provider.hold()
+    try:
+        leading = asyncio.ensure_future(pod.ask())
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 1, 10)
+        joined = [asyncio.ensure_future(pod.ask()) for _ in range(2)]
+        await until(lambda: store.reads == 3, 10, "both later misses reading the store, then waiting")
+    finally:
+        fake_provider.release()
+    async with asyncio.timeout(15):
+        led, *answers = await asyncio.gather(leading, *joined)
+    await pod.close()
+
+    assert [(answer["x_cache"], answer["id"]) for answer in answers] == [("HIT", led["id"])] * 2
+    assert fake_provider.count(CHAT) == 1
+    assert (pod.stats.coalesced, coalesced_waits(pod)) == (2, 2)
+
+
+async def test_a_pod_that_locks_the_key_just_after_another_pod_stored_it_serves_that_answer_and_frees_the_lock(
+    fake_provider: Any, pair: Pair, redis_server: Any
+) -> None:
+    first, second, store = pair(redis_server.url)
+    asking, locking = await about_to_lock(second, store)
+    led = await first.ask()  # meanwhile the first pod locks it, answers, stores and unlocks
+    locking.resume()
+    async with asyncio.timeout(10):
+        answer = await asking
+
+    assert (led["x_cache"], answer["x_cache"], answer["id"]) == ("MISS", "HIT", led["id"])
+    assert fake_provider.count(CHAT) == 1
+    assert (second.stats.lock_waits, second.stats.lock_hits, coalesced_waits(second)) == (0, 0, 1)
+    assert locks_left(redis_server.url, store) == []
+
+
+async def test_a_miss_cancelled_while_it_holds_the_lock_releases_it(
+    fake_provider: Any, pair: Pair, redis_server: Any
+) -> None:
+    first, second, store = pair(redis_server.url)
+    asking, locking = await about_to_lock(second, store)
+    looking = store.hold("get")
+    locking.resume()
+    await looking.wait()  # it took the lock and looks once more for an entry
+    asking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+
+    assert locks_left(redis_server.url, store) == []
+    led = await first.ask()
+    assert (led["x_cache"], first.stats.lock_waits) == ("MISS", 0)
+
+
+LOCK_WAIT = 1.5
+
+
+async def test_a_waiter_polls_at_most_a_tenth_of_a_second_apart_until_lock_wait_then_goes_upstream(
+    fake_provider: Any, pair: Pair, redis_server: Any
+) -> None:
+    first, second, store = pair(redis_server.url, lock_wait=LOCK_WAIT)
+    fake_provider.hold()
+    try:
+        leading = asyncio.ensure_future(first.ask())
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 1, 10)
+        waiting = asyncio.ensure_future(second.ask())
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 2, 15)  # it gave up waiting: upstream itself
+    finally:
+        fake_provider.release()
+    async with asyncio.timeout(15):
+        led, waited = await asyncio.gather(leading, waiting)
+
+    assert (led["x_cache"], waited["x_cache"]) == ("MISS", "MISS")
+    assert (second.stats.lock_waits, second.stats.lock_hits) == (1, 0)
+    lookup, *polls = store.reads
+    gaps = [later - earlier for earlier, later in zip(store.reads, polls, strict=False)]
+    assert polls[-1] - lookup > LOCK_WAIT - 0.2  # the last poll comes within one delay of lock_wait
+    assert max(gaps) < 1.0  # 0.1 s at most; the room is for a loaded machine (a stalled loop), still under 1.1 s
+    assert len(polls) <= 25  # a delay doubling from 5 ms: 19 polls in 1.5 s, fewer when the machine is slow
+
+
+async def test_a_store_error_while_locking_the_key_sends_the_miss_upstream_and_is_counted_as_a_lock_error(
+    fake_provider: Any, pair: Pair, redis_factory: Any
+) -> None:
+    server = redis_factory()
+    _, second, store = pair(server.url)
+    asking, locking = await about_to_lock(second, store)
+    await asyncio.to_thread(server.stop)
+    locking.resume()
+    async with asyncio.timeout(15):
+        answer = await asking
+
+    assert (answer["status"], answer["x_cache"]) == (200, "MISS")
+    assert fake_provider.count(CHAT) == 1
+    assert store_errors(second) == {"lock": 1, "set": 1}  # then its answer could not be stored either
+
+
+async def test_redis_going_away_while_a_pod_waits_on_a_lock_is_counted_by_each_pod_under_the_failed_operation(
+    fake_provider: Any, pair: Pair, redis_factory: Any
+) -> None:
+    server = redis_factory()
+    first, second, store = pair(server.url)
+    async with second_waiting_on_first(fake_provider, first, second) as calls:
+        polling = store.hold("get")
+        await polling.wait()  # the waiter's next poll, not sent yet
+        await asyncio.to_thread(server.stop)
+        polling.resume()
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 2, 15)  # the waiter went upstream itself
+    async with asyncio.timeout(15):
+        led, waited = await asyncio.gather(*calls)
+
+    assert [(answer["status"], answer["x_cache"]) for answer in (led, waited)] == [(200, "MISS")] * 2
+    assert store_errors(second) == {"get": 1, "set": 1}
+    assert store_errors(first) == {"set": 1, "unlock": 1}  # the leader's write, then its unlock

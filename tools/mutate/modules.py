@@ -55,6 +55,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     ),
     "middleware/_recorder.py": (
         "tests/middleware/test_recorder.py",
+        "tests/middleware/test_relay.py",
         "tests/middleware/test_engine.py",
         "tests/middleware/test_plan.py",
         "tests/middleware/test_what_may_be_stored.py",
