@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import random
 from typing import Any
 
 import httpx2
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from llm_cache.router import STREAM_FAILED, RouterTransport
+from llm_cache.router import STREAM_FAILED, Router, RouterTransport
+from llm_cache.router._core import Send, Sent, Sleep
 
 from .conftest import dep
+from .test_hostile_bodies import nested, parse_limit
 
 SETTINGS = {"backoff_initial": 0.5, "backoff_jitter": 0.0, "timeout": 5.0}
 
@@ -274,6 +281,14 @@ def test_cooldown_removes_a_failing_deployment_and_half_open_brings_it_back(fake
     assert chat(router).headers["x-router-deployment"] == "a"
 
 
+def test_a_deployment_starting_to_cool_down_says_so_in_the_log_with_how_long(fakes, make_router, caplog):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "20"}, None))
+    router = make_router(one_group(dep(a), num_retries=0))
+    with caplog.at_level(logging.INFO, logger="llm_cache.router"):
+        assert chat(router).status_code == 429
+    assert "router: deployment a cooling down for 20.0s" in caplog.messages
+
+
 def test_failed_probe_cools_down_again(fakes, make_router, clock):
     a, b = fakes["a"], fakes["b"]
     a.fail(*[("status", 500, None, None)] * 3)
@@ -445,6 +460,30 @@ def test_least_busy_counts_open_streams_in_flight(fakes, make_router):
     assert router.deployment_state(busy).in_flight == 0
 
 
+async def test_a_router_given_no_async_sleep_waits_between_async_attempts_on_the_event_loop(fakes):
+    a = fakes["a"].fail(("status", 500, None, None))
+    router = Router(one_group(dep(a), num_retries=1, backoff_initial=0.01), rng=random.Random(7))
+    async with httpx2.AsyncClient(transport=RouterTransport(router), base_url="https://x/v1") as c:
+        resp = await c.post("/chat/completions", json={"model": "gpt", "messages": []})
+    assert (resp.status_code, resp.headers["x-router-attempts"], a.count) == (200, "2", 2)
+
+
+def test_close_closes_the_sync_transports_send_sync_opened(fakes, make_router):
+    router = make_router(one_group(dep(fakes["a"])))
+    request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", json={"model": "gpt"})
+    router.send_sync(request).read()
+    assert list(router._default_transports) == [("httpx2", False)]
+    router.close()
+    assert router._default_transports == {}
+
+
+def test_a_group_is_found_by_its_name(make_router):
+    router = make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}})
+    assert [d.id for d in router.group("gpt").deployments] == ["a"]
+    with pytest.raises(KeyError):
+        router.group("other")
+
+
 def test_an_attempt_counts_in_its_deployments_usage_and_a_success_in_its_latency(fakes, make_router):
     a = fakes["a"].fail(("status", 500, None, None))
     router = make_router(one_group(dep(a), num_retries=1, allowed_fails=10))
@@ -576,3 +615,133 @@ def test_a_failed_chain_answers_with_the_last_provider_that_spoke_not_a_cooling_
     assert resp.status_code == 500 and resp.headers["x-router-deployment"] == "a"
     assert (a.count, b.count) == (1, 1)
     assert "router: falling back from gpt to second (server_error)" in caplog.messages
+
+
+# ----------------------------------------------------------------------------- the plan, driven by hand
+#
+# `Router.plan` is sans-I/O: these tests answer its `Send`s themselves, so the clock moves exactly as
+# long as the test says a provider took.
+
+
+def planned(router: Any, body: dict[str, Any] | bytes) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", content=raw)
+    return router.plan(router.prepare(httpx2, request, raw))
+
+
+def answer(status: int) -> Sent:
+    body = json.dumps({"error": {"message": f"fake {status}", "type": "fake"}}).encode()
+    return Sent(response=httpx2.Response(status, content=body), body=body)
+
+
+def test_a_request_past_its_deadline_takes_no_fallback(make_router, clock):
+    groups = {
+        "gpt": {"deployments": [dep("http://a.test/v1", id="a")]},
+        "backup": {"deployments": [dep("http://b.test/v1", id="b")]},
+    }
+    settings = {**SETTINGS, "num_retries": 3, "deadline": 2.0, "fallbacks": [{"gpt": ["backup"]}]}
+    plan = planned(make_router({"groups": groups, "settings": settings}), {"model": "gpt"})
+    assert plan.send(None).request.url.host == "a.test"
+    clock.advance(3.0)  # the provider took longer than the whole budget
+    with pytest.raises(StopIteration) as stop:
+        plan.send(answer(500))
+    final = stop.value.value
+    assert (final.response.status_code, final.response.headers["x-router-deployment"]) == (500, "a")
+
+
+RETRY_ONCE = {"num_retries": 1, "backoff_initial": 0.5, "backoff_jitter": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("deployment", "settings", "took", "seconds"),
+    [
+        ({"timeout": 7.0}, {"timeout": 5.0}, None, 7.0),  # the deployment's own timeout first
+        ({}, {"timeout": 5.0}, None, 5.0),
+        ({}, {"timeout": 5.0, "deadline": 20.0}, None, 5.0),
+        ({}, {"timeout": 5.0, "deadline": 20.0}, 16.0, 3.5),  # never beyond what the deadline leaves
+        ({}, {"deadline": 20.0}, 19.0, 0.5),  # the deadline alone bounds the attempt
+    ],
+)
+def test_an_attempt_waits_no_longer_than_its_timeout_or_what_is_left_of_the_deadline(
+    make_router, clock, deployment, settings, took, seconds
+):
+    groups = {"gpt": {"deployments": [dep("http://a.test/v1", id="a", **deployment)]}}
+    router = make_router({"groups": groups, "settings": {**settings, **RETRY_ONCE}})
+    plan = planned(router, {"model": "gpt"})
+    send = plan.send(None)
+    if took is not None:  # the first attempt took this long and failed; the retry follows a 0.5 s backoff
+        clock.advance(took)
+        clock.sleep(plan.send(answer(500)).seconds)
+        send = plan.send(None)
+    timeouts = send.request.extensions["timeout"]
+    assert timeouts == {key: pytest.approx(seconds) for key in ("connect", "read", "write", "pool")}
+
+
+def test_an_attempt_without_a_timeout_or_deadline_sets_none(make_router):
+    plan = planned(
+        make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}}), {"model": "gpt"}
+    )
+    assert "timeout" not in plan.send(None).request.extensions
+
+
+@pytest.mark.parametrize(("cancelled_at", "retries"), [(1, 0), (2, 1)])
+def test_a_cancelled_retry_still_counts_as_a_retry(make_router, cancelled_at, retries):
+    reader = InMemoryMetricReader()
+    groups = {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}
+    settings = {**SETTINGS, "num_retries": 3, "allowed_fails": 10}
+    router = make_router(
+        {"groups": groups, "settings": settings}, meter_provider=MeterProvider(metric_readers=[reader])
+    )
+    plan = planned(router, {"model": "gpt"})
+    action = plan.send(None)
+    for _ in range(cancelled_at - 1):  # the attempts before fail, and the plan sleeps before each retry
+        assert isinstance(plan.send(answer(500)), Sleep)
+        action = plan.send(None)
+    assert isinstance(action, Send)
+    with pytest.raises(asyncio.CancelledError):
+        plan.throw(asyncio.CancelledError())
+    points = {
+        m.name: list(m.data.data_points)
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    assert sum(p.value for p in points["router.attempts"]) == cancelled_at
+    assert sum(p.value for p in points.get("router.retries", [])) == retries
+
+
+def test_a_body_the_router_read_but_cannot_rewrite_is_refused_with_a_400_saying_why(make_router):
+    router = make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a", model="renamed")]}}})
+    limit = parse_limit()
+    for depth in range(limit - 120, limit + 1):  # just under the parser's limit, re-encoding runs out of stack
+        plan = planned(router, nested(depth))
+        try:
+            plan.send(None)
+        except StopIteration as stop:
+            refused = stop.value.response
+            break
+        plan.close()
+    else:
+        pytest.fail("no depth was read and then refused")
+    assert (refused.status_code, refused.headers["x-router-error"]) == (400, "router_unreadable_body")
+    error = json.loads(refused.read())["error"]
+    assert error["code"] == "router_unreadable_body"
+    assert error["message"] == "The request body nests too deeply for the router to rewrite its model."
+
+
+# ----------------------------------------------------------------------------- a client-side failure
+
+
+def test_a_request_the_client_side_cannot_send_says_nothing_about_the_deployments_health(fakes, make_router, clock):
+    router = make_router(one_group(dep("ftp://127.0.0.1:9/v1", id="x"), num_retries=2, allowed_fails=1))
+    with pytest.raises(httpx2.UnsupportedProtocol):
+        chat(router)
+    breaker = router.deployment_state("x").breaker
+    assert (breaker.state, list(breaker.failures)) == ("closed", [])  # not a failure of the deployment
+    assert clock.sleeps == []  # and not retried: it would fail the same way
+    breaker.record_failure(10.0)
+    clock.advance(10.0)
+    assert breaker.state == "half_open"
+    with pytest.raises(httpx2.UnsupportedProtocol):
+        chat(router)  # the probe: the deployment was never reached, so it is not judged by it
+    assert (breaker.state, breaker.probing) == ("closed", False)
