@@ -12,12 +12,16 @@ import httpx2
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llm_cache.router import STREAM_FAILED, Router, RouterTransport
 from llm_cache.router._core import Send, Sent, Sleep
 
 from .conftest import dep
 from .test_hostile_bodies import nested, parse_limit
+from .test_telemetry import metric_points
 
 SETTINGS = {"backoff_initial": 0.5, "backoff_jitter": 0.0, "timeout": 5.0}
 
@@ -120,6 +124,21 @@ def test_long_retry_after_moves_to_a_sibling_before_failing_over(fakes, make_rou
     assert router.deployment_state("a").breaker.retry_in() == pytest.approx(300)  # cooldown_max
 
 
+def test_a_retry_after_at_the_cap_is_still_waited_for(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "60"}, None))
+    router = make_router(one_group(dep(a), num_retries=1, retry_after_max=60))
+    assert chat(router).status_code == 200
+    assert (clock.sleeps, a.count) == ([60.0], 2)
+
+
+def test_a_server_errors_retry_after_counts_as_one_failure_not_a_cooldown(fakes, make_router):
+    a = fakes["a"].fail(("status", 503, {"retry-after": "20"}, None))
+    router = make_router(one_group(dep(a), num_retries=0, allowed_fails=2))
+    assert chat(router).status_code == 503
+    breaker = router.deployment_state("a").breaker
+    assert (breaker.state, len(breaker.failures)) == ("closed", 1)  # only a 429's Retry-After cools at once
+
+
 def test_429_with_retry_after_switches_deployment_without_waiting(fakes, make_router, clock):
     a = fakes["a"].fail(("status", 429, {"retry-after": "20"}, None))
     b = fakes["b"]
@@ -220,6 +239,23 @@ def test_default_fallbacks(fakes, make_router):
         "settings": {**SETTINGS, "num_retries": 1, "default_fallbacks": ["safety-net"]},
     }
     assert chat(make_router(cfg)).headers["x-router-deployment"] == "b"
+
+
+def test_a_wildcard_fallback_serves_every_group_without_its_own(fakes, make_router):
+    a = fakes["a"].fail(("status", 500, None, None))
+    b, c = fakes["b"], fakes["c"]
+    cfg = {
+        "groups": {g: {"deployments": [dep(f)]} for g, f in (("gpt", a), ("backup", b), ("safety-net", c))},
+        "settings": {
+            **SETTINGS,
+            "num_retries": 0,
+            "fallbacks": [{"*": ["backup"]}],
+            "default_fallbacks": ["safety-net"],
+        },
+    }
+    resp = chat(make_router(cfg))
+    assert (resp.headers["x-router-deployment"], resp.headers["x-router-fallback-from"]) == ("b", "gpt")
+    assert (a.count, b.count, c.count) == (1, 1, 0)
 
 
 @pytest.mark.parametrize("fault", ["context_length", "content_policy"])
@@ -634,7 +670,8 @@ def answer(status: int) -> Sent:
     return Sent(response=httpx2.Response(status, content=body), body=body)
 
 
-def test_a_request_past_its_deadline_takes_no_fallback(make_router, clock):
+@pytest.mark.parametrize("took", [2.0, 3.0])  # the whole budget, or more
+def test_a_request_past_its_deadline_takes_no_fallback(make_router, clock, took):
     groups = {
         "gpt": {"deployments": [dep("http://a.test/v1", id="a")]},
         "backup": {"deployments": [dep("http://b.test/v1", id="b")]},
@@ -642,7 +679,7 @@ def test_a_request_past_its_deadline_takes_no_fallback(make_router, clock):
     settings = {**SETTINGS, "num_retries": 3, "deadline": 2.0, "fallbacks": [{"gpt": ["backup"]}]}
     plan = planned(make_router({"groups": groups, "settings": settings}), {"model": "gpt"})
     assert plan.send(None).request.url.host == "a.test"
-    clock.advance(3.0)  # the provider took longer than the whole budget
+    clock.advance(took)  # the provider took the whole budget of 2 s
     with pytest.raises(StopIteration) as stop:
         plan.send(answer(500))
     final = stop.value.value
@@ -684,8 +721,30 @@ def test_an_attempt_without_a_timeout_or_deadline_sets_none(make_router):
     assert "timeout" not in plan.send(None).request.extensions
 
 
-@pytest.mark.parametrize(("cancelled_at", "retries"), [(1, 0), (2, 1)])
-def test_a_cancelled_retry_still_counts_as_a_retry(make_router, cancelled_at, retries):
+def test_an_attempt_records_how_long_it_waited_before_and_how_long_its_answer_took(make_router, clock):
+    exporter = InMemorySpanExporter()
+    tracer = TracerProvider()
+    tracer.add_span_processor(SimpleSpanProcessor(exporter))
+    groups = {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}
+    router = make_router({"groups": groups, "settings": RETRY_ONCE}, tracer_provider=tracer)
+    plan = planned(router, {"model": "gpt"})
+    plan.send(None)
+    clock.advance(4.0)
+    clock.sleep(plan.send(answer(500)).seconds)
+    plan.send(None)
+    clock.advance(1.5)
+    with pytest.raises(StopIteration):
+        plan.send(Sent(response=httpx2.Response(200, content=b"{}"), body=b"{}"))
+    assert [span.attributes["router.wait_s"] for span in exporter.get_finished_spans()] == [0.0, 0.5]
+    assert router.deployment_state("a").latency == 1.5  # a success's time to answer; the failure's is not kept
+
+
+@pytest.mark.parametrize(
+    ("cancelled_at", "outcomes", "retries"), [(1, ["cancelled"], 0), (2, ["server_error", "cancelled"], 1)]
+)
+def test_a_cancelled_attempt_is_recorded_as_such_with_the_time_it_ran_and_as_a_retry_if_it_was_one(
+    make_router, clock, cancelled_at, outcomes, retries
+):
     reader = InMemoryMetricReader()
     groups = {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}
     settings = {**SETTINGS, "num_retries": 3, "allowed_fails": 10}
@@ -698,16 +757,14 @@ def test_a_cancelled_retry_still_counts_as_a_retry(make_router, cancelled_at, re
         assert isinstance(plan.send(answer(500)), Sleep)
         action = plan.send(None)
     assert isinstance(action, Send)
+    clock.advance(2.5)
     with pytest.raises(asyncio.CancelledError):
         plan.throw(asyncio.CancelledError())
-    points = {
-        m.name: list(m.data.data_points)
-        for rm in reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    }
-    assert sum(p.value for p in points["router.attempts"]) == cancelled_at
+    points = metric_points(reader)
+    assert [dict(p.attributes)["outcome"] for p in points["router.attempts"]] == outcomes
     assert sum(p.value for p in points.get("router.retries", [])) == retries
+    (cancelled,) = [p for p in points["router.latency"] if dict(p.attributes)["outcome"] == "cancelled"]
+    assert cancelled.sum == 2.5
 
 
 def test_a_body_the_router_read_but_cannot_rewrite_is_refused_with_a_400_saying_why(make_router):
