@@ -162,11 +162,12 @@ def test_timeout_is_retried_on_another_deployment(fakes, make_router):
     assert resp.headers["x-router-attempts"] == "2"
 
 
-def test_connection_refused_is_retried_elsewhere(fakes, make_router, dead_url):
+def test_connection_refused_is_retried_elsewhere_and_held_against_the_deployment(fakes, make_router, dead_url):
     b = fakes["b"]
     router = make_router(one_group(dep(dead_url, id="dead", order=0), dep(b, order=1), num_retries=1))
     resp = chat(router)
     assert resp.headers["x-router-deployment"] == "b"
+    assert len(router.deployment_state("dead").breaker.failures) == 1  # one failure of its allowed_fails
 
 
 def test_connection_refused_everywhere_raises_connect_error(make_router, dead_url):
@@ -278,6 +279,15 @@ def test_an_azure_deployment_speaks_the_openai_api_natively(fakes, make_router):
     assert a.seen[-1].path == "/v1/openai/deployments/prod-4o/chat/completions"
 
 
+def test_a_body_that_is_not_json_is_never_translated_for_another_family(fakes, make_router):
+    claude = fakes["claude"]
+    router = make_router({"groups": {"gpt": {"deployments": [dep(claude, family="anthropic")]}}, "settings": SETTINGS})
+    with client(router) as c:  # an Azure path names the model, so the request is routed without a body to read
+        resp = c.post("/openai/deployments/gpt/chat/completions", content=b"hi", headers={"content-type": "text/plain"})
+    assert (resp.status_code, resp.headers["x-router-error"]) == (400, "router_no_compatible_deployment")
+    assert claude.count == 0
+
+
 def test_unknown_model_passes_through_unchanged(fakes, make_router):
     a = fakes["a"]
     router = make_router(one_group(dep(a)))
@@ -323,6 +333,16 @@ def test_a_deployment_starting_to_cool_down_says_so_in_the_log_with_how_long(fak
     with caplog.at_level(logging.INFO, logger="llm_cache.router"):
         assert chat(router).status_code == 429
     assert "router: deployment a cooling down for 20.0s" in caplog.messages
+
+
+def test_a_probe_answered_with_a_client_error_closes_the_breaker(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 400, None, None))
+    router = make_router(one_group(dep(a), num_retries=0))
+    breaker = router.deployment_state("a").breaker
+    breaker.record_failure(10.0)
+    clock.advance(10.0)
+    assert chat(router).status_code == 400  # the caller's mistake; the deployment answered
+    assert (breaker.state, breaker.probing) == ("closed", False)
 
 
 def test_failed_probe_cools_down_again(fakes, make_router, clock):
@@ -378,6 +398,19 @@ def test_affinity_keeps_a_shared_prefix_on_one_deployment(fakes, make_router):
         chat(router, messages=[{"role": "user", "content": f"q{i}"}]).headers["x-router-deployment"] for i in range(30)
     }
     assert len(spread) == 3
+
+
+def test_with_affinity_off_a_strategy_is_given_no_affinity_key_and_none_is_remembered(fakes, make_router):
+    keys: list[str | None] = []
+
+    def first(cands: list[Any], ctx: Any) -> list[Any]:
+        keys.append(ctx.affinity_key)
+        return cands
+
+    router = make_router(one_group(dep(fakes["a"]), affinity=False), strategies={"gpt": first})
+    messages = [{"role": "system", "content": "shared"}, {"role": "user", "content": "x"}]
+    assert chat(router, messages=messages).status_code == 200
+    assert keys == [None] and router.affinity._entries == {}
 
 
 def test_affinity_yields_to_health(fakes, make_router):
@@ -581,6 +614,7 @@ def test_a_body_is_read_as_json_when_labelled_so_or_when_it_opens_an_object(
         ("/v1/models/", None, "openai", False),  # no model named after /models/
         ("/v1/models/ft:gpt-4o-mini:acme::abc123", "ft:gpt-4o-mini:acme::abc123", "openai", False),  # fine-tuned
         ("/v1/models/hf.co/acme/llama-3:latest", "hf.co/acme/llama-3:latest", "openai", False),  # a tag stays
+        ("/v1/models/acme/models/m", "acme/models/m", "openai", False),  # all after the first /models/
         ("/v1beta/models/gemini-2.5-flash:countTokens", "gemini-2.5-flash", "gemini", False),  # any Gemini method
     ],
 )
