@@ -232,14 +232,16 @@ def test_content_policy_fallback(fakes, make_router):
     assert resp.headers["x-router-deployment"] == "b"
 
 
-def test_default_fallbacks(fakes, make_router):
+def test_default_fallbacks(fakes, make_router, caplog):
     a = fakes["a"].fail(*[("status", 500, None, None)] * 2)
     b = fakes["b"]
     cfg = {
         "groups": {"gpt": {"deployments": [dep(a)]}, "safety-net": {"deployments": [dep(b)]}},
         "settings": {**SETTINGS, "num_retries": 1, "default_fallbacks": ["safety-net"]},
     }
-    assert chat(make_router(cfg)).headers["x-router-deployment"] == "b"
+    with caplog.at_level(logging.INFO, logger="llm_cache.router"):
+        assert chat(make_router(cfg)).headers["x-router-deployment"] == "b"
+    assert "router: falling back from gpt to safety-net (default)" in caplog.messages
 
 
 def test_a_wildcard_fallback_serves_every_group_without_its_own(fakes, make_router):
