@@ -290,6 +290,22 @@ def test_a_body_that_is_not_json_is_never_translated_for_another_family(fakes, m
     assert claude.count == 0
 
 
+@pytest.mark.parametrize(
+    ("extra", "status", "message"),
+    [
+        ({}, 400, "The request names no model; the router needs one."),
+        ({"model": "nope"}, 404, "The model 'nope' does not exist here; models served: ['backup', 'gpt']."),
+    ],
+)
+def test_a_refusing_router_says_the_model_is_missing_or_which_it_serves(fakes, make_router, extra, status, message):
+    groups = {"gpt": {"deployments": [dep(fakes["a"])]}, "backup": {"deployments": [dep(fakes["b"])]}}
+    router = make_router({"groups": groups, "settings": {**SETTINGS, "unknown_models": "refuse"}})
+    with client(router) as c:
+        resp = c.post("/chat/completions", json={"messages": [], **extra})
+    assert (resp.status_code, resp.json()["error"]["message"]) == (status, message)
+    assert fakes["a"].count == fakes["b"].count == 0
+
+
 def test_unknown_model_passes_through_unchanged(fakes, make_router):
     a = fakes["a"]
     router = make_router(one_group(dep(a)))
@@ -369,6 +385,7 @@ def test_all_deployments_cooling_gives_a_clear_503(fakes, make_router, clock, re
     resp = chat(router)
     assert resp.status_code == 503
     assert (resp.headers["retry-after"], resp.headers["x-router-error"]) == (str(seconds), "all_deployments_cooling")
+    assert resp.headers["x-router-attempts"] == "0"  # nothing was sent
     err = resp.json()["error"]
     assert err["code"] == "all_deployments_cooling" and f"{seconds}s" in err["message"]
     assert (err["type"], err["retry_after_s"]) == ("router_error", seconds)
@@ -643,6 +660,8 @@ def test_the_body_names_the_model_and_asks_for_the_stream(make_router: Any) -> N
         (b'{"model":"m","max_tokens":true}', 0),
         (b'{"model":"m","max_tokens":-5}', 0),
         (b'{"model":"m","max_tokens":7.9}', 7),
+        (b'{"model":"m","max_tokens":-2.5}', 0),
+        (b'{"model":"m","max_completion_tokens":true}', 0),
     ],
 )
 def test_the_token_estimate_is_a_quarter_of_the_body_plus_the_tokens_asked_for(
