@@ -215,8 +215,8 @@ class Router:
             model = None
         if model is None:  # Gemini's models/{model}:generateContent, an Azure deployment
             model = model_in_path(path)
-        if model is None and "/models/" in path:  # a model's own resource: GET /v1/models/{model}
-            model = _model_resource(path.split("/models/", 1)[1])
+        if model is None and "/models/" in path:  # a model's own resource: GET /v1/models/{model}, whole
+            model = path.split("/models/", 1)[1] or None
         stream = bool(doc and doc.get("stream") is True) or ":streamGenerateContent" in path
         est = len(body) // 4
         if doc:
@@ -553,12 +553,3 @@ def _count(value: Any) -> int:
 
 
 __all__ = ["FALLBACK_HEADER", "Final", "Passthrough", "Prepared", "Router", "STACKING_HEADERS", "Send", "Sent", "Sleep"]
-
-
-def _model_resource(name: str) -> str | None:
-    """The model of `/models/{name}`: Gemini's `{model}:{method}` loses its method; an OpenAI
-    fine-tuned id (`ft:gpt-4o-mini:org::abc123`) keeps its colons (a Gemini model has none)."""
-    model, colon, method = name.rpartition(":")
-    if colon and ":" not in model and method.isalpha():
-        return model or None
-    return name or None

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import random
 from typing import Any
 
 import httpx2
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llm_cache.router import STREAM_FAILED, RouterTransport
+from llm_cache.router import STREAM_FAILED, Router, RouterTransport
+from llm_cache.router._core import Send, Sent, Sleep
 
 from .conftest import dep
+from .test_hostile_bodies import nested, parse_limit
+from .test_telemetry import metric_points
 
 SETTINGS = {"backoff_initial": 0.5, "backoff_jitter": 0.0, "timeout": 5.0}
 
@@ -113,6 +124,21 @@ def test_long_retry_after_moves_to_a_sibling_before_failing_over(fakes, make_rou
     assert router.deployment_state("a").breaker.retry_in() == pytest.approx(300)  # cooldown_max
 
 
+def test_a_retry_after_at_the_cap_is_still_waited_for(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "60"}, None))
+    router = make_router(one_group(dep(a), num_retries=1, retry_after_max=60))
+    assert chat(router).status_code == 200
+    assert (clock.sleeps, a.count) == ([60.0], 2)
+
+
+def test_a_server_errors_retry_after_counts_as_one_failure_not_a_cooldown(fakes, make_router):
+    a = fakes["a"].fail(("status", 503, {"retry-after": "20"}, None))
+    router = make_router(one_group(dep(a), num_retries=0, allowed_fails=2))
+    assert chat(router).status_code == 503
+    breaker = router.deployment_state("a").breaker
+    assert (breaker.state, len(breaker.failures)) == ("closed", 1)  # only a 429's Retry-After cools at once
+
+
 def test_429_with_retry_after_switches_deployment_without_waiting(fakes, make_router, clock):
     a = fakes["a"].fail(("status", 429, {"retry-after": "20"}, None))
     b = fakes["b"]
@@ -136,11 +162,12 @@ def test_timeout_is_retried_on_another_deployment(fakes, make_router):
     assert resp.headers["x-router-attempts"] == "2"
 
 
-def test_connection_refused_is_retried_elsewhere(fakes, make_router, dead_url):
+def test_connection_refused_is_retried_elsewhere_and_held_against_the_deployment(fakes, make_router, dead_url):
     b = fakes["b"]
     router = make_router(one_group(dep(dead_url, id="dead", order=0), dep(b, order=1), num_retries=1))
     resp = chat(router)
     assert resp.headers["x-router-deployment"] == "b"
+    assert len(router.deployment_state("dead").breaker.failures) == 1  # one failure of its allowed_fails
 
 
 def test_connection_refused_everywhere_raises_connect_error(make_router, dead_url):
@@ -205,14 +232,33 @@ def test_content_policy_fallback(fakes, make_router):
     assert resp.headers["x-router-deployment"] == "b"
 
 
-def test_default_fallbacks(fakes, make_router):
+def test_default_fallbacks(fakes, make_router, caplog):
     a = fakes["a"].fail(*[("status", 500, None, None)] * 2)
     b = fakes["b"]
     cfg = {
         "groups": {"gpt": {"deployments": [dep(a)]}, "safety-net": {"deployments": [dep(b)]}},
         "settings": {**SETTINGS, "num_retries": 1, "default_fallbacks": ["safety-net"]},
     }
-    assert chat(make_router(cfg)).headers["x-router-deployment"] == "b"
+    with caplog.at_level(logging.INFO, logger="llm_cache.router"):
+        assert chat(make_router(cfg)).headers["x-router-deployment"] == "b"
+    assert "router: falling back from gpt to safety-net (default)" in caplog.messages
+
+
+def test_a_wildcard_fallback_serves_every_group_without_its_own(fakes, make_router):
+    a = fakes["a"].fail(("status", 500, None, None))
+    b, c = fakes["b"], fakes["c"]
+    cfg = {
+        "groups": {g: {"deployments": [dep(f)]} for g, f in (("gpt", a), ("backup", b), ("safety-net", c))},
+        "settings": {
+            **SETTINGS,
+            "num_retries": 0,
+            "fallbacks": [{"*": ["backup"]}],
+            "default_fallbacks": ["safety-net"],
+        },
+    }
+    resp = chat(make_router(cfg))
+    assert (resp.headers["x-router-deployment"], resp.headers["x-router-fallback-from"]) == ("b", "gpt")
+    assert (a.count, b.count, c.count) == (1, 1, 0)
 
 
 @pytest.mark.parametrize("fault", ["context_length", "content_policy"])
@@ -233,6 +279,31 @@ def test_an_azure_deployment_speaks_the_openai_api_natively(fakes, make_router):
     resp = chat(router)
     assert (resp.status_code, resp.headers["x-router-family"]) == (200, "azure")
     assert a.seen[-1].path == "/v1/openai/deployments/prod-4o/chat/completions"
+
+
+def test_a_body_that_is_not_json_is_never_translated_for_another_family(fakes, make_router):
+    claude = fakes["claude"]
+    router = make_router({"groups": {"gpt": {"deployments": [dep(claude, family="anthropic")]}}, "settings": SETTINGS})
+    with client(router) as c:  # an Azure path names the model, so the request is routed without a body to read
+        resp = c.post("/openai/deployments/gpt/chat/completions", content=b"hi", headers={"content-type": "text/plain"})
+    assert (resp.status_code, resp.headers["x-router-error"]) == (400, "router_no_compatible_deployment")
+    assert claude.count == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "message"),
+    [
+        ({}, 400, "The request names no model; the router needs one."),
+        ({"model": "nope"}, 404, "The model 'nope' does not exist here; models served: ['backup', 'gpt']."),
+    ],
+)
+def test_a_refusing_router_says_the_model_is_missing_or_which_it_serves(fakes, make_router, extra, status, message):
+    groups = {"gpt": {"deployments": [dep(fakes["a"])]}, "backup": {"deployments": [dep(fakes["b"])]}}
+    router = make_router({"groups": groups, "settings": {**SETTINGS, "unknown_models": "refuse"}})
+    with client(router) as c:
+        resp = c.post("/chat/completions", json={"messages": [], **extra})
+    assert (resp.status_code, resp.json()["error"]["message"]) == (status, message)
+    assert fakes["a"].count == fakes["b"].count == 0
 
 
 def test_unknown_model_passes_through_unchanged(fakes, make_router):
@@ -274,6 +345,24 @@ def test_cooldown_removes_a_failing_deployment_and_half_open_brings_it_back(fake
     assert chat(router).headers["x-router-deployment"] == "a"
 
 
+def test_a_deployment_starting_to_cool_down_says_so_in_the_log_with_how_long(fakes, make_router, caplog):
+    a = fakes["a"].fail(("status", 429, {"retry-after": "20"}, None))
+    router = make_router(one_group(dep(a), num_retries=0))
+    with caplog.at_level(logging.INFO, logger="llm_cache.router"):
+        assert chat(router).status_code == 429
+    assert "router: deployment a cooling down for 20.0s" in caplog.messages
+
+
+def test_a_probe_answered_with_a_client_error_closes_the_breaker(fakes, make_router, clock):
+    a = fakes["a"].fail(("status", 400, None, None))
+    router = make_router(one_group(dep(a), num_retries=0))
+    breaker = router.deployment_state("a").breaker
+    breaker.record_failure(10.0)
+    clock.advance(10.0)
+    assert chat(router).status_code == 400  # the caller's mistake; the deployment answered
+    assert (breaker.state, breaker.probing) == ("closed", False)
+
+
 def test_failed_probe_cools_down_again(fakes, make_router, clock):
     a, b = fakes["a"], fakes["b"]
     a.fail(*[("status", 500, None, None)] * 3)
@@ -296,6 +385,7 @@ def test_all_deployments_cooling_gives_a_clear_503(fakes, make_router, clock, re
     resp = chat(router)
     assert resp.status_code == 503
     assert (resp.headers["retry-after"], resp.headers["x-router-error"]) == (str(seconds), "all_deployments_cooling")
+    assert resp.headers["x-router-attempts"] == "0"  # nothing was sent
     err = resp.json()["error"]
     assert err["code"] == "all_deployments_cooling" and f"{seconds}s" in err["message"]
     assert (err["type"], err["retry_after_s"]) == ("router_error", seconds)
@@ -327,6 +417,19 @@ def test_affinity_keeps_a_shared_prefix_on_one_deployment(fakes, make_router):
         chat(router, messages=[{"role": "user", "content": f"q{i}"}]).headers["x-router-deployment"] for i in range(30)
     }
     assert len(spread) == 3
+
+
+def test_with_affinity_off_a_strategy_is_given_no_affinity_key_and_none_is_remembered(fakes, make_router):
+    keys: list[str | None] = []
+
+    def first(cands: list[Any], ctx: Any) -> list[Any]:
+        keys.append(ctx.affinity_key)
+        return cands
+
+    router = make_router(one_group(dep(fakes["a"]), affinity=False), strategies={"gpt": first})
+    messages = [{"role": "system", "content": "shared"}, {"role": "user", "content": "x"}]
+    assert chat(router, messages=messages).status_code == 200
+    assert keys == [None] and router.affinity._entries == {}
 
 
 def test_affinity_yields_to_health(fakes, make_router):
@@ -445,6 +548,30 @@ def test_least_busy_counts_open_streams_in_flight(fakes, make_router):
     assert router.deployment_state(busy).in_flight == 0
 
 
+async def test_a_router_given_no_async_sleep_waits_between_async_attempts_on_the_event_loop(fakes):
+    a = fakes["a"].fail(("status", 500, None, None))
+    router = Router(one_group(dep(a), num_retries=1, backoff_initial=0.01), rng=random.Random(7))
+    async with httpx2.AsyncClient(transport=RouterTransport(router), base_url="https://x/v1") as c:
+        resp = await c.post("/chat/completions", json={"model": "gpt", "messages": []})
+    assert (resp.status_code, resp.headers["x-router-attempts"], a.count) == (200, "2", 2)
+
+
+def test_close_closes_the_sync_transports_send_sync_opened(fakes, make_router):
+    router = make_router(one_group(dep(fakes["a"])))
+    request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", json={"model": "gpt"})
+    router.send_sync(request).read()
+    assert list(router._default_transports) == [("httpx2", False)]
+    router.close()
+    assert router._default_transports == {}
+
+
+def test_a_group_is_found_by_its_name(make_router):
+    router = make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}})
+    assert [d.id for d in router.group("gpt").deployments] == ["a"]
+    with pytest.raises(KeyError):
+        router.group("other")
+
+
 def test_an_attempt_counts_in_its_deployments_usage_and_a_success_in_its_latency(fakes, make_router):
     a = fakes["a"].fail(("status", 500, None, None))
     router = make_router(one_group(dep(a), num_retries=1, allowed_fails=10))
@@ -505,6 +632,8 @@ def test_a_body_is_read_as_json_when_labelled_so_or_when_it_opens_an_object(
         ("/v1/models/gpt-4o", "gpt-4o", "openai", False),  # a model's own resource
         ("/v1/models/", None, "openai", False),  # no model named after /models/
         ("/v1/models/ft:gpt-4o-mini:acme::abc123", "ft:gpt-4o-mini:acme::abc123", "openai", False),  # fine-tuned
+        ("/v1/models/hf.co/acme/llama-3:latest", "hf.co/acme/llama-3:latest", "openai", False),  # a tag stays
+        ("/v1/models/acme/models/m", "acme/models/m", "openai", False),  # all after the first /models/
         ("/v1beta/models/gemini-2.5-flash:countTokens", "gemini-2.5-flash", "gemini", False),  # any Gemini method
     ],
 )
@@ -531,6 +660,8 @@ def test_the_body_names_the_model_and_asks_for_the_stream(make_router: Any) -> N
         (b'{"model":"m","max_tokens":true}', 0),
         (b'{"model":"m","max_tokens":-5}', 0),
         (b'{"model":"m","max_tokens":7.9}', 7),
+        (b'{"model":"m","max_tokens":-2.5}', 0),
+        (b'{"model":"m","max_completion_tokens":true}', 0),
     ],
 )
 def test_the_token_estimate_is_a_quarter_of_the_body_plus_the_tokens_asked_for(
@@ -575,3 +706,154 @@ def test_a_failed_chain_answers_with_the_last_provider_that_spoke_not_a_cooling_
     assert resp.status_code == 500 and resp.headers["x-router-deployment"] == "a"
     assert (a.count, b.count) == (1, 1)
     assert "router: falling back from gpt to second (server_error)" in caplog.messages
+
+
+# ----------------------------------------------------------------------------- the plan, driven by hand
+#
+# `Router.plan` is sans-I/O: these tests answer its `Send`s themselves, so the clock moves exactly as
+# long as the test says a provider took.
+
+
+def planned(router: Any, body: dict[str, Any] | bytes) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", content=raw)
+    return router.plan(router.prepare(httpx2, request, raw))
+
+
+def answer(status: int) -> Sent:
+    body = json.dumps({"error": {"message": f"fake {status}", "type": "fake"}}).encode()
+    return Sent(response=httpx2.Response(status, content=body), body=body)
+
+
+@pytest.mark.parametrize("took", [2.0, 3.0])  # the whole budget, or more
+def test_a_request_past_its_deadline_takes_no_fallback(make_router, clock, took):
+    groups = {
+        "gpt": {"deployments": [dep("http://a.test/v1", id="a")]},
+        "backup": {"deployments": [dep("http://b.test/v1", id="b")]},
+    }
+    settings = {**SETTINGS, "num_retries": 3, "deadline": 2.0, "fallbacks": [{"gpt": ["backup"]}]}
+    plan = planned(make_router({"groups": groups, "settings": settings}), {"model": "gpt"})
+    assert plan.send(None).request.url.host == "a.test"
+    clock.advance(took)  # the provider took the whole budget of 2 s
+    with pytest.raises(StopIteration) as stop:
+        plan.send(answer(500))
+    final = stop.value.value
+    assert (final.response.status_code, final.response.headers["x-router-deployment"]) == (500, "a")
+
+
+RETRY_ONCE = {"num_retries": 1, "backoff_initial": 0.5, "backoff_jitter": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("deployment", "settings", "took", "seconds"),
+    [
+        ({"timeout": 7.0}, {"timeout": 5.0}, None, 7.0),  # the deployment's own timeout first
+        ({}, {"timeout": 5.0}, None, 5.0),
+        ({}, {"timeout": 5.0, "deadline": 20.0}, None, 5.0),
+        ({}, {"timeout": 5.0, "deadline": 20.0}, 16.0, 3.5),  # never beyond what the deadline leaves
+        ({}, {"deadline": 20.0}, 19.0, 0.5),  # the deadline alone bounds the attempt
+    ],
+)
+def test_an_attempt_waits_no_longer_than_its_timeout_or_what_is_left_of_the_deadline(
+    make_router, clock, deployment, settings, took, seconds
+):
+    groups = {"gpt": {"deployments": [dep("http://a.test/v1", id="a", **deployment)]}}
+    router = make_router({"groups": groups, "settings": {**settings, **RETRY_ONCE}})
+    plan = planned(router, {"model": "gpt"})
+    send = plan.send(None)
+    if took is not None:  # the first attempt took this long and failed; the retry follows a 0.5 s backoff
+        clock.advance(took)
+        clock.sleep(plan.send(answer(500)).seconds)
+        send = plan.send(None)
+    timeouts = send.request.extensions["timeout"]
+    assert timeouts == {key: pytest.approx(seconds) for key in ("connect", "read", "write", "pool")}
+
+
+def test_an_attempt_without_a_timeout_or_deadline_sets_none(make_router):
+    plan = planned(
+        make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}}), {"model": "gpt"}
+    )
+    assert "timeout" not in plan.send(None).request.extensions
+
+
+def test_an_attempt_records_how_long_it_waited_before_and_how_long_its_answer_took(make_router, clock):
+    exporter = InMemorySpanExporter()
+    tracer = TracerProvider()
+    tracer.add_span_processor(SimpleSpanProcessor(exporter))
+    groups = {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}
+    router = make_router({"groups": groups, "settings": RETRY_ONCE}, tracer_provider=tracer)
+    plan = planned(router, {"model": "gpt"})
+    plan.send(None)
+    clock.advance(4.0)
+    clock.sleep(plan.send(answer(500)).seconds)
+    plan.send(None)
+    clock.advance(1.5)
+    with pytest.raises(StopIteration):
+        plan.send(Sent(response=httpx2.Response(200, content=b"{}"), body=b"{}"))
+    assert [span.attributes["router.wait_s"] for span in exporter.get_finished_spans()] == [0.0, 0.5]
+    assert router.deployment_state("a").latency == 1.5  # a success's time to answer; the failure's is not kept
+
+
+@pytest.mark.parametrize(
+    ("cancelled_at", "outcomes", "retries"), [(1, ["cancelled"], 0), (2, ["server_error", "cancelled"], 1)]
+)
+def test_a_cancelled_attempt_is_recorded_as_such_with_the_time_it_ran_and_as_a_retry_if_it_was_one(
+    make_router, clock, cancelled_at, outcomes, retries
+):
+    reader = InMemoryMetricReader()
+    groups = {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}
+    settings = {**SETTINGS, "num_retries": 3, "allowed_fails": 10}
+    router = make_router(
+        {"groups": groups, "settings": settings}, meter_provider=MeterProvider(metric_readers=[reader])
+    )
+    plan = planned(router, {"model": "gpt"})
+    action = plan.send(None)
+    for _ in range(cancelled_at - 1):  # the attempts before fail, and the plan sleeps before each retry
+        assert isinstance(plan.send(answer(500)), Sleep)
+        action = plan.send(None)
+    assert isinstance(action, Send)
+    clock.advance(2.5)
+    with pytest.raises(asyncio.CancelledError):
+        plan.throw(asyncio.CancelledError())
+    points = metric_points(reader)
+    assert [dict(p.attributes)["outcome"] for p in points["router.attempts"]] == outcomes
+    assert sum(p.value for p in points.get("router.retries", [])) == retries
+    (cancelled,) = [p for p in points["router.latency"] if dict(p.attributes)["outcome"] == "cancelled"]
+    assert cancelled.sum == 2.5
+
+
+def test_a_body_the_router_read_but_cannot_rewrite_is_refused_with_a_400_saying_why(make_router):
+    router = make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a", model="renamed")]}}})
+    limit = parse_limit()
+    for depth in range(limit - 120, limit + 1):  # just under the parser's limit, re-encoding runs out of stack
+        plan = planned(router, nested(depth))
+        try:
+            plan.send(None)
+        except StopIteration as stop:
+            refused = stop.value.response
+            break
+        plan.close()
+    else:
+        pytest.fail("no depth was read and then refused")
+    assert (refused.status_code, refused.headers["x-router-error"]) == (400, "router_unreadable_body")
+    error = json.loads(refused.read())["error"]
+    assert error["code"] == "router_unreadable_body"
+    assert error["message"] == "The request body nests too deeply for the router to rewrite its model."
+
+
+# ----------------------------------------------------------------------------- a client-side failure
+
+
+def test_a_request_the_client_side_cannot_send_says_nothing_about_the_deployments_health(make_router, clock):
+    router = make_router(one_group(dep("ftp://127.0.0.1:9/v1", id="x"), num_retries=2, allowed_fails=1))
+    with pytest.raises(httpx2.UnsupportedProtocol):
+        chat(router)
+    breaker = router.deployment_state("x").breaker
+    assert (breaker.state, list(breaker.failures)) == ("closed", [])  # not a failure of the deployment
+    assert clock.sleeps == []  # and not retried: it would fail the same way
+    breaker.record_failure(10.0)
+    clock.advance(10.0)
+    assert breaker.state == "half_open"
+    with pytest.raises(httpx2.UnsupportedProtocol):
+        chat(router)  # the probe meets a client-side failure: like a client error, it closes the breaker
+    assert (breaker.state, breaker.probing) == ("closed", False)
