@@ -75,7 +75,8 @@ class Breaker:
                 self.record_success()
 
     def abandon(self, probe: bool) -> None:
-        """The request was cancelled by its caller: as if it had never been sent.
+        """The request was cancelled by its caller, or failed before it left this process: as if it
+        had never been sent.
 
         A probe's claim is given back (the next request may probe); nothing is recorded.
         """

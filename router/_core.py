@@ -411,8 +411,8 @@ class Router:
         s = self.settings
         if sent.exception is not None:
             kind = classify_exception(sent.exception)
-            if kind is Kind.CLIENT:
-                st.breaker.release_without_outcome(probe)
+            if kind is Kind.CLIENT:  # never reached the deployment (a caller could cause it): no verdict
+                st.breaker.abandon(probe)
             else:
                 st.breaker.record_failure()
             return AttemptResult(st.id, Failure(kind, None, None, str(sent.exception)), exception=sent.exception)

@@ -855,5 +855,5 @@ def test_a_request_the_client_side_cannot_send_says_nothing_about_the_deployment
     clock.advance(10.0)
     assert breaker.state == "half_open"
     with pytest.raises(httpx2.UnsupportedProtocol):
-        chat(router)  # the probe meets a client-side failure: like a client error, it closes the breaker
-    assert (breaker.state, breaker.probing) == ("closed", False)
+        chat(router)  # the probe meets a client-side failure: the deployment never saw it
+    assert (breaker.state, breaker.probing) == ("half_open", False)  # its claim given back, nothing recorded
