@@ -215,7 +215,7 @@ def test_a_body_that_is_not_an_array_is_not_stored() -> None:
 
 
 def test_array_decoder_respects_strings_and_escapes() -> None:
-    tricky = [{"text": 'a "quoted" ] } [ { \\ brace'}, {"nested": [{"deep": ["]"]}]}]
+    tricky = [{"text": 'a "quoted" ] } [ { \\ brace'}, {"nested": [{"deep": ["]"]}]}, {"runs": '\\"\\\\"'}]
     data = orjson.dumps(tricky)
     for pieces in splits(data):
         decoder = JSONArrayDecoder()
@@ -377,6 +377,12 @@ def test_an_answer_whose_usage_is_not_an_object_is_not_stored() -> None:
     )
 
 
+def test_an_answer_without_candidates_is_not_stored() -> None:
+    for candidates, reason in (([], "`candidates` is empty"), (None, "`candidates` is null or missing, not a list")):
+        got = GenerateContent().unstorable(orjson.dumps({"candidates": candidates}), view(STREAM))
+        assert got == f"invalid response: {reason}"
+
+
 EMBED = "/v1beta/models/gemini-embedding-001:embedContent"
 
 
@@ -391,6 +397,7 @@ EMBED = "/v1beta/models/gemini-embedding-001:embedContent"
         ),
         ({"embeddings": {"values": [0.1]}}, "`embeddings` is dict, not a list"),
         ({"embedding": [0.1]}, "`embedding` is list"),
+        ({"embedding": {"values": [0.1, "2"]}}, "`embedding.values` holds something other than numbers"),
         ({"embeddings": [{"values": [0.1]}], "embedding": "ignored"}, None),
         ({"embeddings": []}, "`embeddings` is empty"),
         ({"embeddings": [{"values": None}, {"values": [1]}]}, "`embeddings[0].values` is null or missing, not a list"),
@@ -587,6 +594,7 @@ def test_the_messages_telemetry_reads_are_contents_the_system_instruction_and_ea
         "candidates": [
             {"content": {"role": "model", "parts": text}, "finishReason": "STOP"},
             {"content": {"parts": text}},
+            {"content": {"role": "user", "parts": text}},
             {"finishReason": "SAFETY"},
             "junk",
         ]
@@ -594,6 +602,7 @@ def test_the_messages_telemetry_reads_are_contents_the_system_instruction_and_ea
     assert endpoint.output_messages(answer) == [
         {"role": "assistant", "parts": [{"type": "text", "content": "Hi"}], "finish_reason": "STOP"},
         {"role": "assistant", "parts": [{"type": "text", "content": "Hi"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Hi"}]},
     ]
     assert endpoint.output_messages({"candidates": None}) == []
     assert endpoint.finish_reasons(answer) == ("STOP", "SAFETY")
