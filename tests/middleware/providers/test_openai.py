@@ -12,7 +12,7 @@ from llm_cache._wire import AZURE, OPENAI
 from llm_cache.middleware import Cache
 from llm_cache.middleware.providers import resolve
 from llm_cache.middleware.providers.base import Usage
-from llm_cache.middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
+from llm_cache.middleware.providers.openai import ChatCompletions, Completions, Embeddings, Moderations, Responses
 
 from .streams import assemble, replaying, splits, sse, through_cache, view
 
@@ -1467,3 +1467,113 @@ def test_a_tool_call_is_checked_whatever_comes_before_or_after_it() -> None:
     )
     unfinished = {"index": 0, "message": {"content": "Hi", "tool_calls": [{"function": {}}]}, "finish_reason": None}
     assert ChatCompletions().unstorable(orjson.dumps({"choices": [unfinished]}), view(CHAT_PATH)) is None
+
+
+# -- what telemetry reads ----------------------------------------------------------------------------------
+
+
+def test_chat_telemetry_names_the_output_type_its_response_format_asks_for() -> None:
+    chat = ChatCompletions()
+    for kind, output in (("json_object", "json"), ("json_schema", "json"), ("text", "text")):
+        assert chat.request_attributes({"response_format": {"type": kind}, "seed": 3}) == {
+            "gen_ai.request.seed": 3,
+            "gen_ai.output.type": output,
+        }
+    assert chat.request_attributes({"response_format": {"type": "grammar"}}) == {}
+    assert chat.request_attributes({"response_format": "json_object"}) == {}
+
+
+def hi(role: str = "user") -> dict[str, Any]:
+    """A message in the OpenTelemetry conventions' shape."""
+    return {"role": role, "parts": [{"type": "text", "content": "Hi"}]}
+
+
+def test_the_messages_telemetry_reads_are_a_prompt_an_input_and_instructions() -> None:
+    assert Completions().input_messages({"prompt": "Hi"}) == [hi()]
+    assert Completions().input_messages({"prompt": ["Hi", "Bye"], "messages": [{"content": "Hi"}]}) == []
+    responses = Responses()
+    body = {"input": [{"role": "user", "content": "Hi"}], "instructions": "Be brief."}
+    assert responses.input_messages(body) == [hi()]
+    assert responses.input_messages({"input": "Hi"}) == [hi()]
+    assert responses.system_instructions(body) == [{"type": "text", "content": "Be brief."}]
+
+
+def test_the_output_telemetry_reads_of_a_response_is_its_message_items() -> None:
+    output = [
+        {"type": "reasoning", "summary": []},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hi"}]},
+        "junk",
+    ]
+    assert Responses().output_messages({"output": output}) == [hi("assistant")]
+    assert Responses().output_messages({"output": {"type": "message"}}) == []
+
+
+def test_embeddings_and_moderations_hold_no_messages_and_no_finish_reasons() -> None:
+    body = {"input": "Hi", "messages": [{"role": "user", "content": "Hi"}]}
+    answer = {"results": [], "data": [], "choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}]}
+    for endpoint in (Embeddings(), Moderations()):
+        assert (endpoint.input_messages(body), endpoint.output_messages(answer)) == ([], [])
+    assert Moderations().finish_reasons(answer) == ()
+
+
+def test_a_moderation_is_stored_only_with_results() -> None:
+    request = view("/v1/moderations")
+    assert Moderations().unstorable(orjson.dumps({"id": "modr-1", "results": [{"flagged": False}]}), request) is None
+    assert Moderations().unstorable(orjson.dumps({"id": "modr-1", "results": []}), request) == (
+        "invalid response: `results` is empty"
+    )
+
+
+# -- embeddings input lists, served item by item -------------------------------------------------------------
+
+NO_TOKENS = {"prompt_tokens": 0, "total_tokens": 0}
+
+
+def vector(index: int, value: float) -> dict[str, Any]:
+    return {"object": "embedding", "index": index, "embedding": [value]}
+
+
+def test_an_input_list_is_split_into_one_request_an_input() -> None:
+    route = resolve("/v1/embeddings")
+    assert route is not None
+    body = {"model": "m", "input": ["a", [1, 2]]}
+    assert Embeddings().items(route, body) == [{"model": "m", "input": "a"}, {"model": "m", "input": [1, 2]}]
+    for given in ("a", [], [1, 2], ["a", None]):  # a list of integers is one token array
+        assert Embeddings().items(route, {"model": "m", "input": given}) is None
+    three = {"model": "m", "input": ["a", "b", "c"]}
+    assert Embeddings().batch_body(route, three, [2, 0]) == {"model": "m", "input": ["c", "a"]}
+
+
+def test_a_list_answer_is_taken_apart_by_index_and_its_tokens_are_counted_once() -> None:
+    answer = {"object": "list", "model": "m", "data": [vector(1, 2), vector(0, 1)], "usage": {"prompt_tokens": 4}}
+    assert Embeddings().item_answers(answer, 2) == [
+        {**answer, "data": [vector(0, 1)], "usage": NO_TOKENS},
+        {**answer, "data": [vector(0, 2)], "usage": NO_TOKENS},
+    ]
+    one = {**answer, "data": [vector(0, 1)]}
+    assert Embeddings().item_answers(one, 1) == [one]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [vector(0, 1)],
+        [vector(0, 1), vector(0, 2)],
+        [vector(0, 1), {**vector(1, 2), "index": "1"}],
+        [vector(0, 1), {**vector(1, 2), "index": None}],
+        [vector(0, 1), [2]],
+        None,
+    ],
+    ids=["too-few", "an-index-twice", "an-index-not-an-integer", "no-index", "not-an-object", "no-data"],
+)
+def test_a_list_answer_whose_items_are_not_certain_is_not_taken_apart(data: Any) -> None:
+    assert Embeddings().item_answers({"object": "list", "data": data}, 2) is None
+
+
+def test_a_list_answer_is_made_of_its_items_answers_with_the_upstream_answers_usage() -> None:
+    answers = [{"object": "list", "model": "m", "data": [vector(0, value)], "usage": NO_TOKENS} for value in (1, 2)]
+    made = {"object": "list", "model": "m", "data": [vector(0, 1), vector(1, 2)], "usage": NO_TOKENS}
+    assert Embeddings().batch_answer(answers, None) == made
+    upstream = {"object": "list", "model": "m-2", "data": [vector(0, 2)], "usage": {"prompt_tokens": 2}}
+    assert Embeddings().batch_answer(answers, upstream) == {**made, "model": "m-2", "usage": {"prompt_tokens": 2}}
+    assert Embeddings().batch_answer(answers, {"object": "list", "model": "m-2"}) == {**made, "model": "m-2"}
