@@ -974,6 +974,17 @@ def test_a_legacy_completion_replay_sends_text_then_finish_reason() -> None:
     assert bare[0]["choices"] == [{"index": 0, "text": "", "finish_reason": None, "logprobs": None}]
 
 
+def test_each_legacy_completion_choice_replays_its_finish_reason_on_its_own_index() -> None:
+    choices = [{"index": i, "text": "Hi", "finish_reason": reason} for i, reason in enumerate(("stop", "length"))]
+    chunks = replayed_chunks(Completions(), {**COMPLETION, "choices": choices}, {"stream": True})
+    assert [(c["choices"][0]["index"], c["choices"][0]["finish_reason"]) for c in chunks] == [
+        (0, None),
+        (0, "stop"),
+        (1, None),
+        (1, "length"),
+    ]
+
+
 # -- Responses stream ----------------------------------------------------------------------------------
 
 
