@@ -1519,6 +1519,13 @@ def test_the_output_telemetry_reads_of_a_response_is_its_message_items() -> None
     assert Responses().output_messages({"output": {"type": "message"}}) == []
 
 
+def test_a_responses_finish_reason_is_why_it_is_incomplete_or_else_its_status() -> None:
+    incomplete = {"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
+    assert Responses().finish_reasons(incomplete) == ("max_output_tokens",)
+    assert Responses().finish_reasons({"status": "completed", "incomplete_details": None}) == ("completed",)
+    assert Responses().finish_reasons({"status": None}) == ()
+
+
 def test_embeddings_and_moderations_hold_no_messages_and_no_finish_reasons() -> None:
     body = {"input": "Hi", "messages": [{"role": "user", "content": "Hi"}]}
     answer = {"results": [], "data": [], "choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}]}
