@@ -1102,6 +1102,20 @@ def test_a_text_part_without_logprobs_or_status_replays_without_them() -> None:
     assert events[2]["logprobs"] == []
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"id": "msg_1", "type": "message", "content": [{"type": "output_text", "annotations": []}]},
+        {"id": "msg_1", "type": "message", "content": [{"type": "refusal"}]},
+        {"id": "rs_1", "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text"}]},
+        {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f"},
+    ],
+    ids=["output-text", "refusal", "reasoning-text", "function-call"],
+)
+def test_a_part_or_call_without_its_text_replays_an_empty_text(item: dict[str, Any]) -> None:
+    assert [event["delta"] for event in item_events(item) if event["type"].endswith(".delta")] == [""]
+
+
 def test_a_refusal_and_an_unknown_part_replay_as_parts() -> None:
     refusal = {"type": "refusal", "refusal": "I can't help with that."}
     other = {"type": "future_part", "data": 1}
