@@ -1508,6 +1508,30 @@ def test_chat_telemetry_names_the_output_type_its_response_format_asks_for() -> 
     assert chat.request_attributes({"response_format": "json_object"}) == {}
 
 
+def test_the_sampling_parameters_telemetry_reads_are_shared_by_chat_and_legacy_completions() -> None:
+    body = {
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "frequency_penalty": 0.1,
+        "presence_penalty": 0.2,
+        "stop": "END",
+        "seed": 7,
+        "max_tokens": 64,
+        "n": 2,
+    }
+    expected = {
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.frequency_penalty": 0.1,
+        "gen_ai.request.presence_penalty": 0.2,
+        "gen_ai.request.stop_sequences": ("END",),
+        "gen_ai.request.seed": 7,
+        "gen_ai.request.max_tokens": 64,
+        "gen_ai.request.choice.count": 2,
+    }
+    assert ChatCompletions().request_attributes(body) == Completions().request_attributes(body) == expected
+
+
 def hi(role: str = "user") -> dict[str, Any]:
     """A message in the OpenTelemetry conventions' shape."""
     return {"role": role, "parts": [{"type": "text", "content": "Hi"}]}
