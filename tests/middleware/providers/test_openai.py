@@ -1107,10 +1107,11 @@ def test_a_text_part_without_logprobs_or_status_replays_without_them() -> None:
     [
         {"id": "msg_1", "type": "message", "content": [{"type": "output_text", "annotations": []}]},
         {"id": "msg_1", "type": "message", "content": [{"type": "refusal"}]},
+        {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text"}]},
         {"id": "rs_1", "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text"}]},
         {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f"},
     ],
-    ids=["output-text", "refusal", "reasoning-text", "function-call"],
+    ids=["output-text", "refusal", "reasoning-summary", "reasoning-text", "function-call"],
 )
 def test_a_part_or_call_without_its_text_replays_an_empty_text(item: dict[str, Any]) -> None:
     assert [event["delta"] for event in item_events(item) if event["type"].endswith(".delta")] == [""]
