@@ -1531,6 +1531,8 @@ def test_the_sampling_parameters_telemetry_reads_are_shared_by_chat_and_legacy_c
         "gen_ai.request.choice.count": 2,
     }
     assert ChatCompletions().request_attributes(body) == Completions().request_attributes(body) == expected
+    newer = ChatCompletions().request_attributes({"max_completion_tokens": 32, "max_tokens": 64})
+    assert newer == {"gen_ai.request.max_tokens": 32}  # chat's newer name wins
 
 
 def hi(role: str = "user") -> dict[str, Any]:
@@ -1634,3 +1636,5 @@ def test_a_list_answer_is_made_of_its_items_answers_with_the_upstream_answers_us
     upstream = {"object": "list", "model": "m-2", "data": [vector(0, 2)], "usage": {"prompt_tokens": 2}}
     assert Embeddings().batch_answer(answers, upstream) == {**made, "model": "m-2", "usage": {"prompt_tokens": 2}}
     assert Embeddings().batch_answer(answers, {"object": "list", "model": "m-2"}) == {**made, "model": "m-2"}
+    answers[1]["model"] = "m-3"  # nothing went upstream: the fields beside the data are the first item's
+    assert Embeddings().batch_answer(answers, None) == made
