@@ -1535,6 +1535,18 @@ def test_the_sampling_parameters_telemetry_reads_are_shared_by_chat_and_legacy_c
     assert newer == {"gen_ai.request.max_tokens": 32}  # chat's newer name wins
 
 
+def test_the_parameters_telemetry_reads_from_embeddings_and_responses() -> None:
+    assert Embeddings().request_attributes({"encoding_format": "float", "dimensions": 256}) == {
+        "gen_ai.request.encoding_formats": ("float",),
+        "gen_ai.embeddings.dimension.count": 256,
+    }
+    assert Responses().request_attributes({"temperature": 0.5, "top_p": 0.9, "max_output_tokens": 64}) == {
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.max_tokens": 64,
+    }
+
+
 def hi(role: str = "user") -> dict[str, Any]:
     """A message in the OpenTelemetry conventions' shape."""
     return {"role": role, "parts": [{"type": "text", "content": "Hi"}]}
