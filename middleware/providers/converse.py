@@ -163,8 +163,6 @@ def _block_events(block: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
             yield "contentBlockDelta", {"delta": {"reasoningContent": {"text": text["text"]}}}
         if "signature" in text:
             yield "contentBlockDelta", {"delta": {"reasoningContent": {"signature": text["signature"]}}}
-    elif isinstance(reasoning, dict) and "redactedContent" in reasoning:
-        yield "contentBlockDelta", {"delta": {"reasoningContent": {"redactedContent": reasoning["redactedContent"]}}}
     elif isinstance(cited, dict):
         citations, parts = cited.get("citations"), cited.get("content")
         parts = parts if isinstance(parts, list) else []
@@ -172,7 +170,5 @@ def _block_events(block: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
             yield "contentBlockDelta", {"delta": {"citation": citation}}
         texts = [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
         yield "contentBlockDelta", {"delta": {"text": "".join(texts)}}
-    elif isinstance(block.get("text"), str):
-        yield "contentBlockDelta", {"delta": {"text": block["text"]}}
-    elif block:  # a block of another kind is replayed whole, as one delta
+    elif block:  # text, redacted reasoning or a block of another kind: replayed whole, as one delta
         yield "contentBlockDelta", {"delta": block}

@@ -179,3 +179,39 @@ def test_what_an_endpoint_reports_and_asks_for_unless_it_says_otherwise() -> Non
     )
     assert endpoint.asks_for_usage({"stream": True}, True) is True
     assert endpoint.header_key({"anthropic-beta": "x"}) == ()
+
+
+def test_what_telemetry_reads_unless_an_endpoint_says_otherwise() -> None:
+    """The defaults are OpenAI chat's: the sampling parameters at the top of the body (or in the object
+    an endpoint names), `messages`, no system instructions apart from them, and each choice's message
+    and finish reason."""
+    chat = ChatCompletions()
+    body = {"temperature": 0.5, "messages": [{"role": "user", "content": "Hi"}]}
+    assert chat.request_attributes(body) == {"gen_ai.request.temperature": 0.5}
+    assert chat.input_messages(body) == [{"role": "user", "parts": [{"type": "text", "content": "Hi"}]}]
+    assert chat.system_instructions(body) == []
+    answer = {"choices": [{"message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}]}
+    assert chat.finish_reasons(answer) == ("stop",)
+    assert chat.output_messages(answer) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Hello"}], "finish_reason": "stop"}
+    ]
+    gemini = GenerateContent()  # its parameters are in `generationConfig`
+    assert gemini.request_attributes({"temperature": 0.5, "generationConfig": {"temperature": 0.2}}) == {
+        "gen_ai.request.temperature": 0.2
+    }
+    assert gemini.request_attributes({"generationConfig": "hot"}) == {}
+
+
+def test_an_endpoint_reads_no_form_and_splits_no_list_request_unless_it_says_so() -> None:
+    """Only a `form_body` endpoint is asked to read a form, and only one whose `items` splits a request
+    is asked for the rest; any other call is a mistake, never a silent None."""
+    chat, route = ChatCompletions(), resolve(CHAT)
+    assert route is not None and chat.items(route, {"messages": []}) is None
+    with pytest.raises(NotImplementedError):
+        chat.read_form("multipart/form-data; boundary=x", b"")
+    with pytest.raises(NotImplementedError):
+        chat.batch_body(route, {}, [0])
+    with pytest.raises(NotImplementedError):
+        chat.item_answers({}, 1)
+    with pytest.raises(NotImplementedError):
+        chat.batch_answer([], None)

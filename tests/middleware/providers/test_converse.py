@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from llm_cache.middleware.providers.converse import ConverseStreamAssembler, events, render
-from llm_cache.middleware.providers.eventstream import encode_message
+from llm_cache.middleware.providers.eventstream import EventStreamDecoder, encode_message
 
 from .streams import splits
 
@@ -215,6 +215,13 @@ def test_a_replay_is_one_event_frame_per_event_named_by_its_type() -> None:
     ]
 
 
+def test_a_replayed_frame_carries_the_headers_of_a_live_event_frame() -> None:
+    """boto3 reads `:event-type` and `:message-type`; `:content-type` is what Bedrock sends with them."""
+    replayed = EventStreamDecoder().feed(render(ANSWER))
+    assert [headers for headers, _ in replayed] == [{":event-type": kind, **EVENT} for kind, _ in events(ANSWER)]
+    assert [orjson.loads(payload) for _, payload in replayed] == [payload for _, payload in events(ANSWER)]
+
+
 def test_a_replay_starts_the_message_with_its_stored_role() -> None:
     final = {"output": {"message": {"role": "model", "content": []}}}
     assert next(events(final)) == ("messageStart", {"role": "model"})
@@ -261,6 +268,10 @@ def block_replay(block: Any) -> list[tuple[str, dict[str, Any]]]:
             {"citationsContent": {"content": "Paris", "citations": "a"}},
             [("contentBlockDelta", {"delta": {"text": ""}})],
         ),
+        (
+            {"citationsContent": {"citations": [1]}},
+            [("contentBlockDelta", {"delta": {"citation": 1}}), ("contentBlockDelta", {"delta": {"text": ""}})],
+        ),
         ({"image": {"format": "png"}}, [("contentBlockDelta", {"delta": {"image": {"format": "png"}}})]),
         ({}, []),
         ("text", []),
@@ -272,6 +283,7 @@ def block_replay(block: Any) -> list[tuple[str, dict[str, Any]]]:
         "redacted",
         "cited",
         "cited-unreadable",
+        "cited-without-content",
         "other",
         "empty",
         "not-an-object",

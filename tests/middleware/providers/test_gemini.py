@@ -215,7 +215,7 @@ def test_a_body_that_is_not_an_array_is_not_stored() -> None:
 
 
 def test_array_decoder_respects_strings_and_escapes() -> None:
-    tricky = [{"text": 'a "quoted" ] } [ { \\ brace'}, {"nested": [{"deep": ["]"]}]}]
+    tricky = [{"text": 'a "quoted" ] } [ { \\ brace'}, {"nested": [{"deep": ["]"]}]}, {"runs": '\\"\\\\"'}]
     data = orjson.dumps(tricky)
     for pieces in splits(data):
         decoder = JSONArrayDecoder()
@@ -377,6 +377,12 @@ def test_an_answer_whose_usage_is_not_an_object_is_not_stored() -> None:
     )
 
 
+def test_an_answer_without_candidates_is_not_stored() -> None:
+    for candidates, reason in (([], "`candidates` is empty"), (None, "`candidates` is null or missing, not a list")):
+        got = GenerateContent().unstorable(orjson.dumps({"candidates": candidates}), view(STREAM))
+        assert got == f"invalid response: {reason}"
+
+
 EMBED = "/v1beta/models/gemini-embedding-001:embedContent"
 
 
@@ -391,6 +397,7 @@ EMBED = "/v1beta/models/gemini-embedding-001:embedContent"
         ),
         ({"embeddings": {"values": [0.1]}}, "`embeddings` is dict, not a list"),
         ({"embedding": [0.1]}, "`embedding` is list"),
+        ({"embedding": {"values": [0.1, "2"]}}, "`embedding.values` holds something other than numbers"),
         ({"embeddings": [{"values": [0.1]}], "embedding": "ignored"}, None),
         ({"embeddings": []}, "`embeddings` is empty"),
         ({"embeddings": [{"values": None}, {"values": [1]}]}, "`embeddings[0].values` is null or missing, not a list"),
@@ -545,3 +552,117 @@ def test_a_candidate_without_an_index_is_the_first() -> None:
     assert final["candidates"] == [
         {"index": 0, "content": {"parts": [{"text": "Paris"}], "role": "model"}, "finishReason": "STOP"}
     ]
+
+
+# -- what telemetry reads ------------------------------------------------------------------------------
+
+
+def test_the_request_parameters_telemetry_reads_are_in_generation_config() -> None:
+    config = {
+        "temperature": 0.5,
+        "topP": 0.9,
+        "topK": 40,
+        "maxOutputTokens": 256,
+        "stopSequences": ["END"],
+        "candidateCount": 2,
+        "seed": 7,
+        "presencePenalty": 0.1,
+        "frequencyPenalty": 0.2,
+    }
+    assert GenerateContent().request_attributes({"generationConfig": config, "temperature": 1.0}) == {
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.top_k": 40.0,
+        "gen_ai.request.max_tokens": 256,
+        "gen_ai.request.stop_sequences": ("END",),
+        "gen_ai.request.choice.count": 2,
+        "gen_ai.request.seed": 7,
+        "gen_ai.request.presence_penalty": 0.1,
+        "gen_ai.request.frequency_penalty": 0.2,
+    }
+    embedding = EmbedContent().request_attributes({"outputDimensionality": 768})
+    assert embedding == {"gen_ai.embeddings.dimension.count": 768}
+
+
+def test_the_messages_telemetry_reads_are_contents_the_system_instruction_and_each_candidate() -> None:
+    endpoint, text = GenerateContent(), [{"text": "Hi"}]
+    body = {"contents": [{"role": "user", "parts": text}], "systemInstruction": {"parts": [{"text": "Be brief."}]}}
+    assert endpoint.input_messages(body) == [{"role": "user", "parts": [{"type": "text", "content": "Hi"}]}]
+    assert endpoint.system_instructions(body) == [{"type": "text", "content": "Be brief."}]
+    assert endpoint.system_instructions({"systemInstruction": "Be brief."}) == []
+    answer = {
+        "candidates": [
+            {"content": {"role": "model", "parts": text}, "finishReason": "STOP"},
+            {"content": {"parts": text}},
+            {"content": {"role": "user", "parts": text}},
+            {"finishReason": "SAFETY"},
+            "junk",
+        ]
+    }
+    assert endpoint.output_messages(answer) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Hi"}], "finish_reason": "STOP"},
+        {"role": "assistant", "parts": [{"type": "text", "content": "Hi"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Hi"}]},
+    ]
+    assert endpoint.output_messages({"candidates": None}) == []
+    assert endpoint.finish_reasons(answer) == ("STOP", "SAFETY")
+
+
+def test_an_embedding_request_and_answer_hold_no_messages() -> None:
+    request = {"content": {"parts": [{"text": "Hi"}]}, "messages": [{"role": "user", "content": "Hi"}]}
+    assert EmbedContent().input_messages(request) == []
+    answer = {"embedding": {"values": [0.1]}, "choices": [{"message": {"content": "Hi"}}]}
+    assert EmbedContent().output_messages(answer) == []
+
+
+# -- batchEmbedContents, served item by item -----------------------------------------------------------
+
+BATCH = "/v1beta/models/text-embedding-004:batchEmbedContents"
+
+
+def embed_request(text: str, **fields: Any) -> dict[str, Any]:
+    return {"content": {"parts": [{"text": text}]}, **fields}
+
+
+def test_a_batch_is_split_into_its_requests_each_keyed_as_its_own_embed_content() -> None:
+    route = resolve(BATCH)
+    assert route is not None
+    items = EmbedContent().items
+    model = "models/text-embedding-004"
+    body = {"requests": [embed_request("a", model=model), embed_request("b")]}
+    assert items(route, body) == [embed_request("a"), embed_request("b")]
+    base = "https://generativelanguage.googleapis.com/v1beta/models/text-embedding-004"
+    assert EmbedContent().upstream_identity(f"{base}:batchEmbedContents") == f"{base}:embedcontent"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"requests": []},
+        {"requests": "a"},
+        {"requests": [embed_request("a"), "b"]},
+        {"requests": [embed_request("a")], "labels": {}},
+        {"requests": [embed_request("a", model="models/gemini-embedding-001")]},
+    ],
+    ids=["empty", "not-a-list", "not-an-object", "another-field", "another-model"],
+)
+def test_a_batch_is_served_whole_unless_it_is_only_requests_for_the_paths_model(body: dict[str, Any]) -> None:
+    route = resolve(BATCH)
+    assert route is not None and EmbedContent().items(route, body) is None
+
+
+def test_a_batch_asks_for_its_missing_items_and_its_answer_is_made_of_theirs() -> None:
+    route, endpoint = resolve(BATCH), EmbedContent()
+    assert route is not None
+    body = {"requests": [embed_request("a"), embed_request("b"), embed_request("c")]}
+    assert endpoint.batch_body(route, body, [2, 0]) == {"requests": [embed_request("c"), embed_request("a")]}
+    answer = {"embeddings": [{"values": [1]}, {"values": [2]}]}
+    assert endpoint.item_answers(answer, 2) == [{"embedding": {"values": [1]}}, {"embedding": {"values": [2]}}]
+    assert endpoint.item_answers(answer, 3) is None
+    assert endpoint.item_answers({"embeddings": "x"}, 1) is None
+    items = [{"embedding": {"values": [2]}}, {"embedding": {"values": [1]}}]
+    assert endpoint.batch_answer(items, None) == {"embeddings": [{"values": [2]}, {"values": [1]}]}
+    assert endpoint.batch_answer(items[:1], {"embeddings": [], "metadata": 1}) == {
+        "embeddings": [{"values": [2]}],
+        "metadata": 1,
+    }

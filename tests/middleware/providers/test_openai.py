@@ -12,7 +12,7 @@ from llm_cache._wire import AZURE, OPENAI
 from llm_cache.middleware import Cache
 from llm_cache.middleware.providers import resolve
 from llm_cache.middleware.providers.base import Usage
-from llm_cache.middleware.providers.openai import ChatCompletions, Completions, Embeddings, Responses
+from llm_cache.middleware.providers.openai import ChatCompletions, Completions, Embeddings, Moderations, Responses
 
 from .streams import assemble, replaying, splits, sse, through_cache, view
 
@@ -974,6 +974,17 @@ def test_a_legacy_completion_replay_sends_text_then_finish_reason() -> None:
     assert bare[0]["choices"] == [{"index": 0, "text": "", "finish_reason": None, "logprobs": None}]
 
 
+def test_each_legacy_completion_choice_replays_its_finish_reason_on_its_own_index() -> None:
+    choices = [{"index": i, "text": "Hi", "finish_reason": reason} for i, reason in enumerate(("stop", "length"))]
+    chunks = replayed_chunks(Completions(), {**COMPLETION, "choices": choices}, {"stream": True})
+    assert [(c["choices"][0]["index"], c["choices"][0]["finish_reason"]) for c in chunks] == [
+        (0, None),
+        (0, "stop"),
+        (1, None),
+        (1, "length"),
+    ]
+
+
 # -- Responses stream ----------------------------------------------------------------------------------
 
 
@@ -1089,6 +1100,21 @@ def test_a_text_part_without_logprobs_or_status_replays_without_them() -> None:
     assert events[0]["item"] == {**item, "content": []}
     assert events[1]["part"] == {"type": "output_text", "text": "", "annotations": []}
     assert events[2]["logprobs"] == []
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"id": "msg_1", "type": "message", "content": [{"type": "output_text", "annotations": []}]},
+        {"id": "msg_1", "type": "message", "content": [{"type": "refusal"}]},
+        {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text"}]},
+        {"id": "rs_1", "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text"}]},
+        {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f"},
+    ],
+    ids=["output-text", "refusal", "reasoning-summary", "reasoning-text", "function-call"],
+)
+def test_a_part_or_call_without_its_text_replays_an_empty_text(item: dict[str, Any]) -> None:
+    assert [event["delta"] for event in item_events(item) if event["type"].endswith(".delta")] == [""]
 
 
 def test_a_refusal_and_an_unknown_part_replay_as_parts() -> None:
@@ -1467,3 +1493,160 @@ def test_a_tool_call_is_checked_whatever_comes_before_or_after_it() -> None:
     )
     unfinished = {"index": 0, "message": {"content": "Hi", "tool_calls": [{"function": {}}]}, "finish_reason": None}
     assert ChatCompletions().unstorable(orjson.dumps({"choices": [unfinished]}), view(CHAT_PATH)) is None
+
+
+# -- what telemetry reads ----------------------------------------------------------------------------------
+
+
+def test_chat_telemetry_names_the_output_type_its_response_format_asks_for() -> None:
+    chat = ChatCompletions()
+    for kind, output in (("json_object", "json"), ("json_schema", "json"), ("text", "text")):
+        assert chat.request_attributes({"response_format": {"type": kind}, "seed": 3}) == {
+            "gen_ai.request.seed": 3,
+            "gen_ai.output.type": output,
+        }
+    assert chat.request_attributes({"response_format": {"type": "grammar"}}) == {}
+    assert chat.request_attributes({"response_format": "json_object"}) == {}
+
+
+def test_the_sampling_parameters_telemetry_reads_are_shared_by_chat_and_legacy_completions() -> None:
+    body = {
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "frequency_penalty": 0.1,
+        "presence_penalty": 0.2,
+        "stop": "END",
+        "seed": 7,
+        "max_tokens": 64,
+        "n": 2,
+    }
+    expected = {
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.frequency_penalty": 0.1,
+        "gen_ai.request.presence_penalty": 0.2,
+        "gen_ai.request.stop_sequences": ("END",),
+        "gen_ai.request.seed": 7,
+        "gen_ai.request.max_tokens": 64,
+        "gen_ai.request.choice.count": 2,
+    }
+    assert ChatCompletions().request_attributes(body) == Completions().request_attributes(body) == expected
+    newer = ChatCompletions().request_attributes({"max_completion_tokens": 32, "max_tokens": 64})
+    assert newer == {"gen_ai.request.max_tokens": 32}  # chat's newer name wins
+
+
+def test_the_parameters_telemetry_reads_from_embeddings_and_responses() -> None:
+    assert Embeddings().request_attributes({"encoding_format": "float", "dimensions": 256}) == {
+        "gen_ai.request.encoding_formats": ("float",),
+        "gen_ai.embeddings.dimension.count": 256,
+    }
+    assert Responses().request_attributes({"temperature": 0.5, "top_p": 0.9, "max_output_tokens": 64}) == {
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.max_tokens": 64,
+    }
+
+
+def hi(role: str = "user") -> dict[str, Any]:
+    """A message in the OpenTelemetry conventions' shape."""
+    return {"role": role, "parts": [{"type": "text", "content": "Hi"}]}
+
+
+def test_the_messages_telemetry_reads_are_a_prompt_an_input_and_instructions() -> None:
+    assert Completions().input_messages({"prompt": "Hi"}) == [hi()]
+    assert Completions().input_messages({"prompt": ["Hi", "Bye"], "messages": [{"content": "Hi"}]}) == []
+    responses = Responses()
+    body = {"input": [{"role": "user", "content": "Hi"}], "instructions": "Be brief."}
+    assert responses.input_messages(body) == [hi()]
+    assert responses.input_messages({"input": "Hi"}) == [hi()]
+    assert responses.system_instructions(body) == [{"type": "text", "content": "Be brief."}]
+
+
+def test_the_output_telemetry_reads_of_a_response_is_its_message_items() -> None:
+    output = [
+        {"type": "reasoning", "summary": []},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hi"}]},
+        "junk",
+    ]
+    assert Responses().output_messages({"output": output}) == [hi("assistant")]
+    assert Responses().output_messages({"output": {"type": "message"}}) == []
+
+
+def test_a_responses_finish_reason_is_why_it_is_incomplete_or_else_its_status() -> None:
+    incomplete = {"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
+    assert Responses().finish_reasons(incomplete) == ("max_output_tokens",)
+    assert Responses().finish_reasons({"status": "completed", "incomplete_details": None}) == ("completed",)
+    assert Responses().finish_reasons({"status": None}) == ()
+
+
+def test_embeddings_and_moderations_hold_no_messages_and_no_finish_reasons() -> None:
+    body = {"input": "Hi", "messages": [{"role": "user", "content": "Hi"}]}
+    answer = {"results": [], "data": [], "choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}]}
+    for endpoint in (Embeddings(), Moderations()):
+        assert (endpoint.input_messages(body), endpoint.output_messages(answer)) == ([], [])
+    assert Moderations().finish_reasons(answer) == ()
+
+
+def test_a_moderation_is_stored_only_with_results() -> None:
+    request = view("/v1/moderations")
+    assert Moderations().unstorable(orjson.dumps({"id": "modr-1", "results": [{"flagged": False}]}), request) is None
+    assert Moderations().unstorable(orjson.dumps({"id": "modr-1", "results": []}), request) == (
+        "invalid response: `results` is empty"
+    )
+
+
+# -- embeddings input lists, served item by item -------------------------------------------------------------
+
+NO_TOKENS = {"prompt_tokens": 0, "total_tokens": 0}
+
+
+def vector(index: int, value: float) -> dict[str, Any]:
+    return {"object": "embedding", "index": index, "embedding": [value]}
+
+
+def test_an_input_list_is_split_into_one_request_an_input() -> None:
+    route = resolve("/v1/embeddings")
+    assert route is not None
+    body = {"model": "m", "input": ["a", [1, 2]]}
+    assert Embeddings().items(route, body) == [{"model": "m", "input": "a"}, {"model": "m", "input": [1, 2]}]
+    for given in ("a", [], [1, 2], ["a", None]):  # a list of integers is one token array
+        assert Embeddings().items(route, {"model": "m", "input": given}) is None
+    three = {"model": "m", "input": ["a", "b", "c"]}
+    assert Embeddings().batch_body(route, three, [2, 0]) == {"model": "m", "input": ["c", "a"]}
+
+
+def test_a_list_answer_is_taken_apart_by_index_and_its_tokens_are_counted_once() -> None:
+    answer = {"object": "list", "model": "m", "data": [vector(1, 2), vector(0, 1)], "usage": {"prompt_tokens": 4}}
+    assert Embeddings().item_answers(answer, 2) == [
+        {**answer, "data": [vector(0, 1)], "usage": NO_TOKENS},
+        {**answer, "data": [vector(0, 2)], "usage": NO_TOKENS},
+    ]
+    one = {**answer, "data": [vector(0, 1)]}
+    assert Embeddings().item_answers(one, 1) == [one]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [vector(0, 1)],
+        [vector(0, 1), vector(0, 2)],
+        [vector(0, 1), {**vector(1, 2), "index": "1"}],
+        [vector(0, 1), {**vector(1, 2), "index": None}],
+        [vector(0, 1), [2]],
+        None,
+    ],
+    ids=["too-few", "an-index-twice", "an-index-not-an-integer", "no-index", "not-an-object", "no-data"],
+)
+def test_a_list_answer_whose_items_are_not_certain_is_not_taken_apart(data: Any) -> None:
+    assert Embeddings().item_answers({"object": "list", "data": data}, 2) is None
+
+
+def test_a_list_answer_is_made_of_its_items_answers_with_the_upstream_answers_usage() -> None:
+    answers = [{"object": "list", "model": "m", "data": [vector(0, value)], "usage": NO_TOKENS} for value in (1, 2)]
+    made = {"object": "list", "model": "m", "data": [vector(0, 1), vector(1, 2)], "usage": NO_TOKENS}
+    assert Embeddings().batch_answer(answers, None) == made
+    upstream = {"object": "list", "model": "m-2", "data": [vector(0, 2)], "usage": {"prompt_tokens": 2}}
+    assert Embeddings().batch_answer(answers, upstream) == {**made, "model": "m-2", "usage": {"prompt_tokens": 2}}
+    assert Embeddings().batch_answer(answers, {"object": "list", "model": "m-2"}) == {**made, "model": "m-2"}
+    answers[1]["model"] = "m-3"  # nothing went upstream: the fields beside the data are the first item's
+    assert Embeddings().batch_answer(answers, None) == made
