@@ -440,33 +440,34 @@ def test_responses_stream_cut_before_completed_is_not_stored() -> None:
     assert assemble(Responses(), view("/v1/responses", {"stream": True}), [live_stream()]) is None
 
 
-@pytest.mark.parametrize(
-    "terminal",
-    [
-        {
-            "type": "response.failed",
-            "response": {
-                **FINAL,
-                "status": "failed",
-                "usage": None,
-                "error": {"code": "server_error", "message": "boom"},
-            },
+BROKEN_ENDINGS = [
+    {
+        "type": "response.failed",
+        "response": {
+            **FINAL,
+            "status": "failed",
+            "usage": None,
+            "error": {"code": "server_error", "message": "boom"},
         },
-        {
-            "type": "response.incomplete",
-            "response": {**FINAL, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}},
-        },
-        {"type": "error", "code": "ERR_SOMETHING", "message": "Something went wrong", "param": None},
-    ],
-    ids=["failed", "incomplete", "error"],
-)
+    },
+    {
+        "type": "response.incomplete",
+        "response": {**FINAL, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}},
+    },
+    {"type": "error", "code": "ERR_SOMETHING", "message": "Something went wrong", "param": None},
+]
+"""The three ways a Responses stream says it went wrong."""
+
+
+@pytest.mark.parametrize("terminal", BROKEN_ENDINGS, ids=["failed", "incomplete", "error"])
 def test_responses_failed_incomplete_or_error_is_not_stored(terminal: dict[str, Any]) -> None:
     assert assemble(Responses(), view("/v1/responses", {"stream": True}), [live_stream(terminal)]) is None
 
 
-def test_responses_error_then_completed_is_still_not_stored() -> None:
-    error = {"type": "error", "code": "server_error", "message": "hiccup", "param": None}
-    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [live_stream(error, COMPLETED)]) is None
+@pytest.mark.parametrize("broken", BROKEN_ENDINGS, ids=["failed", "incomplete", "error"])
+def test_a_responses_stream_that_went_wrong_is_not_stored_whatever_follows(broken: dict[str, Any]) -> None:
+    stream = live_stream(broken, COMPLETED)  # a hostile or buggy upstream completing after failing
+    assert assemble(Responses(), view("/v1/responses", {"stream": True}), [stream]) is None
 
 
 @pytest.mark.parametrize(
