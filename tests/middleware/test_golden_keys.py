@@ -69,6 +69,16 @@ GOLDEN: dict[str, Known] = {
         {"model": "text-embedding-3-small", "input": ["Hi"]},
         key="default:c099295a3784e1bd368dc348843a7398c:a7d9625522673ec4e614b920160c0da6d9336704a1b48152489c2ed5554c2b89",
     ),
+    "openai moderations": Known(
+        "/v1/moderations",
+        {"model": "omni-moderation-latest", "input": "Hi"},
+        key="default:c099295a3784e1bd368dc348843a7398c:31bdab20dd20a406df360df6c946c925d888689fed48d3a54bf1f162717d74e5",
+    ),
+    "openai legacy completions": Known(
+        "/v1/completions",
+        {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi", "max_tokens": 8},
+        key="default:c099295a3784e1bd368dc348843a7398c:bd2bdca5bb6c6b06b5e20c3df6d40683d608d4d9a0fe3fc8218a13cfccfe2b30",
+    ),
     "azure chat": Known(
         "/openai/deployments/prod-4o/chat/completions",
         {"messages": CHAT["messages"]},

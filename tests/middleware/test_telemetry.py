@@ -1026,3 +1026,14 @@ async def test_asgi_middleware_spans_are_internal_with_the_same_attributes(recor
     assert (hit.attributes or {})["llm_cache.saved.input_tokens"] == 20
     assert "server.address" not in (miss.attributes or {})  # the wrapped app is not the GenAI server
     assert recorded.children(miss) == ["llm_cache.lookup", "llm_cache.store"]
+
+
+async def test_a_moderation_call_is_named_the_moderation_operation(recorded: Recorded) -> None:
+    moderation = {"id": "modr-1", "model": "omni-moderation-latest", "results": [{"flagged": False}]}
+    client = async_openai(Cache(telemetry=recorded.telemetry), Upstream(moderation))
+    for _ in range(2):
+        await client.moderations.with_raw_response.create(model="omni-moderation-latest", input="Is this fine?")
+    miss, hit = recorded.calls()
+    for span in (miss, hit):
+        assert span.name == "moderation omni-moderation-latest"
+        assert (span.attributes or {})["gen_ai.operation.name"] == "moderation"

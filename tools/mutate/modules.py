@@ -75,6 +75,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "middleware/_prepared_memo.py": ("tests/middleware/test_prepared_memo.py",),
     "middleware/providers/openai.py": (
         "tests/middleware/providers/test_openai.py",
+        "tests/middleware/test_golden_keys.py",
         "tests/middleware/providers/test_base.py",
         "tests/middleware/providers/test_chat_stream_properties.py",
         "tests/middleware/providers/test_storable_replays.py",

@@ -1227,6 +1227,9 @@ def test_an_mcp_call_replays_its_arguments_then_completes() -> None:
         "response.mcp_call.completed",
         "response.output_item.done",
     ]
+    added, delta, done = item_events(item)[:3]
+    assert added["item"]["arguments"] == ""  # announced empty, then streamed as MCP's arguments
+    assert (delta["delta"], done["arguments"]) == ('{"d":6}', '{"d":6}')
 
 
 def test_an_item_of_no_known_type_replays_whole() -> None:
