@@ -46,9 +46,9 @@ class Meanings:
         self._stored = stored
         self._store_failed = store_failed
         self._background: set[asyncio.Future[None]] = set()
+        """Indexing that nobody waits for (answers to refreshes), kept until done."""
         if semantic.bound is not None:  # a verification the per-minute cap refused is counted too
             semantic.bound.on_capped = lambda: telemetry.semantic_verified("capped")
-        """Indexing that nobody waits for (answers to refreshes), kept until done."""
 
     async def of(self, request: CacheRequest) -> Meaning | None:
         """The request's context digest, last user text and its vector; None if it is not eligible."""

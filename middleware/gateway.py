@@ -728,7 +728,9 @@ class _Gateway:
         try:
             limit = min(_MAX_VERIFICATIONS, int(request.query_params.get("limit", _MAX_VERIFICATIONS)))
         except ValueError:
-            return _bad("limit must be an integer")
+            limit = -1
+        if limit < 0:
+            return _bad("limit must be a non-negative integer")
         try:
             records = await asyncio.wait_for(semantic.outcomes.outcomes(limit), _PROBE_TIMEOUT)
         except Exception as error:

@@ -272,17 +272,22 @@ class ErrorBound:
             self._judged.popitem(last=False)
         self._pending += 1
         self._unfitted += 1
+        if self._unfitted >= FIT_EVERY:
+            await self._fit()
         if self._pending * 16 >= max(self._needed, self._above):
             await self._recompute()
+
+    async def _fit(self) -> None:
+        """Refit the prior to the judged answers' verdicts: here, after a verdict, never on a caller's
+        lookup (it reads every judged answer's history, one store read each)."""
+        self._unfitted = 0
+        self._fits += 1
+        slopes = SLOPES if self._fits % 5 == 1 else (self.model.slope,)
+        self.model.fit([await self.evidence.history(key) for key in self._judged], slopes)
 
     async def _recompute(self) -> None:
         self._refreshed = self._clock()
         self._pending = 0
-        if self._unfitted >= FIT_EVERY:
-            self._unfitted = 0
-            self._fits += 1
-            slopes = SLOPES if self._fits % 5 == 1 else (self.model.slope,)
-            self.model.fit([await self.evidence.history(key) for key in self._judged], slopes)
         checked, wrong = await self.evidence.tally(BINS)
         self._cap, self._above = learned_threshold(
             checked, wrong, self.max_error_rate, self.confidence, START * self._needed

@@ -29,7 +29,7 @@ class InProcessOutcomes:
         self._records.appendleft((similarity, outcome))
 
     async def outcomes(self, limit: int) -> list[tuple[float, str]]:
-        return list(self._records)[:limit]
+        return list(self._records)[: max(0, limit)]
 
 
 __all__ = ["OUTCOMES", "InProcessOutcomes", "OutcomeLog"]

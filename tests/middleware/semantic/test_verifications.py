@@ -108,6 +108,20 @@ def test_the_gateway_serves_the_recent_outcomes_to_the_admin_only(gateway: str) 
     assert httpx2.get(f"{gateway}/cache/semantic/verifications", headers={"x-admin-key": "no"}).status_code == 403
 
 
+@pytest.mark.parametrize(
+    ("limit", "status", "count"), [("1", 200, 1), ("0", 200, 0), ("-1", 400, None), ("x", 400, None)]
+)
+def test_the_outcomes_limit_is_a_count_never_a_slice_from_the_end(
+    gateway: str, limit: str, status: int, count: int | None
+) -> None:
+    answer = httpx2.get(
+        f"{gateway}/cache/semantic/verifications", params={"limit": limit}, headers={"x-admin-key": ADMIN}
+    )
+    assert answer.status_code == status
+    if count is not None:
+        assert len(answer.json()["verifications"]) == count
+
+
 def test_calibrate_from_a_gateway_prints_the_report_over_its_outcomes(
     gateway: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
