@@ -171,14 +171,20 @@ async def replay_once(
     semantic: SemanticCache,
     agreed: dict[tuple[int, int], bool],
 ) -> dict[str, float]:
-    """Each question asked once, in `order`, matched as `SemanticCache.matches` does (the nearest
+    """The questions of `order` asked in turn: one asked before and stored is an exact hit (never
+    wrong, not a semantic lookup); any other is matched as `SemanticCache.matches` does (the nearest
     `candidates` stored prompts, best first, at or above the threshold, the guard) and decided by
     `semantic`: a served answer from another cluster is a wrong hit; a verified one is judged on the
-    two clusters' answers by the cache's judge. A question not served is stored."""
-    hits = wrong = verified = labelled_wrong = 0
+    two clusters' answers by the cache's judge. A question not served is stored (a question served
+    by meaning is not: asked again, it is looked up by meaning again, as in the cache)."""
+    hits = wrong = verified = labelled_wrong = exact = 0
     stored: set[int] = set()
     for q in order:
         question = questions[q]
+        if q in stored:
+            exact += 1
+            continue
+        semantic.looked_up()
         served = False
         for j, similarity in [(j, sim) for j, sim in near[q] if j in stored][: semantic.candidates]:
             if not similarity >= semantic.threshold:
@@ -202,100 +208,191 @@ async def replay_once(
             break  # the nearest usable candidate decides
         if not served:
             stored.add(q)
-    return {"hits": hits, "wrong": wrong, "verified": verified, "labelled_wrong": labelled_wrong}
+    return {
+        "requests": len(order) - exact,
+        "exact": exact,
+        "hits": hits,
+        "wrong": wrong,
+        "verified": verified,
+        "labelled_wrong": labelled_wrong,
+    }
+
+
+def zipf_stream(ranked: list[int], exponent: float, draw: random.Random, length: int | None = None) -> list[int]:
+    """`length` requests (default: three per question) drawn from `ranked` with Zipf weights: the
+    question at rank `r` (from 1) is asked with probability proportional to `r ** -exponent`."""
+    weights = [rank**-exponent for rank in range(1, len(ranked) + 1)]
+    return draw.choices(ranked, weights=weights, k=length or 3 * len(ranked))
 
 
 def possible_hits(order: list[int], questions: list[str], cluster: dict[str, str]) -> int:
-    """What a perfect cache serves: every question whose cluster was asked before."""
+    """What a perfect cache serves by meaning: every request for a question not stored whose cluster
+    was asked before (the first question of a cluster is stored, and asked again is an exact hit)."""
     seen: set[str] = set()
+    stored: set[int] = set()
     count = 0
     for q in order:
-        count += cluster[questions[q]] in seen
-        seen.add(cluster[questions[q]])
+        if q in stored:
+            continue
+        if cluster[questions[q]] in seen:
+            count += 1
+        else:
+            stored.add(q)
+            seen.add(cluster[questions[q]])
     return count
 
 
-STATIC = (0.80, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98)
+STATIC = tuple(round(0.75 + 0.01 * step, 2) for step in range(25))
 BOUNDS = (0.01, 0.02, 0.05)
+ERROR_RATES_OF = ("requests", "hits")
+
+
+def per_request(result: dict[str, float]) -> float:
+    """Wrong answers per semantic lookup: what the bound of requests promises."""
+    return result["wrong"] / result["requests"] if result["requests"] else 0.0
+
+
+def per_hit(result: dict[str, float]) -> float:
+    return result["wrong"] / result["hits"] if result["hits"] else 0.0
+
+
+def overall(result: dict[str, float]) -> tuple[float, float]:
+    """Answered from the cache (exact or by meaning) and wrong answers, each per request of the stream."""
+    everyone = result["requests"] + result["exact"]
+    return (result["hits"] + result["exact"]) / everyone, result["wrong"] / everyone
+
+
+def summed(results: list[dict[str, float]]) -> dict[str, float]:
+    return {name: sum(r[name] for r in results) for name in results[0]}
+
+
+def best_static(rows: dict[str, list[dict[str, float]]], rate: float, of: str) -> tuple[str, float]:
+    """The static threshold answering the most requests from the cache with a wrong-answer rate (per
+    request of the stream, or per semantic hit; over all seeds) at or under `rate`; its name and its
+    cache hit rate (per request) or semantic hits."""
+    fitting = []
+    for mode, results in rows.items():
+        total = summed(results)
+        if not mode.startswith("static"):
+            continue
+        if of == "requests" and overall(total)[1] <= rate:
+            fitting.append((overall(total)[0], mode))
+        elif of == "hits" and per_hit(total) <= rate:
+            fitting.append((total["hits"], mode))
+    value, mode = max(fitting) if fitting else (0.0, "none")
+    return mode, value
 
 
 async def replay(
-    name: str, questions: list[str], cluster: dict[str, str], seeds: list[int], embedder: SentenceTransformerEmbedder
+    name: str,
+    questions: list[str],
+    cluster: dict[str, str],
+    seeds: list[int],
+    embedder: SentenceTransformerEmbedder,
+    error_rates_of: tuple[str, ...] = ERROR_RATES_OF,
+    zipf: float = 0.0,
 ) -> None:
-    """Bounded mode against static thresholds (guard on in both), `seeds` random orders."""
+    """Bounded mode (both definitions of its bound) against static thresholds (guard on in both),
+    `seeds` random orders."""
     vectors = await embedded(embedder, questions)
-    print(f"\n## Replay, {name}: {len(questions)} questions")
+    stream = f", a Zipf({zipf}) stream of {3 * len(questions)} requests" if zipf else ", each asked once"
+    print(f"\n## Replay, {name}: {len(questions)} questions{stream}")
     near = nearest(vectors)
     agreed: dict[tuple[int, int], bool] = {}
     rows: dict[str, list[dict[str, float]]] = {}
     for seed in seeds:
         order = list(range(len(questions)))
         random.Random(seed).shuffle(order)
+        if zipf:
+            order = zipf_stream(order, zipf, random.Random(seed))
         best = possible_hits(order, questions, cluster)
         for threshold in STATIC:
             semantic = SemanticCache(_Unused(), threshold=threshold)
             result = await replay_once(order, questions, near, cluster, semantic, agreed)
             rows.setdefault(f"static {threshold:.2f}", []).append(result | {"possible": best})
-        for bound in BOUNDS:
-            semantic = SemanticCache(_Unused(), bound=ErrorBound(bound, seed=seed), judge=ExactJudge())
-            result = await replay_once(order, questions, near, cluster, semantic, agreed)
-            rows.setdefault(f"bounded {bound:.0%}", []).append(result | {"possible": best})
-    print(f"Seeds {seeds}; sums over the seeds. Wrong-hit rate: wrong hits / hits. Hit rate: hits / requests.\n")
-    print("| mode | hits | wrong hits (labelled) | wrong-hit rate | hit rate | share of possible hits | verified |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    total = len(questions) * len(seeds)
-    summary = {}
+        for of in error_rates_of:
+            for bound in BOUNDS:
+                errors = ErrorBound(bound, error_rate_of=of, seed=seed)  # type: ignore[arg-type]
+                semantic = SemanticCache(_Unused(), bound=errors, judge=ExactJudge())
+                result = await replay_once(order, questions, near, cluster, semantic, agreed)
+                rows.setdefault(f"bounded {bound:.0%} of {of}", []).append(result | {"possible": best})
+    print(
+        f"Seeds {seeds}; sums over the seeds (worst: the worst seed's). Lookups: requests looked up by meaning "
+        "(a question asked before and stored is an exact hit instead). Per lookup: wrong hits / lookups, what a "
+        "bound of requests promises; per hit: wrong hits / semantic hits; of all: per request of the stream.\n"
+    )
+    print(
+        "| mode | semantic hits | wrong (labelled) | wrong per lookup | wrong per hit | exact hits "
+        "| answered from cache, of all | wrong, of all | share of possible | verified |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mode, results in rows.items():
-        hits, wrong = sum(r["hits"] for r in results), sum(r["wrong"] for r in results)
-        labelled = sum(r["labelled_wrong"] for r in results)
-        verified, possible = sum(r["verified"] for r in results), sum(r["possible"] for r in results)
-        rate = wrong / hits if hits else 0.0
-        worst = max((r["wrong"] / r["hits"] if r["hits"] else 0.0) for r in results)
-        summary[mode] = (hits, rate, worst)
-        shown = "" if mode.startswith("static") else f"{verified}"
+        total = summed(results)
+        shown = "" if mode.startswith("static") else f"{total['verified']:.0f}"
+        answered, wrong = overall(total)
         print(
-            f"| {mode} | {hits} | {wrong} ({labelled}) | {rate:.2%} (worst seed {worst:.2%}) | {hits / total:.2%} "
-            f"| {hits / possible:.1%} | {shown} |"
+            f"| {mode} | {total['hits']:.0f} | {total['wrong']:.0f} ({total['labelled_wrong']:.0f}) "
+            f"| {per_request(total):.2%} ({max(map(per_request, results)):.2%}) "
+            f"| {per_hit(total):.2%} ({max(map(per_hit, results)):.2%}) | {total['exact']:.0f} "
+            f"| {answered:.2%} | {wrong:.2%} | {total['hits'] / max(total['possible'], 1):.1%} | {shown} |"
         )
-    print("\n| bound | bounded: wrong-hit rate, hits | best static at or under that wrong-hit rate: threshold, hits |")
-    print("| ---: | --- | --- |")
-    for bound in BOUNDS:
-        hits, rate, worst = summary[f"bounded {bound:.0%}"]
-        fitting = [(h, mode) for mode, (h, r, _) in summary.items() if mode.startswith("static") and r <= rate]
-        static = max(fitting) if fitting else (0, "none")
-        print(f"| {bound:.0%} | {rate:.2%}, {hits} | {static[1]}, {static[0]} |")
+    print("\n| bound | bounded: wrong, answered from cache | best static at or under that wrong rate | ratio |")
+    print("| --- | --- | --- | ---: |")
+    for of in error_rates_of:
+        for bound in BOUNDS:
+            total = summed(rows[f"bounded {bound:.0%} of {of}"])
+            if of == "requests":
+                answered, rate = overall(total)
+                mode, best = best_static(rows, rate, of)
+                ratio = f"{answered / best:.2f}" if best else "-"
+                print(f"| {bound:.0%} of requests | {rate:.2%}, {answered:.2%} | {mode}: {best:.2%} | {ratio} |")
+            else:
+                rate = per_hit(total)
+                mode, best = best_static(rows, rate, of)
+                ratio = f"{total['hits'] / best:.2f}" if best else "-"
+                print(f"| {bound:.0%} of hits | {rate:.2%}, {total['hits']:.0f} hits | {mode}: {best:.0f} | {ratio} |")
 
 
 async def synthetic_replay(seeds: list[int], size: int) -> None:
-    """Bounded mode against every static threshold on the same candidate streams."""
+    """Bounded mode against every static threshold on the same candidate streams (each candidate
+    one lookup), for both definitions of the bound."""
     print(f"\n## Synthetic candidates with known answers: {size} per seed, seeds {seeds}\n")
-    print("| bound | bounded: wrong-hit rate (worst seed) | hits | verified | best static at that rate | hits |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| bound | bounded: measured rate (worst seed) | hits | verified | best static at that rate | hits | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     streams = [known_answer_workload(seed, size) for seed in seeds]
-    for bound in BOUNDS:
-        hits = wrong = verified = 0
-        worst = 0.0
-        for seed, stream in zip(seeds, streams, strict=True):
-            errors = ErrorBound(bound, seed=seed)
-            served = bad = 0
-            for key, similarity, right in stream:
-                decision = await errors.decide(key, similarity)
-                if decision == "serve":
-                    served += 1
-                    bad += not right
-                elif decision == "verify":
-                    verified += 1
-                    await errors.learn(key, similarity, wrong=not right)
-            hits, wrong = hits + served, wrong + bad
-            worst = max(worst, bad / served if served else 0.0)
-        rate = wrong / hits if hits else 0.0
-        best = (0, 1.0)
-        for threshold in np.arange(0.75, 1.0, 0.0025):
-            s_hits = sum(1 for stream in streams for _, sim, _ in stream if sim >= threshold)
-            s_wrong = sum(1 for stream in streams for _, sim, ok in stream if sim >= threshold and not ok)
-            if s_hits and s_wrong / s_hits <= rate and s_hits > best[0]:
-                best = (s_hits, float(threshold))
-        print(f"| {bound:.0%} | {rate:.2%} ({worst:.2%}) | {hits} | {verified} | {best[1]:.4f} | {best[0]} |")
+    for of in ERROR_RATES_OF:
+        for bound in BOUNDS:
+            hits = wrong = verified = 0
+            worst = 0.0
+            for seed, stream in zip(seeds, streams, strict=True):
+                errors = ErrorBound(bound, error_rate_of=of, seed=seed)  # type: ignore[arg-type]
+                served = bad = 0
+                for key, similarity, right in stream:
+                    errors.looked_up()
+                    decision = await errors.decide(key, similarity)
+                    if decision == "serve":
+                        served += 1
+                        bad += not right
+                    elif decision == "verify":
+                        verified += 1
+                        await errors.learn(key, similarity, wrong=not right)
+                hits, wrong = hits + served, wrong + bad
+                denominator = len(stream) if of == "requests" else served
+                worst = max(worst, bad / denominator if denominator else 0.0)
+            requests = sum(len(stream) for stream in streams)
+            rate = wrong / (requests if of == "requests" else max(hits, 1))
+            best = (0, 1.0)
+            for threshold in np.arange(0.75, 1.0, 0.0025):
+                s_hits = sum(1 for stream in streams for _, sim, _ in stream if sim >= threshold)
+                s_wrong = sum(1 for stream in streams for _, sim, ok in stream if sim >= threshold and not ok)
+                s_rate = s_wrong / (requests if of == "requests" else max(s_hits, 1))
+                if s_hits and s_rate <= rate and s_hits > best[0]:
+                    best = (s_hits, float(threshold))
+            ratio = f"{hits / best[0]:.2f}" if best[0] else "-"
+            print(
+                f"| {bound:.0%} of {of} | {rate:.2%} ({worst:.2%}) | {hits} | {verified} | {best[1]:.4f} "
+                f"| {best[0]} | {ratio} |"
+            )
 
 
 class _Unused:
@@ -360,6 +457,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--dev-pairs", type=int, default=5000, help="development pairs to replay (not held out)")
     parser.add_argument("--test-pairs", type=int, default=None, help="held-out pairs to use (default: all)")
+    parser.add_argument("--split", choices=("dev", "test", "both"), default="both", help="which pairs to replay")
+    parser.add_argument("--of", choices=ERROR_RATES_OF, nargs="+", default=ERROR_RATES_OF, help="bounds of what")
+    parser.add_argument(
+        "--zipf", type=float, default=0.0, metavar="S", help="replay a Zipf(S) stream, three requests per question"
+    )
     parser.add_argument("--lookup", action="store_true", help="time the semantic lookup")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="bounded vs static on N known answers")
     parser.add_argument("--entries", type=int, default=100_000)
@@ -382,7 +484,10 @@ def main() -> None:
             (f"development pairs (a sample of {args.dev_pairs})", False, args.dev_pairs),
             (f"held-out test split ({args.test_pairs or 'all'} pairs)", True, args.test_pairs),
         ):
-            asyncio.run(replay(name, replay_questions(pairs, held_out, size, args.seed), cluster, args.seeds, embedder))
+            if args.split != "both" and held_out != (args.split == "test"):
+                continue
+            questions = replay_questions(pairs, held_out, size, args.seed)
+            asyncio.run(replay(name, questions, cluster, args.seeds, embedder, tuple(args.of), args.zipf))
         return
     for name, (a, b, labels) in (
         ("LangCache hard pairs", langcache(args.data)),

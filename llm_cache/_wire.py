@@ -158,7 +158,9 @@ def bedrock_pattern(action: str) -> re.Pattern[str]:
 ANTHROPIC_MESSAGES = "/v1/messages"
 """The suffix of Anthropic's messages path (and of `.../count_tokens` beneath it)."""
 _ANTHROPIC_API = re.compile(r"^(?:/.*)?" + re.escape(ANTHROPIC_MESSAGES) + r"(?:/count_tokens)?/?$")
-_GEMINI_API = gemini_pattern(r"[A-Za-z]+")
+_GEMINI_API = gemini_pattern(r"predict|[a-z]+[A-Z][A-Za-z]*")
+"""Gemini's and Vertex's model methods are camelCase (`generateContent`, `countTokens`) or `predict`;
+a lowercase word after a colon is a model's tag (`GET /v1/models/llama3:latest`), not a method."""
 _AZURE_API = re.compile(r"^(?:/.*)?/openai/deployments/(?P<deployment>[^/]+)/")
 
 

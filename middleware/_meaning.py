@@ -79,6 +79,7 @@ class Meanings:
             lookup.meaning_failed = True
             self._failed("semantic_search", error)
             return None
+        self.semantic.looked_up()
         if neighbours and math.isfinite(neighbours[0].similarity):
             self._telemetry.semantic_nearest(neighbours[0].similarity)
         matches = self.semantic.matching(meaning.text, neighbours)

@@ -513,8 +513,12 @@ def _calibrate_from_gateway(args: argparse.Namespace) -> int:
     status, data = _admin_call(args, "GET", "/cache/semantic/verifications")
     if status >= 400:
         return _answer(status, data)
-    records = [(float(r["similarity"]), str(r["outcome"])) for r in data.get("verifications", [])]
-    print(f"{args.from_gateway}: bound {data.get('max_error_rate')}, serving from {data.get('threshold')}")
+    try:
+        records = [(float(r["similarity"]), str(r["outcome"])) for r in data["verifications"]]
+    except (TypeError, KeyError, ValueError):
+        return _fail(f"{args.from_gateway} did not answer a list of verification outcomes")
+    per = data.get("error_rate_of", "hits")
+    print(f"{args.from_gateway}: bound {data.get('max_error_rate')} of {per}, serving from {data.get('threshold')}")
     print(outcomes_report(records, args.target_precision))
     return 0
 

@@ -70,6 +70,7 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
     if settings.max_error_rate is not None:
         bound = ErrorBound(
             settings.max_error_rate,
+            error_rate_of=settings.error_rate_of,
             confidence=settings.confidence,
             floor=0.75 if settings.threshold is None else settings.threshold,
             verifications_per_minute=settings.verifications_per_minute,

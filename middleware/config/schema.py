@@ -242,7 +242,15 @@ class SemanticConfig(_Model):
         "(default 0.75).",
     )
     max_error_rate: float | None = Field(
-        default=None, gt=0.0, lt=1.0, description="Bounded mode: the share of semantic hits that may be wrong (0.02)."
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="Bounded mode: the share of semantic lookups (or hits, see error_rate_of) that may be answered "
+        "wrongly (0.02).",
+    )
+    error_rate_of: Literal["requests", "hits"] = Field(
+        default="requests",
+        description="Bounded mode: max_error_rate is a share of semantic lookups (requests) or of semantic hits.",
     )
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0, description="Bounded mode: the bound's confidence.")
     verifications_per_minute: int | None = Field(default=None, ge=0, description="Bounded mode: a cap on checks.")

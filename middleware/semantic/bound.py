@@ -1,5 +1,8 @@
-"""Bounded mode: a semantic match is served only while the share of wrong semantic hits stays under
-the operator's bound (`max_error_rate`), with a stated confidence.
+"""Bounded mode: a semantic match is served only while wrong answers stay under the operator's bound
+(`max_error_rate`), with a stated confidence. The bound is a share of semantic lookups by default
+(`error_rate_of="requests"`: of the requests looked up by meaning, at most that share is answered
+wrongly, vCache's definition), or of semantic hits (`"hits"`: at most that share of the answers served
+by meaning is wrong, a promise on precision).
 
 The cache learns by verification. A candidate match it may not serve yet, and a small share of those
 it may, goes upstream like a miss; the fresh answer is served, and a judge compares it with the
@@ -18,7 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from .risk import HISTORY, SLOPES, History, RiskModel
 
@@ -37,10 +40,25 @@ EXPLORE = 0.1
 FIT_ANSWERS = 1000
 """The most recently judged answers whose verdicts fit the pooled prior."""
 START = 3
-"""The first threshold tested rests on `START * needed` verdicts (see `learned_threshold`)."""
+"""The first threshold tested rests on `START * needed` verdicts at its limit (see `learned_threshold`)."""
 FIT_EVERY = 100
 """Verdicts between two fits of the prior (a fit reads every judged answer's verdicts); every
 fifth fit also chooses the slope again."""
+MOST_WRONG = 0.5
+"""Per request, a served set may be wrong more often than the bound allows per hit (it is diluted by
+the lookups that found no candidate); never, though, more often than right."""
+REMEMBERED = 100_000
+"""Served candidates remembered, so that a prompt served by meaning is verified when it comes back.
+A popular prompt asked again and again is not an independent sample: served unverified each time, one
+wrong pairing would repeat its wrong answer to every caller. Verified, its fresh answer is stored
+under its own key, and its repeats are exact hits."""
+HALF_LIFE = 2000
+"""Lookups over which this process's recent traffic counts halve. A cache filling up finds a
+candidate for more and more of its lookups: the share of traffic a served set answers is taken as
+the larger of the whole history's and the recent one's, so growth never loosens the limit."""
+
+ErrorRateOf = Literal["requests", "hits"]
+"""What `max_error_rate` is a share of: semantic lookups (default) or semantic hits."""
 
 
 class Decision(str, Enum):
@@ -71,6 +89,14 @@ class Evidence(Protocol):
         """`key`'s most recent verdicts (at most `risk.HISTORY`): (similarity, judged wrong), oldest first."""
         ...
 
+    async def count(self, seen: Sequence[int], lookups: int) -> None:
+        """Add traffic: candidates decided per risk bin (`seen`), and semantic lookups."""
+        ...
+
+    async def traffic(self, bins: int) -> tuple[list[int], int]:
+        """Candidates decided per bin (`bins` long), and semantic lookups, since the start."""
+        ...
+
 
 class InProcessEvidence:
     """Verdicts in this process; per-answer records for the `max_keys` most recently judged answers."""
@@ -81,6 +107,8 @@ class InProcessEvidence:
         self._wrong: list[int] = []
         self._wrong_at: OrderedDict[str, float] = OrderedDict()
         self._history: OrderedDict[str, deque[tuple[float, bool]]] = OrderedDict()
+        self._seen: list[int] = []
+        self._lookups = 0
 
     async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
         if bin >= len(self._checked):
@@ -109,6 +137,17 @@ class InProcessEvidence:
     async def history(self, key: str) -> list[tuple[float, bool]]:
         return list(self._history.get(key, ()))
 
+    async def count(self, seen: Sequence[int], lookups: int) -> None:
+        if len(seen) > len(self._seen):
+            self._seen += [0] * (len(seen) - len(self._seen))
+        for bin, candidates in enumerate(seen):
+            self._seen[bin] += candidates
+        self._lookups += lookups
+
+    async def traffic(self, bins: int) -> tuple[list[int], int]:
+        pad = [0] * max(0, bins - len(self._seen))
+        return (self._seen + pad)[:bins], self._lookups
+
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p), summed in log space (n may be large, p small)."""
@@ -128,32 +167,66 @@ def needed(max_error_rate: float, confidence: float) -> int:
     return math.ceil(math.log(1.0 - confidence) / math.log1p(-max_error_rate))
 
 
+def served_limit(max_error_rate: float, share: float) -> float:
+    """The wrong share a served set may have when `max_error_rate` is a share of requests: answering
+    `share` of the lookups from it, wrong answers stay under the bound while its wrong share stays
+    under `max_error_rate / share` (never past `MOST_WRONG`)."""
+    if share <= 0.0:
+        return MOST_WRONG
+    return min(MOST_WRONG, max_error_rate / min(1.0, share))
+
+
+def traffic_shares(seen: Sequence[float], lookups: float, *recent: tuple[Sequence[float], float]) -> list[float]:
+    """Per bin, the share of lookups whose candidate fell in it: the larger of the whole history's
+    (`seen`, `lookups`) and each recent window's. Lookups are never fewer than candidates (each
+    candidate was a lookup's, counted or not)."""
+    windows = [(counts, max(total, sum(counts))) for counts, total in ((seen, lookups), *recent)]  # a candidate
+    return [max((counts[j] / total if total > 0 else 0.0) for counts, total in windows) for j in range(len(seen))]
+
+
 def learned_threshold(
-    checked: Sequence[int], wrong: Sequence[int], max_error_rate: float, confidence: float, start: int | None = None
+    checked: Sequence[int],
+    wrong: Sequence[int],
+    max_error_rate: float,
+    confidence: float,
+    start: int | None = None,
+    *,
+    shares: Sequence[float] | None = None,
 ) -> tuple[int | None, int]:
-    """The lowest bin from which up the wrong share is shown under `max_error_rate`, and the verdicts
+    """The lowest bin from which up wrong answers are shown under `max_error_rate`, and the verdicts
     from it up; (None, 0) when no bin is shown yet.
 
     Thresholds are tested from the top down, each on the verdicts at or above it, with the exact
-    (Clopper-Pearson) one-sided test: the rate is shown under the bound when seeing as few wrongs
-    as were seen would have probability at most `1 - confidence` at the bound itself. The test stops
-    at the first threshold it cannot show (a fixed sequence: no correction for testing many). Only
-    bins with verdicts of their own are candidate thresholds: no threshold rests on no evidence.
+    (Clopper-Pearson) one-sided test: the wrong share of the served set is shown under its limit when
+    seeing as few wrongs as were seen would have probability at most `1 - confidence` at the limit
+    itself. The test stops at the first threshold it cannot show (a fixed sequence: no correction for
+    testing many). Only bins with verdicts of their own are candidate thresholds: no threshold rests
+    on no evidence.
 
-    `start`: the verdicts the first threshold tested must rest on (default: `needed`, the fewest
-    that can show the bound at all). A larger start lets the first test absorb a wrong verdict or a
-    few, so that one early wrong does not stop the whole sequence; it depends on counts only, never
-    on outcomes, so the sequence is still fixed before the outcomes are looked at."""
-    minimum = needed(max_error_rate, confidence) if start is None else start
+    The limit is `max_error_rate` itself when the bound is a share of hits. When it is a share of
+    requests (`shares`: per bin, the share of semantic lookups whose candidate fell in it), serving
+    the bins from `j` up answers their summed share `q_j` of the lookups from the set, so the set's
+    wrong share may reach `max_error_rate / q_j` (never past `MOST_WRONG`). Traffic is not an
+    outcome, so the sequence of tests and their limits are still fixed before the verdicts are read.
+
+    `start`: the verdicts the first threshold tested must rest on, as a multiple of `needed` at that
+    threshold's limit (default 1: the fewest that can show it at all). A larger start lets the first
+    test absorb a wrong verdict or a few, so that one early wrong does not stop the whole sequence."""
     alpha = 1.0 - confidence
+    factor = 1 if start is None else start
     best, above = None, 0
     total = bad = 0
+    share = 0.0
     for j in range(len(checked) - 1, -1, -1):
         total += checked[j]
         bad += wrong[j]
-        if total < minimum or not checked[j]:
+        limit = max_error_rate
+        if shares is not None:
+            share += shares[j]
+            limit = served_limit(max_error_rate, share)
+        if total < factor * needed(limit, confidence) or not checked[j]:
             continue  # too little evidence yet, or none at this bin: no threshold here
-        if binomial_cdf(bad, total, max_error_rate) > alpha:
+        if binomial_cdf(bad, total, limit) > alpha:
             break
         best, above = j, total
     return best, above
@@ -169,7 +242,8 @@ def risk_bin(risk: float) -> int:
 class ErrorBound:
     """The decisions of bounded mode (see the module docstring).
 
-    `floor`: candidates below this similarity are never served nor verified. `min_verify`: the share
+    `error_rate_of`: "requests" (default) bounds wrong answers per semantic lookup, "hits" per answer
+    served by meaning. `floor`: candidates below this similarity are never served nor verified. `min_verify`: the share
     of servable candidates still verified once evidence is plentiful (so a changed workload is
     noticed). `verifications_per_minute`: a cap; past it, candidates are served or skipped unverified.
     `seed`: the verification draws, for reproducible runs.
@@ -179,6 +253,7 @@ class ErrorBound:
         self,
         max_error_rate: float = 0.02,
         *,
+        error_rate_of: ErrorRateOf = "requests",
         confidence: float = 0.95,
         floor: float = 0.75,
         min_verify: float = 0.02,
@@ -190,7 +265,9 @@ class ErrorBound:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0.0 < max_error_rate < 1.0:
-            raise ValueError("max_error_rate is a share of semantic hits, between 0 and 1 (0.02: 2%)")
+            raise ValueError("max_error_rate is a share of requests or hits, between 0 and 1 (0.02: 2%)")
+        if error_rate_of not in ("requests", "hits"):
+            raise ValueError('error_rate_of is "requests" (wrong answers per semantic lookup) or "hits"')
         if not 0.5 <= confidence < 1.0:
             raise ValueError("confidence is a probability, at least 0.5 and below 1 (0.95)")
         if not -1.0 <= floor < 1.0 or not 0.0 <= min_verify <= 1.0:
@@ -198,6 +275,7 @@ class ErrorBound:
         if verifications_per_minute is not None and verifications_per_minute < 0:
             raise ValueError("verifications_per_minute must not be negative")
         self.max_error_rate = max_error_rate
+        self.error_rate_of: ErrorRateOf = error_rate_of
         self.confidence = confidence
         self.floor = floor
         self.min_verify = min_verify
@@ -207,6 +285,14 @@ class ErrorBound:
         self.refresh = refresh
         self.model = RiskModel(floor)
         self._needed = needed(max_error_rate, confidence)
+        """Verdicts without a wrong one that show the served set's limit (per request: at the cap)."""
+        self._seen = [0] * BINS
+        self._lookups = 0
+        """Traffic not yet added to the evidence: candidates decided per bin, semantic lookups."""
+        self._recent_seen = [0.0] * BINS
+        self._recent_lookups = 0.0
+        """This process's traffic, halving every `HALF_LIFE` lookups."""
+        self._shares: list[float] | None = None
         self._random = random.Random(seed)
         self._clock = clock
         self._cap: int | None = None
@@ -220,6 +306,9 @@ class ErrorBound:
         """Verdicts recorded since the prior was last fitted; fits so far."""
         self._judged: OrderedDict[str, None] = OrderedDict()
         """Recently judged answers, whose verdicts fit the model's prior."""
+        self._served: OrderedDict[tuple[str, float], None] = OrderedDict()
+        """Candidates served unverified (the `REMEMBERED` most recent): the same prompt at the same
+        similarity, back again, is verified rather than served a second time."""
         self._asked: OrderedDict[tuple[str, float], int] = OrderedDict()
         """Verifications under way: their risk bin when they were decided."""
         self._recent: deque[float] = deque()
@@ -237,20 +326,32 @@ class ErrorBound:
         """The estimated chance that `key`'s answer is wrong for a prompt at `similarity`."""
         return self.model.risk(await self.evidence.history(key), similarity)
 
+    def looked_up(self) -> None:
+        """Count one semantic lookup, whether or not it found a candidate (the requests a share of
+        which may be answered wrongly)."""
+        self._lookups += 1
+
     async def decide(self, key: str, similarity: float) -> Decision:
-        """What to do with the stored answer `key` for a prompt at `similarity` (guard passed)."""
+        """What to do with the stored answer `key` for a prompt at `similarity` (guard passed): the
+        nearest usable candidate of a lookup, one per lookup."""
         if not similarity >= self.floor:  # `not >=`: a NaN is never a candidate
             return Decision.SKIP
         if self._clock() - self._refreshed >= self.refresh:
             await self._recompute()
         bin = risk_bin(await self.risk(key, similarity))
+        self._seen[bin] += 1
         servable = self._cap is not None and bin >= self._cap
         if servable:
             wrong = await self.evidence.wrong_at(key)
             servable = wrong is None or similarity > wrong + self.margin
         if servable:
             share = max(self.min_verify, min(1.0, EXPLORE * self._needed / max(1, self._above)))
+            if (key, similarity) in self._served:
+                share = 1.0  # the same prompt again: checked now, and stored for it alone if it was right
             if self._random.random() >= share or not self._may_verify():
+                self._served[key, similarity] = None
+                while len(self._served) > REMEMBERED:
+                    self._served.popitem(last=False)
                 return Decision.SERVE
             return self._asking(key, similarity, bin)
         return self._asking(key, similarity, bin) if self._may_verify() else Decision.SKIP
@@ -286,13 +387,31 @@ class ErrorBound:
         self.model.fit([await self.evidence.history(key) for key in self._judged], slopes)
 
     async def _recompute(self) -> None:
+        """Add this process's traffic to the evidence and test the caps again. A bin never counts
+        fewer candidates than verdicts (another pod's traffic may not be added yet)."""
         self._refreshed = self._clock()
         self._pending = 0
+        fresh, self._seen, lookups, self._lookups = self._seen, [0] * BINS, self._lookups, 0
+        await self.evidence.count(fresh, lookups)
+        decay = 0.5 ** (lookups / HALF_LIFE)
+        self._recent_seen = [old * decay + new for old, new in zip(self._recent_seen, fresh, strict=True)]
+        self._recent_lookups = self._recent_lookups * decay + lookups
         checked, wrong = await self.evidence.tally(BINS)
+        if self.error_rate_of == "requests":
+            seen, everyone = await self.evidence.traffic(BINS)
+            seen = [max(candidates, verdicts) for candidates, verdicts in zip(seen, checked, strict=True)]
+            self._shares = traffic_shares(seen, everyone, (self._recent_seen, self._recent_lookups))
         self._cap, self._above = learned_threshold(
-            checked, wrong, self.max_error_rate, self.confidence, START * self._needed
+            checked, wrong, self.max_error_rate, self.confidence, START, shares=self._shares
         )
         self._threshold = None if self._cap is None else self._fresh_threshold(self._cap)
+        self._needed = needed(self._limit(), self.confidence)
+
+    def _limit(self) -> float:
+        """The wrong share the served set may have at the current cap."""
+        if self._shares is None or self._cap is None:
+            return self.max_error_rate
+        return served_limit(self.max_error_rate, sum(self._shares[self._cap :]))
 
     def _fresh_threshold(self, cap: int) -> float | None:
         no_verdicts: History = ()
@@ -322,11 +441,14 @@ class ErrorBound:
 __all__ = [
     "BINS",
     "Decision",
+    "ErrorRateOf",
     "ErrorBound",
     "Evidence",
     "InProcessEvidence",
     "binomial_cdf",
     "learned_threshold",
     "needed",
+    "served_limit",
+    "traffic_shares",
     "risk_bin",
 ]

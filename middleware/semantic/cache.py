@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from .bound import Decision, ErrorBound
+from .bound import Decision, ErrorBound, ErrorRateOf
 from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
 from .guard import agrees
 from .index import InProcessIndex, Neighbour, VectorIndex
@@ -24,9 +24,10 @@ class SemanticCache:
     first: one at or above `threshold` whose facts agree (`guard`) is a hit. Any error or a
     lookup slower than `timeout` seconds is a miss: the request goes upstream.
 
-    Bounded mode (`max_error_rate`, or a configured `bound`): `threshold` is only the lowest
-    similarity considered (default 0.75 there), and the `ErrorBound` decides, from verified
-    evidence, which candidates are served (docs/semantic.md). `judge` compares a stored answer with
+    Bounded mode (`max_error_rate`, a share of semantic lookups or, with `error_rate_of="hits"`, of
+    semantic hits; or a configured `bound`): `threshold` is only the lowest similarity considered
+    (default 0.75 there), and the `ErrorBound` decides, from verified evidence, which candidates are
+    served (docs/semantic.md). `judge` compares a stored answer with
     a fresh one (default: `EmbeddingJudge` with this cache's embedder); a judge slower than
     `judge_timeout` seconds, or one that fails, counts as a wrong answer.
     """
@@ -42,12 +43,15 @@ class SemanticCache:
         max_text_chars: int = 1000,
         timeout: float = 2.0,
         max_error_rate: float | None = None,
+        error_rate_of: ErrorRateOf = "requests",
         bound: ErrorBound | None = None,
         judge: Judge | None = None,
         judge_timeout: float = 10.0,
     ) -> None:
         if bound is None and max_error_rate is not None:
-            bound = ErrorBound(max_error_rate, floor=0.75 if threshold is None else threshold)
+            bound = ErrorBound(
+                max_error_rate, error_rate_of=error_rate_of, floor=0.75 if threshold is None else threshold
+            )
         if threshold is None:
             threshold = 0.9 if bound is None else bound.floor
         if not -1.0 <= threshold <= 1.0:
@@ -111,6 +115,11 @@ class SemanticCache:
             if not self.guard or agrees(text, neighbour.text):
                 found.append(neighbour)
         return found
+
+    def looked_up(self) -> None:
+        """Count a semantic lookup that searched the index (bounded mode's requests)."""
+        if self.bound is not None:
+            self.bound.looked_up()
 
     async def decide(self, match: Neighbour) -> Decision:
         """Serve `match` (a stored answer that is still there), verify it, or skip it."""

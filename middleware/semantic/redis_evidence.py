@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from .._loop_clients import PerLoop
@@ -18,7 +19,8 @@ end
 
 
 class RedisEvidence:
-    """The per-risk-bin tallies in one hash (`{prefix}risk`: `n<bin>` verdicts, `w<bin>` wrong ones);
+    """The per-risk-bin tallies in one hash (`{prefix}risk`: `n<bin>` verdicts, `w<bin>` wrong ones,
+    `s<bin>` candidates decided, `lookups` semantic lookups);
     per stored answer, its last verdicts (`{prefix}history:<digest>`, a list of `similarity:0|1`) and,
     if judged wrong, the highest similarity it was wrong at (`{prefix}wrong:<digest>`), each kept
     `keep` seconds; and the newest `max_outcomes` verification outcomes (`{prefix}outcomes`).
@@ -64,15 +66,37 @@ class RedisEvidence:
                 pipe.eval(_RAISE, 1, self._answer_key("wrong", key), repr(similarity), str(keep))
             await pipe.execute()
 
-    async def tally(self, bins: int) -> tuple[list[int], list[int]]:
+    async def _per_bin(self, kinds: str, bins: int) -> tuple[dict[str, list[int]], int]:
+        """The hash's per-bin counts of each of `kinds` (`bins` long each), and its lookups."""
         fields = await self._clients.get().hgetall(f"{self.prefix}risk")
-        checked, wrong = [0] * bins, [0] * bins
-        for name, value in fields.items():
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            kind, index = name[0], int(name[1:])
-            if index < bins:
-                (checked if kind == "n" else wrong)[index] = int(value)
-        return checked, wrong
+        counts = {kind: [0] * bins for kind in kinds}
+        lookups = 0
+        for raw, value in fields.items():
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if name == "lookups":
+                lookups = int(value)
+            elif name[:1] in counts and name[1:].isdigit() and int(name[1:]) < bins:
+                counts[name[0]][int(name[1:])] = int(value)
+        return counts, lookups
+
+    async def tally(self, bins: int) -> tuple[list[int], list[int]]:
+        counts, _ = await self._per_bin("nw", bins)
+        return counts["n"], counts["w"]
+
+    async def count(self, seen: Sequence[int], lookups: int) -> None:
+        if not lookups and not any(seen):
+            return
+        async with self._clients.get().pipeline(transaction=False) as pipe:
+            for bin, candidates in enumerate(seen):
+                if candidates:
+                    pipe.hincrby(f"{self.prefix}risk", f"s{bin}", candidates)
+            if lookups:
+                pipe.hincrby(f"{self.prefix}risk", "lookups", lookups)
+            await pipe.execute()
+
+    async def traffic(self, bins: int) -> tuple[list[int], int]:
+        counts, lookups = await self._per_bin("s", bins)
+        return counts["s"], lookups
 
     async def wrong_at(self, key: str) -> float | None:
         value = await self._clients.get().get(self._answer_key("wrong", key))

@@ -633,6 +633,8 @@ def test_a_body_is_read_as_json_when_labelled_so_or_when_it_opens_an_object(
         ("/v1/models/", None, "openai", False),  # no model named after /models/
         ("/v1/models/ft:gpt-4o-mini:acme::abc123", "ft:gpt-4o-mini:acme::abc123", "openai", False),  # fine-tuned
         ("/v1/models/hf.co/acme/llama-3:latest", "hf.co/acme/llama-3:latest", "openai", False),  # a tag stays
+        ("/v1/models/llama3:latest", "llama3:latest", "openai", False),  # a tag, not a Gemini method
+        ("/v1/publishers/google/models/imagen-3:predict", "imagen-3", "gemini", False),  # Vertex's predict
         ("/v1/models/acme/models/m", "acme/models/m", "openai", False),  # all after the first /models/
         ("/v1beta/models/gemini-2.5-flash:countTokens", "gemini-2.5-flash", "gemini", False),  # any Gemini method
     ],

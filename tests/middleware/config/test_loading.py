@@ -244,6 +244,7 @@ def test_redis_semantic_vectors_use_the_stores_tls_and_user(tmp_path: Path) -> N
         ("cache:\n  semantic: {embedder: {type: openai, modle: x}}\n", "cache.semantic.embedder.modle", "allowed:"),
         ("cache:\n  semantic: {max_error_rate: 2}\n", "cache.semantic.max_error_rate", "less than 1"),
         ("cache:\n  semantic: {judge: {type: nli}}\n", "cache.semantic.judge.type", "allowed: embedding, exact, llm"),
+        ("cache:\n  semantic: {error_rate_of: answers}\n", "cache.semantic.error_rate_of", "'requests' or 'hits'"),
     ],
 )
 def test_a_bad_semantic_config_names_the_field(tmp_path: Path, text: str, field: str, says: str) -> None:
@@ -259,6 +260,9 @@ def test_max_error_rate_turns_on_bounded_mode_with_its_judge() -> None:
         parse_config({"cache": {"semantic": {"max_error_rate": 0.01, "verifications_per_minute": 30}}}).cache.semantic
     )
     assert bounded.bound.max_error_rate == 0.01 and bounded.bound.verifications_per_minute == 30
+    assert bounded.bound.error_rate_of == "requests"  # vCache's error rate: wrong answers per lookup
+    per_hit = {"max_error_rate": 0.01, "error_rate_of": "hits"}
+    assert build_semantic(parse_config({"cache": {"semantic": per_hit}}).cache.semantic).bound.error_rate_of == "hits"
     assert bounded.threshold == bounded.bound.floor == 0.75
     assert isinstance(bounded.judge, EmbeddingJudge) and bounded.judge.embedder is bounded.embedder
     exact = build_semantic(

@@ -1,5 +1,6 @@
-"""Bounded mode: semantic matches are served only while the share of wrong ones is shown under the
-operator's bound; verification is what teaches it, and a judge without a verdict never says "right".
+"""Bounded mode: semantic matches are served only while wrong answers are shown under the operator's
+bound (a share of semantic lookups by default, or of semantic hits); verification is what teaches it,
+and a judge without a verdict never says "right".
 
 The workloads here have known answers: each candidate's chance of being right rises with its
 similarity along a curve of its own stored answer (some neighbourhoods are denser with near-misses
@@ -26,6 +27,8 @@ from llm_cache.middleware.semantic.bound import (
     binomial_cdf,
     learned_threshold,
     needed,
+    served_limit,
+    traffic_shares,
 )
 from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_text
 from llm_cache.middleware.semantic.risk import HISTORY
@@ -72,13 +75,53 @@ def test_the_test_stops_at_the_first_threshold_it_cannot_show() -> None:
     assert learned_threshold(checked, wrong, 0.03, 0.95) == (2, 1000)
 
 
+def test_per_request_a_served_set_may_be_wrong_more_often_the_rarer_it_is_served() -> None:
+    assert served_limit(0.02, share=0.1) == pytest.approx(0.2)  # 20 wrong in 1000 lookups at most
+    assert served_limit(0.02, share=1.0) == pytest.approx(0.02)  # every lookup served: as per hit
+    assert served_limit(0.02, share=0.01) == 0.5  # never more often wrong than right
+    assert served_limit(0.02, share=0.0) == 0.5
+
+
+def test_the_share_of_traffic_is_the_larger_of_the_whole_history_s_and_the_recent_one() -> None:
+    # The cache filled up: lately half the lookups find a candidate in bin 1, over its life a tenth.
+    assert traffic_shares([0, 100], 1000, ([0, 50], 100)) == [0.0, 0.5]
+    assert traffic_shares([0, 100], 1000, ([0, 5], 100)) == [0.0, 0.1]
+    # Lookups never fewer than candidates: decided candidates nobody counted a lookup for.
+    assert traffic_shares([30, 10], 0) == [0.75, 0.25]
+
+
+def test_per_request_the_threshold_test_uses_each_served_set_s_own_limit() -> None:
+    checked, wrong = [0] * 10, [0] * 10
+    checked[9], checked[8], checked[5] = 100, 100, 300
+    wrong[5] = 60
+    # Per hit, bin 5 (60 wrong of 500) fails; when those 500 candidates come with 10,000 lookups, the
+    # set may be wrong 40% of the time per candidate and still answer under 2% of the requests wrongly.
+    assert learned_threshold(checked, wrong, 0.02, 0.95) == (8, 200)
+    assert learned_threshold(checked, wrong, 0.02, 0.95, shares=[c / 10_000 for c in checked]) == (5, 500)
+    # The same verdicts when every lookup found a candidate: the per-hit answer.
+    assert learned_threshold(checked, wrong, 0.02, 0.95, shares=[c / 500 for c in checked]) == (8, 200)
+
+
+def test_per_request_a_threshold_still_rests_on_verdicts_of_its_own() -> None:
+    shares = [0.0, 0.0, 0.005]
+    assert learned_threshold([0, 0, 2], [0, 0, 0], 0.02, 0.95, shares=shares) == (None, 0)
+    assert learned_threshold([0, 0, 5], [0, 0, 0], 0.02, 0.95, shares=shares) == (2, 5)
+
+
 # -- synthetic workloads with known answers -----------------------------------------------------------
 
 
-async def replay(bound: ErrorBound, candidates: Sequence[tuple[str, float, bool]]) -> tuple[int, int, int]:
-    """Served, served wrongly, verified."""
+async def replay(
+    bound: ErrorBound, candidates: Sequence[tuple[str, float, bool]], empty_lookups: int = 0
+) -> tuple[int, int, int]:
+    """Served, served wrongly, verified; each candidate one lookup, and `empty_lookups` more lookups
+    finding no candidate, spread among them."""
     served = wrong = verified = 0
-    for key, similarity, right in candidates:
+    every = len(candidates) // empty_lookups if empty_lookups else 0
+    for i, (key, similarity, right) in enumerate(candidates):
+        bound.looked_up()
+        if every and i % every == 0:
+            bound.looked_up()
         decision = await bound.decide(key, similarity)
         if decision is Decision.SERVE:
             served += 1
@@ -101,24 +144,48 @@ def best_static(candidates: Sequence[tuple[str, float, bool]], wrong_share: floa
     return best
 
 
+def best_static_per_request(candidates: Sequence[tuple[str, float, bool]], wrong_answers: int) -> int:
+    """The most hits any one similarity threshold serves on `candidates` (in hindsight) with at most
+    `wrong_answers` wrong."""
+    ranked = sorted(((similarity, right) for _, similarity, right in candidates), reverse=True)
+    best = wrong = 0
+    for served, (_, right) in enumerate(ranked, start=1):
+        wrong += not right
+        if wrong <= wrong_answers:
+            best = served
+    return best
+
+
 @pytest.mark.parametrize("max_error_rate", [0.01, 0.02, 0.05])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_the_share_of_wrong_semantic_hits_stays_under_the_bound(max_error_rate: float, seed: int) -> None:
     candidates = known_answer_workload(seed, 20_000)
-    served, wrong, _ = await replay(ErrorBound(max_error_rate, seed=seed), candidates)
+    served, wrong, _ = await replay(ErrorBound(max_error_rate, error_rate_of="hits", seed=seed), candidates)
 
     assert wrong <= max_error_rate * served
     # Thresholds of each answer's own beat the best single threshold chosen in hindsight, at the same wrong share.
     assert served >= best_static(candidates, wrong / served)
 
 
+@pytest.mark.parametrize("max_error_rate", [0.01, 0.02, 0.05])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_the_share_of_requests_answered_wrongly_stays_under_the_bound(max_error_rate: float, seed: int) -> None:
+    candidates = known_answer_workload(seed, 20_000)
+    lookups = len(candidates) + 10_000  # a third of the lookups find no candidate at all
+    served, wrong, _ = await replay(ErrorBound(max_error_rate, seed=seed), candidates, empty_lookups=10_000)
+
+    assert wrong <= max_error_rate * lookups
+    # More hits than the best single threshold chosen in hindsight with as many wrong answers.
+    assert served >= best_static_per_request(candidates, wrong)
+
+
 async def test_fewer_servable_candidates_are_verified_as_evidence_grows() -> None:
-    bound = ErrorBound(0.02, seed=4)
+    bound = ErrorBound(0.02, error_rate_of="hits", seed=4)
     candidates = known_answer_workload(4, 20_000)
     await replay(bound, candidates[:1000])
-    early = [await bound.decide("k0", 0.99) for _ in range(1000)]
+    early = [await bound.decide("k0", 0.99 - i / 1e7) for i in range(1000)]  # distinct prompts, never repeats
     await replay(bound, candidates[1000:])
-    late = [await bound.decide("k0", 0.99) for _ in range(1000)]
+    late = [await bound.decide("k0", 0.9899 - i / 1e7) for i in range(1000)]
 
     assert early.count(Decision.VERIFY) > 3 * late.count(Decision.VERIFY)
     assert late.count(Decision.VERIFY) >= 0.01 * len(late)  # min_verify: a changed workload is still noticed
@@ -161,6 +228,14 @@ async def test_an_answer_once_judged_wrong_is_not_served_again_at_or_below_that_
     assert await bound.decide("dense", 0.98) is Decision.SERVE
 
 
+async def test_a_prompt_served_by_meaning_is_verified_when_it_comes_back() -> None:
+    bound = await two_kinds_of_evidence(ErrorBound(0.02, min_verify=0.0, seed=5))
+    assert await bound.decide("good", 0.96) is Decision.SERVE
+    assert await bound.decide("good", 0.965) is Decision.SERVE  # another prompt near the same answer
+
+    assert await bound.decide("good", 0.96) is Decision.VERIFY  # the same prompt again: not an independent sample
+
+
 async def test_nothing_is_served_before_the_evidence_shows_the_bound() -> None:
     bound = ErrorBound(0.02, seed=6)
     assert bound.threshold is None
@@ -175,6 +250,37 @@ async def test_verifications_per_minute_are_capped() -> None:
     assert decisions == [Decision.VERIFY, Decision.VERIFY, Decision.SKIP]
     now[0] = 60.0
     assert await bound.decide("k", 0.9) is Decision.VERIFY
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_traffic_is_added_up_per_bin_beside_the_lookups(store: str, redis_server: Any) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    pods: list[Any] = [InProcessEvidence()]
+    if store == "redis":
+        pods = [RedisEvidence(redis_server.url), RedisEvidence(redis_server.url)]  # two pods, one hash
+    await pods[0].count([0, 2, 1], lookups=10)
+    await pods[-1].count([1, 0, 0, 4], lookups=5)
+    await pods[0].record("a", 1, 0.9, wrong=True)
+
+    assert await pods[-1].traffic(5) == ([1, 2, 1, 4, 0], 15)
+    assert await pods[-1].tally(5) == ([0, 1, 0, 0, 0], [0, 1, 0, 0, 0])  # the verdicts are apart
+    for pod in pods:
+        close = getattr(pod, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def test_a_bound_counts_its_lookups_and_candidates_into_the_evidence() -> None:
+    bound = ErrorBound(0.02, refresh=0.0, seed=9)
+    for _ in range(3):
+        bound.looked_up()
+    await bound.decide("k", 0.9)
+    await bound.decide("k", 0.7)  # under the floor: a lookup, never a candidate
+    await bound.decide("k", 0.9)  # the traffic of the last decision is added at the next recompute
+    seen, lookups = await bound.evidence.traffic(BINS)
+    assert (sum(seen), lookups) == (1, 3)
 
 
 async def test_in_process_evidence_tallies_per_bin_and_keeps_the_highest_wrong_similarity() -> None:

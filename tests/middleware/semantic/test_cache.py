@@ -27,6 +27,7 @@ from llm_cache.middleware.semantic import (
     SemanticCache,
     SentenceTransformerEmbedder,
 )
+from llm_cache.middleware.semantic.bound import BINS
 from llm_cache.middleware.stores import RedisStore
 from llm_cache.middleware.telemetry import Telemetry
 from tests.support.fake_provider_fixtures import RunningFakeProvider
@@ -701,6 +702,21 @@ async def test_bounded_mode_verifies_a_candidate_it_cannot_serve_yet_and_serves_
     assert exported(cache, "llm_cache_semantic_verifications") == {(("outcome", "disagreed"),): 1.0}
     requests = exported(cache, "llm_cache_requests")
     assert [labels for labels in requests if ("result", "verify") in labels]
+
+
+async def test_in_bounded_mode_every_semantic_lookup_counts_as_a_request_even_one_that_finds_nothing(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    bound = ErrorBound(0.02, refresh=0.0, seed=1)  # refresh 0: every decision first adds the traffic so far
+    cache = semantic_cache(embedder, bound=bound, judge=ExactJudge())
+    client = client_for(cache, fake_provider)
+
+    await ask(client, "How do I reset my password?")  # searched, nothing found
+    await ask(client, "How do I reset my password?")  # an exact hit: never looked up by meaning
+    await ask(client, "How can I reset my password?")  # searched, a candidate decided
+    await cache.close()
+
+    assert (await bound.evidence.traffic(BINS))[1] == 2  # the requests a share of which may be wrong
 
 
 async def test_bounded_mode_serves_a_paraphrase_once_the_evidence_shows_the_bound(
