@@ -123,11 +123,12 @@ class CrossEncoderReranker:
 
     def _predict(self, query: str, documents: list[str]) -> list[float]:
         model = self._load()
+        outputs = int(model.num_labels)
+        if (outputs > 1) != (self.label is not None) or not 0 <= (self.label or 0) < outputs:
+            raise ValueError(f"{self.name} gives {outputs} output(s) a pair: `label` picks one of several, if any")
         pairs = [(query, document) for document in documents]
-        scores = model.predict(pairs, apply_softmax=self.label is not None, show_progress_bar=False)
-        if scores.ndim == 2 and scores.shape[1] > 1:
-            if self.label is None:
-                raise ValueError(f"{self.name} gives {scores.shape[1]} outputs a pair: say which (`label`)")
+        scores = model.predict(pairs, apply_softmax=outputs > 1, show_progress_bar=False)
+        if outputs > 1:
             scores = scores[:, self.label]
         return [float(score) for score in scores.reshape(len(documents))]
 

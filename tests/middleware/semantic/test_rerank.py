@@ -302,12 +302,21 @@ async def test_a_cross_encoder_from_a_folder_gives_one_finite_score_per_document
 
 
 @pytest.mark.slow
-async def test_an_nli_model_needs_the_output_to_use(tmp_path: Path) -> None:
+async def test_an_nli_model_needs_the_output_to_use_and_gives_its_probability(tmp_path: Path) -> None:
     path = tiny_cross_encoder(tmp_path, outputs=3)  # contradiction, entailment, neutral
+    for unusable in (None, 3):
+        with pytest.raises(ValueError, match="label"):
+            await CrossEncoderReranker(path, label=unusable).score(PARAPHRASE, [STORED])
+    entailed = await CrossEncoderReranker(path, label=1).score(PARAPHRASE, [STORED, "Where is the shop?"])
+    others = [await CrossEncoderReranker(path, label=label).score(PARAPHRASE, [STORED]) for label in (0, 2)]
+    assert len(entailed) == 2
+    assert sum([entailed[0], *(score for [score] in others)]) == pytest.approx(1.0)  # a softmax: a probability
+
+
+@pytest.mark.slow
+async def test_a_model_of_one_output_takes_no_label(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="label"):
-        await CrossEncoderReranker(path).score(PARAPHRASE, [STORED])
-    scores = await CrossEncoderReranker(path, label=1).score(PARAPHRASE, [STORED, "Where is the shop?"])
-    assert len(scores) == 2 and all(0.0 <= score <= 1.0 for score in scores)  # a probability
+        await CrossEncoderReranker(tiny_cross_encoder(tmp_path), label=0).score(PARAPHRASE, [STORED])
 
 
 @pytest.mark.slow
