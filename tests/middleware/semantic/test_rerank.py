@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware.cli import main
 from llm_cache.middleware.config import ConfigError, parse_config
 from llm_cache.middleware.config.builders import build_cache
 from llm_cache.middleware.semantic import (
@@ -268,6 +269,20 @@ def test_a_configured_rerank_endpoint_checks_the_candidates() -> None:
 def test_a_rerank_setting_names_what_is_wrong(rerank: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=f"cache.semantic.rerank.*{message}"):
         semantic_config(rerank)
+
+
+def test_check_config_accepts_a_rerank_endpoint_and_masks_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rerank.yaml"
+    config.write_text(
+        "cache:\n  store: {type: memory}\n  semantic:\n    rerank: {url: 'http://vllm:8000/v1/rerank', "
+        "model: bge-reranker-base, api_key: co-secret, min_score: 0.5}\n"
+    )
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "url: http://vllm:8000/v1/rerank" in out and "min_score: 0.5" in out
+    assert "co-secret" not in out
 
 
 def test_a_cross_encoder_path_that_is_no_folder_is_refused(tmp_path: Path) -> None:
