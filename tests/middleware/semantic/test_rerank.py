@@ -21,8 +21,7 @@ import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache
 from llm_cache.middleware.cli import main
-from llm_cache.middleware.config import ConfigError, parse_config
-from llm_cache.middleware.config.builders import build_cache
+from llm_cache.middleware.config import ConfigError, build_cache, parse_config
 from llm_cache.middleware.semantic import (
     CrossEncoderReranker,
     EndpointReranker,
