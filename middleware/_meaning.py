@@ -82,7 +82,11 @@ class Meanings:
         self.semantic.looked_up()
         if neighbours and math.isfinite(neighbours[0].similarity):
             self._telemetry.semantic_nearest(neighbours[0].similarity)
-        matches = self.semantic.matching(meaning.text, neighbours)
+        try:
+            matches = await self.semantic.reranked(meaning.text, self.semantic.matching(meaning.text, neighbours))
+        except Exception as error:  # never a hit on a candidate the second check did not pass
+            self._failed("semantic_rerank", error)
+            return None
         for match in matches:
             try:
                 entry = await self._stored(match.key)
@@ -183,10 +187,16 @@ class Meanings:
             self._failed("semantic_index", error)
 
     def _failed(self, operation: str, error: Exception) -> None:
-        """Count and log a failure under the part that failed: the embedder or the index, not the store."""
+        """Count and log a failure under the part that failed: the embedder, the reranker or the index,
+        not the store."""
         self._stats.semantic_errors += 1
         semantic = self.semantic
-        part = f"embedder:{semantic.embedder.name}" if operation == "semantic_embed" else f"index:{semantic.index.name}"
+        if operation == "semantic_embed":
+            part = f"embedder:{semantic.embedder.name}"
+        elif operation == "semantic_rerank" and semantic.reranker is not None:
+            part = f"reranker:{semantic.reranker.name}"
+        else:
+            part = f"index:{semantic.index.name}"
         self._telemetry.store_error(operation, error, part)
 
 

@@ -3,6 +3,7 @@ config error, not an import error at start-up), the semantic cache and the `Cach
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from .schema import (
     QdrantIndexConfig,
     RedisEvidenceConfig,
     RedisIndexConfig,
+    RerankConfig,
     SemanticConfig,
 )
 
@@ -89,6 +91,7 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         judge = LLMJudge(llm.base_url, llm.model, api_key=llm.api_key, timeout=llm.timeout)
     else:
         judge = EmbeddingJudge(embedder, judge_settings.threshold)
+    rerank = settings.rerank
     return SemanticCache(
         embedder,
         index,
@@ -99,7 +102,22 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         candidates=settings.candidates,
         max_text_chars=settings.max_text_chars,
         timeout=settings.timeout,
+        reranker=_reranker(rerank) if rerank is not None else None,
+        rerank_min_score=rerank.min_score if rerank is not None else None,
     )
+
+
+def _reranker(settings: RerankConfig) -> Any:
+    from ..semantic.rerankers import CrossEncoderReranker, EndpointReranker
+
+    try:
+        if settings.url is not None and settings.model is not None:
+            return EndpointReranker(settings.url, settings.model, api_key=settings.api_key, timeout=settings.timeout)
+        if not os.path.isdir(str(settings.path)):
+            raise ValueError(f"path: no folder {settings.path!r} (a saved sentence-transformers cross-encoder)")
+        return CrossEncoderReranker(str(settings.path), label=settings.label, timeout=settings.timeout)
+    except ValueError as error:
+        raise ConfigError(f"cache.semantic.rerank: {error}") from None
 
 
 def _qdrant_index(settings: QdrantIndexConfig) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._hooks import Hooks
 from .._keys import resolve_key_builder, validate_scope
@@ -230,6 +230,29 @@ EvidenceConfig = Annotated[MemoryEvidenceConfig | RedisEvidenceConfig, Field(dis
 JudgeConfig = Annotated[EmbeddingJudgeConfig | ExactJudgeConfig | LLMJudgeConfig, Field(discriminator="type")]
 
 
+class RerankConfig(_Model):
+    """`cache.semantic.rerank`: a second check on the candidates that clear the threshold and the guard,
+    by a rerank endpoint (`url`, `model`) or a local cross-encoder (`path`); see docs/semantic.md."""
+
+    url: str | None = Field(default=None, description="A Cohere-shaped rerank endpoint: http://vllm:8000/v1/rerank.")
+    path: str | None = Field(default=None, description="A local sentence-transformers cross-encoder folder.")
+    model: str | None = Field(default=None, description="The endpoint's model name (with url).")
+    api_key: str | None = Field(default=None, description="The endpoint's key, sent as a bearer token (with url).")
+    label: int | None = Field(default=None, ge=0, description="With path, a model of several outputs: the one to use.")
+    min_score: float = Field(description="The lowest score served, on the model's own scale.")
+    timeout: float = Field(default=2.0, gt=0, description="Seconds a check may take; slower is a miss.")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> RerankConfig:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("set one of url (a rerank endpoint, with model) and path (a local cross-encoder)")
+        if self.url is not None and (self.model is None or self.label is not None):
+            raise ValueError("url needs model (the endpoint's model name) and takes no label")
+        if self.path is not None and (self.model is not None or self.api_key is not None):
+            raise ValueError("path is the model: model and api_key go with url")
+        return self
+
+
 class SemanticConfig(_Model):
     """`cache.semantic`: look misses up by meaning (see docs/semantic.md)."""
 
@@ -265,6 +288,7 @@ class SemanticConfig(_Model):
     timeout: float = Field(default=2.0, gt=0)
     embedder: EmbedderConfig = Field(default_factory=lambda: LocalEmbedderConfig(type="local"))
     index: IndexConfig = Field(default_factory=lambda: MemoryIndexConfig(type="memory"))
+    rerank: RerankConfig | None = Field(default=None, description="A second check on the candidates served.")
 
 
 # -- cache, upstreams, server ---------------------------------------------------------------------

@@ -8,11 +8,14 @@ from .index import IndexUnavailable, InProcessIndex, Neighbour, VectorIndex
 from .judges import EmbeddingJudge, ExactJudge, Judge, LLMJudge
 from .redis_evidence import RedisEvidence
 from .redis_index import RedisVectorIndex
+from .rerankers import CrossEncoderReranker, EndpointReranker, Reranker
 
 __all__ = [
+    "CrossEncoderReranker",
     "Decision",
     "Embedder",
     "EmbeddingJudge",
+    "EndpointReranker",
     "ErrorBound",
     "Evidence",
     "ExactJudge",
@@ -26,6 +29,7 @@ __all__ = [
     "QdrantVectorIndex",
     "RedisEvidence",
     "RedisVectorIndex",
+    "Reranker",
     "SemanticCache",
     "SentenceTransformerEmbedder",
     "VectorIndex",

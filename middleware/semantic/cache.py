@@ -12,6 +12,7 @@ from .guard import agrees
 from .index import InProcessIndex, Neighbour, VectorIndex
 from .judges import EmbeddingJudge, Judge, answer_text
 from .outcomes import OUTCOMES, InProcessOutcomes, OutcomeLog
+from .rerankers import Reranker
 
 
 class SemanticCache:
@@ -30,6 +31,10 @@ class SemanticCache:
     served (docs/semantic.md). `judge` compares a stored answer with
     a fresh one (default: `EmbeddingJudge` with this cache's embedder); a judge slower than
     `judge_timeout` seconds, or one that fails, counts as a wrong answer.
+
+    A second check (`reranker`, with `rerank_min_score`) reads the candidates that cleared the
+    threshold and the guard beside the query, all in one call, and keeps those scoring at least
+    `rerank_min_score`; a reranker that fails or is slower than its `timeout` makes the lookup a miss.
     """
 
     def __init__(
@@ -47,6 +52,8 @@ class SemanticCache:
         bound: ErrorBound | None = None,
         judge: Judge | None = None,
         judge_timeout: float = 10.0,
+        reranker: Reranker | None = None,
+        rerank_min_score: float | None = None,
     ) -> None:
         if bound is None and max_error_rate is not None:
             bound = ErrorBound(
@@ -58,6 +65,8 @@ class SemanticCache:
             raise ValueError("threshold is a cosine similarity, between -1 and 1")
         if candidates < 1 or max_text_chars < 1 or timeout <= 0 or judge_timeout <= 0:
             raise ValueError("candidates, max_text_chars, timeout and judge_timeout must be positive")
+        if (reranker is None) != (rerank_min_score is None):
+            raise ValueError("a reranker needs rerank_min_score (its scale is the model's own), and the reverse")
         self.embedder: Embedder = embedder if embedder is not None else SentenceTransformerEmbedder()
         self.index: VectorIndex = index if index is not None else InProcessIndex()
         self.threshold = threshold
@@ -69,17 +78,21 @@ class SemanticCache:
         """Bounded mode's decisions, or None: every match at or above `threshold` is served."""
         self.judge: Judge = judge if judge is not None else EmbeddingJudge(self.embedder)
         self.judge_timeout = judge_timeout
+        self.reranker = reranker
+        """The second check on the candidates that cleared the threshold and the guard, or None."""
+        self.rerank_min_score = rerank_min_score
         evidence = bound.evidence if bound is not None else None
         self.outcomes: OutcomeLog = evidence if isinstance(evidence, OutcomeLog) else InProcessOutcomes()
         """The recent verification outcomes: beside the evidence when it keeps them (Redis), else here."""
 
     async def start(self) -> None:
-        """Get ready for the first request: load the embedder's model (`warm_up`, if it has one: a local
-        model takes seconds) and check the index's server (`start`, if it has one; `IndexUnavailable`
-        when it cannot work there). Without this, both happen on first use."""
-        warm_up = getattr(self.embedder, "warm_up", None)
-        if warm_up is not None:
-            await asyncio.to_thread(warm_up)
+        """Get ready for the first request: load the embedder's and the reranker's models (`warm_up`, if
+        they have one: a local model takes seconds) and check the index's server (`start`, if it has
+        one; `IndexUnavailable` when it cannot work there). Without this, both happen on first use."""
+        for model in (self.embedder, self.reranker):
+            warm_up = getattr(model, "warm_up", None)
+            if warm_up is not None:
+                await asyncio.to_thread(warm_up)
         await self.check_index()
 
     async def check_index(self) -> None:
@@ -121,6 +134,19 @@ class SemanticCache:
         if self.bound is not None:
             self.bound.looked_up()
 
+    async def reranked(self, text: str, matches: list[Neighbour]) -> list[Neighbour]:
+        """Those of `matches` (best first) that the reranker scores at least `rerank_min_score` against
+        `text`, still in order of similarity: the reranker vetoes, as the guard does, and bounded mode
+        learns and decides by similarity. Raises when the reranker fails, gives the wrong number of
+        scores or takes longer than its `timeout`."""
+        reranker, floor = self.reranker, self.rerank_min_score
+        if reranker is None or floor is None or not matches:
+            return matches
+        scores = await asyncio.wait_for(reranker.score(text, [m.text for m in matches]), reranker.timeout)
+        if len(scores) != len(matches):
+            raise ValueError(f"{reranker.name} gave {len(scores)} scores for {len(matches)} candidates")
+        return [match for match, score in zip(matches, scores, strict=True) if score >= floor]  # NaN never passes
+
     async def decide(self, match: Neighbour) -> Decision:
         """Serve `match` (a stored answer that is still there), verify it, or skip it."""
         if self.bound is None:
@@ -153,7 +179,8 @@ class SemanticCache:
 
     async def close(self) -> None:
         await self.index.close()
-        for part in (self.embedder, self.judge, self.bound.evidence if self.bound is not None else None):
+        evidence = self.bound.evidence if self.bound is not None else None
+        for part in (self.embedder, self.judge, self.reranker, evidence):
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()

