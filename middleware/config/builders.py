@@ -73,6 +73,7 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         bound = ErrorBound(
             settings.max_error_rate,
             error_rate_of=settings.error_rate_of,
+            max_hit_error_rate=settings.max_hit_error_rate,
             confidence=settings.confidence,
             floor=0.75 if settings.threshold is None else settings.threshold,
             verifications_per_minute=settings.verifications_per_minute,

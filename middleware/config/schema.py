@@ -275,6 +275,13 @@ class SemanticConfig(_Model):
         default="requests",
         description="Bounded mode: max_error_rate is a share of semantic lookups (requests) or of semantic hits.",
     )
+    max_hit_error_rate: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=0.5,
+        description="Bounded mode, error_rate_of requests: the wrong share per hit never allowed past, however "
+        "many lookups find nothing.",
+    )
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0, description="Bounded mode: the bound's confidence.")
     verifications_per_minute: int | None = Field(default=None, ge=0, description="Bounded mode: a cap on checks.")
     judge: JudgeConfig = Field(default_factory=lambda: EmbeddingJudgeConfig(type="embedding"))

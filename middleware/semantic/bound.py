@@ -44,9 +44,10 @@ START = 3
 FIT_EVERY = 100
 """Verdicts between two fits of the prior (a fit reads every judged answer's verdicts); every
 fifth fit also chooses the slope again."""
-MOST_WRONG = 0.5
+MAX_HIT_ERROR_RATE = 0.25
 """Per request, a served set may be wrong more often than the bound allows per hit (it is diluted by
-the lookups that found no candidate); never, though, more often than right."""
+the lookups that found no candidate), but never more often than this by default. Anyone's lookups
+dilute: a flood of prompts that match nothing must not make what a hit may be any worse."""
 REMEMBERED = 100_000
 """Served candidates remembered, so that a prompt served by meaning is verified when it comes back.
 A popular prompt asked again and again is not an independent sample: served unverified each time, one
@@ -167,13 +168,14 @@ def needed(max_error_rate: float, confidence: float) -> int:
     return math.ceil(math.log(1.0 - confidence) / math.log1p(-max_error_rate))
 
 
-def served_limit(max_error_rate: float, share: float) -> float:
+def served_limit(max_error_rate: float, share: float, ceiling: float = MAX_HIT_ERROR_RATE) -> float:
     """The wrong share a served set may have when `max_error_rate` is a share of requests: answering
     `share` of the lookups from it, wrong answers stay under the bound while its wrong share stays
-    under `max_error_rate / share` (never past `MOST_WRONG`)."""
+    under `max_error_rate / share` (never past `ceiling`, nor under the bound itself)."""
+    ceiling = max(ceiling, max_error_rate)
     if share <= 0.0:
-        return MOST_WRONG
-    return min(MOST_WRONG, max_error_rate / min(1.0, share))
+        return ceiling
+    return min(ceiling, max_error_rate / min(1.0, share))
 
 
 def traffic_shares(seen: Sequence[float], lookups: float, *recent: tuple[Sequence[float], float]) -> list[float]:
@@ -192,6 +194,7 @@ def learned_threshold(
     start: int | None = None,
     *,
     shares: Sequence[float] | None = None,
+    ceiling: float = MAX_HIT_ERROR_RATE,
 ) -> tuple[int | None, int]:
     """The lowest bin from which up wrong answers are shown under `max_error_rate`, and the verdicts
     from it up; (None, 0) when no bin is shown yet.
@@ -206,7 +209,7 @@ def learned_threshold(
     The limit is `max_error_rate` itself when the bound is a share of hits. When it is a share of
     requests (`shares`: per bin, the share of semantic lookups whose candidate fell in it), serving
     the bins from `j` up answers their summed share `q_j` of the lookups from the set, so the set's
-    wrong share may reach `max_error_rate / q_j` (never past `MOST_WRONG`). Traffic is not an
+    wrong share may reach `max_error_rate / q_j` (never past `ceiling`). Traffic is not an
     outcome, so the sequence of tests and their limits are still fixed before the verdicts are read.
 
     `start`: the verdicts the first threshold tested must rest on, as a multiple of `needed` at that
@@ -223,7 +226,7 @@ def learned_threshold(
         limit = max_error_rate
         if shares is not None:
             share += shares[j]
-            limit = served_limit(max_error_rate, share)
+            limit = served_limit(max_error_rate, share, ceiling)
         if total < factor * needed(limit, confidence) or not checked[j]:
             continue  # too little evidence yet, or none at this bin: no threshold here
         if binomial_cdf(bad, total, limit) > alpha:
@@ -243,9 +246,11 @@ class ErrorBound:
     """The decisions of bounded mode (see the module docstring).
 
     `error_rate_of`: "requests" (default) bounds wrong answers per semantic lookup, "hits" per answer
-    served by meaning. `floor`: candidates below this similarity are never served nor verified. `min_verify`: the share
-    of servable candidates still verified once evidence is plentiful (so a changed workload is
-    noticed). `verifications_per_minute`: a cap; past it, candidates are served or skipped unverified.
+    served by meaning. `max_hit_error_rate`: with "requests", the wrong share per hit a served set may
+    never exceed, however diluted by lookups that found no candidate (0.25). `floor`: candidates
+    below this similarity are never served nor verified. `min_verify`: the share of servable
+    candidates still verified once evidence is plentiful (so a changed workload is noticed).
+    `verifications_per_minute`: a cap; past it, candidates are served or skipped unverified.
     `seed`: the verification draws, for reproducible runs.
     """
 
@@ -254,6 +259,7 @@ class ErrorBound:
         max_error_rate: float = 0.02,
         *,
         error_rate_of: ErrorRateOf = "requests",
+        max_hit_error_rate: float = MAX_HIT_ERROR_RATE,
         confidence: float = 0.95,
         floor: float = 0.75,
         min_verify: float = 0.02,
@@ -266,6 +272,8 @@ class ErrorBound:
     ) -> None:
         if not 0.0 < max_error_rate < 1.0:
             raise ValueError("max_error_rate is a share of requests or hits, between 0 and 1 (0.02: 2%)")
+        if not 0.0 < max_hit_error_rate <= 0.5:
+            raise ValueError("max_hit_error_rate is a share of semantic hits, above 0 and at most 0.5")
         if error_rate_of not in ("requests", "hits"):
             raise ValueError('error_rate_of is "requests" (wrong answers per semantic lookup) or "hits"')
         if not 0.5 <= confidence < 1.0:
@@ -276,6 +284,7 @@ class ErrorBound:
             raise ValueError("verifications_per_minute must not be negative")
         self.max_error_rate = max_error_rate
         self.error_rate_of: ErrorRateOf = error_rate_of
+        self.max_hit_error_rate = max_hit_error_rate
         self.confidence = confidence
         self.floor = floor
         self.min_verify = min_verify
@@ -402,7 +411,13 @@ class ErrorBound:
             seen = [max(candidates, verdicts) for candidates, verdicts in zip(seen, checked, strict=True)]
             self._shares = traffic_shares(seen, everyone, (self._recent_seen, self._recent_lookups))
         self._cap, self._above = learned_threshold(
-            checked, wrong, self.max_error_rate, self.confidence, START, shares=self._shares
+            checked,
+            wrong,
+            self.max_error_rate,
+            self.confidence,
+            START,
+            shares=self._shares,
+            ceiling=self.max_hit_error_rate,
         )
         self._threshold = None if self._cap is None else self._fresh_threshold(self._cap)
         self._needed = needed(self._limit(), self.confidence)
@@ -411,7 +426,7 @@ class ErrorBound:
         """The wrong share the served set may have at the current cap."""
         if self._shares is None or self._cap is None:
             return self.max_error_rate
-        return served_limit(self.max_error_rate, sum(self._shares[self._cap :]))
+        return served_limit(self.max_error_rate, sum(self._shares[self._cap :]), self.max_hit_error_rate)
 
     def _fresh_threshold(self, cap: int) -> float | None:
         no_verdicts: History = ()

@@ -78,8 +78,20 @@ def test_the_test_stops_at_the_first_threshold_it_cannot_show() -> None:
 def test_per_request_a_served_set_may_be_wrong_more_often_the_rarer_it_is_served() -> None:
     assert served_limit(0.02, share=0.1) == pytest.approx(0.2)  # 20 wrong in 1000 lookups at most
     assert served_limit(0.02, share=1.0) == pytest.approx(0.02)  # every lookup served: as per hit
-    assert served_limit(0.02, share=0.01) == 0.5  # never more often wrong than right
-    assert served_limit(0.02, share=0.0) == 0.5
+    assert served_limit(0.02, share=0.05) == pytest.approx(0.25)  # never past the ceiling per hit...
+    assert served_limit(0.02, share=0.0) == 0.25  # ...however many lookups find nothing (anyone's, junk too)
+    assert served_limit(0.02, share=0.05, ceiling=0.5) == pytest.approx(0.4)
+    assert served_limit(0.3, share=0.5, ceiling=0.25) == pytest.approx(0.3)  # nor under the bound itself
+
+
+async def test_a_flood_of_lookups_that_find_nothing_never_loosens_a_hit_past_the_ceiling() -> None:
+    bound = ErrorBound(0.02, refresh=0.0, min_verify=0.0, seed=11)
+    for i in range(200):  # a served set wrong 30% of the time: over the 25% ceiling
+        await judged(bound, f"k{i}", 0.9, wrong=i % 10 < 3)
+    for _ in range(1_000_000):  # a flood: the candidates are now 0.02% of the lookups
+        bound.looked_up()
+    assert await bound.decide("new", 0.9) is Decision.VERIFY
+    assert bound.threshold is None
 
 
 def test_the_share_of_traffic_is_the_larger_of_the_whole_history_s_and_the_recent_one() -> None:
@@ -104,8 +116,9 @@ def test_per_request_the_threshold_test_uses_each_served_set_s_own_limit() -> No
 
 def test_per_request_a_threshold_still_rests_on_verdicts_of_its_own() -> None:
     shares = [0.0, 0.0, 0.005]
-    assert learned_threshold([0, 0, 2], [0, 0, 0], 0.02, 0.95, shares=shares) == (None, 0)
-    assert learned_threshold([0, 0, 5], [0, 0, 0], 0.02, 0.95, shares=shares) == (2, 5)
+    # The set may be wrong up to the ceiling, 25%: 11 right verdicts in a row show it.
+    assert learned_threshold([0, 0, 10], [0, 0, 0], 0.02, 0.95, shares=shares) == (None, 0)
+    assert learned_threshold([0, 0, 11], [0, 0, 0], 0.02, 0.95, shares=shares) == (2, 11)
 
 
 # -- synthetic workloads with known answers -----------------------------------------------------------

@@ -127,7 +127,7 @@ def test_calibrate_from_a_gateway_prints_the_report_over_its_outcomes(
 ) -> None:
     assert main(["calibrate", "--from-gateway", gateway, "--admin-key", ADMIN, "--target-precision", "0.9"]) == 0
     out = capsys.readouterr().out
-    assert "bound 0.02" in out
+    assert "bound 0.02 of requests" in out
     assert "2 verifications: 0 agreed, 2 disagreed, 0 not verified (left out)" in out
     assert "No threshold reaches precision 0.900 with the guard on." in out
     assert "threshold  guard  served  precision  recall  wrong-hit rate" in out
@@ -139,6 +139,23 @@ def test_calibrate_from_a_gateway_without_the_admin_key_says_so(
     monkeypatch.delenv("LLM_CACHE_ADMIN_KEY", raising=False)
     assert main(["calibrate", "--from-gateway", gateway]) == 1
     assert "gateway answered 401" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("answer", [[1, 2], {"verifications": [{"similarity": "high"}]}, {"threshold": 0.9}])
+def test_calibrate_from_something_that_is_not_a_gateway_says_so_in_one_line(
+    answer: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def outcomes(request: Any) -> JSONResponse:
+        return JSONResponse(answer)
+
+    app = Starlette(routes=[Route("/cache/semantic/verifications", outcomes)])
+    with BackgroundServer(app) as server:
+        assert main(["calibrate", "--from-gateway", server.url, "--admin-key", ADMIN]) == 1
+    assert capsys.readouterr().err.strip().endswith("did not answer a list of verification outcomes")
 
 
 def test_the_outcome_report_leaves_out_verifications_without_a_verdict() -> None:
