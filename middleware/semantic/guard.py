@@ -6,8 +6,9 @@ changed number. The guard compares what a paraphrase keeps and a different quest
 numbers (in digits or in words), quoted strings, code, URLs and e-mail addresses, names
 (capitalised or mixed-case words past the start of a sentence, acronyms, words with digits),
 negation, verbs that invert a question (avoid, exclude, stop, ...), relative time (today, latest,
-this week, ...), which way a direction or comparison goes, and what the question asks for (how,
-why, when, where, who, or yes or no). Any difference vetoes the match; the
+this week, ...), which way a direction or comparison goes (`dollars to rupees` is not `rupee to
+dollar`), words of a contrast group (today or tomorrow, a man or a woman, he or she), and what the
+question asks for (how, why, when, where, who, or yes or no). Any difference vetoes the match; the
 request goes upstream. Every rule reads from a table below, so each word can be tested alone.
 """
 
@@ -45,14 +46,14 @@ _NUMBER_WORDS |= {
 _NUMBER_WORDS |= {"half": "1/2", "quarter": "1/4", "twice": "2x", "thrice": "3x", "double": "2x", "triple": "3x"}
 """Quantities in words, as the digits (or fraction, or multiple) they stand for."""
 _CONTRASTS = [
-    frozenset(group.split())
+    {form: meaning.split("/")[0] for meaning in group.split() for form in meaning.split("/")}
     for group in (
         "today tomorrow yesterday tonight",
         "before after",
         "morning afternoon evening night",
         "daily weekly monthly yearly annual",
         "enable disable",
-        "beginner beginners intermediate advanced expert experts",
+        "beginner/beginners intermediate advanced expert/experts",
         "light dark",
         "positive negative",
         "local remote",
@@ -74,9 +75,21 @@ _CONTRASTS = [
         "inbound outbound",
         "public private",
         "synchronous asynchronous sync async",
+        "man/men/guy/guys/male/males woman/women/lady/ladies/female/females",
+        "boy/boys girl/girls",
+        "husband/husbands wife/wives",
+        "boyfriend/boyfriends girlfriend/girlfriends",
+        "father/fathers/dad/dads mother/mothers/mom/moms/mum/mums",
+        "son/sons daughter/daughters",
+        "brother/brothers sister/sisters",
+        "king/kings queen/queens",
+        "he/him/his/himself she/her/hers/herself",
     )
 ]
-"""Words that change the question when swapped for another of their group."""
+"""Words that change the question when swapped for another of their group, each as the first of its
+forms (`men` is `man`, and against `women` as `man` against `woman`)."""
+_CONTRASTING = {form: (i, meaning) for i, group in enumerate(_CONTRASTS) for form, meaning in group.items()}
+"""Each form of a `_CONTRASTS` group: (its group, its meaning)."""
 _INVERTING = {
     form: root
     for root, forms in (
@@ -159,15 +172,15 @@ class Facts:
     words: frozenset[str]
     negated: bool
     contrasts: frozenset[tuple[int, str]]
-    """(group, word) for the words of `_CONTRASTS` groups."""
+    """(group, meaning) for the words of `_CONTRASTS` groups, possessive or not (`women's` is `woman`)."""
     directions: frozenset[tuple[frozenset[str], frozenset[str]]]
-    """Around each direction word: the run of content words before it, and the run after it."""
+    """Around each direction word: the run of content words before it, and the run after it (as `_lemma`s)."""
     inverted: frozenset[str]
     """The roots of `_INVERTING` words."""
     times: frozenset[str]
     """The meanings of `_RELATIVE_TIME` words and phrases."""
     sides: tuple[frozenset[str], frozenset[str]] | None
-    """The content words before and after the first comparison word, if there is one."""
+    """The content words (as `_lemma`s) before and after the first comparison word, if there is one."""
     asks: str | None = None
     """The first question word, if it is one of `_ASKING`, or "yes or no" (`_YES_OR_NO`)."""
 
@@ -198,7 +211,7 @@ def facts(text: str) -> Facts:
             numbers[_NUMBER_WORDS[lower]] += 1
         elif _is_name(word, text, match.start()):
             names.add(lower)
-    contrasts = frozenset((i, w) for w in words for i, group in enumerate(_CONTRASTS) if w in group)
+    contrasts = frozenset(_CONTRASTING[w] for w in map(_bare, words) if w in _CONTRASTING)
     content = [(i, w) for i, w in enumerate(sequence) if w not in _STOPWORDS and w not in _DIRECTIONS]
     directions = set()
     for i, word in enumerate(sequence):
@@ -213,7 +226,10 @@ def facts(text: str) -> Facts:
     pivot = next((i for i, word in enumerate(sequence) if word in _COMPARISONS), None)
     sides = None
     if pivot is not None:
-        sides = (frozenset(w for j, w in content if j < pivot), frozenset(w for j, w in content if j > pivot))
+        sides = (
+            frozenset(_lemma(w) for j, w in content if j < pivot),
+            frozenset(_lemma(w) for j, w in content if j > pivot),
+        )
     asked = next((word for word in sequence if word in _ASKING or word in ("what", "which")), None)
     if sequence and sequence[0] in _YES_OR_NO:
         asked = "yes or no"
@@ -269,13 +285,13 @@ def _swapped(x: tuple[frozenset[str], frozenset[str]] | None, y: tuple[frozenset
 def _run(sequence: list[str], at: int, step: int) -> frozenset[str]:
     """The content words next to `sequence[at]` going `step`-wise: stopwords right next to it are
     skipped, then the run lasts until the next stopword or direction word (`New York` in `from New
-    York to Boston`)."""
+    York to Boston`), each word as its `_lemma`."""
     i = at + step
     while 0 <= i < len(sequence) and sequence[i] in _STOPWORDS:
         i += step
     run = set()
     while 0 <= i < len(sequence) and sequence[i] not in _STOPWORDS and sequence[i] not in _DIRECTIONS:
-        run.add(sequence[i])
+        run.add(_lemma(sequence[i]))
         i += step
     return frozenset(run)
 
@@ -296,6 +312,21 @@ def _prefixed_opposites(a: frozenset[str], b: frozenset[str]) -> bool:
                 if word.startswith(prefix) and word[len(prefix) :] in y - x:
                     return True
     return False
+
+
+def _lemma(word: str) -> str:
+    """A crude singular, enough for two prompts to name one thing alike: `dollars` and `dollar`,
+    `cities` and `city`. Both prompts are read the same way, so a wrong cut (`news`, `new`) is harmless."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _bare(word: str) -> str:
+    """A word without its possessive ending: `women's` is `women`, `guys'` is `guys`."""
+    return word.removesuffix("'s").removesuffix("’s").rstrip("'’")
 
 
 def _number(raw: str) -> str:

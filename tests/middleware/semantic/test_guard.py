@@ -198,22 +198,58 @@ def test_an_unrelated_word_starting_like_a_prefix_is_no_opposite() -> None:
 
 CONTRASTING = """
 today tomorrow yesterday tonight | before after | morning afternoon evening night
-daily weekly monthly yearly annual | enable disable | beginner beginners intermediate advanced expert experts
+daily weekly monthly yearly annual | enable disable | beginner/beginners intermediate advanced expert/experts
 light dark | positive negative | local remote | min max minimum maximum | increase decrease | add remove delete
 upload download | import export | encrypt decrypt | buy sell | first last | ascending descending
 oldest newest latest recent top | cheapest nearest fastest best worst | input output | open close | start stop
 north south east west | inbound outbound | public private | synchronous asynchronous sync async
+man/men/guy/guys/male/males woman/women/lady/ladies/female/females | boy/boys girl/girls
+husband/husbands wife/wives | boyfriend/boyfriends girlfriend/girlfriends
+father/fathers/dad/dads mother/mothers/mom/moms/mum/mums | son/sons daughter/daughters
+brother/brothers sister/sisters | king/kings queen/queens | he/him/his/himself she/her/hers/herself
 """
-"""The contrast groups, as the guard's vocabulary: two words of one group make two questions."""
-GROUPS = [group.split() for group in CONTRASTING.replace("\n", " | ").split("|") if group.strip()]
+"""The contrast groups, as the guard's vocabulary: two meanings of one group make two questions, and
+the forms of one meaning (separated by `/`) say the same."""
+GROUPS = [[meaning.split("/") for meaning in group.split()] for group in CONTRASTING.replace("\n", " | ").split("|")]
+GROUPS = [group for group in GROUPS if group]
 
 
-@pytest.mark.parametrize("group", GROUPS, ids=lambda group: group[0])
-def test_every_word_of_a_contrast_group_vetoes_every_other(group: list[str]) -> None:
-    for word in group:
-        for other in group:
-            if other != word:
-                assert not agrees(f"the report {word} please", f"the report {other} please"), (word, other)
+@pytest.mark.parametrize("group", GROUPS, ids=lambda group: group[0][0])
+def test_every_meaning_of_a_contrast_group_vetoes_every_other_and_its_own_forms_agree(
+    group: list[list[str]],
+) -> None:
+    for meaning in group:
+        for word in meaning:
+            for other in group:
+                for form in other:
+                    same = other is meaning
+                    assert agrees(f"the report {word} please", f"the report {form} please") is same, (word, form)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("what do women want", "what does a woman want"),
+        ("men's shoes", "shoes for men"),
+        ("the guys' night out", "a night out for guys"),
+    ],
+)
+def test_a_contrast_word_counts_whatever_its_number_or_possessive_ending(a: str, b: str) -> None:
+    assert agrees(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("what do women want in a partner", "what do men want in a partner"),
+        ("women's rights in sport", "men's rights in sport"),
+        ("how do I know if she likes me", "how do I know if he likes me"),
+        ("gifts for my husband", "gifts for my wife"),
+    ],
+)
+def test_a_man_and_a_woman_he_and_she_are_two_questions(a: str, b: str) -> None:
+    assert not agrees(a, b)
+    assert not agrees(b, a)
 
 
 @pytest.mark.parametrize(
@@ -558,3 +594,33 @@ def test_a_yes_or_no_question_is_not_a_question_word_s(word: str) -> None:
 def test_a_prompt_without_a_question_word_asks_for_nothing_in_particular() -> None:
     assert facts("tide turning explained").asks is None
     assert agrees("tide turning explained", "why does the tide turn")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("convert dollars to rupees", "convert a rupee to dollars"),
+        ("how can I convert dollar to rupees", "how can I convert rupees to dollars"),
+        ("move my cities into regions", "move a region into a city"),
+        ("are cats smarter than dogs", "is a dog smarter than a cat"),
+    ],
+)
+def test_a_swap_is_a_swap_whatever_the_number_of_its_nouns(a: str, b: str) -> None:
+    assert not agrees(a, b)
+
+
+@pytest.mark.parametrize(
+    ("word", "lemma"),
+    [
+        ("dollars", "dollar"),
+        ("cities", "city"),
+        ("dogs", "dog"),
+        ("class", "class"),
+        ("virus", "virus"),
+        ("analysis", "analysis"),
+        ("gas", "gas"),
+        ("ties", "tie"),
+    ],
+)
+def test_the_sides_of_a_direction_are_read_in_the_singular(word: str, lemma: str) -> None:
+    assert facts(f"{word} to gold").directions == {(frozenset({lemma}), frozenset({"gold"}))}
