@@ -48,7 +48,7 @@ MAX_HIT_ERROR_RATE = 0.25
 """Per request, a served set may be wrong more often than the bound allows per hit (it is diluted by
 the lookups that found no candidate), but never more often than this by default. Anyone's lookups
 dilute: a flood of prompts that match nothing must not make what a hit may be any worse."""
-REMEMBERED = 100_000
+REMEMBERED = 20_000
 """Served candidates remembered, so that a prompt served by meaning is verified when it comes back.
 A popular prompt asked again and again is not an independent sample: served unverified each time, one
 wrong pairing would repeat its wrong answer to every caller. Verified, its fresh answer is stored
@@ -182,7 +182,7 @@ def traffic_shares(seen: Sequence[float], lookups: float, *recent: tuple[Sequenc
     """Per bin, the share of lookups whose candidate fell in it: the larger of the whole history's
     (`seen`, `lookups`) and each recent window's. Lookups are never fewer than candidates (each
     candidate was a lookup's, counted or not)."""
-    windows = [(counts, max(total, sum(counts))) for counts, total in ((seen, lookups), *recent)]  # a candidate
+    windows = [(counts, max(total, sum(counts))) for counts, total in ((seen, lookups), *recent)]
     return [max((counts[j] / total if total > 0 else 0.0) for counts, total in windows) for j in range(len(seen))]
 
 
