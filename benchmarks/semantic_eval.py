@@ -242,7 +242,11 @@ def possible_hits(order: list[int], questions: list[str], cluster: dict[str, str
     return count
 
 
-STATIC = tuple(round(0.75 + 0.01 * step, 2) for step in range(25))
+STATIC = (
+    *(round(0.75 + 0.01 * step, 2) for step in range(10)),
+    *(round(0.85 + 0.0025 * step, 4) for step in range(59)),
+)
+"""Static thresholds replayed: every 0.01 up to 0.85, every 0.0025 from there (where the bounds land)."""
 BOUNDS = (0.01, 0.02, 0.05)
 ERROR_RATES_OF = ("requests", "hits")
 
@@ -309,7 +313,7 @@ async def replay(
         for threshold in STATIC:
             semantic = SemanticCache(_Unused(), threshold=threshold)
             result = await replay_once(order, questions, near, cluster, semantic, agreed)
-            rows.setdefault(f"static {threshold:.2f}", []).append(result | {"possible": best})
+            rows.setdefault(f"static {threshold:.4f}", []).append(result | {"possible": best})
         for of in error_rates_of:
             for bound in BOUNDS:
                 errors = ErrorBound(bound, error_rate_of=of, seed=seed)  # type: ignore[arg-type]
