@@ -291,6 +291,8 @@ class ErrorBound:
         self.verifications_per_minute = verifications_per_minute
         self.margin = margin
         self.evidence: Evidence = evidence if evidence is not None else InProcessEvidence()
+        if not isinstance(self.evidence, Evidence):
+            raise TypeError("evidence needs record, tally, wrong_at, history, count and traffic (see Evidence)")
         self.refresh = refresh
         self.model = RiskModel(floor)
         self._needed = needed(max_error_rate, confidence)

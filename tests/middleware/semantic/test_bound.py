@@ -318,6 +318,17 @@ async def test_an_answer_s_history_keeps_its_most_recent_verdicts_oldest_first()
     assert history[0] == (0.05, False) and history[-1] == ((HISTORY + 4) / 100, True)
 
 
+def test_evidence_without_the_traffic_counts_is_refused_at_once() -> None:
+    class VerdictsOnly:  # an Evidence written before traffic was counted
+        async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None: ...
+        async def tally(self, bins: int) -> tuple[list[int], list[int]]: ...
+        async def wrong_at(self, key: str) -> float | None: ...
+        async def history(self, key: str) -> list[tuple[float, bool]]: ...
+
+    with pytest.raises(TypeError, match="count and traffic"):
+        ErrorBound(0.02, evidence=VerdictsOnly())  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("max_error_rate", [0.0, 1.0, -0.1])
 def test_a_bound_outside_0_to_1_is_refused(max_error_rate: float) -> None:
     with pytest.raises(ValueError, match="max_error_rate"):
