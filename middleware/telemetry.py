@@ -353,7 +353,7 @@ class Call:
         self.started = time.perf_counter()
         span = telemetry._start_span(start, kind)
         self.span = span
-        self.recording = span.is_recording()
+        self.recording = span is not trace.INVALID_SPAN and span.is_recording()
         self.ctx: Any = None
         self.attrs: dict[str, Any] | None = None
         """Attributes gathered during the call, set on the span in one go when it ends (only when it records)."""
@@ -510,13 +510,15 @@ class Call:
         """End the span (its attributes set in one go) and record the operation's duration."""
         if not self.ended:
             self.ended = True
-            if self.attrs:
-                self.span.set_attributes(self.attrs)
-            self.span.end()
-            start = self._start
-            self._t._operation_duration.record(
-                time.perf_counter() - self.started, start.final(self.response_model, self.result, self.error_type)
-            )
+            span = self.span
+            if span is not trace.INVALID_SPAN:  # (the span of every call while no SDK is installed)
+                if self.attrs:
+                    span.set_attributes(self.attrs)
+                span.end()
+            duration = self._t._operation_duration
+            if _records(duration):
+                final = self._start.final(self.response_model, self.result, self.error_type)
+                duration.record(time.perf_counter() - self.started, final)
 
     def _content(self, answer: bytes) -> None:
         """The opt-in content attributes, in the conventions' current form (JSON strings on a span)."""
@@ -540,6 +542,12 @@ def _histogram(meter: metrics.Meter, name: str, unit: str, description: str, buc
     return meter.create_histogram(
         name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(buckets)
     )
+
+
+def _records(instrument: Any) -> bool:
+    """Whether a measurement on `instrument` goes anywhere: the API's proxy instrument drops it until an
+    SDK's meter provider is set (its `_real_instrument` is None until then); any other one records."""
+    return getattr(instrument, "_real_instrument", instrument) is not None
 
 
 def _set_present(attributes: dict[str, Any], pairs: tuple[tuple[str, Any], ...]) -> None:
