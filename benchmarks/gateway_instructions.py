@@ -7,14 +7,15 @@ run (a collection that happens to fall in the window would add thousands of inst
 `PYTHONHASHSEED=0` fixes the hash seed. Identical code then gives the same count within about 0.2%.
 
     PYTHONHASHSEED=0 valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \\
-        --callgrind-out-file=/dev/null .venv/bin/python benchmarks/gateway_instructions.py 600 [bare]
+        --callgrind-out-file=/dev/null .venv/bin/python benchmarks/gateway_instructions.py [--hits 600] [--app bare]
 
-Instructions per hit = callgrind's `Collected` figure / 600. Without valgrind the script prints the
+Instructions per hit = callgrind's `Collected` figure / the hits. Without valgrind the script prints the
 thread CPU time per hit instead (noisy on a shared machine; the count is the figure to compare).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import gc
@@ -103,4 +104,8 @@ async def main(hits: int, kind: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 600, sys.argv[2] if len(sys.argv) > 2 else "gateway"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hits", type=int, default=600, help="hits counted (default 600)")
+    parser.add_argument("--app", choices=["gateway", "bare"], default="gateway", help="the app hit (default gateway)")
+    args = parser.parse_args()
+    asyncio.run(main(args.hits, args.app))
