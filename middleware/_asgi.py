@@ -79,7 +79,18 @@ class CacheMiddleware:
 
 
 class _Responder:
-    """State of one intercepted request."""
+    """State of one intercepted request. What only the plan uses starts as a class default: a hit,
+    answered before any plan, sets none of it."""
+
+    body = b""
+    plan: Plan | None = None
+    waiting = False
+    """The plan waits for the head of the app's answer (a client that leaves now ends it)."""
+    abandoned = False
+    """The client left before that head: the plan has ended, the app's answer goes by untouched."""
+    head: Reply | None = None
+    held: list[Message] | None = None
+    """The app's answer, held to be read whole because the plan asked for it (`ReadBody`)."""
 
     def __init__(
         self, middleware: CacheMiddleware, route: Route, path: str, scope: Scope, receive: Receive, send: Send
@@ -87,15 +98,6 @@ class _Responder:
         self.app, self.cache, self.middleware = middleware.app, middleware.cache, middleware
         self.route, self.path = route, path
         self.scope, self.receive, self.send = scope, receive, send
-        self.body = b""
-        self.plan: Plan | None = None
-        self.waiting = False
-        """The plan waits for the head of the app's answer (a client that leaves now ends it)."""
-        self.abandoned = False
-        """The client left before that head: the plan has ended, the app's answer goes by untouched."""
-        self.head: Reply | None = None
-        self.held: list[Message] | None = None
-        """The app's answer, held to be read whole because the plan asked for it (`ReadBody`)."""
 
     async def run(self) -> None:
         if not await self._read():

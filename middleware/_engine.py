@@ -749,20 +749,20 @@ class Cache:
         return self._entry_response(request, entry, b"STALE")
 
     def _entry_response(self, request: CacheRequest, entry: Entry, outcome: bytes) -> ResponseParts:
-        age = max(0, int(time.time() - entry.created_at))
+        age = int(time.time() - entry.created_at)
         if request.stream:
             view = request.view()
             body = request.endpoint.render_stream(entry.body, view)
-            media_type = request.endpoint.stream_media_type(view)
+            media_type = request.endpoint.stream_media_type(view).encode("latin-1")
         else:
             body = entry.body
-            media_type = "application/json"
+            media_type = b"application/json"
         headers = [
-            (b"content-type", media_type.encode("latin-1")),
+            (b"content-type", media_type),
             (_RAW_CACHE_HEADER, outcome),
             (_RAW_KEY_HEADER, request.key.encode("latin-1")),
-            (b"age", str(age).encode("latin-1")),
-            (b"content-length", str(len(body)).encode("latin-1")),
+            (b"age", b"%d" % age if age > 0 else b"0"),
+            (b"content-length", b"%d" % len(body)),
         ]
         for name, value in entry.origin:
             headers.append((name.encode("latin-1"), value.encode("latin-1")))

@@ -26,7 +26,7 @@ class MountedPaths:
             path = path[len(prefix) :] or "/"
         if self.include is not None and not any(fnmatchcase(path, p) for p in self.include):
             return None
-        if any(fnmatchcase(path, p) for p in self.exclude):
+        if self.exclude and any(fnmatchcase(path, p) for p in self.exclude):  # (no generator per request)
             return None
         return path
 

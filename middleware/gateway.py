@@ -25,9 +25,10 @@ import os
 import re
 import sys
 import time
+import types
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
@@ -857,7 +858,8 @@ class _BodyReader:
     """The `receive` the app behind the guard reads: it counts the body and times out its pieces.
 
     A piece that does not come in time ends the wait with a cancellation of the reading task (as
-    `asyncio.timeout` does), turned into the 408 when nobody else cancelled the task too."""
+    `asyncio.timeout` does), turned into the 408 when nobody else cancelled the task too. A piece the
+    server already holds (a small body comes with its headers) is taken without a wait to time."""
 
     __slots__ = ("deadlines", "done", "expired", "limit", "receive", "size", "task")
 
@@ -878,10 +880,29 @@ class _BodyReader:
     async def __call__(self) -> Message:
         if self.done:  # the body is in; what follows is the wait for a disconnect, as long as it takes
             return await self.receive()
+        reading = self.receive().__await__()
+        try:
+            awaited = reading.send(None)
+        except StopIteration as ready:  # the server had the message: nothing waited, nothing to time
+            message: Message = ready.value
+        else:
+            message = await self._timed(reading, awaited)
+        if message["type"] != "http.request":
+            self.done = True
+            return message
+        self.size += len(message.get("body", b""))
+        if self.limit is not None and self.size > self.limit:
+            raise _BodyRefused(413, f"the request body is larger than {self.limit} bytes")
+        self.done = not message.get("more_body", False)
+        return message
+
+    async def _timed(self, reading: Generator[Any, Any, Message], awaited: Any) -> Message:
+        """The rest of a read that waits (`reading` has handed the loop `awaited`), under the deadline."""
         self.task = task = asyncio.current_task()
         self.deadlines.watch(self)
         try:
-            message = await self.receive()
+            message: Message = await _resumed(reading, awaited)
+            return message
         except asyncio.CancelledError:
             # Ours when the deadline passed and nobody else cancelled the task too (3.11+ counts requests).
             if self.expired and (sys.version_info < (3, 11) or (task is not None and task.uncancel() == 0)):
@@ -891,14 +912,25 @@ class _BodyReader:
         finally:
             self.task = None
             self.deadlines.unwatch(self)
-        if message["type"] != "http.request":
-            self.done = True
-            return message
-        self.size += len(message.get("body", b""))
-        if self.limit is not None and self.size > self.limit:
-            raise _BodyRefused(413, f"the request body is larger than {self.limit} bytes")
-        self.done = not message.get("more_body", False)
-        return message
+
+
+@types.coroutine
+def _resumed(coroutine: Generator[Any, Any, Message], awaited: Any) -> Generator[Any, Any, Message]:
+    """Go on with an awaitable already stepped once by hand, which handed the event loop `awaited`:
+    what `await` does after its first step (the loop's wake-ups and cancellations passed through)."""
+    while True:
+        try:
+            woken = yield awaited
+        except BaseException as error:
+            try:
+                awaited = coroutine.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                awaited = coroutine.send(woken)
+            except StopIteration as done:
+                return done.value
 
 
 class _Guard:
@@ -944,23 +976,20 @@ class _Guard:
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        headers, declared, given = _screened(scope["headers"])
         limit = self.limit
         if path in _OPERATIONS:
             limit = MANAGEMENT_BODY_LIMIT if limit is None else min(limit, MANAGEMENT_BODY_LIMIT)
         else:
-            if self.keys and not _authorized(self.keys, headers, scope.get("query_string", b"")):
+            if self.keys and not _authorized(self.keys, given, scope.get("query_string", b"")):
                 await _send_error(send, family, 401, "a valid gateway key is required (Authorization: Bearer <key>)")
                 return
-            headers = [(k, v) for k, v in headers if k != _RAW_UPSTREAM]
             if upstream is not None:  # the URL the request goes to (a router's deployments: the family's base)
                 headers.append((_RAW_UPSTREAM, upstream))
             scope = {**scope, "headers": headers}
-        if limit is not None:
-            declared = _declared_length(headers)
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
-                return
+        if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
+            return
         started = False
 
         async def sending(message: Message) -> None:
@@ -978,12 +1007,28 @@ class _Guard:
                 await _send_error(send, family, refused.status, refused.message, close=True)
 
 
-def _declared_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The request's `content-length` header, as sent (a loop: a generator per request costs more)."""
-    for name, value in headers:
+def _screened(
+    raw: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes]]:
+    """One pass over the request headers: the ones the app behind the guard gets (whatever the caller
+    sent as `x-llm-cache-upstream` dropped), the (first) declared `content-length`, and the client keys sent
+    (a bearer token's scheme taken off)."""
+    kept, declared, given = [], None, []
+    for pair in raw:
+        name = pair[0]
+        if name == _RAW_UPSTREAM:
+            continue
+        kept.append(pair)
         if name == b"content-length":
-            return value
-    return None
+            declared = pair[1] if declared is None else declared
+        elif name in _CLIENT_KEY_HEADERS:
+            value = pair[1]
+            if name == b"authorization":
+                scheme, _, value = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    continue
+            given.append(value.strip())
+    return kept, declared, given
 
 
 def _with_litellm_key(start: Message) -> Message:
@@ -995,18 +1040,11 @@ def _with_litellm_key(start: Message) -> Message:
     return start
 
 
-def _authorized(keys: tuple[bytes, ...], headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
-    """Whether one of the keys the request carries is a configured key; every pair is compared in constant time."""
-    given = []
-    for name, value in headers:
-        if name in _CLIENT_KEY_HEADERS:
-            if name == b"authorization":
-                scheme, _, value = value.partition(b" ")
-                if scheme.lower() != b"bearer":
-                    continue
-            given.append(value.strip())
+def _authorized(keys: tuple[bytes, ...], given: list[bytes], query: bytes) -> bool:
+    """Whether one of the keys the request carries (in its headers, `given`, or its query) is a
+    configured key; every pair is compared in constant time."""
     if b"key=" in query:
-        given += [v.encode("utf-8") for k, v in parse_qsl(query.decode("latin-1")) if k == "key"]
+        given = given + [v.encode("utf-8") for k, v in parse_qsl(query.decode("latin-1")) if k == "key"]
     found = False
     for candidate in given:
         for key in keys:

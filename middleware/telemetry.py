@@ -19,8 +19,8 @@ import json
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -136,6 +136,10 @@ def provider_name(family: str, path: str, route_model: str | None) -> str:
 
 
 # -- Prometheus-side aggregates ------------------------------------------------------------------
+
+
+_Adds = tuple[tuple[str, tuple[str, ...], float], ...]
+"""Counter additions queued together: (counter, labels, amount) each."""
 
 
 class _Histogram:
@@ -353,7 +357,7 @@ class Call:
         self.started = time.perf_counter()
         span = telemetry._start_span(start, kind)
         self.span = span
-        self.recording = span.is_recording()
+        self.recording = span is not trace.INVALID_SPAN and span.is_recording()
         self.ctx: Any = None
         self.attrs: dict[str, Any] | None = None
         """Attributes gathered during the call, set on the span in one go when it ends (only when it records)."""
@@ -421,7 +425,7 @@ class Call:
     def prompt_caching(self, changes: list[str]) -> None:
         """The request went upstream with these provider-native prompt-caching hints added."""
         t = self._t
-        t._bump([("llm_cache_prompt_cache_rewrites", (self.provider, change), 1) for change in changes])
+        t._bump(tuple(("llm_cache_prompt_cache_rewrites", (self.provider, change), 1) for change in changes))
         if self.attrs is not None:
             self.attrs["llm_cache.prompt_caching"] = tuple(changes)
 
@@ -510,13 +514,15 @@ class Call:
         """End the span (its attributes set in one go) and record the operation's duration."""
         if not self.ended:
             self.ended = True
-            if self.attrs:
-                self.span.set_attributes(self.attrs)
-            self.span.end()
-            start = self._start
-            self._t._operation_duration.record(
-                time.perf_counter() - self.started, start.final(self.response_model, self.result, self.error_type)
-            )
+            span = self.span
+            if span is not trace.INVALID_SPAN:  # (the span of every call while no SDK is installed)
+                if self.attrs:
+                    span.set_attributes(self.attrs)
+                span.end()
+            duration = self._t._operation_duration
+            if _records(duration):
+                final = self._start.final(self.response_model, self.result, self.error_type)
+                duration.record(time.perf_counter() - self.started, final)
 
     def _content(self, answer: bytes) -> None:
         """The opt-in content attributes, in the conventions' current form (JSON strings on a span)."""
@@ -540,6 +546,12 @@ def _histogram(meter: metrics.Meter, name: str, unit: str, description: str, buc
     return meter.create_histogram(
         name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(buckets)
     )
+
+
+def _records(instrument: Any) -> bool:
+    """Whether a measurement on `instrument` goes anywhere: the API's proxy instrument drops it until an
+    SDK's meter provider is set (its `_real_instrument` is None until then); any other one records."""
+    return getattr(instrument, "_real_instrument", instrument) is not None
 
 
 def _set_present(attributes: dict[str, Any], pairs: tuple[tuple[str, Any], ...]) -> None:
@@ -625,7 +637,7 @@ class Telemetry:
         self._store_hist: dict[str, _Histogram] = {}
         self._similarity_hist = _Histogram(SIMILARITY_BUCKETS)
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
-        self._pending: deque[Sequence[tuple[str, tuple[str, ...], float]]] = deque()
+        self._pending: deque[_Adds] = deque()
         self._timings: deque[tuple[dict[str, _Histogram], str, float]] = deque()
         self._models: set[str] = set()
         self._usage_memo: dict[tuple[str, float], _Summary | None] = {}
@@ -799,7 +811,7 @@ class Telemetry:
 
         return observe
 
-    def _bump(self, adds: Sequence[tuple[str, tuple[str, ...], float]]) -> None:
+    def _bump(self, adds: _Adds) -> None:
         """Queue counter additions. `deque.append` is atomic, so the request path takes no lock:
         readers (and every `_SETTLE_AT` additions, the writer) fold the queue into the counters."""
         pending = self._pending
@@ -809,12 +821,14 @@ class Telemetry:
                 self._settle()
 
     def _settle(self) -> None:
-        """Fold queued counter additions and durations in; the caller holds the lock."""
+        """Fold queued counter additions and durations in; the caller holds the lock. A hit queues the
+        same additions as every other hit of its entry: each distinct one is folded once, times its count."""
         pending, counters = self._pending, self._counters
-        while pending:
-            for name, labels, value in pending.popleft():
+        queued = Counter(pending.popleft() for _ in range(len(pending)))  # (what is added meanwhile waits)
+        for adds, times in queued.items():
+            for name, labels, value in adds:
                 values = counters[name]
-                values[labels] = values.get(labels, 0) + value
+                values[labels] = values.get(labels, 0) + value * times
         timings = self._timings
         while timings:
             hists, store, elapsed = timings.popleft()
@@ -855,16 +869,18 @@ class Telemetry:
         if adds is None or summary.hit_for != served_as:
             model = request_model or summary.response_model
             usage, label = summary.usage, self._model_label(model)
-            adds = [("llm_cache_requests", ("hit", provider, self._model_label(request_model), match), 1)]
-            adds += [
+            requests = ("llm_cache_requests", ("hit", provider, self._model_label(request_model), match), 1)
+            counted: list[tuple[str, tuple[str, ...], float]] = [requests]
+            counted += [
                 ("llm_cache_tokens_avoided", (provider, label, kind), value)
                 for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens))
                 if value
             ]
             cost = self.pricing.cost(model, usage)
             if cost:
-                adds.append(("llm_cache_cost_avoided_usd", (provider, label), cost))
-            summary.hit_adds, summary.hit_for = adds, served_as
+                counted.append(("llm_cache_cost_avoided_usd", (provider, label), cost))
+            adds = summary.hit_adds = tuple(counted)
+            summary.hit_for = served_as
         self._bump(adds)
 
     def _verification_cost(self, provider: str, model: str | None, usage: Usage) -> None:
@@ -894,14 +910,14 @@ class Telemetry:
     def _provider_cached(self, provider: str, model: str | None, usage: Usage) -> None:
         label = self._model_label(model)
         self._bump(
-            [
+            tuple(
                 ("llm_cache_provider_cached_tokens", (provider, label, kind), value)
                 for kind, value in (
                     ("cache_read", usage.cache_read_input_tokens),
                     ("cache_creation", usage.cache_creation_input_tokens),
                 )
                 if value
-            ]
+            )
         )
 
 
@@ -986,7 +1002,7 @@ class _Summary:
         _set_present(self.miss_attributes, tuple(("gen_ai.usage." + name, value) for name, value in counts))
         self.hit_attributes = dict(answer)
         _set_present(self.hit_attributes, tuple(("llm_cache.saved." + name, value) for name, value in counts))
-        self.hit_adds: list[tuple[str, tuple[str, ...], float]] | None = None
+        self.hit_adds: _Adds | None = None
         self.hit_for: tuple[str, str | None, str] | None = None
 
 

@@ -234,6 +234,52 @@ def test_a_slow_body_is_a_408_on_every_event_loop_the_gateway_app_runs_on() -> N
     assert asyncio.run(slow_client()) == [408]  # a new loop: the gateway's reads are still timed
 
 
+def test_a_body_read_cancelled_from_outside_is_a_cancellation_not_a_408() -> None:
+    # A read that waits is timed; a cancellation that is not the deadline's (the server shutting the
+    # request down) reaches the server's receive and ends the request as a cancellation, answering nothing.
+    from llm_cache.middleware.config import GatewayConfig
+    from llm_cache.middleware.gateway import create_gateway
+
+    config = {"server": {"body_read_timeout": 30}, "upstreams": {"openai": {"base_url": "http://127.0.0.1:9/v1"}}}
+    app = create_gateway(GatewayConfig.model_validate(config))
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"500")],
+    }
+
+    async def cancelled_while_reading() -> tuple[bool, list[Any]]:
+        sent: list[Any] = []
+        waiting = asyncio.Event()
+        seen_cancel = False
+
+        async def receive() -> Any:
+            nonlocal seen_cancel
+            waiting.set()
+            try:
+                await asyncio.Event().wait()  # the body never comes
+            except asyncio.CancelledError:
+                seen_cancel = True
+                raise
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        request = asyncio.create_task(app(dict(scope), receive, send))
+        async with asyncio.timeout(10):
+            await waiting.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await request
+        return seen_cancel, sent
+
+    assert asyncio.run(cancelled_while_reading()) == (True, [])
+
+
 def test_uvicorn_limits_come_from_the_config(tmp_path: Path) -> None:
     options = ServerConfig(limit_concurrency=1, timeout_keep_alive=2, limit_max_requests=50).uvicorn_options()
     assert options == {"timeout_keep_alive": 2, "backlog": 2048, "limit_concurrency": 1, "limit_max_requests": 50}

@@ -667,6 +667,29 @@ async def test_metric_values_after_a_scripted_sequence() -> None:
     assert coalesced == [0]
 
 
+async def test_every_hit_counts_when_hits_of_one_entry_are_folded_in_together() -> None:
+    # Hits queue their additions and are folded in every 256 (and when read): the same answer's hits,
+    # folded as one, still count one request and its avoided tokens each.
+    pricing = {"as_of": "2025-06-01", "models": {"gpt-4o-mini": {"input": 1.0, "cached_input": 0.5, "output": 2.0}}}
+    telemetry = Telemetry(pricing=pricing)
+    cache = Cache(telemetry=telemetry)
+    upstream = Upstream()
+    transport = AsyncCachingTransport(cache=cache, inner=upstream.transport())
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": QUESTION})
+    async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test", headers=AUTHORIZED) as client:
+        for _ in range(301):  # a miss, then 300 hits: past one fold of 256
+            await client.post("/v1/chat/completions", content=body)
+    assert upstream.calls == 1
+    counters = telemetry.snapshot()
+    assert counters["llm_cache_requests"][("hit", "openai", "gpt-4o-mini", "exact")] == 300
+    assert counters["llm_cache_tokens_avoided"] == {
+        ("openai", "gpt-4o-mini", "input"): 300 * 20,
+        ("openai", "gpt-4o-mini", "output"): 300 * 5,
+    }
+    saved = counters["llm_cache_cost_avoided_usd"][("openai", "gpt-4o-mini")]
+    assert saved == pytest.approx(300 * (16 * 1.0 + 4 * 0.5 + 5 * 2.0) / 1e6)
+
+
 async def test_genai_client_metrics_count_tokens_spent_upstream_and_every_operations_duration() -> None:
     rec = Recorded()
     client = async_openai(Cache(telemetry=rec.telemetry), Upstream())
