@@ -656,7 +656,7 @@ class Cache:
         (the sync transport runs the coroutine on the engine's loop), then the coroutine looks the
         request up and gives the hit's response, or None: drive `plan` for the rest of the call."""
         if request.call is None:
-            self.begin(request, kind)
+            request.call = self.telemetry.begin(request, kind)
         return self._hit(request)
 
     async def _hit(self, request: CacheRequest) -> ResponseParts | None:

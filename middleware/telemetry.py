@@ -333,19 +333,20 @@ class Call:
     )
 
     def __init__(self, telemetry: Telemetry, request: CacheRequest, kind: SpanKind) -> None:
-        self._t = telemetry
         # No reference back to the request: it holds this Call, and a cycle would outlive the call.
-        self.endpoint = request.route.endpoint
-        self.body = request.body if telemetry.capture_content else None
+        self._t = telemetry
         route = request.route
-        endpoint = route.endpoint
+        self.endpoint = endpoint = route.endpoint
         model = request.model
         # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
-        self.model = model if model is None or len(model) <= MAX_MODEL_CHARS else model[:MAX_MODEL_CHARS]
+        if model is not None and len(model) > MAX_MODEL_CHARS:
+            model = model[:MAX_MODEL_CHARS]
+        self.model = model
         start = self._start = telemetry._span_start(
-            endpoint, request.path, route.model, self.model, request.headers.get(UPSTREAM_HEADER)
+            endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER)
         )
         self.provider = start.provider
+        self._key = request.key
         self.result = "miss"
         self.match: str | None = None
         self.similarity: float | None = None
@@ -353,14 +354,17 @@ class Call:
         self.ended = False
         self.response_model: str | None = None
         self.error_type: str | None = None
-        self._key = request.key
-        self.started = time.perf_counter()
-        span = telemetry._start_span(start, kind)
-        self.span = span
-        self.recording = span is not trace.INVALID_SPAN and span.is_recording()
         self.ctx: Any = None
         self.attrs: dict[str, Any] | None = None
         """Attributes gathered during the call, set on the span in one go when it ends (only when it records)."""
+        self.started = time.perf_counter()
+        span = self.span = telemetry._start_span(start, kind)
+        if span is trace.INVALID_SPAN:  # (no SDK: nothing more to start)
+            self.recording = False
+            self.body = None
+            return
+        self.recording = span.is_recording()
+        self.body = request.body if telemetry.capture_content else None
         if self.recording:
             self.attrs = endpoint.request_attributes(request.body)
             self.attrs["llm_cache.key_digest_prefix"] = self.key_digest_prefix
@@ -587,9 +591,11 @@ class Telemetry:
     ) -> None:
         self.tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
         resolves = isinstance(getattr(trace.ProxyTracer, "_tracer", None), property)
-        self._proxy = self.tracer if isinstance(self.tracer, trace.ProxyTracer) and resolves else None
+        proxy = self.tracer if isinstance(self.tracer, trace.ProxyTracer) and resolves else None
+        self._proxy = proxy if isinstance(getattr(proxy, "_noop_tracer", None), trace.NoOpTracer) else None
         """The tracer is the API's proxy for the global provider, which tells what it resolves to now
-        (`ProxyTracer._tracer`; should a later API lose it, spans simply go through the proxy)."""
+        (`ProxyTracer._tracer`, its `_noop_tracer` until a provider is set; should a later API lose
+        them, spans simply go through the proxy)."""
         meter = metrics.get_meter(INSTRUMENTATION, meter_provider=meter_provider)
         if pricing is None:
             pricing = Pricing.default()
@@ -638,7 +644,9 @@ class Telemetry:
         self._similarity_hist = _Histogram(SIMILARITY_BUCKETS)
         self._counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _COUNTERS}
         self._pending: deque[_Adds] = deque()
-        self._timings: deque[tuple[dict[str, _Histogram], str, float]] = deque()
+        self._lookup_times: deque[float] = deque()
+        self._store_times: deque[float] = deque()
+        """Durations not yet folded into the histograms of the store `store_name` names."""
         self._models: set[str] = set()
         self._usage_memo: dict[tuple[str, float], _Summary | None] = {}
         self._warned_at = float("-inf")
@@ -658,14 +666,14 @@ class Telemetry:
             logger.debug("CACHE BYPASS path=%s reason=%s", path, reason)
 
     def lookup_done(self, call: Call | None, span: Any, started: float, error: BaseException | None) -> None:
-        elapsed = self._timed(self._lookup_hist, self._lookup_instrument, span, started, error)
+        elapsed = self._timed(self._lookup_times, self._lookup_instrument, span, started, error)
         if call is not None:
             call.lookup_seconds = elapsed
         if span is not None:
             span.end()
 
     def store_done(self, span: Any, started: float, size: int, error: BaseException | None) -> None:
-        self._timed(self._store_hist, self._store_duration, span, started, error)
+        self._timed(self._store_times, self._store_duration, span, started, error)
         if error is None:
             self._add("llm_cache_stored_bytes", (self.store_name,), size)
             self._add("llm_cache_stored_entries", (self.store_name,), 1)
@@ -674,18 +682,17 @@ class Telemetry:
             span.end()
 
     def _timed(
-        self, hists: dict[str, _Histogram], instrument: Any, span: Any, started: float, error: BaseException | None
+        self, timings: deque[float], instrument: Any, span: Any, started: float, error: BaseException | None
     ) -> float:
-        """Record one store operation's duration; mark its child span failed if it raised."""
+        """Record one store operation's duration (queued, as counter additions are: a hit allocates
+        nothing for it); mark its child span failed if it raised."""
         elapsed = time.perf_counter() - started
-        store = self.store_name
-        timings = self._timings
-        timings.append((hists, store, elapsed))
+        timings.append(elapsed)
         if len(timings) >= _SETTLE_AT:
             with self._lock:
                 self._settle()
         if instrument is not None:
-            instrument.record(elapsed, self._attributes(("store",), (store,)))
+            instrument.record(elapsed, self._attributes(("store",), (self.store_name,)))
         if span is not None and error is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.set_attribute("error.type", type(error).__name__)
@@ -760,7 +767,7 @@ class Telemetry:
         at about 2 µs a call. Once an application installs a tracer provider, the global tracer resolves
         to its tracer, from the next call on."""
         proxy = self._proxy
-        if proxy is not None and isinstance(proxy._tracer, trace.NoOpTracer):
+        if proxy is not None and proxy._tracer is proxy._noop_tracer:
             return trace.INVALID_SPAN
         return self.tracer.start_span(start.name, kind=kind, attributes=start.attributes)
 
@@ -795,6 +802,8 @@ class Telemetry:
     def watch_store(self, store: Any) -> None:
         """Label durations with `store`'s name, report its current size and, unless `store_spans` was
         given, give its operations child spans when it leaves the process (the Cache calls this)."""
+        with self._lock:  # queued durations are the previous store's
+            self._settle()
         self.store_name = store.name
         self.store = store
         self._starts.clear()  # they name the store
@@ -829,13 +838,13 @@ class Telemetry:
             for name, labels, value in adds:
                 values = counters[name]
                 values[labels] = values.get(labels, 0) + value * times
-        timings = self._timings
-        while timings:
-            hists, store, elapsed = timings.popleft()
-            hist = hists.get(store)
-            if hist is None:
-                hist = hists[store] = _Histogram(LOOKUP_BUCKETS)
-            hist.observe(elapsed)
+        for timings, hists in ((self._lookup_times, self._lookup_hist), (self._store_times, self._store_hist)):
+            if timings:
+                hist = hists.get(self.store_name)
+                if hist is None:
+                    hist = hists[self.store_name] = _Histogram(LOOKUP_BUCKETS)
+                while timings:
+                    hist.observe(timings.popleft())
 
     def _summary(self, entry: Entry, endpoint: Endpoint) -> _Summary | None:
         """What a stored body says (usage, response model and id), memoised per entry so hits parse once."""
