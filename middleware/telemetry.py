@@ -439,11 +439,8 @@ class Call:
         if self.ended:
             return
         t = self._t
-        summary = t._summary(entry, self.endpoint)
-        if summary is None:
-            t._count_request(self.result, self.provider, self.model, self.match or "none")
-        else:
-            t._served(summary, self.provider, self.model, self.match or "none")
+        summary = t._served(entry, self.endpoint, self.provider, self.model, self.match or "none")
+        if summary is not None:
             self.response_model = summary.response_model
             if self.attrs is not None:  # what the answer saved, not tokens spent: nothing went upstream
                 self.attrs.update(summary.hit_attributes)
@@ -649,6 +646,7 @@ class Telemetry:
         """Durations not yet folded into the histograms of the store `store_name` names."""
         self._models: set[str] = set()
         self._usage_memo: dict[tuple[str, float], _Summary | None] = {}
+        self._served_memo: dict[tuple[str, float, str, str | None, str], tuple[_Summary | None, _Adds]] = {}
         self._warned_at = float("-inf")
         self._suppressed = 0
         self.collector = TelemetryCollector(self)
@@ -871,26 +869,41 @@ class Telemetry:
             memo[memo_key] = summary
         return summary
 
-    def _served(self, summary: _Summary, provider: str, request_model: str | None, match: str) -> None:
-        """Count a served hit with the tokens and cost it saved; the additions are computed once per entry."""
-        adds = summary.hit_adds
-        served_as = (provider, request_model, match)
-        if adds is None or summary.hit_for != served_as:
-            model = request_model or summary.response_model
-            usage, label = summary.usage, self._model_label(model)
-            requests = ("llm_cache_requests", ("hit", provider, self._model_label(request_model), match), 1)
-            counted: list[tuple[str, tuple[str, ...], float]] = [requests]
-            counted += [
-                ("llm_cache_tokens_avoided", (provider, label, kind), value)
-                for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens))
-                if value
-            ]
-            cost = self.pricing.cost(model, usage)
-            if cost:
-                counted.append(("llm_cache_cost_avoided_usd", (provider, label), cost))
-            adds = summary.hit_adds = tuple(counted)
-            summary.hit_for = served_as
-        self._bump(adds)
+    def _served(
+        self, entry: Entry, endpoint: Endpoint, provider: str, request_model: str | None, match: str
+    ) -> _Summary | None:
+        """Count a served hit with the tokens and cost it saved, and say what its entry's body says: both
+        worked out once per entry and way of serving it, so a hit makes one memo read and one addition."""
+        memo_key = (entry.fingerprint, entry.created_at, provider, request_model, match)
+        memo = self._served_memo
+        served = memo.get(memo_key)
+        if served is None:
+            summary = self._summary(entry, endpoint)
+            served = (summary, self._hit_adds(summary, provider, request_model, match))
+            with self._lock:
+                if len(memo) >= _USAGE_MEMO:
+                    memo.pop(next(iter(memo)))
+                memo[memo_key] = served
+        self._bump(served[1])
+        return served[0]
+
+    def _hit_adds(self, summary: _Summary | None, provider: str, request_model: str | None, match: str) -> _Adds:
+        """A hit's counter additions: the request, and what the answer saved (when its body says)."""
+        requests = ("llm_cache_requests", ("hit", provider, self._model_label(request_model), match), 1)
+        if summary is None:
+            return (requests,)
+        model = request_model or summary.response_model
+        usage, label = summary.usage, self._model_label(model)
+        counted: list[tuple[str, tuple[str, ...], float]] = [requests]
+        counted += [
+            ("llm_cache_tokens_avoided", (provider, label, kind), value)
+            for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens))
+            if value
+        ]
+        cost = self.pricing.cost(model, usage)
+        if cost:
+            counted.append(("llm_cache_cost_avoided_usd", (provider, label), cost))
+        return tuple(counted)
 
     def _verification_cost(self, provider: str, model: str | None, usage: Usage) -> None:
         cost = self.pricing.cost(model, usage)
@@ -985,7 +998,7 @@ class _Summary:
     serve it. A miss's span reports the tokens the answer used (`gen_ai.usage.*`); a hit's the tokens it
     saved (`llm_cache.saved.*`), so that cost backends never count a hit as spending them again."""
 
-    __slots__ = ("hit_adds", "hit_attributes", "hit_for", "miss_attributes", "response_model", "usage")
+    __slots__ = ("hit_attributes", "miss_attributes", "response_model", "usage")
 
     def __init__(
         self, usage: Usage, response_model: str | None, response_id: str | None, reasons: tuple[str, ...]
@@ -1011,8 +1024,6 @@ class _Summary:
         _set_present(self.miss_attributes, tuple(("gen_ai.usage." + name, value) for name, value in counts))
         self.hit_attributes = dict(answer)
         _set_present(self.hit_attributes, tuple(("llm_cache.saved." + name, value) for name, value in counts))
-        self.hit_adds: _Adds | None = None
-        self.hit_for: tuple[str, str | None, str] | None = None
 
 
 def sdk_telemetry(
