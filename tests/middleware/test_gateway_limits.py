@@ -203,12 +203,15 @@ def test_a_body_slower_than_the_read_timeout_is_a_408(
     assert fake_provider.requests == []
 
 
-def test_a_slow_body_is_a_408_on_every_event_loop_the_gateway_app_runs_on() -> None:
+def gateway_expecting_a_body(body_read_timeout: float) -> tuple[Any, dict[str, Any]]:
+    """A gateway app and the scope of a chat request that announces 500 bytes of body."""
     from llm_cache.middleware.config import GatewayConfig
     from llm_cache.middleware.gateway import create_gateway
 
-    config = {"server": {"body_read_timeout": 0.2}, "upstreams": {"openai": {"base_url": "http://127.0.0.1:9/v1"}}}
-    app = create_gateway(GatewayConfig.model_validate(config))
+    config = {
+        "server": {"body_read_timeout": body_read_timeout},
+        "upstreams": {"openai": {"base_url": "http://127.0.0.1:9/v1"}},
+    }
     scope = {
         "type": "http",
         "method": "POST",
@@ -217,6 +220,11 @@ def test_a_slow_body_is_a_408_on_every_event_loop_the_gateway_app_runs_on() -> N
         "query_string": b"",
         "headers": [(b"content-type", b"application/json"), (b"content-length", b"500")],
     }
+    return create_gateway(GatewayConfig.model_validate(config)), scope
+
+
+def test_a_slow_body_is_a_408_on_every_event_loop_the_gateway_app_runs_on() -> None:
+    app, scope = gateway_expecting_a_body(0.2)
 
     async def slow_client() -> list[int]:
         sent: list[Any] = []
@@ -237,19 +245,7 @@ def test_a_slow_body_is_a_408_on_every_event_loop_the_gateway_app_runs_on() -> N
 def test_a_body_read_cancelled_from_outside_is_a_cancellation_not_a_408() -> None:
     # A read that waits is timed; a cancellation that is not the deadline's (the server shutting the
     # request down) reaches the server's receive and ends the request as a cancellation, answering nothing.
-    from llm_cache.middleware.config import GatewayConfig
-    from llm_cache.middleware.gateway import create_gateway
-
-    config = {"server": {"body_read_timeout": 30}, "upstreams": {"openai": {"base_url": "http://127.0.0.1:9/v1"}}}
-    app = create_gateway(GatewayConfig.model_validate(config))
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"500")],
-    }
+    app, scope = gateway_expecting_a_body(30)
 
     async def cancelled_while_reading() -> tuple[bool, list[Any]]:
         sent: list[Any] = []
