@@ -124,6 +124,12 @@ def test_per_request_a_threshold_still_rests_on_verdicts_of_its_own() -> None:
 # -- synthetic workloads with known answers -----------------------------------------------------------
 
 
+def still() -> float:
+    """A clock that never moves: the bound tests its caps again after verdicts only, never because
+    wall-clock time passed, so a slow machine replays exactly what a fast one does."""
+    return 0.0
+
+
 async def replay(
     bound: ErrorBound, candidates: Sequence[tuple[str, float, bool]], empty_lookups: int = 0
 ) -> tuple[int, int, int]:
@@ -173,7 +179,8 @@ def best_static_per_request(candidates: Sequence[tuple[str, float, bool]], wrong
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_the_share_of_wrong_semantic_hits_stays_under_the_bound(max_error_rate: float, seed: int) -> None:
     candidates = known_answer_workload(seed, 20_000)
-    served, wrong, _ = await replay(ErrorBound(max_error_rate, error_rate_of="hits", seed=seed), candidates)
+    bound = ErrorBound(max_error_rate, error_rate_of="hits", seed=seed, clock=still)
+    served, wrong, _ = await replay(bound, candidates)
 
     assert wrong <= max_error_rate * served
     # Thresholds of each answer's own beat the best single threshold chosen in hindsight, at the same wrong share.
@@ -185,7 +192,8 @@ async def test_the_share_of_wrong_semantic_hits_stays_under_the_bound(max_error_
 async def test_the_share_of_requests_answered_wrongly_stays_under_the_bound(max_error_rate: float, seed: int) -> None:
     candidates = known_answer_workload(seed, 20_000)
     lookups = len(candidates) + 10_000  # a third of the lookups find no candidate at all
-    served, wrong, _ = await replay(ErrorBound(max_error_rate, seed=seed), candidates, empty_lookups=10_000)
+    bound = ErrorBound(max_error_rate, seed=seed, clock=still)
+    served, wrong, _ = await replay(bound, candidates, empty_lookups=10_000)
 
     assert wrong <= max_error_rate * lookups
     # More hits than the best single threshold chosen in hindsight with as many wrong answers.
@@ -193,7 +201,7 @@ async def test_the_share_of_requests_answered_wrongly_stays_under_the_bound(max_
 
 
 async def test_fewer_servable_candidates_are_verified_as_evidence_grows() -> None:
-    bound = ErrorBound(0.02, error_rate_of="hits", seed=4)
+    bound = ErrorBound(0.02, error_rate_of="hits", seed=4, clock=still)
     candidates = known_answer_workload(4, 20_000)
     await replay(bound, candidates[:1000])
     early = [await bound.decide("k0", 0.99 - i / 1e7) for i in range(1000)]  # distinct prompts, never repeats
@@ -222,7 +230,7 @@ async def two_kinds_of_evidence(bound: ErrorBound) -> ErrorBound:
 
 
 async def test_an_answer_judged_right_where_others_are_wrong_is_served_there() -> None:
-    bound = await two_kinds_of_evidence(ErrorBound(0.02, min_verify=0.0, seed=5))
+    bound = await two_kinds_of_evidence(ErrorBound(0.02, min_verify=0.0, seed=5, clock=still))
 
     assert await bound.risk("safe", 0.88) < 0.01 < 0.9 < await bound.risk("new", 0.88)
     assert await bound.decide("safe", 0.88) is Decision.SERVE
@@ -231,7 +239,7 @@ async def test_an_answer_judged_right_where_others_are_wrong_is_served_there() -
 
 
 async def test_an_answer_once_judged_wrong_is_not_served_again_at_or_below_that_similarity() -> None:
-    bound = await two_kinds_of_evidence(ErrorBound(0.02, min_verify=0.0, seed=5))
+    bound = await two_kinds_of_evidence(ErrorBound(0.02, min_verify=0.0, seed=5, clock=still))
     assert await bound.decide("good", 0.96) is Decision.SERVE
 
     await bound.learn("dense", 0.96, wrong=True)
@@ -242,7 +250,7 @@ async def test_an_answer_once_judged_wrong_is_not_served_again_at_or_below_that_
 
 
 async def test_a_prompt_served_by_meaning_is_verified_when_it_comes_back() -> None:
-    bound = await two_kinds_of_evidence(ErrorBound(0.02, min_verify=0.0, seed=5))
+    bound = await two_kinds_of_evidence(ErrorBound(0.02, min_verify=0.0, seed=5, clock=still))
     assert await bound.decide("good", 0.96) is Decision.SERVE
     assert await bound.decide("good", 0.965) is Decision.SERVE  # another prompt near the same answer
 
@@ -250,7 +258,7 @@ async def test_a_prompt_served_by_meaning_is_verified_when_it_comes_back() -> No
 
 
 async def test_nothing_is_served_before_the_evidence_shows_the_bound() -> None:
-    bound = ErrorBound(0.02, seed=6)
+    bound = ErrorBound(0.02, seed=6, clock=still)
     assert bound.threshold is None
     assert await bound.decide("k", 0.999) is Decision.VERIFY
     assert await bound.decide("k", 0.70) is Decision.SKIP  # under the floor: an ordinary miss
