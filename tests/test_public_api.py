@@ -141,6 +141,7 @@ PINNED = {
         "Reranker",
         "SemanticCache",
         "SentenceTransformerEmbedder",
+        "Tally",
         "VectorIndex",
         "agrees",
     ],

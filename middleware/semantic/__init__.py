@@ -1,6 +1,6 @@
 """Semantic caching: a stored answer to a similar prompt in the same context, when the facts agree."""
 
-from .bound import Decision, ErrorBound, Evidence, InProcessEvidence
+from .bound import Decision, ErrorBound, Evidence, InProcessEvidence, Tally
 from .cache import SemanticCache
 from .embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from .guard import agrees
@@ -32,6 +32,7 @@ __all__ = [
     "Reranker",
     "SemanticCache",
     "SentenceTransformerEmbedder",
+    "Tally",
     "VectorIndex",
     "agrees",
 ]

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from .risk import HISTORY, SLOPES, History, RiskModel
 
@@ -70,6 +70,19 @@ class Decision(str, Enum):
     """An ordinary miss: not served, not judged."""
 
 
+class Tally(NamedTuple):
+    """What the evidence counts per risk bin (each list `bins` long), read in one go."""
+
+    checked: list[int]
+    """Verdicts."""
+    wrong: list[int]
+    """Verdicts that found the stored answer wrong."""
+    seen: list[int]
+    """Candidates decided (the traffic a served set answers)."""
+    lookups: int
+    """Semantic lookups, whether or not they found a candidate."""
+
+
 @runtime_checkable
 class Evidence(Protocol):
     """Where verdicts are kept: per risk bin (pooled over answers) and per stored answer."""
@@ -78,8 +91,8 @@ class Evidence(Protocol):
         """One verdict on serving `key`'s answer to a prompt at `similarity` (in risk `bin`)."""
         ...
 
-    async def tally(self, bins: int) -> tuple[list[int], list[int]]:
-        """Verdicts and wrong verdicts per bin, `bins` long each."""
+    async def tally(self, bins: int) -> Tally:
+        """The verdicts and the traffic per bin, `bins` long each, since the start."""
         ...
 
     async def wrong_at(self, key: str) -> float | None:
@@ -92,10 +105,6 @@ class Evidence(Protocol):
 
     async def count(self, seen: Sequence[int], lookups: int) -> None:
         """Add traffic: candidates decided per risk bin (`seen`), and semantic lookups."""
-        ...
-
-    async def traffic(self, bins: int) -> tuple[list[int], int]:
-        """Candidates decided per bin (`bins` long), and semantic lookups, since the start."""
         ...
 
 
@@ -128,9 +137,11 @@ class InProcessEvidence:
         while len(self._history) > self.max_keys:
             self._history.popitem(last=False)
 
-    async def tally(self, bins: int) -> tuple[list[int], list[int]]:
-        pad = [0] * max(0, bins - len(self._checked))
-        return (self._checked + pad)[:bins], (self._wrong + pad)[:bins]
+    async def tally(self, bins: int) -> Tally:
+        def fitted(counts: list[int]) -> list[int]:
+            return (counts + [0] * max(0, bins - len(counts)))[:bins]
+
+        return Tally(fitted(self._checked), fitted(self._wrong), fitted(self._seen), self._lookups)
 
     async def wrong_at(self, key: str) -> float | None:
         return self._wrong_at.get(key)
@@ -144,10 +155,6 @@ class InProcessEvidence:
         for bin, candidates in enumerate(seen):
             self._seen[bin] += candidates
         self._lookups += lookups
-
-    async def traffic(self, bins: int) -> tuple[list[int], int]:
-        pad = [0] * max(0, bins - len(self._seen))
-        return (self._seen + pad)[:bins], self._lookups
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -292,7 +299,7 @@ class ErrorBound:
         self.margin = margin
         self.evidence: Evidence = evidence if evidence is not None else InProcessEvidence()
         if not isinstance(self.evidence, Evidence):
-            raise TypeError("evidence needs record, tally, wrong_at, history, count and traffic (see Evidence)")
+            raise TypeError("evidence needs record, tally, wrong_at, history and count (the Evidence protocol)")
         self.refresh = refresh
         self.model = RiskModel(floor)
         self._needed = needed(max_error_rate, confidence)
@@ -407,9 +414,8 @@ class ErrorBound:
         decay = 0.5 ** (lookups / HALF_LIFE)
         self._recent_seen = [old * decay + new for old, new in zip(self._recent_seen, fresh, strict=True)]
         self._recent_lookups = self._recent_lookups * decay + lookups
-        checked, wrong = await self.evidence.tally(BINS)
+        checked, wrong, seen, everyone = await self.evidence.tally(BINS)
         if self.error_rate_of == "requests":
-            seen, everyone = await self.evidence.traffic(BINS)
             seen = [max(candidates, verdicts) for candidates, verdicts in zip(seen, checked, strict=True)]
             self._shares = traffic_shares(seen, everyone, (self._recent_seen, self._recent_lookups))
         self._cap, self._above = learned_threshold(
@@ -461,6 +467,7 @@ __all__ = [
     "ErrorRateOf",
     "ErrorBound",
     "Evidence",
+    "Tally",
     "InProcessEvidence",
     "binomial_cdf",
     "learned_threshold",

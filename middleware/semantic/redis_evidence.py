@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._loop_clients import PerLoop
+from .bound import Tally
 from .risk import HISTORY
 
 _RAISE = """
@@ -79,9 +80,9 @@ class RedisEvidence:
                 counts[name[0]][int(name[1:])] = int(value)
         return counts, lookups
 
-    async def tally(self, bins: int) -> tuple[list[int], list[int]]:
-        counts, _ = await self._per_bin("nw", bins)
-        return counts["n"], counts["w"]
+    async def tally(self, bins: int) -> Tally:
+        counts, lookups = await self._per_bin("nws", bins)
+        return Tally(counts["n"], counts["w"], counts["s"], lookups)
 
     async def count(self, seen: Sequence[int], lookups: int) -> None:
         if not lookups and not any(seen):
@@ -93,10 +94,6 @@ class RedisEvidence:
             if lookups:
                 pipe.hincrby(f"{self.prefix}risk", "lookups", lookups)
             await pipe.execute()
-
-    async def traffic(self, bins: int) -> tuple[list[int], int]:
-        counts, lookups = await self._per_bin("s", bins)
-        return counts["s"], lookups
 
     async def wrong_at(self, key: str) -> float | None:
         value = await self._clients.get().get(self._answer_key("wrong", key))

@@ -285,8 +285,9 @@ async def test_traffic_is_added_up_per_bin_beside_the_lookups(store: str, redis_
     await pods[-1].count([1, 0, 0, 4], lookups=5)
     await pods[0].record("a", 1, 0.9, wrong=True)
 
-    assert await pods[-1].traffic(5) == ([1, 2, 1, 4, 0], 15)
-    assert await pods[-1].tally(5) == ([0, 1, 0, 0, 0], [0, 1, 0, 0, 0])  # the verdicts are apart
+    tally = await pods[-1].tally(5)  # verdicts and traffic in one read
+    assert (tally.seen, tally.lookups) == ([1, 2, 1, 4, 0], 15)
+    assert (tally.checked, tally.wrong) == ([0, 1, 0, 0, 0], [0, 1, 0, 0, 0])  # the verdicts are apart
     for pod in pods:
         close = getattr(pod, "aclose", None)
         if close is not None:
@@ -300,8 +301,8 @@ async def test_a_bound_counts_its_lookups_and_candidates_into_the_evidence() -> 
     await bound.decide("k", 0.9)
     await bound.decide("k", 0.7)  # under the floor: a lookup, never a candidate
     await bound.decide("k", 0.9)  # the traffic of the last decision is added at the next recompute
-    seen, lookups = await bound.evidence.traffic(BINS)
-    assert (sum(seen), lookups) == (1, 3)
+    tally = await bound.evidence.tally(BINS)
+    assert (sum(tally.seen), tally.lookups) == (1, 3)
 
 
 async def test_in_process_evidence_tallies_per_bin_and_keeps_the_highest_wrong_similarity() -> None:
@@ -311,7 +312,7 @@ async def test_in_process_evidence_tallies_per_bin_and_keeps_the_highest_wrong_s
     await evidence.record("b", 1, 0.8, wrong=False)
     await evidence.record("c", 0, 0.76, wrong=True)
     await evidence.record("d", 0, 0.77, wrong=True)
-    assert await evidence.tally(5) == ([2, 2, 0, 1, 0], [2, 1, 0, 1, 0])
+    assert (await evidence.tally(5))[:2] == ([2, 2, 0, 1, 0], [2, 1, 0, 1, 0])
     assert (await evidence.wrong_at("a"), await evidence.wrong_at("b")) == (None, None)  # "a" was the oldest
     assert (await evidence.wrong_at("c"), await evidence.wrong_at("d")) == (0.76, 0.77)
     assert (await evidence.history("b"), await evidence.history("d")) == ([], [(0.77, True)])  # "b" is older
@@ -327,13 +328,13 @@ async def test_an_answer_s_history_keeps_its_most_recent_verdicts_oldest_first()
 
 
 def test_evidence_without_the_traffic_counts_is_refused_at_once() -> None:
-    class VerdictsOnly:  # an Evidence written before traffic was counted
+    class VerdictsOnly:  # an Evidence written before traffic was counted: no `count`
         async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None: ...
         async def tally(self, bins: int) -> tuple[list[int], list[int]]: ...
         async def wrong_at(self, key: str) -> float | None: ...
         async def history(self, key: str) -> list[tuple[float, bool]]: ...
 
-    with pytest.raises(TypeError, match="count and traffic"):
+    with pytest.raises(TypeError, match="history and count"):
         ErrorBound(0.02, evidence=VerdictsOnly())  # type: ignore[arg-type]
 
 
@@ -411,7 +412,7 @@ async def test_a_judge_without_a_verdict_counts_as_a_wrong_answer_never_a_right_
     assert semantic.bound is not None
     verdict = await semantic.verified("q", "stored-key", 0.93, chat_answer("A"), chat_answer("A"))
     assert verdict is None
-    checked, wrong = await semantic.bound.evidence.tally(100)
+    checked, wrong, _, _ = await semantic.bound.evidence.tally(100)
     assert (sum(checked), sum(wrong)) == (1, 1)
     assert await semantic.bound.evidence.wrong_at("stored-key") == 0.93
 
@@ -447,7 +448,7 @@ async def test_pods_sharing_redis_evidence_learn_from_each_others_verdicts(redis
 
     assert await second.evidence.wrong_at("dense") == 0.97
     assert await second.evidence.wrong_at("good") is None
-    checked, wrong = await second.evidence.tally(BINS)
+    checked, wrong, _, _ = await second.evidence.tally(BINS)
     assert (sum(checked), sum(wrong)) == (402, 2)
     assert await second.evidence.history("dense") == [(0.97, True), (0.96, True)]
     assert len(await second.evidence.history("good")) == HISTORY

@@ -716,7 +716,7 @@ async def test_in_bounded_mode_every_semantic_lookup_counts_as_a_request_even_on
     await ask(client, "How can I reset my password?")  # searched, a candidate decided
     await cache.close()
 
-    assert (await bound.evidence.traffic(BINS))[1] == 2  # the requests a share of which may be wrong
+    assert (await bound.evidence.tally(BINS)).lookups == 2  # the requests a share of which may be wrong
 
 
 async def test_bounded_mode_serves_a_paraphrase_once_the_evidence_shows_the_bound(
