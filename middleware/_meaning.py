@@ -14,6 +14,7 @@ from ._entry import Entry
 from ._keys import DEFAULT_NAMESPACE
 from ._settings import CacheSettings, CacheStats
 from ._types import CacheRequest, Lookup, Meaning, Outcome, Verification
+from .semantic._local_model import ModelBusy
 from .semantic.outcomes import OUTCOMES
 
 if TYPE_CHECKING:
@@ -188,7 +189,8 @@ class Meanings:
 
     def _failed(self, operation: str, error: Exception) -> None:
         """Count and log a failure under the part that failed: the embedder, the reranker or the index,
-        not the store."""
+        not the store. A local model that refused the call (`ModelBusy`: too many already running or
+        waiting) is counted as `semantic_busy`, apart from the model's errors and timeouts."""
         self._stats.semantic_errors += 1
         semantic = self.semantic
         if operation == "semantic_embed":
@@ -197,7 +199,7 @@ class Meanings:
             part = f"reranker:{semantic.reranker.name}"
         else:
             part = f"index:{semantic.index.name}"
-        self._telemetry.store_error(operation, error, part)
+        self._telemetry.store_error("semantic_busy" if isinstance(error, ModelBusy) else operation, error, part)
 
 
 __all__ = ["Meanings"]

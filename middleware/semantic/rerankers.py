@@ -9,15 +9,13 @@ a Cohere-shaped rerank endpoint (Cohere, Jina, vLLM, LiteLLM and other compatibl
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
-import threading
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from ._http import OpenAICompatible
-from .embedders import FIRST_USE, load_offline
+from ._local_model import DEFAULT_MAX_IN_FLIGHT, LocalModel, RunsLocally
 
 
 @runtime_checkable
@@ -90,8 +88,9 @@ class EndpointReranker:
         await self._http.aclose()
 
 
-class CrossEncoderReranker:
-    """A sentence-transformers `CrossEncoder` from a local folder, on the CPU, in a worker thread.
+class CrossEncoderReranker(RunsLocally):
+    """A sentence-transformers `CrossEncoder` from a local folder, on the CPU, on a thread of its own
+    (at most `max_in_flight` calls running or waiting; one more raises `ModelBusy` at once).
 
     The Hugging Face hub is never asked (`HF_HUB_OFFLINE=1` while loading, local files only). A model
     with one output (a relevance or similarity score) gives that score; one with several (an NLI
@@ -99,7 +98,15 @@ class CrossEncoderReranker:
     Needs the `semantic-local` extra.
     """
 
-    def __init__(self, path: str, *, label: int | None = None, timeout: float = 2.0, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        label: int | None = None,
+        timeout: float = 2.0,
+        device: str = "cpu",
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.path = path
@@ -107,22 +114,14 @@ class CrossEncoderReranker:
         self.timeout = timeout
         self.device = device
         self.name = f"cross-encoder:{os.path.basename(os.path.normpath(path))}"
-        self._model: Any = None
-        self._lock = threading.Lock()
-
-    def _load(self, when: str = FIRST_USE) -> Any:
-        with self._lock:
-            if self._model is None:
-                self._model = load_offline("reranking model", self.name, when, self._build)
-            return self._model
+        self._local = LocalModel("reranking model", self.name, self._build, max_in_flight=max_in_flight)
 
     def _build(self) -> Any:
         from sentence_transformers import CrossEncoder
 
         return CrossEncoder(self.path, device=self.device, local_files_only=True)
 
-    def _predict(self, query: str, documents: list[str]) -> list[float]:
-        model = self._load()
+    def _predict(self, model: Any, query: str, documents: list[str]) -> list[float]:
         outputs = int(model.num_labels)
         if (outputs > 1) != (self.label is not None) or not 0 <= (self.label or 0) < outputs:
             raise ValueError(f"{self.name} gives {outputs} output(s) a pair: `label` picks one of several, if any")
@@ -133,11 +132,7 @@ class CrossEncoderReranker:
         return [float(score) for score in scores.reshape(len(documents))]
 
     async def score(self, query: str, documents: list[str]) -> list[float]:
-        return await asyncio.to_thread(self._predict, query, documents)
-
-    def warm_up(self) -> None:
-        """Load the model now (`SemanticCache.start` calls this, so the first candidates do not wait for it)."""
-        self._load("at start-up")
+        return await self._local.run(self._predict, query, documents)
 
 
 __all__ = ["CrossEncoderReranker", "EndpointReranker", "Reranker", "scores_by_index"]

@@ -340,7 +340,7 @@ async def test_a_configured_cross_encoder_is_loaded_at_start_and_checks_candidat
     model = CrossEncoderReranker(tiny_cross_encoder(tmp_path))
     cache = cache_with(model, min_score=0.0)  # a one-output model's score is a sigmoid: all pass
     await cache.start()
-    assert model._model is not None
+    assert model._local.loaded
     client = client_for(cache, fake_provider)
     await ask(client, STORED)
     assert (await ask(client, PARAPHRASE)).headers["x-cache"] == "HIT"

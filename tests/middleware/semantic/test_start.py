@@ -82,10 +82,10 @@ async def test_the_gateway_loads_the_embedding_model_before_it_serves(
     config.write_text(f"cache:\n  store: {{type: memory}}\n  semantic: {{timeout: {LOADED_MACHINE_TIMEOUT}}}\n")
     app = create_gateway(load_config(str(config)))
     embedder = app.state.cache.semantic.embedder
-    assert isinstance(embedder, SentenceTransformerEmbedder) and embedder._model is None
+    assert isinstance(embedder, SentenceTransformerEmbedder) and not embedder._local.loaded
     with caplog.at_level(logging.INFO, logger="llm_cache.middleware"):
         async with app.router.lifespan_context(app):
-            assert embedder._model is not None
+            assert embedder._local.loaded
     loading = [r.getMessage() for r in caplog.records if "loading the embedding model" in r.getMessage()]
     assert loading == ["semantic cache: loading the embedding model sentence-transformers:all-MiniLM-L6-v2 at start-up"]
 

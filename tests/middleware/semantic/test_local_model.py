@@ -1,0 +1,299 @@
+"""A local model (the sentence-transformers embedder, a cross-encoder) runs on a thread of its own,
+with at most `max_in_flight` calls running or waiting: one more is refused at once (`ModelBusy`), and
+the lookup is a miss that goes upstream, counted as `semantic_busy`. A waiting call whose caller gave
+up never runs, and the loop's default executor is never the model's.
+
+Real parts: the embedder and reranker classes, the openai SDK through the caching transport to the
+fake provider. Only the third-party model object is a stand-in (`HeldModel`), so a test can hold a
+call inside it for as long as it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import numpy as np
+import openai
+import pytest
+
+from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware.cli import main
+from llm_cache.middleware.config import ConfigError, build_cache, parse_config
+from llm_cache.middleware.semantic import (
+    CrossEncoderReranker,
+    InProcessIndex,
+    ModelBusy,
+    SemanticCache,
+    SentenceTransformerEmbedder,
+)
+from tests.support.embedders import WordsEmbedder, bag_of_words
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+
+CHAT = "/chat/completions"
+STORED = "How do I reset my password?"
+PARAPHRASE = "How can I reset my password?"  # five of STORED's six words: similarity 5/6
+OTHER = "Where is the shop?"
+OTHER_PARAPHRASE = "Where is the shop, please?"  # four of OTHER's words and one more: similarity 0.89
+BOUND = 10.0
+"""The longest any step here may take: a step that needs the model while it is held would hang."""
+PATIENT = 60.0
+"""A lookup timeout no test reaches: a lookup that ends did not end by timing out."""
+
+
+class HeldModel:
+    """Stands in for a sentence-transformers `SentenceTransformer` (`encode`) or one-output
+    `CrossEncoder` (`predict`): a call waits while the test holds the model, then answers from
+    `bag_of_words`. It records each call that started and the thread it ran on."""
+
+    num_labels = 1
+
+    def __init__(self) -> None:
+        self.free = threading.Event()
+        self.free.set()
+        self.calls: list[list[str]] = []
+        self.threads: set[str] = set()
+        self._changed = threading.Condition()
+
+    def hold(self) -> None:
+        self.free.clear()
+
+    def release(self) -> None:
+        self.free.set()
+
+    async def started(self, calls: int) -> None:
+        """Return once `calls` calls have started (waiting on a thread: the model's runs on its own)."""
+
+        def wait() -> bool:
+            with self._changed:
+                return self._changed.wait_for(lambda: len(self.calls) >= calls, BOUND)
+
+        assert await asyncio.to_thread(wait), f"{calls} calls did not start: {self.calls}"
+
+    def _call(self, texts: list[str]) -> None:
+        with self._changed:
+            self.calls.append(texts)
+            self.threads.add(threading.current_thread().name)
+            self._changed.notify_all()
+        self.free.wait(BOUND)
+
+    def encode(self, texts: list[str], **options: Any) -> np.ndarray:
+        self._call(texts)
+        return bag_of_words(texts)
+
+    def predict(self, pairs: list[tuple[str, str]], **options: Any) -> np.ndarray:
+        self._call([text for pair in pairs for text in pair])
+        return np.asarray([float(np.dot(*bag_of_words(pair))) for pair in pairs])
+
+
+class HeldEmbedder(SentenceTransformerEmbedder):
+    """The local embedder on a `HeldModel` (named `sentence-transformers:<path>`)."""
+
+    def __init__(self, model: HeldModel, path: str = "held", **options: Any) -> None:
+        super().__init__(path, **options)
+        self.model = model
+        self.built_on: str | None = None
+
+    def _build(self) -> Any:
+        self.built_on = threading.current_thread().name
+        return self.model
+
+
+class HeldCrossEncoder(CrossEncoderReranker):
+    """The local reranker on a `HeldModel` (named `cross-encoder:held`)."""
+
+    def __init__(self, model: HeldModel, **options: Any) -> None:
+        super().__init__("/models/held", timeout=PATIENT, **options)
+        self.model = model
+
+    def _build(self) -> Any:
+        return self.model
+
+
+@pytest.fixture
+def model() -> Iterator[HeldModel]:
+    held = HeldModel()
+    try:
+        yield held
+    finally:
+        held.release()  # a test that failed midway leaves no thread waiting
+
+
+def client_for(cache: Cache, fake: RunningFakeProvider) -> openai.AsyncOpenAI:
+    http_client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+    return openai.AsyncOpenAI(api_key="sk-alice", base_url=fake.openai_base_url, http_client=http_client, max_retries=0)
+
+
+async def ask(client: openai.AsyncOpenAI, question: str) -> Any:
+    messages = [{"role": "user", "content": question}]
+    create = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+    return await asyncio.wait_for(create, BOUND)
+
+
+def content(answer: Any) -> str:
+    return str(answer.parse().choices[0].message.content)
+
+
+def errors(cache: Cache) -> dict[tuple[str, str], int]:
+    return dict(cache.telemetry.snapshot()["llm_cache_store_errors"])
+
+
+# -- through the cache --------------------------------------------------------------------------------
+
+
+async def test_a_lookup_the_embedder_is_too_busy_for_is_a_miss_at_once_and_its_answer_is_stored(
+    fake_provider: RunningFakeProvider, model: HeldModel
+) -> None:
+    embedder = HeldEmbedder(model, max_in_flight=1)
+    cache = Cache(semantic=SemanticCache(embedder, InProcessIndex(), threshold=0.75, timeout=PATIENT))
+    client = client_for(cache, fake_provider)
+    model.hold()
+    first = asyncio.ensure_future(ask(client, STORED))
+    await model.started(1)
+
+    refused = await ask(client, OTHER)  # within BOUND, though the lookup timeout is PATIENT
+
+    assert refused.headers["x-cache"] == "MISS" and OTHER in content(refused)  # the provider's answer
+    assert model.calls == [[STORED]]  # no more calls started than the limit
+    assert cache.stats.semantic_errors == 1
+    assert errors(cache) == {("embedder:sentence-transformers:held", "semantic_busy"): 1}
+
+    model.release()
+    assert (await first).headers["x-cache"] == "MISS"
+    again = await ask(client, PARAPHRASE)  # the model is used again
+    assert (again.headers["x-cache"], again.headers["x-cache-match"]) == ("HIT", "semantic")
+    # the refused lookup's answer is stored (an exact hit) but not indexed by meaning
+    assert (await ask(client, OTHER)).headers["x-cache"] == "HIT"
+    assert (await ask(client, OTHER_PARAPHRASE)).headers["x-cache"] == "MISS"
+    assert fake_provider.count(CHAT) == 3
+    await cache.close()
+
+
+async def test_a_check_the_reranker_is_too_busy_for_is_a_miss_at_once(
+    fake_provider: RunningFakeProvider, model: HeldModel
+) -> None:
+    reranker = HeldCrossEncoder(model, max_in_flight=1)
+    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(), threshold=0.75, reranker=reranker, rerank_min_score=0.5)
+    cache = Cache(semantic=semantic)
+    client = client_for(cache, fake_provider)
+    await ask(client, STORED)
+    model.hold()
+    checked = asyncio.ensure_future(ask(client, PARAPHRASE))
+    await model.started(1)
+
+    refused = await ask(client, "How may I reset my password?")
+
+    assert refused.headers["x-cache"] == "MISS"
+    assert errors(cache) == {("reranker:cross-encoder:held", "semantic_busy"): 1}
+    model.release()
+    answer = await checked
+    assert (answer.headers["x-cache"], answer.headers["x-cache-match"]) == ("HIT", "semantic")
+    assert len(model.calls) == 1
+    await cache.close()
+
+
+# -- the model's own threads ---------------------------------------------------------------------------
+
+
+async def test_a_call_past_the_limit_is_refused_at_once_and_never_runs(model: HeldModel) -> None:
+    embedder = HeldEmbedder(model, max_in_flight=2)
+    model.hold()
+    running = asyncio.ensure_future(embedder.embed(["running"]))
+    await model.started(1)
+    waiting = asyncio.ensure_future(embedder.embed(["waiting"]))
+    await asyncio.sleep(0)  # lets `waiting` take its place in the line (it needs no thread to)
+
+    with pytest.raises(ModelBusy, match="sentence-transformers:held has 2 calls running or waiting"):
+        await embedder.embed(["refused"])
+    model.release()
+    await asyncio.wait_for(asyncio.gather(running, waiting), BOUND)
+    await embedder.embed(["later"])
+    assert model.calls == [["running"], ["waiting"], ["later"]]
+    await embedder.aclose()
+
+
+async def test_a_waiting_call_whose_caller_gave_up_never_runs(model: HeldModel) -> None:
+    embedder = HeldEmbedder(model)
+    model.hold()
+    running = asyncio.ensure_future(embedder.embed(["running"]))
+    await model.started(1)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(embedder.embed(["gave up"]), 0.05)  # waiting behind `running`
+    model.release()
+    await asyncio.wait_for(running, BOUND)
+    await embedder.embed(["later"])  # after "gave up" in the line
+    assert model.calls == [["running"], ["later"]]
+    await embedder.aclose()
+
+
+async def test_the_loops_default_executor_stays_free_while_the_model_is_held(model: HeldModel) -> None:
+    embedder = HeldEmbedder(model)
+    model.hold()
+    callers = [asyncio.wait_for(embedder.embed([f"prompt {n}"]), 0.05) for n in range(40)]
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert {type(outcome) for outcome in outcomes} == {TimeoutError, ModelBusy}
+
+    other = await asyncio.wait_for(asyncio.to_thread(lambda: threading.current_thread().name), BOUND)
+
+    assert not other.startswith("llm-cache")
+    assert model.threads == {"llm-cache sentence-transformers:held"}
+    assert len(model.calls) == 1
+    model.release()
+    await embedder.aclose()
+
+
+async def test_start_loads_the_model_on_its_thread(model: HeldModel) -> None:
+    embedder = HeldEmbedder(model)
+    await SemanticCache(embedder).start()
+    assert embedder._local.loaded and embedder.built_on == "llm-cache sentence-transformers:held"
+    await embedder.aclose()
+
+
+async def test_closing_ends_the_models_thread_and_a_later_call_starts_another(model: HeldModel) -> None:
+    embedder = HeldEmbedder(model, path="closing")
+    await embedder.embed([STORED])
+    [thread] = [t for t in threading.enumerate() if t.name == "llm-cache sentence-transformers:closing"]
+
+    await embedder.aclose()
+    thread.join(BOUND)
+
+    assert not thread.is_alive()
+    assert (await embedder.embed([STORED])).shape == (1, 1024)
+    await embedder.aclose()
+
+
+# -- configuration -------------------------------------------------------------------------------------
+
+
+def test_the_local_models_limits_are_configured_and_shown_by_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "limits.yaml"
+    config.write_text(
+        "cache:\n  store: {type: memory}\n  semantic:\n    embedder: {type: local, max_in_flight: 4}\n"
+        f"    rerank: {{path: '{tmp_path}', min_score: 0.5, max_in_flight: 2}}\n"
+    )
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "max_in_flight: 4" in out and "max_in_flight: 2" in out
+    semantic = build_cache(parse_config({"cache": {"semantic": {"rerank": {"path": str(tmp_path), "min_score": 0}}}}))
+    assert semantic.semantic is not None
+    assert (semantic.semantic.embedder.max_in_flight, semantic.semantic.reranker.max_in_flight) == (16, 16)
+
+
+@pytest.mark.parametrize(
+    ("semantic", "message"),
+    [
+        ({"embedder": {"type": "local", "max_in_flight": 0}}, r"embedder.*max_in_flight"),
+        ({"rerank": {"path": "/models/ce", "min_score": 0, "max_in_flight": 0}}, r"rerank.*max_in_flight"),
+        ({"rerank": {"url": "http://r/rerank", "model": "m", "min_score": 0, "max_in_flight": 2}}, "no label or max"),
+    ],
+)
+def test_a_limit_that_cannot_work_is_refused(semantic: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"cache": {"semantic": semantic}})
