@@ -7,7 +7,8 @@ slower than its timeout, and starve every other `to_thread` of the process (the 
 refreshes). So `LocalModel` runs them on its own daemon threads (one by default: a CPU model gains
 nothing from more), and at most `max_in_flight` calls are running or waiting at once: one more is
 refused at once (`ModelBusy`) and never runs. A waiting call whose caller gave up (a timeout, a
-cancellation) is dropped when its turn comes, without running.
+cancellation) is dropped when its turn comes, without running. A thread idle for `idle` seconds
+ends, so a model dropped without `close()` is freed as it was with the default executor.
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ class LocalModel:
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         threads: int = 1,
+        idle: float = 60.0,
     ) -> None:
-        if max_in_flight < 1 or threads < 1:
-            raise ValueError("max_in_flight and threads must be at least 1")
+        if max_in_flight < 1 or threads < 1 or idle <= 0:
+            raise ValueError("max_in_flight and threads must be at least 1, idle positive")
         self.kind = kind
         self.name = name
         self.max_in_flight = max_in_flight
         self.threads = threads
+        self.idle = idle
         self._build = build
         self._model: Any = None
         self._loading = threading.Lock()
@@ -80,11 +83,6 @@ class LocalModel:
     @property
     def loaded(self) -> bool:
         return self._model is not None
-
-    @property
-    def in_flight(self) -> int:
-        """Calls running or waiting (a waiting call whose caller gave up counts until its turn)."""
-        return self._in_flight
 
     def load(self, when: str = FIRST_USE) -> Any:
         """The model, built now by the calling thread if it is not yet (once, whoever asks first)."""
@@ -102,17 +100,11 @@ class LocalModel:
         await self._submit(lambda: self.load("at start-up"), refuse=False)
 
     def close(self) -> None:
-        """Drop the waiting calls and let the threads end (a running call finishes first); a later
-        call starts new threads."""
+        """Let the threads end once the calls already waiting are done (at most `max_in_flight`); a
+        later call starts new threads."""
         with self._lock:
             calls, workers = self._calls, self._workers
             self._calls, self._workers = queue.SimpleQueue(), []
-        try:
-            while (call := calls.get_nowait()) is not None:
-                call[0].cancel()
-                self._done()
-        except queue.Empty:
-            pass
         for _ in workers:
             calls.put(None)
 
@@ -131,7 +123,7 @@ class LocalModel:
         return asyncio.wrap_future(future)  # a caller that gives up cancels `future`: its turn is skipped
 
     def _work(self, calls: queue.SimpleQueue[_Call | None]) -> None:
-        while (call := calls.get()) is not None:
+        while (call := self._next(calls)) is not None:
             future, work = call
             try:
                 if future.set_running_or_notify_cancel():
@@ -141,6 +133,20 @@ class LocalModel:
                         future.set_exception(error)
             finally:
                 self._done()
+
+    def _next(self, calls: queue.SimpleQueue[_Call | None]) -> _Call | None:
+        """The next call, or None when this thread should end: closed, or idle (then it leaves the
+        workers under the lock that `_submit` queues under, so no call is left without a thread)."""
+        while True:
+            try:
+                return calls.get(timeout=self.idle)
+            except queue.Empty:
+                with self._lock:
+                    if calls.empty():
+                        me = threading.current_thread()
+                        if me in self._workers:
+                            self._workers.remove(me)
+                        return None
 
     def _done(self) -> None:
         with self._lock:
@@ -167,7 +173,7 @@ class RunsLocally:
         await self._local.start()
 
     async def aclose(self) -> None:
-        """Drop the calls waiting and let the model's threads end (`SemanticCache.close` calls this)."""
+        """Let the model's threads end once the calls waiting are done (`SemanticCache.close` calls this)."""
         self._local.close()
 
 

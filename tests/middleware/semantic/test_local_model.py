@@ -11,7 +11,9 @@ call inside it for as long as it needs.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from llm_cache.middleware.semantic import (
     SemanticCache,
     SentenceTransformerEmbedder,
 )
+from llm_cache.middleware.semantic._local_model import LocalModel
 from tests.support.embedders import WordsEmbedder, bag_of_words
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
@@ -234,16 +237,19 @@ async def test_a_waiting_call_whose_caller_gave_up_never_runs(model: HeldModel) 
 async def test_the_loops_default_executor_stays_free_while_the_model_is_held(model: HeldModel) -> None:
     embedder = HeldEmbedder(model)
     model.hold()
+    running = asyncio.ensure_future(embedder.embed(["running"]))
+    await model.started(1)
     callers = [asyncio.wait_for(embedder.embed([f"prompt {n}"]), 0.05) for n in range(40)]
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
-    assert {type(outcome) for outcome in outcomes} == {TimeoutError, ModelBusy}
+    assert {type(outcome) for outcome in outcomes} == {TimeoutError, ModelBusy}  # 15 waited, 25 refused
 
     other = await asyncio.wait_for(asyncio.to_thread(lambda: threading.current_thread().name), BOUND)
 
     assert not other.startswith("llm-cache")
     assert model.threads == {"llm-cache sentence-transformers:held"}
-    assert len(model.calls) == 1
+    assert model.calls == [["running"]]
     model.release()
+    await asyncio.wait_for(running, BOUND)
     await embedder.aclose()
 
 
@@ -265,6 +271,22 @@ async def test_closing_ends_the_models_thread_and_a_later_call_starts_another(mo
     assert not thread.is_alive()
     assert (await embedder.embed([STORED])).shape == (1, 1024)
     await embedder.aclose()
+
+
+async def test_an_idle_thread_ends_and_frees_a_model_dropped_without_closing() -> None:
+    local = LocalModel("test model", "idle", lambda: "the model", idle=0.01)
+    assert await local.run(lambda model, word: f"{model} says {word}", "hi") == "the model says hi"
+    thread = await local.run(lambda model: threading.current_thread())
+    thread.join(BOUND)
+    assert not thread.is_alive()
+
+    later = await local.run(lambda model: threading.current_thread())  # a later call starts another
+    assert later is not thread
+    dropped = weakref.ref(local)
+    del local
+    later.join(BOUND)
+    gc.collect()
+    assert dropped() is None
 
 
 # -- configuration -------------------------------------------------------------------------------------
