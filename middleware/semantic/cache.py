@@ -22,8 +22,9 @@ class SemanticCache:
     turn is plain user text no longer than `max_text_chars` (an embedding model reads a limited
     window; two long prompts that differ past it would look the same). The nearest stored prompts
     in the same context (everything else in the request, credential scope included) are tried best
-    first: one at or above `threshold` whose facts agree (`guard`) is a hit. Any error or a
-    lookup slower than `timeout` seconds is a miss: the request goes upstream.
+    first: one at or above `threshold` whose facts agree (`guard`) is a hit. Any error (a local model
+    refusing a call past its `max_in_flight` included) or a lookup slower than `timeout` seconds is a
+    miss: the request goes upstream.
 
     Bounded mode (`max_error_rate`, a share of semantic lookups or, with `error_rate_of="hits"`, of
     semantic hits; or a configured `bound`): `threshold` is only the lowest similarity considered
