@@ -28,10 +28,10 @@ logger = logging.getLogger("llm_cache.middleware")
 T = TypeVar("T")
 
 FIRST_USE = "on first use (`await cache.start()` loads it at start-up)"
-DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_MAX_IN_FLIGHT = 64
 """Calls running or waiting on one local model. MiniLM embeds a prompt in about 10 ms on a CPU, so a
-full queue waits a fraction of the lookup timeout; a model stuck past it refuses the 17th caller at
-once instead of making every caller wait the whole timeout."""
+full queue waits about 0.6 s, under the 2 s lookup timeout: a burst of concurrent misses is still
+looked up, while behind a model stuck past its timeout the 65th caller is refused at once."""
 
 _Call = tuple["Future[Any]", Callable[[], Any]]
 

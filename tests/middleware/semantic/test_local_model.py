@@ -33,7 +33,7 @@ from llm_cache.middleware.semantic import (
     SemanticCache,
     SentenceTransformerEmbedder,
 )
-from llm_cache.middleware.semantic._local_model import LocalModel
+from llm_cache.middleware.semantic._local_model import DEFAULT_MAX_IN_FLIGHT, LocalModel
 from tests.support.embedders import WordsEmbedder, bag_of_words
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
@@ -239,9 +239,9 @@ async def test_the_loops_default_executor_stays_free_while_the_model_is_held(mod
     model.hold()
     running = asyncio.ensure_future(embedder.embed(["running"]))
     await model.started(1)
-    callers = [asyncio.wait_for(embedder.embed([f"prompt {n}"]), 0.05) for n in range(40)]
+    callers = [asyncio.wait_for(embedder.embed([f"prompt {n}"]), 0.05) for n in range(DEFAULT_MAX_IN_FLIGHT + 24)]
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
-    assert {type(outcome) for outcome in outcomes} == {TimeoutError, ModelBusy}  # 15 waited, 25 refused
+    assert {type(outcome) for outcome in outcomes} == {TimeoutError, ModelBusy}  # the limit less one waited, 25 refused
 
     other = await asyncio.wait_for(asyncio.to_thread(lambda: threading.current_thread().name), BOUND)
 
@@ -305,7 +305,8 @@ def test_the_local_models_limits_are_configured_and_shown_by_check_config(
     assert "max_in_flight: 4" in out and "max_in_flight: 2" in out
     semantic = build_cache(parse_config({"cache": {"semantic": {"rerank": {"path": str(tmp_path), "min_score": 0}}}}))
     assert semantic.semantic is not None
-    assert (semantic.semantic.embedder.max_in_flight, semantic.semantic.reranker.max_in_flight) == (16, 16)
+    limits = (semantic.semantic.embedder.max_in_flight, semantic.semantic.reranker.max_in_flight)
+    assert limits == (DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT) == (64, 64)
 
 
 @pytest.mark.parametrize(
