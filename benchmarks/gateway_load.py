@@ -165,8 +165,9 @@ class Child:
         store: str = "memory",
         redis_url: str | None = None,
         answer_file: str | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
-        argv = [sys.executable, __file__, "--serve", kind, "--stack", stack, "--store", store]
+        argv = [*prefix, sys.executable, __file__, "--serve", kind, "--stack", stack, "--store", store]
         argv += (["--upstream", upstream] if upstream else []) + (["--redis-url", redis_url] if redis_url else [])
         argv += ["--answer-file", answer_file] if answer_file else []
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)

@@ -65,6 +65,8 @@ class CacheMiddleware:
         """The base URL of the provider this app stands for, if it forwards to one: keys then name it the
         way the transports do (so both share entries), and two upstreams never share one."""
         self.max_body_bytes = max_body_bytes if max_body_bytes is not None else cache.settings.max_body_bytes
+        self.header_names: dict[bytes, str] = {}
+        """Request header names as `read_headers` decoded them."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,7 +105,7 @@ class _Responder:
         if not await self._read():
             return
         cache, scope = self.cache, self.scope
-        plain, repeated = read_headers(scope["headers"])
+        plain, repeated = read_headers(scope["headers"], self.middleware.header_names)
         if self.middleware.upstream is not None:
             plain[UPSTREAM_HEADER] = self.middleware.upstream + self.path
         query = scope.get("query_string", b"").decode("latin-1")

@@ -208,6 +208,8 @@ class Cache:
         self._items = Items(self)
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
+        self._heads: dict[tuple[str, float, bytes, str], _Heads] = {}
+        """A JSON hit's headers before and after `age`, by entry (fingerprint and write time), outcome and key."""
         self._memo: PreparedMemo[CacheRequest] | None = None
         """Requests prepared before, by what their preparation read (`_prepared_memo.py`); not with a
         scope function or a key builder, the operator's code, which may read anything."""
@@ -754,19 +756,18 @@ class Cache:
             view = request.view()
             body = request.endpoint.render_stream(entry.body, view)
             media_type = request.endpoint.stream_media_type(view).encode("latin-1")
+            before, after = _entry_heads(media_type, outcome, request.key, body, entry)
         else:
+            # An entry answers JSON the same way every time but for its age: the rest is made once.
             body = entry.body
-            media_type = b"application/json"
-        headers = [
-            (b"content-type", media_type),
-            (_RAW_CACHE_HEADER, outcome),
-            (_RAW_KEY_HEADER, request.key.encode("latin-1")),
-            (b"age", b"%d" % age if age > 0 else b"0"),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        for name, value in entry.origin:
-            headers.append((name.encode("latin-1"), value.encode("latin-1")))
-        return ResponseParts(entry.status, headers, body)
+            memo_key = (entry.fingerprint, entry.created_at, outcome, request.key)
+            heads = self._heads.get(memo_key)
+            if heads is None:
+                if len(self._heads) >= _MEMO_LIMIT:
+                    self._heads.clear()
+                heads = self._heads[memo_key] = _entry_heads(b"application/json", outcome, request.key, body, entry)
+            before, after = heads
+        return ResponseParts(entry.status, [*before, (b"age", b"%d" % age if age > 0 else b"0"), *after], body)
 
     @staticmethod
     def only_if_cached_response(request: CacheRequest) -> ResponseParts:
@@ -1019,6 +1020,17 @@ def entry_tags(request: CacheRequest) -> frozenset[str]:
     if model:
         tags.add(f"model:{model}")
     return frozenset(tags)
+
+
+_Heads = tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]]
+"""A hit's headers before `age` and after it."""
+
+
+def _entry_heads(media_type: bytes, outcome: bytes, key: str, body: bytes, entry: Entry) -> _Heads:
+    """The headers of `entry` served as `body` under `key`, but for its `age`: what goes before, what after."""
+    before = ((b"content-type", media_type), (_RAW_CACHE_HEADER, outcome), (_RAW_KEY_HEADER, key.encode("latin-1")))
+    origin = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in entry.origin)
+    return before, ((b"content-length", b"%d" % len(body)), *origin)
 
 
 def error_body(message: str, param: str | None) -> bytes:

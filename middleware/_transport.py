@@ -62,14 +62,6 @@ def _read_sync(response: Any) -> bytes:
         response.close()
 
 
-def _prepare(cache: Cache, route: Route, request: Any, body: bytes) -> Prepared:
-    headers, repeated = read_headers(request.headers.raw)  # a dict: httpx header lookups are costly
-    headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
-    query = request.url.query
-    query = query.decode("ascii", "replace") if isinstance(query, bytes) else query
-    return cache.prepare_route(route, request.method, request.url.path, query, headers, body, repeated=repeated)
-
-
 class _Exchange:
     """One intercepted request while a transport runs the engine for it: the type conversions, shared
     by both worlds (`_perform_async` and `_perform_sync` do only the I/O)."""
@@ -161,9 +153,21 @@ class _Intercepting:
         self.cache = cache
         self._inner = inner
         self._defaults: dict[tuple[str, bool], Any] = {}
+        self._header_names: dict[bytes, str] = {}
+        """Request header names as `read_headers` decoded them."""
 
     def _inner_for(self, lib: ModuleType, is_async: bool) -> Any:
         return self._inner if self._inner is not None else default_transport(self._defaults, lib, is_async)
+
+    def _prepare(self, route: Route, request: Any, body: bytes) -> Prepared:
+        # a dict: httpx header lookups are costly
+        headers, repeated = read_headers(request.headers.raw, self._header_names)
+        headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
+        query = request.url.query
+        query = query.decode("ascii", "replace") if isinstance(query, bytes) else query
+        return self.cache.prepare_route(
+            route, request.method, request.url.path, query, headers, body, repeated=repeated
+        )
 
 
 class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
@@ -180,7 +184,7 @@ class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.Asyn
         if route is None:
             return await inner.handle_async_request(request)
         body = await request.aread()
-        prepared = _prepare(cache, route, request, body)
+        prepared = self._prepare(route, request, body)
         if type(prepared) is CacheRequest:
             parts = await cache.hit(prepared, "client")
             if parts is not None:
@@ -217,7 +221,7 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
         if route is None:
             return inner.handle_request(request)
         body = request.read()
-        prepared = _prepare(cache, route, request, body)
+        prepared = self._prepare(route, request, body)
         if type(prepared) is CacheRequest:
             parts = self._loop.run(cache.hit(prepared, "client"))  # the span begins here, in the caller's context
             if parts is not None:

@@ -1043,7 +1043,9 @@ def _with_litellm_key(start: Message) -> Message:
 def _authorized(keys: tuple[bytes, ...], given: list[bytes], query: bytes) -> bool:
     """Whether one of the keys the request carries (in its headers, `given`, or its query) is a
     configured key; every pair is compared in constant time."""
-    if b"key=" in query:
+    # (`find`, not `in`: CPython's `bytes in bytes` first tries the operand as an integer and formats
+    # the TypeError it drops, about 1,800 instructions a request)
+    if query.find(b"key=") != -1:
         given = given + [v.encode("utf-8") for k, v in parse_qsl(query.decode("latin-1")) if k == "key"]
     found = False
     for candidate in given:

@@ -21,7 +21,9 @@ from peers import chart  # noqa: E402
 from tests.support.gateway_process import cpu_seconds  # noqa: E402
 
 
-@pytest.mark.parametrize("script", ["peers.py", "peers_sdk.py", "gateway_load.py", "hit_path.py"])
+@pytest.mark.parametrize(
+    "script", ["peers.py", "peers_sdk.py", "gateway_load.py", "gateway_server_instructions.py", "hit_path.py"]
+)
 def test_each_script_answers_help(script: str) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--help"],

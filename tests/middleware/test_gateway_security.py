@@ -197,6 +197,20 @@ def test_llm_routes_require_a_configured_key(keyed_gateway: Gateway, fake_provid
     assert httpx2.get(f"{keyed_gateway.url}/health", timeout=5).status_code == 200
 
 
+def test_a_key_in_the_query_is_checked_as_one_in_a_header(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """`?key=`, as Gemini's clients send their key (and LiteLLM's proxy accepts it)."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "a key in the query"}]}
+    status, _, _ = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions?key=sk-wrong", orjson.dumps(body))
+    assert status == 401
+    assert fake_provider.requests == []
+    path = f"/v1/chat/completions?alt=json&key={GATEWAY_KEY}"
+    status, _, _ = raw_request(keyed_gateway.url, "POST", path, orjson.dumps(body))
+    assert status == 200
+    assert len(fake_provider.requests) == 1
+
+
 def test_the_callers_key_is_checked_and_never_forwarded(
     keyed_gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
