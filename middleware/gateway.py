@@ -951,6 +951,7 @@ class _Guard:
         self.limit = config.server.max_request_bytes
         self.deadlines = _Deadlines(config.server.body_read_timeout)
         self.bases = gateway.bases
+        self.litellm_key = config.litellm_cache_key_header
         self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, bytes | None]] = {}
 
     def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, bytes | None]:
@@ -991,12 +992,14 @@ class _Guard:
             await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
             return
         started = False
+        litellm_key = self.litellm_key
 
         async def sending(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message = _with_litellm_key(message)
+                if litellm_key:
+                    message = _with_litellm_key(message)
             await send(message)
 
         try:

@@ -267,6 +267,7 @@ def from_litellm(data: Mapping[str, Any], where: str, notes: list[str], env: Map
     if points is not None:
         cache["prompt_caching"] = points
     out: dict[str, Any] = {"cache": cache, **_litellm_general(data.get("general_settings"), where)}
+    out["litellm_cache_key_header"] = True  # its clients read the key under LiteLLM's name
     router = litellm.router_settings(data)
     if "model_list" in data:
         out["model_list"] = _with_points(data["model_list"], data.get("cache_control_injection_points"))

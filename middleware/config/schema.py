@@ -456,6 +456,11 @@ class GatewayConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     model_list: list[Any] | None = Field(default=None, description="Passed through to the router untouched.")
     router: dict[str, Any] | None = Field(default=None, description="Passed through to the router untouched.")
+    litellm_cache_key_header: bool = Field(
+        default=False,
+        description="Also name a response's key in x-litellm-cache-key, as LiteLLM's proxy does (on for a LiteLLM "
+        "file): for clients written against LiteLLM; otherwise x-cache-key alone.",
+    )
 
     # Not part of the file: where it came from and what was left out while translating it.
     dialect: str = Field(default="native", exclude=True)

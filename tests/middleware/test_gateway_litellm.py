@@ -9,16 +9,32 @@ from typing import Any
 import httpx2
 import pytest
 
+from llm_cache.middleware.config import parse_config
 from tests.middleware.test_gateway import ADMIN, Gateway, chat, gateway, gateway_factory  # noqa: F401
 from tests.support.servers import free_port
 
 
-def test_every_response_names_its_key_also_as_litellm_does(gateway: Gateway) -> None:
+def test_every_response_names_its_key_also_as_litellm_does_when_asked(gateway_factory: Callable[..., Gateway]) -> None:
+    gateway = gateway_factory({"litellm_cache_key_header": True})
     first = chat(gateway.openai())
     assert first.headers["x-litellm-cache-key"] == first.headers["x-cache-key"]
     hit = chat(gateway.openai())
     assert hit.headers["x-cache"] == "HIT"
     assert hit.headers["x-litellm-cache-key"] == first.headers["x-cache-key"]
+
+
+def test_a_native_config_names_the_key_once(gateway: Gateway) -> None:
+    first = chat(gateway.openai())
+    hit = chat(gateway.openai())
+    assert hit.headers["x-cache"] == "HIT"
+    assert hit.headers["x-cache-key"] == first.headers["x-cache-key"]
+    assert "x-litellm-cache-key" not in first.headers and "x-litellm-cache-key" not in hit.headers
+
+
+def test_a_litellm_file_turns_the_litellm_key_header_on() -> None:
+    litellm = parse_config({"litellm_settings": {"cache": True, "cache_params": {"type": "local"}}})
+    assert (litellm.dialect, litellm.litellm_cache_key_header) == ("litellm", True)
+    assert parse_config({"cache": {"store": {"type": "memory"}}}).litellm_cache_key_header is False
 
 
 def test_the_body_s_max_age_alias_is_honoured_and_stripped(gateway: Gateway) -> None:
