@@ -61,8 +61,10 @@ class Meanings:
         namespace = request.policy.namespace or DEFAULT_NAMESPACE
         context = self._context_key(request, context_body, namespace)
         vector = await semantic.embed(text)
-        # The digest of the context's whole key: prefix, namespace and credential scope included.
-        return Meaning(hashlib.sha256(context.encode()).hexdigest()[:32], text, vector)
+        # The digest of the context's whole key (prefix, namespace and credential scope included) and of
+        # the embedder's name: vectors of two models are never compared, even in one shared index.
+        digest = hashlib.sha256(f"{semantic.embedder.name}\n{context}".encode()).hexdigest()[:32]
+        return Meaning(digest, text, vector)
 
     async def find(self, request: CacheRequest, lookup: Lookup) -> Lookup | None:
         """A hit on a similar prompt's stored answer in the same context, or None (fail open)."""

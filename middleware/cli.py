@@ -170,11 +170,13 @@ def _warn_open_keys(config: GatewayConfig, url: str) -> None:
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    from .config.builders import check_semantic
     from .gateway import build_router
 
     try:
         config = load_config(args.file)
         _check_store_classes(config)
+        check_semantic(config.cache.semantic)
         build_router(config)  # the router refuses what it cannot use, naming the field
     except ConfigError as error:
         return _fail(str(error))
@@ -477,19 +479,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.pairs is None:
         return _fail("calibrate needs PAIRS.jsonl or --from-gateway URL")
     try:
-        from .semantic import OpenAIEmbedder, SentenceTransformerEmbedder
+        from .semantic import OpenAIEmbedder
         from .semantic.calibrate import read_pairs, report, similarities
+        from .semantic.embedders import local_embedder
+        from .semantic.models import ModelNotInstalled
     except ImportError as error:
         return _fail(f"calibrate needs the semantic extra ({error.name} is missing)")
     try:
         a, b, labels = read_pairs(Path(args.pairs))
-    except (ValueError, json.JSONDecodeError) as error:
+        embedder: Any = (
+            OpenAIEmbedder(args.embedder_url, args.embedder_model, api_key=os.environ.get("OPENAI_API_KEY"))
+            if args.embedder_url
+            else local_embedder(args.model)
+        )
+    except (ValueError, json.JSONDecodeError, ModelNotInstalled) as error:
         return _fail(str(error))
-    embedder: Any = (
-        OpenAIEmbedder(args.embedder_url, args.embedder_model, api_key=os.environ.get("OPENAI_API_KEY"))
-        if args.embedder_url
-        else SentenceTransformerEmbedder(args.model)
-    )
 
     async def scored() -> Any:
         try:
@@ -640,7 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--admin-key", help=f"with --from-gateway: admin key (default: ${ADMIN_ENV})")
     calibrate.add_argument("--target-precision", type=float, default=0.95)
-    calibrate.add_argument("--model", help="a local sentence-transformers model path (default: all-MiniLM-L6-v2)")
+    calibrate.add_argument(
+        "--model", help="a local model's name or folder (default: all-MiniLM-L6-v2; see docs/semantic.md)"
+    )
     calibrate.add_argument("--embedder-url", metavar="URL", help="an OpenAI-compatible embeddings base URL instead")
     calibrate.add_argument("--embedder-model", default="text-embedding-3-small")
     calibrate.set_defaults(handler=cmd_calibrate)

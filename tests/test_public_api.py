@@ -134,7 +134,9 @@ PINNED = {
         "Judge",
         "LLMJudge",
         "ModelBusy",
+        "ModelNotInstalled",
         "Neighbour",
+        "OnnxMiniLMEmbedder",
         "OpenAIEmbedder",
         "QdrantVectorIndex",
         "RedisEvidence",
@@ -145,6 +147,7 @@ PINNED = {
         "Tally",
         "VectorIndex",
         "agrees",
+        "local_embedder",
     ],
     "llm_cache.middleware.stores": [
         "Abilities",

@@ -42,13 +42,9 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
             RedisEvidence,
             RedisVectorIndex,
             SemanticCache,
-            SentenceTransformerEmbedder,
         )
     except ImportError as error:
-        raise ConfigError(
-            f"cache.semantic: needs the semantic extra ({error.name} is missing): "
-            "pip install 'llm-cache-middleware[semantic-local]'"
-        ) from None
+        raise ConfigError(_SEMANTIC_EXTRA.format(missing=error.name)) from None
     embedder_settings = settings.embedder
     embedder: Any
     if isinstance(embedder_settings, OpenAIEmbedderConfig):
@@ -59,7 +55,7 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
             timeout=embedder_settings.timeout,
         )
     else:
-        embedder = SentenceTransformerEmbedder(embedder_settings.model, max_in_flight=embedder_settings.max_in_flight)
+        embedder = _local_embedder(embedder_settings.model, embedder_settings.max_in_flight)
     index_settings = settings.index
     index: Any
     if isinstance(index_settings, RedisIndexConfig):
@@ -106,6 +102,36 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         reranker=_reranker(rerank) if rerank is not None else None,
         rerank_min_score=rerank.min_score if rerank is not None else None,
     )
+
+
+def check_semantic(settings: SemanticConfig | None) -> None:
+    """What `check-config` can tell about `cache.semantic` without loading or connecting anything: a
+    local embedding model is known and its packages are installed (a ConfigError otherwise)."""
+    if settings is None or not settings.enabled or isinstance(settings.embedder, OpenAIEmbedderConfig):
+        return
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        raise ConfigError(_SEMANTIC_EXTRA.format(missing="numpy")) from None
+    _local_embedder(settings.embedder.model, settings.embedder.max_in_flight)
+
+
+_SEMANTIC_EXTRA = (
+    "cache.semantic: needs the semantic extra ({missing} is missing): "
+    "pip install 'llm-cache-middleware[semantic-local]'"
+)
+
+
+def _local_embedder(model: str | None, max_in_flight: int) -> Any:
+    from ..semantic.embedders import local_embedder
+    from ..semantic.models import MODELS, ModelNotInstalled
+
+    try:
+        if model is not None and model not in MODELS and not os.path.isdir(model):
+            raise ValueError(f"model: no model named {model!r} (known: {', '.join(MODELS)}) and no folder by that path")
+        return local_embedder(model, max_in_flight=max_in_flight)
+    except (ModelNotInstalled, ValueError) as error:
+        raise ConfigError(f"cache.semantic.embedder: {error}") from None
 
 
 def _reranker(settings: RerankConfig) -> Any:

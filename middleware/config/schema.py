@@ -166,7 +166,11 @@ _MAX_IN_FLIGHT = "Calls of the local model running or waiting at once; one more 
 
 class LocalEmbedderConfig(_Model):
     type: Literal["local", "sentence-transformers"]
-    model: str | None = Field(default=None, description="A local model path; default: all-MiniLM-L6-v2, shipped.")
+    model: str | None = Field(
+        default=None,
+        description="A model name (all-MiniLM-L6-v2, the default, shipped; all-mpnet-base-v2; all-MiniLM-L6-v2-int8; "
+        "see docs/semantic.md) or a local sentence-transformers folder.",
+    )
     max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=1, description=_MAX_IN_FLIGHT)
 
 
@@ -270,7 +274,8 @@ class SemanticConfig(_Model):
         default=None,
         ge=-1.0,
         le=1.0,
-        description="Cosine similarity a match must reach (default 0.9); with max_error_rate, the lowest considered "
+        description="Cosine similarity a match must reach (default: the embedder model's own, 0.9 for "
+        "all-MiniLM-L6-v2); with max_error_rate, the lowest considered "
         "(default 0.75).",
     )
     max_error_rate: float | None = Field(

@@ -3,10 +3,11 @@
 from ._local_model import ModelBusy
 from .bound import Decision, ErrorBound, Evidence, InProcessEvidence, Tally
 from .cache import SemanticCache
-from .embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
+from .embedders import Embedder, OnnxMiniLMEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder, local_embedder
 from .guard import agrees
 from .index import IndexUnavailable, InProcessIndex, Neighbour, VectorIndex
 from .judges import EmbeddingJudge, ExactJudge, Judge, LLMJudge
+from .models import ModelNotInstalled
 from .redis_evidence import RedisEvidence
 from .redis_index import RedisVectorIndex
 from .rerankers import CrossEncoderReranker, EndpointReranker, Reranker
@@ -26,7 +27,9 @@ __all__ = [
     "Judge",
     "LLMJudge",
     "ModelBusy",
+    "ModelNotInstalled",
     "Neighbour",
+    "OnnxMiniLMEmbedder",
     "OpenAIEmbedder",
     "QdrantVectorIndex",
     "RedisEvidence",
@@ -37,6 +40,7 @@ __all__ = [
     "Tally",
     "VectorIndex",
     "agrees",
+    "local_embedder",
 ]
 
 

@@ -22,7 +22,8 @@ class SemanticCache:
     turn is plain user text no longer than `max_text_chars` (an embedding model reads a limited
     window; two long prompts that differ past it would look the same). The nearest stored prompts
     in the same context (everything else in the request, credential scope included) are tried best
-    first: one at or above `threshold` whose facts agree (`guard`) is a hit. Any error (a local model
+    first: one at or above `threshold` (default: the embedder's `default_threshold`, measured for its
+    model, else 0.9) whose facts agree (`guard`) is a hit. Any error (a local model
     refusing a call past its `max_in_flight` included) or a lookup slower than `timeout` seconds is a
     miss: the request goes upstream.
 
@@ -60,15 +61,16 @@ class SemanticCache:
             bound = ErrorBound(
                 max_error_rate, error_rate_of=error_rate_of, floor=0.75 if threshold is None else threshold
             )
+        embedder = embedder if embedder is not None else SentenceTransformerEmbedder()
         if threshold is None:
-            threshold = 0.9 if bound is None else bound.floor
+            threshold = static_threshold(embedder) if bound is None else bound.floor
         if not -1.0 <= threshold <= 1.0:
             raise ValueError("threshold is a cosine similarity, between -1 and 1")
         if candidates < 1 or max_text_chars < 1 or timeout <= 0 or judge_timeout <= 0:
             raise ValueError("candidates, max_text_chars, timeout and judge_timeout must be positive")
         if (reranker is None) != (rerank_min_score is None):
             raise ValueError("a reranker needs rerank_min_score (its scale is the model's own), and the reverse")
-        self.embedder: Embedder = embedder if embedder is not None else SentenceTransformerEmbedder()
+        self.embedder: Embedder = embedder
         self.index: VectorIndex = index if index is not None else InProcessIndex()
         self.threshold = threshold
         self.guard = guard
@@ -187,3 +189,9 @@ class SemanticCache:
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()
+
+
+def static_threshold(embedder: Embedder) -> float:
+    """The threshold measured for `embedder`'s model (its `default_threshold`), else 0.9."""
+    measured = getattr(embedder, "default_threshold", None)
+    return 0.9 if measured is None else float(measured)
