@@ -1,7 +1,8 @@
 """Semantic-cache match quality on labelled prompt pairs: precision and recall by threshold, with
-and without the guard, using the default embedder (all-MiniLM-L6-v2, local).
+and without the guard, using a local embedder (`--model`, default all-MiniLM-L6-v2).
 
-    .venv/bin/python benchmarks/semantic_eval.py [--data ../shared/data] [--qqp 5000] [--seed 7]
+    .venv/bin/python benchmarks/semantic_eval.py [--data ../shared/data] [--qqp 5000] [--seed 7] [--model NAME]
+    .venv/bin/python benchmarks/semantic_eval.py --speed [--model NAME]
     .venv/bin/python benchmarks/semantic_eval.py --replay [--seeds 1 2 3] [--dev-pairs 5000]
     .venv/bin/python benchmarks/semantic_eval.py --lookup [--entries 100000]
     .venv/bin/python benchmarks/semantic_eval.py --synthetic 20000 [--seeds 1 2 3]
@@ -15,6 +16,11 @@ PROVENANCE.md; evaluation only, never shipped):
 - `redis_langcache_eval_chatgpt_pairs.csv`: 716 short prompts whose negatives differ by one
   entity, number, direction or qualifier (the `**` markers around changed words are stripped);
 - `gptcache_similiar_qqp_full.json`: Quora question pairs, a seeded random sample of `--qqp`.
+
+Each set ends with a summary: average precision of the raw cosine ranking, precision and recall at
+the model's default threshold with the guard, and the lowest threshold whose precision (guard on)
+reaches 0.90, with its recall. `--speed` measures the CPU one embedding call takes (one text, and
+a batch of 32). `--split dev` scores only the development sets (LangCache and the Quora sample).
 
 `--replay` replays Quora questions as a workload (see `replay`): bounded mode at 1%, 2% and 5%
 against static thresholds. `--lookup` times the semantic lookup (search and guard, no embedding)
@@ -48,14 +54,17 @@ from llm_cache.middleware.semantic import (
     InProcessIndex,
     Neighbour,
     SemanticCache,
-    SentenceTransformerEmbedder,
     agrees,
 )
+from llm_cache.middleware.semantic.embedders import OnnxMiniLMEmbedder, SentenceTransformerEmbedder, local_embedder
+from llm_cache.middleware.semantic.models import MINILM, MODELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, when run as a script
 from tests.support.semantic_workload import known_answer_workload  # noqa: E402
 
 THRESHOLDS = (0.8, 0.85, 0.88, 0.9, 0.91, 0.92, 0.93, 0.95)
+TARGET_PRECISION = 0.90
+LocalEmbedder = SentenceTransformerEmbedder | OnnxMiniLMEmbedder
 
 
 def langcache(data: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -73,14 +82,14 @@ def qqp(data: Path, size: int | None, seed: int, held_out: bool) -> tuple[list[s
     return [p["text_a"] for p in sample], [p["text_b"] for p in sample], np.array([p["label"] for p in sample])
 
 
-async def scores(embedder: SentenceTransformerEmbedder, a: list[str], b: list[str]) -> np.ndarray:
+async def scores(embedder: LocalEmbedder, a: list[str], b: list[str]) -> np.ndarray:
     texts = sorted({*a, *b})
     vectors = await embedded(embedder, texts)
     row = {text: i for i, text in enumerate(texts)}
     return np.asarray((vectors[[row[x] for x in a]] * vectors[[row[y] for y in b]]).sum(axis=1))
 
 
-def table(name: str, a: list[str], b: list[str], labels: np.ndarray, similarity: np.ndarray) -> None:
+def table(name: str, a: list[str], b: list[str], labels: np.ndarray, similarity: np.ndarray, default: float) -> None:
     guard = np.array([agrees(x, y) for x, y in zip(a, b, strict=True)])
     positives = int(labels.sum())
     print(f"\n## {name}: {len(labels)} pairs, {positives} positive")
@@ -88,7 +97,7 @@ def table(name: str, a: list[str], b: list[str], labels: np.ndarray, similarity:
     print(f"The guard passes {passed_positive:.0%} of positives and {passed_negative:.0%} of negatives.\n")
     print("| threshold | guard | precision | recall | wrong answers served |")
     print("| ---: | --- | ---: | ---: | ---: |")
-    for threshold in THRESHOLDS:
+    for threshold in sorted({*THRESHOLDS, default}):
         for use_guard in (False, True):
             served = (similarity >= threshold) & (guard if use_guard else True)
             right = int((served & (labels == 1)).sum())
@@ -96,6 +105,55 @@ def table(name: str, a: list[str], b: list[str], labels: np.ndarray, similarity:
             precision = right / (right + wrong) if right + wrong else 1.0
             mode = "on" if use_guard else "off"
             print(f"| {threshold:.2f} | {mode} | {precision:.3f} | {right / positives:.3f} | {wrong} |")
+    served = (similarity >= default) & guard
+    right = int((served & (labels == 1)).sum())
+    precision = right / max(int(served.sum()), 1)
+    reach = lowest_threshold(similarity[guard], labels[guard], TARGET_PRECISION)
+    reached = (
+        f"{reach[0]:.3f} (recall {reach[1] * labels[guard].sum() / positives:.3f})" if reach is not None else "never"
+    )
+    print(
+        f"\nSummary: average precision {average_precision(similarity, labels):.3f}; at the default threshold "
+        f"{default:.2f} with the guard, precision {precision:.3f}, recall {right / positives:.3f}; "
+        f"precision {TARGET_PRECISION:.2f} (guard on) from threshold {reached}."
+    )
+
+
+def average_precision(similarity: np.ndarray, labels: np.ndarray) -> float:
+    """The mean, over the positives ranked by similarity, of the precision at each one's rank."""
+    ranked = labels[np.argsort(-similarity, kind="stable")]
+    hits = np.cumsum(ranked)
+    return float((hits / np.arange(1, len(ranked) + 1))[ranked == 1].mean())
+
+
+def lowest_threshold(similarity: np.ndarray, labels: np.ndarray, target: float) -> tuple[float, float] | None:
+    """The lowest similarity at which serving everything at or above it has precision >= `target`,
+    and the recall there (of these pairs' positives); None if no threshold reaches it."""
+    order = np.argsort(-similarity, kind="stable")
+    ranked, values = labels[order], similarity[order]
+    precision = np.cumsum(ranked) / np.arange(1, len(ranked) + 1)
+    last = np.r_[values[1:] != values[:-1], True]  # a cut falls between distinct similarities only
+    good = np.flatnonzero(last & (precision >= target))
+    if len(good) == 0:
+        return None
+    cut = good[-1]
+    return float(values[cut]), float(ranked[: cut + 1].sum() / max(labels.sum(), 1))
+
+
+async def speed(embedder: LocalEmbedder, texts: list[str], rounds: int = 40) -> None:
+    """CPU (all threads) and wall time of one `embed` call, on one text and on a batch of 32."""
+    embedder.warm_up()
+    await embedder.embed(texts[:32])
+    print(f"\n## Embedding cost ({rounds} calls each, after warm-up; CPU counts every thread)\n")
+    print("| call | CPU ms per call | wall ms per call |")
+    print("| --- | ---: | ---: |")
+    for size in (1, 32):
+        cpu, wall = time.process_time(), time.perf_counter()
+        for n in range(rounds):
+            start = (n * size) % (len(texts) - size)
+            await embedder.embed(texts[start : start + size])
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        print(f"| {size} text{'s' if size > 1 else ''} | {cpu / rounds * 1000:.1f} | {wall / rounds * 1000:.1f} |")
 
 
 def test_split(pair: dict[str, object]) -> bool:
@@ -136,7 +194,7 @@ EMBEDDINGS = Path("/tmp/llm-cache-semantic-eval")
 """Embeddings of replayed questions, kept between runs (embedding 10,000 questions takes minutes)."""
 
 
-async def embedded(embedder: SentenceTransformerEmbedder, texts: list[str]) -> np.ndarray:
+async def embedded(embedder: LocalEmbedder, texts: list[str]) -> np.ndarray:
     digest = hashlib.sha256("\n".join([embedder.name, *texts]).encode()).hexdigest()[:16]
     path = EMBEDDINGS / f"{digest}.npy"
     if path.exists():
@@ -292,7 +350,7 @@ async def replay(
     questions: list[str],
     cluster: dict[str, str],
     seeds: list[int],
-    embedder: SentenceTransformerEmbedder,
+    embedder: LocalEmbedder,
     error_rates_of: tuple[str, ...] = ERROR_RATES_OF,
     zipf: float = 0.0,
 ) -> None:
@@ -461,7 +519,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--dev-pairs", type=int, default=5000, help="development pairs to replay (not held out)")
     parser.add_argument("--test-pairs", type=int, default=None, help="held-out pairs to use (default: all)")
-    parser.add_argument("--split", choices=("dev", "test", "both"), default="both", help="which pairs to replay")
+    parser.add_argument("--split", choices=("dev", "test", "both"), default="both", help="pairs to score or replay")
     parser.add_argument("--of", choices=ERROR_RATES_OF, nargs="+", default=ERROR_RATES_OF, help="bounds of what")
     parser.add_argument(
         "--zipf", type=float, default=0.0, metavar="S", help="replay a Zipf(S) stream, three requests per question"
@@ -469,8 +527,11 @@ def main() -> None:
     parser.add_argument("--lookup", action="store_true", help="time the semantic lookup")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="bounded vs static on N known answers")
     parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--model", choices=sorted(MODELS), default=MINILM, help="the local embedding model")
+    parser.add_argument("--speed", action="store_true", help="time one embedding call (1 text, 32 texts)")
     args = parser.parse_args()
-    embedder = SentenceTransformerEmbedder()
+    embedder = local_embedder(args.model)
+    default = embedder.default_threshold or 0.9
     print(
         f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · {embedder.name}"
     )
@@ -493,15 +554,25 @@ def main() -> None:
             questions = replay_questions(pairs, held_out, size, args.seed)
             asyncio.run(replay(name, questions, cluster, args.seeds, embedder, tuple(args.of), args.zipf))
         return
-    for name, (a, b, labels) in (
-        ("LangCache hard pairs", langcache(args.data)),
-        (f"QQP development sample (seed {args.seed})", qqp(args.data, args.qqp, args.seed, held_out=False)),
-        (f"QQP held-out test split ({args.test_pairs or 'all'})", qqp(args.data, args.test_pairs, args.seed, True)),
-    ):
+    if args.speed:
+        asyncio.run(speed(embedder, qqp(args.data, 2000, args.seed, held_out=False)[0]))
+        return
+    sets = {
+        "LangCache hard pairs": (False, lambda: langcache(args.data)),
+        f"QQP development sample (seed {args.seed})": (False, lambda: qqp(args.data, args.qqp, args.seed, False)),
+        f"QQP held-out test split ({args.test_pairs or 'all'})": (
+            True,
+            lambda: qqp(args.data, args.test_pairs, args.seed, True),
+        ),
+    }
+    for name, (held_out, load) in sets.items():
+        if args.split != "both" and held_out != (args.split == "test"):
+            continue
+        a, b, labels = load()
         started = time.perf_counter()
         similarity = asyncio.run(scores(embedder, a, b))
         elapsed = time.perf_counter() - started
-        table(name, a, b, labels, similarity)
+        table(name, a, b, labels, similarity, default)
         print(f"\nEmbedding took {elapsed:.1f} s (batched, CPU; none when kept from an earlier run).")
 
 
