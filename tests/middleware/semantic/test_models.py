@@ -83,7 +83,7 @@ async def test_the_int8_model_gives_minilms_vectors() -> None:
 
 
 @pytest.mark.skipif(not installed(MPNET), reason="the all-mpnet-base-v2 parts are not installed")
-async def test_mpnet_joins_its_parts_and_embeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_mpnet_loads_from_its_parts_and_embeds() -> None:
     embedder = local_embedder(MPNET)
     assert embedder.name == "sentence-transformers:all-mpnet-base-v2"
     vectors = await embedder.embed(["How do I reset my password?", "I forgot my password, how can I change it?"])
