@@ -9,6 +9,11 @@ nothing from more), and at most `max_in_flight` calls are running or waiting at 
 refused at once (`ModelBusy`) and never runs. A waiting call whose caller gave up (a timeout, a
 cancellation) is dropped when its turn comes, without running. A thread idle for `idle` seconds
 ends, so a model dropped without `close()` is freed as it was with the default executor.
+
+An embedder's calls are batched (`run_batched`): the thread that takes one also takes every other
+batched call waiting, up to `batch_size` texts, and runs the model once on all their texts. Under
+concurrent misses, one prompt per call, MiniLM takes ~25 ms for one text but ~10 ms a text for 32:
+the line drains about twice as fast, and fewer callers reach `max_in_flight`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
 
 logger = logging.getLogger("llm_cache.middleware")
 
@@ -33,7 +40,19 @@ DEFAULT_MAX_IN_FLIGHT = 64
 full queue waits about 0.6 s, under the 2 s lookup timeout: a burst of concurrent misses is still
 looked up, while behind a model stuck past its timeout the 65th caller is refused at once."""
 
-_Call = tuple["Future[Any]", Callable[[], Any]]
+DEFAULT_BATCH_SIZE = 32
+"""Texts per batched model call: sentence-transformers' own batch size, so one call is one forward pass."""
+
+_Job = Callable[[], None]
+"""What the model's thread runs next: a call, or the batch of calls waiting (each sets its callers' futures)."""
+
+
+class _Waiting(NamedTuple):
+    """A batched call waiting for its turn: `work(model, texts)` gives one row per text."""
+
+    future: Future[Any]
+    work: Callable[[Any, list[str]], np.ndarray]
+    texts: list[str]
 
 
 class ModelBusy(RuntimeError):
@@ -62,14 +81,16 @@ class LocalModel:
         build: Callable[[], Any],
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int = 1,
         idle: float = 60.0,
     ) -> None:
-        if max_in_flight < 1 or threads < 1 or idle <= 0:
-            raise ValueError("max_in_flight and threads must be at least 1, idle positive")
+        if max_in_flight < 1 or batch_size < 1 or threads < 1 or idle <= 0:
+            raise ValueError("max_in_flight, batch_size and threads must be at least 1, idle positive")
         self.kind = kind
         self.name = name
         self.max_in_flight = max_in_flight
+        self.batch_size = batch_size
         self.threads = threads
         self.idle = idle
         self._build = build
@@ -77,12 +98,18 @@ class LocalModel:
         self._loading = threading.Lock()
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._waiting: list[_Waiting] = []  # batched calls, in the order they came
         self._workers: list[threading.Thread] = []
 
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Callers whose calls are running or waiting (a batch of calls counts each of its callers)."""
+        return self._in_flight
 
     def load(self, when: str = FIRST_USE) -> Any:
         """The model, built now by the calling thread if it is not yet (once, whoever asks first)."""
@@ -93,11 +120,20 @@ class LocalModel:
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """`work(model, *args)` on the model's thread; `ModelBusy` at once when it is full."""
-        return await self._submit(lambda: work(self.load(), *args), refuse=True)
+        future: Future[T] = Future()
+        return await self._submit(future, lambda: self._answer(future, lambda: work(self.load(), *args)), refuse=True)
+
+    async def run_batched(self, work: Callable[[Any, list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
+        """`work(model, texts)`'s rows, from one model call that may hold other callers' texts too:
+        those of every batched call waiting with the same `work`, up to `batch_size` texts. A failure
+        of that call is every caller's. `ModelBusy` at once when the model is full (callers count)."""
+        future: Future[np.ndarray] = Future()
+        return await self._submit(future, self._run_batch, refuse=True, waiting=_Waiting(future, work, texts))
 
     async def start(self) -> None:
         """Load the model on its own thread, waiting behind the calls already there (never refused)."""
-        await self._submit(lambda: self.load("at start-up"), refuse=False)
+        future: Future[Any] = Future()
+        await self._submit(future, lambda: self._answer(future, lambda: self.load("at start-up")), refuse=False)
 
     def close(self) -> None:
         """Let the threads end once the calls already waiting are done (at most `max_in_flight`); a
@@ -108,8 +144,8 @@ class LocalModel:
         for _ in workers:
             calls.put(None)
 
-    def _submit(self, work: Callable[[], T], refuse: bool) -> asyncio.Future[T]:
-        future: Future[T] = Future()
+    def _submit(self, future: Future[T], job: _Job, refuse: bool, waiting: _Waiting | None = None) -> asyncio.Future[T]:
+        """Queue `job`, which settles `future` (a batched call's `waiting` joins the line it takes from)."""
         with self._lock:
             if refuse and self._in_flight >= self.max_in_flight:
                 raise ModelBusy(f"{self.name} has {self._in_flight} calls running or waiting (max_in_flight)")
@@ -119,22 +155,71 @@ class LocalModel:
                 worker.name = f"llm-cache {self.name}"
                 self._workers.append(worker)
                 worker.start()
-            self._calls.put((future, work))
+            if waiting is not None:
+                self._waiting.append(waiting)
+            self._calls.put(job)
         return asyncio.wrap_future(future)  # a caller that gives up cancels `future`: its turn is skipped
 
-    def _work(self, calls: queue.SimpleQueue[_Call | None]) -> None:
-        while (call := self._next(calls)) is not None:
-            future, work = call
-            try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(work())
-                    except BaseException as error:  # the caller's to see, as an executor's would be
-                        future.set_exception(error)
-            finally:
-                self._done()
+    def _work(self, calls: queue.SimpleQueue[_Job | None]) -> None:
+        while (job := self._next(calls)) is not None:
+            job()
 
-    def _next(self, calls: queue.SimpleQueue[_Call | None]) -> _Call | None:
+    def _answer(self, future: Future[T], work: Callable[[], T]) -> None:
+        """`work()` for one caller, unless it gave up."""
+        try:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(work())
+                except BaseException as error:  # the caller's to see, as an executor's would be
+                    future.set_exception(error)
+        finally:
+            self._done(1)
+
+    def _run_batch(self) -> None:
+        """One model call for the batched calls at the head of the line (none if an earlier batch
+        took this call's texts: each batched call queues one job, and there are never fewer batches)."""
+        batch = self._take_batch()
+        if not batch:
+            return
+        try:
+            texts = [text for call in batch for text in call.texts]
+            try:
+                rows = batch[0].work(self.load(), texts)
+            except BaseException as error:  # every caller's in the batch
+                for call in batch:
+                    call.future.set_exception(error)
+                return
+            at = 0
+            for call in batch:
+                call.future.set_result(rows[at : at + len(call.texts)])
+                at += len(call.texts)
+        finally:
+            self._done(len(batch))
+
+    def _take_batch(self) -> list[_Waiting]:
+        """The first waiting batched call whose caller still waits, and the calls after it with the
+        same `work`, in order, until one does not fit in `batch_size` texts; callers that gave up are
+        dropped on the way (their texts never run)."""
+        batch: list[_Waiting] = []
+        size = gave_up = 0
+        with self._lock:
+            kept: list[_Waiting] = []
+            for at, call in enumerate(self._waiting):
+                if batch and call.work != batch[0].work:
+                    kept.append(call)
+                elif batch and size + len(call.texts) > self.batch_size:
+                    kept.extend(self._waiting[at:])
+                    break
+                elif call.future.set_running_or_notify_cancel():
+                    batch.append(call)
+                    size += len(call.texts)
+                else:
+                    gave_up += 1
+            self._waiting = kept
+        self._done(gave_up)
+        return batch
+
+    def _next(self, calls: queue.SimpleQueue[_Job | None]) -> _Job | None:
         """The next call, or None when this thread should end: closed, or idle (then it leaves the
         workers under the lock that `_submit` queues under, so no call is left without a thread)."""
         while True:
@@ -148,9 +233,9 @@ class LocalModel:
                             self._workers.remove(me)
                         return None
 
-    def _done(self) -> None:
+    def _done(self, calls: int) -> None:
         with self._lock:
-            self._in_flight -= 1
+            self._in_flight -= calls
 
 
 class RunsLocally:
@@ -177,4 +262,12 @@ class RunsLocally:
         self._local.close()
 
 
-__all__ = ["DEFAULT_MAX_IN_FLIGHT", "FIRST_USE", "LocalModel", "ModelBusy", "RunsLocally", "load_offline"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_IN_FLIGHT",
+    "FIRST_USE",
+    "LocalModel",
+    "ModelBusy",
+    "RunsLocally",
+    "load_offline",
+]

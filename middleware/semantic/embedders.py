@@ -49,7 +49,8 @@ class SentenceTransformerEmbedder(RunsLocally):
     packages are missing raises `ModelNotInstalled` here, naming what to install. The Hugging Face
     hub is never asked (`HF_HUB_OFFLINE=1` is set while loading).
     The model runs on a thread of its own, at most `max_in_flight` calls running or waiting; one
-    more raises `ModelBusy` at once (docs/semantic.md). Needs the `semantic-local` extra.
+    more raises `ModelBusy` at once (docs/semantic.md); the prompts waiting are embedded together, up
+    to 32 in one model call. Needs the `semantic-local` extra.
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class SentenceTransformerEmbedder(RunsLocally):
         return unit_rows(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return await self._local.run(self._encode, list(texts))
+        return await self._local.run_batched(self._encode, list(texts))
 
 
 class OnnxMiniLMEmbedder(RunsLocally):
@@ -94,7 +95,9 @@ class OnnxMiniLMEmbedder(RunsLocally):
     def __init__(self, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         self.default_threshold = named(MINILM_INT8).threshold
         self.name = f"onnx:{MINILM_INT8}"
-        self._local = LocalModel("embedding model", self.name, self._build, max_in_flight=max_in_flight)
+        self._local = LocalModel(
+            "embedding model", self.name, self._build, max_in_flight=max_in_flight, batch_size=self.batch_size
+        )
 
     def _build(self) -> Any:
         import onnxruntime
@@ -110,8 +113,13 @@ class OnnxMiniLMEmbedder(RunsLocally):
 
     @classmethod
     def _encode(cls, model: tuple[Any, Any], texts: list[str]) -> np.ndarray:
-        batches = [cls._run(*model, texts[at : at + cls.batch_size]) for at in range(0, len(texts), cls.batch_size)]
-        return np.concatenate(batches) if batches else np.zeros((0, 384), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # so a run pads little, as s-t does
+        ordered = [texts[i] for i in order]
+        batches = [cls._run(*model, ordered[at : at + cls.batch_size]) for at in range(0, len(texts), cls.batch_size)]
+        rows = np.zeros((len(texts), 384), dtype=np.float32)
+        if batches:
+            rows[order] = np.concatenate(batches)
+        return rows
 
     @staticmethod
     def _run(session: Any, tokenizer: Any, texts: list[str]) -> np.ndarray:
@@ -124,7 +132,7 @@ class OnnxMiniLMEmbedder(RunsLocally):
         return unit_rows((hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9))
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return await self._local.run(self._encode, list(texts))
+        return await self._local.run_batched(self._encode, list(texts))
 
 
 def local_embedder(

@@ -1,7 +1,8 @@
 """A local model (the sentence-transformers embedder, a cross-encoder) runs on a thread of its own,
 with at most `max_in_flight` calls running or waiting: one more is refused at once (`ModelBusy`), and
 the lookup is a miss that goes upstream, counted as `semantic_busy`. A waiting call whose caller gave
-up never runs, and the loop's default executor is never the model's.
+up never runs, and the loop's default executor is never the model's. The prompts waiting for a local
+embedder are embedded together, in one model call, each caller getting its own rows.
 
 Real parts: the embedder and reranker classes, the openai SDK through the caching transport to the
 fake provider. Only the third-party model object is a stand-in (`HeldModel`), so a test can hold a
@@ -28,8 +29,10 @@ from llm_cache.middleware.cli import main
 from llm_cache.middleware.config import ConfigError, build_cache, parse_config
 from llm_cache.middleware.semantic import (
     CrossEncoderReranker,
+    Embedder,
     InProcessIndex,
     ModelBusy,
+    OnnxMiniLMEmbedder,
     SemanticCache,
     SentenceTransformerEmbedder,
 )
@@ -287,6 +290,162 @@ async def test_an_idle_thread_ends_and_frees_a_model_dropped_without_closing() -
     later.join(BOUND)
     gc.collect()
     assert dropped() is None
+
+
+# -- prompts waiting are embedded together ------------------------------------------------------------
+
+
+async def queued(local: LocalModel, calls: int) -> None:
+    """Return once `calls` callers are running or waiting on `local` (each queues without a thread)."""
+
+    async def wait() -> None:
+        while local.in_flight < calls:
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(wait(), BOUND)
+
+
+def encode(model: HeldModel, texts: list[str]) -> np.ndarray:
+    """A batched call's work on the stand-in model; the texts "boom" fail the call."""
+    if "boom" in texts:
+        raise ValueError("the model failed")
+    return model.encode(texts)
+
+
+async def test_the_prompts_waiting_are_embedded_in_one_call_and_each_caller_gets_its_own_rows(
+    model: HeldModel,
+) -> None:
+    embedder = HeldEmbedder(model)
+    model.hold()
+    running = asyncio.ensure_future(embedder.embed(["running"]))
+    await model.started(1)
+    texts = [[f"caller {k} text {i}" for i in range(k + 1)] for k in range(5)]  # 1 to 5 texts a caller
+    callers = [asyncio.ensure_future(embedder.embed(mine)) for mine in texts]
+    await queued(embedder._local, 1 + len(callers))
+
+    model.release()
+    vectors = await asyncio.wait_for(asyncio.gather(*callers), BOUND)
+
+    assert model.calls[1:] == [[text for mine in texts for text in mine]]  # one call, the callers in order
+    for mine, rows in zip(texts, vectors, strict=True):
+        assert np.allclose(rows, bag_of_words(mine), rtol=0, atol=1e-6)  # row i of caller k: its text i
+    assert len({row.tobytes() for rows in vectors for row in rows}) == 15  # so a mixed-up row would show
+    await asyncio.wait_for(running, BOUND)
+    await embedder.aclose()
+
+
+async def test_a_waiting_caller_that_gave_up_is_left_out_of_the_batch_and_no_longer_counts(
+    model: HeldModel,
+) -> None:
+    embedder = HeldEmbedder(model, max_in_flight=4)
+    model.hold()
+    running = asyncio.ensure_future(embedder.embed(["running"]))
+    await model.started(1)
+    first, gave_up, last = (asyncio.ensure_future(embedder.embed([word])) for word in ("first", "gave up", "last"))
+    await queued(embedder._local, 4)
+    gave_up.cancel()
+    await asyncio.wait([gave_up], timeout=BOUND)  # its call is cancelled by the time its task ends
+
+    model.release()
+    await asyncio.wait_for(asyncio.gather(running, first, last), BOUND)
+
+    assert gave_up.cancelled()
+    assert model.calls == [["running"], ["first", "last"]]
+    assert embedder._local.in_flight == 0  # four callers fit again, none refused
+    model.hold()
+    again = [asyncio.ensure_future(embedder.embed([f"again {n}"])) for n in range(4)]
+    await model.started(3)
+    model.release()
+    assert len(await asyncio.wait_for(asyncio.gather(*again), BOUND)) == 4
+    await embedder.aclose()
+
+
+async def test_a_longer_line_is_split_at_the_batch_size_in_order(model: HeldModel) -> None:
+    local = LocalModel("test model", "capped", lambda: model, batch_size=3)
+    model.hold()
+    running = asyncio.ensure_future(local.run_batched(encode, ["running"]))
+    await model.started(1)
+    texts = [["a"], ["b", "c"], ["d"], ["e", "f", "g", "h"], ["i"]]
+    callers = [asyncio.ensure_future(local.run_batched(encode, mine)) for mine in texts]
+    await queued(local, 1 + len(callers))
+
+    model.release()
+    vectors = await asyncio.wait_for(asyncio.gather(running, *callers), BOUND)
+
+    # a caller with more texts than the batch size runs alone, never split
+    assert model.calls == [["running"], ["a", "b", "c"], ["d"], ["e", "f", "g", "h"], ["i"]]
+    assert all(np.array_equal(rows, bag_of_words(mine)) for mine, rows in zip(texts, vectors[1:], strict=True))
+    local.close()
+
+
+async def test_a_failed_batch_fails_every_caller_in_it_and_the_next_call_works(model: HeldModel) -> None:
+    local = LocalModel("test model", "failing", lambda: model)
+    model.hold()
+    running = asyncio.ensure_future(local.run_batched(encode, ["running"]))
+    await model.started(1)
+    callers = [asyncio.ensure_future(local.run_batched(encode, [word])) for word in ("before", "boom", "after")]
+    await queued(local, 4)
+
+    model.release()
+    outcomes = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), BOUND)
+
+    assert [str(outcome) for outcome in outcomes] == ["the model failed"] * 3
+    assert all(isinstance(outcome, ValueError) for outcome in outcomes)
+    await asyncio.wait_for(running, BOUND)
+    assert np.array_equal(await local.run_batched(encode, ["later"]), bag_of_words(["later"]))
+    assert local.in_flight == 0
+    local.close()
+
+
+async def test_the_rerankers_calls_are_never_merged(model: HeldModel) -> None:
+    reranker = HeldCrossEncoder(model)
+    model.hold()
+    checks = [asyncio.ensure_future(reranker.score(f"query {n}", [f"document {n}"])) for n in range(3)]
+    await model.started(1)
+    await queued(reranker._local, 3)
+
+    model.release()
+    await asyncio.wait_for(asyncio.gather(*checks), BOUND)
+
+    assert model.calls == [[f"query {n}", f"document {n}"] for n in range(3)]
+    await reranker.aclose()
+
+
+async def test_concurrent_lookups_share_model_calls_and_each_gets_its_own_answer(
+    fake_provider: RunningFakeProvider, model: HeldModel
+) -> None:
+    embedder = HeldEmbedder(model)
+    cache = Cache(semantic=SemanticCache(embedder, InProcessIndex(), threshold=0.75, timeout=PATIENT))
+    client = client_for(cache, fake_provider)
+    # four words of their own each: no two questions are near, so every lookup is a miss
+    questions = [f"q{n}a q{n}b q{n}c q{n}d?" for n in range(24)]
+    model.hold()
+    first = asyncio.ensure_future(ask(client, questions[0]))
+    await model.started(1)
+    rest = [asyncio.ensure_future(ask(client, question)) for question in questions[1:]]
+    await queued(embedder._local, len(questions))
+
+    model.release()
+    answers = await asyncio.gather(first, *rest)
+
+    for question, answer in zip(questions, answers, strict=True):
+        assert answer.headers["x-cache"] == "MISS" and question in content(answer)
+    assert len(model.calls) == 2  # the first prompt alone, then the 23 that waited for it
+    assert fake_provider.count(CHAT) == len(questions)
+    await cache.close()
+
+
+@pytest.mark.parametrize("embedder", [SentenceTransformerEmbedder, OnnxMiniLMEmbedder])
+async def test_a_real_minilm_gives_a_prompt_the_same_vector_in_a_batch_as_alone(embedder: type[Embedder]) -> None:
+    real = embedder()
+    short = "How do I reset my password?"
+    long = " ".join(["Explain, step by step and with examples, how a cache keyed on prompts can go wrong."] * 6)
+
+    together = await real.embed([short, long])
+    alone = np.concatenate([await real.embed([short]), await real.embed([long])])
+
+    assert np.all(np.sum(together * alone, axis=1) > 0.9999)  # unit rows: the dot product is the cosine
+    await real.aclose()  # type: ignore[attr-defined]
 
 
 # -- configuration -------------------------------------------------------------------------------------
