@@ -13,7 +13,7 @@ ends, so a model dropped without `close()` is freed as it was with the default e
 An embedder's calls are batched (`run_batched`): the thread that takes one also takes every other
 batched call waiting, up to `batch_size` texts, and runs the model once on all their texts. Under
 concurrent misses, one prompt per call, MiniLM takes ~25 ms for one text but ~10 ms a text for 32:
-the line drains about twice as fast, and fewer callers reach `max_in_flight`.
+a line of prompts drains faster together, and fewer callers reach `max_in_flight`.
 """
 
 from __future__ import annotations
