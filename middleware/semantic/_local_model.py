@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -166,14 +167,17 @@ class LocalModel:
 
     def _answer(self, future: Future[T], work: Callable[[], T]) -> None:
         """`work()` for one caller, unless it gave up."""
+        settle: list[Callable[[], object]] = []
         try:
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(work())
+                    settle = [partial(future.set_result, work())]
                 except BaseException as error:  # the caller's to see, as an executor's would be
-                    future.set_exception(error)
+                    settle = [partial(future.set_exception, error)]
         finally:
             self._done(1)
+        for outcome in settle:
+            outcome()
 
     def _run_batch(self) -> None:
         """One model call for the batched calls at the head of the line (none if an earlier batch
@@ -181,20 +185,19 @@ class LocalModel:
         batch = self._take_batch()
         if not batch:
             return
+        settle: list[Callable[[], object]] = []
         try:
-            texts = [text for call in batch for text in call.texts]
-            try:
-                rows = batch[0].work(self.load(), texts)
-            except BaseException as error:  # every caller's in the batch
-                for call in batch:
-                    call.future.set_exception(error)
-                return
+            rows = batch[0].work(self.load(), [text for call in batch for text in call.texts])
             at = 0
             for call in batch:
-                call.future.set_result(rows[at : at + len(call.texts)])
+                settle.append(partial(call.future.set_result, rows[at : at + len(call.texts)]))
                 at += len(call.texts)
+        except BaseException as error:  # every caller's in the batch
+            settle = [partial(call.future.set_exception, error) for call in batch]
         finally:
             self._done(len(batch))
+        for outcome in settle:
+            outcome()
 
     def _take_batch(self) -> list[_Waiting]:
         """The first waiting batched call whose caller still waits, and the calls after it with the
@@ -234,6 +237,8 @@ class LocalModel:
                         return None
 
     def _done(self, calls: int) -> None:
+        """`calls` callers no longer count: done before their futures are set, so a caller that has
+        its answer is not counted against the next call it makes."""
         with self._lock:
             self._in_flight -= calls
 
