@@ -138,6 +138,8 @@ def provider_name(family: str, path: str, route_model: str | None) -> str:
 # -- Prometheus-side aggregates ------------------------------------------------------------------
 
 
+_StartKey = tuple["Endpoint", str, str | None, str | None, str | None]
+"""What a call's `_Start` is worked out from: endpoint, path, the path's model, the body's, the upstream URL."""
 _Adds = tuple[tuple[str, tuple[str, ...], float], ...]
 """Counter additions queued together: (counter, labels, amount) each."""
 
@@ -337,14 +339,13 @@ class Call:
         self._t = telemetry
         route = request.route
         self.endpoint = endpoint = route.endpoint
-        model = request.model
+        model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
         # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
         if model is not None and len(model) > MAX_MODEL_CHARS:
             model = model[:MAX_MODEL_CHARS]
         self.model = model
-        start = self._start = telemetry._span_start(
-            endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER)
-        )
+        memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
+        start = self._start = telemetry._starts.get(memo_key) or telemetry._span_start(memo_key)
         self.provider = start.provider
         self._key = request.key
         self.result = "miss"
@@ -357,7 +358,8 @@ class Call:
         self.ctx: Any = None
         self.attrs: dict[str, Any] | None = None
         """Attributes gathered during the call, set on the span in one go when it ends (only when it records)."""
-        self.started = time.perf_counter()
+        # (only a recorded duration needs the start time: a call begun before an SDK's meter is set is not timed)
+        self.started = time.perf_counter() if _records(telemetry._operation_duration) else 0.0
         span = self.span = telemetry._start_span(start, kind)
         if span is trace.INVALID_SPAN:  # (no SDK: nothing more to start)
             self.recording = False
@@ -521,7 +523,7 @@ class Call:
                     span.set_attributes(self.attrs)
                 span.end()
             duration = self._t._operation_duration
-            if _records(duration):
+            if self.started and _records(duration):
                 final = self._start.final(self.response_model, self.result, self.error_type)
                 duration.record(time.perf_counter() - self.started, final)
 
@@ -635,7 +637,7 @@ class Telemetry:
 
         self._lock = threading.Lock()
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
-        self._starts: dict[tuple[Endpoint, str, str | None, str | None, str | None], _Start] = {}
+        self._starts: dict[_StartKey, _Start] = {}
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
         self._similarity_hist = _Histogram(SIMILARITY_BUCKETS)
@@ -745,18 +747,14 @@ class Telemetry:
             attributes = self._attrs[key] = dict(zip(names, values, strict=True))
         return attributes
 
-    def _span_start(
-        self, endpoint: Endpoint, path: str, route_model: str | None, model: str | None, upstream: str | None
-    ) -> _Start:
-        """What a call's span starts with and its metrics are labelled with (its provider too), shared per
-        combination: a hit works none of it out again."""
-        memo_key = (endpoint, path, route_model, model, upstream)
-        start = self._starts.get(memo_key)
-        if start is None:
-            provider = provider_name(endpoint.family, path, route_model)
-            start = _Start(endpoint.operation, provider, model, upstream, self.store_name)
-            if len(self._starts) < 4 * MAX_MODELS:
-                self._starts[memo_key] = start
+    def _span_start(self, memo_key: _StartKey) -> _Start:
+        """What a call's span starts with and its metrics are labelled with (its provider too), worked out
+        for a combination `_starts` does not hold yet: a hit reads it there (`Call`) and works none of it out."""
+        endpoint, path, route_model, model, upstream = memo_key
+        provider = provider_name(endpoint.family, path, route_model)
+        start = _Start(endpoint.operation, provider, model, upstream, self.store_name)
+        if len(self._starts) < 4 * MAX_MODELS:
+            self._starts[memo_key] = start
         return start
 
     def _start_span(self, start: _Start, kind: SpanKind) -> Any:
