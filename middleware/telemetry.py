@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
@@ -155,6 +155,14 @@ class _Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.sum += value
+
+    def observe_all(self, values: list[float]) -> None:
+        """`observe` each of `values` (in one call: a settle folds hundreds)."""
+        counts, buckets, where, total = self.counts, self.buckets, bisect.bisect_left, self.sum
+        for value in values:
+            counts[where(buckets, value)] += 1
+            total += value
+        self.sum = total
 
     def cumulative(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
@@ -557,6 +565,13 @@ def _records(instrument: Any) -> bool:
     return getattr(instrument, "_real_instrument", instrument) is not None
 
 
+def _fold(counters: dict[str, dict[tuple[str, ...], float]], adds: _Adds, times: int) -> None:
+    """Add `adds` to `counters`, `times` over."""
+    for name, labels, value in adds:
+        values = counters[name]
+        values[labels] = values.get(labels, 0) + value * times
+
+
 def _set_present(attributes: dict[str, Any], pairs: tuple[tuple[str, Any], ...]) -> None:
     """Add the attributes whose value is known (not None or empty)."""
     for name, value in pairs:
@@ -829,18 +844,24 @@ class Telemetry:
         """Fold queued counter additions and durations in; the caller holds the lock. A hit queues the
         same additions as every other hit of its entry: each distinct one is folded once, times its count."""
         pending, counters = self._pending, self._counters
-        queued = Counter(pending.popleft() for _ in range(len(pending)))  # (what is added meanwhile waits)
-        for adds, times in queued.items():
-            for name, labels, value in adds:
-                values = counters[name]
-                values[labels] = values.get(labels, 0) + value * times
+        # Hits of one entry queue its memo's one tuple: a run of the same tuple (told by identity, which
+        # costs a seventh of hashing it) is folded once, times its length.
+        last: _Adds = ()
+        times = 0
+        for _ in range(len(pending)):  # (what is added meanwhile waits)
+            adds = pending.popleft()
+            if adds is last:
+                times += 1
+                continue
+            _fold(counters, last, times)
+            last, times = adds, 1
+        _fold(counters, last, times)
         for timings, hists in ((self._lookup_times, self._lookup_hist), (self._store_times, self._store_hist)):
             if timings:
                 hist = hists.get(self.store_name)
                 if hist is None:
                     hist = hists[self.store_name] = _Histogram(LOOKUP_BUCKETS)
-                while timings:
-                    hist.observe(timings.popleft())
+                hist.observe_all([timings.popleft() for _ in range(len(timings))])
 
     def _summary(self, entry: Entry, endpoint: Endpoint) -> _Summary | None:
         """What a stored body says (usage, response model and id), memoised per entry so hits parse once."""
