@@ -861,7 +861,7 @@ class _BodyReader:
     `asyncio.timeout` does), turned into the 408 when nobody else cancelled the task too. A piece the
     server already holds (a small body comes with its headers) is taken without a wait to time."""
 
-    __slots__ = ("deadlines", "done", "expired", "limit", "receive", "size", "task")
+    __slots__ = ("deadlines", "done", "expired", "held", "limit", "receive", "size", "task")
 
     def __init__(self, receive: Receive, limit: int | None, deadlines: _Deadlines) -> None:
         self.receive = receive
@@ -871,6 +871,8 @@ class _BodyReader:
         self.done = False
         self.expired = False
         self.task: asyncio.Task[Any] | None = None
+        self.held: Message | None = None
+        """A message read before the app ran (the guard reads the first), for the app's next call."""
 
     def expire(self) -> None:
         if self.task is not None:
@@ -878,6 +880,10 @@ class _BodyReader:
             self.task.cancel()
 
     async def __call__(self) -> Message:
+        held = self.held
+        if held is not None:
+            self.held = None
+            return held
         if self.done:  # the body is in; what follows is the wait for a disconnect, as long as it takes
             return await self.receive()
         reading = self.receive().__await__()
@@ -991,8 +997,18 @@ class _Guard:
         if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
             return
-        started = False
+        reader = _BodyReader(receive, limit, self.deadlines)
+        try:  # the first message now: a refusal there comes before the app can have answered
+            reader.held = await reader()
+        except _BodyRefused as refused:
+            logger.info("request refused: %s", refused.message)
+            await _send_error(send, family, refused.status, refused.message, close=True)
+            return
         litellm_key = self.litellm_key
+        if reader.done and not litellm_key:  # the whole body came at once (most do): nothing left to refuse
+            await self.app(scope, reader, send)
+            return
+        started = False
 
         async def sending(message: Message) -> None:
             nonlocal started
@@ -1003,8 +1019,8 @@ class _Guard:
             await send(message)
 
         try:
-            await self.app(scope, _BodyReader(receive, limit, self.deadlines), sending)
-        except _BodyRefused as refused:
+            await self.app(scope, reader, sending)
+        except _BodyRefused as refused:  # a later piece of the body, maybe after the app began its answer
             logger.info("request refused: %s", refused.message)
             if not started:
                 await _send_error(send, family, refused.status, refused.message, close=True)
