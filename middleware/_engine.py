@@ -605,7 +605,7 @@ class Cache:
     async def _read(self, request: CacheRequest) -> Lookup:
         key = request.key
         call = request.call
-        span = call.child("llm_cache.lookup") if call is not None else None
+        span = call.child("llm_cache.lookup") if call is not None and call.recording else None
         started = time.perf_counter()
         try:
             data = await self.store.get(key)
