@@ -318,7 +318,8 @@ def _store_sizes(store: Any) -> list[tuple[str, tuple[int, int]]]:
 
 
 class Call:
-    """One intercepted LLM call: its span, the decision and how it ended. Made by `Telemetry.begin`."""
+    """One intercepted LLM call: its span, the decision and how it ended. Made by `Telemetry.begin` (the
+    engine's hit path makes it directly: one call less)."""
 
     __slots__ = (
         "_key",
@@ -342,7 +343,9 @@ class Call:
         "started",
     )
 
-    def __init__(self, telemetry: Telemetry, request: CacheRequest, kind: SpanKind) -> None:
+    def __init__(
+        self, telemetry: Telemetry, request: CacheRequest, kind: Literal["client", "internal"] = "internal"
+    ) -> None:
         # No reference back to the request: it holds this Call, and a cycle would outlive the call.
         self._t = telemetry
         route = request.route
@@ -368,11 +371,17 @@ class Call:
         """Attributes gathered during the call, set on the span in one go when it ends (only when it records)."""
         # (only a recorded duration needs the start time: a call begun before an SDK's meter is set is not timed)
         self.started = time.perf_counter() if _records(telemetry._operation_duration) else 0.0
-        span = self.span = telemetry._start_span(start, kind)
-        if span is trace.INVALID_SPAN:  # (no SDK: nothing more to start)
+        proxy = telemetry._proxy
+        if proxy is not None and proxy._tracer is proxy._noop_tracer:
+            # No SDK installed: the API's invalid span, and nothing more to start. The global tracer would
+            # go through the no-op tracer, which looks the context up, to make a span that records nothing
+            # either, at about 2 µs a call. Once an application installs a tracer provider, the global
+            # tracer resolves to its tracer, from the next call on.
+            self.span: Any = trace.INVALID_SPAN
             self.recording = False
             self.body = None
             return
+        span = self.span = telemetry.tracer.start_span(start.name, kind=_KINDS[kind], attributes=start.attributes)
         self.recording = span.is_recording()
         self.body = request.body if telemetry.capture_content else None
         if self.recording:
@@ -672,7 +681,7 @@ class Telemetry:
     # -- entry points for the engine --------------------------------------------------------
 
     def begin(self, request: CacheRequest, kind: Literal["client", "internal"] = "internal") -> Call:
-        return Call(self, request, _KINDS[kind])
+        return Call(self, request, kind)
 
     def passthrough(self, family: str, path: str, reason: str) -> None:
         """An LLM path the engine forwards untouched (body too large, not JSON): counted as a bypass."""
@@ -771,16 +780,6 @@ class Telemetry:
         if len(self._starts) < 4 * MAX_MODELS:
             self._starts[memo_key] = start
         return start
-
-    def _start_span(self, start: _Start, kind: SpanKind) -> Any:
-        """A call's span. While no SDK is installed, the API's invalid span: the global tracer would go
-        through the no-op tracer, which looks the context up, to make a span that records nothing either,
-        at about 2 µs a call. Once an application installs a tracer provider, the global tracer resolves
-        to its tracer, from the next call on."""
-        proxy = self._proxy
-        if proxy is not None and proxy._tracer is proxy._noop_tracer:
-            return trace.INVALID_SPAN
-        return self.tracer.start_span(start.name, kind=kind, attributes=start.attributes)
 
     def _model_label(self, model: str | None) -> str:
         if not model:
@@ -903,7 +902,11 @@ class Telemetry:
                 if len(memo) >= _USAGE_MEMO:
                     memo.pop(next(iter(memo)))
                 memo[memo_key] = served
-        self._bump(served[1])
+        pending = self._pending  # (`_bump`, in line: every hit comes here)
+        pending.append(served[1])
+        if len(pending) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
         return served[0]
 
     def _hit_adds(self, summary: _Summary | None, provider: str, request_model: str | None, match: str) -> _Adds:
