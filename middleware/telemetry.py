@@ -369,8 +369,12 @@ class Call:
         self.ctx: Any = None
         self.attrs: dict[str, Any] | None = None
         """Attributes gathered during the call, set on the span in one go when it ends (only when it records)."""
-        # (only a recorded duration needs the start time: a call begun before an SDK's meter is set is not timed)
-        self.started = time.perf_counter() if _records(telemetry._operation_duration) else 0.0
+        # Only a recorded duration needs the start time (a call begun before an SDK's meter is set is not
+        # timed). The API's proxy instrument drops measurements until an SDK's meter provider is set (its
+        # `_real_instrument` is None until then); any other instrument records.
+        duration = telemetry._operation_duration
+        recorded = getattr(duration, "_real_instrument", duration) is not None
+        self.started = time.perf_counter() if recorded else 0.0
         proxy = telemetry._proxy
         if proxy is not None and proxy._tracer is proxy._noop_tracer:
             # No SDK installed: the API's invalid span, and nothing more to start. The global tracer would
@@ -539,10 +543,9 @@ class Call:
                 if self.attrs:
                     span.set_attributes(self.attrs)
                 span.end()
-            duration = self._t._operation_duration
-            if self.started and _records(duration):
+            if self.started:  # (the duration records: it did when the call began, and always will)
                 final = self._start.final(self.response_model, self.result, self.error_type)
-                duration.record(time.perf_counter() - self.started, final)
+                self._t._operation_duration.record(time.perf_counter() - self.started, final)
 
     def _content(self, answer: bytes) -> None:
         """The opt-in content attributes, in the conventions' current form (JSON strings on a span)."""
@@ -566,12 +569,6 @@ def _histogram(meter: metrics.Meter, name: str, unit: str, description: str, buc
     return meter.create_histogram(
         name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(buckets)
     )
-
-
-def _records(instrument: Any) -> bool:
-    """Whether a measurement on `instrument` goes anywhere: the API's proxy instrument drops it until an
-    SDK's meter provider is set (its `_real_instrument` is None until then); any other one records."""
-    return getattr(instrument, "_real_instrument", instrument) is not None
 
 
 def _fold(counters: dict[str, dict[tuple[str, ...], float]], adds: _Adds, times: int) -> None:
