@@ -961,17 +961,15 @@ class _Guard:
         self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, bytes | None]] = {}
 
     def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, bytes | None]:
-        """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out once
-        per path: a path's facts never change, and most requests ask one of a few paths."""
-        facts = self.seen.get((path, raw_path))
-        if facts is None:
-            family = family_of(path)
-            forwarded = forwarded_path(raw_path)
-            base = self.bases.get(family)
-            upstream = None if base is None or forwarded is None else base.url(forwarded).encode("latin-1")
-            if len(self.seen) >= _SEEN_PATHS:
-                self.seen.clear()
-            facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
+        """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out for a
+        path `seen` does not hold: a path's facts never change, and most requests ask one of a few paths."""
+        family = family_of(path)
+        forwarded = forwarded_path(raw_path)
+        base = self.bases.get(family)
+        upstream = None if base is None or forwarded is None else base.url(forwarded).encode("latin-1")
+        if len(self.seen) >= _SEEN_PATHS:
+            self.seen.clear()
+        facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
         return facts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -979,7 +977,8 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        family, forwarded, upstream = self._facts(path, scope.get("raw_path") or path.encode("utf-8"))
+        raw_path = scope.get("raw_path") or path.encode("utf-8")
+        family, forwarded, upstream = self.seen.get((path, raw_path)) or self._facts(path, raw_path)
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
