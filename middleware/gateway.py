@@ -861,7 +861,7 @@ class _BodyReader:
     `asyncio.timeout` does), turned into the 408 when nobody else cancelled the task too. A piece the
     server already holds (a small body comes with its headers) is taken without a wait to time."""
 
-    __slots__ = ("deadlines", "done", "expired", "limit", "receive", "size", "task")
+    __slots__ = ("deadlines", "done", "expired", "held", "limit", "receive", "size", "task")
 
     def __init__(self, receive: Receive, limit: int | None, deadlines: _Deadlines) -> None:
         self.receive = receive
@@ -871,6 +871,8 @@ class _BodyReader:
         self.done = False
         self.expired = False
         self.task: asyncio.Task[Any] | None = None
+        self.held: Message | None = None
+        """A message read before the app ran (the guard reads the first), for the app's next call."""
 
     def expire(self) -> None:
         if self.task is not None:
@@ -878,6 +880,10 @@ class _BodyReader:
             self.task.cancel()
 
     async def __call__(self) -> Message:
+        held = self.held
+        if held is not None:
+            self.held = None
+            return held
         if self.done:  # the body is in; what follows is the wait for a disconnect, as long as it takes
             return await self.receive()
         reading = self.receive().__await__()
@@ -955,17 +961,15 @@ class _Guard:
         self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, bytes | None]] = {}
 
     def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, bytes | None]:
-        """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out once
-        per path: a path's facts never change, and most requests ask one of a few paths."""
-        facts = self.seen.get((path, raw_path))
-        if facts is None:
-            family = family_of(path)
-            forwarded = forwarded_path(raw_path)
-            base = self.bases.get(family)
-            upstream = None if base is None or forwarded is None else base.url(forwarded).encode("latin-1")
-            if len(self.seen) >= _SEEN_PATHS:
-                self.seen.clear()
-            facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
+        """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out for a
+        path `seen` does not hold: a path's facts never change, and most requests ask one of a few paths."""
+        family = family_of(path)
+        forwarded = forwarded_path(raw_path)
+        base = self.bases.get(family)
+        upstream = None if base is None or forwarded is None else base.url(forwarded).encode("latin-1")
+        if len(self.seen) >= _SEEN_PATHS:
+            self.seen.clear()
+        facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
         return facts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -973,7 +977,8 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        family, forwarded, upstream = self._facts(path, scope.get("raw_path") or path.encode("utf-8"))
+        raw_path = scope.get("raw_path") or path.encode("utf-8")
+        family, forwarded, upstream = self.seen.get((path, raw_path)) or self._facts(path, raw_path)
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
@@ -991,8 +996,18 @@ class _Guard:
         if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
             return
-        started = False
+        reader = _BodyReader(receive, limit, self.deadlines)
+        try:  # the first message now: a refusal there comes before the app can have answered
+            reader.held = await reader()
+        except _BodyRefused as refused:
+            logger.info("request refused: %s", refused.message)
+            await _send_error(send, family, refused.status, refused.message, close=True)
+            return
         litellm_key = self.litellm_key
+        if reader.done and not litellm_key:  # the whole body came at once (most do): nothing left to refuse
+            await self.app(scope, reader, send)
+            return
+        started = False
 
         async def sending(message: Message) -> None:
             nonlocal started
@@ -1003,8 +1018,8 @@ class _Guard:
             await send(message)
 
         try:
-            await self.app(scope, _BodyReader(receive, limit, self.deadlines), sending)
-        except _BodyRefused as refused:
+            await self.app(scope, reader, sending)
+        except _BodyRefused as refused:  # a later piece of the body, maybe after the app began its answer
             logger.info("request refused: %s", refused.message)
             if not started:
                 await _send_error(send, family, refused.status, refused.message, close=True)
@@ -1013,25 +1028,23 @@ class _Guard:
 def _screened(
     raw: list[tuple[bytes, bytes]],
 ) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes]]:
-    """One pass over the request headers: the ones the app behind the guard gets (whatever the caller
-    sent as `x-llm-cache-upstream` dropped), the (first) declared `content-length`, and the client keys sent
-    (a bearer token's scheme taken off)."""
-    kept, declared, given = [], None, []
-    for pair in raw:
-        name = pair[0]
-        if name == _RAW_UPSTREAM:
-            continue
-        kept.append(pair)
+    """One pass over the request headers: the ones the app behind the guard gets (a copy, whatever the
+    caller sent as `x-llm-cache-upstream` dropped), the (first) declared `content-length`, and the client
+    keys sent (a bearer token's scheme taken off)."""
+    declared, given, dropped = None, [], False
+    for name, value in raw:
         if name == b"content-length":
-            declared = pair[1] if declared is None else declared
+            declared = value if declared is None else declared
         elif name in _CLIENT_KEY_HEADERS:
-            value = pair[1]
             if name == b"authorization":
                 scheme, _, value = value.partition(b" ")
                 if scheme.lower() != b"bearer":
                     continue
             given.append(value.strip())
-    return kept, declared, given
+        elif name == _RAW_UPSTREAM:
+            dropped = True
+    # (most requests send no such header: the copy is then made in C, not pair by pair)
+    return ([pair for pair in raw if pair[0] != _RAW_UPSTREAM] if dropped else list(raw)), declared, given
 
 
 def _with_litellm_key(start: Message) -> Message:

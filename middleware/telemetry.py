@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
@@ -138,6 +138,8 @@ def provider_name(family: str, path: str, route_model: str | None) -> str:
 # -- Prometheus-side aggregates ------------------------------------------------------------------
 
 
+_StartKey = tuple["Endpoint", str, str | None, str | None, str | None]
+"""What a call's `_Start` is worked out from: endpoint, path, the path's model, the body's, the upstream URL."""
 _Adds = tuple[tuple[str, tuple[str, ...], float], ...]
 """Counter additions queued together: (counter, labels, amount) each."""
 
@@ -153,6 +155,14 @@ class _Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.sum += value
+
+    def observe_all(self, values: list[float]) -> None:
+        """`observe` each of `values` (in one call: a settle folds hundreds)."""
+        counts, buckets, where, total = self.counts, self.buckets, bisect.bisect_left, self.sum
+        for value in values:
+            counts[where(buckets, value)] += 1
+            total += value
+        self.sum = total
 
     def cumulative(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
@@ -308,7 +318,8 @@ def _store_sizes(store: Any) -> list[tuple[str, tuple[int, int]]]:
 
 
 class Call:
-    """One intercepted LLM call: its span, the decision and how it ended. Made by `Telemetry.begin`."""
+    """One intercepted LLM call: its span, the decision and how it ended. Made by `Telemetry.begin` (the
+    engine's hit path makes it directly: one call less)."""
 
     __slots__ = (
         "_key",
@@ -332,19 +343,20 @@ class Call:
         "started",
     )
 
-    def __init__(self, telemetry: Telemetry, request: CacheRequest, kind: SpanKind) -> None:
+    def __init__(
+        self, telemetry: Telemetry, request: CacheRequest, kind: Literal["client", "internal"] = "internal"
+    ) -> None:
         # No reference back to the request: it holds this Call, and a cycle would outlive the call.
         self._t = telemetry
         route = request.route
         self.endpoint = endpoint = route.endpoint
-        model = request.model
+        model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
         # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
         if model is not None and len(model) > MAX_MODEL_CHARS:
             model = model[:MAX_MODEL_CHARS]
         self.model = model
-        start = self._start = telemetry._span_start(
-            endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER)
-        )
+        memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
+        start = self._start = telemetry._starts.get(memo_key) or telemetry._span_start(memo_key)
         self.provider = start.provider
         self._key = request.key
         self.result = "miss"
@@ -357,12 +369,23 @@ class Call:
         self.ctx: Any = None
         self.attrs: dict[str, Any] | None = None
         """Attributes gathered during the call, set on the span in one go when it ends (only when it records)."""
-        self.started = time.perf_counter()
-        span = self.span = telemetry._start_span(start, kind)
-        if span is trace.INVALID_SPAN:  # (no SDK: nothing more to start)
+        # Only a recorded duration needs the start time (a call begun before an SDK's meter is set is not
+        # timed). The API's proxy instrument drops measurements until an SDK's meter provider is set (its
+        # `_real_instrument` is None until then); any other instrument records.
+        duration = telemetry._operation_duration
+        recorded = getattr(duration, "_real_instrument", duration) is not None
+        self.started = time.perf_counter() if recorded else 0.0
+        proxy = telemetry._proxy
+        if proxy is not None and proxy._tracer is proxy._noop_tracer:
+            # No SDK installed: the API's invalid span, and nothing more to start. The global tracer would
+            # go through the no-op tracer, which looks the context up, to make a span that records nothing
+            # either, at about 2 µs a call. Once an application installs a tracer provider, the global
+            # tracer resolves to its tracer, from the next call on.
+            self.span: Any = trace.INVALID_SPAN
             self.recording = False
             self.body = None
             return
+        span = self.span = telemetry.tracer.start_span(start.name, kind=_KINDS[kind], attributes=start.attributes)
         self.recording = span.is_recording()
         self.body = request.body if telemetry.capture_content else None
         if self.recording:
@@ -520,10 +543,9 @@ class Call:
                 if self.attrs:
                     span.set_attributes(self.attrs)
                 span.end()
-            duration = self._t._operation_duration
-            if _records(duration):
+            if self.started:  # (the duration records: it did when the call began, and always will)
                 final = self._start.final(self.response_model, self.result, self.error_type)
-                duration.record(time.perf_counter() - self.started, final)
+                self._t._operation_duration.record(time.perf_counter() - self.started, final)
 
     def _content(self, answer: bytes) -> None:
         """The opt-in content attributes, in the conventions' current form (JSON strings on a span)."""
@@ -549,10 +571,11 @@ def _histogram(meter: metrics.Meter, name: str, unit: str, description: str, buc
     )
 
 
-def _records(instrument: Any) -> bool:
-    """Whether a measurement on `instrument` goes anywhere: the API's proxy instrument drops it until an
-    SDK's meter provider is set (its `_real_instrument` is None until then); any other one records."""
-    return getattr(instrument, "_real_instrument", instrument) is not None
+def _fold(counters: dict[str, dict[tuple[str, ...], float]], adds: _Adds, times: int) -> None:
+    """Add `adds` to `counters`, `times` over."""
+    for name, labels, value in adds:
+        values = counters[name]
+        values[labels] = values.get(labels, 0) + value * times
 
 
 def _set_present(attributes: dict[str, Any], pairs: tuple[tuple[str, Any], ...]) -> None:
@@ -635,7 +658,7 @@ class Telemetry:
 
         self._lock = threading.Lock()
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
-        self._starts: dict[tuple[Endpoint, str, str | None, str | None, str | None], _Start] = {}
+        self._starts: dict[_StartKey, _Start] = {}
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
         self._similarity_hist = _Histogram(SIMILARITY_BUCKETS)
@@ -655,7 +678,7 @@ class Telemetry:
     # -- entry points for the engine --------------------------------------------------------
 
     def begin(self, request: CacheRequest, kind: Literal["client", "internal"] = "internal") -> Call:
-        return Call(self, request, _KINDS[kind])
+        return Call(self, request, kind)
 
     def passthrough(self, family: str, path: str, reason: str) -> None:
         """An LLM path the engine forwards untouched (body too large, not JSON): counted as a bypass."""
@@ -745,29 +768,15 @@ class Telemetry:
             attributes = self._attrs[key] = dict(zip(names, values, strict=True))
         return attributes
 
-    def _span_start(
-        self, endpoint: Endpoint, path: str, route_model: str | None, model: str | None, upstream: str | None
-    ) -> _Start:
-        """What a call's span starts with and its metrics are labelled with (its provider too), shared per
-        combination: a hit works none of it out again."""
-        memo_key = (endpoint, path, route_model, model, upstream)
-        start = self._starts.get(memo_key)
-        if start is None:
-            provider = provider_name(endpoint.family, path, route_model)
-            start = _Start(endpoint.operation, provider, model, upstream, self.store_name)
-            if len(self._starts) < 4 * MAX_MODELS:
-                self._starts[memo_key] = start
+    def _span_start(self, memo_key: _StartKey) -> _Start:
+        """What a call's span starts with and its metrics are labelled with (its provider too), worked out
+        for a combination `_starts` does not hold yet: a hit reads it there (`Call`) and works none of it out."""
+        endpoint, path, route_model, model, upstream = memo_key
+        provider = provider_name(endpoint.family, path, route_model)
+        start = _Start(endpoint.operation, provider, model, upstream, self.store_name)
+        if len(self._starts) < 4 * MAX_MODELS:
+            self._starts[memo_key] = start
         return start
-
-    def _start_span(self, start: _Start, kind: SpanKind) -> Any:
-        """A call's span. While no SDK is installed, the API's invalid span: the global tracer would go
-        through the no-op tracer, which looks the context up, to make a span that records nothing either,
-        at about 2 µs a call. Once an application installs a tracer provider, the global tracer resolves
-        to its tracer, from the next call on."""
-        proxy = self._proxy
-        if proxy is not None and proxy._tracer is proxy._noop_tracer:
-            return trace.INVALID_SPAN
-        return self.tracer.start_span(start.name, kind=kind, attributes=start.attributes)
 
     def _model_label(self, model: str | None) -> str:
         if not model:
@@ -831,18 +840,24 @@ class Telemetry:
         """Fold queued counter additions and durations in; the caller holds the lock. A hit queues the
         same additions as every other hit of its entry: each distinct one is folded once, times its count."""
         pending, counters = self._pending, self._counters
-        queued = Counter(pending.popleft() for _ in range(len(pending)))  # (what is added meanwhile waits)
-        for adds, times in queued.items():
-            for name, labels, value in adds:
-                values = counters[name]
-                values[labels] = values.get(labels, 0) + value * times
+        # Hits of one entry queue its memo's one tuple: a run of the same tuple (told by identity, which
+        # costs a seventh of hashing it) is folded once, times its length.
+        last: _Adds = ()
+        times = 0
+        for _ in range(len(pending)):  # (what is added meanwhile waits)
+            adds = pending.popleft()
+            if adds is last:
+                times += 1
+                continue
+            _fold(counters, last, times)
+            last, times = adds, 1
+        _fold(counters, last, times)
         for timings, hists in ((self._lookup_times, self._lookup_hist), (self._store_times, self._store_hist)):
             if timings:
                 hist = hists.get(self.store_name)
                 if hist is None:
                     hist = hists[self.store_name] = _Histogram(LOOKUP_BUCKETS)
-                while timings:
-                    hist.observe(timings.popleft())
+                hist.observe_all([timings.popleft() for _ in range(len(timings))])
 
     def _summary(self, entry: Entry, endpoint: Endpoint) -> _Summary | None:
         """What a stored body says (usage, response model and id), memoised per entry so hits parse once."""
@@ -884,7 +899,11 @@ class Telemetry:
                 if len(memo) >= _USAGE_MEMO:
                     memo.pop(next(iter(memo)))
                 memo[memo_key] = served
-        self._bump(served[1])
+        pending = self._pending  # (`_bump`, in line: every hit comes here)
+        pending.append(served[1])
+        if len(pending) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
         return served[0]
 
     def _hit_adds(self, summary: _Summary | None, provider: str, request_model: str | None, match: str) -> _Adds:
