@@ -4,7 +4,10 @@ Three server processes, each one uvicorn worker on 127.0.0.1, none of them the l
 
 - a tiny fake OpenAI upstream (one fixed chat completion), called once, for the warm-up miss;
 - the gateway (`create_gateway`, memory store) pointed at that upstream;
-- a bare Starlette endpoint returning the same response bytes.
+- a bare Starlette endpoint returning the same response body;
+- with `--same-headers`, also a bare endpoint returning the same body and the same headers a hit
+  carries (`x-cache`, a cache key of the same length, `age`): the floor for sending the very response
+  the gateway sends, so that what is left between it and the gateway is the gateway's own work.
 
 The load generator is `wrk` (one thread, 32 connections, POST of a 1 KB chat body via a Lua
 script) when it is installed, else an asyncio `httpx2` client with 32 workers and a fixed number of
@@ -91,6 +94,14 @@ def store_config(store: str, redis_url: str | None) -> dict[str, Any]:
     return redis if store == "redis" else {"type": "tiered", "l2": redis}
 
 
+HIT_HEADERS = {
+    "x-cache": "HIT",
+    "x-cache-key": "default:c" + "0" * 32 + ":u" + "0" * 32 + "." + "0" * 64,
+    "age": "0",
+}
+"""What `bare-hit` adds to the bare endpoint's answer: the headers of a gateway memory hit, key-sized."""
+
+
 def build_app(
     kind: str, upstream: str | None, store: str = "memory", redis_url: str | None = None, answer: bytes = RESPONSE
 ) -> Any:
@@ -99,11 +110,12 @@ def build_app(
     from starlette.responses import Response
     from starlette.routing import Route
 
-    if kind in ("bare", "upstream"):
+    if kind in ("bare", "bare-hit", "upstream"):
+        headers = HIT_HEADERS if kind == "bare-hit" else None
 
         async def chat(request: Request) -> Response:
             await request.body()
-            return Response(answer, media_type="application/json")
+            return Response(answer, media_type="application/json", headers=headers)
 
         return Starlette(routes=[Route(PATH, chat, methods=["POST"])])
 
@@ -359,7 +371,10 @@ def main() -> None:
         "--stack", choices=sorted(STACKS), help="uvicorn loop and HTTP parser (default: the fastest installed)"
     )
     parser.add_argument("--workers", type=int, help="compare `serve` with 1 and with N workers on a shared Redis")
-    parser.add_argument("--serve", choices=["upstream", "gateway", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--same-headers", action="store_true", help="also measure a bare endpoint sending a hit's headers"
+    )
+    parser.add_argument("--serve", choices=["upstream", "gateway", "bare", "bare-hit"], help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--store", default="memory", choices=["memory", "redis", "tiered"], help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -395,6 +410,10 @@ def main() -> None:
             children.append(gateway)
             bare = Child("bare", stack=stack)
             children.append(bare)
+            targets = {"bare": bare, "gateway": gateway}
+            if args.same_headers:
+                targets["bare-hit"] = Child("bare-hit", stack=stack)
+                children.append(targets["bare-hit"])
 
             warm = httpx2.post(gateway.url + PATH, content=body, headers=HEADERS)
             assert warm.status_code == 200 and warm.headers["x-cache"] == "MISS", warm.headers
@@ -402,10 +421,13 @@ def main() -> None:
             assert hit.headers["x-cache"] == "HIT" and hit.content == RESPONSE, hit.headers
             plain = httpx2.post(bare.url + PATH, content=body, headers=HEADERS)
             assert plain.content == hit.content
+            if args.same_headers:
+                same = httpx2.post(targets["bare-hit"].url + PATH, content=body, headers=HEADERS)
+                assert same.content == hit.content and header_shape(same) == header_shape(hit), (same, hit)
 
-            results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
-            for turn in range(args.rounds):  # which goes first alternates: a trend in load hits both alike
-                for name, child in (("bare", bare), ("gateway", gateway))[:: 1 if turn % 2 == 0 else -1]:
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            for turn in range(args.rounds):  # which goes first alternates: a trend in load hits all alike
+                for name, child in list(targets.items())[:: 1 if turn % 2 == 0 else -1]:
                     results[name].append(measure(child.url, child.proc.pid))
 
             stats = httpx2.get(gateway.url + "/cache/stats", headers={"x-admin-key": ADMIN_KEY}).json()
@@ -430,6 +452,11 @@ def main() -> None:
     )
     if len(results["bare"]) > 1:
         print(f"# paired rounds, gateway vs bare of the same round: {paired(results['bare'], results['gateway'])}")
+        if "bare-hit" in results:
+            print(
+                "# paired rounds, gateway vs bare with a hit's headers: "
+                f"{paired(results['bare-hit'], results['gateway'])}"
+            )
     print(
         f"# gateway /cache/stats: hits={hits} misses={misses} upstream_requests={stats['upstream_requests']} "
         f"(measured gateway requests: {int(measured)}); errors/non-2xx across all rounds: {int(errors)}"
@@ -439,14 +466,19 @@ def main() -> None:
         "server CPU µs/req | req/s vs bare |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, row in (
-        ("bare Starlette endpoint, same bytes", bare_row),
-        ("gateway memory hit (create_gateway)", gateway_row),
-    ):
+    rows = [("bare Starlette endpoint, same body", bare_row), ("gateway memory hit (create_gateway)", gateway_row)]
+    if "bare-hit" in results:
+        rows.insert(1, ("bare Starlette endpoint, same body and headers", median_round(results["bare-hit"])))
+    for name, row in rows:
         print(
             f"| {name} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | "
             f"{row.get('cpu_us', 0.0):.0f} | {row['rps'] / bare_row['rps']:.0%} |"
         )
+
+
+def header_shape(response: httpx2.Response) -> list[tuple[str, int]]:
+    """The names and value lengths of a response's headers, but the server's `date`."""
+    return sorted((name, len(value)) for name, value in response.headers.items() if name != "date")
 
 
 def paired(bare: list[dict[str, float]], gateway: list[dict[str, float]]) -> str:
