@@ -8,7 +8,10 @@ refreshes). So `LocalModel` runs them on its own daemon threads (one by default:
 nothing from more), and at most `max_in_flight` calls are running or waiting at once: one more is
 refused at once (`ModelBusy`) and never runs. A waiting call whose caller gave up (a timeout, a
 cancellation) is dropped when its turn comes, without running. A thread idle for `idle` seconds
-ends, so a model dropped without `close()` is freed as it was with the default executor.
+ends, so a model dropped without `close()` is freed as it was with the default executor. When the
+interpreter exits, a call that is running is let finish (at most `EXIT_WAIT` seconds) and the calls
+waiting never run: a process that exits while a daemon thread is inside torch or onnxruntime aborts
+(SIGABRT, "terminate called without an active exception"), whatever its own exit status was.
 
 An embedder's calls are batched (`run_batched`): the thread that takes one also takes every other
 batched call waiting, up to `batch_size` texts, and runs the model once on all their texts. Under
@@ -19,11 +22,13 @@ a line of prompts drains faster together, and fewer callers reach `max_in_flight
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -43,6 +48,9 @@ looked up, while behind a model stuck past its timeout the 65th caller is refuse
 
 DEFAULT_BATCH_SIZE = 32
 """Texts per batched model call: sentence-transformers' own batch size, so one call is one forward pass."""
+
+EXIT_WAIT = 10.0
+"""Seconds the interpreter's exit waits for a model's running calls (a batch of 32 on mpnet: ~2 s)."""
 
 _Job = Callable[[], None]
 """What the model's thread runs next: a call, or the batch of calls waiting (each sets its callers' futures)."""
@@ -101,7 +109,10 @@ class LocalModel:
         self._in_flight = 0
         self._calls: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._waiting: list[_Waiting] = []  # batched calls, in the order they came
-        self._workers: list[threading.Thread] = []
+        self._workers: list[threading.Thread] = []  # the threads taking from `_calls`
+        self._live: set[threading.Thread] = set()  # every thread not yet ended (some of them after `close`)
+        self._exiting = False
+        self._exit_hooked = False
 
     @property
     def loaded(self) -> bool:
@@ -154,7 +165,11 @@ class LocalModel:
             if len(self._workers) < self.threads:
                 worker = threading.Thread(target=self._work, args=(self._calls,), daemon=True)
                 worker.name = f"llm-cache {self.name}"
+                if not self._exit_hooked:  # a weak reference: the hook keeps no model alive
+                    atexit.register(_finish_at_exit, weakref.ref(self))
+                    self._exit_hooked = True
                 self._workers.append(worker)
+                self._live.add(worker)
                 worker.start()
             if waiting is not None:
                 self._waiting.append(waiting)
@@ -162,8 +177,24 @@ class LocalModel:
         return asyncio.wrap_future(future)  # a caller that gives up cancels `future`: its turn is skipped
 
     def _work(self, calls: queue.SimpleQueue[_Job | None]) -> None:
-        while (job := self._next(calls)) is not None:
-            job()
+        try:
+            while (job := self._next(calls)) is not None:
+                job()
+        finally:
+            with self._lock:
+                self._live.discard(threading.current_thread())
+
+    def finish(self, wait: float) -> None:
+        """At exit: no call that waits runs any more, and the running ones are waited for (at most
+        `wait` seconds in all), so no thread is inside the model when the interpreter tears down."""
+        with self._lock:
+            self._exiting = True
+            threads = list(self._live)
+            for _ in self._workers:
+                self._calls.put(None)  # wakes a thread waiting for a call
+        deadline = time.monotonic() + wait
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _answer(self, future: Future[T], work: Callable[[], T]) -> None:
         """`work()` for one caller, unless it gave up."""
@@ -225,9 +256,10 @@ class LocalModel:
     def _next(self, calls: queue.SimpleQueue[_Job | None]) -> _Job | None:
         """The next call, or None when this thread should end: closed, or idle (then it leaves the
         workers under the lock that `_submit` queues under, so no call is left without a thread)."""
-        while True:
+        while not self._exiting:
             try:
-                return calls.get(timeout=self.idle)
+                job = calls.get(timeout=self.idle)
+                return None if self._exiting else job
             except queue.Empty:
                 with self._lock:
                     if calls.empty():
@@ -235,12 +267,19 @@ class LocalModel:
                         if me in self._workers:
                             self._workers.remove(me)
                         return None
+        return None
 
     def _done(self, calls: int) -> None:
         """`calls` callers no longer count: done before their futures are set, so a caller that has
         its answer is not counted against the next call it makes."""
         with self._lock:
             self._in_flight -= calls
+
+
+def _finish_at_exit(model: weakref.ref[LocalModel]) -> None:
+    """The exit hook of a model that has started threads (nothing if it has been freed since)."""
+    if (local := model()) is not None:
+        local.finish(EXIT_WAIT)
 
 
 class RunsLocally:
@@ -270,6 +309,7 @@ class RunsLocally:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_IN_FLIGHT",
+    "EXIT_WAIT",
     "FIRST_USE",
     "LocalModel",
     "ModelBusy",

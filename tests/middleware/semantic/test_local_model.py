@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -479,3 +481,64 @@ def test_the_local_models_limits_are_configured_and_shown_by_check_config(
 def test_a_limit_that_cannot_work_is_refused(semantic: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"cache": {"semantic": semantic}})
+
+
+# -- at the interpreter's exit ----------------------------------------------------------------------
+
+
+async def test_at_exit_the_running_call_finishes_and_the_waiting_ones_never_run(model: HeldModel) -> None:
+    embedder = HeldEmbedder(model)
+    model.hold()
+    running = asyncio.ensure_future(embedder.embed([STORED]))
+    await model.started(1)
+    waiting = asyncio.ensure_future(embedder.embed([OTHER]))
+
+    embedder._local.finish(0.0)  # what the exit hook does: no call starts any more (here without waiting)
+    model.release()
+    await asyncio.to_thread(embedder._local.finish, BOUND)  # ... and waits for the running one
+
+    rows, expected = await asyncio.wait_for(running, BOUND), bag_of_words([STORED])
+    assert float(rows[0] @ expected[0]) == pytest.approx(float(np.linalg.norm(expected[0])))  # its own answer
+    assert model.calls == [[STORED]] and not waiting.done()
+    assert not [thread for thread in threading.enumerate() if thread.name == f"llm-cache {embedder.name}"]
+    waiting.cancel()
+
+
+EXITS_WHILE_EMBEDDING = """
+import asyncio, sys, threading
+from llm_cache.middleware.semantic import local_embedder
+
+started = threading.Event()
+
+async def main() -> None:
+    embedder = local_embedder({model!r})
+    await embedder.embed(["warm up"])
+    encode = embedder._encode
+
+    def encode_signalling(model, texts):
+        model.register_forward_pre_hook(lambda *_: started.set())  # once inside torch
+        return encode(model, texts)
+
+    embedder._encode = encode_signalling
+    call = asyncio.ensure_future(embedder.embed(["a long question about many things " * 40] * 32))
+    assert await asyncio.to_thread(started.wait, 60)
+    print("exiting while the model runs" if not call.done() else "the call was over", flush=True)
+    sys.exit(3)
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_that_exits_while_a_local_model_runs_exits_with_its_own_status() -> None:
+    """Torch aborts a process whose interpreter tears down while a thread is inside it ("terminate
+    called without an active exception", SIGABRT, every time here): the exit waits for the call."""
+    exited = subprocess.run(
+        [sys.executable, "-c", EXITS_WHILE_EMBEDDING.format(model="all-MiniLM-L6-v2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+
+    assert exited.stdout.strip() == "exiting while the model runs", exited
+    assert (exited.returncode, "terminate called" in exited.stderr) == (3, False), exited.stderr[-2000:]
