@@ -657,17 +657,24 @@ class Cache:
         """The hit path, one straight line: the call's telemetry begins here, in the caller's context
         (the sync transport runs the coroutine on the engine's loop), then the coroutine looks the
         request up and gives the hit's response, or None: drive `plan` for the rest of the call."""
-        if request.call is None:
+        if request.call is None and not self.telemetry.quiet():
             request.call = Call(self.telemetry, request, kind)  # (`Telemetry.begin`, one call less on a hit)
-        return self._hit(request)
+        return self._hit(request, kind)
 
-    async def _hit(self, request: CacheRequest) -> ResponseParts | None:
+    async def _hit(self, request: CacheRequest, kind: Literal["client", "internal"]) -> ResponseParts | None:
         if request.item_keys:  # served item by item, in the plan
+            if request.call is None:
+                request.call = Call(self.telemetry, request, kind)
             return None
         lookup = request.lookup = await self._lookup(request)
         call = request.call
-        if call is not None:
-            call.decided(lookup)
+        if call is None:  # a quiet call (`Telemetry.quiet`): an exact hit is counted without a `Call`
+            entry = lookup.entry
+            if entry is not None and lookup.match == "exact" and not lookup.coalesced:
+                self.telemetry.hit_quietly(request, entry)
+                return self._entry_response(request, entry, b"HIT")
+            call = request.call = Call(self.telemetry, request, kind)
+        call.decided(lookup)
         return None if lookup.entry is None else self.answer(request, lookup)
 
     def plan(self, request: Prepared) -> Plan:

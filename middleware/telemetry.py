@@ -348,15 +348,8 @@ class Call:
     ) -> None:
         # No reference back to the request: it holds this Call, and a cycle would outlive the call.
         self._t = telemetry
-        route = request.route
-        self.endpoint = endpoint = route.endpoint
-        model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
-        # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
-        if model is not None and len(model) > MAX_MODEL_CHARS:
-            model = model[:MAX_MODEL_CHARS]
-        self.model = model
-        memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
-        start = self._start = telemetry._starts.get(memo_key) or telemetry._span_start(memo_key)
+        self.endpoint, self.model, start = telemetry._labels(request)
+        self._start = start
         self.provider = start.provider
         self._key = request.key
         self.result = "miss"
@@ -389,7 +382,7 @@ class Call:
         self.recording = span.is_recording()
         self.body = request.body if telemetry.capture_content else None
         if self.recording:
-            self.attrs = endpoint.request_attributes(request.body)
+            self.attrs = self.endpoint.request_attributes(request.body)
             self.attrs["llm_cache.key_digest_prefix"] = self.key_digest_prefix
 
     @property
@@ -680,6 +673,35 @@ class Telemetry:
     def begin(self, request: CacheRequest, kind: Literal["client", "internal"] = "internal") -> Call:
         return Call(self, request, kind)
 
+    def quiet(self) -> bool:
+        """Whether a call begun now would keep nothing but its counts: no tracing SDK is installed (the
+        API's proxy resolves to its no-op tracer), no metrics SDK takes durations, no DEBUG log. An
+        exact hit of such a call needs no `Call`: `hit_quietly` counts it."""
+        proxy = self._proxy
+        duration = self._operation_duration
+        return (
+            proxy is not None
+            and proxy._tracer is proxy._noop_tracer
+            and getattr(duration, "_real_instrument", duration) is None
+            and not logger.isEnabledFor(logging.DEBUG)
+        )
+
+    def hit_quietly(self, request: CacheRequest, entry: Entry) -> None:
+        """Count an exact hit served to a call begun `quiet`: what `Call.hit` counts, without the `Call`."""
+        endpoint, model, start = self._labels(request)
+        self._served(entry, endpoint, start.provider, model, "exact")
+
+    def _labels(self, request: CacheRequest) -> tuple[Endpoint, str | None, _Start]:
+        """A call's endpoint, model (as the request names it, cut short) and span start (its provider too)."""
+        route = request.route
+        endpoint = route.endpoint
+        model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
+        # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
+        if model is not None and len(model) > MAX_MODEL_CHARS:
+            model = model[:MAX_MODEL_CHARS]
+        memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
+        return endpoint, model, self._starts.get(memo_key) or self._span_start(memo_key)
+
     def passthrough(self, family: str, path: str, reason: str) -> None:
         """An LLM path the engine forwards untouched (body too large, not JSON): counted as a bypass."""
         self._count_request("bypass", provider_name(family, path, None), None, "none")
@@ -687,7 +709,14 @@ class Telemetry:
             logger.debug("CACHE BYPASS path=%s reason=%s", path, reason)
 
     def lookup_done(self, call: Call | None, span: Any, started: float, error: BaseException | None) -> None:
-        elapsed = self._timed(self._lookup_times, self._lookup_instrument, span, started, error)
+        elapsed = time.perf_counter() - started
+        timings = self._lookup_times  # (`_timed`, in line: every hit comes here)
+        timings.append(elapsed)
+        if len(timings) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
+        if self._lookup_instrument is not None or span is not None:
+            self._recorded(self._lookup_instrument, span, elapsed, error)
         if call is not None:
             call.lookup_seconds = elapsed
         if span is not None:
@@ -704,7 +733,7 @@ class Telemetry:
 
     def _timed(
         self, timings: deque[float], instrument: Any, span: Any, started: float, error: BaseException | None
-    ) -> float:
+    ) -> None:
         """Record one store operation's duration (queued, as counter additions are: a hit allocates
         nothing for it); mark its child span failed if it raised."""
         elapsed = time.perf_counter() - started
@@ -712,12 +741,15 @@ class Telemetry:
         if len(timings) >= _SETTLE_AT:
             with self._lock:
                 self._settle()
+        self._recorded(instrument, span, elapsed, error)
+
+    def _recorded(self, instrument: Any, span: Any, elapsed: float, error: BaseException | None) -> None:
+        """A store operation's duration recorded live (`instrument`), and its child span marked failed if it raised."""
         if instrument is not None:
             instrument.record(elapsed, self._attributes(("store",), (self.store_name,)))
         if span is not None and error is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.set_attribute("error.type", type(error).__name__)
-        return elapsed
 
     def store_error(self, operation: str, error: BaseException, semantic_part: str | None = None) -> None:
         """Count a failed store operation; WARNING at most once per `warning_interval` seconds.

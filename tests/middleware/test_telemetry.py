@@ -881,6 +881,20 @@ async def test_without_an_sdk_nothing_records_and_hits_still_work() -> None:
     assert noop.snapshot()["llm_cache_requests"][("hit", "openai", "gpt-4o-mini", "exact")] == 1
 
 
+async def test_a_hit_with_nothing_recording_counts_what_a_recorded_hit_counts(caplog: pytest.LogCaptureFixture) -> None:
+    # On the global providers with no SDK installed (this process installs none), a call keeps only its
+    # counts: its exact hits are counted without a per-call object, and must count the same.
+    quiet, rec = Telemetry(), Recorded()
+    assert quiet.quiet() and not rec.telemetry.quiet()
+    for telemetry in (quiet, rec.telemetry):
+        client = async_openai(Cache(telemetry=telemetry), Upstream())
+        assert [(await ask(client)).headers["x-cache"] for _ in range(3)] == ["MISS", "HIT", "HIT"]
+    assert quiet.snapshot() == rec.telemetry.snapshot()
+    assert quiet.snapshot()["llm_cache_requests"][("hit", "openai", "gpt-4o-mini", "exact")] == 2
+    with caplog.at_level(logging.DEBUG, logger="llm_cache"):
+        assert not quiet.quiet()  # the DEBUG line of every decision needs the call
+
+
 # A Telemetry on the global providers, made before the application installs the SDK (as a library's
 # module-level Cache is): run in a child, since a process sets its global tracer provider only once.
 _INSTALLED_LATER = """
