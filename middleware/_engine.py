@@ -83,7 +83,16 @@ from ._types import (
     json_headers,
 )
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
-from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, TagStore, abilities_of, invalidate_tags
+from .stores.base import (
+    LockingStore,
+    PrefixRulesStore,
+    Store,
+    StoreError,
+    SyncReadStore,
+    TagStore,
+    abilities_of,
+    invalidate_tags,
+)
 from .stores.memory import MemoryStore
 from .stores.urls import store_from_url
 from .telemetry import Call, Telemetry
@@ -179,7 +188,7 @@ class Cache:
         """Looks up misses by meaning (`llm_cache.middleware.semantic.SemanticCache`), or None: exact only."""
         if isinstance(store, str):
             store = store_from_url(store)
-        self.store: Store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
         _check_prefixes(self.store, self.settings.key_prefix)
         self.telemetry.watch_store(self.store)
@@ -220,6 +229,17 @@ class Cache:
         self._sync_loop: LoopThread | None = None
         ignored = self.settings.ignored_fields
         self._volatile = {endpoint.name: volatile_set(ignored, endpoint.volatile_fields) for endpoint in endpoints}
+
+    @property
+    def store(self) -> Store:
+        """Where the entries are kept."""
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self._store = store
+        self._read_now = cast(SyncReadStore, store).get_now if abilities_of(store).sync_reads else None
+        """The store's read without an await (`SyncReadStore`), when it has one: the lookup calls it."""
 
     # -- 1. prepare ---------------------------------------------------------------------------
 
@@ -606,9 +626,10 @@ class Cache:
         key = request.key
         call = request.call
         span = call.child("llm_cache.lookup") if call is not None and call.recording else None
+        read_now = self._read_now
         started = time.perf_counter()
         try:
-            data = await self.store.get(key)
+            data = read_now(key) if read_now is not None else await self.store.get(key)
         except Exception as error:  # fail open: a broken store is a miss
             self.telemetry.lookup_done(call, span, started, error)
             self._store_failed("get", error)
