@@ -280,7 +280,6 @@ class Cache:
         query: str,
         headers: Mapping[str, str],
         body: bytes,
-        *,
         repeated: Collection[str] = (),
         asgi_scope: Mapping[str, Any] | None = None,
     ) -> CacheRequest | ForwardAsIs | Rejection:
