@@ -368,8 +368,7 @@ class Call:
         duration = telemetry._operation_duration
         recorded = getattr(duration, "_real_instrument", duration) is not None
         self.started = time.perf_counter() if recorded else 0.0
-        proxy = telemetry._proxy
-        if proxy is not None and proxy._tracer is proxy._noop_tracer:
+        if telemetry._proxied and trace._TRACER_PROVIDER is None:
             # No SDK installed: the API's invalid span, and nothing more to start. The global tracer would
             # go through the no-op tracer, which looks the context up, to make a span that records nothing
             # either, at about 2 µs a call. Once an application installs a tracer provider, the global
@@ -603,12 +602,10 @@ class Telemetry:
         warning_interval: float = 60.0,
     ) -> None:
         self.tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
-        resolves = isinstance(getattr(trace.ProxyTracer, "_tracer", None), property)
-        proxy = self.tracer if isinstance(self.tracer, trace.ProxyTracer) and resolves else None
-        self._proxy = proxy if isinstance(getattr(proxy, "_noop_tracer", None), trace.NoOpTracer) else None
-        """The tracer is the API's proxy for the global provider, which tells what it resolves to now
-        (`ProxyTracer._tracer`, its `_noop_tracer` until a provider is set; should a later API lose
-        them, spans simply go through the proxy)."""
+        self._proxied = isinstance(self.tracer, trace.ProxyTracer) and hasattr(trace, "_TRACER_PROVIDER")
+        """The tracer is the API's proxy for the global provider, which resolves to the no-op tracer
+        while the API's `_TRACER_PROVIDER` is None (no SDK installed: `ProxyTracer._tracer`). Should a
+        later API lose that name, spans simply go through the proxy."""
         meter = metrics.get_meter(INSTRUMENTATION, meter_provider=meter_provider)
         if pricing is None:
             pricing = Pricing.default()
@@ -677,11 +674,10 @@ class Telemetry:
         """Whether a call begun now would keep nothing but its counts: no tracing SDK is installed (the
         API's proxy resolves to its no-op tracer), no metrics SDK takes durations, no DEBUG log. An
         exact hit of such a call needs no `Call`: `hit_quietly` counts it."""
-        proxy = self._proxy
         duration = self._operation_duration
         return (
-            proxy is not None
-            and proxy._tracer is proxy._noop_tracer
+            self._proxied
+            and trace._TRACER_PROVIDER is None
             and getattr(duration, "_real_instrument", duration) is None
             and not logger.isEnabledFor(logging.DEBUG)
         )
