@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -83,6 +83,9 @@ class CacheRequest:
     """The body took `parse_body`'s exact path (numbers a double cannot carry)."""
     item_keys: tuple[str, ...] = ()
     """The keys of a list request's items, in input order, when it is served item by item (`_items.py`)."""
+    worked_out: dict[str, Any] = field(default_factory=dict)
+    """What later steps worked out from this preparation alone (telemetry's labels of its hits), kept for
+    every call prepared the same way: `again` hands on the same dict."""
     # What one call adds (`again` starts them over):
     call: Call | None = None
     """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""
@@ -125,6 +128,7 @@ class CacheRequest:
             self.scope,
             self.exact,
             self.item_keys,
+            self.worked_out,
         )
 
     def accepts(self, entry: Entry) -> bool:

@@ -684,8 +684,12 @@ class Telemetry:
 
     def hit_quietly(self, request: CacheRequest, entry: Entry) -> None:
         """Count an exact hit served to a call begun `quiet`: what `Call.hit` counts, without the `Call`."""
-        endpoint, model, start = self._labels(request)
-        self._served(entry, endpoint, start.provider, model, "exact")
+        labels = request.worked_out.get("quiet_labels")  # (a function of the preparation: worked out once)
+        if labels is None:
+            endpoint, model, start = self._labels(request)
+            labels = request.worked_out["quiet_labels"] = (endpoint, start.provider, model)
+        endpoint, provider, model = labels
+        self._served(entry, endpoint, provider, model, "exact")
 
     def _labels(self, request: CacheRequest) -> tuple[Endpoint, str | None, _Start]:
         """A call's endpoint, model (as the request names it, cut short) and span start (its provider too)."""
