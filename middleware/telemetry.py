@@ -684,12 +684,19 @@ class Telemetry:
 
     def hit_quietly(self, request: CacheRequest, entry: Entry) -> None:
         """Count an exact hit served to a call begun `quiet`: what `Call.hit` counts, without the `Call`."""
-        labels = request.worked_out.get("quiet_labels")  # (a function of the preparation: worked out once)
-        if labels is None:
+        # The labels are functions of the preparation, so what a hit of one entry (its key and write time)
+        # adds is too: worked out once, kept for every call prepared the same way.
+        worked_out = request.worked_out
+        known = worked_out.get("quiet_hit")
+        if known is None or known[0] != entry.created_at or known[1] != entry.fingerprint:
             endpoint, model, start = self._labels(request)
-            labels = request.worked_out["quiet_labels"] = (endpoint, start.provider, model)
-        endpoint, provider, model = labels
-        self._served(entry, endpoint, provider, model, "exact")
+            adds = self._served_once(entry, endpoint, start.provider, model, "exact")[1]
+            known = worked_out["quiet_hit"] = (entry.created_at, entry.fingerprint, adds)
+        pending = self._pending  # (`_bump`, in line: every hit comes here)
+        pending.append(known[2])
+        if len(pending) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
 
     def _labels(self, request: CacheRequest) -> tuple[Endpoint, str | None, _Start]:
         """A call's endpoint, model (as the request names it, cut short) and span start (its provider too)."""
@@ -921,6 +928,18 @@ class Telemetry:
     ) -> _Summary | None:
         """Count a served hit with the tokens and cost it saved, and say what its entry's body says: both
         worked out once per entry and way of serving it, so a hit makes one memo read and one addition."""
+        served = self._served_once(entry, endpoint, provider, request_model, match)
+        pending = self._pending  # (`_bump`, in line: every hit comes here)
+        pending.append(served[1])
+        if len(pending) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
+        return served[0]
+
+    def _served_once(
+        self, entry: Entry, endpoint: Endpoint, provider: str, request_model: str | None, match: str
+    ) -> tuple[_Summary | None, _Adds]:
+        """What a served hit's entry says and the counter additions it makes, memoised."""
         memo_key = (entry.fingerprint, entry.created_at, provider, request_model, match)
         memo = self._served_memo
         served = memo.get(memo_key)
@@ -931,12 +950,7 @@ class Telemetry:
                 if len(memo) >= _USAGE_MEMO:
                     memo.pop(next(iter(memo)))
                 memo[memo_key] = served
-        pending = self._pending  # (`_bump`, in line: every hit comes here)
-        pending.append(served[1])
-        if len(pending) >= _SETTLE_AT:
-            with self._lock:
-                self._settle()
-        return served[0]
+        return served
 
     def _hit_adds(self, summary: _Summary | None, provider: str, request_model: str | None, match: str) -> _Adds:
         """A hit's counter additions: the request, and what the answer saved (when its body says)."""
