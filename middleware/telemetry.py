@@ -8,7 +8,9 @@ from plain in-process counters and works with or without the SDK.
 
 The engine owns the only hooks: `Cache.hit(request, kind)` begins one `Call` per
 intercepted call (`Cache.begin`), and the engine's lookup, `hit_response`,
-`only_if_cached_response` and `Recorder.finish/abort` drive it to its end. See docs/observability.md.
+`only_if_cached_response` and `Recorder.finish/abort` drive it to its end. A call that would keep
+nothing but its counts (`Telemetry.quiet`) gets its `Call` after the lookup, and an exact hit of it
+none: `Telemetry.hit_quietly` counts it. See docs/observability.md.
 """
 
 from __future__ import annotations
