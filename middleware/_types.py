@@ -83,9 +83,9 @@ class CacheRequest:
     """The body took `parse_body`'s exact path (numbers a double cannot carry)."""
     item_keys: tuple[str, ...] = ()
     """The keys of a list request's items, in input order, when it is served item by item (`_items.py`)."""
-    worked_out: dict[str, Any] = field(default_factory=dict)
-    """What later steps worked out from this preparation alone (telemetry's labels of its hits), kept for
-    every call prepared the same way: `again` hands on the same dict."""
+    worked_out: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What later steps worked out from this preparation alone (a `Telemetry`'s counts of its hits), by
+    whoever worked it out, kept for every call prepared the same way: `again` hands on the same dict."""
     # What one call adds (`again` starts them over):
     call: Call | None = None
     """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""

@@ -687,13 +687,13 @@ class Telemetry:
     def hit_quietly(self, request: CacheRequest, entry: Entry) -> None:
         """Count an exact hit served to a call begun `quiet`: what `Call.hit` counts, without the `Call`."""
         # The labels are functions of the preparation, so what a hit of one entry (its key and write time)
-        # adds is too: worked out once, kept for every call prepared the same way.
+        # adds is too (with this Telemetry's prices): worked out once, kept for every call prepared alike.
         worked_out = request.worked_out
-        known = worked_out.get("quiet_hit")
+        known = worked_out.get(self)
         if known is None or known[0] != entry.created_at or known[1] != entry.fingerprint:
             endpoint, model, start = self._labels(request)
             adds = self._served_once(entry, endpoint, start.provider, model, "exact")[1]
-            known = worked_out["quiet_hit"] = (entry.created_at, entry.fingerprint, adds)
+            known = worked_out[self] = (entry.created_at, entry.fingerprint, adds)
         pending = self._pending  # (`_bump`, in line: every hit comes here)
         pending.append(known[2])
         if len(pending) >= _SETTLE_AT:
