@@ -675,8 +675,9 @@ class Cache:
         self, request: CacheRequest, kind: Literal["client", "internal"] = "internal"
     ) -> Coroutine[Any, Any, ResponseParts | None]:
         """The hit path, one straight line: the call's telemetry begins here, in the caller's context
-        (the sync transport runs the coroutine on the engine's loop), then the coroutine looks the
-        request up and gives the hit's response, or None: drive `plan` for the rest of the call."""
+        (the sync transport runs the coroutine on the engine's loop; a call that records nothing but
+        its counts, `Telemetry.quiet`, begins after the lookup, or not at all on an exact hit), then the
+        coroutine looks the request up and gives the hit's response, or None: drive `plan` for the rest."""
         if request.call is None and not self.telemetry.quiet():
             request.call = Call(self.telemetry, request, kind)  # (`Telemetry.begin`, one call less on a hit)
         return self._hit(request, kind)
