@@ -18,7 +18,7 @@ class MemoryStore:
     """
 
     name = "memory"
-    abilities = Abilities(in_process=True, size=True, tags=True)
+    abilities = Abilities(in_process=True, size=True, tags=True, sync_reads=True)
 
     def __init__(self, max_entries: int = 10_000, max_bytes: int | None = 256 * 1024 * 1024) -> None:
         if max_entries <= 0:
