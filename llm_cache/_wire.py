@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 import httpx
 import httpx2
@@ -125,6 +125,20 @@ def without_query_credential(query: str) -> str:
     if name is None or f"{name}=" not in query:
         return query
     return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != name])
+
+
+def masked_query_credential(query: str) -> str:
+    """`query` as sent, with the value of each credential parameter (Gemini's `key=`, its name
+    percent-encoded or not) replaced by `***`: what a log line may show of a request's query."""
+    name = GEMINI.query
+    if name is None or "=" not in query:
+        return query
+    pairs = query.split("&")
+    for i, pair in enumerate(pairs):
+        key, equals, _ = pair.partition("=")
+        if equals and unquote_plus(key) == name:
+            pairs[i] = f"{key}=***"
+    return "&".join(pairs)
 
 
 def auth_header(family: str, api_key: str) -> tuple[str, str]:
@@ -328,6 +342,7 @@ __all__ = [
     "gemini_pattern",
     "is_azure",
     "library_of",
+    "masked_query_credential",
     "model_in_path",
     "suffix_pattern",
     "upstream_name",
