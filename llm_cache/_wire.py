@@ -6,7 +6,8 @@
 - how each family shapes an error body, so SDKs raise their usual exceptions;
 - `${VAR}`, `${VAR:-default}` and `os.environ/VAR` references in config values (an unset
   `os.environ/VAR` reads as None where the field is optional: `expand_optional`);
-- which HTTP library (`httpx2` or legacy `httpx`) built a request, and how its URL names the upstream.
+- which HTTP library (`httpx2` or legacy `httpx`) built a request, and how its URL names the upstream;
+- which `content-encoding`s a body is read through, never decoded past a bound (`decompressor`, `decoded`).
 
 This module is neutral: it imports neither `llm_cache.middleware` nor `llm_cache.router`.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
+import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -292,6 +294,39 @@ def expand_optional(value: str, env: Mapping[str, str]) -> str | None:
         raise
 
 
+# -- encoded bodies -------------------------------------------------------------------------------
+
+
+def decompressor(encoding: str | None) -> Any:
+    """A zlib decompressor for a `content-encoding` the cache and the router read (gzip, deflate), None
+    for identity; ValueError for any other. Its output is bounded by the caller (`max_length`): an
+    upstream's gzip can decode to a thousand times its size."""
+    encoding = (encoding or "identity").lower().strip()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    if encoding == "identity":
+        return None
+    raise ValueError(f"content-encoding {encoding} is not supported")
+
+
+def decoded(encoding: str | None, raw: bytes, limit: int) -> bytes | None:
+    """`raw` decoded, or None when it decodes to more than `limit` bytes. A body whose encoding is not
+    read, or that does not decode, is answered as it is."""
+    try:
+        decoder = decompressor(encoding)
+    except ValueError:
+        return raw
+    if decoder is None:
+        return raw if len(raw) <= limit else None
+    try:
+        out: bytes = decoder.decompress(raw, limit + 1)
+    except zlib.error:
+        return raw
+    return out if len(out) <= limit else None
+
+
 # -- HTTP libraries -------------------------------------------------------------------------------
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
@@ -335,6 +370,8 @@ __all__ = [
     "auth_header",
     "azure_pattern",
     "bedrock_pattern",
+    "decoded",
+    "decompressor",
     "default_transport",
     "error_document",
     "expand_env",

@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .._wire import decompressor
 from ._entry import Entry
 from ._hooks import AnswerView
 from ._settings import CacheSettings, CacheStats
@@ -135,7 +136,7 @@ class Recorder:
             self._not_storable(f"content-type {content_type or 'missing'} is not application/json")
             return
         try:
-            self._decoder = _decoder(headers.get("content-encoding"))
+            self._decoder = decompressor(headers.get("content-encoding"))
         except ValueError as error:
             self._not_storable(str(error))
 
@@ -181,14 +182,15 @@ class Recorder:
         return b"" if self._filter is None else self._filter.flush()
 
     def _record(self, chunk: bytes) -> None:
+        limit = self._handle.settings.max_response_bytes
         if self._decoder is not None:
-            try:
-                chunk = self._decoder.decompress(chunk)
+            try:  # never past the limit: a small compressed chunk can decode to a thousand times its size
+                chunk = self._decoder.decompress(chunk, limit - self._size + 1)
             except zlib.error:
                 self._not_storable("undecodable compressed body")
                 return
         self._size += len(chunk)
-        if self._size > self._handle.settings.max_response_bytes:
+        if self._size > limit:
             self._not_storable("response over max_response_bytes")
             self._body.clear()
             return
@@ -293,19 +295,6 @@ _FILTERED_DROPS = frozenset({"content-length"})
 _DECODED_DROPS = frozenset({"content-length", "content-encoding"})
 
 
-def _decoder(encoding: str | None) -> Any:
-    """A zlib decompressor for a `content-encoding` the cache can read, None for identity; raises
-    ValueError for any other encoding."""
-    encoding = (encoding or "identity").lower().strip()
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    if encoding == "identity":
-        return None
-    raise ValueError(f"content-encoding {encoding} is not supported")
-
-
 def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter | None:
     """What undoes the usage capture on the stream the caller sees. A compressed stream is decoded
     for the caller first (its `content-encoding` is dropped), so the added chunk never gets through."""
@@ -313,7 +302,7 @@ def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter 
     if stream_filter is None:
         return None
     try:
-        decoder = _decoder(encoding)
+        decoder = decompressor(encoding)
     except ValueError:  # an encoding the cache cannot read: the caller gets the stream as sent
         logger.warning("cannot hide the usage chunk in a %s-encoded stream", encoding)
         return None

@@ -213,6 +213,12 @@ class RouterSettings(BaseModel):
         ge=0,
         description="bound on any provider-supplied time (Retry-After): cooldowns and retry-after sent to clients",
     )
+    max_read_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="the most of an answer the router reads (and decodes) to judge or translate it; "
+        "a longer one is passed on as it streams, or, when it must be translated, is a failed attempt",
+    )
     unknown_models: Literal["passthrough", "refuse"] = Field(
         default="passthrough",
         description="a request whose model no group serves: send it on unchanged, or answer 404 (400 without a model)",

@@ -51,10 +51,12 @@ STACKING_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt
 
 @dataclass
 class Send:
-    """Send ``request``; reply with a ``Sent``. ``stream``: peek the first chunk, else read the body."""
+    """Send ``request``; reply with a ``Sent``. ``stream``: peek the first chunk, else read the body.
+    ``whole``: the answer is translated, so a body over ``max_read_bytes`` fails the attempt."""
 
     request: Any
     stream: bool
+    whole: bool = False
 
 
 @dataclass
@@ -73,7 +75,7 @@ class Passthrough:
 class Sent:
     response: Any = None
     exception: BaseException | None = None
-    body: bytes | None = None  # the read, decoded body (non-stream or error); None for streams
+    body: bytes | None = None  # the read, decoded body (non-stream or error); None for streams and long bodies
 
 
 @dataclass
@@ -367,7 +369,7 @@ class Router:
         st.record_usage(p.est_tokens)
         started = self.clock()
         try:
-            sent: Sent = yield Send(request, p.stream)
+            sent: Sent = yield Send(request, p.stream, whole=translation is not None)
         except BaseException:  # cancelled (close(), CancelledError, timeout ...): as if never sent
             st.in_flight -= 1
             st.breaker.abandon(probe)

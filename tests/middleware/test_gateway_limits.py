@@ -12,6 +12,7 @@ import hashlib
 import socket
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,97 @@ def test_serve_warns_loudly_when_upstream_keys_are_open_to_anyone(tmp_path: Path
 def test_serve_does_not_warn_when_client_keys_are_required(tmp_path: Path) -> None:
     output = serve_output(tmp_path, {"upstreams": {"openai": {"api_key": "sk-spent"}}, "auth": {"keys": ["gw"]}})
     assert "WARNING" not in output and "llm-cache gateway on" in output
+
+
+# -- what an upstream sends back ------------------------------------------------------------------
+
+BOMB_BYTES = 256 * MIB
+
+
+def gzip_bomb(decoded: int) -> bytes:
+    """`decoded` bytes of a JSON document that compress to about a thousandth of that."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [packer.compress(b'{"pad": "')]
+    zeros = b"0" * MIB
+    parts += [packer.compress(zeros) for _ in range(decoded // MIB)]
+    parts.append(packer.compress(b'"}') + packer.flush())
+    return b"".join(parts)
+
+
+def hostile_upstream(bomb: bytes) -> Any:
+    """An OpenAI-compatible upstream whose answers are built to be held: the model names the attack.
+    `bomb-200` / `bomb-400`: a gzip body that decodes to 256 MiB; `huge`: 200 MiB of plain JSON;
+    `tiny`: a small answer."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        model = orjson.loads(body)["model"]
+        status = 400 if model == "bomb-400" else 200
+        headers = [(b"content-type", b"application/json")]
+        if model == "tiny":
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        if model.startswith("bomb"):
+            headers += [(b"content-encoding", b"gzip"), (b"content-length", str(len(bomb)).encode())]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": bomb})
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"pad": "', "more_body": True})
+        for _ in range(200):
+            await send({"type": "http.response.body", "body": b"0" * MIB, "more_body": True})
+        await send({"type": "http.response.body", "body": b'"}'})
+
+    return app
+
+
+@pytest.fixture
+def routed_to_a_hostile_upstream(tmp_path: Path) -> Iterator[tuple[GatewayProcess, bytes]]:
+    bomb = gzip_bomb(BOMB_BYTES)
+    with BackgroundServer(hostile_upstream(bomb)) as upstream:
+        deployment = {"api_base": f"{upstream.url}/v1", "api_key": "upstream-key"}
+        names = ("bomb-200", "bomb-400", "huge", "tiny")
+        config = {
+            "cache": {"store": {"type": "memory"}},
+            "model_list": [{"model_name": n, "litellm_params": {"model": f"openai/{n}", **deployment}} for n in names],
+            "router": {"num_retries": 0},
+            "server": {"host": "127.0.0.1"},
+        }
+        gateway = GatewayProcess(tmp_path, config).wait_ready()
+        try:
+            yield gateway, bomb
+        finally:
+            gateway.stop()
+
+
+def test_an_upstream_answer_is_never_held_or_decoded_whole(
+    routed_to_a_hostile_upstream: tuple[GatewayProcess, bytes],
+) -> None:
+    """The router reads an answer to judge it (or translate it) and the cache decodes one to store it:
+    each reads a bounded part, so a compressed bomb or a huge body costs the gateway little memory,
+    and the caller still gets every byte the upstream sent."""
+    gateway, bomb = routed_to_a_hostile_upstream
+    headers = {"authorization": "Bearer sk-a", "accept-encoding": "gzip"}
+
+    def raw_answer(model: str) -> tuple[int, int]:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        url = f"{gateway.url}/v1/chat/completions"
+        with httpx2.stream("POST", url, json=body, headers=headers, timeout=60) as answer:
+            return answer.status_code, sum(len(chunk) for chunk in answer.iter_raw())
+
+    raw_answer("tiny")  # warm up (imports, pools, first request)
+    before = gateway.peak_rss()
+    assert raw_answer("bomb-200") == (200, len(bomb))
+    assert raw_answer("bomb-400") == (400, len(bomb))
+    assert raw_answer("huge") == (200, 200 * MIB + len(b'{"pad": ""}'))
+    growth = gateway.peak_rss() - before
+    print(f"\npeak RSS growth over a 256 MiB gzip bomb (200 and 400) and a 200 MiB answer: {growth / MIB:.1f} MiB")
+    assert growth < 100 * MIB
