@@ -121,6 +121,17 @@ CREDENTIAL_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(name for auth in AUTH.
 """Every header any family reads a credential from (lower case)."""
 
 
+CREDENTIALS_FOR = "llm_cache.credentials_for"
+"""A request extension: the base URL an operator's key in the request's credential headers is for
+(a gateway's `upstreams.<family>.api_key`). A router sends that key to no URL outside it."""
+
+
+def under(url: str, base: str) -> bool:
+    """Whether `url` is `base` or below it (`base` + `/`, `?` or nothing more)."""
+    base = base.rstrip("/")
+    return url == base or url.startswith((f"{base}/", f"{base}?"))
+
+
 def without_query_credential(query: str) -> str:
     """`query` without the credential a query string may carry (Gemini's `key=`)."""
     name = GEMINI.query
@@ -353,6 +364,7 @@ def default_transport(owner: dict[tuple[str, bool], Any], lib: ModuleType, is_as
 
 
 __all__ = [
+    "CREDENTIALS_FOR",
     "ANTHROPIC",
     "ANTHROPIC_MESSAGES",
     "AUTH",
@@ -382,6 +394,7 @@ __all__ = [
     "masked_query_credential",
     "model_in_path",
     "suffix_pattern",
+    "under",
     "upstream_name",
     "without_query_credential",
 ]

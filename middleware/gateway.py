@@ -46,7 +46,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._wire import CREDENTIAL_HEADERS, api_of, auth_header, error_document, without_query_credential
+from .._wire import CREDENTIAL_HEADERS, CREDENTIALS_FOR, api_of, auth_header, error_document, without_query_credential
 from ._engine import Cache
 from ._keys import NAMESPACE_PATTERN
 from ._types import KEY_HEADER, UPSTREAM_HEADER
@@ -398,8 +398,12 @@ class _Gateway:
             return _json({"object": "list", "data": self._models()})
         # The router reads the model to pick a group and may send the body more than once.
         content = await request.body() if self.router is not None else _streamed_body(request, headers)
+        # The upstream key is for the upstream's URL: a router sends it to none of its deployments elsewhere.
+        extensions = {CREDENTIALS_FOR: base.origin + base.path} if upstream.api_key else None
         try:
-            outgoing = self.client.build_request(request.method, url, headers=wire, content=content, timeout=timeout)
+            outgoing = self.client.build_request(
+                request.method, url, headers=wire, content=content, timeout=timeout, extensions=extensions
+            )
         except httpx2.InvalidURL:
             return _error(family, 400, "the request path or query cannot be forwarded")
         _caller_headers_only(outgoing, request.headers.get("accept-encoding"), {k for k, _ in headers})

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._wire import api_of, error_document, model_in_path
+from .._wire import CREDENTIALS_FOR, api_of, error_document, model_in_path
 from . import _retry as retry_mod
 from . import _rewrite as rewrite
 from . import translate
@@ -483,7 +483,9 @@ class Router:
         url = rewrite.target_url(
             dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         )
-        headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
+        headers = rewrite.rewrite_headers(
+            list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR)
+        )
         body = rewrite.rewrite_body(p.body, p.doc, dep, req.url.path)
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []
 

@@ -6,6 +6,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import quote
 
+from ..._wire import CREDENTIALS_FOR
 from .. import _rewrite as rewrite
 from .._config import Deployment
 from .base import Translation, dumps
@@ -35,7 +36,9 @@ def request(
     out = translation.request(doc, dep.model, stream, drop)
     marked = rewrite.with_breakpoints(out.body, dep) if out.path.endswith("/messages") else None
     url = rewrite.target_url(dep, out.path, out.query)
-    headers = rewrite.rewrite_headers(list(caller.headers.multi_items()), dep)
+    headers = rewrite.rewrite_headers(
+        list(caller.headers.multi_items()), dep, url, caller.extensions.get(CREDENTIALS_FOR)
+    )
     # The caller's family headers (anthropic-version, ...) mean nothing to the target; the body is
     # read event by event, so it must arrive uncompressed.
     replaced = {"content-type", "accept-encoding", *out.headers}

@@ -209,6 +209,25 @@ def test_caller_auth_kept_when_deployment_has_no_key():
     assert dict(rewrite_headers([("authorization", "Bearer caller")], d)) == {"authorization": "Bearer caller"}
 
 
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("http://h/v1/chat/completions", True),
+        ("http://h/v1", True),
+        ("http://h/v1?x=1", True),
+        ("http://h/v10/chat/completions", False),
+        ("http://h.other/v1/chat/completions", False),
+        ("http://h:8080/v1/chat/completions", False),
+        ("https://h/v1/chat/completions", False),
+        ("http://other/h/v1/chat/completions", False),
+    ],
+)
+def test_an_operators_key_goes_only_under_the_url_it_is_for(url, kept):
+    d = Deployment(model="m", api_base="http://anything")
+    out = rewrite_headers([("authorization", "Bearer operator"), ("x-keep", "1")], d, url, "http://h/v1/")
+    assert out == ([("authorization", "Bearer operator")] if kept else []) + [("x-keep", "1")]
+
+
 def test_gemini_path_model_and_key_are_rewritten(fakes, make_router):
     c = fakes["c"]
     router = make_router(
