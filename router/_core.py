@@ -480,8 +480,10 @@ class Router:
             assert p.doc is not None  # _translation() answers None without a document
             drop = dep.drop_params if dep.drop_params is not None else self.settings.drop_params
             return translate.http.request(p.lib, req, p.doc, dep, translation, p.stream, drop, extensions)
+        # The path as sent, its escapes kept: a decoded `%3F` or `%23` would start a query or a fragment.
+        path = req.url.raw_path.partition(b"?")[0].decode("ascii")
         url = rewrite.target_url(
-            dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
+            dep, path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         )
         headers = rewrite.rewrite_headers(
             list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR)

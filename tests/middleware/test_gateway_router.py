@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx2
 import openai
 import pytest
 import yaml
@@ -149,3 +150,17 @@ def test_an_upstream_key_goes_only_to_the_upstream_it_was_configured_for(
     for headers in sent_elsewhere:
         assert not {"authorization", "x-api-key", "api-key", "x-goog-api-key"} & set(headers)
     assert owner.last.headers["authorization"] == f"Bearer {keys['openai']}"
+
+
+@pytest.mark.parametrize("escaped", ["%3Fapi-version=caller%26key=caller", "%23", "%2Fembeddings"])
+def test_an_escaped_path_reaches_a_deployment_still_escaped(
+    gateway: openai.OpenAI, fake_provider: RunningFakeProvider, escaped: str
+) -> None:
+    """The path a caller escaped (`%3F`, `%23`, `%2F`) is one segment to the gateway, and stays one on the
+    way to a deployment, as it does to an upstream without a router: it can add no query parameter to
+    a request the deployment's key authenticates, cut the path short or add a segment."""
+    url = f"{str(gateway.base_url).rstrip('/')}/chat/completions{escaped}"
+    body = {"model": PUBLIC, "messages": MESSAGES}
+    httpx2.post(url, json=body, headers={"authorization": "Bearer sk-caller"}, timeout=10)
+    sent = fake_provider.requests[-1]
+    assert (sent.raw_path, sent.query) == (f"/v1/chat/completions{escaped}", "")
