@@ -157,6 +157,33 @@ def test_a_200_mib_upload_and_an_80_mib_chat_body_stream_in_bounded_memory(memor
     assert upload < 100 * MIB and chat < 100 * MIB
 
 
+def test_a_routing_gateway_holds_at_most_64_mib_of_a_body_without_a_configured_cap(tmp_path: Path) -> None:
+    """With a router the body is read whole (the router picks a group from it and may resend it): with
+    no `max_request_bytes`, the gateway still holds at most 64 MiB of one, and answers 413 past it."""
+    with BackgroundServer(counting_upstream()) as upstream:
+        config = {
+            "cache": {"store": {"type": "memory"}},
+            "model_list": [
+                {"model_name": MODEL, "litellm_params": {"model": f"openai/{MODEL}", "api_base": f"{upstream.url}/v1"}}
+            ],
+            "server": {"host": "127.0.0.1"},
+        }
+        gateway = GatewayProcess(tmp_path, config).wait_ready()
+        try:
+            head = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": ""}]})[:-4]
+            send_through(gateway, "/v1/chat/completions", MIB, chunked=True, head=head, tail=b'"}]}')  # warm up
+            chunks, _ = pattern_body(200 * MIB, head, b'"}]}')
+            headers = {"authorization": "Bearer sk-a", "content-type": "application/json"}
+            before = gateway.peak_rss()
+            answer = httpx2.post(f"{gateway.url}/v1/chat/completions", content=chunks(), headers=headers, timeout=120)
+            growth = gateway.peak_rss() - before
+        finally:
+            gateway.stop()
+    assert answer.status_code == 413 and f"{64 * MIB} bytes" in answer.json()["error"]["message"]
+    print(f"\npeak RSS growth, a 200 MiB chunked chat body to a routing gateway: {growth / MIB:.1f} MiB")
+    assert growth < 100 * MIB
+
+
 # -- 413 and 408 ----------------------------------------------------------------------------------
 
 
