@@ -16,6 +16,7 @@ import httpx2
 
 from .._wire import decoded, default_transport, library_of
 from ._core import Final, Passthrough, Router, Send, Sent, Sleep
+from ._errors import AnswerTooLarge
 
 STREAM_FAILED = "router.stream_failed"  # response.extensions flag: the stream broke after its first byte
 
@@ -33,14 +34,10 @@ def close_sync(owner: dict[tuple[str, bool], Any]) -> None:
             del owner[key]
 
 
-class AnswerTooLarge(httpx2.RemoteProtocolError, httpx.RemoteProtocolError):  # type: ignore[misc]  # both libraries catch it
-    """An answer the router must translate is longer than ``max_read_bytes`` (raw or decoded): the
-    deployment's attempt failed, as with any answer that cannot be read."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"the deployment's answer is longer than max_read_bytes ({limit} bytes) and cannot be translated"
-        )
+def _too_large(limit: int) -> AnswerTooLarge:
+    return AnswerTooLarge(
+        f"the deployment's answer is longer than max_read_bytes ({limit} bytes) and cannot be translated"
+    )
 
 
 def _judged(lib: ModuleType, resp: Any, raw: bytes, action: Send, limit: int) -> Sent:
@@ -48,7 +45,7 @@ def _judged(lib: ModuleType, resp: Any, raw: bytes, action: Send, limit: int) ->
     (an undecodable body is judged on its raw bytes)."""
     body = decoded(resp.headers.get("content-encoding"), raw, limit)
     if body is None and action.whole:
-        return Sent(exception=AnswerTooLarge(limit))
+        return Sent(exception=_too_large(limit))
     return Sent(response=_rebuilt(lib, resp, raw), body=body)
 
 
@@ -161,7 +158,7 @@ async def _read_async(lib: ModuleType, resp: Any, action: Send, limit: int) -> S
         else:
             if action.whole:
                 await original.aclose()
-                return Sent(exception=AnswerTooLarge(limit))
+                return Sent(exception=_too_large(limit))
             resp.stream = _AsyncPeeked(resp, b"".join(held), it, original)
             return Sent(response=resp)
     except Exception as exc:
@@ -242,7 +239,7 @@ def _read_sync(lib: ModuleType, resp: Any, action: Send, limit: int) -> Sent:
         else:
             if action.whole:
                 original.close()
-                return Sent(exception=AnswerTooLarge(limit))
+                return Sent(exception=_too_large(limit))
             resp.stream = _SyncPeeked(resp, b"".join(held), it, original)
             return Sent(response=resp)
     except Exception as exc:

@@ -30,6 +30,7 @@ from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import ServerConfig
 from tests.middleware.test_gateway import MODEL, Gateway, gateway_factory  # noqa: F401
 from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.gateway_process import cpu_seconds
 from tests.support.servers import free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -364,6 +365,18 @@ def gzip_bomb(decoded: int) -> bytes:
     return b"".join(parts)
 
 
+async def model_asked(receive: Any) -> str:
+    """The `model` of the JSON request body an ASGI upstream receives."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    model: str = orjson.loads(body)["model"]
+    return model
+
+
 def hostile_upstream(bomb: bytes) -> Any:
     """An OpenAI-compatible upstream whose answers are built to be held: the model names the attack.
     `bomb-200` / `bomb-400`: a gzip body that decodes to 256 MiB; `huge`: 200 MiB of plain JSON;
@@ -372,13 +385,7 @@ def hostile_upstream(bomb: bytes) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        model = orjson.loads(body)["model"]
+        model = await model_asked(receive)
         status = 400 if model == "bomb-400" else 200
         headers = [(b"content-type", b"application/json")]
         if model == "tiny":
@@ -441,3 +448,63 @@ def test_an_upstream_answer_is_never_held_or_decoded_whole(
     growth = gateway.peak_rss() - before
     print(f"\npeak RSS growth over a 256 MiB gzip bomb (200 and 400) and a 200 MiB answer: {growth / MIB:.1f} MiB")
     assert growth < 100 * MIB
+
+
+ENDLESS_BYTES = 48 * MIB
+
+
+def endless_event_upstream() -> Any:
+    """An upstream whose stream is one event that never ends: `ENDLESS_BYTES` of text after its
+    `data:`, and no blank line. In OpenAI's shape, or Anthropic's for a model whose name says so."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        anthropic = "claude" in await model_asked(receive)
+        head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"text":"'
+        if not anthropic:
+            head = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"'
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        for _ in range(ENDLESS_BYTES // MIB):
+            await send({"type": "http.response.body", "body": b"a" * MIB, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+@pytest.mark.parametrize("route", ["usage filter", "translated by the router"])
+def test_an_event_that_never_ends_is_never_held_whole_nor_scanned_again(tmp_path: Path, route: str) -> None:
+    """A stream is parsed event by event on the way to the caller: the cache's filter that hides the
+    usage chunk it asked for, the router's translation of another family's events. Neither holds an
+    event without a bound, nor scans what it holds again for each new chunk (48 MiB in 64 KiB reads)."""
+    with BackgroundServer(endless_event_upstream()) as upstream:
+        config: dict[str, Any] = {"cache": {"store": {"type": "memory"}}, "server": {"host": "127.0.0.1"}}
+        if route == "usage filter":
+            config["upstreams"] = {"openai": {"base_url": f"{upstream.url}/v1"}}
+        else:
+            claude = {"model": "anthropic/claude-x", "api_base": upstream.url, "api_key": "k"}
+            config["model_list"] = [{"model_name": MODEL, "litellm_params": claude}]
+        gateway = GatewayProcess(tmp_path, config).wait_ready()
+        try:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            headers = {"authorization": "Bearer sk-a", "accept-encoding": "identity"}
+            url = f"{gateway.url}/v1/chat/completions"
+            before, cpu = gateway.peak_rss(), cpu_seconds(gateway.process.pid)
+            received = 0
+            with httpx2.stream("POST", url, json=body, headers=headers, timeout=60) as answer:
+                assert answer.status_code == 200
+                try:
+                    for chunk in answer.iter_raw():
+                        received += len(chunk)
+                except httpx2.RemoteProtocolError:
+                    pass  # the router ends a stream it cannot translate
+            growth, spent = gateway.peak_rss() - before, cpu_seconds(gateway.process.pid) - cpu
+            assert gateway.healthy()
+        finally:
+            gateway.stop()
+    print(f"\n{route}: {received / MIB:.1f} MiB relayed, peak RSS +{growth / MIB:.1f} MiB, {spent:.2f} s CPU")
+    if route == "usage filter":
+        assert received > ENDLESS_BYTES  # what the upstream sent, as it came
+    assert growth < 40 * MIB and spent < 10
