@@ -158,10 +158,14 @@ class Recorder:
             self._why = why
 
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`."""
+        """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`.
+
+        `x-cache` and `x-cache-*` are the cache's own: an upstream's (a CDN's, another cache's) are not
+        passed on beside them, so a client reads one outcome."""
+        dropped = frozenset[str]()
         if self._filter is not None:
             dropped = _DECODED_DROPS if isinstance(self._filter, _DecodedFilter) else _FILTERED_DROPS
-            upstream = [(k, v) for k, v in upstream if k.lower() not in dropped]
+        upstream = [(k, v) for k, v in upstream if not _ours_or_in(k.lower(), dropped)]
         return upstream + miss_headers(self._request, self._lookup)
 
     @property
@@ -289,6 +293,11 @@ class Recorder:
         request = self._request
         asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
         return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
+
+
+def _ours_or_in(name: str, dropped: frozenset[str]) -> bool:
+    """Whether a lower-case header `name` is one the cache sets itself (`x-cache`, `x-cache-*`) or in `dropped`."""
+    return name in dropped or (name.startswith("x-cache") and (len(name) == 7 or name[7] == "-"))
 
 
 _FILTERED_DROPS = frozenset({"content-length"})
