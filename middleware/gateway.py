@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._wire import CREDENTIAL_HEADERS, CREDENTIALS_FOR, api_of, auth_header, error_document, without_query_credential
 from ._engine import Cache
+from ._forwarding import DEFAULT_ALLOW, Allowed
 from ._keys import NAMESPACE_PATTERN
 from ._types import KEY_HEADER, UPSTREAM_HEADER
 from ._version import __version__
@@ -329,6 +330,13 @@ class _Gateway:
             base_url = config.upstreams.base_url(family)
             if base_url is not None:
                 self.bases[family] = _Base(base_url)
+        # With a key of its own (the family's, or a router's), only the calls `allow` names are forwarded.
+        router_keys = any(not field.startswith("upstreams.") for field in config.upstream_keys())
+        self.allowed: dict[str, Allowed] = {}
+        for family in FAMILIES:
+            upstream = getattr(config.upstreams, family)
+            if upstream.allow is not None or upstream.api_key or router_keys:
+                self.allowed[family] = Allowed(upstream.allow if upstream.allow is not None else DEFAULT_ALLOW[family])
         self.registry = CollectorRegistry(auto_describe=False)
         if cache is not None:
             self.registry.register(cache.telemetry.collector)
@@ -380,6 +388,10 @@ class _Gateway:
         forwarded = forwarded_path(request.scope.get("raw_path") or path.encode("utf-8"))
         if forwarded is None:  # the guard refused it already; checked again where the URL is built
             return _error(family, 400, REFUSED_PATH)
+        allowed = self.allowed.get(family)
+        if allowed is not None and not allowed(request.method, forwarded):
+            refused = f"{request.method} {forwarded}"
+            return _error(family, 403, f"this gateway does not forward {refused}: not in upstreams.{family}.allow")
         base = self.bases.get(family)
         if base is None:
             return _error(family, 502, f"no upstream configured for {family}: set upstreams.{family}.base_url")

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .._forwarding import check_rule
 from .._hooks import Hooks
 from .._keys import resolve_key_builder, validate_scope
 from .._settings import CacheSettings
@@ -384,6 +385,16 @@ class UpstreamConfig(_Model):
     base_url: str | None = Field(default=None, description="As the provider's SDK writes it: https://api.openai.com/v1")
     api_key: str | None = Field(default=None, description="Replaces the caller's credentials when set.")
     timeout: float = Field(default=600.0, gt=0)
+    allow: list[str] | None = Field(
+        default=None,
+        description="'METHOD /path' rules of the calls forwarded with a key of the gateway's own (default: "
+        "the family's model calls and model list; '* /**' forwards everything). See docs/gateway.md.",
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _rules(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [check_rule(rule) for rule in value]
 
     @field_validator("base_url")
     @classmethod

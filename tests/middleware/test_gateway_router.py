@@ -58,6 +58,16 @@ def gateway(tmp_path: Path, fake_provider: RunningFakeProvider) -> Iterator[open
         yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-caller", max_retries=0)
 
 
+@pytest.fixture
+def open_gateway(tmp_path: Path, fake_provider: RunningFakeProvider) -> Iterator[openai.OpenAI]:
+    """The same gateway with every call forwarded (`upstreams.openai.allow: ['* /**']`)."""
+    config = load_config(litellm_file(tmp_path, fake_provider), env={})
+    opened = config.upstreams.openai.model_copy(update={"allow": ["* /**"]})
+    config = config.model_copy(update={"upstreams": config.upstreams.model_copy(update={"openai": opened})})
+    with BackgroundServer(create_gateway(config)) as server:
+        yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-caller", max_retries=0)
+
+
 def chat(client: openai.OpenAI) -> Any:
     return client.chat.completions.with_raw_response.create(model=PUBLIC, messages=MESSAGES)
 
@@ -152,14 +162,28 @@ def test_an_upstream_key_goes_only_to_the_upstream_it_was_configured_for(
     assert owner.last.headers["authorization"] == f"Bearer {keys['openai']}"
 
 
-@pytest.mark.parametrize("escaped", ["%3Fapi-version=caller%26key=caller", "%23", "%2Fembeddings"])
-def test_an_escaped_path_reaches_a_deployment_still_escaped(
+ESCAPED = ["%3Fapi-version=caller%26key=caller", "%23", "%2Fembeddings"]
+
+
+@pytest.mark.parametrize("escaped", ESCAPED)
+def test_an_escaped_path_is_no_model_call_and_goes_nowhere_with_the_deployments_key(
     gateway: openai.OpenAI, fake_provider: RunningFakeProvider, escaped: str
+) -> None:
+    url = f"{str(gateway.base_url).rstrip('/')}/chat/completions{escaped}"
+    body = {"model": PUBLIC, "messages": MESSAGES}
+    refused = httpx2.post(url, json=body, headers={"authorization": "Bearer sk-caller"}, timeout=10)
+    assert refused.status_code == 403 and "upstreams.openai.allow" in refused.json()["error"]["message"]
+    assert fake_provider.requests == []
+
+
+@pytest.mark.parametrize("escaped", ESCAPED)
+def test_an_escaped_path_reaches_a_deployment_still_escaped(
+    open_gateway: openai.OpenAI, fake_provider: RunningFakeProvider, escaped: str
 ) -> None:
     """The path a caller escaped (`%3F`, `%23`, `%2F`) is one segment to the gateway, and stays one on the
     way to a deployment, as it does to an upstream without a router: it can add no query parameter to
     a request the deployment's key authenticates, cut the path short or add a segment."""
-    url = f"{str(gateway.base_url).rstrip('/')}/chat/completions{escaped}"
+    url = f"{str(open_gateway.base_url).rstrip('/')}/chat/completions{escaped}"
     body = {"model": PUBLIC, "messages": MESSAGES}
     httpx2.post(url, json=body, headers={"authorization": "Bearer sk-caller"}, timeout=10)
     sent = fake_provider.requests[-1]

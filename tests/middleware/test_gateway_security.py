@@ -8,6 +8,7 @@ Every test runs the gateway on a real uvicorn server in front of the fake provid
 # ruff: noqa: F811 (the gateway fixtures are imported from test_gateway)
 from __future__ import annotations
 
+import contextlib
 import http.client
 import posixpath
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache.middleware._background import BackgroundServer
-from llm_cache.middleware.config import load_config, parse_config
+from llm_cache.middleware.config import ConfigError, load_config, parse_config
 from llm_cache.middleware.gateway import create_gateway, forwarded_path, upstream_url
 from tests.middleware.test_gateway import MODEL, Gateway, chat, gateway, gateway_factory  # noqa: F401
 from tests.support.fake_provider_fixtures import RunningFakeProvider
@@ -232,6 +233,64 @@ def test_a_stored_answer_is_never_served_without_the_key(keyed_gateway: Gateway)
         chat(keyed_gateway.openai(api_key="sk-wrong"))
 
 
+# -- 10. a key of the gateway's own opens model calls only ------------------------------------------
+
+
+def test_with_the_owners_key_only_model_calls_are_forwarded(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """Any caller with a gateway key could otherwise act on the owner's account: delete its files,
+    fine-tuned models and batches, read its stored responses."""
+    client = keyed_gateway.openai(api_key=GATEWAY_KEY)
+    for refused in (
+        lambda: client.files.delete("file-owners"),
+        lambda: client.files.list(),
+        lambda: client.models.delete("ft:gpt-4o-mini:owner::abc"),
+        lambda: client.batches.cancel("batch_owners"),
+        lambda: client.responses.retrieve("resp_owners"),
+    ):
+        with pytest.raises(openai.PermissionDeniedError, match="upstreams.openai.allow"):
+            refused()
+    assert fake_provider.requests == []
+    assert chat(client).status_code == 200
+    with contextlib.suppress(openai.NotFoundError):  # the fake provider lists no models: it was asked
+        client.models.list()
+    assert [request.path for request in fake_provider.requests] == ["/v1/chat/completions", "/v1/models"]
+
+
+def test_callers_that_send_their_own_provider_key_reach_every_path(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """The Anthropic upstream of `keyed_gateway` has no key of the gateway's: callers spend their own."""
+    status, _, _ = raw_request(
+        keyed_gateway.url, "GET", "/v1/messages/batches", headers={"x-api-key": GATEWAY_KEY, "x-other": "1"}
+    )
+    assert status != 403 and [request.path for request in fake_provider.requests] == ["/v1/messages/batches"]
+
+
+def test_the_owner_opens_more_paths_by_name(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+) -> None:
+    upstream = {"base_url": fake_provider.openai_base_url, "api_key": UPSTREAM_KEY, "allow": ["GET /v1/files"]}
+    opened = gateway_factory({"auth": {"keys": [GATEWAY_KEY]}, "upstreams": {"openai": upstream}})
+    client = opened.openai(api_key=GATEWAY_KEY)
+    with contextlib.suppress(openai.NotFoundError):  # the fake provider has no files
+        client.files.list()
+    assert [request.path for request in fake_provider.requests] == ["/v1/files"]
+    with pytest.raises(openai.PermissionDeniedError):
+        client.files.delete("file-owners")
+    with pytest.raises(openai.PermissionDeniedError):  # the owner's list replaces the default one
+        chat(client)
+    assert len(fake_provider.requests) == 1
+
+
+@pytest.mark.parametrize("rule", ["/v1/files", "GET v1/files", "GET /v1/files extra", "G-T /v1/files"])
+def test_an_allow_rule_that_does_not_read_method_and_path_is_a_config_error(rule: str) -> None:
+    with pytest.raises(ConfigError, match="upstreams.openai.allow"):
+        parse_config({"upstreams": {"openai": {"allow": [rule]}}})
+
+
 def test_management_keeps_its_admin_key(keyed_gateway: Gateway) -> None:
     assert keyed_gateway.admin("GET", "/cache/stats").status_code == 200
     assert keyed_gateway.admin("GET", "/cache/stats", key=GATEWAY_KEY).status_code == 403
@@ -296,7 +355,7 @@ def test_a_model_outside_model_list_is_refused_naming_it(
     client = openai.OpenAI(base_url=f"{litellm_gateway}/v1", api_key="sk-master", max_retries=0)
     with pytest.raises(openai.NotFoundError, match="gpt-4o-unlisted"):
         client.chat.completions.create(model="gpt-4o-unlisted", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError, match="names no model"):  # the router refuses what it cannot route
+    with pytest.raises(openai.PermissionDeniedError, match="upstreams.openai.allow"):  # not a model call
         client.files.list()
     assert fake_provider.requests == []
     assert [model.id for model in client.models.list()] == ["public-model", "second-model"]
