@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -146,6 +147,18 @@ class Deployment(BaseModel):
         if not self.id:
             self.id = f"{self.family}:{self.model}@{self.api_base}"
         return self
+
+    @property
+    def public_id(self) -> str:
+        """The id callers see (`x-router-deployment`, kept in cache entries and replayed to every caller):
+        a default id names its `api_base` by a digest, so internal hosts are never shown; an id the
+        config gave is shown as given."""
+        assert self.id is not None and self.api_base is not None
+        default = f"{self.family}:{self.model}@{self.api_base}"
+        if not self.id.startswith(default):
+            return self.id
+        digest = hashlib.sha256(self.api_base.encode()).hexdigest()[:12]
+        return f"{self.family}:{self.model}@{digest}{self.id[len(default) :]}"
 
 
 class ModelGroup(BaseModel):

@@ -155,6 +155,8 @@ class Router:
                 tolerance=s.latency_tolerance,
                 affinity=s.affinity,
             )
+        self.public_ids = {dep_id: st.deployment.public_id for dep_id, st in by_id.items()}
+        """What `x-router-deployment` says for each deployment id (no internal host in it)."""
         self._default_transports: dict[tuple[str, bool], Any] = {}
 
     def _on_cooldown(self, dep_id: str) -> Callable[[float], None]:
@@ -522,10 +524,9 @@ class Router:
 
         return Final(response=resp, release=release)
 
-    @staticmethod
-    def _stamp(resp: Any, dep_id: str | None, attempts: int) -> None:
+    def _stamp(self, resp: Any, dep_id: str | None, attempts: int) -> None:
         if dep_id:
-            resp.headers["x-router-deployment"] = dep_id
+            resp.headers["x-router-deployment"] = self.public_ids.get(dep_id, dep_id)
         resp.headers["x-router-attempts"] = str(attempts)
 
     def _unknown_model(self, p: Prepared) -> Any:

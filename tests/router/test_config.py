@@ -319,3 +319,24 @@ def test_one_explicit_id_for_two_different_deployments_is_a_config_error():
     ]
     with pytest.raises(ConfigError, match="'shared' names two different deployments"):
         load_config({"groups": {"a": {"deployments": deployments[:1]}, "b": {"deployments": deployments[1:]}}})
+
+
+def test_callers_see_a_default_deployment_id_without_its_internal_host():
+    """`x-router-deployment` is kept in cache entries and replayed to every caller: a default id
+    (`family:model@api_base`) names the host by a digest; an id the config gave is shown as given."""
+    internal = "http://10.0.0.7:8000/v1"
+    params = [{"model": "openai/gpt-4o", "api_base": internal, "api_key": key} for key in ("sk-a", "sk-b")]
+    cfg = load_config(
+        {
+            "model_list": [
+                *({"model_name": "gpt", "litellm_params": p} for p in params),
+                {"model_name": "gpt", "litellm_params": params[0], "model_info": {"id": "backup"}},
+            ]
+        },
+        environ={},
+    )
+    first, second, named = cfg.groups["gpt"].deployments
+    assert (first.id, second.id) == (f"openai:gpt-4o@{internal}", f"openai:gpt-4o@{internal}#2")
+    family_model, digest = first.public_id.split("@")
+    assert family_model == "openai:gpt-4o" and len(digest) == 12 and "10.0.0.7" not in first.public_id
+    assert (second.public_id, named.public_id) == (first.public_id + "#2", "backup")

@@ -37,7 +37,7 @@ def post(router, model: str) -> httpx2.Response:
 
 def test_gpt35_load_balances_over_the_azure_deployments_by_rpm(fakes, litellm_router):
     served = Counter(post(litellm_router, "gpt-3.5-turbo").headers["x-router-deployment"] for _ in range(60))
-    ids = {d.model: d.id for d in litellm_router.group("gpt-3.5-turbo").deployments}
+    ids = {d.model: d.public_id for d in litellm_router.group("gpt-3.5-turbo").deployments}
     # rpm 1440 vs 6 vs 6: France takes almost everything, as LiteLLM's simple-shuffle would do
     assert served[ids["gpt-turbo-large"]] >= 55
     seen = fakes["c"].seen[0]
