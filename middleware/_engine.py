@@ -344,6 +344,10 @@ class Cache:
         item_keys: tuple[str, ...] = ()
         try:
             scope = self._scope(route, path, query, headers, repeated, asgi_scope)
+            if repeated and endpoint.keyed_headers:  # the key holds one value; the provider reads every one
+                twice = next((name for name, _ in endpoint.header_key(headers) if name in repeated), None)
+                if twice is not None:
+                    raise KeyFailure(f"the {twice} header appears more than once")
             key = self._key(route, query, headers, parsed, namespace, scope, exact)
             items = endpoint.items(route, parsed) if bypass is None and not stream else None
             if items is not None:  # a list request, served item by item (`_items.py`)

@@ -92,6 +92,12 @@ GOLDEN: dict[str, Known] = {
         {"x-api-key": "sk-ant-alice"},
         key="default:c1fa29e724e0ee6ebba8136f4ca414af2:45156b662d1a1f8bc275a4b09bca60265d16cc4e1647d632d12980735456925e",
     ),
+    "anthropic messages, a version and a beta": Known(
+        "/v1/messages",
+        MESSAGES,
+        {"x-api-key": "sk-ant-alice", "anthropic-version": "2023-06-01", "anthropic-beta": "context-1m-2025-08-07"},
+        key="default:c1fa29e724e0ee6ebba8136f4ca414af2:e89d766fc5cdc5ad6f1444655520afe6430b588d6f751786d0ed1d341721c580",
+    ),
     "gemini generateContent": Known(
         "/v1beta/models/gemini-2.5-flash:generateContent",
         CONTENTS,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 
+import anthropic
+import httpx2
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache._wire import OPENAI
-from llm_cache.middleware import Cache, KeyRequest
+from llm_cache.middleware import Cache, CachingTransport, KeyRequest
 from llm_cache.middleware._keys import (
     DefaultDigest,
     NoIdentity,
@@ -20,6 +22,7 @@ from llm_cache.middleware._keys import (
     load_callable,
     namespace_prefix,
 )
+from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CHAT = "/v1/chat/completions"
 ALICE = {"authorization": "Bearer sk-alice"}
@@ -440,3 +443,56 @@ def test_a_dotted_path_may_name_an_attribute_of_an_attribute() -> None:
 def test_a_dotted_path_must_name_something_callable() -> None:
     with pytest.raises(ValueError, match="is not callable"):
         load_callable("json:__version__")
+
+
+def ask_claude(client: anthropic.Anthropic, headers: dict[str, str] | list[tuple[str, str]]) -> tuple[str, str]:
+    """(x-cache, the answer's text) of one question with these extra headers."""
+    raw = client.messages.with_raw_response.create(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Plan a trip to Lyon"}],
+        extra_headers=headers,  # type: ignore[arg-type]
+    )
+    return raw.headers["x-cache"], raw.parse().content[0].text  # type: ignore[union-attr]
+
+
+def test_the_settings_anthropic_takes_in_headers_are_in_the_key(fake_provider: RunningFakeProvider) -> None:
+    """`anthropic-beta` turns on features that change the answer (interleaved thinking, a longer
+    context, ...) and `anthropic-version` names the API version it is given in: each value is its own
+    entry, for the exact and the semantic path (the context is keyed alike)."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = anthropic.Anthropic(
+        api_key="sk-ant-alice", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+    plain = ask_claude(client, {})
+    thinking = ask_claude(client, {"anthropic-beta": "interleaved-thinking-2025-05-14"})
+    both = ask_claude(client, {"anthropic-beta": "interleaved-thinking-2025-05-14,context-1m-2025-08-07"})
+    older = ask_claude(client, {"anthropic-version": "2023-01-01"})
+    assert [outcome for outcome, _ in (plain, thinking, both, older)] == ["MISS"] * 4
+    assert "interleaved-thinking" in thinking[1] and "context-1m" in both[1] and "2023-01-01" in older[1]
+    assert ask_claude(client, {}) == ("HIT", plain[1])
+    assert ask_claude(client, {"anthropic-beta": "interleaved-thinking-2025-05-14"}) == ("HIT", thinking[1])
+    assert fake_provider.count("/v1/messages") == 4
+
+
+def test_a_header_setting_sent_twice_bypasses_the_cache(fake_provider: RunningFakeProvider) -> None:
+    """The key reads one value per header name; a setting sent twice (the provider reads both) is
+    never keyed as one of them: the request goes upstream uncached."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = anthropic.Anthropic(
+        api_key="sk-ant-alice", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+    one = ask_claude(client, {"anthropic-beta": "context-1m-2025-08-07"})
+    twice = [("anthropic-beta", "interleaved-thinking-2025-05-14"), ("anthropic-beta", "context-1m-2025-08-07")]
+    for _ in range(2):
+        raw = http_client.post(
+            f"{fake_provider.anthropic_base_url}/v1/messages",
+            headers=[("x-api-key", "sk-ant-alice"), ("anthropic-version", "2023-06-01"), *twice],
+            json={
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Plan a trip to Lyon"}],
+            },  # fmt: skip
+        )
+        assert raw.status_code == 200 and raw.headers["x-cache"] == "BYPASS"
+    assert ask_claude(client, {"anthropic-beta": "context-1m-2025-08-07"}) == ("HIT", one[1])

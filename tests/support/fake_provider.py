@@ -944,6 +944,11 @@ class FakeProvider:
         tool_names = [str(t.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)]
         thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled", "adaptive")
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n], thinking)
+        beta, version = req.headers.get("anthropic-beta"), req.headers.get("anthropic-version", "")
+        if beta is not None:  # as Anthropic's, the answer depends on the betas and the API version
+            answer.text += f" (anthropic-beta: {beta})"
+        if version and version < "2023-06-01":
+            answer.text += f" (anthropic-version: {version})"
         n = self._next_id()
         mid = f"msg_fake{n:06d}"
         model = model or str(body.get("model") or "claude-sonnet-4-6")
