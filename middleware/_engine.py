@@ -649,7 +649,7 @@ class Cache:
         self.stats.misses += 1
         if request.policy.only_if_cached:
             lookup.only_if_cached_miss = True
-            self._flights.land(lookup.flight, None)
+            self._flights.land(lookup.flight, None, left=True)  # it never goes upstream: a waiter leads
             lookup.flight = None
         return lookup
 
@@ -822,8 +822,8 @@ class Cache:
         view = AnswerView(request_info(request), entry.status, entry.body, ttl=ttl)
         return await self.hooks.run("after_answer", view)
 
-    def release_waiters(self, lookup: Lookup, entry: Entry | None) -> None:
-        self._flights.land(lookup.flight, entry)
+    def release_waiters(self, lookup: Lookup, entry: Entry | None, left: bool = False) -> None:
+        self._flights.land(lookup.flight, entry, left)
 
     async def release_lock(self, request: CacheRequest, lookup: Lookup) -> None:
         await self._flights.unlock(request.key, lookup)
