@@ -24,6 +24,7 @@ MESSAGES = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role"
 CONTENTS = {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
 CONVERSE = {"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "inferenceConfig": {"maxTokens": 64}}
 ALICE = {"authorization": "Bearer sk-alice"}
+VERDICT = {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string"}}}
 
 
 def tenant_of(request: ScopeRequest) -> str | None:
@@ -186,6 +187,12 @@ GOLDEN: dict[str, Known] = {
         CHAT,
         settings={"key_builder": "tests.middleware.key_builders:model_only"},
         key="default:c099295a3784e1bd368dc348843a7398c:e0d127fb2db0b2911aa085c909c94f5f00fb27d91b81370e47d590434b9f334e",
+    ),
+    # key order: kept outside the conversation (a structured output follows its schema's order)
+    "a structured output's schema, keys unsorted": Known(
+        "/v1/chat/completions",
+        {**CHAT, "response_format": {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT}}},
+        key="default:c099295a3784e1bd368dc348843a7398c:87d7ae7d4414a0c23154cd8e3abb7d53d0b46b614711329ec1ec91db90367374",
     ),
     # numbers a double cannot carry
     "an integer past 64 bits": Known(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 import anthropic
 import httpx2
+import openai
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -496,3 +498,73 @@ def test_a_header_setting_sent_twice_bypasses_the_cache(fake_provider: RunningFa
         )
         assert raw.status_code == 200 and raw.headers["x-cache"] == "BYPASS"
     assert ask_claude(client, {"anthropic-beta": "context-1m-2025-08-07"}) == ("HIT", one[1])
+
+
+def test_the_order_of_a_schemas_properties_is_in_the_key(fake_provider: RunningFakeProvider) -> None:
+    """A structured output comes in the order of its schema's properties (OpenAI documents it; a
+    model told to give its `reasoning` before its `answer` also answers differently). Reordered keys
+    in the conversation still share an entry."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = openai.OpenAI(
+        api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http_client, max_retries=0
+    )
+
+    def ask(properties: dict[str, object], content_first: bool = False) -> tuple[str, str]:
+        schema = {"type": "object", "properties": properties, "required": sorted(properties)}
+        said = {"role": "user", "content": "Is 17 prime?"}
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=[dict(reversed(said.items())) if content_first else said],  # type: ignore[list-item]
+            response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
+        )
+        return raw.headers["x-cache"], raw.parse().choices[0].message.content or ""
+
+    text = {"type": "string"}
+    reasoning_first = ask({"reasoning": text, "answer": text})
+    answer_first = ask({"answer": text, "reasoning": text})
+    assert (reasoning_first[0], answer_first[0]) == ("MISS", "MISS")
+    assert list(json.loads(reasoning_first[1])) == ["reasoning", "answer"]
+    assert list(json.loads(answer_first[1])) == ["answer", "reasoning"]
+    assert ask({"reasoning": text, "answer": text}, content_first=True) == ("HIT", reasoning_first[1])
+    assert ask({"answer": text, "reasoning": text}) == ("HIT", answer_first[1])
+    assert fake_provider.count("/chat/completions") == 2
+
+
+def tool(name: str, parameters: dict[str, object]) -> dict[str, object]:
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+Place = Callable[[dict[str, object]], dict[str, object]]
+"""Puts a schema's `properties` somewhere in a request body."""
+SCHEMA_PLACES: dict[str, Place] = {
+    "tool parameters": lambda properties: {"tools": [tool("f", {"properties": properties})]},
+    "nested properties": lambda properties: {"tools": [tool("f", {"properties": {"to": {"properties": properties}}})]},
+    "anthropic input_schema": lambda properties: {"tools": [{"name": "f", "input_schema": {"properties": properties}}]},
+    "structured output": lambda properties: {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "v", "schema": {"properties": properties}}}
+    },
+}
+
+
+@pytest.mark.parametrize("place", SCHEMA_PLACES.values(), ids=list(SCHEMA_PLACES))
+def test_the_order_of_a_schemas_properties_changes_the_key(
+    place: Callable[[dict[str, object]], dict[str, object]],
+) -> None:
+    cache = Cache()
+    assert key(cache, body(**place({"b": {}, "a": {}}))) != key(cache, body(**place({"a": {}, "b": {}})))
+    assert key(cache, body(**place({"a": {}, "b": {}}))) == key(cache, body(**place({"a": {}, "b": {}})))
+
+
+def test_the_order_of_keys_outside_the_conversation_changes_the_key_unless_sorted() -> None:
+    """Tools, schemas and settings are keyed in their own key order (a schema's other keywords too:
+    the rule is one for every object outside the conversation); an object already in sorted order
+    has the key the sorted form gives it, and the conversation's keys are sorted."""
+    cache = Cache()
+    typed_first = {"tools": [tool("f", {"type": "object", "properties": {"b": {}}})]}
+    typed_last = {"tools": [tool("f", {"properties": {"b": {}}, "type": "object"})]}
+    assert key(cache, body(**typed_first)) != key(cache, body(**typed_last))
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    assert key(cache, body(thinking=thinking)) != key(cache, body(thinking=dict(sorted(thinking.items()))))
+    said = [{"role": "user", "content": "Hi", "name": "ann"}]
+    said_again = [{"name": "ann", "content": "Hi", "role": "user"}]
+    assert key(cache, body(messages=said)) == key(cache, body(messages=said_again))

@@ -567,6 +567,9 @@ class FakeProvider:
         prompt_text = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
         tool_names = [t.get("function", {}).get("name", "") for t in body.get("tools") or [] if isinstance(t, dict)]
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n])
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+        if isinstance(schema.get("properties"), dict):  # structured output: keys in the schema's order, as OpenAI's
+            answer.text = json.dumps({name: f"{name} #{answer.digest}" for name in schema["properties"]})
         model = str(body.get("model") or _deployment(req.path) or "gpt-4o-mini")
         cid = f"chatcmpl-fake{self._next_id():06d}"
         usage = self._openai_usage(body, messages, answer)
