@@ -266,6 +266,9 @@ class Recorder:
 
     def _entry(self, exhausted: bool) -> Entry | None:
         if self._assembler is not None:
+            if not exhausted and not self._assembler.complete:  # (Gemini's SSE form has no terminal event)
+                self._why = "caller closed the stream early"
+                return None
             try:
                 body = self._assembler.result()
             except Exception:  # a stream of odd shapes must not break the caller's response

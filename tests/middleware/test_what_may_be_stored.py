@@ -411,3 +411,34 @@ def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stor
     )
     cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream")
     assert not_stored_reasons(cache) == {"stream"}
+
+
+def test_a_gemini_sse_stream_closed_early_is_not_stored_though_every_candidate_seen_had_finished(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Gemini's SSE form has no terminal event: a chunk in which every candidate seen so far finished
+    may be followed by another candidate (`candidateCount`) or the final usage. It is stored only once
+    read to its end; a caller that closes it sooner stores nothing, so a later request is not served
+    one candidate of two."""
+
+    def candidate(index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+
+    first = {"candidates": [candidate(0, "Paris")], "usageMetadata": {"promptTokenCount": 7}}
+    second = {
+        "candidates": [candidate(1, "It is Paris.")],
+        "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 5, "totalTokenCount": 12},
+    }
+    fake_provider.stream_next([first, second])
+    fake_provider.break_body_after(len(b"data: " + orjson.dumps(first) + b"\n\n"), stall=True)  # after the first
+    http = httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url)
+    ask = GENERATE.but(generationConfig={"candidateCount": 2})
+    stream_path = ask.path.replace(":generateContent", ":streamGenerateContent") + "?alt=sse"
+    try:
+        with http.stream("POST", stream_path, content=orjson.dumps(ask.body), headers=ask.headers) as streamed:
+            chunks = streamed.iter_raw()  # (held: an iterator dropped now would end the stream now)
+            assert b"Paris" in next(chunks)
+    finally:
+        fake_provider.release()
+    assert ask.send(http).headers["x-cache"] == "MISS"
+    assert fake_provider.count(":generateContent") == 1
