@@ -87,6 +87,8 @@ class Messages(MessagesShape, Endpoint):
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
         if body.get("container") is not None:
             return "`container` names a code-execution container the provider holds"
+        if body.get("mcp_servers"):
+            return "`mcp_servers` names remote MCP servers, which answer from their own data"
         return None
 
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:

@@ -587,6 +587,8 @@ class Responses(_OpenAIEndpoint):
                     or (tool.get("type") == "code_interpreter" and isinstance(tool.get("container"), str))
                 ):
                     return f"the {tool['type']} tool reads a store or container the provider holds"
+                if isinstance(tool, dict) and tool.get("type") == "mcp":
+                    return "the mcp tool calls a remote MCP server, which answers from its own data"
         return super().server_state(route, headers, body)
 
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:

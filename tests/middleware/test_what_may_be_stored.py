@@ -287,6 +287,13 @@ CONTAINER_TOOL = {"type": "code_interpreter", "container": "cntr_abc123"}
 AUTO_CONTAINER_TOOL = {"type": "code_interpreter", "container": {"type": "auto"}}
 DRAFT_GUARDRAIL = {"guardrailIdentifier": "gr1", "guardrailVersion": "DRAFT"}
 VERSIONED_GUARDRAIL = {"guardrailIdentifier": "gr1", "guardrailVersion": "1"}
+MCP_TOOL = {
+    "type": "mcp",
+    "server_label": "issues",
+    "server_url": "https://mcp.example.com/sse",
+    "require_approval": "never",
+}
+"""A remote MCP server: the provider lists its tools and calls them, and they answer from their own data."""
 STATEFUL = {
     "chat-store-true": CHAT.but(store=True),
     "responses-store-true": RESPONSES.but(store=True),
@@ -296,7 +303,11 @@ STATEFUL = {
     "responses-prompt-without-version": RESPONSES.but(prompt={"id": "pmpt_abc123", "variables": {"city": "Paris"}}),
     "responses-file-search": RESPONSES.but(tools=[{"type": "file_search", "vector_store_ids": ["vs_abc123"]}]),
     "responses-code-interpreter-container": RESPONSES.but(tools=[CONTAINER_TOOL]),
+    "responses-mcp-tool": RESPONSES.but(tools=[MCP_TOOL]),
     "messages-container": MESSAGES.but(container="container_abc123"),
+    "messages-mcp-servers": MESSAGES.but(
+        mcp_servers=[{"type": "url", "url": MCP_TOOL["server_url"], "name": "issues"}]
+    ),
     "messages-container-skills": MESSAGES.but(container={"skills": [{"type": "anthropic", "skill_id": "pptx"}]}),
     "gemini-file-search": GENERATE.but(tools=[{"fileSearch": {"fileSearchStoreNames": ["fileSearchStores/abc"]}}]),
     "gemini-file-search-snake-case": GENERATE.but(tools=[{"file_search": {"file_search_store_names": ["x"]}}]),
@@ -319,6 +330,7 @@ STATELESS = {
     "responses-prompt-with-version": RESPONSES.but(prompt={"id": "pmpt_abc123", "version": "2"}),
     "responses-code-interpreter-auto": RESPONSES.but(tools=[AUTO_CONTAINER_TOOL]),
     "messages-no-container": MESSAGES.but(container=None),
+    "messages-no-mcp-servers": MESSAGES.but(mcp_servers=[]),
     "converse-versioned-guardrail": CONVERSE.but(guardrailConfig=VERSIONED_GUARDRAIL),
     "converse-versioned-prompt": Call(
         "/model/arn:aws:bedrock:us-east-1:123456789012:prompt%2FPROMPT12345:3/converse",
