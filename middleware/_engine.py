@@ -83,6 +83,7 @@ from ._types import (
     json_headers,
 )
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
+from .providers.base import loads_object
 from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, TagStore, abilities_of, invalidate_tags
 from .stores.memory import MemoryStore
 from .stores.urls import store_from_url
@@ -797,6 +798,12 @@ class Cache:
         if ttl is not None:  # fresh until its TTL; kept past it for as long as it may be served stale
             entry = replace(entry, expires_at=entry.created_at + ttl)
             ttl += max(self.settings.stale_if_error, request.policy.stale_if_error or 0.0)
+        ends = answer_ends(request.endpoint, entry.body)
+        if ends is not None:  # what the answer names is gone then: never served, nor kept, past it
+            if entry.expires_at is None or ends < entry.expires_at:
+                entry = replace(entry, expires_at=ends)
+            left = max(1.0, ends - entry.created_at)
+            ttl = left if ttl is None else min(ttl, left)
         data = pack(entry)
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()
@@ -1013,6 +1020,15 @@ def _check_prefixes(store: Store, key_prefix: str) -> None:
             cast(PrefixRulesStore, store).check_prefix(prefix)
         except StoreError as error:
             raise ValueError(f"key_prefix {key_prefix!r} does not fit the {store.name} store: {error}") from None
+
+
+def answer_ends(endpoint: Endpoint, body: bytes) -> float | None:
+    """When something a stored answer names on the provider stops existing (`Endpoint.answer_ends`);
+    the body is read only when it holds an `expires_at`."""
+    if b'"expires_at"' not in body:
+        return None
+    response = loads_object(body)
+    return None if response is None else endpoint.answer_ends(response)
 
 
 def entry_tags(request: CacheRequest) -> frozenset[str]:

@@ -216,6 +216,12 @@ class Endpoint(ABC):
         shape = self.invalid(response, request)
         return None if shape is None else f"invalid response: {shape}"
 
+    def answer_ends(self, response: dict[str, Any]) -> float | None:
+        """When something the answer names on the provider stops existing (wall-clock seconds), or
+        None: its entry is neither served nor kept past it. Store time only, for answers that hold an
+        `expires_at`."""
+        return None
+
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
         """Why the answer depends on state the provider holds (a conversation, a container, a
         mutable store), so the request must bypass the cache; None when the request says it all.

@@ -186,6 +186,17 @@ class ChatCompletions(_ChunkStreamEndpoint):
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
         return _choices_invalid(response, _chat_choice_invalid)
 
+    def answer_ends(self, response: dict[str, Any]) -> float | None:
+        """A spoken answer's `audio.id`, which a later turn sends back, expires (`expires_at`)."""
+        ends = []
+        for choice in response.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            audio = message.get("audio") if isinstance(message, dict) else None
+            expires_at = audio.get("expires_at") if isinstance(audio, dict) else None
+            if isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool):
+                ends.append(float(expires_at))
+        return min(ends, default=None)
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         final = exact_json.loads(response)
         bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []

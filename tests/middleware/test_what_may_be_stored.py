@@ -10,15 +10,18 @@ counted BYPASSes: never looked up, never stored.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
+import openai
 import orjson
 import pytest
 
 from llm_cache.middleware import Cache, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.stores import CountingStore
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 SIGV4 = (
@@ -454,3 +457,26 @@ def test_a_gemini_sse_stream_closed_early_is_not_stored_though_every_candidate_s
         fake_provider.release()
     assert ask.send(http).headers["x-cache"] == "MISS"
     assert fake_provider.count(":generateContent") == 1
+
+
+def test_an_answer_is_kept_no_longer_than_the_audio_it_names(fake_provider: RunningFakeProvider) -> None:
+    """A spoken answer's `audio.id` (which a later turn sends back) expires (`expires_at`, an hour at
+    OpenAI): the entry is kept until then at most, whatever the TTL, so a hit never names dead audio."""
+    for ttl in (None, 30.0, 86400.0):
+        store = CountingStore()
+        http = httpx2.Client(transport=CachingTransport(cache=Cache(store, ttl=ttl)))
+        client = openai.OpenAI(
+            api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http, max_retries=0
+        )
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-audio-preview",
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+            messages=[{"role": "user", "content": QUESTION}],
+        )
+        audio = raw.parse().choices[0].message.audio
+        assert raw.headers["x-cache"] == "MISS" and audio is not None
+        (kept,) = store.ttls
+        lifetime = audio.expires_at - time.time()
+        assert kept is not None and kept <= lifetime + 1
+        assert kept == (ttl if ttl is not None and ttl < lifetime else pytest.approx(lifetime, abs=5))

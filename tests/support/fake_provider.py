@@ -45,6 +45,8 @@ __all__ = ["EMBEDDING_DIMS", "FakeProvider", "QuietStreamCuts", "RecordedRequest
 
 EMBEDDING_DIMS = 8
 ECHO_LIMIT = 80
+AUDIO_LIFETIME = 3600
+"""Seconds an audio answer's `audio.id` can be referred to in a later turn (`expires_at`)."""
 CREATED = 1_700_000_000  # a fixed `created` timestamp keeps bodies deterministic apart from ids
 TRANSPORT_FIELDS = ("stream", "stream_options")
 WEATHER_ARGS = {"location": "Paris, France", "unit": "celsius"}
@@ -577,6 +579,10 @@ class FakeProvider:
         finish = "tool_calls" if answer.tool else "stop"
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []}
+            if "audio" in (body.get("modalities") or []):  # OpenAI keeps a spoken answer for an hour
+                audio = {"id": f"audio_{cid[-6:]}", "expires_at": int(time.time()) + AUDIO_LIFETIME}
+                data = base64.b64encode(answer.text.encode()).decode()
+                message.update(content=None, audio={**audio, "data": data, "transcript": answer.text})
             if answer.tool:
                 message["content"] = None
                 message["tool_calls"] = [
