@@ -460,6 +460,8 @@ class Cache:
         volatile = self._volatile[endpoint.name]
         keyed_query = key_query(query)
         if endpoint.keyed_headers:  # settings some APIs take in headers (Bedrock's guardrails, trace, ...)
+            if keyed_query and endpoint.header_key(dict(keyed_query)):  # kept beside the query: never spelled in it
+                raise KeyFailure("a query parameter is named as a header setting the key holds")
             keyed_query += endpoint.header_key(headers)
         if self._key_builder is None:  # the hot path: no KeyRequest to build
             digest = digest_of(endpoint.family, endpoint.name, model, route.model, keyed_query, body, volatile, exact)

@@ -500,6 +500,24 @@ def test_a_header_setting_sent_twice_bypasses_the_cache(fake_provider: RunningFa
     assert ask_claude(client, {"anthropic-beta": "context-1m-2025-08-07"}) == ("HIT", one[1])
 
 
+def test_a_query_parameter_named_as_a_header_setting_bypasses_the_cache(fake_provider: RunningFakeProvider) -> None:
+    """Header settings are keyed beside the query: a parameter spelled like one (which the provider
+    ignores) would take the key of a request that sends the header, and be served its answer."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = anthropic.Anthropic(
+        api_key="sk-ant-alice", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+    with_beta = ask_claude(client, {"anthropic-beta": "context-1m-2025-08-07"})
+    raw = client.messages.with_raw_response.create(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Plan a trip to Lyon"}],
+        extra_query={"anthropic-beta": "context-1m-2025-08-07"},
+    )
+    assert (with_beta[0], raw.headers["x-cache"]) == ("MISS", "BYPASS")
+    assert "anthropic-beta" not in raw.parse().content[0].text  # type: ignore[union-attr]
+
+
 def test_the_order_of_a_schemas_properties_is_in_the_key(fake_provider: RunningFakeProvider) -> None:
     """A structured output comes in the order of its schema's properties (OpenAI documents it; a
     model told to give its `reasoning` before its `answer` also answers differently). Reordered keys
