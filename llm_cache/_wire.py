@@ -6,7 +6,8 @@
 - how each family shapes an error body, so SDKs raise their usual exceptions;
 - `${VAR}`, `${VAR:-default}` and `os.environ/VAR` references in config values (an unset
   `os.environ/VAR` reads as None where the field is optional: `expand_optional`);
-- which HTTP library (`httpx2` or legacy `httpx`) built a request, and how its URL names the upstream.
+- which HTTP library (`httpx2` or legacy `httpx`) built a request, and how its URL names the upstream;
+- which `content-encoding`s a body is read through, never decoded past a bound (`decompressor`, `decoded`).
 
 This module is neutral: it imports neither `llm_cache.middleware` nor `llm_cache.router`.
 """
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import re
 import sys
+import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 import httpx
 import httpx2
@@ -119,12 +121,37 @@ CREDENTIAL_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(name for auth in AUTH.
 """Every header any family reads a credential from (lower case)."""
 
 
+CREDENTIALS_FOR = "llm_cache.credentials_for"
+"""A request extension: the base URL an operator's key in the request's credential headers is for
+(a gateway's `upstreams.<family>.api_key`). A router sends that key to no URL outside it."""
+
+
+def under(url: str, base: str) -> bool:
+    """Whether `url` is `base` or below it (`base` + `/`, `?` or nothing more)."""
+    base = base.rstrip("/")
+    return url == base or url.startswith((f"{base}/", f"{base}?"))
+
+
 def without_query_credential(query: str) -> str:
     """`query` without the credential a query string may carry (Gemini's `key=`)."""
     name = GEMINI.query
     if name is None or f"{name}=" not in query:
         return query
     return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != name])
+
+
+def masked_query_credential(query: str) -> str:
+    """`query` as sent, with the value of each credential parameter (Gemini's `key=`, its name
+    percent-encoded or not) replaced by `***`: what a log line may show of a request's query."""
+    name = GEMINI.query
+    if name is None or "=" not in query:
+        return query
+    pairs = query.split("&")
+    for i, pair in enumerate(pairs):
+        key, equals, _ = pair.partition("=")
+        if equals and unquote_plus(key) == name:
+            pairs[i] = f"{key}=***"
+    return "&".join(pairs)
 
 
 def auth_header(family: str, api_key: str) -> tuple[str, str]:
@@ -278,6 +305,39 @@ def expand_optional(value: str, env: Mapping[str, str]) -> str | None:
         raise
 
 
+# -- encoded bodies -------------------------------------------------------------------------------
+
+
+def decompressor(encoding: str | None) -> Any:
+    """A zlib decompressor for a `content-encoding` the cache and the router read (gzip, deflate), None
+    for identity; ValueError for any other. Its output is bounded by the caller (`max_length`): an
+    upstream's gzip can decode to a thousand times its size."""
+    encoding = (encoding or "identity").lower().strip()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    if encoding == "identity":
+        return None
+    raise ValueError(f"content-encoding {encoding} is not supported")
+
+
+def decoded(encoding: str | None, raw: bytes, limit: int) -> bytes | None:
+    """`raw` decoded, or None when it decodes to more than `limit` bytes. A body whose encoding is not
+    read, or that does not decode, is answered as it is."""
+    try:
+        decoder = decompressor(encoding)
+    except ValueError:
+        return raw
+    if decoder is None:
+        return raw if len(raw) <= limit else None
+    try:
+        out: bytes = decoder.decompress(raw, limit + 1)
+    except zlib.error:
+        return raw
+    return out if len(out) <= limit else None
+
+
 # -- HTTP libraries -------------------------------------------------------------------------------
 
 _LIBRARIES: dict[type, ModuleType] = {httpx2.Request: httpx2, httpx.Request: httpx}
@@ -304,6 +364,7 @@ def default_transport(owner: dict[tuple[str, bool], Any], lib: ModuleType, is_as
 
 
 __all__ = [
+    "CREDENTIALS_FOR",
     "ANTHROPIC",
     "ANTHROPIC_MESSAGES",
     "AUTH",
@@ -321,6 +382,8 @@ __all__ = [
     "auth_header",
     "azure_pattern",
     "bedrock_pattern",
+    "decoded",
+    "decompressor",
     "default_transport",
     "error_document",
     "expand_env",
@@ -328,8 +391,10 @@ __all__ = [
     "gemini_pattern",
     "is_azure",
     "library_of",
+    "masked_query_credential",
     "model_in_path",
     "suffix_pattern",
+    "under",
     "upstream_name",
     "without_query_credential",
 ]

@@ -4,8 +4,9 @@ A driver of the engine, the ASGI twin of `AsyncCachingTransport`: it converts AS
 engine's types and back, answers hits, and performs the actions of `Cache.plan`. Its `Forward` and
 `SideCall` run the app. A `Forward` runs it in the request's own task: the head of the app's answer
 goes to the plan from inside the app's `send`, and the plan then has the answer relayed (`Relay`)
-or held and read whole (`ReadBody`). Per-request state lives in a `_Responder` built inside `__call__`, as
-in starlette's GZipMiddleware.
+or held and read whole (`ReadBody`). A hit is answered in `__call__` itself; the plan's per-request
+state lives in a `_Responder` built there only for a request the hit did not answer, as in
+starlette's GZipMiddleware.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ._types import (
     CacheRequest,
     End,
     Forward,
+    Prepared,
     ReadBody,
     Relay,
     Reply,
@@ -77,14 +79,47 @@ class CacheMiddleware:
         if route is None or path is None:
             await self.app(scope, receive, send)
             return
-        await _Responder(self, route, path, scope, receive, send).run()
+        body = await self._read(route, path, scope, receive, send)
+        if body is None:
+            return
+        cache = self.cache
+        plain, repeated = read_headers(scope["headers"], self.header_names)
+        if self.upstream is not None:
+            plain[UPSTREAM_HEADER] = self.upstream + path
+        query = scope.get("query_string", b"").decode("latin-1")
+        # (`repeated` and the scope positionally: a keyword costs the call a search of the parameter names)
+        prepared = cache.prepare_route(route, scope["method"], path, query, plain, body, repeated, scope)
+        if type(prepared) is CacheRequest:
+            parts = await cache.hit(prepared)
+            if parts is not None:  # a hit: answered before any per-request state is made
+                await _answer(send, parts)
+                return
+        await _Responder(self, route, path, scope, receive, send, body).run(prepared)
+
+    async def _read(self, route: Route, path: str, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The request body; None when the app was given the request as it came (too large for the
+        cache, or the client left while sending it)."""
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # a disconnect before the body ended: the app sees it
+                await _untouched(self.app, scope, receive, send, b"".join(chunks), False, message)
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if self.cache.too_large(size, self.max_body_bytes):
+                header = self.cache.oversized(route, path).header
+                await _untouched(self.app, scope, receive, send, b"".join(chunks), more, None, header)
+                return None
+        return b"".join(chunks)
 
 
 class _Responder:
-    """State of one intercepted request. What only the plan uses starts as a class default: a hit,
-    answered before any plan, sets none of it."""
+    """State of one intercepted request after `hit` (its plan). What only some plans use starts as a
+    class default."""
 
-    body = b""
     plan: Plan | None = None
     waiting = False
     """The plan waits for the head of the app's answer (a client that leaves now ends it)."""
@@ -95,29 +130,23 @@ class _Responder:
     """The app's answer, held to be read whole because the plan asked for it (`ReadBody`)."""
 
     def __init__(
-        self, middleware: CacheMiddleware, route: Route, path: str, scope: Scope, receive: Receive, send: Send
+        self,
+        middleware: CacheMiddleware,
+        route: Route,
+        path: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes = b"",
     ) -> None:
         self.app, self.cache, self.middleware = middleware.app, middleware.cache, middleware
         self.route, self.path = route, path
         self.scope, self.receive, self.send = scope, receive, send
+        self.body = body
 
-    async def run(self) -> None:
-        if not await self._read():
-            return
-        cache, scope = self.cache, self.scope
-        plain, repeated = read_headers(scope["headers"], self.middleware.header_names)
-        if self.middleware.upstream is not None:
-            plain[UPSTREAM_HEADER] = self.middleware.upstream + self.path
-        query = scope.get("query_string", b"").decode("latin-1")
-        prepared = cache.prepare_route(
-            self.route, scope["method"], self.path, query, plain, self.body, repeated=repeated, asgi_scope=scope
-        )
-        if type(prepared) is CacheRequest:
-            parts = await cache.hit(prepared)
-            if parts is not None:
-                await _answer(self.send, parts)
-                return
-        self.plan, self.relay = cache.plan(prepared), AsgiRelay(self.send)
+    async def run(self, prepared: Prepared) -> None:
+        """Drive the plan of a request `hit` did not answer."""
+        self.plan, self.relay = self.cache.plan(prepared), AsgiRelay(self.send)
         try:
             step: Action | End | None = await self._next()
             while isinstance(step, Forward):
@@ -128,25 +157,6 @@ class _Responder:
             pass
         finally:
             await self.relay.settle()
-
-    async def _read(self) -> bool:
-        """Read the request body; False when the app was given the request as it came (too large for
-        the cache, or the client left while sending it)."""
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more:
-            message = await self.receive()
-            if message["type"] != "http.request":  # a disconnect before the body ended: the app sees it
-                await self._untouched(b"".join(chunks), False, message)
-                return False
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if self.cache.too_large(size, self.middleware.max_body_bytes):
-                await self._untouched(b"".join(chunks), more, None, self.cache.oversized(self.route, self.path).header)
-                return False
-        self.body = b"".join(chunks)
-        return True
 
     async def _next(self, reply: Any = None, error: BaseException | None = None) -> Action | End:
         """Advance the plan to the next action that needs the app's answer (`Forward`, `ReadBody`) or
@@ -207,20 +217,12 @@ class _Responder:
         if isinstance(end, Answer):
             await _answer(self.send, end.parts)
         elif isinstance(end, Untouched):
-            await self._untouched(self.body, False, None, end.header)
+            await _untouched(self.app, self.scope, self.receive, self.send, self.body, False, None, end.header)
         else:  # the answer held for `ReadBody`, relayed as it is
             assert isinstance(end, Relay) and self.held
             await self.relay.start(end, self.held[0])
             for message in self.held[1:]:
                 await self.relay.message(message)
-
-    async def _untouched(
-        self, body: bytes, more: bool, early: Message | None, header: tuple[str, str] | None = None
-    ) -> None:
-        """The app answers the request as it came (the body read so far handed over again); `header`
-        is added to its answer."""
-        send = self.send if header is None else _bypassing(self.send, header)
-        await self.app(self.scope, _replay(body, more, self.receive, early), send)
 
     async def _side(self, call: SideCall) -> Reply:
         """A `SideCall`: a POST of its own through the same app, its answer collected whole."""
@@ -266,6 +268,21 @@ def _reply(messages: list[Message]) -> Reply:
     raw: list[tuple[bytes, bytes]] = start.get("headers", [])
     body = b"".join(message.get("body", b"") for message in messages if message["type"] == "http.response.body")
     return Reply(start["status"], Headers(raw=raw), decoded(raw), body)
+
+
+async def _untouched(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    body: bytes,
+    more: bool,
+    early: Message | None,
+    header: tuple[str, str] | None = None,
+) -> None:
+    """The app answers the request as it came (the body read so far handed over again); `header`
+    is added to its answer."""
+    await app(scope, _replay(body, more, receive, early), send if header is None else _bypassing(send, header))
 
 
 def _replay(body: bytes, more: bool, receive: Receive, early: Message | None) -> Receive:

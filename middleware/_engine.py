@@ -84,7 +84,16 @@ from ._types import (
 )
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
 from .providers.base import loads_object
-from .stores.base import LockingStore, PrefixRulesStore, Store, StoreError, TagStore, abilities_of, invalidate_tags
+from .stores.base import (
+    LockingStore,
+    PrefixRulesStore,
+    Store,
+    StoreError,
+    SyncReadStore,
+    TagStore,
+    abilities_of,
+    invalidate_tags,
+)
 from .stores.memory import MemoryStore
 from .stores.urls import store_from_url
 from .telemetry import Call, Telemetry
@@ -180,7 +189,7 @@ class Cache:
         """Looks up misses by meaning (`llm_cache.middleware.semantic.SemanticCache`), or None: exact only."""
         if isinstance(store, str):
             store = store_from_url(store)
-        self.store: Store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
         _check_prefixes(self.store, self.settings.key_prefix)
         self.telemetry.watch_store(self.store)
@@ -222,6 +231,17 @@ class Cache:
         ignored = self.settings.ignored_fields
         self._volatile = {endpoint.name: volatile_set(ignored, endpoint.volatile_fields) for endpoint in endpoints}
 
+    @property
+    def store(self) -> Store:
+        """Where the entries are kept."""
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self._store = store
+        self._read_now = cast(SyncReadStore, store).get_now if abilities_of(store).sync_reads else None
+        """The store's read without an await (`SyncReadStore`), when it has one: the lookup calls it."""
+
     # -- 1. prepare ---------------------------------------------------------------------------
 
     def route(self, method: str, path: str) -> Route | None:
@@ -261,7 +281,6 @@ class Cache:
         query: str,
         headers: Mapping[str, str],
         body: bytes,
-        *,
         repeated: Collection[str] = (),
         asgi_scope: Mapping[str, Any] | None = None,
     ) -> CacheRequest | ForwardAsIs | Rejection:
@@ -613,9 +632,10 @@ class Cache:
         key = request.key
         call = request.call
         span = call.child("llm_cache.lookup") if call is not None and call.recording else None
+        read_now = self._read_now
         started = time.perf_counter()
         try:
-            data = await self.store.get(key)
+            data = read_now(key) if read_now is not None else await self.store.get(key)
         except Exception as error:  # fail open: a broken store is a miss
             self.telemetry.lookup_done(call, span, started, error)
             self._store_failed("get", error)
@@ -662,19 +682,27 @@ class Cache:
         self, request: CacheRequest, kind: Literal["client", "internal"] = "internal"
     ) -> Coroutine[Any, Any, ResponseParts | None]:
         """The hit path, one straight line: the call's telemetry begins here, in the caller's context
-        (the sync transport runs the coroutine on the engine's loop), then the coroutine looks the
-        request up and gives the hit's response, or None: drive `plan` for the rest of the call."""
-        if request.call is None:
+        (the sync transport runs the coroutine on the engine's loop; a call that records nothing but
+        its counts, `Telemetry.quiet`, begins after the lookup, or not at all on an exact hit), then the
+        coroutine looks the request up and gives the hit's response, or None: drive `plan` for the rest."""
+        if request.call is None and not self.telemetry.quiet():
             request.call = Call(self.telemetry, request, kind)  # (`Telemetry.begin`, one call less on a hit)
-        return self._hit(request)
+        return self._hit(request, kind)
 
-    async def _hit(self, request: CacheRequest) -> ResponseParts | None:
+    async def _hit(self, request: CacheRequest, kind: Literal["client", "internal"]) -> ResponseParts | None:
         if request.item_keys:  # served item by item, in the plan
+            if request.call is None:
+                request.call = Call(self.telemetry, request, kind)
             return None
         lookup = request.lookup = await self._lookup(request)
         call = request.call
-        if call is not None:
-            call.decided(lookup)
+        if call is None:  # a quiet call (`Telemetry.quiet`): an exact hit is counted without a `Call`
+            entry = lookup.entry
+            if entry is not None and lookup.match == "exact" and not lookup.coalesced:
+                self.telemetry.hit_quietly(request, entry)
+                return self._entry_response(request, entry, b"HIT")
+            call = request.call = Call(self.telemetry, request, kind)
+        call.decided(lookup)
         return None if lookup.entry is None else self.answer(request, lookup)
 
     def plan(self, request: Prepared) -> Plan:

@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .._wire import decompressor
 from ._entry import Entry
 from ._hooks import AnswerView
 from ._settings import CacheSettings, CacheStats
@@ -136,7 +137,7 @@ class Recorder:
             self._not_storable(f"content-type {content_type or 'missing'} is not application/json")
             return
         try:
-            self._decoder = _decoder(headers.get("content-encoding"))
+            self._decoder = decompressor(headers.get("content-encoding"))
         except ValueError as error:
             self._not_storable(str(error))
 
@@ -158,10 +159,14 @@ class Recorder:
             self._why = why
 
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`."""
+        """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`.
+
+        `x-cache` and `x-cache-*` are the cache's own: an upstream's (a CDN's, another cache's) are not
+        passed on beside them, so a client reads one outcome."""
+        dropped = frozenset[str]()
         if self._filter is not None:
             dropped = _DECODED_DROPS if isinstance(self._filter, _DecodedFilter) else _FILTERED_DROPS
-            upstream = [(k, v) for k, v in upstream if k.lower() not in dropped]
+        upstream = [(k, v) for k, v in upstream if not _ours_or_in(k.lower(), dropped)]
         return upstream + miss_headers(self._request, self._lookup)
 
     @property
@@ -182,14 +187,15 @@ class Recorder:
         return b"" if self._filter is None else self._filter.flush()
 
     def _record(self, chunk: bytes) -> None:
+        limit = self._handle.settings.max_response_bytes
         if self._decoder is not None:
-            try:
-                chunk = self._decoder.decompress(chunk)
+            try:  # never past the limit: a small compressed chunk can decode to a thousand times its size
+                chunk = self._decoder.decompress(chunk, limit - self._size + 1)
             except zlib.error:
                 self._not_storable("undecodable compressed body")
                 return
         self._size += len(chunk)
-        if self._size > self._handle.settings.max_response_bytes:
+        if self._size > limit:
             self._not_storable("response over max_response_bytes")
             self._body.clear()
             return
@@ -294,21 +300,13 @@ class Recorder:
         return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
 
 
+def _ours_or_in(name: str, dropped: frozenset[str]) -> bool:
+    """Whether a lower-case header `name` is one the cache sets itself (`x-cache`, `x-cache-*`) or in `dropped`."""
+    return name in dropped or (name.startswith("x-cache") and (len(name) == 7 or name[7] == "-"))
+
+
 _FILTERED_DROPS = frozenset({"content-length"})
 _DECODED_DROPS = frozenset({"content-length", "content-encoding"})
-
-
-def _decoder(encoding: str | None) -> Any:
-    """A zlib decompressor for a `content-encoding` the cache can read, None for identity; raises
-    ValueError for any other encoding."""
-    encoding = (encoding or "identity").lower().strip()
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    if encoding == "identity":
-        return None
-    raise ValueError(f"content-encoding {encoding} is not supported")
 
 
 def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter | None:
@@ -318,7 +316,7 @@ def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter 
     if stream_filter is None:
         return None
     try:
-        decoder = _decoder(encoding)
+        decoder = decompressor(encoding)
     except ValueError:  # an encoding the cache cannot read: the caller gets the stream as sent
         logger.warning("cannot hide the usage chunk in a %s-encoded stream", encoding)
         return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -75,24 +75,28 @@ class CacheRequest:
     """Why this call is not cached (opt-in mode, ...), or None."""
     captured: bool = False
     """True when `forward_body` was rewritten by the provider's `capture_body` (see Recorder.feed)."""
-    call: Call | None = None
-    """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""
-    cached_content: CachedContent | None = None
-    """The Gemini cachedContent `upstream_body` named instead of the prefix, if any."""
     caller_body: bytes = b""
     """The body as the caller meant it (without the `cache` field), before any addition of the cache's."""
-    hinted: bool = False
-    """True when `upstream_body` added prompt-caching hints."""
-    refused: str | None = None
-    """What the upstream's 400 named among the cache's additions, while the request is sent again without it."""
     scope: str = ""
     """The key's scope segment (the semantic context is keyed under it too); empty when not cached."""
     exact: bool = False
     """The body took `parse_body`'s exact path (numbers a double cannot carry)."""
-    lookup: Lookup | None = None
-    """How `Cache.hit` found the cache for this call (None before it ran)."""
     item_keys: tuple[str, ...] = ()
     """The keys of a list request's items, in input order, when it is served item by item (`_items.py`)."""
+    worked_out: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What later steps worked out from this preparation alone (a `Telemetry`'s counts of its hits), by
+    whoever worked it out, kept for every call prepared the same way: `again` hands on the same dict."""
+    # What one call adds (`again` starts them over):
+    call: Call | None = None
+    """This call's telemetry (span, decision), set by `Cache.begin` or the first `lookup`."""
+    cached_content: CachedContent | None = None
+    """The Gemini cachedContent `upstream_body` named instead of the prefix, if any."""
+    hinted: bool = False
+    """True when `upstream_body` added prompt-caching hints."""
+    refused: str | None = None
+    """What the upstream's 400 named among the cache's additions, while the request is sent again without it."""
+    lookup: Lookup | None = None
+    """How `Cache.hit` found the cache for this call (None before it ran)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -107,7 +111,7 @@ class CacheRequest:
 
     def again(self, headers: Mapping[str, str]) -> CacheRequest:
         """This request as `prepare` made it, for another call with these (equally read) headers."""
-        return CacheRequest(
+        return CacheRequest(  # (positionally: each keyword costs the call a search of the names)
             self.route,
             self.method,
             self.path,
@@ -120,10 +124,11 @@ class CacheRequest:
             self.key,
             self.bypass,
             self.captured,
-            caller_body=self.caller_body,
-            scope=self.scope,
-            exact=self.exact,
-            item_keys=self.item_keys,
+            self.caller_body,
+            self.scope,
+            self.exact,
+            self.item_keys,
+            self.worked_out,
         )
 
     def accepts(self, entry: Entry) -> bool:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from .._wire import masked_query_credential
 from ._version import __version__
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
 from .config.schema import DiskStoreConfig
@@ -25,16 +27,39 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's `log_config`: every line (uvicorn's and the cache's) with time, level and logger."""
-    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    """uvicorn's `log_config`: every line (uvicorn's and the cache's) with time, level and logger, and
+    no credential a request sent in its query string."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "plain",
+        "stream": "ext://sys.stderr",
+        "filters": ["query_credentials"],
+    }
     logger = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"query_credentials": {"()": f"{__name__}.MaskedQueryCredentials"}},
         "formatters": {"plain": {"format": LOG_FORMAT}},
         "handlers": {"stderr": handler},
         "loggers": {name: dict(logger) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "llm_cache")},
     }
+
+
+class MaskedQueryCredentials(logging.Filter):
+    """Masks the value of a key sent in a query string (`?key=`: a gateway key, Gemini's API key) in
+    every path a log line is given, as uvicorn's access log gives each request's path and query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(arg, str) and "?" in arg for arg in args):
+            record.args = tuple(_masked_path(arg) if isinstance(arg, str) else arg for arg in args)
+        return True
+
+
+def _masked_path(text: str) -> str:
+    path, question, query = text.partition("?")
+    return f"{path}?{masked_query_credential(query)}" if question else text
 
 
 def server_stack(installed: Callable[[str], bool] | None = None) -> dict[str, str]:

@@ -46,7 +46,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._wire import CREDENTIAL_HEADERS, api_of, auth_header, error_document, without_query_credential
+from .._wire import CREDENTIAL_HEADERS, CREDENTIALS_FOR, api_of, auth_header, error_document, without_query_credential
 from ._engine import Cache
 from ._keys import NAMESPACE_PATTERN
 from ._types import KEY_HEADER, UPSTREAM_HEADER
@@ -120,6 +120,9 @@ _REDIS_INFO_FIELDS = (
 )
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
 """The largest body a /cache/* call may send (they are small JSON objects)."""
+ROUTED_BODY_LIMIT = 64 * 1024 * 1024
+"""The largest body a routing gateway takes when `server.max_request_bytes` is not set: the router reads
+a body whole (it picks a group from it and may resend it). Above every provider's own request limit."""
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
 _RAW_KEY = KEY_HEADER.encode("latin-1")
 _RAW_LITELLM_KEY = b"x-litellm-cache-key"
@@ -398,8 +401,12 @@ class _Gateway:
             return _json({"object": "list", "data": self._models()})
         # The router reads the model to pick a group and may send the body more than once.
         content = await request.body() if self.router is not None else _streamed_body(request, headers)
+        # The upstream key is for the upstream's URL: a router sends it to none of its deployments elsewhere.
+        extensions = {CREDENTIALS_FOR: base.origin + base.path} if upstream.api_key else None
         try:
-            outgoing = self.client.build_request(request.method, url, headers=wire, content=content, timeout=timeout)
+            outgoing = self.client.build_request(
+                request.method, url, headers=wire, content=content, timeout=timeout, extensions=extensions
+            )
         except httpx2.InvalidURL:
             return _error(family, 400, "the request path or query cannot be forwarded")
         _caller_headers_only(outgoing, request.headers.get("accept-encoding"), {k for k, _ in headers})
@@ -946,8 +953,8 @@ class _Guard:
     but /health, /metrics and /cache/*): the client key is checked when `auth.keys` is set (401), the
     upstream's base URL is named in the `x-llm-cache-upstream` header the cache keys on (whatever the
     caller sent under that name is dropped), and the body is bounded by `server.max_request_bytes`
-    (413) and `server.body_read_timeout` (408). Management calls have their own admin key and a 1 MiB
-    body limit.
+    (413; a routing gateway, which holds bodies whole, 64 MiB when it is not set) and
+    `server.body_read_timeout` (408). Management calls have their own admin key and a 1 MiB body limit.
     """
 
     def __init__(self, app: ASGIApp, gateway: _Gateway) -> None:
@@ -955,6 +962,8 @@ class _Guard:
         config = gateway.config
         self.keys = tuple(key.encode("utf-8") for key in config.auth.keys)
         self.limit = config.server.max_request_bytes
+        if self.limit is None and gateway.router is not None:
+            self.limit = ROUTED_BODY_LIMIT
         self.deadlines = _Deadlines(config.server.body_read_timeout)
         self.bases = gateway.bases
         self.litellm_key = config.litellm_cache_key_header

@@ -8,7 +8,9 @@ from plain in-process counters and works with or without the SDK.
 
 The engine owns the only hooks: `Cache.hit(request, kind)` begins one `Call` per
 intercepted call (`Cache.begin`), and the engine's lookup, `hit_response`,
-`only_if_cached_response` and `Recorder.finish/abort` drive it to its end. See docs/observability.md.
+`only_if_cached_response` and `Recorder.finish/abort` drive it to its end. A call that would keep
+nothing but its counts (`Telemetry.quiet`) gets its `Call` after the lookup, and an exact hit of it
+none: `Telemetry.hit_quietly` counts it. See docs/observability.md.
 """
 
 from __future__ import annotations
@@ -348,15 +350,8 @@ class Call:
     ) -> None:
         # No reference back to the request: it holds this Call, and a cycle would outlive the call.
         self._t = telemetry
-        route = request.route
-        self.endpoint = endpoint = route.endpoint
-        model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
-        # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
-        if model is not None and len(model) > MAX_MODEL_CHARS:
-            model = model[:MAX_MODEL_CHARS]
-        self.model = model
-        memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
-        start = self._start = telemetry._starts.get(memo_key) or telemetry._span_start(memo_key)
+        self.endpoint, self.model, start = telemetry._labels(request)
+        self._start = start
         self.provider = start.provider
         self._key = request.key
         self.result = "miss"
@@ -375,8 +370,7 @@ class Call:
         duration = telemetry._operation_duration
         recorded = getattr(duration, "_real_instrument", duration) is not None
         self.started = time.perf_counter() if recorded else 0.0
-        proxy = telemetry._proxy
-        if proxy is not None and proxy._tracer is proxy._noop_tracer:
+        if telemetry._proxied and trace._TRACER_PROVIDER is None:
             # No SDK installed: the API's invalid span, and nothing more to start. The global tracer would
             # go through the no-op tracer, which looks the context up, to make a span that records nothing
             # either, at about 2 µs a call. Once an application installs a tracer provider, the global
@@ -389,7 +383,7 @@ class Call:
         self.recording = span.is_recording()
         self.body = request.body if telemetry.capture_content else None
         if self.recording:
-            self.attrs = endpoint.request_attributes(request.body)
+            self.attrs = self.endpoint.request_attributes(request.body)
             self.attrs["llm_cache.key_digest_prefix"] = self.key_digest_prefix
 
     @property
@@ -610,12 +604,10 @@ class Telemetry:
         warning_interval: float = 60.0,
     ) -> None:
         self.tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
-        resolves = isinstance(getattr(trace.ProxyTracer, "_tracer", None), property)
-        proxy = self.tracer if isinstance(self.tracer, trace.ProxyTracer) and resolves else None
-        self._proxy = proxy if isinstance(getattr(proxy, "_noop_tracer", None), trace.NoOpTracer) else None
-        """The tracer is the API's proxy for the global provider, which tells what it resolves to now
-        (`ProxyTracer._tracer`, its `_noop_tracer` until a provider is set; should a later API lose
-        them, spans simply go through the proxy)."""
+        self._proxied = isinstance(self.tracer, trace.ProxyTracer) and hasattr(trace, "_TRACER_PROVIDER")
+        """The tracer is the API's proxy for the global provider, which resolves to the no-op tracer
+        while the API's `_TRACER_PROVIDER` is None (no SDK installed: `ProxyTracer._tracer`). Should a
+        later API lose that name, spans simply go through the proxy."""
         meter = metrics.get_meter(INSTRUMENTATION, meter_provider=meter_provider)
         if pricing is None:
             pricing = Pricing.default()
@@ -680,6 +672,45 @@ class Telemetry:
     def begin(self, request: CacheRequest, kind: Literal["client", "internal"] = "internal") -> Call:
         return Call(self, request, kind)
 
+    def quiet(self) -> bool:
+        """Whether a call begun now would keep nothing but its counts: no tracing SDK is installed (the
+        API's proxy resolves to its no-op tracer), no metrics SDK takes durations, no DEBUG log. An
+        exact hit of such a call needs no `Call`: `hit_quietly` counts it."""
+        duration = self._operation_duration
+        return (
+            self._proxied
+            and trace._TRACER_PROVIDER is None
+            and getattr(duration, "_real_instrument", duration) is None
+            and not logger.isEnabledFor(logging.DEBUG)
+        )
+
+    def hit_quietly(self, request: CacheRequest, entry: Entry) -> None:
+        """Count an exact hit served to a call begun `quiet`: what `Call.hit` counts, without the `Call`."""
+        # The labels are functions of the preparation, so what a hit of one entry (its key and write time)
+        # adds is too (with this Telemetry's prices): worked out once, kept for every call prepared alike.
+        worked_out = request.worked_out
+        known = worked_out.get(self)
+        if known is None or known[0] != entry.created_at or known[1] != entry.fingerprint:
+            endpoint, model, start = self._labels(request)
+            adds = self._served_once(entry, endpoint, start.provider, model, "exact")[1]
+            known = worked_out[self] = (entry.created_at, entry.fingerprint, adds)
+        pending = self._pending  # (`_bump`, in line: every hit comes here)
+        pending.append(known[2])
+        if len(pending) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
+
+    def _labels(self, request: CacheRequest) -> tuple[Endpoint, str | None, _Start]:
+        """A call's endpoint, model (as the request names it, cut short) and span start (its provider too)."""
+        route = request.route
+        endpoint = route.endpoint
+        model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
+        # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
+        if model is not None and len(model) > MAX_MODEL_CHARS:
+            model = model[:MAX_MODEL_CHARS]
+        memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
+        return endpoint, model, self._starts.get(memo_key) or self._span_start(memo_key)
+
     def passthrough(self, family: str, path: str, reason: str) -> None:
         """An LLM path the engine forwards untouched (body too large, not JSON): counted as a bypass."""
         self._count_request("bypass", provider_name(family, path, None), None, "none")
@@ -687,7 +718,14 @@ class Telemetry:
             logger.debug("CACHE BYPASS path=%s reason=%s", path, reason)
 
     def lookup_done(self, call: Call | None, span: Any, started: float, error: BaseException | None) -> None:
-        elapsed = self._timed(self._lookup_times, self._lookup_instrument, span, started, error)
+        elapsed = time.perf_counter() - started
+        timings = self._lookup_times  # (`_timed`, in line: every hit comes here)
+        timings.append(elapsed)
+        if len(timings) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
+        if self._lookup_instrument is not None or span is not None:
+            self._recorded(self._lookup_instrument, span, elapsed, error)
         if call is not None:
             call.lookup_seconds = elapsed
         if span is not None:
@@ -704,7 +742,7 @@ class Telemetry:
 
     def _timed(
         self, timings: deque[float], instrument: Any, span: Any, started: float, error: BaseException | None
-    ) -> float:
+    ) -> None:
         """Record one store operation's duration (queued, as counter additions are: a hit allocates
         nothing for it); mark its child span failed if it raised."""
         elapsed = time.perf_counter() - started
@@ -712,12 +750,15 @@ class Telemetry:
         if len(timings) >= _SETTLE_AT:
             with self._lock:
                 self._settle()
+        self._recorded(instrument, span, elapsed, error)
+
+    def _recorded(self, instrument: Any, span: Any, elapsed: float, error: BaseException | None) -> None:
+        """A store operation's duration recorded live (`instrument`), and its child span marked failed if it raised."""
         if instrument is not None:
             instrument.record(elapsed, self._attributes(("store",), (self.store_name,)))
         if span is not None and error is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.set_attribute("error.type", type(error).__name__)
-        return elapsed
 
     def store_error(self, operation: str, error: BaseException, semantic_part: str | None = None) -> None:
         """Count a failed store operation; WARNING at most once per `warning_interval` seconds.
@@ -889,6 +930,18 @@ class Telemetry:
     ) -> _Summary | None:
         """Count a served hit with the tokens and cost it saved, and say what its entry's body says: both
         worked out once per entry and way of serving it, so a hit makes one memo read and one addition."""
+        served = self._served_once(entry, endpoint, provider, request_model, match)
+        pending = self._pending  # (`_bump`, in line: every hit comes here)
+        pending.append(served[1])
+        if len(pending) >= _SETTLE_AT:
+            with self._lock:
+                self._settle()
+        return served[0]
+
+    def _served_once(
+        self, entry: Entry, endpoint: Endpoint, provider: str, request_model: str | None, match: str
+    ) -> tuple[_Summary | None, _Adds]:
+        """What a served hit's entry says and the counter additions it makes, memoised."""
         memo_key = (entry.fingerprint, entry.created_at, provider, request_model, match)
         memo = self._served_memo
         served = memo.get(memo_key)
@@ -899,12 +952,7 @@ class Telemetry:
                 if len(memo) >= _USAGE_MEMO:
                     memo.pop(next(iter(memo)))
                 memo[memo_key] = served
-        pending = self._pending  # (`_bump`, in line: every hit comes here)
-        pending.append(served[1])
-        if len(pending) >= _SETTLE_AT:
-            with self._lock:
-                self._settle()
-        return served[0]
+        return served
 
     def _hit_adds(self, summary: _Summary | None, provider: str, request_model: str | None, match: str) -> _Adds:
         """A hit's counter additions: the request, and what the answer saved (when its body says)."""

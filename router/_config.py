@@ -213,6 +213,12 @@ class RouterSettings(BaseModel):
         ge=0,
         description="bound on any provider-supplied time (Retry-After): cooldowns and retry-after sent to clients",
     )
+    max_read_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="the most of an answer the router reads (and decodes) to judge or translate it; "
+        "a longer one is passed on as it streams, or, when it must be translated, is a failed attempt",
+    )
     unknown_models: Literal["passthrough", "refuse"] = Field(
         default="passthrough",
         description="a request whose model no group serves: send it on unchanged, or answer 404 (400 without a model)",
@@ -246,11 +252,37 @@ class RouterSettings(BaseModel):
         return [v] if isinstance(v, str) else (v or [])
 
 
+def _same(a: Deployment, b: Deployment) -> bool:
+    """Whether two deployments are one: every field but the id alike."""
+    return a.model_dump(exclude={"id"}) == b.model_dump(exclude={"id"})
+
+
 class RouterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     groups: dict[str, ModelGroup]
     settings: RouterSettings = Field(default_factory=RouterSettings)
+
+    @model_validator(mode="after")
+    def _distinct_ids(self) -> RouterConfig:
+        """One id, one deployment: the router keeps one state (breaker, load, the deployment it sends
+        with) per id, so a deployment listed in two groups is shared, and two that differ in anything (a
+        key, above all) must not be. A default id (`family:model@api_base`) that two different
+        deployments would share gets `#2`, `#3`, ... in config order; an explicit one is an error."""
+        seen: dict[str, Deployment] = {}
+        for group in self.groups.values():
+            for dep in group.deployments:
+                first = seen.setdefault(dep.id, dep)
+                if first is dep or _same(first, dep):
+                    continue
+                if dep.id != f"{dep.family}:{dep.model}@{dep.api_base}":
+                    raise ValueError(f"deployment id {dep.id!r} names two different deployments; give each its own")
+                base, n = dep.id, 2
+                while f"{base}#{n}" in seen and not _same(seen[f"{base}#{n}"], dep):
+                    n += 1
+                dep.id = f"{base}#{n}"
+                seen.setdefault(dep.id, dep)
+        return self
 
     @model_validator(mode="after")
     def _check_refs(self) -> RouterConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._wire import api_of, error_document, model_in_path
+from .._wire import CREDENTIALS_FOR, api_of, error_document, model_in_path
 from . import _retry as retry_mod
 from . import _rewrite as rewrite
 from . import translate
@@ -51,10 +51,12 @@ STACKING_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt
 
 @dataclass
 class Send:
-    """Send ``request``; reply with a ``Sent``. ``stream``: peek the first chunk, else read the body."""
+    """Send ``request``; reply with a ``Sent``. ``stream``: peek the first chunk, else read the body.
+    ``whole``: the answer is translated, so a body over ``max_read_bytes`` fails the attempt."""
 
     request: Any
     stream: bool
+    whole: bool = False
 
 
 @dataclass
@@ -73,7 +75,7 @@ class Passthrough:
 class Sent:
     response: Any = None
     exception: BaseException | None = None
-    body: bytes | None = None  # the read, decoded body (non-stream or error); None for streams
+    body: bytes | None = None  # the read, decoded body (non-stream or error); None for streams and long bodies
 
 
 @dataclass
@@ -367,7 +369,7 @@ class Router:
         st.record_usage(p.est_tokens)
         started = self.clock()
         try:
-            sent: Sent = yield Send(request, p.stream)
+            sent: Sent = yield Send(request, p.stream, whole=translation is not None)
         except BaseException:  # cancelled (close(), CancelledError, timeout ...): as if never sent
             st.in_flight -= 1
             st.breaker.abandon(probe)
@@ -478,10 +480,14 @@ class Router:
             assert p.doc is not None  # _translation() answers None without a document
             drop = dep.drop_params if dep.drop_params is not None else self.settings.drop_params
             return translate.http.request(p.lib, req, p.doc, dep, translation, p.stream, drop, extensions)
+        # The path as sent, its escapes kept: a decoded `%3F` or `%23` would start a query or a fragment.
+        path = req.url.raw_path.partition(b"?")[0].decode("ascii")
         url = rewrite.target_url(
-            dep, req.url.path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
+            dep, path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         )
-        headers = rewrite.rewrite_headers(list(req.headers.multi_items()), dep)
+        headers = rewrite.rewrite_headers(
+            list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR)
+        )
         body = rewrite.rewrite_body(p.body, p.doc, dep, req.url.path)
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []
 

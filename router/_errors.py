@@ -13,6 +13,9 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpx
+import httpx2
+
 #: Default bound on any provider-supplied time (``RouterSettings.cooldown_max``), seconds.
 DEFAULT_COOLDOWN_MAX = 300.0
 
@@ -171,7 +174,13 @@ class Failure:
         return self.kind in RETRYABLE
 
 
+class AnswerTooLarge(httpx2.RemoteProtocolError, httpx.RemoteProtocolError):  # type: ignore[misc]  # both catch it
+    """A deployment's answer, or one event of its stream, is longer than the router reads to translate
+    it: the attempt (or the stream) failed, as with any answer that cannot be read."""
+
+
 __all__ = [
+    "AnswerTooLarge",
     "DEFAULT_COOLDOWN_MAX",
     "Failure",
     "Kind",

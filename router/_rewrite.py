@@ -52,12 +52,16 @@ def auth_header(dep: Deployment) -> tuple[str, str] | None:
     return wire.auth_header(dep.family, dep.api_key) if dep.api_key else None
 
 
-def rewrite_headers(headers: list[tuple[str, str]], dep: Deployment) -> list[tuple[str, str]]:
+def rewrite_headers(
+    headers: list[tuple[str, str]], dep: Deployment, url: str = "", credentials_for: str | None = None
+) -> list[tuple[str, str]]:
+    """The headers for ``dep`` at ``url``: its own key in place of the caller's credentials; without
+    one, the caller's pass on, unless they are an operator's key for another URL (``credentials_for``,
+    a gateway's upstream key): a deployment elsewhere (a self-hosted server, another family) gets none."""
     auth = auth_header(dep)
+    replaced = auth is not None or (credentials_for is not None and not wire.under(url, credentials_for))
     out = [
-        (k, v)
-        for k, v in headers
-        if k.lower() not in _DROP and (auth is None or k.lower() not in wire.CREDENTIAL_HEADERS)
+        (k, v) for k, v in headers if k.lower() not in _DROP and not (replaced and k.lower() in wire.CREDENTIAL_HEADERS)
     ]
     if auth is not None:
         out.append(auth)

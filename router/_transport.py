@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import httpx2
 
-from .._wire import default_transport, library_of
+from .._wire import decoded, default_transport, library_of
 from ._core import Final, Passthrough, Router, Send, Sent, Sleep
+from ._errors import AnswerTooLarge
 
 STREAM_FAILED = "router.stream_failed"  # response.extensions flag: the stream broke after its first byte
 
@@ -33,11 +34,19 @@ def close_sync(owner: dict[tuple[str, bool], Any]) -> None:
             del owner[key]
 
 
-def _decoded(lib: ModuleType, resp: Any, raw: bytes) -> bytes:
-    try:
-        return lib.Response(resp.status_code, headers=resp.headers, content=raw).content
-    except Exception:  # undecodable error bodies are still classified on their raw bytes
-        return raw
+def _too_large(limit: int) -> AnswerTooLarge:
+    return AnswerTooLarge(
+        f"the deployment's answer is longer than max_read_bytes ({limit} bytes) and cannot be translated"
+    )
+
+
+def _judged(lib: ModuleType, resp: Any, raw: bytes, action: Send, limit: int) -> Sent:
+    """A response read whole (`raw`), with its body decoded for the router to judge, never past `limit`
+    (an undecodable body is judged on its raw bytes)."""
+    body = decoded(resp.headers.get("content-encoding"), raw, limit)
+    if body is None and action.whole:
+        return Sent(exception=_too_large(limit))
+    return Sent(response=_rebuilt(lib, resp, raw), body=body)
 
 
 def _rebuilt(lib: ModuleType, resp: Any, raw: bytes) -> Any:
@@ -104,7 +113,7 @@ class _SyncPeeked(_Peeked, httpx2.SyncByteStream, httpx.SyncByteStream):
 # ----------------------------------------------------------------------------- async driver
 
 
-async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough) -> Sent:
+async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough, limit: int) -> Sent:
     try:
         resp = await inner.handle_async_request(action.request)
     except Exception as exc:
@@ -128,13 +137,38 @@ async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough) -
             raise
         resp.stream = _AsyncPeeked(resp, first, it, original)
         return Sent(response=resp)
+    return await _read_async(lib, resp, action, limit)
+
+
+async def _read_async(lib: ModuleType, resp: Any, action: Send, limit: int) -> Sent:
+    """The answer read to be judged: whole when it is at most `limit` bytes; a longer one is judged on
+    its status and passed on unread past the first `limit` (or fails the attempt if it is translated)."""
+    original = resp.stream
+    it = original.__aiter__()
+    held: list[bytes] = []
+    size = 0
     try:
-        raw = b"".join([chunk async for chunk in resp.stream])
+        while size <= limit:
+            try:
+                chunk = await it.__anext__()
+            except StopAsyncIteration:
+                break
+            held.append(chunk)
+            size += len(chunk)
+        else:
+            if action.whole:
+                await original.aclose()
+                return Sent(exception=_too_large(limit))
+            resp.stream = _AsyncPeeked(resp, b"".join(held), it, original)
+            return Sent(response=resp)
     except Exception as exc:
+        await original.aclose()
         return Sent(exception=exc)
-    finally:
-        await resp.stream.aclose()
-    return Sent(response=_rebuilt(lib, resp, raw), body=_decoded(lib, resp, raw))
+    except BaseException:  # cancelled while reading: give the connection back
+        await original.aclose()
+        raise
+    await original.aclose()
+    return _judged(lib, resp, b"".join(held), action, limit)
 
 
 async def run_async(router: Router, request: Any, inner: Any = None) -> Any:
@@ -153,7 +187,7 @@ async def run_async(router: Router, request: Any, inner: Any = None) -> Any:
                 await router.async_sleep(action.seconds)
                 reply = None
             else:
-                reply = await _send_async(lib, inner, action)
+                reply = await _send_async(lib, inner, action, router.settings.max_read_bytes)
     finally:  # a no-op once the plan ended; after a cancellation it releases the attempt's claims now
         plan.close()
 
@@ -161,7 +195,7 @@ async def run_async(router: Router, request: Any, inner: Any = None) -> Any:
 # ----------------------------------------------------------------------------- sync driver
 
 
-def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough) -> Sent:
+def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough, limit: int) -> Sent:
     try:
         resp = inner.handle_request(action.request)
     except Exception as exc:
@@ -185,13 +219,37 @@ def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough) -> Sent:
             raise
         resp.stream = _SyncPeeked(resp, first, it, original)
         return Sent(response=resp)
+    return _read_sync(lib, resp, action, limit)
+
+
+def _read_sync(lib: ModuleType, resp: Any, action: Send, limit: int) -> Sent:
+    """`_read_async` for sync clients."""
+    original = resp.stream
+    it = iter(original)
+    held: list[bytes] = []
+    size = 0
     try:
-        raw = b"".join(list(resp.stream))
+        while size <= limit:
+            try:
+                chunk = next(it)
+            except StopIteration:
+                break
+            held.append(chunk)
+            size += len(chunk)
+        else:
+            if action.whole:
+                original.close()
+                return Sent(exception=_too_large(limit))
+            resp.stream = _SyncPeeked(resp, b"".join(held), it, original)
+            return Sent(response=resp)
     except Exception as exc:
+        original.close()
         return Sent(exception=exc)
-    finally:
-        resp.stream.close()
-    return Sent(response=_rebuilt(lib, resp, raw), body=_decoded(lib, resp, raw))
+    except BaseException:  # interrupted while reading: give the connection back
+        original.close()
+        raise
+    original.close()
+    return _judged(lib, resp, b"".join(held), action, limit)
 
 
 def run_sync(router: Router, request: Any, inner: Any = None) -> Any:
@@ -210,7 +268,7 @@ def run_sync(router: Router, request: Any, inner: Any = None) -> Any:
                 router.sleep(action.seconds)
                 reply = None
             else:
-                reply = _send_sync(lib, inner, action)
+                reply = _send_sync(lib, inner, action, router.settings.max_read_bytes)
     finally:  # a no-op once the plan ended; after an interruption it releases the attempt's claims now
         plan.close()
 
@@ -270,4 +328,12 @@ class RouterTransport(httpx2.AsyncBaseTransport, httpx2.BaseTransport, httpx.Asy
 #: The same class serves sync clients; the alias reads better at call sites.
 SyncRouterTransport = RouterTransport
 
-__all__ = ["RouterTransport", "STREAM_FAILED", "SyncRouterTransport", "library_of", "run_async", "run_sync"]
+__all__ = [
+    "AnswerTooLarge",
+    "RouterTransport",
+    "STREAM_FAILED",
+    "SyncRouterTransport",
+    "library_of",
+    "run_async",
+    "run_sync",
+]

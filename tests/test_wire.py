@@ -54,6 +54,12 @@ def test_a_query_credential_is_removed_and_nothing_else() -> None:
     assert wire.without_query_credential("alt=sse") == "alt=sse"
 
 
+def test_a_query_credential_is_masked_however_its_name_is_written_and_nothing_else() -> None:
+    masked = wire.masked_query_credential("alt=sse&key=a&%6Bey=b&k%65y=c&key&monkey=d&key=")
+    assert masked == "alt=sse&key=***&%6Bey=***&k%65y=***&key&monkey=d&key=***"
+    assert wire.masked_query_credential("alt=sse") == "alt=sse"
+
+
 # -- paths ----------------------------------------------------------------------------------------
 
 PATHS = [

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
+from .printing import SECRET_FIELDS
 from .schema import STORE_TYPES, EmbedderConfig, GatewayConfig, IndexConfig
 
 
@@ -49,7 +50,8 @@ def describe(error: ValidationError, where: str, dialect: str) -> str:
             message = item["msg"]
             if message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
-            if kind not in ("value_error",) and "input" in item and not isinstance(item["input"], (dict, list)):
+            secret = any(SECRET_FIELDS.search(str(part)) for part in loc)  # never echoed: a password of digits
+            if kind != "value_error" and "input" in item and not isinstance(item["input"], (dict, list)) and not secret:
                 message += f" (got {item['input']!r})"
         lines.append(f"{field}: {message}")
     translated = "" if dialect == "native" else f" (after translating the {dialect} dialect to native settings)"

@@ -413,7 +413,9 @@ class ServerConfig(_Model):
     port: int = Field(default=4000, ge=0, lt=65536)
     workers: int = Field(default=1, gt=0)
     max_request_bytes: int | None = Field(
-        default=None, gt=0, description="Larger request bodies are answered 413 (default: no cap, bodies stream)."
+        default=None,
+        gt=0,
+        description="Larger request bodies are answered 413 (default: no cap, bodies stream; 64 MiB with a router).",
     )
     body_read_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to wait for the next part of a request body before answering 408."

@@ -91,35 +91,61 @@ def _with_stream_usage(body: dict[str, Any]) -> dict[str, Any] | None:
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
+_HELD_MAX = 64 * 1024
+"""The longest event the usage filter holds back: a usage-only chunk is a few hundred bytes, so a longer
+event cannot be one and is passed on as it arrives."""
+
+
 class UsageChunkFilter:
     """Drops the usage-only chunk (`"choices": []`) that `_with_stream_usage` asked for.
 
-    Events are forwarded whole, as soon as their blank-line terminator arrives.
+    Events are forwarded whole, as soon as their blank-line terminator arrives; an event longer than
+    `_HELD_MAX` is forwarded as it arrives. Each byte is scanned once: a terminator is looked for in the
+    new bytes and the three before them, so an event that never ends costs neither memory nor time.
     """
 
     def __init__(self) -> None:
         self._pending = b""
+        self._passing = False  # inside an event too long to be usage-only: its bytes go on at once
+        self._tail = b""  # the last bytes passed on in that event, where its terminator may begin
 
     def feed(self, chunk: bytes) -> bytes:
+        passed = b""
+        if self._passing:
+            seen = self._tail + chunk
+            end = _EVENT_END.search(seen)
+            if end is None:
+                self._tail = seen[-3:]
+                return chunk
+            cut = end.end() - len(self._tail)
+            passed, chunk, self._passing, self._tail = chunk[:cut], chunk[cut:], False, b""
         data = self._pending + chunk
         cut = 0
-        for match in _EVENT_END.finditer(data):
+        for match in _EVENT_END.finditer(data, max(0, len(self._pending) - 3)):
             cut = match.end()
+        out = passed + _without_usage_only(data[:cut])
         self._pending = data[cut:]
-        complete = data[:cut]
-        if b'"choices":[]' not in complete.replace(b" ", b""):
-            return complete
-        kept, start = [], 0
-        for match in _EVENT_END.finditer(complete):
-            event = complete[start : match.end()]
-            start = match.end()
-            if not _usage_only(event):
-                kept.append(event)
-        return b"".join(kept)
+        if len(self._pending) > _HELD_MAX:
+            self._passing, self._tail = True, self._pending[-3:]
+            out, self._pending = out + self._pending, b""
+        return out
 
     def flush(self) -> bytes:
         pending, self._pending = self._pending, b""
         return pending
+
+
+def _without_usage_only(complete: bytes) -> bytes:
+    """Whole events with the usage-only ones left out."""
+    if b'"choices":[]' not in complete.replace(b" ", b""):
+        return complete
+    kept, start = [], 0
+    for match in _EVENT_END.finditer(complete):
+        event = complete[start : match.end()]
+        start = match.end()
+        if not _usage_only(event):
+            kept.append(event)
+    return b"".join(kept)
 
 
 def _usage_only(event: bytes) -> bool:

@@ -2,61 +2,60 @@
 
 from __future__ import annotations
 
+import re
+
 from .. import _exact_json as exact_json
+
+_LINE_END = re.compile(rb"[\r\n]")
 
 
 class SSEDecoder:
     """Feed raw bytes as they arrive; get back complete `(event, data)` pairs.
 
-    Handles events split across chunks and `\\n`, `\\r\\n` or `\\r` line endings.
+    Handles events split across chunks and `\\n`, `\\r\\n` or `\\r` line endings. Each byte is scanned
+    and copied a bounded number of times: an unfinished line is kept in pieces and only a new chunk is
+    searched for its end, so neither a line that never ends nor a chunk of many lines costs time that
+    grows with what came before (a chunk of blank lines used to copy the rest of it once per line).
     """
 
-    __slots__ = ("_buffer", "_data", "_event")
+    __slots__ = ("_cr", "_data", "_event", "_pieces")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pieces: list[bytes] = []  # the unfinished line
+        self._cr = False  # a chunk ended with `\\r`, held back: it may be the first half of `\\r\\n`
         self._event: str | None = None
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
-        self._buffer += chunk
+        if self._cr:
+            chunk = b"\r" + chunk
+        self._cr = chunk.endswith(b"\r")
+        if self._cr:
+            chunk = chunk[:-1]
+        if _LINE_END.search(chunk) is None:
+            if chunk:
+                self._pieces.append(chunk)
+            return []
+        buffer = b"".join(self._pieces) + chunk if self._pieces else chunk
+        lines = buffer.splitlines()  # at `\\r\\n`, `\\r` and `\\n` only (bytes)
+        self._pieces = [] if buffer.endswith((b"\n", b"\r")) else [lines.pop()]
         events: list[tuple[str | None, str]] = []
-        while True:
-            newline = self._find_line_end()
-            if newline is None:
-                return events
-            end, width = newline
-            line = self._buffer[:end].decode("utf-8", errors="replace")
-            self._buffer = self._buffer[end + width :]
+        for line in lines:
             if not line:
                 if self._data or self._event is not None:
                     events.append((self._event, "\n".join(self._data)))
                 self._event = None
                 self._data = []
                 continue
-            if line.startswith(":"):
-                continue
-            field, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if field == "data":
-                self._data.append(value)
-            elif field == "event":
-                self._event = value
-
-    def _find_line_end(self) -> tuple[int, int] | None:
-        buffer = self._buffer
-        lf = buffer.find(b"\n")
-        cr = buffer.find(b"\r")
-        if cr == -1 and lf == -1:
-            return None
-        if cr == -1 or (lf != -1 and lf < cr):
-            return lf, 1
-        if buffer[cr + 1 : cr + 2] == b"\n":
-            return cr, 2
-        if cr + 1 == len(buffer):
-            return None  # might be the first half of \r\n
-        return cr, 1
+            field, _, value = line.partition(b":")
+            if field != b"data" and field != b"event":
+                continue  # comments (`: ...`), ids, retries and unknown fields
+            text = (value[1:] if value.startswith(b" ") else value).decode("utf-8", errors="replace")
+            if field == b"data":
+                self._data.append(text)
+            else:
+                self._event = text
+        return events
 
 
 def encode_event(data: object, event: str | None = None) -> bytes:

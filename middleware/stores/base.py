@@ -41,6 +41,9 @@ class Abilities:
     """`PrefixRulesStore`: `clear` honours only some prefixes; `check_prefix` refuses the others."""
     tags: bool = False
     """`TagStore`: it indexes keys by tag and deletes every key of a tag (invalidation by tag)."""
+    sync_reads: bool = False
+    """`SyncReadStore`: `get_now` reads without waiting (an in-process map); the engine's lookup calls
+    it instead of awaiting `get`."""
 
 
 PLAIN = Abilities()
@@ -99,6 +102,12 @@ class LockingStore(Store, Protocol):
     async def try_lock(self, key: str, ttl: float) -> str | None: ...
 
     async def unlock(self, key: str, token: str) -> bool: ...
+
+
+class SyncReadStore(Store, Protocol):
+    def get_now(self, key: str) -> bytes | None:
+        """What `get` answers, without an await (a coroutine a hit would pay for)."""
+        ...
 
 
 class TTLStore(Store, Protocol):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote
 
+from ..._wire import CREDENTIALS_FOR
 from .. import _rewrite as rewrite
 from .._config import Deployment
 from .base import Translation, dumps
@@ -12,6 +14,9 @@ from .stream import TranslatedStream
 
 #: Set on a translated answer when ``drop_params`` dropped fields the deployment cannot honour.
 DROPPED_HEADER = "x-router-dropped-params"
+
+#: The longest `DROPPED_HEADER` value: the names come from the caller's body, as many as it has.
+_DROPPED_MAX = 1024
 
 #: Headers describing a body the translation replaces.
 _BODY_HEADERS = frozenset({"content-length", "content-encoding", "content-type", "transfer-encoding"})
@@ -31,7 +36,9 @@ def request(
     out = translation.request(doc, dep.model, stream, drop)
     marked = rewrite.with_breakpoints(out.body, dep) if out.path.endswith("/messages") else None
     url = rewrite.target_url(dep, out.path, out.query)
-    headers = rewrite.rewrite_headers(list(caller.headers.multi_items()), dep)
+    headers = rewrite.rewrite_headers(
+        list(caller.headers.multi_items()), dep, url, caller.extensions.get(CREDENTIALS_FOR)
+    )
     # The caller's family headers (anthropic-version, ...) mean nothing to the target; the body is
     # read event by event, so it must arrive uncompressed.
     replaced = {"content-type", "accept-encoding", *out.headers}
@@ -57,7 +64,7 @@ def response(
     """
     headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     if dropped:
-        headers.append((DROPPED_HEADER, ",".join(dropped)))
+        headers.append((DROPPED_HEADER, dropped_header_value(dropped)))
     if stream and resp.status_code < 400:
         resp.headers = lib.Headers([*headers, ("content-type", "text/event-stream")])
         resp.stream = TranslatedStream(resp.stream, translation.stream(doc))
@@ -68,4 +75,21 @@ def response(
     return lib.Response(resp.status_code, headers=headers, stream=lib.ByteStream(out), extensions=resp.extensions)
 
 
-__all__ = ["DROPPED_HEADER", "request", "response"]
+def dropped_header_value(dropped: list[str]) -> str:
+    """The dropped field names as one header value. A name is the caller's (a body's key may hold any
+    character): each is percent-encoded outside `[A-Za-z0-9_.~-]` and `[]`, so the value is ASCII with
+    no CR, LF or comma of its own, and names past `_DROPPED_MAX` characters are counted, not listed."""
+    names: list[str] = []
+    size = 0
+    for i, name in enumerate(dropped):
+        quoted = quote(name, safe="[]")
+        more = f"+{len(dropped) - i} more"
+        if size + len(quoted) + 1 + len(more) > _DROPPED_MAX:
+            names.append(more)
+            break
+        names.append(quoted)
+        size += len(quoted) + 1
+    return ",".join(names)
+
+
+__all__ = ["DROPPED_HEADER", "dropped_header_value", "request", "response"]

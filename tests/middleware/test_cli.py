@@ -467,3 +467,39 @@ def test_serve_admin_key_env_and_log_lines_with_the_store_failure_cause(
     )
     assert failure is not None, log
     assert "ConnectionError" in failure.group(1)  # the cause, not only "StoreError"
+
+
+def test_serve_never_writes_a_key_sent_in_the_query_to_its_log(
+    tmp_path: Path, fake_provider: RunningFakeProvider
+) -> None:
+    """A gateway key (and Gemini's `key=`) may come in the query string; uvicorn's access log writes
+    the query: the key's value is masked there, the rest of the line is kept."""
+    import httpx2
+
+    from tests.support.servers import free_port
+
+    port = free_port()
+    config = tmp_path / "keyed.yaml"
+    config.write_text(
+        "cache: {store: {type: memory}}\n"
+        "auth: {keys: [gw-secret-in-the-query]}\n"
+        f"upstreams: {{gemini: {{base_url: '{fake_provider.gemini_base_url}', api_key: upstream-key}}}}\n"
+    )
+    command = [sys.executable, "-m", "llm_cache.middleware.cli", "serve", "--config", str(config)]
+    command += ["--port", str(port), "--log-level", "info"]
+    process = subprocess.Popen(command, cwd=WORKTREE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    body = {"contents": [{"role": "user", "parts": [{"text": "What is your return policy?"}]}]}
+    try:
+        _wait_healthy(url, process)
+        path = "/v1beta/models/gemini-2.0-flash:generateContent"
+        answered = httpx2.post(f"{url}{path}?alt=json&key=gw-secret-in-the-query", json=body, timeout=10)
+        assert answered.status_code == 200, answered.text
+        refused = httpx2.get(f"{url}/v1beta/models?key=a-wrong-key-is-a-secret-too&pageSize=5", timeout=10)
+        assert refused.status_code == 401
+    finally:
+        _stop(process)
+    log = process.stderr.read() if process.stderr else ""
+    assert f'"POST {path}?alt=json&key=*** HTTP/1.1" 200' in log, log
+    assert '"GET /v1beta/models?key=***&pageSize=5 HTTP/1.1" 401' in log, log
+    assert "gw-secret-in-the-query" not in log and "a-wrong-key-is-a-secret-too" not in log

@@ -76,6 +76,20 @@ async def test_second_identical_call_is_a_hit_with_key_and_age() -> None:
     assert upstream.calls == 1
 
 
+async def test_a_memory_store_subclass_that_overrides_get_is_read_through_it() -> None:
+    """The lookup reads a memory store without an await (`get_now`) only where that is the same read."""
+
+    class Refusing(MemoryStore):
+        async def get(self, key: str) -> bytes | None:
+            return None  # e.g. a store that checks who may read an entry
+
+    upstream = Upstream()
+    async with client(Cache(store=Refusing()), upstream) as http:
+        answers = [(await post(http)).headers["x-cache"] for _ in range(2)]
+    assert answers == ["MISS", "MISS"] and upstream.calls == 2
+    assert MemoryStore.abilities.sync_reads and not Refusing.abilities.sync_reads
+
+
 async def test_entries_are_versioned_msgpack_with_the_request_fingerprint() -> None:
     store = MemoryStore()
     async with client(Cache(store=store), Upstream()) as http:

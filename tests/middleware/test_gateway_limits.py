@@ -12,6 +12,7 @@ import hashlib
 import socket
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import ServerConfig
 from tests.middleware.test_gateway import MODEL, Gateway, gateway_factory  # noqa: F401
 from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.gateway_process import cpu_seconds
 from tests.support.servers import free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,6 +156,33 @@ def test_a_200_mib_upload_and_an_80_mib_chat_body_stream_in_bounded_memory(memor
     chat = send_through(memory_gateway, "/v1/chat/completions", 80 * MIB, chunked=True, head=chat_head, tail=b'"}]}')
     print(f"\npeak RSS growth: 200 MiB upload {upload / MIB:.1f} MiB, 80 MiB chat body {chat / MIB:.1f} MiB")
     assert upload < 100 * MIB and chat < 100 * MIB
+
+
+def test_a_routing_gateway_holds_at_most_64_mib_of_a_body_without_a_configured_cap(tmp_path: Path) -> None:
+    """With a router the body is read whole (the router picks a group from it and may resend it): with
+    no `max_request_bytes`, the gateway still holds at most 64 MiB of one, and answers 413 past it."""
+    with BackgroundServer(counting_upstream()) as upstream:
+        config = {
+            "cache": {"store": {"type": "memory"}},
+            "model_list": [
+                {"model_name": MODEL, "litellm_params": {"model": f"openai/{MODEL}", "api_base": f"{upstream.url}/v1"}}
+            ],
+            "server": {"host": "127.0.0.1"},
+        }
+        gateway = GatewayProcess(tmp_path, config).wait_ready()
+        try:
+            head = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": ""}]})[:-4]
+            send_through(gateway, "/v1/chat/completions", MIB, chunked=True, head=head, tail=b'"}]}')  # warm up
+            chunks, _ = pattern_body(200 * MIB, head, b'"}]}')
+            headers = {"authorization": "Bearer sk-a", "content-type": "application/json"}
+            before = gateway.peak_rss()
+            answer = httpx2.post(f"{gateway.url}/v1/chat/completions", content=chunks(), headers=headers, timeout=120)
+            growth = gateway.peak_rss() - before
+        finally:
+            gateway.stop()
+    assert answer.status_code == 413 and f"{64 * MIB} bytes" in answer.json()["error"]["message"]
+    print(f"\npeak RSS growth, a 200 MiB chunked chat body to a routing gateway: {growth / MIB:.1f} MiB")
+    assert growth < 100 * MIB
 
 
 # -- 413 and 408 ----------------------------------------------------------------------------------
@@ -319,3 +348,163 @@ def test_serve_warns_loudly_when_upstream_keys_are_open_to_anyone(tmp_path: Path
 def test_serve_does_not_warn_when_client_keys_are_required(tmp_path: Path) -> None:
     output = serve_output(tmp_path, {"upstreams": {"openai": {"api_key": "sk-spent"}}, "auth": {"keys": ["gw"]}})
     assert "WARNING" not in output and "llm-cache gateway on" in output
+
+
+# -- what an upstream sends back ------------------------------------------------------------------
+
+BOMB_BYTES = 256 * MIB
+
+
+def gzip_bomb(decoded: int) -> bytes:
+    """`decoded` bytes of a JSON document that compress to about a thousandth of that."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [packer.compress(b'{"pad": "')]
+    zeros = b"0" * MIB
+    parts += [packer.compress(zeros) for _ in range(decoded // MIB)]
+    parts.append(packer.compress(b'"}') + packer.flush())
+    return b"".join(parts)
+
+
+async def model_asked(receive: Any) -> str:
+    """The `model` of the JSON request body an ASGI upstream receives."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    model: str = orjson.loads(body)["model"]
+    return model
+
+
+def hostile_upstream(bomb: bytes) -> Any:
+    """An OpenAI-compatible upstream whose answers are built to be held: the model names the attack.
+    `bomb-200` / `bomb-400`: a gzip body that decodes to 256 MiB; `huge`: 200 MiB of plain JSON;
+    `tiny`: a small answer."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        model = await model_asked(receive)
+        status = 400 if model == "bomb-400" else 200
+        headers = [(b"content-type", b"application/json")]
+        if model == "tiny":
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        if model.startswith("bomb"):
+            headers += [(b"content-encoding", b"gzip"), (b"content-length", str(len(bomb)).encode())]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": bomb})
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"pad": "', "more_body": True})
+        for _ in range(200):
+            await send({"type": "http.response.body", "body": b"0" * MIB, "more_body": True})
+        await send({"type": "http.response.body", "body": b'"}'})
+
+    return app
+
+
+@pytest.fixture
+def routed_to_a_hostile_upstream(tmp_path: Path) -> Iterator[tuple[GatewayProcess, bytes]]:
+    bomb = gzip_bomb(BOMB_BYTES)
+    with BackgroundServer(hostile_upstream(bomb)) as upstream:
+        deployment = {"api_base": f"{upstream.url}/v1", "api_key": "upstream-key"}
+        names = ("bomb-200", "bomb-400", "huge", "tiny")
+        config = {
+            "cache": {"store": {"type": "memory"}},
+            "model_list": [{"model_name": n, "litellm_params": {"model": f"openai/{n}", **deployment}} for n in names],
+            "router": {"num_retries": 0},
+            "server": {"host": "127.0.0.1"},
+        }
+        gateway = GatewayProcess(tmp_path, config).wait_ready()
+        try:
+            yield gateway, bomb
+        finally:
+            gateway.stop()
+
+
+def test_an_upstream_answer_is_never_held_or_decoded_whole(
+    routed_to_a_hostile_upstream: tuple[GatewayProcess, bytes],
+) -> None:
+    """The router reads an answer to judge it (or translate it) and the cache decodes one to store it:
+    each reads a bounded part, so a compressed bomb or a huge body costs the gateway little memory,
+    and the caller still gets every byte the upstream sent."""
+    gateway, bomb = routed_to_a_hostile_upstream
+    headers = {"authorization": "Bearer sk-a", "accept-encoding": "gzip"}
+
+    def raw_answer(model: str) -> tuple[int, int]:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        url = f"{gateway.url}/v1/chat/completions"
+        with httpx2.stream("POST", url, json=body, headers=headers, timeout=60) as answer:
+            return answer.status_code, sum(len(chunk) for chunk in answer.iter_raw())
+
+    raw_answer("tiny")  # warm up (imports, pools, first request)
+    before = gateway.peak_rss()
+    assert raw_answer("bomb-200") == (200, len(bomb))
+    assert raw_answer("bomb-400") == (400, len(bomb))
+    assert raw_answer("huge") == (200, 200 * MIB + len(b'{"pad": ""}'))
+    growth = gateway.peak_rss() - before
+    print(f"\npeak RSS growth over a 256 MiB gzip bomb (200 and 400) and a 200 MiB answer: {growth / MIB:.1f} MiB")
+    assert growth < 100 * MIB
+
+
+ENDLESS_BYTES = 48 * MIB
+
+
+def endless_event_upstream() -> Any:
+    """An upstream whose stream is one event that never ends: `ENDLESS_BYTES` of text after its
+    `data:`, and no blank line. In OpenAI's shape, or Anthropic's for a model whose name says so."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        anthropic = "claude" in await model_asked(receive)
+        head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"text":"'
+        if not anthropic:
+            head = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"'
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        for _ in range(ENDLESS_BYTES // MIB):
+            await send({"type": "http.response.body", "body": b"a" * MIB, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+@pytest.mark.parametrize("route", ["usage filter", "translated by the router"])
+def test_an_event_that_never_ends_is_never_held_whole_nor_scanned_again(tmp_path: Path, route: str) -> None:
+    """A stream is parsed event by event on the way to the caller: the cache's filter that hides the
+    usage chunk it asked for, the router's translation of another family's events. Neither holds an
+    event without a bound, nor scans what it holds again for each new chunk (48 MiB in 64 KiB reads)."""
+    with BackgroundServer(endless_event_upstream()) as upstream:
+        config: dict[str, Any] = {"cache": {"store": {"type": "memory"}}, "server": {"host": "127.0.0.1"}}
+        if route == "usage filter":
+            config["upstreams"] = {"openai": {"base_url": f"{upstream.url}/v1"}}
+        else:
+            claude = {"model": "anthropic/claude-x", "api_base": upstream.url, "api_key": "k"}
+            config["model_list"] = [{"model_name": MODEL, "litellm_params": claude}]
+        gateway = GatewayProcess(tmp_path, config).wait_ready()
+        try:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            headers = {"authorization": "Bearer sk-a", "accept-encoding": "identity"}
+            url = f"{gateway.url}/v1/chat/completions"
+            before, cpu = gateway.peak_rss(), cpu_seconds(gateway.process.pid)
+            received = 0
+            with httpx2.stream("POST", url, json=body, headers=headers, timeout=60) as answer:
+                assert answer.status_code == 200
+                try:
+                    for chunk in answer.iter_raw():
+                        received += len(chunk)
+                except httpx2.RemoteProtocolError:
+                    pass  # the router ends a stream it cannot translate
+            growth, spent = gateway.peak_rss() - before, cpu_seconds(gateway.process.pid) - cpu
+            assert gateway.healthy()
+        finally:
+            gateway.stop()
+    print(f"\n{route}: {received / MIB:.1f} MiB relayed, peak RSS +{growth / MIB:.1f} MiB, {spent:.2f} s CPU")
+    if route == "usage filter":
+        assert received > ENDLESS_BYTES  # what the upstream sent, as it came
+    assert growth < 40 * MIB and spent < 10

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
+import httpx2
 import openai
 import pytest
 import yaml
@@ -105,3 +107,60 @@ def test_a_bad_router_section_is_a_config_error_naming_it() -> None:
     )
     with pytest.raises(ConfigError, match=r"(?s)^gw\.yaml: router: .*model_list\[0\]\.litellm_params\.rpm"):
         create_gateway(config)
+
+
+def test_an_upstream_key_goes_only_to_the_upstream_it_was_configured_for(
+    fake_provider: RunningFakeProvider, fake_provider_session: RunningFakeProvider
+) -> None:
+    """`upstreams.<family>.api_key` is the operator's key for that base URL. A `model_list` deployment
+    without a key of its own, elsewhere (a self-hosted server), gets no key: neither the OpenAI key
+    of an OpenAI request nor the Anthropic key of a Messages request translated for it. A deployment
+    under the upstream's base URL still gets it."""
+    owner, elsewhere = fake_provider, fake_provider_session
+    keys = {"openai": "sk-owner-openai", "anthropic": "sk-ant-owner"}
+    config = parse_config(
+        {
+            "cache": {"store": {"type": "memory"}},
+            "upstreams": {
+                "openai": {"base_url": owner.openai_base_url, "api_key": keys["openai"]},
+                "anthropic": {"base_url": owner.anthropic_base_url, "api_key": keys["anthropic"]},
+            },
+            "model_list": [
+                {
+                    "model_name": "local",
+                    "litellm_params": {"model": "openai/llama", "api_base": elsewhere.openai_base_url},
+                },
+                {
+                    "model_name": "hosted",
+                    "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": owner.openai_base_url},
+                },
+            ],
+        },
+        where="gw.yaml",
+        env={},
+    )
+    with BackgroundServer(create_gateway(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-caller", max_retries=0)
+        claude = anthropic.Anthropic(base_url=server.url, api_key="sk-ant-caller", max_retries=0)
+        assert client.chat.completions.create(model="local", messages=MESSAGES).choices[0].message.content
+        assert claude.messages.create(model="local", max_tokens=50, messages=MESSAGES).content  # translated
+        assert client.chat.completions.create(model="hosted", messages=MESSAGES).choices[0].message.content
+    sent_elsewhere = [request.headers for request in elsewhere.requests]
+    assert len(sent_elsewhere) == 2
+    for headers in sent_elsewhere:
+        assert not {"authorization", "x-api-key", "api-key", "x-goog-api-key"} & set(headers)
+    assert owner.last.headers["authorization"] == f"Bearer {keys['openai']}"
+
+
+@pytest.mark.parametrize("escaped", ["%3Fapi-version=caller%26key=caller", "%23", "%2Fembeddings"])
+def test_an_escaped_path_reaches_a_deployment_still_escaped(
+    gateway: openai.OpenAI, fake_provider: RunningFakeProvider, escaped: str
+) -> None:
+    """The path a caller escaped (`%3F`, `%23`, `%2F`) is one segment to the gateway, and stays one on the
+    way to a deployment, as it does to an upstream without a router: it can add no query parameter to
+    a request the deployment's key authenticates, cut the path short or add a segment."""
+    url = f"{str(gateway.base_url).rstrip('/')}/chat/completions{escaped}"
+    body = {"model": PUBLIC, "messages": MESSAGES}
+    httpx2.post(url, json=body, headers={"authorization": "Bearer sk-caller"}, timeout=10)
+    sent = fake_provider.requests[-1]
+    assert (sent.raw_path, sent.query) == (f"/v1/chat/completions{escaped}", "")

@@ -351,6 +351,22 @@ def test_hop_by_hop_and_connection_named_headers_are_dropped_both_ways(
     assert "x-client-hop" not in sent and "te" not in sent
 
 
+def test_the_cache_names_its_own_outcome_whatever_the_upstream_says(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """`x-cache` and `x-cache-*` are the cache's: an upstream's (a CDN in front of the provider, another
+    cache, a hostile upstream) are not passed on beside them, so a client reads one outcome, ours."""
+    forged = {"x-cache": "HIT from upstream-cdn", "x-cache-key": "forged", "x-cache-similarity": "1.0"}
+    fake_provider.fail_next(1, status=500, headers=forged)
+    status, headers, _ = raw_request(
+        gateway.url, "POST", "/v1/chat/completions", orjson.dumps(BODY), {"authorization": "Bearer sk-a"}
+    )
+    assert status == 500
+    assert [v for k, v in headers if k.lower() == "x-cache"] == ["MISS"]
+    assert [v for k, v in headers if k.lower() == "x-cache-key"] != ["forged"]
+    assert header_count(headers, "x-cache-key") == 1 and header_count(headers, "x-cache-similarity") == 0
+
+
 # -- management never answers 500 -----------------------------------------------------------------
 
 ODD_BODIES = [

@@ -881,6 +881,28 @@ async def test_without_an_sdk_nothing_records_and_hits_still_work() -> None:
     assert noop.snapshot()["llm_cache_requests"][("hit", "openai", "gpt-4o-mini", "exact")] == 1
 
 
+async def test_a_hit_with_nothing_recording_counts_what_a_recorded_hit_counts(caplog: pytest.LogCaptureFixture) -> None:
+    # On the global providers with no SDK installed (this process installs none), a call keeps only its
+    # counts: its exact hits are counted without a per-call object, and must count the same.
+    # What a hit counts is kept per preparation: an entry written again (here with other usage) is
+    # counted as what it now says.
+    quiet, rec = Telemetry(), Recorded()
+    assert quiet.quiet() and not rec.telemetry.quiet()
+    longer = {"prompt_tokens": 20, "completion_tokens": 50, "total_tokens": 70}
+    for telemetry in (quiet, rec.telemetry):
+        upstream = Upstream()
+        client = async_openai(Cache(telemetry=telemetry), upstream)
+        assert [(await ask(client)).headers["x-cache"] for _ in range(3)] == ["MISS", "HIT", "HIT"]
+        upstream.body = chat_completion(usage=longer)
+        refreshed = await ask(client, extra_headers={"cache-control": "no-cache"})
+        assert [refreshed.headers["x-cache"], (await ask(client)).headers["x-cache"]] == ["REFRESH", "HIT"]
+    assert quiet.snapshot() == rec.telemetry.snapshot()
+    assert quiet.snapshot()["llm_cache_requests"][("hit", "openai", "gpt-4o-mini", "exact")] == 3
+    assert quiet.snapshot()["llm_cache_tokens_avoided"][("openai", "gpt-4o-mini", "output")] == 2 * 5 + 50
+    with caplog.at_level(logging.DEBUG, logger="llm_cache"):
+        assert not quiet.quiet()  # the DEBUG line of every decision needs the call
+
+
 # A Telemetry on the global providers, made before the application installs the SDK (as a library's
 # module-level Cache is): run in a child, since a process sets its global tracer provider only once.
 _INSTALLED_LATER = """

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx2
 import pytest
 
-from llm_cache.router import ConfigError, from_litellm, load_config
+from llm_cache.router import ConfigError, RouterTransport, from_litellm, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "litellm_router.yaml"
 ENV = {"AZURE_API_KEY_EU": "eu", "AZURE_API_KEY_CA": "ca", "AZURE_API_KEY_FR": "fr", "ANTHROPIC_API_KEY": "ak"}
@@ -286,3 +287,35 @@ def test_litellm_drop_params_is_read_from_litellm_params_and_litellm_settings():
     assert cfg.settings.drop_params is True
     assert cfg.groups["c"].deployments[0].drop_params is False  # the deployment's own choice wins
     assert cfg.groups["g"].deployments[0].drop_params is None
+
+
+def test_deployments_that_differ_only_in_their_key_are_two_deployments(fakes, make_router):
+    """Two model_list entries for one model at one api_base, each with its own key (two teams, or keys
+    that share a rate limit out), are two deployments: each group's calls carry its own key. Before,
+    both had the default id `openai:gpt-4o-mini@<api_base>` and the second was the first: team-b's
+    calls were sent with team-a's key."""
+    base = f"{fakes['a'].url}/v1"
+    model_list = [
+        {
+            "model_name": team,
+            "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": base, "api_key": f"key-{team}"},
+        }
+        for team in ("team-a", "team-b")
+    ]
+    router = make_router({"model_list": model_list})
+    client = httpx2.Client(transport=RouterTransport(router))
+    for team in ("team-a", "team-b", "team-b"):
+        body = {"model": team, "messages": [{"role": "user", "content": "hi"}]}
+        assert client.post("http://router/v1/chat/completions", json=body).status_code == 200
+    keys = [request.headers["authorization"] for request in fakes["a"].seen]
+    assert keys == ["Bearer key-team-a", "Bearer key-team-b", "Bearer key-team-b"]
+    ids = {group: [st.id for st in router.states[group]] for group in ("team-a", "team-b")}
+    assert ids["team-a"] != ids["team-b"]
+
+
+def test_one_explicit_id_for_two_different_deployments_is_a_config_error():
+    deployments = [
+        {"id": "shared", "model": "gpt-4o-mini", "api_base": "http://h/v1", "api_key": key} for key in ("k1", "k2")
+    ]
+    with pytest.raises(ConfigError, match="'shared' names two different deployments"):
+        load_config({"groups": {"a": {"deployments": deployments[:1]}, "b": {"deployments": deployments[1:]}}})

@@ -712,3 +712,38 @@ def test_serve_falls_back_across_families_and_caches_the_translated_answer(fakes
     assert again.headers["x-cache"].startswith("HIT") and again.headers["x-router-family"] == "anthropic"
     assert again.headers["x-router-fallback-from"] == "gpt-4o"
     assert (fakes["a"].count, fake_provider.count("/v1/messages")) == (1, 1)
+
+
+def test_dropped_field_names_the_caller_wrote_reach_the_header_quoted_and_bounded(fake_provider):
+    """`x-router-dropped-params` names fields of the caller's body: a name with CR LF cannot add a
+    header, one outside ASCII cannot break the answer, and ten thousand cannot make a header no client reads."""
+    config = parse_config(
+        {
+            "cache": {"store": {"type": "memory"}},
+            "model_list": [
+                {
+                    "model_name": "claude-sonnet",
+                    "litellm_params": {"model": "anthropic/claude-real", "api_base": fake_provider.url, "api_key": "k"},
+                },
+            ],
+            "router": {"num_retries": 0, "drop_params": True},
+        },
+        where="gw.yaml",
+        env={},
+    )
+    hostile = {"a\r\nset-cookie: pwned=1": 1, "\u20acuro": 2, "caf\u00e9,x": 3}
+    many = {f"field_{i:05}": i for i in range(10_000)}
+    with BackgroundServer(create_gateway(config)) as server:
+
+        def dropped(extra: dict[str, int]) -> str:
+            body = {"model": "claude-sonnet", "messages": [{"role": "user", "content": "hi"}], **extra}
+            answer = httpx2.post(
+                f"{server.url}/v1/chat/completions", json=body, headers={"authorization": "Bearer caller"}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["message"]["content"] and "set-cookie" not in answer.headers
+            return answer.headers["x-router-dropped-params"]
+
+        assert dropped(hostile) == "a%0D%0Aset-cookie%3A%20pwned%3D1,%E2%82%ACuro,caf%C3%A9%2Cx"
+        named = dropped(many)
+    assert len(named) <= 1024 and named.startswith("field_00000,field_00001,") and named.endswith(" more")

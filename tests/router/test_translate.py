@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache.router import translate
+from llm_cache.router._errors import AnswerTooLarge
 from llm_cache.router.translate import Unsupported, anthropic_to_openai, openai_to_anthropic, openai_to_gemini
+from llm_cache.router.translate.sse import MAX_EVENT_BYTES
 
 MODEL = "m"
 #: Every field name the translators read, so random documents reach their branches.
@@ -249,6 +251,20 @@ def _openai_events(seed: dict[str, Any]) -> bytes:
         + f"data: {json.dumps({'id': 'c1', 'choices': [], 'usage': usage})}\n\n".encode()
         + b"data: [DONE]\n\n"
     )
+
+
+def test_an_event_that_never_ends_ends_the_stream_once_past_the_bound():
+    """A translated stream holds one event at a time, at most `MAX_EVENT_BYTES` of it (never scanning it
+    again for each new piece): an upstream's event that never ends is an error, not a growing buffer."""
+    stream = anthropic_to_openai.Stream({})
+    stream.feed(b'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "')
+    piece = b"a" * 65536
+    fed = 0
+    with pytest.raises(AnswerTooLarge, match="longer than"):
+        while fed <= MAX_EVENT_BYTES:
+            assert stream.feed(piece) == b""
+            fed += len(piece)
+    assert MAX_EVENT_BYTES - len(piece) <= fed < MAX_EVENT_BYTES  # the piece that passed the bound raised
 
 
 def test_a_stream_cut_before_its_end_never_gets_an_end_marker():

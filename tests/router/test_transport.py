@@ -209,6 +209,25 @@ def test_caller_auth_kept_when_deployment_has_no_key():
     assert dict(rewrite_headers([("authorization", "Bearer caller")], d)) == {"authorization": "Bearer caller"}
 
 
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("http://h/v1/chat/completions", True),
+        ("http://h/v1", True),
+        ("http://h/v1?x=1", True),
+        ("http://h/v10/chat/completions", False),
+        ("http://h.other/v1/chat/completions", False),
+        ("http://h:8080/v1/chat/completions", False),
+        ("https://h/v1/chat/completions", False),
+        ("http://other/h/v1/chat/completions", False),
+    ],
+)
+def test_an_operators_key_goes_only_under_the_url_it_is_for(url, kept):
+    d = Deployment(model="m", api_base="http://anything")
+    out = rewrite_headers([("authorization", "Bearer operator"), ("x-keep", "1")], d, url, "http://h/v1/")
+    assert out == ([("authorization", "Bearer operator")] if kept else []) + [("x-keep", "1")]
+
+
 def test_gemini_path_model_and_key_are_rewritten(fakes, make_router):
     c = fakes["c"]
     router = make_router(
@@ -289,3 +308,37 @@ def test_a_model_list_key_written_as_an_env_reference_reaches_the_provider(fakes
     answer = client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "hello from a"
     assert fakes["a"].seen[0].headers["authorization"] == "Bearer sk-real"
+
+
+# ----------------------------------------------------------------------------- what the router reads
+
+
+def long_answers_config(fakes):
+    """`gpt` tries a Claude deployment (translated) first, then an OpenAI one (native); both answer
+    more than `max_read_bytes`."""
+    claude = {"id": "claude", "family": "anthropic", "model": "claude-3-5-haiku", "api_base": fakes["claude"].url}
+    deployments = [{**claude, "order": 0}, dep(fakes["a"], model="gpt-4o-mini", order=1)]
+    return {"groups": {"gpt": {"deployments": deployments}}, "settings": {"max_read_bytes": 100}}
+
+
+def test_an_answer_longer_than_the_router_reads_is_passed_on_whole_or_fails_its_translation(fakes, make_router):
+    router = make_router(long_answers_config(fakes))
+    client = openai.OpenAI(api_key="k", max_retries=0, http_client=httpx2.Client(transport=RouterTransport(router)))
+    answer = client.chat.completions.with_raw_response.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    assert len(answer.content) > 100 and answer.parse().choices[0].message.content
+    assert answer.headers["x-router-deployment"] == "a"  # Claude's answer could not be translated
+    assert (len(fakes["claude"].seen), len(fakes["a"].seen)) == (1, 1)
+
+
+async def test_an_answer_longer_than_the_router_reads_is_passed_on_whole_or_fails_its_translation_async(
+    fakes, make_router
+):
+    router = make_router(long_answers_config(fakes))
+    http_client = httpx2.AsyncClient(transport=RouterTransport(router))
+    client = openai.AsyncOpenAI(api_key="k", max_retries=0, http_client=http_client)
+    answer = await client.chat.completions.with_raw_response.create(
+        model="gpt", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert len(answer.content) > 100 and answer.parse().choices[0].message.content
+    assert answer.headers["x-router-deployment"] == "a"
+    assert (len(fakes["claude"].seen), len(fakes["a"].seen)) == (1, 1)

@@ -82,6 +82,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any  # parsed JSON when the body is JSON, else the raw bytes
     raw: bytes = b""
+    raw_path: str = ""  # the path as sent, its escapes kept (`path` is decoded)
 
     @property
     def json(self) -> dict[str, Any]:
@@ -385,6 +386,7 @@ class FakeProvider:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
             raw=raw,
+            raw_path=request.scope.get("raw_path", b"").decode("latin-1"),
         )
         with self._changed:
             self._requests.append(record)

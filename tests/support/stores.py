@@ -38,9 +38,9 @@ class CountingStore(MemoryStore):
         self.reads = 0
         self.ttls: list[float | None] = []
 
-    async def get(self, key: str) -> bytes | None:
+    def get_now(self, key: str) -> bytes | None:  # (every read: `get` reads through it)
         self.reads += 1
-        return await super().get(key)
+        return super().get_now(key)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         self.ttls.append(ttl)
@@ -55,6 +55,7 @@ ABILITY_METHODS = {
     "pubsub": ("publish", "pubsub_client"),
     "prefix_rules": ("check_prefix",),
     "tags": ("tag", "invalidate_tags"),
+    "sync_reads": ("get_now",),
 }
 """Each declarable ability -> the methods a store that declares it has (`stores/base.py`)."""
 

@@ -332,3 +332,43 @@ def test_effective_settings_mask_secrets() -> None:
     assert "****" in text
     url = GatewayConfig.model_validate({"cache": {"store": {"type": "redis", "url": "redis://u:pw@h:6379/0"}}})
     assert "pw@" not in repr(effective_settings(url))
+
+
+def test_effective_settings_mask_every_kind_of_secret_a_config_holds() -> None:
+    """Secrets that are not named like one: an Azure connection string and credential, LiteLLM's
+    `vertex_credentials`, a URL's password holding `@`, and keys in a URL's query (a SAS `sig=`)."""
+    config = GatewayConfig.model_validate(
+        {
+            "cache": {
+                "store": {
+                    "type": "azure-blob",
+                    "container": "c",
+                    "connection_string": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=S1-account-key",
+                    "account_url": "https://a.blob.core.windows.net/?sv=2022-11-02&sig=S2-sas-signature",
+                    "credential": "S3-account-key-or-sas",
+                },
+            },
+            "model_list": [
+                {
+                    "model_name": "gemini",
+                    "litellm_params": {
+                        "model": "vertex_ai/gemini-2.0-flash",
+                        "vertex_credentials": '{"private_key": "S4-private-key"}',
+                        "api_base": "https://user:S5-pass@word@proxy.example/v1?api-key=S6-in-query&x=1",
+                    },
+                }
+            ],
+        }
+    )
+    text = repr(effective_settings(config))
+    for secret in ("S1-", "S2-", "S3-", "S4-", "S5-", "word@", "S6-"):
+        assert secret not in text, secret
+    assert "https://a.blob.core.windows.net/?sv=2022-11-02&sig=****" in text
+    assert "https://user:****@proxy.example/v1?api-key=****&x=1" in text
+
+
+def test_a_config_error_never_echoes_a_secret() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"cache": {"store": {"type": "redis", "password": 31415926}}}, where="gw.yaml", env={})
+    assert "cache.store.password: Input should be a valid string" in str(refused.value)
+    assert "31415926" not in str(refused.value)

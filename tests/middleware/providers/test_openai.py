@@ -699,6 +699,19 @@ def test_the_usage_filter_forwards_a_trailing_unterminated_event_on_flush() -> N
     assert usage_filter.flush() == b""
 
 
+@pytest.mark.parametrize("size", [1, 3, 1024, 65536])
+def test_an_event_too_long_to_be_usage_only_is_passed_on_as_it_arrives(size: int) -> None:
+    long_event = sse((None, {**CHAT_HEAD, "choices": [{"index": 0, "delta": {"content": "a" * 100_000}}]}))
+    long_event = long_event.replace(b"\n\n", b"\r\n\r\n")  # a terminator that chunks can split
+    stream = long_event + CHAT_STREAM.replace(b"data: [DONE]", sse((None, USAGE_CHUNK)) + b"data: [DONE]")
+    pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
+    usage_filter = ChatCompletions().stream_filter(view(CHAT_PATH, {"stream": True}))
+    out = [usage_filter.feed(piece) for piece in pieces]
+    passed_early = sum(len(chunk) for chunk in out[: 70_000 // size])
+    assert b"".join(out) + usage_filter.flush() == long_event + CHAT_STREAM  # still hidden after it
+    assert passed_early >= 70_000 - 64 * 1024 - size  # never held more than 64 KiB of it
+
+
 # -- chat stream assembly: every field of every chunk -------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from llm_cache.middleware.providers.sse import SSEDecoder, encode_event
@@ -58,3 +60,19 @@ def test_encoded_events_are_compact_json_with_an_optional_name() -> None:
     assert encode_event({"a": [1, 2]}) == b'data: {"a":[1,2]}\n\n'
     assert encode_event({"a": 1}, "message_stop") == b'event: message_stop\ndata: {"a":1}\n\n'
     assert encode_event(b"[DONE]") == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [b"\n" * 65536, b"a\n" * 32768, b"a" * 65536, b"data: x\n\n" * 6553 + b"data: "],
+    ids=["blank lines", "short lines", "a line that never ends", "events"],
+)
+def test_decoding_costs_time_in_proportion_to_the_bytes(piece: bytes) -> None:
+    """An upstream's stream is decoded as it arrives, 64 KiB at a time: no shape of line costs time that
+    grows with what came before (a chunk of blank lines used to cost seconds, copying the rest of the
+    chunk once per line; 4 MiB of them took over 30 s of CPU)."""
+    decoder = SSEDecoder()
+    started = time.process_time()
+    events = sum(len(decoder.feed(piece)) for _ in range(64))  # 4 MiB
+    assert time.process_time() - started < 3.0
+    assert events == (6553 * 64 if piece.startswith(b"data") else 0)

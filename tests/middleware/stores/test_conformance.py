@@ -74,6 +74,17 @@ async def test_a_store_that_declares_its_size_counts_what_it_holds(any_store: An
     assert after[0] == entries + 1 and after[1] >= size + 100
 
 
+async def test_a_store_that_declares_sync_reads_reads_without_an_await_what_get_reads(any_store: Any) -> None:
+    if not any_store.abilities.sync_reads:
+        pytest.skip(f"{any_store.name} does not declare sync reads")
+    await any_store.set("now:a", b"v", 300)
+    await any_store.set("now:gone", b"w", 300)
+    await any_store.delete("now:gone")
+    for key in ("now:a", "now:gone", "now:missing"):
+        assert any_store.get_now(key) == await any_store.get(key)
+    assert any_store.get_now("now:a") == b"v"
+
+
 async def test_a_store_that_declares_ttl_reads_tells_the_time_left(any_store: Any) -> None:
     if not any_store.abilities.ttl_reads:
         pytest.skip(f"{any_store.name} does not declare ttl reads")
