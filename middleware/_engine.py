@@ -83,6 +83,7 @@ from ._types import (
     json_headers,
 )
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
+from .providers.base import loads_object
 from .stores.base import (
     LockingStore,
     PrefixRulesStore,
@@ -363,6 +364,10 @@ class Cache:
         item_keys: tuple[str, ...] = ()
         try:
             scope = self._scope(route, path, query, headers, repeated, asgi_scope)
+            if repeated and endpoint.keyed_headers:  # the key holds one value; the provider reads every one
+                twice = next((name for name, _ in endpoint.header_key(headers) if name in repeated), None)
+                if twice is not None:
+                    raise KeyFailure(f"the {twice} header appears more than once")
             key = self._key(route, query, headers, parsed, namespace, scope, exact)
             items = endpoint.items(route, parsed) if bypass is None and not stream else None
             if items is not None:  # a list request, served item by item (`_items.py`)
@@ -474,6 +479,8 @@ class Cache:
         volatile = self._volatile[endpoint.name]
         keyed_query = key_query(query)
         if endpoint.keyed_headers:  # settings some APIs take in headers (Bedrock's guardrails, trace, ...)
+            if keyed_query and endpoint.header_key(dict(keyed_query)):  # kept beside the query: never spelled in it
+                raise KeyFailure("a query parameter is named as a header setting the key holds")
             keyed_query += endpoint.header_key(headers)
         if self._key_builder is None:  # the hot path: no KeyRequest to build
             digest = digest_of(endpoint.family, endpoint.name, model, route.model, keyed_query, body, volatile, exact)
@@ -665,7 +672,7 @@ class Cache:
         self.stats.misses += 1
         if request.policy.only_if_cached:
             lookup.only_if_cached_miss = True
-            self._flights.land(lookup.flight, None)
+            self._flights.land(lookup.flight, None, left=True)  # it never goes upstream: a waiter leads
             lookup.flight = None
         return lookup
 
@@ -821,6 +828,12 @@ class Cache:
         if ttl is not None:  # fresh until its TTL; kept past it for as long as it may be served stale
             entry = replace(entry, expires_at=entry.created_at + ttl)
             ttl += max(self.settings.stale_if_error, request.policy.stale_if_error or 0.0)
+        ends = answer_ends(request.endpoint, entry.body)
+        if ends is not None:  # what the answer names is gone then: never served, nor kept, past it
+            if entry.expires_at is None or ends < entry.expires_at:
+                entry = replace(entry, expires_at=ends)
+            left = max(1.0, ends - entry.created_at)
+            ttl = left if ttl is None else min(ttl, left)
         data = pack(entry)
         span = request.call.child("llm_cache.store") if request.call is not None else None
         started = time.perf_counter()
@@ -846,8 +859,8 @@ class Cache:
         view = AnswerView(request_info(request), entry.status, entry.body, ttl=ttl)
         return await self.hooks.run("after_answer", view)
 
-    def release_waiters(self, lookup: Lookup, entry: Entry | None) -> None:
-        self._flights.land(lookup.flight, entry)
+    def release_waiters(self, lookup: Lookup, entry: Entry | None, left: bool = False) -> None:
+        self._flights.land(lookup.flight, entry, left)
 
     async def release_lock(self, request: CacheRequest, lookup: Lookup) -> None:
         await self._flights.unlock(request.key, lookup)
@@ -1037,6 +1050,15 @@ def _check_prefixes(store: Store, key_prefix: str) -> None:
             cast(PrefixRulesStore, store).check_prefix(prefix)
         except StoreError as error:
             raise ValueError(f"key_prefix {key_prefix!r} does not fit the {store.name} store: {error}") from None
+
+
+def answer_ends(endpoint: Endpoint, body: bytes) -> float | None:
+    """When something a stored answer names on the provider stops existing (`Endpoint.answer_ends`);
+    the body is read only when it holds an `expires_at`."""
+    if b'"expires_at"' not in body:
+        return None
+    response = loads_object(body)
+    return None if response is None else endpoint.answer_ends(response)
 
 
 def entry_tags(request: CacheRequest) -> frozenset[str]:

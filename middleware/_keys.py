@@ -107,12 +107,25 @@ def digest_of(
     """SHA-256 of the canonical form; the engine calls it directly so a hit builds no `KeyRequest`.
 
     A body parsed by `parse_body`'s exact path is marked in the canonical form (`"numbers": "exact"`),
-    so its form can never equal one of the fast path's."""
+    so its form can never equal one of the fast path's. Keys are sorted in the conversation only
+    (`CONVERSATION_FIELDS`)."""
     kept = {k: v for k, v in body.items() if k not in volatile_fields}
+    for name, value in kept.items():
+        if name not in CONVERSATION_FIELDS and isinstance(value, (dict, list)):
+            kept[name] = orjson.Fragment(orjson.dumps(value))  # in its own key order (written as is)
     form = {"api": family, "endpoint": endpoint, "model": model, "target": target, "query": query, "body": kept}
     if exact:
         form["numbers"] = "exact"
     return hashlib.sha256(orjson.dumps(form, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+CONVERSATION_FIELDS = frozenset({"messages", "input", "contents", "prompt", "system", "instructions"})
+"""Top-level body fields that hold the conversation: the canonical form sorts their keys at every
+level. Every other object (tools, a structured output's schema, generation settings) is written in
+its own key order, because a provider may answer in it: a structured output comes in the order of
+its schema's properties, and a model told to give its `reasoning` before its `answer` answers
+differently. An object already in sorted order is written as the sorted form writes it, so its key
+is the same either way."""
 
 
 def parse_body(body: bytes) -> tuple[Any, bool]:

@@ -44,8 +44,9 @@ class RecorderHandle(Protocol):
     async def after_answer(self, request: CacheRequest, entry: Entry, ttl: float | None) -> AnswerView | None:
         """The after-answer hooks' verdict (store or not, the TTL), or None when there are none."""
 
-    def release_waiters(self, lookup: Lookup, entry: Entry | None) -> None:
-        """Hand the stored entry (or None) to the misses coalesced on this one."""
+    def release_waiters(self, lookup: Lookup, entry: Entry | None, left: bool = False) -> None:
+        """Hand the stored entry (or None) to the misses coalesced on this one; `left`: the caller left
+        before the answer was complete, so one of them leads anew."""
 
     async def release_lock(self, request: CacheRequest, lookup: Lookup) -> None:
         """Release this call's distributed lock, if it holds one."""
@@ -222,7 +223,7 @@ class Recorder:
         if entry is None:
             if self._lookup.outcome is not Outcome.BYPASS:
                 self._handle.stats.not_stored += 1
-            self._complete_call(None, False)
+            self._complete_call(None, False, left=self._storable and not exhausted)
             if self._lookup.lock is not None:
                 await asyncio.shield(asyncio.ensure_future(self._handle.release_lock(self._request, self._lookup)))
             return False
@@ -249,20 +250,21 @@ class Recorder:
             await self._handle.index_by_meaning(self._request, self._lookup)
         return stored
 
-    def _complete_call(self, entry: Entry | None, stored: bool) -> None:
-        self._handle.release_waiters(self._lookup, entry if stored else None)
+    def _complete_call(self, entry: Entry | None, stored: bool, left: bool = False) -> None:
+        self._handle.release_waiters(self._lookup, entry if stored else None, left)
         call = self._request.call
         if call is not None:
             call.finished(self._status, entry, stored, self._why, self._request.stream)
 
     async def abort(self, error: BaseException | None = None) -> None:
-        """The upstream call or the stream failed (`error`, else the exception being handled): store nothing."""
+        """The upstream call or the stream failed (`error`, an Exception), or the caller left (no error,
+        or a cancellation): store nothing."""
         if self._done:
             return
         self._done = True
         if self._lookup.outcome is not Outcome.BYPASS:
             self._handle.stats.not_stored += 1
-        self._handle.release_waiters(self._lookup, None)
+        self._handle.release_waiters(self._lookup, None, left=not isinstance(error, Exception))
         if self._request.call is not None:
             self._request.call.failed(error if error is not None else sys.exc_info()[1])
         if self._lookup.lock is not None:
@@ -270,6 +272,9 @@ class Recorder:
 
     def _entry(self, exhausted: bool) -> Entry | None:
         if self._assembler is not None:
+            if not exhausted and not self._assembler.complete:  # (Gemini's SSE form has no terminal event)
+                self._why = "caller closed the stream early"
+                return None
             try:
                 body = self._assembler.result()
             except Exception:  # a stream of odd shapes must not break the caller's response

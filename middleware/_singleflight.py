@@ -21,13 +21,21 @@ _LOCK_POLL_MAX = 0.1
 """Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
 
 
+class _Left:
+    """What a flight's waiters get when its leader's caller left before the answer was complete."""
+
+
+LEFT = _Left()
+
+
 @dataclass(slots=True)
 class Flight:
-    """This process's leading miss on a key; its waiters await `future` for the stored entry."""
+    """This process's leading miss on a key; its waiters await `future` for the stored entry (None:
+    the answer was not stored; `LEFT`: the leader's caller left before it was complete)."""
 
     key: str
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Entry | None] = field(init=False)
+    future: asyncio.Future[Entry | _Left | None] = field(init=False)
 
     def __post_init__(self) -> None:
         self.future = self.loop.create_future()
@@ -54,14 +62,19 @@ class SingleFlight:
 
     async def join(self, request: CacheRequest, lookup: Lookup) -> Lookup:
         """A miss (`lookup`) becomes a wait for the call already in flight for its key (a HIT if that call
-        stores a usable answer), or leads the key upstream (`lookup.flight`, and the store's lock if any)."""
-        flight = self._flights.get(request.key)
+        stores a usable answer), or leads the key upstream (`lookup.flight`, and the store's lock if any).
+        When the leader's caller leaves before its answer is complete, the first of its waiters to run
+        leads anew and the others wait on it: one caller giving up never sends every waiter upstream."""
         loop = asyncio.get_running_loop()
-        if flight is not None and flight.loop is loop:
+        flight = self._flights.get(request.key)
+        while flight is not None and flight.loop is loop:
             try:
                 entry = await asyncio.wait_for(asyncio.shield(flight.future), self._settings.coalesce_timeout)
             except asyncio.TimeoutError:
                 entry = None
+            if isinstance(entry, _Left):
+                flight = self._flights.get(request.key)
+                continue
             if entry is not None and request.accepts(entry):
                 self._stats.coalesced += 1
                 return Lookup(Outcome.HIT, entry, coalesced=True)
@@ -74,14 +87,15 @@ class SingleFlight:
                 return await self._lead(self._locker, request, lookup)
         return lookup
 
-    def land(self, flight: Flight | None, entry: Entry | None) -> None:
-        """The leader's call ended: its waiters get `entry` (None: they go upstream themselves)."""
+    def land(self, flight: Flight | None, entry: Entry | None, left: bool = False) -> None:
+        """The leader's call ended: its waiters get `entry` (None: they go upstream themselves), or
+        one of them leads anew when the leader's caller `left` before the answer was complete."""
         if flight is None:
             return
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         if not flight.future.done():
-            flight.future.set_result(entry)
+            flight.future.set_result(LEFT if left and entry is None else entry)
 
     async def unlock(self, key: str, lookup: Lookup) -> None:
         """Release the call's distributed lock, if it holds one (never raises: it expires anyway)."""
@@ -103,8 +117,8 @@ class SingleFlight:
         """
         try:
             entry, waited = await self._wait_or_lock(locker, request, lookup)
-        except BaseException:  # cancelled while waiting: release this process's waiters and the lock
-            self.land(lookup.flight, None)
+        except BaseException:  # cancelled while waiting: one of this process's waiters leads; release the lock
+            self.land(lookup.flight, None, left=True)
             await asyncio.shield(asyncio.ensure_future(self.unlock(request.key, lookup)))
             raise
         if entry is None:
@@ -153,4 +167,4 @@ class SingleFlight:
                 return entry, waited
 
 
-__all__ = ["Flight", "SingleFlight"]
+__all__ = ["LEFT", "Flight", "SingleFlight"]

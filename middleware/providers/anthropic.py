@@ -29,6 +29,9 @@ _DELTA_USAGE = (
     "server_tool_use",
 )
 """The cumulative usage counts a `message_delta` event carries."""
+_KEYED_HEADERS = ("anthropic-beta", "anthropic-version")
+"""Request headers that change the answer: the beta features it may use (interleaved thinking, a
+longer context, ...) and the API version it is given in."""
 
 
 ANTHROPIC_PARAMS: genai.RequestParams = (
@@ -64,9 +67,13 @@ class Messages(MessagesShape, Endpoint):
     auth = ANTHROPIC
     name = "messages"
     operation = "chat"
+    keyed_headers = True
 
     def __init__(self) -> None:
         self._pattern = suffix_pattern(ANTHROPIC_MESSAGES)
+
+    def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple((name, value) for name in _KEYED_HEADERS if (value := headers.get(name)) is not None)
 
     def match(self, path: str) -> Route | None:
         return Route(self) if self._pattern.match(path) else None
@@ -80,6 +87,8 @@ class Messages(MessagesShape, Endpoint):
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
         if body.get("container") is not None:
             return "`container` names a code-execution container the provider holds"
+        if body.get("mcp_servers"):
+            return "`mcp_servers` names remote MCP servers, which answer from their own data"
         return None
 
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:

@@ -98,11 +98,11 @@ class Endpoint(ABC):
     signed_body: ClassVar[bool] = False
     """The body is signed (SigV4): it is never rewritten, so the body `cache` field is refused."""
     keyed_headers: ClassVar[bool] = False
+    """Whether request headers carry settings that change the answer (see `header_key`)."""
     form_body: ClassVar[bool] = False
     """The request body is `multipart/form-data` (audio uploads), read by `read_form`, never as JSON."""
     auth: ClassVar[Auth] = OPENAI
     """Where the family's requests carry the credential the provider authenticates (see `llm_cache/_wire.py`)."""
-    """Whether request headers carry settings that change the answer (see `header_key`)."""
 
     @abstractmethod
     def match(self, path: str) -> Route | None:
@@ -216,6 +216,12 @@ class Endpoint(ABC):
         shape = self.invalid(response, request)
         return None if shape is None else f"invalid response: {shape}"
 
+    def answer_ends(self, response: dict[str, Any]) -> float | None:
+        """When something the answer names on the provider stops existing (wall-clock seconds), or
+        None: its entry is neither served nor kept past it. Store time only, for answers that hold an
+        `expires_at`."""
+        return None
+
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
         """Why the answer depends on state the provider holds (a conversation, a container, a
         mutable store), so the request must bypass the cache; None when the request says it all.
@@ -223,7 +229,8 @@ class Endpoint(ABC):
         return None
 
     def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-        """The header settings that belong in the key (called only when `keyed_headers`)."""
+        """The header settings that belong in the key, as (name, value) pairs (called only when
+        `keyed_headers`). A request that sends one of these names twice is not cached."""
         return ()
 
     def semantic_query(self, body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:

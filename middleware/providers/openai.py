@@ -212,6 +212,17 @@ class ChatCompletions(_ChunkStreamEndpoint):
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
         return _choices_invalid(response, _chat_choice_invalid)
 
+    def answer_ends(self, response: dict[str, Any]) -> float | None:
+        """A spoken answer's `audio.id`, which a later turn sends back, expires (`expires_at`)."""
+        ends = []
+        for choice in response.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            audio = message.get("audio") if isinstance(message, dict) else None
+            expires_at = audio.get("expires_at") if isinstance(audio, dict) else None
+            if isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool):
+                ends.append(float(expires_at))
+        return min(ends, default=None)
+
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         final = exact_json.loads(response)
         bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -613,6 +624,8 @@ class Responses(_OpenAIEndpoint):
                     or (tool.get("type") == "code_interpreter" and isinstance(tool.get("container"), str))
                 ):
                     return f"the {tool['type']} tool reads a store or container the provider holds"
+                if isinstance(tool, dict) and tool.get("type") == "mcp":
+                    return "the mcp tool calls a remote MCP server, which answers from its own data"
         return super().server_state(route, headers, body)
 
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:

@@ -24,6 +24,7 @@ MESSAGES = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role"
 CONTENTS = {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
 CONVERSE = {"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "inferenceConfig": {"maxTokens": 64}}
 ALICE = {"authorization": "Bearer sk-alice"}
+VERDICT = {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string"}}}
 
 
 def tenant_of(request: ScopeRequest) -> str | None:
@@ -91,6 +92,12 @@ GOLDEN: dict[str, Known] = {
         MESSAGES,
         {"x-api-key": "sk-ant-alice"},
         key="default:c1fa29e724e0ee6ebba8136f4ca414af2:45156b662d1a1f8bc275a4b09bca60265d16cc4e1647d632d12980735456925e",
+    ),
+    "anthropic messages, a version and a beta": Known(
+        "/v1/messages",
+        MESSAGES,
+        {"x-api-key": "sk-ant-alice", "anthropic-version": "2023-06-01", "anthropic-beta": "context-1m-2025-08-07"},
+        key="default:c1fa29e724e0ee6ebba8136f4ca414af2:e89d766fc5cdc5ad6f1444655520afe6430b588d6f751786d0ed1d341721c580",
     ),
     "gemini generateContent": Known(
         "/v1beta/models/gemini-2.5-flash:generateContent",
@@ -180,6 +187,12 @@ GOLDEN: dict[str, Known] = {
         CHAT,
         settings={"key_builder": "tests.middleware.key_builders:model_only"},
         key="default:c099295a3784e1bd368dc348843a7398c:e0d127fb2db0b2911aa085c909c94f5f00fb27d91b81370e47d590434b9f334e",
+    ),
+    # key order: kept outside the conversation (a structured output follows its schema's order)
+    "a structured output's schema, keys unsorted": Known(
+        "/v1/chat/completions",
+        {**CHAT, "response_format": {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT}}},
+        key="default:c099295a3784e1bd368dc348843a7398c:87d7ae7d4414a0c23154cd8e3abb7d53d0b46b614711329ec1ec91db90367374",
     ),
     # numbers a double cannot carry
     "an integer past 64 bits": Known(

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
+import anthropic
+import httpx2
+import openai
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache._wire import OPENAI
-from llm_cache.middleware import Cache, KeyRequest
+from llm_cache.middleware import Cache, CachingTransport, KeyRequest
 from llm_cache.middleware._keys import (
     DefaultDigest,
     NoIdentity,
@@ -20,6 +24,7 @@ from llm_cache.middleware._keys import (
     load_callable,
     namespace_prefix,
 )
+from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CHAT = "/v1/chat/completions"
 ALICE = {"authorization": "Bearer sk-alice"}
@@ -440,3 +445,144 @@ def test_a_dotted_path_may_name_an_attribute_of_an_attribute() -> None:
 def test_a_dotted_path_must_name_something_callable() -> None:
     with pytest.raises(ValueError, match="is not callable"):
         load_callable("json:__version__")
+
+
+def ask_claude(client: anthropic.Anthropic, headers: dict[str, str] | list[tuple[str, str]]) -> tuple[str, str]:
+    """(x-cache, the answer's text) of one question with these extra headers."""
+    raw = client.messages.with_raw_response.create(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Plan a trip to Lyon"}],
+        extra_headers=headers,  # type: ignore[arg-type]
+    )
+    return raw.headers["x-cache"], raw.parse().content[0].text  # type: ignore[union-attr]
+
+
+def test_the_settings_anthropic_takes_in_headers_are_in_the_key(fake_provider: RunningFakeProvider) -> None:
+    """`anthropic-beta` turns on features that change the answer (interleaved thinking, a longer
+    context, ...) and `anthropic-version` names the API version it is given in: each value is its own
+    entry, for the exact and the semantic path (the context is keyed alike)."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = anthropic.Anthropic(
+        api_key="sk-ant-alice", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+    plain = ask_claude(client, {})
+    thinking = ask_claude(client, {"anthropic-beta": "interleaved-thinking-2025-05-14"})
+    both = ask_claude(client, {"anthropic-beta": "interleaved-thinking-2025-05-14,context-1m-2025-08-07"})
+    older = ask_claude(client, {"anthropic-version": "2023-01-01"})
+    assert [outcome for outcome, _ in (plain, thinking, both, older)] == ["MISS"] * 4
+    assert "interleaved-thinking" in thinking[1] and "context-1m" in both[1] and "2023-01-01" in older[1]
+    assert ask_claude(client, {}) == ("HIT", plain[1])
+    assert ask_claude(client, {"anthropic-beta": "interleaved-thinking-2025-05-14"}) == ("HIT", thinking[1])
+    assert fake_provider.count("/v1/messages") == 4
+
+
+def test_a_header_setting_sent_twice_bypasses_the_cache(fake_provider: RunningFakeProvider) -> None:
+    """The key reads one value per header name; a setting sent twice (the provider reads both) is
+    never keyed as one of them: the request goes upstream uncached."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = anthropic.Anthropic(
+        api_key="sk-ant-alice", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+    one = ask_claude(client, {"anthropic-beta": "context-1m-2025-08-07"})
+    twice = [("anthropic-beta", "interleaved-thinking-2025-05-14"), ("anthropic-beta", "context-1m-2025-08-07")]
+    for _ in range(2):
+        raw = http_client.post(
+            f"{fake_provider.anthropic_base_url}/v1/messages",
+            headers=[("x-api-key", "sk-ant-alice"), ("anthropic-version", "2023-06-01"), *twice],
+            json={
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Plan a trip to Lyon"}],
+            },  # fmt: skip
+        )
+        assert raw.status_code == 200 and raw.headers["x-cache"] == "BYPASS"
+    assert ask_claude(client, {"anthropic-beta": "context-1m-2025-08-07"}) == ("HIT", one[1])
+
+
+def test_a_query_parameter_named_as_a_header_setting_bypasses_the_cache(fake_provider: RunningFakeProvider) -> None:
+    """Header settings are keyed beside the query: a parameter spelled like one (which the provider
+    ignores) would take the key of a request that sends the header, and be served its answer."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = anthropic.Anthropic(
+        api_key="sk-ant-alice", base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+    )
+    with_beta = ask_claude(client, {"anthropic-beta": "context-1m-2025-08-07"})
+    raw = client.messages.with_raw_response.create(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Plan a trip to Lyon"}],
+        extra_query={"anthropic-beta": "context-1m-2025-08-07"},
+    )
+    assert (with_beta[0], raw.headers["x-cache"]) == ("MISS", "BYPASS")
+    assert "anthropic-beta" not in raw.parse().content[0].text  # type: ignore[union-attr]
+
+
+def test_the_order_of_a_schemas_properties_is_in_the_key(fake_provider: RunningFakeProvider) -> None:
+    """A structured output comes in the order of its schema's properties (OpenAI documents it; a
+    model told to give its `reasoning` before its `answer` also answers differently). Reordered keys
+    in the conversation still share an entry."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    client = openai.OpenAI(
+        api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http_client, max_retries=0
+    )
+
+    def ask(properties: dict[str, object], content_first: bool = False) -> tuple[str, str]:
+        schema = {"type": "object", "properties": properties, "required": sorted(properties)}
+        said = {"role": "user", "content": "Is 17 prime?"}
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=[dict(reversed(said.items())) if content_first else said],  # type: ignore[list-item]
+            response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
+        )
+        return raw.headers["x-cache"], raw.parse().choices[0].message.content or ""
+
+    text = {"type": "string"}
+    reasoning_first = ask({"reasoning": text, "answer": text})
+    answer_first = ask({"answer": text, "reasoning": text})
+    assert (reasoning_first[0], answer_first[0]) == ("MISS", "MISS")
+    assert list(json.loads(reasoning_first[1])) == ["reasoning", "answer"]
+    assert list(json.loads(answer_first[1])) == ["answer", "reasoning"]
+    assert ask({"reasoning": text, "answer": text}, content_first=True) == ("HIT", reasoning_first[1])
+    assert ask({"answer": text, "reasoning": text}) == ("HIT", answer_first[1])
+    assert fake_provider.count("/chat/completions") == 2
+
+
+def tool(name: str, parameters: dict[str, object]) -> dict[str, object]:
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+Place = Callable[[dict[str, object]], dict[str, object]]
+"""Puts a schema's `properties` somewhere in a request body."""
+SCHEMA_PLACES: dict[str, Place] = {
+    "tool parameters": lambda properties: {"tools": [tool("f", {"properties": properties})]},
+    "nested properties": lambda properties: {"tools": [tool("f", {"properties": {"to": {"properties": properties}}})]},
+    "anthropic input_schema": lambda properties: {"tools": [{"name": "f", "input_schema": {"properties": properties}}]},
+    "structured output": lambda properties: {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "v", "schema": {"properties": properties}}}
+    },
+}
+
+
+@pytest.mark.parametrize("place", SCHEMA_PLACES.values(), ids=list(SCHEMA_PLACES))
+def test_the_order_of_a_schemas_properties_changes_the_key(
+    place: Callable[[dict[str, object]], dict[str, object]],
+) -> None:
+    cache = Cache()
+    assert key(cache, body(**place({"b": {}, "a": {}}))) != key(cache, body(**place({"a": {}, "b": {}})))
+    assert key(cache, body(**place({"a": {}, "b": {}}))) == key(cache, body(**place({"a": {}, "b": {}})))
+
+
+def test_the_order_of_keys_outside_the_conversation_changes_the_key_unless_sorted() -> None:
+    """Tools, schemas and settings are keyed in their own key order (a schema's other keywords too:
+    the rule is one for every object outside the conversation); an object already in sorted order
+    has the key the sorted form gives it, and the conversation's keys are sorted."""
+    cache = Cache()
+    typed_first = {"tools": [tool("f", {"type": "object", "properties": {"b": {}}})]}
+    typed_last = {"tools": [tool("f", {"properties": {"b": {}}, "type": "object"})]}
+    assert key(cache, body(**typed_first)) != key(cache, body(**typed_last))
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    assert key(cache, body(thinking=thinking)) != key(cache, body(thinking=dict(sorted(thinking.items()))))
+    said = [{"role": "user", "content": "Hi", "name": "ann"}]
+    said_again = [{"name": "ann", "content": "Hi", "role": "user"}]
+    assert key(cache, body(messages=said)) == key(cache, body(messages=said_again))

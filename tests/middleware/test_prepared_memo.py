@@ -39,6 +39,8 @@ HEADER_CHOICES = {
     UPSTREAM_HEADER: ["https://one.example/v1/chat/completions", "https://two.example/v1/chat/completions"],
     "x-amzn-bedrock-trace": ["ENABLED"],
     "x-amzn-bedrock-guardrailversion": ["DRAFT", "1"],
+    "anthropic-beta": ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"],
+    "anthropic-version": ["2023-06-01", "2023-01-01"],
     "user-agent": ["OpenAI/Python 1.0", "curl/8"],
 }
 headers_strategy = st.fixed_dictionaries(

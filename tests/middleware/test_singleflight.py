@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ import redis as syncredis
 
 from llm_cache.middleware.stores import RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
-from tests.middleware.test_distributed import CHAT, LocalPod, redis_pod, second_waiting_on_first, until
+from tests.middleware.test_distributed import CHAT, QUESTION, LocalPod, redis_pod, second_waiting_on_first, until
 from tests.support.stores import CountingStore
 
 
@@ -163,19 +164,30 @@ async def test_a_miss_cancelled_while_waiting_on_another_pods_lock_is_cancelled_
     assert second.stats.store_errors == 0  # the cancelled miss held no lock, and released none
 
 
+@asynccontextmanager
+async def waiting_on_a_held_leader(
+    fake_provider: Any, pod: LocalPod, store: CountingStore, waiters: int
+) -> AsyncIterator[tuple[asyncio.Future[dict[str, Any]], list[asyncio.Future[dict[str, Any]]]]]:
+    """The pod's leading miss, held by the provider, and `waiters` identical misses waiting on it;
+    the provider answers once the block ends."""
+    fake_provider.hold()
+    try:
+        leading = asyncio.ensure_future(pod.ask())
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 1, 10)
+        joined = [asyncio.ensure_future(pod.ask()) for _ in range(waiters)]
+        await until(lambda: store.reads == 1 + waiters, 10, "the later misses reading the store, then waiting")
+        yield leading, joined
+    finally:
+        fake_provider.release()
+
+
 async def test_identical_misses_in_one_process_are_answered_by_the_first_ones_call_and_counted_as_coalesced(
     fake_provider: Any,
 ) -> None:
     store = CountingStore()
     pod = LocalPod(store, fake_provider.openai_base_url)
-    fake_provider.hold()
-    try:
-        leading = asyncio.ensure_future(pod.ask())
-        await asyncio.to_thread(fake_provider.wait_for_in_flight, 1, 10)
-        joined = [asyncio.ensure_future(pod.ask()) for _ in range(2)]
-        await until(lambda: store.reads == 3, 10, "both later misses reading the store, then waiting")
-    finally:
-        fake_provider.release()
+    async with waiting_on_a_held_leader(fake_provider, pod, store, 2) as (leading, joined):
+        pass
     async with asyncio.timeout(15):
         led, *answers = await asyncio.gather(leading, *joined)
     await pod.close()
@@ -183,6 +195,55 @@ async def test_identical_misses_in_one_process_are_answered_by_the_first_ones_ca
     assert [(answer["x_cache"], answer["id"]) for answer in answers] == [("HIT", led["id"])] * 2
     assert fake_provider.count(CHAT) == 1
     assert (pod.stats.coalesced, coalesced_waits(pod)) == (2, 2)
+
+
+async def test_when_the_leading_miss_is_cancelled_one_of_its_waiters_leads_the_others(fake_provider: Any) -> None:
+    """A leader whose caller gives up brings no answer: its waiters do not all go upstream at once
+    (one caller cancelling would multiply the calls by the waiters); the first leads, the rest wait on it."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url)
+    async with waiting_on_a_held_leader(fake_provider, pod, store, 3) as (leading, joined):
+        leading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leading
+        await asyncio.to_thread(fake_provider.wait_for_count, 2, CHAT)
+    async with asyncio.timeout(15):
+        answers = await asyncio.gather(*joined)
+    await pod.close()
+
+    assert sorted(answer["x_cache"] for answer in answers) == ["HIT", "HIT", "MISS"]
+    assert len({answer["id"] for answer in answers}) == 1
+    assert fake_provider.count(CHAT) == 2  # the cancelled call, and the one its waiters shared
+    assert pod.stats.coalesced == 2
+
+
+async def test_when_the_leading_stream_is_closed_early_one_of_its_waiters_leads_the_others(fake_provider: Any) -> None:
+    """The same when the leader's caller closes its stream before the end (the answer is incomplete)."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url)
+    fake_provider.break_body_after(40, stall=True)  # the leader's stream stops after 40 bytes
+    messages = [{"role": "user", "content": QUESTION}]  # (asking for usage: the stream is passed on as it comes)
+    body = {"model": "gpt-4o-mini", "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+    http = pod.client._client  # the pod's httpx2 client, through its caching transport
+    headers = {"authorization": "Bearer sk-pod"}
+    try:
+        async with http.stream(
+            "POST", f"{fake_provider.openai_base_url}/chat/completions", json=body, headers=headers
+        ) as leading:
+            assert leading.headers["x-cache"] == "MISS"
+            chunks = leading.aiter_raw()  # (held: an iterator dropped now would end the stream now)
+            await anext(chunks)
+            joined = [asyncio.ensure_future(pod.ask()) for _ in range(3)]
+            await until(lambda: store.reads == 4, 10, "the later misses reading the store, then waiting")
+    finally:
+        fake_provider.release()
+    async with asyncio.timeout(15):
+        answers = await asyncio.gather(*joined)
+    await pod.close()
+
+    assert sorted(answer["x_cache"] for answer in answers) == ["HIT", "HIT", "MISS"]
+    assert len({answer["id"] for answer in answers}) == 1
+    assert fake_provider.count(CHAT) == 2
 
 
 async def test_a_pod_that_locks_the_key_just_after_another_pod_stored_it_serves_that_answer_and_frees_the_lock(

@@ -10,15 +10,18 @@ counted BYPASSes: never looked up, never stored.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
+import openai
 import orjson
 import pytest
 
 from llm_cache.middleware import Cache, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.stores import CountingStore
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 SIGV4 = (
@@ -287,6 +290,13 @@ CONTAINER_TOOL = {"type": "code_interpreter", "container": "cntr_abc123"}
 AUTO_CONTAINER_TOOL = {"type": "code_interpreter", "container": {"type": "auto"}}
 DRAFT_GUARDRAIL = {"guardrailIdentifier": "gr1", "guardrailVersion": "DRAFT"}
 VERSIONED_GUARDRAIL = {"guardrailIdentifier": "gr1", "guardrailVersion": "1"}
+MCP_TOOL = {
+    "type": "mcp",
+    "server_label": "issues",
+    "server_url": "https://mcp.example.com/sse",
+    "require_approval": "never",
+}
+"""A remote MCP server: the provider lists its tools and calls them, and they answer from their own data."""
 STATEFUL = {
     "chat-store-true": CHAT.but(store=True),
     "responses-store-true": RESPONSES.but(store=True),
@@ -296,7 +306,11 @@ STATEFUL = {
     "responses-prompt-without-version": RESPONSES.but(prompt={"id": "pmpt_abc123", "variables": {"city": "Paris"}}),
     "responses-file-search": RESPONSES.but(tools=[{"type": "file_search", "vector_store_ids": ["vs_abc123"]}]),
     "responses-code-interpreter-container": RESPONSES.but(tools=[CONTAINER_TOOL]),
+    "responses-mcp-tool": RESPONSES.but(tools=[MCP_TOOL]),
     "messages-container": MESSAGES.but(container="container_abc123"),
+    "messages-mcp-servers": MESSAGES.but(
+        mcp_servers=[{"type": "url", "url": MCP_TOOL["server_url"], "name": "issues"}]
+    ),
     "messages-container-skills": MESSAGES.but(container={"skills": [{"type": "anthropic", "skill_id": "pptx"}]}),
     "gemini-file-search": GENERATE.but(tools=[{"fileSearch": {"fileSearchStoreNames": ["fileSearchStores/abc"]}}]),
     "gemini-file-search-snake-case": GENERATE.but(tools=[{"file_search": {"file_search_store_names": ["x"]}}]),
@@ -319,6 +333,7 @@ STATELESS = {
     "responses-prompt-with-version": RESPONSES.but(prompt={"id": "pmpt_abc123", "version": "2"}),
     "responses-code-interpreter-auto": RESPONSES.but(tools=[AUTO_CONTAINER_TOOL]),
     "messages-no-container": MESSAGES.but(container=None),
+    "messages-no-mcp-servers": MESSAGES.but(mcp_servers=[]),
     "converse-versioned-guardrail": CONVERSE.but(guardrailConfig=VERSIONED_GUARDRAIL),
     "converse-versioned-prompt": Call(
         "/model/arn:aws:bedrock:us-east-1:123456789012:prompt%2FPROMPT12345:3/converse",
@@ -411,3 +426,57 @@ def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stor
     )
     cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream")
     assert not_stored_reasons(cache) == {"stream"}
+
+
+def test_a_gemini_sse_stream_closed_early_is_not_stored_though_every_candidate_seen_had_finished(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Gemini's SSE form has no terminal event: a chunk in which every candidate seen so far finished
+    may be followed by another candidate (`candidateCount`) or the final usage. It is stored only once
+    read to its end; a caller that closes it sooner stores nothing, so a later request is not served
+    one candidate of two."""
+
+    def candidate(index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+
+    first = {"candidates": [candidate(0, "Paris")], "usageMetadata": {"promptTokenCount": 7}}
+    second = {
+        "candidates": [candidate(1, "It is Paris.")],
+        "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 5, "totalTokenCount": 12},
+    }
+    fake_provider.stream_next([first, second])
+    fake_provider.break_body_after(len(b"data: " + orjson.dumps(first) + b"\n\n"), stall=True)  # after the first
+    http = httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url)
+    ask = GENERATE.but(generationConfig={"candidateCount": 2})
+    stream_path = ask.path.replace(":generateContent", ":streamGenerateContent") + "?alt=sse"
+    try:
+        with http.stream("POST", stream_path, content=orjson.dumps(ask.body), headers=ask.headers) as streamed:
+            chunks = streamed.iter_raw()  # (held: an iterator dropped now would end the stream now)
+            assert b"Paris" in next(chunks)
+    finally:
+        fake_provider.release()
+    assert ask.send(http).headers["x-cache"] == "MISS"
+    assert fake_provider.count(":generateContent") == 1
+
+
+def test_an_answer_is_kept_no_longer_than_the_audio_it_names(fake_provider: RunningFakeProvider) -> None:
+    """A spoken answer's `audio.id` (which a later turn sends back) expires (`expires_at`, an hour at
+    OpenAI): the entry is kept until then at most, whatever the TTL, so a hit never names dead audio."""
+    for ttl in (None, 30.0, 86400.0):
+        store = CountingStore()
+        http = httpx2.Client(transport=CachingTransport(cache=Cache(store, ttl=ttl)))
+        client = openai.OpenAI(
+            api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http, max_retries=0
+        )
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-audio-preview",
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+            messages=[{"role": "user", "content": QUESTION}],
+        )
+        audio = raw.parse().choices[0].message.audio
+        assert raw.headers["x-cache"] == "MISS" and audio is not None
+        (kept,) = store.ttls
+        lifetime = audio.expires_at - time.time()
+        assert kept is not None and kept <= lifetime + 1
+        assert kept == (ttl if ttl is not None and ttl < lifetime else pytest.approx(lifetime, abs=5))

@@ -45,6 +45,8 @@ __all__ = ["EMBEDDING_DIMS", "FakeProvider", "QuietStreamCuts", "RecordedRequest
 
 EMBEDDING_DIMS = 8
 ECHO_LIMIT = 80
+AUDIO_LIFETIME = 3600
+"""Seconds an audio answer's `audio.id` can be referred to in a later turn (`expires_at`)."""
 CREATED = 1_700_000_000  # a fixed `created` timestamp keeps bodies deterministic apart from ids
 TRANSPORT_FIELDS = ("stream", "stream_options")
 WEATHER_ARGS = {"location": "Paris, France", "unit": "celsius"}
@@ -569,6 +571,9 @@ class FakeProvider:
         prompt_text = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
         tool_names = [t.get("function", {}).get("name", "") for t in body.get("tools") or [] if isinstance(t, dict)]
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n])
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+        if isinstance(schema.get("properties"), dict):  # structured output: keys in the schema's order, as OpenAI's
+            answer.text = json.dumps({name: f"{name} #{answer.digest}" for name in schema["properties"]})
         model = str(body.get("model") or _deployment(req.path) or "gpt-4o-mini")
         cid = f"chatcmpl-fake{self._next_id():06d}"
         usage = self._openai_usage(body, messages, answer)
@@ -576,6 +581,10 @@ class FakeProvider:
         finish = "tool_calls" if answer.tool else "stop"
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []}
+            if "audio" in (body.get("modalities") or []):  # OpenAI keeps a spoken answer for an hour
+                audio = {"id": f"audio_{cid[-6:]}", "expires_at": int(time.time()) + AUDIO_LIFETIME}
+                data = base64.b64encode(answer.text.encode()).decode()
+                message.update(content=None, audio={**audio, "data": data, "transcript": answer.text})
             if answer.tool:
                 message["content"] = None
                 message["tool_calls"] = [
@@ -946,6 +955,11 @@ class FakeProvider:
         tool_names = [str(t.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)]
         thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled", "adaptive")
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n], thinking)
+        beta, version = req.headers.get("anthropic-beta"), req.headers.get("anthropic-version", "")
+        if beta is not None:  # as Anthropic's, the answer depends on the betas and the API version
+            answer.text += f" (anthropic-beta: {beta})"
+        if version and version < "2023-06-01":
+            answer.text += f" (anthropic-version: {version})"
         n = self._next_id()
         mid = f"msg_fake{n:06d}"
         model = model or str(body.get("model") or "claude-sonnet-4-6")

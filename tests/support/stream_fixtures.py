@@ -84,7 +84,7 @@ CHAT_STREAMS: dict[str, list[Any]] = {
         [
             chunk(delta(role="assistant", content=None, audio={"id": "audio_abc", "transcript": "Hel"})),
             chunk(delta(audio={"transcript": "lo there", "data": "UklGRiQAAABXQVZF"})),
-            chunk(delta(audio={"data": "Zm10IBAAAAABAAEA", "expires_at": 1741573883})),
+            chunk(delta(audio={"data": "Zm10IBAAAAABAAEA", "expires_at": 4102444800})),  # (2100: not yet expired)
         ]
     ),
     "refusal": finished(

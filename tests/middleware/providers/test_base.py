@@ -161,7 +161,8 @@ def test_each_endpoint_names_its_family_its_key_name_its_operation_and_where_its
 ) -> None:
     """The name is part of every key; the operation is OpenTelemetry's `gen_ai.operation.name`."""
     assert (endpoint.family, endpoint.name, endpoint.operation, endpoint.auth) == (family, name, operation, auth)
-    assert endpoint.signed_body is endpoint.keyed_headers is (family == "bedrock")
+    assert endpoint.signed_body is (family == "bedrock")
+    assert endpoint.keyed_headers is (family in ("bedrock", "anthropic"))
     assert endpoint.streams is not isinstance(endpoint, NonStreamingEndpoint)
     assert [type(e) for e in DEFAULT_ENDPOINTS].count(type(endpoint)) == 1
 
@@ -178,7 +179,7 @@ def test_what_an_endpoint_reports_and_asks_for_unless_it_says_otherwise() -> Non
         endpoint.upstream_identity("https://api.anthropic.com/v1/messages") == "https://api.anthropic.com/v1/messages"
     )
     assert endpoint.asks_for_usage({"stream": True}, True) is True
-    assert endpoint.header_key({"anthropic-beta": "x"}) == ()
+    assert ChatCompletions().header_key({"openai-beta": "x"}) == ()
 
 
 def test_what_telemetry_reads_unless_an_endpoint_says_otherwise() -> None:
