@@ -249,7 +249,8 @@ which are not applied: a caller's body is sent as written."""
 
 MODEL_INFO: dict[str, Setting] = {
     "id": use(
-        "the deployment's id (in x-router-deployment and the router's metrics; without one, callers see `family:model@<digest of api_base>`)"
+        "the deployment's id (in x-router-deployment and the router's metrics; without one, callers see "
+        "`family:model@<digest of api_base>`)"
     ),
 }
 """`model_list[].model_info`. Its other keys (mode, base_model, costs, ...) describe the model and
