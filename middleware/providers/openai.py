@@ -171,6 +171,14 @@ class _ChunkStreamEndpoint(_OpenAIEndpoint):
         options = body.get("stream_options")
         return isinstance(options, dict) and options.get("include_usage") is True
 
+    def is_final(self, response: dict[str, Any]) -> bool:
+        """Every choice says why it stopped: a stream that ends (`[DONE]`) before a choice's
+        `finish_reason`, as a proxy may end one whose upstream dropped, was cut short."""
+        choices = response.get("choices")
+        return not isinstance(choices, list) or all(
+            not isinstance(choice, dict) or choice.get("finish_reason") is not None for choice in choices
+        )
+
 
 _SAMPLING: genai.RequestParams = (
     ("temperature", "temperature", "number"),

@@ -428,6 +428,28 @@ def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stor
     assert not_stored_reasons(cache) == {"stream"}
 
 
+@pytest.mark.parametrize(
+    "choices",
+    [
+        [{"index": 0, "delta": {"content": "Par"}, "finish_reason": None}],
+        [
+            {"index": 0, "delta": {"content": "Paris"}, "finish_reason": "stop"},
+            {"index": 1, "delta": {"content": "Par"}, "finish_reason": None},
+        ],
+    ],
+    ids=["its-choice-never-finished", "one-choice-of-two-never-finished"],
+)
+def test_a_stream_that_ends_before_its_choices_finish_is_passed_on_and_not_stored(
+    fake_provider_session: RunningFakeProvider, choices: list[dict[str, Any]]
+) -> None:
+    """`[DONE]` after a choice that never said why it stopped: a generation cut short (a proxy that
+    ends the stream cleanly when its upstream dropped), which would be replayed as the whole answer."""
+    chunk = {"id": "c", "object": "chat.completion.chunk"}
+    stream = _sse(*((None, {**chunk, "choices": [choice]}) for choice in choices), (None, "[DONE]"))
+    cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream")
+    assert not_stored_reasons(cache) == {"response"}  # not final, as an answer in progress
+
+
 def test_a_gemini_sse_stream_closed_early_is_not_stored_though_every_candidate_seen_had_finished(
     fake_provider: RunningFakeProvider,
 ) -> None:

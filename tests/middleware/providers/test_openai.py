@@ -1458,8 +1458,13 @@ def test_a_field_beside_the_delta_that_changes_type_takes_the_latest_value() -> 
     ("endpoint", "path", "answer", "reason"),
     [
         (ChatCompletions(), CHAT_PATH, {"choices": []}, "`choices` is empty"),
-        (Completions(), "/v1/completions", {"choices": [{"index": 0}]}, "`choices[0].text` is null or missing"),
-        (Completions(), "/v1/completions", {"choices": [{"text": "Hi", "finish_reason": None}]}, None),
+        (
+            Completions(),
+            "/v1/completions",
+            {"choices": [{"index": 0, "finish_reason": "stop"}]},
+            "`choices[0].text` is null or missing",
+        ),
+        (Completions(), "/v1/completions", {"choices": [{"text": "Hi", "finish_reason": "length"}]}, None),
         (Embeddings(), "/v1/embeddings", {"data": []}, "`data` is empty"),
         (Embeddings(), "/v1/embeddings", {"data": [{"embedding": [1]}], "usage": 1}, "`usage` is int"),
         (
@@ -1508,8 +1513,18 @@ def test_a_tool_call_is_checked_whatever_comes_before_or_after_it() -> None:
         ChatCompletions().unstorable(chat_answer(message={"content": None, "tool_calls": [custom]}), view(CHAT_PATH))
         is None
     )
-    unfinished = {"index": 0, "message": {"content": "Hi", "tool_calls": [{"function": {}}]}, "finish_reason": None}
-    assert ChatCompletions().unstorable(orjson.dumps({"choices": [unfinished]}), view(CHAT_PATH)) is None
+
+
+@pytest.mark.parametrize("endpoint", [ChatCompletions(), Completions()], ids=["chat", "completions"])
+def test_an_answer_whose_choice_never_said_why_it_stopped_is_not_stored(endpoint: Any) -> None:
+    """A stream that ends (`[DONE]`) before a choice's `finish_reason`, as a proxy may end one whose
+    upstream dropped, assembles into such an answer: a generation cut short, replayed as the whole."""
+    message = {"content": "Hi", "tool_calls": [{"function": {}}]}
+    unfinished = {"index": 0, "message": message, "text": "Hi", "finish_reason": None}
+    finished = {**CHOICE, "index": 1, "text": "Paris"}
+    for choices in ([unfinished], [finished, {**unfinished, "index": 2}]):
+        body, request = orjson.dumps({"choices": choices}), view(CHAT_PATH)
+        assert endpoint.unstorable(body, request) == "response is not final (queued, in progress or incomplete)"
 
 
 # -- what telemetry reads ----------------------------------------------------------------------------------
