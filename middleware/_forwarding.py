@@ -84,8 +84,8 @@ class Allowed:
     """The forwarding rules of one API family, matched segment by segment."""
 
     def __init__(self, rules: Iterable[str]) -> None:
-        self.rules = tuple(check_rule(rule) for rule in rules)
-        self._parsed = [(method.upper(), path.split("/")) for method, _, path in (r.partition(" ") for r in self.rules)]
+        checked = (check_rule(rule).partition(" ") for rule in rules)
+        self._parsed = [(method.upper(), path.split("/")) for method, _, path in checked]
 
     def __call__(self, method: str, path: str) -> bool:
         segments = path.split("/")
