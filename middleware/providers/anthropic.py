@@ -13,6 +13,7 @@ from .base import (
     RequestView,
     Route,
     Usage,
+    host_setting_headers,
     loads_object,
     not_a,
     objects,
@@ -73,7 +74,8 @@ class Messages(MessagesShape, Endpoint):
         self._pattern = suffix_pattern(ANTHROPIC_MESSAGES)
 
     def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-        return tuple((name, value) for name in _KEYED_HEADERS if (value := headers.get(name)) is not None)
+        own = tuple((name, value) for name in _KEYED_HEADERS if (value := headers.get(name)) is not None)
+        return own + host_setting_headers(headers)
 
     def match(self, path: str) -> Route | None:
         return Route(self) if self._pattern.match(path) else None

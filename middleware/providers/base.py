@@ -275,6 +275,36 @@ class NonStreamingEndpoint(Endpoint):
         raise TypeError(f"{self.name} never streams")
 
 
+HOST_SETTING_HEADERS = ("azureml-model-deployment", "extra-parameters")
+"""Headers OpenAI-compatible hosts read to choose what answers: Azure Machine Learning's deployment of
+an endpoint, and Azure AI Foundry's handling of body fields its API does not define (`drop` or
+`pass-through` to the model)."""
+_PORTKEY = "x-portkey-"
+_PORTKEY_MARKS = ("x-portkey-api-key", "x-portkey-provider", "x-portkey-virtual-key", "x-portkey-config")
+"""One of these is on every request to a Portkey gateway (hosted or self-hosted)."""
+_PORTKEY_PER_CALL = frozenset(
+    f"{_PORTKEY}{name}"
+    for name in ("trace-id", "span-id", "parent-span-id", "span-name", "metadata", "debug", "cache-force-refresh")
+)
+"""Portkey headers that label or trace a call, never choose what answers it."""
+
+
+def host_setting_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The headers an OpenAI-compatible host or gateway in front of the provider reads to choose the
+    model, the provider or the treatment of the body (`HOST_SETTING_HEADERS`, and a Portkey gateway's
+    `x-portkey-*` routing: provider, virtual key, config, custom host, ...): two requests alike but
+    for them are answered by different models, so they belong in the key."""
+    found = tuple((name, value) for name in HOST_SETTING_HEADERS if (value := headers.get(name)) is not None)
+    if any(name in headers for name in _PORTKEY_MARKS):
+        portkey = sorted(
+            (name, value)
+            for name, value in headers.items()
+            if name.startswith(_PORTKEY) and name not in _PORTKEY_PER_CALL
+        )
+        found += tuple(portkey)
+    return found
+
+
 def loads_object(data: bytes | str) -> dict[str, Any] | None:
     try:
         value = exact_json.loads(data)

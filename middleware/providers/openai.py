@@ -16,6 +16,7 @@ from .base import (
     RequestView,
     Route,
     Usage,
+    host_setting_headers,
     int_or_none,
     loads_object,
     not_a,
@@ -37,6 +38,7 @@ _CACHE_HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention", "safety_
 
 class _OpenAIEndpoint(Endpoint):
     family = "openai"
+    keyed_headers = True
     suffix: ClassVar[str]
 
     def __init__(self) -> None:
@@ -49,6 +51,9 @@ class _OpenAIEndpoint(Endpoint):
         if self._generic.match(path):  # Azure's v1 API is `/openai/v1/...`
             return Route(self, auth=AZURE) if is_azure(path) else Route(self)
         return None
+
+    def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        return host_setting_headers(headers)
 
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
         if body.get("store") is True:

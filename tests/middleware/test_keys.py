@@ -586,3 +586,51 @@ def test_the_order_of_keys_outside_the_conversation_changes_the_key_unless_sorte
     said = [{"role": "user", "content": "Hi", "name": "ann"}]
     said_again = [{"name": "ann", "content": "Hi", "role": "user"}]
     assert key(cache, body(messages=said)) == key(cache, body(messages=said_again))
+
+
+def ask_gpt(client: openai.OpenAI, headers: dict[str, str]) -> tuple[str, str]:
+    """(x-cache, the answer's text) of one chat question with these extra headers."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Plan a trip to Lyon"}], extra_headers=headers
+    )
+    return raw.headers["x-cache"], raw.parse().choices[0].message.content or ""
+
+
+def test_the_headers_a_host_routes_by_are_in_the_key(fake_provider: RunningFakeProvider) -> None:
+    """OpenAI-compatible hosts and gateways choose the model that answers from headers (Azure Machine
+    Learning's `azureml-model-deployment`, Azure AI Foundry's `extra-parameters`, a Portkey gateway's
+    `x-portkey-*`): under a shared scope, a request routed to one deployment must never be served
+    the answer another deployment gave. Headers that only label a call (Portkey's trace id) are not
+    keyed, so traced repeats still hit."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache(scope="shared")))
+    client = openai.OpenAI(
+        api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http_client, max_retries=0
+    )
+    portkey = {"x-portkey-api-key": "pk-team", "x-portkey-provider": "openai"}
+    asked = [
+        ask_gpt(client, {}),
+        ask_gpt(client, {"azureml-model-deployment": "blue"}),
+        ask_gpt(client, {"azureml-model-deployment": "green"}),
+        ask_gpt(client, {"extra-parameters": "pass-through"}),
+        ask_gpt(client, {**portkey, "x-portkey-trace-id": "t-1"}),
+        ask_gpt(client, {**portkey, "x-portkey-provider": "azure-openai", "x-portkey-trace-id": "t-2"}),
+    ]
+    assert [outcome for outcome, _ in asked] == ["MISS"] * 6
+    assert len({text for _, text in asked}) == 6  # each deployment answered differently
+    assert ask_gpt(client, {"azureml-model-deployment": "green"}) == ("HIT", asked[2][1])
+    assert ask_gpt(client, {**portkey, "x-portkey-trace-id": "t-3"}) == ("HIT", asked[4][1])
+    assert ask_gpt(client, {}) == ("HIT", asked[0][1])
+
+
+def test_a_host_setting_header_is_keyed_for_anthropic_too() -> None:
+    """The same headers reach Anthropic's Messages API through the same hosts and gateways."""
+    cache = Cache()
+    headers = {"x-api-key": "sk-ant-alice", "anthropic-version": "2023-06-01"}
+    payload = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
+    plain = cache.key_for("/v1/messages", payload, headers)
+    blue = cache.key_for("/v1/messages", payload, {**headers, "azureml-model-deployment": "blue"})
+    traced = cache.key_for("/v1/messages", payload, {**headers, "x-portkey-provider": "anthropic"})
+    retraced = cache.key_for(
+        "/v1/messages", payload, {**headers, "x-portkey-provider": "anthropic", "x-portkey-trace-id": "t-9"}
+    )
+    assert len({plain, blue, traced}) == 3 and traced == retraced

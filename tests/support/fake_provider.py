@@ -47,6 +47,8 @@ EMBEDDING_DIMS = 8
 ECHO_LIMIT = 80
 AUDIO_LIFETIME = 3600
 """Seconds an audio answer's `audio.id` can be referred to in a later turn (`expires_at`)."""
+_HOST_ROUTING = ("azureml-model-deployment", "extra-parameters", "x-portkey-provider", "x-portkey-config")
+"""Headers an OpenAI-compatible host or gateway reads to choose the model that answers."""
 CREATED = 1_700_000_000  # a fixed `created` timestamp keeps bodies deterministic apart from ids
 TRANSPORT_FIELDS = ("stream", "stream_options")
 WEATHER_ARGS = {"location": "Paris, France", "unit": "celsius"}
@@ -571,6 +573,9 @@ class FakeProvider:
         prompt_text = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
         tool_names = [t.get("function", {}).get("name", "") for t in body.get("tools") or [] if isinstance(t, dict)]
         answer = self._answer(req.body, last_user, prompt_text, [n for n in tool_names if n])
+        routed = [f"{name}: {req.headers[name]}" for name in _HOST_ROUTING if name in req.headers]
+        if routed:  # as a host or gateway in front of models answers: from the deployment the headers name
+            answer.text += f" (answered by {', '.join(routed)})"
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
         if isinstance(schema.get("properties"), dict):  # structured output: keys in the schema's order, as OpenAI's
             answer.text = json.dumps({name: f"{name} #{answer.digest}" for name in schema["properties"]})
