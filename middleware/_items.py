@@ -112,9 +112,12 @@ class Items:
                 call.finished(reply.status, None, False, None, False)
             return Answer(_upstream_parts(reply, reply.body, outcome.value, request.key, counts))
         fresh = dict(zip(missing, answers, strict=True))
-        stored = yield Run(self._store(request, reply.status, fresh))
+        why = request.unstorable()
+        stored = why is None and (yield Run(self._store(request, reply.status, fresh)))
+        if why is not None:
+            self._cache.stats.not_stored += 1
         if call is not None:
-            call.finished(reply.status, None, stored, None, False)
+            call.finished(reply.status, None, stored, why, False)
         if whole:
             return Answer(_upstream_parts(reply, reply.body, outcome.value, request.key, counts))
         merged = [exact_json.loads(found[key].body) if key in found else fresh[key] for key in keys]

@@ -291,11 +291,12 @@ class Recorder:
                 return None
             body = b"".join(self._body)
             from_stream = False
-        # Only a success of the endpoint's own shape, that replays as JSON and as a stream, is kept.
-        self._why = self._request.endpoint.unstorable(body, self._request.view())
+        # Only a success of the endpoint's own shape, that replays as JSON and as a stream, is kept,
+        # and only for a request the provider and the key read alike.
+        request = self._request
+        self._why = request.endpoint.unstorable(body, request.view()) or request.unstorable()
         if self._why is not None:
             return None
-        request = self._request
         asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
         return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
 
