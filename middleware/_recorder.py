@@ -119,8 +119,9 @@ class Recorder:
         self._status = status
         if not self._storable:
             return
-        self._origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
-        if self._origin and not self._fallback_storable(headers):
+        origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
+        self._origin = origin + request.endpoint.answer_headers.request_id_of(headers)
+        if origin and not self._fallback_storable(headers):
             return
         if status not in self._handle.settings.cacheable_statuses:
             self._not_storable(f"status {status} is not cacheable")
