@@ -83,7 +83,7 @@ from ._types import (
     json_headers,
 )
 from .providers import DEFAULT_ENDPOINTS, Endpoint, Route, resolve
-from .providers.base import loads_object
+from .providers.base import JSON_MEDIA_TYPE, HeaderPairs, loads_object
 from .stores.base import (
     LockingStore,
     PrefixRulesStore,
@@ -787,11 +787,12 @@ class Cache:
 
     def _entry_response(self, request: CacheRequest, entry: Entry, outcome: bytes) -> ResponseParts:
         age = int(time.time() - entry.created_at)
+        endpoint = request.endpoint
         if request.stream:
             view = request.view()
-            body = request.endpoint.render_stream(entry.body, view)
-            media_type = request.endpoint.stream_media_type(view).encode("latin-1")
-            before, after = _entry_heads(media_type, outcome, request.key, body, entry)
+            body = endpoint.render_stream(entry.body, view)
+            opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))
+            before, after = _entry_heads(opening, outcome, request.key, body, entry)
         else:
             # An entry answers JSON the same way every time but for its age: the rest is made once.
             body = entry.body
@@ -800,7 +801,8 @@ class Cache:
             if heads is None:
                 if len(self._heads) >= _MEMO_LIMIT:
                     self._heads.clear()
-                heads = self._heads[memo_key] = _entry_heads(b"application/json", outcome, request.key, body, entry)
+                opening = endpoint.answer_headers.of(JSON_MEDIA_TYPE)
+                heads = self._heads[memo_key] = _entry_heads(opening, outcome, request.key, body, entry)
             before, after = heads
         return ResponseParts(entry.status, [*before, (b"age", b"%d" % age if age > 0 else b"0"), *after], body)
 
@@ -1076,9 +1078,11 @@ _Heads = tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]]
 """A hit's headers before `age` and after it."""
 
 
-def _entry_heads(media_type: bytes, outcome: bytes, key: str, body: bytes, entry: Entry) -> _Heads:
-    """The headers of `entry` served as `body` under `key`, but for its `age`: what goes before, what after."""
-    before = ((b"content-type", media_type), (_RAW_CACHE_HEADER, outcome), (_RAW_KEY_HEADER, key.encode("latin-1")))
+def _entry_heads(opening: HeaderPairs, outcome: bytes, key: str, body: bytes, entry: Entry) -> _Heads:
+    """The headers of `entry` served as `body` under `key`, but for its `age`: what goes before, what
+    after. `opening`: the family's content-type (and cache-control) for the form served
+    (`Endpoint.answer_headers`); the entry's origin (router headers, the provider's request id) ends them."""
+    before = (*opening, (_RAW_CACHE_HEADER, outcome), (_RAW_KEY_HEADER, key.encode("latin-1")))
     origin = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in entry.origin)
     return before, ((b"content-length", b"%d" % len(body)), *origin)
 

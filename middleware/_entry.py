@@ -30,8 +30,8 @@ class Entry:
     """Whether the request that produced it asked the provider for token usage (a stream may opt out):
     an entry without is never served to a request that would get usage from the provider."""
     origin: tuple[tuple[str, str], ...] = ()
-    """Headers saying what produced the answer (the router's deployment, model, family and group),
-    replayed on every hit."""
+    """Headers saying what produced the answer (the router's deployment, model, family and group; the
+    provider's id of the call, `AnswerHeaders.request_id`), replayed on every hit."""
     expires_at: float | None = None
     """Wall-clock seconds when the entry stops being fresh (`created_at` + its TTL), or None: fresh as
     long as the store keeps it. Past it, the entry is only served stale, when the upstream fails

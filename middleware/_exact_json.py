@@ -70,6 +70,36 @@ def loads_every_number(raw: bytes) -> tuple[Any, bool]:
     return orjson.loads(raw), False
 
 
+def duplicate_key(raw: bytes) -> str | None:
+    """Why `raw`, a JSON document, may be read differently by two parsers: an object that names a key
+    twice (after unescaping: `"a"` and `"\\u0061"` are one key), which orjson and Python read as the
+    last value and some parsers as the first; or nesting too deep to tell. None: every object's keys
+    are distinct.
+
+    The standard library's scanner hands each object's pairs to a hook that only counts them: no
+    key is ever taken from inside a string, and the cost is one linear parse (no objects are built;
+    the scanner's recursion limit bounds nesting)."""
+    try:
+        json.loads(raw, object_pairs_hook=_distinct_keys)
+    except _DuplicateKey:
+        return "duplicate key in the request body: a provider may read another value than the key"
+    except RecursionError:
+        return "duplicate keys unknown: the request body is nested too deeply to check"
+    except ValueError:
+        return "duplicate keys unknown: the request body is not JSON the standard library reads"
+    return None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> None:
+    if len(pairs) > 1 and len(dict(pairs)) != len(pairs):
+        raise _DuplicateKey
+    return None
+
+
 def _exact_loads(raw: bytes) -> Any:
     """Every number a double cannot carry as an `orjson.Fragment` of its own text."""
     try:

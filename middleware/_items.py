@@ -38,6 +38,7 @@ from ._types import (
     ResponseParts,
     Run,
 )
+from .providers.base import JSON_MEDIA_TYPE
 from .stores.base import Store, get_many
 
 ITEMS_HIT_HEADER = "x-cache-items-hit"
@@ -112,9 +113,12 @@ class Items:
                 call.finished(reply.status, None, False, None, False)
             return Answer(_upstream_parts(reply, reply.body, outcome.value, request.key, counts))
         fresh = dict(zip(missing, answers, strict=True))
-        stored = yield Run(self._store(request, reply.status, fresh))
+        why = request.unstorable()
+        stored = why is None and (yield Run(self._store(request, reply.status, fresh)))
+        if why is not None:
+            self._cache.stats.not_stored += 1
         if call is not None:
-            call.finished(reply.status, None, stored, None, False)
+            call.finished(reply.status, None, stored, why, False)
         if whole:
             return Answer(_upstream_parts(reply, reply.body, outcome.value, request.key, counts))
         merged = [exact_json.loads(found[key].body) if key in found else fresh[key] for key in keys]
@@ -175,16 +179,11 @@ class Items:
         answer = request.endpoint.batch_answer([exact_json.loads(entry.body) for entry in entries], None)
         body = exact_json.dumps(answer)
         age = max(0, int(time.time() - min(entry.created_at for entry in entries)))
-        headers = [
-            ("content-type", "application/json"),
-            (CACHE_HEADER, Outcome.HIT.value),
-            (KEY_HEADER, request.key),
-            ("age", str(age)),
-            *counts,
-        ]
+        headers = [(CACHE_HEADER, Outcome.HIT.value), (KEY_HEADER, request.key), ("age", str(age)), *counts]
+        opening = request.endpoint.answer_headers.of(JSON_MEDIA_TYPE)
         if request.call is not None:
             request.call.end()
-        return ResponseParts(entries[0].status, with_length(encoded(headers), len(body)), body)
+        return ResponseParts(entries[0].status, with_length([*opening, *encoded(headers)], len(body)), body)
 
 
 def _upstream_parts(reply: Reply, body: bytes, outcome: str, key: str, counts: list[tuple[str, str]]) -> ResponseParts:

@@ -119,8 +119,9 @@ class Recorder:
         self._status = status
         if not self._storable:
             return
-        self._origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
-        if self._origin and not self._fallback_storable(headers):
+        origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
+        self._origin = origin + request.endpoint.answer_headers.request_id_of(headers)
+        if origin and not self._fallback_storable(headers):
             return
         if status not in self._handle.settings.cacheable_statuses:
             self._not_storable(f"status {status} is not cacheable")
@@ -291,11 +292,12 @@ class Recorder:
                 return None
             body = b"".join(self._body)
             from_stream = False
-        # Only a success of the endpoint's own shape, that replays as JSON and as a stream, is kept.
-        self._why = self._request.endpoint.unstorable(body, self._request.view())
+        # Only a success of the endpoint's own shape, that replays as JSON and as a stream, is kept,
+        # and only for a request the provider and the key read alike.
+        request = self._request
+        self._why = request.endpoint.unstorable(body, request.view()) or request.unstorable()
         if self._why is not None:
             return None
-        request = self._request
         asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
         return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from . import _exact_json as exact_json
 from ._entry import Entry
 from ._policy import Policy
 from .providers import Endpoint, RequestView, Route
@@ -146,6 +147,15 @@ class CacheRequest:
     def usable(self, entry: Entry) -> bool:
         """Holding usage if the request would get usage from the provider."""
         return entry.usage_requested or not self.route.endpoint.asks_for_usage(self.body, self.stream)
+
+    def unstorable(self) -> str | None:
+        """Why no answer to this request may be stored, whatever it says, or None. A JSON body with a
+        key twice in one object is keyed as its last value, and a provider may read the first: its
+        answer would be stored under the key of another request. Store time only (the miss path):
+        a hit never pays for the scan (docs/security.md says why a lookup need not)."""
+        if self.route.endpoint.form_body:
+            return None
+        return exact_json.duplicate_key(self.caller_body)
 
     def serves_stale(self, entry: Entry, grace: float) -> bool:
         """Past its TTL by less than `grace` seconds (and usable): served if the upstream fails."""

@@ -9,6 +9,8 @@ from ..._wire import ANTHROPIC, ANTHROPIC_MESSAGES, suffix_pattern
 from .. import _exact_json as exact_json
 from . import genai
 from .base import (
+    JSON_MEDIA_TYPE,
+    AnswerHeaders,
     Endpoint,
     RequestView,
     Route,
@@ -21,6 +23,16 @@ from .base import (
     usage_with_cache_apart,
 )
 from .sse import SSEDecoder, encode_event
+
+ANSWER_HEADERS = AnswerHeaders(
+    {
+        JSON_MEDIA_TYPE: ((b"content-type", b"application/json"),),
+        "text/event-stream": ((b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")),
+    },
+    request_id="request-id",
+)
+"""What api.anthropic.com sends with an answer, and where it names the call (`req_...`, the SDK's
+`_request_id`)."""
 
 _DELTA_USAGE = (
     "input_tokens",
@@ -65,6 +77,7 @@ class MessagesShape:
 
 class Messages(MessagesShape, Endpoint):
     family = "anthropic"
+    answer_headers = ANSWER_HEADERS
     auth = ANTHROPIC
     name = "messages"
     operation = "chat"

@@ -9,6 +9,7 @@ response as its own SSE stream, and how to read token usage.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,6 +63,41 @@ class RequestView:
     stream: bool
 
 
+HeaderPairs = tuple[tuple[bytes, bytes], ...]
+"""Response header pairs, ready to send."""
+JSON_MEDIA_TYPE = "application/json"
+_HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+"""A request id worth storing: an HTTP token (RFC 9110), at most 128 characters (the providers' are
+30 to 40): nothing a hostile upstream sends can add a header or bloat every hit."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerHeaders:
+    """What an API family sends with an answer besides its body, that a hit sends again: one table per
+    family, in its provider module (a hit is the provider's answer, headers included)."""
+
+    forms: Mapping[str, HeaderPairs]
+    """By the answer's media type (`application/json`, or the stream's `Endpoint.stream_media_type`):
+    the content-type (and cache-control) the provider sends with it, spelled as it spells them."""
+    request_id: str | None = None
+    """The response header naming the provider's call (`x-request-id`): stored with the answer and
+    replayed on its hits, so a hit names the call that produced it. None: the family names none."""
+
+    def of(self, media_type: str) -> HeaderPairs:
+        """The headers that open a hit in `media_type` (only its content-type, for a form not listed)."""
+        found = self.forms.get(media_type)
+        return found if found is not None else ((b"content-type", media_type.encode("latin-1")),)
+
+    def request_id_of(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The upstream answer's request id as a stored header pair, when it names one that is a short
+        header token (a repeated header reads as `a, b`: not one)."""
+        name = self.request_id
+        value = headers.get(name) if name is not None else None
+        if name is None or value is None or _HEADER_TOKEN.fullmatch(value) is None:
+            return ()
+        return ((name, value),)
+
+
 class StreamAssembler(Protocol):
     """Collects a streamed response; `result()` is the final JSON only if the stream completed."""
 
@@ -103,6 +139,8 @@ class Endpoint(ABC):
     """The request body is `multipart/form-data` (audio uploads), read by `read_form`, never as JSON."""
     auth: ClassVar[Auth] = OPENAI
     """Where the family's requests carry the credential the provider authenticates (see `llm_cache/_wire.py`)."""
+    answer_headers: ClassVar[AnswerHeaders] = AnswerHeaders({})
+    """What the family sends with an answer besides its body, that a hit sends again (one table per family)."""
 
     @abstractmethod
     def match(self, path: str) -> Route | None:

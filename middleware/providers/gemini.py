@@ -15,6 +15,8 @@ from ..._wire import GEMINI, gemini_pattern
 from .. import _exact_json as exact_json
 from . import genai
 from .base import (
+    JSON_MEDIA_TYPE,
+    AnswerHeaders,
     Endpoint,
     NonStreamingEndpoint,
     RequestView,
@@ -29,11 +31,21 @@ from .base import (
 )
 from .sse import SSEDecoder
 
+ANSWER_HEADERS = AnswerHeaders(
+    {
+        JSON_MEDIA_TYPE: ((b"content-type", b"application/json; charset=UTF-8"),),
+        "text/event-stream": ((b"content-type", b"text/event-stream"),),
+    }
+)
+"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too);
+it names no call in a header."""
+
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 
 
 class _GeminiEndpoint(Endpoint):
     family = "gemini"
+    answer_headers = ANSWER_HEADERS
     auth = GEMINI
     methods: str
 

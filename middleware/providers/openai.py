@@ -11,6 +11,8 @@ from ..._wire import AZURE, azure_pattern, is_azure, suffix_pattern
 from .. import _exact_json as exact_json
 from . import genai
 from .base import (
+    JSON_MEDIA_TYPE,
+    AnswerHeaders,
     Endpoint,
     NonStreamingEndpoint,
     RequestView,
@@ -27,6 +29,15 @@ from .base import (
 from .deltas import merge_delta, merge_list
 from .sse import SSEDecoder, encode_event
 
+ANSWER_HEADERS = AnswerHeaders(
+    {
+        JSON_MEDIA_TYPE: ((b"content-type", b"application/json"),),
+        "text/event-stream": ((b"content-type", b"text/event-stream; charset=utf-8"),),
+    },
+    request_id="x-request-id",
+)
+"""What api.openai.com sends with an answer (no cache-control on either form), and where it names
+the call (`req_...`, the SDKs' `_request_id`)."""
 _DONE = b"data: [DONE]\n\n"
 _HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
 _FINAL_OWN = frozenset({"object", "choices", "usage"})
@@ -39,6 +50,7 @@ _CACHE_HINTS = frozenset({"prompt_cache_key", "prompt_cache_retention", "safety_
 class _OpenAIEndpoint(Endpoint):
     family = "openai"
     keyed_headers = True
+    answer_headers = ANSWER_HEADERS
     suffix: ClassVar[str]
 
     def __init__(self) -> None:

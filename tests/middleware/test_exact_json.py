@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 
 from llm_cache.middleware import _exact_json as exact_json
@@ -20,3 +22,45 @@ def test_a_document_read_and_written_again_keeps_every_number(value: Any) -> Non
 def test_numbers_a_double_cannot_carry_are_written_back_as_they_came() -> None:
     document = b'{"id":123456789012345678901234567890,"pi":3.14159265358979323846,"tiny":1e-400,"n":1.5}'
     assert exact_json.dumps(exact_json.loads(document)) == document
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES)
+def test_a_document_whose_objects_name_each_key_once_has_no_duplicate_key(value: Any) -> None:
+    assert exact_json.duplicate_key(dumps({"input": value})) is None
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"a":1,"a":1}',
+        b'{"a":1,"b":{"c":[{"d":1,"e":2,"d":3}]}}',
+        b'{"a":1,"\\u0061":2}',  # one key once unescaped, as every parser reads it
+        b'[{"x":{}},{"y":1,"y":1}]',
+    ],
+)
+def test_a_key_named_twice_in_any_object_is_found(document: bytes) -> None:
+    assert (exact_json.duplicate_key(document) or "").startswith("duplicate key")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"a":"{\\"a\\":1,\\"a\\":2}"}',  # inside a string: not a key
+        b'[{"a":1},{"a":1}]',  # one key in two objects
+        b'{"a":{"a":{"a":1}}}',
+    ],
+)
+def test_what_only_looks_like_a_key_named_twice_is_not_one(document: bytes) -> None:
+    assert exact_json.duplicate_key(document) is None
+
+
+def test_deep_and_huge_documents_are_answered_in_bounded_time() -> None:
+    """The hostile-input tests' shapes: 2,000 levels (past the scanner's recursion limit: not known,
+    so not stored) and 100,000 items, each answered in one linear pass."""
+    started = time.perf_counter()
+    assert (exact_json.duplicate_key(b"[" * 2000 + b"]" * 2000) or "").startswith("duplicate keys unknown")
+    assert (exact_json.duplicate_key(b'{"a":' * 2000 + b"1" + b"}" * 2000) or "").startswith("duplicate keys unknown")
+    assert exact_json.duplicate_key(b"[" + b",".join([b'{"a":1,"b":2}'] * 100_000) + b"]") is None
+    assert exact_json.duplicate_key(b"[" + b",".join([b"1"] * 100_000) + b"]") is None
+    assert time.perf_counter() - started < 5.0  # about 0.05 s; quadratic work would take minutes

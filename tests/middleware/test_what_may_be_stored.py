@@ -284,6 +284,56 @@ def test_the_providers_own_answers_are_stored_and_replayed(
     assert second.json() == first.json()
 
 
+def with_a_duplicate_key(body: dict[str, Any]) -> bytes:
+    """`body` with its first key sent twice: first with another value of its type, then its own.
+    The key reads the last (as orjson, Python and Go do); a provider that reads the first answers
+    another request."""
+    name, value = next(iter(body.items()))
+    other = "x" + value if isinstance(value, str) else type(value)()
+    return b"{" + orjson.dumps({name: other})[1:-1] + b"," + orjson.dumps(body)[1:]
+
+
+DUPLICATED = {
+    **ENDPOINTS,
+    "chat-stream": CHAT.but(stream=True),
+    "messages-stream": MESSAGES.but(stream=True),
+    "embeddings-list": EMBEDDINGS.but(input=[QUESTION, "And of Spain?"]),  # served item by item
+}
+
+
+@pytest.mark.parametrize("endpoint", DUPLICATED.values(), ids=DUPLICATED.keys())
+def test_the_answer_to_a_body_with_a_duplicate_key_is_relayed_and_never_stored(
+    fake_provider_session: RunningFakeProvider, endpoint: Call
+) -> None:
+    """Under a shared scope, a caller who sends `{"model": "gpt-4o", "model": "gpt-4o-mini", ...}`
+    to a provider that reads the first value would otherwise store gpt-4o's answer under the key of
+    the gpt-4o-mini request, for every other caller to be served."""
+    cache = Cache(scope="shared")
+    hostile = with_a_duplicate_key(endpoint.body)
+    with client(cache, fake_provider_session) as http:
+        sent = [http.post(endpoint.path, content=hostile, headers=endpoint.headers) for _ in range(2)]
+        assert [(r.status_code, r.headers["x-cache"]) for r in sent] == [(200, "MISS")] * 2
+        assert (cache.stats.stored, cache.stats.not_stored) == (0, 2)
+        assert [endpoint.send(http).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert fake_provider_session.count() == 3
+    assert not_stored_reasons(cache) == {"duplicate"}
+
+
+def test_a_duplicate_key_anywhere_in_the_body_is_found_and_one_inside_a_string_is_not(
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    cache = Cache()
+    nested = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi","content":"Bye"}]}'
+    escaped = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi","\\u0063ontent":"Bye"}]}'
+    quoted = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": '{"a": 1, "a": 2}'}]})
+    with client(cache, fake_provider_session) as http:
+        outcomes = [
+            [http.post(CHAT.path, content=body, headers=OPENAI).headers["x-cache"] for _ in range(2)]
+            for body in (nested, escaped, quoted)
+        ]
+    assert outcomes == [["MISS", "MISS"], ["MISS", "MISS"], ["MISS", "HIT"]]
+
+
 # -- 5. server-side state is never cached ------------------------------------------------------
 
 CONTAINER_TOOL = {"type": "code_interpreter", "container": "cntr_abc123"}

@@ -198,6 +198,7 @@ class FakeProvider:
         self._changed = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
+        self._request_ids = itertools.count(1)
         self._failures: list[_Failure] = []
         self._cut_after: int | None = None
         self._scripted: list[tuple[list[bytes], str]] = []
@@ -422,6 +423,10 @@ class FakeProvider:
                 response = self._error(family, int(forced), None, {})
             else:
                 response = self._route(record)
+            named = _REQUEST_ID_HEADERS.get(family) if not path.startswith("/model/") else None
+            if named is not None and named not in response.headers:  # each call's id, as the real APIs name it
+                with self._lock:
+                    response.headers[named] = f"req_{next(self._request_ids):024x}"
             return response if broken is None else self._broken(response, broken)
         finally:
             with self._changed:
@@ -1307,6 +1312,10 @@ def multipart_form(content_type: str, body: bytes) -> dict[str, bytes]:
         str(part.get_param("name", header="content-disposition")): part.get_payload(decode=True) or b""
         for part in message.iter_parts()
     }
+
+
+_REQUEST_ID_HEADERS = {"openai": "x-request-id", "anthropic": "request-id"}
+"""The header each family's API names its call in (the SDKs read it as `_request_id`)."""
 
 
 def family_of(path: str) -> str:

@@ -1,0 +1,184 @@
+"""A hit's headers are the provider's: the content-type and cache-control each API family sends with
+each form of answer, and the id of the provider call that produced the answer it replays.
+
+What the providers send (read from recorded responses of the real APIs, 2025-2026):
+
+| family    | JSON answer                       | stream                                              |
+| --------- | --------------------------------- | --------------------------------------------------- |
+| OpenAI    | `application/json`                | `text/event-stream; charset=utf-8`                  |
+| Anthropic | `application/json`                | `text/event-stream; charset=utf-8`, `cache-control: no-cache` |
+| Gemini    | `application/json; charset=UTF-8` | `text/event-stream` (`alt=sse`); the JSON array form as JSON |
+
+OpenAI names the call in `x-request-id`, Anthropic in `request-id` (`req_...`); the SDKs read them
+as `_request_id`, and support teams find a call by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import anthropic
+import httpx2
+import openai
+import orjson
+import pytest
+
+from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware._background import BackgroundServer
+from llm_cache.middleware.config import parse_config
+from llm_cache.middleware.gateway import create_gateway
+from tests.middleware.test_engine import completion
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+
+SDK = TypeVar("SDK")
+OPENAI = {"authorization": "Bearer sk-alice"}
+ANTHROPIC = {"x-api-key": "sk-ant-alice", "anthropic-version": "2023-06-01"}
+GEMINI = {"x-goog-api-key": "AIza-alice"}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+MESSAGES = {**CHAT, "model": "claude-sonnet-4-5", "max_tokens": 64}
+CONTENTS = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
+GEMINI_PATH = "/v1beta/models/gemini-2.5-flash"
+
+FORMS: dict[str, tuple[str, dict[str, Any], dict[str, str], tuple[str, str | None]]] = {
+    # name: (path and query, body, headers, (content-type, cache-control) the provider sends)
+    "openai-json": ("/v1/chat/completions", CHAT, OPENAI, ("application/json", None)),
+    "openai-stream": (
+        "/v1/chat/completions",
+        {**CHAT, "stream": True},
+        OPENAI,
+        ("text/event-stream; charset=utf-8", None),
+    ),
+    "anthropic-json": ("/v1/messages", MESSAGES, ANTHROPIC, ("application/json", None)),
+    "anthropic-stream": (
+        "/v1/messages",
+        {**MESSAGES, "stream": True},
+        ANTHROPIC,
+        ("text/event-stream; charset=utf-8", "no-cache"),
+    ),
+    "gemini-json": (f"{GEMINI_PATH}:generateContent", CONTENTS, GEMINI, ("application/json; charset=UTF-8", None)),
+    "gemini-sse": (f"{GEMINI_PATH}:streamGenerateContent?alt=sse", CONTENTS, GEMINI, ("text/event-stream", None)),
+    "gemini-array": (
+        f"{GEMINI_PATH}:streamGenerateContent",
+        CONTENTS,
+        GEMINI,
+        ("application/json; charset=UTF-8", None),
+    ),
+}
+
+
+@pytest.fixture(params=["transport", "gateway"])
+def post(
+    request: pytest.FixtureRequest, fake_provider: RunningFakeProvider
+) -> Iterator[Callable[..., httpx2.Response]]:
+    """Posts through the caching transport straight to the fake provider, or through a gateway
+    (a uvicorn server) in front of it."""
+    if request.param == "transport":
+        with httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url) as client:
+            yield client.post
+        return
+    config = {
+        "cache": {"store": {"type": "memory"}},
+        "upstreams": {
+            "openai": {"base_url": fake_provider.openai_base_url},
+            "anthropic": {"base_url": fake_provider.anthropic_base_url},
+            "gemini": {"base_url": fake_provider.url},
+        },
+    }
+    server = BackgroundServer(create_gateway(parse_config(config))).start()
+    try:
+        with httpx2.Client(base_url=server.url, timeout=10) as client:
+            yield client.post
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "sends"), FORMS.values(), ids=FORMS.keys())
+def test_a_hit_has_the_content_type_and_cache_control_the_provider_sends(
+    post: Callable[..., httpx2.Response],
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    sends: tuple[str, str | None],
+) -> None:
+    miss, hit = (post(path, content=orjson.dumps(body), headers=headers) for _ in range(2))
+    assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("MISS", "HIT")
+    assert (hit.headers["content-type"], hit.headers.get("cache-control")) == sends
+
+
+def through_a_cache(sdk: Callable[..., SDK], api_key: str, base_url: str) -> SDK:
+    """An SDK client whose HTTP client goes through a caching transport of its own."""
+    http_client = httpx2.Client(transport=CachingTransport(cache=Cache()))
+    return sdk(api_key=api_key, base_url=base_url, http_client=http_client, max_retries=0)
+
+
+def test_a_hit_carries_the_request_id_of_the_openai_call_that_produced_its_answer(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    client = through_a_cache(openai.OpenAI, "sk-alice", fake_provider.openai_base_url)
+
+    def ask(content: str, stream: bool = False) -> tuple[str, str | None]:
+        said = [{"role": "user", "content": content}]
+        if not stream:
+            raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=said)
+            return raw.headers["x-cache"], raw.parse()._request_id
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=said, stream=True)
+        for _ in raw.parse():  # read to its end: the answer is stored
+            pass
+        return raw.headers["x-cache"], raw.headers.get("x-request-id")
+
+    miss, hit = ask("Hi"), ask("Hi")
+    streamed, streamed_again, as_json = ask("Bye", stream=True), ask("Bye", stream=True), ask("Bye")
+    assert miss[1] and streamed[1] and miss[1] != streamed[1]
+    assert (miss[0], hit) == ("MISS", ("HIT", miss[1]))
+    assert (streamed[0], streamed_again, as_json) == ("MISS", ("HIT", streamed[1]), ("HIT", streamed[1]))
+
+
+def test_a_hit_carries_the_request_id_of_the_anthropic_call_that_produced_its_answer(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    client = through_a_cache(anthropic.Anthropic, "sk-ant-alice", fake_provider.anthropic_base_url)
+    said = [{"role": "user", "content": "Plan a trip to Lyon"}]
+
+    def ask(stream: bool = False) -> tuple[str, str | None]:
+        if not stream:
+            raw = client.messages.with_raw_response.create(model="claude-sonnet-4-5", max_tokens=64, messages=said)
+            return raw.headers["x-cache"], raw.parse()._request_id
+        with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=said) as events:
+            events.get_final_message()
+            return events.response.headers["x-cache"], events.request_id
+
+    streamed = ask(stream=True)
+    assert streamed[0] == "MISS" and streamed[1] and streamed[1].startswith("req_")
+    assert [ask(stream=True), ask()] == [("HIT", streamed[1])] * 2
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    [b"x" * 10_000, b"req_1\r\nset-cookie: session=stolen", b"req 1", b"req_\xe9", b"", b"req_1, req_2"],
+    ids=["10-kb", "cr-lf", "space", "non-ascii", "empty", "two-values"],
+)
+def test_a_request_id_that_is_not_a_short_header_token_is_never_stored(request_id: bytes) -> None:
+    """The upstream's id is replayed to every caller served its answer: only a header token of at
+    most 128 characters is stored with it."""
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id)]
+        return httpx2.Response(200, headers=headers, content=orjson.dumps(completion(1)))
+
+    transport = CachingTransport(cache=Cache(), inner=httpx2.MockTransport(upstream))
+    with httpx2.Client(transport=transport, base_url="http://llm.test") as client:
+        miss, hit = (client.post("/v1/chat/completions", json=CHAT, headers=OPENAI) for _ in range(2))
+    assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("MISS", "HIT")
+    assert "x-request-id" not in hit.headers
+
+
+def test_a_request_id_that_is_a_header_token_is_stored_as_sent() -> None:
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "application/json", "x-request-id": "req_7f3a-9c.0~Z"}
+        return httpx2.Response(200, headers=headers, content=orjson.dumps(completion(1)))
+
+    transport = CachingTransport(cache=Cache(), inner=httpx2.MockTransport(upstream))
+    with httpx2.Client(transport=transport, base_url="http://llm.test") as client:
+        hit = [client.post("/v1/chat/completions", json=CHAT, headers=OPENAI) for _ in range(2)][-1]
+    assert (hit.headers["x-cache"], hit.headers["x-request-id"]) == ("HIT", "req_7f3a-9c.0~Z")
