@@ -120,7 +120,7 @@ class Recorder:
         if not self._storable:
             return
         origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
-        self._origin = origin + request.endpoint.answer_headers.request_id_of(headers)
+        self._origin = origin + request.endpoint.answer_headers.stored_of(headers)
         if origin and not self._fallback_storable(headers):
             return
         if status not in self._handle.settings.cacheable_statuses:

@@ -67,8 +67,8 @@ HeaderPairs = tuple[tuple[bytes, bytes], ...]
 """Response header pairs, ready to send."""
 JSON_MEDIA_TYPE = "application/json"
 _HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
-"""A request id worth storing: an HTTP token (RFC 9110), at most 128 characters (the providers' are
-30 to 40): nothing a hostile upstream sends can add a header or bloat every hit."""
+"""A header value worth storing: an HTTP token (RFC 9110), at most 128 characters (the providers'
+request ids are 30 to 40): nothing a hostile upstream sends can add a header or bloat every hit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +82,22 @@ class AnswerHeaders:
     request_id: str | None = None
     """The response header naming the provider's call (`x-request-id`): stored with the answer and
     replayed on its hits, so a hit names the call that produced it. None: the family names none."""
+    kept: tuple[str, ...] = ()
+    """Other response headers that describe the answer, not the call (Bedrock's token counts, the
+    same figures as the body's usage): stored and replayed as the request id is. Headers measuring
+    the call (latency, rate limits) are never listed: a hit is no call."""
 
     def of(self, media_type: str) -> HeaderPairs:
         """The headers that open a hit in `media_type` (only its content-type, for a form not listed)."""
         found = self.forms.get(media_type)
         return found if found is not None else ((b"content-type", media_type.encode("latin-1")),)
 
-    def request_id_of(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-        """The upstream answer's request id as a stored header pair, when it names one that is a short
-        header token (a repeated header reads as `a, b`: not one)."""
-        name = self.request_id
-        value = headers.get(name) if name is not None else None
-        if name is None or value is None or _HEADER_TOKEN.fullmatch(value) is None:
-            return ()
-        return ((name, value),)
+    def stored_of(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The upstream answer's request id and `kept` headers, as stored header pairs: each that is
+        a short header token (a repeated header reads as `a, b`: not one)."""
+        names = self.kept if self.request_id is None else (self.request_id, *self.kept)
+        found = ((name, headers.get(name)) for name in names)
+        return tuple((name, value) for name, value in found if value is not None and _HEADER_TOKEN.fullmatch(value))
 
 
 class StreamAssembler(Protocol):

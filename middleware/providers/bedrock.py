@@ -27,6 +27,8 @@ from .. import _exact_json as exact_json
 from . import converse, eventstream, genai
 from .anthropic import Messages, MessagesShape, MessageStreamAssembler, message_events, message_invalid
 from .base import (
+    JSON_MEDIA_TYPE,
+    AnswerHeaders,
     Endpoint,
     NonStreamingEndpoint,
     RequestView,
@@ -40,6 +42,32 @@ from .base import (
 )
 from .converse import ConverseStreamAssembler
 from .eventstream import MEDIA_TYPE, EventStreamDecoder, encode_message
+
+_REQUEST_ID = "x-amzn-requestid"
+"""Where Bedrock names the call (a UUID; boto3's `ResponseMetadata.RequestId`)."""
+ANSWER_HEADERS = AnswerHeaders(
+    {
+        JSON_MEDIA_TYPE: ((b"content-type", b"application/json"),),
+        MEDIA_TYPE: ((b"content-type", MEDIA_TYPE.encode("latin-1")),),
+    },
+    request_id=_REQUEST_ID,
+    kept=(
+        "x-amzn-bedrock-input-token-count",
+        "x-amzn-bedrock-output-token-count",
+        "x-amzn-bedrock-cache-read-input-token-count",
+        "x-amzn-bedrock-cache-write-input-token-count",
+        "x-amzn-bedrock-performanceconfig-latency",
+        "x-amzn-bedrock-service-tier",
+    ),
+)
+"""What bedrock-runtime sends with an answer: InvokeModel's token counts describe the answer (its
+body's usage in headers) and are kept; `x-amzn-bedrock-invocation-latency` times the call, and is not."""
+INVOKE_STREAM_HEADERS = AnswerHeaders(
+    {MEDIA_TYPE: (*ANSWER_HEADERS.of(MEDIA_TYPE), (b"x-amzn-bedrock-content-type", b"application/json"))},
+    request_id=_REQUEST_ID,
+    kept=ANSWER_HEADERS.kept,
+)
+"""InvokeModelWithResponseStream names the media type of its chunks' payloads too (Claude's: JSON)."""
 
 _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
 _ADDED_PREFIX = "amazon-bedrock-"
@@ -58,6 +86,7 @@ _UNVERSIONED_PROMPT = re.compile(r":prompt/[^:/]+$")
 
 class _BedrockEndpoint(MessagesShape, Endpoint):  # InvokeModel speaks Messages for Claude; Converse its own
     family = "bedrock"
+    answer_headers = ANSWER_HEADERS
     auth = BEDROCK
     operation = "chat"
     signed_body = True
@@ -120,6 +149,7 @@ class InvokeModelStream(_BedrockEndpoint):
 
     name = "bedrock.invoke-stream"
     action = "invoke-with-response-stream"
+    answer_headers = INVOKE_STREAM_HEADERS
 
     def assembler(self, request: RequestView) -> InvokeStreamAssembler:
         return InvokeStreamAssembler()

@@ -6,11 +6,36 @@ from __future__ import annotations
 from typing import Any
 
 from ..._wire import suffix_pattern
-from .base import NonStreamingEndpoint, RequestView, Route, Usage, int_or_none, not_a, objects
+from .base import (
+    JSON_MEDIA_TYPE,
+    AnswerHeaders,
+    NonStreamingEndpoint,
+    RequestView,
+    Route,
+    Usage,
+    int_or_none,
+    not_a,
+    objects,
+)
+
+ANSWER_HEADERS = AnswerHeaders(
+    {
+        JSON_MEDIA_TYPE: (
+            (b"content-type", b"application/json"),
+            (b"cache-control", b"no-cache, no-store, no-transform, must-revalidate, private, max-age=0"),
+            (b"expires", b"Thu, 01 Jan 1970 00:00:00 UTC"),
+            (b"pragma", b"no-cache"),
+        )
+    },
+    request_id="x-debug-trace-id",
+)
+"""What api.cohere.com sends with an answer, and the trace id it names the call by (the id support
+asks for; OpenAI-compatible rerank servers send neither, and get Cohere's headers on a hit)."""
 
 
 class Rerank(NonStreamingEndpoint):
     family = "cohere"
+    answer_headers = ANSWER_HEADERS
     name = "rerank"
     operation = "rerank"
 

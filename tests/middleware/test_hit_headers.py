@@ -8,9 +8,16 @@ What the providers send (read from recorded responses of the real APIs, 2025-202
 | OpenAI    | `application/json`                | `text/event-stream; charset=utf-8`                  |
 | Anthropic | `application/json`                | `text/event-stream; charset=utf-8`, `cache-control: no-cache` |
 | Gemini    | `application/json; charset=UTF-8` | `text/event-stream` (`alt=sse`); the JSON array form as JSON |
+| Bedrock   | `application/json`                | `application/vnd.amazon.eventstream` (+ x-amzn-bedrock-content-type) |
+| Cohere    | `application/json`, `cache-control: no-cache, no-store, ...`, `expires`, `pragma` | |
 
 OpenAI names the call in `x-request-id`, Anthropic in `request-id` (`req_...`); the SDKs read them
-as `_request_id`, and support teams find a call by it.
+as `_request_id`, and support teams find a call by it. Bedrock names it in `x-amzn-requestid`
+(boto3's `ResponseMetadata.RequestId`), Cohere in `x-debug-trace-id`.
+
+The differential test sends every form of every endpoint the fake provider serves twice, through
+the transport, `CacheMiddleware` and the gateway: the hit's headers are the miss's but for what a
+hit says of itself and what measures the call (docs/providers.md, "Headers a hit does not replay").
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anthropic
+import boto3
+import botocore.config
 import httpx2
 import openai
 import orjson
 import pytest
 
-from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
 from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
@@ -153,6 +162,48 @@ def test_a_hit_carries_the_request_id_of_the_anthropic_call_that_produced_its_an
     assert [ask(stream=True), ask()] == [("HIT", streamed[1])] * 2
 
 
+def test_a_bedrock_hit_carries_the_request_id_boto3_reads_of_the_call_that_produced_its_answer(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """boto3 (which does not send through HTTPX) against `CacheMiddleware` in front of the provider:
+    `ResponseMetadata.RequestId` of a hit is the miss's, for each of the four actions."""
+    server = BackgroundServer(CacheMiddleware(fake_provider.provider.app, cache=Cache())).start()
+    client = boto3.client(
+        "bedrock-runtime",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDALICE",
+        aws_secret_access_key="secret",
+        config=botocore.config.Config(retries={"max_attempts": 0}),
+    )
+    model = CLAUDE.removeprefix("/model/")
+
+    def invoke(action: str) -> tuple[str, str]:
+        if action == "invoke":
+            answer = client.invoke_model(modelId=model, body=orjson.dumps(INVOKE))
+            answer["body"].read()
+        elif action == "invoke-stream":
+            answer = client.invoke_model_with_response_stream(modelId=model, body=orjson.dumps(INVOKE))
+            list(answer["body"])  # read to its end: the answer is stored
+        elif action == "converse":
+            answer = client.converse(modelId=model, **CONVERSE)
+        else:
+            answer = client.converse_stream(modelId=model, messages=[{"role": "user", "content": [{"text": "Bye"}]}])
+            list(answer["stream"])
+        metadata = answer["ResponseMetadata"]
+        return metadata["HTTPHeaders"]["x-cache"], metadata["RequestId"]
+
+    try:
+        calls = {
+            action: (invoke(action), invoke(action)) for action in ("invoke", "invoke-stream", "converse", "stream")
+        }
+    finally:
+        server.stop()
+    ids = {miss[1] for miss, _ in calls.values()}
+    assert len(ids) == 4 and all(ids)  # four calls, each its own id
+    assert all((miss[0], hit) == ("MISS", ("HIT", miss[1])) for miss, hit in calls.values())
+
+
 @pytest.mark.parametrize(
     "request_id",
     [b"x" * 10_000, b"req_1\r\nset-cookie: session=stolen", b"req 1", b"req_\xe9", b"", b"req_1, req_2"],
@@ -182,3 +233,96 @@ def test_a_request_id_that_is_a_header_token_is_stored_as_sent() -> None:
     with httpx2.Client(transport=transport, base_url="http://llm.test") as client:
         hit = [client.post("/v1/chat/completions", json=CHAT, headers=OPENAI) for _ in range(2)][-1]
     assert (hit.headers["x-cache"], hit.headers["x-request-id"]) == ("HIT", "req_7f3a-9c.0~Z")
+
+
+# -- differential: a hit's headers are the miss's, but for a named few -------------------------------
+
+SIGNED = {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDALICE/20261207/us-east-1/bedrock/aws4_request"}
+CLAUDE = "/model/anthropic.claude-3-5-sonnet-20241022-v2:0"
+INVOKE = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64, "messages": CHAT["messages"]}
+CONVERSE = {"messages": [{"role": "user", "content": [{"text": "What is the capital of France?"}]}]}
+RERANK = {"model": "rerank-v3.5", "query": "capital of France", "documents": ["Paris is in France", "Lyon"]}
+
+EVERY_FORM: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
+    # name: (path and query, body, headers): each endpoint the fake provider serves, in each form
+    "chat": ("/v1/chat/completions", CHAT, OPENAI),
+    "chat-stream": ("/v1/chat/completions", {**CHAT, "stream": True}, OPENAI),
+    "responses": ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi"}, OPENAI),
+    "responses-stream": ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi", "stream": True}, OPENAI),
+    "completions": ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi"}, OPENAI),
+    "embeddings": ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "Hi"}, OPENAI),
+    "messages": ("/v1/messages", MESSAGES, ANTHROPIC),
+    "messages-stream": ("/v1/messages", {**MESSAGES, "stream": True}, ANTHROPIC),
+    "generate-content": (f"{GEMINI_PATH}:generateContent", CONTENTS, GEMINI),
+    "stream-generate-content-sse": (f"{GEMINI_PATH}:streamGenerateContent?alt=sse", CONTENTS, GEMINI),
+    "stream-generate-content-array": (f"{GEMINI_PATH}:streamGenerateContent", CONTENTS, GEMINI),
+    "bedrock-invoke": (f"{CLAUDE}/invoke", INVOKE, SIGNED),
+    "bedrock-invoke-stream": (f"{CLAUDE}/invoke-with-response-stream", INVOKE, SIGNED),
+    "bedrock-converse": (f"{CLAUDE}/converse", CONVERSE, SIGNED),
+    "bedrock-converse-stream": (f"{CLAUDE}/converse-stream", CONVERSE, SIGNED),
+    "rerank": ("/v1/rerank", RERANK, OPENAI),
+}
+HITS_OWN = frozenset({"date", "server", "age", "x-cache", "x-cache-key", "content-length", "transfer-encoding"})
+"""What a hit says of itself: when and by whom it was answered (`date`, `server`: the gateway's, or
+none from a transport), how old it is, that it is a hit, and its own framing."""
+CALL_MEASURES = frozenset(
+    {
+        "openai-processing-ms",
+        "x-envoy-upstream-service-time",
+        "server-timing",
+        "x-amzn-bedrock-invocation-latency",
+    }
+)
+CALL_MEASURE_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "x-trial-endpoint-call-", "x-endpoint-monthly-call-")
+"""What measures the call that produced the answer (its time, the caller's rate limits left after
+it): a hit is no call, and sends none (docs/providers.md, "Headers a hit does not replay")."""
+
+
+def measures_a_call(name: str) -> bool:
+    return name in CALL_MEASURES or name.startswith(CALL_MEASURE_PREFIXES)
+
+
+LAYERS = [
+    pytest.param(layer, *form, id=f"{layer}-{name}")
+    for layer in ("transport", "middleware", "gateway")
+    for name, form in EVERY_FORM.items()
+    if layer != "gateway" or not name.startswith("bedrock")  # the gateway proxies no Bedrock path
+]
+
+
+def serve_through(layer: str, fake: RunningFakeProvider) -> BackgroundServer | None:
+    """A uvicorn server in front of the fake provider: `CacheMiddleware` around its app, or a gateway
+    whose upstreams it is (None: the caching transport talks to it directly)."""
+    if layer == "middleware":
+        return BackgroundServer(CacheMiddleware(fake.provider.app, cache=Cache())).start()
+    if layer == "gateway":
+        upstreams = {"openai": fake.openai_base_url, "anthropic": fake.anthropic_base_url, "gemini": fake.url}
+        config = {
+            "cache": {"store": {"type": "memory"}},
+            "upstreams": {family: {"base_url": url} for family, url in upstreams.items()},
+        }
+        return BackgroundServer(create_gateway(parse_config(config))).start()
+    return None
+
+
+@pytest.mark.parametrize(("layer", "path", "body", "headers"), LAYERS)
+def test_a_hit_sends_the_headers_of_the_miss_but_its_own_and_the_call_s_measures(
+    layer: str, fake_provider: RunningFakeProvider, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> None:
+    server = serve_through(layer, fake_provider)
+    transport = CachingTransport(cache=Cache()) if server is None else None
+    base_url = fake_provider.url if server is None else server.url
+    try:
+        with httpx2.Client(transport=transport, base_url=base_url, timeout=10) as client:
+            miss, hit = (client.post(path, content=orjson.dumps(body), headers=headers) for _ in range(2))
+    finally:
+        if server is not None:
+            server.stop()
+
+    assert (miss.status_code, miss.headers["x-cache"], hit.headers["x-cache"]) == (200, "MISS", "HIT")
+    said, replayed = (
+        sorted((name, value) for name, value in response.headers.multi_items() if name not in HITS_OWN)
+        for response in (miss, hit)
+    )
+    assert any(measures_a_call(name) for name, _ in said)  # the provider measured its call...
+    assert replayed == [(name, value) for name, value in said if not measures_a_call(name)]  # ...the hit did not

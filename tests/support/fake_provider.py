@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -423,15 +423,34 @@ class FakeProvider:
                 response = self._error(family, int(forced), None, {})
             else:
                 response = self._route(record)
-            named = _REQUEST_ID_HEADERS.get(family) if not path.startswith("/model/") else None
-            if named is not None and named not in response.headers:  # each call's id, as the real APIs name it
-                with self._lock:
-                    response.headers[named] = f"req_{next(self._request_ids):024x}"
+            self._dress(api_of(path), response)
             return response if broken is None else self._broken(response, broken)
         finally:
             with self._changed:
                 self._in_flight -= 1
                 self._changed.notify_all()
+
+    def _dress(self, api: str, response: Response) -> None:
+        """Give `response` the headers the real `api` sends besides its body: its content-type as the
+        API spells it, the id of the call, and figures measuring the call (rate limits left, time
+        spent), fresh for each call as the real APIs' are."""
+        with self._lock:
+            n = next(self._request_ids)
+        headers = response.headers
+        content_type = headers.get("content-type", "")
+        for name, value in _MEASURES[api](n):
+            headers[name] = value
+        named = _REQUEST_IDS.get(api)
+        if named is not None and named[0] not in headers:
+            headers[named[0]] = named[1](n)
+        if response.status_code >= 300:
+            return
+        if api == "gemini" and content_type.startswith(("application/json", "text/event-stream")):
+            headers["content-type"] = "text/event-stream" if "event-stream" in content_type else _GEMINI_JSON
+        elif api == "anthropic" and content_type.startswith("text/event-stream"):
+            headers["cache-control"] = "no-cache"
+        elif api == "cohere":
+            headers.update(_COHERE_HEADERS)
 
     def _route(self, req: RecordedRequest) -> Response:
         path, method = req.path, req.method
@@ -465,8 +484,8 @@ class FakeProvider:
                     return self._messages(req, model=model_id)
                 if action == "invoke-with-response-stream":
                     return self._messages(req, model=model_id, eventstream=True)
-                if action == "converse":
-                    return self._converse(req, model_id)
+                if action in ("converse", "converse-stream"):
+                    return self._converse(req, model_id, stream=action == "converse-stream")
             if path == "/v1beta/cachedContents":
                 return self._gemini_create_cache(req)
             if path.startswith("/v1beta/models/") and ":" in path:
@@ -529,7 +548,7 @@ class FakeProvider:
             if compressor is not None:
                 yield compressor.flush()
 
-        hdrs = {"cache-control": "no-cache", **(headers or {})}
+        hdrs = dict(headers or {})
         if gzipped:
             hdrs["content-encoding"] = "gzip"
         return StreamingResponse(body(), media_type=media_type, headers=hdrs)
@@ -1009,7 +1028,11 @@ class FakeProvider:
             "usage": usage,
         }
         if not body.get("stream") and not eventstream:
-            return JSONResponse(message)
+            counts: dict[str, str] = {}
+            if req.path.startswith("/model/"):  # InvokeModel tells the answer's token counts in headers too
+                counts = {"x-amzn-bedrock-input-token-count": str(usage["input_tokens"])}
+                counts["x-amzn-bedrock-output-token-count"] = str(usage["output_tokens"])
+            return JSONResponse(message, headers=counts)
 
         events = [
             _sse(
@@ -1066,7 +1089,10 @@ class FakeProvider:
         events.append(_sse({"type": "message_stop"}, event="message_stop"))
         if eventstream:  # Bedrock: each event base64'd in the `bytes` of a binary `chunk` frame
             frames = [_aws_frame(json.loads(event.split(b"data: ", 1)[1])) for event in events]
-            return self._stream(frames, media_type=EVENTSTREAM)
+            # InvokeModelWithResponseStream names its chunks' payload type too (ConverseStream does not)
+            return self._stream(
+                frames, media_type=EVENTSTREAM, headers={"x-amzn-bedrock-content-type": "application/json"}
+            )
         return self._stream(events)
 
     def _anthropic_cache(self, body: dict[str, Any]) -> tuple[int, int]:
@@ -1105,8 +1131,9 @@ class FakeProvider:
 
     # -- Gemini --------------------------------------------------------------------------------
 
-    def _converse(self, req: RecordedRequest, model: str) -> Response:
-        """Bedrock `Converse`: its own shape, usage in camelCase with cache reads and writes apart."""
+    def _converse(self, req: RecordedRequest, model: str, stream: bool = False) -> Response:
+        """Bedrock `Converse`: its own shape, usage in camelCase with cache reads and writes apart;
+        `ConverseStream` the same answer as event-stream frames, one per event."""
         body = req.json
         messages = body.get("messages") or []
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
@@ -1118,6 +1145,15 @@ class FakeProvider:
             "outputTokens": answer.completion_tokens,
             "totalTokens": answer.prompt_tokens + answer.completion_tokens,
         }
+        if stream:
+            events = [
+                ("messageStart", {"role": "assistant"}),
+                *(("contentBlockDelta", {"delta": {"text": p}, "contentBlockIndex": 0}) for p in pieces(answer.text)),
+                ("contentBlockStop", {"contentBlockIndex": 0}),
+                ("messageStop", {"stopReason": "end_turn"}),
+                ("metadata", {"usage": usage, "metrics": {"latencyMs": 12}}),
+            ]
+            return self._stream([_aws_frame(event) for event in events], media_type=EVENTSTREAM)
         return JSONResponse(
             {
                 "output": {"message": {"role": "assistant", "content": [{"text": answer.text}]}},
@@ -1314,8 +1350,51 @@ def multipart_form(content_type: str, body: bytes) -> dict[str, bytes]:
     }
 
 
-_REQUEST_ID_HEADERS = {"openai": "x-request-id", "anthropic": "request-id"}
-"""The header each family's API names its call in (the SDKs read it as `_request_id`)."""
+_GEMINI_JSON = "application/json; charset=UTF-8"
+_COHERE_HEADERS = {
+    "content-type": "application/json",
+    "cache-control": "no-cache, no-store, no-transform, must-revalidate, private, max-age=0",
+    "expires": "Thu, 01 Jan 1970 00:00:00 UTC",
+    "pragma": "no-cache",
+}
+_REQUEST_IDS: dict[str, tuple[str, Callable[[int], str]]] = {
+    "openai": ("x-request-id", lambda n: f"req_{n:024x}"),
+    "anthropic": ("request-id", lambda n: f"req_{n:024x}"),
+    "bedrock": ("x-amzn-requestid", lambda n: f"{n:08x}-0000-4000-8000-{n:012x}"),
+    "cohere": ("x-debug-trace-id", lambda n: f"{n:032x}"),
+}
+"""The header each API names its call in (the SDKs read OpenAI's and Anthropic's as `_request_id`,
+boto3 Bedrock's as `ResponseMetadata.RequestId`); Gemini names none a client reads."""
+_MEASURES: dict[str, Callable[[int], list[tuple[str, str]]]] = {
+    "openai": lambda n: [
+        ("openai-processing-ms", str(200 + n % 97)),
+        ("x-envoy-upstream-service-time", str(210 + n % 97)),
+        ("x-ratelimit-limit-requests", "10000"),
+        ("x-ratelimit-remaining-requests", str(10000 - n)),
+        ("x-ratelimit-remaining-tokens", str(2_000_000 - 40 * n)),
+        ("x-ratelimit-reset-requests", f"{6 + n % 50}ms"),
+    ],
+    "anthropic": lambda n: [
+        ("anthropic-ratelimit-requests-limit", "4000"),
+        ("anthropic-ratelimit-requests-remaining", str(4000 - n)),
+        ("anthropic-ratelimit-requests-reset", f"2026-12-07T09:{n % 60:02d}:00Z"),
+        ("anthropic-ratelimit-input-tokens-remaining", str(400_000 - 40 * n)),
+    ],
+    "gemini": lambda n: [("server-timing", f"gfet4t7; dur={300 + n % 97}")],
+    "bedrock": lambda n: [("x-amzn-bedrock-invocation-latency", str(400 + n % 97))],
+    "cohere": lambda n: [("x-trial-endpoint-call-limit", "10"), ("x-trial-endpoint-call-remaining", str(10000 - n))],
+}
+"""Per API, the headers measuring one call (its time, the caller's rate limits left): the kinds a
+hit, which is no call, must not replay."""
+
+
+def api_of(path: str) -> str:
+    """The API whose headers the fake sends with an answer to `path`: its family's, Bedrock's or Cohere's."""
+    if path.startswith("/model/"):
+        return "bedrock"
+    if path.endswith("/rerank"):
+        return "cohere"
+    return family_of(path)
 
 
 def family_of(path: str) -> str:
