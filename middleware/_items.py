@@ -114,7 +114,7 @@ class Items:
             return Answer(_upstream_parts(reply, reply.body, outcome.value, request.key, counts))
         fresh = dict(zip(missing, answers, strict=True))
         why = request.unstorable()
-        stored = why is None and (yield Run(self._store(request, reply.status, fresh)))
+        stored = why is None and (yield Run(self._store(request, reply, fresh)))
         if why is not None:
             self._cache.stats.not_stored += 1
         if call is not None:
@@ -161,25 +161,32 @@ class Items:
             return None
         return exact_json.loads(reply.body)  # type: ignore[no-any-return]
 
-    async def _store(self, request: CacheRequest, status: int, answers: Mapping[str, dict[str, Any]]) -> bool:
-        """Store each item's answer on its own (not when the request said no-store)."""
+    async def _store(self, request: CacheRequest, reply: Reply, answers: Mapping[str, dict[str, Any]]) -> bool:
+        """Store each item's answer on its own (not when the request said no-store), with the
+        request id of the call that answered it."""
         if request.policy.no_store:
             return False
         now = time.time()
         limit = self._cache.settings.max_response_bytes
+        origin = request.endpoint.answer_headers.stored_of(reply.headers)
         writes = []
         for key, answer in answers.items():
             body = exact_json.dumps(answer)
             if len(body) <= limit:
-                writes.append(self._cache.store_entry(request, Entry(key, now, status, body, False)))
+                entry = Entry(key, now, reply.status, body, False, origin=origin)
+                writes.append(self._cache.store_entry(request, entry))
         return all(await asyncio.gather(*writes))
 
     def _assembled(self, request: CacheRequest, entries: list[Entry], counts: list[tuple[str, str]]) -> ResponseParts:
-        """Every item from the store: one list answer, as old as its oldest item."""
+        """Every item from the store: one list answer, as old as its oldest item, naming the call that
+        answered its items when one call answered them all."""
         answer = request.endpoint.batch_answer([exact_json.loads(entry.body) for entry in entries], None)
         body = exact_json.dumps(answer)
         age = max(0, int(time.time() - min(entry.created_at for entry in entries)))
         headers = [(CACHE_HEADER, Outcome.HIT.value), (KEY_HEADER, request.key), ("age", str(age)), *counts]
+        origins = {entry.origin for entry in entries}
+        if len(origins) == 1:
+            headers += origins.pop()
         opening = request.endpoint.answer_headers.of(JSON_MEDIA_TYPE)
         if request.call is not None:
             request.call.end()

@@ -251,6 +251,8 @@ EVERY_FORM: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "responses-stream": ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi", "stream": True}, OPENAI),
     "completions": ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi"}, OPENAI),
     "embeddings": ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "Hi"}, OPENAI),
+    "embeddings-list": ("/v1/embeddings", {"model": "text-embedding-3-small", "input": ["Hi", "Bye"]}, OPENAI),
+    "batch-embed-contents": (f"{GEMINI_PATH}:batchEmbedContents", {"requests": [CONTENTS]}, GEMINI),
     "messages": ("/v1/messages", MESSAGES, ANTHROPIC),
     "messages-stream": ("/v1/messages", {**MESSAGES, "stream": True}, ANTHROPIC),
     "generate-content": (f"{GEMINI_PATH}:generateContent", CONTENTS, GEMINI),
@@ -262,9 +264,10 @@ EVERY_FORM: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "bedrock-converse-stream": (f"{CLAUDE}/converse-stream", CONVERSE, SIGNED),
     "rerank": ("/v1/rerank", RERANK, OPENAI),
 }
-HITS_OWN = frozenset({"date", "server", "age", "x-cache", "x-cache-key", "content-length", "transfer-encoding"})
+HITS_OWN = frozenset({"date", "server", "age", "content-length", "transfer-encoding"})
 """What a hit says of itself: when and by whom it was answered (`date`, `server`: the gateway's, or
-none from a transport), how old it is, that it is a hit, and its own framing."""
+none from a transport), how old it is, that it is a hit (`x-cache`, `x-cache-key`, a list's
+`x-cache-items-hit` ...: every `x-cache*`), and its own framing."""
 CALL_MEASURES = frozenset(
     {
         "openai-processing-ms",
@@ -276,6 +279,10 @@ CALL_MEASURES = frozenset(
 CALL_MEASURE_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "x-trial-endpoint-call-", "x-endpoint-monthly-call-")
 """What measures the call that produced the answer (its time, the caller's rate limits left after
 it): a hit is no call, and sends none (docs/providers.md, "Headers a hit does not replay")."""
+
+
+def a_hit_s_own(name: str) -> bool:
+    return name in HITS_OWN or name.startswith("x-cache")
 
 
 def measures_a_call(name: str) -> bool:
@@ -321,8 +328,22 @@ def test_a_hit_sends_the_headers_of_the_miss_but_its_own_and_the_call_s_measures
 
     assert (miss.status_code, miss.headers["x-cache"], hit.headers["x-cache"]) == (200, "MISS", "HIT")
     said, replayed = (
-        sorted((name, value) for name, value in response.headers.multi_items() if name not in HITS_OWN)
+        sorted((name, value) for name, value in response.headers.multi_items() if not a_hit_s_own(name))
         for response in (miss, hit)
     )
     assert any(measures_a_call(name) for name, _ in said)  # the provider measured its call...
     assert replayed == [(name, value) for name, value in said if not measures_a_call(name)]  # ...the hit did not
+
+
+def test_a_list_served_item_by_item_names_a_call_only_when_one_call_answered_every_item(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    def embed(given: str | list[str]) -> httpx2.Response:
+        return client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": given}, headers=OPENAI)
+
+    with httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url) as client:
+        lone, listed = embed("Hi"), embed(["Hi", "Bye"])  # "Bye" from a second call
+        both, bye = embed(["Hi", "Bye"]), embed(["Bye"])
+    assert (lone.headers["x-cache"], listed.headers["x-cache-items-hit"]) == ("MISS", "1")
+    assert both.headers["x-cache"] == "HIT" and "x-request-id" not in both.headers  # two calls: neither named
+    assert (bye.headers["x-cache"], bye.headers["x-request-id"]) == ("HIT", listed.headers["x-request-id"])
