@@ -56,6 +56,7 @@ from ._loop_thread import LoopThread
 from ._meaning import Meanings
 from ._policy import DEFAULT_POLICY, PolicyError, parse_policy
 from ._prepared_memo import PreparedMemo
+from ._printable import printable
 from ._recorder import Recorder
 from ._settings import CacheSettings, CacheStats
 from ._singleflight import SingleFlight
@@ -96,7 +97,7 @@ from .stores.base import (
 )
 from .stores.memory import MemoryStore
 from .stores.urls import store_from_url
-from .telemetry import Call, Telemetry
+from .telemetry import MAX_PATH_CHARS, Call, Telemetry
 
 if TYPE_CHECKING:
     from ._prompt_caching import PromptCaching
@@ -431,7 +432,7 @@ class Cache:
         a failure, rather than a missing identity, is a WARNING too."""
         reason = str(error)
         if isinstance(error, KeyFailure) or not error.anonymous:
-            self._warn(f"not caching a request to {path}: {reason}", error.__cause__)
+            self._warn(f"not caching a request to {printable(path, MAX_PATH_CHARS)}: {reason}", error.__cause__)
         return reason
 
     def _warn(self, message: str, error: BaseException | None) -> None:
@@ -563,7 +564,8 @@ class Cache:
             await self._before_lookup(request)
         if request.bypass is not None:
             self.stats.bypasses += 1
-            logger.debug("CACHE BYPASS path=%s reason=%s", request.path, request.bypass)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("CACHE BYPASS path=%s reason=%s", printable(request.path, MAX_PATH_CHARS), request.bypass)
             return Lookup(Outcome.BYPASS)
         policy = request.policy
         if policy.no_cache:

@@ -33,6 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._wire import is_azure
+from ._printable import printable
 from ._types import UPSTREAM_HEADER
 from .stores.base import abilities_of
 from .stores.tiered import TieredStore
@@ -57,6 +58,8 @@ MAX_MODELS = 200
 """Distinct `model` label values kept before further ones are reported as `other`."""
 MAX_MODEL_CHARS = 128
 """Longest model name telemetry keeps (labels, span names); a longer one, sent by the caller, is cut."""
+MAX_PATH_CHARS = 256
+"""Longest request path a log line quotes."""
 
 _KINDS = {"client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL}
 _USAGE_MEMO = 4096
@@ -705,9 +708,10 @@ class Telemetry:
         route = request.route
         endpoint = route.endpoint
         model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
-        # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
-        if model is not None and len(model) > MAX_MODEL_CHARS:
-            model = model[:MAX_MODEL_CHARS]
+        # The request names the model: a label, a span name, a log line and memo keys must not keep megabytes
+        # of it, nor its control characters.
+        if model is not None and (len(model) > MAX_MODEL_CHARS or not model.isprintable()):
+            model = printable(model, MAX_MODEL_CHARS)
         memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
         return endpoint, model, self._starts.get(memo_key) or self._span_start(memo_key)
 
@@ -715,7 +719,7 @@ class Telemetry:
         """An LLM path the engine forwards untouched (body too large, not JSON): counted as a bypass."""
         self._count_request("bypass", provider_name(family, path, None), None, "none")
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("CACHE BYPASS path=%s reason=%s", path, reason)
+            logger.debug("CACHE BYPASS path=%s reason=%s", printable(path, MAX_PATH_CHARS), reason)
 
     def lookup_done(self, call: Call | None, span: Any, started: float, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - started
