@@ -843,7 +843,7 @@ class Cache:
         started = time.perf_counter()
         try:
             if abilities_of(self.store).tags:
-                await cast(TagStore, self.store).tag(entry.fingerprint, entry.tags, ttl)
+                await cast(TagStore, self.store).tag(entry.fingerprint, self._indexed(entry.tags), ttl)
             await self.store.set(entry.fingerprint, data, ttl)
         except Exception as error:
             self.telemetry.store_done(span, started, len(data), error)
@@ -916,18 +916,25 @@ class Cache:
             await self.semantic.start()
 
     async def invalidate(self, tags: Collection[str]) -> list[str]:
-        """Remove every entry carrying any of `tags`, from the store and the semantic index; the keys
-        removed (some may have expired already). `NoTagIndex` (a `StoreError`) from a store without
-        a tag index (memcached): it cannot list what a tag names, and says so rather than remove nothing."""
+        """Remove every entry under this cache's `key_prefix` carrying any of `tags`, from the store and
+        the semantic index; the keys removed (some may have expired already). `NoTagIndex` (a
+        `StoreError`) from a store without a tag index (memcached): it cannot list what a tag names,
+        and says so rather than remove nothing."""
         wanted = frozenset(tags)
         if not wanted:
             return []
-        keys = await invalidate_tags(self.store, wanted)
+        keys = await invalidate_tags(self.store, self._indexed(wanted))
         meanings = self._meanings
         if meanings is not None:
             for key in keys:
                 await meanings.forget(key)
         return keys
+
+    def _indexed(self, tags: frozenset[str]) -> frozenset[str]:
+        """The names `tags` have in the store's tag index: under this cache's `key_prefix`, as its keys
+        are, so an invalidation (like a flush) never reaches another prefix's entries in a shared store."""
+        prefix = self.settings.key_prefix
+        return frozenset(prefix + tag for tag in tags) if prefix else tags
 
     async def close(self) -> None:
         if self._meanings is not None:
