@@ -33,7 +33,6 @@ from ._items import Items
 from ._keys import (
     ANONYMOUS,
     DEFAULT_NAMESPACE,
-    NAMESPACE_PATTERN,
     KeyBuilder,
     KeyFailure,
     KeyRequest,
@@ -607,10 +606,7 @@ class Cache:
             return
         if view.ttl != ttl:
             request.policy = replace(policy, ttl=view.ttl)
-        if view.key_body != request.body or view.namespace != namespace:
-            if not NAMESPACE_PATTERN.fullmatch(view.namespace):
-                logger.warning("a before_lookup hook set an invalid namespace %r; ignored", view.namespace)
-                view.namespace = namespace
+        if view.key_body != request.body or view.namespace != namespace:  # (checked by the hooks' run)
             request.key = self._context_key(request, view.key_body, view.namespace)
 
     async def _poll(self, request: CacheRequest) -> Entry | None:
