@@ -378,7 +378,9 @@ class Cache:
         caller_body = forward_body
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
             capture = (
-                endpoint.capture_body(parsed) if self._additions.accepts(headers, endpoint, STREAM_USAGE) else None
+                endpoint.capture_body(parsed)
+                if self._additions.accepts(headers, endpoint, STREAM_USAGE, scope, endpoint.model(route, parsed))
+                else None
             )
             if capture is not None:
                 forward_body, captured = orjson.dumps(capture), True

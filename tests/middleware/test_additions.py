@@ -117,6 +117,38 @@ def test_a_caller_cannot_switch_an_addition_off_for_everyone(fake_provider: Runn
     assert fake_provider.last.json["stream_options"] == {"include_usage": True}  # still added for everyone
 
 
+async def test_a_refusal_one_caller_provokes_never_switches_the_hints_off_for_another(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Mallory's own content makes the hint invalid (Anthropic refuses `cache_control` on an empty text
+    block, the last block of her system prompt): her request is sent again without it and succeeds.
+    Before, that success was remembered for the whole upstream, so one request switched prompt caching
+    off for every tenant (each paying full price for its prompts from then on). A refusal is now
+    remembered for the caller's scope and model only."""
+    cache = Cache(prompt_caching={"anthropic": {"mode": "breakpoints"}})
+    http_client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+
+    async def ask(api_key: str, text: str, system: Any = SYSTEM) -> Any:
+        client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+        )
+        return await client.messages.with_raw_response.create(
+            model="claude-sonnet-4-6", max_tokens=64, system=system, messages=question(text)
+        )
+
+    ending_empty = [{"type": "text", "text": SYSTEM}, {"type": "text", "text": ""}]
+    assert (await ask("sk-ant-mallory", "When do you open?", ending_empty)).status_code == 200
+    assert fake_provider.count(MESSAGES_PATH) == 2  # refused once, then sent as she wrote it
+    assert (await ask("sk-ant-mallory", "When do you close?", ending_empty)).status_code == 200
+    assert fake_provider.count(MESSAGES_PATH) == 3  # remembered for her
+
+    assert (await ask("sk-ant-alice", "When do you open?")).status_code == 200
+    assert fake_provider.last.json["system"] == [
+        {"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}
+    ]
+    await http_client.aclose()
+
+
 def test_the_gateway_retries_without_what_the_upstream_refused(fake_provider: RunningFakeProvider) -> None:
     fake_provider.refuse_field("stream_options")
     config = parse_config(
@@ -232,7 +264,7 @@ async def test_a_refusal_is_remembered_for_its_upstream_only_and_logged_once(cap
     [warning] = [r for r in caplog.records if "refused" in r.getMessage()]
     assert warning.name == "llm_cache.middleware" and warning.getMessage() == (
         "upstream old.example chat.completions refused the stream usage capture the cache adds;"
-        " sending without it from now on"
+        " sending without it for this caller and model from now on"
     )
 
     again = await call(cache, prepared(cache, {**STREAM, "n": 2}, host="old.example"), reply(200, SSE))
@@ -250,7 +282,7 @@ async def test_a_refusal_is_remembered_only_once_the_request_without_the_additio
 
 
 def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
-    """At most 1024 upstreams are remembered: one more forgets them all, a known one does not."""
+    """At most 1024 (upstream, caller, model) are remembered: one more forgets them all, a known one does not."""
     cache = Cache()
     additions = Additions(PromptCaching(), cache.store, "", Hooks())
 
@@ -261,7 +293,7 @@ def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
 
     def accepts(host: str, addition: str = STREAM_USAGE) -> bool:
         request = prepared(cache, STREAM, host=host)
-        return additions.accepts(request.headers, request.endpoint, addition)
+        return additions.accepts(request.headers, request.endpoint, addition, request.scope, request.model)
 
     for n in range(1024):
         refuse(f"host-{n}.example")
