@@ -1030,6 +1030,31 @@ def test_model_label_cardinality_is_capped() -> None:
     assert len(models) == module.MAX_MODELS + 1 and "other" in models
 
 
+async def test_a_caller_naming_many_models_grows_no_metric_past_the_model_cap() -> None:
+    """The GenAI histograms carry the request's model (and the answer's, which a lenient upstream echoes):
+    the caller's text. They kept one series per model named, up to the SDK's own limit (2,000 per
+    instrument, each a histogram of 14 buckets), ten times the cap every other metric keeps
+    (`MAX_MODELS`, then `other`). Spans still name the model as sent."""
+    from llm_cache.middleware import telemetry as module
+
+    class Echo(Upstream):
+        def __call__(self, request: httpx2.Request) -> httpx2.Response:
+            self.calls += 1
+            return httpx2.Response(200, json=chat_completion(model=orjson.loads(request.content)["model"]))
+
+    rec = Recorded()
+    client = async_openai(Cache(telemetry=rec.telemetry), Echo())
+    for i in range(module.MAX_MODELS + 50):
+        await ask(client, model=f"model-{i}")
+    metrics = rec.metrics()
+    for name in ("gen_ai.client.operation.duration", "gen_ai.client.token.usage"):
+        models = {dict(attributes).get("gen_ai.request.model") for attributes in metrics[name]}
+        responses = {dict(attributes).get("gen_ai.response.model") for attributes in metrics[name]}
+        assert len(models) == len(responses) == module.MAX_MODELS + 1 and "other" in models, name
+    spans = {(span.attributes or {}).get("gen_ai.request.model") for span in rec.calls()}
+    assert f"model-{module.MAX_MODELS + 49}" in spans
+
+
 def test_grafana_dashboard_uses_only_exported_metric_names() -> None:
     import json
     import re
