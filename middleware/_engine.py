@@ -696,14 +696,40 @@ class Cache:
             return None
         lookup = request.lookup = await self._lookup(request)
         call = request.call
-        if call is None:  # a quiet call (`Telemetry.quiet`): an exact hit is counted without a `Call`
-            entry = lookup.entry
-            if entry is not None and lookup.match == "exact" and not lookup.coalesced:
-                self.telemetry.hit_quietly(request, entry)
-                return self._entry_response(request, entry, b"HIT")
+        try:
+            if call is None:  # a quiet call (`Telemetry.quiet`): an exact hit is counted without a `Call`
+                entry = lookup.entry
+                if entry is not None and lookup.match == "exact" and not lookup.coalesced:
+                    parts = self._entry_response(request, entry, b"HIT")
+                    self.telemetry.hit_quietly(request, entry)
+                    return parts
+                call = request.call = Call(self.telemetry, request, kind)
+            call.decided(lookup)
+            return None if lookup.entry is None else self.answer(request, lookup)
+        except EntryError as error:  # an entry that cannot be replayed as asked: the call goes upstream
+            await self._unservable(request, lookup, kind, error)
+            return None
+
+    async def _unservable(
+        self, request: CacheRequest, lookup: Lookup, kind: Literal["client", "internal"], error: EntryError
+    ) -> Lookup:
+        """A hit whose entry cannot be served in the form the request asked for (a stream of a corrupt
+        body, or of another schema's): counted as an invalid entry and a miss, and deleted."""
+        entry = lookup.entry
+        assert entry is not None
+        self.stats.hits -= 1
+        self.stats.semantic_hits -= lookup.match == "semantic"
+        self.stats.misses += 1
+        self.stats.invalid_entries += 1
+        logger.warning("discarding invalid cache entry %s: %s", entry.fingerprint[-16:], error)
+        await self._delete_quietly(entry.fingerprint)
+        miss = request.lookup = Lookup(Outcome.MISS)
+        call = request.call
+        if call is None:
             call = request.call = Call(self.telemetry, request, kind)
-        call.decided(lookup)
-        return None if lookup.entry is None else self.answer(request, lookup)
+        call.match = None
+        call.decided(miss)
+        return miss
 
     def plan(self, request: Prepared) -> Plan:
         """Everything of an intercepted call after `hit`, as a sans-IO generator: it yields actions
@@ -719,7 +745,10 @@ class Cache:
         lookup = request.lookup
         if lookup is None:  # a driver that did not call `hit` first
             lookup = request.lookup = yield Run(self.lookup(request))
-        parts = self.answer(request, lookup)
+        try:
+            parts = self.answer(request, lookup)
+        except EntryError as error:  # (as in `_hit`)
+            parts, lookup = None, (yield Run(self._unservable(request, lookup, "internal", error)))
         if parts is not None:
             return Answer(parts)
         recorder = Recorder(self, request, lookup)
@@ -745,10 +774,10 @@ class Cache:
             if parts is not None:
                 return Answer(parts)
             raise
-        if lookup.stale is not None and reply.status >= 500:
+        parts = None if lookup.stale is None or reply.status < 500 else self.stale_response(request, lookup.stale)
+        if parts is not None:
             if not read:
                 yield ReadBody()  # the failure is read whole (its connection released), and not relayed
-            parts = self.stale_response(request, lookup.stale)
             yield Run(recorder.abort(None))
             return Answer(parts)
         recorder.start(reply.status, reply.headers)
@@ -772,25 +801,34 @@ class Cache:
         return None
 
     def hit_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
-        """Status, headers and body of a hit, in the form the caller asked for."""
+        """Status, headers and body of a hit, in the form the caller asked for (`EntryError`: the entry
+        cannot be replayed so)."""
+        parts = self._entry_response(request, entry, b"HIT")
         if request.call is not None:
             request.call.hit(entry)
-        return self._entry_response(request, entry, b"HIT")
+        return parts
 
-    def stale_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
+    def stale_response(self, request: CacheRequest, entry: Entry) -> ResponseParts | None:
         """The response of an entry past its TTL, served because the upstream failed: `x-cache: STALE`,
-        and an `age` beyond the TTL."""
+        and an `age` beyond the TTL. None when the entry cannot be replayed so (the upstream's failure stands)."""
+        try:
+            parts = self._entry_response(request, entry, b"STALE")
+        except EntryError:
+            return None
         self.stats.stale += 1
         if request.call is not None:
             request.call.stale()
-        return self._entry_response(request, entry, b"STALE")
+        return parts
 
     def _entry_response(self, request: CacheRequest, entry: Entry, outcome: bytes) -> ResponseParts:
         age = int(time.time() - entry.created_at)
         endpoint = request.endpoint
         if request.stream:
             view = request.view()
-            body = endpoint.render_stream(entry.body, view)
+            try:
+                body = endpoint.render_stream(entry.body, view)
+            except Exception as error:  # a body no stream is made of: a corrupt entry, or another schema's
+                raise EntryError(f"cannot be replayed as a stream ({type(error).__name__})") from error
             opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))
             before, after = _entry_heads(opening, outcome, request.key, body, entry)
         else:

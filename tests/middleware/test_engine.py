@@ -188,6 +188,37 @@ async def test_an_entry_whose_values_a_hit_cannot_send_is_a_miss_and_deleted(
     assert after.headers["x-cache"] == "HIT" and after.json()["id"] == "chatcmpl-2"  # replaced by the fresh answer
 
 
+@pytest.mark.parametrize("body", [b"\xff\x00", b"[]", b'{"choices": 5}', b'{"choices": [{"message": 3}]}'])
+async def test_an_entry_no_stream_can_be_made_of_is_a_miss_and_deleted(body: bytes) -> None:
+    """A stream is rendered from the stored answer on each hit; a body it cannot be rendered from (a
+    corrupt entry, or another schema's, under the right key) raised into the caller. Now it is an
+    invalid entry, like one that does not decode: a miss, counted, deleted; the answer from upstream."""
+
+    def streamed(request: httpx2.Request, n: int) -> httpx2.Response:
+        events = [
+            {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+             "choices": [{"index": 0, "delta": {"content": "4"}, "finish_reason": "stop"}]},
+            {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+             "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}},
+        ]  # fmt: skip
+        sse = b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+        return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+
+    store = MemoryStore()
+    cache = Cache(store=store)
+    stream = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+    async with client(cache, Upstream(streamed)) as http:
+        key = (await post(http, stream)).headers["x-cache-key"]
+        fields = msgpack.unpackb(await store.get(key), raw=False)
+        fields[4] = body
+        await store.set(key, msgpack.packb(fields, use_bin_type=True), None)
+        again = await post(http, stream)
+        after = await post(http, stream)
+    assert again.status_code == 200 and again.headers["x-cache"] == "MISS" and b"chatcmpl-2" in again.content
+    assert cache.stats.invalid_entries == 1 and cache.stats.hits == 1 and cache.stats.misses == 2
+    assert after.headers["x-cache"] == "HIT" and b"chatcmpl-2" in after.content  # replaced by the fresh answer
+
+
 async def test_origin_headers_a_hit_could_not_send_are_not_stored() -> None:
     """An upstream's origin header that a hit could not send again (text outside latin-1) is left out
     of the entry, so the entry stays readable; the miss passes the upstream's header on as it came."""
