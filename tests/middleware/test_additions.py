@@ -120,32 +120,32 @@ def test_a_caller_cannot_switch_an_addition_off_for_everyone(fake_provider: Runn
 async def test_a_refusal_one_caller_provokes_never_switches_the_hints_off_for_another(
     fake_provider: RunningFakeProvider,
 ) -> None:
-    """Mallory's own content makes the hint invalid (Anthropic refuses `cache_control` on an empty text
-    block, the last block of her system prompt): her request is sent again without it and succeeds.
-    Before, that success was remembered for the whole upstream, so one request switched prompt caching
-    off for every tenant (each paying full price for its prompts from then on). A refusal is now
-    remembered for the caller's scope and model only."""
+    """A refusal is remembered for the caller and the model that met it. Before, it was remembered for
+    the whole upstream: a caller whose own content made a hint invalid, or who named a model without
+    prompt caching (the fake provider refuses `cache_control` for `claude-2*`, as Anthropic did), switched
+    prompt caching off for every tenant and model of that upstream (each paying full price for its
+    prompts from then on)."""
     cache = Cache(prompt_caching={"anthropic": {"mode": "breakpoints"}})
     http_client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
 
-    async def ask(api_key: str, text: str, system: Any = SYSTEM) -> Any:
+    async def ask(api_key: str, text: str, model: str = "claude-2.1") -> Any:
         client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
         )
-        return await client.messages.with_raw_response.create(
-            model="claude-sonnet-4-6", max_tokens=64, system=system, messages=question(text)
+        answer = await client.messages.with_raw_response.create(
+            model=model, max_tokens=64, system=SYSTEM, messages=question(text)
         )
+        return answer.status_code, isinstance(fake_provider.last.json["system"], list)  # (hinted: blocks)
 
-    ending_empty = [{"type": "text", "text": SYSTEM}, {"type": "text", "text": ""}]
-    assert (await ask("sk-ant-mallory", "When do you open?", ending_empty)).status_code == 200
+    assert await ask("sk-ant-mallory", "When do you open?") == (200, False)
     assert fake_provider.count(MESSAGES_PATH) == 2  # refused once, then sent as she wrote it
-    assert (await ask("sk-ant-mallory", "When do you close?", ending_empty)).status_code == 200
-    assert fake_provider.count(MESSAGES_PATH) == 3  # remembered for her
+    assert await ask("sk-ant-mallory", "When do you close?") == (200, False)
+    assert fake_provider.count(MESSAGES_PATH) == 3  # remembered for her and that model
 
-    assert (await ask("sk-ant-alice", "When do you open?")).status_code == 200
-    assert fake_provider.last.json["system"] == [
-        {"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}
-    ]
+    assert await ask("sk-ant-mallory", "When do you open?", "claude-sonnet-4-6") == (200, True)  # another model
+    assert await ask("sk-ant-alice", "Do you sell tyres?", "claude-sonnet-4-6") == (200, True)  # another caller
+    assert await ask("sk-ant-alice", "Do you fix brakes?") == (200, False)
+    assert fake_provider.count(MESSAGES_PATH) == 7  # she met the refusal herself, once
     await http_client.aclose()
 
 

@@ -960,6 +960,9 @@ class FakeProvider:
         if _marks_an_empty_text_block(body):  # as Anthropic refuses it
             message = "cache_control cannot be set for empty text blocks"
             return self._error("anthropic", 400, None, {}, message=message)
+        if str(body.get("model") or "").startswith("claude-2") and _has_cache_control(body):
+            message = f"{body['model']} does not support prompt caching (cache_control)"  # as older models did
+            return self._error("anthropic", 400, None, {}, message=message)
         messages = body.get("messages") or []
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         last_user = _text_of(users[-1].get("content")) if users else ""
