@@ -175,6 +175,24 @@ def test_breakpoints_skip_thinking_and_stop_at_four_keeping_the_latest_messages(
     assert caching.rewrite("anthropic", "messages", body) == []  # marked now: left alone
 
 
+async def test_an_empty_text_block_is_never_marked(fake_provider: RunningFakeProvider) -> None:
+    """Anthropic refuses `cache_control` on a text block without text, which the caller's request as
+    written would not have met: the breakpoint goes on the last block with text. Before, such a system
+    prompt (ending with `{"type": "text", "text": ""}`) was refused and sent again without hints."""
+    cache = Cache(prompt_caching=BREAKPOINTS)
+    system = [{"type": "text", "text": SYSTEM}, {"type": "text", "text": ""}]
+    headers, _ = await ask_claude(
+        async_anthropic(cache, fake_provider), [user("Can I return a helmet?")], system=system
+    )
+
+    assert headers["x-cache"] == "MISS" and fake_provider.count("/v1/messages") == 1
+    (body,) = sent(fake_provider, "/v1/messages")
+    assert body["system"] == [
+        {"type": "text", "text": SYSTEM, "cache_control": EPHEMERAL},
+        {"type": "text", "text": ""},
+    ]
+
+
 def test_an_injection_point_names_one_target() -> None:
     with pytest.raises(ValueError, match="exactly one of 'role' or 'index'"):
         PromptCaching.model_validate({"anthropic": {"points": [{"location": "message"}]}})
