@@ -495,6 +495,44 @@ async def test_concurrent_first_requests_share_one_creation(fake_provider: Runni
     assert len({b["cachedContent"] for b in sent(fake_provider, ":generateContent")}) == 1
 
 
+async def test_a_creation_that_lands_while_another_request_reads_the_store_is_not_made_again(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """A request that found nothing in the store, and joins only after the first request's creation
+    has landed (a slow store read, or a sync caller's thread hop between the two steps), takes the
+    name that creation gave instead of creating a second cachedContent."""
+    import asyncio
+
+    from llm_cache.middleware.stores import MemoryStore
+
+    class SlowFirstRead(MemoryStore):
+        """Answers its first registry read with what it held then, but only once `release` is set."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+            self.reading = asyncio.Event()
+
+        async def get(self, key: str) -> bytes | None:
+            value = await super().get(key)
+            if "gemini-cached-content" in key and not self.reading.is_set():
+                self.reading.set()
+                await asyncio.wait_for(self.release.wait(), timeout=10)
+            return value
+
+    store = SlowFirstRead()
+    client = gemini_client(Cache(store, prompt_caching=CACHED_CONTENTS), fake_provider)
+    slow = asyncio.create_task(client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?")))
+    await asyncio.wait_for(store.reading.wait(), timeout=10)
+    first = await client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    store.release.set()
+    second = await asyncio.wait_for(slow, timeout=10)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert len(created(fake_provider)) == 1
+    assert len({b["cachedContent"] for b in sent(fake_provider, ":generateContent")}) == 1
+
+
 def test_concurrent_first_requests_of_sync_threads_share_one_creation(fake_provider: RunningFakeProvider) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
