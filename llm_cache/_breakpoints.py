@@ -116,10 +116,16 @@ def _as_blocks(content: Any) -> list[Any] | None:
 
 def _mark_last(blocks: list[Any], marker: Mapping[str, Any]) -> bool:
     for block in reversed(blocks):
-        if isinstance(block, dict) and block.get("type") not in _UNMARKABLE:
+        if isinstance(block, dict) and block.get("type") not in _UNMARKABLE and not _empty_text(block):
             block["cache_control"] = dict(marker)
             return True
     return False
+
+
+def _empty_text(block: Mapping[str, Any]) -> bool:
+    """A text block without text: Anthropic refuses `cache_control` on it (the caller's request, as
+    written, would be accepted)."""
+    return block.get("type") == "text" and not block.get("text")
 
 
 def place(points: Iterable[InjectionPoint], body: dict[str, Any], marker: Mapping[str, Any]) -> int:

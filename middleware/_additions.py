@@ -4,7 +4,7 @@ Two additions: stream usage capture (the provider's `capture_body`, applied when
 prepared) and provider-native prompt caching (hints, and Gemini cachedContents, applied by
 `upstream_body` on a miss). The hints are the built-in hook of the `before_forward` point, run
 before the operator's own (`_hooks.py`). An upstream that answers 400 naming an addition gets the request once
-more without it; once that succeeds, the addition is not made for that upstream again.
+more without it; once that succeeds, the addition is not made again for that upstream, caller and model.
 """
 
 from __future__ import annotations
@@ -35,9 +35,22 @@ _MEMO_LIMIT = 1024
 
 
 def _upstream_of(headers: Mapping[str, str], endpoint: Endpoint) -> str:
-    """The upstream a refusal is remembered for: the URL the driver names (transports, gateway, a
-    `CacheMiddleware` given `upstream`), else the request's host and endpoint."""
+    """The upstream a refusal names: the URL the driver names (transports, gateway, a `CacheMiddleware`
+    given `upstream`), else the request's host and endpoint."""
     return headers.get(UPSTREAM_HEADER) or f"{headers.get('host') or ''} {endpoint.name}"
+
+
+def _learner(headers: Mapping[str, str], endpoint: Endpoint, scope: str, model: str | None) -> _Learner:
+    """Whom a refusal is remembered for: the upstream, the caller's scope and the model. A caller's own
+    content can make an addition invalid (Anthropic refuses `cache_control` on an empty text block), and
+    a model may lack a feature another has: what one caller's request taught never switches an
+    addition off for another caller, nor for another model."""
+    return _upstream_of(headers, endpoint), scope, (model or "")[:_MODEL_CHARS]
+
+
+_Learner = tuple[str, str, str]
+_MODEL_CHARS = 256
+"""A model name in the refusals is cut (a caller names it): two models alike this far learn together."""
 
 
 class Additions:
@@ -50,8 +63,8 @@ class Additions:
         self._cached_contents = (
             CachedContents(prompt_caching.gemini, store, key_prefix) if prompt_caching.gemini.cached_contents else None
         )
-        self._refusals: dict[str, frozenset[str]] = {}
-        """Upstream (host and endpoint) -> the additions it refused with a 400 (`retry_body`)."""
+        self._refusals: dict[_Learner, frozenset[str]] = {}
+        """(upstream, scope, model) -> the additions refused with a 400 (`retry_body`, `_learner`)."""
 
     @property
     def rewrites(self) -> bool:
@@ -69,7 +82,9 @@ class Additions:
         endpoint = request.endpoint
         if endpoint.form_body:  # a multipart upload is never rewritten
             return body
-        if caching is not None and not self.accepts(request.headers, endpoint, PROMPT_CACHE_HINTS):
+        if caching is not None and not self.accepts(
+            request.headers, endpoint, PROMPT_CACHE_HINTS, request.scope, request.model
+        ):
             caching = None
         if caching is None and not self._forwarding:
             return body
@@ -132,23 +147,23 @@ class Additions:
         addition, request.refused = request.refused, None
         if addition is None or not 200 <= status < 300:
             return False
-        self._refuse(request.headers, request.endpoint, addition)
+        learner = _learner(request.headers, request.endpoint, request.scope, request.model)
+        if len(self._refusals) >= _MEMO_LIMIT and learner not in self._refusals:
+            self._refusals.clear()
+        self._refusals[learner] = self._refusals.get(learner, frozenset()) | {addition}
         logger.warning(
-            "upstream %s refused the %s the cache adds; sending without it from now on",
-            _upstream_of(request.headers, request.endpoint),
+            "upstream %s refused the %s the cache adds; sending without it for this caller and model from now on",
+            learner[0],
             addition,
         )
         return True
 
-    def accepts(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> bool:
-        refused = self._refusals.get(_upstream_of(headers, endpoint))
+    def accepts(
+        self, headers: Mapping[str, str], endpoint: Endpoint, addition: str, scope: str, model: str | None
+    ) -> bool:
+        """Whether `addition` may be made to a request of this caller (`scope`) and model to this upstream."""
+        refused = self._refusals.get(_learner(headers, endpoint, scope, model))
         return refused is None or addition not in refused
-
-    def _refuse(self, headers: Mapping[str, str], endpoint: Endpoint, addition: str) -> None:
-        upstream = _upstream_of(headers, endpoint)
-        if len(self._refusals) >= _MEMO_LIMIT and upstream not in self._refusals:
-            self._refusals.clear()
-        self._refusals[upstream] = self._refusals.get(upstream, frozenset()) | {addition}
 
 
 __all__ = ["PROMPT_CACHE_HINTS", "STREAM_USAGE", "Additions"]

@@ -33,7 +33,6 @@ from ._items import Items
 from ._keys import (
     ANONYMOUS,
     DEFAULT_NAMESPACE,
-    NAMESPACE_PATTERN,
     KeyBuilder,
     KeyFailure,
     KeyRequest,
@@ -56,6 +55,7 @@ from ._loop_thread import LoopThread
 from ._meaning import Meanings
 from ._policy import DEFAULT_POLICY, PolicyError, parse_policy
 from ._prepared_memo import PreparedMemo
+from ._printable import printable
 from ._recorder import Recorder
 from ._settings import CacheSettings, CacheStats
 from ._singleflight import SingleFlight
@@ -96,7 +96,7 @@ from .stores.base import (
 )
 from .stores.memory import MemoryStore
 from .stores.urls import store_from_url
-from .telemetry import Call, Telemetry
+from .telemetry import MAX_PATH_CHARS, Call, Telemetry
 
 if TYPE_CHECKING:
     from ._prompt_caching import PromptCaching
@@ -378,7 +378,9 @@ class Cache:
         caller_body = forward_body
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
             capture = (
-                endpoint.capture_body(parsed) if self._additions.accepts(headers, endpoint, STREAM_USAGE) else None
+                endpoint.capture_body(parsed)
+                if self._additions.accepts(headers, endpoint, STREAM_USAGE, scope, endpoint.model(route, parsed))
+                else None
             )
             if capture is not None:
                 forward_body, captured = orjson.dumps(capture), True
@@ -431,7 +433,7 @@ class Cache:
         a failure, rather than a missing identity, is a WARNING too."""
         reason = str(error)
         if isinstance(error, KeyFailure) or not error.anonymous:
-            self._warn(f"not caching a request to {path}: {reason}", error.__cause__)
+            self._warn(f"not caching a request to {printable(path, MAX_PATH_CHARS)}: {reason}", error.__cause__)
         return reason
 
     def _warn(self, message: str, error: BaseException | None) -> None:
@@ -563,7 +565,8 @@ class Cache:
             await self._before_lookup(request)
         if request.bypass is not None:
             self.stats.bypasses += 1
-            logger.debug("CACHE BYPASS path=%s reason=%s", request.path, request.bypass)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("CACHE BYPASS path=%s reason=%s", printable(request.path, MAX_PATH_CHARS), request.bypass)
             return Lookup(Outcome.BYPASS)
         policy = request.policy
         if policy.no_cache:
@@ -605,10 +608,7 @@ class Cache:
             return
         if view.ttl != ttl:
             request.policy = replace(policy, ttl=view.ttl)
-        if view.key_body != request.body or view.namespace != namespace:
-            if not NAMESPACE_PATTERN.fullmatch(view.namespace):
-                logger.warning("a before_lookup hook set an invalid namespace %r; ignored", view.namespace)
-                view.namespace = namespace
+        if view.key_body != request.body or view.namespace != namespace:  # (checked by the hooks' run)
             request.key = self._context_key(request, view.key_body, view.namespace)
 
     async def _poll(self, request: CacheRequest) -> Entry | None:
@@ -696,14 +696,40 @@ class Cache:
             return None
         lookup = request.lookup = await self._lookup(request)
         call = request.call
-        if call is None:  # a quiet call (`Telemetry.quiet`): an exact hit is counted without a `Call`
-            entry = lookup.entry
-            if entry is not None and lookup.match == "exact" and not lookup.coalesced:
-                self.telemetry.hit_quietly(request, entry)
-                return self._entry_response(request, entry, b"HIT")
+        try:
+            if call is None:  # a quiet call (`Telemetry.quiet`): an exact hit is counted without a `Call`
+                entry = lookup.entry
+                if entry is not None and lookup.match == "exact" and not lookup.coalesced:
+                    parts = self._entry_response(request, entry, b"HIT")
+                    self.telemetry.hit_quietly(request, entry)
+                    return parts
+                call = request.call = Call(self.telemetry, request, kind)
+            call.decided(lookup)
+            return None if lookup.entry is None else self.answer(request, lookup)
+        except EntryError as error:  # an entry that cannot be replayed as asked: the call goes upstream
+            await self._unservable(request, lookup, kind, error)
+            return None
+
+    async def _unservable(
+        self, request: CacheRequest, lookup: Lookup, kind: Literal["client", "internal"], error: EntryError
+    ) -> Lookup:
+        """A hit whose entry cannot be served in the form the request asked for (a stream of a corrupt
+        body, or of another schema's): counted as an invalid entry and a miss, and deleted."""
+        entry = lookup.entry
+        assert entry is not None
+        self.stats.hits -= 1
+        self.stats.semantic_hits -= lookup.match == "semantic"
+        self.stats.misses += 1
+        self.stats.invalid_entries += 1
+        logger.warning("discarding invalid cache entry %s: %s", entry.fingerprint[-16:], error)
+        await self._delete_quietly(entry.fingerprint)
+        miss = request.lookup = Lookup(Outcome.MISS)
+        call = request.call
+        if call is None:
             call = request.call = Call(self.telemetry, request, kind)
-        call.decided(lookup)
-        return None if lookup.entry is None else self.answer(request, lookup)
+        call.match = None
+        call.decided(miss)
+        return miss
 
     def plan(self, request: Prepared) -> Plan:
         """Everything of an intercepted call after `hit`, as a sans-IO generator: it yields actions
@@ -719,7 +745,10 @@ class Cache:
         lookup = request.lookup
         if lookup is None:  # a driver that did not call `hit` first
             lookup = request.lookup = yield Run(self.lookup(request))
-        parts = self.answer(request, lookup)
+        try:
+            parts = self.answer(request, lookup)
+        except EntryError as error:  # (as in `_hit`)
+            parts, lookup = None, (yield Run(self._unservable(request, lookup, "internal", error)))
         if parts is not None:
             return Answer(parts)
         recorder = Recorder(self, request, lookup)
@@ -745,10 +774,10 @@ class Cache:
             if parts is not None:
                 return Answer(parts)
             raise
-        if lookup.stale is not None and reply.status >= 500:
+        parts = None if lookup.stale is None or reply.status < 500 else self.stale_response(request, lookup.stale)
+        if parts is not None:
             if not read:
                 yield ReadBody()  # the failure is read whole (its connection released), and not relayed
-            parts = self.stale_response(request, lookup.stale)
             yield Run(recorder.abort(None))
             return Answer(parts)
         recorder.start(reply.status, reply.headers)
@@ -772,25 +801,34 @@ class Cache:
         return None
 
     def hit_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
-        """Status, headers and body of a hit, in the form the caller asked for."""
+        """Status, headers and body of a hit, in the form the caller asked for (`EntryError`: the entry
+        cannot be replayed so)."""
+        parts = self._entry_response(request, entry, b"HIT")
         if request.call is not None:
             request.call.hit(entry)
-        return self._entry_response(request, entry, b"HIT")
+        return parts
 
-    def stale_response(self, request: CacheRequest, entry: Entry) -> ResponseParts:
+    def stale_response(self, request: CacheRequest, entry: Entry) -> ResponseParts | None:
         """The response of an entry past its TTL, served because the upstream failed: `x-cache: STALE`,
-        and an `age` beyond the TTL."""
+        and an `age` beyond the TTL. None when the entry cannot be replayed so (the upstream's failure stands)."""
+        try:
+            parts = self._entry_response(request, entry, b"STALE")
+        except EntryError:
+            return None
         self.stats.stale += 1
         if request.call is not None:
             request.call.stale()
-        return self._entry_response(request, entry, b"STALE")
+        return parts
 
     def _entry_response(self, request: CacheRequest, entry: Entry, outcome: bytes) -> ResponseParts:
         age = int(time.time() - entry.created_at)
         endpoint = request.endpoint
         if request.stream:
             view = request.view()
-            body = endpoint.render_stream(entry.body, view)
+            try:
+                body = endpoint.render_stream(entry.body, view)
+            except Exception as error:  # a body no stream is made of: a corrupt entry, or another schema's
+                raise EntryError(f"cannot be replayed as a stream ({type(error).__name__})") from error
             opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))
             before, after = _entry_heads(opening, outcome, request.key, body, entry)
         else:
@@ -841,7 +879,7 @@ class Cache:
         started = time.perf_counter()
         try:
             if abilities_of(self.store).tags:
-                await cast(TagStore, self.store).tag(entry.fingerprint, entry.tags, ttl)
+                await cast(TagStore, self.store).tag(entry.fingerprint, self._indexed(entry.tags), ttl)
             await self.store.set(entry.fingerprint, data, ttl)
         except Exception as error:
             self.telemetry.store_done(span, started, len(data), error)
@@ -914,18 +952,25 @@ class Cache:
             await self.semantic.start()
 
     async def invalidate(self, tags: Collection[str]) -> list[str]:
-        """Remove every entry carrying any of `tags`, from the store and the semantic index; the keys
-        removed (some may have expired already). `NoTagIndex` (a `StoreError`) from a store without
-        a tag index (memcached): it cannot list what a tag names, and says so rather than remove nothing."""
+        """Remove every entry under this cache's `key_prefix` carrying any of `tags`, from the store and
+        the semantic index; the keys removed (some may have expired already). `NoTagIndex` (a
+        `StoreError`) from a store without a tag index (memcached): it cannot list what a tag names,
+        and says so rather than remove nothing."""
         wanted = frozenset(tags)
         if not wanted:
             return []
-        keys = await invalidate_tags(self.store, wanted)
+        keys = await invalidate_tags(self.store, self._indexed(wanted))
         meanings = self._meanings
         if meanings is not None:
             for key in keys:
                 await meanings.forget(key)
         return keys
+
+    def _indexed(self, tags: frozenset[str]) -> frozenset[str]:
+        """The names `tags` have in the store's tag index: under this cache's `key_prefix`, as its keys
+        are, so an invalidation (like a flush) never reaches another prefix's entries in a shared store."""
+        prefix = self.settings.key_prefix
+        return frozenset(prefix + tag for tag in tags) if prefix else tags
 
     async def close(self) -> None:
         if self._meanings is not None:

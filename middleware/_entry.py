@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import msgpack
@@ -14,6 +16,18 @@ older entries carry no tags, and no tag index names them)."""
 
 class EntryError(ValueError):
     """Bytes from a store that are not a valid entry of this schema."""
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+"""An HTTP header name (a token), lower-case as the Recorder keeps it."""
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+"""A header value a hit can send: latin-1 text without CR, LF, NUL or other controls."""
+
+
+def replayable_header(name: str, value: str) -> bool:
+    """Whether `name: value` can be sent again on a hit (the Recorder keeps only those, and an entry
+    holding another is invalid: a hit would fail to encode it, or split it into two headers)."""
+    return _HEADER_NAME.fullmatch(name) is not None and _HEADER_VALUE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +101,13 @@ def unpack(data: bytes) -> Entry:
     if not (
         isinstance(fingerprint, str)
         and isinstance(created_at, (int, float))
-        and isinstance(status, int)
+        and type(status) is int
         and isinstance(body, bytes)
     ):
         raise EntryError("entry with fields of the wrong types")
+    # Values a hit computes with or sends: a corrupt or other-schema entry must fail here, not in the hit.
+    if not (math.isfinite(created_at) and 100 <= status <= 599 and (expires_at is None or math.isfinite(expires_at))):
+        raise EntryError("entry with fields out of range")
     return Entry(
         fingerprint,
         float(created_at),
@@ -106,7 +123,11 @@ def unpack(data: bytes) -> Entry:
 
 def _pairs(value: object) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, list) or not all(
-        isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair) for pair in value
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(part, str) for part in pair)
+        and replayable_header(pair[0], pair[1])
+        for pair in value
     ):
         raise EntryError("entry with fields of the wrong types")
     return tuple((name, text) for name, text in value)

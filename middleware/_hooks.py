@@ -21,13 +21,14 @@ import copy
 import dataclasses
 import inspect
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ._keys import load_callable
+from ._keys import NAMESPACE_PATTERN, load_callable
 
 logger = logging.getLogger("llm_cache.middleware")
 
@@ -38,7 +39,14 @@ queue up calls without bound)."""
 """The hook points, in the order a call meets them."""
 Hook = Callable[[Any], Any]
 """A callable of one view; its result is ignored (awaited if it is awaitable)."""
-_View = TypeVar("_View")
+
+
+class _View(Protocol):
+    def unusable(self) -> str | None:
+        """What is wrong with the writable fields a hook left, or None: the cache can use them."""
+
+
+_V = TypeVar("_V", bound=_View)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,13 @@ class LookupView:
     bypass: bool = False
     """True: neither look up nor store; the call goes upstream (`x-cache: BYPASS`)."""
 
+    def unusable(self) -> str | None:
+        if not isinstance(self.key_body, dict):
+            return "key_body is not a dict"
+        if not isinstance(self.namespace, str) or not NAMESPACE_PATTERN.fullmatch(self.namespace):
+            return "namespace is not 1-64 characters of letters, digits, '_', '.' or '-'"
+        return _ttl_problem(self.ttl) or _flag_problem("bypass", self.bypass)
+
 
 @dataclass(slots=True)
 class ForwardView:
@@ -83,6 +98,13 @@ class ForwardView:
     body: dict[str, Any]
     changes: list[str] = field(default_factory=list)
     """What the hooks changed, by name (telemetry); hooks may append to it."""
+
+    def unusable(self) -> str | None:
+        if not isinstance(self.body, dict):
+            return "body is not a dict"
+        if not isinstance(self.changes, list) or not all(isinstance(change, str) for change in self.changes):
+            return "changes is not a list of strings"
+        return None
 
 
 @dataclass(slots=True)
@@ -99,6 +121,13 @@ class AnswerView:
     tags: set[str] = field(default_factory=set)
     """Custom tags stored with the entry, besides the automatic ones: `cache.invalidate(tags=...)` finds it by them."""
 
+    def unusable(self) -> str | None:
+        if not isinstance(self.tags, (set, frozenset, list, tuple)) or not all(
+            isinstance(tag, str) and tag for tag in self.tags
+        ):
+            return "tags is not a set of non-empty strings"  # (a string alone would be read as its letters)
+        return _ttl_problem(self.ttl) or _flag_problem("store", self.store)
+
 
 @dataclass(slots=True)
 class HitView:
@@ -113,6 +142,9 @@ class HitView:
     match: str = "exact"
     """How it was found: `exact` (its key), `semantic` (a stored answer to a prompt of the same
     meaning) or `coalesced` (the answer of the identical call that was in flight)."""
+
+    def unusable(self) -> str | None:
+        return _flag_problem("serve", self.serve)
 
 
 class Hooks:
@@ -149,12 +181,20 @@ class Hooks:
         self.points["on_hit"].append(hook)
         return hook
 
-    async def run(self, point: str, view: _View) -> _View:
-        """`view` as the hooks of `point` leave it, each applied in turn; a failed hook changes nothing."""
+    async def run(self, point: str, view: _V) -> _V:
+        """`view` as the hooks of `point` leave it, each applied in turn; a failed hook changes nothing:
+        one that raises, overruns, or leaves a writable field holding a value the cache cannot use (a
+        TTL that is text, NaN or negative, tags that are not strings, ...)."""
         for hook in self.points[point]:
             trial = _copy(view)
             if await self._call(point, hook, trial):
-                view = trial
+                problem = trial.unusable()
+                if problem is None:
+                    view = trial
+                else:
+                    logger.warning(
+                        "%s hook %s left a value the cache cannot use (%s); skipped", point, _name(hook), problem
+                    )
         return view
 
     async def _call(self, point: str, hook: Hook, view: Any) -> bool:
@@ -181,11 +221,21 @@ class Hooks:
         return True
 
 
+def _ttl_problem(ttl: object) -> str | None:
+    if ttl is None or (isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and 0 <= ttl < math.inf):
+        return None
+    return "ttl is not None or a finite number of seconds >= 0"
+
+
+def _flag_problem(name: str, value: object) -> str | None:
+    return None if isinstance(value, bool) else f"{name} is not true or false"
+
+
 def _is_async(hook: Hook) -> bool:
     return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
 
 
-def _copy(view: _View) -> _View:
+def _copy(view: _V) -> _V:
     """A view a hook may change without touching `view` (its mutable fields copied, the request shared)."""
     changes = {
         item.name: copy.deepcopy(getattr(view, item.name))

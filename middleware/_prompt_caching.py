@@ -323,6 +323,9 @@ class CachedContents:
         pending = self._creating.get((registry_key, loop))
         if pending is not None:
             return await asyncio.shield(pending), None
+        known = self._known.get(registry_key)
+        if known is not None and known[1] > time.time():  # a creation landed since `_name` looked
+            return known[0], None
         flight = self._creating[(registry_key, loop)] = loop.create_future()
         return None, flight
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .._wire import decompressor
-from ._entry import Entry
+from ._entry import Entry, replayable_header
 from ._hooks import AnswerView
 from ._settings import CacheSettings, CacheStats
 from ._types import CACHE_HEADER, FALLBACK_FROM_HEADER, KEY_HEADER, ORIGIN_HEADERS, CacheRequest, Lookup, Outcome
@@ -119,7 +119,8 @@ class Recorder:
         self._status = status
         if not self._storable:
             return
-        origin = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in ORIGIN_HEADERS)
+        lowered = ((k.lower(), v) for k, v in headers.items())
+        origin = tuple((k, v) for k, v in lowered if k in ORIGIN_HEADERS and replayable_header(k, v))
         self._origin = origin + request.endpoint.answer_headers.stored_of(headers)
         if origin and not self._fallback_storable(headers):
             return

@@ -64,13 +64,19 @@ class SingleFlight:
         """A miss (`lookup`) becomes a wait for the call already in flight for its key (a HIT if that call
         stores a usable answer), or leads the key upstream (`lookup.flight`, and the store's lock if any).
         When the leader's caller leaves before its answer is complete, the first of its waiters to run
-        leads anew and the others wait on it: one caller giving up never sends every waiter upstream."""
+        leads anew and the others wait on it: one caller giving up never sends every waiter upstream.
+        A leader not done within `coalesce_timeout` is given up by the first waiter whose wait ran out,
+        which leads anew (a caller may hold its answer unread for ever: its call would never end)."""
         loop = asyncio.get_running_loop()
         flight = self._flights.get(request.key)
         while flight is not None and flight.loop is loop:
             try:
                 entry = await asyncio.wait_for(asyncio.shield(flight.future), self._settings.coalesce_timeout)
             except asyncio.TimeoutError:
+                if self._flights.get(request.key) is flight:  # overdue, maybe for ever (an answer never read):
+                    del self._flights[request.key]  # this miss leads, later ones wait on it, not on that one
+                    flight = None
+                    break
                 entry = None
             if isinstance(entry, _Left):
                 flight = self._flights.get(request.key)

@@ -33,6 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._wire import is_azure
+from ._printable import printable
 from ._types import UPSTREAM_HEADER
 from .stores.base import abilities_of
 from .stores.tiered import TieredStore
@@ -57,6 +58,8 @@ MAX_MODELS = 200
 """Distinct `model` label values kept before further ones are reported as `other`."""
 MAX_MODEL_CHARS = 128
 """Longest model name telemetry keeps (labels, span names); a longer one, sent by the caller, is cut."""
+MAX_PATH_CHARS = 256
+"""Longest request path a log line quotes."""
 
 _KINDS = {"client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL}
 _USAGE_MEMO = 4096
@@ -538,7 +541,8 @@ class Call:
                     span.set_attributes(self.attrs)
                 span.end()
             if self.started:  # (the duration records: it did when the call began, and always will)
-                final = self._start.final(self.response_model, self.result, self.error_type)
+                response = self._t._response_label(self.response_model)
+                final = self._start.final(response, self.result, self.error_type)
                 self._t._operation_duration.record(time.perf_counter() - self.started, final)
 
     def _content(self, answer: bytes) -> None:
@@ -705,9 +709,10 @@ class Telemetry:
         route = request.route
         endpoint = route.endpoint
         model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
-        # The request names the model: a label, a span name and memo keys must not keep megabytes of it.
-        if model is not None and len(model) > MAX_MODEL_CHARS:
-            model = model[:MAX_MODEL_CHARS]
+        # The request names the model: a label, a span name, a log line and memo keys must not keep megabytes
+        # of it, nor its control characters.
+        if model is not None and (len(model) > MAX_MODEL_CHARS or not model.isprintable()):
+            model = printable(model, MAX_MODEL_CHARS)
         memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
         return endpoint, model, self._starts.get(memo_key) or self._span_start(memo_key)
 
@@ -715,7 +720,7 @@ class Telemetry:
         """An LLM path the engine forwards untouched (body too large, not JSON): counted as a bypass."""
         self._count_request("bypass", provider_name(family, path, None), None, "none")
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("CACHE BYPASS path=%s reason=%s", path, reason)
+            logger.debug("CACHE BYPASS path=%s reason=%s", printable(path, MAX_PATH_CHARS), reason)
 
     def lookup_done(self, call: Call | None, span: Any, started: float, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - started
@@ -814,7 +819,7 @@ class Telemetry:
         for a combination `_starts` does not hold yet: a hit reads it there (`Call`) and works none of it out."""
         endpoint, path, route_model, model, upstream = memo_key
         provider = provider_name(endpoint.family, path, route_model)
-        start = _Start(endpoint.operation, provider, model, upstream, self.store_name)
+        start = _Start(endpoint.operation, provider, model, self._model_label(model), upstream, self.store_name)
         if len(self._starts) < 4 * MAX_MODELS:
             self._starts[memo_key] = start
         return start
@@ -828,6 +833,10 @@ class Telemetry:
             return "other"
         self._models.add(model)
         return model
+
+    def _response_label(self, model: str | None) -> str | None:
+        """`gen_ai.response.model` as a metric attribute: capped as the request's (a lenient upstream echoes it)."""
+        return self._model_label(model) if model else None
 
     def _count_request(self, result: str, provider: str, model: str | None, match: str) -> None:
         self._add("llm_cache_requests", (result, provider, self._model_label(model), match), 1)
@@ -991,10 +1000,11 @@ class Telemetry:
     def _used_tokens(self, start: _Start, summary: _Summary) -> None:
         """`gen_ai.client.token.usage` for an upstream answer (input includes cache reads and writes)."""
         usage, record = summary.usage, self._token_usage.record
+        response = self._response_label(summary.response_model)
         if usage.input_tokens is not None:
-            record(usage.input_tokens, start.tokens(summary.response_model, "input"))
+            record(usage.input_tokens, start.tokens(response, "input"))
         if usage.output_tokens is not None:
-            record(usage.output_tokens, start.tokens(summary.response_model, "output"))
+            record(usage.output_tokens, start.tokens(response, "output"))
 
     def _provider_cached(self, provider: str, model: str | None, usage: Usage) -> None:
         label = self._model_label(model)
@@ -1016,12 +1026,15 @@ class _Start:
 
     __slots__ = ("attributes", "base", "finals", "name", "provider")
 
-    def __init__(self, operation: str, provider: str, model: str | None, upstream: str | None, store: str) -> None:
+    def __init__(
+        self, operation: str, provider: str, model: str | None, label: str, upstream: str | None, store: str
+    ) -> None:
+        """`label`: the model as metrics name it (the first `MAX_MODELS` models, then `other`)."""
         self.name = f"{operation} {model or 'unknown'}"
         self.provider = provider
         base: dict[str, Any] = {"gen_ai.operation.name": operation, "gen_ai.provider.name": provider}
         if model:
-            base["gen_ai.request.model"] = model
+            base["gen_ai.request.model"] = label
         if upstream:
             url = urlsplit(upstream)
             if url.hostname:
@@ -1030,11 +1043,14 @@ class _Start:
         self.base = base
         """The attributes every metric of such a call carries."""
         self.attributes = {**base, "llm_cache.store": store}
-        """What its span starts with (the SDK copies them)."""
+        """What its span starts with (the SDK copies them): the model as the request names it."""
+        if model:
+            self.attributes["gen_ai.request.model"] = model
         self.finals: dict[tuple[str | None, str, str | None], dict[str, Any]] = {}
 
     def final(self, response_model: str | None, result: str, error_type: str | None) -> dict[str, Any]:
-        """`gen_ai.client.operation.duration`'s attributes for a call that ended so (shared: no per-call dict)."""
+        """`gen_ai.client.operation.duration`'s attributes for a call that ended so (shared: no per-call dict);
+        `response_model` as metrics name it (`Telemetry._response_label`)."""
         memo_key = (response_model, result, error_type)
         found = self.finals.get(memo_key)
         if found is None:

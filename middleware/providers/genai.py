@@ -11,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+MAX_STRINGS = 8
+"""Most values of a list parameter (stop sequences) a span records, each cut to `MAX_STRING_CHARS` (kept as
+written otherwise: a stop sequence is often a line break, and a span attribute is not a log line)."""
+MAX_STRING_CHARS = 128
+
 Kind = Literal["number", "int", "strings", "count"]
 RequestParams = tuple[tuple[str, str, Kind], ...]
 """(body field, attribute name after `gen_ai.request.` or a whole `gen_ai.` name, kind of value)."""
@@ -33,7 +38,7 @@ def request_attributes(source: Mapping[str, Any], params: RequestParams) -> dict
         elif kind == "strings":
             values = [value] if isinstance(value, str) else value
             if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
-                out[attribute] = tuple(values)
+                out[attribute] = tuple(v[:MAX_STRING_CHARS] for v in values[:MAX_STRINGS])
     return out
 
 

@@ -1,10 +1,11 @@
 """Shared stores on Redis through `redis.asyncio`: standalone, Cluster and Sentinel.
 
-One GET per hit, `SET ... PX` for expiry, SCAN + UNLINK for prefix clears, one set of keys per tag
-(`{prefix}tag:{<tag>}`: the braces put each tag's set in one Cluster slot, so a tag invalidation
-reads one set and deletes key by key, never scans), a circuit breaker in front of every call, and
-one client (with its connection pool) per running event loop, created lazily and reused: the async
-transport and the sync transport's background loop each get their own, never one per request.
+One GET per hit, `SET ... PX` for expiry, SCAN + UNLINK for prefix clears, one sorted set of keys per
+tag (`{prefix}tags:{<tag>}`: the braces put each tag's index in one Cluster slot, so a tag invalidation
+reads one index and deletes key by key, never scans; a key leaves it when its entry's time is up), a
+circuit breaker in front of every call, and one client (with its connection pool) per running event
+loop, created lazily and reused: the async transport and the sync transport's background loop each get
+their own, never one per request.
 """
 
 from __future__ import annotations
@@ -33,20 +34,32 @@ DEFAULT_PREFIX = "llmc:"
 FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 _TAG = """
-local existed = redis.call('exists', KEYS[1])
-redis.call('sadd', KEYS[1], ARGV[1])
+local clock = redis.call('time')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('zremrangebyscore', KEYS[1], '-inf', '(' .. now)
 local ms = tonumber(ARGV[2])
-if ms == 0 then
+local ends = 'inf'
+if ms ~= 0 then ends = string.format('%d', now + ms) end
+local known = redis.call('zscore', KEYS[1], ARGV[1])
+if not known or (known ~= 'inf' and (ends == 'inf' or tonumber(known) < now + ms)) then
+  redis.call('zadd', KEYS[1], ends, ARGV[1])
+end
+local last = redis.call('zrange', KEYS[1], -1, -1, 'WITHSCORES')[2]
+if last == 'inf' then
   redis.call('persist', KEYS[1])
-elseif existed == 0 or (redis.call('pttl', KEYS[1]) >= 0 and redis.call('pttl', KEYS[1]) < ms) then
-  redis.call('pexpire', KEYS[1], ms)
+else
+  redis.call('pexpireat', KEYS[1], tonumber(last))
 end
 return 1
 """
-"""Add a key to a tag's set and extend the set's life to the longest of its keys' (0: a key that never
-expires, so the set does not either)."""
+"""Add a key to a tag's index (a sorted set: each key scored by when its entry's time is up, in the
+server's clock; `inf` for a key that never expires), drop the keys whose time is up, and let the index
+live as long as its longest key. Without the drop, a tag written with every entry (`namespace:`,
+`model:`) was written again before its set expired and kept every key ever written with it."""
 _TAKE = "local keys = redis.call('smembers', KEYS[1]) redis.call('unlink', KEYS[1]) return keys"
-"""A tag's set, read and deleted at once: a key tagged meanwhile goes into a new set."""
+"""A tag's set as versions before the sorted index wrote it (`tag:{<tag>}`), read and deleted at once."""
+_TAKE_INDEX = "local keys = redis.call('zrange', KEYS[1], 0, -1) redis.call('unlink', KEYS[1]) return keys"
+"""A tag's index, read and deleted at once: a key tagged meanwhile goes into a new index."""
 _TAG_SLACK_MS = 1000
 """The set outlives its longest key by this much: the key is written just after its tag."""
 _MAX_ORPHANS = 10_000
@@ -109,7 +122,9 @@ class RedisStore:
         self.username, self.password, self.ssl = username, password, ssl
         self.prefix = prefix
         self.lock_prefix = prefix + "lock:"
-        self.tag_prefix = prefix + "tag:"
+        self.tag_prefix = prefix + "tags:"
+        self.old_tag_prefix = prefix + "tag:"
+        """Where versions before the sorted index kept a tag's set (taken too by an invalidation)."""
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
@@ -245,8 +260,8 @@ class RedisStore:
 
     # -- tags -------------------------------------------------------------------------------------
 
-    def _tag_key(self, tag: str) -> str:
-        return f"{self.tag_prefix}{{{tag}}}"
+    def _tag_key(self, tag: str, prefix: str | None = None) -> str:
+        return f"{self.tag_prefix if prefix is None else prefix}{{{tag}}}"
 
     async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
         """One script per tag (each set lives in its own slot), pipelined: add `key`, extend the set's TTL."""
@@ -262,13 +277,15 @@ class RedisStore:
         await self._call(run, "tag")
 
     async def invalidate_tags(self, tags: Collection[str]) -> list[str]:
-        """Take each tag's set (read and delete it), then unlink its keys (per slot on a Cluster)."""
-        physical = [self._tag_key(tag) for tag in tags]
+        """Take each tag's index (read and delete it), and its set as earlier versions wrote it, then
+        unlink their keys (per slot on a Cluster)."""
+        taken = [(_TAKE_INDEX, self._tag_key(tag)) for tag in tags]
+        taken += [(_TAKE, self._tag_key(tag, self.old_tag_prefix)) for tag in tags]
 
         async def run(client: Any) -> list[str]:
             keys: set[str] = set()
-            for tag_key in physical:
-                members = await client.eval(_TAKE, 1, tag_key)
+            for script, tag_key in taken:
+                members = await client.eval(script, 1, tag_key)
                 keys.update(member.decode() if isinstance(member, bytes) else member for member in members)
             ordered = sorted(keys)
             for start in range(0, len(ordered), self.scan_count):

@@ -6,15 +6,17 @@ is deleted if it is still the version that was read (a conditional delete), so a
 pod wrote meanwhile survives. S3 never deletes it by itself; add a bucket lifecycle rule to collect objects nobody
 reads again (see docs/stores.md).
 
-Tags are indexed as empty marker objects, `{prefix}_tags/<quoted tag>/<key>`: a tag invalidation
-lists one tag's markers (a prefix listing, not a scan of the bucket) and deletes their entries and
-the markers. A marker whose entry expired only costs a harmless delete; the lifecycle rule collects
-markers of tags never invalidated.
+Tags are indexed as empty marker objects, `{prefix}_tags/<quoted tag>/<key>` (a long tag by its
+SHA-256, so the key stays within S3's 1,024 bytes): a tag invalidation lists one tag's markers (a
+prefix listing, not a scan of the bucket) and deletes their entries and the markers. A marker whose
+entry expired only costs a harmless delete; the lifecycle rule collects markers of tags never
+invalidated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 import weakref
@@ -39,6 +41,9 @@ MISSING = {"NoSuchKey", "404", "NotFound"}
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 TAGS = "_tags/"
 """Where the tag markers live under the store's prefix (entry keys never hold a `/` after their namespace)."""
+MAX_TAG_PATH = 512
+"""Longest quoted tag a marker's path holds as it is (the automatic `model:` tag is the caller's text; a
+custom tag, at most 128 characters, always fits): with the prefix and the entry's key, within 1,024 bytes."""
 
 
 class S3Store:
@@ -211,7 +216,12 @@ class S3Store:
         await self._call("clear", run)
 
     def _tag_prefix(self, tag: str) -> str:
-        return f"{self.prefix}{TAGS}{quote(tag, safe='')}/"
+        """Where `tag`'s markers live: the tag quoted, or its SHA-256 after a `~` (which no quoted tag
+        starts with) when quoted it is past `MAX_TAG_PATH`, so a marker's key stays within S3's 1,024 bytes."""
+        quoted = quote(tag, safe="")
+        if len(quoted) > MAX_TAG_PATH:
+            quoted = "~" + hashlib.sha256(tag.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.prefix}{TAGS}{quoted}/"
 
     async def tag(self, key: str, tags: Collection[str], ttl: float | None) -> None:
         """One empty marker object per tag (PUTs in parallel)."""

@@ -117,6 +117,38 @@ def test_a_caller_cannot_switch_an_addition_off_for_everyone(fake_provider: Runn
     assert fake_provider.last.json["stream_options"] == {"include_usage": True}  # still added for everyone
 
 
+async def test_a_refusal_one_caller_provokes_never_switches_the_hints_off_for_another(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """A refusal is remembered for the caller and the model that met it. Before, it was remembered for
+    the whole upstream: a caller whose own content made a hint invalid, or who named a model without
+    prompt caching (the fake provider refuses `cache_control` for `claude-2*`, as Anthropic did), switched
+    prompt caching off for every tenant and model of that upstream (each paying full price for its
+    prompts from then on)."""
+    cache = Cache(prompt_caching={"anthropic": {"mode": "breakpoints"}})
+    http_client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+
+    async def ask(api_key: str, text: str, model: str = "claude-2.1") -> Any:
+        client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=fake_provider.anthropic_base_url, http_client=http_client, max_retries=0
+        )
+        answer = await client.messages.with_raw_response.create(
+            model=model, max_tokens=64, system=SYSTEM, messages=question(text)
+        )
+        return answer.status_code, isinstance(fake_provider.last.json["system"], list)  # (hinted: blocks)
+
+    assert await ask("sk-ant-mallory", "When do you open?") == (200, False)
+    assert fake_provider.count(MESSAGES_PATH) == 2  # refused once, then sent as she wrote it
+    assert await ask("sk-ant-mallory", "When do you close?") == (200, False)
+    assert fake_provider.count(MESSAGES_PATH) == 3  # remembered for her and that model
+
+    assert await ask("sk-ant-mallory", "When do you open?", "claude-sonnet-4-6") == (200, True)  # another model
+    assert await ask("sk-ant-alice", "Do you sell tyres?", "claude-sonnet-4-6") == (200, True)  # another caller
+    assert await ask("sk-ant-alice", "Do you fix brakes?") == (200, False)
+    assert fake_provider.count(MESSAGES_PATH) == 7  # she met the refusal herself, once
+    await http_client.aclose()
+
+
 def test_the_gateway_retries_without_what_the_upstream_refused(fake_provider: RunningFakeProvider) -> None:
     fake_provider.refuse_field("stream_options")
     config = parse_config(
@@ -232,7 +264,7 @@ async def test_a_refusal_is_remembered_for_its_upstream_only_and_logged_once(cap
     [warning] = [r for r in caplog.records if "refused" in r.getMessage()]
     assert warning.name == "llm_cache.middleware" and warning.getMessage() == (
         "upstream old.example chat.completions refused the stream usage capture the cache adds;"
-        " sending without it from now on"
+        " sending without it for this caller and model from now on"
     )
 
     again = await call(cache, prepared(cache, {**STREAM, "n": 2}, host="old.example"), reply(200, SSE))
@@ -250,7 +282,7 @@ async def test_a_refusal_is_remembered_only_once_the_request_without_the_additio
 
 
 def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
-    """At most 1024 upstreams are remembered: one more forgets them all, a known one does not."""
+    """At most 1024 (upstream, caller, model) are remembered: one more forgets them all, a known one does not."""
     cache = Cache()
     additions = Additions(PromptCaching(), cache.store, "", Hooks())
 
@@ -261,7 +293,7 @@ def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
 
     def accepts(host: str, addition: str = STREAM_USAGE) -> bool:
         request = prepared(cache, STREAM, host=host)
-        return additions.accepts(request.headers, request.endpoint, addition)
+        return additions.accepts(request.headers, request.endpoint, addition, request.scope, request.model)
 
     for n in range(1024):
         refuse(f"host-{n}.example")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -141,6 +142,98 @@ async def test_an_undecodable_entry_is_deleted_even_when_the_next_answer_is_not_
         failed = await post(http)
     assert failed.status_code == 500
     assert await store.get(key) is None
+
+
+HOSTILE_FIELDS = {
+    "created_at NaN": (2, float("nan")),
+    "created_at -inf": (2, float("-inf")),
+    "expires_at NaN": (8, float("nan")),
+    "status 0": (3, 0),
+    "status 99999": (3, 99999),
+    "status true": (3, True),
+    "origin outside latin-1": (7, [["x-router-model", "gpt-\u20ac"]]),
+    "origin with CR LF": (7, [["x-router-model", "m\r\nset-cookie: session=stolen"]]),
+    "origin name not a token": (7, [["x-router model:", "m"]]),
+}
+
+
+@pytest.mark.parametrize("stored_in", ["memory", "redis"])
+@pytest.mark.parametrize("field", list(HOSTILE_FIELDS))
+async def test_an_entry_whose_values_a_hit_cannot_send_is_a_miss_and_deleted(
+    field: str, stored_in: str, request: pytest.FixtureRequest
+) -> None:
+    """A corrupt or other-schema entry under the right key: its fields have the right types but values
+    a hit cannot compute with or send (an age from NaN, a status no server sends, a header that does
+    not encode or splits in two). Before, such an entry made every hit of its key raise, or sent them."""
+    if stored_in == "redis":
+        from llm_cache.middleware.stores import RedisStore
+
+        store: Any = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"hostile-{uuid.uuid4().hex}:")
+    else:
+        store = MemoryStore()
+    cache = Cache(store=store)
+    upstream = Upstream()
+    position, value = HOSTILE_FIELDS[field]
+    async with client(cache, upstream) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        fields = msgpack.unpackb(await store.get(key), raw=False)
+        fields[position] = value
+        await store.set(key, msgpack.packb(fields, use_bin_type=True), None)
+        again = await post(http)
+        after = await post(http)
+    await store.close()
+    assert again.status_code == 200 and again.headers["x-cache"] == "MISS"
+    assert again.json()["id"] == "chatcmpl-2" and "set-cookie" not in again.headers
+    assert cache.stats.invalid_entries == 1
+    assert after.headers["x-cache"] == "HIT" and after.json()["id"] == "chatcmpl-2"  # replaced by the fresh answer
+
+
+@pytest.mark.parametrize("body", [b"\xff\x00", b"[]", b'{"choices": 5}', b'{"choices": [{"message": 3}]}'])
+async def test_an_entry_no_stream_can_be_made_of_is_a_miss_and_deleted(body: bytes) -> None:
+    """A stream is rendered from the stored answer on each hit; a body it cannot be rendered from (a
+    corrupt entry, or another schema's, under the right key) raised into the caller. Now it is an
+    invalid entry, like one that does not decode: a miss, counted, deleted; the answer from upstream."""
+
+    def streamed(request: httpx2.Request, n: int) -> httpx2.Response:
+        events = [
+            {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+             "choices": [{"index": 0, "delta": {"content": "4"}, "finish_reason": "stop"}]},
+            {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+             "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}},
+        ]  # fmt: skip
+        sse = b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+        return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+
+    store = MemoryStore()
+    cache = Cache(store=store)
+    stream = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+    async with client(cache, Upstream(streamed)) as http:
+        key = (await post(http, stream)).headers["x-cache-key"]
+        fields = msgpack.unpackb(await store.get(key), raw=False)
+        fields[4] = body
+        await store.set(key, msgpack.packb(fields, use_bin_type=True), None)
+        again = await post(http, stream)
+        after = await post(http, stream)
+    assert again.status_code == 200 and again.headers["x-cache"] == "MISS" and b"chatcmpl-2" in again.content
+    assert cache.stats.invalid_entries == 1 and cache.stats.hits == 1 and cache.stats.misses == 2
+    assert after.headers["x-cache"] == "HIT" and b"chatcmpl-2" in after.content  # replaced by the fresh answer
+
+
+async def test_origin_headers_a_hit_could_not_send_are_not_stored() -> None:
+    """An upstream's origin header that a hit could not send again (text outside latin-1) is left out
+    of the entry, so the entry stays readable; the miss passes the upstream's header on as it came."""
+
+    def with_origin(request: httpx2.Request, n: int) -> httpx2.Response:
+        headers = [(b"x-router-model", "gpt-\u20ac".encode()), (b"x-router-group", b"chat")]
+        return httpx2.Response(200, json=completion(n), headers=headers)
+
+    cache = Cache()
+    async with client(cache, Upstream(with_origin)) as http:
+        miss = await post(http)
+        hit = await post(http)
+    assert miss.headers["x-router-model"] == "gpt-\u20ac"
+    assert hit.headers["x-cache"] == "HIT" and hit.headers["x-router-group"] == "chat"
+    assert "x-router-model" not in hit.headers and cache.stats.invalid_entries == 0
 
 
 async def test_a_dead_store_never_fails_a_request() -> None:

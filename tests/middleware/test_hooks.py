@@ -207,6 +207,42 @@ def test_a_raising_hook_is_logged_and_skipped(
     assert "before_lookup hook" in caplog.text and "raised; skipped" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("point", "field", "value"),
+    [
+        ("before_lookup", "ttl", "soon"),
+        ("before_lookup", "ttl", float("nan")),
+        ("before_lookup", "ttl", -5),
+        ("before_lookup", "namespace", 5),
+        ("before_lookup", "key_body", None),
+        ("before_lookup", "bypass", "yes"),
+        ("before_forward", "body", None),
+        ("after_answer", "ttl", "soon"),
+        ("after_answer", "ttl", float("inf")),
+        ("after_answer", "tags", None),
+        ("after_answer", "tags", "doc:1"),
+        ("after_answer", "store", None),
+        ("on_hit", "serve", None),
+    ],
+)
+def test_a_hook_that_leaves_a_value_the_cache_cannot_use_is_skipped(
+    point: str, field: str, value: Any, fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook's changes count only when the cache can use them, as a hook that raises changes nothing.
+    Before, a TTL left as text, tags left as None or a namespace left as a number raised into the
+    caller's request; a NaN or negative TTL stored an entry that was never served."""
+
+    def careless(view: Any) -> None:
+        setattr(view, field, value)
+
+    store = CountingStore()
+    cache = Cache(store=store, hooks={point: [careless]})
+    with caplog.at_level(logging.WARNING, "llm_cache.middleware"):
+        assert outcomes(sdk(cache, fake_provider)) == ["MISS", "HIT"]
+    assert store.ttls == [600.0]  # as if there were no hook
+    assert f"{point} hook" in caplog.text and "left" in caplog.text and "skipped" in caplog.text
+
+
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_a_slow_hook_is_skipped_after_its_budget(
     kind: str, fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture

@@ -175,6 +175,24 @@ def test_breakpoints_skip_thinking_and_stop_at_four_keeping_the_latest_messages(
     assert caching.rewrite("anthropic", "messages", body) == []  # marked now: left alone
 
 
+async def test_an_empty_text_block_is_never_marked(fake_provider: RunningFakeProvider) -> None:
+    """Anthropic refuses `cache_control` on a text block without text, which the caller's request as
+    written would not have met: the breakpoint goes on the last block with text. Before, such a system
+    prompt (ending with `{"type": "text", "text": ""}`) was refused and sent again without hints."""
+    cache = Cache(prompt_caching=BREAKPOINTS)
+    system = [{"type": "text", "text": SYSTEM}, {"type": "text", "text": ""}]
+    headers, _ = await ask_claude(
+        async_anthropic(cache, fake_provider), [user("Can I return a helmet?")], system=system
+    )
+
+    assert headers["x-cache"] == "MISS" and fake_provider.count("/v1/messages") == 1
+    (body,) = sent(fake_provider, "/v1/messages")
+    assert body["system"] == [
+        {"type": "text", "text": SYSTEM, "cache_control": EPHEMERAL},
+        {"type": "text", "text": ""},
+    ]
+
+
 def test_an_injection_point_names_one_target() -> None:
     with pytest.raises(ValueError, match="exactly one of 'role' or 'index'"):
         PromptCaching.model_validate({"anthropic": {"points": [{"location": "message"}]}})
@@ -473,6 +491,44 @@ async def test_concurrent_first_requests_share_one_creation(fake_provider: Runni
         *(client.post(GEMINI_PATH, json=gemini_body(f"Question {i}: do you sell tyres?")) for i in range(8))
     )
     assert {a.status_code for a in answers} == {200}
+    assert len(created(fake_provider)) == 1
+    assert len({b["cachedContent"] for b in sent(fake_provider, ":generateContent")}) == 1
+
+
+async def test_a_creation_that_lands_while_another_request_reads_the_store_is_not_made_again(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """A request that found nothing in the store, and joins only after the first request's creation
+    has landed (a slow store read, or a sync caller's thread hop between the two steps), takes the
+    name that creation gave instead of creating a second cachedContent."""
+    import asyncio
+
+    from llm_cache.middleware.stores import MemoryStore
+
+    class SlowFirstRead(MemoryStore):
+        """Answers its first registry read with what it held then, but only once `release` is set."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+            self.reading = asyncio.Event()
+
+        async def get(self, key: str) -> bytes | None:
+            value = await super().get(key)
+            if "gemini-cached-content" in key and not self.reading.is_set():
+                self.reading.set()
+                await asyncio.wait_for(self.release.wait(), timeout=10)
+            return value
+
+    store = SlowFirstRead()
+    client = gemini_client(Cache(store, prompt_caching=CACHED_CONTENTS), fake_provider)
+    slow = asyncio.create_task(client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?")))
+    await asyncio.wait_for(store.reading.wait(), timeout=10)
+    first = await client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    store.release.set()
+    second = await asyncio.wait_for(slow, timeout=10)
+
+    assert (first.status_code, second.status_code) == (200, 200)
     assert len(created(fake_provider)) == 1
     assert len({b["cachedContent"] for b in sent(fake_provider, ":generateContent")}) == 1
 

@@ -246,6 +246,34 @@ async def test_when_the_leading_stream_is_closed_early_one_of_its_waiters_leads_
     assert fake_provider.count(CHAT) == 2
 
 
+async def test_a_leader_whose_answer_is_never_read_holds_later_misses_back_once_at_most(fake_provider: Any) -> None:
+    """A caller that drops its miss's answer unread (its code failed after the status check) never ends
+    that call: its flight never lands. The first miss that waits `coalesce_timeout` for it gives it up,
+    so later misses do not wait on it again. Before, the flight stayed for the life of the process and
+    every miss of the key that was not stored (`no-store`, an upstream error) waited the whole timeout."""
+    timeout = 3.0
+    pod = LocalPod(CountingStore(), fake_provider.openai_base_url, coalesce_timeout=timeout)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    http = pod.client._client  # the pod's httpx2 client, through its caching transport
+    url, headers = f"{fake_provider.openai_base_url}/chat/completions", {"authorization": "Bearer sk-pod"}
+    request = http.build_request("POST", url, json=body, headers=headers)
+    dropped = await http.send(request, stream=True)  # the head only: the body is never read nor closed
+    assert dropped.headers["x-cache"] == "MISS"
+    no_store = {"cache-control": "no-store"}
+    waits = []
+    for _ in range(2):
+        started = time.monotonic()
+        async with asyncio.timeout(4 * timeout):
+            answer = await pod.ask(headers=no_store)
+        waits.append(time.monotonic() - started)
+        assert answer["x_cache"] == "MISS"
+    await pod.close()
+
+    assert waits[0] >= timeout  # the first waited for the leader, as long as it may
+    assert waits[1] < timeout  # the next did not wait for it again
+    assert fake_provider.count(CHAT) == 3
+
+
 async def test_a_pod_that_locks_the_key_just_after_another_pod_stored_it_serves_that_answer_and_frees_the_lock(
     fake_provider: Any, pair: Pair, redis_server: Any
 ) -> None:

@@ -246,3 +246,29 @@ def test_the_gateway_serves_it_when_its_upstream_fails(
         fake_provider.delay(5.0)  # past the gateway's 0.5 s upstream timeout
     stale = chat(gateway.openai())
     assert stale.headers["x-cache"] == "STALE" and stale.content == first.content
+
+
+async def test_an_entry_that_cannot_be_replayed_leaves_the_failure_as_it_came() -> None:
+    """A stale entry whose body no stream can be made of (a corrupt one) is not served: the upstream's
+    failure reaches the caller as it came, where before rendering it raised into the caller."""
+    failing = [False]
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        if failing[0]:
+            return httpx2.Response(503, json={"error": {"message": "overloaded"}})
+        return httpx2.Response(200, json=_chat_json(1, "gpt-4o-mini"))
+
+    store = MemoryStore()
+    cache = Cache(store=store, ttl=TTL, stale_if_error=GRACE)
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(upstream))
+    async with httpx2.AsyncClient(transport=transport) as http:
+        url, auth = "http://llm.test/v1/chat/completions", {"authorization": "Bearer sk-a"}
+        body = {"model": "gpt-4o-mini", "messages": QUESTION}
+        key = (await http.post(url, json=body, headers=auth)).headers["x-cache-key"]
+        await age(store, key, 120)
+        entry = unpack(await store.get(key) or b"")
+        await store.set(key, pack(dataclasses.replace(entry, body=b"[]")), None)
+        failing[0] = True
+        answer = await http.post(url, json={**body, "stream": True}, headers=auth)
+    assert answer.status_code == 503 and answer.json() == {"error": {"message": "overloaded"}}
+    assert answer.headers["x-cache"] == "MISS" and cache.stats.stale == 0

@@ -147,6 +147,29 @@ async def test_a_tag_invalidated_on_one_pod_is_gone_from_the_other_pods_l1(redis
         await b.close()
 
 
+async def test_an_invalidation_removes_only_its_own_caches_entries_from_a_shared_store(redis_server: Any) -> None:
+    """Two gateways on one Redis, each under its own `key_prefix`: one's invalidation, like its flush,
+    never reaches the other's entries. Before, the tag index was the store's, so invalidating
+    `model:gpt-4o-mini` (or a custom tag both used) in one removed the other's entries too."""
+    prefix = unique_prefix()
+    stores = [RedisStore(redis_server.url, prefix=prefix, **SLACK) for _ in range(2)]
+    ours, theirs = Cache(store=stores[0], key_prefix="ours:"), Cache(store=stores[1], key_prefix="theirs:")
+    try:
+        async with client(ours, Upstream()) as on_ours, client(theirs, Upstream()) as on_theirs:
+            for http in (on_ours, on_theirs):
+                await ask(http, **{"x-cache-tags": "doc:1"})
+
+            removed = await ours.invalidate(["model:gpt-4o-mini", "doc:1"])
+
+            assert [key.split(":", 1)[0] for key in removed] == ["ours"]
+            assert (await ask(on_theirs)).headers["x-cache"] == "HIT"
+            assert (await ask(on_ours)).headers["x-cache"] == "MISS"
+            assert len(await theirs.invalidate(["doc:1"])) == 1  # theirs still finds its own
+    finally:
+        await ours.close()
+        await theirs.close()
+
+
 async def test_through_the_asgi_middleware_tags_are_stored_and_junk_never_reaches_the_app() -> None:
     from tests.middleware.test_asgi import KEY, post, wrapped
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 import openai
@@ -1029,6 +1030,31 @@ def test_model_label_cardinality_is_capped() -> None:
     assert len(models) == module.MAX_MODELS + 1 and "other" in models
 
 
+async def test_a_caller_naming_many_models_grows_no_metric_past_the_model_cap() -> None:
+    """The GenAI histograms carry the request's model (and the answer's, which a lenient upstream echoes):
+    the caller's text. They kept one series per model named, up to the SDK's own limit (2,000 per
+    instrument, each a histogram of 14 buckets), ten times the cap every other metric keeps
+    (`MAX_MODELS`, then `other`). Spans still name the model as sent."""
+    from llm_cache.middleware import telemetry as module
+
+    class Echo(Upstream):
+        def __call__(self, request: httpx2.Request) -> httpx2.Response:
+            self.calls += 1
+            return httpx2.Response(200, json=chat_completion(model=orjson.loads(request.content)["model"]))
+
+    rec = Recorded()
+    client = async_openai(Cache(telemetry=rec.telemetry), Echo())
+    for i in range(module.MAX_MODELS + 50):
+        await ask(client, model=f"model-{i}")
+    metrics = rec.metrics()
+    for name in ("gen_ai.client.operation.duration", "gen_ai.client.token.usage"):
+        models = {dict(attributes).get("gen_ai.request.model") for attributes in metrics[name]}
+        responses = {dict(attributes).get("gen_ai.response.model") for attributes in metrics[name]}
+        assert len(models) == len(responses) == module.MAX_MODELS + 1 and "other" in models, name
+    spans = {(span.attributes or {}).get("gen_ai.request.model") for span in rec.calls()}
+    assert f"model-{module.MAX_MODELS + 49}" in spans
+
+
 def test_grafana_dashboard_uses_only_exported_metric_names() -> None:
     import json
     import re
@@ -1071,6 +1097,47 @@ async def test_asgi_middleware_spans_are_internal_with_the_same_attributes(recor
     assert (hit.attributes or {})["llm_cache.saved.input_tokens"] == 20
     assert "server.address" not in (miss.attributes or {})  # the wrapped app is not the GenAI server
     assert recorded.children(miss) == ["llm_cache.lookup", "llm_cache.store"]
+
+
+async def test_nothing_a_caller_writes_puts_a_control_character_in_a_log_line_or_a_span(
+    recorded: Recorded, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Paths and model names are the caller's text: a log line, a span name or a span attribute quotes
+    them with their control characters escaped, and briefly (stop sequences are kept as written, but at
+    most 8 of 128 characters). Before, a path `%0d%0a`-encoded in an Azure deployment put a forged line
+    into the WARNING about a request the cache could not scope (the ASGI server hands the path decoded),
+    a model its bytes into DEBUG lines and span names, and a span kept every stop sequence whole."""
+    from llm_cache.middleware._asgi import CacheMiddleware
+
+    async def provider(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        body = orjson.dumps(chat_completion())
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    forged = "\r\n2026-01-01 CRITICAL forged \x1b[31mline\u2028"
+    transport = httpx2.ASGITransport(app=CacheMiddleware(provider, Cache(telemetry=recorded.telemetry)))
+    with caplog.at_level(logging.DEBUG, logger="llm_cache.middleware"):
+        async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+            azure = "/openai/deployments/prod" + quote(forged) + "/chat/completions"  # decoded by the server
+            twice = [("api-key", "a"), ("api-key", "b")]  # unscoped: a WARNING naming the path
+            body = {"model": "gpt-4o", "messages": QUESTION}
+            assert (await client.post(azure, json=body, headers=twice)).headers["x-cache"] == "BYPASS"
+            body = {"model": "gpt-4o" + forged, "messages": QUESTION, "stop": [forged * 100] * 20}
+            for _ in range(2):
+                await client.post("/v1/chat/completions", json=body, headers=AUTHORIZED)
+
+    messages = [record.getMessage() for record in caplog.records if record.name == "llm_cache.middleware"]
+    assert any("not caching a request to /openai/deployments/prod" in message for message in messages)
+    assert any(message.startswith("CACHE HIT") for message in messages)
+    texts = messages + [span.name for span in recorded.finished()]
+    for span in recorded.finished():
+        attributes = dict(span.attributes or {})
+        stops = attributes.pop("gen_ai.request.stop_sequences", ())  # (as written, line breaks too: not a log line)
+        assert len(stops) <= 8 and all(len(stop) <= 128 for stop in stops)
+        texts += [value for value in attributes.values() if isinstance(value, str)]
+    assert texts and all(text.isprintable() for text in texts), [t for t in texts if not t.isprintable()]
 
 
 async def test_a_moderation_call_is_named_the_moderation_operation(recorded: Recorded) -> None:

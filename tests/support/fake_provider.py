@@ -976,6 +976,12 @@ class FakeProvider:
 
     def _messages(self, req: RecordedRequest, model: str | None = None, eventstream: bool = False) -> Response:
         body = req.json
+        if _marks_an_empty_text_block(body):  # as Anthropic refuses it
+            message = "cache_control cannot be set for empty text blocks"
+            return self._error("anthropic", 400, None, {}, message=message)
+        if str(body.get("model") or "").startswith("claude-2") and _has_cache_control(body):
+            message = f"{body['model']} does not support prompt caching (cache_control)"  # as older models did
+            return self._error("anthropic", 400, None, {}, message=message)
         messages = body.get("messages") or []
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         last_user = _text_of(users[-1].get("content")) if users else ""
@@ -1323,6 +1329,14 @@ def _aws_frame(event: dict[str, Any] | tuple[str, dict[str, Any]]) -> bytes:
     prelude = struct.pack(">II", 16 + len(head) + len(payload), len(head))
     body = prelude + struct.pack(">I", zlib.crc32(prelude)) + head + payload
     return body + struct.pack(">I", zlib.crc32(body))
+
+
+def _marks_an_empty_text_block(item: Any) -> bool:
+    if isinstance(item, dict):
+        if item.get("type") == "text" and item.get("text") == "" and "cache_control" in item:
+            return True
+        return any(_marks_an_empty_text_block(v) for v in item.values() if isinstance(v, (list, dict)))
+    return isinstance(item, list) and any(_marks_an_empty_text_block(v) for v in item)
 
 
 def _has_cache_control(item: Any) -> bool:

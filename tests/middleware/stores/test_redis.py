@@ -363,7 +363,7 @@ async def test_a_tags_set_lives_as_long_as_its_longest_key(redis_server: Any) ->
     prefix = unique_prefix()
     store = RedisStore(redis_server.url, prefix=prefix, **SLACK)
     raw = syncredis.Redis.from_url(redis_server.url)
-    tag_key = prefix + "tag:{doc:1}"
+    tag_key = prefix + "tags:{doc:1}"
     try:
         await store.tag("long", ["doc:1"], 300)
         await store.tag("short", ["doc:1"], 10)  # a shorter key never shortens the set's life
@@ -372,7 +372,51 @@ async def test_a_tags_set_lives_as_long_as_its_longest_key(redis_server: Any) ->
         assert raw.pttl(tag_key) == -1
         await store.tag("later", ["doc:1"], 5)
         assert raw.pttl(tag_key) == -1
-        assert raw.smembers(tag_key) == {b"long", b"short", b"forever", b"later"}
+        assert set(raw.zrange(tag_key, 0, -1)) == {b"long", b"short", b"forever", b"later"}
+    finally:
+        await store.close()
+        raw.close()
+
+
+async def test_a_tags_index_drops_the_keys_whose_time_is_up_while_the_tag_is_written(redis_server: Any) -> None:
+    """A tag written with every entry (`namespace:default`, `model:...`, a caller's `scope:`) is written
+    again long before its set expires, so its set never expired: it kept every key ever written with the
+    tag, entries long gone included. A caller sending new prompts grew Redis without bound (about 3 keys'
+    names a request, for ever). The index now drops a key once its entry's time is up (+1 s)."""
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix, **SLACK)
+    raw = syncredis.Redis.from_url(redis_server.url)
+    tag_key = prefix + "tags:{namespace:default}"
+    try:
+        for i in range(100):
+            await store.tag(f"ns:s:{i:03d}", ["namespace:default"], 0.01)
+        await store.tag("ns:s:long", ["namespace:default"], 300)
+        await store.tag("ns:s:forever", ["namespace:default"], None)
+        assert raw.zcard(tag_key) == 102
+
+        async def trimmed() -> bool:
+            await store.tag("ns:s:later", ["namespace:default"], 300)
+            return int(raw.zcard(tag_key)) == 3
+
+        await eventually(trimmed, deadline=10, what="the index dropping the keys whose time is up")
+        assert raw.pttl(tag_key) == -1  # a key without expiry: the index keeps none either
+        assert sorted(await store.invalidate_tags(["namespace:default"])) == ["ns:s:forever", "ns:s:later", "ns:s:long"]
+    finally:
+        await store.close()
+        raw.close()
+
+
+async def test_a_tag_indexed_before_the_index_dropped_keys_is_still_invalidated(redis_server: Any) -> None:
+    """A set written by an earlier version (`{prefix}tag:{<tag>}`, a plain set) is taken with the new index."""
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix, **SLACK)
+    raw = syncredis.Redis.from_url(redis_server.url)
+    try:
+        raw.sadd(prefix + "tag:{doc:1}", "ns:s:old")
+        raw.set(prefix + "ns:s:old", b"v")
+        await store.tag("ns:s:new", ["doc:1"], 300)
+        assert sorted(await store.invalidate_tags(["doc:1"])) == ["ns:s:new", "ns:s:old"]
+        assert raw.exists(prefix + "ns:s:old", prefix + "tag:{doc:1}", prefix + "tags:{doc:1}") == 0
     finally:
         await store.close()
         raw.close()
@@ -385,7 +429,7 @@ async def test_a_cluster_tag_invalidation_reads_one_slot_and_deletes_keys_on_eve
             await store.tag(key, ["doc:1"], 60)
         await store.set_many({key: key.encode() for key in keys}, 60)
         assert len({raws[0].cluster("keyslot", prefix + key) for key in keys}) > 50  # spread over the nodes
-        holders = [raw for raw in raws if raw.keys(prefix.replace(":", "\\:") + "tag:*")]
+        holders = [raw for raw in raws if raw.keys(prefix.replace(":", "\\:") + "tags:*")]
         assert len(holders) == 1  # the tag's set is one key in one slot, on one node: no scan needed
 
         assert sorted(await store.invalidate_tags(["doc:1"])) == keys
