@@ -48,6 +48,11 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What i
 MESSAGES = {**CHAT, "model": "claude-sonnet-4-5", "max_tokens": 64}
 CONTENTS = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
 GEMINI_PATH = "/v1beta/models/gemini-2.5-flash"
+SIGNED = {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDALICE/20261207/us-east-1/bedrock/aws4_request"}
+CLAUDE = "/model/anthropic.claude-3-5-sonnet-20241022-v2:0"
+INVOKE = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64, "messages": CHAT["messages"]}
+CONVERSE = {"messages": [{"role": "user", "content": [{"text": "What is the capital of France?"}]}]}
+RERANK = {"model": "rerank-v3.5", "query": "capital of France", "documents": ["Paris is in France", "Lyon"]}
 
 FORMS: dict[str, tuple[str, dict[str, Any], dict[str, str], tuple[str, str | None]]] = {
     # name: (path and query, body, headers, (content-type, cache-control) the provider sends)
@@ -235,13 +240,33 @@ def test_a_request_id_that_is_a_header_token_is_stored_as_sent() -> None:
     assert (hit.headers["x-cache"], hit.headers["x-request-id"]) == ("HIT", "req_7f3a-9c.0~Z")
 
 
-# -- differential: a hit's headers are the miss's, but for a named few -------------------------------
+def test_bedrock_s_token_counts_are_kept_under_the_request_id_s_rule_and_its_latency_never() -> None:
+    """InvokeModel's token-count headers describe the answer (the body's usage): kept when they are
+    short header tokens, as a request id is; the invocation latency measures the call: never kept."""
 
-SIGNED = {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDALICE/20261207/us-east-1/bedrock/aws4_request"}
-CLAUDE = "/model/anthropic.claude-3-5-sonnet-20241022-v2:0"
-INVOKE = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64, "messages": CHAT["messages"]}
-CONVERSE = {"messages": [{"role": "user", "content": [{"text": "What is the capital of France?"}]}]}
-RERANK = {"model": "rerank-v3.5", "query": "capital of France", "documents": ["Paris is in France", "Lyon"]}
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-amzn-requestid", b"0b6c8e5e-2d1c-4f0e-9a57-1c3f4d5e6f70"),
+            (b"x-amzn-bedrock-input-token-count", b"12"),
+            (b"x-amzn-bedrock-output-token-count", b"6\r\nset-cookie: session=stolen"),
+            (b"x-amzn-bedrock-invocation-latency", b"425"),
+        ]
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "content": []}
+        message |= {"stop_reason": "end_turn", "usage": {"input_tokens": 12, "output_tokens": 6}}
+        return httpx2.Response(200, headers=headers, content=orjson.dumps(message))
+
+    transport = CachingTransport(cache=Cache(), inner=httpx2.MockTransport(upstream))
+    with httpx2.Client(transport=transport, base_url="http://bedrock.test") as client:
+        hit = [client.post(f"{CLAUDE}/invoke", json=INVOKE, headers=SIGNED) for _ in range(2)][-1]
+    kept = {name: value for name, value in hit.headers.items() if name.startswith("x-amzn")}
+    assert (hit.headers["x-cache"], kept) == (
+        "HIT",
+        {"x-amzn-requestid": "0b6c8e5e-2d1c-4f0e-9a57-1c3f4d5e6f70", "x-amzn-bedrock-input-token-count": "12"},
+    )
+
+
+# -- differential: a hit's headers are the miss's, but for a named few -------------------------------
 
 EVERY_FORM: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     # name: (path and query, body, headers): each endpoint the fake provider serves, in each form
