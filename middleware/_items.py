@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from . import _exact_json as exact_json
 from ._entry import Entry, EntryError, unpack
 from ._headers import encoded, with_length
+from ._recorder import answer_origin, fallback_storage
 from ._settings import CacheSettings, CacheStats
 from ._types import (
     CACHE_HEADER,
@@ -113,8 +114,9 @@ class Items:
                 call.finished(reply.status, None, False, None, False)
             return Answer(_upstream_parts(reply, reply.body, outcome.value, request.key, counts))
         fresh = dict(zip(missing, answers, strict=True))
-        why = request.unstorable()
-        stored = why is None and (yield Run(self._store(request, reply, fresh)))
+        fallback, ttl = fallback_storage(self._cache.settings, reply.headers)
+        why = request.unstorable() or fallback
+        stored = why is None and (yield Run(self._store(request, reply, fresh, ttl)))
         if why is not None:
             self._cache.stats.not_stored += 1
         if call is not None:
@@ -161,20 +163,22 @@ class Items:
             return None
         return exact_json.loads(reply.body)  # type: ignore[no-any-return]
 
-    async def _store(self, request: CacheRequest, reply: Reply, answers: Mapping[str, dict[str, Any]]) -> bool:
-        """Store each item's answer on its own (not when the request said no-store), with the
-        request id of the call that answered it."""
+    async def _store(
+        self, request: CacheRequest, reply: Reply, answers: Mapping[str, dict[str, Any]], ttl: float | None
+    ) -> bool:
+        """Store each item's answer on its own (not when the request said no-store), with what the
+        Recorder keeps of a single answer's headers (the router's, the request id of the call)."""
         if request.policy.no_store:
             return False
         now = time.time()
         limit = self._cache.settings.max_response_bytes
-        origin = request.endpoint.answer_headers.stored_of(reply.headers)
+        origin = answer_origin(request, reply.headers)
         writes = []
         for key, answer in answers.items():
             body = exact_json.dumps(answer)
             if len(body) <= limit:
                 entry = Entry(key, now, reply.status, body, False, origin=origin)
-                writes.append(self._cache.store_entry(request, entry))
+                writes.append(self._cache.store_entry(request, entry, ttl))
         return all(await asyncio.gather(*writes))
 
     def _assembled(self, request: CacheRequest, entries: list[Entry], counts: list[tuple[str, str]]) -> ResponseParts:

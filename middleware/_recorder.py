@@ -55,6 +55,27 @@ class RecorderHandle(Protocol):
         """Index a stored answer for semantic lookups (a no-op without a semantic cache)."""
 
 
+def answer_origin(request: CacheRequest, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """What an entry keeps of the upstream's headers, to replay on its hits: the router's (deployment,
+    model, family, group) and the family's request id, each only if a hit can send it back."""
+    lowered = ((k.lower(), v) for k, v in headers.items())
+    origin = tuple((k, v) for k, v in lowered if k in ORIGIN_HEADERS and replayable_header(k, v))
+    return origin + request.endpoint.answer_headers.stored_of(headers)
+
+
+def fallback_storage(settings: CacheSettings, headers: Mapping[str, str]) -> tuple[str | None, float | None]:
+    """(why an upstream answer may not be stored, the TTL it is stored with) for an answer from a
+    router's fallback group: stored only when `cache_fallbacks` says so, for `fallback_ttl`; (None,
+    None) for any other answer. A fallback model's answer under the requested model's key would be
+    served as that model's (for embeddings: vectors of another space)."""
+    requested = headers.get(FALLBACK_FROM_HEADER)
+    if requested is None:
+        return None, None
+    if not settings.cache_fallbacks:
+        return f"answer from a fallback group in place of {requested}", None
+    return None, settings.fallback_ttl
+
+
 def miss_headers(request: CacheRequest, lookup: Lookup) -> list[tuple[str, str]]:
     """`x-cache` (and `x-cache-key` unless bypassed) on an answer that came from upstream."""
     if lookup.outcome is Outcome.BYPASS:
@@ -119,11 +140,13 @@ class Recorder:
         self._status = status
         if not self._storable:
             return
-        lowered = ((k.lower(), v) for k, v in headers.items())
-        origin = tuple((k, v) for k, v in lowered if k in ORIGIN_HEADERS and replayable_header(k, v))
-        self._origin = origin + request.endpoint.answer_headers.stored_of(headers)
-        if origin and not self._fallback_storable(headers):
+        self._origin = answer_origin(request, headers)
+        refused, fallback_ttl = fallback_storage(self._handle.settings, headers)
+        if refused is not None:
+            self._not_storable(refused)
             return
+        if fallback_ttl is not None:
+            self._ttl = fallback_ttl
         if status not in self._handle.settings.cacheable_statuses:
             self._not_storable(f"status {status} is not cacheable")
             return
@@ -142,18 +165,6 @@ class Recorder:
             self._decoder = decompressor(headers.get("content-encoding"))
         except ValueError as error:
             self._not_storable(str(error))
-
-    def _fallback_storable(self, headers: Mapping[str, str]) -> bool:
-        """An answer from a router's fallback group is stored only when `cache_fallbacks` says so."""
-        requested = headers.get(FALLBACK_FROM_HEADER)
-        if requested is None:
-            return True
-        settings = self._handle.settings
-        if not settings.cache_fallbacks:
-            self._not_storable(f"answer from a fallback group in place of {requested}")
-            return False
-        self._ttl = settings.fallback_ttl
-        return True
 
     def _not_storable(self, why: str) -> None:
         self._storable = False

@@ -110,6 +110,57 @@ async def test_cache_fallbacks_stores_them_with_their_own_ttl_and_says_so_on_hit
     assert expires_at is not None and expires_at - time.monotonic() <= 30
 
 
+EMBED = {"model": "gpt", "input": ["first text", "second text"]}
+
+
+def embeddings_setup(fake_provider, make_router, **cache_settings):
+    """Both groups on the test suite's fake provider, which serves real embedding lists (the cache
+    stores them item by item); `fake_provider.fail_next()` makes the first group's call fail."""
+    api_base = f"{fake_provider.url}/v1"
+    router = make_router(
+        {
+            "groups": {
+                "gpt": {"deployments": [dep(api_base, id="a", model="text-embedding-3-small")]},
+                "backup": {"deployments": [dep(api_base, id="b", model="text-embedding-3-large")]},
+            },
+            "settings": {"num_retries": 0, "backoff_initial": 0, "fallbacks": {"gpt": ["backup"]}},
+        }
+    )
+    cache = middleware.Cache(**cache_settings)
+    return cache, middleware.AsyncCachingTransport(cache=cache, inner=RouterTransport(router))
+
+
+async def test_a_fallback_groups_embeddings_are_not_stored_item_by_item_by_default(fake_provider, make_router):
+    """A list of embeddings is stored item by item; from a fallback group they are another model's
+    vectors, so, as for a single answer, none is stored under the requested model's keys."""
+    fake_provider.fail_next(1, status=500)
+    cache, transport = embeddings_setup(fake_provider, make_router)
+    async with httpx2.AsyncClient(transport=transport, base_url="https://api.openai.com/v1") as c:
+        fallback = await c.post("/embeddings", json=EMBED, headers=AUTH)
+        recovered = await c.post("/embeddings", json=EMBED, headers=AUTH)
+        hit = await c.post("/embeddings", json=EMBED, headers=AUTH)
+    assert fallback.status_code == 200 and fallback.headers["x-router-fallback-from"] == "gpt"
+    assert (fallback.headers["x-cache"], fallback.headers["x-cache-items-missed"]) == ("MISS", "2")
+    assert recovered.headers["x-cache"] == "MISS" and recovered.headers["x-router-deployment"] == "a"
+    assert recovered.headers["x-cache-items-missed"] == "2"  # nothing of the fallback's was stored
+    assert hit.headers["x-cache"] == "HIT" and hit.headers["x-router-deployment"] == "a"
+    assert "x-router-fallback-from" not in hit.headers
+    assert (cache.stats.not_stored, cache.stats.stored) == (1, 2)
+
+
+async def test_cache_fallbacks_stores_a_fallbacks_items_with_their_ttl_and_origin(fake_provider, make_router):
+    fake_provider.fail_next(1, status=500)
+    store = MemoryStore()
+    cache, transport = embeddings_setup(fake_provider, make_router, store=store, cache_fallbacks=True, fallback_ttl=30)
+    async with httpx2.AsyncClient(transport=transport, base_url="https://api.openai.com/v1") as c:
+        fallback = await c.post("/embeddings", json=EMBED, headers=AUTH)
+        hit = await c.post("/embeddings", json=EMBED, headers=AUTH)
+    assert (hit.headers["x-cache"], hit.json()["data"]) == ("HIT", fallback.json()["data"])
+    assert (hit.headers["x-router-fallback-from"], hit.headers["x-router-group"]) == ("gpt", "backup")
+    expiries = [expires_at for _, expires_at in store._data.values()]
+    assert len(expiries) == 2 and all(at is not None and at - time.monotonic() <= 30 for at in expiries)
+
+
 async def test_a_stale_entry_answers_only_once_the_routers_retries_and_fallbacks_failed(fakes, make_router):
     router = make_router(
         {
