@@ -134,10 +134,10 @@ class SemanticCache:
                 found.append(neighbour)
         return found
 
-    def looked_up(self) -> None:
-        """Count a semantic lookup that searched the index (bounded mode's requests)."""
+    def looked_up(self, partition: str = "") -> None:
+        """Count a semantic lookup of `partition` that searched the index (bounded mode's requests)."""
         if self.bound is not None:
-            self.bound.looked_up()
+            self.bound.looked_up(partition)
 
     async def reranked(self, text: str, matches: list[Neighbour]) -> list[Neighbour]:
         """Those of `matches` (best first) that the reranker scores at least `rerank_min_score` against
@@ -152,15 +152,18 @@ class SemanticCache:
             raise ValueError(f"{reranker.name} gave {len(scores)} scores for {len(matches)} candidates")
         return [match for match, score in zip(matches, scores, strict=True) if score >= floor]  # NaN never passes
 
-    async def decide(self, match: Neighbour) -> Decision:
-        """Serve `match` (a stored answer that is still there), verify it, or skip it."""
+    async def decide(self, match: Neighbour, partition: str = "") -> Decision:
+        """Serve `match` (a stored answer that is still there), verify it, or skip it, on what
+        `partition` (the caller's, see `ErrorBound`) has learned."""
         if self.bound is None:
             return Decision.SERVE
-        return await self.bound.decide(match.key, match.similarity)
+        return await self.bound.decide(match.key, match.similarity, partition)
 
-    async def verified(self, text: str, key: str, similarity: float, stored: bytes, fresh: bytes) -> bool | None:
+    async def verified(
+        self, text: str, key: str, similarity: float, stored: bytes, fresh: bytes, partition: str = ""
+    ) -> bool | None:
         """Judge the answer stored under `key`, a candidate at `similarity`, against the fresh answer
-        to `text`, and learn from it:
+        to `text`, and learn from it in `partition`:
         True if the stored one was right, False if wrong, None if the judge gave no verdict (learned
         as wrong)."""
         if self.bound is None:
@@ -172,7 +175,7 @@ class SemanticCache:
         except Exception:
             verdict = None
         right = verdict if isinstance(verdict, bool) else None  # anything else is no verdict
-        await self.bound.learn(key, similarity, wrong=right is not True)
+        await self.bound.learn(key, similarity, wrong=right is not True, partition=partition)
         await self.outcomes.log_outcome(similarity, OUTCOMES[right])
         return right
 

@@ -20,6 +20,7 @@ from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, 
 from llm_cache.middleware.semantic import (
     ErrorBound,
     ExactJudge,
+    InProcessEvidence,
     InProcessIndex,
     LLMJudge,
     OpenAIEmbedder,
@@ -30,6 +31,7 @@ from llm_cache.middleware.semantic import (
 from llm_cache.middleware.semantic.bound import BINS
 from llm_cache.middleware.stores import RedisStore
 from llm_cache.middleware.telemetry import Telemetry
+from tests.support.embedders import WordsEmbedder
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 CHAT = "/chat/completions"
@@ -716,25 +718,31 @@ async def test_in_bounded_mode_every_semantic_lookup_counts_as_a_request_even_on
     await ask(client, "How can I reset my password?")  # searched, a candidate decided
     await cache.close()
 
-    assert (await bound.evidence.tally(BINS)).lookups == 2  # the requests a share of which may be wrong
+    assert isinstance(bound.evidence, InProcessEvidence)
+    [alice] = bound.evidence.partitions()  # counted as the caller's, apart from other callers'
+    assert (await bound.evidence.tally(BINS, alice)).lookups == 2  # the requests a share of which may be wrong
 
 
 async def test_bounded_mode_serves_a_paraphrase_once_the_evidence_shows_the_bound(
     fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> None:
     bound = ErrorBound(0.02, min_verify=0.0, seed=1)
-    for _ in range(20_000):  # verdicts from earlier traffic: right at 0.9 and above
-        await bound.learn("earlier", 0.9, wrong=False)
     cache = semantic_cache(embedder, bound=bound, judge=Agreeing())
     client = client_for(cache, fake_provider)
 
     first = await ask(client, "How do I reset my password?")
-    second = await ask(client, "How can I reset my password?")
+    checked = await ask(client, "How can I reset my password?")  # nothing shown yet: verified
+    await verdicts_recorded(cache, 1)
+    assert isinstance(bound.evidence, InProcessEvidence)
+    [alice] = bound.evidence.partitions()
+    for _ in range(20_000):  # verdicts from the caller's earlier traffic: right at 0.9 and above
+        await bound.learn("earlier", 0.9, wrong=False, partition=alice)
+    served = await ask(client, "How do I reset my password")
 
-    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
-    assert second.headers["x-cache-match"] == "semantic"
-    assert fake_provider.count(CHAT) == 1
-    assert (cache.stats.semantic_verifications, cache.stats.semantic_hits) == (0, 1)
+    assert [answer.headers["x-cache"] for answer in (first, checked, served)] == ["MISS", "MISS", "HIT"]
+    assert served.headers["x-cache-match"] == "semantic"
+    assert fake_provider.count(CHAT) == 2
+    assert (cache.stats.semantic_verifications, cache.stats.semantic_hits) == (1, 1)
 
 
 async def test_an_llm_judge_that_answers_neither_yes_nor_no_gives_no_verdict(
@@ -763,3 +771,49 @@ async def test_the_openai_embedder_reads_an_embeddings_endpoint_in_input_order(
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
     assert np.allclose(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
     assert fake_provider.last.headers["authorization"] == "Bearer sk-alice"
+
+
+# -- tenants apart in bounded mode -----------------------------------------------------------------
+
+
+def pair(n: int) -> tuple[str, str]:
+    """A prompt of six words and its paraphrase (one filler word changed): at 5/6 of each other, and
+    sharing no word with any other pair's."""
+    words = [f"w{chr(97 + n)}{chr(97 + i)}" for i in range(5)]
+    return " ".join([*words, "please"]), " ".join([*words, "kindly"])
+
+
+async def verdicts_recorded(cache: Cache, count: int) -> None:
+    """Wait (bounded) until the judges of `count` verifications have run: they run after each caller
+    is answered, in the background."""
+    deadline = asyncio.get_running_loop().time() + LOADED_MACHINE_TIMEOUT
+    while sum(exported(cache, "llm_cache_semantic_verifications").values()) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{count} verdicts never came"
+        await asyncio.sleep(0.01)
+
+
+def words_cache(bound: ErrorBound) -> Cache:
+    """Bounded mode over `WordsEmbedder` vectors (two prompts of six words sharing five are at 5/6)."""
+    return Cache(semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=Agreeing()))
+
+
+async def test_one_tenant_s_verdicts_never_let_another_tenant_be_served_by_meaning(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    # A lenient bound, so that a handful of verdicts shows it: Alice earns it with her own traffic.
+    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1)
+    cache = words_cache(bound)
+    alice, bob = client_for(cache, fake_provider, "sk-alice"), client_for(cache, fake_provider, "sk-bob")
+    for n in range(10):
+        for question in pair(n):  # the paraphrase is a candidate: verified and judged right, or served
+            await ask(alice, question)
+    await verdicts_recorded(cache, cache.stats.semantic_verifications)
+
+    for question in pair(10):
+        bobs = await ask(bob, question)
+    for question in pair(11):
+        alices = await ask(alice, question)
+    await cache.close()
+
+    assert bobs.headers["x-cache"] == "MISS"  # decided on Bob's own evidence (none yet): verified
+    assert (alices.headers["x-cache"], alices.headers["x-cache-match"]) == ("HIT", "semantic")
