@@ -278,7 +278,10 @@ def learned_threshold(
 
 
 def risk_bin(risk: float) -> int:
-    """The bin of a candidate whose stored answer is wrong with probability `risk`."""
+    """The bin of a candidate whose stored answer is wrong with probability `risk` (a risk that is not
+    a number, from hostile or broken evidence, is the riskiest)."""
+    if math.isnan(risk):
+        return 0
     if not risk > 0.0:
         return BINS - 1
     return min(BINS - 1, max(0, int(-math.log(risk) / math.log(RATIO))))

@@ -19,6 +19,23 @@ end
 """Keep the highest similarity at which an answer was judged wrong (and refresh its lifetime)."""
 
 
+def _count(value: Any) -> int:
+    """A tally's count as written by `RedisEvidence`; anything else (a hostile or broken write) is 0."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _similarity(text: str) -> float | None:
+    """A cosine similarity, or None for anything that is not one (NaN, infinities, out of range)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if -1.0 <= value <= 1.0 else None  # a NaN compares false
+
+
 class RedisEvidence:
     """The per-risk-bin tallies in one hash per partition (`{prefix}risk:<partition>`, `{prefix}risk`
     for a bound used alone: `n<bin>` verdicts, `w<bin>` wrong ones, `s<bin>` candidates decided,
@@ -26,7 +43,9 @@ class RedisEvidence:
     per stored answer, its last verdicts (`{prefix}history:<digest>`, a list of `similarity:0|1`) and,
     if judged wrong, the highest similarity it was wrong at (`{prefix}wrong:<digest>`), each kept
     `keep` seconds; and the newest `max_outcomes` verification outcomes (`{prefix}outcomes`).
-    Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds."""
+    Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds. What it reads back that it
+    could not have written (a negative or unreadable count, a verdict whose similarity is no cosine)
+    counts as nothing."""
 
     def __init__(
         self,
@@ -80,9 +99,9 @@ class RedisEvidence:
         for raw, value in fields.items():
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             if name == "lookups":
-                lookups = int(value)
+                lookups = _count(value)
             elif name[:1] in counts and name[1:].isdigit() and int(name[1:]) < bins:
-                counts[name[0]][int(name[1:])] = int(value)
+                counts[name[0]][int(name[1:])] = _count(value)
         return counts, lookups
 
     async def tally(self, bins: int, partition: str = "") -> Tally:
@@ -129,7 +148,9 @@ class RedisEvidence:
         out = []
         for verdict in verdicts:
             similarity, _, wrong = (verdict.decode() if isinstance(verdict, bytes) else str(verdict)).partition(":")
-            out.append((float(similarity), wrong == "1"))
+            read = _similarity(similarity)
+            if read is not None and wrong in ("0", "1"):  # anything else is no verdict
+                out.append((read, wrong == "1"))
         return out
 
     async def aclose(self) -> None:

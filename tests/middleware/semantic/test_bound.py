@@ -27,6 +27,7 @@ from llm_cache.middleware.semantic.bound import (
     binomial_cdf,
     learned_threshold,
     needed,
+    risk_bin,
     served_limit,
     traffic_shares,
 )
@@ -468,6 +469,33 @@ def test_bounded_mode_considers_candidates_from_its_floor() -> None:
 
 
 # -- evidence shared by pods -------------------------------------------------------------------------
+
+
+async def test_hostile_records_in_redis_evidence_never_make_an_answer_servable(redis_server: Any) -> None:
+    import hashlib
+
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    bound = ErrorBound(0.02, min_verify=0.0, seed=8, evidence=RedisEvidence(redis_server.url), clock=still)
+    for _ in range(20_000):
+        await bound.learn("earlier", 0.95, wrong=False, partition="p")
+    assert await bound.decide("fresh", 0.8, partition="p") is Decision.VERIFY  # 0.8 is not shown safe
+    history = f"llm-cache:bound:history:{hashlib.sha256(b'victim').hexdigest()[:32]}"
+    client.rpush(history, "nan:0", "inf:0", "-inf:1", "7:0", "garbage", "0.99:maybe")
+
+    assert await bound.evidence.history("victim") == []  # nothing there is a verdict
+    assert await bound.risk("victim", 0.8, "p") == await bound.risk("fresh", 0.8, "p")
+    assert await bound.decide("victim", 0.8, partition="p") is Decision.VERIFY
+    client.hset("llm-cache:bound:risk:p", mapping={"n0": -5, "w0": -5, "s0": "x"})
+    assert (await bound.evidence.tally(BINS, "p")).checked[0] == 0  # a count is never negative
+    await bound.evidence.aclose()  # type: ignore[attr-defined]
+
+
+def test_a_risk_that_is_not_a_number_falls_in_the_riskiest_bin() -> None:
+    assert risk_bin(math.nan) == 0
+    assert risk_bin(0.0) == BINS - 1  # no risk at all: the safest
 
 
 async def test_pods_sharing_redis_evidence_learn_from_each_others_verdicts(redis_server: Any) -> None:
