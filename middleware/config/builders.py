@@ -87,7 +87,7 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         llm = judge_settings
         judge = LLMJudge(llm.base_url, llm.model, api_key=llm.api_key, timeout=llm.timeout)
     else:
-        judge = EmbeddingJudge(embedder, judge_settings.threshold)
+        judge = EmbeddingJudge(embedder, judge_settings.threshold, settings.max_text_chars)
     rerank = settings.rerank
     return SemanticCache(
         embedder,

@@ -79,7 +79,7 @@ class SemanticCache:
         self.timeout = timeout
         self.bound = bound
         """Bounded mode's decisions, or None: every match at or above `threshold` is served."""
-        self.judge: Judge = judge if judge is not None else EmbeddingJudge(self.embedder)
+        self.judge: Judge = judge if judge is not None else EmbeddingJudge(self.embedder, max_chars=max_text_chars)
         self.judge_timeout = judge_timeout
         self.reranker = reranker
         """The second check on the candidates that cleared the threshold and the guard, or None."""

@@ -58,19 +58,26 @@ class ExactJudge:
 
 class EmbeddingJudge:
     """The two answers' embeddings at or above `threshold` cosine similarity (the default judge; it
-    embeds with the semantic cache's embedder unless given one)."""
+    embeds with the semantic cache's embedder unless given one).
+
+    An embedding model reads a limited window (MiniLM: 256 word pieces), so two answers that differ
+    past it look the same to it: an answer longer than `max_chars` gets no verdict (it raises),
+    unless the two are the same text."""
 
     name = "embedding"
 
-    def __init__(self, embedder: Embedder | None = None, threshold: float = 0.92) -> None:
+    def __init__(self, embedder: Embedder | None = None, threshold: float = 0.92, max_chars: int = 1000) -> None:
         self.embedder = embedder
         self.threshold = threshold
+        self.max_chars = max_chars
 
     async def same(self, question: str, stored: str, fresh: str) -> bool:
         if self.embedder is None:
             raise RuntimeError("EmbeddingJudge has no embedder (SemanticCache gives it its own)")
         if " ".join(stored.split()) == " ".join(fresh.split()):
             return True
+        if max(len(stored), len(fresh)) > self.max_chars:
+            raise ValueError(f"an answer is longer than the {self.max_chars} characters an embedding is judged on")
         vectors = unit_rows(await self.embedder.embed([stored, fresh]))
         return bool(float(np.dot(vectors[0], vectors[1])) >= self.threshold)
 
