@@ -15,6 +15,7 @@ from ._keys import DEFAULT_NAMESPACE, compose_key
 from ._settings import CacheSettings, CacheStats
 from ._types import CacheRequest, Lookup, Meaning, Outcome, Verification
 from .semantic._local_model import ModelBusy
+from .semantic.cache import Unreadable
 from .semantic.outcomes import OUTCOMES
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ class Meanings:
         """A hit on a similar prompt's stored answer in the same context, or None (fail open)."""
         try:
             meaning = lookup.meaning = await self.of(request)
+        except Unreadable:
+            lookup.meaning_failed = True  # matched exactly only, and not embedded again to be indexed
+            return None
         except Exception as error:
             lookup.meaning_failed = True
             self._failed("semantic_embed", error)
@@ -158,7 +162,10 @@ class Meanings:
 
     async def similar_keys(self, request: CacheRequest) -> list[str]:
         """The keys of the stored answers a search for `request` would find (errors propagate)."""
-        meaning = await self.of(request)
+        try:
+            meaning = await self.of(request)
+        except Unreadable:
+            return []
         if meaning is None:
             return []
         return [match.key for match in await self.semantic.matches(meaning.context, meaning.text, meaning.vector)]
@@ -179,6 +186,8 @@ class Meanings:
     async def _embed_and_index(self, request: CacheRequest) -> None:
         try:
             meaning = await self.of(request)
+        except Unreadable:
+            return
         except Exception as error:
             self._failed("semantic_embed", error)
             return

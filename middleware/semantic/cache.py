@@ -15,6 +15,10 @@ from .outcomes import OUTCOMES, InProcessOutcomes, OutcomeLog
 from .rerankers import Reranker
 
 
+class Unreadable(ValueError):
+    """The embedder cannot read the text whole (it gave a zero vector): it is matched exactly only."""
+
+
 class SemanticCache:
     """What `Cache(semantic=...)` takes: an embedder, a vector index and the rules of a match.
 
@@ -110,10 +114,14 @@ class SemanticCache:
         return 0 < len(text) <= self.max_text_chars
 
     async def embed(self, text: str) -> np.ndarray:
+        """`text`'s unit vector; `Unreadable` when the embedder gives a zero vector (a local model does
+        for a text it cannot read whole, see `embedders.unread_zeroed`)."""
         vectors = await asyncio.wait_for(self.embedder.embed([text]), self.timeout)
         raw = np.asarray(vectors[0], dtype=np.float32)
-        if not np.isfinite(raw).all() or not raw.any():
-            raise ValueError(f"{self.embedder.name} returned a vector that is zero or not finite")
+        if not np.isfinite(raw).all():
+            raise ValueError(f"{self.embedder.name} returned a vector that is not finite")
+        if not raw.any():
+            raise Unreadable(f"{self.embedder.name} cannot read this text whole")
         return unit_rows(raw)[0]
 
     async def matches(self, context: str, text: str, vector: np.ndarray) -> list[Neighbour]:

@@ -79,6 +79,8 @@ class EmbeddingJudge:
         if max(len(stored), len(fresh)) > self.max_chars:
             raise ValueError(f"an answer is longer than the {self.max_chars} characters an embedding is judged on")
         vectors = unit_rows(await self.embedder.embed([stored, fresh]))
+        if not vectors.any(axis=1).all():
+            raise ValueError(f"{self.embedder.name} cannot read an answer whole")  # see embedders.unread_zeroed
         return bool(float(np.dot(vectors[0], vectors[1])) >= self.threshold)
 
 

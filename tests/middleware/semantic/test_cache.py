@@ -204,6 +204,40 @@ async def test_a_long_prompt_is_matched_exactly_only(
     assert again.headers["x-cache"] == "MISS"  # past the window a model reads, a difference would not show
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("What does a 🍎 cost?", "What does a 🍌 cost?"),
+        ("translate: 你好", "translate: 再见"),
+        ("ᚠᚢᚦ", "ᚨᚱᚲ"),
+        ("   ", "\t"),
+    ],
+    ids=["emoji", "cjk", "runes", "nothing"],
+)
+async def test_a_prompt_the_model_cannot_read_whole_is_matched_exactly_only(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder, first: str, second: str
+) -> None:
+    # MiniLM knows no word piece for these: both prompts embed as their readable rest (cosine 1.0),
+    # and the guard sees no word, number or name that differs.
+    cache = semantic_cache(embedder)
+    client = client_for(cache, fake_provider)
+    await ask(client, first)
+    again = await ask(client, second)
+    await cache.close()
+
+    assert again.headers["x-cache"] == "MISS"
+    assert (cache.stats.semantic_hits, cache.stats.semantic_errors) == (0, 0)  # not eligible, not an error
+
+
+async def test_a_prompt_the_model_reads_whole_is_still_matched_by_meaning(
+    fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
+) -> None:
+    client = client_for(semantic_cache(embedder), fake_provider)
+    await ask(client, "Café hours: when do you open?")
+    again = await ask(client, "Café hours: when do you open")
+    assert (again.headers["x-cache"], again.headers["x-cache-match"]) == ("HIT", "semantic")
+
+
 async def test_an_answer_too_old_for_one_request_stays_for_the_next(
     fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> None:
