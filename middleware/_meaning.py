@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .semantic.index import Neighbour
     from .telemetry import Telemetry
 
+DRAIN = 5.0
+"""Seconds `Cache.close` waits for background semantic work before cancelling it."""
+
 ContextKey = Callable[[CacheRequest, dict[str, Any], str], str]
 """The full key a request would have with another body (its context) in a namespace."""
 
@@ -177,11 +180,18 @@ class Meanings:
             self._failed("semantic_index", error)
 
     async def drain(self) -> None:
-        """Wait (a little) for this loop's background indexing; tasks of other loops finish on theirs."""
+        """Wait (at most `DRAIN` seconds) for this loop's background indexing and judgments, then cancel
+        what is left: no task outlives the cache, and a judgment cut short records no verdict. Tasks
+        of other loops finish on theirs."""
         loop = asyncio.get_running_loop()
         mine = [task for task in self._background if task.get_loop() is loop]
-        if mine:
-            await asyncio.wait(mine, timeout=5)
+        if not mine:
+            return
+        _, left = await asyncio.wait(mine, timeout=DRAIN)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=DRAIN)
 
     async def _embed_and_index(self, request: CacheRequest) -> None:
         try:

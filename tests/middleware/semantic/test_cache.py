@@ -782,6 +782,46 @@ async def test_bounded_mode_serves_a_paraphrase_once_the_evidence_shows_the_boun
     assert (cache.stats.semantic_verifications, cache.stats.semantic_hits) == (1, 1)
 
 
+class Endless:
+    """A judge that never answers (a model that hangs), and says whether it was stopped."""
+
+    name = "endless"
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.cancelled = False
+
+    async def same(self, question: str, stored: str, fresh: str) -> bool:
+        self.asked.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return True
+
+
+async def test_closing_the_cache_stops_a_judgment_under_way_and_records_no_verdict(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    judge = Endless()
+    bound = ErrorBound(0.02)
+    cache = Cache(
+        semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=judge, judge_timeout=3600)
+    )
+    client = client_for(cache, fake_provider)
+    for question in pair(0):  # the paraphrase is verified: its judge runs after the caller is answered
+        await ask(client, question)
+    await asyncio.wait_for(judge.asked.wait(), LOADED_MACHINE_TIMEOUT)
+
+    await asyncio.wait_for(cache.close(), LOADED_MACHINE_TIMEOUT)
+
+    assert judge.cancelled  # no task left behind the closed cache
+    assert isinstance(bound.evidence, InProcessEvidence)
+    [partition] = bound.evidence.partitions()
+    assert sum((await bound.evidence.tally(BINS, partition)).checked) == 0  # an unfinished comparison: no verdict
+
+
 async def test_an_llm_judge_that_answers_neither_yes_nor_no_gives_no_verdict(
     fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> None:
