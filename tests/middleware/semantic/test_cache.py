@@ -8,6 +8,7 @@ transport to the fake provider, an in-process index and a RediSearch index on a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -780,6 +781,44 @@ async def test_bounded_mode_serves_a_paraphrase_once_the_evidence_shows_the_boun
     assert served.headers["x-cache-match"] == "semantic"
     assert fake_provider.count(CHAT) == 2
     assert (cache.stats.semantic_verifications, cache.stats.semantic_hits) == (1, 1)
+
+
+class Counting:
+    """A judge that finds every stored answer right, and counts the comparisons it was given."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def same(self, question: str, stored: str, fresh: str) -> bool:
+        self.asked += 1
+        return True
+
+
+@pytest.mark.parametrize("how", ["cut", "left"])
+async def test_a_verification_whose_answer_never_completes_stores_nothing_and_records_no_verdict(
+    fake_provider: RunningFakeProvider, how: str
+) -> None:
+    judge = Counting()
+    bound = ErrorBound(0.02)
+    cache = Cache(semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=judge))
+    client = client_for(cache, fake_provider)
+    first, paraphrase = pair(0)
+    await ask(client, first)
+    if how == "cut":
+        fake_provider.cut_stream_after(2)
+    messages = [{"role": "system", "content": SUPPORT}, {"role": "user", "content": paraphrase}]
+    with contextlib.suppress(openai.APIError, httpx2.HTTPError):
+        async with await client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True) as stream:
+            async for _ in stream:
+                if how == "left":
+                    break  # the caller stops reading: the answer it was verifying never completes
+    await cache.close()
+
+    assert cache.stats.semantic_verifications == 1  # it was a verification
+    assert (cache.stats.stored, judge.asked) == (1, 0)  # only the first answer: nothing to judge against
+    assert sum((await bound.evidence.tally(BINS, *bound.evidence.partitions())).checked) == 0  # type: ignore[attr-defined]
 
 
 class Endless:
