@@ -180,6 +180,89 @@ async def test_matches_stay_within_one_context(
     assert cache.stats.semantic_hits == 0
 
 
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "gpt-4o"},
+        {"tools": [TOOL]},
+        {"response_format": {"type": "json_object"}},
+        {"top_p": 0.5},
+        {"seed": 7},
+        {"max_tokens": 5},
+        {"frequency_penalty": 0.5},
+        {"temperature": 0.3},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+async def test_every_parameter_the_exact_key_reads_keeps_semantic_contexts_apart(
+    fake_provider: RunningFakeProvider, change: dict[str, Any]
+) -> None:
+    cache = Cache(semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), threshold=0.5))
+    client = client_for(cache, fake_provider)
+    first, paraphrase = pair(0)
+    await ask(client, first)
+    model = change.get("model", "gpt-4o-mini")
+    options = {name: value for name, value in change.items() if name != "model"}
+    messages = [{"role": "system", "content": SUPPORT}, {"role": "user", "content": paraphrase}]
+
+    other = await client.chat.completions.with_raw_response.create(model=model, messages=messages, **options)
+    same = await ask(client, paraphrase)
+
+    assert (other.headers["x-cache"], same.headers["x-cache"]) == ("MISS", "HIT")
+
+
+@pytest.mark.parametrize(
+    "header", [{"anthropic-beta": "prompt-caching-2024-07-31"}, {"anthropic-version": "2024-01-01"}]
+)
+async def test_an_anthropic_header_the_exact_key_reads_keeps_semantic_contexts_apart(
+    fake_provider: RunningFakeProvider, header: dict[str, str]
+) -> None:
+    import anthropic
+
+    cache = Cache(semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), threshold=0.5))
+    client = anthropic.AsyncAnthropic(
+        api_key="sk-ant-alice",
+        base_url=fake_provider.anthropic_base_url,
+        http_client=httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache)),
+        max_retries=0,
+    )
+    first, paraphrase = pair(0)
+
+    async def ask_claude(question: str, **options: Any) -> Any:
+        messages = [{"role": "user", "content": question}]
+        create = client.messages.with_raw_response.create
+        return await create(model="claude-3-5-haiku-latest", max_tokens=64, messages=messages, **options)
+
+    await ask_claude(first)
+    other = await ask_claude(paraphrase, extra_headers=header)
+    same = await ask_claude(paraphrase)
+
+    assert (other.headers["x-cache"], same.headers["x-cache"]) == ("MISS", "HIT")
+
+
+class OtherWords(WordsEmbedder):
+    """The same vectors under another model's name."""
+
+    name = "other-words"
+
+
+async def test_vectors_of_another_embedder_are_never_compared_even_in_one_shared_index(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    index = InProcessIndex()
+    store = Cache().store
+    first_model = Cache(store, semantic=SemanticCache(WordsEmbedder(), index, threshold=0.5))
+    other_model = Cache(store, semantic=SemanticCache(OtherWords(), index, threshold=0.5))
+    first, paraphrase = pair(0)
+    await ask(client_for(first_model, fake_provider), first)
+
+    assert (await ask(client_for(other_model, fake_provider), paraphrase)).headers["x-cache"] == "MISS"
+    assert (await ask(client_for(first_model, fake_provider), paraphrase)).headers["x-cache"] == "HIT"
+
+
 async def test_a_streamed_paraphrase_gets_the_stored_answer_as_a_stream(
     fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> None:
