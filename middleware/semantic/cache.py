@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from ._local_model import ModelBusy
 from .bound import Decision, ErrorBound, ErrorRateOf
 from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
 from .guard import agrees
@@ -173,17 +174,22 @@ class SemanticCache:
         """Judge the answer stored under `key`, a candidate at `similarity`, against the fresh answer
         to `text`, and learn from it in `partition`:
         True if the stored one was right, False if wrong, None if the judge gave no verdict (learned
-        as wrong)."""
+        as wrong) or never ran (a local model too busy to take the call: nothing is learned, since
+        nothing was compared, and another caller's load must not write this one's evidence)."""
         if self.bound is None:
             return None
+        ran = True
         try:
             verdict = await asyncio.wait_for(
                 self.judge.same(text, answer_text(stored), answer_text(fresh)), self.judge_timeout
             )
+        except ModelBusy:
+            verdict, ran = None, False
         except Exception:
             verdict = None
         right = verdict if isinstance(verdict, bool) else None  # anything else is no verdict
-        await self.bound.learn(key, similarity, wrong=right is not True, partition=partition)
+        if ran:
+            await self.bound.learn(key, similarity, wrong=right is not True, partition=partition)
         await self.outcomes.log_outcome(similarity, OUTCOMES[right])
         return right
 
