@@ -243,6 +243,7 @@ class LLMJudgeConfig(_Model):
     model: str = "gpt-4o-mini"
     api_key: str | None = None
     timeout: float = Field(default=10.0, gt=0)
+    max_chars: int = Field(default=32_000, gt=0, description="A longer question or answer is not judged.")
 
 
 class MemoryEvidenceConfig(_Model):

@@ -108,7 +108,10 @@ def judged_reply(reply: str) -> bool | None:
 class LLMJudge:
     """An OpenAI-compatible chat model asked whether the stored answer serves the user as the fresh
     one does. Give it the cache's upstream transport to send the question the way the traffic goes
-    (a caching transport never answers it: each question says `no-cache, no-store`)."""
+    (a caching transport never answers it: each question says `no-cache, no-store`).
+
+    The judge's tokens are the operator's, and callers choose how long the answers are: a text
+    longer than `max_chars` is never sent (no verdict)."""
 
     name = "llm"
 
@@ -120,12 +123,16 @@ class LLMJudge:
         api_key: str | None = None,
         timeout: float = 10.0,
         transport: Any = None,
+        max_chars: int = 32_000,
     ) -> None:
         self.name = f"llm:{model}"
         self.model = model
+        self.max_chars = max_chars
         self._http = OpenAICompatible(base_url, api_key, timeout, transport)
 
     async def same(self, question: str, stored: str, fresh: str) -> bool:
+        if max(len(question), len(stored), len(fresh)) > self.max_chars:
+            raise ValueError(f"a text is longer than the {self.max_chars} characters the judge may be sent")
         texts = orjson.dumps({"question": question, "answer_a": stored, "answer_b": fresh}).decode()
         messages = [{"role": "system", "content": _LLM_INSTRUCTIONS}, {"role": "user", "content": texts}]
         body = {"model": self.model, "temperature": 0, "messages": messages}

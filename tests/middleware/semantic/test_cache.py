@@ -1009,6 +1009,15 @@ async def test_the_llm_judge_is_never_answered_from_a_cache_even_through_a_cachi
     assert cache.stats.stored == 0
 
 
+async def test_the_llm_judge_is_not_sent_answers_longer_than_it_may_judge(fake_provider: RunningFakeProvider) -> None:
+    judge = LLMJudge(fake_provider.openai_base_url, "gpt-4o-mini", api_key="sk-judge", max_chars=1000)
+    with pytest.raises(ValueError, match="longer than"):
+        await judge.same("Summarise the manual.", LONG, "Short.")  # the operator's tokens, at a caller's choosing
+    await judge.aclose()
+
+    assert fake_provider.count(CHAT) == 0
+
+
 @pytest.mark.parametrize("reply", ["YES, but they differ: NO", "NO... YES", "yesterday", "YES YES"])
 async def test_the_llm_judge_takes_only_a_bare_yes_or_no(reply: str) -> None:
     assert judged_reply(reply) is None

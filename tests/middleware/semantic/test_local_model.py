@@ -202,6 +202,7 @@ async def test_a_judgment_the_busy_model_refused_records_nothing(model: HeldMode
     assert await semantic.outcomes.outcomes(10) == [(0.9, "not_verified")]
     model.release()
     await lookup
+    await semantic.close()  # the model's thread ends with it
 
 
 async def test_a_check_the_reranker_is_too_busy_for_is_a_miss_at_once(
