@@ -11,16 +11,20 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._entry import Entry
-from ._keys import DEFAULT_NAMESPACE
+from ._keys import DEFAULT_NAMESPACE, compose_key
 from ._settings import CacheSettings, CacheStats
 from ._types import CacheRequest, Lookup, Meaning, Outcome, Verification
 from .semantic._local_model import ModelBusy
+from .semantic.cache import Unreadable
 from .semantic.outcomes import OUTCOMES
 
 if TYPE_CHECKING:
     from .semantic import SemanticCache
     from .semantic.index import Neighbour
     from .telemetry import Telemetry
+
+DRAIN = 5.0
+"""Seconds `Cache.close` waits for background semantic work before cancelling it."""
 
 ContextKey = Callable[[CacheRequest, dict[str, Any], str], str]
 """The full key a request would have with another body (its context) in a namespace."""
@@ -63,13 +67,17 @@ class Meanings:
         vector = await semantic.embed(text)
         # The digest of the context's whole key (prefix, namespace and credential scope included) and of
         # the embedder's name: vectors of two models are never compared, even in one shared index.
-        digest = hashlib.sha256(f"{semantic.embedder.name}\n{context}".encode()).hexdigest()[:32]
-        return Meaning(digest, text, vector)
+        # Bounded mode learns per partition, the same without the request's content: whose lookup it is.
+        who = compose_key(self._settings.key_prefix, namespace, request.scope, "")
+        return Meaning(_digest(semantic.embedder.name, context), text, vector, _digest(semantic.embedder.name, who))
 
     async def find(self, request: CacheRequest, lookup: Lookup) -> Lookup | None:
         """A hit on a similar prompt's stored answer in the same context, or None (fail open)."""
         try:
             meaning = lookup.meaning = await self.of(request)
+        except Unreadable:
+            lookup.meaning_failed = True  # matched exactly only, and not embedded again to be indexed
+            return None
         except Exception as error:
             lookup.meaning_failed = True
             self._failed("semantic_embed", error)
@@ -82,7 +90,7 @@ class Meanings:
             lookup.meaning_failed = True
             self._failed("semantic_search", error)
             return None
-        self.semantic.looked_up()
+        self.semantic.looked_up(meaning.partition)
         if neighbours and math.isfinite(neighbours[0].similarity):
             self._telemetry.semantic_nearest(neighbours[0].similarity)
         try:
@@ -101,13 +109,13 @@ class Meanings:
                 continue
             if not request.accepts(entry):
                 continue  # too old for this request only: the row stays
-            return await self._decided(match, entry, lookup)
+            return await self._decided(match, entry, lookup, meaning.partition)
         return None
 
-    async def _decided(self, match: Neighbour, entry: Entry, lookup: Lookup) -> Lookup | None:
+    async def _decided(self, match: Neighbour, entry: Entry, lookup: Lookup, partition: str) -> Lookup | None:
         """The nearest usable candidate: a hit, or (bounded mode) a miss that verifies it, or a miss."""
         try:
-            decision = await self.semantic.decide(match)
+            decision = await self.semantic.decide(match, partition)
         except Exception as error:
             self._failed("semantic_search", error)
             return None
@@ -123,7 +131,7 @@ class Meanings:
         """Index a stored answer by meaning (never raises). A miss's vector is indexed right away;
         an answer without one (a refresh) is embedded in the background, so no caller waits."""
         if lookup.verifying is not None and lookup.meaning is not None:
-            self._later(self._verify(request.key, lookup.meaning.text, lookup.verifying))
+            self._later(self._verify(request.key, lookup.meaning, lookup.verifying))
         if lookup.meaning_failed:
             return
         if lookup.meaning is not None:
@@ -136,7 +144,7 @@ class Meanings:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _verify(self, key: str, text: str, candidate: Verification) -> None:
+    async def _verify(self, key: str, meaning: Meaning, candidate: Verification) -> None:
         """Judge a candidate's stored answer against the fresh one just stored under `key` (never raises)."""
         try:
             fresh = await self._stored(key)
@@ -147,7 +155,9 @@ class Meanings:
             return
         try:
             semantic = self.semantic
-            verdict = await semantic.verified(text, candidate.key, candidate.similarity, candidate.stored, fresh.body)
+            verdict = await semantic.verified(
+                meaning.text, candidate.key, candidate.similarity, candidate.stored, fresh.body, meaning.partition
+            )
         except Exception as error:
             self._failed("semantic_verify", error)
             return
@@ -155,7 +165,10 @@ class Meanings:
 
     async def similar_keys(self, request: CacheRequest) -> list[str]:
         """The keys of the stored answers a search for `request` would find (errors propagate)."""
-        meaning = await self.of(request)
+        try:
+            meaning = await self.of(request)
+        except Unreadable:
+            return []
         if meaning is None:
             return []
         return [match.key for match in await self.semantic.matches(meaning.context, meaning.text, meaning.vector)]
@@ -167,15 +180,24 @@ class Meanings:
             self._failed("semantic_index", error)
 
     async def drain(self) -> None:
-        """Wait (a little) for this loop's background indexing; tasks of other loops finish on theirs."""
+        """Wait (at most `DRAIN` seconds) for this loop's background indexing and judgments, then cancel
+        what is left: no task outlives the cache, and a judgment cut short records no verdict. Tasks
+        of other loops finish on theirs."""
         loop = asyncio.get_running_loop()
         mine = [task for task in self._background if task.get_loop() is loop]
-        if mine:
-            await asyncio.wait(mine, timeout=5)
+        if not mine:
+            return
+        _, left = await asyncio.wait(mine, timeout=DRAIN)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=DRAIN)
 
     async def _embed_and_index(self, request: CacheRequest) -> None:
         try:
             meaning = await self.of(request)
+        except Unreadable:
+            return
         except Exception as error:
             self._failed("semantic_embed", error)
             return
@@ -202,6 +224,10 @@ class Meanings:
         else:
             part = f"index:{semantic.index.name}"
         self._telemetry.store_error("semantic_busy" if isinstance(error, ModelBusy) else operation, error, part)
+
+
+def _digest(embedder: str, key: str) -> str:
+    return hashlib.sha256(f"{embedder}\n{key}".encode()).hexdigest()[:32]
 
 
 __all__ = ["Meanings"]

@@ -196,6 +196,9 @@ class Meaning:
     context: str
     text: str
     vector: Any
+    partition: str = ""
+    """Whose lookup this is (bounded mode learns per partition): the digest of the embedder's name and
+    the key's prefix, namespace and credential scope."""
 
 
 @dataclass(frozen=True, slots=True)

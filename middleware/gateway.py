@@ -761,7 +761,6 @@ class _Gateway:
             {
                 "max_error_rate": bound.max_error_rate,
                 "error_rate_of": bound.error_rate_of,
-                "threshold": bound.threshold,
                 "verifications": [{"similarity": s, "outcome": o} for s, o in records],
                 "pid": os.getpid(),
             }

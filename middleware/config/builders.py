@@ -85,9 +85,9 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
         judge = ExactJudge()
     elif isinstance(judge_settings, LLMJudgeConfig):
         llm = judge_settings
-        judge = LLMJudge(llm.base_url, llm.model, api_key=llm.api_key, timeout=llm.timeout)
+        judge = LLMJudge(llm.base_url, llm.model, api_key=llm.api_key, timeout=llm.timeout, max_chars=llm.max_chars)
     else:
-        judge = EmbeddingJudge(embedder, judge_settings.threshold)
+        judge = EmbeddingJudge(embedder, judge_settings.threshold, settings.max_text_chars)
     rerank = settings.rerank
     return SemanticCache(
         embedder,

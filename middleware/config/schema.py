@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._forwarding import check_rule
 from .._hooks import Hooks
@@ -160,6 +160,26 @@ STORE_TYPES = (
 )
 
 
+def http_base_url(value: str) -> str:
+    """`value` checked as an http(s) base URL without a query or dot segments, its last `/` dropped."""
+    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#\\]*)?$", value):
+        raise ValueError(f"base_url must be an http:// or https:// URL without a query, got {value!r}")
+    if any(part in (".", "..") for part in value.split("://", 1)[1].split("/")):
+        raise ValueError(f"base_url must not contain '.' or '..' segments, got {value!r}")
+    return value.rstrip("/")
+
+
+def _redis_url(value: str) -> str:
+    if not re.match(r"^(rediss?://|unix://)", value):
+        raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {value!r}")
+    return value
+
+
+HttpBase = Annotated[str, AfterValidator(http_base_url)]
+"""An OpenAI-compatible service's base URL, checked when the config loads (not at the first call)."""
+RedisUrl = Annotated[str, AfterValidator(_redis_url)]
+
+
 # -- semantic cache ----------------------------------------------------------------------------------
 
 _MAX_IN_FLIGHT = "Calls of the local model running or waiting at once; one more is a miss at once."
@@ -177,7 +197,7 @@ class LocalEmbedderConfig(_Model):
 
 class OpenAIEmbedderConfig(_Model):
     type: Literal["openai"]
-    base_url: str = "https://api.openai.com/v1"
+    base_url: HttpBase = "https://api.openai.com/v1"
     model: str = "text-embedding-3-small"
     api_key: str | None = None
     timeout: float = Field(default=10.0, gt=0)
@@ -190,7 +210,7 @@ class MemoryIndexConfig(_Model):
 
 class RedisIndexConfig(_Model):
     type: Literal["redis"]
-    url: str = "redis://127.0.0.1:6379/0"
+    url: RedisUrl = "redis://127.0.0.1:6379/0"
     index_name: str = "llm-cache-semantic"
     prefix: str = "llm-cache:semantic:"
 
@@ -219,10 +239,11 @@ class ExactJudgeConfig(_Model):
 
 class LLMJudgeConfig(_Model):
     type: Literal["llm"]
-    base_url: str = "https://api.openai.com/v1"
+    base_url: HttpBase = "https://api.openai.com/v1"
     model: str = "gpt-4o-mini"
     api_key: str | None = None
     timeout: float = Field(default=10.0, gt=0)
+    max_chars: int = Field(default=32_000, gt=0, description="A longer question or answer is not judged.")
 
 
 class MemoryEvidenceConfig(_Model):
@@ -231,7 +252,7 @@ class MemoryEvidenceConfig(_Model):
 
 class RedisEvidenceConfig(_Model):
     type: Literal["redis"]
-    url: str = "redis://127.0.0.1:6379/0"
+    url: RedisUrl = "redis://127.0.0.1:6379/0"
     prefix: str = "llm-cache:bound:"
 
 
@@ -311,6 +332,12 @@ class SemanticConfig(_Model):
     embedder: EmbedderConfig = Field(default_factory=lambda: LocalEmbedderConfig(type="local"))
     index: IndexConfig = Field(default_factory=lambda: MemoryIndexConfig(type="memory"))
     rerank: RerankConfig | None = Field(default=None, description="A second check on the candidates served.")
+
+    @model_validator(mode="after")
+    def _floor(self) -> SemanticConfig:
+        if self.max_error_rate is not None and self.threshold is not None and self.threshold >= 1.0:
+            raise ValueError("with max_error_rate, threshold is the lowest similarity considered: below 1")
+        return self
 
 
 # -- cache, upstreams, server ---------------------------------------------------------------------
@@ -399,11 +426,7 @@ class UpstreamConfig(_Model):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#\\]*)?$", value):
-            raise ValueError(f"base_url must be an http:// or https:// URL without a query, got {value!r}")
-        if value is not None and any(part in (".", "..") for part in value.split("://", 1)[1].split("/")):
-            raise ValueError(f"base_url must not contain '.' or '..' segments, got {value!r}")
-        return value.rstrip("/") if value else value
+        return None if value is None else http_base_url(value)
 
 
 class UpstreamsConfig(_Model):

@@ -24,9 +24,9 @@ class OpenAICompatible:
             base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._transport
         )
 
-    async def post(self, path: str, body: dict[str, Any]) -> Any:
+    async def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """The JSON answer to `POST {base_url}{path}`; an error status raises."""
-        response = await self._clients.get().post(path, json=body)
+        response = await self._clients.get().post(path, json=body, headers=headers)
         response.raise_for_status()
         return response.json()
 

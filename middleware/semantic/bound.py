@@ -11,6 +11,10 @@ answer's own verdicts and the pool's (`risk.py`: per-answer thresholds, after vC
 counted per risk bin, and the highest risk whose served set is provably accurate enough becomes the
 serving cap. A stored answer once judged wrong for a prompt at similarity `w` is not served again at
 `w` or below. The statistics are in docs/semantic.md.
+
+Everything learned is kept per partition: the callers the exact cache keeps apart (key prefix,
+namespace, credential scope) under one embedder. One tenant's verdicts and traffic never change what
+another is served or how often another is verified, and each has its own per-minute cap.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ HALF_LIFE = 2000
 candidate for more and more of its lookups: the share of traffic a served set answers is taken as
 the larger of the whole history's and the recent one's, so growth never loosens the limit."""
 
+PARTITIONS = 10_000
+"""Partitions whose learned state (risk model, cap, traffic not yet counted) this process keeps, the
+most recently used; one dropped starts again from its evidence (nothing, in process: nothing served)."""
+
 ErrorRateOf = Literal["requests", "hits"]
 """What `max_error_rate` is a share of: semantic lookups (default) or semantic hits."""
 
@@ -85,14 +93,16 @@ class Tally(NamedTuple):
 
 @runtime_checkable
 class Evidence(Protocol):
-    """Where verdicts are kept: per risk bin (pooled over answers) and per stored answer."""
+    """Where verdicts are kept: per risk bin (pooled over a partition's answers) and per stored answer.
+    `partition` names the callers a tally belongs to (`""`: a bound used alone); a stored answer's key
+    already belongs to one partition."""
 
-    async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
+    async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
         """One verdict on serving `key`'s answer to a prompt at `similarity` (in risk `bin`)."""
         ...
 
-    async def tally(self, bins: int) -> Tally:
-        """The verdicts and the traffic per bin, `bins` long each, since the start."""
+    async def tally(self, bins: int, partition: str = "") -> Tally:
+        """`partition`'s verdicts and traffic per bin, `bins` long each, since the start."""
         ...
 
     async def wrong_at(self, key: str) -> float | None:
@@ -103,31 +113,54 @@ class Evidence(Protocol):
         """`key`'s most recent verdicts (at most `risk.HISTORY`): (similarity, judged wrong), oldest first."""
         ...
 
-    async def count(self, seen: Sequence[int], lookups: int) -> None:
-        """Add traffic: candidates decided per risk bin (`seen`), and semantic lookups."""
+    async def count(self, seen: Sequence[int], lookups: int, partition: str = "") -> None:
+        """Add `partition`'s traffic: candidates decided per risk bin (`seen`), and semantic lookups."""
         ...
 
 
-class InProcessEvidence:
-    """Verdicts in this process; per-answer records for the `max_keys` most recently judged answers."""
+class _Counts:
+    """One partition's tallies: verdicts, wrong verdicts and candidates per bin, and lookups."""
 
-    def __init__(self, max_keys: int = 100_000) -> None:
+    __slots__ = ("checked", "lookups", "seen", "wrong")
+
+    def __init__(self) -> None:
+        self.checked: list[int] = []
+        self.wrong: list[int] = []
+        self.seen: list[int] = []
+        self.lookups = 0
+
+
+class InProcessEvidence:
+    """Verdicts in this process; per-answer records for the `max_keys` most recently judged answers,
+    tallies for the `max_partitions` most recently used partitions."""
+
+    def __init__(self, max_keys: int = 100_000, max_partitions: int = PARTITIONS) -> None:
         self.max_keys = max_keys
-        self._checked: list[int] = []
-        self._wrong: list[int] = []
+        self.max_partitions = max_partitions
+        self._counts: OrderedDict[str, _Counts] = OrderedDict()
         self._wrong_at: OrderedDict[str, float] = OrderedDict()
         self._history: OrderedDict[str, deque[tuple[float, bool]]] = OrderedDict()
-        self._seen: list[int] = []
-        self._lookups = 0
 
-    async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
-        if bin >= len(self._checked):
-            grow = bin + 1 - len(self._checked)
-            self._checked += [0] * grow
-            self._wrong += [0] * grow
-        self._checked[bin] += 1
+    def partitions(self) -> list[str]:
+        """The partitions tallied here, least recently used first."""
+        return list(self._counts)
+
+    def _of(self, partition: str) -> _Counts:
+        counts = self._counts.pop(partition, None) or _Counts()
+        self._counts[partition] = counts
+        while len(self._counts) > self.max_partitions:
+            self._counts.popitem(last=False)
+        return counts
+
+    async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
+        counts = self._of(partition)
+        if bin >= len(counts.checked):
+            grow = bin + 1 - len(counts.checked)
+            counts.checked += [0] * grow
+            counts.wrong += [0] * grow
+        counts.checked[bin] += 1
         if wrong:
-            self._wrong[bin] += 1
+            counts.wrong[bin] += 1
             self._wrong_at[key] = max(similarity, self._wrong_at.pop(key, -1.0))
             while len(self._wrong_at) > self.max_keys:
                 self._wrong_at.popitem(last=False)
@@ -137,11 +170,12 @@ class InProcessEvidence:
         while len(self._history) > self.max_keys:
             self._history.popitem(last=False)
 
-    async def tally(self, bins: int) -> Tally:
+    async def tally(self, bins: int, partition: str = "") -> Tally:
         def fitted(counts: list[int]) -> list[int]:
             return (counts + [0] * max(0, bins - len(counts)))[:bins]
 
-        return Tally(fitted(self._checked), fitted(self._wrong), fitted(self._seen), self._lookups)
+        counts = self._of(partition)
+        return Tally(fitted(counts.checked), fitted(counts.wrong), fitted(counts.seen), counts.lookups)
 
     async def wrong_at(self, key: str) -> float | None:
         return self._wrong_at.get(key)
@@ -149,12 +183,13 @@ class InProcessEvidence:
     async def history(self, key: str) -> list[tuple[float, bool]]:
         return list(self._history.get(key, ()))
 
-    async def count(self, seen: Sequence[int], lookups: int) -> None:
-        if len(seen) > len(self._seen):
-            self._seen += [0] * (len(seen) - len(self._seen))
+    async def count(self, seen: Sequence[int], lookups: int, partition: str = "") -> None:
+        counts = self._of(partition)
+        if len(seen) > len(counts.seen):
+            counts.seen += [0] * (len(seen) - len(counts.seen))
         for bin, candidates in enumerate(seen):
-            self._seen[bin] += candidates
-        self._lookups += lookups
+            counts.seen[bin] += candidates
+        counts.lookups += lookups
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -243,10 +278,61 @@ def learned_threshold(
 
 
 def risk_bin(risk: float) -> int:
-    """The bin of a candidate whose stored answer is wrong with probability `risk`."""
+    """The bin of a candidate whose stored answer is wrong with probability `risk` (a risk that is not
+    a number, from hostile or broken evidence, is the riskiest)."""
+    if math.isnan(risk):
+        return 0
     if not risk > 0.0:
         return BINS - 1
     return min(BINS - 1, max(0, int(-math.log(risk) / math.log(RATIO))))
+
+
+class _Learned:
+    """What one partition has learned and not yet counted: its risk model, its cap, its traffic."""
+
+    __slots__ = (
+        "above",
+        "cap",
+        "fits",
+        "judged",
+        "lookups",
+        "model",
+        "needed",
+        "pending",
+        "recent_lookups",
+        "recent_seen",
+        "refreshed",
+        "seen",
+        "shares",
+        "threshold",
+        "unfitted",
+        "verifications",
+    )
+
+    def __init__(self, floor: float, needed: int) -> None:
+        self.model = RiskModel(floor)
+        self.needed = needed
+        """Verdicts without a wrong one that show the served set's limit (per request: at the cap)."""
+        self.seen = [0] * BINS
+        self.lookups = 0
+        """Traffic not yet added to the evidence: candidates decided per bin, semantic lookups."""
+        self.recent_seen = [0.0] * BINS
+        self.recent_lookups = 0.0
+        """This process's traffic, halving every `HALF_LIFE` lookups."""
+        self.shares: list[float] | None = None
+        self.cap: int | None = None
+        """The lowest risk bin served."""
+        self.threshold: float | None = None
+        self.above = 0
+        self.refreshed = -math.inf
+        self.pending = 0
+        """Verdicts recorded since the cap was last computed."""
+        self.unfitted = self.fits = 0
+        """Verdicts recorded since the prior was last fitted; fits so far."""
+        self.judged: OrderedDict[str, None] = OrderedDict()
+        """Recently judged answers, whose verdicts fit the model's prior."""
+        self.verifications: deque[float] = deque()
+        """When the verifications of the last minute were decided (only with a cap)."""
 
 
 class ErrorBound:
@@ -257,8 +343,12 @@ class ErrorBound:
     never exceed, however diluted by lookups that found no candidate (0.25). `floor`: candidates
     below this similarity are never served nor verified. `min_verify`: the share of servable
     candidates still verified once evidence is plentiful (so a changed workload is noticed).
-    `verifications_per_minute`: a cap; past it, candidates are served or skipped unverified.
-    `seed`: the verification draws, for reproducible runs.
+    `verifications_per_minute`: a cap per partition; past it, candidates are served or skipped
+    unverified. `seed`: the verification draws, for reproducible runs.
+
+    Every method takes the `partition` its lookup belongs to (`SemanticCache` passes the caller's:
+    key prefix, namespace and credential scope, with the embedder's name); what one partition learns,
+    and its traffic, never decide for another. A bound used alone may leave it out.
     """
 
     def __init__(
@@ -301,78 +391,72 @@ class ErrorBound:
         if not isinstance(self.evidence, Evidence):
             raise TypeError("evidence needs record, tally, wrong_at, history and count (the Evidence protocol)")
         self.refresh = refresh
-        self.model = RiskModel(floor)
-        self._needed = needed(max_error_rate, confidence)
-        """Verdicts without a wrong one that show the served set's limit (per request: at the cap)."""
-        self._seen = [0] * BINS
-        self._lookups = 0
-        """Traffic not yet added to the evidence: candidates decided per bin, semantic lookups."""
-        self._recent_seen = [0.0] * BINS
-        self._recent_lookups = 0.0
-        """This process's traffic, halving every `HALF_LIFE` lookups."""
-        self._shares: list[float] | None = None
+        self._partitions: OrderedDict[str, _Learned] = OrderedDict()
         self._random = random.Random(seed)
         self._clock = clock
-        self._cap: int | None = None
-        """The lowest risk bin served."""
-        self._threshold: float | None = None
-        self._above = 0
-        self._refreshed = -math.inf
-        self._pending = 0
-        """Verdicts recorded since the cap was last computed."""
-        self._unfitted = self._fits = 0
-        """Verdicts recorded since the prior was last fitted; fits so far."""
-        self._judged: OrderedDict[str, None] = OrderedDict()
-        """Recently judged answers, whose verdicts fit the model's prior."""
         self._served: OrderedDict[tuple[str, float], None] = OrderedDict()
         """Candidates served unverified (the `REMEMBERED` most recent): the same prompt at the same
-        similarity, back again, is verified rather than served a second time."""
+        similarity, back again, is verified rather than served a second time. (A stored answer's key
+        belongs to one partition, so these need no partition of their own.)"""
         self._asked: OrderedDict[tuple[str, float], int] = OrderedDict()
         """Verifications under way: their risk bin when they were decided."""
-        self._recent: deque[float] = deque()
-        """When the verifications of the last minute were decided (only with a cap)."""
         self.on_capped: Callable[[], None] | None = None
         """Called when the cap refuses a verification (the Cache using this bound counts it)."""
 
+    def _learned(self, partition: str) -> _Learned:
+        learned = self._partitions.pop(partition, None)
+        if learned is None:
+            learned = _Learned(self.floor, needed(self.max_error_rate, self.confidence))
+        self._partitions[partition] = learned
+        while len(self._partitions) > PARTITIONS:
+            self._partitions.popitem(last=False)
+        return learned
+
     @property
     def threshold(self) -> float | None:
-        """The similarity from which a stored answer with no verdicts of its own is served (None:
-        nothing is shown safe yet). Answers with verdicts have thresholds of their own."""
-        return self._threshold
+        """`threshold_of("")`: the serving similarity of a bound used alone."""
+        return self.threshold_of("")
 
-    async def risk(self, key: str, similarity: float) -> float:
+    def threshold_of(self, partition: str) -> float | None:
+        """The similarity from which a stored answer of `partition` with no verdicts of its own is
+        served (None: nothing is shown safe yet). Answers with verdicts have thresholds of their own."""
+        learned = self._partitions.get(partition)
+        return None if learned is None else learned.threshold
+
+    async def risk(self, key: str, similarity: float, partition: str = "") -> float:
         """The estimated chance that `key`'s answer is wrong for a prompt at `similarity`."""
-        return self.model.risk(await self.evidence.history(key), similarity)
+        return self._learned(partition).model.risk(await self.evidence.history(key), similarity)
 
-    def looked_up(self) -> None:
+    def looked_up(self, partition: str = "") -> None:
         """Count one semantic lookup, whether or not it found a candidate (the requests a share of
         which may be answered wrongly)."""
-        self._lookups += 1
+        self._learned(partition).lookups += 1
 
-    async def decide(self, key: str, similarity: float) -> Decision:
+    async def decide(self, key: str, similarity: float, partition: str = "") -> Decision:
         """What to do with the stored answer `key` for a prompt at `similarity` (guard passed): the
         nearest usable candidate of a lookup, one per lookup."""
         if not similarity >= self.floor:  # `not >=`: a NaN is never a candidate
             return Decision.SKIP
-        if self._clock() - self._refreshed >= self.refresh:
-            await self._recompute()
-        bin = risk_bin(await self.risk(key, similarity))
-        self._seen[bin] += 1
-        servable = self._cap is not None and bin >= self._cap
+        learned = self._learned(partition)
+        if self._clock() - learned.refreshed >= self.refresh:
+            await self._recompute(learned, partition)
+        bin = risk_bin(await self.risk(key, similarity, partition))
+        learned.seen[bin] += 1
+        servable = learned.cap is not None and bin >= learned.cap
         if servable:
             wrong = await self.evidence.wrong_at(key)
             servable = wrong is None or similarity > wrong + self.margin
         if servable:
-            share = max(self.min_verify, min(1.0, EXPLORE * self._needed / max(1, self._above)))
+            share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
             if (key, similarity) in self._served:
                 share = 1.0  # the same prompt again: checked now, and stored for it alone if it was right
-            if self._random.random() >= share or not self._may_verify():
+            if self._random.random() >= share or not self._may_verify(learned):
                 self._served[key, similarity] = None
                 while len(self._served) > REMEMBERED:
                     self._served.popitem(last=False)
                 return Decision.SERVE
             return self._asking(key, similarity, bin)
-        return self._asking(key, similarity, bin) if self._may_verify() else Decision.SKIP
+        return self._asking(key, similarity, bin) if self._may_verify(learned) else Decision.SKIP
 
     def _asking(self, key: str, similarity: float, bin: int) -> Decision:
         self._asked[key, similarity] = bin
@@ -380,77 +464,78 @@ class ErrorBound:
             self._asked.popitem(last=False)
         return Decision.VERIFY
 
-    async def learn(self, key: str, similarity: float, wrong: bool) -> None:
-        """Record a verdict; the cap follows (at once while evidence is scarce, then in steps)."""
+    async def learn(self, key: str, similarity: float, wrong: bool, partition: str = "") -> None:
+        """Record a verdict; `partition`'s cap follows (at once while evidence is scarce, then in steps)."""
+        learned = self._learned(partition)
         asked = self._asked.pop((key, similarity), None)
-        bin = asked if asked is not None else risk_bin(await self.risk(key, similarity))
-        await self.evidence.record(key, bin, similarity, wrong)
-        self._judged.pop(key, None)
-        self._judged[key] = None
-        while len(self._judged) > FIT_ANSWERS:
-            self._judged.popitem(last=False)
-        self._pending += 1
-        self._unfitted += 1
-        if self._unfitted >= FIT_EVERY:
-            await self._fit()
-        if self._pending * 16 >= max(self._needed, self._above):
-            await self._recompute()
+        bin = asked if asked is not None else risk_bin(await self.risk(key, similarity, partition))
+        await self.evidence.record(key, bin, similarity, wrong, partition)
+        learned.judged.pop(key, None)
+        learned.judged[key] = None
+        while len(learned.judged) > FIT_ANSWERS:
+            learned.judged.popitem(last=False)
+        learned.pending += 1
+        learned.unfitted += 1
+        if learned.unfitted >= FIT_EVERY:
+            await self._fit(learned)
+        if learned.pending * 16 >= max(learned.needed, learned.above):
+            await self._recompute(learned, partition)
 
-    async def _fit(self) -> None:
+    async def _fit(self, learned: _Learned) -> None:
         """Refit the prior to the judged answers' verdicts: here, after a verdict, never on a caller's
         lookup (it reads every judged answer's history, one store read each)."""
-        self._unfitted = 0
-        self._fits += 1
-        slopes = SLOPES if self._fits % 5 == 1 else (self.model.slope,)
-        self.model.fit([await self.evidence.history(key) for key in self._judged], slopes)
+        learned.unfitted = 0
+        learned.fits += 1
+        slopes = SLOPES if learned.fits % 5 == 1 else (learned.model.slope,)
+        learned.model.fit([await self.evidence.history(key) for key in learned.judged], slopes)
 
-    async def _recompute(self) -> None:
+    async def _recompute(self, learned: _Learned, partition: str) -> None:
         """Add this process's traffic to the evidence and test the caps again. A bin never counts
         fewer candidates than verdicts (another pod's traffic may not be added yet)."""
-        self._refreshed = self._clock()
-        self._pending = 0
-        fresh, self._seen, lookups, self._lookups = self._seen, [0] * BINS, self._lookups, 0
-        await self.evidence.count(fresh, lookups)
+        learned.refreshed = self._clock()
+        learned.pending = 0
+        fresh, learned.seen, lookups, learned.lookups = learned.seen, [0] * BINS, learned.lookups, 0
+        await self.evidence.count(fresh, lookups, partition)
         decay = 0.5 ** (lookups / HALF_LIFE)
-        self._recent_seen = [old * decay + new for old, new in zip(self._recent_seen, fresh, strict=True)]
-        self._recent_lookups = self._recent_lookups * decay + lookups
-        checked, wrong, seen, everyone = await self.evidence.tally(BINS)
+        learned.recent_seen = [old * decay + new for old, new in zip(learned.recent_seen, fresh, strict=True)]
+        learned.recent_lookups = learned.recent_lookups * decay + lookups
+        checked, wrong, seen, everyone = await self.evidence.tally(BINS, partition)
         if self.error_rate_of == "requests":
             seen = [max(candidates, verdicts) for candidates, verdicts in zip(seen, checked, strict=True)]
-            self._shares = traffic_shares(seen, everyone, (self._recent_seen, self._recent_lookups))
-        self._cap, self._above = learned_threshold(
+            learned.shares = traffic_shares(seen, everyone, (learned.recent_seen, learned.recent_lookups))
+        learned.cap, learned.above = learned_threshold(
             checked,
             wrong,
             self.max_error_rate,
             self.confidence,
             START,
-            shares=self._shares,
+            shares=learned.shares,
             ceiling=self.max_hit_error_rate,
         )
-        self._threshold = None if self._cap is None else self._fresh_threshold(self._cap)
-        self._needed = needed(self._limit(), self.confidence)
+        learned.threshold = None if learned.cap is None else self._fresh_threshold(learned)
+        learned.needed = needed(self._limit(learned), self.confidence)
 
-    def _limit(self) -> float:
-        """The wrong share the served set may have at the current cap."""
-        if self._shares is None or self._cap is None:
+    def _limit(self, learned: _Learned) -> float:
+        """The wrong share `learned`'s served set may have at its current cap."""
+        if learned.shares is None or learned.cap is None:
             return self.max_error_rate
-        return served_limit(self.max_error_rate, sum(self._shares[self._cap :]), self.max_hit_error_rate)
+        return served_limit(self.max_error_rate, sum(learned.shares[learned.cap :]), self.max_hit_error_rate)
 
-    def _fresh_threshold(self, cap: int) -> float | None:
+    def _fresh_threshold(self, learned: _Learned) -> float | None:
         no_verdicts: History = ()
         steps = math.ceil((1.0 - self.floor) / WIDTH)
         for step in range(steps + 1):
             similarity = min(1.0, self.floor + step * WIDTH)
-            if risk_bin(self.model.risk(no_verdicts, similarity)) >= cap:
+            if learned.cap is not None and risk_bin(learned.model.risk(no_verdicts, similarity)) >= learned.cap:
                 return similarity
         return None
 
-    def _may_verify(self) -> bool:
+    def _may_verify(self, learned: _Learned) -> bool:
         cap = self.verifications_per_minute
         if cap is None:
             return True
         now = self._clock()
-        recent = self._recent
+        recent = learned.verifications
         while recent and recent[0] <= now - 60.0:
             recent.popleft()
         if len(recent) >= cap:
@@ -463,6 +548,7 @@ class ErrorBound:
 
 __all__ = [
     "BINS",
+    "PARTITIONS",
     "Decision",
     "ErrorRateOf",
     "ErrorBound",

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from ._local_model import ModelBusy
 from .bound import Decision, ErrorBound, ErrorRateOf
 from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
 from .guard import agrees
@@ -13,6 +14,10 @@ from .index import InProcessIndex, Neighbour, VectorIndex
 from .judges import EmbeddingJudge, Judge, answer_text
 from .outcomes import OUTCOMES, InProcessOutcomes, OutcomeLog
 from .rerankers import Reranker
+
+
+class Unreadable(ValueError):
+    """The embedder cannot read the text whole (it gave a zero vector): it is matched exactly only."""
 
 
 class SemanticCache:
@@ -79,7 +84,7 @@ class SemanticCache:
         self.timeout = timeout
         self.bound = bound
         """Bounded mode's decisions, or None: every match at or above `threshold` is served."""
-        self.judge: Judge = judge if judge is not None else EmbeddingJudge(self.embedder)
+        self.judge: Judge = judge if judge is not None else EmbeddingJudge(self.embedder, max_chars=max_text_chars)
         self.judge_timeout = judge_timeout
         self.reranker = reranker
         """The second check on the candidates that cleared the threshold and the guard, or None."""
@@ -110,10 +115,14 @@ class SemanticCache:
         return 0 < len(text) <= self.max_text_chars
 
     async def embed(self, text: str) -> np.ndarray:
+        """`text`'s unit vector; `Unreadable` when the embedder gives a zero vector (a local model does
+        for a text it cannot read whole, see `embedders.unread_zeroed`)."""
         vectors = await asyncio.wait_for(self.embedder.embed([text]), self.timeout)
         raw = np.asarray(vectors[0], dtype=np.float32)
-        if not np.isfinite(raw).all() or not raw.any():
-            raise ValueError(f"{self.embedder.name} returned a vector that is zero or not finite")
+        if not np.isfinite(raw).all():
+            raise ValueError(f"{self.embedder.name} returned a vector that is not finite")
+        if not raw.any():
+            raise Unreadable(f"{self.embedder.name} cannot read this text whole")
         return unit_rows(raw)[0]
 
     async def matches(self, context: str, text: str, vector: np.ndarray) -> list[Neighbour]:
@@ -134,10 +143,10 @@ class SemanticCache:
                 found.append(neighbour)
         return found
 
-    def looked_up(self) -> None:
-        """Count a semantic lookup that searched the index (bounded mode's requests)."""
+    def looked_up(self, partition: str = "") -> None:
+        """Count a semantic lookup of `partition` that searched the index (bounded mode's requests)."""
         if self.bound is not None:
-            self.bound.looked_up()
+            self.bound.looked_up(partition)
 
     async def reranked(self, text: str, matches: list[Neighbour]) -> list[Neighbour]:
         """Those of `matches` (best first) that the reranker scores at least `rerank_min_score` against
@@ -152,27 +161,35 @@ class SemanticCache:
             raise ValueError(f"{reranker.name} gave {len(scores)} scores for {len(matches)} candidates")
         return [match for match, score in zip(matches, scores, strict=True) if score >= floor]  # NaN never passes
 
-    async def decide(self, match: Neighbour) -> Decision:
-        """Serve `match` (a stored answer that is still there), verify it, or skip it."""
+    async def decide(self, match: Neighbour, partition: str = "") -> Decision:
+        """Serve `match` (a stored answer that is still there), verify it, or skip it, on what
+        `partition` (the caller's, see `ErrorBound`) has learned."""
         if self.bound is None:
             return Decision.SERVE
-        return await self.bound.decide(match.key, match.similarity)
+        return await self.bound.decide(match.key, match.similarity, partition)
 
-    async def verified(self, text: str, key: str, similarity: float, stored: bytes, fresh: bytes) -> bool | None:
+    async def verified(
+        self, text: str, key: str, similarity: float, stored: bytes, fresh: bytes, partition: str = ""
+    ) -> bool | None:
         """Judge the answer stored under `key`, a candidate at `similarity`, against the fresh answer
-        to `text`, and learn from it:
+        to `text`, and learn from it in `partition`:
         True if the stored one was right, False if wrong, None if the judge gave no verdict (learned
-        as wrong)."""
+        as wrong) or never ran (a local model too busy to take the call: nothing is learned, since
+        nothing was compared, and another caller's load must not write this one's evidence)."""
         if self.bound is None:
             return None
+        ran = True
         try:
             verdict = await asyncio.wait_for(
                 self.judge.same(text, answer_text(stored), answer_text(fresh)), self.judge_timeout
             )
+        except ModelBusy:
+            verdict, ran = None, False
         except Exception:
             verdict = None
         right = verdict if isinstance(verdict, bool) else None  # anything else is no verdict
-        await self.bound.learn(key, similarity, wrong=right is not True)
+        if ran:
+            await self.bound.learn(key, similarity, wrong=right is not True, partition=partition)
         await self.outcomes.log_outcome(similarity, OUTCOMES[right])
         return right
 

@@ -41,6 +41,17 @@ def unit_rows(vectors: Any) -> np.ndarray:
     return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
 
 
+def unread_zeroed(vectors: np.ndarray, pieces: Sequence[Sequence[int]], unknown: int | None) -> np.ndarray:
+    """`vectors` with a zero row for each text the model cannot read whole: one with a word piece the
+    model does not know (`unknown`: an emoji, a script outside its vocabulary) or with none at all.
+    The model embeds such a text as its readable rest, so `what is 🍎` and `what is 🍌` come out
+    alike (cosine 1.0); the cache matches a text with a zero row exactly only."""
+    for row, ids in enumerate(pieces):
+        if not ids or (unknown is not None and unknown in ids):
+            vectors[row] = 0.0
+    return vectors
+
+
 class SentenceTransformerEmbedder(RunsLocally):
     """A sentence-transformers model on the CPU, loaded on first use (about 5 s for MiniLM).
 
@@ -75,7 +86,12 @@ class SentenceTransformerEmbedder(RunsLocally):
 
     @staticmethod
     def _encode(model: Any, texts: list[str]) -> np.ndarray:
-        return unit_rows(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
+        vectors = unit_rows(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
+        tokenizer = getattr(model, "tokenizer", None)  # (a model of other modules may have none to ask)
+        if tokenizer is None:
+            return vectors
+        read = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=model.max_seq_length)
+        return unread_zeroed(vectors, read["input_ids"], tokenizer.unk_token_id)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         return await self._local.run_batched(self._encode, list(texts))
@@ -129,7 +145,16 @@ class OnnxMiniLMEmbedder(RunsLocally):
         inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         (hidden,) = session.run(["last_hidden_state"], inputs)
         weights = mask[:, :, None].astype(np.float32)  # mean over the real tokens, as the model was trained
-        return unit_rows((hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9))
+        vectors = unit_rows((hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9))
+        pieces = [
+            [
+                i
+                for i, real, special in zip(e.ids, e.attention_mask, e.special_tokens_mask, strict=True)
+                if real and not special
+            ]
+            for e in encoded
+        ]
+        return unread_zeroed(vectors, pieces, tokenizer.token_to_id("[UNK]"))
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         return await self._local.run_batched(self._encode, list(texts))

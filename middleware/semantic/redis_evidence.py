@@ -19,13 +19,33 @@ end
 """Keep the highest similarity at which an answer was judged wrong (and refresh its lifetime)."""
 
 
+def _count(value: Any) -> int:
+    """A tally's count as written by `RedisEvidence`; anything else (a hostile or broken write) is 0."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _similarity(text: str) -> float | None:
+    """A cosine similarity, or None for anything that is not one (NaN, infinities, out of range)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if -1.0 <= value <= 1.0 else None  # a NaN compares false
+
+
 class RedisEvidence:
-    """The per-risk-bin tallies in one hash (`{prefix}risk`: `n<bin>` verdicts, `w<bin>` wrong ones,
-    `s<bin>` candidates decided, `lookups` semantic lookups);
+    """The per-risk-bin tallies in one hash per partition (`{prefix}risk:<partition>`, `{prefix}risk`
+    for a bound used alone: `n<bin>` verdicts, `w<bin>` wrong ones, `s<bin>` candidates decided,
+    `lookups` semantic lookups), kept `keep` seconds after its last change;
     per stored answer, its last verdicts (`{prefix}history:<digest>`, a list of `similarity:0|1`) and,
     if judged wrong, the highest similarity it was wrong at (`{prefix}wrong:<digest>`), each kept
     `keep` seconds; and the newest `max_outcomes` verification outcomes (`{prefix}outcomes`).
-    Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds."""
+    Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds. What it reads back that it
+    could not have written (a negative or unreadable count, a verdict whose similarity is no cosine)
+    counts as nothing."""
 
     def __init__(
         self,
@@ -53,46 +73,52 @@ class RedisEvidence:
     def _answer_key(self, kind: str, key: str) -> str:
         return f"{self.prefix}{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
-    async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None:
+    def _tally_key(self, partition: str) -> str:
+        return f"{self.prefix}risk:{partition}" if partition else f"{self.prefix}risk"
+
+    async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
         client = self._clients.get()
         keep = max(1, int(self.keep))
-        history = self._answer_key("history", key)
+        history, tally = self._answer_key("history", key), self._tally_key(partition)
         async with client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(f"{self.prefix}risk", f"n{bin}", 1)
+            pipe.hincrby(tally, f"n{bin}", 1)
             pipe.rpush(history, f"{similarity!r}:{int(wrong)}")
             pipe.ltrim(history, -HISTORY, -1)
             pipe.expire(history, keep)
             if wrong:
-                pipe.hincrby(f"{self.prefix}risk", f"w{bin}", 1)
+                pipe.hincrby(tally, f"w{bin}", 1)
                 pipe.eval(_RAISE, 1, self._answer_key("wrong", key), repr(similarity), str(keep))
+            pipe.expire(tally, keep)
             await pipe.execute()
 
-    async def _per_bin(self, kinds: str, bins: int) -> tuple[dict[str, list[int]], int]:
-        """The hash's per-bin counts of each of `kinds` (`bins` long each), and its lookups."""
-        fields = await self._clients.get().hgetall(f"{self.prefix}risk")
+    async def _per_bin(self, kinds: str, bins: int, partition: str) -> tuple[dict[str, list[int]], int]:
+        """The partition's per-bin counts of each of `kinds` (`bins` long each), and its lookups."""
+        fields = await self._clients.get().hgetall(self._tally_key(partition))
         counts = {kind: [0] * bins for kind in kinds}
         lookups = 0
         for raw, value in fields.items():
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             if name == "lookups":
-                lookups = int(value)
+                lookups = _count(value)
             elif name[:1] in counts and name[1:].isdigit() and int(name[1:]) < bins:
-                counts[name[0]][int(name[1:])] = int(value)
+                counts[name[0]][int(name[1:])] = _count(value)
         return counts, lookups
 
-    async def tally(self, bins: int) -> Tally:
-        counts, lookups = await self._per_bin("nws", bins)
+    async def tally(self, bins: int, partition: str = "") -> Tally:
+        counts, lookups = await self._per_bin("nws", bins, partition)
         return Tally(counts["n"], counts["w"], counts["s"], lookups)
 
-    async def count(self, seen: Sequence[int], lookups: int) -> None:
+    async def count(self, seen: Sequence[int], lookups: int, partition: str = "") -> None:
         if not lookups and not any(seen):
             return
+        tally = self._tally_key(partition)
         async with self._clients.get().pipeline(transaction=False) as pipe:
             for bin, candidates in enumerate(seen):
                 if candidates:
-                    pipe.hincrby(f"{self.prefix}risk", f"s{bin}", candidates)
+                    pipe.hincrby(tally, f"s{bin}", candidates)
             if lookups:
-                pipe.hincrby(f"{self.prefix}risk", "lookups", lookups)
+                pipe.hincrby(tally, "lookups", lookups)
+            pipe.expire(tally, max(1, int(self.keep)))
             await pipe.execute()
 
     async def wrong_at(self, key: str) -> float | None:
@@ -122,7 +148,9 @@ class RedisEvidence:
         out = []
         for verdict in verdicts:
             similarity, _, wrong = (verdict.decode() if isinstance(verdict, bytes) else str(verdict)).partition(":")
-            out.append((float(similarity), wrong == "1"))
+            read = _similarity(similarity)
+            if read is not None and wrong in ("0", "1"):  # anything else is no verdict
+                out.append((read, wrong == "1"))
         return out
 
     async def aclose(self) -> None:

@@ -35,7 +35,8 @@ def scores_by_index(answer: Any, count: int) -> list[float]:
     """The scores of a rerank answer, `{"results": [{"index": i, "relevance_score": s}, ...]}`, in the
     order of the `count` documents sent. Results may come in any order and may be fewer than the
     documents (a server's own `top_n` cut): a document left out scores -inf, so it never passes. An
-    answer of any other shape raises `ValueError`."""
+    answer of any other shape, or a score that is no finite number (`NaN`, `Infinity`: Python's JSON
+    reader takes them), raises `ValueError`."""
     results = answer.get("results") if isinstance(answer, dict) else None
     if not isinstance(results, list):
         raise ValueError("the rerank answer has no `results` list")
@@ -46,8 +47,8 @@ def scores_by_index(answer: Any, count: int) -> list[float]:
         score = result.get("relevance_score") if isinstance(result, dict) else None
         if type(index) is not int or not 0 <= index < count or index in seen:
             raise ValueError(f"a rerank result whose index is not one of the {count} documents: {str(result)[:80]}")
-        if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise ValueError(f"a rerank result without a numeric relevance_score: {str(result)[:80]}")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"a rerank result without a finite relevance_score: {str(result)[:80]}")
         seen.add(index)
         scores[index] = float(score)
     return scores

@@ -245,6 +245,23 @@ def test_redis_semantic_vectors_use_the_stores_tls_and_user(tmp_path: Path) -> N
         ("cache:\n  semantic: {max_error_rate: 2}\n", "cache.semantic.max_error_rate", "less than 1"),
         ("cache:\n  semantic: {judge: {type: nli}}\n", "cache.semantic.judge.type", "allowed: embedding, exact, llm"),
         ("cache:\n  semantic: {error_rate_of: answers}\n", "cache.semantic.error_rate_of", "'requests' or 'hits'"),
+        ("cache:\n  semantic: {threshold: 1, max_error_rate: 0.02}\n", "cache.semantic", "below 1"),
+        (
+            "cache:\n  semantic: {max_error_rate: 0.02, judge: {type: llm, base_url: judge.local}}\n",
+            "cache.semantic.judge.llm.base_url",
+            "http:// or https://",
+        ),
+        (
+            "cache:\n  semantic: {embedder: {type: openai, base_url: ftp://x}}\n",
+            "cache.semantic.embedder.base_url",
+            "http://",
+        ),
+        (
+            "cache:\n  semantic: {max_error_rate: 0.02, evidence: {type: redis, url: 'localhost:6379'}}\n",
+            "cache.semantic.evidence.redis.url",
+            "redis://",
+        ),
+        ("cache:\n  semantic: {index: {type: redis, url: 'http://x'}}\n", "cache.semantic.index.url", "redis://"),
     ],
 )
 def test_a_bad_semantic_config_names_the_field(tmp_path: Path, text: str, field: str, says: str) -> None:

@@ -27,6 +27,7 @@ from llm_cache.middleware.semantic.bound import (
     binomial_cdf,
     learned_threshold,
     needed,
+    risk_bin,
     served_limit,
     traffic_shares,
 )
@@ -273,6 +274,41 @@ async def test_verifications_per_minute_are_capped() -> None:
     assert await bound.decide("k", 0.9) is Decision.VERIFY
 
 
+async def test_what_one_partition_learns_never_decides_for_another() -> None:
+    bound = ErrorBound(0.02, min_verify=0.0, seed=5, clock=still)
+    for _ in range(20_000):  # tenant a: right at 0.9, again and again
+        await bound.learn("a-answer", 0.9, wrong=False, partition="a")
+
+    assert await bound.decide("a-new", 0.9, partition="a") is Decision.SERVE
+    assert await bound.decide("b-new", 0.9, partition="b") is Decision.VERIFY  # b has shown nothing
+    assert bound.threshold_of("a") is not None and bound.threshold_of("b") is None
+
+
+async def test_one_partition_spending_its_verifications_leaves_another_its_own() -> None:
+    bound = ErrorBound(0.02, verifications_per_minute=2, seed=7, clock=still)
+    flood = [await bound.decide(f"a{i}", 0.9, partition="a") for i in range(3)]
+
+    assert flood == [Decision.VERIFY, Decision.VERIFY, Decision.SKIP]
+    assert await bound.decide("b", 0.9, partition="b") is Decision.VERIFY
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_evidence_tallies_each_partition_apart(store: str, redis_server: Any) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    evidence: Any = InProcessEvidence() if store == "memory" else RedisEvidence(redis_server.url)
+    await evidence.record("a-answer", 3, 0.9, wrong=True, partition="a")
+    await evidence.count([0, 1], lookups=4, partition="a")
+
+    a, b = await evidence.tally(5, "a"), await evidence.tally(5, "b")
+    assert (a.checked, a.wrong, a.seen, a.lookups) == ([0, 0, 0, 1, 0], [0, 0, 0, 1, 0], [0, 1, 0, 0, 0], 4)
+    assert (b.checked, b.wrong, b.seen, b.lookups) == ([0] * 5, [0] * 5, [0] * 5, 0)
+    if store == "redis":
+        assert 0 < redis.Redis.from_url(redis_server.url).ttl("llm-cache:bound:risk:a") <= evidence.keep
+        await evidence.aclose()
+
+
 @pytest.mark.parametrize("store", ["memory", "redis"])
 async def test_traffic_is_added_up_per_bin_beside_the_lookups(store: str, redis_server: Any) -> None:
     import redis
@@ -433,6 +469,33 @@ def test_bounded_mode_considers_candidates_from_its_floor() -> None:
 
 
 # -- evidence shared by pods -------------------------------------------------------------------------
+
+
+async def test_hostile_records_in_redis_evidence_never_make_an_answer_servable(redis_server: Any) -> None:
+    import hashlib
+
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    bound = ErrorBound(0.02, min_verify=0.0, seed=8, evidence=RedisEvidence(redis_server.url), clock=still)
+    for _ in range(20_000):
+        await bound.learn("earlier", 0.95, wrong=False, partition="p")
+    assert await bound.decide("fresh", 0.8, partition="p") is Decision.VERIFY  # 0.8 is not shown safe
+    history = f"llm-cache:bound:history:{hashlib.sha256(b'victim').hexdigest()[:32]}"
+    client.rpush(history, "nan:0", "inf:0", "-inf:1", "7:0", "garbage", "0.99:maybe")
+
+    assert await bound.evidence.history("victim") == []  # nothing there is a verdict
+    assert await bound.risk("victim", 0.8, "p") == await bound.risk("fresh", 0.8, "p")
+    assert await bound.decide("victim", 0.8, partition="p") is Decision.VERIFY
+    client.hset("llm-cache:bound:risk:p", mapping={"n0": -5, "w0": -5, "s0": "x"})
+    assert (await bound.evidence.tally(BINS, "p")).checked[0] == 0  # a count is never negative
+    await bound.evidence.aclose()  # type: ignore[attr-defined]
+
+
+def test_a_risk_that_is_not_a_number_falls_in_the_riskiest_bin() -> None:
+    assert risk_bin(math.nan) == 0
+    assert risk_bin(0.0) == BINS - 1  # no risk at all: the safest
 
 
 async def test_pods_sharing_redis_evidence_learn_from_each_others_verdicts(redis_server: Any) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx2
 import numpy as np
 import openai
+import orjson
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache
@@ -142,6 +143,10 @@ async def ask(client: openai.AsyncOpenAI, question: str) -> Any:
     return await asyncio.wait_for(create, BOUND)
 
 
+def answer(text: str) -> bytes:
+    return orjson.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+
+
 def content(answer: Any) -> str:
     return str(answer.parse().choices[0].message.content)
 
@@ -179,6 +184,25 @@ async def test_a_lookup_the_embedder_is_too_busy_for_is_a_miss_at_once_and_its_a
     assert (await ask(client, OTHER_PARAPHRASE)).headers["x-cache"] == "MISS"
     assert fake_provider.count(CHAT) == 3
     await cache.close()
+
+
+async def test_a_judgment_the_busy_model_refused_records_nothing(model: HeldModel) -> None:
+    embedder = HeldEmbedder(model, max_in_flight=1)
+    semantic = SemanticCache(embedder, InProcessIndex(), max_error_rate=0.02, timeout=PATIENT)
+    model.hold()
+    lookup = asyncio.ensure_future(embedder.embed([STORED]))  # another caller's lookup fills the model
+    await model.started(1)
+
+    verdict = await semantic.verified(PARAPHRASE, "stored", 0.9, answer("It is 42."), answer("It is 17."))
+
+    assert verdict is None  # the judge never ran: no comparison, so neither right nor wrong is learned
+    assert semantic.bound is not None
+    assert sum((await semantic.bound.evidence.tally(100)).checked) == 0
+    assert await semantic.bound.evidence.wrong_at("stored") is None
+    assert await semantic.outcomes.outcomes(10) == [(0.9, "not_verified")]
+    model.release()
+    await lookup
+    await semantic.close()  # the model's thread ends with it
 
 
 async def test_a_check_the_reranker_is_too_busy_for_is_a_miss_at_once(

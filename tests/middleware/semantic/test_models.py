@@ -82,6 +82,13 @@ async def test_the_int8_model_gives_minilms_vectors() -> None:
     assert abs(float(full[0] @ full[1]) - float(int8[0] @ int8[1])) < 0.01
 
 
+@pytest.mark.parametrize("model", [MINILM, MINILM_INT8])
+async def test_a_text_the_model_cannot_read_whole_embeds_to_a_zero_row(model: str) -> None:
+    texts = ["What does a 🍎 cost?", "translate: 你好", " \u200b ", "What does an apple cost?"]
+    vectors = await local_embedder(model).embed(texts)
+    assert vectors.any(axis=1).tolist() == [False, False, False, True]  # an unknown word piece, or none at all
+
+
 @pytest.mark.skipif(not installed(MPNET), reason="the all-mpnet-base-v2 parts are not installed")
 async def test_mpnet_loads_from_its_parts_and_embeds() -> None:
     embedder = local_embedder(MPNET)

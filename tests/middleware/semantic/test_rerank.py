@@ -162,8 +162,11 @@ async def test_results_in_any_order_are_matched_to_their_candidates_by_index(
         (200, {"data": [{"index": 0, "relevance_score": 1.0}]}),
         (200, {"results": [{"index": 3, "relevance_score": 1.0}]}),
         (200, {"results": [{"index": 0, "relevance_score": "high"}]}),
+        (200, b'{"results": [{"index": 0, "relevance_score": NaN}]}'),
+        (200, b'{"results": [{"index": 0, "relevance_score": Infinity}]}'),
+        (200, b'{"results": [{"index": 0, "relevance_score": -Infinity}]}'),
     ],
-    ids=["500", "not JSON", "no results", "an index out of range", "a score that is no number"],
+    ids=["500", "not JSON", "no results", "an index out of range", "a score that is no number", "NaN", "inf", "-inf"],
 )
 async def test_a_reranker_that_fails_or_answers_nonsense_makes_the_lookup_a_miss(
     fake_provider: RunningFakeProvider, status: int, body: Any
