@@ -15,9 +15,10 @@ the upstream's own bytes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from . import _exact_json as exact_json
 from ._entry import Entry, EntryError, unpack
@@ -41,6 +42,8 @@ from ._types import (
 )
 from .providers.base import JSON_MEDIA_TYPE
 from .stores.base import Store, get_many
+
+logger = logging.getLogger("llm_cache.middleware")
 
 ITEMS_HIT_HEADER = "x-cache-items-hit"
 ITEMS_MISSED_HEADER = "x-cache-items-missed"
@@ -72,7 +75,7 @@ class Items:
     def plan(self, request: CacheRequest) -> Generator[Action, Any, End]:
         keys = request.item_keys
         distinct = list(dict.fromkeys(keys))
-        found: dict[str, Entry] = {}
+        found: dict[str, _Item] = {}
         if not request.policy.no_cache:
             found = yield Run(self._read(request, distinct))
         missing = [key for key in distinct if key not in found]
@@ -123,7 +126,7 @@ class Items:
             call.finished(reply.status, None, stored, why, False)
         if whole:
             return Answer(_upstream_parts(reply, reply.body, outcome.value, request.key, counts))
-        merged = [exact_json.loads(found[key].body) if key in found else fresh[key] for key in keys]
+        merged = [found[key].answer if key in found else fresh[key] for key in keys]
         body = exact_json.dumps(endpoint.batch_answer(merged, upstream))
         return Answer(_upstream_parts(reply, body, PARTIAL if found else outcome.value, request.key, counts))
 
@@ -136,8 +139,10 @@ class Items:
         else:
             stats.misses += 1
 
-    async def _read(self, request: CacheRequest, keys: Sequence[str]) -> dict[str, Entry]:
-        """The usable entries of these keys; a store that fails is a miss of every item."""
+    async def _read(self, request: CacheRequest, keys: Sequence[str]) -> dict[str, _Item]:
+        """The usable items of these keys; a store that fails is a miss of every item. An entry that
+        does not decode, or whose answer no list answer can be made of (a corrupt body, another
+        schema's), is an invalid entry: that item is missing, goes upstream and is stored again."""
         try:
             stored = await get_many(self._cache.store, keys)
         except Exception as error:  # fail open: a broken store is a miss
@@ -149,10 +154,12 @@ class Items:
                 continue
             try:
                 entry = unpack(data)
-            except EntryError:
-                continue
-            if entry.fingerprint == key and request.accepts(entry):
-                found[key] = entry
+                if entry.fingerprint != key or not request.accepts(entry):
+                    continue
+                found[key] = _Item(entry, _answer_of(request, entry))
+            except EntryError as error:
+                self._cache.stats.invalid_entries += 1
+                logger.warning("discarding invalid cache entry %s: %s", key[-16:], error)
         return found
 
     def _readable(self, request: CacheRequest, reply: Reply) -> dict[str, Any] | None:
@@ -181,10 +188,11 @@ class Items:
                 writes.append(self._cache.store_entry(request, entry, ttl))
         return all(await asyncio.gather(*writes))
 
-    def _assembled(self, request: CacheRequest, entries: list[Entry], counts: list[tuple[str, str]]) -> ResponseParts:
+    def _assembled(self, request: CacheRequest, items: list[_Item], counts: list[tuple[str, str]]) -> ResponseParts:
         """Every item from the store: one list answer, as old as its oldest item, naming the call that
         answered its items when one call answered them all."""
-        answer = request.endpoint.batch_answer([exact_json.loads(entry.body) for entry in entries], None)
+        entries = [item.entry for item in items]
+        answer = request.endpoint.batch_answer([item.answer for item in items], None)
         body = exact_json.dumps(answer)
         age = max(0, int(time.time() - min(entry.created_at for entry in entries)))
         headers = [(CACHE_HEADER, Outcome.HIT.value), (KEY_HEADER, request.key), ("age", str(age)), *counts]
@@ -195,6 +203,26 @@ class Items:
         if request.call is not None:
             request.call.end()
         return ResponseParts(entries[0].status, with_length([*opening, *encoded(headers)], len(body)), body)
+
+
+class _Item(NamedTuple):
+    """A stored item: its entry, and the answer a list answer is made of."""
+
+    entry: Entry
+    answer: dict[str, Any]
+
+
+def _answer_of(request: CacheRequest, entry: Entry) -> dict[str, Any]:
+    """`entry`'s answer, checked by making a list answer of it alone (`EntryError`: none can be).
+    The answers are only read to make one, never changed, so repeated items share theirs."""
+    try:
+        answer = exact_json.loads(entry.body)
+        request.endpoint.batch_answer([answer], None)
+    except Exception as error:
+        raise EntryError(f"no list answer can be made of it ({type(error).__name__})") from error
+    if not isinstance(answer, dict):
+        raise EntryError("its answer is not a JSON object")
+    return answer
 
 
 def _upstream_parts(reply: Reply, body: bytes, outcome: str, key: str, counts: list[tuple[str, str]]) -> ResponseParts:

@@ -19,6 +19,7 @@ another is served or how often another is verified, and each has its own per-min
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import time
@@ -287,6 +288,22 @@ def risk_bin(risk: float) -> int:
     return min(BINS - 1, max(0, int(-math.log(risk) / math.log(RATIO))))
 
 
+_PARTITIONED = {"record": 5, "tally": 2, "count": 3}
+"""The Evidence methods `ErrorBound` passes a partition to, and how many arguments they then get."""
+
+
+def _takes(method: Callable[..., object], arity: int) -> bool:
+    """Whether `method` can be called with `arity` positional arguments (an Evidence written before
+    partitions takes one fewer, and every decision would raise)."""
+    try:
+        inspect.signature(method).bind(*range(arity))
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): taken on trust
+        return True
+    return True
+
+
 class _Learned:
     """What one partition has learned and not yet counted: its risk model, its cap, its traffic."""
 
@@ -390,6 +407,9 @@ class ErrorBound:
         self.evidence: Evidence = evidence if evidence is not None else InProcessEvidence()
         if not isinstance(self.evidence, Evidence):
             raise TypeError("evidence needs record, tally, wrong_at, history and count (the Evidence protocol)")
+        unpartitioned = [name for name, n in _PARTITIONED.items() if not _takes(getattr(self.evidence, name), n)]
+        if unpartitioned:
+            raise TypeError(f"evidence's {', '.join(unpartitioned)} must take the `partition` (the Evidence protocol)")
         self.refresh = refresh
         self._partitions: OrderedDict[str, _Learned] = OrderedDict()
         self._random = random.Random(seed)

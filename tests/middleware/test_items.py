@@ -8,13 +8,17 @@ records every body it receives.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import httpx2
 import openai
+import orjson
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport
+from llm_cache.middleware._entry import pack, unpack
+from llm_cache.middleware.stores import MemoryStore
 from tests.middleware.test_google_genai import sync_client
 from tests.support.fake_provider import embedding_vector
 
@@ -272,3 +276,27 @@ def test_google_genai_embed_content_of_a_list_is_served_item_by_item(fake_provid
     assert [e.values for e in answer.embeddings or []] == [embedding_vector("beta"), embedding_vector("gamma")]
     sent = [[item["content"]["parts"][0]["text"] for item in r.json["requests"]] for r in fake_provider.requests]
     assert sent == [["alpha", "beta"], ["gamma"]]
+
+
+@pytest.mark.parametrize("body", [b"\xff\x00", b"[]", b"{}", b'{"data": 5}'])
+async def test_an_item_the_list_cannot_be_made_of_is_a_missing_item(fake_provider: Any, body: bytes) -> None:
+    """A stored item whose body no list answer can be made of (a corrupt entry, or another schema's,
+    under the item's key) is an invalid entry, as a single answer no stream can be rendered from is:
+    the item goes upstream and is stored again. Before, putting the list together raised into every
+    caller whose list held that item, and nothing replaced it."""
+    store = MemoryStore()
+    cache = Cache(store=store)
+    sdk = client(cache, fake_provider)
+    embed(sdk, ["alpha", "beta"])
+    for key in list(store._data):
+        entry = unpack(await store.get(key) or b"")
+        if orjson.loads(entry.body)["data"][0]["embedding"] == embedding_vector("alpha"):
+            await store.set(key, pack(dataclasses.replace(entry, body=body)), None)
+
+    raw, answer = embed(sdk, ["alpha", "beta"])
+    again, _ = embed(sdk, ["beta", "alpha"])
+
+    assert items(raw) == ("PARTIAL", "1", "1") and sent_inputs(fake_provider) == [["alpha", "beta"], ["alpha"]]
+    assert [d.embedding for d in answer.data] == [embedding_vector("alpha"), embedding_vector("beta")]
+    assert cache.stats.invalid_entries == 1
+    assert items(again) == ("HIT", "2", "0")  # the item was stored again

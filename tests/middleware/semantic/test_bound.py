@@ -24,6 +24,7 @@ from llm_cache.middleware.semantic.bound import (
     Decision,
     ErrorBound,
     InProcessEvidence,
+    Tally,
     binomial_cdf,
     learned_threshold,
     needed,
@@ -372,6 +373,22 @@ def test_evidence_without_the_traffic_counts_is_refused_at_once() -> None:
 
     with pytest.raises(TypeError, match="history and count"):
         ErrorBound(0.02, evidence=VerdictsOnly())  # type: ignore[arg-type]
+
+
+def test_evidence_that_cannot_keep_partitions_apart_is_refused_at_once() -> None:
+    """An Evidence written before bounded mode learned per partition: its `record`, `tally` and
+    `count` take no `partition`. Accepted, every decision raised (each lookup a miss, logged as a
+    search failure) and no verdict was ever recorded, silently; refused, it names what is missing."""
+
+    class Unpartitioned:
+        async def record(self, key: str, bin: int, similarity: float, wrong: bool) -> None: ...
+        async def tally(self, bins: int) -> Tally: ...
+        async def wrong_at(self, key: str) -> float | None: ...
+        async def history(self, key: str) -> list[tuple[float, bool]]: ...
+        async def count(self, seen: list[int], lookups: int) -> None: ...
+
+    with pytest.raises(TypeError, match="record, tally, count .*partition"):
+        ErrorBound(0.02, evidence=Unpartitioned())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("max_error_rate", [0.0, 1.0, -0.1])
