@@ -61,6 +61,30 @@ def test_cached_items_are_never_sent_upstream_and_order_and_indices_hold(fake_pr
     assert second.usage.prompt_tokens == 2  # the upstream's usage: "gamma" only; cached items count 0
 
 
+def test_with_hooks_a_list_is_one_request_and_the_hooks_decide(fake_provider: Any) -> None:
+    """The operator's hooks decide on a request and its one answer: with any registered, a list is
+    not served item by item (which would pass them by) but cached whole, so a bypass, a veto or a
+    refusal to store holds for lists too."""
+
+    def bypass_tenant_b(view: Any) -> None:
+        view.bypass = view.request.headers.get("x-tenant") == "b"
+
+    def veto_second_hit(view: Any) -> None:
+        view.serve = vetoes.pop() if vetoes else True
+
+    vetoes = [False]
+    cache = Cache(hooks={"before_lookup": [bypass_tenant_b], "on_hit": [veto_second_hit]})
+    sdk = client(cache, fake_provider)
+    raw, _ = embed(sdk, ["alpha", "beta"])
+    assert raw.headers["x-cache"] == "MISS" and "x-cache-items-hit" not in raw.headers
+    assert embed(sdk, ["alpha", "beta"])[0].headers["x-cache"] == "MISS"  # the hook vetoed this hit
+    assert embed(sdk, ["alpha", "beta"])[0].headers["x-cache"] == "HIT"
+    tenant_b = sdk.with_options(default_headers={"x-tenant": "b"})
+    assert embed(tenant_b, ["alpha", "beta"])[0].headers["x-cache"] == "BYPASS"
+    assert embed(sdk, ["alpha"])[0].headers["x-cache"] == "MISS"  # the whole list was one entry
+    assert sent_inputs(fake_provider) == [["alpha", "beta"], ["alpha", "beta"], ["alpha", "beta"], ["alpha"]]
+
+
 def test_a_list_of_cached_items_is_a_hit_with_nothing_sent_upstream(fake_provider: Any) -> None:
     sdk = client(Cache(), fake_provider)
     embed(sdk, ["alpha", "beta", "gamma"])
