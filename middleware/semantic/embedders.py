@@ -41,13 +41,16 @@ def unit_rows(vectors: Any) -> np.ndarray:
     return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
 
 
-def unread_zeroed(vectors: np.ndarray, pieces: Sequence[Sequence[int]], unknown: int | None) -> np.ndarray:
+def unread_zeroed(
+    vectors: np.ndarray, pieces: Sequence[Sequence[int]], unknown: int | None, cut: Sequence[bool] = ()
+) -> np.ndarray:
     """`vectors` with a zero row for each text the model cannot read whole: one with a word piece the
-    model does not know (`unknown`: an emoji, a script outside its vocabulary) or with none at all.
-    The model embeds such a text as its readable rest, so `what is 🍎` and `what is 🍌` come out
-    alike (cosine 1.0); the cache matches a text with a zero row exactly only."""
+    model does not know (`unknown`: an emoji, a script outside its vocabulary), with none at all, or
+    longer than the model's window (`cut`). The model embeds such a text as its readable rest, so
+    `what is 🍎` and `what is 🍌` come out alike (cosine 1.0), and so do two texts that differ only
+    past the window; the cache matches a text with a zero row exactly only."""
     for row, ids in enumerate(pieces):
-        if not ids or (unknown is not None and unknown in ids):
+        if not ids or (unknown is not None and unknown in ids) or (cut and cut[row]):
             vectors[row] = 0.0
     return vectors
 
@@ -90,8 +93,10 @@ class SentenceTransformerEmbedder(RunsLocally):
         tokenizer = getattr(model, "tokenizer", None)  # (a model of other modules may have none to ask)
         if tokenizer is None:
             return vectors
-        read = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=model.max_seq_length)
-        return unread_zeroed(vectors, read["input_ids"], tokenizer.unk_token_id)
+        window = model.max_seq_length - 2  # the model's window holds its [CLS] and [SEP] too
+        read = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=window + 1)
+        pieces = read["input_ids"]
+        return unread_zeroed(vectors, pieces, tokenizer.unk_token_id, [len(ids) > window for ids in pieces])
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         return await self._local.run_batched(self._encode, list(texts))
@@ -154,7 +159,7 @@ class OnnxMiniLMEmbedder(RunsLocally):
             ]
             for e in encoded
         ]
-        return unread_zeroed(vectors, pieces, tokenizer.token_to_id("[UNK]"))
+        return unread_zeroed(vectors, pieces, tokenizer.token_to_id("[UNK]"), [bool(e.overflowing) for e in encoded])
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         return await self._local.run_batched(self._encode, list(texts))

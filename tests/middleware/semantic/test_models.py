@@ -89,6 +89,16 @@ async def test_a_text_the_model_cannot_read_whole_embeds_to_a_zero_row(model: st
     assert vectors.any(axis=1).tolist() == [False, False, False, True]  # an unknown word piece, or none at all
 
 
+@pytest.mark.parametrize("model", [MINILM, MINILM_INT8])
+async def test_a_text_longer_than_the_models_window_embeds_to_a_zero_row(model: str) -> None:
+    """MiniLM reads 254 word pieces (256 with its own two): two texts that differ only past them would
+    embed alike, and be served each other's answers."""
+    filler = "word " * 254
+    texts = [filler + "in Paris?", filler + "in Rome?", "word " * 253 + "end", "word " * 254]
+    vectors = await local_embedder(model).embed(texts)
+    assert vectors.any(axis=1).tolist() == [False, False, True, True]
+
+
 @pytest.mark.skipif(not installed(MPNET), reason="the all-mpnet-base-v2 parts are not installed")
 async def test_mpnet_loads_from_its_parts_and_embeds() -> None:
     embedder = local_embedder(MPNET)
