@@ -689,14 +689,14 @@ class Cache:
             request.call = Call(self.telemetry, request, kind)  # (`Telemetry.begin`, one call less on a hit)
         return self._hit(request, kind)
 
-    def _by_items(self, request: CacheRequest) -> bool:
-        """Whether a list request is served item by item: not while the operator has hooks, which
+    def _items_apart(self) -> bool:
+        """Whether list requests are served item by item: not while the operator has hooks, which
         decide on the request and its one answer (a bypass, a veto, what is stored): a list served
         item by item has neither, so it goes the whole request's way and its hooks run."""
-        return bool(request.item_keys) and not any(self.hooks.points.values())
+        return not any(self.hooks.points.values())
 
     async def _hit(self, request: CacheRequest, kind: Literal["client", "internal"]) -> ResponseParts | None:
-        if request.item_keys and self._by_items(request):  # served item by item, in the plan
+        if request.item_keys and self._items_apart():  # served item by item, in the plan
             if request.call is None:
                 request.call = Call(self.telemetry, request, kind)
             return None
@@ -746,7 +746,7 @@ class Cache:
             return Answer(request.response())
         if isinstance(request, ForwardAsIs):
             return Untouched(request.header)
-        if request.item_keys and self._by_items(request):
+        if request.item_keys and self._items_apart():
             return (yield from self._items.plan(request))
         lookup = request.lookup
         if lookup is None:  # a driver that did not call `hit` first

@@ -276,10 +276,10 @@ class CachedContents:
 
     async def _name(self, registry_key: str) -> str | None | Literal[False]:
         """The remembered name, None for a remembered failure, False when nothing is known."""
-        now = time.time()
-        known = self._known.get(registry_key)
-        if known is not None and known[1] > now:
+        known = self._remembered(registry_key)
+        if known is not None:
             return known[0]
+        now = time.time()
         try:
             data = await self.store.get(registry_key)
         except Exception:  # the store is down: this process's memory is all there is
@@ -295,6 +295,11 @@ class CachedContents:
             return False
         self._remember(registry_key, name, until)
         return name
+
+    def _remembered(self, registry_key: str) -> tuple[str | None] | None:
+        """(the name, or None for "could not create") this process still remembers, or None."""
+        known = self._known.get(registry_key)
+        return (known[0],) if known is not None and known[1] > time.time() else None
 
     def _remember(self, registry_key: str, name: str | None, until: float) -> None:
         known = self._known
@@ -323,8 +328,8 @@ class CachedContents:
         pending = self._creating.get((registry_key, loop))
         if pending is not None:
             return await asyncio.shield(pending), None
-        known = self._known.get(registry_key)
-        if known is not None and known[1] > time.time():  # a creation landed since `_name` looked
+        known = self._remembered(registry_key)
+        if known is not None:  # a creation landed since `_name` looked
             return known[0], None
         flight = self._creating[(registry_key, loop)] = loop.create_future()
         return None, flight
