@@ -245,6 +245,7 @@ RESPONSES_ROWS = [
     ),
     a("responses", "tools", ABSENT, [{"type": "function", **FUNCTION}]),
     a("responses", "tools", ABSENT, [{"type": "web_search"}], label="web_search"),
+    a("responses", "tools", ABSENT, [{"type": "image_generation"}], label="image_generation"),
     a("responses", "tools", ABSENT, [{**CONTAINER[0], "container": {"type": "auto"}}], label="auto-container"),
     a("responses", "tool_choice", "auto", "none"),
     a("responses", "parallel_tool_calls", ABSENT, False),
@@ -329,6 +330,8 @@ MESSAGES_ROWS = [
     a("messages", "stop_sequences", ABSENT, ["\n"]),
     a("messages", "tools", ABSENT, [{"name": "weather", "input_schema": {"type": "object", "properties": {}}}]),
     a("messages", "tools", ABSENT, [{"type": "web_fetch_20250910", "name": "web_fetch"}], label="web_fetch"),
+    a("messages", "tools", ABSENT, [{"type": "web_search_20250305", "name": "web_search"}], label="web_search"),
+    a("messages", "tools", ABSENT, [{"type": "code_execution_20250825", "name": "code_execution"}], label="code"),
     a("messages", "tool_choice", {"type": "auto"}, {"type": "any"}),
     a("messages", "thinking", ABSENT, {"type": "enabled", "budget_tokens": 1024}),
     a("messages", "context_management", ABSENT, {"edits": [{"type": "clear_tool_uses_20250919"}]}),
@@ -357,6 +360,8 @@ GEMINI_ROWS = [
     a("generateContent", "safetySettings", ABSENT, [{"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "OFF"}]),
     a("generateContent", "tools", ABSENT, [{"functionDeclarations": [FUNCTION]}]),
     a("generateContent", "tools", ABSENT, [{"googleSearch": {}}], label="googleSearch"),
+    a("generateContent", "tools", ABSENT, [{"urlContext": {}}], label="urlContext"),
+    a("generateContent", "tools", ABSENT, [{"codeExecution": {}}], label="codeExecution"),
     a("generateContent", "toolConfig", ABSENT, {"functionCallingConfig": {"mode": "ANY"}}),
     c("generateContent", "labels", ABSENT, {"team": "search"}),
     c("generateContent", "x-goog-api-client", "genai-py/1.0", "genai-py/2.0", "header"),
@@ -387,11 +392,21 @@ GEMINI_ROWS = [
         [{"content": {"parts": [{"text": "Paris"}]}, "taskType": "RETRIEVAL_DOCUMENT"}],
     ),
 ]
+
+
+def s3_document(key: str) -> list[dict[str, Any]]:
+    """A Converse turn asking about a document the caller keeps in S3 (keyed by its URI)."""
+    source = {"s3Location": {"uri": f"s3://bucket/{key}"}}
+    document = {"document": {"format": "pdf", "name": "doc", "source": source}}
+    return [{"role": "user", "content": [document, {"text": "Summarise it."}]}]
+
+
 PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile%2Fabc123"
 BEDROCK_ROWS = [
     a("converse", "path", CONVERSE.path, f"/model/us.{CLAUDE}/converse", "path", "inference-profile"),
     a("converse", "path", CONVERSE.path, f"/model/{PROFILE}/converse", "path", "application-inference-profile"),
     a("converse", "messages", CONVERSE.body["messages"], [{"role": "user", "content": [{"text": "Spain?"}]}]),
+    a("converse", "messages", s3_document("a.pdf"), s3_document("b.pdf"), label="s3Location"),
     a("converse", "system", ABSENT, [{"text": "Answer in French."}]),
     a("converse", "inferenceConfig.temperature", 0, 1),
     a("converse", "inferenceConfig.maxTokens", 64, 128),
