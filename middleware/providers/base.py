@@ -315,10 +315,11 @@ class NonStreamingEndpoint(Endpoint):
         raise TypeError(f"{self.name} never streams")
 
 
-HOST_SETTING_HEADERS = ("azureml-model-deployment", "extra-parameters")
+HOST_SETTING_HEADERS = ("azureml-model-deployment", "extra-parameters", "x-policy-id")
 """Headers OpenAI-compatible hosts read to choose what answers: Azure Machine Learning's deployment of
-an endpoint, and Azure AI Foundry's handling of body fields its API does not define (`drop` or
-`pass-through` to the model)."""
+an endpoint, Azure AI Foundry's handling of body fields its API does not define (`drop` or
+`pass-through` to the model), and Azure OpenAI's content filter configuration chosen per request
+(a stricter filter refuses what a laxer one answers)."""
 _PORTKEY = "x-portkey-"
 _PORTKEY_MARKS = ("x-portkey-api-key", "x-portkey-provider", "x-portkey-virtual-key", "x-portkey-config")
 """One of these is on every request to a Portkey gateway (hosted or self-hosted)."""

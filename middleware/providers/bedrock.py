@@ -179,6 +179,8 @@ class Converse(_BedrockEndpoint):
 
     name = "bedrock.converse"
     action = "converse"
+    volatile_fields = frozenset({"requestMetadata"})
+    """Tags that filter the account's invocation logs; the model never sees them."""
 
     def __init__(self) -> None:
         self._pattern = re.compile(r"^(?:/.*?)?/model/(?P<model>.+?)/converse(?P<stream>-stream)?/?$")

@@ -41,6 +41,9 @@ ANSWER_HEADERS = AnswerHeaders(
 it names no call in a header."""
 
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
+_STORE_TOOLS = ("fileSearch", "file_search", "retrieval")
+"""Tools that ground the answer in a store the provider holds: the Gemini API's File Search stores,
+and Vertex AI's `retrieval` (a Vertex AI Search data store or a RAG Engine corpus)."""
 
 
 class _GeminiEndpoint(Endpoint):
@@ -79,8 +82,9 @@ class _GeminiEndpoint(Endpoint):
         tools = body.get("tools")
         if isinstance(tools, list):
             for tool in tools:
-                if isinstance(tool, dict) and ("fileSearch" in tool or "file_search" in tool):
-                    return "the fileSearch tool reads a File Search store the provider holds"
+                found = next((name for name in _STORE_TOOLS if isinstance(tool, dict) and name in tool), None)
+                if found is not None:
+                    return f"the {found} tool reads a store the provider holds, which changes as documents are added"
         return None
 
     def usage(self, response: dict[str, Any]) -> Usage:
@@ -105,6 +109,8 @@ class GenerateContent(_GeminiEndpoint):
 
     name = "generate_content"
     operation = "chat"
+    volatile_fields = frozenset({"labels"})
+    """Vertex AI's `labels` only sort the call in billing reports."""
     methods = "generateContent|streamGenerateContent"
     request_params_in = "generationConfig"
     request_params = (

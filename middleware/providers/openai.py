@@ -70,6 +70,9 @@ class _OpenAIEndpoint(Endpoint):
     def server_state(self, route: Route, headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
         if body.get("store") is True:
             return "`store: true` asks the provider to keep this call"
+        # Azure OpenAI On Your Data's indexes (AI Search, Cosmos DB, ...); `dataSources` in the retired extensions API
+        if body.get("data_sources") or body.get("dataSources"):
+            return "Azure On Your Data grounds the answer in a search index, which changes as documents are added"
         return None
 
     def usage(self, response: dict[str, Any]) -> Usage:
@@ -638,6 +641,8 @@ class Responses(_OpenAIEndpoint):
         for field in _RESPONSE_STATE_FIELDS:
             if body.get(field) is not None:
                 return f"`{field}` names state the provider holds"
+        if body.get("background") is True:
+            return "`background: true` asks the provider to run and keep the call, polled for later"
         prompt = body.get("prompt")
         if isinstance(prompt, dict) and prompt.get("version") is None:
             return "`prompt` without a version uses the template's current version"

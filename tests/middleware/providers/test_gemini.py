@@ -317,13 +317,14 @@ def test_the_replay_is_sse_only_when_the_query_asks_for_it(query: str, sse: bool
     assert GenerateContent().stream_media_type(request) == ("text/event-stream" if sse else "application/json")
 
 
-def test_the_file_search_tool_bypasses_but_other_tools_do_not() -> None:
+def test_the_store_tools_bypass_but_other_tools_do_not() -> None:
+    """File Search (the REST API's JSON name, and the proto field name) and Vertex AI's `retrieval`."""
     route = resolve(STREAM)
     assert route is not None
     state = GenerateContent().server_state
-    for spelling in ("fileSearch", "file_search"):  # the REST API's JSON name, and the proto field name
+    for spelling in ("fileSearch", "file_search", "retrieval"):
         assert state(route, {}, {"tools": [{"googleSearch": {}}, "fileSearch", {spelling: {}}]}) == (
-            "the fileSearch tool reads a File Search store the provider holds"
+            f"the {spelling} tool reads a store the provider holds, which changes as documents are added"
         )
     assert state(route, {}, {"tools": [{"googleSearch": {}}, {"codeExecution": {}}]}) is None
     assert state(route, {}, {"tools": {"fileSearch": {}}}) is None
