@@ -4,12 +4,7 @@ After vCache's per-prompt thresholds: each stored answer `k` has its own switch 
 similarity below which it tends to be wrong, and `P(wrong | s) = 1 / (1 + exp(-slope * (m_k - s)))`.
 The switch points of all answers follow a distribution `G` (a prior on a grid, fitted by EM to the
 verdicts of recently judged answers, the slope chosen from a few by the same fit's likelihood), so
-an answer with no verdicts of its own is judged by the pool, and one with verdicts by its posterior,
-but only where verdicts show that answers differ: the answers judged more than once (at the last
-fit), or this answer's own verdicts, must be explained better by switch points of their own than by
-the pooled curve alone (`PER_ANSWER_MARGIN`). Where every verdict is independent of its answer given
-the similarity (Quora's duplicates: about one candidate per stored answer), an answer's one or two
-verdicts are noise, and moving its risk on them serves worse sets than the pooled curve does.
+an answer with no verdicts of its own is judged by the pool, and one with verdicts by its posterior.
 The model only *orders* candidates by risk; what is served is decided by the test in `bound.py`,
 which holds whether or not the model fits.
 """
@@ -28,10 +23,6 @@ HISTORY = 32
 """Verdicts kept per stored answer (the most recent)."""
 ROUNDS = 30
 """EM iterations per fit."""
-PER_ANSWER_MARGIN = 2.0
-"""Nats by which answers' own switch points must explain the verdicts of the answers judged more than
-once better than the pooled curve before an answer's verdicts move its risk (a likelihood ratio of
-about 7.4; answers judged once fit both alike and decide nothing)."""
 
 History = Sequence[tuple[float, bool]]
 """One stored answer's verdicts: (similarity, judged wrong)."""
@@ -48,15 +39,15 @@ class RiskModel:
         self.grid = np.arange(floor - 0.05, 1.05 + STEP / 2, STEP)
         self.slope = SLOPES[0]
         self.log_prior = np.full(len(self.grid), -np.log(len(self.grid)))
-        self.per_answer = False
-        """Whether an answer's own verdicts move its risk (see `PER_ANSWER_MARGIN`)."""
 
-    def _verdict_terms(self, history: History, slope: float) -> np.ndarray:
-        """log P(verdict | m) for each verdict (rows) and every switch point `m` of the grid (columns)."""
+    def _log_likelihood(self, history: History, slope: float) -> np.ndarray:
+        """log P(verdicts | m) for every switch point `m` of the grid."""
+        if not history:
+            return np.zeros(len(self.grid))
         similarity = np.fromiter((s for s, _ in history), float, len(history))
         wrong = np.fromiter((w for _, w in history), bool, len(history))
         logits = slope * (self.grid[None, :] - similarity[:, None])
-        return np.where(wrong[:, None], _log_sigmoid(logits), _log_sigmoid(-logits))
+        return np.where(wrong[:, None], _log_sigmoid(logits), _log_sigmoid(-logits)).sum(axis=0)
 
     def fit(self, histories: Sequence[History], slopes: Sequence[float] = SLOPES) -> None:
         """Refit the prior, and the slope among `slopes`, to these answers' verdicts (each answer
@@ -72,36 +63,19 @@ class RiskModel:
             outcome[row, : len(verdicts)] = [1.0 if w else -1.0 for _, w in verdicts]
         distance = self.grid[None, None, :] - similarity[:, :, None]
         best = -np.inf
-        chosen = np.zeros((0, 0, 0))
         for slope in slopes:
-            terms = np.where(outcome[:, :, None] != 0, _log_sigmoid(outcome[:, :, None] * slope * distance), 0.0)
-            log_prior, evidence = _em(terms.sum(axis=1))
+            terms = _log_sigmoid(outcome[:, :, None] * slope * distance)
+            loglik = np.where(outcome[:, :, None] != 0, terms, 0.0).sum(axis=1)
+            log_prior, evidence = _em(loglik)
             if evidence > best:
-                best, self.slope, self.log_prior, chosen = evidence, slope, log_prior, terms
-        repeated = (outcome != 0).sum(axis=1) > 1
-        self.per_answer = _own_beats_pooled(chosen[repeated], outcome[repeated] != 0, self.log_prior)
+                best, self.slope, self.log_prior = evidence, slope, log_prior
 
     def risk(self, history: History, similarity: float) -> float:
-        """P(wrong) for this answer at `similarity`, given its verdicts when they say it differs."""
-        log_post = self.log_prior
-        if history:
-            terms = self._verdict_terms(history, self.slope)
-            if self.per_answer or _own_beats_pooled(terms[None], np.ones((1, len(terms)), bool), self.log_prior):
-                log_post = log_post + terms.sum(axis=0)
-        log_post = log_post - np.logaddexp.reduce(log_post)
+        """P(wrong) for this answer at `similarity`, given its verdicts."""
+        log_post = self.log_prior + self._log_likelihood(history, self.slope)
+        log_post -= np.logaddexp.reduce(log_post)
         log_wrong = _log_sigmoid(self.slope * (self.grid - similarity))
         return float(np.exp(np.logaddexp.reduce(log_post + log_wrong)))
-
-
-def _own_beats_pooled(terms: np.ndarray, judged: np.ndarray, log_prior: np.ndarray) -> bool:
-    """Whether switch points of their own explain these answers' verdicts (`terms`: answers x verdicts
-    x grid, the log-likelihood of each verdict at each switch point; `judged`: which verdicts are
-    real) by `PER_ANSWER_MARGIN` better than the pooled curve, each verdict on its own."""
-    if not len(terms):
-        return False
-    own = np.logaddexp.reduce(log_prior + terms.sum(axis=1), axis=1).sum()
-    pooled = np.where(judged, np.logaddexp.reduce(log_prior + terms, axis=2), 0.0).sum()
-    return bool(own > pooled + PER_ANSWER_MARGIN)
 
 
 def _em(loglik: np.ndarray) -> tuple[np.ndarray, float]:
@@ -119,4 +93,4 @@ def _em(loglik: np.ndarray) -> tuple[np.ndarray, float]:
     return np.log(prior), evidence
 
 
-__all__ = ["HISTORY", "PER_ANSWER_MARGIN", "History", "RiskModel"]
+__all__ = ["HISTORY", "History", "RiskModel"]

@@ -47,31 +47,3 @@ def test_fitting_no_verdicts_changes_nothing() -> None:
     before = model.risk((), 0.9)
     model.fit([[], []])
     assert model.risk((), 0.9) == before
-
-
-def test_where_answers_share_one_curve_an_answer_s_own_verdicts_do_not_move_its_risk() -> None:
-    """Quora's duplicates: whether a stored answer is right for a prompt depends on the similarity,
-    not on which answer it is, so an answer's one or two verdicts are noise."""
-    model = RiskModel(floor=0.75)
-    model.fit([verdicts(0.9, seed=i, count=3) for i in range(300)])
-    judged_right_once = [(0.88, False)]
-
-    assert not model.per_answer
-    assert model.risk(judged_right_once, 0.88) == model.risk((), 0.88)
-
-
-def test_where_answers_differ_their_own_verdicts_decide() -> None:
-    model = RiskModel(floor=0.75)
-    model.fit([verdicts(0.85 if i % 2 else 0.95, seed=i) for i in range(200)])
-
-    assert model.per_answer
-    assert model.risk([(0.88, False)] * 3, 0.88) < model.risk((), 0.88)
-
-
-def test_an_answer_whose_verdicts_contradict_the_pool_is_judged_by_them_before_the_next_fit() -> None:
-    model = RiskModel(floor=0.75)
-    model.fit([verdicts(0.95, seed=i, count=3) for i in range(300)])
-    right_where_others_are_wrong = [(0.86, False)] * 10
-
-    assert not model.per_answer
-    assert model.risk(right_where_others_are_wrong, 0.86) < 0.05 < 0.9 < model.risk((), 0.86)
