@@ -127,6 +127,9 @@ a body whole (it picks a group from it and may resend it). Above every provider'
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
 _RAW_KEY = KEY_HEADER.encode("latin-1")
 _RAW_LITELLM_KEY = b"x-litellm-cache-key"
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+"""`Connection` values that name no other header (what clients send), looked at no further."""
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """Control characters HTTP/1.1 never carries in a field value (HTAB is allowed)."""
@@ -397,7 +400,7 @@ class _Gateway:
             return _error(family, 502, f"no upstream configured for {family}: set upstreams.{family}.base_url")
         upstream = getattr(self.config.upstreams, family)
         query = request.scope.get("query_string", b"").decode("latin-1")
-        headers = _forwarded_headers(request.headers.items(), request.headers.get("connection"))
+        headers = _forwarded_headers(request.headers.items())
         if self.config.auth.keys:  # the caller's key opens the gateway; it is not the provider's key
             headers, query = _without_client_keys(headers, query)
         if upstream.api_key:
@@ -1048,10 +1051,14 @@ class _Guard:
 def _screened(
     raw: list[tuple[bytes, bytes]],
 ) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes]]:
-    """One pass over the request headers: the ones the app behind the guard gets (a copy, whatever the
-    caller sent as `x-llm-cache-upstream` dropped), the (first) declared `content-length`, and the client
-    keys sent (a bearer token's scheme taken off)."""
-    declared, given, dropped = None, [], False
+    """One pass over the request headers: the ones the app behind the guard gets (a copy, without
+    whatever the caller sent as `x-llm-cache-upstream` and the headers its `Connection` headers name),
+    the (first) declared `content-length`, and the client keys sent (a bearer token's scheme taken off).
+
+    A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
+    before the cache: a key or a scope read from it would name a request the upstream never gets. The
+    client keys are read before (a key for the gateway may be meant for this hop only)."""
+    declared, given, dropped = None, [], set()
     for name, value in raw:
         if name == b"content-length":
             declared = value if declared is None else declared
@@ -1062,9 +1069,13 @@ def _screened(
                     continue
             given.append(value.strip())
         elif name == _RAW_UPSTREAM:
-            dropped = True
-    # (most requests send no such header: the copy is then made in C, not pair by pair)
-    return ([pair for pair in raw if pair[0] != _RAW_UPSTREAM] if dropped else list(raw)), declared, given
+            dropped.add(name)
+        elif name == b"connection" and value not in _PLAIN_CONNECTION:
+            dropped.update(option.strip().lower() for option in value.split(b","))
+    if not dropped:  # (most requests: the copy is made in C, not pair by pair)
+        return list(raw), declared, given
+    dropped -= _FRAMING  # this message's framing, which the server has read and the proxy recomputes
+    return [pair for pair in raw if pair[0] not in dropped], declared, given
 
 
 def _with_litellm_key(start: Message) -> Message:
@@ -1129,10 +1140,10 @@ def _caller_headers_only(outgoing: httpx2.Request, accept_encoding: str | None, 
         outgoing.headers["accept-encoding"] = "identity"
 
 
-def _forwarded_headers(items: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
-    """The request headers to send upstream: no hop-by-hop headers, none the `Connection` header names."""
-    named = {token.strip().lower() for token in connection.split(",")} if connection else set()
-    return [(k, v) for k, v in items if k not in _REQUEST_DROP and k not in named]
+def _forwarded_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The request headers to send upstream: no hop-by-hop headers (the guard has dropped the ones the
+    `Connection` headers name, before the cache read them)."""
+    return [(k, v) for k, v in items if k not in _REQUEST_DROP]
 
 
 def _response_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -61,13 +61,17 @@ HOSTILE_PATHS = [
 ]
 
 
-def raw_request(url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
-    """One request with the path sent exactly as written (httpx would normalise dot segments)."""
+def raw_request(
+    url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | list[tuple[str, str]] | None = None
+) -> Any:
+    """One request with the path sent exactly as written (httpx would normalise dot segments), and the
+    headers as given (a list may name one twice)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     try:
         connection.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in {"content-length": str(len(body)), **(headers or {})}.items():
+        for name, value in [("content-length", str(len(body))), *pairs]:
             connection.putheader(name, value)
         connection.endheaders(body)
         response = connection.getresponse()
@@ -408,6 +412,53 @@ def test_hop_by_hop_and_connection_named_headers_are_dropped_both_ways(
     assert "x-upstream-hop" not in names and "keep-alive" not in names
     sent = fake_provider.last.headers
     assert "x-client-hop" not in sent and "te" not in sent
+
+
+CONNECTION_NAMING = {
+    "one header": [("connection", "anthropic-beta")],
+    "a list, any case": [("connection", "keep-alive, Anthropic-Beta")],
+    "a second header": [("connection", "keep-alive"), ("connection", "anthropic-beta")],
+}
+
+
+@pytest.mark.parametrize("naming", CONNECTION_NAMING.values(), ids=CONNECTION_NAMING.keys())
+def test_a_header_named_by_connection_is_keyed_as_it_is_forwarded(
+    gateway: Gateway, fake_provider: RunningFakeProvider, naming: list[tuple[str, str]]
+) -> None:
+    """`Connection` names headers for this hop only, so the gateway drops them before forwarding; the
+    cache used to key on them first. A caller sending `anthropic-beta` and naming it in `Connection` got
+    an answer made without the beta stored under the beta's key, served to the next caller asking for
+    it. The guard now drops them before the cache: the key is the request the upstream gets."""
+    body = orjson.dumps({"model": "claude-sonnet-4-6", "max_tokens": 20, "messages": BODY["messages"]})
+    sent = [("x-api-key", "sk-ant-a"), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")]
+    beta = ("anthropic-beta", "interleaved-thinking-2025-05-14")
+
+    def ask(*extra: tuple[str, str]) -> tuple[str, bytes]:
+        status, headers, answer = raw_request(gateway.url, "POST", "/v1/messages", body, [*sent, *extra])
+        assert status == 200
+        return dict((k.lower(), v) for k, v in headers)["x-cache"], answer
+
+    named, without_beta = ask(beta, *naming)
+    assert named == "MISS" and "anthropic-beta" not in fake_provider.last.headers
+    assert ask() == ("HIT", without_beta)  # keyed as the request the upstream answered
+    outcome, with_beta = ask(beta)
+    assert outcome == "MISS" and fake_provider.last.headers["anthropic-beta"] == beta[1]
+    assert with_beta != without_beta
+
+
+def test_a_credential_named_by_connection_scopes_nothing(gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    """A credential the gateway will not forward does not scope the entry of the answer the upstream gives
+    without it: the request has no identity, so it bypasses."""
+    status, headers, _ = raw_request(
+        gateway.url,
+        "POST",
+        "/v1/chat/completions",
+        orjson.dumps(BODY),
+        {"authorization": "Bearer sk-a", "content-type": "application/json", "connection": "authorization"},
+    )
+    assert status == 200 and dict((k.lower(), v) for k, v in headers)["x-cache"] == "BYPASS"
+    assert "authorization" not in fake_provider.last.headers
+    assert gateway.cache.stats.stored == 0
 
 
 def test_the_cache_names_its_own_outcome_whatever_the_upstream_says(
