@@ -405,6 +405,8 @@ class _Gateway:
             headers, query = _without_client_keys(headers, query)
         if upstream.api_key:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
+        # The router reads the model to pick a group and may send the body more than once.
+        content = await request.body() if self.router is not None else _streamed_body(request, headers)
         wire = _wire_headers(headers)
         if wire is None:
             message = "a request header cannot be forwarded (a name that is not a token, or a control character)"
@@ -414,8 +416,6 @@ class _Gateway:
         timeout = httpx2.Timeout(upstream.timeout, connect=10.0)
         if self.router is not None and request.method == "GET" and path.rstrip("/") == "/v1/models":
             return _json({"object": "list", "data": self._models()})
-        # The router reads the model to pick a group and may send the body more than once.
-        content = await request.body() if self.router is not None else _streamed_body(request, headers)
         # The upstream key is for the upstream's URL: a router sends it to none of its deployments elsewhere.
         extensions = {CREDENTIALS_FOR: base.origin + base.path} if upstream.api_key else None
         try:
@@ -827,6 +827,12 @@ class _UpstreamResponse(StreamingResponse):
                 await self.background()
 
 
+TWO_FRAMINGS = b"two framings"
+"""What `_screened` declares for a body framed twice: by two lengths, or by a length and chunks."""
+TWO_FRAMINGS_REFUSED = (
+    "a request framed both by content-length and by transfer-encoding (or by two lengths) is refused: "
+    "a proxy in front may read its body otherwise"
+)
 REFUSED_PATH = "the request path is refused: '.' or '..' segments, backslashes and empty segments are not allowed"
 
 
@@ -1006,6 +1012,9 @@ class _Guard:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
         headers, declared, given = _screened(scope["headers"])
+        if declared is TWO_FRAMINGS:
+            await _send_error(send, family, 400, TWO_FRAMINGS_REFUSED, close=True)
+            return
         limit = self.limit
         if path in _OPERATIONS:
             limit = MANAGEMENT_BODY_LIMIT if limit is None else min(limit, MANAGEMENT_BODY_LIMIT)
@@ -1053,15 +1062,18 @@ def _screened(
 ) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes]]:
     """One pass over the request headers: the ones the app behind the guard gets (a copy, without
     whatever the caller sent as `x-llm-cache-upstream` and the headers its `Connection` headers name),
-    the (first) declared `content-length`, and the client keys sent (a bearer token's scheme taken off).
+    the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`), and
+    the client keys sent (a bearer token's scheme taken off).
 
     A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
     before the cache: a key or a scope read from it would name a request the upstream never gets. The
     client keys are read before (a key for the gateway may be meant for this hop only)."""
-    declared, given, dropped = None, [], set()
+    declared, given, dropped, chunked = None, [], set(), False
     for name, value in raw:
         if name == b"content-length":
-            declared = value if declared is None else declared
+            declared = value if declared is None or declared == value else TWO_FRAMINGS
+        elif name == b"transfer-encoding":
+            chunked = True
         elif name in _CLIENT_KEY_HEADERS:
             if name == b"authorization":
                 scheme, _, value = value.partition(b" ")
@@ -1072,6 +1084,8 @@ def _screened(
             dropped.add(name)
         elif name == b"connection" and value not in _PLAIN_CONNECTION:
             dropped.update(option.strip().lower() for option in value.split(b","))
+    if chunked and declared is not None:
+        declared = TWO_FRAMINGS
     if not dropped:  # (most requests: the copy is made in C, not pair by pair)
         return list(raw), declared, given
     dropped -= _FRAMING  # this message's framing, which the server has read and the proxy recomputes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import posixpath
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -475,6 +476,56 @@ def test_the_cache_names_its_own_outcome_whatever_the_upstream_says(
     assert [v for k, v in headers if k.lower() == "x-cache"] == ["MISS"]
     assert [v for k, v in headers if k.lower() == "x-cache-key"] != ["forged"]
     assert header_count(headers, "x-cache-key") == 1 and header_count(headers, "x-cache-similarity") == 0
+
+
+# -- 12. one request is one request ----------------------------------------------------------------
+
+
+def exchange(url: str, data: bytes) -> bytes:
+    """Everything a gateway answers to `data` sent on one connection, until it closes it (bounded)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def chat_request(body: bytes, framing: bytes, key: bytes = b"sk-a") -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer " + key + b"\r\n" + framing + b"\r\n" + body
+    )
+
+
+def test_a_request_framed_both_by_length_and_by_chunks_is_refused_and_ends_its_connection(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """uvicorn reads such a body by its chunks and keeps the connection, so what follows the last chunk
+    is read as a second request: behind a proxy that framed the body by its `content-length`, that request
+    is smuggled in, and its answer goes to whoever asks next on the proxy's connection. RFC 9112 6.3 lets a
+    server refuse such a request and makes it close the connection: the guard does both."""
+    smuggled = chat_request(orjson.dumps(BODY), b"content-length: %d\r\n" % len(orjson.dumps(BODY)), b"sk-b")
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(orjson.dumps(BODY)), orjson.dumps(BODY)) + smuggled
+    framing = b"content-length: %d\r\ntransfer-encoding: chunked\r\n" % len(chunked)
+    answer = exchange(gateway.url, chat_request(chunked, framing))
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
+    assert fake_provider.count() == 0
+
+
+def test_a_declared_length_goes_upstream_as_declared(gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    """A body the caller framed by its length reaches the upstream framed so (an upstream may refuse a
+    chunked upload with 411), and a chunked one chunked."""
+    body = orjson.dumps(BODY)
+    answer = exchange(gateway.url, chat_request(body, b"content-length: %d\r\nconnection: close\r\n" % len(body)))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    sent = fake_provider.last
+    assert (sent.raw, sent.headers.get("content-length"), sent.headers.get("transfer-encoding")) == (
+        body,
+        str(len(body)),
+        None,
+    )
 
 
 # -- management never answers 500 -----------------------------------------------------------------
