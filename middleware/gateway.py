@@ -127,6 +127,7 @@ a body whole (it picks a group from it and may resend it). Above every provider'
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
 _RAW_KEY = KEY_HEADER.encode("latin-1")
 _RAW_LITELLM_KEY = b"x-litellm-cache-key"
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 """`Connection` values that name no other header (what clients send), looked at no further."""
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
@@ -392,9 +393,11 @@ class _Gateway:
         if forwarded is None:  # the guard refused it already; checked again where the URL is built
             return _error(family, 400, REFUSED_PATH)
         allowed = self.allowed.get(family)
-        if allowed is not None and not allowed(request.method, forwarded):
-            refused = f"{request.method} {forwarded}"
-            return _error(family, 403, f"this gateway does not forward {refused}: not in upstreams.{family}.allow")
+        if allowed is not None:
+            refused = next((method for method in _methods(request) if not allowed(method, forwarded)), None)
+            if refused is not None:
+                message = f"this gateway does not forward {refused} {forwarded}: not in upstreams.{family}.allow"
+                return _error(family, 403, message)
         base = self.bases.get(family)
         if base is None:
             return _error(family, 502, f"no upstream configured for {family}: set upstreams.{family}.base_url")
@@ -1055,6 +1058,14 @@ class _Guard:
             logger.info("request refused: %s", refused.message)
             if not started:
                 await _send_error(send, family, refused.status, refused.message, close=True)
+
+
+def _methods(request: Request) -> list[str]:
+    """The methods a request may be acted on as: its own, and any a method-override header names (Google's
+    front ends act on `X-HTTP-Method-Override`, other servers on its variants)."""
+    headers = request.headers
+    named = [value.strip().upper() for name, value in headers.items() if name in _METHOD_OVERRIDES]
+    return [request.method, *named]
 
 
 def _screened(

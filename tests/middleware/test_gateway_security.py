@@ -263,6 +263,22 @@ def test_with_the_owners_key_only_model_calls_are_forwarded(
     assert [request.path for request in fake_provider.requests] == ["/v1/chat/completions", "/v1/models"]
 
 
+@pytest.mark.parametrize("header", ["x-http-method-override", "X-HTTP-Method", "x-method-override"])
+def test_a_method_override_is_judged_by_the_allow_rules_as_the_method_it_names(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider, header: str
+) -> None:
+    """Google's front ends (Gemini's upstream) act on `X-HTTP-Method-Override` as the method, and other
+    servers on its variants: `GET /v1/models/<id>` (a model call) naming `DELETE` would delete the owner's
+    fine-tuned model with the owner's key. The allow rules judge every method a request names."""
+    path = "/v1/models/ft:gpt-4o-mini:owner::abc"
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    status, _, body = raw_request(keyed_gateway.url, "GET", path, headers={**headers, header: "delete"})
+    assert status == 403 and b"DELETE /v1/models/ft:gpt-4o-mini:owner::abc" in body
+    assert fake_provider.requests == []
+    raw_request(keyed_gateway.url, "GET", path, headers={**headers, header: "GET"})  # the method it has: asked
+    assert [request.path for request in fake_provider.requests] == [path]
+
+
 def test_callers_that_send_their_own_provider_key_reach_every_path(
     keyed_gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
