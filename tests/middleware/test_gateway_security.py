@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import ConfigError, load_config, parse_config
 from llm_cache.middleware.gateway import create_gateway, forwarded_path, upstream_url
-from tests.middleware.test_gateway import MODEL, Gateway, chat, gateway, gateway_factory  # noqa: F401
+from tests.middleware.test_gateway import ADMIN, MODEL, Gateway, chat, gateway, gateway_factory  # noqa: F401
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 GATEWAY_KEY = "gw-key-one"
@@ -304,6 +304,42 @@ def test_the_owner_opens_more_paths_by_name(
     with pytest.raises(openai.PermissionDeniedError):  # the owner's list replaces the default one
         chat(client)
     assert len(fake_provider.requests) == 1
+
+
+MANAGEMENT_SPELLINGS = [
+    ("GET", "/cache/stats"),
+    ("HEAD", "/cache/stats"),
+    ("OPTIONS", "/cache/stats"),
+    ("TRACE", "/cache/stats"),
+    ("PUT", "/cache/flush"),
+    ("GET", "//cache/stats"),
+    ("GET", "/cache/../cache/stats"),
+    ("GET", "/v1/%2e%2e/cache/stats"),
+    ("GET", "/%63ache/stats"),
+    ("GET", "/cache%2Fstats"),
+    ("GET", "/CACHE/stats"),
+    ("GET", "/cache/stats."),
+    ("GET", "/cache/stats;admin=1"),
+    ("GET", "/cache/stats/"),
+    ("GET", f"/cache/stats?key={ADMIN}"),
+    ("GET", f"/cache/stats?admin_key={ADMIN}"),
+    ("POST", "/cache/flushall"),
+    ("GET", "http://gw/cache/stats"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), MANAGEMENT_SPELLINGS)
+def test_no_spelling_of_a_management_path_answers_without_the_admin_key(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider, method: str, path: str
+) -> None:
+    """However a path to `/cache/*` is written (decoded, escaped, cased, dotted, with parameters, absolute)
+    and whatever the method, the answer is the admin key's refusal, a refused path or method, or an LLM
+    route's (the gateway key's 401): the admin key in a query string or the gateway's own key opens
+    nothing. Checked and found to hold."""
+    for headers in ({}, {"authorization": f"Bearer {GATEWAY_KEY}"}):
+        status, _, body = raw_request(keyed_gateway.url, method, path, headers=headers)
+        assert status in (400, 401, 403, 404, 405) and b"hits" not in body, (status, body)
+    assert fake_provider.requests == []
 
 
 @pytest.mark.parametrize("rule", ["/v1/files", "GET v1/files", "GET /v1/files extra", "G-T /v1/files"])
