@@ -76,6 +76,16 @@ def fallback_storage(settings: CacheSettings, headers: Mapping[str, str]) -> tup
     return None, settings.fallback_ttl
 
 
+def unstorable_head(settings: CacheSettings, status: int, headers: Mapping[str, str]) -> str | None:
+    """Why an upstream answer with this status and these headers is not stored, or None. A hit replays
+    the status with the body alone: no `location`, which would not say where the answer points."""
+    if status not in settings.cacheable_statuses:
+        return f"status {status} is not cacheable"
+    if headers.get("location") is not None:
+        return "the answer names a location"
+    return None
+
+
 def miss_headers(request: CacheRequest, lookup: Lookup) -> list[tuple[str, str]]:
     """`x-cache` (and `x-cache-key` unless bypassed) on an answer that came from upstream."""
     if lookup.outcome is Outcome.BYPASS:
@@ -147,8 +157,9 @@ class Recorder:
             return
         if fallback_ttl is not None:
             self._ttl = fallback_ttl
-        if status not in self._handle.settings.cacheable_statuses:
-            self._not_storable(f"status {status} is not cacheable")
+        refused = unstorable_head(self._handle.settings, status, headers)
+        if refused is not None:
+            self._not_storable(refused)
             return
         content_type = (headers.get("content-type") or "").lower()
         if self._request.stream:

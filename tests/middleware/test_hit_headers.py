@@ -362,7 +362,6 @@ def test_a_hit_sends_the_headers_of_the_miss_but_its_own_and_the_call_s_measures
 
 HOSTILE_HEADERS = {
     "set-cookie": "session=for-the-first-caller; Path=/",
-    "location": "https://elsewhere.example/",
     "content-location": "https://elsewhere.example/answer",
     "www-authenticate": 'Bearer realm="elsewhere"',
     "content-disposition": "attachment; filename=answer.html",
@@ -380,7 +379,7 @@ def test_an_upstreams_other_headers_reach_its_caller_and_are_never_replayed(
     layer: str, fake_provider: RunningFakeProvider
 ) -> None:
     """A hit is made of the entry (status, body, the family's content-type, the call's id), never of the
-    upstream's other headers: a cookie, a redirect, a challenge, CORS grants or a `Vary` one upstream
+    upstream's other headers: a cookie, a challenge, CORS grants or a `Vary` one upstream
     answer carried go to the caller it answered, never to the next caller of its key. A 203 (a proxy's
     rewrite) is relayed and not stored."""
     server = serve_through(layer, fake_provider)

@@ -118,6 +118,17 @@ async def test_a_status_listed_in_cacheable_statuses_is_stored() -> None:
     assert responses[1].status_code == 201
 
 
+@pytest.mark.parametrize("status", [200, 201])
+async def test_an_answer_that_names_a_location_is_relayed_and_not_stored(spans: Spans, status: int) -> None:
+    """A hit replays no `location`: an answer that points elsewhere (a 201's new resource, a proxy's
+    redirect dressed as a 200) would reach the next caller without where it points."""
+    cache = Cache(cacheable_statuses=frozenset({200, 201}), telemetry=spans.telemetry)
+    responses = await twice(cache, answering(status, location="https://elsewhere.example/"))
+    assert outcomes(responses) == ["MISS", "MISS"]
+    assert all(r.headers["location"] == "https://elsewhere.example/" for r in responses)
+    assert spans.reasons() == ["the answer names a location"] * 2
+
+
 @pytest.mark.parametrize("status", [202, 203, 204, 205, 206, 226, 301, 302, 304, 404, 500, 199, 600])
 def test_only_statuses_of_a_complete_answer_can_be_made_cacheable(status: int) -> None:
     """A hit replays the status with the body and none of the upstream's other headers, to every caller
