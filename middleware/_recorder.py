@@ -55,11 +55,18 @@ class RecorderHandle(Protocol):
         """Index a stored answer for semantic lookups (a no-op without a semantic cache)."""
 
 
+MAX_ORIGIN_CHARS = 256
+"""Longest router header value an entry keeps: an upstream's own `x-router-*` must not bloat every hit."""
+
+
 def answer_origin(request: CacheRequest, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """What an entry keeps of the upstream's headers, to replay on its hits: the router's (deployment,
-    model, family, group) and the family's request id, each only if a hit can send it back."""
+    model, family, group; at most `MAX_ORIGIN_CHARS` each) and the family's request id, each only if a
+    hit can send it back."""
     lowered = ((k.lower(), v) for k, v in headers.items())
-    origin = tuple((k, v) for k, v in lowered if k in ORIGIN_HEADERS and replayable_header(k, v))
+    origin = tuple(
+        (k, v) for k, v in lowered if k in ORIGIN_HEADERS and len(v) <= MAX_ORIGIN_CHARS and replayable_header(k, v)
+    )
     return origin + request.endpoint.answer_headers.stored_of(headers)
 
 

@@ -229,6 +229,21 @@ def test_a_request_id_that_is_not_a_short_header_token_is_never_stored(request_i
     assert "x-request-id" not in hit.headers
 
 
+def test_a_router_header_an_upstream_makes_long_is_never_stored() -> None:
+    """The router's `x-router-*` headers are replayed on hits; an upstream that is no router (or a hostile
+    one) may send them too: a value past 256 characters is not stored, one within is."""
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "application/json", "x-router-model": "m" * 10_000, "x-router-group": "g" * 256}
+        return httpx2.Response(200, headers=headers, content=orjson.dumps(completion(1)))
+
+    transport = CachingTransport(cache=Cache(), inner=httpx2.MockTransport(upstream))
+    with httpx2.Client(transport=transport, base_url="http://llm.test") as client:
+        hit = [client.post("/v1/chat/completions", json=CHAT, headers=OPENAI) for _ in range(2)][-1]
+    assert hit.headers["x-cache"] == "HIT" and "x-router-model" not in hit.headers
+    assert hit.headers["x-router-group"] == "g" * 256
+
+
 def test_a_request_id_that_is_a_header_token_is_stored_as_sent() -> None:
     def upstream(request: httpx2.Request) -> httpx2.Response:
         headers = {"content-type": "application/json", "x-request-id": "req_7f3a-9c.0~Z"}
