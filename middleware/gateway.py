@@ -131,6 +131,8 @@ _METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-met
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 """`Connection` values that name no other header (what clients send), looked at no further."""
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
+_SCREENED_NAMES = _CLIENT_KEY_HEADERS | {b"content-length", b"transfer-encoding", b"connection", _RAW_UPSTREAM}
+"""The request headers the guard looks at."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """Control characters HTTP/1.1 never carries in a field value (HTAB is allowed)."""
@@ -1079,8 +1081,10 @@ def _screened(
     A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
     before the cache: a key or a scope read from it would name a request the upstream never gets. The
     client keys are read before (a key for the gateway may be meant for this hop only)."""
-    declared, given, dropped, chunked = None, [], set(), False
+    declared, given, dropped, chunked = None, [], [], False
     for name, value in raw:
+        if name not in _SCREENED_NAMES:  # (most headers: one set lookup)
+            continue
         if name == b"content-length":
             declared = value if declared is None or declared == value else TWO_FRAMINGS
         elif name == b"transfer-encoding":
@@ -1092,15 +1096,15 @@ def _screened(
                     continue
             given.append(value.strip())
         elif name == _RAW_UPSTREAM:
-            dropped.add(name)
-        elif name == b"connection" and value not in _PLAIN_CONNECTION:
-            dropped.update(option.strip().lower() for option in value.split(b","))
+            dropped.append(name)
+        elif value not in _PLAIN_CONNECTION:  # a `connection` header naming other headers
+            dropped += (option.strip().lower() for option in value.split(b","))
     if chunked and declared is not None:
         declared = TWO_FRAMINGS
     if not dropped:  # (most requests: the copy is made in C, not pair by pair)
         return list(raw), declared, given
-    dropped -= _FRAMING  # this message's framing, which the server has read and the proxy recomputes
-    return [pair for pair in raw if pair[0] not in dropped], declared, given
+    unwanted = set(dropped) - _FRAMING  # not this message's framing, which the server has read
+    return [pair for pair in raw if pair[0] not in unwanted], declared, given
 
 
 def _with_litellm_key(start: Message) -> Message:
