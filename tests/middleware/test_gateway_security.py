@@ -580,6 +580,27 @@ def test_a_declared_length_goes_upstream_as_declared(gateway: Gateway, fake_prov
     )
 
 
+def test_host_and_forwarding_headers_choose_neither_the_upstream_nor_the_key(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """The upstream comes from the config and the key names its URL: what a caller says its request
+    was addressed to, or came through, changes neither. Checked and found to hold."""
+    body = orjson.dumps(BODY)
+    length = b"content-length: %d\r\nconnection: close\r\n" % len(body)
+    keys = []
+    for host in (
+        b"host: gw\r\n",
+        b"host: api.openai.com\r\n",
+        b"host: gw\r\nx-forwarded-host: evil.example\r\nx-forwarded-proto: https\r\nx-forwarded-prefix: /x\r\n",
+        b"host: gw\r\nforwarded: for=192.0.2.1;host=evil.example;proto=https\r\n",
+    ):
+        answer = exchange(gateway.url, chat_request(body, length).replace(b"host: gw\r\n", host, 1))
+        head = dict(line.split(b": ", 1) for line in answer.split(b"\r\n\r\n")[0].split(b"\r\n")[1:])
+        keys.append(head[b"x-cache-key"])
+    assert len(set(keys)) == 1 and fake_provider.count() == 1
+    assert fake_provider.last.headers["host"] == f"{fake_provider.host}:{fake_provider.port}"
+
+
 # -- management never answers 500 -----------------------------------------------------------------
 
 ODD_BODIES = [
