@@ -67,7 +67,8 @@ class Auth:
             if found is not None and value != found:
                 raise AmbiguousCredential(f"two different credentials ({', '.join(self.sources)})")
             found = value
-        if self.query is not None and f"{self.query}=" in query:
+        # (a name may come escaped, `%6Bey=`: the provider decodes it, so the parse runs for any escape)
+        if self.query is not None and (f"{self.query}=" in query or "%" in query):
             values = {value for name, value in parse_qsl(query) if name == self.query and value}
             if len(values) > 1 or (values and found is not None and found not in values):
                 raise AmbiguousCredential(f"two different credentials ({', '.join(self.sources)})")

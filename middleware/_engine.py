@@ -116,6 +116,10 @@ _MEMO_LIMIT = 1024
 """Most distinct request paths whose route a Cache remembers (and credentials whose scope hash it does)."""
 _WARNING_INTERVAL = 60.0
 """Seconds between two WARNINGs about requests the engine could not key."""
+_BODY_HEADERS = ("content-type", "content-encoding")
+"""The headers saying how the body is read: sent twice, the key and the provider may read it apart."""
+_READ_AS_SENT = frozenset({"", "identity"})
+"""`content-encoding`s under which the provider reads a body's bytes as sent, the bytes the key is made of."""
 
 
 class Cache:
@@ -323,6 +327,11 @@ class Cache:
     ) -> CacheRequest | ForwardAsIs | Rejection:
         if self.too_large(len(body)):
             return self.oversized(route, path)
+        encoding = headers.get("content-encoding")
+        if encoding is not None and encoding.strip().lower() not in _READ_AS_SENT:
+            return self._passthrough(route, path, "a body the provider decodes first (content-encoding)")
+        if repeated and any(name in repeated for name in _BODY_HEADERS):  # read here as the last, upstream maybe not
+            return self._passthrough(route, path, "a header saying how to read the body is sent twice")
         endpoint = route.endpoint
         if endpoint.form_body:  # an upload: keyed by its fields and the file's bytes
             parsed, exact = endpoint.read_form(headers.get("content-type") or "", body), False

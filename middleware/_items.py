@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Protocol
 from . import _exact_json as exact_json
 from ._entry import Entry, EntryError, unpack
 from ._headers import encoded, with_length
-from ._recorder import answer_origin, fallback_storage
+from ._recorder import answer_origin, fallback_storage, unstorable_head
 from ._settings import CacheSettings, CacheStats
 from ._types import (
     CACHE_HEADER,
@@ -164,7 +164,7 @@ class Items:
 
     def _readable(self, request: CacheRequest, reply: Reply) -> dict[str, Any] | None:
         """The upstream's list answer when it is a success the items can be taken from."""
-        if reply.status not in self._cache.settings.cacheable_statuses or request.endpoint.unstorable(
+        if unstorable_head(self._cache.settings, reply.status, reply.headers) or request.endpoint.unstorable(
             reply.body, request.view()
         ):
             return None

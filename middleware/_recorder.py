@@ -55,11 +55,18 @@ class RecorderHandle(Protocol):
         """Index a stored answer for semantic lookups (a no-op without a semantic cache)."""
 
 
+MAX_ORIGIN_CHARS = 256
+"""Longest router header value an entry keeps: an upstream's own `x-router-*` must not bloat every hit."""
+
+
 def answer_origin(request: CacheRequest, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """What an entry keeps of the upstream's headers, to replay on its hits: the router's (deployment,
-    model, family, group) and the family's request id, each only if a hit can send it back."""
+    model, family, group; at most `MAX_ORIGIN_CHARS` each) and the family's request id, each only if a
+    hit can send it back."""
     lowered = ((k.lower(), v) for k, v in headers.items())
-    origin = tuple((k, v) for k, v in lowered if k in ORIGIN_HEADERS and replayable_header(k, v))
+    origin = tuple(
+        (k, v) for k, v in lowered if k in ORIGIN_HEADERS and len(v) <= MAX_ORIGIN_CHARS and replayable_header(k, v)
+    )
     return origin + request.endpoint.answer_headers.stored_of(headers)
 
 
@@ -74,6 +81,16 @@ def fallback_storage(settings: CacheSettings, headers: Mapping[str, str]) -> tup
     if not settings.cache_fallbacks:
         return f"answer from a fallback group in place of {requested}", None
     return None, settings.fallback_ttl
+
+
+def unstorable_head(settings: CacheSettings, status: int, headers: Mapping[str, str]) -> str | None:
+    """Why an upstream answer with this status and these headers is not stored, or None. A hit replays
+    the status with the body alone: no `location`, which would not say where the answer points."""
+    if status not in settings.cacheable_statuses:
+        return f"status {status} is not cacheable"
+    if headers.get("location") is not None:
+        return "the answer names a location"
+    return None
 
 
 def miss_headers(request: CacheRequest, lookup: Lookup) -> list[tuple[str, str]]:
@@ -147,8 +164,9 @@ class Recorder:
             return
         if fallback_ttl is not None:
             self._ttl = fallback_ttl
-        if status not in self._handle.settings.cacheable_statuses:
-            self._not_storable(f"status {status} is not cacheable")
+        refused = unstorable_head(self._handle.settings, status, headers)
+        if refused is not None:
+            self._not_storable(refused)
             return
         content_type = (headers.get("content-type") or "").lower()
         if self._request.stream:

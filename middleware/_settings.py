@@ -87,6 +87,19 @@ class CacheSettings(BaseModel):
             Hooks(value)  # a typo in a dotted path or a point fails here
         return value
 
+    @field_validator("cacheable_statuses")
+    @classmethod
+    def _complete_answers(cls, value: frozenset[int]) -> frozenset[int]:
+        """A hit replays the status with the body alone: only a status of a complete answer is one to store."""
+        wrong = sorted(value - COMPLETE_ANSWERS)
+        if wrong:
+            raise ValueError(
+                f"cacheable_statuses may name 200 and 201 only, got {wrong}: a hit replays the status with the "
+                "body and none of the upstream's other headers (202 is not done, 203 a proxy's rewrite, 204 and "
+                "205 hold no content, 206 a part, a 3xx is no answer without its Location)"
+            )
+        return value
+
     @field_validator("ttl")
     @classmethod
     def _positive_ttl(cls, value: float | None) -> float | None:
@@ -105,6 +118,10 @@ class CacheSettings(BaseModel):
         if value is not None and not (callable(value) or isinstance(value, str)):
             raise ValueError("key_builder must be a callable or a dotted path 'package.module:function'")
         return resolve_key_builder(value)
+
+
+COMPLETE_ANSWERS = frozenset({200, 201})
+"""The statuses `cacheable_statuses` may name: those of an answer whole in its body."""
 
 
 @dataclass

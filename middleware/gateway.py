@@ -127,6 +127,12 @@ a body whole (it picks a group from it and may resend it). Above every provider'
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
 _RAW_KEY = KEY_HEADER.encode("latin-1")
 _RAW_LITELLM_KEY = b"x-litellm-cache-key"
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+"""`Connection` values that name no other header (what clients send), looked at no further."""
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
+_SCREENED_NAMES = _CLIENT_KEY_HEADERS | {b"content-length", b"transfer-encoding", b"connection", _RAW_UPSTREAM}
+"""The request headers the guard looks at."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """Control characters HTTP/1.1 never carries in a field value (HTAB is allowed)."""
@@ -389,19 +395,23 @@ class _Gateway:
         if forwarded is None:  # the guard refused it already; checked again where the URL is built
             return _error(family, 400, REFUSED_PATH)
         allowed = self.allowed.get(family)
-        if allowed is not None and not allowed(request.method, forwarded):
-            refused = f"{request.method} {forwarded}"
-            return _error(family, 403, f"this gateway does not forward {refused}: not in upstreams.{family}.allow")
+        if allowed is not None:
+            refused = next((method for method in _methods(request) if not allowed(method, forwarded)), None)
+            if refused is not None:
+                message = f"this gateway does not forward {refused} {forwarded}: not in upstreams.{family}.allow"
+                return _error(family, 403, message)
         base = self.bases.get(family)
         if base is None:
             return _error(family, 502, f"no upstream configured for {family}: set upstreams.{family}.base_url")
         upstream = getattr(self.config.upstreams, family)
         query = request.scope.get("query_string", b"").decode("latin-1")
-        headers = _forwarded_headers(request.headers.items(), request.headers.get("connection"))
+        headers = _forwarded_headers(request.headers.items())
         if self.config.auth.keys:  # the caller's key opens the gateway; it is not the provider's key
             headers, query = _without_client_keys(headers, query)
         if upstream.api_key:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
+        # The router reads the model to pick a group and may send the body more than once.
+        content = await request.body() if self.router is not None else _streamed_body(request, headers)
         wire = _wire_headers(headers)
         if wire is None:
             message = "a request header cannot be forwarded (a name that is not a token, or a control character)"
@@ -411,8 +421,6 @@ class _Gateway:
         timeout = httpx2.Timeout(upstream.timeout, connect=10.0)
         if self.router is not None and request.method == "GET" and path.rstrip("/") == "/v1/models":
             return _json({"object": "list", "data": self._models()})
-        # The router reads the model to pick a group and may send the body more than once.
-        content = await request.body() if self.router is not None else _streamed_body(request, headers)
         # The upstream key is for the upstream's URL: a router sends it to none of its deployments elsewhere.
         extensions = {CREDENTIALS_FOR: base.origin + base.path} if upstream.api_key else None
         try:
@@ -824,6 +832,12 @@ class _UpstreamResponse(StreamingResponse):
                 await self.background()
 
 
+TWO_FRAMINGS = b"two framings"
+"""What `_screened` declares for a body framed twice: by two lengths, or by a length and chunks."""
+TWO_FRAMINGS_REFUSED = (
+    "a request framed both by content-length and by transfer-encoding (or by two lengths) is refused: "
+    "a proxy in front may read its body otherwise"
+)
 REFUSED_PATH = "the request path is refused: '.' or '..' segments, backslashes and empty segments are not allowed"
 
 
@@ -1003,6 +1017,9 @@ class _Guard:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
         headers, declared, given = _screened(scope["headers"])
+        if declared is TWO_FRAMINGS:
+            await _send_error(send, family, 400, TWO_FRAMINGS_REFUSED, close=True)
+            return
         limit = self.limit
         if path in _OPERATIONS:
             limit = MANAGEMENT_BODY_LIMIT if limit is None else min(limit, MANAGEMENT_BODY_LIMIT)
@@ -1045,16 +1062,33 @@ class _Guard:
                 await _send_error(send, family, refused.status, refused.message, close=True)
 
 
+def _methods(request: Request) -> list[str]:
+    """The methods a request may be acted on as: its own, and any a method-override header names (Google's
+    front ends act on `X-HTTP-Method-Override`, other servers on its variants)."""
+    headers = request.headers
+    named = [value.strip().upper() for name, value in headers.items() if name in _METHOD_OVERRIDES]
+    return [request.method, *named]
+
+
 def _screened(
     raw: list[tuple[bytes, bytes]],
 ) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes]]:
-    """One pass over the request headers: the ones the app behind the guard gets (a copy, whatever the
-    caller sent as `x-llm-cache-upstream` dropped), the (first) declared `content-length`, and the client
-    keys sent (a bearer token's scheme taken off)."""
-    declared, given, dropped = None, [], False
+    """One pass over the request headers: the ones the app behind the guard gets (a copy, without
+    whatever the caller sent as `x-llm-cache-upstream` and the headers its `Connection` headers name),
+    the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`), and
+    the client keys sent (a bearer token's scheme taken off).
+
+    A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
+    before the cache: a key or a scope read from it would name a request the upstream never gets. The
+    client keys are read before (a key for the gateway may be meant for this hop only)."""
+    declared, given, dropped, chunked = None, [], [], False
     for name, value in raw:
+        if name not in _SCREENED_NAMES:  # (most headers: one set lookup)
+            continue
         if name == b"content-length":
-            declared = value if declared is None else declared
+            declared = value if declared is None or declared == value else TWO_FRAMINGS
+        elif name == b"transfer-encoding":
+            chunked = True
         elif name in _CLIENT_KEY_HEADERS:
             if name == b"authorization":
                 scheme, _, value = value.partition(b" ")
@@ -1062,9 +1096,15 @@ def _screened(
                     continue
             given.append(value.strip())
         elif name == _RAW_UPSTREAM:
-            dropped = True
-    # (most requests send no such header: the copy is then made in C, not pair by pair)
-    return ([pair for pair in raw if pair[0] != _RAW_UPSTREAM] if dropped else list(raw)), declared, given
+            dropped.append(name)
+        elif value not in _PLAIN_CONNECTION:  # a `connection` header naming other headers
+            dropped += (option.strip().lower() for option in value.split(b","))
+    if chunked and declared is not None:
+        declared = TWO_FRAMINGS
+    if not dropped:  # (most requests: the copy is made in C, not pair by pair)
+        return list(raw), declared, given
+    unwanted = set(dropped) - _FRAMING  # not this message's framing, which the server has read
+    return [pair for pair in raw if pair[0] not in unwanted], declared, given
 
 
 def _with_litellm_key(start: Message) -> Message:
@@ -1129,10 +1169,10 @@ def _caller_headers_only(outgoing: httpx2.Request, accept_encoding: str | None, 
         outgoing.headers["accept-encoding"] = "identity"
 
 
-def _forwarded_headers(items: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
-    """The request headers to send upstream: no hop-by-hop headers, none the `Connection` header names."""
-    named = {token.strip().lower() for token in connection.split(",")} if connection else set()
-    return [(k, v) for k, v in items if k not in _REQUEST_DROP and k not in named]
+def _forwarded_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The request headers to send upstream: no hop-by-hop headers (the guard has dropped the ones the
+    `Connection` headers name, before the cache read them)."""
+    return [(k, v) for k, v in items if k not in _REQUEST_DROP]
 
 
 def _response_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -390,6 +390,42 @@ async def test_malformed_json_and_oversized_bodies_pass_through_uncached() -> No
     assert upstream.calls == 2
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd", "x-unknown", "identity, gzip"])
+async def test_a_body_sent_with_a_content_encoding_is_forwarded_untouched_and_never_keyed(encoding: str) -> None:
+    """The provider decodes a body sent with a `content-encoding` before it reads it; the cache would key
+    the bytes as sent. Keyed, a JSON body labelled `br` (or raw deflate, which some servers take for
+    `deflate`) would name one request and ask the provider another, so such a body is never keyed."""
+    upstream = Upstream()
+    raw = orjson.dumps(BODY)
+    async with client(Cache(), upstream) as http:
+        answers = [await http.post(URL, content=raw, headers={**AUTH, "content-encoding": encoding}) for _ in range(2)]
+        plain = [(await post(http, **headers)).headers["x-cache"] for headers in ({}, {"content-encoding": "identity"})]
+    assert [a.headers["x-cache"] for a in answers] == ["BYPASS", "BYPASS"]
+    assert [(r.content, r.headers["content-encoding"]) for r in upstream.requests[:2]] == [(raw, encoding)] * 2
+    assert plain == ["MISS", "HIT"]  # "identity" alone, or no encoding, is the bytes the provider reads
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        [("content-encoding", "gzip"), ("content-encoding", "identity")],
+        [("content-type", "multipart/form-data; boundary=a"), ("content-type", "application/json")],
+    ],
+    ids=["content-encoding", "content-type"],
+)
+async def test_a_header_saying_how_to_read_the_body_sent_twice_makes_the_request_bypass(
+    sent: list[tuple[str, str]],
+) -> None:
+    """The cache reads a header sent twice as its last value, a server may read the first or both (a
+    body is decoded by every encoding named, a form split by the boundary it reads): such a body would be
+    keyed as one request and read as another."""
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        answers = [await http.post(URL, content=orjson.dumps(BODY), headers=[*AUTH.items(), *sent]) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["BYPASS", "BYPASS"]
+    assert [r.headers.get_list(sent[0][0]) for r in upstream.requests] == [[v for _, v in sent]] * 2
+
+
 async def test_non_llm_requests_pass_through_untouched() -> None:
     upstream = Upstream(lambda r, n: httpx2.Response(200, json={"data": []}))
     async with client(Cache(), upstream) as http:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import posixpath
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import ConfigError, load_config, parse_config
 from llm_cache.middleware.gateway import create_gateway, forwarded_path, upstream_url
-from tests.middleware.test_gateway import MODEL, Gateway, chat, gateway, gateway_factory  # noqa: F401
+from tests.middleware.test_gateway import ADMIN, MODEL, Gateway, chat, gateway, gateway_factory  # noqa: F401
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 GATEWAY_KEY = "gw-key-one"
@@ -61,13 +62,17 @@ HOSTILE_PATHS = [
 ]
 
 
-def raw_request(url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
-    """One request with the path sent exactly as written (httpx would normalise dot segments)."""
+def raw_request(
+    url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | list[tuple[str, str]] | None = None
+) -> Any:
+    """One request with the path sent exactly as written (httpx would normalise dot segments), and the
+    headers as given (a list may name one twice)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     try:
         connection.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in {"content-length": str(len(body)), **(headers or {})}.items():
+        for name, value in [("content-length", str(len(body))), *pairs]:
             connection.putheader(name, value)
         connection.endheaders(body)
         response = connection.getresponse()
@@ -258,6 +263,22 @@ def test_with_the_owners_key_only_model_calls_are_forwarded(
     assert [request.path for request in fake_provider.requests] == ["/v1/chat/completions", "/v1/models"]
 
 
+@pytest.mark.parametrize("header", ["x-http-method-override", "X-HTTP-Method", "x-method-override"])
+def test_a_method_override_is_judged_by_the_allow_rules_as_the_method_it_names(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider, header: str
+) -> None:
+    """Google's front ends (Gemini's upstream) act on `X-HTTP-Method-Override` as the method, and other
+    servers on its variants: `GET /v1/models/<id>` (a model call) naming `DELETE` would delete the owner's
+    fine-tuned model with the owner's key. The allow rules judge every method a request names."""
+    path = "/v1/models/ft:gpt-4o-mini:owner::abc"
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    status, _, body = raw_request(keyed_gateway.url, "GET", path, headers={**headers, header: "delete"})
+    assert status == 403 and b"DELETE /v1/models/ft:gpt-4o-mini:owner::abc" in body
+    assert fake_provider.requests == []
+    raw_request(keyed_gateway.url, "GET", path, headers={**headers, header: "GET"})  # the method it has: asked
+    assert [request.path for request in fake_provider.requests] == [path]
+
+
 def test_callers_that_send_their_own_provider_key_reach_every_path(
     keyed_gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
@@ -283,6 +304,42 @@ def test_the_owner_opens_more_paths_by_name(
     with pytest.raises(openai.PermissionDeniedError):  # the owner's list replaces the default one
         chat(client)
     assert len(fake_provider.requests) == 1
+
+
+MANAGEMENT_SPELLINGS = [
+    ("GET", "/cache/stats"),
+    ("HEAD", "/cache/stats"),
+    ("OPTIONS", "/cache/stats"),
+    ("TRACE", "/cache/stats"),
+    ("PUT", "/cache/flush"),
+    ("GET", "//cache/stats"),
+    ("GET", "/cache/../cache/stats"),
+    ("GET", "/v1/%2e%2e/cache/stats"),
+    ("GET", "/%63ache/stats"),
+    ("GET", "/cache%2Fstats"),
+    ("GET", "/CACHE/stats"),
+    ("GET", "/cache/stats."),
+    ("GET", "/cache/stats;admin=1"),
+    ("GET", "/cache/stats/"),
+    ("GET", f"/cache/stats?key={ADMIN}"),
+    ("GET", f"/cache/stats?admin_key={ADMIN}"),
+    ("POST", "/cache/flushall"),
+    ("GET", "http://gw/cache/stats"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), MANAGEMENT_SPELLINGS)
+def test_no_spelling_of_a_management_path_answers_without_the_admin_key(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider, method: str, path: str
+) -> None:
+    """However a path to `/cache/*` is written (decoded, escaped, cased, dotted, with parameters, absolute)
+    and whatever the method, the answer is the admin key's refusal, a refused path or method, or an LLM
+    route's (the gateway key's 401): the admin key in a query string or the gateway's own key opens
+    nothing. Checked and found to hold."""
+    for headers in ({}, {"authorization": f"Bearer {GATEWAY_KEY}"}):
+        status, _, body = raw_request(keyed_gateway.url, method, path, headers=headers)
+        assert status in (400, 401, 403, 404, 405) and b"hits" not in body, (status, body)
+    assert fake_provider.requests == []
 
 
 @pytest.mark.parametrize("rule", ["/v1/files", "GET v1/files", "GET /v1/files extra", "G-T /v1/files"])
@@ -410,6 +467,53 @@ def test_hop_by_hop_and_connection_named_headers_are_dropped_both_ways(
     assert "x-client-hop" not in sent and "te" not in sent
 
 
+CONNECTION_NAMING = {
+    "one header": [("connection", "anthropic-beta")],
+    "a list, any case": [("connection", "keep-alive, Anthropic-Beta")],
+    "a second header": [("connection", "keep-alive"), ("connection", "anthropic-beta")],
+}
+
+
+@pytest.mark.parametrize("naming", CONNECTION_NAMING.values(), ids=CONNECTION_NAMING.keys())
+def test_a_header_named_by_connection_is_keyed_as_it_is_forwarded(
+    gateway: Gateway, fake_provider: RunningFakeProvider, naming: list[tuple[str, str]]
+) -> None:
+    """`Connection` names headers for this hop only, so the gateway drops them before forwarding; the
+    cache used to key on them first. A caller sending `anthropic-beta` and naming it in `Connection` got
+    an answer made without the beta stored under the beta's key, served to the next caller asking for
+    it. The guard now drops them before the cache: the key is the request the upstream gets."""
+    body = orjson.dumps({"model": "claude-sonnet-4-6", "max_tokens": 20, "messages": BODY["messages"]})
+    sent = [("x-api-key", "sk-ant-a"), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")]
+    beta = ("anthropic-beta", "interleaved-thinking-2025-05-14")
+
+    def ask(*extra: tuple[str, str]) -> tuple[str, bytes]:
+        status, headers, answer = raw_request(gateway.url, "POST", "/v1/messages", body, [*sent, *extra])
+        assert status == 200
+        return dict((k.lower(), v) for k, v in headers)["x-cache"], answer
+
+    named, without_beta = ask(beta, *naming)
+    assert named == "MISS" and "anthropic-beta" not in fake_provider.last.headers
+    assert ask() == ("HIT", without_beta)  # keyed as the request the upstream answered
+    outcome, with_beta = ask(beta)
+    assert outcome == "MISS" and fake_provider.last.headers["anthropic-beta"] == beta[1]
+    assert with_beta != without_beta
+
+
+def test_a_credential_named_by_connection_scopes_nothing(gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    """A credential the gateway will not forward does not scope the entry of the answer the upstream gives
+    without it: the request has no identity, so it bypasses."""
+    status, headers, _ = raw_request(
+        gateway.url,
+        "POST",
+        "/v1/chat/completions",
+        orjson.dumps(BODY),
+        {"authorization": "Bearer sk-a", "content-type": "application/json", "connection": "authorization"},
+    )
+    assert status == 200 and dict((k.lower(), v) for k, v in headers)["x-cache"] == "BYPASS"
+    assert "authorization" not in fake_provider.last.headers
+    assert gateway.cache.stats.stored == 0
+
+
 def test_the_cache_names_its_own_outcome_whatever_the_upstream_says(
     gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
@@ -424,6 +528,77 @@ def test_the_cache_names_its_own_outcome_whatever_the_upstream_says(
     assert [v for k, v in headers if k.lower() == "x-cache"] == ["MISS"]
     assert [v for k, v in headers if k.lower() == "x-cache-key"] != ["forged"]
     assert header_count(headers, "x-cache-key") == 1 and header_count(headers, "x-cache-similarity") == 0
+
+
+# -- 12. one request is one request ----------------------------------------------------------------
+
+
+def exchange(url: str, data: bytes) -> bytes:
+    """Everything a gateway answers to `data` sent on one connection, until it closes it (bounded)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def chat_request(body: bytes, framing: bytes, key: bytes = b"sk-a") -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer " + key + b"\r\n" + framing + b"\r\n" + body
+    )
+
+
+def test_a_request_framed_both_by_length_and_by_chunks_is_refused_and_ends_its_connection(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """uvicorn reads such a body by its chunks and keeps the connection, so what follows the last chunk
+    is read as a second request: behind a proxy that framed the body by its `content-length`, that request
+    is smuggled in, and its answer goes to whoever asks next on the proxy's connection. RFC 9112 6.3 lets a
+    server refuse such a request and makes it close the connection: the guard does both."""
+    smuggled = chat_request(orjson.dumps(BODY), b"content-length: %d\r\n" % len(orjson.dumps(BODY)), b"sk-b")
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(orjson.dumps(BODY)), orjson.dumps(BODY)) + smuggled
+    framing = b"content-length: %d\r\ntransfer-encoding: chunked\r\n" % len(chunked)
+    answer = exchange(gateway.url, chat_request(chunked, framing))
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
+    assert fake_provider.count() == 0
+
+
+def test_a_declared_length_goes_upstream_as_declared(gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    """A body the caller framed by its length reaches the upstream framed so (an upstream may refuse a
+    chunked upload with 411), and a chunked one chunked."""
+    body = orjson.dumps(BODY)
+    answer = exchange(gateway.url, chat_request(body, b"content-length: %d\r\nconnection: close\r\n" % len(body)))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    sent = fake_provider.last
+    assert (sent.raw, sent.headers.get("content-length"), sent.headers.get("transfer-encoding")) == (
+        body,
+        str(len(body)),
+        None,
+    )
+
+
+def test_host_and_forwarding_headers_choose_neither_the_upstream_nor_the_key(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """The upstream comes from the config and the key names its URL: what a caller says its request
+    was addressed to, or came through, changes neither. Checked and found to hold."""
+    body = orjson.dumps(BODY)
+    length = b"content-length: %d\r\nconnection: close\r\n" % len(body)
+    keys = []
+    for host in (
+        b"host: gw\r\n",
+        b"host: api.openai.com\r\n",
+        b"host: gw\r\nx-forwarded-host: evil.example\r\nx-forwarded-proto: https\r\nx-forwarded-prefix: /x\r\n",
+        b"host: gw\r\nforwarded: for=192.0.2.1;host=evil.example;proto=https\r\n",
+    ):
+        answer = exchange(gateway.url, chat_request(body, length).replace(b"host: gw\r\n", host, 1))
+        head = dict(line.split(b": ", 1) for line in answer.split(b"\r\n\r\n")[0].split(b"\r\n")[1:])
+        keys.append(head[b"x-cache-key"])
+    assert len(set(keys)) == 1 and fake_provider.count() == 1
+    assert fake_provider.last.headers["host"] == f"{fake_provider.host}:{fake_provider.port}"
 
 
 # -- management never answers 500 -----------------------------------------------------------------

@@ -229,6 +229,21 @@ def test_a_request_id_that_is_not_a_short_header_token_is_never_stored(request_i
     assert "x-request-id" not in hit.headers
 
 
+def test_a_router_header_an_upstream_makes_long_is_never_stored() -> None:
+    """The router's `x-router-*` headers are replayed on hits; an upstream that is no router (or a hostile
+    one) may send them too: a value past 256 characters is not stored, one within is."""
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "application/json", "x-router-model": "m" * 10_000, "x-router-group": "g" * 256}
+        return httpx2.Response(200, headers=headers, content=orjson.dumps(completion(1)))
+
+    transport = CachingTransport(cache=Cache(), inner=httpx2.MockTransport(upstream))
+    with httpx2.Client(transport=transport, base_url="http://llm.test") as client:
+        hit = [client.post("/v1/chat/completions", json=CHAT, headers=OPENAI) for _ in range(2)][-1]
+    assert hit.headers["x-cache"] == "HIT" and "x-router-model" not in hit.headers
+    assert hit.headers["x-router-group"] == "g" * 256
+
+
 def test_a_request_id_that_is_a_header_token_is_stored_as_sent() -> None:
     def upstream(request: httpx2.Request) -> httpx2.Response:
         headers = {"content-type": "application/json", "x-request-id": "req_7f3a-9c.0~Z"}
@@ -358,6 +373,46 @@ def test_a_hit_sends_the_headers_of_the_miss_but_its_own_and_the_call_s_measures
     )
     assert any(measures_a_call(name) for name, _ in said)  # the provider measured its call...
     assert replayed == [(name, value) for name, value in said if not measures_a_call(name)]  # ...the hit did not
+
+
+HOSTILE_HEADERS = {
+    "set-cookie": "session=for-the-first-caller; Path=/",
+    "content-location": "https://elsewhere.example/answer",
+    "www-authenticate": 'Bearer realm="elsewhere"',
+    "content-disposition": "attachment; filename=answer.html",
+    "vary": "authorization",
+    "access-control-allow-origin": "https://attacker.example",
+    "access-control-allow-credentials": "true",
+    "refresh": "0; url=https://elsewhere.example/",
+    "link": "<https://elsewhere.example/>; rel=preload",
+    "x-request-id": "req_1 with spaces",
+}
+
+
+@pytest.mark.parametrize("layer", ["transport", "middleware", "gateway"])
+def test_an_upstreams_other_headers_reach_its_caller_and_are_never_replayed(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    """A hit is made of the entry (status, body, the family's content-type, the call's id), never of the
+    upstream's other headers: a cookie, a challenge, CORS grants or a `Vary` one upstream
+    answer carried go to the caller it answered, never to the next caller of its key. A 203 (a proxy's
+    rewrite) is relayed and not stored."""
+    server = serve_through(layer, fake_provider)
+    transport = CachingTransport(cache=Cache()) if server is None else None
+    base_url = fake_provider.url if server is None else server.url
+    try:
+        with httpx2.Client(transport=transport, base_url=base_url, timeout=10) as client:
+            fake_provider.fail_next(1, status=200, body=completion(1), headers=HOSTILE_HEADERS)
+            miss, hit = (client.post("/v1/chat/completions", json=CHAT, headers=OPENAI) for _ in range(2))
+            fake_provider.fail_next(2, status=203, body=completion(2))
+            rewritten = [client.post("/v1/chat/completions", json={**CHAT, "n": 1}, headers=OPENAI) for _ in range(2)]
+    finally:
+        if server is not None:
+            server.stop()
+    assert (miss.headers["x-cache"], hit.headers["x-cache"], hit.json()) == ("MISS", "HIT", miss.json())
+    assert all(miss.headers.get(name) == value for name, value in HOSTILE_HEADERS.items())
+    assert not set(HOSTILE_HEADERS) & set(hit.headers)
+    assert [(r.status_code, r.headers["x-cache"]) for r in rewritten] == [(203, "MISS"), (203, "MISS")]
 
 
 def test_a_list_served_item_by_item_names_a_call_only_when_one_call_answered_every_item(

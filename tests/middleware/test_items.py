@@ -61,6 +61,20 @@ def test_cached_items_are_never_sent_upstream_and_order_and_indices_hold(fake_pr
     assert second.usage.prompt_tokens == 2  # the upstream's usage: "gamma" only; cached items count 0
 
 
+def test_a_list_answer_that_names_a_location_stores_no_item(fake_provider: Any) -> None:
+    """Items follow a single answer's rule: an answer naming a `location` is relayed and not stored."""
+    cache = Cache()
+    sdk = client(cache, fake_provider)
+    data = [{"object": "embedding", "index": i, "embedding": embedding_vector(t)} for i, t in enumerate("ab")]
+    answer = {"object": "list", "data": data, "model": MODEL, "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+    fake_provider.fail_next(1, status=200, body=answer, headers={"location": "https://elsewhere.example/"})
+    raw, _ = embed(sdk, ["a", "b"])
+    assert items(raw) == ("MISS", "0", "2") and raw.headers["location"] == "https://elsewhere.example/"
+    assert cache.stats.stored == 0
+    raw, _ = embed(sdk, ["a", "b"])
+    assert items(raw) == ("MISS", "0", "2") and sent_inputs(fake_provider) == [["a", "b"]] * 2
+
+
 def test_with_hooks_a_list_is_one_request_and_the_hooks_decide(fake_provider: Any) -> None:
     """The operator's hooks decide on a request and its one answer: with any registered, a list is
     not served item by item (which would pass them by) but cached whole, so a bypass, a veto or a

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
 from llm_cache.middleware._entry import unpack
 from llm_cache.middleware._hooks import AnswerView
+from llm_cache.middleware.config import ConfigError, parse_config
 from llm_cache.middleware.providers import DEFAULT_ENDPOINTS, RequestView, StreamAssembler
 from llm_cache.middleware.providers.openai import ChatCompletions
 from llm_cache.middleware.stores import RedisStore
@@ -115,6 +116,29 @@ async def test_a_status_listed_in_cacheable_statuses_is_stored() -> None:
     responses = await twice(Cache(cacheable_statuses=frozenset({200, 201})), answering(201))
     assert outcomes(responses) == ["MISS", "HIT"]
     assert responses[1].status_code == 201
+
+
+@pytest.mark.parametrize("status", [200, 201])
+async def test_an_answer_that_names_a_location_is_relayed_and_not_stored(spans: Spans, status: int) -> None:
+    """A hit replays no `location`: an answer that points elsewhere (a 201's new resource, a proxy's
+    redirect dressed as a 200) would reach the next caller without where it points."""
+    cache = Cache(cacheable_statuses=frozenset({200, 201}), telemetry=spans.telemetry)
+    responses = await twice(cache, answering(status, location="https://elsewhere.example/"))
+    assert outcomes(responses) == ["MISS", "MISS"]
+    assert all(r.headers["location"] == "https://elsewhere.example/" for r in responses)
+    assert spans.reasons() == ["the answer names a location"] * 2
+
+
+@pytest.mark.parametrize("status", [202, 203, 204, 205, 206, 226, 301, 302, 304, 404, 500, 199, 600])
+def test_only_statuses_of_a_complete_answer_can_be_made_cacheable(status: int) -> None:
+    """A hit replays the status with the body and none of the upstream's other headers, to every caller
+    of the key: a 206 is a part, a 202 is not done, a 203 is a proxy's rewrite of an answer, a 204 or 205
+    has no content, a 3xx is no answer without its `Location`. Listing one is a settings error, in a
+    config file too, never an answer stored."""
+    with pytest.raises(ValueError, match=f"cacheable_statuses.*{status}"):
+        Cache(cacheable_statuses=frozenset({200, status}))
+    with pytest.raises(ConfigError, match=f"cache.cacheable_statuses.*{status}"):
+        parse_config({"cache": {"cacheable_statuses": [200, status]}})
 
 
 @pytest.mark.parametrize(

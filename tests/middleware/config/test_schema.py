@@ -22,14 +22,14 @@ def test_engine_settings_that_no_file_could_set_before_reach_the_cache() -> None
                 "coalesce": False,
                 "coalesce_timeout": 5,
                 "capture_stream_usage": False,
-                "cacheable_statuses": [200, 203],
+                "cacheable_statuses": [200, 201],
             }
         }
     )
     settings = build_cache(config, store=MemoryStore()).settings
     assert (settings.max_response_bytes, settings.coalesce, settings.coalesce_timeout) == (1024, False, 5)
     assert settings.capture_stream_usage is False
-    assert settings.cacheable_statuses == frozenset({200, 203})
+    assert settings.cacheable_statuses == frozenset({200, 201})
 
 
 def test_a_file_and_the_engine_refuse_the_same_values() -> None:
