@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -192,6 +194,36 @@ def test_a_stream_abandoned_halfway_stores_nothing_and_its_waiter_leads_anew(
     assert waiter and waiter[0].endswith("a long story")
     assert fake_provider.count(CHAT) == 3  # the abandoned stream, the other question, the waiter leading anew
     assert cache.stats.stored == 2  # the other question's answer and the waiter's, whole; nothing partial
+
+
+# -- the store down or hung ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["stopped", "paused"])
+def test_a_store_down_or_hung_fails_open_for_every_thread_then_hits_resume(
+    fake_provider: RunningFakeProvider, redis_factory: Callable[..., RedisServer], fault: str
+) -> None:
+    """Redis stopped (connections refused) or paused with SIGSTOP (nothing answers, each call waits
+    its 0.25 s timeout) while 8 threads ask: every caller gets its own answer from upstream, the
+    store errors are counted, and once Redis is back answers are stored and served again."""
+    redis = redis_factory()
+    cache = Cache(store=RedisStore(redis.url, prefix="down:", cooldown=0.1))
+    transport = CachingTransport(cache=cache)
+    client = sdk(transport, fake_provider.openai_base_url, "sk-alice")
+    questions = [f"question {n}" for n in range(8)]
+    try:
+        assert ask(client, "asked before").headers["x-cache"] == "MISS"
+        redis.stop() if fault == "stopped" else os.kill(redis.pid or 0, signal.SIGSTOP)
+        try:
+            answers = in_threads(*(lambda q=question: ask(client, q) for question in questions))
+        finally:
+            redis.start() if fault == "stopped" else os.kill(redis.pid or 0, signal.SIGCONT)
+        texts = [answer.parse().choices[0].message.content for answer in answers]
+        assert all(text.endswith(question) for text, question in zip(texts, questions, strict=True))
+        assert cache.stats.store_errors > 0
+        wait_until(lambda: ask(client, "asked after").headers["x-cache"] == "HIT", "hits once Redis is back")
+    finally:
+        transport.close()
 
 
 # -- close() ------------------------------------------------------------------------------------
