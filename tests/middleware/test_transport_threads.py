@@ -24,7 +24,7 @@ import httpx2
 import openai
 import pytest
 
-from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware import Cache, CachingTransport, LookupView
 from llm_cache.middleware.stores import RedisStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.servers import RedisServer
@@ -260,13 +260,40 @@ def test_close_while_threads_are_mid_call_fails_them_at_once_and_leaves_no_loop_
 # -- fork() -------------------------------------------------------------------------------------
 
 
-def asked_in_a_child(client: openai.OpenAI, questions: list[str], report: Any) -> None:
-    """What a pre-forked worker does: ask with the parent's client, report (x-cache, answer text)."""
+def asked(client: openai.OpenAI, questions: list[str]) -> list[tuple[str, str]]:
+    """(x-cache, answer text) of each question."""
+    answers = [ask(client, question) for question in questions]
+    return [(a.headers["x-cache"], a.parse().choices[0].message.content) for a in answers]
+
+
+def _report(report: Any, call: Callable[[], Any]) -> None:
     try:
-        answers = [ask(client, question) for question in questions]
-        report.send([(a.headers["x-cache"], a.parse().choices[0].message.content) for a in answers])
+        report.send(call())
     except BaseException as error:
         report.send(repr(error))
+
+
+class ForkedChild:
+    """`call()` run in a child forked now (as gunicorn's pre-fork workers are), its result sent back."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        context = multiprocessing.get_context("fork")
+        self._result, report = context.Pipe()
+        self._process = context.Process(target=_report, args=(report, call))
+        self._process.start()
+
+    def result(self) -> Any:
+        """What `call()` returned (or the repr of what it raised), and the child is gone: bounded waits."""
+        try:
+            assert self._result.poll(BOUND), f"the child did not answer within {BOUND}s"
+            result = self._result.recv()
+            self._process.join(BOUND)
+            assert self._process.exitcode == 0
+            return result
+        finally:
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(BOUND)
 
 
 @LIBS
@@ -281,22 +308,33 @@ def test_a_transport_made_before_fork_serves_the_child_on_its_own_loop_and_conne
     transport = CachingTransport(cache=Cache(store=store))
     client = sdk(transport, fake_provider.openai_base_url, "sk-alice", lib)
     assert ask(client, "asked before the fork").headers["x-cache"] == "MISS"
-    parent_side, child_side = multiprocessing.get_context("fork").Pipe()
     questions = [f"child question {n}" for n in range(8)] + ["asked before the fork"]
-    child = multiprocessing.get_context("fork").Process(target=asked_in_a_child, args=(client, questions, child_side))
-    child.start()
     try:
-        in_parent = [ask(client, f"parent question {n}") for n in range(8)]
-        assert parent_side.poll(BOUND), f"the child did not answer within {BOUND}s"
-        in_child = parent_side.recv()
-        child.join(BOUND)
+        child = ForkedChild(lambda: asked(client, questions))
+        in_parent = asked(client, [f"parent question {n}" for n in range(8)])
+        in_child = child.result()
     finally:
-        if child.is_alive():
-            child.kill()
-            child.join(BOUND)
         transport.close()
     assert isinstance(in_child, list), in_child
     assert [text.endswith(question) for (_, text), question in zip(in_child, questions, strict=True)] == [True] * 9
     assert [outcome for outcome, _ in in_child] == ["MISS"] * 8 + ["HIT"]
-    assert all(a.parse().choices[0].message.content.endswith(f"parent question {n}") for n, a in enumerate(in_parent))
-    assert child.exitcode == 0
+    assert all(text.endswith(f"parent question {n}") for n, (_, text) in enumerate(in_parent))
+
+
+def private_questions_bypass(view: LookupView) -> None:
+    """An operator's policy: a question marked private is never stored nor served from the cache."""
+    view.bypass = "private" in str(view.request.body)
+
+
+def test_sync_hooks_run_in_a_forked_child_as_in_its_parent(fake_provider: RunningFakeProvider) -> None:
+    """The parent ran a sync hook (its hook threads started) before the fork: in the child the hook
+    still runs on every call, so the policy it carries holds there too."""
+    cache = Cache(hooks={"before_lookup": [private_questions_bypass]}, hook_timeout=1.0)  # µs of work
+    transport = CachingTransport(cache=cache)
+    client = sdk(transport, fake_provider.openai_base_url, "sk-alice")
+    try:
+        assert [outcome for outcome, _ in asked(client, ["private one", "private one"])] == ["BYPASS"] * 2
+        in_child = ForkedChild(lambda: asked(client, ["private two", "private two", "public", "public"])).result()
+    finally:
+        transport.close()
+    assert [outcome for outcome, _ in in_child] == ["BYPASS", "BYPASS", "MISS", "HIT"], in_child
