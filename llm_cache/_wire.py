@@ -366,8 +366,8 @@ def default_transport(owner: DefaultTransports, lib: ModuleType, is_async: bool)
     processes writing requests on one connection read each other's answers)."""
     key = (lib.__name__, is_async, os.getpid())
     transport = owner.get(key)
-    if transport is None:
-        transport = owner[key] = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
+    if transport is None:  # threads asking at once all take the first one kept: `owner` closes each it holds
+        transport = owner.setdefault(key, lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport())
     return transport
 
 

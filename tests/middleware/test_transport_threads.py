@@ -27,6 +27,7 @@ import pytest
 from llm_cache.middleware import Cache, CachingTransport, LookupView
 from llm_cache.middleware.stores import RedisStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.gateway_process import proc_figures
 from tests.support.servers import RedisServer
 from tests.support.stores import CountingStore
 
@@ -101,7 +102,8 @@ def test_many_threads_each_get_their_own_tenants_answer_from_one_upstream_call_p
 ) -> None:
     """12 threads x 12 requests: 3 tenants, JSON and streamed questions, hits and identical misses at
     once. Each (tenant, question) is produced once and every caller of it gets that answer, never
-    another tenant's; every stream is read whole and stored whole."""
+    another tenant's; every stream is read whole and stored whole; `close()` closes every upstream
+    connection the threads opened."""
     tenants = ["sk-alice", "sk-bob", "sk-carol"]
     plain = [f"plain question {n}" for n in range(3)]
     streamed = [f"streamed question {n}" for n in range(3)]
@@ -126,6 +128,7 @@ def test_many_threads_each_get_their_own_tenants_answer_from_one_upstream_call_p
         outcomes = in_threads(*(worker(schedule) for schedule in schedules))
     finally:
         transport.close()
+    assert proc_figures(os.getpid(), fake_provider.port).connections == 0  # every upstream connection closed
     errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     assert errors == []
     served = [answer for outcome in outcomes for answer in outcome]
