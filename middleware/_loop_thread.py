@@ -51,8 +51,14 @@ class LoopThread:
                 raise LoopClosed(f"{self._name} was closed while this call waited on it") from None
             raise
 
+    def _process_lock(self) -> threading.Lock:
+        """The lock, renewed in a forked child: its copy may be held by a thread only the parent has."""
+        if self._loop is not None and self._pid != os.getpid():
+            self._lock = threading.Lock()
+        return self._lock
+
     def _submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        with self._lock:
+        with self._process_lock():
             if self._closed:
                 coroutine.close()
                 raise LoopClosed(f"{self._name} is closed")
@@ -71,7 +77,7 @@ class LoopThread:
         return loop
 
     def close(self) -> None:
-        with self._lock:
+        with self._process_lock():
             loop, thread = self._loop, self._thread
             mine = self._pid == os.getpid()
             self._loop = self._thread = None

@@ -324,6 +324,22 @@ def test_a_transport_made_before_fork_serves_the_child_on_its_own_loop_and_conne
     assert all(text.endswith(f"parent question {n}") for n, (_, text) in enumerate(in_parent))
 
 
+def test_a_fork_while_a_parent_thread_hands_a_call_to_the_loop_does_not_wedge_the_child(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """A thread of the parent holds the loop thread's lock (it is handing its call to the loop) at the
+    very moment another forks: the child has the lock held, by a thread it does not have."""
+    transport = CachingTransport(cache=Cache())
+    client = sdk(transport, fake_provider.openai_base_url, "sk-alice")
+    try:
+        assert ask(client, "asked before the fork").headers["x-cache"] == "MISS"
+        with transport._loop._lock:  # as a thread inside LoopThread.run does, for a few µs
+            child = ForkedChild(lambda: asked(client, ["asked before the fork", "asked in the child"]))
+        assert [outcome for outcome, _ in child.result()] == ["HIT", "MISS"]
+    finally:
+        transport.close()
+
+
 def private_questions_bypass(view: LookupView) -> None:
     """An operator's policy: a question marked private is never stored nor served from the cache."""
     view.bypass = "private" in str(view.request.body)
