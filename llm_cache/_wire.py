@@ -14,6 +14,7 @@ This module is neutral: it imports neither `llm_cache.middleware` nor `llm_cache
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import zlib
@@ -355,17 +356,25 @@ def upstream_name(url: Any) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.partition(b'?')[0].decode('ascii')}"
 
 
-def default_transport(owner: dict[tuple[str, bool], Any], lib: ModuleType, is_async: bool) -> Any:
-    """`lib`'s own HTTP transport, created on first use and kept in `owner` (who closes it)."""
-    key = (lib.__name__, is_async)
+DefaultTransports = dict[tuple[str, bool, int], Any]
+"""The HTTP transports an owner made with `default_transport`, by (library, async, process id)."""
+
+
+def default_transport(owner: DefaultTransports, lib: ModuleType, is_async: bool) -> Any:
+    """`lib`'s own HTTP transport, created on first use and kept in `owner` (who closes it).
+
+    A forked child gets one of its own: the parent's pooled connections stay the parent's (two
+    processes writing requests on one connection read each other's answers)."""
+    key = (lib.__name__, is_async, os.getpid())
     transport = owner.get(key)
-    if transport is None:
-        transport = owner[key] = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
+    if transport is None:  # threads asking at once all take the first one kept: `owner` closes each it holds
+        transport = owner.setdefault(key, lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport())
     return transport
 
 
 __all__ = [
     "CREDENTIALS_FOR",
+    "DefaultTransports",
     "ANTHROPIC",
     "ANTHROPIC_MESSAGES",
     "AUTH",

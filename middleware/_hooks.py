@@ -22,6 +22,7 @@ import dataclasses
 import inspect
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -158,6 +159,8 @@ class Hooks:
         """Sync hooks run on threads of their own, never the loop's default executor (which stores such
         as the disk store use): a hook that never returns cannot starve them."""
         self._free = threading.Semaphore(SYNC_HOOK_THREADS)
+        self._pid = 0
+        """The process `_threads` belong to."""
         self.points: dict[str, list[Hook]] = {point: [] for point in POINTS}
         for point, entries in (hooks or {}).items():
             if point not in self.points:
@@ -202,12 +205,11 @@ class Hooks:
             if _is_async(hook):
                 await asyncio.wait_for(hook(view), self.timeout)
             else:
+                threads = self._executor()
                 if not self._free.acquire(blocking=False):
                     logger.warning("%s hook %s skipped: every hook thread is still busy", point, _name(hook))
                     return False
-                if self._threads is None:
-                    self._threads = ThreadPoolExecutor(SYNC_HOOK_THREADS, thread_name_prefix="llm-cache-hook")
-                running = self._threads.submit(hook, view)
+                running = threads.submit(hook, view)
                 running.add_done_callback(lambda _: self._free.release())  # when the thread is done, even late
                 result = await asyncio.wait_for(asyncio.wrap_future(running), self.timeout)
                 if inspect.isawaitable(result):
@@ -219,6 +221,15 @@ class Hooks:
             logger.warning("%s hook %s raised; skipped", point, _name(hook), exc_info=True)
             return False
         return True
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """This process's hook threads, started on first use. A forked child has none of its parent's
+        threads, though it has their executor, which would queue its hooks for them: each would
+        overrun and be skipped, and the policy it carries would not hold in the child."""
+        if self._threads is None or self._pid != os.getpid():
+            self._threads = ThreadPoolExecutor(SYNC_HOOK_THREADS, thread_name_prefix="llm-cache-hook")
+            self._free, self._pid = threading.Semaphore(SYNC_HOOK_THREADS), os.getpid()
+        return self._threads
 
 
 def _ttl_problem(ttl: object) -> str | None:

@@ -12,6 +12,7 @@ coroutines on the engine's loop) only do the I/O around it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ import httpx2
 from starlette.types import Message, Send
 
 from ._headers import encoded
-from ._loop_thread import LoopThread
+from ._loop_thread import LoopClosed, LoopThread
 from ._recorder import Recorder
 from ._types import Relay
 
@@ -174,7 +175,8 @@ class _SyncStream:
 
     def close(self) -> None:
         try:
-            self._loop.run(self._relay.closed())
+            with contextlib.suppress(LoopClosed):  # the transport closed first: no store, no waiter left
+                self._loop.run(self._relay.closed())
         finally:
             self._stream.close()
 

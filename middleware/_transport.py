@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import httpx2
 
-from .._wire import default_transport, library_of, upstream_name
+from .._wire import DefaultTransports, default_transport, library_of, upstream_name
 from ._engine import Cache, drive, drive_sync
 from ._headers import decoded, encoded, for_decoded_body, read_headers, with_length
 from ._loaded_response import loaded_response
@@ -152,7 +152,7 @@ class _Intercepting:
     def __init__(self, cache: Cache, inner: Any = None) -> None:
         self.cache = cache
         self._inner = inner
-        self._defaults: dict[tuple[str, bool], Any] = {}
+        self._defaults: DefaultTransports = {}
         self._header_names: dict[bytes, str] = {}
         """Request header names as `read_headers` decoded them."""
 
@@ -178,17 +178,17 @@ class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.Asyn
 
     async def handle_async_request(self, request: Any) -> Any:
         lib = library_of(request)
-        inner = self._inner_for(lib, True)
         cache = self.cache
         route = cache.route(request.method, request.url.path)
         if route is None:
-            return await inner.handle_async_request(request)
+            return await self._inner_for(lib, True).handle_async_request(request)
         body = await request.aread()
         prepared = self._prepare(route, request, body)
         if type(prepared) is CacheRequest:
             parts = await cache.hit(prepared, "client")
             if parts is not None:
                 return _response(lib, parts)
+        inner = self._inner_for(lib, True)
         exchange = _Exchange(lib, request, body)
         end = await drive(cache.plan(prepared), lambda action: _perform_async(exchange, inner, action))
         if isinstance(end, Untouched):
@@ -215,17 +215,17 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
 
     def handle_request(self, request: Any) -> Any:
         lib = library_of(request)
-        inner = self._inner_for(lib, False)
         cache = self.cache
         route = cache.route(request.method, request.url.path)
         if route is None:
-            return inner.handle_request(request)
+            return self._inner_for(lib, False).handle_request(request)
         body = request.read()
         prepared = self._prepare(route, request, body)
         if type(prepared) is CacheRequest:
             parts = self._loop.run(cache.hit(prepared, "client"))  # the span begins here, in the caller's context
             if parts is not None:
                 return _response(lib, parts)
+        inner = self._inner_for(lib, False)
         exchange = _Exchange(lib, request, body)
         end = drive_sync(cache.plan(prepared), lambda action: _perform_sync(exchange, inner, self._loop, action))
         if isinstance(end, Untouched):

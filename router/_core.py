@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._wire import CREDENTIALS_FOR, api_of, error_document, model_in_path
+from .._wire import CREDENTIALS_FOR, DefaultTransports, api_of, error_document, model_in_path
 from . import _retry as retry_mod
 from . import _rewrite as rewrite
 from . import translate
@@ -157,7 +157,7 @@ class Router:
             )
         self.public_ids = {dep_id: st.deployment.public_id for dep_id, st in by_id.items()}
         """What `x-router-deployment` says for each deployment id (no internal host in it)."""
-        self._default_transports: dict[tuple[str, bool], Any] = {}
+        self._default_transports: DefaultTransports = {}
 
     def _on_cooldown(self, dep_id: str) -> Callable[[float], None]:
         def opened(seconds: float) -> None:

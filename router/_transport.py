@@ -14,20 +14,20 @@ from typing import Any
 import httpx
 import httpx2
 
-from .._wire import decoded, default_transport, library_of
+from .._wire import DefaultTransports, decoded, default_transport, library_of
 from ._core import Final, Passthrough, Router, Send, Sent, Sleep
 from ._errors import AnswerTooLarge
 
 STREAM_FAILED = "router.stream_failed"  # response.extensions flag: the stream broke after its first byte
 
 
-async def aclose_all(owner: dict[tuple[str, bool], Any]) -> None:
-    for (_, is_async), transport in list(owner.items()):
+async def aclose_all(owner: DefaultTransports) -> None:
+    for (_, is_async, _), transport in list(owner.items()):
         await transport.aclose() if is_async else transport.close()
     owner.clear()
 
 
-def close_sync(owner: dict[tuple[str, bool], Any]) -> None:
+def close_sync(owner: DefaultTransports) -> None:
     for key, transport in list(owner.items()):
         if not key[1]:
             transport.close()
@@ -306,7 +306,7 @@ class RouterTransport(httpx2.AsyncBaseTransport, httpx2.BaseTransport, httpx.Asy
             else (inner if inner is not None and hasattr(inner, "handle_request") else None)
         )
         # Default transports belong to this transport (closing one client never cuts another's streams).
-        self._defaults: dict[tuple[str, bool], Any] = {}
+        self._defaults: DefaultTransports = {}
 
     async def handle_async_request(self, request: Any) -> Any:
         inner = self.inner if self.inner is not None else default_transport(self._defaults, library_of(request), True)

@@ -8,6 +8,7 @@ import json
 import logging
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,49 @@ def test_tags_an_after_answer_hook_adds_are_stored_and_invalidate_the_entry(fake
     cache.close_sync()
 
 
-async def test_on_hit_sees_an_answer_shared_by_coalescing_and_a_veto_sends_the_waiter_upstream(
-    fake_provider: RunningFakeProvider,
+async def two_tasks_at_once(cache: Cache, fake: RunningFakeProvider, both_looked_up: Any) -> list[Any]:
+    http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+    client = openai.AsyncOpenAI(api_key="sk-alice", base_url=fake.openai_base_url, http_client=http)
+    create = client.chat.completions.with_raw_response.create
+    calls = [asyncio.create_task(create(model="gpt-4o-mini", messages=QUESTION)) for _ in range(2)]
+    try:
+        async with asyncio.timeout(10):
+            while not both_looked_up():
+                await asyncio.sleep(0.001)
+        await asyncio.to_thread(fake.wait_for_in_flight, 1, 10)
+    finally:
+        fake.release()
+    answers = await asyncio.gather(*calls)
+    await http.aclose()
+    return answers
+
+
+def two_threads_at_once(cache: Cache, fake: RunningFakeProvider, both_looked_up: Any) -> list[Any]:
+    client = sdk(cache, fake)
+    answers: list[Any] = [None, None]
+    threads = [threading.Thread(target=lambda n=n: answers.__setitem__(n, ask(client)), daemon=True) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not both_looked_up():
+            assert time.monotonic() < deadline, "both requests did not look up within 10 s"
+            time.sleep(0.001)
+        fake.wait_for_in_flight(1, 10)
+    finally:
+        fake.release()
+    for thread in threads:
+        thread.join(10)
+    client.close()
+    return answers
+
+
+@pytest.mark.parametrize("driver", ["async tasks", "sync threads"])
+def test_on_hit_sees_an_answer_shared_by_coalescing_and_a_veto_sends_the_waiter_upstream(
+    fake_provider: RunningFakeProvider, driver: str
 ) -> None:
+    """Two identical requests at once, through the async transport (two tasks) or the sync one (two
+    threads): one leads upstream, the other waits on it; the hook sees the shared answer and vetoes it."""
     seen: list[str] = []
 
     def never_shared(view: HitView) -> None:
@@ -133,27 +174,14 @@ async def test_on_hit_sees_an_answer_shared_by_coalescing_and_a_veto_sends_the_w
 
     store = CountingStore()
     cache = Cache(store=store, hooks={"on_hit": [never_shared]})
-    http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
-    client = openai.AsyncOpenAI(api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=http)
     fake_provider.hold()
-    try:
-        calls = [
-            asyncio.create_task(
-                client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION)
-            )
-            for _ in range(2)
-        ]
-        async with asyncio.timeout(10):
-            while store.reads < 2:  # both looked up: one leads upstream, the other waits on it
-                await asyncio.sleep(0.001)
-        await asyncio.to_thread(fake_provider.wait_for_in_flight, 1, 10)
-    finally:
-        fake_provider.release()
-    answers = await asyncio.gather(*calls)
+    if driver == "async tasks":
+        answers = asyncio.run(two_tasks_at_once(cache, fake_provider, lambda: store.reads >= 2))
+    else:
+        answers = two_threads_at_once(cache, fake_provider, lambda: store.reads >= 2)
     assert [a.headers["x-cache"] for a in answers] == ["MISS", "MISS"]
     assert seen == ["coalesced"]
     assert fake_provider.count() == 2
-    await http.aclose()
 
 
 def test_on_hit_vetoes_serving(fake_provider: RunningFakeProvider) -> None:

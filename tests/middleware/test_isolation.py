@@ -9,19 +9,21 @@ every answer a fresh id, so an answer served to one tenant that was produced for
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import numpy as np
 import openai
 import pytest
 from fastapi import FastAPI, Request, Response
 
-from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, ScopeRequest
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport, ScopeRequest
 from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import ConfigError, parse_config
 from llm_cache.middleware.gateway import create_gateway
@@ -65,6 +67,20 @@ class Upstream:
         self.calls += 1
         return httpx2.Response(200, json=answer(request.url.path, self.calls))
 
+    def answer_sync(self, request: Any) -> Any:
+        """The same for a blocking client, in the type of the library that sent `request`."""
+        request.read()
+        self.calls += 1
+        lib = httpx if isinstance(request, httpx.Request) else httpx2
+        return lib.Response(200, json=answer(request.url.path, self.calls))
+
+
+def sync_sent_twice(lib: Any, cache: Cache, upstream: Upstream, url: str, body: Any, headers: Any) -> list[Any]:
+    """Two identical requests through the sync transport in a `lib` client."""
+    transport = CachingTransport(cache=cache, inner=lib.MockTransport(upstream.answer_sync))
+    with lib.Client(transport=transport, base_url="http://llm.test") as http:
+        return [http.post(url, json=body, headers=headers) for _ in range(2)]
+
 
 def transport_client(cache: Cache, upstream: Upstream) -> httpx2.AsyncClient:
     inner = httpx2.MockTransport(upstream)
@@ -94,19 +110,25 @@ def middleware_client(cache: Cache, upstream: Upstream) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(transport=asgi, base_url="http://llm.test")
 
 
-@pytest.fixture(params=["transport", "middleware"])
+SYNC_LAYERS = {"sync-httpx2": httpx2, "sync-httpx": httpx}
+"""The sync transport, in a client of each library."""
+
+
+@pytest.fixture(params=["transport", *SYNC_LAYERS, "middleware"])
 def layer(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 async def send_twice(
     layer: str, cache: Cache, headers: Any, path: str = CHAT, body: Any = BODY, query: str = ""
-) -> tuple[list[httpx2.Response], Upstream]:
+) -> tuple[list[Any], Upstream]:
     """Two identical requests: the answers, and the upstream that saw them."""
     upstream = Upstream()
+    url = path + (f"?{query}" if query else "")
+    if layer in SYNC_LAYERS:
+        return sync_sent_twice(SYNC_LAYERS[layer], cache, upstream, url, body, headers), upstream
     make = transport_client if layer == "transport" else middleware_client
     async with make(cache, upstream) as http:
-        url = path + (f"?{query}" if query else "")
         answers = [await http.post(url, json=body, headers=headers) for _ in range(2)]
     return answers, upstream
 
@@ -350,10 +372,7 @@ async def test_a_key_builder_chooses_what_is_compared_never_who_may_read_it(laye
 
 async def test_nothing_from_the_headers_reaches_a_key_in_clear(layer: str) -> None:
     cache = Cache(key_builder=credential_in_key, store=MemoryStore())
-    upstream = Upstream()
-    make = transport_client if layer == "transport" else middleware_client
-    async with make(cache, upstream) as http:
-        answers = [await http.post(CHAT, json=BODY, headers={"authorization": "Bearer sk-secret"}) for _ in range(2)]
+    answers, _ = await send_twice(layer, cache, {"authorization": "Bearer sk-secret"})
     assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
     key = answers[1].headers["x-cache-key"]
     assert "sk-secret" not in key and re.fullmatch(rf"default:c[0-9a-f]{{32}}:{UPSTREAM}[0-9a-f]{{64}}", key)
@@ -396,9 +415,10 @@ def embedder() -> SentenceTransformerEmbedder:
     return model
 
 
-async def ask(client: openai.AsyncOpenAI, question: str, **options: Any) -> Any:
+async def ask(client: openai.AsyncOpenAI | openai.OpenAI, question: str, **options: Any) -> Any:
     messages = [{"role": "system", "content": SUPPORT}, {"role": "user", "content": question}]
-    return await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages, **options)
+    answer = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages, **options)
+    return await answer if inspect.isawaitable(answer) else answer
 
 
 class Tally:
@@ -485,10 +505,24 @@ def proxy_app(fake: RunningFakeProvider, upstream: httpx2.AsyncClient) -> FastAP
 async def connect(
     request: pytest.FixtureRequest, fake_provider: RunningFakeProvider, embedder: SentenceTransformerEmbedder
 ) -> AsyncIterator[tuple[Cache, Any]]:
-    """(the cache, tenant key -> an openai client) for one layer: transport, middleware or gateway."""
+    """(the cache, tenant key -> an openai client) for one layer: transport (async, or sync in a client
+    of either library), middleware or gateway."""
     cache = semantic_cache(embedder)
     upstream = httpx2.AsyncClient()
     server = None
+    if request.param in SYNC_LAYERS:
+        sync = SYNC_LAYERS[request.param].Client(transport=CachingTransport(cache=cache))
+        try:
+            yield (
+                cache,
+                lambda api_key: openai.OpenAI(
+                    api_key=api_key, base_url=fake_provider.openai_base_url, http_client=sync, max_retries=0
+                ),
+            )
+        finally:
+            sync.close()
+            await upstream.aclose()
+        return
     if request.param == "transport":
         shared = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
         base_url = fake_provider.openai_base_url
@@ -516,7 +550,7 @@ async def connect(
             server.stop()
 
 
-@pytest.mark.parametrize("connect", ["transport", "middleware", "gateway"], indirect=True)
+@pytest.mark.parametrize("connect", ["transport", *SYNC_LAYERS, "middleware", "gateway"], indirect=True)
 async def test_a_hundred_tenants_never_see_each_others_answers(
     connect: tuple[Cache, Any], fake_provider: RunningFakeProvider
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import httpx
 import httpx2
 import openai
 import pytest
@@ -26,8 +27,12 @@ STREAM_ONLY = frozenset({"obfuscation"})
 """Chunk fields that describe the stream itself (padding), never part of the answer."""
 
 
-def client(cache: Cache, fake_provider: RunningFakeProvider) -> openai.OpenAI:
-    http_client = httpx2.Client(transport=CachingTransport(cache=cache))
+LIBS = pytest.mark.parametrize("lib", [httpx2, httpx], ids=["httpx2", "httpx"])
+"""The sync transport in a client of each library the openai SDK takes (anthropic's takes httpx2 only)."""
+
+
+def client(cache: Cache, fake_provider: RunningFakeProvider, lib: Any = httpx2) -> openai.OpenAI:
+    http_client = lib.Client(transport=CachingTransport(cache=cache))
     return openai.OpenAI(
         api_key="sk-fidelity", base_url=fake_provider.openai_base_url, http_client=http_client, max_retries=0
     )
@@ -80,9 +85,12 @@ def contains(whole: Any, part: Any) -> bool:
 
 
 @pytest.mark.parametrize("name", sorted(CHAT_STREAMS))
-def test_a_chat_stream_hit_is_what_the_sdk_made_of_the_original(name: str, fake_provider: RunningFakeProvider) -> None:
+@LIBS
+def test_a_chat_stream_hit_is_what_the_sdk_made_of_the_original(
+    name: str, fake_provider: RunningFakeProvider, lib: Any
+) -> None:
     cache = Cache()
-    sdk = client(cache, fake_provider)
+    sdk = client(cache, fake_provider, lib)
     request = {
         "model": "gpt-4o",
         "messages": [{"role": "user", "content": f"fixture: {name}"}],
@@ -245,8 +253,9 @@ def responses_stream() -> list[Any]:
     return [(event["type"], {**event, "sequence_number": n}) for n, event in enumerate(events)]
 
 
-def test_a_responses_replay_carries_every_event_of_the_original(fake_provider: RunningFakeProvider) -> None:
-    sdk = client(Cache(), fake_provider)
+@LIBS
+def test_a_responses_replay_carries_every_event_of_the_original(fake_provider: RunningFakeProvider, lib: Any) -> None:
+    sdk = client(Cache(), fake_provider, lib)
     original_events = responses_stream()
     fake_provider.stream_next(original_events)
     request = {"model": "gpt-4o", "input": "Capital of France, with a source?", "tools": [{"type": "web_search"}]}

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import httpx2
 import openai
 import orjson
@@ -42,7 +43,8 @@ class Call:
     def but(self, **changes: Any) -> Call:
         return Call(self.path, {**self.body, **changes}, self.headers)
 
-    def send(self, client: httpx2.Client, headers: dict[str, str] | None = None) -> httpx2.Response:
+    def send(self, client: Any, headers: dict[str, str] | None = None) -> Any:
+        """POST through an `httpx2` or `httpx` client."""
         return client.post(self.path, content=orjson.dumps(self.body), headers={**self.headers, **(headers or {})})
 
 
@@ -169,16 +171,22 @@ def answer_next(fake: RunningFakeProvider, body: bytes, content_type: str = "app
     fake.fail_next(1, status=200, body=body, headers={"content-type": content_type})
 
 
-def client(cache: Cache, fake: RunningFakeProvider) -> httpx2.Client:
-    return httpx2.Client(transport=CachingTransport(cache=cache), base_url=fake.url)
+LIBS = pytest.mark.parametrize("lib", [httpx2, httpx], ids=["httpx2", "httpx"])
+"""The sync transport in a client of each library."""
 
 
-def refused_then_asked_again(fake: RunningFakeProvider, call: Call, body: bytes, content_type: str) -> Cache:
+def client(cache: Cache, fake: RunningFakeProvider, lib: Any = httpx2) -> Any:
+    return lib.Client(transport=CachingTransport(cache=cache), base_url=fake.url)
+
+
+def refused_then_asked_again(
+    fake: RunningFakeProvider, call: Call, body: bytes, content_type: str, lib: Any = httpx2
+) -> Cache:
     """Sends `call` twice, the first answered with `body`: checks the caller got it untouched, that
     it was not stored, and that the second went upstream (and, answered properly, was stored)."""
     cache = Cache()
     answer_next(fake, body, content_type)
-    with client(cache, fake) as http:
+    with client(cache, fake, lib) as http:
         first = call.send(http)
         assert (first.status_code, first.content) == (200, body)
         assert first.headers["x-cache"] == "MISS"
@@ -264,21 +272,23 @@ STREAMS = {
 
 
 @pytest.mark.parametrize(("endpoint", "stream"), STREAMS.values(), ids=STREAMS.keys())
+@LIBS
 def test_a_complete_stream_that_assembles_into_an_unreadable_answer_is_never_stored(
-    fake_provider_session: RunningFakeProvider, endpoint: Call, stream: bytes
+    fake_provider_session: RunningFakeProvider, endpoint: Call, stream: bytes, lib: Any
 ) -> None:
     media = "application/json" if stream.startswith(b"[") else "text/event-stream"
-    cache = refused_then_asked_again(fake_provider_session, endpoint, stream, media)
+    cache = refused_then_asked_again(fake_provider_session, endpoint, stream, media, lib)
     assert not_stored_reasons(cache) == {"invalid"}
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS.values(), ids=ENDPOINTS.keys())
+@LIBS
 def test_the_providers_own_answers_are_stored_and_replayed(
-    fake_provider_session: RunningFakeProvider, endpoint: Call
+    fake_provider_session: RunningFakeProvider, endpoint: Call, lib: Any
 ) -> None:
     """The rule refuses shapes, not providers: every endpoint's real answer is still stored."""
     cache = Cache()
-    with client(cache, fake_provider_session) as http:
+    with client(cache, fake_provider_session, lib) as http:
         first, second = endpoint.send(http), endpoint.send(http)
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
     assert second.json() == first.json()
@@ -464,8 +474,9 @@ def test_stateful_apis_are_not_even_routed(fake_provider_session: RunningFakePro
     assert cache.stats.as_dict() == Cache().stats.as_dict()
 
 
+@LIBS
 def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stored(
-    fake_provider_session: RunningFakeProvider,
+    fake_provider_session: RunningFakeProvider, lib: Any
 ) -> None:
     """Choices numbered 0 and null: the assembler fails at the end, after the caller had every byte."""
     chunk = {"id": "c", "object": "chat.completion.chunk"}
@@ -474,7 +485,7 @@ def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stor
         (None, {**chunk, "choices": [{"index": None, "delta": {"content": "ris"}, "finish_reason": "stop"}]}),
         (None, "[DONE]"),
     )
-    cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream")
+    cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream", lib)
     assert not_stored_reasons(cache) == {"stream"}
 
 
@@ -489,19 +500,21 @@ def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stor
     ],
     ids=["its-choice-never-finished", "one-choice-of-two-never-finished"],
 )
+@LIBS
 def test_a_stream_that_ends_before_its_choices_finish_is_passed_on_and_not_stored(
-    fake_provider_session: RunningFakeProvider, choices: list[dict[str, Any]]
+    fake_provider_session: RunningFakeProvider, choices: list[dict[str, Any]], lib: Any
 ) -> None:
     """`[DONE]` after a choice that never said why it stopped: a generation cut short (a proxy that
     ends the stream cleanly when its upstream dropped), which would be replayed as the whole answer."""
     chunk = {"id": "c", "object": "chat.completion.chunk"}
     stream = _sse(*((None, {**chunk, "choices": [choice]}) for choice in choices), (None, "[DONE]"))
-    cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream")
+    cache = refused_then_asked_again(fake_provider_session, CHAT.but(stream=True), stream, "text/event-stream", lib)
     assert not_stored_reasons(cache) == {"response"}  # not final, as an answer in progress
 
 
+@LIBS
 def test_a_gemini_sse_stream_closed_early_is_not_stored_though_every_candidate_seen_had_finished(
-    fake_provider: RunningFakeProvider,
+    fake_provider: RunningFakeProvider, lib: Any
 ) -> None:
     """Gemini's SSE form has no terminal event: a chunk in which every candidate seen so far finished
     may be followed by another candidate (`candidateCount`) or the final usage. It is stored only once
@@ -518,7 +531,7 @@ def test_a_gemini_sse_stream_closed_early_is_not_stored_though_every_candidate_s
     }
     fake_provider.stream_next([first, second])
     fake_provider.break_body_after(len(b"data: " + orjson.dumps(first) + b"\n\n"), stall=True)  # after the first
-    http = httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url)
+    http = client(Cache(), fake_provider, lib)
     ask = GENERATE.but(generationConfig={"candidateCount": 2})
     stream_path = ask.path.replace(":generateContent", ":streamGenerateContent") + "?alt=sse"
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 from typing import Any
 
@@ -560,7 +561,7 @@ def test_close_closes_the_sync_transports_send_sync_opened(fakes, make_router):
     router = make_router(one_group(dep(fakes["a"])))
     request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", json={"model": "gpt"})
     router.send_sync(request).read()
-    assert list(router._default_transports) == [("httpx2", False)]
+    assert list(router._default_transports) == [("httpx2", False, os.getpid())]
     router.close()
     assert router._default_transports == {}
 
