@@ -4,7 +4,8 @@ How each class takes an HTTP client (langchain-openai 1.8, langchain-anthropic 1
 README "LangChain"):
 
 - `ChatOpenAI` and `OpenAIEmbeddings`: `http_client=` and `http_async_client=`, handed to the openai SDK, which
-  takes clients of either library (httpx2 or httpx).
+  takes clients of either library (httpx2 or httpx); Chat Completions, or the Responses API with
+  `use_responses_api=True`.
 - `ChatAnthropic` takes none: it builds its own anthropic clients (`_client`, `_async_client`). A subclass that
   builds them on given clients (`CachedChatAnthropic` below, httpx2 only: the anthropic SDK refuses httpx), or
   `base_url` at the gateway.
@@ -139,6 +140,9 @@ CHATS: dict[str, Callable[[Cache, RunningFakeProvider], Chat]] = {
     "openai-httpx2": lambda cache, fake: Chat(chat_openai(cache, httpx2, fake), {}),
     "openai-httpx": lambda cache, fake: Chat(chat_openai(cache, httpx, fake), {}),
     "openai-tools": lambda cache, fake: Chat(chat_openai(cache, httpx2, fake), {"method": "function_calling"}),
+    "openai-responses": lambda cache, fake: Chat(
+        chat_openai(cache, httpx2, fake, use_responses_api=True), {"method": "function_calling"}
+    ),
     "anthropic-httpx2": lambda cache, fake: Chat(chat_anthropic(cache, httpx2, fake), {}),
     "gemini-httpx2": lambda cache, fake: Chat(chat_gemini(cache, httpx2, fake), {"method": "function_calling"}),
     "gemini-httpx": lambda cache, fake: Chat(chat_gemini(cache, httpx, fake), {"method": "function_calling"}),
@@ -238,6 +242,25 @@ def test_structured_output_hit_parses_to_the_misses(chat: Chat, fake_provider_se
     assert isinstance(miss, dict) and isinstance(hit, dict)
     assert isinstance(miss["parsed"], Weather) and hit["parsed"] == miss["parsed"]
     assert langchain_view(hit["raw"]) == langchain_view(miss["raw"])
+    assert fake_provider_session.count() == 1
+
+
+async def test_anthropic_thinking_replays_with_its_signature(fake_provider_session: RunningFakeProvider) -> None:
+    model = CachedChatAnthropic(
+        model="claude-sonnet-4-6",
+        api_key="sk-ant-alice",
+        base_url=fake_provider_session.anthropic_base_url,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        max_tokens=2048,
+        **clients(Cache(), httpx2),
+    )
+
+    miss = [chunk async for chunk in model.astream("Which bicycle for a hilly commute?")]
+    hit = [chunk async for chunk in model.astream("Which bicycle for a hilly commute?")]
+
+    assert_streams_read_alike(miss, hit)
+    thinking = reduce(operator.add, hit).content[0]
+    assert isinstance(thinking, dict) and thinking["type"] == "thinking" and thinking["signature"]
     assert fake_provider_session.count() == 1
 
 
