@@ -218,6 +218,16 @@ def test_a_batch_again_is_all_hits(chat: Chat, fake_provider_session: RunningFak
     assert fake_provider_session.count() == len(questions)
 
 
+async def test_the_same_question_in_one_abatch_goes_upstream_once(
+    chat: Chat, fake_provider_session: RunningFakeProvider
+) -> None:
+    """`abatch` sends its inputs at once: the first is forwarded, the others wait for its answer (or hit)."""
+    answers = await chat.model.abatch(["Do you deliver?"] * 3)
+
+    assert [langchain_view(a) for a in answers[1:]] == [langchain_view(answers[0])] * 2
+    assert fake_provider_session.count() == 1
+
+
 def test_a_tool_call_hit_is_the_misses_whether_invoked_or_streamed(
     chat: Chat, fake_provider_session: RunningFakeProvider
 ) -> None:
