@@ -198,7 +198,7 @@ _RUN_PATTERN = re.compile(rb"[d.]*")
 _THREE_DIGITS = re.compile(rb"ddd")
 _EXPONENT = ord("e")
 _SIGN = ord("s")
-_SEPARATOR = re.compile(r'"(?:[^"\\]|\\.)*"|[,:]')
+_SEPARATOR = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[,:]')
 """A JSON string (matched whole, so separators inside it stay as they are) or a separator."""
 _SEPARATORS = (",", ":")
 _RUNS_LOOKED_AT = 32
