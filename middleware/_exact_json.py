@@ -54,6 +54,17 @@ def dumps(value: Any) -> bytes:
             raise ValueError("JSON nested too deeply") from None
 
 
+def dumps_spaced(value: Any) -> str:
+    """`dumps`, spelt with a space after each `:` and `,` between tokens (`{"a": 1, "b": [2, 3]}`), as
+    Anthropic streams tool input; strings and numbers are written as `dumps` writes them."""
+    return _SEPARATOR.sub(_spaced, dumps(value).decode())
+
+
+def _spaced(match: re.Match[str]) -> str:
+    token = match.group()
+    return token + " " if token in _SEPARATORS else token
+
+
 def loads_every_number(raw: bytes) -> tuple[Any, bool]:
     """(the document with every number as written; True when it took the exact path). Raises ValueError.
 
@@ -187,6 +198,9 @@ _RUN_PATTERN = re.compile(rb"[d.]*")
 _THREE_DIGITS = re.compile(rb"ddd")
 _EXPONENT = ord("e")
 _SIGN = ord("s")
+_SEPARATOR = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[,:]')
+"""A JSON string (matched whole, so separators inside it stay as they are) or a separator."""
+_SEPARATORS = (",", ":")
 _RUNS_LOOKED_AT = 32
 _LONG = 8192
 """Documents from this length on look for digits with one-byte finds first (`_three_digits`)."""

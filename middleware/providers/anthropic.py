@@ -266,7 +266,7 @@ def _block_events(index: int, block: dict[str, Any]) -> Iterator[dict[str, Any]]
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
     elif isinstance(block.get("input"), dict):  # tool_use, server_tool_use, mcp_tool_use
         start["input"] = {}
-        partial = exact_json.dumps(block["input"]).decode() if block["input"] else ""
+        partial = exact_json.dumps_spaced(block["input"]) if block["input"] else ""
         deltas.append({"type": "input_json_delta", "partial_json": partial})
     yield {"type": "content_block_start", "index": index, "content_block": start}
     for delta in deltas:

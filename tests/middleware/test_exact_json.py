@@ -19,6 +19,24 @@ def test_a_document_read_and_written_again_keeps_every_number(value: Any) -> Non
     assert lossless(exact_json.dumps(exact_json.loads(document))) == lossless(document)
 
 
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_spaced_json_is_the_same_document_with_a_space_after_each_separator(value: Any) -> None:
+    compact = exact_json.dumps({"input": value}).decode()
+    spaced = exact_json.dumps_spaced({"input": value})
+    assert lossless(spaced) == lossless(compact)
+    assert len(spaced) - len(compact) == separators(lossless(compact))  # one space each, strings as they were
+
+
+def separators(value: Any) -> int:
+    """How many `:` and `,` a JSON document of `value` has between its tokens."""
+    if isinstance(value, dict):
+        return 2 * len(value) - 1 + sum(separators(v) for v in value.values()) if value else 0
+    if isinstance(value, list):
+        return max(len(value) - 1, 0) + sum(separators(v) for v in value)
+    return 0
+
+
 def test_numbers_a_double_cannot_carry_are_written_back_as_they_came() -> None:
     document = b'{"id":123456789012345678901234567890,"pi":3.14159265358979323846,"tiny":1e-400,"n":1.5}'
     assert exact_json.dumps(exact_json.loads(document)) == document

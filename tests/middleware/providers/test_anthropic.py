@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
@@ -557,9 +558,21 @@ def test_tool_input_replays_as_one_json_delta_and_an_empty_input_as_an_empty_one
     call = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"n": 12345678901234567890123}}
     events = block_events(message(call))
     assert events[0]["content_block"] == {**call, "input": {}}
-    assert events[1]["delta"] == {"type": "input_json_delta", "partial_json": '{"n":12345678901234567890123}'}
+    assert events[1]["delta"] == {"type": "input_json_delta", "partial_json": '{"n": 12345678901234567890123}'}
     empty = block_events(message({**call, "input": {}}))
     assert empty[1]["delta"] == {"type": "input_json_delta", "partial_json": ""}
+
+
+def test_tool_input_replays_spelt_as_the_api_streams_it() -> None:
+    """The API streams tool input as `{"city": "Paris", "days": [1, 2]}` (a space after each `:` and `,`
+    between tokens, text as is); clients that show the raw input (LangChain's `partial_json`, its tool
+    call chunks' `args`) read the replay as they read the original."""
+    given = {"city": 'Zürich, "Altstadt": north', "days": [1, 2], "deep": {"n": 12345678901234567890123, "e": {}}}
+    call = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": given}
+    partial = block_events(message(call))[1]["delta"]["partial_json"]
+    deep = '"deep": {"n": 12345678901234567890123, "e": {}}'
+    assert partial == '{"city": "Zürich, \\"Altstadt\\": north", "days": [1, 2], ' + deep + "}"
+    assert json.loads(partial) == given
 
 
 def test_blocks_without_deltas_replay_whole_in_their_start() -> None:
