@@ -113,6 +113,17 @@ async def cancel_with_the_reply_held(
             each.release()
 
 
+async def write_every_answer(store: Any) -> None:
+    for key, value in ANSWERS.items():
+        await store.set(key, value, 300)
+
+
+async def each_read_gets_its_own_answer(store: Any) -> None:
+    """Every caller's read, three rounds over the four keys, gets that caller's entry (not a miss either)."""
+    got = [await store.get(key) for key in KEYS * 3]
+    assert got == [ANSWERS[key] for key in KEYS * 3], [value[:12] if value else value for value in got]
+
+
 @pytest.mark.parametrize("after", [0, 3], ids=["reply-held-whole", "reply-held-after-3-bytes"])
 @pytest.mark.parametrize("operation", list(OPERATIONS))
 @pytest.mark.parametrize("kind", STORES)
@@ -120,15 +131,12 @@ async def test_a_command_cancelled_with_its_reply_in_flight_never_answers_anothe
     kind: str, operation: str, after: int, request: pytest.FixtureRequest
 ) -> None:
     async with proxied(kind, request) as (store, proxies):
-        for key, value in ANSWERS.items():
-            await store.set(key, value, 300)
+        await write_every_answer(store)
         if kind == "tiered":
             store = store.l2  # the L1 would answer every read; its L2 is what goes through the proxy
         await cancel_with_the_reply_held(proxies, after, lambda: OPERATIONS[operation](store))
 
-        got = [await store.get(key) for key in KEYS * 3]
-
-        assert got == [ANSWERS[key] for key in KEYS * 3], [value[:12] if value else value for value in got]
+        await each_read_gets_its_own_answer(store)
 
 
 @pytest.mark.parametrize("kind", ["redis", "memcached"])
@@ -136,17 +144,30 @@ async def test_a_command_cut_by_the_stores_own_timeout_never_answers_another(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
     async with proxied(kind, request, timeout=0.2) as (store, proxies):
-        for key, value in ANSWERS.items():
-            await store.set(key, value, 300)
+        await write_every_answer(store)
         proxies[0].hold()
         with pytest.raises(StoreError):
             await asyncio.wait_for(store.get(KEYS[0]), DEADLINE)
         assert proxies[0].held.is_set()
         proxies[0].release()
 
-        got = [await store.get(key) for key in KEYS * 3]
+        await each_read_gets_its_own_answer(store)
 
-        assert got == [ANSWERS[key] for key in KEYS * 3], [value[:12] if value else value for value in got]
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+async def test_a_lock_whose_taking_was_cancelled_with_its_reply_in_flight_is_released(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    async with proxied(kind, request) as (store, proxies):
+        await store.get("lock:scope-a:key")  # the lock key's node connected: the reply held is the lock's
+        await cancel_with_the_reply_held(proxies, 0, lambda: store.try_lock("scope-a:key", 30))
+        async with asyncio.timeout(DEADLINE):
+            await asyncio.gather(*store._releasing)
+
+        token = await store.try_lock("scope-a:key", 30)
+
+        assert token is not None  # the next miss leads at once, not after the lock's 30 s
+        assert await store.unlock("scope-a:key", token)
 
 
 async def test_a_vector_search_cancelled_with_its_reply_in_flight_never_answers_another_context(

@@ -1,0 +1,214 @@
+"""A caller that cancels a miss at any await leaves the cache as if the call had failed or never started.
+
+Each point holds one await of a miss until the test cancels the caller's task there: a Redis reply kept by
+a real TCP proxy (the lookup, the lock, the tag and entry writes, the unlock), the fake provider holding
+the request or stalling its body, a hook waiting. Then everything is let go, and the cache must hold no
+single-flight slot, no lock and no task of that call, count the miss as stored or not stored, and answer
+the next identical request as a fresh miss, or (once the answer was complete) as a complete hit. Both
+ways in run every point: the async transport under the openai SDK, and the gateway (`CacheMiddleware`
+in front of its proxy) in process, where the caller's cancel reaches the app's own awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+import redis.asyncio as aioredis
+
+from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware._hooks import Hooks
+from llm_cache.middleware.config import parse_config
+from llm_cache.middleware.gateway import create_gateway
+from llm_cache.middleware.stores import RedisStore
+from tests.middleware.stores.conftest import SLACK, unique_prefix
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.fault_proxy import HoldingProxy
+
+DEADLINE = 10.0
+
+
+@dataclass(frozen=True)
+class Point:
+    """Where a miss is held: the Redis reply to the request holding `redis` (past `skip` of them), the
+    upstream (`hold`: the request; `stall`: the body, after a few bytes) or a hook; `stream`: the request
+    asks for a stream; `complete`: the answer was whole by then, so the write goes on and is served."""
+
+    stream: bool = False
+    redis: bytes | None = None
+    skip: int = 0
+    upstream: str | None = None
+    hook: str | None = None
+    complete: bool = False
+
+
+POINTS = {
+    "lookup": Point(redis=b"GET"),
+    "lock": Point(redis=b"NX"),
+    "hook-before-lookup": Point(hook="before_lookup"),
+    "hook-before-forward": Point(hook="before_forward"),
+    "upstream-send": Point(stream=True, upstream="hold"),
+    "upstream-body": Point(upstream="stall"),
+    "stream-half-read": Point(stream=True, upstream="stall"),
+    "hook-after-answer": Point(stream=True, hook="after_answer", complete=True),
+    "tag-write": Point(redis=b"EVAL", complete=True),
+    "store-write": Point(stream=True, redis=b"chat.completion", complete=True),
+    "unlock": Point(redis=b"EVAL", skip=1, complete=True),
+}
+
+
+class Rig:
+    """One Cache on a real Redis behind a `HoldingProxy`, hooks that wait at a point, and the fake provider."""
+
+    def __init__(self, proxy: HoldingProxy, provider: RunningFakeProvider, prefix: str) -> None:
+        self.proxy = proxy
+        self.provider = provider
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.held_hook: str | None = None
+        hooks = Hooks({point: [self._hook(point)] for point in ("before_lookup", "before_forward", "after_answer")})
+        hooks.timeout = DEADLINE
+        store = RedisStore(host="127.0.0.1", port=proxy.port, prefix=prefix, **SLACK)
+        self.cache = Cache(store, hooks=hooks)
+        self.lock_prefix = store.lock_prefix
+
+    def _hook(self, point: str) -> Callable[[Any], Awaitable[None]]:
+        async def wait_here(view: Any) -> None:
+            if self.held_hook == point:
+                self.held_hook = None
+                self.entered.set()
+                await self.gate.wait()
+
+        return wait_here
+
+    def hold(self, point: Point) -> None:
+        if point.redis is not None:
+            self.proxy.hold(on=point.redis, skip=point.skip)
+        elif point.upstream == "hold":
+            self.provider.hold()
+        elif point.upstream == "stall":
+            self.provider.break_body_after(40, stall=True)
+        else:
+            self.held_hook = point.hook
+
+    async def reached(self, point: Point) -> None:
+        async with asyncio.timeout(DEADLINE):
+            if point.redis is not None:
+                await self.proxy.held.wait()
+            elif point.upstream == "hold":
+                await self.provider.wait_for_in_flight_async(1, DEADLINE)
+            elif point.upstream == "stall":
+                while not self.provider.provider._waiters:  # the body stalled: the caller waits for more
+                    await asyncio.sleep(0.005)
+            else:
+                await self.entered.wait()
+
+    def release(self) -> None:
+        self.proxy.release()
+        self.provider.release()
+        self.gate.set()
+
+
+async def ask(client: openai.AsyncOpenAI, content: str, stream: bool) -> tuple[str | None, str]:
+    """(x-cache, the answer's text) of one chat completion, read to its end."""
+    messages = [{"role": "user", "content": content}]
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages, stream=stream)
+    answer = raw.parse()
+    if not stream:
+        assert answer.choices[0].finish_reason == "stop"
+        return raw.headers.get("x-cache"), answer.choices[0].message.content
+    text, ended = [], None
+    async for chunk in answer:
+        for choice in chunk.choices:
+            text.append(choice.delta.content or "")
+            ended = choice.finish_reason or ended
+    assert ended == "stop"
+    return raw.headers.get("x-cache"), "".join(text)
+
+
+@contextlib.asynccontextmanager
+async def way_in(way: str, rig: Rig, provider: RunningFakeProvider) -> AsyncIterator[openai.AsyncOpenAI]:
+    """An openai client whose requests reach `rig.cache` through the async transport or the gateway."""
+    if way == "transport":
+        http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=rig.cache))
+        base_url = provider.openai_base_url
+        lifespan: Any = contextlib.nullcontext()
+    else:
+        config = parse_config({"upstreams": {"openai": {"base_url": provider.openai_base_url}}})
+        app = create_gateway(config, cache=rig.cache)
+        http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
+        base_url = "http://gateway/v1"
+        lifespan = app.router.lifespan_context(app)
+    async with lifespan:
+        client = openai.AsyncOpenAI(api_key="sk-caller", base_url=base_url, http_client=http, max_retries=0)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+def others(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """Tasks started since `before`, but the proxy's own."""
+    return {
+        task
+        for task in asyncio.all_tasks() - before
+        if not getattr(task.get_coro(), "__qualname__", "").startswith("HoldingProxy.")
+        and task is not asyncio.current_task()
+    }
+
+
+async def settled(before: set[asyncio.Task[Any]]) -> None:
+    end = time.monotonic() + DEADLINE
+    while others(before):
+        if time.monotonic() > end:
+            pytest.fail(f"tasks left behind: {others(before)}")
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("way", ["transport", "gateway"])
+@pytest.mark.parametrize("name", list(POINTS))
+async def test_a_miss_cancelled_at_any_await_leaves_no_trace_and_the_next_call_is_whole(
+    name: str, way: str, fake_provider: RunningFakeProvider, redis_server: Any
+) -> None:
+    point = POINTS[name]
+    prefix = unique_prefix()
+    content = f"Cancelled at {name} through the {way}: what is the capital of France?"
+    direct = aioredis.Redis(host=redis_server.host, port=redis_server.port)
+    async with HoldingProxy(redis_server.host, redis_server.port) as proxy:
+        rig = Rig(proxy, fake_provider, prefix)
+        try:
+            async with way_in(way, rig, fake_provider) as client:
+                await ask(client, "warm the connections up", point.stream)
+                before = asyncio.all_tasks()
+                rig.hold(point)
+                caller = asyncio.ensure_future(ask(client, content, point.stream))
+                try:
+                    await rig.reached(point)
+                    assert not caller.done(), caller
+                    caller.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait_for(caller, DEADLINE)
+                    assert caller.cancelled()
+                finally:
+                    rig.release()
+                await settled(before)
+
+                assert rig.cache._flights._flights == {}
+                assert await direct.keys(rig.lock_prefix + "*") == []
+                stats = rig.cache.stats
+                assert stats.stored + stats.not_stored == stats.misses
+
+                outcome, text = await ask(client, content, point.stream)
+                assert outcome == ("HIT" if point.complete else "MISS")
+                assert (await ask(client, content, point.stream)) == ("HIT", text)
+                assert text
+        finally:
+            await rig.cache.close()
+            await direct.aclose()
