@@ -24,8 +24,16 @@ class LoopThread:
         self._lock = threading.Lock()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """`coroutine`'s result, run on the loop. A caller that stops waiting (a KeyboardInterrupt, its
+        `timeout`) cancels it there: left running for nobody, a lookup would lead a miss nobody sends
+        (its single-flight slot and lock held until `coalesce_timeout` and `lock_ttl`)."""
         loop = self._loop or self._start()
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
+        running = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        try:
+            return running.result(timeout)
+        except BaseException:
+            running.cancel()
+            raise
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import openai
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from llm_cache.middleware import AsyncCachingTransport, Cache
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from llm_cache.middleware._hooks import Hooks
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
@@ -212,3 +216,125 @@ async def test_a_miss_cancelled_at_any_await_leaves_no_trace_and_the_next_call_i
         finally:
             await rig.cache.close()
             await direct.aclose()
+
+
+# -- the sync transport: a caller that closes a stream halfway or is interrupted ------------------------
+
+
+class Interrupted(BaseException):
+    """What a signal raises in the caller's thread here: a KeyboardInterrupt that pytest would not take
+    for the user's."""
+
+
+@contextlib.contextmanager
+def interrupted_when(reached: Callable[[], None]) -> Iterator[None]:
+    """Raise `Interrupted` in this (the main) thread, by a real signal, once `reached()` returns in another."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    main = threading.get_ident()
+
+    def watch() -> None:
+        reached()
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(Interrupted):
+            yield
+    finally:
+        watcher.join(DEADLINE)
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def stalled(provider: RunningFakeProvider) -> None:
+    """Wait until the upstream body stalled (the caller blocks reading it)."""
+    end = time.monotonic() + DEADLINE
+    while not provider.provider._waiters:
+        assert time.monotonic() < end, "the upstream body never stalled"
+        time.sleep(0.005)
+
+
+SYNC_POINTS = [
+    "lookup-abandoned",
+    "upstream-send-interrupted",
+    "stream-read-interrupted",
+    "stream-closed",
+    "stream-dropped",
+]
+
+
+@pytest.mark.parametrize("name", SYNC_POINTS)
+def test_a_sync_call_abandoned_halfway_leaves_no_trace_and_the_next_call_is_a_fresh_miss(
+    name: str, fake_provider: RunningFakeProvider, redis_server: Any
+) -> None:
+    entered, gate = threading.Event(), threading.Event()
+    holding = name == "lookup-abandoned"
+
+    def wait_here(view: Any) -> None:  # a sync hook: it blocks a hook thread, not the engine's loop
+        if holding and not entered.is_set():
+            entered.set()
+            gate.wait(DEADLINE)
+
+    hooks = Hooks({"before_lookup": [wait_here]})
+    hooks.timeout = DEADLINE
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
+    cache = Cache(store, hooks=hooks)
+    transport = CachingTransport(cache=cache)
+    http = httpx2.Client(transport=transport)
+    client = openai.OpenAI(api_key="sk-caller", base_url=fake_provider.openai_base_url, http_client=http, max_retries=0)
+    messages = [{"role": "user", "content": f"Given up at {name}: what is the capital of France?"}]
+
+    def ask(stream: bool) -> tuple[str | None, str]:
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages, stream=stream)
+        if not stream:
+            return raw.headers.get("x-cache"), raw.parse().choices[0].message.content or ""
+        text = [choice.delta.content or "" for chunk in raw.parse() for choice in chunk.choices]
+        return raw.headers.get("x-cache"), "".join(text)
+
+    try:
+        if name == "lookup-abandoned":
+            with interrupted_when(lambda: entered.wait(DEADLINE)):
+                ask(stream=False)
+        elif name == "upstream-send-interrupted":
+            fake_provider.hold()
+            with interrupted_when(lambda: fake_provider.wait_for_in_flight(1, DEADLINE)):
+                ask(stream=True)
+        elif name == "stream-read-interrupted":
+            fake_provider.break_body_after(40, stall=True)
+            with interrupted_when(lambda: stalled(fake_provider)):
+                ask(stream=True)
+        else:
+            fake_provider.break_body_after(300, stall=True)
+            stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+            chunks = iter(stream)
+            next(chunks)
+            stalled(fake_provider)
+            if name == "stream-closed":
+                stream.close()
+            else:  # dropped unread: the generators are closed as they are collected (GeneratorExit)
+                del stream, chunks
+                gc.collect()
+        gate.set()
+        fake_provider.release()
+        loop = transport._loop._loop
+        end = time.monotonic() + DEADLINE
+        while loop is not None and asyncio.all_tasks(loop):  # what the caller left has run its course
+            assert time.monotonic() < end, asyncio.all_tasks(loop)
+            time.sleep(0.005)
+
+        assert cache._flights._flights == {}
+        assert cache.stats.stored == 0 and cache.stats.misses == cache.stats.not_stored
+        assert redis.Redis.from_url(redis_server.url).keys(store.lock_prefix + "*") == []
+        started = time.monotonic()
+        outcome, text = ask(stream=True)
+        assert (outcome, time.monotonic() - started < DEADLINE / 2) == ("MISS", True)
+        assert ask(stream=False) == ("HIT", text)
+    finally:
+        gate.set()
+        fake_provider.release()
+        client.close()
+        cache.close_sync()
