@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
@@ -31,7 +32,7 @@ from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from llm_cache.middleware._hooks import Hooks
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
-from llm_cache.middleware.stores import RedisStore
+from llm_cache.middleware.stores import DiskStore, MemoryStore, RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.fault_proxy import HoldingProxy
@@ -338,3 +339,68 @@ def test_a_sync_call_abandoned_halfway_leaves_no_trace_and_the_next_call_is_a_fr
         fake_provider.release()
         client.close()
         cache.close_sync()
+
+
+# -- asyncio.timeout around an SDK call: the common real-world cancel -------------------------------------
+
+
+async def sdk_answer(client: Any, content: str, stream: bool) -> tuple[str | None, str]:
+    """(x-cache, text) of one call of the openai or anthropic SDK, read to its end."""
+    messages = [{"role": "user", "content": content}]
+    if isinstance(client, anthropic.AsyncAnthropic):
+        create: Any = client.messages.with_raw_response.create
+        raw = await create(model="claude-sonnet-4-6", max_tokens=64, messages=messages, stream=stream)
+        parsed = await raw.parse()
+        if not stream:
+            return raw.headers.get("x-cache"), "".join(block.text for block in parsed.content)
+        text = [event.delta.text async for event in parsed if event.type == "content_block_delta"]
+        return raw.headers.get("x-cache"), "".join(text)
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages, stream=stream)
+    if not stream:
+        return raw.headers.get("x-cache"), raw.parse().choices[0].message.content or ""
+    text = [choice.delta.content or "" async for chunk in raw.parse() for choice in chunk.choices]
+    return raw.headers.get("x-cache"), "".join(text)
+
+
+TIMED_OUT = {"upstream-send": (False, "hold"), "json-body": (False, "stall"), "stream-half-read": (True, "stall")}
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "disk"])
+@pytest.mark.parametrize("where", list(TIMED_OUT))
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+async def test_an_sdk_call_under_asyncio_timeout_that_runs_out_leaves_no_trace(
+    sdk: str, where: str, store_kind: str, fake_provider: RunningFakeProvider, tmp_path: Any
+) -> None:
+    stream, upstream = TIMED_OUT[where]
+    store = MemoryStore() if store_kind == "memory" else DiskStore(tmp_path / "cache")
+    cache = Cache(store)
+    http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+    client: Any
+    if sdk == "openai":
+        client = openai.AsyncOpenAI(api_key="sk-a", base_url=fake_provider.openai_base_url, http_client=http)
+    else:
+        client = anthropic.AsyncAnthropic(api_key="sk-a", base_url=fake_provider.anthropic_base_url, http_client=http)
+    client = client.with_options(max_retries=0)
+    content = f"Timed out at {where}: what is the capital of France?"
+    try:
+        await sdk_answer(client, "warm the connections up", stream)
+        before = asyncio.all_tasks()
+        if upstream == "hold":
+            fake_provider.hold()
+        else:
+            fake_provider.break_body_after(60, stall=True)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):  # the upstream holds or stalls until released: it always runs out
+                await sdk_answer(client, content, stream)
+        fake_provider.release()
+        await settled(before)
+
+        assert cache._flights._flights == {}
+        assert (cache.stats.misses, cache.stats.not_stored, cache.stats.stored) == (2, 1, 1)  # the warm-up stored
+        outcome, text = await sdk_answer(client, content, stream)
+        assert (outcome, bool(text)) == ("MISS", True)
+        assert await sdk_answer(client, content, stream) == ("HIT", text)
+    finally:
+        fake_provider.release()
+        await client.close()
+        await cache.close()
