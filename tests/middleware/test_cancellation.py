@@ -29,11 +29,15 @@ import redis
 import redis.asyncio as aioredis
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
+from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware._hooks import Hooks
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
+from llm_cache.middleware.semantic import SemanticCache
+from llm_cache.middleware.semantic.redis_index import RedisVectorIndex
 from llm_cache.middleware.stores import DiskStore, MemoryStore, RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
+from tests.support.embedders import WordsEmbedder
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.fault_proxy import HoldingProxy
 
@@ -52,6 +56,8 @@ class Point:
     upstream: str | None = None
     hook: str | None = None
     complete: bool = False
+    semantic: bool = False
+    """With a semantic cache, its vector index in the same Redis (Redis Stack)."""
 
 
 POINTS = {
@@ -66,13 +72,15 @@ POINTS = {
     "tag-write": Point(redis=b"EVAL", complete=True),
     "store-write": Point(stream=True, redis=b"chat.completion", complete=True),
     "unlock": Point(redis=b"EVAL", skip=1, complete=True),
+    "semantic-search": Point(redis=b"FT.SEARCH", semantic=True),
+    "semantic-index": Point(redis=b"HSET", semantic=True, complete=True),
 }
 
 
 class Rig:
     """One Cache on a real Redis behind a `HoldingProxy`, hooks that wait at a point, and the fake provider."""
 
-    def __init__(self, proxy: HoldingProxy, provider: RunningFakeProvider, prefix: str) -> None:
+    def __init__(self, proxy: HoldingProxy, provider: RunningFakeProvider, prefix: str, semantic: bool) -> None:
         self.proxy = proxy
         self.provider = provider
         self.entered = asyncio.Event()
@@ -81,7 +89,12 @@ class Rig:
         hooks = Hooks({point: [self._hook(point)] for point in ("before_lookup", "before_forward", "after_answer")})
         hooks.timeout = DEADLINE
         store = RedisStore(host="127.0.0.1", port=proxy.port, prefix=prefix, **SLACK)
-        self.cache = Cache(store, hooks=hooks)
+        meanings = None
+        if semantic:
+            url = f"redis://127.0.0.1:{proxy.port}/0"
+            index = RedisVectorIndex(url, index_name=f"{prefix}idx", prefix=f"{prefix}rows:")
+            meanings = SemanticCache(WordsEmbedder(), index, threshold=0.9)
+        self.cache = Cache(store, hooks=hooks, semantic=meanings)
         self.lock_prefix = store.lock_prefix
 
     def _hook(self, point: str) -> Callable[[Any], Awaitable[None]]:
@@ -180,14 +193,15 @@ async def settled(before: set[asyncio.Task[Any]]) -> None:
 @pytest.mark.parametrize("way", ["transport", "gateway"])
 @pytest.mark.parametrize("name", list(POINTS))
 async def test_a_miss_cancelled_at_any_await_leaves_no_trace_and_the_next_call_is_whole(
-    name: str, way: str, fake_provider: RunningFakeProvider, redis_server: Any
+    name: str, way: str, fake_provider: RunningFakeProvider, request: pytest.FixtureRequest
 ) -> None:
     point = POINTS[name]
     prefix = unique_prefix()
     content = f"Cancelled at {name} through the {way}: what is the capital of France?"
-    direct = aioredis.Redis(host=redis_server.host, port=redis_server.port)
-    async with HoldingProxy(redis_server.host, redis_server.port) as proxy:
-        rig = Rig(proxy, fake_provider, prefix)
+    server = request.getfixturevalue("redis_stack_server" if point.semantic else "redis_server")
+    direct = aioredis.Redis(host=server.host, port=server.port)
+    async with HoldingProxy(server.host, server.port) as proxy:
+        rig = Rig(proxy, fake_provider, prefix, point.semantic)
         try:
             async with way_in(way, rig, fake_provider) as client:
                 await ask(client, "warm the connections up", point.stream)
@@ -404,3 +418,51 @@ async def test_an_sdk_call_under_asyncio_timeout_that_runs_out_leaves_no_trace(
         fake_provider.release()
         await client.close()
         await cache.close()
+
+
+# -- the gateway behind a real server: a client that hangs up -----------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("when", ["upstream-held", "body-stalled"])
+async def test_a_client_that_hangs_up_on_the_gateway_leaves_no_trace(
+    when: str, stream: bool, fake_provider: RunningFakeProvider, redis_server: Any
+) -> None:
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
+    cache = Cache(store)
+    config = parse_config({"upstreams": {"openai": {"base_url": fake_provider.openai_base_url}}})
+    body = {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": f"Hung up {when}"}]}
+    headers = {"authorization": "Bearer sk-caller"}
+    with BackgroundServer(create_gateway(config, cache=cache)) as server:
+        url = f"{server.url}/v1/chat/completions"
+        async with httpx2.AsyncClient(timeout=DEADLINE) as http:
+            if when == "upstream-held":
+                fake_provider.hold()
+                sending = asyncio.ensure_future(http.post(url, json=body, headers=headers))
+                await fake_provider.wait_for_in_flight_async(1, DEADLINE)
+                sending.cancel()  # the connection is closed under the gateway
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+            else:
+                fake_provider.break_body_after(300 if stream else 60, stall=True)  # past the first event
+                async with http.stream("POST", url, json=body, headers=headers) as response:
+                    await response.aiter_raw().__anext__()  # the first bytes came: hang up halfway
+            fake_provider.release()
+
+            locks = redis.Redis.from_url(redis_server.url)
+            end = time.monotonic() + DEADLINE
+            while (
+                cache._flights._flights
+                or cache.stats.stored + cache.stats.not_stored < cache.stats.misses
+                or locks.keys(store.lock_prefix + "*")
+            ):  # the gateway's loop finishes with the call on its own time
+                assert time.monotonic() < end, (cache._flights._flights, cache.stats)
+                await asyncio.sleep(0.01)
+
+            again = await http.post(url, json=body, headers=headers)
+            assert again.status_code == 200
+            if when == "upstream-held" and again.headers["x-cache"] == "HIT":  # answered, to a client gone
+                assert again.text.endswith("data: [DONE]\n\n") if stream else again.json()["choices"][0]["message"]
+            else:
+                assert again.headers["x-cache"] == "MISS"
+            assert (await http.post(url, json=body, headers=headers)).headers["x-cache"] == "HIT"
