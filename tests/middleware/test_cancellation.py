@@ -77,6 +77,22 @@ POINTS = {
 }
 
 
+def stalled(provider: RunningFakeProvider) -> None:
+    """Wait until the upstream body stalled (the caller blocks reading it)."""
+    end = time.monotonic() + DEADLINE
+    while not provider.provider._waiters:
+        assert time.monotonic() < end, "the upstream body never stalled"
+        time.sleep(0.005)
+
+
+async def upstream_waits(provider: RunningFakeProvider, how: str) -> None:
+    """Until the upstream holds the request (`hold`) or has stalled its body (`stall`)."""
+    if how == "hold":
+        await provider.wait_for_in_flight_async(1, DEADLINE)
+    else:
+        await asyncio.to_thread(stalled, provider)
+
+
 class Rig:
     """One Cache on a real Redis behind a `HoldingProxy`, hooks that wait at a point, and the fake provider."""
 
@@ -120,11 +136,8 @@ class Rig:
         async with asyncio.timeout(DEADLINE):
             if point.redis is not None:
                 await self.proxy.held.wait()
-            elif point.upstream == "hold":
-                await self.provider.wait_for_in_flight_async(1, DEADLINE)
-            elif point.upstream == "stall":
-                while not self.provider.provider._waiters:  # the body stalled: the caller waits for more
-                    await asyncio.sleep(0.005)
+            elif point.upstream is not None:
+                await upstream_waits(self.provider, point.upstream)
             else:
                 await self.entered.wait()
 
@@ -265,14 +278,6 @@ def interrupted_when(reached: Callable[[], None]) -> Iterator[None]:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def stalled(provider: RunningFakeProvider) -> None:
-    """Wait until the upstream body stalled (the caller blocks reading it)."""
-    end = time.monotonic() + DEADLINE
-    while not provider.provider._waiters:
-        assert time.monotonic() < end, "the upstream body never stalled"
-        time.sleep(0.005)
-
-
 SYNC_POINTS = [
     "lookup-abandoned",
     "upstream-send-interrupted",
@@ -403,9 +408,18 @@ async def test_an_sdk_call_under_asyncio_timeout_that_runs_out_leaves_no_trace(
             fake_provider.hold()
         else:
             fake_provider.break_body_after(60, stall=True)
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.5):  # the upstream holds or stalls until released: it always runs out
+        deadlines: list[asyncio.Timeout] = []
+
+        async def call_with_a_timeout() -> None:
+            async with asyncio.timeout(None) as deadline:
+                deadlines.append(deadline)
                 await sdk_answer(client, content, stream)
+
+        caller = asyncio.ensure_future(call_with_a_timeout())
+        await upstream_waits(fake_provider, upstream)
+        deadlines[0].reschedule(asyncio.get_running_loop().time())  # it runs out now, where the call waits
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(caller, DEADLINE)
         fake_provider.release()
         await settled(before)
 
