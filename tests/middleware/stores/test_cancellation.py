@@ -133,7 +133,7 @@ async def test_a_command_cancelled_with_its_reply_in_flight_never_answers_anothe
     async with proxied(kind, request) as (store, proxies):
         await write_every_answer(store)
         if kind == "tiered":
-            store = store.l2  # the L1 would answer every read; its L2 is what goes through the proxy
+            await store.l1.clear()  # reads go to the L2, through the proxy, and fill the L1 again
         await cancel_with_the_reply_held(proxies, after, lambda: OPERATIONS[operation](store))
 
         await each_read_gets_its_own_answer(store)
