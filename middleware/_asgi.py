@@ -19,6 +19,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._deadline import within
 from ._engine import Cache, Plan, advance
 from ._headers import decoded, encoded, read_headers, with_length
 from ._paths import MountedPaths
@@ -166,7 +167,7 @@ class _Responder:
         while isinstance(step, (Run, SideCall)):
             reply, error = None, None
             try:
-                reply = await (step.work if isinstance(step, Run) else asyncio.wait_for(self._side(step), step.timeout))
+                reply = await (step.work if isinstance(step, Run) else within(step.timeout, self._side(step)))
             except BaseException as failure:
                 error = failure
             step = advance(self.plan, reply, error)

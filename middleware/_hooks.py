@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from ._deadline import within
 from ._keys import NAMESPACE_PATTERN, load_callable
 
 logger = logging.getLogger("llm_cache.middleware")
@@ -203,7 +204,7 @@ class Hooks:
     async def _call(self, point: str, hook: Hook, view: Any) -> bool:
         try:
             if _is_async(hook):
-                await asyncio.wait_for(hook(view), self.timeout)
+                await within(self.timeout, hook(view))
             else:
                 threads = self._executor()
                 if not self._free.acquire(blocking=False):
@@ -211,9 +212,9 @@ class Hooks:
                     return False
                 running = threads.submit(hook, view)
                 running.add_done_callback(lambda _: self._free.release())  # when the thread is done, even late
-                result = await asyncio.wait_for(asyncio.wrap_future(running), self.timeout)
+                result = await within(self.timeout, asyncio.wrap_future(running))
                 if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, self.timeout)
+                    await within(self.timeout, result)
         except asyncio.TimeoutError:
             logger.warning("%s hook %s took more than %.3f s; skipped", point, _name(hook), self.timeout)
             return False

@@ -43,12 +43,18 @@ class LoopThread:
         """Held while a call is handed to the loop, so none is handed over once `close()` began."""
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """`coroutine`'s result, run on the loop. A caller that stops waiting (a KeyboardInterrupt, its
+        `timeout`) cancels it there: left running for nobody, a lookup would lead a miss nobody sends
+        (its single-flight slot and lock held until `coalesce_timeout` and `lock_ttl`)."""
         future = self._submit(coroutine)
         try:
             return future.result(timeout)
         except concurrent.futures.CancelledError:
             if self._closed:
                 raise LoopClosed(f"{self._name} was closed while this call waited on it") from None
+            raise
+        except BaseException:
+            future.cancel()
             raise
 
     def _process_lock(self) -> threading.Lock:

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from ._deadline import within
 from ._entry import Entry
 from ._settings import CacheSettings, CacheStats
 from ._types import CacheRequest, Lookup, Outcome
@@ -71,7 +72,7 @@ class SingleFlight:
         flight = self._flights.get(request.key)
         while flight is not None and flight.loop is loop:
             try:
-                entry = await asyncio.wait_for(asyncio.shield(flight.future), self._settings.coalesce_timeout)
+                entry = await within(self._settings.coalesce_timeout, asyncio.shield(flight.future))
             except asyncio.TimeoutError:
                 if self._flights.get(request.key) is flight:  # overdue, maybe for ever (an answer never read):
                     del self._flights[request.key]  # this miss leads, later ones wait on it, not on that one

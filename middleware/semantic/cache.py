@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from .._deadline import within
 from ._local_model import ModelBusy
 from .bound import Decision, ErrorBound, ErrorRateOf
 from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
@@ -117,7 +118,7 @@ class SemanticCache:
     async def embed(self, text: str) -> np.ndarray:
         """`text`'s unit vector; `Unreadable` when the embedder gives a zero vector (a local model does
         for a text it cannot read whole, see `embedders.unread_zeroed`)."""
-        vectors = await asyncio.wait_for(self.embedder.embed([text]), self.timeout)
+        vectors = await within(self.timeout, self.embedder.embed([text]))
         raw = np.asarray(vectors[0], dtype=np.float32)
         if not np.isfinite(raw).all():
             raise ValueError(f"{self.embedder.name} returned a vector that is not finite")
@@ -131,7 +132,7 @@ class SemanticCache:
 
     async def nearest(self, context: str, vector: np.ndarray) -> list[Neighbour]:
         """The `candidates` stored prompts of `context` nearest `vector`, best first."""
-        return await asyncio.wait_for(self.index.search(context, vector, self.candidates), self.timeout)
+        return await within(self.timeout, self.index.search(context, vector, self.candidates))
 
     def matching(self, text: str, neighbours: list[Neighbour]) -> list[Neighbour]:
         """Those of `neighbours` (best first) that clear the threshold and whose facts agree with `text`."""
@@ -156,7 +157,7 @@ class SemanticCache:
         reranker, floor = self.reranker, self.rerank_min_score
         if reranker is None or floor is None or not matches:
             return matches
-        scores = await asyncio.wait_for(reranker.score(text, [m.text for m in matches]), reranker.timeout)
+        scores = await within(reranker.timeout, reranker.score(text, [m.text for m in matches]))
         if len(scores) != len(matches):
             raise ValueError(f"{reranker.name} gave {len(scores)} scores for {len(matches)} candidates")
         return [match for match, score in zip(matches, scores, strict=True) if score >= floor]  # NaN never passes
@@ -180,9 +181,7 @@ class SemanticCache:
             return None
         ran = True
         try:
-            verdict = await asyncio.wait_for(
-                self.judge.same(text, answer_text(stored), answer_text(fresh)), self.judge_timeout
-            )
+            verdict = await within(self.judge_timeout, self.judge.same(text, answer_text(stored), answer_text(fresh)))
         except ModelBusy:
             verdict, ran = None, False
         except Exception:
@@ -194,7 +193,7 @@ class SemanticCache:
         return right
 
     async def remember(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
-        await asyncio.wait_for(self.index.add(context, key, text, vector, ttl), self.timeout)
+        await within(self.timeout, self.index.add(context, key, text, vector, ttl))
 
     async def forget(self, key: str) -> None:
         await self.index.delete(key)

@@ -137,6 +137,8 @@ class RedisStore:
         self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
         self._orphans: dict[str, str] = {}
         """Physical lock key -> token of locks this store may hold with nobody to release them."""
+        self._releasing: set[asyncio.Task[None]] = set()
+        """Releases of the locks of cancelled `try_lock` calls, running on their own."""
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -315,6 +317,12 @@ class RedisStore:
         except StoreError:
             self._orphan(physical, token)  # sent, unanswered: a paused server may still run it later
             raise
+        except BaseException:  # cancelled, maybe once the server had run it: its caller cannot release it
+            self._orphan(physical, token)
+            releasing = asyncio.ensure_future(self._release_orphans())
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._releasing.discard)
+            raise
         return token if acquired else None
 
     async def unlock(self, key: str, token: str) -> bool:
@@ -356,6 +364,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close every loop's client: this loop's directly, other live loops' on their own loop."""
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         await self._clients.close()
 
 
