@@ -544,7 +544,9 @@ async def main() -> None:
         return encode(model, texts)
 
     embedder._encode = encode_signalling
-    call = asyncio.ensure_future(embedder.embed(["a long question about many things " * 40] * 32))
+    # Long enough to be running at the exit, short enough to end well inside EXIT_WAIT (10 s) on a
+    # loaded machine: 32 texts of 254 pieces took longer than that under load and torch aborted.
+    call = asyncio.ensure_future(embedder.embed(["a long question about many things " * 10] * 8))
     assert await asyncio.to_thread(started.wait, 60)
     print("exiting while the model runs" if not call.done() else "the call was over", flush=True)
     sys.exit(3)
