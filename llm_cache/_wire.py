@@ -135,11 +135,14 @@ def under(url: str, base: str) -> bool:
 
 
 def without_query_credential(query: str) -> str:
-    """`query` without the credential a query string may carry (Gemini's `key=`)."""
+    """`query` without the credential a query string may carry (Gemini's `key=`, its name escaped or not:
+    the provider decodes it, as `Auth.credential` does)."""
     name = GEMINI.query
-    if name is None or f"{name}=" not in query:
+    if name is None or (f"{name}=" not in query and "%" not in query):
         return query
-    return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != name])
+    pairs = parse_qsl(query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k != name]
+    return query if len(kept) == len(pairs) else urlencode(kept)  # (a query naming none is forwarded as written)
 
 
 def masked_query_credential(query: str) -> str:

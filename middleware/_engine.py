@@ -27,7 +27,7 @@ import orjson
 
 from ._additions import STREAM_USAGE, Additions
 from ._entry import Entry, EntryError, EntryMemo, pack
-from ._headers import lower_headers
+from ._headers import METHOD_OVERRIDES, lower_headers
 from ._hooks import AnswerView, HitView, Hook, Hooks, LookupView, RequestInfo
 from ._items import Items
 from ._keys import (
@@ -332,6 +332,10 @@ class Cache:
             return self._passthrough(route, path, "a body the provider decodes first (content-encoding)")
         if repeated and any(name in repeated for name in _BODY_HEADERS):  # read here as the last, upstream maybe not
             return self._passthrough(route, path, "a header saying how to read the body is sent twice")
+        for name in METHOD_OVERRIDES:  # keyed as this method, answered as the one named
+            named = headers.get(name)
+            if named is not None and (named.strip().upper() != method or name in repeated):
+                return self._passthrough(route, path, f"`{name}` names another method than the request's")
         endpoint = route.endpoint
         if endpoint.form_body:  # an upload: keyed by its fields and the file's bytes
             parsed, exact = endpoint.read_form(headers.get("content-type") or "", body), False

@@ -21,6 +21,10 @@ def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return _LowerHeaders(headers)
 
 
+METHOD_OVERRIDES = ("x-http-method-override", "x-http-method", "x-method-override")
+"""Headers that name the method a server acts on instead of the request's own: Google's front ends read
+`X-HTTP-Method-Override`, other servers its variants."""
+
 NAMES_KEPT = 256
 """Most header names a `names` memo keeps (one that sees more distinct names starts over)."""
 
@@ -82,4 +86,13 @@ def for_decoded_body(raw: Iterable[tuple[bytes, bytes]]) -> RawPairs:
 _FRAMING = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
-__all__ = ["RawPairs", "decoded", "encoded", "for_decoded_body", "lower_headers", "read_headers", "with_length"]
+__all__ = [
+    "METHOD_OVERRIDES",
+    "RawPairs",
+    "decoded",
+    "encoded",
+    "for_decoded_body",
+    "lower_headers",
+    "read_headers",
+    "with_length",
+]

@@ -206,7 +206,9 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
     """`httpx2.Client(transport=CachingTransport(cache=cache))`; also inside `httpx.Client`.
 
     The engine is async; this transport runs its coroutines on a private background loop,
-    so sync and async clients share one cache, one store and one set of rules.
+    so sync and async clients share one cache, one store and one set of rules. `close()` stops
+    that loop and fails the calls still on it; a later call runs on a new one, as httpx's own
+    transports open a new pool after `close()` (one transport may outlive the clients that close it).
     """
 
     def __init__(self, cache: Cache, inner: Any = None) -> None:
@@ -215,29 +217,30 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
 
     def handle_request(self, request: Any) -> Any:
         lib = library_of(request)
-        cache = self.cache
+        cache, loop = self.cache, self._loop  # the whole call runs on one loop, even if `close()` comes between
         route = cache.route(request.method, request.url.path)
         if route is None:
             return self._inner_for(lib, False).handle_request(request)
         body = request.read()
         prepared = self._prepare(route, request, body)
         if type(prepared) is CacheRequest:
-            parts = self._loop.run(cache.hit(prepared, "client"))  # the span begins here, in the caller's context
+            parts = loop.run(cache.hit(prepared, "client"))  # the span begins here, in the caller's context
             if parts is not None:
                 return _response(lib, parts)
         inner = self._inner_for(lib, False)
         exchange = _Exchange(lib, request, body)
-        end = drive_sync(cache.plan(prepared), lambda action: _perform_sync(exchange, inner, self._loop, action))
+        end = drive_sync(cache.plan(prepared), lambda action: _perform_sync(exchange, inner, loop, action))
         if isinstance(end, Untouched):
             return _bypassed(inner.handle_request(request), end)
         stream = SYNC_STREAMS[lib.__name__]
-        return exchange.ended(end, lambda upstream, recorder: stream(upstream, recorder, self._loop))
+        return exchange.ended(end, lambda upstream, recorder: stream(upstream, recorder, loop))
 
     def close(self) -> None:
+        loop, self._loop = self._loop, LoopThread()  # (started by the next call, if one comes)
         try:
             if self._inner is not None:
                 self._inner.close()
             for transport in self._defaults.values():
                 transport.close()
         finally:
-            self._loop.close()
+            loop.close()

@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._wire import CREDENTIAL_HEADERS, CREDENTIALS_FOR, api_of, auth_header, error_document, without_query_credential
 from ._engine import Cache
 from ._forwarding import DEFAULT_ALLOW, Allowed
+from ._headers import METHOD_OVERRIDES
 from ._keys import NAMESPACE_PATTERN
 from ._types import KEY_HEADER, UPSTREAM_HEADER
 from ._version import __version__
@@ -127,7 +128,6 @@ a body whole (it picks a group from it and may resend it). Above every provider'
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
 _RAW_KEY = KEY_HEADER.encode("latin-1")
 _RAW_LITELLM_KEY = b"x-litellm-cache-key"
-_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 """`Connection` values that name no other header (what clients send), looked at no further."""
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
@@ -1066,7 +1066,7 @@ def _methods(request: Request) -> list[str]:
     """The methods a request may be acted on as: its own, and any a method-override header names (Google's
     front ends act on `X-HTTP-Method-Override`, other servers on its variants)."""
     headers = request.headers
-    named = [value.strip().upper() for name, value in headers.items() if name in _METHOD_OVERRIDES]
+    named = [value.strip().upper() for name, value in headers.items() if name in METHOD_OVERRIDES]
     return [request.method, *named]
 
 

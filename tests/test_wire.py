@@ -52,6 +52,8 @@ def test_a_key_is_presented_in_the_header_its_family_reads_first(family: str, he
 def test_a_query_credential_is_removed_and_nothing_else() -> None:
     assert wire.without_query_credential("alt=sse&key=caller&key=other&x=") == "alt=sse&x="
     assert wire.without_query_credential("alt=sse") == "alt=sse"
+    assert wire.without_query_credential("alt=sse&%6Bey=caller&k%65y=other") == "alt=sse"  # as Google decodes it
+    assert wire.without_query_credential("alt=sse&name=a%2Fb") == "alt=sse&name=a%2Fb"
 
 
 def test_a_query_credential_is_masked_however_its_name_is_written_and_nothing_else() -> None:

@@ -426,6 +426,21 @@ async def test_a_header_saying_how_to_read_the_body_sent_twice_makes_the_request
     assert [r.headers.get_list(sent[0][0]) for r in upstream.requests] == [[v for _, v in sent]] * 2
 
 
+@pytest.mark.parametrize("name", ["x-http-method-override", "x-http-method", "x-method-override"])
+async def test_a_request_naming_another_method_in_an_override_header_is_forwarded_untouched(name: str) -> None:
+    """Google's front ends act on `X-HTTP-Method-Override` as the method (other servers on its variants):
+    a POST naming GET would be keyed as the POST and answered as the GET, so it is never keyed. Naming
+    its own method changes nothing; naming it and another (sent twice) is as naming another."""
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        overridden = [(await post(http, **{name: "GET"})).headers["x-cache"] for _ in range(2)]
+        own = [(await post(http, **{name: "post"})).headers["x-cache"] for _ in range(2)]
+        twice = await http.post(URL, json=BODY, headers=[*AUTH.items(), (name, "GET"), (name, "POST")])
+    assert overridden == ["BYPASS", "BYPASS"] and twice.headers["x-cache"] == "BYPASS"
+    assert [r.headers[name] for r in upstream.requests[:2]] == ["GET", "GET"]
+    assert own == ["MISS", "HIT"]
+
+
 async def test_non_llm_requests_pass_through_untouched() -> None:
     upstream = Upstream(lambda r, n: httpx2.Response(200, json={"data": []}))
     async with client(Cache(), upstream) as http:

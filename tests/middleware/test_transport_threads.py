@@ -237,7 +237,7 @@ def test_close_while_threads_are_mid_call_fails_them_at_once_and_leaves_no_loop_
 ) -> None:
     """A worker shutting down closes the transport while one thread's miss is upstream and three wait
     on it: the waiters fail at once instead of hanging, the leader fails when its answer arrives, and
-    the transport starts no loop thread again."""
+    no loop thread is left."""
     store = CountingStore()
     transport = CachingTransport(cache=Cache(store=store))
     client = sdk(transport, fake_provider.openai_base_url, "sk-alice")
@@ -255,8 +255,23 @@ def test_close_while_threads_are_mid_call_fails_them_at_once_and_leaves_no_loop_
     mid_call.join(BOUND)
     assert not mid_call.is_alive() and len(outcomes) == 4
     assert all(isinstance(outcome, RuntimeError) and "closed" in str(outcome) for outcome in outcomes), outcomes
-    with pytest.raises(RuntimeError, match="closed"):
-        ask(client, "after close")
+    assert fake_provider.count(CHAT) == 1
+
+
+@LIBS
+def test_a_transport_closed_with_one_client_serves_the_next_as_httpx_transports_do(
+    fake_provider: RunningFakeProvider, lib: Any, no_loop_thread_left: None
+) -> None:
+    """A view that opens `with OpenAI(http_client=Client(transport=shared))` per request closes the
+    shared transport at the end of each (the SDK closes its client, the client its transport): the
+    next request is served, from the cache, as httpx's own transports serve a request after `close()`."""
+    transport = CachingTransport(cache=Cache())
+    try:
+        for expected in ("MISS", "HIT"):
+            with sdk(transport, fake_provider.openai_base_url, "sk-alice", lib) as client:
+                assert ask(client, "asked in each request").headers["x-cache"] == expected
+    finally:
+        transport.close()
     assert fake_provider.count(CHAT) == 1
 
 
