@@ -198,7 +198,7 @@ class AsyncCachingTransport(_Intercepting, httpx2.AsyncBaseTransport, httpx.Asyn
     async def aclose(self) -> None:
         if self._inner is not None:
             await self._inner.aclose()
-        for transport in self._defaults.values():
+        for transport in list(self._defaults.values()):  # a call may add one meanwhile
             await transport.aclose()
 
 
@@ -240,7 +240,7 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
         try:
             if self._inner is not None:
                 self._inner.close()
-            for transport in self._defaults.values():
+            for transport in list(self._defaults.values()):  # a thread may add one meanwhile
                 transport.close()
         finally:
             loop.close()

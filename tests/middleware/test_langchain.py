@@ -331,11 +331,16 @@ async def test_chat_anthropic_through_the_gateway_hits_as_through_the_transport(
     assert fake_provider_session.count() == 2
 
 
+STALL_TIMEOUT = 3.0
+"""The SDK's timeout where an answer stalls: every other call under it must end well inside it, on a
+loaded 2-core machine too (0.5 s left a normal call little room)."""
+
+
 def test_a_retried_timeout_stores_only_the_complete_answer(fake_provider_session: RunningFakeProvider) -> None:
     """LangChain's `max_retries` and `timeout` reach the SDK under our transport: the first answer stalls
     halfway, times out and is retried; only the retry's complete answer is stored."""
     cache = Cache()
-    model = chat_openai(cache, httpx2, fake_provider_session, timeout=0.5, max_retries=1)
+    model = chat_openai(cache, httpx2, fake_provider_session, timeout=STALL_TIMEOUT, max_retries=1)
     fake_provider_session.break_body_after(40, stall=True)
 
     answer = model.invoke("What are your opening hours?")
@@ -348,7 +353,7 @@ def test_a_retried_timeout_stores_only_the_complete_answer(fake_provider_session
 
 async def test_a_stream_that_times_out_is_not_stored(fake_provider_session: RunningFakeProvider) -> None:
     cache = Cache()
-    model = chat_openai(cache, httpx2, fake_provider_session, timeout=0.5, max_retries=0)
+    model = chat_openai(cache, httpx2, fake_provider_session, timeout=STALL_TIMEOUT, max_retries=0)
     fake_provider_session.break_body_after(200, stall=True)
 
     with pytest.raises(Exception, match="timed out|Timeout"):
