@@ -101,6 +101,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/providers/test_openai.py",
         "tests/middleware/providers/test_anthropic.py",
         "tests/middleware/providers/test_gemini.py",
+        "tests/middleware/test_keys.py",
+        "tests/middleware/test_hit_headers.py",
     ),
     "middleware/providers/converse.py": (
         "tests/middleware/providers/test_converse.py",
