@@ -274,6 +274,32 @@ async def test_a_leader_whose_answer_is_never_read_holds_later_misses_back_once_
     assert fake_provider.count(CHAT) == 3
 
 
+async def test_the_miss_that_gives_up_an_overdue_leader_leads_the_misses_after_it(fake_provider: Any) -> None:
+    """The miss whose wait for a leader never done ran out takes the lead itself: a miss arriving while
+    its call is in flight waits on it and is served its answer, instead of going upstream too."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url, coalesce_timeout=1.0)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    http = pod.client._client  # the pod's httpx2 client, through its caching transport
+    url, headers = f"{fake_provider.openai_base_url}/chat/completions", {"authorization": "Bearer sk-pod"}
+    dropped = await http.send(http.build_request("POST", url, json=body, headers=headers), stream=True)
+    assert dropped.headers["x-cache"] == "MISS"  # its answer is never read: that call never ends
+    fake_provider.hold()
+    try:
+        overdue = asyncio.ensure_future(pod.ask())  # waits out coalesce_timeout, then leads
+        await asyncio.to_thread(fake_provider.wait_for_count, 2, CHAT)
+        later = asyncio.ensure_future(pod.ask())
+        await until(lambda: store.reads == 3, 10, "the later miss reading the store, then waiting")
+    finally:
+        fake_provider.release()
+    async with asyncio.timeout(15):
+        led, answer = await asyncio.gather(overdue, later)
+    await pod.close()
+
+    assert (led["x_cache"], answer["x_cache"], answer["id"]) == ("MISS", "HIT", led["id"])
+    assert fake_provider.count(CHAT) == 2
+
+
 async def test_a_pod_that_locks_the_key_just_after_another_pod_stored_it_serves_that_answer_and_frees_the_lock(
     fake_provider: Any, pair: Pair, redis_server: Any
 ) -> None:
