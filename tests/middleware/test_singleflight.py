@@ -300,6 +300,23 @@ async def test_the_miss_that_gives_up_an_overdue_leader_leads_the_misses_after_i
     assert fake_provider.count(CHAT) == 2
 
 
+async def test_every_miss_waiting_on_an_overdue_leader_is_answered(fake_provider: Any) -> None:
+    """Two misses whose waits for a leader never done run out together: the first leads anew, and the
+    other, finding the lead taken, is answered too (it goes upstream itself: it has waited long enough)."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url, coalesce_timeout=0.5)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    http = pod.client._client  # the pod's httpx2 client, through its caching transport
+    url, headers = f"{fake_provider.openai_base_url}/chat/completions", {"authorization": "Bearer sk-pod"}
+    dropped = await http.send(http.build_request("POST", url, json=body, headers=headers), stream=True)
+    assert dropped.headers["x-cache"] == "MISS"  # its answer is never read: that call never ends
+    async with asyncio.timeout(15):
+        answers = await asyncio.gather(pod.ask(), pod.ask())
+    await pod.close()
+
+    assert [(answer["status"], answer["x_cache"]) for answer in answers] == [(200, "MISS")] * 2
+
+
 async def test_a_pod_that_locks_the_key_just_after_another_pod_stored_it_serves_that_answer_and_frees_the_lock(
     fake_provider: Any, pair: Pair, redis_server: Any
 ) -> None:
