@@ -217,6 +217,25 @@ async def test_when_the_leading_miss_is_cancelled_one_of_its_waiters_leads_the_o
     assert pod.stats.coalesced == 2
 
 
+async def test_when_the_leading_misss_answer_is_not_stored_its_waiters_go_upstream_together(fake_provider: Any) -> None:
+    """A leader whose caller was answered (an error here) but stored nothing has no answer for its
+    waiters: each goes upstream at once, none waits for another's call (queued behind each other,
+    the last would wait as many calls as there are waiters)."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url)
+    fake_provider.fail_next(1, 500)
+    async with waiting_on_a_held_leader(fake_provider, pod, store, 2) as (leading, joined):
+        fake_provider.release()  # the leader is answered with the 500; the waiters' calls are held
+        fake_provider.hold()
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 2, 10)
+    async with asyncio.timeout(15):
+        led, *answers = await asyncio.gather(leading, *joined)
+    await pod.close()
+
+    assert (led["status"], [(answer["status"], answer["x_cache"]) for answer in answers]) == (500, [(200, "MISS")] * 2)
+    assert fake_provider.count(CHAT) == 3
+
+
 async def test_when_the_leading_stream_is_closed_early_one_of_its_waiters_leads_the_others(fake_provider: Any) -> None:
     """The same when the leader's caller closes its stream before the end (the answer is incomplete)."""
     store = CountingStore()
