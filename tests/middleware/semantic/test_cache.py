@@ -1047,6 +1047,18 @@ async def test_the_llm_judge_is_not_sent_answers_longer_than_it_may_judge(fake_p
     assert fake_provider.count(CHAT) == 1
 
 
+@pytest.mark.parametrize("reply", ["YES", "NO"])
+async def test_the_llm_judges_verdict_is_the_models_reply(reply: str) -> None:
+    def model(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"choices": [{"message": {"role": "assistant", "content": reply}}]})
+
+    judge = LLMJudge("http://judge.test/v1", "gpt-4o-mini", transport=httpx2.MockTransport(model))
+    verdict = await judge.same("Capital of France?", "Paris.", "Paris, France.")
+    await judge.aclose()
+
+    assert verdict is (reply == "YES")
+
+
 @pytest.mark.parametrize("reply", ["YES, but they differ: NO", "NO... YES", "yesterday", "YES YES"])
 async def test_the_llm_judge_takes_only_a_bare_yes_or_no(reply: str) -> None:
     assert judged_reply(reply) is None
