@@ -293,16 +293,21 @@ async def test_a_leader_whose_answer_is_never_read_holds_later_misses_back_once_
     assert fake_provider.count(CHAT) == 3
 
 
+async def lead_and_never_read(pod: LocalPod, base_url: str) -> None:
+    """A miss through `pod` whose caller reads the head and drops the answer: that call never ends."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    http = pod.client._client  # the pod's httpx2 client, through its caching transport
+    headers = {"authorization": "Bearer sk-pod"}
+    request = http.build_request("POST", f"{base_url}/chat/completions", json=body, headers=headers)
+    assert (await http.send(request, stream=True)).headers["x-cache"] == "MISS"
+
+
 async def test_the_miss_that_gives_up_an_overdue_leader_leads_the_misses_after_it(fake_provider: Any) -> None:
     """The miss whose wait for a leader never done ran out takes the lead itself: a miss arriving while
     its call is in flight waits on it and is served its answer, instead of going upstream too."""
     store = CountingStore()
     pod = LocalPod(store, fake_provider.openai_base_url, coalesce_timeout=1.0)
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
-    http = pod.client._client  # the pod's httpx2 client, through its caching transport
-    url, headers = f"{fake_provider.openai_base_url}/chat/completions", {"authorization": "Bearer sk-pod"}
-    dropped = await http.send(http.build_request("POST", url, json=body, headers=headers), stream=True)
-    assert dropped.headers["x-cache"] == "MISS"  # its answer is never read: that call never ends
+    await lead_and_never_read(pod, fake_provider.openai_base_url)
     fake_provider.hold()
     try:
         overdue = asyncio.ensure_future(pod.ask())  # waits out coalesce_timeout, then leads
@@ -324,11 +329,7 @@ async def test_every_miss_waiting_on_an_overdue_leader_is_answered(fake_provider
     other, finding the lead taken, is answered too (it goes upstream itself: it has waited long enough)."""
     store = CountingStore()
     pod = LocalPod(store, fake_provider.openai_base_url, coalesce_timeout=0.5)
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
-    http = pod.client._client  # the pod's httpx2 client, through its caching transport
-    url, headers = f"{fake_provider.openai_base_url}/chat/completions", {"authorization": "Bearer sk-pod"}
-    dropped = await http.send(http.build_request("POST", url, json=body, headers=headers), stream=True)
-    assert dropped.headers["x-cache"] == "MISS"  # its answer is never read: that call never ends
+    await lead_and_never_read(pod, fake_provider.openai_base_url)
     async with asyncio.timeout(15):
         answers = await asyncio.gather(pod.ask(), pod.ask())
     await pod.close()
