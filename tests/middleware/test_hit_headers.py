@@ -37,6 +37,9 @@ from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
 from llm_cache.middleware._background import BackgroundServer
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
+from llm_cache.middleware.providers import DEFAULT_ENDPOINTS
+from llm_cache.middleware.providers.base import AnswerHeaders
+from llm_cache.middleware.providers.openai import ChatCompletions
 from tests.middleware.test_engine import completion
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
@@ -427,3 +430,25 @@ def test_a_list_served_item_by_item_names_a_call_only_when_one_call_answered_eve
     assert (lone.headers["x-cache"], listed.headers["x-cache-items-hit"]) == ("MISS", "1")
     assert both.headers["x-cache"] == "HIT" and "x-request-id" not in both.headers  # two calls: neither named
     assert (bye.headers["x-cache"], bye.headers["x-request-id"]) == ("HIT", listed.headers["x-request-id"])
+
+
+class OwnChat(ChatCompletions):
+    """Chat completions as an operator's own adapter might be: it lists none of its family's headers."""
+
+    answer_headers = AnswerHeaders({})
+
+
+def test_an_adapter_that_lists_no_headers_still_sends_the_media_type_of_each_hit() -> None:
+    """Without a table of what its provider sends (`AnswerHeaders({})`, the default), a hit still
+    says what it is: `application/json`, or the stream's media type."""
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "application/json"}, content=orjson.dumps(completion(1)))
+
+    cache = Cache(endpoints=(OwnChat(), *DEFAULT_ENDPOINTS))
+    transport = CachingTransport(cache=cache, inner=httpx2.MockTransport(upstream))
+    with httpx2.Client(transport=transport, base_url="http://llm.test") as client:
+        miss, hit = (client.post("/v1/chat/completions", json=CHAT, headers=OPENAI) for _ in range(2))
+        streamed = client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=OPENAI)
+    assert [r.headers["x-cache"] for r in (miss, hit, streamed)] == ["MISS", "HIT", "HIT"]
+    assert (hit.headers["content-type"], streamed.headers["content-type"]) == ("application/json", "text/event-stream")

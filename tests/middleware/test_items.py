@@ -20,7 +20,9 @@ from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, 
 from llm_cache.middleware._entry import pack, unpack
 from llm_cache.middleware.stores import MemoryStore
 from tests.middleware.test_google_genai import sync_client
+from tests.middleware.test_recorder import Spans
 from tests.support.fake_provider import embedding_vector
+from tests.support.stores import DeadStore
 
 EMBEDDINGS = "/embeddings"
 MODEL = "text-embedding-3-small"
@@ -338,3 +340,95 @@ async def test_an_item_the_list_cannot_be_made_of_is_a_missing_item(fake_provide
     assert [d.embedding for d in answer.data] == [embedding_vector("alpha"), embedding_vector("beta")]
     assert cache.stats.invalid_entries == 1
     assert items(again) == ("HIT", "2", "0")  # the item was stored again
+
+
+async def stored_items(store: MemoryStore) -> dict[str, Any]:
+    """Each stored item's entry, by the text whose embedding it holds ("alpha" or "beta")."""
+    entries = [unpack(await store.get(key) or b"") for key in list(store._data)]
+    text = {tuple(embedding_vector(t)): t for t in ("alpha", "beta", "gamma")}
+    return {text[tuple(orjson.loads(e.body)["data"][0]["embedding"])]: e for e in entries}
+
+
+async def test_an_item_stored_under_another_items_key_is_never_served(fake_provider: Any) -> None:
+    """An entry is served only under the key it was written for: a store that hands back another
+    item's entry (a corrupted index, a key collision) has that item go upstream, never the other
+    text's vector."""
+    store = MemoryStore()
+    sdk = client(Cache(store=store), fake_provider)
+    embed(sdk, ["alpha", "beta"])
+    found = await stored_items(store)
+    await store.set(found["beta"].fingerprint, pack(found["alpha"]), None)  # beta's key, alpha's entry
+
+    raw, answer = embed(sdk, ["beta", "alpha"])
+
+    assert items(raw) == ("PARTIAL", "1", "1") and sent_inputs(fake_provider)[-1] == ["beta"]  # alpha still served
+    assert [d.embedding for d in answer.data] == [embedding_vector("beta"), embedding_vector("alpha")]
+
+
+async def test_an_invalid_item_is_logged_by_the_end_of_its_key_and_why(
+    fake_provider: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    sdk = client(Cache(store=store), fake_provider)
+    embed(sdk, ["alpha"])
+    [key] = list(store._data)
+    await store.set(key, b"not an entry", None)
+    with caplog.at_level("WARNING", logger="llm_cache.middleware"):
+        embed(sdk, ["alpha", "beta"])
+    [warning] = [r.getMessage() for r in caplog.records if "invalid" in r.getMessage()]
+    prefix = f"discarding invalid cache entry {key[-16:]}: "
+    assert warning.startswith(prefix) and warning[len(prefix) :]  # then why
+
+
+async def test_a_list_answer_is_as_old_as_its_oldest_item_and_never_younger_than_now(fake_provider: Any) -> None:
+    """`age` of a list put together from the store is its oldest item's; an item written by a pod
+    whose clock runs ahead makes no negative age."""
+    store = MemoryStore()
+    sdk = client(Cache(store=store), fake_provider)
+    embed(sdk, ["alpha", "beta"])
+    found = await stored_items(store)
+    now = found["alpha"].created_at
+    for text, created_at in (("alpha", now - 100), ("beta", now + 30)):
+        await store.set(found[text].fingerprint, pack(dataclasses.replace(found[text], created_at=created_at)), None)
+
+    old, _ = embed(sdk, ["alpha", "beta"])
+    ahead, _ = embed(sdk, ["beta"])
+
+    assert items(old)[0] == "HIT" and 100 <= int(old.headers["age"]) < 160
+    assert (items(ahead)[0], ahead.headers["age"]) == ("HIT", "0")
+
+
+async def test_an_item_of_exactly_max_response_bytes_is_stored_and_one_over_is_not(fake_provider: Any) -> None:
+    store = MemoryStore()
+    embed(client(Cache(store=store), fake_provider), ["alpha"])
+    size = len((await stored_items(store))["alpha"].body)
+
+    at_limit = client(Cache(max_response_bytes=size), fake_provider)
+    over_limit = client(Cache(max_response_bytes=size - 1), fake_provider)
+    embed(at_limit, ["alpha"])
+    embed(over_limit, ["alpha"])
+
+    assert items(embed(at_limit, ["alpha"])[0])[0] == "HIT"
+    assert items(embed(over_limit, ["alpha"])[0])[0] == "MISS"
+
+
+def test_a_store_that_fails_is_a_miss_of_every_item(fake_provider: Any) -> None:
+    """Fail open: a list whose store cannot be read goes upstream whole, and each failure is counted."""
+    cache = Cache(store=DeadStore())
+    raw, answer = embed(client(cache, fake_provider), ["alpha", "beta"])
+
+    assert items(raw) == ("MISS", "0", "2")
+    assert [d.embedding for d in answer.data] == [embedding_vector("alpha"), embedding_vector("beta")]
+    assert cache.stats.store_errors == 3  # the read, and each item's write
+
+
+def test_a_list_answered_from_the_store_is_one_finished_span(fake_provider: Any) -> None:
+    """A list put together from the store is traced as one call, a hit, like any other hit."""
+    spans = Spans()
+    sdk = client(Cache(telemetry=spans.telemetry), fake_provider)
+    embed(sdk, ["alpha", "beta"])
+    embed(sdk, ["beta", "alpha"])
+    finished = spans.exporter.get_finished_spans()
+    spans.provider.shutdown()
+
+    assert [(span.attributes or {})["llm_cache.result"] for span in finished] == ["miss", "hit"]

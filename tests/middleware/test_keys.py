@@ -634,3 +634,17 @@ def test_a_host_setting_header_is_keyed_for_anthropic_too() -> None:
         "/v1/messages", payload, {**headers, "x-portkey-provider": "anthropic", "x-portkey-trace-id": "t-9"}
     )
     assert len({plain, blue, traced}) == 3 and traced == retraced
+
+
+def test_portkey_headers_are_keyed_only_on_requests_to_a_portkey_gateway() -> None:
+    """A Portkey gateway reads `x-portkey-*`, and every request to one carries its key, provider,
+    virtual key or config; any other host ignores those headers, so a client that sets one on every
+    call (a custom host, a retry setting) keeps its hits there."""
+    cache = Cache()
+    headers = {"authorization": "Bearer sk-alice"}
+    payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    keys = {
+        cache.key_for("/v1/chat/completions", payload, {**headers, **portkey})
+        for portkey in ({}, {"x-portkey-custom-host": "http://a.internal"}, {"x-portkey-retry": '{"attempts": 3}'})
+    }
+    assert len(keys) == 1

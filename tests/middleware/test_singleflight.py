@@ -217,6 +217,25 @@ async def test_when_the_leading_miss_is_cancelled_one_of_its_waiters_leads_the_o
     assert pod.stats.coalesced == 2
 
 
+async def test_when_the_leading_misss_answer_is_not_stored_its_waiters_go_upstream_together(fake_provider: Any) -> None:
+    """A leader whose caller was answered (an error here) but stored nothing has no answer for its
+    waiters: each goes upstream at once, none waits for another's call (queued behind each other,
+    the last would wait as many calls as there are waiters)."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url)
+    fake_provider.fail_next(1, 500)
+    async with waiting_on_a_held_leader(fake_provider, pod, store, 2) as (leading, joined):
+        fake_provider.release()  # the leader is answered with the 500; the waiters' calls are held
+        fake_provider.hold()
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 2, 10)
+    async with asyncio.timeout(15):
+        led, *answers = await asyncio.gather(leading, *joined)
+    await pod.close()
+
+    assert (led["status"], [(answer["status"], answer["x_cache"]) for answer in answers]) == (500, [(200, "MISS")] * 2)
+    assert fake_provider.count(CHAT) == 3
+
+
 async def test_when_the_leading_stream_is_closed_early_one_of_its_waiters_leads_the_others(fake_provider: Any) -> None:
     """The same when the leader's caller closes its stream before the end (the answer is incomplete)."""
     store = CountingStore()
@@ -272,6 +291,50 @@ async def test_a_leader_whose_answer_is_never_read_holds_later_misses_back_once_
     assert waits[0] >= timeout  # the first waited for the leader, as long as it may
     assert waits[1] < timeout  # the next did not wait for it again
     assert fake_provider.count(CHAT) == 3
+
+
+async def lead_and_never_read(pod: LocalPod, base_url: str) -> None:
+    """A miss through `pod` whose caller reads the head and drops the answer: that call never ends."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    http = pod.client._client  # the pod's httpx2 client, through its caching transport
+    headers = {"authorization": "Bearer sk-pod"}
+    request = http.build_request("POST", f"{base_url}/chat/completions", json=body, headers=headers)
+    assert (await http.send(request, stream=True)).headers["x-cache"] == "MISS"
+
+
+async def test_the_miss_that_gives_up_an_overdue_leader_leads_the_misses_after_it(fake_provider: Any) -> None:
+    """The miss whose wait for a leader never done ran out takes the lead itself: a miss arriving while
+    its call is in flight waits on it and is served its answer, instead of going upstream too."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url, coalesce_timeout=1.0)
+    await lead_and_never_read(pod, fake_provider.openai_base_url)
+    fake_provider.hold()
+    try:
+        overdue = asyncio.ensure_future(pod.ask())  # waits out coalesce_timeout, then leads
+        await asyncio.to_thread(fake_provider.wait_for_count, 2, CHAT)
+        later = asyncio.ensure_future(pod.ask())
+        await until(lambda: store.reads == 3, 10, "the later miss reading the store, then waiting")
+    finally:
+        fake_provider.release()
+    async with asyncio.timeout(15):
+        led, answer = await asyncio.gather(overdue, later)
+    await pod.close()
+
+    assert (led["x_cache"], answer["x_cache"], answer["id"]) == ("MISS", "HIT", led["id"])
+    assert fake_provider.count(CHAT) == 2
+
+
+async def test_every_miss_waiting_on_an_overdue_leader_is_answered(fake_provider: Any) -> None:
+    """Two misses whose waits for a leader never done run out together: the first leads anew, and the
+    other, finding the lead taken, is answered too (it goes upstream itself: it has waited long enough)."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url, coalesce_timeout=0.5)
+    await lead_and_never_read(pod, fake_provider.openai_base_url)
+    async with asyncio.timeout(15):
+        answers = await asyncio.gather(pod.ask(), pod.ask())
+    await pod.close()
+
+    assert [(answer["status"], answer["x_cache"]) for answer in answers] == [(200, "MISS")] * 2
 
 
 async def test_a_pod_that_locks_the_key_just_after_another_pod_stored_it_serves_that_answer_and_frees_the_lock(

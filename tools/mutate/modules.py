@@ -67,6 +67,11 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_distributed.py",
         "tests/middleware/semantic/test_cache.py",
     ),
+    "middleware/_items.py": (
+        "tests/middleware/test_items.py",
+        "tests/middleware/test_hit_headers.py::test_a_list_served_item_by_item_names_a_call_only_when_one_call_answered_every_item",
+        "tests/router/test_with_cache.py",
+    ),
     "middleware/_relay.py": (
         "tests/middleware/test_relay.py",
         "tests/middleware/test_asgi.py",
@@ -101,6 +106,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/providers/test_openai.py",
         "tests/middleware/providers/test_anthropic.py",
         "tests/middleware/providers/test_gemini.py",
+        "tests/middleware/test_keys.py",
+        "tests/middleware/test_hit_headers.py",
     ),
     "middleware/providers/converse.py": (
         "tests/middleware/providers/test_converse.py",

@@ -1372,6 +1372,9 @@ def test_store_true_bypasses_chat_but_store_false_or_absent_does_not() -> None:
     )
     assert ChatCompletions().server_state(route, {}, {"store": False}) is None
     assert ChatCompletions().server_state(route, {}, {"store": "true"}) is None
+    assert ChatCompletions().server_state(route, {}, {"data_sources": [{"type": "azure_search"}]}) == (
+        "Azure On Your Data grounds the answer in a search index, which changes as documents are added"
+    )
 
 
 def test_responses_state_and_templates_bypass_only_when_named() -> None:
@@ -1397,6 +1400,12 @@ def test_responses_state_and_templates_bypass_only_when_named() -> None:
     )
     assert state(route, {}, {"prompt": {"id": "pmpt_1", "version": "2"}}) is None
     assert state(route, {}, {"store": True, "tools": []}) == "`store: true` asks the provider to keep this call"
+    assert state(route, {}, {"background": True}) == (
+        "`background: true` asks the provider to run and keep the call, polled for later"
+    )
+    assert state(route, {}, {"tools": [{"type": "mcp", "server_url": "https://mcp.example"}]}) == (
+        "the mcp tool calls a remote MCP server, which answers from its own data"
+    )
 
 
 def test_chat_embeds_the_last_plain_user_turn_unless_it_is_named() -> None:

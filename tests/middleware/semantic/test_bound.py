@@ -355,6 +355,18 @@ async def test_in_process_evidence_tallies_per_bin_and_keeps_the_highest_wrong_s
     assert (await evidence.history("b"), await evidence.history("d")) == ([], [(0.77, True)])  # "b" is older
 
 
+async def test_in_process_evidence_keeps_the_tallies_of_its_most_recently_used_partitions() -> None:
+    """A partition dropped to make room starts again from nothing; one used since is kept."""
+    evidence = InProcessEvidence(max_partitions=2)
+    await evidence.record("a", 0, 0.9, wrong=False, partition="alice")
+    await evidence.count([1], 1, partition="bob")
+    await evidence.tally(1, partition="alice")  # alice used again: bob is now the least recent
+    await evidence.record("c", 0, 0.9, wrong=False, partition="carol")
+    assert evidence.partitions() == ["alice", "carol"]
+    assert (await evidence.tally(1, partition="alice")).checked == [1]
+    assert await evidence.tally(1, partition="bob") == ([0], [0], [0], 0)
+
+
 async def test_an_answer_s_history_keeps_its_most_recent_verdicts_oldest_first() -> None:
     evidence = InProcessEvidence()
     for i in range(HISTORY + 5):
