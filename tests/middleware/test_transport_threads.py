@@ -236,8 +236,9 @@ def test_close_while_threads_are_mid_call_fails_them_at_once_and_leaves_no_loop_
     fake_provider: RunningFakeProvider, no_loop_thread_left: None
 ) -> None:
     """A worker shutting down closes the transport while one thread's miss is upstream and three wait
-    on it: the waiters fail at once instead of hanging, the leader fails when its answer arrives, and
-    no loop thread is left."""
+    on it: the waiters fail at once instead of hanging, the leader fails too (its connection closed
+    under it, or the loop gone when its answer arrives: which comes first is a race), nothing is
+    stored, and no loop thread is left."""
     store = CountingStore()
     transport = CachingTransport(cache=Cache(store=store))
     client = sdk(transport, fake_provider.openai_base_url, "sk-alice")
@@ -254,8 +255,10 @@ def test_close_while_threads_are_mid_call_fails_them_at_once_and_leaves_no_loop_
         fake_provider.release()
     mid_call.join(BOUND)
     assert not mid_call.is_alive() and len(outcomes) == 4
-    assert all(isinstance(outcome, RuntimeError) and "closed" in str(outcome) for outcome in outcomes), outcomes
-    assert fake_provider.count(CHAT) == 1
+    loop_closed = [outcome for outcome in outcomes if isinstance(outcome, RuntimeError) and "closed" in str(outcome)]
+    cut = [outcome for outcome in outcomes if isinstance(outcome, openai.APIConnectionError)]
+    assert len(loop_closed) >= 3 and len(loop_closed) + len(cut) == 4, outcomes
+    assert fake_provider.count(CHAT) == 1 and store.ttls == []  # nothing stored
 
 
 @LIBS

@@ -89,7 +89,9 @@ async def object_store(
         from llm_cache.middleware.stores.gcs import GCSStore
 
         server = request.getfixturevalue("gcs_server")
-        return GCSStore(bucket or await gcs_bucket(server), prefix=prefix, endpoint_url=server.url, **options)
+        # the emulator answers one connection at a time: 30 concurrent sets outwait the 1 s default on a busy machine
+        slack = {"connect_timeout": 10.0, **options}
+        return GCSStore(bucket or await gcs_bucket(server), prefix=prefix, endpoint_url=server.url, **slack)
     from llm_cache.middleware.stores.azure import AzureBlobStore
 
     server = request.getfixturevalue("azurite_server")
