@@ -58,7 +58,8 @@ class Meanings:
     async def of(self, request: CacheRequest) -> Meaning | None:
         """The request's context digest, last user text and its vector; None if it is not eligible."""
         semantic = self.semantic
-        split = request.endpoint.semantic_query(request.body)
+        body = request.body if request.key_body is None else request.key_body  # a hook's key body, if any
+        split = request.endpoint.semantic_query(body)
         if split is None or not semantic.eligible(split[1]):
             return None
         context_body, text = split

@@ -98,6 +98,9 @@ class CacheRequest:
     """What the upstream's 400 named among the cache's additions, while the request is sent again without it."""
     lookup: Lookup | None = None
     """How `Cache.hit` found the cache for this call (None before it ran)."""
+    key_body: dict[str, Any] | None = None
+    """The body a `before_lookup` hook made the key from, when it changed it (None: `body`); the
+    semantic context is made from it too, so a hook that keeps callers apart keeps them apart by meaning."""
 
     @property
     def endpoint(self) -> Endpoint:
