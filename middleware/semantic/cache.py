@@ -16,6 +16,9 @@ from .judges import EmbeddingJudge, Judge, answer_text
 from .outcomes import OUTCOMES, InProcessOutcomes, OutcomeLog
 from .rerankers import Reranker
 
+COSINE_SLACK = 1e-4
+"""How far past 1 a similarity an index reports may be and still be a cosine (float32 rounding)."""
+
 
 class Unreadable(ValueError):
     """The embedder cannot read the text whole (it gave a zero vector): it is matched exactly only."""
@@ -138,7 +141,9 @@ class SemanticCache:
         """Those of `neighbours` (best first) that clear the threshold and whose facts agree with `text`."""
         found = []
         for neighbour in neighbours:
-            if not neighbour.similarity >= self.threshold:  # `not >=`: a NaN never matches
+            if not abs(neighbour.similarity) <= 1.0 + COSINE_SLACK:  # (a NaN compares false)
+                continue  # no cosine (NaN, infinite, past 1: a broken or hostile index) is never a match
+            if neighbour.similarity < self.threshold:
                 break  # best first: the rest are further away
             if not self.guard or agrees(text, neighbour.text):
                 found.append(neighbour)

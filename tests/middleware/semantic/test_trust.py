@@ -7,11 +7,16 @@ vectors (two prompts of six words sharing five are at 5/6), so matching is plain
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
+import pytest
+
 from llm_cache.middleware import Cache, LookupView
-from llm_cache.middleware.semantic import InProcessIndex, SemanticCache
-from tests.middleware.semantic.test_cache import ask, client_for, pair
+from llm_cache.middleware.semantic import ErrorBound, InProcessIndex, SemanticCache
+from llm_cache.middleware.semantic.index import Neighbour
+from tests.middleware.semantic.test_cache import Agreeing, ask, client_for, pair
 from tests.support.embedders import WordsEmbedder
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
@@ -55,3 +60,35 @@ async def test_an_answer_a_before_lookup_hook_put_in_a_namespace_carries_that_na
 
     assert await cache.invalidate(["namespace:default"]) == []
     assert await cache.invalidate(["namespace:acme"]) == [stored.headers["x-cache-key"]]
+
+
+class LyingIndex(InProcessIndex):
+    """An index (a custom one, or a hostile or broken vector server) that reports every row it finds at
+    `similarity`, however far it is."""
+
+    def __init__(self, similarity: float) -> None:
+        super().__init__()
+        self.similarity = similarity
+
+    async def search(self, context: str, vector: np.ndarray, k: int) -> list[Neighbour]:
+        found = await super().search(context, vector, k)
+        return [Neighbour(row.key, row.text, self.similarity) for row in found]
+
+
+@pytest.mark.parametrize("similarity", [math.inf, 1.5, math.nan, -math.inf], ids=str)
+@pytest.mark.parametrize("bounded", [False, True], ids=["static", "bounded"])
+async def test_a_similarity_that_is_no_cosine_never_serves_an_answer(
+    fake_provider: RunningFakeProvider, similarity: float, bounded: bool
+) -> None:
+    # Bounded: a bound so lenient that any candidate in the safest risk bin is served once shown.
+    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1) if bounded else None
+    semantic = SemanticCache(WordsEmbedder(), LyingIndex(similarity), threshold=0.5, bound=bound, judge=Agreeing())
+    cache = Cache(semantic=semantic)
+    client = client_for(cache, fake_provider)
+    for n in range(8):  # in bounded mode, verdicts that would show the bound if they counted
+        await ask(client, pair(n)[0])
+        await ask(client, pair(n + 20)[0])
+    await cache.close()
+
+    assert cache.stats.semantic_hits == 0
+    assert cache.stats.semantic_verifications == 0
