@@ -202,6 +202,9 @@ class Meaning:
     partition: str = ""
     """Whose lookup this is (bounded mode learns per partition): the digest of the embedder's name and
     the key's prefix, namespace and credential scope."""
+    payer: str = ""
+    """Whose verification cap a verification spends: the partition without its namespace, which the
+    caller names freely (a namespace per lookup must not multiply the judge's calls)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,12 +167,12 @@ class SemanticCache:
             raise ValueError(f"{reranker.name} gave {len(scores)} scores for {len(matches)} candidates")
         return [match for match, score in zip(matches, scores, strict=True) if score >= floor]  # NaN never passes
 
-    async def decide(self, match: Neighbour, partition: str = "") -> Decision:
+    async def decide(self, match: Neighbour, partition: str = "", payer: str | None = None) -> Decision:
         """Serve `match` (a stored answer that is still there), verify it, or skip it, on what
-        `partition` (the caller's, see `ErrorBound`) has learned."""
+        `partition` (the caller's, see `ErrorBound`) has learned; a verification spends `payer`'s cap."""
         if self.bound is None:
             return Decision.SERVE
-        return await self.bound.decide(match.key, match.similarity, partition)
+        return await self.bound.decide(match.key, match.similarity, partition, payer)
 
     async def verified(
         self, text: str, key: str, similarity: float, stored: bytes, fresh: bytes, partition: str = ""

@@ -92,3 +92,23 @@ async def test_a_similarity_that_is_no_cosine_never_serves_an_answer(
 
     assert cache.stats.semantic_hits == 0
     assert cache.stats.semantic_verifications == 0
+
+
+async def test_a_caller_cannot_multiply_the_verification_cap_by_naming_namespaces(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    # The judge's calls are the operator's (an LLM judge spends its key): the cap per minute is per
+    # caller, however many namespaces (chosen freely by the caller, each a partition) it spreads over.
+    bound = ErrorBound(0.02, verifications_per_minute=2, seed=1, clock=lambda: 0.0)
+    cache = Cache(semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=Agreeing()))
+    mallory, alice = client_for(cache, fake_provider, "sk-mallory"), client_for(cache, fake_provider, "sk-alice")
+    for n in range(5):
+        for question in pair(n):  # the paraphrase is a candidate of a new partition: verified, if the cap allows
+            await ask(mallory, question, extra_headers={"x-cache-namespace": f"ns{n}"})
+    spent = cache.stats.semantic_verifications
+    for question in pair(9):
+        await ask(alice, question)
+    await cache.close()
+
+    assert spent == 2
+    assert cache.stats.semantic_verifications == 3  # Alice's own cap is untouched
