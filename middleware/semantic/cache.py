@@ -12,7 +12,7 @@ from .bound import Decision, ErrorBound, ErrorRateOf
 from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
 from .guard import agrees
 from .index import InProcessIndex, Neighbour, VectorIndex
-from .judges import EmbeddingJudge, Judge, answer_text
+from .judges import EmbeddingJudge, Judge, answer_content
 from .outcomes import OUTCOMES, InProcessOutcomes, OutcomeLog
 from .rerankers import Reranker
 
@@ -186,7 +186,7 @@ class SemanticCache:
             return None
         ran = True
         try:
-            verdict = await within(self.judge_timeout, self.judge.same(text, answer_text(stored), answer_text(fresh)))
+            verdict = await self._judged(text, stored, fresh)
         except ModelBusy:
             verdict, ran = None, False
         except Exception:
@@ -196,6 +196,18 @@ class SemanticCache:
             await self.bound.learn(key, similarity, wrong=right is not True, partition=partition)
         await self.outcomes.log_outcome(similarity, OUTCOMES[right])
         return right
+
+    async def _judged(self, question: str, stored: bytes, fresh: bytes) -> object:
+        """The verdict on two answers: their tool calls must be the same calls (the judge reads texts,
+        and two answers that only call a tool have none), and their texts, if any, the judge's same."""
+        (stored_text, stored_calls), (fresh_text, fresh_calls) = answer_content(stored), answer_content(fresh)
+        if stored_calls != fresh_calls:
+            return False
+        if not (stored_text or fresh_text):
+            if not stored_calls:
+                raise ValueError("neither answer holds a text or a tool call to compare")
+            return True
+        return await within(self.judge_timeout, self.judge.same(question, stored_text, fresh_text))
 
     async def remember(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
         await within(self.timeout, self.index.add(context, key, text, vector, ttl))

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from llm_cache.middleware import Cache, LookupView
-from llm_cache.middleware.semantic import ErrorBound, InProcessIndex, SemanticCache
+from llm_cache.middleware.semantic import ErrorBound, ExactJudge, InProcessIndex, SemanticCache
 from llm_cache.middleware.semantic.index import Neighbour
-from tests.middleware.semantic.test_cache import Agreeing, ask, client_for, pair
+from tests.middleware.semantic.test_cache import Agreeing, ask, client_for, exported, pair, verdicts_recorded
 from tests.support.embedders import WordsEmbedder
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
@@ -112,3 +112,47 @@ async def test_a_caller_cannot_multiply_the_verification_cap_by_naming_namespace
 
     assert spent == 2
     assert cache.stats.semantic_verifications == 3  # Alice's own cap is untouched
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+    },
+}
+
+
+def called(arguments: str) -> list[Any]:
+    """An OpenAI chat stream whose answer is only a call of `get_weather` with `arguments` (no text)."""
+    opening = {"id": "chatcmpl-r", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+    call = {"index": 0, "id": "call_r", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+    delta = {"role": "assistant", "content": None, "tool_calls": [call]}
+    usage = {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}
+    return [
+        {**opening, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {**opening, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {**opening, "choices": [], "usage": usage},
+        "[DONE]",
+    ]
+
+
+async def test_two_answers_calling_a_tool_with_different_arguments_are_never_judged_the_same(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    # Both answers hold no text, only a tool call: judged on their texts ("" and ""), they agreed.
+    bound = ErrorBound(0.02, seed=1)
+    cache = Cache(semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ExactJudge()))
+    client = client_for(cache, fake_provider)
+    first, paraphrase = pair(0)
+    stored = await ask(client, f"weather {first}", tools=[WEATHER_TOOL])  # the fake calls get_weather (Paris)
+    assert stored.parse().choices[0].message.tool_calls
+
+    fake_provider.stream_next(called('{"location": "Rome, Italy", "unit": "celsius"}'))
+    verifying = await ask(client, f"weather {paraphrase}", tools=[WEATHER_TOOL], stream=True)
+    [_ async for _ in verifying.parse()]
+    await verdicts_recorded(cache, 1)
+    await cache.close()
+
+    outcomes = {dict(labels)["outcome"]: n for labels, n in exported(cache, "llm_cache_semantic_verifications").items()}
+    assert outcomes == {"disagreed": 1}
