@@ -623,6 +623,11 @@ class Cache:
             request.policy = replace(policy, ttl=view.ttl)
         if view.key_body != request.body or view.namespace != namespace:  # (checked by the hooks' run)
             request.key = self._context_key(request, view.key_body, view.namespace)
+            # The key's inputs are the semantic context's and the entry's tags' too: whatever a hook keeps
+            # apart by key stays apart by meaning and is invalidated by its namespace.
+            request.key_body = view.key_body if view.key_body != request.body else None
+            if view.namespace != namespace:
+                request.policy = replace(request.policy, namespace=view.namespace)
 
     async def _poll(self, request: CacheRequest) -> Entry | None:
         """The usable entry for `request` another pod may have stored (store errors propagate)."""

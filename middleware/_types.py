@@ -98,6 +98,9 @@ class CacheRequest:
     """What the upstream's 400 named among the cache's additions, while the request is sent again without it."""
     lookup: Lookup | None = None
     """How `Cache.hit` found the cache for this call (None before it ran)."""
+    key_body: dict[str, Any] | None = None
+    """The body a `before_lookup` hook made the key from, when it changed it (None: `body`); the
+    semantic context is made from it too, so a hook that keeps callers apart keeps them apart by meaning."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -199,6 +202,9 @@ class Meaning:
     partition: str = ""
     """Whose lookup this is (bounded mode learns per partition): the digest of the embedder's name and
     the key's prefix, namespace and credential scope."""
+    payer: str = ""
+    """Whose verification cap a verification spends: the partition without its namespace, which the
+    caller names freely (a namespace per lookup must not multiply the judge's calls)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -319,7 +319,11 @@ class SemanticConfig(_Model):
         "many lookups find nothing.",
     )
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0, description="Bounded mode: the bound's confidence.")
-    verifications_per_minute: int | None = Field(default=None, ge=0, description="Bounded mode: a cap on checks.")
+    verifications_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bounded mode: a cap on checks a minute, per caller (key prefix and credential scope).",
+    )
     judge: JudgeConfig = Field(default_factory=lambda: EmbeddingJudgeConfig(type="embedding"))
     evidence: EvidenceConfig = Field(
         default_factory=lambda: MemoryEvidenceConfig(type="memory"),
