@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._fork import renew_after_fork
 from .aiocache import AiocacheStore
 from .base import Abilities, StoreError
 from .breaker import CircuitBreaker
@@ -106,9 +107,14 @@ class MemcachedStore(AiocacheStore):
         self.generation_depth = generation_depth
         self._caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        renew_after_fork(self)
         self.oversize_skipped = 0
         super().__init__(None, name or self.name)
         self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread making a loop's cache."""
+        self._lock = threading.Lock()
 
     # -- the aiocache object of the running loop (aiomcache pools belong to one loop) ----------
 
