@@ -441,6 +441,33 @@ async def test_a_request_naming_another_method_in_an_override_header_is_forwarde
     assert own == ["MISS", "HIT"]
 
 
+NAMED_ELSEWHERE = {
+    "query _method": ("?_method=GET", BODY),
+    "query escaped and PHP-mangled": ("?%2Emethod=get", BODY),
+    "query $httpMethod": ("?%24httpMethod=GET", BODY),
+    "query after a semicolon": ("?x=1;_method=GET", BODY),
+    "query, named twice": ("?_method=POST&_method=GET", BODY),
+    "JSON body _method": ("", {**BODY, "_method": "GET"}),
+}
+
+
+@pytest.mark.parametrize("where", list(NAMED_ELSEWHERE))
+async def test_a_request_naming_another_method_in_its_query_or_body_is_forwarded_untouched(where: str) -> None:
+    """Servers behind a front end read the method from the query (`_method`, Google's `$httpMethod`)
+    and from the body (`_method`): such a POST would be keyed as the POST and answered as the method
+    named, so it is never keyed. Naming its own method changes nothing."""
+    query, body = NAMED_ELSEWHERE[where]
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        overridden = [(await http.post(URL + query, json=body, headers=AUTH)).headers["x-cache"] for _ in range(2)]
+        own = [
+            (await http.post(URL + "?_method=POST", json={**BODY, "_method": "post"}, headers=AUTH)) for _ in range(2)
+        ]
+    assert overridden == ["BYPASS", "BYPASS"]
+    assert [str(r.url) for r in upstream.requests[:2]] == [URL + query] * 2
+    assert [r.headers["x-cache"] for r in own] == ["MISS", "HIT"]
+
+
 async def test_non_llm_requests_pass_through_untouched() -> None:
     upstream = Upstream(lambda r, n: httpx2.Response(200, json={"data": []}))
     async with client(Cache(), upstream) as http:
