@@ -351,7 +351,9 @@ class Cache:
                 return self._passthrough(route, path, "malformed JSON body")
             if not isinstance(parsed, dict):
                 return self._passthrough(route, path, "JSON body is not an object")
-        if any(named != method for named in overrides.in_fields(parsed, form=endpoint.form_body)):
+        if (endpoint.form_body or overrides.BODY_FIELD in parsed) and any(
+            named != method for named in overrides.in_fields(parsed, form=endpoint.form_body)
+        ):
             return self._passthrough(route, path, "the body's `_method` names another method than the request's")
 
         cache_field = None
