@@ -99,10 +99,7 @@ def test_a_child_forked_while_a_parent_thread_holds_a_lock_of_the_cache_is_not_w
     cache, lock = HOLDERS[holder](request)
     transport = CachingTransport(cache=cache)
     client = openai.OpenAI(
-        api_key="sk-alice",
-        base_url=fake_provider.openai_base_url,
-        http_client=httpx2.Client(transport=transport),
-        max_retries=0,
+        api_key="sk-alice", base_url=fake_provider.openai_base_url, http_client=httpx2.Client(transport=transport)
     )
     try:
         assert asked(client, ["asked before the fork"]) == ["MISS"]
