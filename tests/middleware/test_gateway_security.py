@@ -317,6 +317,17 @@ def test_a_method_named_in_the_query_or_the_body_is_judged_by_the_allow_rules(
     assert fake_provider.requests == []
 
 
+def test_a_form_the_gateway_cannot_read_that_may_name_a_method_is_a_400(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """A lenient server may still read a `_method` field from a form our reader refuses (no closing
+    boundary): the gateway cannot judge it, so it does not forward it with the owner's key."""
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": MULTIPART}
+    body = form_part("model", "whisper-1") + form_part("_method", "DELETE")  # never closed
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/audio/transcriptions", body, headers=headers)
+    assert status == 400 and b"_method" in answer and fake_provider.requests == []
+
+
 def test_a_request_naming_its_own_method_in_the_query_or_body_is_forwarded(
     keyed_gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
