@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from . import _overrides as overrides
 from ._additions import STREAM_USAGE, Additions
 from ._entry import Entry, EntryError, EntryMemo, pack
 from ._headers import METHOD_OVERRIDES, lower_headers
@@ -336,6 +337,8 @@ class Cache:
             named = headers.get(name)
             if named is not None and (named.strip().upper() != method or name in repeated):
                 return self._passthrough(route, path, f"`{name}` names another method than the request's")
+        if query and any(named != method for named in overrides.in_query(query)):
+            return self._passthrough(route, path, "the query names another method than the request's")
         endpoint = route.endpoint
         if endpoint.form_body:  # an upload: keyed by its fields and the file's bytes
             parsed, exact = endpoint.read_form(headers.get("content-type") or "", body), False
@@ -348,6 +351,10 @@ class Cache:
                 return self._passthrough(route, path, "malformed JSON body")
             if not isinstance(parsed, dict):
                 return self._passthrough(route, path, "JSON body is not an object")
+        if (endpoint.form_body or overrides.BODY_FIELD in parsed) and any(
+            named != method for named in overrides.in_fields(parsed, form=endpoint.form_body)
+        ):
+            return self._passthrough(route, path, "the body's `_method` names another method than the request's")
 
         cache_field = None
         forward_body = body

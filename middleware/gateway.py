@@ -47,9 +47,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._wire import CREDENTIAL_HEADERS, CREDENTIALS_FOR, api_of, auth_header, error_document, without_query_credential
+from . import _overrides as overrides
 from ._engine import Cache
 from ._forwarding import DEFAULT_ALLOW, Allowed
-from ._headers import METHOD_OVERRIDES
 from ._keys import NAMESPACE_PATTERN
 from ._types import KEY_HEADER, UPSTREAM_HEADER
 from ._version import __version__
@@ -395,8 +395,12 @@ class _Gateway:
         if forwarded is None:  # the guard refused it already; checked again where the URL is built
             return _error(family, 400, REFUSED_PATH)
         allowed = self.allowed.get(family)
+        held = False  # the body read whole, to judge a method it names
         if allowed is not None:
-            refused = next((method for method in _methods(request) if not allowed(method, forwarded)), None)
+            named, held = await _methods(request)
+            if named is None:
+                return _error(family, 400, "a form body that cannot be read may name a method (`_method`)")
+            refused = next((method for method in named if not allowed(method, forwarded)), None)
             if refused is not None:
                 message = f"this gateway does not forward {refused} {forwarded}: not in upstreams.{family}.allow"
                 return _error(family, 403, message)
@@ -411,7 +415,7 @@ class _Gateway:
         if upstream.api_key:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
         # The router reads the model to pick a group and may send the body more than once.
-        content = await request.body() if self.router is not None else _streamed_body(request, headers)
+        content = await request.body() if self.router is not None or held else _streamed_body(request, headers)
         wire = _wire_headers(headers)
         if wire is None:
             message = "a request header cannot be forwarded (a name that is not a token, or a control character)"
@@ -987,7 +991,7 @@ class _Guard:
         config = gateway.config
         self.keys = tuple(key.encode("utf-8") for key in config.auth.keys)
         self.limit = config.server.max_request_bytes
-        if self.limit is None and gateway.router is not None:
+        if self.limit is None and (gateway.router is not None or gateway.allowed):  # bodies held whole
             self.limit = ROUTED_BODY_LIMIT
         self.deadlines = _Deadlines(config.server.body_read_timeout)
         self.bases = gateway.bases
@@ -1062,12 +1066,22 @@ class _Guard:
                 await _send_error(send, family, refused.status, refused.message, close=True)
 
 
-def _methods(request: Request) -> list[str]:
-    """The methods a request may be acted on as: its own, and any a method-override header names (Google's
-    front ends act on `X-HTTP-Method-Override`, other servers on its variants)."""
-    headers = request.headers
-    named = [value.strip().upper() for name, value in headers.items() if name in METHOD_OVERRIDES]
-    return [request.method, *named]
+async def _methods(request: Request) -> tuple[list[str] | None, bool]:
+    """(the methods a request may be acted on as, whether its body was read whole to know them): its own,
+    and any it names where a server behind may read one (`_overrides.py`: override headers, the query,
+    a form or JSON body). None for a form that cannot be read and may name one."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    named = [request.method, *overrides.in_headers(request.headers.items()), *overrides.in_query(query)]
+    content_type = request.headers.get("content-type", "")
+    if not _has_body(request) or not overrides.body_may_name(content_type):
+        return named, False
+    in_body = overrides.in_body(content_type, await request.body())
+    return (None if in_body is None else [*named, *in_body]), True
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return (length is not None and length != "0") or "transfer-encoding" in request.headers
 
 
 def _screened(

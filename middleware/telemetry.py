@@ -33,6 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._wire import is_azure
+from ._fork import renew_after_fork
 from ._printable import printable
 from ._types import UPSTREAM_HEADER
 from .stores.base import abilities_of
@@ -670,6 +671,11 @@ class Telemetry:
         self._suppressed = 0
         self.collector = TelemetryCollector(self)
         self._registry: Any = None
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread counting a call."""
+        self._lock = threading.Lock()
 
     # -- entry points for the engine --------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import diskcache
 
+from .._fork import renew_after_fork
 from .base import Abilities, StoreError, trim_due
 
 T = TypeVar("T")
@@ -57,11 +58,16 @@ class DiskStore:
         self._cache: diskcache.Cache | None = None
         self._tags: diskcache.Cache | None = None
         self._opening = threading.Lock()
+        renew_after_fork(self)
         self._next_open = 0.0
         try:
             self._open()
         except StoreError as error:
             logger.warning("%s; requests go upstream until it can be opened", error)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread opening the directory."""
+        self._opening = threading.Lock()
 
     def _open(self) -> diskcache.Cache:
         """The open diskcache (opened now if needed); StoreError while the directory cannot be opened."""

@@ -279,6 +279,64 @@ def test_a_method_override_is_judged_by_the_allow_rules_as_the_method_it_names(
     assert [request.path for request in fake_provider.requests] == [path]
 
 
+MULTIPART = "multipart/form-data; boundary=b0undary"
+
+
+def form_part(name: str, value: str) -> bytes:
+    return f'--b0undary\r\ncontent-disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+METHODS_NAMED_ELSEWHERE = {
+    # where, path, content type, body: every one names DELETE, and the default rules allow no DELETE
+    "query _method (Laravel, Symfony, Gorilla)": ("/v1/chat/completions?_method=DELETE", "application/json", b"{}"),
+    "query escaped, PHP-mangled (.method)": ("/v1/chat/completions?%2Emethod=delete", "application/json", b"{}"),
+    "query $httpMethod (Google)": ("/v1/chat/completions?%24httpMethod=DELETE", "application/json", b"{}"),
+    "query override header's name": ("/v1/chat/completions?X-HTTP-Method-Override=DELETE", "application/json", b"{}"),
+    "query after a semicolon (Rack)": ("/v1/chat/completions?stream=false;_method=DELETE", "application/json", b"{}"),
+    "JSON body _method (Laravel)": ("/v1/chat/completions", "application/json", b'{"_method": "DELETE"}'),
+    "form body _method (Rails, Rack)": ("/v1/chat/completions", "application/x-www-form-urlencoded", b"_method=DELETE"),
+    "multipart field _method": (
+        "/v1/audio/transcriptions",
+        MULTIPART,
+        form_part("model", "whisper-1") + form_part("_method", "DELETE") + b"--b0undary--\r\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(METHODS_NAMED_ELSEWHERE))
+def test_a_method_named_in_the_query_or_the_body_is_judged_by_the_allow_rules(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider, where: str
+) -> None:
+    """Frameworks behind a front end read the method from the query (`_method`: Laravel, Symfony,
+    Gorilla; `$httpMethod`: Google's system parameter) and from form and JSON bodies (`_method`: Rails
+    and Rack, Laravel): a model call naming DELETE there would act as a DELETE with the owner's key."""
+    path, content_type, body = METHODS_NAMED_ELSEWHERE[where]
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": content_type}
+    status, _, answer = raw_request(keyed_gateway.url, "POST", path, body, headers=headers)
+    assert status == 403 and b"does not forward DELETE /v1/" in answer, (status, answer)
+    assert fake_provider.requests == []
+
+
+def test_a_form_the_gateway_cannot_read_that_may_name_a_method_is_a_400(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """A lenient server may still read a `_method` field from a form our reader refuses (no closing
+    boundary): the gateway cannot judge it, so it does not forward it with the owner's key."""
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": MULTIPART}
+    body = form_part("model", "whisper-1") + form_part("_method", "DELETE")  # never closed
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/audio/transcriptions", body, headers=headers)
+    assert status == 400 and b"_method" in answer and fake_provider.requests == []
+
+
+def test_a_request_naming_its_own_method_in_the_query_or_body_is_forwarded(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": "application/json"}
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "_method": "POST"})
+    status, _, _ = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions?_method=post", body, headers=headers)
+    assert status == 200 and [request.path for request in fake_provider.requests] == ["/v1/chat/completions"]
+
+
 def test_callers_that_send_their_own_provider_key_reach_every_path(
     keyed_gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
