@@ -476,6 +476,7 @@ class Prior(NamedTuple):
     weight: int | None
     overrule: bool
     fit_prior: bool
+    share_margin: float = 0.0
 
 
 def bounded(bound: float, of: str, seed: int, prior: Prior | None) -> ErrorBound:
@@ -506,7 +507,7 @@ async def dev_prior(
         f"weight {args.prior_weight}, overrule {args.overrule}, fit {not args.no_prior_fit}"
     )
     assert overlap == 0
-    return Prior(verdicts, args.prior_weight, args.overrule, not args.no_prior_fit)
+    return Prior(verdicts, args.prior_weight, args.overrule, not args.no_prior_fit, args.share_margin)
 
 
 async def neighbour_verdicts(
@@ -609,6 +610,7 @@ def main() -> None:
         help="the pairs as labelled, or each prior question with its nearest earlier one, labelled by cluster",
     )
     parser.add_argument("--overrule", action="store_true", help="live verdicts above the cap tested alone too")
+    parser.add_argument("--share-margin", type=float, default=0.0, help="traffic shares taken this much larger")
     parser.add_argument("--no-prior-fit", action="store_true", help="the risk model is not fitted on the prior")
     parser.add_argument("--lookup", action="store_true", help="time the semantic lookup")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="bounded vs static on N known answers")

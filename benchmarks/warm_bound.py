@@ -4,7 +4,11 @@ Each labelled pair is a prior verdict at its similarity (label 1: the stored ans
 counted into the pooled per-bin evidence beside the live verdicts; the traffic shares still come from
 live lookups only. `weight`: the prior counts at most as much as this many live verdicts (None: all of
 them). `overrule`: the live verdicts above the cap are also tested on their own, and when they show the
-served set wrong more often than its limit, the cap rises.
+served set wrong more often than its limit, the cap rises. `share_margin`: the traffic shares are
+taken this much larger than measured (a margin for the traffic, which the prior's test has none for).
+`fit_prior`: the risk model is fitted on the prior's pairs too (beside the judged answers').
+
+The experiment of benchmarks/README.md "Bounded mode warm-started from labelled pairs": not shipped.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class WarmBound(ErrorBound):
         weight: int | None = None,
         overrule: bool = False,
         fit_prior: bool = True,
+        share_margin: float = 0.0,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -56,6 +61,7 @@ class WarmBound(ErrorBound):
         self.scale = 1.0 if weight is None or weight >= len(self.prior) else weight / len(self.prior)
         self.overrule = overrule
         self.fit_prior = fit_prior
+        self.share_margin = share_margin
         self._binned: dict[str, tuple[int, list[int], list[int]]] = {}
 
     def _learned(self, partition: str):  # type: ignore[no-untyped-def]
@@ -110,6 +116,7 @@ class WarmBound(ErrorBound):
         if self.error_rate_of == "requests" and everyone >= SHARES_FROM:
             seen = [max(candidates, verdicts) for candidates, verdicts in zip(seen, checked, strict=True)]
             shares = traffic_shares(seen, everyone, (learned.recent_seen, learned.recent_lookups))
+            shares = [share * (1.0 + self.share_margin) for share in shares]
         learned.shares = shares
         prior_checked, prior_wrong = self._prior_bins(learned, partition)
         both_checked = [a + b for a, b in zip(checked, prior_checked, strict=True)]
