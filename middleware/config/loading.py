@@ -60,13 +60,16 @@ def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
     return known
 
 
-def _interpolate(value: Any, env: Mapping[str, str], where: str, unset: list[str], path: tuple[Any, ...] = ()) -> Any:
+def _interpolate(
+    value: Any, env: Mapping[str, str], where: str, unset: list[str], read: set[str], path: tuple[Any, ...] = ()
+) -> Any:
     """`value` with its environment references replaced; an unset `os.environ/NAME` is None (as
-    LiteLLM reads it) and its path is added to `unset`, so a required field can say why it is empty."""
+    LiteLLM reads it) and its path is added to `unset`, so a required field can say why it is empty.
+    What a reference was replaced with is added to `read`: errors never echo it (it may be a secret)."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, where, unset, (*path, k)) for k, v in value.items()}
+        return {k: _interpolate(v, env, where, unset, read, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, env, where, unset, (*path, i)) for i, v in enumerate(value)]
+        return [_interpolate(v, env, where, unset, read, (*path, i)) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
     try:
@@ -78,6 +81,8 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str, unset: list[str
         ) from None
     if expanded is None:
         unset.append(f"{dotted(path)} ({value.strip()})")
+    elif expanded != value:
+        read.add(expanded)
     return expanded
 
 
@@ -142,8 +147,9 @@ def _parsed(data: dict[str, Any], where: str, env: Mapping[str, str] | None) -> 
     routed = data if dialect == "router" else {k: data[k] for k in _PASSTHROUGH if k in data}
     rest = {} if dialect == "router" else {k: v for k, v in data.items() if k not in _PASSTHROUGH}
     unset: list[str] = []
-    data = _interpolate(rest, environ, where, unset)
-    _interpolate(routed, environ, where, unset)
+    read: set[str] = set()
+    data = _interpolate(rest, environ, where, unset, read)
+    _interpolate(routed, environ, where, unset, read)
     data.update(routed)
     notes = [f"unset: {field} is not set; read as null" for field in unset]
     if dialect == "router":
@@ -157,7 +163,7 @@ def _parsed(data: dict[str, Any], where: str, env: Mapping[str, str] | None) -> 
     try:
         config = GatewayConfig.model_validate(native)
     except ValidationError as error:
-        message = describe(error, where, dialect)
+        message = describe(error, where, dialect, read)
         if unset:
             message += f"\n  (environment variables not set, read as null: {', '.join(unset)})"
         raise ConfigError(message) from None

@@ -32,11 +32,11 @@ def masked(value: Any, key: str = "") -> Any:
     if isinstance(value, str) and key and SECRET_FIELDS.search(key):
         return "****"
     if isinstance(value, str) and "://" in value:
-        return _masked_url(value)
+        return masked_url(value)
     return value
 
 
-def _masked_url(url: str) -> str:
+def masked_url(url: str) -> str:
     """`url` with its user info's password (up to the last `@`; a user alone may be a token too) and its
     secret query values masked."""
     try:

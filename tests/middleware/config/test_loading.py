@@ -418,3 +418,25 @@ def test_a_config_whose_aliases_expand_past_a_million_values_is_an_error(tmp_pat
         f"  - {{model_name: m{n}, litellm_params: *params}}\n" for n in range(50)
     )
     assert load_config(write(tmp_path, shared, "litellm.yaml"), env={"OPENAI_API_KEY": "sk-x"}).model_list
+
+
+def test_a_config_error_never_echoes_a_value_from_the_environment_or_a_urls_password() -> None:
+    """An error names the field and what is wrong; serve's and check-config's output ends up in CI logs and
+    pod events. A secret read into the wrong field (`ttl: os.environ/REDIS_PASSWORD`) was echoed as the
+    value it got, and a URL refused by a check was echoed with its user info."""
+    env = {"REDIS_PASSWORD": "hunter2-secret", "PROXY": "https://user:pw-secret@proxy.example/v1?x=1"}
+    for data, field in (
+        ({"cache": {"ttl": "os.environ/REDIS_PASSWORD"}}, "cache.ttl"),
+        ({"server": {"port": "${REDIS_PASSWORD}"}}, "server.port"),
+        ({"upstreams": {"openai": {"base_url": "os.environ/PROXY"}}}, "upstreams.openai.base_url"),
+        ({"upstreams": {"openai": {"base_url": "https://user:pw-secret@proxy.example/v1?x=1"}}}, "base_url"),
+        (
+            {"cache": {"semantic": {"index": {"type": "redis", "url": "http://:pw-secret@redis.example:6379/0"}}}},
+            "cache.semantic.index.url",
+        ),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            parse_config(data, where="gw.yaml", env=env)
+        message = str(refused.value)
+        assert field in message, message
+        assert "hunter2" not in message and "pw-secret" not in message, message
