@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 import yaml
 
 from .._wire import masked_query_credential
+from ._printable import printable
 from ._version import __version__
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
 from .config.schema import DiskStoreConfig
@@ -423,26 +425,46 @@ class _Unreachable(Exception):
         )
 
 
+class _Unreadable(Exception):
+    """What a server at `--gateway` answered is larger than any management answer."""
+
+
+_MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The most of a management answer the commands read (10,000 verification outcomes are under 1 MiB)."""
+
+
 def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """The status and JSON a gateway's management endpoint answered (`{"error": ...}` for a body that is
+    not JSON). Redirects are not followed: the admin key goes to the URL given and nowhere else."""
     import httpx2
 
     key = args.admin_key or os.environ.get(ADMIN_ENV)
     headers = {"authorization": f"Bearer {key}"} if key else {}
+    url = args.gateway.rstrip("/") + path
+    raw = bytearray()
     try:
-        response = httpx2.request(method, args.gateway.rstrip("/") + path, json=body, headers=headers, timeout=30)
+        with httpx2.stream(method, url, json=body, headers=headers, timeout=30, follow_redirects=False) as response:
+            for chunk in response.iter_bytes():
+                raw += chunk
+                if len(raw) > _MAX_ANSWER_BYTES:
+                    raise _Unreadable(f"{printable(url, 200)} answered more than {_MAX_ANSWER_BYTES} bytes")
     except (httpx2.TransportError, OSError) as error:
         raise _Unreachable(args.gateway, error) from None
     try:
-        return response.status_code, response.json()
-    except ValueError:
-        return response.status_code, {"error": {"message": response.text[:200]}}
+        return response.status_code, json.loads(raw)
+    except ValueError:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return response.status_code, {"error": {"message": raw[:200].decode("utf-8", "replace")}}
 
 
 def _answer(status: int, data: Any) -> int:
-    if status >= 400:
-        message = data.get("error", {}).get("message") if isinstance(data, dict) else data
-        return _fail(f"gateway answered {status}: {message}")
-    print(json.dumps(data, indent=2))
+    """Print a 2xx answer's JSON; anything else is a failure quoting the error's message (another
+    server's error shape too), its control characters escaped: it is the server's text on our terminal."""
+    if not 200 <= status < 300:
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message", error) if isinstance(error, dict) else error
+        text = message if isinstance(message, str) else json.dumps(message)
+        return _fail(f"gateway answered {status}: {printable(text, 500)}")
+    print(json.dumps(data, indent=2))  # (ASCII only: a string's control characters are escaped)
     return 0
 
 
@@ -532,6 +554,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+_CALIBRATION_FIELDS = (("error_rate_of", "hits"), ("max_error_rate", None), ("threshold", None))
+
+
 def _calibrate_from_gateway(args: argparse.Namespace) -> int:
     """The calibration report over the verification outcomes a running gateway's bounded mode collected."""
     try:
@@ -545,9 +570,11 @@ def _calibrate_from_gateway(args: argparse.Namespace) -> int:
     try:
         records = [(float(r["similarity"]), str(r["outcome"])) for r in data["verifications"]]
     except (TypeError, KeyError, ValueError):
-        return _fail(f"{args.from_gateway} did not answer a list of verification outcomes")
-    per = data.get("error_rate_of", "hits")
-    print(f"{args.from_gateway}: bound {data.get('max_error_rate')} of {per}, serving from {data.get('threshold')}")
+        records = None
+    if records is None or not all(math.isfinite(similarity) for similarity, _ in records):
+        return _fail(f"{printable(args.from_gateway, 200)} did not answer a list of verification outcomes")
+    per, bound, threshold = (printable(str(data.get(name, default)), 40) for name, default in _CALIBRATION_FIELDS)
+    print(f"{printable(args.from_gateway, 200)}: bound {bound} of {per}, serving from {threshold}")
     print(outcomes_report(records, args.target_precision))
     return 0
 
@@ -683,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.handler(args)
-    except (ConfigError, _Unreachable) as error:
+    except (ConfigError, _Unreachable, _Unreadable) as error:
         return _fail(str(error))
     except PermissionError as error:
         return _fail(f"permission denied: {error.filename or error}; run as a user who may access it")

@@ -503,3 +503,66 @@ def test_serve_never_writes_a_key_sent_in_the_query_to_its_log(
     assert f'"POST {path}?alt=json&key=*** HTTP/1.1" 200' in log, log
     assert '"GET /v1beta/models?key=***&pageSize=5 HTTP/1.1" 401' in log, log
     assert "gw-secret-in-the-query" not in log and "a-wrong-key-is-a-secret-too" not in log
+
+
+class HostileGateway:
+    """Answers the admin commands as a wrong or hostile server at `--gateway URL` would: `/<case>/...`."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization")
+        self.requests.append((scope["path"], authorization.decode() if authorization else None))
+        case = scope["path"].split("/")[1]
+        status, extra, body = {
+            "string-error": (404, [], json.dumps({"error": "not found"}).encode()),
+            "escapes": (
+                403,
+                [],
+                json.dumps({"error": {"message": "\x1b]0;owned\x07\x1b[2Jgone\nllm-cache: forged"}}).encode(),
+            ),
+            "redirect": (307, [(b"location", b"/elsewhere/cache/stats")], b""),
+            "huge": (200, [], b'{"a": "' + b"x" * (40 * 1024 * 1024) + b'"}'),
+            "nan": (200, [], b'{"verifications": [{"similarity": NaN, "outcome": "agreed"}], "max_error_rate": 0.05}'),
+            "escaped-fields": (
+                200,
+                [],
+                json.dumps(
+                    {
+                        "verifications": [{"similarity": 0.9, "outcome": "agreed"}],
+                        "max_error_rate": "\x1b[2J\x1b]0;x\x07",
+                    }
+                ).encode(),
+            ),
+        }.get(case, (404, [], b"{}"))
+        head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Path) -> None:
+    """`stats`, `invalidate` and `calibrate --from-gateway` read what a server at a URL the operator typed
+    answers: another server's error shape (`{"error": "..."}`) raised an AttributeError traceback, its text
+    reached the terminal with its escape sequences (a title, a cleared screen, a forged line), a redirect
+    was reported as success, a NaN similarity was calibrated on, and the answer was read whole however large.
+    Redirects are not followed: the admin key goes to the URL given and nowhere else."""
+    hostile = HostileGateway()
+    with BackgroundServer(hostile) as server:
+        env = {**os.environ, "LLM_CACHE_ADMIN_KEY": "cli-admin-secret"}
+        for case, expected in (
+            ("string-error", "gateway answered 404: not found"),
+            ("escapes", "gateway answered 403: "),
+            ("redirect", "gateway answered 307"),
+            ("huge", "answered more than"),
+        ):
+            line = _one_line_failure(_cli("stats", "--gateway", f"{server.url}/{case}", env=env))
+            assert expected in line and "\x1b" not in line and "\x07" not in line, (case, line)
+        line = _one_line_failure(_cli("calibrate", "--from-gateway", f"{server.url}/nan", env=env))
+        assert "did not answer a list of verification outcomes" in line
+        done = _cli("calibrate", "--from-gateway", f"{server.url}/escaped-fields", env=env)
+        assert done.returncode == 0 and "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stderr
+    assert not any(path.startswith("/elsewhere") for path, _ in hostile.requests)
