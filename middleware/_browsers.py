@@ -46,7 +46,8 @@ class BrowserRules:
     `Host` is judged on connections that reached a loopback address (it must be a loopback name or one of
     `allowed_hosts`), and on every connection once `allowed_hosts` is given; `*` among them lets any host
     in. A request with an `Origin` is refused unless the origin is the host the request names or one of
-    `allowed_origins`.
+    `allowed_origins`. `passes` holds the `Host` values that pass on any connection: a request naming one
+    and no `Origin` (nearly every request) needs no more than that one read.
     """
 
     def __init__(self, allowed_hosts: Iterable[str] | None, allowed_origins: Iterable[str]) -> None:
@@ -55,12 +56,14 @@ class BrowserRules:
         self.every_connection = bool(hosts)
         self.hosts = frozenset(hosts)
         self.origins = frozenset(origin.strip().lower().rstrip("/").encode("latin-1") for origin in allowed_origins)
+        self.passes: dict[bytes | None, bool] = {}
+        """`Host` value -> whether it passes on any connection (a loopback name, a listed one, or any with `*`)."""
         self._local: dict[str, bool] = {}
-        self._judged: dict[bytes, bool] = {}
 
     def refusal(self, server: object, host: bytes | None, origin: bytes | None) -> str | None:
         """Why a request that reached `server` (the ASGI scope's local address) is refused, or None."""
-        if host is not None and not self.any_host and not self._host_allowed(host, server):
+        if not self._host_allowed(host, server):
+            assert host is not None
             return (
                 f"refused: the request names the host {host_name(host).decode('latin-1')[:253]!r}, not this "
                 "gateway's (a web page's DNS rebinding?); name it in server.allowed_hosts to serve it"
@@ -72,17 +75,14 @@ class BrowserRules:
             )
         return None
 
-    def _host_allowed(self, host: bytes, server: object) -> bool:
-        if not self.every_connection and not self._reached_loopback(server):
-            return True
-        allowed = self._judged.get(host)
-        if allowed is None:
-            name = host_name(host)
-            allowed = name in self.hosts or is_loopback_name(name)
-            if len(self._judged) >= _MEMO:
-                self._judged.clear()
-            self._judged[host] = allowed
-        return allowed
+    def _host_allowed(self, host: bytes | None, server: object) -> bool:
+        passes = self.passes.get(host)
+        if passes is None:
+            passes = self.any_host or host is None or host_name(host) in self.hosts or is_loopback_name(host_name(host))
+            if len(self.passes) >= _MEMO:
+                self.passes.clear()
+            self.passes[host] = passes
+        return passes or (not self.every_connection and not self._reached_loopback(server))
 
     def _reached_loopback(self, server: object) -> bool:
         """Whether the connection reached a loopback address (with `0.0.0.0` bound too: a page's rebound

@@ -1025,11 +1025,14 @@ class _Guard:
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
-        headers, declared, given, sent_by = _screened(scope["headers"])
+        headers, declared, given, host, origin = _screened(scope["headers"])
         if declared is TWO_FRAMINGS:
             await _send_error(send, family, 400, TWO_FRAMINGS_REFUSED, close=True)
             return
-        if (page := self.browsers.refusal(scope.get("server"), *sent_by)) is not None:
+        browsers = self.browsers  # (nearly every request: one dict read, no call)
+        if (origin is not None or not browsers.passes.get(host)) and (
+            page := browsers.refusal(scope.get("server"), host, origin)
+        ) is not None:
             await _send_error(send, family, 403, page)
             return
         limit = self.limit
@@ -1084,7 +1087,7 @@ def _methods(request: Request) -> list[str]:
 
 def _screened(
     raw: list[tuple[bytes, bytes]],
-) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes], tuple[bytes | None, bytes | None]]:
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes], bytes | None, bytes | None]:
     """One pass over the request headers: the ones the app behind the guard gets (a copy, without
     whatever the caller sent as `x-llm-cache-upstream` and the headers its `Connection` headers name),
     the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`),
@@ -1121,9 +1124,9 @@ def _screened(
     if chunked and declared is not None:
         declared = TWO_FRAMINGS
     if not dropped:  # (most requests: the copy is made in C, not pair by pair)
-        return list(raw), declared, given, (host, origin)
+        return list(raw), declared, given, host, origin
     unwanted = set(dropped) - _FRAMING  # not this message's framing, which the server has read
-    return [pair for pair in raw if pair[0] not in unwanted], declared, given, (host, origin)
+    return [pair for pair in raw if pair[0] not in unwanted], declared, given, host, origin
 
 
 def _with_litellm_key(start: Message) -> Message:
