@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import yaml
 
 from .._wire import masked_query_credential
+from ._json_files import json_lines, json_object
 from ._printable import printable
 from ._version import __version__
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
@@ -240,13 +241,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _read_requests(path: str) -> list[dict[str, Any]]:
     items = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}:{number}: not JSON ({error.msg})") from None
+    try:
+        lines = list(json_lines(Path(path)))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    for number, item in lines:
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("path"), str)
@@ -452,7 +451,11 @@ def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = No
         raise _Unreachable(args.gateway, error) from None
     try:
         return response.status_code, json.loads(raw)
-    except ValueError:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        if 200 <= response.status_code < 300:
+            raise _Unreadable(
+                f"{printable(url, 200)} answered {response.status_code} with no JSON it can read"
+            ) from None
         return response.status_code, {"error": {"message": raw[:200].decode("utf-8", "replace")}}
 
 
@@ -483,9 +486,9 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
         path, body = "/cache/delete", {"key": args.key}
     elif args.request:
         try:
-            request = json.loads(Path(args.request).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            return _fail(f"{args.request}: {error}")
+            request = json_object(Path(args.request))
+        except ValueError as error:
+            return _fail(str(error))
         path, body = "/cache/delete", request
     elif args.namespace:
         path, body = "/cache/flush", {"namespace": args.namespace}

@@ -527,6 +527,8 @@ class HostileGateway:
             ),
             "redirect": (307, [(b"location", b"/elsewhere/cache/stats")], b""),
             "huge": (200, [], b'{"a": "' + b"x" * (40 * 1024 * 1024) + b'"}'),
+            "deep": (200, [], b"[" * 100_000 + b"]" * 100_000),
+            "html": (200, [(b"x-note", b"a web server's index page")], b"<html>\x1b[2J</html>"),
             "nan": (200, [], b'{"verifications": [{"similarity": NaN, "outcome": "agreed"}], "max_error_rate": 0.05}'),
             "escaped-fields": (
                 200,
@@ -548,7 +550,8 @@ def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Pat
     """`stats`, `invalidate` and `calibrate --from-gateway` read what a server at a URL the operator typed
     answers: another server's error shape (`{"error": "..."}`) raised an AttributeError traceback, its text
     reached the terminal with its escape sequences (a title, a cleared screen, a forged line), a redirect
-    was reported as success, a NaN similarity was calibrated on, and the answer was read whole however large.
+    or a 200 that is not JSON was reported as success, JSON nested 100,000 deep raised a RecursionError, a
+    NaN similarity was calibrated on, and the answer was read whole however large.
     Redirects are not followed: the admin key goes to the URL given and nowhere else."""
     hostile = HostileGateway()
     with BackgroundServer(hostile) as server:
@@ -558,6 +561,8 @@ def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Pat
             ("escapes", "gateway answered 403: "),
             ("redirect", "gateway answered 307"),
             ("huge", "answered more than"),
+            ("deep", "answered 200 with no JSON it can read"),
+            ("html", "answered 200 with no JSON it can read"),
         ):
             line = _one_line_failure(_cli("stats", "--gateway", f"{server.url}/{case}", env=env))
             assert expected in line and "\x1b" not in line and "\x07" not in line, (case, line)
@@ -566,3 +571,26 @@ def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Pat
         done = _cli("calibrate", "--from-gateway", f"{server.url}/escaped-fields", env=env)
         assert done.returncode == 0 and "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stderr
     assert not any(path.startswith("/elsewhere") for path, _ in hostile.requests)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 100_000 + b"]" * 100_000 + b"\n", b"\xff\xfe{}\n", b"5\n", b'{"a": 1}\n{"path": "/v1/x", "body": \n'],
+    ids=["nested-too-deeply", "not-utf-8", "a-number", "cut-short"],
+)
+@pytest.mark.parametrize("command", ["warm", "invalidate", "calibrate"])
+def test_a_file_a_command_reads_that_is_not_json_is_one_line_naming_it(
+    tmp_path: Path, command: str, content: bytes
+) -> None:
+    """`warm FILE`, `invalidate --request FILE` and `calibrate PAIRS` read JSON the operator (or whoever
+    wrote the file) gave them: lists nested 100,000 deep raised a RecursionError, bytes that are not UTF-8
+    a UnicodeDecodeError, and a line holding a number a TypeError in calibrate, each as a traceback."""
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(content)
+    arguments = {
+        "warm": ["warm", "--gateway", "http://127.0.0.1:9", str(path)],
+        "invalidate": ["invalidate", "--gateway", "http://127.0.0.1:9", "--request", str(path)],
+        "calibrate": ["calibrate", str(path)],
+    }[command]
+    line = _one_line_failure(_cli(*arguments))
+    assert str(path) in line, line
