@@ -10,7 +10,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from .printing import SECRET_FIELDS, masked_url
+from ..._wire import masked_url
+from .printing import SECRET_FIELDS
 from .schema import STORE_TYPES, EmbedderConfig, GatewayConfig, IndexConfig
 
 
