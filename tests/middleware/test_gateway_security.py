@@ -733,3 +733,17 @@ async def test_a_connection_to_another_address_is_judged_by_host_only_once_allow
                     "/v1/chat/completions", json=BODY, headers={"host": "any.name", "x-api-key": "k"}
                 )
         assert answer.status_code == expected, (server, answer.text)
+
+
+@pytest.mark.parametrize(
+    ("server", "named"),
+    [
+        ({"allowed_hosts": ["https://gw.example"]}, "server.allowed_hosts"),
+        ({"allowed_hosts": ["gw.example:443"]}, "server.allowed_hosts"),
+        ({"allowed_origins": ["app.example"]}, "server.allowed_origins"),
+        ({"allowed_origins": ["https://app.example/path"]}, "server.allowed_origins"),
+    ],
+)
+def test_a_host_or_origin_the_rules_could_never_match_is_a_config_error(server: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        parse_config({"server": server}, env={})
