@@ -51,13 +51,23 @@ def log_config(level: str) -> dict[str, Any]:
 
 class MaskedQueryCredentials(logging.Filter):
     """Masks the value of a key sent in a query string (`?key=`: a gateway key, Gemini's API key) in
-    every path a log line is given, as uvicorn's access log gives each request's path and query."""
+    every path a log line is given, as uvicorn's access log gives each request's path and query; and
+    escapes the control characters of every text a line quotes: the access log names the client as
+    `X-Forwarded-For` says (from 127.0.0.1, by default), and a header value may hold ESC and BEL."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and any(isinstance(arg, str) and "?" in arg for arg in args):
-            record.args = tuple(_masked_path(arg) if isinstance(arg, str) else arg for arg in args)
+        if isinstance(args, tuple) and any(
+            isinstance(arg, str) and ("?" in arg or not arg.isprintable()) for arg in args
+        ):
+            record.args = tuple(_logged(arg) if isinstance(arg, str) else arg for arg in args)
         return True
+
+
+def _logged(text: str) -> str:
+    """`text` as a log line may quote it: no query credential, no control character."""
+    text = _masked_path(text)
+    return text if text.isprintable() else printable(text, len(text))
 
 
 def _masked_path(text: str) -> str:

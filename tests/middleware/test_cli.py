@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -469,6 +470,27 @@ def test_serve_admin_key_env_and_log_lines_with_the_store_failure_cause(
     assert "ConnectionError" in failure.group(1)  # the cause, not only "StoreError"
 
 
+@contextlib.contextmanager
+def _serving_at_info(tmp_path: Path, config: str) -> Iterator[tuple[str, list[str]]]:
+    """A real `serve` of `config` logging at INFO: its URL, and a list that holds its log once it stopped."""
+    from tests.support.servers import free_port
+
+    port = free_port()
+    path = tmp_path / "served.yaml"
+    path.write_text(config)
+    command = [sys.executable, "-m", "llm_cache.middleware.cli", "serve", "--config", str(path)]
+    command += ["--port", str(port), "--log-level", "info"]
+    process = subprocess.Popen(command, cwd=WORKTREE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    log: list[str] = []
+    try:
+        _wait_healthy(url, process)
+        yield url, log
+    finally:
+        _stop(process)
+        log.append(process.stderr.read() if process.stderr else "")
+
+
 def test_serve_never_writes_a_key_sent_in_the_query_to_its_log(
     tmp_path: Path, fake_provider: RunningFakeProvider
 ) -> None:
@@ -476,30 +498,19 @@ def test_serve_never_writes_a_key_sent_in_the_query_to_its_log(
     the query: the key's value is masked there, the rest of the line is kept."""
     import httpx2
 
-    from tests.support.servers import free_port
-
-    port = free_port()
-    config = tmp_path / "keyed.yaml"
-    config.write_text(
+    config = (
         "cache: {store: {type: memory}}\n"
         "auth: {keys: [gw-secret-in-the-query]}\n"
         f"upstreams: {{gemini: {{base_url: '{fake_provider.gemini_base_url}', api_key: upstream-key}}}}\n"
     )
-    command = [sys.executable, "-m", "llm_cache.middleware.cli", "serve", "--config", str(config)]
-    command += ["--port", str(port), "--log-level", "info"]
-    process = subprocess.Popen(command, cwd=WORKTREE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
     body = {"contents": [{"role": "user", "parts": [{"text": "What is your return policy?"}]}]}
-    try:
-        _wait_healthy(url, process)
-        path = "/v1beta/models/gemini-2.0-flash:generateContent"
+    path = "/v1beta/models/gemini-2.0-flash:generateContent"
+    with _serving_at_info(tmp_path, config) as (url, log):
         answered = httpx2.post(f"{url}{path}?alt=json&key=gw-secret-in-the-query", json=body, timeout=10)
         assert answered.status_code == 200, answered.text
         refused = httpx2.get(f"{url}/v1beta/models?key=a-wrong-key-is-a-secret-too&pageSize=5", timeout=10)
         assert refused.status_code == 401
-    finally:
-        _stop(process)
-    log = process.stderr.read() if process.stderr else ""
+    log = "".join(log)
     assert f'"POST {path}?alt=json&key=*** HTTP/1.1" 200' in log, log
     assert '"GET /v1beta/models?key=***&pageSize=5 HTTP/1.1" 401' in log, log
     assert "gw-secret-in-the-query" not in log and "a-wrong-key-is-a-secret-too" not in log
@@ -594,3 +605,24 @@ def test_a_file_a_command_reads_that_is_not_json_is_one_line_naming_it(
     }[command]
     line = _one_line_failure(_cli(*arguments))
     assert str(path) in line, line
+
+
+def test_serve_writes_no_control_character_a_caller_sent_to_its_log(
+    tmp_path: Path, fake_provider: RunningFakeProvider
+) -> None:
+    """uvicorn's access log names the client by `X-Forwarded-For` when the connection comes from a
+    trusted proxy address (127.0.0.1 by default), and an HTTP header value may carry ESC and BEL: a
+    caller on the gateway's host wrote terminal escapes (a window title, a cleared screen) into the
+    log of whoever tails it. `serve`'s log handler escapes every control character of what a line quotes."""
+    import httpx2
+
+    config = (
+        f"cache: {{store: {{type: memory}}}}\nupstreams: {{openai: {{base_url: '{fake_provider.openai_base_url}'}}}}\n"
+    )
+    with _serving_at_info(tmp_path, config) as (url, log):
+        headers = {"x-forwarded-for": "\x1b]0;owned\x07\x1b[2J10.9.8.7", "authorization": "Bearer sk-a"}
+        answer = httpx2.post(f"{url}/v1/chat/completions", json=BODY, headers=headers, timeout=10)
+        assert answer.status_code == 400  # (such a header cannot be forwarded; the line is logged all the same)
+    text = "".join(log)
+    assert "10.9.8.7" in text and "POST /v1/chat/completions" in text, text
+    assert "\x1b" not in text and "\x07" not in text, text
