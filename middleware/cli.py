@@ -308,7 +308,9 @@ class _Progress:
             self.stream.flush()
 
     def note(self, line: str) -> None:
-        """A line above the bar (a failure), never inside it."""
+        """A line above the bar (a failure), never inside it; its control characters escaped (it quotes
+        what the gateway answered, `x-cache` and error text)."""
+        line = printable(line, len(line))
         if self._rich is not None:
             self._rich.console.print(line, markup=False, highlight=False)
         else:

@@ -539,6 +539,7 @@ class HostileGateway:
             "redirect": (307, [(b"location", b"/elsewhere/cache/stats")], b""),
             "huge": (200, [], b'{"a": "' + b"x" * (40 * 1024 * 1024) + b'"}'),
             "deep": (200, [], b"[" * 100_000 + b"]" * 100_000),
+            "x-cache": (500, [(b"x-cache", b"\x1b]0;owned\x07MISS")], b"{}"),
             "html": (200, [(b"x-note", b"a web server's index page")], b"<html>\x1b[2J</html>"),
             "nan": (200, [], b'{"verifications": [{"similarity": NaN, "outcome": "agreed"}], "max_error_rate": 0.05}'),
             "escaped-fields": (
@@ -562,7 +563,8 @@ def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Pat
     answers: another server's error shape (`{"error": "..."}`) raised an AttributeError traceback, its text
     reached the terminal with its escape sequences (a title, a cleared screen, a forged line), a redirect
     or a 200 that is not JSON was reported as success, JSON nested 100,000 deep raised a RecursionError, a
-    NaN similarity was calibrated on, and the answer was read whole however large.
+    NaN similarity was calibrated on, and the answer was read whole however large; `warm` printed a
+    failing answer's `x-cache` as sent.
     Redirects are not followed: the admin key goes to the URL given and nowhere else."""
     hostile = HostileGateway()
     with BackgroundServer(hostile) as server:
@@ -579,6 +581,11 @@ def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Pat
             assert expected in line and "\x1b" not in line and "\x07" not in line, (case, line)
         line = _one_line_failure(_cli("calibrate", "--from-gateway", f"{server.url}/nan", env=env))
         assert "did not answer a list of verification outcomes" in line
+        requests = tmp_path / "requests.jsonl"
+        requests.write_text(json.dumps({"path": "/v1/chat/completions", "body": BODY}) + "\n")
+        done = _cli("warm", "--gateway", f"{server.url}/x-cache", str(requests), env=env)
+        assert done.returncode == 1 and "x-cache=" in done.stderr, done.stderr
+        assert "\x1b" not in done.stderr + done.stdout and "\x07" not in done.stderr + done.stdout
         done = _cli("calibrate", "--from-gateway", f"{server.url}/escaped-fields", env=env)
         assert done.returncode == 0 and "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stderr
     assert not any(path.startswith("/elsewhere") for path, _ in hostile.requests)
