@@ -34,8 +34,9 @@ def host_name(host: bytes) -> bytes:
 
 
 def is_loopback_name(name: bytes) -> bool:
-    """Whether `name` (from `host_name`) can only mean this machine: no web page can own it in DNS."""
-    if name == b"localhost" or name.endswith(b".localhost") or name == b"[::1]":
+    """Whether `name` (from `host_name`) can only mean this machine: no web page can own it in DNS.
+    `0.0.0.0` too: `serve --host 0.0.0.0` prints its URL with it, and clients connect to this machine."""
+    if name == b"localhost" or name.endswith(b".localhost") or name in (b"[::1]", b"0.0.0.0", b"[::]"):
         return True
     return _is_loopback_address(name.decode("latin-1"))
 

@@ -674,7 +674,8 @@ def test_a_web_page_cannot_use_a_gateway_on_loopback_by_dns_rebinding(
         status, _, _ = raw_request(open_gateway.url, method, path, headers={"host": rebound})
         assert status == 403, path
     assert fake_provider.requests == []
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"app.localhost:{port}", "127.0.0.2", "[::1]"):
+    loopback = (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"app.localhost:{port}", "127.0.0.2", "[::1]")
+    for host in (*loopback, f"0.0.0.0:{port}", "[::]"):  # (`serve --host 0.0.0.0` prints the first)
         assert page_request(open_gateway, host)[0] == 200, host
 
 
