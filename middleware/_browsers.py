@@ -11,6 +11,7 @@ they connect to, which on this machine is a loopback one.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 
 _MEMO = 256
@@ -55,7 +56,8 @@ class BrowserRules:
         hosts = [host.strip().lower().encode("latin-1") for host in allowed_hosts or ()]
         self.any_host = b"*" in hosts
         self.every_connection = bool(hosts)
-        self.hosts = frozenset(hosts)
+        # This machine's own name (Debian maps it to 127.0.1.1): no web page can own it.
+        self.hosts = frozenset([*hosts, socket.gethostname().lower().encode("latin-1", "replace")])
         self.origins = frozenset(origin.strip().lower().rstrip("/").encode("latin-1") for origin in allowed_origins)
         self.passes: dict[bytes | None, bool] = {}
         """`Host` value -> whether it passes on any connection (a loopback name, a listed one, or any with `*`)."""

@@ -675,7 +675,7 @@ def test_a_web_page_cannot_use_a_gateway_on_loopback_by_dns_rebinding(
         assert status == 403, path
     assert fake_provider.requests == []
     loopback = (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"app.localhost:{port}", "127.0.0.2", "[::1]")
-    for host in (*loopback, f"0.0.0.0:{port}", "[::]"):  # (`serve --host 0.0.0.0` prints the first)
+    for host in (*loopback, f"0.0.0.0:{port}", "[::]", socket.gethostname()):  # (`serve --host 0.0.0.0` prints 0.0.0.0)
         assert page_request(open_gateway, host)[0] == 200, host
 
 
