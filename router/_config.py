@@ -166,7 +166,8 @@ class Deployment(BaseModel):
         default = self.default_id
         if not self.id.startswith(default):
             return self.id
-        digest = hashlib.sha256(default.encode()).hexdigest()[:12]
+        named = default[len(f"{self.family}:{self.model}@") :]  # the api_base, its password masked
+        digest = hashlib.sha256(named.encode()).hexdigest()[:12]
         return f"{self.family}:{self.model}@{digest}{self.id[len(default) :]}"
 
 
