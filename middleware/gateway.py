@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._wire import CREDENTIAL_HEADERS, CREDENTIALS_FOR, api_of, auth_header, error_document, without_query_credential
 from . import _overrides as overrides
+from ._browsers import BrowserRules
 from ._engine import Cache
 from ._forwarding import DEFAULT_ALLOW, Allowed
 from ._keys import NAMESPACE_PATTERN
@@ -131,7 +132,14 @@ _RAW_LITELLM_KEY = b"x-litellm-cache-key"
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 """`Connection` values that name no other header (what clients send), looked at no further."""
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
-_SCREENED_NAMES = _CLIENT_KEY_HEADERS | {b"content-length", b"transfer-encoding", b"connection", _RAW_UPSTREAM}
+_SCREENED_NAMES = _CLIENT_KEY_HEADERS | {
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    _RAW_UPSTREAM,
+    b"host",
+    b"origin",
+}
 """The request headers the guard looks at."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -996,6 +1004,7 @@ class _Guard:
         self.deadlines = _Deadlines(config.server.body_read_timeout)
         self.bases = gateway.bases
         self.litellm_key = config.litellm_cache_key_header
+        self.browsers = BrowserRules(config.server.allowed_hosts, config.server.allowed_origins)
         self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, bytes | None]] = {}
 
     def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, bytes | None]:
@@ -1020,9 +1029,15 @@ class _Guard:
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
-        headers, declared, given = _screened(scope["headers"])
+        headers, declared, given, host, origin = _screened(scope["headers"])
         if declared is TWO_FRAMINGS:
             await _send_error(send, family, 400, TWO_FRAMINGS_REFUSED, close=True)
+            return
+        browsers = self.browsers  # (nearly every request: one dict read, no call)
+        if (origin is not None or not browsers.passes.get(host)) and (
+            page := browsers.refusal(scope.get("server"), host, origin)
+        ) is not None:
+            await _send_error(send, family, 403, page)
             return
         limit = self.limit
         if path in _OPERATIONS:
@@ -1086,20 +1101,25 @@ def _has_body(request: Request) -> bool:
 
 def _screened(
     raw: list[tuple[bytes, bytes]],
-) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes]]:
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes], bytes | None, bytes | None]:
     """One pass over the request headers: the ones the app behind the guard gets (a copy, without
     whatever the caller sent as `x-llm-cache-upstream` and the headers its `Connection` headers name),
-    the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`), and
-    the client keys sent (a bearer token's scheme taken off).
+    the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`),
+    the client keys sent (a bearer token's scheme taken off), and the `Host` and `Origin` sent (the
+    first of each: h11 refuses a second `Host`, and a browser sends one `Origin`).
 
     A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
     before the cache: a key or a scope read from it would name a request the upstream never gets. The
     client keys are read before (a key for the gateway may be meant for this hop only)."""
     declared, given, dropped, chunked = None, [], [], False
+    host: bytes | None = None
+    origin: bytes | None = None
     for name, value in raw:
         if name not in _SCREENED_NAMES:  # (most headers: one set lookup)
             continue
-        if name == b"content-length":
+        if name == b"host":
+            host = value if host is None else host
+        elif name == b"content-length":
             declared = value if declared is None or declared == value else TWO_FRAMINGS
         elif name == b"transfer-encoding":
             chunked = True
@@ -1111,14 +1131,16 @@ def _screened(
             given.append(value.strip())
         elif name == _RAW_UPSTREAM:
             dropped.append(name)
+        elif name == b"origin":
+            origin = value if origin is None else origin
         elif value not in _PLAIN_CONNECTION:  # a `connection` header naming other headers
             dropped += (option.strip().lower() for option in value.split(b","))
     if chunked and declared is not None:
         declared = TWO_FRAMINGS
     if not dropped:  # (most requests: the copy is made in C, not pair by pair)
-        return list(raw), declared, given
+        return list(raw), declared, given, host, origin
     unwanted = set(dropped) - _FRAMING  # not this message's framing, which the server has read
-    return [pair for pair in raw if pair[0] not in unwanted], declared, given
+    return [pair for pair in raw if pair[0] not in unwanted], declared, given, host, origin
 
 
 def _with_litellm_key(start: Message) -> Message:

@@ -130,6 +130,15 @@ def _shipped_pricing() -> dict[str, Any]:
     return dict(json.loads(data))
 
 
+def brief_model(model: str | None) -> str | None:
+    """A model name as telemetry keeps it. The request names the model, and a lenient upstream echoes it in
+    its answer: a label, a span name, a log line and memo keys must not keep megabytes of it, nor its
+    control characters."""
+    if model is not None and (len(model) > MAX_MODEL_CHARS or not model.isprintable()):
+        return printable(model, MAX_MODEL_CHARS)
+    return model
+
+
 def provider_name(family: str, path: str, route_model: str | None) -> str:
     """`gen_ai.provider.name` as the GenAI semantic conventions spell it."""
     if family == "openai":
@@ -715,10 +724,8 @@ class Telemetry:
         route = request.route
         endpoint = route.endpoint
         model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
-        # The request names the model: a label, a span name, a log line and memo keys must not keep megabytes
-        # of it, nor its control characters.
         if model is not None and (len(model) > MAX_MODEL_CHARS or not model.isprintable()):
-            model = printable(model, MAX_MODEL_CHARS)
+            model = printable(model, MAX_MODEL_CHARS)  # (`brief_model`, in line: a traced hit comes here)
         memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
         return endpoint, model, self._starts.get(memo_key) or self._span_start(memo_key)
 
@@ -930,7 +937,7 @@ class Telemetry:
         if isinstance(body, dict):
             summary = _Summary(
                 endpoint.usage(body),
-                endpoint.response_model(body),
+                brief_model(endpoint.response_model(body)),
                 endpoint.response_id(body),
                 endpoint.finish_reasons(body),
             )

@@ -222,7 +222,7 @@ def test_a_body_slower_than_the_read_timeout_is_a_408(
 ) -> None:
     with socket.create_connection(("127.0.0.1", int(capped_gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-a\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
             b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + b'{"model": "'
         )
         reply = b""
