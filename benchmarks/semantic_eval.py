@@ -237,6 +237,7 @@ async def replay_once(
     cluster: dict[str, str],
     semantic: SemanticCache,
     agreed: dict[tuple[int, int], bool],
+    clock: ReplayClock | None = None,
 ) -> dict[str, float]:
     """The questions of `order` asked in turn: one asked before and stored is an exact hit (never
     wrong, not a semantic lookup); any other is matched as `SemanticCache.matches` does (the nearest
@@ -252,6 +253,8 @@ async def replay_once(
             exact += 1
             continue
         semantic.looked_up()
+        if clock is not None:
+            clock.tick()
         served = False
         for j, similarity in [(j, sim) for j, sim in near[q] if j in stored][: semantic.candidates]:
             if not similarity >= semantic.threshold:
@@ -386,9 +389,10 @@ async def replay(
         for kind, start in kinds:
             for of in error_rates_of:
                 for bound in BOUNDS:
-                    errors = bounded(bound, of, seed, start)
+                    clock = ReplayClock()
+                    errors = bounded(bound, of, seed, start, clock)
                     semantic = SemanticCache(_Unused(), bound=errors, judge=ExactJudge())
-                    result = await replay_once(order, questions, near, cluster, semantic, agreed)
+                    result = await replay_once(order, questions, near, cluster, semantic, agreed, clock)
                     rows.setdefault(f"{kind} {bound:.0%} of {of}", []).append(result | {"possible": best})
     print(
         f"Seeds {seeds}; sums over the seeds (worst: the worst seed's). Lookups: requests looked up by meaning "
@@ -439,10 +443,12 @@ async def synthetic_replay(seeds: list[int], size: int, prior: Prior | None = No
             hits = wrong = verified = 0
             worst = 0.0
             for seed, stream in zip(seeds, streams, strict=True):
-                errors = bounded(bound, of, seed, prior)
+                clock = ReplayClock()
+                errors = bounded(bound, of, seed, prior, clock)
                 served = bad = 0
                 for key, similarity, right in stream:
                     errors.looked_up()
+                    clock.tick()
                     decision = await errors.decide(key, similarity)
                     if decision == "serve":
                         served += 1
@@ -469,6 +475,11 @@ async def synthetic_replay(seeds: list[int], size: int, prior: Prior | None = No
             )
 
 
+LOOKUPS_PER_SECOND = 100.0
+"""The replay's pace: semantic lookups per second of one busy process (caps are re-tested on time every
+`refresh` = 5 s, so every 500 lookups, besides after verdicts)."""
+
+
 class Prior(NamedTuple):
     """Labelled pairs to warm-start bounded mode from: (similarity, stored answer wrong), and how."""
 
@@ -479,10 +490,26 @@ class Prior(NamedTuple):
     share_margin: float = 0.0
 
 
-def bounded(bound: float, of: str, seed: int, prior: Prior | None) -> ErrorBound:
+class ReplayClock:
+    """Time in a replay: each lookup takes `1 / LOOKUPS_PER_SECOND` seconds. Bounded mode also tests its
+    caps again every `refresh` seconds; on the wall clock, how many lookups that is depends on how busy
+    the machine is, and a replay on a loaded machine served other sets than the same replay on an idle
+    one. On this clock every run of a replay gives the same figures."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def tick(self) -> None:
+        self.now += 1.0 / LOOKUPS_PER_SECOND
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def bounded(bound: float, of: str, seed: int, prior: Prior | None, clock: ReplayClock) -> ErrorBound:
     if prior is None:
-        return ErrorBound(bound, error_rate_of=of, seed=seed)  # type: ignore[arg-type]
-    return WarmBound(bound, error_rate_of=of, seed=seed, **prior._asdict())
+        return ErrorBound(bound, error_rate_of=of, seed=seed, clock=clock)  # type: ignore[arg-type]
+    return WarmBound(bound, error_rate_of=of, seed=seed, clock=clock, **prior._asdict())
 
 
 async def dev_prior(
