@@ -27,6 +27,9 @@ KEY_HEADER = "x-cache-key"
 UPSTREAM_HEADER = "x-llm-cache-upstream"
 """Set by the drivers that know the upstream (gateway, transports), never by callers: the upstream URL
 (scheme, host, port, path; no query), which the key then includes."""
+UPSTREAM_SCOPE = "llm_cache.upstream"
+"""The ASGI scope key in which the gateway names a request's upstream URL for `CacheMiddleware`: a scope
+key, which no caller can send, where a header could be (a caller's `x-llm-cache-upstream` is dropped)."""
 FALLBACK_FROM_HEADER = "x-router-fallback-from"
 """Set by the router on an answer from a fallback group (naming the requested group)."""
 ORIGIN_HEADERS = frozenset(
@@ -349,6 +352,7 @@ __all__ = [
     "KEY_HEADER",
     "ORIGIN_HEADERS",
     "UPSTREAM_HEADER",
+    "UPSTREAM_SCOPE",
     "CacheRequest",
     "ForwardAsIs",
     "Lookup",

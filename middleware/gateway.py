@@ -52,7 +52,7 @@ from ._browsers import BrowserRules
 from ._engine import Cache
 from ._forwarding import DEFAULT_ALLOW, Allowed
 from ._keys import NAMESPACE_PATTERN
-from ._types import KEY_HEADER, UPSTREAM_HEADER
+from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
 from .stores.base import NoTagIndex, StoreError
@@ -1005,15 +1005,15 @@ class _Guard:
         self.bases = gateway.bases
         self.litellm_key = config.litellm_cache_key_header
         self.browsers = BrowserRules(config.server.allowed_hosts, config.server.allowed_origins)
-        self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, bytes | None]] = {}
+        self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, str | None]] = {}
 
-    def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, bytes | None]:
+    def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, str | None]:
         """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out for a
         path `seen` does not hold: a path's facts never change, and most requests ask one of a few paths."""
         family = family_of(path)
         forwarded = forwarded_path(raw_path)
         base = self.bases.get(family)
-        upstream = None if base is None or forwarded is None else base.url(forwarded).encode("latin-1")
+        upstream = None if base is None or forwarded is None else base.url(forwarded)
         if len(self.seen) >= _SEEN_PATHS:
             self.seen.clear()
         facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
@@ -1046,9 +1046,8 @@ class _Guard:
             if self.keys and not _authorized(self.keys, given, scope.get("query_string", b"")):
                 await _send_error(send, family, 401, "a valid gateway key is required (Authorization: Bearer <key>)")
                 return
-            if upstream is not None:  # the URL the request goes to (a router's deployments: the family's base)
-                headers.append((_RAW_UPSTREAM, upstream))
-            scope = {**scope, "headers": headers}
+            # the URL the request goes to (a router's deployments: the family's base), for the cache's key
+            scope = {**scope, "headers": headers, UPSTREAM_SCOPE: upstream}
         if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
             return
