@@ -243,13 +243,20 @@ class RedisStore:
         await self._call(run, "set_many")
 
     async def clear(self, prefix: str | None = None) -> None:
-        """SCAN for `self.prefix + prefix` and UNLINK in batches (every primary on a Cluster)."""
-        pattern = glob_escape(self.prefix + (prefix or "")) + "*"
-        await self._call(lambda client: self._clear(client, pattern), "clear")
+        """SCAN for `self.prefix + prefix` and UNLINK in batches (every primary on a Cluster).
 
-    async def _clear(self, client: Any, pattern: str) -> None:
+        A prefix's clear never removes a tag's index: its name (`{prefix}tags:{<tag>}`) starts like the
+        keys of a namespace `tags` (or a key prefix `tags:`), yet it names entries of every namespace
+        and key prefix. No entry key has a `{` there (a key goes on with its scope, a hash)."""
+        pattern = glob_escape(self.prefix + (prefix or "")) + "*"
+        indexes = () if prefix is None else (f"{self.tag_prefix}{{".encode(), f"{self.old_tag_prefix}{{".encode())
+        await self._call(lambda client: self._clear(client, pattern, indexes), "clear")
+
+    async def _clear(self, client: Any, pattern: str, indexes: tuple[bytes, ...]) -> None:
         batch: list[bytes] = []
         async for key in client.scan_iter(match=pattern, count=self.scan_count):
+            if indexes and key.startswith(indexes):
+                continue
             batch.append(key)
             if len(batch) >= self.scan_count:
                 await self._unlink_many(client, batch)
@@ -445,7 +452,7 @@ class RedisClusterStore(RedisStore):
             pipe.execute_command("UNLINK", key)
         await pipe.execute()
 
-    async def _clear(self, client: Any, pattern: str) -> None:
+    async def _clear(self, client: Any, pattern: str, indexes: tuple[bytes, ...]) -> None:
         # scan each primary separately (redis-py's cluster scan_iter also does, but may visit
         # replicas); keys found on a node are unlinked with a node-grouped pipeline
         for node in client.get_primaries():
@@ -457,7 +464,7 @@ class RedisClusterStore(RedisStore):
                     cursor = next(iter(cursor.values()))
                 if isinstance(keys, dict):
                     keys = next(iter(keys.values()))
-                batch.extend(keys)
+                batch.extend(key for key in keys if not (indexes and key.startswith(indexes)))
                 if len(batch) >= self.scan_count or (cursor == 0 and batch):
                     await self._unlink_many(client, batch)
                     batch = []
