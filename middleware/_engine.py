@@ -57,7 +57,7 @@ from ._meaning import Meanings
 from ._policy import DEFAULT_POLICY, PolicyError, parse_policy
 from ._prepared_memo import PreparedMemo
 from ._printable import printable
-from ._recorder import Recorder
+from ._recorder import Recorder, replayed_origin
 from ._settings import CacheSettings, CacheStats
 from ._singleflight import SingleFlight
 from ._types import (
@@ -861,7 +861,7 @@ class Cache:
             except Exception as error:  # a body no stream is made of: a corrupt entry, or another schema's
                 raise EntryError(f"cannot be replayed as a stream ({type(error).__name__})") from error
             opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))
-            before, after = _entry_heads(opening, outcome, request.key, body, entry)
+            before, after = _entry_heads(opening, outcome, request.key, body, replayed_origin(endpoint, entry))
         else:
             # An entry answers JSON the same way every time but for its age: the rest is made once.
             body = entry.body
@@ -871,7 +871,8 @@ class Cache:
                 if len(self._heads) >= _MEMO_LIMIT:
                     self._heads.clear()
                 opening = endpoint.answer_headers.of(JSON_MEDIA_TYPE)
-                heads = self._heads[memo_key] = _entry_heads(opening, outcome, request.key, body, entry)
+                origin = replayed_origin(endpoint, entry)
+                heads = self._heads[memo_key] = _entry_heads(opening, outcome, request.key, body, origin)
             before, after = heads
         return ResponseParts(entry.status, [*before, (b"age", b"%d" % age if age > 0 else b"0"), *after], body)
 
@@ -1154,13 +1155,16 @@ _Heads = tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]]
 """A hit's headers before `age` and after it."""
 
 
-def _entry_heads(opening: HeaderPairs, outcome: bytes, key: str, body: bytes, entry: Entry) -> _Heads:
-    """The headers of `entry` served as `body` under `key`, but for its `age`: what goes before, what
+def _entry_heads(
+    opening: HeaderPairs, outcome: bytes, key: str, body: bytes, origin: tuple[tuple[str, str], ...]
+) -> _Heads:
+    """The headers of an entry served as `body` under `key`, but for its `age`: what goes before, what
     after. `opening`: the family's content-type (and cache-control) for the form served
-    (`Endpoint.answer_headers`); the entry's origin (router headers, the provider's request id) ends them."""
+    (`Endpoint.answer_headers`); the entry's origin (router headers, the provider's request id;
+    `replayed_origin`) ends them."""
     before = (*opening, (_RAW_CACHE_HEADER, outcome), (_RAW_KEY_HEADER, key.encode("latin-1")))
-    origin = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in entry.origin)
-    return before, ((b"content-length", b"%d" % len(body)), *origin)
+    encoded = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in origin)
+    return before, ((b"content-length", b"%d" % len(body)), *encoded)
 
 
 def error_body(message: str, param: str | None) -> bytes:

@@ -14,6 +14,12 @@ still read (all version-1 entries were stored with usage; neither knows when it 
 older entries carry no tags, and no tag index names them)."""
 
 
+COMPLETE_ANSWERS = frozenset({200, 201})
+"""The statuses an entry may hold: those of an answer whole in its body, the only ones ever stored
+(`cacheable_statuses` may name no other). Any other is a corrupt or hostile entry: a hit would replay
+a 204 or 304 with a body, a 101 that switches protocols, a redirect without its `Location`."""
+
+
 class EntryError(ValueError):
     """Bytes from a store that are not a valid entry of this schema."""
 
@@ -106,7 +112,9 @@ def unpack(data: bytes) -> Entry:
     ):
         raise EntryError("entry with fields of the wrong types")
     # Values a hit computes with or sends: a corrupt or other-schema entry must fail here, not in the hit.
-    if not (math.isfinite(created_at) and 100 <= status <= 599 and (expires_at is None or math.isfinite(expires_at))):
+    if not (
+        math.isfinite(created_at) and status in COMPLETE_ANSWERS and (expires_at is None or math.isfinite(expires_at))
+    ):
         raise EntryError("entry with fields out of range")
     return Entry(
         fingerprint,

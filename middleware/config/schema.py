@@ -58,6 +58,11 @@ class _RedisCommon(_Model):
     max_connections: int | None = Field(default=None, gt=0)
     failure_threshold: int | None = Field(default=None, gt=0)
     cooldown: float | None = Field(default=None, gt=0)
+    max_value_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Longer answers are not stored (the server's proto-max-bulk-len, a managed Redis's limit).",
+    )
 
 
 class RedisStoreConfig(_RedisCommon):

@@ -154,6 +154,16 @@ HOSTILE_FIELDS = {
     "origin outside latin-1": (7, [["x-router-model", "gpt-\u20ac"]]),
     "origin with CR LF": (7, [["x-router-model", "m\r\nset-cookie: session=stolen"]]),
     "origin name not a token": (7, [["x-router model:", "m"]]),
+    "status 101": (3, 101),
+    "status 204": (3, 204),
+    "status 302": (3, 302),
+    "status 304": (3, 304),
+    "status 500": (3, 500),
+    "origin set-cookie": (7, [["set-cookie", "session=stolen"]]),
+    "origin content-length": (7, [["content-length", "0"]]),
+    "origin transfer-encoding": (7, [["transfer-encoding", "chunked"]]),
+    "origin x-cache": (7, [["x-cache", "MISS"]]),
+    "origin location": (7, [["location", "https://evil.example/"]]),
 }
 
 
