@@ -845,7 +845,7 @@ class Cache:
         if request.stream:
             view = request.view()
             try:
-                body = endpoint.render_stream(entry.body, view)
+                body = endpoint.replay_stream(entry.body, view, entry.cut)
             except Exception as error:  # a body no stream is made of: a corrupt entry, or another schema's
                 raise EntryError(f"cannot be replayed as a stream ({type(error).__name__})") from error
             opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import msgpack
 
-SCHEMA_VERSION = 3
-"""2 added `usage_requested` and `origin`, 3 `expires_at` and `tags`; entries of versions 1 and 2 are
-still read (all version-1 entries were stored with usage; neither knows when it stops being fresh;
-older entries carry no tags, and no tag index names them)."""
+SCHEMA_VERSION = 4
+"""2 added `usage_requested` and `origin`, 3 `expires_at` and `tags`, 4 `cut`; entries of versions 1 to
+3 are still read (all version-1 entries were stored with usage; neither 1 nor 2 knows when it stops
+being fresh; entries before 3 carry no tags, and no tag index names them; entries before 4 carry no
+cut: a streamed hit of theirs synthesises its stream)."""
 
 
 class EntryError(ValueError):
@@ -53,6 +54,9 @@ class Entry:
     tags: frozenset[str] = frozenset()
     """What a tag invalidation removes it by: the automatic `model:`, `namespace:` and `scope:` tags
     and the custom ones (`x-cache-tags`); metadata, never part of the key."""
+    cut: bytes | None = None
+    """How the provider cut the stream that filled the entry (`providers/cuts.py`), so a streamed hit
+    sends the same events; None for an answer that came as JSON (its streamed hits are synthesised)."""
 
 
 def pack(entry: Entry) -> bytes:
@@ -68,6 +72,7 @@ def pack(entry: Entry) -> bytes:
             [list(pair) for pair in entry.origin],
             entry.expires_at,
             sorted(entry.tags),
+            entry.cut,
         ],
         use_bin_type=True,
     )
@@ -82,7 +87,13 @@ def unpack(data: bytes) -> Entry:
         raise EntryError("entry of another schema version")
     expires_at = None
     tags: frozenset[str] = frozenset()
-    if len(fields) == 10 and fields[0] == SCHEMA_VERSION:
+    cut = None
+    if len(fields) == 11 and fields[0] == SCHEMA_VERSION:
+        *fields, cut = fields
+        if cut is not None and not isinstance(cut, bytes):
+            raise EntryError("entry with fields of the wrong types")
+        fields[0] = 3
+    if len(fields) == 10 and fields[0] == 3:
         _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, expires_at, names = fields
         origin = _pairs(pairs) if pairs else ()
         if expires_at is not None and not isinstance(expires_at, (int, float)):
@@ -118,6 +129,7 @@ def unpack(data: bytes) -> Entry:
         origin,
         None if expires_at is None else float(expires_at),
         tags,
+        cut,
     )
 
 

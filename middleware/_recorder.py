@@ -329,7 +329,8 @@ class Recorder:
         if self._why is not None:
             return None
         asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
-        return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
+        cut = self._assembler.cut(body) if self._assembler is not None else None  # after the checks: store time
+        return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin, cut=cut)
 
 
 def _ours_or_in(name: str, dropped: frozenset[str]) -> bool:

@@ -9,6 +9,7 @@ response as its own SSE stream, and how to read token usage.
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any, ClassVar, Protocol
 
 from ..._wire import OPENAI, Auth
 from .. import _exact_json as exact_json
-from . import genai
+from . import cuts, genai
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class RequestView:
     stream: bool
 
 
+logger = logging.getLogger("llm_cache.middleware")
 HeaderPairs = tuple[tuple[bytes, bytes], ...]
 """Response header pairs, ready to send."""
 JSON_MEDIA_TYPE = "application/json"
@@ -112,6 +114,11 @@ class StreamAssembler(Protocol):
 
     def result(self) -> bytes | None:
         """The assembled final response as JSON bytes, or None when incomplete or broken."""
+        ...
+
+    def cut(self, answer: bytes) -> bytes | None:
+        """How the provider cut the stream whose `result()` is `answer` (`cuts.py`), for its hits to
+        replay; None: the family's hits synthesise their stream from the answer."""
         ...
 
 
@@ -167,6 +174,21 @@ class Endpoint(ABC):
     @abstractmethod
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         """Replay a stored final response as this provider's SSE stream (or stream format)."""
+
+    def replay_stream(self, response: bytes, request: RequestView, cut: bytes | None) -> bytes:
+        """A stored response as this provider's stream: the events the provider sent, when the entry
+        was filled by a stream whose `cut` was kept; else `render_stream`'s synthesis (a cut that
+        does not fit the response, which no store writes, is ignored so)."""
+        if cut is not None:
+            try:
+                return self.render_events(cuts.replay(cut, response), request)
+            except cuts.CutError:
+                logger.debug("a stream cut that does not fit its response", exc_info=True)
+        return self.render_stream(response, request)
+
+    def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
+        """The events of a kept cut in this provider's stream format (server-sent events)."""
+        return cuts.encode_sse(events)
 
     @abstractmethod
     def usage(self, response: dict[str, Any]) -> Usage: ...

@@ -1,0 +1,326 @@
+"""How the provider cut a streamed answer into events, kept with its entry so that a streamed hit
+sends the same events: as many, in the same order, each with the same fragment of text (or of
+logprobs) and the same other fields.
+
+A cut holds no text the stored answer holds already. Each event is kept as a template: the event
+with its fragments (the pieces the stream's assembler joins: text, tool arguments, logprob entries)
+left out and only their lengths kept, and with every larger value the answer holds whole (a completed
+response, a finished item, a tool result) named by where the answer holds it. Equal templates are
+kept once, so a stream of a thousand text deltas is a handful of templates and a list of numbers.
+A replay walks that list and fills each template from the stored answer.
+
+Which fields are fragments is the API family's knowledge (its provider module passes a `Positions`);
+where each fragment's text is in the answer is found, not assumed: the joined fragments of one run
+(a channel) are looked up among the answer's values, and a run not found there (an answer its
+assembler normalised) is kept in the cut as it came. A replay is therefore exact whatever the
+family's channels, only larger when they do not match the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .. import _exact_json as exact_json
+from .sse import encode_event
+
+CUT_VERSION = 1
+FRAGMENT, WHOLE, NUMBER, PAD = 1, 2, 3, 4
+"""Slot kinds: a fragment of a channel's text or list (its length in the sequence), a value the
+answer holds whole, a number kept in the sequence (`sequence_number`), padding of a length (random
+`obfuscation` characters, which describe nothing)."""
+MIN_WHOLE = 8
+"""The shortest value (packed bytes, or characters) named by its place in the answer rather than kept."""
+MAX_CUT_OVERHEAD = 16 * 1024
+"""A cut larger than its answer by more than this is not kept (the hit synthesises its stream)."""
+_PADDING = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+Key = str | int
+Position = tuple[tuple[Key, ...], Hashable, int]
+"""(where in an event: keys and list positions, the channel a fragment continues, the slot kind)."""
+Positions = Callable[[dict[str, Any]], Iterable[Position]]
+"""An API family's reading of one event: where its fragments, numbers and padding are."""
+Event = tuple[str | None, Any]
+"""(the SSE event name, the event: a JSON object, or the raw data of a non-JSON event like `[DONE]`)."""
+
+
+class CutError(ValueError):
+    """A cut that does not describe the answer it is stored with (or is not a cut)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    kind: int
+    source: int = 0
+
+
+class CutRecorder:
+    """Records a stream's events as templates while its assembler reads them; `cut(answer)` is the
+    cut of the complete stream, or None."""
+
+    __slots__ = ("_channel_ids", "_channels", "_failed", "_objects", "_positions", "_sequence", "_templates")
+
+    def __init__(self, positions: Positions) -> None:
+        self._positions = positions
+        self._templates: dict[bytes, int] = {}
+        self._objects: list[list[Any]] = []
+        self._sequence: list[int] = []
+        self._channels: list[list[Any]] = []
+        self._channel_ids: dict[Hashable, int] = {}
+        self._failed = False
+
+    def event(self, name: str | None, data: str, event: dict[str, Any] | None) -> None:
+        """One event as the stream sent it: `event` is its parsed data, None when not a JSON object."""
+        if self._failed:
+            return
+        values: list[int] = []
+        try:
+            marks = _trie(self._positions(event)) if event is not None else None
+            body = data if event is None else self._template(event, marks, values) if marks else event
+            template = [name, body]
+            packed = msgpack.packb(template, default=_pack_slot)
+        except (TypeError, ValueError, OverflowError):  # a value msgpack cannot carry: no cut
+            self._failed = True
+            return
+        number = self._templates.get(packed)
+        if number is None:
+            number = self._templates[packed] = len(self._objects)
+            self._objects.append(template)
+        self._sequence.append(number)
+        self._sequence.extend(values)
+
+    def _template(self, node: Any, marks: Any, values: list[int]) -> Any:
+        if isinstance(marks, tuple):
+            return self._slot(node, marks, values)
+        if isinstance(node, dict):
+            return {k: self._template(v, marks[k], values) if k in marks else v for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._template(v, marks[i], values) if i in marks else v for i, v in enumerate(node)]
+        return node
+
+    def _slot(self, value: Any, mark: tuple[int, Hashable], values: list[int]) -> Any:
+        kind, channel = mark
+        if kind == NUMBER:
+            if type(value) is not int:
+                return value
+            values.append(value)
+            return Slot(NUMBER)
+        if not isinstance(value, (str, list)) or (kind == PAD and not isinstance(value, str)):
+            return value
+        if kind == PAD:
+            values.append(len(value))
+            return Slot(PAD)
+        number = self._channel_ids.get(channel)
+        if number is None:
+            number = self._channel_ids[channel] = len(self._channels)
+            self._channels.append([value])
+        elif type(self._channels[number][0]) is not type(value):
+            return value  # a channel of text and lists: this piece is kept as it came
+        else:
+            self._channels[number].append(value)
+        values.append(len(value))
+        return Slot(FRAGMENT, number)
+
+    def cut(self, answer: bytes) -> bytes | None:
+        """The cut of the recorded stream, whose assembled answer is `answer`; None when it cannot be
+        kept (a value msgpack cannot carry, or larger than the answer by `MAX_CUT_OVERHEAD`)."""
+        if self._failed or not self._objects:
+            return None
+        try:
+            index = _Index(exact_json.loads(answer))
+            sources: list[list[Any]] = [index.source(_joined(pieces)) for pieces in self._channels]
+            templates = [[name, index.wholes(body, sources)] for name, body in self._objects]
+            packed: bytes = msgpack.packb([CUT_VERSION, sources, templates, self._sequence], default=_pack_slot)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return packed if len(packed) <= len(answer) + MAX_CUT_OVERHEAD else None
+
+
+def _trie(positions: Iterable[Position]) -> dict[Key, Any] | None:
+    """The positions as nested dicts, ending in (kind, channel) tuples."""
+    root: dict[Key, Any] = {}
+    for path, channel, kind in positions:
+        node = root
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = (kind, channel)
+    return root or None
+
+
+def _joined(pieces: list[Any]) -> Any:
+    if isinstance(pieces[0], str):
+        return "".join(pieces)
+    return [item for piece in pieces for item in piece]
+
+
+def _pack_slot(value: object) -> msgpack.ExtType:
+    if isinstance(value, Slot):
+        return msgpack.ExtType(value.kind, msgpack.packb(value.source))
+    raise TypeError(f"cannot pack {type(value).__name__}")
+
+
+def _unpack_slot(code: int, data: bytes) -> Slot:
+    source = msgpack.unpackb(data)
+    if code not in (FRAGMENT, WHOLE, NUMBER, PAD) or type(source) is not int:
+        raise CutError("unknown slot")
+    return Slot(code, source)
+
+
+# Sources: where a channel's text (or a whole value) is: at a path in the answer, as the JSON of the
+# object at a path (spaced as Anthropic streams tool input, or compact), or kept in the cut.
+_AT, _SPACED_JSON, _COMPACT_JSON, _KEPT = 0, 1, 2, 3
+
+
+class _Index:
+    """The answer's values by content, to find where a channel's text or a template's value is."""
+
+    def __init__(self, answer: Any) -> None:
+        self._answer = answer
+        self._strings: dict[str, list[Key]] = {}
+        self._packed: dict[bytes, list[Key]] = {}
+        self._objects: list[tuple[list[Key], dict[str, Any]]] = []
+        self._walk(answer, [])
+        self._wholes: dict[tuple[Key, ...], int] = {}
+
+    def _walk(self, node: Any, path: list[Key]) -> None:
+        if isinstance(node, str):
+            self._strings.setdefault(node, path)
+            return
+        if not isinstance(node, (dict, list)):
+            return
+        with suppress(TypeError, ValueError, OverflowError):  # a value msgpack cannot carry: found by no template
+            self._packed.setdefault(msgpack.packb(node), path)
+        if isinstance(node, dict):
+            self._objects.append((path, node))
+            for key, value in node.items():
+                self._walk(value, [*path, key])
+        else:
+            for position, value in enumerate(node):
+                self._walk(value, [*path, position])
+
+    def source(self, joined: Any) -> list[Any]:
+        """Where a channel's joined fragments are in the answer (kept in the cut when nowhere)."""
+        if isinstance(joined, str):
+            path = self._strings.get(joined)
+            if path is not None:
+                return [_AT, path]
+            for path, value in self._objects:
+                if exact_json.dumps_spaced(value) == joined:
+                    return [_SPACED_JSON, path]
+                if exact_json.dumps(value).decode() == joined:
+                    return [_COMPACT_JSON, path]
+            return [_KEPT, joined]
+        path = self._packed.get(msgpack.packb(joined))
+        return [_KEPT, joined] if path is None else [_AT, path]
+
+    def wholes(self, node: Any, sources: list[list[Any]]) -> Any:
+        """`node` with each value the answer holds whole (of `MIN_WHOLE` or more) named by its place."""
+        if isinstance(node, str):
+            path = self._strings.get(node) if len(node) >= MIN_WHOLE else None
+            return node if path is None else self._whole(path, sources)
+        if not isinstance(node, (dict, list)):
+            return node
+        try:
+            packed = msgpack.packb(node)
+        except (TypeError, ValueError, OverflowError):  # holds a slot (or a value msgpack cannot carry)
+            packed = b""
+        path = self._packed.get(packed) if len(packed) >= MIN_WHOLE else None
+        if path is not None:
+            return self._whole(path, sources)
+        if isinstance(node, dict):
+            return {key: self.wholes(value, sources) for key, value in node.items()}
+        return [self.wholes(value, sources) for value in node]
+
+    def _whole(self, path: list[Key], sources: list[list[Any]]) -> Slot:
+        number = self._wholes.get(tuple(path))
+        if number is None:
+            number = self._wholes[tuple(path)] = len(sources)
+            sources.append([_AT, path])
+        return Slot(WHOLE, number)
+
+
+def replay(cut: bytes, answer: bytes) -> list[Event]:
+    """The events of the stream `cut` describes, filled from its stored `answer`. Raises CutError
+    when the cut does not fit the answer (every fragment must lie within, and use up, its source)."""
+    try:
+        version, sources, templates, sequence = msgpack.unpackb(cut, ext_hook=_unpack_slot)
+        if version != CUT_VERSION:
+            raise CutError("cut of another version")
+        whole = exact_json.loads(answer)
+        filler = _Filler([_value(whole, source) for source in sources], sequence)
+        events: list[Event] = [(name, filler.fill(body)) for name, body in filler.templates(templates)]
+        filler.check()
+    except CutError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, StopIteration) as error:
+        raise CutError(f"unreadable cut ({type(error).__name__})") from error
+    return events
+
+
+def _value(answer: Any, source: list[Any]) -> Any:
+    kind, payload = source
+    if kind == _KEPT:
+        return payload
+    node = answer
+    for key in payload:
+        node = node[key]
+    if kind == _SPACED_JSON:
+        return exact_json.dumps_spaced(node)
+    if kind == _COMPACT_JSON:
+        return exact_json.dumps(node).decode()
+    return node
+
+
+class _Filler:
+    """Fills templates in sequence order, each fragment the next piece of its source."""
+
+    __slots__ = ("_cursors", "_numbers", "_sources")
+
+    def __init__(self, sources: list[Any], sequence: list[int]) -> None:
+        self._sources = sources
+        self._cursors = [0] * len(sources)
+        self._numbers = iter(sequence)
+
+    def templates(self, templates: list[list[Any]]) -> Iterable[list[Any]]:
+        for number in self._numbers:
+            yield templates[number]
+
+    def fill(self, node: Any) -> Any:
+        if type(node) is Slot:
+            return self._slot(node)
+        if isinstance(node, dict):
+            return {key: self.fill(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.fill(value) for value in node]
+        return node
+
+    def _slot(self, slot: Slot) -> Any:
+        if slot.kind == WHOLE:
+            return self._sources[slot.source]
+        size = next(self._numbers)
+        if slot.kind == NUMBER:
+            return size
+        if slot.kind == PAD:
+            return (_PADDING * (size // len(_PADDING) + 1))[:size]
+        source = self._sources[slot.source]
+        start = self._cursors[slot.source]
+        piece = source[start : start + size]
+        if len(piece) != size:
+            raise CutError("a fragment beyond its source")
+        self._cursors[slot.source] = start + size
+        return piece
+
+    def check(self) -> None:
+        """Every fragment source was used up (whole values are not cut)."""
+        for number, cursor in enumerate(self._cursors):
+            if cursor and cursor != len(self._sources[number]):
+                raise CutError("a source not used up")
+
+
+def encode_sse(events: Iterable[Event]) -> bytes:
+    """The events as server-sent events: a JSON one compact, a raw one (`[DONE]`) as it came."""
+    return b"".join(encode_event(body.encode() if isinstance(body, str) else body, name) for name, body in events)
