@@ -1,0 +1,210 @@
+"""A streamed hit sends the events the provider sent: as many, in the same order, each with the same
+fragment and the same fields, read by the real openai and anthropic SDKs through the caching
+transport and through `CacheMiddleware`, from the fake provider streaming several fragments.
+
+The one difference a hit may show is documented (docs/providers.md): `obfuscation` padding is
+replayed at its length, not with its random characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.stream_fixtures import CHAT_STREAMS, HEAD, USAGE, chunk, delta
+
+LAYERS = pytest.mark.parametrize("layer", ["transport", "middleware"])
+
+
+class Clients:
+    """The openai and anthropic SDKs on one cache, through `layer`, with one call shape: `events`
+    (every event the SDK yields of a raw stream, as its dict, and the `x-cache` header)."""
+
+    def __init__(self, layer: str, fake: RunningFakeProvider) -> None:
+        cache = Cache()
+        if layer == "transport":
+            http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+            self.openai = openai.AsyncOpenAI(
+                api_key="sk-cut", base_url=fake.openai_base_url, http_client=http, max_retries=0
+            )
+            self.anthropic = anthropic.AsyncAnthropic(
+                api_key="sk-ant-cut", base_url=fake.anthropic_base_url, http_client=http, max_retries=0
+            )
+        else:
+            asgi = httpx2.AsyncClient(
+                transport=httpx2.ASGITransport(app=CacheMiddleware(fake.provider.app, cache=cache))
+            )
+            self.openai = openai.AsyncOpenAI(
+                api_key="sk-cut", base_url="http://provider.test/v1", http_client=asgi, max_retries=0
+            )
+            self.anthropic = anthropic.AsyncAnthropic(
+                api_key="sk-ant-cut", base_url="http://provider.test", http_client=asgi, max_retries=0
+            )
+
+    async def chat(self, **request: Any) -> tuple[list[dict[str, Any]], str]:
+        response = await self.openai.chat.completions.with_raw_response.create(stream=True, **request)
+        return await _dicts(response.parse()), response.headers["x-cache"]
+
+    async def responses(self, **request: Any) -> tuple[list[dict[str, Any]], str]:
+        response = await self.openai.responses.with_raw_response.create(stream=True, **request)
+        return await _dicts(response.parse()), response.headers["x-cache"]
+
+    async def messages(self, **request: Any) -> tuple[list[dict[str, Any]], str]:
+        response = await self.anthropic.messages.with_raw_response.create(stream=True, **request)
+        return await _dicts(await response.parse()), response.headers["x-cache"]
+
+
+async def _dicts(stream: AsyncIterator[Any]) -> list[dict[str, Any]]:
+    return [event.to_dict() for event in [item async for item in stream]]
+
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me about the sea, in a few words."}]}
+
+
+@LAYERS
+@pytest.mark.parametrize("usage", [True, False], ids=["with usage", "without usage"])
+async def test_a_chat_stream_hit_sends_the_events_of_the_miss(
+    layer: str, usage: bool, fake_provider: RunningFakeProvider
+) -> None:
+    clients = Clients(layer, fake_provider)
+    request = {**CHAT, "stream_options": {"include_usage": True}} if usage else CHAT
+
+    miss, first = await clients.chat(**request)
+    hit, second = await clients.chat(**request)
+
+    assert (first, second) == ("MISS", "HIT") and fake_provider.count("/chat/completions") == 1
+    assert len([e for e in miss if e["choices"] and e["choices"][0]["delta"].get("content")]) > 3  # several fragments
+    assert hit == miss
+    assert any(e.get("usage") for e in hit) is usage  # the usage chunk only when asked for
+
+
+@LAYERS
+async def test_a_chat_stream_hit_replays_each_fragment_with_its_logprobs(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    clients = Clients(layer, fake_provider)
+    fake_provider.stream_next(CHAT_STREAMS["logprobs"])
+    request = {**CHAT, "logprobs": True, "stream_options": {"include_usage": True}}
+
+    miss, _ = await clients.chat(**request)
+    hit, second = await clients.chat(**request)
+
+    assert second == "HIT" and hit == miss
+    logprobs = [e["choices"][0]["logprobs"] for e in hit if e["choices"] and e["choices"][0]["logprobs"]]
+    assert [[entry["token"] for entry in each["content"]] for each in logprobs] == [["Hi"], ["!"]]
+
+
+@LAYERS
+async def test_a_chat_stream_hit_pads_as_the_provider_did(layer: str, fake_provider: RunningFakeProvider) -> None:
+    """`obfuscation` pads each chunk to hide its fragment's length: a hit pads each chunk as much."""
+    clients = Clients(layer, fake_provider)
+    padded = [
+        chunk(delta(role="assistant", content=""), obfuscation="aZ3"),
+        chunk(delta(content="Calm"), obfuscation="x8Qp2LmN0"),
+        chunk(delta(content=" waters"), obfuscation="Q"),
+        chunk(delta(finish_reason="stop"), obfuscation="kk7Tz"),
+        chunk(choices=[], usage=USAGE, obfuscation="r1"),
+        "[DONE]",
+    ]
+    fake_provider.stream_next(padded)
+    request = {**CHAT, "stream_options": {"include_usage": True}}
+
+    miss, _ = await clients.chat(**request)
+    hit, second = await clients.chat(**request)
+
+    assert second == "HIT" and len(hit) == len(miss) == 5
+    assert [len(e["obfuscation"]) for e in hit] == [len(e["obfuscation"]) for e in miss] == [3, 9, 1, 5, 2]
+    assert [_unpadded(e) for e in hit] == [_unpadded(e) for e in miss]
+    assert {e["id"] for e in hit} == {HEAD["id"]}
+
+
+def _unpadded(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != "obfuscation"}
+
+
+@LAYERS
+async def test_a_chat_stream_hit_of_parallel_tool_calls_sends_each_argument_fragment(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    clients = Clients(layer, fake_provider)
+    fake_provider.stream_next(CHAT_STREAMS["parallel tool calls"])
+    request = {**CHAT, "stream_options": {"include_usage": True}}
+
+    miss, _ = await clients.chat(**request)
+    hit, second = await clients.chat(**request)
+
+    assert second == "HIT" and hit == miss and len(hit) == 8
+
+
+@LAYERS
+async def test_an_anthropic_stream_hit_sends_the_events_of_the_miss(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    clients = Clients(layer, fake_provider)
+    request = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "Tell me about the sea, in a few words."}],
+    }
+
+    miss, first = await clients.messages(**request)
+    hit, second = await clients.messages(**request)
+
+    assert (first, second) == ("MISS", "HIT") and fake_provider.count("/v1/messages") == 1
+    assert len([e for e in miss if e["type"] == "content_block_delta"]) > 3  # several fragments
+    assert hit == miss
+
+
+@LAYERS
+async def test_an_anthropic_stream_hit_of_every_block_kind_sends_the_events_of_the_miss(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    from tests.middleware.test_stream_fidelity import anthropic_stream
+
+    clients = Clients(layer, fake_provider)
+    fake_provider.stream_next(anthropic_stream())
+    request = {"model": "claude-sonnet-4-6", "max_tokens": 1024, "messages": [{"role": "user", "content": "Capital?"}]}
+
+    miss, _ = await clients.messages(**request)
+    hit, second = await clients.messages(**request)
+
+    assert second == "HIT" and hit == miss
+    assert [e["type"] for e in hit].count("content_block_delta") == 10
+
+
+@LAYERS
+async def test_a_responses_stream_hit_sends_the_events_of_the_miss(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    clients = Clients(layer, fake_provider)
+    request = {"model": "gpt-4o", "input": "Tell me about the sea, in a few words."}
+
+    miss, first = await clients.responses(**request)
+    hit, second = await clients.responses(**request)
+
+    assert (first, second) == ("MISS", "HIT") and fake_provider.count("/responses") == 1
+    assert len([e for e in miss if e["type"] == "response.output_text.delta"]) > 3  # several fragments
+    assert hit == miss
+
+
+async def test_a_stream_hit_of_an_answer_stored_from_json_is_synthesised(fake_provider: RunningFakeProvider) -> None:
+    """An entry filled by a JSON answer holds no cut: its streamed hits are made from the answer (one
+    fragment per content block), as before."""
+    clients = Clients("transport", fake_provider)
+    request = {**CHAT, "stream_options": {"include_usage": True}}
+    answer = await clients.openai.chat.completions.create(**request)
+
+    hit, second = await clients.chat(**request)
+
+    assert second == "HIT"
+    assert [e["choices"][0]["delta"].get("content") for e in hit if e["choices"]] == [
+        answer.choices[0].message.content,
+        None,
+    ]
