@@ -9,7 +9,6 @@ response as its own SSE stream, and how to read token usage.
 
 from __future__ import annotations
 
-import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -64,7 +63,6 @@ class RequestView:
     stream: bool
 
 
-logger = logging.getLogger("llm_cache.middleware")
 HeaderPairs = tuple[tuple[bytes, bytes], ...]
 """Response header pairs, ready to send."""
 JSON_MEDIA_TYPE = "application/json"
@@ -175,19 +173,9 @@ class Endpoint(ABC):
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         """Replay a stored final response as this provider's SSE stream (or stream format)."""
 
-    def replay_stream(self, response: bytes, request: RequestView, cut: bytes | None) -> bytes:
-        """A stored response as this provider's stream: the events the provider sent, when the entry
-        was filled by a stream whose `cut` was kept; else `render_stream`'s synthesis (a cut that
-        does not fit the response, which no store writes, is ignored so)."""
-        if cut is not None:
-            try:
-                return self.render_events(cuts.replay(cut, response), request)
-            except cuts.CutError:
-                logger.debug("a stream cut that does not fit its response", exc_info=True)
-        return self.render_stream(response, request)
-
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
-        """The events of a kept cut in this provider's stream format (server-sent events)."""
+        """A streamed hit of an entry that kept its stream's cut: its events (`cuts.replay`) in this
+        provider's stream format (server-sent events). An entry without one is `render_stream`'s."""
         return cuts.encode_sse(events)
 
     @abstractmethod

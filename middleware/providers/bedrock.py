@@ -162,20 +162,19 @@ class InvokeModelStream(_BedrockEndpoint):
         added = {key: message.pop(key) for key in list(message) if key.startswith(_ADDED_PREFIX)}
         events = list(message_events(message))
         events[-1].update(added)  # on `message_stop`, where Bedrock sends them
-        return b"".join(_chunk_frame(event) for event in events)
+        return b"".join(_chunk_frame(exact_json.dumps(event)) for event in events)
 
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
         """A kept cut's Messages events, each in a `chunk` frame as Bedrock sends it."""
-        return b"".join(_chunk_frame(body) for _, body in events)
+        return b"".join(_chunk_frame(data) for _, data, _ in events)
 
     def stream_media_type(self, request: RequestView) -> str:
         return MEDIA_TYPE
 
 
-def _chunk_frame(event: Any) -> bytes:
-    return encode_message(
-        _CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(exact_json.dumps(event)).decode()})
-    )
+def _chunk_frame(event: bytes) -> bytes:
+    """One Messages event's JSON in a `chunk` frame, as Bedrock sends it."""
+    return encode_message(_CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(event).decode()}))
 
 
 class Converse(_BedrockEndpoint):

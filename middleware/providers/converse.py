@@ -159,7 +159,7 @@ def positions(event: dict[str, Any]) -> Iterator[cuts.Position]:
 
 def render_events(events: list[cuts.Event]) -> bytes:
     """A kept cut's events as `converse-stream` frames, each named by its event type."""
-    frames = (encode_message({":event-type": str(kind), **_EVENT}, exact_json.dumps(body)) for kind, body in events)
+    frames = (encode_message({":event-type": str(kind), **_EVENT}, data) for kind, data, _ in events)
     return b"".join(frames)
 
 

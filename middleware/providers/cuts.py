@@ -18,6 +18,7 @@ family's channels, only larger when they do not match the answer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ Position = tuple[tuple[Key, ...], Hashable, int]
 """(where in an event: keys and list positions, the channel a fragment continues, the slot kind)."""
 Positions = Callable[[dict[str, Any]], Iterable[Position]]
 """An API family's reading of one event: where its fragments, numbers and padding are."""
-Event = tuple[str | None, Any]
-"""(the SSE event name, the event: a JSON object, or the raw data of a non-JSON event like `[DONE]`)."""
+Event = tuple[str | None, bytes, Any]
+"""A replayed event: (its SSE event name, its data as sent: compact JSON, or the raw text of a
+non-JSON event like `[DONE]`, its template: the event with its slots, for a family to tell kinds apart)."""
 
 
 class CutError(ValueError):
@@ -245,20 +247,58 @@ class _Index:
 
 def replay(cut: bytes, answer: bytes) -> list[Event]:
     """The events of the stream `cut` describes, filled from its stored `answer`. Raises CutError
-    when the cut does not fit the answer (every fragment must lie within, and use up, its source)."""
+    when the cut does not fit the answer (every fragment must lie within, and use up, its source).
+
+    Each template is written out once per replay, its slots left as gaps: an event is its template's
+    bytes with each gap's value written in (no event is built as an object, then encoded)."""
     try:
         version, sources, templates, sequence = msgpack.unpackb(cut, ext_hook=_unpack_slot)
         if version != CUT_VERSION:
             raise CutError("cut of another version")
         whole = exact_json.loads(answer)
         filler = _Filler([_value(whole, source) for source in sources], sequence)
-        events: list[Event] = [(name, filler.fill(body)) for name, body in filler.templates(templates)]
+        compiled = [(name, filler.wholes(_compiled(body)), body) for name, body in templates]
+        events: list[Event] = [(name, filler.fill(parts), shape) for name, parts, shape in filler.templates(compiled)]
         filler.check()
     except CutError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, StopIteration) as error:
         raise CutError(f"unreadable cut ({type(error).__name__})") from error
     return events
+
+
+_GAP = re.compile(rb'"\\u0000(\d+)\\u0000"')
+"""A slot's place in a template's JSON: the string `"\\u0000{n}\\u0000"` put there for it."""
+
+
+def _compiled(body: Any) -> list[bytes | Slot]:
+    """A template's data as bytes with the gaps its slots leave, in order (a raw event: its text)."""
+    if isinstance(body, str):
+        return [body.encode()]
+    slots: list[Slot] = []
+    data = exact_json.dumps(_marked(body, slots))
+    parts: list[bytes | Slot] = []
+    last = 0
+    for number, gap in enumerate(_GAP.finditer(data)):
+        if number >= len(slots) or int(gap.group(1)) != number:  # a literal that reads as a gap
+            raise CutError("a template's text holds a slot's mark")
+        parts += (data[last : gap.start()], slots[number])
+        last = gap.end()
+    if len(parts) != 2 * len(slots):
+        raise CutError("a template's slot left no gap")
+    parts.append(data[last:])
+    return parts
+
+
+def _marked(node: Any, slots: list[Slot]) -> Any:
+    if type(node) is Slot:
+        slots.append(node)
+        return f"\x00{len(slots) - 1}\x00"
+    if isinstance(node, dict):
+        return {key: _marked(value, slots) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_marked(value, slots) for value in node]
+    return node
 
 
 def _value(answer: Any, source: list[Any]) -> Any:
@@ -278,41 +318,58 @@ def _value(answer: Any, source: list[Any]) -> Any:
 class _Filler:
     """Fills templates in sequence order, each fragment the next piece of its source."""
 
-    __slots__ = ("_cursors", "_numbers", "_sources")
+    __slots__ = ("_cursors", "_numbers", "_sources", "_written")
 
     def __init__(self, sources: list[Any], sequence: list[int]) -> None:
         self._sources = sources
+        self._written: list[bytes | None] = [None] * len(sources)
         self._cursors = [0] * len(sources)
         self._numbers = iter(sequence)
 
-    def templates(self, templates: list[list[Any]]) -> Iterable[list[Any]]:
+    def templates(self, templates: list[Any]) -> Iterable[Any]:
         for number in self._numbers:
             yield templates[number]
 
-    def fill(self, node: Any) -> Any:
-        if type(node) is Slot:
-            return self._slot(node)
-        if isinstance(node, dict):
-            return {key: self.fill(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [self.fill(value) for value in node]
-        return node
+    def wholes(self, parts: list[bytes | Slot]) -> list[bytes | Slot]:
+        """`parts` with the values the answer holds whole written in (the same in every event)."""
+        merged: list[bytes | Slot] = []
+        for part in parts:
+            if type(part) is Slot and part.kind == WHOLE:
+                part = self._slot(part)
+            if type(part) is bytes and merged and type(merged[-1]) is bytes:
+                merged[-1] += part  # type: ignore[operator]
+            else:
+                merged.append(part)
+        return merged
 
-    def _slot(self, slot: Slot) -> Any:
+    def fill(self, parts: list[bytes | Slot]) -> bytes:
+        if len(parts) == 1:
+            return parts[0]  # type: ignore[return-value]
+        if len(parts) == 3:  # one gap, as most events have (a fragment of text)
+            return parts[0] + self._slot(parts[1]) + parts[2]  # type: ignore[operator, arg-type]
+        out = []
+        for part in parts:
+            out.append(part if type(part) is bytes else self._slot(part))  # type: ignore[arg-type]
+        return b"".join(out)  # type: ignore[arg-type]
+
+    def _slot(self, slot: Slot) -> bytes:
         if slot.kind == WHOLE:
-            return self._sources[slot.source]
+            written = self._written[slot.source]
+            if written is None:
+                written = self._written[slot.source] = exact_json.dumps(self._sources[slot.source])
+            return written
         size = next(self._numbers)
         if slot.kind == NUMBER:
-            return size
+            return b"%d" % size
         if slot.kind == PAD:
-            return (_PADDING * (size // len(_PADDING) + 1))[:size]
+            return exact_json.dumps((_PADDING * (size // len(_PADDING) + 1))[:size])
         source = self._sources[slot.source]
         start = self._cursors[slot.source]
         piece = source[start : start + size]
         if len(piece) != size:
             raise CutError("a fragment beyond its source")
         self._cursors[slot.source] = start + size
-        return piece
+        return exact_json.dumps(piece)
 
     def check(self) -> None:
         """Every fragment source was used up (whole values are not cut)."""
@@ -322,5 +379,5 @@ class _Filler:
 
 
 def encode_sse(events: Iterable[Event]) -> bytes:
-    """The events as server-sent events: a JSON one compact, a raw one (`[DONE]`) as it came."""
-    return b"".join(encode_event(body.encode() if isinstance(body, str) else body, name) for name, body in events)
+    """The events as server-sent events, each with its name if it had one."""
+    return b"".join(encode_event(data, name) for name, data, _ in events)

@@ -178,7 +178,7 @@ class GenerateContent(_GeminiEndpoint):
 
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
         """The chunks as the request's form sends them: SSE events, or the elements of one JSON array."""
-        chunks = [exact_json.dumps(body) for _, body in events]
+        chunks = [data for _, data, _ in events]
         if _sse_requested(request.query):
             return b"".join(b"data: " + chunk + b"\r\n\r\n" for chunk in chunks)
         return b"[" + b",\r\n".join(chunks) + b"]"

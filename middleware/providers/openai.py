@@ -192,7 +192,7 @@ class _ChunkStreamEndpoint(_OpenAIEndpoint):
         """As the provider sent them, less the usage chunk when the request did not ask for it (an
         entry keeps the one `capture_body` asked for, which the caller of the miss never saw)."""
         if not _include_usage(request):
-            events = [(name, body) for name, body in events if not _usage_only_event(body)]
+            events = [event for event in events if not _usage_only_event(event[2])]
         return cuts.encode_sse(events)
 
     def asks_for_usage(self, body: dict[str, Any], stream: bool) -> bool:

@@ -8,15 +8,19 @@ replayed at its length, not with its random characters.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import anthropic
 import httpx2
+import msgpack
 import openai
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
+from llm_cache.middleware._entry import Entry, pack, unpack
+from llm_cache.middleware.stores import MemoryStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stream_fixtures import CHAT_STREAMS, HEAD, USAGE, chunk, delta
 
@@ -208,3 +212,43 @@ async def test_a_stream_hit_of_an_answer_stored_from_json_is_synthesised(fake_pr
         answer.choices[0].message.content,
         None,
     ]
+
+
+async def rewrite_entry(store: MemoryStore, key: str, change: Callable[[Entry], bytes]) -> Entry:
+    stored = await store.get(key)
+    assert stored is not None
+    entry = unpack(stored)
+    await store.set(key, change(entry), None)
+    return entry
+
+
+def as_version_3(entry: Entry) -> bytes:
+    """The entry as a version-3 store holds it (before cuts were kept)."""
+    return msgpack.packb([3, *list(msgpack.unpackb(pack(entry)))[1:10]], use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [as_version_3, lambda entry: pack(replace(entry, cut=b"\x94\x01\x90\x90\x91\x07"))],
+    ids=["stored before cuts were kept", "with a cut that does not fit its answer"],
+)
+async def test_a_stream_entry_without_a_usable_cut_is_still_replayed_synthesised(
+    change: Callable[[Entry], bytes], fake_provider: RunningFakeProvider
+) -> None:
+    store = MemoryStore()
+    http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=Cache(store=store)))
+    sdk = openai.AsyncOpenAI(api_key="sk-cut", base_url=fake_provider.openai_base_url, http_client=http)
+    request = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    response = await sdk.chat.completions.with_raw_response.create(**request)
+    miss = await _dicts(response.parse())
+    entry = await rewrite_entry(store, response.headers["x-cache-key"], change)
+
+    hit = await sdk.chat.completions.with_raw_response.create(**request)
+    events = await _dicts(hit.parse())
+
+    assert entry.cut is not None and hit.headers["x-cache"] == "HIT"
+    assert [e["choices"][0]["delta"].get("content") for e in events if e["choices"]] == [
+        "".join(e["choices"][0]["delta"].get("content") or "" for e in miss if e["choices"]),
+        None,
+    ]
+    assert events[-1]["usage"] == miss[-1]["usage"]
