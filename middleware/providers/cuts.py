@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import orjson
 
 from .. import _exact_json as exact_json
 from .sse import encode_event
@@ -159,13 +160,22 @@ def _joined(pieces: list[Any]) -> Any:
     return [item for piece in pieces for item in piece]
 
 
+_NUMBER_TEXT = 5
+"""The ext code of a number a double cannot carry (`orjson.Fragment`, as `exact_json` reads one), kept
+as its text."""
+
+
 def _pack_slot(value: object) -> msgpack.ExtType:
     if isinstance(value, Slot):
         return msgpack.ExtType(value.kind, msgpack.packb(value.source))
+    if isinstance(value, orjson.Fragment):
+        return msgpack.ExtType(_NUMBER_TEXT, orjson.dumps(value))
     raise TypeError(f"cannot pack {type(value).__name__}")
 
 
-def _unpack_slot(code: int, data: bytes) -> Slot:
+def _unpack_slot(code: int, data: bytes) -> Slot | orjson.Fragment:
+    if code == _NUMBER_TEXT:
+        return orjson.Fragment(data)
     source = msgpack.unpackb(data)
     if code not in (FRAGMENT, WHOLE, NUMBER, PAD) or type(source) is not int:
         raise CutError("unknown slot")
@@ -195,7 +205,7 @@ class _Index:
         if not isinstance(node, (dict, list)):
             return
         with suppress(TypeError, ValueError, OverflowError):  # a value msgpack cannot carry: found by no template
-            self._packed.setdefault(msgpack.packb(node), path)
+            self._packed.setdefault(msgpack.packb(node, default=_pack_slot), path)
         if isinstance(node, dict):
             self._objects.append((path, node))
             for key, value in node.items():
@@ -216,7 +226,7 @@ class _Index:
                 if exact_json.dumps(value).decode() == joined:
                     return [_COMPACT_JSON, path]
             return [_KEPT, joined]
-        path = self._packed.get(msgpack.packb(joined))
+        path = self._packed.get(msgpack.packb(joined, default=_pack_slot))
         return [_KEPT, joined] if path is None else [_AT, path]
 
     def wholes(self, node: Any, sources: list[list[Any]]) -> Any:
@@ -226,10 +236,7 @@ class _Index:
             return node if path is None else self._whole(path, sources)
         if not isinstance(node, (dict, list)):
             return node
-        try:
-            packed = msgpack.packb(node)
-        except (TypeError, ValueError, OverflowError):  # holds a slot (or a value msgpack cannot carry)
-            packed = b""
+        packed = msgpack.packb(node, default=_pack_slot)  # (a template's slots pack as no answer's value)
         path = self._packed.get(packed) if len(packed) >= MIN_WHOLE else None
         if path is not None:
             return self._whole(path, sources)
