@@ -39,6 +39,12 @@ MIN_WHOLE = 8
 """The shortest value (packed bytes, or characters) named by its place in the answer rather than kept."""
 MAX_CUT_OVERHEAD = 16 * 1024
 """A cut larger than its answer by more than this is not kept (the hit synthesises its stream)."""
+MAX_REPLAY_FACTOR, MAX_REPLAY_EXTRA = 8, 64 * 1024
+"""A replay is at most this many times its entry's size (answer and cut) and this many bytes more: a
+stream repeats its answer's values a few times (Responses' done events, the completed response), a
+cut read from a store that repeats them more is ignored."""
+MAX_PADDING = 4096
+"""The longest padding a replayed event carries (providers pad an event by tens of characters)."""
 _PADDING = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 Key = str | int
@@ -265,7 +271,14 @@ def replay(cut: bytes, answer: bytes) -> list[Event]:
         whole = exact_json.loads(answer)
         filler = _Filler([_value(whole, source) for source in sources], sequence)
         compiled = [(name, filler.wholes(_compiled(body)), body) for name, body in templates]
-        events: list[Event] = [(name, filler.fill(parts), shape) for name, parts, shape in filler.templates(compiled)]
+        budget = MAX_REPLAY_FACTOR * (len(answer) + len(cut)) + MAX_REPLAY_EXTRA
+        events: list[Event] = []
+        for name, parts, shape in filler.templates(compiled):
+            data = filler.fill(parts)
+            budget -= len(data)
+            if budget < 0:  # a cut no stream of this answer has: its values many times over
+                raise CutError("a replay larger than its entry allows")
+            events.append((name, data, shape))
         filler.check()
     except CutError:
         raise
@@ -369,6 +382,8 @@ class _Filler:
         if slot.kind == NUMBER:
             return b"%d" % size
         if slot.kind == PAD:
+            if size > MAX_PADDING:
+                raise CutError("padding longer than a provider's")
             return exact_json.dumps((_PADDING * (size // len(_PADDING) + 1))[:size])
         source = self._sources[slot.source]
         start = self._cursors[slot.source]

@@ -227,10 +227,29 @@ def as_version_3(entry: Entry) -> bytes:
     return msgpack.packb([3, *list(msgpack.unpackb(pack(entry)))[1:10]], use_bin_type=True)
 
 
+def with_cut(cut: list[Any]) -> Callable[[Entry], bytes]:
+    return lambda entry: pack(replace(entry, cut=msgpack.packb(cut)))
+
+
+WHOLE_ANSWER = msgpack.ExtType(2, msgpack.packb(0))
+"""A slot naming source 0, which `[[0, []]]` makes the whole stored answer."""
+LONG_PADDING = msgpack.ExtType(4, msgpack.packb(0))
+
+
 @pytest.mark.parametrize(
     "change",
-    [as_version_3, lambda entry: pack(replace(entry, cut=b"\x94\x01\x90\x90\x91\x07"))],
-    ids=["stored before cuts were kept", "with a cut that does not fit its answer"],
+    [
+        as_version_3,
+        with_cut([1, [], [], [7]]),
+        with_cut([1, [[0, []]], [[None, WHOLE_ANSWER]], [0] * 100_000]),
+        with_cut([1, [], [[None, {"obfuscation": LONG_PADDING}]], [0, 10**9]]),
+    ],
+    ids=[
+        "stored before cuts were kept",
+        "with a cut that does not fit its answer",
+        "with a cut sending its answer 100,000 times",
+        "with a cut padding an event with a billion characters",
+    ],
 )
 async def test_a_stream_entry_without_a_usable_cut_is_still_replayed_synthesised(
     change: Callable[[Entry], bytes], fake_provider: RunningFakeProvider
