@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import msgpack
 
+from ._memo import BoundedMemo
+
 SCHEMA_VERSION = 4
 """2 added `usage_requested` and `origin`, 3 `expires_at` and `tags`, 4 `cut`; entries of versions 1 to
 3 are still read (all version-1 entries were stored with usage; neither 1 nor 2 knows when it stops
@@ -153,22 +155,12 @@ class EntryMemo:
     like the engine's other memos (it starts over when full); large entries are decoded each time."""
 
     def __init__(self, max_entries: int = 1024, max_bytes: int = 4 * 1024 * 1024) -> None:
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._entries: dict[bytes, Entry] = {}
-        self._bytes = 0
+        self._entries: BoundedMemo[bytes, Entry] = BoundedMemo(max_entries, max_bytes)
 
     def unpack(self, data: bytes) -> Entry:
         """`unpack(data)`, remembered; raises EntryError as it does."""
         entry = self._entries.get(data)
-        if entry is not None:
-            return entry
-        entry = unpack(data)
-        size = len(data)
-        if size <= self._max_bytes // 64:
-            if len(self._entries) >= self._max_entries or self._bytes + size > self._max_bytes:
-                self._entries = {}
-                self._bytes = 0
-            self._entries[data] = entry
-            self._bytes += size
+        if entry is None:
+            entry = unpack(data)
+            self._entries.put(data, entry, len(data))
         return entry

@@ -72,6 +72,18 @@ async def _dicts(stream: AsyncIterator[Any]) -> list[dict[str, Any]]:
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me about the sea, in a few words."}]}
 
 
+async def streamed_twice(
+    clients: Clients, fake: RunningFakeProvider, events: list[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the chunks of a chat stream of `events` from the provider, those of its hit)."""
+    fake.stream_next(events)
+    request = {**CHAT, "logprobs": True, "stream_options": {"include_usage": True}}
+    miss, first = await clients.chat(**request)
+    hit, second = await clients.chat(**request)
+    assert (first, second) == ("MISS", "HIT") and fake.count("/chat/completions") == 1
+    return miss, hit
+
+
 @LAYERS
 @pytest.mark.parametrize("usage", [True, False], ids=["with usage", "without usage"])
 async def test_a_chat_stream_hit_sends_the_events_of_the_miss(
@@ -93,14 +105,9 @@ async def test_a_chat_stream_hit_sends_the_events_of_the_miss(
 async def test_a_chat_stream_hit_replays_each_fragment_with_its_logprobs(
     layer: str, fake_provider: RunningFakeProvider
 ) -> None:
-    clients = Clients(layer, fake_provider)
-    fake_provider.stream_next(CHAT_STREAMS["logprobs"])
-    request = {**CHAT, "logprobs": True, "stream_options": {"include_usage": True}}
+    miss, hit = await streamed_twice(Clients(layer, fake_provider), fake_provider, CHAT_STREAMS["logprobs"])
 
-    miss, _ = await clients.chat(**request)
-    hit, second = await clients.chat(**request)
-
-    assert second == "HIT" and hit == miss
+    assert hit == miss
     logprobs = [e["choices"][0]["logprobs"] for e in hit if e["choices"] and e["choices"][0]["logprobs"]]
     assert [[entry["token"] for entry in each["content"]] for each in logprobs] == [["Hi"], ["!"]]
 
@@ -108,7 +115,6 @@ async def test_a_chat_stream_hit_replays_each_fragment_with_its_logprobs(
 @LAYERS
 async def test_a_chat_stream_hit_pads_as_the_provider_did(layer: str, fake_provider: RunningFakeProvider) -> None:
     """`obfuscation` pads each chunk to hide its fragment's length: a hit pads each chunk as much."""
-    clients = Clients(layer, fake_provider)
     padded = [
         chunk(delta(role="assistant", content=""), obfuscation="aZ3"),
         chunk(delta(content="Calm"), obfuscation="x8Qp2LmN0"),
@@ -117,13 +123,9 @@ async def test_a_chat_stream_hit_pads_as_the_provider_did(layer: str, fake_provi
         chunk(choices=[], usage=USAGE, obfuscation="r1"),
         "[DONE]",
     ]
-    fake_provider.stream_next(padded)
-    request = {**CHAT, "stream_options": {"include_usage": True}}
+    miss, hit = await streamed_twice(Clients(layer, fake_provider), fake_provider, padded)
 
-    miss, _ = await clients.chat(**request)
-    hit, second = await clients.chat(**request)
-
-    assert second == "HIT" and len(hit) == len(miss) == 5
+    assert len(hit) == len(miss) == 5
     assert [len(e["obfuscation"]) for e in hit] == [len(e["obfuscation"]) for e in miss] == [3, 9, 1, 5, 2]
     assert [_unpadded(e) for e in hit] == [_unpadded(e) for e in miss]
     assert {e["id"] for e in hit} == {HEAD["id"]}
@@ -137,14 +139,10 @@ def _unpadded(event: dict[str, Any]) -> dict[str, Any]:
 async def test_a_chat_stream_hit_of_parallel_tool_calls_sends_each_argument_fragment(
     layer: str, fake_provider: RunningFakeProvider
 ) -> None:
-    clients = Clients(layer, fake_provider)
-    fake_provider.stream_next(CHAT_STREAMS["parallel tool calls"])
-    request = {**CHAT, "stream_options": {"include_usage": True}}
+    fixture = CHAT_STREAMS["parallel tool calls"]
+    miss, hit = await streamed_twice(Clients(layer, fake_provider), fake_provider, fixture)
 
-    miss, _ = await clients.chat(**request)
-    hit, second = await clients.chat(**request)
-
-    assert second == "HIT" and hit == miss and len(hit) == 8
+    assert hit == miss and len(hit) == 8
 
 
 @LAYERS
