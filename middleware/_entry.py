@@ -90,13 +90,12 @@ def unpack(data: bytes) -> Entry:
     expires_at = None
     tags: frozenset[str] = frozenset()
     cut = None
-    if len(fields) == 11 and fields[0] == SCHEMA_VERSION:
-        *fields, cut = fields
+    version = fields[0] if fields else None
+    if (len(fields), version) in ((11, SCHEMA_VERSION), (10, 3)):  # version 4 added `cut`, last
+        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, expires_at, names = fields[:10]
+        cut = fields[10] if version == SCHEMA_VERSION else None
         if cut is not None and not isinstance(cut, bytes):
             raise EntryError("entry with fields of the wrong types")
-        fields[0] = 3
-    if len(fields) == 10 and fields[0] == 3:
-        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, expires_at, names = fields
         origin = _pairs(pairs) if pairs else ()
         if expires_at is not None and not isinstance(expires_at, (int, float)):
             raise EntryError("entry with fields of the wrong types")
