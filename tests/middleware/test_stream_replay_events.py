@@ -56,6 +56,10 @@ class Clients:
         response = await self.openai.chat.completions.with_raw_response.create(stream=True, **request)
         return await _dicts(response.parse()), response.headers["x-cache"]
 
+    async def completions(self, **request: Any) -> tuple[list[dict[str, Any]], str]:
+        response = await self.openai.completions.with_raw_response.create(stream=True, **request)
+        return await _dicts(response.parse()), response.headers["x-cache"]
+
     async def responses(self, **request: Any) -> tuple[list[dict[str, Any]], str]:
         response = await self.openai.responses.with_raw_response.create(stream=True, **request)
         return await _dicts(response.parse()), response.headers["x-cache"]
@@ -143,6 +147,21 @@ async def test_a_chat_stream_hit_of_parallel_tool_calls_sends_each_argument_frag
     miss, hit = await streamed_twice(Clients(layer, fake_provider), fake_provider, fixture)
 
     assert hit == miss and len(hit) == 8
+
+
+@LAYERS
+async def test_a_legacy_completions_stream_hit_sends_the_events_of_the_miss(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    clients = Clients(layer, fake_provider)
+    request = {"model": "gpt-3.5-turbo-instruct", "prompt": "Tell me about the sea, in a few words."}
+
+    miss, first = await clients.completions(**request)
+    hit, second = await clients.completions(**request)
+
+    assert (first, second) == ("MISS", "HIT") and fake_provider.count("/completions") == 1
+    assert len([e for e in miss if e["choices"] and e["choices"][0]["text"]]) > 3  # several fragments
+    assert hit == miss
 
 
 @LAYERS
