@@ -149,37 +149,43 @@ async def test_a_chat_stream_hit_of_parallel_tool_calls_sends_each_argument_frag
     assert hit == miss and len(hit) == 8
 
 
+QUESTION = "Tell me about the sea, in a few words."
+FAMILIES: dict[str, tuple[str, dict[str, Any], str, Callable[[dict[str, Any]], bool]]] = {
+    "legacy completions": (
+        "completions",
+        {"model": "gpt-3.5-turbo-instruct", "prompt": QUESTION},
+        "/completions",
+        lambda event: bool(event["choices"] and event["choices"][0]["text"]),
+    ),
+    "messages": (
+        "messages",
+        {"model": "claude-sonnet-4-6", "max_tokens": 256, "messages": [{"role": "user", "content": QUESTION}]},
+        "/v1/messages",
+        lambda event: event["type"] == "content_block_delta",
+    ),
+    "responses": (
+        "responses",
+        {"model": "gpt-4o", "input": QUESTION},
+        "/responses",
+        lambda event: event["type"] == "response.output_text.delta",
+    ),
+}
+"""Per family: the `Clients` call, a request, the provider's path, which events carry a fragment."""
+
+
 @LAYERS
-async def test_a_legacy_completions_stream_hit_sends_the_events_of_the_miss(
-    layer: str, fake_provider: RunningFakeProvider
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+async def test_a_stream_hit_of_each_family_sends_the_events_of_the_miss(
+    layer: str, family: str, fake_provider: RunningFakeProvider
 ) -> None:
-    clients = Clients(layer, fake_provider)
-    request = {"model": "gpt-3.5-turbo-instruct", "prompt": "Tell me about the sea, in a few words."}
+    call, request, path, fragment = FAMILIES[family]
+    streamed = getattr(Clients(layer, fake_provider), call)
 
-    miss, first = await clients.completions(**request)
-    hit, second = await clients.completions(**request)
+    miss, first = await streamed(**request)
+    hit, second = await streamed(**request)
 
-    assert (first, second) == ("MISS", "HIT") and fake_provider.count("/completions") == 1
-    assert len([e for e in miss if e["choices"] and e["choices"][0]["text"]]) > 3  # several fragments
-    assert hit == miss
-
-
-@LAYERS
-async def test_an_anthropic_stream_hit_sends_the_events_of_the_miss(
-    layer: str, fake_provider: RunningFakeProvider
-) -> None:
-    clients = Clients(layer, fake_provider)
-    request = {
-        "model": "claude-sonnet-4-6",
-        "max_tokens": 256,
-        "messages": [{"role": "user", "content": "Tell me about the sea, in a few words."}],
-    }
-
-    miss, first = await clients.messages(**request)
-    hit, second = await clients.messages(**request)
-
-    assert (first, second) == ("MISS", "HIT") and fake_provider.count("/v1/messages") == 1
-    assert len([e for e in miss if e["type"] == "content_block_delta"]) > 3  # several fragments
+    assert (first, second) == ("MISS", "HIT") and fake_provider.count(path) == 1
+    assert len([event for event in miss if fragment(event)]) > 3  # several fragments
     assert hit == miss
 
 
@@ -198,21 +204,6 @@ async def test_an_anthropic_stream_hit_of_every_block_kind_sends_the_events_of_t
 
     assert second == "HIT" and hit == miss
     assert [e["type"] for e in hit].count("content_block_delta") == 10
-
-
-@LAYERS
-async def test_a_responses_stream_hit_sends_the_events_of_the_miss(
-    layer: str, fake_provider: RunningFakeProvider
-) -> None:
-    clients = Clients(layer, fake_provider)
-    request = {"model": "gpt-4o", "input": "Tell me about the sea, in a few words."}
-
-    miss, first = await clients.responses(**request)
-    hit, second = await clients.responses(**request)
-
-    assert (first, second) == ("MISS", "HIT") and fake_provider.count("/responses") == 1
-    assert len([e for e in miss if e["type"] == "response.output_text.delta"]) > 3  # several fragments
-    assert hit == miss
 
 
 async def test_a_stream_hit_of_an_answer_stored_from_json_is_synthesised(fake_provider: RunningFakeProvider) -> None:
