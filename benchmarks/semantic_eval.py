@@ -4,6 +4,7 @@ and without the guard, using a local embedder (`--model`, default all-MiniLM-L6-
     .venv/bin/python benchmarks/semantic_eval.py [--data ../shared/data] [--qqp 5000] [--seed 7] [--model NAME]
     .venv/bin/python benchmarks/semantic_eval.py --speed [--model NAME]
     .venv/bin/python benchmarks/semantic_eval.py --replay [--seeds 1 2 3] [--dev-pairs 5000]
+    .venv/bin/python benchmarks/semantic_eval.py --replay --prior-pairs 5000 [--prior-kind neighbours] [--overrule]
     .venv/bin/python benchmarks/semantic_eval.py --lookup [--entries 100000]
     .venv/bin/python benchmarks/semantic_eval.py --synthetic 20000 [--seeds 1 2 3]
 
@@ -23,7 +24,9 @@ reaches 0.90, with its recall. `--speed` measures the CPU one embedding call tak
 a batch of 32). `--split dev` scores only the development sets (LangCache and the Quora sample).
 
 `--replay` replays Quora questions as a workload (see `replay`): bounded mode at 1%, 2% and 5%
-against static thresholds. `--lookup` times the semantic lookup (search and guard, no embedding)
+against static thresholds. With `--prior-pairs N`, bounded mode is also replayed warm-started from N
+development pairs that share no question with the replay (`warm_bound.py`; a benchmark option, not
+in the library). `--lookup` times the semantic lookup (search and guard, no embedding)
 over an in-process index of `--entries` rows.
 
 Data discipline: Quora pairs whose sha256(text_a + "\n" + text_b) hex ends in "0" are the held-out
@@ -44,7 +47,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -60,6 +63,7 @@ from llm_cache.middleware.semantic.embedders import OnnxMiniLMEmbedder, Sentence
 from llm_cache.middleware.semantic.models import MINILM, MODELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, when run as a script
+from benchmarks.warm_bound import WarmBound  # noqa: E402
 from tests.support.semantic_workload import known_answer_workload  # noqa: E402
 
 THRESHOLDS = (0.8, 0.85, 0.88, 0.9, 0.91, 0.92, 0.93, 0.95)
@@ -233,6 +237,7 @@ async def replay_once(
     cluster: dict[str, str],
     semantic: SemanticCache,
     agreed: dict[tuple[int, int], bool],
+    clock: ReplayClock | None = None,
 ) -> dict[str, float]:
     """The questions of `order` asked in turn: one asked before and stored is an exact hit (never
     wrong, not a semantic lookup); any other is matched as `SemanticCache.matches` does (the nearest
@@ -248,6 +253,8 @@ async def replay_once(
             exact += 1
             continue
         semantic.looked_up()
+        if clock is not None:
+            clock.tick()
         served = False
         for j, similarity in [(j, sim) for j, sim in near[q] if j in stored][: semantic.candidates]:
             if not similarity >= semantic.threshold:
@@ -358,15 +365,17 @@ async def replay(
     embedder: LocalEmbedder,
     error_rates_of: tuple[str, ...] = ERROR_RATES_OF,
     zipf: float = 0.0,
+    prior: Prior | None = None,
 ) -> None:
     """Bounded mode (both definitions of its bound) against static thresholds (guard on in both),
-    `seeds` random orders."""
+    `seeds` random orders; with `prior`, bounded mode is warm-started from those labelled pairs."""
     vectors = await embedded(embedder, questions)
     stream = f", a Zipf({zipf}) stream of {3 * len(questions)} requests" if zipf else ", each asked once"
     print(f"\n## Replay, {name}: {len(questions)} questions{stream}")
     near = nearest(vectors)
     agreed: dict[tuple[int, int], bool] = {}
     rows: dict[str, list[dict[str, float]]] = {}
+    kinds: list[tuple[str, Prior | None]] = [("bounded", None)] + ([("warm-started", prior)] if prior else [])
     for seed in seeds:
         order = list(range(len(questions)))
         random.Random(seed).shuffle(order)
@@ -377,12 +386,14 @@ async def replay(
             semantic = SemanticCache(_Unused(), threshold=threshold)
             result = await replay_once(order, questions, near, cluster, semantic, agreed)
             rows.setdefault(f"static {threshold:.4f}", []).append(result | {"possible": best})
-        for of in error_rates_of:
-            for bound in BOUNDS:
-                errors = ErrorBound(bound, error_rate_of=of, seed=seed)  # type: ignore[arg-type]
-                semantic = SemanticCache(_Unused(), bound=errors, judge=ExactJudge())
-                result = await replay_once(order, questions, near, cluster, semantic, agreed)
-                rows.setdefault(f"bounded {bound:.0%} of {of}", []).append(result | {"possible": best})
+        for kind, start in kinds:
+            for of in error_rates_of:
+                for bound in BOUNDS:
+                    clock = ReplayClock()
+                    errors = bounded(bound, of, seed, start, clock)
+                    semantic = SemanticCache(_Unused(), bound=errors, judge=ExactJudge())
+                    result = await replay_once(order, questions, near, cluster, semantic, agreed, clock)
+                    rows.setdefault(f"{kind} {bound:.0%} of {of}", []).append(result | {"possible": best})
     print(
         f"Seeds {seeds}; sums over the seeds (worst: the worst seed's). Lookups: requests looked up by meaning "
         "(a question asked before and stored is an exact hit instead). Per lookup: wrong hits / lookups, what a "
@@ -405,22 +416,22 @@ async def replay(
         )
     print("\n| bound | bounded: wrong, answered from cache | best static at or under that wrong rate | ratio |")
     print("| --- | --- | --- | ---: |")
-    for of in error_rates_of:
-        for bound in BOUNDS:
-            total = summed(rows[f"bounded {bound:.0%} of {of}"])
-            if of == "requests":
-                answered, rate = overall(total)
-                mode, best = best_static(rows, rate, of)
-                ratio = f"{answered / best:.2f}" if best else "-"
-                print(f"| {bound:.0%} of requests | {rate:.2%}, {answered:.2%} | {mode}: {best:.2%} | {ratio} |")
-            else:
-                rate = per_hit(total)
-                mode, best = best_static(rows, rate, of)
-                ratio = f"{total['hits'] / best:.2f}" if best else "-"
-                print(f"| {bound:.0%} of hits | {rate:.2%}, {total['hits']:.0f} hits | {mode}: {best:.0f} | {ratio} |")
+    for (kind, _), of, bound in ((k, o, b) for k in kinds for o in error_rates_of for b in BOUNDS):
+        total = summed(rows[f"{kind} {bound:.0%} of {of}"])
+        name = f"{bound:.0%} of {of}" + ("" if kind == "bounded" else f", {kind}")
+        if of == "requests":
+            answered, rate = overall(total)
+            mode, best = best_static(rows, rate, of)
+            ratio = f"{answered / best:.2f}" if best else "-"
+            print(f"| {name} | {rate:.2%}, {answered:.2%} | {mode}: {best:.2%} | {ratio} |")
+        else:
+            rate = per_hit(total)
+            mode, best = best_static(rows, rate, of)
+            ratio = f"{total['hits'] / best:.2f}" if best else "-"
+            print(f"| {name} | {rate:.2%}, {total['hits']:.0f} hits | {mode}: {best:.0f} | {ratio} |")
 
 
-async def synthetic_replay(seeds: list[int], size: int) -> None:
+async def synthetic_replay(seeds: list[int], size: int, prior: Prior | None = None) -> None:
     """Bounded mode against every static threshold on the same candidate streams (each candidate
     one lookup), for both definitions of the bound."""
     print(f"\n## Synthetic candidates with known answers: {size} per seed, seeds {seeds}\n")
@@ -432,10 +443,12 @@ async def synthetic_replay(seeds: list[int], size: int) -> None:
             hits = wrong = verified = 0
             worst = 0.0
             for seed, stream in zip(seeds, streams, strict=True):
-                errors = ErrorBound(bound, error_rate_of=of, seed=seed)  # type: ignore[arg-type]
+                clock = ReplayClock()
+                errors = bounded(bound, of, seed, prior, clock)
                 served = bad = 0
                 for key, similarity, right in stream:
                     errors.looked_up()
+                    clock.tick()
                     decision = await errors.decide(key, similarity)
                     if decision == "serve":
                         served += 1
@@ -460,6 +473,92 @@ async def synthetic_replay(seeds: list[int], size: int) -> None:
                 f"| {bound:.0%} of {of} | {rate:.2%} ({worst:.2%}) | {hits} | {verified} | {best[1]:.4f} "
                 f"| {best[0]} | {ratio} |"
             )
+
+
+LOOKUPS_PER_SECOND = 100.0
+"""The replay's pace: semantic lookups per second of one busy process (caps are re-tested on time every
+`refresh` = 5 s, so every 500 lookups, besides after verdicts)."""
+
+
+class Prior(NamedTuple):
+    """Labelled pairs to warm-start bounded mode from: (similarity, stored answer wrong), and how."""
+
+    prior: list[tuple[float, bool]]
+    weight: int | None
+    overrule: bool
+    fit_prior: bool
+    share_margin: float = 0.0
+
+
+class ReplayClock:
+    """Time in a replay: each lookup takes `1 / LOOKUPS_PER_SECOND` seconds. Bounded mode also tests its
+    caps again every `refresh` seconds; on the wall clock, how many lookups that is depends on how busy
+    the machine is, and a replay on a loaded machine served other sets than the same replay on an idle
+    one. On this clock every run of a replay gives the same figures."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def tick(self) -> None:
+        self.now += 1.0 / LOOKUPS_PER_SECOND
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def bounded(bound: float, of: str, seed: int, prior: Prior | None, clock: ReplayClock) -> ErrorBound:
+    if prior is None:
+        return ErrorBound(bound, error_rate_of=of, seed=seed, clock=clock)  # type: ignore[arg-type]
+    return WarmBound(bound, error_rate_of=of, seed=seed, clock=clock, **prior._asdict())
+
+
+async def dev_prior(
+    pairs: list[dict[str, Any]], replayed: set[str], size: int, seed: int, embedder: LocalEmbedder, args: Any
+) -> Prior:
+    """`size` development pairs sharing no question with `replayed`, as prior verdicts (guard passed)."""
+    dev = [p for p in pairs if not test_split(p)]
+    disjoint = [p for p in dev if str(p["text_a"]) not in replayed and str(p["text_b"]) not in replayed]
+    chosen = random.Random(seed).sample(disjoint, min(size, len(disjoint)))
+    a, b = [str(p["text_a"]) for p in chosen], [str(p["text_b"]) for p in chosen]
+    overlap = len(({*a, *b}) & replayed)
+    if args.prior_kind == "neighbours":
+        verdicts = await neighbour_verdicts(sorted({*a, *b}), clusters(dev), embedder, seed)
+    else:
+        similarity = await scores(embedder, a, b)
+        guard = [agrees(x, y) for x, y in zip(a, b, strict=True)]
+        verdicts = [(float(s), p["label"] != 1) for s, p, g in zip(similarity, chosen, guard, strict=True) if g]
+    wrong = sum(w for _, w in verdicts)
+    print(
+        f"\nPrior: {len(chosen)} development pairs (seed {seed}), question overlap with the replay {overlap}; "
+        f"{len(verdicts)} verdicts ({args.prior_kind}, guard passed), {wrong} of them wrong; "
+        f"weight {args.prior_weight}, overrule {args.overrule}, fit {not args.no_prior_fit}"
+    )
+    assert overlap == 0
+    return Prior(verdicts, args.prior_weight, args.overrule, not args.no_prior_fit, args.share_margin)
+
+
+async def neighbour_verdicts(
+    questions: list[str], cluster: dict[str, str], embedder: LocalEmbedder, seed: int
+) -> list[tuple[float, bool]]:
+    """Labelled pairs like the cache's own candidates: `questions` asked once in a seeded order, each
+    paired with its nearest earlier question passing the guard (at 0.75 or more), labelled by the
+    duplicate clusters (of the development pairs only): what a user labelling their cache's
+    candidates would hold."""
+    vectors = await embedded(embedder, questions)
+    near = nearest(vectors)
+    order = list(range(len(questions)))
+    random.Random(seed).shuffle(order)
+    asked: set[int] = set()
+    verdicts = []
+    for q in order:
+        for j, similarity in near[q]:
+            if similarity < 0.75:
+                break
+            if j in asked and agrees(questions[q], questions[j]):
+                verdicts.append((similarity, cluster[questions[q]] != cluster[questions[j]]))
+                break
+        asked.add(q)
+    return verdicts
 
 
 class _Unused:
@@ -529,6 +628,17 @@ def main() -> None:
     parser.add_argument(
         "--zipf", type=float, default=0.0, metavar="S", help="replay a Zipf(S) stream, three requests per question"
     )
+    parser.add_argument("--prior-pairs", type=int, default=0, metavar="N", help="warm-start from N dev pairs")
+    parser.add_argument("--prior-weight", type=int, default=None, help="the prior counts as at most N verdicts")
+    parser.add_argument(
+        "--prior-kind",
+        choices=("labelled", "neighbours"),
+        default="labelled",
+        help="the pairs as labelled, or each prior question with its nearest earlier one, labelled by cluster",
+    )
+    parser.add_argument("--overrule", action="store_true", help="live verdicts above the cap tested alone too")
+    parser.add_argument("--share-margin", type=float, default=0.0, help="traffic shares taken this much larger")
+    parser.add_argument("--no-prior-fit", action="store_true", help="the risk model is not fitted on the prior")
     parser.add_argument("--lookup", action="store_true", help="time the semantic lookup")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="bounded vs static on N known answers")
     parser.add_argument("--entries", type=int, default=100_000)
@@ -541,7 +651,12 @@ def main() -> None:
         f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · {embedder.name}"
     )
     if args.synthetic:
-        asyncio.run(synthetic_replay(args.seeds, args.synthetic))
+        prior = None
+        if args.prior_pairs:  # labelled pairs from the same distribution: another draw of the workload
+            verdicts = [(s, not right) for _, s, right in known_answer_workload(1000 + args.seed, args.prior_pairs)]
+            prior = Prior(verdicts, args.prior_weight, args.overrule, not args.no_prior_fit)
+            print(f"\nPrior: {len(verdicts)} pairs of another draw (seed {1000 + args.seed}), {args.prior_weight=}")
+        asyncio.run(synthetic_replay(args.seeds, args.synthetic, prior))
         return
     if args.lookup:
         asyncio.run(lookup_timing(args.entries))
@@ -557,7 +672,10 @@ def main() -> None:
             if args.split != "both" and held_out != (args.split == "test"):
                 continue
             questions = replay_questions(pairs, held_out, size, args.seed)
-            asyncio.run(replay(name, questions, cluster, args.seeds, embedder, tuple(args.of), args.zipf))
+            prior = None
+            if args.prior_pairs:
+                prior = asyncio.run(dev_prior(pairs, set(questions), args.prior_pairs, args.seed + 1, embedder, args))
+            asyncio.run(replay(name, questions, cluster, args.seeds, embedder, tuple(args.of), args.zipf, prior))
         return
     if args.speed:
         asyncio.run(speed(embedder, qqp(args.data, 2000, args.seed, held_out=False)[0]))

@@ -22,7 +22,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote_plus, urlencode
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import httpx
 import httpx2
@@ -157,6 +157,28 @@ def masked_query_credential(query: str) -> str:
         if equals and unquote_plus(key) == name:
             pairs[i] = f"{key}=***"
     return "&".join(pairs)
+
+
+_SECRET_QUERY = re.compile(r"(key|sig|signature|token|secret|password|credential)", re.IGNORECASE)
+"""Query parameters of a URL that hold a secret (`?key=`, `api-key=`, an Azure SAS's `sig=`)."""
+
+
+def masked_url(url: str) -> str:
+    """`url` with its user info's password (up to the last `@`; a user alone may be a token too) and its
+    secret query values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "****"  # not a URL we can read: nothing of it is shown
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        netloc = f"{userinfo.partition(':')[0]}:****@{host}" if ":" in userinfo else f"****@{host}"
+    query = "&".join(
+        f"{name}=****" if equals and _SECRET_QUERY.search(name) else f"{name}{equals}{value}"
+        for name, equals, value in (pair.partition("=") for pair in parts.query.split("&"))
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
 
 
 def auth_header(family: str, api_key: str) -> tuple[str, str]:

@@ -26,6 +26,7 @@ from ._paths import MountedPaths
 from ._relay import AsgiRelay
 from ._types import (
     UPSTREAM_HEADER,
+    UPSTREAM_SCOPE,
     Abandoned,
     Action,
     Answer,
@@ -87,6 +88,10 @@ class CacheMiddleware:
         plain, repeated = read_headers(scope["headers"], self.header_names)
         if self.upstream is not None:
             plain[UPSTREAM_HEADER] = self.upstream + path
+        elif (named := scope.get(UPSTREAM_SCOPE)) is not None:  # the gateway's, in the scope
+            plain[UPSTREAM_HEADER] = named
+        elif UPSTREAM_HEADER in plain:  # a caller's: keyed, it would file the answer under another upstream
+            del plain[UPSTREAM_HEADER]
         query = scope.get("query_string", b"").decode("latin-1")
         # (`repeated` and the scope positionally: a keyword costs the call a search of the parameter names)
         prepared = cache.prepare_route(route, scope["method"], path, query, plain, body, repeated, scope)

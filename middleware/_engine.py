@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from . import _overrides as overrides
 from ._additions import STREAM_USAGE, Additions
 from ._entry import Entry, EntryError, EntryMemo, pack
 from ._headers import METHOD_OVERRIDES, lower_headers
@@ -56,7 +57,7 @@ from ._meaning import Meanings
 from ._policy import DEFAULT_POLICY, PolicyError, parse_policy
 from ._prepared_memo import PreparedMemo
 from ._printable import printable
-from ._recorder import Recorder
+from ._recorder import Recorder, replayed_origin
 from ._replays import ReplayMemo
 from ._settings import CacheSettings, CacheStats
 from ._singleflight import SingleFlight
@@ -338,6 +339,8 @@ class Cache:
             named = headers.get(name)
             if named is not None and (named.strip().upper() != method or name in repeated):
                 return self._passthrough(route, path, f"`{name}` names another method than the request's")
+        if query and any(named != method for named in overrides.in_query(query)):
+            return self._passthrough(route, path, "the query names another method than the request's")
         endpoint = route.endpoint
         if endpoint.form_body:  # an upload: keyed by its fields and the file's bytes
             parsed, exact = endpoint.read_form(headers.get("content-type") or "", body), False
@@ -350,6 +353,10 @@ class Cache:
                 return self._passthrough(route, path, "malformed JSON body")
             if not isinstance(parsed, dict):
                 return self._passthrough(route, path, "JSON body is not an object")
+        if (endpoint.form_body or overrides.BODY_FIELD in parsed) and any(
+            named != method for named in overrides.in_fields(parsed, form=endpoint.form_body)
+        ):
+            return self._passthrough(route, path, "the body's `_method` names another method than the request's")
 
         cache_field = None
         forward_body = body
@@ -625,6 +632,11 @@ class Cache:
             request.policy = replace(policy, ttl=view.ttl)
         if view.key_body != request.body or view.namespace != namespace:  # (checked by the hooks' run)
             request.key = self._context_key(request, view.key_body, view.namespace)
+            # The key's inputs are the semantic context's and the entry's tags' too: whatever a hook keeps
+            # apart by key stays apart by meaning and is invalidated by its namespace.
+            request.key_body = view.key_body if view.key_body != request.body else None
+            if view.namespace != namespace:
+                request.policy = replace(request.policy, namespace=view.namespace)
 
     async def _poll(self, request: CacheRequest) -> Entry | None:
         """The usable entry for `request` another pod may have stored (store errors propagate)."""
@@ -854,7 +866,7 @@ class Cache:
             except Exception as error:  # a body no stream is made of: a corrupt entry, or another schema's
                 raise EntryError(f"cannot be replayed as a stream ({type(error).__name__})") from error
             opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))
-            before, after = _entry_heads(opening, outcome, request.key, body, entry)
+            before, after = _entry_heads(opening, outcome, request.key, body, replayed_origin(endpoint, entry))
         else:
             # An entry answers JSON the same way every time but for its age: the rest is made once.
             body = entry.body
@@ -864,7 +876,8 @@ class Cache:
                 if len(self._heads) >= _MEMO_LIMIT:
                     self._heads.clear()
                 opening = endpoint.answer_headers.of(JSON_MEDIA_TYPE)
-                heads = self._heads[memo_key] = _entry_heads(opening, outcome, request.key, body, entry)
+                origin = replayed_origin(endpoint, entry)
+                heads = self._heads[memo_key] = _entry_heads(opening, outcome, request.key, body, origin)
             before, after = heads
         return ResponseParts(entry.status, [*before, (b"age", b"%d" % age if age > 0 else b"0"), *after], body)
 
@@ -1147,13 +1160,16 @@ _Heads = tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]]
 """A hit's headers before `age` and after it."""
 
 
-def _entry_heads(opening: HeaderPairs, outcome: bytes, key: str, body: bytes, entry: Entry) -> _Heads:
-    """The headers of `entry` served as `body` under `key`, but for its `age`: what goes before, what
+def _entry_heads(
+    opening: HeaderPairs, outcome: bytes, key: str, body: bytes, origin: tuple[tuple[str, str], ...]
+) -> _Heads:
+    """The headers of an entry served as `body` under `key`, but for its `age`: what goes before, what
     after. `opening`: the family's content-type (and cache-control) for the form served
-    (`Endpoint.answer_headers`); the entry's origin (router headers, the provider's request id) ends them."""
+    (`Endpoint.answer_headers`); the entry's origin (router headers, the provider's request id;
+    `replayed_origin`) ends them."""
     before = (*opening, (_RAW_CACHE_HEADER, outcome), (_RAW_KEY_HEADER, key.encode("latin-1")))
-    origin = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in entry.origin)
-    return before, ((b"content-length", b"%d" % len(body)), *origin)
+    encoded = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in origin)
+    return before, ((b"content-length", b"%d" % len(body)), *encoded)
 
 
 def error_body(message: str, param: str | None) -> bytes:

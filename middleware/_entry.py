@@ -17,6 +17,12 @@ being fresh; entries before 3 carry no tags, and no tag index names them; entrie
 cut: a streamed hit of theirs synthesises its stream)."""
 
 
+COMPLETE_ANSWERS = frozenset({200, 201})
+"""The statuses an entry may hold: those of an answer whole in its body, the only ones ever stored
+(`cacheable_statuses` may name no other). Any other is a corrupt or hostile entry: a hit would replay
+a 204 or 304 with a body, a 101 that switches protocols, a redirect without its `Location`."""
+
+
 class EntryError(ValueError):
     """Bytes from a store that are not a valid entry of this schema."""
 
@@ -118,7 +124,9 @@ def unpack(data: bytes) -> Entry:
     ):
         raise EntryError("entry with fields of the wrong types")
     # Values a hit computes with or sends: a corrupt or other-schema entry must fail here, not in the hit.
-    if not (math.isfinite(created_at) and 100 <= status <= 599 and (expires_at is None or math.isfinite(expires_at))):
+    if not (
+        math.isfinite(created_at) and status in COMPLETE_ANSWERS and (expires_at is None or math.isfinite(expires_at))
+    ):
         raise EntryError("entry with fields out of range")
     return Entry(
         fingerprint,

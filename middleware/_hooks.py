@@ -22,7 +22,6 @@ import dataclasses
 import inspect
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ._deadline import within
+from ._fork import renew_after_fork
 from ._keys import NAMESPACE_PATTERN, load_callable
 
 logger = logging.getLogger("llm_cache.middleware")
@@ -160,8 +160,7 @@ class Hooks:
         """Sync hooks run on threads of their own, never the loop's default executor (which stores such
         as the disk store use): a hook that never returns cannot starve them."""
         self._free = threading.Semaphore(SYNC_HOOK_THREADS)
-        self._pid = 0
-        """The process `_threads` belong to."""
+        renew_after_fork(self)
         self.points: dict[str, list[Hook]] = {point: [] for point in POINTS}
         for point, entries in (hooks or {}).items():
             if point not in self.points:
@@ -223,13 +222,17 @@ class Hooks:
             return False
         return True
 
+    def _renew_after_fork(self) -> None:
+        """A forked child has none of its parent's hook threads, though it has their executor, which
+        would queue its hooks for them: each would overrun and be skipped, and the policy it carries
+        would not hold in the child. Its first sync hook starts threads of its own."""
+        self._threads = None
+        self._free = threading.Semaphore(SYNC_HOOK_THREADS)
+
     def _executor(self) -> ThreadPoolExecutor:
-        """This process's hook threads, started on first use. A forked child has none of its parent's
-        threads, though it has their executor, which would queue its hooks for them: each would
-        overrun and be skipped, and the policy it carries would not hold in the child."""
-        if self._threads is None or self._pid != os.getpid():
+        """This process's hook threads, started on first use."""
+        if self._threads is None:
             self._threads = ThreadPoolExecutor(SYNC_HOOK_THREADS, thread_name_prefix="llm-cache-hook")
-            self._free, self._pid = threading.Semaphore(SYNC_HOOK_THREADS), os.getpid()
         return self._threads
 
 

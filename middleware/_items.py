@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Protocol
 from . import _exact_json as exact_json
 from ._entry import Entry, EntryError, unpack
 from ._headers import encoded, with_length
-from ._recorder import answer_origin, fallback_storage, unstorable_head
+from ._recorder import answer_origin, fallback_storage, replayed_origin, unstorable_head
 from ._settings import CacheSettings, CacheStats
 from ._types import (
     CACHE_HEADER,
@@ -156,6 +156,7 @@ class Items:
                 entry = unpack(data)
                 if entry.fingerprint != key or not request.accepts(entry):
                     continue
+                replayed_origin(request.endpoint, entry)
                 found[key] = _Item(entry, _answer_of(request, entry))
             except EntryError as error:
                 self._cache.stats.invalid_entries += 1

@@ -14,6 +14,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from ._fork import renew_after_fork
+
 T = TypeVar("T")
 
 
@@ -22,6 +24,11 @@ class PerLoop(Generic[T]):
         self._make = make
         self._close = close
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread making a client."""
         self._lock = threading.Lock()
 
     def __len__(self) -> int:

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from ._fork import renew_after_fork
+
 T = TypeVar("T")
 
 CLOSE_DEADLINE = 5.0
@@ -28,6 +30,7 @@ class LoopThread:
 
     A forked child inherits the loop but not its thread: its first call starts a loop of its own,
     so it opens store connections of its own too (`PerLoop`) and never reads the parent's replies.
+    Its lock is renewed at the fork (`_fork.py`), so threads making the first call at once start one.
     `close()` cancels the calls still on the loop: their callers get `LoopClosed` at once, instead
     of waiting forever on a loop that no longer runs.
     """
@@ -41,6 +44,7 @@ class LoopThread:
         self._closed = False
         self._lock = threading.Lock()
         """Held while a call is handed to the loop, so none is handed over once `close()` began."""
+        renew_after_fork(self)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """`coroutine`'s result, run on the loop. A caller that stops waiting (a KeyboardInterrupt, its
@@ -57,14 +61,14 @@ class LoopThread:
             future.cancel()
             raise
 
-    def _process_lock(self) -> threading.Lock:
-        """The lock, renewed in a forked child: its copy may be held by a thread only the parent has."""
-        if self._loop is not None and self._pid != os.getpid():
-            self._lock = threading.Lock()
-        return self._lock
+    def _renew_after_fork(self) -> None:
+        """In a forked child: the parent's copy of the lock may be held by a thread only the parent has.
+        Renewed once, at the fork: renewed by each caller finding the parent's loop, it let threads
+        making the first call at once each take a lock of their own and start a loop each."""
+        self._lock = threading.Lock()
 
     def _submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        with self._process_lock():
+        with self._lock:
             if self._closed:
                 coroutine.close()
                 raise LoopClosed(f"{self._name} is closed")
@@ -83,7 +87,7 @@ class LoopThread:
         return loop
 
     def close(self) -> None:
-        with self._process_lock():
+        with self._lock:
             loop, thread = self._loop, self._thread
             mine = self._pid == os.getpid()
             self._loop = self._thread = None

@@ -58,7 +58,8 @@ class Meanings:
     async def of(self, request: CacheRequest) -> Meaning | None:
         """The request's context digest, last user text and its vector; None if it is not eligible."""
         semantic = self.semantic
-        split = request.endpoint.semantic_query(request.body)
+        body = request.body if request.key_body is None else request.key_body  # a hook's key body, if any
+        split = request.endpoint.semantic_query(body)
         if split is None or not semantic.eligible(split[1]):
             return None
         context_body, text = split
@@ -69,7 +70,9 @@ class Meanings:
         # the embedder's name: vectors of two models are never compared, even in one shared index.
         # Bounded mode learns per partition, the same without the request's content: whose lookup it is.
         who = compose_key(self._settings.key_prefix, namespace, request.scope, "")
-        return Meaning(_digest(semantic.embedder.name, context), text, vector, _digest(semantic.embedder.name, who))
+        payer = f"{self._settings.key_prefix}\n{request.scope}"
+        name = semantic.embedder.name
+        return Meaning(_digest(name, context), text, vector, _digest(name, who), _digest(name, payer))
 
     async def find(self, request: CacheRequest, lookup: Lookup) -> Lookup | None:
         """A hit on a similar prompt's stored answer in the same context, or None (fail open)."""
@@ -109,13 +112,13 @@ class Meanings:
                 continue
             if not request.accepts(entry):
                 continue  # too old for this request only: the row stays
-            return await self._decided(match, entry, lookup, meaning.partition)
+            return await self._decided(match, entry, lookup, meaning)
         return None
 
-    async def _decided(self, match: Neighbour, entry: Entry, lookup: Lookup, partition: str) -> Lookup | None:
+    async def _decided(self, match: Neighbour, entry: Entry, lookup: Lookup, meaning: Meaning) -> Lookup | None:
         """The nearest usable candidate: a hit, or (bounded mode) a miss that verifies it, or a miss."""
         try:
-            decision = await self.semantic.decide(match, partition)
+            decision = await self.semantic.decide(match, meaning.partition, meaning.payer)
         except Exception as error:
             self._failed("semantic_search", error)
             return None

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .._wire import decompressor
-from ._entry import Entry, replayable_header
+from ._entry import Entry, EntryError, replayable_header
 from ._hooks import AnswerView
 from ._settings import CacheSettings, CacheStats
 from ._types import CACHE_HEADER, FALLBACK_FROM_HEADER, KEY_HEADER, ORIGIN_HEADERS, CacheRequest, Lookup, Outcome
-from .providers import StreamAssembler
+from .providers import Endpoint, StreamAssembler
 from .providers.base import StreamFilter
 
 logger = logging.getLogger("llm_cache.middleware")
@@ -68,6 +68,18 @@ def answer_origin(request: CacheRequest, headers: Mapping[str, str]) -> tuple[tu
         (k, v) for k, v in lowered if k in ORIGIN_HEADERS and len(v) <= MAX_ORIGIN_CHARS and replayable_header(k, v)
     )
     return origin + request.endpoint.answer_headers.stored_of(headers)
+
+
+def replayed_origin(endpoint: Endpoint, entry: Entry) -> tuple[tuple[str, str], ...]:
+    """`entry`'s origin headers, which a hit of `endpoint` replays: only names `answer_origin` keeps for
+    its family (`EntryError` for another). An entry read from a store someone else can write may name
+    any header: `set-cookie`, `location`, or a `content-length` or `transfer-encoding` that would
+    reframe the hit (a 500, or a body cut short)."""
+    answer_headers = endpoint.answer_headers
+    for name, _ in entry.origin:
+        if name not in ORIGIN_HEADERS and not answer_headers.stores(name):
+            raise EntryError(f"its origin names a header no answer of its family stores ({name[:64]!r})")
+    return entry.origin
 
 
 def fallback_storage(settings: CacheSettings, headers: Mapping[str, str]) -> tuple[str | None, float | None]:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ._entry import COMPLETE_ANSWERS
 from ._hooks import Hooks
 from ._keys import KeyBuilder, ScopeFunction, resolve_key_builder, validate_scope
 from ._prompt_caching import PromptCaching
@@ -118,10 +119,6 @@ class CacheSettings(BaseModel):
         if value is not None and not (callable(value) or isinstance(value, str)):
             raise ValueError("key_builder must be a callable or a dotted path 'package.module:function'")
         return resolve_key_builder(value)
-
-
-COMPLETE_ANSWERS = frozenset({200, 201})
-"""The statuses `cacheable_statuses` may name: those of an answer whole in its body."""
 
 
 @dataclass

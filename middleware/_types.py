@@ -27,6 +27,9 @@ KEY_HEADER = "x-cache-key"
 UPSTREAM_HEADER = "x-llm-cache-upstream"
 """Set by the drivers that know the upstream (gateway, transports), never by callers: the upstream URL
 (scheme, host, port, path; no query), which the key then includes."""
+UPSTREAM_SCOPE = "llm_cache.upstream"
+"""The ASGI scope key in which the gateway names a request's upstream URL for `CacheMiddleware`: a scope
+key, which no caller can send, where a header could be (a caller's `x-llm-cache-upstream` is dropped)."""
 FALLBACK_FROM_HEADER = "x-router-fallback-from"
 """Set by the router on an answer from a fallback group (naming the requested group)."""
 ORIGIN_HEADERS = frozenset(
@@ -98,6 +101,9 @@ class CacheRequest:
     """What the upstream's 400 named among the cache's additions, while the request is sent again without it."""
     lookup: Lookup | None = None
     """How `Cache.hit` found the cache for this call (None before it ran)."""
+    key_body: dict[str, Any] | None = None
+    """The body a `before_lookup` hook made the key from, when it changed it (None: `body`); the
+    semantic context is made from it too, so a hook that keeps callers apart keeps them apart by meaning."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -199,6 +205,9 @@ class Meaning:
     partition: str = ""
     """Whose lookup this is (bounded mode learns per partition): the digest of the embedder's name and
     the key's prefix, namespace and credential scope."""
+    payer: str = ""
+    """Whose verification cap a verification spends: the partition without its namespace, which the
+    caller names freely (a namespace per lookup must not multiply the judge's calls)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +352,7 @@ __all__ = [
     "KEY_HEADER",
     "ORIGIN_HEADERS",
     "UPSTREAM_HEADER",
+    "UPSTREAM_SCOPE",
     "CacheRequest",
     "ForwardAsIs",
     "Lookup",

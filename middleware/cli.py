@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -17,6 +18,8 @@ from typing import Any, TextIO
 import yaml
 
 from .._wire import masked_query_credential
+from ._json_files import json_lines, json_object
+from ._printable import printable
 from ._version import __version__
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
 from .config.schema import DiskStoreConfig
@@ -48,13 +51,23 @@ def log_config(level: str) -> dict[str, Any]:
 
 class MaskedQueryCredentials(logging.Filter):
     """Masks the value of a key sent in a query string (`?key=`: a gateway key, Gemini's API key) in
-    every path a log line is given, as uvicorn's access log gives each request's path and query."""
+    every path a log line is given, as uvicorn's access log gives each request's path and query; and
+    escapes the control characters of every text a line quotes: the access log names the client as
+    `X-Forwarded-For` says (from 127.0.0.1, by default), and a header value may hold ESC and BEL."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and any(isinstance(arg, str) and "?" in arg for arg in args):
-            record.args = tuple(_masked_path(arg) if isinstance(arg, str) else arg for arg in args)
+        if isinstance(args, tuple) and any(
+            isinstance(arg, str) and ("?" in arg or not arg.isprintable()) for arg in args
+        ):
+            record.args = tuple(_logged(arg) if isinstance(arg, str) else arg for arg in args)
         return True
+
+
+def _logged(text: str) -> str:
+    """`text` as a log line may quote it: no query credential, no control character."""
+    text = _masked_path(text)
+    return text if text.isprintable() else printable(text, len(text))
 
 
 def _masked_path(text: str) -> str:
@@ -238,13 +251,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _read_requests(path: str) -> list[dict[str, Any]]:
     items = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}:{number}: not JSON ({error.msg})") from None
+    try:
+        lines = list(json_lines(Path(path)))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    for number, item in lines:
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("path"), str)
@@ -297,7 +308,9 @@ class _Progress:
             self.stream.flush()
 
     def note(self, line: str) -> None:
-        """A line above the bar (a failure), never inside it."""
+        """A line above the bar (a failure), never inside it; its control characters escaped (it quotes
+        what the gateway answered, `x-cache` and error text)."""
+        line = printable(line, len(line))
         if self._rich is not None:
             self._rich.console.print(line, markup=False, highlight=False)
         else:
@@ -423,26 +436,50 @@ class _Unreachable(Exception):
         )
 
 
+class _Unreadable(Exception):
+    """What a server at `--gateway` answered is larger than any management answer."""
+
+
+_MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The most of a management answer the commands read (10,000 verification outcomes are under 1 MiB)."""
+
+
 def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """The status and JSON a gateway's management endpoint answered (`{"error": ...}` for a body that is
+    not JSON). Redirects are not followed: the admin key goes to the URL given and nowhere else."""
     import httpx2
 
     key = args.admin_key or os.environ.get(ADMIN_ENV)
     headers = {"authorization": f"Bearer {key}"} if key else {}
+    url = args.gateway.rstrip("/") + path
+    raw = bytearray()
     try:
-        response = httpx2.request(method, args.gateway.rstrip("/") + path, json=body, headers=headers, timeout=30)
+        with httpx2.stream(method, url, json=body, headers=headers, timeout=30, follow_redirects=False) as response:
+            for chunk in response.iter_bytes():
+                raw += chunk
+                if len(raw) > _MAX_ANSWER_BYTES:
+                    raise _Unreadable(f"{printable(url, 200)} answered more than {_MAX_ANSWER_BYTES} bytes")
     except (httpx2.TransportError, OSError) as error:
         raise _Unreachable(args.gateway, error) from None
     try:
-        return response.status_code, response.json()
-    except ValueError:
-        return response.status_code, {"error": {"message": response.text[:200]}}
+        return response.status_code, json.loads(raw)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        if 200 <= response.status_code < 300:
+            raise _Unreadable(
+                f"{printable(url, 200)} answered {response.status_code} with no JSON it can read"
+            ) from None
+        return response.status_code, {"error": {"message": raw[:200].decode("utf-8", "replace")}}
 
 
 def _answer(status: int, data: Any) -> int:
-    if status >= 400:
-        message = data.get("error", {}).get("message") if isinstance(data, dict) else data
-        return _fail(f"gateway answered {status}: {message}")
-    print(json.dumps(data, indent=2))
+    """Print a 2xx answer's JSON; anything else is a failure quoting the error's message (another
+    server's error shape too), its control characters escaped: it is the server's text on our terminal."""
+    if not 200 <= status < 300:
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message", error) if isinstance(error, dict) else error
+        text = message if isinstance(message, str) else json.dumps(message)
+        return _fail(f"gateway answered {status}: {printable(text, 500)}")
+    print(json.dumps(data, indent=2))  # (ASCII only: a string's control characters are escaped)
     return 0
 
 
@@ -461,9 +498,9 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
         path, body = "/cache/delete", {"key": args.key}
     elif args.request:
         try:
-            request = json.loads(Path(args.request).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            return _fail(f"{args.request}: {error}")
+            request = json_object(Path(args.request))
+        except ValueError as error:
+            return _fail(str(error))
         path, body = "/cache/delete", request
     elif args.namespace:
         path, body = "/cache/flush", {"namespace": args.namespace}
@@ -532,6 +569,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+_CALIBRATION_FIELDS = (("error_rate_of", "hits"), ("max_error_rate", None), ("threshold", None))
+
+
 def _calibrate_from_gateway(args: argparse.Namespace) -> int:
     """The calibration report over the verification outcomes a running gateway's bounded mode collected."""
     try:
@@ -545,9 +585,11 @@ def _calibrate_from_gateway(args: argparse.Namespace) -> int:
     try:
         records = [(float(r["similarity"]), str(r["outcome"])) for r in data["verifications"]]
     except (TypeError, KeyError, ValueError):
-        return _fail(f"{args.from_gateway} did not answer a list of verification outcomes")
-    per = data.get("error_rate_of", "hits")
-    print(f"{args.from_gateway}: bound {data.get('max_error_rate')} of {per}, serving from {data.get('threshold')}")
+        records = None
+    if records is None or not all(math.isfinite(similarity) for similarity, _ in records):
+        return _fail(f"{printable(args.from_gateway, 200)} did not answer a list of verification outcomes")
+    per, bound, threshold = (printable(str(data.get(name, default)), 40) for name, default in _CALIBRATION_FIELDS)
+    print(f"{printable(args.from_gateway, 200)}: bound {bound} of {per}, serving from {threshold}")
     print(outcomes_report(records, args.target_precision))
     return 0
 
@@ -683,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.handler(args)
-    except (ConfigError, _Unreachable) as error:
+    except (ConfigError, _Unreachable, _Unreadable) as error:
         return _fail(str(error))
     except PermissionError as error:
         return _fail(f"permission denied: {error.filename or error}; run as a user who may access it")

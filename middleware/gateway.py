@@ -47,11 +47,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._wire import CREDENTIAL_HEADERS, CREDENTIALS_FOR, api_of, auth_header, error_document, without_query_credential
+from . import _overrides as overrides
+from ._browsers import BrowserRules
 from ._engine import Cache
 from ._forwarding import DEFAULT_ALLOW, Allowed
-from ._headers import METHOD_OVERRIDES
 from ._keys import NAMESPACE_PATTERN
-from ._types import KEY_HEADER, UPSTREAM_HEADER
+from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
 from .stores.base import NoTagIndex, StoreError
@@ -131,7 +132,14 @@ _RAW_LITELLM_KEY = b"x-litellm-cache-key"
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 """`Connection` values that name no other header (what clients send), looked at no further."""
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
-_SCREENED_NAMES = _CLIENT_KEY_HEADERS | {b"content-length", b"transfer-encoding", b"connection", _RAW_UPSTREAM}
+_SCREENED_NAMES = _CLIENT_KEY_HEADERS | {
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    _RAW_UPSTREAM,
+    b"host",
+    b"origin",
+}
 """The request headers the guard looks at."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -395,8 +403,12 @@ class _Gateway:
         if forwarded is None:  # the guard refused it already; checked again where the URL is built
             return _error(family, 400, REFUSED_PATH)
         allowed = self.allowed.get(family)
+        held = False  # the body read whole, to judge a method it names
         if allowed is not None:
-            refused = next((method for method in _methods(request) if not allowed(method, forwarded)), None)
+            named, held = await _methods(request)
+            if named is None:
+                return _error(family, 400, "a form body that cannot be read may name a method (`_method`)")
+            refused = next((method for method in named if not allowed(method, forwarded)), None)
             if refused is not None:
                 message = f"this gateway does not forward {refused} {forwarded}: not in upstreams.{family}.allow"
                 return _error(family, 403, message)
@@ -411,7 +423,7 @@ class _Gateway:
         if upstream.api_key:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
         # The router reads the model to pick a group and may send the body more than once.
-        content = await request.body() if self.router is not None else _streamed_body(request, headers)
+        content = await request.body() if self.router is not None or held else _streamed_body(request, headers)
         wire = _wire_headers(headers)
         if wire is None:
             message = "a request header cannot be forwarded (a name that is not a token, or a control character)"
@@ -987,20 +999,21 @@ class _Guard:
         config = gateway.config
         self.keys = tuple(key.encode("utf-8") for key in config.auth.keys)
         self.limit = config.server.max_request_bytes
-        if self.limit is None and gateway.router is not None:
+        if self.limit is None and (gateway.router is not None or gateway.allowed):  # bodies held whole
             self.limit = ROUTED_BODY_LIMIT
         self.deadlines = _Deadlines(config.server.body_read_timeout)
         self.bases = gateway.bases
         self.litellm_key = config.litellm_cache_key_header
-        self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, bytes | None]] = {}
+        self.browsers = BrowserRules(config.server.allowed_hosts, config.server.allowed_origins)
+        self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, str | None]] = {}
 
-    def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, bytes | None]:
+    def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, str | None]:
         """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out for a
         path `seen` does not hold: a path's facts never change, and most requests ask one of a few paths."""
         family = family_of(path)
         forwarded = forwarded_path(raw_path)
         base = self.bases.get(family)
-        upstream = None if base is None or forwarded is None else base.url(forwarded).encode("latin-1")
+        upstream = None if base is None or forwarded is None else base.url(forwarded)
         if len(self.seen) >= _SEEN_PATHS:
             self.seen.clear()
         facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
@@ -1016,9 +1029,15 @@ class _Guard:
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
-        headers, declared, given = _screened(scope["headers"])
+        headers, declared, given, host, origin = _screened(scope["headers"])
         if declared is TWO_FRAMINGS:
             await _send_error(send, family, 400, TWO_FRAMINGS_REFUSED, close=True)
+            return
+        browsers = self.browsers  # (nearly every request: one dict read, no call)
+        if (origin is not None or not browsers.passes.get(host)) and (
+            page := browsers.refusal(scope.get("server"), host, origin)
+        ) is not None:
+            await _send_error(send, family, 403, page)
             return
         limit = self.limit
         if path in _OPERATIONS:
@@ -1027,9 +1046,8 @@ class _Guard:
             if self.keys and not _authorized(self.keys, given, scope.get("query_string", b"")):
                 await _send_error(send, family, 401, "a valid gateway key is required (Authorization: Bearer <key>)")
                 return
-            if upstream is not None:  # the URL the request goes to (a router's deployments: the family's base)
-                headers.append((_RAW_UPSTREAM, upstream))
-            scope = {**scope, "headers": headers}
+            # the URL the request goes to (a router's deployments: the family's base), for the cache's key
+            scope = {**scope, "headers": headers, UPSTREAM_SCOPE: upstream}
         if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_error(send, family, 413, f"the request body is larger than {limit} bytes", close=True)
             return
@@ -1062,30 +1080,45 @@ class _Guard:
                 await _send_error(send, family, refused.status, refused.message, close=True)
 
 
-def _methods(request: Request) -> list[str]:
-    """The methods a request may be acted on as: its own, and any a method-override header names (Google's
-    front ends act on `X-HTTP-Method-Override`, other servers on its variants)."""
-    headers = request.headers
-    named = [value.strip().upper() for name, value in headers.items() if name in METHOD_OVERRIDES]
-    return [request.method, *named]
+async def _methods(request: Request) -> tuple[list[str] | None, bool]:
+    """(the methods a request may be acted on as, whether its body was read whole to know them): its own,
+    and any it names where a server behind may read one (`_overrides.py`: override headers, the query,
+    a form or JSON body). None for a form that cannot be read and may name one."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    named = [request.method, *overrides.in_headers(request.headers.items()), *overrides.in_query(query)]
+    content_type = request.headers.get("content-type", "")
+    if not _has_body(request) or not overrides.body_may_name(content_type):
+        return named, False
+    in_body = overrides.in_body(content_type, await request.body())
+    return (None if in_body is None else [*named, *in_body]), True
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return (length is not None and length != "0") or "transfer-encoding" in request.headers
 
 
 def _screened(
     raw: list[tuple[bytes, bytes]],
-) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes]]:
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes], bytes | None, bytes | None]:
     """One pass over the request headers: the ones the app behind the guard gets (a copy, without
     whatever the caller sent as `x-llm-cache-upstream` and the headers its `Connection` headers name),
-    the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`), and
-    the client keys sent (a bearer token's scheme taken off).
+    the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`),
+    the client keys sent (a bearer token's scheme taken off), and the `Host` and `Origin` sent (the
+    first of each: h11 refuses a second `Host`, and a browser sends one `Origin`).
 
     A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
     before the cache: a key or a scope read from it would name a request the upstream never gets. The
     client keys are read before (a key for the gateway may be meant for this hop only)."""
     declared, given, dropped, chunked = None, [], [], False
+    host: bytes | None = None
+    origin: bytes | None = None
     for name, value in raw:
         if name not in _SCREENED_NAMES:  # (most headers: one set lookup)
             continue
-        if name == b"content-length":
+        if name == b"host":
+            host = value if host is None else host
+        elif name == b"content-length":
             declared = value if declared is None or declared == value else TWO_FRAMINGS
         elif name == b"transfer-encoding":
             chunked = True
@@ -1097,14 +1130,16 @@ def _screened(
             given.append(value.strip())
         elif name == _RAW_UPSTREAM:
             dropped.append(name)
+        elif name == b"origin":
+            origin = value if origin is None else origin
         elif value not in _PLAIN_CONNECTION:  # a `connection` header naming other headers
             dropped += (option.strip().lower() for option in value.split(b","))
     if chunked and declared is not None:
         declared = TWO_FRAMINGS
     if not dropped:  # (most requests: the copy is made in C, not pair by pair)
-        return list(raw), declared, given
+        return list(raw), declared, given, host, origin
     unwanted = set(dropped) - _FRAMING  # not this message's framing, which the server has read
-    return [pair for pair in raw if pair[0] not in unwanted], declared, given
+    return [pair for pair in raw if pair[0] not in unwanted], declared, given, host, origin
 
 
 def _with_litellm_key(start: Message) -> Message:

@@ -33,6 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._wire import is_azure
+from ._fork import renew_after_fork
 from ._printable import printable
 from ._types import UPSTREAM_HEADER
 from .stores.base import abilities_of
@@ -127,6 +128,15 @@ class Pricing:
 def _shipped_pricing() -> dict[str, Any]:
     data = resources.files("llm_cache.middleware").joinpath("data/pricing.json").read_text(encoding="utf-8")
     return dict(json.loads(data))
+
+
+def brief_model(model: str | None) -> str | None:
+    """A model name as telemetry keeps it. The request names the model, and a lenient upstream echoes it in
+    its answer: a label, a span name, a log line and memo keys must not keep megabytes of it, nor its
+    control characters."""
+    if model is not None and (len(model) > MAX_MODEL_CHARS or not model.isprintable()):
+        return printable(model, MAX_MODEL_CHARS)
+    return model
 
 
 def provider_name(family: str, path: str, route_model: str | None) -> str:
@@ -670,6 +680,11 @@ class Telemetry:
         self._suppressed = 0
         self.collector = TelemetryCollector(self)
         self._registry: Any = None
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread counting a call."""
+        self._lock = threading.Lock()
 
     # -- entry points for the engine --------------------------------------------------------
 
@@ -709,10 +724,8 @@ class Telemetry:
         route = request.route
         endpoint = route.endpoint
         model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
-        # The request names the model: a label, a span name, a log line and memo keys must not keep megabytes
-        # of it, nor its control characters.
         if model is not None and (len(model) > MAX_MODEL_CHARS or not model.isprintable()):
-            model = printable(model, MAX_MODEL_CHARS)
+            model = printable(model, MAX_MODEL_CHARS)  # (`brief_model`, in line: a traced hit comes here)
         memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
         return endpoint, model, self._starts.get(memo_key) or self._span_start(memo_key)
 
@@ -924,7 +937,7 @@ class Telemetry:
         if isinstance(body, dict):
             summary = _Summary(
                 endpoint.usage(body),
-                endpoint.response_model(body),
+                brief_model(endpoint.response_model(body)),
                 endpoint.response_id(body),
                 endpoint.finish_reasons(body),
             )

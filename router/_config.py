@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .. import _litellm as litellm
 from .._breakpoints import InjectionPoint
-from .._wire import UnsetVariable, expand_optional
+from .._wire import UnsetVariable, expand_optional, masked_url
 from ._errors import DEFAULT_COOLDOWN_MAX
 
 Family = Literal["openai", "anthropic", "gemini", "azure"]
@@ -145,8 +145,17 @@ class Deployment(BaseModel):
         if self.family == "azure" and not self.api_version:
             self.api_version = "2024-10-21"
         if not self.id:
-            self.id = f"{self.family}:{self.model}@{self.api_base}"
+            self.id = self.default_id
         return self
+
+    @property
+    def default_id(self) -> str:
+        """`family:model@api_base`, the id of a deployment the config gave none: it names the deployment
+        in spans, metric labels and log lines, so a password in the URL's user info (or a secret query
+        value) is masked, as `check-config` masks it."""
+        assert self.api_base is not None
+        base = masked_url(self.api_base) if "@" in self.api_base or "?" in self.api_base else self.api_base
+        return f"{self.family}:{self.model}@{base}"
 
     @property
     def public_id(self) -> str:
@@ -154,10 +163,11 @@ class Deployment(BaseModel):
         a default id names its `api_base` by a digest, so internal hosts are never shown; an id the
         config gave is shown as given."""
         assert self.id is not None and self.api_base is not None
-        default = f"{self.family}:{self.model}@{self.api_base}"
+        default = self.default_id
         if not self.id.startswith(default):
             return self.id
-        digest = hashlib.sha256(self.api_base.encode()).hexdigest()[:12]
+        named = default[len(f"{self.family}:{self.model}@") :]  # the api_base, its password masked
+        digest = hashlib.sha256(named.encode()).hexdigest()[:12]
         return f"{self.family}:{self.model}@{digest}{self.id[len(default) :]}"
 
 
@@ -288,7 +298,7 @@ class RouterConfig(BaseModel):
                 first = seen.setdefault(dep.id, dep)
                 if first is dep or _same(first, dep):
                     continue
-                if dep.id != f"{dep.family}:{dep.model}@{dep.api_base}":
+                if dep.id != dep.default_id:
                     raise ValueError(f"deployment id {dep.id!r} names two different deployments; give each its own")
                 base, n = dep.id, 2
                 while f"{base}#{n}" in seen and not _same(seen[f"{base}#{n}"], dep):

@@ -32,6 +32,7 @@ from ._errors import (
     parse_retry_after,
     read_json,
 )
+from ._repeat import not_acted_on, repeatable
 from ._retry import AttemptResult
 from ._state import DeploymentState
 from ._telemetry import Telemetry
@@ -98,6 +99,7 @@ class Prepared:
     est_tokens: int
     api: str = "openai"  # the wire format of the request: openai (also Azure), anthropic, gemini
     stacking: bool = False
+    repeatable: bool = True  # may be sent again after any failure (`_repeat.py`)
     attempts: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -226,7 +228,8 @@ class Router:
         if doc:
             est += _count(doc.get("max_tokens")) or _count(doc.get("max_completion_tokens"))
         stacking = any(request.headers.get(h, "0").strip() not in ("", "0") for h in STACKING_HEADERS)
-        return Prepared(lib, request, body, doc, model or None, stream, est, api_of(path), stacking)
+        again = repeatable(request.method, path, doc)
+        return Prepared(lib, request, body, doc, model or None, stream, est, api_of(path), stacking, again)
 
     def _warn_stacking(self, p: Prepared) -> None:
         if p.stacking and not self.stacking_warned:
@@ -392,6 +395,8 @@ class Router:
             # Retry-After beyond the cap cools this deployment; a sibling can take the retry right away.
             result.fail_over = False
             result.failure.retry_after = 0.0
+        if not p.repeatable and result.failure is not None:  # sent twice, it could be done twice
+            result.final = not not_acted_on(result.failure.kind, result.exception)
         outcome = "ok" if result.ok else result.failure.kind.value  # type: ignore[union-attr]
         status = sent.response.status_code if sent.response is not None else None
         self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)
@@ -443,6 +448,8 @@ class Router:
     ) -> tuple[str | None, str]:
         if deadline is not None and self.clock() >= deadline:
             return None, "deadline"
+        if result.final:
+            return None, "not_repeatable"
         s = self.settings
         kind = result.failure.kind if result.failure else Kind.OK
         if kind is Kind.CONTEXT_WINDOW:

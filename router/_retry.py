@@ -38,6 +38,7 @@ class AttemptResult:
     exception: BaseException | None = None
     alternatives: bool = False  # another healthy deployment in the group could take the retry
     fail_over: bool = False  # stop retrying this group now (e.g. Retry-After beyond the cap)
+    final: bool = False  # the provider may have acted on a request that must not be sent twice (`_repeat.py`)
 
     @property
     def ok(self) -> bool:
@@ -83,7 +84,7 @@ class stop_at_deadline(stop_base):
 
 
 def _should_retry(result: AttemptResult) -> bool:
-    return result.failure is not None and result.failure.retryable and not result.fail_over
+    return result.failure is not None and result.failure.retryable and not result.fail_over and not result.final
 
 
 def policy(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
+from collections.abc import Iterable
 from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
+from ..._wire import masked_url
 from .printing import SECRET_FIELDS
 from .schema import STORE_TYPES, EmbedderConfig, GatewayConfig, IndexConfig
 
@@ -23,7 +26,25 @@ def dotted(path: tuple[Any, ...]) -> str:
     return out or "<top level>"
 
 
-def describe(error: ValidationError, where: str, dialect: str) -> str:
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_SHORTEST_SECRET = 4
+"""Environment values shorter than this are not looked for in messages (`1`, `yes`: no secret, and
+masking them would garble the message)."""
+
+
+def unechoed(message: str, secrets: Iterable[str] = ()) -> str:
+    """`message` without the `secrets` (values read from the environment), as written or as `repr`
+    writes them, and with the password and secret query values of every URL in it masked."""
+    for secret in secrets:
+        if len(secret) >= _SHORTEST_SECRET:
+            message = message.replace(secret, "****").replace(repr(secret)[1:-1], "****")
+    return _URL.sub(lambda url: masked_url(url.group()), message)
+
+
+def describe(error: ValidationError, where: str, dialect: str, secrets: Iterable[str] = ()) -> str:
+    """`error` as lines naming each field as the file spells it; never a secret's value: not a field
+    named like a secret, a value read from the environment (`secrets`) or a URL's password."""
+    secrets = tuple(secrets)
     lines = []
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
@@ -53,7 +74,7 @@ def describe(error: ValidationError, where: str, dialect: str) -> str:
             secret = any(SECRET_FIELDS.search(str(part)) for part in loc)  # never echoed: a password of digits
             if kind != "value_error" and "input" in item and not isinstance(item["input"], (dict, list)) and not secret:
                 message += f" (got {item['input']!r})"
-        lines.append(f"{field}: {message}")
+        lines.append(f"{field}: {unechoed(message, secrets)}")
     translated = "" if dialect == "native" else f" (after translating the {dialect} dialect to native settings)"
     head = f"{where}: invalid configuration{translated}"
     return head + ":\n  " + "\n  ".join(lines) if len(lines) > 1 else f"{head}: {lines[0]}"

@@ -43,15 +43,33 @@ def default_config() -> GatewayConfig:
 
 
 _PASSTHROUGH = ("model_list", "router", "router_settings")
+MAX_CONFIG_VALUES = 1_000_000
+"""Values a config may hold once its YAML aliases are expanded (a LiteLLM model list of a thousand
+deployments holds tens of thousands). YAML reads an alias as a shared reference, which reading the
+config copies out: aliases of aliases (a 'billion laughs') would hold the process for minutes and gigabytes."""
 
 
-def _interpolate(value: Any, env: Mapping[str, str], where: str, unset: list[str], path: tuple[Any, ...] = ()) -> Any:
+def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
+    """How many values `value` holds with every shared reference copied out, counting each shared one once."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    known = sizes.get(id(value))  # (the ids are stable: `value` keeps every part alive meanwhile)
+    if known is None:
+        parts = value.values() if isinstance(value, dict) else value
+        known = sizes[id(value)] = 1 + sum(_expanded_size(part, sizes) for part in parts)
+    return known
+
+
+def _interpolate(
+    value: Any, env: Mapping[str, str], where: str, unset: list[str], read: set[str], path: tuple[Any, ...] = ()
+) -> Any:
     """`value` with its environment references replaced; an unset `os.environ/NAME` is None (as
-    LiteLLM reads it) and its path is added to `unset`, so a required field can say why it is empty."""
+    LiteLLM reads it) and its path is added to `unset`, so a required field can say why it is empty.
+    What a reference was replaced with is added to `read`: errors never echo it (it may be a secret)."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, where, unset, (*path, k)) for k, v in value.items()}
+        return {k: _interpolate(v, env, where, unset, read, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, env, where, unset, (*path, i)) for i, v in enumerate(value)]
+        return [_interpolate(v, env, where, unset, read, (*path, i)) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
     try:
@@ -63,6 +81,8 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str, unset: list[str
         ) from None
     if expanded is None:
         unset.append(f"{dotted(path)} ({value.strip()})")
+    elif expanded != value:
+        read.add(expanded)
     return expanded
 
 
@@ -91,6 +111,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(f"{where}: cannot read the file ({error.strerror or error})") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:  # the reader recurses per level of nesting
+        raise ConfigError(f"{where}: nested too deeply to read (hundreds of levels)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -106,6 +128,18 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return _parsed(data, where, env)
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to read (hundreds of levels)") from None
+
+
+def _parsed(data: dict[str, Any], where: str, env: Mapping[str, str] | None) -> GatewayConfig:
+    if _expanded_size(data, {}) > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"{where}: holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are expanded; "
+            "write it out without aliases of aliases"
+        )
     environ: Mapping[str, str] = os.environ if env is None else env
     dialect = detect_dialect(data, where)
     # The router's sections pass through untouched (the router resolves its own references); they
@@ -113,8 +147,9 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
     routed = data if dialect == "router" else {k: data[k] for k in _PASSTHROUGH if k in data}
     rest = {} if dialect == "router" else {k: v for k, v in data.items() if k not in _PASSTHROUGH}
     unset: list[str] = []
-    data = _interpolate(rest, environ, where, unset)
-    _interpolate(routed, environ, where, unset)
+    read: set[str] = set()
+    data = _interpolate(rest, environ, where, unset, read)
+    _interpolate(routed, environ, where, unset, read)
     data.update(routed)
     notes = [f"unset: {field} is not set; read as null" for field in unset]
     if dialect == "router":
@@ -128,7 +163,7 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
     try:
         config = GatewayConfig.model_validate(native)
     except ValidationError as error:
-        message = describe(error, where, dialect)
+        message = describe(error, where, dialect, read)
         if unset:
             message += f"\n  (environment variables not set, read as null: {', '.join(unset)})"
         raise ConfigError(message) from None

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from ..._wire import masked_url
 from .schema import FAMILIES, GatewayConfig
 
 SECRET_FIELDS = re.compile(
     r"(password|secret|api_key|admin_key|master_key|token|access_key|credential|connection_string|^keys$)",
     re.IGNORECASE,
 )
-_SECRET_QUERY = re.compile(r"(key|sig|signature|token|secret|password|credential)", re.IGNORECASE)
-"""Query parameters of a URL that hold a secret (`?key=`, `api-key=`, an Azure SAS's `sig=`)."""
 
 
 def _drop_none(value: Any) -> Any:
@@ -32,26 +30,8 @@ def masked(value: Any, key: str = "") -> Any:
     if isinstance(value, str) and key and SECRET_FIELDS.search(key):
         return "****"
     if isinstance(value, str) and "://" in value:
-        return _masked_url(value)
+        return masked_url(value)
     return value
-
-
-def _masked_url(url: str) -> str:
-    """`url` with its user info's password (up to the last `@`; a user alone may be a token too) and its
-    secret query values masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "****"  # not a URL we can read: nothing of it is shown
-    netloc = parts.netloc
-    userinfo, at, host = netloc.rpartition("@")
-    if at:
-        netloc = f"{userinfo.partition(':')[0]}:****@{host}" if ":" in userinfo else f"****@{host}"
-    query = "&".join(
-        f"{name}=****" if equals and _SECRET_QUERY.search(name) else f"{name}{equals}{value}"
-        for name, equals, value in (pair.partition("=") for pair in parts.query.split("&"))
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
 
 
 def effective_settings(config: GatewayConfig) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from .._settings import CacheSettings
 from ..providers import DEFAULT_ENDPOINTS, Endpoint
 from ..semantic._local_model import DEFAULT_MAX_IN_FLIGHT
 
+_HOST_NAME = re.compile(r"\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?")
+
 FAMILIES = ("openai", "anthropic", "gemini", "azure")
 DEFAULT_UPSTREAMS = {
     "openai": "https://api.openai.com/v1",
@@ -55,6 +58,11 @@ class _RedisCommon(_Model):
     max_connections: int | None = Field(default=None, gt=0)
     failure_threshold: int | None = Field(default=None, gt=0)
     cooldown: float | None = Field(default=None, gt=0)
+    max_value_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Longer answers are not stored (the server's proto-max-bulk-len, a managed Redis's limit).",
+    )
 
 
 class RedisStoreConfig(_RedisCommon):
@@ -319,7 +327,11 @@ class SemanticConfig(_Model):
         "many lookups find nothing.",
     )
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0, description="Bounded mode: the bound's confidence.")
-    verifications_per_minute: int | None = Field(default=None, ge=0, description="Bounded mode: a cap on checks.")
+    verifications_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bounded mode: a cap on checks a minute, per caller (key prefix and credential scope).",
+    )
     judge: JudgeConfig = Field(default_factory=lambda: EmbeddingJudgeConfig(type="embedding"))
     evidence: EvidenceConfig = Field(
         default_factory=lambda: MemoryEvidenceConfig(type="memory"),
@@ -460,6 +472,32 @@ class ServerConfig(_Model):
     )
     timeout_keep_alive: float = Field(default=5.0, gt=0, description="uvicorn: close idle keep-alive connections.")
     backlog: int = Field(default=2048, gt=0, description="uvicorn: the listening socket's backlog.")
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="Host names (no port) the gateway answers besides the loopback ones, '*' for any: checked "
+        "on connections to a loopback address, and on every connection once set (docs/security.md).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Web page origins (scheme://host[:port]) whose requests are answered; any other request "
+        "naming an Origin is 403 (browsers send one, SDK clients none).",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str] | None) -> list[str] | None:
+        for host in value or []:
+            if not _HOST_NAME.fullmatch(host):
+                raise ValueError(f"{host!r} is not a host name: write it without scheme or port (`gw.example.com`)")
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _allowed_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin.rstrip("/")):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] (`https://app.example`)")
+        return value
 
     def uvicorn_options(self) -> dict[str, Any]:
         """The keyword arguments `uvicorn.run` takes for these limits."""

@@ -92,6 +92,10 @@ class AnswerHeaders:
         found = self.forms.get(media_type)
         return found if found is not None else ((b"content-type", media_type.encode("latin-1")),)
 
+    def stores(self, name: str) -> bool:
+        """Whether `name` (lower-case) is a header `stored_of` keeps: the request id or a `kept` one."""
+        return name == self.request_id or name in self.kept
+
     def stored_of(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         """The upstream answer's request id and `kept` headers, as stored header pairs: each that is
         a short header token (a repeated header reads as `a, b`: not one)."""

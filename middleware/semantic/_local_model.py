@@ -36,6 +36,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
+from .._fork import renew_after_fork
+
 logger = logging.getLogger("llm_cache.middleware")
 
 T = TypeVar("T")
@@ -113,6 +115,15 @@ class LocalModel:
         self._live: set[threading.Thread] = set()  # every thread not yet ended (some of them after `close`)
         self._exiting = False
         self._exit_hooked = False
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child has none of the parent's model threads, nor the calls they ran: it starts
+        threads of its own (before, it queued its calls for threads it did not have). The model object
+        itself is kept; the locks are new (a parent thread may hold their copies)."""
+        self._loading, self._lock = threading.Lock(), threading.Lock()
+        self._calls, self._workers, self._live = queue.SimpleQueue(), [], set()
+        self._waiting, self._in_flight = [], 0
 
     @property
     def loaded(self) -> bool:

@@ -14,7 +14,9 @@ serving cap. A stored answer once judged wrong for a prompt at similarity `w` is
 
 Everything learned is kept per partition: the callers the exact cache keeps apart (key prefix,
 namespace, credential scope) under one embedder. One tenant's verdicts and traffic never change what
-another is served or how often another is verified, and each has its own per-minute cap.
+another is served or how often another is verified. The per-minute cap on verifications (the
+judge's calls, the operator's) is per payer: the partition without its namespace, which a caller
+names freely.
 """
 
 from __future__ import annotations
@@ -323,7 +325,6 @@ class _Learned:
         "shares",
         "threshold",
         "unfitted",
-        "verifications",
     )
 
     def __init__(self, floor: float, needed: int) -> None:
@@ -348,8 +349,6 @@ class _Learned:
         """Verdicts recorded since the prior was last fitted; fits so far."""
         self.judged: OrderedDict[str, None] = OrderedDict()
         """Recently judged answers, whose verdicts fit the model's prior."""
-        self.verifications: deque[float] = deque()
-        """When the verifications of the last minute were decided (only with a cap)."""
 
 
 class ErrorBound:
@@ -360,8 +359,8 @@ class ErrorBound:
     never exceed, however diluted by lookups that found no candidate (0.25). `floor`: candidates
     below this similarity are never served nor verified. `min_verify`: the share of servable
     candidates still verified once evidence is plentiful (so a changed workload is noticed).
-    `verifications_per_minute`: a cap per partition; past it, candidates are served or skipped
-    unverified. `seed`: the verification draws, for reproducible runs.
+    `verifications_per_minute`: a cap per payer (`decide`'s, by default the partition); past it,
+    candidates are served or skipped unverified. `seed`: the verification draws, for reproducible runs.
 
     Every method takes the `partition` its lookup belongs to (`SemanticCache` passes the caller's:
     key prefix, namespace and credential scope, with the embedder's name); what one partition learns,
@@ -422,6 +421,9 @@ class ErrorBound:
         """Verifications under way: their risk bin when they were decided."""
         self.on_capped: Callable[[], None] | None = None
         """Called when the cap refuses a verification (the Cache using this bound counts it)."""
+        self._verifications: OrderedDict[str, deque[float]] = OrderedDict()
+        """Per payer (the `PARTITIONS` most recent), when the verifications of the last minute were decided
+        (only with a cap)."""
 
     def _learned(self, partition: str) -> _Learned:
         learned = self._partitions.pop(partition, None)
@@ -452,9 +454,12 @@ class ErrorBound:
         which may be answered wrongly)."""
         self._learned(partition).lookups += 1
 
-    async def decide(self, key: str, similarity: float, partition: str = "") -> Decision:
+    async def decide(self, key: str, similarity: float, partition: str = "", payer: str | None = None) -> Decision:
         """What to do with the stored answer `key` for a prompt at `similarity` (guard passed): the
-        nearest usable candidate of a lookup, one per lookup."""
+        nearest usable candidate of a lookup, one per lookup. A verification spends `payer`'s cap per
+        minute (None: the partition's); `SemanticCache` passes the caller without its namespace, which
+        the caller names freely, so no caller multiplies the judge's calls by naming namespaces."""
+        payer = partition if payer is None else payer
         if not similarity >= self.floor:  # `not >=`: a NaN is never a candidate
             return Decision.SKIP
         learned = self._learned(partition)
@@ -470,13 +475,13 @@ class ErrorBound:
             share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
             if (key, similarity) in self._served:
                 share = 1.0  # the same prompt again: checked now, and stored for it alone if it was right
-            if self._random.random() >= share or not self._may_verify(learned):
+            if self._random.random() >= share or not self._may_verify(payer):
                 self._served[key, similarity] = None
                 while len(self._served) > REMEMBERED:
                     self._served.popitem(last=False)
                 return Decision.SERVE
             return self._asking(key, similarity, bin)
-        return self._asking(key, similarity, bin) if self._may_verify(learned) else Decision.SKIP
+        return self._asking(key, similarity, bin) if self._may_verify(payer) else Decision.SKIP
 
     def _asking(self, key: str, similarity: float, bin: int) -> Decision:
         self._asked[key, similarity] = bin
@@ -550,12 +555,15 @@ class ErrorBound:
                 return similarity
         return None
 
-    def _may_verify(self, learned: _Learned) -> bool:
+    def _may_verify(self, payer: str) -> bool:
         cap = self.verifications_per_minute
         if cap is None:
             return True
         now = self._clock()
-        recent = learned.verifications
+        recent = self._verifications.pop(payer, None) or deque()
+        self._verifications[payer] = recent
+        while len(self._verifications) > PARTITIONS:
+            self._verifications.popitem(last=False)
         while recent and recent[0] <= now - 60.0:
             recent.popleft()
         if len(recent) >= cap:

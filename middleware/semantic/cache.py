@@ -12,9 +12,12 @@ from .bound import Decision, ErrorBound, ErrorRateOf
 from .embedders import Embedder, SentenceTransformerEmbedder, unit_rows
 from .guard import agrees
 from .index import InProcessIndex, Neighbour, VectorIndex
-from .judges import EmbeddingJudge, Judge, answer_text
+from .judges import EmbeddingJudge, Judge, answer_content
 from .outcomes import OUTCOMES, InProcessOutcomes, OutcomeLog
 from .rerankers import Reranker
+
+COSINE_SLACK = 1e-4
+"""How far past 1 a similarity an index reports may be and still be a cosine (float32 rounding)."""
 
 
 class Unreadable(ValueError):
@@ -138,7 +141,9 @@ class SemanticCache:
         """Those of `neighbours` (best first) that clear the threshold and whose facts agree with `text`."""
         found = []
         for neighbour in neighbours:
-            if not neighbour.similarity >= self.threshold:  # `not >=`: a NaN never matches
+            if not abs(neighbour.similarity) <= 1.0 + COSINE_SLACK:  # (a NaN compares false)
+                continue  # no cosine (NaN, infinite, past 1: a broken or hostile index) is never a match
+            if neighbour.similarity < self.threshold:
                 break  # best first: the rest are further away
             if not self.guard or agrees(text, neighbour.text):
                 found.append(neighbour)
@@ -162,12 +167,12 @@ class SemanticCache:
             raise ValueError(f"{reranker.name} gave {len(scores)} scores for {len(matches)} candidates")
         return [match for match, score in zip(matches, scores, strict=True) if score >= floor]  # NaN never passes
 
-    async def decide(self, match: Neighbour, partition: str = "") -> Decision:
+    async def decide(self, match: Neighbour, partition: str = "", payer: str | None = None) -> Decision:
         """Serve `match` (a stored answer that is still there), verify it, or skip it, on what
-        `partition` (the caller's, see `ErrorBound`) has learned."""
+        `partition` (the caller's, see `ErrorBound`) has learned; a verification spends `payer`'s cap."""
         if self.bound is None:
             return Decision.SERVE
-        return await self.bound.decide(match.key, match.similarity, partition)
+        return await self.bound.decide(match.key, match.similarity, partition, payer)
 
     async def verified(
         self, text: str, key: str, similarity: float, stored: bytes, fresh: bytes, partition: str = ""
@@ -181,7 +186,7 @@ class SemanticCache:
             return None
         ran = True
         try:
-            verdict = await within(self.judge_timeout, self.judge.same(text, answer_text(stored), answer_text(fresh)))
+            verdict = await self._judged(text, stored, fresh)
         except ModelBusy:
             verdict, ran = None, False
         except Exception:
@@ -191,6 +196,18 @@ class SemanticCache:
             await self.bound.learn(key, similarity, wrong=right is not True, partition=partition)
         await self.outcomes.log_outcome(similarity, OUTCOMES[right])
         return right
+
+    async def _judged(self, question: str, stored: bytes, fresh: bytes) -> object:
+        """The verdict on two answers: their tool calls must be the same calls (the judge reads texts,
+        and two answers that only call a tool have none), and their texts, if any, the judge's same."""
+        (stored_text, stored_calls), (fresh_text, fresh_calls) = answer_content(stored), answer_content(fresh)
+        if stored_calls != fresh_calls:
+            return False
+        if not (stored_text or fresh_text):
+            if not stored_calls:
+                raise ValueError("neither answer holds a text or a tool call to compare")
+            return True
+        return await within(self.judge_timeout, self.judge.same(question, stored_text, fresh_text))
 
     async def remember(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
         await within(self.timeout, self.index.add(context, key, text, vector, ttl))

@@ -4,13 +4,13 @@ precision (`llm-cache calibrate`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._json_files import json_lines
 from .embedders import Embedder
 from .guard import agrees
 
@@ -46,11 +46,9 @@ def read_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Prompt pairs from JSON lines: `{"a": ..., "b": ..., "label": 1}` (1: the same answer serves
     both); `text_a`/`text_b` and `sentence1`/`sentence2` are read too."""
     a, b, labels = [], [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        names = next((names for names in _FIELDS if names[0] in item and names[1] in item), None)
+    for number, item in json_lines(path):
+        found = (names for names in _FIELDS if names[0] in item and names[1] in item)
+        names = next(found, None) if isinstance(item, dict) else None
         if names is None or item.get("label") not in (0, 1, True, False):
             raise ValueError(f"{path}:{number}: expected {{'a': ..., 'b': ..., 'label': 0 or 1}}")
         a.append(str(item[names[0]]))

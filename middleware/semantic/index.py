@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .._fork import renew_after_fork
+
 
 @dataclass(frozen=True, slots=True)
 class Neighbour:
@@ -217,6 +219,11 @@ class InProcessIndex:
         """key -> (context, cell, row), oldest first."""
         self._scores = np.empty(0, dtype=np.float32)
         """Scratch for a search's first scores, reused (searches hold the lock)."""
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread adding or searching."""
         self._lock = threading.Lock()
 
     def __len__(self) -> int:

@@ -2,7 +2,8 @@
 
 Bounded mode (`bound.py`) asks one after each verification. A judge that raises or runs out of time
 gives no verdict, and the engine records that as a wrong answer: an answer is never taken as right
-without a judge saying so.
+without a judge saying so. Judges read texts; `SemanticCache` compares the answers' tool calls
+(`answer_content`) exactly before asking one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import orjson
 from ._http import OpenAICompatible
 from .embedders import Embedder, unit_rows
 
-_TEXT_FIELDS = frozenset({"content", "text", "output_text"})
+_TEXT_FIELDS = frozenset({"content", "text", "output_text", "refusal"})
+_CALL_ARGUMENTS = ("arguments", "input", "args")
+"""Where a tool call holds its arguments beside its `name`: OpenAI chat and Responses `arguments`,
+Anthropic and Bedrock `input`, Gemini `args`."""
 
 
 @runtime_checkable
@@ -28,15 +32,27 @@ class Judge(Protocol):
 
 
 def answer_text(body: bytes) -> str:
-    """The generated text of a stored JSON answer, whatever the API family: every string under a
-    `content`, `text` or `output_text` field (OpenAI, Responses, Anthropic, Gemini, Bedrock), in order."""
+    """The generated text of a stored JSON answer (`answer_content`'s text)."""
+    return answer_content(body)[0]
+
+
+def answer_content(body: bytes) -> tuple[str, tuple[str, ...]]:
+    """What a stored JSON answer says, whatever the API family (OpenAI, Responses, Anthropic, Gemini,
+    Bedrock): its text (every string under a `content`, `text`, `output_text` or `refusal` field, in
+    order) and its tool calls, each `name(arguments)` with the arguments in one canonical JSON form
+    (an object holding a `name` and `arguments`, `input` or `args`), in order."""
     found: list[str] = []
+    calls: list[str] = []
 
     def walk(value: Any, field: str | None) -> None:
         if isinstance(value, str):
             if field in _TEXT_FIELDS:
                 found.append(value)
         elif isinstance(value, dict):
+            call = _call(value)
+            if call is not None:
+                calls.append(call)
+                return
             for name, item in value.items():
                 walk(item, name if name != "parts" else field)
         elif isinstance(value, list):
@@ -44,7 +60,25 @@ def answer_text(body: bytes) -> str:
                 walk(item, field)
 
     walk(orjson.loads(body), None)
-    return "\n".join(found)
+    return "\n".join(found), tuple(calls)
+
+
+def _call(value: dict[str, Any]) -> str | None:
+    """`name(arguments)` if `value` is a tool call, else None. Arguments sent as a JSON string (OpenAI)
+    are read, so that two calls alike but for their spacing or key order are one call."""
+    name = value.get("name")
+    if not isinstance(name, str):
+        return None
+    for field in _CALL_ARGUMENTS:
+        if field in value:
+            arguments = value[field]
+            if isinstance(arguments, str):
+                try:
+                    arguments = orjson.loads(arguments)
+                except orjson.JSONDecodeError:
+                    return f"{name}({arguments})"
+            return f"{name}({orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS).decode()})"
+    return None
 
 
 class ExactJudge:

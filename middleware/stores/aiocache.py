@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from .base import PLAIN
@@ -22,6 +23,10 @@ class AiocacheStore:
     abilities = PLAIN
 
     def __init__(self, cache: Any, name: str | None = None) -> None:
+        if "aiomcache" in sys.modules:  # a MemcachedCache: its pool must not reuse an interrupted connection
+            from ._aiomcache import make_interrupt_safe
+
+            make_interrupt_safe(cache)
         self.cache = cache
         self.name = name or f"aiocache:{type(cache).__name__}"
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from .._fork import renew_after_fork
 from .base import StoreError
 
 T = TypeVar("T")
@@ -52,6 +53,13 @@ class CircuitBreaker:
         self._probing = False
         self.opened = 0  # how many times the breaker has opened
         self.rejected = 0  # calls failed fast while open
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """In a forked child: a lock and a probe in flight of the parent's threads are not the child's
+        (waiting for that probe's verdict, every call of the child failed fast for ever)."""
+        self._lock = threading.Lock()
+        self._probing = False
 
     @property
     def state(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -14,6 +15,7 @@ from typing import TypeVar
 
 import diskcache
 
+from .._fork import renew_after_fork
 from .base import Abilities, StoreError, trim_due
 
 T = TypeVar("T")
@@ -57,11 +59,16 @@ class DiskStore:
         self._cache: diskcache.Cache | None = None
         self._tags: diskcache.Cache | None = None
         self._opening = threading.Lock()
+        renew_after_fork(self)
         self._next_open = 0.0
         try:
             self._open()
         except StoreError as error:
             logger.warning("%s; requests go upstream until it can be opened", error)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread opening the directory."""
+        self._opening = threading.Lock()
 
     def _open(self) -> diskcache.Cache:
         """The open diskcache (opened now if needed); StoreError while the directory cannot be opened."""
@@ -73,7 +80,7 @@ class DiskStore:
                 raise StoreError(f"disk store at {self.directory} is unavailable")
             self._next_open = now + REOPEN_INTERVAL
             try:
-                self.directory.mkdir(parents=True, exist_ok=True)
+                _private_directory(self.directory)
                 self._tags = diskcache.Cache(str(self.directory / "tags"), eviction_policy="none")
                 self._cache = diskcache.Cache(
                     str(self.directory), size_limit=self.size_limit, eviction_policy="least-recently-used"
@@ -122,6 +129,29 @@ class DiskStore:
         if cache is None:
             return 0, 0
         return len(cache), int(cache.volume())
+
+
+def _private_directory(directory: Path) -> None:
+    """Make `directory` (parents as the umask says) readable by its owner only: the answers it holds
+    are callers' (diskcache creates its files and folders as the umask says, world-readable under the
+    usual 022). One that exists is left as the operator made it, with a warning when other local
+    users can read into it."""
+    try:
+        directory.mkdir(mode=0o700)
+        return
+    except FileNotFoundError:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+            return
+    except FileExistsError:
+        pass
+    if directory.stat().st_mode & 0o007:
+        logger.warning(
+            "disk store at %s is open to other local users (mode %o): they can read the cached answers; chmod o-rwx it",
+            directory,
+            directory.stat().st_mode & 0o777,
+        )
 
 
 def _tag(cache: diskcache.Cache, index: diskcache.Cache, key: str, tags: Collection[str], ttl: float | None) -> None:

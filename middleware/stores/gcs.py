@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .._fork import renew_after_fork
 from .._loop_clients import PerLoop
 from ._expiry import deadline, expired
 from .base import PLAIN
@@ -60,6 +61,11 @@ class GoogleToken:
             self._credentials, _ = google.auth.default(scopes=[SCOPE])
         self._request = google.auth.transport.requests.Request()
         self._lock = threading.Lock()  # the sync transport's loop and the caller's may both refresh
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread refreshing the token."""
+        self._lock = threading.Lock()
 
     async def __call__(self) -> str:
         if not self._credentials.valid:

@@ -19,13 +19,13 @@ import contextlib
 import hashlib
 import math
 import secrets
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._fork import renew_after_fork
 from .aiocache import AiocacheStore
 from .base import Abilities, StoreError
 from .breaker import CircuitBreaker
@@ -34,7 +34,8 @@ try:
     import aiomcache
     from aiocache import MemcachedCache
     from aiocache.serializers import BaseSerializer
-    from aiomcache.pool import Connection, MemcachePool
+
+    from ._aiomcache import make_interrupt_safe
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("MemcachedStore needs aiomcache: pip install 'llm-cache-middleware[memcached]'") from error
 
@@ -54,23 +55,6 @@ class BytesSerializer(BaseSerializer):  # type: ignore[misc]
 
     def loads(self, value: bytes | None) -> bytes | None:
         return value
-
-
-class _Pool(MemcachePool):  # type: ignore[misc]
-    """aiomcache's pool, but a connection whose command was interrupted (a caller's cancel, or the
-    store's own timeout, which cancels the command) is closed, not pooled again.
-
-    aiomcache closes a connection after an `Exception` only; after a `CancelledError` it pooled the
-    connection with the reply still on its way, and each later command on it read the one before's:
-    every read a miss or an error (counted, tripping the breaker for every caller) until an error
-    closed it. Its `acquire` releases the connection in a `finally`, while the interruption is the
-    exception being handled, which is how `release` tells."""
-
-    def release(self, conn: Connection) -> None:
-        interrupted = sys.exc_info()[1]
-        if interrupted is not None and not isinstance(interrupted, Exception):
-            conn.reader.set_exception(ConnectionAbortedError("command interrupted"))  # release closes it
-        super().release(conn)
 
 
 def safe_key(key: str) -> str:
@@ -123,9 +107,14 @@ class MemcachedStore(AiocacheStore):
         self.generation_depth = generation_depth
         self._caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        renew_after_fork(self)
         self.oversize_skipped = 0
         super().__init__(None, name or self.name)
         self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread making a loop's cache."""
+        self._lock = threading.Lock()
 
     # -- the aiocache object of the running loop (aiomcache pools belong to one loop) ----------
 
@@ -144,7 +133,7 @@ class MemcachedStore(AiocacheStore):
                         pool_size=self.pool_size,
                         timeout=self.timeout,
                     )
-                    cache.client._pool = _Pool(self.host, self.port, minsize=self.pool_size, maxsize=self.pool_size)
+                    make_interrupt_safe(cache)
                     self._caches[loop] = cache
         return cache
 

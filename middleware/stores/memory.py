@@ -8,6 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection
 
+from .._fork import renew_after_fork
 from .base import Abilities, trim_due
 
 
@@ -40,6 +41,13 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._tags: dict[str, set[str]] = {}
         """Tag -> the keys written with it; a key gone since stays until the tag is invalidated or trimmed."""
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """A forked child keeps the entries; its lock is its own (a parent thread may hold the copy), and
+        the byte count is taken again (a write of a parent thread may have been halfway)."""
+        self._lock = threading.Lock()
+        self._bytes = sum(len(value) for value, _ in self._data.values())
 
     def __len__(self) -> int:
         return len(self._data)

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterError, RedisError, ResponseError
 from redis.retry import Retry
 
 from .._loop_clients import PerLoop
@@ -64,6 +64,21 @@ _TAG_SLACK_MS = 1000
 """The set outlives its longest key by this much: the key is written just after its tag."""
 _MAX_ORPHANS = 10_000
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
+class WriteRefused(StoreError):
+    """The server answered a write with an error (out of memory under `noeviction`, a value past its
+    limit): that value is not stored. The server is up and answering, so the breaker does not count it."""
+
+
+async def _written(write: Awaitable[T]) -> T:
+    """`write`'s result; `WriteRefused` when the server refuses it (a Cluster that is down is a failure)."""
+    try:
+        return await write
+    except ResponseError as error:
+        if isinstance(error, ClusterError):
+            raise
+        raise WriteRefused(f"redis refused the write: {error}") from error
 
 
 def glob_escape(text: str) -> str:
@@ -115,9 +130,15 @@ class RedisStore:
         breaker: CircuitBreaker | None = None,
         scan_count: int = 1000,
         client_options: Mapping[str, Any] | None = None,
+        max_value_bytes: int | None = None,
         name: str | None = None,
     ) -> None:
         self.url = url
+        self.max_value_bytes = max_value_bytes
+        """Values longer are not sent (not stored, counted in `oversize_skipped`): the server's
+        `proto-max-bulk-len` or a managed Redis's request limit, when below the engine's
+        `max_response_bytes`. None: Redis's own limit (512 MB by default) is past any answer."""
+        self.oversize_skipped = 0
         self.host, self.port, self.db = host, port, db
         self.username, self.password, self.ssl = username, password, ssl
         self.prefix = prefix
@@ -204,13 +225,22 @@ class RedisStore:
             return None, None
         return value, (None if pttl is None or pttl < 0 else pttl / 1000)
 
+    def _fits(self, value: bytes) -> bool:
+        """Whether `value` is within `max_value_bytes` (counted in `oversize_skipped` when not)."""
+        if self.max_value_bytes is None or len(value) <= self.max_value_bytes:
+            return True
+        self.oversize_skipped += 1
+        return False
+
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         physical = self.prefix + key
         if ttl is not None and ttl <= 0:
             await self._call(lambda client: client.unlink(physical), "set")
             return
+        if not self._fits(value):
+            return
         px = None if ttl is None else ttl_ms(ttl)
-        await self._call(lambda client: client.set(physical, value, px=px), "set")
+        await self._call(lambda client: _written(client.set(physical, value, px=px)), "set")
 
     async def delete(self, key: str) -> None:
         physical = self.prefix + key
@@ -233,23 +263,33 @@ class RedisStore:
             await self._call(lambda client: self._unlink_many(client, physical), "set_many")
             return
         px = None if ttl is None else ttl_ms(ttl)
+        fitting = {key: value for key, value in items.items() if self._fits(value)}
+        if not fitting:
+            return
 
         async def run(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
-            for key, value in items.items():
+            for key, value in fitting.items():
                 pipe.set(self.prefix + key, value, px=px)
-            await pipe.execute()
+            await _written(pipe.execute())
 
         await self._call(run, "set_many")
 
     async def clear(self, prefix: str | None = None) -> None:
-        """SCAN for `self.prefix + prefix` and UNLINK in batches (every primary on a Cluster)."""
-        pattern = glob_escape(self.prefix + (prefix or "")) + "*"
-        await self._call(lambda client: self._clear(client, pattern), "clear")
+        """SCAN for `self.prefix + prefix` and UNLINK in batches (every primary on a Cluster).
 
-    async def _clear(self, client: Any, pattern: str) -> None:
+        A prefix's clear never removes a tag's index: its name (`{prefix}tags:{<tag>}`) starts like the
+        keys of a namespace `tags` (or a key prefix `tags:`), yet it names entries of every namespace
+        and key prefix. No entry key has a `{` there (a key goes on with its scope, a hash)."""
+        pattern = glob_escape(self.prefix + (prefix or "")) + "*"
+        indexes = () if prefix is None else (f"{self.tag_prefix}{{".encode(), f"{self.old_tag_prefix}{{".encode())
+        await self._call(lambda client: self._clear(client, pattern, indexes), "clear")
+
+    async def _clear(self, client: Any, pattern: str, indexes: tuple[bytes, ...]) -> None:
         batch: list[bytes] = []
         async for key in client.scan_iter(match=pattern, count=self.scan_count):
+            if indexes and key.startswith(indexes):
+                continue
             batch.append(key)
             if len(batch) >= self.scan_count:
                 await self._unlink_many(client, batch)
@@ -274,7 +314,7 @@ class RedisStore:
             pipe = client.pipeline(transaction=False)
             for tag_key in physical:
                 pipe.eval(_TAG, 1, tag_key, key, ms)
-            await pipe.execute()
+            await _written(pipe.execute())
 
         await self._call(run, "tag")
 
@@ -311,7 +351,9 @@ class RedisStore:
         token = secrets.token_hex(16)
         physical = self.lock_prefix + key
         try:
-            acquired = await self._call(lambda client: client.set(physical, token, px=ttl_ms(ttl), nx=True), "lock")
+            acquired = await self._call(
+                lambda client: _written(client.set(physical, token, px=ttl_ms(ttl), nx=True)), "lock"
+            )
         except CircuitOpenError:
             raise  # never sent: no lock was taken
         except StoreError:
@@ -445,7 +487,7 @@ class RedisClusterStore(RedisStore):
             pipe.execute_command("UNLINK", key)
         await pipe.execute()
 
-    async def _clear(self, client: Any, pattern: str) -> None:
+    async def _clear(self, client: Any, pattern: str, indexes: tuple[bytes, ...]) -> None:
         # scan each primary separately (redis-py's cluster scan_iter also does, but may visit
         # replicas); keys found on a node are unlinked with a node-grouped pipeline
         for node in client.get_primaries():
@@ -457,7 +499,7 @@ class RedisClusterStore(RedisStore):
                     cursor = next(iter(cursor.values()))
                 if isinstance(keys, dict):
                     keys = next(iter(keys.values()))
-                batch.extend(keys)
+                batch.extend(key for key in keys if not (indexes and key.startswith(indexes)))
                 if len(batch) >= self.scan_count or (cursor == 0 and batch):
                     await self._unlink_many(client, batch)
                     batch = []

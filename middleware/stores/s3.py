@@ -24,6 +24,7 @@ from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
 
+from .._fork import renew_after_fork
 from ._expiry import deadline, expired
 from .base import Abilities, StoreError
 from .breaker import CircuitBreaker
@@ -108,7 +109,12 @@ class S3Store:
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        renew_after_fork(self)
         self.expired_deleted = 0
+
+    def _renew_after_fork(self) -> None:
+        """A forked child's lock: the parent's copy may be held by a parent thread making a loop's client."""
+        self._lock = threading.Lock()
 
     async def _client(self) -> Any:
         """One aiobotocore client per running loop, created on first use and kept open."""

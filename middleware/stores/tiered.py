@@ -27,6 +27,7 @@ from typing import Any, cast
 
 import msgpack
 
+from .._fork import renew_after_fork
 from .base import Abilities, LockingStore, PrefixRulesStore, SizedStore, Store, TagStore, TTLStore, abilities_of
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,15 @@ class TieredStore:
         self._closed = False
         self.received = 0  # invalidation messages applied from other instances
         self.resubscribed = 0
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        """In a forked child the listener is the parent's task, on a loop whose copy looks running but
+        runs nowhere: the child listens on its own first use (before, it never did, and served from its
+        L1 entries other pods had deleted). Its lock too may be held by a parent thread."""
+        self._lock = threading.Lock()
+        self._task = None
+        self._subscribed = asyncio.Event()
 
     # -- subscription -------------------------------------------------------------------------
 

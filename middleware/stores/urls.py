@@ -55,7 +55,13 @@ def store_class(kind: str) -> Any:
 # -- URLs ------------------------------------------------------------------------------------------
 
 _Options = dict[str, Callable[[str], Any]]
-_REDIS_OPTIONS: _Options = {"prefix": str, "timeout": float, "connect_timeout": float, "max_connections": int}
+_REDIS_OPTIONS: _Options = {
+    "prefix": str,
+    "timeout": float,
+    "connect_timeout": float,
+    "max_connections": int,
+    "max_value_bytes": int,
+}
 """Our RedisStore's own query parameters; the rest of a redis:// URL's query is redis-py's."""
 _OPTIONS: dict[str, _Options] = {
     "memory": {"max_entries": int, "max_bytes": int},

@@ -156,6 +156,23 @@ async def test_the_same_request_to_two_upstreams_never_shares_an_entry() -> None
     assert (await post(second)).headers["x-cache"] == "MISS" and second_calls.count["chat"] == 1
 
 
+async def test_a_caller_naming_an_upstream_in_a_header_never_files_its_answer_under_that_upstream() -> None:
+    """`x-llm-cache-upstream` is the gateway's to name (in the ASGI scope, which no caller can reach): a
+    caller's header would file this app's answer under another provider's key, where a transport
+    calling that provider would be served it."""
+    cache = Cache()
+    app, calls = wrapped("starlette", cache)
+    other = "http://other.test"
+    forged = await post(app, headers={**KEY, "x-llm-cache-upstream": other + CHAT})
+    assert forged.headers["x-cache"] == "MISS" and calls.count["chat"] == 1
+    assert (await post(app)).headers["x-cache"] == "HIT"  # keyed as the app's own, header or not
+    backend_calls = Calls()
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.ASGITransport(app=starlette_app(backend_calls)))
+    async with httpx2.AsyncClient(transport=transport, base_url=other) as http:
+        direct = await http.post(CHAT, json=BODY, headers=KEY)
+    assert direct.headers["x-cache"] == "MISS" and backend_calls.count["chat"] == 1
+
+
 # -- per-request controls --------------------------------------------------------------------
 
 

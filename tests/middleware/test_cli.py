@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -469,6 +470,27 @@ def test_serve_admin_key_env_and_log_lines_with_the_store_failure_cause(
     assert "ConnectionError" in failure.group(1)  # the cause, not only "StoreError"
 
 
+@contextlib.contextmanager
+def _serving_at_info(tmp_path: Path, config: str) -> Iterator[tuple[str, list[str]]]:
+    """A real `serve` of `config` logging at INFO: its URL, and a list that holds its log once it stopped."""
+    from tests.support.servers import free_port
+
+    port = free_port()
+    path = tmp_path / "served.yaml"
+    path.write_text(config)
+    command = [sys.executable, "-m", "llm_cache.middleware.cli", "serve", "--config", str(path)]
+    command += ["--port", str(port), "--log-level", "info"]
+    process = subprocess.Popen(command, cwd=WORKTREE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    log: list[str] = []
+    try:
+        _wait_healthy(url, process)
+        yield url, log
+    finally:
+        _stop(process)
+        log.append(process.stderr.read() if process.stderr else "")
+
+
 def test_serve_never_writes_a_key_sent_in_the_query_to_its_log(
     tmp_path: Path, fake_provider: RunningFakeProvider
 ) -> None:
@@ -476,30 +498,138 @@ def test_serve_never_writes_a_key_sent_in_the_query_to_its_log(
     the query: the key's value is masked there, the rest of the line is kept."""
     import httpx2
 
-    from tests.support.servers import free_port
-
-    port = free_port()
-    config = tmp_path / "keyed.yaml"
-    config.write_text(
+    config = (
         "cache: {store: {type: memory}}\n"
         "auth: {keys: [gw-secret-in-the-query]}\n"
         f"upstreams: {{gemini: {{base_url: '{fake_provider.gemini_base_url}', api_key: upstream-key}}}}\n"
     )
-    command = [sys.executable, "-m", "llm_cache.middleware.cli", "serve", "--config", str(config)]
-    command += ["--port", str(port), "--log-level", "info"]
-    process = subprocess.Popen(command, cwd=WORKTREE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
     body = {"contents": [{"role": "user", "parts": [{"text": "What is your return policy?"}]}]}
-    try:
-        _wait_healthy(url, process)
-        path = "/v1beta/models/gemini-2.0-flash:generateContent"
+    path = "/v1beta/models/gemini-2.0-flash:generateContent"
+    with _serving_at_info(tmp_path, config) as (url, log):
         answered = httpx2.post(f"{url}{path}?alt=json&key=gw-secret-in-the-query", json=body, timeout=10)
         assert answered.status_code == 200, answered.text
         refused = httpx2.get(f"{url}/v1beta/models?key=a-wrong-key-is-a-secret-too&pageSize=5", timeout=10)
         assert refused.status_code == 401
-    finally:
-        _stop(process)
-    log = process.stderr.read() if process.stderr else ""
+    log = "".join(log)
     assert f'"POST {path}?alt=json&key=*** HTTP/1.1" 200' in log, log
     assert '"GET /v1beta/models?key=***&pageSize=5 HTTP/1.1" 401' in log, log
     assert "gw-secret-in-the-query" not in log and "a-wrong-key-is-a-secret-too" not in log
+
+
+class HostileGateway:
+    """Answers the admin commands as a wrong or hostile server at `--gateway URL` would: `/<case>/...`."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization")
+        self.requests.append((scope["path"], authorization.decode() if authorization else None))
+        case = scope["path"].split("/")[1]
+        status, extra, body = {
+            "string-error": (404, [], json.dumps({"error": "not found"}).encode()),
+            "escapes": (
+                403,
+                [],
+                json.dumps({"error": {"message": "\x1b]0;owned\x07\x1b[2Jgone\nllm-cache: forged"}}).encode(),
+            ),
+            "redirect": (307, [(b"location", b"/elsewhere/cache/stats")], b""),
+            "huge": (200, [], b'{"a": "' + b"x" * (40 * 1024 * 1024) + b'"}'),
+            "deep": (200, [], b"[" * 100_000 + b"]" * 100_000),
+            "x-cache": (500, [(b"x-cache", b"\x1b]0;owned\x07MISS")], b"{}"),
+            "html": (200, [(b"x-note", b"a web server's index page")], b"<html>\x1b[2J</html>"),
+            "nan": (200, [], b'{"verifications": [{"similarity": NaN, "outcome": "agreed"}], "max_error_rate": 0.05}'),
+            "escaped-fields": (
+                200,
+                [],
+                json.dumps(
+                    {
+                        "verifications": [{"similarity": 0.9, "outcome": "agreed"}],
+                        "max_error_rate": "\x1b[2J\x1b]0;x\x07",
+                    }
+                ).encode(),
+            ),
+        }.get(case, (404, [], b"{}"))
+        head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Path) -> None:
+    """`stats`, `invalidate` and `calibrate --from-gateway` read what a server at a URL the operator typed
+    answers: another server's error shape (`{"error": "..."}`) raised an AttributeError traceback, its text
+    reached the terminal with its escape sequences (a title, a cleared screen, a forged line), a redirect
+    or a 200 that is not JSON was reported as success, JSON nested 100,000 deep raised a RecursionError, a
+    NaN similarity was calibrated on, and the answer was read whole however large; `warm` printed a
+    failing answer's `x-cache` as sent.
+    Redirects are not followed: the admin key goes to the URL given and nowhere else."""
+    hostile = HostileGateway()
+    with BackgroundServer(hostile) as server:
+        env = {**os.environ, "LLM_CACHE_ADMIN_KEY": "cli-admin-secret"}
+        for case, expected in (
+            ("string-error", "gateway answered 404: not found"),
+            ("escapes", "gateway answered 403: "),
+            ("redirect", "gateway answered 307"),
+            ("huge", "answered more than"),
+            ("deep", "answered 200 with no JSON it can read"),
+            ("html", "answered 200 with no JSON it can read"),
+        ):
+            line = _one_line_failure(_cli("stats", "--gateway", f"{server.url}/{case}", env=env))
+            assert expected in line and "\x1b" not in line and "\x07" not in line, (case, line)
+        line = _one_line_failure(_cli("calibrate", "--from-gateway", f"{server.url}/nan", env=env))
+        assert "did not answer a list of verification outcomes" in line
+        requests = tmp_path / "requests.jsonl"
+        requests.write_text(json.dumps({"path": "/v1/chat/completions", "body": BODY}) + "\n")
+        done = _cli("warm", "--gateway", f"{server.url}/x-cache", str(requests), env=env)
+        assert done.returncode == 1 and "x-cache=" in done.stderr, done.stderr
+        assert "\x1b" not in done.stderr + done.stdout and "\x07" not in done.stderr + done.stdout
+        done = _cli("calibrate", "--from-gateway", f"{server.url}/escaped-fields", env=env)
+        assert done.returncode == 0 and "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stderr
+    assert not any(path.startswith("/elsewhere") for path, _ in hostile.requests)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 100_000 + b"]" * 100_000 + b"\n", b"\xff\xfe{}\n", b"5\n", b'{"a": 1}\n{"path": "/v1/x", "body": \n'],
+    ids=["nested-too-deeply", "not-utf-8", "a-number", "cut-short"],
+)
+@pytest.mark.parametrize("command", ["warm", "invalidate", "calibrate"])
+def test_a_file_a_command_reads_that_is_not_json_is_one_line_naming_it(
+    tmp_path: Path, command: str, content: bytes
+) -> None:
+    """`warm FILE`, `invalidate --request FILE` and `calibrate PAIRS` read JSON the operator (or whoever
+    wrote the file) gave them: lists nested 100,000 deep raised a RecursionError, bytes that are not UTF-8
+    a UnicodeDecodeError, and a line holding a number a TypeError in calibrate, each as a traceback."""
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(content)
+    arguments = {
+        "warm": ["warm", "--gateway", "http://127.0.0.1:9", str(path)],
+        "invalidate": ["invalidate", "--gateway", "http://127.0.0.1:9", "--request", str(path)],
+        "calibrate": ["calibrate", str(path)],
+    }[command]
+    line = _one_line_failure(_cli(*arguments))
+    assert str(path) in line, line
+
+
+def test_serve_writes_no_control_character_a_caller_sent_to_its_log(
+    tmp_path: Path, fake_provider: RunningFakeProvider
+) -> None:
+    """uvicorn's access log names the client by `X-Forwarded-For` when the connection comes from a
+    trusted proxy address (127.0.0.1 by default), and an HTTP header value may carry ESC and BEL: a
+    caller on the gateway's host wrote terminal escapes (a window title, a cleared screen) into the
+    log of whoever tails it. `serve`'s log handler escapes every control character of what a line quotes."""
+    import httpx2
+
+    config = (
+        f"cache: {{store: {{type: memory}}}}\nupstreams: {{openai: {{base_url: '{fake_provider.openai_base_url}'}}}}\n"
+    )
+    with _serving_at_info(tmp_path, config) as (url, log):
+        headers = {"x-forwarded-for": "\x1b]0;owned\x07\x1b[2J10.9.8.7", "authorization": "Bearer sk-a"}
+        answer = httpx2.post(f"{url}/v1/chat/completions", json=BODY, headers=headers, timeout=10)
+        assert answer.status_code == 400  # (such a header cannot be forwarded; the line is logged all the same)
+    text = "".join(log)
+    assert "10.9.8.7" in text and "POST /v1/chat/completions" in text, text
+    assert "\x1b" not in text and "\x07" not in text, text

@@ -109,3 +109,27 @@ async def test_disk_store_expires_entries(tmp_path) -> None:  # type: ignore[no-
     await store.set("k", b"v", 1e-6)
     assert await store.get("k") is None
     await store.close()
+
+
+async def test_a_disk_store_keeps_its_answers_from_other_local_users(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The folder a disk store makes holds callers' answers: diskcache made it, its database and its
+    value files as the umask said, readable by every local user under the usual 022. The store now
+    makes its folder for its owner alone (0700), whatever is inside."""
+    directory = tmp_path / "home" / "llm-cache"
+    store = DiskStore(directory)
+    await store.set("k", b"an answer" * 10_000, None)  # large: a value file of its own
+    await store.close()
+    again = DiskStore(directory)
+    kept = await again.get("k")
+    await again.close()
+    assert directory.stat().st_mode & 0o077 == 0 and kept == b"an answer" * 10_000
+
+
+async def test_a_disk_store_in_a_folder_open_to_other_users_says_so(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A folder the operator made is left as it is (it may be shared on purpose), with a warning."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o755)
+    store = DiskStore(directory)
+    await store.close()
+    assert "open to other local users" in caplog.text and directory.stat().st_mode & 0o777 == 0o755

@@ -155,6 +155,16 @@ HOSTILE_FIELDS = {
     "origin outside latin-1": (7, [["x-router-model", "gpt-\u20ac"]]),
     "origin with CR LF": (7, [["x-router-model", "m\r\nset-cookie: session=stolen"]]),
     "origin name not a token": (7, [["x-router model:", "m"]]),
+    "status 101": (3, 101),
+    "status 204": (3, 204),
+    "status 302": (3, 302),
+    "status 304": (3, 304),
+    "status 500": (3, 500),
+    "origin set-cookie": (7, [["set-cookie", "session=stolen"]]),
+    "origin content-length": (7, [["content-length", "0"]]),
+    "origin transfer-encoding": (7, [["transfer-encoding", "chunked"]]),
+    "origin x-cache": (7, [["x-cache", "MISS"]]),
+    "origin location": (7, [["location", "https://evil.example/"]]),
 }
 
 
@@ -440,6 +450,35 @@ async def test_a_request_naming_another_method_in_an_override_header_is_forwarde
     assert overridden == ["BYPASS", "BYPASS"] and twice.headers["x-cache"] == "BYPASS"
     assert [r.headers[name] for r in upstream.requests[:2]] == ["GET", "GET"]
     assert own == ["MISS", "HIT"]
+
+
+AUDIO = "http://provider.test/v1/audio/transcriptions"
+NAMED_ELSEWHERE: dict[str, tuple[str, dict[str, Any]]] = {
+    "query _method": (URL + "?_method=GET", {"json": BODY}),
+    "query escaped and PHP-mangled": (URL + "?%2Emethod=get", {"json": BODY}),
+    "query $httpMethod": (URL + "?%24httpMethod=GET", {"json": BODY}),
+    "query after a semicolon": (URL + "?x=1;_method=GET", {"json": BODY}),
+    "query, named twice": (URL + "?_method=POST&_method=GET", {"json": BODY}),
+    "JSON body _method": (URL, {"json": {**BODY, "_method": "GET"}}),
+    "form field _method": (AUDIO, {"data": {"model": "whisper-1", "_method": "GET"}, "files": {"file": b"RIFF"}}),
+}
+
+
+@pytest.mark.parametrize("where", list(NAMED_ELSEWHERE))
+async def test_a_request_naming_another_method_in_its_query_or_body_is_forwarded_untouched(where: str) -> None:
+    """Servers behind a front end read the method from the query (`_method`, Google's `$httpMethod`)
+    and from the body (`_method`): such a POST would be keyed as the POST and answered as the method
+    named, so it is never keyed. Naming its own method changes nothing."""
+    url, content = NAMED_ELSEWHERE[where]
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        overridden = [(await http.post(url, **content, headers=AUTH)).headers["x-cache"] for _ in range(2)]
+        own = [
+            (await http.post(URL + "?_method=POST", json={**BODY, "_method": "post"}, headers=AUTH)) for _ in range(2)
+        ]
+    assert overridden == ["BYPASS", "BYPASS"]
+    assert [str(r.url) for r in upstream.requests[:2]] == [url] * 2
+    assert [r.headers["x-cache"] for r in own] == ["MISS", "HIT"]
 
 
 async def test_non_llm_requests_pass_through_untouched() -> None:

@@ -158,17 +158,20 @@ def test_a_200_mib_upload_and_an_80_mib_chat_body_stream_in_bounded_memory(memor
     assert upload < 100 * MIB and chat < 100 * MIB
 
 
-def test_a_routing_gateway_holds_at_most_64_mib_of_a_body_without_a_configured_cap(tmp_path: Path) -> None:
-    """With a router the body is read whole (the router picks a group from it and may resend it): with
+@pytest.mark.parametrize("holder", ["routing", "with-its-own-key"])
+def test_a_gateway_that_holds_bodies_holds_at_most_64_mib_of_one_without_a_configured_cap(
+    tmp_path: Path, holder: str
+) -> None:
+    """A body is read whole with a router (it picks a group from it and may resend it) and, for a JSON
+    or form body, with a key of the gateway's own (a `_method` in it is judged by the allow rules): with
     no `max_request_bytes`, the gateway still holds at most 64 MiB of one, and answers 413 past it."""
     with BackgroundServer(counting_upstream()) as upstream:
-        config = {
-            "cache": {"store": {"type": "memory"}},
-            "model_list": [
-                {"model_name": MODEL, "litellm_params": {"model": f"openai/{MODEL}", "api_base": f"{upstream.url}/v1"}}
-            ],
-            "server": {"host": "127.0.0.1"},
-        }
+        config: dict[str, Any] = {"cache": {"store": {"type": "memory"}}, "server": {"host": "127.0.0.1"}}
+        if holder == "routing":
+            params = {"model": f"openai/{MODEL}", "api_base": f"{upstream.url}/v1"}
+            config["model_list"] = [{"model_name": MODEL, "litellm_params": params}]
+        else:
+            config["upstreams"] = {"openai": {"base_url": f"{upstream.url}/v1", "api_key": "sk-owner"}}
         gateway = GatewayProcess(tmp_path, config).wait_ready()
         try:
             head = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": ""}]})[:-4]
@@ -219,7 +222,7 @@ def test_a_body_slower_than_the_read_timeout_is_a_408(
 ) -> None:
     with socket.create_connection(("127.0.0.1", int(capped_gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-a\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
             b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + b'{"model": "'
         )
         reply = b""

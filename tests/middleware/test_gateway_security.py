@@ -66,12 +66,13 @@ def raw_request(
     url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | list[tuple[str, str]] | None = None
 ) -> Any:
     """One request with the path sent exactly as written (httpx would normalise dot segments), and the
-    headers as given (a list may name one twice)."""
+    headers as given (a list may name one twice; a `host` among them is the only one sent)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     try:
-        connection.putrequest(method, path, skip_accept_encoding=True)
+        own_host = any(name.lower() == "host" for name, _ in pairs)
+        connection.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
         for name, value in [("content-length", str(len(body))), *pairs]:
             connection.putheader(name, value)
         connection.endheaders(body)
@@ -277,6 +278,64 @@ def test_a_method_override_is_judged_by_the_allow_rules_as_the_method_it_names(
     assert fake_provider.requests == []
     raw_request(keyed_gateway.url, "GET", path, headers={**headers, header: "GET"})  # the method it has: asked
     assert [request.path for request in fake_provider.requests] == [path]
+
+
+MULTIPART = "multipart/form-data; boundary=b0undary"
+
+
+def form_part(name: str, value: str) -> bytes:
+    return f'--b0undary\r\ncontent-disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+METHODS_NAMED_ELSEWHERE = {
+    # where, path, content type, body: every one names DELETE, and the default rules allow no DELETE
+    "query _method (Laravel, Symfony, Gorilla)": ("/v1/chat/completions?_method=DELETE", "application/json", b"{}"),
+    "query escaped, PHP-mangled (.method)": ("/v1/chat/completions?%2Emethod=delete", "application/json", b"{}"),
+    "query $httpMethod (Google)": ("/v1/chat/completions?%24httpMethod=DELETE", "application/json", b"{}"),
+    "query override header's name": ("/v1/chat/completions?X-HTTP-Method-Override=DELETE", "application/json", b"{}"),
+    "query after a semicolon (Rack)": ("/v1/chat/completions?stream=false;_method=DELETE", "application/json", b"{}"),
+    "JSON body _method (Laravel)": ("/v1/chat/completions", "application/json", b'{"_method": "DELETE"}'),
+    "form body _method (Rails, Rack)": ("/v1/chat/completions", "application/x-www-form-urlencoded", b"_method=DELETE"),
+    "multipart field _method": (
+        "/v1/audio/transcriptions",
+        MULTIPART,
+        form_part("model", "whisper-1") + form_part("_method", "DELETE") + b"--b0undary--\r\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(METHODS_NAMED_ELSEWHERE))
+def test_a_method_named_in_the_query_or_the_body_is_judged_by_the_allow_rules(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider, where: str
+) -> None:
+    """Frameworks behind a front end read the method from the query (`_method`: Laravel, Symfony,
+    Gorilla; `$httpMethod`: Google's system parameter) and from form and JSON bodies (`_method`: Rails
+    and Rack, Laravel): a model call naming DELETE there would act as a DELETE with the owner's key."""
+    path, content_type, body = METHODS_NAMED_ELSEWHERE[where]
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": content_type}
+    status, _, answer = raw_request(keyed_gateway.url, "POST", path, body, headers=headers)
+    assert status == 403 and b"does not forward DELETE /v1/" in answer, (status, answer)
+    assert fake_provider.requests == []
+
+
+def test_a_form_the_gateway_cannot_read_that_may_name_a_method_is_a_400(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """A lenient server may still read a `_method` field from a form our reader refuses (no closing
+    boundary): the gateway cannot judge it, so it does not forward it with the owner's key."""
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": MULTIPART}
+    body = form_part("model", "whisper-1") + form_part("_method", "DELETE")  # never closed
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/audio/transcriptions", body, headers=headers)
+    assert status == 400 and b"_method" in answer and fake_provider.requests == []
+
+
+def test_a_request_naming_its_own_method_in_the_query_or_body_is_forwarded(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": "application/json"}
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "_method": "POST"})
+    status, _, _ = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions?_method=post", body, headers=headers)
+    assert status == 200 and [request.path for request in fake_provider.requests] == ["/v1/chat/completions"]
 
 
 def test_callers_that_send_their_own_provider_key_reach_every_path(
@@ -546,7 +605,7 @@ def exchange(url: str, data: bytes) -> bytes:
 
 def chat_request(body: bytes, framing: bytes, key: bytes = b"sk-a") -> bytes:
     return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
         b"authorization: Bearer " + key + b"\r\n" + framing + b"\r\n" + body
     )
 
@@ -581,10 +640,13 @@ def test_a_declared_length_goes_upstream_as_declared(gateway: Gateway, fake_prov
 
 
 def test_host_and_forwarding_headers_choose_neither_the_upstream_nor_the_key(
-    gateway: Gateway, fake_provider: RunningFakeProvider
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
 ) -> None:
     """The upstream comes from the config and the key names its URL: what a caller says its request
-    was addressed to, or came through, changes neither. Checked and found to hold."""
+    was addressed to, or came through, changes neither. Checked and found to hold (with every host let
+    in: on 127.0.0.1 the gateway answers only loopback ones by default)."""
+    gateway = gateway_factory({"server": {"allowed_hosts": ["*"]}})
     body = orjson.dumps(BODY)
     length = b"content-length: %d\r\nconnection: close\r\n" % len(body)
     keys = []
@@ -594,7 +656,7 @@ def test_host_and_forwarding_headers_choose_neither_the_upstream_nor_the_key(
         b"host: gw\r\nx-forwarded-host: evil.example\r\nx-forwarded-proto: https\r\nx-forwarded-prefix: /x\r\n",
         b"host: gw\r\nforwarded: for=192.0.2.1;host=evil.example;proto=https\r\n",
     ):
-        answer = exchange(gateway.url, chat_request(body, length).replace(b"host: gw\r\n", host, 1))
+        answer = exchange(gateway.url, chat_request(body, length).replace(b"host: localhost\r\n", host, 1))
         head = dict(line.split(b": ", 1) for line in answer.split(b"\r\n\r\n")[0].split(b"\r\n")[1:])
         keys.append(head[b"x-cache-key"])
     assert len(set(keys)) == 1 and fake_provider.count() == 1
@@ -629,3 +691,118 @@ def test_management_answers_odd_bodies_without_a_500(gateway: Gateway, endpoint:
     answer = gateway.admin("POST", endpoint, content=body)
     assert answer.status_code < 500, answer.text
     assert "error" in answer.json() or answer.status_code == 200
+
+
+# -- web pages: DNS rebinding and cross-site requests ---------------------------------------------
+
+
+@pytest.fixture
+def open_gateway(gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider) -> Gateway:  # noqa: F811
+    """A developer's gateway on 127.0.0.1 holding the owner's key and asking callers for none."""
+    return gateway_factory(
+        {"upstreams": {"openai": {"base_url": fake_provider.openai_base_url, "api_key": UPSTREAM_KEY}}}
+    )
+
+
+def page_request(gateway: Gateway, host: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """A chat call as a page's `fetch(..., {mode: "no-cors", body})` sends it: text/plain, no credential."""
+    status, _, body = raw_request(
+        gateway.url,
+        "POST",
+        "/v1/chat/completions",
+        orjson.dumps(BODY),
+        [("host", host), ("content-type", "text/plain;charset=UTF-8"), *(headers or {}).items()],
+    )
+    return status, body
+
+
+def test_a_web_page_cannot_use_a_gateway_on_loopback_by_dns_rebinding(
+    open_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """A page on evil.example makes its name resolve to 127.0.0.1 once loaded: the developer's browser then
+    sends the page's requests to the gateway as same-origin ones, and hands the page every answer (the
+    owner's key spent, cached answers read, /metrics). Such a request names the page's host in `Host`;
+    a client on this machine names a loopback one."""
+    port = urlsplit(open_gateway.url).port
+    rebound = f"evil.example:{port}"
+    status, body = page_request(open_gateway, rebound, {"origin": f"http://{rebound}"})
+    assert status == 403, body
+    assert "server.allowed_hosts" in orjson.loads(body)["error"]["message"]
+    for method, path in (("GET", "/v1/models"), ("GET", "/metrics"), ("GET", "/health"), ("POST", "/cache/flush")):
+        status, _, _ = raw_request(open_gateway.url, method, path, headers={"host": rebound})
+        assert status == 403, path
+    assert fake_provider.requests == []
+    loopback = (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"app.localhost:{port}", "127.0.0.2", "[::1]")
+    for host in (*loopback, f"0.0.0.0:{port}", "[::]", socket.gethostname()):  # (`serve --host 0.0.0.0` prints 0.0.0.0)
+        assert page_request(open_gateway, host)[0] == 200, host
+
+
+def test_a_cross_site_request_from_a_browser_is_refused(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    open_gateway: Gateway,
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Any page can send a simple cross-site POST (text/plain, no preflight) to 127.0.0.1: it cannot read
+    the answer, but it spends the owner's key. Browsers name the page in `Origin`; SDK clients send none."""
+    port = urlsplit(open_gateway.url).port
+    for origin in ("https://evil.example", "null", f"http://localhost:{port + 1}"):
+        status, body = page_request(open_gateway, f"127.0.0.1:{port}", {"origin": origin})
+        assert status == 403, origin
+        assert "server.allowed_origins" in orjson.loads(body)["error"]["message"]
+    assert fake_provider.requests == []
+    assert page_request(open_gateway, f"127.0.0.1:{port}", {"origin": f"http://127.0.0.1:{port}"})[0] == 200
+    listed = gateway_factory(
+        {
+            "server": {"allowed_origins": ["https://app.example"]},
+            "upstreams": {"openai": {"base_url": fake_provider.openai_base_url, "api_key": UPSTREAM_KEY}},
+        }
+    )
+    assert page_request(listed, "localhost", {"origin": "https://app.example"})[0] == 200
+    assert page_request(listed, "localhost", {"origin": "https://other.example"})[0] == 403
+
+
+def test_allowed_hosts_names_what_a_proxy_in_front_may_send(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+) -> None:
+    upstreams = {"openai": {"base_url": fake_provider.openai_base_url}}
+    named = gateway_factory({"server": {"allowed_hosts": ["gw.example"]}, "upstreams": upstreams})
+    assert page_request(named, "gw.example")[0] == 200
+    assert page_request(named, "GW.example:443")[0] == 200
+    assert page_request(named, "localhost")[0] == 200
+    assert page_request(named, "other.example")[0] == 403
+    anyone = gateway_factory({"server": {"allowed_hosts": ["*"]}, "upstreams": upstreams})
+    assert page_request(anyone, "other.example")[0] == 200
+
+
+async def test_a_connection_to_another_address_is_judged_by_host_only_once_allowed_hosts_is_set(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """A gateway bound to 0.0.0.0 in a container is reached on its network address under any name the
+    network gives it; on that address no `Host` is refused until the operator names the hosts."""
+    upstreams = {"openai": {"base_url": fake_provider.openai_base_url}}
+    for server, expected in (({}, 200), ({"allowed_hosts": ["gw.example"]}, 403)):
+        app = create_gateway(
+            parse_config({"cache": {"store": {"type": "memory"}}, "server": server, "upstreams": upstreams})
+        )
+        async with app.router.lifespan_context(app):
+            transport = httpx2.ASGITransport(app=app)  # the connection reached 192.0.2.10, as the URL says
+            async with httpx2.AsyncClient(transport=transport, base_url="http://192.0.2.10:4000") as client:
+                answer = await client.post(
+                    "/v1/chat/completions", json=BODY, headers={"host": "any.name", "x-api-key": "k"}
+                )
+        assert answer.status_code == expected, (server, answer.text)
+
+
+@pytest.mark.parametrize(
+    ("server", "named"),
+    [
+        ({"allowed_hosts": ["https://gw.example"]}, "server.allowed_hosts"),
+        ({"allowed_hosts": ["gw.example:443"]}, "server.allowed_hosts"),
+        ({"allowed_origins": ["app.example"]}, "server.allowed_origins"),
+        ({"allowed_origins": ["https://app.example/path"]}, "server.allowed_origins"),
+    ],
+)
+def test_a_host_or_origin_the_rules_could_never_match_is_a_config_error(server: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        parse_config({"server": server}, env={})

@@ -568,7 +568,7 @@ def test_gateway_behind_a_real_http_server_takes_latin1_and_control_bytes(
             for value in RAW_HEADER_VALUES:
                 for body in RAW_BODIES:
                     for name in (b"authorization", b"cache-control"):
-                        head = b"POST " + target + b" HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n"
+                        head = b"POST " + target + b" HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n"
                         head += b"content-type: application/json\r\n" + name + b": " + value + b"\r\n"
                         answer = raw_exchange(server.port, head + b"content-length: %d\r\n\r\n" % len(body) + body)
                         status = int(answer.split(b" ", 2)[1])

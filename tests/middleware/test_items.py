@@ -318,6 +318,14 @@ def test_google_genai_embed_content_of_a_list_is_served_item_by_item(fake_provid
     assert sent == [["alpha", "beta"], ["gamma"]]
 
 
+async def rewrite_alpha(store: MemoryStore, **changes: Any) -> None:
+    """Rewrite the stored item of "alpha" with `changes` to its entry's fields, under its own key."""
+    for key in list(store._data):
+        entry = unpack(await store.get(key) or b"")
+        if orjson.loads(entry.body)["data"][0]["embedding"] == embedding_vector("alpha"):
+            await store.set(key, pack(dataclasses.replace(entry, **changes)), None)
+
+
 @pytest.mark.parametrize("body", [b"\xff\x00", b"[]", b"{}", b'{"data": 5}'])
 async def test_an_item_the_list_cannot_be_made_of_is_a_missing_item(fake_provider: Any, body: bytes) -> None:
     """A stored item whose body no list answer can be made of (a corrupt entry, or another schema's,
@@ -328,10 +336,7 @@ async def test_an_item_the_list_cannot_be_made_of_is_a_missing_item(fake_provide
     cache = Cache(store=store)
     sdk = client(cache, fake_provider)
     embed(sdk, ["alpha", "beta"])
-    for key in list(store._data):
-        entry = unpack(await store.get(key) or b"")
-        if orjson.loads(entry.body)["data"][0]["embedding"] == embedding_vector("alpha"):
-            await store.set(key, pack(dataclasses.replace(entry, body=body)), None)
+    await rewrite_alpha(store, body=body)
 
     raw, answer = embed(sdk, ["alpha", "beta"])
     again, _ = embed(sdk, ["beta", "alpha"])
@@ -340,6 +345,26 @@ async def test_an_item_the_list_cannot_be_made_of_is_a_missing_item(fake_provide
     assert [d.embedding for d in answer.data] == [embedding_vector("alpha"), embedding_vector("beta")]
     assert cache.stats.invalid_entries == 1
     assert items(again) == ("HIT", "2", "0")  # the item was stored again
+
+
+@pytest.mark.parametrize("origin", [("set-cookie", "session=stolen"), ("content-length", "0"), ("x-cache", "MISS")])
+async def test_an_item_replaying_a_header_its_family_never_stores_is_a_missing_item(
+    fake_provider: Any, origin: tuple[str, str]
+) -> None:
+    """A stored item whose origin names a header no answer of its family stores (a hostile writer of a
+    shared store: a cookie, a length that reframes the list) is an invalid entry: the item goes
+    upstream, and the list answer never carries the header."""
+    store = MemoryStore()
+    cache = Cache(store=store)
+    sdk = client(cache, fake_provider)
+    embed(sdk, ["alpha", "beta"])
+    await rewrite_alpha(store, origin=(origin,))
+
+    raw, answer = embed(sdk, ["alpha", "beta"])
+
+    assert items(raw) == ("PARTIAL", "1", "1") and sent_inputs(fake_provider) == [["alpha", "beta"], ["alpha"]]
+    assert [d.embedding for d in answer.data] == [embedding_vector("alpha"), embedding_vector("beta")]
+    assert raw.headers.get(origin[0]) != origin[1] and cache.stats.invalid_entries == 1
 
 
 async def stored_items(store: MemoryStore) -> dict[str, Any]:

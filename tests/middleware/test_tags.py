@@ -14,7 +14,7 @@ from llm_cache.middleware.stores import MemoryStore
 from llm_cache.middleware.stores.base import StoreError
 from llm_cache.middleware.stores.redis import RedisStore
 from llm_cache.middleware.stores.tiered import TieredStore
-from tests.middleware.stores.conftest import SLACK, eventually, unique_prefix
+from tests.middleware.stores.conftest import SLACK, build_store, eventually, unique_prefix
 from tests.middleware.test_engine import AUTH, BODY, URL, Upstream, client, completion
 from tests.support.stores import DeadStore
 
@@ -168,6 +168,32 @@ async def test_an_invalidation_removes_only_its_own_caches_entries_from_a_shared
     finally:
         await ours.close()
         await theirs.close()
+
+
+@pytest.mark.parametrize("flushed", ["tags", "_tags"])
+@pytest.mark.parametrize("kind", ["memory", "disk", "redis", "redis-cluster", "tiered", "s3"])
+async def test_flushing_a_namespace_named_like_the_tag_index_leaves_the_index_to_invalidations(
+    request: pytest.FixtureRequest, kind: str, flushed: str
+) -> None:
+    """A namespace is the caller's name and may be `tags`: on Redis its flush scanned `{prefix}tags:*`,
+    which is also where the store keeps every tag's index (`{prefix}tags:{<tag>}`), so it deleted the
+    tag records of every namespace, and of every key prefix on the same Redis: an invalidation after
+    it found nothing, and the entries it was meant to remove were served on."""
+    store = await build_store(kind, request, unique_prefix())
+    cache = Cache(store=store)
+    try:
+        async with client(cache, Upstream()) as http:
+            await ask(http, "kept apart", **{"x-cache-tags": "doc:1", "x-cache-namespace": "faq"})
+            flushed_key = (await ask(http, "flushed", **{"x-cache-namespace": flushed})).headers["x-cache-key"]
+
+            await cache.clear(flushed)
+            removed = await cache.invalidate(["doc:1"])
+
+            assert await store.get(flushed_key) is None  # the namespace's own entries are gone
+            assert len(removed) == 1
+            assert (await ask(http, "kept apart", **{"x-cache-namespace": "faq"})).headers["x-cache"] == "MISS"
+    finally:
+        await cache.close()
 
 
 async def test_through_the_asgi_middleware_tags_are_stored_and_junk_never_reaches_the_app() -> None:

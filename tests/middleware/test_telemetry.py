@@ -119,6 +119,14 @@ class Upstream:
         return httpx2.MockTransport(self)
 
 
+class EchoingUpstream(Upstream):
+    """A lenient upstream: its answer names the model the request named, whatever it was."""
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.calls += 1
+        return httpx2.Response(200, json=chat_completion(model=orjson.loads(request.content)["model"]))
+
+
 def async_openai(cache: Cache, upstream: Upstream) -> openai.AsyncOpenAI:
     transport = AsyncCachingTransport(cache=cache, inner=upstream.transport())
     return openai.AsyncOpenAI(
@@ -1037,13 +1045,8 @@ async def test_a_caller_naming_many_models_grows_no_metric_past_the_model_cap() 
     (`MAX_MODELS`, then `other`). Spans still name the model as sent."""
     from llm_cache.middleware import telemetry as module
 
-    class Echo(Upstream):
-        def __call__(self, request: httpx2.Request) -> httpx2.Response:
-            self.calls += 1
-            return httpx2.Response(200, json=chat_completion(model=orjson.loads(request.content)["model"]))
-
     rec = Recorded()
-    client = async_openai(Cache(telemetry=rec.telemetry), Echo())
+    client = async_openai(Cache(telemetry=rec.telemetry), EchoingUpstream())
     for i in range(module.MAX_MODELS + 50):
         await ask(client, model=f"model-{i}")
     metrics = rec.metrics()
@@ -1149,3 +1152,30 @@ async def test_a_moderation_call_is_named_the_moderation_operation(recorded: Rec
     for span in (miss, hit):
         assert span.name == "moderation omni-moderation-latest"
         assert (span.attributes or {})["gen_ai.operation.name"] == "moderation"
+
+
+async def test_an_answers_model_is_kept_as_briefly_and_printably_as_the_requests() -> None:
+    """`gen_ai.response.model` comes from the answer, and a lenient upstream echoes the request's model:
+    the caller's text again. The request's model was cut to `MAX_MODEL_CHARS` and escaped, the answer's
+    went whole, control characters and all, into metric labels (kept for the process's life, `MAX_MODELS`
+    of them) and span attributes."""
+    from llm_cache.middleware import telemetry as module
+    from llm_cache.middleware._printable import printable
+
+    rec = Recorded()
+    client = async_openai(Cache(telemetry=rec.telemetry), EchoingUpstream())
+    sent = [f"gpt-4o-{i}\r\n\x1b[31m" + "x" * 100_000 for i in range(3)]
+    for model in sent:
+        await ask(client, model=model)
+    labels = [
+        value
+        for series in rec.metrics().values()
+        for attributes in series
+        for name, value in dict(attributes).items()
+        if name.endswith(".model")
+    ]
+    labels += [
+        value for span in rec.calls() for name, value in (span.attributes or {}).items() if name.endswith(".model")
+    ]
+    assert len(labels) > 6 and all(isinstance(v, str) and v.isprintable() for v in labels), labels[:3]
+    assert max(len(v) for v in labels) <= max(len(printable(model, module.MAX_MODEL_CHARS)) for model in sent)

@@ -10,7 +10,6 @@ let through; the fake provider gives every answer a fresh id.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import random
 import signal
@@ -27,6 +26,7 @@ import pytest
 from llm_cache.middleware import Cache, CachingTransport, LookupView
 from llm_cache.middleware.stores import RedisStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
+from tests.support.forked import ForkedChild
 from tests.support.gateway_process import proc_figures
 from tests.support.servers import RedisServer
 from tests.support.stores import CountingStore
@@ -287,36 +287,6 @@ def asked(client: openai.OpenAI, questions: list[str]) -> list[tuple[str, str]]:
     return [(a.headers["x-cache"], a.parse().choices[0].message.content) for a in answers]
 
 
-def _report(report: Any, call: Callable[[], Any]) -> None:
-    try:
-        report.send(call())
-    except BaseException as error:
-        report.send(repr(error))
-
-
-class ForkedChild:
-    """`call()` run in a child forked now (as gunicorn's pre-fork workers are), its result sent back."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        context = multiprocessing.get_context("fork")
-        self._result, report = context.Pipe()
-        self._process = context.Process(target=_report, args=(report, call))
-        self._process.start()
-
-    def result(self) -> Any:
-        """What `call()` returned (or the repr of what it raised), and the child is gone: bounded waits."""
-        try:
-            assert self._result.poll(BOUND), f"the child did not answer within {BOUND}s"
-            result = self._result.recv()
-            self._process.join(BOUND)
-            assert self._process.exitcode == 0
-            return result
-        finally:
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join(BOUND)
-
-
 @LIBS
 def test_a_transport_made_before_fork_serves_the_child_on_its_own_loop_and_connections(
     fake_provider: RunningFakeProvider, redis_server: RedisServer, lib: Any
@@ -356,6 +326,26 @@ def test_a_fork_while_a_parent_thread_hands_a_call_to_the_loop_does_not_wedge_th
         assert [outcome for outcome, _ in child.result()] == ["HIT", "MISS"]
     finally:
         transport.close()
+
+
+def test_threads_making_the_first_call_in_a_forked_child_start_one_loop(fake_provider: RunningFakeProvider) -> None:
+    """Eight threads of a forked child make their first call at once: one loop thread starts and serves
+    them all. Before, each thread that found the parent's loop renewed the lock for itself, and several
+    started a loop of their own: the loops not kept, and the connections opened on them, stayed open."""
+    transport = CachingTransport(cache=Cache())
+    client = sdk(transport, fake_provider.openai_base_url, "sk-alice")
+
+    def first_calls_at_once() -> tuple[list[str], int]:
+        calls = [lambda n=n: ask(client, f"child question {n}").headers["x-cache"] for n in range(8)]
+        outcomes = [str(outcome) for outcome in in_threads(*calls)]
+        return outcomes, sum(thread.name == "llm-cache-loop" for thread in threading.enumerate())
+
+    try:
+        assert ask(client, "asked before the fork").headers["x-cache"] == "MISS"
+        outcomes, loops = ForkedChild(first_calls_at_once).result()
+    finally:
+        transport.close()
+    assert outcomes == ["MISS"] * 8 and loops == 1
 
 
 def private_questions_bypass(view: LookupView) -> None:

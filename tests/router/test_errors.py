@@ -166,7 +166,7 @@ def raw_exchange(server: BackgroundServer, path: str, body: dict[str, Any]) -> t
     """One HTTP/1.1 request on a fresh socket, read until the server closes it (bounded by a timeout)."""
     payload = json.dumps(body).encode()
     head = (
-        f"POST {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\n"
         f"authorization: Bearer caller\r\nx-api-key: caller\r\ncontent-length: {len(payload)}\r\n\r\n"
     )
     with socket.create_connection((server.host, server.port), timeout=10) as sock:

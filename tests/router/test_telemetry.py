@@ -54,3 +54,35 @@ def test_spans_and_metrics(fakes, make_router):
     assert [(dict(p.attributes)["from"], dict(p.attributes)["to"]) for p in fb] == [("gpt", "backup")]
     assert [dict(p.attributes)["deployment"] for p in points["router.cooldowns"]] == ["a"]
     assert sum(p.count for p in points["router.latency"]) == 3
+
+
+def test_a_password_in_an_api_base_reaches_no_span_metric_or_log_line(fakes, make_router, caplog):
+    """A deployment without an id of its own is named `family:model@api_base`, in every attempt's span,
+    the attempt, latency and cooldown metrics and the cooldown log line: an `api_base` with a password in
+    its user info (a basic-auth proxy in front of a self-hosted model) put the password in all of them.
+    The name masks it, as `check-config` does."""
+    import logging
+
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    fakes["a"].fail(("status", 500, None, None))
+    base = fakes["a"].url.replace("http://", "http://proxy-user:pw-secret@") + "/v1"
+    one = {"model": "real-model", "api_base": base, "api_key": "key-a"}
+    cfg = {"groups": {"gpt": {"deployments": [one]}}, "settings": {"num_retries": 1, "backoff_initial": 0}}
+    router = make_router(cfg, tracer_provider=tp, meter_provider=mp)
+    with (
+        caplog.at_level(logging.INFO, logger="llm_cache.router"),
+        httpx2.Client(transport=RouterTransport(router)) as c,
+    ):
+        resp = c.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt", "messages": []})
+    assert resp.status_code == 200
+    assert fakes["a"].count == 2  # a failed attempt (cooled down) and a retry
+    named = [str(s.attributes["router.deployment"]) for s in exporter.get_finished_spans()]
+    named += [str(dict(p.attributes)) for points in metric_points(reader).values() for p in points]
+    named += [record.getMessage() for record in caplog.records]
+    named += [resp.headers["x-router-deployment"]]
+    assert named and not any("pw-secret" in text for text in named), named
+    assert "proxy-user:****@" in named[0]

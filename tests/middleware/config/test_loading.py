@@ -389,3 +389,54 @@ def test_a_config_error_never_echoes_a_secret() -> None:
         parse_config({"cache": {"store": {"type": "redis", "password": 31415926}}}, where="gw.yaml", env={})
     assert "cache.store.password: Input should be a valid string" in str(refused.value)
     assert "31415926" not in str(refused.value)
+
+
+def test_a_config_nested_too_deeply_is_an_error_naming_it(tmp_path: Path) -> None:
+    """The YAML reader recurses per level: 5,000 nested lists raised a RecursionError out of `check-config`
+    and `serve` (a traceback, no field named)."""
+    path = write(tmp_path, "cache:\n  ttl: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml: nested too deeply"):
+        load_config(path)
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_config({"cache": {"ttl": deep}}, where="gw.yaml", env={})
+
+
+def test_a_config_whose_aliases_expand_past_a_million_values_is_an_error(tmp_path: Path) -> None:
+    """YAML aliases are read as shared references; interpolating the environment copied each one out, so
+    an alias of aliases nine deep (a 'billion laughs', 387 million strings) held the process for minutes
+    and gigabytes. Its expanded size is now counted first, each shared node once; aliases within bounds
+    (a model list sharing its `litellm_params`) still read."""
+    text = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n'
+    for level, previous in zip("bcdefghi", "abcdefgh", strict=True):
+        text += f"{level}: &{level} [" + ", ".join([f"*{previous}"] * 9) + "]\n"
+    with pytest.raises(ConfigError, match=r"config\.yaml: .*more than 1,000,000 values once its YAML aliases"):
+        load_config(write(tmp_path, text))
+    shared = "params: &params {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}\nmodel_list:\n" + "".join(
+        f"  - {{model_name: m{n}, litellm_params: *params}}\n" for n in range(50)
+    )
+    assert load_config(write(tmp_path, shared, "litellm.yaml"), env={"OPENAI_API_KEY": "sk-x"}).model_list
+
+
+def test_a_config_error_never_echoes_a_value_from_the_environment_or_a_urls_password() -> None:
+    """An error names the field and what is wrong; serve's and check-config's output ends up in CI logs and
+    pod events. A secret read into the wrong field (`ttl: os.environ/REDIS_PASSWORD`) was echoed as the
+    value it got, and a URL refused by a check was echoed with its user info."""
+    env = {"REDIS_PASSWORD": "hunter2-secret", "PROXY": "https://user:pw-secret@proxy.example/v1?x=1"}
+    for data, field in (
+        ({"cache": {"ttl": "os.environ/REDIS_PASSWORD"}}, "cache.ttl"),
+        ({"server": {"port": "${REDIS_PASSWORD}"}}, "server.port"),
+        ({"upstreams": {"openai": {"base_url": "os.environ/PROXY"}}}, "upstreams.openai.base_url"),
+        ({"upstreams": {"openai": {"base_url": "https://user:pw-secret@proxy.example/v1?x=1"}}}, "base_url"),
+        (
+            {"cache": {"semantic": {"index": {"type": "redis", "url": "http://:pw-secret@redis.example:6379/0"}}}},
+            "cache.semantic.index.url",
+        ),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            parse_config(data, where="gw.yaml", env=env)
+        message = str(refused.value)
+        assert field in message, message
+        assert "hunter2" not in message and "pw-secret" not in message, message

@@ -32,7 +32,7 @@ from llm_cache.middleware.semantic.bound import (
     served_limit,
     traffic_shares,
 )
-from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_text
+from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_content, answer_text
 from llm_cache.middleware.semantic.risk import HISTORY
 from tests.support.semantic_workload import known_answer_workload
 
@@ -412,6 +412,10 @@ def test_a_bound_outside_0_to_1_is_refused(max_error_rate: float) -> None:
 # -- judges ----------------------------------------------------------------------------------------------
 
 
+PARIS_ARGS = {"location": "Paris"}
+PARIS_OPENAI = {"name": "get_weather", "arguments": '{"location": "Paris"}'}
+
+
 def chat_answer(text: str) -> bytes:
     return orjson.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
 
@@ -429,6 +433,28 @@ def chat_answer(text: str) -> bytes:
 )
 def test_the_answer_text_is_found_in_every_family_s_shape(body: bytes | dict[str, object], text: str) -> None:
     assert answer_text(body if isinstance(body, bytes) else orjson.dumps(body)) == text
+
+
+PARIS = 'get_weather({"location":"Paris"})'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"choices": [{"message": {"tool_calls": [{"id": "c", "function": PARIS_OPENAI}], "content": None}}]},
+        {"output": [{"type": "function_call", "call_id": "c", **PARIS_OPENAI}]},
+        {"content": [{"type": "tool_use", "id": "t", "name": "get_weather", "input": {"location": "Paris"}}]},
+        {"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather", "args": PARIS_ARGS}}]}}]},
+        {
+            "output": {
+                "message": {"content": [{"toolUse": {"toolUseId": "t", "name": "get_weather", "input": PARIS_ARGS}}]}
+            }
+        },
+    ],
+    ids=["chat", "responses", "anthropic", "gemini", "bedrock"],
+)
+def test_an_answer_s_tool_calls_are_found_in_every_family_s_shape(body: dict[str, object]) -> None:
+    assert answer_content(orjson.dumps(body)) == ("", (PARIS,))
 
 
 async def test_the_exact_judge_compares_text_whitespace_aside() -> None:

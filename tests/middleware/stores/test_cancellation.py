@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from llm_cache.middleware.stores import MemoryStore, StoreError
+from llm_cache.middleware.stores import AiocacheStore, MemoryStore, StoreError
 from llm_cache.middleware.stores.redis import RedisClusterStore, RedisStore
 from tests.support.fault_proxy import HoldingProxy
 
@@ -28,7 +28,7 @@ DEADLINE = 10.0
 ANSWERS = {f"scope-{name}:chat:{name * 8}": f"answer of {name}".encode() * 20 for name in "abcd"}
 """Four callers' entries (distinct keys, as distinct scopes give)."""
 KEYS = list(ANSWERS)
-STORES = ["redis", "redis-cluster", "tiered", "memcached", "s3"]
+STORES = ["redis", "redis-cluster", "tiered", "memcached", "aiocache-memcached", "s3"]
 OPERATIONS: dict[str, Callable[[Any], Awaitable[object]]] = {
     "get": lambda store: store.get(KEYS[0]),
     "set": lambda store: store.set(KEYS[0], ANSWERS[KEYS[0]], 300),
@@ -75,6 +75,19 @@ async def proxied(
             server = request.getfixturevalue("memcached_server")
             front = await proxy(server.host, server.port)
             store = MemcachedStore("127.0.0.1", front.port, prefix=prefix, timeout=timeout, pool_size=1)
+            proxies = [front]
+        elif kind == "aiocache-memcached":  # a user's own aiocache cache, wrapped
+            from aiocache import MemcachedCache
+
+            from llm_cache.middleware.stores.memcached import BytesSerializer
+
+            server = request.getfixturevalue("memcached_server")
+            front = await proxy(server.host, server.port)
+            own = MemcachedCache(
+                serializer=BytesSerializer(), endpoint="127.0.0.1", port=front.port, pool_size=1, timeout=timeout
+            )
+            own.namespace = prefix
+            store = AiocacheStore(own)
             proxies = [front]
         else:
             server = request.getfixturevalue("s3_server")
@@ -139,14 +152,14 @@ async def test_a_command_cancelled_with_its_reply_in_flight_never_answers_anothe
         await each_read_gets_its_own_answer(store)
 
 
-@pytest.mark.parametrize("kind", ["redis", "memcached"])
+@pytest.mark.parametrize("kind", ["redis", "memcached", "aiocache-memcached"])
 async def test_a_command_cut_by_the_stores_own_timeout_never_answers_another(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
     async with proxied(kind, request, timeout=0.2) as (store, proxies):
         await write_every_answer(store)
         proxies[0].hold()
-        with pytest.raises(StoreError):
+        with pytest.raises((StoreError, asyncio.TimeoutError)):  # a user's aiocache raises its own
             await asyncio.wait_for(store.get(KEYS[0]), DEADLINE)
         assert proxies[0].held.is_set()
         proxies[0].release()

@@ -435,3 +435,60 @@ async def test_a_cluster_tag_invalidation_reads_one_slot_and_deletes_keys_on_eve
         assert sorted(await store.invalidate_tags(["doc:1"])) == keys
 
         assert [len(raw.keys(prefix.replace(":", "\\:") + "*")) for raw in raws] == [0, 0, 0]
+
+
+async def test_a_write_the_server_refuses_is_not_stored_and_never_cuts_the_store_off(redis_factory: Any) -> None:
+    """A Redis at `maxmemory` with `noeviction` answers each write with an OOM error, and keeps
+    answering reads. Each refusal (of an entry's tag index, of the entry, of a lock) counted as a
+    failure of the store, so a few misses in a row opened the breaker, and every caller's reads skipped
+    a store that was answering them. A refused write is now not stored, and says so, without counting
+    against the store."""
+    from llm_cache.middleware import Cache
+    from tests.middleware.test_engine import AUTH, BODY, URL, Upstream, client
+
+    def ask(question: str) -> dict[str, Any]:
+        return {**BODY, "messages": [{"role": "user", "content": question}]}
+
+    server = redis_factory()
+    raw = syncredis.Redis.from_url(server.url)
+    store = RedisStore(server.url, prefix=unique_prefix(), failure_threshold=2, cooldown=3600, **SLACK)
+    cache = Cache(store=store)
+    try:
+        async with client(cache, Upstream()) as http:
+            await http.post(URL, json=ask("kept"), headers=AUTH)
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_set("maxmemory", 1)  # below what the server already uses: every write is refused
+            for n in range(3):
+                missed = await http.post(URL, json=ask(f"refused {n}"), headers=AUTH)
+                assert missed.headers["x-cache"] == "MISS"
+                with pytest.raises(StoreError, match="refused"):
+                    await store.set(f"refused-{n}", b"x" * 1000, None)
+            hit = await http.post(URL, json=ask("kept"), headers=AUTH)
+        assert hit.headers["x-cache"] == "HIT" and store.breaker.state == "closed"
+        assert cache.stats.stored == 1
+    finally:
+        raw.config_set("maxmemory", 0)
+        raw.close()
+        await cache.close()
+
+
+async def test_an_answer_past_max_value_bytes_is_not_sent_and_the_next_call_is_served(redis_factory: Any) -> None:
+    """A server whose `proto-max-bulk-len` (or a managed Redis's request limit) is below an answer
+    refuses it and closes the connection, and redis-py handed that connection to the next call, which
+    failed too. With `max_value_bytes` the store never sends such a value: it is not stored
+    (`oversize_skipped`), and the calls after it are served as usual."""
+    server = redis_factory()
+    raw = syncredis.Redis.from_url(server.url)
+    raw.config_set("proto-max-bulk-len", 1024 * 1024)
+    store = RedisStore(server.url, prefix=unique_prefix(), max_value_bytes=1024 * 1024, **SLACK)
+    try:
+        for n in range(3):
+            await store.set(f"big-{n}", b"x" * 2 * 1024 * 1024, None)
+            await store.set(f"small-{n}", b"an answer", None)
+            assert await store.get(f"small-{n}") == b"an answer" and await store.get(f"big-{n}") is None
+        await store.set_many({"big": b"x" * 2 * 1024 * 1024, "small": b"v"}, None)
+        assert await store.get_many(["big", "small"]) == [None, b"v"]
+        assert store.oversize_skipped == 4 and store.breaker.state == "closed"
+    finally:
+        raw.close()
+        await store.close()

@@ -1,0 +1,110 @@
+"""Every place a server behind us may read the method it acts on, instead of the request's own.
+
+Headers: Google's front ends read `X-HTTP-Method-Override`, other servers its variants
+(`METHOD_OVERRIDES`). The query: `_method` (Laravel and Symfony, Gorilla, Spring's form filter, which
+reads query parameters too), `$httpMethod` (Google's system parameter for the header), `method`
+(akka-http's `overrideMethodWithParameter`), and the header names (method-override middlewares told to
+read a query key). The body: `_method` in a form (Rails and Rack, Laravel, Spring, Gorilla, Hono) or a
+JSON object (Laravel reads JSON input as it reads a form).
+
+Names are read as the most lenient of those servers reads them: whatever the case, percent-escaped,
+with `;` as a separator too (Rack's query parser), and with PHP's mangling (a space, `.` or `[` in a
+name read as `_`, so `.method` is `_method`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from ._headers import METHOD_OVERRIDES
+from .providers.multipart import form_fields
+
+QUERY_NAMES = frozenset({"_method", "$httpmethod", "method", *METHOD_OVERRIDES})
+BODY_FIELD = "_method"
+_MANGLED = str.maketrans({" ": "_", ".": "_", "[": "_"})
+
+UNREADABLE = "?"
+"""What a value that names no method as text (a JSON list, a number) is judged as: another method."""
+
+
+def _name(name: str) -> str:
+    return name.lower().translate(_MANGLED)
+
+
+def _method(value: Any) -> str:
+    return value.strip().upper() if isinstance(value, str) else UNREADABLE
+
+
+def in_headers(headers: Iterable[tuple[str, str]]) -> list[str]:
+    """The methods lower-case `headers` name in an override header."""
+    return [_method(value) for name, value in headers if name in METHOD_OVERRIDES]
+
+
+def in_query(query: str) -> list[str]:
+    """The methods the query string names."""
+    if not query:
+        return []
+    pairs = parse_qsl(query.replace(";", "&"), keep_blank_values=True)
+    return [_method(value) for name, value in pairs if _name(name) in QUERY_NAMES]
+
+
+def in_fields(fields: Mapping[str, Any], *, form: bool) -> list[str]:
+    """The methods a body's fields name: a form's (PHP-mangled names too) or a JSON object's."""
+    if not form:
+        return [_method(fields[BODY_FIELD])] if BODY_FIELD in fields else []
+    named: list[str] = []
+    for name, value in fields.items():
+        if _name(name) == BODY_FIELD:
+            named.extend(_method(each) for each in (value if isinstance(value, list) else [value]))
+    return named
+
+
+_FORM = "application/x-www-form-urlencoded"
+_MULTIPART = "multipart/form-data"
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+def body_may_name(content_type: str) -> bool:
+    """Whether a server may read a method from a body of this type: a form (Rack reads a POST body
+    without a type as one), or JSON."""
+    kind = _media_type(content_type)
+    return kind in ("", _FORM, _MULTIPART) or kind.endswith("json")
+
+
+def in_body(content_type: str, body: bytes) -> list[str] | None:
+    """The methods a body names; None when it is a form that cannot be read and may name one."""
+    kind = _media_type(content_type)
+    if kind in ("", _FORM):
+        pairs = parse_qsl(body.decode("latin-1").replace(";", "&"), keep_blank_values=True)
+        return [_method(value) for name, value in pairs if _name(name) == BODY_FIELD]
+    if kind == _MULTIPART:
+        fields = form_fields(content_type, body)
+        if fields is None:
+            return None if b"method" in body.lower() else []
+        return in_fields(fields, form=True)
+    if kind.endswith("json"):
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:  # not JSON: no server reads a field from it
+            return []
+        return in_fields(parsed, form=False) if isinstance(parsed, dict) else []
+    return []
+
+
+__all__ = [
+    "BODY_FIELD",
+    "QUERY_NAMES",
+    "UNREADABLE",
+    "body_may_name",
+    "in_body",
+    "in_fields",
+    "in_headers",
+    "in_query",
+]
