@@ -509,7 +509,7 @@ class _Gateway:
         if self.cache is None:
             return True
         store = self.cache.store
-        key = f"{self.cache.settings.key_prefix}__ping__:{uuid.uuid4().hex}"
+        key = f"{self.cache.key_space}__ping__:{uuid.uuid4().hex}"
         value = uuid.uuid4().bytes
 
         async def probe() -> bool:
