@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Any
 
-from .base import PLAIN, StoreError
+from .base import PLAIN, ClearRefused
 
 
 class AiocacheStore:
@@ -15,7 +15,7 @@ class AiocacheStore:
     Give the aiocache object a serializer that passes bytes through unchanged
     (`aiocache.serializers.NullSerializer` for memory, `StringSerializer`-free
     byte handling for memcached); entries are already msgpack-packed bytes.
-    `clear(prefix)` clears only keys under `prefix`, or refuses (`StoreError`, naming why):
+    `clear(prefix)` clears only keys under `prefix`, or refuses (`ClearRefused`, naming why):
     aiocache's own `clear()` is a FLUSHDB on Redis and a `flush_all` on memcached, which take
     every other user's keys of the server with them (`clear_rule`).
     """
@@ -60,7 +60,7 @@ GLOB = frozenset("*?[]\\")
 
 def clear_rule(cache: Any, prefix: str) -> str:
     """The namespace to give aiocache's `clear(namespace=...)` so that it removes exactly the keys
-    under `prefix` (empty: the whole cache, for an in-process one), or StoreError naming why none can.
+    under `prefix` (empty: the whole cache, for an in-process one), or ClearRefused naming why none can.
 
     aiocache clears by namespace as its back-end can: SimpleMemoryCache removes the keys that start
     with it (any prefix fits), RedisCache runs `KEYS <namespace>:*` (a prefix ending at a `:`,
@@ -69,20 +69,20 @@ def clear_rule(cache: Any, prefix: str) -> str:
     name = type(cache).__name__
     built = getattr(cache, "build_key", None)
     if built is None or built != getattr(cache, "_build_key", None):
-        raise StoreError(f"aiocache {name}: clear(prefix) needs aiocache's own key builder to know where keys are")
+        raise ClearRefused(f"aiocache {name}: clear(prefix) needs aiocache's own key builder to know where keys are")
     physical = built(prefix)
     kind = _backend(cache)
     if kind == "memory":
         return str(physical)
     if kind == "redis":
         if not physical.rstrip(":"):
-            raise StoreError(f"aiocache {name} without a namespace would FLUSHDB the server; give it a namespace")
+            raise ClearRefused(f"aiocache {name} without a namespace would FLUSHDB the server; give it a namespace")
         if not physical.endswith(":"):
-            raise StoreError(f"aiocache {name} clears only prefixes that end at a ':' (KEYS ns:*); got {prefix!r}")
+            raise ClearRefused(f"aiocache {name} clears only prefixes that end at a ':' (KEYS ns:*); got {prefix!r}")
         if GLOB.intersection(physical):
-            raise StoreError(f"aiocache {name}: {physical!r} holds glob characters, which KEYS would match on")
+            raise ClearRefused(f"aiocache {name}: {physical!r} holds glob characters, which KEYS would match on")
         return str(physical[:-1])
-    raise StoreError(
+    raise ClearRefused(
         f"aiocache {name} cannot clear by prefix (memcached cannot scan keys: aiocache would flush_all "
         "the whole server, other users' entries too); use MemcachedStore, which clears by generation"
         if kind == "memcached"
