@@ -48,6 +48,7 @@ from ._keys import (
     function_scope,
     header_scope,
     key_query,
+    key_space,
     namespace_prefix,
     parse_body,
     volatile_set,
@@ -197,7 +198,10 @@ class Cache:
             store = store_from_url(store)
         self.store = store if store is not None else MemoryStore()
         self.telemetry = telemetry if telemetry is not None else Telemetry()
-        _check_prefixes(self.store, self.settings.key_prefix)
+        self.key_space = key_space(self.settings.key_prefix)
+        """What this cache's keys, clears and tag names begin with (`_keys.key_space`): no other cache's
+        begins with it, whatever the two `key_prefix`es."""
+        _check_prefixes(self.store, self.key_space, self.settings.key_prefix)
         self.telemetry.watch_store(self.store)
         self.endpoints = endpoints
         self.stats = CacheStats()
@@ -220,7 +224,7 @@ class Cache:
         """The operator's hooks (`_hooks.py`): `cache.hooks.on_hit(fn)` registers one."""
         self._looking, self._hitting = self.hooks.points["before_lookup"], self.hooks.points["on_hit"]
         self._answering = self.hooks.points["after_answer"]
-        self._additions = Additions(self.settings.prompt_caching, self.store, self.settings.key_prefix, self.hooks)
+        self._additions = Additions(self.settings.prompt_caching, self.store, self.key_space, self.hooks)
         self._items = Items(self)
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
@@ -524,7 +528,7 @@ class Cache:
         upstream = headers.get(UPSTREAM_HEADER)
         if upstream:  # the answers of two upstream URLs never mix
             digest = f"u{_memo_hash(endpoint.upstream_identity(upstream), self._scopes)}.{digest}"
-        return compose_key(self.settings.key_prefix, namespace, scope, digest)
+        return compose_key(self.key_space, namespace, scope, digest)
 
     def _context_key(self, request: CacheRequest, body: dict[str, Any], namespace: str) -> str:
         return self._key(request.route, request.query, request.headers, body, namespace, request.scope, request.exact)
@@ -973,7 +977,7 @@ class Cache:
 
     async def clear(self, namespace: str | None = None) -> None:
         """Remove one namespace's entries, or every entry under this cache's key prefix."""
-        prefix = self.settings.key_prefix
+        prefix = self.key_space
         if namespace is not None:
             await self.store.clear(namespace_prefix(prefix, namespace))
         else:
@@ -1006,7 +1010,7 @@ class Cache:
     def _indexed(self, tags: frozenset[str]) -> frozenset[str]:
         """The names `tags` have in the store's tag index: under this cache's `key_prefix`, as its keys
         are, so an invalidation (like a flush) never reaches another prefix's entries in a shared store."""
-        prefix = self.settings.key_prefix
+        prefix = self.key_space
         return frozenset(prefix + tag for tag in tags) if prefix else tags
 
     async def close(self) -> None:
@@ -1124,12 +1128,12 @@ def drive_sync(plan: Plan, perform: Callable[[Action], Any]) -> End:
 _ENDS = (Answer, Untouched, Relay)
 
 
-def _check_prefixes(store: Store, key_prefix: str) -> None:
-    """Refuse, when the cache is built, a `key_prefix` whose clears the store could not honour
+def _check_prefixes(store: Store, space: str, key_prefix: str) -> None:
+    """Refuse, when the cache is built, a key space whose clears the store could not honour
     (memcached cannot scan keys: it clears only `:`-terminated prefixes of a few segments)."""
     if not abilities_of(store).prefix_rules:
         return
-    for prefix in (key_prefix, namespace_prefix(key_prefix, DEFAULT_NAMESPACE)):
+    for prefix in (space, namespace_prefix(space, DEFAULT_NAMESPACE)):
         try:
             cast(PrefixRulesStore, store).check_prefix(prefix)
         except StoreError as error:

@@ -1,8 +1,9 @@
 """Canonical request form, hashing, scopes and pluggable key builders.
 
-A key is `{key_prefix}{namespace}:{scope}:{digest}`:
+A key is `{key space}{namespace}:{scope}:{digest}`:
 
-- `key_prefix` is the operator's version tag; bumping it invalidates everything at once;
+- the key space is the operator's `key_prefix` (its version tag; bumping it invalidates everything at
+  once), as `key_space` makes it: one `:`-terminated segment, so no cache's keys begin another's;
 - `namespace` comes from the request (`x-cache-namespace`, body `cache.namespace`) or is `default`;
 - `scope` isolates callers: a hash of the credential by default, never the credential itself;
 - `digest` is SHA-256 over the canonical form of the request.
@@ -22,7 +23,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import orjson
 
@@ -256,12 +257,32 @@ def validate_scope(scope: Any) -> str | ScopeFunction:
         ) from None
 
 
-def compose_key(key_prefix: str, namespace: str, scope: str, digest: str) -> str:
-    return f"{key_prefix}{namespace}:{scope}:{digest}"
+_ONE_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+:")
 
 
-def namespace_prefix(key_prefix: str, namespace: str) -> str:
-    return f"{key_prefix}{namespace}:"
+def key_space(key_prefix: str) -> str:
+    """What a cache's keys, clears and tag names begin with, for its `key_prefix`.
+
+    Two caches on one store must never reach each other's entries, yet `v1` begins `v10` and `app:`
+    begins `app:x:`: joined as they came, one's keys, flushes and tag names were the other's. So the
+    key space holds exactly one `:`, at its end; then no space begins another, and whatever follows
+    (a namespace, a tag) cannot make one into another. A prefix of that form (`v1:`, `prod-v2:`, the
+    usual one) is its own space, keys unchanged; any other (`v1`, `prod:v1:`) is percent-quoted and
+    ends in `~:`, a form no such prefix has. The empty prefix is the whole store (its flush clears
+    everything), as before.
+    """
+    if not key_prefix or _ONE_SEGMENT.fullmatch(key_prefix):
+        return key_prefix
+    return quote(key_prefix, safe="") + "~:"
+
+
+def compose_key(key_space: str, namespace: str, scope: str, digest: str) -> str:
+    """A key in `key_space` (from `key_space(key_prefix)`, never the raw prefix)."""
+    return f"{key_space}{namespace}:{scope}:{digest}"
+
+
+def namespace_prefix(key_space: str, namespace: str) -> str:
+    return f"{key_space}{namespace}:"
 
 
 def load_callable(path: str) -> Callable[..., Any]:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._entry import Entry
-from ._keys import DEFAULT_NAMESPACE, compose_key
+from ._keys import DEFAULT_NAMESPACE, compose_key, key_space
 from ._settings import CacheSettings, CacheStats
 from ._types import CacheRequest, Lookup, Meaning, Outcome, Verification
 from .semantic._local_model import ModelBusy
@@ -45,6 +45,7 @@ class Meanings:
     ) -> None:
         self.semantic = semantic
         self._settings = settings
+        self._space = key_space(settings.key_prefix)
         self._stats = stats
         self._telemetry = telemetry
         self._context_key = context_key
@@ -69,7 +70,7 @@ class Meanings:
         # The digest of the context's whole key (prefix, namespace and credential scope included) and of
         # the embedder's name: vectors of two models are never compared, even in one shared index.
         # Bounded mode learns per partition, the same without the request's content: whose lookup it is.
-        who = compose_key(self._settings.key_prefix, namespace, request.scope, "")
+        who = compose_key(self._space, namespace, request.scope, "")
         payer = f"{self._settings.key_prefix}\n{request.scope}"
         name = semantic.embedder.name
         return Meaning(_digest(name, context), text, vector, _digest(name, who), _digest(name, payer))

@@ -55,7 +55,7 @@ from ._keys import NAMESPACE_PATTERN
 from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .stores.base import NoTagIndex, StoreError
+from .stores.base import ClearRefused, NoTagIndex, StoreError
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 
@@ -509,7 +509,7 @@ class _Gateway:
         if self.cache is None:
             return True
         store = self.cache.store
-        key = f"{self.cache.settings.key_prefix}__ping__:{uuid.uuid4().hex}"
+        key = f"{self.cache.key_space}__ping__:{uuid.uuid4().hex}"
         value = uuid.uuid4().bytes
 
         async def probe() -> bool:
@@ -608,6 +608,8 @@ class _Gateway:
     async def _store_call(self, operation: str, call: Any, answer: dict[str, Any]) -> Response:
         try:
             await call
+        except ClearRefused as error:  # the store is up: it cannot keep that clear to this gateway's prefix
+            return _bad(str(error))
         except Exception as error:
             logger.warning("cache %s failed: %r", operation, error)
             return _bad("the cache store did not answer", 503, "store_error")

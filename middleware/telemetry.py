@@ -34,6 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._wire import is_azure
 from ._fork import renew_after_fork
+from ._model_labels import MAX_MODELS, ModelLabels
 from ._printable import printable
 from ._types import UPSTREAM_HEADER
 from .stores.base import abilities_of
@@ -55,8 +56,6 @@ TOKEN_BUCKETS = tuple(4**n for n in range(14))
 """`gen_ai.client.token.usage`'s bucket boundaries, as the GenAI conventions give them (1, 4, 16, ... 4**13)."""
 SIMILARITY_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0)
 """`llm_cache_semantic_similarity`'s bucket boundaries: cosine, finer where thresholds are set."""
-MAX_MODELS = 200
-"""Distinct `model` label values kept before further ones are reported as `other`."""
 MAX_MODEL_CHARS = 128
 """Longest model name telemetry keeps (labels, span names); a longer one, sent by the caller, is cut."""
 MAX_PATH_CHARS = 256
@@ -491,10 +490,14 @@ class Call:
             t._add("llm_cache_not_stored", (_reason_code(reason),), 1)
         if status >= 400:
             self.error_type = str(status)
+        if 200 <= status < 300:
+            t._admit(self.model)
         if entry is not None:
             summary = t._summary(entry, self.endpoint)
             if summary is not None:
                 self.response_model = summary.response_model
+                if 200 <= status < 300:
+                    t._admit(summary.response_model)
                 t._provider_cached(self.provider, self.model or summary.response_model, summary.usage)
                 t._used_tokens(self._start, summary)
                 if self.result == "verify":
@@ -673,7 +676,7 @@ class Telemetry:
         self._lookup_times: deque[float] = deque()
         self._store_times: deque[float] = deque()
         """Durations not yet folded into the histograms of the store `store_name` names."""
-        self._models: set[str] = set()
+        self._models = ModelLabels()
         self._usage_memo: dict[tuple[str, float], _Summary | None] = {}
         self._served_memo: dict[tuple[str, float, str, str | None, str], tuple[_Summary | None, _Adds]] = {}
         self._warned_at = float("-inf")
@@ -838,14 +841,14 @@ class Telemetry:
         return start
 
     def _model_label(self, model: str | None) -> str:
-        if not model:
-            return "unknown"
-        if model in self._models:
-            return model
-        if len(self._models) >= MAX_MODELS:
-            return "other"
-        self._models.add(model)
-        return model
+        return self._models.label(model)
+
+    def _admit(self, *models: str | None) -> None:
+        """Models a request got a 2xx answer or a hit for: labelled by name from now on (`ModelLabels`).
+        A span start memoised with `other` for one of them is worked out again."""
+        for model in models:
+            if model not in self._models.admitted and self._models.admit(model):
+                self._starts.clear()
 
     def _response_label(self, model: str | None) -> str | None:
         """`gen_ai.response.model` as a metric attribute: capped as the request's (a lenient upstream echoes it)."""
@@ -978,6 +981,8 @@ class Telemetry:
 
     def _hit_adds(self, summary: _Summary | None, provider: str, request_model: str | None, match: str) -> _Adds:
         """A hit's counter additions: the request, and what the answer saved (when its body says)."""
+        # a hit: an answer was stored for these
+        self._admit(request_model, None if summary is None else summary.response_model)
         requests = ("llm_cache_requests", ("hit", provider, self._model_label(request_model), match), 1)
         if summary is None:
             return (requests,)
@@ -1042,7 +1047,7 @@ class _Start:
     def __init__(
         self, operation: str, provider: str, model: str | None, label: str, upstream: str | None, store: str
     ) -> None:
-        """`label`: the model as metrics name it (the first `MAX_MODELS` models, then `other`)."""
+        """`label`: the model as metrics name it (`ModelLabels`: itself, or `other`)."""
         self.name = f"{operation} {model or 'unknown'}"
         self.provider = provider
         base: dict[str, Any] = {"gen_ai.operation.name": operation, "gen_ai.provider.name": provider}

@@ -87,10 +87,18 @@ class RedisSentinelStoreConfig(_RedisCommon):
     db: int | None = Field(default=None, ge=0)
 
 
-class S3StoreConfig(_Model):
+class _ObjectStoreCommon(_Model):
+    prefix: str | None = None
+    max_value_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Longer objects are a miss, never read (default 64 MiB): others may write the bucket.",
+    )
+
+
+class S3StoreConfig(_ObjectStoreCommon):
     type: Literal["s3"]
     bucket: str
-    prefix: str | None = None
     region: str | None = None
     endpoint_url: str | None = None
     aws_access_key_id: str | None = None
@@ -99,20 +107,18 @@ class S3StoreConfig(_Model):
     profile: str | None = None
 
 
-class GCSStoreConfig(_Model):
+class GCSStoreConfig(_ObjectStoreCommon):
     type: Literal["gcs"]
     bucket: str
-    prefix: str | None = None
     endpoint_url: str | None = Field(default=None, description="An emulator; default: Google's JSON API.")
     service_account_file: str | None = Field(default=None, description="Default: Application Default Credentials.")
     connect_timeout: float | None = Field(default=None, gt=0)
     read_timeout: float | None = Field(default=None, gt=0)
 
 
-class AzureBlobStoreConfig(_Model):
+class AzureBlobStoreConfig(_ObjectStoreCommon):
     type: Literal["azure-blob"]
     container: str
-    prefix: str | None = None
     connection_string: str | None = Field(default=None, description="Default: AZURE_STORAGE_CONNECTION_STRING.")
     account_url: str | None = Field(default=None, description="https://ACCOUNT.blob.core.windows.net")
     credential: str | None = Field(default=None, description="An account key or SAS token; default: azure-identity.")

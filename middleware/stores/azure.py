@@ -19,6 +19,7 @@ from typing import Any
 
 from .._loop_clients import PerLoop
 from ._expiry import deadline, expired
+from ._value_cap import DEFAULT_MAX_VALUE_BYTES, CappedReads, ValueCap
 from .base import PLAIN
 from .breaker import CircuitBreaker
 
@@ -32,9 +33,10 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 EXPIRES = "llmc_expires_at"
 CONNECTION_STRING_VARIABLE = "AZURE_STORAGE_CONNECTION_STRING"  # as the Azure CLI and SDK samples read it
 DELETE_BATCH = 256  # a blob batch request carries at most 256 sub-requests
+FIRST_GET = 32 * 1024 * 1024  # azure-storage-blob's own max_single_get_size
 
 
-class AzureBlobStore:
+class AzureBlobStore(CappedReads):
     """`AzureBlobStore("my-container", connection_string=...)` or
     `AzureBlobStore("my-container", account_url="https://ACCOUNT.blob.core.windows.net", credential=...)`.
 
@@ -64,6 +66,7 @@ class AzureBlobStore:
         cooldown: float = 5.0,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.time,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         name: str | None = None,
     ) -> None:
         if connection_string is None and account_url is None:
@@ -91,11 +94,14 @@ class AzureBlobStore:
             "connection_timeout": connect_timeout,
             "read_timeout": read_timeout,
             "retry_total": 0,
+            # the first GET reads at most this much, and tells the blob's size before the rest is read
+            "max_single_get_size": min(max_value_bytes + 1, FIRST_GET),
         }
         self.batch_size = max(1, min(batch_size, DELETE_BATCH))
         if name is not None:
             self.name = name
         self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
+        self._cap = ValueCap(self.name, max_value_bytes)
         self._clock = clock
         self._clients: PerLoop[ContainerClient] = PerLoop(self._make_client, lambda client: client.close())
         self.expired_deleted = 0
@@ -124,6 +130,8 @@ class AzureBlobStore:
                 download = await client.download_blob(self.prefix + key)
             except ResourceNotFoundError:
                 return None, None
+            if not self._cap.admits(download.size):
+                return None, None  # past the first GET, never read: a planted blob may be gigabytes long
             if expired((download.properties.metadata or {}).get(EXPIRES), self._clock):
                 return None, download.properties.etag
             return await download.readall(), None

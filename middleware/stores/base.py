@@ -15,6 +15,11 @@ class StoreError(Exception):
     """A store could not answer. The engine treats it as a miss (fail open) and counts it."""
 
 
+class ClearRefused(StoreError):
+    """The store cannot clear exactly that prefix (it would clear more, or cannot clear at all): refused,
+    nothing deleted. Not a failure of the store: the gateway answers 400 with the reason."""
+
+
 class NoTagIndex(StoreError):
     """The store keeps no tag index (memcached cannot list keys): a tag invalidation is refused."""
 

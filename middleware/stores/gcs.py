@@ -25,6 +25,7 @@ import httpx
 from .._fork import renew_after_fork
 from .._loop_clients import PerLoop
 from ._expiry import deadline, expired
+from ._value_cap import DEFAULT_MAX_VALUE_BYTES, CappedReads, ValueCap
 from .base import PLAIN
 from .breaker import CircuitBreaker
 
@@ -84,7 +85,7 @@ class GoogleToken:
                 raise TokenError(f"gcs: cannot refresh the access token: {error}") from error
 
 
-class GCSStore:
+class GCSStore(CappedReads):
     """`GCSStore("my-bucket", prefix="llmc/")`.
 
     Credentials: `token` (an async callable returning an access token), else a service-account file,
@@ -113,6 +114,7 @@ class GCSStore:
         cooldown: float = 5.0,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.time,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         name: str | None = None,
     ) -> None:
         self.bucket = bucket
@@ -129,6 +131,7 @@ class GCSStore:
         if name is not None:
             self.name = name
         self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
+        self._cap = ValueCap(self.name, max_value_bytes)
         self._clock = clock
         self._clients: PerLoop[httpx.AsyncClient] = PerLoop(
             lambda: httpx.AsyncClient(timeout=self._timeout), lambda client: client.aclose()
@@ -153,13 +156,17 @@ class GCSStore:
 
     async def get(self, key: str) -> bytes | None:
         async def run(client: httpx.AsyncClient) -> tuple[bytes | None, str | None]:
-            response = await client.get(self._url(key), params={"alt": "media"}, headers=await self._headers())
-            if response.status_code == 404:
-                return None, None
-            response.raise_for_status()
-            if expired(response.headers.get(f"x-goog-meta-{EXPIRES}"), self._clock):
-                return None, response.headers.get("x-goog-generation", "")
-            return response.content, None
+            params, headers = {"alt": "media"}, await self._headers()
+            async with client.stream("GET", self._url(key), params=params, headers=headers) as response:
+                if response.status_code == 404:
+                    return None, None
+                response.raise_for_status()
+                if not self._cap.admits(_length(response.headers.get("content-length"))):
+                    return None, None  # never read: a planted object may be gigabytes long
+                if expired(response.headers.get(f"x-goog-meta-{EXPIRES}"), self._clock):
+                    return None, response.headers.get("x-goog-generation", "")
+                # read under the cap too: a body without a length, or one served decompressed
+                return await self._cap.read(response.aiter_bytes()), None
 
         value, generation = await self._call("get", run)
         if generation is not None:
@@ -239,3 +246,8 @@ class GCSStore:
 
     async def close(self) -> None:
         await self._clients.close()
+
+
+def _length(header: str | None) -> int | None:
+    """A Content-Length header's value; None when absent or not a number."""
+    return int(header) if header is not None and header.isdigit() else None

@@ -27,7 +27,7 @@ from typing import Any
 
 from .._fork import renew_after_fork
 from .aiocache import AiocacheStore
-from .base import Abilities, StoreError
+from .base import Abilities, ClearRefused, StoreError
 from .breaker import CircuitBreaker
 
 try:
@@ -245,7 +245,7 @@ class MemcachedStore(AiocacheStore):
         """Raise StoreError unless `clear(prefix)` can be honoured (the engine checks its own prefixes
         with this when it is built, so a misfit `key_prefix` fails at start-up, not at the first clear)."""
         if prefix and (not prefix.endswith(":") or prefix.count(":") > self.generation_depth):
-            raise StoreError(
+            raise ClearRefused(
                 f"memcached can only clear ':'-terminated prefixes of at most {self.generation_depth} "
                 f"segments (memcached cannot scan keys); got {prefix!r}"
             )

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from .._fork import renew_after_fork
 from ._expiry import deadline, expired
+from ._value_cap import DEFAULT_MAX_VALUE_BYTES, CappedReads, ValueCap
 from .base import Abilities, StoreError
 from .breaker import CircuitBreaker
 
@@ -37,6 +38,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     raise ImportError("S3Store needs aiobotocore: pip install 'llm-cache-middleware[s3]'") from error
 
 EXPIRES = "llmc-expires-at"
+READ_CHUNK = 64 * 1024
 DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys
 MISSING = {"NoSuchKey", "404", "NotFound"}
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
@@ -47,7 +49,7 @@ MAX_TAG_PATH = 512
 custom tag, at most 128 characters, always fits): with the prefix and the entry's key, within 1,024 bytes."""
 
 
-class S3Store:
+class S3Store(CappedReads):
     """`S3Store("my-bucket", prefix="llmc/", region="eu-west-1")`.
 
     Credentials come from the usual AWS chain (environment, shared config/credentials files, SSO,
@@ -79,6 +81,7 @@ class S3Store:
         cooldown: float = 5.0,
         breaker: CircuitBreaker | None = None,
         clock: Any = time.time,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         name: str | None = None,
     ) -> None:
         self.bucket = bucket
@@ -104,6 +107,7 @@ class S3Store:
         if name is not None:
             self.name = name
         self.breaker = breaker or CircuitBreaker(failure_threshold, cooldown, name=self.name)
+        self._cap = ValueCap(self.name, max_value_bytes)
         self._clock = clock
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
             weakref.WeakKeyDictionary()
@@ -158,11 +162,17 @@ class S3Store:
                 if error.response.get("Error", {}).get("Code") in MISSING:
                     return None, None
                 raise
+            size = response.get("ContentLength")
+            if not self._cap.admits(size):
+                response["Body"].close()  # never read: a planted object may be gigabytes long
+                return None, None
             if expired(response.get("Metadata", {}).get(EXPIRES), self._clock):
                 response["Body"].close()
                 return None, response.get("ETag") or "*"
             async with response["Body"] as stream:
-                return await stream.read(), None
+                if size is not None:  # the body is that long (the client checks it)
+                    return await stream.read(), None
+                return await self._cap.read(stream.iter_chunks(READ_CHUNK)), None
 
         value, stale_etag = await self._call("get", run)
         if stale_etag is not None:

@@ -68,10 +68,23 @@ _OPTIONS: dict[str, _Options] = {
     "disk": {"size_limit": int},
     "redis": _REDIS_OPTIONS,
     "redis-cluster": _REDIS_OPTIONS,
-    "s3": {"region": str, "endpoint_url": str, "profile": str, "connect_timeout": float, "read_timeout": float},
+    "s3": {
+        "region": str,
+        "endpoint_url": str,
+        "profile": str,
+        "connect_timeout": float,
+        "read_timeout": float,
+        "max_value_bytes": int,
+    },
     "memcached": {"prefix": str, "timeout": float, "max_item_size": int, "pool_size": int},
-    "gcs": {"endpoint_url": str, "service_account_file": str, "connect_timeout": float, "read_timeout": float},
-    "azure-blob": {"account_url": str, "connect_timeout": float, "read_timeout": float},
+    "gcs": {
+        "endpoint_url": str,
+        "service_account_file": str,
+        "connect_timeout": float,
+        "read_timeout": float,
+        "max_value_bytes": int,
+    },
+    "azure-blob": {"account_url": str, "connect_timeout": float, "read_timeout": float, "max_value_bytes": int},
 }
 _KINDS = {
     "memory": "memory",

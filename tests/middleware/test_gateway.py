@@ -533,3 +533,28 @@ def test_malformed_and_oversized_bodies_pass_through(
         assert answer.status_code == 200 and answer.headers["x-cache"] == "BYPASS"
     assert fake_provider.count("/chat/completions") == 4
     assert gateway.cache.stats.stored == 0
+
+
+def test_a_flush_the_store_cannot_keep_to_its_prefix_is_a_400_that_says_why(
+    memcached_server: Any, gateway_factory: Callable[..., Gateway]
+) -> None:
+    """An aiocache memcached cache could only `flush_all` the server: the store refuses, and the gateway
+    answers 400 naming why (not a 503 as if the store were down); nothing is deleted."""
+    from aiocache import MemcachedCache
+
+    from llm_cache.middleware.stores import AiocacheStore
+    from llm_cache.middleware.stores.memcached import BytesSerializer
+
+    own = MemcachedCache(
+        serializer=BytesSerializer(), endpoint=memcached_server.host, port=memcached_server.port, namespace="gw"
+    )
+    gateway = gateway_factory(cache=Cache(AiocacheStore(own), key_prefix="v1:"))
+    chat(gateway.openai())
+    for path, body in (
+        ("/cache/flush", {"namespace": "default"}),
+        ("/cache/flush", {"all": True}),
+        ("/cache/flushall", {}),
+    ):
+        refused = gateway.admin("POST", path, json=body)
+        assert refused.status_code == 400 and "flush_all" in refused.text, (path, refused.text)
+    assert chat(gateway.openai()).headers["x-cache"] == "HIT"

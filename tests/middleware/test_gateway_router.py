@@ -188,3 +188,36 @@ def test_an_escaped_path_reaches_a_deployment_still_escaped(
     httpx2.post(url, json=body, headers={"authorization": "Bearer sk-caller"}, timeout=10)
     sent = fake_provider.requests[-1]
     assert (sent.raw_path, sent.query) == (f"/v1/chat/completions{escaped}", "")
+
+
+def test_model_names_the_router_refuses_never_take_a_real_models_metric_label(
+    tmp_path: Path, fake_provider: RunningFakeProvider
+) -> None:
+    """A caller names 250 models no deployment serves (each a 404 from the router) to fill the model label
+    slots of the metrics: the real model, answered afterwards, still counts under its own name, and the
+    junk names hold at most `MAX_UNPROVEN_MODELS` labels, the rest counted as `other`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from llm_cache.middleware import _model_labels as telemetry
+
+    config = load_config(litellm_file(tmp_path, fake_provider), env={})
+    with BackgroundServer(create_gateway(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-caller", max_retries=0)
+        for i in range(telemetry.MAX_MODELS + 50):
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model=f"junk-{i}", messages=MESSAGES)
+        assert chat(client).headers["x-cache"] == "MISS"
+        assert chat(client).headers["x-cache"] == "HIT"
+        other = [{"role": "user", "content": "And on Sundays?"}]
+        client.chat.completions.create(model=PUBLIC, messages=other)
+        text = httpx2.get(f"{server.url}/metrics", timeout=5).text
+    requests = {
+        (sample.labels["result"], sample.labels["model"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "llm_cache_requests"
+        for sample in family.samples
+        if sample.name == "llm_cache_requests_total"
+    }
+    assert requests[("hit", PUBLIC)] == 1 and requests[("miss", PUBLIC)] >= 1
+    junk = {model for _, model in requests if model.startswith("junk-")}
+    assert len(junk) <= telemetry.MAX_UNPROVEN_MODELS

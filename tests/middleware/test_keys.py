@@ -648,3 +648,18 @@ def test_portkey_headers_are_keyed_only_on_requests_to_a_portkey_gateway() -> No
         for portkey in ({}, {"x-portkey-custom-host": "http://a.internal"}, {"x-portkey-retry": '{"attempts": 3}'})
     }
     assert len(keys) == 1
+
+
+def test_a_key_space_begins_no_other_and_keeps_the_usual_prefixes_keys() -> None:
+    """`key_space`: one `:` at the end, so no cache's space begins another's (and nothing joined after
+    one makes it another); a `name:` prefix is its own space (keys unchanged), any other is quoted."""
+    from llm_cache.middleware._keys import key_space
+
+    prefixes = ["", "v1:", "prod-v2:", "litellm.caching:", "v1", "v10", "v1~", "app:x:", "app:x", "a b:", "v1%3A~:"]
+    spaces = [key_space(prefix) for prefix in prefixes]
+    assert spaces[:4] == prefixes[:4]
+    assert spaces[4:7] == ["v1~:", "v10~:", "v1~~:"] and spaces[7] == "app%3Ax%3A~:"
+    named = [space for space in spaces if space]
+    assert len(set(named)) == len(named)
+    assert all(space.count(":") == 1 and space.endswith(":") for space in named)
+    assert not [(a, b) for a in named for b in named if a != b and b.startswith(a)]

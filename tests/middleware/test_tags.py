@@ -208,3 +208,33 @@ async def test_through_the_asgi_middleware_tags_are_stored_and_junk_never_reache
     assert calls.count["chat"] == 1  # the junk never reached the app
     assert await cache.invalidate(["doc:asgi"]) == [tagged.headers["x-cache-key"]]
     assert (await post(app)).headers["x-cache"] == "MISS"
+
+
+@pytest.mark.parametrize(("outer", "inner"), [("v1", "v10"), ("app:", "app:x:"), ("v1:", "v1:x")])
+async def test_a_key_prefix_that_begins_another_never_reaches_its_entries(
+    redis_server: Any, outer: str, inner: str
+) -> None:
+    """Two caches on one Redis whose key prefixes nest (`v1` beside `v10`, `app:` beside `app:x:`). The
+    outer one's keys, flushes and tag names were its prefix and the rest joined as they came, so its
+    namespace `0default` was the inner one's `default` (the same keys: its hits), and its flush of
+    everything or of namespace `x`, or its invalidation of a crafted tag (`x:doc:1`), removed the inner
+    one's entries. None of it reaches them now."""
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
+    outside, inside = Cache(store=store, key_prefix=outer), Cache(store=store, key_prefix=inner)
+    rest = inner[len(outer) :]
+    try:
+        async with client(outside, Upstream()) as on_outside, client(inside, Upstream()) as on_inside:
+            assert (await ask(on_inside, **{"x-cache-tags": "doc:1"})).headers["x-cache"] == "MISS"
+            if ":" not in rest:  # the outer cache's namespace `0default` made the inner one's keys
+                stolen = await ask(on_outside, **{"x-cache-namespace": rest + "default"})
+                assert stolen.headers["x-cache"] == "MISS"
+
+            assert await outside.invalidate([rest + "doc:1"]) == []
+            await outside.clear((rest + "default").split(":")[0])
+            await outside.clear()
+
+            assert (await ask(on_inside)).headers["x-cache"] == "HIT"
+            assert len(await inside.invalidate(["doc:1"])) == 1
+    finally:
+        await outside.close()
+        await inside.close()

@@ -1029,33 +1029,40 @@ def test_sdk_telemetry_takes_a_sampler() -> None:
 
 
 def test_model_label_cardinality_is_capped() -> None:
-    from llm_cache.middleware import telemetry as module
+    """Models no answer proved keep `MAX_UNPROVEN_MODELS` labels; answered ones `MAX_MODELS` more."""
+    from llm_cache.middleware import _model_labels as module
 
     t = Telemetry()
+    for i in range(module.MAX_UNPROVEN_MODELS + 10):
+        t._count_request("miss", "openai", f"unproven-{i}", "none")
     for i in range(module.MAX_MODELS + 10):
+        t._admit(f"model-{i}")
         t._count_request("miss", "openai", f"model-{i}", "none")
     models = {labels[2] for labels in t.snapshot()["llm_cache_requests"]}
-    assert len(models) == module.MAX_MODELS + 1 and "other" in models
+    assert len(models) == module.MAX_UNPROVEN_MODELS + module.MAX_MODELS + 1 and "other" in models
+    assert f"model-{module.MAX_MODELS - 1}" in models and f"model-{module.MAX_MODELS}" not in models
 
 
 async def test_a_caller_naming_many_models_grows_no_metric_past_the_model_cap() -> None:
     """The GenAI histograms carry the request's model (and the answer's, which a lenient upstream echoes):
     the caller's text. They kept one series per model named, up to the SDK's own limit (2,000 per
     instrument, each a histogram of 14 buckets), ten times the cap every other metric keeps
-    (`MAX_MODELS`, then `other`). Spans still name the model as sent."""
-    from llm_cache.middleware import telemetry as module
+    (`MAX_MODELS` answered and `MAX_UNPROVEN_MODELS` unanswered ones, then `other`). Spans still name
+    the model as sent."""
+    from llm_cache.middleware import _model_labels as module
 
     rec = Recorded()
     client = async_openai(Cache(telemetry=rec.telemetry), EchoingUpstream())
-    for i in range(module.MAX_MODELS + 50):
+    cap = module.MAX_MODELS + module.MAX_UNPROVEN_MODELS
+    for i in range(cap + 50):
         await ask(client, model=f"model-{i}")
     metrics = rec.metrics()
     for name in ("gen_ai.client.operation.duration", "gen_ai.client.token.usage"):
         models = {dict(attributes).get("gen_ai.request.model") for attributes in metrics[name]}
         responses = {dict(attributes).get("gen_ai.response.model") for attributes in metrics[name]}
-        assert len(models) == len(responses) == module.MAX_MODELS + 1 and "other" in models, name
+        assert len(models) == len(responses) == cap + 1 and "other" in models, name
     spans = {(span.attributes or {}).get("gen_ai.request.model") for span in rec.calls()}
-    assert f"model-{module.MAX_MODELS + 49}" in spans
+    assert f"model-{cap + 49}" in spans
 
 
 def test_grafana_dashboard_uses_only_exported_metric_names() -> None:

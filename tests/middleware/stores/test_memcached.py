@@ -119,12 +119,18 @@ async def test_server_limit_below_configured_is_a_counted_skip(memcached_server:
 
 
 @pytest.mark.parametrize("key_prefix", ["v2", "a:b:c:d:e:f:g:h:"])
-def test_a_key_prefix_memcached_could_not_clear_is_refused_when_the_cache_is_built(key_prefix: str) -> None:
+def test_any_key_prefix_fits_memcached_and_a_store_too_shallow_is_refused_when_the_cache_is_built(
+    key_prefix: str,
+) -> None:
+    """A cache's key space is one `:`-terminated segment whatever its `key_prefix` (`_keys.key_space`), so
+    memcached clears it; a store that versions fewer segments than a namespace's prefix is refused."""
     store = MemcachedStore("127.0.0.1", 11211, prefix="llmc:")  # no connection is made to build a cache
+    assert Cache(store=store, key_prefix=key_prefix).key_space.count(":") == 1
+    shallow = MemcachedStore("127.0.0.1", 11211, prefix="llmc:", generation_depth=1)
     with pytest.raises(ValueError, match="does not fit the memcached store"):
-        Cache(store=store, key_prefix=key_prefix)
+        Cache(store=shallow, key_prefix=key_prefix)
     with pytest.raises(ValueError, match="does not fit the tiered:memory[+]memcached store"):
-        Cache(store=TieredStore(MemoryStore(), store), key_prefix=key_prefix)
+        Cache(store=TieredStore(MemoryStore(), shallow), key_prefix=key_prefix)
 
 
 async def test_a_colon_terminated_key_prefix_clears_everything_and_each_namespace(memcached_server: Any) -> None:

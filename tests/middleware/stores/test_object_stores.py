@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from llm_cache.middleware.config.builders import build_store
-from llm_cache.middleware.stores import StoreError
+from llm_cache.middleware.stores import StoreError, store_from_url
 from llm_cache.middleware.stores.base import get_many
 
 from .conftest import OBJECT_STORES, azure_container, gcs_bucket, object_store, s3_client, unique_prefix
@@ -107,3 +107,39 @@ async def test_a_config_file_builds_the_gcs_and_azure_blob_stores(request: pytes
             assert await store.get("k") == b"v"
         finally:
             await store.close()
+
+
+@pytest.mark.parametrize("kind", OBJECT_STORES)
+async def test_an_object_past_max_value_bytes_is_a_miss_and_is_not_read(
+    kind: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone else who can write the bucket plants an object one byte past the cap under an entry's key:
+    the store sees its size before reading its body and answers a miss (counted, logged once), never a
+    failure; an object exactly at the cap still reads."""
+    prefix = unique_prefix().replace(":", "/")
+    planter = await object_store(kind, request, prefix)
+    store = await object_store(kind, request, prefix, max_value_bytes=1024)
+    try:
+        await planter.set("planted", b"x" * 1025, 60)
+        await planter.set("fits", b"y" * 1024, 60)
+        with caplog.at_level("WARNING", logger="llm_cache.middleware.stores"):
+            assert await store.get("planted") is None
+            assert await store.get("planted") is None
+        assert store.oversize_skipped == 2
+        assert len([r for r in caplog.records if "max_value_bytes" in r.getMessage()]) == 1
+        assert await store.get("fits") == b"y" * 1024
+        assert store.breaker.state == "closed"
+    finally:
+        await store.close()
+        await planter.close()
+
+
+def test_max_value_bytes_of_an_object_store_defaults_to_64_mib_and_is_configurable() -> None:
+    azure = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:1/a;"
+    stores = [
+        store_from_url("s3://b/p?endpoint_url=http://127.0.0.1:1&max_value_bytes=4096"),
+        build_store({"type": "gcs", "bucket": "b", "endpoint_url": "http://127.0.0.1:1", "max_value_bytes": 4096}),
+        build_store({"type": "azure-blob", "container": "c", "connection_string": azure, "max_value_bytes": 4096}),
+    ]
+    assert [store.max_value_bytes for store in stores] == [4096] * 3
+    assert build_store({"type": "s3", "bucket": "b"}).max_value_bytes == 64 * 1024 * 1024
