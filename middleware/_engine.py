@@ -355,6 +355,10 @@ class Cache:
             named != method for named in overrides.in_fields(parsed, form=endpoint.form_body)
         ):
             return self._passthrough(route, path, "the body's `_method` names another method than the request's")
+        if not endpoint.form_body and overrides.read_as_form(content_type := headers.get("content-type")):
+            named_in_form = overrides.in_body(content_type or "", body)  # as a server behind reads it
+            if named_in_form is None or any(named != method for named in named_in_form):
+                return self._passthrough(route, path, "the body, read as a form, names another method")
 
         cache_field = None
         forward_body = body

@@ -480,6 +480,29 @@ async def test_a_request_naming_another_method_in_its_query_or_body_is_forwarded
     assert [r.headers["x-cache"] for r in own] == ["MISS", "HIT"]
 
 
+READ_AS_A_FORM = {
+    "a form's content-type": {"content-type": "application/x-www-form-urlencoded"},
+    "no content-type (Rack reads a POST body without one as a form)": {},
+}
+
+
+@pytest.mark.parametrize("sent", list(READ_AS_A_FORM))
+async def test_a_json_body_sent_as_a_form_that_names_another_method_there_is_forwarded_untouched(sent: str) -> None:
+    """A server that reads a body by its content-type reads this one as a form whatever it holds, and a
+    JSON object whose text holds `&_method=GET&` names GET there, though its JSON has no `_method`: the
+    gateway judges it so (`_overrides.in_body`), and the cache must not key it as the POST. Naming the
+    request's own method so changes nothing."""
+    headers = {**AUTH, **READ_AS_A_FORM[sent]}
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        named = orjson.dumps({**BODY, "user": "&_method=GET&"})
+        overridden = [(await http.post(URL, content=named, headers=headers)).headers["x-cache"] for _ in range(2)]
+        own = orjson.dumps({**BODY, "user": "&_method=POST&"})
+        same = [(await http.post(URL, content=own, headers=headers)).headers["x-cache"] for _ in range(2)]
+    assert overridden == ["BYPASS", "BYPASS"]
+    assert same == ["MISS", "HIT"]
+
+
 async def test_non_llm_requests_pass_through_untouched() -> None:
     upstream = Upstream(lambda r, n: httpx2.Response(200, json={"data": []}))
     async with client(Cache(), upstream) as http:
