@@ -223,8 +223,9 @@ class Cache:
         self._items = Items(self)
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
-        self._heads: dict[tuple[str, float, bytes, str], _Heads] = {}
-        """A JSON hit's headers before and after `age`, by entry (fingerprint and write time), outcome and key."""
+        self._heads: dict[tuple[str, float, int, bytes, str], _Heads] = {}
+        """A JSON hit's headers before and after `age`, by entry (fingerprint, write time, body length),
+        outcome and key."""
         self._memo: PreparedMemo[CacheRequest] | None = None
         """Requests prepared before, by what their preparation read (`_prepared_memo.py`); not with a
         scope function or a key builder, the operator's code, which may read anything."""
@@ -867,9 +868,10 @@ class Cache:
             opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))
             before, after = _entry_heads(opening, outcome, request.key, body, replayed_origin(endpoint, entry))
         else:
-            # An entry answers JSON the same way every time but for its age: the rest is made once.
+            # An entry answers JSON the same way every time but for its age: the rest is made once. (Its
+            # body's length too: an entry rewritten under its key and time must not be framed by the old one.)
             body = entry.body
-            memo_key = (entry.fingerprint, entry.created_at, outcome, request.key)
+            memo_key = (entry.fingerprint, entry.created_at, len(body), outcome, request.key)
             heads = self._heads.get(memo_key)
             if heads is None:
                 if len(self._heads) >= _MEMO_LIMIT:
