@@ -16,7 +16,10 @@ gets no store child spans by default), `sdk_telemetry(store_spans=True)` and
 `sdk_telemetry()` hits: how much of the added latency is the SDK's. `--semantic` adds the semantic
 cache (all-MiniLM-L6-v2, in-process index) on short questions: an exact hit with it on, a
 paraphrase answered by meaning, and a miss with and without it (unique questions, so every call
-embeds, searches and indexes), next to embedding one question alone.
+embeds, searches and indexes), next to embedding one question alone. `--stream` adds streamed memory
+hits of a 60-chunk chat answer (`stream_options.include_usage`): of an entry filled by that stream
+(replayed as the provider cut it) and of one filled by the JSON answer (synthesised), next to the
+JSON hit, with the size of each stored entry.
 """
 
 from __future__ import annotations
@@ -74,9 +77,46 @@ def chat_body(size: int) -> bytes:
     return orjson.dumps(body)
 
 
+STREAMED_WORDS = 58
+"""Content chunks of the streamed answer: with the role chunk, the finish chunk and the usage chunk,
+a stream of 61 events and `[DONE]` (a short paragraph, as a chat model streams it)."""
+
+
+def chat_stream() -> tuple[bytes, bytes]:
+    """(a chat completion stream of `STREAMED_WORDS` content chunks with usage, the same answer as JSON)."""
+    head = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+    words = [("" if i == 0 else " ") + f"word{i}" for i in range(STREAMED_WORDS)]
+    usage = {"prompt_tokens": 250, "completion_tokens": STREAMED_WORDS, "total_tokens": 250 + STREAMED_WORDS}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**head, "choices": [choice], "usage": None}) + b"\n\n"
+
+    events = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": w}) for w in words), chunk({}, "stop")]
+    events.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    message = {"role": "assistant", "content": "".join(words)}
+    answer = {
+        **head,
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    }
+    return b"".join(events), orjson.dumps({**answer, "usage": usage})
+
+
+STREAM, STREAMED_ANSWER = chat_stream()
+
+
 class FixedResponse(httpx2.AsyncBaseTransport):
+    """The fixed 1 KB answer; a request asking for `"stream": true` gets `STREAM`, one asking for
+    the streamed answer as JSON (`"n": 1`) gets `STREAMED_ANSWER`."""
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        await request.aread()
+        body = await request.aread()
+        if b'"stream":true' in body:
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=STREAM)
+        if b'"n":1' in body:
+            return httpx2.Response(200, headers={"content-type": "application/json"}, content=STREAMED_ANSWER)
         return httpx2.Response(200, headers={"content-type": "application/json"}, content=RESPONSE)
 
 
@@ -161,6 +201,51 @@ async def client_rows(n: int, telemetry: bool) -> list[Row]:
     for client in clients:
         await client.aclose()
     return rows
+
+
+async def stream_rows(n: int) -> tuple[list[Row], list[tuple[str, int]]]:
+    """(streamed memory hits next to the JSON hit, the size of each stored entry)."""
+    store = MemoryStore(max_entries=10_000)
+    cache = Cache(store=store, ttl=900)
+    client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=FixedResponse()))
+    floor_client = httpx2.AsyncClient(transport=FixedResponse())
+    question = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say sixty words."}]}
+    asks = {"stream": True, "stream_options": {"include_usage": True}}
+    streamed = orjson.dumps({**question, **asks})  # its entry filled by the stream
+    other = {**question, "messages": [{"role": "user", "content": "Say sixty other words."}], "n": 1}
+    from_json, from_json_streamed = orjson.dumps(other), orjson.dumps({**other, **asks})  # filled by JSON
+    sizes = []
+    for label, fill, hit in (
+        ("filled by the stream", streamed, streamed),
+        ("filled by the JSON answer", from_json, from_json_streamed),
+    ):
+        warm = await client.post(URL, content=fill, headers=HEADERS)
+        assert warm.headers["x-cache"] == "MISS", warm.headers
+        again = await client.post(URL, content=hit, headers=HEADERS)
+        assert again.headers["x-cache"] == "HIT" and again.content.count(b"data: ") >= 3, again.headers
+        stored = await store.get(again.headers["x-cache-key"])
+        assert stored is not None
+        sizes.append((f"entry {label} ({again.content.count(b'data: ')} events on a streamed hit)", len(stored)))
+
+    def post(http: httpx2.AsyncClient, body: bytes) -> Callable[[], Awaitable[object]]:
+        async def call() -> object:
+            return await http.post(URL, content=body, headers=HEADERS)
+
+        return call
+
+    _, json_client = await cached_client(store)
+    rows = await interleave(
+        [
+            ("floor: httpx2 client + no-op transport (1 KB)", poster(floor_client)),
+            ("memory hit via AsyncCachingTransport (1 KB)", poster(json_client)),
+            ("streamed memory hit, entry filled by the stream", post(client, streamed)),
+            ("streamed memory hit, entry filled by the JSON answer", post(client, from_json_streamed)),
+        ],
+        n,
+    )
+    for http in (client, json_client, floor_client):
+        await http.aclose()
+    return rows, sizes
 
 
 def dropping_tracer_provider() -> Any:
@@ -428,6 +513,11 @@ def main() -> None:
         action="store_true",
         help="also the semantic cache's costs: exact and semantic hits, misses with and without it",
     )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="also streamed memory hits (an entry filled by a stream, one filled by JSON) and entry sizes",
+    )
     args = parser.parse_args()
     rows = asyncio.run(client_rows(args.requests, args.telemetry))
     rows += key_rows(args.requests)
@@ -442,6 +532,16 @@ def main() -> None:
         print("| --- | ---: | ---: |")
         for label, micros in [*share, ("total", sum(m for _, m in share))]:
             print(f"| {label} | {micros:.1f} | {micros / no_sdk:.0%} |")
+    if args.stream:
+        stream_table, sizes = asyncio.run(stream_rows(args.requests))
+        print()
+        print(f"# streamed hits of a {STREAMED_WORDS}-chunk chat answer with usage")
+        print_table(stream_table, "floor")
+        print()
+        print("| stored entry | bytes |")
+        print("| --- | ---: |")
+        for label, size in sizes:
+            print(f"| {label} | {size} |")
     if args.semantic:
         print()
         print("# semantic cache (all-MiniLM-L6-v2 on the CPU, in-process index), 1/10 of the calls")

@@ -58,6 +58,7 @@ from ._policy import DEFAULT_POLICY, PolicyError, parse_policy
 from ._prepared_memo import PreparedMemo
 from ._printable import printable
 from ._recorder import Recorder, replayed_origin
+from ._replays import ReplayMemo
 from ._settings import CacheSettings, CacheStats
 from ._singleflight import SingleFlight
 from ._types import (
@@ -226,6 +227,8 @@ class Cache:
         self._heads: dict[tuple[str, float, int, bytes, str], _Heads] = {}
         """A JSON hit's headers before and after `age`, by entry (fingerprint, write time, body length),
         outcome and key."""
+        self._replays = ReplayMemo()
+        """A streamed hit's events, by entry, when its stream's cut was kept (`_replays.py`)."""
         self._memo: PreparedMemo[CacheRequest] | None = None
         """Requests prepared before, by what their preparation read (`_prepared_memo.py`); not with a
         scope function or a key builder, the operator's code, which may read anything."""
@@ -862,7 +865,10 @@ class Cache:
         if request.stream:
             view = request.view()
             try:
-                body = endpoint.render_stream(entry.body, view)
+                events = self._replays.events(entry)
+                body = (
+                    endpoint.render_stream(entry.body, view) if events is None else endpoint.render_events(events, view)
+                )
             except Exception as error:  # a body no stream is made of: a corrupt entry, or another schema's
                 raise EntryError(f"cannot be replayed as a stream ({type(error).__name__})") from error
             opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))

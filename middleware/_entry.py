@@ -8,10 +8,13 @@ from dataclasses import dataclass
 
 import msgpack
 
-SCHEMA_VERSION = 3
-"""2 added `usage_requested` and `origin`, 3 `expires_at` and `tags`; entries of versions 1 and 2 are
-still read (all version-1 entries were stored with usage; neither knows when it stops being fresh;
-older entries carry no tags, and no tag index names them)."""
+from ._memo import BoundedMemo
+
+SCHEMA_VERSION = 4
+"""2 added `usage_requested` and `origin`, 3 `expires_at` and `tags`, 4 `cut`; entries of versions 1 to
+3 are still read (all version-1 entries were stored with usage; neither 1 nor 2 knows when it stops
+being fresh; entries before 3 carry no tags, and no tag index names them; entries before 4 carry no
+cut: a streamed hit of theirs synthesises its stream)."""
 
 
 COMPLETE_ANSWERS = frozenset({200, 201})
@@ -59,6 +62,9 @@ class Entry:
     tags: frozenset[str] = frozenset()
     """What a tag invalidation removes it by: the automatic `model:`, `namespace:` and `scope:` tags
     and the custom ones (`x-cache-tags`); metadata, never part of the key."""
+    cut: bytes | None = None
+    """How the provider cut the stream that filled the entry (`providers/cuts.py`), so a streamed hit
+    sends the same events; None for an answer that came as JSON (its streamed hits are synthesised)."""
 
 
 def pack(entry: Entry) -> bytes:
@@ -74,6 +80,7 @@ def pack(entry: Entry) -> bytes:
             [list(pair) for pair in entry.origin],
             entry.expires_at,
             sorted(entry.tags),
+            entry.cut,
         ],
         use_bin_type=True,
     )
@@ -88,8 +95,13 @@ def unpack(data: bytes) -> Entry:
         raise EntryError("entry of another schema version")
     expires_at = None
     tags: frozenset[str] = frozenset()
-    if len(fields) == 10 and fields[0] == SCHEMA_VERSION:
-        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, expires_at, names = fields
+    cut = None
+    version = fields[0] if fields else None
+    if (len(fields), version) in ((11, SCHEMA_VERSION), (10, 3)):  # version 4 added `cut`, last
+        _, fingerprint, created_at, status, body, from_stream, usage_requested, pairs, expires_at, names = fields[:10]
+        cut = fields[10] if version == SCHEMA_VERSION else None
+        if cut is not None and not isinstance(cut, bytes):
+            raise EntryError("entry with fields of the wrong types")
         origin = _pairs(pairs) if pairs else ()
         if expires_at is not None and not isinstance(expires_at, (int, float)):
             raise EntryError("entry with fields of the wrong types")
@@ -126,6 +138,7 @@ def unpack(data: bytes) -> Entry:
         origin,
         None if expires_at is None else float(expires_at),
         tags,
+        cut,
     )
 
 
@@ -149,22 +162,12 @@ class EntryMemo:
     like the engine's other memos (it starts over when full); large entries are decoded each time."""
 
     def __init__(self, max_entries: int = 1024, max_bytes: int = 4 * 1024 * 1024) -> None:
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._entries: dict[bytes, Entry] = {}
-        self._bytes = 0
+        self._entries: BoundedMemo[bytes, Entry] = BoundedMemo(max_entries, max_bytes)
 
     def unpack(self, data: bytes) -> Entry:
         """`unpack(data)`, remembered; raises EntryError as it does."""
         entry = self._entries.get(data)
-        if entry is not None:
-            return entry
-        entry = unpack(data)
-        size = len(data)
-        if size <= self._max_bytes // 64:
-            if len(self._entries) >= self._max_entries or self._bytes + size > self._max_bytes:
-                self._entries = {}
-                self._bytes = 0
-            self._entries[data] = entry
-            self._bytes += size
+        if entry is None:
+            entry = unpack(data)
+            self._entries.put(data, entry, len(data))
         return entry

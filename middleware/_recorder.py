@@ -313,6 +313,17 @@ class Recorder:
         if self._lookup.lock is not None:
             await asyncio.shield(asyncio.ensure_future(self._handle.release_lock(self._request, self._lookup)))
 
+    def _cut(self, body: bytes) -> bytes | None:
+        """How the provider cut the stream the answer came in (store time), or None: a JSON answer, or
+        an assembler that keeps no cut (an operator's own, written before cuts: hits synthesise)."""
+        if self._assembler is None:
+            return None
+        try:
+            return self._assembler.cut(body)
+        except Exception:  # a cut is fidelity, never a reason to store nothing
+            logger.debug("stream cut failed", exc_info=True)
+            return None
+
     def _entry(self, exhausted: bool) -> Entry | None:
         if self._assembler is not None:
             if not exhausted and not self._assembler.complete:  # (Gemini's SSE form has no terminal event)
@@ -341,7 +352,9 @@ class Recorder:
         if self._why is not None:
             return None
         asked = request.captured or request.endpoint.asks_for_usage(request.body, request.stream)
-        return Entry(request.key, time.time(), self._status, body, from_stream, asked, self._origin)
+        return Entry(
+            request.key, time.time(), self._status, body, from_stream, asked, self._origin, cut=self._cut(body)
+        )
 
 
 def _ours_or_in(name: str, dropped: frozenset[str]) -> bool:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from ..._wire import ANTHROPIC, ANTHROPIC_MESSAGES, suffix_pattern
 from .. import _exact_json as exact_json
-from . import genai
+from . import cuts, genai
 from .base import (
     JSON_MEDIA_TYPE,
     AnswerHeaders,
@@ -131,10 +131,14 @@ class MessageStreamAssembler:
         self._json: dict[int, str] = {}
         self._done = False
         self._broken = False
+        self._cut = cuts.CutRecorder(message_positions)
 
     @property
     def complete(self) -> bool:
         return self._done and not self._broken
+
+    def cut(self, answer: bytes) -> bytes | None:
+        return self._cut.cut(answer)
 
     def feed(self, chunk: bytes) -> None:
         for name, data in self._decoder.feed(chunk):
@@ -144,6 +148,7 @@ class MessageStreamAssembler:
             if event is None:
                 self._broken = True
                 continue
+            self._cut.event(name, data, event)
             kind = str(event.get("type") or name)
             if kind == "message_start" and isinstance(event.get("message"), dict):
                 self._message = dict(event["message"])
@@ -198,6 +203,20 @@ class MessageStreamAssembler:
             return None
         final = {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
         return exact_json.dumps(final)
+
+
+_DELTA_FRAGMENTS = ("text", "thinking", "partial_json", "signature")
+"""The string of a `content_block_delta` that continues its block (`signature` comes whole)."""
+
+
+def message_positions(event: dict[str, Any]) -> Iterator[cuts.Position]:
+    """The fragment a Messages `content_block_delta` carries, its channel the block and the field."""
+    delta = event.get("delta") if event.get("type") == "content_block_delta" else None
+    if isinstance(delta, dict):
+        index = event.get("index", 0)
+        for field in _DELTA_FRAGMENTS:
+            if isinstance(delta.get(field), str):
+                yield ("delta", field), (index, field), cuts.FRAGMENT
 
 
 _BLOCK_TEXT = {"text": "text", "thinking": "thinking", "redacted_thinking": "data"}

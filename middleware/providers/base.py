@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from ..._wire import OPENAI, Auth
 from .. import _exact_json as exact_json
-from . import genai
+from . import cuts, genai
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,11 @@ class StreamAssembler(Protocol):
         """The assembled final response as JSON bytes, or None when incomplete or broken."""
         ...
 
+    def cut(self, answer: bytes) -> bytes | None:
+        """How the provider cut the stream whose `result()` is `answer` (`cuts.py`), for its hits to
+        replay; None: the family's hits synthesise their stream from the answer."""
+        ...
+
 
 class StreamFilter(Protocol):
     """Rewrites the stream forwarded to the caller (e.g. drops a chunk the caller did not ask for)."""
@@ -171,6 +176,11 @@ class Endpoint(ABC):
     @abstractmethod
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         """Replay a stored final response as this provider's SSE stream (or stream format)."""
+
+    def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
+        """A streamed hit of an entry that kept its stream's cut: its events (`cuts.replay`) in this
+        provider's stream format (server-sent events). An entry without one is `render_stream`'s."""
+        return cuts.encode_sse(events)
 
     @abstractmethod
     def usage(self, response: dict[str, Any]) -> Usage: ...

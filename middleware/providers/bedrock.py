@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from ..._wire import BEDROCK, bedrock_pattern
 from .. import _exact_json as exact_json
-from . import converse, eventstream, genai
+from . import converse, cuts, eventstream, genai
 from .anthropic import Messages, MessagesShape, MessageStreamAssembler, message_events, message_invalid
 from .base import (
     JSON_MEDIA_TYPE,
@@ -162,15 +162,19 @@ class InvokeModelStream(_BedrockEndpoint):
         added = {key: message.pop(key) for key in list(message) if key.startswith(_ADDED_PREFIX)}
         events = list(message_events(message))
         events[-1].update(added)  # on `message_stop`, where Bedrock sends them
-        return b"".join(
-            encode_message(
-                _CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(exact_json.dumps(event)).decode()})
-            )
-            for event in events
-        )
+        return b"".join(_chunk_frame(exact_json.dumps(event)) for event in events)
+
+    def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
+        """A kept cut's Messages events, each in a `chunk` frame as Bedrock sends it."""
+        return b"".join(_chunk_frame(data) for _, data, _ in events)
 
     def stream_media_type(self, request: RequestView) -> str:
         return MEDIA_TYPE
+
+
+def _chunk_frame(event: bytes) -> bytes:
+    """One Messages event's JSON in a `chunk` frame, as Bedrock sends it."""
+    return encode_message(_CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(event).decode()}))
 
 
 class Converse(_BedrockEndpoint):
@@ -222,6 +226,9 @@ class Converse(_BedrockEndpoint):
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         return converse.render(exact_json.loads(response))
+
+    def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
+        return converse.render_events(events)
 
     def stream_media_type(self, request: RequestView) -> str:
         return MEDIA_TYPE
@@ -291,6 +298,9 @@ class InvokeStreamAssembler:
             self._messages.feed(
                 b"event: " + str(event["type"]).encode() + b"\ndata: " + exact_json.dumps(event) + b"\n\n"
             )
+
+    def cut(self, answer: bytes) -> bytes | None:
+        return self._messages.cut(answer)
 
     def result(self) -> bytes | None:
         message = self._messages.result() if self.complete else None

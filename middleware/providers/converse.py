@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import _exact_json as exact_json
-from . import eventstream
+from . import cuts, eventstream
 from .base import loads_object
 from .deltas import merge_delta
 from .eventstream import EventStreamDecoder, encode_message
@@ -41,10 +41,14 @@ class ConverseStreamAssembler:
         self._stopped = False
         self._done = False
         self._broken = False
+        self._cut = cuts.CutRecorder(positions)
 
     @property
     def complete(self) -> bool:
         return self._done and not self._broken and not self._frames.pending
+
+    def cut(self, answer: bytes) -> bytes | None:
+        return self._cut.cut(answer)
 
     def feed(self, chunk: bytes) -> None:
         if self._broken or self._done:
@@ -58,6 +62,7 @@ class ConverseStreamAssembler:
             if event is None:
                 self._broken = True
                 return
+            self._cut.event(kind, "", event)
             event.pop(_PADDING, None)
             self._apply(kind, event)
 
@@ -127,6 +132,35 @@ def _finished(block: dict[str, Any]) -> dict[str, Any]:
 
 
 _EVENT = {":content-type": "application/json", ":message-type": "event"}
+_DELTA_FRAGMENTS = (
+    ("text",),
+    ("toolUse", "input"),
+    ("reasoningContent", "text"),
+    ("reasoningContent", "redactedContent"),
+)
+"""The strings of a `contentBlockDelta` that continue its block."""
+
+
+def positions(event: dict[str, Any]) -> Iterator[cuts.Position]:
+    """An event's padding `p`, and the fragment of text a `contentBlockDelta` carries, its channel the
+    block and the field."""
+    if isinstance(event.get(_PADDING), str):
+        yield (_PADDING,), None, cuts.PAD
+    delta = event.get("delta")
+    if not isinstance(delta, dict) or "contentBlockIndex" not in event:
+        return
+    for path in _DELTA_FRAGMENTS:
+        node: Any = delta
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, str):
+            yield ("delta", *path), (event["contentBlockIndex"], path), cuts.FRAGMENT
+
+
+def render_events(events: list[cuts.Event]) -> bytes:
+    """A kept cut's events as `converse-stream` frames, each named by its event type."""
+    frames = (encode_message({":event-type": str(kind), **_EVENT}, data) for kind, data, _ in events)
+    return b"".join(frames)
 
 
 def render(final: dict[str, Any]) -> bytes:

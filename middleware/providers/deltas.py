@@ -13,7 +13,10 @@ OpenAI-style streams (and the many servers that copy them) send each choice's me
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+from .cuts import FRAGMENT
 
 IDENTITY_FIELDS = frozenset({"id", "type", "index", "role"})
 
@@ -69,3 +72,23 @@ def _fresh(value: Any) -> Any:
     if isinstance(value, list):
         return merge_list([], value)
     return value
+
+
+def fragment_positions(
+    delta: dict[str, Any], path: tuple[str | int, ...], channel: tuple[Any, ...]
+) -> Iterator[tuple[tuple[str | int, ...], tuple[Any, ...], int]]:
+    """Where `merge_delta` would join a string of `delta` (at `path` in its event) onto an earlier
+    one: each string but the identity fields, in objects and in list entries that carry an `index`,
+    as (path, channel, `cuts.FRAGMENT`). The channel names the joined value: two fragments of one
+    channel continue one string."""
+    for key, value in delta.items():
+        if isinstance(value, str):
+            if key not in IDENTITY_FIELDS:
+                yield (*path, key), (*channel, key), FRAGMENT
+        elif isinstance(value, dict):
+            yield from fragment_positions(value, (*path, key), (*channel, key))
+        elif isinstance(value, list):
+            for position, entry in enumerate(value):
+                index = entry.get("index") if isinstance(entry, dict) else None
+                if type(index) is int:
+                    yield from fragment_positions(entry, (*path, key, position), (*channel, key, index))

@@ -7,13 +7,13 @@ it carried having reported a `finishReason` (in the JSON-array form, once the ar
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from ..._wire import GEMINI, gemini_pattern
 from .. import _exact_json as exact_json
-from . import genai
+from . import cuts, genai
 from .base import (
     JSON_MEDIA_TYPE,
     AnswerHeaders,
@@ -176,6 +176,13 @@ class GenerateContent(_GeminiEndpoint):
             return b"data: " + response + b"\r\n\r\n"
         return b"[" + response + b"]"
 
+    def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
+        """The chunks as the request's form sends them: SSE events, or the elements of one JSON array."""
+        chunks = [data for _, data, _ in events]
+        if _sse_requested(request.query):
+            return b"".join(b"data: " + chunk + b"\r\n\r\n" for chunk in chunks)
+        return b"[" + b",\r\n".join(chunks) + b"]"
+
     def stream_media_type(self, request: RequestView) -> str:
         return "text/event-stream" if _sse_requested(request.query) else "application/json"
 
@@ -308,6 +315,7 @@ class GenerateContentStreamAssembler:
         self._candidates: dict[int, dict[str, Any]] = {}
         self._top: dict[str, Any] = {}
         self._broken = False
+        self._cut = cuts.CutRecorder(_TextRuns())
 
     @property
     def complete(self) -> bool:
@@ -335,7 +343,11 @@ class GenerateContentStreamAssembler:
             if event is None or "error" in event:
                 self._broken = True
                 return
+            self._cut.event(None, "", event)
             self._apply(event)
+
+    def cut(self, answer: bytes) -> bytes | None:
+        return self._cut.cut(answer)
 
     def _apply(self, event: dict[str, Any]) -> None:
         for key, value in event.items():
@@ -351,6 +363,31 @@ class GenerateContentStreamAssembler:
             return None
         candidates = [self._candidates[i] for i in sorted(self._candidates)]
         return exact_json.dumps({"candidates": candidates, **self._top})
+
+
+class _TextRuns:
+    """The text fragments of each chunk's parts, one channel per part of the answer they make: a
+    chunk's first part continues the last one as `_merge_parts` joins them."""
+
+    def __init__(self) -> None:
+        self._runs: dict[Any, int] = {}
+        self._open: dict[Any, bool | None] = {}  # the thought flag of a text part that may continue
+
+    def __call__(self, event: dict[str, Any]) -> Iterator[cuts.Position]:
+        candidates = event.get("candidates")
+        for at, candidate in enumerate(candidates if isinstance(candidates, list) else ()):
+            content = candidate.get("content") if isinstance(candidate, dict) else None
+            parts = content.get("parts") if isinstance(content, dict) else None
+            index = candidate.get("index", 0) if isinstance(candidate, dict) else 0
+            for position, part in enumerate(parts if isinstance(parts, list) else ()):
+                text = isinstance(part, dict) and isinstance(part.get("text"), str) and part.keys() <= _TEXT_PART_KEYS
+                thought = bool(part.get("thought")) if text else None
+                if not (text and position == 0 and self._open.get(index) == thought):
+                    self._runs[index] = self._runs.get(index, 0) + 1
+                if text:
+                    where = ("candidates", at, "content", "parts", position, "text")
+                    yield where, (index, self._runs[index]), cuts.FRAGMENT
+                self._open[index] = thought if text and "thoughtSignature" not in part else None
 
 
 def _merge_candidate(state: dict[str, Any], candidate: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from ..._wire import AZURE, azure_pattern, is_azure, suffix_pattern
 from .. import _exact_json as exact_json
-from . import genai
+from . import cuts, genai
 from .base import (
     JSON_MEDIA_TYPE,
     AnswerHeaders,
@@ -26,7 +26,7 @@ from .base import (
     objects,
     split_last_turn,
 )
-from .deltas import merge_delta, merge_list
+from .deltas import fragment_positions, merge_delta, merge_list
 from .sse import SSEDecoder, encode_event
 
 ANSWER_HEADERS = AnswerHeaders(
@@ -168,11 +168,14 @@ def _without_usage_only(complete: bytes) -> bytes:
     return b"".join(kept)
 
 
+def _usage_only_event(event: object) -> bool:
+    return isinstance(event, dict) and event.get("choices") == [] and event.get("usage") is not None
+
+
 def _usage_only(event: bytes) -> bool:
     for line in event.splitlines():
         if line.startswith(b"data:"):
-            parsed = loads_object(line[5:].strip())
-            return parsed is not None and parsed.get("choices") == [] and parsed.get("usage") is not None
+            return _usage_only_event(loads_object(line[5:].strip()))
     return False
 
 
@@ -184,6 +187,13 @@ class _ChunkStreamEndpoint(_OpenAIEndpoint):
 
     def stream_filter(self, request: RequestView) -> UsageChunkFilter:
         return UsageChunkFilter()
+
+    def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
+        """As the provider sent them, less the usage chunk when the request did not ask for it (an
+        entry keeps the one `capture_body` asked for, which the caller of the miss never saw)."""
+        if not _include_usage(request):
+            events = [event for event in events if not _usage_only_event(event[2])]
+        return cuts.encode_sse(events)
 
     def asks_for_usage(self, body: dict[str, Any], stream: bool) -> bool:
         if not stream:
@@ -463,6 +473,27 @@ def _chunk_stream(
     return b"".join(parts)
 
 
+def chunk_positions(event: dict[str, Any]) -> Iterator[cuts.Position]:
+    """The fragments of a chat or legacy completions chunk: the strings of each choice's `delta` that
+    the merge joins, its `text`, its logprob lists; and the chunk's `obfuscation` padding."""
+    if isinstance(event.get("obfuscation"), str):
+        yield ("obfuscation",), None, cuts.PAD
+    choices = event.get("choices")
+    for position, choice in enumerate(choices if isinstance(choices, list) else ()):
+        if not isinstance(choice, dict):
+            continue
+        index, at = choice.get("index", 0), ("choices", position)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            yield from fragment_positions(delta, (*at, "delta"), ("delta", index))
+        if isinstance(choice.get("text"), str):
+            yield (*at, "text"), ("text", index), cuts.FRAGMENT
+        logprobs = choice.get("logprobs")
+        for field, items in logprobs.items() if isinstance(logprobs, dict) else ():
+            if isinstance(items, list):
+                yield (*at, "logprobs", field), ("logprobs", index, field), cuts.FRAGMENT
+
+
 class _ChunkStreamAssembler:
     """Builds a final object from OpenAI-style chunk events that end with `data: [DONE]`."""
 
@@ -475,23 +506,29 @@ class _ChunkStreamAssembler:
         self._usage: Any = None
         self._done = False
         self._broken = False
+        self._cut = cuts.CutRecorder(chunk_positions)
 
     @property
     def complete(self) -> bool:
         return self._done and not self._broken
 
     def feed(self, chunk: bytes) -> None:
-        for _, data in self._decoder.feed(chunk):
+        for name, data in self._decoder.feed(chunk):
             if self._done or self._broken:
                 continue
             if data.strip() == "[DONE]":
                 self._done = True
+                self._cut.event(name, data, None)
                 continue
             event = loads_object(data)
             if event is None or "error" in event:
                 self._broken = True
                 continue
+            self._cut.event(name, data, event)
             self._apply(event)
+
+    def cut(self, answer: bytes) -> bytes | None:
+        return self._cut.cut(answer)
 
     def _apply(self, event: dict[str, Any]) -> None:
         for key, value in event.items():
@@ -687,10 +724,14 @@ class ResponsesStreamAssembler:
         self._items: dict[int, Any] = {}
         self._final: dict[str, Any] | None = None
         self._broken = False
+        self._cut = cuts.CutRecorder(response_positions)
 
     @property
     def complete(self) -> bool:
         return self._final is not None and not self._broken
+
+    def cut(self, answer: bytes) -> bytes | None:
+        return self._cut.cut(answer)
 
     def feed(self, chunk: bytes) -> None:
         for name, data in self._decoder.feed(chunk):
@@ -698,6 +739,8 @@ class ResponsesStreamAssembler:
                 continue
             event = loads_object(data)
             kind = event.get("type", name) if event is not None else None
+            if event is not None:
+                self._cut.event(name, data, event)
             if event is None or kind in _RESPONSE_BROKEN:
                 self._broken = True
             elif kind == "response.output_item.done" and isinstance(event.get("output_index"), int):
@@ -716,6 +759,22 @@ class ResponsesStreamAssembler:
         if final.get("output") is None:
             final = {**final, "output": [self._items[i] for i in sorted(self._items)]}
         return exact_json.dumps(final)
+
+
+def response_positions(event: dict[str, Any]) -> Iterator[cuts.Position]:
+    """A Responses event's `sequence_number`, its `obfuscation` padding, and the fragment a `.delta`
+    event carries (with its logprobs), its channel the event type and where in the output it is."""
+    if type(event.get("sequence_number")) is int:
+        yield ("sequence_number",), None, cuts.NUMBER
+    if isinstance(event.get("obfuscation"), str):
+        yield ("obfuscation",), None, cuts.PAD
+    kind = event.get("type")
+    if isinstance(kind, str) and kind.endswith(".delta"):
+        at = (kind, event.get("output_index"), event.get("content_index"), event.get("summary_index"))
+        if isinstance(event.get("delta"), str):
+            yield ("delta",), at, cuts.FRAGMENT
+        if isinstance(event.get("logprobs"), list):
+            yield ("logprobs",), (*at, "logprobs"), cuts.FRAGMENT
 
 
 def _response_events(final: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -98,7 +98,8 @@ async def test_entries_are_versioned_msgpack_with_the_request_fingerprint() -> N
     entry = unpack(await store.get(key) or b"")
     assert entry.fingerprint == key
     assert orjson.loads(entry.body)["id"] == "chatcmpl-1"
-    assert SCHEMA_VERSION == 3 and entry.usage_requested
+    assert SCHEMA_VERSION == 4 and entry.usage_requested
+    assert entry.cut is None  # a JSON answer: no stream cut to keep
 
 
 async def test_entries_of_schema_version_1_are_still_served() -> None:

@@ -55,3 +55,25 @@ def test_an_entry_of_schema_version_2_reads_back_without_tags() -> None:
 def test_tags_are_part_of_the_entry() -> None:
     tagged = dataclasses.replace(ENTRY, tags=frozenset({"doc:1", "model:m"}))
     assert unpack(pack(tagged)).tags == {"doc:1", "model:m"}
+
+
+def test_an_entry_keeps_the_cut_of_the_stream_that_filled_it() -> None:
+    streamed = dataclasses.replace(ENTRY, from_stream=True, cut=b"\x94\x01\x90\x90\x90")
+    assert unpack(pack(streamed)).cut == b"\x94\x01\x90\x90\x90"
+    assert unpack(pack(ENTRY)).cut is None
+
+
+def test_an_entry_of_schema_version_3_reads_back_without_a_cut() -> None:
+    """Version 4 added `cut`; a version-3 entry has none (its streamed hits synthesise their stream)."""
+    import msgpack
+
+    old = msgpack.packb([3, *list(msgpack.unpackb(pack(ENTRY)))[1:10]], use_bin_type=True)
+    assert unpack(old) == ENTRY and unpack(old).cut is None
+
+
+def test_an_entry_whose_cut_is_not_bytes_is_invalid() -> None:
+    import msgpack
+
+    fields = list(msgpack.unpackb(pack(ENTRY)))
+    with pytest.raises(EntryError):
+        unpack(msgpack.packb([*fields[:10], "not bytes"], use_bin_type=True))

@@ -83,11 +83,13 @@ def answering(status: int = 200, content: bytes = ANSWER, **headers: str) -> htt
     return httpx2.MockTransport(lambda request: httpx2.Response(status, headers=fields, stream=stream))
 
 
-async def twice(cache: Cache, upstream: httpx2.MockTransport, **headers: str) -> tuple[httpx2.Response, ...]:
+async def twice(
+    cache: Cache, upstream: httpx2.MockTransport, body: Any = BODY, **headers: str
+) -> tuple[httpx2.Response, ...]:
     """The same request sent twice through the cache."""
     async with httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache, inner=upstream)) as http:
-        first = await http.post(URL, json=BODY, headers={**AUTH, **headers})
-        second = await http.post(URL, json=BODY, headers={**AUTH, **headers})
+        first = await http.post(URL, json=body, headers={**AUTH, **headers})
+        second = await http.post(URL, json=body, headers={**AUTH, **headers})
     return first, second
 
 
@@ -421,6 +423,17 @@ async def test_a_stream_its_adapter_fails_to_assemble_reaches_the_caller_whole_a
         assert (response.headers["x-cache"], raw) == ("MISS", STREAM)
     assert spans.reasons() == ["stream could not be assembled"] * 2
     assert cache.stats.stored == 0
+
+
+async def test_a_stream_of_an_operator_s_assembler_that_keeps_no_cut_is_stored_and_replayed(
+    spans: Spans,
+) -> None:
+    """An adapter's assembler written before cuts were kept (no `cut`): its streams are stored as
+    before, and their streamed hits synthesised from the answer."""
+    cache = Cache(endpoints=(ChatAssembledBadly("nowhere"), *DEFAULT_ENDPOINTS), telemetry=spans.telemetry)
+    miss, hit = await twice(cache, streaming(), {**BODY, "stream": True, "stream_options": {"include_usage": True}})
+    assert outcomes((miss, hit)) == ["MISS", "HIT"] and cache.stats.stored == 1
+    assert hit.content.count(b"data: ") == 4  # content, finish reason, usage, [DONE]: made from the answer
 
 
 # -- the distributed lock, and the error a failed call is given ------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,8 +10,9 @@ import httpx2
 import orjson
 
 from llm_cache.middleware import Cache, CachingTransport
-from llm_cache.middleware.providers import Endpoint, RequestView, resolve
+from llm_cache.middleware.providers import Endpoint, RequestView, cuts, resolve
 from llm_cache.middleware.providers.base import StreamAssembler
+from tests.support.stream_strategies import lossless
 
 
 def splits(data: bytes) -> Iterator[list[bytes]]:
@@ -70,3 +72,36 @@ def through_cache(body: bytes, media_type: str) -> tuple[httpx2.Client, list[str
 
     transport = CachingTransport(cache=Cache(), inner=httpx2.MockTransport(provider))
     return httpx2.Client(transport=transport), calls
+
+
+def replayed_by_cut(endpoint: Endpoint, request: RequestView, pieces: list[bytes]) -> bytes | None:
+    """A streamed hit of what `endpoint`'s assembler made of a stream delivered in `pieces`: its events
+    replayed from the cut kept with the answer; None when no cut was kept."""
+    assembler = endpoint.assembler(request)
+    for piece in pieces:
+        assembler.feed(piece)
+    answer = assembler.result()
+    assert answer is not None
+    cut = assembler.cut(answer)
+    return None if cut is None else endpoint.render_events(cuts.replay(cut, answer), request)
+
+
+_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def sse_events(body: bytes) -> list[tuple[str | None, Any]]:
+    """A stream's server-sent events as (name, data: its JSON read exactly, or its text)."""
+    events = []
+    for block in _BLANK_LINE.split(body):
+        name, data = None, []
+        for line in block.splitlines():
+            field, _, value = line.partition(b":")
+            value = value.removeprefix(b" ")
+            if field == b"event":
+                name = value.decode()
+            elif field == b"data":
+                data.append(value)
+        if data:
+            text = b"\n".join(data)
+            events.append((name, text.decode() if text == b"[DONE]" else lossless(text)))
+    return events

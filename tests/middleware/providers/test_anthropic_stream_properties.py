@@ -14,7 +14,7 @@ from llm_cache.middleware.providers.anthropic import Messages
 from tests.support.anthropic_streams import message_stream_events, messages
 from tests.support.stream_strategies import assembled, byte_pieces, dumps, lossless
 
-from .streams import replaying, view
+from .streams import replayed_by_cut, replaying, sse_events, view
 
 
 @st.composite
@@ -53,3 +53,13 @@ def test_a_replay_assembles_into_the_same_message_and_the_sdk_reads_both_alike(
     replay = MESSAGES.render_stream(stored, STREAMED)
     assert lossless(assembled(MESSAGES, STREAMED, [replay])) == lossless(stored)
     assert sdk_final(replay) == sdk_final(b"".join(cut))
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams())
+def test_a_random_stream_is_replayed_from_its_cut_event_by_event(case: tuple[dict[str, Any], list[bytes]]) -> None:
+    """Every event as sent, numbers digit for digit."""
+    _, cut = case
+    replay = replayed_by_cut(MESSAGES, STREAMED, cut)
+    assert replay is not None
+    assert sse_events(replay) == sse_events(b"".join(cut))

@@ -13,12 +13,13 @@ from anthropic import AnthropicBedrock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llm_cache.middleware.providers import eventstream
 from llm_cache.middleware.providers.bedrock import InvokeModelStream
-from llm_cache.middleware.providers.eventstream import MEDIA_TYPE, encode_message
+from llm_cache.middleware.providers.eventstream import MEDIA_TYPE, EventStreamDecoder, encode_message
 from tests.support.anthropic_streams import message_stream_events, messages
 from tests.support.stream_strategies import NUMBERS, assembled, byte_pieces, dumps, lossless
 
-from .streams import replaying, view
+from .streams import replayed_by_cut, replaying, view
 
 CHUNK = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
 CLAUDE = "anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -80,3 +81,19 @@ def test_a_replay_assembles_into_the_same_message_and_the_sdk_reads_both_alike(
     replay = INVOKE_STREAM.render_stream(stored, STREAMED)
     assert lossless(assembled(INVOKE_STREAM, STREAMED, [replay])) == lossless(stored)
     assert sdk_final(replay) == sdk_final(b"".join(cut))
+
+
+def sent_events(body: bytes) -> list[Any]:
+    """The Messages events a stream's `chunk` frames carry, numbers read exactly."""
+    found = eventstream.events(EventStreamDecoder(), body)
+    assert found is not None
+    return [lossless(base64.b64decode(lossless(payload)["bytes"])) for _, payload in found]
+
+
+@settings(max_examples=80, deadline=None)
+@given(streams())
+def test_a_random_stream_is_replayed_from_its_cut_event_by_event(case: tuple[dict[str, Any], list[bytes]]) -> None:
+    _, cut = case
+    replay = replayed_by_cut(INVOKE_STREAM, STREAMED, cut)
+    assert replay is not None
+    assert sent_events(replay) == sent_events(b"".join(cut))

@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletionChunk
 from llm_cache.middleware.providers.openai import ChatCompletions, ChatStreamAssembler
 from llm_cache.middleware.providers.sse import encode_event
 
-from .streams import view
+from .streams import replayed_by_cut, sse_events, view
 
 HEAD = {"id": "chatcmpl-p", "created": 1741570283, "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_p"}
 ASKS_USAGE = {"stream": True, "stream_options": {"include_usage": True}}
@@ -169,3 +169,11 @@ def test_a_replay_assembles_into_the_same_answer_and_the_sdk_reads_both_alike(
     replay = ChatCompletions().render_stream(orjson.dumps(stored), view("/v1/chat/completions", ASKS_USAGE))
     assert assembled(replay) == stored
     assert sdk_messages(replay) == sdk_messages(stream)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(streams())
+def test_a_random_stream_is_replayed_from_its_cut_event_by_event(case: tuple[dict[str, Any], bytes]) -> None:
+    _, stream = case
+    replay = replayed_by_cut(ChatCompletions(), view("/v1/chat/completions", ASKS_USAGE), [stream])
+    assert replay is not None and sse_events(replay) == sse_events(stream)

@@ -26,7 +26,7 @@ from tests.support.stream_strategies import (
     texts,
 )
 
-from .streams import view
+from .streams import replayed_by_cut, view
 
 FINISH = st.sampled_from(["STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "MALFORMED_FUNCTION_CALL", "OTHER"])
 SIGNATURES = st.binary(min_size=1, max_size=12).map(lambda raw: base64.b64encode(raw).decode())
@@ -199,3 +199,14 @@ def test_a_replay_assembles_into_the_same_answer_and_the_sdk_reads_both_alike(
     replay = GENERATE.render_stream(stored, FORMS[sse])
     assert lossless(assembled(GENERATE, FORMS[sse], [replay])) == lossless(stored)
     assert sdk_reading(decoded(replay, sse)) == sdk_reading(decoded(original, sse))
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams(), st.booleans())
+def test_a_random_stream_is_replayed_from_its_cut_chunk_by_chunk(
+    case: tuple[dict[str, Any], list[dict[str, Any]]], sse: bool
+) -> None:
+    _, chunks = case
+    replay = replayed_by_cut(GENERATE, FORMS[sse], framed(chunks, sse))
+    assert replay is not None
+    assert decoded(replay, sse) == decoded(encoded(chunks, sse), sse)

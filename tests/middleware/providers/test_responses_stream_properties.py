@@ -25,7 +25,7 @@ from tests.support.stream_strategies import (
     texts,
 )
 
-from .streams import replaying, view
+from .streams import replayed_by_cut, replaying, sse_events, view
 
 CITATION = st.fixed_dictionaries(
     {
@@ -198,3 +198,12 @@ def test_a_replay_sends_every_kind_of_event_and_the_sdk_reads_it_as_the_original
     original = b"".join(cut)
     if b'"output":null' not in original:  # the SDK reads a completed response as sent
         assert sdk_final(replay) == sdk_final(original)
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams())
+def test_a_random_stream_is_replayed_from_its_cut_event_by_event(case: tuple[dict[str, Any], list[bytes], Any]) -> None:
+    _, cut, _ = case
+    replay = replayed_by_cut(RESPONSES, STREAMED, cut)
+    assert replay is not None
+    assert sse_events(replay) == sse_events(b"".join(cut))
