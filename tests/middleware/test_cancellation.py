@@ -351,7 +351,8 @@ def test_a_sync_call_abandoned_halfway_leaves_no_trace_and_the_next_call_is_a_fr
         assert redis.Redis.from_url(redis_server.url).keys(store.lock_prefix + "*") == []
         started = time.monotonic()
         outcome, text = ask(stream=True)
-        assert (outcome, time.monotonic() - started < DEADLINE / 2) == ("MISS", True)
+        # a slot left behind would hold this call for coalesce_timeout (120 s); a loaded machine takes seconds
+        assert (outcome, time.monotonic() - started < 60.0) == ("MISS", True)
         assert ask(stream=False) == ("HIT", text)
     finally:
         gate.set()
