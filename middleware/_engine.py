@@ -228,9 +228,11 @@ class Cache:
         self._items = Items(self)
         self._routes: dict[str, Route | None] = {}
         self._entries = EntryMemo()
-        self._heads: dict[tuple[str, float, bytes, str], _Heads] = {}
+        self._heads: dict[tuple[str, float, int, bytes, str], _Heads] = {}
+        """A JSON hit's headers before and after `age`, by entry (fingerprint, write time, body length),
+        outcome and key."""
         self._replays = ReplayMemo()
-        """A JSON hit's headers before and after `age`, by entry (fingerprint and write time), outcome and key."""
+        """A streamed hit's events, by entry, when its stream's cut was kept (`_replays.py`)."""
         self._memo: PreparedMemo[CacheRequest] | None = None
         """Requests prepared before, by what their preparation read (`_prepared_memo.py`); not with a
         scope function or a key builder, the operator's code, which may read anything."""
@@ -361,6 +363,10 @@ class Cache:
             named != method for named in overrides.in_fields(parsed, form=endpoint.form_body)
         ):
             return self._passthrough(route, path, "the body's `_method` names another method than the request's")
+        if not endpoint.form_body and overrides.read_as_form(content_type := headers.get("content-type")):
+            named_in_form = overrides.in_body(content_type or "", body)  # as a server behind reads it
+            if named_in_form is None or any(named != method for named in named_in_form):
+                return self._passthrough(route, path, "the body, read as a form, names another method")
 
         cache_field = None
         forward_body = body
@@ -872,9 +878,10 @@ class Cache:
             opening = endpoint.answer_headers.of(endpoint.stream_media_type(view))
             before, after = _entry_heads(opening, outcome, request.key, body, replayed_origin(endpoint, entry))
         else:
-            # An entry answers JSON the same way every time but for its age: the rest is made once.
+            # An entry answers JSON the same way every time but for its age: the rest is made once. (Its
+            # body's length too: an entry rewritten under its key and time must not be framed by the old one.)
             body = entry.body
-            memo_key = (entry.fingerprint, entry.created_at, outcome, request.key)
+            memo_key = (entry.fingerprint, entry.created_at, len(body), outcome, request.key)
             heads = self._heads.get(memo_key)
             if heads is None:
                 if len(self._heads) >= _MEMO_LIMIT:

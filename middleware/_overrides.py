@@ -71,11 +71,21 @@ def _media_type(content_type: str) -> str:
     return content_type.partition(";")[0].strip().lower()
 
 
+_FORMS = ("", _FORM, _MULTIPART)
+"""The media types a server reads a body of as a form, whatever it holds (Rack reads a POST body
+without a type as one)."""
+
+
 def body_may_name(content_type: str) -> bool:
-    """Whether a server may read a method from a body of this type: a form (Rack reads a POST body
-    without a type as one), or JSON."""
+    """Whether a server may read a method from a body of this type: a form, or JSON."""
     kind = _media_type(content_type)
-    return kind in ("", _FORM, _MULTIPART) or kind.endswith("json")
+    return kind in _FORMS or kind.endswith("json")
+
+
+def read_as_form(content_type: str | None) -> bool:
+    """Whether a body of this type (None: none sent) is read as a form: `in_body` reads it as one, as
+    a server behind may, though the endpoint reads JSON (a JSON object's text may hold `&_method=`)."""
+    return content_type is None or _media_type(content_type) in _FORMS
 
 
 def in_body(content_type: str, body: bytes) -> list[str] | None:
@@ -107,4 +117,5 @@ __all__ = [
     "in_fields",
     "in_headers",
     "in_query",
+    "read_as_form",
 ]

@@ -46,7 +46,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._wire import CREDENTIAL_HEADERS, CREDENTIALS_FOR, api_of, auth_header, error_document, without_query_credential
+from .._wire import (
+    CREDENTIAL_HEADERS,
+    CREDENTIALS_FOR,
+    api_of,
+    auth_header,
+    decoded,
+    decompressor,
+    error_document,
+    without_query_credential,
+)
 from . import _overrides as overrides
 from ._browsers import BrowserRules
 from ._engine import Cache
@@ -407,7 +416,7 @@ class _Gateway:
         if allowed is not None:
             named, held = await _methods(request)
             if named is None:
-                return _error(family, 400, "a form body that cannot be read may name a method (`_method`)")
+                return _error(family, 400, "a body that cannot be read may name a method (`_method`)")
             refused = next((method for method in named if not allowed(method, forwarded)), None)
             if refused is not None:
                 message = f"this gateway does not forward {refused} {forwarded}: not in upstreams.{family}.allow"
@@ -1091,8 +1100,20 @@ async def _methods(request: Request) -> tuple[list[str] | None, bool]:
     content_type = request.headers.get("content-type", "")
     if not _has_body(request) or not overrides.body_may_name(content_type):
         return named, False
-    in_body = overrides.in_body(content_type, await request.body())
+    body = _decoded(request.headers.get("content-encoding"), await request.body())
+    in_body = None if body is None else overrides.in_body(content_type, body)
     return (None if in_body is None else [*named, *in_body]), True
+
+
+def _decoded(encoding: str | None, body: bytes) -> bytes | None:
+    """`body` as a server behind reads it, which may decode its `content-encoding` first (gzip, deflate;
+    at most `ROUTED_BODY_LIMIT` of it); None for an encoding it cannot decode (a method may be in it)."""
+    try:
+        if decompressor(encoding) is None:  # identity
+            return body
+    except ValueError:
+        return None
+    return decoded(encoding, body, ROUTED_BODY_LIMIT)
 
 
 def _has_body(request: Request) -> bool:

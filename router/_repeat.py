@@ -28,6 +28,9 @@ GENERATIONS = re.compile(
 )
 """The paths of generation calls in every family the router speaks (OpenAI and Azure, Anthropic,
 Gemini and Vertex, Bedrock, rerank services): one answer to one request, nothing kept on the provider."""
+CREATIONS = re.compile(r"/threads/")
+"""Paths that end as a generation's yet create something: a message added to an Assistants thread
+(`/threads/{id}/messages`, ending as Anthropic's `/messages`)."""
 NOT_ACTED_ON = frozenset({Kind.RATE_LIMIT, Kind.CONNECT, Kind.COOLING, Kind.INCOMPATIBLE})
 """Failures that prove the provider never acted on the request (or that it was never sent)."""
 _NEVER_CONNECTED = frozenset({"ConnectTimeout", "PoolTimeout"})
@@ -39,7 +42,7 @@ def repeatable(method: str, path: str, doc: Mapping[str, Any] | None) -> bool:
     call that does not ask for background work (a Responses `background: true` is a job)."""
     if method.upper() in IDEMPOTENT_METHODS:
         return True
-    if GENERATIONS.search(path) is None:
+    if GENERATIONS.search(path) is None or CREATIONS.search(path) is not None:
         return False
     return not (doc is not None and doc.get("background") is True)
 
@@ -51,4 +54,4 @@ def not_acted_on(kind: Kind, exception: BaseException | None) -> bool:
     return exception is not None and bool({c.__name__ for c in type(exception).__mro__} & _NEVER_CONNECTED)
 
 
-__all__ = ["GENERATIONS", "IDEMPOTENT_METHODS", "not_acted_on", "repeatable"]
+__all__ = ["CREATIONS", "GENERATIONS", "IDEMPOTENT_METHODS", "not_acted_on", "repeatable"]

@@ -270,8 +270,8 @@ def replay(cut: bytes, answer: bytes) -> list[Event]:
             raise CutError("cut of another version")
         whole = exact_json.loads(answer)
         filler = _Filler([_value(whole, source) for source in sources], sequence)
-        compiled = [(name, filler.wholes(_compiled(body)), body) for name, body in templates]
         budget = MAX_REPLAY_FACTOR * (len(answer) + len(cut)) + MAX_REPLAY_EXTRA
+        compiled = [(name, filler.wholes(_compiled(body), budget), body) for name, body in templates]
         events: list[Event] = []
         for name, parts, shape in filler.templates(compiled):
             data = filler.fill(parts)
@@ -338,9 +338,10 @@ def _value(answer: Any, source: list[Any]) -> Any:
 class _Filler:
     """Fills templates in sequence order, each fragment the next piece of its source."""
 
-    __slots__ = ("_cursors", "_numbers", "_sources", "_written")
+    __slots__ = ("_compiled", "_cursors", "_numbers", "_sources", "_written")
 
     def __init__(self, sources: list[Any], sequence: list[int]) -> None:
+        self._compiled = 0  # bytes of the templates written out (`wholes`)
         self._sources = sources
         self._written: list[bytes | None] = [None] * len(sources)
         self._cursors = [0] * len(sources)
@@ -350,16 +351,27 @@ class _Filler:
         for number in self._numbers:
             yield templates[number]
 
-    def wholes(self, parts: list[bytes | Slot]) -> list[bytes | Slot]:
-        """`parts` with the values the answer holds whole written in (the same in every event)."""
+    def wholes(self, parts: list[bytes | Slot], budget: int) -> list[bytes | Slot]:
+        """`parts` with the values the answer holds whole written in (the same in every event). The
+        templates written so far hold at most `budget` bytes, counted before any is joined: a cut
+        naming the answer many times in one template is refused before it is written."""
         merged: list[bytes | Slot] = []
+        run: list[bytes] = []  # bytes to join, once, into one part
         for part in parts:
             if type(part) is Slot and part.kind == WHOLE:
                 part = self._slot(part)
-            if type(part) is bytes and merged and type(merged[-1]) is bytes:
-                merged[-1] += part  # type: ignore[operator]
-            else:
-                merged.append(part)
+            if type(part) is bytes:
+                self._compiled += len(part)
+                if self._compiled > budget:
+                    raise CutError("a replay larger than its entry allows")
+                run.append(part)
+                continue
+            if run:
+                merged.append(b"".join(run))
+                run = []
+            merged.append(part)
+        if run:
+            merged.append(b"".join(run))
         return merged
 
     def fill(self, parts: list[bytes | Slot]) -> bytes:

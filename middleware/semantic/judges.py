@@ -31,11 +31,6 @@ class Judge(Protocol):
         ...
 
 
-def answer_text(body: bytes) -> str:
-    """The generated text of a stored JSON answer (`answer_content`'s text)."""
-    return answer_content(body)[0]
-
-
 def answer_content(body: bytes) -> tuple[str, tuple[str, ...]]:
     """What a stored JSON answer says, whatever the API family (OpenAI, Responses, Anthropic, Gemini,
     Bedrock): its text (every string under a `content`, `text`, `output_text` or `refusal` field, in

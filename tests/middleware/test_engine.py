@@ -199,6 +199,23 @@ async def test_an_entry_whose_values_a_hit_cannot_send_is_a_miss_and_deleted(
     assert after.headers["x-cache"] == "HIT" and after.json()["id"] == "chatcmpl-2"  # replaced by the fresh answer
 
 
+async def test_a_hit_names_the_length_of_the_body_it_sends_after_its_entry_was_rewritten() -> None:
+    """An entry rewritten under its key and creation time with another body (a store someone else can
+    write; the body is the store's to answer): a hit's headers are made once per entry and reused, and
+    they named the first body's length, so the hit was framed wrong (an ASGI server's 500, or a body
+    cut short), as an entry's own `content-length` header would have framed it."""
+    store = MemoryStore()
+    async with client(Cache(store=store), Upstream()) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        assert (await post(http)).headers["x-cache"] == "HIT"  # the entry's headers are made
+        fields = msgpack.unpackb(await store.get(key), raw=False)
+        fields[4] = orjson.dumps({**orjson.loads(fields[4]), "padding": "x" * 100})
+        await store.set(key, msgpack.packb(fields, use_bin_type=True), None)
+        rewritten = await post(http)
+    assert rewritten.headers["x-cache"] == "HIT" and rewritten.json()["padding"] == "x" * 100
+    assert rewritten.headers["content-length"] == str(len(rewritten.content))
+
+
 @pytest.mark.parametrize("body", [b"\xff\x00", b"[]", b'{"choices": 5}', b'{"choices": [{"message": 3}]}'])
 async def test_an_entry_no_stream_can_be_made_of_is_a_miss_and_deleted(body: bytes) -> None:
     """A stream is rendered from the stored answer on each hit; a body it cannot be rendered from (a
@@ -479,6 +496,29 @@ async def test_a_request_naming_another_method_in_its_query_or_body_is_forwarded
     assert overridden == ["BYPASS", "BYPASS"]
     assert [str(r.url) for r in upstream.requests[:2]] == [url] * 2
     assert [r.headers["x-cache"] for r in own] == ["MISS", "HIT"]
+
+
+READ_AS_A_FORM = {
+    "a form's content-type": {"content-type": "application/x-www-form-urlencoded"},
+    "no content-type (Rack reads a POST body without one as a form)": {},
+}
+
+
+@pytest.mark.parametrize("sent", list(READ_AS_A_FORM))
+async def test_a_json_body_sent_as_a_form_that_names_another_method_there_is_forwarded_untouched(sent: str) -> None:
+    """A server that reads a body by its content-type reads this one as a form whatever it holds, and a
+    JSON object whose text holds `&_method=GET&` names GET there, though its JSON has no `_method`: the
+    gateway judges it so (`_overrides.in_body`), and the cache must not key it as the POST. Naming the
+    request's own method so changes nothing."""
+    headers = {**AUTH, **READ_AS_A_FORM[sent]}
+    upstream = Upstream()
+    async with client(Cache(), upstream) as http:
+        named = orjson.dumps({**BODY, "user": "&_method=GET&"})
+        overridden = [(await http.post(URL, content=named, headers=headers)).headers["x-cache"] for _ in range(2)]
+        own = orjson.dumps({**BODY, "user": "&_method=POST&"})
+        same = [(await http.post(URL, content=own, headers=headers)).headers["x-cache"] for _ in range(2)]
+    assert overridden == ["BYPASS", "BYPASS"]
+    assert same == ["MISS", "HIT"]
 
 
 async def test_non_llm_requests_pass_through_untouched() -> None:

@@ -9,6 +9,7 @@ Every test runs the gateway on a real uvicorn server in front of the fake provid
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import posixpath
 import socket
@@ -327,6 +328,31 @@ def test_a_form_the_gateway_cannot_read_that_may_name_a_method_is_a_400(
     body = form_part("model", "whisper-1") + form_part("_method", "DELETE")  # never closed
     status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/audio/transcriptions", body, headers=headers)
     assert status == 400 and b"_method" in answer and fake_provider.requests == []
+
+
+def test_a_compressed_body_is_judged_as_the_server_behind_reads_it(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """A server behind may decode a body's `content-encoding` before it reads `_method` from it: the
+    gateway judges a gzip or deflate body decoded, and one in an encoding it does not decode that may
+    name a method is a 400 (before, the compressed bytes were judged, and named nothing)."""
+    headers = {
+        "authorization": f"Bearer {GATEWAY_KEY}",
+        "content-type": "application/x-www-form-urlencoded",
+        "content-encoding": "gzip",
+    }
+    status, _, answer = raw_request(
+        keyed_gateway.url, "POST", "/v1/chat/completions", gzip.compress(b"_method=DELETE"), headers=headers
+    )
+    assert status == 403 and b"does not forward DELETE /v1/" in answer, (status, answer)
+    headers["content-encoding"] = "br"
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", b"\x0b\x03", headers=headers)
+    assert status == 400 and b"_method" in answer, (status, answer)
+    assert fake_provider.requests == []
+    chat = {**headers, "content-type": "application/json", "content-encoding": "gzip"}
+    body = gzip.compress(orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+    status, _, _ = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", body, headers=chat)
+    assert status == 200 and len(fake_provider.requests) == 1  # (a compressed model call goes on as sent)
 
 
 def test_a_request_naming_its_own_method_in_the_query_or_body_is_forwarded(

@@ -8,6 +8,7 @@ replayed at its length, not with its random characters.
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
 from llm_cache.middleware._entry import Entry, pack, unpack
+from llm_cache.middleware.providers import cuts
 from llm_cache.middleware.stores import MemoryStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stream_fixtures import CHAT_STREAMS, HEAD, USAGE, chunk, delta
@@ -279,3 +281,21 @@ async def test_a_stream_entry_without_a_usable_cut_is_still_replayed_synthesised
         None,
     ]
     assert events[-1]["usage"] == miss[-1]["usage"]
+
+
+def test_a_cut_writing_its_answer_many_times_into_one_event_is_refused_before_it_is_written() -> None:
+    """The replay's bound (`MAX_REPLAY_FACTOR` times the entry, and `MAX_REPLAY_EXTRA` more) holds for
+    one event too: a cut read from a store whose one template names the whole answer 500 times (a
+    kilobyte of cut, 5 MB of event) was written out whole, each copy joined onto the last, before the
+    bound was checked; a few such templates held a hit for seconds and gigabytes."""
+    answer = b'{"choices": [{"message": {"content": "%s"}}]}' % (b"x" * 10_000)
+    cut = msgpack.packb([1, [[0, []]], [[None, [WHOLE_ANSWER] * 500]], [0]])
+    tracemalloc.start()
+    try:
+        with pytest.raises(cuts.CutError, match="larger than its entry allows"):
+            cuts.replay(cut, answer)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    bound = cuts.MAX_REPLAY_FACTOR * (len(answer) + len(cut)) + cuts.MAX_REPLAY_EXTRA
+    assert peak < 2 * bound, (peak, bound)

@@ -42,6 +42,9 @@ CREATIONS = {
     "run of a new thread": lambda c: c.post(
         "/threads/runs", body={"model": "gpt", "assistant_id": "asst_1"}, cast_to=object
     ),
+    "message added to a thread (its path ends as a generation's, /messages)": lambda c: c.post(
+        "/threads/thread_1/messages", body={"model": "gpt", "role": "user", "content": "hi"}, cast_to=object
+    ),
 }
 
 

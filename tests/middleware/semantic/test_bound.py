@@ -32,7 +32,7 @@ from llm_cache.middleware.semantic.bound import (
     served_limit,
     traffic_shares,
 )
-from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_content, answer_text
+from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_content
 from llm_cache.middleware.semantic.risk import HISTORY
 from tests.support.semantic_workload import known_answer_workload
 
@@ -432,7 +432,7 @@ def chat_answer(text: str) -> bytes:
     ],
 )
 def test_the_answer_text_is_found_in_every_family_s_shape(body: bytes | dict[str, object], text: str) -> None:
-    assert answer_text(body if isinstance(body, bytes) else orjson.dumps(body)) == text
+    assert answer_content(body if isinstance(body, bytes) else orjson.dumps(body))[0] == text
 
 
 PARIS = 'get_weather({"location":"Paris"})'
