@@ -546,6 +546,8 @@ class _Gateway:
         return True
 
     async def metrics(self, request: Request) -> Response:
+        if self.config.metrics_auth and (refused := self._unkeyed(request, str(self.config.admin_key))) is not None:
+            return refused
         return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def _refuse(self, request: Request) -> Response | None:
@@ -564,6 +566,11 @@ class _Gateway:
             )
         if self.cache is None:
             return _json({"error": {"message": "caching is disabled in the gateway config", "type": "disabled"}}, 404)
+        return self._unkeyed(request, expected)
+
+    @staticmethod
+    def _unkeyed(request: Request, expected: str) -> Response | None:
+        """None when the request carries `expected` as its admin key; else the 401 or 403 to send."""
         given = next((request.headers[name] for name in _ADMIN_KEY_HEADERS if name in request.headers), None)
         if given is None:
             authorization = request.headers.get("authorization", "")

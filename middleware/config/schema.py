@@ -536,6 +536,10 @@ class AuthConfig(_Model):
 class GatewayConfig(_Model):
     cache: CacheConfig = Field(default_factory=lambda: CacheConfig.model_validate({}))
     admin_key: str | None = Field(default=None, description="Enables the /cache/* management endpoints.")
+    metrics_auth: bool = Field(
+        default=False,
+        description="GET /metrics needs the admin key too (it names the models called and their counts).",
+    )
     auth: AuthConfig = Field(default_factory=AuthConfig)
     upstreams: UpstreamsConfig = Field(default_factory=UpstreamsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -551,6 +555,12 @@ class GatewayConfig(_Model):
     dialect: str = Field(default="native", exclude=True)
     source: str | None = Field(default=None, exclude=True)
     notes: list[str] = Field(default_factory=list, exclude=True)
+
+    @model_validator(mode="after")
+    def _metrics_key(self) -> GatewayConfig:
+        if self.metrics_auth and not self.admin_key:
+            raise ValueError("metrics_auth needs admin_key: /metrics is then read with the admin key")
+        return self
 
     def upstream_keys(self) -> list[str]:
         """Where the config holds upstream API keys (field paths), which the gateway spends for its callers."""

@@ -438,6 +438,22 @@ def test_management_keeps_its_admin_key(keyed_gateway: Gateway) -> None:
     assert keyed_gateway.admin("GET", "/cache/stats", key=GATEWAY_KEY).status_code == 403
 
 
+def test_metrics_need_the_admin_key_when_metrics_auth_is_set(
+    gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
+    """`/metrics` names every model called and how often: open by default (a scraper on a private
+    network), behind the admin key with `metrics_auth`, which a config without one cannot set."""
+    upstreams = {"openai": {"base_url": fake_provider.openai_base_url}}
+    guarded = gateway_factory({"metrics_auth": True, "upstreams": upstreams})
+    assert guarded.admin("GET", "/metrics", key=None).status_code == 401
+    assert guarded.admin("GET", "/metrics", key="not-the-admin-key").status_code == 403
+    scraped = guarded.admin("GET", "/metrics")
+    assert scraped.status_code == 200 and "llm_cache" in scraped.text
+    assert gateway_factory({"upstreams": upstreams}).admin("GET", "/metrics", key=None).status_code == 200
+    with pytest.raises(ConfigError, match="metrics_auth needs admin_key"):
+        parse_config({"metrics_auth": True})
+
+
 DEPLOYMENT_KEY = KEY = "sk-dep"
 
 
