@@ -118,10 +118,12 @@ class _Answer:
         return out + (tokens(self.thinking) if self.thinking else 0)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Break:
     after: int
     stall: bool
+    released: bool = False
+    """Set by `release()`: a stall released before its body reached it does not wait at all."""
 
 
 @dataclass
@@ -207,6 +209,8 @@ class FakeProvider:
         self._gzip_streams = False
         self._rerank_worst_first = False
         self._break: _Break | None = None
+        self._stalls: list[_Break] = []
+        """Stalls armed and not yet released (a release may come before a body reaches its stall)."""
         self._delay = 0.0
         self._held = False
         self._waiters: list[_Held] = []
@@ -320,6 +324,8 @@ class FakeProvider:
         `stall`, it sends nothing more until `release()` instead."""
         with self._lock:
             self._break = _Break(n_bytes, stall)
+            if stall:
+                self._stalls.append(self._break)
 
     def delay(self, seconds: float) -> None:
         """Every response waits `seconds` before its first byte (until reset)."""
@@ -332,10 +338,13 @@ class FakeProvider:
             self._held = True
 
     def release(self) -> None:
-        """Let every held request proceed, and stop holding new ones."""
+        """Let every held request proceed, stop holding new ones, and let an armed stall not stall."""
         with self._lock:
             self._held = False
             waiters, self._waiters = self._waiters, []
+            for stall in self._stalls:
+                stall.released = True
+            self._stalls.clear()
         for w in waiters:
             w.loop.call_soon_threadsafe(_resolve, w.future)
 
@@ -575,8 +584,11 @@ class FakeProvider:
                 loop = asyncio.get_running_loop()
                 waiter = _Held(loop, loop.create_future())
                 with self._lock:
-                    self._waiters.append(waiter)
-                await waiter.future
+                    parked = not broken.released  # released before the body got here: no wait
+                    if parked:
+                        self._waiters.append(waiter)
+                if parked:
+                    await waiter.future
             raise StreamCut(f"fake provider: body cut after {broken.after} bytes")
 
         return StreamingResponse(body(), status_code=response.status_code, headers=dict(response.headers))
