@@ -44,6 +44,8 @@ class LoopThread:
         self._closed = False
         self._lock = threading.Lock()
         """Held while a call is handed to the loop, so none is handed over once `close()` began."""
+        self._settling: set[asyncio.Task[Any]] = set()
+        """Work `settle` handed to the loop from its own thread (held here until done)."""
         renew_after_fork(self)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -60,6 +62,18 @@ class LoopThread:
         except BaseException:
             future.cancel()
             raise
+
+    def settle(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run `coroutine` to its end, as `run` does; called on the loop's own thread (a sync stream that
+        the garbage collector finalises while the loop runs: any allocation there may collect), hand it to
+        the loop instead, since waiting there would wait for ever on a loop that cannot run."""
+        loop = self._loop
+        if loop is not None and threading.current_thread() is self._thread:
+            task = loop.create_task(coroutine)
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+            return
+        self.run(coroutine)
 
     def _renew_after_fork(self) -> None:
         """In a forked child: the parent's copy of the lock may be held by a thread only the parent has.

@@ -165,8 +165,8 @@ class _SyncStream:
                     run(store)
                 if forward:
                     yield forward
-        except BaseException as error:
-            run(_done(relay.abandoned(error)))
+        except BaseException as error:  # (GeneratorExit too: finalised by the collector, maybe on the loop)
+            self._loop.settle(_done(relay.abandoned(error)))
             raise
         forward = relay.last()
         if forward:
@@ -176,7 +176,7 @@ class _SyncStream:
     def close(self) -> None:
         try:
             with contextlib.suppress(LoopClosed):  # the transport closed first: no store, no waiter left
-                self._loop.run(self._relay.closed())
+                self._loop.settle(self._relay.closed())
         finally:
             self._stream.close()
 

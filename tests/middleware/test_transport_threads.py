@@ -9,6 +9,7 @@ let through; the fake provider gives every answer a fresh id.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import random
@@ -197,6 +198,39 @@ def test_a_stream_abandoned_halfway_stores_nothing_and_its_waiter_leads_anew(
     assert waiter and waiter[0].endswith("a long story")
     assert fake_provider.count(CHAT) == 3  # the abandoned stream, the other question, the waiter leading anew
     assert cache.stats.stored == 2  # the other question's answer and the waiter's, whole; nothing partial
+
+
+def test_a_stream_the_collector_finalises_on_the_engines_loop_is_settled_there_without_waiting(
+    fake_provider: RunningFakeProvider, no_loop_thread_left: None
+) -> None:
+    """A stream dropped unread is finalised wherever the garbage collector runs, which may be the
+    engine's own loop thread (any allocation there may collect, e.g. while an answer is stored): its
+    abandonment is handed to the loop there, never waited for, which would wait for ever."""
+    cache = Cache()
+    transport = CachingTransport(cache=cache)
+    client = sdk(transport, fake_provider.openai_base_url, "sk-alice")
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": messages("dropped on the loop"), "stream": True}
+    fake_provider.break_body_after(PAST_THE_FIRST_EVENT, stall=True)
+    try:
+        held = [client.chat.completions.create(**request)]
+        next(iter(held[0]))  # the first event read, the body stalled
+
+        async def collected_here() -> None:
+            held.clear()  # the SDK's stream is a reference cycle: only the collector finalises it
+            gc.collect()
+
+        loop = transport._loop._loop
+        assert loop is not None
+        asyncio.run_coroutine_threadsafe(collected_here(), loop).result(BOUND)  # before: waited on itself
+        fake_provider.release()
+        raw = client.chat.completions.with_raw_response.create(**request)
+        assert raw.headers["x-cache"] == "MISS" and "".join(
+            c.choices[0].delta.content or "" for c in raw.parse() if c.choices
+        ).endswith("dropped on the loop")
+        assert cache.stats.stored == 1  # the second call's whole answer; nothing of the dropped one
+    finally:
+        fake_provider.release()
+        transport.close()
 
 
 # -- the store down or hung ----------------------------------------------------------------------
