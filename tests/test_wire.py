@@ -15,9 +15,11 @@ from llm_cache.middleware.gateway import family_of
 from llm_cache.middleware.providers import resolve
 
 
-def test_the_wire_module_imports_neither_package() -> None:
+@pytest.mark.parametrize("module", ["_wire", "_operations"])
+def test_the_neutral_modules_import_neither_package(module: str) -> None:
+    """`_wire` and `_operations` (what each API operation does on the provider) are read by both."""
     code = (
-        "import sys, llm_cache._wire\n"
+        f"import sys, llm_cache.{module}\n"
         "assert not [n for n in sys.modules if n.split('.')[:2] in (['llm_cache', 'middleware'], "
         "['llm_cache', 'router'])], sorted(sys.modules)"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+from ... import _operations as operations
 from ..._wire import ANTHROPIC, ANTHROPIC_MESSAGES, suffix_pattern
 from .. import _exact_json as exact_json
 from . import cuts, genai
@@ -80,6 +81,7 @@ class Messages(MessagesShape, Endpoint):
     answer_headers = ANSWER_HEADERS
     auth = ANTHROPIC
     name = "messages"
+    api_operation = operations.MESSAGES
     operation = "chat"
     keyed_headers = True
 

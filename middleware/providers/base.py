@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from ..._operations import Operation
 from ..._wire import OPENAI, Auth
 from .. import _exact_json as exact_json
 from . import cuts, genai
@@ -139,6 +140,10 @@ class Endpoint(ABC):
     """Stable endpoint name used in keys, e.g. `chat.completions`."""
     operation: ClassVar[str]
     """OpenTelemetry `gen_ai.operation.name`: `chat`, `text_completion`, `embeddings`, ..."""
+    api_operation: ClassVar[Operation | None] = None
+    """What a call does on the provider, as `llm_cache/_operations.py` declares it for the cache and the
+    router alike (whether it creates something that a call sent twice would create twice). None: an
+    operation not declared there (a custom endpoint), which may create something."""
     volatile_fields: ClassVar[frozenset[str]] = frozenset()
     """Body fields, beyond the engine's defaults, that never change the answer."""
     streams: ClassVar[bool] = True
@@ -152,6 +157,11 @@ class Endpoint(ABC):
     """Where the family's requests carry the credential the provider authenticates (see `llm_cache/_wire.py`)."""
     answer_headers: ClassVar[AnswerHeaders] = AnswerHeaders({})
     """What the family sends with an answer besides its body, that a hit sends again (one table per family)."""
+
+    @property
+    def creates_nothing(self) -> bool:
+        """Whether a call creates nothing on the provider (a generation), whatever its body asks."""
+        return self.api_operation is not None and self.api_operation.creates_nothing
 
     @abstractmethod
     def match(self, path: str) -> Route | None:

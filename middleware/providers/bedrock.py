@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+from ... import _operations as operations
 from ..._wire import BEDROCK, bedrock_pattern
 from .. import _exact_json as exact_json
 from . import converse, cuts, eventstream, genai
@@ -133,6 +134,7 @@ class InvokeModel(_BedrockEndpoint, NonStreamingEndpoint):
     """`/model/{modelId}/invoke`: the model's own body and answer (the Messages shape for Claude)."""
 
     name = "bedrock.invoke"
+    api_operation = operations.INVOKE
     action = "invoke"
 
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
@@ -148,6 +150,7 @@ class InvokeModelStream(_BedrockEndpoint):
     """`/model/{modelId}/invoke-with-response-stream` for Claude models: Messages events in frames."""
 
     name = "bedrock.invoke-stream"
+    api_operation = operations.INVOKE_STREAM
     action = "invoke-with-response-stream"
     answer_headers = INVOKE_STREAM_HEADERS
 
@@ -182,6 +185,7 @@ class Converse(_BedrockEndpoint):
     under one name, so both forms share entries (a stream replays a JSON answer, and the reverse)."""
 
     name = "bedrock.converse"
+    api_operation = operations.CONVERSE
     action = "converse"
     volatile_fields = frozenset({"requestMetadata"})
     """Tags that filter the account's invocation logs; the model never sees them."""

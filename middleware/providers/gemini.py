@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ... import _operations as operations
 from ..._wire import GEMINI, gemini_pattern
 from .. import _exact_json as exact_json
 from . import cuts, genai
@@ -109,6 +110,7 @@ class GenerateContent(_GeminiEndpoint):
 
     name = "generate_content"
     operation = "chat"
+    api_operation = operations.GENERATE_CONTENT
     volatile_fields = frozenset({"labels"})
     """Vertex AI's `labels` only sort the call in billing reports."""
     methods = "generateContent|streamGenerateContent"
@@ -190,6 +192,7 @@ class GenerateContent(_GeminiEndpoint):
 class EmbedContent(_GeminiEndpoint, NonStreamingEndpoint):
     name = "embed_content"
     operation = "embeddings"
+    api_operation = operations.EMBED_CONTENT
     methods = "embedContent|batchEmbedContents"
     request_params = (("outputDimensionality", "gen_ai.embeddings.dimension.count", "int"),)
 

@@ -352,6 +352,25 @@ def test_a_scope_function_can_be_named_by_dotted_path_in_a_config_file() -> None
         parse_config({"cache": {"scope": "tests.middleware.test_isolation:no_such_function"}})
 
 
+# -- the upstream is the driver's to name -------------------------------------------------------------
+
+
+async def test_a_caller_naming_an_upstream_in_a_header_is_served_and_keyed_as_without_it(layer: str) -> None:
+    """A driver names the upstream to the engine from what it trusts (the URL a transport sends to,
+    the `upstream` a `CacheMiddleware` was given, the gateway's routing in the ASGI scope); a caller's
+    `x-llm-cache-upstream` is just another header: it cannot file an answer under another upstream's
+    key, nor reach one filed there. (The gateway's row: `test_gateway_security.py`.)"""
+    cache = Cache()
+    headers = {"authorization": "Bearer sk-alice"}
+    plain, _ = await send_twice(layer, cache, headers)
+    forged, upstream = await send_twice(
+        layer, cache, {**headers, "x-llm-cache-upstream": "http://elsewhere.test/v1/chat/completions"}
+    )
+    assert [answer.headers["x-cache"] for answer in plain] == ["MISS", "HIT"]
+    assert [answer.headers["x-cache"] for answer in forged] == ["HIT", "HIT"] and upstream.calls == 0
+    assert {answer.headers["x-cache-key"] for answer in plain + forged} == {plain[0].headers["x-cache-key"]}
+
+
 # -- 3. key builders cannot break isolation or the request -------------------------------------------
 
 

@@ -17,6 +17,7 @@ import anthropic
 import httpx2
 import msgpack
 import openai
+import orjson
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
@@ -299,3 +300,42 @@ def test_a_cut_writing_its_answer_many_times_into_one_event_is_refused_before_it
         tracemalloc.stop()
     bound = cuts.MAX_REPLAY_FACTOR * (len(answer) + len(cut)) + cuts.MAX_REPLAY_EXTRA
     assert peak < 2 * bound, (peak, bound)
+
+
+async def test_a_stream_hit_replays_its_entry_as_rewritten_not_the_events_made_of_it_before(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """An entry rewritten under its key and creation time with another answer (a store someone else can
+    write): its streamed hits' events are made once per entry and reused, and were found again by the
+    entry's fingerprint and creation time alone, so the hit replayed the first answer's events. Keyed
+    by the answer's length too, as the JSON hit's headers are: the hit replays what the store holds,
+    as a cache that never saw the first answer replays it."""
+    store = MemoryStore()
+
+    def client(cache: Cache) -> openai.AsyncOpenAI:
+        http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+        return openai.AsyncOpenAI(api_key="sk-cut", base_url=fake_provider.openai_base_url, http_client=http)
+
+    async def text(sdk: openai.AsyncOpenAI) -> str:
+        response = await sdk.chat.completions.with_raw_response.create(**request)
+        assert response.headers["x-cache"] in ("MISS", "HIT")
+        return "".join(
+            e["choices"][0]["delta"].get("content") or "" for e in await _dicts(response.parse()) if e["choices"]
+        )
+
+    sdk = client(Cache(store=store))
+    request = {**CHAT, "stream": True}
+    response = await sdk.chat.completions.with_raw_response.create(**request)
+    first = "".join(
+        e["choices"][0]["delta"].get("content") or "" for e in await _dicts(response.parse()) if e["choices"]
+    )
+    assert await text(sdk) == first  # a hit: its events are made and kept
+
+    def rewritten(entry: Entry) -> bytes:
+        answer = orjson.loads(entry.body)
+        answer["choices"][0]["message"]["content"] = "Another answer, of another length altogether."
+        return pack(replace(entry, body=orjson.dumps(answer)))
+
+    await rewrite_entry(store, response.headers["x-cache-key"], rewritten)
+    replayed = await text(sdk)
+    assert replayed != first and replayed == await text(client(Cache(store=store)))
