@@ -1053,7 +1053,7 @@ class _Guard:
             return
         browsers = self.browsers  # (nearly every request: one dict read, no call)
         if (origin is not None or not browsers.passes.get(host)) and (
-            page := browsers.refusal(scope.get("server"), host, origin)
+            page := browsers.refusal(scope.get("server"), host, origin, scope["headers"])
         ) is not None:
             await _send_error(send, family, 403, page)
             return

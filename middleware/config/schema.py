@@ -481,7 +481,8 @@ class ServerConfig(_Model):
     allowed_hosts: list[str] | None = Field(
         default=None,
         description="Host names (no port) the gateway answers besides the loopback ones, '*' for any: checked "
-        "on connections to a loopback address, and on every connection once set (docs/security.md).",
+        "on connections to a loopback address, on other ones for browsers' requests (IP addresses pass), and on "
+        "every connection for every client once set (docs/security.md).",
     )
     allowed_origins: list[str] = Field(
         default_factory=list,
