@@ -240,34 +240,36 @@ def test_without_max_request_bytes_every_body_is_capped_at_64_mib_once_allow_rul
     upstreams = {"openai": {"base_url": fake_provider.openai_base_url, **openai}}
     gateway = gateway_factory({"upstreams": upstreams, "server": {"body_read_timeout": 0.5}})
     for path in ("/v1/chat/completions", "/v1/files"):
-        with socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
-            sock.sendall(
-                f"POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
-                f"content-type: application/octet-stream\r\ncontent-length: {64 * MIB + 1}\r\n\r\n".encode()
-            )
-            reply = b""
-            while b"\r\n\r\n" not in reply:  # bounded by the socket timeout
-                piece = sock.recv(65536)
-                if not piece:
-                    break
-                reply += piece
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
+            f"content-type: application/octet-stream\r\ncontent-length: {64 * MIB + 1}\r\n\r\n".encode()
+        )
+        reply = answer_head(gateway, head)
         assert reply.split(b" ", 2)[1] == (b"413" if capped else b"408"), (path, reply[:300])
 
 
-def test_a_body_slower_than_the_read_timeout_is_a_408(
-    capped_gateway: Gateway, fake_provider: RunningFakeProvider
-) -> None:
-    with socket.create_connection(("127.0.0.1", int(capped_gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
-            b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + b'{"model": "'
-        )
+def answer_head(gateway: Gateway, sent: bytes) -> bytes:
+    """What the gateway answers, up to the end of its head, to `sent` (a request's head and maybe part of
+    its body) on a connection of its own."""
+    with socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(sent)
         reply = b""
         while b"\r\n\r\n" not in reply:  # bounded by the socket timeout
             data = sock.recv(65536)
             if not data:
                 break
             reply += data
+    return reply
+
+
+def test_a_body_slower_than_the_read_timeout_is_a_408(
+    capped_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    reply = answer_head(
+        capped_gateway,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
+        b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + b'{"model": "',
+    )
     assert reply.startswith(b"HTTP/1.1 408"), reply
     assert fake_provider.requests == []
 
