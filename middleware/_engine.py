@@ -47,7 +47,6 @@ from ._keys import (
     digest_of,
     function_scope,
     header_scope,
-    key_query,
     key_space,
     namespace_prefix,
     parse_body,
@@ -523,7 +522,7 @@ class Cache:
         endpoint = route.endpoint
         model = endpoint.model(route, body)
         volatile = self._volatile[endpoint.name]
-        keyed_query = key_query(query)
+        keyed_query = endpoint.key_query(route, query)
         if endpoint.keyed_headers:  # settings some APIs take in headers (Bedrock's guardrails, trace, ...)
             if keyed_query and endpoint.header_key(dict(keyed_query)):  # kept beside the query: never spelled in it
                 raise KeyFailure("a query parameter is named as a header setting the key holds")

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 from ..._operations import Operation
 from ..._wire import OPENAI, Auth
 from .. import _exact_json as exact_json
+from .._keys import key_query
 from . import cuts, genai
 
 
@@ -291,6 +292,11 @@ class Endpoint(ABC):
         mutable store), so the request must bypass the cache; None when the request says it all.
         Called once per request in `prepare`: keep it to a few dict lookups."""
         return None
+
+    def key_query(self, route: Route, query: str) -> tuple[tuple[str, str], ...]:
+        """The query's (name, value) pairs that belong in the key, sorted: every one but the credentials,
+        which scope the entry instead (a family drops those that never change the answer)."""
+        return key_query(query)
 
     def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         """The header settings that belong in the key, as (name, value) pairs (called only when

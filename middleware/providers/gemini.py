@@ -41,6 +41,17 @@ ANSWER_HEADERS = AnswerHeaders(
 """What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too);
 it names no call in a header."""
 
+_FORMS = frozenset({"alt", "$alt"})
+"""Google's system parameter naming the answer's format: `json` (the default), `sse` (a stream's events),
+`proto`, `media`; `json;enum-encoding=int` (Google's generated REST clients) writes enums as numbers."""
+_SHARED_FORMS = {True: frozenset({"json", "sse"}), False: frozenset({"json"})}
+"""By whether the call streams: the forms whose answers share one entry, each rendered from it."""
+_TAGS = frozenset({"quotaUser"})
+"""System parameters that only sort the call in Google's quota accounting: never keyed."""
+KEYED_HEADERS = ("x-goog-fieldmask", "x-goog-api-version")
+"""System parameters sent as headers that change the answer: a field mask leaves a partial answer (as
+`fields` does in the query), and the API version may change its shape."""
+
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 _STORE_TOOLS = ("fileSearch", "file_search", "retrieval")
 """Tools that ground the answer in a store the provider holds: the Gemini API's File Search stores,
@@ -51,6 +62,7 @@ class _GeminiEndpoint(Endpoint):
     family = "gemini"
     answer_headers = ANSWER_HEADERS
     auth = GEMINI
+    keyed_headers = True
     methods: str
 
     def __init__(self) -> None:
@@ -64,6 +76,21 @@ class _GeminiEndpoint(Endpoint):
 
     def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
         return route.stream_by_path
+
+    def key_query(self, route: Route, query: str) -> tuple[tuple[str, str], ...]:
+        """Google's system parameters are keyed when they change the answer's bytes (`fields`, `prettyPrint`,
+        `$ct`, `callback`, `$.xgafv`, ...), as any other query parameter is; `quotaUser` never is. The
+        format (`alt`) is left out only when it is one the stored answer is rendered in (a stream's
+        JSON array or SSE events; `json` for a unary call); any other, or two, are keyed."""
+        pairs = super().key_query(route, query)
+        if not pairs:
+            return pairs
+        forms = {value for name, value in pairs if name in _FORMS}
+        shared = len(forms) <= 1 and forms <= _SHARED_FORMS[route.stream_by_path]
+        return tuple((name, value) for name, value in pairs if name not in _TAGS and not (shared and name in _FORMS))
+
+    def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple((name, value) for name in KEYED_HEADERS if (value := headers.get(name)) is not None)
 
     def upstream_identity(self, url: str) -> str:
         head, colon, method = url.rpartition(":")
@@ -102,7 +129,10 @@ class _GeminiEndpoint(Endpoint):
 
 
 def _sse_requested(query: str) -> bool:
-    return any(name in ("alt", "$alt") and value == "sse" for name, value in parse_qsl(query))
+    """Whether the answer comes as SSE events: every format the query names is `sse` (two formats are
+    keyed apart, so the answer stored is rendered as it was read)."""
+    forms = {value for name, value in parse_qsl(query) if name in _FORMS}
+    return forms == {"sse"}
 
 
 class GenerateContent(_GeminiEndpoint):

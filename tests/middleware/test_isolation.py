@@ -247,6 +247,16 @@ async def test_gemini_key_query_parameter_and_header_name_one_tenant(layer: str)
     assert both[0] == ["HIT", "HIT"]  # the same credential twice is one tenant
 
 
+async def test_an_oauth_token_in_the_query_names_a_tenant_and_is_never_keyed_in_clear(layer: str) -> None:
+    """Google's `access_token` system parameter is the token `Authorization: Bearer` carries: before, it was
+    no credential (a request with only it was never cached) and was keyed in clear as any query parameter."""
+    cache = Cache()
+    assert (await twice(layer, cache, {}, GEMINI, GEMINI_BODY, "access_token=ya29.alice"))[0] == ["MISS", "HIT"]
+    assert (await twice(layer, cache, {}, GEMINI, GEMINI_BODY, "access_token=ya29.bob"))[0] == ["MISS", "HIT"]
+    header = {"authorization": "Bearer ya29.alice"}
+    assert (await twice(layer, cache, header, GEMINI, GEMINI_BODY))[0] == ["HIT", "HIT"]  # one tenant, one key
+
+
 async def test_a_header_the_family_does_not_authenticate_does_not_split_or_join_tenants(layer: str) -> None:
     cache = Cache()
     assert (await twice(layer, cache, {"authorization": "Bearer sk-alice", "x-api-key": "x"}))[0] == ["MISS", "HIT"]

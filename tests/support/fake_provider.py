@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -1260,7 +1260,7 @@ class FakeProvider:
         else:
             all_parts = [{"text": answer.text}]
         if not stream:
-            return JSONResponse(chunk(all_parts, "STOP", usage))
+            return JSONResponse(_projected(chunk(all_parts, "STOP", usage), req))
         partial_usage = {
             "promptTokenCount": answer.prompt_tokens,
             "totalTokenCount": answer.prompt_tokens,
@@ -1295,6 +1295,16 @@ class FakeProvider:
         """`batchEmbedContents`: one embedding per item of `requests`, in order."""
         self._next_id()
         return JSONResponse({"embeddings": [_gemini_embedding(item) for item in req.json.get("requests") or []]})
+
+
+def _projected(answer: dict[str, Any], req: RecordedRequest) -> dict[str, Any]:
+    """The answer as Google's field mask leaves it (`fields`, `$fields` or `X-Goog-FieldMask`; top-level
+    names only): a partial answer, which must never be served to a caller who asked for all of it."""
+    masks = [v for k, v in parse_qsl(req.query) if k in ("fields", "$fields")] + [
+        req.headers.get("x-goog-fieldmask", "")
+    ]
+    names = {path.strip().split(".")[0].split("(")[0] for mask in masks if mask for path in mask.split(",")}
+    return {k: v for k, v in answer.items() if k in names} if names else answer
 
 
 def _gemini_embedding(body: dict[str, Any]) -> dict[str, Any]:
