@@ -188,9 +188,15 @@ class Endpoint(ABC):
         """Replay a stored final response as this provider's SSE stream (or stream format)."""
 
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
-        """A streamed hit of an entry that kept its stream's cut: its events (`cuts.replay`) in this
-        provider's stream format (server-sent events). An entry without one is `render_stream`'s."""
+        """A streamed hit of an entry that kept its stream's cut: its events (`cuts.replay`, then
+        `replayed_events`) in this provider's stream format (server-sent events). An entry without
+        one is `render_stream`'s."""
         return cuts.encode_sse(events)
+
+    def replayed_events(self, events: list[cuts.Event]) -> list[cuts.Event]:
+        """A kept cut's events made ready for `render_events`, once per entry (they are memoised):
+        a family whose events carry an encoded event (Bedrock's base64 `chunk`s) encodes it here."""
+        return events
 
     @abstractmethod
     def usage(self, response: dict[str, Any]) -> Usage: ...

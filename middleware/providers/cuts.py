@@ -45,7 +45,9 @@ stream repeats its answer's values a few times (Responses' done events, the comp
 cut read from a store that repeats them more is ignored."""
 MAX_PADDING = 4096
 """The longest padding a replayed event carries (providers pad an event by tens of characters)."""
-_PADDING = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+"""A replayed padding is a prefix of these (repeated): what Bedrock pads with, so its `p` is replayed as
+sent; OpenAI's `obfuscation` is random characters, replayed at its length only."""
 
 Key = str | int
 Position = tuple[tuple[Key, ...], Hashable, int]

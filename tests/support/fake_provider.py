@@ -1325,14 +1325,24 @@ def _is_token_list(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, int) for v in value)
 
 
+BEDROCK_PADDING = string.ascii_lowercase + string.ascii_uppercase + string.digits
+"""The characters of the padding `p` Bedrock adds to each event: a prefix of these, as long as it likes."""
+
+
+def _compact(value: Any) -> bytes:
+    """JSON as Bedrock writes it: no spaces, UTF-8 as it is."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _aws_frame(event: dict[str, Any] | tuple[str, dict[str, Any]]) -> bytes:
     """One AWS event-stream message (the framing Bedrock streams in): a `chunk` carrying `event`
-    base64'd (InvokeModelWithResponseStream), or for a `(name, payload)` pair an event of that name
-    carrying the payload as it is (ConverseStream)."""
+    base64'd (InvokeModelWithResponseStream) beside the padding `p` Bedrock adds to hide its length,
+    or for a `(name, payload)` pair an event of that name carrying the payload as it is (ConverseStream)."""
     if isinstance(event, tuple):
-        name, payload = event[0], json.dumps(event[1]).encode()
+        name, payload = event[0], _compact(event[1])
     else:
-        name, payload = "chunk", json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+        encoded = base64.b64encode(_compact(event)).decode()
+        name, payload = "chunk", _compact({"bytes": encoded, "p": BEDROCK_PADDING[: 1 + len(encoded) % 57]})
     fields = {":event-type": name, ":content-type": "application/json", ":message-type": "event"}
     head = b"".join(
         struct.pack(">B", len(k)) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
