@@ -43,6 +43,37 @@ def loads(data: bytes | str) -> Any:
     return _exact_loads(raw)
 
 
+def loads_spelt(data: bytes | str) -> Any:
+    """`loads`, keeping the spelling of every number `dumps` would write otherwise: a number with an
+    exponent (`1e-05`, written by Python's `json`, is `0.00001` to orjson) comes back as an
+    `orjson.Fragment` of its text too. For stream events and the answers assembled from them, so that
+    a replay writes each number as the provider did; a document without an exponent (nearly every
+    one) takes `loads`' path. (Not for embeddings and other bulk answers: their exponents are many,
+    and a hit of them is the provider's own bytes.)"""
+    raw = data.encode() if isinstance(data, str) else data
+    marks = raw.translate(_WIDE_MARKS)
+    if not any(wide in marks for wide in _WIDE) and not any(spelt in marks for spelt in _SPELT):
+        return orjson.loads(raw)
+    try:
+        return json.loads(
+            raw.decode("utf-8"), parse_float=_spelt_float, parse_int=_exact_int, parse_constant=_no_constants
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+_SPELT = (b"ded", b"desd")
+"""A number token with an exponent, as `_WIDE_MARKS` writes it (a digit, `e` or `E`, a digit or a sign
+and a digit): one `dumps` may spell otherwise."""
+
+
+def _spelt_float(text: str) -> float | orjson.Fragment:
+    value = float(text)
+    if math.isfinite(value) and orjson.dumps(value) == text.encode():
+        return value  # written back as it came
+    return orjson.Fragment(text)
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON; integers beyond 64 bits are written whole."""
     try:

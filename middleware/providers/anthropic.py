@@ -179,7 +179,7 @@ class MessageStreamAssembler:
             partial = self._json.pop(index, "")
             if partial:
                 try:
-                    self._blocks[index]["input"] = exact_json.loads(partial)
+                    self._blocks[index]["input"] = exact_json.loads_spelt(partial)
                 except (ValueError, KeyError):
                     self._broken = True
         elif kind == "message_delta":

@@ -377,8 +377,9 @@ def host_setting_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], .
 
 
 def loads_object(data: bytes | str) -> dict[str, Any] | None:
+    """A stream event's JSON object (None: not one), every number kept as it was spelt."""
     try:
-        value = exact_json.loads(data)
+        value = exact_json.loads_spelt(data)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

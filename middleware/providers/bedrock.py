@@ -199,7 +199,7 @@ def _chunk_frame(event: bytes) -> bytes:
 
 def _chunk_payload(data: bytes) -> bytes:
     """A replayed `chunk` payload, its event (kept decoded in the cut) base64'd again in place."""
-    payload = exact_json.loads(data)
+    payload = exact_json.loads_spelt(data)
     if "type" in payload:  # a cut of the bare Messages events (kept before the payloads were)
         payload = {"bytes": payload}
     event = base64.b64encode(exact_json.dumps(payload["bytes"])).decode()
@@ -349,7 +349,7 @@ class InvokeStreamAssembler:
         message = self._messages.result() if self.complete else None
         if message is None or not self._added:
             return message
-        return exact_json.dumps({**exact_json.loads(message), **self._added})
+        return exact_json.dumps({**exact_json.loads_spelt(message), **self._added})
 
 
 def _decoded_event(encoded: str) -> dict[str, Any] | None:

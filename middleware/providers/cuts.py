@@ -142,7 +142,7 @@ class CutRecorder:
         if self._failed or not self._objects:
             return None
         try:
-            index = _Index(exact_json.loads(answer))
+            index = _Index(exact_json.loads_spelt(answer))
             sources: list[list[Any]] = [index.source(_joined(pieces)) for pieces in self._channels]
             templates = [[name, index.wholes(body, sources)] for name, body in self._objects]
             packed: bytes = msgpack.packb([CUT_VERSION, sources, templates, self._sequence], default=_pack_slot)
@@ -270,7 +270,7 @@ def replay(cut: bytes, answer: bytes) -> list[Event]:
         version, sources, templates, sequence = msgpack.unpackb(cut, ext_hook=_unpack_slot)
         if version != CUT_VERSION:
             raise CutError("cut of another version")
-        whole = exact_json.loads(answer)
+        whole = exact_json.loads_spelt(answer)
         filler = _Filler([_value(whole, source) for source in sources], sequence)
         budget = MAX_REPLAY_FACTOR * (len(answer) + len(cut)) + MAX_REPLAY_EXTRA
         compiled = [(name, filler.wholes(_compiled(body), budget), body) for name, body in templates]

@@ -339,3 +339,41 @@ async def test_a_stream_hit_replays_its_entry_as_rewritten_not_the_events_made_o
     await rewrite_entry(store, response.headers["x-cache-key"], rewritten)
     replayed = await text(sdk)
     assert replayed != first and replayed == await text(client(Cache(store=store)))
+
+
+@LAYERS
+async def test_a_stream_hit_writes_each_number_as_the_provider_spelt_it(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    """A Python server writes a small logprob `-1.2e-05`; a double's shortest form is `-0.000012`. The
+    hit's bytes are the miss's: every number as it was written, in the fragments' events and the others."""
+    logprobs = [
+        {"content": [{"token": "Hi", "logprob": -1.2e-05, "bytes": [72, 105], "top_logprobs": []}], "refusal": None},
+        {"content": [{"token": "!", "logprob": -3e-07, "bytes": [33], "top_logprobs": []}], "refusal": None},
+    ]
+    events = [
+        chunk({**delta(role="assistant", content="Hi"), "logprobs": logprobs[0]}),
+        chunk({**delta(content="!"), "logprobs": logprobs[1]}),
+        chunk(delta(finish_reason="stop")),
+        chunk(choices=[], usage=USAGE, temperature_used=1e-05),
+        "[DONE]",
+    ]
+    fake_provider.stream_next(events)
+    body = {**CHAT, "stream": True, "logprobs": True, "stream_options": {"include_usage": True}}
+    cache = Cache()
+    if layer == "transport":
+        client = httpx2.AsyncClient(
+            transport=AsyncCachingTransport(cache=cache), base_url=fake_provider.openai_base_url
+        )
+    else:
+        app = CacheMiddleware(fake_provider.provider.app, cache=cache)
+        client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://provider.test/v1")
+    async with client:
+        miss, hit = [
+            await client.post("/chat/completions", json=body, headers={"authorization": "Bearer sk-cut"})
+            for _ in range(2)
+        ]
+
+    assert [miss.headers["x-cache"], hit.headers["x-cache"]] == ["MISS", "HIT"]
+    assert b'"logprob":-1.2e-05' in miss.content and b'"temperature_used":1e-05' in miss.content
+    assert hit.content == miss.content
