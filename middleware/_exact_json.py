@@ -96,6 +96,42 @@ def _spaced(match: re.Match[str]) -> str:
     return token + " " if token in _SEPARATORS else token
 
 
+COMPACT, KEY_SPACED, SPACED, ASCII = 0, 1, 2, 4
+"""How a JSON text is spelt (`spelt`): compact (orjson's, `dumps`); a space after each key's `:` only,
+as Gemini streams; a space after each `:` and `,`, as Python's `json` writes by default; and, with
+`ASCII` added, every character outside ASCII escaped (`\\u00e9`), as Python's `json` does by default."""
+_SPELLINGS = (KEY_SPACED, SPACED, ASCII, KEY_SPACED | ASCII, SPACED | ASCII)
+_OUTSIDE_ASCII = re.compile("[^\x00-\x7e]")
+
+
+def spelt(compact: bytes, spelling: int) -> bytes:
+    """The compact JSON text `compact` (as `dumps` writes it) spelt as `spelling` says."""
+    if spelling == COMPACT:
+        return compact
+    text = compact.decode()
+    if spelling & (KEY_SPACED | SPACED):
+        spaced = _SEPARATORS if spelling & SPACED else (":",)
+        text = _SEPARATOR.sub(lambda match: match.group() + " " if match.group() in spaced else match.group(), text)
+    if spelling & ASCII:
+        text = _OUTSIDE_ASCII.sub(_escaped, text)
+    return text.encode()
+
+
+SPELLINGS = frozenset((COMPACT, *_SPELLINGS))
+
+
+def spellings_of(raw: bytes, compact: bytes, among: frozenset[int] = SPELLINGS) -> frozenset[int]:
+    """The spellings `among` in which `raw`, a JSON text, is written: those `spelt` makes `raw` of
+    `compact` (its compact text) with. Empty when none (a provider that spells otherwise)."""
+    return frozenset(spelling for spelling in among if spelt(compact, spelling) == raw)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    """A character outside ASCII as Python's `json` escapes it: its UTF-16 code units, `\\uXXXX` each."""
+    units = match.group().encode("utf-16-be")
+    return "".join(f"\\u{units[i] << 8 | units[i + 1]:04x}" for i in range(0, len(units), 2))
+
+
 def loads_every_number(raw: bytes) -> tuple[Any, bool]:
     """(the document with every number as written; True when it took the exact path). Raises ValueError.
 

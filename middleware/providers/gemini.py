@@ -346,7 +346,7 @@ class GenerateContentStreamAssembler:
             if event is None or "error" in event:
                 self._broken = True
                 return
-            self._cut.event(None, "", event)
+            self._cut.event(None, payload if self._sse else "", event)  # (an array's elements are indented)
             self._apply(event)
 
     def cut(self, answer: bytes) -> bytes | None:
