@@ -447,7 +447,7 @@ class FakeProvider:
             n = next(self._request_ids)
         headers = response.headers
         content_type = headers.get("content-type", "")
-        for name, value in _MEASURES[api](n):
+        for name, value in (*_MEASURES[api](n), *_ACCOUNT.get(api, ())):
             headers[name] = value
         named = _REQUEST_IDS.get(api)
         if named is not None and named[0] not in headers:
@@ -1422,6 +1422,13 @@ _MEASURES: dict[str, Callable[[int], list[tuple[str, str]]]] = {
 }
 """Per API, the headers measuring one call (its time, the caller's rate limits left): the kinds a
 hit, which is no call, must not replay."""
+_ACCOUNT: dict[str, tuple[tuple[str, str], ...]] = {
+    "openai": (("openai-organization", "user-fake"), ("openai-project", "proj_fake"), ("openai-version", "2020-10-01")),
+    "anthropic": (("anthropic-organization-id", "0b6a3c1e-fake-4f2e-9a51-000000000001"),),
+}
+"""Per API, the headers naming the account billed for a call (and OpenAI's API version): the same on
+every answer to one credential, which a hit does not replay either (a shared store would name
+another tenant's organisation)."""
 
 
 def api_of(path: str) -> str:
