@@ -181,7 +181,7 @@ class InvokeModelStream(_BedrockEndpoint):
         `p` as Bedrock sent it (a cut kept before the payloads were: the bare event, unpadded)."""
         try:
             return [(name, _chunk_payload(data), template) for name, data, template in events]
-        except (ValueError, TypeError, AttributeError) as error:
+        except (ValueError, TypeError, AttributeError, KeyError) as error:  # a cut no stream of Bedrock's has
             raise cuts.CutError(f"not a chunk payload ({type(error).__name__})") from error
 
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:

@@ -186,6 +186,14 @@ def test_a_cut_kept_before_chunk_payloads_were_replays_its_events_in_unpadded_fr
     assert replay == frames_of(orjson.loads(answer))
 
 
+@pytest.mark.parametrize("payload", [b'{"p":"abc"}', b'["bytes"]', b'"bytes"', b"{"])
+def test_a_kept_chunk_payload_no_bedrock_stream_has_is_a_cut_that_does_not_fit(payload: bytes) -> None:
+    """A cut read from a store whose `chunk` payload has no event (no `bytes`, not an object, not
+    JSON) is refused as a cut (the hit synthesises its stream), not an error that fails the hit."""
+    with pytest.raises(cuts.CutError):
+        InvokeModelStream().replayed_events([("chunk", payload, {})])
+
+
 def test_a_stream_of_one_frame_short_is_not_complete() -> None:
     replay = frames_of(MESSAGE)
     assembler = InvokeStreamAssembler()
