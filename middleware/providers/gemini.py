@@ -35,11 +35,11 @@ from .sse import SSEDecoder
 ANSWER_HEADERS = AnswerHeaders(
     {
         JSON_MEDIA_TYPE: ((b"content-type", b"application/json; charset=UTF-8"),),
-        "text/event-stream": ((b"content-type", b"text/event-stream"),),
+        "text/event-stream": ((b"content-type", b"text/event-stream"), (b"content-disposition", b"attachment")),
     }
 )
-"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too);
-it names no call in a header."""
+"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too; an SSE
+stream says `content-disposition: attachment`); it names no call in a header."""
 
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 _STORE_TOOLS = ("fileSearch", "file_search", "retrieval")

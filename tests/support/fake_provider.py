@@ -456,6 +456,8 @@ class FakeProvider:
             return
         if api == "gemini" and content_type.startswith(("application/json", "text/event-stream")):
             headers["content-type"] = "text/event-stream" if "event-stream" in content_type else _GEMINI_JSON
+            if "event-stream" in content_type:  # as generativelanguage.googleapis.com sends its SSE answers
+                headers["content-disposition"] = "attachment"
         elif api == "anthropic" and content_type.startswith("text/event-stream"):
             headers["cache-control"] = "no-cache"
         elif api == "cohere":
