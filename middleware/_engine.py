@@ -891,7 +891,7 @@ class Cache:
         if request.stream:
             view = request.view()
             try:
-                events = self._replays.events(entry)
+                events = self._replays.events(entry, endpoint)
                 body = (
                     endpoint.render_stream(entry.body, view) if events is None else endpoint.render_events(events, view)
                 )

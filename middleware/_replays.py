@@ -7,6 +7,7 @@ import logging
 from ._entry import Entry
 from ._memo import BoundedMemo
 from .providers import cuts
+from .providers.base import Endpoint
 
 logger = logging.getLogger("llm_cache.middleware")
 
@@ -21,16 +22,17 @@ class ReplayMemo:
     def __init__(self, max_entries: int = 1024, max_bytes: int = 8 * 1024 * 1024) -> None:
         self._events: BoundedMemo[tuple[str, float, int], list[cuts.Event]] = BoundedMemo(max_entries, max_bytes)
 
-    def events(self, entry: Entry) -> list[cuts.Event] | None:
-        """The events a streamed hit of `entry` sends, or None: it holds no cut (filled by a JSON answer,
-        or stored before cuts were kept), or one that does not fit its answer: the hit synthesises them."""
+    def events(self, entry: Entry, endpoint: Endpoint) -> list[cuts.Event] | None:
+        """The events a streamed hit of `entry` sends (made ready by its `endpoint`), or None: it holds
+        no cut (filled by a JSON answer, or stored before cuts were kept), or one that does not fit its
+        answer: the hit synthesises them."""
         if entry.cut is None:
             return None
         key = (entry.fingerprint, entry.created_at, len(entry.body))
         found = self._events.get(key)
         if found is None:
             try:
-                found = cuts.replay(entry.cut, entry.body)
+                found = endpoint.replayed_events(cuts.replay(entry.cut, entry.body))
             except cuts.CutError:
                 logger.debug("a stream cut that does not fit its answer", exc_info=True)
                 found = []  # remembered too: the synthesis is served each time, the cut is not read again

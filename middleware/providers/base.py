@@ -189,9 +189,15 @@ class Endpoint(ABC):
         """Replay a stored final response as this provider's SSE stream (or stream format)."""
 
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
-        """A streamed hit of an entry that kept its stream's cut: its events (`cuts.replay`) in this
-        provider's stream format (server-sent events). An entry without one is `render_stream`'s."""
+        """A streamed hit of an entry that kept its stream's cut: its events (`cuts.replay`, then
+        `replayed_events`) in this provider's stream format (server-sent events). An entry without
+        one is `render_stream`'s."""
         return cuts.encode_sse(events)
+
+    def replayed_events(self, events: list[cuts.Event]) -> list[cuts.Event]:
+        """A kept cut's events made ready for `render_events`, once per entry (they are memoised):
+        a family whose events carry an encoded event (Bedrock's base64 `chunk`s) encodes it here."""
+        return events
 
     @abstractmethod
     def usage(self, response: dict[str, Any]) -> Usage: ...
@@ -377,8 +383,9 @@ def host_setting_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], .
 
 
 def loads_object(data: bytes | str) -> dict[str, Any] | None:
+    """A stream event's JSON object (None: not one), every number kept as it was spelt."""
     try:
-        value = exact_json.loads(data)
+        value = exact_json.loads_spelt(data)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

@@ -35,11 +35,11 @@ from .sse import SSEDecoder
 ANSWER_HEADERS = AnswerHeaders(
     {
         JSON_MEDIA_TYPE: ((b"content-type", b"application/json; charset=UTF-8"),),
-        "text/event-stream": ((b"content-type", b"text/event-stream"),),
+        "text/event-stream": ((b"content-type", b"text/event-stream"), (b"content-disposition", b"attachment")),
     }
 )
-"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too);
-it names no call in a header."""
+"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too; an SSE
+stream says `content-disposition: attachment`); it names no call in a header."""
 
 _FORMS = frozenset({"alt", "$alt"})
 """Google's system parameter naming the answer's format: `json` (the default), `sse` (a stream's events),
@@ -376,7 +376,7 @@ class GenerateContentStreamAssembler:
             if event is None or "error" in event:
                 self._broken = True
                 return
-            self._cut.event(None, "", event)
+            self._cut.event(None, payload if self._sse else "", event)  # (an array's elements are indented)
             self._apply(event)
 
     def cut(self, answer: bytes) -> bytes | None:

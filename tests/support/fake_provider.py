@@ -447,7 +447,7 @@ class FakeProvider:
             n = next(self._request_ids)
         headers = response.headers
         content_type = headers.get("content-type", "")
-        for name, value in _MEASURES[api](n):
+        for name, value in (*_MEASURES[api](n), *_ACCOUNT.get(api, ())):
             headers[name] = value
         named = _REQUEST_IDS.get(api)
         if named is not None and named[0] not in headers:
@@ -456,6 +456,8 @@ class FakeProvider:
             return
         if api == "gemini" and content_type.startswith(("application/json", "text/event-stream")):
             headers["content-type"] = "text/event-stream" if "event-stream" in content_type else _GEMINI_JSON
+            if "event-stream" in content_type:  # as generativelanguage.googleapis.com sends its SSE answers
+                headers["content-disposition"] = "attachment"
         elif api == "anthropic" and content_type.startswith("text/event-stream"):
             headers["cache-control"] = "no-cache"
         elif api == "cohere":
@@ -1335,14 +1337,24 @@ def _is_token_list(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, int) for v in value)
 
 
+BEDROCK_PADDING = string.ascii_lowercase + string.ascii_uppercase + string.digits
+"""The characters of the padding `p` Bedrock adds to each event: a prefix of these, as long as it likes."""
+
+
+def _compact(value: Any) -> bytes:
+    """JSON as Bedrock writes it: no spaces, UTF-8 as it is."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _aws_frame(event: dict[str, Any] | tuple[str, dict[str, Any]]) -> bytes:
     """One AWS event-stream message (the framing Bedrock streams in): a `chunk` carrying `event`
-    base64'd (InvokeModelWithResponseStream), or for a `(name, payload)` pair an event of that name
-    carrying the payload as it is (ConverseStream)."""
+    base64'd (InvokeModelWithResponseStream) beside the padding `p` Bedrock adds to hide its length,
+    or for a `(name, payload)` pair an event of that name carrying the payload as it is (ConverseStream)."""
     if isinstance(event, tuple):
-        name, payload = event[0], json.dumps(event[1]).encode()
+        name, payload = event[0], _compact(event[1])
     else:
-        name, payload = "chunk", json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+        encoded = base64.b64encode(_compact(event)).decode()
+        name, payload = "chunk", _compact({"bytes": encoded, "p": BEDROCK_PADDING[: 1 + len(encoded) % 57]})
     fields = {":event-type": name, ":content-type": "application/json", ":message-type": "event"}
     head = b"".join(
         struct.pack(">B", len(k)) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
@@ -1422,6 +1434,13 @@ _MEASURES: dict[str, Callable[[int], list[tuple[str, str]]]] = {
 }
 """Per API, the headers measuring one call (its time, the caller's rate limits left): the kinds a
 hit, which is no call, must not replay."""
+_ACCOUNT: dict[str, tuple[tuple[str, str], ...]] = {
+    "openai": (("openai-organization", "user-fake"), ("openai-project", "proj_fake"), ("openai-version", "2020-10-01")),
+    "anthropic": (("anthropic-organization-id", "0b6a3c1e-fake-4f2e-9a51-000000000001"),),
+}
+"""Per API, the headers naming the account billed for a call (and OpenAI's API version): the same on
+every answer to one credential, which a hit does not replay either (a shared store would name
+another tenant's organisation)."""
 
 
 def api_of(path: str) -> str:
