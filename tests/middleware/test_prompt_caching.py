@@ -568,3 +568,97 @@ async def test_a_malformed_record_in_the_store_is_ignored(fake_provider: Running
         ).status_code == 200
     names = [b.get("cachedContent") for b in sent(fake_provider, ":generateContent")]
     assert all(isinstance(name, str) for name in names)
+
+
+def long_system(topic: str) -> dict[str, Any]:
+    return {"parts": [{"text": f"You answer questions about {topic}. " + "Policy text. " * 400}]}
+
+
+async def test_a_caller_cannot_make_the_cache_create_cached_contents_without_bound(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Each cachedContent is storage billed by the hour on the caller's key: a caller sending many
+    distinct long prefixes gets at most `max_per_credential` live ones; the rest go as written, and
+    another credential still gets its own."""
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True, "max_per_credential": 2}})
+    client = gemini_client(cache, fake_provider)
+    topics = [f"topic {i}" for i in range(5)]
+
+    answers = [await client.post(GEMINI_PATH, json=gemini_body("Hello?", long_system(t))) for t in topics]
+    again = await client.post(GEMINI_PATH, json=gemini_body("Hello again?", long_system(topics[0])))
+
+    assert {a.status_code for a in [*answers, again]} == {200}
+    assert len(created(fake_provider)) == 2
+    named = [b.get("cachedContent") for b in sent(fake_provider, ":generateContent")]
+    assert [name is not None for name in named] == [True, True, False, False, False, True]
+    assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")][2:5] == [
+        long_system(t) for t in topics[2:]
+    ]
+    other = httpx2.AsyncClient(
+        transport=AsyncCachingTransport(cache=cache), base_url=fake_provider.url, headers={"x-goog-api-key": "gm-bob"}
+    )
+    assert (await other.post(GEMINI_PATH, json=gemini_body("Hello?", long_system("bob's")))).status_code == 200
+    assert len(created(fake_provider)) == 3
+
+
+async def test_one_oauth_token_billing_two_projects_never_names_one_projects_cached_content_for_the_other(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """With an OAuth token, `x-goog-user-project` says which project a request is billed to, and a
+    cachedContent belongs to the project it was created in: another project's is refused (403)."""
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    transport = AsyncCachingTransport(cache=cache)
+    answers = []
+    for project, question in (("shop-a", "Can I return a helmet?"), ("shop-b", "Do you sell tyres?")):
+        client = httpx2.AsyncClient(
+            transport=transport,
+            base_url=fake_provider.url,
+            headers={"authorization": "Bearer ya29.token", "x-goog-user-project": project},
+        )
+        answers.append(await client.post(GEMINI_PATH, json=gemini_body(question)))
+
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len(created(fake_provider)) == 2
+    first, second = (r for r in fake_provider.requests if r.path.endswith(":generateContent"))
+    assert first.json["cachedContent"] != second.json["cachedContent"]
+
+
+async def test_a_cached_content_gemini_refuses_with_a_bare_403_is_sent_again_as_written(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Gemini's PERMISSION_DENIED on a cachedContent a request may not use need not name it."""
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+    await client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    forbidden = {
+        "error": {"code": 403, "message": "The caller does not have permission", "status": "PERMISSION_DENIED"}
+    }
+    fake_provider.fail_next(1, status=403, body=forbidden)
+
+    answer = await client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?"))
+
+    assert answer.status_code == 200
+    refused, resent = sent(fake_provider, ":generateContent")[1:]
+    assert "cachedContent" in refused and resent == gemini_body("Do you sell tyres?")
+
+
+def test_a_gateway_holding_the_gemini_key_never_spends_it_on_cached_contents_by_default(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Its callers do not hold the key the cachedContents would be billed to: the `cachedContents`
+    path is not in the default `allow` list, so requests go out as written."""
+    config = parse_config({"cache": {"store": {"type": "memory"}, "prompt_caching": CACHED_CONTENTS}})
+    config.upstreams.gemini.base_url = fake_provider.url
+    config.upstreams.gemini.api_key = "gm-operator"
+    server = BackgroundServer(create_gateway(config)).start()
+    try:
+        with httpx2.Client(base_url=server.url, timeout=10) as client:
+            answers = [
+                client.post(GEMINI_PATH, headers={"x-goog-api-key": f"junk-{i}"}, json=gemini_body(f"Q{i}?"))
+                for i in range(3)
+            ]
+    finally:
+        server.stop()
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert created(fake_provider) == []
+    assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")] == [GEMINI_SYSTEM] * 3

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -72,6 +72,14 @@ class QuietStreamCuts(logging.Filter):
                 return False
             exc = exc.__cause__ or exc.__context__
         return True
+
+
+def _gemini_owner(req: RecordedRequest) -> tuple[str, str]:
+    """Whose a cachedContent is, as Gemini decides it: the credential's project (here the credential itself,
+    or the `x-goog-user-project` an OAuth token names)."""
+    keys = [v for k, v in parse_qsl(req.query) if k == "key"]
+    credential = req.headers.get("x-goog-api-key") or (keys[0] if keys else req.headers.get("authorization", ""))
+    return credential, req.headers.get("x-goog-user-project", "")
 
 
 @dataclass(frozen=True)
@@ -1194,7 +1202,7 @@ class FakeProvider:
             return self._error("gemini", 400, None, {}, message=message)
         name = f"cachedContents/fake{self._next_id():06d}"
         with self._lock:
-            self.cached_contents[name] = {**held, "tokens": size}
+            self.cached_contents[name] = {**held, "tokens": size, "owner": _gemini_owner(req)}
         return JSONResponse(
             {
                 "name": name,
@@ -1218,11 +1226,13 @@ class FakeProvider:
                 return self._error("gemini", 400, None, {}, message=message)
             with self._lock:
                 held = self.cached_contents.get(str(body["cachedContent"]))
+            if held is not None and held["owner"] != _gemini_owner(req):  # another key's, or another project's
+                return self._error("gemini", 403, None, {}, message="The caller does not have permission")
             if held is None or held["model"] != f"models/{model}":
                 return self._error("gemini", 404 if held is None else 400, None, {}, message="CachedContent not found")
             cached_tokens = held["tokens"]
             # Answer as the same request without the cache would be answered.
-            body = {**{k: v for k, v in held.items() if k not in ("model", "tokens")}, **body}
+            body = {**{k: v for k, v in held.items() if k not in ("model", "tokens", "owner")}, **body}
             body.pop("cachedContent")
             if "contents" in held:
                 body["contents"] = held["contents"] + (req.json.get("contents") or [])
