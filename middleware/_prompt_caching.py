@@ -194,6 +194,9 @@ _MARGIN = 120.0
 """Seconds before a cachedContent's end at which it is no longer named (a request in flight must not outlive it)."""
 _REMEMBER_REFUSAL = 600.0
 """Seconds a refused creation (too small for the model, a model without explicit caching) is remembered."""
+_REMEMBER_FAILURE = 60.0
+"""Seconds a creation Gemini could not serve (429, 5xx, a timeout, no answer) is remembered: while it is out of
+quota or failing, a creation before every request would double the calls against that quota, and make each wait."""
 _CREATE_TIMEOUT = 30.0
 _KNOWN_LIMIT = 4096
 REFUSALS = frozenset({400, 403, 404})
@@ -268,7 +271,7 @@ class CachedContents:
     and in the cache's store (so other pods reuse it) until `_MARGIN` seconds before it expires.
     Concurrent first requests on one event loop wait for one creation. A creation Gemini refuses (too
     small for the model, a model without explicit caching) is remembered for ten minutes, and the
-    request goes out as written; a failure to reach Gemini (or a 429/5xx) is not remembered. A
+    request goes out as written; a failure to reach Gemini (or a 429/5xx) for one minute. A
     rewritten request that Gemini refuses because of the cachedContent is sent again as written,
     once, by the engine's plan (`Additions.retry_body`), and the handle is forgotten.
 
@@ -426,20 +429,19 @@ class CachedContents:
         passed["content-type"] = "application/json"
         payload = {"model": match["model"], **prefix, "ttl": f"{int(settings.ttl)}s"}
         name: str | None = None
+        status: int | None = None
         try:
             answer: Reply = yield SideCall(collection, query, passed, orjson.dumps(payload), _CREATE_TIMEOUT)
             status = answer.status
             if status == 200:
                 created = orjson.loads(answer.body).get("name")
                 name = created if isinstance(created, str) and created else None
-        except Exception:
+        except Exception:  # (a cancellation is not Gemini's failure: it is not remembered)
             logger.warning("creating a Gemini cachedContent failed: sending the prefix as written", exc_info=True)
-            return None  # a transport failure is not remembered: the next request tries again
         if name is None:
             logger.info("Gemini did not create a cachedContent (status %s): sending prefixes as written", status)
-            if status not in (400, 403):
-                return None  # busy or failing (429, 5xx): not remembered, the next request tries again
-        until = time.time() + (settings.ttl - _MARGIN if name else _REMEMBER_REFUSAL)
+        refused = status in (400, 403)
+        until = time.time() + (settings.ttl - _MARGIN if name else _REMEMBER_REFUSAL if refused else _REMEMBER_FAILURE)
         yield Run(self._share(registry_key, name, until))
         return name
 

@@ -662,3 +662,21 @@ def test_a_gateway_holding_the_gemini_key_never_spends_it_on_cached_contents_by_
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert created(fake_provider) == []
     assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")] == [GEMINI_SYSTEM] * 3
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_creation_gemini_cannot_serve_now_is_not_tried_again_by_every_request(
+    fake_provider: RunningFakeProvider, status: int
+) -> None:
+    """While Gemini is out of quota or failing, a creation before every request would double the calls
+    against that quota (and make each request wait for it): the failure is remembered for a minute,
+    and requests go out as written meanwhile."""
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+    fake_provider.fail_next(1, status=status)  # the creation
+
+    answers = [await client.post(GEMINI_PATH, json=gemini_body(q)) for q in ("Can I return a helmet?", "Tyres?")]
+
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len([r for r in fake_provider.requests if r.path.endswith("/cachedContents")]) == 1
+    assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")] == [GEMINI_SYSTEM] * 2
