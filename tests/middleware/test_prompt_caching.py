@@ -680,3 +680,27 @@ async def test_a_creation_gemini_cannot_serve_now_is_not_tried_again_by_every_re
     assert [a.status_code for a in answers] == [200, 200]
     assert len([r for r in fake_provider.requests if r.path.endswith("/cachedContents")]) == 1
     assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")] == [GEMINI_SYSTEM] * 2
+
+
+async def test_a_hit_replays_the_usage_the_rewritten_miss_reported_and_counts_no_provider_caching(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """The answer to a rewritten request is stored under the caller's own key, usage and all: a hit
+    replays what the miss returned (cache writes and reads the caller's request as written would not
+    have shown), and the provider-cached-tokens counter, which counts what the provider did, does not
+    count it again."""
+    cache = Cache(prompt_caching={**BREAKPOINTS, **CACHED_CONTENTS})
+    claude = async_anthropic(cache, fake_provider)
+    _, miss = await ask_claude(claude, [user("Can I return a helmet?")], system=SYSTEM)
+    gemini = gemini_client(cache, fake_provider)
+    gemini_miss = await gemini.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    counted = dict(cache.telemetry.snapshot()["llm_cache_provider_cached_tokens"])
+
+    hit_headers, hit = await ask_claude(claude, [user("Can I return a helmet?")], system=SYSTEM)
+    gemini_hit = await gemini.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+
+    assert (hit_headers["x-cache"], gemini_hit.headers["x-cache"]) == ("HIT", "HIT")
+    assert hit.usage == miss.usage and miss.usage.cache_creation_input_tokens
+    assert gemini_hit.json()["usageMetadata"] == gemini_miss.json()["usageMetadata"]
+    assert gemini_miss.json()["usageMetadata"]["cachedContentTokenCount"] > 0
+    assert cache.telemetry.snapshot()["llm_cache_provider_cached_tokens"] == counted
