@@ -240,14 +240,16 @@ class _Budget:
         live = self._live.get(owner)
         if live is None:
             if len(self._live) >= _KNOWN_LIMIT:
-                for spent in [o for o, keys in self._live.items() if max(keys.values(), default=0.0) <= now]:
+                for spent in [
+                    o for o, keys in list(self._live.items()) if max(list(keys.values()), default=0.0) <= now
+                ]:
                     del self._live[spent]
                 if len(self._live) >= _KNOWN_LIMIT:
                     return False
             live = self._live[owner] = {}
-        for ended in [key for key, until in live.items() if until <= now]:
+        for ended in [key for key, until in list(live.items()) if until <= now]:
             del live[ended]
-        if len(live) >= self.per_credential:
+        if registry_key not in live and len(live) >= self.per_credential:  # (a prefix renewing its own is not more)
             return False
         live[registry_key] = now + self.ttl
         return True
@@ -258,7 +260,7 @@ class _Budget:
         if live is not None:
             live.pop(registry_key, None)
             if not live:
-                del self._live[owner]
+                self._live.pop(owner, None)
 
 
 class CachedContents:
@@ -404,10 +406,10 @@ class CachedContents:
 
         def landed() -> None:
             self._creating.pop((registry_key, loop), None)
-            if name is None:  # nothing was created: nothing is billed
-                self._budget.release(owner, registry_key)
             if not flight.done():
                 flight.set_result(name)
+            if name is None:  # nothing was created: nothing is billed
+                self._budget.release(owner, registry_key)
 
         loop = flight.get_loop()
         with suppress(RuntimeError):  # a closed loop: nobody waits on it any more
