@@ -704,3 +704,27 @@ async def test_a_hit_replays_the_usage_the_rewritten_miss_reported_and_counts_no
     assert gemini_hit.json()["usageMetadata"] == gemini_miss.json()["usageMetadata"]
     assert gemini_miss.json()["usageMetadata"]["cachedContentTokenCount"] > 0
     assert cache.telemetry.snapshot()["llm_cache_provider_cached_tokens"] == counted
+
+
+async def test_a_creation_cut_short_by_the_callers_cancellation_holds_nothing_back(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """The caller gives up while the cachedContent is being created: its slot of the credential's
+    budget is given back and nothing is remembered, so the next request creates one and names it."""
+    import asyncio
+
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True, "max_per_credential": 1}})
+    client = gemini_client(cache, fake_provider)
+    fake_provider.hold()
+    cut = asyncio.create_task(client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?")))
+    await fake_provider.wait_for_in_flight_async(1)  # the creation
+    cut.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(cut, timeout=10)
+    fake_provider.release()
+
+    answer = await asyncio.wait_for(client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?")), timeout=10)
+
+    assert answer.status_code == 200
+    (named,) = sent(fake_provider, ":generateContent")
+    assert named.get("cachedContent") in fake_provider.cached_contents
