@@ -193,6 +193,27 @@ async def test_an_empty_text_block_is_never_marked(fake_provider: RunningFakePro
     ]
 
 
+async def test_a_deferred_tool_is_never_marked(fake_provider: RunningFakeProvider) -> None:
+    """Anthropic refuses `cache_control` on a tool with `defer_loading: true` (tool search loads it later,
+    outside the cached prefix), which the caller's request as written would not have met: the breakpoint
+    goes on the last tool that is loaded up front. Before, the request was refused, sent again without
+    hints, and the hints were switched off for that caller and model from then on."""
+    cache = Cache(prompt_caching=BREAKPOINTS)
+    search = {"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}
+    weather = {"name": "get_weather", "description": "The weather.", "input_schema": {"type": "object"}}
+    deferred = {"name": "get_tides", "description": "Tides.", "input_schema": {"type": "object"}, "defer_loading": True}
+    client = async_anthropic(cache, fake_provider)
+
+    for question in ("Can I return a helmet?", "Do you sell tyres?"):
+        headers, _ = await ask_claude(client, [user(question)], system=SYSTEM, tools=[search, weather, deferred])
+        assert headers["x-cache"] == "MISS"
+
+    assert fake_provider.count("/v1/messages") == 2  # each sent once
+    for body in sent(fake_provider, "/v1/messages"):
+        assert body["tools"] == [search, {**weather, "cache_control": EPHEMERAL}, deferred]
+        assert body["system"][-1]["cache_control"] == EPHEMERAL
+
+
 def test_an_injection_point_names_one_target() -> None:
     with pytest.raises(ValueError, match="exactly one of 'role' or 'index'"):
         PromptCaching.model_validate({"anthropic": {"points": [{"location": "message"}]}})

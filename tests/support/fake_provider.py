@@ -999,6 +999,20 @@ class FakeProvider:
         if _marks_an_empty_text_block(body):  # as Anthropic refuses it
             message = "cache_control cannot be set for empty text blocks"
             return self._error("anthropic", 400, None, {}, message=message)
+        deferred = next(
+            (
+                t
+                for t in body.get("tools") or []
+                if isinstance(t, dict) and t.get("defer_loading") and "cache_control" in t
+            ),
+            None,
+        )
+        if deferred is not None:  # as Anthropic refuses it
+            message = (
+                f"Tool {deferred.get('name')!r} cannot have both defer_loading=true and cache_control set. "
+                "Tools with defer_loading cannot use prompt caching."
+            )
+            return self._error("anthropic", 400, None, {}, message=message)
         if str(body.get("model") or "").startswith("claude-2") and _has_cache_control(body):
             message = f"{body['model']} does not support prompt caching (cache_control)"  # as older models did
             return self._error("anthropic", 400, None, {}, message=message)
