@@ -716,3 +716,25 @@ async def test_a_creation_cut_short_by_the_callers_cancellation_holds_nothing_ba
     assert answer.status_code == 200
     (named,) = sent(fake_provider, ":generateContent")
     assert named.get("cachedContent") in fake_provider.cached_contents
+
+
+def test_a_gateway_holding_the_gemini_key_never_spends_it_on_cached_contents_by_default(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Its callers do not hold the key the cachedContents would be billed to: the `cachedContents`
+    path is not in the default `allow` list, so requests go out as written."""
+    config = parse_config({"cache": {"store": {"type": "memory"}, "prompt_caching": CACHED_CONTENTS}})
+    config.upstreams.gemini.base_url = fake_provider.url
+    config.upstreams.gemini.api_key = "gm-operator"
+    server = BackgroundServer(create_gateway(config)).start()
+    try:
+        with httpx2.Client(base_url=server.url, timeout=10) as client:
+            answers = [
+                client.post(GEMINI_PATH, headers={"x-goog-api-key": f"junk-{i}"}, json=gemini_body(f"Q{i}?"))
+                for i in range(3)
+            ]
+    finally:
+        server.stop()
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert created(fake_provider) == []
+    assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")] == [GEMINI_SYSTEM] * 3
