@@ -74,6 +74,14 @@ class QuietStreamCuts(logging.Filter):
         return True
 
 
+def _gemini_owner(req: RecordedRequest) -> tuple[str, str]:
+    """Whose a cachedContent is, as Gemini decides it: the credential's project (here the credential itself,
+    or the `x-goog-user-project` an OAuth token names)."""
+    keys = [v for k, v in parse_qsl(req.query) if k == "key"]
+    credential = req.headers.get("x-goog-api-key") or (keys[0] if keys else req.headers.get("authorization", ""))
+    return credential, req.headers.get("x-goog-user-project", "")
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as the provider received it."""
@@ -993,6 +1001,20 @@ class FakeProvider:
         if _marks_an_empty_text_block(body):  # as Anthropic refuses it
             message = "cache_control cannot be set for empty text blocks"
             return self._error("anthropic", 400, None, {}, message=message)
+        deferred = next(
+            (
+                t
+                for t in body.get("tools") or []
+                if isinstance(t, dict) and t.get("defer_loading") and "cache_control" in t
+            ),
+            None,
+        )
+        if deferred is not None:  # as Anthropic refuses it
+            message = (
+                f"Tool {deferred.get('name')!r} cannot have both defer_loading=true and cache_control set. "
+                "Tools with defer_loading cannot use prompt caching."
+            )
+            return self._error("anthropic", 400, None, {}, message=message)
         if str(body.get("model") or "").startswith("claude-2") and _has_cache_control(body):
             message = f"{body['model']} does not support prompt caching (cache_control)"  # as older models did
             return self._error("anthropic", 400, None, {}, message=message)
@@ -1196,7 +1218,7 @@ class FakeProvider:
             return self._error("gemini", 400, None, {}, message=message)
         name = f"cachedContents/fake{self._next_id():06d}"
         with self._lock:
-            self.cached_contents[name] = {**held, "tokens": size}
+            self.cached_contents[name] = {**held, "tokens": size, "owner": _gemini_owner(req)}
         return JSONResponse(
             {
                 "name": name,
@@ -1220,11 +1242,13 @@ class FakeProvider:
                 return self._error("gemini", 400, None, {}, message=message)
             with self._lock:
                 held = self.cached_contents.get(str(body["cachedContent"]))
+            if held is not None and held["owner"] != _gemini_owner(req):  # another key's, or another project's
+                return self._error("gemini", 403, None, {}, message="The caller does not have permission")
             if held is None or held["model"] != f"models/{model}":
                 return self._error("gemini", 404 if held is None else 400, None, {}, message="CachedContent not found")
             cached_tokens = held["tokens"]
             # Answer as the same request without the cache would be answered.
-            body = {**{k: v for k, v in held.items() if k not in ("model", "tokens")}, **body}
+            body = {**{k: v for k, v in held.items() if k not in ("model", "tokens", "owner")}, **body}
             body.pop("cachedContent")
             if "contents" in held:
                 body["contents"] = held["contents"] + (req.json.get("contents") or [])
