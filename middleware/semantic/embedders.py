@@ -193,6 +193,8 @@ class OpenAIEmbedder:
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         answer = await self._http.post("/embeddings", {"model": self.model, "input": list(texts)})
         data = sorted(answer["data"], key=lambda item: item["index"])
+        if [item["index"] for item in data] != list(range(len(texts))):  # one row per text: never one for two
+            raise ValueError(f"{self.name} answered rows {[item['index'] for item in data][:8]} for {len(texts)} texts")
         return unit_rows([item["embedding"] for item in data])
 
     async def aclose(self) -> None:
