@@ -192,12 +192,10 @@ _UNSEEN = frozenset({"Cc", "Cf"})
 def visible(text: str) -> str:
     """`text` as the embedding model and a reader see it: without format characters (a zero-width space,
     a word joiner) and control characters, which they drop, so `n<zero-width space>ot` is `not` here
-    too; other whitespace is a space. A printable text (nearly all) is returned as it is."""
+    too (whitespace stays as it is). A printable text (nearly all) is returned as it is."""
     if text.isprintable():
         return text
-    return "".join(
-        " " if char.isspace() else char for char in text if unicodedata.category(char) not in _UNSEEN or char.isspace()
-    )
+    return "".join(char for char in text if char.isspace() or unicodedata.category(char) not in _UNSEEN)
 
 
 def facts(text: str) -> Facts:
