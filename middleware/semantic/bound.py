@@ -99,8 +99,8 @@ class Tally(NamedTuple):
 @runtime_checkable
 class Evidence(Protocol):
     """Where verdicts are kept: per risk bin (pooled over a partition's answers) and per stored answer.
-    `partition` names the callers a tally belongs to (`""`: a bound used alone); a stored answer's key
-    already belongs to one partition."""
+    `partition` names the callers a tally belongs to (`""`: a bound used alone); the per-answer methods
+    are given a partition's own name for the answer (`answer`), so need no partition of their own."""
 
     async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
         """One verdict on serving `key`'s answer to a prompt at `similarity` (in risk `bin`)."""
