@@ -424,8 +424,8 @@ class ErrorBound:
         self._clock = clock
         self._served: OrderedDict[tuple[str, float], None] = OrderedDict()
         """Candidates served unverified (the `REMEMBERED` most recent): the same prompt at the same
-        similarity, back again, is verified rather than served a second time. (A stored answer's key
-        belongs to one partition, so these need no partition of their own.)"""
+        similarity, back again, is verified rather than served a second time, whichever caller sent it
+        (callers sharing a scope find the same answers: one wrong pairing must not reach them all)."""
         self._asked: OrderedDict[tuple[str, float], int] = OrderedDict()
         """Verifications under way: their risk bin when they were decided."""
         self.on_capped: Callable[[], None] | None = None
