@@ -483,18 +483,21 @@ class ErrorBound:
         if servable:
             if (key, similarity) in self._served:  # the same prompt again: checked now, and stored for it
                 # alone if it was right; never served unverified a second time (no verification left: a miss)
-                return self._asking(key, similarity, bin) if self._may_verify(payer) else Decision.SKIP
+                return (
+                    self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP
+                )
             share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
             if self._random.random() >= share or not self._may_verify(payer):
                 self._served[key, similarity] = None
                 while len(self._served) > REMEMBERED:
                     self._served.popitem(last=False)
                 return Decision.SERVE
-            return self._asking(key, similarity, bin)
-        return self._asking(key, similarity, bin) if self._may_verify(payer) else Decision.SKIP
+            return self._asking(answer(key, partition), similarity, bin)
+        return self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP
 
-    def _asking(self, key: str, similarity: float, bin: int) -> Decision:
-        self._asked[key, similarity] = bin
+    def _asking(self, judged: str, similarity: float, bin: int) -> Decision:
+        """A verification of the answer a partition names `judged` (`answer`), decided in risk `bin`."""
+        self._asked[judged, similarity] = bin
         while len(self._asked) > 10_000:  # verdicts that never came
             self._asked.popitem(last=False)
         return Decision.VERIFY
@@ -502,9 +505,9 @@ class ErrorBound:
     async def learn(self, key: str, similarity: float, wrong: bool, partition: str = "") -> None:
         """Record a verdict; `partition`'s cap follows (at once while evidence is scarce, then in steps)."""
         learned = self._learned(partition)
-        asked = self._asked.pop((key, similarity), None)
-        bin = asked if asked is not None else risk_bin(await self.risk(key, similarity, partition))
         judged = answer(key, partition)
+        asked = self._asked.pop((judged, similarity), None)
+        bin = asked if asked is not None else risk_bin(await self.risk(key, similarity, partition))
         await self.evidence.record(judged, bin, similarity, wrong, partition)
         learned.judged.pop(judged, None)
         learned.judged[judged] = None
