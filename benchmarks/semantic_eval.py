@@ -434,10 +434,12 @@ async def replay(
             print(f"| {name} | {rate:.2%}, {total['hits']:.0f} hits | {mode}: {best:.0f} | {ratio} |")
 
 
-async def synthetic_replay(seeds: list[int], size: int, prior: Prior | None = None) -> None:
+async def synthetic_replay(seeds: list[int], size: int, prior: Prior | None = None, callers: int = 1) -> None:
     """Bounded mode against every static threshold on the same candidate streams (each candidate
-    one lookup), for both definitions of the bound."""
-    print(f"\n## Synthetic candidates with known answers: {size} per seed, seeds {seeds}\n")
+    one lookup), for both definitions of the bound. `callers` > 1: the candidates come from that many
+    honest callers in turn, each learning apart (as callers sharing a scope do, docs/semantic.md)."""
+    among = f", from {callers} callers learning apart" if callers > 1 else ""
+    print(f"\n## Synthetic candidates with known answers: {size} per seed, seeds {seeds}{among}\n")
     print("| bound | bounded: measured rate (worst seed) | hits | verified | best static at that rate | hits | ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     streams = [known_answer_workload(seed, size) for seed in seeds]
@@ -449,16 +451,17 @@ async def synthetic_replay(seeds: list[int], size: int, prior: Prior | None = No
                 clock = ReplayClock()
                 errors = bounded(bound, of, seed, prior, clock)
                 served = bad = 0
-                for key, similarity, right in stream:
-                    errors.looked_up()
+                for turn, (key, similarity, right) in enumerate(stream):
+                    caller = f"caller-{turn % callers}" if callers > 1 else ""
+                    errors.looked_up(caller)
                     clock.tick()
-                    decision = await errors.decide(key, similarity)
+                    decision = await errors.decide(key, similarity, caller)
                     if decision == "serve":
                         served += 1
                         bad += not right
                     elif decision == "verify":
                         verified += 1
-                        await errors.learn(key, similarity, wrong=not right)
+                        await errors.learn(key, similarity, wrong=not right, partition=caller)
                 hits, wrong = hits + served, wrong + bad
                 denominator = len(stream) if of == "requests" else served
                 worst = max(worst, bad / denominator if denominator else 0.0)
@@ -644,6 +647,7 @@ def main() -> None:
     parser.add_argument("--no-prior-fit", action="store_true", help="the risk model is not fitted on the prior")
     parser.add_argument("--lookup", action="store_true", help="time the semantic lookup")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="bounded vs static on N known answers")
+    parser.add_argument("--callers", type=int, default=1, help="--synthetic: honest callers learning apart")
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument(
         "--model", choices=[*sorted(MODELS), *CANDIDATES], default=MINILM, help="the local embedding model"
@@ -661,7 +665,7 @@ def main() -> None:
             verdicts = [(s, not right) for _, s, right in known_answer_workload(1000 + args.seed, args.prior_pairs)]
             prior = Prior(verdicts, args.prior_weight, args.overrule, not args.no_prior_fit)
             print(f"\nPrior: {len(verdicts)} pairs of another draw (seed {1000 + args.seed}), {args.prior_weight=}")
-        asyncio.run(synthetic_replay(args.seeds, args.synthetic, prior))
+        asyncio.run(synthetic_replay(args.seeds, args.synthetic, prior, args.callers))
         return
     if args.lookup:
         asyncio.run(lookup_timing(args.entries))

@@ -214,7 +214,14 @@ class Cache:
             None
             if semantic is None
             else Meanings(
-                semantic, self.settings, self.stats, self.telemetry, self._context_key, self._stored, self._store_failed
+                semantic,
+                self.settings,
+                self.stats,
+                self.telemetry,
+                self._context_key,
+                self._stored,
+                self._store_failed,
+                self._source,
             )
         )
         hooks = self.settings.hooks
@@ -469,6 +476,19 @@ class Cache:
             if missing.anonymous and self.settings.anonymous == "shared":
                 return ANONYMOUS
             raise
+
+    def _source(self, request: CacheRequest) -> str:
+        """Who sent a request whose key scope every caller shares (`scope: shared`, `anonymous: shared`):
+        `c` + the hash of the credential its provider authenticates, `anon` without one; "" under any
+        other scope, whose segment already names the caller. Bounded semantic mode learns per source:
+        callers who may see each other's answers may not decide what the others are served unverified."""
+        if request.scope != "shared" and request.scope != ANONYMOUS:
+            return ""
+        route = request.route
+        try:
+            return credential_scope(route.auth or route.endpoint.auth, request.headers, request.query, (), self._scopes)
+        except NoIdentity:
+            return ANONYMOUS
 
     def _unkeyed(self, path: str, error: NoIdentity | KeyFailure) -> str:
         """The bypass reason of a request without a key (`lookup` counts it and logs it at DEBUG);

@@ -42,6 +42,7 @@ class Meanings:
         context_key: ContextKey,
         stored: Callable[[str], Awaitable[Entry | None]],
         store_failed: Callable[[str, Exception], None],
+        source: Callable[[CacheRequest], str],
     ) -> None:
         self.semantic = semantic
         self._settings = settings
@@ -51,6 +52,8 @@ class Meanings:
         self._context_key = context_key
         self._stored = stored
         self._store_failed = store_failed
+        self._source = source
+        """Who sent a request, when its scope does not say (`Cache._source`)."""
         self._background: set[asyncio.Future[None]] = set()
         """Indexing that nobody waits for (answers to refreshes), kept until done."""
         if semantic.bound is not None:  # a verification the per-minute cap refused is counted too
@@ -70,8 +73,13 @@ class Meanings:
         # The digest of the context's whole key (prefix, namespace and credential scope included) and of
         # the embedder's name: vectors of two models are never compared, even in one shared index.
         # Bounded mode learns per partition, the same without the request's content: whose lookup it is.
+        # Under a scope every caller shares, that is the caller who sent it (its source): one caller's
+        # verdicts never let another be served unverified, nor does one spend another's verifications.
+        source = self._source(request)
         who = compose_key(self._space, namespace, request.scope, "")
         payer = f"{self._settings.key_prefix}\n{request.scope}"
+        if source:
+            who, payer = f"{who}\n{source}", f"{payer}\n{source}"
         name = semantic.embedder.name
         return Meaning(_digest(name, context), text, vector, _digest(name, who), _digest(name, payer))
 

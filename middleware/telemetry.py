@@ -36,6 +36,7 @@ from .._wire import is_azure
 from ._fork import renew_after_fork
 from ._model_labels import MAX_MODELS, ModelLabels
 from ._printable import printable
+from ._span_starts import StartMemo
 from .stores.base import abilities_of
 from .stores.tiered import TieredStore
 
@@ -467,6 +468,8 @@ class Call:
         if self.ended:
             return
         t = self._t
+        if not self._start.proven:
+            t._proven(self._start)
         summary = t._served(entry, self.endpoint, self.provider, self.model, self.match or "none")
         if summary is not None:
             self.response_model = summary.response_model
@@ -490,6 +493,7 @@ class Call:
         if status >= 400:
             self.error_type = str(status)
         if 200 <= status < 300:
+            t._proven(self._start)
             t._admit(self.model)
         if entry is not None:
             summary = t._summary(entry, self.endpoint)
@@ -666,7 +670,8 @@ class Telemetry:
 
         self._lock = threading.Lock()
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
-        self._starts: dict[_StartKey, _Start] = {}
+        self._starts: StartMemo[_StartKey, _Start] = StartMemo()
+        """Span starts worked out before (`_span_starts.py`: junk models never push the answered ones out)."""
         self._lookup_hist: dict[str, _Histogram] = {}
         self._store_hist: dict[str, _Histogram] = {}
         self._similarity_hist = _Histogram(SIMILARITY_BUCKETS)
@@ -713,6 +718,7 @@ class Telemetry:
         known = worked_out.get(self)
         if known is None or known[0] != entry.created_at or known[1] != entry.fingerprint:
             endpoint, model, start = self._labels(request)
+            self._proven(start)
             adds = self._served_once(entry, endpoint, start.provider, model, "exact")[1]
             known = worked_out[self] = (entry.created_at, entry.fingerprint, adds)
         pending = self._pending  # (`_bump`, in line: every hit comes here)
@@ -729,7 +735,7 @@ class Telemetry:
         if model is not None and (len(model) > MAX_MODEL_CHARS or not model.isprintable()):
             model = printable(model, MAX_MODEL_CHARS)  # (`brief_model`, in line: a traced hit comes here)
         memo_key = (endpoint, request.path, route.model, model, request.upstream)
-        return endpoint, model, self._starts.get(memo_key) or self._span_start(memo_key)
+        return endpoint, model, self._starts.proven.get(memo_key) or self._span_start(memo_key)
 
     def passthrough(self, family: str, path: str, reason: str) -> None:
         """An LLM path the engine forwards untouched (body too large, not JSON): counted as a bypass."""
@@ -832,22 +838,30 @@ class Telemetry:
     def _span_start(self, memo_key: _StartKey) -> _Start:
         """What a call's span starts with and its metrics are labelled with (its provider too), worked out
         for a combination `_starts` does not hold yet: a hit reads it there (`Call`) and works none of it out."""
+        start = self._starts.get(memo_key)
+        if start is not None:
+            return start
         endpoint, path, route_model, model, upstream = memo_key
         provider = provider_name(endpoint.family, path, route_model)
-        start = _Start(endpoint.operation, provider, model, self._model_label(model), upstream, self.store_name)
-        if len(self._starts) < 4 * MAX_MODELS:
-            self._starts[memo_key] = start
+        label = self._model_label(model)
+        start = _Start(memo_key, endpoint.operation, provider, model, label, upstream, self.store_name)
+        self._starts.add(memo_key, start)
         return start
+
+    def _proven(self, start: _Start) -> None:
+        """A call started with `start` got a 2xx answer or a hit: its start is kept for good."""
+        if not start.proven:
+            start.proven = self._starts.prove(start.key, start)
 
     def _model_label(self, model: str | None) -> str:
         return self._models.label(model)
 
     def _admit(self, *models: str | None) -> None:
         """Models a request got a 2xx answer or a hit for: labelled by name from now on (`ModelLabels`).
-        A span start memoised with `other` for one of them is worked out again."""
+        A span start memoised with `other` for one of them is worked out again (the others stay)."""
         for model in models:
             if model not in self._models.admitted and self._models.admit(model):
-                self._starts.clear()
+                self._starts.discard(functools.partial(_names_model, model))
 
     def _response_label(self, model: str | None) -> str | None:
         """`gen_ai.response.model` as a metric attribute: capped as the request's (a lenient upstream echoes it)."""
@@ -1037,16 +1051,31 @@ class Telemetry:
         )
 
 
+def _names_model(model: str | None, key: _StartKey) -> bool:
+    return key[3] == model
+
+
 class _Start:
     """A call span's name and starting attributes (the ones the GenAI conventions want at creation,
     so a sampler can decide on them), and its metrics' attribute sets, made once per combination."""
 
-    __slots__ = ("attributes", "base", "finals", "name", "provider")
+    __slots__ = ("attributes", "base", "finals", "key", "name", "proven", "provider")
 
     def __init__(
-        self, operation: str, provider: str, model: str | None, label: str, upstream: str | None, store: str
+        self,
+        key: _StartKey,
+        operation: str,
+        provider: str,
+        model: str | None,
+        label: str,
+        upstream: str | None,
+        store: str,
     ) -> None:
-        """`label`: the model as metrics name it (`ModelLabels`: itself, or `other`)."""
+        """`key`: what it was worked out from; `label`: the model as metrics name it (`ModelLabels`: itself,
+        or `other`)."""
+        self.key = key
+        self.proven = False
+        """Kept for good in the memo (`Telemetry._proven`)."""
         self.name = f"{operation} {model or 'unknown'}"
         self.provider = provider
         base: dict[str, Any] = {"gen_ai.operation.name": operation, "gen_ai.provider.name": provider}

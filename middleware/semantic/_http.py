@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .._loop_clients import PerLoop
+
+MAX_ANSWER_BYTES = 16 << 20
+"""The largest answer read (16 MiB): 32 embeddings of 3,072 dimensions take about 2 MiB as JSON."""
 
 
 class OpenAICompatible:
@@ -25,10 +29,18 @@ class OpenAICompatible:
         )
 
     async def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-        """The JSON answer to `POST {base_url}{path}`; an error status raises."""
-        response = await self._clients.get().post(path, json=body, headers=headers)
-        response.raise_for_status()
-        return response.json()
+        """The JSON answer to `POST {base_url}{path}`; an error status raises, and so does an answer
+        larger than `MAX_ANSWER_BYTES`, read no further (a broken or hostile service must not fill the
+        process's memory: the timeouts bound how long it takes, not how much it sends)."""
+        client = self._clients.get()
+        async with client.stream("POST", path, json=body, headers=headers) as response:
+            response.raise_for_status()
+            read = bytearray()
+            async for chunk in response.aiter_bytes():
+                read += chunk
+                if len(read) > MAX_ANSWER_BYTES:
+                    raise ValueError(f"{self.base_url}{path} answered larger than {MAX_ANSWER_BYTES} bytes")
+        return json.loads(bytes(read))  # (as `response.json()`: any UTF encoding, NaN read as a float)
 
     async def aclose(self) -> None:
         await self._clients.close()

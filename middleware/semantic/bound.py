@@ -16,7 +16,9 @@ Everything learned is kept per partition: the callers the exact cache keeps apar
 namespace, credential scope) under one embedder. One tenant's verdicts and traffic never change what
 another is served or how often another is verified. The per-minute cap on verifications (the
 judge's calls, the operator's) is per payer: the partition without its namespace, which a caller
-names freely.
+names freely. Under a scope every caller shares, the partition and the payer name the caller's source
+too (`_meaning.py`), and each partition keeps its own record of a stored answer (`answer`): whoever
+may see every answer still decides only what it is served unverified itself.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ class Tally(NamedTuple):
 @runtime_checkable
 class Evidence(Protocol):
     """Where verdicts are kept: per risk bin (pooled over a partition's answers) and per stored answer.
-    `partition` names the callers a tally belongs to (`""`: a bound used alone); a stored answer's key
-    already belongs to one partition."""
+    `partition` names the callers a tally belongs to (`""`: a bound used alone); the per-answer methods
+    are given a partition's own name for the answer (`answer`), so need no partition of their own."""
 
     async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
         """One verdict on serving `key`'s answer to a prompt at `similarity` (in risk `bin`)."""
@@ -290,6 +292,13 @@ def risk_bin(risk: float) -> int:
     return min(BINS - 1, max(0, int(-math.log(risk) / math.log(RATIO))))
 
 
+def answer(key: str, partition: str) -> str:
+    """The name `partition`'s verdicts on the stored answer `key` are kept under. A stored answer is
+    every caller's under a shared scope, and each caller (a partition of its own, see `SemanticCache`)
+    keeps its own record of it: another caller's verdicts, forced to agree, must not make it look safe."""
+    return f"{partition}\n{key}" if partition else key
+
+
 _PARTITIONED = {"record": 5, "tally": 2, "count": 3}
 """The Evidence methods `ErrorBound` passes a partition to, and how many arguments they then get."""
 
@@ -415,8 +424,8 @@ class ErrorBound:
         self._clock = clock
         self._served: OrderedDict[tuple[str, float], None] = OrderedDict()
         """Candidates served unverified (the `REMEMBERED` most recent): the same prompt at the same
-        similarity, back again, is verified rather than served a second time. (A stored answer's key
-        belongs to one partition, so these need no partition of their own.)"""
+        similarity, back again, is verified rather than served a second time, whichever caller sent it
+        (callers sharing a scope find the same answers: one wrong pairing must not reach them all)."""
         self._asked: OrderedDict[tuple[str, float], int] = OrderedDict()
         """Verifications under way: their risk bin when they were decided."""
         self.on_capped: Callable[[], None] | None = None
@@ -447,7 +456,7 @@ class ErrorBound:
 
     async def risk(self, key: str, similarity: float, partition: str = "") -> float:
         """The estimated chance that `key`'s answer is wrong for a prompt at `similarity`."""
-        return self._learned(partition).model.risk(await self.evidence.history(key), similarity)
+        return self._learned(partition).model.risk(await self.evidence.history(answer(key, partition)), similarity)
 
     def looked_up(self, partition: str = "") -> None:
         """Count one semantic lookup, whether or not it found a candidate (the requests a share of
@@ -469,22 +478,26 @@ class ErrorBound:
         learned.seen[bin] += 1
         servable = learned.cap is not None and bin >= learned.cap
         if servable:
-            wrong = await self.evidence.wrong_at(key)
+            wrong = await self.evidence.wrong_at(answer(key, partition))
             servable = wrong is None or similarity > wrong + self.margin
         if servable:
+            if (key, similarity) in self._served:  # the same prompt again: checked now, and stored for it
+                # alone if it was right; never served unverified a second time (no verification left: a miss)
+                return (
+                    self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP
+                )
             share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
-            if (key, similarity) in self._served:
-                share = 1.0  # the same prompt again: checked now, and stored for it alone if it was right
             if self._random.random() >= share or not self._may_verify(payer):
                 self._served[key, similarity] = None
                 while len(self._served) > REMEMBERED:
                     self._served.popitem(last=False)
                 return Decision.SERVE
-            return self._asking(key, similarity, bin)
-        return self._asking(key, similarity, bin) if self._may_verify(payer) else Decision.SKIP
+            return self._asking(answer(key, partition), similarity, bin)
+        return self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP
 
-    def _asking(self, key: str, similarity: float, bin: int) -> Decision:
-        self._asked[key, similarity] = bin
+    def _asking(self, judged: str, similarity: float, bin: int) -> Decision:
+        """A verification of the answer a partition names `judged` (`answer`), decided in risk `bin`."""
+        self._asked[judged, similarity] = bin
         while len(self._asked) > 10_000:  # verdicts that never came
             self._asked.popitem(last=False)
         return Decision.VERIFY
@@ -492,11 +505,12 @@ class ErrorBound:
     async def learn(self, key: str, similarity: float, wrong: bool, partition: str = "") -> None:
         """Record a verdict; `partition`'s cap follows (at once while evidence is scarce, then in steps)."""
         learned = self._learned(partition)
-        asked = self._asked.pop((key, similarity), None)
+        judged = answer(key, partition)
+        asked = self._asked.pop((judged, similarity), None)
         bin = asked if asked is not None else risk_bin(await self.risk(key, similarity, partition))
-        await self.evidence.record(key, bin, similarity, wrong, partition)
-        learned.judged.pop(key, None)
-        learned.judged[key] = None
+        await self.evidence.record(judged, bin, similarity, wrong, partition)
+        learned.judged.pop(judged, None)
+        learned.judged[judged] = None
         while len(learned.judged) > FIT_ANSWERS:
             learned.judged.popitem(last=False)
         learned.pending += 1

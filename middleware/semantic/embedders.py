@@ -55,6 +55,19 @@ def unread_zeroed(
     return vectors
 
 
+PIECE_CHARS = 100
+"""The most characters one word piece covers (WordPiece reads a longer word as one unknown piece)."""
+
+
+def within_reach(texts: list[str], window: int) -> list[str]:
+    """`texts`, each longer than `window` pieces could cover (`PIECE_CHARS` each) made empty. A
+    tokenizer reads a whole text before it cuts it to the window (5 MB: 20 s of the model's thread),
+    and such a text cannot be read whole anyway (runs of spaces aside): empty, it has no piece, and
+    `unread_zeroed` gives it the zero row of a text the model cannot read."""
+    longest = window * PIECE_CHARS
+    return texts if all(len(text) <= longest for text in texts) else [t if len(t) <= longest else "" for t in texts]
+
+
 class SentenceTransformerEmbedder(RunsLocally):
     """A sentence-transformers model on the CPU, loaded on first use (about 5 s for MiniLM).
 
@@ -89,11 +102,12 @@ class SentenceTransformerEmbedder(RunsLocally):
 
     @staticmethod
     def _encode(model: Any, texts: list[str]) -> np.ndarray:
-        vectors = unit_rows(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
         tokenizer = getattr(model, "tokenizer", None)  # (a model of other modules may have none to ask)
         if tokenizer is None:
-            return vectors
+            return unit_rows(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
         window = model.max_seq_length - 2  # the model's window holds its [CLS] and [SEP] too
+        texts = within_reach(texts, window)
+        vectors = unit_rows(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
         read = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=window + 1)
         pieces = read["input_ids"]
         return unread_zeroed(vectors, pieces, tokenizer.unk_token_id, [len(ids) > window for ids in pieces])
@@ -134,6 +148,7 @@ class OnnxMiniLMEmbedder(RunsLocally):
 
     @classmethod
     def _encode(cls, model: tuple[Any, Any], texts: list[str]) -> np.ndarray:
+        texts = within_reach(texts, cls.max_tokens - 2)  # (its window holds [CLS] and [SEP] too)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # so a run pads little, as s-t does
         ordered = [texts[i] for i in order]
         batches = [cls._run(*model, ordered[at : at + cls.batch_size]) for at in range(0, len(texts), cls.batch_size)]
@@ -193,6 +208,8 @@ class OpenAIEmbedder:
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         answer = await self._http.post("/embeddings", {"model": self.model, "input": list(texts)})
         data = sorted(answer["data"], key=lambda item: item["index"])
+        if [item["index"] for item in data] != list(range(len(texts))):  # one row per text: never one for two
+            raise ValueError(f"{self.name} answered rows {[item['index'] for item in data][:8]} for {len(texts)} texts")
         return unit_rows([item["embedding"] for item in data])
 
     async def aclose(self) -> None:

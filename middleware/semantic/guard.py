@@ -185,9 +185,22 @@ class Facts:
     """The first question word, if it is one of `_ASKING`, or "yes or no" (`_YES_OR_NO`)."""
 
 
+_UNSEEN = frozenset({"Cc", "Cf"})
+"""The character categories a tokenizer drops (BERT's: control and format characters)."""
+
+
+def visible(text: str) -> str:
+    """`text` as the embedding model and a reader see it: without format characters (a zero-width space,
+    a word joiner) and control characters, which they drop, so `n<zero-width space>ot` is `not` here
+    too (whitespace stays as it is). A printable text (nearly all) is returned as it is."""
+    if text.isprintable():
+        return text
+    return "".join(char for char in text if char.isspace() or unicodedata.category(char) not in _UNSEEN)
+
+
 def facts(text: str) -> Facts:
     """The hard facts a prompt states (see the module docstring)."""
-    text = unicodedata.normalize("NFKC", text)
+    text = visible(unicodedata.normalize("NFKC", text))
     code = frozenset(" ".join(block.strip("`").split()) for block in _CODE.findall(text))
     text = _CODE.sub(" ", text)
     links = frozenset(link.rstrip(".,;:!?)").lower() for link in _URL.findall(text))

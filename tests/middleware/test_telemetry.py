@@ -1065,6 +1065,35 @@ async def test_a_caller_naming_many_models_grows_no_metric_past_the_model_cap() 
     assert f"model-{cap + 49}" in spans
 
 
+class RefusingUpstream(Upstream):
+    """An upstream that knows only the `gpt-` models: any other is answered 404, as a router refuses it."""
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if not orjson.loads(request.content)["model"].startswith("gpt-"):
+            return httpx2.Response(404, json={"error": {"message": "no such model", "type": "invalid_request_error"}})
+        return super().__call__(request)
+
+
+async def test_junk_models_never_push_the_answered_models_span_starts_out_of_their_memo() -> None:
+    """A call's span start (its name and attributes) is worked out once per endpoint, path, model and
+    upstream, and memoised: the caller's text. A flood of junk model names filled the memo first come,
+    and a real model named after it was worked out again on every call, for the life of the process."""
+    from llm_cache.middleware import _model_labels as module
+
+    telemetry = Telemetry()
+    client = async_openai(Cache(telemetry=telemetry), RefusingUpstream())
+    await ask(client)  # gpt-4o-mini: answered before the flood
+    for i in range(4 * module.MAX_MODELS + 50):
+        with pytest.raises(openai.NotFoundError):
+            await ask(client, model=f"junk-{i}")
+    await ask(client, model="gpt-4o")  # answered after it
+    await ask(client, model="gpt-4o", temperature=0.5)  # and again: a miss, worked out from the memo
+
+    memoised = {key[3] for key in telemetry._starts}
+    assert {"gpt-4o-mini", "gpt-4o"} <= memoised
+    assert len(memoised) <= 4 * module.MAX_MODELS  # junk keeps it bounded still
+
+
 def test_grafana_dashboard_uses_only_exported_metric_names() -> None:
     import json
     import re

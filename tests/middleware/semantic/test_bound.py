@@ -259,6 +259,29 @@ async def test_a_prompt_served_by_meaning_is_verified_when_it_comes_back() -> No
     assert await bound.decide("good", 0.96) is Decision.VERIFY  # the same prompt again: not an independent sample
 
 
+async def test_a_prompt_that_comes_back_is_a_miss_once_the_verification_cap_is_spent() -> None:
+    # The cap (one a minute, spent on the evidence below) must never turn "verify it" into "serve it":
+    # a prompt served by meaning that comes back is not vouched for by the evidence, only by a verdict.
+    capped = ErrorBound(0.02, min_verify=0.0, verifications_per_minute=1, seed=5, clock=still)
+    bound = await two_kinds_of_evidence(capped)
+    assert await bound.decide("good", 0.96) is Decision.SERVE  # shown safe: served, no verification spent
+
+    assert await bound.decide("good", 0.96) is Decision.SKIP  # the same prompt again: a miss, not served
+    assert await bound.decide("new", 0.88) is Decision.SKIP  # not shown safe: a miss, as before
+
+
+async def test_one_partition_s_verdicts_on_a_stored_answer_never_lower_its_risk_for_another() -> None:
+    # Under a shared scope every caller's lookups find the same stored answers; each caller is a
+    # partition of its own, and keeps its own record of each answer.
+    bound = ErrorBound(0.02, seed=5, clock=still)
+    before = await bound.risk("everyone-s", 0.8, partition="bob")
+    for _ in range(32):
+        await bound.learn("everyone-s", 0.8, wrong=False, partition="mallory")
+
+    assert await bound.risk("everyone-s", 0.8, partition="mallory") < before
+    assert await bound.risk("everyone-s", 0.8, partition="bob") == before
+
+
 async def test_nothing_is_served_before_the_evidence_shows_the_bound() -> None:
     bound = ErrorBound(0.02, seed=6, clock=still)
     assert bound.threshold is None

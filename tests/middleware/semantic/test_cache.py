@@ -30,7 +30,7 @@ from llm_cache.middleware.semantic import (
     SemanticCache,
     SentenceTransformerEmbedder,
 )
-from llm_cache.middleware.semantic.bound import BINS
+from llm_cache.middleware.semantic.bound import BINS, answer
 from llm_cache.middleware.semantic.embedders import unit_rows
 from llm_cache.middleware.semantic.judges import EmbeddingJudge, judged_reply
 from llm_cache.middleware.stores import RedisStore
@@ -822,7 +822,10 @@ async def test_bounded_mode_verifies_a_candidate_it_cannot_serve_yet_and_serves_
     assert bound is not None
     near = await similarity(embedder, "How do I reset my password?", "How can I reset my password?")
     # The fake provider's answers differ word for word: the exact judge finds the stored one wrong.
-    assert await bound.evidence.wrong_at(first.headers["x-cache-key"]) == pytest.approx(near, abs=1e-4)
+    assert isinstance(bound.evidence, InProcessEvidence)
+    (caller,) = bound.evidence.partitions()  # the caller keeps its own record of each stored answer
+    wrong = await bound.evidence.wrong_at(answer(first.headers["x-cache-key"], caller))
+    assert wrong == pytest.approx(near, abs=1e-4)
     assert exported(cache, "llm_cache_semantic_verifications") == {(("outcome", "disagreed"),): 1.0}
     requests = exported(cache, "llm_cache_requests")
     assert [labels for labels in requests if ("result", "verify") in labels]
@@ -1126,3 +1129,74 @@ async def test_one_tenant_s_verdicts_never_let_another_tenant_be_served_by_meani
 
     assert bobs.headers["x-cache"] == "MISS"  # decided on Bob's own evidence (none yet): verified
     assert (alices.headers["x-cache"], alices.headers["x-cache-match"]) == ("HIT", "semantic")
+
+
+# -- callers sharing one partition (scope: shared) -------------------------------------------------
+
+
+def forced(n: int) -> tuple[str, str]:
+    """A pair like `pair(n)` (at 5/6 of each other) whose words all start with `ok`: the test's stand-in
+    for "Reply only with OK" phrased many ways, prompts built so that any two of them get the same answer."""
+    words = [f"ok{chr(97 + n)}{chr(97 + i)}" for i in range(5)]
+    return " ".join([*words, "please"]), " ".join([*words, "kindly"])
+
+
+class ObeyingModel:
+    """A judge of what a model obeying its prompts answers: `OK` to every `forced` prompt (whatever the
+    fake provider's echo says), and to any other prompt the fake provider's own answer, so two
+    paraphrases of `pair` (different prompts, different answers) disagree."""
+
+    name = "obeying"
+
+    async def same(self, question: str, stored: str, fresh: str) -> bool:
+        return self._meant(stored) == self._meant(fresh)
+
+    @staticmethod
+    def _meant(answer: str) -> str:
+        echo = answer.partition(": ")[2].split()
+        return "OK" if echo and all(word.startswith("ok") for word in echo[:5]) else answer
+
+
+async def test_one_caller_s_forced_agreements_never_serve_another_caller_unverified_under_a_shared_scope(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    # Every caller sees every answer (scope: shared), but only verdicts Bob's own lookups caused may let
+    # Bob be served unverified: Mallory's paraphrases always "agree", whatever they ask.
+    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1)
+    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ObeyingModel())
+    cache = Cache(semantic=semantic, scope="shared")
+    mallory, bob = client_for(cache, fake_provider, "sk-mallory"), client_for(cache, fake_provider, "sk-bob")
+    for n in range(10):
+        for question in forced(n):  # the paraphrase is a candidate: verified and judged right, or served
+            await ask(mallory, question)
+    await verdicts_recorded(cache, cache.stats.semantic_verifications)
+    for question in forced(10):  # the forced agreements did show Mallory's own candidates safe
+        mallorys = await ask(mallory, question)
+
+    for question in pair(10):  # a different question's answer: wrong for Bob
+        bobs = await ask(bob, question)
+    await cache.close()
+
+    assert (mallorys.headers["x-cache"], mallorys.headers.get("x-cache-match")) == ("HIT", "semantic")
+    assert bobs.headers["x-cache"] == "MISS"  # decided on Bob's own verdicts (none yet): verified, not served
+    assert bobs.parse().choices[0].message.content.endswith(pair(10)[1])  # its own answer
+
+
+async def test_one_caller_spending_the_verification_cap_leaves_another_its_own_under_a_shared_scope(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    bound = ErrorBound(0.02, verifications_per_minute=1, seed=1)
+    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ObeyingModel())
+    cache = Cache(semantic=semantic, scope="shared")
+    mallory, bob = client_for(cache, fake_provider, "sk-mallory"), client_for(cache, fake_provider, "sk-bob")
+    for n in range(3):  # Mallory's candidates: the first is verified, the cap is spent on the others
+        for question in pair(n):
+            await ask(mallory, question)
+    assert cache.stats.semantic_verifications == 1
+
+    for question in pair(3):
+        await ask(bob, question)
+    await verdicts_recorded(cache, 2)
+    await cache.close()
+
+    assert cache.stats.semantic_verifications == 2  # Bob's candidate, verified on Bob's own cap

@@ -624,3 +624,22 @@ def test_a_swap_is_a_swap_whatever_the_number_of_its_nouns(a: str, b: str) -> No
 )
 def test_the_sides_of_a_direction_are_read_in_the_singular(word: str, lemma: str) -> None:
     assert facts(f"{word} to gold").directions == {(frozenset({lemma}), frozenset({"gold"}))}
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Is it n\u200bot safe to eat raw eggs?", "Is it safe to eat raw eggs?"),  # zero-width space
+        ("Is it n\u2060ot safe to eat raw eggs?", "Is it safe to eat raw eggs?"),  # word joiner
+        ("Convert 1\u200c0 USD to EUR", "Convert 1 USD to EUR"),  # zero-width non-joiner
+        ("Is it n\x00ot safe to eat raw eggs?", "Is it safe to eat raw eggs?"),  # a control character
+    ],
+)
+def test_characters_nobody_sees_hide_no_fact_from_the_guard(a: str, b: str) -> None:
+    # The embedding model drops them (`n<zero-width space>ot` embeds as `not`), and so does the reader
+    # upstream: a caller must not store an answer to `not safe` that another is served for `safe`.
+    assert not agrees(a, b) and not agrees(b, a)
+
+
+def test_the_guard_reads_a_text_as_the_model_does_without_its_invisible_characters() -> None:
+    assert agrees("What is 1\u200b0 plus 5?", "What is 10 plus 5?")

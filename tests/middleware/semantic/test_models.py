@@ -28,6 +28,7 @@ from llm_cache.middleware.semantic import (
     SentenceTransformerEmbedder,
     local_embedder,
 )
+from llm_cache.middleware.semantic.embedders import PIECE_CHARS
 from llm_cache.middleware.semantic.models import MINILM, MINILM_INT8, MODELS, MPNET, NamedModel, join_parts
 from llm_cache.middleware.stores import MemoryStore
 from tests.support.embedders import WordsEmbedder
@@ -97,6 +98,18 @@ async def test_a_text_longer_than_the_models_window_embeds_to_a_zero_row(model: 
     texts = [filler + "in Paris?", filler + "in Rome?", "word " * 253 + "end", "word " * 254]
     vectors = await local_embedder(model).embed(texts)
     assert vectors.any(axis=1).tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("model", [MINILM, MINILM_INT8])
+async def test_a_text_longer_than_its_window_could_hold_is_never_tokenised_and_embeds_to_a_zero_row(model: str) -> None:
+    """A tokenizer reads a whole text before it cuts it to the window: 5 MB took the model's thread 20 s
+    (with `max_text_chars` raised that far), every other lookup waiting. No word piece covers more than
+    `PIECE_CHARS` characters, so a longer text than the window's pieces could hold is never read whole
+    (spaces aside, which nobody needs 25,000 of) and is not tokenised."""
+    longest = (OnnxMiniLMEmbedder.max_tokens - 2) * PIECE_CHARS
+    texts = ["hello" + " " * longest, "hello" + " " * (longest - 5)]
+    vectors = await local_embedder(model).embed(texts)
+    assert vectors.any(axis=1).tolist() == [False, True]
 
 
 @pytest.mark.skipif(not installed(MPNET), reason="the all-mpnet-base-v2 parts are not installed")
