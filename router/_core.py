@@ -371,7 +371,8 @@ class Router:
             self.telemetry.translated(span, translation.source, translation.target, dropped)
         probe = st.breaker.acquire()
         st.in_flight += 1
-        st.record_usage(p.est_tokens)
+        reserved = st.record_usage(p.est_tokens)
+        own_key = rewrite.presents_callers_key(request, dep, p.request.extensions.get(CREDENTIALS_FOR))
         started = self.clock()
         try:
             sent: Sent = yield Send(request, p.stream, whole=translation is not None)
@@ -383,7 +384,9 @@ class Router:
             )
             raise
         elapsed = self.clock() - started
-        result = self._judge(st, sent, probe)
+        result = self._judge(st, sent, probe, own_key)
+        if result.callers:
+            st.withdraw_usage(reserved)
         if translation is not None and result.response is not None:
             assert p.doc is not None
             result.response = translate.http.response(
@@ -416,7 +419,14 @@ class Router:
         except RecursionError:  # affinity is an optimisation: a body too deep to hash goes without it
             return None
 
-    def _judge(self, st: DeploymentState, sent: Sent, probe: bool) -> AttemptResult:
+    def _judge(self, st: DeploymentState, sent: Sent, probe: bool, own_key: bool) -> AttemptResult:
+        """The attempt's outcome, and its verdict on the deployment's health (breaker).
+
+        Only the deployment's failures count against it: a 5xx, a timeout, a broken connection, a 429
+        on a key every caller shares (the deployment's or the operator's). A failure of the caller's
+        own making (a 4xx on its body, its own key refused or rate-limited with ``own_key``) says
+        nothing of the deployment: no verdict, and it does not count in the deployment's usage.
+        """
         s = self.settings
         if sent.exception is not None:
             kind = classify_exception(sent.exception)
@@ -424,7 +434,8 @@ class Router:
                 st.breaker.abandon(probe)
             else:
                 st.breaker.record_failure()
-            return AttemptResult(st.id, Failure(kind, None, None, str(sent.exception)), exception=sent.exception)
+            failure = Failure(kind, None, None, str(sent.exception))
+            return AttemptResult(st.id, failure, exception=sent.exception, callers=kind is Kind.CLIENT)
         resp = sent.response
         kind = classify_status(resp.status_code, sent.body or b"", s.retry_on_status)
         if kind is Kind.OK:
@@ -433,6 +444,11 @@ class Router:
         if kind in (Kind.RATE_LIMIT, Kind.SERVER):
             retry_after = parse_retry_after(resp.headers, cap=s.cooldown_max)
             fail_over = retry_after is not None and retry_after > s.retry_after_max
+            if kind is Kind.RATE_LIMIT and own_key:  # the caller's key is out of quota, not the deployment
+                st.breaker.release_without_outcome(probe)
+                wait = None if fail_over else retry_after
+                failure = Failure(kind, resp.status_code, wait)
+                return AttemptResult(st.id, failure, response=resp, fail_over=fail_over, callers=True)
             # 429 + Retry-After: cool down at once for exactly that long.
             if (resp.status_code == 429 and retry_after is not None) or fail_over:
                 st.breaker.record_failure(retry_after)
@@ -441,7 +457,7 @@ class Router:
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
         st.breaker.release_without_outcome(probe)
-        return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp)
+        return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
 
     def _next_group(
         self, origin: str, current: str, result: AttemptResult, tried: list[str], deadline: float | None

@@ -68,6 +68,19 @@ def rewrite_headers(
     return out
 
 
+def presents_callers_key(request: Any, dep: Deployment, credentials_for: str | None) -> bool:
+    """Whether an outgoing ``request`` for ``dep`` presents the caller's own credential: the deployment
+    has no key of its own, no operator's key was put in (``credentials_for``), and the caller sent one.
+    A refusal of that key (a 429 for its rate limit, a 401) is the caller's, not the deployment's."""
+    if dep.api_key or credentials_for is not None:
+        return False
+    if any(k.lower() in wire.CREDENTIAL_HEADERS for k in request.headers):
+        return True
+    query = request.url.query
+    query = query.decode("ascii", "replace") if isinstance(query, bytes) else str(query)
+    return wire.without_query_credential(query) != query
+
+
 def rewrite_body(body: bytes, doc: dict[str, Any] | None, dep: Deployment, path: str = "") -> bytes:
     """The body for ``dep``: its real model name, and its breakpoints on an Anthropic Messages call."""
     marked = with_breakpoints(doc, dep) if doc is not None and path.endswith("/messages") else None
@@ -91,4 +104,12 @@ def with_breakpoints(doc: dict[str, Any], dep: Deployment) -> dict[str, Any] | N
     return marked if place(points, marked, {"type": "ephemeral"}) else None
 
 
-__all__ = ["auth_header", "rewrite_body", "rewrite_headers", "split_endpoint", "target_url", "with_breakpoints"]
+__all__ = [
+    "auth_header",
+    "presents_callers_key",
+    "rewrite_body",
+    "rewrite_headers",
+    "split_endpoint",
+    "target_url",
+    "with_breakpoints",
+]
