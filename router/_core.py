@@ -321,7 +321,7 @@ class Router:
 
     @staticmethod
     def _native(family: str, api: str) -> bool:
-        return family == api or (api == "openai" and family == "azure")
+        return rewrite.native(family, api)
 
     def _translation(self, p: Prepared, family: str) -> translate.Translation | None:
         """How a ``family`` deployment is spoken to for ``p``: ``None`` natively (or not at all)."""
@@ -511,7 +511,7 @@ class Router:
             dep, path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         )
         headers = rewrite.rewrite_headers(
-            list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR)
+            list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR), p.api
         )
         body = rewrite.rewrite_body(p.body, p.doc, dep, req.url.path)
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []

@@ -52,16 +52,45 @@ def auth_header(dep: Deployment) -> tuple[str, str] | None:
     return wire.auth_header(dep.family, dep.api_key) if dep.api_key else None
 
 
+#: Request headers only one API family reads (its organisation, project, beta flags, client): never
+#: sent to a deployment of another family.
+FAMILY_HEADERS: dict[str, tuple[str, ...]] = {
+    "openai": ("openai-",),
+    "anthropic": ("anthropic-",),
+    "gemini": ("x-goog-",),
+}
+
+
+def native(family: str, api: str) -> bool:
+    """Whether a ``family`` deployment speaks a request in the ``api`` wire format as it is (Azure
+    speaks OpenAI's); any other is spoken to through a translation."""
+    return family == api or (api == "openai" and family == "azure")
+
+
 def rewrite_headers(
-    headers: list[tuple[str, str]], dep: Deployment, url: str = "", credentials_for: str | None = None
+    headers: list[tuple[str, str]],
+    dep: Deployment,
+    url: str = "",
+    credentials_for: str | None = None,
+    api: str | None = None,
 ) -> list[tuple[str, str]]:
     """The headers for ``dep`` at ``url``: its own key in place of the caller's credentials; without
     one, the caller's pass on, unless they are an operator's key for another URL (``credentials_for``,
-    a gateway's upstream key): a deployment elsewhere (a self-hosted server, another family) gets none."""
+    a gateway's upstream key): a deployment elsewhere (a self-hosted server, another family) gets none.
+
+    A request in the ``api`` format sent to a deployment of another family (a translation, a fallback
+    across families) carries none of the caller's credentials (an OpenAI key is no Anthropic key, and
+    no business of Anthropic's) nor the headers only ``api`` reads (``openai-organization``, ...)."""
     auth = auth_header(dep)
-    replaced = auth is not None or (credentials_for is not None and not wire.under(url, credentials_for))
+    foreign = api is not None and not native(dep.family, api)
+    replaced = auth is not None or foreign or (credentials_for is not None and not wire.under(url, credentials_for))
+    theirs = FAMILY_HEADERS.get("openai" if api == "azure" else api or "", ()) if foreign else ()
     out = [
-        (k, v) for k, v in headers if k.lower() not in _DROP and not (replaced and k.lower() in wire.CREDENTIAL_HEADERS)
+        (k, v)
+        for k, v in headers
+        if k.lower() not in _DROP
+        and not (replaced and k.lower() in wire.CREDENTIAL_HEADERS)
+        and not k.lower().startswith(theirs)
     ]
     if auth is not None:
         out.append(auth)
@@ -105,7 +134,9 @@ def with_breakpoints(doc: dict[str, Any], dep: Deployment) -> dict[str, Any] | N
 
 
 __all__ = [
+    "FAMILY_HEADERS",
     "auth_header",
+    "native",
     "presents_callers_key",
     "rewrite_body",
     "rewrite_headers",

@@ -37,7 +37,7 @@ def request(
     marked = rewrite.with_breakpoints(out.body, dep) if out.path.endswith("/messages") else None
     url = rewrite.target_url(dep, out.path, out.query)
     headers = rewrite.rewrite_headers(
-        list(caller.headers.multi_items()), dep, url, caller.extensions.get(CREDENTIALS_FOR)
+        list(caller.headers.multi_items()), dep, url, caller.extensions.get(CREDENTIALS_FOR), translation.source
     )
     # The caller's family headers (anthropic-version, ...) mean nothing to the target; the body is
     # read event by event, so it must arrive uncompressed.
