@@ -100,6 +100,7 @@ class Prepared:
     api: str = "openai"  # the wire format of the request: openai (also Azure), anthropic, gemini
     stacking: bool = False
     repeatable: bool = True  # may be sent again after any failure (`_repeat.py`)
+    group: str | None = None  # the group the request asked for (fallbacks are others)
     attempts: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -157,6 +158,8 @@ class Router:
                 tolerance=s.latency_tolerance,
                 affinity=s.affinity,
             )
+        self.entrusted = {name: rewrite.entrusted_to(g.deployments) for name, g in self.config.groups.items()}
+        """Group -> the origins a caller's own credentials may go to when it asks for that group."""
         self.public_ids = {dep_id: st.deployment.public_id for dep_id, st in by_id.items()}
         """What `x-router-deployment` says for each deployment id (no internal host in it)."""
         self._default_transports: DefaultTransports = {}
@@ -251,7 +254,7 @@ class Router:
             return Final(response=sent.response, exception=sent.exception)
         s = self.settings
         deadline = self.clock() + s.deadline if s.deadline else None
-        origin = group.name
+        origin = p.group = group.name
         current: str | None = origin
         tried: list[str] = []
         last: AttemptResult | None = None
@@ -358,7 +361,7 @@ class Router:
         dep = st.deployment
         translation = self._translation(p, dep.family)
         try:
-            request, dropped = self._outgoing(p, dep, deadline, translation)
+            request, dropped = self._outgoing(p, dep, deadline, translation, name)
         except RecursionError:  # the body parsed but cannot be re-encoded with this deployment's model
             message = "The request body nests too deeply for the router to rewrite its model."
             return self._refused(p, "router_unreadable_body", message)
@@ -490,7 +493,7 @@ class Router:
     # ------------------------------------------------------------------ building requests and responses
 
     def _outgoing(
-        self, p: Prepared, dep: Any, deadline: float | None, translation: translate.Translation | None
+        self, p: Prepared, dep: Any, deadline: float | None, translation: translate.Translation | None, group: str
     ) -> tuple[Any, list[str]]:
         """The attempt's request for ``dep`` and the fields ``drop_params`` dropped from it (translations only)."""
         req = p.request
@@ -511,7 +514,12 @@ class Router:
             dep, path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         )
         headers = rewrite.rewrite_headers(
-            list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR), p.api
+            list(req.headers.multi_items()),
+            dep,
+            url,
+            req.extensions.get(CREDENTIALS_FOR),
+            p.api,
+            entrusted=group == p.group or rewrite.origin(url) in self.entrusted.get(p.group or "", ()),
         )
         body = rewrite.rewrite_body(p.body, p.doc, dep, req.url.path)
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -73,6 +74,7 @@ def rewrite_headers(
     url: str = "",
     credentials_for: str | None = None,
     api: str | None = None,
+    entrusted: bool = True,
 ) -> list[tuple[str, str]]:
     """The headers for ``dep`` at ``url``: its own key in place of the caller's credentials; without
     one, the caller's pass on, unless they are an operator's key for another URL (``credentials_for``,
@@ -80,10 +82,16 @@ def rewrite_headers(
 
     A request in the ``api`` format sent to a deployment of another family (a translation, a fallback
     across families) carries none of the caller's credentials (an OpenAI key is no Anthropic key, and
-    no business of Anthropic's) nor the headers only ``api`` reads (``openai-organization``, ...)."""
+    no business of Anthropic's) nor the headers only ``api`` reads (``openai-organization``, ...).
+    Nor does a deployment the caller's credentials were not ``entrusted`` to (`entrusted_to`)."""
     auth = auth_header(dep)
     foreign = api is not None and not native(dep.family, api)
-    replaced = auth is not None or foreign or (credentials_for is not None and not wire.under(url, credentials_for))
+    replaced = (
+        auth is not None
+        or foreign
+        or not entrusted
+        or (credentials_for is not None and not wire.under(url, credentials_for))
+    )
     theirs = FAMILY_HEADERS.get("openai" if api == "azure" else api or "", ()) if foreign else ()
     out = [
         (k, v)
@@ -95,6 +103,19 @@ def rewrite_headers(
     if auth is not None:
         out.append(auth)
     return out
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower case: whom a credential sent there reaches."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def entrusted_to(requested: Iterable[Deployment]) -> frozenset[str]:
+    """The origins a caller's own credentials go to when it asks for a group of these deployments:
+    those of its keyless deployments (the operator passes the caller's key there). A fallback group's
+    keyless deployment elsewhere (a third-party server) was never named by the caller: it gets none."""
+    return frozenset(origin(dep.api_base or "") for dep in requested if not dep.api_key)
 
 
 def presents_callers_key(request: Any, dep: Deployment, credentials_for: str | None) -> bool:
@@ -136,7 +157,9 @@ def with_breakpoints(doc: dict[str, Any], dep: Deployment) -> dict[str, Any] | N
 __all__ = [
     "FAMILY_HEADERS",
     "auth_header",
+    "entrusted_to",
     "native",
+    "origin",
     "presents_callers_key",
     "rewrite_body",
     "rewrite_headers",

@@ -119,3 +119,35 @@ def test_requests_refused_for_the_callers_reasons_do_not_count_in_a_deployments_
     assert [router.deployment_state(d).window_usage() for d in ("one", "two")] == [(0, 0), (0, 0)]
     served = [b.chat.completions.with_raw_response.create(model="gpt", messages=HI) for _ in range(4)]
     assert sorted(r.headers["x-router-deployment"] for r in served) == ["one", "one", "two", "two"]
+
+
+# ----------------------------------------------------------------------------- a caller's key on fallbacks
+
+
+def fallback_to(requested: str, fallback: str) -> dict[str, Any]:
+    """`gpt` on a keyless deployment at `requested`, falling back to `cheap`, keyless, at `fallback`."""
+    return {
+        "groups": {
+            "gpt": {"deployments": [{"id": "gpt", "model": "gpt-real", "api_base": requested}]},
+            "cheap": {"deployments": [{"id": "cheap", "model": "cheap-real", "api_base": fallback}]},
+        },
+        "settings": {"num_retries": 0, "fallbacks": [{"gpt": ["cheap"]}]},
+    }
+
+
+def test_a_fallback_elsewhere_never_gets_the_callers_own_key(fakes, fake_provider, make_router) -> None:
+    """The caller's key was entrusted to the deployments of the group it asked for; a keyless fallback
+    at another host (a third-party OpenAI-compatible server) gets none of it."""
+    fakes["a"].fail(("status", 500, None, None))
+    router = make_router(fallback_to(f"{fakes['a'].url}/v1", fake_provider.openai_base_url))
+    answer = caller(router, "sk-caller").chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.headers["x-router-fallback-from"] == "gpt"
+    assert fakes["a"].seen[0].headers["authorization"] == "Bearer sk-caller"
+    assert "authorization" not in fake_provider.last.headers
+
+
+def test_a_fallback_at_the_same_host_still_gets_the_callers_own_key(fakes, make_router) -> None:
+    fakes["a"].fail(("status", 500, None, None))
+    router = make_router(fallback_to(f"{fakes['a'].url}/v1", f"{fakes['a'].url}/v1"))
+    caller(router, "sk-caller").chat.completions.create(model="gpt", messages=HI)
+    assert [s.headers["authorization"] for s in fakes["a"].seen] == ["Bearer sk-caller"] * 2
