@@ -510,16 +510,11 @@ class Router:
             return translate.http.request(p.lib, req, p.doc, dep, translation, p.stream, drop, extensions)
         # The path as sent, its escapes kept: a decoded `%3F` or `%23` would start a query or a fragment.
         path = req.url.raw_path.partition(b"?")[0].decode("ascii")
-        url = rewrite.target_url(
-            dep, path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
-        )
+        entrusted = group == p.group or rewrite.origin(dep.api_base) in self.entrusted.get(p.group or "", ())
+        query = req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
+        url = rewrite.target_url(dep, path, query, entrusted)
         headers = rewrite.rewrite_headers(
-            list(req.headers.multi_items()),
-            dep,
-            url,
-            req.extensions.get(CREDENTIALS_FOR),
-            p.api,
-            entrusted=group == p.group or rewrite.origin(url) in self.entrusted.get(p.group or "", ()),
+            list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR), p.api, entrusted
         )
         body = rewrite.rewrite_body(p.body, p.doc, dep, req.url.path)
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []

@@ -30,7 +30,9 @@ def split_endpoint(path: str) -> tuple[str | None, str]:
     return None, path.lstrip("/")
 
 
-def target_url(dep: Deployment, path: str, query: str) -> str:
+def target_url(dep: Deployment, path: str, query: str, entrusted: bool = True) -> str:
+    """The URL for ``dep``; a caller's key in the query (Gemini's ``key=``) is kept only for a keyless
+    deployment its credentials are ``entrusted`` to (`rewrite_headers`)."""
     version, suffix = split_endpoint(path)
     base = dep.api_base or ""
     params = parse_qsl(query, keep_blank_values=True)
@@ -40,7 +42,7 @@ def target_url(dep: Deployment, path: str, query: str) -> str:
     else:
         if dep.family == "gemini":
             suffix = re.sub(r"^models/[^/:]+", f"models/{dep.model}", suffix)
-            if dep.api_key:  # the deployment's own key replaces the caller's
+            if dep.api_key or not entrusted:  # the deployment's own key replaces the caller's, or none goes
                 params = [(k, v) for k, v in params if k != wire.GEMINI.query]
         if dep.family in _DEFAULT_VERSION and not _VERSION.search(urlsplit(base).path + "/"):
             base = f"{base}/{version or _DEFAULT_VERSION[dep.family]}"

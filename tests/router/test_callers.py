@@ -151,3 +151,24 @@ def test_a_fallback_at_the_same_host_still_gets_the_callers_own_key(fakes, make_
     router = make_router(fallback_to(f"{fakes['a'].url}/v1", f"{fakes['a'].url}/v1"))
     caller(router, "sk-caller").chat.completions.create(model="gpt", messages=HI)
     assert [s.headers["authorization"] for s in fakes["a"].seen] == ["Bearer sk-caller"] * 2
+
+
+def test_a_fallback_elsewhere_never_gets_the_callers_key_from_the_query(fakes, fake_provider, make_router) -> None:
+    """Gemini's `?key=` is a credential too."""
+    fakes["a"].fail(("status", 500, None, None))
+    config = {
+        "groups": {
+            "gem": {"deployments": [{"id": "gem", "family": "gemini", "model": "g1", "api_base": fakes["a"].url}]},
+            "gem2": {"deployments": [{"id": "gem2", "family": "gemini", "model": "g2", "api_base": fake_provider.url}]},
+        },
+        "settings": {"num_retries": 0, "fallbacks": [{"gem": ["gem2"]}]},
+    }
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    with httpx2.Client(transport=RouterTransport(make_router(config))) as client:
+        answer = client.post(
+            "http://gemini.invalid/v1beta/models/gem:generateContent?key=caller-key&alt=json", json=body
+        )
+    assert answer.status_code == 200 and answer.headers["x-router-fallback-from"] == "gem"
+    assert "key=caller-key" in fakes["a"].seen[0].query
+    assert fake_provider.last.path == "/v1beta/models/g2:generateContent"
+    assert "caller-key" not in fake_provider.last.query and "alt=json" in fake_provider.last.query
