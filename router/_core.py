@@ -441,6 +441,8 @@ class Router:
             return AttemptResult(st.id, failure, exception=sent.exception, callers=kind is Kind.CLIENT)
         resp = sent.response
         kind = classify_status(resp.status_code, sent.body or b"", s.retry_on_status)
+        if "location" in resp.headers and 300 <= resp.status_code < 400:  # relayed, never to be followed
+            del resp.headers["location"]
         if kind is Kind.OK:
             st.breaker.record_success()
             return AttemptResult(st.id, None, response=resp)

@@ -65,12 +65,12 @@ def response(
     headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     if dropped:
         headers.append((DROPPED_HEADER, dropped_header_value(dropped)))
-    if stream and resp.status_code < 400:
+    if stream and resp.status_code < 300:
         resp.headers = lib.Headers([*headers, ("content-type", "text/event-stream")])
         resp.stream = TranslatedStream(resp.stream, translation.stream(doc))
         return resp
     raw = body or b""
-    out = translation.error(resp.status_code, raw) if resp.status_code >= 400 else translation.response(raw, doc)
+    out = translation.error(resp.status_code, raw) if resp.status_code >= 300 else translation.response(raw, doc)
     headers += [("content-type", "application/json"), ("content-length", str(len(out)))]
     return lib.Response(resp.status_code, headers=headers, stream=lib.ByteStream(out), extensions=resp.extensions)
 
