@@ -253,7 +253,8 @@ class Router:
             sent = yield Passthrough(p.request)
             return Final(response=sent.response, exception=sent.exception)
         s = self.settings
-        deadline = self.clock() + s.deadline if s.deadline else None
+        patience = [t for t in (s.deadline, caller_timeout(p.request)) if t]
+        deadline = self.clock() + min(patience) if patience else None
         origin = p.group = group.name
         current: str | None = origin
         tried: list[str] = []
@@ -576,6 +577,14 @@ class Router:
         body = json.dumps(doc, separators=(",", ":")).encode()
         headers["content-length"] = str(len(body))
         return p.lib.Response(status, headers=headers, stream=p.lib.ByteStream(body))
+
+
+def caller_timeout(request: Any) -> float | None:
+    """How long the caller waits for an answer: its read timeout (httpx's `timeout` extension), which a
+    non-streamed answer or a stream's first byte must arrive within. The router's plan ends by then."""
+    timeout = request.extensions.get("timeout")
+    read = timeout.get("read") if isinstance(timeout, Mapping) else None
+    return float(read) if isinstance(read, (int, float)) and math.isfinite(read) and read > 0 else None
 
 
 def _count(value: Any) -> int:

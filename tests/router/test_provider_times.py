@@ -226,7 +226,8 @@ def test_an_upstream_answering_429_forever_gets_the_attempt_budget_and_no_more(
     router = make_router(config)
     fake_provider.refuse_key("caller", 429, headers)
     body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
-    with httpx2.Client(transport=RouterTransport(router), base_url="https://api.openai.com/v1") as client:
+    base = "https://api.openai.com/v1"
+    with httpx2.Client(transport=RouterTransport(router), base_url=base, timeout=600) as client:  # SDKs' default
         answer = client.post("/chat/completions", json=body, headers={"authorization": "Bearer caller"})
     assert answer.status_code == 429 and answer.headers["x-router-attempts"] == str(budget)
     assert fake_provider.count() == budget
