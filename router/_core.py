@@ -505,8 +505,13 @@ class Router:
         if deadline is not None:
             remaining = max(0.001, deadline - self.clock())
             timeout = min(timeout, remaining) if timeout else remaining
-        if timeout:
-            extensions["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        if timeout:  # each phase: the shorter of the caller's own and the router's
+            callers = req.extensions.get("timeout")
+            callers = callers if isinstance(callers, Mapping) else {}
+            extensions["timeout"] = {
+                phase: min(timeout, callers[phase]) if isinstance(callers.get(phase), (int, float)) else timeout
+                for phase in ("connect", "read", "write", "pool")
+            }
         if translation is not None:
             assert p.doc is not None  # _translation() answers None without a document
             drop = dep.drop_params if dep.drop_params is not None else self.settings.drop_params

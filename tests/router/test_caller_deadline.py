@@ -47,3 +47,33 @@ def test_an_attempt_is_never_given_longer_than_the_callers_timeout(fakes, make_r
     router = make_router(config)
     with pytest.raises(openai.APITimeoutError):  # the hang ends after 30 s with an answer: never waited for
         sdk(router, timeout=1.0).chat.completions.create(model="gpt", messages=HI)
+
+
+class Recording(httpx2.BaseTransport):
+    """The real HTTP transport, keeping the timeouts each attempt was sent with."""
+
+    def __init__(self) -> None:
+        self.real = httpx2.HTTPTransport()
+        self.timeouts: list[dict[str, float]] = []
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.timeouts.append(dict(request.extensions["timeout"]))
+        return self.real.handle_request(request)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.mark.parametrize("router_timeout", [None, 30.0, 2.0])
+def test_each_phase_of_an_attempt_keeps_the_shorter_of_the_callers_and_the_routers_timeout(
+    fakes, make_router, router_timeout
+):
+    settings = {"num_retries": 0, **({"timeout": router_timeout} if router_timeout else {})}
+    router = make_router({"groups": {"gpt": {"deployments": [dep(fakes["a"])]}}, "settings": settings})
+    inner = Recording()
+    client = httpx2.Client(transport=RouterTransport(router, inner=inner), timeout=httpx2.Timeout(600.0, connect=5.0))
+    openai.OpenAI(api_key="caller", max_retries=0, http_client=client).chat.completions.create(model="gpt", messages=HI)
+    inner.close()
+    cap = router_timeout or 600.0
+    expected = {"connect": min(5.0, cap), "read": min(600.0, cap), "write": min(600.0, cap), "pool": min(600.0, cap)}
+    assert inner.timeouts == [expected]
