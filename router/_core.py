@@ -100,6 +100,7 @@ class Prepared:
     api: str = "openai"  # the wire format of the request: openai (also Azure), anthropic, gemini
     stacking: bool = False
     repeatable: bool = True  # may be sent again after any failure (`_repeat.py`)
+    group: str | None = None  # the group the request asked for (fallbacks are others)
     attempts: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -157,6 +158,8 @@ class Router:
                 tolerance=s.latency_tolerance,
                 affinity=s.affinity,
             )
+        self.entrusted = {name: rewrite.entrusted_to(g.deployments) for name, g in self.config.groups.items()}
+        """Group -> the origins a caller's own credentials may go to when it asks for that group."""
         self.public_ids = {dep_id: st.deployment.public_id for dep_id, st in by_id.items()}
         """What `x-router-deployment` says for each deployment id (no internal host in it)."""
         self._default_transports: DefaultTransports = {}
@@ -250,8 +253,9 @@ class Router:
             sent = yield Passthrough(p.request)
             return Final(response=sent.response, exception=sent.exception)
         s = self.settings
-        deadline = self.clock() + s.deadline if s.deadline else None
-        origin = group.name
+        patience = [t for t in (s.deadline, caller_timeout(p.request)) if t]
+        deadline = self.clock() + min(patience) if patience else None
+        origin = p.group = group.name
         current: str | None = origin
         tried: list[str] = []
         last: AttemptResult | None = None
@@ -321,7 +325,7 @@ class Router:
 
     @staticmethod
     def _native(family: str, api: str) -> bool:
-        return family == api or (api == "openai" and family == "azure")
+        return rewrite.native(family, api)
 
     def _translation(self, p: Prepared, family: str) -> translate.Translation | None:
         """How a ``family`` deployment is spoken to for ``p``: ``None`` natively (or not at all)."""
@@ -358,7 +362,7 @@ class Router:
         dep = st.deployment
         translation = self._translation(p, dep.family)
         try:
-            request, dropped = self._outgoing(p, dep, deadline, translation)
+            request, dropped = self._outgoing(p, dep, deadline, translation, name)
         except RecursionError:  # the body parsed but cannot be re-encoded with this deployment's model
             message = "The request body nests too deeply for the router to rewrite its model."
             return self._refused(p, "router_unreadable_body", message)
@@ -371,7 +375,8 @@ class Router:
             self.telemetry.translated(span, translation.source, translation.target, dropped)
         probe = st.breaker.acquire()
         st.in_flight += 1
-        st.record_usage(p.est_tokens)
+        reserved = st.record_usage(p.est_tokens)
+        own_key = rewrite.presents_callers_key(request, dep, p.request.extensions.get(CREDENTIALS_FOR))
         started = self.clock()
         try:
             sent: Sent = yield Send(request, p.stream, whole=translation is not None)
@@ -383,7 +388,9 @@ class Router:
             )
             raise
         elapsed = self.clock() - started
-        result = self._judge(st, sent, probe)
+        result = self._judge(st, sent, probe, own_key)
+        if result.callers:
+            st.withdraw_usage(reserved)
         if translation is not None and result.response is not None:
             assert p.doc is not None
             result.response = translate.http.response(
@@ -416,7 +423,14 @@ class Router:
         except RecursionError:  # affinity is an optimisation: a body too deep to hash goes without it
             return None
 
-    def _judge(self, st: DeploymentState, sent: Sent, probe: bool) -> AttemptResult:
+    def _judge(self, st: DeploymentState, sent: Sent, probe: bool, own_key: bool) -> AttemptResult:
+        """The attempt's outcome, and its verdict on the deployment's health (breaker).
+
+        Only the deployment's failures count against it: a 5xx, a timeout, a broken connection, a 429
+        on a key every caller shares (the deployment's or the operator's). A failure of the caller's
+        own making (a 4xx on its body, its own key refused or rate-limited with ``own_key``) says
+        nothing of the deployment: no verdict, and it does not count in the deployment's usage.
+        """
         s = self.settings
         if sent.exception is not None:
             kind = classify_exception(sent.exception)
@@ -424,15 +438,23 @@ class Router:
                 st.breaker.abandon(probe)
             else:
                 st.breaker.record_failure()
-            return AttemptResult(st.id, Failure(kind, None, None, str(sent.exception)), exception=sent.exception)
+            failure = Failure(kind, None, None, str(sent.exception))
+            return AttemptResult(st.id, failure, exception=sent.exception, callers=kind is Kind.CLIENT)
         resp = sent.response
         kind = classify_status(resp.status_code, sent.body or b"", s.retry_on_status)
+        if "location" in resp.headers and 300 <= resp.status_code < 400:  # relayed, never to be followed
+            del resp.headers["location"]
         if kind is Kind.OK:
             st.breaker.record_success()
             return AttemptResult(st.id, None, response=resp)
         if kind in (Kind.RATE_LIMIT, Kind.SERVER):
             retry_after = parse_retry_after(resp.headers, cap=s.cooldown_max)
             fail_over = retry_after is not None and retry_after > s.retry_after_max
+            if kind is Kind.RATE_LIMIT and own_key:  # the caller's key is out of quota, not the deployment
+                st.breaker.release_without_outcome(probe)
+                wait = None if fail_over else retry_after
+                failure = Failure(kind, resp.status_code, wait)
+                return AttemptResult(st.id, failure, response=resp, fail_over=fail_over, callers=True)
             # 429 + Retry-After: cool down at once for exactly that long.
             if (resp.status_code == 429 and retry_after is not None) or fail_over:
                 st.breaker.record_failure(retry_after)
@@ -441,7 +463,7 @@ class Router:
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
         st.breaker.release_without_outcome(probe)
-        return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp)
+        return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
 
     def _next_group(
         self, origin: str, current: str, result: AttemptResult, tried: list[str], deadline: float | None
@@ -474,7 +496,7 @@ class Router:
     # ------------------------------------------------------------------ building requests and responses
 
     def _outgoing(
-        self, p: Prepared, dep: Any, deadline: float | None, translation: translate.Translation | None
+        self, p: Prepared, dep: Any, deadline: float | None, translation: translate.Translation | None, group: str
     ) -> tuple[Any, list[str]]:
         """The attempt's request for ``dep`` and the fields ``drop_params`` dropped from it (translations only)."""
         req = p.request
@@ -483,19 +505,24 @@ class Router:
         if deadline is not None:
             remaining = max(0.001, deadline - self.clock())
             timeout = min(timeout, remaining) if timeout else remaining
-        if timeout:
-            extensions["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        if timeout:  # each phase: the shorter of the caller's own and the router's
+            callers = req.extensions.get("timeout")
+            callers = callers if isinstance(callers, Mapping) else {}
+            extensions["timeout"] = {
+                phase: min(timeout, callers[phase]) if isinstance(callers.get(phase), (int, float)) else timeout
+                for phase in ("connect", "read", "write", "pool")
+            }
         if translation is not None:
             assert p.doc is not None  # _translation() answers None without a document
             drop = dep.drop_params if dep.drop_params is not None else self.settings.drop_params
             return translate.http.request(p.lib, req, p.doc, dep, translation, p.stream, drop, extensions)
         # The path as sent, its escapes kept: a decoded `%3F` or `%23` would start a query or a fragment.
         path = req.url.raw_path.partition(b"?")[0].decode("ascii")
-        url = rewrite.target_url(
-            dep, path, req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
-        )
+        entrusted = group == p.group or rewrite.origin(dep.api_base) in self.entrusted.get(p.group or "", ())
+        query = req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
+        url = rewrite.target_url(dep, path, query, entrusted)
         headers = rewrite.rewrite_headers(
-            list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR)
+            list(req.headers.multi_items()), dep, url, req.extensions.get(CREDENTIALS_FOR), p.api, entrusted
         )
         body = rewrite.rewrite_body(p.body, p.doc, dep, req.url.path)
         return p.lib.Request(req.method, url, headers=headers, content=body, extensions=extensions), []
@@ -555,6 +582,14 @@ class Router:
         body = json.dumps(doc, separators=(",", ":")).encode()
         headers["content-length"] = str(len(body))
         return p.lib.Response(status, headers=headers, stream=p.lib.ByteStream(body))
+
+
+def caller_timeout(request: Any) -> float | None:
+    """How long the caller waits for an answer: its read timeout (httpx's `timeout` extension), which a
+    non-streamed answer or a stream's first byte must arrive within. The router's plan ends by then."""
+    timeout = request.extensions.get("timeout")
+    read = timeout.get("read") if isinstance(timeout, Mapping) else None
+    return float(read) if isinstance(read, (int, float)) and math.isfinite(read) and read > 0 else None
 
 
 def _count(value: Any) -> int:

@@ -87,6 +87,11 @@ def _error_fields(body: bytes) -> tuple[str, str]:
 
 
 def classify_status(status: int, body: bytes, retry_on: Collection[int]) -> Kind:
+    """What a deployment's status says. A redirect (3xx but 304) is no answer to an API call: a
+    deployment that sends one (moved, misconfigured, hostile) failed, and its `location` is never
+    followed (`_core.Router._judge`)."""
+    if 300 <= status < 400 and status != 304:
+        return Kind.SERVER
     if status < 400:
         return Kind.OK
     if status in (400, 403, 413, 422):

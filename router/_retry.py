@@ -39,6 +39,7 @@ class AttemptResult:
     alternatives: bool = False  # another healthy deployment in the group could take the retry
     fail_over: bool = False  # stop retrying this group now (e.g. Retry-After beyond the cap)
     final: bool = False  # the provider may have acted on a request that must not be sent twice (`_repeat.py`)
+    callers: bool = False  # the failure is the caller's own (its key, its body): says nothing of the deployment
 
     @property
     def ok(self) -> bool:

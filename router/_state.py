@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from ._breaker import Breaker
@@ -31,8 +32,16 @@ class DeploymentState:
     def observe_latency(self, seconds: float, alpha: float) -> None:
         self.latency = seconds if self.latency is None else alpha * seconds + (1 - alpha) * self.latency
 
-    def record_usage(self, tokens: int) -> None:
-        self.usage.append((self.clock(), tokens))
+    def record_usage(self, tokens: int) -> tuple[float, int]:
+        """Count a request sent here; the entry returned withdraws it (`withdraw_usage`)."""
+        entry = (self.clock(), tokens)
+        self.usage.append(entry)
+        return entry
+
+    def withdraw_usage(self, entry: tuple[float, int]) -> None:
+        """Uncount a request the deployment refused for the caller's own reasons: it used nothing here."""
+        with suppress(ValueError):  # already out of the window
+            self.usage.remove(entry)
 
     def window_usage(self) -> tuple[int, int]:
         """(requests, tokens) in the last minute."""

@@ -120,7 +120,7 @@ async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough, l
         return Sent(exception=exc)
     if isinstance(action, Passthrough):
         return Sent(response=resp)
-    if resp.status_code < 400 and action.stream:
+    if resp.status_code < 300 and action.stream:  # a redirect or an error is read whole
         original = resp.stream
         it = original.__aiter__()
         first = b""
@@ -202,7 +202,7 @@ def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough, limit: i
         return Sent(exception=exc)
     if isinstance(action, Passthrough):
         return Sent(response=resp)
-    if resp.status_code < 400 and action.stream:
+    if resp.status_code < 300 and action.stream:  # a redirect or an error is read whole
         original = resp.stream
         it = iter(original)
         first = b""

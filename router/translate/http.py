@@ -37,7 +37,7 @@ def request(
     marked = rewrite.with_breakpoints(out.body, dep) if out.path.endswith("/messages") else None
     url = rewrite.target_url(dep, out.path, out.query)
     headers = rewrite.rewrite_headers(
-        list(caller.headers.multi_items()), dep, url, caller.extensions.get(CREDENTIALS_FOR)
+        list(caller.headers.multi_items()), dep, url, caller.extensions.get(CREDENTIALS_FOR), translation.source
     )
     # The caller's family headers (anthropic-version, ...) mean nothing to the target; the body is
     # read event by event, so it must arrive uncompressed.
@@ -65,12 +65,12 @@ def response(
     headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     if dropped:
         headers.append((DROPPED_HEADER, dropped_header_value(dropped)))
-    if stream and resp.status_code < 400:
+    if stream and resp.status_code < 300:
         resp.headers = lib.Headers([*headers, ("content-type", "text/event-stream")])
         resp.stream = TranslatedStream(resp.stream, translation.stream(doc))
         return resp
     raw = body or b""
-    out = translation.error(resp.status_code, raw) if resp.status_code >= 400 else translation.response(raw, doc)
+    out = translation.error(resp.status_code, raw) if resp.status_code >= 300 else translation.response(raw, doc)
     headers += [("content-type", "application/json"), ("content-length", str(len(out)))]
     return lib.Response(resp.status_code, headers=headers, stream=lib.ByteStream(out), extensions=resp.extensions)
 

@@ -27,13 +27,13 @@ from .test_telemetry import metric_points
 SETTINGS = {"backoff_initial": 0.5, "backoff_jitter": 0.0, "timeout": 5.0}
 
 
-def client(router: Any) -> httpx2.Client:
-    return httpx2.Client(transport=RouterTransport(router), base_url="https://api.openai.com/v1", timeout=10)
+def client(router: Any, timeout: float = 10) -> httpx2.Client:
+    return httpx2.Client(transport=RouterTransport(router), base_url="https://api.openai.com/v1", timeout=timeout)
 
 
-def chat(router: Any, model: str = "gpt", **extra: Any) -> httpx2.Response:
+def chat(router: Any, model: str = "gpt", timeout: float = 10, **extra: Any) -> httpx2.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
-    with client(router) as c:
+    with client(router, timeout) as c:
         return c.post("/chat/completions", json=body, headers={"authorization": "Bearer caller"})
 
 
@@ -128,7 +128,7 @@ def test_long_retry_after_moves_to_a_sibling_before_failing_over(fakes, make_rou
 def test_a_retry_after_at_the_cap_is_still_waited_for(fakes, make_router, clock):
     a = fakes["a"].fail(("status", 429, {"retry-after": "60"}, None))
     router = make_router(one_group(dep(a), num_retries=1, retry_after_max=60))
-    assert chat(router).status_code == 200
+    assert chat(router, timeout=120).status_code == 200  # a caller that waits that long
     assert (clock.sleeps, a.count) == ([60.0], 2)
 
 

@@ -747,3 +747,49 @@ def test_dropped_field_names_the_caller_wrote_reach_the_header_quoted_and_bounde
         assert dropped(hostile) == "a%0D%0Aset-cookie%3A%20pwned%3D1,%E2%82%ACuro,caf%C3%A9%2Cx"
         named = dropped(many)
     assert len(named) <= 1024 and named.startswith("field_00000,field_00001,") and named.endswith(" more")
+
+
+# ----------------------------------------------------------------------------- credentials across families
+
+#: What an openai SDK caller sends that is meant for OpenAI only.
+OPENAI_ONLY = {"openai-organization": "org-caller", "openai-project": "proj-caller", "openai-beta": "assistants=v2"}
+
+
+@pytest.mark.parametrize("fault", [("status", 500, None, None), ("status", 429, None, None)], ids=["500", "429"])
+def test_a_fallback_to_another_family_never_gets_the_callers_key_nor_its_family_headers(
+    fakes, fake_provider, make_router, fault
+):
+    """`gpt-4o` passes the caller's OpenAI key on (its deployment has none); its fallback `claude-sonnet`
+    has no key either: the caller's OpenAI key, `openai-organization` and the like are not Anthropic's."""
+    fakes["a"].fail(fault)
+    transport = RouterTransport(make_router(chain(fakes, fake_provider)))
+    c = openai.OpenAI(
+        api_key="sk-openai-caller",
+        max_retries=0,
+        default_headers=OPENAI_ONLY,
+        http_client=httpx2.Client(transport=transport),
+    )
+    c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert fakes["a"].seen[0].headers["authorization"] == "Bearer sk-openai-caller"  # its own family: passed on
+    sent = fake_provider.last
+    assert sent.path == "/v1/messages"
+    leaked = {
+        name: sent.headers[name] for name in sent.headers if "caller" in sent.headers[name] or name in OPENAI_ONLY
+    }
+    assert leaked == {}
+
+
+def test_an_anthropic_callers_key_never_reaches_an_openai_deployment_without_its_own(fake_provider):
+    deployment = {"id": "gpt", "model": "gpt-real", "api_base": fake_provider.openai_base_url}
+    router = Router({"groups": {"claude-sonnet": {"deployments": [deployment]}}, "settings": {"num_retries": 0}})
+    transport = RouterTransport(router)
+    c = anthropic.Anthropic(
+        api_key="sk-ant-caller",
+        max_retries=0,
+        default_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+        http_client=httpx2.Client(transport=transport),
+    )
+    c.messages.create(model="claude-sonnet", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    sent = fake_provider.last
+    assert sent.path == "/v1/chat/completions"
+    assert not {"x-api-key", "authorization", "anthropic-beta"} & set(sent.headers)

@@ -147,7 +147,10 @@ def gateway(fakes: dict[str, FakeProvider]) -> Iterator[BackgroundServer]:
         {
             "cache": {"store": {"type": "memory"}},
             "model_list": [
-                {"model_name": "gpt", "litellm_params": {"model": "openai/real", "api_base": f"{fakes['a'].url}/v1"}},
+                {  # its own key: a 429 on it is the deployment's (a caller's own key would cool nothing)
+                    "model_name": "gpt",
+                    "litellm_params": {"model": "openai/real", "api_base": f"{fakes['a'].url}/v1", "api_key": "k"},
+                },
                 {
                     "model_name": "claude",
                     "litellm_params": {"model": "anthropic/claude-real", "api_base": fakes["claude"].url},

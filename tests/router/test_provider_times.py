@@ -193,3 +193,42 @@ def test_cooldown_clock_is_never_moved_past_the_cap_by_a_date_far_ahead():
         lambda: Sent(response=httpx2.Response(429, headers={"retry-after": far}, content=body), body=body),
     )
     assert router.deployment_state("a").breaker.retry_in() <= LIMITS["cooldown_max"]
+
+
+#: (the 429's headers, the attempts the request gets): a wait beyond retry_after_max ends a group's
+#: retries at once (it fails over), so those get one attempt per group.
+FOREVER = {
+    "zero": ({"retry-after": "0"}, 8),
+    "negative": ({"retry-after": "-1"}, 8),
+    "nan": ({"retry-after": "nan"}, 8),
+    "huge_ms": ({"retry-after-ms": "1e999"}, 2),
+    "far_date": ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, 2),
+    "ratelimit_reset": ({"x-ratelimit-reset-requests": "99999h", "x-ratelimit-reset-tokens": "-1s"}, 8),
+    "none": ({}, 8),
+}
+
+
+@pytest.mark.parametrize(("headers", "budget"), list(FOREVER.values()), ids=list(FOREVER))
+def test_an_upstream_answering_429_forever_gets_the_attempt_budget_and_no_more(
+    fake_provider, make_router, clock, headers, budget
+):
+    """The caller's own key is refused for ever (pass-through, so nothing cools down to stop the loop):
+    each group of the fallback chain gets at most `num_retries + 1` attempts, each wait within the caps
+    (`x-ratelimit-reset-*` is not read at all)."""
+    deployment = {"model": "real", "api_base": fake_provider.openai_base_url}
+    config = {
+        "groups": {
+            "gpt": {"deployments": [{**deployment, "id": "gpt"}]},
+            "mini": {"deployments": [{**deployment, "id": "mini"}]},
+        },
+        "settings": {"num_retries": 3, "fallbacks": [{"gpt": ["mini"]}], "default_fallbacks": ["gpt"], **LIMITS},
+    }
+    router = make_router(config)
+    fake_provider.refuse_key("caller", 429, headers)
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+    base = "https://api.openai.com/v1"
+    with httpx2.Client(transport=RouterTransport(router), base_url=base, timeout=600) as client:  # SDKs' default
+        answer = client.post("/chat/completions", json=body, headers={"authorization": "Bearer caller"})
+    assert answer.status_code == 429 and answer.headers["x-router-attempts"] == str(budget)
+    assert fake_provider.count() == budget
+    assert all(0 <= s <= LIMITS["retry_after_max"] for s in clock.sleeps) and len(clock.sleeps) <= 6

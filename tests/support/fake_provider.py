@@ -210,6 +210,8 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._request_ids = itertools.count(1)
         self._failures: list[_Failure] = []
+        self._refused_keys: dict[str, _Failure] = {}
+        """A credential -> the failure every request presenting it gets (a key rate-limited or revoked)."""
         self._cut_after: int | None = None
         self._scripted: list[tuple[list[bytes], str]] = []
         """Scripted streams to answer the next requests with: their encoded events and media type."""
@@ -267,6 +269,7 @@ class FakeProvider:
         with self._lock:
             self._requests.clear()
             self._failures.clear()
+            self._refused_keys.clear()
             self._cut_after = None
             self._scripted.clear()
             self._unknown_fields.clear()
@@ -284,6 +287,13 @@ class FakeProvider:
         """The next `n` requests get `status` with `body` (default: a provider-shaped error)."""
         with self._lock:
             self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
+
+    def refuse_key(self, key: str, status: int = 429, headers: dict[str, str] | None = None) -> None:
+        """From now on (until reset), every request presenting `key` (as a Bearer token, `x-api-key`,
+        `api-key` or `x-goog-api-key`) gets `status` with `headers`: that key rate-limited or revoked,
+        while other keys are served."""
+        with self._lock:
+            self._refused_keys[key] = _Failure(status, None, dict(headers or {}))
 
     def stream_next(self, events: Iterable[Any], eventstream: bool = False) -> None:
         """The next request is answered with exactly these server-sent events: each a JSON-able object
@@ -413,6 +423,8 @@ class FakeProvider:
             self._in_flight += 1
             self._changed.notify_all()
             failure = self._failures.pop(0) if self._failures else None
+            if failure is None:
+                failure = next((f for k, f in self._refused_keys.items() if k in _presented_keys(record)), None)
             unknown = next((shown for f, shown in sorted(self._unknown_fields.items()) if _mentions(body, f)), None)
             scripted = self._scripted.pop(0) if self._scripted and failure is None and unknown is None else None
             broken, self._break = self._break, None
@@ -1337,6 +1349,15 @@ def _gemini_embedding(body: dict[str, Any]) -> dict[str, Any]:
     text = _text_of((body.get("content") or {}).get("parts"))
     dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
     return {"values": embedding_vector(text, min(dims, 32))}
+
+
+def _presented_keys(req: RecordedRequest) -> set[str]:
+    """The credentials a request presents, in any family's header."""
+    keys = {req.headers.get(h, "") for h in ("x-api-key", "api-key", "x-goog-api-key")}
+    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        keys.add(token)
+    return keys - {""}
 
 
 def _mentions(value: Any, field: str) -> bool:

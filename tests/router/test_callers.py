@@ -1,0 +1,174 @@
+"""One caller cannot hurt another through the router's shared state.
+
+Two callers with their own provider keys (pass-through credentials) share one router: what fails
+for caller A's own reasons (A's key rate-limited or revoked, A's malformed, too long or filtered
+prompt) says nothing about the deployment, so it neither cools the deployment down nor moves a
+strategy away from it for caller B. What fails for the deployment (a 5xx, or a 429 on a key every
+caller shares) still does. The real openai SDK goes through ``RouterTransport`` to the fake provider.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from llm_cache.router import Router, RouterTransport
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def caller(router: Router, key: str) -> openai.OpenAI:
+    transport = RouterTransport(router)
+    return openai.OpenAI(api_key=key, max_retries=0, http_client=httpx2.Client(transport=transport))
+
+
+def passthrough(fake: Any, *ids: str, key: str | None = None, **settings: Any) -> dict[str, Any]:
+    """A group `gpt` of deployments on the fake provider; without `key`, each caller's own key is sent."""
+    deployments = [
+        {"id": i, "model": f"real-{i}", "api_base": fake.openai_base_url, **({"api_key": key} if key else {})}
+        for i in ids
+    ]
+    return {
+        "groups": {"gpt": {"deployments": deployments}},
+        "settings": {"num_retries": 0, "allowed_fails": 1, **settings},
+    }
+
+
+def context_too_long(fake: Any) -> None:
+    error = {"message": "This model's maximum context length is 8192 tokens.", "code": "context_length_exceeded"}
+    fake.fail_next(3, 400, {"error": {**error, "type": "invalid_request_error"}})
+
+
+def content_filtered(fake: Any) -> None:
+    error = {"message": "The response was filtered.", "code": "content_filter", "type": "invalid_request_error"}
+    fake.fail_next(3, 400, {"error": error})
+
+
+CALLER_FAULTS = {
+    "own_key_rate_limited_with_retry_after": lambda fake: fake.refuse_key("key-a", 429, {"retry-after": "30"}),
+    "own_key_rate_limited_with_retry_after_ms": lambda fake: fake.refuse_key("key-a", 429, {"retry-after-ms": "9000"}),
+    "own_key_rate_limited": lambda fake: fake.refuse_key("key-a", 429),
+    "own_key_invalid": lambda fake: fake.refuse_key("key-a", 401),
+    "own_key_forbidden": lambda fake: fake.refuse_key("key-a", 403),
+    "malformed_body": lambda fake: fake.refuse_key("key-a", 400),
+    "context_too_long": context_too_long,
+    "content_filtered": content_filtered,
+}
+
+
+@pytest.mark.parametrize("fault", list(CALLER_FAULTS), ids=list(CALLER_FAULTS))
+def test_a_callers_own_failures_never_cool_down_a_deployment_for_another_caller(
+    fake_provider, make_router, fault
+) -> None:
+    router = make_router(passthrough(fake_provider, "only"))
+    CALLER_FAULTS[fault](fake_provider)
+    a, b = caller(router, "key-a"), caller(router, "key-b")
+    for _ in range(3):
+        with pytest.raises(openai.APIStatusError) as refused:
+            a.chat.completions.create(model="gpt", messages=HI)
+        assert refused.value.response.headers.get("x-router-error") is None  # the provider's own answer
+    answer = b.chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "only"
+    assert router.deployment_state("only").breaker.state == "closed"
+    assert fake_provider.last.headers["authorization"] == "Bearer key-b"
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_a_failure_of_the_key_every_caller_shares_still_cools_the_deployment_down(
+    fake_provider, make_router, status
+) -> None:
+    router = make_router(passthrough(fake_provider, "only", key="operator-key"))
+    fake_provider.refuse_key("operator-key", status, {"retry-after": "30"})
+    a, b = caller(router, "key-a"), caller(router, "key-b")
+    with pytest.raises(openai.APIStatusError):
+        a.chat.completions.create(model="gpt", messages=HI)
+    count = fake_provider.count()
+    with pytest.raises(openai.APIStatusError) as cooling:
+        b.chat.completions.create(model="gpt", messages=HI)
+    assert cooling.value.response.headers["x-router-error"] == "all_deployments_cooling"
+    assert fake_provider.count() == count  # B was not sent to a deployment known to be failing
+
+
+def test_a_callers_own_rate_limit_still_makes_that_caller_wait_and_retry(fake_provider, make_router, clock) -> None:
+    """The rule is about the shared state only: caller A's retry still honours A's Retry-After."""
+    router = make_router(passthrough(fake_provider, "only", num_retries=2))
+    fake_provider.refuse_key("key-a", 429, {"retry-after": "2"})
+    with pytest.raises(openai.RateLimitError):
+        caller(router, "key-a").chat.completions.create(model="gpt", messages=HI)
+    assert fake_provider.count() == 3 and clock.sleeps == [2.0, 2.0]
+    assert router.deployment_state("only").breaker.state == "closed"
+
+
+def test_requests_refused_for_the_callers_reasons_do_not_count_in_a_deployments_usage(
+    fake_provider, make_router
+) -> None:
+    """A caller asking for `max_tokens` far beyond any budget, refused, does not fill the usage window
+    that a usage-based strategy routes the other callers by."""
+    config = passthrough(fake_provider, "one", "two", routing_strategy="usage")
+    for deployment in config["groups"]["gpt"]["deployments"]:
+        deployment["tpm"] = 100_000
+    router = make_router(config)
+    fake_provider.refuse_key("key-a", 400)
+    a, b = caller(router, "key-a"), caller(router, "key-b")
+    for _ in range(3):
+        with pytest.raises(openai.BadRequestError):
+            a.chat.completions.create(model="gpt", messages=HI, max_tokens=10**12)
+    assert [router.deployment_state(d).window_usage() for d in ("one", "two")] == [(0, 0), (0, 0)]
+    served = [b.chat.completions.with_raw_response.create(model="gpt", messages=HI) for _ in range(4)]
+    assert sorted(r.headers["x-router-deployment"] for r in served) == ["one", "one", "two", "two"]
+
+
+# ----------------------------------------------------------------------------- a caller's key on fallbacks
+
+
+def fallback_to(requested: str, fallback: str) -> dict[str, Any]:
+    """`gpt` on a keyless deployment at `requested`, falling back to `cheap`, keyless, at `fallback`."""
+    return {
+        "groups": {
+            "gpt": {"deployments": [{"id": "gpt", "model": "gpt-real", "api_base": requested}]},
+            "cheap": {"deployments": [{"id": "cheap", "model": "cheap-real", "api_base": fallback}]},
+        },
+        "settings": {"num_retries": 0, "fallbacks": [{"gpt": ["cheap"]}]},
+    }
+
+
+def test_a_fallback_elsewhere_never_gets_the_callers_own_key(fakes, fake_provider, make_router) -> None:
+    """The caller's key was entrusted to the deployments of the group it asked for; a keyless fallback
+    at another host (a third-party OpenAI-compatible server) gets none of it."""
+    fakes["a"].fail(("status", 500, None, None))
+    router = make_router(fallback_to(f"{fakes['a'].url}/v1", fake_provider.openai_base_url))
+    answer = caller(router, "sk-caller").chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.headers["x-router-fallback-from"] == "gpt"
+    assert fakes["a"].seen[0].headers["authorization"] == "Bearer sk-caller"
+    assert "authorization" not in fake_provider.last.headers
+
+
+def test_a_fallback_at_the_same_host_still_gets_the_callers_own_key(fakes, make_router) -> None:
+    fakes["a"].fail(("status", 500, None, None))
+    router = make_router(fallback_to(f"{fakes['a'].url}/v1", f"{fakes['a'].url}/v1"))
+    caller(router, "sk-caller").chat.completions.create(model="gpt", messages=HI)
+    assert [s.headers["authorization"] for s in fakes["a"].seen] == ["Bearer sk-caller"] * 2
+
+
+def test_a_fallback_elsewhere_never_gets_the_callers_key_from_the_query(fakes, fake_provider, make_router) -> None:
+    """Gemini's `?key=` is a credential too."""
+    fakes["a"].fail(("status", 500, None, None))
+    config = {
+        "groups": {
+            "gem": {"deployments": [{"id": "gem", "family": "gemini", "model": "g1", "api_base": fakes["a"].url}]},
+            "gem2": {"deployments": [{"id": "gem2", "family": "gemini", "model": "g2", "api_base": fake_provider.url}]},
+        },
+        "settings": {"num_retries": 0, "fallbacks": [{"gem": ["gem2"]}]},
+    }
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    with httpx2.Client(transport=RouterTransport(make_router(config))) as client:
+        answer = client.post(
+            "http://gemini.invalid/v1beta/models/gem:generateContent?key=caller-key&alt=json", json=body
+        )
+    assert answer.status_code == 200 and answer.headers["x-router-fallback-from"] == "gem"
+    assert "key=caller-key" in fakes["a"].seen[0].query
+    assert fake_provider.last.path == "/v1beta/models/g2:generateContent"
+    assert "caller-key" not in fake_provider.last.query and "alt=json" in fake_provider.last.query
