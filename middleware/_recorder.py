@@ -12,16 +12,17 @@ import logging
 import sys
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from .._wire import decompressor
 from ._entry import Entry, EntryError, replayable_header
+from ._freshness import capped_ttl, upstream_rules
 from ._hooks import AnswerView
 from ._settings import CacheSettings, CacheStats
 from ._types import CACHE_HEADER, FALLBACK_FROM_HEADER, KEY_HEADER, ORIGIN_HEADERS, CacheRequest, Lookup, Outcome
 from .providers import Endpoint, StreamAssembler
-from .providers.base import StreamFilter
+from .providers.base import JSON_MEDIA_TYPE, StreamFilter
 
 logger = logging.getLogger("llm_cache.middleware")
 
@@ -125,6 +126,7 @@ class Recorder:
         "_decoder",
         "_done",
         "_filter",
+        "_fresh_for",
         "_handle",
         "_lookup",
         "_origin",
@@ -154,9 +156,11 @@ class Recorder:
         self._done = False
         self._origin: tuple[tuple[str, str], ...] = ()
         self._ttl: float | None = None
+        self._fresh_for: float | None = None
+        """The most seconds the upstream lets its answer be kept (its `s-maxage`/`max-age`), if it said."""
 
-    def start(self, status: int, headers: Mapping[str, str]) -> None:
-        """Called with the upstream status and headers, before any body chunk."""
+    def start(self, status: int, headers: Mapping[str, str], raw: Iterable[tuple[str, str]] = ()) -> None:
+        """Called with the upstream status and headers (`raw`: every pair, as sent), before any body chunk."""
         request = self._request
         if request.refused is not None:
             self._handle.refused(request, status)
@@ -181,20 +185,26 @@ class Recorder:
             self._not_storable(refused)
             return
         content_type = (headers.get("content-type") or "").lower()
-        if self._request.stream:
-            view = self._request.view()
-            expected = self._request.endpoint.stream_media_type(view)
-            if not content_type.startswith(expected):
-                self._not_storable(f"content-type {content_type or 'missing'} is not {expected}")
-                return
-            self._assembler = self._request.endpoint.assembler(view)
-        elif not content_type.startswith("application/json"):
-            self._not_storable(f"content-type {content_type or 'missing'} is not application/json")
+        expected = request.endpoint.stream_media_type(request.view()) if request.stream else JSON_MEDIA_TYPE
+        if not content_type.startswith(expected):
+            self._not_storable(f"content-type {content_type or 'missing'} is not {expected}")
             return
+        refused, self._fresh_for = upstream_rules(self._handle.settings, request, expected, raw)
+        if refused is not None:
+            self._not_storable(refused)
+            return
+        if self._fresh_for is not None:
+            self._ttl = capped_ttl(self._ttl, self._fresh_for, self._default_ttl())
+        if request.stream:
+            self._assembler = request.endpoint.assembler(request.view())
         try:
             self._decoder = decompressor(headers.get("content-encoding"))
         except ValueError as error:
             self._not_storable(str(error))
+
+    def _default_ttl(self) -> float | None:
+        policy_ttl = self._request.policy.ttl
+        return policy_ttl if policy_ttl is not None else self._handle.settings.ttl
 
     def _not_storable(self, why: str) -> None:
         self._storable = False
@@ -277,8 +287,8 @@ class Recorder:
         try:
             ttl, tags = self._ttl, frozenset[str]()
             verdict = await self._handle.after_answer(self._request, entry, ttl)
-            if verdict is not None:
-                ttl, tags = verdict.ttl, frozenset(verdict.tags)
+            if verdict is not None:  # (a hook's TTL too is cut to what the upstream allows)
+                ttl, tags = capped_ttl(verdict.ttl, self._fresh_for, self._default_ttl()), frozenset(verdict.tags)
             if verdict is not None and not verdict.store:
                 self._why = "hook: an after_answer hook vetoed storing"
             else:

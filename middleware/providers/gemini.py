@@ -33,12 +33,13 @@ from .sse import SSEDecoder
 
 ANSWER_HEADERS = AnswerHeaders(
     {
-        JSON_MEDIA_TYPE: ((b"content-type", b"application/json; charset=UTF-8"),),
+        JSON_MEDIA_TYPE: ((b"content-type", b"application/json; charset=UTF-8"), (b"cache-control", b"private")),
         "text/event-stream": ((b"content-type", b"text/event-stream"),),
     }
 )
-"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too);
-it names no call in a header."""
+"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too):
+Google's front end marks every JSON answer `private`, its SSE streams nothing; it names no call in a
+header."""
 
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 _STORE_TOOLS = ("fileSearch", "file_search", "retrieval")
