@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 import zlib
@@ -106,6 +107,22 @@ def unstorable_head(settings: CacheSettings, status: int, headers: Mapping[str, 
     return None
 
 
+_LENGTH = re.compile(r"[0-9]{1,19}")
+
+
+def declared_length(raw: Iterable[tuple[str, str]]) -> tuple[int | None, str | None]:
+    """(the body length an answer's `content-length` declares, or None; why no length can be believed:
+    two different ones, or one that is not a number). A server in front that does not hold the
+    upstream to it (an ASGI server may not) passes on a body cut short or padded."""
+    values = {part.strip() for name, value in raw if name.lower() == "content-length" for part in value.split(",")}
+    if not values:
+        return None, None
+    value = values.pop()
+    if values or not _LENGTH.fullmatch(value):
+        return None, "content-length: the answer declares no single length"
+    return int(value), None
+
+
 def miss_headers(request: CacheRequest, lookup: Lookup) -> list[tuple[str, str]]:
     """`x-cache` (and `x-cache-key` unless bypassed) on an answer that came from upstream."""
     if lookup.outcome is Outcome.BYPASS:
@@ -128,8 +145,10 @@ class Recorder:
         "_filter",
         "_fresh_for",
         "_handle",
+        "_length",
         "_lookup",
         "_origin",
+        "_received",
         "_request",
         "_size",
         "_status",
@@ -157,6 +176,10 @@ class Recorder:
         self._origin: tuple[tuple[str, str], ...] = ()
         self._ttl: float | None = None
         self._fresh_for: float | None = None
+        self._length: int | None = None
+        """The body length the answer's `content-length` declares, if it declares one."""
+        self._received = 0
+        """Bytes of the body recorded so far, as sent (before any decoding)."""
         """The most seconds the upstream lets its answer be kept (its `s-maxage`/`max-age`), if it said."""
 
     def start(self, status: int, headers: Mapping[str, str], raw: Iterable[tuple[str, str]] = ()) -> None:
@@ -181,6 +204,8 @@ class Recorder:
         if fallback_ttl is not None:
             self._ttl = fallback_ttl
         refused = unstorable_head(self._handle.settings, status, headers)
+        if refused is None:
+            self._length, refused = declared_length(raw)
         if refused is not None:
             self._not_storable(refused)
             return
@@ -232,7 +257,12 @@ class Recorder:
         """Record one upstream chunk; returns the bytes to pass on to the caller."""
         forward = chunk if self._filter is None else self._filter.feed(chunk)
         if self._storable and not self._done:
-            self._record(chunk)
+            self._received += len(chunk)
+            if self._length is not None and self._received > self._length:
+                self._not_storable(f"content-length: the body is longer than the {self._length} bytes it declares")
+                self._body.clear()
+            else:
+                self._record(chunk)
         return forward
 
     def flush(self) -> bytes:
@@ -352,6 +382,9 @@ class Recorder:
         else:
             if not exhausted:
                 self._why = "caller closed the response early"
+                return None
+            if self._length is not None and self._received != self._length:  # (a stream may end past its last event)
+                self._why = f"content-length: the body's {self._received} bytes are not the {self._length} it declares"
                 return None
             body = b"".join(self._body)
             from_stream = False

@@ -20,7 +20,7 @@ import openai
 import orjson
 import pytest
 
-from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stores import CountingStore
 
@@ -565,3 +565,89 @@ def test_an_answer_is_kept_no_longer_than_the_audio_it_names(fake_provider: Runn
         lifetime = audio.expires_at - time.time()
         assert kept is not None and kept <= lifetime + 1
         assert kept == (ttl if ttl is not None and ttl < lifetime else pytest.approx(lifetime, abs=5))
+
+
+CHAT_ANSWER = orjson.dumps(
+    {"id": "chatcmpl-1", "object": "chat.completion", "choices": [CHOICE], "usage": {"prompt_tokens": 7}}
+)
+STREAMED_ANSWER = _sse(
+    (None, {"id": "c", "object": "chat.completion.chunk", "choices": [{**CHOICE, "delta": CHOICE["message"]}]}),
+    (None, "[DONE]"),
+)
+
+
+@pytest.mark.parametrize(
+    ("call", "body", "length"),
+    [
+        (CHAT, CHAT_ANSWER, str(len(CHAT_ANSWER) - 5)),
+        (CHAT, CHAT_ANSWER, str(len(CHAT_ANSWER) + 5)),
+        (CHAT, CHAT_ANSWER, f"{len(CHAT_ANSWER)}, {len(CHAT_ANSWER) + 5}"),
+        (CHAT, CHAT_ANSWER, "lots"),
+        (CHAT.but(stream=True), STREAMED_ANSWER, str(len(STREAMED_ANSWER) - 5)),
+    ],
+    ids=["json-said-shorter", "json-said-longer", "json-said-twice", "json-not-a-length", "stream-said-shorter"],
+)
+async def test_an_answer_whose_content_length_is_not_its_length_is_relayed_and_never_stored(
+    fake_provider_session: RunningFakeProvider, call: Call, body: bytes, length: str
+) -> None:
+    """An ASGI server that does not hold an app to its `content-length` (httpx's `ASGITransport`
+    does not) passes such an answer on as the app sent it; it is not what the app meant to say
+    (cut, or padded), so it is never stored. (uvicorn and httpx fail it: nothing to store either.)"""
+    fake = fake_provider_session
+    cache = Cache()
+    media = "text/event-stream" if call.body.get("stream") else "application/json"
+    fake.fail_next(1, status=200, body=body, headers={"content-type": media, "content-length": length})
+    asgi = httpx2.ASGITransport(app=CacheMiddleware(fake.provider.app, cache=cache))
+    async with httpx2.AsyncClient(transport=asgi, base_url="http://llm.test") as http:
+        first = await http.post(call.path, content=orjson.dumps(call.body), headers=call.headers)
+        assert (first.status_code, first.content, first.headers["x-cache"]) == (200, body, "MISS")
+        assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)
+        second = await http.post(call.path, content=orjson.dumps(call.body), headers=call.headers)
+    assert second.headers["x-cache"] == "MISS" and second.content != body
+    assert not_stored_reasons(cache) == {"content-length"}
+
+
+def test_a_list_answer_the_upstream_marks_no_store_stores_none_of_its_items(
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    """The items of a list served item by item follow the upstream's Cache-Control as one answer does."""
+    fake_provider_session.send_headers({"cache-control": "no-store"})
+    cache = Cache()
+    listed = EMBEDDINGS.but(input=[QUESTION, "And of Spain?"])
+    with client(cache, fake_provider_session) as http:
+        answers = [listed.send(http) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "MISS"]
+    assert (cache.stats.stored, cache.stats.not_stored) == (0, 2)
+    assert not_stored_reasons(cache) == {"upstream-no-store"}
+
+
+LIES = {
+    # A JSON answer's content-type on an event stream, to a request that did not stream.
+    "sse-body-said-json": (CHAT, STREAMED_ANSWER, "application/json"),
+    # An event stream's content-type on a JSON answer, to a request that streamed.
+    "json-body-said-sse": (CHAT.but(stream=True), CHAT_ANSWER, "text/event-stream"),
+    # A stream of the right type and shape that never sends its terminal event.
+    "stream-without-done": (
+        CHAT.but(stream=True),
+        STREAMED_ANSWER.removesuffix(b"data: [DONE]\n\n"),
+        "text/event-stream",
+    ),
+    "messages-without-message-stop": (
+        MESSAGES.but(stream=True),
+        _sse(
+            ("message_start", {"type": "message_start", "message": MESSAGE}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}}),
+        ),
+        "text/event-stream",
+    ),
+}
+
+
+@pytest.mark.parametrize(("call", "body", "media"), LIES.values(), ids=LIES.keys())
+@LIBS
+def test_an_answer_that_lies_about_its_form_reaches_its_caller_as_sent_and_is_never_stored(
+    fake_provider_session: RunningFakeProvider, call: Call, body: bytes, media: str, lib: Any
+) -> None:
+    """Checked and found to hold: the content-type names the form the Recorder reads, and a body of the
+    other form (or a stream without its end) is never assembled into an answer."""
+    refused_then_asked_again(fake_provider_session, call, body, media, lib)
