@@ -232,9 +232,12 @@ class Recorder:
         return policy_ttl if policy_ttl is not None else self._handle.settings.ttl
 
     def _not_storable(self, why: str) -> None:
+        """The answer will not be stored: its coalesced waiters have nothing to wait for and go
+        upstream now, not when its body ends (a long generation, or a stream that never ends)."""
         self._storable = False
         if self._why is None:
             self._why = why
+        self._handle.release_waiters(self._lookup, None)
 
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`.

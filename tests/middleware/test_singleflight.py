@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx2
 import pytest
 import redis as syncredis
 
+from llm_cache.middleware import AsyncCachingTransport, Cache
 from llm_cache.middleware.stores import RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_distributed import CHAT, QUESTION, LocalPod, redis_pod, second_waiting_on_first, until
+from tests.middleware.test_engine import completion
 from tests.support.stores import CountingStore
 
 
@@ -263,6 +266,54 @@ async def test_when_the_leading_stream_is_closed_early_one_of_its_waiters_leads_
     assert sorted(answer["x_cache"] for answer in answers) == ["HIT", "HIT", "MISS"]
     assert len({answer["id"] for answer in answers}) == 1
     assert fake_provider.count(CHAT) == 2
+
+
+async def test_waiters_on_a_leader_whose_answer_will_not_be_stored_go_upstream_before_it_ends() -> None:
+    """Once the leader's answer is known not to be stored (here: its stream grew past
+    `max_response_bytes`; an upstream's `no-store`, a lying length), its waiters have nothing to wait
+    for and go upstream at once. Before, they waited for the leader's whole body: a long generation,
+    or a stream that never ends, held them until it ended or `coalesce_timeout` passed."""
+    grown, ended = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def leaders_stream() -> AsyncIterator[bytes]:
+        yield b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"P"}}]}\n\n'
+        await grown.wait()
+        yield b": " + b"x" * 2048 + b"\n\n"  # past the 1 KiB the cache keeps
+        await ended.wait()  # (the test never lets it end before the waiters are answered)
+        yield b"data: [DONE]\n\n"
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=leaders_stream())
+        return httpx2.Response(200, json=completion(calls))
+
+    store = CountingStore()
+    cache = Cache(store, max_response_bytes=1024)
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(upstream))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    headers = {"authorization": "Bearer sk-pod"}
+    streamed = {**body, "stream": True}
+    async with (
+        httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as http,
+        http.stream("POST", "/v1/chat/completions", json=streamed, headers=headers) as lead,
+    ):
+        chunks = lead.aiter_raw()
+        await anext(chunks)
+        joined = [asyncio.ensure_future(http.post("/v1/chat/completions", json=body, headers=headers)) for _ in "ab"]
+        await until(lambda: store.reads == 3, 10, "the later misses reading the store, then waiting")
+        grown.set()
+        await anext(chunks)
+        try:
+            async with asyncio.timeout(15):  # while the leader's stream has not ended
+                answers = await asyncio.gather(*joined)
+        finally:
+            ended.set()
+
+    assert [answer.headers["x-cache"] for answer in answers] == ["MISS", "MISS"]
+    assert (calls, cache.stats.stored) == (3, 2)
 
 
 async def test_a_leader_whose_answer_is_never_read_holds_later_misses_back_once_at_most(fake_provider: Any) -> None:
