@@ -232,11 +232,14 @@ class Recorder:
         return policy_ttl if policy_ttl is not None else self._handle.settings.ttl
 
     def _not_storable(self, why: str) -> None:
-        """The answer will not be stored: its coalesced waiters have nothing to wait for and go
-        upstream now, not when its body ends (a long generation, or a stream that never ends)."""
+        """The answer will not be stored: what was recorded of it is let go (a stream past the bound
+        may go on for ever), and its coalesced waiters, who have nothing to wait for, go upstream now,
+        not when its body ends (a long generation, or a stream that never ends)."""
         self._storable = False
         if self._why is None:
             self._why = why
+        self._body.clear()
+        self._assembler = self._decoder = None
         self._handle.release_waiters(self._lookup, None)
 
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -263,7 +266,6 @@ class Recorder:
             self._received += len(chunk)
             if self._length is not None and self._received > self._length:
                 self._not_storable(f"content-length: the body is longer than the {self._length} bytes it declares")
-                self._body.clear()
             else:
                 self._record(chunk)
         return forward
@@ -283,7 +285,6 @@ class Recorder:
         self._size += len(chunk)
         if self._size > limit:
             self._not_storable("response over max_response_bytes")
-            self._body.clear()
             return
         if self._assembler is not None:
             try:

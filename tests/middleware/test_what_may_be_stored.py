@@ -9,8 +9,11 @@ counted BYPASSes: never looked up, never stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import tracemalloc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +23,7 @@ import openai
 import orjson
 import pytest
 
-from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stores import CountingStore
 
@@ -651,3 +654,60 @@ def test_an_answer_that_lies_about_its_form_reaches_its_caller_as_sent_and_is_ne
     """Checked and found to hold: the content-type names the form the Recorder reads, and a body of the
     other form (or a stream without its end) is never assembled into an answer."""
     refused_then_asked_again(fake_provider_session, call, body, media, lib)
+
+
+async def test_a_stream_past_max_response_bytes_is_passed_on_whole_and_nothing_of_it_is_held() -> None:
+    """Past `max_response_bytes` the Recorder stops recording a stream (it will not be stored) and
+    lets go of what it had recorded: an upstream streaming an endless answer to many callers costs
+    the cache nothing per stream once past the bound. Before, each such stream kept its assembled
+    part (several times the bound, as parsed events) until it ended."""
+    cap, piece = 2 * 1024 * 1024, "y" * 60_000
+    event = _sse(
+        (None, {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]})
+    )
+    count = 3 * cap // len(event)
+    go_on = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(count):
+            yield event
+        await go_on.wait()
+        yield STREAMED_ANSWER
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=endless())
+
+    cache = Cache(max_response_bytes=cap)
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(upstream))
+    tracemalloc.start()
+    try:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as http:
+            ask = CHAT.but(stream=True)
+            async with http.stream("POST", ask.path, content=orjson.dumps(ask.body), headers=ask.headers) as streamed:
+                chunks, received = streamed.aiter_raw(), 0
+                while received < count * len(event):
+                    received += len(await anext(chunks))
+                held = tracemalloc.get_traced_memory()[0]
+                go_on.set()
+                rest = b"".join([chunk async for chunk in chunks])
+    finally:
+        tracemalloc.stop()
+    assert rest.endswith(b"data: [DONE]\n\n")
+    assert held < cap // 4, f"{held / 2**20:.1f} MiB held"
+    assert not_stored_reasons(cache) == {"response"}
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+NESTED = {
+    "whole-body": (CHAT, DEEP, "application/json"),
+    "a-field": (CHAT, CHAT_ANSWER[:-1] + b',"x":' + DEEP + b"}", "application/json"),
+    "a-stream-event": (CHAT.but(stream=True), b"data: " + DEEP + b"\n\n" + STREAMED_ANSWER, "text/event-stream"),
+}
+
+
+@pytest.mark.parametrize(("call", "body", "media"), NESTED.values(), ids=NESTED.keys())
+def test_an_answer_nested_100000_deep_is_relayed_and_never_stored(
+    fake_provider_session: RunningFakeProvider, call: Call, body: bytes, media: str
+) -> None:
+    """Checked and found to hold: the parser's depth limit refuses it (no recursion without bound)."""
+    refused_then_asked_again(fake_provider_session, call, body, media)
