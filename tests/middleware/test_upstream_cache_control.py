@@ -78,9 +78,11 @@ def not_stored_reasons(cache: Cache) -> set[str]:
     return {labels[0] for labels in cache.telemetry.snapshot().get("llm_cache_not_stored", {})}
 
 
-def twice(sdk: str, layer: str, cache: Cache, fake: RunningFakeProvider, stream: bool) -> list[str]:
-    """The same question asked twice: the `x-cache` of each (each answered in full)."""
-    with sdk_client(sdk, layer, cache, fake) as client:
+def twice(
+    sdk: str, layer: str, cache: Cache, fake: RunningFakeProvider, stream: bool, headers: dict[str, str] | None = None
+) -> list[str]:
+    """The same question asked twice (with these headers): the `x-cache` of each (each answered in full)."""
+    with sdk_client(sdk, layer, cache, fake, headers) as client:
         answers = [ask(client, stream) for _ in range(2)]
     assert all(text.startswith("Answer #") and QUESTION in text for _, text in answers)
     return [outcome for outcome, _ in answers]
@@ -227,3 +229,21 @@ def test_what_an_api_sends_with_every_answer_does_not_stop_storing(
     assert [a.headers["cache-control"] for a in answers] == ["private"] * 2 + [answers[2].headers["cache-control"]] * 2
     assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "MISS", "HIT"]
     assert [a.headers["x-cache"] for a in proxied] == ["MISS", "MISS"]
+
+
+def keep_an_hour(view: Any) -> None:
+    view.ttl = 3600.0
+
+
+@pytest.mark.parametrize("layer", ["transport", "middleware"])
+def test_an_upstream_max_age_bounds_the_ttl_a_hook_or_a_caller_asks_for_too(
+    fake_provider_session: RunningFakeProvider, layer: str
+) -> None:
+    """The upstream's word on its own answer is the last: an `after_answer` hook's TTL and a caller's
+    `x-cache-ttl` are cut to it as the operator's `ttl` is."""
+    fake_provider_session.send_headers({"cache-control": "max-age=60"})
+    for cache_options, headers in (({"hooks": {"after_answer": [keep_an_hour]}}, None), ({}, {"x-cache-ttl": "3600"})):
+        store = CountingStore()
+        cache = Cache(store, ttl=None, **cache_options)
+        assert twice("openai", layer, cache, fake_provider_session, False, headers) == ["MISS", "HIT"]
+        assert store.ttls == [60.0]
