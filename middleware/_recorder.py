@@ -254,6 +254,12 @@ class Recorder:
         return upstream + miss_headers(self._request, self._lookup)
 
     @property
+    def decodes(self) -> bool:
+        """The stream is decoded for the caller (`_DecodedFilter`): the relay feeds it in slices of
+        `DECODED_SLICE` bytes, so that no piece decodes to more than about a thousand times that."""
+        return isinstance(self._filter, _DecodedFilter)
+
+    @property
     def complete(self) -> bool:
         """The stream's terminal event has been recorded: the answer can be stored now, before the
         caller reads on (an SDK may stop reading at the terminal event and never close the stream)."""
@@ -409,6 +415,10 @@ def _ours_or_in(name: str, dropped: frozenset[str]) -> bool:
     return name in dropped or (name.startswith("x-cache") and (len(name) == 7 or name[7] == "-"))
 
 
+DECODED_SLICE = 4096
+"""Compressed bytes a stream decoded for its caller is fed in at a time: at most about 4 MiB decoded
+(gzip's ratio is at most about 1,032), whatever size the upstream's chunks are."""
+
 _FILTERED_DROPS = frozenset({"content-length"})
 _DECODED_DROPS = frozenset({"content-length", "content-encoding"})
 
@@ -441,4 +451,4 @@ class _DecodedFilter:
         return self._inner.feed(self._decoder.flush()) + self._inner.flush()
 
 
-__all__ = ["Recorder", "RecorderHandle", "miss_headers"]
+__all__ = ["DECODED_SLICE", "Recorder", "RecorderHandle", "miss_headers"]

@@ -10,6 +10,7 @@ counted BYPASSes: never looked up, never stored.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import time
 import tracemalloc
@@ -711,3 +712,38 @@ def test_an_answer_nested_100000_deep_is_relayed_and_never_stored(
 ) -> None:
     """Checked and found to hold: the parser's depth limit refuses it (no recursion without bound)."""
     refused_then_asked_again(fake_provider_session, call, body, media)
+
+
+async def test_a_compressed_stream_decoded_for_its_caller_is_decoded_a_bounded_piece_at_a_time() -> None:
+    """A stream the cache asked usage of is decoded for its caller (to hide the usage chunk). A gzip
+    chunk can decode to a thousand times its size: 128 KiB of it to 128 MiB of events. The caller gets
+    every decoded byte, a bounded piece at a time. Before, each upstream chunk was decoded whole, and
+    copied by the usage filter: hundreds of MiB at once in the cache's process for one chunk."""
+    event = _sse((None, {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}}]}))
+    padding = b": " + b" " * (1024 * 1024) + b"\n\n"  # an SSE comment: a MiB of spaces
+    decoded = event + padding * 128 + STREAMED_ANSWER
+    compressed = gzip.compress(decoded, 9)
+    assert len(compressed) < 256 * 1024
+
+    async def upstream_body() -> AsyncIterator[bytes]:
+        yield compressed  # one chunk, as a proxy that buffered it may send it
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "text/event-stream", "content-encoding": "gzip"}
+        return httpx2.Response(200, headers=headers, content=upstream_body())
+
+    transport = AsyncCachingTransport(cache=Cache(), inner=httpx2.MockTransport(upstream))
+    tracemalloc.start()
+    try:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as http:
+            ask = CHAT.but(stream=True)  # (no stream_options: the cache asks for usage, and hides it)
+            async with http.stream("POST", ask.path, content=orjson.dumps(ask.body), headers=ask.headers) as streamed:
+                assert "content-encoding" not in streamed.headers
+                received = 0
+                async for piece in streamed.aiter_raw():
+                    received += len(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert received == len(decoded)
+    assert peak < 48 * 1024 * 1024, f"{peak / 2**20:.0f} MiB at once"
