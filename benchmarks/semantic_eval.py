@@ -20,8 +20,10 @@ PROVENANCE.md; evaluation only, never shipped):
 
 Each set ends with a summary: average precision of the raw cosine ranking, precision and recall at
 the model's default threshold with the guard, and the lowest threshold whose precision (guard on)
-reaches 0.90, with its recall. `--speed` measures the CPU one embedding call takes (one text, and
-a batch of 32). `--split dev` scores only the development sets (LangCache and the Quora sample).
+reaches 0.90, with its recall. `--model` also takes the benchmark-only candidates of
+`candidate_embedders.py` (models found inside package-registry wheels). `--speed` measures the CPU
+one embedding call takes (one text, and a batch of 32). `--split dev` scores only the development
+sets (LangCache and the Quora sample).
 
 `--replay` replays Quora questions as a workload (see `replay`): bounded mode at 1%, 2% and 5%
 against static thresholds. With `--prior-pairs N`, bounded mode is also replayed warm-started from N
@@ -63,12 +65,13 @@ from llm_cache.middleware.semantic.embedders import OnnxMiniLMEmbedder, Sentence
 from llm_cache.middleware.semantic.models import MINILM, MODELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, when run as a script
+from benchmarks.candidate_embedders import CANDIDATES, Candidate  # noqa: E402
 from benchmarks.warm_bound import WarmBound  # noqa: E402
 from tests.support.semantic_workload import known_answer_workload  # noqa: E402
 
 THRESHOLDS = (0.8, 0.85, 0.88, 0.9, 0.91, 0.92, 0.93, 0.95)
 TARGET_PRECISION = 0.90
-LocalEmbedder = SentenceTransformerEmbedder | OnnxMiniLMEmbedder
+LocalEmbedder = SentenceTransformerEmbedder | OnnxMiniLMEmbedder | Candidate
 
 
 def langcache(data: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -642,10 +645,12 @@ def main() -> None:
     parser.add_argument("--lookup", action="store_true", help="time the semantic lookup")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="bounded vs static on N known answers")
     parser.add_argument("--entries", type=int, default=100_000)
-    parser.add_argument("--model", choices=sorted(MODELS), default=MINILM, help="the local embedding model")
+    parser.add_argument(
+        "--model", choices=[*sorted(MODELS), *CANDIDATES], default=MINILM, help="the local embedding model"
+    )
     parser.add_argument("--speed", action="store_true", help="time one embedding call (1 text, 32 texts)")
     args = parser.parse_args()
-    embedder = local_embedder(args.model)
+    embedder = CANDIDATES[args.model]() if args.model in CANDIDATES else local_embedder(args.model)
     default = embedder.default_threshold or 0.9
     print(
         f"# {time.strftime('%Y-%m-%d')} · Python {platform.python_version()} · {platform.machine()} · {embedder.name}"

@@ -83,11 +83,12 @@ def role_of(message: Any) -> Any:
 
 
 def _mark(body: dict[str, Any], target: tuple[str, int], marker: Mapping[str, Any]) -> int:
-    """Put `marker` on the last markable block of `target`; 1 if placed."""
+    """Put `marker` on the last markable block of `target`; 1 if placed. Of the tools, the last one loaded
+    up front: Anthropic refuses `cache_control` on a tool with `defer_loading` (tool search loads it later)."""
     section, index = target
     if section == "tools":
-        tool = body["tools"][-1]
-        if not isinstance(tool, dict):
+        tool = next((t for t in reversed(body["tools"]) if isinstance(t, dict) and not t.get("defer_loading")), None)
+        if tool is None:
             return 0
         tool["cache_control"] = dict(marker)
         return 1

@@ -45,11 +45,12 @@ class Auth:
 
     `headers` are read in order; `authorization` holds a `Bearer` token (or a SigV4 signature,
     whose access key id and session token are the credential, not the per-request signature).
-    `query` names a query parameter that carries the credential (Gemini's `key`).
+    `query` names the query parameters that carry the credential (Gemini's `key`, and Google's
+    `access_token` and its older name `oauth_token`, an OAuth token as `Authorization: Bearer` holds).
     """
 
     headers: tuple[str, ...]
-    query: str | None = None
+    query: tuple[str, ...] = ()
 
     def credential(self, headers: Mapping[str, str], query: str, repeated: Collection[str] = ()) -> str | None:
         """The credential, or None when the request carries none (or only empty ones).
@@ -69,8 +70,8 @@ class Auth:
                 raise AmbiguousCredential(f"two different credentials ({', '.join(self.sources)})")
             found = value
         # (a name may come escaped, `%6Bey=`: the provider decodes it, so the parse runs for any escape)
-        if self.query is not None and (f"{self.query}=" in query or "%" in query):
-            values = {value for name, value in parse_qsl(query) if name == self.query and value}
+        if self.query and ("%" in query or any(f"{name}=" in query for name in self.query)):
+            values = {value for name, value in parse_qsl(query) if name in self.query and value}
             if len(values) > 1 or (values and found is not None and found not in values):
                 raise AmbiguousCredential(f"two different credentials ({', '.join(self.sources)})")
             if values:
@@ -84,7 +85,7 @@ class Auth:
 
     @property
     def sources(self) -> tuple[str, ...]:
-        return self.headers + ((f"{self.query}=",) if self.query else ())
+        return self.headers + tuple(f"{name}=" for name in self.query)
 
 
 def _other_scheme(value: str, headers: Mapping[str, str]) -> str:
@@ -105,8 +106,9 @@ AZURE = Auth(("api-key", "authorization"))
 """Azure OpenAI: `api-key`, or `Authorization: Bearer` with a Microsoft Entra token."""
 ANTHROPIC = Auth(("x-api-key", "authorization"))
 """Anthropic: `x-api-key`, or `Authorization: Bearer` with an OAuth token (the SDK's `auth_token`)."""
-GEMINI = Auth(("x-goog-api-key", "authorization"), query="key")
-"""Gemini: `x-goog-api-key` or `?key=`, or `Authorization: Bearer` with an OAuth token (Vertex AI)."""
+GEMINI = Auth(("x-goog-api-key", "authorization"), query=("key", "access_token", "oauth_token"))
+"""Gemini: `x-goog-api-key` or `?key=`, or an OAuth token (Vertex AI) in `Authorization: Bearer` or, as
+Google's system parameter, `?access_token=`."""
 BEDROCK = Auth(("authorization",))
 """Bedrock: a SigV4 signature (access key id and session token), or a Bedrock API key as a Bearer token."""
 
@@ -135,26 +137,27 @@ def under(url: str, base: str) -> bool:
 
 
 def without_query_credential(query: str) -> str:
-    """`query` without the credential a query string may carry (Gemini's `key=`, its name escaped or not:
-    the provider decodes it, as `Auth.credential` does)."""
-    name = GEMINI.query
-    if name is None or (f"{name}=" not in query and "%" not in query):
+    """`query` without the credentials a query string may carry (Gemini's `key=`, Google's `access_token=`,
+    their names escaped or not: the provider decodes them, as `Auth.credential` does)."""
+    names = GEMINI.query
+    if "%" not in query and not any(f"{name}=" in query for name in names):
         return query
     pairs = parse_qsl(query, keep_blank_values=True)
-    kept = [(k, v) for k, v in pairs if k != name]
+    kept = [(k, v) for k, v in pairs if k not in names]
     return query if len(kept) == len(pairs) else urlencode(kept)  # (a query naming none is forwarded as written)
 
 
 def masked_query_credential(query: str) -> str:
-    """`query` as sent, with the value of each credential parameter (Gemini's `key=`, its name
-    percent-encoded or not) replaced by `***`: what a log line may show of a request's query."""
-    name = GEMINI.query
-    if name is None or "=" not in query:
+    """`query` as sent, with the value of each credential parameter (Gemini's `key=`, Google's
+    `access_token=`, their names percent-encoded or not) replaced by `***`: what a log line may show of a
+    request's query."""
+    names = GEMINI.query
+    if "=" not in query:
         return query
     pairs = query.split("&")
     for i, pair in enumerate(pairs):
         key, equals, _ = pair.partition("=")
-        if equals and unquote_plus(key) == name:
+        if equals and unquote_plus(key) in names:
             pairs[i] = f"{key}=***"
     return "&".join(pairs)
 

@@ -17,7 +17,7 @@ import orjson
 from ._hooks import ForwardView, Hooks, RequestInfo
 from ._keys import parse_body
 from ._prompt_caching import REFUSALS, CachedContents, PromptCaching, refused_cached_content
-from ._types import UPSTREAM_HEADER, CacheRequest, Run, Steps
+from ._types import CacheRequest, Run, Steps
 from .providers import Endpoint
 from .stores.base import Store
 
@@ -34,18 +34,20 @@ _MEMO_LIMIT = 1024
 """Most upstreams whose refusals are remembered."""
 
 
-def _upstream_of(headers: Mapping[str, str], endpoint: Endpoint) -> str:
+def _upstream_of(upstream: str | None, headers: Mapping[str, str], endpoint: Endpoint) -> str:
     """The upstream a refusal names: the URL the driver names (transports, gateway, a `CacheMiddleware`
     given `upstream`), else the request's host and endpoint."""
-    return headers.get(UPSTREAM_HEADER) or f"{headers.get('host') or ''} {endpoint.name}"
+    return upstream or f"{headers.get('host') or ''} {endpoint.name}"
 
 
-def _learner(headers: Mapping[str, str], endpoint: Endpoint, scope: str, model: str | None) -> _Learner:
+def _learner(
+    upstream: str | None, headers: Mapping[str, str], endpoint: Endpoint, scope: str, model: str | None
+) -> _Learner:
     """Whom a refusal is remembered for: the upstream, the caller's scope and the model. A caller's own
     content can make an addition invalid (Anthropic refuses `cache_control` on an empty text block), and
     a model may lack a feature another has: what one caller's request taught never switches an
     addition off for another caller, nor for another model."""
-    return _upstream_of(headers, endpoint), scope, (model or "")[:_MODEL_CHARS]
+    return _upstream_of(upstream, headers, endpoint), scope, (model or "")[:_MODEL_CHARS]
 
 
 _Learner = tuple[str, str, str]
@@ -83,7 +85,7 @@ class Additions:
         if endpoint.form_body:  # a multipart upload is never rewritten
             return body
         if caching is not None and not self.accepts(
-            request.headers, endpoint, PROMPT_CACHE_HINTS, request.scope, request.model
+            request.upstream, request.headers, endpoint, PROMPT_CACHE_HINTS, request.scope, request.model
         ):
             caching = None
         if caching is None and not self._forwarding:
@@ -147,7 +149,7 @@ class Additions:
         addition, request.refused = request.refused, None
         if addition is None or not 200 <= status < 300:
             return False
-        learner = _learner(request.headers, request.endpoint, request.scope, request.model)
+        learner = _learner(request.upstream, request.headers, request.endpoint, request.scope, request.model)
         if len(self._refusals) >= _MEMO_LIMIT and learner not in self._refusals:
             self._refusals.clear()
         self._refusals[learner] = self._refusals.get(learner, frozenset()) | {addition}
@@ -159,10 +161,16 @@ class Additions:
         return True
 
     def accepts(
-        self, headers: Mapping[str, str], endpoint: Endpoint, addition: str, scope: str, model: str | None
+        self,
+        upstream: str | None,
+        headers: Mapping[str, str],
+        endpoint: Endpoint,
+        addition: str,
+        scope: str,
+        model: str | None,
     ) -> bool:
         """Whether `addition` may be made to a request of this caller (`scope`) and model to this upstream."""
-        refused = self._refusals.get(_learner(headers, endpoint, scope, model))
+        refused = self._refusals.get(_learner(upstream, headers, endpoint, scope, model))
         return refused is None or addition not in refused
 
 

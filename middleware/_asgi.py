@@ -25,7 +25,6 @@ from ._headers import decoded, encoded, read_headers, with_length
 from ._paths import MountedPaths
 from ._relay import AsgiRelay
 from ._types import (
-    UPSTREAM_HEADER,
     UPSTREAM_SCOPE,
     Abandoned,
     Action,
@@ -86,15 +85,11 @@ class CacheMiddleware:
             return
         cache = self.cache
         plain, repeated = read_headers(scope["headers"], self.header_names)
-        if self.upstream is not None:
-            plain[UPSTREAM_HEADER] = self.upstream + path
-        elif (named := scope.get(UPSTREAM_SCOPE)) is not None:  # the gateway's, in the scope
-            plain[UPSTREAM_HEADER] = named
-        elif UPSTREAM_HEADER in plain:  # a caller's: keyed, it would file the answer under another upstream
-            del plain[UPSTREAM_HEADER]
+        # the upstream: this middleware's own, or the gateway's in the scope (which no caller can reach)
+        upstream = self.upstream + path if self.upstream is not None else scope.get(UPSTREAM_SCOPE)
         query = scope.get("query_string", b"").decode("latin-1")
-        # (`repeated` and the scope positionally: a keyword costs the call a search of the parameter names)
-        prepared = cache.prepare_route(route, scope["method"], path, query, plain, body, repeated, scope)
+        # (positionally: a keyword costs the call a search of the parameter names)
+        prepared = cache.prepare_route(route, scope["method"], path, query, plain, body, repeated, scope, upstream)
         if type(prepared) is CacheRequest:
             parts = await cache.hit(prepared)
             if parts is not None:  # a hit: answered before any per-request state is made

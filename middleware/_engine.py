@@ -47,7 +47,6 @@ from ._keys import (
     digest_of,
     function_scope,
     header_scope,
-    key_query,
     key_space,
     namespace_prefix,
     parse_body,
@@ -65,7 +64,6 @@ from ._singleflight import SingleFlight
 from ._types import (
     CACHE_HEADER,
     KEY_HEADER,
-    UPSTREAM_HEADER,
     Abandoned,
     Action,
     Answer,
@@ -281,12 +279,13 @@ class Cache:
         *,
         repeated: Collection[str] = (),
         asgi_scope: Mapping[str, Any] | None = None,
+        upstream: str | None = None,
     ) -> CacheRequest | ForwardAsIs | Rejection | None:
         """Classify a request. `headers` must answer `.get()` for lower-case names."""
         route = self.route(method, path)
         if route is None:
             return None
-        return self.prepare_route(route, method, path, query, headers, body, repeated=repeated, asgi_scope=asgi_scope)
+        return self.prepare_route(route, method, path, query, headers, body, repeated, asgi_scope, upstream)
 
     def prepare_route(
         self,
@@ -298,24 +297,29 @@ class Cache:
         body: bytes,
         repeated: Collection[str] = (),
         asgi_scope: Mapping[str, Any] | None = None,
+        upstream: str | None = None,
     ) -> CacheRequest | ForwardAsIs | Rejection:
         """The engine's view of an LLM call. Never raises: a request it cannot key is a `ForwardAsIs`.
 
         `repeated` names the headers the request sent more than once (adapters that collapse headers
         into a dict pass it; only credential headers matter). `asgi_scope` is the ASGI scope a scope
-        function may read (CacheMiddleware passes it)."""
+        function may read (CacheMiddleware passes it). `upstream` is the URL the driver sends the call
+        to (`scheme://host:port/path`), from what the driver trusts (its own configuration, the
+        gateway's routing): the key names it, so two upstreams never share an entry. Never a request
+        header: a caller's `x-llm-cache-upstream` is just another header here."""
         try:
             memo = self._memo
             if memo is None or type(body) is not bytes:  # (a bytearray cannot be a dict key)
-                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
-            identity = (method, path, query, body, repeated if isinstance(repeated, frozenset) else frozenset(repeated))
+                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope, upstream)
+            names = repeated if isinstance(repeated, frozenset) else frozenset(repeated)
+            identity = (method, path, query, body, names, upstream)
             known = memo.find(identity, headers)
             if known is not None:
                 return known.again(headers)
             reads = memo.recorder(identity, headers)
             if reads is None:
-                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope)
-            prepared = self._prepare(route, method, path, query, reads, body, repeated, asgi_scope)
+                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope, upstream)
+            prepared = self._prepare(route, method, path, query, reads, body, repeated, asgi_scope, upstream)
             if isinstance(prepared, CacheRequest):
                 prepared.headers = headers
                 if prepared.bypass is None:
@@ -335,6 +339,7 @@ class Cache:
         body: bytes,
         repeated: Collection[str],
         asgi_scope: Mapping[str, Any] | None,
+        upstream: str | None,
     ) -> CacheRequest | ForwardAsIs | Rejection:
         if self.too_large(len(body)):
             return self.oversized(route, path)
@@ -402,10 +407,12 @@ class Cache:
                 twice = next((name for name, _ in endpoint.header_key(headers) if name in repeated), None)
                 if twice is not None:
                     raise KeyFailure(f"the {twice} header appears more than once")
-            key = self._key(route, query, headers, parsed, namespace, scope, exact)
+            key = self._key(route, query, headers, parsed, namespace, scope, exact, upstream)
             items = endpoint.items(route, parsed) if bypass is None and not stream else None
             if items is not None:  # a list request, served item by item (`_items.py`)
-                item_keys = tuple(self._key(route, query, headers, item, namespace, scope, exact) for item in items)
+                item_keys = tuple(
+                    self._key(route, query, headers, item, namespace, scope, exact, upstream) for item in items
+                )
         except (NoIdentity, KeyFailure) as error:
             bypass, item_keys = self._unkeyed(path, error), ()
         captured = False
@@ -413,7 +420,9 @@ class Cache:
         if stream and bypass is None and not policy.no_store and self.settings.capture_stream_usage:
             capture = (
                 endpoint.capture_body(parsed)
-                if self._additions.accepts(headers, endpoint, STREAM_USAGE, scope, endpoint.model(route, parsed))
+                if self._additions.accepts(
+                    upstream, headers, endpoint, STREAM_USAGE, scope, endpoint.model(route, parsed)
+                )
                 else None
             )
             if capture is not None:
@@ -435,6 +444,7 @@ class Cache:
             scope=scope,
             exact=exact,
             item_keys=item_keys,
+            upstream=upstream,
         )
 
     def _scope(
@@ -509,11 +519,12 @@ class Cache:
         namespace: str,
         scope: str,
         exact: bool,
+        upstream: str | None,
     ) -> str:
         endpoint = route.endpoint
         model = endpoint.model(route, body)
         volatile = self._volatile[endpoint.name]
-        keyed_query = key_query(query)
+        keyed_query = endpoint.key_query(route, query)
         if endpoint.keyed_headers:  # settings some APIs take in headers (Bedrock's guardrails, trace, ...)
             if keyed_query and endpoint.header_key(dict(keyed_query)):  # kept beside the query: never spelled in it
                 raise KeyFailure("a query parameter is named as a header setting the key holds")
@@ -533,13 +544,21 @@ class Cache:
                 exact=exact,
             )
             digest = built_digest(self._key_builder, key_request)
-        upstream = headers.get(UPSTREAM_HEADER)
         if upstream:  # the answers of two upstream URLs never mix
             digest = f"u{_memo_hash(endpoint.upstream_identity(upstream), self._scopes)}.{digest}"
         return compose_key(self.key_space, namespace, scope, digest)
 
     def _context_key(self, request: CacheRequest, body: dict[str, Any], namespace: str) -> str:
-        return self._key(request.route, request.query, request.headers, body, namespace, request.scope, request.exact)
+        return self._key(
+            request.route,
+            request.query,
+            request.headers,
+            body,
+            namespace,
+            request.scope,
+            request.exact,
+            request.upstream,
+        )
 
     def key_for(
         self,
@@ -548,13 +567,15 @@ class Cache:
         headers: Mapping[str, str] | None = None,
         query: str = "",
         method: str = "POST",
+        upstream: str | None = None,
     ) -> str:
         """The key a request would be stored under, computed ahead of time (for targeted deletes).
 
         `path` is the request's path as the ASGI middleware sees it, or the full URL the request is
         sent to (`https://api.openai.com/v1/chat/completions`): the transports and the gateway key
-        their entries by that URL (so two upstreams never share one), and so must a targeted delete."""
-        return self._prepared(path, body, headers, query, method).key
+        their entries by that URL (so two upstreams never share one), and so must a targeted delete.
+        `upstream` names that URL apart, for a path the driver sends elsewhere than it reads (the gateway's)."""
+        return self._prepared(path, body, headers, query, method, upstream).key
 
     def _prepared(
         self,
@@ -563,6 +584,7 @@ class Cache:
         headers: Mapping[str, str] | None,
         query: str,
         method: str = "POST",
+        upstream: str | None = None,
     ) -> CacheRequest:
         try:
             raw = body if isinstance(body, bytes) else orjson.dumps(dict(body))
@@ -571,9 +593,9 @@ class Cache:
         lowered = lower_headers(headers or {})
         if path.startswith(("http://", "https://")):  # a full URL: keyed as the transports key it
             url = urlsplit(path)
-            lowered[UPSTREAM_HEADER] = f"{url.scheme}://{url.netloc}{url.path}"
+            upstream = upstream or f"{url.scheme}://{url.netloc}{url.path}"
             path, query = url.path, query or url.query
-        prepared = self.prepare(method, path, query, lowered, raw)
+        prepared = self.prepare(method, path, query, lowered, raw, upstream=upstream)
         if not isinstance(prepared, CacheRequest):
             raise ValueError(f"not a cacheable LLM request: {path!r}")
         if not prepared.key:
@@ -871,7 +893,7 @@ class Cache:
         if request.stream:
             view = request.view()
             try:
-                events = self._replays.events(entry)
+                events = self._replays.events(entry, endpoint)
                 body = (
                     endpoint.render_stream(entry.body, view) if events is None else endpoint.render_events(events, view)
                 )

@@ -43,6 +43,37 @@ def loads(data: bytes | str) -> Any:
     return _exact_loads(raw)
 
 
+def loads_spelt(data: bytes | str) -> Any:
+    """`loads`, keeping the spelling of every number `dumps` would write otherwise: a number with an
+    exponent (`1e-05`, written by Python's `json`, is `0.00001` to orjson) comes back as an
+    `orjson.Fragment` of its text too. For stream events and the answers assembled from them, so that
+    a replay writes each number as the provider did; a document without an exponent (nearly every
+    one) takes `loads`' path. (Not for embeddings and other bulk answers: their exponents are many,
+    and a hit of them is the provider's own bytes.)"""
+    raw = data.encode() if isinstance(data, str) else data
+    marks = raw.translate(_WIDE_MARKS)
+    if not any(wide in marks for wide in _WIDE) and not any(spelt in marks for spelt in _SPELT):
+        return orjson.loads(raw)
+    try:
+        return json.loads(
+            raw.decode("utf-8"), parse_float=_spelt_float, parse_int=_exact_int, parse_constant=_no_constants
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+_SPELT = (b"ded", b"desd")
+"""A number token with an exponent, as `_WIDE_MARKS` writes it (a digit, `e` or `E`, a digit or a sign
+and a digit): one `dumps` may spell otherwise."""
+
+
+def _spelt_float(text: str) -> float | orjson.Fragment:
+    value = float(text)
+    if math.isfinite(value) and orjson.dumps(value) == text.encode():
+        return value  # written back as it came
+    return orjson.Fragment(text)
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON; integers beyond 64 bits are written whole."""
     try:
@@ -63,6 +94,42 @@ def dumps_spaced(value: Any) -> str:
 def _spaced(match: re.Match[str]) -> str:
     token = match.group()
     return token + " " if token in _SEPARATORS else token
+
+
+COMPACT, KEY_SPACED, SPACED, ASCII = 0, 1, 2, 4
+"""How a JSON text is spelt (`spelt`): compact (orjson's, `dumps`); a space after each key's `:` only,
+as Gemini streams; a space after each `:` and `,`, as Python's `json` writes by default; and, with
+`ASCII` added, every character outside ASCII escaped (`\\u00e9`), as Python's `json` does by default."""
+_SPELLINGS = (KEY_SPACED, SPACED, ASCII, KEY_SPACED | ASCII, SPACED | ASCII)
+_OUTSIDE_ASCII = re.compile("[^\x00-\x7e]")
+
+
+def spelt(compact: bytes, spelling: int) -> bytes:
+    """The compact JSON text `compact` (as `dumps` writes it) spelt as `spelling` says."""
+    if spelling == COMPACT:
+        return compact
+    text = compact.decode()
+    if spelling & (KEY_SPACED | SPACED):
+        spaced = _SEPARATORS if spelling & SPACED else (":",)
+        text = _SEPARATOR.sub(lambda match: match.group() + " " if match.group() in spaced else match.group(), text)
+    if spelling & ASCII:
+        text = _OUTSIDE_ASCII.sub(_escaped, text)
+    return text.encode()
+
+
+SPELLINGS = frozenset((COMPACT, *_SPELLINGS))
+
+
+def spellings_of(raw: bytes, compact: bytes, among: frozenset[int] = SPELLINGS) -> frozenset[int]:
+    """The spellings `among` in which `raw`, a JSON text, is written: those `spelt` makes `raw` of
+    `compact` (its compact text) with. Empty when none (a provider that spells otherwise)."""
+    return frozenset(spelling for spelling in among if spelt(compact, spelling) == raw)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    """A character outside ASCII as Python's `json` escapes it: its UTF-16 code units, `\\uXXXX` each."""
+    units = match.group().encode("utf-16-be")
+    return "".join(f"\\u{units[i] << 8 | units[i + 1]:04x}" for i in range(0, len(units), 2))
 
 
 def loads_every_number(raw: bytes) -> tuple[Any, bool]:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, quote
 
 import orjson
 
-from .._wire import AmbiguousCredential, Auth
+from .._wire import GEMINI, AmbiguousCredential, Auth
 from . import _exact_json as exact_json
 
 KEY_FORMAT = 1
@@ -35,7 +35,9 @@ KEY_FORMAT = 1
 stored entry (they expire by their TTL), so it is done on purpose: bump this, and replace the golden
 keys (tests/middleware/test_golden_keys.py). Format 1 is implicit: its form carries no version."""
 DEFAULT_VOLATILE_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier", "cache"})
-QUERY_IGNORED = frozenset({"key", "alt", "$alt"})  # Gemini's API key and stream form
+QUERY_IGNORED = frozenset(GEMINI.query)
+"""Query parameters that carry a credential (Gemini's `key`, Google's `access_token`): they scope the entry
+(`Auth.credential`) and are never keyed in clear. A family's other query rules: `Endpoint.key_query`."""
 DEFAULT_NAMESPACE = "default"
 SCOPE_MEMO_LIMIT = 1024
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -141,6 +143,7 @@ _BUILT = b"key_builder\x00"
 
 
 def key_query(query: str) -> tuple[tuple[str, str], ...]:
+    """The query's (name, value) pairs, sorted, without the credentials (`QUERY_IGNORED`)."""
     if not query:
         return ()
     return tuple(sorted((k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in QUERY_IGNORED))

@@ -1,14 +1,14 @@
 """A bounded memo of prepared requests: a request prepared before is prepared again by a lookup.
 
 Preparing a request (reading its body exactly, hashing its canonical form, reading its cache
-controls and its credential) is a function of what it reads: the method, path, query and body,
-the names of the headers sent more than once, and the values of the headers it looks at. The memo
-keeps, for each such identity, which headers the preparation read and what they held (`HeaderReads`
-records them), and hands the same preparation to a later request whose headers hold the same values
-under those names: it would read the same inputs and take the same steps. A preparation that
-iterated the headers (Bedrock's keyed settings) is only reused for the very same headers. An
-identity is remembered from its second sight on: the first is only noted, so a prompt asked once
-costs a hash, not the recording.
+controls and its credential) is a function of what it reads: the method, path, query and body, the
+names of the headers sent more than once, the upstream its driver named, and the values of the
+headers it looks at. The memo keeps, for each such identity, which headers the preparation read and
+what they held (`HeaderReads` records them), and hands the same preparation to a later request whose
+headers hold the same values under those names: it would read the same inputs and take the same
+steps. A preparation that iterated the headers (Bedrock's keyed settings) is only reused for the
+very same headers. An identity is remembered from its second sight on: the first is only noted, so a
+prompt asked once costs a hash, not the recording.
 
 Only the engine's own preparation may be memoised: a scope function or a key builder is the
 operator's code, which may read anything or answer differently each time (see `Cache.prepare_route`).
@@ -31,8 +31,8 @@ MEMO_BYTES = 4 * 1024 * 1024
 _SIGHTINGS = 4 * MEMO_ENTRIES
 """Most first sights noted."""
 
-Identity = tuple[str, str, str, bytes, Collection[str]]
-"""(method, path, query, body, names of repeated headers)."""
+Identity = tuple[str, str, str, bytes, Collection[str], str | None]
+"""(method, path, query, body, names of repeated headers, the upstream the driver named)."""
 
 
 class HeaderReads(Mapping[str, str]):

@@ -95,6 +95,12 @@ class GeminiPromptCaching(_Settings):
         description="Smallest prefix (JSON characters) worth a cache; Gemini refuses under 1,024-4,096 tokens.",
     )
     ttl: float = Field(default=3600.0, ge=300.0, description="Seconds a cachedContent lives (storage is billed).")
+    max_per_credential: int = Field(
+        default=16,
+        gt=0,
+        description="Most cachedContents this process keeps alive per credential (each is storage billed by the "
+        "hour on that credential); a request with another prefix past it goes as written.",
+    )
 
 
 class PromptCaching(_Settings):
@@ -188,6 +194,9 @@ _MARGIN = 120.0
 """Seconds before a cachedContent's end at which it is no longer named (a request in flight must not outlive it)."""
 _REMEMBER_REFUSAL = 600.0
 """Seconds a refused creation (too small for the model, a model without explicit caching) is remembered."""
+_REMEMBER_FAILURE = 60.0
+"""Seconds a creation Gemini could not serve (429, 5xx, a timeout, no answer) is remembered: while it is out of
+quota or failing, a creation before every request would double the calls against that quota, and make each wait."""
 _CREATE_TIMEOUT = 30.0
 _KNOWN_LIMIT = 4096
 REFUSALS = frozenset({400, 403, 404})
@@ -195,8 +204,10 @@ REFUSALS = frozenset({400, 403, 404})
 
 
 def refused_cached_content(status: int, body: bytes) -> bool:
-    """Whether Gemini's answer refuses the cachedContent a request named, rather than the request."""
-    if status == 404:
+    """Whether Gemini's answer may refuse the cachedContent a request named, rather than the request: a 404,
+    a 403 (PERMISSION_DENIED need not name the resource; a request's own 403 is not billed, so sending it
+    once more as written costs nothing), a 400 naming it."""
+    if status in (403, 404):
         return True
     lowered = body.lower()
     return status in REFUSALS and (b"cachedcontent" in lowered or b"cached content" in lowered)
@@ -208,6 +219,48 @@ class CachedContent:
 
     name: str
     registry_key: str
+    owner: str
+    """The hash of the credential (and billed project) it was created with, whose budget it counts in."""
+
+
+class _Budget:
+    """The cachedContents this process keeps alive (or is creating) per credential: a caller's
+    prefixes cannot make it create without bound, since each is storage billed by the hour on the
+    caller's key. Bounded too: past `_KNOWN_LIMIT` credentials with live ones, no credential gets more.
+    Used from `Run`s only, which run on one loop."""
+
+    def __init__(self, per_credential: int, ttl: float) -> None:
+        self.per_credential, self.ttl = per_credential, ttl
+        self._live: dict[str, dict[str, float]] = {}
+        """credential hash -> registry key -> until when it is billed."""
+
+    def reserve(self, owner: str, registry_key: str) -> bool:
+        """Count a creation for `owner` if its budget allows it."""
+        now = time.time()
+        live = self._live.get(owner)
+        if live is None:
+            if len(self._live) >= _KNOWN_LIMIT:
+                for spent in [
+                    o for o, keys in list(self._live.items()) if max(list(keys.values()), default=0.0) <= now
+                ]:
+                    del self._live[spent]
+                if len(self._live) >= _KNOWN_LIMIT:
+                    return False
+            live = self._live[owner] = {}
+        for ended in [key for key, until in list(live.items()) if until <= now]:
+            del live[ended]
+        if registry_key not in live and len(live) >= self.per_credential:  # (a prefix renewing its own is not more)
+            return False
+        live[registry_key] = now + self.ttl
+        return True
+
+    def release(self, owner: str, registry_key: str) -> None:
+        """A creation that failed, or a cachedContent gone upstream: no longer billed."""
+        live = self._live.get(owner)
+        if live is not None:
+            live.pop(registry_key, None)
+            if not live:
+                self._live.pop(owner, None)
 
 
 class CachedContents:
@@ -215,11 +268,12 @@ class CachedContents:
 
     A generateContent request whose system instruction, tools and tool config together reach
     `min_chars` gets them replaced by `cachedContent: <name>`. The cachedContent is created once per
-    (credential, model, prefix), with the caller's own credentials, and remembered in this process
+    (credential and billed project, model, prefix), with the caller's own credentials, at most
+    `max_per_credential` alive at once per credential (`_Budget`), and remembered in this process
     and in the cache's store (so other pods reuse it) until `_MARGIN` seconds before it expires.
     Concurrent first requests on one event loop wait for one creation. A creation Gemini refuses (too
     small for the model, a model without explicit caching) is remembered for ten minutes, and the
-    request goes out as written; a failure to reach Gemini (or a 429/5xx) is not remembered. A
+    request goes out as written; a failure to reach Gemini (or a 429/5xx) for one minute. A
     rewritten request that Gemini refuses because of the cachedContent is sent again as written,
     once, by the engine's plan (`Additions.retry_body`), and the handle is forgotten.
 
@@ -235,6 +289,7 @@ class CachedContents:
         """registry key -> (cachedContent name or None for "could not create", until when)."""
         self._creating: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Future[str | None]] = {}
         """The creations in flight, per loop (the sync transport's plans run their `Run`s on one loop)."""
+        self._budget = _Budget(settings.max_per_credential, settings.ttl)
 
     def rewrite(
         self, path: str, query: str, headers: Mapping[str, str], body: dict[str, Any]
@@ -250,25 +305,28 @@ class CachedContents:
             credential = GEMINI.credential(headers, query) or ""
         except AmbiguousCredential:  # which key the provider uses is unknown: name no shared content
             return None
+        # A cachedContent belongs to the project it was made in: an OAuth token's request names its own
+        owner = hashlib.sha256(orjson.dumps([credential, headers.get("x-goog-user-project") or ""])).hexdigest()
         digest = hashlib.sha256(
             orjson.dumps(
-                {"credential": hashlib.sha256(credential.encode()).hexdigest(), "model": match["model"], **prefix},
+                {"credential": owner, "model": match["model"], **prefix},
                 option=orjson.OPT_SORT_KEYS,
             )
         ).hexdigest()
         registry_key = f"{self.key_prefix}gemini-cached-content:{digest[:40]}"
         name = yield Run(self._name(registry_key))
         if name is False:
-            name = yield from self._create_once(registry_key, match, query, headers, prefix)
+            name = yield from self._create_once(registry_key, owner, match, query, headers, prefix)
         if not name:
             return None
         for field in _PREFIX_FIELDS:
             body.pop(field, None)
         body["cachedContent"] = name
-        return CachedContent(name, registry_key)
+        return CachedContent(name, registry_key, owner)
 
     async def forget(self, content: CachedContent) -> None:
         self._known.pop(content.registry_key, None)
+        self._budget.release(content.owner, content.registry_key)  # gone upstream: no longer billed
         try:
             await self.store.delete(content.registry_key)
         except Exception:
@@ -308,22 +366,29 @@ class CachedContents:
         known[registry_key] = (name, until)
 
     def _create_once(
-        self, registry_key: str, match: re.Match[str], query: str, headers: Mapping[str, str], prefix: dict[str, Any]
+        self,
+        registry_key: str,
+        owner: str,
+        match: re.Match[str],
+        query: str,
+        headers: Mapping[str, str],
+        prefix: dict[str, Any],
     ) -> Steps[str | None]:
         """`_create`, once for concurrent requests of one loop on the same prefix: the others wait for
         its name (None, for them too, if it fails: they send their prefixes as written)."""
-        waited, flight = yield Run(self._join(registry_key))
+        waited, flight = yield Run(self._join(registry_key, owner))
         if flight is None:
             return waited
         name: str | None = None
         try:
             name = yield from self._create(match, query, headers, prefix, registry_key)
         finally:  # also when the plan is closed or a cancellation is thrown into it
-            self._land(registry_key, flight, name)
+            self._land(registry_key, owner, flight, name)
         return name
 
-    async def _join(self, registry_key: str) -> tuple[str | None, asyncio.Future[str | None] | None]:
-        """(the name another request's creation gave, None) or, for the first request, (None, its flight)."""
+    async def _join(self, registry_key: str, owner: str) -> tuple[str | None, asyncio.Future[str | None] | None]:
+        """(the name another request's creation gave, None) or, for the first request, (None, its flight);
+        (None, None) when the credential's budget is spent (the request goes as written)."""
         loop = asyncio.get_running_loop()
         pending = self._creating.get((registry_key, loop))
         if pending is not None:
@@ -331,16 +396,20 @@ class CachedContents:
         known = self._remembered(registry_key)
         if known is not None:  # a creation landed since `_name` looked
             return known[0], None
+        if not self._budget.reserve(owner, registry_key):
+            return None, None
         flight = self._creating[(registry_key, loop)] = loop.create_future()
         return None, flight
 
-    def _land(self, registry_key: str, flight: asyncio.Future[str | None], name: str | None) -> None:
+    def _land(self, registry_key: str, owner: str, flight: asyncio.Future[str | None], name: str | None) -> None:
         """End a creation's flight, from whichever thread the plan runs on (its loop's own, or a sync caller's)."""
 
         def landed() -> None:
             self._creating.pop((registry_key, loop), None)
             if not flight.done():
                 flight.set_result(name)
+            if name is None:  # nothing was created: nothing is billed
+                self._budget.release(owner, registry_key)
 
         loop = flight.get_loop()
         with suppress(RuntimeError):  # a closed loop: nobody waits on it any more
@@ -362,20 +431,19 @@ class CachedContents:
         passed["content-type"] = "application/json"
         payload = {"model": match["model"], **prefix, "ttl": f"{int(settings.ttl)}s"}
         name: str | None = None
+        status: int | None = None
         try:
             answer: Reply = yield SideCall(collection, query, passed, orjson.dumps(payload), _CREATE_TIMEOUT)
             status = answer.status
             if status == 200:
                 created = orjson.loads(answer.body).get("name")
                 name = created if isinstance(created, str) and created else None
-        except Exception:
+        except Exception:  # (a cancellation is not Gemini's failure: it is not remembered)
             logger.warning("creating a Gemini cachedContent failed: sending the prefix as written", exc_info=True)
-            return None  # a transport failure is not remembered: the next request tries again
         if name is None:
             logger.info("Gemini did not create a cachedContent (status %s): sending prefixes as written", status)
-            if status not in (400, 403):
-                return None  # busy or failing (429, 5xx): not remembered, the next request tries again
-        until = time.time() + (settings.ttl - _MARGIN if name else _REMEMBER_REFUSAL)
+        refused = status in (400, 403)
+        until = time.time() + (settings.ttl - _MARGIN if name else _REMEMBER_REFUSAL if refused else _REMEMBER_FAILURE)
         yield Run(self._share(registry_key, name, until))
         return name
 

@@ -24,7 +24,6 @@ from ._loop_thread import LoopThread
 from ._recorder import Recorder
 from ._relay import ASYNC_STREAMS, SYNC_STREAMS
 from ._types import (
-    UPSTREAM_HEADER,
     Action,
     Answer,
     CacheRequest,
@@ -162,11 +161,12 @@ class _Intercepting:
     def _prepare(self, route: Route, request: Any, body: bytes) -> Prepared:
         # a dict: httpx header lookups are costly
         headers, repeated = read_headers(request.headers.raw, self._header_names)
-        headers[UPSTREAM_HEADER] = upstream_name(request.url)  # the gateway names its upstream the same way
         query = request.url.query
         query = query.decode("ascii", "replace") if isinstance(query, bytes) else query
+        # the upstream is the URL this transport sends to (the gateway names its own the same way)
+        upstream = upstream_name(request.url)
         return self.cache.prepare_route(
-            route, request.method, request.url.path, query, headers, body, repeated=repeated
+            route, request.method, request.url.path, query, headers, body, repeated, None, upstream
         )
 
 

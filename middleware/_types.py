@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 CACHE_HEADER = "x-cache"
 KEY_HEADER = "x-cache-key"
 UPSTREAM_HEADER = "x-llm-cache-upstream"
-"""Set by the drivers that know the upstream (gateway, transports), never by callers: the upstream URL
-(scheme, host, port, path; no query), which the key then includes."""
+"""A header the gateway drops from its callers' requests (it once named the upstream to the engine). Nothing
+reads it: each driver names the upstream to `Cache.prepare_route` as an argument, from what it trusts."""
 UPSTREAM_SCOPE = "llm_cache.upstream"
 """The ASGI scope key in which the gateway names a request's upstream URL for `CacheMiddleware`: a scope
-key, which no caller can send, where a header could be (a caller's `x-llm-cache-upstream` is dropped)."""
+key, which no caller can send, where a header could be."""
 FALLBACK_FROM_HEADER = "x-router-fallback-from"
 """Set by the router on an answer from a fallback group (naming the requested group)."""
 ORIGIN_HEADERS = frozenset(
@@ -87,6 +87,8 @@ class CacheRequest:
     """The body took `parse_body`'s exact path (numbers a double cannot carry)."""
     item_keys: tuple[str, ...] = ()
     """The keys of a list request's items, in input order, when it is served item by item (`_items.py`)."""
+    upstream: str | None = None
+    """The URL the driver sends this call to, as it named it to `Cache.prepare_route` (never a header)."""
     worked_out: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
     """What later steps worked out from this preparation alone (a `Telemetry`'s counts of its hits), by
     whoever worked it out, kept for every call prepared the same way: `again` hands on the same dict."""
@@ -135,6 +137,7 @@ class CacheRequest:
             self.scope,
             self.exact,
             self.item_keys,
+            self.upstream,
             self.worked_out,
         )
 

@@ -133,8 +133,9 @@ _REDIS_INFO_FIELDS = (
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
 """The largest body a /cache/* call may send (they are small JSON objects)."""
 ROUTED_BODY_LIMIT = 64 * 1024 * 1024
-"""The largest body a routing gateway takes when `server.max_request_bytes` is not set: the router reads
-a body whole (it picks a group from it and may resend it). Above every provider's own request limit."""
+"""The largest body a gateway with a router or `allow` rules takes when `server.max_request_bytes` is not
+set: the router reads a body whole (it picks a group from it and may resend it), `allow` rules read a JSON
+or form one whole (for a `_method`). Above every provider's own model-call limit."""
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
 _RAW_KEY = KEY_HEADER.encode("latin-1")
 _RAW_LITELLM_KEY = b"x-litellm-cache-key"
@@ -647,13 +648,12 @@ class _Gateway:
             if not isinstance(query, str) or not all(isinstance(value, str) for value in headers.values()):
                 return _bad("headers must map names to strings, and query must be a string")
             plain = {str(k).lower(): v for k, v in headers.items()}
-            plain.pop(UPSTREAM_HEADER, None)
             base = self.bases.get(family_of(path))
             forwarded = forwarded_path(path.encode("utf-8"))
-            if base is not None and forwarded is not None:  # the key names the upstream URL, as for the calls
-                plain[UPSTREAM_HEADER] = base.url(forwarded)
+            # the key names the upstream URL, as for the calls
+            upstream = base.url(forwarded) if base is not None and forwarded is not None else None
             try:
-                key = self.cache.key_for(path, body, plain, query)
+                key = self.cache.key_for(path, body, plain, query, upstream=upstream)
             except ValueError as error:
                 return _bad(str(error))
             except Exception as error:  # a body the engine cannot key is the caller's mistake, never a 500
@@ -1004,12 +1004,13 @@ def _resumed(coroutine: Generator[Any, Any, Message], awaited: Any) -> Generator
 class _Guard:
     """The gateway's front door, in front of the cache.
 
-    Every request: a path that could leave the upstream's base path is refused (400). LLM routes (all
-    but /health, /metrics and /cache/*): the client key is checked when `auth.keys` is set (401), the
-    upstream's base URL is named in the `x-llm-cache-upstream` header the cache keys on (whatever the
-    caller sent under that name is dropped), and the body is bounded by `server.max_request_bytes`
-    (413; a routing gateway, which holds bodies whole, 64 MiB when it is not set) and
-    `server.body_read_timeout` (408). Management calls have their own admin key and a 1 MiB body limit.
+    Every request: a path that could leave the upstream's base path is refused (400). LLM routes
+    (all but /health, /metrics and /cache/*): the client key is checked when `auth.keys` is set
+    (401), the upstream's URL is named to the cache in the ASGI scope (`UPSTREAM_SCOPE`, which no
+    caller can reach; a caller's `x-llm-cache-upstream` header, the cache's own name, is dropped),
+    and the body is bounded by `server.max_request_bytes` (413; 64 MiB when it is not set and bodies
+    may be held whole: a router's, or calls judged by `allow`) and `server.body_read_timeout` (408).
+    Management calls have their own admin key and a 1 MiB body limit.
     """
 
     def __init__(self, app: ASGIApp, gateway: _Gateway) -> None:
@@ -1053,7 +1054,7 @@ class _Guard:
             return
         browsers = self.browsers  # (nearly every request: one dict read, no call)
         if (origin is not None or not browsers.passes.get(host)) and (
-            page := browsers.refusal(scope.get("server"), host, origin)
+            page := browsers.refusal(scope.get("server"), host, origin, scope["headers"])
         ) is not None:
             await _send_error(send, family, 403, page)
             return

@@ -36,7 +36,6 @@ from .._wire import is_azure
 from ._fork import renew_after_fork
 from ._model_labels import MAX_MODELS, ModelLabels
 from ._printable import printable
-from ._types import UPSTREAM_HEADER
 from .stores.base import abilities_of
 from .stores.tiered import TieredStore
 
@@ -729,7 +728,7 @@ class Telemetry:
         model = endpoint.model(route, request.body)  # (`request.model`, without its two property reads)
         if model is not None and (len(model) > MAX_MODEL_CHARS or not model.isprintable()):
             model = printable(model, MAX_MODEL_CHARS)  # (`brief_model`, in line: a traced hit comes here)
-        memo_key = (endpoint, request.path, route.model, model, request.headers.get(UPSTREAM_HEADER))
+        memo_key = (endpoint, request.path, route.model, model, request.upstream)
         return endpoint, model, self._starts.get(memo_key) or self._span_start(memo_key)
 
     def passthrough(self, family: str, path: str, reason: str) -> None:

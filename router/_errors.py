@@ -6,6 +6,7 @@ import enum
 import json
 import math
 import re
+import socket
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class Kind(str, enum.Enum):
     CONTEXT_WINDOW = "context_window"
     CONTENT_POLICY = "content_policy"
     CLIENT = "client_error"  # 400/401/403/404/...: never retried by default
-    STREAM = "stream_error"  # the stream broke before its first byte
+    STREAM = "stream_error"  # the connection broke once the request may have left (before an answer's first byte)
     COOLING = "all_cooling"  # no deployment of the group may take a request now
     INCOMPATIBLE = "incompatible"  # no deployment of the group speaks the request's API
 
@@ -103,13 +104,21 @@ def classify_status(status: int, body: bytes, retry_on: Collection[int]) -> Kind
 
 
 def classify_exception(exc: BaseException) -> Kind:
-    """Map httpx/httpx2 exceptions (by class name, so both libraries work) to a kind."""
+    """Map httpx/httpx2 exceptions (by class name, so both libraries work) to a kind.
+
+    `CONNECT` is only a failure known to come before the request left (no connection: httpx's
+    `ConnectError`, a refused connection, a name that does not resolve), which `_repeat.py` counts as
+    never acted on. A connection reset, a broken pipe or an abort (Python's other `ConnectionError`s,
+    which a custom inner transport may raise as they come) happen on a connection the request may
+    already have crossed: a `STREAM` failure, as httpx's `ReadError` and `WriteError` are."""
     names = {c.__name__ for c in type(exc).__mro__}
     if "TimeoutException" in names or isinstance(exc, TimeoutError):
         return Kind.TIMEOUT
-    if "ConnectError" in names or isinstance(exc, ConnectionError):
+    if "ConnectError" in names or isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
         return Kind.CONNECT
-    if names & {"NetworkError", "RemoteProtocolError", "ProtocolError", "StreamError"}:
+    if names & {"NetworkError", "RemoteProtocolError", "ProtocolError", "StreamError"} or isinstance(
+        exc, ConnectionError
+    ):
         return Kind.STREAM
     return Kind.CLIENT
 

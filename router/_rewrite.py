@@ -40,7 +40,7 @@ def target_url(dep: Deployment, path: str, query: str) -> str:
         if dep.family == "gemini":
             suffix = re.sub(r"^models/[^/:]+", f"models/{dep.model}", suffix)
             if dep.api_key:  # the deployment's own key replaces the caller's
-                params = [(k, v) for k, v in params if k != wire.GEMINI.query]
+                params = [(k, v) for k, v in params if k not in wire.GEMINI.query]
         if dep.family in _DEFAULT_VERSION and not _VERSION.search(urlsplit(base).path + "/"):
             base = f"{base}/{version or _DEFAULT_VERSION[dep.family]}"
         url = f"{base}/{suffix}"

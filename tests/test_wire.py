@@ -15,9 +15,11 @@ from llm_cache.middleware.gateway import family_of
 from llm_cache.middleware.providers import resolve
 
 
-def test_the_wire_module_imports_neither_package() -> None:
+@pytest.mark.parametrize("module", ["_wire", "_operations"])
+def test_the_neutral_modules_import_neither_package(module: str) -> None:
+    """`_wire` and `_operations` (what each API operation does on the provider) are read by both."""
     code = (
-        "import sys, llm_cache._wire\n"
+        f"import sys, llm_cache.{module}\n"
         "assert not [n for n in sys.modules if n.split('.')[:2] in (['llm_cache', 'middleware'], "
         "['llm_cache', 'router'])], sorted(sys.modules)"
     )
@@ -54,12 +56,24 @@ def test_a_query_credential_is_removed_and_nothing_else() -> None:
     assert wire.without_query_credential("alt=sse") == "alt=sse"
     assert wire.without_query_credential("alt=sse&%6Bey=caller&k%65y=other") == "alt=sse"  # as Google decodes it
     assert wire.without_query_credential("alt=sse&name=a%2Fb") == "alt=sse&name=a%2Fb"
+    assert wire.without_query_credential("alt=sse&access_token=ya29.a&oauth_token=ya29.b") == "alt=sse"
+
+
+def test_an_oauth_token_in_the_query_is_a_credential_as_googles_system_parameter_says() -> None:
+    assert wire.GEMINI.credential({}, "alt=sse&access_token=ya29.alice") == "ya29.alice"
+    assert wire.GEMINI.credential({}, "%61ccess_token=ya29.alice") == "ya29.alice"
+    assert wire.GEMINI.credential({"authorization": "Bearer ya29.alice"}, "access_token=ya29.alice") == "ya29.alice"
+    for query in ("access_token=ya29.alice&key=AIza-bob", "access_token=ya29.alice&oauth_token=ya29.bob"):
+        with pytest.raises(wire.AmbiguousCredential):
+            wire.GEMINI.credential({}, query)
 
 
 def test_a_query_credential_is_masked_however_its_name_is_written_and_nothing_else() -> None:
     masked = wire.masked_query_credential("alt=sse&key=a&%6Bey=b&k%65y=c&key&monkey=d&key=")
     assert masked == "alt=sse&key=***&%6Bey=***&k%65y=***&key&monkey=d&key=***"
     assert wire.masked_query_credential("alt=sse") == "alt=sse"
+    masked = wire.masked_query_credential("access_token=ya29.a&%61ccess_token=b&oauth_token=c&tokens=d")
+    assert masked == "access_token=***&%61ccess_token=***&oauth_token=***&tokens=d"
 
 
 # -- paths ----------------------------------------------------------------------------------------

@@ -467,7 +467,8 @@ class ServerConfig(_Model):
     max_request_bytes: int | None = Field(
         default=None,
         gt=0,
-        description="Larger request bodies are answered 413 (default: no cap, bodies stream; 64 MiB with a router).",
+        description="Larger request bodies are answered 413 (default: no cap, bodies stream; 64 MiB with a router, "
+        "a key of the gateway's own or upstreams.<family>.allow).",
     )
     body_read_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to wait for the next part of a request body before answering 408."
@@ -481,7 +482,8 @@ class ServerConfig(_Model):
     allowed_hosts: list[str] | None = Field(
         default=None,
         description="Host names (no port) the gateway answers besides the loopback ones, '*' for any: checked "
-        "on connections to a loopback address, and on every connection once set (docs/security.md).",
+        "on connections to a loopback address, on other ones for browsers' requests (IP addresses pass), and on "
+        "every connection for every client once set (docs/security.md).",
     )
     allowed_origins: list[str] = Field(
         default_factory=list,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+from ... import _operations as operations
 from ..._wire import ANTHROPIC, ANTHROPIC_MESSAGES, suffix_pattern
 from .. import _exact_json as exact_json
 from . import cuts, genai
@@ -80,6 +81,7 @@ class Messages(MessagesShape, Endpoint):
     answer_headers = ANSWER_HEADERS
     auth = ANTHROPIC
     name = "messages"
+    api_operation = operations.MESSAGES
     operation = "chat"
     keyed_headers = True
 
@@ -124,21 +126,23 @@ class MessageStreamAssembler:
     An `error` event, an event before `message_start` or tool input that is not JSON breaks it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, recording: bool = True) -> None:
+        """`recording`: keep the stream's cut (False for a caller that records the events itself, as
+        Bedrock's invoke stream does with the frames around them)."""
         self._decoder = SSEDecoder()
         self._message: dict[str, Any] | None = None
         self._blocks: dict[int, dict[str, Any]] = {}
         self._json: dict[int, str] = {}
         self._done = False
         self._broken = False
-        self._cut = cuts.CutRecorder(message_positions)
+        self._cut = cuts.CutRecorder(message_positions) if recording else None
 
     @property
     def complete(self) -> bool:
         return self._done and not self._broken
 
     def cut(self, answer: bytes) -> bytes | None:
-        return self._cut.cut(answer)
+        return None if self._cut is None else self._cut.cut(answer)
 
     def feed(self, chunk: bytes) -> None:
         for name, data in self._decoder.feed(chunk):
@@ -148,7 +152,8 @@ class MessageStreamAssembler:
             if event is None:
                 self._broken = True
                 continue
-            self._cut.event(name, data, event)
+            if self._cut is not None:
+                self._cut.event(name, data, event)
             kind = str(event.get("type") or name)
             if kind == "message_start" and isinstance(event.get("message"), dict):
                 self._message = dict(event["message"])
@@ -174,7 +179,7 @@ class MessageStreamAssembler:
             partial = self._json.pop(index, "")
             if partial:
                 try:
-                    self._blocks[index]["input"] = exact_json.loads(partial)
+                    self._blocks[index]["input"] = exact_json.loads_spelt(partial)
                 except (ValueError, KeyError):
                     self._broken = True
         elif kind == "message_delta":

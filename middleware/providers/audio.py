@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ... import _operations as operations
 from .base import NonStreamingEndpoint, RequestView, Route, not_a
 from .multipart import form_fields
 from .openai import _OpenAIEndpoint
@@ -40,9 +41,11 @@ class _AudioEndpoint(_OpenAIEndpoint, NonStreamingEndpoint):
 
 class Transcriptions(_AudioEndpoint):
     name = "audio.transcriptions"
+    api_operation = operations.TRANSCRIPTIONS
     suffix = "audio/transcriptions"
 
 
 class Translations(_AudioEndpoint):
     name = "audio.translations"
+    api_operation = operations.TRANSLATIONS
     suffix = "audio/translations"

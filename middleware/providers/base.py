@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from ..._operations import Operation
 from ..._wire import OPENAI, Auth
 from .. import _exact_json as exact_json
+from .._keys import key_query
 from . import cuts, genai
 
 
@@ -139,6 +141,10 @@ class Endpoint(ABC):
     """Stable endpoint name used in keys, e.g. `chat.completions`."""
     operation: ClassVar[str]
     """OpenTelemetry `gen_ai.operation.name`: `chat`, `text_completion`, `embeddings`, ..."""
+    api_operation: ClassVar[Operation | None] = None
+    """What a call does on the provider, as `llm_cache/_operations.py` declares it for the cache and the
+    router alike (whether it creates something that a call sent twice would create twice). None: an
+    operation not declared there (a custom endpoint), which may create something."""
     volatile_fields: ClassVar[frozenset[str]] = frozenset()
     """Body fields, beyond the engine's defaults, that never change the answer."""
     streams: ClassVar[bool] = True
@@ -152,6 +158,11 @@ class Endpoint(ABC):
     """Where the family's requests carry the credential the provider authenticates (see `llm_cache/_wire.py`)."""
     answer_headers: ClassVar[AnswerHeaders] = AnswerHeaders({})
     """What the family sends with an answer besides its body, that a hit sends again (one table per family)."""
+
+    @property
+    def creates_nothing(self) -> bool:
+        """Whether a call creates nothing on the provider (a generation), whatever its body asks."""
+        return self.api_operation is not None and self.api_operation.creates_nothing
 
     @abstractmethod
     def match(self, path: str) -> Route | None:
@@ -178,9 +189,15 @@ class Endpoint(ABC):
         """Replay a stored final response as this provider's SSE stream (or stream format)."""
 
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
-        """A streamed hit of an entry that kept its stream's cut: its events (`cuts.replay`) in this
-        provider's stream format (server-sent events). An entry without one is `render_stream`'s."""
+        """A streamed hit of an entry that kept its stream's cut: its events (`cuts.replay`, then
+        `replayed_events`) in this provider's stream format (server-sent events). An entry without
+        one is `render_stream`'s."""
         return cuts.encode_sse(events)
+
+    def replayed_events(self, events: list[cuts.Event]) -> list[cuts.Event]:
+        """A kept cut's events made ready for `render_events`, once per entry (they are memoised):
+        a family whose events carry an encoded event (Bedrock's base64 `chunk`s) encodes it here."""
+        return events
 
     @abstractmethod
     def usage(self, response: dict[str, Any]) -> Usage: ...
@@ -282,6 +299,11 @@ class Endpoint(ABC):
         Called once per request in `prepare`: keep it to a few dict lookups."""
         return None
 
+    def key_query(self, route: Route, query: str) -> tuple[tuple[str, str], ...]:
+        """The query's (name, value) pairs that belong in the key, sorted: every one but the credentials,
+        which scope the entry instead (a family drops those that never change the answer)."""
+        return key_query(query)
+
     def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         """The header settings that belong in the key, as (name, value) pairs (called only when
         `keyed_headers`). A request that sends one of these names twice is not cached."""
@@ -361,8 +383,9 @@ def host_setting_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], .
 
 
 def loads_object(data: bytes | str) -> dict[str, Any] | None:
+    """A stream event's JSON object (None: not one), every number kept as it was spelt."""
     try:
-        value = exact_json.loads(data)
+        value = exact_json.loads_spelt(data)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

@@ -18,14 +18,22 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+from ... import _operations as operations
 from ..._wire import BEDROCK, bedrock_pattern
 from .. import _exact_json as exact_json
 from . import converse, cuts, eventstream, genai
-from .anthropic import Messages, MessagesShape, MessageStreamAssembler, message_events, message_invalid
+from .anthropic import (
+    Messages,
+    MessagesShape,
+    MessageStreamAssembler,
+    message_events,
+    message_invalid,
+    message_positions,
+)
 from .base import (
     JSON_MEDIA_TYPE,
     AnswerHeaders,
@@ -70,6 +78,8 @@ INVOKE_STREAM_HEADERS = AnswerHeaders(
 """InvokeModelWithResponseStream names the media type of its chunks' payloads too (Claude's: JSON)."""
 
 _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+_PADDING = "p"
+"""The field Bedrock pads each `chunk` payload with (beside `bytes`), so that sizes do not reveal tokens."""
 _ADDED_PREFIX = "amazon-bedrock-"
 """Fields Bedrock adds to a model's events (`amazon-bedrock-invocationMetrics` on `message_stop`,
 a guardrail's `amazon-bedrock-guardrailAction` and `-trace`): kept on the stored message, replayed
@@ -133,6 +143,7 @@ class InvokeModel(_BedrockEndpoint, NonStreamingEndpoint):
     """`/model/{modelId}/invoke`: the model's own body and answer (the Messages shape for Claude)."""
 
     name = "bedrock.invoke"
+    api_operation = operations.INVOKE
     action = "invoke"
 
     def invalid(self, response: dict[str, Any], request: RequestView) -> str | None:
@@ -148,6 +159,7 @@ class InvokeModelStream(_BedrockEndpoint):
     """`/model/{modelId}/invoke-with-response-stream` for Claude models: Messages events in frames."""
 
     name = "bedrock.invoke-stream"
+    api_operation = operations.INVOKE_STREAM
     action = "invoke-with-response-stream"
     answer_headers = INVOKE_STREAM_HEADERS
 
@@ -164,17 +176,45 @@ class InvokeModelStream(_BedrockEndpoint):
         events[-1].update(added)  # on `message_stop`, where Bedrock sends them
         return b"".join(_chunk_frame(exact_json.dumps(event)) for event in events)
 
+    def replayed_events(self, events: list[cuts.Event]) -> list[cuts.Event]:
+        """Each kept `chunk` payload with its Messages event base64'd into `bytes`, beside the padding
+        `p` as Bedrock sent it (a cut kept before the payloads were: the bare event, unpadded)."""
+        try:
+            return [(name, _chunk_payload(data), template) for name, data, template in events]
+        except (ValueError, TypeError, AttributeError, KeyError) as error:  # a cut no stream of Bedrock's has
+            raise cuts.CutError(f"not a chunk payload ({type(error).__name__})") from error
+
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
-        """A kept cut's Messages events, each in a `chunk` frame as Bedrock sends it."""
-        return b"".join(_chunk_frame(data) for _, data, _ in events)
+        """The kept `chunk` payloads (`replayed_events`), each in its frame."""
+        return b"".join(encode_message(_CHUNK_HEADERS, data) for _, data, _ in events)
 
     def stream_media_type(self, request: RequestView) -> str:
         return MEDIA_TYPE
 
 
 def _chunk_frame(event: bytes) -> bytes:
-    """One Messages event's JSON in a `chunk` frame, as Bedrock sends it."""
+    """One Messages event's JSON in a `chunk` frame, as Bedrock sends it (without padding)."""
     return encode_message(_CHUNK_HEADERS, exact_json.dumps({"bytes": base64.b64encode(event).decode()}))
+
+
+def _chunk_payload(data: bytes) -> bytes:
+    """A replayed `chunk` payload, its event (kept decoded in the cut) base64'd again in place."""
+    payload = exact_json.loads_spelt(data)
+    if "type" in payload:  # a cut of the bare Messages events (kept before the payloads were)
+        payload = {"bytes": payload}
+    event = base64.b64encode(exact_json.dumps(payload["bytes"])).decode()
+    return exact_json.dumps({**payload, "bytes": event})
+
+
+def chunk_positions(payload: dict[str, Any]) -> Iterator[cuts.Position]:
+    """A `chunk` payload's padding `p`, and the fragments of its Messages event (kept decoded, in
+    `bytes`), as `message_positions` finds them."""
+    if isinstance(payload.get(_PADDING), str):
+        yield (_PADDING,), None, cuts.PAD
+    event = payload.get("bytes")
+    if isinstance(event, dict):
+        for path, channel, kind in message_positions(event):
+            yield ("bytes", *path), channel, kind
 
 
 class Converse(_BedrockEndpoint):
@@ -182,6 +222,7 @@ class Converse(_BedrockEndpoint):
     under one name, so both forms share entries (a stream replays a JSON answer, and the reverse)."""
 
     name = "bedrock.converse"
+    api_operation = operations.CONVERSE
     action = "converse"
     volatile_fields = frozenset({"requestMetadata"})
     """Tags that filter the account's invocation logs; the model never sees them."""
@@ -272,7 +313,8 @@ class InvokeStreamAssembler:
 
     def __init__(self) -> None:
         self._frames = EventStreamDecoder()
-        self._messages = MessageStreamAssembler()
+        self._messages = MessageStreamAssembler(recording=False)
+        self._cut = cuts.CutRecorder(chunk_positions)
         self._added: dict[str, Any] = {}
         self._broken = False
 
@@ -295,18 +337,19 @@ class InvokeStreamAssembler:
                 self._broken = True
                 return
             self._added.update((key, value) for key, value in event.items() if key.startswith(_ADDED_PREFIX))
+            self._cut.event(kind, "", {**(data or {}), "bytes": event})  # the payload as sent, its event decoded
             self._messages.feed(
                 b"event: " + str(event["type"]).encode() + b"\ndata: " + exact_json.dumps(event) + b"\n\n"
             )
 
     def cut(self, answer: bytes) -> bytes | None:
-        return self._messages.cut(answer)
+        return self._cut.cut(answer)
 
     def result(self) -> bytes | None:
         message = self._messages.result() if self.complete else None
         if message is None or not self._added:
             return message
-        return exact_json.dumps({**exact_json.loads(message), **self._added})
+        return exact_json.dumps({**exact_json.loads_spelt(message), **self._added})
 
 
 def _decoded_event(encoded: str) -> dict[str, Any] | None:

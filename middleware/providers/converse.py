@@ -112,7 +112,7 @@ class ConverseStreamAssembler:
         if partial is None:
             return
         try:
-            self._blocks[index]["toolUse"]["input"] = exact_json.loads(partial) if partial else {}
+            self._blocks[index]["toolUse"]["input"] = exact_json.loads_spelt(partial) if partial else {}
         except (ValueError, KeyError, TypeError):
             self._broken = True
 

@@ -45,7 +45,9 @@ stream repeats its answer's values a few times (Responses' done events, the comp
 cut read from a store that repeats them more is ignored."""
 MAX_PADDING = 4096
 """The longest padding a replayed event carries (providers pad an event by tens of characters)."""
-_PADDING = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+"""A replayed padding is a prefix of these (repeated): what Bedrock pads with, so its `p` is replayed as
+sent; OpenAI's `obfuscation` is random characters, replayed at its length only."""
 
 Key = str | int
 Position = tuple[tuple[Key, ...], Hashable, int]
@@ -71,7 +73,16 @@ class CutRecorder:
     """Records a stream's events as templates while its assembler reads them; `cut(answer)` is the
     cut of the complete stream, or None."""
 
-    __slots__ = ("_channel_ids", "_channels", "_failed", "_objects", "_positions", "_sequence", "_templates")
+    __slots__ = (
+        "_channel_ids",
+        "_channels",
+        "_failed",
+        "_objects",
+        "_positions",
+        "_sequence",
+        "_spellings",
+        "_templates",
+    )
 
     def __init__(self, positions: Positions) -> None:
         self._positions = positions
@@ -81,11 +92,17 @@ class CutRecorder:
         self._channels: list[list[Any]] = []
         self._channel_ids: dict[Hashable, int] = {}
         self._failed = False
+        self._spellings = exact_json.SPELLINGS
 
-    def event(self, name: str | None, data: str, event: dict[str, Any] | None) -> None:
-        """One event as the stream sent it: `event` is its parsed data, None when not a JSON object."""
+    def event(self, name: str | None, data: str | bytes, event: dict[str, Any] | None) -> None:
+        """One event as the stream sent it: `event` is its parsed data, None when not a JSON object;
+        `data` its JSON text as sent, whose spelling the replay keeps ("" when the family's stream
+        is spelt compact, or its form's spelling is not an event's: each replays compact)."""
         if self._failed:
             return
+        if data and event is not None and self._spellings:
+            raw = data.encode() if isinstance(data, str) else data
+            self._spellings = exact_json.spellings_of(raw, exact_json.dumps(event), self._spellings)
         values: list[int] = []
         try:
             marks = _trie(self._positions(event)) if event is not None else None
@@ -140,10 +157,14 @@ class CutRecorder:
         if self._failed or not self._objects:
             return None
         try:
-            index = _Index(exact_json.loads(answer))
+            index = _Index(exact_json.loads_spelt(answer))
             sources: list[list[Any]] = [index.source(_joined(pieces)) for pieces in self._channels]
             templates = [[name, index.wholes(body, sources)] for name, body in self._objects]
-            packed: bytes = msgpack.packb([CUT_VERSION, sources, templates, self._sequence], default=_pack_slot)
+            cut = [CUT_VERSION, sources, templates, self._sequence]
+            spelling = min(self._spellings, default=exact_json.COMPACT)
+            if spelling != exact_json.COMPACT:
+                cut.append(spelling)  # (a cut without it is spelt compact, as before spellings were kept)
+            packed: bytes = msgpack.packb(cut, default=_pack_slot)
         except (TypeError, ValueError, OverflowError):
             return None
         return packed if len(packed) <= len(answer) + MAX_CUT_OVERHEAD else None
@@ -265,16 +286,21 @@ def replay(cut: bytes, answer: bytes) -> list[Event]:
     Each template is written out once per replay, its slots left as gaps: an event is its template's
     bytes with each gap's value written in (no event is built as an object, then encoded)."""
     try:
-        version, sources, templates, sequence = msgpack.unpackb(cut, ext_hook=_unpack_slot)
+        version, sources, templates, sequence, *rest = msgpack.unpackb(cut, ext_hook=_unpack_slot)
         if version != CUT_VERSION:
             raise CutError("cut of another version")
-        whole = exact_json.loads(answer)
+        spelling = rest[0] if rest else exact_json.COMPACT
+        if len(rest) > 1 or spelling not in exact_json.SPELLINGS:
+            raise CutError("unknown spelling")
+        whole = exact_json.loads_spelt(answer)
         filler = _Filler([_value(whole, source) for source in sources], sequence)
         budget = MAX_REPLAY_FACTOR * (len(answer) + len(cut)) + MAX_REPLAY_EXTRA
         compiled = [(name, filler.wholes(_compiled(body), budget), body) for name, body in templates]
         events: list[Event] = []
         for name, parts, shape in filler.templates(compiled):
             data = filler.fill(parts)
+            if spelling and not isinstance(shape, str):  # (a raw event, like `[DONE]`, is as it came)
+                data = exact_json.spelt(data, spelling)
             budget -= len(data)
             if budget < 0:  # a cut no stream of this answer has: its values many times over
                 raise CutError("a replay larger than its entry allows")

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ... import _operations as operations
 from ..._wire import GEMINI, gemini_pattern
 from .. import _exact_json as exact_json
 from . import cuts, genai
@@ -34,12 +35,23 @@ from .sse import SSEDecoder
 ANSWER_HEADERS = AnswerHeaders(
     {
         JSON_MEDIA_TYPE: ((b"content-type", b"application/json; charset=UTF-8"), (b"cache-control", b"private")),
-        "text/event-stream": ((b"content-type", b"text/event-stream"),),
+        "text/event-stream": ((b"content-type", b"text/event-stream"), (b"content-disposition", b"attachment")),
     }
 )
 """What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too):
-Google's front end marks every JSON answer `private`, its SSE streams nothing; it names no call in a
-header."""
+Google's front end marks every JSON answer `private`, and an SSE stream says `content-disposition:
+attachment`; it names no call in a header."""
+
+_FORMS = frozenset({"alt", "$alt"})
+"""Google's system parameter naming the answer's format: `json` (the default), `sse` (a stream's events),
+`proto`, `media`; `json;enum-encoding=int` (Google's generated REST clients) writes enums as numbers."""
+_SHARED_FORMS = {True: frozenset({"json", "sse"}), False: frozenset({"json"})}
+"""By whether the call streams: the forms whose answers share one entry, each rendered from it."""
+_TAGS = frozenset({"quotaUser"})
+"""System parameters that only sort the call in Google's quota accounting: never keyed."""
+KEYED_HEADERS = ("x-goog-fieldmask", "x-goog-api-version")
+"""System parameters sent as headers that change the answer: a field mask leaves a partial answer (as
+`fields` does in the query), and the API version may change its shape."""
 
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 _STORE_TOOLS = ("fileSearch", "file_search", "retrieval")
@@ -51,6 +63,7 @@ class _GeminiEndpoint(Endpoint):
     family = "gemini"
     answer_headers = ANSWER_HEADERS
     auth = GEMINI
+    keyed_headers = True
     methods: str
 
     def __init__(self) -> None:
@@ -64,6 +77,21 @@ class _GeminiEndpoint(Endpoint):
 
     def is_stream(self, route: Route, query: str, body: dict[str, Any]) -> bool:
         return route.stream_by_path
+
+    def key_query(self, route: Route, query: str) -> tuple[tuple[str, str], ...]:
+        """Google's system parameters are keyed when they change the answer's bytes (`fields`, `prettyPrint`,
+        `$ct`, `callback`, `$.xgafv`, ...), as any other query parameter is; `quotaUser` never is. The
+        format (`alt`) is left out only when it is one the stored answer is rendered in (a stream's
+        JSON array or SSE events; `json` for a unary call); any other, or two, are keyed."""
+        pairs = super().key_query(route, query)
+        if not pairs:
+            return pairs
+        forms = {value for name, value in pairs if name in _FORMS}
+        shared = len(forms) <= 1 and forms <= _SHARED_FORMS[route.stream_by_path]
+        return tuple((name, value) for name, value in pairs if name not in _TAGS and not (shared and name in _FORMS))
+
+    def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple((name, value) for name in KEYED_HEADERS if (value := headers.get(name)) is not None)
 
     def upstream_identity(self, url: str) -> str:
         head, colon, method = url.rpartition(":")
@@ -102,7 +130,10 @@ class _GeminiEndpoint(Endpoint):
 
 
 def _sse_requested(query: str) -> bool:
-    return any(name in ("alt", "$alt") and value == "sse" for name, value in parse_qsl(query))
+    """Whether the answer comes as SSE events: every format the query names is `sse` (two formats are
+    keyed apart, so the answer stored is rendered as it was read)."""
+    forms = {value for name, value in parse_qsl(query) if name in _FORMS}
+    return forms == {"sse"}
 
 
 class GenerateContent(_GeminiEndpoint):
@@ -110,6 +141,7 @@ class GenerateContent(_GeminiEndpoint):
 
     name = "generate_content"
     operation = "chat"
+    api_operation = operations.GENERATE_CONTENT
     volatile_fields = frozenset({"labels"})
     """Vertex AI's `labels` only sort the call in billing reports."""
     methods = "generateContent|streamGenerateContent"
@@ -191,6 +223,7 @@ class GenerateContent(_GeminiEndpoint):
 class EmbedContent(_GeminiEndpoint, NonStreamingEndpoint):
     name = "embed_content"
     operation = "embeddings"
+    api_operation = operations.EMBED_CONTENT
     methods = "embedContent|batchEmbedContents"
     request_params = (("outputDimensionality", "gen_ai.embeddings.dimension.count", "int"),)
 
@@ -344,7 +377,7 @@ class GenerateContentStreamAssembler:
             if event is None or "error" in event:
                 self._broken = True
                 return
-            self._cut.event(None, "", event)
+            self._cut.event(None, payload if self._sse else "", event)  # (an array's elements are indented)
             self._apply(event)
 
     def cut(self, answer: bytes) -> bytes | None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from itertools import count
 from typing import Any, ClassVar
 
+from ... import _operations as operations
 from ..._wire import AZURE, azure_pattern, is_azure, suffix_pattern
 from .. import _exact_json as exact_json
 from . import cuts, genai
@@ -224,6 +225,7 @@ _SAMPLING: genai.RequestParams = (
 class ChatCompletions(_ChunkStreamEndpoint):
     name = "chat.completions"
     operation = "chat"
+    api_operation = operations.CHAT_COMPLETIONS
     suffix = "chat/completions"
     volatile_fields = _CACHE_HINTS
     request_params = _SAMPLING + (
@@ -282,6 +284,7 @@ class Completions(_ChunkStreamEndpoint):
 
     name = "completions"
     operation = "text_completion"
+    api_operation = operations.COMPLETIONS
     request_params = _SAMPLING + (("max_tokens", "max_tokens", "int"), ("n", "choice.count", "count"))
     suffix = "completions"
 
@@ -321,6 +324,7 @@ class Completions(_ChunkStreamEndpoint):
 class Embeddings(_OpenAIEndpoint, NonStreamingEndpoint):
     name = "embeddings"
     operation = "embeddings"
+    api_operation = operations.EMBEDDINGS
     request_params = (
         ("encoding_format", "encoding_formats", "strings"),
         ("dimensions", "gen_ai.embeddings.dimension.count", "int"),
@@ -380,6 +384,7 @@ _NO_TOKENS = {"prompt_tokens": 0, "total_tokens": 0}
 class Moderations(_OpenAIEndpoint, NonStreamingEndpoint):
     name = "moderations"
     operation = "moderation"
+    api_operation = operations.MODERATIONS
     suffix = "moderations"
 
     def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -636,6 +641,7 @@ class Responses(_OpenAIEndpoint):
 
     name = "responses"
     operation = "chat"
+    api_operation = operations.RESPONSES
     suffix = "responses"
     volatile_fields = _CACHE_HINTS
     request_params = (

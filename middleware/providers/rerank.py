@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ... import _operations as operations
 from ..._wire import suffix_pattern
 from .base import (
     JSON_MEDIA_TYPE,
@@ -38,6 +39,7 @@ class Rerank(NonStreamingEndpoint):
     answer_headers = ANSWER_HEADERS
     name = "rerank"
     operation = "rerank"
+    api_operation = operations.RERANK
 
     def __init__(self) -> None:
         self._path = suffix_pattern("/rerank")

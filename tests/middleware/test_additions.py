@@ -293,7 +293,9 @@ def test_the_memo_of_refusals_starts_over_past_its_bound() -> None:
 
     def accepts(host: str, addition: str = STREAM_USAGE) -> bool:
         request = prepared(cache, STREAM, host=host)
-        return additions.accepts(request.headers, request.endpoint, addition, request.scope, request.model)
+        return additions.accepts(
+            request.upstream, request.headers, request.endpoint, addition, request.scope, request.model
+        )
 
     for n in range(1024):
         refuse(f"host-{n}.example")

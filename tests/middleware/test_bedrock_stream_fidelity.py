@@ -19,6 +19,7 @@ import base64
 from typing import Any
 
 import botocore.session
+import httpx
 import httpx2
 import pytest
 from anthropic import AnthropicBedrock, AsyncAnthropicBedrock
@@ -147,3 +148,56 @@ def as_json(value: Any) -> Any:
     if isinstance(value, list):
         return [as_json(v) for v in value]
     return base64.b64encode(value).decode() if isinstance(value, bytes) else value
+
+
+SIGNED = {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDFIDELITY/20261206/us-east-1/bedrock/aws4_request"}
+
+
+@pytest.fixture(params=["transport", "transport on httpx", "middleware"])
+def wire_layer(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def posted_twice(layer: str, fake: RunningFakeProvider, path: str, body: dict[str, Any]) -> list[Any]:
+    """The same signed Bedrock request sent twice, through the caching transport (on an httpx2 or an
+    httpx client) or `CacheMiddleware`."""
+    if layer.startswith("transport"):
+        library: Any = httpx if layer.endswith("httpx") else httpx2
+        with library.Client(transport=CachingTransport(cache=Cache()), base_url=fake.url) as client:
+            return [client.post(path, json=body, headers=SIGNED) for _ in range(2)]
+    asgi = httpx2.ASGITransport(app=CacheMiddleware(fake.provider.app, cache=Cache()))
+    async with httpx2.AsyncClient(transport=asgi, base_url="http://bedrock.test") as aclient:
+        return [await aclient.post(path, json=body, headers=SIGNED) for _ in range(2)]
+
+
+@pytest.mark.parametrize("name", sorted(INVOKE_STREAMS))
+async def test_an_invoke_stream_hit_is_the_miss_byte_for_byte_padding_included(
+    name: str, wire_layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    """Bedrock pads each `chunk` frame with `p` (a prefix of its alphabet, beside `bytes`) to hide the
+    event's length: the hit pads each frame as much, in the same characters, so its frames are the miss's."""
+    fake_provider.stream_next(INVOKE_STREAMS[name], eventstream=True)
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": name}],
+    }
+
+    miss, hit = await posted_twice(wire_layer, fake_provider, f"/model/{CLAUDE}/invoke-with-response-stream", body)
+
+    assert [miss.headers["x-cache"], hit.headers["x-cache"]] == ["MISS", "HIT"]
+    assert b'"p":"abc' in miss.content
+    assert hit.content == miss.content
+
+
+@pytest.mark.parametrize("name", sorted(CONVERSE_STREAMS))
+async def test_a_converse_stream_hit_is_the_miss_byte_for_byte_padding_included(
+    name: str, wire_layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    fake_provider.stream_next(CONVERSE_STREAMS[name], eventstream=True)
+    body = {"messages": [{"role": "user", "content": [{"text": name}]}]}
+
+    miss, hit = await posted_twice(wire_layer, fake_provider, f"/model/{CLAUDE}/converse-stream", body)
+
+    assert [miss.headers["x-cache"], hit.headers["x-cache"]] == ["MISS", "HIT"]
+    assert hit.content == miss.content

@@ -6,11 +6,13 @@ import inspect
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
 
 from llm_cache.middleware import CachingTransport
 from llm_cache.middleware._engine import Cache
 from llm_cache.middleware._settings import CacheSettings
+from llm_cache.middleware._types import UPSTREAM_HEADER, CacheRequest
 from llm_cache.middleware.stores.redis import RedisStore
 
 from .test_engine import AUTH, BODY, URL, Upstream, client, completion, post
@@ -70,3 +72,32 @@ def test_sync_helpers_delete_and_clear_from_code_without_a_loop(redis_server: An
         assert http.post(URL, json=other, headers=AUTH).headers["x-cache"] == "HIT"
     assert len(calls) == 5
     cache.close_sync()
+
+
+CHAT_PATH = "/v1/chat/completions"
+RAW_BODY = orjson.dumps(BODY)
+
+
+def test_the_engine_learns_the_upstream_only_from_its_driver_never_from_the_request_headers() -> None:
+    """A driver names the upstream it sends to (`upstream=`); a header of that name is the caller's,
+    just another header: never keyed, never obeyed, whatever driver forgot to drop it."""
+    cache = Cache()
+    headers = {"authorization": AUTH["authorization"]}
+    plain = cache.prepare("POST", CHAT_PATH, "", headers, RAW_BODY)
+    forged = cache.prepare("POST", CHAT_PATH, "", {**headers, UPSTREAM_HEADER: URL}, RAW_BODY)
+    named = cache.prepare("POST", CHAT_PATH, "", headers, RAW_BODY, upstream=URL)
+    assert isinstance(plain, CacheRequest) and isinstance(forged, CacheRequest) and isinstance(named, CacheRequest)
+    assert forged.key == plain.key != named.key
+    assert named.key == cache.key_for(URL, BODY, headers)
+
+
+def test_the_same_request_named_for_two_upstreams_is_prepared_for_each_again_and_again() -> None:
+    """The prepared-request memo remembers the upstream with the request: a request prepared for one
+    upstream is never handed to a call to another."""
+    cache = Cache()
+    headers = {"authorization": AUTH["authorization"]}
+    keys = {
+        upstream: {cache.prepare("POST", CHAT_PATH, "", headers, RAW_BODY, upstream=upstream).key for _ in range(4)}  # type: ignore[union-attr]
+        for upstream in ("https://one.example/v1/chat/completions", "https://two.example/v1/chat/completions", None)
+    }
+    assert all(len(found) == 1 for found in keys.values()) and len(set.union(*keys.values())) == 3

@@ -42,6 +42,23 @@ def test_numbers_a_double_cannot_carry_are_written_back_as_they_came() -> None:
     assert exact_json.dumps(exact_json.loads(document)) == document
 
 
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"logprob":-1.2e-05,"p":1e-07,"big":1e21,"upper":1E5,"plus":2.5e+3}',
+        b'{"mixed":[0.5,1.5e-05,"1e-05 in a string",12345678901234567890123]}',
+        b'{"plain":0.00001,"exact":3.14159265358979323846}',
+    ],
+)
+def test_a_stream_event_read_spelt_is_written_back_byte_for_byte(document: bytes) -> None:
+    assert exact_json.dumps(exact_json.loads_spelt(document)) == document
+
+
+def test_a_number_written_as_its_shortest_form_is_read_as_a_double() -> None:
+    assert exact_json.loads_spelt(b'{"a":1e-7,"b":1e+21,"c":0.5}') == {"a": 1e-7, "b": 1e21, "c": 0.5}
+    assert type(exact_json.loads_spelt(b'{"a":1e-05}')["a"]) is not float  # Python's spelling, kept
+
+
 @settings(max_examples=200, deadline=None)
 @given(JSON_VALUES)
 def test_a_document_whose_objects_name_each_key_once_has_no_duplicate_key(value: Any) -> None:

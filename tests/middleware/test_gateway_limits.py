@@ -217,20 +217,59 @@ def test_a_body_over_max_request_bytes_is_a_413_before_forwarding(
     assert httpx2.post(url, content=chat_body(900), headers=headers, timeout=10).status_code == 200
 
 
-def test_a_body_slower_than_the_read_timeout_is_a_408(
-    capped_gateway: Gateway, fake_provider: RunningFakeProvider
+@pytest.mark.parametrize(
+    ("openai", "capped"),
+    [
+        ({}, False),
+        ({"api_key": "sk-owner"}, True),
+        ({"allow": ["POST /v1/chat/completions", "POST /v1/files"]}, True),
+    ],
+    ids=["no-key", "owners-key", "allow-rules"],
+)
+def test_without_max_request_bytes_every_body_is_capped_at_64_mib_once_allow_rules_judge_calls(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+    openai: dict[str, Any],
+    capped: bool,
 ) -> None:
-    with socket.create_connection(("127.0.0.1", int(capped_gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
-            b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + b'{"model": "'
+    """A gateway that judges calls by `upstreams.<family>.allow` (with a key of its own, or `allow` given)
+    reads JSON and form bodies whole to judge a `_method` in them, so it caps every body at 64 MiB, an
+    upload it streams too (a file opened by `allow`); one that judges none caps nothing. A declared
+    length past the cap is a 413 before any byte of the body is read; one under no cap waits for its
+    body (here: 408, as none comes)."""
+    upstreams = {"openai": {"base_url": fake_provider.openai_base_url, **openai}}
+    gateway = gateway_factory({"upstreams": upstreams, "server": {"body_read_timeout": 0.5}})
+    for path in ("/v1/chat/completions", "/v1/files"):
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
+            f"content-type: application/octet-stream\r\ncontent-length: {64 * MIB + 1}\r\n\r\n".encode()
         )
+        reply = answer_head(gateway, head)
+        assert reply.split(b" ", 2)[1] == (b"413" if capped else b"408"), (path, reply[:300])
+
+
+def answer_head(gateway: Gateway, sent: bytes) -> bytes:
+    """What the gateway answers, up to the end of its head, to `sent` (a request's head and maybe part of
+    its body) on a connection of its own."""
+    with socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(sent)
         reply = b""
         while b"\r\n\r\n" not in reply:  # bounded by the socket timeout
             data = sock.recv(65536)
             if not data:
                 break
             reply += data
+    return reply
+
+
+def test_a_body_slower_than_the_read_timeout_is_a_408(
+    capped_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    reply = answer_head(
+        capped_gateway,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
+        b"content-type: application/json\r\ncontent-length: 500\r\n\r\n" + b'{"model": "',
+    )
     assert reply.startswith(b"HTTP/1.1 408"), reply
     assert fake_provider.requests == []
 

@@ -11,6 +11,7 @@ that accumulation, written from the SDK's documented objects rather than from th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,3 +90,32 @@ def test_the_reading_of_the_fixtures_is_what_the_api_documents() -> None:
     assert thoughts["signatures"] == ["c2lnLXRleHQtMQ==", "c2lnLWVuZA=="]
     citations = reading(list(parsed("citations")))["candidates"][0]["citations"]
     assert [c["uri"] for c in citations] == ["https://example.com/hamlet", "https://example.com/folio"]
+
+
+@pytest.mark.parametrize("name", sorted(GEMINI_STREAMS))
+async def test_a_gemini_sse_hit_spells_each_chunk_as_gemini_does(
+    name: str, layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    """Gemini writes its SSE chunks with a space after each key's `:` and none after `,`
+    (`{"candidates": [{"content": {"parts": [{"text": "Hi"}],"role": "model"}`), UTF-8 as it is: a
+    hit's chunks are those bytes, not compact JSON."""
+    spelt = [json.dumps(c, separators=(",", ": "), ensure_ascii=False) for c in GEMINI_STREAMS[name]]
+    fake_provider.stream_next(spelt)
+    path = f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+    body = {"contents": [{"role": "user", "parts": [{"text": f"{name} \u00e9"}]}]}
+    headers = {"x-goog-api-key": "gm-fidelity"}
+    if layer == "transport":
+        with httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url) as client:
+            miss, hit = [client.post(path, json=body, headers=headers) for _ in range(2)]
+    else:
+        asgi = httpx2.ASGITransport(app=CacheMiddleware(fake_provider.provider.app, cache=Cache()))
+        async with httpx2.AsyncClient(transport=asgi, base_url="http://gemini.test") as aclient:
+            miss, hit = [await aclient.post(path, json=body, headers=headers) for _ in range(2)]
+
+    assert [miss.headers["x-cache"], hit.headers["x-cache"]] == ["MISS", "HIT"]
+    assert sse_data(hit.content) == sse_data(miss.content) == [s.encode() for s in spelt]
+
+
+def sse_data(body: bytes) -> list[bytes]:
+    """Each event's `data`, as its bytes (the events end in `\\r\\n\\r\\n` or `\\n\\n`)."""
+    return [line.removeprefix(b"data: ") for line in body.splitlines() if line.startswith(b"data: ")]

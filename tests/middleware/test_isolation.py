@@ -247,6 +247,16 @@ async def test_gemini_key_query_parameter_and_header_name_one_tenant(layer: str)
     assert both[0] == ["HIT", "HIT"]  # the same credential twice is one tenant
 
 
+async def test_an_oauth_token_in_the_query_names_a_tenant_and_is_never_keyed_in_clear(layer: str) -> None:
+    """Google's `access_token` system parameter is the token `Authorization: Bearer` carries: before, it was
+    no credential (a request with only it was never cached) and was keyed in clear as any query parameter."""
+    cache = Cache()
+    assert (await twice(layer, cache, {}, GEMINI, GEMINI_BODY, "access_token=ya29.alice"))[0] == ["MISS", "HIT"]
+    assert (await twice(layer, cache, {}, GEMINI, GEMINI_BODY, "access_token=ya29.bob"))[0] == ["MISS", "HIT"]
+    header = {"authorization": "Bearer ya29.alice"}
+    assert (await twice(layer, cache, header, GEMINI, GEMINI_BODY))[0] == ["HIT", "HIT"]  # one tenant, one key
+
+
 async def test_a_header_the_family_does_not_authenticate_does_not_split_or_join_tenants(layer: str) -> None:
     cache = Cache()
     assert (await twice(layer, cache, {"authorization": "Bearer sk-alice", "x-api-key": "x"}))[0] == ["MISS", "HIT"]
@@ -350,6 +360,25 @@ def test_a_scope_function_can_be_named_by_dotted_path_in_a_config_file() -> None
     assert build_cache(config).settings.scope is by_user_header
     with pytest.raises(ConfigError, match="scope"):
         parse_config({"cache": {"scope": "tests.middleware.test_isolation:no_such_function"}})
+
+
+# -- the upstream is the driver's to name -------------------------------------------------------------
+
+
+async def test_a_caller_naming_an_upstream_in_a_header_is_served_and_keyed_as_without_it(layer: str) -> None:
+    """A driver names the upstream to the engine from what it trusts (the URL a transport sends to,
+    the `upstream` a `CacheMiddleware` was given, the gateway's routing in the ASGI scope); a caller's
+    `x-llm-cache-upstream` is just another header: it cannot file an answer under another upstream's
+    key, nor reach one filed there. (The gateway's row: `test_gateway_security.py`.)"""
+    cache = Cache()
+    headers = {"authorization": "Bearer sk-alice"}
+    plain, _ = await send_twice(layer, cache, headers)
+    forged, upstream = await send_twice(
+        layer, cache, {**headers, "x-llm-cache-upstream": "http://elsewhere.test/v1/chat/completions"}
+    )
+    assert [answer.headers["x-cache"] for answer in plain] == ["MISS", "HIT"]
+    assert [answer.headers["x-cache"] for answer in forged] == ["HIT", "HIT"] and upstream.calls == 0
+    assert {answer.headers["x-cache-key"] for answer in plain + forged} == {plain[0].headers["x-cache-key"]}
 
 
 # -- 3. key builders cannot break isolation or the request -------------------------------------------

@@ -408,8 +408,18 @@ def test_only_requests_without_any_identity_share_when_anonymous_requests_do() -
 def test_the_stream_form_of_a_gemini_request_is_not_in_the_key() -> None:
     cache = Cache()
     plain = key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI)
-    for query in ("alt=sse", "$alt=sse", "alt=json&$alt=sse"):
-        assert key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, query) == plain
+    for query in ("alt=sse", "$alt=sse", "alt=json", "%24alt=json", "alt=sse&$alt=sse", "alt=sse&quotaUser=u1"):
+        assert key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, query) == plain, query
+
+
+def test_a_gemini_answer_format_the_entry_is_not_rendered_in_is_keyed_apart() -> None:
+    """Two formats named at once (which one Google reads is not ours to guess: before, `alt=json&$alt=sse`
+    shared the plain entry, rendered as SSE), and the formats no stored answer is rendered in."""
+    cache = Cache()
+    plain = key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI)
+    queries = ("alt=json&$alt=sse", "alt=proto", "alt=media", "$alt=json;enum-encoding=int", "$alt=sse;x=1")
+    keys = {query: key(cache, CONTENTS, {"x-goog-api-key": "k1"}, GEMINI, query) for query in queries}
+    assert plain not in keys.values() and len(set(keys.values())) == len(queries), keys
 
 
 def test_a_repeated_scope_header_is_ambiguous_and_never_anonymous() -> None:

@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache.middleware import Cache, CachingTransport
-from llm_cache.middleware._engine import UPSTREAM_HEADER, CacheRequest
+from llm_cache.middleware._engine import CacheRequest
 from llm_cache.middleware._prepared_memo import HeaderReads, PreparedMemo
+from llm_cache.middleware._types import UPSTREAM_HEADER
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stores import DeadStore
 
@@ -36,7 +37,7 @@ HEADER_CHOICES = {
     "cache-control": ["no-cache", "max-age=5", "only-if-cached"],
     "x-cache-namespace": ["one", "two"],
     "x-cache-ttl": ["30"],
-    UPSTREAM_HEADER: ["https://one.example/v1/chat/completions", "https://two.example/v1/chat/completions"],
+    UPSTREAM_HEADER: ["https://one.example/v1/chat/completions"],  # a caller's: just another header
     "x-amzn-bedrock-trace": ["ENABLED"],
     "x-amzn-bedrock-guardrailversion": ["DRAFT", "1"],
     "anthropic-beta": ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"],
@@ -46,11 +47,15 @@ HEADER_CHOICES = {
 headers_strategy = st.fixed_dictionaries(
     {}, optional={name: st.sampled_from(values) for name, values in HEADER_CHOICES.items()}
 )
-request_strategy = st.tuples(st.sampled_from(PATHS), st.sampled_from(BODIES), headers_strategy)
+UPSTREAMS = [None, "https://one.example/v1/chat/completions", "https://two.example/v1/chat/completions"]
+"""What a driver names as the request's upstream (`Cache.prepare_route`'s `upstream`)."""
+request_strategy = st.tuples(
+    st.sampled_from(PATHS), st.sampled_from(BODIES), headers_strategy, st.sampled_from(UPSTREAMS)
+)
 
 
-def prepared(cache: Cache, path: str, body: bytes, headers: dict[str, str]) -> Any:
-    return cache.prepare("POST", path, "", headers, body)
+def prepared(cache: Cache, path: str, body: bytes, headers: dict[str, str], upstream: str | None = None) -> Any:
+    return cache.prepare("POST", path, "", headers, body, upstream=upstream)
 
 
 def decisions(request: Any) -> Any:
@@ -69,6 +74,7 @@ def decisions(request: Any) -> Any:
         request.captured,
         request.exact,
         request.headers,
+        request.upstream,
     )
 
 
@@ -76,9 +82,9 @@ def decisions(request: Any) -> Any:
 @given(st.lists(request_strategy, min_size=2, max_size=12))
 def test_a_request_prepared_again_is_prepared_as_a_new_cache_prepares_it(requests: list[Any]) -> None:
     cache = Cache()
-    for path, body, headers in requests * 3:  # remembered from the second sight, reused from the third
-        again = prepared(cache, path, bytes(body), dict(headers))  # new objects, as a new request brings
-        assert decisions(again) == decisions(prepared(Cache(), path, body, headers))
+    for path, body, headers, upstream in requests * 3:  # remembered from the second sight, reused from the third
+        again = prepared(cache, path, bytes(body), dict(headers), upstream)  # new objects, as a new request brings
+        assert decisions(again) == decisions(prepared(Cache(), path, body, headers, upstream))
 
 
 def test_two_callers_of_one_body_never_share_a_preparation() -> None:

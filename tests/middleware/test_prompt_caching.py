@@ -193,6 +193,27 @@ async def test_an_empty_text_block_is_never_marked(fake_provider: RunningFakePro
     ]
 
 
+async def test_a_deferred_tool_is_never_marked(fake_provider: RunningFakeProvider) -> None:
+    """Anthropic refuses `cache_control` on a tool with `defer_loading: true` (tool search loads it later,
+    outside the cached prefix), which the caller's request as written would not have met: the breakpoint
+    goes on the last tool that is loaded up front. Before, the request was refused, sent again without
+    hints, and the hints were switched off for that caller and model from then on."""
+    cache = Cache(prompt_caching=BREAKPOINTS)
+    search = {"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}
+    weather = {"name": "get_weather", "description": "The weather.", "input_schema": {"type": "object"}}
+    deferred = {"name": "get_tides", "description": "Tides.", "input_schema": {"type": "object"}, "defer_loading": True}
+    client = async_anthropic(cache, fake_provider)
+
+    for question in ("Can I return a helmet?", "Do you sell tyres?"):
+        headers, _ = await ask_claude(client, [user(question)], system=SYSTEM, tools=[search, weather, deferred])
+        assert headers["x-cache"] == "MISS"
+
+    assert fake_provider.count("/v1/messages") == 2  # each sent once
+    for body in sent(fake_provider, "/v1/messages"):
+        assert body["tools"] == [search, {**weather, "cache_control": EPHEMERAL}, deferred]
+        assert body["system"][-1]["cache_control"] == EPHEMERAL
+
+
 def test_an_injection_point_names_one_target() -> None:
     with pytest.raises(ValueError, match="exactly one of 'role' or 'index'"):
         PromptCaching.model_validate({"anthropic": {"points": [{"location": "message"}]}})
@@ -360,13 +381,21 @@ async def test_a_long_gemini_system_instruction_goes_into_one_cached_content(
     assert again.headers["x-cache"] == "HIT"  # the exact key is the caller's body's, as always
 
 
+FORBIDDEN = {"error": {"code": 403, "message": "The caller does not have permission", "status": "PERMISSION_DENIED"}}
+
+
+@pytest.mark.parametrize("refusal", ["deleted", "bare 403"])
 async def test_a_cached_content_gone_upstream_is_forgotten_and_the_request_sent_as_written(
-    fake_provider: RunningFakeProvider,
+    fake_provider: RunningFakeProvider, refusal: str
 ) -> None:
+    """Deleted or expired on Gemini's side (a 404), or refused with a PERMISSION_DENIED that need not name it."""
     cache = Cache(prompt_caching=CACHED_CONTENTS)
     client = gemini_client(cache, fake_provider)
     await client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
-    fake_provider.cached_contents.clear()  # deleted (or expired) on Gemini's side
+    if refusal == "deleted":
+        fake_provider.cached_contents.clear()
+    else:
+        fake_provider.fail_next(1, status=403, body=FORBIDDEN)
 
     answer = await client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?"))
 
@@ -568,3 +597,144 @@ async def test_a_malformed_record_in_the_store_is_ignored(fake_provider: Running
         ).status_code == 200
     names = [b.get("cachedContent") for b in sent(fake_provider, ":generateContent")]
     assert all(isinstance(name, str) for name in names)
+
+
+def long_system(topic: str) -> dict[str, Any]:
+    return {"parts": [{"text": f"You answer questions about {topic}. " + "Policy text. " * 400}]}
+
+
+async def test_a_caller_cannot_make_the_cache_create_cached_contents_without_bound(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Each cachedContent is storage billed by the hour on the caller's key: a caller sending many
+    distinct long prefixes gets at most `max_per_credential` live ones; the rest go as written, and
+    another credential still gets its own."""
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True, "max_per_credential": 2}})
+    client = gemini_client(cache, fake_provider)
+    topics = [f"topic {i}" for i in range(5)]
+
+    answers = [await client.post(GEMINI_PATH, json=gemini_body("Hello?", long_system(t))) for t in topics]
+    again = await client.post(GEMINI_PATH, json=gemini_body("Hello again?", long_system(topics[0])))
+
+    assert {a.status_code for a in [*answers, again]} == {200}
+    assert len(created(fake_provider)) == 2
+    named = [b.get("cachedContent") for b in sent(fake_provider, ":generateContent")]
+    assert [name is not None for name in named] == [True, True, False, False, False, True]
+    assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")][2:5] == [
+        long_system(t) for t in topics[2:]
+    ]
+    other = httpx2.AsyncClient(
+        transport=AsyncCachingTransport(cache=cache), base_url=fake_provider.url, headers={"x-goog-api-key": "gm-bob"}
+    )
+    assert (await other.post(GEMINI_PATH, json=gemini_body("Hello?", long_system("bob's")))).status_code == 200
+    assert len(created(fake_provider)) == 3
+
+
+async def test_one_oauth_token_billing_two_projects_never_names_one_projects_cached_content_for_the_other(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """With an OAuth token, `x-goog-user-project` says which project a request is billed to, and a
+    cachedContent belongs to the project it was created in: another project's is refused (403)."""
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    transport = AsyncCachingTransport(cache=cache)
+    answers = []
+    for project, question in (("shop-a", "Can I return a helmet?"), ("shop-b", "Do you sell tyres?")):
+        client = httpx2.AsyncClient(
+            transport=transport,
+            base_url=fake_provider.url,
+            headers={"authorization": "Bearer ya29.token", "x-goog-user-project": project},
+        )
+        answers.append(await client.post(GEMINI_PATH, json=gemini_body(question)))
+
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len(created(fake_provider)) == 2
+    first, second = (r for r in fake_provider.requests if r.path.endswith(":generateContent"))
+    assert first.json["cachedContent"] != second.json["cachedContent"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_creation_gemini_cannot_serve_now_is_not_tried_again_by_every_request(
+    fake_provider: RunningFakeProvider, status: int
+) -> None:
+    """While Gemini is out of quota or failing, a creation before every request would double the calls
+    against that quota (and make each request wait for it): the failure is remembered for a minute,
+    and requests go out as written meanwhile."""
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = gemini_client(cache, fake_provider)
+    fake_provider.fail_next(1, status=status)  # the creation
+
+    answers = [await client.post(GEMINI_PATH, json=gemini_body(q)) for q in ("Can I return a helmet?", "Tyres?")]
+
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len([r for r in fake_provider.requests if r.path.endswith("/cachedContents")]) == 1
+    assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")] == [GEMINI_SYSTEM] * 2
+
+
+async def test_a_hit_replays_the_usage_the_rewritten_miss_reported_and_counts_no_provider_caching(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """The answer to a rewritten request is stored under the caller's own key, usage and all: a hit
+    replays what the miss returned (cache writes and reads the caller's request as written would not
+    have shown), and the provider-cached-tokens counter, which counts what the provider did, does not
+    count it again."""
+    cache = Cache(prompt_caching={**BREAKPOINTS, **CACHED_CONTENTS})
+    claude = async_anthropic(cache, fake_provider)
+    _, miss = await ask_claude(claude, [user("Can I return a helmet?")], system=SYSTEM)
+    gemini = gemini_client(cache, fake_provider)
+    gemini_miss = await gemini.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+    counted = dict(cache.telemetry.snapshot()["llm_cache_provider_cached_tokens"])
+
+    hit_headers, hit = await ask_claude(claude, [user("Can I return a helmet?")], system=SYSTEM)
+    gemini_hit = await gemini.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?"))
+
+    assert (hit_headers["x-cache"], gemini_hit.headers["x-cache"]) == ("HIT", "HIT")
+    assert hit.usage == miss.usage and miss.usage.cache_creation_input_tokens
+    assert gemini_hit.json()["usageMetadata"] == gemini_miss.json()["usageMetadata"]
+    assert gemini_miss.json()["usageMetadata"]["cachedContentTokenCount"] > 0
+    assert cache.telemetry.snapshot()["llm_cache_provider_cached_tokens"] == counted
+
+
+async def test_a_creation_cut_short_by_the_callers_cancellation_holds_nothing_back(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """The caller gives up while the cachedContent is being created: its slot of the credential's
+    budget is given back and nothing is remembered, so the next request creates one and names it."""
+    import asyncio
+
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True, "max_per_credential": 1}})
+    client = gemini_client(cache, fake_provider)
+    fake_provider.hold()
+    cut = asyncio.create_task(client.post(GEMINI_PATH, json=gemini_body("Can I return a helmet?")))
+    await fake_provider.wait_for_in_flight_async(1)  # the creation
+    cut.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(cut, timeout=10)
+    fake_provider.release()
+
+    answer = await asyncio.wait_for(client.post(GEMINI_PATH, json=gemini_body("Do you sell tyres?")), timeout=10)
+
+    assert answer.status_code == 200
+    (named,) = sent(fake_provider, ":generateContent")
+    assert named.get("cachedContent") in fake_provider.cached_contents
+
+
+def test_a_gateway_holding_the_gemini_key_never_spends_it_on_cached_contents_by_default(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """Its callers do not hold the key the cachedContents would be billed to: the `cachedContents`
+    path is not in the default `allow` list, so requests go out as written."""
+    config = parse_config({"cache": {"store": {"type": "memory"}, "prompt_caching": CACHED_CONTENTS}})
+    config.upstreams.gemini.base_url = fake_provider.url
+    config.upstreams.gemini.api_key = "gm-operator"
+    server = BackgroundServer(create_gateway(config)).start()
+    try:
+        with httpx2.Client(base_url=server.url, timeout=10) as client:
+            answers = [
+                client.post(GEMINI_PATH, headers={"x-goog-api-key": f"junk-{i}"}, json=gemini_body(f"Q{i}?"))
+                for i in range(3)
+            ]
+    finally:
+        server.stop()
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert created(fake_provider) == []
+    assert [b.get("systemInstruction") for b in sent(fake_provider, ":generateContent")] == [GEMINI_SYSTEM] * 3

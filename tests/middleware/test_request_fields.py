@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx2
 import pytest
@@ -102,7 +103,8 @@ class Row:
     kind: str
     values: tuple[Any, Any]
     where: str = "body"
-    """`body` (a JSON field, dotted for a nested one), `header`, `path` (the values are whole paths) or `form`."""
+    """`body` (a JSON field, dotted for a nested one), `header`, `query`, `path` (the values are whole paths)
+    or `form`."""
     label: str = ""
 
     @property
@@ -120,6 +122,9 @@ class Row:
             return http.post(base.path, data=form, files={"file": ("clip.wav", AUDIO, "audio/wav")}, headers=ALICE)
         if self.where == "path":
             return Call(value, base.body, base.headers).send(http)
+        if self.where == "query":  # (a Google system parameter: `?$alt=...`, as the client writes it)
+            query = "" if value is ABSENT else "?" + urlencode({self.field: value}, safe="$")
+            return Call(base.path + query, base.body, base.headers).send(http)
         if self.where == "header":
             headers = {k: v for k, v in base.headers.items() if k != self.field}
             return Call(base.path, base.body, headers if value is ABSENT else {**headers, self.field: value}).send(http)
@@ -366,6 +371,26 @@ GEMINI_ROWS = [
     c("generateContent", "labels", ABSENT, {"team": "search"}),
     c("generateContent", "x-goog-api-client", "genai-py/1.0", "genai-py/2.0", "header"),
     c("generateContent", "x-goog-user-project", ABSENT, "billing-project", "header"),
+    # Google's system parameters (docs/providers.md, "Google's system parameters")
+    c("generateContent", "alt", ABSENT, "json", "query", label="json"),
+    a("generateContent", "alt", ABSENT, "proto", "query", label="proto"),
+    a("generateContent", "alt", ABSENT, "media", "query", label="media"),
+    a("generateContent", "alt", ABSENT, "sse", "query", label="sse on a unary call"),
+    a("generateContent", "$alt", ABSENT, "json;enum-encoding=int", "query", label="enums as numbers"),
+    a("generateContent", "fields", ABSENT, "candidates", "query"),
+    a("generateContent", "$fields", ABSENT, "candidates", "query"),
+    a("generateContent", "x-goog-fieldmask", ABSENT, "candidates", "header"),
+    a("generateContent", "prettyPrint", ABSENT, "false", "query"),
+    a("generateContent", "$prettyPrint", ABSENT, "false", "query"),
+    a("generateContent", "$ct", ABSENT, "application/json+protobuf", "query"),
+    a("generateContent", "$.xgafv", ABSENT, "1", "query"),
+    a("generateContent", "callback", ABSENT, "answered", "query"),
+    a("generateContent", "$callback", ABSENT, "answered", "query"),
+    a("generateContent", "x-goog-api-version", ABSENT, "2025-06-01", "header"),
+    c("generateContent", "quotaUser", ABSENT, "user-42", "query"),
+    c("generateContent", "x-goog-quota-user", ABSENT, "user-42", "header"),
+    a("generateContent", "upload_protocol", ABSENT, "raw", "query"),
+    a("generateContent", "uploadType", ABSENT, "media", "query"),
     b("generateContent", "tools", ABSENT, [{"fileSearch": {"fileSearchStoreNames": ["fileSearchStores/a"]}}]),
     b(
         "generateContent",

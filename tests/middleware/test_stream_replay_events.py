@@ -8,6 +8,7 @@ replayed at its length, not with its random characters.
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -17,6 +18,7 @@ import anthropic
 import httpx2
 import msgpack
 import openai
+import orjson
 import pytest
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware
@@ -253,12 +255,16 @@ LONG_PADDING = msgpack.ExtType(4, msgpack.packb(0))
         with_cut([1, [], [], [7]]),
         with_cut([1, [[0, []]], [[None, WHOLE_ANSWER]], [0] * 100_000]),
         with_cut([1, [], [[None, {"obfuscation": LONG_PADDING}]], [0, 10**9]]),
+        with_cut([1, [], [[None, {"a": 1}]], [0], 3]),
+        with_cut([1, [], [[None, {"a": 1}]], [0], 1, 1]),
     ],
     ids=[
         "stored before cuts were kept",
         "with a cut that does not fit its answer",
         "with a cut sending its answer 100,000 times",
         "with a cut padding an event with a billion characters",
+        "with a cut of an unknown spelling",
+        "with a cut of two spellings",
     ],
 )
 async def test_a_stream_entry_without_a_usable_cut_is_still_replayed_synthesised(
@@ -299,3 +305,125 @@ def test_a_cut_writing_its_answer_many_times_into_one_event_is_refused_before_it
         tracemalloc.stop()
     bound = cuts.MAX_REPLAY_FACTOR * (len(answer) + len(cut)) + cuts.MAX_REPLAY_EXTRA
     assert peak < 2 * bound, (peak, bound)
+
+
+async def test_a_stream_hit_replays_its_entry_as_rewritten_not_the_events_made_of_it_before(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """An entry rewritten under its key and creation time with another answer (a store someone else can
+    write): its streamed hits' events are made once per entry and reused, and were found again by the
+    entry's fingerprint and creation time alone, so the hit replayed the first answer's events. Keyed
+    by the answer's length too, as the JSON hit's headers are: the hit replays what the store holds,
+    as a cache that never saw the first answer replays it."""
+    store = MemoryStore()
+
+    def client(cache: Cache) -> openai.AsyncOpenAI:
+        http = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache))
+        return openai.AsyncOpenAI(api_key="sk-cut", base_url=fake_provider.openai_base_url, http_client=http)
+
+    async def text(sdk: openai.AsyncOpenAI) -> str:
+        response = await sdk.chat.completions.with_raw_response.create(**request)
+        assert response.headers["x-cache"] in ("MISS", "HIT")
+        return "".join(
+            e["choices"][0]["delta"].get("content") or "" for e in await _dicts(response.parse()) if e["choices"]
+        )
+
+    sdk = client(Cache(store=store))
+    request = {**CHAT, "stream": True}
+    response = await sdk.chat.completions.with_raw_response.create(**request)
+    first = "".join(
+        e["choices"][0]["delta"].get("content") or "" for e in await _dicts(response.parse()) if e["choices"]
+    )
+    assert await text(sdk) == first  # a hit: its events are made and kept
+
+    def rewritten(entry: Entry) -> bytes:
+        answer = orjson.loads(entry.body)
+        answer["choices"][0]["message"]["content"] = "Another answer, of another length altogether."
+        return pack(replace(entry, body=orjson.dumps(answer)))
+
+    await rewrite_entry(store, response.headers["x-cache-key"], rewritten)
+    replayed = await text(sdk)
+    assert replayed != first and replayed == await text(client(Cache(store=store)))
+
+
+@LAYERS
+async def test_a_stream_hit_writes_each_number_as_the_provider_spelt_it(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    """A Python server writes a small logprob `-1.2e-05`; a double's shortest form is `-0.000012`. The
+    hit's bytes are the miss's: every number as it was written, in the fragments' events and the others."""
+    logprobs = [
+        {"content": [{"token": "Hi", "logprob": -1.2e-05, "bytes": [72, 105], "top_logprobs": []}], "refusal": None},
+        {"content": [{"token": "!", "logprob": -3e-07, "bytes": [33], "top_logprobs": []}], "refusal": None},
+    ]
+    events = [
+        chunk({**delta(role="assistant", content="Hi"), "logprobs": logprobs[0]}),
+        chunk({**delta(content="!"), "logprobs": logprobs[1]}),
+        chunk(delta(finish_reason="stop")),
+        chunk(choices=[], usage=USAGE, temperature_used=1e-05),
+        "[DONE]",
+    ]
+    fake_provider.stream_next(events)
+    body = {**CHAT, "stream": True, "logprobs": True, "stream_options": {"include_usage": True}}
+    cache = Cache()
+    if layer == "transport":
+        client = httpx2.AsyncClient(
+            transport=AsyncCachingTransport(cache=cache), base_url=fake_provider.openai_base_url
+        )
+    else:
+        app = CacheMiddleware(fake_provider.provider.app, cache=cache)
+        client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://provider.test/v1")
+    async with client:
+        miss, hit = [
+            await client.post("/chat/completions", json=body, headers={"authorization": "Bearer sk-cut"})
+            for _ in range(2)
+        ]
+
+    assert [miss.headers["x-cache"], hit.headers["x-cache"]] == ["MISS", "HIT"]
+    assert b'"logprob":-1.2e-05' in miss.content and b'"temperature_used":1e-05' in miss.content
+    assert hit.content == miss.content
+
+
+SPELLINGS = {
+    "compact, non-ASCII escaped (Python's json with separators)": {"separators": (",", ":")},
+    "spaced and escaped (Python's json by default)": {},
+    "spaced, UTF-8": {"ensure_ascii": False},
+}
+
+
+@LAYERS
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+async def test_a_stream_hit_spells_its_events_json_as_the_provider_did(
+    layer: str, spelling: str, fake_provider: RunningFakeProvider
+) -> None:
+    """A compatible server written in Python spaces its JSON, or escapes `é` as `\\u00e9`: the hit's
+    events are spelt the same way, byte for byte."""
+    spelt = SPELLINGS[spelling]
+    events = [
+        chunk(delta(role="assistant", content="Caf\u00e9 ")),
+        chunk(delta(content="cr\u00e8me \U0001f600")),
+        chunk(delta(finish_reason="stop")),
+        chunk(choices=[], usage=USAGE),
+    ]
+    fake_provider.stream_next([*(json.dumps(event, **spelt) for event in events), "[DONE]"])
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    miss, hit = await posted_twice(layer, fake_provider, body)
+
+    assert hit.content == miss.content
+
+
+async def posted_twice(layer: str, fake: RunningFakeProvider, body: dict[str, Any]) -> list[httpx2.Response]:
+    """The chat request `body` sent twice as raw HTTP through `layer` (a miss, then a hit)."""
+    cache = Cache()
+    if layer == "transport":
+        client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache), base_url=fake.openai_base_url)
+    else:
+        app = CacheMiddleware(fake.provider.app, cache=cache)
+        client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://provider.test/v1")
+    async with client:
+        answers = [
+            await client.post("/chat/completions", json=body, headers={"authorization": "Bearer sk-cut"})
+            for _ in range(2)
+        ]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
+    return answers

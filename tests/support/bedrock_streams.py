@@ -176,6 +176,20 @@ CONVERSE_STREAMS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("contentBlockStop", {"contentBlockIndex": 2}),
         *converse_end("tool_use", 41),
     ),
+    "tool input spaced as no serializer spaces it": converse_events(
+        ("contentBlockStart", {"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "tooluse_3", "name": "f"}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": '{ "city" :"Paris",'}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": '"days":[1,  2.50, 1e-05] }'}}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        *converse_end("tool_use", 12),
+    ),
+    "tool input compact": converse_events(
+        ("contentBlockStart", {"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "tooluse_4", "name": "f"}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": '{"city":"Par'}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": 'is","days":[1,2]}'}}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        *converse_end("tool_use", 12),
+    ),
     "reasoning, signed and redacted": converse_events(
         ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "The user asks "}}}),
         ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "for a capital."}}}),

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -72,6 +72,14 @@ class QuietStreamCuts(logging.Filter):
                 return False
             exc = exc.__cause__ or exc.__context__
         return True
+
+
+def _gemini_owner(req: RecordedRequest) -> tuple[str, str]:
+    """Whose a cachedContent is, as Gemini decides it: the credential's project (here the credential itself,
+    or the `x-goog-user-project` an OAuth token names)."""
+    keys = [v for k, v in parse_qsl(req.query) if k == "key"]
+    credential = req.headers.get("x-goog-api-key") or (keys[0] if keys else req.headers.get("authorization", ""))
+    return credential, req.headers.get("x-goog-user-project", "")
 
 
 @dataclass(frozen=True)
@@ -457,7 +465,7 @@ class FakeProvider:
             added = dict(self._added_headers)
         headers = response.headers
         content_type = headers.get("content-type", "")
-        for name, value in _MEASURES[api](n):
+        for name, value in (*_MEASURES[api](n), *_ACCOUNT.get(api, ())):
             headers[name] = value
         named = _REQUEST_IDS.get(api)
         if named is not None and named[0] not in headers:
@@ -465,6 +473,9 @@ class FakeProvider:
         if response.status_code < 300:
             if api == "gemini" and content_type.startswith("text/event-stream"):
                 headers["content-type"] = "text/event-stream"
+                headers["content-disposition"] = (
+                    "attachment"  # as generativelanguage.googleapis.com sends its SSE answers
+                )
             elif api == "gemini" and content_type.startswith("application/json"):
                 headers.update(_GEMINI_JSON_HEADERS)
             elif api == "anthropic" and content_type.startswith("text/event-stream"):
@@ -1004,6 +1015,20 @@ class FakeProvider:
         if _marks_an_empty_text_block(body):  # as Anthropic refuses it
             message = "cache_control cannot be set for empty text blocks"
             return self._error("anthropic", 400, None, {}, message=message)
+        deferred = next(
+            (
+                t
+                for t in body.get("tools") or []
+                if isinstance(t, dict) and t.get("defer_loading") and "cache_control" in t
+            ),
+            None,
+        )
+        if deferred is not None:  # as Anthropic refuses it
+            message = (
+                f"Tool {deferred.get('name')!r} cannot have both defer_loading=true and cache_control set. "
+                "Tools with defer_loading cannot use prompt caching."
+            )
+            return self._error("anthropic", 400, None, {}, message=message)
         if str(body.get("model") or "").startswith("claude-2") and _has_cache_control(body):
             message = f"{body['model']} does not support prompt caching (cache_control)"  # as older models did
             return self._error("anthropic", 400, None, {}, message=message)
@@ -1207,7 +1232,7 @@ class FakeProvider:
             return self._error("gemini", 400, None, {}, message=message)
         name = f"cachedContents/fake{self._next_id():06d}"
         with self._lock:
-            self.cached_contents[name] = {**held, "tokens": size}
+            self.cached_contents[name] = {**held, "tokens": size, "owner": _gemini_owner(req)}
         return JSONResponse(
             {
                 "name": name,
@@ -1231,11 +1256,13 @@ class FakeProvider:
                 return self._error("gemini", 400, None, {}, message=message)
             with self._lock:
                 held = self.cached_contents.get(str(body["cachedContent"]))
+            if held is not None and held["owner"] != _gemini_owner(req):  # another key's, or another project's
+                return self._error("gemini", 403, None, {}, message="The caller does not have permission")
             if held is None or held["model"] != f"models/{model}":
                 return self._error("gemini", 404 if held is None else 400, None, {}, message="CachedContent not found")
             cached_tokens = held["tokens"]
             # Answer as the same request without the cache would be answered.
-            body = {**{k: v for k, v in held.items() if k not in ("model", "tokens")}, **body}
+            body = {**{k: v for k, v in held.items() if k not in ("model", "tokens", "owner")}, **body}
             body.pop("cachedContent")
             if "contents" in held:
                 body["contents"] = held["contents"] + (req.json.get("contents") or [])
@@ -1273,7 +1300,7 @@ class FakeProvider:
         else:
             all_parts = [{"text": answer.text}]
         if not stream:
-            return JSONResponse(chunk(all_parts, "STOP", usage))
+            return JSONResponse(_projected(chunk(all_parts, "STOP", usage), req))
         partial_usage = {
             "promptTokenCount": answer.prompt_tokens,
             "totalTokenCount": answer.prompt_tokens,
@@ -1310,6 +1337,16 @@ class FakeProvider:
         return JSONResponse({"embeddings": [_gemini_embedding(item) for item in req.json.get("requests") or []]})
 
 
+def _projected(answer: dict[str, Any], req: RecordedRequest) -> dict[str, Any]:
+    """The answer as Google's field mask leaves it (`fields`, `$fields` or `X-Goog-FieldMask`; top-level
+    names only): a partial answer, which must never be served to a caller who asked for all of it."""
+    masks = [v for k, v in parse_qsl(req.query) if k in ("fields", "$fields")] + [
+        req.headers.get("x-goog-fieldmask", "")
+    ]
+    names = {path.strip().split(".")[0].split("(")[0] for mask in masks if mask for path in mask.split(",")}
+    return {k: v for k, v in answer.items() if k in names} if names else answer
+
+
 def _gemini_embedding(body: dict[str, Any]) -> dict[str, Any]:
     text = _text_of((body.get("content") or {}).get("parts"))
     dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
@@ -1338,14 +1375,24 @@ def _is_token_list(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, int) for v in value)
 
 
+BEDROCK_PADDING = string.ascii_lowercase + string.ascii_uppercase + string.digits
+"""The characters of the padding `p` Bedrock adds to each event: a prefix of these, as long as it likes."""
+
+
+def _compact(value: Any) -> bytes:
+    """JSON as Bedrock writes it: no spaces, UTF-8 as it is."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _aws_frame(event: dict[str, Any] | tuple[str, dict[str, Any]]) -> bytes:
     """One AWS event-stream message (the framing Bedrock streams in): a `chunk` carrying `event`
-    base64'd (InvokeModelWithResponseStream), or for a `(name, payload)` pair an event of that name
-    carrying the payload as it is (ConverseStream)."""
+    base64'd (InvokeModelWithResponseStream) beside the padding `p` Bedrock adds to hide its length,
+    or for a `(name, payload)` pair an event of that name carrying the payload as it is (ConverseStream)."""
     if isinstance(event, tuple):
-        name, payload = event[0], json.dumps(event[1]).encode()
+        name, payload = event[0], _compact(event[1])
     else:
-        name, payload = "chunk", json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+        encoded = base64.b64encode(_compact(event)).decode()
+        name, payload = "chunk", _compact({"bytes": encoded, "p": BEDROCK_PADDING[: 1 + len(encoded) % 57]})
     fields = {":event-type": name, ":content-type": "application/json", ":message-type": "event"}
     head = b"".join(
         struct.pack(">B", len(k)) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
@@ -1427,6 +1474,13 @@ _MEASURES: dict[str, Callable[[int], list[tuple[str, str]]]] = {
 }
 """Per API, the headers measuring one call (its time, the caller's rate limits left): the kinds a
 hit, which is no call, must not replay."""
+_ACCOUNT: dict[str, tuple[tuple[str, str], ...]] = {
+    "openai": (("openai-organization", "user-fake"), ("openai-project", "proj_fake"), ("openai-version", "2020-10-01")),
+    "anthropic": (("anthropic-organization-id", "0b6a3c1e-fake-4f2e-9a51-000000000001"),),
+}
+"""Per API, the headers naming the account billed for a call (and OpenAI's API version): the same on
+every answer to one credential, which a hit does not replay either (a shared store would name
+another tenant's organisation)."""
 
 
 def api_of(path: str) -> str:

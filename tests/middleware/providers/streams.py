@@ -83,7 +83,7 @@ def replayed_by_cut(endpoint: Endpoint, request: RequestView, pieces: list[bytes
     answer = assembler.result()
     assert answer is not None
     cut = assembler.cut(answer)
-    return None if cut is None else endpoint.render_events(cuts.replay(cut, answer), request)
+    return None if cut is None else endpoint.render_events(endpoint.replayed_events(cuts.replay(cut, answer)), request)
 
 
 _BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")

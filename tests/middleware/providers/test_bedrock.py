@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from llm_cache.middleware.providers import resolve
+from llm_cache.middleware.providers import cuts, resolve
+from llm_cache.middleware.providers.anthropic import Messages, MessageStreamAssembler
 from llm_cache.middleware.providers.base import Usage
 from llm_cache.middleware.providers.bedrock import Converse, InvokeModel, InvokeModelStream, InvokeStreamAssembler
 from llm_cache.middleware.providers.eventstream import EventStreamDecoder, encode_message
@@ -167,6 +168,30 @@ def test_a_replay_is_claudes_events_base64_encoded_in_chunk_frames() -> None:
         "message_stop",
     ]
     assert assembled(frames_of(MESSAGE)) == MESSAGE
+
+
+def test_a_cut_kept_before_chunk_payloads_were_replays_its_events_in_unpadded_frames() -> None:
+    """Entries stored before the cut kept each `chunk` payload (with its padding) kept Claude's bare
+    events: they still replay, event for event, as frames without `p`."""
+    messages = MessageStreamAssembler()
+    messages.feed(Messages().render_stream(orjson.dumps(MESSAGE), view("/v1/messages", {"stream": True})))
+    answer = messages.result()
+    assert answer is not None
+    cut = messages.cut(answer)
+    assert cut is not None
+    endpoint = InvokeModelStream()
+
+    replay = endpoint.render_events(endpoint.replayed_events(cuts.replay(cut, answer)), STREAM_VIEW)
+
+    assert replay == frames_of(orjson.loads(answer))
+
+
+@pytest.mark.parametrize("payload", [b'{"p":"abc"}', b'["bytes"]', b'"bytes"', b"{"])
+def test_a_kept_chunk_payload_no_bedrock_stream_has_is_a_cut_that_does_not_fit(payload: bytes) -> None:
+    """A cut read from a store whose `chunk` payload has no event (no `bytes`, not an object, not
+    JSON) is refused as a cut (the hit synthesises its stream), not an error that fails the hit."""
+    with pytest.raises(cuts.CutError):
+        InvokeModelStream().replayed_events([("chunk", payload, {})])
 
 
 def test_a_stream_of_one_frame_short_is_not_complete() -> None:
