@@ -154,6 +154,7 @@ class Cache:
         lock_ttl: float = 30.0,
         lock_wait: float = 30.0,
         cacheable_statuses: Collection[int] = frozenset({200}),
+        upstream_cache_control: Literal["honour", "ignore"] = "honour",
         cache_fallbacks: bool = False,
         fallback_ttl: float | None = None,
         stale_if_error: float = 0.0,
@@ -181,6 +182,7 @@ class Cache:
             "lock_ttl": lock_ttl,
             "lock_wait": lock_wait,
             "cacheable_statuses": cacheable_statuses,
+            "upstream_cache_control": upstream_cache_control,
             "cache_fallbacks": cache_fallbacks,
             "fallback_ttl": fallback_ttl,
             "stale_if_error": stale_if_error,
@@ -865,7 +867,7 @@ class Cache:
                 yield ReadBody()  # the failure is read whole (its connection released), and not relayed
             yield Run(recorder.abort(None))
             return Answer(parts)
-        recorder.start(reply.status, reply.headers)
+        recorder.start(reply.status, reply.headers, reply.raw)
         return Relay(recorder, reply.status, recorder.forward_headers(reply.raw))
 
     # -- 3. answering -------------------------------------------------------------------------

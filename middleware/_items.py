@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 from . import _exact_json as exact_json
 from ._entry import Entry, EntryError, unpack
+from ._freshness import capped_ttl, upstream_rules
 from ._headers import encoded, with_length
 from ._recorder import answer_origin, fallback_storage, replayed_origin, unstorable_head
 from ._settings import CacheSettings, CacheStats
@@ -117,8 +118,11 @@ class Items:
                 call.finished(reply.status, None, False, None, False)
             return Answer(_upstream_parts(reply, reply.body, outcome.value, request.key, counts))
         fresh = dict(zip(missing, answers, strict=True))
-        fallback, ttl = fallback_storage(self._cache.settings, reply.headers)
-        why = request.unstorable() or fallback
+        settings = self._cache.settings
+        fallback, ttl = fallback_storage(settings, reply.headers)
+        refused, fresh_for = upstream_rules(settings, request, JSON_MEDIA_TYPE, reply.raw)
+        ttl = capped_ttl(ttl, fresh_for, request.policy.ttl if request.policy.ttl is not None else settings.ttl)
+        why = request.unstorable() or fallback or refused
         stored = why is None and (yield Run(self._store(request, reply, fresh, ttl)))
         if why is not None:
             self._cache.stats.not_stored += 1

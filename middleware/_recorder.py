@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from .._wire import decompressor
 from ._entry import Entry, EntryError, replayable_header
+from ._freshness import capped_ttl, upstream_rules
 from ._hooks import AnswerView
 from ._settings import CacheSettings, CacheStats
 from ._types import CACHE_HEADER, FALLBACK_FROM_HEADER, KEY_HEADER, ORIGIN_HEADERS, CacheRequest, Lookup, Outcome
 from .providers import Endpoint, StreamAssembler
-from .providers.base import StreamFilter
+from .providers.base import JSON_MEDIA_TYPE, StreamFilter
 
 logger = logging.getLogger("llm_cache.middleware")
 
@@ -105,6 +107,22 @@ def unstorable_head(settings: CacheSettings, status: int, headers: Mapping[str, 
     return None
 
 
+_LENGTH = re.compile(r"[0-9]{1,19}")
+
+
+def declared_length(raw: Iterable[tuple[str, str]]) -> tuple[int | None, str | None]:
+    """(the body length an answer's `content-length` declares, or None; why no length can be believed:
+    two different ones, or one that is not a number). A server in front that does not hold the
+    upstream to it (an ASGI server may not) passes on a body cut short or padded."""
+    values = {part.strip() for name, value in raw if name.lower() == "content-length" for part in value.split(",")}
+    if not values:
+        return None, None
+    value = values.pop()
+    if values or not _LENGTH.fullmatch(value):
+        return None, "content-length: the answer declares no single length"
+    return int(value), None
+
+
 def miss_headers(request: CacheRequest, lookup: Lookup) -> list[tuple[str, str]]:
     """`x-cache` (and `x-cache-key` unless bypassed) on an answer that came from upstream."""
     if lookup.outcome is Outcome.BYPASS:
@@ -125,9 +143,12 @@ class Recorder:
         "_decoder",
         "_done",
         "_filter",
+        "_fresh_for",
         "_handle",
+        "_length",
         "_lookup",
         "_origin",
+        "_received",
         "_request",
         "_size",
         "_status",
@@ -154,9 +175,15 @@ class Recorder:
         self._done = False
         self._origin: tuple[tuple[str, str], ...] = ()
         self._ttl: float | None = None
+        self._fresh_for: float | None = None
+        self._length: int | None = None
+        """The body length the answer's `content-length` declares, if it declares one."""
+        self._received = 0
+        """Bytes of the body recorded so far, as sent (before any decoding)."""
+        """The most seconds the upstream lets its answer be kept (its `s-maxage`/`max-age`), if it said."""
 
-    def start(self, status: int, headers: Mapping[str, str]) -> None:
-        """Called with the upstream status and headers, before any body chunk."""
+    def start(self, status: int, headers: Mapping[str, str], raw: Iterable[tuple[str, str]] = ()) -> None:
+        """Called with the upstream status and headers (`raw`: every pair, as sent), before any body chunk."""
         request = self._request
         if request.refused is not None:
             self._handle.refused(request, status)
@@ -177,29 +204,43 @@ class Recorder:
         if fallback_ttl is not None:
             self._ttl = fallback_ttl
         refused = unstorable_head(self._handle.settings, status, headers)
+        if refused is None:
+            self._length, refused = declared_length(raw)
         if refused is not None:
             self._not_storable(refused)
             return
         content_type = (headers.get("content-type") or "").lower()
-        if self._request.stream:
-            view = self._request.view()
-            expected = self._request.endpoint.stream_media_type(view)
-            if not content_type.startswith(expected):
-                self._not_storable(f"content-type {content_type or 'missing'} is not {expected}")
-                return
-            self._assembler = self._request.endpoint.assembler(view)
-        elif not content_type.startswith("application/json"):
-            self._not_storable(f"content-type {content_type or 'missing'} is not application/json")
+        expected = request.endpoint.stream_media_type(request.view()) if request.stream else JSON_MEDIA_TYPE
+        if not content_type.startswith(expected):
+            self._not_storable(f"content-type {content_type or 'missing'} is not {expected}")
             return
+        refused, self._fresh_for = upstream_rules(self._handle.settings, request, expected, raw)
+        if refused is not None:
+            self._not_storable(refused)
+            return
+        if self._fresh_for is not None:
+            self._ttl = capped_ttl(self._ttl, self._fresh_for, self._default_ttl())
+        if request.stream:
+            self._assembler = request.endpoint.assembler(request.view())
         try:
             self._decoder = decompressor(headers.get("content-encoding"))
         except ValueError as error:
             self._not_storable(str(error))
 
+    def _default_ttl(self) -> float | None:
+        policy_ttl = self._request.policy.ttl
+        return policy_ttl if policy_ttl is not None else self._handle.settings.ttl
+
     def _not_storable(self, why: str) -> None:
+        """The answer will not be stored: what was recorded of it is let go (a stream past the bound
+        may go on for ever), and its coalesced waiters, who have nothing to wait for, go upstream now,
+        not when its body ends (a long generation, or a stream that never ends)."""
         self._storable = False
         if self._why is None:
             self._why = why
+        self._body.clear()
+        self._assembler = self._decoder = None
+        self._handle.release_waiters(self._lookup, None)
 
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`.
@@ -213,6 +254,12 @@ class Recorder:
         return upstream + miss_headers(self._request, self._lookup)
 
     @property
+    def decodes(self) -> bool:
+        """The stream is decoded for the caller (`_DecodedFilter`): the relay feeds it in slices of
+        `DECODED_SLICE` bytes, so that no piece decodes to more than about a thousand times that."""
+        return isinstance(self._filter, _DecodedFilter)
+
+    @property
     def complete(self) -> bool:
         """The stream's terminal event has been recorded: the answer can be stored now, before the
         caller reads on (an SDK may stop reading at the terminal event and never close the stream)."""
@@ -222,7 +269,11 @@ class Recorder:
         """Record one upstream chunk; returns the bytes to pass on to the caller."""
         forward = chunk if self._filter is None else self._filter.feed(chunk)
         if self._storable and not self._done:
-            self._record(chunk)
+            self._received += len(chunk)
+            if self._length is not None and self._received > self._length:
+                self._not_storable(f"content-length: the body is longer than the {self._length} bytes it declares")
+            else:
+                self._record(chunk)
         return forward
 
     def flush(self) -> bytes:
@@ -240,7 +291,6 @@ class Recorder:
         self._size += len(chunk)
         if self._size > limit:
             self._not_storable("response over max_response_bytes")
-            self._body.clear()
             return
         if self._assembler is not None:
             try:
@@ -277,8 +327,8 @@ class Recorder:
         try:
             ttl, tags = self._ttl, frozenset[str]()
             verdict = await self._handle.after_answer(self._request, entry, ttl)
-            if verdict is not None:
-                ttl, tags = verdict.ttl, frozenset(verdict.tags)
+            if verdict is not None:  # (a hook's TTL too is cut to what the upstream allows)
+                ttl, tags = capped_ttl(verdict.ttl, self._fresh_for, self._default_ttl()), frozenset(verdict.tags)
             if verdict is not None and not verdict.store:
                 self._why = "hook: an after_answer hook vetoed storing"
             else:
@@ -343,6 +393,9 @@ class Recorder:
             if not exhausted:
                 self._why = "caller closed the response early"
                 return None
+            if self._length is not None and self._received != self._length:  # (a stream may end past its last event)
+                self._why = f"content-length: the body's {self._received} bytes are not the {self._length} it declares"
+                return None
             body = b"".join(self._body)
             from_stream = False
         # Only a success of the endpoint's own shape, that replays as JSON and as a stream, is kept,
@@ -361,6 +414,10 @@ def _ours_or_in(name: str, dropped: frozenset[str]) -> bool:
     """Whether a lower-case header `name` is one the cache sets itself (`x-cache`, `x-cache-*`) or in `dropped`."""
     return name in dropped or (name.startswith("x-cache") and (len(name) == 7 or name[7] == "-"))
 
+
+DECODED_SLICE = 4096
+"""Compressed bytes a stream decoded for its caller is fed in at a time: at most about 4 MiB decoded
+(gzip's ratio is at most about 1,032), whatever size the upstream's chunks are."""
 
 _FILTERED_DROPS = frozenset({"content-length"})
 _DECODED_DROPS = frozenset({"content-length", "content-encoding"})
@@ -394,4 +451,4 @@ class _DecodedFilter:
         return self._inner.feed(self._decoder.flush()) + self._inner.flush()
 
 
-__all__ = ["Recorder", "RecorderHandle", "miss_headers"]
+__all__ = ["DECODED_SLICE", "Recorder", "RecorderHandle", "miss_headers"]

@@ -22,7 +22,7 @@ from starlette.types import Message, Send
 
 from ._headers import encoded
 from ._loop_thread import LoopClosed, LoopThread
-from ._recorder import Recorder
+from ._recorder import DECODED_SLICE, Recorder
 from ._types import Relay
 
 Work = Coroutine[Any, Any, Any]
@@ -37,6 +37,13 @@ class Relaying:
         self.recorder = recorder
         self.ended = False
         """The body has ended, or the relay was given up: no chunk goes through the Recorder again."""
+
+    def pieces(self, data: bytes) -> list[bytes]:
+        """`data` in the pieces to relay it in: whole, or for a stream decoded for the caller in
+        slices of `DECODED_SLICE` (a compressed chunk may decode to a thousand times its size)."""
+        if len(data) <= DECODED_SLICE or not self.recorder.decodes:
+            return [data]
+        return [data[i : i + DECODED_SLICE] for i in range(0, len(data), DECODED_SLICE)]
 
     def chunk(self, data: bytes) -> tuple[bytes, Work | None]:
         """The bytes to pass on for one upstream chunk, and the store to await now (the terminal event
@@ -95,7 +102,14 @@ class AsgiRelay:
             await self.send(message)
             return
         more = message.get("more_body", False)
-        body = message.get("body", b"")
+        *pieces, body = relaying.pieces(message.get("body", b""))
+        for piece in pieces:
+            await self._relay(relaying, piece, True)
+        await self._relay(relaying, body, more)
+        if not more:
+            await relaying.finished()
+
+    async def _relay(self, relaying: Relaying, body: bytes, more: bool) -> None:
         if more:
             forward, store = relaying.chunk(body)
             if store is not None:
@@ -103,8 +117,6 @@ class AsgiRelay:
         else:
             forward = relaying.last(body)
         await self.send({"type": "http.response.body", "body": forward, "more_body": more})
-        if not more:
-            await relaying.finished()
 
     async def leave(self) -> None:
         self.left = True
@@ -127,11 +139,12 @@ class _AsyncStream:
         relay = self._relay
         try:
             async for chunk in self._stream:
-                forward, store = relay.chunk(chunk)
-                if store is not None:
-                    await store
-                if forward:
-                    yield forward
+                for piece in relay.pieces(chunk):
+                    forward, store = relay.chunk(piece)
+                    if store is not None:
+                        await store
+                    if forward:
+                        yield forward
         except BaseException as error:
             await _done(relay.abandoned(error))
             raise
@@ -160,11 +173,12 @@ class _SyncStream:
         relay, run = self._relay, self._loop.run
         try:
             for chunk in self._stream:
-                forward, store = relay.chunk(chunk)
-                if store is not None:
-                    run(store)
-                if forward:
-                    yield forward
+                for piece in relay.pieces(chunk):
+                    forward, store = relay.chunk(piece)
+                    if store is not None:
+                        run(store)
+                    if forward:
+                        yield forward
         except BaseException as error:  # (GeneratorExit too: finalised by the collector, maybe on the loop)
             self._loop.settle(_done(relay.abandoned(error)))
             raise

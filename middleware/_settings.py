@@ -47,6 +47,12 @@ class CacheSettings(BaseModel):
         30.0, gt=0, description="Most seconds a miss waits for another pod's answer before going upstream itself."
     )
     cacheable_statuses: frozenset[int] = frozenset({200})
+    upstream_cache_control: Literal["honour", "ignore"] = Field(
+        "honour",
+        description="Whether an upstream answer's Cache-Control is read: `no-store` is not stored, `private` "
+        "only in an entry scoped to the caller's credential, `s-maxage`/`max-age` cut the TTL. `ignore` for an "
+        "upstream that sends them with every answer (a framework's default), not about one answer.",
+    )
     cache_fallbacks: bool = Field(
         False,
         description="Store answers a router's fallback group gave in place of the requested one "

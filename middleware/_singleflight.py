@@ -8,6 +8,7 @@ one pod per key goes upstream and the others poll the store for the entry it wri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -99,6 +100,10 @@ class SingleFlight:
         one of them leads anew when the leader's caller `left` before the answer was complete."""
         if flight is None:
             return
+        if _running_loop() is not flight.loop:  # (a blocking caller's thread, reading its stream)
+            with contextlib.suppress(RuntimeError):  # a closed loop: its waiters are gone with it
+                flight.loop.call_soon_threadsafe(self.land, flight, entry, left)
+            return
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         if not flight.future.done():
@@ -172,6 +177,13 @@ class SingleFlight:
                 return None, waited
             if entry is not None:
                 return entry, waited
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 __all__ = ["LEFT", "Flight", "SingleFlight"]

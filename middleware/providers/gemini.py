@@ -34,12 +34,13 @@ from .sse import SSEDecoder
 
 ANSWER_HEADERS = AnswerHeaders(
     {
-        JSON_MEDIA_TYPE: ((b"content-type", b"application/json; charset=UTF-8"),),
+        JSON_MEDIA_TYPE: ((b"content-type", b"application/json; charset=UTF-8"), (b"cache-control", b"private")),
         "text/event-stream": ((b"content-type", b"text/event-stream"), (b"content-disposition", b"attachment")),
     }
 )
-"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too; an SSE
-stream says `content-disposition: attachment`); it names no call in a header."""
+"""What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too):
+Google's front end marks every JSON answer `private`, and an SSE stream says `content-disposition:
+attachment`; it names no call in a header."""
 
 _FORMS = frozenset({"alt", "$alt"})
 """Google's system parameter naming the answer's format: `json` (the default), `sse` (a stream's events),

@@ -73,13 +73,18 @@ FORMS: dict[str, tuple[str, dict[str, Any], dict[str, str], tuple[str, str | Non
         ANTHROPIC,
         ("text/event-stream; charset=utf-8", "no-cache"),
     ),
-    "gemini-json": (f"{GEMINI_PATH}:generateContent", CONTENTS, GEMINI, ("application/json; charset=UTF-8", None)),
+    "gemini-json": (
+        f"{GEMINI_PATH}:generateContent",
+        CONTENTS,
+        GEMINI,
+        ("application/json; charset=UTF-8", "private"),
+    ),
     "gemini-sse": (f"{GEMINI_PATH}:streamGenerateContent?alt=sse", CONTENTS, GEMINI, ("text/event-stream", None)),
     "gemini-array": (
         f"{GEMINI_PATH}:streamGenerateContent",
         CONTENTS,
         GEMINI,
-        ("application/json; charset=UTF-8", None),
+        ("application/json; charset=UTF-8", "private"),
     ),
 }
 

@@ -9,17 +9,21 @@ store is a `SteppedRedis`, which holds its next read or lock attempt until the t
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx2
 import pytest
 import redis as syncredis
 
+from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from llm_cache.middleware.stores import RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_distributed import CHAT, QUESTION, LocalPod, redis_pod, second_waiting_on_first, until
+from tests.middleware.test_engine import completion
 from tests.support.stores import CountingStore
 
 
@@ -263,6 +267,113 @@ async def test_when_the_leading_stream_is_closed_early_one_of_its_waiters_leads_
     assert sorted(answer["x_cache"] for answer in answers) == ["HIT", "HIT", "MISS"]
     assert len({answer["id"] for answer in answers}) == 1
     assert fake_provider.count(CHAT) == 2
+
+
+FIRST_EVENT = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"P"}}]}\n\n'
+GROWN_PAST_1_KIB = b": " + b"x" * 2048 + b"\n\n"
+"""A comment line past the 1 KiB bound the leader's cache keeps (`max_response_bytes=1024`)."""
+
+
+class LeaderThenAnswers:
+    """An upstream whose first call is answered with `leaders_stream()`, every later one with a JSON answer."""
+
+    def __init__(self, leaders_stream: Callable[[], Any]) -> None:
+        self.leaders_stream = leaders_stream
+        self.calls = 0
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.calls += 1
+        if self.calls == 1:
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=self.leaders_stream())
+        return httpx2.Response(200, json=completion(self.calls))
+
+
+async def test_waiters_on_a_leader_whose_answer_will_not_be_stored_go_upstream_before_it_ends() -> None:
+    """Once the leader's answer is known not to be stored (here: its stream grew past
+    `max_response_bytes`; an upstream's `no-store`, a lying length), its waiters have nothing to wait
+    for and go upstream at once. Before, they waited for the leader's whole body: a long generation,
+    or a stream that never ends, held them until it ended or `coalesce_timeout` passed."""
+    grown, ended = asyncio.Event(), asyncio.Event()
+
+    async def leaders_stream() -> AsyncIterator[bytes]:
+        yield FIRST_EVENT
+        await grown.wait()
+        yield GROWN_PAST_1_KIB
+        await ended.wait()  # (the test never lets it end before the waiters are answered)
+        yield b"data: [DONE]\n\n"
+
+    upstream = LeaderThenAnswers(leaders_stream)
+    store = CountingStore()
+    cache = Cache(store, max_response_bytes=1024)
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(upstream))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    headers = {"authorization": "Bearer sk-pod"}
+    streamed = {**body, "stream": True}
+    async with (
+        httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as http,
+        http.stream("POST", "/v1/chat/completions", json=streamed, headers=headers) as lead,
+    ):
+        chunks = lead.aiter_raw()
+        await anext(chunks)
+        joined = [asyncio.ensure_future(http.post("/v1/chat/completions", json=body, headers=headers)) for _ in "ab"]
+        await until(lambda: store.reads == 3, 10, "the later misses reading the store, then waiting")
+        grown.set()
+        await anext(chunks)
+        try:
+            async with asyncio.timeout(15):  # while the leader's stream has not ended
+                answers = await asyncio.gather(*joined)
+        finally:
+            ended.set()
+
+    assert [answer.headers["x-cache"] for answer in answers] == ["MISS", "MISS"]
+    assert (upstream.calls, cache.stats.stored) == (3, 2)
+
+
+def test_a_blocking_callers_leader_frees_its_waiters_from_the_thread_that_reads_its_stream() -> None:
+    """The same through the blocking transport, whose caller reads the leader's stream in its own
+    thread: the waiters (on the engine's loop) are freed from there, safely. A future set from another
+    thread than its loop's wakes no one: the waiters slept until the loop woke for something else."""
+    grown, ended = threading.Event(), threading.Event()
+
+    def leaders_stream() -> Iterator[bytes]:
+        yield FIRST_EVENT
+        grown.wait(15)
+        yield GROWN_PAST_1_KIB
+        ended.wait(15)
+        yield b"data: [DONE]\n\n"
+
+    upstream = LeaderThenAnswers(leaders_stream)
+    store = CountingStore()
+    cache = Cache(store, max_response_bytes=1024)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    headers = {"authorization": "Bearer sk-pod"}
+    answers: list[str] = []
+    with (
+        httpx2.Client(transport=CachingTransport(cache=cache, inner=httpx2.MockTransport(upstream))) as http,
+        http.stream(
+            "POST", "http://llm.test/v1/chat/completions", json={**body, "stream": True}, headers=headers
+        ) as lead,
+    ):
+        chunks = lead.iter_raw()
+        next(chunks)
+        waiter = threading.Thread(
+            target=lambda: answers.append(
+                http.post("http://llm.test/v1/chat/completions", json=body, headers=headers).headers["x-cache"]
+            ),
+            daemon=True,
+        )
+        waiter.start()
+        end = time.monotonic() + 10
+        while store.reads < 2:  # the waiter has read the store, then waits on the leader
+            assert time.monotonic() < end, "the later miss never reached the store"
+            time.sleep(0.005)
+        grown.set()
+        next(chunks)  # (read here, in this thread: the Recorder learns the answer will not be stored)
+        waiter.join(15)  # while the leader's stream has not ended
+        ended.set()
+        assert not waiter.is_alive(), "the waiter was not freed"
+        assert b"".join(chunks).endswith(b"[DONE]\n\n")
+    assert (answers, upstream.calls) == (["MISS"], 2)
 
 
 async def test_a_leader_whose_answer_is_never_read_holds_later_misses_back_once_at_most(fake_provider: Any) -> None:

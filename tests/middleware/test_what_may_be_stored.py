@@ -9,8 +9,12 @@ counted BYPASSes: never looked up, never stored.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import logging
 import time
+import tracemalloc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +24,7 @@ import openai
 import orjson
 import pytest
 
-from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware import AsyncCachingTransport, Cache, CacheMiddleware, CachingTransport
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stores import CountingStore
 
@@ -565,3 +569,181 @@ def test_an_answer_is_kept_no_longer_than_the_audio_it_names(fake_provider: Runn
         lifetime = audio.expires_at - time.time()
         assert kept is not None and kept <= lifetime + 1
         assert kept == (ttl if ttl is not None and ttl < lifetime else pytest.approx(lifetime, abs=5))
+
+
+CHAT_ANSWER = orjson.dumps(
+    {"id": "chatcmpl-1", "object": "chat.completion", "choices": [CHOICE], "usage": {"prompt_tokens": 7}}
+)
+STREAMED_ANSWER = _sse(
+    (None, {"id": "c", "object": "chat.completion.chunk", "choices": [{**CHOICE, "delta": CHOICE["message"]}]}),
+    (None, "[DONE]"),
+)
+
+
+@pytest.mark.parametrize(
+    ("call", "body", "length"),
+    [
+        (CHAT, CHAT_ANSWER, str(len(CHAT_ANSWER) - 5)),
+        (CHAT, CHAT_ANSWER, str(len(CHAT_ANSWER) + 5)),
+        (CHAT, CHAT_ANSWER, f"{len(CHAT_ANSWER)}, {len(CHAT_ANSWER) + 5}"),
+        (CHAT, CHAT_ANSWER, "lots"),
+        (CHAT.but(stream=True), STREAMED_ANSWER, str(len(STREAMED_ANSWER) - 5)),
+    ],
+    ids=["json-said-shorter", "json-said-longer", "json-said-twice", "json-not-a-length", "stream-said-shorter"],
+)
+async def test_an_answer_whose_content_length_is_not_its_length_is_relayed_and_never_stored(
+    fake_provider_session: RunningFakeProvider, call: Call, body: bytes, length: str
+) -> None:
+    """An ASGI server that does not hold an app to its `content-length` (httpx's `ASGITransport`
+    does not) passes such an answer on as the app sent it; it is not what the app meant to say
+    (cut, or padded), so it is never stored. (uvicorn and httpx fail it: nothing to store either.)"""
+    fake = fake_provider_session
+    cache = Cache()
+    media = "text/event-stream" if call.body.get("stream") else "application/json"
+    fake.fail_next(1, status=200, body=body, headers={"content-type": media, "content-length": length})
+    asgi = httpx2.ASGITransport(app=CacheMiddleware(fake.provider.app, cache=cache))
+    async with httpx2.AsyncClient(transport=asgi, base_url="http://llm.test") as http:
+        first = await http.post(call.path, content=orjson.dumps(call.body), headers=call.headers)
+        assert (first.status_code, first.content, first.headers["x-cache"]) == (200, body, "MISS")
+        assert (cache.stats.stored, cache.stats.not_stored) == (0, 1)
+        second = await http.post(call.path, content=orjson.dumps(call.body), headers=call.headers)
+    assert second.headers["x-cache"] == "MISS" and second.content != body
+    assert not_stored_reasons(cache) == {"content-length"}
+
+
+def test_a_list_answer_the_upstream_marks_no_store_stores_none_of_its_items(
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    """The items of a list served item by item follow the upstream's Cache-Control as one answer does."""
+    fake_provider_session.send_headers({"cache-control": "no-store"})
+    cache = Cache()
+    listed = EMBEDDINGS.but(input=[QUESTION, "And of Spain?"])
+    with client(cache, fake_provider_session) as http:
+        answers = [listed.send(http) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "MISS"]
+    assert (cache.stats.stored, cache.stats.not_stored) == (0, 2)
+    assert not_stored_reasons(cache) == {"upstream-no-store"}
+
+
+LIES = {
+    # A JSON answer's content-type on an event stream, to a request that did not stream.
+    "sse-body-said-json": (CHAT, STREAMED_ANSWER, "application/json"),
+    # An event stream's content-type on a JSON answer, to a request that streamed.
+    "json-body-said-sse": (CHAT.but(stream=True), CHAT_ANSWER, "text/event-stream"),
+    # A stream of the right type and shape that never sends its terminal event.
+    "stream-without-done": (
+        CHAT.but(stream=True),
+        STREAMED_ANSWER.removesuffix(b"data: [DONE]\n\n"),
+        "text/event-stream",
+    ),
+    "messages-without-message-stop": (
+        MESSAGES.but(stream=True),
+        _sse(
+            ("message_start", {"type": "message_start", "message": MESSAGE}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}}),
+        ),
+        "text/event-stream",
+    ),
+}
+
+
+@pytest.mark.parametrize(("call", "body", "media"), LIES.values(), ids=LIES.keys())
+@LIBS
+def test_an_answer_that_lies_about_its_form_reaches_its_caller_as_sent_and_is_never_stored(
+    fake_provider_session: RunningFakeProvider, call: Call, body: bytes, media: str, lib: Any
+) -> None:
+    """Checked and found to hold: the content-type names the form the Recorder reads, and a body of the
+    other form (or a stream without its end) is never assembled into an answer."""
+    refused_then_asked_again(fake_provider_session, call, body, media, lib)
+
+
+async def test_a_stream_past_max_response_bytes_is_passed_on_whole_and_nothing_of_it_is_held() -> None:
+    """Past `max_response_bytes` the Recorder stops recording a stream (it will not be stored) and
+    lets go of what it had recorded: an upstream streaming an endless answer to many callers costs
+    the cache nothing per stream once past the bound. Before, each such stream kept its assembled
+    part (several times the bound, as parsed events) until it ended."""
+    cap, piece = 2 * 1024 * 1024, "y" * 60_000
+    event = _sse(
+        (None, {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]})
+    )
+    count = 3 * cap // len(event)
+    go_on = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(count):
+            yield event
+        await go_on.wait()
+        yield STREAMED_ANSWER
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=endless())
+
+    cache = Cache(max_response_bytes=cap)
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.MockTransport(upstream))
+    tracemalloc.start()
+    try:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as http:
+            ask = CHAT.but(stream=True)
+            async with http.stream("POST", ask.path, content=orjson.dumps(ask.body), headers=ask.headers) as streamed:
+                chunks, received = streamed.aiter_raw(), 0
+                while received < count * len(event):
+                    received += len(await anext(chunks))
+                held = tracemalloc.get_traced_memory()[0]
+                go_on.set()
+                rest = b"".join([chunk async for chunk in chunks])
+    finally:
+        tracemalloc.stop()
+    assert rest.endswith(b"data: [DONE]\n\n")
+    assert held < cap // 4, f"{held / 2**20:.1f} MiB held"
+    assert not_stored_reasons(cache) == {"response"}
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+NESTED = {
+    "whole-body": (CHAT, DEEP, "application/json"),
+    "a-field": (CHAT, CHAT_ANSWER[:-1] + b',"x":' + DEEP + b"}", "application/json"),
+    "a-stream-event": (CHAT.but(stream=True), b"data: " + DEEP + b"\n\n" + STREAMED_ANSWER, "text/event-stream"),
+}
+
+
+@pytest.mark.parametrize(("call", "body", "media"), NESTED.values(), ids=NESTED.keys())
+def test_an_answer_nested_100000_deep_is_relayed_and_never_stored(
+    fake_provider_session: RunningFakeProvider, call: Call, body: bytes, media: str
+) -> None:
+    """Checked and found to hold: the parser's depth limit refuses it (no recursion without bound)."""
+    refused_then_asked_again(fake_provider_session, call, body, media)
+
+
+async def test_a_compressed_stream_decoded_for_its_caller_is_decoded_a_bounded_piece_at_a_time() -> None:
+    """A stream the cache asked usage of is decoded for its caller (to hide the usage chunk). A gzip
+    chunk can decode to a thousand times its size: 128 KiB of it to 128 MiB of events. The caller gets
+    every decoded byte, a bounded piece at a time. Before, each upstream chunk was decoded whole, and
+    copied by the usage filter: hundreds of MiB at once in the cache's process for one chunk."""
+    event = _sse((None, {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}}]}))
+    padding = b": " + b" " * (1024 * 1024) + b"\n\n"  # an SSE comment: a MiB of spaces
+    decoded = event + padding * 128 + STREAMED_ANSWER
+    compressed = gzip.compress(decoded, 9)
+    assert len(compressed) < 256 * 1024
+
+    async def upstream_body() -> AsyncIterator[bytes]:
+        yield compressed  # one chunk, as a proxy that buffered it may send it
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "text/event-stream", "content-encoding": "gzip"}
+        return httpx2.Response(200, headers=headers, content=upstream_body())
+
+    transport = AsyncCachingTransport(cache=Cache(), inner=httpx2.MockTransport(upstream))
+    tracemalloc.start()
+    try:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://llm.test") as http:
+            ask = CHAT.but(stream=True)  # (no stream_options: the cache asks for usage, and hides it)
+            async with http.stream("POST", ask.path, content=orjson.dumps(ask.body), headers=ask.headers) as streamed:
+                assert "content-encoding" not in streamed.headers
+                received = 0
+                async for piece in streamed.aiter_raw():
+                    received += len(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert received == len(decoded)
+    assert peak < 48 * 1024 * 1024, f"{peak / 2**20:.0f} MiB at once"

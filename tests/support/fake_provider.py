@@ -218,6 +218,8 @@ class FakeProvider:
         self._unknown_fields: dict[str, str] = {}
         self._gzip_streams = False
         self._rerank_worst_first = False
+        self._added_headers: dict[str, str] = {}
+        """Headers every answer carries besides its own, until reset (`send_headers`)."""
         self._break: _Break | None = None
         self._stalls: list[_Break] = []
         """Stalls armed and not yet released (a release may come before a body reaches its stall)."""
@@ -275,6 +277,7 @@ class FakeProvider:
             self._unknown_fields.clear()
             self._gzip_streams = False
             self._rerank_worst_first = False
+            self._added_headers.clear()
             self._break = None
             self._delay = 0.0
             self._seen_prefixes.clear()
@@ -323,6 +326,12 @@ class FakeProvider:
         """From now on (until reset), streams are gzip-encoded event by event (`content-encoding: gzip`)."""
         with self._lock:
             self._gzip_streams = True
+
+    def send_headers(self, headers: dict[str, str]) -> None:
+        """From now on (until reset), every answer carries these headers too, replacing its own of the
+        same name, as a proxy or a gateway in front of a provider may add them (`cache-control`, `age`)."""
+        with self._lock:
+            self._added_headers.update(headers)
 
     def refuse_field(self, name: str, named_as: str | None = None) -> None:
         """From now on (until reset), a JSON body with `name` anywhere in it is refused with a 400 naming
@@ -465,6 +474,7 @@ class FakeProvider:
         spent), fresh for each call as the real APIs' are."""
         with self._lock:
             n = next(self._request_ids)
+            added = dict(self._added_headers)
         headers = response.headers
         content_type = headers.get("content-type", "")
         for name, value in (*_MEASURES[api](n), *_ACCOUNT.get(api, ())):
@@ -472,16 +482,20 @@ class FakeProvider:
         named = _REQUEST_IDS.get(api)
         if named is not None and named[0] not in headers:
             headers[named[0]] = named[1](n)
-        if response.status_code >= 300:
-            return
-        if api == "gemini" and content_type.startswith(("application/json", "text/event-stream")):
-            headers["content-type"] = "text/event-stream" if "event-stream" in content_type else _GEMINI_JSON
-            if "event-stream" in content_type:  # as generativelanguage.googleapis.com sends its SSE answers
-                headers["content-disposition"] = "attachment"
-        elif api == "anthropic" and content_type.startswith("text/event-stream"):
-            headers["cache-control"] = "no-cache"
-        elif api == "cohere":
-            headers.update(_COHERE_HEADERS)
+        if response.status_code < 300:
+            if api == "gemini" and content_type.startswith("text/event-stream"):
+                headers["content-type"] = "text/event-stream"
+                headers["content-disposition"] = (
+                    "attachment"  # as generativelanguage.googleapis.com sends its SSE answers
+                )
+            elif api == "gemini" and content_type.startswith("application/json"):
+                headers.update(_GEMINI_JSON_HEADERS)
+            elif api == "anthropic" and content_type.startswith("text/event-stream"):
+                headers["cache-control"] = "no-cache"
+            elif api == "cohere":
+                headers.update(_COHERE_HEADERS)
+        for name, value in added.items():
+            headers[name] = value
 
     def _route(self, req: RecordedRequest) -> Response:
         path, method = req.path, req.method
@@ -1444,6 +1458,8 @@ def multipart_form(content_type: str, body: bytes) -> dict[str, bytes]:
 
 
 _GEMINI_JSON = "application/json; charset=UTF-8"
+_GEMINI_JSON_HEADERS = {"content-type": _GEMINI_JSON, "cache-control": "private"}
+"""Google's front end marks every JSON answer of the Gemini API private (its SSE streams: nothing)."""
 _COHERE_HEADERS = {
     "content-type": "application/json",
     "cache-control": "no-cache, no-store, no-transform, must-revalidate, private, max-age=0",

@@ -66,6 +66,11 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/middleware/test_hooks.py",
         "tests/middleware/test_distributed.py",
         "tests/middleware/semantic/test_cache.py",
+        "tests/middleware/test_singleflight.py",
+    ),
+    "middleware/_freshness.py": (
+        "tests/middleware/test_upstream_cache_control.py",
+        "tests/middleware/test_what_may_be_stored.py::test_a_list_answer_the_upstream_marks_no_store_stores_none_of_its_items",
     ),
     "middleware/_items.py": (
         "tests/middleware/test_items.py",
