@@ -236,11 +236,14 @@ class CachingTransport(_Intercepting, httpx2.BaseTransport, httpx.BaseTransport)
         return exchange.ended(end, lambda upstream, recorder: stream(upstream, recorder, loop))
 
     def close(self) -> None:
+        """The loop first: its calls end at once (`LoopClosed`), so a caller waiting on another's miss
+        is never freed, by that miss failing as its connection closes, to send the request upstream
+        again through an upstream transport that (as httpx's do) still serves after `close()`."""
         loop, self._loop = self._loop, LoopThread()  # (started by the next call, if one comes)
         try:
+            loop.close()
+        finally:
             if self._inner is not None:
                 self._inner.close()
             for transport in list(self._defaults.values()):  # a thread may add one meanwhile
                 transport.close()
-        finally:
-            loop.close()
