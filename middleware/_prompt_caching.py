@@ -426,7 +426,8 @@ class CachedContents:
         settings = self.settings
         parent = f"/{match['parent']}" if match["parent"] else ""
         collection = f"{match['base']}{parent}/cachedContents"
-        query = "&".join(f"key={quote(value, safe='')}" for name, value in parse_qsl(query) if name == "key")
+        # the credential as the caller sent it (`key`, or an OAuth token's `access_token`): every one `rewrite` read
+        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in parse_qsl(query) if name in GEMINI.query)
         passed = {k: v for k, v in headers.items() if k in _PASSED_HEADERS}
         passed["content-type"] = "application/json"
         payload = {"model": match["model"], **prefix, "ttl": f"{int(settings.ttl)}s"}

@@ -837,21 +837,25 @@ class Telemetry:
 
     def _span_start(self, memo_key: _StartKey) -> _Start:
         """What a call's span starts with and its metrics are labelled with (its provider too), worked out
-        for a combination `_starts` does not hold yet: a hit reads it there (`Call`) and works none of it out."""
-        start = self._starts.get(memo_key)
-        if start is not None:
-            return start
-        endpoint, path, route_model, model, upstream = memo_key
-        provider = provider_name(endpoint.family, path, route_model)
-        label = self._model_label(model)
-        start = _Start(memo_key, endpoint.operation, provider, model, label, upstream, self.store_name)
-        self._starts.add(memo_key, start)
+        for a combination `_starts` does not hold yet: a hit reads it there (`Call`) and works none of it out.
+        Changes to the memo hold the lock (calls of one Cache may run on several threads); a proven start's
+        read, the hit's, takes none."""
+        with self._lock:
+            start = self._starts.get(memo_key)
+            if start is not None:
+                return start
+            endpoint, path, route_model, model, upstream = memo_key
+            provider = provider_name(endpoint.family, path, route_model)
+            label = self._model_label(model)
+            start = _Start(memo_key, endpoint.operation, provider, model, label, upstream, self.store_name)
+            self._starts.add(memo_key, start)
         return start
 
     def _proven(self, start: _Start) -> None:
         """A call started with `start` got a 2xx answer or a hit: its start is kept for good."""
         if not start.proven:
-            start.proven = self._starts.prove(start.key, start)
+            with self._lock:
+                start.proven = start.proven or self._starts.prove(start.key, start)
 
     def _model_label(self, model: str | None) -> str:
         return self._models.label(model)
@@ -861,7 +865,8 @@ class Telemetry:
         A span start memoised with `other` for one of them is worked out again (the others stay)."""
         for model in models:
             if model not in self._models.admitted and self._models.admit(model):
-                self._starts.discard(functools.partial(_names_model, model))
+                with self._lock:
+                    self._starts.discard(functools.partial(_names_model, model))
 
     def _response_label(self, model: str | None) -> str | None:
         """`gen_ai.response.model` as a metric attribute: capped as the request's (a lenient upstream echoes it)."""
@@ -892,7 +897,8 @@ class Telemetry:
             self._settle()
         self.store_name = store.name
         self.store = store
-        self._starts.clear()  # they name the store
+        with self._lock:
+            self._starts.clear()  # they name the store
         in_process = abilities_of(store).in_process
         if self._store_spans_option is None:
             self.store_spans = not in_process

@@ -314,7 +314,7 @@ class InvokeStreamAssembler:
     def __init__(self) -> None:
         self._frames = EventStreamDecoder()
         self._messages = MessageStreamAssembler(recording=False)
-        self._cut = cuts.CutRecorder(chunk_positions)
+        self._cut = cuts.CutRecorder(chunk_positions, spelt_always=True)  # (older releases kept bare events)
         self._added: dict[str, Any] = {}
         self._broken = False
 

@@ -81,11 +81,16 @@ class CutRecorder:
         "_positions",
         "_sequence",
         "_spellings",
+        "_spelt_always",
         "_templates",
     )
 
-    def __init__(self, positions: Positions) -> None:
+    def __init__(self, positions: Positions, spelt_always: bool = False) -> None:
+        """`spelt_always`: the cut names its spelling even when compact, a fifth element the releases
+        before spellings were kept refuse (they synthesise the stream): for a cut whose events they
+        would read as another form's (Bedrock's whole `chunk` payloads, where they kept bare events)."""
         self._positions = positions
+        self._spelt_always = spelt_always
         self._templates: dict[bytes, int] = {}
         self._objects: list[list[Any]] = []
         self._sequence: list[int] = []
@@ -162,7 +167,7 @@ class CutRecorder:
             templates = [[name, index.wholes(body, sources)] for name, body in self._objects]
             cut = [CUT_VERSION, sources, templates, self._sequence]
             spelling = min(self._spellings, default=exact_json.COMPACT)
-            if spelling != exact_json.COMPACT:
+            if spelling != exact_json.COMPACT or self._spelt_always:
                 cut.append(spelling)  # (a cut without it is spelt compact, as before spellings were kept)
             packed: bytes = msgpack.packb(cut, default=_pack_slot)
         except (TypeError, ValueError, OverflowError):

@@ -478,7 +478,7 @@ class ErrorBound:
         learned.seen[bin] += 1
         servable = learned.cap is not None and bin >= learned.cap
         if servable:
-            wrong = await self.evidence.wrong_at(answer(key, partition))
+            wrong = await self._wrong_at(key, partition)
             servable = wrong is None or similarity > wrong + self.margin
         if servable:
             if (key, similarity) in self._served:  # the same prompt again: checked now, and stored for it
@@ -494,6 +494,17 @@ class ErrorBound:
                 return Decision.SERVE
             return self._asking(answer(key, partition), similarity, bin)
         return self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP
+
+    async def _wrong_at(self, key: str, partition: str) -> float | None:
+        """The highest similarity at which `partition` judged `key`'s answer wrong. A verdict kept under the
+        key alone, as before each partition kept its own record (`answer`; Redis evidence keeps it `keep`
+        seconds, and pods not yet upgraded still write it), counts too: it can only make a candidate
+        verified, never served. (One more evidence read for a servable candidate of a partition.)"""
+        wrong = await self.evidence.wrong_at(answer(key, partition))
+        if not partition:
+            return wrong
+        before = await self.evidence.wrong_at(key)
+        return before if wrong is None else wrong if before is None else max(wrong, before)
 
     def _asking(self, judged: str, similarity: float, bin: int) -> Decision:
         """A verification of the answer a partition names `judged` (`answer`), decided in risk `bin`."""

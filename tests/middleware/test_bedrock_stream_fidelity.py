@@ -21,11 +21,14 @@ from typing import Any
 import botocore.session
 import httpx
 import httpx2
+import msgpack
 import pytest
 from anthropic import AnthropicBedrock, AsyncAnthropicBedrock
 from botocore.parsers import RestJSONParser
 
 from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
+from llm_cache.middleware._entry import unpack
+from llm_cache.middleware.stores import MemoryStore
 from tests.support.bedrock_streams import BIG, CLAUDE, CONVERSE_STREAMS, INVOKE_STREAMS, boto_events, converse_reading
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
@@ -188,6 +191,34 @@ async def test_an_invoke_stream_hit_is_the_miss_byte_for_byte_padding_included(
     assert [miss.headers["x-cache"], hit.headers["x-cache"]] == ["MISS", "HIT"]
     assert b'"p":"abc' in miss.content
     assert hit.content == miss.content
+
+
+async def test_an_invoke_stream_entry_is_one_a_release_before_byte_exact_hits_refuses_to_replay(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """An invoke stream's cut keeps whole `chunk` payloads (padding and the event in `bytes`), where
+    releases before kept the bare Messages events in a cut of four elements: a pod of such a release
+    sharing the store (a rolling upgrade, a rollback) read the new cut as one of its own and framed each
+    payload as an event, a stream no SDK reads. The cut carries its spelling always, a fifth element
+    those releases refuse (they synthesise the stream from the answer), while this one replays it."""
+    fake_provider.stream_next(INVOKE_STREAMS[sorted(INVOKE_STREAMS)[0]], eventstream=True)
+    store = MemoryStore()
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with httpx2.Client(transport=CachingTransport(cache=Cache(store)), base_url=fake_provider.url) as client:
+        miss, hit = [
+            client.post(f"/model/{CLAUDE}/invoke-with-response-stream", json=body, headers=SIGNED) for _ in range(2)
+        ]
+    stored = await store.get(miss.headers["x-cache-key"])
+    assert stored is not None
+    cut = unpack(stored).cut
+    assert cut is not None and hit.headers["x-cache"] == "HIT" and hit.content == miss.content
+
+    with pytest.raises(ValueError):  # how the releases before unpacked a cut (`cuts.replay`): refused
+        version, sources, templates, sequence = msgpack.unpackb(cut, ext_hook=msgpack.ExtType)
 
 
 @pytest.mark.parametrize("name", sorted(CONVERSE_STREAMS))

@@ -652,6 +652,27 @@ async def test_one_oauth_token_billing_two_projects_never_names_one_projects_cac
     assert first.json["cachedContent"] != second.json["cachedContent"]
 
 
+@pytest.mark.parametrize("parameter", ["access_token", "oauth_token"])
+async def test_an_oauth_token_sent_as_a_query_parameter_creates_the_cached_content_it_names(
+    fake_provider: RunningFakeProvider, parameter: str
+) -> None:
+    """Google takes an OAuth token as `?access_token=` (or `?oauth_token=`) as it takes `Authorization:
+    Bearer`: the cachedContent is created with that token, so it is the caller's and Gemini serves the
+    requests that name it (created without it, it was nobody's: each request was refused, sent again as
+    written, and made another)."""
+    cache = Cache(prompt_caching=CACHED_CONTENTS)
+    client = httpx2.AsyncClient(transport=AsyncCachingTransport(cache=cache), base_url=fake_provider.url)
+    path = f"{GEMINI_PATH}?{parameter}=ya29.token"
+
+    answers = [await client.post(path, json=gemini_body(q)) for q in ("Can I return a helmet?", "Tyres?")]
+
+    assert [a.status_code for a in answers] == [200, 200]
+    (creation,) = [r for r in fake_provider.requests if r.path.endswith("/cachedContents")]
+    assert creation.query == f"{parameter}=ya29.token"
+    (name,) = fake_provider.cached_contents
+    assert [b.get("cachedContent") for b in sent(fake_provider, ":generateContent")] == [name, name]
+
+
 @pytest.mark.parametrize("status", [429, 503])
 async def test_a_creation_gemini_cannot_serve_now_is_not_tried_again_by_every_request(
     fake_provider: RunningFakeProvider, status: int

@@ -1094,6 +1094,48 @@ async def test_junk_models_never_push_the_answered_models_span_starts_out_of_the
     assert len(memoised) <= 4 * module.MAX_MODELS  # junk keeps it bounded still
 
 
+def test_calls_begun_on_several_threads_never_fail_on_the_span_start_memo() -> None:
+    """One Cache may serve calls on several threads at once (two sync transports, each with its loop
+    thread, or loops of their own): the memo of span starts is changed by whichever call works one out,
+    and a call that read an unproven start as another thread pushed it out raised a KeyError out of
+    `begin` (a failed request). Forced thread switches make the interleaving likely; any failure fails."""
+    import threading
+
+    from llm_cache.middleware import _span_starts
+
+    cache = Cache(telemetry=Telemetry())
+    names = 2 * _span_starts.UNPROVEN  # more junk models than unproven places: starts are pushed out all along
+    bodies = [
+        orjson.dumps({"model": f"junk-{i}", "messages": [{"role": "user", "content": "hi"}]}) for i in range(names)
+    ]
+    requests = [cache.prepare("POST", "/v1/chat/completions", "", {"authorization": "Bearer sk-a"}, b) for b in bodies]
+    failures: list[BaseException] = []
+    ready = threading.Barrier(4)
+
+    def begin_calls(thread: int) -> None:
+        ready.wait(timeout=60)
+        for i in range(50_000):
+            try:
+                cache.begin(requests[(7 * i + 13 * thread) % names])  # type: ignore[arg-type]
+            except Exception as error:
+                failures.append(error)
+                return
+
+    threads = [threading.Thread(target=begin_calls, args=(n,)) for n in range(4)]
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(switching)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert len(cache.telemetry._starts.unproven) <= _span_starts.UNPROVEN
+
+
 def test_grafana_dashboard_uses_only_exported_metric_names() -> None:
     import json
     import re

@@ -77,8 +77,10 @@ class QuietStreamCuts(logging.Filter):
 def _gemini_owner(req: RecordedRequest) -> tuple[str, str]:
     """Whose a cachedContent is, as Gemini decides it: the credential's project (here the credential itself,
     or the `x-goog-user-project` an OAuth token names)."""
-    keys = [v for k, v in parse_qsl(req.query) if k == "key"]
-    credential = req.headers.get("x-goog-api-key") or (keys[0] if keys else req.headers.get("authorization", ""))
+    query = parse_qsl(req.query)
+    keys = [v for k, v in query if k == "key"]
+    tokens = [f"Bearer {v}" for k, v in query if k in ("access_token", "oauth_token")]  # Google's system parameter
+    credential = req.headers.get("x-goog-api-key") or (keys or tokens or [req.headers.get("authorization", "")])[0]
     return credential, req.headers.get("x-goog-user-project", "")
 
 

@@ -214,20 +214,20 @@ async def test_fewer_servable_candidates_are_verified_as_evidence_grows() -> Non
     assert late.count(Decision.VERIFY) >= 0.01 * len(late)  # min_verify: a changed workload is still noticed
 
 
-async def judged(bound: ErrorBound, key: str, similarity: float, wrong: bool) -> None:
+async def judged(bound: ErrorBound, key: str, similarity: float, wrong: bool, partition: str = "") -> None:
     """A verification as the cache runs one: decided, then judged."""
-    await bound.decide(key, similarity)
-    await bound.learn(key, similarity, wrong=wrong)
+    await bound.decide(key, similarity, partition)
+    await bound.learn(key, similarity, wrong=wrong, partition=partition)
 
 
-async def two_kinds_of_evidence(bound: ErrorBound) -> ErrorBound:
+async def two_kinds_of_evidence(bound: ErrorBound, partition: str = "") -> ErrorBound:
     """200 answers each right at 0.97 and wrong at 0.86, three times over; "safe" right at 0.87."""
     for _ in range(3):
         for i in range(200):
-            await judged(bound, f"a{i}", 0.97, wrong=False)
-            await judged(bound, f"a{i}", 0.86, wrong=True)
+            await judged(bound, f"a{i}", 0.97, False, partition)
+            await judged(bound, f"a{i}", 0.86, True, partition)
     for _ in range(10):
-        await judged(bound, "safe", 0.87, wrong=False)
+        await judged(bound, "safe", 0.87, False, partition)
     return bound
 
 
@@ -249,6 +249,20 @@ async def test_an_answer_once_judged_wrong_is_not_served_again_at_or_below_that_
     assert await bound.decide("dense", 0.96) is Decision.VERIFY
     assert await bound.decide("dense", 0.965) is Decision.VERIFY  # within the margin
     assert await bound.decide("dense", 0.98) is Decision.SERVE
+
+
+async def test_an_answer_judged_wrong_before_each_partition_kept_its_own_record_is_not_served_there() -> None:
+    """Until each partition kept its own record of a stored answer (`bound.answer`), a verdict on it was
+    kept under its key alone, and Redis evidence keeps it 30 days: after an upgrade (or beside pods not
+    yet upgraded) an answer once judged wrong at a similarity must not be served there unverified."""
+    bound = await two_kinds_of_evidence(ErrorBound(0.02, min_verify=0.0, seed=5, clock=still), partition="p")
+    assert await bound.decide("good", 0.96, partition="p") is Decision.SERVE
+    bin = risk_bin(await bound.risk("dense", 0.96, partition="p"))
+
+    await bound.evidence.record("dense", bin, 0.96, True, "p")  # as the release before kept it
+
+    assert await bound.decide("dense", 0.96, partition="p") is Decision.VERIFY
+    assert await bound.decide("dense", 0.98, partition="p") is Decision.SERVE
 
 
 async def test_a_prompt_served_by_meaning_is_verified_when_it_comes_back() -> None:
