@@ -16,7 +16,7 @@ import orjson
 
 from ._hooks import ForwardView, Hooks, RequestInfo
 from ._keys import parse_body
-from ._prompt_caching import REFUSALS, CachedContents, PromptCaching, refused_cached_content
+from ._prompt_caching import REFUSALS, CachedContents, PromptCaching, cached_content_gone, refused_cached_content
 from ._types import CacheRequest, Run, Steps
 from .providers import Endpoint
 from .stores.base import Store
@@ -128,7 +128,7 @@ class Additions:
         named = request.cached_content
         if named is not None and self._cached_contents is not None and refused_cached_content(status, error):
             request.cached_content = None
-            await self._cached_contents.forget(named)
+            await self._cached_contents.forget(named, gone=cached_content_gone(status, error))
             return request.forward_body
         if status != 400:
             return None

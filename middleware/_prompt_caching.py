@@ -209,8 +209,19 @@ def refused_cached_content(status: int, body: bytes) -> bool:
     once more as written costs nothing), a 400 naming it."""
     if status in (403, 404):
         return True
+    return status in REFUSALS and _names_cached_content(body)
+
+
+def cached_content_gone(status: int, body: bytes) -> bool:
+    """Whether a refusal says the cachedContent itself is gone or not ours (a 404, or an answer naming
+    it). A bare 403 may refuse the request instead (a key that may create but not generate): the
+    content then still lives, billed, until it expires."""
+    return status == 404 or _names_cached_content(body)
+
+
+def _names_cached_content(body: bytes) -> bool:
     lowered = body.lower()
-    return status in REFUSALS and (b"cachedcontent" in lowered or b"cached content" in lowered)
+    return b"cachedcontent" in lowered or b"cached content" in lowered
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +264,13 @@ class _Budget:
             return False
         live[registry_key] = now + self.ttl
         return True
+
+    def retire(self, owner: str, registry_key: str, name: str) -> None:
+        """A cachedContent no longer named but maybe still alive upstream: it keeps counting until it
+        expires, apart from the one its prefix may be given next (a prefix renewing its own is not more)."""
+        live = self._live.get(owner)
+        if live is not None and registry_key in live:
+            live[f"{registry_key} {name}"] = live.pop(registry_key)
 
     def release(self, owner: str, registry_key: str) -> None:
         """A creation that failed, or a cachedContent gone upstream: no longer billed."""
@@ -324,9 +342,14 @@ class CachedContents:
         body["cachedContent"] = name
         return CachedContent(name, registry_key, owner)
 
-    async def forget(self, content: CachedContent) -> None:
+    async def forget(self, content: CachedContent, gone: bool = True) -> None:
+        """Name `content` no more. `gone`: it no longer exists upstream (no longer billed); otherwise it
+        counts in its credential's budget until it expires (`cached_content_gone`)."""
         self._known.pop(content.registry_key, None)
-        self._budget.release(content.owner, content.registry_key)  # gone upstream: no longer billed
+        if gone:
+            self._budget.release(content.owner, content.registry_key)
+        else:
+            self._budget.retire(content.owner, content.registry_key, content.name)
         try:
             await self.store.delete(content.registry_key)
         except Exception:
@@ -466,5 +489,6 @@ __all__ = [
     "MAX_BREAKPOINTS",
     "OpenAIPromptCaching",
     "PromptCaching",
+    "cached_content_gone",
     "refused_cached_content",
 ]

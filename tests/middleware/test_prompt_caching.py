@@ -630,6 +630,23 @@ async def test_a_caller_cannot_make_the_cache_create_cached_contents_without_bou
     assert len(created(fake_provider)) == 3
 
 
+async def test_a_key_gemini_lets_create_but_refuses_to_answer_cannot_make_the_cache_create_without_bound(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """A key allowed to create cachedContents but refused generateContent (a bare PERMISSION_DENIED, as
+    an IAM role can give): each refusal sends the request again as written and forgets the handle, but
+    the content it named still lives (and is billed) until it expires, so it still counts in the
+    credential's `max_per_credential`: the creations stop there."""
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True, "max_per_credential": 2}})
+    client = gemini_client(cache, fake_provider)
+    fake_provider.fail_next(20, status=403, body=FORBIDDEN, path_suffix=":generateContent")
+
+    answers = [await client.post(GEMINI_PATH, json=gemini_body(f"Question {i}?")) for i in range(6)]
+
+    assert {answer.status_code for answer in answers} == {403}
+    assert len(created(fake_provider)) == 2
+
+
 async def test_one_oauth_token_billing_two_projects_never_names_one_projects_cached_content_for_the_other(
     fake_provider: RunningFakeProvider,
 ) -> None:

@@ -106,6 +106,8 @@ class _Failure:
     status: int
     body: Any
     headers: dict[str, str]
+    path_suffix: str | None = None
+    """Only a request whose path ends so gets it (None: the next request, whatever its path)."""
 
 
 @dataclass
@@ -288,10 +290,18 @@ class FakeProvider:
 
     # -- controls ----------------------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, status: int = 500, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        """The next `n` requests get `status` with `body` (default: a provider-shaped error)."""
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        path_suffix: str | None = None,
+    ) -> None:
+        """The next `n` requests get `status` with `body` (default: a provider-shaped error); with
+        `path_suffix`, the next `n` whose path ends so (others pass by)."""
         with self._lock:
-            self._failures.extend(_Failure(status, body, dict(headers or {})) for _ in range(n))
+            self._failures.extend(_Failure(status, body, dict(headers or {}), path_suffix) for _ in range(n))
 
     def refuse_key(self, key: str, status: int = 429, headers: dict[str, str] | None = None) -> None:
         """From now on (until reset), every request presenting `key` (as a Bearer token, `x-api-key`,
@@ -433,7 +443,9 @@ class FakeProvider:
             self._requests.append(record)
             self._in_flight += 1
             self._changed.notify_all()
-            failure = self._failures.pop(0) if self._failures else None
+            failure = next((f for f in self._failures if f.path_suffix is None or path.endswith(f.path_suffix)), None)
+            if failure is not None:
+                self._failures.remove(failure)
             if failure is None:
                 failure = next((f for k, f in self._refused_keys.items() if k in _presented_keys(record)), None)
             unknown = next((shown for f, shown in sorted(self._unknown_fields.items()) if _mentions(body, f)), None)
