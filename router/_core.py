@@ -253,8 +253,7 @@ class Router:
             sent = yield Passthrough(p.request)
             return Final(response=sent.response, exception=sent.exception)
         s = self.settings
-        patience = [t for t in (s.deadline, caller_timeout(p.request)) if t]
-        deadline = self.clock() + min(patience) if patience else None
+        deadline = self.clock() + s.deadline if s.deadline else None
         origin = p.group = group.name
         current: str | None = origin
         tried: list[str] = []
@@ -303,7 +302,8 @@ class Router:
         )
 
     def _run_group(self, name: str, p: Prepared, deadline: float | None) -> Generator[Send | Sleep, Any, AttemptResult]:
-        retrying = retry_mod.policy(self.settings, rng=self.rng, clock=self.clock, deadline=deadline)
+        patience = caller_timeout(p.request)
+        retrying = retry_mod.policy(self.settings, rng=self.rng, clock=self.clock, deadline=deadline, patience=patience)
         decisions = retry_mod.steps(retrying)
         failed: set[str] = set()
         wait = 0.0
@@ -502,7 +502,7 @@ class Router:
         req = p.request
         extensions = dict(req.extensions)
         timeout = dep.timeout or self.settings.timeout
-        if deadline is not None:
+        if deadline is not None:  # the operator's total only: the caller's read timeout is per read
             remaining = max(0.001, deadline - self.clock())
             timeout = min(timeout, remaining) if timeout else remaining
         if timeout:  # each phase: the shorter of the caller's own and the router's
@@ -585,8 +585,8 @@ class Router:
 
 
 def caller_timeout(request: Any) -> float | None:
-    """How long the caller waits for an answer: its read timeout (httpx's `timeout` extension), which a
-    non-streamed answer or a stream's first byte must arrive within. The router's plan ends by then."""
+    """How long the caller waits with no byte: its read timeout (httpx's `timeout` extension), a limit
+    on each silence, not on the request. No wait between attempts is longer (`_retry.stop_past_patience`)."""
     timeout = request.extensions.get("timeout")
     read = timeout.get("read") if isinstance(timeout, Mapping) else None
     return float(read) if isinstance(read, (int, float)) and math.isfinite(read) and read > 0 else None
