@@ -383,6 +383,7 @@ class Router:
         except BaseException:  # cancelled (close(), CancelledError, timeout ...): as if never sent
             st.in_flight -= 1
             st.breaker.abandon(probe)
+            st.withdraw_usage(reserved)
             self.telemetry.end_attempt(
                 span, name, dep.id, "cancelled", None, self.clock() - started, retry=attempt_no > 1
             )
