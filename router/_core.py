@@ -376,7 +376,9 @@ class Router:
         probe = st.breaker.acquire()
         st.in_flight += 1
         reserved = st.record_usage(p.est_tokens)
-        own_key = rewrite.presents_callers_key(request, dep, p.request.extensions.get(CREDENTIALS_FOR))
+        credentials_for = p.request.extensions.get(CREDENTIALS_FOR)
+        own_key = rewrite.presents_callers_key(request, dep, credentials_for)
+        operators_key = bool(dep.api_key) or credentials_for is not None
         started = self.clock()
         try:
             sent: Sent = yield Send(request, p.stream, whole=translation is not None)
@@ -389,7 +391,7 @@ class Router:
             )
             raise
         elapsed = self.clock() - started
-        result = self._judge(st, sent, probe, own_key)
+        result = self._judge(st, sent, probe, own_key, operators_key)
         if result.callers:
             st.withdraw_usage(reserved)
         if translation is not None and result.response is not None:
@@ -424,11 +426,12 @@ class Router:
         except RecursionError:  # affinity is an optimisation: a body too deep to hash goes without it
             return None
 
-    def _judge(self, st: DeploymentState, sent: Sent, probe: bool, own_key: bool) -> AttemptResult:
+    def _judge(self, st: DeploymentState, sent: Sent, probe: bool, own_key: bool, operators_key: bool) -> AttemptResult:
         """The attempt's outcome, and its verdict on the deployment's health (breaker).
 
         Only the deployment's failures count against it: a 5xx, a timeout, a broken connection, a 429
-        on a key every caller shares (the deployment's or the operator's). A failure of the caller's
+        on a key every caller shares (the deployment's or the operator's, ``operators_key``), a 401/403
+        on that key (misconfigured for everyone: it cools down at once). A failure of the caller's
         own making (a 4xx on its body, its own key refused or rate-limited with ``own_key``) says
         nothing of the deployment: no verdict, and it does not count in the deployment's usage.
         """
@@ -463,6 +466,9 @@ class Router:
                 st.breaker.record_failure()
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
+        if kind is Kind.CLIENT and resp.status_code in (401, 403) and operators_key:
+            st.breaker.record_failure(s.cooldown_time)  # refused for every caller until someone fixes it
+            return AttemptResult(st.id, Failure(Kind.KEY_REFUSED, resp.status_code), response=resp, fail_over=True)
         st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
 

@@ -69,9 +69,11 @@ def test_success_after_retries_rewrites_model_url_and_auth(fakes, make_router):
 
 @pytest.mark.parametrize("code", [400, 401, 403])
 def test_client_errors_are_never_retried(fakes, make_router, clock, code):
+    """With the caller's own key (keyless deployments): a 401/403 on the deployment's key fails over
+    (`test_callers.py::test_a_deployment_whose_own_key_is_refused_fails_over_to_a_sibling_at_once`)."""
     a = fakes["a"].fail(("status", code, None, None))
     b = fakes["b"]
-    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=3))
+    router = make_router(one_group(dep(a, order=0, api_key=None), dep(b, order=1, api_key=None), num_retries=3))
     resp = chat(router)
     assert resp.status_code == code
     assert (a.count, b.count) == (1, 0)
