@@ -32,6 +32,7 @@ from ._errors import (
     parse_retry_after,
     read_json,
 )
+from ._latency import speed
 from ._repeat import not_acted_on, repeatable
 from ._retry import AttemptResult
 from ._state import DeploymentState
@@ -357,6 +358,7 @@ class Router:
             affinity_key=self._affinity_key(name, p),
             est_tokens=p.est_tokens,
             affinity=self.affinity,
+            stream=p.stream,
         )
         st = self.steps[name](cands, ctx)[0]
         dep = st.deployment
@@ -411,7 +413,8 @@ class Router:
         status = sent.response.status_code if sent.response is not None else None
         self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)
         if result.ok:
-            st.observe_latency(elapsed, self.settings.latency_alpha)
+            seconds = elapsed if p.stream else speed(elapsed, sent.body)
+            st.observe_latency(seconds, self.settings.latency_alpha, stream=p.stream)
             if ctx.affinity_key is not None:
                 self.affinity.put(ctx.affinity_key, st.id)
         if not (result.ok and p.stream):
