@@ -32,6 +32,7 @@ from ._errors import (
     parse_retry_after,
     read_json,
 )
+from ._latency import speed
 from ._repeat import not_acted_on, repeatable
 from ._retry import AttemptResult
 from ._state import DeploymentState
@@ -253,8 +254,7 @@ class Router:
             sent = yield Passthrough(p.request)
             return Final(response=sent.response, exception=sent.exception)
         s = self.settings
-        patience = [t for t in (s.deadline, caller_timeout(p.request)) if t]
-        deadline = self.clock() + min(patience) if patience else None
+        deadline = self.clock() + s.deadline if s.deadline else None
         origin = p.group = group.name
         current: str | None = origin
         tried: list[str] = []
@@ -303,7 +303,8 @@ class Router:
         )
 
     def _run_group(self, name: str, p: Prepared, deadline: float | None) -> Generator[Send | Sleep, Any, AttemptResult]:
-        retrying = retry_mod.policy(self.settings, rng=self.rng, clock=self.clock, deadline=deadline)
+        patience = caller_timeout(p.request)
+        retrying = retry_mod.policy(self.settings, rng=self.rng, clock=self.clock, deadline=deadline, patience=patience)
         decisions = retry_mod.steps(retrying)
         failed: set[str] = set()
         wait = 0.0
@@ -357,6 +358,7 @@ class Router:
             affinity_key=self._affinity_key(name, p),
             est_tokens=p.est_tokens,
             affinity=self.affinity,
+            stream=p.stream,
         )
         st = self.steps[name](cands, ctx)[0]
         dep = st.deployment
@@ -376,19 +378,22 @@ class Router:
         probe = st.breaker.acquire()
         st.in_flight += 1
         reserved = st.record_usage(p.est_tokens)
-        own_key = rewrite.presents_callers_key(request, dep, p.request.extensions.get(CREDENTIALS_FOR))
+        credentials_for = p.request.extensions.get(CREDENTIALS_FOR)
+        own_key = rewrite.presents_callers_key(request, dep, credentials_for)
+        operators_key = bool(dep.api_key) or credentials_for is not None
         started = self.clock()
         try:
             sent: Sent = yield Send(request, p.stream, whole=translation is not None)
         except BaseException:  # cancelled (close(), CancelledError, timeout ...): as if never sent
             st.in_flight -= 1
             st.breaker.abandon(probe)
+            st.withdraw_usage(reserved)
             self.telemetry.end_attempt(
                 span, name, dep.id, "cancelled", None, self.clock() - started, retry=attempt_no > 1
             )
             raise
         elapsed = self.clock() - started
-        result = self._judge(st, sent, probe, own_key)
+        result = self._judge(st, sent, probe, own_key, operators_key)
         if result.callers:
             st.withdraw_usage(reserved)
         if translation is not None and result.response is not None:
@@ -408,7 +413,8 @@ class Router:
         status = sent.response.status_code if sent.response is not None else None
         self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)
         if result.ok:
-            st.observe_latency(elapsed, self.settings.latency_alpha)
+            seconds = elapsed if p.stream else speed(elapsed, sent.body)
+            st.observe_latency(seconds, self.settings.latency_alpha, stream=p.stream)
             if ctx.affinity_key is not None:
                 self.affinity.put(ctx.affinity_key, st.id)
         if not (result.ok and p.stream):
@@ -423,11 +429,12 @@ class Router:
         except RecursionError:  # affinity is an optimisation: a body too deep to hash goes without it
             return None
 
-    def _judge(self, st: DeploymentState, sent: Sent, probe: bool, own_key: bool) -> AttemptResult:
+    def _judge(self, st: DeploymentState, sent: Sent, probe: bool, own_key: bool, operators_key: bool) -> AttemptResult:
         """The attempt's outcome, and its verdict on the deployment's health (breaker).
 
         Only the deployment's failures count against it: a 5xx, a timeout, a broken connection, a 429
-        on a key every caller shares (the deployment's or the operator's). A failure of the caller's
+        on a key every caller shares (the deployment's or the operator's, ``operators_key``), a 401/403
+        on that key (misconfigured for everyone: it cools down at once). A failure of the caller's
         own making (a 4xx on its body, its own key refused or rate-limited with ``own_key``) says
         nothing of the deployment: no verdict, and it does not count in the deployment's usage.
         """
@@ -462,6 +469,9 @@ class Router:
                 st.breaker.record_failure()
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
+        if kind is Kind.CLIENT and resp.status_code in (401, 403) and operators_key:
+            st.breaker.record_failure(s.cooldown_time)  # refused for every caller until someone fixes it
+            return AttemptResult(st.id, Failure(Kind.KEY_REFUSED, resp.status_code), response=resp, fail_over=True)
         st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
 
@@ -502,7 +512,7 @@ class Router:
         req = p.request
         extensions = dict(req.extensions)
         timeout = dep.timeout or self.settings.timeout
-        if deadline is not None:
+        if deadline is not None:  # the operator's total only: the caller's read timeout is per read
             remaining = max(0.001, deadline - self.clock())
             timeout = min(timeout, remaining) if timeout else remaining
         if timeout:  # each phase: the shorter of the caller's own and the router's
@@ -585,8 +595,8 @@ class Router:
 
 
 def caller_timeout(request: Any) -> float | None:
-    """How long the caller waits for an answer: its read timeout (httpx's `timeout` extension), which a
-    non-streamed answer or a stream's first byte must arrive within. The router's plan ends by then."""
+    """How long the caller waits with no byte: its read timeout (httpx's `timeout` extension), a limit
+    on each silence, not on the request. No wait between attempts is longer (`_retry.stop_past_patience`)."""
     timeout = request.extensions.get("timeout")
     read = timeout.get("read") if isinstance(timeout, Mapping) else None
     return float(read) if isinstance(read, (int, float)) and math.isfinite(read) and read > 0 else None

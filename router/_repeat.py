@@ -5,7 +5,7 @@ answer: sent twice, it costs twice at worst. A call that creates something on th
 fine-tuning job, a batch, a video, a background response, an assistant) would create it twice, and a
 failure after it left (a 5xx, a timeout, a connection cut mid-answer) does not say the provider did
 not act on it. Such a call is sent again only after a failure that proves the provider never acted:
-no attempt made, the connection refused or never opened, a 429 (refused before any work). Which is
+no attempt made, the connection refused or never opened, a 429 or a refused key (refused before any work). Which is
 which is declared once, for the cache's provider modules too, in `llm_cache/_operations.py`; a path
 it does not declare may create something.
 """
@@ -20,7 +20,7 @@ from ._errors import Kind
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods HTTP defines as idempotent (RFC 9110, 9.2.2): sending them twice does what sending them once does."""
-NOT_ACTED_ON = frozenset({Kind.RATE_LIMIT, Kind.CONNECT, Kind.COOLING, Kind.INCOMPATIBLE})
+NOT_ACTED_ON = frozenset({Kind.RATE_LIMIT, Kind.KEY_REFUSED, Kind.CONNECT, Kind.COOLING, Kind.INCOMPATIBLE})
 """Failures that prove the provider never acted on the request (or that it was never sent: `CONNECT` is
 only a failure before the request left, `_errors.classify_exception`). Anything else raised while sending
 (a reset, a broken pipe, a read error, a custom transport's `OSError`) may come after the provider acted."""

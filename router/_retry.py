@@ -84,6 +84,17 @@ class stop_at_deadline(stop_base):
         return self.clock() + (retry_state.upcoming_sleep or 0.0) >= self.deadline
 
 
+class stop_past_patience(stop_base):
+    """Stop when the coming sleep is longer than the caller waits for a byte (its read timeout): the
+    caller would be gone before it ends. Each wait is bounded, not their sum."""
+
+    def __init__(self, patience: float | None) -> None:
+        self.patience = patience
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.patience is not None and (retry_state.upcoming_sleep or 0.0) > self.patience
+
+
 def _should_retry(result: AttemptResult) -> bool:
     return result.failure is not None and result.failure.retryable and not result.fail_over and not result.final
 
@@ -94,10 +105,14 @@ def policy(
     rng: random.Random,
     clock: Callable[[], float],
     deadline: float | None,
+    patience: float | None = None,
 ) -> Retrying:
-    """The tenacity ``Retrying`` for one group's attempts within one request."""
+    """The tenacity ``Retrying`` for one group's attempts within one request. ``deadline``: the
+    operator's total (`settings.deadline`); ``patience``: the caller's read timeout, bounding each wait."""
     return Retrying(
-        stop=stop_after_attempt(settings.num_retries + 1) | stop_at_deadline(deadline, clock),
+        stop=stop_after_attempt(settings.num_retries + 1)
+        | stop_at_deadline(deadline, clock)
+        | stop_past_patience(patience),
         wait=wait_retry_after(
             wait_exponential_jitter(settings.backoff_initial, settings.backoff_max, settings.backoff_jitter, rng)
         ),
@@ -128,6 +143,7 @@ __all__ = [
     "policy",
     "steps",
     "stop_at_deadline",
+    "stop_past_patience",
     "wait_exponential_jitter",
     "wait_retry_after",
 ]

@@ -22,15 +22,20 @@ class DeploymentState:
     breaker: Breaker
     clock: Callable[[], float]
     in_flight: int = 0
-    latency: float | None = None  # EWMA of seconds to first byte
+    latency: float | None = None  # EWMA of a whole answer's seconds per output token (`_latency.py`)
+    ttft: float | None = None  # EWMA of a stream's seconds to its first byte
     usage: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens), last 60 s
 
     @property
     def id(self) -> str:
         return self.deployment.id
 
-    def observe_latency(self, seconds: float, alpha: float) -> None:
-        self.latency = seconds if self.latency is None else alpha * seconds + (1 - alpha) * self.latency
+    def observe_latency(self, seconds: float, alpha: float, stream: bool = False) -> None:
+        """Fold in a success's time: a stream's to its first byte, a whole answer's per output token."""
+        if stream:
+            self.ttft = seconds if self.ttft is None else alpha * seconds + (1 - alpha) * self.ttft
+        else:
+            self.latency = seconds if self.latency is None else alpha * seconds + (1 - alpha) * self.latency
 
     def record_usage(self, tokens: int) -> tuple[float, int]:
         """Count a request sent here; the entry returned withdraws it (`withdraw_usage`)."""

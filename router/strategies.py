@@ -29,6 +29,7 @@ class PickContext:
     affinity_key: str | None = None
     est_tokens: int = 0
     affinity: AffinityMap | None = None
+    stream: bool = False  # the request streams: deployments compare by time to first byte
 
 
 Step = Callable[[Candidates, PickContext], Candidates]
@@ -83,14 +84,16 @@ def under_usage_limits(cands: Candidates, ctx: PickContext) -> Candidates:
 
 
 def within_latency_band(tolerance: float = 0.2) -> Step:
-    """Keep deployments within ``(1 + tolerance) ×`` the fastest EWMA; unmeasured ones stay in (explore)."""
+    """Keep deployments within ``(1 + tolerance) ×`` the fastest EWMA; unmeasured ones stay in (explore).
+    A stream is routed by time to first byte, a whole answer by time per output token (`_latency.py`)."""
 
     def within_latency_band(cands: Candidates, ctx: PickContext) -> Candidates:
-        known = [c.latency for c in cands if c.latency is not None]
+        measure = {c.id: c.ttft if ctx.stream else c.latency for c in cands}
+        known = [m for m in measure.values() if m is not None]
         if not known:
             return cands
         limit = min(known) * (1 + tolerance)
-        return [c for c in cands if c.latency is None or c.latency <= limit]
+        return [c for c in cands if (m := measure[c.id]) is None or m <= limit]
 
     return within_latency_band
 

@@ -6,7 +6,8 @@ until the server stops: the client's timeout fires), ``"context_length"`` (per f
 ``"content_policy"``, ``"midstream"`` (a stream that breaks after its first event), ``"prestream"``
 (200 headers, then the connection drops before any body byte), ``"stall"`` (the request is held,
 ``arrived`` is set, until ``gate`` is set) and ``"stall_stream"`` (200 headers, then the first body
-byte waits for ``gate``).
+byte waits for ``gate``), ``("gap", seconds)`` (a stream that goes quiet that long after its first
+event, as a model thinking does).
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ class FakeProvider:
             return f"data: {json.dumps(doc)}\n\n".encode()
 
         yield chunk({"role": "assistant", "content": f"hello from {self.name}"})
+        if isinstance(fault, tuple) and fault[0] == "gap":
+            await asyncio.sleep(fault[1])  # the silence under test, not a synchronisation
         if fault == "midstream":
             raise RuntimeError("fake: connection dropped mid-stream")
         yield chunk({"content": "!"})

@@ -1,9 +1,10 @@
-"""The caller's own timeout is a deadline for the whole routed request.
+"""The caller's own read timeout bounds each wait of the routed request, not its total.
 
-A client that waits `timeout` seconds for an answer gives up then, whatever the router does: a router
-sleeping a provider's `Retry-After` beyond it, or an attempt given the router's longer `timeout`,
-works for a caller that is gone (and may be billed for nobody). So the caller's read timeout bounds
-the router's plan as `settings.deadline` does: no sleep ends past it, no attempt is given longer.
+A client's read timeout (httpx's `timeout` extension) is a limit on each silence: a router sleeping a
+provider's `Retry-After` longer than it, or an attempt given the router's longer `timeout`, works for
+a caller that is gone (and may be billed for nobody). But it is not a deadline for the plan: waits
+each within it are slept, and a retried attempt's reads keep the caller's full read timeout (only
+`settings.deadline`, the operator's total, shrinks them).
 """
 
 from __future__ import annotations
@@ -77,3 +78,42 @@ def test_each_phase_of_an_attempt_keeps_the_shorter_of_the_callers_and_the_route
     cap = router_timeout or 600.0
     expected = {"connect": min(5.0, cap), "read": min(600.0, cap), "write": min(600.0, cap), "pool": min(600.0, cap)}
     assert inner.timeouts == [expected]
+
+
+def test_each_wait_is_bounded_by_the_callers_read_timeout_not_their_sum(fakes, make_router, clock):
+    """httpx's default 5 s read timeout limits each silence, not the request: waits of 3 s and 3 s are
+    each shorter than it, and the caller (no timeout of its own through a custom transport) is still there."""
+    retry = ("status", 503, {"retry-after": "3"}, None)
+    fakes["a"].fail(retry, retry)
+    router = make_router({"groups": {"gpt": {"deployments": [dep(fakes["a"])]}}, "settings": {"num_retries": 2}})
+    sdk(router, timeout=5.0).chat.completions.create(model="gpt", messages=HI)
+    assert clock.sleeps == [3.0, 3.0] and fakes["a"].count == 3
+
+
+def test_a_retried_streams_reads_keep_the_callers_read_timeout(fakes, make_router, clock):
+    """After a 4.9 s wait, 0.1 s of a 5 s read timeout would be 'left'; a stream that goes quiet for 1 s
+    is well within the caller's per-read limit and completes."""
+    fakes["a"].fail(("status", 429, {"retry-after": "4.9"}, None), ("gap", 1.0))
+    router = make_router({"groups": {"gpt": {"deployments": [dep(fakes["a"])]}}, "settings": {"num_retries": 1}})
+    stream = sdk(router, timeout=5.0).chat.completions.create(model="gpt", messages=HI, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "hello from a!" and clock.sleeps == [4.9]
+
+
+def test_a_retry_after_beyond_the_callers_read_timeout_goes_to_a_sibling_at_once(fakes, make_router, clock):
+    fakes["a"].fail(("status", 429, {"retry-after": "20"}, None))
+    deployments = [dep(fakes["a"], weight=1000), dep(fakes["b"], weight=1)]
+    router = make_router({"groups": {"gpt": {"deployments": deployments}}, "settings": {"num_retries": 2}})
+    answer = sdk(router, timeout=5.0).chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.headers["x-router-deployment"] == "b" and clock.sleeps == []
+    assert (fakes["a"].count, fakes["b"].count) == (1, 1)
+
+
+def test_a_retry_after_beyond_the_callers_read_timeout_falls_back_without_sleeping(fakes, make_router, clock):
+    fakes["a"].fail(("status", 503, {"retry-after": "20"}, None))
+    groups = {"gpt": {"deployments": [dep(fakes["a"])]}, "backup": {"deployments": [dep(fakes["b"])]}}
+    settings = {"num_retries": 2, "fallbacks": [{"gpt": ["backup"]}]}
+    router = make_router({"groups": groups, "settings": settings})
+    answer = sdk(router, timeout=5.0).chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.headers["x-router-fallback-from"] == "gpt" and clock.sleeps == []
+    assert (fakes["a"].count, fakes["b"].count) == (1, 1)

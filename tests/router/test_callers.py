@@ -76,7 +76,7 @@ def test_a_callers_own_failures_never_cool_down_a_deployment_for_another_caller(
     assert fake_provider.last.headers["authorization"] == "Bearer key-b"
 
 
-@pytest.mark.parametrize("status", [429, 500])
+@pytest.mark.parametrize("status", [429, 500, 401, 403])
 def test_a_failure_of_the_key_every_caller_shares_still_cools_the_deployment_down(
     fake_provider, make_router, status
 ) -> None:
@@ -90,6 +90,25 @@ def test_a_failure_of_the_key_every_caller_shares_still_cools_the_deployment_dow
         b.chat.completions.create(model="gpt", messages=HI)
     assert cooling.value.response.headers["x-router-error"] == "all_deployments_cooling"
     assert fake_provider.count() == count  # B was not sent to a deployment known to be failing
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_deployment_whose_own_key_is_refused_fails_over_to_a_sibling_at_once(
+    fake_provider, make_router, clock, status
+) -> None:
+    """A 401/403 on the key the operator configured is the deployment misconfigured for everyone (revoked,
+    wrong project): it cools down, the request goes to a sibling with no wait, the next ones go there."""
+    deployments = [
+        {"id": "revoked", "model": "real", "api_base": fake_provider.openai_base_url, "api_key": "old", "order": 0},
+        {"id": "good", "model": "real", "api_base": fake_provider.openai_base_url, "api_key": "new", "order": 1},
+    ]
+    router = make_router({"groups": {"gpt": {"deployments": deployments}}, "settings": {"num_retries": 2}})
+    fake_provider.refuse_key("old", status)
+    for key in ("key-a", "key-b"):
+        answer = caller(router, key).chat.completions.with_raw_response.create(model="gpt", messages=HI)
+        assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "good"
+    assert fake_provider.count() == 3 and clock.sleeps == []  # the refused key was tried once
+    assert router.deployment_state("revoked").breaker.state == "open"
 
 
 def test_a_callers_own_rate_limit_still_makes_that_caller_wait_and_retry(fake_provider, make_router, clock) -> None:

@@ -167,6 +167,19 @@ def test_cancelling_the_plan_at_any_yield_releases_every_claim_and_records_nothi
         plan.send(None)  # the plan is over; nothing runs later (at garbage collection)
 
 
+@pytest.mark.parametrize("step", range(1, len(ACTIONS) + 1), ids=[f"{i}-{a}" for i, a in enumerate(ACTIONS, 1)])
+def test_a_cancelled_attempt_is_taken_back_out_of_the_usage_window(make_router, clock, step):
+    """The usage strategy routes every caller by the tokens sent in the last minute: an attempt cancelled
+    before its answer counts no more than one never sent; the attempts that ended still count."""
+    router, prepared = scenario(make_router, clock)
+    plan = router.plan(prepared)
+    seen, _ = drive(plan, clock, steps=step)
+    plan.close()
+    ended = [a for a in (seen[:-1] if seen[-1].startswith("send") else seen) if a.startswith("send")]
+    usage = {st.id: st.window_usage()[0] for group in router.states.values() for st in group}
+    assert usage == {i: ended.count(f"send {i}") for i in usage}
+
+
 def test_a_cancelled_request_never_releases_a_probe_another_request_holds(make_router, clock):
     router = make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}})
     raw = json.dumps({**BODY, "stream": False}).encode()

@@ -69,9 +69,11 @@ def test_success_after_retries_rewrites_model_url_and_auth(fakes, make_router):
 
 @pytest.mark.parametrize("code", [400, 401, 403])
 def test_client_errors_are_never_retried(fakes, make_router, clock, code):
+    """With the caller's own key (keyless deployments): a 401/403 on the deployment's key fails over
+    (`test_callers.py::test_a_deployment_whose_own_key_is_refused_fails_over_to_a_sibling_at_once`)."""
     a = fakes["a"].fail(("status", code, None, None))
     b = fakes["b"]
-    router = make_router(one_group(dep(a, order=0), dep(b, order=1), num_retries=3))
+    router = make_router(one_group(dep(a, order=0, api_key=None), dep(b, order=1, api_key=None), num_retries=3))
     resp = chat(router)
     assert resp.status_code == code
     assert (a.count, b.count) == (1, 0)
@@ -745,6 +747,39 @@ def test_a_request_past_its_deadline_takes_no_fallback(make_router, clock, took)
 
 
 RETRY_ONCE = {"num_retries": 1, "backoff_initial": 0.5, "backoff_jitter": 0.0}
+
+
+USAGE = {
+    "openai": lambda n: {"usage": {"prompt_tokens": 5, "completion_tokens": n}},
+    "anthropic": lambda n: {"usage": {"input_tokens": 5, "output_tokens": n}},
+    "gemini": lambda n: {"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": n}},
+}
+
+
+@pytest.mark.parametrize("family", USAGE)
+def test_a_callers_long_completion_does_not_make_a_deployment_look_slow(make_router, clock, family):
+    """The latency a non-streamed answer records is per output token (LiteLLM's rule): 1,000 tokens in
+    10 s is as fast as 10 in 0.1 s, so a caller asking for long answers moves no one else's routing."""
+    router = make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}})
+    for tokens in (10, 1000):
+        plan = planned(router, {"model": "gpt"})
+        plan.send(None)
+        clock.advance(tokens * 0.01)
+        body = json.dumps(USAGE[family](tokens)).encode()
+        with pytest.raises(StopIteration):
+            plan.send(Sent(response=httpx2.Response(200, content=body), body=body))
+    assert router.deployment_state("a").latency == pytest.approx(0.01)
+
+
+def test_a_streams_latency_is_its_time_to_first_byte_kept_apart(make_router, clock):
+    router = make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}})
+    plan = planned(router, {"model": "gpt", "stream": True})
+    plan.send(None)
+    clock.advance(0.4)
+    with pytest.raises(StopIteration):
+        plan.send(Sent(response=httpx2.Response(200, stream=httpx2.ByteStream(b"data: {}\n\n"))))
+    state = router.deployment_state("a")
+    assert state.ttft == pytest.approx(0.4) and state.latency is None
 
 
 @pytest.mark.parametrize(

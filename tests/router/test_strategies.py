@@ -84,6 +84,16 @@ def test_latency_band_keeps_near_fastest_and_unmeasured():
     assert picks["a"] > 50 and picks["b"] > 50 and picks["c"] == 0
 
 
+def test_a_streamed_request_is_routed_by_time_to_first_byte_and_a_whole_one_by_time_per_token():
+    clock = Clock()
+    a, b = states(clock, a={}, b={})
+    a.latency, a.ttft = 0.01, 2.0  # fast per token, slow to start
+    b.latency, b.ttft = 0.05, 0.3
+    band = within_latency_band(0.2)
+    assert band([a, b], ctx(stream=True)) == [b]
+    assert band([a, b], ctx()) == [a]
+
+
 def test_latency_ewma():
     clock = Clock()
     (a,) = states(clock, a={})

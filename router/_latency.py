@@ -1,0 +1,44 @@
+"""What a successful attempt's time says about a deployment's speed, in LiteLLM's terms.
+
+A non-streamed answer's time is mostly generation, which grows with the answer's length: taken whole,
+one caller asking for long completions would make a deployment look slow for everyone. It is kept
+per output token, as the answer reports them. A stream's time is to its first byte (the router
+commits to a stream once it has peeked it), kept in its own average, since the two do not compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ._errors import read_json
+
+#: Where each API family reports the answer's output tokens: OpenAI chat (and Azure), OpenAI Responses
+#: and Anthropic, Bedrock Converse, Gemini.
+_OUTPUT_TOKENS = (
+    ("usage", "completion_tokens"),
+    ("usage", "output_tokens"),
+    ("usage", "outputTokens"),
+    ("usageMetadata", "candidatesTokenCount"),
+)
+
+
+def output_tokens(body: bytes | None) -> int | None:
+    """The output token count a whole answer reports, or ``None`` (no body, no usage, not a count)."""
+    doc = read_json(body) if body else None
+    if not isinstance(doc, Mapping):
+        return None
+    for outer, inner in _OUTPUT_TOKENS:
+        usage = doc.get(outer)
+        count = usage.get(inner) if isinstance(usage, Mapping) else None
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            return count
+    return None
+
+
+def speed(elapsed: float, body: bytes | None) -> float:
+    """A whole answer's seconds per output token; its whole time when it reports none (embeddings)."""
+    tokens = output_tokens(body)
+    return elapsed / tokens if tokens else elapsed
+
+
+__all__ = ["output_tokens", "speed"]
