@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._deadline import within
 from ._engine import Cache, Plan, advance
 from ._headers import decoded, encoded, read_headers, with_length
-from ._paths import MountedPaths
+from ._paths import MountedPaths, mount_root
 from ._relay import AsgiRelay
 from ._types import (
     UPSTREAM_SCOPE,
@@ -75,7 +75,10 @@ class CacheMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = self.paths.route_path(scope["path"])
+        path = scope["path"]
+        if scope.get("root_path"):  # a mounted app: the path it routes on
+            path = path[len(mount_root(path, scope["root_path"])) :] or "/"
+        path = self.paths.route_path(path)
         route = None if path is None else self.cache.route(scope["method"], path)
         if route is None or path is None:
             await self.app(scope, receive, send)
@@ -227,7 +230,9 @@ class _Responder:
 
     async def _side(self, call: SideCall) -> Reply:
         """A `SideCall`: a POST of its own through the same app, its answer collected whole."""
-        path = self.middleware.mount_prefix + call.path
+        path = (
+            mount_root(self.scope["path"], self.scope.get("root_path", "")) + self.middleware.mount_prefix + call.path
+        )
         scope = {
             **self.scope,
             "state": dict(self.scope.get("state") or {}),

@@ -292,6 +292,31 @@ async def test_include_exclude_and_mount_prefix() -> None:
     assert calls.count["chat"] == 2
 
 
+async def test_a_mounted_sub_app_is_keyed_and_matched_on_the_path_it_routes_on() -> None:
+    """Starlette's `Mount` (and uvicorn's `--root-path`) hand a sub-app the full path with the mount in
+    `root_path`; the app routes on the path after it. The middleware keyed and matched the full path:
+    an `exclude` the user wrote for the sub-app's own paths let the excluded path be cached, and with
+    `upstream` the key named a provider URL (`.../api/v1/...`) that the transport never shares."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    cache = Cache()
+    excluded, excluded_calls = wrapped("starlette", cache, exclude=["/v1/chat/*"])
+    app = Starlette(routes=[Mount("/api", app=excluded)])
+    assert "x-cache" not in (await post(app, path="/api" + CHAT)).headers
+    assert excluded_calls.count["chat"] == 1
+
+    sub, calls = wrapped("starlette", cache, upstream="http://app")
+    app = Starlette(routes=[Mount("/api", app=sub)])
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.ASGITransport(app=starlette_app(Calls())))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as http:
+        via_transport = await http.post(CHAT, json=BODY, headers=KEY)
+    mounted = await post(app, path="/api" + CHAT)
+    assert mounted.headers["x-cache"] == "HIT"
+    assert mounted.headers["x-cache-key"] == via_transport.headers["x-cache-key"]
+    assert calls.count["chat"] == 0
+
+
 # -- disconnects and concurrency -------------------------------------------------------------
 
 
