@@ -107,8 +107,9 @@ class CacheMiddleware:
         size, more = 0, True
         while more:
             message = await receive()
-            if message["type"] != "http.request":  # a disconnect before the body ended: the app sees it
-                await _untouched(self.app, scope, receive, send, b"".join(chunks), False, message)
+            if message["type"] != "http.request":  # a disconnect before the body ended: the app sees it,
+                # after the bytes read so far as an unfinished body (never as a whole, truncated request)
+                await _untouched(self.app, scope, receive, send, b"".join(chunks), True, message)
                 return None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])

@@ -366,6 +366,53 @@ async def test_a_client_that_disconnects_mid_stream_leaves_nothing_stored() -> N
     assert calls.count["chat"] == 2
 
 
+async def test_an_upload_the_client_cuts_never_reaches_the_app_as_a_complete_body() -> None:
+    """A client that leaves mid-upload: the server hands over the bytes it got (`more_body`), then
+    `http.disconnect`. The middleware handed the app those bytes as the whole body (`more_body` False),
+    so a Starlette app read a truncated request as complete and could forward it upstream; the app must
+    see the body unfinished, then the disconnect (Starlette's `request.body()` raises `ClientDisconnect`)."""
+    from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    cache = Cache()
+    seen: list[Any] = []
+
+    async def chat(request: Request) -> JSONResponse:
+        try:
+            seen.append(await request.body())
+        except ClientDisconnect as left:
+            seen.append(left)
+            raise
+        return JSONResponse({})
+
+    app = CacheMiddleware(Starlette(routes=[Route(CHAT, chat, methods=["POST"])]), cache=cache)
+    body = json.dumps(BODY).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": CHAT,
+        "query_string": b"",
+        "headers": [(b"authorization", b"Bearer sk-alice"), (b"content-length", str(len(body)).encode())],
+    }
+    messages: list[Message] = [
+        {"type": "http.request", "body": body[:20], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def gone(message: Message) -> None:
+        pass  # (what uvicorn does with an answer to a client that left)
+
+    with pytest.raises(ClientDisconnect):
+        await app(scope, receive, gone)
+    assert len(seen) == 1 and isinstance(seen[0], ClientDisconnect)
+    assert cache.stats.stored == 0
+
+
 async def test_a_client_that_leaves_before_the_answer_releases_its_waiters_at_once() -> None:
     """The first caller's client disconnects while the app still works on its answer: the identical
     request waiting on that call goes upstream itself at once, not when the first answer comes (which
