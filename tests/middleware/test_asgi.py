@@ -317,6 +317,52 @@ async def test_a_mounted_sub_app_is_keyed_and_matched_on_the_path_it_routes_on()
     assert calls.count["chat"] == 0
 
 
+async def test_what_the_app_adds_per_user_is_never_replayed_and_middlewares_outside_apply_to_hits() -> None:
+    """Composition in a user's app: a `set-cookie` (SessionMiddleware's, or the endpoint's own) and a
+    per-user header the app sets on a miss never reach the next caller of that entry; CORS and GZip
+    added outside the cache (after it, in `add_middleware` order) treat a hit as they treat a miss. A
+    CORS middleware inside the cache answers only misses: its per-origin headers are never stored."""
+    from starlette.applications import Starlette
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.middleware.sessions import SessionMiddleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> JSONResponse:
+        await request.body()
+        user = request.headers["x-who"]
+        request.session["user"] = user
+        choice = {"index": 0, "message": {"role": "assistant", "content": "Paris. " * 200}, "finish_reason": "stop"}
+        response = JSONResponse(
+            {"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
+        )
+        response.set_cookie("theme", user)
+        response.headers["x-user-id"] = user
+        return response
+
+    inner = SessionMiddleware(Starlette(routes=[Route(CHAT, chat, methods=["POST"])]), secret_key="s")
+    outside: Any = CacheMiddleware(inner, cache=Cache())
+    outside = GZipMiddleware(CORSMiddleware(outside, allow_origins=["https://a.example"]), minimum_size=100)
+    origin = {"origin": "https://a.example", "accept-encoding": "gzip"}
+    alice = await post(outside, headers={**KEY, **origin, "x-who": "alice"})
+    bob = await post(outside, headers={**KEY, **origin, "x-who": "bob"})
+    assert (alice.headers["x-cache"], bob.headers["x-cache"]) == ("MISS", "HIT")
+    assert "alice" in alice.headers["set-cookie"] and alice.headers["x-user-id"] == "alice"
+    assert "set-cookie" not in bob.headers and "x-user-id" not in bob.headers
+    for answer in (alice, bob):
+        assert answer.headers["access-control-allow-origin"] == "https://a.example"
+        assert answer.headers["content-encoding"] == "gzip"
+    assert bob.json() == alice.json()
+
+    cors_inside = CacheMiddleware(CORSMiddleware(inner, allow_origins=["https://a.example"]), cache=Cache())
+    first = await post(cors_inside, headers={**KEY, **origin, "x-who": "alice"})
+    hit = await post(cors_inside, headers={**KEY, "origin": "https://b.example", "x-who": "bob"})
+    assert first.headers["access-control-allow-origin"] == "https://a.example"
+    assert hit.headers["x-cache"] == "HIT" and "access-control-allow-origin" not in hit.headers
+
+
 # -- disconnects and concurrency -------------------------------------------------------------
 
 
