@@ -62,7 +62,8 @@ def user_app(cache: Cache, seen: Seen) -> FastAPI:
                     delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
                     yield f"data: {json.dumps({**base, 'choices': [delta]})}\n\n".encode()
                     await asyncio.sleep(0)
-                yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n".encode()
+                stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+                yield f"data: {json.dumps({**base, 'choices': [stop]})}\n\n".encode()
                 yield b"data: [DONE]\n\n"
             finally:
                 seen.stream_ended.set()
