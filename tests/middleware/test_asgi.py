@@ -363,6 +363,35 @@ async def test_what_the_app_adds_per_user_is_never_replayed_and_middlewares_outs
     assert hit.headers["x-cache"] == "HIT" and "access-control-allow-origin" not in hit.headers
 
 
+async def test_a_side_call_of_a_mounted_app_goes_to_the_mounted_path() -> None:
+    """Gemini's cachedContents are created by a side call through the same app: in an app mounted at
+    `/gem`, it goes to `/gem/v1beta/cachedContents` with the mount in `root_path`, as a request the
+    app routes itself would."""
+    from google import genai
+    from google.genai import types
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from tests.support.fake_provider import create_fake_provider
+
+    provider = create_fake_provider()
+    paths: list[str] = []
+
+    async def seen(scope: Any, receive: Any, send: Any) -> None:  # (the fake routes on the whole path)
+        paths.append(scope["path"])
+        await provider.app({**scope, "path": scope["path"].removeprefix(scope["root_path"])}, receive, send)
+
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True}})
+    app = Starlette(routes=[Mount("/gem", app=CacheMiddleware(seen, cache=cache))])
+    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
+    options = types.HttpOptions(base_url="http://app/gem", api_version="v1beta", httpx_async_client=http)
+    client = genai.Client(api_key="gm-alice", http_options=options).aio
+    config = types.GenerateContentConfig(system_instruction="You answer for a bicycle shop. " + "Policy. " * 600)
+    answer = await client.models.generate_content(model="gemini-2.5-flash", contents="Tyres?", config=config)
+    assert answer.usage_metadata is not None and answer.usage_metadata.cached_content_token_count
+    assert paths == ["/gem/v1beta/cachedContents", "/gem/v1beta/models/gemini-2.5-flash:generateContent"]
+
+
 # -- disconnects and concurrency -------------------------------------------------------------
 
 
