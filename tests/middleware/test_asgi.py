@@ -383,11 +383,11 @@ async def test_a_side_call_of_a_mounted_app_goes_to_the_mounted_path() -> None:
 
     cache = Cache(prompt_caching={"gemini": {"cached_contents": True}})
     app = Starlette(routes=[Mount("/gem", app=CacheMiddleware(seen, cache=cache))])
-    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
-    options = types.HttpOptions(base_url="http://app/gem", api_version="v1beta", httpx_async_client=http)
-    client = genai.Client(api_key="gm-alice", http_options=options).aio
     config = types.GenerateContentConfig(system_instruction="You answer for a bicycle shop. " + "Policy. " * 600)
-    answer = await client.models.generate_content(model="gemini-2.5-flash", contents="Tyres?", config=config)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)) as http:
+        options = types.HttpOptions(base_url="http://app/gem", api_version="v1beta", httpx_async_client=http)
+        client = genai.Client(api_key="gm-alice", http_options=options).aio
+        answer = await client.models.generate_content(model="gemini-2.5-flash", contents="Tyres?", config=config)
     assert answer.usage_metadata is not None and answer.usage_metadata.cached_content_token_count
     assert paths == ["/gem/v1beta/cachedContents", "/gem/v1beta/models/gemini-2.5-flash:generateContent"]
 
