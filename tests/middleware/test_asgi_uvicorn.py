@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llm_cache.middleware import Cache, CacheMiddleware
 from llm_cache.middleware._background import BackgroundServer
+from tests.support.stores import CountingStore
 
 CHAT = "/v1/chat/completions"
 DEADLINE = 10.0
@@ -124,3 +125,66 @@ def test_a_stream_dropped_on_a_real_socket_is_not_stored_and_the_next_call_is_wh
             second = http.post(CHAT, json={**BODY, "stream": True}, headers=key)
         assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
         assert second.text == first.text and first.text.endswith("data: [DONE]\n\n")
+
+
+def test_a_waiter_coalesced_on_a_leader_whose_client_drops_its_stream_gets_a_whole_answer() -> None:
+    """The leader's client reads the first event and hangs up while the app still streams; the
+    identical request parked on that call is answered whole (the recording was aborted and it went
+    upstream itself, or the answer completed first), and only a whole answer is ever stored."""
+    store = CountingStore()
+    cache = Cache(store=store)
+    entered, rest = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    async def chat(request: Request) -> Response:
+        await request.body()
+        calls.append(len(calls) + 1)
+        n = len(calls)
+        base = {"id": f"c{n}", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+        async def events() -> AsyncIterator[bytes]:
+            delta = {"index": 0, "delta": {"content": "Paris."}, "finish_reason": None}
+            yield f"data: {json.dumps({**base, 'choices': [delta]})}\n\n".encode()
+            if n == 1:
+                entered.set()
+                await asyncio.to_thread(rest.wait, DEADLINE)  # until the leader's client has gone
+            stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+            yield f"data: {json.dumps({**base, 'choices': [stop]})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    app = FastAPI()
+    app.add_api_route(CHAT, chat, methods=["POST"])
+    app.add_middleware(CacheMiddleware, cache=cache)
+    body = json.dumps({**BODY, "stream": True}).encode()
+    try:
+        with BackgroundServer(app) as server:
+            leader = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
+            leader.sendall(head(body) + body)
+            assert entered.wait(DEADLINE)
+            result: list[httpx2.Response] = []
+            key = {"authorization": "Bearer sk-alice"}
+
+            def wait_on_the_leader() -> None:
+                with httpx2.Client(base_url=server.url, timeout=DEADLINE) as http:
+                    result.append(http.post(CHAT, content=body, headers={**key, "content-type": "application/json"}))
+
+            waiter = threading.Thread(target=wait_on_the_leader)
+            waiter.start()
+            end = time.monotonic() + DEADLINE
+            while store.reads < 2:  # the waiter has read the store: it is parked on the leader's call
+                assert time.monotonic() < end
+                time.sleep(0.01)
+            assert b"data:" in leader.recv(4096)
+            leader.close()
+            rest.set()
+            waiter.join(DEADLINE)
+            assert not waiter.is_alive() and result[0].status_code == 200
+            assert result[0].text.endswith("data: [DONE]\n\n") and '"finish_reason": "stop"' in result[0].text
+            settled(cache)
+            with httpx2.Client(base_url=server.url, timeout=DEADLINE) as http:
+                again = http.post(CHAT, content=body, headers={**key, "content-type": "application/json"})
+            assert again.headers["x-cache"] == "HIT" and again.text.endswith("data: [DONE]\n\n")
+    finally:
+        rest.set()
