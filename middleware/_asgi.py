@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._deadline import within
 from ._engine import Cache, Plan, advance
 from ._headers import decoded, encoded, read_headers, with_length
-from ._paths import MountedPaths
+from ._paths import MountedPaths, mount_root
 from ._relay import AsgiRelay
 from ._types import (
     UPSTREAM_SCOPE,
@@ -75,7 +75,10 @@ class CacheMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = self.paths.route_path(scope["path"])
+        path = scope["path"]
+        if scope.get("root_path"):  # a mounted app: the path it routes on
+            path = path[len(mount_root(path, scope["root_path"])) :] or "/"
+        path = self.paths.route_path(path)
         route = None if path is None else self.cache.route(scope["method"], path)
         if route is None or path is None:
             await self.app(scope, receive, send)
@@ -104,8 +107,9 @@ class CacheMiddleware:
         size, more = 0, True
         while more:
             message = await receive()
-            if message["type"] != "http.request":  # a disconnect before the body ended: the app sees it
-                await _untouched(self.app, scope, receive, send, b"".join(chunks), False, message)
+            if message["type"] != "http.request":  # a disconnect before the body ended: the app sees it,
+                # after the bytes read so far as an unfinished body (never as a whole, truncated request)
+                await _untouched(self.app, scope, receive, send, b"".join(chunks), True, message)
                 return None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
@@ -227,7 +231,9 @@ class _Responder:
 
     async def _side(self, call: SideCall) -> Reply:
         """A `SideCall`: a POST of its own through the same app, its answer collected whole."""
-        path = self.middleware.mount_prefix + call.path
+        path = (
+            mount_root(self.scope["path"], self.scope.get("root_path", "")) + self.middleware.mount_prefix + call.path
+        )
         scope = {
             **self.scope,
             "state": dict(self.scope.get("state") or {}),

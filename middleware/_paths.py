@@ -31,4 +31,13 @@ class MountedPaths:
         return path
 
 
-__all__ = ["MountedPaths"]
+def mount_root(path: str, root_path: str) -> str:
+    """The part of an ASGI `path` that is the app's mount (`root_path`, as Starlette's `Mount` and
+    uvicorn's `--root-path` put it in front), or "": the app routes on the rest, so the cache keys and
+    matches that, as the transport sees the provider's path."""
+    if root_path and path.startswith(root_path) and (len(path) == len(root_path) or path[len(root_path)] == "/"):
+        return root_path
+    return ""
+
+
+__all__ = ["MountedPaths", "mount_root"]

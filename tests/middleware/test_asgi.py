@@ -292,6 +292,106 @@ async def test_include_exclude_and_mount_prefix() -> None:
     assert calls.count["chat"] == 2
 
 
+async def test_a_mounted_sub_app_is_keyed_and_matched_on_the_path_it_routes_on() -> None:
+    """Starlette's `Mount` (and uvicorn's `--root-path`) hand a sub-app the full path with the mount in
+    `root_path`; the app routes on the path after it. The middleware keyed and matched the full path:
+    an `exclude` the user wrote for the sub-app's own paths let the excluded path be cached, and with
+    `upstream` the key named a provider URL (`.../api/v1/...`) that the transport never shares."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    cache = Cache()
+    excluded, excluded_calls = wrapped("starlette", cache, exclude=["/v1/chat/*"])
+    app = Starlette(routes=[Mount("/api", app=excluded)])
+    assert "x-cache" not in (await post(app, path="/api" + CHAT)).headers
+    assert excluded_calls.count["chat"] == 1
+
+    sub, calls = wrapped("starlette", cache, upstream="http://app")
+    app = Starlette(routes=[Mount("/api", app=sub)])
+    transport = AsyncCachingTransport(cache=cache, inner=httpx2.ASGITransport(app=starlette_app(Calls())))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as http:
+        via_transport = await http.post(CHAT, json=BODY, headers=KEY)
+    mounted = await post(app, path="/api" + CHAT)
+    assert mounted.headers["x-cache"] == "HIT"
+    assert mounted.headers["x-cache-key"] == via_transport.headers["x-cache-key"]
+    assert calls.count["chat"] == 0
+
+
+async def test_what_the_app_adds_per_user_is_never_replayed_and_middlewares_outside_apply_to_hits() -> None:
+    """Composition in a user's app: a `set-cookie` (SessionMiddleware's, or the endpoint's own) and a
+    per-user header the app sets on a miss never reach the next caller of that entry; CORS and GZip
+    added outside the cache (after it, in `add_middleware` order) treat a hit as they treat a miss. A
+    CORS middleware inside the cache answers only misses: its per-origin headers are never stored."""
+    from starlette.applications import Starlette
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.middleware.sessions import SessionMiddleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> JSONResponse:
+        await request.body()
+        user = request.headers["x-who"]
+        request.session["user"] = user
+        choice = {"index": 0, "message": {"role": "assistant", "content": "Paris. " * 200}, "finish_reason": "stop"}
+        response = JSONResponse(
+            {"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
+        )
+        response.set_cookie("theme", user)
+        response.headers["x-user-id"] = user
+        return response
+
+    inner = SessionMiddleware(Starlette(routes=[Route(CHAT, chat, methods=["POST"])]), secret_key="s")
+    outside: Any = CacheMiddleware(inner, cache=Cache())
+    outside = GZipMiddleware(CORSMiddleware(outside, allow_origins=["https://a.example"]), minimum_size=100)
+    origin = {"origin": "https://a.example", "accept-encoding": "gzip"}
+    alice = await post(outside, headers={**KEY, **origin, "x-who": "alice"})
+    bob = await post(outside, headers={**KEY, **origin, "x-who": "bob"})
+    assert (alice.headers["x-cache"], bob.headers["x-cache"]) == ("MISS", "HIT")
+    assert "alice" in alice.headers["set-cookie"] and alice.headers["x-user-id"] == "alice"
+    assert "set-cookie" not in bob.headers and "x-user-id" not in bob.headers
+    for answer in (alice, bob):
+        assert answer.headers["access-control-allow-origin"] == "https://a.example"
+        assert answer.headers["content-encoding"] == "gzip"
+    assert bob.json() == alice.json()
+
+    cors_inside = CacheMiddleware(CORSMiddleware(inner, allow_origins=["https://a.example"]), cache=Cache())
+    first = await post(cors_inside, headers={**KEY, **origin, "x-who": "alice"})
+    hit = await post(cors_inside, headers={**KEY, "origin": "https://b.example", "x-who": "bob"})
+    assert first.headers["access-control-allow-origin"] == "https://a.example"
+    assert hit.headers["x-cache"] == "HIT" and "access-control-allow-origin" not in hit.headers
+
+
+async def test_a_side_call_of_a_mounted_app_goes_to_the_mounted_path() -> None:
+    """Gemini's cachedContents are created by a side call through the same app: in an app mounted at
+    `/gem`, it goes to `/gem/v1beta/cachedContents` with the mount in `root_path`, as a request the
+    app routes itself would."""
+    from google import genai
+    from google.genai import types
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from tests.support.fake_provider import create_fake_provider
+
+    provider = create_fake_provider()
+    paths: list[str] = []
+
+    async def seen(scope: Any, receive: Any, send: Any) -> None:  # (the fake routes on the whole path)
+        paths.append(scope["path"])
+        await provider.app({**scope, "path": scope["path"].removeprefix(scope["root_path"])}, receive, send)
+
+    cache = Cache(prompt_caching={"gemini": {"cached_contents": True}})
+    app = Starlette(routes=[Mount("/gem", app=CacheMiddleware(seen, cache=cache))])
+    config = types.GenerateContentConfig(system_instruction="You answer for a bicycle shop. " + "Policy. " * 600)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)) as http:
+        options = types.HttpOptions(base_url="http://app/gem", api_version="v1beta", httpx_async_client=http)
+        client = genai.Client(api_key="gm-alice", http_options=options).aio
+        answer = await client.models.generate_content(model="gemini-2.5-flash", contents="Tyres?", config=config)
+    assert answer.usage_metadata is not None and answer.usage_metadata.cached_content_token_count
+    assert paths == ["/gem/v1beta/cachedContents", "/gem/v1beta/models/gemini-2.5-flash:generateContent"]
+
+
 # -- disconnects and concurrency -------------------------------------------------------------
 
 
@@ -339,6 +439,53 @@ async def test_a_client_that_disconnects_mid_stream_leaves_nothing_stored() -> N
     again = await post(app, {**BODY, "stream": True})
     assert again.headers["x-cache"] == "MISS"
     assert calls.count["chat"] == 2
+
+
+async def test_an_upload_the_client_cuts_never_reaches_the_app_as_a_complete_body() -> None:
+    """A client that leaves mid-upload: the server hands over the bytes it got (`more_body`), then
+    `http.disconnect`. The middleware handed the app those bytes as the whole body (`more_body` False),
+    so a Starlette app read a truncated request as complete and could forward it upstream; the app must
+    see the body unfinished, then the disconnect (Starlette's `request.body()` raises `ClientDisconnect`)."""
+    from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    cache = Cache()
+    seen: list[Any] = []
+
+    async def chat(request: Request) -> JSONResponse:
+        try:
+            seen.append(await request.body())
+        except ClientDisconnect as left:
+            seen.append(left)
+            raise
+        return JSONResponse({})
+
+    app = CacheMiddleware(Starlette(routes=[Route(CHAT, chat, methods=["POST"])]), cache=cache)
+    body = json.dumps(BODY).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": CHAT,
+        "query_string": b"",
+        "headers": [(b"authorization", b"Bearer sk-alice"), (b"content-length", str(len(body)).encode())],
+    }
+    messages: list[Message] = [
+        {"type": "http.request", "body": body[:20], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def gone(message: Message) -> None:
+        pass  # (what uvicorn does with an answer to a client that left)
+
+    with pytest.raises(ClientDisconnect):
+        await app(scope, receive, gone)
+    assert len(seen) == 1 and isinstance(seen[0], ClientDisconnect)
+    assert cache.stats.stored == 0
 
 
 async def test_a_client_that_leaves_before_the_answer_releases_its_waiters_at_once() -> None:
