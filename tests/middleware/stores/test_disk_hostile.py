@@ -3,7 +3,9 @@ it reads there is never more than an answer, which the entry decoder and the key
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -56,36 +58,46 @@ def _point_row_at(folder: Path, key: str, filename: str) -> None:
         assert db.execute("UPDATE Cache SET filename = ? WHERE key = ?", (filename, key)).rowcount == 1
 
 
-@pytest.mark.parametrize("name", ["absolute", "relative"])
-async def test_a_row_naming_a_file_outside_the_folder_is_neither_read_nor_removed(tmp_path: Path, name: str) -> None:
-    folder = tmp_path / "cache"
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"another tenant's or the system's file")
+VICTIM = b"another tenant's or the system's file"
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    path = tmp_path / "victim"
+    path.write_bytes(VICTIM)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def a_store_holding_a_value_file(folder: Path) -> AsyncIterator[DiskStore]:
     store = DiskStore(folder)
     try:
         await store.set("default:k", BIG, 60)
-        _point_row_at(folder, "default:k", str(victim) if name == "absolute" else "../victim")
-        with pytest.raises(StoreError):
-            await store.get("default:k")
-        await store.delete("default:k")
-        assert victim.read_bytes() == b"another tenant's or the system's file"
+        yield store
     finally:
         await store.close()
 
 
-async def test_a_value_file_replaced_by_a_symlink_is_not_followed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["absolute", "relative"])
+async def test_a_row_naming_a_file_outside_the_folder_is_neither_read_nor_removed(
+    tmp_path: Path, victim: Path, name: str
+) -> None:
     folder = tmp_path / "cache"
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"another tenant's or the system's file")
-    store = DiskStore(folder)
-    try:
-        await store.set("default:k", BIG, 60)
-        [value_file] = [path for path in folder.rglob("*.val")]
+    async with a_store_holding_a_value_file(folder) as store:
+        _point_row_at(folder, "default:k", str(victim) if name == "absolute" else "../victim")
+        with pytest.raises(StoreError):
+            await store.get("default:k")
+        await store.delete("default:k")
+        assert victim.read_bytes() == VICTIM
+
+
+async def test_a_value_file_replaced_by_a_symlink_is_not_followed(tmp_path: Path, victim: Path) -> None:
+    folder = tmp_path / "cache"
+    async with a_store_holding_a_value_file(folder) as store:
+        [value_file] = list(folder.rglob("*.val"))
         value_file.unlink()
         value_file.symlink_to(victim)
         assert await store.get("default:k") is None  # a miss: the request goes upstream
         await store.set("default:k", BIG, 60)  # and its answer is stored again
         assert await store.get("default:k") == BIG
-        assert victim.read_bytes() == b"another tenant's or the system's file"
-    finally:
-        await store.close()
+        assert victim.read_bytes() == VICTIM
