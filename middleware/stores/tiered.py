@@ -109,6 +109,7 @@ class TieredStore:
         self._lock = threading.Lock()
         self._task = None
         self._subscribed = asyncio.Event()
+        self._changes = set()  # the parent's, on a loop that runs nowhere here
 
     # -- subscription -------------------------------------------------------------------------
 
