@@ -16,6 +16,7 @@ from typing import TypeVar
 import diskcache
 
 from .._fork import renew_after_fork
+from ._codeless_disk import CodelessDisk
 from .base import Abilities, StoreError, trim_due
 
 T = TypeVar("T")
@@ -44,6 +45,10 @@ class DiskStore:
     service: every call raises `StoreError` (the engine goes upstream and counts it) and the store
     tries to open the directory again every `REOPEN_INTERVAL` seconds. Errors of an open store
     (EROFS, ENOSPC, EACCES from SQLite or a value file) reach the engine the same way.
+
+    Nothing read from the directory runs code: diskcache unpickles what is not bytes, and a pickle
+    planted there (by whoever else can write it) may build only sets (`_codeless_disk.py`); any other
+    is a `StoreError`.
 
     Tags are indexed in a second diskcache under `tags/` that never evicts (an evicted record would
     hide live entries from their invalidation): one record per tag, the set of its keys, living as
@@ -81,9 +86,12 @@ class DiskStore:
             self._next_open = now + REOPEN_INTERVAL
             try:
                 _private_directory(self.directory)
-                self._tags = diskcache.Cache(str(self.directory / "tags"), eviction_policy="none")
+                self._tags = diskcache.Cache(str(self.directory / "tags"), eviction_policy="none", disk=CodelessDisk)
                 self._cache = diskcache.Cache(
-                    str(self.directory), size_limit=self.size_limit, eviction_policy="least-recently-used"
+                    str(self.directory),
+                    size_limit=self.size_limit,
+                    eviction_policy="least-recently-used",
+                    disk=CodelessDisk,
                 )
             except (OSError, sqlite3.Error) as error:
                 raise StoreError(f"disk store at {self.directory} cannot be opened: {error}") from error

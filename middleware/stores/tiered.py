@@ -7,7 +7,9 @@ overwrites are published on a Redis channel that every TieredStore instance subs
 pod drops the entry from its L1. Tags are indexed in L2 only (when L2 can: `abilities.tags`).
 
 A pod never serves an entry after its own `set`, `delete` or `clear` returned: each writes L2 first,
-then marks every L2 read in flight as too old to back-fill L1, then updates L1.
+then marks every L2 read in flight as too old to back-fill L1, then updates L1. A change runs to its
+end in its own task even when its caller is cancelled (a client gone, a timeout): L2 may already have
+it, and the other pods' L1 must hear of it.
 
 Staleness bound across pods: normally the pub/sub delivery latency. If a message is lost (subscriber
 disconnected), an L1 entry can outlive its invalidation by at most `l1_max_ttl` seconds; on every
@@ -22,8 +24,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Collection
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from typing import Any, TypeVar, cast
 
 import msgpack
 
@@ -31,10 +33,13 @@ from .._fork import renew_after_fork
 from .base import Abilities, LockingStore, PrefixRulesStore, SizedStore, Store, TagStore, TTLStore, abilities_of
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_CHANNEL = "llmc:invalidate"
 _KEYS_PER_MESSAGE = 1000
 """Keys of a tag invalidation per message on the channel (a message stays small)."""
+CLOSE_WAIT = 5.0
+"""Seconds `close` waits for changes still running after their callers were cancelled."""
 
 
 class TieredStore:
@@ -92,6 +97,7 @@ class TieredStore:
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closed = False
+        self._changes: set[asyncio.Task[Any]] = set()  # changes whose caller was cancelled, still running
         self.received = 0  # invalidation messages applied from other instances
         self.resubscribed = 0
         renew_after_fork(self)
@@ -103,6 +109,7 @@ class TieredStore:
         self._lock = threading.Lock()
         self._task = None
         self._subscribed = asyncio.Event()
+        self._changes = set()  # the parent's, on a loop that runs nowhere here
 
     # -- subscription -------------------------------------------------------------------------
 
@@ -235,8 +242,25 @@ class TieredStore:
             await self.l1.set(key, value, ttl)
         return value
 
+    async def _settled(self, change: Coroutine[Any, Any, T]) -> T:
+        """Run `change` (an L2 write, then the invalidations) to its end even if the caller is cancelled
+        between them: once L2 has it, a change cut short left the other pods' L1 serving the old entry
+        for up to `l1_max_ttl`. A cancelled caller gets CancelledError at once; the change finishes."""
+        task = asyncio.ensure_future(change)
+        self._changes.add(task)
+        task.add_done_callback(self._settle)
+        return await asyncio.shield(task)
+
+    def _settle(self, task: asyncio.Task[Any]) -> None:
+        self._changes.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved: its caller may be gone
+            logger.debug("tiered store %s: a change failed: %r", self.name, task.exception())
+
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         self._ensure_listener()
+        await self._settled(self._set(key, value, ttl))
+
+    async def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         await self.l2.set(key, value, ttl)
         self._invalidate_all()
         l1_ttl = self.l1_max_ttl if ttl is None else min(ttl, self.l1_max_ttl)
@@ -249,6 +273,9 @@ class TieredStore:
 
     async def delete(self, key: str) -> None:
         self._ensure_listener()
+        await self._settled(self._delete(key))
+
+    async def _delete(self, key: str) -> None:
         await self.l2.delete(key)
         self._invalidate_all()
         await self.l1.delete(key)
@@ -256,6 +283,9 @@ class TieredStore:
 
     async def clear(self, prefix: str | None = None) -> None:
         self._ensure_listener()
+        await self._settled(self._clear(prefix))
+
+    async def _clear(self, prefix: str | None) -> None:
         await self.l2.clear(prefix)
         self._invalidate_all()
         await self.l1.clear(prefix)
@@ -264,6 +294,9 @@ class TieredStore:
     async def _invalidate_tags(self, tags: Collection[str]) -> list[str]:
         """L2 deletes what its tag index names; then every pod's L1 drops those keys."""
         self._ensure_listener()
+        return await self._settled(self._invalidate_tagged(tags))
+
+    async def _invalidate_tagged(self, tags: Collection[str]) -> list[str]:
         keys = await cast(TagStore, self.l2).invalidate_tags(tags)
         self._invalidate_all()
         for key in keys:
@@ -274,6 +307,9 @@ class TieredStore:
 
     async def close(self) -> None:
         self._closed = True
+        changes = [change for change in self._changes if change.get_loop() is asyncio.get_running_loop()]
+        if changes:  # changes whose callers were cancelled: they finish before the levels close
+            await asyncio.wait(changes, timeout=CLOSE_WAIT)
         task, self._task = self._task, None
         if task is not None and not task.done():
             if task.get_loop() is asyncio.get_running_loop():

@@ -6,6 +6,8 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from llm_cache.middleware.stores import MemoryStore
 from llm_cache.middleware.stores.redis import RedisStore
 from llm_cache.middleware.stores.tiered import TieredStore
@@ -285,5 +287,88 @@ async def test_a_tag_invalidation_on_one_pod_empties_the_other_pods_l1(redis_ser
         assert await b.get("doc-entry") is None
         assert await b.l1.get("other") == b"v2"  # untouched: it had no such tag
     finally:
+        await a.close()
+        await b.close()
+
+
+class PausingRedisStore(RedisStore):
+    """A real Redis L2 that holds each change after Redis applied it, until `resume` is set: the
+    moment a caller's cancel (a client gone, a timeout) would land with the reply in flight."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.applied = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.pausing = False
+
+    async def _paused(self) -> None:
+        if self.pausing:
+            self.applied.set()
+            await self.resume.wait()
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        await super().set(key, value, ttl)
+        await self._paused()
+
+    async def delete(self, key: str) -> None:
+        await super().delete(key)
+        await self._paused()
+
+    async def clear(self, prefix: str | None = None) -> None:
+        await super().clear(prefix)
+        await self._paused()
+
+    async def invalidate_tags(self, tags: Any) -> list[str]:
+        keys = await super().invalidate_tags(tags)
+        await self._paused()
+        return keys
+
+
+@pytest.mark.parametrize("change", ["delete", "clear", "invalidate_tags", "overwrite"])
+async def test_a_change_cancelled_after_l2_applied_it_still_reaches_the_other_pods_l1(
+    redis_server: Any, change: str
+) -> None:
+    """Before, the cancel landed between the L2 write and the invalidation message: L2 had the change,
+    the other pods never heard of it and served the old entry from their L1 for up to `l1_max_ttl`."""
+    prefix = unique_prefix()
+    l2 = PausingRedisStore(redis_server.url, prefix=prefix, **SLACK)
+    a = TieredStore(MemoryStore(), l2, channel=f"{prefix}inval", l1_max_ttl=60.0)
+    b = TieredStore(
+        MemoryStore(), RedisStore(redis_server.url, prefix=prefix, **SLACK), channel=f"{prefix}inval", l1_max_ttl=60.0
+    )
+    await a.start()
+    await b.start()
+    try:
+        await a.tag("k", ["doc:1"], 300)
+        await a.set("k", b"old", 300)
+
+        async def b_saw_the_write() -> bool:
+            return b.received >= 1
+
+        await eventually(b_saw_the_write, deadline=2.0, what="B receiving A's write")
+        assert await b.get("k") == b"old"
+        assert await b.l1.get("k") == b"old"  # B's L1 holds it now, for 60 s
+
+        l2.pausing = True
+        operations = {
+            "delete": lambda: a.delete("k"),
+            "clear": lambda: a.clear(None),
+            "invalidate_tags": lambda: a.invalidate_tags(["doc:1"]),
+            "overwrite": lambda: a.set("k", b"new", 300),
+        }
+        caller = asyncio.ensure_future(operations[change]())
+        await asyncio.wait_for(l2.applied.wait(), 10.0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        l2.resume.set()
+
+        async def b_l1_dropped() -> bool:
+            return await b.l1.get("k") is None
+
+        await eventually(b_l1_dropped, deadline=5.0, what=f"B's L1 hearing of A's cancelled {change}")
+        assert await b.get("k") == (b"new" if change == "overwrite" else None)
+    finally:
+        l2.resume.set()
         await a.close()
         await b.close()

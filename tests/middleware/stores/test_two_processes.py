@@ -1,4 +1,4 @@
-"""Two processes sharing one Redis (standalone and Cluster): what one writes, the other reads."""
+"""Processes sharing one store (Redis standalone and Cluster, a disk folder): what one writes, another reads."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from llm_cache.middleware.stores import DiskStore
 from llm_cache.middleware.stores.redis import RedisClusterStore, RedisStore
 
 from .conftest import SLACK, unique_prefix
@@ -54,4 +55,65 @@ async def test_written_in_one_process_read_in_another(kind: str, request: pytest
         values = await store.get_many([f"k:{i}" for i in range(200)])
         assert values == [None] + [f"v{i}".encode() for i in range(1, 200)]
     finally:
+        await store.close()
+
+
+OVERWRITER = """
+import asyncio, json, sys
+from llm_cache.middleware.stores import DiskStore
+from llm_cache.middleware.stores.redis import RedisStore
+
+async def main(config):
+    if config["directory"]:
+        store = DiskStore(config["directory"])
+    else:
+        store = RedisStore(config["url"], prefix=config["prefix"])
+    value = bytes([config["byte"]]) * config["size"]
+    for _ in range(config["writes"]):
+        await store.set("one-key", value, 300)
+    await store.close()
+
+asyncio.run(main(json.loads(sys.argv[1])))
+"""
+
+
+@pytest.mark.parametrize("kind", ["disk", "redis"])
+async def test_two_processes_overwriting_one_key_never_let_a_reader_see_a_mixed_value(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """Each writer's value is whole in what a third process reads: never half of one and half of the
+    other, never cut short (the disk store's values of 100 KB and 40 KB live in files of their own)."""
+    prefix = unique_prefix()
+    url = request.getfixturevalue("redis_server").url if kind == "redis" else None
+    directory = str(tmp_path / "cache") if kind == "disk" else None
+    store: Any = DiskStore(directory) if directory else RedisStore(url, prefix=prefix, **SLACK)
+    values = {byte: bytes([byte]) * size for byte, size in ((65, 100_000), (66, 40_000))}
+    writers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            OVERWRITER,
+            json.dumps(
+                {"directory": directory, "url": url, "prefix": prefix, "byte": byte, "size": len(value), "writes": 300}
+            ),
+            stderr=subprocess.PIPE,
+        )
+        for byte, value in values.items()
+    ]
+    try:
+        deadline = asyncio.get_running_loop().time() + 120.0
+        while any(writer.returncode is None for writer in writers):
+            assert asyncio.get_running_loop().time() < deadline, "the writers did not finish within 120 s"
+            value = await store.get("one-key")
+            assert value is None or value in values.values(), f"a mixed or cut value of {len(value)} bytes"
+            await asyncio.sleep(0)  # lets the subprocess transports note an exit
+        for writer in writers:
+            _, stderr = await writer.communicate()
+            assert writer.returncode == 0, stderr.decode()
+        assert await store.get("one-key") in values.values()
+    finally:
+        for writer in writers:
+            if writer.returncode is None:
+                writer.kill()
+                await writer.wait()
         await store.close()
