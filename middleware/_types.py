@@ -59,6 +59,10 @@ class ResponseParts:
     body: bytes
 
 
+CLOCK_SKEW = 300.0
+"""Seconds an entry's `created_at` may be ahead of this pod's clock (pods' clocks differ a little)."""
+
+
 @dataclass(slots=True)
 class CacheRequest:
     """An intercepted LLM call, as the engine sees it."""
@@ -142,12 +146,14 @@ class CacheRequest:
         )
 
     def accepts(self, entry: Entry) -> bool:
-        """Fresh, young enough for the request's max-age, and holding usage if the request would get usage."""
+        """Fresh, young enough for the request's max-age, and holding usage if the request would get usage.
+        An entry dated more than `CLOCK_SKEW` ahead is young enough for no max-age: written by someone
+        else to a shared store, or by a pod whose clock is wrong, it would be age 0 for ever."""
         max_age = self.policy.max_age
         expires_at = entry.expires_at
         if max_age is not None or expires_at is not None:
             now = time.time()
-            if (max_age is not None and now - entry.created_at > max_age) or (
+            if (max_age is not None and not -CLOCK_SKEW <= now - entry.created_at <= max_age) or (
                 expires_at is not None and now >= expires_at
             ):
                 return False

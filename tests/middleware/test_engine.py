@@ -345,6 +345,27 @@ async def test_max_age_refuses_older_entries() -> None:
     assert too_old.headers["x-cache"] == "MISS"
 
 
+async def test_an_entry_dated_in_the_future_is_young_enough_for_no_max_age() -> None:
+    """An entry someone else wrote to a shared store (or a pod whose clock runs years ahead) dated in
+    the future would be age 0 for ever and meet every max-age: beyond five minutes of clock skew, it
+    meets none (still a hit without one)."""
+    store = MemoryStore()
+    upstream = Upstream()
+    async with client(Cache(store=store), upstream) as http:
+        key = (await post(http)).headers["x-cache-key"]
+        entry = unpack(await store.get(key) or b"")
+        from llm_cache.middleware._entry import Entry, pack
+
+        await store.set(key, pack(Entry(key, entry.created_at + 60, 200, entry.body, False)), None)
+        skewed = await post(http, **{"cache-control": "max-age=60"})
+        await store.set(key, pack(Entry(key, entry.created_at + 10 * 365 * 86400, 200, entry.body, False)), None)
+        without_max_age = await post(http)
+        with_max_age = await post(http, **{"cache-control": "max-age=60"})
+    assert skewed.headers["x-cache"] == "HIT" and skewed.headers["age"] == "0"
+    assert without_max_age.headers["x-cache"] == "HIT" and without_max_age.headers["age"] == "0"
+    assert with_max_age.headers["x-cache"] == "MISS"
+
+
 async def test_only_if_cached_answers_504_on_a_miss_without_calling_upstream() -> None:
     upstream = Upstream()
     async with client(Cache(), upstream) as http:
