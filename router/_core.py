@@ -473,11 +473,12 @@ class Router:
             # refused before any work: a sibling may take it. A 401 is the key itself, refused for every
             # caller until someone fixes it; a 403 can be about what this caller asked for (a Gemini
             # cachedContent the key cannot read, a beta header): no verdict, or one caller cools it for all.
+            failure = Failure(Kind.KEY_REFUSED, resp.status_code)
             if resp.status_code == 401:
                 st.breaker.record_failure(s.cooldown_time)
-            else:
-                st.breaker.release_without_outcome(probe)
-            return AttemptResult(st.id, Failure(Kind.KEY_REFUSED, resp.status_code), response=resp, fail_over=True)
+                return AttemptResult(st.id, failure, response=resp, fail_over=True)
+            st.breaker.release_without_outcome(probe)  # nor does it count in the usage window
+            return AttemptResult(st.id, failure, response=resp, fail_over=True, callers=True)
         st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
 

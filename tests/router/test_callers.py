@@ -100,7 +100,8 @@ def test_a_403_on_the_operators_key_for_what_one_caller_asked_cools_no_deploymen
     router = make_router(passthrough(fake_provider, "only", key="operator-key"))
     fake_provider.fail_next(status=403)
     with pytest.raises(openai.PermissionDeniedError):
-        caller(router, "key-a").chat.completions.create(model="gpt", messages=HI)
+        caller(router, "key-a").chat.completions.create(model="gpt", messages=HI, max_tokens=10**12)
+    assert router.deployment_state("only").window_usage() == (0, 0)  # nor fills its usage window
     answer = caller(router, "key-b").chat.completions.with_raw_response.create(model="gpt", messages=HI)
     assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "only"
     assert router.deployment_state("only").breaker.state == "closed"
