@@ -433,10 +433,10 @@ class Router:
         """The attempt's outcome, and its verdict on the deployment's health (breaker).
 
         Only the deployment's failures count against it: a 5xx, a timeout, a broken connection, a 429
-        on a key every caller shares (the deployment's or the operator's, ``operators_key``), a 401/403
-        on that key (misconfigured for everyone: it cools down at once). A failure of the caller's
-        own making (a 4xx on its body, its own key refused or rate-limited with ``own_key``) says
-        nothing of the deployment: no verdict, and it does not count in the deployment's usage.
+        on a key every caller shares (the deployment's or the operator's, ``operators_key``), a 401 on
+        that key (misconfigured for everyone: it cools down at once; a 403 fails over with no verdict).
+        A failure of the caller's own making (a 4xx on its body, its own key refused or rate-limited
+        with ``own_key``) says nothing of the deployment: no verdict, and it does not count in the deployment's usage.
         """
         s = self.settings
         if sent.exception is not None:
@@ -470,8 +470,15 @@ class Router:
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
         if kind is Kind.CLIENT and resp.status_code in (401, 403) and operators_key:
-            st.breaker.record_failure(s.cooldown_time)  # refused for every caller until someone fixes it
-            return AttemptResult(st.id, Failure(Kind.KEY_REFUSED, resp.status_code), response=resp, fail_over=True)
+            # refused before any work: a sibling may take it. A 401 is the key itself, refused for every
+            # caller until someone fixes it; a 403 can be about what this caller asked for (a Gemini
+            # cachedContent the key cannot read, a beta header): no verdict, or one caller cools it for all.
+            failure = Failure(Kind.KEY_REFUSED, resp.status_code)
+            if resp.status_code == 401:
+                st.breaker.record_failure(s.cooldown_time)
+                return AttemptResult(st.id, failure, response=resp, fail_over=True)
+            st.breaker.release_without_outcome(probe)  # nor does it count in the usage window
+            return AttemptResult(st.id, failure, response=resp, fail_over=True, callers=True)
         st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
 

@@ -76,7 +76,7 @@ def test_a_callers_own_failures_never_cool_down_a_deployment_for_another_caller(
     assert fake_provider.last.headers["authorization"] == "Bearer key-b"
 
 
-@pytest.mark.parametrize("status", [429, 500, 401, 403])
+@pytest.mark.parametrize("status", [429, 500, 401])
 def test_a_failure_of_the_key_every_caller_shares_still_cools_the_deployment_down(
     fake_provider, make_router, status
 ) -> None:
@@ -92,12 +92,27 @@ def test_a_failure_of_the_key_every_caller_shares_still_cools_the_deployment_dow
     assert fake_provider.count() == count  # B was not sent to a deployment known to be failing
 
 
+def test_a_403_on_the_operators_key_for_what_one_caller_asked_cools_no_deployment_down(
+    fake_provider, make_router
+) -> None:
+    """A 403 can be about the request, not the key: Gemini's for a cachedContent the key cannot read, a
+    beta feature the caller's header asks for. Caller A must not be able to cool the deployment for B."""
+    router = make_router(passthrough(fake_provider, "only", key="operator-key"))
+    fake_provider.fail_next(status=403)
+    with pytest.raises(openai.PermissionDeniedError):
+        caller(router, "key-a").chat.completions.create(model="gpt", messages=HI, max_tokens=10**12)
+    assert router.deployment_state("only").window_usage() == (0, 0)  # nor fills its usage window
+    answer = caller(router, "key-b").chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "only"
+    assert router.deployment_state("only").breaker.state == "closed"
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_deployment_whose_own_key_is_refused_fails_over_to_a_sibling_at_once(
     fake_provider, make_router, clock, status
 ) -> None:
-    """A 401/403 on the key the operator configured is the deployment misconfigured for everyone (revoked,
-    wrong project): it cools down, the request goes to a sibling with no wait, the next ones go there."""
+    """A 401/403 on the key the operator configured: the request goes to a sibling with no wait. A 401 is
+    the deployment misconfigured for everyone (revoked): it cools down, the next ones go to the sibling."""
     deployments = [
         {"id": "revoked", "model": "real", "api_base": fake_provider.openai_base_url, "api_key": "old", "order": 0},
         {"id": "good", "model": "real", "api_base": fake_provider.openai_base_url, "api_key": "new", "order": 1},
@@ -107,8 +122,9 @@ def test_a_deployment_whose_own_key_is_refused_fails_over_to_a_sibling_at_once(
     for key in ("key-a", "key-b"):
         answer = caller(router, key).chat.completions.with_raw_response.create(model="gpt", messages=HI)
         assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "good"
-    assert fake_provider.count() == 3 and clock.sleeps == []  # the refused key was tried once
-    assert router.deployment_state("revoked").breaker.state == "open"
+    # a 401 cools the refused key down (tried once); a 403 gives no verdict (tried by each request)
+    assert fake_provider.count() == (3 if status == 401 else 4) and clock.sleeps == []
+    assert router.deployment_state("revoked").breaker.state == ("open" if status == 401 else "closed")
 
 
 def test_a_callers_own_rate_limit_still_makes_that_caller_wait_and_retry(fake_provider, make_router, clock) -> None:
