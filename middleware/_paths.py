@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
+from typing import Any
 
 
 class MountedPaths:
@@ -40,4 +41,20 @@ def mount_root(path: str, root_path: str) -> str:
     return ""
 
 
-__all__ = ["MountedPaths", "mount_root"]
+def routed_path(scope: Mapping[str, Any]) -> tuple[str, bytes]:
+    """The (path, raw path) an app routes on: the scope's, less its mount (`mount_root`). A raw path
+    that does not begin with the mount as written (escaped otherwise) is taken from the decoded rest."""
+    path: str = scope["path"]
+    raw_path: bytes = scope.get("raw_path") or path.encode("utf-8")
+    root = mount_root(path, scope.get("root_path") or "")
+    if root:
+        path = path[len(root) :] or "/"
+        raw_root = root.encode("utf-8")
+        if raw_path.startswith(raw_root) and raw_path[len(raw_root) : len(raw_root) + 1] in (b"", b"/"):
+            raw_path = raw_path[len(raw_root) :] or b"/"
+        else:
+            raw_path = path.encode("utf-8")
+    return path, raw_path
+
+
+__all__ = ["MountedPaths", "mount_root", "routed_path"]

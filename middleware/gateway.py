@@ -61,6 +61,7 @@ from ._browsers import BrowserRules
 from ._engine import Cache
 from ._forwarding import DEFAULT_ALLOW, Allowed
 from ._keys import NAMESPACE_PATTERN
+from ._paths import routed_path
 from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
@@ -402,14 +403,15 @@ class _Gateway:
 
     async def proxy(self, request: Request) -> Response:
         try:  # Starlette reads the URL from the Host header and the query as UTF-8: either may not parse
-            path, query = request.url.path, request.url.query
+            request.url.query  # noqa: B018 (raises on a Host or query that cannot be read)
         except ValueError:
             message = "the request's Host or query cannot be read"
             return Response(error_body(None, 400, message), 400, media_type="application/json")
+        path, raw_path = routed_path(request.scope)  # under a root path, the path after it
         family = family_of(path)
         if family is None:
             return _error(None, 404, f"no upstream serves {path}")
-        forwarded = forwarded_path(request.scope.get("raw_path") or path.encode("utf-8"))
+        forwarded = forwarded_path(raw_path)
         if forwarded is None:  # the guard refused it already; checked again where the URL is built
             return _error(family, 400, REFUSED_PATH)
         allowed = self.allowed.get(family)
@@ -1044,6 +1046,8 @@ class _Guard:
             return
         path: str = scope["path"]
         raw_path = scope.get("raw_path") or path.encode("utf-8")
+        if scope.get("root_path"):  # under `--root-path` or a `Mount`: the path after it (one dict read)
+            path, raw_path = routed_path(scope)
         family, forwarded, upstream = self.seen.get((path, raw_path)) or self._facts(path, raw_path)
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)

@@ -32,7 +32,7 @@ from ._errors import (
     parse_retry_after,
     read_json,
 )
-from ._latency import speed
+from ._latency import output_tokens
 from ._repeat import not_acted_on, repeatable
 from ._retry import AttemptResult
 from ._state import DeploymentState
@@ -413,8 +413,8 @@ class Router:
         status = sent.response.status_code if sent.response is not None else None
         self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)
         if result.ok:
-            seconds = elapsed if p.stream else speed(elapsed, sent.body)
-            st.observe_latency(seconds, self.settings.latency_alpha, stream=p.stream)
+            tokens = None if p.stream else output_tokens(sent.body)
+            st.observe_latency(elapsed, self.settings.latency_alpha, stream=p.stream, tokens=tokens)
             if ctx.affinity_key is not None:
                 self.affinity.put(ctx.affinity_key, st.id)
         if not (result.ok and p.stream):

@@ -2,7 +2,9 @@
 
 A non-streamed answer's time is mostly generation, which grows with the answer's length: taken whole,
 one caller asking for long completions would make a deployment look slow for everyone. It is kept
-per output token, as the answer reports them. A stream's time is to its first byte (the router
+per output token, as the answer reports them; an answer that reports none (embeddings, a provider
+that never sends usage) is kept whole in an average of its own, never mixed with per-token figures
+(`DeploymentState.observe_latency`, `strategies.within_latency_band`). A stream's time is to its first byte (the router
 commits to a stream once it has peeked it), kept in its own average, since the two do not compare.
 """
 
@@ -35,10 +37,4 @@ def output_tokens(body: bytes | None) -> int | None:
     return None
 
 
-def speed(elapsed: float, body: bytes | None) -> float:
-    """A whole answer's seconds per output token; its whole time when it reports none (embeddings)."""
-    tokens = output_tokens(body)
-    return elapsed / tokens if tokens else elapsed
-
-
-__all__ = ["output_tokens", "speed"]
+__all__ = ["output_tokens"]

@@ -23,6 +23,7 @@ class DeploymentState:
     clock: Callable[[], float]
     in_flight: int = 0
     latency: float | None = None  # EWMA of a whole answer's seconds per output token (`_latency.py`)
+    seconds: float | None = None  # EWMA of a whole answer's seconds, for answers that report no count
     ttft: float | None = None  # EWMA of a stream's seconds to its first byte
     usage: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens), last 60 s
 
@@ -30,12 +31,16 @@ class DeploymentState:
     def id(self) -> str:
         return self.deployment.id
 
-    def observe_latency(self, seconds: float, alpha: float, stream: bool = False) -> None:
-        """Fold in a success's time: a stream's to its first byte, a whole answer's per output token."""
+    def observe_latency(self, seconds: float, alpha: float, stream: bool = False, tokens: int | None = None) -> None:
+        """Fold in a success's time: a stream's to its first byte, a whole answer's per output token when
+        it reports ``tokens``, else whole. Each unit has its own average: mixed, an answer without a count
+        would weigh ~100x a per-token figure and exile its deployment for good."""
         if stream:
-            self.ttft = seconds if self.ttft is None else alpha * seconds + (1 - alpha) * self.ttft
+            self.ttft = _ewma(self.ttft, seconds, alpha)
+        elif tokens:
+            self.latency = _ewma(self.latency, seconds / tokens, alpha)
         else:
-            self.latency = seconds if self.latency is None else alpha * seconds + (1 - alpha) * self.latency
+            self.seconds = _ewma(self.seconds, seconds, alpha)
 
     def record_usage(self, tokens: int) -> tuple[float, int]:
         """Count a request sent here; the entry returned withdraws it (`withdraw_usage`)."""
@@ -54,6 +59,10 @@ class DeploymentState:
         while self.usage and self.usage[0][0] <= cutoff:
             self.usage.popleft()
         return len(self.usage), sum(t for _, t in self.usage)
+
+
+def _ewma(average: float | None, value: float, alpha: float) -> float:
+    return value if average is None else alpha * value + (1 - alpha) * average
 
 
 __all__ = ["DeploymentState", "USAGE_WINDOW"]

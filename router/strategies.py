@@ -85,10 +85,17 @@ def under_usage_limits(cands: Candidates, ctx: PickContext) -> Candidates:
 
 def within_latency_band(tolerance: float = 0.2) -> Step:
     """Keep deployments within ``(1 + tolerance) ×`` the fastest EWMA; unmeasured ones stay in (explore).
-    A stream is routed by time to first byte, a whole answer by time per output token (`_latency.py`)."""
+    A stream is routed by time to first byte, a whole answer by time per output token (`_latency.py`)
+    or, when no candidate has a per-token figure, by whole seconds: units are never compared with each
+    other, and a candidate with no figure in the unit compared is unmeasured."""
 
     def within_latency_band(cands: Candidates, ctx: PickContext) -> Candidates:
-        measure = {c.id: c.ttft if ctx.stream else c.latency for c in cands}
+        if ctx.stream:
+            measure = {c.id: c.ttft for c in cands}
+        elif any(c.latency is not None for c in cands):
+            measure = {c.id: c.latency for c in cands}
+        else:
+            measure = {c.id: c.seconds for c in cands}
         known = [m for m in measure.values() if m is not None]
         if not known:
             return cands

@@ -836,6 +836,42 @@ async def test_a_connection_to_another_address_is_judged_by_host_only_once_allow
         assert answer.status_code == expected, (server, answer.text)
 
 
+async def test_a_gateway_under_a_root_path_routes_on_the_path_after_it(fake_provider: RunningFakeProvider) -> None:
+    """Under `uvicorn --root-path /llm` (or a Starlette `Mount`) the scope's path begins with the mount:
+    the gateway works out the family, the upstream and the forwarded path from what follows it, as
+    CacheMiddleware does (`_paths.mount_root`); the mount is never sent upstream."""
+    upstreams = {"openai": {"base_url": fake_provider.openai_base_url}}
+    app = create_gateway(parse_config({"cache": {"store": {"type": "memory"}}, "upstreams": upstreams}))
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app, root_path="/llm")
+        async with httpx2.AsyncClient(transport=transport, base_url="http://localhost/llm") as client:
+            answers = [
+                await client.post("/v1/chat/completions", json=BODY, headers={"authorization": "Bearer sk-a"})
+                for _ in range(2)
+            ]
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    assert [a.headers.get("x-cache") for a in answers] == ["MISS", "HIT"]
+    assert fake_provider.last.path == "/v1/chat/completions"
+    assert len(fake_provider.requests) == 1  # the second was a hit: the entry is keyed on the real upstream
+
+
+async def test_under_a_root_path_the_gateway_key_guards_what_it_guards_at_the_root(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """The operations (`/health`, `/cache/...`) are told from model calls on the path after the mount:
+    a probe of `/llm/health` is not asked for the gateway key, a model call still is."""
+    upstreams = {"openai": {"base_url": fake_provider.openai_base_url}}
+    config = {"cache": {"store": {"type": "memory"}}, "auth": {"keys": [GATEWAY_KEY]}, "upstreams": upstreams}
+    app = create_gateway(parse_config(config))
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app, root_path="/llm")
+        async with httpx2.AsyncClient(transport=transport, base_url="http://localhost/llm") as client:
+            health = await client.get("/health")
+            unkeyed = await client.post("/v1/chat/completions", json=BODY)
+    assert (health.status_code, unkeyed.status_code) == (200, 401)
+    assert fake_provider.requests == []
+
+
 @pytest.mark.parametrize(
     ("server", "named"),
     [

@@ -771,6 +771,49 @@ def test_a_callers_long_completion_does_not_make_a_deployment_look_slow(make_rou
     assert router.deployment_state("a").latency == pytest.approx(0.01)
 
 
+def serve_by_latency(router: Any, clock: Any, plans: int, took: Any) -> list[str]:
+    """Drive ``plans`` non-streamed requests; ``took(host, n)`` gives (seconds, output tokens or None)."""
+    picks = []
+    for n in range(plans):
+        plan = planned(router, {"model": "gpt"})
+        host = plan.send(None).request.url.host
+        seconds, tokens = took(host, n)
+        clock.advance(seconds)
+        body = json.dumps(USAGE["openai"](tokens) if tokens else {}).encode()
+        with pytest.raises(StopIteration):
+            plan.send(Sent(response=httpx2.Response(200, content=body), body=body))
+        picks.append(host)
+    return picks
+
+
+def latency_router(make_router: Any) -> Any:
+    groups = {"gpt": {"deployments": [dep("http://a.test/v1", id="a"), dep("http://b.test/v1", id="b")]}}
+    settings = {"routing_strategy": "latency", "affinity": False}
+    return make_router({"groups": groups, "settings": settings}, rng=random.Random(31))
+
+
+def test_a_deployment_whose_answers_carry_no_usage_competes_fairly_with_one_whose_answers_do(make_router, clock):
+    """Both answer 10 tokens in 0.1 s, but b never says so: its whole 0.1 s is not a per-token figure,
+    and compared with a's 0.01 s per token it would look 10x slower and never be picked again."""
+    router = latency_router(make_router)
+    picks = serve_by_latency(router, clock, 60, lambda host, n: (0.1, 10 if host == "a.test" else None))
+    assert {"a.test", "b.test"} <= set(picks[30:])
+
+
+def test_one_stray_answer_without_usage_does_not_exile_a_deployment(make_router, clock):
+    router = latency_router(make_router)
+    strays = []
+
+    def took(host: str, n: int) -> tuple[float, int | None]:
+        if host == "b.test" and not strays:  # one answer without usage, its whole 1 s
+            strays.append(n)
+            return 1.0, None
+        return 0.1, 10
+
+    picks = serve_by_latency(router, clock, 60, took)
+    assert strays and strays[0] < 30 and {"a.test", "b.test"} <= set(picks[30:])
+
+
 def test_a_streams_latency_is_its_time_to_first_byte_kept_apart(make_router, clock):
     router = make_router({"groups": {"gpt": {"deployments": [dep("http://a.test/v1", id="a")]}}})
     plan = planned(router, {"model": "gpt", "stream": True})
@@ -829,7 +872,8 @@ def test_an_attempt_records_how_long_it_waited_before_and_how_long_its_answer_to
     with pytest.raises(StopIteration):
         plan.send(Sent(response=httpx2.Response(200, content=b"{}"), body=b"{}"))
     assert [span.attributes["router.wait_s"] for span in exporter.get_finished_spans()] == [0.0, 0.5]
-    assert router.deployment_state("a").latency == 1.5  # a success's time to answer; the failure's is not kept
+    state = router.deployment_state("a")  # a success's time to answer, whole (it reports no usage)
+    assert (state.seconds, state.latency) == (1.5, None)  # the failure's is not kept
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,22 @@ def test_latency_ewma():
     (a,) = states(clock, a={})
     a.observe_latency(1.0, 0.5)
     a.observe_latency(3.0, 0.5)
-    assert a.latency == pytest.approx(2.0)
+    a.observe_latency(0.1, 0.5, tokens=10)
+    a.observe_latency(0.3, 0.5, tokens=10)
+    assert (a.seconds, a.latency) == (pytest.approx(2.0), pytest.approx(0.02))  # each unit its own average
+
+
+def test_a_whole_answer_is_compared_per_token_when_any_candidate_has_a_figure_else_in_whole_seconds():
+    clock = Clock()
+    a, b, c = states(clock, a={}, b={}, c={})
+    a.latency, a.seconds = 0.01, 5.0  # one stray answer without usage, slow in whole seconds
+    b.latency = 0.011
+    c.seconds = 0.5  # never reports usage: unmeasured per token
+    band = within_latency_band(0.2)
+    assert band([a, b, c], ctx()) == [a, b, c]
+    assert band([a, c], ctx()) == [a, c]
+    b.latency, b.seconds = None, 1.0
+    assert band([b, c], ctx()) == [c]
 
 
 def test_usage_aware_stays_under_rpm_and_tpm():
