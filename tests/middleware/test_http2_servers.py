@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from starlette.routing import Route
 from llm_cache.middleware import Cache, CacheMiddleware
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
+from tests.middleware.test_asgi_uvicorn import Seen
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.granian_apps import LIMIT, gateway_for
 from tests.support.granian_server import GranianServer
@@ -366,24 +366,11 @@ def test_the_openai_sdk_over_http2_gets_a_miss_then_an_identical_hit(h2_server: 
 # -- CacheMiddleware in a user's app --------------------------------------------------------------
 
 
-class Seen:
-    def __init__(self) -> None:
-        self.reads: list[Any] = []
-        self.read = threading.Event()
-
-
 def user_app(cache: Cache, seen: Seen) -> Starlette:
     """A user's Starlette app behind CacheMiddleware that copies an upstream's hop-by-hop headers."""
 
     async def chat(request: Request) -> Response:
-        try:
-            raw = await request.body()
-        except ClientDisconnect as left:
-            seen.reads.append(left)
-            raise
-        finally:
-            seen.read.set()
-        seen.reads.append(raw)
+        await seen.body(request)
         choice = {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
         answer = {"id": f"c{len(seen.reads)}", "object": "chat.completion", "model": MODEL, "choices": [choice]}
         return JSONResponse(answer, headers={"connection": "keep-alive", "keep-alive": "timeout=5"})
