@@ -28,7 +28,7 @@ import time
 import types
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -435,7 +435,7 @@ class _Gateway:
         if upstream.api_key:
             headers, query = _with_credentials(family, upstream.api_key, headers, query)
         # The router reads the model to pick a group and may send the body more than once.
-        content = await request.body() if self.router is not None or held else _streamed_body(request, headers)
+        content = await request.body() if self.router is not None or held else await _streamed_body(request, headers)
         wire = _wire_headers(headers)
         if wire is None:
             message = "a request header cannot be forwarded (a name that is not a token, or a control character)"
@@ -950,9 +950,10 @@ class _BodyReader:
             return held
         if self.done:  # the body is in; what follows is the wait for a disconnect, as long as it takes
             return await self.receive()
+        # (an iterator, and maybe only that: granian's receive is a future-like one with no `send`/`throw`)
         reading = self.receive().__await__()
         try:
-            awaited = reading.send(None)
+            awaited = next(reading)
         except StopIteration as ready:  # the server had the message: nothing waited, nothing to time
             message: Message = ready.value
         else:
@@ -966,7 +967,7 @@ class _BodyReader:
         self.done = not message.get("more_body", False)
         return message
 
-    async def _timed(self, reading: Generator[Any, Any, Message], awaited: Any) -> Message:
+    async def _timed(self, reading: Iterator[Any], awaited: Any) -> Message:
         """The rest of a read that waits (`reading` has handed the loop `awaited`), under the deadline."""
         self.task = task = asyncio.current_task()
         self.deadlines.watch(self)
@@ -985,20 +986,25 @@ class _BodyReader:
 
 
 @types.coroutine
-def _resumed(coroutine: Generator[Any, Any, Message], awaited: Any) -> Generator[Any, Any, Message]:
-    """Go on with an awaitable already stepped once by hand, which handed the event loop `awaited`:
-    what `await` does after its first step (the loop's wake-ups and cancellations passed through)."""
+def _resumed(reading: Iterator[Any], awaited: Any) -> Generator[Any, Any, Message]:
+    """Go on with an awaitable's iterator already stepped once by hand, which handed the event loop
+    `awaited`: what `await` does after its first step (the loop's wake-ups and cancellations passed
+    through). As `await` (PEP 380), an iterator with no `send` is stepped with `next`, and an error for
+    one with no `throw` is raised here: a server's `receive` may be such (granian's is)."""
     while True:
         try:
             woken = yield awaited
         except BaseException as error:
+            throw = getattr(reading, "throw", None)
+            if throw is None:
+                raise
             try:
-                awaited = coroutine.throw(error)
+                awaited = throw(error)
             except StopIteration as done:
                 return done.value
         else:
             try:
-                awaited = coroutine.send(woken)
+                awaited = next(reading) if woken is None else reading.send(woken)  # type: ignore[attr-defined]
             except StopIteration as done:
                 return done.value
 
@@ -1129,8 +1135,17 @@ def _decoded(encoding: str | None, body: bytes) -> bytes | None:
 
 
 def _has_body(request: Request) -> bool:
+    """Whether the request may carry a body (HTTP/2 and 3 may send one with no `content-length`)."""
     length = request.headers.get("content-length")
-    return (length is not None and length != "0") or "transfer-encoding" in request.headers
+    if length is None:
+        return "transfer-encoding" in request.headers or _ends_with_its_stream(request.scope)
+    return length != "0"
+
+
+def _ends_with_its_stream(scope: Scope) -> bool:
+    """Whether the protocol ends the request body itself (HTTP/2 and 3: with the stream), so that a body
+    may come with no `content-length` and no `transfer-encoding`; HTTP/1.1 has one only with either."""
+    return scope.get("http_version", "1.1") not in ("1.1", "1.0")
 
 
 def _screened(
@@ -1252,16 +1267,38 @@ def _response_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]
     return [(k, v) for k, v in items if (lower := k.lower()) not in _RESPONSE_DROP and lower not in named]
 
 
-def _streamed_body(request: Request, headers: list[tuple[str, str]]) -> AsyncIterator[bytes] | bytes | None:
-    """The request body as it arrives (never held whole), with its declared length when there is one."""
+async def _streamed_body(request: Request, headers: list[tuple[str, str]]) -> AsyncIterator[bytes] | bytes | None:
+    """The request body as it arrives (never held whole), with its declared length when there is one.
+    Under HTTP/2 and 3 a body may come with no length: its first piece says whether there is one, and
+    is all of it when it came whole (sent with its length; nothing streamed for a GET with none)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit():
         if int(length) == 0:
             return b""
         headers.append(("content-length", length))
     elif "transfer-encoding" not in request.headers:
-        return None  # no body
+        if not _ends_with_its_stream(request.scope):
+            return None  # no body
+        message = await request.receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        first: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return first or None
+        return _rest_of_body(first, request.receive)
     return request.stream()
+
+
+async def _rest_of_body(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
+    """A body whose `first` piece has been read, then the rest as it arrives."""
+    yield first
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 def _without_client_keys(headers: list[tuple[str, str]], query: str) -> tuple[list[tuple[str, str]], str]:

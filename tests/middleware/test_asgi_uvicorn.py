@@ -36,6 +36,18 @@ class Seen:
         self.stream_ended = threading.Event()
         self.calls = 0
 
+    async def body(self, request: Request) -> bytes:
+        """The request's body as the app reads it, noted (a `ClientDisconnect` is noted, then raised)."""
+        try:
+            raw = await request.body()
+        except ClientDisconnect as left:
+            self.reads.append(left)
+            raise
+        finally:
+            self.read.set()
+        self.reads.append(raw)
+        return raw
+
 
 def user_app(cache: Cache, seen: Seen) -> FastAPI:
     app = FastAPI()
@@ -43,15 +55,7 @@ def user_app(cache: Cache, seen: Seen) -> FastAPI:
     @app.post(CHAT)
     async def chat(request: Request) -> Response:
         seen.calls += 1
-        try:
-            raw = await request.body()
-        except ClientDisconnect as left:
-            seen.reads.append(left)
-            raise
-        finally:
-            seen.read.set()
-        seen.reads.append(raw)
-        body, n = json.loads(raw), seen.calls
+        body, n = json.loads(await seen.body(request)), seen.calls
         base = {"id": f"c{n}", "object": "chat.completion.chunk", "created": 1, "model": "m"}
         if not body.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
