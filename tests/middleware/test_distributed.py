@@ -283,6 +283,47 @@ async def test_pods_do_not_wait_on_each_other_when_the_lock_is_off_or_the_answer
         assert not any(raw.scan_iter(match=f"{prefix}lock:*"))
 
 
+async def test_a_leader_that_learns_its_answer_will_not_be_stored_releases_the_lock_before_its_stream_ends(
+    fake_provider: Any, pods: list[Any], redis_server: Any
+) -> None:
+    prefix = unique_prefix()
+    first = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url)
+    second = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url, lock_wait=600)
+    pods += [first, second]
+    fake_provider.send_headers({"cache-control": "no-store"})
+    fake_provider.break_body_after(20, stall=True)  # the first pod's stream: headers, 20 bytes, then held open
+
+    async def stream_from_first() -> None:
+        stream = await first.client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}], stream=True
+        )
+        async for _ in stream:
+            pass
+
+    streaming = asyncio.ensure_future(stream_from_first())
+    try:
+        async with asyncio.timeout(30):  # far below lock_wait: the waiter did not wait for the stream's end
+            await asyncio.to_thread(fake_provider.wait_for_count, 1, CHAT, 10)
+            fake_provider.hold()  # the second pod's call, once it reaches the provider, stays there
+            waiting = asyncio.ensure_future(second.ask())
+            await asyncio.to_thread(fake_provider.wait_for_count, 2, CHAT, 25)
+        assert not streaming.done()  # the first pod's stream is still open
+        streaming.cancel()  # its caller leaves: the call ends, and must not release the second pod's lock
+        with contextlib.suppress(BaseException):
+            await streaming
+        with syncredis.Redis.from_url(redis_server.url) as raw:
+            assert len(list(raw.scan_iter(match=f"{prefix}lock:*"))) == 1  # the second pod's, still held
+    finally:
+        fake_provider.release()
+    async with asyncio.timeout(15):
+        answer = await waiting
+
+    assert (answer["status"], answer["x_cache"]) == (200, "MISS")
+    assert second.stats.lock_hits == 0  # (whether it asked before or after the release is the loop's choice)
+    with syncredis.Redis.from_url(redis_server.url) as raw:
+        assert not any(raw.scan_iter(match=f"{prefix}lock:*"))
+
+
 # -- a lock that is never released ----------------------------------------------------------------
 
 
