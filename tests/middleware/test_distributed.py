@@ -92,6 +92,17 @@ def redis_pod(url: str, prefix: str, base_url: str, **settings: Any) -> LocalPod
     return LocalPod(RedisStore(url, prefix=prefix, **SLACK), base_url, **settings)
 
 
+def leader_and_waiter(fake_provider: Any, pods: list[Any], redis_server: Any, lock_wait: float) -> list[LocalPod]:
+    """Two pods on one Redis prefix: the first to lead, the second to wait at most `lock_wait`."""
+    prefix = unique_prefix()
+    both = [
+        redis_pod(redis_server.url, prefix, fake_provider.openai_base_url),
+        redis_pod(redis_server.url, prefix, fake_provider.openai_base_url, lock_wait=lock_wait),
+    ]
+    pods += both
+    return both
+
+
 @contextlib.asynccontextmanager
 async def second_waiting_on_first(
     fake_provider: Any, first: LocalPod, second: LocalPod
@@ -243,10 +254,7 @@ async def test_a_sync_client_waits_on_another_pods_lock_and_is_answered_from_the
 async def test_a_leader_whose_upstream_call_fails_releases_the_lock_and_a_waiter_goes_upstream_at_once(
     fake_provider: Any, pods: list[Any], redis_server: Any
 ) -> None:
-    prefix = unique_prefix()
-    first = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url)
-    second = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url, lock_wait=60)
-    pods += [first, second]
+    first, second = leader_and_waiter(fake_provider, pods, redis_server, lock_wait=60)
     fake_provider.fail_next(1, status=500)
     async with second_waiting_on_first(fake_provider, first, second) as calls:
         pass
@@ -286,10 +294,8 @@ async def test_pods_do_not_wait_on_each_other_when_the_lock_is_off_or_the_answer
 async def test_a_leader_that_learns_its_answer_will_not_be_stored_releases_the_lock_before_its_stream_ends(
     fake_provider: Any, pods: list[Any], redis_server: Any
 ) -> None:
-    prefix = unique_prefix()
-    first = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url)
-    second = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url, lock_wait=600)
-    pods += [first, second]
+    first, second = leader_and_waiter(fake_provider, pods, redis_server, lock_wait=600)
+    prefix = first.cache.store.prefix
     fake_provider.send_headers({"cache-control": "no-store"})
     fake_provider.break_body_after(20, stall=True)  # the first pod's stream: headers, 20 bytes, then held open
 
