@@ -330,6 +330,48 @@ async def test_a_leader_that_learns_its_answer_will_not_be_stored_releases_the_l
         assert not any(raw.scan_iter(match=f"{prefix}lock:*"))
 
 
+async def test_a_blocking_leader_whose_body_outgrows_max_response_bytes_releases_the_lock_before_its_stream_ends(
+    fake_provider: Any, pods: list[Any], redis_server: Any
+) -> None:
+    """The blocking caller reads its stream in its own thread, where the Recorder learns from a body
+    chunk that the answer is past `max_response_bytes`: the lock is released on the loop that took it."""
+    prefix = unique_prefix()
+    waiter = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url, lock_wait=600)
+    pods.append(waiter)
+    cache = Cache(RedisStore(redis_server.url, prefix=prefix, **SLACK), max_response_bytes=10)
+    client = openai.OpenAI(
+        api_key="sk-pod",
+        base_url=fake_provider.openai_base_url,
+        http_client=httpx2.Client(transport=CachingTransport(cache=cache)),
+        max_retries=0,
+        timeout=30,
+    )
+    fake_provider.break_body_after(20, stall=True)  # the blocking leader's stream: held open after 20 bytes
+
+    def stream_blocking() -> None:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}], stream=True
+        )
+        with contextlib.suppress(openai.APIError, httpx2.HTTPError):  # cut when the provider lets go
+            for _ in stream:
+                pass
+
+    streaming = asyncio.ensure_future(asyncio.to_thread(stream_blocking))
+    try:
+        async with asyncio.timeout(30):  # far below lock_wait
+            await asyncio.to_thread(fake_provider.wait_for_count, 1, CHAT, 10)
+            answer = await waiter.ask()
+        assert not streaming.done()  # the blocking leader's stream is still open
+    finally:
+        fake_provider.release()
+        await streaming
+        client.close()
+        await cache.close()
+
+    assert (answer["status"], answer["x_cache"]) == (200, "MISS")
+    assert fake_provider.count(CHAT) == 2
+
+
 # -- a lock that is never released ----------------------------------------------------------------
 
 
