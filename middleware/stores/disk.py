@@ -87,7 +87,10 @@ class DiskStore:
             self._next_open = now + REOPEN_INTERVAL
             try:
                 _private_directory(self.directory)
-                self._tags = diskcache.Cache(str(self.directory / "tags"), eviction_policy="none", disk=CodelessDisk)
+                tags = self.directory / "tags"
+                if tags.is_symlink():  # planted: the index (and what clears remove through it) would live outside
+                    raise StoreError(f"disk store at {self.directory}: its tags folder is a symlink; remove it")
+                self._tags = diskcache.Cache(str(tags), eviction_policy="none", disk=CodelessDisk)
                 self._cache = diskcache.Cache(
                     str(self.directory),
                     size_limit=self.size_limit,

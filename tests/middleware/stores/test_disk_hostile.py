@@ -176,3 +176,17 @@ async def test_a_planted_key_that_cannot_be_decoded_is_skipped_by_a_prefix_clear
         assert not marker.exists()
     finally:
         await store.close()
+
+
+async def test_a_tag_index_folder_replaced_by_a_symlink_is_not_opened(tmp_path: Path) -> None:
+    folder, outside = tmp_path / "cache", tmp_path / "outside"
+    folder.mkdir(mode=0o700)
+    outside.mkdir()
+    (folder / "tags").symlink_to(outside, target_is_directory=True)
+    store = DiskStore(folder)  # fails open: every call a StoreError, the request answered from upstream
+    try:
+        with pytest.raises(StoreError):
+            await store.set("default:k", b"entry", 60)
+        assert list(outside.iterdir()) == []
+    finally:
+        await store.close()
