@@ -997,6 +997,9 @@ class Cache:
     async def release_lock(self, request: CacheRequest, lookup: Lookup) -> None:
         await self._flights.unlock(request.key, lookup)
 
+    def release_lock_soon(self, request: CacheRequest, lookup: Lookup) -> None:
+        self._flights.unlock_soon(request.key, lookup)
+
     async def index_by_meaning(self, request: CacheRequest, lookup: Lookup) -> None:
         if self._meanings is not None:
             await self._meanings.remember(request, lookup)
@@ -1067,6 +1070,7 @@ class Cache:
     async def close(self) -> None:
         if self._meanings is not None:
             await self._meanings.drain()
+        await self._flights.drain()
         await self.store.close()
         if self.semantic is not None:
             await self.semantic.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from ._cache_control import Directives, directives
 from ._keys import ANONYMOUS
 from ._settings import CacheSettings
 from ._types import CacheRequest
@@ -21,23 +22,7 @@ from .providers import Endpoint
 MAX_DELTA = 2**31
 """The largest delta-seconds a cache need honour (RFC 9111 1.2.2); longer ones are read as it."""
 
-_DIRECTIVE = re.compile(r'([^=,\s]+)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^,]*))?')
-"""One directive: its name, and its argument (quoted, holding commas, or a token) if it has one."""
 _DELTA = re.compile(r"[0-9]+")
-
-Directives = dict[str, tuple[str, ...]]
-"""Directive name (lower-case) -> every argument it was given ("" for none), in order."""
-
-
-def directives(value: str) -> Directives:
-    """The directives of a `Cache-Control` value (several fields joined by commas)."""
-    found: dict[str, list[str]] = {}
-    for match in _DIRECTIVE.finditer(value):
-        argument = (match.group(2) or "").strip()
-        if argument.startswith('"'):
-            argument = argument[1:-1] if len(argument) > 1 and argument.endswith('"') else argument[1:]
-        found.setdefault(match.group(1).lower(), []).append(argument)
-    return {name: tuple(arguments) for name, arguments in found.items()}
 
 
 def _delta(argument: str) -> int:
@@ -107,4 +92,4 @@ def capped_ttl(ttl: float | None, fresh_for: float | None, default: float | None
     return fresh_for if base is None else min(base, fresh_for)
 
 
-__all__ = ["capped_ttl", "directives", "upstream_rules", "upstream_storage"]
+__all__ = ["capped_ttl", "upstream_rules", "upstream_storage"]

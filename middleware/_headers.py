@@ -25,6 +25,10 @@ METHOD_OVERRIDES = ("x-http-method-override", "x-http-method", "x-method-overrid
 """Headers that name the method a server acts on instead of the request's own: Google's front ends read
 `X-HTTP-Method-Override`, other servers its variants."""
 
+LIST_FIELDS = frozenset({"cache-control"})
+"""Request headers the engine reads as a list, whose lines sent more than once are one comma-joined
+value (RFC 9110 5.3): a `no-store` on the first of two `Cache-Control` lines was dropped."""
+
 NAMES_KEPT = 256
 """Most header names a `names` memo keeps (one that sees more distinct names starts over)."""
 
@@ -34,7 +38,7 @@ def read_headers(raw: Sequence[tuple[bytes, bytes]], names: dict[bytes, str]) ->
     latin-1 pairs both adapters hold. `names` is the adapter's memo of raw names already decoded and
     lower-cased: requests send the same few names, and a memo read costs half a decode. Repeats are
     looked for only when the dict came out shorter than the raw list, so a normal request pays nothing
-    for them."""
+    for them; a repeated `LIST_FIELDS` header is every line's value, comma-joined."""
     headers = {}
     for name, value in raw:
         text = names.get(name)
@@ -50,6 +54,9 @@ def read_headers(raw: Sequence[tuple[bytes, bytes]], names: dict[bytes, str]) ->
     for name, _ in raw:
         lowered = name.decode("latin-1").lower()
         (repeated if lowered in seen else seen).add(lowered)
+    for field in repeated & LIST_FIELDS:  # the dict kept the last line; every line counts
+        named = field.encode("latin-1")
+        headers[field] = ", ".join(value.decode("latin-1") for key, value in raw if key.lower() == named)
     return headers, frozenset(repeated)
 
 

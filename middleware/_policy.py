@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._cache_control import directives
 from ._keys import NAMESPACE_PATTERN
 
 MAX_TAGS = 16
@@ -97,6 +98,23 @@ def _flag(param: str, value: Any) -> bool:
     raise PolicyError(param, f"expected true or false, got {_shown(value)}")
 
 
+def _cache_control(value: str) -> dict[str, Any]:
+    """The `Policy` fields a request's `Cache-Control` sets (`_cache_control.directives` reads it as an
+    answer's is read). A directive given twice takes its most restrictive value (the shorter age); any
+    bad value of it is a `PolicyError`."""
+    found = directives(value)
+    values: dict[str, Any] = {}
+    for name in ("no-cache", "no-store", "only-if-cached"):
+        if name in found:
+            values[name.replace("-", "_")] = True
+    if "max-age" in found:
+        values["max_age"] = min(_seconds("Cache-Control max-age", argument) for argument in found["max-age"])
+    given = [argument for argument in found.get("stale-if-error", ()) if argument]  # (RFC 5861 has no bare form)
+    if given:
+        values["stale_if_error"] = min(_seconds("Cache-Control stale-if-error", argument) for argument in given)
+    return values
+
+
 def parse_policy(headers: Mapping[str, str], cache_field: Any, max_ttl: float | None = None) -> Policy:
     """Combine header and body controls; the body wins where both set a value. A lifetime asked for
     (`ttl`, `stale_if_error`) longer than `max_ttl` is cut to it."""
@@ -115,19 +133,7 @@ def parse_policy(headers: Mapping[str, str], cache_field: Any, max_ttl: float | 
 
     values: dict[str, Any] = {}
     if cache_control:
-        for directive in cache_control.split(","):
-            name, _, argument = directive.strip().partition("=")
-            name = name.strip().lower()
-            if name == "no-cache":
-                values["no_cache"] = True
-            elif name == "no-store":
-                values["no_store"] = True
-            elif name == "only-if-cached":
-                values["only_if_cached"] = True
-            elif name == "max-age":
-                values["max_age"] = _seconds("Cache-Control max-age", argument.strip().strip('"'))
-            elif name == "stale-if-error" and argument:  # (RFC 5861 has no bare form: ignored, as unknown)
-                values["stale_if_error"] = _seconds("Cache-Control stale-if-error", argument.strip().strip('"'))
+        values.update(_cache_control(cache_control))
     if header_ttl is not None:
         values["ttl"] = _seconds("x-cache-ttl", header_ttl)
     if header_namespace is not None:

@@ -53,6 +53,9 @@ class RecorderHandle(Protocol):
     async def release_lock(self, request: CacheRequest, lookup: Lookup) -> None:
         """Release this call's distributed lock, if it holds one."""
 
+    def release_lock_soon(self, request: CacheRequest, lookup: Lookup) -> None:
+        """Start releasing this call's distributed lock, if it holds one, without waiting for it."""
+
     async def index_by_meaning(self, request: CacheRequest, lookup: Lookup) -> None:
         """Index a stored answer for semantic lookups (a no-op without a semantic cache)."""
 
@@ -234,13 +237,16 @@ class Recorder:
     def _not_storable(self, why: str) -> None:
         """The answer will not be stored: what was recorded of it is let go (a stream past the bound
         may go on for ever), and its coalesced waiters, who have nothing to wait for, go upstream now,
-        not when its body ends (a long generation, or a stream that never ends)."""
+        not when its body ends (a long generation, or a stream that never ends); so do other pods'
+        waiters on its distributed lock, released now."""
         self._storable = False
         if self._why is None:
             self._why = why
         self._body.clear()
         self._assembler = self._decoder = None
         self._handle.release_waiters(self._lookup, None)
+        if self._lookup.lock is not None:
+            self._handle.release_lock_soon(self._request, self._lookup)
 
     def forward_headers(self, upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The upstream response headers to pass on (after `start()`), plus `x-cache` and `x-cache-key`.

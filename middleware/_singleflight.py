@@ -61,6 +61,8 @@ class SingleFlight:
         self._poll = poll
         self._failed = failed
         self._flights: dict[str, Flight] = {}
+        self._unlocking: set[asyncio.Task[None]] = set()
+        """Releases `unlock_soon` started and that have not ended (a task nobody holds may be collected)."""
 
     async def join(self, request: CacheRequest, lookup: Lookup) -> Lookup:
         """A miss (`lookup`) becomes a wait for the call already in flight for its key (a HIT if that call
@@ -118,6 +120,31 @@ class SingleFlight:
             await self._locker.unlock(key, token)
         except Exception as error:
             self._failed("unlock", error)
+
+    def unlock_soon(self, key: str, lookup: Lookup) -> None:
+        """Release the call's distributed lock without waiting for the call to end: its answer will not
+        be stored, so other pods' waiters, who would poll for an entry that never comes until the call
+        ends (a long stream), take the lock and go upstream now. Runs on the loop that took the lock
+        (the Recorder may be fed on a blocking caller's thread); `unlock` takes the token before its
+        first await, so this release and the one at the call's end send one unlock between them."""
+        flight = lookup.flight
+        if lookup.lock is None or self._locker is None or flight is None:
+            return
+        if _running_loop() is not flight.loop:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the lock expires with its TTL
+                flight.loop.call_soon_threadsafe(self.unlock_soon, key, lookup)
+            return
+        task = flight.loop.create_task(self.unlock(key, lookup))
+        self._unlocking.add(task)
+        task.add_done_callback(self._unlocking.discard)
+
+    async def drain(self) -> None:
+        """Wait for this loop's releases `unlock_soon` started, before the store closes (each is bounded
+        by the store's own timeouts); tasks of other loops finish on theirs."""
+        loop = asyncio.get_running_loop()
+        mine = [task for task in self._unlocking if task.get_loop() is loop]
+        if mine:
+            await asyncio.wait(mine)
 
     async def _lead(self, locker: LockingStore, request: CacheRequest, lookup: Lookup) -> Lookup:
         """Distributed single-flight for this process's leader of a miss.

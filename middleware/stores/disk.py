@@ -48,7 +48,8 @@ class DiskStore:
 
     Nothing read from the directory runs code: diskcache unpickles what is not bytes, and a pickle
     planted there (by whoever else can write it) may build only sets (`_codeless_disk.py`); any other
-    is a `StoreError`.
+    is a `StoreError`, or, for a key a prefix clear reads, passed by and counted in
+    `undecodable_skipped` (the clear goes on with every other key).
 
     Tags are indexed in a second diskcache under `tags/` that never evicts (an evicted record would
     hide live entries from their invalidation): one record per tag, the set of its keys, living as
@@ -86,7 +87,10 @@ class DiskStore:
             self._next_open = now + REOPEN_INTERVAL
             try:
                 _private_directory(self.directory)
-                self._tags = diskcache.Cache(str(self.directory / "tags"), eviction_policy="none", disk=CodelessDisk)
+                tags = self.directory / "tags"
+                if tags.is_symlink():  # planted: the index (and what clears remove through it) would live outside
+                    raise StoreError(f"disk store at {self.directory}: its tags folder is a symlink; remove it")
+                self._tags = diskcache.Cache(str(tags), eviction_policy="none", disk=CodelessDisk)
                 self._cache = diskcache.Cache(
                     str(self.directory),
                     size_limit=self.size_limit,
@@ -130,6 +134,12 @@ class DiskStore:
         for cache in (self._cache, self._tags):
             if cache is not None:
                 await asyncio.to_thread(cache.close)
+
+    @property
+    def undecodable_skipped(self) -> int:
+        """Keys in the folder the store could not decode (planted pickles), passed by in prefix clears."""
+        cache = self._cache
+        return 0 if cache is None else int(cache.disk.undecodable)
 
     def current_size(self) -> tuple[int, int]:
         """Entries and on-disk bytes (database pages plus value files) now, from diskcache's own tallies."""

@@ -92,6 +92,17 @@ def redis_pod(url: str, prefix: str, base_url: str, **settings: Any) -> LocalPod
     return LocalPod(RedisStore(url, prefix=prefix, **SLACK), base_url, **settings)
 
 
+def leader_and_waiter(fake_provider: Any, pods: list[Any], redis_server: Any, lock_wait: float) -> list[LocalPod]:
+    """Two pods on one Redis prefix: the first to lead, the second to wait at most `lock_wait`."""
+    prefix = unique_prefix()
+    both = [
+        redis_pod(redis_server.url, prefix, fake_provider.openai_base_url),
+        redis_pod(redis_server.url, prefix, fake_provider.openai_base_url, lock_wait=lock_wait),
+    ]
+    pods += both
+    return both
+
+
 @contextlib.asynccontextmanager
 async def second_waiting_on_first(
     fake_provider: Any, first: LocalPod, second: LocalPod
@@ -243,10 +254,7 @@ async def test_a_sync_client_waits_on_another_pods_lock_and_is_answered_from_the
 async def test_a_leader_whose_upstream_call_fails_releases_the_lock_and_a_waiter_goes_upstream_at_once(
     fake_provider: Any, pods: list[Any], redis_server: Any
 ) -> None:
-    prefix = unique_prefix()
-    first = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url)
-    second = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url, lock_wait=60)
-    pods += [first, second]
+    first, second = leader_and_waiter(fake_provider, pods, redis_server, lock_wait=60)
     fake_provider.fail_next(1, status=500)
     async with second_waiting_on_first(fake_provider, first, second) as calls:
         pass
@@ -281,6 +289,87 @@ async def test_pods_do_not_wait_on_each_other_when_the_lock_is_off_or_the_answer
     assert [pod.stats.lock_waits for pod in both] == [0, 0]
     with syncredis.Redis.from_url(redis_server.url) as raw:
         assert not any(raw.scan_iter(match=f"{prefix}lock:*"))
+
+
+async def test_a_leader_that_learns_its_answer_will_not_be_stored_releases_the_lock_before_its_stream_ends(
+    fake_provider: Any, pods: list[Any], redis_server: Any
+) -> None:
+    first, second = leader_and_waiter(fake_provider, pods, redis_server, lock_wait=600)
+    prefix = first.cache.store.prefix
+    fake_provider.send_headers({"cache-control": "no-store"})
+    fake_provider.break_body_after(20, stall=True)  # the first pod's stream: headers, 20 bytes, then held open
+
+    async def stream_from_first() -> None:
+        stream = await first.client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}], stream=True
+        )
+        async for _ in stream:
+            pass
+
+    streaming = asyncio.ensure_future(stream_from_first())
+    try:
+        async with asyncio.timeout(30):  # far below lock_wait: the waiter did not wait for the stream's end
+            await asyncio.to_thread(fake_provider.wait_for_count, 1, CHAT, 10)
+            fake_provider.hold()  # the second pod's call, once it reaches the provider, stays there
+            waiting = asyncio.ensure_future(second.ask())
+            await asyncio.to_thread(fake_provider.wait_for_count, 2, CHAT, 25)
+        assert not streaming.done()  # the first pod's stream is still open
+        streaming.cancel()  # its caller leaves: the call ends, and must not release the second pod's lock
+        with contextlib.suppress(BaseException):
+            await streaming
+        with syncredis.Redis.from_url(redis_server.url) as raw:
+            assert len(list(raw.scan_iter(match=f"{prefix}lock:*"))) == 1  # the second pod's, still held
+    finally:
+        fake_provider.release()
+    async with asyncio.timeout(15):
+        answer = await waiting
+
+    assert (answer["status"], answer["x_cache"]) == (200, "MISS")
+    assert second.stats.lock_hits == 0  # (whether it asked before or after the release is the loop's choice)
+    with syncredis.Redis.from_url(redis_server.url) as raw:
+        assert not any(raw.scan_iter(match=f"{prefix}lock:*"))
+
+
+async def test_a_blocking_leader_whose_body_outgrows_max_response_bytes_releases_the_lock_before_its_stream_ends(
+    fake_provider: Any, pods: list[Any], redis_server: Any
+) -> None:
+    """The blocking caller reads its stream in its own thread, where the Recorder learns from a body
+    chunk that the answer is past `max_response_bytes`: the lock is released on the loop that took it."""
+    prefix = unique_prefix()
+    waiter = redis_pod(redis_server.url, prefix, fake_provider.openai_base_url, lock_wait=600)
+    pods.append(waiter)
+    cache = Cache(RedisStore(redis_server.url, prefix=prefix, **SLACK), max_response_bytes=10)
+    client = openai.OpenAI(
+        api_key="sk-pod",
+        base_url=fake_provider.openai_base_url,
+        http_client=httpx2.Client(transport=CachingTransport(cache=cache)),
+        max_retries=0,
+        timeout=30,
+    )
+    fake_provider.break_body_after(20, stall=True)  # the blocking leader's stream: held open after 20 bytes
+
+    def stream_blocking() -> None:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}], stream=True
+        )
+        with contextlib.suppress(openai.APIError, httpx2.HTTPError):  # cut when the provider lets go
+            for _ in stream:
+                pass
+
+    streaming = asyncio.ensure_future(asyncio.to_thread(stream_blocking))
+    try:
+        async with asyncio.timeout(30):  # far below lock_wait
+            await asyncio.to_thread(fake_provider.wait_for_count, 1, CHAT, 10)
+            answer = await waiter.ask()
+        assert not streaming.done()  # the blocking leader's stream is still open
+    finally:
+        fake_provider.release()
+        await streaming
+        client.close()
+        await cache.close()
+
+    assert (answer["status"], answer["x_cache"]) == (200, "MISS")
+    assert fake_provider.count(CHAT) == 2
 
 
 # -- a lock that is never released ----------------------------------------------------------------

@@ -42,8 +42,7 @@ async def test_a_pickle_planted_in_the_folder_runs_no_code(tmp_path: Path) -> No
             other.set("doc:2", Planted(marker))
         with pytest.raises(StoreError):
             await store.get("default:planted")
-        with pytest.raises(StoreError):
-            await store.clear("default:")  # reads every key
+        await store.clear("other:")  # reads every key: the planted one is skipped, not run
         with pytest.raises(StoreError):
             await store.invalidate_tags(["doc:2"])
         assert not marker.exists()
@@ -101,3 +100,93 @@ async def test_a_value_file_replaced_by_a_symlink_is_not_followed(tmp_path: Path
         await store.set("default:k", BIG, 60)  # and its answer is stored again
         assert await store.get("default:k") == BIG
         assert victim.read_bytes() == VICTIM
+
+
+def _value_file(folder: Path) -> Path:
+    [value_file] = [path for path in folder.rglob("*.val") if "tags" not in path.parts]
+    return value_file
+
+
+@pytest.mark.parametrize("level", ["first", "second"])
+async def test_a_value_folder_replaced_by_a_symlink_is_not_followed(tmp_path: Path, level: str) -> None:
+    folder, outside = tmp_path / "cache", tmp_path / "outside"
+    async with a_store_holding_a_value_file(folder) as store:
+        value_file = _value_file(folder)
+        planted = value_file.parent if level == "second" else value_file.parent.parent
+        mirror = outside / value_file.relative_to(planted)  # what the symlink leads to: a file of the same name
+        mirror.parent.mkdir(parents=True)
+        mirror.write_bytes(VICTIM)
+        for path in sorted(planted.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        planted.rmdir()
+        planted.symlink_to(outside)
+
+        assert await store.get("default:k") is None  # a miss, not the file outside
+        await store.delete("default:k")
+        await store.set("default:k", BIG, 60)
+        await store.clear("default:")
+        await store.set("default:k", BIG, 60)
+        await store.clear()
+        assert mirror.read_bytes() == VICTIM
+        assert sorted(path.relative_to(outside) for path in outside.rglob("*")) == sorted(
+            path.relative_to(outside) for path in [mirror, *mirror.parents] if outside in path.parents
+        )
+
+
+async def test_no_value_is_written_through_a_folder_symlink(tmp_path: Path) -> None:
+    folder, outside = tmp_path / "cache", tmp_path / "outside"
+    outside.mkdir()
+    store = DiskStore(folder)
+    try:
+        for first in range(256):  # wherever diskcache's random name puts the value file
+            (folder / f"{first:02x}").symlink_to(outside, target_is_directory=True)
+        with contextlib.suppress(StoreError):  # not stored: the request is answered from upstream
+            await store.set("default:k", BIG, 60)
+        assert list(outside.iterdir()) == []
+        assert await store.get("default:k") is None
+    finally:
+        await store.close()
+
+
+async def test_a_planted_key_that_cannot_be_decoded_is_skipped_by_a_prefix_clear(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "ran"
+    store = DiskStore(tmp_path / "cache")
+    try:
+        for key in ("default:a", "default:b", "other:c"):
+            await store.set(key, b"entry", 60)
+        await store.set("default:big", BIG, 60)
+        with diskcache.Cache(str(tmp_path / "cache")) as other:  # another writer of the folder
+            other.set(("default:", Planted(marker)), b"x")  # a key diskcache pickles, naming a callable
+            other.set(("default:", 1), b"x")  # a pickled key naming nothing, but no key of this store
+        with sqlite3.connect(tmp_path / "cache" / "cache.db") as db:  # and one that is no pickle at all
+            db.execute("UPDATE Cache SET key = ? WHERE key = ?", (b"\x80\x05garbage", "other:c"))
+            db.execute("UPDATE Cache SET raw = 0 WHERE key = ?", (b"\x80\x05garbage",))
+        await store.set("other:c", b"entry", 60)
+
+        with caplog.at_level("WARNING", logger="llm_cache.middleware.stores"):
+            await store.clear("default:")
+            await store.clear("default:")
+
+        assert [await store.get(key) for key in ("default:a", "default:b", "default:big")] == [None, None, None]
+        assert await store.get("other:c") == b"entry"
+        assert store.undecodable_skipped == 4  # two keys (the tuple decodes: no str, passed by), by each clear
+        assert len([r for r in caplog.records if "cannot decode" in r.getMessage()]) == 1  # logged once
+        assert not marker.exists()
+    finally:
+        await store.close()
+
+
+async def test_a_tag_index_folder_replaced_by_a_symlink_is_not_opened(tmp_path: Path) -> None:
+    folder, outside = tmp_path / "cache", tmp_path / "outside"
+    folder.mkdir(mode=0o700)
+    outside.mkdir()
+    (folder / "tags").symlink_to(outside, target_is_directory=True)
+    store = DiskStore(folder)  # fails open: every call a StoreError, the request answered from upstream
+    try:
+        with pytest.raises(StoreError):
+            await store.set("default:k", b"entry", 60)
+        assert list(outside.iterdir()) == []
+    finally:
+        await store.close()
