@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -1279,6 +1279,14 @@ def _with_credentials(
     return headers, without_query_credential(query) if family == "gemini" else query
 
 
+async def _client_left(request: Request, error: Exception) -> Response:
+    """A caller that hung up before its body was read whole (Starlette raises `ClientDisconnect` where a
+    route reads it): its leaving, not an exception of the app. Nothing went upstream whole (a body being
+    streamed there is cut with it) and nothing is stored; the answer is for a client still listening."""
+    logger.info("request ended: the client left before its body was read")
+    return _error(family_of(routed_path(request.scope)[0]), 400, "the client left before its body was read")
+
+
 def build_router(config: GatewayConfig) -> Any:
     """A `router.Router` for the config's `model_list` / `router` sections, or None without them.
 
@@ -1337,7 +1345,12 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
     middleware = [Middleware(_Guard, gateway=gateway)]
     if cache is not None:
         middleware.append(Middleware(CacheMiddleware, cache=cache, max_body_bytes=config.cache.max_body_bytes))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=gateway.lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=gateway.lifespan,
+        exception_handlers={ClientDisconnect: _client_left},  # every route that reads a body
+    )
     app.state.gateway = gateway
     app.state.cache = cache
     app.state.config = config

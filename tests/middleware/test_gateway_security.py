@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import logging
 import posixpath
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -679,6 +681,69 @@ def test_a_declared_length_goes_upstream_as_declared(gateway: Gateway, fake_prov
         str(len(body)),
         None,
     )
+
+
+class _Ending(logging.Handler):
+    """The records that say how the gateway's server thread ended a request: the gateway's own notice
+    that its client left, or the server's report of an exception the app raised (the fake provider's
+    server, in its own thread, is not heard)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(logging.INFO)
+        self.thread = f"uvicorn:{port}"
+        self.records: list[logging.LogRecord] = []
+        self.heard = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName != self.thread:
+            return
+        if record.exc_info or "client left" in record.getMessage():
+            self.records.append(record)
+            self.heard.set()
+
+
+@pytest.mark.parametrize(
+    ("holds_key", "path", "key"),
+    [
+        (False, "/v1/chat/completions", b"authorization: Bearer sk-a"),  # the cache reads the body
+        (False, "/v1/files", b"authorization: Bearer sk-a"),  # streamed upstream as it arrives
+        (True, "/v1/chat/completions", b"authorization: Bearer sk-a"),  # read whole to judge a `_method`
+        (False, "/cache/flush", b"x-admin-key: " + ADMIN.encode()),  # a management body
+    ],
+    ids=["cached", "streamed", "judged", "management"],
+)
+def test_a_client_that_leaves_halfway_through_its_body_raises_nothing_into_the_server(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+    caplog: pytest.LogCaptureFixture,
+    holds_key: bool,
+    path: str,
+    key: bytes,
+) -> None:
+    """Starlette raises `ClientDisconnect` where the app reads a body its client stopped sending. The
+    gateway let it out of every route that reads one (the cache's, a streamed upload's, a body judged
+    for a `_method`, a management call's): every caller that hung up mid-upload wrote an ERROR and a
+    traceback into the server's log, as an exception of the app. It is now the client's leaving,
+    noted at INFO; nothing reaches the upstream whole."""
+    upstream = {"base_url": fake_provider.openai_base_url, **({"api_key": UPSTREAM_KEY} if holds_key else {})}
+    gateway = gateway_factory({"upstreams": {"openai": upstream}})
+    body = orjson.dumps({**BODY, "input": "x" * 50_000})
+    head = b"POST %s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n%s\r\n" % (path.encode(), key)
+    ending = _Ending(gateway.server.port)
+    caplog.set_level(logging.INFO, logger="llm_cache.middleware.gateway")
+    loggers = [logging.getLogger("uvicorn.error"), logging.getLogger("llm_cache.middleware.gateway")]
+    for logger in loggers:
+        logger.addHandler(ending)
+    try:
+        parts = urlsplit(gateway.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+            connection.sendall(head + b"content-length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])
+        assert ending.heard.wait(10), "the gateway said nothing of the request within 10 s"
+    finally:
+        for logger in loggers:
+            logger.removeHandler(ending)
+    assert [record.exc_info is None and "client left" in record.getMessage() for record in ending.records] == [True]
+    assert fake_provider.count() == 0
 
 
 def test_host_and_forwarding_headers_choose_neither_the_upstream_nor_the_key(
