@@ -376,6 +376,37 @@ def test_callers_that_send_their_own_provider_key_reach_every_path(
     assert status != 403 and [request.path for request in fake_provider.requests] == ["/v1/messages/batches"]
 
 
+@pytest.mark.parametrize("openai_key", [None, UPSTREAM_KEY], ids=["callers-keys", "owners-openai-key"])
+def test_an_anthropic_call_on_a_path_openai_also_serves_goes_to_anthropic(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+    openai_key: str | None,
+) -> None:
+    """Anthropic serves `/v1/models` and `/v1/files` as OpenAI does, and the gateway chose the upstream by
+    the path alone: the anthropic SDK's `models.list()`, `models.retrieve()` and `beta.files.list()` went
+    to the OpenAI upstream, with the caller's Anthropic key (the SDK sends it as a Bearer token, which
+    OpenAI and any OpenAI-compatible server read), or, on a gateway holding an OpenAI key, spending the
+    owner's OpenAI key to answer an Anthropic caller with OpenAI's models. A request naming
+    `anthropic-version` (every Anthropic client sends it, no OpenAI client does) is Anthropic's."""
+    openai_upstream = {"base_url": f"{fake_provider.url}/openai-upstream/v1", "api_key": openai_key}
+    gateway = gateway_factory(
+        {"upstreams": {"openai": openai_upstream, "anthropic": {"base_url": fake_provider.anthropic_base_url}}}
+    )
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="sk-ant-caller", max_retries=0)
+    calls = [client.models.list, lambda: client.models.retrieve("claude-x"), client.beta.files.list]
+    for call in calls:
+        fake_provider.reset()
+        with contextlib.suppress(anthropic.APIStatusError):  # what the fake provider answers is not the point
+            call()
+        sent = fake_provider.requests
+        assert len(sent) == 1 and sent[0].path.startswith(("/v1/models", "/v1/files")), [r.path for r in sent]
+        assert sent[0].headers.get("authorization") == "Bearer sk-ant-caller"  # the caller's own, at Anthropic
+    fake_provider.reset()
+    with contextlib.suppress(openai.APIStatusError):  # an OpenAI caller's list still goes to OpenAI
+        gateway.openai().models.list()
+    assert [r.path for r in fake_provider.requests] == ["/openai-upstream/v1/models"]
+
+
 def test_the_owner_opens_more_paths_by_name(
     gateway_factory: Callable[..., Gateway],  # noqa: F811
     fake_provider: RunningFakeProvider,
