@@ -357,6 +357,34 @@ def test_a_compressed_body_is_judged_as_the_server_behind_reads_it(
     assert status == 200 and len(fake_provider.requests) == 1  # (a compressed model call goes on as sent)
 
 
+def test_a_form_of_millions_of_pairs_is_judged_in_one_pass_and_one_naming_its_method_too_often_is_a_400(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """64 KiB of gzip is 64 MiB of `a&`, 32 million pairs, which the gateway's form reader (`parse_qsl`)
+    held as tuples on the event loop, minutes and gigabytes while every other caller waited; the cache
+    reads a JSON body sent without a type as a form too (3 MiB of `&` in a string: seconds), and a
+    multipart form of a million empty parts was cut apart part by part (32 MiB: 20 s). A form is now
+    scanned once for its `_method` fields (`_overrides.in_body`), more than 16 of them is a form the
+    gateway cannot read, and a multipart form of more than 1,000 parts is not cut apart."""
+    auth = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    form = {**auth, "content-type": "application/x-www-form-urlencoded", "content-encoding": "gzip"}
+    status, _, answer = raw_request(
+        keyed_gateway.url, "POST", "/v1/chat/completions", gzip.compress(b"a&" * (32 << 20), 9), headers=form
+    )
+    assert status not in (400, 403) and len(fake_provider.requests) == 1, (status, answer)  # judged, forwarded
+    parts = {**form, "content-type": "multipart/form-data; boundary=b"}
+    empty = b"--b\r\ncontent-disposition: form-data; name=x\r\n\r\n\r\n"
+    upload = gzip.compress(empty * ((32 << 20) // len(empty)) + b"--b--\r\n", 9)
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/audio/transcriptions", upload, headers=parts)
+    assert status not in (400, 403) and len(fake_provider.requests) == 2, (status, answer)
+    untyped = orjson.dumps({**BODY, "metadata": {"note": "&" * (3 << 20)}})
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", untyped, headers=auth)
+    assert status == 200 and len(fake_provider.requests) == 3, (status, answer)
+    many = b"&".join([b"_method=POST"] * 17)
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", many, headers=auth)
+    assert status == 400 and b"_method" in answer and len(fake_provider.requests) == 3, (status, answer)
+
+
 def test_a_request_naming_its_own_method_in_the_query_or_body_is_forwarded(
     keyed_gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
