@@ -113,6 +113,16 @@ def _in_form(body: bytes) -> list[str] | None:
     return named
 
 
+# A JSON string that reads `_method`, each character as itself or a `\u` escape, not inside another
+# string (a key's opening quote never follows a backslash).
+_JSON_FIELD = re.compile(
+    rb'(?<!\\)"(?:_|\\u005[fF])(?:m|\\u006[dD])(?:e|\\u0065)(?:t|\\u0074)(?:h|\\u0068)(?:o|\\u006[fF])(?:d|\\u0064)"'
+)
+MAX_JSON_JUDGED = 1 << 20
+"""The largest JSON body holding a `_method` string that is parsed to judge it: parsing builds every
+value (4 MiB of `{},` is 144 MB of objects), and no client sends `_method` in a large body."""
+
+
 def in_body(content_type: str, body: bytes) -> list[str] | None:
     """The methods a body names; None when it is a form that cannot be read and may name one."""
     kind = _media_type(content_type)
@@ -124,6 +134,10 @@ def in_body(content_type: str, body: bytes) -> list[str] | None:
             return None if b"method" in body.lower() else []
         return in_fields(fields, form=True)
     if kind.endswith("json"):
+        if _JSON_FIELD.search(body) is None:  # (nearly every body: no value built)
+            return []
+        if len(body) > MAX_JSON_JUDGED:
+            return None
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:  # not JSON: no server reads a field from it

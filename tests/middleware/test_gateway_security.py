@@ -385,6 +385,21 @@ def test_a_form_of_millions_of_pairs_is_judged_in_one_pass_and_one_naming_its_me
     assert status == 400 and b"_method" in answer and len(fake_provider.requests) == 3, (status, answer)
 
 
+def test_a_compressed_json_body_is_judged_without_building_its_values(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """The gateway decodes a gzipped JSON body to read a `_method` in it, and parsed it whole: 64 KiB
+    of gzip, 64 MiB of `{},`, built gigabytes of objects. A body whose text holds no `"_method"` is
+    forwarded unparsed; one that does and is past 1 MiB cannot be judged (400)."""
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": "application/json", "content-encoding": "gzip"}
+    bomb = b'{"model": "gpt-4o-mini", "a": [' + b"{}," * ((60 << 20) // 3) + b"{}]}"
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", gzip.compress(bomb, 9), headers)
+    assert status not in (400, 403) and len(fake_provider.requests) == 1, (status, answer)
+    named = gzip.compress(b'{"_method": "POST", ' + bomb[1:], 9)
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", named, headers)
+    assert status == 400 and b"_method" in answer and len(fake_provider.requests) == 1, (status, answer)
+
+
 def test_a_request_naming_its_own_method_in_the_query_or_body_is_forwarded(
     keyed_gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:

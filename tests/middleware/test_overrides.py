@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_cache.middleware._overrides import MAX_FORM_FIELDS, in_body
+from llm_cache.middleware._overrides import MAX_FORM_FIELDS, MAX_JSON_JUDGED, in_body
 
 NAMES = ["_method", "_METHOD", ".method", "+method", "%20method", "[method", "%5fm%45thod", "_meth%6Fd", "method", "x"]
 VALUES = ["", "GET", "delete", "%44ELETE", "+put+", "a=b", "%ff", "\xe9"]
@@ -50,3 +50,24 @@ def test_a_form_of_a_million_pairs_is_read_without_holding_them() -> None:
 def test_a_form_naming_its_method_past_the_limit_cannot_be_read() -> None:
     assert in_body("", b"&".join([b"_method=POST"] * MAX_FORM_FIELDS)) == ["POST"] * MAX_FORM_FIELDS
     assert in_body("", b"&".join([b"_method=POST"] * (MAX_FORM_FIELDS + 1))) is None
+
+
+def test_a_json_body_is_parsed_for_its_method_only_when_its_text_holds_one() -> None:
+    """Parsing a JSON body to read its `_method` built every value it holds: 4 MiB of `{},` is 144 MB of
+    objects, and a gateway judging calls decodes a gzipped body first (64 MiB from 64 KiB: gigabytes).
+    A body whose text holds no `"_method"` string names none; one that does is parsed up to
+    `MAX_JSON_JUDGED` bytes, and past that cannot be read."""
+    bomb = b'{"model": "m", "a": [' + b"{}," * ((4 << 20) // 3) + b"{}]}"
+    tracemalloc.start()
+    try:
+        assert in_body("application/json", bomb) == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < len(bomb) // 16, peak
+    assert in_body("application/json", b'{"_method": "delete", ' + bomb[1:]) is None
+    for named in (b'"_method"', b'"\\u005fmethod"', b'"_\\u006Dethod"'):
+        assert in_body("application/json", b'{"model": "m", ' + named + b': "DELETE"}') == ["DELETE"]
+    assert in_body("application/json", b'{"note": "say \\"_method\\"", "_method": "POST"}') == ["POST"]
+    assert in_body("application/json", b'{"note": "say \\"_method\\""}') == []
+    assert in_body("application/json", b'{"_method": "GET", "a": "' + b"x" * MAX_JSON_JUDGED + b'"}') is None
