@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import tracemalloc
 from urllib.parse import parse_qsl
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_cache.middleware._overrides import MAX_FORM_FIELDS, MAX_JSON_JUDGED, in_body
+from tests.support.allocations import with_peak
 
 NAMES = ["_method", "_METHOD", ".method", "+method", "%20method", "[method", "%5fm%45thod", "_meth%6Fd", "method", "x"]
 VALUES = ["", "GET", "delete", "%44ELETE", "+put+", "a=b", "%ff", "\xe9"]
@@ -38,13 +38,8 @@ def test_a_form_of_a_million_pairs_is_read_without_holding_them() -> None:
     """`parse_qsl` made a tuple of each pair: 2 MiB of `a&` held a million of them (64 MiB, the most a
     gateway reads, or 64 KiB of it gzipped, took minutes of the event loop and gigabytes)."""
     body = b"a&" * (1 << 20)
-    tracemalloc.start()
-    try:
-        assert in_body("", body) == []
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < len(body) // 16, peak
+    named, peak = with_peak(lambda: in_body("", body))
+    assert named == [] and peak < len(body) // 16, peak
 
 
 def test_a_form_naming_its_method_past_the_limit_cannot_be_read() -> None:
@@ -58,13 +53,8 @@ def test_a_json_body_is_parsed_for_its_method_only_when_its_text_holds_one() -> 
     A body whose text holds no `"_method"` string names none; one that does is parsed up to
     `MAX_JSON_JUDGED` bytes, and past that cannot be read."""
     bomb = b'{"model": "m", "a": [' + b"{}," * ((4 << 20) // 3) + b"{}]}"
-    tracemalloc.start()
-    try:
-        assert in_body("application/json", bomb) == []
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < len(bomb) // 16, peak
+    named, peak = with_peak(lambda: in_body("application/json", bomb))
+    assert named == [] and peak < len(bomb) // 16, peak
     assert in_body("application/json", b'{"_method": "delete", ' + bomb[1:]) is None
     for named in (b'"_method"', b'"\\u005fmethod"', b'"_\\u006Dethod"'):
         assert in_body("application/json", b'{"model": "m", ' + named + b': "DELETE"}') == ["DELETE"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import tracemalloc
 
 import pytest
 
 from llm_cache.middleware.providers.multipart import MAX_PARTS, form_fields
+from tests.support.allocations import with_peak
 
 AUDIO = b"RIFF\r\n--not-the-boundary\x00"
 
@@ -64,10 +64,5 @@ def test_a_form_of_more_parts_than_a_server_reads_is_none_without_cutting_it_apa
     content_type = "multipart/form-data; boundary=b"
     assert form_fields(content_type, part * MAX_PARTS + b"--b--\r\n") == {"x": ["v"] * MAX_PARTS}
     body = part * ((4 << 20) // len(part)) + b"--b--\r\n"
-    tracemalloc.start()
-    try:
-        assert form_fields(content_type, body) is None
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < len(body) // 16, peak
+    fields, peak = with_peak(lambda: form_fields(content_type, body))
+    assert fields is None and peak < len(body) // 16, peak
