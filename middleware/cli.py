@@ -371,7 +371,7 @@ async def _warm(items: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
         async with semaphore:
             try:
                 if config is not None:
-                    family = family_of(path)
+                    family = family_of(path, any(name.lower() == "anthropic-version" for name in headers))
                     base = config.upstreams.base_url(family) if family else None
                     if base is None:
                         raise ValueError(f"no upstream for {path}")

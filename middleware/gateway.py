@@ -139,6 +139,7 @@ set: the router reads a body whole (it picks a group from it and may resend it),
 or form one whole (for a `_method`). Above every provider's own model-call limit."""
 _RAW_UPSTREAM = UPSTREAM_HEADER.encode("latin-1")
 _RAW_KEY = KEY_HEADER.encode("latin-1")
+_ANTHROPIC_VERSION = b"anthropic-version"
 _RAW_LITELLM_KEY = b"x-litellm-cache-key"
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 """`Connection` values that name no other header (what clients send), looked at no further."""
@@ -150,6 +151,7 @@ _SCREENED_NAMES = _CLIENT_KEY_HEADERS | {
     _RAW_UPSTREAM,
     b"host",
     b"origin",
+    _ANTHROPIC_VERSION,
 }
 """The request headers the guard looks at."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -161,8 +163,13 @@ ADMIN_KEY_ENV_ENV = "LLM_CACHE_ADMIN_KEY_ENV"
 """Names, for each worker process, the variable `serve --admin-key-env` read the admin key from."""
 
 
-def family_of(path: str) -> str | None:
-    """The API family whose upstream serves `path`, or None for paths the gateway does not proxy."""
+def family_of(path: str, anthropic: bool = False) -> str | None:
+    """The API family whose upstream serves `path`, or None for paths the gateway does not proxy.
+
+    Anthropic serves some paths OpenAI does (`/v1/models`, `/v1/files`): a request naming
+    `anthropic-version` (`anthropic`: every Anthropic client sends it, no OpenAI client does) is
+    Anthropic's, so its caller's key never goes to the OpenAI upstream, nor the owner's OpenAI key for it.
+    """
     if path.startswith("/openai/"):
         return "azure"
     if path == "/v1/messages" or path.startswith(("/v1/messages/", "/v1/complete")):
@@ -170,7 +177,7 @@ def family_of(path: str) -> str | None:
     if path.startswith("/v1beta/") or (path.startswith("/v1alpha/") and ":" in path) or api_of(path) == "gemini":
         return "gemini"
     if path.startswith("/v1/"):
-        return "openai"
+        return "anthropic" if anthropic else "openai"
     return None
 
 
@@ -408,7 +415,7 @@ class _Gateway:
             message = "the request's Host or query cannot be read"
             return Response(error_body(None, 400, message), 400, media_type="application/json")
         path, raw_path = routed_path(request.scope)  # under a root path, the path after it
-        family = family_of(path)
+        family = family_of(path, "anthropic-version" in request.headers)
         if family is None:
             return _error(None, 404, f"no upstream serves {path}")
         forwarded = forwarded_path(raw_path)
@@ -650,7 +657,7 @@ class _Gateway:
             if not isinstance(query, str) or not all(isinstance(value, str) for value in headers.values()):
                 return _bad("headers must map names to strings, and query must be a string")
             plain = {str(k).lower(): v for k, v in headers.items()}
-            base = self.bases.get(family_of(path))
+            base = self.bases.get(family_of(path, "anthropic-version" in plain))
             forwarded = forwarded_path(path.encode("utf-8"))
             # the key names the upstream URL, as for the calls
             upstream = base.url(forwarded) if base is not None and forwarded is not None else None
@@ -1032,18 +1039,18 @@ class _Guard:
         self.bases = gateway.bases
         self.litellm_key = config.litellm_cache_key_header
         self.browsers = BrowserRules(config.server.allowed_hosts, config.server.allowed_origins)
-        self.seen: dict[tuple[str, bytes], tuple[str | None, str | None, str | None]] = {}
+        self.seen: dict[tuple[str, bytes, bool], tuple[str | None, str | None, str | None]] = {}
 
-    def _facts(self, path: str, raw_path: bytes) -> tuple[str | None, str | None, str | None]:
+    def _facts(self, path: str, raw_path: bytes, anthropic: bool) -> tuple[str | None, str | None, str | None]:
         """The path's API family, its forwarded form (None: refused) and its upstream URL, worked out for a
         path `seen` does not hold: a path's facts never change, and most requests ask one of a few paths."""
-        family = family_of(path)
+        family = family_of(path, anthropic)
         forwarded = forwarded_path(raw_path)
         base = self.bases.get(family)
         upstream = None if base is None or forwarded is None else base.url(forwarded)
         if len(self.seen) >= _SEEN_PATHS:
             self.seen.clear()
-        facts = self.seen[(path, raw_path)] = (family, forwarded, upstream)
+        facts = self.seen[(path, raw_path, anthropic)] = (family, forwarded, upstream)
         return facts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -1054,11 +1061,12 @@ class _Guard:
         raw_path = scope.get("raw_path") or path.encode("utf-8")
         if scope.get("root_path"):  # under `--root-path` or a `Mount`: the path after it (one dict read)
             path, raw_path = routed_path(scope)
-        family, forwarded, upstream = self.seen.get((path, raw_path)) or self._facts(path, raw_path)
+        headers, declared, given, host, origin, anthropic = _screened(scope["headers"])
+        facts = self.seen.get((path, raw_path, anthropic)) or self._facts(path, raw_path, anthropic)
+        family, forwarded, upstream = facts
         if forwarded is None:
             await _send_error(send, family, 400, REFUSED_PATH)
             return
-        headers, declared, given, host, origin = _screened(scope["headers"])
         if declared is TWO_FRAMINGS:
             await _send_error(send, family, 400, TWO_FRAMINGS_REFUSED, close=True)
             return
@@ -1150,12 +1158,13 @@ def _ends_with_its_stream(scope: Scope) -> bool:
 
 def _screened(
     raw: list[tuple[bytes, bytes]],
-) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes], bytes | None, bytes | None]:
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, list[bytes], bytes | None, bytes | None, bool]:
     """One pass over the request headers: the ones the app behind the guard gets (a copy, without
     whatever the caller sent as `x-llm-cache-upstream` and the headers its `Connection` headers name),
     the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`),
-    the client keys sent (a bearer token's scheme taken off), and the `Host` and `Origin` sent (the
-    first of each: h11 refuses a second `Host`, and a browser sends one `Origin`).
+    the client keys sent (a bearer token's scheme taken off), the `Host` and `Origin` sent (the
+    first of each: h11 refuses a second `Host`, and a browser sends one `Origin`), and whether the
+    request names an `anthropic-version` (`family_of`).
 
     A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
     before the cache: a key or a scope read from it would name a request the upstream never gets. The
@@ -1163,6 +1172,7 @@ def _screened(
     declared, given, dropped, chunked = None, [], [], False
     host: bytes | None = None
     origin: bytes | None = None
+    anthropic = False
     for name, value in raw:
         if name not in _SCREENED_NAMES:  # (most headers: one set lookup)
             continue
@@ -1182,14 +1192,16 @@ def _screened(
             dropped.append(name)
         elif name == b"origin":
             origin = value if origin is None else origin
+        elif name == _ANTHROPIC_VERSION:
+            anthropic = True
         elif value not in _PLAIN_CONNECTION:  # a `connection` header naming other headers
             dropped += (option.strip().lower() for option in value.split(b","))
     if chunked and declared is not None:
         declared = TWO_FRAMINGS
     if not dropped:  # (most requests: the copy is made in C, not pair by pair)
-        return list(raw), declared, given, host, origin
+        return list(raw), declared, given, host, origin, anthropic
     unwanted = set(dropped) - _FRAMING  # not this message's framing, which the server has read
-    return [pair for pair in raw if pair[0] not in unwanted], declared, given, host, origin
+    return [pair for pair in raw if pair[0] not in unwanted], declared, given, host, origin, anthropic
 
 
 def _with_litellm_key(start: Message) -> Message:
@@ -1316,6 +1328,15 @@ def _with_credentials(
     return headers, without_query_credential(query) if family == "gemini" else query
 
 
+async def _client_left(request: Request, error: Exception) -> Response:
+    """A caller that hung up before its body was read whole (Starlette raises `ClientDisconnect` where a
+    route reads it): its leaving, not an exception of the app. Nothing went upstream whole (a body being
+    streamed there is cut with it) and nothing is stored; the answer is for a client still listening."""
+    logger.info("request ended: the client left before its body was read")
+    family = family_of(routed_path(request.scope)[0], "anthropic-version" in request.headers)
+    return _error(family, 400, "the client left before its body was read")
+
+
 def build_router(config: GatewayConfig) -> Any:
     """A `router.Router` for the config's `model_list` / `router` sections, or None without them.
 
@@ -1374,7 +1395,12 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
     middleware = [Middleware(_Guard, gateway=gateway)]
     if cache is not None:
         middleware.append(Middleware(CacheMiddleware, cache=cache, max_body_bytes=config.cache.max_body_bytes))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=gateway.lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=gateway.lifespan,
+        exception_handlers={ClientDisconnect: _client_left},  # every route that reads a body
+    )
     app.state.gateway = gateway
     app.state.cache = cache
     app.state.config = config

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import logging
 import posixpath
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -355,6 +357,49 @@ def test_a_compressed_body_is_judged_as_the_server_behind_reads_it(
     assert status == 200 and len(fake_provider.requests) == 1  # (a compressed model call goes on as sent)
 
 
+def test_a_form_of_millions_of_pairs_is_judged_in_one_pass_and_one_naming_its_method_too_often_is_a_400(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """64 KiB of gzip is 64 MiB of `a&`, 32 million pairs, which the gateway's form reader (`parse_qsl`)
+    held as tuples on the event loop, minutes and gigabytes while every other caller waited; the cache
+    reads a JSON body sent without a type as a form too (3 MiB of `&` in a string: seconds), and a
+    multipart form of a million empty parts was cut apart part by part (32 MiB: 20 s). A form is now
+    scanned once for its `_method` fields (`_overrides.in_body`), more than 16 of them is a form the
+    gateway cannot read, and a multipart form of more than 1,000 parts is not cut apart."""
+    auth = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    form = {**auth, "content-type": "application/x-www-form-urlencoded", "content-encoding": "gzip"}
+    status, _, answer = raw_request(
+        keyed_gateway.url, "POST", "/v1/chat/completions", gzip.compress(b"a&" * (32 << 20), 9), headers=form
+    )
+    assert status not in (400, 403) and len(fake_provider.requests) == 1, (status, answer)  # judged, forwarded
+    parts = {**form, "content-type": "multipart/form-data; boundary=b"}
+    empty = b"--b\r\ncontent-disposition: form-data; name=x\r\n\r\n\r\n"
+    upload = gzip.compress(empty * ((32 << 20) // len(empty)) + b"--b--\r\n", 9)
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/audio/transcriptions", upload, headers=parts)
+    assert status not in (400, 403) and len(fake_provider.requests) == 2, (status, answer)
+    untyped = orjson.dumps({**BODY, "metadata": {"note": "&" * (3 << 20)}})
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", untyped, headers=auth)
+    assert status == 200 and len(fake_provider.requests) == 3, (status, answer)
+    many = b"&".join([b"_method=POST"] * 17)
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", many, headers=auth)
+    assert status == 400 and b"_method" in answer and len(fake_provider.requests) == 3, (status, answer)
+
+
+def test_a_compressed_json_body_is_judged_without_building_its_values(
+    keyed_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """The gateway decodes a gzipped JSON body to read a `_method` in it, and parsed it whole: 64 KiB
+    of gzip, 64 MiB of `{},`, built gigabytes of objects. A body whose text holds no `"_method"` is
+    forwarded unparsed; one that does and is past 1 MiB cannot be judged (400)."""
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "content-type": "application/json", "content-encoding": "gzip"}
+    bomb = b'{"model": "gpt-4o-mini", "a": [' + b"{}," * ((60 << 20) // 3) + b"{}]}"
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", gzip.compress(bomb, 9), headers)
+    assert status not in (400, 403) and len(fake_provider.requests) == 1, (status, answer)
+    named = gzip.compress(b'{"_method": "POST", ' + bomb[1:], 9)
+    status, _, answer = raw_request(keyed_gateway.url, "POST", "/v1/chat/completions", named, headers)
+    assert status == 400 and b"_method" in answer and len(fake_provider.requests) == 1, (status, answer)
+
+
 def test_a_request_naming_its_own_method_in_the_query_or_body_is_forwarded(
     keyed_gateway: Gateway, fake_provider: RunningFakeProvider
 ) -> None:
@@ -372,6 +417,37 @@ def test_callers_that_send_their_own_provider_key_reach_every_path(
         keyed_gateway.url, "GET", "/v1/messages/batches", headers={"x-api-key": GATEWAY_KEY, "x-other": "1"}
     )
     assert status != 403 and [request.path for request in fake_provider.requests] == ["/v1/messages/batches"]
+
+
+@pytest.mark.parametrize("openai_key", [None, UPSTREAM_KEY], ids=["callers-keys", "owners-openai-key"])
+def test_an_anthropic_call_on_a_path_openai_also_serves_goes_to_anthropic(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+    openai_key: str | None,
+) -> None:
+    """Anthropic serves `/v1/models` and `/v1/files` as OpenAI does, and the gateway chose the upstream by
+    the path alone: the anthropic SDK's `models.list()`, `models.retrieve()` and `beta.files.list()` went
+    to the OpenAI upstream, with the caller's Anthropic key (the SDK sends it as a Bearer token, which
+    OpenAI and any OpenAI-compatible server read), or, on a gateway holding an OpenAI key, spending the
+    owner's OpenAI key to answer an Anthropic caller with OpenAI's models. A request naming
+    `anthropic-version` (every Anthropic client sends it, no OpenAI client does) is Anthropic's."""
+    openai_upstream = {"base_url": f"{fake_provider.url}/openai-upstream/v1", "api_key": openai_key}
+    gateway = gateway_factory(
+        {"upstreams": {"openai": openai_upstream, "anthropic": {"base_url": fake_provider.anthropic_base_url}}}
+    )
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="sk-ant-caller", max_retries=0)
+    calls = [client.models.list, lambda: client.models.retrieve("claude-x"), client.beta.files.list]
+    for call in calls:
+        fake_provider.reset()
+        with contextlib.suppress(anthropic.APIStatusError):  # what the fake provider answers is not the point
+            call()
+        sent = fake_provider.requests
+        assert len(sent) == 1 and sent[0].path.startswith(("/v1/models", "/v1/files")), [r.path for r in sent]
+        assert sent[0].headers.get("authorization") == "Bearer sk-ant-caller"  # the caller's own, at Anthropic
+    fake_provider.reset()
+    with contextlib.suppress(openai.APIStatusError):  # an OpenAI caller's list still goes to OpenAI
+        gateway.openai().models.list()
+    assert [r.path for r in fake_provider.requests] == ["/openai-upstream/v1/models"]
 
 
 def test_the_owner_opens_more_paths_by_name(
@@ -679,6 +755,69 @@ def test_a_declared_length_goes_upstream_as_declared(gateway: Gateway, fake_prov
         str(len(body)),
         None,
     )
+
+
+class _Ending(logging.Handler):
+    """The records that say how the gateway's server thread ended a request: the gateway's own notice
+    that its client left, or the server's report of an exception the app raised (the fake provider's
+    server, in its own thread, is not heard)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(logging.INFO)
+        self.thread = f"uvicorn:{port}"
+        self.records: list[logging.LogRecord] = []
+        self.heard = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName != self.thread:
+            return
+        if record.exc_info or "client left" in record.getMessage():
+            self.records.append(record)
+            self.heard.set()
+
+
+@pytest.mark.parametrize(
+    ("holds_key", "path", "key"),
+    [
+        (False, "/v1/chat/completions", b"authorization: Bearer sk-a"),  # the cache reads the body
+        (False, "/v1/files", b"authorization: Bearer sk-a"),  # streamed upstream as it arrives
+        (True, "/v1/chat/completions", b"authorization: Bearer sk-a"),  # read whole to judge a `_method`
+        (False, "/cache/flush", b"x-admin-key: " + ADMIN.encode()),  # a management body
+    ],
+    ids=["cached", "streamed", "judged", "management"],
+)
+def test_a_client_that_leaves_halfway_through_its_body_raises_nothing_into_the_server(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+    caplog: pytest.LogCaptureFixture,
+    holds_key: bool,
+    path: str,
+    key: bytes,
+) -> None:
+    """Starlette raises `ClientDisconnect` where the app reads a body its client stopped sending. The
+    gateway let it out of every route that reads one (the cache's, a streamed upload's, a body judged
+    for a `_method`, a management call's): every caller that hung up mid-upload wrote an ERROR and a
+    traceback into the server's log, as an exception of the app. It is now the client's leaving,
+    noted at INFO; nothing reaches the upstream whole."""
+    upstream = {"base_url": fake_provider.openai_base_url, **({"api_key": UPSTREAM_KEY} if holds_key else {})}
+    gateway = gateway_factory({"upstreams": {"openai": upstream}})
+    body = orjson.dumps({**BODY, "input": "x" * 50_000})
+    head = b"POST %s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n%s\r\n" % (path.encode(), key)
+    ending = _Ending(gateway.server.port)
+    caplog.set_level(logging.INFO, logger="llm_cache.middleware.gateway")
+    loggers = [logging.getLogger("uvicorn.error"), logging.getLogger("llm_cache.middleware.gateway")]
+    for logger in loggers:
+        logger.addHandler(ending)
+    try:
+        parts = urlsplit(gateway.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+            connection.sendall(head + b"content-length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])
+        assert ending.heard.wait(10), "the gateway said nothing of the request within 10 s"
+    finally:
+        for logger in loggers:
+            logger.removeHandler(ending)
+    assert [record.exc_info is None and "client left" in record.getMessage() for record in ending.records] == [True]
+    assert fake_provider.count() == 0
 
 
 def test_host_and_forwarding_headers_choose_neither_the_upstream_nor_the_key(

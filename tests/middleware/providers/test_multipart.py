@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from llm_cache.middleware.providers.multipart import form_fields
+from llm_cache.middleware.providers.multipart import MAX_PARTS, form_fields
+from tests.support.allocations import with_peak
 
 AUDIO = b"RIFF\r\n--not-the-boundary\x00"
 
@@ -54,3 +55,14 @@ def test_a_repeated_field_keeps_the_order_its_values_were_sent_in() -> None:
 )
 def test_a_body_that_is_not_a_well_formed_form_is_none(content_type: str, body: bytes) -> None:
     assert form_fields(content_type, body) is None
+
+
+def test_a_form_of_more_parts_than_a_server_reads_is_none_without_cutting_it_apart() -> None:
+    """Parts were cut out one by one: 64 MiB of empty parts (64 KiB gzipped, as a gateway judging a
+    `_method` reads it) took the event loop 40 s and held every part at once."""
+    part = b"--b\r\ncontent-disposition: form-data; name=x\r\n\r\nv\r\n"
+    content_type = "multipart/form-data; boundary=b"
+    assert form_fields(content_type, part * MAX_PARTS + b"--b--\r\n") == {"x": ["v"] * MAX_PARTS}
+    body = part * ((4 << 20) // len(part)) + b"--b--\r\n"
+    fields, peak = with_peak(lambda: form_fields(content_type, body))
+    assert fields is None and peak < len(body) // 16, peak
