@@ -1182,6 +1182,62 @@ async def test_one_caller_s_forced_agreements_never_serve_another_caller_unverif
     assert bobs.parse().choices[0].message.content.endswith(pair(10)[1])  # its own answer
 
 
+def echoing_app() -> Any:
+    """A Starlette app answering each chat completion with its prompt (`Answer n to: <prompt>`)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    calls = 0
+
+    async def completions(request: Request) -> JSONResponse:
+        nonlocal calls
+        calls += 1
+        text = f"Answer {calls} to: {(await request.json())['messages'][-1]['content']}"
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        return JSONResponse(
+            {"id": f"chatcmpl-{calls}", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
+        )
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+def anonymous_from(app: Any, address: str) -> httpx2.AsyncClient:
+    """A client without a credential whose requests come from `address` (the ASGI scope's `client`)."""
+    transport = httpx2.ASGITransport(app=app, client=(address, 40000))
+    return httpx2.AsyncClient(transport=transport, base_url="http://app")
+
+
+async def ask_anonymously(client: httpx2.AsyncClient, question: str) -> httpx2.Response:
+    messages = [{"role": "system", "content": SUPPORT}, {"role": "user", "content": question}]
+    return await client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": messages})
+
+
+@pytest.mark.parametrize("settings", [{"anonymous": "shared"}, {"scope": "shared"}])
+async def test_anonymous_callers_from_two_addresses_each_earn_their_own_evidence(settings: dict[str, str]) -> None:
+    # Neither sends a credential: the middleware names each one's network peer, and bounded mode
+    # learns per peer. Mallory's forced agreements show only Mallory's own candidates safe.
+    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1)
+    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ObeyingModel())
+    cache = Cache(semantic=semantic, **settings)  # type: ignore[arg-type]
+    app = CacheMiddleware(echoing_app(), cache)
+    async with anonymous_from(app, "10.0.0.66") as mallory, anonymous_from(app, "10.0.0.2") as bob:
+        for n in range(10):
+            for question in forced(n):  # the paraphrase is a candidate: verified and judged right, or served
+                await ask_anonymously(mallory, question)
+        await verdicts_recorded(cache, cache.stats.semantic_verifications)
+        for question in forced(10):
+            mallorys = await ask_anonymously(mallory, question)
+        for question in pair(10):  # a different question's answer: wrong for Bob
+            bobs = await ask_anonymously(bob, question)
+    await cache.close()
+
+    assert (mallorys.headers["x-cache"], mallorys.headers.get("x-cache-match")) == ("HIT", "semantic")
+    assert bobs.headers["x-cache"] == "MISS"  # decided on Bob's own verdicts (none yet): verified, not served
+    assert bobs.json()["choices"][0]["message"]["content"].endswith(pair(10)[1])  # its own answer
+
+
 async def test_one_caller_spending_the_verification_cap_leaves_another_its_own_under_a_shared_scope(
     fake_provider: RunningFakeProvider,
 ) -> None:
