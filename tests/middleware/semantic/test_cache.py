@@ -605,6 +605,43 @@ async def test_in_process_index_keeps_contexts_apart_expires_rows_and_evicts_the
     assert [n.key for n in await index.search("b", north, 5)] == ["k3"]
 
 
+async def test_a_full_index_gives_up_the_oldest_row_of_the_owner_holding_the_most() -> None:
+    index = InProcessIndex(max_entries=4)
+    north, east = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    await index.add("alice's", "a1", "north", north, ttl=None, owner="alice")
+    await index.add("alice's", "a2", "east", east, ttl=None, owner="alice")
+    for n in range(100):  # Mallory's flood, in contexts of its own: it only ever pushes out its own rows
+        await index.add(f"mallory's {n}", f"m{n}", "north", north, ttl=None, owner="mallory")
+
+    assert len(index) == 4
+    assert sorted(n.key for n in await index.search("alice's", north, 5)) == ["a1", "a2"]
+    assert [n.key for n in await index.search("mallory's 99", north, 5)] == ["m99"]
+    assert await index.search("mallory's 97", north, 5) == []  # its oldest went first
+    await index.add("bob's", "b1", "north", north, ttl=None, owner="bob")  # a newcomer: of the two largest,
+    # Mallory's rows changed last: it gives way
+    assert sorted(n.key for n in await index.search("alice's", north, 5)) == ["a1", "a2"]
+    assert await index.search("mallory's 98", north, 5) == [] and len(index) == 4
+    await index.add("alice's", "a3", "north", north, ttl=None, owner="alice")  # now Alice holds the most
+    assert sorted(n.key for n in await index.search("alice's", north, 5)) == ["a2", "a3"]
+
+
+async def test_one_tenant_s_flood_of_prompts_never_pushes_another_tenant_s_rows_out_of_the_index(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(max_entries=4), threshold=0.8)
+    cache = Cache(semantic=semantic)
+    alice, mallory = client_for(cache, fake_provider, "sk-alice"), client_for(cache, fake_provider, "sk-mallory")
+    first, paraphrase = pair(0)
+    await ask(alice, first)
+    for n in range(1, 20):  # unique prompts, one system prompt each: as many contexts as prompts
+        await ask(mallory, pair(n)[0], system=f"system {n}")
+    alices = await ask(alice, paraphrase)
+    await cache.close()
+
+    assert (alices.headers["x-cache"], alices.headers.get("x-cache-match")) == ("HIT", "semantic")
+    assert len(semantic.index) == 4  # type: ignore[arg-type]
+
+
 def clustered(rows: int, dimensions: int = 32, groups: int = 40, seed: int = 3) -> np.ndarray:
     """Unit vectors around `groups` directions, as prompts on a few topics are."""
     draw = np.random.default_rng(seed)
