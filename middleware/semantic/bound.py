@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
+from ._fair import FairAges
 from .risk import HISTORY, SLOPES, History, RiskModel
 
 WIDTH = 0.005
@@ -136,15 +137,21 @@ class _Counts:
 
 
 class InProcessEvidence:
-    """Verdicts in this process; per-answer records for the `max_keys` most recently judged answers,
-    tallies for the `max_partitions` most recently used partitions."""
+    """Verdicts in this process; per-answer records for at most `max_keys` judged answers, tallies for
+    the `max_partitions` most recently used partitions. A full table of records gives up the least
+    recently judged answer of the partition holding the most (`_fair.py`): a caller flooding it with
+    verdicts, under as many sources as it likes, only pushes out its own records, never the verdict
+    that keeps another caller from being served an answer judged wrong for it."""
 
     def __init__(self, max_keys: int = 100_000, max_partitions: int = PARTITIONS) -> None:
         self.max_keys = max_keys
         self.max_partitions = max_partitions
         self._counts: OrderedDict[str, _Counts] = OrderedDict()
-        self._wrong_at: OrderedDict[str, float] = OrderedDict()
-        self._history: OrderedDict[str, deque[tuple[float, bool]]] = OrderedDict()
+        self._wrong_at: dict[str, float] = {}
+        self._history: dict[str, deque[tuple[float, bool]]] = {}
+        self._judged: FairAges[str] = FairAges()
+        """The judged answers (`answer` names) by partition, least recently judged first."""
+        self._partition_of: dict[str, str] = {}
 
     def partitions(self) -> list[str]:
         """The partitions tallied here, least recently used first."""
@@ -166,14 +173,23 @@ class InProcessEvidence:
         counts.checked[bin] += 1
         if wrong:
             counts.wrong[bin] += 1
-            self._wrong_at[key] = max(similarity, self._wrong_at.pop(key, -1.0))
-            while len(self._wrong_at) > self.max_keys:
-                self._wrong_at.popitem(last=False)
-        verdicts = self._history.pop(key, None) or deque(maxlen=HISTORY)
+            self._wrong_at[key] = max(similarity, self._wrong_at.get(key, -1.0))
+        verdicts = self._history.get(key)
+        if verdicts is None:
+            verdicts = self._history[key] = deque(maxlen=HISTORY)
         verdicts.append((similarity, wrong))
-        self._history[key] = verdicts
-        while len(self._history) > self.max_keys:
-            self._history.popitem(last=False)
+        owner = self._partition_of.get(key)
+        if owner is None:
+            self._partition_of[key] = partition
+            self._judged.add(partition, key)
+        else:
+            self._judged.touch(owner, key)
+        while len(self._judged) > self.max_keys:
+            owner, dropped = self._judged.evictee()
+            self._judged.remove(owner, dropped)
+            del self._partition_of[dropped]
+            self._history.pop(dropped, None)
+            self._wrong_at.pop(dropped, None)
 
     async def tally(self, bins: int, partition: str = "") -> Tally:
         def fitted(counts: list[int]) -> list[int]:

@@ -25,6 +25,7 @@ from llm_cache.middleware.semantic.bound import (
     ErrorBound,
     InProcessEvidence,
     Tally,
+    answer,
     binomial_cdf,
     learned_threshold,
     needed,
@@ -390,6 +391,20 @@ async def test_in_process_evidence_tallies_per_bin_and_keeps_the_highest_wrong_s
     assert (await evidence.wrong_at("a"), await evidence.wrong_at("b")) == (None, None)  # "a" was the oldest
     assert (await evidence.wrong_at("c"), await evidence.wrong_at("d")) == (0.76, 0.77)
     assert (await evidence.history("b"), await evidence.history("d")) == ([], [(0.77, True)])  # "b" is older
+
+
+async def test_a_flood_of_verdicts_from_invented_sources_never_pushes_out_another_caller_s_records() -> None:
+    """Full, the records give up the least recently judged answer of the partition holding the most:
+    Bob's verdict that an answer is wrong for him stays, however many sources Mallory's verdicts come from."""
+    evidence = InProcessEvidence(max_keys=10)
+    await evidence.record(answer("k", "bob"), 0, 0.9, wrong=True, partition="bob")
+    for n in range(200):  # one source after another, each judging a few answers
+        for i in range(3):
+            await evidence.record(answer(f"m{i}", f"mallory{n}"), 0, 0.9, wrong=False, partition=f"mallory{n}")
+
+    assert await evidence.wrong_at(answer("k", "bob")) == 0.9
+    assert await evidence.history(answer("k", "bob")) == [(0.9, True)]
+    assert await evidence.history(answer("m0", "mallory0")) == []  # Mallory's own gave way
 
 
 async def test_in_process_evidence_keeps_the_tallies_of_its_most_recently_used_partitions() -> None:
