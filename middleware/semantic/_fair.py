@@ -19,48 +19,50 @@ K = TypeVar("K", bound=Hashable)
 
 
 class FairAges(Generic[K]):
-    """Keys grouped by owner, oldest first within each owner (the caller keeps a key's owner)."""
+    """Keys grouped by owner, oldest first within each owner."""
 
-    __slots__ = ("_count", "_owners", "_sizes", "_top")
+    __slots__ = ("_owner_of", "_owners", "_sizes", "_top")
 
     def __init__(self) -> None:
+        self._owner_of: dict[K, str] = {}
         self._owners: dict[str, OrderedDict[K, None]] = {}
         self._sizes: dict[int, OrderedDict[str, None]] = {}
         """Size -> the owners of that size, the one that reached it last first."""
         self._top = 0
-        self._count = 0
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._owner_of)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._owner_of
 
     def add(self, owner: str, key: K) -> None:
-        """Add `key` (not held yet) as `owner`'s newest."""
+        """Add `key` as `owner`'s newest; a key already held is made its owner's newest."""
+        held = self._owner_of.get(key)
+        if held is not None:
+            self._owners[held].move_to_end(key)
+            return
+        self._owner_of[key] = owner
         keys = self._owners.get(owner)
         if keys is None:
             keys = self._owners[owner] = OrderedDict()
         keys[key] = None
-        self._count += 1
         self._resized(owner, len(keys) - 1, len(keys))
 
-    def touch(self, owner: str, key: K) -> None:
-        """Make `owner`'s `key` its newest (a least-recently-used table's use)."""
-        self._owners[owner].move_to_end(key)
-
-    def remove(self, owner: str, key: K) -> None:
-        """Forget `owner`'s `key`, if held."""
-        keys = self._owners.get(owner)
-        if keys is None or key not in keys:
+    def remove(self, key: K) -> None:
+        """Forget `key`, if held."""
+        owner = self._owner_of.pop(key, None)
+        if owner is None:
             return
+        keys = self._owners[owner]
         del keys[key]
-        self._count -= 1
         if not keys:
             del self._owners[owner]
         self._resized(owner, len(keys) + 1, len(keys))
 
-    def evictee(self) -> tuple[str, K]:
-        """The owner holding the most keys, and its oldest key (the table must not be empty)."""
-        owner = next(iter(self._sizes[self._top]))
-        return owner, next(iter(self._owners[owner]))
+    def evictee(self) -> K:
+        """The oldest key of the owner holding the most keys (the table must not be empty)."""
+        return next(iter(self._owners[next(iter(self._sizes[self._top]))]))
 
     def owned(self, owner: str) -> int:
         """How many keys `owner` holds."""
@@ -68,9 +70,10 @@ class FairAges(Generic[K]):
         return 0 if keys is None else len(keys)
 
     def clear(self) -> None:
+        self._owner_of.clear()
         self._owners.clear()
         self._sizes.clear()
-        self._top = self._count = 0
+        self._top = 0
 
     def _resized(self, owner: str, old: int, new: int) -> None:
         if old:

@@ -151,7 +151,6 @@ class InProcessEvidence:
         self._history: dict[str, deque[tuple[float, bool]]] = {}
         self._judged: FairAges[str] = FairAges()
         """The judged answers (`answer` names) by partition, least recently judged first."""
-        self._partition_of: dict[str, str] = {}
 
     def partitions(self) -> list[str]:
         """The partitions tallied here, least recently used first."""
@@ -178,16 +177,11 @@ class InProcessEvidence:
         if verdicts is None:
             verdicts = self._history[key] = deque(maxlen=HISTORY)
         verdicts.append((similarity, wrong))
-        owner = self._partition_of.get(key)
-        if owner is None:
-            self._partition_of[key] = partition
-            self._judged.add(partition, key)
-        else:
-            self._judged.touch(owner, key)
-        while len(self._judged) > self.max_keys:
-            owner, dropped = self._judged.evictee()
-            self._judged.remove(owner, dropped)
-            del self._partition_of[dropped]
+        judged = self._judged
+        judged.add(partition, key)
+        while len(judged) > self.max_keys:
+            dropped = judged.evictee()
+            judged.remove(dropped)
             self._history.pop(dropped, None)
             self._wrong_at.pop(dropped, None)
 
@@ -438,10 +432,12 @@ class ErrorBound:
         self._partitions: OrderedDict[str, _Learned] = OrderedDict()
         self._random = random.Random(seed)
         self._clock = clock
-        self._served: OrderedDict[tuple[str, float], None] = OrderedDict()
-        """Candidates served unverified (the `REMEMBERED` most recent): the same prompt at the same
-        similarity, back again, is verified rather than served a second time, whichever caller sent it
-        (callers sharing a scope find the same answers: one wrong pairing must not reach them all)."""
+        self._served: FairAges[tuple[str, float]] = FairAges()
+        """Candidates served unverified (at most `REMEMBERED`, by the partition they were served to; full,
+        the oldest of the partition holding the most goes, so no caller's flood of hits pushes out
+        another's): the same prompt at the same similarity, back again, is verified rather than served a
+        second time, whichever caller sent it (callers sharing a scope find the same answers: one wrong
+        pairing must not reach them all)."""
         self._asked: OrderedDict[tuple[str, float], int] = OrderedDict()
         """Verifications under way: their risk bin when they were decided."""
         self.on_capped: Callable[[], None] | None = None
@@ -504,9 +500,10 @@ class ErrorBound:
                 )
             share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
             if self._random.random() >= share or not self._may_verify(payer):
-                self._served[key, similarity] = None
-                while len(self._served) > REMEMBERED:
-                    self._served.popitem(last=False)
+                served = self._served
+                served.add(partition, (key, similarity))
+                while len(served) > REMEMBERED:
+                    served.remove(served.evictee())
                 return Decision.SERVE
             return self._asking(answer(key, partition), similarity, bin)
         return self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP

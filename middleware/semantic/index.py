@@ -190,7 +190,7 @@ class InProcessIndex:
     `rerank` best of those exactly. A cell grows and shrinks by doubling, so a context costs about
     its rows. When the index is full, an addition pushes out the oldest row of the owner holding
     the most rows (`add`'s `owner`, the caller; else the context): one caller's flood of prompts
-    only ever pushes out its own rows once it holds more than any other (`_fair.py`). Thread-safe,
+    only ever pushes out its own rows once it holds as many as any other (`_fair.py`). Thread-safe,
     like MemoryStore, so the sync and async transports can share one.
     """
 
@@ -221,8 +221,8 @@ class InProcessIndex:
         self.rerank = rerank
         self._clock = clock
         self._contexts: dict[str, _Context] = {}
-        self._rows: dict[str, tuple[str, int, int, str]] = {}
-        """key -> (context, cell, row, owner)."""
+        self._rows: dict[str, tuple[str, int, int]] = {}
+        """key -> (context, cell, row)."""
         self._ages: FairAges[str] = FairAges()
         """The keys by owner, oldest first: which one a full index gives up."""
         self._scores = np.empty(0, dtype=np.float32)
@@ -256,10 +256,10 @@ class InProcessIndex:
             partition = rows.cells[cell]
             partition.append(key, text, vector, rows.scanned(vector), expires)
             rows.count += 1
-            self._rows[key] = (context, cell, len(partition.keys) - 1, owner)
+            self._rows[key] = (context, cell, len(partition.keys) - 1)
             self._ages.add(owner, key)
             while len(self._rows) > self.max_entries:
-                self._delete(self._ages.evictee()[1])
+                self._delete(self._ages.evictee())
             if rows.centroids is None and rows.count > self.split_at and context in self._contexts:
                 self._split(context, rows)
 
@@ -281,7 +281,7 @@ class InProcessIndex:
             key = whole.keys[i]
             low = None if scanned is None else scanned[i]
             partition.append(key, whole.texts[i], matrix[i], low, whole.expires[i])
-            self._rows[key] = (context, int(nearest[i]), len(partition.keys) - 1, self._rows[key][3])  # (keeps its age)
+            self._rows[key] = (context, int(nearest[i]), len(partition.keys) - 1)  # (keeps its age)
 
     async def search(self, context: str, vector: np.ndarray, k: int) -> list[Neighbour]:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -339,12 +339,12 @@ class InProcessIndex:
         place = self._rows.pop(key, None)
         if place is None:
             return
-        context, cell, row, owner = place
-        self._ages.remove(owner, key)
+        context, cell, row = place
+        self._ages.remove(key)
         rows = self._contexts[context]
         moved = rows.cells[cell].remove(row)
         if moved is not None:
-            self._rows[moved] = (context, cell, row, self._rows[moved][3])  # an existing key keeps its age
+            self._rows[moved] = (context, cell, row)  # an existing key keeps its age
         rows.count -= 1
         if not rows.count:
             del self._contexts[context]

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from llm_cache.middleware.semantic import RedisEvidence, SemanticCache
+from llm_cache.middleware.semantic import bound as bound_module
 from llm_cache.middleware.semantic.bound import (
     BINS,
     Decision,
@@ -283,6 +284,20 @@ async def test_a_prompt_that_comes_back_is_a_miss_once_the_verification_cap_is_s
 
     assert await bound.decide("good", 0.96) is Decision.SKIP  # the same prompt again: a miss, not served
     assert await bound.decide("new", 0.88) is Decision.SKIP  # not shown safe: a miss, as before
+
+
+async def test_one_caller_s_flood_of_hits_never_lets_another_caller_s_served_prompt_be_served_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bound_module, "REMEMBERED", 50)  # (20,000 in use: the same rule, fewer decisions)
+    bound = ErrorBound(0.02, min_verify=0.0, seed=5, clock=still)
+    await two_kinds_of_evidence(bound, partition="bob")
+    await two_kinds_of_evidence(bound, partition="mallory")
+    assert await bound.decide("good", 0.96, partition="bob") is Decision.SERVE
+    served = [await bound.decide("good", 0.97 + i / 1e5, partition="mallory") for i in range(200)]
+    assert served.count(Decision.SERVE) > 50  # more than the memory holds: it gave up Mallory's own
+
+    assert await bound.decide("good", 0.96, partition="bob") is Decision.VERIFY  # Bob's prompt back: checked
 
 
 async def test_one_partition_s_verdicts_on_a_stored_answer_never_lower_its_risk_for_another() -> None:
