@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import httpx2
@@ -1199,24 +1199,38 @@ async def test_one_caller_s_forced_agreements_never_serve_another_caller_unverif
 ) -> None:
     # Every caller sees every answer (scope: shared), but only verdicts Bob's own lookups caused may let
     # Bob be served unverified: Mallory's paraphrases always "agree", whatever they ask.
-    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1)
-    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ObeyingModel())
-    cache = Cache(semantic=semantic, scope="shared")
+    cache = obeyed_cache(scope="shared")
     mallory, bob = client_for(cache, fake_provider, "sk-mallory"), client_for(cache, fake_provider, "sk-bob")
+    bobs = await forced_then_other(cache, lambda q: ask(mallory, q), lambda q: ask(bob, q))
+    assert bobs.parse().choices[0].message.content.endswith(pair(10)[1])  # its own answer
+
+
+def obeyed_cache(**settings: Any) -> Cache:
+    """Bounded mode, lenient enough that a handful of verdicts shows it, judged by `ObeyingModel`."""
+    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1)
+    return Cache(
+        semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ObeyingModel()), **settings
+    )
+
+
+async def forced_then_other(
+    cache: Cache, mallory: Callable[[str], Awaitable[Any]], bob: Callable[[str], Awaitable[Any]]
+) -> Any:
+    """Mallory's forced agreements show Mallory's own candidates safe; then Bob asks a pair of another
+    question, whose answer is wrong for him: it is verified, not served (Bob's answer, returned)."""
     for n in range(10):
         for question in forced(n):  # the paraphrase is a candidate: verified and judged right, or served
-            await ask(mallory, question)
+            await mallory(question)
     await verdicts_recorded(cache, cache.stats.semantic_verifications)
     for question in forced(10):  # the forced agreements did show Mallory's own candidates safe
-        mallorys = await ask(mallory, question)
-
+        mallorys = await mallory(question)
     for question in pair(10):  # a different question's answer: wrong for Bob
-        bobs = await ask(bob, question)
+        bobs = await bob(question)
     await cache.close()
 
     assert (mallorys.headers["x-cache"], mallorys.headers.get("x-cache-match")) == ("HIT", "semantic")
     assert bobs.headers["x-cache"] == "MISS"  # decided on Bob's own verdicts (none yet): verified, not served
-    assert bobs.parse().choices[0].message.content.endswith(pair(10)[1])  # its own answer
+    return bobs
 
 
 def echoing_app() -> Any:
@@ -1255,23 +1269,10 @@ async def ask_anonymously(client: httpx2.AsyncClient, question: str) -> httpx2.R
 async def test_anonymous_callers_from_two_addresses_each_earn_their_own_evidence(settings: dict[str, str]) -> None:
     # Neither sends a credential: the middleware names each one's network peer, and bounded mode
     # learns per peer. Mallory's forced agreements show only Mallory's own candidates safe.
-    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1)
-    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ObeyingModel())
-    cache = Cache(semantic=semantic, **settings)  # type: ignore[arg-type]
+    cache = obeyed_cache(**settings)
     app = CacheMiddleware(echoing_app(), cache)
     async with anonymous_from(app, "10.0.0.66") as mallory, anonymous_from(app, "10.0.0.2") as bob:
-        for n in range(10):
-            for question in forced(n):  # the paraphrase is a candidate: verified and judged right, or served
-                await ask_anonymously(mallory, question)
-        await verdicts_recorded(cache, cache.stats.semantic_verifications)
-        for question in forced(10):
-            mallorys = await ask_anonymously(mallory, question)
-        for question in pair(10):  # a different question's answer: wrong for Bob
-            bobs = await ask_anonymously(bob, question)
-    await cache.close()
-
-    assert (mallorys.headers["x-cache"], mallorys.headers.get("x-cache-match")) == ("HIT", "semantic")
-    assert bobs.headers["x-cache"] == "MISS"  # decided on Bob's own verdicts (none yet): verified, not served
+        bobs = await forced_then_other(cache, lambda q: ask_anonymously(mallory, q), lambda q: ask_anonymously(bob, q))
     assert bobs.json()["choices"][0]["message"]["content"].endswith(pair(10)[1])  # its own answer
 
 
