@@ -91,8 +91,14 @@ class CacheMiddleware:
         # the upstream: this middleware's own, or the gateway's in the scope (which no caller can reach)
         upstream = self.upstream + path if self.upstream is not None else scope.get(UPSTREAM_SCOPE)
         query = scope.get("query_string", b"").decode("latin-1")
+        # who sent it: the peer as the server gives it (uvicorn reads forwarded-for only from the proxies
+        # its `forwarded_allow_ips` trusts), never a header read here
+        peer = scope.get("client")
+        client = peer[0] if peer else None
         # (positionally: a keyword costs the call a search of the parameter names)
-        prepared = cache.prepare_route(route, scope["method"], path, query, plain, body, repeated, scope, upstream)
+        prepared = cache.prepare_route(
+            route, scope["method"], path, query, plain, body, repeated, scope, upstream, client
+        )
         if type(prepared) is CacheRequest:
             parts = await cache.hit(prepared)
             if parts is not None:  # a hit: answered before any per-request state is made

@@ -287,12 +287,13 @@ class Cache:
         repeated: Collection[str] = (),
         asgi_scope: Mapping[str, Any] | None = None,
         upstream: str | None = None,
+        client: str | None = None,
     ) -> CacheRequest | ForwardAsIs | Rejection | None:
         """Classify a request. `headers` must answer `.get()` for lower-case names."""
         route = self.route(method, path)
         if route is None:
             return None
-        return self.prepare_route(route, method, path, query, headers, body, repeated, asgi_scope, upstream)
+        return self.prepare_route(route, method, path, query, headers, body, repeated, asgi_scope, upstream, client)
 
     def prepare_route(
         self,
@@ -305,6 +306,7 @@ class Cache:
         repeated: Collection[str] = (),
         asgi_scope: Mapping[str, Any] | None = None,
         upstream: str | None = None,
+        client: str | None = None,
     ) -> CacheRequest | ForwardAsIs | Rejection:
         """The engine's view of an LLM call. Never raises: a request it cannot key is a `ForwardAsIs`.
 
@@ -313,24 +315,31 @@ class Cache:
         function may read (CacheMiddleware passes it). `upstream` is the URL the driver sends the call
         to (`scheme://host:port/path`), from what the driver trusts (its own configuration, the
         gateway's routing): the key names it, so two upstreams never share an entry. Never a request
-        header: a caller's `x-llm-cache-upstream` is just another header here."""
+        header: a caller's `x-llm-cache-upstream` is just another header here. `client` is the network
+        peer that sent it (an ASGI driver's `scope["client"]` host, as its server trusts it), never a
+        header either: the source of a caller without a credential under a shared scope (`_source`);
+        the transports name none (their process is the caller)."""
         try:
             memo = self._memo
+            prepared: CacheRequest | ForwardAsIs | Rejection
             if memo is None or type(body) is not bytes:  # (a bytearray cannot be a dict key)
-                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope, upstream)
-            names = repeated if isinstance(repeated, frozenset) else frozenset(repeated)
-            identity = (method, path, query, body, names, upstream)
-            known = memo.find(identity, headers)
-            if known is not None:
-                return known.again(headers)
-            reads = memo.recorder(identity, headers)
-            if reads is None:
-                return self._prepare(route, method, path, query, headers, body, repeated, asgi_scope, upstream)
-            prepared = self._prepare(route, method, path, query, reads, body, repeated, asgi_scope, upstream)
-            if isinstance(prepared, CacheRequest):
-                prepared.headers = headers
-                if prepared.bypass is None:
-                    memo.add(identity, reads, prepared.again(headers))
+                prepared = self._prepare(route, method, path, query, headers, body, repeated, asgi_scope, upstream)
+            else:
+                names = repeated if isinstance(repeated, frozenset) else frozenset(repeated)
+                identity = (method, path, query, body, names, upstream)
+                known = memo.find(identity, headers)
+                if known is not None:
+                    prepared = known.again(headers)
+                elif (reads := memo.recorder(identity, headers)) is None:
+                    prepared = self._prepare(route, method, path, query, headers, body, repeated, asgi_scope, upstream)
+                else:
+                    prepared = self._prepare(route, method, path, query, reads, body, repeated, asgi_scope, upstream)
+                    if isinstance(prepared, CacheRequest):
+                        prepared.headers = headers
+                        if prepared.bypass is None:
+                            memo.add(identity, reads, prepared.again(headers))
+            if client is not None and type(prepared) is CacheRequest:  # who sent this call, not how it is keyed
+                prepared.client = client
             return prepared
         except Exception as error:  # fail open: a request the engine cannot read goes upstream untouched
             self._warn(f"{type(error).__name__} while preparing a request; forwarding it untouched", error)
@@ -481,16 +490,19 @@ class Cache:
 
     def _source(self, request: CacheRequest) -> str:
         """Who sent a request whose key scope every caller shares (`scope: shared`, `anonymous: shared`):
-        `c` + the hash of the credential its provider authenticates, `anon` without one; "" under any
-        other scope, whose segment already names the caller. Bounded semantic mode learns per source:
-        callers who may see each other's answers may not decide what the others are served unverified."""
+        `c` + the hash of the credential its provider authenticates; without one, `a` + the hash of the
+        network peer its ASGI driver named (`prepare_route`'s `client`), else `anon` (a transport: the
+        process is the caller); "" under any other scope, whose segment already names the caller.
+        Bounded semantic mode learns per source: callers who may see each other's answers may not
+        decide what the others are served unverified."""
         if request.scope != "shared" and request.scope != ANONYMOUS:
             return ""
         route = request.route
         try:
             return credential_scope(route.auth or route.endpoint.auth, request.headers, request.query, (), self._scopes)
         except NoIdentity:
-            return ANONYMOUS
+            client = request.client
+            return ANONYMOUS if not client else "a" + _memo_hash(client, self._scopes)
 
     def _unkeyed(self, path: str, error: NoIdentity | KeyFailure) -> str:
         """The bypass reason of a request without a key (`lookup` counts it and logs it at DEBUG);

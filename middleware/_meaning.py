@@ -219,7 +219,7 @@ class Meanings:
     async def _index(self, request: CacheRequest, meaning: Meaning) -> None:
         ttl = request.policy.ttl if request.policy.ttl is not None else self._settings.ttl
         try:
-            await self.semantic.remember(meaning.context, request.key, meaning.text, meaning.vector, ttl)
+            await self.semantic.remember(meaning.context, request.key, meaning.text, meaning.vector, ttl, meaning.payer)
         except Exception as error:
             self._failed("semantic_index", error)
 

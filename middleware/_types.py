@@ -110,6 +110,9 @@ class CacheRequest:
     key_body: dict[str, Any] | None = None
     """The body a `before_lookup` hook made the key from, when it changed it (None: `body`); the
     semantic context is made from it too, so a hook that keeps callers apart keeps them apart by meaning."""
+    client: str | None = None
+    """The network peer that sent this call, as its ASGI driver named it to `Cache.prepare_route`
+    (never a header); None from the transports. The source of a caller without a credential."""
 
     @property
     def endpoint(self) -> Endpoint:

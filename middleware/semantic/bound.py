@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
+from ._fair import FairAges
 from .risk import HISTORY, SLOPES, History, RiskModel
 
 WIDTH = 0.005
@@ -136,15 +137,20 @@ class _Counts:
 
 
 class InProcessEvidence:
-    """Verdicts in this process; per-answer records for the `max_keys` most recently judged answers,
-    tallies for the `max_partitions` most recently used partitions."""
+    """Verdicts in this process; per-answer records for at most `max_keys` judged answers, tallies for
+    the `max_partitions` most recently used partitions. A full table of records gives up the least
+    recently judged answer of the partition holding the most (`_fair.py`): a caller flooding it with
+    verdicts, under as many sources as it likes, only pushes out its own records, never the verdict
+    that keeps another caller from being served an answer judged wrong for it."""
 
     def __init__(self, max_keys: int = 100_000, max_partitions: int = PARTITIONS) -> None:
         self.max_keys = max_keys
         self.max_partitions = max_partitions
         self._counts: OrderedDict[str, _Counts] = OrderedDict()
-        self._wrong_at: OrderedDict[str, float] = OrderedDict()
-        self._history: OrderedDict[str, deque[tuple[float, bool]]] = OrderedDict()
+        self._wrong_at: dict[str, float] = {}
+        self._history: dict[str, deque[tuple[float, bool]]] = {}
+        self._judged: FairAges[str] = FairAges()
+        """The judged answers (`answer` names) by partition, least recently judged first."""
 
     def partitions(self) -> list[str]:
         """The partitions tallied here, least recently used first."""
@@ -166,14 +172,18 @@ class InProcessEvidence:
         counts.checked[bin] += 1
         if wrong:
             counts.wrong[bin] += 1
-            self._wrong_at[key] = max(similarity, self._wrong_at.pop(key, -1.0))
-            while len(self._wrong_at) > self.max_keys:
-                self._wrong_at.popitem(last=False)
-        verdicts = self._history.pop(key, None) or deque(maxlen=HISTORY)
+            self._wrong_at[key] = max(similarity, self._wrong_at.get(key, -1.0))
+        verdicts = self._history.get(key)
+        if verdicts is None:
+            verdicts = self._history[key] = deque(maxlen=HISTORY)
         verdicts.append((similarity, wrong))
-        self._history[key] = verdicts
-        while len(self._history) > self.max_keys:
-            self._history.popitem(last=False)
+        judged = self._judged
+        judged.add(partition, key)
+        while len(judged) > self.max_keys:
+            dropped = judged.evictee()
+            judged.remove(dropped)
+            self._history.pop(dropped, None)
+            self._wrong_at.pop(dropped, None)
 
     async def tally(self, bins: int, partition: str = "") -> Tally:
         def fitted(counts: list[int]) -> list[int]:
@@ -422,10 +432,12 @@ class ErrorBound:
         self._partitions: OrderedDict[str, _Learned] = OrderedDict()
         self._random = random.Random(seed)
         self._clock = clock
-        self._served: OrderedDict[tuple[str, float], None] = OrderedDict()
-        """Candidates served unverified (the `REMEMBERED` most recent): the same prompt at the same
-        similarity, back again, is verified rather than served a second time, whichever caller sent it
-        (callers sharing a scope find the same answers: one wrong pairing must not reach them all)."""
+        self._served: FairAges[tuple[str, float]] = FairAges()
+        """Candidates served unverified (at most `REMEMBERED`, by the partition they were served to; full,
+        the oldest of the partition holding the most goes, so no caller's flood of hits pushes out
+        another's): the same prompt at the same similarity, back again, is verified rather than served a
+        second time, whichever caller sent it (callers sharing a scope find the same answers: one wrong
+        pairing must not reach them all)."""
         self._asked: OrderedDict[tuple[str, float], int] = OrderedDict()
         """Verifications under way: their risk bin when they were decided."""
         self.on_capped: Callable[[], None] | None = None
@@ -488,9 +500,10 @@ class ErrorBound:
                 )
             share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
             if self._random.random() >= share or not self._may_verify(payer):
-                self._served[key, similarity] = None
-                while len(self._served) > REMEMBERED:
-                    self._served.popitem(last=False)
+                served = self._served
+                served.add(partition, (key, similarity))
+                while len(served) > REMEMBERED:
+                    served.remove(served.evictee())
                 return Decision.SERVE
             return self._asking(answer(key, partition), similarity, bin)
         return self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP

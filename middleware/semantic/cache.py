@@ -209,8 +209,16 @@ class SemanticCache:
             return True
         return await within(self.judge_timeout, self.judge.same(question, stored_text, fresh_text))
 
-    async def remember(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
-        await within(self.timeout, self.index.add(context, key, text, vector, ttl))
+    async def remember(
+        self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None, owner: str = ""
+    ) -> None:
+        """Index a stored answer; `owner` (the caller, `Meaning.payer`) to an index that bounds rows per
+        caller (`owned`), so that no caller's flood pushes out another's rows."""
+        index = self.index
+        if owner and getattr(index, "owned", False):
+            await within(self.timeout, index.add(context, key, text, vector, ttl, owner=owner))  # type: ignore[call-arg]
+        else:
+            await within(self.timeout, index.add(context, key, text, vector, ttl))
 
     async def forget(self, key: str) -> None:
         await self.index.delete(key)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -19,6 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .._fork import renew_after_fork
+from ._fair import FairAges
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,9 @@ class IndexUnavailable(RuntimeError):
 
 @runtime_checkable
 class VectorIndex(Protocol):
-    """An index may also have `async def start()`, which checks its server (`SemanticCache.start` calls it)."""
+    """An index may also have `async def start()`, which checks its server (`SemanticCache.start` calls it),
+    and declare `owned = True` when its `add` takes an `owner` keyword: the caller a row belongs to
+    (`SemanticCache.remember` passes it), for an index that bounds its rows per caller."""
 
     name: str
 
@@ -186,11 +188,15 @@ class InProcessIndex:
     never a wrong answer. In a split context a search first scores the rows' projections on their
     `scan_dimensions` main directions (a sixth of the bytes of MiniLM's 384), then scores the
     `rerank` best of those exactly. A cell grows and shrinks by doubling, so a context costs about
-    its rows. The oldest rows go first when the index is full. Thread-safe, like MemoryStore, so
-    the sync and async transports can share one.
+    its rows. When the index is full, an addition pushes out the oldest row of the owner holding
+    the most rows (`add`'s `owner`, the caller; else the context): one caller's flood of prompts
+    only ever pushes out its own rows once it holds as many as any other (`_fair.py`). Thread-safe,
+    like MemoryStore, so the sync and async transports can share one.
     """
 
     name = "memory"
+    owned = True
+    """`add` takes the `owner` of a row (see `VectorIndex`)."""
 
     def __init__(
         self,
@@ -215,8 +221,10 @@ class InProcessIndex:
         self.rerank = rerank
         self._clock = clock
         self._contexts: dict[str, _Context] = {}
-        self._rows: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
-        """key -> (context, cell, row), oldest first."""
+        self._rows: dict[str, tuple[str, int, int]] = {}
+        """key -> (context, cell, row)."""
+        self._ages: FairAges[str] = FairAges()
+        """The keys by owner, oldest first: which one a full index gives up."""
         self._scores = np.empty(0, dtype=np.float32)
         """Scratch for a search's first scores, reused (searches hold the lock)."""
         self._lock = threading.Lock()
@@ -229,8 +237,13 @@ class InProcessIndex:
     def __len__(self) -> int:
         return len(self._rows)
 
-    async def add(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
+    async def add(
+        self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None, owner: str | None = None
+    ) -> None:
+        """Index `key` in `context` for `owner` (default: the context), whose rows a full index gives up
+        first when it holds the most."""
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        owner = context if owner is None else owner
         expires = self._clock() + ttl if ttl is not None else float("inf")
         with self._lock:
             self._delete(key)
@@ -244,8 +257,9 @@ class InProcessIndex:
             partition.append(key, text, vector, rows.scanned(vector), expires)
             rows.count += 1
             self._rows[key] = (context, cell, len(partition.keys) - 1)
+            self._ages.add(owner, key)
             while len(self._rows) > self.max_entries:
-                self._delete(next(iter(self._rows)))
+                self._delete(self._ages.evictee())
             if rows.centroids is None and rows.count > self.split_at and context in self._contexts:
                 self._split(context, rows)
 
@@ -326,6 +340,7 @@ class InProcessIndex:
         if place is None:
             return
         context, cell, row = place
+        self._ages.remove(key)
         rows = self._contexts[context]
         moved = rows.cells[cell].remove(row)
         if moved is not None:
@@ -338,6 +353,7 @@ class InProcessIndex:
         with self._lock:
             self._contexts.clear()
             self._rows.clear()
+            self._ages.clear()
 
     async def close(self) -> None:
         return None

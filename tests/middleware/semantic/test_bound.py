@@ -19,12 +19,14 @@ import orjson
 import pytest
 
 from llm_cache.middleware.semantic import RedisEvidence, SemanticCache
+from llm_cache.middleware.semantic import bound as bound_module
 from llm_cache.middleware.semantic.bound import (
     BINS,
     Decision,
     ErrorBound,
     InProcessEvidence,
     Tally,
+    answer,
     binomial_cdf,
     learned_threshold,
     needed,
@@ -284,6 +286,20 @@ async def test_a_prompt_that_comes_back_is_a_miss_once_the_verification_cap_is_s
     assert await bound.decide("new", 0.88) is Decision.SKIP  # not shown safe: a miss, as before
 
 
+async def test_one_caller_s_flood_of_hits_never_lets_another_caller_s_served_prompt_be_served_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bound_module, "REMEMBERED", 50)  # (20,000 in use: the same rule, fewer decisions)
+    bound = ErrorBound(0.02, min_verify=0.0, seed=5, clock=still)
+    await two_kinds_of_evidence(bound, partition="bob")
+    await two_kinds_of_evidence(bound, partition="mallory")
+    assert await bound.decide("good", 0.96, partition="bob") is Decision.SERVE
+    served = [await bound.decide("good", 0.97 + i / 1e5, partition="mallory") for i in range(200)]
+    assert served.count(Decision.SERVE) > 50  # more than the memory holds: it gave up Mallory's own
+
+    assert await bound.decide("good", 0.96, partition="bob") is Decision.VERIFY  # Bob's prompt back: checked
+
+
 async def test_one_partition_s_verdicts_on_a_stored_answer_never_lower_its_risk_for_another() -> None:
     # Under a shared scope every caller's lookups find the same stored answers; each caller is a
     # partition of its own, and keeps its own record of each answer.
@@ -390,6 +406,20 @@ async def test_in_process_evidence_tallies_per_bin_and_keeps_the_highest_wrong_s
     assert (await evidence.wrong_at("a"), await evidence.wrong_at("b")) == (None, None)  # "a" was the oldest
     assert (await evidence.wrong_at("c"), await evidence.wrong_at("d")) == (0.76, 0.77)
     assert (await evidence.history("b"), await evidence.history("d")) == ([], [(0.77, True)])  # "b" is older
+
+
+async def test_a_flood_of_verdicts_from_invented_sources_never_pushes_out_another_caller_s_records() -> None:
+    """Full, the records give up the least recently judged answer of the partition holding the most:
+    Bob's verdict that an answer is wrong for him stays, however many sources Mallory's verdicts come from."""
+    evidence = InProcessEvidence(max_keys=10)
+    await evidence.record(answer("k", "bob"), 0, 0.9, wrong=True, partition="bob")
+    for n in range(200):  # one source after another, each judging a few answers
+        for i in range(3):
+            await evidence.record(answer(f"m{i}", f"mallory{n}"), 0, 0.9, wrong=False, partition=f"mallory{n}")
+
+    assert await evidence.wrong_at(answer("k", "bob")) == 0.9
+    assert await evidence.history(answer("k", "bob")) == [(0.9, True)]
+    assert await evidence.history(answer("m0", "mallory0")) == []  # Mallory's own gave way
 
 
 async def test_in_process_evidence_keeps_the_tallies_of_its_most_recently_used_partitions() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import httpx2
@@ -605,6 +605,43 @@ async def test_in_process_index_keeps_contexts_apart_expires_rows_and_evicts_the
     assert [n.key for n in await index.search("b", north, 5)] == ["k3"]
 
 
+async def test_a_full_index_gives_up_the_oldest_row_of_the_owner_holding_the_most() -> None:
+    index = InProcessIndex(max_entries=4)
+    north, east = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    await index.add("alice's", "a1", "north", north, ttl=None, owner="alice")
+    await index.add("alice's", "a2", "east", east, ttl=None, owner="alice")
+    for n in range(100):  # Mallory's flood, in contexts of its own: it only ever pushes out its own rows
+        await index.add(f"mallory's {n}", f"m{n}", "north", north, ttl=None, owner="mallory")
+
+    assert len(index) == 4
+    assert sorted(n.key for n in await index.search("alice's", north, 5)) == ["a1", "a2"]
+    assert [n.key for n in await index.search("mallory's 99", north, 5)] == ["m99"]
+    assert await index.search("mallory's 97", north, 5) == []  # its oldest went first
+    await index.add("bob's", "b1", "north", north, ttl=None, owner="bob")  # a newcomer: of the two largest,
+    # Mallory's rows changed last: it gives way
+    assert sorted(n.key for n in await index.search("alice's", north, 5)) == ["a1", "a2"]
+    assert await index.search("mallory's 98", north, 5) == [] and len(index) == 4
+    await index.add("alice's", "a3", "north", north, ttl=None, owner="alice")  # now Alice holds the most
+    assert sorted(n.key for n in await index.search("alice's", north, 5)) == ["a2", "a3"]
+
+
+async def test_one_tenant_s_flood_of_prompts_never_pushes_another_tenant_s_rows_out_of_the_index(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(max_entries=4), threshold=0.8)
+    cache = Cache(semantic=semantic)
+    alice, mallory = client_for(cache, fake_provider, "sk-alice"), client_for(cache, fake_provider, "sk-mallory")
+    first, paraphrase = pair(0)
+    await ask(alice, first)
+    for n in range(1, 20):  # unique prompts, one system prompt each: as many contexts as prompts
+        await ask(mallory, pair(n)[0], system=f"system {n}")
+    alices = await ask(alice, paraphrase)
+    await cache.close()
+
+    assert (alices.headers["x-cache"], alices.headers.get("x-cache-match")) == ("HIT", "semantic")
+    assert len(semantic.index) == 4  # type: ignore[arg-type]
+
+
 def clustered(rows: int, dimensions: int = 32, groups: int = 40, seed: int = 3) -> np.ndarray:
     """Unit vectors around `groups` directions, as prompts on a few topics are."""
     draw = np.random.default_rng(seed)
@@ -1162,24 +1199,81 @@ async def test_one_caller_s_forced_agreements_never_serve_another_caller_unverif
 ) -> None:
     # Every caller sees every answer (scope: shared), but only verdicts Bob's own lookups caused may let
     # Bob be served unverified: Mallory's paraphrases always "agree", whatever they ask.
-    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1)
-    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ObeyingModel())
-    cache = Cache(semantic=semantic, scope="shared")
+    cache = obeyed_cache(scope="shared")
     mallory, bob = client_for(cache, fake_provider, "sk-mallory"), client_for(cache, fake_provider, "sk-bob")
+    bobs = await forced_then_other(cache, lambda q: ask(mallory, q), lambda q: ask(bob, q))
+    assert bobs.parse().choices[0].message.content.endswith(pair(10)[1])  # its own answer
+
+
+def obeyed_cache(**settings: Any) -> Cache:
+    """Bounded mode, lenient enough that a handful of verdicts shows it, judged by `ObeyingModel`."""
+    bound = ErrorBound(0.25, error_rate_of="hits", confidence=0.5, min_verify=0.0, seed=1)
+    return Cache(
+        semantic=SemanticCache(WordsEmbedder(), InProcessIndex(), bound=bound, judge=ObeyingModel()), **settings
+    )
+
+
+async def forced_then_other(
+    cache: Cache, mallory: Callable[[str], Awaitable[Any]], bob: Callable[[str], Awaitable[Any]]
+) -> Any:
+    """Mallory's forced agreements show Mallory's own candidates safe; then Bob asks a pair of another
+    question, whose answer is wrong for him: it is verified, not served (Bob's answer, returned)."""
     for n in range(10):
         for question in forced(n):  # the paraphrase is a candidate: verified and judged right, or served
-            await ask(mallory, question)
+            await mallory(question)
     await verdicts_recorded(cache, cache.stats.semantic_verifications)
     for question in forced(10):  # the forced agreements did show Mallory's own candidates safe
-        mallorys = await ask(mallory, question)
-
+        mallorys = await mallory(question)
     for question in pair(10):  # a different question's answer: wrong for Bob
-        bobs = await ask(bob, question)
+        bobs = await bob(question)
     await cache.close()
 
     assert (mallorys.headers["x-cache"], mallorys.headers.get("x-cache-match")) == ("HIT", "semantic")
     assert bobs.headers["x-cache"] == "MISS"  # decided on Bob's own verdicts (none yet): verified, not served
-    assert bobs.parse().choices[0].message.content.endswith(pair(10)[1])  # its own answer
+    return bobs
+
+
+def echoing_app() -> Any:
+    """A Starlette app answering each chat completion with its prompt (`Answer n to: <prompt>`)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    calls = 0
+
+    async def completions(request: Request) -> JSONResponse:
+        nonlocal calls
+        calls += 1
+        text = f"Answer {calls} to: {(await request.json())['messages'][-1]['content']}"
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        return JSONResponse(
+            {"id": f"chatcmpl-{calls}", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
+        )
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+def anonymous_from(app: Any, address: str) -> httpx2.AsyncClient:
+    """A client without a credential whose requests come from `address` (the ASGI scope's `client`)."""
+    transport = httpx2.ASGITransport(app=app, client=(address, 40000))
+    return httpx2.AsyncClient(transport=transport, base_url="http://app")
+
+
+async def ask_anonymously(client: httpx2.AsyncClient, question: str) -> httpx2.Response:
+    messages = [{"role": "system", "content": SUPPORT}, {"role": "user", "content": question}]
+    return await client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": messages})
+
+
+@pytest.mark.parametrize("settings", [{"anonymous": "shared"}, {"scope": "shared"}])
+async def test_anonymous_callers_from_two_addresses_each_earn_their_own_evidence(settings: dict[str, str]) -> None:
+    # Neither sends a credential: the middleware names each one's network peer, and bounded mode
+    # learns per peer. Mallory's forced agreements show only Mallory's own candidates safe.
+    cache = obeyed_cache(**settings)
+    app = CacheMiddleware(echoing_app(), cache)
+    async with anonymous_from(app, "10.0.0.66") as mallory, anonymous_from(app, "10.0.0.2") as bob:
+        bobs = await forced_then_other(cache, lambda q: ask_anonymously(mallory, q), lambda q: ask_anonymously(bob, q))
+    assert bobs.json()["choices"][0]["message"]["content"].endswith(pair(10)[1])  # its own answer
 
 
 async def test_one_caller_spending_the_verification_cap_leaves_another_its_own_under_a_shared_scope(
