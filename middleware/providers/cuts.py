@@ -107,6 +107,12 @@ class CutRecorder:
         self._failed = False
         self._spellings = exact_json.SPELLINGS if framed else exact_json.LINE_SPELLINGS
 
+    @property
+    def spelling(self) -> int:
+        """The spelling every event recorded so far was written in (compact when none; of several that
+        all fit, the one writing characters outside ASCII as they are, as the cut keeps it)."""
+        return min(self._spellings, default=exact_json.COMPACT)
+
     def fail(self) -> None:
         """The stream has something the cut cannot keep: it keeps none (its hits synthesise)."""
         self._failed = True
@@ -178,7 +184,7 @@ class CutRecorder:
             sources: list[list[Any]] = [index.source(_joined(pieces)) for pieces in self._channels]
             templates = [[name, index.wholes(body, sources)] for name, body in self._objects]
             cut = [FRAMED_VERSION if self._framed else CUT_VERSION, sources, templates, self._sequence]
-            spelling = min(self._spellings, default=exact_json.COMPACT)
+            spelling = self.spelling
             if spelling != exact_json.COMPACT or self._spelt_always:
                 cut.append(spelling)  # (a cut without it is spelt compact, as before spellings were kept)
             packed: bytes = msgpack.packb(cut, default=_pack_slot)

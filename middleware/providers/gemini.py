@@ -210,7 +210,7 @@ class GenerateContent(_GeminiEndpoint):
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         if _sse_requested(request.query):
-            return b"data: " + response + b"\r\n\r\n"
+            return b"data: " + _one_line(response) + b"\r\n\r\n"
         return b"[" + response + b"]"
 
     def replayed_events(self, events: list[cuts.Event]) -> list[cuts.Event]:
@@ -456,7 +456,11 @@ class GenerateContentStreamAssembler:
         if not (self._finished and (self._sse or self._array.closed)):
             return None
         candidates = [self._candidates[i] for i in sorted(self._candidates)]
-        return exact_json.dumps({"candidates": candidates, **self._top})
+        answer = exact_json.dumps({"candidates": candidates, **self._top})
+        spelling = self._cut.spelling
+        if not self._sse and spelling & exact_json.INDENTED:  # as Gemini spells its JSON answer too
+            return exact_json.spelt(answer, spelling)
+        return answer
 
 
 class _TextRuns:

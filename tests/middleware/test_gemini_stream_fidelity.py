@@ -172,3 +172,22 @@ async def test_an_array_stream_entry_is_one_a_release_before_framed_arrays_refus
 
     version = msgpack.unpackb(cut, ext_hook=msgpack.ExtType)[0]
     assert version != 1  # the releases before replay a cut of version 1 only (`cuts.replay`)
+
+
+async def test_a_json_hit_of_an_array_stream_is_spelt_as_its_elements_were(fake_provider: RunningFakeProvider) -> None:
+    """Gemini writes a JSON answer as it writes the elements of its array stream, indented by two
+    spaces a level: a `generateContent` hit of an entry filled by an array stream is spelt so (an
+    entry filled by SSE events, one a line, is compact), and an SSE stream synthesised from it puts each
+    event on one line."""
+    body = {"contents": [{"role": "user", "parts": [{"text": "an indented answer"}]}]}
+    headers = {"x-goog-api-key": "gm-fidelity"}
+    base = f"/v1beta/models/{MODEL}"
+    with httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url) as client:
+        miss = client.post(f"{base}:streamGenerateContent", json=body, headers=headers)
+        hit = client.post(f"{base}:generateContent", json=body, headers=headers)
+
+    assert [miss.headers["x-cache"], hit.headers["x-cache"]] == ["MISS", "HIT"]
+    assert hit.content == json.dumps(hit.json(), indent=2).encode()
+    assert hit.json()["candidates"][0]["content"]["parts"][0]["text"] == "".join(
+        chunk["candidates"][0]["content"]["parts"][0]["text"] for chunk in json.loads(miss.content)
+    )

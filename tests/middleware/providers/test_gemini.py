@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgpack
@@ -695,3 +696,20 @@ def test_a_framed_cut_whose_frame_is_not_an_arrays_is_refused() -> None:
     with pytest.raises(cuts.CutError):
         GenerateContent().replayed_events(events)
     assert GenerateContent().replayed_events([("[", b"{}", {}), (" ,\n", b"{}", {}), ("\n]", b"", "")])
+
+
+def test_an_indented_spelling_in_a_cut_of_the_first_version_is_refused() -> None:
+    """Only a framed cut (version 2) may spell its events on several lines: a version-1 cut naming the
+    indented spelling (a store's bytes rewritten) would put line breaks into SSE events."""
+    indented = b"[" + b"\n,\r\n".join(json.dumps(chunk, indent=2).encode() for chunk in TEXT_CHUNKS) + b"]"
+    assembler = GenerateContent().assembler(view(STREAM))
+    assembler.feed(indented)
+    answer = assembler.result()
+    assert answer is not None
+    cut = assembler.cut(answer)
+    assert cut is not None
+    version, *rest = msgpack.unpackb(cut, ext_hook=msgpack.ExtType)
+    assert version == cuts.FRAMED_VERSION and len(cuts.replay(cut, answer)) == len(TEXT_CHUNKS) + 1
+
+    with pytest.raises(cuts.CutError):
+        cuts.replay(msgpack.packb([1, *rest]), answer)
