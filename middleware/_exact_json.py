@@ -96,11 +96,16 @@ def _spaced(match: re.Match[str]) -> str:
     return token + " " if token in _SEPARATORS else token
 
 
-COMPACT, KEY_SPACED, SPACED, ASCII = 0, 1, 2, 4
+COMPACT, KEY_SPACED, SPACED, ASCII, INDENTED = 0, 1, 2, 4, 8
 """How a JSON text is spelt (`spelt`): compact (orjson's, `dumps`); a space after each key's `:` only,
-as Gemini streams; a space after each `:` and `,`, as Python's `json` writes by default; and, with
-`ASCII` added, every character outside ASCII escaped (`\\u00e9`), as Python's `json` does by default."""
+as Gemini streams; a space after each `:` and `,`, as Python's `json` writes by default; indented by
+two spaces a level, one member a line, a space after each key's `:` (as Google writes a JSON answer and
+the elements of a streamed array, as `json.dumps(indent=2)` does); and, with `ASCII` added, every
+character outside ASCII escaped (`\\u00e9`), as Python's `json` does by default."""
 _SPELLINGS = (KEY_SPACED, SPACED, ASCII, KEY_SPACED | ASCII, SPACED | ASCII)
+LINE_SPELLINGS = frozenset((COMPACT, *_SPELLINGS))
+"""The spellings of a JSON text on one line (an SSE event's `data`)."""
+SPELLINGS = LINE_SPELLINGS | {INDENTED, INDENTED | ASCII}
 _OUTSIDE_ASCII = re.compile("[^\x00-\x7e]")
 
 
@@ -109,7 +114,9 @@ def spelt(compact: bytes, spelling: int) -> bytes:
     if spelling == COMPACT:
         return compact
     text = compact.decode()
-    if spelling & (KEY_SPACED | SPACED):
+    if spelling & INDENTED:
+        text = _indented(text)
+    elif spelling & (KEY_SPACED | SPACED):
         spaced = _SEPARATORS if spelling & SPACED else (":",)
         text = _SEPARATOR.sub(lambda match: match.group() + " " if match.group() in spaced else match.group(), text)
     if spelling & ASCII:
@@ -117,7 +124,24 @@ def spelt(compact: bytes, spelling: int) -> bytes:
     return text.encode()
 
 
-SPELLINGS = frozenset((COMPACT, *_SPELLINGS))
+def _indented(compact: str) -> str:
+    """`compact` as `json.dumps(indent=2)` writes it: an empty object or list stays `{}` or `[]`."""
+    depth = 0
+
+    def token(match: re.Match[str]) -> str:
+        nonlocal depth
+        found = match.group()
+        if found in ("{", "["):
+            depth += 1
+            return found + "\n" + "  " * depth
+        if found in ("}", "]"):
+            depth -= 1
+            return "\n" + "  " * depth + found
+        if found == ",":
+            return ",\n" + "  " * depth
+        return ": " if found == ":" else found
+
+    return _STRUCTURE.sub(token, compact)
 
 
 def spellings_of(raw: bytes, compact: bytes, among: frozenset[int] = SPELLINGS) -> frozenset[int]:
@@ -268,6 +292,8 @@ _SIGN = ord("s")
 _SEPARATOR = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[,:]')
 """A JSON string (matched whole, so separators inside it stay as they are) or a separator."""
 _SEPARATORS = (",", ":")
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|\{\}|\[\]|[{}\[\],:]')
+"""A JSON string (matched whole), an empty object or list, or a bracket or separator."""
 _RUNS_LOOKED_AT = 32
 _LONG = 8192
 """Documents from this length on look for digits with one-byte finds first (`_three_digits`)."""

@@ -30,7 +30,11 @@ import orjson
 from .. import _exact_json as exact_json
 from .sse import encode_event
 
-CUT_VERSION = 1
+CUT_VERSION, FRAMED_VERSION = 1, 2
+"""A framed cut (version 2) names each event by the bytes that came before it in the stream, and
+ends in a raw event named by the stream's last bytes: Gemini's array form (`[`, `,` and `]` with
+their whitespace), whose elements may be indented (`exact_json.INDENTED`). A release before framed
+cuts refuses one (the hit synthesises its stream) rather than joining indented elements its way."""
 FRAGMENT, WHOLE, NUMBER, PAD = 1, 2, 3, 4
 """Slot kinds: a fragment of a channel's text or list (its length in the sequence), a value the
 answer holds whole, a number kept in the sequence (`sequence_number`), padding of a length (random
@@ -77,6 +81,7 @@ class CutRecorder:
         "_channel_ids",
         "_channels",
         "_failed",
+        "_framed",
         "_objects",
         "_positions",
         "_sequence",
@@ -85,19 +90,32 @@ class CutRecorder:
         "_templates",
     )
 
-    def __init__(self, positions: Positions, spelt_always: bool = False) -> None:
+    def __init__(self, positions: Positions, spelt_always: bool = False, framed: bool = False) -> None:
         """`spelt_always`: the cut names its spelling even when compact, a fifth element the releases
         before spellings were kept refuse (they synthesise the stream): for a cut whose events they
-        would read as another form's (Bedrock's whole `chunk` payloads, where they kept bare events)."""
+        would read as another form's (Bedrock's whole `chunk` payloads, where they kept bare events).
+        `framed`: a `FRAMED_VERSION` cut, whose event names are the stream's bytes between events and
+        whose events may be spelt on several lines (indented)."""
         self._positions = positions
         self._spelt_always = spelt_always
+        self._framed = framed
         self._templates: dict[bytes, int] = {}
         self._objects: list[list[Any]] = []
         self._sequence: list[int] = []
         self._channels: list[list[Any]] = []
         self._channel_ids: dict[Hashable, int] = {}
         self._failed = False
-        self._spellings = exact_json.SPELLINGS
+        self._spellings = exact_json.SPELLINGS if framed else exact_json.LINE_SPELLINGS
+
+    @property
+    def spelling(self) -> int:
+        """The spelling every event recorded so far was written in (compact when none; of several that
+        all fit, the one writing characters outside ASCII as they are, as the cut keeps it)."""
+        return min(self._spellings, default=exact_json.COMPACT)
+
+    def fail(self) -> None:
+        """The stream has something the cut cannot keep: it keeps none (its hits synthesise)."""
+        self._failed = True
 
     def event(self, name: str | None, data: str | bytes, event: dict[str, Any] | None) -> None:
         """One event as the stream sent it: `event` is its parsed data, None when not a JSON object;
@@ -165,8 +183,8 @@ class CutRecorder:
             index = _Index(exact_json.loads_spelt(answer))
             sources: list[list[Any]] = [index.source(_joined(pieces)) for pieces in self._channels]
             templates = [[name, index.wholes(body, sources)] for name, body in self._objects]
-            cut = [CUT_VERSION, sources, templates, self._sequence]
-            spelling = min(self._spellings, default=exact_json.COMPACT)
+            cut = [FRAMED_VERSION if self._framed else CUT_VERSION, sources, templates, self._sequence]
+            spelling = self.spelling
             if spelling != exact_json.COMPACT or self._spelt_always:
                 cut.append(spelling)  # (a cut without it is spelt compact, as before spellings were kept)
             packed: bytes = msgpack.packb(cut, default=_pack_slot)
@@ -292,10 +310,11 @@ def replay(cut: bytes, answer: bytes) -> list[Event]:
     bytes with each gap's value written in (no event is built as an object, then encoded)."""
     try:
         version, sources, templates, sequence, *rest = msgpack.unpackb(cut, ext_hook=_unpack_slot)
-        if version != CUT_VERSION:
+        if version not in (CUT_VERSION, FRAMED_VERSION):
             raise CutError("cut of another version")
         spelling = rest[0] if rest else exact_json.COMPACT
-        if len(rest) > 1 or spelling not in exact_json.SPELLINGS:
+        known = exact_json.SPELLINGS if version == FRAMED_VERSION else exact_json.LINE_SPELLINGS
+        if len(rest) > 1 or spelling not in known:
             raise CutError("unknown spelling")
         whole = exact_json.loads_spelt(answer)
         filler = _Filler([_value(whole, source) for source in sources], sequence)

@@ -53,6 +53,10 @@ KEYED_HEADERS = ("x-goog-fieldmask", "x-goog-api-version")
 """System parameters sent as headers that change the answer: a field mask leaves a partial answer (as
 `fields` does in the query), and the API version may change its shape."""
 
+_ARRAY_GAP = re.compile(rb"[ \t\r\n]*[\[,\]][ \t\r\n]*")
+"""What an array has between its elements: `[`, `,` or `]`, with whitespace about it."""
+_MAX_GAP = 64
+"""The longest gap a cut keeps (Gemini's are `[`, `\n,\r\n` and `]`)."""
 _TEXT_PART_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 _STORE_TOOLS = ("fileSearch", "file_search", "retrieval")
 """Tools that ground the answer in a store the provider holds: the Gemini API's File Search stores,
@@ -206,18 +210,47 @@ class GenerateContent(_GeminiEndpoint):
 
     def render_stream(self, response: bytes, request: RequestView) -> bytes:
         if _sse_requested(request.query):
-            return b"data: " + response + b"\r\n\r\n"
+            return b"data: " + _one_line(response) + b"\r\n\r\n"
         return b"[" + response + b"]"
 
+    def replayed_events(self, events: list[cuts.Event]) -> list[cuts.Event]:
+        """A framed cut (an array stream's, `cuts.FRAMED_VERSION`) is checked to be one: named `[`, then
+        `,` per element, and ending in the `]` event, each with only whitespace about it."""
+        if all(name is None for name, _, _ in events):
+            return events
+        *elements, (end, data, shape) = events
+        if not elements or data or not isinstance(shape, str) or not _gap_is(end, "]"):
+            raise cuts.CutError("an array's end that is not one")
+        for number, (name, _, template) in enumerate(elements):
+            if isinstance(template, str) or not _gap_is(name, "," if number else "["):
+                raise cuts.CutError("an array's element not framed as one")
+        return events
+
     def render_events(self, events: list[cuts.Event], request: RequestView) -> bytes:
-        """The chunks as the request's form sends them: SSE events, or the elements of one JSON array."""
-        chunks = [data for _, data, _ in events]
+        """The chunks as the request's form sends them: SSE events (an indented element on one line,
+        as Gemini spells an event), or the elements of one JSON array, as the stream framed them."""
         if _sse_requested(request.query):
-            return b"".join(b"data: " + chunk + b"\r\n\r\n" for chunk in chunks)
-        return b"[" + b",\r\n".join(chunks) + b"]"
+            chunks = (data for _, data, shape in events if not isinstance(shape, str))
+            return b"".join(b"data: " + _one_line(chunk) + b"\r\n\r\n" for chunk in chunks)
+        if events[0][0] is None:  # (an SSE stream's cut, or one kept before arrays were framed)
+            return b"[" + b",\r\n".join(data for _, data, _ in events) + b"]"
+        return b"".join(str(name).encode() + data for name, data, _ in events)
 
     def stream_media_type(self, request: RequestView) -> str:
         return "text/event-stream" if _sse_requested(request.query) else "application/json"
+
+
+def _gap_is(name: str | None, mark: str) -> bool:
+    return name is not None and len(name) <= _MAX_GAP and name.strip(" \t\r\n") == mark
+
+
+_LINE_BREAK = re.compile(rb"\n *")
+
+
+def _one_line(chunk: bytes) -> bytes:
+    """An indented element with its line breaks and indentation left out: Gemini's spelling of an SSE
+    event (a space after each key's `:` only). A JSON string holds no line break."""
+    return _LINE_BREAK.sub(b"", chunk) if b"\n" in chunk else chunk
 
 
 class EmbedContent(_GeminiEndpoint, NonStreamingEndpoint):
@@ -294,6 +327,11 @@ class JSONArrayDecoder:
         """True once the outer array's `]` arrived."""
         self.malformed = False
         """True when the payload is not an array of objects."""
+        self.gaps: list[bytes] = []
+        """What the array had before each element (`[`, then `,`, with their whitespace) and, once
+        closed, before its `]` (with it): the spelling of the array, for a replay to keep."""
+        self._gap: list[bytes] = []  # the current gap's bytes from buffers already let go
+        self._gap_from = 0  # where in the buffer the current gap's other bytes begin
 
     def feed(self, chunk: bytes) -> list[bytes]:
         self._buffer += chunk
@@ -320,18 +358,28 @@ class JSONArrayDecoder:
                     self.malformed = True
                 elif self._depth == 1:
                     self._start = special.start()
+                    self._end_gap(buffer, self._start)
                 self._depth += 1
             else:
                 self._depth -= 1
                 if self._depth == 1:
                     found.append(buffer[self._start : position])
+                    self._gap_from = position
                 elif self._depth == 0:
                     self.closed = True
+                    self._end_gap(buffer, position)
         if self._depth <= 1 and not self._in_string:
+            if not self.closed:
+                self._gap.append(buffer[self._gap_from : position])
+            self._gap_from = 0
             self._buffer, self._scan = buffer[position:], 0
         else:
             self._scan = position
         return found
+
+    def _end_gap(self, buffer: bytes, end: int) -> None:
+        self.gaps.append(b"".join([*self._gap, buffer[self._gap_from : end]]))
+        self._gap = []
 
 
 class GenerateContentStreamAssembler:
@@ -349,7 +397,8 @@ class GenerateContentStreamAssembler:
         self._candidates: dict[int, dict[str, Any]] = {}
         self._top: dict[str, Any] = {}
         self._broken = False
-        self._cut = cuts.CutRecorder(_TextRuns())
+        self._cut = cuts.CutRecorder(_TextRuns(), framed=not sse)
+        self._gaps = 0  # the array's gaps recorded as the names of the cut's events
 
     @property
     def complete(self) -> bool:
@@ -377,11 +426,22 @@ class GenerateContentStreamAssembler:
             if event is None or "error" in event:
                 self._broken = True
                 return
-            self._cut.event(None, payload if self._sse else "", event)  # (an array's elements are indented)
+            self._cut.event(None if self._sse else self._gap(), payload, event)
             self._apply(event)
+        if not self._sse and self._array.closed and self._gaps < len(self._array.gaps):
+            self._cut.event(self._gap(), "", None)  # the array's end
 
     def cut(self, answer: bytes) -> bytes | None:
         return self._cut.cut(answer)
+
+    def _gap(self) -> str:
+        """The array's next gap (what came before an element, or its end), as an event's name; one
+        no array of JSON has (or longer than `_MAX_GAP`) leaves the stream without a cut."""
+        gap = self._array.gaps[self._gaps]
+        self._gaps += 1
+        if len(gap) > _MAX_GAP or _ARRAY_GAP.fullmatch(gap) is None:
+            self._cut.fail()
+        return gap.decode("ascii", errors="replace")
 
     def _apply(self, event: dict[str, Any]) -> None:
         for key, value in event.items():
@@ -396,7 +456,11 @@ class GenerateContentStreamAssembler:
         if not (self._finished and (self._sse or self._array.closed)):
             return None
         candidates = [self._candidates[i] for i in sorted(self._candidates)]
-        return exact_json.dumps({"candidates": candidates, **self._top})
+        answer = exact_json.dumps({"candidates": candidates, **self._top})
+        spelling = self._cut.spelling
+        if not self._sse and spelling & exact_json.INDENTED:  # as Gemini spells its JSON answer too
+            return exact_json.spelt(answer, spelling)
+        return answer
 
 
 class _TextRuns:

@@ -270,7 +270,8 @@ class ChatCompletions(_ChunkStreamEndpoint):
             message = dict(choice.get("message") or {})
             delta: dict[str, Any] = {"role": message.pop("role", "assistant")}
             tool_calls = message.pop("tool_calls", None)
-            delta.update({k: v for k, v in message.items() if v is not None})
+            # (no `annotations: []`: OpenAI's stream names annotations only when there are some)
+            delta.update({k: v for k, v in message.items() if v is not None and (k != "annotations" or v)})
             if tool_calls:
                 delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
             first = {**_choice_extras(choice, "message"), "delta": delta, "finish_reason": None}
@@ -503,6 +504,8 @@ class _ChunkStreamAssembler:
     """Builds a final object from OpenAI-style chunk events that end with `data: [DONE]`."""
 
     final_object: ClassVar[str]
+    answer_order: ClassVar[tuple[str, ...]]
+    """The order of the fields of the provider's JSON answer (others follow, as the stream sent them)."""
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
@@ -582,16 +585,17 @@ class _ChunkStreamAssembler:
         final: dict[str, Any] = {**self._head, "object": self.final_object, "choices": choices}
         if self._usage is not None:
             final["usage"] = self._usage
-        return exact_json.dumps(final)
+        return exact_json.dumps(_ordered(final, self.answer_order))
 
 
 class ChatStreamAssembler(_ChunkStreamAssembler):
     """Builds a `chat.completion` object from `chat.completion.chunk` events."""
 
     final_object = "chat.completion"
+    answer_order = ("id", "object", "created", "model", "choices", "usage", "service_tier", "system_fingerprint")
 
     def _new_choice(self, index: int) -> dict[str, Any]:
-        return {"index": index, "message": {}, "finish_reason": None, "logprobs": None}
+        return {"index": index, "message": {}, "logprobs": None, "finish_reason": None}
 
     def _merge(self, state: dict[str, Any], key: str, value: Any) -> bool:
         if key != "delta":
@@ -609,12 +613,16 @@ class ChatStreamAssembler(_ChunkStreamAssembler):
         if isinstance(calls, list):  # the answer in one piece numbers its calls by position, not `index`
             ordered = sorted(calls, key=lambda call: call.get("index", 0) if isinstance(call, dict) else 0)
             message["tool_calls"] = [_finished_call(call) for call in ordered]
+        if "refusal" in message:  # OpenAI's own stream: its JSON answer's message has `annotations` too
+            message.setdefault("annotations", [])
+        choice["message"] = _ordered(message, _MESSAGE_ORDER)
 
 
 class CompletionStreamAssembler(_ChunkStreamAssembler):
     """Builds a legacy `text_completion` object from its stream chunks."""
 
     final_object = "text_completion"
+    answer_order = ("id", "object", "created", "model", "system_fingerprint", "choices", "usage")
 
     def _new_choice(self, index: int) -> dict[str, Any]:
         return {"text": "", "index": index, "logprobs": None, "finish_reason": None}
@@ -901,6 +909,16 @@ def _choice_extras(choice: dict[str, Any], content: str) -> dict[str, Any]:
     extras = {k: v for k, v in choice.items() if k not in (content, "finish_reason")}
     extras.setdefault("index", 0)
     return extras
+
+
+_MESSAGE_ORDER = ("role", "content", "refusal", "annotations")
+"""The order of the fields of a chat answer's message as OpenAI writes it (others follow)."""
+
+
+def _ordered(value: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    """`value` with the fields `order` names first, in that order, then the others as they were."""
+    first = {key: value[key] for key in order if key in value}
+    return {**first, **{key: item for key, item in value.items() if key not in first}}
 
 
 def _keep(target: dict[str, Any], key: str, value: Any) -> None:

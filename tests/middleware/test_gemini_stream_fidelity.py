@@ -17,11 +17,14 @@ from typing import Any
 
 import httpx
 import httpx2
+import msgpack
 import pytest
 from google import genai
 from google.genai import types
 
 from llm_cache.middleware import Cache, CacheMiddleware, CachingTransport
+from llm_cache.middleware._entry import unpack
+from llm_cache.middleware.stores import MemoryStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.gemini_streams import GEMINI_STREAMS, MODEL, Chunks, dumped, reading
 
@@ -119,3 +122,72 @@ async def test_a_gemini_sse_hit_spells_each_chunk_as_gemini_does(
 def sse_data(body: bytes) -> list[bytes]:
     """Each event's `data`, as its bytes (the events end in `\\r\\n\\r\\n` or `\\n\\n`)."""
     return [line.removeprefix(b"data: ") for line in body.splitlines() if line.startswith(b"data: ")]
+
+
+async def test_a_gemini_array_stream_hit_is_the_miss_byte_for_byte(
+    layer: str, fake_provider: RunningFakeProvider
+) -> None:
+    """Without `alt=sse` Gemini streams one JSON array, its elements indented by two spaces a level and
+    set apart by `\\n,\\r\\n` (the fake provider writes them so): a hit keeps how the array was spelt,
+    elements, separators and line ends, and an SSE request for the same entry gets each element as an
+    event on one line, as Gemini spells one (escaped or not as the elements were)."""
+    path = f"/v1beta/models/{MODEL}:streamGenerateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "tell me a story about an array \u00e9"}]}]}
+    headers = {"x-goog-api-key": "gm-fidelity"}
+    if layer == "transport":
+        with httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url) as client:
+            miss, hit, sse = [client.post(p, json=body, headers=headers) for p in (path, path, f"{path}?alt=sse")]
+    else:
+        asgi = httpx2.ASGITransport(app=CacheMiddleware(fake_provider.provider.app, cache=Cache()))
+        async with httpx2.AsyncClient(transport=asgi, base_url="http://gemini.test") as aclient:
+            miss, hit, sse = [
+                await aclient.post(p, json=body, headers=headers) for p in (path, path, f"{path}?alt=sse")
+            ]
+
+    assert [miss.headers["x-cache"], hit.headers["x-cache"], sse.headers["x-cache"]] == ["MISS", "HIT", "HIT"]
+    assert b"\n,\r\n" in miss.content and b'\n  "candidates": [\n' in miss.content  # (the form this test is about)
+    assert hit.content == miss.content
+    chunks = json.loads(miss.content)
+    assert len(chunks) > 1
+    assert sse_data(sse.content) == [json.dumps(c, separators=(",", ": ")).encode() for c in chunks]
+
+
+async def test_an_array_stream_entry_is_one_a_release_before_framed_arrays_refuses_to_replay(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """An array stream's cut names each element by the bytes before it and may hold indented elements,
+    where releases before kept elements compact and joined them with `,\\r\\n` themselves: a pod of such
+    a release sharing the store (a rolling upgrade, a rollback) would join indented elements into a
+    stream no JSON reader reads. The cut is of another version, which those releases refuse (they
+    synthesise the stream from the answer, compact), while this one replays it."""
+    store = MemoryStore()
+    path = f"/v1beta/models/{MODEL}:streamGenerateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "an array for two releases"}]}]}
+    with httpx2.Client(transport=CachingTransport(cache=Cache(store)), base_url=fake_provider.url) as client:
+        miss, hit = [client.post(path, json=body, headers={"x-goog-api-key": "gm-fidelity"}) for _ in range(2)]
+    stored = await store.get(miss.headers["x-cache-key"])
+    assert stored is not None
+    cut = unpack(stored).cut
+    assert cut is not None and hit.headers["x-cache"] == "HIT" and hit.content == miss.content
+
+    version = msgpack.unpackb(cut, ext_hook=msgpack.ExtType)[0]
+    assert version != 1  # the releases before replay a cut of version 1 only (`cuts.replay`)
+
+
+async def test_a_json_hit_of_an_array_stream_is_spelt_as_its_elements_were(fake_provider: RunningFakeProvider) -> None:
+    """Gemini writes a JSON answer as it writes the elements of its array stream, indented by two
+    spaces a level: a `generateContent` hit of an entry filled by an array stream is spelt so (an
+    entry filled by SSE events, one a line, is compact), and an SSE stream synthesised from it puts each
+    event on one line."""
+    body = {"contents": [{"role": "user", "parts": [{"text": "an indented answer"}]}]}
+    headers = {"x-goog-api-key": "gm-fidelity"}
+    base = f"/v1beta/models/{MODEL}"
+    with httpx2.Client(transport=CachingTransport(cache=Cache()), base_url=fake_provider.url) as client:
+        miss = client.post(f"{base}:streamGenerateContent", json=body, headers=headers)
+        hit = client.post(f"{base}:generateContent", json=body, headers=headers)
+
+    assert [miss.headers["x-cache"], hit.headers["x-cache"]] == ["MISS", "HIT"]
+    assert hit.content == json.dumps(hit.json(), indent=2).encode()
+    assert hit.json()["candidates"][0]["content"]["parts"][0]["text"] == "".join(
+        chunk["candidates"][0]["content"]["parts"][0]["text"] for chunk in json.loads(miss.content)
+    )

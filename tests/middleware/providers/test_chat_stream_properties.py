@@ -30,6 +30,7 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
         message["content"] = draw(texts)
     if draw(st.booleans()):
         message["refusal"] = draw(texts)
+        message["annotations"] = []  # (OpenAI's JSON answer has them beside `refusal`; its stream never)
     shape = draw(st.sampled_from(["none", "tool_calls", "function_call", "audio"]))
     if shape == "tool_calls":
         message["tool_calls"] = [

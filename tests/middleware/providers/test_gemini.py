@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import msgpack
 import orjson
 import pytest
 
 from llm_cache.middleware import Cache
-from llm_cache.middleware.providers import resolve
+from llm_cache.middleware.providers import cuts, resolve
 from llm_cache.middleware.providers.base import Usage
-from llm_cache.middleware.providers.gemini import EmbedContent, GenerateContent, JSONArrayDecoder
+from llm_cache.middleware.providers.gemini import EmbedContent, GenerateContent, JSONArrayDecoder, _TextRuns
 
 from .streams import assemble, splits, through_cache, view
 
@@ -669,3 +671,45 @@ def test_a_batch_asks_for_its_missing_items_and_its_answer_is_made_of_theirs() -
         "embeddings": [{"values": [2]}],
         "metadata": 1,
     }
+
+
+def test_an_array_stream_cut_kept_before_arrays_were_framed_still_replays_compact() -> None:
+    """A cut of the array form from a release before framing (version 1, its events unnamed, the
+    elements' spelling not kept) replays as it did: compact elements joined by `,\\r\\n`."""
+    recorder = cuts.CutRecorder(_TextRuns())  # as those releases recorded an array's elements
+    for chunk in TEXT_CHUNKS:
+        recorder.event(None, "", chunk)
+    answer = orjson.dumps(assemble(GenerateContent(), view(STREAM), [as_array(*TEXT_CHUNKS)]))
+    cut = recorder.cut(answer)
+    assert cut is not None and msgpack.unpackb(cut)[0] == 1
+
+    events = GenerateContent().replayed_events(cuts.replay(cut, answer))
+    replay = GenerateContent().render_events(events, view(STREAM))
+
+    assert replay == b"[" + b",\r\n".join(orjson.dumps(chunk) for chunk in TEXT_CHUNKS) + b"]"
+
+
+def test_a_framed_cut_whose_frame_is_not_an_arrays_is_refused() -> None:
+    """A cut read from a store names the bytes between elements: anything but `[`, `,` and `]` with
+    whitespace about them is refused (the hit synthesises), never written into the stream."""
+    events: list[cuts.Event] = [("[", b"{}", {}), ("x", b"{}", {}), ("]", b"", "")]
+    with pytest.raises(cuts.CutError):
+        GenerateContent().replayed_events(events)
+    assert GenerateContent().replayed_events([("[", b"{}", {}), (" ,\n", b"{}", {}), ("\n]", b"", "")])
+
+
+def test_an_indented_spelling_in_a_cut_of_the_first_version_is_refused() -> None:
+    """Only a framed cut (version 2) may spell its events on several lines: a version-1 cut naming the
+    indented spelling (a store's bytes rewritten) would put line breaks into SSE events."""
+    indented = b"[" + b"\n,\r\n".join(json.dumps(chunk, indent=2).encode() for chunk in TEXT_CHUNKS) + b"]"
+    assembler = GenerateContent().assembler(view(STREAM))
+    assembler.feed(indented)
+    answer = assembler.result()
+    assert answer is not None
+    cut = assembler.cut(answer)
+    assert cut is not None
+    version, *rest = msgpack.unpackb(cut, ext_hook=msgpack.ExtType)
+    assert version == cuts.FRAMED_VERSION and len(cuts.replay(cut, answer)) == len(TEXT_CHUNKS) + 1
+
+    with pytest.raises(cuts.CutError):
+        cuts.replay(msgpack.packb([1, *rest]), answer)

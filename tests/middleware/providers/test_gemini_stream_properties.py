@@ -9,9 +9,10 @@ import json
 from typing import Any
 
 from google.genai import types
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from llm_cache.middleware.providers import cuts
 from llm_cache.middleware.providers.gemini import GenerateContent
 from tests.support.gemini_streams import SAFE, reading
 from tests.support.stream_strategies import (
@@ -210,3 +211,50 @@ def test_a_random_stream_is_replayed_from_its_cut_chunk_by_chunk(
     replay = replayed_by_cut(GENERATE, FORMS[sse], framed(chunks, sse))
     assert replay is not None
     assert decoded(replay, sse) == decoded(encoded(chunks, sse), sse)
+
+
+def spelt(chunk: dict[str, Any], spelling: dict[str, Any]) -> str | None:
+    """The chunk as Python's `json` spells it (None: a number it reads as infinite)."""
+    try:
+        return json.dumps(json.loads(dumps(chunk)), allow_nan=False, **spelling)
+    except ValueError:
+        return None
+
+
+WHITESPACE = st.text(alphabet=" \t\r\n", max_size=3)
+
+
+@st.composite
+def array_frames(draw: st.DrawFn, count: int) -> list[str]:
+    """How a stream may spell its array around `count` elements: `[`, `,` between two, `]`, each with
+    whitespace about it, one separator for the whole stream (as Gemini's `\\n,\\r\\n`) or each its own."""
+    separator = draw(WHITESPACE) + "," + draw(WHITESPACE)
+    own = draw(st.booleans())
+    middles = [draw(WHITESPACE) + "," + draw(WHITESPACE) if own else separator for _ in range(count - 1)]
+    return [draw(WHITESPACE) + "[" + draw(WHITESPACE), *middles, draw(WHITESPACE) + "]"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams(), st.sampled_from([{"indent": 2}, {"indent": 2, "ensure_ascii": False}, {}]), st.data())
+def test_a_replay_of_a_recorded_array_stream_is_its_bytes(
+    case: tuple[dict[str, Any], list[dict[str, Any]]], spelling: dict[str, Any], data: st.DataObject
+) -> None:
+    """Whatever the array's whitespace and its elements' spelling (indented as Gemini's, or not), a
+    hit of the array form is the recorded bytes."""
+    _, chunks = case
+    frame = data.draw(array_frames(len(chunks)))
+    elements = [spelt(chunk, spelling) for chunk in chunks]
+    assume(None not in elements)
+    recorded = "".join(f"{gap}{element}" for gap, element in zip(frame, elements, strict=False)) + frame[-1]
+    assembler = GENERATE.assembler(FORMS[False])
+    for piece in byte_pieces(data.draw, recorded.encode()):
+        assembler.feed(piece)
+    answer = assembler.result()
+    assert answer is not None
+    cut = assembler.cut(answer)
+    assert cut is not None
+    events = GENERATE.replayed_events(cuts.replay(cut, answer))
+    assert GENERATE.render_events(events, FORMS[False]) == recorded.encode()
+    as_sse = GENERATE.render_events(events, FORMS[True])  # the same entry, asked for as SSE events
+    assert decoded(as_sse, True) == decoded(recorded.encode(), False)
+    assert b"\n" not in as_sse.replace(b"\r\n\r\n", b"")

@@ -787,7 +787,22 @@ def test_choices_that_are_not_objects_or_not_a_list_are_skipped() -> None:
 def test_a_message_that_never_had_content_says_so_with_null() -> None:
     final = chat_final(chat_chunk({"index": 0, "delta": {"refusal": "No."}, "finish_reason": "stop"}))
     assert final is not None
-    assert final["choices"][0]["message"] == {"refusal": "No.", "role": "assistant", "content": None}
+    assert final["choices"][0]["message"] == {"refusal": "No.", "role": "assistant", "content": None, "annotations": []}
+
+
+def test_a_chat_answer_has_the_field_order_and_set_of_openais_json_answer() -> None:
+    """OpenAI's stream names `refusal` (null) in its first delta and never `annotations`, which its JSON
+    answer's message always has (`[]` unless a web search cited pages); the answer's fields are in the
+    JSON answer's order, whatever order the chunks had them in."""
+    head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+    tail = {"service_tier": "default", "system_fingerprint": "fp_1"}
+    first = {"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}, "finish_reason": None}
+    last = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    final = chat_final((None, {**head, **tail, "choices": [first]}), (None, {**head, **tail, "choices": [last]}))
+    assert final is not None
+    assert list(final) == ["id", "object", "created", "model", "choices", "service_tier", "system_fingerprint"]
+    assert list(final["choices"][0]) == ["index", "message", "logprobs", "finish_reason"]
+    assert final["choices"][0]["message"] == {"role": "assistant", "content": "", "refusal": None, "annotations": []}
 
 
 def test_a_message_is_the_assistants_unless_its_stream_names_another_role() -> None:
