@@ -300,8 +300,9 @@ class Endpoint(ABC):
         return None
 
     def key_query(self, route: Route, query: str) -> tuple[tuple[str, str], ...]:
-        """The query's (name, value) pairs that belong in the key, sorted: every one but the credentials,
-        which scope the entry instead (a family drops those that never change the answer)."""
+        """The query's (name, value) pairs that belong in the key, sorted by name (`_keys.key_query`):
+        every one but the credentials, which scope the entry instead (a family drops those that never
+        change the answer)."""
         return key_query(query)
 
     def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
