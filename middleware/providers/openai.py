@@ -20,12 +20,12 @@ from .base import (
     Route,
     Usage,
     host_setting_headers,
-    int_or_none,
     loads_object,
     not_a,
     numbers,
     objects,
     split_last_turn,
+    token_count,
 )
 from .deltas import fragment_positions, merge_delta, merge_list
 from .sse import SSEDecoder, encode_event
@@ -81,15 +81,15 @@ class _OpenAIEndpoint(Endpoint):
         if not isinstance(usage, dict):
             return Usage()
         details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-        input_tokens = int_or_none(usage.get("prompt_tokens", usage.get("input_tokens")))
-        output_tokens = int_or_none(usage.get("completion_tokens", usage.get("output_tokens")))
+        input_tokens = token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
+        output_tokens = token_count(usage.get("completion_tokens", usage.get("output_tokens")))
         if not isinstance(details, dict):
             details = {}
-        cache_read = int_or_none(details.get("cached_tokens"))
+        cache_read = token_count(details.get("cached_tokens"))
         if cache_read is None:
             # DeepSeek-compatible servers report cache hits at the top level.
-            cache_read = int_or_none(usage.get("prompt_cache_hit_tokens"))
-        return Usage(input_tokens, output_tokens, cache_read, int_or_none(details.get("cache_write_tokens")))
+            cache_read = token_count(usage.get("prompt_cache_hit_tokens"))
+        return Usage(input_tokens, output_tokens, cache_read, token_count(details.get("cache_write_tokens")))
 
 
 def _include_usage(request: RequestView) -> bool:
