@@ -720,7 +720,9 @@ class Responses(_OpenAIEndpoint):
 
 
 class ResponsesStreamAssembler:
-    """Keeps the `response` object of `response.completed`; `failed`, `incomplete` or `error` break it.
+    """Keeps the `response` object of `response.completed`; `failed`, `incomplete` or `error` break it,
+    and so does any event after `response.completed` but a compatible server's `[DONE]` (the openai
+    SDK reads on to the stream's end and hands it to its caller, or raises on an error object).
 
     Items from `response.output_item.done` fill in a completed response sent without its `output`.
     """
@@ -741,7 +743,10 @@ class ResponsesStreamAssembler:
 
     def feed(self, chunk: bytes) -> None:
         for name, data in self._decoder.feed(chunk):
-            if self._final is not None or self._broken or data.strip() == "[DONE]":
+            if self._broken or data.strip() == "[DONE]":
+                continue
+            if self._final is not None:
+                self._broken = True
                 continue
             event = loads_object(data)
             kind = event.get("type", name) if event is not None else None

@@ -534,6 +534,51 @@ def test_a_messages_stream_that_goes_on_after_message_stop_is_passed_on_and_not_
     assert not_stored_reasons(cache) == {"stream"}
 
 
+ANSWERED = {
+    **COMPLETED,
+    "created_at": 1,
+    "model": "gpt-4o",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_1",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Paris", "annotations": []}],
+        }
+    ],
+    "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
+}
+AFTER_COMPLETED = {
+    "error event": ("error", {"type": "error", "code": "server_error", "message": "boom", "sequence_number": 9}),
+    "error object": (None, {"error": {"message": "boom", "type": "server_error"}}),
+    "text": ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "!", "sequence_number": 9}),
+}
+
+
+@pytest.mark.parametrize("after", AFTER_COMPLETED.values(), ids=AFTER_COMPLETED.keys())
+def test_a_responses_stream_that_goes_on_after_response_completed_is_passed_on_and_not_stored(
+    fake_provider_session: RunningFakeProvider, after: tuple[str | None, dict[str, Any]]
+) -> None:
+    """The openai SDK reads a Responses stream to its end (there is no `[DONE]`): what follows
+    `response.completed` reaches its caller, and an error object raises there."""
+    stream = _sse(("response.completed", {"type": "response.completed", "response": ANSWERED}), after, (None, "[DONE]"))
+    cache = refused_then_asked_again(fake_provider_session, RESPONSES.but(stream=True), stream, "text/event-stream")
+    assert not_stored_reasons(cache) == {"stream"}
+
+
+def test_a_responses_stream_closed_by_done_after_response_completed_is_stored(
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    """A compatible server's `[DONE]` after `response.completed` changes no answer."""
+    stream = _sse(("response.completed", {"type": "response.completed", "response": ANSWERED}), (None, "[DONE]"))
+    answer_next(fake_provider_session, stream, "text/event-stream")
+    cache = Cache()
+    with client(cache, fake_provider_session) as http:
+        first, second = (RESPONSES.but(stream=True).send(http) for _ in range(2))
+    assert (first.headers["x-cache"], second.headers["x-cache"], cache.stats.stored) == ("MISS", "HIT", 1)
+
+
 @pytest.mark.parametrize(
     "choices",
     [
