@@ -143,10 +143,18 @@ _BUILT = b"key_builder\x00"
 
 
 def key_query(query: str) -> tuple[tuple[str, str], ...]:
-    """The query's (name, value) pairs, sorted, without the credentials (`QUERY_IGNORED`)."""
+    """The query's (name, value) pairs, sorted by name, without the credentials (`QUERY_IGNORED`).
+
+    Only by name: a server reads a name sent twice as its first value, its last or all in order,
+    so the values of one name keep the order they were sent in (`?v=1&v=2` is not `?v=2&v=1`)."""
     if not query:
         return ()
-    return tuple(sorted((k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in QUERY_IGNORED))
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in QUERY_IGNORED]
+    return tuple(sorted(pairs, key=_name))
+
+
+def _name(pair: tuple[str, str]) -> str:
+    return pair[0]
 
 
 ANONYMOUS = "anon"

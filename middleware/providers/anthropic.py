@@ -123,7 +123,10 @@ class Messages(MessagesShape, Endpoint):
 class MessageStreamAssembler:
     """Builds a `message` object from Messages stream events; complete only after `message_stop`.
 
-    An `error` event, an event before `message_start` or tool input that is not JSON breaks it.
+    An `error` event, an event before `message_start` or tool input that is not JSON breaks it, and
+    so does any event but a `ping` (or a compatible server's `[DONE]`) after `message_stop`: the
+    anthropic SDK reads on to the stream's end (text there joins its caller's message, an `error`
+    raises), so the answer as of the stop is not what the caller got.
     """
 
     def __init__(self, recording: bool = True) -> None:
@@ -146,15 +149,18 @@ class MessageStreamAssembler:
 
     def feed(self, chunk: bytes) -> None:
         for name, data in self._decoder.feed(chunk):
-            if self._done or self._broken:
+            if self._broken:
+                continue
+            if self._done:
+                self._broken = not _closing(name, data)
                 continue
             event = loads_object(data)
             if event is None:
                 self._broken = True
                 continue
+            kind = str(event.get("type") or name)
             if self._cut is not None:
                 self._cut.event(name, data, event)
-            kind = str(event.get("type") or name)
             if kind == "message_start" and isinstance(event.get("message"), dict):
                 self._message = dict(event["message"])
                 self._blocks = dict(enumerate(self._message.get("content") or []))
@@ -208,6 +214,14 @@ class MessageStreamAssembler:
             return None
         final = {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
         return exact_json.dumps(final)
+
+
+def _closing(name: str | None, data: str) -> bool:
+    """What may follow `message_stop` and change no answer: a `ping`, or a compatible server's `[DONE]`."""
+    if data.strip() == "[DONE]":
+        return True
+    event = loads_object(data)
+    return event is not None and str(event.get("type") or name) == "ping"
 
 
 _DELTA_FRAGMENTS = ("text", "thinking", "partial_json", "signature")

@@ -300,8 +300,9 @@ class Endpoint(ABC):
         return None
 
     def key_query(self, route: Route, query: str) -> tuple[tuple[str, str], ...]:
-        """The query's (name, value) pairs that belong in the key, sorted: every one but the credentials,
-        which scope the entry instead (a family drops those that never change the answer)."""
+        """The query's (name, value) pairs that belong in the key, sorted by name (`_keys.key_query`):
+        every one but the credentials, which scope the entry instead (a family drops those that never
+        change the answer)."""
         return key_query(query)
 
     def header_key(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -432,15 +433,25 @@ def usage_with_cache_apart(response: dict[str, Any], fresh: str, read: str, writ
     usage = response.get("usage")
     if not isinstance(usage, dict):
         return Usage()
-    uncached = int_or_none(usage.get(fresh))
-    cache_read = int_or_none(usage.get(read))
-    cache_write = int_or_none(usage.get(write))
+    uncached = token_count(usage.get(fresh))
+    cache_read = token_count(usage.get(read))
+    cache_write = token_count(usage.get(write))
     total = None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0)
-    return Usage(total, int_or_none(usage.get(output)), cache_read, cache_write)
+    return Usage(total, token_count(usage.get(output)), cache_read, cache_write)
 
 
-def int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+MAX_TOKEN_COUNT = 2**53
+"""Past this a count is no double's integer (Prometheus and OpenTelemetry add up doubles)."""
+
+
+def token_count(value: object) -> int | None:
+    """A usage field as a token count, or None: only a whole number from 0 to `MAX_TOKEN_COUNT`.
+
+    An upstream's usage feeds counters that must never go down (a Prometheus counter that drops
+    reads as a restart to `rate()`) and the cost avoided: a negative or absurd count is not a count."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    return None
 
 
 # -- shapes: what an adapter checks before an answer is stored --------------------------------

@@ -23,12 +23,12 @@ from .base import (
     RequestView,
     Route,
     Usage,
-    int_or_none,
     loads_object,
     not_a,
     numbers,
     objects,
     split_last_turn,
+    token_count,
 )
 from .sse import SSEDecoder
 
@@ -124,12 +124,12 @@ class _GeminiEndpoint(Endpoint):
         usage = response.get("usageMetadata")
         if not isinstance(usage, dict):
             return Usage()
-        candidates = int_or_none(usage.get("candidatesTokenCount"))
-        thoughts = int_or_none(usage.get("thoughtsTokenCount"))
+        candidates = token_count(usage.get("candidatesTokenCount"))
+        thoughts = token_count(usage.get("thoughtsTokenCount"))
         output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
         # promptTokenCount already includes cachedContentTokenCount.
         return Usage(
-            int_or_none(usage.get("promptTokenCount")), output, int_or_none(usage.get("cachedContentTokenCount")), None
+            token_count(usage.get("promptTokenCount")), output, token_count(usage.get("cachedContentTokenCount")), None
         )
 
 

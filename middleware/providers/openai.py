@@ -20,12 +20,12 @@ from .base import (
     Route,
     Usage,
     host_setting_headers,
-    int_or_none,
     loads_object,
     not_a,
     numbers,
     objects,
     split_last_turn,
+    token_count,
 )
 from .deltas import fragment_positions, merge_delta, merge_list
 from .sse import SSEDecoder, encode_event
@@ -81,15 +81,15 @@ class _OpenAIEndpoint(Endpoint):
         if not isinstance(usage, dict):
             return Usage()
         details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-        input_tokens = int_or_none(usage.get("prompt_tokens", usage.get("input_tokens")))
-        output_tokens = int_or_none(usage.get("completion_tokens", usage.get("output_tokens")))
+        input_tokens = token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
+        output_tokens = token_count(usage.get("completion_tokens", usage.get("output_tokens")))
         if not isinstance(details, dict):
             details = {}
-        cache_read = int_or_none(details.get("cached_tokens"))
+        cache_read = token_count(details.get("cached_tokens"))
         if cache_read is None:
             # DeepSeek-compatible servers report cache hits at the top level.
-            cache_read = int_or_none(usage.get("prompt_cache_hit_tokens"))
-        return Usage(input_tokens, output_tokens, cache_read, int_or_none(details.get("cache_write_tokens")))
+            cache_read = token_count(usage.get("prompt_cache_hit_tokens"))
+        return Usage(input_tokens, output_tokens, cache_read, token_count(details.get("cache_write_tokens")))
 
 
 def _include_usage(request: RequestView) -> bool:
@@ -728,7 +728,9 @@ class Responses(_OpenAIEndpoint):
 
 
 class ResponsesStreamAssembler:
-    """Keeps the `response` object of `response.completed`; `failed`, `incomplete` or `error` break it.
+    """Keeps the `response` object of `response.completed`; `failed`, `incomplete` or `error` break it,
+    and so does any event after `response.completed` but a compatible server's `[DONE]` (the openai
+    SDK reads on to the stream's end and hands it to its caller, or raises on an error object).
 
     Items from `response.output_item.done` fill in a completed response sent without its `output`.
     """
@@ -749,7 +751,10 @@ class ResponsesStreamAssembler:
 
     def feed(self, chunk: bytes) -> None:
         for name, data in self._decoder.feed(chunk):
-            if self._final is not None or self._broken or data.strip() == "[DONE]":
+            if self._broken or data.strip() == "[DONE]":
+                continue
+            if self._final is not None:
+                self._broken = True
                 continue
             event = loads_object(data)
             kind = event.get("type", name) if event is not None else None

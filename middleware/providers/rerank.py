@@ -14,9 +14,9 @@ from .base import (
     RequestView,
     Route,
     Usage,
-    int_or_none,
     not_a,
     objects,
+    token_count,
 )
 
 ANSWER_HEADERS = AnswerHeaders(
@@ -51,7 +51,7 @@ class Rerank(NonStreamingEndpoint):
         """Cohere bills search units; the input tokens are counted when `meta.billed_units` has them."""
         meta = response.get("meta")
         billed = meta.get("billed_units") if isinstance(meta, dict) else None
-        return Usage(int_or_none(billed.get("input_tokens"))) if isinstance(billed, dict) else Usage()
+        return Usage(token_count(billed.get("input_tokens"))) if isinstance(billed, dict) else Usage()
 
     def input_messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         return []  # a query and documents, not a conversation

@@ -736,6 +736,46 @@ async def test_genai_client_metrics_count_tokens_spent_upstream_and_every_operat
     assert list(duration.data.data_points[0].explicit_bounds)[:3] == [0.01, 0.02, 0.04]
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": -20, "completion_tokens": -5, "total_tokens": -25},
+        {
+            "prompt_tokens": 20,
+            "completion_tokens": -5,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": -4},
+        },
+        {"prompt_tokens": 2**60, "completion_tokens": 2**60, "total_tokens": 2**61},
+        {"prompt_tokens": 10**30, "completion_tokens": 5, "total_tokens": 10**30},
+    ],
+    ids=["negative", "negative output and cached", "past 2**53", "past 64 bits"],
+)
+async def test_token_counts_no_provider_reports_never_make_a_counter_go_down_or_explode(usage: dict[str, Any]) -> None:
+    """A hostile or broken upstream's usage block (negative counts, counts no double holds) is read
+    as no count: the answer is served and hit as any other, and no counter goes down (Prometheus
+    reads a counter that drops as a restart) or jumps by more tokens than a model ever answered."""
+    rec = Recorded()
+    upstream = Upstream(chat_completion(usage=usage))
+    client = async_openai(Cache(telemetry=rec.telemetry), upstream)
+    outcomes = [(await ask(client)).headers["x-cache"] for _ in range(3)]
+    assert (outcomes, upstream.calls) == (["MISS", "HIT", "HIT"], 1)
+    families = {f.name: f for f in text_string_to_metric_families(rec.telemetry.prometheus_text().decode())}
+    for name in ("llm_cache_tokens_avoided", "llm_cache_cost_avoided_usd", "llm_cache_provider_cached_tokens"):
+        for sample in families[name].samples if name in families else ():
+            assert 0 <= sample.value <= 2**53, sample
+    data = rec.reader.get_metrics_data()
+    spent = [
+        point
+        for resource in (data.resource_metrics if data else ())
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "gen_ai.client.token.usage"
+        for point in metric.data.data_points
+    ]
+    assert all(0 <= point.sum <= 2**53 and point.min >= 0 for point in spent), spent
+
+
 async def test_an_upstream_error_status_is_the_error_type(recorded: Recorded) -> None:
     upstream = Upstream({"error": {"message": "slow down", "type": "rate_limit"}})
     transport = AsyncCachingTransport(

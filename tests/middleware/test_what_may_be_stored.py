@@ -493,6 +493,92 @@ def test_a_stream_the_assembler_cannot_finish_reaches_the_caller_and_is_not_stor
     assert not_stored_reasons(cache) == {"stream"}
 
 
+AFTER_STOP = {
+    "text": (
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}},
+    ),
+    "error": ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    "another stop": ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}}),
+}
+
+
+@pytest.mark.parametrize("after", AFTER_STOP.values(), ids=AFTER_STOP.keys())
+@LIBS
+def test_a_messages_stream_that_goes_on_after_message_stop_is_passed_on_and_not_stored(
+    fake_provider_session: RunningFakeProvider, after: tuple[str, dict[str, Any]], lib: Any
+) -> None:
+    """The anthropic SDK reads a stream to its end: text after `message_stop` is added to the message
+    its caller gets, and an `error` event there raises. Stored as of `message_stop`, the next caller
+    was served another answer than the first got (or a success where the first got an error)."""
+    stream = _sse(
+        ("message_start", {"type": "message_start", "message": MESSAGE}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Paris"}},
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+        ),
+        ("message_stop", {"type": "message_stop"}),
+        ("ping", {"type": "ping"}),
+        after,
+    )
+    cache = refused_then_asked_again(fake_provider_session, MESSAGES.but(stream=True), stream, "text/event-stream", lib)
+    assert not_stored_reasons(cache) == {"stream"}
+
+
+ANSWERED = {
+    **COMPLETED,
+    "created_at": 1,
+    "model": "gpt-4o",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_1",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Paris", "annotations": []}],
+        }
+    ],
+    "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
+}
+AFTER_COMPLETED = {
+    "error event": ("error", {"type": "error", "code": "server_error", "message": "boom", "sequence_number": 9}),
+    "error object": (None, {"error": {"message": "boom", "type": "server_error"}}),
+    "text": ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "!", "sequence_number": 9}),
+}
+
+
+@pytest.mark.parametrize("after", AFTER_COMPLETED.values(), ids=AFTER_COMPLETED.keys())
+def test_a_responses_stream_that_goes_on_after_response_completed_is_passed_on_and_not_stored(
+    fake_provider_session: RunningFakeProvider, after: tuple[str | None, dict[str, Any]]
+) -> None:
+    """The openai SDK reads a Responses stream to its end (there is no `[DONE]`): what follows
+    `response.completed` reaches its caller, and an error object raises there."""
+    stream = _sse(("response.completed", {"type": "response.completed", "response": ANSWERED}), after, (None, "[DONE]"))
+    cache = refused_then_asked_again(fake_provider_session, RESPONSES.but(stream=True), stream, "text/event-stream")
+    assert not_stored_reasons(cache) == {"stream"}
+
+
+def test_a_responses_stream_closed_by_done_after_response_completed_is_stored(
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    """A compatible server's `[DONE]` after `response.completed` changes no answer."""
+    stream = _sse(("response.completed", {"type": "response.completed", "response": ANSWERED}), (None, "[DONE]"))
+    answer_next(fake_provider_session, stream, "text/event-stream")
+    cache = Cache()
+    with client(cache, fake_provider_session) as http:
+        first, second = (RESPONSES.but(stream=True).send(http) for _ in range(2))
+    assert (first.headers["x-cache"], second.headers["x-cache"], cache.stats.stored) == ("MISS", "HIT", 1)
+
+
 @pytest.mark.parametrize(
     "choices",
     [

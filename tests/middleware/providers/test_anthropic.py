@@ -362,17 +362,24 @@ def test_pings_anywhere_are_ignored() -> None:
     assert assemble(Messages(), STREAM_VIEW, [stream]) == TEXT
 
 
-def test_events_after_message_stop_change_nothing() -> None:
-    """The message is final at `message_stop`: a late delta, error or garbage is not folded in."""
-    late = (
-        sse(("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": text_delta(" late")}))
-        + sse(("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
-        + b"data: {not json\n\n"
-    )
+@pytest.mark.parametrize(
+    "late",
+    [
+        sse(("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": text_delta(" late")})),
+        sse(("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+        b"data: {not json\n\n",
+    ],
+    ids=["delta", "error", "garbage"],
+)
+def test_an_event_after_message_stop_but_a_ping_leaves_the_stream_incomplete(late: bytes) -> None:
+    """The anthropic SDK reads a stream to its end: a late delta joins its caller's message and an
+    `error` raises, so the message as of `message_stop` is not the answer the caller got."""
+    ping = sse(("ping", {"type": "ping"}))
     assembler = Messages().assembler(STREAM_VIEW)
-    assembler.feed(TEXT_STREAM + late)
-    assert assembler.complete
-    assert orjson.loads(assembler.result() or b"null") == TEXT
+    assembler.feed(TEXT_STREAM + ping + b"data: [DONE]\n\n")
+    assert assembler.complete and orjson.loads(assembler.result() or b"null") == TEXT
+    assembler.feed(late + ping)
+    assert not assembler.complete and assembler.result() is None
 
 
 def test_an_event_is_read_by_its_sse_name_when_its_data_has_no_type() -> None:

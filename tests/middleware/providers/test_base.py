@@ -14,12 +14,12 @@ from llm_cache.middleware.providers.anthropic import Messages
 from llm_cache.middleware.providers.base import (
     NonStreamingEndpoint,
     error_object,
-    int_or_none,
     not_a,
     numbers,
     objects,
     plain_text,
     split_last_turn,
+    token_count,
 )
 from llm_cache.middleware.providers.bedrock import Converse, InvokeModel, InvokeModelStream
 from llm_cache.middleware.providers.gemini import EmbedContent, GenerateContent
@@ -137,7 +137,8 @@ def test_shape_checks_name_where_and_what() -> None:
     assert numbers([1, 2.5], "`v`") is None
     assert numbers([1, None], "`v`") == "`v` holds something other than numbers"
     assert numbers(None, "`v`") == "`v` is null or missing, not a list"
-    assert [int_or_none(v) for v in (3, 0, True, 2.0, "3", None)] == [3, 0, None, None, None, None]
+    assert [token_count(v) for v in (3, 0, True, 2.0, "3", None)] == [3, 0, None, None, None, None]
+    assert [token_count(v) for v in (-1, 2**53, 2**53 + 1, 10**30)] == [None, 2**53, None, None]
 
 
 @pytest.mark.parametrize(

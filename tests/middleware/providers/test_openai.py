@@ -1046,14 +1046,17 @@ def test_an_unreadable_event_breaks_a_responses_stream(bad: bytes) -> None:
 
 
 def test_a_responses_stream_ends_at_completed_and_reads_events_by_name_or_type() -> None:
-    """A `[DONE]` line (some compatible servers send one) is skipped wherever it comes."""
+    """A `[DONE]` line (some compatible servers send one) is skipped wherever it comes; any other
+    event after `response.completed` reaches the openai SDK's caller, so it leaves the stream
+    incomplete."""
     named_only = b"event: response.completed\ndata: " + orjson.dumps({"response": {**FINAL, "output": None}}) + b"\n\n"
-    after = sse((None, {"type": "error", "message": "late"})) + b"data: [DONE]\n\n"
     assembler = Responses().assembler(view("/v1/responses", {"stream": True}))
     assembler.feed(b"data: [DONE]\n\n" + live_stream())
     assert not assembler.complete and assembler.result() is None
-    assembler.feed(named_only + after)
+    assembler.feed(named_only + b"data: [DONE]\n\n")
     assert assembler.complete and orjson.loads(assembler.result() or b"null") == FINAL
+    assembler.feed(sse((None, {"type": "error", "message": "late"})))
+    assert not assembler.complete and assembler.result() is None
 
 
 @pytest.mark.parametrize(
