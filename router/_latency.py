@@ -11,8 +11,7 @@ commits to a stream once it has peeked it), kept in its own average, since the t
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-from ._errors import read_json
+from typing import Any
 
 #: Where each API family reports the answer's output tokens: OpenAI chat (and Azure), OpenAI Responses
 #: and Anthropic, Bedrock Converse, Gemini.
@@ -24,9 +23,8 @@ _OUTPUT_TOKENS = (
 )
 
 
-def output_tokens(body: bytes | None) -> int | None:
-    """The output token count a whole answer reports, or ``None`` (no body, no usage, not a count)."""
-    doc = read_json(body) if body else None
+def output_tokens(doc: Any) -> int | None:
+    """The output token count a whole answer (its parsed body) reports, or ``None`` (no usage, not a count)."""
     if not isinstance(doc, Mapping):
         return None
     for outer, inner in _OUTPUT_TOKENS:
