@@ -32,7 +32,7 @@ from ._errors import (
     parse_retry_after,
     read_json,
 )
-from ._latency import output_tokens
+from ._latency import output_tokens, used_tokens
 from ._repeat import not_acted_on, repeatable
 from ._retry import AttemptResult
 from ._state import DeploymentState
@@ -416,6 +416,9 @@ class Router:
         if result.ok:
             tokens = None if p.stream else output_tokens(answer)
             st.observe_latency(elapsed, self.settings.latency_alpha, stream=p.stream, tokens=tokens)
+            used = None if p.stream else used_tokens(answer)
+            if used is not None:
+                st.settle_usage(reserved, used)
             if ctx.affinity_key is not None:
                 self.affinity.put(ctx.affinity_key, st.id)
         if not (result.ok and p.stream):

@@ -10,6 +10,8 @@ what draws it), so it is relayed as it came, not sent again. The real openai SDK
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
 import openai
 import pytest
@@ -65,3 +67,41 @@ def test_a_keyless_deployments_401_to_a_keyless_caller_is_the_callers_failure(fa
     answer = caller(router, "key-b").chat.completions.with_raw_response.create(model="gpt", messages=HI)
     assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "only"
     assert fake_provider.last.headers["authorization"] == "Bearer key-b"
+
+
+def usage_router(fake: Any, make_router: Any) -> Any:
+    config = passthrough(fake, "one", "two", key="operator-key", routing_strategy="usage")
+    for deployment in config["groups"]["gpt"]["deployments"]:
+        deployment["tpm"] = 100_000
+    return make_router(config)
+
+
+def test_a_success_counts_the_tokens_it_used_not_the_max_tokens_it_asked_for(fake_provider, make_router) -> None:
+    """The usage window is reserved with what a request may cost (its prompt and `max_tokens`), then
+    settled to what the answer says it used. Before, a caller asking for `max_tokens: 90_000` (allowed,
+    and answered in a few tokens) filled the deployment's `tpm` window for a minute, and the `usage`
+    strategy sent every other caller elsewhere."""
+    router = usage_router(fake_provider, make_router)
+    answer = caller(router, "key-a").chat.completions.create(model="gpt", messages=HI, max_tokens=90_000)
+    used = answer.usage.total_tokens if answer.usage else None
+    assert used is not None and 0 < used < 1000
+    windows = {d: router.deployment_state(d).window_usage() for d in ("one", "two")}
+    assert sorted(windows.values()) == [(0, 0), (1, used)]
+
+
+@pytest.mark.parametrize("reported", [10**12, -5, "lots", 2.5, None])
+def test_usage_an_answer_reports_never_counts_more_than_was_reserved(fake_provider, make_router, reported) -> None:
+    """A hostile or broken deployment's usage numbers can only lower a success's count to what it says it
+    used, never raise it past the reservation nor below zero; what is not a count is ignored."""
+    router = usage_router(fake_provider, make_router)
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "real-one",
+        "choices": [],
+        "usage": {"prompt_tokens": reported, "completion_tokens": reported, "total_tokens": reported},
+    }
+    fake_provider.fail_next(1, 200, body)
+    caller(router, "key-a").chat.completions.with_raw_response.create(model="gpt", messages=HI, max_tokens=500)
+    reserved = sorted(router.deployment_state(d).window_usage() for d in ("one", "two"))[1]
+    assert reserved[0] == 1 and 500 <= reserved[1] < 600
