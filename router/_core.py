@@ -399,8 +399,9 @@ class Router:
             st.withdraw_usage(reserved)
         if translation is not None and result.response is not None:
             assert p.doc is not None
+            error_body = result.failure is not None and result.failure.kind is Kind.ERROR_BODY
             result.response = translate.http.response(
-                p.lib, result.response, sent.body, translation, p.doc, p.stream, dropped
+                p.lib, result.response, sent.body, translation, p.doc, p.stream, dropped, error_body
             )
         others = [c for c in self._candidates(name, failed | {st.id}, p) if c.id != st.id]
         result.alternatives = bool(others)

@@ -19,6 +19,7 @@ import pytest
 from llm_cache.router import RouterTransport
 
 from .test_callers import HI, caller, passthrough
+from .test_cross_family import claude_router, client, gemini_router
 
 ERROR_BODIES = {
     "openai": {"error": {"message": "upstream failed", "type": "server_error", "code": None}},
@@ -105,3 +106,22 @@ def test_usage_an_answer_reports_never_counts_more_than_was_reserved(fake_provid
     caller(router, "key-a").chat.completions.with_raw_response.create(model="gpt", messages=HI, max_tokens=500)
     reserved = sorted(router.deployment_state(d).window_usage() for d in ("one", "two"))[1]
     assert reserved[0] == 1 and 500 <= reserved[1] < 600
+
+
+TRANSLATED_ERRORS = {
+    "anthropic": {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    "gemini": {"error": {"code": 503, "message": "Overloaded", "status": "UNAVAILABLE"}},
+}
+
+
+@pytest.mark.parametrize("family", list(TRANSLATED_ERRORS))
+def test_a_200_error_object_from_another_family_reaches_the_caller_as_an_error_not_an_empty_answer(
+    fake_provider, family
+) -> None:
+    """Translated as a success, it became an empty chat completion (`content: null`, `finish_reason:
+    "stop"`, zero usage) that a cache in front would store and serve to everyone."""
+    router = (claude_router if family == "anthropic" else gemini_router)(fake_provider)
+    fake_provider.fail_next(1, 200, TRANSLATED_ERRORS[family])
+    answer = client(router).chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+    body = answer.http_response.json()
+    assert "choices" not in body and body["error"]["message"] == "Overloaded"
