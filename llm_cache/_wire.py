@@ -400,7 +400,30 @@ def default_transport(owner: DefaultTransports, lib: ModuleType, is_async: bool)
     return transport
 
 
+# -- a 2xx that is an error ----------------------------------------------------------------
+
+_AWS_ERROR_KEYS = ("__type", "Message")
+
+
+def error_object(response: Mapping[str, Any]) -> str | None:
+    """The reason when a 2xx JSON body is an error object in any family's form, else None:
+    `{"error": ...}` (OpenAI and compatibles, Gemini), `{"type": "error", ...}` (Anthropic),
+    AWS's `{"__type": ...}` / `{"Message": ...}` and a body that is only a `message`. The cache never
+    stores one (`Endpoint.unstorable`) and the router counts none as a success (`router/_core.Router._judge`)."""
+    if response.get("error") is not None:  # the Responses API sends `"error": null` on success
+        return "`error` is set"
+    if response.get("type") == "error":
+        return "`type` is error"
+    for key in _AWS_ERROR_KEYS:
+        if key in response:
+            return f"`{key}` is set"
+    if response.keys() == {"message"}:
+        return "only a `message`"
+    return None
+
+
 __all__ = [
+    "error_object",
     "CREDENTIALS_FOR",
     "DefaultTransports",
     "ANTHROPIC",

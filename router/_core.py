@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._wire import CREDENTIALS_FOR, DefaultTransports, api_of, error_document, model_in_path
+from .._wire import CREDENTIALS_FOR, DefaultTransports, api_of, error_document, error_object, model_in_path
 from . import _retry as retry_mod
 from . import _rewrite as rewrite
 from . import translate
@@ -32,7 +32,7 @@ from ._errors import (
     parse_retry_after,
     read_json,
 )
-from ._latency import output_tokens
+from ._latency import output_tokens, used_tokens
 from ._repeat import not_acted_on, repeatable
 from ._retry import AttemptResult
 from ._state import DeploymentState
@@ -393,13 +393,15 @@ class Router:
             )
             raise
         elapsed = self.clock() - started
-        result = self._judge(st, sent, probe, own_key, operators_key)
+        answer = _answer(sent)
+        result = self._judge(st, sent, answer, probe, own_key, operators_key)
         if result.callers:
             st.withdraw_usage(reserved)
         if translation is not None and result.response is not None:
             assert p.doc is not None
+            error_body = result.failure is not None and result.failure.kind is Kind.ERROR_BODY
             result.response = translate.http.response(
-                p.lib, result.response, sent.body, translation, p.doc, p.stream, dropped
+                p.lib, result.response, sent.body, translation, p.doc, p.stream, dropped, error_body
             )
         others = [c for c in self._candidates(name, failed | {st.id}, p) if c.id != st.id]
         result.alternatives = bool(others)
@@ -413,8 +415,11 @@ class Router:
         status = sent.response.status_code if sent.response is not None else None
         self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)
         if result.ok:
-            tokens = None if p.stream else output_tokens(sent.body)
+            tokens = None if p.stream else output_tokens(answer)
             st.observe_latency(elapsed, self.settings.latency_alpha, stream=p.stream, tokens=tokens)
+            used = None if p.stream else used_tokens(answer)
+            if used is not None:
+                st.settle_usage(reserved, used)
             if ctx.affinity_key is not None:
                 self.affinity.put(ctx.affinity_key, st.id)
         if not (result.ok and p.stream):
@@ -429,7 +434,9 @@ class Router:
         except RecursionError:  # affinity is an optimisation: a body too deep to hash goes without it
             return None
 
-    def _judge(self, st: DeploymentState, sent: Sent, probe: bool, own_key: bool, operators_key: bool) -> AttemptResult:
+    def _judge(
+        self, st: DeploymentState, sent: Sent, answer: Any, probe: bool, own_key: bool, operators_key: bool
+    ) -> AttemptResult:
         """The attempt's outcome, and its verdict on the deployment's health (breaker).
 
         Only the deployment's failures count against it: a 5xx, a timeout, a broken connection, a 429
@@ -437,6 +444,8 @@ class Router:
         that key (misconfigured for everyone: it cools down at once; a 403 fails over with no verdict).
         A failure of the caller's own making (a 4xx on its body, its own key refused or rate-limited
         with ``own_key``) says nothing of the deployment: no verdict, and it does not count in the deployment's usage.
+        Nor does a 2xx whose ``answer`` is an error object: no success (a probe answered so closes no
+        breaker, its instant "answer" is no speed), no failure either (a caller's request can draw one).
         """
         s = self.settings
         if sent.exception is not None:
@@ -451,6 +460,9 @@ class Router:
         kind = classify_status(resp.status_code, sent.body or b"", s.retry_on_status)
         if "location" in resp.headers and 300 <= resp.status_code < 400:  # relayed, never to be followed
             del resp.headers["location"]
+        if kind is Kind.OK and isinstance(answer, Mapping) and error_object(answer) is not None:
+            st.breaker.abandon(probe)
+            return AttemptResult(st.id, Failure(Kind.ERROR_BODY, resp.status_code), response=resp, callers=True)
         if kind is Kind.OK:
             st.breaker.record_success()
             return AttemptResult(st.id, None, response=resp)
@@ -495,8 +507,8 @@ class Router:
             tables, reason = [s.context_window_fallbacks], "context_window"
         elif kind is Kind.CONTENT_POLICY:
             tables, reason = [s.content_policy_fallbacks], "content_policy"
-        elif kind is Kind.CLIENT:
-            return None, "client_error"
+        elif kind in (Kind.CLIENT, Kind.ERROR_BODY):
+            return None, kind.value
         else:
             tables, reason = [s.fallbacks], kind.value
         for table in tables:
@@ -599,6 +611,13 @@ class Router:
         body = json.dumps(doc, separators=(",", ":")).encode()
         headers["content-length"] = str(len(body))
         return p.lib.Response(status, headers=headers, stream=p.lib.ByteStream(body))
+
+
+def _answer(sent: Sent) -> Any:
+    """A 2xx answer's parsed body (read once, for its verdict and its output tokens), else ``None``."""
+    if sent.response is None or not sent.body or not 200 <= sent.response.status_code < 300:
+        return None
+    return read_json(sent.body)
 
 
 def caller_timeout(request: Any) -> float | None:

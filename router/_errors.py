@@ -30,6 +30,7 @@ class Kind(str, enum.Enum):
     CONTEXT_WINDOW = "context_window"
     CONTENT_POLICY = "content_policy"
     CLIENT = "client_error"  # 400/401/403/404/...: never retried by default
+    ERROR_BODY = "error_body"  # a 2xx whose body is an error object: no verdict either way, relayed
     KEY_REFUSED = "key_refused"  # 401/403 on the deployment's own key: refused before any work
     STREAM = "stream_error"  # the connection broke once the request may have left (before an answer's first byte)
     COOLING = "all_cooling"  # no deployment of the group may take a request now

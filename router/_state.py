@@ -53,6 +53,15 @@ class DeploymentState:
         with suppress(ValueError):  # already out of the window
             self.usage.remove(entry)
 
+    def settle_usage(self, entry: tuple[float, int], tokens: int) -> None:
+        """Count a success at the ``tokens`` its answer says it used, when fewer than were reserved (its
+        prompt and ``max_tokens``): a caller's generous ``max_tokens`` costs the window what it used.
+        Never more than reserved: the count is the upstream's word."""
+        if tokens >= entry[1]:
+            return
+        with suppress(ValueError):  # already out of the window
+            self.usage[self.usage.index(entry)] = (entry[0], tokens)
+
     def window_usage(self) -> tuple[int, int]:
         """(requests, tokens) in the last minute."""
         cutoff = self.clock() - USAGE_WINDOW

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from ..._operations import Operation
-from ..._wire import OPENAI, Auth
+from ..._wire import OPENAI, Auth, error_object
 from .. import _exact_json as exact_json
 from .._keys import key_query
 from . import cuts, genai
@@ -455,24 +455,6 @@ def token_count(value: object) -> int | None:
 
 
 # -- shapes: what an adapter checks before an answer is stored --------------------------------
-
-_AWS_ERROR_KEYS = ("__type", "Message")
-
-
-def error_object(response: dict[str, Any]) -> str | None:
-    """The reason when a 2xx JSON body is an error object in any family's form, else None:
-    `{"error": ...}` (OpenAI and compatibles, Gemini), `{"type": "error", ...}` (Anthropic),
-    AWS's `{"__type": ...}` / `{"Message": ...}` and a body that is only a `message`."""
-    if response.get("error") is not None:  # the Responses API sends `"error": null` on success
-        return "`error` is set"
-    if response.get("type") == "error":
-        return "`type` is error"
-    for key in _AWS_ERROR_KEYS:
-        if key in response:
-            return f"`{key}` is set"
-    if response.keys() == {"message"}:
-        return "only a `message`"
-    return None
 
 
 def not_a(kind: type | tuple[type, ...], value: object, where: str, optional: bool = False) -> str | None:

@@ -56,11 +56,13 @@ def response(
     doc: dict[str, Any],
     stream: bool,
     dropped: list[str],
+    error_body: bool = False,
 ) -> Any:
     """The target's answer in the caller's format: JSON at once, a stream event by event as it is read.
 
     A stream keeps its response object (the router's stream bookkeeping holds it); only its headers
-    and byte stream are replaced.
+    and byte stream are replaced. ``error_body``: a 2xx that is an error object, translated as the
+    error it is (as a success, it became an empty answer a cache would store).
     """
     headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     if dropped:
@@ -70,7 +72,8 @@ def response(
         resp.stream = TranslatedStream(resp.stream, translation.stream(doc))
         return resp
     raw = body or b""
-    out = translation.error(resp.status_code, raw) if resp.status_code >= 300 else translation.response(raw, doc)
+    failed = error_body or resp.status_code >= 300
+    out = translation.error(resp.status_code, raw) if failed else translation.response(raw, doc)
     headers += [("content-type", "application/json"), ("content-length", str(len(out)))]
     return lib.Response(resp.status_code, headers=headers, stream=lib.ByteStream(out), extensions=resp.extensions)
 
