@@ -264,18 +264,23 @@ def answer_head(gateway: Gateway, sent: bytes) -> bytes:
     return reply
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/files"], ids=["cached-route", "streamed-upload"])
+@pytest.mark.parametrize(
+    ("path", "openai"),
+    [("/v1/chat/completions", {}), ("/v1/files", {}), ("/v1/files", {"allow": ["POST /v1/files"]})],
+    ids=["cached-route", "streamed-upload", "read-whole-for-allow-rules"],
+)
 def test_an_upload_cut_halfway_ends_quietly_and_no_request_reaches_the_upstream_whole(
     gateway_factory: Callable[..., Gateway],  # noqa: F811
     fake_provider: RunningFakeProvider,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
     path: str,
+    openai: dict[str, Any],
 ) -> None:
     """A caller that sends its head and half its body, then closes: the gateway's proxy ends without a
     traceback (the server logged `ClientDisconnect` as an error), counts it, and the upstream never
     gets that request whole."""
-    gateway = gateway_factory()
+    gateway = gateway_factory({"upstreams": {"openai": {"base_url": fake_provider.openai_base_url, **openai}}})
     body = chat_body(2000)
     head = (
         f"POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
