@@ -402,7 +402,7 @@ class Cache:
             cache_field = parsed.pop("cache")
             forward_body = orjson.dumps(parsed)
         try:
-            policy = parse_policy(headers, cache_field, self.settings.max_ttl)
+            policy = parse_policy(headers, cache_field, self.settings.max_ttl, repeated)
         except PolicyError as error:
             return Rejection(400, error_body(error.message, error.param))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 
 class _LowerHeaders(dict[str, str]):
@@ -25,9 +25,19 @@ METHOD_OVERRIDES = ("x-http-method-override", "x-http-method", "x-method-overrid
 """Headers that name the method a server acts on instead of the request's own: Google's front ends read
 `X-HTTP-Method-Override`, other servers its variants."""
 
-LIST_FIELDS = frozenset({"cache-control"})
-"""Request headers the engine reads as a list, whose lines sent more than once are one comma-joined
-value (RFC 9110 5.3): a `no-store` on the first of two `Cache-Control` lines was dropped."""
+CONTROL_HEADERS: dict[str, Literal["list", "single"]] = {
+    "cache-control": "list",
+    "x-cache-tags": "list",
+    "x-cache-ttl": "single",
+    "x-cache-namespace": "single",
+}
+"""How each request header that controls the cache reads when sent on more than one line, never as
+the last line alone (the one a dict keeps; a `no-store` on the first of two `Cache-Control` lines was
+dropped): a `list` one is every line's value, comma-joined (RFC 9110 5.3); a `single` one is refused
+with a 400 naming it (two TTLs: which one did the caller mean?)."""
+
+LIST_FIELDS = frozenset(name for name, reading in CONTROL_HEADERS.items() if reading == "list")
+SINGLE_CONTROLS = frozenset(name for name, reading in CONTROL_HEADERS.items() if reading == "single")
 
 NAMES_KEPT = 256
 """Most header names a `names` memo keeps (one that sees more distinct names starts over)."""
@@ -94,7 +104,10 @@ _FRAMING = frozenset({b"content-encoding", b"content-length", b"transfer-encodin
 
 
 __all__ = [
+    "CONTROL_HEADERS",
+    "LIST_FIELDS",
     "METHOD_OVERRIDES",
+    "SINGLE_CONTROLS",
     "RawPairs",
     "decoded",
     "encoded",

@@ -10,11 +10,12 @@ as LiteLLM reads both). The body field is always stripped before the request is 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ._cache_control import directives
+from ._headers import SINGLE_CONTROLS
 from ._keys import NAMESPACE_PATTERN
 
 MAX_TAGS = 16
@@ -115,9 +116,15 @@ def _cache_control(value: str) -> dict[str, Any]:
     return values
 
 
-def parse_policy(headers: Mapping[str, str], cache_field: Any, max_ttl: float | None = None) -> Policy:
+def parse_policy(
+    headers: Mapping[str, str], cache_field: Any, max_ttl: float | None = None, repeated: Collection[str] = ()
+) -> Policy:
     """Combine header and body controls; the body wins where both set a value. A lifetime asked for
-    (`ttl`, `stale_if_error`) longer than `max_ttl` is cut to it."""
+    (`ttl`, `stale_if_error`) longer than `max_ttl` is cut to it. `repeated` names the headers sent
+    more than once (`read_headers`): a single-valued control among them is a `PolicyError`."""
+    twice = SINGLE_CONTROLS.intersection(repeated) if repeated else None
+    if twice:
+        raise PolicyError(min(twice), "sent more than once; send one value")
     cache_control = headers.get("cache-control")
     header_ttl = headers.get("x-cache-ttl")
     header_namespace = headers.get("x-cache-namespace")

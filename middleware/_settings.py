@@ -153,6 +153,9 @@ class CacheStats:
     """Bounded mode: semantic candidates sent upstream so a judge compares their stored answer (misses too)."""
     stale: int = 0
     """Entries past their TTL served because the upstream failed (`stale_if_error`)."""
+    coalesce_waiting: int = 0
+    """A gauge, not a counter: misses now waiting on another miss's call for the same key in this
+    process (for tests and telemetry; each wait adds one when it starts and takes it back when it ends)."""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

@@ -74,6 +74,7 @@ class SingleFlight:
         loop = asyncio.get_running_loop()
         flight = self._flights.get(request.key)
         while flight is not None and flight.loop is loop:
+            self._stats.coalesce_waiting += 1
             try:
                 entry = await within(self._settings.coalesce_timeout, asyncio.shield(flight.future))
             except asyncio.TimeoutError:
@@ -82,6 +83,8 @@ class SingleFlight:
                     flight = None
                     break
                 entry = None
+            finally:
+                self._stats.coalesce_waiting -= 1
             if isinstance(entry, _Left):
                 flight = self._flights.get(request.key)
                 continue

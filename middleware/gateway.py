@@ -305,6 +305,8 @@ class _Counters:
     def __init__(self) -> None:
         self.upstream: Counter[tuple[str, str]] = Counter()
         self.upstream_errors: Counter[str] = Counter()
+        self.client_disconnects: Counter[str] = Counter()
+        """Callers that left before their body ended (an upstream call begun with its first piece is cut)."""
 
 
 class _GatewayCollector(Collector):
@@ -344,6 +346,12 @@ class _GatewayCollector(Collector):
         for family, value in sorted(self.counters.upstream_errors.items()):
             errors.add_metric([family], value)
         yield errors
+        left = CounterMetricFamily(
+            "llm_cache_client_disconnects", "Callers that left before their request body ended.", labels=["family"]
+        )
+        for family, value in sorted(self.counters.client_disconnects.items()):
+            left.add_metric([family], value)
+        yield left
 
 
 class _Gateway:
@@ -409,6 +417,15 @@ class _Gateway:
     # -- proxy ----------------------------------------------------------------------------------
 
     async def proxy(self, request: Request) -> Response:
+        try:
+            return await self._proxy(request)
+        except ClientDisconnect:  # the caller left before its body ended: nobody reads an answer
+            family = family_of(routed_path(request.scope)[0]) or "none"
+            logger.debug("a %s caller left before its body ended; its upstream call, if begun, is cut", family)
+            self.counters.client_disconnects[family] += 1
+            return Response(status_code=499)
+
+    async def _proxy(self, request: Request) -> Response:
         try:  # Starlette reads the URL from the Host header and the query as UTF-8: either may not parse
             request.url.query  # noqa: B018 (raises on a Host or query that cannot be read)
         except ValueError:
@@ -622,6 +639,7 @@ class _Gateway:
         stats["store"] = self.cache.store.name
         stats["upstream_requests"] = sum(self.counters.upstream.values())
         stats["upstream_errors"] = sum(self.counters.upstream_errors.values())
+        stats["client_disconnects"] = sum(self.counters.client_disconnects.values())
         stats["pid"] = os.getpid()  # with `serve --workers N`, which worker these counters are
         return _json(stats)
 

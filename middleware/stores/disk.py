@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -90,6 +91,8 @@ class DiskStore:
                 tags = self.directory / "tags"
                 if tags.is_symlink():  # planted: the index (and what clears remove through it) would live outside
                     raise StoreError(f"disk store at {self.directory}: its tags folder is a symlink; remove it")
+                _own_databases(self.directory)
+                _own_databases(tags)
                 self._tags = diskcache.Cache(str(tags), eviction_policy="none", disk=CodelessDisk)
                 self._cache = diskcache.Cache(
                     str(self.directory),
@@ -170,6 +173,31 @@ def _private_directory(directory: Path) -> None:
             directory,
             directory.stat().st_mode & 0o777,
         )
+
+
+DATABASE_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
+"""The files SQLite opens by path in each diskcache folder (the database, its write-ahead log and
+its shared-memory index), so the walk without symlinks that reaches value files cannot cover them."""
+
+
+def _own_databases(folder: Path) -> None:
+    """StoreError when a `DATABASE_FILES` entry of `folder` is a symlink, not a regular file, or
+    another user's: SQLite would follow it and write the cache (or its log) wherever it points.
+    Checked when the store opens (an open database holds its files)."""
+    for name in DATABASE_FILES:
+        try:
+            found = os.lstat(folder / name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(found.st_mode):
+            problem = "is a symlink"
+        elif not stat.S_ISREG(found.st_mode):
+            problem = "is not a regular file"
+        elif found.st_uid != os.getuid():
+            problem = f"is owned by another user (uid {found.st_uid})"
+        else:
+            continue
+        raise StoreError(f"disk store at {folder}: {name} {problem}; remove it")
 
 
 def _tag(cache: diskcache.Cache, index: diskcache.Cache, key: str, tags: Collection[str], ttl: float | None) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import socket
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -260,6 +262,41 @@ def answer_head(gateway: Gateway, sent: bytes) -> bytes:
                 break
             reply += data
     return reply
+
+
+@pytest.mark.parametrize(
+    ("path", "openai"),
+    [("/v1/chat/completions", {}), ("/v1/files", {}), ("/v1/files", {"allow": ["POST /v1/files"]})],
+    ids=["cached-route", "streamed-upload", "read-whole-for-allow-rules"],
+)
+def test_an_upload_cut_halfway_ends_quietly_and_no_request_reaches_the_upstream_whole(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    path: str,
+    openai: dict[str, Any],
+) -> None:
+    """A caller that sends its head and half its body, then closes: the gateway's proxy ends without a
+    traceback (the server logged `ClientDisconnect` as an error), counts it, and the upstream never
+    gets that request whole."""
+    gateway = gateway_factory({"upstreams": {"openai": {"base_url": fake_provider.openai_base_url, **openai}}})
+    body = chat_body(2000)
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+    )
+    caplog.set_level(logging.DEBUG)
+    with socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+    deadline = time.monotonic() + 20
+    while gateway.admin("GET", "/cache/stats").json()["client_disconnects"] < 1:
+        assert time.monotonic() < deadline, "the cut upload was not seen within the deadline"
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info] == []
+    assert "left before its body ended" in caplog.text
+    logged = capfd.readouterr().err  # (uvicorn's error log does not reach caplog)
+    assert "Traceback" not in logged, logged
+    assert fake_provider.requests == []  # its call, begun with the body's first piece, was cut with it
 
 
 def test_a_body_slower_than_the_read_timeout_is_a_408(

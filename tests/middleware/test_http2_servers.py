@@ -91,11 +91,6 @@ def settled(cache: Cache) -> None:
         time.sleep(0.01)
 
 
-def waiting(cache: Cache) -> bool:
-    """Whether a miss waits on another's flight (a callback on the flight's future: no figure counts it)."""
-    return any(flight.future._callbacks for flight in list(cache._flights._flights.values()))
-
-
 def wait_until(condition: Any) -> None:
     end = time.monotonic() + DEADLINE
     while not condition():
@@ -291,7 +286,7 @@ def test_a_stream_reset_halfway_through_a_streamed_miss_stores_nothing_partial_a
         leader = h2c.send(request_headers(), streamed)
         h2c.until(lambda: len(h2c.streams[leader].body) > 0)
         waiter = h2c.send(request_headers(), streamed)
-        wait_until(lambda: waiting(cache))  # the waiter waits on the leader's flight
+        wait_until(lambda: cache.stats.coalesce_waiting == 1)  # the waiter waits on the leader's flight
         h2c.reset(leader)
         other = h2c.send(request_headers(), chat_body("h2 another question"))
         assert h2c.answer(other).status == 200

@@ -201,6 +201,19 @@ async def test_identical_misses_in_one_process_are_answered_by_the_first_ones_ca
     assert (pod.stats.coalesced, coalesced_waits(pod)) == (2, 2)
 
 
+async def test_the_misses_waiting_on_a_flight_are_counted_while_they_wait_and_no_longer(fake_provider: Any) -> None:
+    """`stats.coalesce_waiting` is a gauge: the misses now waiting on another's call in this process."""
+    store = CountingStore()
+    pod = LocalPod(store, fake_provider.openai_base_url)
+    async with waiting_on_a_held_leader(fake_provider, pod, store, 3) as (leading, joined):
+        await until(lambda: pod.stats.coalesce_waiting == 3, 10, "three misses waiting on the leader's call")
+    async with asyncio.timeout(15):
+        await asyncio.gather(leading, *joined)
+    await pod.close()
+
+    assert (pod.stats.coalesce_waiting, pod.stats.coalesced) == (0, 3)
+
+
 async def test_when_the_leading_miss_is_cancelled_one_of_its_waiters_leads_the_others(fake_provider: Any) -> None:
     """A leader whose caller gives up brings no answer: its waiters do not all go upstream at once
     (one caller cancelling would multiply the calls by the waiters); the first leads, the rest wait on it."""

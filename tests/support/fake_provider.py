@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -231,6 +231,8 @@ class FakeProvider:
         self._held = False
         self._waiters: list[_Held] = []
         self._in_flight = 0
+        self.cut_requests = 0
+        """Requests whose sender left before their body ended (never recorded as requests)."""
         self._seen_prefixes: set[str] = set()
         self.cached_contents: dict[str, dict[str, Any]] = {}
         """Gemini `cachedContents/{id}` -> what it holds (model, systemInstruction, tools, toolConfig, contents)."""
@@ -422,7 +424,13 @@ class FakeProvider:
             return next(self._ids)
 
     async def _handle(self, request: Request) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # a request cut before its body ended is no request: not recorded
+            with self._changed:
+                self.cut_requests += 1
+                self._changed.notify_all()
+            return Response(status_code=499)
         body: Any = raw
         if raw:
             try:

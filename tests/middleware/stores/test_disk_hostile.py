@@ -190,3 +190,27 @@ async def test_a_tag_index_folder_replaced_by_a_symlink_is_not_opened(tmp_path: 
         assert list(outside.iterdir()) == []
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("planted", ["symlink", "folder"])
+@pytest.mark.parametrize("where", ["", "tags"])
+@pytest.mark.parametrize("name", ["cache.db", "cache.db-wal", "cache.db-shm"])
+async def test_a_database_file_that_is_a_symlink_or_not_a_regular_file_is_not_opened(
+    tmp_path: Path, where: str, name: str, planted: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, outside = tmp_path / "cache", tmp_path / "outside.db"
+    (folder / where).mkdir(mode=0o700, parents=True)
+    outside.touch()  # empty: SQLite would make it its database (or log) and write there
+    if planted == "symlink":
+        (folder / where / name).symlink_to(outside)
+    else:
+        (folder / where / name).mkdir()  # a folder where SQLite expects a file
+    store = DiskStore(folder)  # fails open: every call a StoreError, the request answered from upstream
+    try:
+        with pytest.raises(StoreError):
+            await store.set("default:k", b"entry", 60)
+        assert f"{name} {'is a symlink' if planted == 'symlink' else 'is not a regular file'}" in caplog.text
+        assert outside.read_bytes() == b""
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["cache", "outside.db"]
+    finally:
+        await store.close()
