@@ -661,6 +661,7 @@ class Cache:
             self.stats.refreshes += 1
             return Lookup(Outcome.REFRESH)
 
+        since = self._flights.landings  # (a flight that lands while we read: `join` reads again)
         lookup = await self._read(request)
         if lookup.entry is None and self._meanings is not None and not lookup.store_error:
             similar = await self._meanings.find(request, lookup)
@@ -669,7 +670,7 @@ class Cache:
                 return self._count(similar, request)
         if lookup.entry is not None or not self.settings.coalesce:
             return self._count(lookup, request)
-        joined = await self._flights.join(request, lookup)
+        joined = await self._flights.join(request, lookup, since)
         if joined.entry is not None and not await self._serves(request, joined.entry, "coalesced"):
             joined = Lookup(Outcome.MISS)  # the waiter goes upstream itself, as when its leader failed
         return self._count(joined, request)

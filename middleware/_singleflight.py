@@ -21,6 +21,8 @@ from .stores.base import LockingStore
 _LOCK_POLL_FIRST = 0.005
 _LOCK_POLL_MAX = 0.1
 """Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
+_LANDED_KEPT = 4096
+"""How many keys' latest landings are remembered (`SingleFlight.since_landing`)."""
 
 
 class _Left:
@@ -63,16 +65,33 @@ class SingleFlight:
         self._flights: dict[str, Flight] = {}
         self._unlocking: set[asyncio.Task[None]] = set()
         """Releases `unlock_soon` started and that have not ended (a task nobody holds may be collected)."""
+        self.landings = 0
+        """How many flights have landed with a stored entry: a lookup notes it before its store read."""
+        self._landed: dict[str, int] = {}
+        """key -> the number of its latest landing with a stored entry, for the latest `_LANDED_KEPT` keys."""
 
-    async def join(self, request: CacheRequest, lookup: Lookup) -> Lookup:
+    async def join(self, request: CacheRequest, lookup: Lookup, since: int = -1) -> Lookup:
         """A miss (`lookup`) becomes a wait for the call already in flight for its key (a HIT if that call
         stores a usable answer), or leads the key upstream (`lookup.flight`, and the store's lock if any).
         When the leader's caller leaves before its answer is complete, the first of its waiters to run
         leads anew and the others wait on it: one caller giving up never sends every waiter upstream.
         A leader not done within `coalesce_timeout` is given up by the first waiter whose wait ran out,
-        which leads anew (a caller may hold its answer unread for ever: its call would never end)."""
+        which leads anew (a caller may hold its answer unread for ever: its call would never end).
+        `since` is `landings` as it was before the miss read the store: a flight on its key that stored
+        its answer and landed after that (the read may have missed the write, and the flight is gone)
+        sends the miss to the store again instead of upstream."""
         loop = asyncio.get_running_loop()
         flight = self._flights.get(request.key)
+        if flight is None and since >= 0 and not lookup.store_error and self._landed_since(request.key, since):
+            try:
+                found = await self._poll(request)
+            except Exception as error:  # fail open: lead
+                self._failed("get", error)
+            else:
+                if found is not None:
+                    self._stats.coalesced += 1
+                    return Lookup(Outcome.HIT, found, coalesced=True)
+            flight = self._flights.get(request.key)  # (one may have started while we read)
         while flight is not None and flight.loop is loop:
             self._stats.coalesce_waiting += 1
             try:
@@ -111,8 +130,28 @@ class SingleFlight:
             return
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
+        if isinstance(entry, Entry):
+            self._note_landing(flight.key)
         if not flight.future.done():
             flight.future.set_result(LEFT if left and entry is None else entry)
+
+    def _note_landing(self, key: str) -> None:
+        self.landings += 1
+        landed = self._landed
+        landed.pop(key, None)
+        landed[key] = self.landings
+        if len(landed) > _LANDED_KEPT:
+            del landed[next(iter(landed))]
+
+    def _landed_since(self, key: str, since: int) -> bool:
+        """Whether a flight on `key` may have landed with a stored entry after landing number `since`
+        (also when so many keys landed since that the key's number is no longer kept)."""
+        if self.landings == since:
+            return False
+        number = self._landed.get(key)
+        if number is not None:
+            return number > since
+        return len(self._landed) >= _LANDED_KEPT and next(iter(self._landed.values())) > since + 1
 
     async def unlock(self, key: str, lookup: Lookup) -> None:
         """Release the call's distributed lock, if it holds one (never raises: it expires anyway)."""

@@ -20,7 +20,8 @@ import pytest
 import redis as syncredis
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
-from llm_cache.middleware.stores import RedisStore
+from llm_cache.middleware import _singleflight as singleflight
+from llm_cache.middleware.stores import DiskStore, RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_distributed import CHAT, QUESTION, LocalPod, redis_pod, second_waiting_on_first, until
 from tests.middleware.test_engine import completion
@@ -199,6 +200,55 @@ async def test_identical_misses_in_one_process_are_answered_by_the_first_ones_ca
     assert [(answer["x_cache"], answer["id"]) for answer in answers] == [("HIT", led["id"])] * 2
     assert fake_provider.count(CHAT) == 1
     assert (pod.stats.coalesced, coalesced_waits(pod)) == (2, 2)
+
+
+class ReadThenHeld(DiskStore):
+    """A DiskStore whose next read, once armed (`held`), is made and then held before it returns: a
+    miss whose read found nothing while another call was still writing."""
+
+    held: Held | None = None
+
+    async def get(self, key: str) -> bytes | None:
+        value = await super().get(key)
+        held, self.held = self.held, None
+        if held is not None:
+            held.reached.set()
+            await held.resumed.wait()
+        return value
+
+
+@pytest.mark.parametrize("others", [0, 3], ids=["alone", "after-more-landings-than-are-kept"])
+async def test_a_miss_whose_store_read_missed_a_write_the_leader_finished_meanwhile_is_served_its_answer(
+    fake_provider: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, others: int
+) -> None:
+    """A sequential repeat can read the store just before the first call's write lands (the disk
+    and Redis stores read on another thread or server) and find no flight left to wait on once the
+    read returns; it reads the store again instead of going upstream a second time, also when so
+    many other keys landed meanwhile that its key's landing is no longer remembered."""
+    monkeypatch.setattr(singleflight, "_LANDED_KEPT", 2)
+    store = ReadThenHeld(str(tmp_path))
+    pod = LocalPod(store, fake_provider.openai_base_url)
+    held = Held()
+    fake_provider.hold()
+    try:
+        leading = asyncio.ensure_future(pod.ask())
+        await asyncio.to_thread(fake_provider.wait_for_in_flight, 1, 10)
+        store.held = held
+        late = asyncio.ensure_future(pod.ask())
+        await held.wait()  # its read found nothing and has not returned yet
+    finally:
+        fake_provider.release()
+    async with asyncio.timeout(15):
+        led = await leading  # stored, and its flight landed
+        for n in range(others):
+            await pod.ask(f"another question {n}")
+    held.resume()
+    async with asyncio.timeout(15):
+        answer = await late
+    await pod.close()
+
+    assert (answer["x_cache"], answer["id"]) == ("HIT", led["id"])
+    assert fake_provider.count(CHAT) == 1 + others
 
 
 async def test_the_misses_waiting_on_a_flight_are_counted_while_they_wait_and_no_longer(fake_provider: Any) -> None:
