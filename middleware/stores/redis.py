@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ClusterError, RedisError, ResponseError
-from redis.retry import Retry
 
 from .._loop_clients import PerLoop
 from .base import Abilities, StoreError
