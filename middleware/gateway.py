@@ -65,6 +65,7 @@ from ._paths import routed_path
 from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
+from .providers import ACCOUNT_HEADERS
 from .stores.base import ClearRefused, NoTagIndex, StoreError
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
@@ -472,7 +473,9 @@ class _Gateway:
             logger.warning("upstream %s unreachable (%s)", family, type(error).__name__)
             return _error(family, 502, f"the {family} upstream is unreachable")
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
-        return _UpstreamResponse(response, _response_headers(response.headers.multi_items()))
+        # On the owner's key the account billed is the owner's: no caller is told which it is.
+        account = ACCOUNT_HEADERS.get(family, frozenset()) if upstream.api_key else frozenset()
+        return _UpstreamResponse(response, _response_headers(response.headers.multi_items(), account))
 
     def _models(self) -> list[dict[str, Any]]:
         """`GET /v1/models` with a router: the model names of `model_list` (and router groups), OpenAI's shape."""
@@ -1272,10 +1275,12 @@ def _forwarded_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     return [(k, v) for k, v in items if k not in _REQUEST_DROP]
 
 
-def _response_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream response headers to relay: as `_forwarded_headers`, and no second `date`/`server`."""
+def _response_headers(items: Iterable[tuple[str, str]], dropped: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """The upstream response headers to relay: as `_forwarded_headers`, no second `date`/`server`, and
+    none of `dropped` (lower-case names)."""
     items = list(items)
     named = {token.strip().lower() for k, v in items if k.lower() == "connection" for token in v.split(",")}
+    named |= dropped
     return [(k, v) for k, v in items if (lower := k.lower()) not in _RESPONSE_DROP and lower not in named]
 
 
