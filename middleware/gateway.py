@@ -280,6 +280,11 @@ def _query(query: str) -> str:
     return query if _CLEAN_QUERY.fullmatch(raw) is not None else _percent_encoded(raw, b"/?")
 
 
+_KEY_REFUSALS = frozenset({401, 403})
+"""Upstream statuses refusing the gateway's own key (a 403 names the owner's project or permissions)."""
+_REFUSAL_LOGGED = 4096
+"""Most bytes of an upstream's refusal the operator's log gets."""
+
 _OPENAI_CODES = {401: "invalid_api_key", 502: "upstream_unavailable", 504: "upstream_unavailable"}
 
 
@@ -306,6 +311,7 @@ class _Counters:
     def __init__(self) -> None:
         self.upstream: Counter[tuple[str, str]] = Counter()
         self.upstream_errors: Counter[str] = Counter()
+        self.credential_refused: Counter[str] = Counter()
 
 
 class _GatewayCollector(Collector):
@@ -345,6 +351,14 @@ class _GatewayCollector(Collector):
         for family, value in sorted(self.counters.upstream_errors.items()):
             errors.add_metric([family], value)
         yield errors
+        refused = CounterMetricFamily(
+            "llm_cache_upstream_credential_refused",
+            "Answers refusing the gateway's own upstream key (401, 403), answered 502.",
+            labels=["family"],
+        )
+        for family, value in sorted(self.counters.credential_refused.items()):
+            refused.add_metric([family], value)
+        yield refused
 
 
 class _Gateway:
@@ -473,9 +487,37 @@ class _Gateway:
             logger.warning("upstream %s unreachable (%s)", family, type(error).__name__)
             return _error(family, 502, f"the {family} upstream is unreachable")
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
+        if upstream.api_key and response.status_code in _KEY_REFUSALS:
+            return await self._key_refused(family, response, upstream.api_key)
         # On the owner's key the account billed is the owner's: no caller is told which it is.
         account = ACCOUNT_HEADERS.get(family, frozenset()) if upstream.api_key else frozenset()
         return _UpstreamResponse(response, _response_headers(response.headers.multi_items(), account))
+
+    async def _key_refused(self, family: str, response: httpx2.Response, api_key: str) -> Response:
+        """The upstream refused the owner's key: its body names the key (masked) or the owner's project,
+        and the caller's own key is not at fault. The operator reads the body in the log; the caller
+        gets a 502 of the gateway's own that SDKs do not retry (`x-should-retry`: a retry is refused too)."""
+        self.counters.credential_refused[family] += 1
+        said = b""
+        try:
+            async for chunk in response.aiter_bytes():
+                said += chunk
+                if len(said) >= _REFUSAL_LOGGED:
+                    break
+        except httpx2.HTTPError:
+            pass
+        finally:
+            await response.aclose()
+        text = said[:_REFUSAL_LOGGED].decode("utf-8", "replace").replace(api_key, "***")
+        status = response.status_code
+        logger.warning("the %s upstream refused upstreams.%s.api_key (%d): %r", family, family, status, text)
+        message = (
+            f"the gateway's upstream credential for {family} was refused by the provider;"
+            " the gateway's operator must fix it"
+        )
+        answer = _error(family, 502, message, "upstream_credential_refused")
+        answer.headers["x-should-retry"] = "false"
+        return answer
 
     def _models(self) -> list[dict[str, Any]]:
         """`GET /v1/models` with a router: the model names of `model_list` (and router groups), OpenAI's shape."""

@@ -8,10 +8,13 @@ Every test runs the gateway on a real uvicorn server in front of the fake provid
 # ruff: noqa: F811 (the gateway fixtures are imported from test_gateway)
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import httpx2
+import openai
 import pytest
 
 from tests.middleware.test_gateway import MODEL, Gateway, gateway, gateway_factory  # noqa: F401
@@ -71,3 +74,49 @@ def test_a_miss_on_the_callers_own_key_names_its_account(gateway: Gateway) -> No
         assert headers["openai-organization"] and headers["openai-project"]
     for headers in (claude_json, claude_stream):
         assert headers["anthropic-organization-id"]
+
+
+def test_the_owners_key_refused_upstream_is_a_502_naming_the_gateway_not_the_key(
+    owners_gateway: Gateway, fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenAI answers a wrong or revoked key with a 401 naming it, masked (`sk-own***cret`); the gateway
+    relayed it, so every caller learnt a hint of the owner's key, and its SDK said the caller's own key
+    was wrong. The caller's key is not at fault: the answer is a 502 of the gateway's own, in the
+    family's error shape, which the SDKs do not retry (`x-should-retry: false`); the upstream's body
+    goes to the operator's log, at WARNING, with the key masked."""
+    fake_provider.revoke_key(OWNER_OPENAI_KEY)
+    fake_provider.revoke_key(OWNER_ANTHROPIC_KEY)
+    openai_client = openai.OpenAI(base_url=f"{owners_gateway.url}/v1", api_key="sk-caller", max_retries=2)
+    claude = anthropic.Anthropic(base_url=owners_gateway.url, api_key="sk-ant-caller", max_retries=2)
+    messages: Any = [{"role": "user", "content": "is the owner's key good?"}]
+    failures: list[Exception] = []
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware.gateway"):
+        for stream in (False, True):
+            with pytest.raises(openai.APIStatusError) as raised:
+                openai_client.chat.completions.create(model=MODEL, messages=messages, stream=stream)
+            failures.append(raised.value)
+            with pytest.raises(anthropic.APIStatusError) as refused:
+                claude.messages.create(model=CLAUDE, max_tokens=20, messages=messages, stream=stream)
+            failures.append(refused.value)
+    for failure in failures:
+        assert getattr(failure, "status_code", None) == 502
+        assert "gateway's upstream credential" in str(failure)
+        assert "Incorrect API key" not in str(failure) and "x-api-key" not in str(failure)
+    assert fake_provider.count() == 4  # one call each: a refused key is not retried
+    logged = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+    assert len(logged) == 4 and any("Incorrect API key provided" in line for line in logged)
+    assert not [line for line in logged if OWNER_OPENAI_KEY in line or OWNER_ANTHROPIC_KEY in line]
+    metrics = httpx2.get(f"{owners_gateway.url}/metrics", timeout=10).text
+    assert 'llm_cache_upstream_credential_refused_total{family="openai"} 2.0' in metrics
+    assert owners_gateway.cache.stats.stored == 0
+
+
+def test_a_callers_own_key_refused_upstream_is_relayed_as_it_came(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """The caller's own key: the refusal is about it, and it reads the provider's own words."""
+    fake_provider.revoke_key("sk-caller")
+    with pytest.raises(openai.AuthenticationError, match="Incorrect API key provided"):
+        gateway.openai(api_key="sk-caller").chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "is my key good?"}]
+        )
