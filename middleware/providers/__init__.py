@@ -45,13 +45,4 @@ def resolve(path: str, endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS) -> R
     return None
 
 
-__all__ = [
-    "ACCOUNT_HEADERS",
-    "DEFAULT_ENDPOINTS",
-    "Endpoint",
-    "RequestView",
-    "Route",
-    "StreamAssembler",
-    "Usage",
-    "resolve",
-]
+__all__ = ["DEFAULT_ENDPOINTS", "Endpoint", "RequestView", "Route", "StreamAssembler", "Usage", "resolve"]
