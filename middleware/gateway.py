@@ -917,10 +917,11 @@ class _UpstreamResponse(StreamingResponse):
 
 
 TWO_FRAMINGS = b"two framings"
-"""What `_screened` declares for a body framed twice: by two lengths, or by a length and chunks."""
+"""What `_screened` declares for a body framed twice: by two lengths, by a length and chunks, or by
+chunks under another transfer coding (`gzip, chunked`: h11 refuses it, httptools passes it on as plain)."""
 TWO_FRAMINGS_REFUSED = (
-    "a request framed both by content-length and by transfer-encoding (or by two lengths) is refused: "
-    "a proxy in front may read its body otherwise"
+    "a request framed both by content-length and by transfer-encoding (or by two lengths, or by a "
+    "transfer-encoding other than chunked) is refused: a proxy in front may read its body otherwise"
 )
 REFUSED_PATH = "the request path is refused: '.' or '..' segments, backslashes and empty segments are not allowed"
 
@@ -1225,8 +1226,9 @@ def _screened(
             host = value if host is None else host
         elif name == b"content-length":
             declared = value if declared is None or declared == value else TWO_FRAMINGS
-        elif name == b"transfer-encoding":
+        elif name == b"transfer-encoding":  # chunks alone: another coding is a body read two ways too
             chunked = True
+            declared = declared if value.strip().lower() == b"chunked" else TWO_FRAMINGS
         elif name in _CLIENT_KEY_HEADERS:
             if name == b"authorization":
                 scheme, _, value = value.partition(b" ")
