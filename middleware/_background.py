@@ -16,7 +16,8 @@ class BackgroundServer:
     """`with BackgroundServer(app) as server: httpx2.get(server.url + "/health")`.
 
     The socket is bound before the thread starts, so the port cannot be taken in between; start and
-    stop are bounded by `deadline` seconds.
+    stop are bounded by `deadline` seconds. `http` is the HTTP/1.1 parser, named so that installing
+    httptools (which uvicorn's `auto` would pick) does not change what a test runs under.
     """
 
     def __init__(
@@ -26,6 +27,7 @@ class BackgroundServer:
         port: int = 0,
         deadline: float = 10.0,
         lifespan: Literal["auto", "on", "off"] = "on",
+        http: Literal["h11", "httptools"] = "h11",
     ) -> None:
         # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says
         # TCP, and without it a small response written in two parts waits ~40 ms for a delayed ACK.
@@ -37,7 +39,7 @@ class BackgroundServer:
         self.url = f"http://{host}:{self.port}"
         self.deadline = deadline
         config = uvicorn.Config(
-            app, log_level="warning", lifespan=lifespan, access_log=False, timeout_graceful_shutdown=2
+            app, http=http, log_level="warning", lifespan=lifespan, access_log=False, timeout_graceful_shutdown=2
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)

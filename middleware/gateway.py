@@ -65,6 +65,7 @@ from ._paths import routed_path
 from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
+from .providers import ACCOUNT_HEADERS
 from .stores.base import ClearRefused, NoTagIndex, StoreError
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
@@ -279,6 +280,11 @@ def _query(query: str) -> str:
     return query if _CLEAN_QUERY.fullmatch(raw) is not None else _percent_encoded(raw, b"/?")
 
 
+_KEY_REFUSALS = frozenset({401, 403})
+"""Upstream statuses refusing the gateway's own key (a 403 names the owner's project or permissions)."""
+_REFUSAL_LOGGED = 4096
+"""Most bytes of an upstream's refusal the operator's log gets."""
+
 _OPENAI_CODES = {401: "invalid_api_key", 502: "upstream_unavailable", 504: "upstream_unavailable"}
 
 
@@ -307,6 +313,8 @@ class _Counters:
         self.upstream_errors: Counter[str] = Counter()
         self.client_disconnects: Counter[str] = Counter()
         """Callers that left before their body ended (an upstream call begun with its first piece is cut)."""
+        self.credential_refused: Counter[str] = Counter()
+        """Answers refusing the gateway's own upstream key, answered 502."""
 
 
 class _GatewayCollector(Collector):
@@ -340,18 +348,24 @@ class _GatewayCollector(Collector):
         for (family, status_class), value in sorted(self.counters.upstream.items()):
             upstream.add_metric([family, status_class], value)
         yield upstream
-        errors = CounterMetricFamily(
-            "llm_cache_upstream_errors", "Upstreams unreachable or timed out.", labels=["family"]
-        )
-        for family, value in sorted(self.counters.upstream_errors.items()):
-            errors.add_metric([family], value)
-        yield errors
-        left = CounterMetricFamily(
-            "llm_cache_client_disconnects", "Callers that left before their request body ended.", labels=["family"]
-        )
-        for family, value in sorted(self.counters.client_disconnects.items()):
-            left.add_metric([family], value)
-        yield left
+        counters = self.counters
+        for name, text, counted in (
+            ("llm_cache_upstream_errors", "Upstreams unreachable or timed out.", counters.upstream_errors),
+            (
+                "llm_cache_client_disconnects",
+                "Callers that left before their request body ended.",
+                counters.client_disconnects,
+            ),
+            (
+                "llm_cache_upstream_credential_refused",
+                "Answers refusing the gateway's own upstream key (401, 403), answered 502.",
+                counters.credential_refused,
+            ),
+        ):
+            family_metric = CounterMetricFamily(name, text, labels=["family"])
+            for family, value in sorted(counted.items()):
+                family_metric.add_metric([family], value)
+            yield family_metric
 
 
 class _Gateway:
@@ -489,7 +503,37 @@ class _Gateway:
             logger.warning("upstream %s unreachable (%s)", family, type(error).__name__)
             return _error(family, 502, f"the {family} upstream is unreachable")
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
-        return _UpstreamResponse(response, _response_headers(response.headers.multi_items()))
+        if upstream.api_key and response.status_code in _KEY_REFUSALS:
+            return await self._key_refused(family, response, upstream.api_key)
+        # On the owner's key the account billed is the owner's: no caller is told which it is.
+        account = ACCOUNT_HEADERS.get(family, frozenset()) if upstream.api_key else frozenset()
+        return _UpstreamResponse(response, _response_headers(response.headers.multi_items(), account))
+
+    async def _key_refused(self, family: str, response: httpx2.Response, api_key: str) -> Response:
+        """The upstream refused the owner's key: its body names the key (masked) or the owner's project,
+        and the caller's own key is not at fault. The operator reads the body in the log; the caller
+        gets a 502 of the gateway's own that SDKs do not retry (`x-should-retry`: a retry is refused too)."""
+        self.counters.credential_refused[family] += 1
+        said = b""
+        try:
+            async for chunk in response.aiter_bytes():
+                said += chunk
+                if len(said) >= _REFUSAL_LOGGED:
+                    break
+        except httpx2.HTTPError:
+            pass
+        finally:
+            await response.aclose()
+        text = said[:_REFUSAL_LOGGED].decode("utf-8", "replace").replace(api_key, "***")
+        status = response.status_code
+        logger.warning("the %s upstream refused upstreams.%s.api_key (%d): %r", family, family, status, text)
+        message = (
+            f"the gateway's upstream credential for {family} was refused by the provider;"
+            " the gateway's operator must fix it"
+        )
+        answer = _error(family, 502, message, "upstream_credential_refused")
+        answer.headers["x-should-retry"] = "false"
+        return answer
 
     def _models(self) -> list[dict[str, Any]]:
         """`GET /v1/models` with a router: the model names of `model_list` (and router groups), OpenAI's shape."""
@@ -890,10 +934,11 @@ class _UpstreamResponse(StreamingResponse):
 
 
 TWO_FRAMINGS = b"two framings"
-"""What `_screened` declares for a body framed twice: by two lengths, or by a length and chunks."""
+"""What `_screened` declares for a body framed twice: by two lengths, by a length and chunks, or by
+chunks under another transfer coding (`gzip, chunked`: h11 refuses it, httptools passes it on as plain)."""
 TWO_FRAMINGS_REFUSED = (
-    "a request framed both by content-length and by transfer-encoding (or by two lengths) is refused: "
-    "a proxy in front may read its body otherwise"
+    "a request framed both by content-length and by transfer-encoding (or by two lengths, or by a "
+    "transfer-encoding other than chunked) is refused: a proxy in front may read its body otherwise"
 )
 REFUSED_PATH = "the request path is refused: '.' or '..' segments, backslashes and empty segments are not allowed"
 
@@ -1198,8 +1243,9 @@ def _screened(
             host = value if host is None else host
         elif name == b"content-length":
             declared = value if declared is None or declared == value else TWO_FRAMINGS
-        elif name == b"transfer-encoding":
+        elif name == b"transfer-encoding":  # chunks alone: another coding is a body read two ways too
             chunked = True
+            declared = declared if value.strip().lower() == b"chunked" else TWO_FRAMINGS
         elif name in _CLIENT_KEY_HEADERS:
             if name == b"authorization":
                 scheme, _, value = value.partition(b" ")
@@ -1290,10 +1336,12 @@ def _forwarded_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     return [(k, v) for k, v in items if k not in _REQUEST_DROP]
 
 
-def _response_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream response headers to relay: as `_forwarded_headers`, and no second `date`/`server`."""
+def _response_headers(items: Iterable[tuple[str, str]], dropped: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """The upstream response headers to relay: as `_forwarded_headers`, no second `date`/`server`, and
+    none of `dropped` (lower-case names)."""
     items = list(items)
     named = {token.strip().lower() for k, v in items if k.lower() == "connection" for token in v.split(",")}
+    named |= dropped
     return [(k, v) for k, v in items if (lower := k.lower()) not in _RESPONSE_DROP and lower not in named]
 
 

@@ -1,3 +1,4 @@
+from . import anthropic, gemini, openai
 from .anthropic import Messages
 from .audio import Transcriptions, Translations
 from .base import Endpoint, RequestView, Route, StreamAssembler, Usage
@@ -24,6 +25,15 @@ DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = (
     Translations(),
     Rerank(),
 )
+
+ACCOUNT_HEADERS: dict[str, frozenset[str]] = {
+    "openai": openai.ANSWER_HEADERS.account,
+    "azure": openai.ANSWER_HEADERS.account,
+    "anthropic": anthropic.ANSWER_HEADERS.account,
+    "gemini": gemini.ANSWER_HEADERS.account,
+}
+"""By gateway upstream family, the response headers naming the account billed for a call (each family's
+`AnswerHeaders.account`): what a gateway spending its owner's key does not relay."""
 
 
 def resolve(path: str, endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS) -> Route | None:

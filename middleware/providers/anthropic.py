@@ -31,6 +31,7 @@ ANSWER_HEADERS = AnswerHeaders(
         "text/event-stream": ((b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")),
     },
     request_id="request-id",
+    account=frozenset({"anthropic-organization-id"}),
 )
 """What api.anthropic.com sends with an answer, and where it names the call (`req_...`, the SDK's
 `_request_id`)."""

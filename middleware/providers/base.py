@@ -88,6 +88,10 @@ class AnswerHeaders:
     """Other response headers that describe the answer, not the call (Bedrock's token counts, the
     same figures as the body's usage): stored and replayed as the request id is. Headers measuring
     the call (latency, rate limits) are never listed: a hit is no call."""
+    account: frozenset[str] = frozenset()
+    """Response headers naming the account billed for the call (OpenAI's organisation and project):
+    never stored, and dropped from a miss when a gateway's own key replaced the caller's, whose
+    callers have no business knowing the owner's account."""
 
     def of(self, media_type: str) -> HeaderPairs:
         """The headers that open a hit in `media_type` (only its content-type, for a form not listed)."""

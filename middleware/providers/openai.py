@@ -36,6 +36,7 @@ ANSWER_HEADERS = AnswerHeaders(
         "text/event-stream": ((b"content-type", b"text/event-stream; charset=utf-8"),),
     },
     request_id="x-request-id",
+    account=frozenset({"openai-organization", "openai-project"}),
 )
 """What api.openai.com sends with an answer (no cache-control on either form), and where it names
 the call (`req_...`, the SDKs' `_request_id`)."""

@@ -47,7 +47,7 @@ class Gateway:
 def gateway_factory(fake_provider: RunningFakeProvider) -> Iterator[Callable[..., Gateway]]:
     servers: list[BackgroundServer] = []
 
-    def start(config: dict[str, Any] | None = None, cache: Cache | None = None) -> Gateway:
+    def start(config: dict[str, Any] | None = None, cache: Cache | None = None, http: str = "h11") -> Gateway:
         data: dict[str, Any] = {
             "cache": {"store": {"type": "memory"}},
             "admin_key": ADMIN,
@@ -61,7 +61,7 @@ def gateway_factory(fake_provider: RunningFakeProvider) -> Iterator[Callable[...
         for key, value in (config or {}).items():
             data[key] = value
         app = create_gateway(parse_config(data), cache=cache)
-        server = BackgroundServer(app).start()
+        server = BackgroundServer(app, http=http).start()  # type: ignore[arg-type]
         servers.append(server)
         return Gateway(server, app)
 

@@ -587,3 +587,22 @@ def test_an_event_that_never_ends_is_never_held_whole_nor_scanned_again(tmp_path
     if route == "usage filter":
         assert received > ENDLESS_BYTES  # what the upstream sent, as it came
     assert growth < 40 * MIB and spent < 10
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_length_sent_as_a_list_of_one_value_is_read_as_the_server_reads_it(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+    http: str,
+) -> None:
+    """`content-length: 2000, 2000` is one length of 2000 to the server (RFC 9110 8.6): past the cap, it is
+    a 413 before any byte of the body is read, as a plain `2000` is, or it is refused as framing."""
+    if http == "httptools":
+        pytest.importorskip("httptools")
+    capped_gateway = gateway_factory({"server": {"max_request_bytes": 1000, "body_read_timeout": 0.5}}, http=http)
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer sk-a\r\n"
+        b"content-type: application/json\r\ncontent-length: 2000, 2000\r\n\r\n"
+    )
+    assert answer_head(capped_gateway, head).split(b" ", 2)[1] in (b"413", b"400")
+    assert fake_provider.requests == []

@@ -312,6 +312,13 @@ class FakeProvider:
         with self._lock:
             self._refused_keys[key] = _Failure(status, None, dict(headers or {}))
 
+    def revoke_key(self, key: str) -> None:
+        """From now on (until reset), every request presenting `key` gets the 401 its family's real API
+        answers a wrong or revoked key with: OpenAI's names the key, masked
+        (`Incorrect API key provided: sk-abc***...xyz`), Anthropic's says `invalid x-api-key`."""
+        with self._lock:
+            self._refused_keys[key] = _Failure(401, _revoked_body(key), {})
+
     def stream_next(self, events: Iterable[Any], eventstream: bool = False) -> None:
         """The next request is answered with exactly these server-sent events: each a JSON-able object
         (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`.
@@ -473,7 +480,8 @@ class FakeProvider:
             family = family_of(path)
             forced = record.headers.get("x-fake-status")
             if failure is not None:
-                response = self._error(family, failure.status, failure.body, failure.headers)
+                body = failure.body(family) if callable(failure.body) else failure.body
+                response = self._error(family, failure.status, body, failure.headers)
             elif unknown is not None:
                 message = f"Unrecognized request argument supplied: {unknown}"
                 response = self._error(family, 400, None, {}, message=message)
@@ -1385,6 +1393,24 @@ def _gemini_embedding(body: dict[str, Any]) -> dict[str, Any]:
     text = _text_of((body.get("content") or {}).get("parts"))
     dims = int(body.get("outputDimensionality") or body.get("output_dimensionality") or EMBEDDING_DIMS)
     return {"values": embedding_vector(text, min(dims, 32))}
+
+
+def _revoked_body(key: str) -> Callable[[str], Any]:
+    """The body of the real 401 a family's API answers `key` with, by family."""
+    masked = f"{key[:3]}{'*' * 12}{key[-4:]}"
+
+    def body(family: str) -> Any:
+        if family == "anthropic":
+            return {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+        message = (
+            f"Incorrect API key provided: {masked}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys."
+        )
+        return {
+            "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+        }
+
+    return body
 
 
 def _presented_keys(req: RecordedRequest) -> set[str]:
