@@ -430,16 +430,17 @@ class _Gateway:
 
     # -- proxy ----------------------------------------------------------------------------------
 
-    async def proxy(self, request: Request) -> Response:
-        try:
-            return await self._proxy(request)
-        except ClientDisconnect:  # the caller left before its body ended: nobody reads an answer
-            family = family_of(routed_path(request.scope)[0]) or "none"
-            logger.debug("a %s caller left before its body ended; its upstream call, if begun, is cut", family)
-            self.counters.client_disconnects[family] += 1
-            return Response(status_code=499)
+    async def client_left(self, request: Request, error: Exception) -> Response:
+        """A caller that hung up before its body was read whole (Starlette raises `ClientDisconnect`
+        where a route reads it, the proxy's or a management one): its leaving, not an exception of the
+        app. Nothing went upstream whole (a body being streamed there is cut with it) and nothing is
+        stored; counted, and answered for a client still listening."""
+        family = family_of(routed_path(request.scope)[0], "anthropic-version" in request.headers)
+        logger.info("request ended: the client left before its body ended")
+        self.counters.client_disconnects[family or "none"] += 1
+        return _error(family, 400, "the client left before its body was read")
 
-    async def _proxy(self, request: Request) -> Response:
+    async def proxy(self, request: Request) -> Response:
         try:  # Starlette reads the URL from the Host header and the query as UTF-8: either may not parse
             request.url.query  # noqa: B018 (raises on a Host or query that cannot be read)
         except ValueError:
@@ -1394,15 +1395,6 @@ def _with_credentials(
     return headers, without_query_credential(query) if family == "gemini" else query
 
 
-async def _client_left(request: Request, error: Exception) -> Response:
-    """A caller that hung up before its body was read whole (Starlette raises `ClientDisconnect` where a
-    route reads it): its leaving, not an exception of the app. Nothing went upstream whole (a body being
-    streamed there is cut with it) and nothing is stored; the answer is for a client still listening."""
-    logger.info("request ended: the client left before its body was read")
-    family = family_of(routed_path(request.scope)[0], "anthropic-version" in request.headers)
-    return _error(family, 400, "the client left before its body was read")
-
-
 def build_router(config: GatewayConfig) -> Any:
     """A `router.Router` for the config's `model_list` / `router` sections, or None without them.
 
@@ -1465,7 +1457,7 @@ def create_gateway(config: GatewayConfig | None = None, *, cache: Cache | None =
         routes=routes,
         middleware=middleware,
         lifespan=gateway.lifespan,
-        exception_handlers={ClientDisconnect: _client_left},  # every route that reads a body
+        exception_handlers={ClientDisconnect: gateway.client_left},  # every route that reads a body
     )
     app.state.gateway = gateway
     app.state.cache = cache
