@@ -32,7 +32,7 @@ from ._errors import (
     parse_retry_after,
     read_json,
 )
-from ._latency import output_tokens, used_tokens
+from ._latency import plausible_tokens, used_tokens
 from ._repeat import not_acted_on, repeatable
 from ._retry import AttemptResult
 from ._state import DeploymentState
@@ -158,6 +158,7 @@ class Router:
                 group.routing_strategy or s.routing_strategy,
                 tolerance=s.latency_tolerance,
                 affinity=s.affinity,
+                max_age=s.latency_max_age,
             )
         self.entrusted = {name: rewrite.entrusted_to(g.deployments) for name, g in self.config.groups.items()}
         """Group -> the origins a caller's own credentials may go to when it asks for that group."""
@@ -376,6 +377,8 @@ class Router:
         if translation is not None:
             self.telemetry.translated(span, translation.source, translation.target, dropped)
         probe = st.breaker.acquire()
+        fresh = st.picked_at is None or st.stale(self.settings.latency_max_age)  # its figures start afresh
+        st.picked_at = self.clock()
         st.in_flight += 1
         reserved = st.record_usage(p.est_tokens)
         credentials_for = p.request.extensions.get(CREDENTIALS_FOR)
@@ -415,8 +418,8 @@ class Router:
         status = sent.response.status_code if sent.response is not None else None
         self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)
         if result.ok:
-            tokens = None if p.stream else output_tokens(answer)
-            st.observe_latency(elapsed, self.settings.latency_alpha, stream=p.stream, tokens=tokens)
+            tokens = None if p.stream else plausible_tokens(answer, p.doc)
+            st.observe_latency(elapsed, self.settings.latency_alpha, stream=p.stream, tokens=tokens, fresh=fresh)
             used = None if p.stream else used_tokens(answer)
             if used is not None:
                 st.settle_usage(reserved, used)
