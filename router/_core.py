@@ -29,6 +29,7 @@ from ._errors import (
     Kind,
     classify_exception,
     classify_status,
+    first_event,
     parse_retry_after,
     read_json,
 )
@@ -78,6 +79,7 @@ class Sent:
     response: Any = None
     exception: BaseException | None = None
     body: bytes | None = None  # the read, decoded body (non-stream or error); None for streams and long bodies
+    first: bytes | None = None  # a 2xx stream's first chunk, peeked before the router commits to it
 
 
 @dataclass
@@ -617,10 +619,13 @@ class Router:
 
 
 def _answer(sent: Sent) -> Any:
-    """A 2xx answer's parsed body (read once, for its verdict and its output tokens), else ``None``."""
-    if sent.response is None or not sent.body or not 200 <= sent.response.status_code < 300:
+    """A 2xx answer's parsed body (read once, for its verdict and its output tokens), or a stream's first
+    event's data (for its verdict), else ``None``."""
+    if sent.response is None or not 200 <= sent.response.status_code < 300:
         return None
-    return read_json(sent.body)
+    if sent.first:
+        return first_event(sent.first)
+    return read_json(sent.body) if sent.body else None
 
 
 def caller_timeout(request: Any) -> float | None:

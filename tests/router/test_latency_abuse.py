@@ -11,20 +11,25 @@ The plan harness drives the decisions on a fake clock; streams go through the re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import httpx2
+import openai
 import pytest
 
+from llm_cache.router import RouterTransport
 from llm_cache.router._core import Sent
 
 from .conftest import FakeClock, dep
-from .test_callers import HI
+from .test_callers import HI, caller, passthrough
 from .test_core import planned
+from .test_cross_family import anthropic_client
 
 #: (seconds the answer took, output tokens it reports, the request's max_tokens or None)
 Took = Callable[[str, int], tuple[float, Any, Any]]
@@ -117,3 +122,89 @@ def test_a_count_above_what_the_request_allowed_is_the_cap(make_router, clock):
     serve(router, clock, 1, lambda host, n: (1.0, 10**12, 50))
     figures = [router.deployment_state(d).latency for d in ("a", "b")]
     assert sorted(f for f in figures if f is not None) == [pytest.approx(1.0 / 50)]
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+class TickingClock(FakeClock):
+    """A fake clock that moves 10 ms each time it is read: every attempt takes a known, nonzero time."""
+
+    def __call__(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+ANTHROPIC_ERROR = ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+OPENAI_ERROR = {"error": {"message": "upstream failed", "type": "server_error", "code": None}}
+
+
+def _stream_anthropic(router: Any, fake: Any) -> None:
+    with anthropic_client(router).messages.stream(model="claude", max_tokens=10, messages=HI) as stream:
+        stream.until_done()
+
+
+def _stream_openai(router: Any, fake: Any) -> None:
+    for _ in caller(router, "key-a").chat.completions.create(model="gpt", messages=HI, stream=True):
+        pass
+
+
+def _stream_openai_async(router: Any, fake: Any) -> None:
+    async def run() -> None:
+        transport = RouterTransport(router)
+        async with httpx2.AsyncClient(transport=transport) as http:
+            client = openai.AsyncOpenAI(api_key="key-a", max_retries=0, http_client=http)
+            async for _ in await client.chat.completions.create(model="gpt", messages=HI, stream=True):
+                pass
+
+    asyncio.run(run())
+
+
+def _claude_config(fake: Any) -> dict[str, Any]:
+    deployment = {"id": "only", "family": "anthropic", "model": "claude-real", "api_base": fake.url, "api_key": "k"}
+    return {
+        "groups": {"claude": {"deployments": [deployment]}},
+        "settings": {"num_retries": 0, "allowed_fails": 1, "cooldown_time": 5},
+    }
+
+
+STREAMS = {
+    "anthropic": (_claude_config, [ANTHROPIC_ERROR], _stream_anthropic, anthropic.APIError),
+    "openai": (
+        lambda fake: passthrough(fake, "only", key="operator-key", cooldown_time=5),
+        [OPENAI_ERROR],
+        _stream_openai,
+        openai.APIError,
+    ),
+    "openai-async": (
+        lambda fake: passthrough(fake, "only", key="operator-key", cooldown_time=5),
+        [OPENAI_ERROR],
+        _stream_openai_async,
+        openai.APIError,
+    ),
+}
+
+
+@pytest.mark.parametrize("family", list(STREAMS))
+def test_a_stream_whose_first_event_is_an_error_is_no_success_and_no_time_to_first_byte(
+    fake_provider, make_router, family
+) -> None:
+    """A 200 stream opening with Anthropic's `event: error` or an OpenAI error object is judged as a 200
+    error object is (`_wire.error_object`): relayed, no latency sample, and a cooling deployment's probe
+    answered so is given back without closing its breaker."""
+    config, events, stream, error = STREAMS[family]
+    clock = TickingClock()
+    router = make_router(config(fake_provider), clock=clock, sleep=clock.sleep, async_sleep=clock.async_sleep)
+    state = router.deployment_state("only")
+    fake_provider.fail_next(1, 500)
+    with pytest.raises(error):
+        stream(router, fake_provider)
+    clock.advance(5)
+    assert state.breaker.state == "half_open"
+    fake_provider.stream_next(events)
+    with pytest.raises(error):
+        stream(router, fake_provider)
+    assert state.ttft is None  # its instant "first byte" is no speed
+    assert state.breaker.state == "half_open"  # the probe is given back, the breaker not closed
+    stream(router, fake_provider)
+    assert state.ttft is not None and state.breaker.state == "closed"  # a real stream is a success
