@@ -253,6 +253,12 @@ class RouterSettings(BaseModel):
     affinity_ttl: float = Field(default=300.0, gt=0)
     latency_tolerance: float = Field(default=0.2, ge=0)
     latency_alpha: float = Field(default=0.3, gt=0, le=1)
+    latency_max_age: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds after which a deployment sent nothing has its latency figures forgotten: "
+        "it is explored again, and its next answer starts them afresh",
+    )
     model_group_alias: dict[str, str] = Field(default_factory=dict)
     drop_params: bool = Field(
         default=False,

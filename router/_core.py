@@ -29,10 +29,11 @@ from ._errors import (
     Kind,
     classify_exception,
     classify_status,
+    first_event,
     parse_retry_after,
     read_json,
 )
-from ._latency import output_tokens, used_tokens
+from ._latency import plausible_tokens, used_tokens
 from ._repeat import not_acted_on, repeatable
 from ._retry import AttemptResult
 from ._state import DeploymentState
@@ -78,6 +79,7 @@ class Sent:
     response: Any = None
     exception: BaseException | None = None
     body: bytes | None = None  # the read, decoded body (non-stream or error); None for streams and long bodies
+    first: bytes | None = None  # a 2xx stream's first chunk, peeked before the router commits to it
 
 
 @dataclass
@@ -158,6 +160,7 @@ class Router:
                 group.routing_strategy or s.routing_strategy,
                 tolerance=s.latency_tolerance,
                 affinity=s.affinity,
+                max_age=s.latency_max_age,
             )
         self.entrusted = {name: rewrite.entrusted_to(g.deployments) for name, g in self.config.groups.items()}
         """Group -> the origins a caller's own credentials may go to when it asks for that group."""
@@ -376,6 +379,8 @@ class Router:
         if translation is not None:
             self.telemetry.translated(span, translation.source, translation.target, dropped)
         probe = st.breaker.acquire()
+        fresh = st.picked_at is None or st.stale(self.settings.latency_max_age)  # its figures start afresh
+        st.picked_at = self.clock()
         st.in_flight += 1
         reserved = st.record_usage(p.est_tokens)
         credentials_for = p.request.extensions.get(CREDENTIALS_FOR)
@@ -415,8 +420,8 @@ class Router:
         status = sent.response.status_code if sent.response is not None else None
         self.telemetry.end_attempt(span, name, dep.id, outcome, status, elapsed, retry=attempt_no > 1)
         if result.ok:
-            tokens = None if p.stream else output_tokens(answer)
-            st.observe_latency(elapsed, self.settings.latency_alpha, stream=p.stream, tokens=tokens)
+            tokens = None if p.stream else plausible_tokens(answer, p.doc)
+            st.observe_latency(elapsed, self.settings.latency_alpha, stream=p.stream, tokens=tokens, fresh=fresh)
             used = None if p.stream else used_tokens(answer)
             if used is not None:
                 st.settle_usage(reserved, used)
@@ -614,10 +619,13 @@ class Router:
 
 
 def _answer(sent: Sent) -> Any:
-    """A 2xx answer's parsed body (read once, for its verdict and its output tokens), else ``None``."""
-    if sent.response is None or not sent.body or not 200 <= sent.response.status_code < 300:
+    """A 2xx answer's parsed body (read once, for its verdict and its output tokens), or a stream's first
+    event's data (for its verdict), else ``None``."""
+    if sent.response is None or not 200 <= sent.response.status_code < 300:
         return None
-    return read_json(sent.body)
+    if sent.first:
+        return first_event(sent.first)
+    return read_json(sent.body) if sent.body else None
 
 
 def caller_timeout(request: Any) -> float | None:

@@ -66,6 +66,18 @@ def read_json(data: bytes | str) -> Any:
         return None
 
 
+def first_event(chunk: bytes) -> Any:
+    """The parsed ``data`` of the first server-sent event in a stream's first ``chunk``, or ``None`` (not
+    an event stream, an event cut by the chunk's end, data that is not JSON). An Anthropic ``event:
+    error`` and an OpenAI stream whose first data is ``{"error": ...}`` are 200s that are errors: with
+    this, the router judges them by `_wire.error_object` as it does a whole 2xx answer."""
+    event, ended, _ = chunk.replace(b"\r\n", b"\n").partition(b"\n\n")
+    if not ended:
+        return None
+    data = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return read_json(b"\n".join(data)) if data else None
+
+
 def _text(value: Any) -> str:
     """``str(value)`` for the scalars an error object holds; containers say nothing we match on."""
     return value if isinstance(value, str) else (str(value) if isinstance(value, (int, float)) else "")
@@ -203,6 +215,7 @@ __all__ = [
     "RETRYABLE",
     "classify_exception",
     "classify_status",
+    "first_event",
     "parse_retry_after",
     "read_json",
 ]

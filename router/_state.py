@@ -5,6 +5,7 @@ All of it lives on the ``Router`` instance that owns it: no module-level mutable
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
@@ -14,6 +15,11 @@ from ._breaker import Breaker
 from ._config import Deployment
 
 USAGE_WINDOW = 60.0
+
+#: The most one latency sample moves a figure: it is taken as at most this many times the figure, or at
+#: least the figure over it. One answer built to be slow (a long prompt, ``max_tokens: 1``) or one
+#: implausibly fast cannot swing a deployment's figure; a real change still shows within a few samples.
+SAMPLE_CLIP = 2.0
 
 
 @dataclass
@@ -26,21 +32,35 @@ class DeploymentState:
     seconds: float | None = None  # EWMA of a whole answer's seconds, for answers that report no count
     ttft: float | None = None  # EWMA of a stream's seconds to its first byte
     usage: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens), last 60 s
+    picked_at: float | None = None  # when the router last sent it a request (`stale`)
 
     @property
     def id(self) -> str:
         return self.deployment.id
 
-    def observe_latency(self, seconds: float, alpha: float, stream: bool = False, tokens: int | None = None) -> None:
+    def stale(self, max_age: float) -> bool:
+        """Whether its latency figures are too old to trust: nothing was sent here for ``max_age`` seconds.
+        A deployment outside the latency band is never sent anything, so it is never measured again; a
+        stale one is unmeasured (`strategies.within_latency_band`) and so explored once, and that answer
+        starts its figure afresh. Before, one slow answer shut a deployment out for good."""
+        return self.picked_at is not None and self.clock() - self.picked_at > max_age
+
+    def observe_latency(
+        self, seconds: float, alpha: float, stream: bool = False, tokens: int | None = None, fresh: bool = False
+    ) -> None:
         """Fold in a success's time: a stream's to its first byte, a whole answer's per output token when
         it reports ``tokens``, else whole. Each unit has its own average: mixed, an answer without a count
-        would weigh ~100x a per-token figure and exile its deployment for good."""
+        would weigh ~100x a per-token figure and exile its deployment for good. A time that is not a
+        positive finite number is no sample; a sample moves a figure by at most `SAMPLE_CLIP`, unless the
+        figure is ``fresh`` (it was stale: the sample replaces it)."""
+        if not (math.isfinite(seconds) and seconds > 0):
+            return
         if stream:
-            self.ttft = _ewma(self.ttft, seconds, alpha)
+            self.ttft = _ewma(None if fresh else self.ttft, seconds, alpha)
         elif tokens:
-            self.latency = _ewma(self.latency, seconds / tokens, alpha)
+            self.latency = _ewma(None if fresh else self.latency, seconds / tokens, alpha)
         else:
-            self.seconds = _ewma(self.seconds, seconds, alpha)
+            self.seconds = _ewma(None if fresh else self.seconds, seconds, alpha)
 
     def record_usage(self, tokens: int) -> tuple[float, int]:
         """Count a request sent here; the entry returned withdraws it (`withdraw_usage`)."""
@@ -71,7 +91,10 @@ class DeploymentState:
 
 
 def _ewma(average: float | None, value: float, alpha: float) -> float:
-    return value if average is None else alpha * value + (1 - alpha) * average
+    if average is None:
+        return value
+    value = min(max(value, average / SAMPLE_CLIP), average * SAMPLE_CLIP)
+    return alpha * value + (1 - alpha) * average
 
 
-__all__ = ["DeploymentState", "USAGE_WINDOW"]
+__all__ = ["DeploymentState", "SAMPLE_CLIP", "USAGE_WINDOW"]

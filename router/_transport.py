@@ -136,7 +136,7 @@ async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough, l
             await original.aclose()
             raise
         resp.stream = _AsyncPeeked(resp, first, it, original)
-        return Sent(response=resp)
+        return Sent(response=resp, first=first)
     return await _read_async(lib, resp, action, limit)
 
 
@@ -218,7 +218,7 @@ def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough, limit: i
             original.close()
             raise
         resp.stream = _SyncPeeked(resp, first, it, original)
-        return Sent(response=resp)
+        return Sent(response=resp, first=first)
     return _read_sync(lib, resp, action, limit)
 
 

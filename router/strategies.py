@@ -83,11 +83,12 @@ def under_usage_limits(cands: Candidates, ctx: PickContext) -> Candidates:
     return _soft(kept, cands)
 
 
-def within_latency_band(tolerance: float = 0.2) -> Step:
+def within_latency_band(tolerance: float = 0.2, max_age: float = 60.0) -> Step:
     """Keep deployments within ``(1 + tolerance) ×`` the fastest EWMA; unmeasured ones stay in (explore).
     A stream is routed by time to first byte, a whole answer by time per output token (`_latency.py`)
     or, when no candidate has a per-token figure, by whole seconds: units are never compared with each
-    other, and a candidate with no figure in the unit compared is unmeasured."""
+    other, and a candidate with no figure in the unit compared is unmeasured. So is one sent nothing
+    for ``max_age`` seconds (`DeploymentState.stale`): its figures are too old to keep it out."""
 
     def within_latency_band(cands: Candidates, ctx: PickContext) -> Candidates:
         if ctx.stream:
@@ -96,6 +97,7 @@ def within_latency_band(tolerance: float = 0.2) -> Step:
             measure = {c.id: c.latency for c in cands}
         else:
             measure = {c.id: c.seconds for c in cands}
+        measure.update({c.id: None for c in cands if c.stale(max_age)})
         known = [m for m in measure.values() if m is not None]
         if not known:
             return cands
@@ -165,7 +167,7 @@ def lowest_utilisation(cands: Candidates, ctx: PickContext) -> Candidates:
 # ---------------------------------------------------------------- named strategies
 
 
-def build(name: str, *, tolerance: float = 0.2, affinity: bool = True) -> Step:
+def build(name: str, *, tolerance: float = 0.2, affinity: bool = True, max_age: float = 60.0) -> Step:
     """The step for a configured ``routing_strategy`` name (after alias resolution)."""
     head: list[Step] = [lowest_order, under_parallel_limit]
     if affinity:
@@ -173,7 +175,7 @@ def build(name: str, *, tolerance: float = 0.2, affinity: bool = True) -> Step:
     tails: dict[str, list[Step]] = {
         "weighted": [weighted_random],
         "least-busy": [least_in_flight],
-        "latency": [within_latency_band(tolerance), weighted_random],
+        "latency": [within_latency_band(tolerance, max_age), weighted_random],
         "usage": [under_usage_limits, lowest_utilisation],
     }
     if name not in tails:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import time
 from typing import Any
 
 import httpx2
@@ -576,8 +577,9 @@ def test_a_group_is_found_by_its_name(make_router):
 
 
 def test_an_attempt_counts_in_its_deployments_usage_and_a_success_in_its_latency(fakes, make_router):
+    """On the real clock: a fake one stands still while the request is out, and a time of 0 is no sample."""
     a = fakes["a"].fail(("status", 500, None, None))
-    router = make_router(one_group(dep(a), num_retries=1, allowed_fails=10))
+    router = make_router(one_group(dep(a), num_retries=1, allowed_fails=10), clock=time.monotonic)
     state = router.deployment_state("a")
     assert (state.window_usage(), state.latency) == ((0, 0), None)
     assert chat(router).status_code == 200

@@ -11,7 +11,7 @@ import pytest
 from llm_cache.router import Router
 from llm_cache.router._breaker import Breaker
 from llm_cache.router._config import Deployment
-from llm_cache.router._state import DeploymentState
+from llm_cache.router._state import SAMPLE_CLIP, DeploymentState
 from llm_cache.router.strategies import (
     AffinityMap,
     PickContext,
@@ -98,10 +98,48 @@ def test_latency_ewma():
     clock = Clock()
     (a,) = states(clock, a={})
     a.observe_latency(1.0, 0.5)
-    a.observe_latency(3.0, 0.5)
+    a.observe_latency(1.5, 0.5)
     a.observe_latency(0.1, 0.5, tokens=10)
-    a.observe_latency(0.3, 0.5, tokens=10)
-    assert (a.seconds, a.latency) == (pytest.approx(2.0), pytest.approx(0.02))  # each unit its own average
+    a.observe_latency(0.15, 0.5, tokens=10)
+    assert (a.seconds, a.latency) == (pytest.approx(1.25), pytest.approx(0.0125))  # each unit its own average
+
+
+def test_a_latency_sample_moves_a_figure_by_at_most_a_bounded_factor():
+    """One answer built to be slow (a long prompt with `max_tokens: 1`: 3 s for one token) or one
+    implausibly fast counts as at most `SAMPLE_CLIP` times the figure, or the figure over it."""
+    clock = Clock()
+    (a,) = states(clock, a={})
+    a.observe_latency(0.1, 0.3, tokens=10)
+    a.observe_latency(3.0, 0.3, tokens=1)
+    assert a.latency == pytest.approx(0.7 * 0.01 + 0.3 * 0.01 * SAMPLE_CLIP)
+    a.observe_latency(1e-9, 0.3, tokens=10)
+    assert a.latency > 0.7 * 0.013 and a.latency == pytest.approx(0.7 * 0.013 + 0.3 * 0.013 / SAMPLE_CLIP)
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, math.inf, math.nan])
+def test_a_time_that_is_not_a_positive_finite_number_is_no_sample(seconds):
+    clock = Clock()
+    (a,) = states(clock, a={})
+    for stream, tokens in ((True, None), (False, 10), (False, None)):
+        a.observe_latency(seconds, 0.3, stream=stream, tokens=tokens)
+    assert (a.ttft, a.latency, a.seconds) == (None, None, None)
+    a.observe_latency(0.5, 0.3, tokens=10)
+    a.observe_latency(seconds, 0.3, tokens=10)
+    assert a.latency == pytest.approx(0.05)
+
+
+def test_a_deployment_sent_nothing_for_the_max_age_is_unmeasured_in_the_band():
+    clock = Clock()
+    a, b = states(clock, a={}, b={})
+    a.latency, b.latency = 0.01, 3.0
+    a.picked_at = b.picked_at = clock.now
+    band = within_latency_band(0.2, max_age=60)
+    assert band([a, b], ctx()) == [a]
+    clock.now += 60
+    assert band([a, b], ctx()) == [a]  # not yet older than the max age
+    clock.now += 1
+    a.picked_at = clock.now  # a is in use; b was sent nothing for 61 s
+    assert band([a, b], ctx()) == [a, b]
 
 
 def test_a_whole_answer_is_compared_per_token_when_any_candidate_has_a_figure_else_in_whole_seconds():
