@@ -1249,7 +1249,7 @@ def _screened(
     the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`),
     the client keys sent (a bearer token's scheme taken off), the `Host` and `Origin` sent (the
     first of each: h11 refuses a second `Host`, and a browser sends one `Origin`), and whether the
-    request names an `anthropic-version` (`family_of`).
+    headers kept name an `anthropic-version` (`family_of`: the proxy reads the family from those).
 
     A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
     before the cache: a key or a scope read from it would name a request the upstream never gets. The
@@ -1287,6 +1287,7 @@ def _screened(
     if not dropped:  # (most requests: the copy is made in C, not pair by pair)
         return list(raw), declared, given, host, origin, anthropic
     unwanted = set(dropped) - _FRAMING  # not this message's framing, which the server has read
+    anthropic = anthropic and _ANTHROPIC_VERSION not in unwanted  # (as the app behind reads the family)
     return [pair for pair in raw if pair[0] not in unwanted], declared, given, host, origin, anthropic
 
 
