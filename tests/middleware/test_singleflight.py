@@ -9,7 +9,6 @@ store is a `SteppedRedis`, which holds its next read or lock attempt until the t
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +26,7 @@ from llm_cache.middleware.stores import DiskStore, RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_distributed import CHAT, QUESTION, LocalPod, redis_pod, second_waiting_on_first, until
 from tests.middleware.test_engine import completion
+from tests.support.races import raced
 from tests.support.stores import CountingStore
 
 
@@ -617,12 +617,10 @@ def test_landings_on_the_loops_of_several_threads_are_each_numbered_and_none_rai
     waiters unanswered until `coalesce_timeout` and its caller with an error after its answer was
     stored, and a number lost between two threads let a miss skip the store read it needed."""
     monkeypatch.setattr(singleflight, "_LANDED_KEPT", 1)  # (every landing evicts: the widest window)
-    previous = sys.getswitchinterval()
     cache = Cache(CountingStore())
     flights = cache._flights
     entry = Entry("k", time.time(), 200, b"{}", False)
     threads, each = 4, 20_000
-    errors: list[BaseException] = []
 
     async def land(name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -630,23 +628,6 @@ def test_landings_on_the_loops_of_several_threads_are_each_numbered_and_none_rai
             flights.land(singleflight.Flight(f"{name}{n}", loop), entry)
             flights._landed_since(f"{name}{n}", n)
 
-    def lands(name: str) -> None:
-        try:
-            asyncio.run(land(name))
-        except BaseException as error:  # noqa: BLE001 (what a landing raised is the finding)
-            errors.append(error)
-
-    sys.setswitchinterval(1e-6)  # (threads change places between nearly every two bytecodes)
-    try:
-        workers = [threading.Thread(target=lands, args=(name,)) for name in "abcd"[:threads]]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-    finally:
-        sys.setswitchinterval(previous)
-
-    assert not any(worker.is_alive() for worker in workers)
-    assert errors == []
+    assert raced(lambda name: asyncio.run(land(name)), "abcd"[:threads]) == []
     assert flights.landings == threads * each
     assert len(flights._landed) == 1

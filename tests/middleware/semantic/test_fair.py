@@ -3,22 +3,17 @@ in-process index's rows, the bounded mode's served prompts and its per-answer re
 
 from __future__ import annotations
 
-import sys
-import threading
-
 from llm_cache.middleware.semantic._fair import FairAges
+from tests.support.races import raced
 
 BOUND = 50
 
 
-def _fill(table: FairAges[str], owner: str, count: int, errors: list[BaseException]) -> None:
-    try:
-        for n in range(count):
-            table.add(owner, f"{owner}{n}")
-            while len(table) > BOUND:
-                table.remove(table.evictee())
-    except Exception as error:  # noqa: BLE001 (what an operation raised is the finding)
-        errors.append(error)
+def _fill(table: FairAges[str], owner: str, count: int) -> None:
+    for n in range(count):
+        table.add(owner, f"{owner}{n}")
+        while len(table) > BOUND:
+            table.remove(table.evictee())
 
 
 def test_a_table_shared_by_threads_gives_up_the_largest_owners_keys_during_and_after() -> None:
@@ -28,21 +23,9 @@ def test_a_table_shared_by_threads_gives_up_the_largest_owners_keys_during_and_a
     and left owners in buckets of other sizes for good, so that an owner holding 18 keys was never the
     one to give way to a newcomer, who pushed out the others' keys instead."""
     table: FairAges[str] = FairAges()
-    errors: list[BaseException] = []
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # (threads change places between nearly every two bytecodes)
-    try:
-        workers = [threading.Thread(target=_fill, args=(table, owner, 50_000, errors)) for owner in "abcd"]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(120)
-    finally:
-        sys.setswitchinterval(previous)
-    assert not any(worker.is_alive() for worker in workers)
-    _fill(table, "newcomer", 1_000, errors)  # alone now: it gives way once it holds as many as anyone
+    assert raced(lambda owner: _fill(table, owner, 50_000), "abcd") == []
+    _fill(table, "newcomer", 1_000)  # alone now: it gives way once it holds as many as anyone
 
-    assert errors == []
     held = {owner: table.owned(owner) for owner in ("a", "b", "c", "d", "newcomer")}
     assert sum(held.values()) == len(table) == BOUND
     assert max(held.values()) - min(held.values()) <= 1, held
