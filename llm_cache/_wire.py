@@ -129,6 +129,11 @@ CREDENTIALS_FOR = "llm_cache.credentials_for"
 """A request extension: the base URL an operator's key in the request's credential headers is for
 (a gateway's `upstreams.<family>.api_key`). A router sends that key to no URL outside it."""
 
+OPERATORS_KEY = "llm_cache.operators_key"
+"""A response extension the router sets (True) on an answer sent on a key every caller shares (a
+deployment's own `api_key`, or `CREDENTIALS_FOR`'s): a gateway relays it as one on its owner's key
+(no header naming the owner's account, a refusal of the key is the gateway's to explain)."""
+
 
 def under(url: str, base: str) -> bool:
     """Whether `url` is `base` or below it (`base` + `/`, `?` or nothing more)."""
@@ -425,6 +430,7 @@ def error_object(response: Mapping[str, Any]) -> str | None:
 __all__ = [
     "error_object",
     "CREDENTIALS_FOR",
+    "OPERATORS_KEY",
     "DefaultTransports",
     "ANTHROPIC",
     "ANTHROPIC_MESSAGES",

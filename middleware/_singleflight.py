@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ._deadline import within
 from ._entry import Entry
+from ._fork import renew_after_fork
 from ._settings import CacheSettings, CacheStats
 from ._types import CacheRequest, Lookup, Outcome
 from .stores.base import LockingStore
@@ -69,6 +71,13 @@ class SingleFlight:
         """How many flights have landed with a stored entry: a lookup notes it before its store read."""
         self._landed: dict[str, int] = {}
         """key -> the number of its latest landing with a stored entry, for the latest `_LANDED_KEPT` keys."""
+        self._numbering = threading.Lock()
+        """Held while `landings` and `_landed` change or are read together: flights land on the loop of
+        each transport sharing the cache (a blocking transport's is its own thread)."""
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        self._numbering = threading.Lock()
 
     async def join(self, request: CacheRequest, lookup: Lookup, since: int = -1) -> Lookup:
         """A miss (`lookup`) becomes a wait for the call already in flight for its key (a HIT if that call
@@ -136,22 +145,24 @@ class SingleFlight:
             flight.future.set_result(LEFT if left and entry is None else entry)
 
     def _note_landing(self, key: str) -> None:
-        self.landings += 1
         landed = self._landed
-        landed.pop(key, None)
-        landed[key] = self.landings
-        if len(landed) > _LANDED_KEPT:
-            del landed[next(iter(landed))]
+        with self._numbering:
+            self.landings += 1
+            landed.pop(key, None)
+            landed[key] = self.landings
+            if len(landed) > _LANDED_KEPT:
+                del landed[next(iter(landed))]
 
     def _landed_since(self, key: str, since: int) -> bool:
         """Whether a flight on `key` may have landed with a stored entry after landing number `since`
         (also when so many keys landed since that the key's number is no longer kept)."""
         if self.landings == since:
             return False
-        number = self._landed.get(key)
-        if number is not None:
-            return number > since
-        return len(self._landed) >= _LANDED_KEPT and next(iter(self._landed.values())) > since + 1
+        with self._numbering:
+            number = self._landed.get(key)
+            if number is not None:
+                return number > since
+            return len(self._landed) >= _LANDED_KEPT and next(iter(self._landed.values())) > since + 1
 
     async def unlock(self, key: str, lookup: Lookup) -> None:
         """Release the call's distributed lock, if it holds one (never raises: it expires anyway)."""

@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._wire import (
     CREDENTIAL_HEADERS,
     CREDENTIALS_FOR,
+    OPERATORS_KEY,
     api_of,
     auth_header,
     decoded,
@@ -285,6 +286,9 @@ _KEY_REFUSALS = frozenset({401, 403})
 _REFUSAL_LOGGED = 4096
 """Most bytes of an upstream's refusal the operator's log gets."""
 
+_ACCOUNT = frozenset().union(*ACCOUNT_HEADERS.values())
+"""Every family's headers naming the account billed (`providers.ACCOUNT_HEADERS`)."""
+
 _OPENAI_CODES = {401: "invalid_api_key", 502: "upstream_unavailable", 504: "upstream_unavailable"}
 
 
@@ -504,16 +508,29 @@ class _Gateway:
             logger.warning("upstream %s unreachable (%s)", family, type(error).__name__)
             return _error(family, 502, f"the {family} upstream is unreachable")
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
-        if upstream.api_key and response.status_code in _KEY_REFUSALS:
-            return await self._key_refused(family, response, upstream.api_key)
-        # On the owner's key the account billed is the owner's: no caller is told which it is.
-        account = ACCOUNT_HEADERS.get(family, frozenset()) if upstream.api_key else frozenset()
+        # the owner's key: the upstream's own, or one the router sent (a deployment's `api_key`)
+        owners = bool(upstream.api_key) or response.extensions.get(OPERATORS_KEY) is True
+        if owners and response.status_code in _KEY_REFUSALS:
+            return await self._key_refused(family, response, self._owner_keys(upstream.api_key))
+        # On the owner's key the account billed is the owner's: no caller is told which it is (any
+        # family's headers: a router may have answered from a deployment of another family).
+        account = _ACCOUNT if owners else frozenset()
         return _UpstreamResponse(response, _response_headers(response.headers.multi_items(), account))
 
-    async def _key_refused(self, family: str, response: httpx2.Response, api_key: str) -> Response:
-        """The upstream refused the owner's key: its body names the key (masked) or the owner's project,
-        and the caller's own key is not at fault. The operator reads the body in the log; the caller
-        gets a 502 of the gateway's own that SDKs do not retry (`x-should-retry`: a retry is refused too)."""
+    def _owner_keys(self, api_key: str | None) -> list[str]:
+        """The keys of the owner's the gateway may have sent: its upstream's, its router deployments'."""
+        keys = [api_key] if api_key else []
+        if self.router is not None:
+            keys += [
+                dep.api_key for group in self.router.config.groups.values() for dep in group.deployments if dep.api_key
+            ]
+        return keys
+
+    async def _key_refused(self, family: str, response: httpx2.Response, keys: list[str]) -> Response:
+        """The upstream refused the owner's key: its body names the key (masked, and each of `keys`
+        masked in the log) or the owner's project, and the caller's own key is not at fault. The
+        operator reads the body in the log; the caller gets a 502 of the gateway's own that SDKs do
+        not retry (`x-should-retry`: a retry is refused too)."""
         self.counters.credential_refused[family] += 1
         said = b""
         try:
@@ -525,9 +542,13 @@ class _Gateway:
             pass
         finally:
             await response.aclose()
-        text = said[:_REFUSAL_LOGGED].decode("utf-8", "replace").replace(api_key, "***")
+        text = said[:_REFUSAL_LOGGED].decode("utf-8", "replace")
+        for key in keys:
+            text = text.replace(key, "***")
         status = response.status_code
-        logger.warning("the %s upstream refused upstreams.%s.api_key (%d): %r", family, family, status, text)
+        deployment = response.headers.get("x-router-deployment")
+        whose = f"the key sent to router deployment {deployment}" if deployment else f"upstreams.{family}.api_key"
+        logger.warning("the %s upstream refused %s (%d): %r", family, whose, status, text)
         message = (
             f"the gateway's upstream credential for {family} was refused by the provider;"
             " the gateway's operator must fix it"
@@ -1228,7 +1249,7 @@ def _screened(
     the declared `content-length` (`TWO_FRAMINGS` beside another length or `transfer-encoding`),
     the client keys sent (a bearer token's scheme taken off), the `Host` and `Origin` sent (the
     first of each: h11 refuses a second `Host`, and a browser sends one `Origin`), and whether the
-    request names an `anthropic-version` (`family_of`).
+    headers kept name an `anthropic-version` (`family_of`: the proxy reads the family from those).
 
     A header named by `Connection` is for this hop only and is never forwarded, so it is dropped here,
     before the cache: a key or a scope read from it would name a request the upstream never gets. The
@@ -1266,6 +1287,7 @@ def _screened(
     if not dropped:  # (most requests: the copy is made in C, not pair by pair)
         return list(raw), declared, given, host, origin, anthropic
     unwanted = set(dropped) - _FRAMING  # not this message's framing, which the server has read
+    anthropic = anthropic and _ANTHROPIC_VERSION not in unwanted  # (as the app behind reads the family)
     return [pair for pair in raw if pair[0] not in unwanted], declared, given, host, origin, anthropic
 
 

@@ -18,7 +18,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._wire import CREDENTIALS_FOR, DefaultTransports, api_of, error_document, error_object, model_in_path
+from .._wire import (
+    CREDENTIALS_FOR,
+    OPERATORS_KEY,
+    DefaultTransports,
+    api_of,
+    error_document,
+    error_object,
+    model_in_path,
+)
 from . import _retry as retry_mod
 from . import _rewrite as rewrite
 from . import translate
@@ -408,6 +416,8 @@ class Router:
             result.response = translate.http.response(
                 p.lib, result.response, sent.body, translation, p.doc, p.stream, dropped, error_body
             )
+        if operators_key and result.response is not None:  # (whoever relays it: not the caller's account)
+            result.response.extensions[OPERATORS_KEY] = True
         others = [c for c in self._candidates(name, failed | {st.id}, p) if c.id != st.id]
         result.alternatives = bool(others)
         if result.fail_over and others and result.failure is not None:

@@ -180,8 +180,7 @@ class InProcessEvidence:
         judged = self._judged
         judged.add(partition, key)
         while len(judged) > self.max_keys:
-            dropped = judged.evictee()
-            judged.remove(dropped)
+            dropped = judged.evict()
             self._history.pop(dropped, None)
             self._wrong_at.pop(dropped, None)
 
@@ -503,7 +502,7 @@ class ErrorBound:
                 served = self._served
                 served.add(partition, (key, similarity))
                 while len(served) > REMEMBERED:
-                    served.remove(served.evictee())
+                    served.evict()
                 return Decision.SERVE
             return self._asking(answer(key, partition), similarity, bin)
         return self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP

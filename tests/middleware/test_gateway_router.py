@@ -6,6 +6,7 @@ model name `public-model` to two deployments on the fake provider; the real open
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,47 @@ def test_miss_goes_through_the_router_and_the_hit_never_reaches_it(
     assert second.headers["x-cache-key"] == first.headers["x-cache-key"]  # keyed on the public name
     assert second.parse().model_dump() == first.parse().model_dump()
     assert fake_provider.count("/chat/completions") == 1  # the hit never reached the router
+
+
+ACCOUNT = ("openai-organization", "openai-project", "anthropic-organization-id")
+
+
+def test_a_miss_a_deployment_answered_on_its_own_key_names_no_account_but_keeps_the_rate_limits(
+    gateway: openai.OpenAI,
+) -> None:
+    """A `model_list` deployment's `api_key` is the operator's, as `upstreams.<family>.api_key` is: the
+    organisation and project its answers name are the operator's, which no caller of the gateway is
+    told (docs/security.md, "Gateway"). They were relayed whenever the gateway's upstream had no key
+    of its own, though the router had sent the deployment's."""
+    for stream in (False, True):
+        messages: Any = [{"role": "user", "content": f"Whose account is this? (streamed: {stream})"}]
+        raw = gateway.chat.completions.with_raw_response.create(model=PUBLIC, messages=messages, stream=stream)
+        raw.parse()
+        assert raw.headers["x-cache"] == "MISS"
+        assert not [name for name in ACCOUNT if name in raw.headers]
+        assert any(name.startswith("x-ratelimit-") for name in raw.headers)
+
+
+def test_a_deployments_own_key_refused_is_a_502_naming_the_gateway_not_the_key(
+    gateway: openai.OpenAI, fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both deployments' key revoked: the router fails over and gives up with the provider's 401, which
+    names the key (masked). As for the upstream's own key, the caller gets the gateway's 502 and the
+    operator the provider's words in the log, the key masked there too. (Both deployments then cool
+    down: the router answers the next call itself.)"""
+    fake_provider.revoke_key("sk-deployment")
+    with (
+        caplog.at_level(logging.WARNING, logger="llm_cache.middleware.gateway"),
+        pytest.raises(openai.APIStatusError) as raised,
+    ):
+        gateway.chat.completions.create(model=PUBLIC, messages=MESSAGES)
+    assert raised.value.status_code == 502
+    assert "gateway's upstream credential" in str(raised.value)
+    assert "Incorrect API key" not in str(raised.value)
+    assert fake_provider.count("/chat/completions") == 2  # each deployment tried once
+    logged = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+    assert len(logged) == 1 and "Incorrect API key provided" in logged[0] and "router deployment" in logged[0]
+    assert not [line for line in logged if "sk-deployment" in line]
 
 
 def test_a_failing_deployment_is_retried_on_its_sibling(

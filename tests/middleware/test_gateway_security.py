@@ -450,6 +450,38 @@ def test_an_anthropic_call_on_a_path_openai_also_serves_goes_to_anthropic(
     assert [r.path for r in fake_provider.requests] == ["/openai-upstream/v1/models"]
 
 
+def test_an_anthropic_version_its_connection_header_drops_keys_the_call_to_the_upstream_it_goes_to(
+    gateway_factory: Callable[..., Gateway],  # noqa: F811
+    fake_provider: RunningFakeProvider,
+    fake_provider_session: RunningFakeProvider,
+) -> None:
+    """A header that `Connection` names is for this hop only: the guard drops it before the app. The
+    guard read `anthropic-version` before dropping it, and so keyed the call under the Anthropic
+    upstream's URL while the proxy, which never saw the header, sent it to OpenAI's: OpenAI's answer was
+    then served to the next caller asking Anthropic the same (a chat completion both serve). The family
+    is read from the headers the app gets, in the guard as in the proxy."""
+    openai_upstream, anthropic_upstream = fake_provider, fake_provider_session
+    gateway = gateway_factory(
+        {
+            "upstreams": {
+                "openai": {"base_url": openai_upstream.openai_base_url},
+                "anthropic": {"base_url": anthropic_upstream.anthropic_base_url},
+            }
+        }
+    )
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "which upstream answers me?"}]}
+    version = {"authorization": "Bearer sk-caller", "anthropic-version": "2023-06-01"}
+    url = f"{gateway.url}/v1/chat/completions"
+    at_anthropic = anthropic_upstream.count("/chat/completions")
+    hop_only = httpx2.post(url, json=body, headers={**version, "connection": "anthropic-version"}, timeout=10)
+    to_anthropic = httpx2.post(url, json=body, headers=version, timeout=10)
+
+    assert (hop_only.status_code, to_anthropic.status_code) == (200, 200)
+    assert (hop_only.headers["x-cache"], to_anthropic.headers["x-cache"]) == ("MISS", "MISS")
+    assert openai_upstream.count("/chat/completions") == 1
+    assert anthropic_upstream.count("/chat/completions") == at_anthropic + 1
+
+
 def test_the_owner_opens_more_paths_by_name(
     gateway_factory: Callable[..., Gateway],  # noqa: F811
     fake_provider: RunningFakeProvider,

@@ -21,10 +21,12 @@ import redis as syncredis
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from llm_cache.middleware import _singleflight as singleflight
+from llm_cache.middleware._entry import Entry
 from llm_cache.middleware.stores import DiskStore, RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_distributed import CHAT, QUESTION, LocalPod, redis_pod, second_waiting_on_first, until
 from tests.middleware.test_engine import completion
+from tests.support.races import raced
 from tests.support.stores import CountingStore
 
 
@@ -604,3 +606,28 @@ async def test_redis_going_away_while_a_pod_waits_on_a_lock_is_counted_by_each_p
     assert [(answer["status"], answer["x_cache"]) for answer in (led, waited)] == [(200, "MISS")] * 2
     assert store_errors(second) == {"get": 1, "set": 1}
     assert store_errors(first) == {"set": 1, "unlock": 1}  # the leader's write, then its unlock
+
+
+def test_landings_on_the_loops_of_several_threads_are_each_numbered_and_none_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cache shared by blocking and async clients (or two blocking transports) lands flights on each
+    transport's own loop thread at once. The landing numbers are one table for them all: a landing
+    that raised (a key another thread evicted first, a table resized under an iteration) left its
+    waiters unanswered until `coalesce_timeout` and its caller with an error after its answer was
+    stored, and a number lost between two threads let a miss skip the store read it needed."""
+    monkeypatch.setattr(singleflight, "_LANDED_KEPT", 1)  # (every landing evicts: the widest window)
+    cache = Cache(CountingStore())
+    flights = cache._flights
+    entry = Entry("k", time.time(), 200, b"{}", False)
+    threads, each = 4, 20_000
+
+    async def land(name: str) -> None:
+        loop = asyncio.get_running_loop()
+        for n in range(each):
+            flights.land(singleflight.Flight(f"{name}{n}", loop), entry)
+            flights._landed_since(f"{name}{n}", n)
+
+    assert raced(lambda name: asyncio.run(land(name)), "abcd"[:threads]) == []
+    assert flights.landings == threads * each
+    assert len(flights._landed) == 1
