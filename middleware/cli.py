@@ -155,6 +155,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     _warn_open_keys(config, f"http://{host}:{port}")
     stack = server_stack()
+    if args.http != "auto":
+        if args.http == "httptools" and not _importable("httptools"):
+            return _fail("--http httptools: httptools is not installed (the `fast` extra installs it)")
+        stack["http"] = args.http
     print(f"server: {stack['loop']} + {stack['http']}{_FAST_HINT if stack['http'] == 'h11' else ''}", file=sys.stderr)
     options = {**config.server.uvicorn_options(), **stack}
     if workers > 1:
@@ -624,6 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="enable the /cache/* admin API with the key in environment variable NAME (overrides the config)",
     )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--http",
+        default="auto",
+        choices=["auto", "h11", "httptools"],
+        help="HTTP/1.1 parser (default auto: httptools when installed, else h11)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     check = commands.add_parser(

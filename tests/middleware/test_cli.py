@@ -471,15 +471,16 @@ def test_serve_admin_key_env_and_log_lines_with_the_store_failure_cause(
 
 
 @contextlib.contextmanager
-def _serving_at_info(tmp_path: Path, config: str) -> Iterator[tuple[str, list[str]]]:
-    """A real `serve` of `config` logging at INFO: its URL, and a list that holds its log once it stopped."""
+def _serving_at_info(tmp_path: Path, config: str, *options: str) -> Iterator[tuple[str, list[str]]]:
+    """A real `serve` of `config` (with more command-line `options`) logging at INFO: its URL, and a list
+    that holds its log once it stopped."""
     from tests.support.servers import free_port
 
     port = free_port()
     path = tmp_path / "served.yaml"
     path.write_text(config)
     command = [sys.executable, "-m", "llm_cache.middleware.cli", "serve", "--config", str(path)]
-    command += ["--port", str(port), "--log-level", "info"]
+    command += ["--port", str(port), "--log-level", "info", *options]
     process = subprocess.Popen(command, cwd=WORKTREE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     log: list[str] = []
@@ -614,22 +615,30 @@ def test_a_file_a_command_reads_that_is_not_json_is_one_line_naming_it(
     assert str(path) in line, line
 
 
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
 def test_serve_writes_no_control_character_a_caller_sent_to_its_log(
-    tmp_path: Path, fake_provider: RunningFakeProvider
+    tmp_path: Path, fake_provider: RunningFakeProvider, parser: str
 ) -> None:
     """uvicorn's access log names the client by `X-Forwarded-For` when the connection comes from a
     trusted proxy address (127.0.0.1 by default), and an HTTP header value may carry ESC and BEL: a
     caller on the gateway's host wrote terminal escapes (a window title, a cleared screen) into the
-    log of whoever tails it. `serve`'s log handler escapes every control character of what a line quotes."""
+    log of whoever tails it. `serve`'s log handler escapes every control character of what a line
+    quotes (h11 lets such a value through); httptools refuses the request before any line quotes it."""
     import httpx2
 
+    if parser == "httptools":
+        pytest.importorskip("httptools")
     config = (
         f"cache: {{store: {{type: memory}}}}\nupstreams: {{openai: {{base_url: '{fake_provider.openai_base_url}'}}}}\n"
     )
-    with _serving_at_info(tmp_path, config) as (url, log):
+    with _serving_at_info(tmp_path, config, "--http", parser) as (url, log):
         headers = {"x-forwarded-for": "\x1b]0;owned\x07\x1b[2J10.9.8.7", "authorization": "Bearer sk-a"}
         answer = httpx2.post(f"{url}/v1/chat/completions", json=BODY, headers=headers, timeout=10)
         assert answer.status_code == 400  # (such a header cannot be forwarded; the line is logged all the same)
     text = "".join(log)
-    assert "10.9.8.7" in text and "POST /v1/chat/completions" in text, text
+    assert f"+ {parser}" in text, text
+    if parser == "h11":
+        assert "10.9.8.7" in text and "POST /v1/chat/completions" in text, text
+    else:
+        assert "Invalid HTTP request received" in text, text
     assert "\x1b" not in text and "\x07" not in text, text
