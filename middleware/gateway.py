@@ -66,7 +66,7 @@ from ._paths import routed_path
 from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .providers import ACCOUNT_HEADERS
+from .providers import ACCOUNT_HEADERS, CREDENTIAL_REFUSALS
 from .stores.base import ClearRefused, NoTagIndex, StoreError
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
@@ -281,10 +281,32 @@ def _query(query: str) -> str:
     return query if _CLEAN_QUERY.fullmatch(raw) is not None else _percent_encoded(raw, b"/?")
 
 
-_KEY_REFUSALS = frozenset({401, 403})
-"""Upstream statuses refusing the gateway's own key (a 403 names the owner's project or permissions)."""
 _REFUSAL_LOGGED = 4096
-"""Most bytes of an upstream's refusal the operator's log gets."""
+"""Most bytes of an upstream's refusal the operator's log gets (and its family's rule reads)."""
+_REFUSAL_DECODED = 65536
+"""Most bytes the first `_REFUSAL_LOGGED` of a compressed refusal are decoded to."""
+
+
+async def _first_bytes(response: httpx2.Response, limit: int) -> tuple[bytes, AsyncIterator[bytes]]:
+    """The first `limit` or more raw bytes of `response` (all of a shorter body), and the iterator
+    of the rest, for the relay to go on with. A body cut short is judged on what came of it, and
+    relayed cut (the rest raises the error the read did)."""
+    chunks = response.aiter_raw()
+    said = b""
+    try:
+        while len(said) < limit:
+            said += await anext(chunks)
+    except StopAsyncIteration:
+        pass
+    except httpx2.HTTPError as error:
+        return said, _raising(error)
+    return said, chunks
+
+
+async def _raising(error: Exception) -> AsyncIterator[bytes]:
+    raise error
+    yield b""  # (unreachable: makes this an async generator)
+
 
 _ACCOUNT = frozenset().union(*ACCOUNT_HEADERS.values())
 """Every family's headers naming the account billed (`providers.ACCOUNT_HEADERS`)."""
@@ -362,7 +384,7 @@ class _GatewayCollector(Collector):
             ),
             (
                 "llm_cache_upstream_credential_refused",
-                "Answers refusing the gateway's own upstream key (401, 403), answered 502.",
+                "Answers refusing the gateway's own upstream key (its family's refusals), answered 502.",
                 counters.credential_refused,
             ),
         ):
@@ -510,12 +532,18 @@ class _Gateway:
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
         # the owner's key: the upstream's own, or one the router sent (a deployment's `api_key`)
         owners = bool(upstream.api_key) or response.extensions.get(OPERATORS_KEY) is True
-        if owners and response.status_code in _KEY_REFUSALS:
-            return await self._key_refused(family, response, self._owner_keys(upstream.api_key))
+        refusals = CREDENTIAL_REFUSALS[family]
+        read: tuple[bytes, AsyncIterator[bytes]] | None = None
+        if owners and response.status_code in refusals.statuses:
+            read = await _first_bytes(response, _REFUSAL_LOGGED)
+            said = decoded(response.headers.get("content-encoding"), read[0], _REFUSAL_DECODED) or b""
+            if refusals.refuse(response.status_code, response.headers, said[:_REFUSAL_LOGGED]):
+                await response.aclose()
+                return self._key_refused(family, response, said, self._owner_keys(upstream.api_key))
         # On the owner's key the account billed is the owner's: no caller is told which it is (any
         # family's headers: a router may have answered from a deployment of another family).
         account = _ACCOUNT if owners else frozenset()
-        return _UpstreamResponse(response, _response_headers(response.headers.multi_items(), account))
+        return _UpstreamResponse(response, _response_headers(response.headers.multi_items(), account), read)
 
     def _owner_keys(self, api_key: str | None) -> list[str]:
         """The keys of the owner's the gateway may have sent: its upstream's, its router deployments'."""
@@ -526,22 +554,13 @@ class _Gateway:
             ]
         return keys
 
-    async def _key_refused(self, family: str, response: httpx2.Response, keys: list[str]) -> Response:
-        """The upstream refused the owner's key: its body names the key (masked, and each of `keys`
-        masked in the log) or the owner's project, and the caller's own key is not at fault. The
-        operator reads the body in the log; the caller gets a 502 of the gateway's own that SDKs do
-        not retry (`x-should-retry`: a retry is refused too)."""
+    def _key_refused(self, family: str, response: httpx2.Response, said: bytes, keys: list[str]) -> Response:
+        """The upstream refused the owner's key (its family's `CREDENTIAL_REFUSALS` say which answers do):
+        its body `said` names the key (masked, and each of `keys` masked in the log) or the owner's
+        project, and the caller's own key is not at fault. The operator reads the body in the log; the
+        caller gets a 502 of the gateway's own that SDKs do not retry (`x-should-retry`: a retry is
+        refused too)."""
         self.counters.credential_refused[family] += 1
-        said = b""
-        try:
-            async for chunk in response.aiter_bytes():
-                said += chunk
-                if len(said) >= _REFUSAL_LOGGED:
-                    break
-        except httpx2.HTTPError:
-            pass
-        finally:
-            await response.aclose()
         text = said[:_REFUSAL_LOGGED].decode("utf-8", "replace")
         for key in keys:
             text = text.replace(key, "***")
@@ -907,16 +926,27 @@ class _UpstreamResponse(StreamingResponse):
     being cancelled by the disconnect that the server reports once the response is complete.
     """
 
-    def __init__(self, upstream: httpx2.Response, headers: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        upstream: httpx2.Response,
+        headers: list[tuple[str, str]],
+        read: tuple[bytes, AsyncIterator[bytes]] | None = None,
+    ) -> None:
+        """`read`: the body's first bytes, read already, and the iterator of the rest (`_first_bytes`)."""
         super().__init__(
-            self._relay(upstream), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
+            self._relay(upstream, read), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
         )
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
     @staticmethod
-    async def _relay(upstream: httpx2.Response) -> AsyncIterator[bytes]:
+    async def _relay(
+        upstream: httpx2.Response, read: tuple[bytes, AsyncIterator[bytes]] | None
+    ) -> AsyncIterator[bytes]:
+        first, chunks = read if read is not None else (b"", upstream.aiter_raw())
         try:
-            async for chunk in upstream.aiter_raw():
+            if first:
+                yield first
+            async for chunk in chunks:
                 yield chunk
         finally:
             await upstream.aclose()

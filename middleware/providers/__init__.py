@@ -1,7 +1,7 @@
-from . import anthropic, gemini, openai
+from . import anthropic, bedrock, gemini, openai
 from .anthropic import Messages
 from .audio import Transcriptions, Translations
-from .base import Endpoint, RequestView, Route, StreamAssembler, Usage
+from .base import STATUS_REFUSALS, CredentialRefusals, Endpoint, RequestView, Route, StreamAssembler, Usage
 from .bedrock import Converse, InvokeModel, InvokeModelStream
 from .gemini import EmbedContent, GenerateContent
 from .openai import ChatCompletions, Completions, Embeddings, Moderations, Responses
@@ -34,6 +34,17 @@ ACCOUNT_HEADERS: dict[str, frozenset[str]] = {
 }
 """By gateway upstream family, the response headers naming the account billed for a call (each family's
 `AnswerHeaders.account`): what a gateway spending its owner's key does not relay."""
+
+
+CREDENTIAL_REFUSALS: dict[str, CredentialRefusals] = {
+    "openai": STATUS_REFUSALS,
+    "azure": STATUS_REFUSALS,
+    "anthropic": STATUS_REFUSALS,
+    "gemini": gemini.CREDENTIAL_REFUSALS,
+    "bedrock": bedrock.CREDENTIAL_REFUSALS,
+}
+"""By family, which error answers refuse the credential itself (each family's provider module says):
+what a gateway that sent its owner's key answers as its own 502 (`gateway._key_refused`)."""
 
 
 def resolve(path: str, endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS) -> Route | None:

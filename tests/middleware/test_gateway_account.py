@@ -16,12 +16,16 @@ import anthropic
 import httpx2
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from tests.middleware.test_gateway import MODEL, Gateway, gateway, gateway_factory  # noqa: F401
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
 OWNER_OPENAI_KEY = "sk-owner-openai-secret"
 OWNER_ANTHROPIC_KEY = "sk-ant-owner-secret"
+OWNER_GEMINI_KEY = "AIza-owner-gemini-secret"
 ACCOUNT = ("openai-organization", "openai-project", "anthropic-organization-id")
 CLAUDE = "claude-sonnet-4-6"
 
@@ -34,6 +38,7 @@ def owners_gateway(gateway_factory: Callable[..., Gateway], fake_provider: Runni
             "upstreams": {
                 "openai": {"base_url": fake_provider.openai_base_url, "api_key": OWNER_OPENAI_KEY},
                 "anthropic": {"base_url": fake_provider.anthropic_base_url, "api_key": OWNER_ANTHROPIC_KEY},
+                "gemini": {"base_url": fake_provider.url, "api_key": OWNER_GEMINI_KEY},
             }
         }
     )
@@ -120,3 +125,66 @@ def test_a_callers_own_key_refused_upstream_is_relayed_as_it_came(
         gateway.openai(api_key="sk-caller").chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "is my key good?"}]
         )
+
+
+def gemini_client(gateway: Gateway, api_key: str) -> genai.Client:
+    """The google-genai SDK, pointed at the gateway."""
+    return genai.Client(
+        api_key=api_key, http_options=genai_types.HttpOptions(base_url=gateway.url, api_version="v1beta")
+    )
+
+
+def test_the_owners_gemini_key_refused_with_a_400_is_a_502_naming_the_gateway(
+    owners_gateway: Gateway, fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Gemini refuses a wrong, revoked or expired key with a 400 `INVALID_ARGUMENT` (its `ErrorInfo`
+    reason `API_KEY_INVALID`), not a 401: the gateway relayed it, and the google-genai SDK told the caller
+    "API key not valid", about a key the caller never sent. Gemini's provider module says this answer
+    refuses the key; the gateway answers it as it answers OpenAI's 401 (a 502 of its own, Gemini's error
+    shape, the upstream's body in the operator's log)."""
+    fake_provider.revoke_key(OWNER_GEMINI_KEY)
+    client = gemini_client(owners_gateway, "gm-caller")
+    failures: list[genai_errors.APIError] = []
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware.gateway"):
+        with pytest.raises(genai_errors.ServerError) as raised:
+            client.models.generate_content(model="gemini-2.5-flash", contents="is the owner's key good?")
+        failures.append(raised.value)
+        with pytest.raises(genai_errors.ServerError) as streamed:
+            for _ in client.models.generate_content_stream(model="gemini-2.5-flash", contents="and streamed?"):
+                pass
+        failures.append(streamed.value)
+    for failure in failures:
+        assert failure.code == 502
+        assert "gateway's upstream credential for gemini" in str(failure.message)
+        assert "API key not valid" not in str(failure)
+    assert fake_provider.count() == 2
+    logged = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+    assert len(logged) == 2 and all("API_KEY_INVALID" in line for line in logged)
+    metrics = httpx2.get(f"{owners_gateway.url}/metrics", timeout=10).text
+    assert 'llm_cache_upstream_credential_refused_total{family="gemini"} 2.0' in metrics
+
+
+def test_a_callers_own_gemini_key_refused_is_relayed_as_it_came(
+    gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """The caller's own key: Gemini's 400 is about it, and it reads Google's own words."""
+    fake_provider.revoke_key("gm-caller")
+    client = gemini_client(gateway, "gm-caller")  # (held: a Client collected closes its HTTP client)
+    with pytest.raises(genai_errors.ClientError, match="API key not valid") as raised:
+        client.models.generate_content(model="gemini-2.5-flash", contents="mine?")
+    assert raised.value.code == 400 and raised.value.status == "INVALID_ARGUMENT"
+    assert 'family="gemini"} ' not in httpx2.get(f"{gateway.url}/metrics", timeout=10).text
+
+
+def test_a_400_on_the_owners_gemini_key_that_refuses_the_request_reaches_the_caller_whole(
+    owners_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """The gateway reads a Gemini 400's first bytes to tell a refused key from a refused request; a
+    request's 400 (here one longer than those first bytes) still reaches the caller byte for byte."""
+    said = "Invalid JSON payload received. " + "Unknown name. " * 600
+    error = {"code": 400, "message": said, "status": "INVALID_ARGUMENT", "details": [{"reason": "BAD_REQUEST"}]}
+    fake_provider.fail_next(status=400, body={"error": error})
+    client = gemini_client(owners_gateway, "gm-caller")
+    with pytest.raises(genai_errors.ClientError) as raised:
+        client.models.generate_content(model="gemini-2.5-flash", contents="?")
+    assert raised.value.code == 400 and raised.value.message == said

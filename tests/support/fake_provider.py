@@ -108,6 +108,8 @@ class _Failure:
     headers: dict[str, str]
     path_suffix: str | None = None
     """Only a request whose path ends so gets it (None: the next request, whatever its path)."""
+    by_api: Callable[[str], tuple[int, Any, dict[str, str]]] | None = None
+    """(status, body, headers) by API (`api_of`), in place of the three above (a key revoked)."""
 
 
 @dataclass
@@ -313,11 +315,13 @@ class FakeProvider:
             self._refused_keys[key] = _Failure(status, None, dict(headers or {}))
 
     def revoke_key(self, key: str) -> None:
-        """From now on (until reset), every request presenting `key` gets the 401 its family's real API
-        answers a wrong or revoked key with: OpenAI's names the key, masked
-        (`Incorrect API key provided: sk-abc***...xyz`), Anthropic's says `invalid x-api-key`."""
+        """From now on (until reset), every request presenting `key` gets the answer its API's real
+        service refuses a wrong or revoked key with: OpenAI's 401 names the key, masked
+        (`Incorrect API key provided: sk-abc***...xyz`), Anthropic's 401 says `invalid x-api-key`,
+        Gemini's is a 400 `INVALID_ARGUMENT` whose `ErrorInfo` reason is `API_KEY_INVALID`, Bedrock's a
+        403 `UnrecognizedClientException` (named in `x-amzn-ErrorType` too)."""
         with self._lock:
-            self._refused_keys[key] = _Failure(401, _revoked_body(key), {})
+            self._refused_keys[key] = _Failure(401, None, {}, by_api=_revoked(key))
 
     def stream_next(self, events: Iterable[Any], eventstream: bool = False) -> None:
         """The next request is answered with exactly these server-sent events: each a JSON-able object
@@ -479,9 +483,10 @@ class FakeProvider:
                 await asyncio.sleep(delay)
             family = family_of(path)
             forced = record.headers.get("x-fake-status")
-            if failure is not None:
-                body = failure.body(family) if callable(failure.body) else failure.body
-                response = self._error(family, failure.status, body, failure.headers)
+            if failure is not None and failure.by_api is not None:
+                response = self._error(family, *failure.by_api(api_of(path)))
+            elif failure is not None:
+                response = self._error(family, failure.status, failure.body, failure.headers)
             elif unknown is not None:
                 message = f"Unrecognized request argument supplied: {unknown}"
                 response = self._error(family, 400, None, {}, message=message)
@@ -1395,22 +1400,40 @@ def _gemini_embedding(body: dict[str, Any]) -> dict[str, Any]:
     return {"values": embedding_vector(text, min(dims, 32))}
 
 
-def _revoked_body(key: str) -> Callable[[str], Any]:
-    """The body of the real 401 a family's API answers `key` with, by family."""
+def _revoked(key: str) -> Callable[[str], tuple[int, Any, dict[str, str]]]:
+    """The real answer (status, body, headers) an API refuses `key` with, by API."""
     masked = f"{key[:3]}{'*' * 12}{key[-4:]}"
 
-    def body(family: str) -> Any:
-        if family == "anthropic":
-            return {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+    def answer(api: str) -> tuple[int, Any, dict[str, str]]:
+        if api == "anthropic":
+            return 401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}, {}
+        if api == "gemini":
+            said = "API key not valid. Please pass a valid API key."
+            info = {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            }
+            localized = {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": said}
+            error = {"code": 400, "message": said, "status": "INVALID_ARGUMENT", "details": [info, localized]}
+            return 400, {"error": error}, {}
+        if api == "bedrock":
+            kind = "UnrecognizedClientException"
+            said = "The security token included in the request is invalid."
+            return (
+                403,
+                {"message": said},
+                {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.coral.service/"},
+            )
         message = (
             f"Incorrect API key provided: {masked}. You can find your API key at "
             "https://platform.openai.com/account/api-keys."
         )
-        return {
-            "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
-        }
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+        return 401, {"error": error}, {}
 
-    return body
+    return answer
 
 
 def _presented_keys(req: RecordedRequest) -> set[str]:

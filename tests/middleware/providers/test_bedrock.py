@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import httpx2
 import orjson
 import pytest
 
-from llm_cache.middleware.providers import cuts, resolve
+from llm_cache.middleware.providers import CREDENTIAL_REFUSALS, cuts, resolve
 from llm_cache.middleware.providers.anthropic import Messages, MessageStreamAssembler
 from llm_cache.middleware.providers.base import Usage
 from llm_cache.middleware.providers.bedrock import Converse, InvokeModel, InvokeModelStream, InvokeStreamAssembler
@@ -255,3 +256,34 @@ def test_a_streamed_invoke_stores_only_a_message_it_can_replay() -> None:
     assert InvokeModelStream().unstorable(orjson.dumps({"results": []}), STREAM_VIEW) == (
         "invalid response: `type` is None, not 'message'"
     )
+
+
+def bedrock_answer(provider: Any) -> tuple[int, httpx2.Headers, bytes]:
+    """What the fake provider answers a Converse call on the owner's Bedrock API key with."""
+    answer = httpx2.post(
+        f"{provider.url}/model/{CLAUDE}/converse",
+        json={"messages": [{"role": "user", "content": [{"text": "hi"}]}]},
+        headers={"authorization": "Bearer bedrock-api-key-of-the-owner"},
+        timeout=10,
+    )
+    return answer.status_code, answer.headers, answer.content
+
+
+def test_bedrock_s_answers_refusing_the_credential_are_told_from_those_refusing_the_request(
+    fake_provider: Any,
+) -> None:
+    """AWS refuses an unknown key id, a bad signature or an expired session with a 403 naming its error
+    type in `x-amzn-ErrorType` (`UnrecognizedClientException:http://...`); a refused request is a 400
+    `ValidationException`. Bedrock's provider module says which refuse the credential (a gateway spending
+    its owner's key answers those as its own 502)."""
+    refusals = CREDENTIAL_REFUSALS["bedrock"]
+    fake_provider.revoke_key("bedrock-api-key-of-the-owner")
+    status, headers, body = bedrock_answer(fake_provider)
+    assert status == 403 and refusals.refuse(status, headers, body)
+    for kind in ("InvalidSignatureException", "ExpiredTokenException", "AccessDeniedException"):
+        assert refusals.refuse(403, {"x-amzn-errortype": f"{kind}:http://internal.amazon.com/coral/"}, b"{}")
+        assert refusals.refuse(400, {}, orjson.dumps({"__type": f"com.amazon.coral.service#{kind}", "message": "no"}))
+    refused_request = orjson.dumps({"message": "The provided model identifier is invalid."})
+    assert not refusals.refuse(400, {"x-amzn-errortype": "ValidationException:http://internal/"}, refused_request)
+    assert not refusals.refuse(400, {}, refused_request)
+    assert not refusals.refuse(429, {"x-amzn-errortype": "ThrottlingException:http://internal/"}, b"{}")

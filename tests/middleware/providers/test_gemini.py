@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx2
 import msgpack
 import orjson
 import pytest
 
 from llm_cache.middleware import Cache
-from llm_cache.middleware.providers import cuts, resolve
+from llm_cache.middleware.providers import CREDENTIAL_REFUSALS, cuts, resolve
 from llm_cache.middleware.providers.base import Usage
 from llm_cache.middleware.providers.gemini import EmbedContent, GenerateContent, JSONArrayDecoder, _TextRuns
 
@@ -713,3 +714,23 @@ def test_an_indented_spelling_in_a_cut_of_the_first_version_is_refused() -> None
 
     with pytest.raises(cuts.CutError):
         cuts.replay(msgpack.packb([1, *rest]), answer)
+
+
+def test_gemini_s_400_refusing_the_key_is_told_from_a_400_refusing_the_request(fake_provider: Any) -> None:
+    """Google answers a bad key `400 INVALID_ARGUMENT`, as it answers a bad request: only the `ErrorInfo`
+    reason `API_KEY_INVALID` in `error.details` says it is the key (in an array too, as a JSON stream)."""
+    refusals = CREDENTIAL_REFUSALS["gemini"]
+    fake_provider.revoke_key("AIza-revoked")
+    answer = httpx2.post(
+        f"{fake_provider.gemini_base_url}/models/gemini-2.5-flash:generateContent",
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+        headers={"x-goog-api-key": "AIza-revoked"},
+        timeout=10,
+    )
+    assert answer.status_code == 400 and refusals.refuse(400, answer.headers, answer.content)
+    assert refusals.refuse(400, {}, b"[" + answer.content + b"]")
+    assert refusals.refuse(403, {}, b'{"error": {"code": 403, "status": "PERMISSION_DENIED"}}')
+    bad_request = {"error": {"code": 400, "message": "Invalid JSON payload received.", "status": "INVALID_ARGUMENT"}}
+    assert not refusals.refuse(400, {}, orjson.dumps(bad_request))
+    assert not refusals.refuse(400, {}, b"not json")
+    assert not refusals.refuse(429, {}, answer.content)
