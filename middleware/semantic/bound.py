@@ -211,7 +211,7 @@ class InProcessEvidence:
         return self._wrong_at.get(key)
 
     async def history(self, key: str) -> list[tuple[float, bool]]:
-        with self._lock:  # (a deque copied while another thread adds to it raises)
+        with self._lock:  # (no other thread adds to the record while it is copied)
             return list(self._history.get(key, ()))
 
     async def count(self, seen: Sequence[int], lookups: int, partition: str = "") -> None:

@@ -648,9 +648,9 @@ RACERS = "abcd"
 
 def test_in_process_evidence_written_by_threads_at_once_adds_up_and_keeps_its_bound() -> None:
     """The sync and async transports may share one semantic cache, each on its own loop's thread.
-    Unguarded, a partition's tallies and an answer's record were each found and then replaced: a
-    thread's verdicts and traffic were lost (a tally that shows a cap too soon), and an answer's
-    history could be copied while another thread added to it (a verification that raised)."""
+    Unguarded, a partition's tallies were found by one thread and replaced by another's: verdicts and
+    traffic were lost (a tally read too few wrong verdicts), and a verdict added to an answer's record
+    while another thread dropped that record was lost with it."""
     evidence = InProcessEvidence(max_keys=50)
     each = 3_000
 
