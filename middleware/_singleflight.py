@@ -74,10 +74,19 @@ class SingleFlight:
         self._numbering = threading.Lock()
         """Held while `landings` and `_landed` change or are read together: flights land on the loop of
         each transport sharing the cache (a blocking transport's is its own thread)."""
+        self._gauge = threading.Lock()
+        """Held while `stats.coalesce_waiting` changes: each transport's loop thread moves it (only a miss
+        that waits on a flight takes it)."""
         renew_after_fork(self)
 
     def _renew_after_fork(self) -> None:
         self._numbering = threading.Lock()
+        self._gauge = threading.Lock()
+
+    def _waiting(self, change: int) -> None:
+        """Add `change` to the gauge of misses waiting on a flight: exact whichever threads move it."""
+        with self._gauge:
+            self._stats.coalesce_waiting += change
 
     async def join(self, request: CacheRequest, lookup: Lookup, since: int = -1) -> Lookup:
         """A miss (`lookup`) becomes a wait for the call already in flight for its key (a HIT if that call
@@ -102,7 +111,7 @@ class SingleFlight:
                     return Lookup(Outcome.HIT, found, coalesced=True)
             flight = self._flights.get(request.key)  # (one may have started while we read)
         while flight is not None and flight.loop is loop:
-            self._stats.coalesce_waiting += 1
+            self._waiting(1)
             try:
                 entry = await within(self._settings.coalesce_timeout, asyncio.shield(flight.future))
             except asyncio.TimeoutError:
@@ -112,7 +121,7 @@ class SingleFlight:
                     break
                 entry = None
             finally:
-                self._stats.coalesce_waiting -= 1
+                self._waiting(-1)
             if isinstance(entry, _Left):
                 flight = self._flights.get(request.key)
                 continue

@@ -26,12 +26,14 @@ from __future__ import annotations
 import inspect
 import math
 import random
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
+from .._fork import renew_after_fork
 from ._fair import FairAges
 from .risk import HISTORY, SLOPES, History, RiskModel
 
@@ -141,7 +143,10 @@ class InProcessEvidence:
     the `max_partitions` most recently used partitions. A full table of records gives up the least
     recently judged answer of the partition holding the most (`_fair.py`): a caller flooding it with
     verdicts, under as many sources as it likes, only pushes out its own records, never the verdict
-    that keeps another caller from being served an answer judged wrong for it."""
+    that keeps another caller from being served an answer judged wrong for it.
+
+    Each method holds the evidence's lock (none awaits): the sync and async transports may share it,
+    each from its own loop's thread, and a tally or record found then replaced lost verdicts."""
 
     def __init__(self, max_keys: int = 100_000, max_partitions: int = PARTITIONS) -> None:
         self.max_keys = max_keys
@@ -151,10 +156,16 @@ class InProcessEvidence:
         self._history: dict[str, deque[tuple[float, bool]]] = {}
         self._judged: FairAges[str] = FairAges()
         """The judged answers (`answer` names) by partition, least recently judged first."""
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def partitions(self) -> list[str]:
         """The partitions tallied here, least recently used first."""
-        return list(self._counts)
+        with self._lock:
+            return list(self._counts)
 
     def _of(self, partition: str) -> _Counts:
         counts = self._counts.pop(partition, None) or _Counts()
@@ -164,6 +175,10 @@ class InProcessEvidence:
         return counts
 
     async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
+        with self._lock:
+            self._record(key, bin, similarity, wrong, partition)
+
+    def _record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str) -> None:
         counts = self._of(partition)
         if bin >= len(counts.checked):
             grow = bin + 1 - len(counts.checked)
@@ -188,22 +203,25 @@ class InProcessEvidence:
         def fitted(counts: list[int]) -> list[int]:
             return (counts + [0] * max(0, bins - len(counts)))[:bins]
 
-        counts = self._of(partition)
-        return Tally(fitted(counts.checked), fitted(counts.wrong), fitted(counts.seen), counts.lookups)
+        with self._lock:
+            counts = self._of(partition)
+            return Tally(fitted(counts.checked), fitted(counts.wrong), fitted(counts.seen), counts.lookups)
 
     async def wrong_at(self, key: str) -> float | None:
         return self._wrong_at.get(key)
 
     async def history(self, key: str) -> list[tuple[float, bool]]:
-        return list(self._history.get(key, ()))
+        with self._lock:  # (no other thread adds to the record while it is copied)
+            return list(self._history.get(key, ()))
 
     async def count(self, seen: Sequence[int], lookups: int, partition: str = "") -> None:
-        counts = self._of(partition)
-        if len(seen) > len(counts.seen):
-            counts.seen += [0] * (len(seen) - len(counts.seen))
-        for bin, candidates in enumerate(seen):
-            counts.seen[bin] += candidates
-        counts.lookups += lookups
+        with self._lock:
+            counts = self._of(partition)
+            if len(seen) > len(counts.seen):
+                counts.seen += [0] * (len(seen) - len(counts.seen))
+            for bin, candidates in enumerate(seen):
+                counts.seen[bin] += candidates
+            counts.lookups += lookups
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -383,6 +401,9 @@ class ErrorBound:
     Every method takes the `partition` its lookup belongs to (`SemanticCache` passes the caller's:
     key prefix, namespace and credential scope, with the embedder's name); what one partition learns,
     and its traffic, never decide for another. A bound used alone may leave it out.
+
+    The sync and async transports may share a bound, each deciding on its own loop's thread: its tables
+    and counts change under its lock, held around each change and never across an await.
     """
 
     def __init__(
@@ -444,8 +465,18 @@ class ErrorBound:
         self._verifications: OrderedDict[str, deque[float]] = OrderedDict()
         """Per payer (the `PARTITIONS` most recent), when the verifications of the last minute were decided
         (only with a cap)."""
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def _learned(self, partition: str) -> _Learned:
+        with self._lock:
+            return self._of(partition)
+
+    def _of(self, partition: str) -> _Learned:
+        """`partition`'s learned state, made the most recently used (under the lock)."""
         learned = self._partitions.pop(partition, None)
         if learned is None:
             learned = _Learned(self.floor, needed(self.max_error_rate, self.confidence))
@@ -472,7 +503,8 @@ class ErrorBound:
     def looked_up(self, partition: str = "") -> None:
         """Count one semantic lookup, whether or not it found a candidate (the requests a share of
         which may be answered wrongly)."""
-        self._learned(partition).lookups += 1
+        with self._lock:
+            self._of(partition).lookups += 1
 
     async def decide(self, key: str, similarity: float, partition: str = "", payer: str | None = None) -> Decision:
         """What to do with the stored answer `key` for a prompt at `similarity` (guard passed): the
@@ -486,7 +518,8 @@ class ErrorBound:
         if self._clock() - learned.refreshed >= self.refresh:
             await self._recompute(learned, partition)
         bin = risk_bin(await self.risk(key, similarity, partition))
-        learned.seen[bin] += 1
+        with self._lock:
+            learned.seen[bin] += 1
         servable = learned.cap is not None and bin >= learned.cap
         if servable:
             wrong = await self._wrong_at(key, partition)
@@ -520,75 +553,87 @@ class ErrorBound:
 
     def _asking(self, judged: str, similarity: float, bin: int) -> Decision:
         """A verification of the answer a partition names `judged` (`answer`), decided in risk `bin`."""
-        self._asked[judged, similarity] = bin
-        while len(self._asked) > 10_000:  # verdicts that never came
-            self._asked.popitem(last=False)
+        with self._lock:
+            self._asked[judged, similarity] = bin
+            while len(self._asked) > 10_000:  # verdicts that never came
+                self._asked.popitem(last=False)
         return Decision.VERIFY
 
     async def learn(self, key: str, similarity: float, wrong: bool, partition: str = "") -> None:
         """Record a verdict; `partition`'s cap follows (at once while evidence is scarce, then in steps)."""
         learned = self._learned(partition)
         judged = answer(key, partition)
-        asked = self._asked.pop((judged, similarity), None)
+        with self._lock:
+            asked = self._asked.pop((judged, similarity), None)
         bin = asked if asked is not None else risk_bin(await self.risk(key, similarity, partition))
         await self.evidence.record(judged, bin, similarity, wrong, partition)
-        learned.judged.pop(judged, None)
-        learned.judged[judged] = None
-        while len(learned.judged) > FIT_ANSWERS:
-            learned.judged.popitem(last=False)
-        learned.pending += 1
-        learned.unfitted += 1
-        if learned.unfitted >= FIT_EVERY:
-            await self._fit(learned)
-        if learned.pending * 16 >= max(learned.needed, learned.above):
+        fit: tuple[list[str], tuple[float, ...]] | None = None
+        with self._lock:
+            learned.judged.pop(judged, None)
+            learned.judged[judged] = None
+            while len(learned.judged) > FIT_ANSWERS:
+                learned.judged.popitem(last=False)
+            learned.pending += 1
+            learned.unfitted += 1
+            if learned.unfitted >= FIT_EVERY:
+                learned.unfitted = 0
+                learned.fits += 1
+                fit = list(learned.judged), SLOPES if learned.fits % 5 == 1 else (learned.model.slope,)
+            recompute = learned.pending * 16 >= max(learned.needed, learned.above)
+        if fit is not None:
+            await self._fit(learned, *fit)
+        if recompute:
             await self._recompute(learned, partition)
 
-    async def _fit(self, learned: _Learned) -> None:
-        """Refit the prior to the judged answers' verdicts: here, after a verdict, never on a caller's
-        lookup (it reads every judged answer's history, one store read each)."""
-        learned.unfitted = 0
-        learned.fits += 1
-        slopes = SLOPES if learned.fits % 5 == 1 else (learned.model.slope,)
-        learned.model.fit([await self.evidence.history(key) for key in learned.judged], slopes)
+    async def _fit(self, learned: _Learned, judged: list[str], slopes: Sequence[float]) -> None:
+        """Refit the prior to the `judged` answers' verdicts: here, after a verdict, never on a caller's
+        lookup (it reads every judged answer's history, one store read each; `judged` is a copy, which
+        other verdicts may change during those reads)."""
+        learned.model.fit([await self.evidence.history(key) for key in judged], slopes)
 
     async def _recompute(self, learned: _Learned, partition: str) -> None:
         """Add this process's traffic to the evidence and test the caps again. A bin never counts
         fewer candidates than verdicts (another pod's traffic may not be added yet)."""
-        learned.refreshed = self._clock()
-        learned.pending = 0
-        fresh, learned.seen, lookups, learned.lookups = learned.seen, [0] * BINS, learned.lookups, 0
+        with self._lock:  # (the traffic taken is no other thread's to count, and none is lost)
+            learned.refreshed = self._clock()
+            learned.pending = 0
+            fresh, learned.seen, lookups, learned.lookups = learned.seen, [0] * BINS, learned.lookups, 0
+            decay = 0.5 ** (lookups / HALF_LIFE)
+            learned.recent_seen = [old * decay + new for old, new in zip(learned.recent_seen, fresh, strict=True)]
+            learned.recent_lookups = learned.recent_lookups * decay + lookups
+            recent, shares = (learned.recent_seen, learned.recent_lookups), learned.shares
         await self.evidence.count(fresh, lookups, partition)
-        decay = 0.5 ** (lookups / HALF_LIFE)
-        learned.recent_seen = [old * decay + new for old, new in zip(learned.recent_seen, fresh, strict=True)]
-        learned.recent_lookups = learned.recent_lookups * decay + lookups
         checked, wrong, seen, everyone = await self.evidence.tally(BINS, partition)
         if self.error_rate_of == "requests":
             seen = [max(candidates, verdicts) for candidates, verdicts in zip(seen, checked, strict=True)]
-            learned.shares = traffic_shares(seen, everyone, (learned.recent_seen, learned.recent_lookups))
-        learned.cap, learned.above = learned_threshold(
+            shares = traffic_shares(seen, everyone, recent)
+        cap, above = learned_threshold(
             checked,
             wrong,
             self.max_error_rate,
             self.confidence,
             START,
-            shares=learned.shares,
+            shares=shares,
             ceiling=self.max_hit_error_rate,
         )
-        learned.threshold = None if learned.cap is None else self._fresh_threshold(learned)
-        learned.needed = needed(self._limit(learned), self.confidence)
+        threshold = None if cap is None else self._fresh_threshold(learned.model, cap)
+        verdicts_needed = needed(self._limit(shares, cap), self.confidence)
+        with self._lock:  # (a decision reads a cap with its own threshold and needs)
+            learned.shares, learned.cap, learned.above = shares, cap, above
+            learned.threshold, learned.needed = threshold, verdicts_needed
 
-    def _limit(self, learned: _Learned) -> float:
-        """The wrong share `learned`'s served set may have at its current cap."""
-        if learned.shares is None or learned.cap is None:
+    def _limit(self, shares: Sequence[float] | None, cap: int | None) -> float:
+        """The wrong share a served set may have from risk bin `cap` up, with these traffic `shares`."""
+        if shares is None or cap is None:
             return self.max_error_rate
-        return served_limit(self.max_error_rate, sum(learned.shares[learned.cap :]), self.max_hit_error_rate)
+        return served_limit(self.max_error_rate, sum(shares[cap:]), self.max_hit_error_rate)
 
-    def _fresh_threshold(self, learned: _Learned) -> float | None:
+    def _fresh_threshold(self, model: RiskModel, cap: int) -> float | None:
         no_verdicts: History = ()
         steps = math.ceil((1.0 - self.floor) / WIDTH)
         for step in range(steps + 1):
             similarity = min(1.0, self.floor + step * WIDTH)
-            if learned.cap is not None and risk_bin(learned.model.risk(no_verdicts, similarity)) >= learned.cap:
+            if risk_bin(model.risk(no_verdicts, similarity)) >= cap:
                 return similarity
         return None
 
@@ -597,18 +642,19 @@ class ErrorBound:
         if cap is None:
             return True
         now = self._clock()
-        recent = self._verifications.pop(payer, None) or deque()
-        self._verifications[payer] = recent
-        while len(self._verifications) > PARTITIONS:
-            self._verifications.popitem(last=False)
-        while recent and recent[0] <= now - 60.0:
-            recent.popleft()
-        if len(recent) >= cap:
-            if self.on_capped is not None:
-                self.on_capped()
-            return False
-        recent.append(now)
-        return True
+        with self._lock:  # (a payer's minute found then replaced, or read then added to, let it past its cap)
+            recent = self._verifications.pop(payer, None) or deque()
+            self._verifications[payer] = recent
+            while len(self._verifications) > PARTITIONS:
+                self._verifications.popitem(last=False)
+            while recent and recent[0] <= now - 60.0:
+                recent.popleft()
+            capped = len(recent) >= cap
+            if not capped:
+                recent.append(now)
+        if capped and self.on_capped is not None:
+            self.on_capped()
+        return not capped
 
 
 __all__ = [

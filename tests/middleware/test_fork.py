@@ -79,6 +79,13 @@ def semantic_index(request: pytest.FixtureRequest) -> tuple[Cache, Callable[[], 
     return Cache(semantic=SemanticCache(WordsEmbedder(), index, threshold=0.75)), lambda: index._lock
 
 
+def semantic_bound(request: pytest.FixtureRequest) -> tuple[Cache, Callable[[], threading.Lock]]:
+    semantic = SemanticCache(WordsEmbedder(), InProcessIndex(), max_error_rate=0.02)
+    assert semantic.bound is not None
+    bound = semantic.bound
+    return Cache(semantic=semantic), lambda: bound._lock
+
+
 HOLDERS: dict[str, Holder] = {
     "memory-store": memory_store,
     "redis-per-loop-clients": redis_clients,
@@ -86,6 +93,7 @@ HOLDERS: dict[str, Holder] = {
     "memcached-per-loop-caches": memcached,
     "telemetry": telemetry,
     "semantic-index": semantic_index,
+    "semantic-bound": semantic_bound,
 }
 
 
@@ -94,8 +102,9 @@ def test_a_child_forked_while_a_parent_thread_holds_a_lock_of_the_cache_is_not_w
     holder: str, fake_provider: RunningFakeProvider, request: pytest.FixtureRequest
 ) -> None:
     """The parent used the cache, then forked while one of its threads held a lock of the cache's
-    (a store's, its breaker's, a loop's client map, the telemetry's, the vector index's). The child
-    has that lock held by a thread it does not have: before, its first call waited for ever."""
+    (a store's, its breaker's, a loop's client map, the telemetry's, the vector index's, the bounded
+    mode's). The child has that lock held by a thread it does not have: before, its first call waited
+    for ever."""
     cache, lock = HOLDERS[holder](request)
     transport = CachingTransport(cache=cache)
     client = openai.OpenAI(

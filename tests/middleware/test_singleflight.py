@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
 import redis as syncredis
 
 from llm_cache.middleware import AsyncCachingTransport, Cache, CachingTransport
 from llm_cache.middleware import _singleflight as singleflight
 from llm_cache.middleware._entry import Entry
+from llm_cache.middleware._types import CacheRequest, Lookup, Outcome
 from llm_cache.middleware.stores import DiskStore, RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.middleware.test_distributed import CHAT, QUESTION, LocalPod, redis_pod, second_waiting_on_first, until
@@ -631,3 +633,30 @@ def test_landings_on_the_loops_of_several_threads_are_each_numbered_and_none_rai
     assert raced(lambda name: asyncio.run(land(name)), "abcd"[:threads]) == []
     assert flights.landings == threads * each
     assert len(flights._landed) == 1
+
+
+def test_the_misses_waiting_on_flights_on_the_loops_of_several_threads_are_counted_back_to_none() -> None:
+    """`stats.coalesce_waiting` is a gauge that every transport sharing the cache moves from its own
+    loop's thread. Each wait adds one and takes it back; unguarded, on an interpreter that may switch
+    threads between the read and the write (CPython 3.10's eval loop, a free-threaded build), two
+    threads' changes crossed and one was lost, and the gauge drifted for good (misses said to be
+    waiting when none was). CPython 3.11's GIL build switches threads only at calls, function entries
+    and loop back-edges: there this race cannot fail, and the test keeps the gauge exact where it can."""
+    cache = Cache(CountingStore())
+    flights = cache._flights
+    each, waiters = 2_000, 3
+
+    async def wait(name: str) -> None:
+        body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": name}]})
+        request = cache.prepare("POST", "/v1/chat/completions", "", {"content-type": "application/json"}, body)
+        assert isinstance(request, CacheRequest)
+        request.key = f"key {name}"  # (as the engine keys it: each thread's flights on a key of its own)
+        for _ in range(each):
+            leader = await flights.join(request, Lookup(Outcome.MISS))
+            waiting = [asyncio.create_task(flights.join(request, Lookup(Outcome.MISS))) for _ in range(waiters)]
+            await asyncio.sleep(0)  # (a yield, not a wait: each waiter runs to its wait on the leader's flight)
+            flights.land(leader.flight, None)
+            assert [lookup.outcome for lookup in await asyncio.gather(*waiting)] == [Outcome.MISS] * waiters
+
+    assert raced(lambda name: asyncio.run(wait(name)), "ab") == []
+    assert cache.stats.coalesce_waiting == 0

@@ -36,6 +36,7 @@ from llm_cache.middleware.semantic.bound import (
 )
 from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_content
 from llm_cache.middleware.semantic.risk import HISTORY
+from tests.support.races import raced
 from tests.support.semantic_workload import known_answer_workload
 
 # -- the statistics ------------------------------------------------------------------------------
@@ -640,3 +641,65 @@ async def test_pods_sharing_redis_evidence_learn_from_each_others_verdicts(redis
     assert await second.decide("dense", 0.975) is Decision.VERIFY
     for bound in (first, second):
         await bound.evidence.aclose()  # type: ignore[attr-defined]
+
+
+RACERS = "abcd"
+
+
+def test_in_process_evidence_written_by_threads_at_once_adds_up_and_keeps_its_bound() -> None:
+    """The sync and async transports may share one semantic cache, each on its own loop's thread.
+    Unguarded, a partition's tallies were found by one thread and replaced by another's: verdicts and
+    traffic were lost (a tally read too few wrong verdicts), and a verdict added to an answer's record
+    while another thread dropped that record was lost with it."""
+    evidence = InProcessEvidence(max_keys=50)
+    each = 3_000
+
+    async def write(name: str) -> None:
+        for n in range(each):
+            key = f"answer {n % 200}"  # the threads judge the same answers
+            await evidence.record(key, n % 7, 0.8 + (n % 10) / 100, n % 3 == 0, "shared")
+            await evidence.count([1, 2], 1, "shared")
+            await evidence.history(key)
+
+    assert raced(lambda name: asyncio.run(write(name)), RACERS) == []
+    checked, wrong, seen, lookups = asyncio.run(evidence.tally(7, "shared"))
+    racers = len(RACERS)
+    assert (sum(checked), sum(wrong)) == (racers * each, racers * len(range(0, each, 3)))
+    assert (seen[:2], lookups) == ([racers * each, 2 * racers * each], racers * each)
+    judged = evidence._judged
+    assert len(judged) <= 50 and len(evidence._history) == len(judged)
+    assert all(key in judged for key in (*evidence._history, *evidence._wrong_at))
+
+
+def test_a_bound_decided_on_by_threads_at_once_counts_every_lookup_and_keeps_its_caps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One bound shared by the sync and async transports decides on two threads at once. Unguarded,
+    a partition's learned state or a payer's minute of verifications was found and then replaced by
+    another thread's: lookups and candidates went uncounted, more verifications than the cap per
+    minute went to the judge, and a decision could raise (its lookup a miss)."""
+    monkeypatch.setattr(bound_module, "PARTITIONS", 8)  # (passers-by push partitions out all along)
+    now = [0.0]
+    cap, each = 200, 1_500
+    refused: list[None] = []
+    decided: list[Decision] = []
+    bound = ErrorBound(0.02, verifications_per_minute=cap, seed=3, clock=lambda: now[0])
+    bound.on_capped = lambda: refused.append(None)
+
+    async def decide(name: str) -> None:
+        for n in range(each):
+            bound.looked_up(f"passer-by {name}{n}")
+            bound.looked_up("shared")
+            decision = await bound.decide(f"{name}{n % 50}", 0.9, "shared", payer="payer")
+            decided.append(decision)
+            if decision is Decision.VERIFY:
+                await bound.learn(f"{name}{n % 50}", 0.9, n % 5 == 0, "shared")
+
+    assert raced(lambda name: asyncio.run(decide(name)), RACERS) == []
+    racers = len(RACERS)
+    assert (decided.count(Decision.VERIFY), len(refused)) == (cap, racers * each - cap)
+    assert len(bound._partitions) <= 8 and "shared" in bound._partitions
+    now[0] += 60.0  # the bound's traffic is added to the evidence at its next decision
+    asyncio.run(bound.decide("late", 0.9, "shared"))
+    checked, _, seen, lookups = asyncio.run(bound.evidence.tally(BINS, "shared"))
+    assert (sum(checked), sum(seen), lookups) == (cap, racers * each, racers * each)
