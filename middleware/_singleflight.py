@@ -24,7 +24,7 @@ _LOCK_POLL_FIRST = 0.005
 _LOCK_POLL_MAX = 0.1
 """Seconds between store polls while another pod holds a key's lock: doubling from the first to the max."""
 _LANDED_KEPT = 4096
-"""How many keys' latest landings are remembered (`SingleFlight.since_landing`)."""
+"""How many keys' latest landings are remembered (`SingleFlight._landed_since`)."""
 
 
 class _Left:
