@@ -53,11 +53,12 @@ class Relaying:
         forward = recorder.feed(data)
         return forward, recorder.after_chunk()
 
-    def last(self, data: bytes = b"") -> bytes:
-        """The bytes to pass on for the body's last chunk, the held-back tail included; then await
-        `finished()`."""
+    def last(self, data: bytes = b"") -> tuple[bytes, Work | None]:
+        """The bytes to pass on for the body's last chunk, the held-back tail included, and what to
+        await before they go (as for `chunk`); then await `finished()`."""
         recorder = self.recorder
-        return recorder.feed(data) + recorder.flush()
+        forward = recorder.feed(data) + recorder.flush()
+        return forward, recorder.after_chunk()
 
     def finished(self) -> Work:
         """The caller has read the whole body: store it."""
@@ -111,12 +112,9 @@ class AsgiRelay:
             await relaying.finished()
 
     async def _relay(self, relaying: Relaying, body: bytes, more: bool) -> None:
-        if more:
-            forward, store = relaying.chunk(body)
-            if store is not None:
-                await store
-        else:
-            forward = relaying.last(body)
+        forward, work = relaying.chunk(body) if more else relaying.last(body)
+        if work is not None:
+            await work
         await self.send({"type": "http.response.body", "body": forward, "more_body": more})
 
     async def leave(self) -> None:
@@ -149,7 +147,9 @@ class _AsyncStream:
         except BaseException as error:
             await _done(relay.abandoned(error))
             raise
-        forward = relay.last()
+        forward, work = relay.last()
+        if work is not None:
+            await work
         if forward:
             yield forward
         await relay.finished()
@@ -183,7 +183,9 @@ class _SyncStream:
         except BaseException as error:  # (GeneratorExit too: finalised by the collector, maybe on the loop)
             self._loop.settle(_done(relay.abandoned(error)))
             raise
-        forward = relay.last()
+        forward, work = relay.last()
+        if work is not None:
+            run(work)
         if forward:
             yield forward
         run(relay.finished())
