@@ -185,6 +185,7 @@ class Recorder:
         self._origin: tuple[tuple[str, str], ...] = ()
         self._ttl: float | None = None
         self._fresh_for: float | None = None
+        """The most seconds the upstream lets its answer be kept (its `s-maxage`/`max-age`), if it said."""
         self._length: int | None = None
         """The body length the answer's `content-length` declares, if it declares one."""
         self._received = 0
