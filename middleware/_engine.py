@@ -1017,6 +1017,16 @@ class Cache:
         if self._meanings is not None:
             await self._meanings.remember(request, lookup)
 
+    async def withdraw_entry(self, request: CacheRequest, entry: Entry) -> None:
+        self.stats.withdrawn += 1
+        self.telemetry.withdrawn()
+        try:
+            await self.store.delete(entry.fingerprint)
+        except Exception as error:  # counted; the entry lives until its TTL
+            self._store_failed("delete", error)
+        if self._meanings is not None:
+            await self._meanings.forget(entry.fingerprint)
+
     # -- management -----------------------------------------------------------------------------
 
     async def delete(self, key: str) -> None:

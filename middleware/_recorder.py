@@ -13,7 +13,7 @@ import re
 import sys
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
 from .._wire import decompressor
@@ -58,6 +58,10 @@ class RecorderHandle(Protocol):
 
     async def index_by_meaning(self, request: CacheRequest, lookup: Lookup) -> None:
         """Index a stored answer for semantic lookups (a no-op without a semantic cache)."""
+
+    async def withdraw_entry(self, request: CacheRequest, entry: Entry) -> None:
+        """Delete `entry`, stored at its stream's terminal event, and its index row: what the stream sent
+        after that event made it another answer than its caller got (counted; a store error too)."""
 
 
 MAX_ORIGIN_CHARS = 256
@@ -156,8 +160,10 @@ class Recorder:
         "_size",
         "_status",
         "_storable",
+        "_stored",
         "_ttl",
         "_why",
+        "_withdrawn",
     )
 
     def __init__(self, handle: RecorderHandle, request: CacheRequest, lookup: Lookup) -> None:
@@ -179,11 +185,16 @@ class Recorder:
         self._origin: tuple[tuple[str, str], ...] = ()
         self._ttl: float | None = None
         self._fresh_for: float | None = None
+        """The most seconds the upstream lets its answer be kept (its `s-maxage`/`max-age`), if it said."""
         self._length: int | None = None
         """The body length the answer's `content-length` declares, if it declares one."""
         self._received = 0
         """Bytes of the body recorded so far, as sent (before any decoding)."""
-        """The most seconds the upstream lets its answer be kept (its `s-maxage`/`max-age`), if it said."""
+        self._stored: Entry | None = None
+        """The entry stored at the stream's terminal event while the rest of the stream is watched: what
+        the provider's grammar does not allow after that event withdraws it (`after_chunk`)."""
+        self._withdrawn = False
+        """What followed the terminal event broke the stream: the stored entry is to be withdrawn."""
 
     def start(self, status: int, headers: Mapping[str, str], raw: Iterable[tuple[str, str]] = ()) -> None:
         """Called with the upstream status and headers (`raw`: every pair, as sent), before any body chunk."""
@@ -280,23 +291,57 @@ class Recorder:
                 self._not_storable(f"content-length: the body is longer than the {self._length} bytes it declares")
             else:
                 self._record(chunk)
+        elif self._stored is not None and not self._withdrawn:
+            self._watch(chunk)
         return forward
+
+    def after_chunk(self) -> Coroutine[Any, Any, Any] | None:
+        """What to await once a chunk was fed, if anything: the store, when it held the terminal event
+        (an SDK may stop reading there and never close the stream); the withdrawal of that entry, when
+        a later chunk held what may not follow the event (the caller got another answer, or an error)."""
+        if self.complete:
+            return self.finish(exhausted=True)
+        return self._withdraw() if self._withdrawn else None
+
+    def _watch(self, chunk: bytes) -> None:
+        """Feed the assembler what follows the terminal event, by the same grammar as what came before
+        it (`StreamAssembler.complete` turns False on what the provider does not send after the end)."""
+        assert self._assembler is not None
+        chunk, why = self._decoded(chunk)
+        if why is None:
+            try:
+                self._assembler.feed(chunk)
+            except Exception:  # a tail the assembler cannot read is no tail the entry can be trusted with
+                logger.debug("stream assembly failed after its terminal event", exc_info=True)
+                why = "stream could not be assembled"
+        self._withdrawn = why is not None or not self._assembler.complete
+
+    async def _withdraw(self) -> None:
+        entry, self._stored = self._stored, None
+        if entry is None:
+            return
+        logger.debug("entry %s withdrawn: the stream went on after its terminal event", entry.fingerprint)
+        await asyncio.shield(asyncio.ensure_future(self._handle.withdraw_entry(self._request, entry)))
 
     def flush(self) -> bytes:
         """Bytes still held back for the caller once the upstream body has ended."""
         return b"" if self._filter is None else self._filter.flush()
 
-    def _record(self, chunk: bytes) -> None:
+    def _decoded(self, chunk: bytes) -> tuple[bytes, str | None]:
+        """`chunk` decoded and counted, and why the answer cannot be kept after it (or None)."""
         limit = self._handle.settings.max_response_bytes
         if self._decoder is not None:
             try:  # never past the limit: a small compressed chunk can decode to a thousand times its size
                 chunk = self._decoder.decompress(chunk, limit - self._size + 1)
             except zlib.error:
-                self._not_storable("undecodable compressed body")
-                return
+                return chunk, "undecodable compressed body"
         self._size += len(chunk)
-        if self._size > limit:
-            self._not_storable("response over max_response_bytes")
+        return chunk, "response over max_response_bytes" if self._size > limit else None
+
+    def _record(self, chunk: bytes) -> None:
+        chunk, why = self._decoded(chunk)
+        if why is not None:
+            self._not_storable(why)
             return
         if self._assembler is not None:
             try:
@@ -316,6 +361,11 @@ class Recorder:
         (Starlette cancels a streaming response's task when the client goes away).
         """
         if self._done:
+            if exhausted and self._stored is not None and not self._withdrawn:  # the body ended
+                self._withdrawn = self._assembler is None or not self._assembler.complete
+            if self._withdrawn:
+                await self._withdraw()
+            self._stored = None  # (a caller that closed the stream early leaves its tail unseen)
             return False
         self._done = True
         entry = self._entry(exhausted) if self._storable else None
@@ -342,6 +392,8 @@ class Recorder:
                 if not stored:
                     self._why = "store write failed"
         finally:
+            if stored and self._assembler is not None:
+                self._stored = entry  # its stream is read on
             self._complete_call(entry, stored)
             if self._lookup.lock is not None:  # after the write: a pod that takes the lock next finds the entry
                 await self._handle.release_lock(self._request, self._lookup)
@@ -359,6 +411,7 @@ class Recorder:
         """The upstream call or the stream failed (`error`, an Exception), or the caller left (no error,
         or a cancellation): store nothing."""
         if self._done:
+            self._stored = None  # the stream failed or was left after its terminal event: no tail read
             return
         self._done = True
         if self._lookup.outcome is not Outcome.BYPASS:

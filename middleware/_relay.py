@@ -3,11 +3,12 @@ form it takes in each driver's world.
 
 `Relaying` is the rule, sans-IO: which bytes of the upstream answer go on and which of the
 Recorder's coroutines to await when. The Recorder stores the answer as soon as its terminal event is
-seen (an SDK may stop reading there and never close the stream), else at the end of the body; a
-failure stores nothing, and a caller that closes the stream early stores only what the endpoint
-calls complete. `AsgiRelay` (an ASGI app's answer, pushed message by message) and the httpx byte
-streams (`ASYNC_STREAMS`, `SYNC_STREAMS`: pulled chunk by chunk; the sync one runs the Recorder's
-coroutines on the engine's loop) only do the I/O around it.
+seen (an SDK may stop reading there and never close the stream), else at the end of the body, and
+withdraws it if what the stream sends after that event may not follow it; a failure stores nothing,
+and a caller that closes the stream early stores only what the endpoint calls complete. `AsgiRelay`
+(an ASGI app's answer, pushed message by message) and the httpx byte streams (`ASYNC_STREAMS`,
+`SYNC_STREAMS`: pulled chunk by chunk; the sync one runs the Recorder's coroutines on the engine's
+loop) only do the I/O around it.
 """
 
 from __future__ import annotations
@@ -46,17 +47,18 @@ class Relaying:
         return [data[i : i + DECODED_SLICE] for i in range(0, len(data), DECODED_SLICE)]
 
     def chunk(self, data: bytes) -> tuple[bytes, Work | None]:
-        """The bytes to pass on for one upstream chunk, and the store to await now (the terminal event
-        was recorded), if any."""
+        """The bytes to pass on for one upstream chunk, and what to await before they go: the store (the
+        terminal event was recorded), or its withdrawal (what followed the event may not follow it)."""
         recorder = self.recorder
         forward = recorder.feed(data)
-        return forward, recorder.finish(exhausted=True) if recorder.complete else None
+        return forward, recorder.after_chunk()
 
-    def last(self, data: bytes = b"") -> bytes:
-        """The bytes to pass on for the body's last chunk, the held-back tail included; then await
-        `finished()`."""
+    def last(self, data: bytes = b"") -> tuple[bytes, Work | None]:
+        """The bytes to pass on for the body's last chunk, the held-back tail included, and what to
+        await before they go (as for `chunk`); then await `finished()`."""
         recorder = self.recorder
-        return recorder.feed(data) + recorder.flush()
+        forward = recorder.feed(data) + recorder.flush()
+        return forward, recorder.after_chunk()
 
     def finished(self) -> Work:
         """The caller has read the whole body: store it."""
@@ -110,12 +112,9 @@ class AsgiRelay:
             await relaying.finished()
 
     async def _relay(self, relaying: Relaying, body: bytes, more: bool) -> None:
-        if more:
-            forward, store = relaying.chunk(body)
-            if store is not None:
-                await store
-        else:
-            forward = relaying.last(body)
+        forward, work = relaying.chunk(body) if more else relaying.last(body)
+        if work is not None:
+            await work
         await self.send({"type": "http.response.body", "body": forward, "more_body": more})
 
     async def leave(self) -> None:
@@ -148,7 +147,9 @@ class _AsyncStream:
         except BaseException as error:
             await _done(relay.abandoned(error))
             raise
-        forward = relay.last()
+        forward, work = relay.last()
+        if work is not None:
+            await work
         if forward:
             yield forward
         await relay.finished()
@@ -182,7 +183,9 @@ class _SyncStream:
         except BaseException as error:  # (GeneratorExit too: finalised by the collector, maybe on the loop)
             self._loop.settle(_done(relay.abandoned(error)))
             raise
-        forward = relay.last()
+        forward, work = relay.last()
+        if work is not None:
+            run(work)
         if forward:
             yield forward
         run(relay.finished())

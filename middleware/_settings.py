@@ -153,6 +153,9 @@ class CacheStats:
     """Bounded mode: semantic candidates sent upstream so a judge compares their stored answer (misses too)."""
     stale: int = 0
     """Entries past their TTL served because the upstream failed (`stale_if_error`)."""
+    withdrawn: int = 0
+    """Entries stored at their stream's terminal event, then deleted: the stream went on with what may
+    not follow that event (an error, more content)."""
     coalesce_waiting: int = 0
     """A gauge, not a counter: misses now waiting on another miss's call for the same key in this
     process (for tests and telemetry; each wait adds one when it starts and takes it back when it ends)."""

@@ -786,6 +786,11 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.set_attribute("error.type", type(error).__name__)
 
+    def withdrawn(self) -> None:
+        """Count an entry withdrawn after it was stored (`llm_cache_not_stored{reason="withdrawn"}`): its
+        stream went on past its terminal event with what may not follow it."""
+        self._add("llm_cache_not_stored", ("withdrawn",), 1)
+
     def store_error(self, operation: str, error: BaseException, semantic_part: str | None = None) -> None:
         """Count a failed store operation; WARNING at most once per `warning_interval` seconds.
         `semantic_part` names the semantic cache's part that failed instead (`index:redis`, `embedder:...`)."""

@@ -87,7 +87,7 @@ class Sent:
     response: Any = None
     exception: BaseException | None = None
     body: bytes | None = None  # the read, decoded body (non-stream or error); None for streams and long bodies
-    first: bytes | None = None  # a 2xx stream's first chunk, peeked before the router commits to it
+    first: bytes | None = None  # a 2xx stream's first chunk(s) (`FirstEvent`), peeked before the router commits to it
 
 
 @dataclass

@@ -67,8 +67,9 @@ def read_json(data: bytes | str) -> Any:
 
 
 def first_event(chunk: bytes) -> Any:
-    """The parsed ``data`` of the first server-sent event in a stream's first ``chunk``, or ``None`` (not
-    an event stream, an event cut by the chunk's end, data that is not JSON). An Anthropic ``event:
+    """The parsed ``data`` of the first server-sent event in the head of a stream the driver read
+    (`FirstEvent`: to the end of that event), or ``None`` (not an event stream, an event longer than
+    `FIRST_EVENT_MAX` or cut by the stream's end, data that is not JSON). An Anthropic ``event:
     error`` and an OpenAI stream whose first data is ``{"error": ...}`` are 200s that are errors: with
     this, the router judges them by `_wire.error_object` as it does a whole 2xx answer."""
     event, ended, _ = chunk.replace(b"\r\n", b"\n").partition(b"\n\n")
@@ -76,6 +77,49 @@ def first_event(chunk: bytes) -> Any:
         return None
     data = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
     return read_json(b"\n".join(data)) if data else None
+
+
+FIRST_EVENT_MAX = 64 * 1024
+"""Most bytes of a stream the router holds back to read its first event whole (an error event is a
+few hundred; a first event longer than this is judged unread, as one that is not JSON)."""
+
+
+class FirstEvent:
+    """A 2xx stream's first chunks, read until its first event has ended: the router judges the stream
+    on that event. The network cuts events anywhere, and judged on a part, an `event: error` split over
+    two reads was a success. Only an uncompressed event stream is read on past its first chunk, and at
+    most `FIRST_EVENT_MAX` bytes of it; a stream of another kind has no such end to wait for."""
+
+    __slots__ = ("_ended", "_pieces", "_size", "_tail", "_events")
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._events = (headers.get("content-type") or "").lower().startswith("text/event-stream") and headers.get(
+            "content-encoding", "identity"
+        ).lower() == "identity"
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._tail = b""
+        self._ended = False
+
+    @property
+    def wanted(self) -> bool:
+        """Whether to read another chunk before judging."""
+        if not self._size:
+            return True
+        return self._events and not self._ended and self._size < FIRST_EVENT_MAX
+
+    def add(self, chunk: bytes) -> None:
+        """One more chunk; only its own bytes (and the last three before) are searched for a blank line."""
+        self._pieces.append(chunk)
+        self._size += len(chunk)
+        seam = self._tail + chunk
+        self._ended = self._ended or b"\n\n" in seam.replace(b"\r\n", b"\n")
+        self._tail = seam[-3:]
+
+    @property
+    def head(self) -> bytes:
+        """What was read, to judge and then to pass on first."""
+        return b"".join(self._pieces)
 
 
 def _text(value: Any) -> str:
@@ -210,7 +254,9 @@ class AnswerTooLarge(httpx2.RemoteProtocolError, httpx.RemoteProtocolError):  # 
 __all__ = [
     "AnswerTooLarge",
     "DEFAULT_COOLDOWN_MAX",
+    "FIRST_EVENT_MAX",
     "Failure",
+    "FirstEvent",
     "Kind",
     "RETRYABLE",
     "classify_exception",

@@ -16,7 +16,7 @@ import httpx2
 
 from .._wire import DefaultTransports, decoded, default_transport, library_of
 from ._core import Final, Passthrough, Router, Send, Sent, Sleep
-from ._errors import AnswerTooLarge
+from ._errors import AnswerTooLarge, FirstEvent
 
 STREAM_FAILED = "router.stream_failed"  # response.extensions flag: the stream broke after its first byte
 
@@ -55,7 +55,8 @@ def _rebuilt(lib: ModuleType, resp: Any, raw: bytes) -> Any:
 
 
 class _Peeked:
-    """A response stream whose first chunk was read by the router before it committed to this attempt."""
+    """A response stream whose first chunk (an event stream's, to the end of its first event) was read by
+    the router before it committed to this attempt."""
 
     def __init__(self, response: Any, first: bytes, rest: Any, original: Any) -> None:
         self.response, self.first, self.rest, self.original = response, first, rest, original
@@ -123,10 +124,10 @@ async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough, l
     if resp.status_code < 300 and action.stream:  # a redirect or an error is read whole
         original = resp.stream
         it = original.__aiter__()
-        first = b""
+        first = FirstEvent(resp.headers)
         try:
-            while not first:
-                first = await it.__anext__()
+            while first.wanted:
+                first.add(await it.__anext__())
         except StopAsyncIteration:
             pass
         except Exception as exc:
@@ -135,8 +136,9 @@ async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough, l
         except BaseException:  # cancelled while peeking: give the connection back
             await original.aclose()
             raise
-        resp.stream = _AsyncPeeked(resp, first, it, original)
-        return Sent(response=resp, first=first)
+        head = first.head
+        resp.stream = _AsyncPeeked(resp, head, it, original)
+        return Sent(response=resp, first=head)
     return await _read_async(lib, resp, action, limit)
 
 
@@ -205,10 +207,10 @@ def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough, limit: i
     if resp.status_code < 300 and action.stream:  # a redirect or an error is read whole
         original = resp.stream
         it = iter(original)
-        first = b""
+        first = FirstEvent(resp.headers)
         try:
-            while not first:
-                first = next(it)
+            while first.wanted:
+                first.add(next(it))
         except StopIteration:
             pass
         except Exception as exc:
@@ -217,8 +219,9 @@ def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough, limit: i
         except BaseException:  # interrupted while peeking: give the connection back
             original.close()
             raise
-        resp.stream = _SyncPeeked(resp, first, it, original)
-        return Sent(response=resp, first=first)
+        head = first.head
+        resp.stream = _SyncPeeked(resp, head, it, original)
+        return Sent(response=resp, first=head)
     return _read_sync(lib, resp, action, limit)
 
 

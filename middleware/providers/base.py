@@ -141,7 +141,9 @@ class StreamAssembler(Protocol):
 
     @property
     def complete(self) -> bool:
-        """True once the provider's terminal event was seen (`[DONE]`, `message_stop`, ...)."""
+        """True once the provider's terminal event was seen (`[DONE]`, `message_stop`, ...); False
+        again if what follows it may not follow it (the Recorder, which stored the answer at the
+        event, feeds on what the stream still sends, and withdraws the entry then)."""
         ...
 
     def feed(self, chunk: bytes) -> None: ...

@@ -30,7 +30,9 @@ _STOP_FIELDS = ("stopReason", "additionalModelResponseFields")
 
 class ConverseStreamAssembler:
     """The Converse answer of a `converse-stream`; complete once `metadata` followed `messageStop`.
-    A bad frame, an exception frame or tool input that is not JSON breaks it."""
+    A bad frame, an exception frame or tool input that is not JSON breaks it, and so does any frame
+    after `metadata`, the last event of the stream (boto3 reads on to the stream's end: an exception
+    frame there raises, another event reaches its caller), or a part of one."""
 
     def __init__(self) -> None:
         self._frames = EventStreamDecoder()
@@ -51,13 +53,16 @@ class ConverseStreamAssembler:
         return self._cut.cut(answer)
 
     def feed(self, chunk: bytes) -> None:
-        if self._broken or self._done:
+        if self._broken:
             return
         found = eventstream.events(self._frames, chunk)
         if found is None:
             self._broken = True
             return
         for kind, payload in found:
+            if self._done:  # nothing follows `metadata`
+                self._broken = True
+                return
             event = loads_object(payload)
             if event is None:
                 self._broken = True

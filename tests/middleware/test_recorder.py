@@ -498,6 +498,6 @@ async def test_a_stream_stored_at_its_terminal_event_is_not_stored_again_when_it
     relay = await relaying(cache, {**BODY, "stream": True}, SSE)
     _, work = relay.chunk(STREAM)
     assert work is not None and await work is True
-    assert relay.last() == b""
+    assert relay.last() == (b"", None)
     assert await relay.finished() is False  # finished once already: nothing more is stored
     assert (cache.stats.stored, cache.stats.not_stored) == (1, 0)

@@ -37,7 +37,7 @@ async def test_a_json_answer_read_to_its_end_is_stored() -> None:
     relay = await relaying(cache, BODY, JSON)
     forward, work = relay.chunk(ANSWER)
     assert forward == ANSWER and work is None  # a JSON body has no terminal event
-    assert relay.last() == b""
+    assert relay.last() == (b"", None)
     assert await relay.finished() is True and cache.stats.stored == 1
 
 

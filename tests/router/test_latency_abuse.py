@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ import pytest
 
 from llm_cache.router import RouterTransport
 from llm_cache.router._core import Sent
+from tests.support.fake_provider import encoded_events
 
 from .conftest import FakeClock, dep
 from .test_callers import HI, caller, passthrough
@@ -208,3 +210,31 @@ def test_a_stream_whose_first_event_is_an_error_is_no_success_and_no_time_to_fir
     assert state.breaker.state == "half_open"  # the probe is given back, the breaker not closed
     stream(router, fake_provider)
     assert state.ttft is not None and state.breaker.state == "closed"  # a real stream is a success
+
+
+@pytest.mark.parametrize("family", list(STREAMS))
+def test_a_stream_whose_first_event_is_an_error_split_at_any_byte_is_no_success(
+    fake_provider, make_router, family
+) -> None:
+    """The router judged a stream's first event only if it came whole in the first chunk: the same
+    error event cut anywhere by the network (the second part held until the first was read alone)
+    counted as a success with a time to first byte. It reads on until the first event ends (at most
+    `FIRST_EVENT_MAX` bytes of an uncompressed event stream), so each cut is judged as the whole event."""
+    config, events, stream, error = STREAMS[family]
+    size = len(b"".join(encoded_events(events)))
+
+    def release_when_parked() -> None:
+        fake_provider.wait_for_parked(1)
+        fake_provider.release()
+
+    for offset in range(1, size):
+        clock = TickingClock()
+        router = make_router(config(fake_provider), clock=clock, sleep=clock.sleep, async_sleep=clock.async_sleep)
+        fake_provider.stream_next(events, split_at=offset, hold=True)
+        releaser = threading.Thread(target=release_when_parked)
+        releaser.start()
+        with pytest.raises(error):
+            stream(router, fake_provider)
+        releaser.join(10)
+        assert not releaser.is_alive()
+        assert router.deployment_state("only").ttft is None, f"an error event cut at byte {offset} was a success"

@@ -206,6 +206,23 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {payload}\n\n".encode()
 
 
+def encoded_events(events: Iterable[Any], eventstream: bool = False) -> list[bytes]:
+    """`events` as `FakeProvider.stream_next` sends them, each event's bytes (`bytes` are sent as they are)."""
+    encoded = []
+    for event in events:
+        if isinstance(event, bytes):
+            encoded.append(event)
+        elif eventstream:
+            encoded.append(_aws_frame(event))
+        elif isinstance(event, tuple):
+            encoded.append(_sse(event[1], event[0]))
+        elif event == "[DONE]":
+            encoded.append(b"data: [DONE]\n\n")
+        else:
+            encoded.append(_sse(event))
+    return encoded
+
+
 class FakeProvider:
     """The fake provider's ASGI app (`.app`) and the state tests inspect and steer."""
 
@@ -219,8 +236,11 @@ class FakeProvider:
         self._refused_keys: dict[str, _Failure] = {}
         """A credential -> the failure every request presenting it gets (a key rate-limited or revoked)."""
         self._cut_after: int | None = None
-        self._scripted: list[tuple[list[bytes], str]] = []
-        """Scripted streams to answer the next requests with: their encoded events and media type."""
+        self._scripted: list[tuple[list[bytes], str, _Break | None]] = []
+        """Scripted streams to answer the next requests with: their encoded events, media type and the
+        byte they are split at (held there until `release()` if the split stalls)."""
+        self.parked = 0
+        """Scripted streams that have sent their first part and wait for `release()` to send the rest."""
         self._unknown_fields: dict[str, str] = {}
         self._gzip_streams = False
         self._rerank_worst_first = False
@@ -323,23 +343,26 @@ class FakeProvider:
         with self._lock:
             self._refused_keys[key] = _Failure(401, None, {}, by_api=_revoked(key))
 
-    def stream_next(self, events: Iterable[Any], eventstream: bool = False) -> None:
+    def stream_next(
+        self, events: Iterable[Any], eventstream: bool = False, split_at: int | None = None, hold: bool = False
+    ) -> None:
         """The next request is answered with exactly these server-sent events: each a JSON-able object
-        (sent as `data: {json}`), a `(name, object)` pair (`event: name`), or the string `[DONE]`.
+        (sent as `data: {json}`), a `(name, object)` pair (`event: name`), the string `[DONE]`, or
+        bytes sent as they are (an SSE comment).
         With `eventstream`, each is sent in an AWS event-stream frame, as Bedrock streams: an object in a
-        `chunk` frame, a `(name, object)` pair as an event of that name."""
-        encoded = []
-        for event in events:
-            if eventstream:
-                encoded.append(_aws_frame(event))
-            elif isinstance(event, tuple):
-                encoded.append(_sse(event[1], event[0]))
-            elif event == "[DONE]":
-                encoded.append(b"data: [DONE]\n\n")
-            else:
-                encoded.append(_sse(event))
+        `chunk` frame, a `(name, object)` pair as an event of that name. With `split_at`, the encoded
+        stream is sent in two writes cut at that byte (wherever it falls, mid-event); with `hold`, the
+        second waits for `release()` (`wait_for_parked` says when the first has gone), so the client
+        reads the first part alone."""
+        encoded = encoded_events(events, eventstream)
+        if split_at is not None:
+            whole = b"".join(encoded)
+            encoded = [whole[:split_at], whole[split_at:]]
+        split = None if split_at is None else _Break(1, hold)
         with self._lock:
-            self._scripted.append((encoded, EVENTSTREAM if eventstream else "text/event-stream"))
+            self._scripted.append((encoded, EVENTSTREAM if eventstream else "text/event-stream", split))
+            if split is not None and hold:
+                self._stalls.append(split)
 
     def rerank_worst_first(self) -> None:
         """From now on (until reset), rerank results come worst first: their order says nothing, only
@@ -491,7 +514,7 @@ class FakeProvider:
                 message = f"Unrecognized request argument supplied: {unknown}"
                 response = self._error(family, 400, None, {}, message=message)
             elif scripted is not None:
-                response = self._stream(*scripted)
+                response = self._stream(scripted[0], scripted[1], split=scripted[2])
             elif forced and forced.isdigit() and int(forced) >= 400:
                 response = self._error(family, int(forced), None, {})
             else:
@@ -607,7 +630,11 @@ class FakeProvider:
         return answer
 
     def _stream(
-        self, events: Iterable[bytes], media_type: str = "text/event-stream", headers: dict[str, str] | None = None
+        self,
+        events: Iterable[bytes],
+        media_type: str = "text/event-stream",
+        headers: dict[str, str] | None = None,
+        split: _Break | None = None,
     ) -> StreamingResponse:
         with self._lock:
             cut, self._cut_after = self._cut_after, None
@@ -621,6 +648,8 @@ class FakeProvider:
                     # An exception inside the body makes uvicorn drop the connection mid-response
                     # (the chunked body never terminates), as a provider crash would.
                     raise StreamCut(f"fake provider: stream cut after {cut} events")
+                if split is not None and i == split.after and split.stall:
+                    await self._park(split)
                 if compressor is not None:
                     event = compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
                 yield event
@@ -632,6 +661,33 @@ class FakeProvider:
         if gzipped:
             hdrs["content-encoding"] = "gzip"
         return StreamingResponse(body(), media_type=media_type, headers=hdrs)
+
+    async def _park(self, stall: _Break) -> None:
+        """Wait for `release()`, unless it came first; `parked` counts the wait while it lasts."""
+        loop = asyncio.get_running_loop()
+        waiter = _Held(loop, loop.create_future())
+        with self._changed:
+            parked = not stall.released
+            if parked:
+                self._waiters.append(waiter)
+                self.parked += 1
+                self._changed.notify_all()
+        if parked:
+            try:
+                await waiter.future
+            finally:
+                with self._changed:
+                    self.parked -= 1
+
+    def wait_for_parked(self, n: int = 1, timeout: float = 10.0) -> None:
+        """Block until at least `n` scripted streams wait for `release()` with their first part sent."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.parked < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"fake provider: {self.parked} stream(s) parked, waited {timeout}s for {n}")
+                self._changed.wait(left)
 
     def _broken(self, response: Response, broken: _Break) -> StreamingResponse:
         """`response` with its body cut (or stalled) after `broken.after` bytes."""
