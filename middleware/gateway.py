@@ -60,13 +60,16 @@ from .._wire import (
 from . import _overrides as overrides
 from ._browsers import BrowserRules
 from ._engine import Cache
+from ._exact_json import duplicate_key
 from ._forwarding import DEFAULT_ALLOW, Allowed
 from ._keys import NAMESPACE_PATTERN
+from ._ownership import Ownership, StoreDown, caller_of, recording
 from ._paths import routed_path
 from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
 from .providers import ACCOUNT_HEADERS, CREDENTIAL_REFUSALS
+from .providers import held as held_ids
 from .stores.base import ClearRefused, NoTagIndex, StoreError
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
@@ -417,6 +420,9 @@ class _Gateway:
             upstream = getattr(config.upstreams, family)
             if upstream.allow is not None or upstream.api_key or router_keys:
                 self.allowed[family] = Allowed(upstream.allow if upstream.allow is not None else DEFAULT_ALLOW[family])
+        # ... and the ids the provider holds are reachable only by the caller they were minted for.
+        self.owned = Ownership(cache.store if cache is not None else None, cache.key_space if cache is not None else "")
+        self.client_keys = tuple(key.encode("utf-8") for key in config.auth.keys)
         self.registry = CollectorRegistry(auto_describe=False)
         if cache is not None:
             self.registry.register(cache.telemetry.collector)
@@ -489,6 +495,13 @@ class _Gateway:
             if refused is not None:
                 message = f"this gateway does not forward {refused} {forwarded}: not in upstreams.{family}.allow"
                 return _error(family, 403, message)
+        caller = None  # on a key of the owner's: who is asking, to whom the ids it names must belong
+        if allowed is not None:
+            caller = caller_of(_presented(request), self.client_keys)
+            foreign = await self._foreign(request, family, forwarded, caller)
+            if foreign is not None:
+                return foreign
+            held = held or _json_or_form(request)  # (read whole for the ids it names)
         base = self.bases.get(family)
         if base is None:
             return _error(family, 502, f"no upstream configured for {family}: set upstreams.{family}.base_url")
@@ -543,7 +556,57 @@ class _Gateway:
         # On the owner's key the account billed is the owner's: no caller is told which it is (any
         # family's headers: a router may have answered from a deployment of another family).
         account = _ACCOUNT if owners else frozenset()
-        return _UpstreamResponse(response, _response_headers(response.headers.multi_items(), account), read)
+        headers = _response_headers(response.headers.multi_items(), account)
+        if caller is not None and response.status_code < 300 and held_ids.minting(family, request.method, forwarded):
+            read = (b"", self._recorded(response, family, forwarded, caller))
+        return _UpstreamResponse(response, headers, read)
+
+    async def _foreign(self, request: Request, family: str, path: str, caller: str) -> Response | None:
+        """The refusal of a request naming a provider-held id not minted for `caller`, or None
+        (`providers.held`): the provider's own answer for an id it does not know, before it leaves."""
+        body: Any = None
+        if _json_or_form(request):
+            raw = await _decoded_body(request)
+            if raw is None:
+                return _error(family, 400, "a body that cannot be read may name a provider-held id")
+            if any(mark in raw for mark in _ID_MARKS):  # (else no key naming one is spelt in it)
+                if duplicate_key(raw) is not None:
+                    message = "a body that names a key twice (or nests too deeply to tell) may name a provider-held id"
+                    return _error(family, 400, message)
+                try:
+                    body = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    body = None  # not JSON: the provider reads no id from it either
+        named = held_ids.named(family, path, body)
+        if not named:
+            return None
+        try:
+            foreign = await self.owned.foreign(caller, family, named)
+        except StoreDown as error:
+            logger.warning("refused a call naming a provider-held id: %s", error)
+            return _error(family, 503, "the gateway cannot tell whose an id this request names is; retry")
+        if foreign is None:
+            return None
+        kind, held_id = foreign
+        status, message, code = held_ids.not_found(family, kind, held_id, in_path=held_id in path)
+        logger.info("refused a call naming a %s id minted for another caller or unknown", kind)
+        return _error(family, status, message, code)
+
+    def _recorded(self, response: httpx2.Response, family: str, path: str, caller: str) -> AsyncIterator[bytes]:
+        """The answer's body, the ids it mints for `caller` recorded before the caller has them."""
+
+        async def record(found: list[held_ids.Held]) -> None:
+            await self.owned.record(caller, family, found)
+
+        stream = response.headers.get("content-type", "").startswith("text/event-stream")
+        return recording(
+            response.aiter_raw(),
+            response.headers.get("content-encoding"),
+            stream,
+            family,
+            lambda answer: held_ids.minted(family, path, answer),
+            record,
+        )
 
     def _owner_keys(self, api_key: str | None) -> list[str]:
         """The keys of the owner's the gateway may have sent: its upstream's, its router deployments'."""
@@ -1239,11 +1302,24 @@ async def _methods(request: Request) -> tuple[list[str] | None, bool]:
     query = request.scope.get("query_string", b"").decode("latin-1")
     named = [request.method, *overrides.in_headers(request.headers.items()), *overrides.in_query(query)]
     content_type = request.headers.get("content-type", "")
-    if not _has_body(request) or not overrides.body_may_name(content_type):
+    if not _json_or_form(request):
         return named, False
-    body = _decoded(request.headers.get("content-encoding"), await request.body())
+    body = await _decoded_body(request)
     in_body = None if body is None else overrides.in_body(content_type, body)
     return (None if in_body is None else [*named, *in_body]), True
+
+
+_DECODED_BODY = "llm_cache.gateway.decoded_body"
+"""Where a request's scope keeps its body decoded (`_decoded_body`), for a second reader."""
+
+
+async def _decoded_body(request: Request) -> bytes | None:
+    """The request body as `_decoded` reads it, decoded once for both the readers of one request (the
+    methods it names, the ids it names)."""
+    if _DECODED_BODY not in request.scope:
+        request.scope[_DECODED_BODY] = _decoded(request.headers.get("content-encoding"), await request.body())
+    body: bytes | None = request.scope[_DECODED_BODY]
+    return body
 
 
 def _decoded(encoding: str | None, body: bytes) -> bytes | None:
@@ -1255,6 +1331,38 @@ def _decoded(encoding: str | None, body: bytes) -> bytes | None:
     except ValueError:
         return None
     return decoded(encoding, body, ROUTED_BODY_LIMIT)
+
+
+_ID_MARKS = (
+    b"\\u",
+    b"previous_response_id",
+    b"conversation",
+    b"container",
+    b"file_id",
+    b"item_reference",
+    b"fileData",
+    b"file_data",
+    b"cachedContent",
+    b"cached_content",
+)
+"""Bytes without which a body names no provider-held id (`providers.held`; an escape may spell a key's
+name). A body holding one is read for ids, and refused if it names a key twice: a provider may read the
+value the gateway did not."""
+
+
+def _json_or_form(request: Request) -> bool:
+    """Whether the request has a body the gateway reads whole before forwarding (a JSON or form body)."""
+    return _has_body(request) and overrides.body_may_name(request.headers.get("content-type", ""))
+
+
+def _presented(request: Request) -> list[bytes]:
+    """The keys a caller presented, where the guard reads a client key: its headers (as `_screened` reads
+    them) and its query's `key`."""
+    values = _screened(request.scope["headers"])[2]
+    query = request.scope.get("query_string", b"")
+    if query.find(b"key=") != -1:
+        values += [v.encode("utf-8") for k, v in parse_qsl(query.decode("latin-1")) if k == "key"]
+    return values
 
 
 def _has_body(request: Request) -> bool:

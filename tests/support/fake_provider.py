@@ -572,6 +572,8 @@ class FakeProvider:
                 return self._responses(req)
             if path == "/v1/moderations":
                 return self._moderations(req)
+            if path == "/v1/files":
+                return self._file_upload(req)
             if path in ("/rerank", "/v1/rerank", "/v2/rerank"):
                 return self._rerank(req)
             if path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
@@ -935,6 +937,35 @@ class FakeProvider:
         )
 
     # -- moderations, rerank, audio --------------------------------------------------------
+
+    def _file_upload(self, req: RecordedRequest) -> Response:
+        """`POST /v1/files`: OpenAI's file object, or Anthropic's for a request naming `anthropic-version`."""
+        n = self._next_id()
+        if "anthropic-version" in req.headers:
+            return JSONResponse(
+                {
+                    "id": f"file_fake{n:06d}",
+                    "type": "file",
+                    "filename": "upload.txt",
+                    "mime_type": "text/plain",
+                    "size_bytes": len(req.raw),
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "downloadable": False,
+                }
+            )
+        return JSONResponse(
+            {
+                "id": f"file-fake{n:06d}",
+                "object": "file",
+                "bytes": len(req.raw),
+                "created_at": CREATED,
+                "filename": "upload.txt",
+                "purpose": "user_data",
+                "status": "processed",
+                "expires_at": None,
+                "status_details": None,
+            }
+        )
 
     def _moderations(self, req: RecordedRequest) -> Response:
         """One result per input; flagged when the text says "attack"."""

@@ -1,0 +1,85 @@
+"""`middleware/_ownership.py`: an answer's ids are recorded before the chunk that hands them out is
+passed on, wherever the upstream cut its stream. The gateway's rule is specified with real SDKs in
+`tests/middleware/test_gateway_ownership.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from llm_cache.middleware._ownership import Ownership, caller_of, recording
+from llm_cache.middleware.providers import held
+from llm_cache.middleware.stores import MemoryStore
+
+
+def event(kind: str, response: dict[str, object]) -> bytes:
+    data = orjson.dumps({"type": kind, "response": response})
+    return b"event: " + kind.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
+
+
+STREAM = (
+    event("response.created", {"id": "resp_1", "output": []})
+    # (text quoting an event's name is no such event)
+    + b"event: response.output_text.delta\r\n"
+    + b'data: {"type": "response.output_text.delta", "delta": "response.completed"}\r\n\r\n'
+    + event("response.completed", {"id": "resp_1", "output": [{"id": "msg_1"}]})
+)
+
+
+async def pieces(body: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, len(STREAM)])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_streams_ids_are_recorded_before_the_chunk_that_ends_their_event(size: int, gzipped: bool) -> None:
+    body = STREAM
+    if gzipped:
+        compressor = zlib.compressobj(wbits=31)
+        body = compressor.compress(STREAM) + compressor.flush()
+    sent = bytearray()
+    recorded: list[tuple[int, list[held.Held]]] = []
+
+    async def record(found: list[held.Held]) -> None:
+        recorded.append((len(sent), found))
+
+    async def relay() -> None:
+        chunks = recording(
+            pieces(body, size),
+            "gzip" if gzipped else None,
+            True,
+            "openai",
+            lambda answer: held.minted("openai", "/v1/responses", answer),
+            record,
+        )
+        async for chunk in chunks:
+            sent.extend(chunk)
+
+    asyncio.run(relay())
+    assert bytes(sent) == body
+    ids = [one for _, found in recorded for one in found]
+    assert ids == [("response", "resp_1"), ("response", "resp_1"), ("item", "msg_1")]
+    if not gzipped:  # nothing of the event naming an id had been passed on whole before it was recorded
+        created_end = STREAM.index(b"\r\n\r\n") + 4
+        assert recorded[0][0] < created_end
+
+
+def test_an_id_is_its_callers_and_no_one_elses() -> None:
+    a, b = caller_of([b"key-a"], ()), caller_of([b"key-b", b"not-a-client-key"], (b"key-b",))
+
+    async def check() -> None:
+        owned = Ownership(MemoryStore(), "p:")
+        await owned.record(a, "openai", [("response", "resp_1")])
+        assert await owned.foreign(a, "openai", [("response", "resp_1")]) is None
+        assert await owned.foreign(b, "openai", [("response", "resp_1")]) == ("response", "resp_1")
+        assert await owned.foreign(a, "azure", [("response", "resp_1")]) == ("response", "resp_1")
+        fresh = Ownership(owned.store, "p:")  # another pod: its memo is empty, the store answers
+        assert await fresh.foreign(a, "openai", [("response", "resp_1")]) is None
+
+    asyncio.run(check())
+    assert b == caller_of([b"key-b"], ())
