@@ -1,0 +1,128 @@
+"""A full in-process store gives up the least recently used entry of the owner holding the most, so one
+tenant's flood (unique prompts, long embeddings lists) pushes out its own entries, never another's.
+
+Through the real openai SDK (the caching transport against the fake provider), and on the stores
+directly where the rule lives: `MemoryStore`, and a `TieredStore`'s L1 over a real Redis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import openai
+
+from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware.stores import MemoryStore
+from llm_cache.middleware.stores.redis import RedisStore
+from llm_cache.middleware.stores.tiered import TieredStore
+
+from .conftest import SLACK, unique_prefix
+
+CHAT = "/chat/completions"
+EMBEDDINGS = "/embeddings"
+
+
+def sdk(cache: Cache, fake_provider: Any, key: str) -> openai.OpenAI:
+    http = httpx2.Client(transport=CachingTransport(cache=cache))
+    return openai.OpenAI(api_key=key, base_url=fake_provider.openai_base_url, http_client=http, max_retries=0)
+
+
+def ask(client: openai.OpenAI, question: str, namespace: str | None = None) -> str:
+    headers = {"x-cache-namespace": namespace} if namespace else None
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": question}], extra_headers=headers
+    )
+    return raw.headers["x-cache"]
+
+
+def test_one_tenant_s_flood_of_unique_prompts_never_pushes_another_tenant_s_entries_out(fake_provider: Any) -> None:
+    cache = Cache(store=MemoryStore(max_entries=20))
+    bob, alice = sdk(cache, fake_provider, "sk-bob"), sdk(cache, fake_provider, "sk-alice")
+    questions = [f"bob's question {i}" for i in range(5)]
+    assert [ask(bob, q) for q in questions] == ["MISS"] * 5
+
+    flood = [ask(alice, f"alice's unique prompt {i}", namespace=f"n{i % 7}") for i in range(80)]
+
+    assert flood == ["MISS"] * 80  # (spread over namespaces: still one tenant)
+    assert [ask(bob, q) for q in questions] == ["HIT"] * 5
+    assert fake_provider.count(CHAT) == 85
+    assert [ask(alice, f"alice's unique prompt {i}", namespace=f"n{i % 7}") for i in (79, 78)] == ["HIT"] * 2
+
+
+def test_a_few_long_embeddings_lists_never_push_another_tenant_s_items_out(fake_provider: Any) -> None:
+    cache = Cache(store=MemoryStore(max_entries=40))
+    bob, alice = sdk(cache, fake_provider, "sk-bob"), sdk(cache, fake_provider, "sk-alice")
+    mine = [f"bob's text {i}" for i in range(6)]
+    bob.embeddings.create(model="text-embedding-3-small", input=mine)
+
+    for batch in range(3):
+        alice.embeddings.create(model="text-embedding-3-small", input=[f"alice {batch}.{i}" for i in range(100)])
+
+    raw = bob.embeddings.with_raw_response.create(model="text-embedding-3-small", input=mine)
+    assert (raw.headers["x-cache"], raw.headers["x-cache-items-hit"]) == ("HIT", "6")
+    assert fake_provider.count(EMBEDDINGS) == 4
+    assert cache.store.current_size()[0] == 40  # type: ignore[attr-defined]
+
+
+async def test_a_store_over_its_byte_bound_gives_up_the_entries_of_the_owner_holding_the_most_bytes() -> None:
+    """Bob holds more entries, Alice more bytes: Alice's large answers push out only her own."""
+    store = MemoryStore(max_entries=1000, max_bytes=10_000)
+    for i in range(20):
+        await store.set(f"v1:default:cbob:{i}", b"b" * 100, None)
+    for i in range(20):
+        await store.set(f"v1:default:calice:{i}", b"a" * 1000, None)
+
+    assert all([await store.get(f"v1:default:cbob:{i}") for i in range(20)])
+    assert [await store.get(f"v1:default:calice:{i}") is not None for i in range(20)] == [False] * 12 + [True] * 8
+    assert store.current_size() == (28, 10_000)
+
+
+async def test_the_owner_giving_way_gives_up_its_own_least_recently_used_entry() -> None:
+    store = MemoryStore(max_entries=6, max_bytes=None)
+    for i in range(2):
+        await store.set(f"v1:default:cbob:{i}", b"b", None)
+    for i in range(4):
+        await store.set(f"v1:default:calice:{i}", b"a", None)
+    assert await store.get("v1:default:calice:0") == b"a"  # read: now Alice's most recently used
+
+    await store.set("v1:default:calice:4", b"a", None)
+
+    assert sorted(store._data) == [
+        "v1:default:calice:0",
+        "v1:default:calice:2",
+        "v1:default:calice:3",
+        "v1:default:calice:4",
+        "v1:default:cbob:0",
+        "v1:default:cbob:1",
+    ]
+
+
+async def test_an_owner_is_its_key_space_and_scope_never_its_namespace() -> None:
+    """Two caches under other prefixes are other owners; one caller's namespaces are one."""
+    store = MemoryStore(max_entries=9, max_bytes=None)
+    for prefix in ("v1:", "v2:"):
+        for i in range(3):
+            await store.set(f"{prefix}default:cbob:{i}", b"b", None)
+    for i in range(30):
+        await store.set(f"v1:ns{i}:calice:{i}", b"a", None)
+
+    assert sum(key.startswith(("v1:default:cbob:", "v2:default:cbob:")) for key in store._data) == 6
+    assert sorted(key for key in store._data if "calice" in key) == [f"v1:ns{i}:calice:{i}" for i in (27, 28, 29)]
+
+
+async def test_a_tiered_store_s_l1_keeps_another_tenant_s_entries_through_a_flood(redis_server: Any) -> None:
+    prefix = unique_prefix()
+    l1 = MemoryStore(max_entries=10)
+    store = TieredStore(l1, RedisStore(redis_server.url, prefix=prefix, **SLACK), channel=f"{prefix}inval")
+    await store.start()
+    try:
+        for i in range(3):
+            await store.set(f"v1:default:cbob:{i}", b"b", 60)
+        for i in range(50):
+            await store.set(f"v1:default:calice:{i}", b"a", 60)
+
+        assert [l1.get_now(f"v1:default:cbob:{i}") for i in range(3)] == [b"b"] * 3
+        assert len(l1) == 10
+    finally:
+        await store.close()
