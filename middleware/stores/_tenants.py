@@ -5,13 +5,16 @@ A store that drops its least recently used key lets one caller streaming unique 
 2,048-item embeddings lists) push every other caller's entries out: their hits become misses. Here
 the key given up is the least recently used of the owner holding the most: entries when the store
 is over its entry bound, bytes when over its byte bound. A caller only ever pushes out its own
-entries once it holds more than anyone else. Of owners of equal size, the one that grew last gives
-way. The owner of a key is `_keys.key_owner`'s (key space and scope).
+entries once it holds more than anyone else. Of owners of equal size, the one whose size changed
+last gives way (the one adding, whose additions then push out its own). The owner of a key is
+`_keys.key_owner`'s (key space and scope).
 
 The largest owner is kept in a max-heap per measure, lazily: an owner's record is pushed when it
-grows and corrected when found on top after it shrank, so every live owner's newest record is at
-least its size and a record on top that is exact names the largest. A write costs O(log owners), a
-read (`touch`) one `move_to_end`. The store's lock guards every call.
+grows and corrected when found on top after it changed, so every live owner has a record at least
+its size, and a record on top that is exact (its size, and when it changed) names the largest. Two
+records compare by size and change only: changes are numbered once, so no two owners tie on both.
+A write costs O(log owners) amortised; a read moves its key in its owner's order. The store's lock
+guards every call.
 """
 
 from __future__ import annotations
@@ -30,18 +33,20 @@ _SLACK = 64
 class Tenant:
     """One owner's keys, least recently used first, and the bytes of their values."""
 
-    __slots__ = ("bytes", "keys", "name")
+    __slots__ = ("bytes", "changed", "keys", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.keys: OrderedDict[str, None] = OrderedDict()
         self.bytes = 0
+        self.changed = 0
+        """Minus when its size last changed (the store's count of changes): the latest sorts first."""
 
 
 _Record = tuple[int, int, Tenant]
+"""(minus the size, `Tenant.changed` then, the owner): the heaps' top is the largest owner, the last
+to change first among equals."""
 _Measure = Callable[[Tenant], int]
-"""(minus the size, minus the order it was pushed in, the owner): the heaps' top is the largest
-owner, the last to grow first among equals."""
 
 
 class Tenants:
@@ -63,17 +68,18 @@ class Tenants:
             tenant = self._owners[name] = Tenant(name)
         tenant.keys[key] = None
         tenant.bytes += size
+        tenant.changed = changed = -next(self._order)
         if max(len(self._by_entries), len(self._by_bytes)) > 2 * len(self._owners) + _SLACK:
             self._rebuild()
-        order = -next(self._order)
-        heapq.heappush(self._by_entries, (-len(tenant.keys), order, tenant))
-        heapq.heappush(self._by_bytes, (-tenant.bytes, order, tenant))
+        heapq.heappush(self._by_entries, (-len(tenant.keys), changed, tenant))
+        heapq.heappush(self._by_bytes, (-tenant.bytes, changed, tenant))
         return tenant
 
     def remove(self, key: str, tenant: Tenant, size: int) -> None:
         """Forget `key` (held by `tenant`, its value `size` bytes)."""
         del tenant.keys[key]
         tenant.bytes -= size
+        tenant.changed = -next(self._order)
         if not tenant.keys:
             del self._owners[tenant.name]
 
@@ -97,25 +103,20 @@ class Tenants:
 
     def _largest(self, heap: list[_Record], size_of: _Measure) -> Tenant:
         while True:
-            recorded, _, tenant = heap[0]
-            size = size_of(tenant)
-            if -recorded == size and self._owners.get(tenant.name) is tenant:
-                return tenant
-            if size and self._owners.get(tenant.name) is tenant:  # it shrank since: its record is corrected
-                heapq.heapreplace(heap, (-size, -next(self._order), tenant))
-            else:
+            recorded, changed, tenant = heap[0]
+            if self._owners.get(tenant.name) is not tenant:  # gone (a key of its name since is another's)
                 heapq.heappop(heap)
+                continue
+            size = size_of(tenant)
+            if -recorded == size and changed == tenant.changed:
+                return tenant
+            heapq.heapreplace(heap, (-size, tenant.changed, tenant))  # it changed since: corrected
 
     def _rebuild(self) -> None:
-        """Drop the stale records: one per owner, in the order they were last pushed."""
+        """Drop the stale records: one exact record per owner."""
+        owners = self._owners.values()
         for heap, size_of in ((self._by_entries, _entries), (self._by_bytes, _bytes)):
-            newest: dict[str, _Record] = {}
-            for record in heap:
-                name = record[2].name
-                kept = newest.get(name)
-                if self._owners.get(name) is record[2] and (kept is None or record[1] < kept[1]):
-                    newest[name] = record
-            heap[:] = [(-size_of(tenant), order, tenant) for _, order, tenant in newest.values()]
+            heap[:] = [(-size_of(tenant), tenant.changed, tenant) for tenant in owners]
             heapq.heapify(heap)
 
 

@@ -11,8 +11,11 @@ from typing import Any
 
 import httpx2
 import openai
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_cache.middleware import Cache, CachingTransport
+from llm_cache.middleware._keys import key_owner
 from llm_cache.middleware.stores import MemoryStore
 from llm_cache.middleware.stores.redis import RedisStore
 from llm_cache.middleware.stores.tiered import TieredStore
@@ -126,3 +129,84 @@ async def test_a_tiered_store_s_l1_keeps_another_tenant_s_entries_through_a_floo
         assert len(l1) == 10
     finally:
         await store.close()
+
+
+class Reference:
+    """The rule spelled out, at O(owners) a write: past a bound, the least recently used key of the
+    owner holding the most (entries or bytes), the one whose size changed last among equals."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.sizes: dict[str, int] = {}
+        self.order: dict[str, list[str]] = {}
+        self.changed: dict[str, int] = {}
+        self.clock = 0
+
+    def set(self, key: str, size: int) -> None:
+        if size > self.max_bytes:
+            return
+        if key in self.sizes:
+            self.delete(key)
+        self.sizes[key] = size
+        self.order.setdefault(key_owner(key), []).append(key)
+        self._changed(key_owner(key))
+        while len(self.sizes) > self.max_entries or sum(self.sizes.values()) > self.max_bytes:
+            by_entries = len(self.sizes) > self.max_entries
+
+            def held(owner: str, by_entries: bool = by_entries) -> tuple[int, int]:
+                keys = self.order[owner]
+                return (len(keys) if by_entries else sum(self.sizes[k] for k in keys)), self.changed[owner]
+
+            self.delete(self.order[max(self.order, key=held)][0])
+
+    def get(self, key: str) -> None:
+        if key in self.sizes:
+            keys = self.order[key_owner(key)]
+            keys.remove(key)
+            keys.append(key)
+
+    def delete(self, key: str) -> None:
+        if self.sizes.pop(key, None) is None:
+            return
+        owner = key_owner(key)
+        self.order[owner].remove(key)
+        if self.order[owner]:
+            self._changed(owner)
+        else:
+            del self.order[owner], self.changed[owner]
+
+    def _changed(self, owner: str) -> None:
+        self.clock += 1
+        self.changed[owner] = self.clock
+
+
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["set", "set", "set", "get", "delete"]),
+        st.integers(0, 3),  # the owner
+        st.integers(0, 5),  # its key
+        st.integers(1, 40),  # the value's bytes
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(max_entries=st.integers(1, 8), max_bytes=st.integers(20, 160), operations=OPERATIONS)
+async def test_a_full_store_keeps_exactly_what_the_rule_says_whatever_the_writes_reads_and_deletes(
+    max_entries: int, max_bytes: int, operations: list[tuple[str, int, int, int]]
+) -> None:
+    store, reference = MemoryStore(max_entries=max_entries, max_bytes=max_bytes), Reference(max_entries, max_bytes)
+    for operation, owner, number, size in operations:
+        key = f"v1:n{number % 2}:c{owner}:{number}"
+        if operation == "set":
+            await store.set(key, b"x" * size, None)
+            reference.set(key, size)
+        elif operation == "get":
+            await store.get(key)
+            reference.get(key)
+        else:
+            await store.delete(key)
+            reference.delete(key)
+        assert sorted(store._data) == sorted(reference.sizes)
+    assert store.current_size() == (len(reference.sizes), sum(reference.sizes.values()))
