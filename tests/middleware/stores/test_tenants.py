@@ -1,14 +1,18 @@
-"""A full in-process store gives up the least recently used entry of the owner holding the most, so one
+"""A full in-process or disk store gives up the least recently used entry of the owner holding the most, so one
 tenant's flood (unique prompts, long embeddings lists) pushes out its own entries, never another's.
 
 Through the real openai SDK (the caching transport against the fake provider), and on the stores
-directly where the rule lives: `MemoryStore`, and a `TieredStore`'s L1 over a real Redis.
+directly where the rule lives: `MemoryStore`, a `TieredStore`'s L1 over a real Redis, and `DiskStore`
+(diskcache's SQLite, where every process sharing the folder keeps one tally of the owners).
 """
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
+import diskcache
 import httpx2
 import openai
 from hypothesis import given, settings
@@ -16,7 +20,7 @@ from hypothesis import strategies as st
 
 from llm_cache.middleware import Cache, CachingTransport
 from llm_cache.middleware._keys import key_owner
-from llm_cache.middleware.stores import MemoryStore
+from llm_cache.middleware.stores import DiskStore, MemoryStore
 from llm_cache.middleware.stores.redis import RedisStore
 from llm_cache.middleware.stores.tiered import TieredStore
 
@@ -210,3 +214,71 @@ async def test_a_full_store_keeps_exactly_what_the_rule_says_whatever_the_writes
             reference.delete(key)
         assert sorted(store._data) == sorted(reference.sizes)
     assert store.current_size() == (len(reference.sizes), sum(reference.sizes.values()))
+
+
+def tallies(directory: Path) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+    """(the owners' tally the triggers keep, the same counted from the rows now)."""
+    with sqlite3.connect(directory / "cache.db") as connection:
+        kept = connection.execute("SELECT owner, bytes, entries FROM LlmcOwners ORDER BY owner").fetchall()
+        counted = connection.execute(
+            "SELECT coalesce(tag, ''), sum(size + coalesce(length(value), 0)), count(*) FROM Cache"
+            " GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    return kept, counted
+
+
+async def test_a_full_disk_store_gives_up_the_entries_of_the_owner_holding_the_most_bytes(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path, size_limit=400_000)
+    try:
+        for i in range(10):
+            await store.set(f"v1:default:cbob:{i}", b"b" * 4000, None)
+        for i in range(400):
+            await store.set(f"v1:n{i % 5}:calice:{i}", b"a" * 4000, None)
+
+        assert [await store.get(f"v1:default:cbob:{i}") for i in range(10)] == [b"b" * 4000] * 10
+        kept = [await store.get(f"v1:n{i % 5}:calice:{i}") is not None for i in range(400)]
+        assert 0 < sum(kept) < 100 and kept[-1]
+        assert store.current_size()[1] <= 400_000
+    finally:
+        await store.close()
+
+
+async def test_a_disk_store_s_tally_of_owners_follows_every_write_overwrite_expiry_delete_and_clear(
+    tmp_path: Path,
+) -> None:
+    store = DiskStore(tmp_path)
+    try:
+        for i in range(6):
+            await store.set(f"v1:default:cbob:{i}", b"b" * (100 + i), None)
+            await store.set(f"v1:team:calice:{i}", b"a" * 50_000, None)  # (past 32 KiB: a value file)
+        await store.set("v1:default:cbob:0", b"b" * 60_000, None)  # overwritten, in a file now
+        await store.set("v1:team:calice:0", b"a", None)  # and back into SQLite
+        await store.set("v1:default:cbob:9", b"b", -1.0)  # expired: the next write culls it
+        await store.set("__ping__", b"p", None)  # no owner's key: the empty owner's
+        await store.delete("v1:team:calice:1")
+        await store.clear("v1:team:")
+        kept, counted = tallies(tmp_path)
+
+        assert kept == counted == [("", 1, 1), ("v1:cbob", 60_000 + 101 + 102 + 103 + 104 + 105, 6)]
+        await store.clear()
+        assert tallies(tmp_path) == ([], [])
+    finally:
+        await store.close()
+
+
+async def test_a_disk_folder_written_before_owners_were_tallied_is_tallied_once_when_opened(tmp_path: Path) -> None:
+    """Its rows carry no owner: they are the empty owner's, which gives way first when it holds the most."""
+    before = diskcache.Cache(str(tmp_path), eviction_policy="least-recently-used")
+    for i in range(3):
+        before.set(f"v1:default:cbob:{i}", b"b" * 10, None)
+    before.close()
+
+    store = DiskStore(tmp_path)
+    try:
+        await store.set("v1:default:cbob:3", b"b" * 10, None)
+        assert tallies(tmp_path) == ([("", 30, 3), ("v1:cbob", 10, 1)],) * 2
+        again = DiskStore(tmp_path)  # another process opening it: tallied already
+        await again.close()
+        assert tallies(tmp_path)[0] == [("", 30, 3), ("v1:cbob", 10, 1)]
+    finally:
+        await store.close()
