@@ -4,8 +4,9 @@ Each item is keyed as its own single-item request is (`Endpoint.items`), so an i
 whichever list (or lone request) stored it. The items the store has are served from it; the
 others go upstream in one request holding only them (each distinct item once), and every item
 that comes back is stored on its own, up to `max_stored_items` a request (the rest are answered, not
-stored: no caller fills a store with 2,048 entries a request). The answer is the list answer put back together in input
-order (`Endpoint.batch_answer`); its usage is the upstream's, for the items sent.
+stored: no caller fills a store with 2,048 entries a request). The answer is the list answer put
+back together in input order (`Endpoint.batch_answer`); its usage is the upstream's, for the items
+sent.
 
 `x-cache` says `HIT` (every item was stored: nothing went upstream), `MISS` (none was) or
 `PARTIAL`; `x-cache-items-hit` and `x-cache-items-missed` count the list's positions each way.
