@@ -3,8 +3,10 @@
 Each item is keyed as its own single-item request is (`Endpoint.items`), so an item is found
 whichever list (or lone request) stored it. The items the store has are served from it; the
 others go upstream in one request holding only them (each distinct item once), and every item
-that comes back is stored on its own. The answer is the list answer put back together in input
-order (`Endpoint.batch_answer`); its usage is the upstream's, for the items sent.
+that comes back is stored on its own, up to `max_stored_items` a request (the rest are answered, not
+stored: no caller fills a store with 2,048 entries a request). The answer is the list answer put
+back together in input order (`Endpoint.batch_answer`); its usage is the upstream's, for the items
+sent.
 
 `x-cache` says `HIT` (every item was stored: nothing went upstream), `MISS` (none was) or
 `PARTIAL`; `x-cache-items-hit` and `x-cache-items-missed` count the list's positions each way.
@@ -15,6 +17,7 @@ the upstream's own bytes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Generator, Mapping, Sequence
@@ -49,6 +52,7 @@ logger = logging.getLogger("llm_cache.middleware")
 ITEMS_HIT_HEADER = "x-cache-items-hit"
 ITEMS_MISSED_HEADER = "x-cache-items-missed"
 PARTIAL = "PARTIAL"
+ITEM_CAP = "item_cap: past the items one request may store (max_stored_items)"
 
 
 class ItemsHandle(Protocol):
@@ -123,9 +127,14 @@ class Items:
         refused, fresh_for = upstream_rules(settings, request, JSON_MEDIA_TYPE, reply.raw)
         ttl = capped_ttl(ttl, fresh_for, request.policy.ttl if request.policy.ttl is not None else settings.ttl)
         why = request.unstorable() or fallback or refused
-        stored = why is None and (yield Run(self._store(request, reply, fresh, ttl)))
+        kept = _capped(fresh, settings.max_stored_items)
+        stored = why is None and (yield Run(self._store(request, reply, kept, ttl)))
         if why is not None:
             self._cache.stats.not_stored += 1
+        elif len(kept) < len(fresh) and not request.policy.no_store:  # answered, not stored: one list's share
+            self._cache.stats.not_stored += len(fresh) - len(kept)
+            if call is not None:
+                call.not_stored(ITEM_CAP, len(fresh) - len(kept))
         if call is not None:
             call.finished(reply.status, None, stored, why, False)
         if whole:
@@ -208,6 +217,13 @@ class Items:
         if request.call is not None:
             request.call.end()
         return ResponseParts(entries[0].status, with_length([*opening, *encoded(headers)], len(body)), body)
+
+
+def _capped(answers: dict[str, Any], cap: int | None) -> dict[str, Any]:
+    """The first `cap` of the answers (in the list's order), the ones a list request stores."""
+    if cap is None or len(answers) <= cap:
+        return answers
+    return dict(itertools.islice(answers.items(), cap))
 
 
 class _Item(NamedTuple):

@@ -292,6 +292,17 @@ def compose_key(key_space: str, namespace: str, scope: str, digest: str) -> str:
     return f"{key_space}{namespace}:{scope}:{digest}"
 
 
+def key_owner(key: str) -> str:
+    """Who holds `key` in a bounded store: its key space and scope (`v1:c3f...`), never its namespace,
+    which a caller picks freely (a flood spread over namespaces is still one owner's). Every key
+    `compose_key` makes has three `:` segments after its key space's one. A key of another form (a
+    shared registry entry, a probe) is its second-to-last segment's, or the empty owner's."""
+    parts = key.split(":")
+    if len(parts) == 4:
+        return f"{parts[0]}:{parts[2]}"
+    return parts[1] if len(parts) == 3 else ""
+
+
 def namespace_prefix(key_space: str, namespace: str) -> str:
     return f"{key_space}{namespace}:"
 

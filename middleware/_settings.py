@@ -34,6 +34,13 @@ class CacheSettings(BaseModel):
     mode: Literal["default", "opt_in"] = "default"
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_response_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_stored_items: int | None = Field(
+        256,
+        gt=0,
+        description="The most entries one list request (an embeddings `input` list, Gemini's batchEmbedContents) "
+        "stores, one per item: the items past it are answered but not stored (`not_stored` reason `item_cap`), so "
+        "no caller writes 2,048 entries with one request. None: no bound.",
+    )
     capture_stream_usage: bool = Field(
         True, description="Ask OpenAI-style streams for their usage chunk (hidden from callers who did not ask)."
     )

@@ -259,7 +259,7 @@ _COUNTERS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
     ),
     "llm_cache_not_stored": (
         ("reason",),
-        "Upstream answers to misses that were not stored, by reason.",
+        "Upstream answers to misses (or items of a list answer) that were not stored, by reason.",
         "llm_cache.not_stored",
         "{response}",
     ),
@@ -524,6 +524,10 @@ class Call:
             if t.capture_content and entry is not None:
                 self._content(entry.body)
         self.end()
+
+    def not_stored(self, reason: str, count: int) -> None:
+        """`count` answers of this call (a list's items) were not stored, for `reason`; the call goes on."""
+        self._t._add("llm_cache_not_stored", (_reason_code(reason),), count)
 
     def stale(self) -> None:
         """The upstream failed and an entry past its TTL answered (`stale_if_error`): result `stale`

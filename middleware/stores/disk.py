@@ -17,7 +17,9 @@ from typing import TypeVar
 import diskcache
 
 from .._fork import renew_after_fork
+from .._keys import key_owner
 from ._codeless_disk import CodelessDisk
+from ._disk_owners import FAIR_LRU, owner_tag, tally_owners
 from .base import Abilities, StoreError, trim_due
 
 T = TypeVar("T")
@@ -40,7 +42,9 @@ def default_cache_dir() -> Path:
 
 
 class DiskStore:
-    """Survives restarts on one node; bounded by `size_limit` bytes with LRU eviction.
+    """Survives restarts on one node; bounded by `size_limit` bytes. When full it gives up the least
+    recently used entries of the owner holding the most bytes (`_disk_owners.py`): one caller's flood
+    pushes out its own entries, never another's.
 
     A directory that cannot be opened (read-only, unwritable, on a full disk) does not stop the
     service: every call raises `StoreError` (the engine goes upstream and counts it) and the store
@@ -94,12 +98,15 @@ class DiskStore:
                 _own_databases(self.directory)
                 _own_databases(tags)
                 self._tags = diskcache.Cache(str(tags), eviction_policy="none", disk=CodelessDisk)
-                self._cache = diskcache.Cache(
-                    str(self.directory),
-                    size_limit=self.size_limit,
-                    eviction_policy="least-recently-used",
-                    disk=CodelessDisk,
+                cache = diskcache.Cache(
+                    str(self.directory), size_limit=self.size_limit, eviction_policy=FAIR_LRU, disk=CodelessDisk
                 )
+                try:
+                    tally_owners(self.directory / "cache.db")
+                except BaseException:
+                    cache.close()
+                    raise
+                self._cache = cache
             except (OSError, sqlite3.Error) as error:
                 raise StoreError(f"disk store at {self.directory} cannot be opened: {error}") from error
             return self._cache
@@ -115,7 +122,8 @@ class DiskStore:
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        await self._run(lambda cache: cache.set(key, value, ttl))
+        tag = owner_tag(key_owner(key))
+        await self._run(lambda cache: cache.set(key, value, ttl, tag=tag))
 
     async def delete(self, key: str) -> None:
         await self._run(lambda cache: cache.delete(key))

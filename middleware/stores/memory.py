@@ -1,19 +1,23 @@
-"""In-process LRU store bounded by entry count and by bytes."""
+"""In-process LRU store bounded by entry count and by bytes, fair between the keys' owners."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Collection
 
 from .._fork import renew_after_fork
+from ._tenants import Tenant, Tenants
 from .base import Abilities, trim_due
 
 
 class MemoryStore:
-    """An O(1) LRU map with per-key expiry checked lazily on read (no timer per key).
+    """An LRU map with per-key expiry checked lazily on read (no timer per key).
+
+    When full it gives up the least recently used key of the owner (key space and scope, see
+    `_tenants.py`) holding the most entries or bytes, whichever bound it passed: one caller's flood
+    pushes out its own entries, never another's. A read is O(1), a write O(log owners).
 
     Thread-safe, so one instance can serve the async transport and the sync
     transport's background loop at once.
@@ -36,7 +40,8 @@ class MemoryStore:
             raise ValueError("max_bytes must be positive or None")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._data: dict[str, tuple[bytes, float | None, Tenant]] = {}
+        self._tenants = Tenants()
         self._bytes = 0
         self._lock = threading.Lock()
         self._tags: dict[str, set[str]] = {}
@@ -45,9 +50,13 @@ class MemoryStore:
 
     def _renew_after_fork(self) -> None:
         """A forked child keeps the entries; its lock is its own (a parent thread may hold the copy), and
-        the byte count is taken again (a write of a parent thread may have been halfway)."""
+        the byte count and owners are taken again (a write of a parent thread may have been halfway),
+        each owner's keys in the order they were written."""
         self._lock = threading.Lock()
-        self._bytes = sum(len(value) for value, _ in self._data.values())
+        self._tenants = Tenants()
+        owners = self._tenants.rebuilt({key: len(value) for key, (value, _, _) in self._data.items()})
+        self._data = {key: (value, expires_at, owners[key]) for key, (value, expires_at, _) in self._data.items()}
+        self._bytes = sum(len(value) for value, _, _ in self._data.values())
 
     def __len__(self) -> int:
         return len(self._data)
@@ -63,11 +72,11 @@ class MemoryStore:
             item = self._data.get(key)
             if item is None:
                 return None
-            value, expires_at = item
+            value, expires_at, tenant = item
             if expires_at is not None and expires_at <= time.monotonic():
                 self._remove(key)
                 return None
-            self._data.move_to_end(key)
+            tenant.keys.move_to_end(key)
             return value
 
     async def get(self, key: str) -> bytes | None:
@@ -80,11 +89,16 @@ class MemoryStore:
         with self._lock:
             if key in self._data:
                 self._remove(key)
-            self._data[key] = (value, expires_at)
+            self._data[key] = (value, expires_at, self._tenants.add(key, len(value)))
             self._bytes += len(value)
-            while len(self._data) > self.max_entries or (self.max_bytes is not None and self._bytes > self.max_bytes):
-                oldest = next(iter(self._data))
-                self._remove(oldest)
+            while True:
+                if len(self._data) > self.max_entries:
+                    tenant = self._tenants.most_entries()
+                elif self.max_bytes is not None and self._bytes > self.max_bytes:
+                    tenant = self._tenants.most_bytes()
+                else:
+                    break
+                self._remove(next(iter(tenant.keys)))
 
     async def delete(self, key: str) -> None:
         with self._lock:
@@ -95,6 +109,7 @@ class MemoryStore:
         with self._lock:
             if prefix is None:
                 self._data.clear()
+                self._tenants.clear()
                 self._tags.clear()
                 self._bytes = 0
                 return
@@ -127,5 +142,6 @@ class MemoryStore:
         return None
 
     def _remove(self, key: str) -> None:
-        value, _ = self._data.pop(key)
+        value, _, tenant = self._data.pop(key)
         self._bytes -= len(value)
+        self._tenants.remove(key, tenant, len(value))

@@ -457,3 +457,29 @@ def test_a_list_answered_from_the_store_is_one_finished_span(fake_provider: Any)
     spans.provider.shutdown()
 
     assert [(span.attributes or {})["llm_cache.result"] for span in finished] == ["miss", "hit"]
+
+
+def test_a_list_request_stores_at_most_max_stored_items_and_still_answers_every_item(fake_provider: Any) -> None:
+    """One request writes at most `max_stored_items` entries (the first items), so no caller fills the
+    store with 2,048 a request; the rest are answered and counted as not stored (`item_cap`)."""
+    cache = Cache(max_stored_items=3)
+    sdk = client(cache, fake_provider)
+    texts = ["alpha", "beta", "gamma", "delta", "epsilon"]
+
+    raw, answer = embed(sdk, texts)
+
+    assert items(raw) == ("MISS", "0", "5")
+    assert [d.embedding for d in answer.data] == [embedding_vector(t) for t in texts]
+    assert (cache.stats.stored, cache.stats.not_stored) == (3, 2)
+    assert cache.telemetry.snapshot()["llm_cache_not_stored"] == {("item_cap",): 2}
+    raw, _ = embed(sdk, texts)
+    assert items(raw) == ("PARTIAL", "3", "2") and sent_inputs(fake_provider)[-1] == ["delta", "epsilon"]
+
+
+def test_by_default_a_list_request_stores_its_first_256_items(fake_provider: Any) -> None:
+    cache = Cache()
+    texts = [f"text {i}" for i in range(300)]
+    raw, answer = embed(client(cache, fake_provider), texts)
+
+    assert len(answer.data) == 300 and (cache.stats.stored, cache.stats.not_stored) == (256, 44)
+    assert items(embed(client(cache, fake_provider), texts[:256])[0]) == ("HIT", "256", "0")

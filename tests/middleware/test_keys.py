@@ -19,8 +19,11 @@ from llm_cache.middleware import Cache, CachingTransport, KeyRequest
 from llm_cache.middleware._keys import (
     DefaultDigest,
     NoIdentity,
+    compose_key,
     credential_scope,
     header_scope,
+    key_owner,
+    key_space,
     load_callable,
     namespace_prefix,
 )
@@ -673,3 +676,20 @@ def test_a_key_space_begins_no_other_and_keeps_the_usual_prefixes_keys() -> None
     assert len(set(named)) == len(named)
     assert all(space.count(":") == 1 and space.endswith(":") for space in named)
     assert not [(a, b) for a in named for b in named if a != b and b.startswith(a)]
+
+
+def test_a_keys_owner_is_its_key_space_and_scope_and_never_its_namespace() -> None:
+    """What a bounded store's fairness groups keys by (`stores/_tenants.py`): one caller's namespaces
+    are one owner; another scope or another cache's key space is another."""
+    digest = "ab" * 32
+    owners = {
+        (prefix, namespace, scope): key_owner(compose_key(key_space(prefix), namespace, scope, digest))
+        for prefix in ("", "v1:", "prod:v1")
+        for namespace in ("default", "team-a")
+        for scope in ("calice", "cbob", "anon")
+    }
+    for (prefix, _, scope), owner in owners.items():
+        assert owner == owners[(prefix, "default", scope)]
+    assert len(set(owners.values())) == 9
+    assert key_owner("v1:gemini-cached-content:" + digest) == "gemini-cached-content"
+    assert key_owner("__ping__") == ""

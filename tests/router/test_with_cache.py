@@ -106,7 +106,7 @@ async def test_cache_fallbacks_stores_them_with_their_own_ttl_and_says_so_on_hit
     assert hit.headers["x-cache"] == "HIT"
     assert (hit.headers["x-router-fallback-from"], hit.headers["x-router-group"]) == ("gpt", "backup")
     assert hit.headers["x-router-deployment"] == "b"
-    _, expires_at = store._data[hit.headers["x-cache-key"]]
+    expires_at = store._data[hit.headers["x-cache-key"]][1]
     assert expires_at is not None and expires_at - time.monotonic() <= 30
 
 
@@ -157,7 +157,7 @@ async def test_cache_fallbacks_stores_a_fallbacks_items_with_their_ttl_and_origi
         hit = await c.post("/embeddings", json=EMBED, headers=AUTH)
     assert (hit.headers["x-cache"], hit.json()["data"]) == ("HIT", fallback.json()["data"])
     assert (hit.headers["x-router-fallback-from"], hit.headers["x-router-group"]) == ("gpt", "backup")
-    expiries = [expires_at for _, expires_at in store._data.values()]
+    expiries = [entry[1] for entry in store._data.values()]
     assert len(expiries) == 2 and all(at is not None and at - time.monotonic() <= 30 for at in expiries)
 
 

@@ -17,7 +17,7 @@ from .conftest import SLACK, eventually, unique_prefix
 
 def l1_remaining(store: MemoryStore, key: str) -> float | None:
     """Seconds left on an L1 entry (MemoryStore keeps monotonic deadlines)."""
-    _, expires_at = store._data[key]
+    expires_at = store._data[key][1]
     return None if expires_at is None else expires_at - time.monotonic()
 
 

@@ -1,4 +1,5 @@
-"""Processes sharing one store (Redis standalone and Cluster, a disk folder): what one writes, another reads."""
+"""Processes sharing one store (Redis standalone and Cluster, a disk folder): what one writes, another reads;
+what they flood a disk folder with pushes out only their own entries."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from llm_cache.middleware.stores import DiskStore
 from llm_cache.middleware.stores.redis import RedisClusterStore, RedisStore
 
 from .conftest import SLACK, unique_prefix
+from .test_tenants import tallies
 
 WRITER = """
 import asyncio, json, sys
@@ -116,4 +118,48 @@ async def test_two_processes_overwriting_one_key_never_let_a_reader_see_a_mixed_
             if writer.returncode is None:
                 writer.kill()
                 await writer.wait()
+        await store.close()
+
+
+FLOODER = """
+import asyncio, json, sys
+from llm_cache.middleware.stores import DiskStore
+
+async def main(config):
+    store = DiskStore(config["directory"], size_limit=config["size_limit"])
+    for i in range(config["writes"]):
+        await store.set(f"v1:n{i % 3}:c{config['owner']}:{i}", b"f" * 4000, None)
+    await store.close()
+
+asyncio.run(main(json.loads(sys.argv[1])))
+"""
+
+
+async def test_two_processes_flooding_one_disk_folder_push_out_only_their_own_entries(tmp_path: Any) -> None:
+    """The owners' tally lives in the folder's database, kept by its triggers in each writer's
+    transaction: two processes flooding it at once evict from the largest owner of all, and the tally
+    is what the rows hold."""
+    directory, size_limit = tmp_path / "cache", 600_000
+    store = DiskStore(directory, size_limit=size_limit)
+    for i in range(10):
+        await store.set(f"v1:default:cbob:{i}", b"b" * 4000, None)
+    config = {"directory": str(directory), "size_limit": size_limit, "writes": 300}
+    results = await asyncio.gather(
+        *(
+            asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-c", FLOODER, json.dumps({**config, "owner": owner})],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for owner in ("alice", "carol")
+        )
+    )
+    try:
+        assert [result.returncode for result in results] == [0, 0], [result.stderr for result in results]
+        assert [await store.get(f"v1:default:cbob:{i}") for i in range(10)] == [b"b" * 4000] * 10
+        kept, counted = tallies(directory)
+        assert kept == counted and {owner for owner, _, _ in kept} == {"v1:calice", "v1:cbob", "v1:ccarol"}
+    finally:
         await store.close()
