@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._refusals import READ as REFUSAL_READ
+from .._refusals import REFUSAL, rule_for
 from .._wire import (
     CREDENTIALS_FOR,
     OPERATORS_KEY,
@@ -287,6 +289,8 @@ class Router:
                 self.telemetry.fallback(current, nxt, reason)
             current = nxt
         assert last is not None
+        if last.response is not None and REFUSAL in last.response.extensions:
+            return Final(response=self._gave_up_on_key(p, last))
         if last.response is not None:
             self._stamp(last.response, last.deployment, p.attempts)
             return Final(response=last.response)
@@ -496,18 +500,35 @@ class Router:
                 st.breaker.record_failure()
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
-        if kind is Kind.CLIENT and resp.status_code in (401, 403) and operators_key:
-            # refused before any work: a sibling may take it. A 401 is the key itself, refused for every
-            # caller until someone fixes it; a 403 can be about what this caller asked for (a Gemini
-            # cachedContent the key cannot read, a beta header): no verdict, or one caller cools it for all.
+        if kind is Kind.CLIENT and operators_key and self._key_refused(st, resp, sent.body):
+            # refused before any work: a sibling may take it. A 401 (Gemini's 400 `API_KEY_INVALID`, AWS's
+            # expired token) is the key itself, refused for every caller until someone fixes it; a 403 can
+            # be about what this caller asked for (a Gemini cachedContent the key cannot read, a beta
+            # header): no verdict, or one caller cools it for all.
             failure = Failure(Kind.KEY_REFUSED, resp.status_code)
-            if resp.status_code == 401:
+            if resp.status_code != 403:
                 st.breaker.record_failure(s.cooldown_time)
                 return AttemptResult(st.id, failure, response=resp, fail_over=True)
             st.breaker.release_without_outcome(probe)  # nor does it count in the usage window
             return AttemptResult(st.id, failure, response=resp, fail_over=True, callers=True)
         st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
+
+    @staticmethod
+    def _key_refused(st: DeploymentState, resp: Any, body: bytes | None) -> bool:
+        """Whether the deployment's own answer (untranslated) refuses the key it was sent on, by its
+        family's rule (`llm_cache._refusals`). If so, the answer is marked with the provider's words
+        (`REFUSAL`): they are the operator's to read, never the caller's (`Router._gave_up_on_key`)."""
+        said = (body or b"")[:REFUSAL_READ]
+        if not rule_for(st.deployment.family, resp.headers).refuse(resp.status_code, resp.headers, said):
+            return False
+        resp.extensions[REFUSAL] = (resp.status_code, said)  # (a translation keeps the extensions)
+        log.warning(
+            "router: the provider refused deployment %s's own credential (%d); it is skipped until fixed",
+            st.id,
+            resp.status_code,
+        )
+        return True
 
     def _next_group(
         self, origin: str, current: str, result: AttemptResult, tried: list[str], deadline: float | None
@@ -606,6 +627,23 @@ class Router:
         if dep_id:
             resp.headers["x-router-deployment"] = self.public_ids.get(dep_id, dep_id)
         resp.headers["x-router-attempts"] = str(attempts)
+
+    def _gave_up_on_key(self, p: Prepared, last: AttemptResult) -> Any:
+        """The router's own 502 when the last answer refused a key every caller shares: relayed, it told
+        the caller its own key was wrong (a Gemini `API key not valid` its SDK never sent, OpenAI's 401
+        naming the operator's key, masked). The provider's status and words ride in the `REFUSAL`
+        extension, for a gateway's operator log; `x-should-retry: false`: a retry is refused too."""
+        public = self.public_ids.get(last.deployment or "", last.deployment)
+        message = (
+            f"The provider refused the credential configured for deployment {public}; "
+            "the router's operator must fix it."
+        )
+        answer = self._error(p, 502, "deployment_credential_refused", message, None)
+        answer.headers["x-should-retry"] = "false"
+        answer.extensions[REFUSAL] = last.response.extensions[REFUSAL]
+        answer.extensions[OPERATORS_KEY] = True
+        self._stamp(answer, last.deployment, p.attempts)
+        return answer
 
     def _unknown_model(self, p: Prepared) -> Any:
         if p.model is None:

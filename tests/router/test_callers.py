@@ -96,11 +96,13 @@ def test_a_403_on_the_operators_key_for_what_one_caller_asked_cools_no_deploymen
     fake_provider, make_router
 ) -> None:
     """A 403 can be about the request, not the key: Gemini's for a cachedContent the key cannot read, a
-    beta feature the caller's header asks for. Caller A must not be able to cool the deployment for B."""
+    beta feature the caller's header asks for. Caller A must not be able to cool the deployment for B.
+    (A is told the deployment's credential was refused: the 403 is the operator's key's, not A's.)"""
     router = make_router(passthrough(fake_provider, "only", key="operator-key"))
     fake_provider.fail_next(status=403)
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.InternalServerError) as refused:
         caller(router, "key-a").chat.completions.create(model="gpt", messages=HI, max_tokens=10**12)
+    assert refused.value.response.headers["x-router-error"] == "deployment_credential_refused"
     assert router.deployment_state("only").window_usage() == (0, 0)  # nor fills its usage window
     answer = caller(router, "key-b").chat.completions.with_raw_response.create(model="gpt", messages=HI)
     assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "only"
