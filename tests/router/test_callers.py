@@ -139,6 +139,35 @@ def test_a_callers_own_rate_limit_still_makes_that_caller_wait_and_retry(fake_pr
     assert router.deployment_state("only").breaker.state == "closed"
 
 
+def test_a_callers_own_429s_leave_the_deployment_to_the_others_with_no_fallback(fake_provider, make_router) -> None:
+    """Caller A's key is out of quota (OpenAI's `insufficient_quota` is per organisation): A gets its
+    provider's 429 as it came, retry-after and all, after failing over as any 429 does; B still reaches
+    the deployment it asked for, not the fallback, and nothing is cooled down."""
+    config = passthrough(fake_provider, "only", allowed_fails=1)
+    config["groups"]["cheap"] = {
+        "deployments": [{"id": "cheap", "model": "m", "api_base": fake_provider.openai_base_url}]
+    }
+    config["settings"]["fallbacks"] = [{"gpt": ["cheap"]}]
+    router = make_router(config)
+    quota = {
+        "error": {
+            "message": "You exceeded your current quota.",
+            "type": "insufficient_quota",
+            "code": "insufficient_quota",
+        }
+    }
+    fake_provider.refuse_key("key-a", 429, {"retry-after": "30"}, quota)
+    a, b = caller(router, "key-a"), caller(router, "key-b")
+    for _ in range(3):
+        with pytest.raises(openai.RateLimitError) as limited:
+            a.chat.completions.create(model="gpt", messages=HI)
+        assert limited.value.code == "insufficient_quota" and limited.value.response.headers["retry-after"] == "30"
+    for _ in range(3):
+        answer = b.chat.completions.with_raw_response.create(model="gpt", messages=HI)
+        assert answer.headers["x-router-deployment"] == "only" and "x-router-fallback-from" not in answer.headers
+    assert [router.deployment_state(d).breaker.state for d in ("only", "cheap")] == ["closed", "closed"]
+
+
 def test_requests_refused_for_the_callers_reasons_do_not_count_in_a_deployments_usage(
     fake_provider, make_router
 ) -> None:
