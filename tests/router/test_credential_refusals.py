@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
@@ -106,6 +107,22 @@ def test_a_deployments_refused_key_is_never_relayed_as_if_the_callers_key_were_w
     assert answer.headers["x-router-deployment"] == make(fake_provider, "refused-key")["id"]
     assert words not in answer.text and "refused-key" not in answer.text
     assert raised.value.body["code"] == "deployment_credential_refused"  # type: ignore[index]
+
+
+def test_an_anthropic_caller_gets_the_routers_502_in_its_own_error_shape(fake_provider, make_router) -> None:
+    """The anthropic SDK, routed to an OpenAI-compatible deployment whose key is revoked (OpenAI's 401
+    names it, masked): the router's 502 in Anthropic's error shape, which the SDK raises at once."""
+    deployment = {"id": "oai", "model": "real", "api_base": fake_provider.openai_base_url, "api_key": "sk-revoked"}
+    router = make_router(group(deployment))
+    fake_provider.revoke_key("sk-revoked")
+    http_client = httpx2.Client(transport=RouterTransport(router))
+    client = anthropic.Anthropic(api_key="unused-by-router", max_retries=2, http_client=http_client)
+    with pytest.raises(anthropic.InternalServerError) as raised:
+        client.messages.create(model="gpt", max_tokens=16, messages=HI)  # type: ignore[arg-type]
+    assert raised.value.status_code == 502 and fake_provider.count() == 1  # not retried by the SDK
+    assert raised.value.body["type"] == "error"  # type: ignore[index]  # Anthropic's shape
+    assert raised.value.response.headers["x-router-error"] == "deployment_credential_refused"
+    assert "Incorrect API key" not in raised.value.response.text
 
 
 def test_a_refused_deployment_key_falls_back_to_another_group(fake_provider, make_router) -> None:
