@@ -33,7 +33,7 @@ from . import _retry as retry_mod
 from . import _rewrite as rewrite
 from . import translate
 from ._breaker import Breaker
-from ._config import ModelGroup, RouterConfig, load_config
+from ._config import Deployment, ModelGroup, RouterConfig, load_config
 from ._errors import (
     Failure,
     Kind,
@@ -114,6 +114,7 @@ class Prepared:
     stacking: bool = False
     repeatable: bool = True  # may be sent again after any failure (`_repeat.py`)
     group: str | None = None  # the group the request asked for (fallbacks are others)
+    callers_key_only: bool = False  # the caller's own key failed it for the caller's reasons (`Router._allowed`)
     attempts: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -283,7 +284,7 @@ class Router:
             # Answer with the last thing a provider said; a synthesized 503 only if none spoke.
             if last is None or result.response is not None or result.exception is not None:
                 last = result
-            nxt, reason = self._next_group(origin, current, result, tried, deadline)
+            nxt, reason = self._next_group(p, origin, current, result, tried, deadline)
             if nxt is not None:
                 log.info("router: falling back from %s to %s (%s)", current, nxt, reason)
                 self.telemetry.fallback(current, nxt, reason)
@@ -352,8 +353,28 @@ class Router:
     def _speaks(self, family: str, p: Prepared) -> bool:
         return self._native(family, p.api) or self._translation(p, family) is not None
 
+    def _allowed(self, name: str, p: Prepared) -> list[DeploymentState]:
+        """The deployments of group ``name`` that may take ``p``: those that speak its API. Once the
+        caller's own key failed it for the caller's reasons (out of quota, a prompt too long or refused),
+        only those that present that key: a key of the operator's (or a deployment's own) is not
+        the caller's to spend, or any exhausted key, free to get, would buy the operator's."""
+        allowed = [st for st in self.states[name] if self._speaks(st.deployment.family, p)]
+        if p.callers_key_only:
+            return [st for st in allowed if self._takes_callers_key(p, st.deployment, name)]
+        return allowed
+
+    def _takes_callers_key(self, p: Prepared, dep: Deployment, group: str) -> bool:
+        """Whether ``dep``, tried for ``group``, is sent the caller's own credential (`_outgoing`)."""
+        if p.request.extensions.get(CREDENTIALS_FOR) is not None:  # an operator's key went in instead
+            return False
+        return rewrite.keeps_credentials(dep, p.api, self._entrusted(p, dep, group))
+
+    def _entrusted(self, p: Prepared, dep: Deployment, group: str) -> bool:
+        """Whether the caller's credentials may go to ``dep`` (`rewrite.entrusted_to`)."""
+        return group == p.group or rewrite.origin(dep.api_base or "") in self.entrusted.get(p.group or "", ())
+
     def _candidates(self, name: str, exclude: set[str], p: Prepared) -> list[DeploymentState]:
-        healthy = [st for st in self.states[name] if self._speaks(st.deployment.family, p) and st.breaker.available()]
+        healthy = [st for st in self._allowed(name, p) if st.breaker.available()]
         fresh = [st for st in healthy if st.id not in exclude]
         return fresh or healthy
 
@@ -362,7 +383,7 @@ class Router:
     ) -> Generator[Send, Any, AttemptResult]:
         cands = self._candidates(name, failed, p)
         if not cands:
-            speaking = [st for st in self.states[name] if self._speaks(st.deployment.family, p)]
+            speaking = self._allowed(name, p)
             if not speaking:
                 return AttemptResult(None, Failure(Kind.INCOMPATIBLE, 400), fail_over=True)
             retry_in = min(st.breaker.retry_in() for st in speaking)
@@ -412,6 +433,8 @@ class Router:
         elapsed = self.clock() - started
         answer = _answer(sent)
         result = self._judge(st, sent, answer, probe, own_key, operators_key)
+        if result.callers and own_key:  # from now on, only where the caller's own key goes (`_allowed`)
+            p.callers_key_only = True
         if result.callers:
             st.withdraw_usage(reserved)
         if translation is not None and result.response is not None:
@@ -531,7 +554,7 @@ class Router:
         return True
 
     def _next_group(
-        self, origin: str, current: str, result: AttemptResult, tried: list[str], deadline: float | None
+        self, p: Prepared, origin: str, current: str, result: AttemptResult, tried: list[str], deadline: float | None
     ) -> tuple[str | None, str]:
         if deadline is not None and self.clock() >= deadline:
             return None, "deadline"
@@ -550,13 +573,23 @@ class Router:
         for table in tables:
             for key in (origin, current, "*"):
                 for candidate in table.get(key, []):
-                    if candidate not in tried:
+                    if self._may_fall_back_to(p, candidate, tried):
                         return candidate, reason
         if reason not in ("context_window", "content_policy"):
             for candidate in s.default_fallbacks:
-                if candidate not in tried:
+                if self._may_fall_back_to(p, candidate, tried):
                     return candidate, "default"
         return None, reason
+
+    def _may_fall_back_to(self, p: Prepared, group: str, tried: list[str]) -> bool:
+        """Whether ``group`` may be tried next: not yet tried, and (after a failure of the caller's own
+        key) holding a deployment that takes that key (`_allowed`)."""
+        if group in tried:
+            return False
+        if p.callers_key_only and not self._allowed(group, p):
+            log.info("router: not falling back to %s: none of its deployments takes the caller's own key", group)
+            return False
+        return True
 
     # ------------------------------------------------------------------ building requests and responses
 
@@ -583,7 +616,7 @@ class Router:
             return translate.http.request(p.lib, req, p.doc, dep, translation, p.stream, drop, extensions)
         # The path as sent, its escapes kept: a decoded `%3F` or `%23` would start a query or a fragment.
         path = req.url.raw_path.partition(b"?")[0].decode("ascii")
-        entrusted = group == p.group or rewrite.origin(dep.api_base) in self.entrusted.get(p.group or "", ())
+        entrusted = self._entrusted(p, dep, group)
         query = req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         url = rewrite.target_url(dep, path, query, entrusted)
         headers = rewrite.rewrite_headers(
