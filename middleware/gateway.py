@@ -46,6 +46,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._refusals import REFUSAL, rule_for
 from .._wire import (
     CREDENTIAL_HEADERS,
     CREDENTIALS_FOR,
@@ -68,7 +69,7 @@ from ._paths import routed_path
 from ._types import KEY_HEADER, UPSTREAM_HEADER, UPSTREAM_SCOPE
 from ._version import __version__
 from .config import FAMILIES, ConfigError, GatewayConfig, build_cache, default_config, load_config, with_upstreams
-from .providers import ACCOUNT_HEADERS, CREDENTIAL_REFUSALS
+from .providers import ACCOUNT_HEADERS
 from .providers import held as held_ids
 from .stores.base import ClearRefused, NoTagIndex, StoreError
 
@@ -545,14 +546,20 @@ class _Gateway:
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
         # the owner's key: the upstream's own, or one the router sent (a deployment's `api_key`)
         owners = bool(upstream.api_key) or response.extensions.get(OPERATORS_KEY) is True
-        refusals = CREDENTIAL_REFUSALS[family]
+        refused = response.extensions.get(REFUSAL)
+        if owners and refused is not None:  # the router judged a deployment's own answer, untranslated
+            await response.aclose()
+            status, said = refused
+            return self._key_refused(family, status, response, said, self._owner_keys(upstream.api_key))
+        refusals = rule_for(family, response.headers)
         read: tuple[bytes, AsyncIterator[bytes]] | None = None
         if owners and response.status_code in refusals.statuses:
             read = await _first_bytes(response, _REFUSAL_LOGGED)
             said = decoded(response.headers.get("content-encoding"), read[0], _REFUSAL_DECODED) or b""
             if refusals.refuse(response.status_code, response.headers, said[:_REFUSAL_LOGGED]):
                 await response.aclose()
-                return self._key_refused(family, response, said, self._owner_keys(upstream.api_key))
+                keys = self._owner_keys(upstream.api_key)
+                return self._key_refused(family, response.status_code, response, said, keys)
         # On the owner's key the account billed is the owner's: no caller is told which it is (any
         # family's headers: a router may have answered from a deployment of another family).
         account = _ACCOUNT if owners else frozenset()
@@ -617,17 +624,19 @@ class _Gateway:
             ]
         return keys
 
-    def _key_refused(self, family: str, response: httpx2.Response, said: bytes, keys: list[str]) -> Response:
-        """The upstream refused the owner's key (its family's `CREDENTIAL_REFUSALS` say which answers do):
-        its body `said` names the key (masked, and each of `keys` masked in the log) or the owner's
-        project, and the caller's own key is not at fault. The operator reads the body in the log; the
+    def _key_refused(
+        self, family: str, status: int, response: httpx2.Response, said: bytes, keys: list[str]
+    ) -> Response:
+        """The upstream refused the owner's key with `status` (`llm_cache._refusals` says which answers
+        do; for a router deployment the router judged its answer before translating it): its body `said`
+        names the key (masked, and each of `keys` masked in the log) or the owner's project, and the
+        caller's own key is not at fault. The operator reads the body in the log; the
         caller gets a 502 of the gateway's own that SDKs do not retry (`x-should-retry`: a retry is
         refused too)."""
         self.counters.credential_refused[family] += 1
         text = said[:_REFUSAL_LOGGED].decode("utf-8", "replace")
         for key in keys:
             text = text.replace(key, "***")
-        status = response.status_code
         deployment = response.headers.get("x-router-deployment")
         whose = f"the key sent to router deployment {deployment}" if deployment else f"upstreams.{family}.api_key"
         logger.warning("the %s upstream refused %s (%d): %r", family, whose, status, text)

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._refusals import READ as REFUSAL_READ
+from .._refusals import REFUSAL, rule_for
 from .._wire import (
     CREDENTIALS_FOR,
     OPERATORS_KEY,
@@ -31,7 +33,7 @@ from . import _retry as retry_mod
 from . import _rewrite as rewrite
 from . import translate
 from ._breaker import Breaker
-from ._config import ModelGroup, RouterConfig, load_config
+from ._config import Deployment, ModelGroup, RouterConfig, load_config
 from ._errors import (
     Failure,
     Kind,
@@ -112,6 +114,7 @@ class Prepared:
     stacking: bool = False
     repeatable: bool = True  # may be sent again after any failure (`_repeat.py`)
     group: str | None = None  # the group the request asked for (fallbacks are others)
+    callers_key_only: bool = False  # the caller's own key failed it for the caller's reasons (`Router._allowed`)
     attempts: int = 0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -281,12 +284,14 @@ class Router:
             # Answer with the last thing a provider said; a synthesized 503 only if none spoke.
             if last is None or result.response is not None or result.exception is not None:
                 last = result
-            nxt, reason = self._next_group(origin, current, result, tried, deadline)
+            nxt, reason = self._next_group(p, origin, current, result, tried, deadline)
             if nxt is not None:
                 log.info("router: falling back from %s to %s (%s)", current, nxt, reason)
                 self.telemetry.fallback(current, nxt, reason)
             current = nxt
         assert last is not None
+        if last.response is not None and REFUSAL in last.response.extensions:
+            return Final(response=self._gave_up_on_key(p, last))
         if last.response is not None:
             self._stamp(last.response, last.deployment, p.attempts)
             return Final(response=last.response)
@@ -348,8 +353,28 @@ class Router:
     def _speaks(self, family: str, p: Prepared) -> bool:
         return self._native(family, p.api) or self._translation(p, family) is not None
 
+    def _allowed(self, name: str, p: Prepared) -> list[DeploymentState]:
+        """The deployments of group ``name`` that may take ``p``: those that speak its API. Once the
+        caller's own key failed it for the caller's reasons (out of quota, a prompt too long or refused),
+        only those that present that key: a key of the operator's (or a deployment's own) is not
+        the caller's to spend, or any exhausted key, free to get, would buy the operator's."""
+        allowed = [st for st in self.states[name] if self._speaks(st.deployment.family, p)]
+        if p.callers_key_only:
+            return [st for st in allowed if self._takes_callers_key(p, st.deployment, name)]
+        return allowed
+
+    def _takes_callers_key(self, p: Prepared, dep: Deployment, group: str) -> bool:
+        """Whether ``dep``, tried for ``group``, is sent the caller's own credential (`_outgoing`)."""
+        if p.request.extensions.get(CREDENTIALS_FOR) is not None:  # an operator's key went in instead
+            return False
+        return rewrite.keeps_credentials(dep, p.api, self._entrusted(p, dep, group))
+
+    def _entrusted(self, p: Prepared, dep: Deployment, group: str) -> bool:
+        """Whether the caller's credentials may go to ``dep`` (`rewrite.entrusted_to`)."""
+        return group == p.group or rewrite.origin(dep.api_base or "") in self.entrusted.get(p.group or "", ())
+
     def _candidates(self, name: str, exclude: set[str], p: Prepared) -> list[DeploymentState]:
-        healthy = [st for st in self.states[name] if self._speaks(st.deployment.family, p) and st.breaker.available()]
+        healthy = [st for st in self._allowed(name, p) if st.breaker.available()]
         fresh = [st for st in healthy if st.id not in exclude]
         return fresh or healthy
 
@@ -358,7 +383,7 @@ class Router:
     ) -> Generator[Send, Any, AttemptResult]:
         cands = self._candidates(name, failed, p)
         if not cands:
-            speaking = [st for st in self.states[name] if self._speaks(st.deployment.family, p)]
+            speaking = self._allowed(name, p)
             if not speaking:
                 return AttemptResult(None, Failure(Kind.INCOMPATIBLE, 400), fail_over=True)
             retry_in = min(st.breaker.retry_in() for st in speaking)
@@ -408,6 +433,8 @@ class Router:
         elapsed = self.clock() - started
         answer = _answer(sent)
         result = self._judge(st, sent, answer, probe, own_key, operators_key)
+        if result.callers and own_key:  # from now on, only where the caller's own key goes (`_allowed`)
+            p.callers_key_only = True
         if result.callers:
             st.withdraw_usage(reserved)
         if translation is not None and result.response is not None:
@@ -496,12 +523,13 @@ class Router:
                 st.breaker.record_failure()
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
-        if kind is Kind.CLIENT and resp.status_code in (401, 403) and operators_key:
-            # refused before any work: a sibling may take it. A 401 is the key itself, refused for every
-            # caller until someone fixes it; a 403 can be about what this caller asked for (a Gemini
-            # cachedContent the key cannot read, a beta header): no verdict, or one caller cools it for all.
+        if kind is Kind.CLIENT and operators_key and self._key_refused(st, resp, sent.body):
+            # refused before any work: a sibling may take it. A 401 (Gemini's 400 `API_KEY_INVALID`, AWS's
+            # expired token) is the key itself, refused for every caller until someone fixes it; a 403 can
+            # be about what this caller asked for (a Gemini cachedContent the key cannot read, a beta
+            # header): no verdict, or one caller cools it for all.
             failure = Failure(Kind.KEY_REFUSED, resp.status_code)
-            if resp.status_code == 401:
+            if resp.status_code != 403:
                 st.breaker.record_failure(s.cooldown_time)
                 return AttemptResult(st.id, failure, response=resp, fail_over=True)
             st.breaker.release_without_outcome(probe)  # nor does it count in the usage window
@@ -509,8 +537,24 @@ class Router:
         st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
 
+    @staticmethod
+    def _key_refused(st: DeploymentState, resp: Any, body: bytes | None) -> bool:
+        """Whether the deployment's own answer (untranslated) refuses the key it was sent on, by its
+        family's rule (`llm_cache._refusals`). If so, the answer is marked with the provider's words
+        (`REFUSAL`): they are the operator's to read, never the caller's (`Router._gave_up_on_key`)."""
+        said = (body or b"")[:REFUSAL_READ]
+        if not rule_for(st.deployment.family, resp.headers).refuse(resp.status_code, resp.headers, said):
+            return False
+        resp.extensions[REFUSAL] = (resp.status_code, said)  # (a translation keeps the extensions)
+        log.warning(
+            "router: the provider refused deployment %s's own credential (%d); it is skipped until fixed",
+            st.id,
+            resp.status_code,
+        )
+        return True
+
     def _next_group(
-        self, origin: str, current: str, result: AttemptResult, tried: list[str], deadline: float | None
+        self, p: Prepared, origin: str, current: str, result: AttemptResult, tried: list[str], deadline: float | None
     ) -> tuple[str | None, str]:
         if deadline is not None and self.clock() >= deadline:
             return None, "deadline"
@@ -529,13 +573,23 @@ class Router:
         for table in tables:
             for key in (origin, current, "*"):
                 for candidate in table.get(key, []):
-                    if candidate not in tried:
+                    if self._may_fall_back_to(p, candidate, tried):
                         return candidate, reason
         if reason not in ("context_window", "content_policy"):
             for candidate in s.default_fallbacks:
-                if candidate not in tried:
+                if self._may_fall_back_to(p, candidate, tried):
                     return candidate, "default"
         return None, reason
+
+    def _may_fall_back_to(self, p: Prepared, group: str, tried: list[str]) -> bool:
+        """Whether ``group`` may be tried next: not yet tried, and (after a failure of the caller's own
+        key) holding a deployment that takes that key (`_allowed`)."""
+        if group in tried:
+            return False
+        if p.callers_key_only and not self._allowed(group, p):
+            log.info("router: not falling back to %s: none of its deployments takes the caller's own key", group)
+            return False
+        return True
 
     # ------------------------------------------------------------------ building requests and responses
 
@@ -562,7 +616,7 @@ class Router:
             return translate.http.request(p.lib, req, p.doc, dep, translation, p.stream, drop, extensions)
         # The path as sent, its escapes kept: a decoded `%3F` or `%23` would start a query or a fragment.
         path = req.url.raw_path.partition(b"?")[0].decode("ascii")
-        entrusted = group == p.group or rewrite.origin(dep.api_base) in self.entrusted.get(p.group or "", ())
+        entrusted = self._entrusted(p, dep, group)
         query = req.url.query.decode() if isinstance(req.url.query, bytes) else str(req.url.query)
         url = rewrite.target_url(dep, path, query, entrusted)
         headers = rewrite.rewrite_headers(
@@ -606,6 +660,23 @@ class Router:
         if dep_id:
             resp.headers["x-router-deployment"] = self.public_ids.get(dep_id, dep_id)
         resp.headers["x-router-attempts"] = str(attempts)
+
+    def _gave_up_on_key(self, p: Prepared, last: AttemptResult) -> Any:
+        """The router's own 502 when the last answer refused a key every caller shares: relayed, it told
+        the caller its own key was wrong (a Gemini `API key not valid` its SDK never sent, OpenAI's 401
+        naming the operator's key, masked). The provider's status and words ride in the `REFUSAL`
+        extension, for a gateway's operator log; `x-should-retry: false`: a retry is refused too."""
+        public = self.public_ids.get(last.deployment or "", last.deployment)
+        message = (
+            f"The provider refused the credential configured for deployment {public}; "
+            "the router's operator must fix it."
+        )
+        answer = self._error(p, 502, "deployment_credential_refused", message, None)
+        answer.headers["x-should-retry"] = "false"
+        answer.extensions[REFUSAL] = last.response.extensions[REFUSAL]
+        answer.extensions[OPERATORS_KEY] = True
+        self._stamp(answer, last.deployment, p.attempts)
+        return answer
 
     def _unknown_model(self, p: Prepared) -> Any:
         if p.model is None:

@@ -88,11 +88,8 @@ def rewrite_headers(
     Nor does a deployment the caller's credentials were not ``entrusted`` to (`entrusted_to`)."""
     auth = auth_header(dep)
     foreign = api is not None and not native(dep.family, api)
-    replaced = (
-        auth is not None
-        or foreign
-        or not entrusted
-        or (credentials_for is not None and not wire.under(url, credentials_for))
+    replaced = not keeps_credentials(dep, api, entrusted) or (
+        credentials_for is not None and not wire.under(url, credentials_for)
     )
     theirs = FAMILY_HEADERS.get("openai" if api == "azure" else api or "", ()) if foreign else ()
     out = [
@@ -105,6 +102,13 @@ def rewrite_headers(
     if auth is not None:
         out.append(auth)
     return out
+
+
+def keeps_credentials(dep: Deployment, api: str | None, entrusted: bool) -> bool:
+    """Whether the request's own credentials go on to ``dep`` (`rewrite_headers`): it has no key of its
+    own, speaks the request's ``api`` as it is (a translation carries none), and they were ``entrusted``
+    to it. With no operator's key put in the request, those are the caller's own."""
+    return not dep.api_key and entrusted and (api is None or native(dep.family, api))
 
 
 def origin(url: str) -> str:
@@ -160,6 +164,7 @@ __all__ = [
     "FAMILY_HEADERS",
     "auth_header",
     "entrusted_to",
+    "keeps_credentials",
     "native",
     "origin",
     "presents_callers_key",

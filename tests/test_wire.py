@@ -15,9 +15,10 @@ from llm_cache.middleware.gateway import family_of
 from llm_cache.middleware.providers import resolve
 
 
-@pytest.mark.parametrize("module", ["_wire", "_operations"])
+@pytest.mark.parametrize("module", ["_wire", "_operations", "_refusals"])
 def test_the_neutral_modules_import_neither_package(module: str) -> None:
-    """`_wire` and `_operations` (what each API operation does on the provider) are read by both."""
+    """`_wire`, `_operations` (what each API operation does on the provider) and `_refusals` (which
+    answers refuse the credential) are read by both."""
     code = (
         f"import sys, llm_cache.{module}\n"
         "assert not [n for n in sys.modules if n.split('.')[:2] in (['llm_cache', 'middleware'], "

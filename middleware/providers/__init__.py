@@ -1,7 +1,8 @@
-from . import anthropic, bedrock, gemini, openai
+from ..._refusals import BY_FAMILY
+from . import anthropic, gemini, openai
 from .anthropic import Messages
 from .audio import Transcriptions, Translations
-from .base import STATUS_REFUSALS, CredentialRefusals, Endpoint, RequestView, Route, StreamAssembler, Usage
+from .base import Endpoint, RequestView, Route, StreamAssembler, Usage
 from .bedrock import Converse, InvokeModel, InvokeModelStream
 from .gemini import EmbedContent, GenerateContent
 from .openai import ChatCompletions, Completions, Embeddings, Moderations, Responses
@@ -36,15 +37,10 @@ ACCOUNT_HEADERS: dict[str, frozenset[str]] = {
 `AnswerHeaders.account`): what a gateway spending its owner's key does not relay."""
 
 
-CREDENTIAL_REFUSALS: dict[str, CredentialRefusals] = {
-    "openai": STATUS_REFUSALS,
-    "azure": STATUS_REFUSALS,
-    "anthropic": STATUS_REFUSALS,
-    "gemini": gemini.CREDENTIAL_REFUSALS,
-    "bedrock": bedrock.CREDENTIAL_REFUSALS,
-}
-"""By family, which error answers refuse the credential itself (each family's provider module says):
-what a gateway that sent its owner's key answers as its own 502 (`gateway._key_refused`)."""
+CREDENTIAL_REFUSALS = BY_FAMILY
+"""By family, which error answers refuse the credential itself (declared once in `llm_cache._refusals`,
+which the router reads too): what a gateway that sent its owner's key answers as its own 502
+(`gateway._key_refused`)."""
 
 
 def resolve(path: str, endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS) -> Route | None:

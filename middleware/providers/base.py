@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -108,32 +108,6 @@ class AnswerHeaders:
         names = self.kept if self.request_id is None else (self.request_id, *self.kept)
         found = ((name, headers.get(name)) for name in names)
         return tuple((name, value) for name, value in found if value is not None and _HEADER_TOKEN.fullmatch(value))
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialRefusals:
-    """Which of a family's error answers refuse the credential itself (wrong, revoked, expired, without
-    access), as opposed to the request: one table per family, in its provider module. A gateway that
-    sent its owner's key answers those itself (`gateway._key_refused`), never as the caller's fault."""
-
-    statuses: frozenset[int] = frozenset({401, 403})
-    """The statuses such an answer may come with; any other is never one (and its body is never read)."""
-    by_body: Callable[[int, Mapping[str, str], bytes], bool] | None = None
-    """Whether an answer in `statuses` (its status, lower-case headers, at most its first 4 KiB, decoded)
-    refuses the credential. None: every answer in `statuses` does (OpenAI's and Anthropic's 401 and 403)."""
-
-    def refuse(self, status: int, headers: Mapping[str, str], body: bytes) -> bool:
-        return status in self.statuses and (self.by_body is None or self.by_body(status, headers, body))
-
-    @property
-    def reads_body(self) -> bool:
-        """Whether the verdict needs the answer's body (the gateway reads it before relaying it)."""
-        return self.by_body is not None
-
-
-STATUS_REFUSALS = CredentialRefusals()
-"""A 401 or a 403: OpenAI, Azure and Anthropic say no more than the status (a 403 names the owner's
-project or permissions, not the caller's request)."""
 
 
 class StreamAssembler(Protocol):

@@ -37,7 +37,6 @@ from .anthropic import (
 from .base import (
     JSON_MEDIA_TYPE,
     AnswerHeaders,
-    CredentialRefusals,
     Endpoint,
     NonStreamingEndpoint,
     RequestView,
@@ -71,38 +70,6 @@ ANSWER_HEADERS = AnswerHeaders(
 )
 """What bedrock-runtime sends with an answer: InvokeModel's token counts describe the answer (its
 body's usage in headers) and are kept; `x-amzn-bedrock-invocation-latency` times the call, and is not."""
-_CREDENTIAL_ERRORS = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "ExpiredTokenException",
-        "MissingAuthenticationTokenException",
-        "IncompleteSignatureException",
-        "InvalidClientTokenId",
-        "AccessDeniedException",
-    }
-)
-"""AWS error types that refuse the credential (a key id AWS does not know, a signature that does not
-match, an expired session, a key without `bedrock:Invoke*`), not the request."""
-
-
-def _refuses_credential(status: int, headers: Mapping[str, str], body: bytes) -> bool:
-    """An answer whose error type (`x-amzn-ErrorType`, `UnrecognizedClientException:http://...`, or the
-    body's `__type`) is one of `_CREDENTIAL_ERRORS`; a 401 or a 403 naming none too (a Bedrock API key,
-    a Bearer token, refused by a front end that names no type)."""
-    kind = headers.get("x-amzn-errortype")
-    if kind is None:
-        found = loads_object(body)
-        kind = found.get("__type") if found is not None else None
-    if not isinstance(kind, str):
-        return status != 400
-    return kind.partition(":")[0].rpartition("#")[2] in _CREDENTIAL_ERRORS
-
-
-CREDENTIAL_REFUSALS = CredentialRefusals(frozenset({400, 401, 403}), _refuses_credential)
-"""Which Bedrock answers refuse the credential: AWS answers most with a 403, some (an incomplete
-signature, an expired token on some front ends) with a 400; the error type says which."""
-
 INVOKE_STREAM_HEADERS = AnswerHeaders(
     {MEDIA_TYPE: (*ANSWER_HEADERS.of(MEDIA_TYPE), (b"x-amzn-bedrock-content-type", b"application/json"))},
     request_id=_REQUEST_ID,

@@ -18,7 +18,6 @@ from . import cuts, genai
 from .base import (
     JSON_MEDIA_TYPE,
     AnswerHeaders,
-    CredentialRefusals,
     Endpoint,
     NonStreamingEndpoint,
     RequestView,
@@ -42,28 +41,6 @@ ANSWER_HEADERS = AnswerHeaders(
 """What generativelanguage.googleapis.com sends with an answer (a JSON array stream is JSON too):
 Google's front end marks every JSON answer `private`, and an SSE stream says `content-disposition:
 attachment`; it names no call in a header."""
-
-_KEY_REASONS = frozenset({"API_KEY_INVALID"})
-"""`google.rpc.ErrorInfo` reasons of a 400 that refuse the key itself (wrong, revoked or expired), not
-the request: Google answers a bad key `400 INVALID_ARGUMENT`, as it answers a bad request."""
-
-
-def _refuses_key(status: int, headers: Mapping[str, str], body: bytes) -> bool:
-    """A 401 (an OAuth token refused) or a 403 (`PERMISSION_DENIED`: a key without access to the API or
-    the model), or a 400 whose `error.details[]` holds an `ErrorInfo` whose `reason` is `API_KEY_INVALID`
-    (`{"error": ...}`, or in a one-element array as a `:streamGenerateContent` JSON stream sends it)."""
-    if status != 400:
-        return True
-    found = loads_object(body[1:-1].strip() if body.lstrip().startswith(b"[") else body)
-    error = found.get("error") if found is not None else None
-    details = error.get("details") if isinstance(error, dict) else None
-    if not isinstance(details, list):
-        return False
-    return any(isinstance(detail, dict) and detail.get("reason") in _KEY_REASONS for detail in details)
-
-
-CREDENTIAL_REFUSALS = CredentialRefusals(frozenset({400, 401, 403}), _refuses_key)
-"""Which Gemini answers refuse the credential (`_refuses_key`)."""
 
 _FORMS = frozenset({"alt", "$alt"})
 """Google's system parameter naming the answer's format: `json` (the default), `sse` (a stream's events),

@@ -128,9 +128,36 @@ def test_a_deployments_own_key_refused_is_a_502_naming_the_gateway_not_the_key(
     assert "gateway's upstream credential" in str(raised.value)
     assert "Incorrect API key" not in str(raised.value)
     assert fake_provider.count("/chat/completions") == 2  # each deployment tried once
-    logged = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+    said = [(r.name, r.getMessage()) for r in caplog.records if "refused" in r.getMessage()]
+    logged = [line for name, line in said if name == "llm_cache.middleware.gateway"]
     assert len(logged) == 1 and "Incorrect API key provided" in logged[0] and "router deployment" in logged[0]
-    assert not [line for line in logged if "sk-deployment" in line]
+    assert len([line for name, line in said if name == "llm_cache.router"]) == 2  # each deployment, named
+    assert not [line for _, line in said if "sk-deployment" in line]
+
+
+def test_a_gemini_deployments_own_key_refused_for_an_openai_caller_is_the_gateways_502(
+    tmp_path: Path, fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Google refuses a wrong key with a 400 `API_KEY_INVALID`; translated for an OpenAI caller it was a
+    400 "API key not valid" the caller's SDK blamed on the caller's key. The router judges the Gemini
+    answer by Gemini's rule before translating it: the caller gets the gateway's 502, the operator
+    Google's words in the log."""
+    deployment = {"model": "gemini/gemini-2.5-flash", "api_base": fake_provider.url, "api_key": "AIza-deployment"}
+    path = tmp_path / "gemini.yaml"
+    path.write_text(yaml.safe_dump({"model_list": [{"model_name": PUBLIC, "litellm_params": deployment}]}))
+    fake_provider.revoke_key("AIza-deployment")
+    with (
+        BackgroundServer(create_gateway(load_config(path, env={}))) as server,
+        caplog.at_level(logging.WARNING, logger="llm_cache.middleware.gateway"),
+        pytest.raises(openai.APIStatusError) as raised,
+    ):
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-caller", max_retries=0)
+        client.chat.completions.create(model=PUBLIC, messages=MESSAGES)
+    assert raised.value.status_code == 502 and "gateway's upstream credential" in str(raised.value)
+    assert "API key not valid" not in str(raised.value)
+    logged = [r.getMessage() for r in caplog.records if r.name == "llm_cache.middleware.gateway"]
+    assert len(logged) == 1 and "API key not valid" in logged[0] and "(400)" in logged[0]
+    assert "AIza-deployment" not in logged[0]
 
 
 def test_a_failing_deployment_is_retried_on_its_sibling(

@@ -47,6 +47,11 @@ def content_filtered(fake: Any) -> None:
     fake.fail_next(3, 400, {"error": error})
 
 
+QUOTA = {
+    "error": {"message": "You exceeded your current quota.", "type": "insufficient_quota", "code": "insufficient_quota"}
+}
+
+
 CALLER_FAULTS = {
     "own_key_rate_limited_with_retry_after": lambda fake: fake.refuse_key("key-a", 429, {"retry-after": "30"}),
     "own_key_rate_limited_with_retry_after_ms": lambda fake: fake.refuse_key("key-a", 429, {"retry-after-ms": "9000"}),
@@ -96,11 +101,13 @@ def test_a_403_on_the_operators_key_for_what_one_caller_asked_cools_no_deploymen
     fake_provider, make_router
 ) -> None:
     """A 403 can be about the request, not the key: Gemini's for a cachedContent the key cannot read, a
-    beta feature the caller's header asks for. Caller A must not be able to cool the deployment for B."""
+    beta feature the caller's header asks for. Caller A must not be able to cool the deployment for B.
+    (A is told the deployment's credential was refused: the 403 is the operator's key's, not A's.)"""
     router = make_router(passthrough(fake_provider, "only", key="operator-key"))
     fake_provider.fail_next(status=403)
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.InternalServerError) as refused:
         caller(router, "key-a").chat.completions.create(model="gpt", messages=HI, max_tokens=10**12)
+    assert refused.value.response.headers["x-router-error"] == "deployment_credential_refused"
     assert router.deployment_state("only").window_usage() == (0, 0)  # nor fills its usage window
     answer = caller(router, "key-b").chat.completions.with_raw_response.create(model="gpt", messages=HI)
     assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "only"
@@ -135,6 +142,29 @@ def test_a_callers_own_rate_limit_still_makes_that_caller_wait_and_retry(fake_pr
         caller(router, "key-a").chat.completions.create(model="gpt", messages=HI)
     assert fake_provider.count() == 3 and clock.sleeps == [2.0, 2.0]
     assert router.deployment_state("only").breaker.state == "closed"
+
+
+def test_a_callers_own_429s_leave_the_deployment_to_the_others_with_no_fallback(fake_provider, make_router) -> None:
+    """Caller A's key is out of quota (OpenAI's `insufficient_quota` is per organisation): A gets its
+    provider's 429 as it came, retry-after and all, after failing over to the keyless fallback at the same
+    host (its own key goes there too, and is refused there too); B still reaches
+    the deployment it asked for, not the fallback, and nothing is cooled down."""
+    config = passthrough(fake_provider, "only", allowed_fails=1)
+    config["groups"]["cheap"] = {
+        "deployments": [{"id": "cheap", "model": "m", "api_base": fake_provider.openai_base_url}]
+    }
+    config["settings"]["fallbacks"] = [{"gpt": ["cheap"]}]
+    router = make_router(config)
+    fake_provider.refuse_key("key-a", 429, {"retry-after": "30"}, QUOTA)
+    a, b = caller(router, "key-a"), caller(router, "key-b")
+    for _ in range(3):
+        with pytest.raises(openai.RateLimitError) as limited:
+            a.chat.completions.create(model="gpt", messages=HI)
+        assert limited.value.code == "insufficient_quota" and limited.value.response.headers["retry-after"] == "30"
+    for _ in range(3):
+        answer = b.chat.completions.with_raw_response.create(model="gpt", messages=HI)
+        assert answer.headers["x-router-deployment"] == "only" and "x-router-fallback-from" not in answer.headers
+    assert [router.deployment_state(d).breaker.state for d in ("only", "cheap")] == ["closed", "closed"]
 
 
 def test_requests_refused_for_the_callers_reasons_do_not_count_in_a_deployments_usage(
@@ -207,3 +237,121 @@ def test_a_fallback_elsewhere_never_gets_the_callers_key_from_the_query(fakes, f
     assert "key=caller-key" in fakes["a"].seen[0].query
     assert fake_provider.last.path == "/v1beta/models/g2:generateContent"
     assert "caller-key" not in fake_provider.last.query and "alt=json" in fake_provider.last.query
+
+
+# ----------------------------------------------------------------------------- the operator's key
+
+
+def on(fake: Any, dep_id: str, key: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A deployment on the fake provider: the operator's `key`, or none (the caller's own is sent)."""
+    return {"id": dep_id, "model": f"real-{dep_id}", "api_base": fake.openai_base_url, **extra} | (
+        {"api_key": key} if key else {}
+    )
+
+
+def keys_sent(fake: Any) -> list[tuple[str, str]]:
+    """(model, authorization) of each request the provider received, oldest first."""
+    return [(r.json.get("model", ""), r.headers.get("authorization", "")) for r in fake.requests]
+
+
+FALLBACK_TABLES = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+
+CALLERS_OWN_FAILURES = {
+    "own_key_out_of_quota": (
+        lambda fake: fake.refuse_key("key-a", 429, {"retry-after": "30"}, QUOTA),
+        openai.RateLimitError,
+    ),
+    "prompt_too_long_for_the_model": (context_too_long, openai.BadRequestError),
+    "prompt_refused_by_the_providers_filter": (content_filtered, openai.BadRequestError),
+}
+
+
+@pytest.mark.parametrize("fault", list(CALLERS_OWN_FAILURES), ids=list(CALLERS_OWN_FAILURES))
+def test_a_callers_own_failure_on_a_keyless_group_never_falls_back_to_the_operators_key(
+    fake_provider, make_router, fault
+) -> None:
+    """A caller whose own key is out of quota (any real but exhausted key: free to get), or whose prompt
+    its own key was refused for, would be served on the operator's key by every fallback table that
+    names an operator-keyed group. It gets its provider's answer as it came; the operator's key is
+    never sent."""
+    config = {
+        "groups": {
+            "gpt": {"deployments": [on(fake_provider, "own")]},
+            "paid": {"deployments": [on(fake_provider, "paid", "operator-key")]},
+        },
+        "settings": {
+            "num_retries": 0,
+            **{table: [{"gpt": ["paid"]}] for table in FALLBACK_TABLES},
+            "default_fallbacks": ["paid"],
+        },
+    }
+    router = make_router(config)
+    make_fault, error = CALLERS_OWN_FAILURES[fault]
+    make_fault(fake_provider)
+    with pytest.raises(error) as refused:
+        caller(router, "key-a").chat.completions.create(model="gpt", messages=HI)
+    assert keys_sent(fake_provider) == [("real-own", "Bearer key-a")]
+    answer = refused.value.response
+    assert answer.headers.get("x-router-error") is None and answer.headers["x-router-deployment"] == "own"
+    if fault == "own_key_out_of_quota":
+        assert answer.headers["retry-after"] == "30" and refused.value.code == "insufficient_quota"
+    assert [router.deployment_state(d).breaker.state for d in ("own", "paid")] == ["closed", "closed"]
+
+
+def test_a_callers_own_429_moves_only_to_deployments_that_take_the_callers_own_key(
+    fake_provider, make_router, clock
+) -> None:
+    """A sibling and a fallback on the operator's key are passed over; a keyless fallback at the same
+    host (the caller's key goes there already) is still tried, and answers."""
+    config = {
+        "groups": {
+            "gpt": {
+                "deployments": [on(fake_provider, "own", order=0), on(fake_provider, "house", "operator-key", order=1)]
+            },
+            "spare": {
+                "deployments": [
+                    on(fake_provider, "paid", "operator-spare", order=0),
+                    on(fake_provider, "mine", order=1),
+                ]
+            },
+        },
+        "settings": {"num_retries": 2, "fallbacks": [{"gpt": ["spare"]}]},
+    }
+    router = make_router(config)
+    fake_provider.fail_next(1, 429, QUOTA, {"retry-after": "120"})  # past retry_after_max: fail over
+    answer = caller(router, "key-a").chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "mine"
+    assert answer.headers["x-router-fallback-from"] == "gpt"
+    assert keys_sent(fake_provider) == [("real-own", "Bearer key-a"), ("real-mine", "Bearer key-a")]
+    assert clock.sleeps == []
+
+
+def test_a_429_on_the_operators_key_still_falls_back_to_another_operators_key(fake_provider, make_router) -> None:
+    """The deployment's own key overloaded is the deployment's failure, whoever asked: the fallback the
+    operator configured takes the request, on its own key."""
+    config = {
+        "groups": {
+            "gpt": {"deployments": [on(fake_provider, "house", "operator-key")]},
+            "spare": {"deployments": [on(fake_provider, "paid", "operator-spare")]},
+        },
+        "settings": {"num_retries": 0, "fallbacks": [{"gpt": ["spare"]}]},
+    }
+    router = make_router(config)
+    fake_provider.refuse_key("operator-key", 429, {"retry-after": "30"})
+    answer = caller(router, "key-a").chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "paid"
+    assert keys_sent(fake_provider) == [("real-house", "Bearer operator-key"), ("real-paid", "Bearer operator-spare")]
+    assert router.deployment_state("house").breaker.state == "open"
+
+
+def test_a_callers_own_429_goes_to_no_keyless_fallback_its_key_does_not_go_to(
+    fakes, fake_provider, make_router
+) -> None:
+    """A keyless fallback at another host gets none of the caller's credentials
+    (`test_a_fallback_elsewhere_never_gets_the_callers_own_key`): a request the caller's own key
+    failed is not sent there with none, on the operator's account, either."""
+    fakes["a"].fail(("status", 429, {"retry-after": "30"}, None))
+    router = make_router(fallback_to(f"{fakes['a'].url}/v1", fake_provider.openai_base_url))
+    with pytest.raises(openai.RateLimitError) as limited:
+        caller(router, "sk-caller").chat.completions.create(model="gpt", messages=HI)
+    assert limited.value.response.headers["retry-after"] == "30" and fake_provider.requests == []

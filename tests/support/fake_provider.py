@@ -327,12 +327,12 @@ class FakeProvider:
         with self._lock:
             self._failures.extend(_Failure(status, body, dict(headers or {}), path_suffix) for _ in range(n))
 
-    def refuse_key(self, key: str, status: int = 429, headers: dict[str, str] | None = None) -> None:
+    def refuse_key(self, key: str, status: int = 429, headers: dict[str, str] | None = None, body: Any = None) -> None:
         """From now on (until reset), every request presenting `key` (as a Bearer token, `x-api-key`,
-        `api-key` or `x-goog-api-key`) gets `status` with `headers`: that key rate-limited or revoked,
-        while other keys are served."""
+        `api-key` or `x-goog-api-key`) gets `status` with `headers` (and `body`; default: a provider-shaped
+        error): that key rate-limited or revoked, while other keys are served."""
         with self._lock:
-            self._refused_keys[key] = _Failure(status, None, dict(headers or {}))
+            self._refused_keys[key] = _Failure(status, body, dict(headers or {}))
 
     def revoke_key(self, key: str) -> None:
         """From now on (until reset), every request presenting `key` gets the answer its API's real
