@@ -9,10 +9,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from ..._wire import UnsetVariable, expand_optional
+from ..._yaml import YamlError, read_yaml
 from .dialects import detect_dialect, from_guide, from_litellm
 from .errors import ConfigError, describe, dotted
 from .schema import FAMILIES, GatewayConfig
@@ -110,14 +110,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except OSError as error:
         raise ConfigError(f"{where}: cannot read the file ({error.strerror or error})") from None
     try:
-        data = yaml.safe_load(text)
-    except RecursionError:  # the reader recurses per level of nesting
-        raise ConfigError(f"{where}: nested too deeply to read (hundreds of levels)") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+        data = read_yaml(text)
+    except YamlError as error:
+        raise ConfigError(f"{where}: {error}") from None
     with _importable_from(Path(path).resolve().parent):
         return parse_config(data, where=where, env=env)
 

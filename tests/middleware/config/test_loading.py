@@ -420,6 +420,31 @@ def test_a_config_whose_aliases_expand_past_a_million_values_is_an_error(tmp_pat
     assert load_config(write(tmp_path, shared, "litellm.yaml"), env={"OPENAI_API_KEY": "sk-x"}).model_list
 
 
+def test_a_key_written_twice_in_one_mapping_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    """YAML keeps the last of a key written twice, silently: a line appended under `cache:` turned a
+    per-credential cache into one every caller shares, and a second `auth:` dropped the client keys,
+    while `check-config` printed the result as if the file said so. A key written twice in one mapping
+    is now an error naming its line; a merge key's values may still be overridden."""
+    text = "cache:\n  scope: credential\n  ttl: 600\n  scope: shared\n"
+    message = error_of(tmp_path, text)
+    assert "line 4, column 3" in message and "'scope'" in message and "twice" in message
+    text = "auth:\n  keys: [os.environ/LLM_CACHE_ADMIN_KEY]\ncache: {ttl: 60}\nauth: {}\n"
+    assert "line 4, column 1" in error_of(tmp_path, text)
+    litellm = (
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o-mini, api_key: a}\n"
+        "    litellm_params: {model: openai/gpt-4o-mini, api_key: b}\n"
+    )
+    assert "line 4, column 5" in error_of(tmp_path, litellm)
+    merged = (
+        "base: &base {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}\n"
+        "mid: &mid {<<: *base, api_base: 'http://a.example/v1'}\n"
+        "model_list:\n  - model_name: m\n    litellm_params: {<<: *mid, api_base: 'http://b.example/v1'}\n"
+    )
+    config = load_config(write(tmp_path, merged, "litellm.yaml"), env={"OPENAI_API_KEY": "sk-x"})
+    assert config.model_list is not None
+    assert config.model_list[0]["litellm_params"]["api_base"] == "http://b.example/v1"
+
+
 def test_a_config_error_never_echoes_a_value_from_the_environment_or_a_urls_password() -> None:
     """An error names the field and what is wrong; serve's and check-config's output ends up in CI logs and
     pod events. A secret read into the wrong field (`ttl: os.environ/REDIS_PASSWORD`) was echoed as the
