@@ -592,6 +592,30 @@ def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Pat
     assert not any(path.startswith("/elsewhere") for path, _ in hostile.requests)
 
 
+def test_admin_commands_name_the_gateway_url_without_its_password() -> None:
+    """A gateway behind a basic-auth proxy is named `https://ops:password@host`; the one-line failures
+    of `stats`, `invalidate` and `calibrate --from-gateway` quoted the URL whole (the password went to
+    the terminal and any CI log). They name it masked, as `check-config` masks URLs."""
+    with BackgroundServer(HostileGateway()) as server:
+        env = {**os.environ, "LLM_CACHE_ADMIN_KEY": "cli-admin-secret"}
+        with_password = server.url.replace("http://", "http://ops:pw-secret@")
+        for command, url, expected in (
+            ("stats", f"{with_password}/huge", "answered more than"),
+            ("stats", f"{with_password}/html?token=tk-secret", "answered 200 with no JSON"),
+            (
+                "calibrate",
+                "http://ops:pw-secret@127.0.0.1:1",
+                "cannot reach the gateway at http://ops:****@127.0.0.1:1",
+            ),
+            ("calibrate", f"{with_password}/nan", "did not answer a list of verification outcomes"),
+        ):
+            flag = "--from-gateway" if command == "calibrate" else "--gateway"
+            line = _one_line_failure(_cli(command, flag, url, env=env))
+            assert expected in line and "pw-secret" not in line and "tk-secret" not in line, line
+        done = _cli("calibrate", "--from-gateway", f"{with_password}/escaped-fields", env=env)
+        assert done.returncode == 0 and "ops:****@" in done.stdout and "pw-secret" not in done.stdout, done.stderr
+
+
 @pytest.mark.parametrize(
     "content",
     [b"[" * 100_000 + b"]" * 100_000 + b"\n", b"\xff\xfe{}\n", b"5\n", b'{"a": 1}\n{"path": "/v1/x", "body": \n'],
