@@ -384,6 +384,32 @@ def test_effective_settings_mask_every_kind_of_secret_a_config_holds() -> None:
     assert "https://user:****@proxy.example/v1?api-key=****&x=1" in text
 
 
+def test_effective_settings_mask_a_secret_whatever_its_shape_or_a_credential_headers_name() -> None:
+    """Only a secret field's text was masked, and only under names like `api_key`: a service account
+    given as a mapping (`vertex_credentials: {private_key: ...}`) was printed key by key, a key of
+    digits as it is, and the credential headers a LiteLLM deployment may carry (`extra_headers`:
+    `Authorization`, `x-api-key`, `api-key`) in full."""
+    config = GatewayConfig.model_validate(
+        {
+            "model_list": [
+                {
+                    "model_name": "gemini",
+                    "litellm_params": {
+                        "model": "vertex_ai/gemini-2.0-flash",
+                        "vertex_credentials": {"type": "service_account", "private_key": "S7-private-key"},
+                        "api_key": 31415926,
+                        "extra_headers": {"Authorization": "Bearer S9-bearer", "x-api-key": "S10-", "api-key": "S11-"},
+                    },
+                }
+            ],
+        }
+    )
+    text = repr(effective_settings(config))
+    for secret in ("S7-", "31415926", "S9-", "S10-", "S11-"):
+        assert secret not in text, secret
+    assert "'model': 'vertex_ai/gemini-2.0-flash'" in text  # the rest as written
+
+
 def test_a_config_error_never_echoes_a_secret() -> None:
     with pytest.raises(ConfigError) as refused:
         parse_config({"cache": {"store": {"type": "redis", "password": 31415926}}}, where="gw.yaml", env={})
