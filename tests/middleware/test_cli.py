@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -351,6 +352,21 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
     assert "store disk at" in output
     stack = server_stack()
     assert f"server: {stack['loop']} + {stack['http']}" in output
+
+
+def test_serve_with_a_store_its_packages_cannot_build_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    """An Azure Blob store named by `account_url` with no credential needs azure-identity: without it the
+    store's ImportError (naming what to install) came out of `serve` as a traceback."""
+    if importlib.util.find_spec("azure.identity") is not None:
+        pytest.skip("azure-identity is installed: the store is built")
+    config = tmp_path / "azure.yaml"
+    config.write_text(
+        "cache:\n  store: {type: azure-blob, container: c, account_url: 'https://a.blob.core.windows.net'}\n"
+    )
+    done = _cli("serve", "--config", str(config), "--port", "0")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]  # (after the start-up lines)
+    assert line.startswith("llm-cache: cache.store (azure-blob): ") and "pip install azure-identity" in line, line
 
 
 def test_serve_runs_on_uvloop_and_httptools_when_they_are_installed() -> None:
