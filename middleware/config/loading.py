@@ -60,6 +60,13 @@ def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
     return known
 
 
+_NAMED_KEYS = {
+    ("general_settings", "master_key"): "the gateway would run with no client key and no admin key",
+}
+"""Keys that guard the gateway: one read from an unset `os.environ/NAME` is an error, never null (LiteLLM
+reads it as null, and runs open). `auth.keys` needs no entry: a null in it is a validation error."""
+
+
 def _interpolate(
     value: Any, env: Mapping[str, str], where: str, unset: list[str], read: set[str], path: tuple[Any, ...] = ()
 ) -> Any:
@@ -80,6 +87,11 @@ def _interpolate(
             f"(referenced as {missing.reference}; write ${{{missing.name}:-default}} for a fallback)"
         ) from None
     if expanded is None:
+        if path in _NAMED_KEYS:
+            raise ConfigError(
+                f"{where}: {dotted(path)}: {value.strip()} is not set: {_NAMED_KEYS[path]}"
+                " (a gateway meant to run open names no key)"
+            )
         unset.append(f"{dotted(path)} ({value.strip()})")
     elif expanded != value:
         read.add(expanded)
