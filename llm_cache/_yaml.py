@@ -68,17 +68,47 @@ def _shown(key: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+MAX_CONFIG_VALUES = 1_000_000
+"""Values a config may hold once its YAML aliases are expanded (a LiteLLM model list of a thousand
+deployments holds tens of thousands). YAML reads an alias as a shared reference, which reading the
+config copies out or prints: aliases of aliases (a 'billion laughs') would hold the process for minutes
+and gigabytes."""
+
+
+def expanded_size(value: Any, sizes: dict[int, int] | None = None) -> int:
+    """How many values `value` holds with every shared reference copied out, counting each shared one once."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    sizes = {} if sizes is None else sizes
+    known = sizes.get(id(value))  # (the ids are stable: `value` keeps every part alive meanwhile)
+    if known is None:
+        parts = value.values() if isinstance(value, dict) else value
+        known = sizes[id(value)] = 1 + sum(expanded_size(part, sizes) for part in parts)
+    return known
+
+
+TOO_MANY_VALUES = (
+    f"holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are expanded; "
+    "write it out without aliases of aliases"
+)
+
+
 def read_yaml(text: str) -> Any:
-    """The value the YAML `text` holds; `YamlError` (naming the line) for anything that is not one."""
+    """The value the YAML `text` holds; `YamlError` (naming the line) for anything that is not one,
+    or that holds more than `MAX_CONFIG_VALUES` once its aliases are expanded."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
-    except RecursionError:  # the reader recurses per level of nesting
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        too_many = expanded_size(data) > MAX_CONFIG_VALUES
+    except RecursionError:  # the reader (and the count) recurse per level of nesting
         raise YamlError("nested too deeply to read (hundreds of levels)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error)
         raise YamlError(f"not valid YAML{at}: {problem}") from None
+    if too_many:
+        raise YamlError(TOO_MANY_VALUES)
+    return data
 
 
-__all__ = ["YamlError", "read_yaml"]
+__all__ = ["MAX_CONFIG_VALUES", "TOO_MANY_VALUES", "YamlError", "expanded_size", "read_yaml"]

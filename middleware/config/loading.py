@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..._wire import UnsetVariable, expand_optional
-from ..._yaml import YamlError, read_yaml
+from ..._yaml import MAX_CONFIG_VALUES, TOO_MANY_VALUES, YamlError, expanded_size, read_yaml
 from .dialects import detect_dialect, from_guide, from_litellm
 from .errors import ConfigError, describe, dotted
 from .schema import FAMILIES, GatewayConfig
@@ -43,23 +43,6 @@ def default_config() -> GatewayConfig:
 
 
 _PASSTHROUGH = ("model_list", "router", "router_settings")
-MAX_CONFIG_VALUES = 1_000_000
-"""Values a config may hold once its YAML aliases are expanded (a LiteLLM model list of a thousand
-deployments holds tens of thousands). YAML reads an alias as a shared reference, which reading the
-config copies out: aliases of aliases (a 'billion laughs') would hold the process for minutes and gigabytes."""
-
-
-def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
-    """How many values `value` holds with every shared reference copied out, counting each shared one once."""
-    if not isinstance(value, (dict, list)):
-        return 1
-    known = sizes.get(id(value))  # (the ids are stable: `value` keeps every part alive meanwhile)
-    if known is None:
-        parts = value.values() if isinstance(value, dict) else value
-        known = sizes[id(value)] = 1 + sum(_expanded_size(part, sizes) for part in parts)
-    return known
-
-
 _NAMED_KEYS = {
     ("general_settings", "master_key"): "the gateway would run with no client key and no admin key",
 }
@@ -142,11 +125,8 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
 
 
 def _parsed(data: dict[str, Any], where: str, env: Mapping[str, str] | None) -> GatewayConfig:
-    if _expanded_size(data, {}) > MAX_CONFIG_VALUES:
-        raise ConfigError(
-            f"{where}: holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are expanded; "
-            "write it out without aliases of aliases"
-        )
+    if expanded_size(data) > MAX_CONFIG_VALUES:  # (a mapping given as it is: `read_yaml` counted a file's)
+        raise ConfigError(f"{where}: {TOO_MANY_VALUES}")
     environ: Mapping[str, str] = os.environ if env is None else env
     dialect = detect_dialect(data, where)
     # The router's sections pass through untouched (the router resolves its own references); they

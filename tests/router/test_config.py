@@ -366,3 +366,16 @@ def test_a_router_config_that_cannot_be_read_is_a_config_error_naming_where(tmp_
         load_config("model_list:\n  - model_name: m\n   bad: [\n")
     with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read the file"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_router_config_whose_aliases_expand_past_a_million_values_is_a_config_error():
+    """The router reads YAML aliases as shared references too, and printing a fallback list names each
+    target: aliases of aliases nine deep under `fallbacks` (a 'billion laughs', a 700-byte file) held
+    `load_config` for minutes and gigabytes. The expanded size is counted as the gateway's loader counts it."""
+    text = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n'
+    for level, previous in zip("bcdefghi", "abcdefgh", strict=True):
+        text += f"{level}: &{level} [" + ", ".join([f"*{previous}"] * 9) + "]\n"
+    text += "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o-mini}\n"
+    text += "router_settings:\n  fallbacks: [{m: *i}]\n"
+    with pytest.raises(ConfigError, match=r"more than 1,000,000 values once its YAML aliases are expanded"):
+        load_config(text)
