@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_cache.middleware import Cache
 from llm_cache.middleware.config import (
     CacheConfig,
     ConfigError,
@@ -408,6 +409,35 @@ def test_effective_settings_mask_a_secret_whatever_its_shape_or_a_credential_hea
     for secret in ("S7-", "31415926", "S9-", "S10-", "S11-"):
         assert secret not in text, secret
     assert "'model': 'vertex_ai/gemini-2.0-flash'" in text  # the rest as written
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("cache: {ttl: .nan}", "cache.ttl"),
+        ("cache: {ttl: .inf}", "cache.ttl"),
+        ("cache: {stale_if_error: .inf}", "cache.stale_if_error"),
+        ("cache: {lock_ttl: .inf}", "cache.lock_ttl"),
+        ("cache: {semantic: {rerank: {url: 'http://r:8000/v1/rerank', model: m, min_score: .nan}}}", "min_score"),
+        ("cache: {store: {type: redis, cooldown: .inf}}", "cache.store.cooldown"),
+        ("upstreams: {openai: {timeout: .inf}}", "upstreams.openai.timeout"),
+        ("server: {body_read_timeout: .inf}", "server.body_read_timeout"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_an_error_naming_the_field(tmp_path: Path, text: str, field: str) -> None:
+    """YAML writes NaN and infinity as `.nan` and `.inf`, and `ttl: .inf` reads as "for ever": it was
+    accepted, and every entry stored with it was one a hit refuses (its expiry is not finite), so no
+    request was ever a hit and each wrote a WARNING; `stale_if_error: .inf` failed every Redis write
+    (an infinite expiry); a NaN `ttl` passed the check that it is positive. Every number a config
+    gives is now finite (`null` is how a config says "none")."""
+    message = error_of(tmp_path, text + "\n")
+    assert field in message and "finite number" in message, message
+
+
+def test_a_cache_built_in_python_takes_only_finite_numbers_too() -> None:
+    for settings in ({"ttl": float("nan")}, {"ttl": float("inf")}, {"stale_if_error": float("inf")}):
+        with pytest.raises(ValueError, match="finite number"):
+            Cache(**settings)
 
 
 def test_a_config_error_never_echoes_a_secret() -> None:
