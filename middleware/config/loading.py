@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from ..._wire import UnsetVariable, expand_optional
 from ..._yaml import MAX_CONFIG_VALUES, TOO_MANY_VALUES, YamlError, expanded_size, read_yaml
 from .dialects import detect_dialect, from_guide, from_litellm
-from .errors import ConfigError, describe, dotted
+from .errors import ConfigError, describe, dotted, unechoed
 from .schema import FAMILIES, GatewayConfig
 
 
@@ -27,7 +27,9 @@ def with_upstreams(config: GatewayConfig, overrides: list[str]) -> GatewayConfig
         family, sep, url = item.partition("=")
         family = family.strip().lower()
         if not sep or family not in FAMILIES:
-            raise ConfigError(f"--upstream {item!r}: expected FAMILY=URL with FAMILY one of {', '.join(FAMILIES)}")
+            raise ConfigError(
+                unechoed(f"--upstream {item!r}: expected FAMILY=URL with FAMILY one of {', '.join(FAMILIES)}")
+            )  # (the URL's password masked, as every config error masks it)
         data["upstreams"][family]["base_url"] = url.strip()
     try:
         updated = GatewayConfig.model_validate(data)

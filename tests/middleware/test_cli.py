@@ -369,6 +369,15 @@ def test_serve_with_a_store_its_packages_cannot_build_is_one_line_naming_the_fie
     assert line.startswith("llm-cache: cache.store (azure-blob): ") and "pip install azure-identity" in line, line
 
 
+def test_an_upstream_option_naming_no_family_is_refused_without_its_urls_password() -> None:
+    """`--upstream FAMILY=URL` with a family mistyped quoted the option whole, a proxy's password in its
+    URL with it; a URL refused by the config's check was already masked. Both are masked alike."""
+    for option in ("opnai=https://u:pw-secret@proxy.example/v1", "openai=htps://u:pw-secret@proxy.example/v1"):
+        done = _cli("serve", "--upstream", option, "--port", "0")
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "pw-secret" not in done.stderr and "u:****@proxy.example" in done.stderr, done.stderr
+
+
 def test_serve_runs_on_uvloop_and_httptools_when_they_are_installed() -> None:
     assert server_stack(lambda name: True) == {"loop": "uvloop", "http": "httptools"}
     assert server_stack(lambda name: False) == {"loop": "asyncio", "http": "h11"}
