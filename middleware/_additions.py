@@ -14,12 +14,15 @@ from collections.abc import Mapping
 
 import orjson
 
+from .._wire import masked_url
 from ._hooks import ForwardView, Hooks, RequestInfo
 from ._keys import parse_body
+from ._printable import printable
 from ._prompt_caching import REFUSALS, CachedContents, PromptCaching, cached_content_gone, refused_cached_content
 from ._types import CacheRequest, Run, Steps
 from .providers import Endpoint
 from .stores.base import Store
+from .telemetry import MAX_PATH_CHARS
 
 logger = logging.getLogger("llm_cache.middleware")
 
@@ -38,6 +41,12 @@ def _upstream_of(upstream: str | None, headers: Mapping[str, str], endpoint: End
     """The upstream a refusal names: the URL the driver names (transports, gateway, a `CacheMiddleware`
     given `upstream`), else the request's host and endpoint."""
     return upstream or f"{headers.get('host') or ''} {endpoint.name}"
+
+
+def _shown(upstream: str) -> str:
+    """The upstream as a log line names it: a URL's password masked (`_wire.masked_url`), and a caller's
+    `Host` (what names it without a URL) escaped and cut short (`_printable.printable`)."""
+    return printable(masked_url(upstream) if "://" in upstream else upstream, MAX_PATH_CHARS)
 
 
 def _learner(
@@ -155,7 +164,7 @@ class Additions:
         self._refusals[learner] = self._refusals.get(learner, frozenset()) | {addition}
         logger.warning(
             "upstream %s refused the %s the cache adds; sending without it for this caller and model from now on",
-            learner[0],
+            _shown(learner[0]),
             addition,
         )
         return True

@@ -56,7 +56,7 @@ logger = logging.getLogger("llm_cache.middleware")
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AnthropicPromptCaching(_Settings):

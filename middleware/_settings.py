@@ -17,7 +17,8 @@ class CacheSettings(BaseModel):
     """Engine settings: the keyword arguments of `Cache(...)` (which repeats their defaults for IDEs) and the
     `cache:` section of a config file validate through this model."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # Every number finite: `ttl: .inf` made entries no hit can serve, `stale_if_error: .inf` Redis writes fail.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
     ttl: float | None = Field(600.0, description="Seconds an entry lives; None keeps it until evicted.")
     key_prefix: str = Field("", description="Prepended to every key; change it to invalidate everything.")

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from .._wire import masked_query_credential
+from .._wire import masked_query_credential, masked_url
 from ._json_files import json_lines, json_object
 from ._printable import printable
 from ._version import __version__
@@ -435,13 +435,19 @@ class _Unreachable(Exception):
 
     def __init__(self, url: str, error: BaseException) -> None:
         super().__init__(
-            f"cannot reach the gateway at {url} ({type(error).__name__}: {error}); "
+            f"cannot reach the gateway at {_named(url)} ({type(error).__name__}: {error}); "
             "is `llm-cache serve` running there? Check --gateway"
         )
 
 
 class _Unreadable(Exception):
     """What a server at `--gateway` answered is larger than any management answer."""
+
+
+def _named(url: str) -> str:
+    """A gateway URL as a failure names it: its password and secret query values masked (a gateway
+    behind a basic-auth proxy), its control characters escaped, 200 characters at most."""
+    return printable(masked_url(url), 200)
 
 
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
@@ -462,16 +468,14 @@ def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = No
             for chunk in response.iter_bytes():
                 raw += chunk
                 if len(raw) > _MAX_ANSWER_BYTES:
-                    raise _Unreadable(f"{printable(url, 200)} answered more than {_MAX_ANSWER_BYTES} bytes")
+                    raise _Unreadable(f"{_named(url)} answered more than {_MAX_ANSWER_BYTES} bytes")
     except (httpx2.TransportError, OSError) as error:
         raise _Unreachable(args.gateway, error) from None
     try:
         return response.status_code, json.loads(raw)
     except (ValueError, RecursionError):  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
         if 200 <= response.status_code < 300:
-            raise _Unreadable(
-                f"{printable(url, 200)} answered {response.status_code} with no JSON it can read"
-            ) from None
+            raise _Unreadable(f"{_named(url)} answered {response.status_code} with no JSON it can read") from None
         return response.status_code, {"error": {"message": raw[:200].decode("utf-8", "replace")}}
 
 
@@ -591,9 +595,9 @@ def _calibrate_from_gateway(args: argparse.Namespace) -> int:
     except (TypeError, KeyError, ValueError):
         records = None
     if records is None or not all(math.isfinite(similarity) for similarity, _ in records):
-        return _fail(f"{printable(args.from_gateway, 200)} did not answer a list of verification outcomes")
+        return _fail(f"{_named(args.from_gateway)} did not answer a list of verification outcomes")
     per, bound, threshold = (printable(str(data.get(name, default)), 40) for name, default in _CALIBRATION_FIELDS)
-    print(f"{printable(args.from_gateway, 200)}: bound {bound} of {per}, serving from {threshold}")
+    print(f"{_named(args.from_gateway)}: bound {bound} of {per}, serving from {threshold}")
     print(outcomes_report(records, args.target_precision))
     return 0
 

@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import _litellm as litellm
 from .._breakpoints import InjectionPoint
 from .._wire import UnsetVariable, expand_optional, masked_url
+from .._yaml import YamlError, read_yaml
 from ._errors import DEFAULT_COOLDOWN_MAX
 
 Family = Literal["openai", "anthropic", "gemini", "azure"]
@@ -351,12 +351,21 @@ def load_config(source: str | Path | Mapping[str, Any], environ: Mapping[str, st
     if isinstance(source, Mapping):
         data = source
     else:
-        text = source
+        text, where = source, "router config"
         if isinstance(source, Path) or (
             isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
         ):
-            text = Path(source).read_text()
-        data = yaml.safe_load(text)
+            where = str(source)
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise ConfigError(
+                    f"{where}: cannot read the file ({getattr(error, 'strerror', None) or error})"
+                ) from None
+        try:
+            data = read_yaml(str(text))
+        except YamlError as error:
+            raise ConfigError(f"{where}: {error}") from None
     if not isinstance(data, Mapping):
         raise ConfigError("router config must be a mapping at the top level")
     try:

@@ -6,6 +6,8 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
+from .translate.http import dropped_names
+
 SCOPE = "llm_cache_middleware.router"
 
 
@@ -35,8 +37,8 @@ class Telemetry:
     @staticmethod
     def translated(span: Any, source: str, target: str, dropped: list[str]) -> None:
         span.set_attribute("router.translated", f"{source}->{target}")
-        if dropped:
-            span.set_attribute("router.dropped_params", dropped)
+        if dropped:  # the caller's body keys: as the header says them, printable and bounded
+            span.set_attribute("router.dropped_params", dropped_names(dropped))
 
     def end_attempt(
         self, span: Any, group: str, deployment: str, outcome: str, status: int | None, seconds: float, retry: bool

@@ -206,7 +206,7 @@ def build_store(settings: Any) -> Any:
         return cls(**options)
     except ConfigError:
         raise
-    except (TypeError, ValueError, OSError) as error:
+    except (TypeError, ValueError, OSError, ImportError) as error:  # (ImportError: a client's extra, named)
         raise ConfigError(f"cache.store ({kind}): {error}") from None
 
 

@@ -9,12 +9,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from ..._wire import UnsetVariable, expand_optional
+from ..._yaml import MAX_CONFIG_VALUES, TOO_MANY_VALUES, YamlError, expanded_size, read_yaml
 from .dialects import detect_dialect, from_guide, from_litellm
-from .errors import ConfigError, describe, dotted
+from .errors import ConfigError, describe, dotted, unechoed
 from .schema import FAMILIES, GatewayConfig
 
 
@@ -27,7 +27,9 @@ def with_upstreams(config: GatewayConfig, overrides: list[str]) -> GatewayConfig
         family, sep, url = item.partition("=")
         family = family.strip().lower()
         if not sep or family not in FAMILIES:
-            raise ConfigError(f"--upstream {item!r}: expected FAMILY=URL with FAMILY one of {', '.join(FAMILIES)}")
+            raise ConfigError(
+                unechoed(f"--upstream {item!r}: expected FAMILY=URL with FAMILY one of {', '.join(FAMILIES)}")
+            )  # (the URL's password masked, as every config error masks it)
         data["upstreams"][family]["base_url"] = url.strip()
     try:
         updated = GatewayConfig.model_validate(data)
@@ -43,21 +45,11 @@ def default_config() -> GatewayConfig:
 
 
 _PASSTHROUGH = ("model_list", "router", "router_settings")
-MAX_CONFIG_VALUES = 1_000_000
-"""Values a config may hold once its YAML aliases are expanded (a LiteLLM model list of a thousand
-deployments holds tens of thousands). YAML reads an alias as a shared reference, which reading the
-config copies out: aliases of aliases (a 'billion laughs') would hold the process for minutes and gigabytes."""
-
-
-def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
-    """How many values `value` holds with every shared reference copied out, counting each shared one once."""
-    if not isinstance(value, (dict, list)):
-        return 1
-    known = sizes.get(id(value))  # (the ids are stable: `value` keeps every part alive meanwhile)
-    if known is None:
-        parts = value.values() if isinstance(value, dict) else value
-        known = sizes[id(value)] = 1 + sum(_expanded_size(part, sizes) for part in parts)
-    return known
+_NAMED_KEYS = {
+    ("general_settings", "master_key"): "the gateway would run with no client key and no admin key",
+}
+"""Keys that guard the gateway: one read from an unset `os.environ/NAME` is an error, never null (LiteLLM
+reads it as null, and runs open). `auth.keys` needs no entry: a null in it is a validation error."""
 
 
 def _interpolate(
@@ -80,6 +72,11 @@ def _interpolate(
             f"(referenced as {missing.reference}; write ${{{missing.name}:-default}} for a fallback)"
         ) from None
     if expanded is None:
+        if path in _NAMED_KEYS:
+            raise ConfigError(
+                f"{where}: {dotted(path)}: {value.strip()} is not set: {_NAMED_KEYS[path]}"
+                " (a gateway meant to run open names no key)"
+            )
         unset.append(f"{dotted(path)} ({value.strip()})")
     elif expanded != value:
         read.add(expanded)
@@ -110,14 +107,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except OSError as error:
         raise ConfigError(f"{where}: cannot read the file ({error.strerror or error})") from None
     try:
-        data = yaml.safe_load(text)
-    except RecursionError:  # the reader recurses per level of nesting
-        raise ConfigError(f"{where}: nested too deeply to read (hundreds of levels)") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+        data = read_yaml(text)
+    except YamlError as error:
+        raise ConfigError(f"{where}: {error}") from None
     with _importable_from(Path(path).resolve().parent):
         return parse_config(data, where=where, env=env)
 
@@ -135,11 +127,8 @@ def parse_config(data: Any, where: str = "<config>", env: Mapping[str, str] | No
 
 
 def _parsed(data: dict[str, Any], where: str, env: Mapping[str, str] | None) -> GatewayConfig:
-    if _expanded_size(data, {}) > MAX_CONFIG_VALUES:
-        raise ConfigError(
-            f"{where}: holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are expanded; "
-            "write it out without aliases of aliases"
-        )
+    if expanded_size(data) > MAX_CONFIG_VALUES:  # (a mapping given as it is: `read_yaml` counted a file's)
+        raise ConfigError(f"{where}: {TOO_MANY_VALUES}")
     environ: Mapping[str, str] = os.environ if env is None else env
     dialect = detect_dialect(data, where)
     # The router's sections pass through untouched (the router resolves its own references); they

@@ -9,9 +9,13 @@ from ..._wire import masked_url
 from .schema import FAMILIES, GatewayConfig
 
 SECRET_FIELDS = re.compile(
-    r"(password|secret|api_key|admin_key|master_key|token|access_key|credential|connection_string|^keys$)",
+    r"(password|secret|api[-_]?key|admin_key|master_key|private_key|token|access_key|credential|connection_string"
+    r"|authorization|cookie|subscription[-_]?key|^keys$)",
     re.IGNORECASE,
 )
+"""Names of fields (and of headers a config may carry, `x-api-key`, `Authorization`) that hold a secret."""
+_COUNTS = re.compile(r"tokens", re.IGNORECASE)
+"""`max_tokens`, `max_output_tokens`: numbers under a name like a secret's that are counts, not secrets."""
 
 
 def _drop_none(value: Any) -> Any:
@@ -21,13 +25,18 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def masked(value: Any, key: str = "") -> Any:
-    """A copy with every secret-looking field replaced by '****' (unset secrets stay null)."""
+def masked(value: Any, key: str = "", within: bool = False) -> Any:
+    """A copy with every secret-looking field replaced by '****' (unset secrets stay null): its text, a
+    number (a key of digits), and every value of a mapping under such a name (a service account given
+    as one, `vertex_credentials: {private_key: ...}`), `within` it."""
+    secret = within or bool(key and SECRET_FIELDS.search(key))
     if isinstance(value, dict):
-        return {k: masked(v, str(k)) for k, v in value.items()}
+        return {k: masked(v, str(k), secret) for k, v in value.items()}
     if isinstance(value, list):
-        return [masked(v, key) for v in value]
-    if isinstance(value, str) and key and SECRET_FIELDS.search(key):
+        return [masked(v, key, within) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if secret and (isinstance(value, str) or within or not _COUNTS.search(key)):
         return "****"
     if isinstance(value, str) and "://" in value:
         return masked_url(value)

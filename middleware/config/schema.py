@@ -30,7 +30,7 @@ DEFAULT_UPSTREAMS = {
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # (YAML's `.inf`/`.nan`: `null` says "none")
 
 
 # -- stores ---------------------------------------------------------------------------------------

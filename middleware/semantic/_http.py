@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx2
+
+from ..._wire import masked_url
 from .._loop_clients import PerLoop
 
 MAX_ANSWER_BYTES = 16 << 20
@@ -22,8 +25,6 @@ class OpenAICompatible:
         self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
 
     def _make_client(self) -> Any:
-        import httpx2
-
         return httpx2.AsyncClient(
             base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._transport
         )
@@ -34,13 +35,19 @@ class OpenAICompatible:
         process's memory: the timeouts bound how long it takes, not how much it sends)."""
         client = self._clients.get()
         async with client.stream("POST", path, json=body, headers=headers) as response:
-            response.raise_for_status()
+            if not response.is_success:  # (httpx's own message quotes the URL whole: a password in it too)
+                message = f"{self._named(path)} answered {response.status_code} {response.reason_phrase}"
+                raise httpx2.HTTPStatusError(message, request=response.request, response=response)
             read = bytearray()
             async for chunk in response.aiter_bytes():
                 read += chunk
                 if len(read) > MAX_ANSWER_BYTES:
-                    raise ValueError(f"{self.base_url}{path} answered larger than {MAX_ANSWER_BYTES} bytes")
+                    raise ValueError(f"{self._named(path)} answered larger than {MAX_ANSWER_BYTES} bytes")
         return json.loads(bytes(read))  # (as `response.json()`: any UTF encoding, NaN read as a float)
+
+    def _named(self, path: str) -> str:
+        """`{base_url}{path}` as errors (which the cache logs) may name it: masked (`_wire.masked_url`)."""
+        return masked_url(f"{self.base_url}{path}")
 
     async def aclose(self) -> None:
         await self._clients.close()

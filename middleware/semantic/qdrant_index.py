@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._wire import masked_url
 from .._loop_clients import PerLoop
 from .index import IndexUnavailable, Neighbour
 
@@ -76,8 +77,9 @@ class QdrantVectorIndex:
         try:
             await self._client().get_collections()
         except UnexpectedResponse as error:
-            raise IndexUnavailable(
-                f"the semantic cache's Qdrant index: {self.url} does not answer as a Qdrant server ({error})"
+            raise IndexUnavailable(  # (the URL masked; the answer by its status: its raw bytes follow a line break)
+                f"the semantic cache's Qdrant index: {masked_url(str(self.url))} does not answer as a Qdrant "
+                f"server (HTTP {error.status_code} {error.reason_phrase})"
             ) from None
         except Exception:  # noqa: BLE001, S110 - unreachable for now: fail open on each request instead
             pass

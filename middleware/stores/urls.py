@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..._wire import masked_url
 from .base import Store
 
 STORE_CLASSES: dict[str, tuple[str, str, str | None]] = {
@@ -165,11 +166,10 @@ def store_from_url(url: str) -> Store:
 
 
 def without_password(url: str) -> str:
-    """`url` with its password (if any) replaced by `****`, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":****@", 1)))
+    """`url` as messages and logs may show it: masked as `check-config` masks URLs (`_wire.masked_url`:
+    the user info's password, a user given alone (it may be a token), secret query values such as
+    redis-py's `?password=`)."""
+    return masked_url(url)
 
 
 __all__ = ["STORE_CLASSES", "URL_FORMS", "MissingStoreClass", "store_class", "store_from_url", "without_password"]

@@ -78,10 +78,11 @@ def response(
     return lib.Response(resp.status_code, headers=headers, stream=lib.ByteStream(out), extensions=resp.extensions)
 
 
-def dropped_header_value(dropped: list[str]) -> str:
-    """The dropped field names as one header value. A name is the caller's (a body's key may hold any
-    character): each is percent-encoded outside `[A-Za-z0-9_.~-]` and `[]`, so the value is ASCII with
-    no CR, LF or comma of its own, and names past `_DROPPED_MAX` characters are counted, not listed."""
+def dropped_names(dropped: list[str]) -> list[str]:
+    """The dropped field names as the header and the attempt's span say them. A name is the caller's
+    (a body's key may hold any character): each is percent-encoded outside `[A-Za-z0-9_.~-]` and `[]`,
+    so it is ASCII with no control character, CR, LF or comma of its own, and names past
+    `_DROPPED_MAX` characters are counted (`+N more`), not listed."""
     names: list[str] = []
     size = 0
     for i, name in enumerate(dropped):
@@ -92,7 +93,12 @@ def dropped_header_value(dropped: list[str]) -> str:
             break
         names.append(quoted)
         size += len(quoted) + 1
-    return ",".join(names)
+    return names
 
 
-__all__ = ["DROPPED_HEADER", "dropped_header_value", "request", "response"]
+def dropped_header_value(dropped: list[str]) -> str:
+    """The dropped field names as one header value (`dropped_names`, comma-separated)."""
+    return ",".join(dropped_names(dropped))
+
+
+__all__ = ["DROPPED_HEADER", "dropped_header_value", "dropped_names", "request", "response"]

@@ -8,6 +8,7 @@ caller wrote it, and the refusal is remembered for that upstream.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anthropic
@@ -270,6 +271,31 @@ async def test_a_refusal_is_remembered_for_its_upstream_only_and_logged_once(cap
     again = await call(cache, prepared(cache, {**STREAM, "n": 2}, host="old.example"), reply(200, SSE))
     other = await call(cache, prepared(cache, STREAM, host="new.example"), reply(200, SSE))
     assert b"stream_options" not in again.sent[0] and b"stream_options" in other.sent[0]
+
+
+def test_the_refusal_warning_names_the_upstream_without_its_password_nor_a_callers_control_characters(
+    fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WARNING names the upstream: the gateway's names its base URL's user info (a self-hosted server
+    behind a basic-auth proxy), so the password went into the log; a `CacheMiddleware` given no upstream
+    names the caller's `Host` header as sent (ESC, BEL, any length) in it. The URL is masked, the host
+    escaped and cut short."""
+    fake_provider.refuse_field("stream_options")
+    base = fake_provider.openai_base_url.replace("http://", "http://proxy-user:pw-secret@")
+    config = parse_config({"cache": {"store": {"type": "memory"}}, "upstreams": {"openai": {"base_url": base}}})
+    with caplog.at_level("WARNING", logger="llm_cache.middleware"), BackgroundServer(create_gateway(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-alice", max_retries=0)
+        assert streamed_text(client, "What is the capital of Chile?")
+    [warning] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "pw-secret" not in caplog.text and "proxy-user:****@127.0.0.1" in warning
+
+    caplog.clear()
+    cache = Cache()
+    host = "\x1b]0;owned\x07" + "h" * 10_000
+    with caplog.at_level("WARNING", logger="llm_cache.middleware"):
+        asyncio.run(call(cache, prepared(cache, STREAM, host=host), refusal("stream_options"), reply(200, SSE)))
+    [warning] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert warning.isprintable() and "\\x1b]0;owned\\x07" in warning and len(warning) < 1_000
 
 
 @pytest.mark.parametrize(("status", "remembered"), [(200, True), (299, True), (300, False), (500, False)])

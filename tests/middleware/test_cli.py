@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -353,6 +354,30 @@ def test_serve_with_the_embedded_default(tmp_path: Path, fake_provider: RunningF
     assert f"server: {stack['loop']} + {stack['http']}" in output
 
 
+def test_serve_with_a_store_its_packages_cannot_build_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    """An Azure Blob store named by `account_url` with no credential needs azure-identity: without it the
+    store's ImportError (naming what to install) came out of `serve` as a traceback."""
+    if importlib.util.find_spec("azure.identity") is not None:
+        pytest.skip("azure-identity is installed: the store is built")
+    config = tmp_path / "azure.yaml"
+    config.write_text(
+        "cache:\n  store: {type: azure-blob, container: c, account_url: 'https://a.blob.core.windows.net'}\n"
+    )
+    done = _cli("serve", "--config", str(config), "--port", "0")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]  # (after the start-up lines)
+    assert line.startswith("llm-cache: cache.store (azure-blob): ") and "pip install azure-identity" in line, line
+
+
+def test_an_upstream_option_naming_no_family_is_refused_without_its_urls_password() -> None:
+    """`--upstream FAMILY=URL` with a family mistyped quoted the option whole, a proxy's password in its
+    URL with it; a URL refused by the config's check was already masked. Both are masked alike."""
+    for option in ("opnai=https://u:pw-secret@proxy.example/v1", "openai=htps://u:pw-secret@proxy.example/v1"):
+        done = _cli("serve", "--upstream", option, "--port", "0")
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "pw-secret" not in done.stderr and "u:****@proxy.example" in done.stderr, done.stderr
+
+
 def test_serve_runs_on_uvloop_and_httptools_when_they_are_installed() -> None:
     assert server_stack(lambda name: True) == {"loop": "uvloop", "http": "httptools"}
     assert server_stack(lambda name: False) == {"loop": "asyncio", "http": "h11"}
@@ -590,6 +615,30 @@ def test_admin_commands_take_a_hostile_or_wrong_answer_as_one_line(tmp_path: Pat
         done = _cli("calibrate", "--from-gateway", f"{server.url}/escaped-fields", env=env)
         assert done.returncode == 0 and "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stderr
     assert not any(path.startswith("/elsewhere") for path, _ in hostile.requests)
+
+
+def test_admin_commands_name_the_gateway_url_without_its_password() -> None:
+    """A gateway behind a basic-auth proxy is named `https://ops:password@host`; the one-line failures
+    of `stats`, `invalidate` and `calibrate --from-gateway` quoted the URL whole (the password went to
+    the terminal and any CI log). They name it masked, as `check-config` masks URLs."""
+    with BackgroundServer(HostileGateway()) as server:
+        env = {**os.environ, "LLM_CACHE_ADMIN_KEY": "cli-admin-secret"}
+        with_password = server.url.replace("http://", "http://ops:pw-secret@")
+        for command, url, expected in (
+            ("stats", f"{with_password}/huge", "answered more than"),
+            ("stats", f"{with_password}/html?token=tk-secret", "answered 200 with no JSON"),
+            (
+                "calibrate",
+                "http://ops:pw-secret@127.0.0.1:1",
+                "cannot reach the gateway at http://ops:****@127.0.0.1:1",
+            ),
+            ("calibrate", f"{with_password}/nan", "did not answer a list of verification outcomes"),
+        ):
+            flag = "--from-gateway" if command == "calibrate" else "--gateway"
+            line = _one_line_failure(_cli(command, flag, url, env=env))
+            assert expected in line and "pw-secret" not in line and "tk-secret" not in line, line
+        done = _cli("calibrate", "--from-gateway", f"{with_password}/escaped-fields", env=env)
+        assert done.returncode == 0 and "ops:****@" in done.stdout and "pw-secret" not in done.stdout, done.stderr
 
 
 @pytest.mark.parametrize(

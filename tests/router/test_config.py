@@ -340,3 +340,42 @@ def test_callers_see_a_default_deployment_id_without_its_internal_host():
     family_model, digest = first.public_id.split("@")
     assert family_model == "openai:gpt-4o" and len(digest) == 12 and "10.0.0.7" not in first.public_id
     assert (second.public_id, named.public_id) == (first.public_id + "#2", "backup")
+
+
+def test_a_router_config_that_cannot_be_read_is_a_config_error_naming_where(tmp_path):
+    """`load_config` is the router's public way to read a YAML file: a key written twice was kept
+    silently (the last `litellm_params` won, another `api_base` than the one read first), 5,000
+    nested lists raised a RecursionError and bad YAML a parser's exception; each is a ConfigError
+    naming the line, as the gateway's loader says it."""
+    twice = (
+        "model_list:\n  - model_name: m\n"
+        "    litellm_params: {model: openai/gpt-4o-mini, api_base: 'http://a.example/v1'}\n"
+        "    litellm_params: {model: openai/gpt-4o-mini, api_base: 'http://b.example/v1'}\n"
+    )
+    path = tmp_path / "router.yaml"
+    path.write_text(twice)
+    with pytest.raises(
+        ConfigError, match=r"router\.yaml: not valid YAML at line 4, column 5: .*'litellm_params'.*twice"
+    ):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"line 4, column 5"):
+        load_config(twice)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config("model_list: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 3, column 4"):
+        load_config("model_list:\n  - model_name: m\n   bad: [\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read the file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_a_router_config_whose_aliases_expand_past_a_million_values_is_a_config_error():
+    """The router reads YAML aliases as shared references too, and printing a fallback list names each
+    target: aliases of aliases nine deep under `fallbacks` (a 'billion laughs', a 700-byte file) held
+    `load_config` for minutes and gigabytes. The expanded size is counted as the gateway's loader counts it."""
+    text = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n'
+    for level, previous in zip("bcdefghi", "abcdefgh", strict=True):
+        text += f"{level}: &{level} [" + ", ".join([f"*{previous}"] * 9) + "]\n"
+    text += "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o-mini}\n"
+    text += "router_settings:\n  fallbacks: [{m: *i}]\n"
+    with pytest.raises(ConfigError, match=r"more than 1,000,000 values once its YAML aliases are expanded"):
+        load_config(text)

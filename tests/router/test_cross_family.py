@@ -310,6 +310,30 @@ def test_the_attempt_span_names_the_translation_and_the_dropped_fields(fake_prov
     assert span.attributes["router.dropped_params"] == ("seed",)
 
 
+def test_the_dropped_fields_a_caller_names_reach_the_span_as_briefly_and_printably_as_the_header(fake_provider):
+    """The names `drop_params` drops are the caller's body keys, any text and as many as the body holds.
+    The header said them percent-encoded and at most 1 KiB; the attempt's span took them as sent: a
+    name holding ESC and CR LF went into the trace backend's text as is, and 2,000 names of 1,000
+    characters were 2 MB in one attribute (an OTLP exporter's batch past its size is dropped whole,
+    other callers' spans with it). The span now holds the header's names."""
+    exporter = InMemorySpanExporter()
+    tracer = TracerProvider()
+    tracer.add_span_processor(SimpleSpanProcessor(exporter))
+    deployment = {"id": "claude", "family": "anthropic", "model": "claude-real", "api_base": fake_provider.url}
+    config = {"groups": {"gpt-4o": {"deployments": [deployment]}}, "settings": {"drop_params": True}}
+    forged = "\x1b]0;owned\x07\r\n2026-01-01 CRITICAL forged"
+    extra = {forged: 1, **{f"{n:04d}" + "k" * 1000: 1 for n in range(2000)}}
+    answer = client(Router(config, tracer_provider=tracer)).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_body=extra
+    )
+    (span,) = exporter.get_finished_spans()
+    names = span.attributes["router.dropped_params"]
+    assert ",".join(names) == answer.headers["x-router-dropped-params"]
+    assert sum(len(name) for name in names) <= 1024 and names[-1].startswith("+")
+    assert all(name.isprintable() for name in names)
+    assert names[0] == "%1B]0%3Bowned%07%0D%0A2026-01-01%20CRITICAL%20forged"
+
+
 def test_an_anthropic_error_reaches_the_openai_caller_in_openai_shape(fake_provider):
     fake_provider.fail_next(1, status=400)
     with pytest.raises(openai.BadRequestError) as failed:

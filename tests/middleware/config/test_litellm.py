@@ -51,11 +51,16 @@ def check_config(path: Path) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
-def test_every_shipped_example_passes_check_config_with_no_variables_set(example: str) -> None:
+def test_every_shipped_example_passes_check_config_with_no_variables_set_but_its_gateway_key(example: str) -> None:
+    # (a master key named from an unset variable is an error: the gateway would run open)
     result = subprocess.run(
         [sys.executable, "-m", "llm_cache.middleware.cli", "check-config", f"examples/{example}"],
         cwd=ROOT,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")},
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LLM_CACHE_ADMIN_KEY": "sk-example-admin",
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -266,6 +271,21 @@ def test_an_unset_variable_where_a_value_is_required_names_it() -> None:
             },
             env={},
         )
+
+
+def test_a_master_key_read_from_an_unset_variable_is_an_error_not_an_open_gateway() -> None:
+    """`master_key: os.environ/LITELLM_MASTER_KEY` with the variable missing (a deployment that lost its
+    secret) read as null, as LiteLLM reads it: the gateway ran with no client key and no admin key, and
+    `serve` said so only when it held upstream keys. The operator named a key: without it the config is an
+    error naming the variable (as `auth.keys` is); a gateway meant to run open names no master key."""
+    data = {
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+        "model_list": [{"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o"}}],
+    }
+    with pytest.raises(ConfigError, match=r"general_settings\.master_key: .*LITELLM_MASTER_KEY is not set"):
+        parse_config(data, env={})
+    config = parse_config(data, env={"LITELLM_MASTER_KEY": "sk-master"})
+    assert config.auth.keys == ["sk-master"] and config.admin_key == "sk-master"
 
 
 def redis_semantic_doc(api_base: str) -> dict[str, Any]:

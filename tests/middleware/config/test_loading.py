@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_cache.middleware import Cache
 from llm_cache.middleware.config import (
     CacheConfig,
     ConfigError,
@@ -384,6 +385,61 @@ def test_effective_settings_mask_every_kind_of_secret_a_config_holds() -> None:
     assert "https://user:****@proxy.example/v1?api-key=****&x=1" in text
 
 
+def test_effective_settings_mask_a_secret_whatever_its_shape_or_a_credential_headers_name() -> None:
+    """Only a secret field's text was masked, and only under names like `api_key`: a service account
+    given as a mapping (`vertex_credentials: {private_key: ...}`) was printed key by key, a key of
+    digits as it is, and the credential headers a LiteLLM deployment may carry (`extra_headers`:
+    `Authorization`, `x-api-key`, `api-key`) in full."""
+    config = GatewayConfig.model_validate(
+        {
+            "model_list": [
+                {
+                    "model_name": "gemini",
+                    "litellm_params": {
+                        "model": "vertex_ai/gemini-2.0-flash",
+                        "vertex_credentials": {"type": "service_account", "private_key": "S7-private-key"},
+                        "api_key": 31415926,
+                        "extra_headers": {"Authorization": "Bearer S9-bearer", "x-api-key": "S10-", "api-key": "S11-"},
+                    },
+                }
+            ],
+        }
+    )
+    text = repr(effective_settings(config))
+    for secret in ("S7-", "31415926", "S9-", "S10-", "S11-"):
+        assert secret not in text, secret
+    assert "'model': 'vertex_ai/gemini-2.0-flash'" in text  # the rest as written
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("cache: {ttl: .nan}", "cache.ttl"),
+        ("cache: {ttl: .inf}", "cache.ttl"),
+        ("cache: {stale_if_error: .inf}", "cache.stale_if_error"),
+        ("cache: {lock_ttl: .inf}", "cache.lock_ttl"),
+        ("cache: {semantic: {rerank: {url: 'http://r:8000/v1/rerank', model: m, min_score: .nan}}}", "min_score"),
+        ("cache: {store: {type: redis, cooldown: .inf}}", "cache.store.cooldown"),
+        ("upstreams: {openai: {timeout: .inf}}", "upstreams.openai.timeout"),
+        ("server: {body_read_timeout: .inf}", "server.body_read_timeout"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_an_error_naming_the_field(tmp_path: Path, text: str, field: str) -> None:
+    """YAML writes NaN and infinity as `.nan` and `.inf`, and `ttl: .inf` reads as "for ever": it was
+    accepted, and every entry stored with it was one a hit refuses (its expiry is not finite), so no
+    request was ever a hit and each wrote a WARNING; `stale_if_error: .inf` failed every Redis write
+    (an infinite expiry); a NaN `ttl` passed the check that it is positive. Every number a config
+    gives is now finite (`null` is how a config says "none")."""
+    message = error_of(tmp_path, text + "\n")
+    assert field in message and "finite number" in message, message
+
+
+def test_a_cache_built_in_python_takes_only_finite_numbers_too() -> None:
+    for settings in ({"ttl": float("nan")}, {"ttl": float("inf")}, {"stale_if_error": float("inf")}):
+        with pytest.raises(ValueError, match="finite number"):
+            Cache(**settings)
+
+
 def test_a_config_error_never_echoes_a_secret() -> None:
     with pytest.raises(ConfigError) as refused:
         parse_config({"cache": {"store": {"type": "redis", "password": 31415926}}}, where="gw.yaml", env={})
@@ -418,6 +474,31 @@ def test_a_config_whose_aliases_expand_past_a_million_values_is_an_error(tmp_pat
         f"  - {{model_name: m{n}, litellm_params: *params}}\n" for n in range(50)
     )
     assert load_config(write(tmp_path, shared, "litellm.yaml"), env={"OPENAI_API_KEY": "sk-x"}).model_list
+
+
+def test_a_key_written_twice_in_one_mapping_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    """YAML keeps the last of a key written twice, silently: a line appended under `cache:` turned a
+    per-credential cache into one every caller shares, and a second `auth:` dropped the client keys,
+    while `check-config` printed the result as if the file said so. A key written twice in one mapping
+    is now an error naming its line; a merge key's values may still be overridden."""
+    text = "cache:\n  scope: credential\n  ttl: 600\n  scope: shared\n"
+    message = error_of(tmp_path, text)
+    assert "line 4, column 3" in message and "'scope'" in message and "twice" in message
+    text = "auth:\n  keys: [os.environ/LLM_CACHE_ADMIN_KEY]\ncache: {ttl: 60}\nauth: {}\n"
+    assert "line 4, column 1" in error_of(tmp_path, text)
+    litellm = (
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o-mini, api_key: a}\n"
+        "    litellm_params: {model: openai/gpt-4o-mini, api_key: b}\n"
+    )
+    assert "line 4, column 5" in error_of(tmp_path, litellm)
+    merged = (
+        "base: &base {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}\n"
+        "mid: &mid {<<: *base, api_base: 'http://a.example/v1'}\n"
+        "model_list:\n  - model_name: m\n    litellm_params: {<<: *mid, api_base: 'http://b.example/v1'}\n"
+    )
+    config = load_config(write(tmp_path, merged, "litellm.yaml"), env={"OPENAI_API_KEY": "sk-x"})
+    assert config.model_list is not None
+    assert config.model_list[0]["litellm_params"]["api_base"] == "http://b.example/v1"
 
 
 def test_a_config_error_never_echoes_a_value_from_the_environment_or_a_urls_password() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
@@ -1120,6 +1121,23 @@ async def test_the_openai_embedder_reads_an_embeddings_endpoint_in_input_order(
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
     assert np.allclose(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
     assert fake_provider.last.headers["authorization"] == "Bearer sk-alice"
+
+
+async def test_an_embedding_service_that_fails_is_logged_without_the_password_of_its_url(
+    fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A self-hosted embedder behind a basic-auth proxy is named `https://user:password@host/v1`. Its
+    error status was raised by httpx with the whole URL in the message, which the cache's WARNING
+    quotes: the password went into the log on every failure. The URL is named masked."""
+    base = fake_provider.url.replace("http://", "http://embed:pw-secret@") + "/no-such-api/v1"
+    cache = Cache(semantic=SemanticCache(OpenAIEmbedder(base), InProcessIndex(), timeout=LOADED_MACHINE_TIMEOUT))
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware"):
+        answer = await ask(client_for(cache, fake_provider), "How do I reset my password?")
+    await cache.close()
+    assert answer.headers["x-cache"] == "MISS"  # failed open
+    (warning,) = [r.getMessage() for r in caplog.records if "embed" in r.getMessage()]
+    assert "pw-secret" not in caplog.text
+    assert "404" in warning and "embed:****@127.0.0.1" in warning
 
 
 # -- tenants apart in bounded mode -----------------------------------------------------------------

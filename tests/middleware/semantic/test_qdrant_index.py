@@ -9,7 +9,12 @@ import pytest
 from llm_cache.middleware import Cache
 from llm_cache.middleware.config import ConfigError, build_semantic
 from llm_cache.middleware.config.schema import SemanticConfig
-from llm_cache.middleware.semantic import QdrantVectorIndex, SemanticCache, SentenceTransformerEmbedder
+from llm_cache.middleware.semantic import (
+    IndexUnavailable,
+    QdrantVectorIndex,
+    SemanticCache,
+    SentenceTransformerEmbedder,
+)
 from llm_cache.middleware.stores import MemoryStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 
@@ -78,6 +83,20 @@ async def test_clear_drops_every_row_and_the_index_keeps_working() -> None:
         assert [n.key for n in await index.search("a", NORTH, 5)] == ["k2"]
     finally:
         await index.close()
+
+
+async def test_a_server_that_is_not_qdrant_is_named_without_the_urls_password(
+    fake_provider: RunningFakeProvider,
+) -> None:
+    """A Qdrant behind a basic-auth proxy is named `https://user:password@host`: the start-up error said
+    the URL as written, and the raw answer's bytes after a line break. The URL is named masked, the
+    answer by its status."""
+    index = QdrantVectorIndex(url=fake_provider.url.replace("http://", "http://qdrant:pw-secret@"))
+    with pytest.raises(IndexUnavailable) as raised:
+        await index.start()
+    message = str(raised.value)
+    assert "pw-secret" not in message and "qdrant:****@127.0.0.1" in message and "\n" not in message, message
+    await index.close()
 
 
 def test_a_config_file_puts_the_index_in_qdrant() -> None:

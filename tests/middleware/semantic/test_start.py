@@ -42,6 +42,17 @@ async def test_start_names_the_missing_module_and_the_fix(redis_server: Any) -> 
     await cache.close()
 
 
+async def test_the_missing_module_is_named_without_the_urls_secret(redis_server: Any) -> None:
+    """redis-py reads a password (and a user) from the URL's query too; the message masked only one
+    in the user info, so `?password=` reached the start-up error as written."""
+    url = f"{redis_server.url}?username=default&password=hunter2"
+    cache = Cache(semantic=SemanticCache(InProcessEmbedder(), RedisVectorIndex(url, index_name="s", prefix="s:")))
+    with pytest.raises(IndexUnavailable) as raised:
+        await cache.start()
+    assert "hunter2" not in str(raised.value) and f"127.0.0.1:{redis_server.port}" in str(raised.value)
+    await cache.close()
+
+
 async def test_start_passes_on_redis_stack(redis_stack_server: Any) -> None:
     index = RedisVectorIndex(redis_stack_server.url, index_name="start-ok", prefix="start-ok:")
     cache = Cache(semantic=SemanticCache(InProcessEmbedder(), index))

@@ -108,3 +108,21 @@ def test_an_unknown_scheme_never_echoes_the_password() -> None:
     with pytest.raises(ValueError) as error:
         store_from_url("redis-stack://user:hunter2@cache:6379")
     assert "hunter2" not in str(error.value) and "user:****@cache" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redsi://cache:6379/0?password=hunter2",  # redis-py reads a password from the query too
+        "redis-stack://cache:6379/0?socket_timeout=5&password=hunter2",
+        "rediss+clustr://hunter2@cache:6379",  # a user alone may be a token (a cloud Redis's)
+        "redis-stack://user:p@ss-hunter2@cache:6379",  # a password holding '@'
+    ],
+)
+def test_an_unknown_scheme_never_echoes_a_secret_anywhere_in_the_url(url: str) -> None:
+    """The message masked only a password in the user info, up to the first `@`: a password in the
+    query, a token given as the user, or the rest of a password holding `@` was echoed into the
+    traceback `Cache(store=...)` raises at start-up. It is masked as `check-config` masks URLs."""
+    with pytest.raises(ValueError, match="should look like") as error:
+        store_from_url(url)
+    assert "hunter2" not in str(error.value) and "cache:6379" in str(error.value)
