@@ -59,7 +59,12 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
     index_settings = settings.index
     index: Any
     if isinstance(index_settings, RedisIndexConfig):
-        index = RedisVectorIndex(index_settings.url, index_name=index_settings.index_name, prefix=index_settings.prefix)
+        index = RedisVectorIndex(
+            index_settings.url,
+            index_name=index_settings.index_name,
+            prefix=index_settings.prefix,
+            max_entries=index_settings.max_entries,
+        )
     elif isinstance(index_settings, QdrantIndexConfig):
         index = _qdrant_index(index_settings)
     else:

@@ -227,6 +227,11 @@ class RedisIndexConfig(_Model):
     url: RedisUrl = "redis://127.0.0.1:6379/0"
     index_name: str = "llm-cache-semantic"
     prefix: str = "llm-cache:semantic:"
+    max_entries: int = Field(
+        default=100_000,
+        gt=0,
+        description="Rows every pod keeps at most; past it, the caller holding the most gives up its oldest.",
+    )
 
 
 class QdrantIndexConfig(_Model):

@@ -293,6 +293,19 @@ def test_max_error_rate_turns_on_bounded_mode_with_its_judge() -> None:
     assert static.bound is None and static.threshold == 0.9
 
 
+def test_the_redis_index_takes_its_row_cap_from_the_config() -> None:
+    from llm_cache.middleware.config import build_semantic
+
+    index = {"type": "redis", "url": "redis://vectors:6379/1"}
+    assert build_semantic(parse_config({"cache": {"semantic": {"index": index}}}).cache.semantic).index.max_entries == (
+        100_000
+    )
+    capped = {"index": {**index, "max_entries": 5000}}
+    assert build_semantic(parse_config({"cache": {"semantic": capped}}).cache.semantic).index.max_entries == 5000
+    with pytest.raises(ConfigError, match="cache.semantic.index.max_entries"):
+        parse_config({"cache": {"semantic": {"index": {**index, "max_entries": 0}}}})
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope.yaml: cannot read"):
         load_config(tmp_path / "nope.yaml")
