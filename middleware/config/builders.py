@@ -79,7 +79,12 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
             floor=0.75 if settings.threshold is None else settings.threshold,
             verifications_per_minute=settings.verifications_per_minute,
             evidence=(
-                RedisEvidence(settings.evidence.url, prefix=settings.evidence.prefix)
+                RedisEvidence(
+                    settings.evidence.url,
+                    prefix=settings.evidence.prefix,
+                    max_records=settings.evidence.max_records,
+                    max_tallies=settings.evidence.max_tallies,
+                )
                 if isinstance(settings.evidence, RedisEvidenceConfig)
                 else None
             ),

@@ -150,6 +150,10 @@ class RedisFairRows:
         """When a row kept `ttl` seconds from now expires, in milliseconds (0: never)."""
         return 0 if ttl is None else int(self.clock() * 1000) + max(1, int(ttl * 1000))
 
+    def listed(self, member: str, owner: str, ttl: float | None) -> list[Any]:
+        """`LIST`'s arguments: `member`, kept `ttl` seconds, is `owner`'s (any string) newest row."""
+        return self.arguments(member, owner_id(owner), self.expires(ttl))
+
     async def clear(self, client: Any) -> None:
         """Forget every row (their keys are the caller's to delete)."""
         await _CLEAR(client, self.arguments())
@@ -159,6 +163,17 @@ def owner_id(owner: str) -> str:
     """The name an owner's rows are kept under: a digest, so any string is a key of fixed length."""
     return hashlib.sha256(owner.encode()).hexdigest()[:32]
 
+
+LIST = Script(
+    """
+local member, owner, expires = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+sweep()
+list(owner, member, expires)
+evict()
+"""
+)
+"""List a row whose keys the caller has written as its owner's newest; past the cap, evict
+(`RedisFairRows.listed`'s arguments)."""
 
 _CLEAR = Script(
     """
