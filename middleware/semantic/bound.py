@@ -467,8 +467,8 @@ class ErrorBound:
         self._random = random.Random(seed)
         self._clock = clock
         self._served: FairAges[tuple[str, float]] = FairAges()
-        """Candidates served unverified (at most `REMEMBERED`, by the partition they were served to; full,
-        the oldest of the partition holding the most goes, so no caller's flood of hits pushes out
+        """Candidates served unverified (at most `REMEMBERED`, by the payer they were served to; full,
+        the oldest of the payer holding the most goes, so no caller's flood of hits pushes out
         another's): the same prompt at the same similarity, back again, is verified rather than served a
         second time, whichever caller sent it (callers sharing a scope find the same answers: one wrong
         pairing must not reach them all)."""
@@ -550,7 +550,7 @@ class ErrorBound:
             share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
             if self._random.random() >= share or not self._may_verify(payer):
                 served = self._served
-                served.add(partition, (key, similarity))
+                served.add(payer, (key, similarity))  # (by the payer: a caller names namespaces freely)
                 while len(served) > REMEMBERED:
                     served.evict()
                 return Decision.SERVE

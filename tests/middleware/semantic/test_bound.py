@@ -302,6 +302,29 @@ async def test_one_caller_s_flood_of_hits_never_lets_another_caller_s_served_pro
     assert await bound.decide("good", 0.96, partition="bob") is Decision.VERIFY  # Bob's prompt back: checked
 
 
+async def test_a_caller_s_hits_under_many_namespaces_never_let_another_caller_s_served_prompt_be_served_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The served prompts remembered are given up by the payer holding the most (the caller without its
+    namespace): Mallory's hits, a few in each of its namespaces, push out only its own, never Bob's,
+    all in one namespace."""
+    monkeypatch.setattr(bound_module, "REMEMBERED", 10)  # (20,000 in use: the same rule, fewer decisions)
+    bound = ErrorBound(0.02, min_verify=0.0, seed=5, clock=still)
+    mallory = [f"mallory's namespace {n}" for n in range(8)]
+    for partition in ("bob's namespace", *mallory):
+        for _ in range(3):  # the evidence of `two_kinds_of_evidence`, learned without serving anything
+            for i in range(200):
+                await bound.learn(f"a{i}", 0.97, wrong=False, partition=partition)
+                await bound.learn(f"a{i}", 0.86, wrong=True, partition=partition)
+    bob = [await bound.decide("good", 0.96 + i / 1e4, "bob's namespace", payer="bob") for i in range(3)]
+    assert bob == [Decision.SERVE] * 3
+    for n, partition in enumerate(mallory):  # two in each namespace, fewer than Bob's three
+        for i in range(2):
+            assert await bound.decide("good", 0.97 + (2 * n + i) / 1e5, partition, payer="mallory") is Decision.SERVE
+
+    assert await bound.decide("good", 0.96, "bob's namespace", payer="bob") is Decision.VERIFY  # his oldest: checked
+
+
 async def test_one_partition_s_verdicts_on_a_stored_answer_never_lower_its_risk_for_another() -> None:
     # Under a shared scope every caller's lookups find the same stored answers; each caller is a
     # partition of its own, and keeps its own record of each answer.
