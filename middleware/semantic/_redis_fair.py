@@ -5,15 +5,17 @@ them), in the same Lua script as the addition (one round trip, atomic on the ser
 add at once).
 
 A row is a `member` (a hex digest) naming one or more Redis keys (`key_prefixes` + member); the
-first is the one whose absence says the row has gone. The bookkeeping lives under `base`:
-`owners` (a sorted set of owners scored by their rows times 2**32 plus the `clock` tick of their
-last change, so the highest is the one to give way), `rows` (the total), `o:<owner>` (the owner's members,
-scored by `clock`, a counter: oldest first) and `expiry` (`<owner>|<member>` by the time, in
-milliseconds, its keys expire). A row that leaves by itself (its TTL, a server evicting it under
-`maxmemory`, a `DEL`) leaves a ghost in the bookkeeping: each addition forgets up to `SWEEP` rows
-whose time is up and whose keys are gone, and an eviction that meets a ghost forgets it and goes on,
-at most `budget` steps an addition. The scripts name keys they do not declare: a standalone Redis or
-a primary, not a Cluster (as RediSearch's vector index itself needs).
+first is the one whose absence says the row has gone. The bookkeeping lives under `base`: `owners`
+(a sorted set of owners scored by their rows times 2**32 plus the `clock` tick of their last change,
+so the highest is the one to give way; past 2**21 rows an owner's score is its rows alone, as a
+double holds no more, and ties among such owners go by name), `rows` (the total), `o:<owner>` (the
+owner's members, scored by `clock`, a counter: oldest first) and `expiry` (`<owner>|<member>` by
+the time, in milliseconds, its keys expire). A row that leaves by itself (its TTL, a server
+evicting it under `maxmemory`, a `DEL`) leaves a ghost in the bookkeeping: each addition forgets
+up to `SWEEP` rows whose time is up and whose keys are gone, and an eviction that meets a ghost
+forgets it and goes on, at most `budget` steps an addition. A lost total is counted again from
+`owners`. The scripts name keys they do not declare: a standalone Redis or a primary, not a
+Cluster (as RediSearch's vector index itself needs).
 """
 
 from __future__ import annotations
@@ -33,18 +35,18 @@ local prefixes = {}
 for i = 1, nkeys do prefixes[i] = ARGV[5 + i] end
 local at = 6 + nkeys
 local owners, total, expiry = base .. 'owners', base .. 'rows', base .. 'expiry'
+local WORD = 4294967296
 
 if redis.call('EXISTS', total) == 0 then
   local sum, sizes = 0, redis.call('ZRANGE', owners, 0, -1, 'WITHSCORES')
-  for i = 2, #sizes, 2 do sum = sum + math.floor(tonumber(sizes[i]) / 4294967296) end
+  for i = 2, #sizes, 2 do sum = sum + math.floor(tonumber(sizes[i]) / WORD) end
   redis.call('SET', total, sum)
 end
-
-local WORD = 4294967296
 local function resized(owner)
   local n = redis.call('ZCARD', base .. 'o:' .. owner)
   if n == 0 then return redis.call('ZREM', owners, owner) end
-  local tick = redis.call('INCR', base .. 'clock') % WORD
+  local tick = 0
+  if n < 2097152 then tick = redis.call('INCR', base .. 'clock') % WORD end
   redis.call('ZADD', owners, string.format('%.0f', n * WORD + tick), owner)
 end
 

@@ -173,3 +173,19 @@ async def test_clear_forgets_the_count_with_the_rows(stack_url: str) -> None:
 
     assert sorted(n.key for n in await index.search("ctx", NORTH, 5)) == ["k8", "k9"]
     await index.close()
+
+
+async def test_a_lost_total_is_counted_again_from_the_callers_rows(stack_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    index = RedisVectorIndex(stack_url, index_name="test-total", prefix="test-total:", max_entries=3)
+    for n in range(3):
+        await index.add("alice's", f"a{n}", "north", NORTH, ttl=None, owner="alice")
+    raw = aioredis.Redis.from_url(stack_url)
+    await raw.delete("test-total:fair:rows")  # a server under maxmemory may evict it like any key
+    await index.add("bob's", "b0", "east", EAST, ttl=None, owner="bob")
+
+    assert int(await raw.get("test-total:fair:rows")) == 3 and rows_in(stack_url, "test-total:") == 3
+    assert sorted(n.key for n in await index.search("alice's", NORTH, 5)) == ["a1", "a2"]
+    await raw.aclose()
+    await index.close()
