@@ -181,7 +181,8 @@ class _SyncStream:
                     if forward:
                         yield forward
         except BaseException as error:  # (GeneratorExit too: finalised by the collector, maybe on the loop)
-            self._loop.settle(_done(relay.abandoned(error)))
+            with contextlib.suppress(LoopClosed):  # the transport closed first: no store, no waiter left
+                self._loop.settle(_done(relay.abandoned(error)))
             raise
         forward, work = relay.last()
         if work is not None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -359,6 +360,35 @@ def test_a_sync_call_abandoned_halfway_leaves_no_trace_and_the_next_call_is_a_fr
         fake_provider.release()
         client.close()
         cache.close_sync()
+
+
+def test_a_sync_stream_dropped_after_its_transport_closed_is_finalised_quietly(
+    fake_provider: RunningFakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transport (and its loop) closed first, then the stream half read is collected: nothing is left
+    to settle, and its finaliser raises nothing (it raised `LoopClosed`, reported as unraisable)."""
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    cache = Cache()
+    transport = CachingTransport(cache=cache)
+    http = httpx2.Client(transport=transport)
+    client = openai.OpenAI(api_key="sk-caller", base_url=fake_provider.openai_base_url, http_client=http, max_retries=0)
+    fake_provider.break_body_after(300, stall=True)
+    try:
+        messages = [{"role": "user", "content": "Dropped after its transport closed: the capital of France?"}]
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+        chunks = iter(stream)
+        next(chunks)
+        stalled(fake_provider)
+        transport.close()
+        fake_provider.release()
+        del stream, chunks
+        gc.collect()
+    finally:
+        fake_provider.release()
+        client.close()
+    assert [hook.exc_type for hook in unraisable] == []
+    assert cache.stats.stored == 0
 
 
 # -- asyncio.timeout around an SDK call: the common real-world cancel -------------------------------------
