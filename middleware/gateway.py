@@ -46,6 +46,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._log_limit import LogLimit
 from .._refusals import REFUSAL, rule_for
 from .._wire import (
     CREDENTIAL_HEADERS,
@@ -407,6 +408,9 @@ class _Gateway:
         self.router = router
         self.client: httpx2.AsyncClient | None = None
         self.counters = _Counters()
+        self.warnings = LogLimit(logger)
+        """What every call may meet (an upstream down, a refused key, a store down): one WARNING of each
+        kind an interval."""
         self._readiness: tuple[float, dict[str, Any], int] | None = None
         self._readiness_lock = asyncio.Lock()
         self.bases: dict[str | None, _Base] = {}
@@ -537,11 +541,11 @@ class _Gateway:
             response = await self.client.send(outgoing, stream=True)
         except httpx2.TimeoutException:
             self.counters.upstream_errors[family] += 1
-            logger.warning("upstream %s timed out", family)
+            self.warnings.warning(("timeout", family), "upstream %s timed out", family)
             return _error(family, 504, f"the {family} upstream timed out")
         except (httpx2.TransportError, OSError) as error:
             self.counters.upstream_errors[family] += 1
-            logger.warning("upstream %s unreachable (%s)", family, type(error).__name__)
+            self.warnings.warning(("unreachable", family), "upstream %s unreachable (%s)", family, type(error).__name__)
             return _error(family, 502, f"the {family} upstream is unreachable")
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
         # the owner's key: the upstream's own, or one the router sent (a deployment's `api_key`)
@@ -590,7 +594,7 @@ class _Gateway:
         try:
             foreign = await self.owned.foreign(caller, family, named)
         except StoreDown as error:
-            logger.warning("refused a call naming a provider-held id: %s", error)
+            self.warnings.warning("held-id-store", "refused a call naming a provider-held id: %s", error)
             return _error(family, 503, "the gateway cannot tell whose an id this request names is; retry")
         if foreign is None:
             return None
@@ -639,7 +643,9 @@ class _Gateway:
             text = text.replace(key, "***")
         deployment = response.headers.get("x-router-deployment")
         whose = f"the key sent to router deployment {deployment}" if deployment else f"upstreams.{family}.api_key"
-        logger.warning("the %s upstream refused %s (%d): %r", family, whose, status, text)
+        self.warnings.warning(
+            ("key-refused", family, deployment), "the %s upstream refused %s (%d): %r", family, whose, status, text
+        )
         message = (
             f"the gateway's upstream credential for {family} was refused by the provider;"
             " the gateway's operator must fix it"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from llm_cache.middleware.gateway import create_gateway, family_of, upstream_url
 from llm_cache.middleware.stores import DiskStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.servers import free_port
+from tests.test_log_limit import Clock
 
 ADMIN = "adm-test-key"
 MESSAGES = [{"role": "user", "content": "What are your opening hours?"}]
@@ -30,6 +32,7 @@ class Gateway:
     def __init__(self, server: BackgroundServer, app: Any) -> None:
         self.server = server
         self.url = server.url
+        self.app = app
         self.cache: Cache = app.state.cache
 
     def openai(self, api_key: str = "sk-tenant-a", **options: Any) -> openai.OpenAI:
@@ -224,6 +227,28 @@ def test_upstream_down_is_a_provider_shaped_502(gateway_factory: Callable[..., G
         gateway.anthropic().messages.create(model=CLAUDE, max_tokens=16, messages=MESSAGES)
     assert anthropic_error.value.status_code == 502
     assert dead_url.split("//")[1] not in str(anthropic_error.value.body)
+
+
+def test_an_upstream_down_is_one_warning_an_interval_however_many_calls_find_it_down(
+    gateway_factory: Callable[..., Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One dead upstream makes every call a 502 and each logged a WARNING: a caller could fill the log
+    at request rate. One a minute now, then saying how many were not logged."""
+    gateway = gateway_factory({"upstreams": {"openai": {"base_url": f"http://127.0.0.1:{free_port()}/v1"}}})
+    clock = Clock()
+    gateway.app.state.gateway.warnings.clock = clock
+    with caplog.at_level(logging.WARNING, "llm_cache.middleware"):
+        for _ in range(5):
+            with pytest.raises(openai.APIStatusError):
+                chat(gateway.openai())
+        clock.now += 61
+        with pytest.raises(openai.APIStatusError):
+            chat(gateway.openai())
+    down = [r.getMessage() for r in caplog.records if "upstream openai unreachable" in r.getMessage()]
+    assert down == [
+        "upstream openai unreachable (ConnectError)",
+        "upstream openai unreachable (ConnectError) (4 more like it since the last such WARNING were logged at DEBUG)",
+    ]
 
 
 def test_unknown_path_and_unconfigured_azure(gateway_factory: Callable[..., Gateway]) -> None:
