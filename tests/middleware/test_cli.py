@@ -664,6 +664,48 @@ def test_a_file_a_command_reads_that_is_not_json_is_one_line_naming_it(
     assert str(path) in line, line
 
 
+def _not_a_file(kind: str, tmp_path: Path) -> str:
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "pipe")  # no writer ever opens it: reading it waited for ever
+        return str(tmp_path / "pipe")
+    return {"dev-zero": "/dev/zero", "folder": str(tmp_path)}[kind]
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "folder"])
+@pytest.mark.parametrize("command", ["warm", "invalidate", "calibrate"])
+def test_a_path_a_command_reads_that_is_not_a_regular_file_is_one_line_naming_it(
+    tmp_path: Path, command: str, kind: str
+) -> None:
+    """`warm FILE`, `invalidate --request FILE` and `calibrate PAIRS` read the whole file into memory:
+    `/dev/zero` grew the process until it was killed, a FIFO no one writes to waited for ever, and a
+    folder was a traceback. A path that is not a regular file is refused before anything is read."""
+    path = _not_a_file(kind, tmp_path)
+    arguments = {
+        "warm": ["warm", "--gateway", "http://127.0.0.1:9", path],
+        "invalidate": ["invalidate", "--gateway", "http://127.0.0.1:9", "--request", path],
+        "calibrate": ["calibrate", path],
+    }[command]
+    line = _one_line_failure(_cli(*arguments))
+    assert f"{path}: not a regular file" in line, line
+
+
+@pytest.mark.parametrize("command", ["warm", "calibrate"])
+def test_a_line_longer_than_the_cap_is_refused_naming_the_line_without_reading_it_whole(
+    tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file of JSON lines is read line by line, each at most `MAX_LINE_BYTES`: one endless line (a
+    file written without newlines) is an error naming the line, not a process holding it whole."""
+    from llm_cache.middleware import _json_files
+
+    monkeypatch.setattr(_json_files, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "input.jsonl"
+    good = {"warm": '{"path": "/v1/chat/completions", "body": {}}', "calibrate": '{"a": "x", "b": "y", "label": 1}'}
+    path.write_text(f"{good[command]}\n\n" + "x" * 5000 + "\n")
+    arguments = {"warm": ["warm", "--gateway", "http://127.0.0.1:9"], "calibrate": ["calibrate"]}[command]
+    assert main([*arguments, str(path)]) == 1
+    assert f"{path}:3: a line longer than 1000 bytes" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("parser", ["h11", "httptools"])
 def test_serve_writes_no_control_character_a_caller_sent_to_its_log(
     tmp_path: Path, fake_provider: RunningFakeProvider, parser: str
