@@ -22,7 +22,7 @@ from ._json_files import json_lines, json_object
 from ._printable import printable
 from ._version import __version__
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
-from .config.schema import DiskStoreConfig
+from .config.schema import MIN_KEY_CHARS, DiskStoreConfig
 
 ADMIN_ENV = "LLM_CACHE_ADMIN_KEY"
 _FAST_HINT = " (pip install 'llm-cache-middleware[fast]' for uvloop + httptools: about 2x the hits/s)"
@@ -154,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for note in config.notes:
         print(note, file=sys.stderr)
     _warn_open_keys(config, f"http://{host}:{port}")
+    _warn_weak_keys(config)
     stack = server_stack()
     if args.http != "auto":
         if args.http == "httptools" and not _importable("httptools"):
@@ -205,6 +206,18 @@ def _warn_open_keys(config: GatewayConfig, url: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _warn_weak_keys(config: GatewayConfig) -> None:
+    """One WARNING naming the fields whose admin or client key is short enough to guess (never the key)."""
+    weak = config.weak_keys()
+    if weak:
+        print(
+            f"WARNING: {', '.join(weak)}: shorter than {MIN_KEY_CHARS} characters, a key anyone may guess; "
+            "use a long random one (e.g. `openssl rand -hex 32`)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # -- check-config ---------------------------------------------------------------------------------
