@@ -1,4 +1,5 @@
-"""JSON the CLI's commands read from files the operator names (`warm`, `invalidate --request`, `calibrate`).
+"""Files the CLI's commands read where the operator names them: JSON (`warm`, `invalidate --request`,
+`calibrate`) and the admin key (`--admin-key-file`).
 
 Whoever wrote the file is not trusted to have written it well: bytes that are not UTF-8, a line that is
 not JSON, or nesting deeper than the parser recurses is a `ValueError` naming the file and the line,
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+MAX_KEY_BYTES = 4096
+"""The most of an admin key file read: a key is a line, not a file."""
 MAX_LINE_BYTES = 64 * 1024 * 1024
 """The longest line a JSON-lines file may hold, and the largest whole-file JSON object (the gateway's
 own cap on a request body with a router)."""
@@ -75,3 +78,15 @@ def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             line = _decoded(raw, where)
             if line.strip() and not line.lstrip().startswith("#"):
                 yield number, _parsed(line, where)
+
+
+def key_file(path: Path) -> str:
+    """The key a file holds: its first line, blanks stripped (what `echo KEY > FILE` wrote)."""
+    with _regular(path) as file:
+        raw = file.read(MAX_KEY_BYTES + 1)
+    if len(raw) > MAX_KEY_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_KEY_BYTES} bytes, not a key")
+    lines = _decoded(raw, str(path)).strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise ValueError(f"{path}: no key in it")
+    return lines[0].strip()

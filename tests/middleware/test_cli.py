@@ -174,6 +174,30 @@ def test_invalidate_by_tag_in_a_configs_store(tmp_path: Path) -> None:
     assert asyncio.run(left()) == [None, b"entry"]
 
 
+def test_the_admin_commands_read_the_admin_key_from_a_file_kept_out_of_ps(
+    tmp_path: Path, running_gateway: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--admin-key KEY` is in the command line every local user reads in `ps` and /proc/PID/cmdline.
+    `--admin-key-file FILE` reads it from a file instead (its first line, blanks stripped); a file that
+    is empty, not a regular file or longer than a key is one line naming it. `--admin-key` still works."""
+    monkeypatch.delenv("LLM_CACHE_ADMIN_KEY", raising=False)
+    key_file = tmp_path / "admin.key"
+    key_file.write_text(f"{ADMIN}\n")
+    assert main(["stats", "--gateway", running_gateway, "--admin-key-file", str(key_file)]) == 0
+    assert "hits" in json.loads(capsys.readouterr().out)
+    assert main(["invalidate", "--all", "--gateway", running_gateway, "--admin-key-file", str(key_file)]) == 0
+    capsys.readouterr()
+    assert main(["stats", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
+    capsys.readouterr()
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n")
+    for path, said in ((empty, "no key"), (Path("/dev/zero"), "not a regular file"), (tmp_path / "none", "No such")):
+        assert main(["stats", "--gateway", running_gateway, "--admin-key-file", str(path)]) == 1
+        assert f"--admin-key-file {path}: " in (err := capsys.readouterr().err) and said in err, err
+    with pytest.raises(SystemExit):  # one or the other
+        build_parser().parse_args(["stats", "--gateway", "u", "--admin-key", "k", "--admin-key-file", "f"])
+
+
 def test_warm_on_a_terminal_shows_progress_with_rate_and_eta(tmp_path: Path, running_gateway: str) -> None:
     import pty
 
