@@ -409,8 +409,8 @@ class _Gateway:
         self.client: httpx2.AsyncClient | None = None
         self.counters = _Counters()
         self.warnings = LogLimit(logger)
-        """What every call may meet (an upstream down, a refused key, a store down): one WARNING of each
-        kind an interval."""
+        """What every call or probe may meet (an upstream down, a refused key, a store down): one WARNING
+        of each kind an interval."""
         self._readiness: tuple[float, dict[str, Any], int] | None = None
         self._readiness_lock = asyncio.Lock()
         self.bases: dict[str | None, _Base] = {}
@@ -720,7 +720,7 @@ class _Gateway:
         try:
             return await asyncio.wait_for(probe(), _PROBE_TIMEOUT)
         except Exception as error:  # the answer never carries exception text or host names
-            logger.warning("cache store probe failed: %r", error)
+            self.warnings.warning("probe", "cache store probe failed: %r", error)
             return False
 
     @staticmethod

@@ -312,6 +312,25 @@ def test_ping_of_a_broken_store_says_only_not_ok(gateway_factory: Callable[..., 
     assert chat(gateway.openai()).status_code == 200  # fail open
 
 
+def test_a_store_down_is_one_probe_warning_an_interval_however_often_it_is_probed(
+    gateway_factory: Callable[..., Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Readiness probes need no key (their answer is reused for a second) and each failed store probe
+    logged a WARNING: one dead store wrote one a second for as long as anyone probed. The probe
+    (readiness and /cache/ping alike) now logs one an interval, the next counting the rest."""
+    store = {"type": "redis", "host": "127.0.0.1", "port": 1, "timeout": 0.2, "connect_timeout": 0.2}
+    gateway = gateway_factory({"cache": {"store": store}})
+    clock = Clock()
+    gateway.app.state.gateway.warnings.clock = clock
+    with caplog.at_level(logging.WARNING, "llm_cache.middleware"):
+        for _ in range(4):
+            assert gateway.admin("GET", "/cache/ping").status_code == 503
+        clock.now += 61
+        assert gateway.admin("GET", "/cache/ping").status_code == 503
+    lines = [r.getMessage() for r in caplog.records if "cache store probe failed" in r.getMessage()]
+    assert len(lines) == 2 and "(3 more like it since the last such WARNING" in lines[1], lines
+
+
 def test_flush_by_namespace(gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
     client = gateway.openai()
     for namespace in ("faq", "support"):
