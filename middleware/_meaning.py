@@ -168,7 +168,13 @@ class Meanings:
         try:
             semantic = self.semantic
             verdict = await semantic.verified(
-                meaning.text, candidate.key, candidate.similarity, candidate.stored, fresh.body, meaning.partition
+                meaning.text,
+                candidate.key,
+                candidate.similarity,
+                candidate.stored,
+                fresh.body,
+                meaning.partition,
+                meaning.payer,
             )
         except Exception as error:
             self._failed("semantic_verify", error)

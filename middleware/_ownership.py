@@ -14,6 +14,7 @@ front: a caller continuing its own id is answered by the memo without a round tr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -32,11 +33,13 @@ from .stores.base import Store
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 
-__all__ = ["TTL", "Ownership", "caller_of", "recording"]
+__all__ = ["TTL", "Ownership", "StoreDown", "caller_of", "recording"]
 
 TTL = 30 * 24 * 3600.0
 """How long an id stays its caller's: as long as OpenAI keeps a stored response."""
 _MEMO_ENTRIES = 10_000
+_BATCH = 64
+"""Most store reads in flight at once for one list answer's entries."""
 _READ_LIMIT = 16 * 1024 * 1024
 """The most decoded bytes of one answer read for its ids (past it, none are recorded: the caller cannot
 name them later, which refuses, never opens)."""
@@ -109,6 +112,33 @@ class Ownership:
             self._remember(key, caller)
         return None
 
+    async def only_callers(self, caller: str, family: str, listing: held.Listing, answer: bytes) -> bytes | None:
+        """A list answer (`held.listed`) with only the entries minted for `caller`, or None for an answer not
+        of that shape (shown to nobody). Its other fields (the provider's cursors) are kept as they are, so a
+        next page starts where the provider's left off. Raises `StoreDown`."""
+        kind, field, id_field = listing
+        try:
+            parsed = orjson.loads(answer)
+        except orjson.JSONDecodeError:
+            return None
+        entries = parsed.get(field, []) if isinstance(parsed, dict) else None
+        if not isinstance(entries, list):
+            return None
+        ids = [entry.get(id_field) if isinstance(entry, dict) else None for entry in entries]
+        theirs: list[bool] = []
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            found = await asyncio.gather(
+                *(self.foreign(caller, family, [(kind, one)]) if isinstance(one, str) else _refused() for one in batch)
+            )
+            theirs += [other is None for other in found]
+        parsed[field] = [entry for entry, mine in zip(entries, theirs, strict=True) if mine]
+        return orjson.dumps(parsed)
+
+
+async def _refused() -> held.Held:
+    return "", ""
+
 
 async def recording(
     chunks: AsyncIterator[bytes],
@@ -133,6 +163,7 @@ async def recording(
     reading = True
     if stream:
         pending = bytearray()  # the decoded stream since the last event's end
+        recorded: set[held.Held] = set()  # (a chat stream names its stored id in every chunk: recorded once)
         async for chunk in chunks:
             if reading:
                 seen = max(len(pending) - 3, 0)  # (an end may begin in what came before)
@@ -142,9 +173,12 @@ async def recording(
                     for event in _ended(pending, seen)
                     if any(m in event for m in markers)
                     for found in _ids(event, events, ids_of)
+                    if found not in recorded
                 ]
                 if found:
+                    found = list(dict.fromkeys(found))
                     await record(found)
+                    recorded.update(found)
                 if len(pending) > _READ_LIMIT:  # one event past the limit: read no further
                     reading = False
                     pending.clear()
@@ -204,5 +238,7 @@ def _ids(event: bytes, types: frozenset[str], ids_of: Callable[[Any], list[held.
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
         return []
-    # (an event of another type may quote a marker in its text)
-    return ids_of(parsed) if isinstance(parsed, dict) and parsed.get("type") in types else []
+    # (an event of another type may quote a marker in its text; a chat chunk says what it is in `object`)
+    if not isinstance(parsed, dict) or parsed.get("type", parsed.get("object")) not in types:
+        return []
+    return ids_of(parsed)

@@ -501,9 +501,10 @@ class _Gateway:
                 message = f"this gateway does not forward {refused} {forwarded}: not in upstreams.{family}.allow"
                 return _error(family, 403, message)
         caller = None  # on a key of the owner's: who is asking, to whom the ids it names must belong
+        body: Any = None  # (its JSON body, where it may name or mint a provider-held id)
         if allowed is not None:
             caller = caller_of(_presented(request), self.client_keys)
-            foreign = await self._foreign(request, family, forwarded, caller)
+            foreign, body = await self._foreign(request, family, forwarded, caller)
             if foreign is not None:
                 return foreign
             held = held or _json_or_form(request)  # (read whole for the ids it names)
@@ -568,43 +569,82 @@ class _Gateway:
         # family's headers: a router may have answered from a deployment of another family).
         account = _ACCOUNT if owners else frozenset()
         headers = _response_headers(response.headers.multi_items(), account)
-        if caller is not None and response.status_code < 300 and held_ids.minting(family, request.method, forwarded):
-            read = (b"", self._recorded(response, family, forwarded, caller))
+        if caller is not None and response.status_code < 300:
+            listing = held_ids.listed(family, request.method, forwarded)
+            if listing is not None:
+                return await self._callers_list(response, headers, family, listing, caller)
+            if held_ids.minting(family, request.method, forwarded, body):
+                read = (b"", self._recorded(response, family, forwarded, caller, body))
         return _UpstreamResponse(response, headers, read)
 
-    async def _foreign(self, request: Request, family: str, path: str, caller: str) -> Response | None:
+    async def _foreign(self, request: Request, family: str, path: str, caller: str) -> tuple[Response | None, Any]:
         """The refusal of a request naming a provider-held id not minted for `caller`, or None
-        (`providers.held`): the provider's own answer for an id it does not know, before it leaves."""
+        (`providers.held`): the provider's own answer for an id it does not know, before it leaves; and
+        the request's JSON body where it may name or mint one (else None)."""
         body: Any = None
         if _json_or_form(request):
             raw = await _decoded_body(request)
             if raw is None:
-                return _error(family, 400, "a body that cannot be read may name a provider-held id")
+                return _error(family, 400, "a body that cannot be read may name a provider-held id"), None
             if any(mark in raw for mark in _ID_MARKS):  # (else no key naming one is spelt in it)
                 if duplicate_key(raw) is not None:
                     message = "a body that names a key twice (or nests too deeply to tell) may name a provider-held id"
-                    return _error(family, 400, message)
+                    return _error(family, 400, message), None
                 try:
                     body = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     body = None  # not JSON: the provider reads no id from it either
         named = held_ids.named(family, path, body)
         if not named:
-            return None
+            return None, body
         try:
             foreign = await self.owned.foreign(caller, family, named)
         except StoreDown as error:
             self.warnings.warning("held-id-store", "refused a call naming a provider-held id: %s", error)
-            return _error(family, 503, "the gateway cannot tell whose an id this request names is; retry")
+            return _error(family, 503, "the gateway cannot tell whose an id this request names is; retry"), None
         if foreign is None:
-            return None
+            return None, body
         kind, held_id = foreign
         status, message, code = held_ids.not_found(family, kind, held_id, in_path=held_id in path)
         logger.info("refused a call naming a %s id minted for another caller or unknown", kind)
-        return _error(family, status, message, code)
+        return _error(family, status, message, code), None
 
-    def _recorded(self, response: httpx2.Response, family: str, path: str, caller: str) -> AsyncIterator[bytes]:
-        """The answer's body, the ids it mints for `caller` recorded before the caller has them."""
+    async def _callers_list(
+        self,
+        response: httpx2.Response,
+        headers: list[tuple[str, str]],
+        family: str,
+        listing: held_ids.Listing,
+        caller: str,
+    ) -> Response:
+        """A list of the account's held state (`held.listed`) answered with the caller's entries only: every
+        caller's are in the owner's account. An answer that cannot be read whole is shown to nobody."""
+        raw = bytearray()
+        try:
+            async for chunk in response.aiter_raw():
+                raw += chunk
+                if len(raw) > _LIST_LIMIT:
+                    return _error(family, 502, "the upstream's list is too long to show per caller: ask for fewer")
+        finally:
+            await response.aclose()
+        text = decoded(response.headers.get("content-encoding"), bytes(raw), _LIST_LIMIT)
+        try:
+            body = None if text is None else await self.owned.only_callers(caller, family, listing, text)
+        except StoreDown as error:
+            self.warnings.warning("held-list-store", "refused a list of provider-held state: %s", error)
+            return _error(family, 503, "the gateway cannot tell whose the listed entries are; retry")
+        if body is None:
+            return _error(family, 502, "the upstream's list cannot be read to show each caller its own")
+        answer = Response(body, response.status_code)
+        kept = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers if k.lower() not in _REWRITTEN]
+        answer.raw_headers = [*kept, (b"content-length", str(len(body)).encode("ascii"))]
+        return answer
+
+    def _recorded(
+        self, response: httpx2.Response, family: str, path: str, caller: str, request: Any
+    ) -> AsyncIterator[bytes]:
+        """The answer's body, the ids it mints for `caller` (answering `request`, its JSON body) recorded
+        before the caller has them."""
 
         async def record(found: list[held_ids.Held]) -> None:
             await self.owned.record(caller, family, found)
@@ -615,7 +655,7 @@ class _Gateway:
             response.headers.get("content-encoding"),
             stream,
             family,
-            lambda answer: held_ids.minted(family, path, answer),
+            lambda answer: held_ids.minted(family, path, answer, request),
             record,
         )
 
@@ -1324,6 +1364,11 @@ async def _methods(request: Request) -> tuple[list[str] | None, bool]:
     return (None if in_body is None else [*named, *in_body]), True
 
 
+_LIST_LIMIT = 16 * 1024 * 1024
+"""The most bytes of a list answer read to show each caller its own entries (past it: a 502)."""
+_REWRITTEN = frozenset({"content-length", "content-encoding", "etag", "transfer-encoding"})
+"""The headers of an upstream answer that no longer describe the body the gateway rewrote."""
+
 _DECODED_BODY = "llm_cache.gateway.decoded_body"
 """Where a request's scope keeps its body decoded (`_decoded_body`), for a second reader."""
 
@@ -1359,10 +1404,14 @@ _ID_MARKS = (
     b"file_data",
     b"cachedContent",
     b"cached_content",
+    b"audio",
+    b"reasoning",
+    b"store",
 )
-"""Bytes without which a body names no provider-held id (`providers.held`; an escape may spell a key's
-name). A body holding one is read for ids, and refused if it names a key twice: a provider may read the
-value the gateway did not."""
+"""Bytes without which a body names no provider-held id, nor asks for one to be minted (`providers.held`:
+`store` is also in `vector_store_ids`, `file_id` in `file_ids`; an escape may spell a key's name). A body
+holding one is read for ids, and refused if it names a key twice: a provider may read the value the gateway
+did not."""
 
 
 def _json_or_form(request: Request) -> bool:

@@ -59,7 +59,12 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
     index_settings = settings.index
     index: Any
     if isinstance(index_settings, RedisIndexConfig):
-        index = RedisVectorIndex(index_settings.url, index_name=index_settings.index_name, prefix=index_settings.prefix)
+        index = RedisVectorIndex(
+            index_settings.url,
+            index_name=index_settings.index_name,
+            prefix=index_settings.prefix,
+            max_entries=index_settings.max_entries,
+        )
     elif isinstance(index_settings, QdrantIndexConfig):
         index = _qdrant_index(index_settings)
     else:
@@ -74,7 +79,12 @@ def build_semantic(settings: SemanticConfig | None) -> Any:
             floor=0.75 if settings.threshold is None else settings.threshold,
             verifications_per_minute=settings.verifications_per_minute,
             evidence=(
-                RedisEvidence(settings.evidence.url, prefix=settings.evidence.prefix)
+                RedisEvidence(
+                    settings.evidence.url,
+                    prefix=settings.evidence.prefix,
+                    max_records=settings.evidence.max_records,
+                    max_tallies=settings.evidence.max_tallies,
+                )
                 if isinstance(settings.evidence, RedisEvidenceConfig)
                 else None
             ),

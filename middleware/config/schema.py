@@ -227,6 +227,11 @@ class RedisIndexConfig(_Model):
     url: RedisUrl = "redis://127.0.0.1:6379/0"
     index_name: str = "llm-cache-semantic"
     prefix: str = "llm-cache:semantic:"
+    max_entries: int = Field(
+        default=100_000,
+        gt=0,
+        description="Rows every pod keeps at most; past it, the caller holding the most gives up its oldest.",
+    )
 
 
 class QdrantIndexConfig(_Model):
@@ -268,6 +273,16 @@ class RedisEvidenceConfig(_Model):
     type: Literal["redis"]
     url: RedisUrl = "redis://127.0.0.1:6379/0"
     prefix: str = "llm-cache:bound:"
+    max_records: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="Per-answer records kept at most (every pod's); past it, the caller holding the most gives way.",
+    )
+    max_tallies: int = Field(
+        default=100_000,
+        gt=0,
+        description="Partitions' tallies kept at most (every pod's); past it, the caller holding the most gives way.",
+    )
 
 
 EvidenceConfig = Annotated[MemoryEvidenceConfig | RedisEvidenceConfig, Field(discriminator="type")]

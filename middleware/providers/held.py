@@ -13,14 +13,26 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["SSE_MARKERS", "STREAM_EVENTS", "minted", "minting", "named", "not_found"]
+__all__ = ["SSE_MARKERS", "STREAM_EVENTS", "Listing", "listed", "minted", "minting", "named", "not_found"]
 
 # (kind, id): a kind keeps a file id and a response id of the same text apart.
 Held = tuple[str, str]
+# (kind, the list answer's array field, its entries' id field)
+Listing = tuple[str, str, str]
 
-_OPENAI_PATH = re.compile(r"/(responses|conversations|files)/((?:resp|conv|file)[-_][^/]+)")
-"""An id in an OpenAI path the owner opened (`GET /v1/responses/{id}`, `DELETE /v1/files/{id}`, ...)."""
-_PATH_KIND = {"responses": "response", "conversations": "conversation", "files": "file"}
+_OPENAI_PATH = re.compile(
+    r"/(responses|conversations|files|vector_stores|containers)/((?:resp|conv|file|vs|cntr)[-_][^/]+)"
+    r"|/chat/(completions)/([^/]+)"
+)
+"""An id in an OpenAI path the owner opened (`GET /v1/responses/{id}`, `DELETE /v1/files/{id}`,
+`GET /v1/vector_stores/{id}/files`, a stored chat completion's `GET /v1/chat/completions/{id}/messages`)."""
+_PATH_KIND = {
+    "responses": "response",
+    "conversations": "conversation",
+    "files": "file",
+    "vector_stores": "vector_store",
+    "containers": "container",
+}
 _ANTHROPIC_PATH = re.compile(r"/v1/files/(file_[^/]+)")
 _GEMINI_PATH = re.compile(r"/v1(?:beta|alpha)?/(files/[^/:]+|cachedContents/[^/:]+)")
 _GEMINI_FILE = re.compile(r"(?:^|/v1(?:beta|alpha)?/)(files/[A-Za-z0-9_-]+)$")
@@ -28,15 +40,17 @@ _GEMINI_FILE = re.compile(r"(?:^|/v1(?:beta|alpha)?/)(files/[A-Za-z0-9_-]+)$")
 `fileData` also takes YouTube and web URLs, which no caller owns."""
 
 STREAM_EVENTS: dict[str, frozenset[str]] = {
-    "openai": frozenset({"response.created", "response.completed"}),
-    "azure": frozenset({"response.created", "response.completed"}),
+    "openai": frozenset({"response.created", "response.completed", "chat.completion.chunk"}),
+    "azure": frozenset({"response.created", "response.completed", "chat.completion.chunk"}),
     "anthropic": frozenset({"message_start", "message_delta"}),
 }
-"""By family, the stream events that may carry ids minted: a Responses stream names its response first and
-its output items (and their containers) last; a Messages stream names its container at its start or end."""
+"""By family, the stream events (`type`, or a chat chunk's `object`) that may carry ids minted: a Responses
+stream names its response first and its output items (and their containers) last; a chat stream asked to
+store or speak names its completion and its audio in its chunks; a Messages stream names its container at
+its start or end."""
 SSE_MARKERS: dict[str, tuple[bytes, ...]] = {
-    "openai": (b"response.created", b"response.completed"),
-    "azure": (b"response.created", b"response.completed"),
+    "openai": (b"response.created", b"response.completed", b"chat.completion.chunk"),
+    "azure": (b"response.created", b"response.completed", b"chat.completion.chunk"),
     "anthropic": (b'"container"',),
 }
 """By family, bytes an event naming ids holds (a cheap test before an event is parsed)."""
@@ -58,15 +72,56 @@ def _file_ids(value: Any) -> Iterator[str]:
 
 
 def _item_references(value: Any) -> Iterator[str]:
+    """The input items the provider resolves by id against what it stored: an `item_reference`, and a
+    `reasoning` item carried without its `encrypted_content` (its thought is looked up by id; one carried
+    encrypted is stateless). Any other item sent back carries its content whole: its id is no reference."""
     if isinstance(value, list):
         for item in value:
-            if isinstance(item, dict) and item.get("type") == "item_reference" and isinstance(item.get("id"), str):
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                continue
+            kind = item.get("type")
+            if kind == "item_reference" or (kind == "reasoning" and not item.get("encrypted_content")):
                 yield item["id"]
+
+
+def _strings(value: Any) -> Iterator[str]:
+    yield from (v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def _audio_ids(messages: Any) -> Iterator[str]:
+    """Chat Completions: an assistant message naming the audio the provider kept for a spoken answer."""
+    for message in messages if isinstance(messages, list) else ():
+        audio = message.get("audio") if isinstance(message, dict) and message.get("role") == "assistant" else None
+        if isinstance(audio, dict) and isinstance(audio.get("id"), str):
+            yield audio["id"]
+
+
+def _stores_and_files(body: dict[str, Any]) -> Iterator[Held]:
+    """Vector stores and files a body attaches: `file_search` tools' `vector_store_ids`, Assistants'
+    `tool_resources` (`file_search.vector_store_ids`, a new store's `file_ids`, `code_interpreter.file_ids`),
+    and a vector store's or container's own `file_id` / `file_ids`."""
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict):
+            yield from (("vector_store", found) for found in _strings(tool.get("vector_store_ids")))
+    resources = body.get("tool_resources")
+    resources = resources if isinstance(resources, dict) else {}
+    search, code = resources.get("file_search"), resources.get("code_interpreter")
+    if isinstance(search, dict):
+        yield from (("vector_store", found) for found in _strings(search.get("vector_store_ids")))
+        made = search.get("vector_stores")
+        for new in made if isinstance(made, list) else ():
+            yield from (("file", found) for found in _strings(new.get("file_ids") if isinstance(new, dict) else None))
+    if isinstance(code, dict):
+        yield from (("file", found) for found in _strings(code.get("file_ids")))
+    yield from (("file", found) for found in _strings(body.get("file_ids")))
+    if isinstance(body.get("file_id"), str):
+        yield "file", body["file_id"]
 
 
 def _openai_named(path: str, body: Any) -> Iterator[Held]:
     for match in _OPENAI_PATH.finditer(path):
-        yield _PATH_KIND[match.group(1)], match.group(2)
+        yield (_PATH_KIND[match.group(1)], match.group(2)) if match.group(1) else ("chat_completion", match.group(4))
     if not isinstance(body, dict):
         return
     previous = body.get("previous_response_id")
@@ -80,6 +135,8 @@ def _openai_named(path: str, body: Any) -> Iterator[Held]:
     for field in ("input", "messages"):
         yield from (("file", file_id) for file_id in _file_ids(body.get(field)))
     yield from (("item", item) for item in _item_references(body.get("input")))
+    yield from (("audio", audio) for audio in _audio_ids(body.get("messages")))
+    yield from _stores_and_files(body)
     tools = body.get("tools")
     for tool in tools if isinstance(tools, list) else ():
         container = tool.get("container") if isinstance(tool, dict) else None
@@ -136,23 +193,55 @@ def named(family: str, path: str, body: Any) -> list[Held]:
     return list(dict.fromkeys(reader(path, body))) if reader is not None else []
 
 
-def minting(family: str, method: str, path: str) -> bool:
-    """Whether a successful answer to this call hands out ids its caller will name later."""
+_OPENAI_LISTS = re.compile(r"(?:/openai)?(?:/v1)?/(files|vector_stores|chat/completions|containers)/?")
+_OPENAI_LISTED = {"files": "file", "vector_stores": "vector_store", "chat/completions": "chat_completion"}
+_GEMINI_LISTS = re.compile(r"/v1(?:beta|alpha)?/(files|cachedContents)/?")
+
+
+def listed(family: str, method: str, path: str) -> Listing | None:
+    """What a call listing the account's held state lists, or None: OpenAI's `GET /v1/files`,
+    `/v1/vector_stores`, `/v1/chat/completions` (stored ones), `/v1/containers` (a list object's `data`);
+    Anthropic's `GET /v1/files` (`data`); Gemini's `GET files`, `cachedContents` (by `name`)."""
+    if method != "GET":
+        return None
+    if family in ("openai", "azure") and (match := _OPENAI_LISTS.fullmatch(path)) is not None:
+        return _OPENAI_LISTED.get(match.group(1), "container"), "data", "id"
+    if family == "anthropic" and path.rstrip("/") == "/v1/files":
+        return "file", "data", "id"
+    if family == "gemini" and (match := _GEMINI_LISTS.fullmatch(path)) is not None:
+        kind = "file" if match.group(1) == "files" else "cached_content"
+        return kind, match.group(1), "name"
+    return None
+
+
+def minting(family: str, method: str, path: str, body: Any = None) -> bool:
+    """Whether a successful answer to this call (whose JSON body is `body`) hands out ids its caller will
+    name later. A chat completion does only when asked to be stored or to speak (its audio is kept)."""
     if method != "POST":
         return False
     if family in ("openai", "azure"):
-        return path.endswith(("/responses", "/conversations", "/files"))
+        if path.endswith("/chat/completions"):
+            return isinstance(body, dict) and (_stored(body) or "audio" in _strings(body.get("modalities")))
+        return path.endswith(("/responses", "/conversations", "/files", "/vector_stores", "/containers"))
     if family == "anthropic":
         return path in ("/v1/files", "/v1/messages")
     return family == "gemini" and path.endswith("/cachedContents")
 
 
-def minted(family: str, path: str, answer: Any) -> list[Held]:
-    """The ids a successful answer (a JSON object, or one event of its stream among `STREAM_EVENTS`) hands
-    out: a response's id, its output items' ids and the code interpreter containers they ran in; an
-    Anthropic message's container; a conversation's, an uploaded file's id; a Gemini cached content's name."""
+def _stored(body: dict[str, Any]) -> bool:
+    return body.get("store") is True
+
+
+def minted(family: str, path: str, answer: Any, request: Any = None) -> list[Held]:
+    """The ids a successful answer (a JSON object, or one event of its stream among `STREAM_EVENTS`) to
+    `request` (its JSON body) hands out: a response's id, its output items' ids and the code interpreter
+    containers they ran in; a chat completion's audio, and its id when stored; an Anthropic message's
+    container; a conversation's, an uploaded file's, a vector store's, a container's id; a Gemini cached
+    content's name."""
     if not isinstance(answer, dict):
         return []
+    if family in ("openai", "azure") and path.endswith("/chat/completions"):
+        return _chat_minted(answer, isinstance(request, dict) and _stored(request))
     if family == "gemini":
         name = answer.get("name")
         return [("cached_content", name)] if isinstance(name, str) else []
@@ -165,8 +254,9 @@ def minted(family: str, path: str, answer: Any) -> list[Held]:
         return []
     if family == "anthropic" or path.endswith("/files"):
         return [("file", found)]
-    if path.endswith("/conversations"):
-        return [("conversation", found)]
+    for ending, kind in _CREATED:
+        if path.endswith(ending):
+            return [(kind, found)]
     ids: list[Held] = [("response", found)]
     output = answer.get("output")
     for item in output if isinstance(output, list) else ():
@@ -176,6 +266,20 @@ def minted(family: str, path: str, answer: Any) -> list[Held]:
 
 
 _ITEM_IDS = (("item", "id"), ("container", "container_id"))
+_CREATED = (("/conversations", "conversation"), ("/vector_stores", "vector_store"), ("/containers", "container"))
+
+
+def _chat_minted(answer: dict[str, Any], stored: bool) -> list[Held]:
+    """A chat completion's (or chunk's) audio ids (`choices[].message.audio.id`, a chunk's `delta.audio.id`),
+    and its own id when the request stored it."""
+    ids: list[Held] = [("chat_completion", answer["id"])] if stored and isinstance(answer.get("id"), str) else []
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        holder = (choice.get("message") or choice.get("delta")) if isinstance(choice, dict) else None
+        audio = holder.get("audio") if isinstance(holder, dict) else None
+        if isinstance(audio, dict) and isinstance(audio.get("id"), str):
+            ids.append(("audio", audio["id"]))
+    return ids
 
 
 def _anthropic_container(answer: dict[str, Any]) -> list[Held]:
@@ -194,6 +298,9 @@ _OPENAI_KINDS = {
     "file": "File",
     "item": "Item",
     "container": "Container",
+    "audio": "Audio",
+    "chat_completion": "Chat completion",
+    "vector_store": "Vector store",
 }
 
 

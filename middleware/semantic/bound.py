@@ -103,7 +103,10 @@ class Tally(NamedTuple):
 class Evidence(Protocol):
     """Where verdicts are kept: per risk bin (pooled over a partition's answers) and per stored answer.
     `partition` names the callers a tally belongs to (`""`: a bound used alone); the per-answer methods
-    are given a partition's own name for the answer (`answer`), so need no partition of their own."""
+    are given a partition's own name for the answer (`answer`), so need no partition of their own.
+    An evidence that bounds what it keeps per caller declares `owned = True`: `ErrorBound` then gives its
+    `record` and `count` an `owner` keyword, the payer (the partition without its namespace, which a
+    caller names freely) when it knows it."""
 
     async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
         """One verdict on serving `key`'s answer to a prompt at `similarity` (in risk `bin`)."""
@@ -148,6 +151,10 @@ class InProcessEvidence:
     Each method holds the evidence's lock (none awaits): the sync and async transports may share it,
     each from its own loop's thread, and a tally or record found then replaced lost verdicts."""
 
+    owned = True
+    """`record` and `count` take the `owner` of a record (see `Evidence`): whose records a full table
+    gives up first, when it holds the most (default: the partition)."""
+
     def __init__(self, max_keys: int = 100_000, max_partitions: int = PARTITIONS) -> None:
         self.max_keys = max_keys
         self.max_partitions = max_partitions
@@ -174,11 +181,13 @@ class InProcessEvidence:
             self._counts.popitem(last=False)
         return counts
 
-    async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
+    async def record(
+        self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "", owner: str | None = None
+    ) -> None:
         with self._lock:
-            self._record(key, bin, similarity, wrong, partition)
+            self._record(key, bin, similarity, wrong, partition, partition if owner is None else owner)
 
-    def _record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str) -> None:
+    def _record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str, owner: str) -> None:
         counts = self._of(partition)
         if bin >= len(counts.checked):
             grow = bin + 1 - len(counts.checked)
@@ -193,7 +202,7 @@ class InProcessEvidence:
             verdicts = self._history[key] = deque(maxlen=HISTORY)
         verdicts.append((similarity, wrong))
         judged = self._judged
-        judged.add(partition, key)
+        judged.add(owner, key)
         while len(judged) > self.max_keys:
             dropped = judged.evict()
             self._history.pop(dropped, None)
@@ -214,7 +223,7 @@ class InProcessEvidence:
         with self._lock:  # (no other thread adds to the record while it is copied)
             return list(self._history.get(key, ()))
 
-    async def count(self, seen: Sequence[int], lookups: int, partition: str = "") -> None:
+    async def count(self, seen: Sequence[int], lookups: int, partition: str = "", owner: str | None = None) -> None:
         with self._lock:
             counts = self._of(partition)
             if len(seen) > len(counts.seen):
@@ -353,6 +362,7 @@ class _Learned:
         "lookups",
         "model",
         "needed",
+        "payer",
         "pending",
         "recent_lookups",
         "recent_seen",
@@ -385,6 +395,8 @@ class _Learned:
         """Verdicts recorded since the prior was last fitted; fits so far."""
         self.judged: OrderedDict[str, None] = OrderedDict()
         """Recently judged answers, whose verdicts fit the model's prior."""
+        self.payer = ""
+        """Whose partition it is, without the namespace (the last `decide` or `learn` that named it)."""
 
 
 class ErrorBound:
@@ -449,12 +461,14 @@ class ErrorBound:
         if unpartitioned:
             raise TypeError(f"evidence's {', '.join(unpartitioned)} must take the `partition` (the Evidence protocol)")
         self.refresh = refresh
+        self._owned = getattr(self.evidence, "owned", False) is True
+        """The evidence takes an `owner` (see `Evidence`)."""
         self._partitions: OrderedDict[str, _Learned] = OrderedDict()
         self._random = random.Random(seed)
         self._clock = clock
         self._served: FairAges[tuple[str, float]] = FairAges()
-        """Candidates served unverified (at most `REMEMBERED`, by the partition they were served to; full,
-        the oldest of the partition holding the most goes, so no caller's flood of hits pushes out
+        """Candidates served unverified (at most `REMEMBERED`, by the payer they were served to; full,
+        the oldest of the payer holding the most goes, so no caller's flood of hits pushes out
         another's): the same prompt at the same similarity, back again, is verified rather than served a
         second time, whichever caller sent it (callers sharing a scope find the same answers: one wrong
         pairing must not reach them all)."""
@@ -511,10 +525,13 @@ class ErrorBound:
         nearest usable candidate of a lookup, one per lookup. A verification spends `payer`'s cap per
         minute (None: the partition's); `SemanticCache` passes the caller without its namespace, which
         the caller names freely, so no caller multiplies the judge's calls by naming namespaces."""
-        payer = partition if payer is None else payer
         if not similarity >= self.floor:  # `not >=`: a NaN is never a candidate
             return Decision.SKIP
         learned = self._learned(partition)
+        if payer is None:
+            payer = partition
+        else:
+            learned.payer = payer
         if self._clock() - learned.refreshed >= self.refresh:
             await self._recompute(learned, partition)
         bin = risk_bin(await self.risk(key, similarity, partition))
@@ -533,7 +550,7 @@ class ErrorBound:
             share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
             if self._random.random() >= share or not self._may_verify(payer):
                 served = self._served
-                served.add(partition, (key, similarity))
+                served.add(payer, (key, similarity))  # (by the payer: a caller names namespaces freely)
                 while len(served) > REMEMBERED:
                     served.evict()
                 return Decision.SERVE
@@ -559,14 +576,19 @@ class ErrorBound:
                 self._asked.popitem(last=False)
         return Decision.VERIFY
 
-    async def learn(self, key: str, similarity: float, wrong: bool, partition: str = "") -> None:
-        """Record a verdict; `partition`'s cap follows (at once while evidence is scarce, then in steps)."""
+    async def learn(
+        self, key: str, similarity: float, wrong: bool, partition: str = "", payer: str | None = None
+    ) -> None:
+        """Record a verdict; `partition`'s cap follows (at once while evidence is scarce, then in steps).
+        `payer` (as `decide`'s) owns the record, for an evidence that bounds records per caller."""
         learned = self._learned(partition)
+        if payer is not None:
+            learned.payer = payer
         judged = answer(key, partition)
         with self._lock:
             asked = self._asked.pop((judged, similarity), None)
         bin = asked if asked is not None else risk_bin(await self.risk(key, similarity, partition))
-        await self.evidence.record(judged, bin, similarity, wrong, partition)
+        await self.evidence.record(judged, bin, similarity, wrong, partition, **self._owner(learned))
         fit: tuple[list[str], tuple[float, ...]] | None = None
         with self._lock:
             learned.judged.pop(judged, None)
@@ -602,7 +624,7 @@ class ErrorBound:
             learned.recent_seen = [old * decay + new for old, new in zip(learned.recent_seen, fresh, strict=True)]
             learned.recent_lookups = learned.recent_lookups * decay + lookups
             recent, shares = (learned.recent_seen, learned.recent_lookups), learned.shares
-        await self.evidence.count(fresh, lookups, partition)
+        await self.evidence.count(fresh, lookups, partition, **self._owner(learned))
         checked, wrong, seen, everyone = await self.evidence.tally(BINS, partition)
         if self.error_rate_of == "requests":
             seen = [max(candidates, verdicts) for candidates, verdicts in zip(seen, checked, strict=True)]
@@ -621,6 +643,10 @@ class ErrorBound:
         with self._lock:  # (a decision reads a cap with its own threshold and needs)
             learned.shares, learned.cap, learned.above = shares, cap, above
             learned.threshold, learned.needed = threshold, verdicts_needed
+
+    def _owner(self, learned: _Learned) -> dict[str, str]:
+        """The `owner` keyword for an evidence that takes one and a partition whose payer is known."""
+        return {"owner": learned.payer} if self._owned and learned.payer else {}
 
     def _limit(self, shares: Sequence[float] | None, cap: int | None) -> float:
         """The wrong share a served set may have from risk bin `cap` up, with these traffic `shares`."""

@@ -175,10 +175,17 @@ class SemanticCache:
         return await self.bound.decide(match.key, match.similarity, partition, payer)
 
     async def verified(
-        self, text: str, key: str, similarity: float, stored: bytes, fresh: bytes, partition: str = ""
+        self,
+        text: str,
+        key: str,
+        similarity: float,
+        stored: bytes,
+        fresh: bytes,
+        partition: str = "",
+        payer: str | None = None,
     ) -> bool | None:
         """Judge the answer stored under `key`, a candidate at `similarity`, against the fresh answer
-        to `text`, and learn from it in `partition`:
+        to `text`, and learn from it in `partition` (`payer`'s record, as in `decide`):
         True if the stored one was right, False if wrong, None if the judge gave no verdict (learned
         as wrong) or never ran (a local model too busy to take the call: nothing is learned, since
         nothing was compared, and another caller's load must not write this one's evidence)."""
@@ -193,7 +200,7 @@ class SemanticCache:
             verdict = None
         right = verdict if isinstance(verdict, bool) else None  # anything else is no verdict
         if ran:
-            await self.bound.learn(key, similarity, wrong=right is not True, partition=partition)
+            await self.bound.learn(key, similarity, wrong=right is not True, partition=partition, payer=payer)
         await self.outcomes.log_outcome(similarity, OUTCOMES[right])
         return right
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._loop_clients import PerLoop
+from ._redis_fair import LIST, RedisFairRows
 from .bound import Tally
 from .risk import HISTORY
 
@@ -17,6 +18,11 @@ if not seen or tonumber(seen) < tonumber(ARGV[1]) then
 end
 """
 """Keep the highest similarity at which an answer was judged wrong (and refresh its lifetime)."""
+
+
+def _digest(key: str) -> str:
+    """The name a stored answer's record is kept under (and listed by)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _count(value: Any) -> int:
@@ -43,9 +49,19 @@ class RedisEvidence:
     per stored answer, its last verdicts (`{prefix}history:<digest>`, a list of `similarity:0|1`) and,
     if judged wrong, the highest similarity it was wrong at (`{prefix}wrong:<digest>`), each kept
     `keep` seconds; and the newest `max_outcomes` verification outcomes (`{prefix}outcomes`).
-    Any Redis 2.6+; the bound re-reads the tally every `refresh` seconds. What it reads back that it
-    could not have written (a negative or unreadable count, a verdict whose similarity is no cosine)
-    counts as nothing."""
+    Any Redis 2.6+ (a standalone server or a primary); the bound re-reads the tally every `refresh`
+    seconds. What it reads back that it could not have written (a negative or unreadable count, a
+    verdict whose similarity is no cosine) counts as nothing.
+
+    At most `max_records` per-answer records and `max_tallies` partitions' tallies, counted by every
+    pod: past either, the owner holding the most (the payer `ErrorBound` names: the caller without its
+    namespace; else the partition) gives up its least recently written (`_redis_fair.py`), so that a
+    caller inventing answers or namespaces only ever pushes out its own evidence, never the verdict
+    that keeps another caller from being served an answer judged wrong for it, rather than growing
+    the server until `maxmemory` evicts whatever it picks. The bookkeeping is under `{prefix}fair:`."""
+
+    owned = True
+    """`record` and `count` take the `owner` of what they write (see `Evidence`)."""
 
     def __init__(
         self,
@@ -54,12 +70,18 @@ class RedisEvidence:
         prefix: str = "llm-cache:bound:",
         keep: float = 30 * 86400,
         max_outcomes: int = 10_000,
+        max_records: int = 1_000_000,
+        max_tallies: int = 100_000,
         socket_timeout: float = 1.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.keep = keep
         self.max_outcomes = max_outcomes
+        self.max_records = max_records
+        self.max_tallies = max_tallies
+        self._records = RedisFairRows(f"{prefix}fair:records:", [f"{prefix}history:", f"{prefix}wrong:"], max_records)
+        self._tallies = RedisFairRows(f"{prefix}fair:tallies:", [f"{prefix}risk:"], max_tallies)
         self.socket_timeout = socket_timeout
         self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
 
@@ -71,12 +93,19 @@ class RedisEvidence:
         )
 
     def _answer_key(self, kind: str, key: str) -> str:
-        return f"{self.prefix}{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+        return f"{self.prefix}{kind}:{_digest(key)}"
 
     def _tally_key(self, partition: str) -> str:
         return f"{self.prefix}risk:{partition}" if partition else f"{self.prefix}risk"
 
-    async def record(self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "") -> None:
+    def _list_tally(self, pipe: Any, partition: str, owner: str | None) -> None:
+        """List `partition`'s tally as its owner's newest (a bound used alone has one tally: none to bound)."""
+        if partition:
+            pipe.eval(LIST.text, 0, *self._tallies.listed(partition, owner or partition, self.keep))
+
+    async def record(
+        self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "", owner: str | None = None
+    ) -> None:
         client = self._clients.get()
         keep = max(1, int(self.keep))
         history, tally = self._answer_key("history", key), self._tally_key(partition)
@@ -89,6 +118,8 @@ class RedisEvidence:
                 pipe.hincrby(tally, f"w{bin}", 1)
                 pipe.eval(_RAISE, 1, self._answer_key("wrong", key), repr(similarity), str(keep))
             pipe.expire(tally, keep)
+            pipe.eval(LIST.text, 0, *self._records.listed(_digest(key), owner or partition, self.keep))
+            self._list_tally(pipe, partition, owner)
             await pipe.execute()
 
     async def _per_bin(self, kinds: str, bins: int, partition: str) -> tuple[dict[str, list[int]], int]:
@@ -108,7 +139,7 @@ class RedisEvidence:
         counts, lookups = await self._per_bin("nws", bins, partition)
         return Tally(counts["n"], counts["w"], counts["s"], lookups)
 
-    async def count(self, seen: Sequence[int], lookups: int, partition: str = "") -> None:
+    async def count(self, seen: Sequence[int], lookups: int, partition: str = "", owner: str | None = None) -> None:
         if not lookups and not any(seen):
             return
         tally = self._tally_key(partition)
@@ -119,6 +150,7 @@ class RedisEvidence:
             if lookups:
                 pipe.hincrby(tally, "lookups", lookups)
             pipe.expire(tally, max(1, int(self.keep)))
+            self._list_tally(pipe, partition, owner)
             await pipe.execute()
 
     async def wrong_at(self, key: str) -> float | None:

@@ -9,21 +9,54 @@ import numpy as np
 
 from .._loop_clients import PerLoop
 from ..stores.urls import without_password
+from ._redis_fair import RedisFairRows, Script, owner_id
 from .index import IndexUnavailable, Neighbour
 
 _SCHEMA_ALGORITHM = ("HNSW", "6")
 
+_ADD = Script(
+    """
+local member, owner, ttl = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+local row = prefixes[1] .. member
+sweep()
+local held = redis.call('HGET', row, 'owner')
+if held and held ~= owner then unlist(held, member) end
+redis.call('HSET', row, 'owner', owner, unpack(ARGV, at + 4))
+if ttl > 0 then redis.call('PEXPIRE', row, ttl) else redis.call('PERSIST', row) end
+list(owner, member, tonumber(ARGV[at + 3]))
+evict()
+"""
+)
+"""Write a row (`HSET`, its TTL) and list it as its owner's newest; past the cap, evict."""
+
+_DELETE = Script(
+    """
+local member = ARGV[at]
+local held = redis.call('HGET', prefixes[1] .. member, 'owner')
+if held then unlist(held, member) end
+redis.call('DEL', prefixes[1] .. member)
+"""
+)
+
 
 class RedisVectorIndex:
-    """Rows are Redis hashes under `prefix` (`ctx`, `key`, `text`, `v`), indexed by RediSearch as a
-    TAG (`ctx`) and an HNSW cosine vector field (`v`); a row expires with the entry it points to.
+    """Rows are Redis hashes under `prefix` (`ctx`, `key`, `text`, `v`, `owner`), indexed by RediSearch
+    as a TAG (`ctx`) and an HNSW cosine vector field (`v`); a row expires with the entry it points to.
 
     The index is created on first use with the vectors' dimensions. A search is a KNN query filtered
     by context: `(@ctx:{<context>})=>[KNN k @v $q AS dist]`. Needs a server with RediSearch 2.4+
     (Redis Stack or Redis 8); a standalone server or a primary (not a Cluster).
+
+    At most `max_entries` rows, counted by every pod: past it, an addition gives up the oldest row of
+    the owner holding the most (`add`'s `owner`, the caller; else the context), in the same Lua
+    script (`_redis_fair.py`), so that one caller's flood of prompts only pushes out its own rows
+    once it holds as many as any other, rather than filling the server until `maxmemory` evicts
+    whatever it picks. The bookkeeping is kept under `{prefix}fair:`.
     """
 
     name = "redis"
+    owned = True
+    """`add` takes the `owner` of a row (see `VectorIndex`)."""
 
     def __init__(
         self,
@@ -31,12 +64,15 @@ class RedisVectorIndex:
         *,
         index_name: str = "llm-cache-semantic",
         prefix: str = "llm-cache:semantic:",
+        max_entries: int = 100_000,
         socket_timeout: float = 1.0,
     ) -> None:
         self.url = url
         self.index_name = index_name
         self.prefix = prefix
+        self.max_entries = max_entries
         self.socket_timeout = socket_timeout
+        self._rows = RedisFairRows(f"{prefix}fair:", [prefix], max_entries)
         self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aclose())
         self._created: set[int] = set()
         """Dimensions an index was made (or found) for; emptied when a search finds no index."""
@@ -79,7 +115,7 @@ class RedisVectorIndex:
         )
 
     def _doc(self, key: str) -> str:
-        return self.prefix + hashlib.sha256(key.encode()).hexdigest()[:32]
+        return self.prefix + _member(key)
 
     async def _ensure(self, client: Any, dimensions: int) -> None:
         if dimensions in self._created:
@@ -97,18 +133,19 @@ class RedisVectorIndex:
                 raise self._unavailable(error) from None
         self._created.add(dimensions)
 
-    async def add(self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None) -> None:
+    async def add(
+        self, context: str, key: str, text: str, vector: np.ndarray, ttl: float | None, owner: str | None = None
+    ) -> None:
+        """Index `key` in `context` for `owner` (default: the context), whose rows a full index gives up
+        first when it holds the most."""
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         client = self._client()
         await self._ensure(client, len(vector))
-        doc = self._doc(key)
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.hset(doc, mapping={"ctx": context, "key": key, "text": text, "v": vector.tobytes()})
-            if ttl is not None:
-                pipe.pexpire(doc, max(1, int(ttl * 1000)))
-            else:
-                pipe.persist(doc)
-            await pipe.execute()
+        rows = self._rows
+        ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        fields = ("ctx", context, "key", key, "text", text, "v", vector.tobytes())
+        owner = owner_id(context if owner is None else owner)
+        await _ADD(client, rows.arguments(_member(key), owner, ms, rows.expires(ttl), *fields))
 
     async def search(self, context: str, vector: np.ndarray, k: int) -> list[Neighbour]:
         import redis.exceptions
@@ -134,7 +171,7 @@ class RedisVectorIndex:
         return out
 
     async def delete(self, key: str) -> None:
-        await self._client().delete(self._doc(key))
+        await _DELETE(self._client(), self._rows.arguments(_member(key)))
 
     async def clear(self) -> None:
         """Drop the index and every row in it, whoever wrote them (other pods, other key prefixes)."""
@@ -145,10 +182,16 @@ class RedisVectorIndex:
         except redis.exceptions.ResponseError as error:
             if "unknown index" not in str(error).lower() and "no such index" not in str(error).lower():
                 raise
+        await self._rows.clear(self._client())
         self._created.clear()
 
     async def close(self) -> None:
         await self._clients.close()
+
+
+def _member(key: str) -> str:
+    """The name of `key`'s row under the prefix (and in the bookkeeping)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _escape_tag(value: str) -> str:

@@ -22,7 +22,8 @@ from tests.support.gateway_process import cpu_seconds  # noqa: E402
 
 
 @pytest.mark.parametrize(
-    "script", ["peers.py", "peers_sdk.py", "gateway_load.py", "gateway_server_instructions.py", "hit_path.py"]
+    "script",
+    ["peers.py", "peers_sdk.py", "gateway_load.py", "gateway_server_instructions.py", "hit_path.py", "redis_index.py"],
 )
 def test_each_script_answers_help(script: str) -> None:
     done = subprocess.run(

@@ -35,6 +35,8 @@ class Seen:
         self.read = threading.Event()
         self.stream_ended = threading.Event()
         self.calls = 0
+        self.hold_first_stream = False  # the first stream waits after its first events until cancelled
+        self.stream_cancelled = False
 
     async def body(self, request: Request) -> bytes:
         """The request's body as the app reads it, noted (a `ClientDisconnect` is noted, then raised)."""
@@ -63,13 +65,20 @@ def user_app(cache: Cache, seen: Seen) -> FastAPI:
 
         async def events() -> AsyncIterator[bytes]:
             try:
-                for piece in ["The capital ", "is ", "Paris."] * 50:
+                for i, piece in enumerate(["The capital ", "is ", "Paris."] * 50):
                     delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
                     yield f"data: {json.dumps({**base, 'choices': [delta]})}\n\n".encode()
                     await asyncio.sleep(0)
+                    if i == 2 and n == 1 and seen.hold_first_stream:
+                        # Only the client's disconnect may end this stream (it is cancelled); the deadline
+                        # bounds the wait, and its timeout fails the test (no cancellation seen).
+                        await asyncio.wait_for(asyncio.Event().wait(), DEADLINE)
                 stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
                 yield f"data: {json.dumps({**base, 'choices': [stop]})}\n\n".encode()
                 yield b"data: [DONE]\n\n"
+            except asyncio.CancelledError:
+                seen.stream_cancelled = True
+                raise
             finally:
                 seen.stream_ended.set()
 
@@ -115,12 +124,14 @@ def test_an_upload_cut_on_a_real_socket_reaches_the_app_as_a_disconnect_and_stor
 
 def test_a_stream_dropped_on_a_real_socket_is_not_stored_and_the_next_call_is_whole() -> None:
     cache, seen = Cache(), Seen()
+    seen.hold_first_stream = True  # else the whole stream may pass before the server sees the close
     body = json.dumps({**BODY, "stream": True}).encode()
     with BackgroundServer(user_app(cache, seen)) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) as client:
             client.sendall(head(body) + body)
             assert b"data:" in client.recv(4096) or b"data:" in client.recv(4096)  # the stream began
-        assert seen.stream_ended.wait(DEADLINE)
+        assert seen.stream_ended.wait(DEADLINE + 5)
+        assert seen.stream_cancelled  # ended by the disconnect, not by the hold's deadline
         settled(cache)
         assert cache.stats.stored == 0
         with httpx2.Client(base_url=server.url, timeout=DEADLINE) as http:

@@ -34,7 +34,7 @@ from llm_cache.middleware._hooks import Hooks
 from llm_cache.middleware.config import parse_config
 from llm_cache.middleware.gateway import create_gateway
 from llm_cache.middleware.semantic import SemanticCache
-from llm_cache.middleware.semantic.redis_index import RedisVectorIndex
+from llm_cache.middleware.semantic.redis_index import _ADD, RedisVectorIndex
 from llm_cache.middleware.stores import DiskStore, MemoryStore, RedisStore
 from tests.middleware.stores.conftest import SLACK, unique_prefix
 from tests.support.embedders import WordsEmbedder
@@ -73,7 +73,7 @@ POINTS = {
     "store-write": Point(stream=True, redis=b"chat.completion", complete=True),
     "unlock": Point(redis=b"EVAL", skip=1, complete=True),
     "semantic-search": Point(redis=b"FT.SEARCH", semantic=True),
-    "semantic-index": Point(redis=b"HSET", semantic=True, complete=True),
+    "semantic-index": Point(redis=_ADD.sha.encode(), semantic=True, complete=True),  # (the row's script, by digest)
 }
 
 

@@ -33,27 +33,34 @@ GEMINI_OWNER = "gemini-owner-key"
 CLAUDE = "claude-sonnet-4-6"
 
 
-@pytest.fixture
-def owned_gateway(gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider) -> Gateway:
-    """Two client keys; the owner's keys for OpenAI, Anthropic and Gemini; file uploads opened by name."""
+def with_owner_keys(
+    gateway_factory: Callable[..., Gateway],
+    fake_provider: RunningFakeProvider,
+    openai_allow: list[str],
+    anthropic_allow: list[str],
+) -> Gateway:
+    """A gateway with two client keys and the owner's keys for OpenAI, Anthropic and Gemini."""
     return gateway_factory(
         {
             "auth": {"keys": [A_KEY, B_KEY]},
             "upstreams": {
-                "openai": {
-                    "base_url": fake_provider.openai_base_url,
-                    "api_key": OPENAI_OWNER,
-                    "allow": ["POST /v1/responses", "POST /v1/chat/completions", "POST /v1/files"],
-                },
+                "openai": {"base_url": fake_provider.openai_base_url, "api_key": OPENAI_OWNER, "allow": openai_allow},
                 "anthropic": {
                     "base_url": fake_provider.anthropic_base_url,
                     "api_key": ANTHROPIC_OWNER,
-                    "allow": ["POST /v1/messages", "POST /v1/files"],
+                    "allow": anthropic_allow,
                 },
                 "gemini": {"base_url": fake_provider.url, "api_key": GEMINI_OWNER},
             },
         }
     )
+
+
+@pytest.fixture
+def owned_gateway(gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider) -> Gateway:
+    """File uploads opened by name."""
+    openai_allow = ["POST /v1/responses", "POST /v1/chat/completions", "POST /v1/files"]
+    return with_owner_keys(gateway_factory, fake_provider, openai_allow, ["POST /v1/messages", "POST /v1/files"])
 
 
 def responses_count(fake_provider: RunningFakeProvider) -> int:
@@ -299,3 +306,175 @@ def test_a_store_that_cannot_say_whose_an_id_is_forwards_nothing_on_a_guess(
     assert one.openai(api_key=A_KEY).responses.create(model=MODEL, input="x", previous_response_id=first.id).id
     with pytest.raises(openai.BadRequestError):
         one.openai(api_key=B_KEY).responses.create(model=MODEL, input="x", previous_response_id=first.id)
+
+
+@pytest.fixture
+def opened_gateway(gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider) -> Gateway:
+    """The owner opens stored chat completions, vector stores and file lists besides."""
+    openai_allow = [
+        "POST /v1/responses",
+        "POST /v1/chat/completions",
+        "* /v1/chat/completions/*",
+        "GET /v1/chat/completions/*/messages",
+        "* /v1/files",
+        "POST /v1/vector_stores",
+        "GET /v1/vector_stores/*",
+    ]
+    return with_owner_keys(gateway_factory, fake_provider, openai_allow, ["POST /v1/messages", "* /v1/files"])
+
+
+SPOKEN: dict[str, Any] = {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}
+
+
+def spoken_audio_id(client: openai.OpenAI, stream: bool) -> str:
+    """The id of the audio a spoken answer's provider keeps (JSON: its message's; a stream: its first chunk's)."""
+    asked = [{"role": "user", "content": "say my secret out loud"}]
+    if not stream:
+        answer = client.chat.completions.create(model=MODEL, messages=asked, **SPOKEN)  # type: ignore[arg-type]
+        assert answer.choices[0].message.audio is not None
+        return answer.choices[0].message.audio.id
+    chunks = list(client.chat.completions.create(model=MODEL, messages=asked, stream=True, **SPOKEN))  # type: ignore[arg-type]
+    return next(c.choices[0].delta.audio.id for c in chunks if c.choices[0].delta.audio and c.choices[0].delta.audio.id)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_spoken_answers_audio_id_is_its_callers(
+    owned_gateway: Gateway, fake_provider: RunningFakeProvider, stream: bool
+) -> None:
+    """An assistant message naming `audio.id` is answered from the audio the provider kept for it."""
+    a, b = owned_gateway.openai(api_key=A_KEY), owned_gateway.openai(api_key=B_KEY)
+    audio_id = spoken_audio_id(a, stream)
+    messages = [
+        {"role": "user", "content": "say my secret out loud"},
+        {"role": "assistant", "audio": {"id": audio_id}},
+        {"role": "user", "content": "now say it again"},
+    ]
+    before = fake_provider.count("/chat/completions")
+
+    with pytest.raises(openai.NotFoundError, match=audio_id):
+        b.chat.completions.create(model=MODEL, messages=messages, **SPOKEN)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):  # an audio id no caller was handed
+        a.chat.completions.create(model=MODEL, messages=[{"role": "assistant", "audio": {"id": "audio_owners"}}])
+
+    assert fake_provider.count("/chat/completions") == before
+    assert a.chat.completions.create(model=MODEL, messages=messages, **SPOKEN).choices  # type: ignore[arg-type]
+    assert fake_provider.last.body["messages"][1]["audio"]["id"] == audio_id
+
+
+def test_a_stored_chat_completion_is_its_callers(opened_gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    """`store: true` keeps a completion, read back (and its messages) or deleted by id where the owner opens it."""
+    a, b = opened_gateway.openai(api_key=A_KEY), opened_gateway.openai(api_key=B_KEY)
+    stored = a.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "my salary"}], store=True)
+    unstored = a.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "not kept"}])
+    before = len(fake_provider.requests)
+
+    with pytest.raises(openai.NotFoundError, match=stored.id):
+        b.chat.completions.retrieve(stored.id)
+    with pytest.raises(openai.NotFoundError):
+        b.chat.completions.messages.list(stored.id)
+    with pytest.raises(openai.NotFoundError):
+        b.chat.completions.update(stored.id, metadata={"taken": "yes"})
+    with pytest.raises(openai.NotFoundError):
+        b.chat.completions.delete(stored.id)
+    with pytest.raises(openai.NotFoundError):  # the provider kept nothing of a completion not stored
+        a.chat.completions.retrieve(unstored.id)
+
+    assert len(fake_provider.requests) == before
+    assert a.chat.completions.retrieve(stored.id).id == stored.id
+    assert a.chat.completions.messages.list(stored.id).data
+    assert a.chat.completions.delete(stored.id).deleted
+
+
+def test_a_streamed_stored_chat_completion_is_its_callers(
+    opened_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    a, b = opened_gateway.openai(api_key=A_KEY), opened_gateway.openai(api_key=B_KEY)
+    asked = [{"role": "user", "content": "stream and keep it"}]
+    chunks = list(a.chat.completions.create(model=MODEL, messages=asked, store=True, stream=True))  # type: ignore[arg-type]
+    completion_id = chunks[0].id
+    with pytest.raises(openai.NotFoundError):
+        b.chat.completions.retrieve(completion_id)
+    assert a.chat.completions.retrieve(completion_id).id == completion_id
+
+
+def test_a_vector_store_is_its_callers(opened_gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    """A vector store holds the chunks of the files in it: named by `file_search`'s `vector_store_ids`, in
+    Assistants' `tool_resources`, or in a path; a store made of another caller's files is refused too."""
+    a, b = opened_gateway.openai(api_key=A_KEY), opened_gateway.openai(api_key=B_KEY)
+    uploaded = a.files.create(file=("notes.txt", io.BytesIO(b"payroll figures"), "text/plain"), purpose="assistants")
+    store = a.vector_stores.create(name="notes", file_ids=[uploaded.id])
+    search = [{"type": "file_search", "vector_store_ids": [store.id]}]
+    before = responses_count(fake_provider)
+
+    with pytest.raises(openai.NotFoundError, match=store.id):
+        b.responses.create(model=MODEL, input="what is in my notes?", tools=search)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
+        b.vector_stores.retrieve(store.id)
+    with pytest.raises(openai.NotFoundError, match=uploaded.id):
+        b.vector_stores.create(name="mine now", file_ids=[uploaded.id])
+    resources = {"tool_resources": {"file_search": {"vector_store_ids": [store.id]}}}
+    with pytest.raises(openai.NotFoundError):
+        b.responses.create(model=MODEL, input="x", extra_body=resources)
+
+    assert responses_count(fake_provider) == before and fake_provider.count("/vector_stores") == 1
+    assert a.responses.create(model=MODEL, input="what is in my notes?", tools=search).id  # type: ignore[arg-type]
+    assert a.vector_stores.retrieve(store.id).id == store.id
+
+
+def test_a_reasoning_item_sent_back_by_id_is_its_callers_and_an_encrypted_one_goes_on(
+    owned_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """A reasoning item without `encrypted_content` is looked up by id in what the provider stored; one
+    carried encrypted (`store: false`) is stateless, and an item carried whole with its content is no
+    reference: both go on for any caller."""
+    a, b = owned_gateway.openai(api_key=A_KEY), owned_gateway.openai(api_key=B_KEY)
+    first = a.responses.create(model=MODEL, input="think about my plan", reasoning={"effort": "low"})
+    thought = next(item for item in first.output if item.type == "reasoning")
+    sent_back = [{"type": "reasoning", "id": thought.id, "summary": []}, {"role": "user", "content": "go on"}]
+    before = responses_count(fake_provider)
+
+    with pytest.raises(openai.NotFoundError, match=thought.id):
+        b.responses.create(model=MODEL, input=sent_back, reasoning={"effort": "low"})  # type: ignore[arg-type]
+    assert responses_count(fake_provider) == before
+    assert a.responses.create(model=MODEL, input=sent_back, reasoning={"effort": "low"}).id  # type: ignore[arg-type]
+
+    stateless = b.responses.create(
+        model=MODEL,
+        input="think without keeping it",
+        reasoning={"effort": "low"},
+        store=False,
+        include=["reasoning.encrypted_content"],
+    )
+    carried = [item.model_dump(exclude_none=True) for item in stateless.output]
+    assert carried[0]["type"] == "reasoning" and carried[0]["encrypted_content"]
+    again = b.responses.create(
+        model=MODEL,
+        input=[*carried, {"role": "user", "content": "and then?"}],  # type: ignore[list-item]
+        reasoning={"effort": "low"},
+        store=False,
+        include=["reasoning.encrypted_content"],
+    )
+    assert again.id and fake_provider.last.body["input"][0]["id"] == carried[0]["id"]
+
+
+def test_a_list_of_files_shows_each_caller_its_own(opened_gateway: Gateway, fake_provider: RunningFakeProvider) -> None:
+    """Every caller's uploads are in the one account: where the owner opens the list, each caller is shown
+    the files uploaded through the gateway for it."""
+    a, b = opened_gateway.openai(api_key=A_KEY), opened_gateway.openai(api_key=B_KEY)
+    mine = a.files.create(file=("a.txt", io.BytesIO(b"a's payroll"), "text/plain"), purpose="user_data")
+    theirs = b.files.create(file=("b.txt", io.BytesIO(b"b's payroll"), "text/plain"), purpose="user_data")
+
+    assert [f.id for f in a.files.list()] == [mine.id]
+    assert [f.id for f in b.files.list()] == [theirs.id]
+    assert [f.id for f in opened_gateway.openai(api_key=B_KEY).files.list(purpose="user_data")] == [theirs.id]
+
+
+def test_a_list_of_anthropic_files_shows_each_caller_its_own(
+    opened_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    a, b = opened_gateway.anthropic(api_key=A_KEY), opened_gateway.anthropic(api_key=B_KEY)
+    mine = a.beta.files.upload(file=("a.txt", io.BytesIO(b"a's payroll"), "text/plain"))
+    b.beta.files.upload(file=("b.txt", io.BytesIO(b"b's payroll"), "text/plain"))
+
+    listed = a.beta.files.list()
+    assert [f.id for f in listed.data] == [mine.id]

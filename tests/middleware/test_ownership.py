@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -63,10 +64,39 @@ def test_a_streams_ids_are_recorded_before_the_chunk_that_ends_their_event(size:
     asyncio.run(relay())
     assert bytes(sent) == body
     ids = [one for _, found in recorded for one in found]
-    assert ids == [("response", "resp_1"), ("response", "resp_1"), ("item", "msg_1")]
+    assert ids == [("response", "resp_1"), ("item", "msg_1")]  # (the id `response.completed` names again: once)
     if not gzipped:  # nothing of the event naming an id had been passed on whole before it was recorded
         created_end = STREAM.index(b"\r\n\r\n") + 4
         assert recorded[0][0] < created_end
+
+
+def test_a_chat_stream_records_its_stored_id_and_audio_once_from_its_chunks() -> None:
+    """Every chunk of a chat stream names the completion's id: a stored one is recorded once, with the audio
+    id its first chunk names; chunks of a stream not stored record only its audio."""
+    first = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "choices": [{"delta": {"audio": {"id": "audio_1"}}}],
+    }
+    rest = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "x"}}]}
+    body = b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in (first, rest, rest)) + b"data: [DONE]\n\n"
+
+    def recorded_for(request: dict[str, Any]) -> list[held.Held]:
+        recorded: list[held.Held] = []
+
+        async def record(found: list[held.Held]) -> None:
+            recorded.extend(found)
+
+        async def relay() -> None:
+            minted = lambda answer: held.minted("openai", "/v1/chat/completions", answer, request)  # noqa: E731
+            async for _ in recording(pieces(body, 5), None, True, "openai", minted, record):
+                pass
+
+        asyncio.run(relay())
+        return recorded
+
+    assert recorded_for({"store": True}) == [("chat_completion", "chatcmpl-1"), ("audio", "audio_1")]
+    assert recorded_for({"modalities": ["text", "audio"]}) == [("audio", "audio_1")]
 
 
 def test_an_id_is_its_callers_and_no_one_elses() -> None:

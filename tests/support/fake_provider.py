@@ -258,6 +258,9 @@ class FakeProvider:
         self._seen_prefixes: set[str] = set()
         self.cached_contents: dict[str, dict[str, Any]] = {}
         """Gemini `cachedContents/{id}` -> what it holds (model, systemInstruction, tools, toolConfig, contents)."""
+        self.files: list[dict[str, Any]] = []
+        """The file objects uploaded to the one account every caller of an owner's key shares, newest last
+        (`GET /v1/files` lists them all, OpenAI's or Anthropic's)."""
         self.app = Starlette(
             routes=[
                 Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
@@ -310,6 +313,7 @@ class FakeProvider:
             self._delay = 0.0
             self._seen_prefixes.clear()
             self.cached_contents.clear()
+            self.files.clear()
         self.release()
 
     # -- controls ----------------------------------------------------------------------------
@@ -574,6 +578,8 @@ class FakeProvider:
                 return self._moderations(req)
             if path == "/v1/files":
                 return self._file_upload(req)
+            if path == "/v1/vector_stores":
+                return self._vector_store(f"vs_fake{self._next_id():06d}")
             if path in ("/rerank", "/v1/rerank", "/v2/rerank"):
                 return self._rerank(req)
             if path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
@@ -603,7 +609,59 @@ class FakeProvider:
                     return self._gemini_embed(req, model)
                 if action == "batchEmbedContents":
                     return self._gemini_batch_embed(req)
+        if method in ("GET", "DELETE"):
+            found = self._kept(method, path, "anthropic-version" in req.headers)
+            if found is not None:
+                return found
         return self._error(family_of(path), 404, None, {}, message=f"Unknown route: {method} {path}")
+
+    def _kept(self, method: str, path: str, anthropic: bool) -> Response | None:
+        """What the account holds by id, read back: its files listed, a vector store, a stored chat
+        completion (and its messages) read or deleted."""
+        if method == "GET" and path == "/v1/files":
+            with self._lock:
+                data = [f for f in self.files if ("type" in f) == anthropic]
+            if anthropic:
+                first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+                return JSONResponse({"data": data, "has_more": False, "first_id": first, "last_id": last})
+            return JSONResponse({"object": "list", "data": data, "has_more": False})
+        if method == "GET" and path.startswith("/v1/vector_stores/"):
+            return self._vector_store(path.split("/")[3])
+        if path.startswith("/v1/chat/completions/"):
+            completion_id, _, rest = path[len("/v1/chat/completions/") :].partition("/")
+            if method == "DELETE":
+                return JSONResponse({"object": "chat.completion.deleted", "id": completion_id, "deleted": True})
+            if rest == "messages":
+                message = {"id": f"{completion_id}-0", "role": "user", "content": "stored question"}
+                return JSONResponse({"object": "list", "data": [message], "has_more": False})
+            message = {"role": "assistant", "content": "stored answer", "refusal": None, "annotations": []}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            return JSONResponse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": CREATED,
+                    "model": "gpt-4o-mini",
+                    "choices": [choice],
+                }
+            )
+        return None
+
+    def _vector_store(self, store_id: str) -> Response:
+        counts = {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0, "total": 0}
+        return JSONResponse(
+            {
+                "id": store_id,
+                "object": "vector_store",
+                "created_at": CREATED,
+                "name": "notes",
+                "usage_bytes": 0,
+                "file_counts": counts,
+                "status": "completed",
+                "last_active_at": CREATED,
+                "metadata": {},
+            }
+        )
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -816,6 +874,10 @@ class FakeProvider:
                 )
             )
             events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces(args)]
+        elif "audio" in (body.get("modalities") or []):  # a spoken answer's id comes in its first chunk
+            audio = {"id": f"audio_{cid[-6:]}", "data": "", "expires_at": int(time.time()) + AUDIO_LIFETIME}
+            events.append(chunk({"role": "assistant", "content": None, "refusal": None, "audio": audio}))
+            events += [chunk({"audio": {"transcript": p}}) for p in pieces(answer.text)]
         else:
             events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
             events += [chunk({"content": p}) for p in pieces(answer.text)]
@@ -942,19 +1004,17 @@ class FakeProvider:
         """`POST /v1/files`: OpenAI's file object, or Anthropic's for a request naming `anthropic-version`."""
         n = self._next_id()
         if "anthropic-version" in req.headers:
-            return JSONResponse(
-                {
-                    "id": f"file_fake{n:06d}",
-                    "type": "file",
-                    "filename": "upload.txt",
-                    "mime_type": "text/plain",
-                    "size_bytes": len(req.raw),
-                    "created_at": "2026-01-01T00:00:00Z",
-                    "downloadable": False,
-                }
-            )
-        return JSONResponse(
-            {
+            uploaded: dict[str, Any] = {
+                "id": f"file_fake{n:06d}",
+                "type": "file",
+                "filename": "upload.txt",
+                "mime_type": "text/plain",
+                "size_bytes": len(req.raw),
+                "created_at": "2026-01-01T00:00:00Z",
+                "downloadable": False,
+            }
+        else:
+            uploaded = {
                 "id": f"file-fake{n:06d}",
                 "object": "file",
                 "bytes": len(req.raw),
@@ -965,7 +1025,9 @@ class FakeProvider:
                 "expires_at": None,
                 "status_details": None,
             }
-        )
+        with self._lock:
+            self.files.append(uploaded)
+        return JSONResponse(uploaded)
 
     def _moderations(self, req: RecordedRequest) -> Response:
         """One result per input; flagged when the text says "attack"."""
@@ -1082,7 +1144,13 @@ class FakeProvider:
                 "content": [{"type": "output_text", "text": answer.text, "annotations": [], "logprobs": []}],
             }
         if not body.get("stream"):
-            return JSONResponse(response("completed", [item], usage))
+            output = [item]
+            if body.get("reasoning"):  # a reasoning model thinks first; its thought is kept by id, or sent encrypted
+                thought: dict[str, Any] = {"type": "reasoning", "id": f"rs_fake{n:06d}", "summary": []}
+                if "reasoning.encrypted_content" in (body.get("include") or []):
+                    thought["encrypted_content"] = base64.b64encode(f"thought {n}".encode()).decode()
+                output.insert(0, thought)
+            return JSONResponse(response("completed", output, usage))
         seq = itertools.count(0)
 
         def ev(kind: str, **fields: Any) -> bytes:

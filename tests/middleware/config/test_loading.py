@@ -290,8 +290,25 @@ def test_max_error_rate_turns_on_bounded_mode_with_its_judge() -> None:
     shared = {"max_error_rate": 0.02, "evidence": {"type": "redis", "url": "redis://vectors:6379/1"}}
     bound = build_semantic(parse_config({"cache": {"semantic": shared}}).cache.semantic).bound
     assert isinstance(bound.evidence, RedisEvidence) and bound.evidence.url == "redis://vectors:6379/1"
+    assert (bound.evidence.max_records, bound.evidence.max_tallies) == (1_000_000, 100_000)
+    capped = {"max_error_rate": 0.02, "evidence": {"type": "redis", "max_records": 500, "max_tallies": 50}}
+    evidence = build_semantic(parse_config({"cache": {"semantic": capped}}).cache.semantic).bound.evidence
+    assert (evidence.max_records, evidence.max_tallies) == (500, 50)
     static = build_semantic(parse_config({"cache": {"semantic": {}}}).cache.semantic)
     assert static.bound is None and static.threshold == 0.9
+
+
+def test_the_redis_index_takes_its_row_cap_from_the_config() -> None:
+    from llm_cache.middleware.config import build_semantic
+
+    index = {"type": "redis", "url": "redis://vectors:6379/1"}
+    assert build_semantic(parse_config({"cache": {"semantic": {"index": index}}}).cache.semantic).index.max_entries == (
+        100_000
+    )
+    capped = {"index": {**index, "max_entries": 5000}}
+    assert build_semantic(parse_config({"cache": {"semantic": capped}}).cache.semantic).index.max_entries == 5000
+    with pytest.raises(ConfigError, match="cache.semantic.index.max_entries"):
+        parse_config({"cache": {"semantic": {"index": {**index, "max_entries": 0}}}})
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -76,6 +76,46 @@ from llm_cache.middleware.providers import held
             [("cached_content", "cachedContents/c1"), ("file", "files/f1")],
         ),
         ("gemini", "/v1beta/files/f2", None, [("file", "files/f2")]),
+        (
+            "openai",
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "audio": {"id": "audio_1"}}]},
+            [("audio", "audio_1")],
+        ),
+        ("openai", "/v1/chat/completions/chatcmpl-1/messages", None, [("chat_completion", "chatcmpl-1")]),
+        ("azure", "/openai/v1/chat/completions/chatcmpl-2", {}, [("chat_completion", "chatcmpl-2")]),
+        ("openai", "/v1/vector_stores/vs_1/files/file-1", None, [("vector_store", "vs_1"), ("file", "file-1")]),
+        (
+            "openai",
+            "/v1/vector_stores/vs_1/files",
+            {"file_id": "file-2"},
+            [("vector_store", "vs_1"), ("file", "file-2")],
+        ),
+        ("openai", "/v1/vector_stores", {"file_ids": ["file-3"]}, [("file", "file-3")]),
+        ("openai", "/v1/containers/cntr_1/files", None, [("container", "cntr_1")]),
+        (
+            "openai",
+            "/v1/responses",
+            {"tools": [{"type": "file_search", "vector_store_ids": ["vs_2"]}]},
+            [("vector_store", "vs_2")],
+        ),
+        (
+            "openai",
+            "/v1/assistants",
+            {
+                "tool_resources": {
+                    "file_search": {"vector_store_ids": ["vs_3"], "vector_stores": [{"file_ids": ["file-4"]}]},
+                    "code_interpreter": {"file_ids": ["file-5"]},
+                }
+            },
+            [("vector_store", "vs_3"), ("file", "file-4"), ("file", "file-5")],
+        ),
+        (
+            "openai",
+            "/v1/responses",
+            {"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]},
+            [("item", "rs_1")],
+        ),
     ],
 )
 def test_the_ids_a_request_names_are_read_where_its_family_names_them(
@@ -88,8 +128,13 @@ def test_what_names_no_held_state_is_not_read_as_an_id() -> None:
     """An output item sent back as input cites files in `annotations` (not read by the provider); a tool
     schema's `file_id` property is a schema; `fileData` takes web and YouTube URLs; prompts are the owner's."""
     cited = {"type": "output_text", "text": "x", "annotations": [{"type": "file_citation", "file_id": "file-owner"}]}
+    carried = [
+        {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "gAAAA"},  # stateless
+        {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": "{}"},
+        {"type": "message", "id": "msg_2", "role": "assistant", "content": [cited]},
+    ]
     body = {
-        "input": [{"role": "assistant", "content": [cited]}],
+        "input": carried,
         "tools": [{"type": "function", "name": "f", "parameters": {"properties": {"file_id": {"type": "string"}}}}],
         "prompt": {"id": "pmpt_owner"},
     }
@@ -119,6 +164,22 @@ def test_an_answer_mints_its_ids_as_json_or_in_its_stream_events() -> None:
     assert held.minted("anthropic", "/v1/messages", {"id": "msg_1", "container": None}) == []
     assert held.minting("openai", "POST", "/v1/responses") and not held.minting("openai", "GET", "/v1/responses")
     assert not held.minting("openai", "POST", "/v1/chat/completions")
+
+
+def test_a_chat_completion_mints_its_audio_and_when_stored_its_id() -> None:
+    spoken = {"modalities": ["text", "audio"]}
+    assert held.minting("openai", "POST", "/v1/chat/completions", {"store": True})
+    assert held.minting("azure", "POST", "/openai/deployments/d/chat/completions", spoken)
+    assert not held.minting("openai", "POST", "/v1/chat/completions", {"store": False, "messages": []})
+    answer = {"id": "chatcmpl-1", "choices": [{"message": {"role": "assistant", "audio": {"id": "audio_1"}}}]}
+    assert held.minted("openai", "/v1/chat/completions", answer, spoken) == [("audio", "audio_1")]
+    assert held.minted("openai", "/v1/chat/completions", answer, {"store": True}) == [
+        ("chat_completion", "chatcmpl-1"),
+        ("audio", "audio_1"),
+    ]
+    assert held.minted("openai", "/v1/vector_stores", {"id": "vs_1", "object": "vector_store"}) == [
+        ("vector_store", "vs_1")
+    ]
 
 
 def test_a_foreign_id_is_answered_as_the_provider_answers_an_unknown_one() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -301,6 +302,29 @@ async def test_one_caller_s_flood_of_hits_never_lets_another_caller_s_served_pro
     assert await bound.decide("good", 0.96, partition="bob") is Decision.VERIFY  # Bob's prompt back: checked
 
 
+async def test_a_caller_s_hits_under_many_namespaces_never_let_another_caller_s_served_prompt_be_served_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The served prompts remembered are given up by the payer holding the most (the caller without its
+    namespace): Mallory's hits, a few in each of its namespaces, push out only its own, never Bob's,
+    all in one namespace."""
+    monkeypatch.setattr(bound_module, "REMEMBERED", 10)  # (20,000 in use: the same rule, fewer decisions)
+    bound = ErrorBound(0.02, min_verify=0.0, seed=5, clock=still)
+    mallory = [f"mallory's namespace {n}" for n in range(8)]
+    for partition in ("bob's namespace", *mallory):
+        for _ in range(3):  # the evidence of `two_kinds_of_evidence`, learned without serving anything
+            for i in range(200):
+                await bound.learn(f"a{i}", 0.97, wrong=False, partition=partition)
+                await bound.learn(f"a{i}", 0.86, wrong=True, partition=partition)
+    bob = [await bound.decide("good", 0.96 + i / 1e4, "bob's namespace", payer="bob") for i in range(3)]
+    assert bob == [Decision.SERVE] * 3
+    for n, partition in enumerate(mallory):  # two in each namespace, fewer than Bob's three
+        for i in range(2):
+            assert await bound.decide("good", 0.97 + (2 * n + i) / 1e5, partition, payer="mallory") is Decision.SERVE
+
+    assert await bound.decide("good", 0.96, "bob's namespace", payer="bob") is Decision.VERIFY  # his oldest: checked
+
+
 async def test_one_partition_s_verdicts_on_a_stored_answer_never_lower_its_risk_for_another() -> None:
     # Under a shared scope every caller's lookups find the same stored answers; each caller is a
     # partition of its own, and keeps its own record of each answer.
@@ -421,6 +445,59 @@ async def test_a_flood_of_verdicts_from_invented_sources_never_pushes_out_anothe
     assert await evidence.wrong_at(answer("k", "bob")) == 0.9
     assert await evidence.history(answer("k", "bob")) == [(0.9, True)]
     assert await evidence.history(answer("m0", "mallory0")) == []  # Mallory's own gave way
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_a_caller_naming_a_namespace_per_verdict_only_pushes_out_its_own_records(
+    store: str, redis_server: Any
+) -> None:
+    """Full, the records give up the oldest of the payer holding the most (the caller without its
+    namespace), not of the partition: Mallory's verdicts in one namespace each, as many as it likes,
+    never push out Bob's, however few partitions of its own each holds."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    evidence: Any = InProcessEvidence(max_keys=4)
+    if store == "redis":
+        evidence = RedisEvidence(redis_server.url, max_records=4, max_tallies=4)
+    bound = ErrorBound(0.02, seed=8, evidence=evidence)
+    for key in ("k1", "k2"):
+        await bound.learn(key, 0.9, wrong=True, partition="bob's namespace", payer="bob")
+    for n in range(30):
+        await bound.learn(f"m{n}", 0.9, wrong=True, partition=f"mallory's namespace {n}", payer="mallory")
+
+    for key in ("k1", "k2"):
+        assert await evidence.wrong_at(answer(key, "bob's namespace")) == 0.9
+        assert await evidence.history(answer(key, "bob's namespace")) == [(0.9, True)]
+    assert await evidence.history(answer("m29", "mallory's namespace 29")) == [(0.9, True)]
+    assert await evidence.history(answer("m0", "mallory's namespace 0")) == []  # Mallory's own gave way
+    if store == "redis":
+        raw = redis.Redis.from_url(redis_server.url)
+        assert len(list(raw.scan_iter("llm-cache:bound:history:*"))) == 4
+        assert sum((await evidence.tally(BINS, "bob's namespace")).checked) == 2  # Bob's tally stays too
+        assert len(list(raw.scan_iter("llm-cache:bound:risk:*"))) == 4  # Mallory's tallies: its own gave way
+        raw.close()
+        await evidence.aclose()
+
+
+async def test_redis_evidence_forgets_records_gone_by_their_time(redis_server: Any) -> None:
+    """A record Redis dropped when its `keep` ran out is no longer counted: it never makes another go."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    now, later = RedisEvidence(redis_server.url, max_records=2), RedisEvidence(redis_server.url, max_records=2)
+    later._records.clock = lambda: time.time() + 2 * now.keep  # a pod writing once their time is up
+    await now.record(answer("a", "alice"), 0, 0.9, wrong=True, partition="alice")
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.delete(now._answer_key("history", answer("a", "alice")), now._answer_key("wrong", answer("a", "alice")))
+    for key in ("b1", "b2"):  # Bob's two fit beside Alice's record, gone by its time
+        await later.record(answer(key, "bob"), 0, 0.9, wrong=True, partition="bob")
+
+    assert [await now.wrong_at(answer(key, "bob")) for key in ("b1", "b2")] == [0.9, 0.9]
+    assert int(raw.get("llm-cache:bound:fair:records:rows")) == 2
+    raw.close()
+    for pod in (now, later):
+        await pod.aclose()
 
 
 async def test_in_process_evidence_keeps_the_tallies_of_its_most_recently_used_partitions() -> None:
