@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import orjson
 
+from .._log_limit import LogLimit
 from .._wire import masked_url
 from ._hooks import ForwardView, Hooks, RequestInfo
 from ._keys import parse_body
@@ -75,6 +76,9 @@ class Additions:
             CachedContents(prompt_caching.gemini, store, key_prefix) if prompt_caching.gemini.cached_contents else None
         )
         self._refusals: dict[_Learner, frozenset[str]] = {}
+        self.warnings = LogLimit(logger)
+        """A rewrite that fails on a caller's body, and refusals learned per caller and model: callers
+        repeat both at request rate."""
         """(upstream, scope, model) -> the additions refused with a 400 (`retry_body`, `_learner`)."""
 
     @property
@@ -114,7 +118,9 @@ class Additions:
                 view = yield Run(self._hooks.run("before_forward", view))
             rewritten = orjson.dumps(view.body) if view.changes or self._forwarding else body
         except Exception:  # fail open: the request goes out as the caller wrote it
-            logger.warning("rewriting the request on its way upstream failed; sending it as written", exc_info=True)
+            self.warnings.warning(
+                "rewrite", "rewriting the request on its way upstream failed; sending it as written", exc_info=True
+            )
             request.cached_content = None
             return body
         if view.changes and request.call is not None:
@@ -162,7 +168,8 @@ class Additions:
         if len(self._refusals) >= _MEMO_LIMIT and learner not in self._refusals:
             self._refusals.clear()
         self._refusals[learner] = self._refusals.get(learner, frozenset()) | {addition}
-        logger.warning(
+        self.warnings.warning(
+            ("refused", addition),
             "upstream %s refused the %s the cache adds; sending without it for this caller and model from now on",
             _shown(learner[0]),
             addition,

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from .._log_limit import LogLimit
 from . import _overrides as overrides
 from ._additions import STREAM_USAGE, Additions
 from ._entry import Entry, EntryError, EntryMemo, pack
@@ -115,8 +116,6 @@ Plan = Generator[Action, Any, End]
 """What `Cache.plan` returns: a generator of actions, sent their results, returning the call's end."""
 _MEMO_LIMIT = 1024
 """Most distinct request paths whose route a Cache remembers (and credentials whose scope hash it does)."""
-_WARNING_INTERVAL = 60.0
-"""Seconds between two WARNINGs about requests the engine could not key."""
 _BODY_HEADERS = ("content-type", "content-encoding")
 """The headers saying how the body is read: sent twice, the key and the provider may read it apart."""
 _READ_AS_SENT = frozenset({"", "identity"})
@@ -248,7 +247,8 @@ class Cache:
         if self._key_builder is None and not callable(self.settings.scope):
             self._memo = PreparedMemo()
         self._scopes: dict[str, str] = {}
-        self._warned_at = -float("inf")
+        self.warnings = LogLimit(logger)
+        """Requests it could not key: a hostile or broken caller sends them at request rate."""
         self._sync_loop: LoopThread | None = None
         ignored = self.settings.ignored_fields
         self._volatile = {endpoint.name: volatile_set(ignored, endpoint.volatile_fields) for endpoint in endpoints}
@@ -344,7 +344,12 @@ class Cache:
                 prepared.client = client
             return prepared
         except Exception as error:  # fail open: a request the engine cannot read goes upstream untouched
-            self._warn(f"{type(error).__name__} while preparing a request; forwarding it untouched", error)
+            self.warnings.warning(
+                ("unread", type(error)),
+                "%s while preparing a request; forwarding it untouched",
+                type(error).__name__,
+                exc_info=error,
+            )
             return self._passthrough(route, path, f"the request could not be keyed ({type(error).__name__})")
 
     def _prepare(
@@ -511,17 +516,14 @@ class Cache:
         a failure, rather than a missing identity, is a WARNING too."""
         reason = str(error)
         if isinstance(error, KeyFailure) or not error.anonymous:
-            self._warn(f"not caching a request to {printable(path, MAX_PATH_CHARS)}: {reason}", error.__cause__)
+            self.warnings.warning(
+                "unkeyed",
+                "not caching a request to %s: %s",
+                printable(path, MAX_PATH_CHARS),
+                reason,
+                exc_info=error.__cause__,
+            )
         return reason
-
-    def _warn(self, message: str, error: BaseException | None) -> None:
-        """A WARNING at most once a minute (a hostile or broken caller must not flood the log)."""
-        now = time.monotonic()
-        if now - self._warned_at >= _WARNING_INTERVAL:
-            self._warned_at = now
-            logger.warning("%s (for a minute, more such warnings are logged at DEBUG)", message, exc_info=error)
-        else:
-            logger.debug("%s", message, exc_info=error)
 
     def refused(self, request: CacheRequest, status: int) -> None:
         """The answer to a request sent again without an addition its upstream refused (`Additions.refused`)."""

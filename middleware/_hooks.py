@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from .._log_limit import LogLimit
 from ._deadline import within
 from ._fork import renew_after_fork
 from ._keys import NAMESPACE_PATTERN, load_callable
@@ -156,6 +157,9 @@ class Hooks:
 
     def __init__(self, hooks: Mapping[str, Iterable[Hook | str]] | None = None, timeout: float = 0.05) -> None:
         self.timeout = timeout
+        self.warnings = LogLimit(logger)
+        """A hook failing on a caller's input fails on every call: one WARNING per hook, point and
+        failure an interval."""
         self._threads: ThreadPoolExecutor | None = None
         """Sync hooks run on threads of their own, never the loop's default executor (which stores such
         as the disk store use): a hook that never returns cannot starve them."""
@@ -195,8 +199,12 @@ class Hooks:
                 if problem is None:
                     view = trial
                 else:
-                    logger.warning(
-                        "%s hook %s left a value the cache cannot use (%s); skipped", point, _name(hook), problem
+                    self.warnings.warning(
+                        (point, id(hook), "unusable"),
+                        "%s hook %s left a value the cache cannot use (%s); skipped",
+                        point,
+                        _name(hook),
+                        problem,
                     )
         return view
 
@@ -207,7 +215,12 @@ class Hooks:
             else:
                 threads = self._executor()
                 if not self._free.acquire(blocking=False):
-                    logger.warning("%s hook %s skipped: every hook thread is still busy", point, _name(hook))
+                    self.warnings.warning(
+                        (point, id(hook), "busy"),
+                        "%s hook %s skipped: every hook thread is still busy",
+                        point,
+                        _name(hook),
+                    )
                     return False
                 running = threads.submit(hook, view)
                 running.add_done_callback(lambda _: self._free.release())  # when the thread is done, even late
@@ -215,10 +228,18 @@ class Hooks:
                 if inspect.isawaitable(result):
                     await within(self.timeout, result)
         except asyncio.TimeoutError:
-            logger.warning("%s hook %s took more than %.3f s; skipped", point, _name(hook), self.timeout)
+            self.warnings.warning(
+                (point, id(hook), "overran"),
+                "%s hook %s took more than %.3f s; skipped",
+                point,
+                _name(hook),
+                self.timeout,
+            )
             return False
         except Exception:
-            logger.warning("%s hook %s raised; skipped", point, _name(hook), exc_info=True)
+            self.warnings.warning(
+                (point, id(hook), "raised"), "%s hook %s raised; skipped", point, _name(hook), exc_info=True
+            )
             return False
         return True
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from .._log_limit import LogLimit
 from .._wire import decompressor
 from .providers import held
 from .stores.base import Store
@@ -64,6 +65,8 @@ class Ownership:
         self.ttl = ttl
         self.memo_entries = memo_entries
         self.memo: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.warnings = LogLimit(logger)
+        """A store that is down fails every answer's record: one WARNING an interval."""
 
     def _key(self, family: str, kind: str, held_id: str) -> str:
         digest = hashlib.sha256(f"{family}\0{kind}\0{held_id}".encode("utf-8", "surrogatepass")).hexdigest()
@@ -84,7 +87,9 @@ class Ownership:
                 try:
                     await self.store.set(key, caller.encode("ascii"), self.ttl)
                 except Exception as error:
-                    logger.warning("recording whose a %s id is failed (%r): other pods will refuse it", kind, error)
+                    self.warnings.warning(
+                        "record", "recording whose a %s id is failed (%r): other pods will refuse it", kind, error
+                    )
 
     async def foreign(self, caller: str, family: str, ids: Iterable[held.Held]) -> held.Held | None:
         """The first of `ids` not minted for `caller` (minted for another, or never seen), or None.

@@ -48,6 +48,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._breakpoints import MAX_BREAKPOINTS, InjectionPoint, mentions_cache_control, place, role_of
+from .._log_limit import LogLimit
 from .._wire import GEMINI, AmbiguousCredential
 from ._types import Reply, Run, SideCall, Steps
 from .stores.base import Store
@@ -308,6 +309,8 @@ class CachedContents:
         self._creating: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Future[str | None]] = {}
         """The creations in flight, per loop (the sync transport's plans run their `Run`s on one loop)."""
         self._budget = _Budget(settings.max_per_credential, settings.ttl)
+        self.warnings = LogLimit(logger)
+        """Creations that fail: each caller's prefix tries once, so callers repeat it at request rate."""
 
     def rewrite(
         self, path: str, query: str, headers: Mapping[str, str], body: dict[str, Any]
@@ -463,7 +466,9 @@ class CachedContents:
                 created = orjson.loads(answer.body).get("name")
                 name = created if isinstance(created, str) and created else None
         except Exception:  # (a cancellation is not Gemini's failure: it is not remembered)
-            logger.warning("creating a Gemini cachedContent failed: sending the prefix as written", exc_info=True)
+            self.warnings.warning(
+                "create", "creating a Gemini cachedContent failed: sending the prefix as written", exc_info=True
+            )
         if name is None:
             logger.info("Gemini did not create a cachedContent (status %s): sending prefixes as written", status)
         refused = status in (400, 403)

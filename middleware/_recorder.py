@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
+from .._log_limit import LogLimit
 from .._wire import decompressor
 from ._entry import Entry, EntryError, replayable_header
 from ._freshness import capped_ttl, upstream_rules
@@ -33,6 +34,8 @@ class RecorderHandle(Protocol):
 
     settings: CacheSettings
     stats: CacheStats
+    warnings: LogLimit
+    """Its WARNINGs a caller could repeat at request rate."""
 
     def refused(self, request: CacheRequest, status: int) -> None:
         """The answer to a request sent again without an addition the upstream refused."""
@@ -206,7 +209,7 @@ class Recorder:
             and 200 <= status < 300
             and (headers.get("content-type") or "").startswith("text/event-stream")
         ):
-            self._filter = _caller_filter(request, headers.get("content-encoding"))
+            self._filter = _caller_filter(request, headers.get("content-encoding"), self._handle.warnings)
         self._status = status
         if not self._storable:
             return
@@ -482,7 +485,7 @@ _FILTERED_DROPS = frozenset({"content-length"})
 _DECODED_DROPS = frozenset({"content-length", "content-encoding"})
 
 
-def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter | None:
+def _caller_filter(request: CacheRequest, encoding: str | None, warnings: LogLimit) -> StreamFilter | None:
     """What undoes the usage capture on the stream the caller sees. A compressed stream is decoded
     for the caller first (its `content-encoding` is dropped), so the added chunk never gets through."""
     stream_filter = request.endpoint.stream_filter(request.view())
@@ -491,7 +494,7 @@ def _caller_filter(request: CacheRequest, encoding: str | None) -> StreamFilter 
     try:
         decoder = decompressor(encoding)
     except ValueError:  # an encoding the cache cannot read: the caller gets the stream as sent
-        logger.warning("cannot hide the usage chunk in a %s-encoded stream", encoding)
+        warnings.warning("usage-chunk", "cannot hide the usage chunk in a %s-encoded stream", encoding)
         return None
     return stream_filter if decoder is None else _DecodedFilter(decoder, stream_filter)
 

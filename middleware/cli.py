@@ -18,11 +18,11 @@ from typing import Any, TextIO
 import yaml
 
 from .._wire import masked_query_credential, masked_url
-from ._json_files import json_lines, json_object
+from ._json_files import json_lines, json_object, key_file
 from ._printable import printable
 from ._version import __version__
 from .config import ConfigError, GatewayConfig, default_config, effective_settings, load_config, with_upstreams
-from .config.schema import DiskStoreConfig
+from .config.schema import MIN_KEY_CHARS, DiskStoreConfig
 
 ADMIN_ENV = "LLM_CACHE_ADMIN_KEY"
 _FAST_HINT = " (pip install 'llm-cache-middleware[fast]' for uvloop + httptools: about 2x the hits/s)"
@@ -154,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for note in config.notes:
         print(note, file=sys.stderr)
     _warn_open_keys(config, f"http://{host}:{port}")
+    _warn_weak_keys(config)
     stack = server_stack()
     if args.http != "auto":
         if args.http == "httptools" and not _importable("httptools"):
@@ -205,6 +206,18 @@ def _warn_open_keys(config: GatewayConfig, url: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _warn_weak_keys(config: GatewayConfig) -> None:
+    """One WARNING naming the fields whose admin or client key is short enough to guess (never the key)."""
+    weak = config.weak_keys()
+    if weak:
+        print(
+            f"WARNING: {', '.join(weak)}: shorter than {MIN_KEY_CHARS} characters, a key anyone may guess; "
+            "use a long random one (e.g. `openssl rand -hex 32`)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # -- check-config ---------------------------------------------------------------------------------
@@ -454,12 +467,33 @@ _MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The most of a management answer the commands read (10,000 verification outcomes are under 1 MiB)."""
 
 
+def _key_from_file(path: str | None) -> str | None:
+    """The admin key `--admin-key-file` names, if it is given."""
+    if path is None:
+        return None
+    try:
+        return key_file(Path(path))
+    except ValueError as error:
+        raise ConfigError(f"--admin-key-file {error}") from None
+
+
+def _admin_key_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """`--admin-key KEY` or `--admin-key-file FILE` (else $LLM_CACHE_ADMIN_KEY)."""
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument(
+        "--admin-key",
+        help=f"{when}admin key (default: ${ADMIN_ENV}); other local users see it in `ps`: prefer the variable "
+        "or --admin-key-file",
+    )
+    given.add_argument("--admin-key-file", metavar="FILE", help=f"{when}read the admin key from FILE's first line")
+
+
 def _admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """The status and JSON a gateway's management endpoint answered (`{"error": ...}` for a body that is
     not JSON). Redirects are not followed: the admin key goes to the URL given and nowhere else."""
     import httpx2
 
-    key = args.admin_key or os.environ.get(ADMIN_ENV)
+    key = args.admin_key or _key_from_file(args.admin_key_file) or os.environ.get(ADMIN_ENV)
     headers = {"authorization": f"Bearer {key}"} if key else {}
     url = args.gateway.rstrip("/") + path
     raw = bytearray()
@@ -679,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stats", help="cache statistics of a running gateway", description="GET /cache/stats from a running gateway."
     )
     stats.add_argument("--gateway", metavar="URL", required=True)
-    stats.add_argument("--admin-key", help=f"admin key (default: ${ADMIN_ENV})")
+    _admin_key_options(stats)
     stats.set_defaults(handler=cmd_stats)
 
     invalidate = commands.add_parser(
@@ -709,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = invalidate.add_mutually_exclusive_group(required=True)
     where.add_argument("--gateway", metavar="URL", help="a running gateway, e.g. http://127.0.0.1:4000")
     where.add_argument("--config", metavar="FILE", help="with --tag: invalidate in this config's store directly")
-    invalidate.add_argument("--admin-key", help=f"admin key (default: ${ADMIN_ENV})")
+    _admin_key_options(invalidate)
     invalidate.set_defaults(handler=cmd_invalidate)
 
     calibrate = commands.add_parser(
@@ -723,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--from-gateway", metavar="URL", help="the verification outcomes a running gateway collected, not pairs"
     )
-    calibrate.add_argument("--admin-key", help=f"with --from-gateway: admin key (default: ${ADMIN_ENV})")
+    _admin_key_options(calibrate, "with --from-gateway: ")
     calibrate.add_argument("--target-precision", type=float, default=0.95)
     calibrate.add_argument(
         "--model", help="a local model's name or folder (default: all-MiniLM-L6-v2; see docs/semantic.md)"

@@ -46,6 +46,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._log_limit import LogLimit
 from .._refusals import REFUSAL, rule_for
 from .._wire import (
     CREDENTIAL_HEADERS,
@@ -407,6 +408,9 @@ class _Gateway:
         self.router = router
         self.client: httpx2.AsyncClient | None = None
         self.counters = _Counters()
+        self.warnings = LogLimit(logger)
+        """What every call or probe may meet (an upstream down, a refused key, a store down): one WARNING
+        of each kind an interval."""
         self._readiness: tuple[float, dict[str, Any], int] | None = None
         self._readiness_lock = asyncio.Lock()
         self.bases: dict[str | None, _Base] = {}
@@ -538,11 +542,11 @@ class _Gateway:
             response = await self.client.send(outgoing, stream=True)
         except httpx2.TimeoutException:
             self.counters.upstream_errors[family] += 1
-            logger.warning("upstream %s timed out", family)
+            self.warnings.warning(("timeout", family), "upstream %s timed out", family)
             return _error(family, 504, f"the {family} upstream timed out")
         except (httpx2.TransportError, OSError) as error:
             self.counters.upstream_errors[family] += 1
-            logger.warning("upstream %s unreachable (%s)", family, type(error).__name__)
+            self.warnings.warning(("unreachable", family), "upstream %s unreachable (%s)", family, type(error).__name__)
             return _error(family, 502, f"the {family} upstream is unreachable")
         self.counters.upstream[(family, f"{response.status_code // 100}xx")] += 1
         # the owner's key: the upstream's own, or one the router sent (a deployment's `api_key`)
@@ -596,7 +600,7 @@ class _Gateway:
         try:
             foreign = await self.owned.foreign(caller, family, named)
         except StoreDown as error:
-            logger.warning("refused a call naming a provider-held id: %s", error)
+            self.warnings.warning("held-id-store", "refused a call naming a provider-held id: %s", error)
             return _error(family, 503, "the gateway cannot tell whose an id this request names is; retry"), None
         if foreign is None:
             return None, body
@@ -627,7 +631,7 @@ class _Gateway:
         try:
             body = None if text is None else await self.owned.only_callers(caller, family, listing, text)
         except StoreDown as error:
-            logger.warning("refused a list of provider-held state: %s", error)
+            self.warnings.warning("held-list-store", "refused a list of provider-held state: %s", error)
             return _error(family, 503, "the gateway cannot tell whose the listed entries are; retry")
         if body is None:
             return _error(family, 502, "the upstream's list cannot be read to show each caller its own")
@@ -679,7 +683,9 @@ class _Gateway:
             text = text.replace(key, "***")
         deployment = response.headers.get("x-router-deployment")
         whose = f"the key sent to router deployment {deployment}" if deployment else f"upstreams.{family}.api_key"
-        logger.warning("the %s upstream refused %s (%d): %r", family, whose, status, text)
+        self.warnings.warning(
+            ("key-refused", family, deployment), "the %s upstream refused %s (%d): %r", family, whose, status, text
+        )
         message = (
             f"the gateway's upstream credential for {family} was refused by the provider;"
             " the gateway's operator must fix it"
@@ -754,7 +760,7 @@ class _Gateway:
         try:
             return await asyncio.wait_for(probe(), _PROBE_TIMEOUT)
         except Exception as error:  # the answer never carries exception text or host names
-            logger.warning("cache store probe failed: %r", error)
+            self.warnings.warning("probe", "cache store probe failed: %r", error)
             return False
 
     @staticmethod

@@ -32,6 +32,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .._log_limit import LogLimit
 from .._wire import is_azure
 from ._fork import renew_after_fork
 from ._model_labels import MAX_MODELS, ModelLabels
@@ -642,7 +643,6 @@ class Telemetry:
         """Whether store reads and writes get child spans: `store_spans`, or when that is None, whether
         the watched store leaves the process (a MemoryStore lookup is a dict read: its span would cost
         more than the lookup, and `llm_cache.lookup_duration` on the call span already says it)."""
-        self.warning_interval = warning_interval
         self.store_name = "unknown"
 
         lookup, store = "Store lookup latency.", "Store write latency."
@@ -687,11 +687,16 @@ class Telemetry:
         self._models = ModelLabels()
         self._usage_memo: dict[tuple[str, float], _Summary | None] = {}
         self._served_memo: dict[tuple[str, float, str, str | None, str], tuple[_Summary | None, _Adds]] = {}
-        self._warned_at = float("-inf")
-        self._suppressed = 0
+        self.warnings = LogLimit(logger, warning_interval)
+        """Failed store operations: one WARNING per store (or semantic part) an interval."""
         self.collector = TelemetryCollector(self)
         self._registry: Any = None
         renew_after_fork(self)
+
+    @property
+    def warning_interval(self) -> float:
+        """Seconds between two WARNINGs about one store's (or semantic part's) failing operation."""
+        return self.warnings.interval
 
     def _renew_after_fork(self) -> None:
         """A forked child's lock: the parent's copy may be held by a parent thread counting a call."""
@@ -796,24 +801,19 @@ class Telemetry:
         self._add("llm_cache_not_stored", ("withdrawn",), 1)
 
     def store_error(self, operation: str, error: BaseException, semantic_part: str | None = None) -> None:
-        """Count a failed store operation; WARNING at most once per `warning_interval` seconds.
+        """Count a failed store operation; WARNING at most once per `warning_interval` seconds for each
+        store or semantic part (a busy local model's refusals never hide a store that is down).
         `semantic_part` names the semantic cache's part that failed instead (`index:redis`, `embedder:...`)."""
         store = semantic_part or self.store_name
         self._add("llm_cache_store_errors", (store, operation), 1)
-        now = time.monotonic()
-        with self._lock:
-            if now - self._warned_at < self.warning_interval:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
-        logger.warning(
-            "%s %s %s failed (%s: %.300s); serving from upstream%s",
+        self.warnings.warning(
+            store,
+            "%s %s %s failed (%s: %.300s); serving from upstream",
             "semantic cache" if semantic_part else "cache store",
             store,
             operation,
             type(error).__name__,
             error,
-            f" ({suppressed} similar failures not logged)" if suppressed else "",
         )
 
     # -- Prometheus ---------------------------------------------------------------------------------

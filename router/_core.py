@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._log_limit import LogLimit
 from .._refusals import READ as REFUSAL_READ
 from .._refusals import REFUSAL, rule_for
 from .._wire import (
@@ -152,6 +153,8 @@ class Router:
         self.telemetry = Telemetry(tracer_provider, meter_provider)
         self.affinity = AffinityMap(self.settings.affinity_ttl, clock)
         self.stacking_warned = False
+        self.warnings = LogLimit(log, clock=clock)
+        """A deployment's refused key or failing streams meet every call: one WARNING each an interval."""
         s = self.settings
         self.states: dict[str, list[DeploymentState]] = {}
         self.steps: dict[str, Step] = {}
@@ -537,8 +540,7 @@ class Router:
         st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
 
-    @staticmethod
-    def _key_refused(st: DeploymentState, resp: Any, body: bytes | None) -> bool:
+    def _key_refused(self, st: DeploymentState, resp: Any, body: bytes | None) -> bool:
         """Whether the deployment's own answer (untranslated) refuses the key it was sent on, by its
         family's rule (`llm_cache._refusals`). If so, the answer is marked with the provider's words
         (`REFUSAL`): they are the operator's to read, never the caller's (`Router._gave_up_on_key`)."""
@@ -546,7 +548,8 @@ class Router:
         if not rule_for(st.deployment.family, resp.headers).refuse(resp.status_code, resp.headers, said):
             return False
         resp.extensions[REFUSAL] = (resp.status_code, said)  # (a translation keeps the extensions)
-        log.warning(
+        self.warnings.warning(
+            ("key-refused", st.id),
             "router: the provider refused deployment %s's own credential (%d); it is skipped until fixed",
             st.id,
             resp.status_code,
@@ -648,7 +651,8 @@ class Router:
             def release(failed: bool, st: DeploymentState = st) -> None:
                 st.in_flight -= 1
                 if failed:
-                    log.warning(
+                    self.warnings.warning(
+                        ("stream-failed", st.id),
                         "router: stream from %s failed after its first byte; ended with the "
                         "provider's error, no fallback",
                         st.id,

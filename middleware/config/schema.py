@@ -532,6 +532,10 @@ class ServerConfig(_Model):
         return options
 
 
+MIN_KEY_CHARS = 16
+"""An admin or client key shorter than this is warned about when `serve` starts (`weak_keys`)."""
+
+
 class AuthConfig(_Model):
     """`auth`: the keys a client must present on the LLM routes (none: the routes are open)."""
 
@@ -578,6 +582,15 @@ class GatewayConfig(_Model):
         if self.metrics_auth and not self.admin_key:
             raise ValueError("metrics_auth needs admin_key: /metrics is then read with the admin key")
         return self
+
+    def weak_keys(self) -> list[str]:
+        """The fields holding an admin or client key shorter than `MIN_KEY_CHARS` (a guess away), as the
+        operator's file names them. Such a key still works: refusing it would break configs that run."""
+        if self.dialect == "litellm":  # general_settings.master_key is both the admin and the client key
+            keys = [("general_settings.master_key", self.admin_key)]
+        else:
+            keys = [("admin_key", self.admin_key), *((f"auth.keys[{i}]", key) for i, key in enumerate(self.auth.keys))]
+        return [field for field, key in keys if key is not None and len(key) < MIN_KEY_CHARS]
 
     def upstream_keys(self) -> list[str]:
         """Where the config holds upstream API keys (field paths), which the gateway spends for its callers."""

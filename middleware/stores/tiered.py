@@ -29,6 +29,7 @@ from typing import Any, TypeVar, cast
 
 import msgpack
 
+from ..._log_limit import LogLimit
 from .._fork import renew_after_fork
 from .base import Abilities, LockingStore, PrefixRulesStore, SizedStore, Store, TagStore, TTLStore, abilities_of
 
@@ -100,6 +101,9 @@ class TieredStore:
         self._changes: set[asyncio.Task[Any]] = set()  # changes whose caller was cancelled, still running
         self.received = 0  # invalidation messages applied from other instances
         self.resubscribed = 0
+        self.lost = 0  # times the invalidation channel was lost (or never reached)
+        self.warnings = LogLimit(logger)
+        """A Redis that stays down loses the channel every 2 s: one WARNING an interval."""
         renew_after_fork(self)
 
     def _renew_after_fork(self) -> None:
@@ -174,7 +178,10 @@ class TieredStore:
                 raise
             except Exception as error:  # reconnect with backoff; L1 is bounded by l1_max_ttl meanwhile
                 self._subscribed.clear()
-                logger.warning("tiered store %s: invalidation channel lost (%r); reconnecting", self.name, error)
+                self.lost += 1
+                self.warnings.warning(
+                    "lost", "tiered store %s: invalidation channel lost (%r); reconnecting", self.name, error
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:

@@ -7,25 +7,51 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import orjson
 
 _EMPTY: Mapping[str, Any] = {}
+
+#: The most characters `dropped_names` says: the names come from the caller's body, as many as it has.
+_DROPPED_MAX = 1024
 
 #: Anthropic requires ``max_tokens``; an OpenAI request may leave it out. LiteLLM's default too.
 DEFAULT_MAX_TOKENS = 4096
 
 
 class Unsupported(ValueError):
-    """The target cannot honour these request fields (dotted paths, e.g. ``logprobs``, ``messages[2].name``)."""
+    """The target cannot honour these request fields (dotted paths, e.g. ``logprobs``, ``messages[2].name``);
+    ``became``: the format they are named in, when the caller's request was translated twice (compose).
+    The message names them as `dropped_names` does: they are the caller's own keys."""
 
-    def __init__(self, params: list[str], target: str) -> None:
+    def __init__(self, params: list[str], target: str, became: str | None = None) -> None:
         self.params = params
         self.target = target
+        named = ", ".join(dropped_names(params))
+        if became is not None:
+            named += f" (as the {became} field{'s' if len(params) > 1 else ''} the request became)"
         super().__init__(
-            f"The {target} deployment cannot honour: {', '.join(params)}. "
-            "Remove them, or set drop_params: true to drop them."
+            f"The {target} deployment cannot honour: {named}. Remove them, or set drop_params: true to drop them."
         )
+
+
+def dropped_names(dropped: list[str]) -> list[str]:
+    """Field names a deployment cannot honour, as the dropped-params header, the attempt's span and the
+    400 refusing them say them. A name is the caller's (a body's key may hold any character): each is
+    percent-encoded outside `[A-Za-z0-9_.~-]` and `[]`, so it is ASCII with no control character, CR,
+    LF or comma of its own, and names past `_DROPPED_MAX` characters are counted (`+N more`), not listed."""
+    names: list[str] = []
+    size = 0
+    for i, name in enumerate(dropped):
+        quoted = quote(name, safe="[]")
+        more = f"+{len(dropped) - i} more"
+        if size + len(quoted) + 1 + len(more) > _DROPPED_MAX:
+            names.append(more)
+            break
+        names.append(quoted)
+        size += len(quoted) + 1
+    return names
 
 
 class Refusals:

@@ -20,8 +20,7 @@ def compose(first: Translation, second: Translation) -> Translation:
         try:
             out = second.request(middle.body, model, stream, drop)
         except Unsupported as refused:
-            named = [f"{p} (as the {first.target} field the request became)" for p in refused.params]
-            raise Unsupported(named, second.target) from None
+            raise Unsupported(refused.params, second.target, became=first.target) from None
         return Outgoing(out.path, out.body, middle.dropped + out.dropped, out.headers, out.query)
 
     def response(body: bytes, caller: dict[str, Any]) -> bytes:

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from types import ModuleType
 from typing import Any
-from urllib.parse import quote
 
 from ..._wire import CREDENTIALS_FOR
 from .. import _rewrite as rewrite
 from .._config import Deployment
-from .base import Translation, dumps
+from .base import Translation, dropped_names, dumps
 from .stream import TranslatedStream
 
 #: Set on a translated answer when ``drop_params`` dropped fields the deployment cannot honour.
 DROPPED_HEADER = "x-router-dropped-params"
-
-#: The longest `DROPPED_HEADER` value: the names come from the caller's body, as many as it has.
-_DROPPED_MAX = 1024
 
 #: Headers describing a body the translation replaces.
 _BODY_HEADERS = frozenset({"content-length", "content-encoding", "content-type", "transfer-encoding"})
@@ -76,24 +72,6 @@ def response(
     out = translation.error(resp.status_code, raw) if failed else translation.response(raw, doc)
     headers += [("content-type", "application/json"), ("content-length", str(len(out)))]
     return lib.Response(resp.status_code, headers=headers, stream=lib.ByteStream(out), extensions=resp.extensions)
-
-
-def dropped_names(dropped: list[str]) -> list[str]:
-    """The dropped field names as the header and the attempt's span say them. A name is the caller's
-    (a body's key may hold any character): each is percent-encoded outside `[A-Za-z0-9_.~-]` and `[]`,
-    so it is ASCII with no control character, CR, LF or comma of its own, and names past
-    `_DROPPED_MAX` characters are counted (`+N more`), not listed."""
-    names: list[str] = []
-    size = 0
-    for i, name in enumerate(dropped):
-        quoted = quote(name, safe="[]")
-        more = f"+{len(dropped) - i} more"
-        if size + len(quoted) + 1 + len(more) > _DROPPED_MAX:
-            names.append(more)
-            break
-        names.append(quoted)
-        size += len(quoted) + 1
-    return names
 
 
 def dropped_header_value(dropped: list[str]) -> str:

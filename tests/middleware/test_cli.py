@@ -174,6 +174,30 @@ def test_invalidate_by_tag_in_a_configs_store(tmp_path: Path) -> None:
     assert asyncio.run(left()) == [None, b"entry"]
 
 
+def test_the_admin_commands_read_the_admin_key_from_a_file_kept_out_of_ps(
+    tmp_path: Path, running_gateway: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--admin-key KEY` is in the command line every local user reads in `ps` and /proc/PID/cmdline.
+    `--admin-key-file FILE` reads it from a file instead (its first line, blanks stripped); a file that
+    is empty, not a regular file or longer than a key is one line naming it. `--admin-key` still works."""
+    monkeypatch.delenv("LLM_CACHE_ADMIN_KEY", raising=False)
+    key_file = tmp_path / "admin.key"
+    key_file.write_text(f"{ADMIN}\n")
+    assert main(["stats", "--gateway", running_gateway, "--admin-key-file", str(key_file)]) == 0
+    assert "hits" in json.loads(capsys.readouterr().out)
+    assert main(["invalidate", "--all", "--gateway", running_gateway, "--admin-key-file", str(key_file)]) == 0
+    capsys.readouterr()
+    assert main(["stats", "--gateway", running_gateway, "--admin-key", ADMIN]) == 0
+    capsys.readouterr()
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n")
+    for path, said in ((empty, "no key"), (Path("/dev/zero"), "not a regular file"), (tmp_path / "none", "No such")):
+        assert main(["stats", "--gateway", running_gateway, "--admin-key-file", str(path)]) == 1
+        assert f"--admin-key-file {path}: " in (err := capsys.readouterr().err) and said in err, err
+    with pytest.raises(SystemExit):  # one or the other
+        build_parser().parse_args(["stats", "--gateway", "u", "--admin-key", "k", "--admin-key-file", "f"])
+
+
 def test_warm_on_a_terminal_shows_progress_with_rate_and_eta(tmp_path: Path, running_gateway: str) -> None:
     import pty
 
@@ -662,6 +686,48 @@ def test_a_file_a_command_reads_that_is_not_json_is_one_line_naming_it(
     }[command]
     line = _one_line_failure(_cli(*arguments))
     assert str(path) in line, line
+
+
+def _not_a_file(kind: str, tmp_path: Path) -> str:
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "pipe")  # no writer ever opens it: reading it waited for ever
+        return str(tmp_path / "pipe")
+    return {"dev-zero": "/dev/zero", "folder": str(tmp_path)}[kind]
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "folder"])
+@pytest.mark.parametrize("command", ["warm", "invalidate", "calibrate"])
+def test_a_path_a_command_reads_that_is_not_a_regular_file_is_one_line_naming_it(
+    tmp_path: Path, command: str, kind: str
+) -> None:
+    """`warm FILE`, `invalidate --request FILE` and `calibrate PAIRS` read the whole file into memory:
+    `/dev/zero` grew the process until it was killed, a FIFO no one writes to waited for ever, and a
+    folder was a traceback. A path that is not a regular file is refused before anything is read."""
+    path = _not_a_file(kind, tmp_path)
+    arguments = {
+        "warm": ["warm", "--gateway", "http://127.0.0.1:9", path],
+        "invalidate": ["invalidate", "--gateway", "http://127.0.0.1:9", "--request", path],
+        "calibrate": ["calibrate", path],
+    }[command]
+    line = _one_line_failure(_cli(*arguments))
+    assert f"{path}: not a regular file" in line, line
+
+
+@pytest.mark.parametrize("command", ["warm", "calibrate"])
+def test_a_line_longer_than_the_cap_is_refused_naming_the_line_without_reading_it_whole(
+    tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file of JSON lines is read line by line, each at most `MAX_LINE_BYTES`: one endless line (a
+    file written without newlines) is an error naming the line, not a process holding it whole."""
+    from llm_cache.middleware import _json_files
+
+    monkeypatch.setattr(_json_files, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "input.jsonl"
+    good = {"warm": '{"path": "/v1/chat/completions", "body": {}}', "calibrate": '{"a": "x", "b": "y", "label": 1}'}
+    path.write_text(f"{good[command]}\n\n" + "x" * 5000 + "\n")
+    arguments = {"warm": ["warm", "--gateway", "http://127.0.0.1:9"], "calibrate": ["calibrate"]}[command]
+    assert main([*arguments, str(path)]) == 1
+    assert f"{path}:3: a line longer than 1000 bytes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("parser", ["h11", "httptools"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from llm_cache.middleware.gateway import create_gateway, family_of, upstream_url
 from llm_cache.middleware.stores import DiskStore
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.servers import free_port
+from tests.test_log_limit import Clock
 
 ADMIN = "adm-test-key"
 MESSAGES = [{"role": "user", "content": "What are your opening hours?"}]
@@ -30,6 +32,7 @@ class Gateway:
     def __init__(self, server: BackgroundServer, app: Any) -> None:
         self.server = server
         self.url = server.url
+        self.app = app
         self.cache: Cache = app.state.cache
 
     def openai(self, api_key: str = "sk-tenant-a", **options: Any) -> openai.OpenAI:
@@ -226,6 +229,28 @@ def test_upstream_down_is_a_provider_shaped_502(gateway_factory: Callable[..., G
     assert dead_url.split("//")[1] not in str(anthropic_error.value.body)
 
 
+def test_an_upstream_down_is_one_warning_an_interval_however_many_calls_find_it_down(
+    gateway_factory: Callable[..., Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One dead upstream makes every call a 502 and each logged a WARNING: a caller could fill the log
+    at request rate. One a minute now, then saying how many were not logged."""
+    gateway = gateway_factory({"upstreams": {"openai": {"base_url": f"http://127.0.0.1:{free_port()}/v1"}}})
+    clock = Clock()
+    gateway.app.state.gateway.warnings.clock = clock
+    with caplog.at_level(logging.WARNING, "llm_cache.middleware"):
+        for _ in range(5):
+            with pytest.raises(openai.APIStatusError):
+                chat(gateway.openai())
+        clock.now += 61
+        with pytest.raises(openai.APIStatusError):
+            chat(gateway.openai())
+    down = [r.getMessage() for r in caplog.records if "upstream openai unreachable" in r.getMessage()]
+    assert down == [
+        "upstream openai unreachable (ConnectError)",
+        "upstream openai unreachable (ConnectError) (4 more like it since the last such WARNING were logged at DEBUG)",
+    ]
+
+
 def test_unknown_path_and_unconfigured_azure(gateway_factory: Callable[..., Gateway]) -> None:
     gateway = gateway_factory({"upstreams": {}})
     assert httpx2.get(f"{gateway.url}/nowhere", timeout=5).status_code == 404
@@ -285,6 +310,25 @@ def test_ping_of_a_broken_store_says_only_not_ok(gateway_factory: Callable[..., 
     assert body["ok"] is False
     assert "127.0.0.1" not in answer.text and "rror" not in answer.text
     assert chat(gateway.openai()).status_code == 200  # fail open
+
+
+def test_a_store_down_is_one_probe_warning_an_interval_however_often_it_is_probed(
+    gateway_factory: Callable[..., Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Readiness probes need no key (their answer is reused for a second) and each failed store probe
+    logged a WARNING: one dead store wrote one a second for as long as anyone probed. The probe
+    (readiness and /cache/ping alike) now logs one an interval, the next counting the rest."""
+    store = {"type": "redis", "host": "127.0.0.1", "port": 1, "timeout": 0.2, "connect_timeout": 0.2}
+    gateway = gateway_factory({"cache": {"store": store}})
+    clock = Clock()
+    gateway.app.state.gateway.warnings.clock = clock
+    with caplog.at_level(logging.WARNING, "llm_cache.middleware"):
+        for _ in range(4):
+            assert gateway.admin("GET", "/cache/ping").status_code == 503
+        clock.now += 61
+        assert gateway.admin("GET", "/cache/ping").status_code == 503
+    lines = [r.getMessage() for r in caplog.records if "cache store probe failed" in r.getMessage()]
+    assert len(lines) == 2 and "(3 more like it since the last such WARNING" in lines[1], lines
 
 
 def test_flush_by_namespace(gateway: Gateway, fake_provider: RunningFakeProvider) -> None:

@@ -425,8 +425,37 @@ def test_serve_warns_loudly_when_upstream_keys_are_open_to_anyone(tmp_path: Path
 
 
 def test_serve_does_not_warn_when_client_keys_are_required(tmp_path: Path) -> None:
-    output = serve_output(tmp_path, {"upstreams": {"openai": {"api_key": "sk-spent"}}, "auth": {"keys": ["gw"]}})
+    config = {"upstreams": {"openai": {"api_key": "sk-spent"}}, "auth": {"keys": ["gw-client-key-0123456789"]}}
+    output = serve_output(tmp_path, config)
     assert "WARNING" not in output and "llm-cache gateway on" in output
+
+
+@pytest.mark.parametrize(
+    ("config", "named", "value"),
+    [
+        ({"admin_key": "adm-weak"}, "admin_key", "adm-weak"),
+        ({"auth": {"keys": ["gw-client-key-0123456789", "short-key"]}}, "auth.keys[1]", "short-key"),
+        (
+            {
+                "general_settings": {"master_key": "sk-1234"},
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+            },
+            "general_settings.master_key",
+            "sk-1234",
+        ),
+    ],
+    ids=["admin-key", "client-key", "litellm-master-key"],
+)
+def test_serve_warns_once_naming_a_key_shorter_than_16_characters_but_never_its_value(
+    tmp_path: Path, config: dict[str, Any], named: str, value: str
+) -> None:
+    """`admin_key: a` was taken as is: one guess opened /cache/* (flush, invalidate). A key shorter than
+    16 characters still works (refusing it would break configs that run today; LiteLLM refuses only an
+    unset, empty or `sk-1234` master key), but `serve` says so at start, naming the field, not the key."""
+    output = serve_output(tmp_path, config)
+    lines = [line for line in output.splitlines() if "shorter than 16 characters" in line]
+    assert len(lines) == 1 and lines[0].startswith("WARNING: ") and named in lines[0], output
+    assert value not in output
 
 
 # -- what an upstream sends back ------------------------------------------------------------------

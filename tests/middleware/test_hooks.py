@@ -32,6 +32,7 @@ from llm_cache.middleware.stores import DiskStore, MemoryStore
 from tests.middleware.asgi_apps import Calls, starlette_app
 from tests.support.fake_provider_fixtures import RunningFakeProvider
 from tests.support.stores import CountingStore
+from tests.test_log_limit import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -233,6 +234,28 @@ def test_a_raising_hook_is_logged_and_skipped(
         assert outcomes(sdk(cache, fake_provider)) == ["MISS", "HIT"]
     assert store.ttls == [5]  # the hook after the broken one still ran
     assert "before_lookup hook" in caplog.text and "raised; skipped" in caplog.text
+
+
+def test_a_hook_failing_on_every_call_is_one_warning_an_interval(
+    fake_provider: RunningFakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that raises on a caller's input raised a WARNING per call: a caller could fill the log at
+    request rate. One per hook and point an interval now, then saying how many were not logged."""
+
+    def broken(view: Any) -> None:
+        raise RuntimeError("bug in the operator's hook")
+
+    cache = Cache(store=MemoryStore(), hooks={"before_lookup": [broken], "on_hit": [broken]})
+    clock = Clock()
+    cache.hooks.warnings.clock = clock
+    client = sdk(cache, fake_provider)
+    with caplog.at_level(logging.WARNING, "llm_cache.middleware"):
+        assert outcomes(client, times=5) == ["MISS", "HIT", "HIT", "HIT", "HIT"]
+        clock.now += 61
+        assert outcomes(client, times=1) == ["HIT"]
+    raised = [r.getMessage() for r in caplog.records if "raised; skipped" in r.getMessage()]
+    assert [line.split(" hook")[0] for line in raised] == ["before_lookup", "on_hit", "before_lookup", "on_hit"]
+    assert "(4 more like it" in raised[2] and "(3 more like it" in raised[3]
 
 
 @pytest.mark.parametrize(

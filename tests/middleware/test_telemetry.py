@@ -568,6 +568,21 @@ def test_warning_rate_limit_reports_suppressed_count(caplog: pytest.LogCaptureFi
     assert telemetry.snapshot()["llm_cache_store_errors"] == {("unknown", "set"): 5}
 
 
+def test_a_busy_local_model_s_warnings_never_hide_a_failing_store(caplog: pytest.LogCaptureFixture) -> None:
+    """Callers can keep a local embedder at its `max_in_flight` at request rate; its `semantic_busy`
+    warnings shared one allowance with every store failure, so a dead store went unlogged. Each
+    store (or semantic part) and operation has its own."""
+    telemetry = Telemetry(warning_interval=3600)
+    with caplog.at_level(logging.WARNING, logger="llm_cache.middleware"):
+        for _ in range(20):
+            telemetry.store_error("semantic_busy", RuntimeError("busy"), "embedder:minilm")
+        telemetry.store_error("get", ConnectionError("refused"))
+        telemetry.store_error("get", ConnectionError("refused"))
+    assert len(caplog.records) == 2
+    assert "embedder:minilm semantic_busy failed" in caplog.records[0].getMessage()
+    assert "cache store unknown get failed" in caplog.records[1].getMessage()
+
+
 async def test_debug_log_line_per_decision_without_prompt_or_key(caplog: pytest.LogCaptureFixture) -> None:
     cache = Cache(telemetry=Recorded().telemetry)
     client = async_openai(cache, Upstream())

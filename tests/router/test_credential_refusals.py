@@ -10,6 +10,7 @@ never handed its refusal as if its own key were wrong. The real openai SDK goes 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anthropic
@@ -150,3 +151,25 @@ def test_a_gemini_400_that_refuses_the_request_is_still_the_callers_error(fake_p
         caller(router).chat.completions.create(model="gpt", messages=HI)
     assert "Invalid JSON payload" in str(raised.value) and fake_provider.count() == 1
     assert router.deployment_state("gem").breaker.state == "closed"
+
+
+def test_a_deployment_s_refused_key_is_one_warning_an_interval_however_many_calls_meet_it(
+    fake_provider, make_router, clock, caplog
+) -> None:
+    """Every call that reached a deployment whose key is refused logged a WARNING: with a short
+    `cooldown_time` callers drove the operator's log at request rate. One per deployment an interval
+    now (`LogLimit`, on the router's clock), the next saying how many were not logged."""
+    deployment = {"id": "oai", "model": "real", "api_base": fake_provider.openai_base_url, "api_key": "sk-revoked"}
+    router = make_router(group(deployment, cooldown_time=0.5))
+    fake_provider.revoke_key("sk-revoked")
+    with caplog.at_level(logging.WARNING, "llm_cache.router"):
+        for _ in range(5):
+            with pytest.raises(openai.InternalServerError):
+                caller(router).chat.completions.create(model="gpt", messages=HI)
+            clock.advance(1)  # past the cooldown: the next call reaches the deployment again
+        clock.advance(60)
+        with pytest.raises(openai.InternalServerError):
+            caller(router).chat.completions.create(model="gpt", messages=HI)
+    assert fake_provider.count() == 6
+    lines = [r.getMessage() for r in caplog.records if "refused deployment oai's own credential" in r.getMessage()]
+    assert len(lines) == 2 and "(4 more like it since the last such WARNING" in lines[1], lines

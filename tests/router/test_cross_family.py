@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -332,6 +333,25 @@ def test_the_dropped_fields_a_caller_names_reach_the_span_as_briefly_and_printab
     assert sum(len(name) for name in names) <= 1024 and names[-1].startswith("+")
     assert all(name.isprintable() for name in names)
     assert names[0] == "%1B]0%3Bowned%07%0D%0A2026-01-01%20CRITICAL%20forged"
+
+
+def test_the_400_naming_fields_a_caller_wrote_names_them_as_briefly_and_printably_as_the_header(fake_provider):
+    """Without `drop_params` the names are refused in a 400 whose message listed them all, as sent:
+    2,000 names of 1,000 characters made a 2 MB answer echoing the caller's text, ESC and CR LF
+    included (a client that logs its errors logged them). The message now names them as the header
+    does (`dropped_names`: percent-encoded, at most 1 KiB, the rest counted)."""
+    forged = "\x1b]0;owned\x07\r\n2026-01-01 CRITICAL forged"
+    extra = {forged: 1, **{f"{n:04d}" + "k" * 1000: 1 for n in range(2000)}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(claude_router(fake_provider)).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_body=extra
+        )
+    message = refused.value.message
+    assert refused.value.code == "router_unsupported_params"
+    assert len(message) < 1500 and message.isprintable()
+    assert "%1B]0%3Bowned%07%0D%0A2026-01-01%20CRITICAL%20forged" in message
+    assert re.search(r", \+\d+ more\. Remove them", message)
+    assert fake_provider.count() == 0
 
 
 def test_an_anthropic_error_reaches_the_openai_caller_in_openai_shape(fake_provider):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from typing import Any
 
@@ -11,6 +13,8 @@ import pytest
 from llm_cache.middleware.stores import MemoryStore
 from llm_cache.middleware.stores.redis import RedisStore
 from llm_cache.middleware.stores.tiered import TieredStore
+from tests.support.servers import free_port
+from tests.test_log_limit import Clock
 
 from .conftest import SLACK, eventually, unique_prefix
 
@@ -372,3 +376,30 @@ async def test_a_change_cancelled_after_l2_applied_it_still_reaches_the_other_po
         l2.resume.set()
         await a.close()
         await b.close()
+
+
+async def test_a_redis_that_stays_down_is_one_warning_an_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """The listener retries a lost channel every 2 s at most and logged a WARNING each time: one dead
+    Redis wrote 1800 lines an hour. One an interval now, saying how many were not logged."""
+    prefix = unique_prefix()
+    dead = RedisStore(f"redis://127.0.0.1:{free_port()}", prefix=prefix, failure_threshold=1000, **SLACK)
+    store = TieredStore(MemoryStore(), dead, channel=f"{prefix}c")
+    clock = Clock()
+    store.warnings.clock = clock
+    try:
+        with caplog.at_level(logging.WARNING, "llm_cache.middleware.stores.tiered"):
+            with contextlib.suppress(Exception):
+                await store.get("k")  # starts the listener
+
+            async def failed(times: int) -> bool:
+                return store.lost >= times
+
+            await eventually(lambda: failed(4), deadline=30.0, what="the listener failing four times")
+            clock.now += 61
+            lost = store.lost
+            await eventually(lambda: failed(lost + 1), deadline=30.0, what="the listener failing once more")
+    finally:
+        await store.close()
+    lines = [r.getMessage() for r in caplog.records if "invalidation channel lost" in r.getMessage()]
+    assert len(lines) == 2
+    assert "more like it since the last such WARNING" in lines[1]
