@@ -754,13 +754,18 @@ def test_a_bound_decided_on_by_threads_at_once_counts_every_lookup_and_keeps_its
     """One bound shared by the sync and async transports decides on two threads at once. Unguarded,
     a partition's learned state or a payer's minute of verifications was found and then replaced by
     another thread's: lookups and candidates went uncounted, more verifications than the cap per
-    minute went to the judge, and a decision could raise (its lookup a miss)."""
+    minute went to the judge, and a decision could raise (its lookup a miss).
+
+    Every servable candidate is verified while the cap allows (`min_verify=1`), so every decision asks
+    the cap once, whatever the interleaving. With the default share, a racer whose verdicts came last,
+    after the others' lookups had shrunk its answers' share of the traffic, rightly showed a serving
+    cap, and a candidate served by the draw asks the cap nothing (neither a verification nor a refusal)."""
     monkeypatch.setattr(bound_module, "PARTITIONS", 8)  # (passers-by push partitions out all along)
     now = [0.0]
     cap, each = 200, 1_500
     refused: list[None] = []
     decided: list[Decision] = []
-    bound = ErrorBound(0.02, verifications_per_minute=cap, seed=3, clock=lambda: now[0])
+    bound = ErrorBound(0.02, min_verify=1.0, verifications_per_minute=cap, seed=3, clock=lambda: now[0])
     bound.on_capped = lambda: refused.append(None)
 
     async def decide(name: str) -> None:
