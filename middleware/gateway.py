@@ -605,7 +605,7 @@ class _Gateway:
         if foreign is None:
             return None, body
         kind, held_id = foreign
-        status, message, code = held_ids.not_found(family, kind, held_id, in_path=held_id in path)
+        status, message, code = held_ids.not_found(family, kind, held_id, in_path=held_id in held_ids.as_read(path))
         logger.info("refused a call naming a %s id minted for another caller or unknown", kind)
         return _error(family, status, message, code), None
 

@@ -478,3 +478,59 @@ def test_a_list_of_anthropic_files_shows_each_caller_its_own(
 
     listed = a.beta.files.list()
     assert [f.id for f in listed.data] == [mine.id]
+
+
+@pytest.fixture
+def by_id_gateway(gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider) -> Gateway:
+    """The owner opened stored responses and files by id (`GET /v1/responses/{id}`, a file's content)."""
+    allow = ["POST /v1/responses", "GET /v1/responses/*", "POST /v1/files", "GET /v1/files/*/content"]
+    return gateway_factory(
+        {
+            "auth": {"keys": [A_KEY, B_KEY]},
+            "upstreams": {
+                "openai": {"base_url": fake_provider.openai_base_url, "api_key": OPENAI_OWNER, "allow": allow}
+            },
+        }
+    )
+
+
+ESCAPES = {
+    "first_letter": lambda held_id: "%" + held_id[0].encode().hex() + held_id[1:],
+    "separator": lambda held_id: held_id.replace("_", "%5F").replace("-", "%2D"),
+    "every_byte_lower_case": lambda held_id: "".join("%" + b.encode().hex() for b in held_id),
+}
+
+
+@pytest.mark.parametrize("escape", list(ESCAPES), ids=list(ESCAPES))
+def test_an_id_in_an_opened_path_is_read_as_the_provider_decodes_it(
+    by_id_gateway: Gateway, fake_provider: RunningFakeProvider, escape: str
+) -> None:
+    """The gateway forwards a path's escapes as they came and the provider decodes them: B opening A's
+    response or file at `/v1/responses/%72esp_...` was not seen to name an id, and went on."""
+    a = by_id_gateway.openai(api_key=A_KEY)
+    response = a.responses.create(model=MODEL, input="my secret plan").id
+    uploaded = a.files.create(file=("notes.txt", io.BytesIO(b"payroll"), "text/plain"), purpose="user_data").id
+    before = len(fake_provider.requests)
+    for path in (f"/v1/responses/{ESCAPES[escape](response)}", f"/v1/files/{ESCAPES[escape](uploaded)}/content"):
+        answer = httpx2.get(f"{by_id_gateway.url}{path}", headers={"authorization": f"Bearer {B_KEY}"}, timeout=10)
+        assert answer.status_code == 404, path
+    assert len(fake_provider.requests) == before  # refused before it left
+    mine = f"/v1/responses/{ESCAPES[escape](response)}"
+    httpx2.get(f"{by_id_gateway.url}{mine}", headers={"authorization": f"Bearer {A_KEY}"}, timeout=10)
+    assert len(fake_provider.requests) == before + 1  # A's own, however spelt, goes on
+
+
+def test_a_file_named_in_a_prompt_templates_variables_is_its_uploaders(
+    owned_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """A Responses `prompt` fills its variables with input files the provider reads: ids were looked for
+    in `input` and `messages` only, so B's prompt variable reached A's upload."""
+    a, b = owned_gateway.openai(api_key=A_KEY), owned_gateway.openai(api_key=B_KEY)
+    uploaded = a.files.create(file=("notes.txt", io.BytesIO(b"payroll"), "text/plain"), purpose="user_data").id
+    prompt = {"id": "pmpt_owners_template", "variables": {"report": {"type": "input_file", "file_id": uploaded}}}
+
+    with pytest.raises(openai.NotFoundError, match=uploaded):
+        b.responses.create(model=MODEL, prompt=prompt)  # type: ignore[arg-type]
+
+    assert responses_count(fake_provider) == 0
+    assert a.responses.create(model=MODEL, prompt=prompt).id  # type: ignore[arg-type]
