@@ -20,6 +20,8 @@ import openai
 import orjson
 import pytest
 
+from llm_cache.middleware import Cache
+from llm_cache.middleware.stores import MemoryStore
 from tests.middleware.stores.conftest import unique_prefix
 from tests.middleware.test_gateway import MODEL, Gateway, gateway_factory  # noqa: F401
 from tests.support.anthropic_streams import anthropic_events
@@ -534,3 +536,22 @@ def test_a_file_named_in_a_prompt_templates_variables_is_its_uploaders(
 
     assert responses_count(fake_provider) == 0
     assert a.responses.create(model=MODEL, prompt=prompt).id  # type: ignore[arg-type]
+
+
+def test_one_callers_flood_of_responses_never_pushes_another_callers_ids_out_of_a_full_store(
+    gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
+    """Every Responses call records its ids for 30 days. All callers' records were one tenant of a bounded
+    store, so B's unique calls made it the largest and pushed A's records out: A's own id, asked on a pod
+    that had not minted it, was refused as never seen. Each caller's records are now that caller's."""
+    shared = Cache(MemoryStore(max_entries=40))
+    config = {
+        "auth": {"keys": [A_KEY, B_KEY]},
+        "upstreams": {"openai": {"base_url": fake_provider.openai_base_url, "api_key": OPENAI_OWNER}},
+    }
+    one, two = gateway_factory(config, cache=shared), gateway_factory(config, cache=shared)
+    first = one.openai(api_key=A_KEY).responses.create(model=MODEL, input="started on pod one").id
+    b = one.openai(api_key=B_KEY)
+    for n in range(30):
+        b.responses.create(model=MODEL, input=f"flood {n}")
+    assert two.openai(api_key=A_KEY).responses.create(model=MODEL, input="go on", previous_response_id=first).id
