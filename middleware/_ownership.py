@@ -9,7 +9,8 @@ an id recorded for nobody or for someone else (`providers.held` says where ids a
 Records live in the cache's store, under the cache's key prefix, so that every pod of a shared store
 agrees, for `TTL` (the provider keeps a stored response 30 days), with a bounded in-process memo in
 front: a caller continuing its own id is answered by the memo without a round trip. With no cache
-(`cache.enabled: false`) only the memo holds them, per process.
+(`cache.enabled: false`) a `MemoryStore` of the process's own holds them: fair between callers (one
+caller's flood of records gives way before another's), which one LRU memo for all is not.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .._log_limit import LogLimit
 from .._wire import decompressor
 from .providers import held
 from .stores.base import Store
+from .stores.memory import MemoryStore
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 
@@ -61,7 +63,8 @@ class Ownership:
     `prefix`, with a bounded TTL'd memo."""
 
     def __init__(self, store: Store | None, prefix: str, ttl: float = TTL, memo_entries: int = _MEMO_ENTRIES) -> None:
-        self.store = store
+        self.store: Store = store if store is not None else MemoryStore(max_entries=memo_entries, max_bytes=None)
+        """(With no cache, a store of the process's own, fair between callers as the memo is not.)"""
         self.prefix = f"{prefix}__owner__:"
         self.ttl = ttl
         self.memo_entries = memo_entries
@@ -91,13 +94,12 @@ class Ownership:
         for kind, held_id in ids:
             digest = self._digest(family, kind, held_id)
             self._remember(digest, caller)
-            if self.store is not None:
-                try:
-                    await self.store.set(self._key(caller, digest), caller.encode("ascii"), self.ttl)
-                except Exception as error:
-                    self.warnings.warning(
-                        "record", "recording whose a %s id is failed (%r): other pods will refuse it", kind, error
-                    )
+            try:
+                await self.store.set(self._key(caller, digest), caller.encode("ascii"), self.ttl)
+            except Exception as error:
+                self.warnings.warning(
+                    "record", "recording whose a %s id is failed (%r): other pods will refuse it", kind, error
+                )
 
     async def foreign(self, caller: str, family: str, ids: Iterable[held.Held]) -> held.Held | None:
         """The first of `ids` not minted for `caller` (minted for another, or never seen), or None.
@@ -109,8 +111,6 @@ class Ownership:
                 if memo[0] != caller:
                     return kind, held_id
                 continue
-            if self.store is None:
-                return kind, held_id
             try:
                 owner = await self.store.get(self._key(caller, digest))
             except Exception as error:
