@@ -555,3 +555,21 @@ def test_one_callers_flood_of_responses_never_pushes_another_callers_ids_out_of_
     for n in range(30):
         b.responses.create(model=MODEL, input=f"flood {n}")
     assert two.openai(api_key=A_KEY).responses.create(model=MODEL, input="go on", previous_response_id=first).id
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
+def test_a_json_body_sent_under_another_content_type_is_still_read_for_ids(
+    owned_gateway: Gateway, fake_provider: RunningFakeProvider, content_type: str | None
+) -> None:
+    """Only a body declared JSON or a form was read for ids: the same JSON declared `text/plain`, or
+    nothing, went on unread to a provider that may parse it whatever its declared type."""
+    a = owned_gateway.openai(api_key=A_KEY)
+    first = a.responses.create(model=MODEL, input="my secret plan").id
+    raw = orjson.dumps({"model": MODEL, "input": "what was it?", "previous_response_id": first})
+    headers = {"authorization": f"Bearer {B_KEY}"} | ({"content-type": content_type} if content_type else {})
+    before = responses_count(fake_provider)
+
+    answer = httpx2.post(f"{owned_gateway.url}/v1/responses", content=raw, headers=headers, timeout=10)
+
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "previous_response_not_found"
+    assert responses_count(fake_provider) == before
