@@ -36,9 +36,10 @@ _PATH_KIND = {
 }
 _ANTHROPIC_PATH = re.compile(r"/v1/files/(file_[^/]+)")
 _GEMINI_PATH = re.compile(r"/v1(?:beta|alpha)?/(files/[^/:]+|cachedContents/[^/:]+)")
-_GEMINI_FILE = re.compile(r"(?:^|/v1(?:beta|alpha)?/)(files/[A-Za-z0-9_-]+)$")
-"""A Gemini Files API URI (`https://generativelanguage.googleapis.com/v1beta/files/abc`, or `files/abc`);
-`fileData` also takes YouTube and web URLs, which no caller owns."""
+_GEMINI_FILE = re.compile(r"(?:^|/v1(?:beta|alpha)?/)(files/[A-Za-z0-9_-]+)(?:$|[/?#])")
+"""A Gemini Files API URI (`https://generativelanguage.googleapis.com/v1beta/files/abc`, or `files/abc`),
+with whatever query or trailing slash follows (a URI the gateway let through on a guess may be the
+file's); `fileData` also takes YouTube and web URLs, which no caller owns."""
 
 STREAM_EVENTS: dict[str, frozenset[str]] = {
     "openai": frozenset({"response.created", "response.completed", "chat.completion.chunk"}),
