@@ -220,9 +220,11 @@ _GEMINI_LISTS = re.compile(r"/v1(?:beta|alpha)?/(files|cachedContents)/?")
 def listed(family: str, method: str, path: str) -> Listing | None:
     """What a call listing the account's held state lists, or None: OpenAI's `GET /v1/files`,
     `/v1/vector_stores`, `/v1/chat/completions` (stored ones), `/v1/containers` (a list object's `data`);
-    Anthropic's `GET /v1/files` (`data`); Gemini's `GET files`, `cachedContents` (by `name`)."""
+    Anthropic's `GET /v1/files` (`data`); Gemini's `GET files`, `cachedContents` (by `name`). The path is
+    read as the provider reads it (`as_read`): `/v1/%66iles` lists the files too."""
     if method != "GET":
         return None
+    path = as_read(path)
     if family in ("openai", "azure") and (match := _OPENAI_LISTS.fullmatch(path)) is not None:
         return _OPENAI_LISTED.get(match.group(1), "container"), "data", "id"
     if family == "anthropic" and path.rstrip("/") == "/v1/files":
@@ -238,6 +240,7 @@ def minting(family: str, method: str, path: str, body: Any = None) -> bool:
     name later. A chat completion does only when asked to be stored or to speak (its audio is kept)."""
     if method != "POST":
         return False
+    path = as_read(path)
     if family in ("openai", "azure"):
         if path.endswith("/chat/completions"):
             return isinstance(body, dict) and (_stored(body) or "audio" in _strings(body.get("modalities")))
@@ -257,6 +260,7 @@ def minted(family: str, path: str, answer: Any, request: Any = None) -> list[Hel
     containers they ran in; a chat completion's audio, and its id when stored; an Anthropic message's
     container; a conversation's, an uploaded file's, a vector store's, a container's id; a Gemini cached
     content's name."""
+    path = as_read(path)  # (as `minting` read it)
     if not isinstance(answer, dict):
         return []
     if family in ("openai", "azure") and path.endswith("/chat/completions"):

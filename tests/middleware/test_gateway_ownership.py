@@ -573,3 +573,17 @@ def test_a_json_body_sent_under_another_content_type_is_still_read_for_ids(
 
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "previous_response_not_found"
     assert responses_count(fake_provider) == before
+
+
+def test_a_list_opened_under_an_escaped_path_still_shows_each_caller_its_own(
+    gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
+    """A list was known by its path as forwarded: `GET /v1/%66iles`, which the provider reads as
+    `/v1/files`, was no list, and (where an allow rule's wildcard let it through) B was shown every
+    caller's files."""
+    gateway = with_owner_keys(gateway_factory, fake_provider, ["POST /v1/files", "GET /v1/*"], [])
+    a = gateway.openai(api_key=A_KEY)
+    mine = a.files.create(file=("a.txt", io.BytesIO(b"a's payroll"), "text/plain"), purpose="user_data").id
+    for path in ("/v1/%66iles", "/v1/file%73"):
+        answer = httpx2.get(f"{gateway.url}{path}", headers={"authorization": f"Bearer {B_KEY}"}, timeout=10)
+        assert answer.status_code == 200 and mine not in answer.text, path
