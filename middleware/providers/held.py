@@ -190,14 +190,19 @@ _DECODE_ROUNDS = 4
 def as_read(path: str) -> str:
     """`path` as the provider reads it: the gateway forwards escapes as they came and the provider decodes
     them (`/v1/responses/%72esp_1` opens `resp_1`). Decoded until nothing changes (at most a few rounds,
-    as `gateway.forwarded_path` checks it): an id spelt under two escapes is still read, never missed."""
+    as `gateway.forwarded_path` checks it): an id spelt under two escapes is still read, never missed.
+    An escaped slash (`%2F`) stays one: a server routes on the segments the path has, and the gateway
+    forwards it as one segment (`gateway.forwarded_path`)."""
     for _ in range(_DECODE_ROUNDS):
         if "%" not in path:
             break
-        path, before = unquote(path), path
+        path, before = "%2F".join(unquote(part) for part in _SLASH.split(path)), path
         if path == before:
             break
     return path
+
+
+_SLASH = re.compile("%2F", re.IGNORECASE)
 
 
 _NAMED = {"openai": _openai_named, "azure": _openai_named, "anthropic": _anthropic_named, "gemini": _gemini_named}
