@@ -9,7 +9,8 @@ an id recorded for nobody or for someone else (`providers.held` says where ids a
 Records live in the cache's store, under the cache's key prefix, so that every pod of a shared store
 agrees, for `TTL` (the provider keeps a stored response 30 days), with a bounded in-process memo in
 front: a caller continuing its own id is answered by the memo without a round trip. With no cache
-(`cache.enabled: false`) only the memo holds them, per process.
+(`cache.enabled: false`) a `MemoryStore` of the process's own holds them: fair between callers (one
+caller's flood of records gives way before another's), which one LRU memo for all is not.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .._log_limit import LogLimit
 from .._wire import decompressor
 from .providers import held
 from .stores.base import Store
+from .stores.memory import MemoryStore
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
 
@@ -57,10 +59,12 @@ def caller_of(values: Iterable[bytes], keys: tuple[bytes, ...]) -> str:
 
 
 class Ownership:
-    """The map id -> caller, in `store` (may be None) under `prefix`, with a bounded TTL'd memo."""
+    """Which ids each caller was handed: one record per (caller, id) in `store` (may be None) under
+    `prefix`, with a bounded TTL'd memo."""
 
     def __init__(self, store: Store | None, prefix: str, ttl: float = TTL, memo_entries: int = _MEMO_ENTRIES) -> None:
-        self.store = store
+        self.store: Store = store if store is not None else MemoryStore(max_entries=memo_entries, max_bytes=None)
+        """(With no cache, a store of the process's own, fair between callers as the memo is not.)"""
         self.prefix = f"{prefix}__owner__:"
         self.ttl = ttl
         self.memo_entries = memo_entries
@@ -68,48 +72,52 @@ class Ownership:
         self.warnings = LogLimit(logger)
         """A store that is down fails every answer's record: one WARNING an interval."""
 
-    def _key(self, family: str, kind: str, held_id: str) -> str:
-        digest = hashlib.sha256(f"{family}\0{kind}\0{held_id}".encode("utf-8", "surrogatepass")).hexdigest()
-        return self.prefix + digest[:40]
+    @staticmethod
+    def _digest(family: str, kind: str, held_id: str) -> str:
+        """The id (the memo's key: it says whose the id is)."""
+        return hashlib.sha256(f"{family}\0{kind}\0{held_id}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
-    def _remember(self, key: str, caller: str) -> None:
-        self.memo[key] = (caller, time.monotonic() + self.ttl)
-        self.memo.move_to_end(key)
+    def _key(self, caller: str, digest: str) -> str:
+        """The store's record that the id is `caller`'s. The caller is a segment of its own
+        (`_keys.key_owner`): a bounded store that gives way by tenant takes one caller's flood of
+        records from that caller, never from the records of every caller at once."""
+        return f"{self.prefix}{caller}:{digest}"
+
+    def _remember(self, digest: str, caller: str) -> None:
+        self.memo[digest] = (caller, time.monotonic() + self.ttl)
+        self.memo.move_to_end(digest)
         while len(self.memo) > self.memo_entries:
             self.memo.popitem(last=False)
 
     async def record(self, caller: str, family: str, ids: Iterable[held.Held]) -> None:
         """`ids` were minted for `caller` (a store that fails is logged: the memo still holds them)."""
         for kind, held_id in ids:
-            key = self._key(family, kind, held_id)
-            self._remember(key, caller)
-            if self.store is not None:
-                try:
-                    await self.store.set(key, caller.encode("ascii"), self.ttl)
-                except Exception as error:
-                    self.warnings.warning(
-                        "record", "recording whose a %s id is failed (%r): other pods will refuse it", kind, error
-                    )
+            digest = self._digest(family, kind, held_id)
+            self._remember(digest, caller)
+            try:
+                await self.store.set(self._key(caller, digest), caller.encode("ascii"), self.ttl)
+            except Exception as error:
+                self.warnings.warning(
+                    "record", "recording whose a %s id is failed (%r): other pods will refuse it", kind, error
+                )
 
     async def foreign(self, caller: str, family: str, ids: Iterable[held.Held]) -> held.Held | None:
         """The first of `ids` not minted for `caller` (minted for another, or never seen), or None.
         Raises `StoreDown` when the store cannot say."""
         for kind, held_id in ids:
-            key = self._key(family, kind, held_id)
-            memo = self.memo.get(key)
+            digest = self._digest(family, kind, held_id)
+            memo = self.memo.get(digest)
             if memo is not None and memo[1] > time.monotonic():
                 if memo[0] != caller:
                     return kind, held_id
                 continue
-            if self.store is None:
-                return kind, held_id
             try:
-                owner = await self.store.get(key)
+                owner = await self.store.get(self._key(caller, digest))
             except Exception as error:
                 raise StoreDown(f"the store did not say whose a {kind} id is ({type(error).__name__})") from error
             if owner is None or owner.decode("ascii", "replace") != caller:
                 return kind, held_id
-            self._remember(key, caller)
+            self._remember(digest, caller)
         return None
 
     async def only_callers(self, caller: str, family: str, listing: held.Listing, answer: bytes) -> bytes | None:

@@ -507,7 +507,7 @@ class _Gateway:
             foreign, body = await self._foreign(request, family, forwarded, caller)
             if foreign is not None:
                 return foreign
-            held = held or _json_or_form(request)  # (read whole for the ids it names)
+            held = held or _read_for_ids(request)  # (read whole for the ids it names)
         base = self.bases.get(family)
         if base is None:
             return _error(family, 502, f"no upstream configured for {family}: set upstreams.{family}.base_url")
@@ -582,7 +582,7 @@ class _Gateway:
         (`providers.held`): the provider's own answer for an id it does not know, before it leaves; and
         the request's JSON body where it may name or mint one (else None)."""
         body: Any = None
-        if _json_or_form(request):
+        if _read_for_ids(request):
             raw = await _decoded_body(request)
             if raw is None:
                 return _error(family, 400, "a body that cannot be read may name a provider-held id"), None
@@ -605,7 +605,7 @@ class _Gateway:
         if foreign is None:
             return None, body
         kind, held_id = foreign
-        status, message, code = held_ids.not_found(family, kind, held_id, in_path=held_id in path)
+        status, message, code = held_ids.not_found(family, kind, held_id, in_path=held_id in held_ids.as_read(path))
         logger.info("refused a call naming a %s id minted for another caller or unknown", kind)
         return _error(family, status, message, code), None
 
@@ -1417,6 +1417,12 @@ did not."""
 def _json_or_form(request: Request) -> bool:
     """Whether the request has a body the gateway reads whole before forwarding (a JSON or form body)."""
     return _has_body(request) and overrides.body_may_name(request.headers.get("content-type", ""))
+
+
+def _read_for_ids(request: Request) -> bool:
+    """Whether the request has a body read whole for the provider-held ids it names: any but a
+    multipart upload's. A provider may parse JSON whatever type it is declared (`text/plain`, none)."""
+    return _has_body(request) and not request.headers.get("content-type", "").lower().startswith("multipart/")
 
 
 def _presented(request: Request) -> list[bytes]:

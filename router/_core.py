@@ -503,6 +503,8 @@ class Router:
             return AttemptResult(st.id, failure, exception=sent.exception, callers=kind is Kind.CLIENT)
         resp = sent.response
         kind = classify_status(resp.status_code, sent.body or b"", s.retry_on_status)
+        if kind is Kind.SERVER and resp.status_code < 500 and self._refuses_a_key(st, resp, sent.body, own_key):
+            kind = Kind.CLIENT  # judged below as whose key it was, whatever `retry_on_status` names
         if "location" in resp.headers and 300 <= resp.status_code < 400:  # relayed, never to be followed
             del resp.headers["location"]
         if kind is Kind.OK and isinstance(answer, Mapping) and error_object(answer) is not None:
@@ -539,6 +541,17 @@ class Router:
             return AttemptResult(st.id, failure, response=resp, fail_over=True, callers=True)
         st.breaker.release_without_outcome(probe)
         return AttemptResult(st.id, Failure(kind, resp.status_code), response=resp, callers=True)
+
+    @staticmethod
+    def _refuses_a_key(st: DeploymentState, resp: Any, body: bytes | None, own_key: bool) -> bool:
+        """Whether a 4xx that `retry_on_status` names (an operator may add 401 and 403) refuses a key:
+        the caller's own (a 401 or 403 on it, or its family's rule), or the one the deployment was sent.
+        Such an answer is never a failure of the deployment's: the caller's own key refused cools nothing
+        and moves the caller to no key of the operator's (`_allowed`); the deployment's own is `KEY_REFUSED`."""
+        if own_key and resp.status_code in (401, 403):
+            return True
+        said = (body or b"")[:REFUSAL_READ]
+        return rule_for(st.deployment.family, resp.headers).refuse(resp.status_code, resp.headers, said)
 
     def _key_refused(self, st: DeploymentState, resp: Any, body: bytes | None) -> bool:
         """Whether the deployment's own answer (untranslated) refuses the key it was sent on, by its

@@ -8,6 +8,7 @@ import math
 import re
 import socket
 import time
+import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timezone
@@ -16,6 +17,8 @@ from typing import Any
 
 import httpx
 import httpx2
+
+from .._wire import decompressor
 
 #: Default bound on any provider-supplied time (``RouterSettings.cooldown_max``), seconds.
 DEFAULT_COOLDOWN_MAX = 300.0
@@ -87,17 +90,25 @@ few hundred; a first event longer than this is judged unread, as one that is not
 class FirstEvent:
     """A 2xx stream's first chunks, read until its first event has ended: the router judges the stream
     on that event. The network cuts events anywhere, and judged on a part, an `event: error` split over
-    two reads was a success. Only an uncompressed event stream is read on past its first chunk, and at
-    most `FIRST_EVENT_MAX` bytes of it; a stream of another kind has no such end to wait for."""
+    two reads was a success. An event stream is read on past its first chunk, decoded when it comes
+    gzip- or deflate-encoded (judged on its raw bytes, a compressed error event was a success), and at
+    most `FIRST_EVENT_MAX` bytes of it, raw or decoded; a stream of another kind (or an encoding not
+    read) has no such end to wait for. The chunks go on to the caller as they came."""
 
-    __slots__ = ("_ended", "_pieces", "_size", "_tail", "_events")
+    __slots__ = ("_decoded", "_decoder", "_ended", "_events", "_pieces", "_read", "_size", "_tail")
 
     def __init__(self, headers: Mapping[str, str]) -> None:
-        self._events = (headers.get("content-type") or "").lower().startswith("text/event-stream") and headers.get(
-            "content-encoding", "identity"
-        ).lower() == "identity"
+        self._events = (headers.get("content-type") or "").lower().startswith("text/event-stream")
+        self._decoder: Any = None
+        if self._events:
+            try:
+                self._decoder = decompressor(headers.get("content-encoding"))
+            except ValueError:  # an encoding the router does not read: judged on its first chunk, unread
+                self._events = False
         self._pieces: list[bytes] = []
+        self._decoded: list[bytes] = []
         self._size = 0
+        self._read = 0
         self._tail = b""
         self._ended = False
 
@@ -106,20 +117,36 @@ class FirstEvent:
         """Whether to read another chunk before judging."""
         if not self._size:
             return True
-        return self._events and not self._ended and self._size < FIRST_EVENT_MAX
+        return self._events and not self._ended and max(self._size, self._read) < FIRST_EVENT_MAX
 
     def add(self, chunk: bytes) -> None:
-        """One more chunk; only its own bytes (and the last three before) are searched for a blank line."""
+        """One more chunk; only its own (decoded) bytes and the last three before are searched for a
+        blank line."""
         self._pieces.append(chunk)
         self._size += len(chunk)
+        if not self._events:
+            return
+        if self._decoder is not None:
+            try:  # (never past the bound: a few compressed bytes can decode to a thousand times more)
+                chunk = self._decoder.decompress(chunk, FIRST_EVENT_MAX - self._read + 1)
+            except zlib.error:  # not what it says it is: judged on its first chunk, as it came
+                self._events = False
+                return
+        self._decoded.append(chunk)
+        self._read += len(chunk)
         seam = self._tail + chunk
         self._ended = self._ended or b"\n\n" in seam.replace(b"\r\n", b"\n")
         self._tail = seam[-3:]
 
     @property
     def head(self) -> bytes:
-        """What was read, to judge and then to pass on first."""
+        """What was read, to pass on first, as it came."""
         return b"".join(self._pieces)
+
+    @property
+    def judged(self) -> bytes:
+        """What was read, decoded, to judge (`first_event`); a body not read as events, as it came."""
+        return b"".join(self._decoded) if self._events else self.head
 
 
 def _text(value: Any) -> str:

@@ -138,7 +138,7 @@ async def _send_async(lib: ModuleType, inner: Any, action: Send | Passthrough, l
             raise
         head = first.head
         resp.stream = _AsyncPeeked(resp, head, it, original)
-        return Sent(response=resp, first=head)
+        return Sent(response=resp, first=first.judged)
     return await _read_async(lib, resp, action, limit)
 
 
@@ -221,7 +221,7 @@ def _send_sync(lib: ModuleType, inner: Any, action: Send | Passthrough, limit: i
             raise
         head = first.head
         resp.stream = _SyncPeeked(resp, head, it, original)
-        return Sent(response=resp, first=head)
+        return Sent(response=resp, first=first.judged)
     return _read_sync(lib, resp, action, limit)
 
 

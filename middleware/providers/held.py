@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
-__all__ = ["SSE_MARKERS", "STREAM_EVENTS", "Listing", "listed", "minted", "minting", "named", "not_found"]
+__all__ = ["SSE_MARKERS", "STREAM_EVENTS", "Listing", "as_read", "listed", "minted", "minting", "named", "not_found"]
 
 # (kind, id): a kind keeps a file id and a response id of the same text apart.
 Held = tuple[str, str]
@@ -35,9 +36,10 @@ _PATH_KIND = {
 }
 _ANTHROPIC_PATH = re.compile(r"/v1/files/(file_[^/]+)")
 _GEMINI_PATH = re.compile(r"/v1(?:beta|alpha)?/(files/[^/:]+|cachedContents/[^/:]+)")
-_GEMINI_FILE = re.compile(r"(?:^|/v1(?:beta|alpha)?/)(files/[A-Za-z0-9_-]+)$")
-"""A Gemini Files API URI (`https://generativelanguage.googleapis.com/v1beta/files/abc`, or `files/abc`);
-`fileData` also takes YouTube and web URLs, which no caller owns."""
+_GEMINI_FILE = re.compile(r"(?:^|/v1(?:beta|alpha)?/)(files/[A-Za-z0-9_-]+)(?:$|[/?#])")
+"""A Gemini Files API URI (`https://generativelanguage.googleapis.com/v1beta/files/abc`, or `files/abc`),
+with whatever query or trailing slash follows (a URI the gateway let through on a guess may be the
+file's); `fileData` also takes YouTube and web URLs, which no caller owns."""
 
 STREAM_EVENTS: dict[str, frozenset[str]] = {
     "openai": frozenset({"response.created", "response.completed", "chat.completion.chunk"}),
@@ -57,7 +59,8 @@ SSE_MARKERS: dict[str, tuple[bytes, ...]] = {
 
 
 def _file_ids(value: Any) -> Iterator[str]:
-    """Every `file_id` string under `value` (message or input content, at any depth)."""
+    """Every `file_id` string under `value`, at any depth: a provider reads one in message or input
+    content, a prompt template's variables, and wherever its API grows one next."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -132,8 +135,8 @@ def _openai_named(path: str, body: Any) -> Iterator[Held]:
         conversation = conversation.get("id")
     if isinstance(conversation, str):
         yield "conversation", conversation
-    for field in ("input", "messages"):
-        yield from (("file", file_id) for file_id in _file_ids(body.get(field)))
+    # (anywhere in the body: `input`, `messages`, a `prompt`'s variables ... wherever the provider reads one)
+    yield from (("file", file_id) for file_id in _file_ids(body))
     yield from (("item", item) for item in _item_references(body.get("input")))
     yield from (("audio", audio) for audio in _audio_ids(body.get("messages")))
     yield from _stores_and_files(body)
@@ -150,8 +153,7 @@ def _anthropic_named(path: str, body: Any) -> Iterator[Held]:
     for match in _ANTHROPIC_PATH.finditer(path):
         yield "file", match.group(1)
     if isinstance(body, dict):
-        for field in ("messages", "system"):
-            yield from (("file", file_id) for file_id in _file_ids(body.get(field)))
+        yield from (("file", file_id) for file_id in _file_ids(body))
         container = body.get("container")
         if isinstance(container, dict):  # an id with skills
             container = container.get("id")
@@ -182,15 +184,37 @@ def _gemini_named(path: str, body: Any) -> Iterator[Held]:
             stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
 
 
+_DECODE_ROUNDS = 4
+
+
+def as_read(path: str) -> str:
+    """`path` as the provider reads it: the gateway forwards escapes as they came and the provider decodes
+    them (`/v1/responses/%72esp_1` opens `resp_1`). Decoded until nothing changes (at most a few rounds,
+    as `gateway.forwarded_path` checks it): an id spelt under two escapes is still read, never missed.
+    An escaped slash (`%2F`) stays one: a server routes on the segments the path has, and the gateway
+    forwards it as one segment (`gateway.forwarded_path`)."""
+    for _ in range(_DECODE_ROUNDS):
+        if "%" not in path:
+            break
+        path, before = "%2F".join(unquote(part) for part in _SLASH.split(path)), path
+        if path == before:
+            break
+    return path
+
+
+_SLASH = re.compile("%2F", re.IGNORECASE)
+
+
 _NAMED = {"openai": _openai_named, "azure": _openai_named, "anthropic": _anthropic_named, "gemini": _gemini_named}
 
 
 def named(family: str, path: str, body: Any) -> list[Held]:
-    """The provider-held ids a request to `family` names: in its path (a call the owner opened by name) and
-    its JSON body (`previous_response_id`, `conversation`, `item_reference`s, file ids in content, Gemini
-    `fileData` Files URIs and `cachedContent`). Prompt ids are not among them: the owner creates those."""
+    """The provider-held ids a request to `family` names: in its path as the provider decodes it (a call
+    the owner opened by name) and its JSON body (`previous_response_id`, `conversation`,
+    `item_reference`s, file ids anywhere, Gemini `fileData` Files URIs and `cachedContent`). Prompt ids
+    are not among them: the owner creates those."""
     reader = _NAMED.get(family)
-    return list(dict.fromkeys(reader(path, body))) if reader is not None else []
+    return list(dict.fromkeys(reader(as_read(path), body))) if reader is not None else []
 
 
 _OPENAI_LISTS = re.compile(r"(?:/openai)?(?:/v1)?/(files|vector_stores|chat/completions|containers)/?")
@@ -201,9 +225,11 @@ _GEMINI_LISTS = re.compile(r"/v1(?:beta|alpha)?/(files|cachedContents)/?")
 def listed(family: str, method: str, path: str) -> Listing | None:
     """What a call listing the account's held state lists, or None: OpenAI's `GET /v1/files`,
     `/v1/vector_stores`, `/v1/chat/completions` (stored ones), `/v1/containers` (a list object's `data`);
-    Anthropic's `GET /v1/files` (`data`); Gemini's `GET files`, `cachedContents` (by `name`)."""
+    Anthropic's `GET /v1/files` (`data`); Gemini's `GET files`, `cachedContents` (by `name`). The path is
+    read as the provider reads it (`as_read`): `/v1/%66iles` lists the files too."""
     if method != "GET":
         return None
+    path = as_read(path)
     if family in ("openai", "azure") and (match := _OPENAI_LISTS.fullmatch(path)) is not None:
         return _OPENAI_LISTED.get(match.group(1), "container"), "data", "id"
     if family == "anthropic" and path.rstrip("/") == "/v1/files":
@@ -219,6 +245,7 @@ def minting(family: str, method: str, path: str, body: Any = None) -> bool:
     name later. A chat completion does only when asked to be stored or to speak (its audio is kept)."""
     if method != "POST":
         return False
+    path = as_read(path)
     if family in ("openai", "azure"):
         if path.endswith("/chat/completions"):
             return isinstance(body, dict) and (_stored(body) or "audio" in _strings(body.get("modalities")))
@@ -238,6 +265,7 @@ def minted(family: str, path: str, answer: Any, request: Any = None) -> list[Hel
     containers they ran in; a chat completion's audio, and its id when stored; an Anthropic message's
     container; a conversation's, an uploaded file's, a vector store's, a container's id; a Gemini cached
     content's name."""
+    path = as_read(path)  # (as `minting` read it)
     if not isinstance(answer, dict):
         return []
     if family in ("openai", "azure") and path.endswith("/chat/completions"):

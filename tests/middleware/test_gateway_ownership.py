@@ -20,6 +20,8 @@ import openai
 import orjson
 import pytest
 
+from llm_cache.middleware import Cache
+from llm_cache.middleware.stores import MemoryStore
 from tests.middleware.stores.conftest import unique_prefix
 from tests.middleware.test_gateway import MODEL, Gateway, gateway_factory  # noqa: F401
 from tests.support.anthropic_streams import anthropic_events
@@ -478,3 +480,110 @@ def test_a_list_of_anthropic_files_shows_each_caller_its_own(
 
     listed = a.beta.files.list()
     assert [f.id for f in listed.data] == [mine.id]
+
+
+@pytest.fixture
+def by_id_gateway(gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider) -> Gateway:
+    """The owner opened stored responses and files by id (`GET /v1/responses/{id}`, a file's content)."""
+    allow = ["POST /v1/responses", "GET /v1/responses/*", "POST /v1/files", "GET /v1/files/*/content"]
+    return gateway_factory(
+        {
+            "auth": {"keys": [A_KEY, B_KEY]},
+            "upstreams": {
+                "openai": {"base_url": fake_provider.openai_base_url, "api_key": OPENAI_OWNER, "allow": allow}
+            },
+        }
+    )
+
+
+ESCAPES = {
+    "first_letter": lambda held_id: "%" + held_id[0].encode().hex() + held_id[1:],
+    "separator": lambda held_id: held_id.replace("_", "%5F").replace("-", "%2D"),
+    "every_byte_lower_case": lambda held_id: "".join("%" + b.encode().hex() for b in held_id),
+}
+
+
+@pytest.mark.parametrize("escape", list(ESCAPES), ids=list(ESCAPES))
+def test_an_id_in_an_opened_path_is_read_as_the_provider_decodes_it(
+    by_id_gateway: Gateway, fake_provider: RunningFakeProvider, escape: str
+) -> None:
+    """The gateway forwards a path's escapes as they came and the provider decodes them: B opening A's
+    response or file at `/v1/responses/%72esp_...` was not seen to name an id, and went on."""
+    a = by_id_gateway.openai(api_key=A_KEY)
+    response = a.responses.create(model=MODEL, input="my secret plan").id
+    uploaded = a.files.create(file=("notes.txt", io.BytesIO(b"payroll"), "text/plain"), purpose="user_data").id
+    before = len(fake_provider.requests)
+    for path in (f"/v1/responses/{ESCAPES[escape](response)}", f"/v1/files/{ESCAPES[escape](uploaded)}/content"):
+        answer = httpx2.get(f"{by_id_gateway.url}{path}", headers={"authorization": f"Bearer {B_KEY}"}, timeout=10)
+        assert answer.status_code == 404, path
+    assert len(fake_provider.requests) == before  # refused before it left
+    mine = f"/v1/responses/{ESCAPES[escape](response)}"
+    httpx2.get(f"{by_id_gateway.url}{mine}", headers={"authorization": f"Bearer {A_KEY}"}, timeout=10)
+    assert len(fake_provider.requests) == before + 1  # A's own, however spelt, goes on
+
+
+def test_a_file_named_in_a_prompt_templates_variables_is_its_uploaders(
+    owned_gateway: Gateway, fake_provider: RunningFakeProvider
+) -> None:
+    """A Responses `prompt` fills its variables with input files the provider reads: ids were looked for
+    in `input` and `messages` only, so B's prompt variable reached A's upload."""
+    a, b = owned_gateway.openai(api_key=A_KEY), owned_gateway.openai(api_key=B_KEY)
+    uploaded = a.files.create(file=("notes.txt", io.BytesIO(b"payroll"), "text/plain"), purpose="user_data").id
+    prompt = {"id": "pmpt_owners_template", "variables": {"report": {"type": "input_file", "file_id": uploaded}}}
+
+    with pytest.raises(openai.NotFoundError, match=uploaded):
+        b.responses.create(model=MODEL, prompt=prompt)  # type: ignore[arg-type]
+
+    assert responses_count(fake_provider) == 0
+    assert a.responses.create(model=MODEL, prompt=prompt).id  # type: ignore[arg-type]
+
+
+def test_one_callers_flood_of_responses_never_pushes_another_callers_ids_out_of_a_full_store(
+    gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
+    """Every Responses call records its ids for 30 days. All callers' records were one tenant of a bounded
+    store, so B's unique calls made it the largest and pushed A's records out: A's own id, asked on a pod
+    that had not minted it, was refused as never seen. Each caller's records are now that caller's."""
+    shared = Cache(MemoryStore(max_entries=40))
+    config = {
+        "auth": {"keys": [A_KEY, B_KEY]},
+        "upstreams": {"openai": {"base_url": fake_provider.openai_base_url, "api_key": OPENAI_OWNER}},
+    }
+    one, two = gateway_factory(config, cache=shared), gateway_factory(config, cache=shared)
+    first = one.openai(api_key=A_KEY).responses.create(model=MODEL, input="started on pod one").id
+    b = one.openai(api_key=B_KEY)
+    for n in range(30):
+        b.responses.create(model=MODEL, input=f"flood {n}")
+    assert two.openai(api_key=A_KEY).responses.create(model=MODEL, input="go on", previous_response_id=first).id
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
+def test_a_json_body_sent_under_another_content_type_is_still_read_for_ids(
+    owned_gateway: Gateway, fake_provider: RunningFakeProvider, content_type: str | None
+) -> None:
+    """Only a body declared JSON or a form was read for ids: the same JSON declared `text/plain`, or
+    nothing, went on unread to a provider that may parse it whatever its declared type."""
+    a = owned_gateway.openai(api_key=A_KEY)
+    first = a.responses.create(model=MODEL, input="my secret plan").id
+    raw = orjson.dumps({"model": MODEL, "input": "what was it?", "previous_response_id": first})
+    headers = {"authorization": f"Bearer {B_KEY}"} | ({"content-type": content_type} if content_type else {})
+    before = responses_count(fake_provider)
+
+    answer = httpx2.post(f"{owned_gateway.url}/v1/responses", content=raw, headers=headers, timeout=10)
+
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "previous_response_not_found"
+    assert responses_count(fake_provider) == before
+
+
+def test_a_list_opened_under_an_escaped_path_still_shows_each_caller_its_own(
+    gateway_factory: Callable[..., Gateway], fake_provider: RunningFakeProvider
+) -> None:
+    """A list was known by its path as forwarded: `GET /v1/%66iles`, which the provider reads as
+    `/v1/files`, was no list, and (where an allow rule's wildcard let it through) B was shown every
+    caller's files."""
+    gateway = with_owner_keys(gateway_factory, fake_provider, ["POST /v1/files", "GET /v1/*"], [])
+    a = gateway.openai(api_key=A_KEY)
+    mine = a.files.create(file=("a.txt", io.BytesIO(b"a's payroll"), "text/plain"), purpose="user_data").id
+    for path in ("/v1/%66iles", "/v1/file%73"):
+        answer = httpx2.get(f"{gateway.url}{path}", headers={"authorization": f"Bearer {B_KEY}"}, timeout=10)
+        assert answer.status_code == 200 and mine not in answer.text, path

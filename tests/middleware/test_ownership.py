@@ -113,3 +113,20 @@ def test_an_id_is_its_callers_and_no_one_elses() -> None:
 
     asyncio.run(check())
     assert b == caller_of([b"key-b"], ())
+
+
+def test_with_no_cache_one_callers_flood_never_pushes_another_callers_ids_out() -> None:
+    """With no cache (`cache.enabled: false`) only the process held the records, in one LRU memo for
+    every caller: B's flood of ids pushed A's out, and A's own id was refused as never seen."""
+    a, b = caller_of([b"key-a"], ()), caller_of([b"key-b"], ())
+
+    async def check() -> None:
+        owned = Ownership(None, "", memo_entries=10)
+        await owned.record(a, "openai", [("response", "resp_a")])
+        for n in range(50):
+            await owned.record(b, "openai", [("response", f"resp_b{n}")])
+        assert await owned.foreign(a, "openai", [("response", "resp_a")]) is None
+        assert await owned.foreign(b, "openai", [("response", "resp_a")]) == ("response", "resp_a")
+        assert await owned.foreign(b, "openai", [("response", "resp_b49")]) is None
+
+    asyncio.run(check())

@@ -355,3 +355,54 @@ def test_a_callers_own_429_goes_to_no_keyless_fallback_its_key_does_not_go_to(
     with pytest.raises(openai.RateLimitError) as limited:
         caller(router, "sk-caller").chat.completions.create(model="gpt", messages=HI)
     assert limited.value.response.headers["retry-after"] == "30" and fake_provider.requests == []
+
+
+# ----------------------------------------------------------------------- whatever retry_on_status says
+
+RETRYING_REFUSALS = [408, 409, 429, 500, 502, 503, 504, 529, 401, 403]
+"""An operator's `retry_on_status` that names 401 and 403 (a flaky proxy in front, say)."""
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_callers_own_key_refused_stays_the_callers_whatever_retry_on_status_names(
+    fake_provider, make_router, status
+) -> None:
+    """With 401 and 403 in `retry_on_status`, A's own revoked key was a server failure: it cooled the
+    deployment for B, and moved A to the operator's key. It is A's, as without them: relayed as it came."""
+    config = {
+        "groups": {
+            "gpt": {"deployments": [on(fake_provider, "own", order=0), on(fake_provider, "house", "operator-key")]},
+            "paid": {"deployments": [on(fake_provider, "paid", "operator-spare")]},
+        },
+        "settings": {
+            "num_retries": 2,
+            "allowed_fails": 1,
+            "retry_on_status": RETRYING_REFUSALS,
+            "fallbacks": [{"gpt": ["paid"]}],
+            "default_fallbacks": ["paid"],
+        },
+    }
+    router = make_router(config)
+    fake_provider.refuse_key("key-a", status)
+    with pytest.raises(openai.APIStatusError) as refused:
+        caller(router, "key-a").chat.completions.create(model="gpt", messages=HI)
+    assert refused.value.status_code == status and refused.value.response.headers.get("x-router-error") is None
+    assert keys_sent(fake_provider) == [("real-own", "Bearer key-a")]
+    assert [router.deployment_state(d).breaker.state for d in ("own", "house", "paid")] == ["closed"] * 3
+    answer = caller(router, "key-b").chat.completions.with_raw_response.create(model="gpt", messages=HI)
+    assert answer.status_code == 200 and answer.headers["x-router-deployment"] == "own"
+
+
+def test_the_operators_key_refused_is_still_the_routers_502_whatever_retry_on_status_names(
+    fake_provider, make_router
+) -> None:
+    """With 401 in `retry_on_status`, the operator's revoked key was a server failure, its provider's words
+    (the key, masked) relayed to the caller once no deployment was left."""
+    config = passthrough(fake_provider, "only", key="sk-revoked", retry_on_status=RETRYING_REFUSALS)
+    router = make_router(config)
+    fake_provider.revoke_key("sk-revoked")
+    with pytest.raises(openai.InternalServerError) as refused:
+        caller(router, "key-a").chat.completions.create(model="gpt", messages=HI)
+    answer = refused.value.response
+    assert answer.status_code == 502 and answer.headers["x-router-error"] == "deployment_credential_refused"
+    assert "Incorrect API key" not in answer.text

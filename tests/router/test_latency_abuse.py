@@ -238,3 +238,55 @@ def test_a_stream_whose_first_event_is_an_error_split_at_any_byte_is_no_success(
         releaser.join(10)
         assert not releaser.is_alive()
         assert router.deployment_state("only").ttft is None, f"an error event cut at byte {offset} was a success"
+
+
+@pytest.mark.parametrize("family", list(STREAMS))
+def test_a_gzipped_stream_whose_first_event_is_an_error_is_no_success(fake_provider, make_router, family) -> None:
+    """The router judged a compressed event stream on its first raw chunk, gzip bytes that hold no event:
+    an error event behind `content-encoding: gzip` (whole, or cut by the network) was a success with a
+    time to first byte. Its first event is now read decoded, to its end, and the caller still gets the
+    bytes as they came (its SDK decodes them and raises the error)."""
+    config, events, stream, error = STREAMS[family]
+    size = len(b"".join(encoded_events(events)))
+    fake_provider.gzip_streams()
+
+    def release_when_parked() -> None:
+        fake_provider.wait_for_parked(1)
+        fake_provider.release()
+
+    for offset in (None, 1, size // 2, size - 1):
+        clock = TickingClock()
+        router = make_router(config(fake_provider), clock=clock, sleep=clock.sleep, async_sleep=clock.async_sleep)
+        fake_provider.stream_next(events, split_at=offset, hold=offset is not None)
+        releaser = threading.Thread(target=release_when_parked) if offset is not None else None
+        if releaser is not None:
+            releaser.start()
+        with pytest.raises(error):
+            stream(router, fake_provider)
+        if releaser is not None:
+            releaser.join(10)
+            assert not releaser.is_alive()
+        assert router.deployment_state("only").ttft is None, f"a gzipped error event cut at {offset} was a success"
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+def test_a_first_event_longer_than_the_router_reads_reaches_the_caller_unchanged(
+    fake_provider, make_router, gzipped
+) -> None:
+    """A first event that does not end within `FIRST_EVENT_MAX` (a 200 KiB chunk of text, plain or gzip)
+    is judged unread, and every byte of the stream reaches the caller as the provider sent it."""
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "model": "real-only", "created": 1}
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "x" * 200_000}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        "[DONE]",
+    ]
+    if gzipped:
+        fake_provider.gzip_streams()
+    fake_provider.stream_next(events)
+    router = make_router(passthrough(fake_provider, "only", key="operator-key"))
+    with httpx2.Client(transport=RouterTransport(router)) as http:
+        body = {"model": "gpt", "messages": HI, "stream": True}
+        with http.stream("POST", "https://api.openai.com/v1/chat/completions", json=body) as answer:
+            received = b"".join(answer.iter_bytes())
+    assert answer.status_code == 200 and received == b"".join(encoded_events(events))

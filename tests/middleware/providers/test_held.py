@@ -116,6 +116,25 @@ from llm_cache.middleware.providers import held
             {"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]},
             [("item", "rs_1")],
         ),
+        (  # a Files URI with a query or a trailing slash is still that file's (never let through on a guess)
+            "gemini",
+            "/v1beta/models/m:generateContent",
+            {
+                "contents": [
+                    {
+                        "parts": [
+                            {
+                                "fileData": {
+                                    "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/f3?alt=media"
+                                }
+                            }
+                        ]
+                    },
+                    {"parts": [{"fileData": {"fileUri": "files/f4/"}}]},
+                ]
+            },
+            [("file", "files/f3"), ("file", "files/f4")],
+        ),
     ],
 )
 def test_the_ids_a_request_names_are_read_where_its_family_names_them(
