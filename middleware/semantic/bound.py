@@ -542,20 +542,35 @@ class ErrorBound:
             wrong = await self._wrong_at(key, partition)
             servable = wrong is None or similarity > wrong + self.margin
         if servable:
+            decision, capped = self._serve_or_verify(key, similarity, learned, payer)
+        else:
+            with self._lock:
+                capped = not self._spend(payer)
+            decision = Decision.SKIP if capped else Decision.VERIFY
+        if capped and self.on_capped is not None:
+            self.on_capped()
+        return self._asking(answer(key, partition), similarity, bin) if decision is Decision.VERIFY else decision
+
+    def _serve_or_verify(self, key: str, similarity: float, learned: _Learned, payer: str) -> tuple[Decision, bool]:
+        """A servable candidate's decision, and whether the cap refused a verification. Whether it was
+        served, the draw, the cap and remembering it served are one step under the lock: two threads
+        deciding the same prompt at once must not both find it not yet served and both serve it."""
+        with self._lock:
             if (key, similarity) in self._served:  # the same prompt again: checked now, and stored for it
                 # alone if it was right; never served unverified a second time (no verification left: a miss)
-                return (
-                    self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP
-                )
+                capped = not self._spend(payer)
+                return (Decision.SKIP if capped else Decision.VERIFY), capped
             share = max(self.min_verify, min(1.0, EXPLORE * learned.needed / max(1, learned.above)))
-            if self._random.random() >= share or not self._may_verify(payer):
-                served = self._served
-                served.add(payer, (key, similarity))  # (by the payer: a caller names namespaces freely)
-                while len(served) > REMEMBERED:
-                    served.evict()
-                return Decision.SERVE
-            return self._asking(answer(key, partition), similarity, bin)
-        return self._asking(answer(key, partition), similarity, bin) if self._may_verify(payer) else Decision.SKIP
+            capped = False
+            if self._random.random() < share:
+                capped = not self._spend(payer)
+                if not capped:
+                    return Decision.VERIFY, False
+            served = self._served
+            served.add(payer, (key, similarity))  # (by the payer: a caller names namespaces freely)
+            while len(served) > REMEMBERED:
+                served.evict()
+            return Decision.SERVE, capped
 
     async def _wrong_at(self, key: str, partition: str) -> float | None:
         """The highest similarity at which `partition` judged `key`'s answer wrong. A verdict kept under the
@@ -663,24 +678,24 @@ class ErrorBound:
                 return similarity
         return None
 
-    def _may_verify(self, payer: str) -> bool:
+    def _spend(self, payer: str) -> bool:
+        """Spend one of `payer`'s verifications of the minute, if any is left. The caller holds the lock
+        (a payer's minute found then replaced, or read then added to, let it past its cap); not
+        re-entrant, so it takes none itself, and calls back no one (`on_capped` is the caller's)."""
         cap = self.verifications_per_minute
         if cap is None:
             return True
         now = self._clock()
-        with self._lock:  # (a payer's minute found then replaced, or read then added to, let it past its cap)
-            recent = self._verifications.pop(payer, None) or deque()
-            self._verifications[payer] = recent
-            while len(self._verifications) > PARTITIONS:
-                self._verifications.popitem(last=False)
-            while recent and recent[0] <= now - 60.0:
-                recent.popleft()
-            capped = len(recent) >= cap
-            if not capped:
-                recent.append(now)
-        if capped and self.on_capped is not None:
-            self.on_capped()
-        return not capped
+        recent = self._verifications.pop(payer, None) or deque()
+        self._verifications[payer] = recent
+        while len(self._verifications) > PARTITIONS:
+            self._verifications.popitem(last=False)
+        while recent and recent[0] <= now - 60.0:
+            recent.popleft()
+        if len(recent) >= cap:
+            return False
+        recent.append(now)
+        return True
 
 
 __all__ = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +38,7 @@ from llm_cache.middleware.semantic.bound import (
 )
 from llm_cache.middleware.semantic.judges import EmbeddingJudge, ExactJudge, answer_content
 from llm_cache.middleware.semantic.risk import HISTORY
-from tests.support.races import raced
+from tests.support.races import JOIN_DEADLINE, raced
 from tests.support.semantic_workload import known_answer_workload
 
 # -- the statistics ------------------------------------------------------------------------------
@@ -785,3 +786,25 @@ def test_a_bound_decided_on_by_threads_at_once_counts_every_lookup_and_keeps_its
     asyncio.run(bound.decide("late", 0.9, "shared"))
     checked, _, seen, lookups = asyncio.run(bound.evidence.tally(BINS, "shared"))
     assert (sum(checked), sum(seen), lookups) == (cap, racers * each, racers * each)
+
+
+def test_a_prompt_decided_on_two_threads_at_once_is_served_unverified_once() -> None:
+    """Whether a candidate was served, the draw, the cap and remembering it served are one step under
+    the bound's lock. Two steps, two threads deciding the same prompt at the same similarity at once
+    both found it not yet served, and both served it unverified: a repeat the draw must never serve.
+
+    Every draw asks the cap (`min_verify=1`), which is spent (none a minute): its refusal (`on_capped`)
+    holds each thread until the other has decided too, so that, unguarded, both had checked before
+    either remembered (every wait bounded by a deadline)."""
+    bound = asyncio.run(
+        two_kinds_of_evidence(ErrorBound(0.02, min_verify=1.0, verifications_per_minute=0, clock=still))
+    )
+    both = threading.Barrier(2, timeout=JOIN_DEADLINE)
+    bound.on_capped = both.wait
+    decided: list[Decision] = []
+
+    def decide(name: str) -> None:
+        decided.append(asyncio.run(bound.decide("good", 0.96)))
+
+    assert raced(decide, "ab") == []
+    assert sorted(decided) == [Decision.SERVE, Decision.SKIP]  # the repeat: no verification left, a miss
