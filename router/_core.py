@@ -1,6 +1,6 @@
 """``Router``: picks a deployment, retries, fails over, cools down.
 
-The decision logic is one sans-I/O generator (``Router._plan``) that yields two kinds of actions,
+The decision logic is one sans-I/O generator (``Router.plan``) that yields two kinds of actions,
 ``Send`` and ``Sleep``; ``llm_cache.router._transport`` runs it with sync or async I/O. So the sync and async
 paths cannot drift apart, and tests can drive time and randomness.
 """

@@ -1,10 +1,11 @@
 """State the provider holds for whoever created it, by id: which ids a request names, which an answer mints.
 
-A gateway spending its owner's key (`gateway._Owned`) gives every admitted caller one provider account,
-so a Responses id, a conversation, an uploaded file or a Gemini cached content created by one caller is
-reachable by any other who names its id. These are the wire facts of each gateway family: where a
-request names such an id (body and path) and where an answer hands one out (JSON or, for Responses,
-its stream), with the error the provider itself answers for an id its caller cannot see.
+A gateway spending its owner's key gives every admitted caller one provider account, so a Responses
+id, a conversation, an uploaded file or a Gemini cached content created by one caller is reachable by
+any other who names its id (`_ownership.Ownership` records whose each id is). These are the wire
+facts of each gateway family: where a request names such an id (body and path) and where an answer
+hands one out (JSON or, for Responses, its stream), with the error the provider itself answers for
+an id its caller cannot see.
 """
 
 from __future__ import annotations
