@@ -42,11 +42,6 @@ class CredentialRefusals:
     def refuse(self, status: int, headers: Mapping[str, str], body: bytes) -> bool:
         return status in self.statuses and (self.by_body is None or self.by_body(status, headers, body[:READ]))
 
-    @property
-    def reads_body(self) -> bool:
-        """Whether the verdict needs the answer's body (the gateway reads it before relaying it)."""
-        return self.by_body is not None
-
 
 def _object(body: bytes) -> dict[str, Any] | None:
     """The body's JSON object, or the first element of a JSON array (a Gemini JSON stream); else None."""

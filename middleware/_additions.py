@@ -76,10 +76,10 @@ class Additions:
             CachedContents(prompt_caching.gemini, store, key_prefix) if prompt_caching.gemini.cached_contents else None
         )
         self._refusals: dict[_Learner, frozenset[str]] = {}
+        """(upstream, scope, model) -> the additions refused with a 400 (`retry_body`, `_learner`)."""
         self.warnings = LogLimit(logger)
         """A rewrite that fails on a caller's body, and refusals learned per caller and model: callers
         repeat both at request rate."""
-        """(upstream, scope, model) -> the additions refused with a 400 (`retry_body`, `_learner`)."""
 
     @property
     def rewrites(self) -> bool:

@@ -586,7 +586,7 @@ class _Gateway:
             raw = await _decoded_body(request)
             if raw is None:
                 return _error(family, 400, "a body that cannot be read may name a provider-held id"), None
-            if any(mark in raw for mark in _ID_MARKS):  # (else no key naming one is spelt in it)
+            if any(mark in raw for mark in held_ids.ID_MARKS):  # (else no key naming one is spelt in it)
                 if duplicate_key(raw) is not None:
                     message = "a body that names a key twice (or nests too deeply to tell) may name a provider-held id"
                     return _error(family, 400, message), None
@@ -1391,27 +1391,6 @@ def _decoded(encoding: str | None, body: bytes) -> bytes | None:
     except ValueError:
         return None
     return decoded(encoding, body, ROUTED_BODY_LIMIT)
-
-
-_ID_MARKS = (
-    b"\\u",
-    b"previous_response_id",
-    b"conversation",
-    b"container",
-    b"file_id",
-    b"item_reference",
-    b"fileData",
-    b"file_data",
-    b"cachedContent",
-    b"cached_content",
-    b"audio",
-    b"reasoning",
-    b"store",
-)
-"""Bytes without which a body names no provider-held id, nor asks for one to be minted (`providers.held`:
-`store` is also in `vector_store_ids`, `file_id` in `file_ids`; an escape may spell a key's name). A body
-holding one is read for ids, and refused if it names a key twice: a provider may read the value the gateway
-did not."""
 
 
 def _json_or_form(request: Request) -> bool:

@@ -1,6 +1,6 @@
 """``Router``: picks a deployment, retries, fails over, cools down.
 
-The decision logic is one sans-I/O generator (``Router._plan``) that yields two kinds of actions,
+The decision logic is one sans-I/O generator (``Router.plan``) that yields two kinds of actions,
 ``Send`` and ``Sleep``; ``llm_cache.router._transport`` runs it with sync or async I/O. So the sync and async
 paths cannot drift apart, and tests can drive time and randomness.
 """
@@ -528,7 +528,7 @@ class Router:
                 st.breaker.record_failure()
             wait = None if fail_over else retry_after
             return AttemptResult(st.id, Failure(kind, resp.status_code, wait), response=resp, fail_over=fail_over)
-        if kind is Kind.CLIENT and operators_key and self._key_refused(st, resp, sent.body):
+        if kind is Kind.CLIENT and operators_key and self._deployments_key_refused(st, resp, sent.body):
             # refused before any work: a sibling may take it. A 401 (Gemini's 400 `API_KEY_INVALID`, AWS's
             # expired token) is the key itself, refused for every caller until someone fixes it; a 403 can
             # be about what this caller asked for (a Gemini cachedContent the key cannot read, a beta
@@ -553,7 +553,7 @@ class Router:
         said = (body or b"")[:REFUSAL_READ]
         return rule_for(st.deployment.family, resp.headers).refuse(resp.status_code, resp.headers, said)
 
-    def _key_refused(self, st: DeploymentState, resp: Any, body: bytes | None) -> bool:
+    def _deployments_key_refused(self, st: DeploymentState, resp: Any, body: bytes | None) -> bool:
         """Whether the deployment's own answer (untranslated) refuses the key it was sent on, by its
         family's rule (`llm_cache._refusals`). If so, the answer is marked with the provider's words
         (`REFUSAL`): they are the operator's to read, never the caller's (`Router._gave_up_on_key`)."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
-from .translate.http import dropped_names
+from .translate.base import dropped_names
 
 SCOPE = "llm_cache_middleware.router"
 

@@ -1,4 +1,3 @@
-from ..._refusals import BY_FAMILY
 from . import anthropic, gemini, openai
 from .anthropic import Messages
 from .audio import Transcriptions, Translations
@@ -35,12 +34,6 @@ ACCOUNT_HEADERS: dict[str, frozenset[str]] = {
 }
 """By gateway upstream family, the response headers naming the account billed for a call (each family's
 `AnswerHeaders.account`): what a gateway spending its owner's key does not relay."""
-
-
-CREDENTIAL_REFUSALS = BY_FAMILY
-"""By family, which error answers refuse the credential itself (declared once in `llm_cache._refusals`,
-which the router reads too): what a gateway that sent its owner's key answers as its own 502
-(`gateway._key_refused`)."""
 
 
 def resolve(path: str, endpoints: tuple[Endpoint, ...] = DEFAULT_ENDPOINTS) -> Route | None:

@@ -1,10 +1,11 @@
 """State the provider holds for whoever created it, by id: which ids a request names, which an answer mints.
 
-A gateway spending its owner's key (`gateway._Owned`) gives every admitted caller one provider account,
-so a Responses id, a conversation, an uploaded file or a Gemini cached content created by one caller is
-reachable by any other who names its id. These are the wire facts of each gateway family: where a
-request names such an id (body and path) and where an answer hands one out (JSON or, for Responses,
-its stream), with the error the provider itself answers for an id its caller cannot see.
+A gateway spending its owner's key gives every admitted caller one provider account, so a Responses
+id, a conversation, an uploaded file or a Gemini cached content created by one caller is reachable by
+any other who names its id (`_ownership.Ownership` records whose each id is). These are the wire
+facts of each gateway family: where a request names such an id (body and path) and where an answer
+hands one out (JSON or, for Responses, its stream), with the error the provider itself answers for
+an id its caller cannot see.
 """
 
 from __future__ import annotations
@@ -14,7 +15,18 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["SSE_MARKERS", "STREAM_EVENTS", "Listing", "as_read", "listed", "minted", "minting", "named", "not_found"]
+__all__ = [
+    "ID_MARKS",
+    "SSE_MARKERS",
+    "STREAM_EVENTS",
+    "Listing",
+    "as_read",
+    "listed",
+    "minted",
+    "minting",
+    "named",
+    "not_found",
+]
 
 # (kind, id): a kind keeps a file id and a response id of the same text apart.
 Held = tuple[str, str]
@@ -203,6 +215,28 @@ def as_read(path: str) -> str:
 
 
 _SLASH = re.compile("%2F", re.IGNORECASE)
+
+
+ID_MARKS = (
+    b"\\u",
+    b"previous_response_id",
+    b"conversation",
+    b"container",
+    b"file_id",
+    b"item_reference",
+    b"fileData",
+    b"file_data",
+    b"cachedContent",
+    b"cached_content",
+    b"audio",
+    b"reasoning",
+    b"store",
+)
+"""Bytes without which a body names no provider-held id (`named`), nor asks for one to be minted
+(`minting`): `store` is also in `vector_store_ids`, `file_id` in `file_ids`; an escape may spell a key's
+name. A key `named` or `minting` learns to read is spelt with one of these, or added here: the gateway
+reads a body for ids, and refuses one that names a key twice (a provider may read the value the
+gateway did not), only when one is in it."""
 
 
 _NAMED = {"openai": _openai_named, "azure": _openai_named, "anthropic": _anthropic_named, "gemini": _gemini_named}

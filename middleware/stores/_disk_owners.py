@@ -2,9 +2,9 @@
 used entries of the owner holding the most bytes, as `MemoryStore` does (`_tenants.py`).
 
 diskcache evicts inside SQLite, in the writer's transaction, by an eviction policy: a named set of SQL
-fragments in its public `EVICTION_POLICY` table. `FAIR_LRU` is one more: reads stamp `access_time`
-as `least-recently-used` does, and a cull takes the oldest rows of the owner the `LlmcOwners` table
-names as holding the most bytes. Each row carries its owner in diskcache's `tag` column
+fragments in its public `EVICTION_POLICY` table. `FAIR_LRU` is one more (`fair_policy` registers it):
+reads stamp `access_time` as `least-recently-used` does, and a cull takes the oldest rows of the owner
+the `LlmcOwners` table names as holding the most bytes. Each row carries its owner in diskcache's `tag` column
 (`_keys.key_owner`; the empty owner as NULL); triggers keep each owner's bytes (the value file's size,
 or the value's length when SQLite holds it) and entries in step with every insert, update and delete,
 in the same transaction, so every process sharing the folder sees one tally. A folder written before
@@ -23,14 +23,24 @@ FAIR_LRU = "llmc-fair-least-recently-used"
 _LARGEST = "SELECT owner FROM LlmcOwners ORDER BY bytes DESC LIMIT 1"
 _ROW_BYTES = "{row}.size + coalesce(length({row}.value), 0)"
 
-diskcache.EVICTION_POLICY.setdefault(
-    FAIR_LRU,
-    {
-        "init": "CREATE INDEX IF NOT EXISTS Cache_tag_access_time ON Cache (tag, access_time)",
-        "get": "access_time = {now}",
-        "cull": f"SELECT {{fields}} FROM Cache WHERE tag IS nullif(({_LARGEST}), '') ORDER BY access_time LIMIT ?",
-    },
-)
+_POLICY = {
+    "init": "CREATE INDEX IF NOT EXISTS Cache_tag_access_time ON Cache (tag, access_time)",
+    "get": "access_time = {now}",
+    "cull": f"SELECT {{fields}} FROM Cache WHERE tag IS nullif(({_LARGEST}), '') ORDER BY access_time LIMIT ?",
+}
+
+
+def fair_policy() -> str:
+    """The name of `FAIR_LRU`, registered in diskcache's `EVICTION_POLICY` table first if it is not yet.
+
+    The table is diskcache's own global: a `Cache` reads its policy's SQL there by name, at open, on
+    every read and on every cull, and offers no other place to give it. So the policy is registered
+    when a `DiskStore` first opens a folder (never at import: importing the library leaves diskcache as
+    it was), under a name no other policy takes, and never replaced (a second registration is a no-op).
+    """
+    diskcache.EVICTION_POLICY.setdefault(FAIR_LRU, _POLICY)
+    return FAIR_LRU
+
 
 _ADD = (
     "INSERT INTO LlmcOwners VALUES (coalesce(NEW.tag, ''), " + _ROW_BYTES.format(row="NEW") + ", 1)"

@@ -19,7 +19,7 @@ import diskcache
 from .._fork import renew_after_fork
 from .._keys import key_owner
 from ._codeless_disk import CodelessDisk
-from ._disk_owners import FAIR_LRU, owner_tag, tally_owners
+from ._disk_owners import fair_policy, owner_tag, tally_owners
 from .base import Abilities, StoreError, trim_due
 
 T = TypeVar("T")
@@ -99,7 +99,7 @@ class DiskStore:
                 _own_databases(tags)
                 self._tags = diskcache.Cache(str(tags), eviction_policy="none", disk=CodelessDisk)
                 cache = diskcache.Cache(
-                    str(self.directory), size_limit=self.size_limit, eviction_policy=FAIR_LRU, disk=CodelessDisk
+                    str(self.directory), size_limit=self.size_limit, eviction_policy=fair_policy(), disk=CodelessDisk
                 )
                 try:
                     tally_owners(self.directory / "cache.db")

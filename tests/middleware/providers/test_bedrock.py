@@ -10,7 +10,8 @@ import httpx2
 import orjson
 import pytest
 
-from llm_cache.middleware.providers import CREDENTIAL_REFUSALS, cuts, resolve
+from llm_cache._refusals import BY_FAMILY
+from llm_cache.middleware.providers import cuts, resolve
 from llm_cache.middleware.providers.anthropic import Messages, MessageStreamAssembler
 from llm_cache.middleware.providers.base import Usage
 from llm_cache.middleware.providers.bedrock import Converse, InvokeModel, InvokeModelStream, InvokeStreamAssembler
@@ -274,9 +275,9 @@ def test_bedrock_s_answers_refusing_the_credential_are_told_from_those_refusing_
 ) -> None:
     """AWS refuses an unknown key id, a bad signature or an expired session with a 403 naming its error
     type in `x-amzn-ErrorType` (`UnrecognizedClientException:http://...`); a refused request is a 400
-    `ValidationException`. Bedrock's provider module says which refuse the credential (a gateway spending
+    `ValidationException`. `llm_cache._refusals` says which refuse the credential (a gateway spending
     its owner's key answers those as its own 502)."""
-    refusals = CREDENTIAL_REFUSALS["bedrock"]
+    refusals = BY_FAMILY["bedrock"]
     fake_provider.revoke_key("bedrock-api-key-of-the-owner")
     status, headers, body = bedrock_answer(fake_provider)
     assert status == 403 and refusals.refuse(status, headers, body)

@@ -10,8 +10,9 @@ import msgpack
 import orjson
 import pytest
 
+from llm_cache._refusals import BY_FAMILY
 from llm_cache.middleware import Cache
-from llm_cache.middleware.providers import CREDENTIAL_REFUSALS, cuts, resolve
+from llm_cache.middleware.providers import cuts, resolve
 from llm_cache.middleware.providers.base import Usage
 from llm_cache.middleware.providers.gemini import EmbedContent, GenerateContent, JSONArrayDecoder, _TextRuns
 
@@ -719,7 +720,7 @@ def test_an_indented_spelling_in_a_cut_of_the_first_version_is_refused() -> None
 def test_gemini_s_400_refusing_the_key_is_told_from_a_400_refusing_the_request(fake_provider: Any) -> None:
     """Google answers a bad key `400 INVALID_ARGUMENT`, as it answers a bad request: only the `ErrorInfo`
     reason `API_KEY_INVALID` in `error.details` says it is the key (in an array too, as a JSON stream)."""
-    refusals = CREDENTIAL_REFUSALS["gemini"]
+    refusals = BY_FAMILY["gemini"]
     fake_provider.revoke_key("AIza-revoked")
     answer = httpx2.post(
         f"{fake_provider.gemini_base_url}/models/gemini-2.5-flash:generateContent",

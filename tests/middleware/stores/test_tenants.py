@@ -9,6 +9,8 @@ directly where the rule lives: `MemoryStore`, a `TieredStore`'s L1 over a real R
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +243,32 @@ async def test_a_full_disk_store_gives_up_the_entries_of_the_owner_holding_the_m
         assert store.current_size()[1] <= 400_000
     finally:
         await store.close()
+
+
+_POLICY_REGISTERED = """
+import asyncio, sys, tempfile
+import diskcache
+from llm_cache.middleware.stores import DiskStore
+from llm_cache.middleware.stores._disk_owners import FAIR_LRU
+before = FAIR_LRU in diskcache.EVICTION_POLICY
+async def main():
+    store = DiskStore(tempfile.mkdtemp(), size_limit=100_000)
+    await store.set("v1:default:calice:1", b"a", None)
+    await store.close()
+asyncio.run(main())
+print(before, FAIR_LRU in diskcache.EVICTION_POLICY)
+"""
+
+
+def test_importing_the_disk_store_leaves_diskcache_s_policy_table_as_it_was_until_a_store_opens() -> None:
+    """diskcache's `EVICTION_POLICY` is its own global table: the fair policy joins it when a `DiskStore`
+    opens a folder, never as a side effect of importing the library (a fresh process, to see the import)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _POLICY_REGISTERED], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
 
 
 async def test_a_disk_store_s_tally_of_owners_follows_every_write_overwrite_expiry_delete_and_clear(
