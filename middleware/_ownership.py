@@ -23,14 +23,14 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from .._log_limit import LogLimit
 from .._wire import decompressor
 from .providers import held
-from .stores.base import Store
+from .stores.base import Store, TTLStore, abilities_of
 from .stores.memory import MemoryStore
 
 logger = logging.getLogger("llm_cache.middleware.gateway")
@@ -40,6 +40,9 @@ __all__ = ["TTL", "Ownership", "StoreDown", "caller_of", "recording"]
 TTL = 30 * 24 * 3600.0
 """How long an id stays its caller's: as long as OpenAI keeps a stored response."""
 _MEMO_ENTRIES = 10_000
+_UNSURE = 60.0
+"""How long the memo keeps a record read from a store that does not say how long it has left: the
+record may be near its end, so a short while (a round trip a minute for an id in use), never a full `TTL`."""
 _BATCH = 64
 """Most store reads in flight at once for one list answer's entries."""
 _READ_LIMIT = 16 * 1024 * 1024
@@ -60,14 +63,24 @@ def caller_of(values: Iterable[bytes], keys: tuple[bytes, ...]) -> str:
 
 class Ownership:
     """Which ids each caller was handed: one record per (caller, id) in `store` (may be None) under
-    `prefix`, with a bounded TTL'd memo."""
+    `prefix`, with a bounded TTL'd memo that never vouches for a record longer than the store keeps it:
+    one just written, `ttl`; one read back, the time the store says it has left (`ttl_reads`), else
+    `_UNSURE` at most. `clock` is monotonic seconds."""
 
-    def __init__(self, store: Store | None, prefix: str, ttl: float = TTL, memo_entries: int = _MEMO_ENTRIES) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        prefix: str,
+        ttl: float = TTL,
+        memo_entries: int = _MEMO_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store: Store = store if store is not None else MemoryStore(max_entries=memo_entries, max_bytes=None)
         """(With no cache, a store of the process's own, fair between callers as the memo is not.)"""
         self.prefix = f"{prefix}__owner__:"
         self.ttl = ttl
         self.memo_entries = memo_entries
+        self.clock = clock
         self.memo: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.warnings = LogLimit(logger)
         """A store that is down fails every answer's record: one WARNING an interval."""
@@ -83,8 +96,9 @@ class Ownership:
         records from that caller, never from the records of every caller at once."""
         return f"{self.prefix}{caller}:{digest}"
 
-    def _remember(self, digest: str, caller: str) -> None:
-        self.memo[digest] = (caller, time.monotonic() + self.ttl)
+    def _remember(self, digest: str, caller: str, left: float) -> None:
+        """Memo that the id is `caller`'s for the next `left` seconds."""
+        self.memo[digest] = (caller, self.clock() + min(left, self.ttl))
         self.memo.move_to_end(digest)
         while len(self.memo) > self.memo_entries:
             self.memo.popitem(last=False)
@@ -93,7 +107,7 @@ class Ownership:
         """`ids` were minted for `caller` (a store that fails is logged: the memo still holds them)."""
         for kind, held_id in ids:
             digest = self._digest(family, kind, held_id)
-            self._remember(digest, caller)
+            self._remember(digest, caller, self.ttl)
             try:
                 await self.store.set(self._key(caller, digest), caller.encode("ascii"), self.ttl)
             except Exception as error:
@@ -107,18 +121,26 @@ class Ownership:
         for kind, held_id in ids:
             digest = self._digest(family, kind, held_id)
             memo = self.memo.get(digest)
-            if memo is not None and memo[1] > time.monotonic():
+            if memo is not None and memo[1] > self.clock():
                 if memo[0] != caller:
                     return kind, held_id
                 continue
             try:
-                owner = await self.store.get(self._key(caller, digest))
+                owner, left = await self._read(self._key(caller, digest))
             except Exception as error:
                 raise StoreDown(f"the store did not say whose a {kind} id is ({type(error).__name__})") from error
             if owner is None or owner.decode("ascii", "replace") != caller:
                 return kind, held_id
-            self._remember(digest, caller)
+            self._remember(digest, caller, left)
         return None
+
+    async def _read(self, key: str) -> tuple[bytes | None, float]:
+        """A record and how long the memo may keep it: the time the store says it has left (no expiry:
+        `ttl`), or `_UNSURE` from a store that does not say."""
+        if not abilities_of(self.store).ttl_reads:
+            return await self.store.get(key), _UNSURE
+        value, left = await cast(TTLStore, self.store).get_with_ttl(key)
+        return value, self.ttl if left is None else left
 
     async def only_callers(self, caller: str, family: str, listing: held.Listing, answer: bytes) -> bytes | None:
         """A list answer (`held.listed`) with only the entries minted for `caller`, or None for an answer not

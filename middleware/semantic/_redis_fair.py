@@ -102,13 +102,26 @@ end
 
 
 class Script:
-    """A Lua script run by its digest (`EVALSHA`), sent whole only when the server lacks it."""
+    """A Lua script run by its digest (`EVALSHA`), sent whole only when the server lacks it. A fair
+    script starts with `_COMMON`; `fair=False` runs `body` alone."""
 
     __slots__ = ("sha", "text")
 
-    def __init__(self, body: str) -> None:
-        self.text = f"local SWEEP = {SWEEP}\n{_COMMON}\n{body}"
+    def __init__(self, body: str, *, fair: bool = True) -> None:
+        self.text = f"local SWEEP = {SWEEP}\n{_COMMON}\n{body}" if fair else body
         self.sha = hashlib.sha1(self.text.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    @property
+    def script(self) -> str:
+        """The text, by the name redis-py's pipeline loads a script it lacks by (`Pipeline.load_scripts`)."""
+        return self.text
+
+    def queue(self, pipe: Any, arguments: Sequence[Any], keys: Sequence[Any] = ()) -> None:
+        """Queue the script on a redis-py pipeline by its digest, registered with the pipeline (as redis-py's
+        own `Script` is) so that `execute` first loads it on a server that lacks it (none has it after a
+        restart or a `SCRIPT FLUSH`): a pipeline's `NOSCRIPT` would come too late to send it whole."""
+        pipe.scripts.add(self)
+        pipe.evalsha(self.sha, len(keys), *keys, *arguments)
 
     async def __call__(self, client: Any, arguments: Sequence[Any]) -> Any:
         import redis.exceptions

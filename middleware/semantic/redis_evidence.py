@@ -7,16 +7,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._loop_clients import PerLoop
-from ._redis_fair import LIST, RedisFairRows
+from ._redis_fair import LIST, RedisFairRows, Script
 from .bound import Tally
 from .risk import HISTORY
 
-_RAISE = """
+_RAISE = Script(
+    """
 local seen = redis.call('GET', KEYS[1])
 if not seen or tonumber(seen) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
-"""
+""",
+    fair=False,
+)
 """Keep the highest similarity at which an answer was judged wrong (and refresh its lifetime)."""
 
 
@@ -101,7 +104,7 @@ class RedisEvidence:
     def _list_tally(self, pipe: Any, partition: str, owner: str | None) -> None:
         """List `partition`'s tally as its owner's newest (a bound used alone has one tally: none to bound)."""
         if partition:
-            pipe.eval(LIST.text, 0, *self._tallies.listed(partition, owner or partition, self.keep))
+            LIST.queue(pipe, self._tallies.listed(partition, owner or partition, self.keep))
 
     async def record(
         self, key: str, bin: int, similarity: float, wrong: bool, partition: str = "", owner: str | None = None
@@ -116,9 +119,9 @@ class RedisEvidence:
             pipe.expire(history, keep)
             if wrong:
                 pipe.hincrby(tally, f"w{bin}", 1)
-                pipe.eval(_RAISE, 1, self._answer_key("wrong", key), repr(similarity), str(keep))
+                _RAISE.queue(pipe, [repr(similarity), str(keep)], keys=[self._answer_key("wrong", key)])
             pipe.expire(tally, keep)
-            pipe.eval(LIST.text, 0, *self._records.listed(_digest(key), owner or partition, self.keep))
+            LIST.queue(pipe, self._records.listed(_digest(key), owner or partition, self.keep))
             self._list_tally(pipe, partition, owner)
             await pipe.execute()
 

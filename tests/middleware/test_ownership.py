@@ -11,10 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio
 
-from llm_cache.middleware._ownership import Ownership, caller_of, recording
+from llm_cache.middleware._ownership import _UNSURE, Ownership, caller_of, recording
 from llm_cache.middleware.providers import held
-from llm_cache.middleware.stores import MemoryStore
+from llm_cache.middleware.stores import MemoryStore, RedisStore
+from tests.middleware.stores.conftest import SLACK, unique_prefix
 
 
 def event(kind: str, response: dict[str, object]) -> bytes:
@@ -113,6 +115,62 @@ def test_an_id_is_its_callers_and_no_one_elses() -> None:
 
     asyncio.run(check())
     assert b == caller_of([b"key-b"], ())
+
+
+class Clock:
+    """Monotonic seconds that move only when a test moves them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_record_read_from_a_store_that_does_not_say_its_time_left_is_memoised_only_a_short_while() -> None:
+    """A record read back was memoised a full `TTL` from the read: the memo vouched for the id long after
+    the store (and the provider) had let it go."""
+    a, clock = caller_of([b"key-a"], ()), Clock()
+    resp = [("response", "resp_1")]
+
+    async def check() -> None:
+        writer = Ownership(MemoryStore(), "p:")
+        await writer.record(a, "openai", resp)
+        reader = Ownership(writer.store, "p:", clock=clock)  # another pod
+        assert await reader.foreign(a, "openai", resp) is None
+        await writer.store.clear()  # the store lets the record go (its time, an eviction)
+        assert await reader.foreign(a, "openai", resp) is None  # the memo answers for a short while
+        clock.now += _UNSURE + 1
+        assert await reader.foreign(a, "openai", resp) == ("response", "resp_1")
+
+    asyncio.run(check())
+
+
+def test_a_record_read_from_a_store_that_says_its_time_left_is_memoised_no_longer_than_that(
+    redis_server: Any,
+) -> None:
+    """A record with 5 s left in Redis is vouched for by the memo 5 s, not a full `TTL` from the read."""
+    a, clock = caller_of([b"key-a"], ()), Clock()
+    resp = [("response", "resp_1")]
+
+    async def check() -> None:
+        store = RedisStore(redis_server.url, prefix=unique_prefix(), **SLACK)
+        writer = Ownership(store, "p:")
+        await writer.record(a, "openai", resp)
+        raw = redis.asyncio.Redis.from_url(redis_server.url)
+        (key,) = [k async for k in raw.scan_iter(f"{store.prefix}p:__owner__:*")]
+        await raw.expire(key, 5)  # a record written long ago, near its end
+        reader = Ownership(store, "p:", clock=clock)
+        assert await reader.foreign(a, "openai", resp) is None
+        await raw.delete(key)  # its time is up: Redis lets it go
+        clock.now += 4
+        assert await reader.foreign(a, "openai", resp) is None  # the memo answers while it had time left
+        clock.now += 2
+        assert await reader.foreign(a, "openai", resp) == ("response", "resp_1")
+        await raw.aclose()
+        await store.close()
+
+    asyncio.run(check())
 
 
 def test_with_no_cache_one_callers_flood_never_pushes_another_callers_ids_out() -> None:

@@ -501,6 +501,30 @@ async def test_redis_evidence_forgets_records_gone_by_their_time(redis_server: A
         await pod.aclose()
 
 
+async def test_redis_evidence_still_writes_once_the_server_has_forgotten_its_scripts(redis_server: Any) -> None:
+    """Its scripts run by digest: a server that lacks them (restarted, `SCRIPT FLUSH`ed) is sent them
+    before the write, which is kept whole (no tally counted twice, no verdict lost)."""
+    import redis
+
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.flushall()
+    evidence = RedisEvidence(redis_server.url)
+    await evidence.record(answer("a", "alice"), 1, 0.8, wrong=True, partition="alice")
+    raw.script_flush()
+    await evidence.record(answer("a", "alice"), 1, 0.9, wrong=True, partition="alice")
+    await evidence.count([0, 3], lookups=2, partition="alice")
+    raw.script_flush()
+    await evidence.count([0, 1], lookups=1, partition="alice")
+
+    tally = await evidence.tally(3, "alice")
+    assert (tally.checked, tally.wrong, tally.seen, tally.lookups) == ([0, 2, 0], [0, 2, 0], [0, 4, 0], 3)
+    assert await evidence.wrong_at(answer("a", "alice")) == 0.9
+    assert await evidence.history(answer("a", "alice")) == [(0.8, True), (0.9, True)]
+    assert int(raw.get("llm-cache:bound:fair:records:rows")) == 1
+    raw.close()
+    await evidence.aclose()
+
+
 async def test_in_process_evidence_keeps_the_tallies_of_its_most_recently_used_partitions() -> None:
     """A partition dropped to make room starts again from nothing; one used since is kept."""
     evidence = InProcessEvidence(max_partitions=2)
